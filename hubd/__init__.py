@@ -1,0 +1,1 @@
+"""hubd: the provincial office's exchange (the hub daemon) and hubctl, its operator tool."""

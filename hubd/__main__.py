@@ -1,0 +1,3 @@
+from hubd.cli import hubd_main
+
+hubd_main()

@@ -1,0 +1,146 @@
+"""The ``hubd`` (daemon) and ``hubctl`` (operator) commands."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hubd.directory import build_and_sign, hub_key_paths, init_hub_key, read_directory
+from schemas.clock import ms_to_text
+from schemas.errors import XchgError
+from schemas.keys import HubPublicKey
+
+hubd_app = typer.Typer(
+    name="hubd",
+    help="The hub daemon: the provincial office's document exchange.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+hubctl_app = typer.Typer(
+    name="hubctl",
+    help="Operate the hub: keys, directory (and later status, trace, queues).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="The hub's own keys.", no_args_is_help=True)
+directory_app = typer.Typer(help="Build, sign and inspect the directory.", no_args_is_help=True)
+hubctl_app.add_typer(keys_app, name="keys")
+hubctl_app.add_typer(directory_app, name="directory")
+
+DEFAULT_HUB_KEYS = Path("certs/hub")
+
+
+def _now() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _fail(command: str, exc: BaseException) -> typer.Exit:
+    typer.echo(f"{command}: {exc}", err=True)
+    return typer.Exit(2)
+
+
+@hubd_app.command()
+def run(config: Annotated[Path, typer.Option(help="Hub configuration file")]) -> None:
+    """Run the hub daemon."""
+    typer.echo(
+        f"hubd run: the hub daemon is not built yet (issue 3); {config} was not read", err=True
+    )
+    raise typer.Exit(2)
+
+
+@keys_app.command("init")
+def keys_init(
+    out: Annotated[Path, typer.Option(help="Folder for hub.sign.key and hub.pub.json")] = (
+        DEFAULT_HUB_KEYS
+    ),
+    valid_days: Annotated[int, typer.Option(help="Validity of the hub key in days")] = 1825,
+    force: Annotated[bool, typer.Option(help="Replace an existing hub key")] = False,
+) -> None:
+    """Make the hub's signing key (it signs the directory and receipts)."""
+    try:
+        public = init_hub_key(out, now=_now(), valid_days=valid_days, overwrite=force)
+    except (OSError, ValueError) as exc:
+        raise _fail("hubctl keys init", exc) from exc
+    paths = hub_key_paths(out)
+    typer.echo(f"hub signing key {paths.secret} (private, 0600)  kid {public.kid}")
+    typer.echo(f"public key      {paths.public}  (pin it in every spoke's configuration)")
+
+
+@directory_app.command("build")
+def directory_build(
+    topology: Annotated[Path, typer.Option(help="Topology file")] = Path("config/topology.toml"),
+    keys: Annotated[Path, typer.Option(help="Folder searched for ORG.pub.json files")] = Path(
+        "certs/orgs"
+    ),
+    hub_key: Annotated[Path, typer.Option(help="The hub's private signing key")] = (
+        DEFAULT_HUB_KEYS / "hub.sign.key"
+    ),
+    out: Annotated[Path, typer.Option(help="Where to write the signed directory")] = (
+        DEFAULT_HUB_KEYS / "directory.bin"
+    ),
+    valid_days: Annotated[int, typer.Option(help="Days until the directory expires")] = 30,
+    version: Annotated[int | None, typer.Option(help="Version (default: previous + 1)")] = None,
+    revoke: Annotated[list[str] | None, typer.Option(help="Key id to revoke (repeatable)")] = None,
+) -> None:
+    """Sign a directory from the topology and the organisations' public keys."""
+    try:
+        verified = build_and_sign(
+            topology_path=topology,
+            keys_dir=keys,
+            hub_key_path=hub_key,
+            out=out,
+            now=_now(),
+            valid_days=valid_days,
+            version=version,
+            revoke=revoke or [],
+        )
+    except (OSError, ValueError, XchgError) as exc:
+        raise _fail("hubctl directory build", exc) from exc
+    d = verified.directory
+    typer.echo(
+        f"directory v{d.version}: {len(d.orgs)} organisations, {len(d.channels)} channels, "
+        f"{len(d.groups)} groups, {len(d.revoked)} revoked keys; expires {ms_to_text(d.expires_at)}"
+    )
+    typer.echo(f"written to {out} ({len(verified.frame)} bytes)")
+
+
+@directory_app.command("show")
+def directory_show(
+    path: Annotated[Path, typer.Argument(help="A signed directory file")] = (
+        DEFAULT_HUB_KEYS / "directory.bin"
+    ),
+    hub_pub: Annotated[Path, typer.Option(help="The hub's public key file")] = (
+        DEFAULT_HUB_KEYS / "hub.pub.json"
+    ),
+) -> None:
+    """Verify a signed directory and print its organisations as a table."""
+    try:
+        pinned = HubPublicKey.load(hub_pub.read_bytes(), source=str(hub_pub))
+        verified = read_directory(path, pinned.public, now=_now())
+    except (OSError, ValueError, XchgError) as exc:
+        raise _fail("hubctl directory show", exc) from exc
+    d = verified.directory
+    typer.echo(
+        f"directory v{d.version} (hub {d.hub_id}), issued {ms_to_text(d.issued_at)}, "
+        f"expires {ms_to_text(d.expires_at)}"
+    )
+    typer.echo(f"{'id':<20} {'level':<11} {'clearance':<18} {'channels':<28} name")
+    for org in d.orgs:
+        typer.echo(
+            f"{org.id:<20} {org.level.value:<11} {org.clearance!s:<18} "
+            f"{','.join(org.channels):<28} {org.name_zh}"
+        )
+    typer.echo("groups: " + ", ".join(f"@{g.id} ({len(g.members)})" for g in d.groups))
+
+
+def hubd_main() -> None:
+    hubd_app(prog_name="hubd")
+
+
+def hubctl_main() -> None:
+    hubctl_app(prog_name="hubctl")

@@ -1,0 +1,160 @@
+"""Canonical msgpack: one encoding per value, strict limits on every decode.
+
+Canonical form (docs/wire-format.md, "Canonical msgpack"):
+
+- allowed types: nil, bool, int (-2**63 .. 2**64-1), str (UTF-8), bin, array, map;
+  no float, no ext (msgpack's timestamp included);
+- every int, str, bin, array and map uses the shortest header that fits its value
+  (what msgpack-python emits);
+- map keys are str, unique, sorted by their UTF-8 bytes.
+
+A decoder accepts bytes only if re-encoding what it decoded gives the same bytes, so two
+implementations that agree on values agree on bytes, and a signature over bytes is a
+signature over values.
+
+Every decode checks the total size before anything else, then passes explicit limits to
+msgpack (``max_bin_len``, ``max_str_len``, ``max_array_len``, ``max_map_len``,
+``max_ext_len=0``), then checks nesting depth. A 100-byte input claiming a 100 MB string
+is refused before any allocation; any failure is a :class:`DecodeError` with a reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from schemas.errors import DecodeError, Reason, UsageError
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Decode limits for one kind of record. Every field is an upper bound."""
+
+    name: str
+    max_size: int
+    max_str: int
+    max_bin: int
+    max_array: int
+    max_map: int
+    max_depth: int
+
+
+# One set of limits per record kind; callers pick the one for what they expect.
+FRAME_LIMITS = Limits("envelope frame", 512 * 1024, 256, 512 * 1024, 16, 16, 2)
+HEADER_LIMITS = Limits("header", 512 * 1024, 4096, 1024, 4096, 4096, 4)
+INNER_LIMITS = Limits("inner record", 1024 * 1024, 64 * 1024, 1024, 10_000, 10_000, 4)
+DIRECTORY_FRAME_LIMITS = Limits("directory frame", 8 * 1024 * 1024, 256, 8 * 1024 * 1024, 16, 16, 2)
+DIRECTORY_LIMITS = Limits("directory", 8 * 1024 * 1024, 4096, 1024, 100_000, 100_000, 6)
+RECEIPT_FRAME_LIMITS = Limits("receipt frame", 2 * 1024 * 1024, 256, 2 * 1024 * 1024, 16, 16, 2)
+RECEIPT_LIMITS = Limits("receipt batch", 2 * 1024 * 1024, 4096, 1024, 10_000, 10_000, 4)
+
+
+def encode(value: Any) -> bytes:
+    """Encode ``value`` canonically. Raises UsageError for a type the wire forbids."""
+    return msgpack.packb(_canonical(value, 0), use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _canonical(value: Any, depth: int) -> Any:
+    # bool before int: bool is an int subclass and must stay a msgpack bool.
+    if value is None or isinstance(value, bool | str | bytes):
+        return value
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise UsageError(f"integer {value} does not fit msgpack's 64-bit range")
+        return value
+    if depth > 64:
+        raise UsageError("value nests deeper than 64 levels")
+    if isinstance(value, list | tuple):
+        return [_canonical(v, depth + 1) for v in value]
+    if isinstance(value, dict):
+        for k in value:
+            if not isinstance(k, str):
+                raise UsageError(f"map key {k!r} is not a str; the wire allows only str keys")
+        return {k: _canonical(value[k], depth + 1) for k in sorted(value)}
+    raise UsageError(f"type {type(value).__name__} is not allowed on the wire")
+
+
+def decode(data: bytes, limits: Limits) -> Any:
+    """Decode one canonical msgpack value from ``data`` within ``limits``."""
+    what = limits.name
+    if len(data) > limits.max_size:
+        raise DecodeError(
+            Reason.DECODE_TOO_LARGE,
+            f"{what} is {len(data)} bytes; the limit is {limits.max_size} bytes",
+        )
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=False,  # arrays become tuples: immutable, and strict models take them
+            strict_map_key=True,
+            max_str_len=limits.max_str,
+            max_bin_len=limits.max_bin,
+            max_array_len=limits.max_array,
+            max_map_len=limits.max_map,
+            max_ext_len=0,
+        )
+    except msgpack.ExtraData as exc:
+        raise DecodeError(
+            Reason.DECODE_TRAILING_BYTES, f"{what} has bytes after its single value"
+        ) from exc
+    except msgpack.StackError as exc:
+        raise DecodeError(Reason.DECODE_TOO_DEEP, f"{what} nests too deeply") from exc
+    except UnicodeDecodeError as exc:
+        raise DecodeError(Reason.DECODE_MALFORMED, f"{what} has a str that is not UTF-8") from exc
+    except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
+        text = str(exc)
+        if "exceeds max" in text:
+            raise DecodeError(Reason.DECODE_LIMIT, f"{what}: {text}") from exc
+        raise DecodeError(Reason.DECODE_MALFORMED, f"{what} is not valid msgpack ({text})") from exc
+    _check_shape(value, 1, limits)
+    if encode(value) != data:
+        raise DecodeError(
+            Reason.DECODE_NON_CANONICAL,
+            f"{what} is valid msgpack but not in canonical form "
+            "(map keys sorted and unique, shortest headers)",
+        )
+    return value
+
+
+def _check_shape(value: Any, depth: int, limits: Limits) -> None:
+    if value is None or isinstance(value, bool | int | str | bytes):
+        return
+    if depth > limits.max_depth and isinstance(value, tuple | dict):
+        raise DecodeError(
+            Reason.DECODE_TOO_DEEP,
+            f"{limits.name} nests deeper than {limits.max_depth} levels",
+        )
+    if isinstance(value, tuple):
+        for item in value:
+            _check_shape(item, depth + 1, limits)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise DecodeError(
+                    Reason.DECODE_FORBIDDEN_TYPE, f"{limits.name} has a map key that is not a str"
+                )
+            _check_shape(item, depth + 1, limits)
+        return
+    raise DecodeError(
+        Reason.DECODE_FORBIDDEN_TYPE,
+        f"{limits.name} contains a {type(value).__name__}; "
+        "only nil, bool, int, str, bin, array and map are allowed",
+    )
+
+
+def decode_map(data: bytes, limits: Limits) -> dict[str, Any]:
+    """Decode and require a map at the top level."""
+    value = decode(data, limits)
+    if not isinstance(value, dict):
+        raise DecodeError(
+            Reason.DECODE_MALFORMED,
+            f"{limits.name} must be a msgpack map, not {type(value).__name__}",
+        )
+    return value

@@ -1,0 +1,359 @@
+"""The directory: a hub-signed, versioned, expiring trust registry (ARCHITECTURE section 5).
+
+It lists every organisation (id, names, level, parent, clearance, channels, signing and
+encryption keys with validity windows), the channels, revoked key ids and address groups.
+Spokes pin the hub's directory key, refuse a version older than one they have seen, refuse
+an expired directory, and look up every key through it.
+
+Frame: canonical map ``{"v": 1, "kid": <hub kid>, "dir": <directory bytes>, "sig": <64>}``
+with ``sig = Ed25519(hub, "xchg/v1/dir\\0" || dir)``; verified before ``dir`` is decoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cached_property
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from schemas import codec
+from schemas.errors import DirectoryError, Reason, SignatureError
+from schemas.ids import GroupId, KeyId, OrgId
+from schemas.keys import DOMAIN_DIRECTORY, KeyKind, SigningKey, key_id, verify_signature
+from schemas.model import MAX_WIRE_INT, WireClassification, WireModel
+
+Millis = Annotated[int, Field(ge=0, le=MAX_WIRE_INT)]
+PublicKey = Annotated[bytes, Field(min_length=32, max_length=32)]
+ShortText = Annotated[str, Field(min_length=1, max_length=200)]
+GROUP_PREFIX = "@"
+
+
+class OrgLevel(StrEnum):
+    """The level of an organisation in the government hierarchy."""
+
+    NATIONAL = "national"
+    PROVINCE = "province"
+    PREFECTURE = "prefecture"
+    COUNTY = "county"
+    DEPARTMENT = "department"
+
+    @property
+    def zh(self) -> str:
+        return {
+            "national": "国家级",
+            "province": "省级",
+            "prefecture": "地市级",
+            "county": "县级",
+            "department": "省直部门",
+        }[self.value]
+
+
+class KeyEntry(WireModel):
+    kid: KeyId
+    public: PublicKey
+    not_before: Millis
+    not_after: Millis
+
+
+class ChannelEntry(WireModel):
+    id: OrgId
+    name: ShortText
+    ceiling: WireClassification
+
+
+class OrgEntry(WireModel):
+    id: OrgId
+    name_zh: ShortText
+    name_en: ShortText
+    level: Annotated[OrgLevel, Field(strict=False)]  # the wire carries the value
+    parent: OrgId | None
+    code: Annotated[str, Field(pattern=r"^\d{6}$")] | None  # 行政区划代码
+    clearance: WireClassification
+    channels: tuple[OrgId, ...]
+    sign_keys: tuple[KeyEntry, ...]
+    enc_keys: tuple[KeyEntry, ...]
+    directive_to: tuple[OrgId, ...]  # extra organisations it may send directive documents to
+
+
+class GroupEntry(WireModel):
+    id: GroupId
+    name_zh: ShortText
+    name_en: ShortText
+    members: tuple[OrgId, ...]
+
+
+class Directory(WireModel):
+    v: Literal[1]
+    hub_id: OrgId
+    version: Annotated[int, Field(ge=1, le=MAX_WIRE_INT)]
+    issued_at: Millis
+    expires_at: Millis
+    hub_keys: tuple[KeyEntry, ...]
+    channels: tuple[ChannelEntry, ...]
+    orgs: tuple[OrgEntry, ...]
+    revoked: tuple[KeyId, ...]
+    groups: tuple[GroupEntry, ...]
+
+    # ---- lookups (computed once per directory) ----
+
+    @cached_property
+    def _orgs(self) -> dict[str, OrgEntry]:
+        return {o.id: o for o in self.orgs}
+
+    @cached_property
+    def _channels(self) -> dict[str, ChannelEntry]:
+        return {c.id: c for c in self.channels}
+
+    @cached_property
+    def _groups(self) -> dict[str, GroupEntry]:
+        return {g.id: g for g in self.groups}
+
+    @cached_property
+    def _revoked(self) -> frozenset[str]:
+        return frozenset(self.revoked)
+
+    def org(self, org_id: str) -> OrgEntry | None:
+        return self._orgs.get(org_id)
+
+    def channel(self, channel_id: str) -> ChannelEntry | None:
+        return self._channels.get(channel_id)
+
+    def group(self, group_id: str) -> GroupEntry | None:
+        return self._groups.get(group_id)
+
+    def is_revoked(self, kid: str) -> bool:
+        return kid in self._revoked
+
+    def signing_key_entry(self, org_id: str, kid: str) -> KeyEntry:
+        """The key ``org_id`` signs with under ``kid``; refuses unknown and revoked keys.
+
+        The validity window is checked separately (:meth:`check_key_window`) because it is
+        judged at the signed creation time, known only after the signature verifies.
+        """
+        if org_id == self.hub_id:
+            keys: Iterable[KeyEntry] = self.hub_keys
+        else:
+            org = self.org(org_id)
+            if org is None:
+                raise SignatureError(
+                    Reason.SIG_UNKNOWN_SENDER,
+                    f"{org_id!r} is not in directory version {self.version}; "
+                    "the hub operator must add it and publish a new directory",
+                )
+            keys = org.sign_keys
+        if self.is_revoked(kid):
+            raise SignatureError(
+                Reason.SIG_KEY_REVOKED,
+                f"key {kid} of {org_id} is revoked in directory version {self.version}; "
+                "the owner must sign with a new key",
+            )
+        for key in keys:
+            if key.kid == kid:
+                return key
+        raise SignatureError(
+            Reason.SIG_UNKNOWN_KEY,
+            f"{org_id} has no signing key {kid!r:.40} in directory version {self.version}",
+        )
+
+    @staticmethod
+    def check_key_window(key: KeyEntry, owner: str, at: int) -> None:
+        """Refuse a key used outside [not_before, not_after)."""
+        if at < key.not_before:
+            raise SignatureError(
+                Reason.SIG_KEY_NOT_YET_VALID,
+                f"key {key.kid} of {owner} is valid from {key.not_before} ms, "
+                f"but was used at {at} ms",
+            )
+        if at >= key.not_after:
+            raise SignatureError(
+                Reason.SIG_KEY_EXPIRED,
+                f"key {key.kid} of {owner} expired at {key.not_after} ms "
+                f"and was used at {at} ms; the owner must rotate its key",
+            )
+
+    def signing_key(self, org_id: str, kid: str, at: int) -> bytes:
+        """The public key ``org_id`` signs with under ``kid``, if it may sign at ``at``."""
+        key = self.signing_key_entry(org_id, kid)
+        self.check_key_window(key, org_id, at)
+        return key.public
+
+    def encryption_key(self, org_id: str, at: int) -> KeyEntry:
+        """The newest encryption key of ``org_id`` usable at ``at`` (for sealing to it)."""
+        org = self.org(org_id)
+        if org is None:
+            raise DirectoryError(
+                Reason.DIR_INCONSISTENT, f"{org_id!r} is not in directory version {self.version}"
+            )
+        usable = [
+            k
+            for k in org.enc_keys
+            if k.not_before <= at < k.not_after and not self.is_revoked(k.kid)
+        ]
+        if not usable:
+            raise DirectoryError(
+                Reason.DIR_INCONSISTENT,
+                f"{org_id} has no valid, unrevoked encryption key in directory version "
+                f"{self.version}; ask the hub operator to publish its new key",
+            )
+        return max(usable, key=lambda k: k.not_before)
+
+    def expand(self, addresses: Iterable[str]) -> tuple[str, ...]:
+        """Expand ``@group`` addresses to members; keep order, drop repeats.
+
+        Raises ValueError naming an unknown organisation or group.
+        """
+        out: dict[str, None] = {}
+        for address in addresses:
+            if address.startswith(GROUP_PREFIX):
+                group = self.group(address[len(GROUP_PREFIX) :])
+                if group is None:
+                    known = ", ".join(GROUP_PREFIX + g.id for g in self.groups[:12])
+                    raise ValueError(f"unknown group {address!r}; groups include {known}")
+                out.update(dict.fromkeys(group.members))
+            elif self.org(address) is None:
+                raise ValueError(f"unknown organisation {address!r} (directory v{self.version})")
+            else:
+                out[address] = None
+        return tuple(out)
+
+    def ancestors(self, org_id: str) -> tuple[str, ...]:
+        """Parent, grandparent, ... of ``org_id`` (nearest first)."""
+        chain: list[str] = []
+        org = self.org(org_id)
+        while org is not None and org.parent is not None and org.parent not in chain:
+            chain.append(org.parent)
+            org = self.org(org.parent)
+        return tuple(chain)
+
+    def check_consistent(self) -> None:
+        """Refuse a directory whose references do not resolve (DIR_INCONSISTENT)."""
+        problems: list[str] = []
+        if self.expires_at <= self.issued_at:
+            problems.append("expires_at is not after issued_at")
+        if len(self._orgs) != len(self.orgs):
+            problems.append("duplicate organisation ids")
+        if len(self._channels) != len(self.channels):
+            problems.append("duplicate channel ids")
+        if self.hub_id in self._orgs:
+            problems.append(f"hub_id {self.hub_id} is also an organisation id")
+        for org in self.orgs:
+            if org.parent is not None and org.parent not in self._orgs:
+                problems.append(f"{org.id}: unknown parent {org.parent}")
+            problems.extend(
+                f"{org.id}: unknown channel {ch}" for ch in org.channels if ch not in self._channels
+            )
+            for kind, keys in ((KeyKind.SIGN, org.sign_keys), (KeyKind.ENCRYPT, org.enc_keys)):
+                problems.extend(
+                    f"{org.id}: kid {k.kid} does not name its key"
+                    for k in keys
+                    if key_id(kind, k.public) != k.kid
+                )
+        problems.extend(
+            f"hub key {k.kid} does not name its key"
+            for k in self.hub_keys
+            if key_id(KeyKind.SIGN, k.public) != k.kid
+        )
+        for group in self.groups:
+            problems.extend(
+                f"group {group.id}: unknown member {m}"
+                for m in group.members
+                if m not in self._orgs
+            )
+        if problems:
+            raise DirectoryError(
+                Reason.DIR_INCONSISTENT,
+                f"directory version {self.version} is inconsistent: " + "; ".join(problems[:5]),
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedDirectory:
+    """A directory whose signature, freshness and consistency have been checked."""
+
+    directory: Directory
+    frame: bytes
+    digest: bytes  # SHA-256 of the exact directory bytes (equal versions must be equal)
+
+    @property
+    def version(self) -> int:
+        return self.directory.version
+
+
+def sign_directory(directory: Directory, key: SigningKey) -> bytes:
+    """Encode and sign ``directory`` with the hub's directory key; returns the frame."""
+    directory.check_consistent()
+    body = codec.encode(directory.to_wire())
+    sig = key.sign(DOMAIN_DIRECTORY, body)
+    return codec.encode({"v": 1, "kid": key.kid, "dir": body, "sig": sig})
+
+
+def verify_directory(
+    frame: bytes,
+    pinned_key: bytes,
+    *,
+    now: int | None,
+    last_seen: tuple[int, bytes] | None = None,
+) -> VerifiedDirectory:
+    """Verify a directory frame against the pinned hub key.
+
+    ``last_seen`` is the (version, digest) the caller accepted before; a lower version is
+    a rollback and the same version with other bytes is equivocation. Both are refused,
+    as are a bad signature, an expired directory and one issued in the future.
+    """
+    outer = codec.decode_map(frame, codec.DIRECTORY_FRAME_LIMITS)
+    if set(outer) != {"v", "kid", "dir", "sig"} or outer["v"] != 1:
+        raise DirectoryError(Reason.SCHEMA_VERSION, "directory frame must be {v: 1, kid, dir, sig}")
+    body, sig, kid = outer["dir"], outer["sig"], outer["kid"]
+    if not isinstance(body, bytes) or not isinstance(sig, bytes) or not isinstance(kid, str):
+        raise DirectoryError(Reason.SCHEMA_INVALID, "directory frame fields have wrong types")
+    pinned_kid = key_id(KeyKind.SIGN, pinned_key)
+    if not verify_signature(pinned_key, DOMAIN_DIRECTORY, body, sig):
+        raise DirectoryError(
+            Reason.DIR_BAD_SIGNATURE,
+            f"directory signature does not verify with the pinned hub key {pinned_kid} "
+            f"(the frame names key {kid[:16]!r}); refusing it",
+        )
+    directory = Directory.from_wire(
+        codec.decode_map(body, codec.DIRECTORY_LIMITS), what="directory"
+    )
+    digest = hashlib.sha256(body).digest()
+    if last_seen is not None:
+        last_version, last_digest = last_seen
+        if directory.version < last_version:
+            raise DirectoryError(
+                Reason.DIR_ROLLBACK,
+                f"directory version {directory.version} is older than version {last_version} "
+                "already seen; refusing the rollback",
+            )
+        if directory.version == last_version and digest != last_digest:
+            raise DirectoryError(
+                Reason.DIR_EQUIVOCATION,
+                f"directory version {directory.version} differs from the version "
+                f"{last_version} already seen with the same number; refusing it",
+            )
+    if now is not None:
+        _check_fresh(directory, now)
+    directory.check_consistent()
+    return VerifiedDirectory(directory, frame, digest)
+
+
+def _check_fresh(directory: Directory, now: int) -> None:
+    if now >= directory.expires_at:
+        raise DirectoryError(
+            Reason.DIR_EXPIRED,
+            f"directory version {directory.version} expired at {directory.expires_at} ms "
+            f"(now {now} ms); the hub must publish a fresh one",
+        )
+    if now < directory.issued_at - DIRECTORY_CLOCK_SKEW_MS:
+        raise DirectoryError(
+            Reason.DIR_NOT_YET_VALID,
+            f"directory version {directory.version} is issued at {directory.issued_at} ms, "
+            f"after now ({now} ms); check this machine's clock",
+        )
+
+
+DIRECTORY_CLOCK_SKEW_MS = 5 * 60 * 1000

@@ -1,0 +1,267 @@
+"""The envelope header and its verification (ARCHITECTURE section 4; docs/wire-format.md).
+
+Byte layout::
+
+    frame = canon{"v": 1, "from": sender, "kid": sender_kid, "hdr": bin, "sig": bin64}
+    hdr   = canon{"core": bin, "body": {"size", "chunk", "sha256"}}
+    core  = canon(Header)                 # routing metadata and the sealed file keys
+    sig   = Ed25519(sender, "xchg/v1/hdr\\0" || hdr)
+
+``from`` and ``kid`` only select the verifying key; once the signature verifies they must
+equal ``core.sender`` and ``core.sender_kid``. The body ciphertext is bound to ``core``
+(its AEAD associated data is ``SHA-256("xchg/v1/body\\0" || core)``) and ``hdr`` binds the
+ciphertext by size and SHA-256, so the hub can authenticate everything it routes without
+any decryption key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import Field
+
+from schemas import codec
+from schemas.directory import Directory, Millis
+from schemas.errors import DecodeError, EnvelopeError, Reason, ReplayError, SignatureError
+from schemas.ids import KeyId, MsgIdBytes, OrgId, check_key_id, check_org_id, msg_id_text
+from schemas.keys import DOMAIN_BODY_AAD, DOMAIN_HEADER, verify_signature
+from schemas.labels import SecrecyPeriod
+from schemas.model import MAX_WIRE_INT, WireClassification, WireDocType, WireModel, WirePrecedence
+
+CHUNK_PLAIN: Final = 65536  # plaintext bytes per AEAD chunk (all but the last)
+STREAM_HEADER_BYTES = 24  # libsodium secretstream header
+CHUNK_OVERHEAD = 17  # secretstream tag + MAC per chunk
+MAX_RECIPIENTS = 1000
+SEALED_KEY_BYTES = 80  # 32-byte file key in an X25519 sealed box
+COPY_NUMBER_PATTERN = r"^\d{6}$"  # 份号: six digits, one per recipient
+
+Label = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class RecipientKey(WireModel):
+    """The file key sealed to one recipient's encryption key ``kid``."""
+
+    kid: KeyId
+    box: Annotated[bytes, Field(min_length=SEALED_KEY_BYTES, max_length=SEALED_KEY_BYTES)]
+
+
+class Header(WireModel):
+    """Routing metadata the hub may see. Never a title, never content."""
+
+    v: Literal[1]
+    msg_id: MsgIdBytes
+    sender: OrgId
+    sender_kid: KeyId
+    to: Annotated[tuple[OrgId, ...], Field(max_length=MAX_RECIPIENTS)]
+    cc: Annotated[tuple[OrgId, ...], Field(max_length=MAX_RECIPIENTS)]
+    classification: WireClassification
+    precedence: WirePrecedence
+    doc_type: WireDocType
+    created_at: Millis
+    expires_at: Millis | None
+    in_reply_to: MsgIdBytes | None
+    dir_version: Annotated[int, Field(ge=1, le=MAX_WIRE_INT)]
+    doc_number: Label | None  # 发文字号, printed on the envelope by GB/T 9704
+    signatory: Label | None  # 签发人, required on upward documents
+    secrecy_period: Label | None  # 保密期限 in wire form: 1y, 6m, 30d, long
+    copy_numbers: dict[OrgId, Annotated[str, Field(pattern=COPY_NUMBER_PATTERN)]]
+    directive: bool  # a directive (指令性) document, for the document rules
+    keys: dict[OrgId, RecipientKey]
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return self.to + self.cc
+
+    @property
+    def msg_id_text(self) -> str:
+        return msg_id_text(self.msg_id)
+
+
+class BodyDescriptor(WireModel):
+    """Size and SHA-256 of the body ciphertext, and the plaintext chunk size."""
+
+    size: Annotated[int, Field(ge=STREAM_HEADER_BYTES + CHUNK_OVERHEAD + 1, le=MAX_WIRE_INT)]
+    chunk: Literal[65536]
+    sha256: Annotated[bytes, Field(min_length=32, max_length=32)]
+
+    @property
+    def chunk_count(self) -> int:
+        stream = self.size - STREAM_HEADER_BYTES
+        return -(-stream // (self.chunk + CHUNK_OVERHEAD))
+
+    @property
+    def plaintext_size(self) -> int:
+        return self.size - STREAM_HEADER_BYTES - CHUNK_OVERHEAD * self.chunk_count
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedEnvelope:
+    """An envelope whose outer signature verified and whose header is consistent."""
+
+    frame: bytes  # the exact bytes received
+    hdr: bytes
+    core: bytes
+    header: Header
+    body: BodyDescriptor
+    sender_public: bytes
+    digest: bytes  # SHA-256 of ``frame``: what receipts speak of
+
+    @property
+    def aad(self) -> bytes:
+        return body_aad(self.core)
+
+
+def body_aad(core: bytes) -> bytes:
+    """Associated data of every body chunk: binds the ciphertext to this header core."""
+    return hashlib.sha256(DOMAIN_BODY_AAD + core).digest()
+
+
+def encode_frame(sender: str, kid: str, hdr: bytes, sig: bytes) -> bytes:
+    return codec.encode({"v": 1, "from": sender, "kid": kid, "hdr": hdr, "sig": sig})
+
+
+def read_frame_sender(frame: bytes) -> tuple[str, str, bytes, bytes]:
+    """Decode the outer frame only: (from, kid, hdr, sig). Nothing inside is trusted yet."""
+    outer = codec.decode_map(frame, codec.FRAME_LIMITS)
+    if outer.get("v") != 1:
+        raise DecodeError(
+            Reason.SCHEMA_VERSION, f"envelope version {outer.get('v')!r} is not supported (want 1)"
+        )
+    if set(outer) != {"v", "from", "kid", "hdr", "sig"}:
+        raise DecodeError(
+            Reason.SCHEMA_INVALID,
+            f"envelope frame keys are {sorted(outer)}; want from, hdr, kid, sig, v",
+        )
+    sender, kid, hdr, sig = outer["from"], outer["kid"], outer["hdr"], outer["sig"]
+    if not (isinstance(hdr, bytes) and isinstance(sig, bytes)):
+        raise DecodeError(Reason.SCHEMA_INVALID, "envelope hdr and sig must be bin")
+    try:
+        check_org_id(sender, what="envelope 'from'")
+        check_key_id(kid)
+    except ValueError as exc:
+        raise DecodeError(Reason.SCHEMA_INVALID, str(exc)) from exc
+    return sender, kid, hdr, sig
+
+
+def verify_envelope(
+    frame: bytes, directory: Directory, *, expected_sender: str | None = None
+) -> VerifiedEnvelope:
+    """Authenticate an envelope with no decryption key (the hub's view).
+
+    Order: size and outer decode -> the key of ``from``/``kid`` from the directory ->
+    Ed25519 over the exact ``hdr`` bytes -> only then decode ``hdr`` and ``core`` ->
+    ``from``, ``kid`` and ``expected_sender`` (the MQTT topic's owner) equal the signed
+    sender -> the key was valid at the signed ``created_at`` -> header consistency.
+    """
+    sender, kid, hdr, sig = read_frame_sender(frame)
+    if expected_sender is not None and sender != expected_sender:
+        raise SignatureError(
+            Reason.SIG_SENDER_MISMATCH,
+            f"envelope claims sender {sender} but arrived on the topic of {expected_sender}",
+        )
+    key = directory.signing_key_entry(sender, kid)
+    if not verify_signature(key.public, DOMAIN_HEADER, hdr, sig):
+        raise SignatureError(
+            Reason.SIG_INVALID,
+            f"header signature does not verify with key {kid} of {sender}; "
+            "the envelope was altered or not signed by its sender",
+        )
+    outer_hdr = codec.decode_map(hdr, codec.HEADER_LIMITS)
+    if set(outer_hdr) != {"core", "body"} or not isinstance(outer_hdr["core"], bytes):
+        raise DecodeError(Reason.SCHEMA_INVALID, "hdr must be {core: bin, body: map}")
+    core = outer_hdr["core"]
+    header = Header.from_wire(codec.decode_map(core, codec.HEADER_LIMITS), what="header")
+    body = BodyDescriptor.from_wire(_as_map(outer_hdr["body"]), what="body descriptor")
+    if header.sender != sender or header.sender_kid != kid:
+        raise SignatureError(
+            Reason.SIG_SENDER_MISMATCH,
+            f"signed sender {header.sender}/{header.sender_kid} differs from the frame's "
+            f"{sender}/{kid}",
+        )
+    directory.check_key_window(key, sender, header.created_at)
+    check_header(header, body)
+    return VerifiedEnvelope(
+        frame=frame,
+        hdr=hdr,
+        core=core,
+        header=header,
+        body=body,
+        sender_public=key.public,
+        digest=hashlib.sha256(frame).digest(),
+    )
+
+
+def _as_map(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise DecodeError(Reason.SCHEMA_INVALID, "hdr.body must be a map")
+    return value
+
+
+def check_header(header: Header, body: BodyDescriptor) -> None:
+    """Consistency a valid signature does not imply (a sender's bug or a hostile sender)."""
+    if not header.to:
+        raise EnvelopeError(Reason.ENV_NO_RECIPIENT, "the envelope has no primary recipient (to)")
+    recipients = header.recipients
+    if len(set(recipients)) != len(recipients):
+        twice = sorted({r for r in recipients if recipients.count(r) > 1})
+        raise EnvelopeError(
+            Reason.ENV_DUPLICATE_RECIPIENT,
+            f"recipients named more than once across to and cc: {', '.join(twice)}",
+        )
+    if header.sender in recipients:
+        raise EnvelopeError(
+            Reason.ENV_DUPLICATE_RECIPIENT,
+            f"the sender {header.sender} is also a recipient; an organisation does not send "
+            "to itself",
+        )
+    if set(header.keys) != set(recipients):
+        missing = sorted(set(recipients) - set(header.keys))
+        extra = sorted(set(header.keys) - set(recipients))
+        raise EnvelopeError(
+            Reason.ENV_KEYS_MISMATCH,
+            f"sealed file keys do not match the recipients (missing: {missing}, extra: {extra})",
+        )
+    if header.secrecy_period is not None:
+        if not header.classification.is_state_secret:
+            raise EnvelopeError(
+                Reason.ENV_BAD_LABEL,
+                f"{header.classification} carries no secrecy period, but one is given",
+            )
+        try:
+            SecrecyPeriod.from_wire(header.secrecy_period)
+        except ValueError as exc:
+            raise EnvelopeError(Reason.ENV_BAD_LABEL, str(exc)) from exc
+    if header.copy_numbers:
+        if not set(header.copy_numbers) <= set(recipients):
+            raise EnvelopeError(
+                Reason.ENV_BAD_LABEL, "copy numbers are assigned to organisations not addressed"
+            )
+        if len(set(header.copy_numbers.values())) != len(header.copy_numbers):
+            raise EnvelopeError(Reason.ENV_BAD_LABEL, "two recipients share a copy number")
+    if header.expires_at is not None and header.expires_at <= header.created_at:
+        raise EnvelopeError(Reason.ENV_BAD_LABEL, "expires_at is not after created_at")
+    last = (body.size - STREAM_HEADER_BYTES) - (body.chunk_count - 1) * (
+        body.chunk + CHUNK_OVERHEAD
+    )
+    if last <= CHUNK_OVERHEAD:
+        raise EnvelopeError(
+            Reason.BODY_SIZE_MISMATCH,
+            f"body size {body.size} cannot be a chunk stream of {body.chunk}-byte chunks",
+        )
+
+
+def check_freshness(header: Header, *, now: int, max_skew_ms: int) -> None:
+    """Replay window: created_at within ``max_skew_ms`` of now, and not yet expired."""
+    if abs(now - header.created_at) > max_skew_ms:
+        raise ReplayError(
+            Reason.REPLAY_CLOCK_SKEW,
+            f"created_at {header.created_at} ms is {abs(now - header.created_at)} ms from the "
+            f"hub's clock ({now} ms); the limit is {max_skew_ms} ms. Check the sender's clock",
+        )
+    if header.expires_at is not None and now >= header.expires_at:
+        raise ReplayError(
+            Reason.REPLAY_EXPIRED,
+            f"the message expired at {header.expires_at} ms before it arrived ({now} ms)",
+        )

@@ -1,0 +1,95 @@
+"""Durable, private file writes shared by hub and spoke tools.
+
+The one module of ``schemas`` that touches the file system (docs/architecture.md says
+why): key files must be written and checked identically by ``hubctl`` and ``spoke``, and
+an atomic write done slightly wrong loses documents.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from schemas.keys import EncryptionKey, SigningKey, load_secret_key
+
+PRIVATE_MODE = 0o600
+PUBLIC_MODE = 0o644
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or creation inside ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int, overwrite: bool = True) -> None:
+    """Write ``data`` to ``path`` via a temporary file: fsync, rename, fsync the folder.
+
+    The file is created with ``mode`` from the start (never world-readable for a moment).
+    With ``overwrite=False`` an existing file is left alone and FileExistsError raised.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path} exists; refusing to overwrite it")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask may have narrowed it; set exactly
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    if not overwrite:
+        # link() fails if the name was taken meanwhile; rename would silently replace it
+        try:
+            os.link(tmp, path)
+        finally:
+            tmp.unlink()
+    else:
+        tmp.replace(path)
+    fsync_dir(path.parent)
+
+
+def write_private(path: Path, data: bytes, *, overwrite: bool = False) -> None:
+    """A secret file, mode 0600 from creation."""
+    atomic_write(path, data, mode=PRIVATE_MODE, overwrite=overwrite)
+
+
+def read_private(path: Path) -> bytes:
+    """Read a secret file; PermissionError if group or others may read or write it."""
+    with path.open("rb") as handle:
+        st = os.fstat(handle.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise PermissionError(f"{path} is not a regular file")
+        loose = stat.S_IMODE(st.st_mode) & 0o077
+        if loose:
+            raise PermissionError(
+                f"{path} has mode {stat.S_IMODE(st.st_mode):04o}; a private key must be "
+                f"readable by its owner only. Run: chmod 600 {path}"
+            )
+        return handle.read()
+
+
+def load_signing_key(path: Path) -> tuple[str, SigningKey]:
+    """(owner, key) from a private signing-key file; refuses loose permissions."""
+    owner, key = load_secret_key(read_private(path), source=str(path))
+    if not isinstance(key, SigningKey):
+        raise ValueError(f"key file {path} holds an encryption key, not a signing key")
+    return owner, key
+
+
+def load_encryption_key(path: Path) -> tuple[str, EncryptionKey]:
+    owner, key = load_secret_key(read_private(path), source=str(path))
+    if not isinstance(key, EncryptionKey):
+        raise ValueError(f"key file {path} holds a signing key, not an encryption key")
+    return owner, key

@@ -1,0 +1,60 @@
+"""The base of every wire record: frozen, strict, no extra fields; errors become PeerErrors."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, ValidationError
+
+from schemas.errors import Reason, SchemaError
+from schemas.labels import Classification, DocType, Precedence
+
+MAX_WIRE_INT = 2**63 - 1
+
+
+class WireModel(BaseModel):
+    """A record that travels as a canonical msgpack map with exactly these keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any], *, what: str) -> Self:
+        """Validate a decoded map; any problem is a SchemaError naming the field."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SchemaError(Reason.SCHEMA_INVALID, f"{what}: {describe(exc)}") from exc
+
+    def to_wire(self) -> dict[str, Any]:
+        """The map to encode; every field is present (None travels as nil)."""
+        return self.model_dump(mode="python")
+
+
+def describe(exc: ValidationError, *, limit: int = 3) -> str:
+    """A compact one-line account of a pydantic error: 'field.path: problem; ...'."""
+    parts = []
+    for err in exc.errors()[:limit]:
+        loc = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in err["loc"])
+        parts.append(f"{loc.replace('.[', '[') or '(record)'}: {err['msg']}")
+    more = len(exc.errors()) - limit
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
+
+
+# Labels travel as their exact English names; models hold the enum members.
+WireClassification = Annotated[
+    Classification,
+    BeforeValidator(Classification.from_wire),
+    PlainSerializer(lambda c: c.name, return_type=str),
+]
+WirePrecedence = Annotated[
+    Precedence,
+    BeforeValidator(Precedence.from_wire),
+    PlainSerializer(lambda p: p.name, return_type=str),
+]
+WireDocType = Annotated[
+    DocType,
+    BeforeValidator(DocType.from_wire),
+    PlainSerializer(lambda d: d.name, return_type=str),
+]

@@ -1,0 +1,322 @@
+"""The topology: channels and organisations as the operator writes them (config/topology.toml).
+
+Pure: :func:`parse_topology` takes the TOML text and the name of the file it came from;
+every problem becomes a :class:`ConfigError` line naming the file, the key path and the
+problem (unknown parent, cycle, duplicate id, undefined channel, clearance above every
+provisioned channel's ceiling, bad id, ...). :func:`build_directory` turns a topology and
+the organisations' public keys into a :class:`Directory` for the hub to sign.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from schemas.directory import (
+    ChannelEntry,
+    Directory,
+    GroupEntry,
+    KeyEntry,
+    OrgEntry,
+    OrgLevel,
+)
+from schemas.errors import ConfigError
+from schemas.ids import GroupId, OrgId
+from schemas.keys import PublicKeys
+from schemas.labels import Classification
+
+ParsedClassification = Annotated[Classification, BeforeValidator(Classification.parse)]
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class _ConfigModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HubSection(_ConfigModel):
+    id: OrgId
+    name_zh: Text = "电子公文交换中心"
+    name_en: Text = "Document exchange hub"
+
+
+class ChannelConfig(_ConfigModel):
+    id: OrgId
+    name: Text
+    ceiling: ParsedClassification
+
+
+class OrgConfig(_ConfigModel):
+    id: OrgId
+    name_zh: Text
+    name_en: Text
+    level: OrgLevel
+    parent: OrgId | None = None
+    code: Annotated[str, Field(pattern=r"^\d{6}$")] | None = None
+    clearance: ParsedClassification
+    channels: tuple[OrgId, ...]
+    directive_to: tuple[OrgId, ...] = ()
+
+
+class GroupConfig(_ConfigModel):
+    id: GroupId
+    name_zh: Text
+    name_en: Text
+    members: tuple[OrgId, ...]
+
+
+class Topology(_ConfigModel):
+    hub: HubSection
+    channels: tuple[ChannelConfig, ...]
+    orgs: tuple[OrgConfig, ...]
+    groups: tuple[GroupConfig, ...] = ()
+
+    def org(self, org_id: str) -> OrgConfig | None:
+        return next((o for o in self.orgs if o.id == org_id), None)
+
+    def channel(self, channel_id: str) -> ChannelConfig | None:
+        return next((c for c in self.channels if c.id == channel_id), None)
+
+
+def _path(loc: Sequence[int | str], doc: Mapping[str, Any]) -> str:
+    """'orgs[3] (jl.cc).parent' from a pydantic location, naming the entry by its id."""
+    out = ""
+    node: Any = doc
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if isinstance(node, dict) and isinstance(node.get("id"), str):
+                out += f" ({node['id']})"
+        else:
+            out += f".{part}" if out else part
+            node = node.get(part) if isinstance(node, dict) else None
+    return out
+
+
+def parse_topology(text: str, *, source: str) -> Topology:
+    """Parse and check a topology file's text. Raises ConfigError listing every problem."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [("", f"not valid TOML: {exc}")]) from exc
+    try:
+        topology = Topology.model_validate(doc)
+    except ValidationError as exc:
+        problems = [(_path(e["loc"], doc), e["msg"]) for e in exc.errors()]
+        raise ConfigError(source, problems) from exc
+    problems = check_topology(topology)
+    if problems:
+        raise ConfigError(source, problems)
+    return topology
+
+
+def check_topology(topology: Topology) -> list[tuple[str, str]]:
+    """Cross-references a schema cannot check. Returns (key path, problem) pairs."""
+    problems: list[tuple[str, str]] = []
+    channels: dict[str, ChannelConfig] = {}
+    for i, channel in enumerate(topology.channels):
+        if channel.id in channels:
+            problems.append(
+                (f"channels[{i}] ({channel.id}).id", f"duplicate channel id {channel.id!r}")
+            )
+        channels[channel.id] = channel
+    orgs: dict[str, OrgConfig] = {}
+    for i, org in enumerate(topology.orgs):
+        if org.id in orgs:
+            problems.append((f"orgs[{i}] ({org.id}).id", f"duplicate organisation id {org.id!r}"))
+        if org.id == topology.hub.id:
+            problems.append(
+                (f"orgs[{i}] ({org.id}).id", "the hub's id cannot name an organisation")
+            )
+        orgs[org.id] = org
+    for i, org in enumerate(topology.orgs):
+        where = f"orgs[{i}] ({org.id})"
+        if org.parent is not None and org.parent not in orgs:
+            problems.append((f"{where}.parent", f"unknown parent {org.parent!r}"))
+        for ch in org.channels:
+            if ch not in channels:
+                known = ", ".join(channels)
+                problems.append(
+                    (f"{where}.channels", f"undefined channel {ch!r} (defined: {known})")
+                )
+        problems.extend(
+            (f"{where}.directive_to", f"unknown organisation {target!r}")
+            for target in org.directive_to
+            if target not in orgs
+        )
+        ceilings = [channels[ch].ceiling for ch in org.channels if ch in channels]
+        if not org.channels:
+            problems.append((f"{where}.channels", "provisioned on no channel; it could not talk"))
+        elif ceilings and org.clearance > max(ceilings):
+            shown = ", ".join(
+                f"{ch}: {channels[ch].ceiling}" for ch in org.channels if ch in channels
+            )
+            problems.append(
+                (
+                    f"{where}.clearance",
+                    (
+                        f"clearance {org.clearance} is above the ceiling of every channel it "
+                        f"is provisioned on ({shown}); provision a channel that carries "
+                        f"{org.clearance.name} or lower the clearance"
+                    ),
+                )
+            )
+        cycle = _cycle_from(org.id, orgs)
+        if cycle:
+            problems.append((f"{where}.parent", f"parent cycle: {' -> '.join(cycle)}"))
+    for i, group in enumerate(topology.groups):
+        problems.extend(
+            (f"groups[{i}] ({group.id}).members", f"unknown organisation {member!r}")
+            for member in group.members
+            if member not in orgs
+        )
+    return problems
+
+
+def _cycle_from(start: str, orgs: Mapping[str, OrgConfig]) -> list[str]:
+    seen = [start]
+    node = orgs[start].parent
+    while node is not None and node in orgs:
+        if node == start:
+            return [*seen, node]
+        if node in seen:
+            return []  # a cycle further up; reported for the orgs on it
+        seen.append(node)
+        node = orgs[node].parent
+    return []
+
+
+def standard_groups(topology: Topology) -> list[GroupEntry]:
+    """Address groups derived from the tree, then the topology's own groups."""
+    groups: list[GroupEntry] = []
+
+    def add(gid: str, zh: str, en: str, members: Sequence[str]) -> None:
+        if members:
+            groups.append(GroupEntry(id=gid, name_zh=zh, name_en=en, members=tuple(members)))
+
+    by_level = {level: [o.id for o in topology.orgs if o.level is level] for level in OrgLevel}
+    add(
+        "prefectures",
+        "各市（州）人民政府",
+        "all prefecture governments",
+        by_level[OrgLevel.PREFECTURE],
+    )
+    add("counties", "各县（市、区）人民政府", "all county governments", by_level[OrgLevel.COUNTY])
+    add(
+        "departments", "省政府各厅委办", "all provincial departments", by_level[OrgLevel.DEPARTMENT]
+    )
+    for pref in topology.orgs:
+        if pref.level is OrgLevel.PREFECTURE:
+            counties = [
+                o.id for o in topology.orgs if o.parent == pref.id and o.level is OrgLevel.COUNTY
+            ]
+            add(
+                f"counties.{pref.id}",
+                f"{pref.name_zh}所辖各县（市、区）",
+                f"the counties of {pref.name_en}",
+                counties,
+            )
+    for ch in topology.channels:
+        add(
+            f"channel.{ch.id}",
+            f"{ch.name}全体成员",
+            f"everyone on channel {ch.id}",
+            [o.id for o in topology.orgs if ch.id in o.channels],
+        )
+    taken = {g.id for g in groups}
+    for g in topology.groups:
+        if g.id in taken:
+            raise ConfigError("topology", [(f"groups ({g.id})", "clashes with a standard group")])
+        groups.append(GroupEntry(id=g.id, name_zh=g.name_zh, name_en=g.name_en, members=g.members))
+    return groups
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryPlan:
+    """Everything :func:`build_directory` needs besides the topology."""
+
+    version: int
+    issued_at: int
+    expires_at: int
+    hub_keys: Sequence[KeyEntry]
+    revoked: Sequence[str] = ()
+
+
+def build_directory(
+    topology: Topology,
+    public_keys: Mapping[str, Sequence[PublicKeys]],
+    plan: DirectoryPlan,
+) -> Directory:
+    """The directory for ``topology`` with each organisation's keys (several during rotation).
+
+    Raises ConfigError naming every organisation without keys.
+    """
+    missing = [o.id for o in topology.orgs if not public_keys.get(o.id)]
+    if missing:
+        raise ConfigError(
+            "public keys",
+            [
+                (
+                    org,
+                    (
+                        f"no public key file; run 'spoke keygen --org {org} --out DIR' on "
+                        f"its server and hand over {org}.pub.json"
+                    ),
+                )
+                for org in missing
+            ],
+        )
+    orgs = []
+    for org in topology.orgs:
+        sets = public_keys[org.id]
+        orgs.append(
+            OrgEntry(
+                id=org.id,
+                name_zh=org.name_zh,
+                name_en=org.name_en,
+                level=org.level,
+                parent=org.parent,
+                code=org.code,
+                clearance=org.clearance,
+                channels=org.channels,
+                sign_keys=tuple(
+                    KeyEntry(
+                        kid=k.sign_kid,
+                        public=k.sign_public,
+                        not_before=k.not_before,
+                        not_after=k.not_after,
+                    )
+                    for k in sets
+                ),
+                enc_keys=tuple(
+                    KeyEntry(
+                        kid=k.enc_kid,
+                        public=k.enc_public,
+                        not_before=k.not_before,
+                        not_after=k.not_after,
+                    )
+                    for k in sets
+                ),
+                directive_to=org.directive_to,
+            )
+        )
+    directory = Directory(
+        v=1,
+        hub_id=topology.hub.id,
+        version=plan.version,
+        issued_at=plan.issued_at,
+        expires_at=plan.expires_at,
+        hub_keys=tuple(plan.hub_keys),
+        channels=tuple(
+            ChannelEntry(id=c.id, name=c.name, ceiling=c.ceiling) for c in topology.channels
+        ),
+        orgs=tuple(orgs),
+        revoked=tuple(plan.revoked),
+        groups=tuple(standard_groups(topology)),
+    )
+    directory.check_consistent()
+    return directory

@@ -1,0 +1,1 @@
+"""spoke: the agent each organisation runs; outbox and inbox folders for integrators."""

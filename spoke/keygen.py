@@ -1,0 +1,51 @@
+"""``spoke keygen``: an organisation's signing and encryption key pairs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.clock import DAY_MS
+from schemas.ids import check_org_id
+from schemas.keys import EncryptionKey, PublicKeys, SigningKey, dump_secret_key
+from schemas.localfs import PUBLIC_MODE, atomic_write, write_private
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFiles:
+    sign_key: Path
+    enc_key: Path
+    public: Path
+
+
+def key_paths(org: str, out: Path) -> KeyFiles:
+    check_org_id(org)
+    return KeyFiles(out / f"{org}.sign.key", out / f"{org}.enc.key", out / f"{org}.pub.json")
+
+
+def generate_org_keys(
+    org: str, out: Path, *, now: int, valid_days: int, overwrite: bool = False
+) -> tuple[KeyFiles, PublicKeys]:
+    """Write ``ORG.sign.key`` and ``ORG.enc.key`` (0600) and ``ORG.pub.json`` into ``out``."""
+    paths = key_paths(org, out)
+    if not overwrite:
+        taken = [p for p in (paths.sign_key, paths.enc_key) if p.exists()]
+        if taken:
+            raise FileExistsError(
+                f"{taken[0]} exists; keys are not replaced silently. Rotate with a new "
+                "folder, or pass --force if you really mean to discard the old keys"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o700)
+    signing, encryption = SigningKey.generate(), EncryptionKey.generate()
+    write_private(paths.sign_key, dump_secret_key(org, signing), overwrite=overwrite)
+    write_private(paths.enc_key, dump_secret_key(org, encryption), overwrite=overwrite)
+    public = PublicKeys(
+        org=org,
+        sign_public=signing.public,
+        enc_public=encryption.public,
+        not_before=now,
+        not_after=now + valid_days * DAY_MS,
+    )
+    atomic_write(paths.public, public.dump(), mode=PUBLIC_MODE)
+    return paths, public
