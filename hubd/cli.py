@@ -10,6 +10,7 @@ import typer
 
 from hubd.directory import build_and_sign, hub_key_paths, init_hub_key, read_directory
 from schemas.clock import ms_to_text
+from schemas.display import table
 from schemas.errors import XchgError
 from schemas.keys import HubPublicKey
 
@@ -129,12 +130,11 @@ def directory_show(
         f"directory v{d.version} (hub {d.hub_id}), issued {ms_to_text(d.issued_at)}, "
         f"expires {ms_to_text(d.expires_at)}"
     )
-    typer.echo(f"{'id':<20} {'level':<11} {'clearance':<18} {'channels':<28} name")
-    for org in d.orgs:
-        typer.echo(
-            f"{org.id:<20} {org.level.value:<11} {org.clearance!s:<18} "
-            f"{','.join(org.channels):<28} {org.name_zh}"
-        )
+    rows = [
+        (org.id, org.level.value, str(org.clearance), ",".join(org.channels), org.name_zh)
+        for org in d.orgs
+    ]
+    typer.echo(table(("id", "level", "clearance", "channels", "name"), rows))
     typer.echo("groups: " + ", ".join(f"@{g.id} ({len(g.members)})" for g in d.groups))
 
 

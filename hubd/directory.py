@@ -8,9 +8,16 @@ from pathlib import Path
 
 from schemas.clock import DAY_MS
 from schemas.directory import KeyEntry, VerifiedDirectory, sign_directory, verify_directory
-from schemas.errors import ConfigError, DirectoryError
+from schemas.errors import ConfigError, XchgError
+from schemas.ids import check_key_id
 from schemas.keys import HubPublicKey, PublicKeys, SigningKey, dump_secret_key
-from schemas.localfs import PUBLIC_MODE, atomic_write, load_signing_key, write_private
+from schemas.localfs import (
+    PUBLIC_MODE,
+    atomic_write,
+    load_signing_key,
+    make_private_dir,
+    write_private,
+)
 from schemas.topology import DirectoryPlan, Topology, build_directory, parse_topology
 
 HUB_OWNER = "hub"
@@ -29,13 +36,14 @@ def hub_key_paths(out: Path) -> HubKeyFiles:
 def init_hub_key(out: Path, *, now: int, valid_days: int, overwrite: bool) -> HubPublicKey:
     """Write ``hub.sign.key`` (0600) and ``hub.pub.json`` (spokes pin it) into ``out``."""
     paths = hub_key_paths(out)
+    if valid_days < 1:
+        raise ValueError(f"--valid-days must be at least 1, not {valid_days}")
     if paths.secret.exists() and not overwrite:
         raise FileExistsError(
             f"{paths.secret} exists; every spoke pins the hub key, so replacing it cuts them "
             "all off. Pass --force only if you mean to re-provision every spoke"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    out.chmod(0o700)
+    make_private_dir(out)
     key = SigningKey.generate()
     write_private(paths.secret, dump_secret_key(HUB_OWNER, key), overwrite=overwrite)
     public = HubPublicKey(key.public, now, now + valid_days * DAY_MS)
@@ -79,23 +87,44 @@ def build_and_sign(
 ) -> VerifiedDirectory:
     """Build the directory from the topology and public keys, sign it, write it to ``out``.
 
-    The version is one above the directory already at ``out`` (whose revocations carry
-    over), unless given.
+    The version is one above the directory already at ``out``, whose revocations carry
+    over. Refuses, with what to do: an ``out`` that does not verify (its revocations would
+    be lost), a version that is not above the previous one (spokes would refuse it as a
+    rollback), and a revoked key id that names no key.
     """
+    if valid_days < 1:
+        raise ValueError(f"--valid-days must be at least 1, not {valid_days}")
     topology = load_topology(topology_path)
     _, hub_key = load_signing_key(hub_key_path)
-    hub_public = HubPublicKey.load(
-        hub_key_paths(hub_key_path.parent).public.read_bytes(), source=str(hub_key_path.parent)
-    )
-    previous_version, revoked = 0, list(revoke)
-    if out.exists():
-        try:
-            previous = verify_directory(out.read_bytes(), hub_key.public, now=None)
-        except DirectoryError:
-            previous = None
-        if previous is not None:
-            previous_version = previous.version
-            revoked = sorted({*previous.directory.revoked, *revoke})
+    hub_public_path = hub_key_paths(hub_key_path.parent).public
+    if not hub_public_path.exists():
+        raise ValueError(
+            f"{hub_public_path} is missing; it must sit beside --hub-key ({hub_key_path}) "
+            "as 'hubctl keys init' wrote it"
+        )
+    hub_public = HubPublicKey.load(hub_public_path.read_bytes(), source=str(hub_public_path))
+    if not keys_dir.is_dir():
+        raise ValueError(f"the keys folder {keys_dir} does not exist (see --keys)")
+    public_keys = load_public_keys(keys_dir)
+    previous = _previous(out, hub_key)
+    previous_version = 0 if previous is None else previous.version
+    if version is not None and version <= previous_version:
+        raise ValueError(
+            f"--version {version} is not above version {previous_version} in {out}; spokes "
+            "that saw it would refuse the new directory as a rollback"
+        )
+    known = {k.sign_kid for sets in public_keys.values() for k in sets}
+    known |= {k.enc_kid for sets in public_keys.values() for k in sets}
+    if previous is not None:
+        known |= {k.kid for o in previous.directory.orgs for k in (*o.sign_keys, *o.enc_keys)}
+    for kid in revoke:
+        check_key_id(kid)
+        if kid not in known:
+            raise ValueError(
+                f"--revoke {kid}: no organisation key has this id (in {keys_dir} or {out}); "
+                "check the kid with 'hubctl directory show'"
+            )
+    revoked = sorted({*(previous.directory.revoked if previous else ()), *revoke})
     plan = DirectoryPlan(
         version=version if version is not None else previous_version + 1,
         issued_at=now,
@@ -110,7 +139,20 @@ def build_and_sign(
         ),
         revoked=revoked,
     )
-    directory = build_directory(topology, load_public_keys(keys_dir), plan)
+    directory = build_directory(topology, public_keys, plan)
     frame = sign_directory(directory, hub_key)
     atomic_write(out, frame, mode=PUBLIC_MODE)
     return verify_directory(frame, hub_key.public, now=now)
+
+
+def _previous(out: Path, hub_key: SigningKey) -> VerifiedDirectory | None:
+    if not out.exists():
+        return None
+    try:
+        return verify_directory(out.read_bytes(), hub_key.public, now=None)
+    except XchgError as exc:
+        raise ValueError(
+            f"{out} exists but does not verify with hub key {hub_key.kid} ({exc}); its "
+            "version and revocations cannot be carried over. Move it aside and pass "
+            "--version above the last version spokes have seen, re-entering every --revoke"
+        ) from exc

@@ -25,8 +25,10 @@ from typing import Any
 
 import msgpack
 
-from schemas.errors import DecodeError, Reason, UsageError
+from schemas.errors import DecodeError, Reason, SchemaError, UsageError
 
+_SCALARS = (bool, int, str, bytes)
+MAX_DEPTH = 64  # deepest nesting encode() produces; Limits may only ask for less
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 
@@ -43,20 +45,28 @@ class Limits:
     max_map: int
     max_depth: int
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_depth <= MAX_DEPTH:
+            raise UsageError(f"max_depth must be 1..{MAX_DEPTH}, not {self.max_depth}")
+
 
 # One set of limits per record kind; callers pick the one for what they expect.
 FRAME_LIMITS = Limits("envelope frame", 512 * 1024, 256, 512 * 1024, 16, 16, 2)
-HEADER_LIMITS = Limits("header", 512 * 1024, 4096, 1024, 4096, 4096, 4)
+HDR_LIMITS = Limits("signed header", 512 * 1024, 256, 512 * 1024, 16, 16, 2)  # {core, body}
+HEADER_LIMITS = Limits("header", 512 * 1024, 4096, 1024, 4096, 4096, 4)  # the core
 INNER_LIMITS = Limits("inner record", 1024 * 1024, 64 * 1024, 1024, 10_000, 10_000, 4)
 DIRECTORY_FRAME_LIMITS = Limits("directory frame", 8 * 1024 * 1024, 256, 8 * 1024 * 1024, 16, 16, 2)
 DIRECTORY_LIMITS = Limits("directory", 8 * 1024 * 1024, 4096, 1024, 100_000, 100_000, 6)
 RECEIPT_FRAME_LIMITS = Limits("receipt frame", 2 * 1024 * 1024, 256, 2 * 1024 * 1024, 16, 16, 2)
-RECEIPT_LIMITS = Limits("receipt batch", 2 * 1024 * 1024, 4096, 1024, 10_000, 10_000, 4)
+RECEIPT_LIMITS = Limits("receipt batch", 2 * 1024 * 1024, 8192, 1024, 10_000, 10_000, 4)
 
 
 def encode(value: Any) -> bytes:
     """Encode ``value`` canonically. Raises UsageError for a type the wire forbids."""
-    return msgpack.packb(_canonical(value, 0), use_bin_type=True)  # type: ignore[no-any-return]
+    try:
+        return msgpack.packb(_canonical(value, 0), use_bin_type=True)  # type: ignore[no-any-return]
+    except UnicodeEncodeError as exc:
+        raise UsageError(f"a str is not encodable as UTF-8 ({exc.reason}); clean it first") from exc
 
 
 def _canonical(value: Any, depth: int) -> Any:
@@ -67,8 +77,8 @@ def _canonical(value: Any, depth: int) -> Any:
         if not _INT_MIN <= value <= _INT_MAX:
             raise UsageError(f"integer {value} does not fit msgpack's 64-bit range")
         return value
-    if depth > 64:
-        raise UsageError("value nests deeper than 64 levels")
+    if depth >= MAX_DEPTH:
+        raise UsageError(f"value nests deeper than {MAX_DEPTH} levels")
     if isinstance(value, list | tuple):
         return [_canonical(v, depth + 1) for v in value]
     if isinstance(value, dict):
@@ -111,6 +121,11 @@ def decode(data: bytes, limits: Limits) -> Any:
         text = str(exc)
         if "exceeds max" in text:
             raise DecodeError(Reason.DECODE_LIMIT, f"{what}: {text}") from exc
+        if "incomplete input" in text:
+            raise DecodeError(
+                Reason.DECODE_MALFORMED,
+                f"{what} is truncated: a length in it claims more than the {len(data)} bytes given",
+            ) from exc
         raise DecodeError(Reason.DECODE_MALFORMED, f"{what} is not valid msgpack ({text})") from exc
     _check_shape(value, 1, limits)
     if encode(value) != data:
@@ -123,18 +138,19 @@ def decode(data: bytes, limits: Limits) -> Any:
 
 
 def _check_shape(value: Any, depth: int, limits: Limits) -> None:
-    if value is None or isinstance(value, bool | int | str | bytes):
+    kind = type(value)
+    if value is None or kind in _SCALARS:
         return
-    if depth > limits.max_depth and isinstance(value, tuple | dict):
+    if depth > limits.max_depth and kind in (tuple, dict):
         raise DecodeError(
             Reason.DECODE_TOO_DEEP,
             f"{limits.name} nests deeper than {limits.max_depth} levels",
         )
-    if isinstance(value, tuple):
+    if kind is tuple:  # exactly: msgpack's ExtType is a namedtuple and must not pass
         for item in value:
             _check_shape(item, depth + 1, limits)
         return
-    if isinstance(value, dict):
+    if kind is dict:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise DecodeError(
@@ -147,6 +163,30 @@ def _check_shape(value: Any, depth: int, limits: Limits) -> None:
         f"{limits.name} contains a {type(value).__name__}; "
         "only nil, bool, int, str, bin, array and map are allowed",
     )
+
+
+def decode_frame(data: bytes, limits: Limits, fields: dict[str, type]) -> dict[str, Any]:
+    """Decode a signed frame: ``{"v": 1, ...fields}``, every field of its exact type.
+
+    A wrong version is SCHEMA_VERSION; missing, extra or mistyped fields SCHEMA_INVALID.
+    """
+    outer = decode_map(data, limits)
+    version = outer.get("v")
+    if type(version) is not int or version != 1:
+        raise SchemaError(
+            Reason.SCHEMA_VERSION, f"{limits.name} version {version!r} is not supported (want 1)"
+        )
+    if set(outer) != {"v", *fields}:
+        raise SchemaError(
+            Reason.SCHEMA_INVALID,
+            f"{limits.name} has keys {sorted(outer)}; want {sorted({'v', *fields})}",
+        )
+    for name, kind in fields.items():
+        if type(outer[name]) is not kind:
+            raise SchemaError(
+                Reason.SCHEMA_INVALID, f"{limits.name} field {name!r} must be {kind.__name__}"
+            )
+    return outer
 
 
 def decode_map(data: bytes, limits: Limits) -> dict[str, Any]:

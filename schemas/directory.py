@@ -12,19 +12,19 @@ with ``sig = Ed25519(hub, "xchg/v1/dir\\0" || dir)``; verified before ``dir`` is
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Annotated, Any, Self
 
 from pydantic import Field
 
 from schemas import codec
-from schemas.errors import DirectoryError, Reason, SignatureError
-from schemas.ids import GroupId, KeyId, OrgId
+from schemas.errors import DirectoryError, Reason, SchemaError, SignatureError, UsageError
+from schemas.ids import ChannelId, GroupId, HubId, KeyId, OrgId
 from schemas.keys import DOMAIN_DIRECTORY, KeyKind, SigningKey, key_id, verify_signature
-from schemas.model import MAX_WIRE_INT, WireClassification, WireModel
+from schemas.model import MAX_WIRE_INT, Version1, WireClassification, WireModel
 
 Millis = Annotated[int, Field(ge=0, le=MAX_WIRE_INT)]
 PublicKey = Annotated[bytes, Field(min_length=32, max_length=32)]
@@ -60,7 +60,7 @@ class KeyEntry(WireModel):
 
 
 class ChannelEntry(WireModel):
-    id: OrgId
+    id: ChannelId
     name: ShortText
     ceiling: WireClassification
 
@@ -71,9 +71,9 @@ class OrgEntry(WireModel):
     name_en: ShortText
     level: Annotated[OrgLevel, Field(strict=False)]  # the wire carries the value
     parent: OrgId | None
-    code: Annotated[str, Field(pattern=r"^\d{6}$")] | None  # 行政区划代码
+    code: Annotated[str, Field(pattern=r"^[0-9]{6}$")] | None  # 行政区划代码
     clearance: WireClassification
-    channels: tuple[OrgId, ...]
+    channels: tuple[ChannelId, ...]
     sign_keys: tuple[KeyEntry, ...]
     enc_keys: tuple[KeyEntry, ...]
     directive_to: tuple[OrgId, ...]  # extra organisations it may send directive documents to
@@ -87,8 +87,8 @@ class GroupEntry(WireModel):
 
 
 class Directory(WireModel):
-    v: Literal[1]
-    hub_id: OrgId
+    v: Version1
+    hub_id: HubId
     version: Annotated[int, Field(ge=1, le=MAX_WIRE_INT)]
     issued_at: Millis
     expires_at: Millis
@@ -99,6 +99,13 @@ class Directory(WireModel):
     groups: tuple[GroupEntry, ...]
 
     # ---- lookups (computed once per directory) ----
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy whose lookups are rebuilt (they are cached per instance)."""
+        copy = super().model_copy(update=update, deep=deep)
+        for cache in ("_orgs", "_channels", "_groups", "_revoked"):
+            copy.__dict__.pop(cache, None)
+        return copy
 
     @cached_property
     def _orgs(self) -> dict[str, OrgEntry]:
@@ -148,8 +155,8 @@ class Directory(WireModel):
         if self.is_revoked(kid):
             raise SignatureError(
                 Reason.SIG_KEY_REVOKED,
-                f"key {kid} of {org_id} is revoked in directory version {self.version}; "
-                "the owner must sign with a new key",
+                f"key {kid} (used by {org_id}) is revoked in directory version {self.version}; "
+                "messages signed with it are refused. The owner must sign with a new key",
             )
         for key in keys:
             if key.kid == kid:
@@ -220,6 +227,16 @@ class Directory(WireModel):
                 out[address] = None
         return tuple(out)
 
+    def _has_cycle(self, org_id: str) -> bool:
+        seen = {org_id}
+        org = self.org(org_id)
+        while org is not None and org.parent is not None:
+            if org.parent in seen:
+                return org.parent == org_id
+            seen.add(org.parent)
+            org = self.org(org.parent)
+        return False
+
     def ancestors(self, org_id: str) -> tuple[str, ...]:
         """Parent, grandparent, ... of ``org_id`` (nearest first)."""
         chain: list[str] = []
@@ -263,6 +280,25 @@ class Directory(WireModel):
                 for m in group.members
                 if m not in self._orgs
             )
+        if len(self._groups) != len(self.groups):
+            problems.append("duplicate group ids")
+        kids = [k.kid for o in self.orgs for k in (*o.sign_keys, *o.enc_keys)]
+        kids += [k.kid for k in self.hub_keys]
+        if len(set(kids)) != len(kids):
+            problems.append("a key id is listed twice")
+        for org in self.orgs:
+            problems.extend(
+                f"{org.id}: directive_to names unknown {t}"
+                for t in org.directive_to
+                if t not in self._orgs
+            )
+            if self._has_cycle(org.id):
+                problems.append(f"{org.id}: its parents form a cycle")
+            problems.extend(
+                f"{org.id}: key {k.kid} has not_after before not_before"
+                for k in (*org.sign_keys, *org.enc_keys)
+                if k.not_after <= k.not_before
+            )
         if problems:
             raise DirectoryError(
                 Reason.DIR_INCONSISTENT,
@@ -287,6 +323,8 @@ def sign_directory(directory: Directory, key: SigningKey) -> bytes:
     """Encode and sign ``directory`` with the hub's directory key; returns the frame."""
     directory.check_consistent()
     body = codec.encode(directory.to_wire())
+    if len(body) > codec.DIRECTORY_LIMITS.max_size:
+        raise UsageError(f"the directory is {len(body)} bytes; the limit is 8 MiB")
     sig = key.sign(DOMAIN_DIRECTORY, body)
     return codec.encode({"v": 1, "kid": key.kid, "dir": body, "sig": sig})
 
@@ -304,13 +342,20 @@ def verify_directory(
     a rollback and the same version with other bytes is equivocation. Both are refused,
     as are a bad signature, an expired directory and one issued in the future.
     """
-    outer = codec.decode_map(frame, codec.DIRECTORY_FRAME_LIMITS)
-    if set(outer) != {"v", "kid", "dir", "sig"} or outer["v"] != 1:
-        raise DirectoryError(Reason.SCHEMA_VERSION, "directory frame must be {v: 1, kid, dir, sig}")
+    try:
+        outer = codec.decode_frame(
+            frame, codec.DIRECTORY_FRAME_LIMITS, {"kid": str, "dir": bytes, "sig": bytes}
+        )
+    except SchemaError as exc:
+        raise DirectoryError(exc.reason, exc.message) from exc
     body, sig, kid = outer["dir"], outer["sig"], outer["kid"]
-    if not isinstance(body, bytes) or not isinstance(sig, bytes) or not isinstance(kid, str):
-        raise DirectoryError(Reason.SCHEMA_INVALID, "directory frame fields have wrong types")
     pinned_kid = key_id(KeyKind.SIGN, pinned_key)
+    if kid != pinned_kid:
+        raise DirectoryError(
+            Reason.DIR_BAD_SIGNATURE,
+            f"directory is signed by key {kid[:16]!r}, not by the pinned hub key {pinned_kid}; "
+            "refusing it (if the hub key was replaced, re-pin the new hub.pub.json)",
+        )
     if not verify_signature(pinned_key, DOMAIN_DIRECTORY, body, sig):
         raise DirectoryError(
             Reason.DIR_BAD_SIGNATURE,

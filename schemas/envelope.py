@@ -24,18 +24,25 @@ from pydantic import Field
 
 from schemas import codec
 from schemas.directory import Directory, Millis
-from schemas.errors import DecodeError, EnvelopeError, Reason, ReplayError, SignatureError
+from schemas.errors import EnvelopeError, Reason, ReplayError, SchemaError, SignatureError
 from schemas.ids import KeyId, MsgIdBytes, OrgId, check_key_id, check_org_id, msg_id_text
 from schemas.keys import DOMAIN_BODY_AAD, DOMAIN_HEADER, verify_signature
 from schemas.labels import SecrecyPeriod
-from schemas.model import MAX_WIRE_INT, WireClassification, WireDocType, WireModel, WirePrecedence
+from schemas.model import (
+    MAX_WIRE_INT,
+    Version1,
+    WireClassification,
+    WireDocType,
+    WireModel,
+    WirePrecedence,
+)
 
 CHUNK_PLAIN: Final = 65536  # plaintext bytes per AEAD chunk (all but the last)
 STREAM_HEADER_BYTES = 24  # libsodium secretstream header
 CHUNK_OVERHEAD = 17  # secretstream tag + MAC per chunk
 MAX_RECIPIENTS = 1000
 SEALED_KEY_BYTES = 80  # 32-byte file key in an X25519 sealed box
-COPY_NUMBER_PATTERN = r"^\d{6}$"  # 份号: six digits, one per recipient
+COPY_NUMBER_PATTERN = r"^[0-9]{6}$"  # 份号: six digits, one per recipient
 
 Label = Annotated[str, Field(min_length=1, max_length=64)]
 
@@ -50,7 +57,7 @@ class RecipientKey(WireModel):
 class Header(WireModel):
     """Routing metadata the hub may see. Never a title, never content."""
 
-    v: Literal[1]
+    v: Version1
     msg_id: MsgIdBytes
     sender: OrgId
     sender_kid: KeyId
@@ -124,24 +131,15 @@ def encode_frame(sender: str, kid: str, hdr: bytes, sig: bytes) -> bytes:
 
 def read_frame_sender(frame: bytes) -> tuple[str, str, bytes, bytes]:
     """Decode the outer frame only: (from, kid, hdr, sig). Nothing inside is trusted yet."""
-    outer = codec.decode_map(frame, codec.FRAME_LIMITS)
-    if outer.get("v") != 1:
-        raise DecodeError(
-            Reason.SCHEMA_VERSION, f"envelope version {outer.get('v')!r} is not supported (want 1)"
-        )
-    if set(outer) != {"v", "from", "kid", "hdr", "sig"}:
-        raise DecodeError(
-            Reason.SCHEMA_INVALID,
-            f"envelope frame keys are {sorted(outer)}; want from, hdr, kid, sig, v",
-        )
+    outer = codec.decode_frame(
+        frame, codec.FRAME_LIMITS, {"from": str, "kid": str, "hdr": bytes, "sig": bytes}
+    )
     sender, kid, hdr, sig = outer["from"], outer["kid"], outer["hdr"], outer["sig"]
-    if not (isinstance(hdr, bytes) and isinstance(sig, bytes)):
-        raise DecodeError(Reason.SCHEMA_INVALID, "envelope hdr and sig must be bin")
     try:
         check_org_id(sender, what="envelope 'from'")
         check_key_id(kid)
     except ValueError as exc:
-        raise DecodeError(Reason.SCHEMA_INVALID, str(exc)) from exc
+        raise SchemaError(Reason.SCHEMA_INVALID, str(exc)) from exc
     return sender, kid, hdr, sig
 
 
@@ -161,6 +159,11 @@ def verify_envelope(
             Reason.SIG_SENDER_MISMATCH,
             f"envelope claims sender {sender} but arrived on the topic of {expected_sender}",
         )
+    if sender == directory.hub_id:
+        raise SignatureError(
+            Reason.SIG_UNKNOWN_SENDER,
+            f"{sender} is the hub; the hub signs receipts and the directory, never envelopes",
+        )
     key = directory.signing_key_entry(sender, kid)
     if not verify_signature(key.public, DOMAIN_HEADER, hdr, sig):
         raise SignatureError(
@@ -168,9 +171,9 @@ def verify_envelope(
             f"header signature does not verify with key {kid} of {sender}; "
             "the envelope was altered or not signed by its sender",
         )
-    outer_hdr = codec.decode_map(hdr, codec.HEADER_LIMITS)
-    if set(outer_hdr) != {"core", "body"} or not isinstance(outer_hdr["core"], bytes):
-        raise DecodeError(Reason.SCHEMA_INVALID, "hdr must be {core: bin, body: map}")
+    outer_hdr = codec.decode_map(hdr, codec.HDR_LIMITS)
+    if set(outer_hdr) != {"core", "body"} or type(outer_hdr["core"]) is not bytes:
+        raise SchemaError(Reason.SCHEMA_INVALID, "hdr must be {core: bin, body: map}")
     core = outer_hdr["core"]
     header = Header.from_wire(codec.decode_map(core, codec.HEADER_LIMITS), what="header")
     body = BodyDescriptor.from_wire(_as_map(outer_hdr["body"]), what="body descriptor")
@@ -182,6 +185,7 @@ def verify_envelope(
         )
     directory.check_key_window(key, sender, header.created_at)
     check_header(header, body)
+    check_recipient_keys(header, directory)
     return VerifiedEnvelope(
         frame=frame,
         hdr=hdr,
@@ -194,8 +198,8 @@ def verify_envelope(
 
 
 def _as_map(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise DecodeError(Reason.SCHEMA_INVALID, "hdr.body must be a map")
+    if type(value) is not dict:
+        raise SchemaError(Reason.SCHEMA_INVALID, "hdr.body must be a map")
     return value
 
 
@@ -204,6 +208,11 @@ def check_header(header: Header, body: BodyDescriptor) -> None:
     if not header.to:
         raise EnvelopeError(Reason.ENV_NO_RECIPIENT, "the envelope has no primary recipient (to)")
     recipients = header.recipients
+    if len(recipients) > MAX_RECIPIENTS:
+        raise EnvelopeError(
+            Reason.ENV_DUPLICATE_RECIPIENT,
+            f"{len(recipients)} recipients; the limit is {MAX_RECIPIENTS} across to and cc",
+        )
     if len(set(recipients)) != len(recipients):
         twice = sorted({r for r in recipients if recipients.count(r) > 1})
         raise EnvelopeError(
@@ -250,6 +259,32 @@ def check_header(header: Header, body: BodyDescriptor) -> None:
             Reason.BODY_SIZE_MISMATCH,
             f"body size {body.size} cannot be a chunk stream of {body.chunk}-byte chunks",
         )
+
+
+def check_recipient_keys(header: Header, directory: Directory) -> None:
+    """Every recipient is in the directory and its file key is sealed to one of its own
+    encryption keys, unrevoked and valid at created_at (the hub cannot open the box, but it
+    can refuse to carry one no recipient could open)."""
+    for org, sealed in header.keys.items():
+        entry = directory.org(org)
+        if entry is None:
+            raise EnvelopeError(
+                Reason.ENV_UNKNOWN_RECIPIENT,
+                f"recipient {org} is not in directory version {directory.version}; check the "
+                "address, or ask the hub operator to add it",
+            )
+        key = next((k for k in entry.enc_keys if k.kid == sealed.kid), None)
+        if (
+            key is None
+            or directory.is_revoked(sealed.kid)
+            or not key.not_before <= header.created_at < key.not_after
+        ):
+            raise EnvelopeError(
+                Reason.ENV_KEYS_MISMATCH,
+                f"the file key for {org} is sealed to key {sealed.kid}, which is not a valid, "
+                f"unrevoked encryption key of {org} at created_at in directory version "
+                f"{directory.version}; seal again with the current directory",
+            )
 
 
 def check_freshness(header: Header, *, now: int, max_skew_ms: int) -> None:

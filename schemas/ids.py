@@ -58,7 +58,7 @@ def check_org_id(value: str, *, what: str = "organisation id") -> str:
     for label in value.split("."):
         if not label:
             raise ValueError(f"{what} {shown} has an empty label (leading, trailing or '..' dot)")
-        if len(label) > _LABEL_MAX or not _LABEL_RE.match(label):
+        if len(label) > _LABEL_MAX or not _LABEL_RE.fullmatch(label):
             raise ValueError(
                 f"{what} {shown} has the label {label!r}; each dot-separated label is 1-"
                 f"{_LABEL_MAX} of a-z, 0-9 and '-', not starting or ending with '-'"
@@ -78,8 +78,16 @@ def _check_group_id(value: str) -> str:
     return check_org_id(value, what="group id")
 
 
+def _check_channel_id(value: str) -> str:
+    return check_org_id(value, what="channel id")
+
+
+def _check_hub_id(value: str) -> str:
+    return check_org_id(value, what="hub id")
+
+
 def check_key_id(value: str) -> str:
-    if not isinstance(value, str) or not _KID_RE.match(value):
+    if not isinstance(value, str) or not _KID_RE.fullmatch(value):
         raise ValueError(f"key id {value!r} must be 16 lowercase hex digits")
     return value
 
@@ -92,6 +100,8 @@ def _check_msg_id_bytes(value: bytes) -> bytes:
 
 OrgId = Annotated[str, AfterValidator(check_org_id)]
 GroupId = Annotated[str, AfterValidator(_check_group_id)]
+ChannelId = Annotated[str, AfterValidator(_check_channel_id)]
+HubId = Annotated[str, AfterValidator(_check_hub_id)]
 KeyId = Annotated[str, AfterValidator(check_key_id)]
 MsgIdBytes = Annotated[bytes, AfterValidator(_check_msg_id_bytes)]
 
@@ -108,6 +118,6 @@ def msg_id_text(msg_id: bytes) -> str:
 
 def parse_msg_id(text: str) -> bytes:
     """Parse the printed form; ValueError unless exactly 32 lowercase hex digits."""
-    if not isinstance(text, str) or not _MSG_ID_RE.match(text):
+    if not isinstance(text, str) or not _MSG_ID_RE.fullmatch(text):
         raise ValueError(f"msg_id {text!r:.80} must be 32 lowercase hex digits")
     return bytes.fromhex(text)

@@ -159,7 +159,7 @@ class SecrecyPeriod:
         raw = unicodedata.normalize("NFKC", text).strip().lower()
         if raw in _LONG_TERM_WORDS:
             return cls.long_term()
-        match = _PERIOD_RE.match(raw)
+        match = _PERIOD_RE.fullmatch(raw)
         if match is None or match.group(2) not in _UNIT_WORDS:
             raise ValueError(
                 f"{text!r} is not a secrecy period; "
@@ -220,9 +220,20 @@ class SecrecyMark:
         raise ValueError(f"{text!r} is not a secrecy mark; write e.g. 机密★1年 or SECRET★1y")
 
     def exceeds_statutory_maximum(self) -> bool:
-        """True when longer than the law's default maximum for this level."""
-        days = self.period.approx_days()
-        return days is not None and days > _MAX_YEARS[self.classification] * 365
+        """True when longer than the law's default maximum for this level.
+
+        Compared in the period's own unit (years, months = 12 a year, days = 365.25 a
+        year), so 120 months of 秘密 is at the limit and 121 months above it.
+        """
+        limit_years = _MAX_YEARS[self.classification]
+        unit, amount = self.period.unit, self.period.amount
+        if unit is None:
+            return False
+        if unit is PeriodUnit.YEAR:
+            return amount > limit_years
+        if unit is PeriodUnit.MONTH:
+            return amount > limit_years * 12
+        return amount > limit_years * 365.25
 
     def format(self, lang: str = "zh") -> str:
         if lang == "zh":

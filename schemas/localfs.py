@@ -18,6 +18,14 @@ PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
 
 
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) with mode 0700; an existing folder keeps its mode."""
+    if path.is_dir():
+        return
+    path.mkdir(parents=True, mode=0o700)
+    path.chmod(0o700)  # mkdir's mode is narrowed by the umask; set it exactly
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or creation inside ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

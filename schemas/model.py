@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, ValidationError
 
@@ -10,6 +10,16 @@ from schemas.errors import Reason, SchemaError
 from schemas.labels import Classification, DocType, Precedence
 
 MAX_WIRE_INT = 2**63 - 1
+
+
+def _not_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("a version is an integer, not a boolean")
+    return value
+
+
+# pydantic's strict Literal[1] accepts True (True == 1); the wire does not.
+Version1 = Annotated[Literal[1], BeforeValidator(_not_bool)]
 
 
 class WireModel(BaseModel):

@@ -15,18 +15,20 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Self
 
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 
 from schemas import codec
 from schemas.directory import Directory, Millis
-from schemas.errors import DecodeError, Reason, SignatureError
+from schemas.errors import Reason, SchemaError, SignatureError, UsageError
 from schemas.ids import KeyId, MsgIdBytes, OrgId, check_key_id, check_org_id
 from schemas.keys import DOMAIN_RECEIPT, SigningKey, verify_signature
-from schemas.model import WireClassification, WireModel
+from schemas.model import Version1, WireClassification, WireModel, describe
 
 MAX_ENTRIES = 5000
+# A Reason value ("sig.invalid") or a document-rule id ("rule.no_skip_level").
+REASON_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$"
 
 
 class ReceiptStatus(StrEnum):
@@ -58,6 +60,9 @@ class ReceiptStatus(StrEnum):
         }
 
 
+_NEEDS_REASON = frozenset({ReceiptStatus.REJECTED, ReceiptStatus.DEAD})
+
+
 class ReceiptEntry(WireModel):
     """One statement about one message (and, where it applies, one recipient)."""
 
@@ -67,13 +72,19 @@ class ReceiptEntry(WireModel):
     at: Millis
     subject: Annotated[bytes, Field(min_length=32, max_length=32)]  # SHA-256 of the frame
     classification: WireClassification  # receipts inherit the label of their message
-    reason: Annotated[str, Field(max_length=64)] | None  # machine code for REJECTED/DEAD
-    detail: Annotated[str, Field(max_length=2000)] | None  # a sentence naming rule and values
+    reason: Annotated[str, Field(max_length=64, pattern=REASON_PATTERN)] | None
+    detail: Annotated[str, Field(min_length=1, max_length=2000)] | None  # names rule and values
     retriable: bool  # a REJECTED the sender may simply send again later
+
+    @model_validator(mode="after")
+    def _refusals_explain_themselves(self) -> Self:
+        if self.status in _NEEDS_REASON and (self.reason is None or self.detail is None):
+            raise ValueError(f"a {self.status} receipt must carry a reason code and a sentence")
+        return self
 
 
 class ReceiptBatch(WireModel):
-    v: Literal[1]
+    v: Version1
     issuer: OrgId
     issuer_kid: KeyId
     at: Millis
@@ -89,9 +100,21 @@ class VerifiedReceipts:
 def sign_receipts(
     issuer: str, key: SigningKey, entries: Sequence[ReceiptEntry], *, at: int
 ) -> bytes:
-    """One signed frame over ``entries`` (all bound for the same destination)."""
-    batch = ReceiptBatch(v=1, issuer=issuer, issuer_kid=key.kid, at=at, entries=tuple(entries))
+    """One signed frame over ``entries`` (all bound for the same destination).
+
+    Raises UsageError for a batch no verifier would accept (empty, too long, or a
+    recipient speaking for someone else).
+    """
+    try:
+        batch = ReceiptBatch(v=1, issuer=issuer, issuer_kid=key.kid, at=at, entries=tuple(entries))
+    except ValidationError as exc:
+        raise UsageError(f"cannot sign this receipt batch: {describe(exc)}") from exc
+    for entry in batch.entries:
+        if not entry.status.issued_by_hub and entry.recipient != issuer:
+            raise UsageError(f"{issuer} cannot sign {entry.status} for {entry.recipient}")
     body = codec.encode(batch.to_wire())
+    if len(body) > codec.RECEIPT_LIMITS.max_size - 256:
+        raise UsageError(f"receipt batch of {len(body)} bytes is too large; send smaller batches")
     sig = key.sign(DOMAIN_RECEIPT, body)
     return codec.encode({"v": 1, "from": issuer, "kid": key.kid, "rcpt": body, "sig": sig})
 
@@ -100,19 +123,15 @@ def verify_receipts(
     frame: bytes, directory: Directory, *, expected_issuer: str | None = None
 ) -> VerifiedReceipts:
     """Verify a receipt frame: signature first, then decode; hub statuses only from the hub."""
-    outer = codec.decode_map(frame, codec.RECEIPT_FRAME_LIMITS)
-    if set(outer) != {"v", "from", "kid", "rcpt", "sig"} or outer["v"] != 1:
-        raise DecodeError(
-            Reason.SCHEMA_INVALID, "receipt frame must be {v: 1, from, kid, rcpt, sig}"
-        )
+    outer = codec.decode_frame(
+        frame, codec.RECEIPT_FRAME_LIMITS, {"from": str, "kid": str, "rcpt": bytes, "sig": bytes}
+    )
     issuer, kid, body, sig = outer["from"], outer["kid"], outer["rcpt"], outer["sig"]
-    if not (isinstance(body, bytes) and isinstance(sig, bytes)):
-        raise DecodeError(Reason.SCHEMA_INVALID, "receipt rcpt and sig must be bin")
     try:
         check_org_id(issuer, what="receipt issuer")
         check_key_id(kid)
     except ValueError as exc:
-        raise DecodeError(Reason.SCHEMA_INVALID, str(exc)) from exc
+        raise SchemaError(Reason.SCHEMA_INVALID, str(exc)) from exc
     if expected_issuer is not None and issuer != expected_issuer:
         raise SignatureError(
             Reason.RCPT_WRONG_ISSUER,

@@ -23,7 +23,7 @@ import hashlib
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, BinaryIO, Literal
+from typing import Annotated, BinaryIO
 
 import nacl.bindings as sodium
 import nacl.exceptions
@@ -48,7 +48,7 @@ from schemas.ids import MsgIdBytes, OrgId, new_msg_id
 from schemas.keys import DOMAIN_HEADER, DOMAIN_INNER, EncryptionKey, SigningKey, seal_to
 from schemas.keys import verify_signature as _verify
 from schemas.labels import Classification, DocType, Precedence, SecrecyPeriod
-from schemas.model import WireClassification, WireModel
+from schemas.model import Version1, WireClassification, WireModel
 
 _TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
 _TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
@@ -89,15 +89,24 @@ class FileEntry(WireModel):
 class Inner(WireModel):
     """The signed, encrypted record at the head of the plaintext. Content lives here."""
 
-    v: Literal[1]
+    v: Version1
     msg_id: MsgIdBytes
     sender: OrgId
     to: tuple[OrgId, ...]
     cc: tuple[OrgId, ...]
     classification: WireClassification
     title: Annotated[str, Field(min_length=1, max_length=1000)]
-    date: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None  # 成文日期
+    date: Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")] | None  # 成文日期
     files: Annotated[tuple[FileEntry, ...], Field(min_length=1, max_length=MAX_FILES)]
+
+    @field_validator("files")
+    @classmethod
+    def _unique_names(cls, files: tuple[FileEntry, ...]) -> tuple[FileEntry, ...]:
+        names = [f.name for f in files]
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"file names must be unique within a document: {twice}")
+        return files
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +412,11 @@ class Opener:
             raise EnvelopeError(
                 Reason.BODY_TRAILING_DATA,
                 f"chunk {self._chunks_done - 1} is tagged FINAL but the header declares more",
+            )
+        if tag not in (_TAG_FINAL, _TAG_MESSAGE):
+            raise EnvelopeError(
+                Reason.BODY_DECRYPT_FAILED,
+                f"chunk {self._chunks_done - 1} carries tag {tag}; only MESSAGE and FINAL occur",
             )
         if is_last:
             if tag != _TAG_FINAL:

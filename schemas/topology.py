@@ -12,9 +12,10 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
 from schemas.directory import (
     ChannelEntry,
@@ -25,7 +26,7 @@ from schemas.directory import (
     OrgLevel,
 )
 from schemas.errors import ConfigError
-from schemas.ids import GroupId, OrgId
+from schemas.ids import ChannelId, GroupId, HubId, OrgId
 from schemas.keys import PublicKeys
 from schemas.labels import Classification
 
@@ -37,14 +38,17 @@ class _ConfigModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
 class HubSection(_ConfigModel):
-    id: OrgId
+    id: HubId
     name_zh: Text = "电子公文交换中心"
     name_en: Text = "Document exchange hub"
 
 
 class ChannelConfig(_ConfigModel):
-    id: OrgId
+    id: ChannelId
     name: Text
     ceiling: ParsedClassification
 
@@ -55,9 +59,9 @@ class OrgConfig(_ConfigModel):
     name_en: Text
     level: OrgLevel
     parent: OrgId | None = None
-    code: Annotated[str, Field(pattern=r"^\d{6}$")] | None = None
+    code: Annotated[str, Field(pattern=r"^[0-9]{6}$")] | None = None
     clearance: ParsedClassification
-    channels: tuple[OrgId, ...]
+    channels: tuple[ChannelId, ...]
     directive_to: tuple[OrgId, ...] = ()
 
 
@@ -85,7 +89,8 @@ def _path(loc: Sequence[int | str], doc: Mapping[str, Any]) -> str:
     """'orgs[3] (jl.cc).parent' from a pydantic location, naming the entry by its id."""
     out = ""
     node: Any = doc
-    for part in loc:
+    for raw in loc:
+        part = int(raw) if isinstance(raw, str) and raw.isdigit() else raw
         if isinstance(part, int):
             out += f"[{part}]"
             node = node[part] if isinstance(node, list) and part < len(node) else None
@@ -98,43 +103,116 @@ def _path(loc: Sequence[int | str], doc: Mapping[str, Any]) -> str:
 
 
 def parse_topology(text: str, *, source: str) -> Topology:
-    """Parse and check a topology file's text. Raises ConfigError listing every problem."""
+    """Parse and check a topology file's text. Raises ConfigError listing every problem.
+
+    Each entry is validated on its own, so one bad entry does not hide the problems of
+    the others, and cross-references are checked among the entries that are valid.
+    """
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [("", f"not valid TOML: {exc}")]) from exc
-    try:
-        topology = Topology.model_validate(doc)
-    except ValidationError as exc:
-        problems = [(_path(e["loc"], doc), e["msg"]) for e in exc.errors()]
-        raise ConfigError(source, problems) from exc
-    problems = check_topology(topology)
+    problems: list[tuple[str, str]] = [
+        (key, f"unknown section; allowed: {', '.join(Topology.model_fields)}")
+        for key in doc
+        if key not in Topology.model_fields
+    ]
+    sections: dict[str, Any] = {}
+    positions: dict[str, list[int]] = {}
+    invalid_ids: set[str] = set()
+    for key, model in (("channels", ChannelConfig), ("orgs", OrgConfig), ("groups", GroupConfig)):
+        raw = doc.get(key, [])
+        if not isinstance(raw, list):
+            problems.append((key, f"must be an array of tables ([[{key}]])"))
+            raw = []
+        entries = []
+        positions[key] = []
+        for i, item in enumerate(raw):
+            entry = _validate(model, item, f"{key}[{i}]", doc, problems)
+            if entry is not None:
+                entries.append(entry)
+                positions[key].append(i)
+            elif isinstance(item, dict) and isinstance(item.get("id"), str):
+                invalid_ids.add(item["id"])
+        sections[key] = tuple(entries)
+    if "hub" not in doc:
+        problems.append(("hub", "required section [hub] is missing"))
+    hub = _validate(HubSection, doc.get("hub", {}), "hub", doc, problems)
+    if hub is None:
+        hub = HubSection(id="hub")  # placeholder so cross-references can still be checked
+    topology = Topology(hub=hub, **sections)
+    problems.extend(
+        problem
+        for problem in check_topology(topology, positions)
+        if not any(repr(bad) in problem[1] for bad in invalid_ids)
+    )
     if problems:
         raise ConfigError(source, problems)
     return topology
 
 
-def check_topology(topology: Topology) -> list[tuple[str, str]]:
-    """Cross-references a schema cannot check. Returns (key path, problem) pairs."""
+def _validate(
+    model: type[_M],
+    item: object,
+    where: str,
+    doc: Mapping[str, Any],
+    problems: list[tuple[str, str]],
+) -> _M | None:
+    try:
+        return model.model_validate(item)
+    except ValidationError as exc:
+        for err in exc.errors():
+            path = _path((*where.replace("]", "").split("["), *err["loc"]), doc)
+            problems.append((path, _friendly(err, model)))
+        return None
+
+
+def _friendly(err: ErrorDetails, model: type[BaseModel]) -> str:
+    """pydantic's error as a sentence for an operator."""
+    if err["type"] == "missing":
+        return "required key is missing"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key; allowed keys: {', '.join(model.model_fields)}"
+    message = err["msg"]
+    return message.removeprefix("Value error, ")
+
+
+def check_topology(
+    topology: Topology, positions: Mapping[str, Sequence[int]] | None = None
+) -> list[tuple[str, str]]:
+    """Cross-references a schema cannot check. Returns (key path, problem) pairs.
+
+    ``positions`` maps "channels"/"orgs"/"groups" to each entry's index in the file, when
+    only some of the file's entries are being checked.
+    """
     problems: list[tuple[str, str]] = []
+
+    def at(section: str, i: int) -> int:
+        return positions[section][i] if positions else i
+
     channels: dict[str, ChannelConfig] = {}
     for i, channel in enumerate(topology.channels):
         if channel.id in channels:
             problems.append(
-                (f"channels[{i}] ({channel.id}).id", f"duplicate channel id {channel.id!r}")
+                (
+                    f"channels[{at('channels', i)}] ({channel.id}).id",
+                    f"duplicate channel id {channel.id!r}",
+                )
             )
         channels[channel.id] = channel
     orgs: dict[str, OrgConfig] = {}
     for i, org in enumerate(topology.orgs):
         if org.id in orgs:
-            problems.append((f"orgs[{i}] ({org.id}).id", f"duplicate organisation id {org.id!r}"))
+            problems.append(
+                (f"orgs[{at('orgs', i)}] ({org.id}).id", f"duplicate organisation id {org.id!r}")
+            )
         if org.id == topology.hub.id:
             problems.append(
-                (f"orgs[{i}] ({org.id}).id", "the hub's id cannot name an organisation")
+                (f"orgs[{at('orgs', i)}] ({org.id}).id", "the hub's id cannot name an organisation")
             )
         orgs[org.id] = org
     for i, org in enumerate(topology.orgs):
-        where = f"orgs[{i}] ({org.id})"
+        where = f"orgs[{at('orgs', i)}] ({org.id})"
         if org.parent is not None and org.parent not in orgs:
             problems.append((f"{where}.parent", f"unknown parent {org.parent!r}"))
         for ch in org.channels:
@@ -170,7 +248,7 @@ def check_topology(topology: Topology) -> list[tuple[str, str]]:
             problems.append((f"{where}.parent", f"parent cycle: {' -> '.join(cycle)}"))
     for i, group in enumerate(topology.groups):
         problems.extend(
-            (f"groups[{i}] ({group.id}).members", f"unknown organisation {member!r}")
+            (f"groups[{at('groups', i)}] ({group.id}).members", f"unknown organisation {member!r}")
             for member in group.members
             if member not in orgs
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 from schemas.clock import DAY_MS
 from schemas.ids import check_org_id
 from schemas.keys import EncryptionKey, PublicKeys, SigningKey, dump_secret_key
-from schemas.localfs import PUBLIC_MODE, atomic_write, write_private
+from schemas.localfs import PUBLIC_MODE, atomic_write, make_private_dir, write_private
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,8 @@ def generate_org_keys(
 ) -> tuple[KeyFiles, PublicKeys]:
     """Write ``ORG.sign.key`` and ``ORG.enc.key`` (0600) and ``ORG.pub.json`` into ``out``."""
     paths = key_paths(org, out)
+    if valid_days < 1:
+        raise ValueError(f"--valid-days must be at least 1, not {valid_days}")
     if not overwrite:
         taken = [p for p in (paths.sign_key, paths.enc_key) if p.exists()]
         if taken:
@@ -35,8 +37,7 @@ def generate_org_keys(
                 f"{taken[0]} exists; keys are not replaced silently. Rotate with a new "
                 "folder, or pass --force if you really mean to discard the old keys"
             )
-    out.mkdir(parents=True, exist_ok=True)
-    out.chmod(0o700)
+    make_private_dir(out)
     signing, encryption = SigningKey.generate(), EncryptionKey.generate()
     write_private(paths.sign_key, dump_secret_key(org, signing), overwrite=overwrite)
     write_private(paths.enc_key, dump_secret_key(org, encryption), overwrite=overwrite)

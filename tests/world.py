@@ -1,0 +1,117 @@
+"""A ready-made exchange for tests: the Jilin topology, fresh keys for everyone, a directory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schemas.clock import DAY_MS
+from schemas.directory import Directory, KeyEntry, sign_directory
+from schemas.keys import EncryptionKey, PublicKeys, SigningKey
+from schemas.labels import Classification, DocType, Precedence
+from schemas.seal import Draft, Sealed, file_entry, seal_bytes
+from schemas.topology import DirectoryPlan, Topology, build_directory, parse_topology
+
+REPO = Path(__file__).resolve().parent.parent
+TOPOLOGY_PATH = REPO / "config" / "topology.toml"
+NOW = 1_795_000_000_000  # a fixed "now" (2026-11-18) so tests never read the clock
+
+
+@dataclass
+class OrgKeys:
+    signing: SigningKey
+    encryption: EncryptionKey
+
+
+@dataclass
+class World:
+    topology: Topology
+    hub_key: SigningKey
+    keys: dict[str, OrgKeys]
+    directory: Directory
+    now: int = NOW
+    revoked: list[str] = field(default_factory=list)
+
+    def rebuild(self, *, version: int, revoked: Sequence[str] = (), **plan: int) -> Directory:
+        """A new directory version from the same topology and keys."""
+        return _directory(self.topology, self.hub_key, self.keys, version, revoked, **plan)
+
+    def signed_directory(self, directory: Directory | None = None) -> bytes:
+        return sign_directory(directory or self.directory, self.hub_key)
+
+    def draft(
+        self,
+        sender: str = "jl.gov",
+        to: Sequence[str] = ("jl.cc",),
+        *,
+        cc: Sequence[str] = (),
+        classification: Classification = Classification.INTERNAL,
+        contents: Sequence[bytes] = (b"document body",),
+        **extra: object,
+    ) -> tuple[Draft, list[bytes]]:
+        files = [file_entry(f"file{i}.txt", "text/plain", c) for i, c in enumerate(contents)]
+        draft = Draft(
+            sender=sender,
+            to=tuple(to),
+            cc=tuple(cc),
+            classification=classification,
+            precedence=extra.pop("precedence", Precedence.ROUTINE),  # type: ignore[arg-type]
+            doc_type=extra.pop("doc_type", DocType.NOTICE),  # type: ignore[arg-type]
+            title=str(extra.pop("title", "关于做好冬季供暖工作的通知")),
+            created_at=int(extra.pop("created_at", self.now)),  # type: ignore[call-overload]
+            files=files,
+            **extra,  # type: ignore[arg-type]
+        )
+        return draft, list(contents)
+
+    def seal(
+        self, sender: str = "jl.gov", to: Sequence[str] = ("jl.cc",), **kw: object
+    ) -> tuple[Sealed, bytes]:
+        draft, contents = self.draft(sender, to, **kw)  # type: ignore[arg-type]
+        return seal_bytes(draft, self.keys[sender].signing, self.directory, contents)
+
+
+def _directory(
+    topology: Topology,
+    hub_key: SigningKey,
+    keys: dict[str, OrgKeys],
+    version: int,
+    revoked: Sequence[str] = (),
+    *,
+    issued_at: int = NOW - DAY_MS,
+    expires_at: int = NOW + 30 * DAY_MS,
+    not_before: int = NOW - 10 * DAY_MS,
+    not_after: int = NOW + 365 * DAY_MS,
+) -> Directory:
+    public = {
+        org: [
+            PublicKeys(
+                org=org,
+                sign_public=k.signing.public,
+                enc_public=k.encryption.public,
+                not_before=not_before,
+                not_after=not_after,
+            )
+        ]
+        for org, k in keys.items()
+    }
+    plan = DirectoryPlan(
+        version=version,
+        issued_at=issued_at,
+        expires_at=expires_at,
+        hub_keys=(
+            KeyEntry(
+                kid=hub_key.kid, public=hub_key.public, not_before=not_before, not_after=not_after
+            ),
+        ),
+        revoked=tuple(revoked),
+    )
+    return build_directory(topology, public, plan)
+
+
+def make_world() -> World:
+    topology = parse_topology(TOPOLOGY_PATH.read_text(encoding="utf-8"), source=str(TOPOLOGY_PATH))
+    keys = {o.id: OrgKeys(SigningKey.generate(), EncryptionKey.generate()) for o in topology.orgs}
+    hub_key = SigningKey.generate()
+    return World(topology, hub_key, keys, _directory(topology, hub_key, keys, 1))
