@@ -119,6 +119,12 @@ def decode(data: bytes, limits: Limits) -> Any:
         raise DecodeError(Reason.DECODE_MALFORMED, f"{what} has a str that is not UTF-8") from exc
     except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
         text = str(exc)
+        if "max_ext_len" in text or "not allowed for map key" in text:
+            raise DecodeError(
+                Reason.DECODE_FORBIDDEN_TYPE,
+                f"{what} contains an ext value or a map key that is not a str "
+                f"({text}); only nil, bool, int, str, bin, array and str-keyed maps are allowed",
+            ) from exc
         if "exceeds max" in text:
             raise DecodeError(Reason.DECODE_LIMIT, f"{what}: {text}") from exc
         if "incomplete input" in text:

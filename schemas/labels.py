@@ -165,7 +165,10 @@ class SecrecyPeriod:
                 f"{text!r} is not a secrecy period; "
                 "write e.g. 1年, 6个月, 30天, 1y, 6m, 30d or 长期"
             )
-        return cls(int(match.group(1)), _UNIT_WORDS[match.group(2)])
+        try:
+            return cls(int(match.group(1)), _UNIT_WORDS[match.group(2)])
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a valid secrecy period: {exc}") from exc
 
     @property
     def wire(self) -> str:

@@ -290,9 +290,10 @@ def test_float_is_refused_as_forbidden_type(data: bytes) -> None:
         pytest.param(b"\x81\xd4\x05\x00\x01", id="ext-as-map-key"),
     ],
 )  # fmt: skip
-def test_ext_with_a_payload_is_refused_by_the_zero_ext_length_limit(data: bytes) -> None:
-    # max_ext_len=0 makes msgpack refuse every ext that carries data, timestamps included.
-    assert refusal(data) is Reason.DECODE_LIMIT
+def test_ext_with_a_payload_is_refused_as_forbidden_type(data: bytes) -> None:
+    # max_ext_len=0 makes msgpack refuse every ext that carries data, timestamps included;
+    # the receipt must say the type is forbidden, not that a limit was exceeded.
+    assert refusal(data) is Reason.DECODE_FORBIDDEN_TYPE
 
 
 @pytest.mark.parametrize(
@@ -340,10 +341,10 @@ def test_bin_map_key_is_refused_as_forbidden_type(data: bytes) -> None:
         pytest.param(b"\x81\xc7\x00\x05\x01", id="empty-ext-key"),
     ],
 )
-def test_other_non_str_map_keys_are_refused_by_msgpack_as_malformed(data: bytes) -> None:
-    # msgpack's strict_map_key refuses these itself (a ValueError, mapped to MALFORMED);
-    # only bin keys get through it and are refused as FORBIDDEN_TYPE by the shape check.
-    assert refusal(data) is Reason.DECODE_MALFORMED
+def test_other_non_str_map_keys_are_refused_as_forbidden_type(data: bytes) -> None:
+    # msgpack's strict_map_key refuses these itself; bin keys get through it and are
+    # refused by the shape check. Both say the same thing: the key's type is forbidden.
+    assert refusal(data) is Reason.DECODE_FORBIDDEN_TYPE
 
 
 # ---------------------------------------------------------------------------- sizes and limits
