@@ -72,6 +72,14 @@ class Reason(StrEnum):
     DIR_EXPIRED = "directory.expired"
     DIR_NOT_YET_VALID = "directory.not_yet_valid"
     DIR_INCONSISTENT = "directory.inconsistent"
+    # gating (decisions of the hub's router, ARCHITECTURE section 2)
+    POLICY_SENDER_NOT_ON_CHANNEL = "policy.sender_not_on_channel"
+    POLICY_ARRIVAL_CHANNEL = "policy.arrival_channel_below_label"
+    POLICY_SENDER_CLEARANCE = "policy.sender_clearance"
+    POLICY_RECIPIENT_CLEARANCE = "policy.recipient_clearance"
+    POLICY_NO_CHANNEL = "policy.no_channel"
+    # the hub's own state
+    HUB_BUSY = "hub.busy"
     # receipts
     RCPT_BAD_SIGNATURE = "receipt.bad_signature"
     RCPT_WRONG_ISSUER = "receipt.wrong_issuer"

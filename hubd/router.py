@@ -1,0 +1,112 @@
+"""The routing brain: pure decisions about one message (ARCHITECTURE section 2).
+
+No asyncio, no MQTT, no database, no clock. :func:`decide` takes the verified header, the
+channel the message arrived on and the directory, and returns what to do:
+:class:`Accept` (with the channel for each recipient), :class:`Reject` or
+:class:`Quarantine`. Refusals are values that name the rule and the values compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.directory import ChannelEntry, Directory, OrgEntry
+from schemas.envelope import Header
+from schemas.errors import Reason
+from schemas.labels import Classification
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    recipient: str
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    routes: tuple[Route, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    reason: Reason
+    detail: str
+    retriable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """The message leaked onto a channel below its label: keep it, never forward it."""
+
+    reason: Reason
+    detail: str
+
+
+Decision = Accept | Reject | Quarantine
+
+
+def _org(org: OrgEntry) -> str:
+    return f"{org.id} ({org.name_zh})"
+
+
+def delivery_channel(
+    directory: Directory, sender: OrgEntry, recipient: OrgEntry, label: Classification
+) -> ChannelEntry | None:
+    """The lowest-ceiling channel both ends are provisioned on whose ceiling admits ``label``."""
+    shared = [
+        channel
+        for name in sender.channels
+        if name in recipient.channels and (channel := directory.channel(name)) is not None
+    ]
+    admitting = [c for c in shared if c.ceiling >= label]
+    return min(admitting, key=lambda c: c.ceiling.rank, default=None)
+
+
+def decide(header: Header, arrival: str, directory: Directory) -> Decision:
+    """Gate one message. ``arrival`` is the channel whose up topic carried it."""
+    label = header.classification
+    sender = directory.org(header.sender)
+    channel = directory.channel(arrival)
+    if sender is None or channel is None or arrival not in sender.channels:
+        return Reject(
+            Reason.POLICY_SENDER_NOT_ON_CHANNEL,
+            f"{header.sender} is not provisioned on channel {arrival!r}; send on a channel "
+            "your organisation is provisioned on (see the directory)",
+        )
+    if label > channel.ceiling:
+        return Quarantine(
+            Reason.POLICY_ARRIVAL_CHANNEL,
+            f"a {label} message arrived on channel {arrival}, whose ceiling is "
+            f"{channel.ceiling}: it has already crossed a network it must not cross. It is "
+            "quarantined and will not be forwarded; report it to your security officer",
+        )
+    if label > sender.clearance:
+        return Reject(
+            Reason.POLICY_SENDER_CLEARANCE,
+            f"classification {label} exceeds the clearance of the sender {_org(sender)}, "
+            f"which is {sender.clearance}; lower the label or send from an organisation "
+            "cleared for it",
+        )
+    routes = []
+    for name in header.recipients:
+        recipient = directory.org(name)
+        if recipient is None:  # verify_envelope refuses this first; keep the core total
+            return Reject(Reason.ENV_UNKNOWN_RECIPIENT, f"recipient {name} is not in the directory")
+        if label > recipient.clearance:
+            return Reject(
+                Reason.POLICY_RECIPIENT_CLEARANCE,
+                f"classification {label} exceeds the clearance of {_org(recipient)} "
+                f"({recipient.clearance}); send it on the classified channel to an "
+                "organisation cleared for it, or lower the label",
+            )
+        route = delivery_channel(directory, sender, recipient, label)
+        if route is None:
+            shared = [c for c in sender.channels if c in recipient.channels]
+            return Reject(
+                Reason.POLICY_NO_CHANNEL,
+                f"no channel carries {label} from {sender.id} to {recipient.id}: they share "
+                f"{', '.join(shared) or 'no channel'}, and none has a ceiling of "
+                f"{label.name} or above; ask the hub operator to provision one",
+            )
+        routes.append(Route(name, route.id))
+    return Accept(tuple(routes))

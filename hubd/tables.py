@@ -1,0 +1,111 @@
+"""The hub's tables (SQLAlchemy Core). Schema changes go through Alembic (hubd/migrations).
+
+Times are integer milliseconds since the Unix epoch, as on the wire. Labels are stored
+by rank (``Classification.rank``) so that SQL can compare them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+ID = String(64)  # org and channel ids (schemas.ids: at most 64 ASCII characters)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("msg_id", LargeBinary(16), primary_key=True),  # unique forever: replay defence
+    Column("sender", ID, nullable=False),
+    Column("classification", SmallInteger, nullable=False),
+    Column("precedence", SmallInteger, nullable=False),
+    Column("doc_type", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger),
+    Column("received_at", BigInteger, nullable=False),
+    Column("arrival_channel", ID, nullable=False),
+    Column("state", String(16), nullable=False),  # ACCEPTED | QUARANTINED
+    Column("reason", String(64)),  # why it is quarantined
+    Column("frame", LargeBinary, nullable=False),  # the exact signed envelope frame
+    Column("frame_sha256", LargeBinary(32), nullable=False),
+    Column("body_size", BigInteger, nullable=False),
+    Column("body", LargeBinary),  # small bodies inline ...
+    Column("body_path", Text),  # ... large ones in the spool folder
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("msg_id", LargeBinary(16), ForeignKey("messages.msg_id"), primary_key=True),
+    Column("recipient", ID, primary_key=True),
+    Column("channel", ID, nullable=False),
+    Column("precedence", SmallInteger, nullable=False),
+    Column("state", String(16), nullable=False),  # hubd.states.DeliveryState
+    Column("attempts", Integer, nullable=False),
+    Column("expires_at", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("deliveries_by_state", "state", "recipient"),
+)
+
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("msg_id", LargeBinary(16)),  # None when the refused bytes had no readable msg_id
+    Column("recipient", ID),
+    Column("status", String(16), nullable=False),
+    Column("issuer", ID, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("subject", LargeBinary(32), nullable=False),
+    Column("batch_sha256", LargeBinary(32), nullable=False),
+    Index("receipts_by_msg", "msg_id"),
+)
+
+receipt_batches = Table(
+    "receipt_batches",
+    metadata,
+    Column("sha256", LargeBinary(32), primary_key=True),
+    Column("issuer", ID, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    Column("frame", LargeBinary, nullable=False),  # the exact signed batch
+)
+
+# Receipt batches waiting to reach an organisation, numbered per (destination, channel).
+# A spoke's "hello" carries the last number it holds; everything after it is resent.
+receipt_outbox = Table(
+    "receipt_outbox",
+    metadata,
+    Column("dest", ID, primary_key=True),
+    Column("channel", ID, primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("frame", LargeBinary, nullable=False),
+)
+
+# Append-only; each row carries the hash of the one before (hubd/audit.py).
+audit = Table(
+    "audit",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", BigInteger, nullable=False),
+    Column("event", String(48), nullable=False),
+    Column("msg_id", LargeBinary(16)),
+    Column("org", ID),
+    Column("detail", Text, nullable=False),  # JSON; never a title, never content
+    Column("prev_hash", LargeBinary(32), nullable=False),
+    Column("hash", LargeBinary(32), nullable=False),
+    Index("audit_by_msg", "msg_id"),
+)
