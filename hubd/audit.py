@@ -95,3 +95,32 @@ def verify_chain(rows: Iterable[AuditRow]) -> tuple[int, list[ChainProblem]]:
             problems.append(ChainProblem(row.seq, "its content does not match its hash (edited)"))
         expected_prev, expected_seq = row.hash, row.seq + 1
     return count, problems
+
+
+async def verify_store_chain(url: str) -> tuple[int, list[ChainProblem]]:
+    """Read the ledger from the store at ``url`` (the hub may be running) and verify it."""
+    from sqlalchemy import select  # noqa: PLC0415 - keeps this module free of I/O imports
+
+    from hubd import tables  # noqa: PLC0415
+    from hubd.store import engine_for  # noqa: PLC0415
+
+    engine = engine_for(url)
+    try:
+        async with engine.connect() as conn:
+            result = await conn.stream(select(tables.audit).order_by(tables.audit.c.seq))
+            rows = [
+                AuditRow(
+                    seq=int(r.seq),
+                    at=int(r.at),
+                    event=r.event,
+                    msg_id=None if r.msg_id is None else bytes(r.msg_id),
+                    org=r.org,
+                    detail=r.detail,
+                    prev_hash=bytes(r.prev_hash),
+                    hash=bytes(r.hash),
+                )
+                async for r in result
+            ]
+    finally:
+        await engine.dispose()
+    return verify_chain(rows)

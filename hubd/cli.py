@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from hubd.audit import verify_store_chain
+from hubd.config import load_config
 from hubd.directory import build_and_sign, hub_key_paths, init_hub_key, read_directory
+from hubd.hub import Hub
+from hubd.logs import configure as configure_logs
 from schemas.clock import ms_to_text
 from schemas.display import table
-from schemas.errors import XchgError
+from schemas.errors import ConfigError, XchgError
 from schemas.keys import HubPublicKey
 
 hubd_app = typer.Typer(
@@ -29,9 +35,11 @@ hubctl_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 keys_app = typer.Typer(help="The hub's own keys.", no_args_is_help=True)
+audit_app = typer.Typer(help="The append-only audit ledger.", no_args_is_help=True)
 directory_app = typer.Typer(help="Build, sign and inspect the directory.", no_args_is_help=True)
 hubctl_app.add_typer(keys_app, name="keys")
 hubctl_app.add_typer(directory_app, name="directory")
+hubctl_app.add_typer(audit_app, name="audit")
 
 DEFAULT_HUB_KEYS = Path("certs/hub")
 
@@ -46,12 +54,32 @@ def _fail(command: str, exc: BaseException) -> typer.Exit:
 
 
 @hubd_app.command()
-def run(config: Annotated[Path, typer.Option(help="Hub configuration file")]) -> None:
-    """Run the hub daemon."""
-    typer.echo(
-        f"hubd run: the hub daemon is not built yet (issue 3); {config} was not read", err=True
-    )
-    raise typer.Exit(2)
+def run(
+    config: Annotated[Path, typer.Option(help="Hub configuration file")] = Path("config/hub.toml"),
+) -> None:
+    """Run the hub daemon until SIGTERM (drains, then exits 0)."""
+    try:
+        settings = load_config(config)
+    except ConfigError as exc:
+        raise _fail("hubd run", exc) from exc
+    configure_logs(settings.logging.format, settings.logging.level)
+    try:
+        run_loop(Hub(settings).run())
+    except ConfigError as exc:
+        raise _fail("hubd run", exc) from exc
+    except XchgError as exc:
+        typer.echo(f"hubd run: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run, on uvloop where it is installed (PERF-NOTES: +5% to +50% on MQTT)."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional accelerator
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 @keys_app.command("init")
@@ -136,6 +164,25 @@ def directory_show(
     ]
     typer.echo(table(("id", "level", "clearance", "channels", "name"), rows))
     typer.echo("groups: " + ", ".join(f"@{g.id} ({len(g.members)})" for g in d.groups))
+
+
+@audit_app.command("verify")
+def audit_verify(
+    config: Annotated[Path, typer.Option(help="Hub configuration file")] = Path("config/hub.toml"),
+    store: Annotated[str | None, typer.Option(help="Store URL (default: from --config)")] = None,
+) -> None:
+    """Walk the audit ledger and report any edited, inserted or deleted row (exit 1 if so)."""
+    try:
+        url = store or load_config(config).store_url()
+        checked, problems = asyncio.run(verify_store_chain(url))
+    except (ConfigError, XchgError) as exc:
+        raise _fail("hubctl audit verify", exc) from exc
+    for problem in problems:
+        typer.echo(f"row {problem.seq}: {problem.problem}")
+    if problems:
+        typer.echo(f"audit ledger: {checked} rows checked, {len(problems)} problems", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"audit ledger: {checked} rows checked, the chain is intact")
 
 
 def hubd_main() -> None:

@@ -45,8 +45,12 @@ class Event(StrEnum):
     REDELIVER = "redeliver"
 
 
-P, S, D, F = (DeliveryState.PENDING, DeliveryState.SENT, DeliveryState.DELIVERED,
-              DeliveryState.SIGNED_FOR)  # fmt: skip
+P, S, D, F = (
+    DeliveryState.PENDING,
+    DeliveryState.SENT,
+    DeliveryState.DELIVERED,
+    DeliveryState.SIGNED_FOR,
+)
 X, Z = DeliveryState.EXPIRED, DeliveryState.DEAD
 _FINAL = frozenset({F, X, Z})
 

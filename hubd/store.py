@@ -206,10 +206,12 @@ class Store:
         if row is not None:
             self._audit_seq, self._audit_hash = int(row.seq), bytes(row.hash)
         rows = await self._conn.execute(
-            select(t.receipt_outbox.c.dest, t.receipt_outbox.c.channel,
-                   func.max(t.receipt_outbox.c.seq)).group_by(
-                t.receipt_outbox.c.dest, t.receipt_outbox.c.channel)
-        )  # fmt: skip
+            select(
+                t.receipt_outbox.c.dest,
+                t.receipt_outbox.c.channel,
+                func.max(t.receipt_outbox.c.seq),
+            ).group_by(t.receipt_outbox.c.dest, t.receipt_outbox.c.channel)
+        )
         self._outbox_seq = {(r[0], r[1]): int(r[2]) for r in rows}
         await self._conn.commit()
 
@@ -320,13 +322,26 @@ class _Batch:
                 ev.detail, ensure_ascii=False, sort_keys=True, separators=(",", ":")
             )
             digest = chain_hash(
-                self.chain, seq=self.seq, at=ev.at, event=ev.event, msg_id=ev.msg_id, org=ev.org,
+                self.chain,
+                seq=self.seq,
+                at=ev.at,
+                event=ev.event,
+                msg_id=ev.msg_id,
+                org=ev.org,
                 detail=detail,
-            )  # fmt: skip
+            )
             self.audit.append(
-                {"seq": self.seq, "at": ev.at, "event": ev.event, "msg_id": ev.msg_id,
-                 "org": ev.org, "detail": detail, "prev_hash": self.chain, "hash": digest}
-            )  # fmt: skip
+                {
+                    "seq": self.seq,
+                    "at": ev.at,
+                    "event": ev.event,
+                    "msg_id": ev.msg_id,
+                    "org": ev.org,
+                    "detail": detail,
+                    "prev_hash": self.chain,
+                    "hash": digest,
+                }
+            )
             self.chain = digest
 
     def plan(self, conn: Connection, ops: Sequence[Operation]) -> list[Any]:
@@ -370,8 +385,15 @@ class _Batch:
             elif isinstance(op, QueueReceipts):
                 key = (op.dest, op.channel)
                 self.outbox[key] = number = self.outbox.get(key, 0) + 1
-                self.queued.append({"dest": op.dest, "channel": op.channel, "seq": number,
-                                    "created_at": op.created_at, "frame": op.frame})  # fmt: skip
+                self.queued.append(
+                    {
+                        "dest": op.dest,
+                        "channel": op.channel,
+                        "seq": number,
+                        "created_at": op.created_at,
+                        "frame": op.frame,
+                    }
+                )
                 results.append(number)
                 continue
             else:

@@ -88,31 +88,27 @@ def decode(payload: bytes) -> TransportMsg:
     value = codec.decode(payload, TRANSPORT_LIMITS)
     if type(value) is not tuple or not value or type(value[0]) is not str:
         raise _bad("must be an array starting with its kind")
-    kind, args = value[0], value[1:]
-    if kind == "env" and len(args) == 2:
-        frame, body = args
-        if type(frame) is bytes and (body is None or type(body) is bytes):
+    match value:
+        case ("env", bytes() as frame, None | bytes() as body):
             return EnvelopeMsg(frame, body)
-    elif kind == "chunk" and len(args) == 3:
-        msg_id, offset, data = args
-        if _is_msg_id(msg_id) and _is_offset(offset) and type(data) is bytes and data:
+        case ("chunk", bytes() as msg_id, int() as offset, bytes() as data) if (
+            _is_msg_id(msg_id) and _is_offset(offset) and data
+        ):
             return ChunkMsg(msg_id, offset, data)
-    elif kind == "rcpt" and len(args) == 2:
-        if type(args[0]) is bytes and _is_offset(args[1]):
-            return ReceiptsMsg(args[0], args[1])
-    elif kind == "resume" and len(args) == 2:
-        msg_id, offset = args
-        if _is_msg_id(msg_id) and _is_offset(offset):
+        case ("rcpt", bytes() as frame, int() as seq) if _is_offset(seq):
+            return ReceiptsMsg(frame, seq)
+        case ("resume", bytes() as msg_id, int() as offset) if _is_msg_id(msg_id) and _is_offset(
+            offset
+        ):
             return ResumeMsg(msg_id, offset)
-    elif kind == "hello" and len(args) == 1:
-        if _is_offset(args[0]):
-            return HelloMsg(args[0])
-    raise _bad(f"a {kind!r:.20} message with {len(args)} fields of these types is not defined")
+        case ("hello", int() as seq) if _is_offset(seq):
+            return HelloMsg(seq)
+    raise _bad(f"a {value[0]!r:.20} message with these {len(value) - 1} fields is not defined")
 
 
 def _is_msg_id(value: object) -> bool:
     return type(value) is bytes and len(value) == MSG_ID_BYTES
 
 
-def _is_offset(value: object) -> bool:
-    return type(value) is int and 0 <= value < 2**53
+def _is_offset(value: int) -> bool:
+    return type(value) is int and 0 <= value < 2**53  # not a bool

@@ -1,0 +1,176 @@
+"""The hub's configuration file (config/hub.toml), loaded into pydantic models.
+
+Relative paths are resolved against the folder of the configuration file, so a unit file
+can start ``hubd run --config /etc/govxchg/hub.toml`` from any working directory.
+Every problem is a ConfigError naming the file, the key path and what is wrong.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from schemas.errors import ConfigError
+from schemas.ids import ChannelId
+
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HubFiles(_Section):
+    topology: Path = Path("topology.toml")
+    directory: Path = Path("../certs/hub/directory.bin")
+    key: Path = Path("../certs/hub/hub.sign.key")
+    state_dir: Path = Path("../state")
+    store: str = ""  # default: SQLite in state_dir
+
+    @field_validator("store")
+    @classmethod
+    def _store_url(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "store must be a sqlite+aiosqlite:///PATH or postgresql+asyncpg://... URL"
+            )
+        return value
+
+
+class BrokerURL(_Section):
+    """One broker: ``mqtt://host:port`` or ``mqtts://host:port`` with TLS files."""
+
+    url: str
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"mqtt", "mqtts"} or not parts.hostname:
+            raise ValueError(f"{value!r} is not an mqtt://HOST:PORT or mqtts://HOST:PORT URL")
+        return value
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def identity(self) -> str:
+        """What makes two channels share one connection."""
+        return f"{urlsplit(self.url).scheme}://{self.host}:{self.port}"
+
+
+class EmbeddedBroker(_Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1:1883"  # loopback by default; amqtt would bind 0.0.0.0
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError(f"listen must be HOST:PORT, not {value!r}")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class Delivery(_Section):
+    retry_initial: Seconds = 10.0  # first resend after this long without DELIVERED
+    retry_max: Seconds = 300.0  # backoff ceiling
+    max_attempts: Annotated[int, Field(ge=1)] = 30  # then DEAD
+    publish_window: Annotated[int, Field(ge=1, le=10_000)] = 256  # unacknowledged publishes
+    max_skew: Seconds = 300.0  # created_at must be this close to the hub's clock
+
+
+class Lifecycle(_Section):
+    drain_timeout: Seconds = 10.0  # SIGTERM: finish in-flight work within this bound
+    watchdog: bool = True  # send WATCHDOG=1 when systemd asks for it
+
+
+class Logging(_Section):
+    format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class HubConfig(_Section):
+    hub: HubFiles = HubFiles()
+    broker: EmbeddedBroker = EmbeddedBroker()
+    channels: dict[ChannelId, BrokerURL] = {}
+    delivery: Delivery = Delivery()
+    lifecycle: Lifecycle = Lifecycle()
+    logging: Logging = Logging()
+
+    def store_url(self) -> str:
+        if self.hub.store:
+            return self.hub.store
+        return f"sqlite+aiosqlite:///{self.hub.state_dir / 'hub.db'}"
+
+    def spool_dir(self) -> Path:
+        return self.hub.state_dir / "spool"
+
+    def broker_for(self, channel: str) -> BrokerURL | None:
+        """The external broker of ``channel``; None when it uses the embedded broker."""
+        return self.channels.get(channel)
+
+
+def load_config(path: Path) -> HubConfig:
+    """Read, validate and resolve ``path``. Raises ConfigError listing every problem."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(path), [("", f"cannot read it: {exc.strerror}")]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [("", f"not valid TOML: {exc}")]) from exc
+    try:
+        config = HubConfig.model_validate(doc)
+    except ValidationError as exc:
+        problems = [
+            (".".join(str(p) for p in err["loc"]), err["msg"].removeprefix("Value error, "))
+            for err in exc.errors()
+        ]
+        raise ConfigError(str(path), problems) from exc
+    return resolve(config, path.parent)
+
+
+def resolve(config: HubConfig, base: Path) -> HubConfig:
+    """Make every relative path absolute against ``base``."""
+
+    def at(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+    hub = config.hub.model_copy(
+        update={
+            "topology": at(config.hub.topology),
+            "directory": at(config.hub.directory),
+            "key": at(config.hub.key),
+            "state_dir": at(config.hub.state_dir),
+        }
+    )
+    channels = {
+        name: b.model_copy(update={"ca": at(b.ca), "cert": at(b.cert), "key": at(b.key)})
+        for name, b in config.channels.items()
+    }
+    return config.model_copy(update={"hub": hub, "channels": channels})

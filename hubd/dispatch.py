@@ -1,0 +1,382 @@
+"""Delivery: precedence-ordered publishing, retries, expiry and dead letters.
+
+Work waits in real queues, not in a sort at the end: a heap of ready deliveries ordered by
+precedence (FLASH first) then arrival, a heap of timers (retries, expiries), and per
+recipient a parking place while it is offline. A fixed number of publisher tasks
+(``publish_window``) take the most urgent ready item each; nothing waits inside the MQTT
+client's own queue, so a FLASH notice overtakes a backlog of thousands of routine
+documents at the next free slot. Large bodies go out chunk by chunk, each chunk a new
+ready item, so chunks of different messages interleave and precedence still holds.
+
+State changes go through :mod:`hubd.states` and reach the store in batches; a delivery
+leaves memory once the recipient's DELIVERED (or SIGNED_FOR) arrives, or it expires or
+dies. On start the hub reloads every delivery still awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+import time
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from hubd.audit import AuditEvent
+from hubd.states import DeliveryState, Event, next_state
+from hubd.store import DeliveryUpdate, Store, UpdateDeliveries
+from schemas import transport
+from schemas.ids import msg_id_text
+from schemas.labels import Classification, Precedence
+
+log = structlog.get_logger("hubd.dispatch")
+
+Send = Callable[[str, str, bytes], Awaitable[bool]]  # (channel, org, payload) -> published?
+Key = tuple[bytes, str]  # (msg_id, recipient)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Payload:
+    """What is published for one message: the frame, and the body inline or on disk."""
+
+    frame: bytes
+    body: bytes | None
+    body_path: Path | None
+    body_size: int
+
+
+@dataclass(slots=True)
+class Job:
+    """One message on its way to one recipient."""
+
+    msg_id: bytes
+    recipient: str
+    channel: str
+    precedence: Precedence
+    classification: Classification
+    sender: str
+    origin: str  # the channel it arrived on: receipts go back there
+    expires_at: int | None
+    payload: Payload
+    state: DeliveryState = DeliveryState.PENDING
+    attempts: int = 0
+    offset: int = -1  # chunked bodies: next body offset to send; -1 = the head first
+    accepted_at: int = 0
+
+    @property
+    def key(self) -> Key:
+        return (self.msg_id, self.recipient)
+
+
+@dataclass(order=True, slots=True)
+class _Timer:
+    due: int
+    seq: int
+    key: Key = field(compare=False)
+    kind: str = field(compare=False)  # "retry" | "expire"
+
+
+@dataclass(slots=True)
+class DispatchSettings:
+    retry_initial: float = 10.0
+    retry_max: float = 300.0
+    max_attempts: int = 30
+    window: int = 256
+
+
+Outcome = Callable[[Job, DeliveryState, int], None]  # (job, final state, now) -> receipts
+
+
+class Dispatcher:
+    """Owns every delivery the hub still has to make."""
+
+    def __init__(
+        self, store: Store, send: Send, settings: DispatchSettings, outcome: Outcome
+    ) -> None:
+        self._store, self._send, self._settings, self._outcome = store, send, settings, outcome
+        self._jobs: dict[Key, Job] = {}
+        self._ready: list[tuple[int, int, Key]] = []
+        self._idle: deque[asyncio.Future[None]] = deque()  # publishers waiting for work
+        self._timers: list[_Timer] = []
+        self._timer_event = asyncio.Event()
+        self._parked: dict[tuple[str, str], set[Key]] = defaultdict(set)
+        self._online: set[tuple[str, str]] = set()
+        self._counter = itertools.count()
+        self._updates: list[DeliveryUpdate] = []
+        self._audit: list[AuditEvent] = []
+        self._flush_event = asyncio.Event()
+        self.published = 0
+
+    # ------------------------------------------------------------------ inputs
+
+    def add(self, job: Job) -> None:
+        """A new (or reloaded) delivery."""
+        self._jobs[job.key] = job
+        if job.expires_at is not None:
+            self._timer(job.expires_at, job.key, "expire")
+        self._route(job)
+
+    def set_online(self, channel: str, org: str, *, online: bool) -> None:
+        """A spoke's presence on one channel changed."""
+        where = (channel, org)
+        if not online:
+            self._online.discard(where)
+            return
+        self._online.add(where)
+        for key in self._parked.pop(where, set()):
+            job = self._jobs.get(key)
+            if job is not None and job.state.awaiting:
+                self._push(job)
+
+    def is_online(self, channel: str, org: str) -> bool:
+        return (channel, org) in self._online
+
+    def confirmed(self, msg_id: bytes, recipient: str, event: Event, at: int) -> Job | None:
+        """The recipient's DELIVERED or SIGNED_FOR arrived. Returns the job it closed."""
+        job = self._jobs.get((msg_id, recipient))
+        if job is None:
+            return None
+        job.state = next_state(job.state, event)
+        self._record(job, at)
+        if job.state in {DeliveryState.DELIVERED, DeliveryState.SIGNED_FOR}:
+            del self._jobs[job.key]
+            log.info(
+                "delivery.acked",
+                msg_id=msg_id_text(msg_id),
+                recipient=recipient,
+                channel=job.channel,
+                classification=job.classification.name,
+                precedence=job.precedence.name,
+                attempts=job.attempts,
+                latency_ms=at - job.accepted_at if job.accepted_at else None,
+            )
+        return job
+
+    def resume(self, msg_id: bytes, recipient: str, offset: int) -> None:
+        """The recipient holds ``offset`` bytes of a chunked body: continue from there."""
+        job = self._jobs.get((msg_id, recipient))
+        if job is None or not job.state.awaiting or job.payload.body_path is None:
+            return
+        job.offset = min(max(offset, 0), job.payload.body_size)
+        self._route(job)
+
+    def pending(self) -> list[Job]:
+        return list(self._jobs.values())
+
+    # ------------------------------------------------------------------ queues
+
+    def _route(self, job: Job) -> None:
+        if (job.channel, job.recipient) in self._online:
+            self._push(job)
+        else:
+            self._parked[(job.channel, job.recipient)].add(job.key)
+
+    def _push(self, job: Job) -> None:
+        heapq.heappush(self._ready, (-job.precedence.rank, next(self._counter), job.key))
+        self._wake(1)
+
+    def _wake(self, count: int | None) -> None:
+        """Wake ``count`` idle publishers (all of them for None): one per new item."""
+        while self._idle and (count is None or count > 0):
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                if count is not None:
+                    count -= 1
+
+    def _timer(self, due: int, key: Key, kind: str) -> None:
+        timer = _Timer(due, next(self._counter), key, kind)
+        heapq.heappush(self._timers, timer)
+        if self._timers[0] is timer:
+            self._timer_event.set()
+
+    def _backoff_ms(self, attempts: int) -> int:
+        base = min(
+            self._settings.retry_initial * 2 ** max(attempts - 1, 0), self._settings.retry_max
+        )
+        return int(base * random.uniform(0.8, 1.2) * 1000)  # noqa: S311 - jitter, not secrecy
+
+    def _record(self, job: Job, at: int, audit: AuditEvent | None = None) -> None:
+        self._updates.append(DeliveryUpdate(job.msg_id, job.recipient, job.state, job.attempts, at))
+        if audit is not None:
+            self._audit.append(audit)
+        self._flush_event.set()
+
+    # ------------------------------------------------------------------ tasks
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            for n in range(self._settings.window):
+                tasks.create_task(self._publisher(stop), name=f"hubd.dispatch.publisher{n}")
+            tasks.create_task(self._timers_loop(stop), name="hubd.dispatch.timers")
+            tasks.create_task(self._flusher(stop), name="hubd.dispatch.flush")
+            await stop.wait()
+            self._wake(None)
+
+    async def _next_ready(self, stop: asyncio.Event) -> Job | None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():  # on stop, finish what is in flight; the rest stays PENDING
+            while self._ready:
+                _, _, key = heapq.heappop(self._ready)
+                job = self._jobs.get(key)
+                if job is not None and job.state.awaiting:
+                    return job
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._idle.append(waiter)
+            await waiter
+        return None
+
+    async def _publisher(self, stop: asyncio.Event) -> None:
+        while (job := await self._next_ready(stop)) is not None:
+            if (job.channel, job.recipient) not in self._online:
+                self._parked[(job.channel, job.recipient)].add(job.key)
+                continue
+            payload, last = self._piece(job)
+            if payload is None:
+                continue
+            if not await self._send(job.channel, job.recipient, payload):
+                # The broker link is down: treat the recipient as offline; its retained
+                # presence comes back with the connection and releases the job again.
+                self.set_online(job.channel, job.recipient, online=False)
+                self._parked[(job.channel, job.recipient)].add(job.key)
+                continue
+            self.published += 1
+            if not last:
+                job.offset = max(job.offset, 0)
+                self._push(job)  # the next chunk competes with every other message again
+                continue
+            self._sent(job)
+
+    def _piece(self, job: Job) -> tuple[bytes | None, bool]:
+        """The next transport message for ``job`` and whether it completes the body."""
+        payload = job.payload
+        if payload.body is not None:
+            return transport.encode(transport.EnvelopeMsg(payload.frame, payload.body)), True
+        if job.offset < 0:
+            job.offset = 0
+            return transport.encode(transport.EnvelopeMsg(payload.frame, None)), False
+        if payload.body_path is None:
+            return None, True
+        with payload.body_path.open("rb") as handle:
+            handle.seek(job.offset)
+            data = handle.read(transport.CHUNK_BYTES)
+        if not data:
+            return None, True
+        message = transport.encode(transport.ChunkMsg(job.msg_id, job.offset, data))
+        job.offset += len(data)
+        return message, job.offset >= payload.body_size
+
+    def _sent(self, job: Job) -> None:
+        if self._jobs.get(job.key) is not job or not job.state.awaiting:
+            return  # confirmed (or expired) while this publish was in flight
+        at = now_ms()
+        job.attempts += 1
+        job.state = next_state(job.state, Event.PUBLISH)
+        job.offset = -1
+        self._record(
+            job,
+            at,
+            AuditEvent(
+                "delivery.sent",
+                at,
+                job.msg_id,
+                job.recipient,
+                {"channel": job.channel, "attempt": job.attempts},
+            ),
+        )
+        log.info(
+            "delivery.sent",
+            msg_id=msg_id_text(job.msg_id),
+            recipient=job.recipient,
+            channel=job.channel,
+            precedence=job.precedence.name,
+            classification=job.classification.name,
+            attempt=job.attempts,
+        )
+        self._timer(at + self._backoff_ms(job.attempts), job.key, "retry")
+
+    async def _timers_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            now = now_ms()
+            while self._timers and self._timers[0].due <= now:
+                self._fire(heapq.heappop(self._timers), now)
+            self._timer_event.clear()
+            delay = (self._timers[0].due - now) / 1000 if self._timers else 1.0
+            waiter = asyncio.create_task(self._timer_event.wait())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait(
+                {waiter, stopper},
+                timeout=min(max(delay, 0.001), 1.0),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            waiter.cancel()
+            stopper.cancel()
+
+    def _fire(self, timer: _Timer, now: int) -> None:
+        job = self._jobs.get(timer.key)
+        if job is None or not job.state.awaiting:
+            return
+        if timer.kind == "expire":
+            self._finish(job, Event.EXPIRE, now)
+            return
+        if job.state is not DeliveryState.SENT:
+            return
+        if job.attempts >= self._settings.max_attempts:
+            self._finish(job, Event.GIVE_UP, now)
+            return
+        log.info(
+            "delivery.retry",
+            msg_id=msg_id_text(job.msg_id),
+            recipient=job.recipient,
+            channel=job.channel,
+            attempt=job.attempts + 1,
+        )
+        self._route(job)
+
+    def _finish(self, job: Job, event: Event, now: int) -> None:
+        job.state = next_state(job.state, event)
+        name = "delivery.expired" if event is Event.EXPIRE else "delivery.dead"
+        self._record(
+            job, now, AuditEvent(name, now, job.msg_id, job.recipient, {"attempts": job.attempts})
+        )
+        log.warning(
+            name,
+            msg_id=msg_id_text(job.msg_id),
+            recipient=job.recipient,
+            sender=job.sender,
+            channel=job.channel,
+            attempts=job.attempts,
+        )
+        del self._jobs[job.key]
+        self._outcome(job, job.state, now)
+
+    async def _flusher(self, stop: asyncio.Event) -> None:
+        """Write state changes in batches; never one commit per publish."""
+        while True:
+            if not self._updates and not self._audit:
+                if stop.is_set():
+                    return
+                self._flush_event.clear()
+                waiter = asyncio.create_task(self._flush_event.wait())
+                stopper = asyncio.create_task(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                continue
+            await self.flush()
+            await asyncio.sleep(0.01)
+
+    async def flush(self) -> None:
+        updates, audit = self._updates, self._audit
+        self._updates, self._audit = [], []
+        if updates or audit:
+            await self._store.submit(UpdateDeliveries(updates, audit))

@@ -1,0 +1,412 @@
+"""The hub daemon: wires the store, the brokers, ingest, dispatch and receipts together.
+
+Lifecycle (STYLE.md, "Async lifecycle"): one TaskGroup, named tasks. SIGTERM (or SIGINT)
+stops the intake, lets the ingest queue drain, finishes in-flight publishes, flushes state
+and receipts, then disconnects and closes the store, all within ``drain_timeout``; the
+process exits 0. SIGHUP re-reads and re-verifies the directory and republishes it.
+With NOTIFY_SOCKET set it tells systemd READY=1 and, if asked, WATCHDOG=1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+from sqlalchemy import select
+
+from hubd import tables as t
+from hubd.broker import EmbeddedBroker
+from hubd.config import HubConfig
+from hubd.dispatch import Dispatcher, DispatchSettings, Job, Payload
+from hubd.ingest import Ingest, payload_from_row
+from hubd.issuer import ReceiptIssuer
+from hubd.sdnotify import Notifier
+from hubd.spool import Spool
+from hubd.states import DeliveryState
+from hubd.store import Store
+from hubd.transport import BrokerLink, tls_context
+from schemas import topics
+from schemas.directory import Directory, VerifiedDirectory, verify_directory
+from schemas.envelope import verify_envelope
+from schemas.errors import ConfigError, PeerError, XchgError
+from schemas.keys import SigningKey
+from schemas.labels import Classification, Precedence
+from schemas.localfs import load_signing_key
+from schemas.receipts import ReceiptEntry, ReceiptStatus
+
+log = structlog.get_logger("hubd")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerPlan:
+    name: str
+    host: str
+    port: int
+    channels: list[str]
+    tls: bool
+    ca: str | None
+    cert: str | None
+    key: str | None
+
+
+def plan_brokers(config: HubConfig, channels: list[str]) -> list[BrokerPlan]:
+    """One connection per distinct broker; channels without their own use the embedded one."""
+    grouped: dict[str, list[str]] = defaultdict(list)
+    external = {}
+    for channel in channels:
+        broker = config.broker_for(channel)
+        if broker is None:
+            if not config.broker.enabled:
+                raise ConfigError(
+                    "hub configuration",
+                    [(f"channels.{channel}", "no broker: give it a url, or enable [broker]")],
+                )
+            grouped["embedded"].append(channel)
+        else:
+            grouped[broker.identity].append(channel)
+            external[broker.identity] = broker
+    plans = []
+    for name, members in grouped.items():
+        if name == "embedded":
+            plans.append(
+                BrokerPlan(
+                    "embedded",
+                    config.broker.host,
+                    config.broker.port,
+                    members,
+                    False,
+                    None,
+                    None,
+                    None,
+                )
+            )
+        else:
+            b = external[name]
+            plans.append(
+                BrokerPlan(
+                    name,
+                    b.host,
+                    b.port,
+                    members,
+                    b.tls,
+                    None if b.ca is None else str(b.ca),
+                    None if b.cert is None else str(b.cert),
+                    None if b.key is None else str(b.key),
+                )
+            )
+    return plans
+
+
+class Hub:
+    def __init__(
+        self,
+        config: HubConfig,
+        *,
+        notifier: Notifier | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.config = config
+        self.notifier = notifier or Notifier()
+        self.clock = clock
+        self.stop_event = asyncio.Event()
+        self._key: SigningKey | None = None
+        self._verified: VerifiedDirectory | None = None
+        self._links: dict[str, BrokerLink] = {}
+        self.dispatcher: Dispatcher | None = None
+        self.ingest: Ingest | None = None
+        self.issuer: ReceiptIssuer | None = None
+
+    # ---------------------------------------------------------------- directory
+
+    def _load_directory(self) -> VerifiedDirectory:
+        assert self._key is not None  # noqa: S101 - loaded first
+        path = self.config.hub.directory
+        last = None if self._verified is None else (self._verified.version, self._verified.digest)
+        try:
+            frame = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                str(path),
+                [("", f"cannot read the directory: {exc.strerror}; run 'hubctl directory build'")],
+            ) from exc
+        try:
+            return verify_directory(frame, self._key.public, now=self.clock(), last_seen=last)
+        except PeerError as exc:
+            raise ConfigError(
+                str(path), [("", f"{exc}; run 'hubctl directory build' to sign a fresh one")]
+            ) from exc
+
+    def directory(self) -> Directory:
+        assert self._verified is not None  # noqa: S101 - loaded before serving
+        return self._verified.directory
+
+    def reload(self) -> None:
+        """SIGHUP: re-read and re-verify the directory; keep the old one if the new is bad."""
+        try:
+            verified = self._load_directory()
+        except ConfigError as exc:
+            log.exception("directory.reload_failed", error=str(exc))
+            return
+        self._verified = verified
+        log.info("directory.reloaded", version=verified.version, orgs=len(verified.directory.orgs))
+        for link in self._links.values():
+            asyncio.get_running_loop().create_task(self._publish_directory(link))
+
+    async def _publish_directory(self, link: BrokerLink) -> None:
+        assert self._verified is not None  # noqa: S101
+        for channel in link.channels:
+            await link.publish(topics.directory(channel), self._verified.frame, retain=True)
+
+    # ---------------------------------------------------------------- sending
+
+    async def send(self, channel: str, org: str, payload: bytes) -> bool:
+        link = self._links.get(channel)
+        if link is None:
+            return False
+        return await link.publish(topics.down(channel, org), payload)
+
+    # ---------------------------------------------------------------- running
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    async def run(self) -> None:
+        config = self.config
+        _, self._key = load_signing_key(config.hub.key)
+        self._verified = self._load_directory()
+        directory = self.directory()
+        channels = [c.id for c in directory.channels]
+        plans = plan_brokers(config, channels)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            await self._serve(plans)
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+
+    async def _serve(self, plans: list[BrokerPlan]) -> None:
+        config = self.config
+        assert self._key is not None  # noqa: S101
+        config.hub.state_dir.mkdir(parents=True, exist_ok=True)
+        async with AsyncExitStack() as stack:
+            if any(p.name == "embedded" for p in plans):
+                await stack.enter_async_context(
+                    EmbeddedBroker(config.broker.host, config.broker.port)
+                )
+                log.info("broker.embedded_started", listen=config.broker.listen)
+            store = await stack.enter_async_context(Store(config.store_url()))
+            spool = Spool(config.spool_dir())
+            issuer = ReceiptIssuer(self.directory().hub_id, self._key, store, self.send, self.clock)
+            settings = DispatchSettings(
+                retry_initial=config.delivery.retry_initial,
+                retry_max=config.delivery.retry_max,
+                max_attempts=config.delivery.max_attempts,
+                window=config.delivery.publish_window,
+            )
+            dispatcher = Dispatcher(store, self.send, settings, self._outcome)
+            ingest = Ingest(
+                directory=self.directory,
+                store=store,
+                spool=spool,
+                dispatcher=dispatcher,
+                issuer=issuer,
+                send=self.send,
+                clock=self.clock,
+                max_skew_ms=int(config.delivery.max_skew * 1000),
+            )
+            self.dispatcher, self.ingest, self.issuer = dispatcher, ingest, issuer
+            reloaded = await self._reload_jobs(store, dispatcher)
+            self._recover_spool(spool)
+            hub_id = self.directory().hub_id
+            for plan in plans:
+                link = BrokerLink(
+                    plan.name,
+                    plan.host,
+                    plan.port,
+                    plan.channels,
+                    client_id=f"hubd-{hub_id}-{plan.name.replace('://', '-').replace(':', '-')}",
+                    sink=ingest.on_message,
+                    on_connected=self._publish_directory,
+                    window=config.delivery.publish_window,
+                    tls=tls_context(plan.ca, plan.cert, plan.key) if plan.tls else None,
+                )
+                for channel in plan.channels:
+                    self._links[channel] = link
+            log.info(
+                "hub.starting",
+                hub=hub_id,
+                directory_version=self.directory().version,
+                brokers=[p.name for p in plans],
+                store=store._safe_url,  # noqa: SLF001 - the password-free form for the log
+                reloaded_deliveries=reloaded,
+            )
+            await self._run_tasks(ingest, dispatcher, issuer)
+            log.info(
+                "hub.stopped",
+                accepted=ingest.counts["accepted"],
+                rejected=ingest.counts["rejected"],
+                quarantined=ingest.counts["quarantined"],
+                published=dispatcher.published,
+            )
+
+    async def _run_tasks(
+        self, ingest: Ingest, dispatcher: Dispatcher, issuer: ReceiptIssuer
+    ) -> None:
+        links_stop, work_stop = asyncio.Event(), asyncio.Event()
+        links = list(dict.fromkeys(self._links.values()))
+        async with asyncio.TaskGroup() as tasks:
+            for link in links:
+                tasks.create_task(link.run(links_stop), name=f"hubd.link.{link.name}")
+            issuer_task = tasks.create_task(issuer.run(work_stop), name="hubd.receipts")
+            core = tasks.create_task(self._core(ingest, dispatcher), name="hubd.core")
+            watchdog = tasks.create_task(self._watchdog(), name="hubd.watchdog")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await asyncio.gather(*(link.connected.wait() for link in links))
+            self.notifier.ready(f"serving directory v{self.directory().version}")
+            log.info(
+                "hub.ready", connected=[link.name for link in links if link.connected.is_set()]
+            )
+            await self.stop_event.wait()
+            log.info("hub.draining", timeout_s=self.config.lifecycle.drain_timeout)
+            self.notifier.stopping()
+            try:
+                async with asyncio.timeout(self.config.lifecycle.drain_timeout):
+                    await core
+                    work_stop.set()
+                    await issuer_task
+            except TimeoutError:
+                log.warning("hub.drain_timeout", timeout_s=self.config.lifecycle.drain_timeout)
+                core.cancel()
+                issuer_task.cancel()
+            work_stop.set()
+            watchdog.cancel()
+            links_stop.set()
+
+    async def _core(self, ingest: Ingest, dispatcher: Dispatcher) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(ingest.run(self.stop_event), name="hubd.ingest")
+            tasks.create_task(dispatcher.run(self.stop_event), name="hubd.dispatch")
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        if interval is None or not self.config.lifecycle.watchdog:
+            return
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    # ---------------------------------------------------------------- recovery
+
+    async def _reload_jobs(self, store: Store, dispatcher: Dispatcher) -> int:
+        d, m = t.deliveries, t.messages
+        rows = await store.read(
+            select(
+                d.c.msg_id,
+                d.c.recipient,
+                d.c.channel,
+                d.c.state,
+                d.c.attempts,
+                m.c.precedence,
+                m.c.classification,
+                m.c.sender,
+                m.c.arrival_channel,
+                m.c.expires_at,
+                m.c.frame,
+                m.c.body,
+                m.c.body_path,
+                m.c.body_size,
+                m.c.received_at,
+            )
+            .join(m, m.c.msg_id == d.c.msg_id)
+            .where(d.c.state.in_([DeliveryState.PENDING.value, DeliveryState.SENT.value]))
+        )
+        labels = {c.rank: c for c in Classification}
+        precedences = {p.rank: p for p in Precedence}
+        payloads: dict[bytes, Payload] = {}
+        for r in rows:
+            payload = payloads.get(bytes(r.msg_id))
+            if payload is None:
+                body = None if r.body is None else bytes(r.body)
+                payload = payloads[bytes(r.msg_id)] = payload_from_row(
+                    bytes(r.frame), body, r.body_path, int(r.body_size)
+                )
+            dispatcher.add(
+                Job(
+                    msg_id=bytes(r.msg_id),
+                    recipient=r.recipient,
+                    channel=r.channel,
+                    precedence=precedences[int(r.precedence)],
+                    classification=labels[int(r.classification)],
+                    sender=r.sender,
+                    origin=r.arrival_channel,
+                    expires_at=r.expires_at,
+                    payload=payload,
+                    state=DeliveryState(r.state),
+                    attempts=int(r.attempts),
+                    accepted_at=int(r.received_at),
+                )
+            )
+        return len(rows)
+
+    def _recover_spool(self, spool: Spool) -> None:
+        for channel, org, frame in spool.partial():
+            try:
+                envelope = verify_envelope(frame, self.directory(), expected_sender=org)
+            except XchgError as exc:
+                log.warning("spool.discarded", error=str(exc))
+                continue
+            transfer = spool.adopt(envelope, channel=channel, org=org)
+            log.info(
+                "spool.resumed", msg_id=envelope.header.msg_id_text, received=transfer.received
+            )
+
+    # ---------------------------------------------------------------- outcomes
+
+    def _outcome(self, job: Job, state: DeliveryState, at: int) -> None:
+        """EXPIRED or DEAD: tell the sender, durably, on the channel it sent on."""
+        if self.issuer is None:
+            return
+        status = ReceiptStatus.EXPIRED if state is DeliveryState.EXPIRED else ReceiptStatus.DEAD
+        frame_hash = hashlib.sha256(job.payload.frame).digest()
+        reason = None if status is ReceiptStatus.EXPIRED else "delivery.gave_up"
+        detail = (
+            None
+            if status is ReceiptStatus.EXPIRED
+            else (
+                f"{job.recipient} did not confirm after {job.attempts} attempts; an operator can "
+                "redeliver it with 'hubctl redeliver'"
+            )
+        )
+        entry = ReceiptEntry(
+            msg_id=job.msg_id,
+            recipient=job.recipient,
+            status=status,
+            at=at,
+            subject=frame_hash,
+            classification=job.classification,
+            reason=reason,
+            detail=detail,
+            retriable=False,
+        )
+        self.issuer.issue(job.sender, job.origin, entry, durable=True)
+
+
+def default_config_path() -> Path:
+    return Path("config/hub.toml")

@@ -1,0 +1,127 @@
+"""Receipts the hub sends: its own signed batches, and recipients' batches it forwards.
+
+ACCEPTED and REJECTED answer an envelope the sender is still holding; if one is lost the
+sender resends the envelope and gets the same answer again (the store knows the msg_id),
+so they are published without being stored. DELIVERED and SIGNED_FOR (the recipient's own
+signed batches, forwarded unchanged) and the hub's EXPIRED and DEAD are news the sender
+cannot ask for: they go through the durable, numbered receipt outbox, and a spoke's
+``hello`` says which number it last holds so that the rest is sent again.
+
+One signature per flush and destination: entries for the same (organisation, channel)
+gathered over a few milliseconds share a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+
+import structlog
+from sqlalchemy import select
+
+from hubd import tables as t
+from hubd.store import QueueReceipts, Store
+from schemas import transport
+from schemas.keys import SigningKey
+from schemas.receipts import MAX_ENTRIES, ReceiptEntry, sign_receipts
+
+log = structlog.get_logger("hubd.receipts")
+
+Send = Callable[[str, str, bytes], Awaitable[bool]]
+Clock = Callable[[], int]
+
+
+class ReceiptIssuer:
+    def __init__(
+        self,
+        hub_id: str,
+        key: SigningKey,
+        store: Store,
+        send: Send,
+        clock: Clock,
+        *,
+        delay: float = 0.003,
+    ) -> None:
+        self._hub_id, self._key, self._store, self._send, self._clock = (
+            hub_id,
+            key,
+            store,
+            send,
+            clock,
+        )
+        self._delay = delay
+        self._pending: dict[tuple[str, str, bool], list[ReceiptEntry]] = defaultdict(list)
+        self._forward: list[tuple[str, str, bytes]] = []
+        self._wakeup = asyncio.Event()
+        self.sent_batches = 0
+
+    def set_key(self, key: SigningKey) -> None:
+        self._key = key
+
+    def issue(self, dest: str, channel: str, entry: ReceiptEntry, *, durable: bool) -> None:
+        """Queue a hub-signed entry for ``dest`` on ``channel``."""
+        self._pending[(dest, channel, durable)].append(entry)
+        self._wakeup.set()
+
+    def forward(self, dest: str, channel: str, frame: bytes) -> None:
+        """Queue a recipient's signed batch, unchanged, for the original sender."""
+        self._forward.append((dest, channel, frame))
+        self._wakeup.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while True:
+            if not self._pending and not self._forward:
+                if stop.is_set():
+                    return
+                self._wakeup.clear()
+                waiter = asyncio.create_task(self._wakeup.wait())
+                stopper = asyncio.create_task(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                continue
+            await asyncio.sleep(self._delay)  # let a burst gather into one signature
+            await self.flush()
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, defaultdict(list)
+        forward, self._forward = self._forward, []
+        durable: list[tuple[str, str, bytes]] = list(forward)
+        now = self._clock()
+        for (dest, channel, keep), entries in pending.items():
+            for start in range(0, len(entries), MAX_ENTRIES):
+                frame = sign_receipts(
+                    self._hub_id, self._key, entries[start : start + MAX_ENTRIES], at=now
+                )
+                if keep:
+                    durable.append((dest, channel, frame))
+                else:
+                    await self._publish(dest, channel, frame, 0)
+        if durable:
+            numbers = await asyncio.gather(
+                *(self._store.submit(QueueReceipts(d, c, f, now)) for d, c, f in durable)
+            )
+            for (dest, channel, frame), seq in zip(durable, numbers, strict=True):
+                await self._publish(dest, channel, frame, seq)
+
+    async def _publish(self, dest: str, channel: str, frame: bytes, seq: int) -> None:
+        if await self._send(channel, dest, transport.encode(transport.ReceiptsMsg(frame, seq))):
+            self.sent_batches += 1
+
+    async def replay(self, dest: str, channel: str, after: int) -> int:
+        """Send ``dest`` every numbered batch after ``after`` on ``channel``; returns how many."""
+        rows = await self._store.read(
+            select(t.receipt_outbox.c.seq, t.receipt_outbox.c.frame)
+            .where(
+                t.receipt_outbox.c.dest == dest,
+                t.receipt_outbox.c.channel == channel,
+                t.receipt_outbox.c.seq > after,
+            )
+            .order_by(t.receipt_outbox.c.seq)
+        )
+        for seq, frame in rows:
+            await self._publish(dest, channel, bytes(frame), int(seq))
+        if rows:
+            log.info("receipts.replayed", org=dest, channel=channel, after=after, count=len(rows))
+        return len(rows)

@@ -1,0 +1,38 @@
+"""structlog, configured once at the entry point: JSON lines for journald, a console on a tty.
+
+Event names are stable and dotted (``message.accepted``, ``delivery.acked``...), listed in
+docs/operations.md. Fields carry ids, labels, channels and timings; never a title or a
+signatory or any content.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal
+
+import structlog
+
+
+def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "info") -> None:
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.dev.ConsoleRenderer() if console else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    # Libraries that use the standard library (aiomqtt, amqtt, alembic): warnings and up.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
+    for noisy in ("amqtt", "transitions", "alembic", "aiomqtt", "mqtt"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
