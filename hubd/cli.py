@@ -53,6 +53,11 @@ def _fail(command: str, exc: BaseException) -> typer.Exit:
     return typer.Exit(2)
 
 
+@hubd_app.callback()
+def _hubd() -> None:
+    """The hub daemon: the provincial office's document exchange."""
+
+
 @hubd_app.command()
 def run(
     config: Annotated[Path, typer.Option(help="Hub configuration file")] = Path("config/hub.toml"),

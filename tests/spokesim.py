@@ -50,7 +50,9 @@ class SimSpoke:
     auto_deliver: bool = True
     received: dict[bytes, Received] = field(default_factory=dict)
     deliveries: dict[bytes, int] = field(default_factory=lambda: defaultdict(int))
-    receipts: dict[bytes | None, list[ReceiptEntry]] = field(default_factory=lambda: defaultdict(list))
+    receipts: dict[bytes | None, list[ReceiptEntry]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     refused: list[PeerError] = field(default_factory=list)
     last_seq: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     _client: aiomqtt.Client | None = None
@@ -73,7 +75,9 @@ class SimSpoke:
             self.port,
             identifier=f"spoke-{self.org}",
             clean_session=True,
-            will=aiomqtt.Will(topics.presence(channel, self.org), topics.OFFLINE, qos=1, retain=True),
+            will=aiomqtt.Will(
+                topics.presence(channel, self.org), topics.OFFLINE, qos=1, retain=True
+            ),
         )
         client.pending_calls_threshold = 10_000
         await client.__aenter__()
@@ -83,7 +87,11 @@ class SimSpoke:
         self._task = asyncio.create_task(self._listen(client))
         for ch in self.channels:
             await client.publish(topics.presence(ch, self.org), topics.ONLINE, qos=1, retain=True)
-            await client.publish(topics.up(ch, self.org), transport.encode(transport.HelloMsg(self.last_seq[ch])), qos=1)
+            await client.publish(
+                topics.up(ch, self.org),
+                transport.encode(transport.HelloMsg(self.last_seq[ch])),
+                qos=1,
+            )
 
     async def disconnect(self, *, clean: bool = True) -> None:
         client, self._client = self._client, None
@@ -92,7 +100,9 @@ class SimSpoke:
         if clean:
             for ch in self.channels:
                 with contextlib.suppress(aiomqtt.MqttError):
-                    await client.publish(topics.presence(ch, self.org), topics.OFFLINE, qos=1, retain=True)
+                    await client.publish(
+                        topics.presence(ch, self.org), topics.OFFLINE, qos=1, retain=True
+                    )
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
@@ -131,22 +141,32 @@ class SimSpoke:
         )
         return seal_bytes(draft, self.signing, self.directory, list(contents))
 
-    async def publish_envelope(self, sealed: Sealed, body: bytes, *, channel: str | None = None, chunk: int | None = None) -> None:
+    async def publish_envelope(
+        self, sealed: Sealed, body: bytes, *, channel: str | None = None, chunk: int | None = None
+    ) -> None:
         assert self._client is not None
         ch = channel or self.channels[0]
         up = topics.up(ch, self.org)
         if chunk is None and len(body) <= transport.INLINE_BODY_MAX:
-            await self._client.publish(up, transport.encode(transport.EnvelopeMsg(sealed.frame, body)), qos=1)
+            await self._client.publish(
+                up, transport.encode(transport.EnvelopeMsg(sealed.frame, body)), qos=1
+            )
             return
         size = chunk or transport.CHUNK_BYTES
-        await self._client.publish(up, transport.encode(transport.EnvelopeMsg(sealed.frame, None)), qos=1)
+        await self._client.publish(
+            up, transport.encode(transport.EnvelopeMsg(sealed.frame, None)), qos=1
+        )
         for offset in range(0, len(body), size):
             msg = transport.ChunkMsg(sealed.header.msg_id, offset, body[offset : offset + size])
             await self._client.publish(up, transport.encode(msg), qos=1)
 
-    async def publish_raw(self, payload: bytes, *, channel: str | None = None, as_org: str | None = None) -> None:
+    async def publish_raw(
+        self, payload: bytes, *, channel: str | None = None, as_org: str | None = None
+    ) -> None:
         assert self._client is not None
-        await self._client.publish(topics.up(channel or self.channels[0], as_org or self.org), payload, qos=1)
+        await self._client.publish(
+            topics.up(channel or self.channels[0], as_org or self.org), payload, qos=1
+        )
 
     async def send(self, to: Sequence[str], **kw: object) -> Sealed:
         sealed, body = self.seal(to, **kw)  # type: ignore[arg-type]
@@ -155,17 +175,19 @@ class SimSpoke:
 
     # ------------------------------------------------------------------ waiting
 
-    async def wait_for(self, predicate: object, timeout: float = 10.0) -> None:
+    async def wait_for(self, predicate: object, within: float = 10.0) -> None:
         assert self._changed is not None
-        async with asyncio.timeout(timeout), self._changed:
+        async with asyncio.timeout(within), self._changed:
             await self._changed.wait_for(predicate)  # type: ignore[arg-type]
 
     def statuses(self, msg_id: bytes) -> list[tuple[ReceiptStatus, str | None]]:
         return [(e.status, e.recipient) for e in self.receipts.get(msg_id, [])]
 
     def has(self, msg_id: bytes, status: ReceiptStatus, recipient: str | None = None) -> bool:
-        return any(e.status is status and (recipient is None or e.recipient == recipient)
-                   for e in self.receipts.get(msg_id, []))
+        return any(
+            e.status is status and (recipient is None or e.recipient == recipient)
+            for e in self.receipts.get(msg_id, [])
+        )
 
     # ------------------------------------------------------------------ receiving
 
@@ -230,7 +252,9 @@ class SimSpoke:
         if self.auto_deliver:
             await self.acknowledge(envelope, ReceiptStatus.DELIVERED, channel)
 
-    async def acknowledge(self, envelope: VerifiedEnvelope, status: ReceiptStatus, channel: str | None = None) -> None:
+    async def acknowledge(
+        self, envelope: VerifiedEnvelope, status: ReceiptStatus, channel: str | None = None
+    ) -> None:
         assert self._client is not None
         entry = ReceiptEntry(
             msg_id=envelope.header.msg_id,
@@ -246,4 +270,6 @@ class SimSpoke:
         frame = sign_receipts(self.org, self.signing, [entry], at=now_ms())
         ch = channel or self.channels[0]
         with contextlib.suppress(aiomqtt.MqttError):
-            await self._client.publish(topics.up(ch, self.org), transport.encode(transport.ReceiptsMsg(frame, 0)), qos=1)
+            await self._client.publish(
+                topics.up(ch, self.org), transport.encode(transport.ReceiptsMsg(frame, 0)), qos=1
+            )
