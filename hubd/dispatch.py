@@ -161,6 +161,9 @@ class Dispatcher:
             )
         return job
 
+    def job(self, msg_id: bytes, recipient: str) -> Job | None:
+        return self._jobs.get((msg_id, recipient))
+
     def resume(self, msg_id: bytes, recipient: str, offset: int) -> None:
         """The recipient holds ``offset`` bytes of a chunked body: continue from there."""
         job = self._jobs.get((msg_id, recipient))
@@ -293,7 +296,7 @@ class Dispatcher:
                 {"channel": job.channel, "attempt": job.attempts},
             ),
         )
-        log.info(
+        log.debug(  # every attempt is in the audit ledger; info would be a line per publish
             "delivery.sent",
             msg_id=msg_id_text(job.msg_id),
             recipient=job.recipient,

@@ -383,8 +383,18 @@ class Ingest:
         rows: list[dict[str, object]] = []
         audit: list[AuditEvent] = []
         batch_sha256 = hashlib.sha256(message.frame).digest()
-        unknown = [e.msg_id for e in batch.entries if e.msg_id is not None]
-        origins = await self._origins([m for m in unknown if m is not None])
+        origins = {  # from the deliveries in memory; the store only for the others
+            e.msg_id: (job.sender, job.origin, job.classification)
+            for e in batch.entries
+            if e.msg_id is not None
+            and e.recipient is not None
+            and (job := self._dispatcher.job(e.msg_id, e.recipient)) is not None
+        }
+        missing = [
+            e.msg_id for e in batch.entries if e.msg_id is not None and e.msg_id not in origins
+        ]
+        if missing:
+            origins.update(await self._origins(missing))
         for entry in batch.entries:
             if entry.msg_id is None or entry.recipient is None:
                 continue

@@ -151,6 +151,8 @@ class Store:
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._conn: AsyncConnection | None = None
+        self._reader: AsyncConnection | None = None
+        self._read_lock = asyncio.Lock()
         self._closed = False
         self._audit_seq = 0
         self._audit_hash = GENESIS
@@ -162,6 +164,7 @@ class Store:
             async with self.engine.begin() as conn:
                 await conn.run_sync(_upgrade)
             self._conn = await self.engine.connect()
+            self._reader = await self.engine.connect()
             await self._load_counters()
         except (SQLAlchemyError, OSError) as exc:
             await self.engine.dispose()
@@ -192,8 +195,10 @@ class Store:
         if self._writer is not None:
             self._queue.put_nowait(None)  # the writer commits what precedes it, then stops
             await self._writer
-        if self._conn is not None:
-            await self._conn.close()
+        for conn in (self._reader, self._conn):
+            if conn is not None:
+                await conn.close()
+        self._reader = None
         await self.engine.dispose()
 
     async def _load_counters(self) -> None:
@@ -278,9 +283,13 @@ class Store:
     # ---------------------------------------------------------------- reading
 
     async def read(self, statement: Any) -> list[Any]:
-        """Run one read on a pooled connection (never the writer's)."""
-        async with self.engine.connect() as conn:
-            return list((await conn.execute(statement)).all())
+        """Run one read on the reader connection (never the writer's)."""
+        if self._reader is None:
+            raise ClosedResourceError("the store is closed")
+        async with self._read_lock:
+            result = list((await self._reader.execute(statement)).all())
+            await self._reader.rollback()  # end the read transaction: see new commits next time
+        return result
 
 
 def _apply(

@@ -1,0 +1,510 @@
+"""End-to-end benchmark: 1 KiB documents through hubd and Mosquitto, against a raw relay.
+
+    python bench/e2e.py                      # both runs, print a table
+    python bench/e2e.py --write              # ... and update docs/benchmarks.md
+
+The same run measures two systems with the same load generators on the same broker:
+
+- **hub**: N sender processes publish pre-sealed envelopes (1 KiB signed, encrypted
+  document) to hubd; hubd verifies, gates, stores durably (SQLite WAL, synchronous=FULL,
+  group commit), answers ACCEPTED and delivers; M recipient processes verify, decrypt,
+  check the inner signature and answer a signed DELIVERED (batched per sender), which hubd
+  records and forwards. Latency is send -> DELIVERED back at the sender.
+- **raw**: the same senders publish the same number of bytes to a minimal aiomqtt
+  forwarder (no crypto, no store), which relays to the recipient; the recipient relays an
+  acknowledgement back the same way. Latency is send -> acknowledgement back.
+
+Each system is measured twice: at saturation (closed loop, a window of documents in
+flight per sender) for throughput, and at a fixed offered rate for p50/p99 latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing as mp
+import os
+import pickle
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomqtt
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from schemas import codec, topics, transport
+from schemas.directory import Directory, sign_directory, verify_directory
+from schemas.envelope import verify_envelope
+from schemas.keys import EncryptionKey, SigningKey
+from schemas.labels import Classification, DocType, Precedence
+from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts, verify_receipts
+from schemas.seal import Draft, file_entry, open_bytes, seal_bytes
+from tests.hubproc import HubProcess, Mosquitto, live_directory
+from tests.world import World, make_world
+
+CHANNEL = "govnet"
+DOC = 1024
+SENDERS = ["jl.gov", "jl.dept.health", "jl.dept.finance", "jl.dept.security"]
+RECIPIENTS = ["jl.cc", "jl.jl", "jl.sp", "jl.ly"]
+
+
+def now() -> float:
+    return time.perf_counter()
+
+
+@dataclass
+class Keys:
+    signing: SigningKey
+    encryption: EncryptionKey
+
+
+def _blob(world: World, directory: Directory) -> bytes:
+    """What a child process needs: key seeds and the signed directory (picklable)."""
+    seeds = {org: (k.signing.seed, k.encryption.secret) for org, k in world.keys.items()}
+    return pickle.dumps((world.hub_key.seed, seeds, sign_directory(directory, world.hub_key)))
+
+
+def _unblob(blob: bytes) -> tuple[dict[str, Keys], Directory]:
+    hub_seed, seeds, frame = pickle.loads(blob)  # noqa: S301 - our own blob
+    hub = SigningKey(hub_seed)
+    directory = verify_directory(frame, hub.public, now=None).directory
+    return {org: Keys(SigningKey(a), EncryptionKey(b)) for org, (a, b) in seeds.items()}, directory
+
+
+def _loop_run(coro: object) -> object:
+    try:
+        import uvloop  # noqa: PLC0415
+
+        return uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def _client(port: int, name: str) -> aiomqtt.Client:
+    import socket  # noqa: PLC0415
+
+    client = aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        identifier=name,
+        clean_session=True,
+        max_inflight_messages=1000,
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+    )
+    client.pending_calls_threshold = 100_000
+    return client
+
+
+# ------------------------------------------------------------------------ senders
+
+
+@dataclass
+class Plan:
+    mode: str  # "hub" | "raw"
+    port: int
+    count: int  # documents per sender
+    rate: float  # documents/s per sender; 0 = closed loop
+    window: int  # closed loop: documents in flight per sender
+
+
+def sender_main(
+    plan: Plan, org: str, targets: Sequence[str], world_blob: bytes, go: mp.Event, out: mp.Queue
+) -> None:  # type: ignore[type-arg]
+    all_keys, directory = _unblob(world_blob)
+    keys = all_keys[org]
+    payloads: list[tuple[bytes, bytes]] = []  # (msg_id, payload)
+    content = os.urandom(DOC)
+    for i in range(plan.count):
+        target = targets[i % len(targets)]
+        if plan.mode == "hub":
+            draft = Draft(
+                sender=org,
+                to=(target,),
+                classification=Classification.INTERNAL,
+                precedence=Precedence.ROUTINE,
+                doc_type=DocType.LETTER,
+                title="bench",
+                created_at=time.time_ns() // 1_000_000 + 5_000,
+                files=[file_entry("doc.bin", "application/octet-stream", content)],
+            )
+            sealed, body = seal_bytes(draft, keys.signing, directory, [content])
+            payloads.append(
+                (sealed.header.msg_id, transport.encode(transport.EnvelopeMsg(sealed.frame, body)))
+            )
+        else:
+            msg_id = os.urandom(16)
+            filler = os.urandom(len(payloads[0][1]) if payloads else 1900)
+            payloads.append((msg_id, codec.encode(["raw", target, org, msg_id, filler])))
+    out.put(_loop_run(_send(plan, org, directory, payloads, go)))
+
+
+async def _send(
+    plan: Plan, org: str, directory: Directory, payloads: list[tuple[bytes, bytes]], go: mp.Event
+) -> dict[str, object]:  # type: ignore[type-arg]
+    sent: dict[bytes, float] = {}
+    done: dict[bytes, float] = {}
+    accepted = 0
+    finished = asyncio.Event()
+    slots = asyncio.Semaphore(plan.window if plan.rate == 0 else 1_000_000)
+    up = topics.up(CHANNEL, org) if plan.mode == "hub" else f"raw/up/{org}"
+    down = topics.down(CHANNEL, org) if plan.mode == "hub" else f"raw/down/{org}"
+
+    def on_receipt(payload: bytes) -> None:
+        nonlocal accepted
+        t = now()
+        if plan.mode == "raw":
+            msg_id = codec.decode(payload, transport.TRANSPORT_LIMITS)[1]
+            ids = [msg_id]
+        else:
+            msg = transport.decode(payload)
+            if not isinstance(msg, transport.ReceiptsMsg):
+                return
+            batch = verify_receipts(msg.frame, directory).batch  # type: ignore[arg-type]
+            ids = []
+            for entry in batch.entries:
+                if entry.status is ReceiptStatus.ACCEPTED:
+                    accepted += 1
+                elif entry.status is ReceiptStatus.DELIVERED and entry.msg_id is not None:
+                    ids.append(entry.msg_id)
+        for msg_id in ids:
+            if msg_id in sent and msg_id not in done:
+                done[msg_id] = t
+                slots.release()
+        if len(done) >= len(payloads):
+            finished.set()
+
+    async with _client(plan.port, f"bench-send-{org}") as client:
+        await client.subscribe(down, qos=1)
+        if plan.mode == "hub":
+            await client.publish(topics.presence(CHANNEL, org), topics.ONLINE, qos=1, retain=True)
+            await client.publish(up, transport.encode(transport.HelloMsg(0)), qos=1)
+
+        async def listen() -> None:
+            async for message in client.messages:
+                on_receipt(bytes(message.payload))  # type: ignore[arg-type]
+
+        listener = asyncio.create_task(listen())
+        await asyncio.get_running_loop().run_in_executor(None, go.wait)
+        start = now()
+        pubs = []
+        for i, (msg_id, payload) in enumerate(payloads):
+            if plan.rate:
+                delay = start + i / plan.rate - now()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            else:
+                await slots.acquire()
+            sent[msg_id] = now()
+            pubs.append(asyncio.create_task(client.publish(up, payload, qos=1)))
+            if len(pubs) > 500:
+                await asyncio.gather(*pubs)
+                pubs.clear()
+        await asyncio.gather(*pubs)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(finished.wait(), 120)
+        elapsed = max(done.values(), default=now()) - start
+        listener.cancel()
+    latencies = [(done[m] - sent[m]) * 1000 for m in done]
+    return {
+        "org": org,
+        "sent": len(sent),
+        "done": len(done),
+        "accepted": accepted,
+        "elapsed": elapsed,
+        "latencies": latencies,
+    }
+
+
+# ------------------------------------------------------------------------ recipients
+
+
+def recipient_main(mode: str, port: int, org: str, world_blob: bytes, stop: mp.Event) -> None:  # type: ignore[type-arg]
+    all_keys, directory = _unblob(world_blob)
+    _loop_run(_receive(mode, port, org, all_keys[org], directory, stop))
+
+
+async def _receive(
+    mode: str, port: int, org: str, keys: object, directory: object, stop: mp.Event
+) -> None:  # type: ignore[type-arg]
+    pending: dict[str, list[ReceiptEntry]] = {}
+    seen: set[bytes] = set()
+    async with _client(port, f"bench-recv-{org}") as client:
+        down = topics.down(CHANNEL, org) if mode == "hub" else f"raw/down/{org}"
+        up = topics.up(CHANNEL, org) if mode == "hub" else f"raw/up/{org}"
+        await client.subscribe(down, qos=1)
+        if mode == "hub":
+            await client.publish(topics.presence(CHANNEL, org), topics.ONLINE, qos=1, retain=True)
+            await client.publish(up, transport.encode(transport.HelloMsg(0)), qos=1)
+
+        async def flush() -> None:
+            # One signed DELIVERED batch per original sender every 2 ms, as a spoke does.
+            while True:
+                await asyncio.sleep(0.002)
+                batches = list(pending.values())
+                pending.clear()
+                for entries in batches:
+                    at = time.time_ns() // 1_000_000
+                    frame = sign_receipts(org, keys.signing, entries, at=at)
+                    message = transport.encode(transport.ReceiptsMsg(frame, 0))
+                    await client.publish(up, message, qos=1)
+
+        flusher = asyncio.create_task(flush()) if mode == "hub" else None
+        stopper = asyncio.get_running_loop().run_in_executor(None, stop.wait)
+        pubs: list[asyncio.Task[None]] = []
+
+        async def handle() -> None:
+            async for message in client.messages:
+                payload = bytes(message.payload)  # type: ignore[arg-type]
+                if mode == "raw":
+                    _, _target, sender, msg_id, _filler = codec.decode(
+                        payload, transport.TRANSPORT_LIMITS
+                    )
+                    pubs.append(
+                        asyncio.create_task(
+                            client.publish(up, codec.encode(["ack", msg_id, sender]), qos=1)
+                        )
+                    )
+                    if len(pubs) > 200:
+                        await asyncio.gather(*pubs)
+                        pubs.clear()
+                    continue
+                msg = transport.decode(payload)
+                if not isinstance(msg, transport.EnvelopeMsg) or msg.body is None:
+                    continue
+                envelope = verify_envelope(msg.frame, directory)  # type: ignore[arg-type]
+                open_bytes(envelope, org, keys.encryption, msg.body)  # type: ignore[attr-defined]
+                header = envelope.header
+                if header.msg_id in seen:
+                    continue
+                seen.add(header.msg_id)
+                entry = ReceiptEntry(
+                    msg_id=header.msg_id,
+                    recipient=org,
+                    status=ReceiptStatus.DELIVERED,
+                    at=time.time_ns() // 1_000_000,
+                    subject=envelope.digest,
+                    classification=header.classification,
+                    reason=None,
+                    detail=None,
+                    retriable=False,
+                )
+                pending.setdefault(header.sender, []).append(entry)
+
+        handler = asyncio.create_task(handle())
+        await stopper
+        handler.cancel()
+        if flusher is not None:
+            flusher.cancel()
+
+
+# ------------------------------------------------------------------------ raw forwarder
+
+
+def forwarder_main(port: int, stop: mp.Event) -> None:  # type: ignore[type-arg]
+    _loop_run(_forward(port, stop))
+
+
+async def _forward(port: int, stop: mp.Event) -> None:  # type: ignore[type-arg]
+    async with _client(port, "bench-forwarder") as client:
+        await client.subscribe("raw/up/+", qos=1)
+        pubs: list[asyncio.Task[None]] = []
+
+        async def relay() -> None:
+            async for message in client.messages:
+                payload = bytes(message.payload)  # type: ignore[arg-type]
+                value = codec.decode(payload, transport.TRANSPORT_LIMITS)
+                target = value[1] if value[0] == "raw" else value[2]
+                pubs.append(
+                    asyncio.create_task(client.publish(f"raw/down/{target}", payload, qos=1))
+                )
+                if len(pubs) > 200:
+                    await asyncio.gather(*pubs)
+                    pubs.clear()
+
+        task = asyncio.create_task(relay())
+        await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+        task.cancel()
+
+
+# ------------------------------------------------------------------------ driver
+
+
+@dataclass
+class Result:
+    mode: str
+    senders: int
+    recipients: int
+    rate: float
+    docs: int
+    delivered: int
+    per_second: float
+    p50: float
+    p99: float
+    hub_rss_mb: float | None = None
+
+
+def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tmp: Path) -> Result:
+    ctx = mp.get_context("spawn")
+    world = make_world()
+    directory = live_directory(world)
+    blob = _blob(world, directory)
+    broker = Mosquitto(tmp / f"mosquitto-{mode}-{rate}").start()
+    hub = None
+    stop = ctx.Event()
+    extra = []
+    try:
+        if mode == "hub":
+            hub = HubProcess(tmp / f"hub-{rate}", world.hub_key, directory, broker_port=broker.port)
+            hub.start()
+            if args.profile and rate == 0 and hub.process is not None:
+                import subprocess  # noqa: PLC0415
+
+                profiler = subprocess.Popen(  # noqa: S603
+                    [
+                        str(Path(sys.executable).parent / "py-spy"),
+                        "record",
+                        "-o",
+                        args.profile,
+                        "--pid",
+                        str(hub.process.pid),
+                        "-f",
+                        "speedscope",
+                        "-r",
+                        "200",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                extra.append(profiler)  # type: ignore[arg-type]
+        else:
+            fwd = ctx.Process(target=forwarder_main, args=(broker.port, stop))
+            fwd.start()
+            extra.append(fwd)
+        recipients = RECIPIENTS[: args.recipients]
+        for org in recipients:
+            p = ctx.Process(target=recipient_main, args=(mode, broker.port, org, blob, stop))
+            p.start()
+            extra.append(p)
+        go, out = ctx.Event(), ctx.Queue()
+        per_sender_rate = rate / args.senders if rate else 0.0
+        plan = Plan(mode, broker.port, count, per_sender_rate, args.window)
+        senders = [
+            ctx.Process(target=sender_main, args=(plan, org, recipients, blob, go, out))
+            for org in SENDERS[: args.senders]
+        ]
+        for p in senders:
+            p.start()
+        time.sleep(2.0 + count / 4000)  # sealing happens before the go signal
+        go.set()
+        results = [out.get(timeout=600) for _ in senders]
+        for p in senders:
+            p.join(30)
+        rss = hub.peak_rss_kib() / 1024 if hub is not None else None
+    finally:
+        stop.set()
+        for p in extra:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+        if hub is not None:
+            hub.terminate()
+        broker.stop()
+        if args.profile and mode == "hub" and rate == 0:
+            time.sleep(2)
+    latencies = sorted(x for r in results for x in r["latencies"])  # type: ignore[attr-defined]
+    delivered = sum(int(r["done"]) for r in results)  # type: ignore[call-overload]
+    elapsed = max(float(r["elapsed"]) for r in results)  # type: ignore[arg-type]
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 100 else [0.0] * 99
+    return Result(
+        mode,
+        args.senders,
+        len(recipients),
+        rate,
+        count * args.senders,
+        delivered,
+        delivered / elapsed if elapsed else 0.0,
+        q[49],
+        q[98],
+        rss,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--senders", type=int, default=2)
+    parser.add_argument("--recipients", type=int, default=2)
+    parser.add_argument(
+        "--docs", type=int, default=10_000, help="documents per sender (saturation run)"
+    )
+    parser.add_argument("--window", type=int, default=400, help="documents in flight per sender")
+    parser.add_argument(
+        "--rate", type=float, default=1500.0, help="offered docs/s for the latency run"
+    )
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of the latency run")
+    parser.add_argument("--mode", choices=["both", "hub", "raw"], default="both")
+    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument("--profile", default="", help="py-spy the hub during saturation into FILE")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="govx-bench-"))
+    modes = ["raw", "hub"] if args.mode == "both" else [args.mode]
+    rows = []
+    for mode in modes:
+        rows.append(run_once(mode, args, rate=0, count=args.docs, tmp=tmp))
+        latency_count = int(args.rate * args.seconds / args.senders)
+        rows.append(run_once(mode, args, rate=args.rate, count=latency_count, tmp=tmp))
+    table = format_table(rows)
+    print(table)
+    if args.write:
+        write_doc(table, args)
+
+
+def format_table(rows: list[Result]) -> str:
+    lines = [
+        "| system | load | documents | delivered | docs/s | p50 ms | p99 ms | hub peak RSS |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        load = "saturation" if r.rate == 0 else f"{r.rate:.0f} docs/s offered"
+        rss = "" if r.hub_rss_mb is None else f"{r.hub_rss_mb:.0f} MB"
+        lines.append(
+            f"| {r.mode} | {load} | {r.docs} | {r.delivered} | {r.per_second:.0f} | "
+            f"{r.p50:.1f} | {r.p99:.1f} | {rss} |"
+        )
+    sat = {r.mode: r.per_second for r in rows if r.rate == 0}
+    if "hub" in sat and "raw" in sat and sat["raw"]:
+        lines.append("")
+        lines.append(
+            f"Throughput ratio hub / raw relay at saturation: **{sat['hub'] / sat['raw']:.2f}**"
+        )
+    return "\n".join(lines)
+
+
+def write_doc(table: str, args: argparse.Namespace) -> None:
+    doc = REPO / "docs" / "benchmarks.md"
+    text = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n"
+    start, end = "<!-- e2e:start -->", "<!-- e2e:end -->"
+    command = "python bench/e2e.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in {"write", "mode"}
+    )
+    machine = (
+        f"{platform.machine()} · {os.cpu_count()} cores · Python {platform.python_version()} · "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
+    block = f"{start}\n`{command}` on {machine}\n\n{table}\n{end}"
+    if start in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    else:
+        text += "\n" + block + "\n"
+    doc.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
