@@ -28,6 +28,9 @@ format: setup
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+bench: setup
+	$(PY) bench/e2e.py --write $(BENCH_ARGS)
+
 typecheck: setup
 	$(VENV)/bin/mypy
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from schemas import codec
@@ -100,10 +101,19 @@ def verify_chain(rows: Iterable[AuditRow]) -> tuple[int, list[ChainProblem]]:
 async def verify_store_chain(url: str) -> tuple[int, list[ChainProblem]]:
     """Read the ledger from the store at ``url`` (the hub may be running) and verify it."""
     from sqlalchemy import select  # noqa: PLC0415 - keeps this module free of I/O imports
+    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
     from hubd import tables  # noqa: PLC0415
     from hubd.store import engine_for  # noqa: PLC0415
+    from schemas.errors import StoreError  # noqa: PLC0415
 
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if not path or path == ":memory:" or not Path(path).is_file():  # noqa: ASYNC240 - one stat
+            raise StoreError(
+                f"there is no hub store at {path!r}; check --store or --config", retriable=False
+            )
+        url = f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true"  # never create or change it
     engine = engine_for(url)
     try:
         async with engine.connect() as conn:
@@ -121,6 +131,8 @@ async def verify_store_chain(url: str) -> tuple[int, list[ChainProblem]]:
                 )
                 async for r in result
             ]
+    except (SQLAlchemyError, OSError) as exc:
+        raise StoreError(f"cannot read the audit ledger: {exc}", retriable=True) from exc
     finally:
         await engine.dispose()
     return verify_chain(rows)

@@ -34,9 +34,15 @@ class HubFiles(_Section):
     @field_validator("store")
     @classmethod
     def _store_url(cls, value: str) -> str:
-        if value and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        if not value:
+            return value
+        if not value.startswith(("sqlite+aiosqlite:///", "postgresql+asyncpg://")):
             raise ValueError(
                 "store must be a sqlite+aiosqlite:///PATH or postgresql+asyncpg://... URL"
+            )
+        if value.startswith("sqlite") and value.split(":///", 1)[1] in {"", ":memory:"}:
+            raise ValueError(
+                "an in-memory SQLite store loses every document on restart; give a file path"
             )
         return value
 
@@ -53,8 +59,17 @@ class BrokerURL(_Section):
     @classmethod
     def _url(cls, value: str) -> str:
         parts = urlsplit(value)
+        problem = f"{value!r} is not an mqtt://HOST:PORT or mqtts://HOST:PORT URL"
         if parts.scheme not in {"mqtt", "mqtts"} or not parts.hostname:
-            raise ValueError(f"{value!r} is not an mqtt://HOST:PORT or mqtts://HOST:PORT URL")
+            raise ValueError(problem)
+        if parts.username or parts.password or parts.path not in {"", "/"} or parts.query:
+            raise ValueError(f"{problem}: credentials, paths and queries are not used here")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"{problem}: the port is not a number from 1 to 65535") from exc
+        if port == 0:
+            raise ValueError(f"{problem}: port 0")
         return value
 
     @property
@@ -161,8 +176,13 @@ def resolve(config: HubConfig, base: Path) -> HubConfig:
     def at(p: Path | None) -> Path | None:
         return None if p is None else (p if p.is_absolute() else (base / p).resolve())
 
+    store = config.hub.store
+    if store.startswith("sqlite+aiosqlite:///"):
+        path = Path(store.split(":///", 1)[1])
+        store = f"sqlite+aiosqlite:///{at(path)}"
     hub = config.hub.model_copy(
         update={
+            "store": store,
             "topology": at(config.hub.topology),
             "directory": at(config.hub.directory),
             "key": at(config.hub.key),

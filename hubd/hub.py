@@ -257,6 +257,8 @@ class Hub:
                 reloaded_deliveries=reloaded,
             )
             await self._run_tasks(ingest, dispatcher, issuer)
+            if ingest.turned_away:
+                log.info("hub.intake_stopped", turned_away=ingest.turned_away)
             log.info(
                 "hub.stopped",
                 accepted=ingest.counts["accepted"],

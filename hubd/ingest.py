@@ -73,6 +73,8 @@ class Ingest:
         self._queue: deque[Arrival] = deque()
         self._idle: deque[asyncio.Future[None]] = deque()
         self.counts: dict[str, int] = {"accepted": 0, "rejected": 0, "quarantined": 0}
+        self.intake_open = True
+        self.turned_away = 0  # messages that arrived while draining
 
     # ------------------------------------------------------------ from the broker
 
@@ -90,6 +92,10 @@ class Ingest:
             )
             return
         if where.kind is topics.Kind.UP:
+            if not self.intake_open:
+                # Draining: the sender holds no ACCEPTED for it and will send it again.
+                self.turned_away += 1
+                return
             self._queue.append(Arrival(where.channel, where.org, payload, self._clock()))
             while self._idle:
                 waiter = self._idle.popleft()
@@ -102,6 +108,7 @@ class Ingest:
             for n in range(self._workers):
                 tasks.create_task(self._worker(stop), name=f"hubd.ingest{n}")
             await stop.wait()
+            self.intake_open = False
             for waiter in self._idle:
                 if not waiter.done():
                     waiter.set_result(None)
@@ -317,6 +324,7 @@ class Ingest:
                 ReceiptStatus.REJECTED,
                 quarantine.reason.value,
                 quarantine.detail,
+                label=self._ceiling(arrival.channel),
             )
             return
         self.counts["accepted"] += 1
@@ -359,6 +367,7 @@ class Ingest:
                 ReceiptStatus.REJECTED,
                 Reason.POLICY_ARRIVAL_CHANNEL.value,
                 "this message is quarantined: it arrived on a channel below its label",
+                label=self._ceiling(arrival.channel),
             )
         log.info("message.duplicate", **self._fields(envelope, arrival))
 
@@ -486,6 +495,7 @@ class Ingest:
         detail: str | None = None,
         *,
         retriable: bool = False,
+        label: Classification | None = None,
     ) -> None:
         entry = ReceiptEntry(
             msg_id=envelope.header.msg_id,
@@ -493,7 +503,7 @@ class Ingest:
             status=status,
             at=self._clock(),
             subject=envelope.digest,
-            classification=envelope.header.classification,
+            classification=envelope.header.classification if label is None else label,
             reason=reason,
             detail=detail,
             retriable=retriable,
@@ -520,6 +530,16 @@ class Ingest:
             arrival, envelope, ReceiptStatus.REJECTED, reason.value, detail, retriable=retriable
         )
 
+    def _ceiling(self, channel_id: str) -> Classification:
+        """The highest label ``channel_id`` may carry (TOP_SECRET if it is unknown).
+
+        A quarantine notice goes back on the channel the leak came in on, labelled with
+        that channel's ceiling: it carries the msg_id and hash, nothing of the content,
+        and the sender must learn to stop resending.
+        """
+        channel = self._directory().channel(channel_id)
+        return Classification.TOP_SECRET if channel is None else channel.ceiling
+
     def _reject_unreadable(
         self, arrival: Arrival, exc: PeerError, *, frame: bytes | None = None
     ) -> None:
@@ -533,9 +553,7 @@ class Ingest:
             reason=exc.reason.value,
             detail=exc.message,
         )
-        directory = self._directory()
-        channel = directory.channel(arrival.channel)
-        label = channel.ceiling if channel is not None else Classification.TOP_SECRET
+        label = self._ceiling(arrival.channel)
         entry = ReceiptEntry(
             msg_id=None,
             recipient=None,

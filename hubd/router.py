@@ -67,18 +67,19 @@ def decide(header: Header, arrival: str, directory: Directory) -> Decision:
     label = header.classification
     sender = directory.org(header.sender)
     channel = directory.channel(arrival)
-    if sender is None or channel is None or arrival not in sender.channels:
-        return Reject(
-            Reason.POLICY_SENDER_NOT_ON_CHANNEL,
-            f"{header.sender} is not provisioned on channel {arrival!r}; send on a channel "
-            "your organisation is provisioned on (see the directory)",
-        )
-    if label > channel.ceiling:
+    # A leak is a leak whoever sent it: the ceiling is checked before anything else.
+    if channel is not None and label > channel.ceiling:
         return Quarantine(
             Reason.POLICY_ARRIVAL_CHANNEL,
             f"a {label} message arrived on channel {arrival}, whose ceiling is "
             f"{channel.ceiling}: it has already crossed a network it must not cross. It is "
             "quarantined and will not be forwarded; report it to your security officer",
+        )
+    if sender is None or channel is None or arrival not in sender.channels:
+        return Reject(
+            Reason.POLICY_SENDER_NOT_ON_CHANNEL,
+            f"{header.sender} is not provisioned on channel {arrival!r}; send on a channel "
+            "your organisation is provisioned on (see the directory)",
         )
     if label > sender.clearance:
         return Reject(
@@ -96,8 +97,8 @@ def decide(header: Header, arrival: str, directory: Directory) -> Decision:
             return Reject(
                 Reason.POLICY_RECIPIENT_CLEARANCE,
                 f"classification {label} exceeds the clearance of {_org(recipient)} "
-                f"({recipient.clearance}); send it on the classified channel to an "
-                "organisation cleared for it, or lower the label",
+                f"({recipient.clearance}); send it only to organisations cleared for "
+                f"{label.name}, or lower the label",
             )
         route = delivery_channel(directory, sender, recipient, label)
         if route is None:

@@ -17,8 +17,11 @@ class Notifier:
         address = env.get("NOTIFY_SOCKET", "")
         # An address starting with '@' is in the abstract namespace (a leading NUL byte).
         self._address = "\0" + address[1:] if address.startswith("@") else address
-        usec = env.get("WATCHDOG_USEC", "")
-        self.watchdog_interval = int(usec) / 2_000_000 if usec.isdigit() and int(usec) > 0 else None
+        try:
+            usec = int(env.get("WATCHDOG_USEC", "0"))
+        except ValueError:
+            usec = 0
+        self.watchdog_interval = usec / 2_000_000 if usec > 0 else None
 
     @property
     def enabled(self) -> bool:

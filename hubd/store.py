@@ -130,7 +130,15 @@ def engine_for(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+    # synchronous_commit=on: a commit returns only once the WAL is on disk (the default,
+    # but a server may have been configured otherwise; the hub does not depend on that).
+    return create_async_engine(
+        url,
+        pool_size=5,
+        max_overflow=5,
+        pool_pre_ping=True,
+        connect_args={"server_settings": {"synchronous_commit": "on"}},
+    )
 
 
 def _upgrade(connection: Connection) -> None:
@@ -192,14 +200,17 @@ class Store:
         if self._closed:
             return
         self._closed = True
-        if self._writer is not None:
-            self._queue.put_nowait(None)  # the writer commits what precedes it, then stops
-            await self._writer
-        for conn in (self._reader, self._conn):
-            if conn is not None:
-                await conn.close()
-        self._reader = None
-        await self.engine.dispose()
+        try:
+            if self._writer is not None:
+                self._queue.put_nowait(None)  # the writer commits what precedes it, then stops
+                await self._writer
+        finally:
+            for conn in (self._reader, self._conn):
+                if conn is not None:
+                    with contextlib.suppress(SQLAlchemyError):
+                        await conn.close()
+            self._reader = None
+            await self.engine.dispose()
 
     async def _load_counters(self) -> None:
         assert self._conn is not None  # noqa: S101 - set just before
@@ -265,10 +276,11 @@ class Store:
         seq, chain, outbox = self._audit_seq, self._audit_hash, dict(self._outbox_seq)
         try:
             results = await self._conn.run_sync(_apply, [p.op for p in batch], seq, chain, outbox)
-        except (DBAPIError, OperationalError, SQLAlchemyError) as exc:
+        except Exception as exc:
             with contextlib.suppress(SQLAlchemyError):
                 await self._conn.rollback()
-            error = StoreError(f"the store refused a write: {exc}", retriable=True)
+            retriable = isinstance(exc, DBAPIError | OperationalError | SQLAlchemyError)
+            error = StoreError(f"the store refused a write: {exc!r}", retriable=retriable)
             log.exception("store.write_failed", operations=len(batch))
             for p in batch:
                 if not p.future.done():

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import Field
 
 from schemas import codec
+from schemas.clock import ms_to_text
 from schemas.directory import Directory, Millis
 from schemas.errors import EnvelopeError, Reason, ReplayError, SchemaError, SignatureError
 from schemas.ids import KeyId, MsgIdBytes, OrgId, check_key_id, check_org_id, msg_id_text
@@ -157,7 +158,9 @@ def verify_envelope(
     if expected_sender is not None and sender != expected_sender:
         raise SignatureError(
             Reason.SIG_SENDER_MISMATCH,
-            f"envelope claims sender {sender} but arrived on the topic of {expected_sender}",
+            f"envelope claims sender {sender} but arrived on the topic of {expected_sender}; "
+            f"if {expected_sender} did not send it, someone is publishing with its broker "
+            "credentials: tell the hub operator",
         )
     if sender == directory.hub_id:
         raise SignatureError(
@@ -292,11 +295,14 @@ def check_freshness(header: Header, *, now: int, max_skew_ms: int) -> None:
     if abs(now - header.created_at) > max_skew_ms:
         raise ReplayError(
             Reason.REPLAY_CLOCK_SKEW,
-            f"created_at {header.created_at} ms is {abs(now - header.created_at)} ms from the "
-            f"hub's clock ({now} ms); the limit is {max_skew_ms} ms. Check the sender's clock",
+            f"created_at {ms_to_text(header.created_at)} is "
+            f"{abs(now - header.created_at) / 1000:.0f} s from the hub's clock "
+            f"({ms_to_text(now)}); the limit is {max_skew_ms / 1000:.0f} s. Set the sending "
+            "server's clock right (NTP) and send the document again",
         )
     if header.expires_at is not None and now >= header.expires_at:
         raise ReplayError(
             Reason.REPLAY_EXPIRED,
-            f"the message expired at {header.expires_at} ms before it arrived ({now} ms)",
+            f"the message expired at {ms_to_text(header.expires_at)}, before it reached the hub "
+            f"({ms_to_text(now)}); if it still matters, send it again with a later expiry",
         )

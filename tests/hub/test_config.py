@@ -1,0 +1,312 @@
+"""The hub's configuration file (hubd.config.load_config) and the broker connection plan.
+
+Each mistake is written to a real file in tmp_path, so the ConfigError is checked for
+what an operator reads: the file, the key path and what is wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hubd.config import BrokerURL, HubConfig, load_config
+from hubd.hub import BrokerPlan, plan_brokers
+from schemas.errors import ConfigError
+from tests.world import REPO
+
+REPO_CONFIG = REPO / "config" / "hub.toml"
+
+
+def write(tmp_path: Path, body: str, name: str = "hub.toml") -> Path:
+    path = tmp_path / "etc" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def test_the_repository_configuration_loads() -> None:
+    config = load_config(REPO_CONFIG)
+
+    assert config.hub.topology == REPO / "config" / "topology.toml"
+    assert config.hub.state_dir == REPO / "state"
+    assert config.broker.enabled
+    assert (config.broker.host, config.broker.port) == ("127.0.0.1", 1883)
+    assert config.channels == {}
+    assert config.store_url() == f"sqlite+aiosqlite:///{REPO / 'state' / 'hub.db'}"
+
+
+def test_relative_paths_resolve_against_the_files_folder_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    path = write(
+        tmp_path,
+        """
+[hub]
+topology = "topology.toml"
+directory = "../certs/directory.bin"
+key = "/abs/hub.sign.key"
+state_dir = "state"
+
+[channels.classified]
+url = "mqtts://classified.example:8883"
+ca = "tls/ca.pem"
+cert = "../tls/hub.pem"
+""",
+    )
+
+    config = load_config(path)
+
+    etc = tmp_path / "etc"
+    assert config.hub.topology == etc / "topology.toml"
+    assert config.hub.directory == tmp_path / "certs" / "directory.bin"  # '..' resolved
+    assert config.hub.key == Path("/abs/hub.sign.key")  # absolute paths stay
+    assert config.hub.state_dir == etc / "state"
+    assert config.store_url() == f"sqlite+aiosqlite:///{etc / 'state' / 'hub.db'}"
+    assert config.spool_dir() == etc / "state" / "spool"
+    broker = config.channels["classified"]
+    assert broker.ca == etc / "tls" / "ca.pem"
+    assert broker.cert == tmp_path / "tls" / "hub.pem"
+    assert broker.key is None
+
+
+def test_an_empty_file_gives_the_defaults_resolved_against_its_folder(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""))
+
+    assert config.hub.state_dir == tmp_path / "state"
+    assert config.delivery.max_attempts == 30
+    assert config.lifecycle.watchdog
+
+
+def test_relative_sqlite_store_path_is_not_left_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Either resolved against the file's folder, like every other path, or refused."""
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, '[hub]\nstore = "sqlite+aiosqlite:///db/hub.db"\n')
+
+    refused: list[str] = []
+    try:
+        url = load_config(path).store_url()
+    except ConfigError as exc:
+        refused, url = [p for p, _ in exc.problems], ""
+
+    if refused:
+        assert "hub.store" in refused
+    else:
+        assert url == f"sqlite+aiosqlite:///{tmp_path / 'etc' / 'db' / 'hub.db'}"
+
+
+def test_store_url_given_in_the_file_is_used_as_is(tmp_path: Path) -> None:
+    url = "postgresql+asyncpg://hubd@127.0.0.1:5432/hubd"
+    config = load_config(write(tmp_path, f'[hub]\nstore = "{url}"\n'))
+
+    assert config.store_url() == url
+
+
+# ---------------------------------------------------------------------------- mistakes
+
+MISTAKES = [
+    pytest.param('[hub]\nstore = "mysql://hubd@db/hubd"\n', "hub.store", "sqlite", id="store-url"),
+    pytest.param('[hub]\nstore = "sqlite:///hub.db"\n', "hub.store", "aiosqlite", id="sync-sqlite"),
+    # an in-memory database would acknowledge documents and lose them on restart
+    pytest.param('[hub]\nstore = "sqlite+aiosqlite://"\n', "hub.store", "", id="memory-sqlite"),
+    pytest.param(
+        '[hub]\nstore = "sqlite+aiosqlite:///:memory:"\n', "hub.store", "", id="memory-sqlite-2"
+    ),
+    pytest.param('[hub]\nstate_dri = "state"\n', "hub.state_dri", "xtra", id="unknown-key"),
+    pytest.param("[brokers]\nenabled = true\n", "brokers", "xtra", id="unknown-section"),
+    pytest.param(
+        '[broker]\nlisten = "localhost"\n', "broker.listen", "HOST:PORT", id="listen-no-port"
+    ),
+    pytest.param('[broker]\nlisten = ":1883"\n', "broker.listen", "HOST:PORT", id="listen-no-host"),
+    pytest.param(
+        '[broker]\nlisten = "127.0.0.1:70000"\n', "broker.listen", "HOST:PORT", id="port-range"
+    ),
+    pytest.param(
+        '[channels.govnet]\nurl = "http://broker.example:1883"\n',
+        "channels.govnet.url",
+        "mqtt://",
+        id="broker-scheme",
+    ),
+    pytest.param(
+        '[channels.govnet]\nurl = "mqtt://:1883"\n',
+        "channels.govnet.url",
+        "mqtt://",
+        id="broker-no-host",
+    ),
+    pytest.param(
+        '[channels.govnet]\nurl = "mqtt://b.example:99999"\n',
+        "channels.govnet.url",
+        "99999",
+        id="broker-port-range",
+    ),
+    pytest.param(
+        '[channels.govnet]\nurl = "mqtts://b.example:tls"\n',
+        "channels.govnet.url",
+        "tls",
+        id="broker-port-word",
+    ),
+    pytest.param(
+        '[channels.govnet]\nurl = "mqtt://b:1883"\nca = "x"\ntls = true\n',
+        "channels.govnet.tls",
+        "xtra",
+        id="unknown-broker-key",
+    ),
+    pytest.param(
+        '[channels."gov/net"]\nurl = "mqtt://b:1883"\n', "channels.gov/net", "'/'", id="channel-id"
+    ),
+    pytest.param("[delivery]\nmax_attempts = 0\n", "delivery.max_attempts", "1", id="attempts"),
+    pytest.param("[delivery]\nretry_initial = -1\n", "delivery.retry_initial", "0", id="negative"),
+    pytest.param('[logging]\nformat = "xml"\n', "logging.format", "json", id="log-format"),
+]
+
+
+@pytest.mark.parametrize(("body", "key_path", "hint"), MISTAKES)
+def test_mistake_is_a_config_error_naming_the_file_and_the_key_path(
+    tmp_path: Path, body: str, key_path: str, hint: str
+) -> None:
+    path = write(tmp_path, body)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    error = caught.value
+    assert error.source == str(path)
+    # pydantic may add a last level for dict keys ("channels.gov/net.[key]")
+    named = [p for p, _ in error.problems if p == key_path or p.startswith(f"{key_path}.")]
+    assert named, error.problems
+    line = next(line for line in str(error).splitlines() if f": {named[0]}: " in line)
+    assert line.startswith(f"{path}: {key_path}")
+    assert hint in line
+
+
+def test_every_mistake_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[hub]\nstore = "mysql://x"\n[broker]\nlisten = "nope"\n'
+        '[channels.govnet]\nurl = "ftp://b"\n',
+    )
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    paths = {p for p, _ in caught.value.problems}
+    assert {"hub.store", "broker.listen", "channels.govnet.url"} <= paths
+
+
+def test_a_file_that_is_not_toml_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "[hub\nstore = ")
+
+    with pytest.raises(ConfigError, match="not valid TOML") as caught:
+        load_config(path)
+    assert str(path) in str(caught.value)
+
+
+def test_a_missing_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "hub.toml"
+
+    with pytest.raises(ConfigError, match="cannot read it") as caught:
+        load_config(path)
+    assert str(path) in str(caught.value)
+
+
+# ---------------------------------------------------------------------------- broker plan
+
+
+def config(body: str, tmp_path: Path) -> HubConfig:
+    return load_config(write(tmp_path, body))
+
+
+def by_channels(plans: list[BrokerPlan]) -> dict[tuple[str, ...], BrokerPlan]:
+    return {tuple(p.channels): p for p in plans}
+
+
+def test_channels_without_a_url_share_the_embedded_broker(tmp_path: Path) -> None:
+    settings = config('[broker]\nlisten = "127.0.0.1:18830"\n', tmp_path)
+
+    plans = plan_brokers(settings, ["internet", "govnet", "classified"])
+
+    assert plans == [
+        BrokerPlan(
+            "embedded", "127.0.0.1", 18830, ["internet", "govnet", "classified"], False, None,
+            None, None,
+        )
+    ]  # fmt: skip
+
+
+def test_channels_sharing_one_broker_url_share_one_connection(tmp_path: Path) -> None:
+    settings = config(
+        """
+[channels.govnet]
+url = "mqtts://gov.example:8883"
+ca = "ca.pem"
+[channels.internet]
+url = "mqtts://gov.example"
+ca = "ca.pem"
+[channels.classified]
+url = "mqtts://secret.example:8883"
+cert = "hub.pem"
+key = "hub.key"
+""",
+        tmp_path,
+    )
+
+    plans = plan_brokers(settings, ["internet", "govnet", "classified", "core"])
+
+    assert len(plans) == 3
+    shared = by_channels(plans)[("internet", "govnet")]  # the same broker written two ways
+    assert (shared.host, shared.port, shared.tls) == ("gov.example", 8883, True)
+    assert shared.ca == str(tmp_path / "etc" / "ca.pem")
+    secret = by_channels(plans)[("classified",)]
+    assert (secret.host, secret.port, secret.tls) == ("secret.example", 8883, True)
+    assert secret.cert == str(tmp_path / "etc" / "hub.pem")
+    assert secret.key == str(tmp_path / "etc" / "hub.key")
+    embedded = by_channels(plans)[("core",)]
+    assert embedded.name == "embedded"
+    assert not embedded.tls
+
+
+def test_different_broker_urls_get_their_own_connections(tmp_path: Path) -> None:
+    settings = config(
+        '[channels.govnet]\nurl = "mqtt://b.example:1883"\n'
+        '[channels.classified]\nurl = "mqtt://b.example:1884"\n'
+        '[channels.core]\nurl = "mqtts://b.example:1883"\n',
+        tmp_path,
+    )
+
+    plans = plan_brokers(settings, ["govnet", "classified", "core"])
+
+    assert sorted((p.port, p.tls, tuple(p.channels)) for p in plans) == [
+        (1883, False, ("govnet",)),
+        (1883, True, ("core",)),
+        (1884, False, ("classified",)),
+    ]
+    assert len({p.name for p in plans}) == 3
+
+
+def test_without_the_embedded_broker_a_channel_without_url_is_a_config_error(
+    tmp_path: Path,
+) -> None:
+    settings = config(
+        '[broker]\nenabled = false\n[channels.govnet]\nurl = "mqtt://b.example:1883"\n', tmp_path
+    )
+
+    assert [p.channels for p in plan_brokers(settings, ["govnet"])] == [["govnet"]]
+    with pytest.raises(ConfigError) as caught:
+        plan_brokers(settings, ["govnet", "classified"])
+    assert [p for p, _ in caught.value.problems] == ["channels.classified"]
+    assert "url" in str(caught.value)
+
+
+def test_broker_identity_ignores_everything_but_scheme_host_and_port() -> None:
+    plain = BrokerURL(url="mqtt://b.example")
+    assert plain.identity == BrokerURL(url="mqtt://b.example:1883/").identity
+    assert plain.identity != BrokerURL(url="mqtts://b.example").identity
+    assert BrokerURL(url="mqtts://b.example").port == 8883
