@@ -71,6 +71,7 @@ class Job:
     attempts: int = 0
     offset: int = -1  # chunked bodies: next body offset to send; -1 = the head first
     accepted_at: int = 0
+    active: bool = False  # in the ready heap or being published: never twice at once
 
     @property
     def key(self) -> Key:
@@ -82,7 +83,7 @@ class _Timer:
     due: int
     seq: int
     key: Key = field(compare=False)
-    kind: str = field(compare=False)  # "retry" | "expire"
+    kind: str = field(compare=False)  # "retry" | "expire" | "wake"
 
 
 @dataclass(slots=True)
@@ -170,7 +171,7 @@ class Dispatcher:
         if job is None or not job.state.awaiting or job.payload.body_path is None:
             return
         job.offset = min(max(offset, 0), job.payload.body_size)
-        self._route(job)
+        self._route(job)  # if it is already on its way, the next chunk starts at offset
 
     def pending(self) -> list[Job]:
         return list(self._jobs.values())
@@ -180,10 +181,13 @@ class Dispatcher:
     def _route(self, job: Job) -> None:
         if (job.channel, job.recipient) in self._online:
             self._push(job)
-        else:
+        elif not job.active:
             self._parked[(job.channel, job.recipient)].add(job.key)
 
     def _push(self, job: Job) -> None:
+        if job.active:
+            return  # already queued or on its way: one publisher per job at a time
+        job.active = True
         heapq.heappush(self._ready, (-job.precedence.rank, next(self._counter), job.key))
         self._wake(1)
 
@@ -241,16 +245,19 @@ class Dispatcher:
     async def _publisher(self, stop: asyncio.Event) -> None:
         while (job := await self._next_ready(stop)) is not None:
             if (job.channel, job.recipient) not in self._online:
+                job.active = False
                 self._parked[(job.channel, job.recipient)].add(job.key)
                 continue
             payload, last = self._piece(job)
             if payload is None:
+                job.active = False
                 continue
-            if not await self._send(job.channel, job.recipient, payload):
-                # The broker link is down: treat the recipient as offline; its retained
-                # presence comes back with the connection and releases the job again.
-                self.set_online(job.channel, job.recipient, online=False)
-                self._parked[(job.channel, job.recipient)].add(job.key)
+            sent = await self._send(job.channel, job.recipient, payload)
+            job.active = False
+            if not sent:
+                # The broker link is down or slow. Keep the recipient's presence as it is
+                # (only the spoke itself says whether it is online) and try again shortly.
+                self._timer(now_ms() + 1000, job.key, "wake")
                 continue
             self.published += 1
             if not last:
@@ -330,6 +337,9 @@ class Dispatcher:
             return
         if timer.kind == "expire":
             self._finish(job, Event.EXPIRE, now)
+            return
+        if timer.kind == "wake":
+            self._route(job)
             return
         if job.state is not DeliveryState.SENT:
             return

@@ -236,23 +236,26 @@ class Ingest:
         if not transfer.complete:
             return
         try:
-            body_path = self._spool.finish(transfer)
+            body_path = await asyncio.to_thread(self._spool.finish, transfer)  # fsync off-loop
         except PeerError as exc:
             self._spool.discard(transfer)
             self._reject(arrival, transfer.envelope, exc.reason, exc.message)
             return
-        decision = router.decide(transfer.envelope.header, transfer.channel, self._directory())
-        if isinstance(decision, router.Reject):
-            body_path.unlink(missing_ok=True)
-            self._reject(arrival, transfer.envelope, decision.reason, decision.detail)
-            return
-        size = transfer.envelope.body.size
-        await self._store_message(
-            arrival,
-            transfer.envelope,
-            decision,
-            Payload(transfer.envelope.frame, None, body_path, size),
-        )
+        try:
+            decision = router.decide(transfer.envelope.header, transfer.channel, self._directory())
+            if isinstance(decision, router.Reject):
+                body_path.unlink(missing_ok=True)
+                self._reject(arrival, transfer.envelope, decision.reason, decision.detail)
+                return
+            size = transfer.envelope.body.size
+            await self._store_message(
+                arrival,
+                transfer.envelope,
+                decision,
+                Payload(transfer.envelope.frame, None, body_path, size),
+            )
+        finally:
+            self._spool.forget(transfer)
 
     async def _store_message(
         self,
@@ -404,6 +407,7 @@ class Ingest:
         ]
         if missing:
             origins.update(await self._origins(missing))
+        confirmations: list[tuple[bytes, str, Event]] = []
         for entry in batch.entries:
             if entry.msg_id is None or entry.recipient is None:
                 continue
@@ -426,7 +430,7 @@ class Ingest:
                     claimed=entry.classification.name,
                 )
                 continue
-            self._dispatcher.confirmed(entry.msg_id, entry.recipient, event, now)
+            confirmations.append((entry.msg_id, entry.recipient, event))
             senders.add((sender, channel))
             rows.append(
                 {
@@ -450,12 +454,16 @@ class Ingest:
             )
         if not rows:
             return
-        await self._store.submit(
-            RecordReceipts(batch_sha256, batch.issuer, message.frame, now, rows, audit)
+        # The rows and the numbered copy for the sender are one commit: a crash cannot keep
+        # one without the other, so a sender's hello can always have it sent again.
+        forward = next(iter(senders)) if len(senders) == 1 else None
+        seq = await self._store.submit(
+            RecordReceipts(batch_sha256, batch.issuer, message.frame, now, rows, audit, forward)
         )
-        if len(senders) == 1:
-            sender, channel = senders.pop()
-            self._issuer.forward(sender, channel, message.frame)
+        for msg_id, recipient, event in confirmations:  # only once it is durable
+            self._dispatcher.confirmed(msg_id, recipient, event, now)
+        if forward is not None:
+            await self._issuer.send_numbered(forward[0], forward[1], message.frame, seq)
         else:
             log.warning("receipt.mixed_batch", org=arrival.org, senders=len(senders))
 

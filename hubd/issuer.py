@@ -3,8 +3,9 @@
 ACCEPTED and REJECTED answer an envelope the sender is still holding; if one is lost the
 sender resends the envelope and gets the same answer again (the store knows the msg_id),
 so they are published without being stored. DELIVERED and SIGNED_FOR (the recipient's own
-signed batches, forwarded unchanged) and the hub's EXPIRED and DEAD are news the sender
-cannot ask for: they go through the durable, numbered receipt outbox, and a spoke's
+signed batches, forwarded unchanged; ingest numbers them in the commit that records them)
+and the hub's EXPIRED and DEAD are news the sender cannot ask for: they go through the
+durable, numbered receipt outbox, and a spoke's
 ``hello`` says which number it last holds so that the rest is sent again.
 
 One signature per flush and destination: entries for the same (organisation, channel)
@@ -52,7 +53,6 @@ class ReceiptIssuer:
         )
         self._delay = delay
         self._pending: dict[tuple[str, str, bool], list[ReceiptEntry]] = defaultdict(list)
-        self._forward: list[tuple[str, str, bytes]] = []
         self._wakeup = asyncio.Event()
         self.sent_batches = 0
 
@@ -64,14 +64,9 @@ class ReceiptIssuer:
         self._pending[(dest, channel, durable)].append(entry)
         self._wakeup.set()
 
-    def forward(self, dest: str, channel: str, frame: bytes) -> None:
-        """Queue a recipient's signed batch, unchanged, for the original sender."""
-        self._forward.append((dest, channel, frame))
-        self._wakeup.set()
-
     async def run(self, stop: asyncio.Event) -> None:
         while True:
-            if not self._pending and not self._forward:
+            if not self._pending:
                 if stop.is_set():
                     return
                 self._wakeup.clear()
@@ -86,8 +81,7 @@ class ReceiptIssuer:
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, defaultdict(list)
-        forward, self._forward = self._forward, []
-        durable: list[tuple[str, str, bytes]] = list(forward)
+        durable: list[tuple[str, str, bytes]] = []
         now = self._clock()
         for (dest, channel, keep), entries in pending.items():
             for start in range(0, len(entries), MAX_ENTRIES):
@@ -104,6 +98,10 @@ class ReceiptIssuer:
             )
             for (dest, channel, frame), seq in zip(durable, numbers, strict=True):
                 await self._publish(dest, channel, frame, seq)
+
+    async def send_numbered(self, dest: str, channel: str, frame: bytes, seq: int) -> None:
+        """Publish a batch the store has already numbered for ``dest``."""
+        await self._publish(dest, channel, frame, seq)
 
     async def _publish(self, dest: str, channel: str, frame: bytes, seq: int) -> None:
         if await self._send(channel, dest, transport.encode(transport.ReceiptsMsg(frame, seq))):

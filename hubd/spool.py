@@ -86,7 +86,11 @@ class Spool:
         return True
 
     def finish(self, transfer: Transfer) -> Path:
-        """Check size and hash, make the body durable, return its final path."""
+        """Check size and hash, make the body durable, return its final path.
+
+        Blocking (fsync of the whole body): call it in a worker thread. The transfer stays
+        known until :meth:`forget`, so a head resent meanwhile is answered, not restarted.
+        """
         transfer.checker.close()
         body = self.path(transfer.msg_id, "body")
         fd = os.open(transfer.part, os.O_RDONLY)
@@ -98,8 +102,11 @@ class Spool:
         self.path(transfer.msg_id, "frame").unlink(missing_ok=True)
         self.path(transfer.msg_id, "from").unlink(missing_ok=True)
         fsync_dir(self.folder)
-        del self._transfers[transfer.msg_id]
         return body
+
+    def forget(self, transfer: Transfer) -> None:
+        """The message is stored (or refused): the spool no longer tracks it."""
+        self._transfers.pop(transfer.msg_id, None)
 
     def discard(self, transfer: Transfer) -> None:
         self._transfers.pop(transfer.msg_id, None)

@@ -84,6 +84,7 @@ class RecordReceipts:
     received_at: int
     rows: list[dict[str, Any]]
     audit: list[AuditEvent]
+    forward: tuple[str, str] | None = None  # (dest, channel): number it in the same commit
 
 
 @dataclass(slots=True)
@@ -402,25 +403,28 @@ class _Batch:
                     "frame": op.frame,
                 }
                 self.receipts.extend(op.rows)
-                results.append(None)
-            elif isinstance(op, QueueReceipts):
-                key = (op.dest, op.channel)
-                self.outbox[key] = number = self.outbox.get(key, 0) + 1
-                self.queued.append(
-                    {
-                        "dest": op.dest,
-                        "channel": op.channel,
-                        "seq": number,
-                        "created_at": op.created_at,
-                        "frame": op.frame,
-                    }
+                forward = op.forward
+                results.append(
+                    None
+                    if forward is None
+                    else self._number(forward[0], forward[1], op.frame, op.received_at)
                 )
-                results.append(number)
+            elif isinstance(op, QueueReceipts):
+                results.append(self._number(op.dest, op.channel, op.frame, op.created_at))
                 continue
             else:
                 results.append(None)
             self.chain_audit(op.audit)
         return results
+
+    def _number(self, dest: str, channel: str, frame: bytes, at: int) -> int:
+        """The next outbox number for (dest, channel), written in this same commit."""
+        key = (dest, channel)
+        self.outbox[key] = number = self.outbox.get(key, 0) + 1
+        self.queued.append(
+            {"dest": dest, "channel": channel, "seq": number, "created_at": at, "frame": frame}
+        )
+        return number
 
     @staticmethod
     def _existing(conn: Connection, ids: list[bytes]) -> dict[bytes, tuple[bytes, str]]:

@@ -69,6 +69,7 @@ class BrokerLink:
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         self.connections = 0
+        self._acks: dict[int, asyncio.Future[bool]] = {}
 
     def _new_client(self) -> aiomqtt.Client:
         client = aiomqtt.Client(
@@ -92,11 +93,15 @@ class BrokerLink:
         delay = self._backoff[0]
         while not stop.is_set():
             try:
-                async with self._new_client() as client:
+                client = self._new_client()
+                self._hook_acks(client)
+                async with client:
+                    # Usable before subscribing: retained presence arrives during the
+                    # subscribe calls and releases deliveries that publish at once.
+                    self._client = client
                     for channel in self.channels:
                         for topic in topics.hub_subscriptions(channel):
                             await client.subscribe(topic, qos=1)
-                    self._client = client
                     self.connections += 1
                     self.connected.set()
                     log.info("broker.connected", broker=self.name, channels=self.channels)
@@ -112,6 +117,7 @@ class BrokerLink:
                     log.info("broker.disconnected", broker=self.name)
                 self._client = None
                 self.connected.clear()
+                self._fail_acks()
             if stop.is_set():
                 return
             with contextlib.suppress(TimeoutError):
@@ -137,16 +143,50 @@ class BrokerLink:
             await asyncio.gather(watcher, stopper, return_exceptions=True)
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
-        """QoS 1; True once the broker acknowledged it, False if not connected or it failed."""
+        """QoS 1; True once the broker acknowledged it, False if not connected or it failed.
+
+        Goes to paho directly and waits on a future of its own: aiomqtt's publish counts its
+        pending calls on every call (a list of all of them), which at a window of 256 cost
+        a third of the hub's publish time (15.6k vs 24.8k publishes/s measured here).
+        """
         client = self._client
         if client is None:
             return False
-        try:
-            await client.publish(topic, payload, qos=1, retain=retain)
-        except aiomqtt.MqttError as exc:
-            log.debug("broker.publish_failed", broker=self.name, topic=topic, error=str(exc))
+        info = client._client.publish(topic, payload, qos=1, retain=retain)  # noqa: SLF001
+        if info.rc != 0:
             return False
-        return True
+        if info.is_published():
+            return True
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._acks[info.mid] = waiter
+        try:
+            return await asyncio.wait_for(waiter, 30)
+        except TimeoutError:
+            log.debug("broker.publish_timeout", broker=self.name, topic=topic)
+            return False
+        finally:
+            self._acks.pop(info.mid, None)
+
+    def _hook_acks(self, client: aiomqtt.Client) -> None:
+        """Resolve our publish futures from paho's on_publish, then let aiomqtt see it too."""
+        paho = client._client  # noqa: SLF001
+        chained = paho.on_publish
+        acks = self._acks
+
+        def on_publish(*args: Any) -> None:  # (client, userdata, mid, reason_code, properties)
+            waiter = acks.pop(args[2], None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(True)
+            if chained is not None:
+                chained(*args)
+
+        paho.on_publish = on_publish
+
+    def _fail_acks(self) -> None:
+        for waiter in self._acks.values():
+            if not waiter.done():
+                waiter.set_result(False)
+        self._acks.clear()
 
     def describe(self) -> dict[str, Any]:
         return {
