@@ -358,6 +358,7 @@ def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tm
     blob = _blob(world, directory)
     broker = Mosquitto(tmp / f"mosquitto-{mode}-{rate}").start()
     hub = None
+    profiler = None
     stop = ctx.Event()
     extra = []
     try:
@@ -377,13 +378,14 @@ def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tm
                         str(hub.process.pid),
                         "-f",
                         "speedscope",
+                        "--nonblocking",
                         "-r",
                         "200",
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-                extra.append(profiler)  # type: ignore[arg-type]
+
         else:
             fwd = ctx.Process(target=forwarder_main, args=(broker.port, stop))
             fwd.start()
@@ -417,8 +419,8 @@ def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tm
         if hub is not None:
             hub.terminate()
         broker.stop()
-        if args.profile and mode == "hub" and rate == 0:
-            time.sleep(2)
+        if profiler is not None:
+            profiler.wait(60)  # py-spy writes its file when the hub exits
     latencies = sorted(x for r in results for x in r["latencies"])  # type: ignore[attr-defined]
     delivered = sum(int(r["done"]) for r in results)  # type: ignore[call-overload]
     elapsed = max(float(r["elapsed"]) for r in results)  # type: ignore[arg-type]
