@@ -14,11 +14,11 @@ from hubd.audit import verify_store_chain
 from hubd.config import load_config
 from hubd.directory import build_and_sign, hub_key_paths, init_hub_key, read_directory
 from hubd.hub import Hub
-from hubd.logs import configure as configure_logs
 from schemas.clock import ms_to_text
 from schemas.display import table
 from schemas.errors import ConfigError, XchgError
 from schemas.keys import HubPublicKey
+from schemas.logsetup import configure as configure_logs
 
 hubd_app = typer.Typer(
     name="hubd",

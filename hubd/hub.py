@@ -33,7 +33,6 @@ from hubd.sdnotify import Notifier
 from hubd.spool import Spool
 from hubd.states import DeliveryState
 from hubd.store import Store
-from hubd.transport import BrokerLink, tls_context
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory, verify_directory
 from schemas.envelope import verify_envelope
@@ -41,6 +40,7 @@ from schemas.errors import ConfigError, PeerError, XchgError
 from schemas.keys import SigningKey
 from schemas.labels import Classification, Precedence
 from schemas.localfs import load_signing_key
+from schemas.mqttlink import BrokerLink, tls_context
 from schemas.receipts import ReceiptEntry, ReceiptStatus
 
 log = structlog.get_logger("hubd")
@@ -240,6 +240,7 @@ class Hub:
                     plan.host,
                     plan.port,
                     plan.channels,
+                    subscriptions=[t for ch in plan.channels for t in topics.hub_subscriptions(ch)],
                     client_id=f"hubd-{hub_id}-{plan.name.replace('://', '-').replace(':', '-')}",
                     sink=ingest.on_message,
                     on_connected=self._publish_directory,

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hubd.config import BrokerURL, HubConfig, load_config
+from hubd.config import HubConfig, load_config
 from hubd.hub import BrokerPlan, plan_brokers
+from schemas.brokers import BrokerURL
 from schemas.errors import ConfigError
 from tests.world import REPO
 

@@ -1,11 +1,15 @@
-"""The hub's MQTT connections (aiomqtt): one per distinct broker, however many channels.
+"""One MQTT connection (aiomqtt) that stays up: the adapter hub and spoke share.
 
-Each :class:`BrokerLink` connects, subscribes to every up and presence topic of its
-channels, tells the hub it is up (which republishes the retained directory), and
-reconnects with jittered exponential backoff when the broker goes away. Incoming messages
-skip aiomqtt's per-message iterator (a task and an ``asyncio.wait`` each): a sink queue
-hands them straight to the hub. Publishes are QoS 1 from bounded concurrent callers; a
-PUBACK only frees a window slot, it proves nothing (the recipient's signed DELIVERED does).
+One of two deliberate exceptions to "schemas does no I/O" (docs/architecture.md): the
+hub and every spoke must connect, resubscribe, back off and publish in exactly the same
+way, and one tested copy is better than two.
+
+A :class:`BrokerLink` connects, subscribes to its topics, calls ``on_connected`` (the hub
+republishes the retained directory; a spoke says hello), and reconnects with jittered
+exponential backoff when the broker goes away. Incoming messages skip aiomqtt's
+per-message iterator (a task and an ``asyncio.wait`` each): a sink queue hands them
+straight to the owner. Publishes are QoS 1 from bounded concurrent callers; a PUBACK only
+frees a window slot, it proves nothing (the signed receipts do).
 """
 
 from __future__ import annotations
@@ -21,9 +25,7 @@ from typing import Any
 import aiomqtt
 import structlog
 
-from schemas import topics
-
-log = structlog.get_logger("hubd.transport")
+log = structlog.get_logger("xchg.mqtt")
 
 Sink = Callable[[str, bytes], None]  # (topic, payload), called on the event loop thread
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # PERF-NOTES: p99 57 ms -> 3.8 ms
@@ -54,8 +56,10 @@ class BrokerLink:
         port: int,
         channels: list[str],
         *,
+        subscriptions: list[str],
         client_id: str,
         sink: Sink,
+        will: aiomqtt.Will | None = None,
         on_connected: Callable[[BrokerLink], Awaitable[None]],
         window: int = 256,
         tls: ssl.SSLContext | None = None,
@@ -63,6 +67,7 @@ class BrokerLink:
         backoff_max: float = 30.0,
     ) -> None:
         self.name, self.host, self.port, self.channels = name, host, port, channels
+        self._subscriptions, self._will = subscriptions, will
         self._client_id, self._sink, self._on_connected = client_id, sink, on_connected
         self._window, self._tls = window, tls
         self._backoff = (backoff_initial, backoff_max)
@@ -82,6 +87,7 @@ class BrokerLink:
             max_concurrent_outgoing_calls=self._window,
             socket_options=[NODELAY],
             tls_context=self._tls,
+            will=self._will,
             keepalive=30,
             timeout=30,
         )
@@ -99,9 +105,8 @@ class BrokerLink:
                     # Usable before subscribing: retained presence arrives during the
                     # subscribe calls and releases deliveries that publish at once.
                     self._client = client
-                    for channel in self.channels:
-                        for topic in topics.hub_subscriptions(channel):
-                            await client.subscribe(topic, qos=1)
+                    for topic in self._subscriptions:
+                        await client.subscribe(topic, qos=1)
                     self.connections += 1
                     self.connected.set()
                     log.info("broker.connected", broker=self.name, channels=self.channels)

@@ -1,0 +1,107 @@
+"""The spoke's configuration file (``spoke run --config FILE``).
+
+```toml
+[spoke]
+org = "jl.cc"
+root = "/var/lib/govxchg-spoke/jl.cc"       # outbox/ inbox/ sent/ failed/ signfor/ .spoke/
+sign_key = "/etc/govxchg/jl.cc/jl.cc.sign.key"
+enc_key = "/etc/govxchg/jl.cc/jl.cc.enc.key"
+hub_key = "/etc/govxchg/hub.pub.json"        # pinned at install
+
+[channels.govnet]
+url = "mqtt://hub.example:1883"              # or mqtts:// with ca, cert, key
+```
+
+Relative paths resolve against the configuration file's folder.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schemas.brokers import BrokerURL
+from schemas.errors import ConfigError
+from schemas.ids import ChannelId, OrgId
+
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SpokeSection(_Section):
+    org: OrgId
+    root: Path
+    sign_key: Path
+    enc_key: Path
+    hub_key: Path
+
+
+class Limits(_Section):
+    max_file_bytes: Annotated[int, Field(ge=1)] = 2 * 1024**3  # one file of a drop
+    max_files: Annotated[int, Field(ge=1, le=1000)] = 100  # files in one drop
+    metadata_wait: Seconds = 300.0  # a document without its NAME.meta.* after this: failed/
+    stable_for: Seconds = 1.0  # size and mtime unchanged this long before a drop is taken
+    rescan_every: Seconds = 5.0  # for file systems where inotify misses events
+    resend_every: Seconds = 30.0  # an envelope without ACCEPTED/REJECTED is sent again
+    receipt_flush: Seconds = 0.05  # DELIVERED receipts gathered this long share a signature
+
+
+class Logging(_Section):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class SpokeConfig(_Section):
+    spoke: SpokeSection
+    channels: dict[ChannelId, BrokerURL]
+    limits: Limits = Limits()
+    logging: Logging = Logging()
+
+    @property
+    def org(self) -> str:
+        return self.spoke.org
+
+    def folder(self, name: str) -> Path:
+        return self.spoke.root / name
+
+    @property
+    def work(self) -> Path:
+        return self.spoke.root / ".spoke"
+
+
+def load_config(path: Path) -> SpokeConfig:
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(path), [("", f"cannot read it: {exc.strerror}")]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [("", f"not valid TOML: {exc}")]) from exc
+    try:
+        config = SpokeConfig.model_validate(doc)
+    except ValidationError as exc:
+        problems = [
+            (".".join(str(p) for p in err["loc"]), err["msg"].removeprefix("Value error, "))
+            for err in exc.errors()
+        ]
+        raise ConfigError(str(path), problems) from exc
+    if not config.channels:
+        raise ConfigError(str(path), [("channels", "give at least one [channels.NAME] url")])
+    base = path.parent
+
+    def at(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+    spoke = config.spoke.model_copy(
+        update={k: at(getattr(config.spoke, k)) for k in ("root", "sign_key", "enc_key", "hub_key")}
+    )
+    channels = {
+        name: b.model_copy(update={"ca": at(b.ca), "cert": at(b.cert), "key": at(b.key)})
+        for name, b in config.channels.items()
+    }
+    return config.model_copy(update={"spoke": spoke, "channels": channels})

@@ -1,0 +1,187 @@
+"""The spoke's file-system rules: names it accepts, names it writes, and atomic writes.
+
+A drop's files are taken only if each is a regular file (not a symlink, device or hard
+link), not empty, not over the size limit, and named in a way every receiving system can
+store: valid UTF-8, no path separators or ``..``, no control characters, no Windows
+reserved names. Received files are written under sanitised names for the same reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schemas.localfs import atomic_write, fsync_dir
+
+MAX_NAME_BYTES = 255
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {
+    f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)
+}
+_WINDOWS_BAD = set('<>:"|?*')
+
+
+@dataclass(frozen=True)
+class Refusal(Exception):  # noqa: N818 - a refusal is a value that also travels as an exception
+    """Why a drop is not sent: a rule id, a sentence with the values, and what to do."""
+
+    rule: str
+    message: str
+    hint: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"[{self.rule}] {self.message} {self.hint}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "message": self.message,
+            "hint": self.hint,
+            "values": self.values,
+        }
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot travel as a file name, or None if it can."""
+    if any("\udc80" <= c <= "\udcff" for c in name):  # os.fsdecode's undecodable bytes
+        return "is not valid UTF-8"
+    if not name or name in {".", ".."}:
+        return "is empty or a dot name"
+    if "/" in name or "\\" in name:
+        return "contains a path separator ('/' or '\\\\'), which could climb out of a folder"
+    if name.startswith(".."):
+        return "starts with '..'"
+    if any(unicodedata.category(c) in {"Cc", "Cf"} and c != "\u200d" for c in name):
+        return "contains a control character"
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        return f"is longer than {MAX_NAME_BYTES} bytes"
+    if _WINDOWS_BAD & set(name):
+        return 'contains one of < > : " | ? *, which Windows file systems refuse'
+    stem = name.split(".", 1)[0].rstrip(" ").upper()
+    if stem in _WINDOWS_RESERVED:
+        return f"is the Windows reserved device name {stem}"
+    if name.endswith((" ", ".")):
+        return "ends with a space or a dot, which Windows file systems drop"
+    return None
+
+
+def sanitise(name: str, taken: set[str]) -> str:
+    """A name safe to write on any file system, unique among ``taken`` (which it updates)."""
+    clean = "".join(
+        "_" if (c in _WINDOWS_BAD or unicodedata.category(c) == "Cc") else c for c in name
+    )
+    clean = clean.replace("/", "_").replace("\\", "_").strip().rstrip(". ") or "file"
+    if clean.startswith("."):
+        clean = "_" + clean[1:]
+    stem, dot, ext = clean.partition(".")
+    if stem.upper() in _WINDOWS_RESERVED:
+        clean = f"_{stem}{dot}{ext}"
+    while len(clean.encode("utf-8")) > 200:
+        clean = clean[:-1]
+    candidate, n = clean, 2
+    while candidate.lower() in {t.lower() for t in taken}:
+        base, dot, ext = clean.rpartition(".")
+        candidate = f"{base} ({n}).{ext}" if dot and base else f"{clean} ({n})"
+        n += 1
+    taken.add(candidate)
+    return candidate
+
+
+def check_regular(path: Path, *, max_bytes: int) -> int:
+    """The size of ``path`` if it is a file the spoke may send; Refusal otherwise."""
+    st = path.lstat()
+    shown = path.name
+    if stat.S_ISLNK(st.st_mode):
+        raise Refusal(
+            "drop.symlink",
+            f"'{shown}' is a symbolic link.",
+            "Put the file itself in the outbox, not a link to it.",
+            {"file": shown},
+        )
+    if not stat.S_ISREG(st.st_mode):
+        raise Refusal(
+            "drop.not_a_file",
+            f"'{shown}' is not a regular file (a device, a pipe or a socket).",
+            "Only ordinary files can be sent.",
+            {"file": shown},
+        )
+    if st.st_nlink > 1:
+        raise Refusal(
+            "drop.hard_link",
+            f"'{shown}' has {st.st_nlink} hard links.",
+            "Copy the file into the outbox instead of linking it, so it cannot change "
+            "while it is sent.",
+            {"file": shown, "links": st.st_nlink},
+        )
+    if st.st_size == 0:
+        raise Refusal(
+            "drop.empty_file",
+            f"'{shown}' is empty (0 bytes).",
+            "Check that the document was written completely.",
+            {"file": shown},
+        )
+    if st.st_size > max_bytes:
+        raise Refusal(
+            "drop.file_too_large",
+            f"'{shown}' is {st.st_size} bytes; the limit is {max_bytes}.",
+            "Split the document, or ask the operator to raise [limits] max_file_bytes.",
+            {"file": shown, "size": st.st_size, "limit": max_bytes},
+        )
+    return st.st_size
+
+
+def write_json(path: Path, value: Any, *, mode: int = 0o644) -> None:
+    data = json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, data.encode("utf-8"), mode=mode)
+
+
+def unique_path(folder: Path, name: str) -> Path:
+    """``folder/name``, or ``folder/name (2)``... if taken."""
+    candidate, n = folder / name, 2
+    while candidate.exists() or candidate.is_symlink():
+        candidate = folder / f"{name} ({n})"
+        n += 1
+    return candidate
+
+
+def durable_rename(src: Path, dest: Path) -> None:
+    """Rename and make both folders' entries durable."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    src.rename(dest)
+    fsync_dir(dest.parent)
+    if src.parent != dest.parent:
+        fsync_dir(src.parent)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file in ``folder`` (one level) and the folder itself."""
+    for entry in folder.iterdir():
+        if entry.is_file():
+            fd = os.open(entry, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fsync_dir(folder)
+
+
+_DROP_SUFFIXES = (".meta.toml", ".meta.json")
+_IGNORED = re.compile(r"(^\.)|(\.part$)|(\.tmp$)|(\.error\.(txt|json)$)")
+
+
+def is_ignored(name: str) -> bool:
+    """Dot-files and ``*.part`` / ``*.tmp`` are never picked up."""
+    return bool(_IGNORED.search(name))
+
+
+def meta_payload_name(meta_name: str) -> str | None:
+    for suffix in _DROP_SUFFIXES:
+        if meta_name.endswith(suffix) and len(meta_name) > len(suffix):
+            return meta_name[: -len(suffix)]
+    return None
