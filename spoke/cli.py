@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from schemas.clock import ms_to_text
+from schemas.errors import ConfigError, XchgError
+from schemas.ids import parse_msg_id
+from schemas.localfs import atomic_write
+from schemas.logsetup import configure as configure_logs
+from spoke.agent import SpokeAgent
+from spoke.config import SpokeConfig, load_config
 from spoke.keygen import generate_org_keys
+from spoke.state import SpokeState
+from spoke.tools import make_drop, status_table
 
 app = typer.Typer(
     name="spoke",
@@ -50,12 +60,106 @@ def keygen(
 def run(
     config: Annotated[Path, typer.Option(help="Spoke configuration file")],
 ) -> None:
-    """Run the spoke agent (outbox -> hub -> inbox)."""
-    typer.echo(
-        f"spoke run: the spoke agent is not built yet (issue 4); config {config} was not read",
-        err=True,
-    )
-    raise typer.Exit(2)
+    """Run the spoke agent (outbox -> hub -> inbox) until SIGTERM."""
+    settings = _config(config, "spoke run")
+    configure_logs(settings.logging.format, settings.logging.level)
+    try:
+        agent = SpokeAgent(settings)
+    except (OSError, ValueError, XchgError) as exc:
+        raise _fail("spoke run", exc) from exc
+    run_loop(agent.run())
+
+
+@app.command()
+def send(
+    files: Annotated[list[Path], typer.Argument(help="The document and its attachments")],
+    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
+    to: Annotated[str, typer.Option(help="主送: organisations or @groups, comma-separated")],
+    classification: Annotated[str, typer.Option(help="密级, e.g. 内部 or 机密★1年")],
+    type_: Annotated[str, typer.Option("--type", help="文种, e.g. 通知 or REPORT")],
+    title: Annotated[str, typer.Option(help="标题")],
+    cc: Annotated[str, typer.Option(help="抄送: comma-separated")] = "",
+    precedence: Annotated[str, typer.Option(help="紧急程度: 平件 加急 特急 特提")] = "ROUTINE",
+    doc_number: Annotated[str | None, typer.Option(help="发文字号")] = None,
+    signatory: Annotated[str | None, typer.Option(help="签发人")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="The drop's name (default: first file's)")
+    ] = None,
+) -> None:
+    """Send a document: writes it into the outbox as a drop, exactly as an integrator would."""
+    settings = _config(config, "spoke send")
+    meta: dict[str, object] = {
+        "to": to,
+        "cc": cc,
+        "classification": classification,
+        "precedence": precedence,
+        "doc_type": type_,
+        "title": title,
+    }
+    if doc_number:
+        meta["doc_number"] = doc_number
+    if signatory:
+        meta["signatory"] = signatory
+    try:
+        drop = make_drop(settings.folder("outbox"), files, meta, name=name)
+    except (OSError, ValueError) as exc:
+        raise _fail("spoke send", exc) from exc
+    typer.echo(f"queued as the drop '{drop}' in {settings.folder('outbox')}; the agent sends it")
+    typer.echo("follow it with: spoke status --config " + str(config))
+
+
+@app.command()
+def status(
+    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
+    msg_id: Annotated[str | None, typer.Argument(help="One message (32 hex digits)")] = None,
+    limit: Annotated[int, typer.Option(help="How many recent sends")] = 20,
+) -> None:
+    """Recent sends and their receipts, as a table."""
+    settings = _config(config, "spoke status")
+    state = SpokeState(settings.work / "state.db")
+    try:
+        typer.echo(status_table(state, msg_id=msg_id, limit=limit))
+    finally:
+        state.close()
+
+
+@app.command("sign-for")
+def sign_for(
+    msg_id: Annotated[str, typer.Argument(help="The document's msg_id (its inbox folder name)")],
+    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
+) -> None:
+    """签收: tell the sender a person or system has acknowledged the document."""
+    settings = _config(config, "spoke sign-for")
+    try:
+        parse_msg_id(msg_id)
+    except ValueError as exc:
+        raise _fail("spoke sign-for", exc) from exc
+    if not (settings.folder("inbox") / msg_id).is_dir():
+        raise _fail("spoke sign-for", ValueError(f"{msg_id} is not in {settings.folder('inbox')}"))
+    request = settings.folder("signfor") / msg_id
+    atomic_write(request, b"", mode=0o644)
+    typer.echo(f"sign-for requested ({request}); the agent sends SIGNED_FOR to the sender")
+
+
+def _config(path: Path, command: str) -> SpokeConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise _fail(command, exc) from exc
+
+
+def _fail(command: str, exc: BaseException) -> typer.Exit:
+    typer.echo(f"{command}: {exc}", err=True)
+    return typer.Exit(2)
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop  # noqa: PLC0415 - optional accelerator
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 def main() -> None:

@@ -67,11 +67,18 @@ class Demo:
         print(_hubctl("keys", "init", "--out", str(self.hub_dir)))
         print(
             _hubctl(
-                "directory", "build", "--topology", str(topology), "--keys", str(self.orgs_dir),
-                "--hub-key", str(self.hub_dir / "hub.sign.key"),
-                "--out", str(self.hub_dir / "directory.bin"),
+                "directory",
+                "build",
+                "--topology",
+                str(topology),
+                "--keys",
+                str(self.orgs_dir),
+                "--hub-key",
+                str(self.hub_dir / "hub.sign.key"),
+                "--out",
+                str(self.hub_dir / "directory.bin"),
             )
-        )  # fmt: skip
+        )
         pinned = HubPublicKey.load((self.hub_dir / "hub.pub.json").read_bytes(), source="hub.pub")
         verified = verify_directory(
             (self.hub_dir / "directory.bin").read_bytes(), pinned.public, now=_now()
@@ -131,41 +138,65 @@ class Demo:
             directory,
             "报告 农安县 -> 长春市",
             Draft(
-                sender="jl.cc.nongan", to=("jl.cc",), classification=Classification.INTERNAL,
-                precedence=Precedence.URGENT, doc_type=DocType.REPORT,
-                title="关于秋粮收购情况的报告", signatory="王某", created_at=now,
+                sender="jl.cc.nongan",
+                to=("jl.cc",),
+                classification=Classification.INTERNAL,
+                precedence=Precedence.URGENT,
+                doc_type=DocType.REPORT,
+                title="关于秋粮收购情况的报告",
+                signatory="王某",
+                created_at=now,
                 files=[file_entry("报告.txt", "text/plain", report)],
             ),
             [report],
-        )  # fmt: skip
+        )
         secret = b"classified annex"
         secret_draft = Draft(
-            sender="jl.gov", to=("cn.gov",), classification=Classification.SECRET,
-            precedence=Precedence.EXTRA_URGENT, doc_type=DocType.REPORT, title="(classified)",
-            signatory="李某", secrecy_period=SecrecyPeriod.parse("1年"),
-            copy_numbers={"cn.gov": "000001"}, created_at=now,
+            sender="jl.gov",
+            to=("cn.gov",),
+            classification=Classification.SECRET,
+            precedence=Precedence.EXTRA_URGENT,
+            doc_type=DocType.REPORT,
+            title="(classified)",
+            signatory="李某",
+            secrecy_period=SecrecyPeriod.parse("1年"),
+            copy_numbers={"cn.gov": "000001"},
+            created_at=now,
             files=[file_entry("annex.bin", "application/octet-stream", secret)],
-        )  # fmt: skip
+        )
         self.send(directory, "机密★1年 province -> State Council", secret_draft, [secret])
 
         sealed, body = seal_bytes(secret_draft, self.signing("jl.gov"), directory, [secret])
-        self.refuse("same frame on 长春市's topic", lambda: verify_envelope(
-            sealed.frame, directory, expected_sender="jl.cc"))  # fmt: skip
-        self.refuse("header altered in transit", lambda: verify_envelope(
-            sealed.frame.replace(b"EXTRA_URGENT", b"FLASH\x00\x00\x00\x00\x00\x00\x00"),
-            directory))  # fmt: skip
+        self.refuse(
+            "same frame on 长春市's topic",
+            lambda: verify_envelope(sealed.frame, directory, expected_sender="jl.cc"),
+        )
+        self.refuse(
+            "header altered in transit",
+            lambda: verify_envelope(
+                sealed.frame.replace(b"EXTRA_URGENT", b"FLASH\x00\x00\x00\x00\x00\x00\x00"),
+                directory,
+            ),
+        )
         self.refuse(
             "机密 relabelled 内部 and re-signed",
             lambda: self._relabelled(directory, sealed.frame, body),
         )
-        self.refuse("body truncated", lambda: open_bytes(
-            verify_envelope(sealed.frame, directory), "cn.gov",
-            load_encryption_key(key_paths("cn.gov", self.orgs_dir / "cn.gov").enc_key)[1],
-            body[:-10]))  # fmt: skip
+        self.refuse(
+            "body truncated",
+            lambda: open_bytes(
+                verify_envelope(sealed.frame, directory),
+                "cn.gov",
+                load_encryption_key(key_paths("cn.gov", self.orgs_dir / "cn.gov").enc_key)[1],
+                body[:-10],
+            ),
+        )
         forged = SigningKey.generate()
         pinned = HubPublicKey.load((self.hub_dir / "hub.pub.json").read_bytes(), source="hub.pub")
-        self.refuse("directory signed by another key", lambda: verify_directory(
-            sign_directory(directory, forged), pinned.public, now=now))  # fmt: skip
+        self.refuse(
+            "directory signed by another key",
+            lambda: verify_directory(sign_directory(directory, forged), pinned.public, now=now),
+        )
         self._print()
 
     def _relabelled(self, directory: Directory, frame: bytes, body: bytes) -> object:

@@ -153,6 +153,10 @@ class Outbox:
                 del self._seen[key]
         return ready, orphans
 
+    def waiting(self) -> bool:
+        """Something in the outbox is being watched for stability or for its metadata."""
+        return bool(self._seen)
+
     def _waited(self, key: str, now: float) -> bool:
         seen = self._seen.setdefault(key, Seen(("waiting",), now))
         return now - seen.since >= self.metadata_wait

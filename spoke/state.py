@@ -13,15 +13,13 @@ spoke does not need SQLAlchemy in its import path.
 
 from __future__ import annotations
 
-import asyncio
+import json
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbound (
@@ -82,7 +80,11 @@ class Outbound:
 
 
 class SpokeState:
-    """Serialised access to the state file from the event loop (one thread at a time)."""
+    """One connection, one lock; each method is one transaction, durable when it returns.
+
+    Writes fsync (synchronous=FULL): from the event loop, call them through
+    ``asyncio.to_thread``. Reads are cheap and may be called directly.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,35 +98,153 @@ class SpokeState:
         with self._lock:
             self._db.close()
 
-    def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _tx(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                result = fn(self._db)
+                cursor = self._db.execute(sql, args)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-            return result
+            return cursor
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one transaction in a worker thread; durable when it returns."""
-        return await asyncio.to_thread(self._run, fn)
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
 
-    def run_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """The same, synchronously (start-up and the CLI)."""
-        return self._run(fn)
+    # ------------------------------------------------------------------ directory, cursors
 
-    # ------------------------------------------------------------------ queries
+    def directory_frame(self) -> bytes | None:
+        rows = self._read("SELECT frame FROM directory WHERE id = 1")
+        return bytes(rows[0][0]) if rows else None
 
-    @staticmethod
-    def outbound_rows(
-        db: sqlite3.Connection, where: str = "", args: Sequence[Any] = ()
-    ) -> list[Outbound]:
+    def save_directory(self, version: int, digest: bytes, frame: bytes) -> None:
+        self._tx(
+            "INSERT INTO directory (id, version, digest, frame) VALUES (1, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET version = excluded.version, "
+            "digest = excluded.digest, frame = excluded.frame",
+            (version, digest, frame),
+        )
+
+    def cursors(self) -> dict[str, int]:
+        return {c: int(n) for c, n in self._read("SELECT channel, last_seq FROM cursors")}
+
+    def save_cursor(self, channel: str, seq: int) -> None:
+        self._tx(
+            "INSERT INTO cursors (channel, last_seq) VALUES (?, ?) "
+            "ON CONFLICT (channel) DO UPDATE SET last_seq = excluded.last_seq",
+            (channel, seq),
+        )
+
+    # ------------------------------------------------------------------ outbound
+
+    def add_outbound(
+        self, out: Outbound, recipients: Sequence[str], classification: str, precedence: str
+    ) -> None:
+        self._tx(
+            "INSERT INTO outbound (msg_id, name, work, channel, frame, body_path, body_size, "
+            "recipients, classification, precedence, state, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                out.msg_id,
+                out.name,
+                str(out.work),
+                out.channel,
+                out.frame,
+                str(out.body_path),
+                out.body_size,
+                json.dumps(list(recipients)),
+                classification,
+                precedence,
+                out.state,
+                out.created_at,
+            ),
+        )
+
+    def set_outbound_state(self, msg_id: bytes, state: str, at: int) -> None:
+        self._tx(
+            "UPDATE outbound SET state = ?, answered_at = ? WHERE msg_id = ?", (state, at, msg_id)
+        )
+
+    def outbound(self, where: str = "", args: Sequence[Any] = ()) -> list[Outbound]:
+        """Rows matching ``where`` (a fixed SQL fragment; values go in ``args``)."""
         columns = "msg_id, name, work, channel, frame, body_path, body_size, state, created_at"
         query = f"SELECT {columns} FROM outbound {where} ORDER BY created_at"  # noqa: S608
-        rows = db.execute(query, args).fetchall()  # where: fixed fragments, values as args
         return [
             Outbound(bytes(r[0]), r[1], Path(r[2]), r[3], bytes(r[4]), Path(r[5]), r[6], r[7], r[8])
-            for r in rows
+            for r in self._read(query, args)
         ]
+
+    def sealed_from(self, work: Path) -> bool:
+        return bool(self._read("SELECT 1 FROM outbound WHERE work = ?", (str(work),)))
+
+    def summary(self, msg_id: bytes) -> tuple[Any, ...] | None:
+        rows = self._read(
+            "SELECT name, channel, recipients, classification, precedence, state, created_at, "
+            "answered_at FROM outbound WHERE msg_id = ?",
+            (msg_id,),
+        )
+        return tuple(rows[0]) if rows else None
+
+    # ------------------------------------------------------------------ receipts
+
+    def add_receipt(
+        self,
+        *,
+        msg_id: bytes,
+        recipient: str,
+        status: str,
+        at: int,
+        reason: str | None,
+        detail: str | None,
+    ) -> None:
+        self._tx(
+            "INSERT OR IGNORE INTO receipts (msg_id, recipient, status, at, reason, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (msg_id, recipient, status, at, reason, detail),
+        )
+
+    def receipts(self, msg_id: bytes) -> list[tuple[str, str, int, str | None, str | None]]:
+        return [
+            tuple(r)
+            for r in self._read(
+                "SELECT recipient, status, at, reason, detail FROM receipts WHERE msg_id = ? "
+                "ORDER BY at",
+                (msg_id,),
+            )
+        ]
+
+    # ------------------------------------------------------------------ inbound
+
+    def received(self, msg_id: bytes) -> bool:
+        return bool(self._read("SELECT 1 FROM inbound WHERE msg_id = ?", (msg_id,)))
+
+    def add_inbound(
+        self,
+        *,
+        msg_id: bytes,
+        sender: str,
+        channel: str,
+        folder: Path,
+        digest: bytes,
+        classification: str,
+        at: int,
+    ) -> None:
+        self._tx(
+            "INSERT OR IGNORE INTO inbound (msg_id, sender, channel, folder, frame_sha256, "
+            "classification, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (msg_id, sender, channel, str(folder), digest, classification, at),
+        )
+
+    def inbound(self, msg_id: bytes) -> tuple[Any, ...] | None:
+        """(sender, channel, folder, frame_sha256, classification, signed_for_at)."""
+        rows = self._read(
+            "SELECT sender, channel, folder, frame_sha256, classification, signed_for_at "
+            "FROM inbound WHERE msg_id = ?",
+            (msg_id,),
+        )
+        return tuple(rows[0]) if rows else None
+
+    def set_signed_for(self, msg_id: bytes, at: int) -> None:
+        self._tx("UPDATE inbound SET signed_for_at = ? WHERE msg_id = ?", (at, msg_id))

@@ -1,0 +1,284 @@
+"""The spoke agent: outbox -> seal -> hub, hub -> open -> inbox, receipts both ways.
+
+Run with ``spoke run --config FILE``. Everything durable lives under ``[spoke] root``:
+``outbox/ inbox/ sent/ failed/ signfor/`` for integrators, ``.spoke/`` for the agent (its
+state database, sealed bodies waiting for the hub, partial downloads, claimed drops). A
+restart loses nothing: sealed envelopes are resent until the hub answers, claimed drops
+are finished, partial downloads resume. The directory is verified against the pinned hub
+key; without a valid one the spoke sends nothing and says why (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import aiomqtt
+import structlog
+from watchfiles import awatch
+
+from schemas import topics, transport
+from schemas.clock import ms_to_text
+from schemas.directory import verify_directory
+from schemas.errors import PeerError, XchgError
+from schemas.keys import HubPublicKey
+from schemas.localfs import load_encryption_key, load_signing_key
+from schemas.mqttlink import BrokerLink, tls_context
+from schemas.receipts import verify_receipts
+from spoke.config import SpokeConfig
+from spoke.context import SpokeContext
+from spoke.inbox import clean_staging
+from spoke.receiver import Receiver
+from spoke.sender import Sender
+from spoke.state import SpokeState
+
+log = structlog.get_logger("spoke")
+FOLDERS = ("outbox", "inbox", "sent", "failed", "signfor")
+
+
+class SpokeAgent:
+    def __init__(self, config: SpokeConfig) -> None:
+        root = config.spoke.root
+        for name in FOLDERS:
+            (root / name).mkdir(parents=True, exist_ok=True)
+        for name in ("work", "queue", "incoming"):
+            (config.work / name).mkdir(parents=True, exist_ok=True)
+        _, signing = load_signing_key(config.spoke.sign_key)
+        _, encryption = load_encryption_key(config.spoke.enc_key)
+        self.pinned = HubPublicKey.load(
+            config.spoke.hub_key.read_bytes(), source=str(config.spoke.hub_key)
+        )
+        self.ctx = SpokeContext(config, signing, encryption, SpokeState(config.work / "state.db"))
+        self.sender = Sender(self.ctx)
+        self.receiver = Receiver(self.ctx)
+        self.stop_event = asyncio.Event()
+        self._inbound: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._cursor: dict[str, int] = {}
+        self._ahead: dict[str, set[int]] = {}
+        self._wake = asyncio.Event()
+
+    @property
+    def org(self) -> str:
+        return self.ctx.org
+
+    # ================================================================ directory
+
+    def _load_cached_directory(self) -> None:
+        frame = self.ctx.state.directory_frame()
+        if frame is None:
+            return
+        try:
+            self.ctx.verified = verify_directory(frame, self.pinned.public, now=self.ctx.clock())
+        except PeerError as exc:
+            log.warning("directory.cached_refused", reason=exc.reason.value, detail=exc.message)
+
+    async def _directory(self, frame: bytes) -> None:
+        current = self.ctx.verified
+        last = None if current is None else (current.version, current.digest)
+        try:
+            verified = verify_directory(
+                frame, self.pinned.public, now=self.ctx.clock(), last_seen=last
+            )
+        except PeerError as exc:
+            log.error("directory.refused", reason=exc.reason.value, detail=exc.message)
+            return
+        if current is not None and verified.digest == current.digest:
+            return
+        await asyncio.to_thread(
+            self.ctx.state.save_directory, verified.version, verified.digest, verified.frame
+        )
+        self.ctx.verified = verified
+        self._wake.set()
+        log.info(
+            "directory.updated",
+            version=verified.version,
+            expires=ms_to_text(verified.directory.expires_at),
+        )
+
+    # ================================================================ running
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        try:
+            await self._serve()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            self.ctx.state.close()
+
+    def _links(self) -> None:
+        config = self.ctx.config
+        for channel, broker in config.channels.items():
+            tls = None
+            if broker.tls:
+                files = (broker.ca, broker.cert, broker.key)
+                tls = tls_context(*(None if p is None else str(p) for p in files))
+            self.ctx.links[channel] = BrokerLink(
+                channel,
+                broker.host,
+                broker.port,
+                [channel],
+                subscriptions=[topics.down(channel, self.org), topics.directory(channel)],
+                client_id=f"spoke-{self.org}-{channel}",
+                sink=lambda topic, payload: self._inbound.put_nowait((topic, payload)),
+                will=aiomqtt.Will(
+                    topics.presence(channel, self.org), topics.OFFLINE, qos=1, retain=True
+                ),
+                on_connected=self._connected,
+                window=64,
+                tls=tls,
+            )
+
+    async def _serve(self) -> None:
+        self._load_cached_directory()
+        self._cursor = self.ctx.state.cursors()
+        for removed in clean_staging(self.ctx.config.folder("inbox")):
+            log.info("inbox.staging_removed", folder=removed.name)
+        self._links()
+        verified = self.ctx.verified
+        log.info(
+            "spoke.starting",
+            org=self.org,
+            channels=list(self.ctx.links),
+            root=str(self.ctx.config.spoke.root),
+            directory_version=None if verified is None else verified.version,
+        )
+        links_stop = asyncio.Event()
+        async with asyncio.TaskGroup() as tasks:
+            for link in self.ctx.links.values():
+                tasks.create_task(link.run(links_stop), name=f"spoke.link.{link.name}")
+            work = [
+                tasks.create_task(self._inbound_loop(), name="spoke.inbound"),
+                tasks.create_task(self._outbox_loop(), name="spoke.outbox"),
+                tasks.create_task(self._watch(), name="spoke.watch"),
+                tasks.create_task(self._resend_loop(), name="spoke.resend"),
+                tasks.create_task(self._receipt_loop(), name="spoke.receipts"),
+            ]
+            await self.stop_event.wait()
+            log.info("spoke.stopping")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await self.receiver.flush()
+            for task in work:
+                task.cancel()
+            self.sender.stop()
+            for channel, link in self.ctx.links.items():
+                with contextlib.suppress(TimeoutError):
+                    presence = topics.presence(channel, self.org)
+                    await asyncio.wait_for(link.publish(presence, topics.OFFLINE, retain=True), 2)
+            links_stop.set()
+        log.info("spoke.stopped")
+
+    async def _connected(self, link: BrokerLink) -> None:
+        channel = link.name
+        await link.publish(topics.presence(channel, self.org), topics.ONLINE, retain=True)
+        hello = transport.HelloMsg(self._cursor.get(channel, 0))
+        await link.publish(topics.up(channel, self.org), transport.encode(hello))
+        log.info("spoke.connected", channel=channel, last_seq=hello.last_seq)
+        await self.sender.republish(channel)
+
+    # ================================================================ loops
+
+    async def _watch(self) -> None:
+        """inotify through watchfiles; the periodic rescan covers file systems that miss events."""
+        folders = [self.ctx.config.folder("outbox"), self.ctx.config.folder("signfor")]
+        async for _ in awatch(*folders, stop_event=self.stop_event, debounce=50, step=20):
+            self._wake.set()
+
+    async def _outbox_loop(self) -> None:
+        limits = self.ctx.config.limits
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), limits.rescan_every)
+            self._wake.clear()
+            try:
+                await self.sender.scan()
+                await self.receiver.sign_for_requests(self.ctx.config.folder("signfor"))
+            except (OSError, XchgError):
+                log.exception("outbox.scan_failed")
+            if self.sender.outbox.waiting():
+                # something is settling: look again once it may have been stable long enough
+                await asyncio.sleep(min(limits.stable_for, limits.rescan_every) / 2)
+                self._wake.set()
+
+    async def _resend_loop(self) -> None:
+        every = self.ctx.config.limits.resend_every
+        while True:
+            await asyncio.sleep(every)
+            await self.sender.republish(older_than_ms=int(every * 1000))
+
+    async def _receipt_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.ctx.config.limits.receipt_flush)
+            await self.receiver.flush()
+
+    async def _inbound_loop(self) -> None:
+        while True:
+            topic, payload = await self._inbound.get()
+            try:
+                await self._on_message(topic, payload)
+            except (XchgError, OSError):
+                log.exception("message.failed", topic=topic)
+
+    async def _on_message(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        if len(parts) == 4 and parts[3] == "directory":
+            await self._directory(payload)
+            return
+        where = topics.parse(topic)
+        if where is None or where.kind is not topics.Kind.DOWN or where.org != self.org:
+            return  # amqtt hands reconnecting clients other clients' retained messages too
+        try:
+            message = transport.decode(payload)
+        except PeerError as exc:
+            log.warning(
+                "message.refused",
+                channel=where.channel,
+                reason=exc.reason.value,
+                detail=exc.message,
+            )
+            return
+        match message:
+            case transport.EnvelopeMsg(frame, body):
+                await self.receiver.envelope(where.channel, frame, body)
+            case transport.ChunkMsg(msg_id, offset, data):
+                await self.receiver.chunk(msg_id, offset, data)
+            case transport.ReceiptsMsg(frame, seq):
+                await self._receipts(where.channel, frame, seq)
+            case transport.ResumeMsg(msg_id, offset):
+                self.sender.resume(msg_id, offset)
+            case _:
+                pass
+
+    async def _receipts(self, channel: str, frame: bytes, seq: int) -> None:
+        ahead = self._ahead.setdefault(channel, set())
+        if seq and (seq <= self._cursor.get(channel, 0) or seq in ahead):
+            return  # numbered batches may come twice (live, and replayed after a hello)
+        directory = self.ctx.directory()
+        if directory is None:
+            return
+        try:
+            verified = verify_receipts(frame, directory)
+        except PeerError as exc:
+            log.warning(
+                "receipt.refused", channel=channel, reason=exc.reason.value, detail=exc.message
+            )
+            return
+        for entry in verified.batch.entries:
+            await asyncio.to_thread(self.sender.receipt, entry)
+        if seq:
+            ahead.add(seq)
+            cursor = self._cursor.get(channel, 0)
+            while (
+                cursor + 1 in ahead
+            ):  # the highest contiguous number: the hub replays what follows
+                cursor += 1
+                ahead.discard(cursor)
+            self._cursor[channel] = cursor
+            await asyncio.to_thread(self.ctx.state.save_cursor, channel, cursor)

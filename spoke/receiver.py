@@ -1,0 +1,277 @@
+"""Receiving: envelopes from the hub into ``inbox/<msg_id>/``, then a signed DELIVERED.
+
+DELIVERED is sent only after the inbox folder is durable; a msg_id already received is
+never written twice (it is answered with DELIVERED again, since the hub resends until it
+hears one). Large bodies arrive in chunks, staged in ``.spoke/incoming/<msg_id>.part`` so
+a broken download resumes where it stopped. Sign-for (签收) sends SIGNED_FOR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from schemas import transport
+from schemas.directory import Directory
+from schemas.envelope import VerifiedEnvelope, verify_envelope
+from schemas.errors import PeerError
+from schemas.ids import msg_id_text
+from schemas.labels import Classification
+from schemas.localfs import atomic_write
+from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
+from spoke.context import SpokeContext
+from spoke.inbox import InboxWrite, mark_signed_for
+
+log = structlog.get_logger("spoke.inbox")
+
+
+@dataclass
+class Incoming:
+    """A chunked body arriving from the hub, staged to disk."""
+
+    envelope: VerifiedEnvelope
+    channel: str
+    part: Path
+    received: int
+
+
+class Receiver:
+    def __init__(self, ctx: SpokeContext) -> None:
+        self.ctx = ctx
+        self.inbox = ctx.config.folder("inbox")
+        self.incoming = ctx.config.work / "incoming"
+        self._transfers: dict[bytes, Incoming] = {}
+        self._pending: dict[tuple[str, str], list[ReceiptEntry]] = defaultdict(list)
+
+    # ------------------------------------------------------------------ envelopes
+
+    async def envelope(self, channel: str, frame: bytes, body: bytes | None) -> None:
+        directory = self.ctx.directory()
+        if directory is None:
+            log.warning("inbox.no_directory", channel=channel)
+            return
+        try:
+            envelope = verify_envelope(frame, directory)
+        except PeerError as exc:
+            log.error("inbox.refused", channel=channel, reason=exc.reason.value, detail=exc.message)
+            return
+        header = envelope.header
+        if self.ctx.org not in header.keys:
+            log.warning("inbox.not_for_us", msg_id=header.msg_id_text, sender=header.sender)
+            return
+        if self.ctx.state.received(header.msg_id):
+            log.info("inbox.duplicate", msg_id=header.msg_id_text, sender=header.sender)
+            self.acknowledge(envelope, channel, ReceiptStatus.DELIVERED)
+            return
+        if body is not None:
+            await self._write(directory, envelope, channel, body=body)
+            return
+        transfer = self._transfers.get(header.msg_id)
+        if transfer is None:
+            part = self.incoming / f"{header.msg_id_text}.part"
+            size = await asyncio.to_thread(_size, part)
+            transfer = self._transfers[header.msg_id] = Incoming(envelope, channel, part, size)
+        resume = transport.ResumeMsg(header.msg_id, transfer.received)
+        await self.ctx.publish_up(channel, transport.encode(resume))
+
+    async def chunk(self, msg_id: bytes, offset: int, data: bytes) -> None:
+        transfer = self._transfers.get(msg_id)
+        if transfer is None or offset != transfer.received:
+            return  # not announced, or out of order: the hub resends from where we stand
+        await asyncio.to_thread(_append, transfer.part, data)
+        transfer.received += len(data)
+        if transfer.received < transfer.envelope.body.size:
+            return
+        del self._transfers[msg_id]
+        directory = self.ctx.directory()
+        if directory is None:
+            return
+        await self._write(directory, transfer.envelope, transfer.channel, path=transfer.part)
+
+    async def _write(
+        self,
+        directory: Directory,
+        envelope: VerifiedEnvelope,
+        channel: str,
+        *,
+        body: bytes | None = None,
+        path: Path | None = None,
+    ) -> None:
+        header = envelope.header
+        received = self.ctx.clock()
+        try:
+            folder = await asyncio.to_thread(
+                functools.partial(
+                    self._write_sync,
+                    directory=directory,
+                    envelope=envelope,
+                    channel=channel,
+                    received=received,
+                    body=body,
+                    path=path,
+                )
+            )
+        except PeerError as exc:
+            log.error(
+                "inbox.refused",
+                msg_id=header.msg_id_text,
+                sender=header.sender,
+                reason=exc.reason.value,
+                detail=exc.message,
+            )
+            if path is not None:
+                await asyncio.to_thread(path.unlink, missing_ok=True)
+            return
+        log.info(
+            "inbox.received",
+            msg_id=header.msg_id_text,
+            sender=header.sender,
+            folder=folder.name,
+            classification=header.classification.name,
+            precedence=header.precedence.name,
+        )
+        self.acknowledge(envelope, channel, ReceiptStatus.DELIVERED)
+
+    def _write_sync(
+        self,
+        *,
+        directory: Directory,
+        envelope: VerifiedEnvelope,
+        channel: str,
+        received: int,
+        body: bytes | None,
+        path: Path | None,
+    ) -> Path:
+        writer = InboxWrite(self.inbox, envelope, self.ctx.org, self.ctx.encryption)
+        try:
+            if body is not None:
+                writer.feed(body)
+            elif path is not None:
+                writer.feed_file(path)
+            folder = writer.commit(directory, received_at=received, channel=channel)
+        except BaseException:
+            writer.abort()
+            raise
+        header = envelope.header
+        self.ctx.state.add_inbound(
+            msg_id=header.msg_id,
+            sender=header.sender,
+            channel=channel,
+            folder=folder,
+            digest=envelope.digest,
+            classification=header.classification.name,
+            at=received,
+        )
+        if path is not None:
+            path.unlink(missing_ok=True)
+        return folder
+
+    # ------------------------------------------------------------------ receipts out
+
+    def acknowledge(self, envelope: VerifiedEnvelope, channel: str, status: ReceiptStatus) -> None:
+        """Queue a signed receipt; batches go out per (original sender, channel)."""
+        header = envelope.header
+        self._queue(
+            msg_id=header.msg_id,
+            sender=header.sender,
+            channel=channel,
+            subject=envelope.digest,
+            label=header.classification,
+            status=status,
+        )
+
+    def _queue(
+        self,
+        *,
+        msg_id: bytes,
+        sender: str,
+        channel: str,
+        subject: bytes,
+        label: Classification,
+        status: ReceiptStatus,
+    ) -> None:
+        entry = ReceiptEntry(
+            msg_id=msg_id,
+            recipient=self.ctx.org,
+            status=status,
+            at=self.ctx.clock(),
+            subject=subject,
+            classification=label,
+            reason=None,
+            detail=None,
+            retriable=False,
+        )
+        self._pending[(sender, channel)].append(entry)
+
+    async def flush(self) -> None:
+        """One signature per original sender: the hub forwards each batch unchanged."""
+        pending, self._pending = self._pending, defaultdict(list)
+        for (sender, channel), entries in pending.items():
+            frame = sign_receipts(self.ctx.org, self.ctx.signing, entries, at=self.ctx.clock())
+            if not await self.ctx.publish_up(
+                channel, transport.encode(transport.ReceiptsMsg(frame, 0))
+            ):
+                self._pending[(sender, channel)].extend(entries)  # not connected: next flush
+
+    # ------------------------------------------------------------------ sign-for
+
+    async def sign_for(self, msg_id: bytes) -> bool:
+        """签收: send SIGNED_FOR for a document in the inbox; False if it is not there."""
+        row = self.ctx.state.inbound(msg_id)
+        if row is None:
+            return False
+        sender, channel, folder, digest, label, signed = row
+        self._queue(
+            msg_id=msg_id,
+            sender=sender,
+            channel=channel,
+            subject=bytes(digest),
+            label=Classification[label],
+            status=ReceiptStatus.SIGNED_FOR,
+        )
+        if signed is None:
+            at = self.ctx.clock()
+            await asyncio.to_thread(self.ctx.state.set_signed_for, msg_id, at)
+            await asyncio.to_thread(mark_signed_for, Path(folder), at)
+        log.info("inbox.signed_for", msg_id=msg_id_text(msg_id), sender=sender)
+        return True
+
+    async def sign_for_requests(self, folder: Path) -> None:
+        """The file convention: an empty file ``signfor/<msg_id>`` asks for 签收."""
+        for request in await asyncio.to_thread(_requests, folder):
+            name = request.name.removesuffix(".signfor")
+            try:
+                msg_id = bytes.fromhex(name) if len(name) == 32 and name == name.lower() else b""
+            except ValueError:
+                msg_id = b""
+            if len(msg_id) != 16 or not await self.sign_for(msg_id):
+                problem = (
+                    f"'{request.name}' does not name a document in this spoke's inbox: name the "
+                    "request file exactly after the document's inbox folder (its msg_id).\n"
+                )
+                await asyncio.to_thread(
+                    atomic_write, folder / f"{request.name}.error.txt", problem.encode(), mode=0o644
+                )
+            await asyncio.to_thread(request.unlink, missing_ok=True)
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _append(path: Path, data: bytes) -> None:
+    with path.open("ab") as handle:
+        handle.write(data)
+
+
+def _requests(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".error.txt")
+    )

@@ -1,0 +1,407 @@
+"""Sending: outbox drops -> checks -> sealed envelopes -> hub, and the answers back.
+
+A drop is claimed into ``.spoke/work/<token>/``, checked (:func:`spoke.outbox.prepare`),
+sealed into ``.spoke/queue/<msg_id>.body`` and recorded, durably, before it is published.
+It is published again after every reconnect and every ``resend_every`` seconds until the
+hub's ACCEPTED or REJECTED arrives. ACCEPTED moves the drop to ``sent/<msg_id>/`` with a
+``status.json`` that the recipients' receipts keep up to date; any refusal moves it to
+``failed/`` with ``NAME.error.txt`` and ``NAME.error.json``. The original bytes are never
+altered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import mimetypes
+import os
+from pathlib import Path
+
+import structlog
+
+from schemas import transport
+from schemas.clock import ms_to_text
+from schemas.directory import Directory
+from schemas.errors import XchgError
+from schemas.ids import msg_id_text
+from schemas.localfs import atomic_write
+from schemas.receipts import ReceiptEntry, ReceiptStatus
+from schemas.seal import Draft, describe_file, seal_streams
+from spoke.context import SpokeContext
+from spoke.files import Refusal, durable_rename, unique_path, write_json
+from spoke.outbox import Claimed, Orphan, Outbox, Prepared, prepare
+from spoke.state import Outbound
+
+log = structlog.get_logger("spoke.outbox")
+STATUS_ORDER = ["PENDING", "DELIVERED", "SIGNED_FOR", "EXPIRED", "DEAD"]
+
+
+class Sender:
+    def __init__(self, ctx: SpokeContext) -> None:
+        self.ctx = ctx
+        config = ctx.config
+        self.failed = config.folder("failed")
+        self.sent = config.folder("sent")
+        self.queue = config.work / "queue"
+        self.outbox = Outbox(
+            config.folder("outbox"),
+            config.work / "work",
+            config.limits.stable_for,
+            config.limits.metadata_wait,
+        )
+        self._uploads: dict[bytes, asyncio.Task[None]] = {}
+        self._no_directory_logged = False
+
+    # ------------------------------------------------------------------ the outbox
+
+    async def scan(self) -> None:
+        directory = self.ctx.directory()
+        if directory is None:
+            if not self._no_directory_logged:
+                log.warning(
+                    "spoke.no_directory",
+                    detail="no valid directory yet: drops wait "
+                    "in the outbox until a fresh one arrives from the hub",
+                )
+                self._no_directory_logged = True
+            return
+        self._no_directory_logged = False
+        for claimed in await asyncio.to_thread(self.outbox.recover):
+            await self._process(claimed, directory)
+        ready, orphans = await asyncio.to_thread(self.outbox.scan)
+        for orphan in orphans:
+            await asyncio.to_thread(self._fail_orphan, orphan)
+        for name, meta_name in ready:
+            claimed = await asyncio.to_thread(self.outbox.claim, name, meta_name)
+            log.info("drop.claimed", name=name, work=claimed.work.name)
+            await self._process(claimed, directory)
+
+    async def _process(self, claimed: Claimed, directory: Directory) -> None:
+        if self.ctx.state.sealed_from(claimed.work):
+            return  # sealed before a restart; waiting for the hub's answer
+        limits = self.ctx.config.limits
+        try:
+            prepared = await asyncio.to_thread(
+                prepare,
+                claimed,
+                org=self.ctx.org,
+                directory=directory,
+                max_file_bytes=limits.max_file_bytes,
+                max_files=limits.max_files,
+            )
+            out = await asyncio.to_thread(self._seal, prepared, directory)
+        except Refusal as refusal:
+            await asyncio.to_thread(self._fail, claimed, refusal)
+            return
+        except XchgError as exc:
+            unsealed = Refusal(
+                "drop.not_sealed",
+                f"the drop could not be sealed: {exc}.",
+                "Make sure no file changes while it is in the outbox, then drop it again.",
+                {},
+            )
+            await asyncio.to_thread(self._fail, claimed, unsealed)
+            return
+        await self.publish(out)
+
+    def _seal(self, prepared: Prepared, directory: Directory) -> Outbound:
+        meta = prepared.metadata
+        entries = []
+        for name, path in prepared.files:
+            with path.open("rb") as source:
+                entries.append(describe_file(name, _media_type(name), source))
+        recipients = (*prepared.to, *prepared.cc)
+        copies = (
+            {r: f"{i:06d}" for i, r in enumerate(recipients, 1)}  # 份号, one per recipient
+            if meta.classification.is_state_secret
+            else {}
+        )
+        draft = Draft(
+            sender=self.ctx.org,
+            to=prepared.to,
+            cc=prepared.cc,
+            classification=meta.classification,
+            precedence=meta.precedence,
+            doc_type=meta.doc_type,
+            title=meta.title,
+            created_at=self.ctx.clock(),
+            files=entries,
+            expires_at=meta.expires_ms,
+            in_reply_to=meta.in_reply_to_bytes,
+            doc_number=meta.doc_number,
+            signatory=meta.signatory,
+            secrecy_period=meta.secrecy_period,
+            copy_numbers=copies,
+            directive=meta.directive,
+            date=None if meta.date is None else meta.date.isoformat(),
+        )
+        partial = self.queue / f".{prepared.claimed.work.name}.body.tmp"
+        sources = [path.open("rb") for _, path in prepared.files]
+        try:
+            with partial.open("wb") as sink:
+                sealed = seal_streams(draft, self.ctx.signing, directory, sources, sink)
+                sink.flush()
+                os.fsync(sink.fileno())
+        finally:
+            for source in sources:
+                source.close()
+        header = sealed.header
+        body = self.queue / f"{header.msg_id_text}.body"
+        partial.replace(body)
+        out = Outbound(
+            msg_id=header.msg_id,
+            name=prepared.claimed.name,
+            work=prepared.claimed.work,
+            channel=prepared.channel,
+            frame=sealed.frame,
+            body_path=body,
+            body_size=sealed.body.size,
+            state="QUEUED",
+            created_at=draft.created_at,
+        )
+        self.ctx.state.add_outbound(
+            out, recipients, header.classification.name, header.precedence.name
+        )
+        log.info(
+            "drop.sealed",
+            name=out.name,
+            msg_id=header.msg_id_text,
+            recipients=len(recipients),
+            classification=header.classification.name,
+            precedence=header.precedence.name,
+            channel=out.channel,
+        )
+        return out
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(self, out: Outbound) -> None:
+        """Send the envelope: inline when small; else the head, and chunks when asked."""
+        if out.body_size <= transport.INLINE_BODY_MAX:
+            body = await asyncio.to_thread(out.body_path.read_bytes)
+            await self.ctx.publish_up(
+                out.channel, transport.encode(transport.EnvelopeMsg(out.frame, body))
+            )
+        else:  # the hub answers a head with "resume from N"
+            await self.ctx.publish_up(
+                out.channel, transport.encode(transport.EnvelopeMsg(out.frame, None))
+            )
+
+    async def republish(self, channel: str | None = None, older_than_ms: int | None = None) -> None:
+        """Every envelope still waiting for the hub's answer (after a reconnect, or a while)."""
+        where, args = "WHERE state = 'QUEUED'", []
+        if channel is not None:
+            where, args = where + " AND channel = ?", [channel]
+        for out in self.ctx.state.outbound(where, args):
+            if older_than_ms is not None and out.created_at > self.ctx.clock() - older_than_ms:
+                continue
+            upload = self._uploads.get(out.msg_id)
+            if upload is not None and not upload.done():
+                continue
+            await self.publish(out)
+
+    def resume(self, msg_id: bytes, offset: int) -> None:
+        """The hub holds ``offset`` bytes of our body: send the rest, chunk by chunk."""
+        rows = self.ctx.state.outbound("WHERE msg_id = ? AND state = 'QUEUED'", [msg_id])
+        if not rows:
+            return
+        previous = self._uploads.pop(msg_id, None)
+        if previous is not None:
+            previous.cancel()
+        self._uploads[msg_id] = asyncio.get_running_loop().create_task(self._pump(rows[0], offset))
+
+    async def _pump(self, out: Outbound, offset: int) -> None:
+        position = offset
+        with out.body_path.open("rb") as handle:
+            handle.seek(position)
+            while position < out.body_size:
+                data = handle.read(transport.CHUNK_BYTES)
+                if not data:
+                    return
+                message = transport.encode(transport.ChunkMsg(out.msg_id, position, data))
+                if not await self.ctx.publish_up(out.channel, message):
+                    return  # the connection dropped: the next head asks where to resume
+                position += len(data)
+
+    def stop(self) -> None:
+        for task in self._uploads.values():
+            task.cancel()
+
+    # ------------------------------------------------------------------ answers
+
+    def receipt(self, entry: ReceiptEntry) -> None:
+        """A receipt about something we sent (blocking: call it in a worker thread)."""
+        state = self.ctx.state
+        if entry.msg_id is not None:
+            rows = state.outbound("WHERE msg_id = ?", [entry.msg_id])
+        elif entry.status is ReceiptStatus.REJECTED:  # refused bytes: match them by their hash
+            queued = state.outbound("WHERE state = 'QUEUED'")
+            rows = [o for o in queued if hashlib.sha256(o.frame).digest() == entry.subject]
+        else:
+            rows = []
+        if not rows:
+            return
+        out = rows[0]
+        if entry.status is ReceiptStatus.ACCEPTED and out.state == "QUEUED":
+            self._accepted(out, entry.at)
+        elif entry.status is ReceiptStatus.REJECTED and out.state == "QUEUED":
+            self._rejected(out, entry)
+        elif entry.recipient is not None:
+            # DELIVERED / SIGNED_FOR from a recipient, EXPIRED / DEAD from the hub about one
+            state.add_receipt(
+                msg_id=out.msg_id,
+                recipient=entry.recipient,
+                status=entry.status.value,
+                at=entry.at,
+                reason=entry.reason,
+                detail=entry.detail,
+            )
+            log.info(
+                "drop.receipt",
+                status=entry.status.value,
+                msg_id=msg_id_text(out.msg_id),
+                recipient=entry.recipient,
+            )
+            self.write_status(out.msg_id)
+
+    def _accepted(self, out: Outbound, at: int) -> None:
+        folder = self.sent / msg_id_text(out.msg_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        if out.work.exists():
+            for item in list(out.work.iterdir()):
+                durable_rename(item, folder / item.name)
+            with contextlib.suppress(OSError):
+                out.work.rmdir()
+        self.ctx.state.set_outbound_state(out.msg_id, "ACCEPTED", at)
+        out.body_path.unlink(missing_ok=True)
+        log.info("drop.accepted", name=out.name, msg_id=msg_id_text(out.msg_id))
+        self.write_status(out.msg_id)
+
+    def _rejected(self, out: Outbound, entry: ReceiptEntry) -> None:
+        refusal = Refusal(
+            entry.reason or "hub.rejected",
+            f"the hub refused it: {entry.detail}",
+            _hint(entry.reason, retriable=entry.retriable),
+            {"reason": entry.reason, "retriable": entry.retriable},
+        )
+        self._fail(
+            Claimed(out.name, out.work, _meta_name(out.work, out.name)), refusal, msg_id=out.msg_id
+        )
+        self.ctx.state.set_outbound_state(out.msg_id, "REJECTED", entry.at)
+        out.body_path.unlink(missing_ok=True)
+
+    def write_status(self, msg_id: bytes) -> None:
+        folder = self.sent / msg_id_text(msg_id)
+        summary = self.ctx.state.summary(msg_id)
+        if summary is None or not folder.exists():
+            return
+        name, channel, recipients_json, label, precedence, state, created, answered = summary
+        recipients: dict[str, dict[str, object]] = {
+            r: {"status": "PENDING"} for r in json.loads(recipients_json)
+        }
+        for recipient, status, at, reason, detail in self.ctx.state.receipts(msg_id):
+            info = recipients.setdefault(recipient, {"status": "PENDING"})
+            info[f"{status.lower()}_at"] = ms_to_text(at)
+            if reason:
+                info["reason"], info["detail"] = reason, detail
+            if STATUS_ORDER.index(status) > STATUS_ORDER.index(str(info["status"])):
+                info["status"] = status
+        write_json(
+            folder / "status.json",
+            {
+                "msg_id": msg_id_text(msg_id),
+                "name": name,
+                "channel": channel,
+                "classification": label,
+                "precedence": precedence,
+                "hub": state,
+                "created_at": ms_to_text(created),
+                "accepted_at": None if answered is None else ms_to_text(answered),
+                "recipients": recipients,
+            },
+        )
+
+    # ------------------------------------------------------------------ failed/
+
+    def _fail(self, claimed: Claimed, refusal: Refusal, *, msg_id: bytes | None = None) -> None:
+        """Move a drop to failed/ unchanged, with NAME.error.txt and NAME.error.json."""
+        target = unique_path(self.failed, claimed.name)
+        if claimed.payload.exists() or claimed.payload.is_symlink():
+            durable_rename(claimed.payload, target)
+        if claimed.meta.exists():
+            suffix = claimed.meta_name[len(claimed.name) :]
+            durable_rename(claimed.meta, self.failed / f"{target.name}{suffix}")
+        self._write_error(target.name, refusal, msg_id)
+        with contextlib.suppress(OSError):
+            claimed.work.rmdir()
+        log.warning(
+            "drop.failed",
+            name=claimed.name,
+            rule=refusal.rule,
+            detail=refusal.message,
+            msg_id=None if msg_id is None else msg_id_text(msg_id),
+        )
+
+    def _fail_orphan(self, orphan: Orphan) -> None:
+        target = unique_path(self.failed, orphan.name)
+        durable_rename(self.outbox.folder / orphan.name, target)
+        self._write_error(target.name, orphan.refusal, None)
+        log.warning(
+            "drop.failed", name=orphan.name, rule=orphan.refusal.rule, detail=orphan.refusal.message
+        )
+
+    def _write_error(self, name: str, refusal: Refusal, msg_id: bytes | None) -> None:
+        at = ms_to_text(self.ctx.clock())
+        lines = [
+            f"{name} was not sent.",
+            "",
+            f"Why: {refusal.message}",
+            f"What to do: {refusal.hint}",
+            "",
+            f"Rule: {refusal.rule}",
+            f"When: {at}",
+        ]
+        if msg_id is not None:
+            lines.append(f"msg_id: {msg_id_text(msg_id)}")
+        lines.append("The document and its metadata are next to this file, unchanged.")
+        atomic_write(
+            self.failed / f"{name}.error.txt", ("\n".join(lines) + "\n").encode(), mode=0o644
+        )
+        write_json(
+            self.failed / f"{name}.error.json",
+            {
+                **refusal.as_json(),
+                "name": name,
+                "at": at,
+                "msg_id": None if msg_id is None else msg_id_text(msg_id),
+            },
+        )
+
+
+def _meta_name(work: Path, name: str) -> str:
+    for suffix in (".meta.toml", ".meta.json"):
+        if (work / f"{name}{suffix}").exists():
+            return f"{name}{suffix}"
+    return f"{name}.meta.toml"
+
+
+def _hint(reason: str | None, *, retriable: bool) -> str:
+    if retriable:
+        return "The hub could not take it now; drop the document again later."
+    if reason is None:
+        return "Ask the hub operator."
+    if reason.startswith("policy."):
+        return "Change the label or the recipients so that the rule is met, then drop it again."
+    if reason == "replay.clock_skew":
+        return "Set this server's clock right (NTP), then drop the document again."
+    if reason.startswith(("sig.", "directory.", "envelope.")):
+        return "This organisation's keys or directory may be out of date: ask the hub operator."
+    return (
+        "Correct what the reason names and drop the document again; ask the hub operator if unsure."
+    )
+
+
+def _media_type(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
