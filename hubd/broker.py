@@ -11,10 +11,44 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from typing import Any
 
 from amqtt.broker import Broker
 
 from schemas.errors import ConfigError, TransportError
+
+
+class _Snapshot(dict[str, Any]):
+    """A dict whose iteration works on a copy of its keys.
+
+    amqtt 0.12 iterates its subscription table while awaiting inside the loop; a client
+    subscribing meanwhile raised "dictionary changed size during iteration" and left the
+    connecting client without a CONNACK (seen when five spokes start at once).
+    """
+
+    def __iter__(self) -> Any:
+        return iter(list(super().keys()))
+
+
+class _Broker(Broker):  # type: ignore[misc]
+    """amqtt's broker with two defects of 0.12.1 worked around."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self._subscriptions = _Snapshot()
+
+    async def _publish_retained_messages_for_subscription(
+        self,
+        subscription: tuple[str, int],
+        session: Any,
+    ) -> None:
+        # On connect, amqtt offers a new client the retained messages of *every* client's
+        # subscriptions (a leak: a spoke would see other spokes' presence). Only the
+        # client's own subscriptions may bring it retained messages.
+        holders = self._subscriptions.get(subscription[0], ())
+        if not any(s.client_id == session.client_id for s, _ in holders):
+            return
+        await super()._publish_retained_messages_for_subscription(subscription, session)
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -59,7 +93,7 @@ class EmbeddedBroker:
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
             },
         }
-        broker = Broker(config)
+        broker = _Broker(config)
         try:
             await broker.start()
         except Exception as exc:

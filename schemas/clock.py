@@ -7,6 +7,9 @@ from datetime import UTC, datetime
 DAY_MS = 24 * 60 * 60 * 1000
 
 
-def ms_to_text(ms: int) -> str:
-    """ISO 8601 in UTC, to the second: what operators read in tables and logs."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def ms_to_text(ms: int, *, precise: bool = False) -> str:
+    """ISO 8601 in UTC, to the second (or the millisecond): what people read."""
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    if precise:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

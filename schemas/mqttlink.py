@@ -89,7 +89,7 @@ class BrokerLink:
             tls_context=self._tls,
             will=self._will,
             keepalive=30,
-            timeout=30,
+            timeout=10,  # a CONNACK takes milliseconds; do not hang on a broken broker
         )
         client.pending_calls_threshold = self._window * 4  # expected, not a warning
         return client

@@ -1,235 +1,454 @@
-"""``make demo``: the wire contract end to end, on the Jilin topology, in a scratch folder.
+"""``make demo``: the hub and five spokes on one machine, and documents that show the mission.
 
-Until the hub daemon and spoke agents exist this shows what they stand on: keys for every
-organisation, a hub-signed directory, documents sealed once for many recipients, the
-hub's verification without any decryption key, recipients opening them, and the
-refusals that tampering and forgery meet. ``hubctl`` is run as a command, as an
-operator would.
+In a scratch folder (``demo-run/``): keys for every organisation of the Jilin topology, a
+signed directory, the hub on its embedded broker (a free port) and SQLite, and the spokes
+of 国务院办公厅, 吉林省人民政府办公厅, 长春市, 农安县 and 卫生厅 as separate processes. Documents
+are dropped into outboxes exactly as an integrator would, and the demo watches the
+folders (sent/, failed/, inbox/) to print what happened. Everything stops at the end;
+``--keep`` leaves it running to explore.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import shutil
+import signal
+import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-from schemas.clock import ms_to_text
-from schemas.codec import FRAME_LIMITS, HDR_LIMITS, HEADER_LIMITS, decode_map, encode
-from schemas.directory import Directory, sign_directory, verify_directory
+from schemas.directory import verify_directory
 from schemas.display import table
-from schemas.envelope import encode_frame, verify_envelope
-from schemas.errors import PeerError
-from schemas.keys import DOMAIN_HEADER, HubPublicKey, SigningKey
-from schemas.labels import Classification, DocType, Precedence, SecrecyPeriod
-from schemas.localfs import load_encryption_key, load_signing_key
-from schemas.seal import Draft, file_entry, open_bytes, seal_bytes
+from schemas.keys import HubPublicKey
 from schemas.topology import parse_topology
-from spoke.keygen import generate_org_keys, key_paths
+from spoke.keygen import generate_org_keys
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+SPOKES = {
+    "cn.gov": "国务院办公厅",
+    "jl.gov": "吉林省人民政府办公厅",
+    "jl.cc": "长春市",
+    "jl.cc.nongan": "农安县",
+    "jl.dept.health": "卫生厅",
+}
+BACKLOG = 200  # routine documents queued for 卫生厅 while it is offline
+Status = dict[str, Any]  # a sent/<msg_id>/status.json
+T = TypeVar("T")
+
+
+def meta(**fields: str) -> str:
+    """A NAME.meta.toml: keys quoted, so Chinese field names (主送, 密级...) work too."""
+    return "".join(
+        f"{json.dumps(k, ensure_ascii=False)} = {json.dumps(v, ensure_ascii=False)}\n"
+        for k, v in fields.items()
+    )
+
+
+NOTICE = meta(
+    主送="@prefectures",
+    密级="内部",
+    文种="通知",
+    标题="关于做好今冬明春供暖保障工作的通知",
+    发文字号="吉政办发〔2026〕12号",
+)
+REPORT = meta(
+    to="jl.cc",
+    classification="INTERNAL",
+    precedence="加急",
+    doc_type="报告",
+    title="关于秋粮收购情况的报告",
+    signatory="王某",
+)
+SECRET_REPORT = meta(
+    主送="cn.gov",
+    密级="机密★1年",
+    紧急程度="特急",
+    文种="报告",
+    标题="（涉密标题不显示）",
+    签发人="李某",
+)
+EMERGENCY = meta(
+    to="jl.dept.health",
+    classification="内部",
+    precedence="特急",
+    doc_type="应急",
+    title="关于立即启动应急预案的紧急通知",
+)
 
 
 def _now() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _hubctl(*args: str) -> str:
-    done = subprocess.run(  # noqa: S603 - our own console script, fixed arguments
-        [str(BIN / "hubctl"), *args], check=True, capture_output=True, text=True
-    )
-    return done.stdout.strip()
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
-def _short(orgs: list[str]) -> str:
-    return ", ".join(orgs[:3]) + ("…" if len(orgs) > 3 else "")
+def _wait(what: str, check: Callable[[], T | bool | None], timeout: float = 20.0) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result  # type: ignore[return-value]
+        time.sleep(0.05)
+    raise SystemExit(f"demo: gave up waiting for {what} after {timeout:.0f} s; see demo-run/*.log")
+
+
+@dataclass
+class Row:
+    document: str
+    route: str
+    labels: str
+    channel: str
+    outcome: str
+    receipts: str
+    time: str
 
 
 class Demo:
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch
-        self.orgs_dir = scratch / "certs" / "orgs"
-        self.hub_dir = scratch / "certs" / "hub"
-        self.rows: list[tuple[str, str, str]] = []
+        self.port = _free_port()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.rows: list[Row] = []
 
-    def setup(self) -> Directory:
+    # ------------------------------------------------------------------ set up
+
+    def setup(self) -> None:
+        if self.scratch.exists():
+            shutil.rmtree(self.scratch)
+        (self.scratch / "keys").mkdir(parents=True)
         topology = REPO / "config" / "topology.toml"
-        text = topology.read_text(encoding="utf-8")
-        orgs = [org.id for org in parse_topology(text, source=str(topology)).orgs]
+        orgs = [
+            o.id
+            for o in parse_topology(topology.read_text(encoding="utf-8"), source=str(topology)).orgs
+        ]
         for org in orgs:
-            generate_org_keys(org, self.orgs_dir / org, now=_now(), valid_days=730)
-        print(f"keys: {len(orgs)} organisations, each with a signing and an encryption key")
-        print(_hubctl("keys", "init", "--out", str(self.hub_dir)))
+            generate_org_keys(org, self.scratch / "keys" / "orgs" / org, now=_now(), valid_days=365)
+        hub_keys = self.scratch / "keys" / "hub"
+        self._run("hubctl", "keys", "init", "--out", str(hub_keys))
+        self._run(
+            "hubctl",
+            "directory",
+            "build",
+            "--topology",
+            str(topology),
+            "--keys",
+            str(self.scratch / "keys" / "orgs"),
+            "--hub-key",
+            str(hub_keys / "hub.sign.key"),
+            "--out",
+            str(hub_keys / "directory.bin"),
+            "--valid-days",
+            "7",
+        )
+        hub_toml = [
+            "[hub]",
+            'directory = "keys/hub/directory.bin"',
+            'key = "keys/hub/hub.sign.key"',
+            'state_dir = "hub-state"',
+            "",
+            "[broker]",
+            "enabled = true",
+            f'listen = "127.0.0.1:{self.port}"',
+            "",
+            "[delivery]",
+            "retry_initial = 5.0",
+            "",
+            "[logging]",
+            'format = "json"',
+        ]
+        (self.scratch / "hub.toml").write_text("\n".join(hub_toml) + "\n", encoding="utf-8")
         print(
-            _hubctl(
-                "directory",
-                "build",
-                "--topology",
-                str(topology),
-                "--keys",
-                str(self.orgs_dir),
-                "--hub-key",
-                str(self.hub_dir / "hub.sign.key"),
-                "--out",
-                str(self.hub_dir / "directory.bin"),
+            f"keys for {len(orgs)} organisations, a signed directory; hub on 127.0.0.1:{self.port}"
+        )
+        directory = self._directory()
+        for org in SPOKES:
+            channels = directory["channels"][org]
+            lines = [
+                "[spoke]",
+                f'org = "{org}"',
+                f'root = "{org}"',
+                f'sign_key = "keys/orgs/{org}/{org}.sign.key"',
+                f'enc_key = "keys/orgs/{org}/{org}.enc.key"',
+                'hub_key = "keys/hub/hub.pub.json"',
+                "",
+                "[limits]",
+                "stable_for = 0.3",
+                "rescan_every = 1.0",
+                "resend_every = 10.0",
+                "receipt_flush = 0.02",
+                "",
+                "[logging]",
+                'format = "json"',
+            ]
+            for channel in channels:
+                lines += ["", f"[channels.{channel}]", f'url = "mqtt://127.0.0.1:{self.port}"']
+            (self.scratch / f"{org}.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def _directory(self) -> dict[str, dict[str, list[str]]]:
+        hub = self.scratch / "keys" / "hub"
+        pinned = HubPublicKey.load((hub / "hub.pub.json").read_bytes(), source="hub.pub.json")
+        d = verify_directory(
+            (hub / "directory.bin").read_bytes(), pinned.public, now=_now()
+        ).directory
+        return {"channels": {o.id: list(o.channels) for o in d.orgs}}
+
+    def _run(self, tool: str, *args: str) -> str:
+        command = [str(BIN / tool), *args]  # our own console scripts
+        done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=self.scratch)
+        return done.stdout
+
+    def start(self, name: str) -> None:
+        if name == "hub":
+            command = [sys.executable, "-m", "hubd", "run", "--config", "hub.toml"]
+        else:
+            command = [sys.executable, "-m", "spoke", "run", "--config", f"{name}.toml"]
+        with (self.scratch / f"{name}.log").open("ab") as log:
+            self.procs[name] = subprocess.Popen(
+                command, cwd=self.scratch, stdout=log, stderr=subprocess.STDOUT
             )
-        )
-        pinned = HubPublicKey.load((self.hub_dir / "hub.pub.json").read_bytes(), source="hub.pub")
-        verified = verify_directory(
-            (self.hub_dir / "directory.bin").read_bytes(), pinned.public, now=_now()
-        )
-        print(
-            f"directory v{verified.version} verified against the pinned hub key {pinned.kid}; "
-            f"expires {ms_to_text(verified.directory.expires_at)}\n"
-        )
-        return verified.directory
 
-    def signing(self, org: str) -> SigningKey:
-        return load_signing_key(key_paths(org, self.orgs_dir / org).sign_key)[1]
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(15)
 
-    def send(self, directory: Directory, what: str, draft: Draft, contents: list[bytes]) -> None:
-        started = time.perf_counter()
-        sealed, body = seal_bytes(draft, self.signing(draft.sender), directory, contents)
-        envelope = verify_envelope(sealed.frame, directory, expected_sender=draft.sender)
-        opened = []
-        for recipient in envelope.header.recipients:
-            key = load_encryption_key(key_paths(recipient, self.orgs_dir / recipient).enc_key)[1]
-            _, files = open_bytes(envelope, recipient, key, body)
-            if files != contents:
-                raise SystemExit(f"demo: {recipient} read other bytes than were sent; a bug")
-            opened.append(recipient)
-        ms = (time.perf_counter() - started) * 1000
-        label = f"{draft.classification} {draft.precedence.zh} {draft.doc_type.zh}"
-        self.rows.append(
-            (what, label, f"opened by {len(opened)} ({_short(opened)}) in {ms:.1f} ms")
-        )
+    def _logged(self, name: str, event: str) -> bool:
+        path = self.scratch / f"{name}.log"
+        return path.exists() and f'"event": "{event}"' in path.read_text(errors="replace")
 
-    def refuse(self, what: str, attempt: Callable[[], object]) -> None:
-        try:
-            attempt()
-        except PeerError as exc:
-            self.rows.append((what, "refused", f"{exc.reason.value}: {exc.message}"))
-            return
-        raise SystemExit(f"demo: {what} was NOT refused; this is a bug")
+    # ------------------------------------------------------------------ helpers
+
+    def folder(self, org: str, name: str) -> Path:
+        return self.scratch / org / name
+
+    def drop(self, org: str, name: str, content: str, meta: str) -> float:
+        outbox = self.folder(org, "outbox")
+        (outbox / name).write_text(content, encoding="utf-8")
+        (outbox / f"{name}.meta.toml").write_text(meta, encoding="utf-8")  # the commit marker, last
+        return time.monotonic()
+
+    def sent(self, org: str, name: str) -> Status | None:
+        for status in self.folder(org, "sent").glob("*/status.json"):
+            data: Status = json.loads(status.read_text(encoding="utf-8"))
+            if data["name"] == name:
+                return data
+        return None
+
+    def failed(self, org: str, name: str) -> Status | None:
+        path = self.folder(org, "failed") / f"{name}.error.json"
+        if not path.exists():
+            return None
+        data: Status = json.loads(path.read_text(encoding="utf-8"))
+        return data
+
+    def delivered(self, org: str, name: str, recipient: str, *, status: str = "") -> Status | None:
+        """The sender's status.json once ``recipient`` has confirmed (or says ``status``)."""
+        data = self.sent(org, name)
+        if data is None:
+            return None
+        got = data["recipients"].get(recipient, {}).get("status")
+        wanted = {status} if status else {"DELIVERED", "SIGNED_FOR"}
+        return data if got in wanted else None
+
+    # ------------------------------------------------------------------ the story
 
     def run(self) -> None:
-        directory = self.setup()
-        now = _now()
-        notice = "关于做好今冬明春供暖保障工作的通知".encode()
-        draft = Draft(
-            sender="jl.gov",
-            to=directory.expand(["@prefectures"]),
-            classification=Classification.INTERNAL,
-            precedence=Precedence.ROUTINE,
-            doc_type=DocType.NOTICE,
-            title="关于做好今冬明春供暖保障工作的通知",
-            doc_number="吉政办发〔2026〕12号",
-            created_at=now,
-            files=[file_entry("通知.txt", "text/plain", notice)],
-        )
-        self.send(directory, "通知 province -> @prefectures", draft, [notice])
-        report = "农安县关于秋粮收购情况的报告".encode()
-        self.send(
-            directory,
-            "报告 农安县 -> 长春市",
-            Draft(
-                sender="jl.cc.nongan",
-                to=("jl.cc",),
-                classification=Classification.INTERNAL,
-                precedence=Precedence.URGENT,
-                doc_type=DocType.REPORT,
-                title="关于秋粮收购情况的报告",
-                signatory="王某",
-                created_at=now,
-                files=[file_entry("报告.txt", "text/plain", report)],
-            ),
-            [report],
-        )
-        secret = b"classified annex"
-        secret_draft = Draft(
-            sender="jl.gov",
-            to=("cn.gov",),
-            classification=Classification.SECRET,
-            precedence=Precedence.EXTRA_URGENT,
-            doc_type=DocType.REPORT,
-            title="(classified)",
-            signatory="李某",
-            secrecy_period=SecrecyPeriod.parse("1年"),
-            copy_numbers={"cn.gov": "000001"},
-            created_at=now,
-            files=[file_entry("annex.bin", "application/octet-stream", secret)],
-        )
-        self.send(directory, "机密★1年 province -> State Council", secret_draft, [secret])
+        started = time.monotonic()
+        self.setup()
+        self.start("hub")
+        _wait("the hub", lambda: self._logged("hub", "hub.ready"))
+        for org in SPOKES:
+            self.start(org)
+        for org in SPOKES:
+            _wait(f"{org} to connect", functools.partial(self._logged, org, "directory.updated"))
+        print(f"hub and {len(SPOKES)} spokes running ({', '.join(SPOKES.values())})\n")
 
-        sealed, body = seal_bytes(secret_draft, self.signing("jl.gov"), directory, [secret])
-        self.refuse(
-            "same frame on 长春市's topic",
-            lambda: verify_envelope(sealed.frame, directory, expected_sender="jl.cc"),
+        t = self.drop(
+            "jl.gov", "供暖通知.txt", "各市（州）人民政府：请做好今冬明春供暖保障工作。", NOTICE
         )
-        self.refuse(
-            "header altered in transit",
-            lambda: verify_envelope(
-                sealed.frame.replace(b"EXTRA_URGENT", b"FLASH\x00\x00\x00\x00\x00\x00\x00"),
-                directory,
-            ),
+        data = _wait("the notice", lambda: self.delivered("jl.gov", "供暖通知.txt", "jl.cc"))
+        self._row(
+            "通知",
+            "吉林省政府办公厅 -> @prefectures (9)",
+            "INTERNAL 内部 平件",
+            data,
+            recipient="jl.cc",
+            t0=t,
         )
-        self.refuse(
-            "机密 relabelled 内部 and re-signed",
-            lambda: self._relabelled(directory, sealed.frame, body),
-        )
-        self.refuse(
-            "body truncated",
-            lambda: open_bytes(
-                verify_envelope(sealed.frame, directory),
-                "cn.gov",
-                load_encryption_key(key_paths("cn.gov", self.orgs_dir / "cn.gov").enc_key)[1],
-                body[:-10],
-            ),
-        )
-        forged = SigningKey.generate()
-        pinned = HubPublicKey.load((self.hub_dir / "hub.pub.json").read_bytes(), source="hub.pub")
-        self.refuse(
-            "directory signed by another key",
-            lambda: verify_directory(sign_directory(directory, forged), pinned.public, now=now),
-        )
-        self._print()
 
-    def _relabelled(self, directory: Directory, frame: bytes, body: bytes) -> object:
-        """A sender lowers 机密 to 内部 and re-signs: the hub accepts the header, the
-        recipient's inner check refuses it."""
-        outer = decode_map(frame, FRAME_LIMITS)
-        hdr = decode_map(outer["hdr"], HDR_LIMITS)
-        core = decode_map(hdr["core"], HEADER_LIMITS)
-        core["classification"] = "INTERNAL"
-        core["secrecy_period"] = None
-        new_hdr = encode({"core": encode(core), "body": hdr["body"]})
-        signer = self.signing("jl.gov")
-        refr = encode_frame("jl.gov", signer.kid, new_hdr, signer.sign(DOMAIN_HEADER, new_hdr))
-        envelope = verify_envelope(refr, directory)
-        key = load_encryption_key(key_paths("cn.gov", self.orgs_dir / "cn.gov").enc_key)[1]
-        return open_bytes(envelope, "cn.gov", key, body)
+        t = self.drop(
+            "jl.cc.nongan",
+            "秋粮收购报告.txt",
+            "长春市人民政府：现将我县秋粮收购情况报告如下。",
+            REPORT,
+        )
+        data = _wait(
+            "the report", lambda: self.delivered("jl.cc.nongan", "秋粮收购报告.txt", "jl.cc")
+        )
+        self._row("报告", "农安县 -> 长春市", "INTERNAL 内部 加急", data, recipient="jl.cc", t0=t)
 
-    def _print(self) -> None:
-        print(table(("document", "labels", "outcome"), self.rows))
+        t = self.drop("jl.gov", "涉密报告.txt", "机密内容", SECRET_REPORT)
+        data = _wait(
+            "the SECRET report", lambda: self.delivered("jl.gov", "涉密报告.txt", "cn.gov")
+        )
+        msg_id = str(data["msg_id"])
+        (self.folder("cn.gov", "signfor") / msg_id).touch()  # 签收 by the file convention
+        signed = _wait(
+            "SIGNED_FOR",
+            lambda: self.delivered("jl.gov", "涉密报告.txt", "cn.gov", status="SIGNED_FOR"),
+        )
+        self._row(
+            "机密 报告",
+            "吉林省政府办公厅 -> 国务院办公厅",
+            "SECRET 机密★1年 特急",
+            signed,
+            recipient="cn.gov",
+            t0=t,
+        )
+
+        self.drop(
+            "jl.gov", "涉密报告-长春.txt", "机密内容", SECRET_REPORT.replace('"cn.gov"', '"jl.cc"')
+        )
+        error = _wait("the refusal", lambda: self.failed("jl.gov", "涉密报告-长春.txt"))
+        assert isinstance(error, dict)  # noqa: S101
+        self.rows.append(
+            Row(
+                "机密 报告",
+                "吉林省政府办公厅 -> 长春市",
+                "SECRET 机密★1年",
+                "-",
+                f"refused ({error['rule']})",
+                "nothing left the spoke; see below",
+                "-",
+            )
+        )
+
+        self._precedence()
+        print(
+            table(
+                ("document", "route", "labels", "channel", "outcome", "receipts", "time"),
+                [
+                    (r.document, r.route, r.labels, r.channel, r.outcome, r.receipts, r.time)
+                    for r in self.rows
+                ],
+            )
+        )
+        print(f"\nwhy 长春市 was refused: {error['message']}")
+        print(f"what to do: {error['hint']}")
+        print(
+            f"\nall of it in {time.monotonic() - started:.1f} s; the folders are in {self.scratch}/"
+        )
+
+    def _row(
+        self, doc: str, route: str, labels: str, data: Status, *, recipient: str, t0: float
+    ) -> None:
+        recipients = data["recipients"]
+        done = sum(1 for r in recipients.values() if r.get("status") in {"DELIVERED", "SIGNED_FOR"})
+        waiting = len(recipients) - done
+        statuses = f"ACCEPTED; {recipient}: {recipients.get(recipient, {}).get('status')}"
+        if waiting:
+            statuses += f"; {waiting} waiting (their spokes are not running)"
+        self.rows.append(
+            Row(
+                doc,
+                route,
+                labels,
+                str(data.get("channel")),
+                f"delivered to {done}/{len(recipients)}",
+                statuses,
+                f"{(time.monotonic() - t0) * 1000:.0f} ms",
+            )
+        )
+
+    def _precedence(self) -> None:
+        """卫生厅 goes offline; routine letters pile up; a 特急 emergency notice overtakes them."""
+        self.stop("jl.dept.health")
+        outbox = self.folder("jl.gov", "outbox")
+        for i in range(BACKLOG):
+            (outbox / f"函-{i:03d}.txt").write_text(f"例行函件 {i}", encoding="utf-8")
+        for i in range(BACKLOG):
+            letter = meta(
+                to="jl.dept.health", classification="内部", doc_type="函", title=f"例行函件 {i}"
+            )
+            (outbox / f"函-{i:03d}.txt.meta.toml").write_text(letter, encoding="utf-8")
+        _wait(
+            "the backlog to be accepted",
+            lambda: len(list(self.folder("jl.gov", "sent").iterdir())) >= BACKLOG + 2,
+            40,
+        )
+        t = self.drop("jl.gov", "应急通知.txt", "紧急通知：请立即启动应急预案。", EMERGENCY)
+        _wait("the emergency notice to be accepted", lambda: self.sent("jl.gov", "应急通知.txt"))
+        self.start("jl.dept.health")
+        data = _wait(
+            "the emergency notice",
+            lambda: self.delivered("jl.gov", "应急通知.txt", "jl.dept.health"),
+            40,
+        )
+        _wait(
+            "the backlog",
+            lambda: len(list(self.folder("jl.dept.health", "inbox").iterdir())) >= BACKLOG + 1,
+            40,
+        )
+        order = sorted(
+            (json.loads((p / "meta.json").read_text(encoding="utf-8"))["received_at"], p)
+            for p in self.folder("jl.dept.health", "inbox").iterdir()
+            if p.is_dir() and not p.name.startswith(".")
+        )
+        position = next(
+            i
+            for i, (_, p) in enumerate(order, 1)
+            if json.loads((p / "meta.json").read_text(encoding="utf-8"))["precedence"]
+            == "EXTRA_URGENT"
+        )
+        self.rows.append(
+            Row(
+                "应急 通知",
+                f"吉林省政府办公厅 -> 卫生厅 (+{BACKLOG} 函 queued)",
+                "INTERNAL 内部 特急",
+                str(data["channel"]),
+                f"arrived {position} of {len(order)}",
+                f"ACCEPTED; overtook {len(order) - position} routine 函",
+                f"{(time.monotonic() - t) * 1000:.0f} ms",
+            )
+        )
+
+    def shutdown(self) -> None:
+        for name in list(self.procs):
+            if name != "hub":
+                self.stop(name)
+        self.stop("hub")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument("--keep", action="store_true", help="leave the hub and spokes running")
+    parser.add_argument("--folder", type=Path, default=Path("demo-run"), help="scratch folder")
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="govxchg-demo-"))
+    demo = Demo(args.folder.resolve())
     try:
-        Demo(scratch).run()
-    finally:
-        if args.keep:
-            print(f"\nscratch folder kept: {scratch}")
-        else:
-            shutil.rmtree(scratch)
+        demo.run()
+    except BaseException:
+        demo.shutdown()
+        raise
+    if args.keep:
+        print("\nstill running (--keep): drop files into demo-run/<org>/outbox/ and watch inbox/;")
+        print(f"stop with: kill {' '.join(str(p.pid) for p in demo.procs.values())}")
+        return
+    demo.shutdown()
+    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ class InboxWrite:
             "in_reply_to": None if header.in_reply_to is None else header.in_reply_to.hex(),
             "created_at": ms_to_text(header.created_at),
             "expires_at": None if header.expires_at is None else ms_to_text(header.expires_at),
-            "received_at": ms_to_text(received_at),
+            "received_at": ms_to_text(received_at, precise=True),
             "channel": channel,
             "files": [
                 {
@@ -116,7 +116,10 @@ class InboxWrite:
                 for name, f in zip(self._names, inner.files, strict=True)
             ],
             "verified": "sender signature, inner signature and every file's SHA-256",
-            "receipts": {"delivered_at": ms_to_text(received_at), "signed_for_at": None},
+            "receipts": {
+                "delivered_at": ms_to_text(received_at, precise=True),
+                "signed_for_at": None,
+            },
         }
         write_json(self.staging / META, meta)
         fsync_tree(self.staging)
@@ -145,5 +148,5 @@ def mark_signed_for(folder: Path, at: int) -> None:
     """Record the SIGNED_FOR time in the document's meta.json (atomically)."""
     path = folder / META
     meta = json.loads(path.read_text(encoding="utf-8"))
-    meta["receipts"]["signed_for_at"] = ms_to_text(at)
+    meta["receipts"]["signed_for_at"] = ms_to_text(at, precise=True)
     write_json(path, meta)

@@ -173,7 +173,9 @@ class Outbox:
         return Claimed(name, work, meta_name)
 
     def recover(self) -> list[Claimed]:
-        """Work folders a previous run left: finish claims cut in half by a crash."""
+        """Work folders a previous run left: finish claims cut in half by a crash.
+
+        Only at start-up, before anything else touches the work area."""
         found: list[Claimed] = []
         if not self.work.exists():
             return found

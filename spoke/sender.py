@@ -53,6 +53,7 @@ class Sender:
         )
         self._uploads: dict[bytes, asyncio.Task[None]] = {}
         self._no_directory_logged = False
+        self._recovered = False
 
     # ------------------------------------------------------------------ the outbox
 
@@ -68,8 +69,10 @@ class Sender:
                 self._no_directory_logged = True
             return
         self._no_directory_logged = False
-        for claimed in await asyncio.to_thread(self.outbox.recover):
-            await self._process(claimed, directory)
+        if not self._recovered:  # once, at start: claims a crash cut in half
+            self._recovered = True
+            for claimed in await asyncio.to_thread(self.outbox.recover):
+                await self._process(claimed, directory)
         ready, orphans = await asyncio.to_thread(self.outbox.scan)
         for orphan in orphans:
             await asyncio.to_thread(self._fail_orphan, orphan)
@@ -303,7 +306,7 @@ class Sender:
         }
         for recipient, status, at, reason, detail in self.ctx.state.receipts(msg_id):
             info = recipients.setdefault(recipient, {"status": "PENDING"})
-            info[f"{status.lower()}_at"] = ms_to_text(at)
+            info[f"{status.lower()}_at"] = ms_to_text(at, precise=True)
             if reason:
                 info["reason"], info["detail"] = reason, detail
             if STATUS_ORDER.index(status) > STATUS_ORDER.index(str(info["status"])):
@@ -317,8 +320,8 @@ class Sender:
                 "classification": label,
                 "precedence": precedence,
                 "hub": state,
-                "created_at": ms_to_text(created),
-                "accepted_at": None if answered is None else ms_to_text(answered),
+                "created_at": ms_to_text(created, precise=True),
+                "accepted_at": None if answered is None else ms_to_text(answered, precise=True),
                 "recipients": recipients,
             },
         )
