@@ -490,12 +490,19 @@ def format_table(rows: list[Result]) -> str:
 
 
 def write_doc(table: str, args: argparse.Namespace) -> None:
+    command = "python bench/e2e.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}"
+        for k, v in vars(args).items()
+        if k not in {"write", "mode", "profile"}
+    )
+    replace_block("e2e", command, table)
+
+
+def replace_block(name: str, command: str, table: str) -> None:
+    """Put ``table`` between the <!-- name:start/end --> markers of docs/benchmarks.md."""
     doc = REPO / "docs" / "benchmarks.md"
     text = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n"
-    start, end = "<!-- e2e:start -->", "<!-- e2e:end -->"
-    command = "python bench/e2e.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in {"write", "mode"}
-    )
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     machine = (
         f"{platform.machine()} · {os.cpu_count()} cores · Python {platform.python_version()} · "
         f"{time.strftime('%Y-%m-%d')}"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 import aiomqtt
 
+from bench.e2e import replace_block
 from schemas.receipts import ReceiptStatus
 from tests.hubproc import HubProcess, Mosquitto, live_directory
 from tests.spokesim import SimSpoke
@@ -133,16 +133,7 @@ def main() -> None:
     )
     print(table)
     if args.write:
-        doc = REPO / "docs" / "benchmarks.md"
-        text = doc.read_text(encoding="utf-8")
-        start, end = "<!-- large:start -->", "<!-- large:end -->"
-        machine = f"{platform.machine()} · {os.cpu_count()} cores · {time.strftime('%Y-%m-%d')}"
-        block = f"{start}\n`python bench/large.py --mib {args.mib}` on {machine}\n\n{table}\n{end}"
-        if start in text:
-            text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-        else:
-            text += "\n" + block + "\n"
-        doc.write_text(text, encoding="utf-8")
+        replace_block("large", f"python bench/large.py --mib {args.mib}", table)
 
 
 if __name__ == "__main__":

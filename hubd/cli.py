@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -18,7 +17,8 @@ from schemas.clock import ms_to_text
 from schemas.display import table
 from schemas.errors import ConfigError, XchgError
 from schemas.keys import HubPublicKey
-from schemas.logsetup import configure as configure_logs
+from schemas.runtime import configure as configure_logs
+from schemas.runtime import run_loop
 
 hubd_app = typer.Typer(
     name="hubd",
@@ -75,16 +75,6 @@ def run(
     except XchgError as exc:
         typer.echo(f"hubd run: {exc}", err=True)
         raise typer.Exit(1) from exc
-
-
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """asyncio.run, on uvloop where it is installed (PERF-NOTES: +5% to +50% on MQTT)."""
-    try:
-        import uvloop  # noqa: PLC0415 - optional accelerator
-    except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
 
 
 @keys_app.command("init")

@@ -7,15 +7,14 @@ Every problem is a ConfigError naming the file, the key path and what is wrong.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.brokers import BrokerURL
-from schemas.errors import ConfigError
 from schemas.ids import ChannelId
+from schemas.localfs import read_config
 
 Seconds = Annotated[float, Field(gt=0)]
 
@@ -109,21 +108,7 @@ class HubConfig(_Section):
 
 def load_config(path: Path) -> HubConfig:
     """Read, validate and resolve ``path``. Raises ConfigError listing every problem."""
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(path), [("", f"cannot read it: {exc.strerror}")]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [("", f"not valid TOML: {exc}")]) from exc
-    try:
-        config = HubConfig.model_validate(doc)
-    except ValidationError as exc:
-        problems = [
-            (".".join(str(p) for p in err["loc"]), err["msg"].removeprefix("Value error, "))
-            for err in exc.errors()
-        ]
-        raise ConfigError(str(path), problems) from exc
-    return resolve(config, path.parent)
+    return resolve(read_config(path, HubConfig), path.parent)
 
 
 def resolve(config: HubConfig, base: Path) -> HubConfig:

@@ -10,9 +10,16 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import tomllib
 from pathlib import Path
+from typing import TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from schemas.errors import ConfigError
 from schemas.keys import EncryptionKey, SigningKey, load_secret_key
+
+M = TypeVar("M", bound=BaseModel)
 
 PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
@@ -101,3 +108,22 @@ def load_encryption_key(path: Path) -> tuple[str, EncryptionKey]:
     if not isinstance(key, EncryptionKey):
         raise ValueError(f"key file {path} holds a signing key, not an encryption key")
     return owner, key
+
+
+def read_config(path: Path, model: type[M]) -> M:
+    """Read a TOML configuration file into ``model``; ConfigError lists every problem with
+    the file name and the key path."""
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(path), [("", f"cannot read it: {exc.strerror}")]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [("", f"not valid TOML: {exc}")]) from exc
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        problems = [
+            (".".join(str(p) for p in err["loc"]), err["msg"].removeprefix("Value error, "))
+            for err in exc.errors()
+        ]
+        raise ConfigError(str(path), problems) from exc

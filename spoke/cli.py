@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -14,7 +12,8 @@ from schemas.clock import ms_to_text
 from schemas.errors import ConfigError, XchgError
 from schemas.ids import parse_msg_id
 from schemas.localfs import atomic_write
-from schemas.logsetup import configure as configure_logs
+from schemas.runtime import configure as configure_logs
+from schemas.runtime import run_loop
 from spoke.agent import SpokeAgent
 from spoke.config import SpokeConfig, load_config
 from spoke.keygen import generate_org_keys
@@ -151,15 +150,6 @@ def _config(path: Path, command: str) -> SpokeConfig:
 def _fail(command: str, exc: BaseException) -> typer.Exit:
     typer.echo(f"{command}: {exc}", err=True)
     return typer.Exit(2)
-
-
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    try:
-        import uvloop  # noqa: PLC0415 - optional accelerator
-    except ImportError:
-        asyncio.run(main)
-        return
-    uvloop.run(main)
 
 
 def main() -> None:

@@ -17,15 +17,15 @@ Relative paths resolve against the configuration file's folder.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.brokers import BrokerURL
 from schemas.errors import ConfigError
 from schemas.ids import ChannelId, OrgId
+from schemas.localfs import read_config
 
 Seconds = Annotated[float, Field(gt=0)]
 
@@ -76,20 +76,7 @@ class SpokeConfig(_Section):
 
 
 def load_config(path: Path) -> SpokeConfig:
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(path), [("", f"cannot read it: {exc.strerror}")]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [("", f"not valid TOML: {exc}")]) from exc
-    try:
-        config = SpokeConfig.model_validate(doc)
-    except ValidationError as exc:
-        problems = [
-            (".".join(str(p) for p in err["loc"]), err["msg"].removeprefix("Value error, "))
-            for err in exc.errors()
-        ]
-        raise ConfigError(str(path), problems) from exc
+    config = read_config(path, SpokeConfig)
     if not config.channels:
         raise ConfigError(str(path), [("channels", "give at least one [channels.NAME] url")])
     base = path.parent

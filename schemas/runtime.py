@@ -1,4 +1,6 @@
-"""structlog, configured once at the entry point: JSON lines for journald, a console on a tty.
+"""What both daemons do at start: structlog, configured once, and the event loop.
+
+Logs: JSON lines for journald, a console on a tty.
 
 Event names are stable and dotted (``message.accepted``, ``delivery.acked``...), listed in
 docs/operations.md. Fields carry ids, labels, channels and timings; never a title or a
@@ -7,9 +9,11 @@ signatory or any content.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-from typing import Literal
+from collections.abc import Coroutine
+from typing import Any, Literal
 
 import structlog
 
@@ -36,3 +40,13 @@ def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "in
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
     for noisy in ("amqtt", "transitions", "alembic", "aiomqtt", "mqtt"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run, on uvloop where it is installed (PERF-NOTES: +5% to +50% on MQTT)."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional accelerator
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
