@@ -11,6 +11,7 @@ Pure: :func:`parse_metadata` takes the bytes and the file name; the spoke reads 
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from datetime import date as Date  # noqa: N812 - the field is called date
 from datetime import datetime, timedelta, timezone
@@ -33,13 +34,16 @@ from schemas.ids import parse_msg_id
 from schemas.labels import Classification, DocType, Precedence, SecrecyMark, SecrecyPeriod
 
 MAX_METADATA_BYTES = 64 * 1024
+_BARE_CHINESE_KEY = re.compile(r"^\s*[^\x00-\x7f\"'\[\s][^=\n]*=", re.MULTILINE)
 CHINA = timezone(timedelta(hours=8))  # a time without an offset is Beijing time
 
 
 def _addresses(value: object) -> object:
     """``"jl.cc, jl.jl"`` or ``["jl.cc", "@prefectures"]`` -> a list of addresses."""
     if isinstance(value, str):
-        parts = value.replace("，", ",").replace("、", ",").replace(";", ",").split(",")
+        for separator in ("，", "、", ";", "；"):
+            value = value.replace(separator, ",")
+        parts = value.split(",")
         return [p.strip() for p in parts if p.strip()]
     return value
 
@@ -153,8 +157,16 @@ class DropMetadata(BaseModel):
                 value = data.get(key)
                 if isinstance(value, str) and ("★" in value or "*" in value):
                     mark = SecrecyMark.parse(value)
-                    if not any(k in data for k in ("secrecy_period", "保密期限")):
+                    given = next(
+                        (data[k] for k in ("secrecy_period", "保密期限") if k in data), None
+                    )
+                    if given is None:
                         data = {**data, "secrecy_period": mark.period.wire}
+                    elif isinstance(given, str) and SecrecyPeriod.parse(given) != mark.period:
+                        raise ValueError(
+                            f"the secrecy mark {value!r} says {mark.period}, but the secrecy "
+                            f"period (保密期限) says {given!r}; give one of them"
+                        )
         return data
 
     @model_validator(mode="after")
@@ -173,6 +185,23 @@ class DropMetadata(BaseModel):
     @property
     def in_reply_to_bytes(self) -> bytes | None:
         return None if self.in_reply_to is None else parse_msg_id(self.in_reply_to)
+
+
+ALIASES = {
+    "to": "主送", "cc": "抄送", "classification": "密级", "secrecy_period": "保密期限",
+    "precedence": "紧急程度", "doc_type": "文种", "title": "标题", "doc_number": "发文字号",
+    "signatory": "签发人", "date": "成文日期", "in_reply_to": "回复文件", "expires": "失效时间",
+    "directive": "指令性",
+}  # fmt: skip
+_FRIENDLY = {
+    "date_from_datetime_parsing": "write a date as 2026-11-25",
+    "date_parsing": "write a date as 2026-11-25",
+    "date_type": "write a date as 2026-11-25",
+    "datetime_from_date_parsing": "write a date-time as 2026-12-31T18:00:00+08:00",
+    "datetime_parsing": "write a date-time as 2026-12-31T18:00:00+08:00",
+    "datetime_type": "write a date-time as 2026-12-31T18:00:00+08:00",
+    "too_short": "name at least one",
+}
 
 
 class MetadataError(ValueError):
@@ -198,9 +227,19 @@ def parse_metadata(data: bytes, *, source: str) -> DropMetadata:
         doc = json.loads(text) if source.endswith(".json") else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         kind = "JSON" if source.endswith(".json") else "TOML"
-        raise MetadataError(source, [("", f"not valid {kind}: {exc}")]) from exc
+        problem = f"not valid {kind}: {exc}"
+        if kind == "TOML" and _BARE_CHINESE_KEY.search(text):
+            problem += '; in TOML, Chinese field names must be quoted: "主送" = "jl.cc"'
+        raise MetadataError(source, [("", problem)]) from exc
     if not isinstance(doc, dict):
         raise MetadataError(source, [("", "the top level must be a table of fields")])
+    both = [
+        (z, f"given twice, as {e} and as {z}; give it once, by either name")
+        for e, z in ALIASES.items()
+        if e in doc and z in doc
+    ]
+    if both:
+        raise MetadataError(source, both)
     try:
         return DropMetadata.model_validate(doc)
     except ValidationError as exc:
@@ -211,7 +250,11 @@ def parse_metadata(data: bytes, *, source: str) -> DropMetadata:
                 known = ", ".join(_FIELD_NAMES)
                 problems.append((field, f"unknown field; the fields are {known}"))
             elif err["type"] == "missing":
-                problems.append((field, "this field is required"))
+                problems.append(
+                    (field, f"this field ({field} / {ALIASES.get(field, '')}) is required")
+                )
+            elif err["type"] in _FRIENDLY:
+                problems.append((field, f"{_FRIENDLY[err['type']]} (got {err.get('input')!r})"))
             else:
                 problems.append((field, err["msg"].removeprefix("Value error, ")))
         raise MetadataError(source, problems) from exc
@@ -225,14 +268,36 @@ _FIELD_NAMES = [
 
 
 def json_schema() -> dict[str, Any]:
-    """The JSON Schema integrators validate against (English names; Chinese in titles)."""
+    """The JSON Schema integrators validate against: English or Chinese field names."""
     schema = DropMetadata.model_json_schema(mode="validation")
+    props: dict[str, Any] = schema["properties"]
+    addresses = {"type": "string", "minLength": 1, "maxLength": 80}
+    for name in ("to", "cc"):
+        listed: dict[str, Any] = {"type": "array", "items": addresses}
+        if name == "to":
+            listed["minItems"] = 1
+        props[name] = {
+            "title": props[name].get("title", name),
+            "description": (
+                "organisation ids or @groups: a list, or one string separated by , ，、 ; ；"
+            ),
+            "anyOf": [addresses, listed],
+        }
+    props["precedence"]["default"] = "ROUTINE"
+    for english, chinese in ALIASES.items():
+        props[chinese] = {"$ref": f"#/properties/{english}", "description": f"= {english}"}
+    required = schema.pop("required", [])
+    schema["allOf"] = [
+        {"anyOf": [{"required": [name]}, {"required": [ALIASES[name]]}]} for name in required
+    ]
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://govxchg.example/schemas/metadata.schema.json"
     schema["description"] = (
         "Metadata of a document dropped into a govxchg spoke's outbox: NAME.meta.json "
-        "(or the same fields in NAME.meta.toml). Every field may also be written with its "
-        "Chinese name: " + ", ".join(_FIELD_NAMES)
+        "(or the same fields in NAME.meta.toml). Every field may be written by its English "
+        "or its Chinese name (not both): "
+        + ", ".join(f"{e} {z}" for e, z in ALIASES.items())
+        + ". Label words are accepted in either language, English names in any case."
     )
     return schema
 

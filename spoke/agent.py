@@ -21,7 +21,7 @@ from watchfiles import awatch
 from schemas import topics, transport
 from schemas.clock import ms_to_text
 from schemas.directory import verify_directory
-from schemas.errors import PeerError, XchgError
+from schemas.errors import PeerError
 from schemas.keys import HubPublicKey
 from schemas.localfs import load_encryption_key, load_signing_key
 from schemas.mqttlink import BrokerLink, tls_context
@@ -200,7 +200,7 @@ class SpokeAgent:
             try:
                 await self.sender.scan()
                 await self.receiver.sign_for_requests(self.ctx.config.folder("signfor"))
-            except (OSError, XchgError):
+            except Exception:  # one bad drop must never stop the outbox
                 log.exception("outbox.scan_failed")
             if self.sender.outbox.waiting():
                 # something is settling: look again once it may have been stable long enough
@@ -223,7 +223,7 @@ class SpokeAgent:
             topic, payload = await self._inbound.get()
             try:
                 await self._on_message(topic, payload)
-            except (XchgError, OSError):
+            except Exception:  # one bad message must never stop the inbox
                 log.exception("message.failed", topic=topic)
 
     async def _on_message(self, topic: str, payload: bytes) -> None:

@@ -9,8 +9,11 @@ from typing import Annotated
 import typer
 
 from schemas.clock import ms_to_text
+from schemas.directory import verify_directory
+from schemas.display import table
 from schemas.errors import ConfigError, XchgError
 from schemas.ids import parse_msg_id
+from schemas.keys import HubPublicKey
 from schemas.localfs import atomic_write
 from schemas.runtime import configure as configure_logs
 from schemas.runtime import run_loop
@@ -138,6 +141,40 @@ def sign_for(
     request = settings.folder("signfor") / msg_id
     atomic_write(request, b"", mode=0o644)
     typer.echo(f"sign-for requested ({request}); the agent sends SIGNED_FOR to the sender")
+
+
+@app.command()
+def directory(
+    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
+) -> None:
+    """The organisations and groups this spoke can address (from its verified directory)."""
+    settings = _config(config, "spoke directory")
+    state = SpokeState(settings.work / "state.db")
+    try:
+        frame = state.directory_frame()
+    finally:
+        state.close()
+    if frame is None:
+        raise _fail(
+            "spoke directory",
+            ValueError("no directory yet: start the agent so that it receives one from the hub"),
+        )
+    try:
+        pinned = HubPublicKey.load(
+            settings.spoke.hub_key.read_bytes(), source=str(settings.spoke.hub_key)
+        )
+        verified = verify_directory(frame, pinned.public, now=time.time_ns() // 1_000_000)
+    except (OSError, ValueError, XchgError) as exc:
+        raise _fail("spoke directory", exc) from exc
+    d = verified.directory
+    typer.echo(f"directory v{d.version}, expires {ms_to_text(d.expires_at)}")
+    rows = [
+        (o.id, o.name_zh, o.level.value, str(o.clearance), ",".join(o.channels)) for o in d.orgs
+    ]
+    typer.echo(table(("id", "name", "level", "clearance", "channels"), rows))
+    typer.echo("")
+    groups = [(f"@{g.id}", g.name_zh, str(len(g.members))) for g in d.groups]
+    typer.echo(table(("group", "name", "members"), groups))
 
 
 def _config(path: Path, command: str) -> SpokeConfig:

@@ -72,25 +72,54 @@ def name_problem(name: str) -> str | None:
 
 
 def sanitise(name: str, taken: set[str]) -> str:
-    """A name safe to write on any file system, unique among ``taken`` (which it updates)."""
+    """A name safe to write on any file system, unique among ``taken`` (which it updates).
+
+    Always a name :func:`name_problem` accepts: unsafe, control, format and undecodable
+    characters become ``_``, Windows device names get a ``_`` prefix, long names are cut
+    in the stem (the extension kept), and clashes get `` (2)``.
+    """
     clean = "".join(
-        "_" if (c in _WINDOWS_BAD or unicodedata.category(c) == "Cc") else c for c in name
+        "_"
+        if (c in _WINDOWS_BAD or c in "/\\" or unicodedata.category(c) in {"Cc", "Cf", "Cs"})
+        else c
+        for c in name
     )
-    clean = clean.replace("/", "_").replace("\\", "_").strip().rstrip(". ") or "file"
-    if clean.startswith("."):
-        clean = "_" + clean[1:]
-    stem, dot, ext = clean.partition(".")
-    if stem.upper() in _WINDOWS_RESERVED:
-        clean = f"_{stem}{dot}{ext}"
-    while len(clean.encode("utf-8")) > 200:
-        clean = clean[:-1]
-    candidate, n = clean, 2
-    while candidate.lower() in {t.lower() for t in taken}:
-        base, dot, ext = clean.rpartition(".")
-        candidate = f"{base} ({n}).{ext}" if dot and base else f"{clean} ({n})"
+    stem, dot, ext = clean.rpartition(".") if "." in clean.lstrip(".") else (clean, "", "")
+    stem = stem.rstrip(" .").lstrip(" ") or "file"
+    ext = ext.strip(" .")
+    if stem.startswith("."):
+        stem = "_" + stem.lstrip(".")
+    if stem.split(".", 1)[0].rstrip(" ").upper() in _WINDOWS_RESERVED:
+        stem = f"_{stem}"
+    while len(f"{stem}.{ext}".encode()) > 200 and len(stem) > 1:
+        stem = stem[:-1].rstrip(" .") or "_"
+    candidate = f"{stem}.{ext}" if dot and ext else stem
+    n = 2
+    lowered = {t.lower() for t in taken}
+    while candidate.lower() in lowered or name_problem(candidate) is not None:
+        candidate = f"{stem} ({n}).{ext}" if dot and ext else f"{stem} ({n})"
         n += 1
+        if n > 10_000:  # pragma: no cover - only a pathological name could get here
+            candidate = f"file-{len(taken)}"
+            break
     taken.add(candidate)
     return candidate
+
+
+def printable(value: Any) -> Any:
+    """Text safe to show: undecodable bytes as ``\\xNN``, control characters escaped.
+
+    Applied to everything written into error files, so that a hostile file name can
+    neither break the UTF-8 of the file nor send escape sequences to a terminal.
+    """
+    if isinstance(value, str):
+        shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in shown)
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable(v) for v in value]
+    return value
 
 
 def check_regular(path: Path, *, max_bytes: int) -> int:
@@ -138,7 +167,8 @@ def check_regular(path: Path, *, max_bytes: int) -> int:
 
 def write_json(path: Path, value: Any, *, mode: int = 0o644) -> None:
     data = json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
-    atomic_write(path, data.encode("utf-8"), mode=mode)
+    # a name that is not valid UTF-8 (kept as surrogates) is written escaped, not refused
+    atomic_write(path, data.encode("utf-8", "backslashreplace"), mode=mode)
 
 
 def unique_path(folder: Path, name: str) -> Path:
@@ -172,11 +202,12 @@ def fsync_tree(folder: Path) -> None:
 
 
 _DROP_SUFFIXES = (".meta.toml", ".meta.json")
-_IGNORED = re.compile(r"(^\.)|(\.part$)|(\.tmp$)|(\.error\.(txt|json)$)")
+_IGNORED = re.compile(r"(^\.)|(^~\$)|(\.part$)|(\.tmp$)|(\.error\.(txt|json)$)", re.IGNORECASE)
 
 
 def is_ignored(name: str) -> bool:
-    """Dot-files and ``*.part`` / ``*.tmp`` are never picked up."""
+    """Dot-files, ``*.part`` / ``*.tmp`` (any case) and Office's ``~$`` lock files are
+    never picked up."""
     return bool(_IGNORED.search(name))
 
 

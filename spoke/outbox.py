@@ -108,7 +108,7 @@ class Outbox:
             if is_ignored(name):
                 continue
             payload = meta_payload_name(name)
-            if payload is None:
+            if payload is None or is_ignored(payload):
                 continue
             claimed_payloads.add(payload)
             if payload not in names:
@@ -139,7 +139,7 @@ class Outbox:
                         name,
                         Refusal(
                             "drop.no_metadata",
-                            f"'{name}' has waited {self.metadata_wait:.0f} s without "
+                            f"'{name}' has waited {self.metadata_wait:g} s without "
                             f"'{name}.meta.toml' or '{name}.meta.json'.",
                             "Write the metadata file next to the document (last, as the commit "
                             "marker); the document was moved to failed/ unchanged.",
@@ -245,8 +245,8 @@ def prepare(
         raise Refusal(
             "drop.unknown_recipient",
             f"{exc}.",
-            "Check the address against the "
-            "directory ('spoke directory' lists organisations and groups).",
+            "Check the address: 'spoke directory --config FILE' lists the organisations and "
+            "groups this spoke knows.",
             {"to": metadata.to, "cc": metadata.cc},
         ) from exc
     if not to:
@@ -302,7 +302,7 @@ def _collect(claimed: Claimed, *, max_file_bytes: int, max_files: int) -> list[t
     if problem is not None:
         raise Refusal(
             "drop.bad_name",
-            f"the drop's name '{claimed.name!s}' {problem}.",
+            f"the drop's name {claimed.name!r} {problem}.",
             "Rename it and drop it again.",
             {"name": repr(claimed.name)},
         )

@@ -30,7 +30,7 @@ from schemas.localfs import atomic_write
 from schemas.receipts import ReceiptEntry, ReceiptStatus
 from schemas.seal import Draft, describe_file, seal_streams
 from spoke.context import SpokeContext
-from spoke.files import Refusal, durable_rename, unique_path, write_json
+from spoke.files import Refusal, durable_rename, printable, unique_path, write_json
 from spoke.outbox import Claimed, Orphan, Outbox, Prepared, prepare
 from spoke.state import Outbound
 
@@ -356,31 +356,27 @@ class Sender:
         )
 
     def _write_error(self, name: str, refusal: Refusal, msg_id: bytes | None) -> None:
+        """NAME.error.txt (for people) and NAME.error.json (for systems), saying the same."""
         at = ms_to_text(self.ctx.clock())
+        shown = printable(name)
+        detail = printable(refusal.as_json())
         lines = [
-            f"{name} was not sent.",
+            f"{shown} was not sent.",
             "",
-            f"Why: {refusal.message}",
-            f"What to do: {refusal.hint}",
+            f"Why: {detail['message']}",
+            f"What to do: {detail['hint']}",
             "",
-            f"Rule: {refusal.rule}",
+            f"Rule: {detail['rule']}",
             f"When: {at}",
         ]
         if msg_id is not None:
             lines.append(f"msg_id: {msg_id_text(msg_id)}")
         lines.append("The document and its metadata are next to this file, unchanged.")
-        atomic_write(
-            self.failed / f"{name}.error.txt", ("\n".join(lines) + "\n").encode(), mode=0o644
-        )
-        write_json(
-            self.failed / f"{name}.error.json",
-            {
-                **refusal.as_json(),
-                "name": name,
-                "at": at,
-                "msg_id": None if msg_id is None else msg_id_text(msg_id),
-            },
-        )
+        text = ("\n".join(lines) + "\n").encode("utf-8")
+        atomic_write(self.failed / f"{name}.error.txt", text, mode=0o644)
+        machine = {**detail, "name": shown, "at": at}
+        machine["msg_id"] = None if msg_id is None else msg_id_text(msg_id)
+        write_json(self.failed / f"{name}.error.json", machine)
 
 
 def _meta_name(work: Path, name: str) -> str:
