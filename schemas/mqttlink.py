@@ -7,7 +7,7 @@ way, and one tested copy is better than two.
 A :class:`BrokerLink` connects, subscribes to its topics, calls ``on_connected`` (the hub
 republishes the retained directory; a spoke says hello), and reconnects with jittered
 exponential backoff when the broker goes away. Incoming messages skip aiomqtt's
-per-message iterator (a task and an ``asyncio.wait`` each): a sink queue hands them
+per-message iterator (a task and an ``asyncio.wait`` each) and its Message objects: paho hands them
 straight to the owner. Publishes are QoS 1 from bounded concurrent callers; a PUBACK only
 frees a window slot, it proves nothing (the signed receipts do).
 """
@@ -29,14 +29,6 @@ log = structlog.get_logger("xchg.mqtt")
 
 Sink = Callable[[str, bytes], None]  # (topic, payload), called on the event loop thread
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # PERF-NOTES: p99 57 ms -> 3.8 ms
-
-
-def _sink_queue(sink: Sink) -> type[asyncio.Queue[aiomqtt.Message]]:
-    class SinkQueue(asyncio.Queue[aiomqtt.Message]):
-        def put_nowait(self, item: aiomqtt.Message) -> None:
-            sink(item.topic.value, bytes(item.payload))
-
-    return SinkQueue
 
 
 def tls_context(ca: str | None, cert: str | None, key: str | None) -> ssl.SSLContext:
@@ -82,7 +74,6 @@ class BrokerLink:
             self.port,
             identifier=self._client_id,
             clean_session=True,  # the hub never relies on broker-side queues
-            queue_type=_sink_queue(self._sink),
             max_inflight_messages=self._window,
             max_concurrent_outgoing_calls=self._window,
             socket_options=[NODELAY],
@@ -131,7 +122,7 @@ class BrokerLink:
 
     @staticmethod
     async def _until_disconnected_or(client: aiomqtt.Client, stop: asyncio.Event) -> None:
-        # The sink keeps aiomqtt's queue empty, so iterating only waits for a disconnect.
+        # Messages go to the sink and aiomqtt's queue stays empty: iterating waits for a disconnect.
         async def drain() -> None:
             async for _ in client.messages:
                 pass  # never reached: the sink takes every message
@@ -186,6 +177,14 @@ class BrokerLink:
                 chained(*args)
 
         paho.on_publish = on_publish
+        sink = self._sink
+
+        def on_message(_client: Any, _userdata: Any, message: Any) -> None:
+            # Straight to the owner: aiomqtt would build (and validate) a Message and a Topic
+            # object for every message, only for the sink to take them apart again.
+            sink(message.topic, message.payload)
+
+        paho.on_message = on_message
 
     def _fail_acks(self) -> None:
         for waiter in self._acks.values():
