@@ -171,6 +171,9 @@ class Dispatcher:
         if job is None or not job.state.awaiting or job.payload.body_path is None:
             return
         job.offset = min(max(offset, 0), job.payload.body_size)
+        if job.offset >= job.payload.body_size and not job.active:
+            self._sent(job)  # it holds the whole body: wait for its DELIVERED (or retry)
+            return
         self._route(job)  # if it is already on its way, the next chunk starts at offset
 
     def pending(self) -> list[Job]:

@@ -296,8 +296,8 @@ def check_freshness(header: Header, *, now: int, max_skew_ms: int) -> None:
         raise ReplayError(
             Reason.REPLAY_CLOCK_SKEW,
             f"created_at {ms_to_text(header.created_at)} is "
-            f"{abs(now - header.created_at) / 1000:.0f} s from the hub's clock "
-            f"({ms_to_text(now)}); the limit is {max_skew_ms / 1000:.0f} s. Set the sending "
+            f"{abs(now - header.created_at) / 1000:g} s from the hub's clock "
+            f"({ms_to_text(now)}); the limit is {max_skew_ms / 1000:g} s. Set the sending "
             "server's clock right (NTP) and send the document again",
         )
     if header.expires_at is not None and now >= header.expires_at:
