@@ -21,7 +21,7 @@ from watchfiles import awatch
 from schemas import topics, transport
 from schemas.clock import ms_to_text
 from schemas.directory import verify_directory
-from schemas.errors import PeerError
+from schemas.errors import ConfigError, PeerError
 from schemas.keys import HubPublicKey
 from schemas.localfs import load_encryption_key, load_signing_key
 from schemas.mqttlink import BrokerLink, tls_context
@@ -44,6 +44,14 @@ class SpokeAgent:
             (root / name).mkdir(parents=True, exist_ok=True)
         for name in ("work", "queue", "incoming"):
             (config.work / name).mkdir(parents=True, exist_ok=True)
+        for setting in ("sign_key", "enc_key", "hub_key"):
+            path = getattr(config.spoke, setting)
+            if not path.is_file():
+                problem = (
+                    f"{path} does not exist; point [spoke] {setting} at the file that "
+                    "'spoke keygen' (the keys) or the hub operator (hub.pub.json) gave you"
+                )
+                raise ConfigError("spoke configuration", [(f"spoke.{setting}", problem)])
         _, signing = load_signing_key(config.spoke.sign_key)
         _, encryption = load_encryption_key(config.spoke.enc_key)
         self.pinned = HubPublicKey.load(

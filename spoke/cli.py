@@ -118,6 +118,11 @@ def status(
 ) -> None:
     """Recent sends and their receipts, as a table."""
     settings = _config(config, "spoke status")
+    if msg_id is not None:
+        try:
+            parse_msg_id(msg_id)
+        except ValueError as exc:
+            raise _fail("spoke status", exc) from exc
     state = SpokeState(settings.work / "state.db")
     try:
         typer.echo(status_table(state, msg_id=msg_id, limit=limit))

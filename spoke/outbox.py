@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,10 +173,12 @@ class Outbox:
         self._seen.pop(f"meta:{meta_name}", None)
         return Claimed(name, work, meta_name)
 
-    def recover(self) -> list[Claimed]:
+    def recover(self, sealed: Callable[[Path], bool]) -> list[Claimed]:
         """Work folders a previous run left: finish claims cut in half by a crash.
 
-        Only at start-up, before anything else touches the work area."""
+        Only at start-up, before anything else touches the work area. A folder whose drop
+        was already sealed (``sealed(work)``) is left alone: the hub's answer moves what is
+        in it into sent/ or failed/."""
         found: list[Claimed] = []
         if not self.work.exists():
             return found
@@ -185,6 +188,8 @@ class Outbox:
             docs = [n for n in entries if meta_payload_name(n) is None]
             if not docs and not metas:
                 work.rmdir()
+                continue
+            if sealed(work):
                 continue
             if docs and not metas:
                 name = docs[0]
@@ -309,7 +314,10 @@ def _collect(claimed: Claimed, *, max_file_bytes: int, max_files: int) -> list[t
     if payload.is_symlink() or not payload.is_dir():
         check_regular(payload, max_bytes=max_file_bytes)
         return [(claimed.name, payload)]
-    entries = sorted(payload.iterdir())
+    # .DS_Store and the like stay with the drop unsent; a hostile name is never "ignored"
+    entries = sorted(
+        e for e in payload.iterdir() if not (is_ignored(e.name) and name_problem(e.name) is None)
+    )
     if not entries:
         raise Refusal(
             "drop.empty_folder",

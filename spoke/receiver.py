@@ -25,7 +25,7 @@ from schemas.labels import Classification
 from schemas.localfs import atomic_write
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from spoke.context import SpokeContext
-from spoke.inbox import InboxWrite, mark_signed_for
+from spoke.inbox import META, InboxWrite, mark_signed_for
 
 log = structlog.get_logger("spoke.inbox")
 
@@ -76,6 +76,10 @@ class Receiver:
             part = self.incoming / f"{header.msg_id_text}.part"
             size = await asyncio.to_thread(_size, part)
             transfer = self._transfers[header.msg_id] = Incoming(envelope, channel, part, size)
+        if transfer.received >= envelope.body.size:  # complete before a crash: open it now
+            del self._transfers[header.msg_id]
+            await self._write(directory, envelope, channel, path=transfer.part)
+            return
         resume = transport.ResumeMsg(header.msg_id, transfer.received)
         await self.ctx.publish_up(channel, transport.encode(resume))
 
@@ -147,16 +151,20 @@ class Receiver:
         body: bytes | None,
         path: Path | None,
     ) -> Path:
-        writer = InboxWrite(self.inbox, envelope, self.ctx.org, self.ctx.encryption)
-        try:
-            if body is not None:
-                writer.feed(body)
-            elif path is not None:
-                writer.feed_file(path)
-            folder = writer.commit(directory, received_at=received, channel=channel)
-        except BaseException:
-            writer.abort()
-            raise
+        done = self.inbox / envelope.header.msg_id_text
+        if (done / META).is_file():
+            folder = done  # renamed into place, then a crash before it was recorded
+        else:
+            writer = InboxWrite(self.inbox, envelope, self.ctx.org, self.ctx.encryption)
+            try:
+                if body is not None:
+                    writer.feed(body)
+                elif path is not None:
+                    writer.feed_file(path)
+                folder = writer.commit(directory, received_at=received, channel=channel)
+            except BaseException:
+                writer.abort()
+                raise
         header = envelope.header
         self.ctx.state.add_inbound(
             msg_id=header.msg_id,

@@ -71,8 +71,9 @@ class Sender:
         self._no_directory_logged = False
         if not self._recovered:  # once, at start: claims a crash cut in half
             self._recovered = True
-            for claimed in await asyncio.to_thread(self.outbox.recover):
+            for claimed in await asyncio.to_thread(self.outbox.recover, self.ctx.state.sealed_from):
                 await self._process(claimed, directory)
+            await asyncio.to_thread(self._repair)
         ready, orphans = await asyncio.to_thread(self.outbox.scan)
         for orphan in orphans:
             await asyncio.to_thread(self._fail_orphan, orphan)
@@ -270,13 +271,7 @@ class Sender:
             self.write_status(out.msg_id)
 
     def _accepted(self, out: Outbound, at: int) -> None:
-        folder = self.sent / msg_id_text(out.msg_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        if out.work.exists():
-            for item in list(out.work.iterdir()):
-                durable_rename(item, folder / item.name)
-            with contextlib.suppress(OSError):
-                out.work.rmdir()
+        self._move_to_sent(out)
         self.ctx.state.set_outbound_state(out.msg_id, "ACCEPTED", at)
         out.body_path.unlink(missing_ok=True)
         log.info("drop.accepted", name=out.name, msg_id=msg_id_text(out.msg_id))
@@ -294,6 +289,37 @@ class Sender:
         )
         self.ctx.state.set_outbound_state(out.msg_id, "REJECTED", entry.at)
         out.body_path.unlink(missing_ok=True)
+
+    def _repair(self) -> None:
+        """What a crash can leave between two steps: finish it (start-up only).
+
+        An ACCEPTED send whose files are still in the work area, or whose status.json was
+        never written; a sealed body whose record never was (a crash between the two)."""
+        for out in self.ctx.state.outbound("WHERE state = 'ACCEPTED'"):
+            folder = self.sent / msg_id_text(out.msg_id)
+            if out.work.exists():
+                self._move_to_sent(out)
+            if not (folder / "status.json").exists():
+                self.write_status(out.msg_id)
+        queued = {o.body_path.name for o in self.ctx.state.outbound("WHERE state = 'QUEUED'")}
+        for body in self.queue.glob("*.body"):
+            if body.name not in queued:
+                body.unlink()
+                log.info("drop.orphan_body_removed", file=body.name)
+
+    def _move_to_sent(self, out: Outbound) -> Path:
+        """The document first, its metadata last (as a claim moves them)."""
+        folder = self.sent / msg_id_text(out.msg_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        if out.work.exists():
+            items = sorted(
+                out.work.iterdir(), key=lambda p: p.name.endswith((".meta.toml", ".meta.json"))
+            )
+            for item in items:
+                durable_rename(item, folder / item.name)
+            with contextlib.suppress(OSError):
+                out.work.rmdir()
+        return folder
 
     def write_status(self, msg_id: bytes) -> None:
         folder = self.sent / msg_id_text(msg_id)

@@ -179,6 +179,10 @@ class SpokeState:
     def sealed_from(self, work: Path) -> bool:
         return bool(self._read("SELECT 1 FROM outbound WHERE work = ?", (str(work),)))
 
+    def recipients(self, msg_id: bytes) -> list[str]:
+        rows = self._read("SELECT recipients FROM outbound WHERE msg_id = ?", (msg_id,))
+        return list(json.loads(rows[0][0])) if rows else []
+
     def summary(self, msg_id: bytes) -> tuple[Any, ...] | None:
         rows = self._read(
             "SELECT name, channel, recipients, classification, precedence, state, created_at, "

@@ -55,7 +55,8 @@ def status_table(state: SpokeState, *, msg_id: str | None, limit: int) -> str:
         rows = state.outbound()[-limit:]
     lines = []
     for out in reversed(rows):
-        latest = {recipient: status for recipient, status, *_ in state.receipts(out.msg_id)}
+        latest = dict.fromkeys(state.recipients(out.msg_id), "PENDING")
+        latest.update({recipient: status for recipient, status, *_ in state.receipts(out.msg_id)})
         summary = ", ".join(f"{r}: {s}" for r, s in latest.items()) or "-"
         lines.append(
             (
