@@ -100,7 +100,14 @@ class ReceiptIssuer:
                 await self._publish(dest, channel, frame, seq)
 
     async def send_numbered(self, dest: str, channel: str, frame: bytes, seq: int) -> None:
-        """Publish a batch the store has already numbered for ``dest``."""
+        """Publish a batch the store has already numbered for ``dest``.
+
+        An ACCEPTED still gathering for ``dest`` goes first: a sender must not hear that a
+        message was DELIVERED before it hears that the hub ACCEPTED it (on a busy loop the
+        gathering delay can outlast a whole delivery round trip).
+        """
+        if any(key[0] == dest for key in self._pending):
+            await self.flush()
         await self._publish(dest, channel, frame, seq)
 
     async def _publish(self, dest: str, channel: str, frame: bytes, seq: int) -> None:

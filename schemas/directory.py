@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field
 
@@ -30,6 +30,8 @@ Millis = Annotated[int, Field(ge=0, le=MAX_WIRE_INT)]
 PublicKey = Annotated[bytes, Field(min_length=32, max_length=32)]
 ShortText = Annotated[str, Field(min_length=1, max_length=200)]
 GROUP_PREFIX = "@"
+RuleKey = Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,47}$")]
+RuleMode = Literal["enforce", "warn", "off"]
 
 
 class OrgLevel(StrEnum):
@@ -97,6 +99,9 @@ class Directory(WireModel):
     orgs: tuple[OrgEntry, ...]
     revoked: tuple[KeyId, ...]
     groups: tuple[GroupEntry, ...]
+    # The document rules' settings (schemas.rules), signed so that every spoke checks a
+    # drop exactly as the hub will: rule id -> enforce | warn | off (absent: enforce).
+    rules: dict[RuleKey, RuleMode] = Field(default_factory=dict)
 
     # ---- lookups (computed once per directory) ----
 

@@ -29,6 +29,7 @@ from schemas.errors import ConfigError
 from schemas.ids import ChannelId, GroupId, HubId, OrgId
 from schemas.keys import PublicKeys
 from schemas.labels import Classification
+from schemas.rules import Mode, parse_settings
 
 ParsedClassification = Annotated[Classification, BeforeValidator(Classification.parse)]
 Text = Annotated[str, Field(min_length=1, max_length=200)]
@@ -77,6 +78,7 @@ class Topology(_ConfigModel):
     channels: tuple[ChannelConfig, ...]
     orgs: tuple[OrgConfig, ...]
     groups: tuple[GroupConfig, ...] = ()
+    rules: Mapping[str, Mode] = {}  # the document rules' settings (schemas.rules)
 
     def org(self, org_id: str) -> OrgConfig | None:
         return next((o for o in self.orgs if o.id == org_id), None)
@@ -135,6 +137,17 @@ def parse_topology(text: str, *, source: str) -> Topology:
             elif isinstance(item, dict) and isinstance(item.get("id"), str):
                 invalid_ids.add(item["id"])
         sections[key] = tuple(entries)
+    raw_rules = doc.get("rules", {})
+    if not isinstance(raw_rules, dict):
+        problems.append(("rules", "must be a table ([rules]) of rule id = enforce | warn | off"))
+        raw_rules = {}
+    rules: dict[str, Mode] = {}
+    for key, value in raw_rules.items():
+        try:
+            rules.update(parse_settings({key: value}, where="rules"))
+        except ValueError as exc:
+            problems.append((f"rules.{key}", str(exc).removeprefix(f"rules.{key}: ")))
+    sections["rules"] = rules
     if "hub" not in doc:
         problems.append(("hub", "required section [hub] is missing"))
     hub = _validate(HubSection, doc.get("hub", {}), "hub", doc, problems)
@@ -395,6 +408,7 @@ def build_directory(
         orgs=tuple(orgs),
         revoked=tuple(plan.revoked),
         groups=tuple(standard_groups(topology)),
+        rules={rule: mode.value for rule, mode in topology.rules.items()},
     )
     directory.check_consistent()
     return directory

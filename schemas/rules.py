@@ -1,0 +1,736 @@
+"""The document rules (行文规则) and GB/T 9704 header checks, as pure code (ARCHITECTURE 3).
+
+The same code runs at the sending spoke (before sealing, so an integrator learns at once)
+and at the hub (authoritative; a spoke's check is never trusted). Nothing here does I/O:
+:func:`evaluate` takes the document's routing fields (:class:`Document`), the directory,
+the rule settings and, for a 批复, what the store knows of the 请示 it answers
+(:class:`Referenced`), and returns every rule's verdict (:class:`Evaluation`).
+
+Direction comes from the organisation tree of the directory: upward (上行) to an ancestor,
+downward (下行) to a descendant, lateral (平行) otherwise. Each rule has a stable id (the
+config key and, prefixed with ``rule.``, the reason code of a REJECTED receipt), a
+one-line statement in Chinese and English, and the article it comes from. Each refusal
+names the rule, the article, the values compared and what to do, in both languages.
+
+Article numbers follow 《党政机关公文处理工作条例》 (中办发〔2012〕14号): 第八条 (the
+document types), 第九条 (the header elements), 第十三条 (越级行文), 第十四条 (upward),
+第十五条 (downward); and GB/T 9704-2012 section 7.2 (份号, 密级和保密期限, 发文字号, 签发人).
+docs/rules.md explains each rule with examples.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+from schemas.directory import Directory, OrgEntry, OrgLevel
+from schemas.envelope import COPY_NUMBER_PATTERN, Header
+from schemas.ids import msg_id_text
+from schemas.labels import Classification, Direction, DocType
+
+_TIAOLI = "《党政机关公文处理工作条例》"
+_GB = "GB/T 9704-2012"
+
+
+class Mode(StrEnum):
+    """How a rule is applied: refuse the document, deliver it and log, or skip the rule."""
+
+    ENFORCE = "enforce"
+    WARN = "warn"
+    OFF = "off"
+
+    @classmethod
+    def parse(cls, value: object) -> Mode:
+        if isinstance(value, str):
+            try:
+                return cls(value.strip().lower())
+            except ValueError:
+                pass
+        raise ValueError(f"{value!r} is not a rule setting; use enforce, warn or off")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    statement_zh: str
+    statement_en: str
+    article: str
+
+    @property
+    def reason(self) -> str:
+        """The reason code of a REJECTED receipt (matches receipts.REASON_PATTERN)."""
+        return f"rule.{self.id}"
+
+
+SKIP_LEVEL = Rule(
+    "skip_level",
+    "一般不得越级行文；越级行文的，应当同时抄送被越过的机关。",
+    "No skip-level sending (越级行文) unless every skipped organ is copied (抄送).",
+    f"{_TIAOLI}第十三条",
+)
+REQUEST_RECIPIENT = Rule(
+    "request_recipient",
+    "请示只主送一个上级机关，不得抄送下级机关。",
+    "A request (请示) has exactly one primary recipient, a superior, and is never copied to "
+    "subordinates.",
+    f"{_TIAOLI}第十四条（一）（四）",
+)
+UPWARD_SIGNATORY = Rule(
+    "upward_signatory",
+    "上行文应当标注签发人。",
+    "An upward document names its signatory (签发人).",
+    f"{_TIAOLI}第九条（六）；{_GB} 7.2.5",
+)
+REPLY_REQUEST = Rule(
+    "reply_request",
+    "批复用于答复下级机关的请示事项：下行，并注明所答复的请示。",
+    "A reply (批复) goes downward and references (in_reply_to) the request (请示) that its "
+    "recipient sent to the sender.",
+    f"{_TIAOLI}第八条（十二）",
+)
+TYPE_DIRECTION = Rule(
+    "type_direction",
+    "命令、决定、决议为下行文；报告为上行文（请示、批复另有规则）。",
+    "Orders (命令), decisions (决定) and resolutions (决议) go downward; reports (报告) go "
+    "upward (请示 and 批复 have rules of their own).",
+    f"{_TIAOLI}第八条",
+)
+DEPARTMENT_DIRECTIVE = Rule(
+    "department_directive",
+    "部门不得向下级人民政府发布指令性公文，经授权的除外。",
+    "A department does not send directive documents (命令, 决定, or a 通知 marked directive) "
+    "to a lower-level government unless the topology authorises it (directive_to).",
+    f"{_TIAOLI}第十五条（二）",
+)
+CLASSIFIED_MARKS = Rule(
+    "classified_marks",
+    "涉密公文应当标注密级和保密期限，并标注份号（6位阿拉伯数字，每个收文机关一个）。",
+    "A classified document carries its classification period (保密期限) and a copy number "
+    "(份号: six digits, one per recipient).",
+    f"{_TIAOLI}第九条（一）（二）；{_GB} 7.2.1、7.2.2",
+)
+DOC_NUMBER_FORM = Rule(
+    "doc_number_form",
+    "发文字号由发文机关代字、年份和发文顺序号组成，如“吉政发〔2002〕3号”。",
+    "A document number (发文字号) has the form 机关代字〔年份〕序号号, e.g. 吉政发〔2002〕3号.",
+    f"{_TIAOLI}第九条（五）；{_GB} 7.2.4",
+)
+
+RULES: Final[tuple[Rule, ...]] = (
+    SKIP_LEVEL,
+    REQUEST_RECIPIENT,
+    UPWARD_SIGNATORY,
+    REPLY_REQUEST,
+    TYPE_DIRECTION,
+    DEPARTMENT_DIRECTIVE,
+    CLASSIFIED_MARKS,
+    DOC_NUMBER_FORM,
+)
+RULES_BY_ID: Final[dict[str, Rule]] = {r.id: r for r in RULES}
+
+Settings = Mapping[str, Mode]
+
+
+def parse_settings(raw: Mapping[str, object], *, where: str) -> dict[str, Mode]:
+    """Settings from a config table; unknown rule ids and bad values name themselves."""
+    out: dict[str, Mode] = {}
+    for key, value in raw.items():
+        if key not in RULES_BY_ID:
+            raise ValueError(f"{where}.{key}: no such rule; the rules are {', '.join(RULES_BY_ID)}")
+        try:
+            out[key] = Mode.parse(value)
+        except ValueError as exc:
+            raise ValueError(f"{where}.{key}: {exc}") from exc
+    return out
+
+
+def settings_of(directory: Directory) -> dict[str, Mode]:
+    """The settings the signed directory carries (a rule this code does not know is skipped)."""
+    return {k: Mode(v) for k, v in directory.rules.items() if k in RULES_BY_ID}
+
+
+def mode_of(settings: Settings, rule: Rule) -> Mode:
+    return settings.get(rule.id, Mode.ENFORCE)
+
+
+# --- the input ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """The fields the rules read: a header's routing fields, or a drop about to be sealed."""
+
+    sender: str
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    doc_type: DocType
+    classification: Classification
+    secrecy_period: str | None = None
+    copy_numbers: Mapping[str, str] = field(default_factory=dict)
+    signatory: str | None = None
+    doc_number: str | None = None
+    directive: bool = False
+    in_reply_to: bytes | None = None
+
+    @classmethod
+    def from_header(cls, header: Header) -> Document:
+        return cls(
+            sender=header.sender,
+            to=header.to,
+            cc=header.cc,
+            doc_type=header.doc_type,
+            classification=header.classification,
+            secrecy_period=header.secrecy_period,
+            copy_numbers=header.copy_numbers,
+            signatory=header.signatory,
+            doc_number=header.doc_number,
+            directive=header.directive,
+            in_reply_to=header.in_reply_to,
+        )
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return self.to + self.cc
+
+
+@dataclass(frozen=True, slots=True)
+class Referenced:
+    """What the store knows of the message a 批复's in_reply_to names."""
+
+    msg_id: bytes
+    sender: str
+    doc_type: DocType
+    to: tuple[str, ...]
+
+
+def assign_copy_numbers(recipients: Iterable[str]) -> dict[str, str]:
+    """份号 for a classified document: 000001, 000002, ... in recipient order."""
+    return {r: f"{i:06d}" for i, r in enumerate(recipients, 1)}
+
+
+# --- the tree ---------------------------------------------------------------------------
+
+_GOVERNMENT_RANK: Final = {
+    OrgLevel.NATIONAL: 0,
+    OrgLevel.PROVINCE: 1,
+    OrgLevel.PREFECTURE: 2,
+    OrgLevel.COUNTY: 3,
+}
+
+
+def direction(directory: Directory, sender: str, recipient: str) -> Direction:
+    """上行 to an ancestor, 下行 to a descendant, 平行 otherwise."""
+    if recipient in directory.ancestors(sender):
+        return Direction.UPWARD
+    if sender in directory.ancestors(recipient):
+        return Direction.DOWNWARD
+    return Direction.LATERAL
+
+
+def skipped_organs(directory: Directory, sender: str, recipient: str) -> tuple[str, ...]:
+    """The organs between ``sender`` and an ancestor ``recipient`` (nearest first)."""
+    chain = directory.ancestors(sender)
+    if recipient not in chain:
+        return ()
+    return chain[: chain.index(recipient)]
+
+
+def _government_rank(directory: Directory, org: OrgEntry) -> int | None:
+    """A government's rank; a department ranks with the government it belongs to."""
+    if org.level in _GOVERNMENT_RANK:
+        return _GOVERNMENT_RANK[org.level]
+    for ancestor in directory.ancestors(org.id):
+        entry = directory.org(ancestor)
+        if entry is not None and entry.level in _GOVERNMENT_RANK:
+            return _GOVERNMENT_RANK[entry.level]
+    return None
+
+
+def _name(directory: Directory, org_id: str) -> str:
+    entry = directory.org(org_id)
+    return org_id if entry is None else f"{org_id}（{entry.name_zh}）"
+
+
+def _names(directory: Directory, org_ids: Iterable[str]) -> str:
+    return "、".join(_name(directory, o) for o in org_ids) or "—"
+
+
+# --- the output -------------------------------------------------------------------------
+
+
+class Verdict(StrEnum):
+    PASS = "pass"  # noqa: S105 - a verdict, not a password
+    FAIL = "fail"
+    NOT_APPLICABLE = "not applicable"
+    UNCHECKED = "unchecked here"  # needs the hub's store (a 批复's 请示, at a spoke)
+    OFF = "off"  # the settings switch the rule off
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One way a document breaks one rule, with the values and what to do."""
+
+    rule: Rule
+    zh: str  # the values compared and what to do, in Chinese
+    en: str  # the same in English
+    add_cc: tuple[str, ...] = ()  # copies that would satisfy the rule (skip-level)
+
+    def sentence(self) -> str:
+        """Rule id, article, values and what to do, Chinese then English."""
+        return f"[{self.rule.id}] {self.rule.article}：{self.zh} / {self.en}"
+
+    def as_dict(self, mode: Mode) -> dict[str, object]:
+        return {
+            "rule": self.rule.id,
+            "reason": self.rule.reason,
+            "article": self.rule.article,
+            "statement_zh": self.rule.statement_zh,
+            "statement_en": self.rule.statement_en,
+            "mode": mode.value,
+            "zh": self.zh,
+            "en": self.en,
+            "add_cc": list(self.add_cc),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResult:
+    rule: Rule
+    mode: Mode
+    verdict: Verdict
+    findings: tuple[Finding, ...] = ()
+    note: str = ""  # why not applicable / unchecked
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    directions: dict[str, Direction]  # per recipient
+    results: tuple[RuleResult, ...]
+
+    def _findings(self, mode: Mode) -> tuple[tuple[Finding, Mode], ...]:
+        return tuple(
+            (f, r.mode)
+            for r in self.results
+            if r.mode is mode and r.verdict is Verdict.FAIL
+            for f in r.findings
+        )
+
+    @property
+    def refusals(self) -> tuple[Finding, ...]:
+        return tuple(f for f, _ in self._findings(Mode.ENFORCE))
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f, _ in self._findings(Mode.WARN))
+
+    @property
+    def ok(self) -> bool:
+        return not self.refusals
+
+    @property
+    def add_cc(self) -> tuple[str, ...]:
+        """Organs a sender's --auto-cc would copy so the skip-level rule holds."""
+        out: dict[str, None] = {}
+        for result in self.results:
+            if result.verdict is Verdict.FAIL and result.mode is not Mode.OFF:
+                for finding in result.findings:
+                    out.update(dict.fromkeys(finding.add_cc))
+        return tuple(out)
+
+    def refusal_text(self, limit: int = 2000) -> str:
+        """Every refusal as one text that fits a REJECTED receipt's detail."""
+        text = " | ".join(f.sentence() for f in self.refusals)
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- the rules --------------------------------------------------------------------------
+
+
+def _skip_level(doc: Document, directory: Directory) -> RuleResult | list[Finding]:
+    named = set(doc.recipients)
+    findings = []
+    for recipient in doc.recipients:
+        skipped = skipped_organs(directory, doc.sender, recipient)
+        missing = tuple(o for o in skipped if o not in named)
+        if missing:
+            findings.append(
+                Finding(
+                    SKIP_LEVEL,
+                    f"发往 {_name(directory, recipient)} 越过了 {_names(directory, skipped)}，"
+                    f"其中 {_names(directory, missing)} 未被抄送；请抄送被越过的机关"
+                    "（spoke send --auto-cc 可自动添加），或改为主送直接上级",
+                    f"sending to {recipient} skips {', '.join(skipped)}, and "
+                    f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not copied; "
+                    "copy every skipped organ (cc; spoke send --auto-cc adds them) or address "
+                    "the direct superior instead",
+                    add_cc=missing,
+                )
+            )
+    if not any(skipped_organs(directory, doc.sender, r) for r in doc.recipients):
+        return RuleResult(
+            SKIP_LEVEL, Mode.ENFORCE, Verdict.NOT_APPLICABLE, note="no recipient skips a level"
+        )
+    return findings
+
+
+def _request_recipient(doc: Document, directory: Directory) -> RuleResult | list[Finding]:
+    if doc.doc_type is not DocType.REQUEST:
+        return _not_applicable(REQUEST_RECIPIENT, "not a 请示")
+    findings = []
+    if len(doc.to) != 1:
+        findings.append(
+            Finding(
+                REQUEST_RECIPIENT,
+                f"该请示主送 {len(doc.to)} 个机关（{_names(directory, doc.to)}）；请示只能主送一个"
+                "上级机关，其他机关请用抄送",
+                f"this 请示 has {len(doc.to)} primary recipients ({', '.join(doc.to)}); a "
+                "request goes to exactly one superior, and others may only be copied (cc)",
+            )
+        )
+    not_superior = [
+        r for r in doc.to if direction(directory, doc.sender, r) is not Direction.UPWARD
+    ]
+    if not_superior:
+        findings.append(
+            Finding(
+                REQUEST_RECIPIENT,
+                f"主送机关 {_names(directory, not_superior)} 不是本机关的上级机关；"
+                "请示只能主送上级机关（平行机关之间请用“函”）",
+                f"{', '.join(not_superior)} {'is' if len(not_superior) == 1 else 'are'} not a "
+                f"superior of {doc.sender}; a request goes to a superior (between peers, use a "
+                "letter 函)",
+            )
+        )
+    subordinates = [r for r in doc.cc if direction(directory, doc.sender, r) is Direction.DOWNWARD]
+    if subordinates:
+        findings.append(
+            Finding(
+                REQUEST_RECIPIENT,
+                f"请示抄送了下级机关 {_names(directory, subordinates)}；请示不得抄送下级机关，"
+                "请删去这些抄送",
+                f"the request copies subordinate(s) {', '.join(subordinates)}; a request is never "
+                "copied to subordinates: remove them from cc",
+            )
+        )
+    return findings
+
+
+def _upward_signatory(doc: Document, directory: Directory) -> RuleResult | list[Finding]:
+    upward = [r for r in doc.to if direction(directory, doc.sender, r) is Direction.UPWARD]
+    if not upward:
+        return _not_applicable(UPWARD_SIGNATORY, "no primary recipient is a superior")
+    if doc.signatory is not None and doc.signatory.strip():
+        return []
+    return [
+        Finding(
+            UPWARD_SIGNATORY,
+            f"主送上级机关 {_names(directory, upward)}，但未标注签发人；请在元数据中填写“签发人”",
+            f"the document goes up to {', '.join(upward)} but names no signatory; fill in "
+            "signatory (签发人) in the metadata",
+        )
+    ]
+
+
+def _reply_request(
+    doc: Document, directory: Directory, referenced: Referenced | None, *, looked_up: bool
+) -> RuleResult | list[Finding]:
+    if doc.doc_type is not DocType.REPLY:
+        return _not_applicable(REPLY_REQUEST, "not a 批复")
+    findings = []
+    not_down = [r for r in doc.to if direction(directory, doc.sender, r) is not Direction.DOWNWARD]
+    if not_down:
+        findings.append(
+            Finding(
+                REPLY_REQUEST,
+                f"批复主送 {_names(directory, not_down)}，不是本机关的下级机关；批复只答复下级机关"
+                "的请示（平行机关之间请用“函”）",
+                f"a reply goes downward, and {', '.join(not_down)} "
+                f"{'is' if len(not_down) == 1 else 'are'} not below {doc.sender}; between peers, "
+                "answer with a letter 函",
+            )
+        )
+    if doc.in_reply_to is None:
+        findings.append(
+            Finding(
+                REPLY_REQUEST,
+                "批复未注明所答复的请示；请在元数据“回复文件”（in_reply_to）中填写该请示的 msg_id",
+                "the reply names no request; set in_reply_to (回复文件) to the msg_id of the "
+                "请示 it answers",
+            )
+        )
+        return findings
+    ref_text = msg_id_text(doc.in_reply_to)
+    if not looked_up:
+        if findings:
+            return findings
+        return RuleResult(
+            REPLY_REQUEST,
+            Mode.ENFORCE,
+            Verdict.UNCHECKED,
+            note=f"whether {ref_text} is a 请示 to {doc.sender} is checked by the hub",
+        )
+    if referenced is None:
+        findings.append(
+            Finding(
+                REPLY_REQUEST,
+                f"交换中心没有 msg_id 为 {ref_text} 的公文；"
+                "请核对“回复文件”是否为所答复请示的 msg_id",
+                f"the hub holds no message {ref_text}; check that in_reply_to is the msg_id of "
+                "the 请示 being answered",
+            )
+        )
+        return findings
+    if referenced.doc_type is not DocType.REQUEST:
+        findings.append(
+            Finding(
+                REPLY_REQUEST,
+                f"{ref_text} 是{referenced.doc_type.zh}，不是请示；批复只答复请示",
+                f"{ref_text} is a {referenced.doc_type} and not a request (请示); a reply answers "
+                "a request",
+            )
+        )
+    if referenced.sender not in doc.to or doc.sender not in referenced.to:
+        findings.append(
+            Finding(
+                REPLY_REQUEST,
+                f"{ref_text} 由 {_name(directory, referenced.sender)} 主送 "
+                f"{_names(directory, referenced.to)}；批复应由其主送机关发给请示机关",
+                f"{ref_text} was sent by {referenced.sender} to {', '.join(referenced.to)}; the "
+                f"reply must come from its primary recipient and go to {referenced.sender} "
+                f"(it comes from {doc.sender} and goes to {', '.join(doc.to)})",
+            )
+        )
+    return findings
+
+
+_DOWN_ONLY: Final = {DocType.ORDER, DocType.DECISION, DocType.RESOLUTION}
+_UP_ONLY: Final = {DocType.REPORT}
+
+
+def _type_direction(doc: Document, directory: Directory) -> RuleResult | list[Finding]:
+    if doc.doc_type in _DOWN_ONLY:
+        wanted = Direction.DOWNWARD
+    elif doc.doc_type in _UP_ONLY:
+        wanted = Direction.UPWARD
+    else:
+        why = {
+            DocType.REQUEST: "请示: see request_recipient",
+            DocType.REPLY: "批复: see reply_request",
+        }.get(doc.doc_type, f"a {doc.doc_type.zh} may go any way")
+        return _not_applicable(TYPE_DIRECTION, why)
+    sender = directory.org(doc.sender)
+    authorised = () if sender is None else sender.directive_to
+    wrong = {
+        r: d
+        for r in doc.to
+        if (d := direction(directory, doc.sender, r)) is not wanted
+        # directive_to: the topology lets this organ direct that one (条例 第十五条（二）)
+        and not (wanted is Direction.DOWNWARD and r in authorised)
+    }
+    if not wrong:
+        return []
+    listed_zh = "、".join(f"{_name(directory, r)}（{d.zh}）" for r, d in wrong.items())
+    listed_en = ", ".join(f"{r} ({d.value})" for r, d in wrong.items())
+    alternative_zh = (
+        "请用“函”或其他适用文种" if wanted is Direction.UPWARD else "请改用“函”或“意见”"
+    )
+    return [
+        Finding(
+            TYPE_DIRECTION,
+            f"{doc.doc_type.zh}应为{wanted.zh}文，但主送 {listed_zh}；{alternative_zh}",
+            f"a {doc.doc_type} goes {wanted.value}, but it is addressed to {listed_en}; use a "
+            "document type that fits the direction (a letter 函 may go anywhere)",
+        )
+    ]
+
+
+_DIRECTIVE_TYPES: Final = {DocType.ORDER, DocType.DECISION}
+
+
+def _department_directive(doc: Document, directory: Directory) -> RuleResult | list[Finding]:
+    sender = directory.org(doc.sender)
+    if sender is None or sender.level is not OrgLevel.DEPARTMENT:
+        return _not_applicable(DEPARTMENT_DIRECTIVE, "the sender is not a department")
+    if doc.doc_type not in _DIRECTIVE_TYPES and not doc.directive:
+        return _not_applicable(DEPARTMENT_DIRECTIVE, "not a directive document")
+    own = _government_rank(directory, sender)
+    lower = []
+    for recipient in doc.recipients:
+        entry = directory.org(recipient)
+        if entry is None or entry.level not in _GOVERNMENT_RANK or recipient in sender.directive_to:
+            continue
+        if own is not None and _GOVERNMENT_RANK[entry.level] > own:
+            lower.append(recipient)
+    if not lower:
+        return []
+    kind_zh = doc.doc_type.zh if doc.doc_type in _DIRECTIVE_TYPES else f"指令性{doc.doc_type.zh}"
+    kind_en = str(doc.doc_type) if doc.doc_type in _DIRECTIVE_TYPES else f"directive {doc.doc_type}"
+    return [
+        Finding(
+            DEPARTMENT_DIRECTIVE,
+            f"部门 {_name(directory, doc.sender)} 向下级人民政府 {_names(directory, lower)} "
+            f"发送{kind_zh}，拓扑未授权（directive_to）；请经本级政府同意后由政府（办公厅）行文，"
+            "或改为非指令性公文",
+            f"department {doc.sender} sends a {kind_en} to lower-level government(s) "
+            f"{', '.join(lower)}, which the topology does not authorise (directive_to); have "
+            "the government (its general office) issue it, or send a non-directive document",
+        )
+    ]
+
+
+_COPY_NUMBER = re.compile(COPY_NUMBER_PATTERN)
+
+
+def _classified_marks(doc: Document, directory: Directory) -> RuleResult | list[Finding]:
+    if not doc.classification.is_state_secret:
+        return _not_applicable(CLASSIFIED_MARKS, f"{doc.classification} is not a state secret")
+    findings = []
+    if not doc.secrecy_period:
+        findings.append(
+            Finding(
+                CLASSIFIED_MARKS,
+                f"密级为{doc.classification.zh}，但未标注保密期限；请填写“保密期限”，"
+                f"如 {doc.classification.zh}★1年",
+                f"the document is {doc.classification.name} but carries no classification "
+                f"period; set secrecy_period (保密期限), e.g. {doc.classification.name}★1y",
+            )
+        )
+    missing = [r for r in doc.recipients if r not in doc.copy_numbers]
+    extra = [r for r in doc.copy_numbers if r not in doc.recipients]
+    malformed = {r: n for r, n in doc.copy_numbers.items() if not _COPY_NUMBER.fullmatch(n)}
+    seen: dict[str, str] = {}
+    repeated = []
+    for recipient, number in doc.copy_numbers.items():
+        if number in seen:
+            repeated.append(f"{number} ({seen[number]}, {recipient})")
+        seen[number] = recipient
+    if missing or extra or malformed or repeated:
+        problems_zh = []
+        problems_en = []
+        if missing:
+            problems_zh.append(f"{_names(directory, missing)} 没有份号")
+            problems_en.append(f"no copy number for {', '.join(missing)}")
+        if extra:
+            problems_zh.append(f"份号给了非收文机关 {'、'.join(extra)}")
+            problems_en.append(f"copy numbers for non-recipients {', '.join(extra)}")
+        if malformed:
+            listed = ", ".join(f"{r}={n!r}" for r, n in malformed.items())
+            problems_zh.append(f"份号不是6位阿拉伯数字：{listed}")
+            problems_en.append(f"copy numbers that are not six digits: {listed}")
+        if repeated:
+            problems_zh.append(f"份号重复：{'；'.join(repeated)}")
+            problems_en.append(f"repeated copy numbers: {'; '.join(repeated)}")
+        findings.append(
+            Finding(
+                CLASSIFIED_MARKS,
+                "；".join(problems_zh) + "。涉密公文每个收文机关一个份号（6位数字），"
+                "由发文端交换程序自动编排",
+                "; ".join(problems_en) + ". A classified document carries one six-digit copy "
+                "number per recipient, which the sending spoke assigns",
+            )
+        )
+    return findings
+
+
+# 机关代字〔年份〕序号号: the 机关代字 is Chinese characters; the year is four digits in
+# 六角括号; the number has no leading zero and no 第.
+_DOC_NUMBER = re.compile(
+    r"(?P<code>[\u4e00-\u9fff]{1,20})〔(?P<year>\d{4})〕(?P<seq>[1-9]\d{0,5})号"
+)
+_BRACKETS = str.maketrans({"[": "〔", "]": "〕", "【": "〔", "】": "〕", "（": "〔", "）": "〕"})
+
+
+def doc_number_problem(text: str) -> tuple[str, str] | None:
+    """None if ``text`` has the standard form; else (Chinese, English) naming each fault."""
+    if _DOC_NUMBER.fullmatch(text):
+        return None
+    zh: list[str] = []
+    en: list[str] = []
+    normal = unicodedata.normalize("NFKC", text)
+    if normal != text and not set(normal) & set("[]()"):
+        zh.append("含全角数字或变体字符")
+        en.append("full-width digits or variant characters")
+    if text.translate(_BRACKETS) != text or not ("〔" in text and "〕" in text):
+        zh.append("年份应用六角括号“〔〕”括入")
+        en.append("the year goes in hexagonal brackets 〔〕")
+    if "第" in text:
+        zh.append("发文顺序号不加“第”字")
+        en.append("the sequence number takes no 第")
+    year = re.search(r"[〔\[【（(]\s*(\d+)\s*[〕\]】）)]", normal)
+    if year is not None and len(year.group(1)) != 4:
+        zh.append("年份应标全称（4位）")
+        en.append("the year is written in full (four digits)")
+    if re.search(r"[〕\]】）)]第?0\d*号$", normal):
+        zh.append("发文顺序号不编虚位（1 不编为 01）")
+        en.append("no leading zeros in the sequence number (1, not 01)")
+    if not re.match(r"[\u4e00-\u9fff]", text):
+        zh.append("应以发文机关代字（汉字）开头")
+        en.append("it starts with the issuing organ's abbreviation in Chinese characters")
+    if not text.endswith("号"):
+        zh.append("应以“号”字结尾")
+        en.append("it ends with 号")
+    if not zh:
+        zh.append("不是“机关代字〔年份〕序号号”的形式")
+        en.append("it is not of the form 机关代字〔年份〕序号号")
+    return (
+        f"发文字号 {text!r}：{'；'.join(zh)}。应如 吉政发〔2002〕3号",
+        f"document number {text!r}: {'; '.join(en)}. Write it like 吉政发〔2002〕3号",
+    )
+
+
+def _doc_number_form(doc: Document) -> RuleResult | list[Finding]:
+    if doc.doc_number is None:
+        return _not_applicable(DOC_NUMBER_FORM, "no document number")
+    problem = doc_number_problem(doc.doc_number)
+    if problem is None:
+        return []
+    return [Finding(DOC_NUMBER_FORM, problem[0], problem[1])]
+
+
+def _not_applicable(rule: Rule, why: str) -> RuleResult:
+    return RuleResult(rule, Mode.ENFORCE, Verdict.NOT_APPLICABLE, note=why)
+
+
+def evaluate(
+    doc: Document,
+    directory: Directory,
+    settings: Settings,
+    *,
+    referenced: Referenced | None = None,
+    looked_up: bool = True,
+) -> Evaluation:
+    """Every rule's verdict on ``doc``.
+
+    ``referenced`` is what the store holds under ``doc.in_reply_to`` (None if nothing);
+    ``looked_up`` is False where no store can say (at a spoke), and the 批复's reference
+    is then left to the hub.
+    """
+    checks: dict[Rule, Callable[[], RuleResult | list[Finding]]] = {
+        SKIP_LEVEL: lambda: _skip_level(doc, directory),
+        REQUEST_RECIPIENT: lambda: _request_recipient(doc, directory),
+        UPWARD_SIGNATORY: lambda: _upward_signatory(doc, directory),
+        REPLY_REQUEST: lambda: _reply_request(doc, directory, referenced, looked_up=looked_up),
+        TYPE_DIRECTION: lambda: _type_direction(doc, directory),
+        DEPARTMENT_DIRECTIVE: lambda: _department_directive(doc, directory),
+        CLASSIFIED_MARKS: lambda: _classified_marks(doc, directory),
+        DOC_NUMBER_FORM: lambda: _doc_number_form(doc),
+    }
+    results = []
+    for rule, check in checks.items():
+        mode = mode_of(settings, rule)
+        if mode is Mode.OFF:
+            results.append(RuleResult(rule, mode, Verdict.OFF, note="off in the settings"))
+            continue
+        outcome = check()
+        if isinstance(outcome, RuleResult):
+            results.append(RuleResult(rule, mode, outcome.verdict, note=outcome.note))
+        elif outcome:
+            results.append(RuleResult(rule, mode, Verdict.FAIL, tuple(outcome)))
+        else:
+            results.append(RuleResult(rule, mode, Verdict.PASS))
+    directions = {r: direction(directory, doc.sender, r) for r in doc.recipients}
+    return Evaluation(directions, tuple(results))
