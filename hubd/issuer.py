@@ -54,6 +54,7 @@ class ReceiptIssuer:
         self._delay = delay
         self._pending: dict[tuple[str, str, bool], list[ReceiptEntry]] = defaultdict(list)
         self._wakeup = asyncio.Event()
+        self._order = asyncio.Lock()  # a flush under way finishes before a forward goes out
         self.sent_batches = 0
 
     def set_key(self, key: SigningKey) -> None:
@@ -80,6 +81,10 @@ class ReceiptIssuer:
             await self.flush()
 
     async def flush(self) -> None:
+        async with self._order:
+            await self._flush()
+
+    async def _flush(self) -> None:
         pending, self._pending = self._pending, defaultdict(list)
         durable: list[tuple[str, str, bytes]] = []
         now = self._clock()
@@ -106,9 +111,10 @@ class ReceiptIssuer:
         message was DELIVERED before it hears that the hub ACCEPTED it (on a busy loop the
         gathering delay can outlast a whole delivery round trip).
         """
-        if any(key[0] == dest for key in self._pending):
-            await self.flush()
-        await self._publish(dest, channel, frame, seq)
+        async with self._order:
+            if any(key[0] == dest for key in self._pending):
+                await self._flush()
+            await self._publish(dest, channel, frame, seq)
 
     async def _publish(self, dest: str, channel: str, frame: bytes, seq: int) -> None:
         if await self._send(channel, dest, transport.encode(transport.ReceiptsMsg(frame, seq))):

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.directory import ChannelEntry, Directory, OrgEntry
+from schemas.directory import Directory, OrgEntry, delivery_channel
 from schemas.envelope import Header
 from schemas.errors import Reason
-from schemas.labels import Classification
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +46,6 @@ Decision = Accept | Reject | Quarantine
 
 def _org(org: OrgEntry) -> str:
     return f"{org.id} ({org.name_zh})"
-
-
-def delivery_channel(
-    directory: Directory, sender: OrgEntry, recipient: OrgEntry, label: Classification
-) -> ChannelEntry | None:
-    """The lowest-ceiling channel both ends are provisioned on whose ceiling admits ``label``."""
-    shared = [
-        channel
-        for name in sender.channels
-        if name in recipient.channels and (channel := directory.channel(name)) is not None
-    ]
-    admitting = [c for c in shared if c.ceiling >= label]
-    return min(admitting, key=lambda c: c.ceiling.rank, default=None)
 
 
 def decide(header: Header, arrival: str, directory: Directory) -> Decision:

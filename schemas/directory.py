@@ -24,6 +24,7 @@ from schemas import codec
 from schemas.errors import DirectoryError, Reason, SchemaError, SignatureError, UsageError
 from schemas.ids import ChannelId, GroupId, HubId, KeyId, OrgId
 from schemas.keys import DOMAIN_DIRECTORY, KeyKind, SigningKey, key_id, verify_signature
+from schemas.labels import Classification
 from schemas.model import MAX_WIRE_INT, Version1, WireClassification, WireModel
 
 Millis = Annotated[int, Field(ge=0, le=MAX_WIRE_INT)]
@@ -309,6 +310,19 @@ class Directory(WireModel):
                 Reason.DIR_INCONSISTENT,
                 f"directory version {self.version} is inconsistent: " + "; ".join(problems[:5]),
             )
+
+
+def delivery_channel(
+    directory: Directory, sender: OrgEntry, recipient: OrgEntry, label: Classification
+) -> ChannelEntry | None:
+    """The lowest-ceiling channel both ends are provisioned on whose ceiling admits ``label``."""
+    shared = [
+        channel
+        for name in sender.channels
+        if name in recipient.channels and (channel := directory.channel(name)) is not None
+    ]
+    admitting = [c for c in shared if c.ceiling >= label]
+    return min(admitting, key=lambda c: c.ceiling.rank, default=None)
 
 
 @dataclass(frozen=True, slots=True)
