@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from schemas import codec
@@ -104,17 +103,10 @@ async def verify_store_chain(url: str) -> tuple[int, list[ChainProblem]]:
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
     from hubd import tables  # noqa: PLC0415
-    from hubd.store import engine_for  # noqa: PLC0415
+    from hubd.store import engine_for, read_only_url  # noqa: PLC0415
     from schemas.errors import StoreError  # noqa: PLC0415
 
-    if url.startswith("sqlite"):
-        path = url.split(":///", 1)[-1]
-        if not path or path == ":memory:" or not Path(path).is_file():  # noqa: ASYNC240 - one stat
-            raise StoreError(
-                f"there is no hub store at {path!r}; check --store or --config", retriable=False
-            )
-        url = f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true"  # never create or change it
-    engine = engine_for(url)
+    engine = engine_for(read_only_url(url))  # never create or change it
     try:
         async with engine.connect() as conn:
             result = await conn.stream(select(tables.audit).order_by(tables.audit.c.seq))

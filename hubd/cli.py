@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from hubd import route
 from hubd.audit import verify_store_chain
 from hubd.config import load_config
-from hubd.directory import build_and_sign, hub_key_paths, init_hub_key, read_directory
+from hubd.directory import (
+    build_and_sign,
+    hub_key_paths,
+    init_hub_key,
+    read_directory,
+)
 from hubd.hub import Hub
 from schemas.clock import ms_to_text
 from schemas.display import table
@@ -29,7 +36,7 @@ hubd_app = typer.Typer(
 )
 hubctl_app = typer.Typer(
     name="hubctl",
-    help="Operate the hub: keys, directory (and later status, trace, queues).",
+    help="Operate the hub: keys, directory, audit, and what-if routing (route).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -178,6 +185,49 @@ def audit_verify(
         typer.echo(f"audit ledger: {checked} rows checked, {len(problems)} problems", err=True)
         raise typer.Exit(1)
     typer.echo(f"audit ledger: {checked} rows checked, the chain is intact")
+
+
+@hubctl_app.command("route")
+def route_command(
+    meta_file: Annotated[Path, typer.Argument(help="A drop's NAME.meta.toml or NAME.meta.json")],
+    from_: Annotated[str, typer.Option("--from", help="The sending organisation (an org id)")],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="Hub configuration file: directory, hub key, store (default: config/hub.toml "
+            "if it exists and --directory is not given)"
+        ),
+    ] = None,
+    directory: Annotated[
+        Path | None, typer.Option(help="Signed directory (default: the one --config names)")
+    ] = None,
+    hub_pub: Annotated[
+        Path | None,
+        typer.Option(help="The hub's public key (default: beside the key --config names)"),
+    ] = None,
+    auto_cc: Annotated[
+        bool, typer.Option("--auto-cc", help="Copy skipped organs, as 'spoke send --auto-cc'")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON")] = False,
+) -> None:
+    """What the hub would do with a document: per recipient the direction, the channel and
+    why, and each rule's verdict. Nothing is sent. Exit 0: accepted; 1: refused."""
+    try:
+        where = route.sources(config, directory, hub_pub)
+        verified = route.load_directory(where, now=_now())
+        metadata = route.read_metadata(meta_file)
+        answer = asyncio.run(
+            route.route(
+                metadata, from_, verified, where.store_url, auto_cc=auto_cc or metadata.auto_cc
+            )
+        )
+    except route.RouteError as exc:
+        raise _fail("hubctl route", exc) from exc
+    if as_json:
+        typer.echo(json.dumps(answer.as_json(), ensure_ascii=False, indent=2))
+    else:
+        typer.echo(answer.render(), nl=False)
+    raise typer.Exit(0 if answer.report.accepted else 1)
 
 
 def hubd_main() -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import structlog
 from sqlalchemy import select
 
-from hubd import router
+from hubd import router, rulecheck
 from hubd import tables as t
 from hubd.audit import AuditEvent
 from hubd.dispatch import Dispatcher, Job, Payload, Send
@@ -39,6 +39,7 @@ from schemas.errors import PeerError, Reason, XchgError
 from schemas.ids import msg_id_text
 from schemas.labels import Classification
 from schemas.receipts import ReceiptEntry, ReceiptStatus, verify_receipts
+from schemas.rules import Evaluation, Finding
 from schemas.seal import BodyChecker
 
 log = structlog.get_logger("hubd.ingest")
@@ -175,6 +176,12 @@ class Ingest:
                 except PeerError as exc:
                     self._reject(arrival, envelope, exc.reason, exc.message)
                     return
+                # The header says all the rules need: refuse before a byte of body is spooled.
+                if isinstance(decision, router.Accept):
+                    evaluation = await rulecheck.judge(header, directory, self._store.read)
+                    if not evaluation.ok:
+                        self._refuse(arrival, envelope, evaluation)
+                        return
                 transfer = self._spool.begin(envelope, arrival.channel, arrival.org)
             transfer.channel = arrival.channel  # a resend may come on another connection
             await self._send_resume(transfer)
@@ -185,6 +192,15 @@ class Ingest:
             if not await self._known(envelope, arrival):  # a resend of a stored message is fine
                 self._reject(arrival, envelope, exc.reason, exc.message)
             return
+        warnings: tuple[Finding, ...] = ()
+        if isinstance(decision, router.Accept):
+            evaluation = await rulecheck.judge(header, directory, self._store.read)
+            if not evaluation.ok:
+                # a resend of a message stored before the rules changed keeps its answer
+                if not await self._known(envelope, arrival):
+                    self._refuse(arrival, envelope, evaluation)
+                return
+            warnings = evaluation.warnings
         checker = BodyChecker(envelope.body)
         try:
             checker.feed(message.body)
@@ -197,6 +213,7 @@ class Ingest:
             envelope,
             decision,
             Payload(message.frame, message.body, None, len(message.body)),
+            warnings,
         )
 
     async def _send_resume(self, transfer: Transfer) -> None:
@@ -242,17 +259,31 @@ class Ingest:
             self._reject(arrival, transfer.envelope, exc.reason, exc.message)
             return
         try:
-            decision = router.decide(transfer.envelope.header, transfer.channel, self._directory())
+            # Gating and the rules again, with the directory of now: it may have changed
+            # while the body came (or the transfer was resumed from the spool after a
+            # restart). The rules were checked when the head arrived, so a refusal here is
+            # rare, and the verdict gives the warnings of the message as it is stored.
+            header, directory = transfer.envelope.header, self._directory()
+            decision = router.decide(header, transfer.channel, directory)
             if isinstance(decision, router.Reject):
                 body_path.unlink(missing_ok=True)
                 self._reject(arrival, transfer.envelope, decision.reason, decision.detail)
                 return
+            warnings: tuple[Finding, ...] = ()
+            if isinstance(decision, router.Accept):
+                evaluation = await rulecheck.judge(header, directory, self._store.read)
+                if not evaluation.ok:
+                    body_path.unlink(missing_ok=True)
+                    self._refuse(arrival, transfer.envelope, evaluation)
+                    return
+                warnings = evaluation.warnings
             size = transfer.envelope.body.size
             await self._store_message(
                 arrival,
                 transfer.envelope,
                 decision,
                 Payload(transfer.envelope.frame, None, body_path, size),
+                warnings,
             )
         finally:
             self._spool.forget(transfer)
@@ -263,6 +294,7 @@ class Ingest:
         envelope: VerifiedEnvelope,
         decision: router.Accept | router.Quarantine,
         payload: Payload,
+        warnings: tuple[Finding, ...] = (),
     ) -> None:
         header = envelope.header
         quarantine = decision if isinstance(decision, router.Quarantine) else None
@@ -311,6 +343,10 @@ class Ingest:
             "body_size": payload.body_size,
             "frame_sha256": envelope.digest.hex(),
         }
+        if warnings:  # rules in warn mode that the document breaks (ids and articles only)
+            detail["rule_warnings"] = [
+                {"rule": f.rule.id, "article": f.rule.article} for f in warnings
+            ]
         event = "message.quarantined" if quarantined else "message.accepted"
         audit = [AuditEvent(event, arrival.at, header.msg_id, header.sender, detail)]
         result = await self._store.submit(NewMessage(row, deliveries, audit))
@@ -332,6 +368,8 @@ class Ingest:
             return
         self.counts["accepted"] += 1
         log.info("message.accepted", recipients=len(routes), **fields)
+        for finding in warnings:
+            log.warning("rule.warned", rule=finding.rule.id, article=finding.rule.article, **fields)
         self._issue(arrival, envelope, ReceiptStatus.ACCEPTED)
         for route in routes:
             self._dispatcher.add(
@@ -536,6 +574,26 @@ class Ingest:
         )
         self._issue(
             arrival, envelope, ReceiptStatus.REJECTED, reason.value, detail, retriable=retriable
+        )
+
+    def _refuse(self, arrival: Arrival, envelope: VerifiedEnvelope, evaluation: Evaluation) -> None:
+        """REJECTED for the document rules: the receipt names every finding, both languages;
+        the log names the rules (its detail never quotes the document number or signatory)."""
+        self.counts["rejected"] += 1
+        refusals = evaluation.refusals
+        log.warning(
+            "message.rejected",
+            reason=refusals[0].rule.reason,
+            rules=list(dict.fromkeys(f.rule.id for f in refusals)),
+            detail=rulecheck.log_detail(evaluation, envelope.header),
+            **self._fields(envelope, arrival),
+        )
+        self._issue(
+            arrival,
+            envelope,
+            ReceiptStatus.REJECTED,
+            refusals[0].rule.reason,
+            evaluation.refusal_text(),
         )
 
     def _ceiling(self, channel_id: str) -> Classification:

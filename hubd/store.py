@@ -142,6 +142,21 @@ def engine_for(url: str) -> AsyncEngine:
     )
 
 
+def read_only_url(url: str) -> str:
+    """``url`` opened so that nothing is created or changed (SQLite: a read-only URI).
+
+    Raises StoreError for a SQLite store that does not exist (it would otherwise be made).
+    """
+    if not url.startswith("sqlite"):
+        return url
+    path = url.split(":///", 1)[-1]
+    if not path or path == ":memory:" or not Path(path).is_file():
+        raise StoreError(
+            f"there is no hub store at {path!r}; check --store or --config", retriable=False
+        )
+    return f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true"
+
+
 def _upgrade(connection: Connection) -> None:
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))

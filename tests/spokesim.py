@@ -37,8 +37,9 @@ from schemas.envelope import VerifiedEnvelope, verify_envelope
 from schemas.errors import PeerError
 from schemas.ids import msg_id_text
 from schemas.keys import EncryptionKey, SigningKey
-from schemas.labels import Classification, DocType, Precedence
+from schemas.labels import Classification, DocType, Precedence, SecrecyPeriod
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts, verify_receipts
+from schemas.rules import assign_copy_numbers
 from schemas.seal import (
     Draft,
     FileData,
@@ -57,6 +58,26 @@ OPEN_BLOCK = 1 << 20  # bytes read per step when opening a staged body
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+SIGNATORY = "测试签发人"  # what every simulated document names unless told otherwise
+
+
+def valid_marks(
+    to: Sequence[str],
+    cc: Sequence[str],
+    classification: Classification,
+    extra: dict[str, object],
+) -> dict[str, object]:
+    """``extra`` with the header marks the document rules ask for filled in where not
+    given: a signatory (upward documents name one), and for a state secret a secrecy
+    period and one copy number per recipient, as a real spoke assigns them. A test about
+    a missing mark passes it explicitly (``signatory=None``, ``copy_numbers={}``)."""
+    marks: dict[str, object] = {"signatory": SIGNATORY}
+    if classification.is_state_secret:
+        marks["secrecy_period"] = SecrecyPeriod.parse("1y")
+        marks["copy_numbers"] = assign_copy_numbers((*to, *cc))
+    return {**marks, **extra}
 
 
 @dataclass
@@ -280,7 +301,7 @@ class SimSpoke:
             created_at=now_ms() if created_at is None else created_at,
             expires_at=expires_at,
             files=files,
-            **extra,  # type: ignore[arg-type]
+            **valid_marks(to, cc, classification, extra),  # type: ignore[arg-type]
         )
         return seal_bytes(draft, self.signing, self.directory, list(contents))
 
@@ -354,22 +375,28 @@ class SimSpoke:
         classification: Classification = Classification.INTERNAL,
         precedence: Precedence = Precedence.ROUTINE,
         expires_at: int | None = None,
+        cc: Sequence[str] = (),
+        doc_type: DocType = DocType.LETTER,
+        **extra: object,
     ) -> Sealed:
         """Seal the file ``source`` into the ciphertext file ``sink``, in bounded memory.
 
-        Synchronous and CPU-bound: run it with ``asyncio.to_thread`` for large files."""
+        Synchronous and CPU-bound: run it with ``asyncio.to_thread`` for large files.
+        ``extra``: more Draft fields (signatory, in_reply_to, ...), as for :meth:`seal`."""
         with source.open("rb") as src:
             entry = describe_file(source.name, "application/octet-stream", src)
         draft = Draft(
             sender=self.org,
             to=tuple(to),
+            cc=tuple(cc),
             classification=classification,
             precedence=precedence,
-            doc_type=DocType.LETTER,
+            doc_type=doc_type,
             title="大文件",
             created_at=now_ms(),
             expires_at=expires_at,
             files=[entry],
+            **valid_marks(to, cc, classification, extra),  # type: ignore[arg-type]
         )
         with source.open("rb") as src, sink.open("wb") as out:
             return seal_streams(draft, self.signing, self.directory, [src], out)

@@ -1,0 +1,76 @@
+"""The hub's side of the document rules (行文规则): what its store knows, and the verdict.
+
+The rules are pure code shared with the spokes (:mod:`schemas.rules`); the hub's check is
+the authoritative one because only the hub can answer the one question a spoke cannot:
+is the 请示 a 批复 answers really a request its recipient sent to its sender? This module
+reads that from the store (a message the hub accepted; a quarantined one does not count)
+by decoding the stored frame's header, which was verified when it was stored.
+
+Used by :mod:`hubd.ingest` (on the live store) and by ``hubctl route`` (read-only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Select, select
+
+from hubd import tables as t
+from schemas import codec
+from schemas.directory import Directory
+from schemas.envelope import Header, read_frame_sender
+from schemas.labels import DocType
+from schemas.rules import Document, Evaluation, Referenced, evaluate, settings_of
+
+Read = Callable[[Select[Any]], Awaitable[Sequence[Any]]]
+
+
+def referenced_query(msg_id: bytes) -> Select[Any]:
+    """The stored frame of ``msg_id`` if the hub accepted it (not quarantined)."""
+    return select(t.messages.c.frame).where(
+        t.messages.c.msg_id == msg_id, t.messages.c.state == "ACCEPTED"
+    )
+
+
+def stored_header(frame: bytes) -> Header:
+    """The header of a frame from the store.
+
+    The signature is not checked again: the frame was verified before it was stored, and
+    the key that signed it may have expired since.
+    """
+    _, _, hdr, _ = read_frame_sender(frame)
+    core = codec.decode_map(hdr, codec.HDR_LIMITS)["core"]
+    return Header.from_wire(codec.decode_map(core, codec.HEADER_LIMITS), what="stored header")
+
+
+def referenced_from(rows: Sequence[Any]) -> Referenced | None:
+    if not rows:
+        return None
+    header = stored_header(bytes(rows[0][0]))
+    return Referenced(header.msg_id, header.sender, header.doc_type, header.to)
+
+
+async def look_up(read: Read, in_reply_to: bytes | None) -> Referenced | None:
+    """What the store holds under a 批复's ``in_reply_to`` (None: nothing accepted)."""
+    if in_reply_to is None:
+        return None
+    return referenced_from(await read(referenced_query(in_reply_to)))
+
+
+async def judge(header: Header, directory: Directory, read: Read) -> Evaluation:
+    """Every rule's verdict on a verified header, under the directory's settings."""
+    doc = Document.from_header(header)
+    replies = header.doc_type is DocType.REPLY
+    referenced = await look_up(read, header.in_reply_to) if replies else None
+    return evaluate(doc, directory, settings_of(directory), referenced=referenced)
+
+
+def log_detail(evaluation: Evaluation, header: Header) -> str:
+    """The refusals in English for the log: the document number and signatory (which the
+    receipt may quote back to the sender) never reach a log line."""
+    text = " | ".join(f"[{f.rule.id}] {f.en}" for f in evaluation.refusals)
+    for secret in (header.doc_number, header.signatory):
+        if secret:
+            text = text.replace(secret, "(redacted)")
+    return text[:2000]
