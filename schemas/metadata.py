@@ -111,6 +111,12 @@ class DropMetadata(BaseModel):
     )
     expires: datetime | None = Field(default=None, validation_alias=_alias("expires", "失效时间"))
     directive: bool = Field(default=False, validation_alias=_alias("directive", "指令性"))
+    auto_cc: bool = Field(
+        default=False,
+        validation_alias=_alias("auto_cc", "自动抄送"),
+        description="copy (抄送) every organ a skip-level document skips (越级行文), as the "
+        "skip_level rule requires; the spoke adds them before sealing",
+    )
 
     @field_validator("classification", mode="before")
     @classmethod
@@ -191,7 +197,7 @@ ALIASES = {
     "to": "主送", "cc": "抄送", "classification": "密级", "secrecy_period": "保密期限",
     "precedence": "紧急程度", "doc_type": "文种", "title": "标题", "doc_number": "发文字号",
     "signatory": "签发人", "date": "成文日期", "in_reply_to": "回复文件", "expires": "失效时间",
-    "directive": "指令性",
+    "directive": "指令性", "auto_cc": "自动抄送",
 }  # fmt: skip
 _FRIENDLY = {
     "date_from_datetime_parsing": "write a date as 2026-11-25",
@@ -263,7 +269,7 @@ def parse_metadata(data: bytes, *, source: str) -> DropMetadata:
 _FIELD_NAMES = [
     "to 主送", "cc 抄送", "classification 密级", "secrecy_period 保密期限", "precedence 紧急程度",
     "doc_type 文种", "title 标题", "doc_number 发文字号", "signatory 签发人", "date 成文日期",
-    "in_reply_to 回复文件", "expires 失效时间", "directive 指令性",
+    "in_reply_to 回复文件", "expires 失效时间", "directive 指令性", "auto_cc 自动抄送",
 ]  # fmt: skip
 
 

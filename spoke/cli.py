@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from schemas.clock import ms_to_text
-from schemas.directory import verify_directory
+from schemas.directory import Directory, verify_directory
 from schemas.display import table
 from schemas.errors import ConfigError, XchgError
 from schemas.ids import parse_msg_id
@@ -19,9 +20,10 @@ from schemas.runtime import configure as configure_logs
 from schemas.runtime import run_loop
 from spoke.agent import SpokeAgent
 from spoke.config import SpokeConfig, load_config
+from spoke.files import Refusal
 from spoke.keygen import generate_org_keys
 from spoke.state import SpokeState
-from spoke.tools import make_drop, status_table
+from spoke.tools import drop_name, make_drop, rehearse, status_table
 
 app = typer.Typer(
     name="spoke",
@@ -84,6 +86,22 @@ def send(
     precedence: Annotated[str, typer.Option(help="紧急程度: 平件 加急 特急 特提")] = "ROUTINE",
     doc_number: Annotated[str | None, typer.Option(help="发文字号")] = None,
     signatory: Annotated[str | None, typer.Option(help="签发人")] = None,
+    in_reply_to: Annotated[
+        str | None, typer.Option(help="回复文件: the msg_id this answers (a 批复's 请示)")
+    ] = None,
+    auto_cc: Annotated[
+        bool,
+        typer.Option("--auto-cc", help="自动抄送: copy every organ a skip-level document skips"),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the route and each rule's verdict; send nothing "
+            "(exit 0: it would be accepted, 1: refused)",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --dry-run: JSON")] = False,
     name: Annotated[
         str | None, typer.Option(help="The drop's name (default: first file's)")
     ] = None,
@@ -102,12 +120,51 @@ def send(
         meta["doc_number"] = doc_number
     if signatory:
         meta["signatory"] = signatory
+    if in_reply_to:
+        meta["in_reply_to"] = in_reply_to
+    if auto_cc:
+        meta["auto_cc"] = True
+    if dry_run:
+        _dry_run(settings, files, meta, name=name, as_json=as_json)
+        return
     try:
         drop = make_drop(settings.folder("outbox"), files, meta, name=name)
     except (OSError, ValueError) as exc:
         raise _fail("spoke send", exc) from exc
     typer.echo(f"queued as the drop '{drop}' in {settings.folder('outbox')}; the agent sends it")
     typer.echo("follow it with: spoke status --config " + str(config))
+
+
+def _dry_run(
+    settings: SpokeConfig,
+    files: list[Path],
+    meta: dict[str, object],
+    *,
+    name: str | None,
+    as_json: bool,
+) -> None:
+    """What the agent and the hub would make of the drop; exit 0 accepted, 1 refused."""
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise _fail("spoke send", ValueError(f"{', '.join(missing)} is not a file"))
+    directory = _directory(settings, "spoke send")
+    meta_name = f"{drop_name(files, name)}.meta.json"
+    outcome = rehearse(meta, meta_name=meta_name, org=settings.org, directory=directory)
+    if isinstance(outcome, Refusal):
+        if as_json:
+            typer.echo(json.dumps({"accepted": False, "refusal": outcome.as_json()}, **_JSON))
+        else:
+            typer.echo(f"The spoke would refuse it ({outcome.rule}). Nothing is sent.")
+            typer.echo(f"Why: {outcome.message}\nWhat to do: {outcome.hint}")
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(outcome.as_json(), **_JSON))
+    else:
+        typer.echo(outcome.render(), nl=False)
+    raise typer.Exit(0 if outcome.accepted else 1)
+
+
+_JSON: dict[str, Any] = {"ensure_ascii": False, "indent": 2}
 
 
 @app.command()
@@ -154,24 +211,7 @@ def directory(
 ) -> None:
     """The organisations and groups this spoke can address (from its verified directory)."""
     settings = _config(config, "spoke directory")
-    state = SpokeState(settings.work / "state.db")
-    try:
-        frame = state.directory_frame()
-    finally:
-        state.close()
-    if frame is None:
-        raise _fail(
-            "spoke directory",
-            ValueError("no directory yet: start the agent so that it receives one from the hub"),
-        )
-    try:
-        pinned = HubPublicKey.load(
-            settings.spoke.hub_key.read_bytes(), source=str(settings.spoke.hub_key)
-        )
-        verified = verify_directory(frame, pinned.public, now=time.time_ns() // 1_000_000)
-    except (OSError, ValueError, XchgError) as exc:
-        raise _fail("spoke directory", exc) from exc
-    d = verified.directory
+    d = _directory(settings, "spoke directory")
     typer.echo(f"directory v{d.version}, expires {ms_to_text(d.expires_at)}")
     rows = [
         (o.id, o.name_zh, o.level.value, str(o.clearance), ",".join(o.channels)) for o in d.orgs
@@ -180,6 +220,28 @@ def directory(
     typer.echo("")
     groups = [(f"@{g.id}", g.name_zh, str(len(g.members))) for g in d.groups]
     typer.echo(table(("group", "name", "members"), groups))
+
+
+def _directory(settings: SpokeConfig, command: str) -> Directory:
+    """The directory the agent cached, verified against the pinned hub key (as it does)."""
+    state = SpokeState(settings.work / "state.db")
+    try:
+        frame = state.directory_frame()
+    finally:
+        state.close()
+    if frame is None:
+        raise _fail(
+            command,
+            ValueError("no directory yet: start the agent so that it receives one from the hub"),
+        )
+    try:
+        pinned = HubPublicKey.load(
+            settings.spoke.hub_key.read_bytes(), source=str(settings.spoke.hub_key)
+        )
+        verified = verify_directory(frame, pinned.public, now=time.time_ns() // 1_000_000)
+    except (OSError, ValueError, XchgError) as exc:
+        raise _fail(command, exc) from exc
+    return verified.directory
 
 
 def _config(path: Path, command: str) -> SpokeConfig:

@@ -3,7 +3,8 @@
 In a scratch folder (``demo-run/``): keys for every organisation of the Jilin topology, a
 signed directory, the hub on its embedded broker (a free port) and SQLite, and the spokes
 of 国务院办公厅, 吉林省人民政府办公厅, 长春市, 农安县 and 卫生厅 as separate processes. Documents
-are dropped into outboxes exactly as an integrator would, and the demo watches the
+are dropped into outboxes exactly as an integrator would (one of them, a 请示 addressed to two
+superiors, breaks the document rules and is refused), and the demo watches the
 folders (sent/, failed/, inbox/) to print what happened. Everything stops at the end;
 ``--keep`` leaves it running to explore.
 """
@@ -65,7 +66,8 @@ REPORT = meta(
     precedence="加急",
     doc_type="报告",
     title="关于秋粮收购情况的报告",
-    signatory="王某",
+    signatory="王某",  # an upward document names its 签发人 (rule upward_signatory)
+    doc_number="农政报〔2026〕5号",
 )
 SECRET_REPORT = meta(
     主送="cn.gov",
@@ -74,6 +76,16 @@ SECRET_REPORT = meta(
     文种="报告",
     标题="（涉密标题不显示）",
     签发人="李某",
+    发文字号="吉政报〔2026〕1号",
+)
+# Two primary recipients: the document rule request_recipient refuses it at the spoke.
+REQUEST = meta(
+    主送="jl.gov, cn.gov",
+    密级="内部",
+    文种="请示",
+    标题="关于申请防汛专项资金的请示",
+    签发人="张某",
+    发文字号="长府请〔2026〕3号",
 )
 EMERGENCY = meta(
     to="jl.dept.health",
@@ -336,6 +348,23 @@ class Demo:
             )
         )
 
+        self.drop(
+            "jl.cc", "防汛请示.txt", "省政府、国务院办公厅：关于申请防汛专项资金的请示。", REQUEST
+        )
+        rule = _wait("the 请示's refusal", lambda: self.failed("jl.cc", "防汛请示.txt"))
+        assert isinstance(rule, dict)  # noqa: S101
+        self.rows.append(
+            Row(
+                "请示",
+                "长春市 -> 吉林省政府办公厅 + 国务院办公厅",
+                "INTERNAL 内部",
+                "-",
+                f"refused ({rule['rule']})",
+                "nothing left the spoke; see below",
+                "-",
+            )
+        )
+
         self._precedence()
         print(
             table(
@@ -348,6 +377,11 @@ class Demo:
         )
         print(f"\nwhy 长春市 was refused: {error['message']}")
         print(f"what to do: {error['hint']}")
+        for finding in rule["findings"]:
+            print(f"\nwhy the 请示 was refused: [{finding['rule']}] {finding['article']}")
+            print(f"  {finding['zh']}")
+            print(f"  {finding['en']}")
+        print(f"(all of it in {self.folder('jl.cc', 'failed')}/防汛请示.txt.error.txt)")
         print(
             f"\nall of it in {time.monotonic() - started:.1f} s; the folders are in {self.scratch}/"
         )
@@ -399,13 +433,12 @@ class Demo:
         )
         _wait(
             "the backlog",
-            lambda: len(list(self.folder("jl.dept.health", "inbox").iterdir())) >= BACKLOG + 1,
+            lambda: len(self._complete_inbox("jl.dept.health")) >= BACKLOG + 1,
             40,
         )
         order = sorted(
             (json.loads((p / "meta.json").read_text(encoding="utf-8"))["received_at"], p)
-            for p in self.folder("jl.dept.health", "inbox").iterdir()
-            if p.is_dir() and not p.name.startswith(".")
+            for p in self._complete_inbox("jl.dept.health")
         )
         position = next(
             i
@@ -424,6 +457,14 @@ class Demo:
                 f"{(time.monotonic() - t) * 1000:.0f} ms",
             )
         )
+
+    def _complete_inbox(self, org: str) -> list[Path]:
+        """inbox/<msg_id>/ folders in place (a dot-named one is still being written)."""
+        return [
+            p
+            for p in self.folder(org, "inbox").iterdir()
+            if p.is_dir() and not p.name.startswith(".")
+        ]
 
     def shutdown(self) -> None:
         for name in list(self.procs):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.localfs import atomic_write, fsync_dir
+from schemas.rules import Finding, Mode
 
 MAX_NAME_BYTES = 255
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL"} | {
@@ -28,23 +29,30 @@ _WINDOWS_BAD = set('<>:"|?*')
 
 @dataclass(frozen=True)
 class Refusal(Exception):  # noqa: N818 - a refusal is a value that also travels as an exception
-    """Why a drop is not sent: a rule id, a sentence with the values, and what to do."""
+    """Why a drop is not sent: a rule id, a sentence with the values, and what to do.
+
+    A refusal by the document rules also carries every finding (``rule`` is then the
+    first one's reason, ``rule.<id>``)."""
 
     rule: str
     message: str
     hint: str
     values: dict[str, Any] = field(default_factory=dict)
+    findings: tuple[Finding, ...] = ()
 
     def __str__(self) -> str:
         return f"[{self.rule}] {self.message} {self.hint}"
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "rule": self.rule,
             "message": self.message,
             "hint": self.hint,
             "values": self.values,
         }
+        if self.findings:
+            out["findings"] = [f.as_dict(Mode.ENFORCE) for f in self.findings]
+        return out
 
 
 def name_problem(name: str) -> str | None:

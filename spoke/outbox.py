@@ -23,6 +23,7 @@ from schemas.directory import Directory
 from schemas.labels import Classification
 from schemas.localfs import fsync_dir
 from schemas.metadata import DropMetadata, MetadataError, parse_metadata
+from schemas.rules import Document, Finding
 from spoke.files import (
     Refusal,
     check_regular,
@@ -31,6 +32,7 @@ from spoke.files import (
     meta_payload_name,
     name_problem,
 )
+from spoke.ruling import copied_as_needed, document_of, judge
 
 log = structlog.get_logger("spoke.outbox")
 
@@ -210,33 +212,58 @@ class Outbox:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A claimed drop that passed every check: what to seal."""
+    """A claimed drop that passed every check, the document rules included: what to seal."""
 
     claimed: Claimed
     metadata: DropMetadata
     files: list[tuple[str, Path]]  # (name in the document, path on disk)
-    to: tuple[str, ...]
-    cc: tuple[str, ...]
+    document: Document  # recipients expanded, auto_cc applied, 份号 assigned
+    added_cc: tuple[str, ...]  # copies auto_cc (自动抄送) added
+    warnings: tuple[Finding, ...]  # findings of rules set to warn: sent anyway
     channel: str
+
+    @property
+    def to(self) -> tuple[str, ...]:
+        return self.document.to
+
+    @property
+    def cc(self) -> tuple[str, ...]:
+        return self.document.cc
 
 
 def prepare(
     claimed: Claimed, *, org: str, directory: Directory, max_file_bytes: int, max_files: int
 ) -> Prepared:
-    """Check a claimed drop against the contract and the directory; Refusal if it fails."""
+    """Check a claimed drop against the contract, the directory and the document rules, on
+    exactly what will be sealed; Refusal if it fails."""
     try:
         metadata = parse_metadata(claimed.meta.read_bytes(), source=claimed.meta_name)
     except MetadataError as exc:
-        raise Refusal(
-            "drop.bad_metadata",
-            f"'{claimed.meta_name}' cannot be used: {exc}.",
-            "Correct the metadata (see docs/integrators.md and schemas/metadata.schema.json) "
-            "and drop the document again.",
-            {"problems": [{"field": f, "problem": p} for f, p in exc.problems]},
-        ) from exc
+        raise bad_metadata(claimed.meta_name, exc) from exc
     files = _collect(claimed, max_file_bytes=max_file_bytes, max_files=max_files)
-    me = directory.org(org)
-    if me is None:
+    to, cc = address(metadata, org=org, directory=directory)
+    doc = document_of(metadata, org, to, cc)
+    doc, added = copied_as_needed(doc, directory, auto_cc=metadata.auto_cc)
+    channel = _gate(doc, org=org, directory=directory)
+    evaluation = judge(doc, directory)
+    return Prepared(claimed, metadata, files, doc, added, evaluation.warnings, channel)
+
+
+def bad_metadata(meta_name: str, exc: MetadataError) -> Refusal:
+    return Refusal(
+        "drop.bad_metadata",
+        f"'{meta_name}' cannot be used: {exc}.",
+        "Correct the metadata (see docs/integrators.md and schemas/metadata.schema.json) "
+        "and drop the document again.",
+        {"problems": [{"field": f, "problem": p} for f, p in exc.problems]},
+    )
+
+
+def address(
+    metadata: DropMetadata, *, org: str, directory: Directory
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(to, cc) with groups expanded, this organisation left out; Refusal if unusable."""
+    if directory.org(org) is None:
         raise Refusal(
             "drop.sender_unknown",
             f"this organisation ({org}) is not in directory version {directory.version}.",
@@ -262,9 +289,16 @@ def prepare(
             "Name at least one other organisation.",
             {"to": metadata.to},
         )
-    label = metadata.classification
+    return to, cc
+
+
+def _gate(doc: Document, *, org: str, directory: Directory) -> str:
+    """Clearances of everyone (copies auto_cc added included); the channel to send it on."""
+    me = directory.org(org)
+    assert me is not None  # noqa: S101 - address() checked it
+    label = doc.classification
     _check_clearance(label, me.clearance, org, "this organisation")
-    for recipient in (*to, *cc):
+    for recipient in doc.recipients:
         entry = directory.org(recipient)
         assert entry is not None  # noqa: S101 - expand() returned only known organisations
         _check_clearance(label, entry.clearance, recipient, entry.name_zh)
@@ -278,7 +312,7 @@ def prepare(
             "an organisation provisioned on a channel that carries it.",
             {"classification": label.name, "channels": list(me.channels)},
         )
-    return Prepared(claimed, metadata, files, to, cc, channel)
+    return channel
 
 
 def _check_clearance(label: Classification, clearance: Classification, org: str, name: str) -> None:

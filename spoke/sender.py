@@ -1,7 +1,8 @@
 """Sending: outbox drops -> checks -> sealed envelopes -> hub, and the answers back.
 
-A drop is claimed into ``.spoke/work/<token>/``, checked (:func:`spoke.outbox.prepare`),
-sealed into ``.spoke/queue/<msg_id>.body`` and recorded, durably, before it is published.
+A drop is claimed into ``.spoke/work/<token>/``, checked (:func:`spoke.outbox.prepare`,
+the document rules included: :mod:`spoke.ruling`), sealed into
+``.spoke/queue/<msg_id>.body`` and recorded, durably, before it is published.
 It is published again after every reconnect and every ``resend_every`` seconds until the
 hub's ACCEPTED or REJECTED arrives. ACCEPTED moves the drop to ``sent/<msg_id>/`` with a
 ``status.json`` that the recipients' receipts keep up to date; any refusal moves it to
@@ -28,6 +29,7 @@ from schemas.errors import XchgError
 from schemas.ids import msg_id_text
 from schemas.localfs import atomic_write
 from schemas.receipts import ReceiptEntry, ReceiptStatus
+from schemas.rules import Mode
 from schemas.seal import Draft, describe_file, seal_streams
 from spoke.context import SpokeContext
 from spoke.files import Refusal, durable_rename, printable, unique_path, write_json
@@ -116,16 +118,12 @@ class Sender:
         for name, path in prepared.files:
             with path.open("rb") as source:
                 entries.append(describe_file(name, _media_type(name), source))
-        recipients = (*prepared.to, *prepared.cc)
-        copies = (
-            {r: f"{i:06d}" for i, r in enumerate(recipients, 1)}  # 份号, one per recipient
-            if meta.classification.is_state_secret
-            else {}
-        )
+        doc = prepared.document  # what the rules judged is exactly what is sealed
+        recipients = doc.recipients
         draft = Draft(
             sender=self.ctx.org,
-            to=prepared.to,
-            cc=prepared.cc,
+            to=doc.to,
+            cc=doc.cc,
             classification=meta.classification,
             precedence=meta.precedence,
             doc_type=meta.doc_type,
@@ -137,7 +135,7 @@ class Sender:
             doc_number=meta.doc_number,
             signatory=meta.signatory,
             secrecy_period=meta.secrecy_period,
-            copy_numbers=copies,
+            copy_numbers=dict(doc.copy_numbers),
             directive=meta.directive,
             date=None if meta.date is None else meta.date.isoformat(),
         )
@@ -165,9 +163,23 @@ class Sender:
             state="QUEUED",
             created_at=draft.created_at,
         )
+        notes: dict[str, object] = {
+            "added_cc": list(prepared.added_cc),
+            "copy_numbers": dict(doc.copy_numbers),
+            "rule_warnings": [f.as_dict(Mode.WARN) for f in prepared.warnings],
+        }
         self.ctx.state.add_outbound(
-            out, recipients, header.classification.name, header.precedence.name
+            out, recipients, header.classification.name, header.precedence.name, notes=notes
         )
+        for finding in prepared.warnings:  # never the title: it travels encrypted
+            log.warning(
+                "rule.warned",
+                rule=finding.rule.id,
+                article=finding.rule.article,
+                msg_id=header.msg_id_text,
+                name=out.name,
+                detail=finding.en,
+            )
         log.info(
             "drop.sealed",
             name=out.name,
@@ -176,6 +188,7 @@ class Sender:
             classification=header.classification.name,
             precedence=header.precedence.name,
             channel=out.channel,
+            added_cc=list(prepared.added_cc),
         )
         return out
 
@@ -337,6 +350,10 @@ class Sender:
                 info["reason"], info["detail"] = reason, detail
             if STATUS_ORDER.index(status) > STATUS_ORDER.index(str(info["status"])):
                 info["status"] = status
+        notes = self.ctx.state.notes(msg_id)
+        copies: dict[str, str] = notes.get("copy_numbers", {})
+        for recipient, number in copies.items():
+            recipients.setdefault(recipient, {"status": "PENDING"})["copy_number"] = number
         write_json(
             folder / "status.json",
             {
@@ -349,6 +366,8 @@ class Sender:
                 "created_at": ms_to_text(created, precise=True),
                 "accepted_at": None if answered is None else ms_to_text(answered, precise=True),
                 "recipients": recipients,
+                "added_cc": notes.get("added_cc", []),  # by auto_cc (自动抄送)
+                "rule_warnings": notes.get("rule_warnings", []),  # rules set to warn
             },
         )
 
@@ -386,15 +405,10 @@ class Sender:
         at = ms_to_text(self.ctx.clock())
         shown = printable(name)
         detail = printable(refusal.as_json())
-        lines = [
-            f"{shown} was not sent.",
-            "",
-            f"Why: {detail['message']}",
-            f"What to do: {detail['hint']}",
-            "",
-            f"Rule: {detail['rule']}",
-            f"When: {at}",
-        ]
+        lines = [f"{shown} was not sent.", "", f"Why: {detail['message']}"]
+        if refusal.findings:  # the document rules: every finding, Chinese then English
+            lines += ["", *(f"  {printable(f.sentence())}" for f in refusal.findings), ""]
+        lines += [f"What to do: {detail['hint']}", "", f"Rule: {detail['rule']}", f"When: {at}"]
         if msg_id is not None:
             lines.append(f"msg_id: {msg_id_text(msg_id)}")
         lines.append("The document and its metadata are next to this file, unchanged.")
@@ -417,6 +431,11 @@ def _hint(reason: str | None, *, retriable: bool) -> str:
         return "The hub could not take it now; drop the document again later."
     if reason is None:
         return "Ask the hub operator."
+    if reason.startswith("rule."):
+        return (
+            "The hub's document rules (行文规则) refused it: correct what the sentence names "
+            "(docs/rules.md explains every rule) and drop the document again."
+        )
     if reason.startswith("policy."):
         return "Change the label or the recipients so that the rule is met, then drop it again."
     if reason == "replay.clock_skew":

@@ -1,7 +1,8 @@
 """The spoke's durable local state: one SQLite file (WAL, synchronous=FULL) in ``.spoke/``.
 
 - ``outbound``: every sealed envelope until the hub's ACCEPTED or REJECTED, and after it
-  for ``spoke status``;
+  for ``spoke status``; ``outbound_notes``: what status.json adds about it (copies auto_cc
+  added, 份号, rule warnings);
 - ``inbound``: every msg_id written to the inbox (a duplicate is never written twice);
 - ``receipts``: what each recipient said about what we sent;
 - ``cursors``: per channel, the last numbered receipt batch durably processed;
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,10 @@ CREATE TABLE IF NOT EXISTS outbound (
     state TEXT NOT NULL,           -- QUEUED | ACCEPTED | REJECTED
     created_at INTEGER NOT NULL,
     answered_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS outbound_notes (
+    msg_id BLOB PRIMARY KEY,       -- an outbound row's, written in the same transaction
+    notes TEXT NOT NULL            -- JSON for status.json: added_cc, copy_numbers, rule_warnings
 );
 CREATE TABLE IF NOT EXISTS inbound (
     msg_id BLOB PRIMARY KEY,
@@ -140,27 +145,51 @@ class SpokeState:
     # ------------------------------------------------------------------ outbound
 
     def add_outbound(
-        self, out: Outbound, recipients: Sequence[str], classification: str, precedence: str
+        self,
+        out: Outbound,
+        recipients: Sequence[str],
+        classification: str,
+        precedence: str,
+        *,
+        notes: Mapping[str, object] | None = None,
     ) -> None:
-        self._tx(
-            "INSERT INTO outbound (msg_id, name, work, channel, frame, body_path, body_size, "
-            "recipients, classification, precedence, state, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                out.msg_id,
-                out.name,
-                str(out.work),
-                out.channel,
-                out.frame,
-                str(out.body_path),
-                out.body_size,
-                json.dumps(list(recipients)),
-                classification,
-                precedence,
-                out.state,
-                out.created_at,
-            ),
-        )
+        """Record a sealed envelope and its notes, in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO outbound (msg_id, name, work, channel, frame, body_path, "
+                    "body_size, recipients, classification, precedence, state, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        out.msg_id,
+                        out.name,
+                        str(out.work),
+                        out.channel,
+                        out.frame,
+                        str(out.body_path),
+                        out.body_size,
+                        json.dumps(list(recipients)),
+                        classification,
+                        precedence,
+                        out.state,
+                        out.created_at,
+                    ),
+                )
+                if notes:
+                    self._db.execute(
+                        "INSERT INTO outbound_notes (msg_id, notes) VALUES (?, ?)",
+                        (out.msg_id, json.dumps(notes, ensure_ascii=False)),
+                    )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def notes(self, msg_id: bytes) -> dict[str, Any]:
+        """What status.json adds about a send ({} if nothing was recorded)."""
+        rows = self._read("SELECT notes FROM outbound_notes WHERE msg_id = ?", (msg_id,))
+        return dict(json.loads(rows[0][0])) if rows else {}
 
     def set_outbound_state(self, msg_id: bytes, state: str, at: int) -> None:
         self._tx(

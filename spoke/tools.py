@@ -1,4 +1,4 @@
-"""Helpers for the spoke's commands: making a drop, printing status."""
+"""Helpers for the spoke's commands: making a drop, rehearsing one, printing status."""
 
 from __future__ import annotations
 
@@ -8,10 +8,16 @@ import shutil
 from pathlib import Path
 
 from schemas.clock import ms_to_text
+from schemas.directory import Directory
 from schemas.display import table
 from schemas.ids import msg_id_text, parse_msg_id
 from schemas.localfs import atomic_write
-from spoke.files import name_problem
+from schemas.metadata import MetadataError, parse_metadata
+from schemas.rules import settings_of
+from schemas.whatif import WhatIf, what_if
+from spoke.files import Refusal, name_problem
+from spoke.outbox import address, bad_metadata
+from spoke.ruling import document_of
 from spoke.state import SpokeState
 
 
@@ -24,7 +30,7 @@ def make_drop(
     for path in files:
         if not path.is_file():
             raise ValueError(f"{path} is not a file")
-    drop = name or (files[0].name if len(files) == 1 else files[0].stem)
+    drop = drop_name(files, name)
     problem = name_problem(drop)
     if problem is not None:
         raise ValueError(f"the drop name {drop!r} {problem}")
@@ -46,6 +52,28 @@ def make_drop(
         mode=0o644,
     )
     return drop
+
+
+def rehearse(
+    meta: dict[str, object], *, meta_name: str, org: str, directory: Directory
+) -> WhatIf | Refusal:
+    """``spoke send --dry-run``: the what-if report on the drop ``meta`` would make (the
+    same Document the agent judges), or the spoke's own refusal before the rules."""
+    try:
+        metadata = parse_metadata(json.dumps(meta).encode(), source=meta_name)
+        to, cc = address(metadata, org=org, directory=directory)
+    except MetadataError as exc:
+        return bad_metadata(meta_name, exc)
+    except Refusal as refusal:
+        return refusal
+    doc = document_of(metadata, org, to, cc)
+    settings = settings_of(directory)
+    return what_if(doc, directory, settings, looked_up=False, auto_cc=metadata.auto_cc)
+
+
+def drop_name(files: list[Path], name: str | None) -> str:
+    """The drop's NAME: ``name``, or the single file's name, or the first file's stem."""
+    return name or (files[0].name if len(files) == 1 else files[0].stem)
 
 
 def status_table(state: SpokeState, *, msg_id: str | None, limit: int) -> str:

@@ -672,7 +672,13 @@ async def test_secret_drop_to_a_group_numbers_one_copy_per_recipient(
     offline_spoke: OfflineSpokeFactory,
 ) -> None:
     spoke = offline_spoke("cn.gov")
-    reply = meta(主送="@channel.classified", 密级="机密★6个月", 文种="批复", 标题="t")
+    reply = meta(
+        主送="@channel.classified",
+        密级="机密★6个月",
+        文种="批复",
+        标题="t",
+        回复文件="0123456789abcdef0123456789abcdef",  # whether it is a 请示: the hub checks
+    )
     spoke.drop("批复.txt", BODY, reply)
 
     await spoke.settle()

@@ -91,15 +91,15 @@ async def test_send_of_several_files_makes_one_drop_with_every_file(
         "--classification",
         "INTERNAL",
         "--type",
-        "REPORT",
+        "NOTICE",
         "--title",
-        "两个文件的报告",
+        "两个文件的通知",
         "--name",
         "两个文件",
     )
     assert done.returncode == 0, done.stderr
     await gov.wait_status("两个文件", "jl.cc")
-    meta = await cc.wait_received("两个文件的报告")
+    meta = await cc.wait_received("两个文件的通知")
     assert {f["name"] for f in meta["files"]} == set(files)
     for name, data in files.items():
         assert (cc.inbox / meta["msg_id"] / name).read_bytes() == data

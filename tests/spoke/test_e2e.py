@@ -216,20 +216,20 @@ async def test_hub_rejection_moves_the_drop_to_failed_with_the_hubs_reason_and_b
     # tell (the spoke does not know the hub's window).
     exchange = exchanges(hub_toml="[delivery]\nretry_initial = 1.0\nmax_skew = 0.001\n")
     (gov,) = await exchange.running("jl.gov")
-    content = "请示正文\n".encode()
-    meta = notice("关于拨付专项资金的请示", "jl.cc", 文种="请示")
-    gov.drop("请示.txt", content, meta)
+    content = "函件正文\n".encode()
+    meta = notice("关于拨付专项资金的函", "jl.cc", 文种="函")
+    gov.drop("函.txt", content, meta)
 
-    failure = await eventually(lambda: gov.failure("请示.txt"), "请示.txt in failed/")
+    failure = await eventually(lambda: gov.failure("函.txt"), "函.txt in failed/")
     text, detail = failure
     assert detail["rule"] == "replay.clock_skew"
     assert detail["msg_id"] is not None
     assert "the hub refused it" in text
     assert "from the hub's clock" in text  # the hub's own sentence
     assert "replay.clock_skew" in text
-    assert (gov.failed / "请示.txt").read_bytes() == content
-    meta_text = (gov.failed / "请示.txt.meta.toml").read_text(encoding="utf-8")
-    assert "关于拨付专项资金的请示" in meta_text
+    assert (gov.failed / "函.txt").read_bytes() == content
+    meta_text = (gov.failed / "函.txt.meta.toml").read_text(encoding="utf-8")
+    assert "关于拨付专项资金的函" in meta_text
     assert gov.sent_folders() == []
     assert not [p for p in gov.outbox.iterdir() if not p.name.startswith(".")]
 

@@ -48,6 +48,7 @@ FIELDS: list[tuple[str, str, str, object]] = [
     ("in_reply_to", "回复文件", f'"{MSG_ID}"', MSG_ID),
     ("expires", "失效时间", "2026-12-01T08:00:00+08:00", None),  # checked below
     ("directive", "指令性", "true", True),
+    ("auto_cc", "自动抄送", "true", True),
 ]
 REQUIRED = {"to": '"jl.cc"', "classification": '"INTERNAL"', "doc_type": '"NOTICE"', "title": '"t"'}
 

@@ -1,0 +1,90 @@
+"""The document rules (行文规则) at the sending spoke, on exactly what will be sealed.
+
+Once :func:`spoke.outbox.prepare` has expanded the groups, a drop becomes a
+:class:`schemas.rules.Document`: its 份号 (copy numbers) are assigned here, the one place
+they are, and with ``auto_cc`` (自动抄送) the organs a skip-level document skips are added
+to cc, and renumbered, before the file key is sealed for them. The rules then run with the
+settings the signed directory carries, as the hub will run them; the spoke has no store,
+so a 批复's 请示 is left to the hub (``looked_up=False``). ``spoke send --dry-run`` builds
+the same Document. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from schemas.directory import Directory
+from schemas.metadata import DropMetadata
+from schemas.rules import Document, Evaluation, assign_copy_numbers, evaluate, settings_of
+from schemas.whatif import with_auto_cc
+from spoke.files import Refusal
+
+
+def document_of(
+    metadata: DropMetadata, sender: str, to: Sequence[str], cc: Sequence[str]
+) -> Document:
+    """The rules' view of a drop whose groups are expanded (``to`` and ``cc``)."""
+    classified = metadata.classification.is_state_secret
+    return Document(
+        sender=sender,
+        to=tuple(to),
+        cc=tuple(cc),
+        doc_type=metadata.doc_type,
+        classification=metadata.classification,
+        secrecy_period=None if metadata.secrecy_period is None else metadata.secrecy_period.wire,
+        # 份号: one six-digit number per recipient, for state secrets only (GB/T 9704 7.2.1)
+        copy_numbers=assign_copy_numbers((*to, *cc)) if classified else {},
+        signatory=metadata.signatory,
+        doc_number=metadata.doc_number,
+        directive=metadata.directive,
+        in_reply_to=metadata.in_reply_to_bytes,
+    )
+
+
+def copied_as_needed(
+    doc: Document, directory: Directory, *, auto_cc: bool
+) -> tuple[Document, tuple[str, ...]]:
+    """``doc`` with the skipped organs copied when ``auto_cc`` asks, and those it added."""
+    if not auto_cc:
+        return doc, ()
+    return with_auto_cc(doc, directory, settings_of(directory))
+
+
+def judge(doc: Document, directory: Directory) -> Evaluation:
+    """Every rule's verdict, under the directory's settings; Refusal if one is enforced.
+
+    The warnings (rules set to ``warn``) are in the returned evaluation."""
+    evaluation = evaluate(doc, directory, settings_of(directory), looked_up=False)
+    if evaluation.refusals:
+        raise rule_refusal(evaluation, directory.version)
+    return evaluation
+
+
+def rule_refusal(evaluation: Evaluation, directory_version: int) -> Refusal:
+    """The refusal for a document the enforced rules refuse: every finding, the first's code."""
+    findings = evaluation.refusals
+    ids = list(dict.fromkeys(f.rule.id for f in findings))
+    rules = ", ".join(ids)
+    plural = "s" if len(ids) > 1 else ""
+    hint = (
+        "Correct what each finding names and drop the document again; docs/rules.md explains "
+        "every rule, and 'spoke send --dry-run' checks a document without sending it."
+    )
+    if evaluation.add_cc:
+        hint += (
+            f" To copy the skipped organs ({', '.join(evaluation.add_cc)}) automatically, set "
+            "auto_cc = true (自动抄送) in the metadata, or use 'spoke send --auto-cc'."
+        )
+    return Refusal(
+        findings[0].rule.reason,
+        f"it breaks the document rule{plural} (行文规则) {rules}, which the hub enforces "
+        f"(settings of directory v{directory_version}); each finding below names the article, "
+        "the values and what to do.",
+        hint,
+        {
+            "rules": [f"rule.{i}" for i in ids],
+            "directory_version": directory_version,
+            "add_cc": list(evaluation.add_cc),
+        },
+        findings,
+    )
