@@ -489,8 +489,8 @@ def _reply_request(
             Finding(
                 REPLY_REQUEST,
                 f"{ref_text} 是{referenced.doc_type.zh}，不是请示；批复只答复请示",
-                f"{ref_text} is a {referenced.doc_type} and not a request (请示); a reply answers "
-                "a request",
+                f"{ref_text} is of type {referenced.doc_type}, not a request (请示); a reply "
+                "answers a request",
             )
         )
     if referenced.sender not in doc.to or doc.sender not in referenced.to:
@@ -542,8 +542,9 @@ def _type_direction(doc: Document, directory: Directory) -> RuleResult | list[Fi
         Finding(
             TYPE_DIRECTION,
             f"{doc.doc_type.zh}应为{wanted.zh}文，但主送 {listed_zh}；{alternative_zh}",
-            f"a {doc.doc_type} goes {wanted.value}, but it is addressed to {listed_en}; use a "
-            "document type that fits the direction (a letter 函 may go anywhere)",
+            f"{doc.doc_type} documents go {wanted.value}, but this one is addressed to "
+            f"{listed_en}; use a document type that fits the direction (a letter 函 may go "
+            "anywhere)",
         )
     ]
 
@@ -639,7 +640,7 @@ def _classified_marks(doc: Document, directory: Directory) -> RuleResult | list[
 # 机关代字〔年份〕序号号: the 机关代字 is Chinese characters; the year is four digits in
 # 六角括号; the number has no leading zero and no 第.
 _DOC_NUMBER = re.compile(
-    r"(?P<code>[\u4e00-\u9fff]{1,20})〔(?P<year>\d{4})〕(?P<seq>[1-9]\d{0,5})号"
+    r"(?P<code>[\u4e00-\u9fff]{1,20})〔(?P<year>[0-9]{4})〕(?P<seq>[1-9][0-9]{0,5})号"
 )
 _BRACKETS = str.maketrans({"[": "〔", "]": "〕", "【": "〔", "】": "〕", "（": "〔", "）": "〕"})
 
@@ -651,7 +652,8 @@ def doc_number_problem(text: str) -> tuple[str, str] | None:
     zh: list[str] = []
     en: list[str] = []
     normal = unicodedata.normalize("NFKC", text)
-    if normal != text and not set(normal) & set("[]()"):
+    # full-width brackets are named by the bracket check below, not as variants
+    if any(unicodedata.normalize("NFKC", c) not in (c, "[", "]", "(", ")") for c in text):
         zh.append("含全角数字或变体字符")
         en.append("full-width digits or variant characters")
     if text.translate(_BRACKETS) != text or not ("〔" in text and "〕" in text):

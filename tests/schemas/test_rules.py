@@ -1,0 +1,1119 @@
+"""The document rules (行文规则) on the Jilin tree: one table per rule, modes, settings, texts."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import pytest
+from _pytest.mark import ParameterSet
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.directory import verify_directory
+from schemas.errors import ConfigError
+from schemas.ids import msg_id_text
+from schemas.labels import Classification, Direction, DocType
+from schemas.receipts import REASON_PATTERN
+from schemas.rules import (
+    CLASSIFIED_MARKS,
+    DEPARTMENT_DIRECTIVE,
+    DOC_NUMBER_FORM,
+    REPLY_REQUEST,
+    REQUEST_RECIPIENT,
+    RULES,
+    RULES_BY_ID,
+    SKIP_LEVEL,
+    TYPE_DIRECTION,
+    UPWARD_SIGNATORY,
+    Document,
+    Evaluation,
+    Mode,
+    Referenced,
+    Rule,
+    RuleResult,
+    Settings,
+    Verdict,
+    assign_copy_numbers,
+    direction,
+    evaluate,
+    parse_settings,
+    settings_of,
+    skipped_organs,
+)
+from schemas.topology import parse_topology
+from tests.world import NOW, TOPOLOGY_PATH, World
+
+# The Jilin tree (config/topology.toml): cn.gov > jl.gov > jl.cc > jl.cc.nongan, and the
+# provincial departments jl.dept.* under jl.gov; jl.dept.health has directive_to = [jl.cc].
+STATE_COUNCIL = "cn.gov"
+PROVINCE = "jl.gov"
+CHANGCHUN = "jl.cc"
+JILIN_CITY = "jl.jl"
+NONGAN = "jl.cc.nongan"  # a county under Changchun
+YUSHU = "jl.cc.yushu"  # another county under Changchun
+HUADIAN = "jl.jl.huadian"  # a county under Jilin City
+HEALTH = "jl.dept.health"  # authorised to direct jl.cc
+FINANCE = "jl.dept.finance"
+SECURITY = "jl.dept.security"
+
+PASS, FAIL, N = Verdict.PASS, Verdict.FAIL, Verdict.NOT_APPLICABLE
+REQUEST_ID = bytes.fromhex("0123456789abcdef0123456789abcdef")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def row(*values: object) -> tuple[object, ...]:
+    return values
+
+
+def table(cases: dict[str, tuple[object, ...]]) -> list[ParameterSet]:
+    """Parametrize rows keyed by the behaviour they show (the key is the test id)."""
+    return [pytest.param(*values, id=name) for name, values in cases.items()]
+
+
+def doc(
+    sender: str,
+    to: tuple[str, ...],
+    cc: tuple[str, ...] = (),
+    doc_type: DocType = DocType.LETTER,
+    *,
+    signatory: str | None = None,
+    doc_number: str | None = None,
+    directive: bool = False,
+    in_reply_to: bytes | None = None,
+) -> Document:
+    """An INTERNAL document (classified_marks does not apply) with the fields a rule reads."""
+    return Document(
+        sender,
+        to,
+        cc,
+        doc_type,
+        Classification.INTERNAL,
+        signatory=signatory,
+        doc_number=doc_number,
+        directive=directive,
+        in_reply_to=in_reply_to,
+    )
+
+
+def judge(
+    world: World,
+    document: Document,
+    rule: Rule,
+    rule_settings: Settings | None = None,
+    *,
+    referenced: Referenced | None = None,
+    looked_up: bool = True,
+) -> tuple[RuleResult, Evaluation]:
+    """``rule``'s result, and the whole evaluation, on the Jilin directory."""
+    evaluation = evaluate(
+        document, world.directory, rule_settings or {}, referenced=referenced, looked_up=looked_up
+    )
+    (result,) = [r for r in evaluation.results if r.rule is rule]
+    return result, evaluation
+
+
+def en(result: RuleResult) -> str:
+    return " / ".join(f.en for f in result.findings)
+
+
+def zh(result: RuleResult) -> str:
+    return " / ".join(f.zh for f in result.findings)
+
+
+def assert_verdict(result: RuleResult, verdict: Verdict, words: tuple[str, ...] = ()) -> None:
+    assert result.verdict is verdict, (
+        f"{result.rule.id}: {result.verdict} ({result.note})\n{en(result)}"
+    )
+    assert bool(result.findings) is (verdict is Verdict.FAIL)
+    for word in words:
+        assert word in en(result), f"{word!r} not in {en(result)!r}"
+
+
+# ---------------------------------------------------------------- direction
+
+
+@pytest.mark.parametrize(
+    ("sender", "recipient", "expected"),
+    table(
+        {
+            "county_to_its_prefecture_is_upward": row(NONGAN, CHANGCHUN, Direction.UPWARD),
+            "county_to_state_council_is_upward": row(NONGAN, STATE_COUNCIL, Direction.UPWARD),
+            "department_to_its_government_is_upward": row(HEALTH, PROVINCE, Direction.UPWARD),
+            "province_to_a_county_is_downward": row(PROVINCE, NONGAN, Direction.DOWNWARD),
+            "state_council_to_prefecture_is_down": row(
+                STATE_COUNCIL, CHANGCHUN, Direction.DOWNWARD
+            ),
+            "prefecture_to_prefecture_is_lateral": row(CHANGCHUN, JILIN_CITY, Direction.LATERAL),
+            "counties_of_two_prefectures_are_lateral": row(NONGAN, HUADIAN, Direction.LATERAL),
+            "county_to_another_prefecture_is_lateral": row(NONGAN, JILIN_CITY, Direction.LATERAL),
+            "department_to_prefecture_is_lateral": row(HEALTH, CHANGCHUN, Direction.LATERAL),
+            "department_to_department_is_lateral": row(HEALTH, FINANCE, Direction.LATERAL),
+            "an_organ_to_itself_is_lateral": row(CHANGCHUN, CHANGCHUN, Direction.LATERAL),
+            "unknown_organ_is_lateral": row(CHANGCHUN, "xx.unknown", Direction.LATERAL),
+        }
+    ),
+)
+def test_direction_follows_the_organisation_tree(
+    world: World, sender: str, recipient: str, expected: Direction
+) -> None:
+    assert direction(world.directory, sender, recipient) is expected
+
+
+def test_skipped_organs_are_the_organs_between_sender_and_ancestor_nearest_first(
+    world: World,
+) -> None:
+    assert skipped_organs(world.directory, NONGAN, STATE_COUNCIL) == (CHANGCHUN, PROVINCE)
+    assert skipped_organs(world.directory, NONGAN, PROVINCE) == (CHANGCHUN,)
+    assert skipped_organs(world.directory, NONGAN, CHANGCHUN) == ()
+    assert skipped_organs(world.directory, PROVINCE, NONGAN) == ()
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_upward_one_way_is_downward_the_other_and_lateral_is_symmetric(
+    world: World, data: st.DataObject
+) -> None:
+    ids = st.sampled_from([o.id for o in world.directory.orgs] + ["xx.unknown"])
+    a = data.draw(ids, label="a")
+    b = data.draw(ids, label="b")
+    there = direction(world.directory, a, b)
+    back = direction(world.directory, b, a)
+
+    assert (there is Direction.UPWARD) == (back is Direction.DOWNWARD)
+    assert (there is Direction.DOWNWARD) == (back is Direction.UPWARD)
+    assert (there is Direction.LATERAL) == (back is Direction.LATERAL)
+    # only an ancestor beyond the parent is a skip
+    skipped = skipped_organs(world.directory, a, b)
+    entry = world.directory.org(a)
+    parent = None if entry is None else entry.parent
+    assert bool(skipped) == (there is Direction.UPWARD and b != parent)
+
+
+# ---------------------------------------------------------------- skip_level
+
+
+@pytest.mark.parametrize(
+    ("sender", "to", "cc", "verdict", "add_cc"),
+    table(
+        {
+            "county_to_province_refused": row(NONGAN, (PROVINCE,), (), FAIL, (CHANGCHUN,)),
+            "county_to_province_with_prefecture_copied_passes": row(
+                NONGAN, (PROVINCE,), (CHANGCHUN,), PASS, ()
+            ),
+            "county_to_province_and_prefecture_both_primary_passes": row(
+                NONGAN, (PROVINCE, CHANGCHUN), (), PASS, ()
+            ),
+            "county_to_state_council_copying_both_skipped_passes": row(
+                NONGAN, (STATE_COUNCIL,), (CHANGCHUN, PROVINCE), PASS, ()
+            ),
+            "county_to_state_council_without_province_refused_adding_province": row(
+                NONGAN, (STATE_COUNCIL,), (CHANGCHUN,), FAIL, (PROVINCE,)
+            ),
+            "county_to_state_council_without_prefecture_refused_adding_prefecture": row(
+                NONGAN, (STATE_COUNCIL,), (PROVINCE,), FAIL, (CHANGCHUN,)
+            ),
+            "county_to_state_council_copying_none_refused_adding_both_nearest_first": row(
+                NONGAN, (STATE_COUNCIL,), (), FAIL, (CHANGCHUN, PROVINCE)
+            ),
+            "department_to_state_council_without_its_government_refused": row(
+                HEALTH, (STATE_COUNCIL,), (), FAIL, (PROVINCE,)
+            ),
+            "copying_the_province_past_the_prefecture_is_skip_level_too": row(
+                NONGAN, (YUSHU,), (PROVINCE,), FAIL, (CHANGCHUN,)
+            ),
+            "copying_the_province_with_the_prefecture_primary_passes": row(
+                NONGAN, (CHANGCHUN,), (PROVINCE,), PASS, ()
+            ),
+            "prefecture_to_direct_parent_not_applicable": row(CHANGCHUN, (PROVINCE,), (), N, ()),
+            "county_to_direct_parent_not_applicable": row(NONGAN, (CHANGCHUN,), (), N, ()),
+            "downward_past_a_level_never_skip_level": row(PROVINCE, (NONGAN,), (), N, ()),
+            "state_council_to_county_never_skip_level": row(STATE_COUNCIL, (NONGAN,), (), N, ()),
+            "lateral_never_skip_level": row(NONGAN, (HUADIAN, JILIN_CITY), (), N, ()),
+        }
+    ),
+)
+def test_skip_level(
+    world: World,
+    *,
+    sender: str,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    verdict: Verdict,
+    add_cc: tuple[str, ...],
+) -> None:
+    result, evaluation = judge(world, doc(sender, to, cc, DocType.REPORT), SKIP_LEVEL)
+
+    assert_verdict(result, verdict, add_cc)
+    assert evaluation.add_cc == add_cc
+    if add_cc:
+        assert {o for f in result.findings for o in f.add_cc} == set(add_cc)
+
+
+def test_skip_level_report_is_accepted_once_auto_cc_copies_are_added(world: World) -> None:
+    report = doc(NONGAN, (STATE_COUNCIL,), (), DocType.REPORT, signatory="李四")
+    refused = evaluate(report, world.directory, {})
+    assert [f.rule for f in refused.refusals] == [SKIP_LEVEL]
+
+    again = evaluate(replace(report, cc=report.cc + refused.add_cc), world.directory, {})
+
+    assert again.ok
+    assert again.add_cc == ()
+
+
+# ---------------------------------------------------------------- request_recipient
+
+
+@pytest.mark.parametrize(
+    ("sender", "to", "cc", "verdict", "words"),
+    table(
+        {
+            "county_to_its_prefecture_passes": row(NONGAN, (CHANGCHUN,), (), PASS, ()),
+            "prefecture_to_province_passes": row(CHANGCHUN, (PROVINCE,), (), PASS, ()),
+            "department_to_its_government_passes": row(HEALTH, (PROVINCE,), (), PASS, ()),
+            "copy_to_a_peer_allowed": row(CHANGCHUN, (PROVINCE,), (JILIN_CITY,), PASS, ()),
+            "copy_to_another_superior_allowed": row(NONGAN, (CHANGCHUN,), (PROVINCE,), PASS, ()),
+            "two_superiors_refused": row(
+                CHANGCHUN,
+                (PROVINCE, STATE_COUNCIL),
+                (),
+                FAIL,
+                ("2 primary recipients", "exactly one superior"),
+            ),
+            "one_peer_refused": row(
+                CHANGCHUN,
+                (JILIN_CITY,),
+                (),
+                FAIL,
+                ("jl.jl is not a superior of jl.cc", "letter 函"),
+            ),
+            "one_subordinate_refused": row(
+                CHANGCHUN, (NONGAN,), (), FAIL, ("jl.cc.nongan is not a superior",)
+            ),
+            "no_primary_refused": row(CHANGCHUN, (), (PROVINCE,), FAIL, ("0 primary",)),
+            "copy_to_a_subordinate_refused": row(
+                CHANGCHUN, (PROVINCE,), (NONGAN,), FAIL, ("copies subordinate(s) jl.cc.nongan",)
+            ),
+        }
+    ),
+)
+def test_request_recipient(
+    world: World,
+    *,
+    sender: str,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    verdict: Verdict,
+    words: tuple[str, ...],
+) -> None:
+    result, _ = judge(world, doc(sender, to, cc, DocType.REQUEST), REQUEST_RECIPIENT)
+
+    assert_verdict(result, verdict, words)
+
+
+def test_request_recipient_does_not_apply_to_a_report_to_two_superiors(world: World) -> None:
+    report = doc(CHANGCHUN, (PROVINCE, STATE_COUNCIL), (), DocType.REPORT)
+
+    result, _ = judge(world, report, REQUEST_RECIPIENT)
+
+    assert_verdict(result, N)
+
+
+# ---------------------------------------------------------------- upward_signatory
+
+
+@pytest.mark.parametrize(
+    ("sender", "to", "cc", "signatory", "verdict"),
+    table(
+        {
+            "upward_without_signatory_refused": row(NONGAN, (CHANGCHUN,), (), None, FAIL),
+            "upward_empty_signatory_refused": row(NONGAN, (CHANGCHUN,), (), "", FAIL),
+            "upward_blank_signatory_refused": row(NONGAN, (CHANGCHUN,), (), "  ", FAIL),
+            "upward_ideographic_space_signatory_refused": row(
+                NONGAN, (CHANGCHUN,), (), "\u3000", FAIL
+            ),
+            "upward_with_signatory_passes": row(NONGAN, (CHANGCHUN,), (), "张三", PASS),
+            "one_upward_primary_among_others_needs_signatory": row(
+                CHANGCHUN, (JILIN_CITY, PROVINCE), (), None, FAIL
+            ),
+            "downward_without_signatory_not_applicable": row(PROVINCE, (CHANGCHUN,), (), None, N),
+            "lateral_without_signatory_not_applicable": row(CHANGCHUN, (JILIN_CITY,), (), None, N),
+            "superior_only_copied_not_applicable": row(
+                CHANGCHUN, (JILIN_CITY,), (PROVINCE,), None, N
+            ),
+        }
+    ),
+)
+def test_upward_signatory(
+    world: World,
+    *,
+    sender: str,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    signatory: str | None,
+    verdict: Verdict,
+) -> None:
+    document = doc(sender, to, cc, DocType.LETTER, signatory=signatory)
+
+    result, _ = judge(world, document, UPWARD_SIGNATORY)
+
+    assert_verdict(result, verdict, ("names no signatory",) if verdict is Verdict.FAIL else ())
+    if verdict is Verdict.FAIL:
+        assert "jl.jl" not in en(result)  # only the superior is named
+
+
+# ---------------------------------------------------------------- reply_request
+
+GOOD_REQUEST = Referenced(REQUEST_ID, CHANGCHUN, DocType.REQUEST, (PROVINCE,))
+
+
+@pytest.mark.parametrize(
+    ("sender", "to", "in_reply_to", "referenced", "looked_up", "verdict", "words"),
+    table(
+        {
+            "downward_reply_to_the_request_the_recipient_sent_passes": row(
+                PROVINCE, (CHANGCHUN,), REQUEST_ID, GOOD_REQUEST, True, PASS, ()
+            ),
+            "no_in_reply_to_refused": row(
+                PROVINCE, (CHANGCHUN,), None, None, True, FAIL, ("names no request", "in_reply_to")
+            ),
+            "reference_unknown_to_the_store_refused": row(
+                PROVINCE,
+                (CHANGCHUN,),
+                REQUEST_ID,
+                None,
+                True,
+                FAIL,
+                ("holds no message", msg_id_text(REQUEST_ID)),
+            ),
+            "reference_to_a_report_refused": row(
+                PROVINCE,
+                (CHANGCHUN,),
+                REQUEST_ID,
+                replace(GOOD_REQUEST, doc_type=DocType.REPORT),
+                True,
+                FAIL,
+                ("is of type REPORT 报告, not a request",),
+            ),
+            "request_sent_by_someone_else_refused": row(
+                PROVINCE,
+                (CHANGCHUN,),
+                REQUEST_ID,
+                replace(GOOD_REQUEST, sender=JILIN_CITY),
+                True,
+                FAIL,
+                ("was sent by jl.jl to jl.gov", "go to jl.jl"),
+            ),
+            "request_sent_to_someone_else_refused": row(
+                PROVINCE,
+                (CHANGCHUN,),
+                REQUEST_ID,
+                replace(GOOD_REQUEST, to=(STATE_COUNCIL,)),
+                True,
+                FAIL,
+                ("was sent by jl.cc to cn.gov", "come from its primary recipient"),
+            ),
+            "lateral_reply_refused_even_to_a_matching_request": row(
+                CHANGCHUN,
+                (JILIN_CITY,),
+                REQUEST_ID,
+                Referenced(REQUEST_ID, JILIN_CITY, DocType.REQUEST, (CHANGCHUN,)),
+                True,
+                FAIL,
+                ("jl.jl is not below jl.cc", "letter 函"),
+            ),
+            "upward_reply_refused": row(
+                CHANGCHUN,
+                (PROVINCE,),
+                REQUEST_ID,
+                Referenced(REQUEST_ID, PROVINCE, DocType.REQUEST, (CHANGCHUN,)),
+                True,
+                FAIL,
+                ("jl.gov is not below jl.cc",),
+            ),
+            "not_looked_up_and_otherwise_fine_is_unchecked": row(
+                PROVINCE, (CHANGCHUN,), REQUEST_ID, None, False, Verdict.UNCHECKED, ()
+            ),
+            "not_looked_up_but_lateral_refused": row(
+                CHANGCHUN, (JILIN_CITY,), REQUEST_ID, None, False, FAIL, ("not below",)
+            ),
+            "not_looked_up_but_no_in_reply_to_refused": row(
+                PROVINCE, (CHANGCHUN,), None, None, False, FAIL, ("names no request",)
+            ),
+        }
+    ),
+)
+def test_reply_request(
+    world: World,
+    *,
+    sender: str,
+    to: tuple[str, ...],
+    in_reply_to: bytes | None,
+    referenced: Referenced | None,
+    looked_up: bool,
+    verdict: Verdict,
+    words: tuple[str, ...],
+) -> None:
+    reply = doc(sender, to, (), DocType.REPLY, in_reply_to=in_reply_to)
+
+    result, _ = judge(world, reply, REPLY_REQUEST, referenced=referenced, looked_up=looked_up)
+
+    assert_verdict(result, verdict, words)
+
+
+@pytest.mark.parametrize("mode", [Mode.ENFORCE, Mode.WARN])
+def test_unchecked_reply_is_neither_refused_nor_warned_and_says_the_hub_checks(
+    world: World, mode: Mode
+) -> None:
+    reply = doc(PROVINCE, (CHANGCHUN,), (), DocType.REPLY, in_reply_to=REQUEST_ID)
+
+    result, evaluation = judge(
+        world, reply, REPLY_REQUEST, {REPLY_REQUEST.id: mode}, looked_up=False
+    )
+
+    assert result.verdict is Verdict.UNCHECKED
+    assert result.mode is mode
+    assert "hub" in result.note
+    assert msg_id_text(REQUEST_ID) in result.note
+    assert evaluation.ok
+    assert evaluation.warnings == ()
+
+
+def test_reply_request_does_not_apply_to_other_types(world: World) -> None:
+    result, _ = judge(world, doc(CHANGCHUN, (JILIN_CITY,)), REPLY_REQUEST)
+
+    assert_verdict(result, N)
+
+
+# ---------------------------------------------------------------- type_direction
+
+
+@pytest.mark.parametrize(
+    ("doc_type", "sender", "to", "verdict", "words"),
+    table(
+        {
+            "order_to_child_passes": row(DocType.ORDER, PROVINCE, (CHANGCHUN,), PASS, ()),
+            "decision_to_grandchild_passes": row(DocType.DECISION, PROVINCE, (NONGAN,), PASS, ()),
+            "resolution_to_a_descendant_passes": row(
+                DocType.RESOLUTION, STATE_COUNCIL, (NONGAN,), PASS, ()
+            ),
+            "order_to_peer_refused": row(
+                DocType.ORDER,
+                CHANGCHUN,
+                (JILIN_CITY,),
+                FAIL,
+                ("ORDER 命令 documents go downward", "jl.jl (lateral)"),
+            ),
+            "decision_to_superior_refused": row(
+                DocType.DECISION, CHANGCHUN, (PROVINCE,), FAIL, ("jl.gov (upward)",)
+            ),
+            "resolution_to_superior_refused": row(
+                DocType.RESOLUTION, NONGAN, (CHANGCHUN,), FAIL, ("jl.cc (upward)",)
+            ),
+            "order_with_one_superior_among_children_refused": row(
+                DocType.ORDER, PROVINCE, (CHANGCHUN, STATE_COUNCIL), FAIL, ("cn.gov (upward)",)
+            ),
+            "report_upward_passes": row(DocType.REPORT, NONGAN, (CHANGCHUN,), PASS, ()),
+            "report_to_a_far_ancestor_passes": row(
+                DocType.REPORT, NONGAN, (STATE_COUNCIL,), PASS, ()
+            ),
+            "report_downward_refused": row(
+                DocType.REPORT,
+                PROVINCE,
+                (CHANGCHUN,),
+                FAIL,
+                ("REPORT 报告 documents go upward", "jl.cc (downward)"),
+            ),
+            "report_lateral_refused": row(
+                DocType.REPORT, CHANGCHUN, (JILIN_CITY,), FAIL, ("jl.jl (lateral)",)
+            ),
+            "decision_by_department_to_authorised_prefecture_passes": row(
+                DocType.DECISION, HEALTH, (CHANGCHUN,), PASS, ()
+            ),
+            "decision_by_department_to_unauthorised_prefecture_refused": row(
+                DocType.DECISION, HEALTH, (JILIN_CITY,), FAIL, ("jl.jl (lateral)",)
+            ),
+            "authorisation_belongs_to_the_authorised_department_only": row(
+                DocType.DECISION, FINANCE, (CHANGCHUN,), FAIL, ("jl.cc (lateral)",)
+            ),
+            "directive_to_does_not_make_a_report_upward": row(
+                DocType.REPORT, HEALTH, (CHANGCHUN,), FAIL, ("jl.cc (lateral)",)
+            ),
+            "letter_upward_not_applicable": row(DocType.LETTER, NONGAN, (STATE_COUNCIL,), N, ()),
+            "letter_downward_not_applicable": row(DocType.LETTER, PROVINCE, (NONGAN,), N, ()),
+            "letter_lateral_not_applicable": row(DocType.LETTER, CHANGCHUN, (JILIN_CITY,), N, ()),
+            "opinion_upward_not_applicable": row(DocType.OPINION, NONGAN, (PROVINCE,), N, ()),
+            "opinion_downward_not_applicable": row(DocType.OPINION, PROVINCE, (CHANGCHUN,), N, ()),
+            "request_is_left_to_its_own_rule": row(
+                DocType.REQUEST, CHANGCHUN, (JILIN_CITY,), N, ()
+            ),
+            "reply_is_left_to_its_own_rule": row(DocType.REPLY, CHANGCHUN, (PROVINCE,), N, ()),
+        }
+    ),
+)
+def test_type_direction(
+    world: World,
+    *,
+    doc_type: DocType,
+    sender: str,
+    to: tuple[str, ...],
+    verdict: Verdict,
+    words: tuple[str, ...],
+) -> None:
+    result, _ = judge(world, doc(sender, to, (), doc_type), TYPE_DIRECTION)
+
+    assert_verdict(result, verdict, words)
+
+
+def test_type_direction_judges_primary_recipients_only(world: World) -> None:
+    order = doc(PROVINCE, (CHANGCHUN,), (STATE_COUNCIL, JILIN_CITY), DocType.ORDER)
+
+    result, _ = judge(world, order, TYPE_DIRECTION)
+
+    assert_verdict(result, Verdict.PASS)
+
+
+# ---------------------------------------------------------------- department_directive
+
+
+@pytest.mark.parametrize(
+    ("sender", "to", "cc", "doc_type", "directive", "verdict"),
+    table(
+        {
+            "department_decision_to_prefecture_refused": row(
+                FINANCE, (CHANGCHUN,), (), DocType.DECISION, False, FAIL
+            ),
+            "department_order_to_county_refused": row(
+                FINANCE, (NONGAN,), (), DocType.ORDER, False, FAIL
+            ),
+            "department_directive_notice_to_prefecture_refused": row(
+                FINANCE, (CHANGCHUN,), (), DocType.NOTICE, True, FAIL
+            ),
+            "lower_government_only_copied_refused": row(
+                FINANCE, (SECURITY,), (JILIN_CITY,), DocType.DECISION, False, FAIL
+            ),
+            "any_document_marked_directive_counts": row(
+                FINANCE, (CHANGCHUN,), (), DocType.LETTER, True, FAIL
+            ),
+            "authorised_department_to_its_prefecture_passes": row(
+                HEALTH, (CHANGCHUN,), (), DocType.DECISION, False, PASS
+            ),
+            "authorised_department_directive_notice_passes": row(
+                HEALTH, (CHANGCHUN,), (), DocType.NOTICE, True, PASS
+            ),
+            "authorised_department_to_another_prefecture_refused": row(
+                HEALTH, (JILIN_CITY,), (), DocType.DECISION, False, FAIL
+            ),
+            "authorisation_does_not_reach_the_counties_below": row(
+                HEALTH, (NONGAN,), (), DocType.DECISION, False, FAIL
+            ),
+            "department_to_another_department_passes": row(
+                FINANCE, (SECURITY,), (), DocType.DECISION, False, PASS
+            ),
+            "governments_at_or_above_its_own_level_are_not_lower": row(
+                FINANCE, (PROVINCE,), (STATE_COUNCIL,), DocType.DECISION, False, PASS
+            ),
+            "non_directive_notice_not_applicable": row(
+                FINANCE, (CHANGCHUN,), (), DocType.NOTICE, False, N
+            ),
+            "a_government_is_not_a_department": row(
+                PROVINCE, (CHANGCHUN,), (), DocType.DECISION, False, N
+            ),
+        }
+    ),
+)
+def test_department_directive(
+    world: World,
+    *,
+    sender: str,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    doc_type: DocType,
+    directive: bool,
+    verdict: Verdict,
+) -> None:
+    document = doc(sender, to, cc, doc_type, directive=directive)
+
+    result, _ = judge(world, document, DEPARTMENT_DIRECTIVE)
+
+    assert_verdict(result, verdict, ("does not authorise",) if verdict is Verdict.FAIL else ())
+
+
+def test_department_directive_names_only_the_lower_governments(world: World) -> None:
+    decision = doc(FINANCE, (CHANGCHUN, SECURITY), (PROVINCE, NONGAN), DocType.DECISION)
+
+    result, _ = judge(world, decision, DEPARTMENT_DIRECTIVE)
+
+    assert "government(s) jl.cc, jl.cc.nongan," in en(result)
+    assert "长春市人民政府" in zh(result)
+
+
+# ---------------------------------------------------------------- classified_marks
+
+TWO = {PROVINCE: "000001", CHANGCHUN: "000002"}
+
+
+def classified(
+    label: Classification = Classification.CONFIDENTIAL,
+    period: str | None = "1y",
+    numbers: dict[str, str] | None = None,
+) -> Document:
+    return Document(
+        STATE_COUNCIL,
+        (PROVINCE,),
+        (CHANGCHUN,),
+        DocType.NOTICE,
+        label,
+        secrecy_period=period,
+        copy_numbers=TWO if numbers is None else numbers,
+    )
+
+
+@pytest.mark.parametrize(
+    ("document", "verdict", "words"),
+    table(
+        {
+            "confidential_with_period_and_numbers_passes": row(classified(), PASS, ()),
+            "secret_fully_marked_passes": row(classified(Classification.SECRET), PASS, ()),
+            "top_secret_marked_passes": row(classified(Classification.TOP_SECRET), PASS, ()),
+            "no_period_refused": row(
+                classified(period=None),
+                FAIL,
+                ("CONFIDENTIAL but carries no classification period",),
+            ),
+            "empty_period_refused": row(
+                classified(Classification.TOP_SECRET, period=""),
+                FAIL,
+                ("no classification period",),
+            ),
+            "missing_copy_number_refused": row(
+                classified(numbers={PROVINCE: "000001"}), FAIL, ("no copy number for jl.cc",)
+            ),
+            "copy_number_for_a_non_recipient_refused": row(
+                classified(numbers={**TWO, JILIN_CITY: "000003"}),
+                FAIL,
+                ("copy numbers for non-recipients jl.jl",),
+            ),
+            "one_digit_copy_number_refused": row(
+                classified(numbers={PROVINCE: "1", CHANGCHUN: "000002"}),
+                FAIL,
+                ("not six digits: jl.gov='1'",),
+            ),
+            "seven_digit_copy_number_refused": row(
+                classified(numbers={PROVINCE: "0000001", CHANGCHUN: "000002"}),
+                FAIL,
+                ("jl.gov='0000001'",),
+            ),
+            "full_width_copy_number_refused": row(
+                classified(numbers={PROVINCE: "\uff10" * 5 + "\uff11", CHANGCHUN: "000002"}),
+                FAIL,
+                ("not six digits",),
+            ),
+            "repeated_copy_number_refused": row(
+                classified(numbers={PROVINCE: "000001", CHANGCHUN: "000001"}),
+                FAIL,
+                ("repeated copy numbers: 000001 (jl.gov, jl.cc)",),
+            ),
+            "public_not_applicable": row(classified(Classification.PUBLIC, None, {}), N, ()),
+            "internal_not_applicable": row(classified(Classification.INTERNAL, None, {}), N, ()),
+        }
+    ),
+)
+def test_classified_marks(
+    world: World, document: Document, verdict: Verdict, words: tuple[str, ...]
+) -> None:
+    result, _ = judge(world, document, CLASSIFIED_MARKS)
+
+    assert_verdict(result, verdict, words)
+
+
+def test_assign_copy_numbers_counts_from_000001_in_recipient_order() -> None:
+    assert assign_copy_numbers([CHANGCHUN, PROVINCE, NONGAN]) == {
+        CHANGCHUN: "000001",
+        PROVINCE: "000002",
+        NONGAN: "000003",
+    }
+    assert assign_copy_numbers([]) == {}
+
+
+def test_assigned_copy_numbers_satisfy_the_rule(world: World) -> None:
+    document = classified(numbers={})
+    document = replace(document, copy_numbers=assign_copy_numbers(document.recipients))
+
+    result, _ = judge(world, document, CLASSIFIED_MARKS)
+
+    assert_verdict(result, Verdict.PASS)
+
+
+# ---------------------------------------------------------------- doc_number_form
+
+
+@pytest.mark.parametrize(
+    ("number", "verdict", "en_words", "zh_words"),
+    table(
+        {
+            "standard_form_passes": row("吉政发〔2002〕3号", PASS, (), ()),
+            "long_code_passes": row("国办发明电〔2020〕12号", PASS, (), ()),
+            "six_digit_sequence_passes": row("吉政发〔2002〕100000号", PASS, (), ()),
+            "square_brackets_refused": row(
+                "吉政发[2002]3号", FAIL, ("hexagonal brackets",), ("六角括号",)
+            ),
+            "full_width_parentheses_refused": row(
+                "吉政发（2002）3号", FAIL, ("hexagonal brackets",), ("六角括号",)
+            ),
+            "ascii_parentheses_refused": row(
+                "吉政发(2002)3号", FAIL, ("hexagonal brackets",), ("六角括号",)
+            ),
+            "lenticular_brackets_refused": row(
+                "吉政发【2002】3号", FAIL, ("hexagonal brackets",), ("六角括号",)
+            ),
+            "two_digit_year_refused": row("吉政发〔02〕3号", FAIL, ("four digits",), ("4位",)),
+            "di_before_the_number_refused": row(
+                "吉政发〔2002〕第3号", FAIL, ("takes no 第",), ("不加“第”字",)
+            ),
+            "leading_zero_refused": row("吉政发〔2002〕03号", FAIL, ("leading zeros",), ("虚位",)),
+            "full_width_digits_refused": row(
+                "吉政发〔２００２〕３号", FAIL, ("full-width digits",), ("全角数字",)
+            ),
+            "full_width_year_alone_refused": row(
+                "吉政发〔２００２〕3号", FAIL, ("full-width digits",), ("全角数字",)
+            ),
+            "full_width_digits_and_parentheses_both_named": row(
+                "吉政发（２００２）３号",
+                FAIL,
+                ("full-width digits", "hexagonal brackets"),
+                ("全角数字", "六角括号"),
+            ),
+            "missing_hao_refused": row("吉政发〔2002〕3", FAIL, ("ends with 号",), ("“号”字结尾",)),
+            "no_prefix_refused": row(
+                "〔2002〕3号", FAIL, ("abbreviation in Chinese characters",), ("机关代字",)
+            ),
+            "latin_prefix_refused": row(
+                "JZF〔2002〕3号", FAIL, ("abbreviation in Chinese characters",), ("机关代字",)
+            ),
+            "other_script_digits_refused": row(
+                "吉政发〔\u0662\u0660\u0660\u0662〕3号", FAIL, ("not of the form",), ()
+            ),
+        }
+    ),
+)
+def test_doc_number_form(
+    world: World,
+    number: str,
+    verdict: Verdict,
+    en_words: tuple[str, ...],
+    zh_words: tuple[str, ...],
+) -> None:
+    result, _ = judge(world, doc(PROVINCE, (CHANGCHUN,), doc_number=number), DOC_NUMBER_FORM)
+
+    assert_verdict(result, verdict, en_words)
+    for word in zh_words:
+        assert word in zh(result)
+    if verdict is Verdict.FAIL:
+        assert repr(number) in en(result)
+        assert "吉政发〔2002〕3号" in en(result)
+
+
+def test_doc_number_form_does_not_apply_without_a_number(world: World) -> None:
+    result, _ = judge(world, doc(PROVINCE, (CHANGCHUN,)), DOC_NUMBER_FORM)
+
+    assert_verdict(result, N)
+
+
+# ---------------------------------------------------------------- modes and settings
+
+SKIP_LEVEL_REPORT = doc(NONGAN, (PROVINCE,), (), DocType.REPORT, signatory="李四")
+
+
+@pytest.mark.parametrize(
+    ("rule_settings", "verdict", "refused", "warned", "add_cc"),
+    table(
+        {
+            "absent_setting_means_enforce_refuses": row({}, FAIL, True, False, (CHANGCHUN,)),
+            "enforce_refuses": row({"skip_level": Mode.ENFORCE}, FAIL, True, False, (CHANGCHUN,)),
+            "warn_delivers_and_warns": row(
+                {"skip_level": Mode.WARN}, FAIL, False, True, (CHANGCHUN,)
+            ),
+            "off_skips_the_rule": row({"skip_level": Mode.OFF}, Verdict.OFF, False, False, ()),
+        }
+    ),
+)
+def test_mode_decides_between_refusal_warning_and_nothing(
+    world: World,
+    *,
+    rule_settings: dict[str, Mode],
+    verdict: Verdict,
+    refused: bool,
+    warned: bool,
+    add_cc: tuple[str, ...],
+) -> None:
+    result, evaluation = judge(world, SKIP_LEVEL_REPORT, SKIP_LEVEL, rule_settings)
+
+    assert result.verdict is verdict
+    assert result.mode is rule_settings.get("skip_level", Mode.ENFORCE)
+    assert (SKIP_LEVEL in [f.rule for f in evaluation.refusals]) is refused
+    assert (SKIP_LEVEL in [f.rule for f in evaluation.warnings]) is warned
+    assert evaluation.ok is not refused
+    assert evaluation.add_cc == add_cc
+    assert (evaluation.refusal_text() != "") is refused
+
+
+def test_one_rule_off_leaves_the_others_enforced(world: World) -> None:
+    report = doc(NONGAN, (PROVINCE,), (), DocType.REPORT)  # skip-level and no signatory
+
+    evaluation = evaluate(report, world.directory, {"skip_level": Mode.OFF})
+
+    assert [f.rule for f in evaluation.refusals] == [UPWARD_SIGNATORY]
+
+
+def test_evaluation_reports_every_rule_once_in_order_and_every_direction(world: World) -> None:
+    report = doc(NONGAN, (PROVINCE,), (CHANGCHUN, YUSHU), DocType.REPORT)
+
+    evaluation = evaluate(report, world.directory, {})
+
+    assert [r.rule for r in evaluation.results] == list(RULES)
+    assert evaluation.directions == {
+        PROVINCE: Direction.UPWARD,
+        CHANGCHUN: Direction.UPWARD,
+        YUSHU: Direction.LATERAL,
+    }
+
+
+def test_parse_settings_accepts_each_rule_in_any_case_and_spacing() -> None:
+    raw = {"skip_level": "warn", "doc_number_form": " OFF ", "reply_request": "Enforce"}
+
+    assert parse_settings(raw, where="rules") == {
+        "skip_level": Mode.WARN,
+        "doc_number_form": Mode.OFF,
+        "reply_request": Mode.ENFORCE,
+    }
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    table(
+        {
+            "misspelt_rule_id_refused": row(
+                {"skip_levels": "warn"}, ("rules.skip_levels", "no such rule", "skip_level")
+            ),
+            "rule_ids_are_lowercase": row(
+                {"Skip_Level": "warn"}, ("rules.Skip_Level", "no such rule")
+            ),
+            "unknown_value_refused": row(
+                {"skip_level": "sometimes"},
+                ("rules.skip_level", "'sometimes'", "enforce, warn or off"),
+            ),
+            "boolean_value_refused": row(
+                {"skip_level": True}, ("rules.skip_level", "True", "enforce, warn or off")
+            ),
+            "empty_value_refused": row({"skip_level": ""}, ("rules.skip_level", "''")),
+        }
+    ),
+)
+def test_parse_settings_refuses_naming_key_and_value(
+    raw: dict[str, object], words: tuple[str, ...]
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(words[0])) as info:
+        parse_settings(raw, where="rules")
+
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_settings_of_skips_rule_ids_this_code_does_not_know(world: World) -> None:
+    directory = world.directory.model_copy(
+        update={"rules": {"skip_level": "warn", "future_rule": "off"}}
+    )
+
+    assert settings_of(directory) == {"skip_level": Mode.WARN}
+
+
+def test_jilin_directory_enforces_every_rule(world: World) -> None:
+    assert world.topology.rules == dict.fromkeys(RULES_BY_ID, Mode.ENFORCE)
+    assert settings_of(world.directory) == dict.fromkeys(RULES_BY_ID, Mode.ENFORCE)
+
+
+# ---------------------------------------------------------------- topology and directory
+
+
+def jilin_text(old: str = "", new: str = "") -> str:
+    text = TOPOLOGY_PATH.read_text(encoding="utf-8")
+    if old:
+        assert old in text, f"{old!r} is not in the topology"
+        text = text.replace(old, new, 1)
+    return text
+
+
+def test_rules_table_travels_from_topology_through_the_signed_directory(world: World) -> None:
+    topology = parse_topology(
+        jilin_text('skip_level = "enforce"', 'skip_level = "warn"'), source="topology.toml"
+    )
+    assert topology.rules["skip_level"] is Mode.WARN
+
+    directory = replace(world, topology=topology).rebuild(version=2)
+    assert directory.rules["skip_level"] == "warn"
+
+    verified = verify_directory(
+        world.signed_directory(directory), world.hub_key.public, now=NOW
+    ).directory
+    assert verified.rules == directory.rules
+    rule_settings = settings_of(verified)
+    assert rule_settings["skip_level"] is Mode.WARN
+    evaluation = evaluate(SKIP_LEVEL_REPORT, verified, rule_settings)
+    assert evaluation.ok
+    assert [f.rule for f in evaluation.warnings] == [SKIP_LEVEL]
+
+
+def test_topology_without_rules_table_enforces_everything(world: World) -> None:
+    text = re.sub(r"\[rules\]\n(?:[a-z_]+ += .*\n)+", "", jilin_text())
+    topology = parse_topology(text, source="topology.toml")
+
+    directory = replace(world, topology=topology).rebuild(version=2)
+
+    assert topology.rules == {}
+    assert directory.rules == {}
+    assert not evaluate(SKIP_LEVEL_REPORT, directory, settings_of(directory)).ok
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "words"),
+    table(
+        {
+            "unknown_value_names_the_key": row(
+                'skip_level = "enforce"',
+                'skip_level = "sometimes"',
+                "rules.skip_level",
+                ("'sometimes'", "enforce, warn or off"),
+            ),
+            "number_value_names_the_key": row(
+                'skip_level = "enforce"',
+                "skip_level = 1",
+                "rules.skip_level",
+                ("1 is not a rule setting",),
+            ),
+            "unknown_rule_id_names_the_key": row(
+                'doc_number_form = "enforce"',
+                'doc_number_format = "enforce"',
+                "rules.doc_number_format",
+                ("no such rule", "doc_number_form"),
+            ),
+        }
+    ),
+)
+def test_bad_rules_table_is_a_config_error_naming_the_key(
+    old: str, new: str, path: str, words: tuple[str, ...]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_topology(jilin_text(old, new), source="topology.toml")
+
+    lines = [line for line in str(info.value).splitlines() if f"topology.toml: {path}: " in line]
+    assert lines, str(info.value)
+    for word in words:
+        assert word in lines[0]
+
+
+# ---------------------------------------------------------------- texts
+
+# One document that breaks each rule; the texts below are checked on all of them.
+REFUSED_EXAMPLES = {
+    SKIP_LEVEL.id: doc(NONGAN, (PROVINCE,), (), DocType.REPORT, signatory="李四"),
+    REQUEST_RECIPIENT.id: doc(CHANGCHUN, (PROVINCE, STATE_COUNCIL), (), DocType.REQUEST),
+    UPWARD_SIGNATORY.id: doc(NONGAN, (CHANGCHUN,), (), DocType.REPORT),
+    REPLY_REQUEST.id: doc(PROVINCE, (CHANGCHUN,), (), DocType.REPLY),
+    TYPE_DIRECTION.id: doc(CHANGCHUN, (JILIN_CITY,), (), DocType.ORDER),
+    DEPARTMENT_DIRECTIVE.id: doc(FINANCE, (CHANGCHUN,), (), DocType.NOTICE, directive=True),
+    CLASSIFIED_MARKS.id: classified(period=None, numbers={}),
+    DOC_NUMBER_FORM.id: doc(PROVINCE, (CHANGCHUN,), doc_number="吉政发[02]第03"),
+}
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def test_every_rule_has_a_refused_example() -> None:
+    assert set(REFUSED_EXAMPLES) == set(RULES_BY_ID)
+
+
+@pytest.mark.parametrize("rule_id", list(REFUSED_EXAMPLES))
+def test_each_finding_sentence_names_rule_article_and_both_languages(
+    world: World, rule_id: str
+) -> None:
+    rule = RULES_BY_ID[rule_id]
+    result, evaluation = judge(world, REFUSED_EXAMPLES[rule_id], rule)
+
+    assert result.verdict is Verdict.FAIL
+    for finding in result.findings:
+        sentence = finding.sentence()
+        assert f"[{rule.id}]" in sentence
+        assert rule.article in sentence
+        assert finding.zh in sentence
+        assert finding.en in sentence
+        assert CJK.search(finding.zh)
+        assert re.search(r"[A-Za-z]{3,} [A-Za-z]{2,}", finding.en)
+        assert sentence in evaluation.refusal_text()
+        assert finding.as_dict(Mode.ENFORCE)["reason"] == f"rule.{rule.id}"
+
+
+@pytest.mark.parametrize("rule", RULES, ids=[r.id for r in RULES])
+def test_rule_reason_is_a_receipt_reason_code_and_statements_are_bilingual(rule: Rule) -> None:
+    assert re.fullmatch(REASON_PATTERN, rule.reason)
+    assert len(rule.reason) <= 64
+    assert CJK.search(rule.statement_zh)
+    assert re.search(r"[A-Za-z]{3,}", rule.statement_en)
+    assert "条" in rule.article or "GB/T 9704" in rule.article
+
+
+def test_refusal_text_joins_every_refusal_when_short(world: World) -> None:
+    report = doc(NONGAN, (PROVINCE,), (), DocType.REPORT)  # skip-level and no signatory
+
+    evaluation = evaluate(report, world.directory, {})
+
+    sentences = [f.sentence() for f in evaluation.refusals]
+    assert len(sentences) == 2
+    assert evaluation.refusal_text() == " | ".join(sentences)
+
+
+def test_refusal_text_fits_a_receipt_even_with_300_recipients(world: World) -> None:
+    # copied organs the directory does not know still get named in the findings; the hub's
+    # gate refuses them separately, which is not what this test is about
+    many = tuple(f"jl.x{i:03d}" for i in range(300))
+    document = Document(
+        NONGAN,
+        (STATE_COUNCIL, JILIN_CITY),
+        many,
+        DocType.ORDER,
+        Classification.SECRET,
+        copy_numbers=dict.fromkeys(many, "1"),
+        doc_number="吉政发[02]第03",
+    )
+    evaluation = evaluate(document, world.directory, {})
+    assert len(evaluation.refusals) >= 4
+
+    text = evaluation.refusal_text()
+
+    assert len(text) <= 2000
+    assert text.endswith("…")
+    assert text.startswith(evaluation.refusals[0].sentence()[:100])
+    assert len(evaluation.refusal_text(limit=300)) <= 300
+
+
+def test_sealed_header_is_judged_like_the_document_it_came_from(world: World) -> None:
+    sealed, _ = world.seal(
+        NONGAN,
+        (PROVINCE,),
+        doc_type=DocType.REQUEST,
+        signatory="李四",
+        doc_number="农政〔2026〕7号",
+    )
+
+    from_header = evaluate(Document.from_header(sealed.header), world.directory, {})
+    direct = evaluate(
+        doc(
+            NONGAN, (PROVINCE,), (), DocType.REQUEST, signatory="李四", doc_number="农政〔2026〕7号"
+        ),
+        world.directory,
+        {},
+    )
+
+    assert from_header == direct
+    assert [f.rule for f in from_header.refusals] == [SKIP_LEVEL]
