@@ -10,13 +10,14 @@ from typing import Annotated
 
 import typer
 
-from hubd import route
+from hubd import brokerconf, route
 from hubd.audit import verify_store_chain
 from hubd.config import load_config
 from hubd.directory import (
     build_and_sign,
     hub_key_paths,
     init_hub_key,
+    load_topology,
     read_directory,
 )
 from hubd.hub import Hub
@@ -185,6 +186,67 @@ def audit_verify(
         typer.echo(f"audit ledger: {checked} rows checked, {len(problems)} problems", err=True)
         raise typer.Exit(1)
     typer.echo(f"audit ledger: {checked} rows checked, the chain is intact")
+
+
+@hubctl_app.command("broker-config")
+def broker_config(
+    out: Annotated[Path, typer.Option(help="Folder to write into (one sub-folder per broker)")],
+    topology: Annotated[Path, typer.Option(help="Topology file")] = Path("config/topology.toml"),
+    host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Where clients reach a broker: HOST[:PORT] for every channel, or "
+            "CHANNEL=HOST[:PORT] (repeatable). Goes into the server certificate"
+        ),
+    ] = None,
+    channel: Annotated[
+        list[str] | None, typer.Option(help="Only these channels (default: every channel)")
+    ] = None,
+    shared: Annotated[
+        bool, typer.Option(help="One broker for all the channels instead of one per channel")
+    ] = False,
+    install: Annotated[
+        Path | None,
+        typer.Option(help="Where the broker/ folder will live on the broker host (conf paths)"),
+    ] = None,
+    days: Annotated[int, typer.Option(help="Certificate validity in days")] = 825,
+    broker_user: Annotated[
+        str, typer.Option(help="The broker's system user (given the server key when run as root)")
+    ] = "mosquitto",
+    renew: Annotated[
+        bool, typer.Option(help="Re-issue every certificate (the CA is kept)")
+    ] = False,
+) -> None:
+    """Write Mosquitto 2.x configuration, ACL, CA and certificates from the topology."""
+    try:
+        topo = load_topology(topology)
+        chosen = tuple(channel or [c.id for c in topo.channels])
+        groups = [chosen] if shared else [(c,) for c in chosen]
+        for group in groups:
+            name = "shared" if shared else group[0]
+            listener = brokerconf.listener_for(host or [], name, group)
+            issued = brokerconf.write_broker(
+                topo,
+                group,
+                out,
+                listener,
+                name=name,
+                days=days,
+                install=install,
+                broker_user=broker_user or None,
+                renew=renew,
+            )
+            typer.echo(
+                f"{issued.folder}: broker for {', '.join(group)} at {listener.host}:"
+                f"{listener.port}; certificates issued for "
+                f"{', '.join(issued.issued) or 'nobody (all kept)'}"
+            )
+    except (ConfigError, XchgError, ValueError, OSError) as exc:
+        raise _fail("hubctl broker-config", exc) from exc
+    typer.echo(
+        "Copy each broker/ folder to its broker host, clients/<id>.pem|key and ca.pem to each "
+        "organisation (and the hub); keep ca.key with the operator (docs/operations.md)."
+    )
 
 
 @hubctl_app.command("route")

@@ -57,6 +57,12 @@ def hub_subscriptions(channel: str) -> tuple[str, ...]:
     return (f"{ROOT}/{channel}/{Kind.UP}/+", f"{ROOT}/{channel}/{Kind.PRESENCE}/+")
 
 
+def hub_publications(channel: str) -> tuple[str, ...]:
+    """What the hub writes on ``channel``: every down topic and the directory."""
+    check_org_id(channel, what="channel id")
+    return (f"{ROOT}/{channel}/{Kind.DOWN}/+", directory(channel))
+
+
 @dataclass(frozen=True, slots=True)
 class Parsed:
     channel: str
