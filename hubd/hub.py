@@ -15,7 +15,7 @@ import hashlib
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +178,16 @@ class Hub:
             return False
         return await link.publish(topics.down(channel, org), payload)
 
+    def send_in_order(self, channel: str, org: str, payload: bytes) -> Awaitable[bool]:
+        """Hand ``payload`` to the connection now (in call order); await the result for the ack."""
+        link = self._links.get(channel)
+        topic = topics.down(channel, org)
+        if link is None:
+            unsent: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            unsent.set_result(False)
+            return unsent
+        return BrokerLink.acked(link.enqueue(topic, payload), topic)
+
     # ---------------------------------------------------------------- running
 
     def stop(self) -> None:
@@ -212,7 +222,9 @@ class Hub:
                 log.info("broker.embedded_started", listen=config.broker.listen)
             store = await stack.enter_async_context(Store(config.store_url()))
             spool = Spool(config.spool_dir())
-            issuer = ReceiptIssuer(self.directory().hub_id, self._key, store, self.send, self.clock)
+            issuer = ReceiptIssuer(
+                self.directory().hub_id, self._key, store, self.send_in_order, self.clock
+            )
             settings = DispatchSettings(
                 retry_initial=config.delivery.retry_initial,
                 retry_max=config.delivery.retry_max,

@@ -29,6 +29,9 @@ from schemas.receipts import MAX_ENTRIES, ReceiptEntry, sign_receipts
 
 log = structlog.get_logger("hubd.receipts")
 
+# (channel, org, payload): hands the payload to the connection at once, in call order, and
+# returns an awaitable of the broker's ack. The ordering is what lets an ACCEPTED go out
+# before a forwarded DELIVERED without holding anything across an await.
 Send = Callable[[str, str, bytes], Awaitable[bool]]
 Clock = Callable[[], int]
 
@@ -54,7 +57,6 @@ class ReceiptIssuer:
         self._delay = delay
         self._pending: dict[tuple[str, str, bool], list[ReceiptEntry]] = defaultdict(list)
         self._wakeup = asyncio.Event()
-        self._order = asyncio.Lock()  # a flush under way finishes before a forward goes out
         self.sent_batches = 0
 
     def set_key(self, key: SigningKey) -> None:
@@ -81,44 +83,55 @@ class ReceiptIssuer:
             await self.flush()
 
     async def flush(self) -> None:
-        async with self._order:
-            await self._flush()
-
-    async def _flush(self) -> None:
         pending, self._pending = self._pending, defaultdict(list)
-        durable: list[tuple[str, str, bytes]] = []
         now = self._clock()
+        durable: list[tuple[str, str, bytes]] = []
+        sending: list[Awaitable[bool]] = []
         for (dest, channel, keep), entries in pending.items():
-            for start in range(0, len(entries), MAX_ENTRIES):
-                frame = sign_receipts(
-                    self._hub_id, self._key, entries[start : start + MAX_ENTRIES], at=now
-                )
+            for frame in self._sign(entries, now):
                 if keep:
                     durable.append((dest, channel, frame))
-                else:
-                    await self._publish(dest, channel, frame, 0)
+                else:  # handed to the connection now, before anything awaits
+                    sending.append(self._hand_over(dest, channel, frame, 0))
         if durable:
             numbers = await asyncio.gather(
                 *(self._store.submit(QueueReceipts(d, c, f, now)) for d, c, f in durable)
             )
             for (dest, channel, frame), seq in zip(durable, numbers, strict=True):
-                await self._publish(dest, channel, frame, seq)
+                sending.append(self._hand_over(dest, channel, frame, seq))
+        await self._count(sending)
 
     async def send_numbered(self, dest: str, channel: str, frame: bytes, seq: int) -> None:
         """Publish a batch the store has already numbered for ``dest``.
 
         An ACCEPTED still gathering for ``dest`` goes first: a sender must not hear that a
         message was DELIVERED before it hears that the hub ACCEPTED it (on a busy loop the
-        gathering delay can outlast a whole delivery round trip).
+        gathering delay can outlast a whole delivery round trip). Both are handed to the
+        connection before anything awaits, so they leave in that order.
         """
-        async with self._order:
-            if any(key[0] == dest for key in self._pending):
-                await self._flush()
-            await self._publish(dest, channel, frame, seq)
+        sending: list[Awaitable[bool]] = []
+        now = self._clock()
+        for key in [k for k in self._pending if k[0] == dest and not k[2]]:
+            frames = self._sign(self._pending.pop(key), now)
+            sending.extend(self._hand_over(key[0], key[1], earlier, 0) for earlier in frames)
+        sending.append(self._hand_over(dest, channel, frame, seq))
+        await self._count(sending)
+
+    def _sign(self, entries: list[ReceiptEntry], now: int) -> list[bytes]:
+        return [
+            sign_receipts(self._hub_id, self._key, entries[start : start + MAX_ENTRIES], at=now)
+            for start in range(0, len(entries), MAX_ENTRIES)
+        ]
+
+    def _hand_over(self, dest: str, channel: str, frame: bytes, seq: int) -> Awaitable[bool]:
+        return self._send(channel, dest, transport.encode(transport.ReceiptsMsg(frame, seq)))
+
+    async def _count(self, sending: list[Awaitable[bool]]) -> None:
+        for acked in await asyncio.gather(*sending):
+            self.sent_batches += int(acked)
 
     async def _publish(self, dest: str, channel: str, frame: bytes, seq: int) -> None:
-        if await self._send(channel, dest, transport.encode(transport.ReceiptsMsg(frame, seq))):
-            self.sent_batches += 1
+        await self._count([self._hand_over(dest, channel, frame, seq)])
 
     async def replay(self, dest: str, channel: str, after: int) -> int:
         """Send ``dest`` every numbered batch after ``after`` on ``channel``; returns how many."""

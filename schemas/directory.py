@@ -109,7 +109,7 @@ class Directory(WireModel):
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """A copy whose lookups are rebuilt (they are cached per instance)."""
         copy = super().model_copy(update=update, deep=deep)
-        for cache in ("_orgs", "_channels", "_groups", "_revoked"):
+        for cache in ("_orgs", "_channels", "_groups", "_revoked", "_ancestry", "_rule_modes"):
             copy.__dict__.pop(cache, None)
         return copy
 
@@ -128,6 +128,14 @@ class Directory(WireModel):
     @cached_property
     def _revoked(self) -> frozenset[str]:
         return frozenset(self.revoked)
+
+    @cached_property
+    def _ancestry(self) -> dict[str, tuple[str, ...]]:
+        return {}  # filled by ancestors(): the rules ask it for every recipient of every message
+
+    @cached_property
+    def _rule_modes(self) -> dict[str, object]:
+        return {}  # schemas.rules.settings_of keeps its parsed settings here
 
     def org(self, org_id: str) -> OrgEntry | None:
         return self._orgs.get(org_id)
@@ -245,6 +253,12 @@ class Directory(WireModel):
 
     def ancestors(self, org_id: str) -> tuple[str, ...]:
         """Parent, grandparent, ... of ``org_id`` (nearest first)."""
+        known = self._ancestry.get(org_id)
+        if known is None:
+            known = self._ancestry[org_id] = self._walk_up(org_id)
+        return known
+
+    def _walk_up(self, org_id: str) -> tuple[str, ...]:
         chain: list[str] = []
         org = self.org(org_id)
         while org is not None and org.parent is not None and org.parent not in chain:

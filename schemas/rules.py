@@ -25,7 +25,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final
+from typing import Final, cast
 
 from schemas.directory import Directory, OrgEntry, OrgLevel
 from schemas.envelope import COPY_NUMBER_PATTERN, Header
@@ -148,9 +148,17 @@ def parse_settings(raw: Mapping[str, object], *, where: str) -> dict[str, Mode]:
     return out
 
 
-def settings_of(directory: Directory) -> dict[str, Mode]:
-    """The settings the signed directory carries (a rule this code does not know is skipped)."""
-    return {k: Mode(v) for k, v in directory.rules.items() if k in RULES_BY_ID}
+def settings_of(directory: Directory) -> Mapping[str, Mode]:
+    """The settings the signed directory carries (a rule this code does not know is skipped).
+
+    Parsed once per directory (the hub asks for every message); do not modify the result.
+    """
+    cache = directory._rule_modes  # noqa: SLF001 - the directory keeps it for us
+    settings = cache.get("settings")
+    if not isinstance(settings, dict):
+        settings = {k: Mode(v) for k, v in directory.rules.items() if k in RULES_BY_ID}
+        cache["settings"] = settings
+    return cast("dict[str, Mode]", settings)
 
 
 def mode_of(settings: Settings, rule: Rule) -> Mode:

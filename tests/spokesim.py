@@ -257,8 +257,14 @@ class SimSpoke:
         for out in self.outbox.values():
             await self._stop_pump(out)
             out.next_offset = -1  # after reconnecting, the hub says where to go on
-        client, self._client = self._client, None
+        # Stop reading first: a message already taken would otherwise be acknowledged on a
+        # client that is gone (the hub sends anything unacknowledged again).
         self._resume_reading()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await self._task
+        client, self._client = self._client, None
         if client is None:
             return
         if clean:
@@ -267,10 +273,6 @@ class SimSpoke:
                     await client.publish(
                         topics.presence(ch, self.org), topics.OFFLINE, qos=1, retain=True
                     )
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await self._task
         with contextlib.suppress(aiomqtt.MqttError):
             await client.__aexit__(None, None, None)
 
