@@ -64,6 +64,17 @@ def live_directory(
     )
 
 
+def stop_process(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if it is still there after ``grace`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(grace)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 @dataclass
 class Mosquitto:
     folder: Path
@@ -95,13 +106,8 @@ class Mosquitto:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(5)
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
 
 
 @dataclass

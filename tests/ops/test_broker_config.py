@@ -28,7 +28,14 @@ from hubd.directory import load_topology
 from schemas import topics
 from schemas.errors import ConfigError
 from schemas.topology import Topology, parse_topology
-from tests.hubproc import MOSQUITTO, HubProcess, free_port, live_directory, wait_for_port
+from tests.hubproc import (
+    MOSQUITTO,
+    HubProcess,
+    free_port,
+    live_directory,
+    stop_process,
+    wait_for_port,
+)
 from tests.spoke.procs import FAST_HUB, SpokeProcess, eventually
 from tests.world import World
 
@@ -64,13 +71,7 @@ class TlsBroker:
         return self.issued_folder / "clients" / f"{identity}.key"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(5)
-            if self.process.poll() is None:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 def start_broker(topology: Topology, out: Path, channels: tuple[str, ...]) -> TlsBroker:
