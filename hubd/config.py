@@ -46,6 +46,13 @@ class HubFiles(_Section):
         return value
 
 
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"listen must be HOST:PORT, not {value!r}")
+    return value
+
+
 class EmbeddedBroker(_Section):
     enabled: bool = True
     listen: str = "127.0.0.1:1883"  # loopback by default; amqtt would bind 0.0.0.0
@@ -53,14 +60,34 @@ class EmbeddedBroker(_Section):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ValueError(f"listen must be HOST:PORT, not {value!r}")
-        return value
+        return _host_port(value)
 
     @property
     def host(self) -> str:
         return self.listen.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class Metrics(_Section):
+    """``/metrics`` (Prometheus) and ``/healthz`` (readiness), served by the hub itself."""
+
+    listen: str = "127.0.0.1:9464"  # loopback by default; "" turns both off
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        return value if not value else _host_port(value)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.listen)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].removeprefix("[").removesuffix("]")
 
     @property
     def port(self) -> int:
@@ -92,6 +119,7 @@ class HubConfig(_Section):
     delivery: Delivery = Delivery()
     lifecycle: Lifecycle = Lifecycle()
     logging: Logging = Logging()
+    metrics: Metrics = Metrics()
 
     def store_url(self) -> str:
         if self.hub.store:

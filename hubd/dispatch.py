@@ -20,7 +20,7 @@ import heapq
 import itertools
 import random
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,7 @@ import structlog
 
 from hubd.audit import AuditEvent
 from hubd.states import DeliveryState, Event, next_state
-from hubd.store import DeliveryUpdate, Store, UpdateDeliveries
+from hubd.store import KEEP_ATTEMPTS, DeliveryUpdate, Store, UpdateDeliveries
 from schemas import transport
 from schemas.ids import msg_id_text
 from schemas.labels import Classification, Precedence
@@ -95,15 +95,23 @@ class DispatchSettings:
 
 
 Outcome = Callable[[Job, DeliveryState, int], None]  # (job, final state, now) -> receipts
+Latency = Callable[[int], None]  # milliseconds from acceptance to the recipient's DELIVERED
 
 
 class Dispatcher:
     """Owns every delivery the hub still has to make."""
 
     def __init__(
-        self, store: Store, send: Send, settings: DispatchSettings, outcome: Outcome
+        self,
+        store: Store,
+        send: Send,
+        settings: DispatchSettings,
+        outcome: Outcome,
+        *,
+        latency: Latency | None = None,
     ) -> None:
         self._store, self._send, self._settings, self._outcome = store, send, settings, outcome
+        self._latency = latency
         self._jobs: dict[Key, Job] = {}
         self._ready: list[tuple[int, int, Key]] = []
         self._idle: deque[asyncio.Future[None]] = deque()  # publishers waiting for work
@@ -115,7 +123,11 @@ class Dispatcher:
         self._updates: list[DeliveryUpdate] = []
         self._audit: list[AuditEvent] = []
         self._flush_event = asyncio.Event()
+        # Since start, for /metrics: publishes, retries fired, deliveries expired or dead.
         self.published = 0
+        self.retries = 0
+        self.expired = 0
+        self.dead = 0
 
     # ------------------------------------------------------------------ inputs
 
@@ -145,11 +157,20 @@ class Dispatcher:
         """The recipient's DELIVERED or SIGNED_FOR arrived. Returns the job it closed."""
         job = self._jobs.get((msg_id, recipient))
         if job is None:
+            if event is Event.SIGNED_FOR:
+                # 签收 usually comes long after DELIVERED closed the job (often after a
+                # restart): the stored delivery still moves on to SIGNED_FOR.
+                self._updates.append(
+                    DeliveryUpdate(msg_id, recipient, DeliveryState.SIGNED_FOR, KEEP_ATTEMPTS, at)
+                )
+                self._flush_event.set()
             return None
         job.state = next_state(job.state, event)
         self._record(job, at)
         if job.state in {DeliveryState.DELIVERED, DeliveryState.SIGNED_FOR}:
             del self._jobs[job.key]
+            if job.accepted_at and self._latency is not None:
+                self._latency(at - job.accepted_at)
             log.info(
                 "delivery.acked",
                 msg_id=msg_id_text(msg_id),
@@ -178,6 +199,10 @@ class Dispatcher:
 
     def pending(self) -> list[Job]:
         return list(self._jobs.values())
+
+    def pending_by_label(self) -> Counter[tuple[Precedence, Classification]]:
+        """Deliveries not yet confirmed, counted by (precedence, classification)."""
+        return Counter((job.precedence, job.classification) for job in self._jobs.values())
 
     # ------------------------------------------------------------------ queues
 
@@ -349,6 +374,7 @@ class Dispatcher:
         if job.attempts >= self._settings.max_attempts:
             self._finish(job, Event.GIVE_UP, now)
             return
+        self.retries += 1
         log.info(
             "delivery.retry",
             msg_id=msg_id_text(job.msg_id),
@@ -361,6 +387,10 @@ class Dispatcher:
     def _finish(self, job: Job, event: Event, now: int) -> None:
         job.state = next_state(job.state, event)
         name = "delivery.expired" if event is Event.EXPIRE else "delivery.dead"
+        if event is Event.EXPIRE:
+            self.expired += 1
+        else:
+            self.dead += 1
         self._record(
             job, now, AuditEvent(name, now, job.msg_id, job.recipient, {"attempts": job.attempts})
         )

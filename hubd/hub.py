@@ -4,7 +4,9 @@ Lifecycle (STYLE.md, "Async lifecycle"): one TaskGroup, named tasks. SIGTERM (or
 stops the intake, lets the ingest queue drain, finishes in-flight publishes, flushes state
 and receipts, then disconnects and closes the store, all within ``drain_timeout``; the
 process exits 0. SIGHUP re-reads and re-verifies the directory and republishes it.
-With NOTIFY_SOCKET set it tells systemd READY=1 and, if asked, WATCHDOG=1.
+With NOTIFY_SOCKET set it tells systemd READY=1 and, if asked, WATCHDOG=1. Unless
+``[metrics] listen`` is "", it serves ``/metrics`` and ``/healthz`` (:mod:`hubd.metrics`)
+from before the store opens until after it closes, so readiness is visible throughout.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from hubd.config import HubConfig
 from hubd.dispatch import Dispatcher, DispatchSettings, Job, Payload
 from hubd.ingest import Ingest, payload_from_row
 from hubd.issuer import ReceiptIssuer
+from hubd.metrics import HubMetrics, readiness
+from hubd.metricsserver import MetricsServer
 from hubd.sdnotify import Notifier
 from hubd.spool import Spool
 from hubd.states import DeliveryState
@@ -128,6 +132,22 @@ class Hub:
         self.dispatcher: Dispatcher | None = None
         self.ingest: Ingest | None = None
         self.issuer: ReceiptIssuer | None = None
+        self.store: Store | None = None
+        self.metrics = HubMetrics(self)
+
+    # ---------------------------------------------------------------- what /metrics reads
+
+    @property
+    def current_directory(self) -> Directory | None:
+        return None if self._verified is None else self._verified.directory
+
+    @property
+    def draining(self) -> bool:
+        return self.stop_event.is_set()
+
+    def broker_links(self) -> list[BrokerLink]:
+        """Each broker connection once (channels on one broker share it)."""
+        return list(dict.fromkeys(self._links.values()))
 
     # ---------------------------------------------------------------- directory
 
@@ -215,12 +235,21 @@ class Hub:
         assert self._key is not None  # noqa: S101
         config.hub.state_dir.mkdir(parents=True, exist_ok=True)
         async with AsyncExitStack() as stack:
+            if config.metrics.enabled:  # first: /healthz says 503 while the rest starts
+                await stack.enter_async_context(
+                    MetricsServer(
+                        config.metrics.host,
+                        config.metrics.port,
+                        metrics=self.metrics.exposition,
+                        health=lambda: readiness(self),
+                    )
+                )
             if any(p.name == "embedded" for p in plans):
                 await stack.enter_async_context(
                     EmbeddedBroker(config.broker.host, config.broker.port)
                 )
                 log.info("broker.embedded_started", listen=config.broker.listen)
-            store = await stack.enter_async_context(Store(config.store_url()))
+            store = self.store = await stack.enter_async_context(Store(config.store_url()))
             spool = Spool(config.spool_dir())
             issuer = ReceiptIssuer(
                 self.directory().hub_id, self._key, store, self.send_in_order, self.clock
@@ -231,7 +260,9 @@ class Hub:
                 max_attempts=config.delivery.max_attempts,
                 window=config.delivery.publish_window,
             )
-            dispatcher = Dispatcher(store, self.send, settings, self._outcome)
+            dispatcher = Dispatcher(
+                store, self.send, settings, self._outcome, latency=self.metrics.observe_latency
+            )
             ingest = Ingest(
                 directory=self.directory,
                 store=store,
@@ -284,7 +315,7 @@ class Hub:
         self, ingest: Ingest, dispatcher: Dispatcher, issuer: ReceiptIssuer
     ) -> None:
         links_stop, work_stop = asyncio.Event(), asyncio.Event()
-        links = list(dict.fromkeys(self._links.values()))
+        links = self.broker_links()
         async with asyncio.TaskGroup() as tasks:
             for link in links:
                 tasks.create_task(link.run(links_stop), name=f"hubd.link.{link.name}")

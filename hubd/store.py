@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, bindparam, event, func, select, update
+from sqlalchemy import Connection, bindparam, case, event, func, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -64,8 +64,11 @@ class DeliveryUpdate:
     msg_id: bytes
     recipient: str
     state: DeliveryState
-    attempts: int
+    attempts: int  # KEEP_ATTEMPTS: leave the stored count as it is
     at: int
+
+
+KEEP_ATTEMPTS = -1
 
 
 @dataclass(slots=True)
@@ -182,6 +185,7 @@ class Store:
         self._audit_hash = GENESIS
         self._outbox_seq: dict[tuple[str, str], int] = {}
         self.commits = 0  # transactions written (for metrics and the benchmark)
+        self._last_commit_failed = False
 
     async def __aenter__(self) -> Store:
         try:
@@ -210,6 +214,21 @@ class Store:
         scheme, _, creds = head.partition("://")
         user = creds.split(":", 1)[0]
         return f"{scheme}://{user}:***@{tail}"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def writable(self) -> bool:
+        """Open, its writer running, and its last group commit (if any) went through."""
+        writer = self._writer
+        return (
+            not self._closed
+            and writer is not None
+            and not writer.done()
+            and not self._last_commit_failed
+        )
 
     async def close(self) -> None:
         """Write what is queued, then close. Idempotent."""
@@ -297,6 +316,7 @@ class Store:
                 await self._conn.rollback()
             retriable = isinstance(exc, DBAPIError | OperationalError | SQLAlchemyError)
             error = StoreError(f"the store refused a write: {exc!r}", retriable=retriable)
+            self._last_commit_failed = True
             log.exception("store.write_failed", operations=len(batch))
             for p in batch:
                 if not p.future.done():
@@ -304,6 +324,7 @@ class Store:
             return
         (self._audit_seq, self._audit_hash, self._outbox_seq), values = results
         self.commits += 1
+        self._last_commit_failed = False
         for p, value in zip(batch, values, strict=True):
             if not p.future.done():
                 p.future.set_result(value)
@@ -479,5 +500,11 @@ class _Batch:
 _UPDATE_DELIVERY = (
     update(t.deliveries)
     .where(t.deliveries.c.msg_id == bindparam("m"), t.deliveries.c.recipient == bindparam("r"))
-    .values(state=bindparam("s"), attempts=bindparam("a"), updated_at=bindparam("u"))
+    .values(
+        state=bindparam("s"),
+        attempts=case(
+            (bindparam("a") == KEEP_ATTEMPTS, t.deliveries.c.attempts), else_=bindparam("a")
+        ),
+        updated_at=bindparam("u"),
+    )
 )

@@ -131,6 +131,7 @@ class Demo:
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch
         self.port = _free_port()
+        self.metrics_port = _free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.rows: list[Row] = []
 
@@ -177,12 +178,16 @@ class Demo:
             "[delivery]",
             "retry_initial = 5.0",
             "",
+            "[metrics]",
+            f'listen = "127.0.0.1:{self.metrics_port}"',
+            "",
             "[logging]",
             'format = "json"',
         ]
         (self.scratch / "hub.toml").write_text("\n".join(hub_toml) + "\n", encoding="utf-8")
         print(
             f"keys for {len(orgs)} organisations, a signed directory; hub on 127.0.0.1:{self.port}"
+            f" (metrics: http://127.0.0.1:{self.metrics_port}/metrics)"
         )
         directory = self._directory()
         for org in SPOKES:

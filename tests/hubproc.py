@@ -121,6 +121,9 @@ class HubProcess:
     store_url: str = ""
     extra_toml: str = ""
     embedded_port: int = field(default_factory=free_port)
+    # /metrics and /healthz on a free loopback port, so hubs never meet on the default
+    # 9464; None writes no [metrics] section (the hub's default applies).
+    metrics_port: int | None = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     notify: socket.socket | None = None
     notifications: list[str] = field(default_factory=list)
@@ -129,6 +132,11 @@ class HubProcess:
     def port(self) -> int:
         """Where spokes connect."""
         return self.broker_port if self.broker_port is not None else self.embedded_port
+
+    @property
+    def metrics_url(self) -> str:
+        assert self.metrics_port is not None
+        return f"http://127.0.0.1:{self.metrics_port}"
 
     def write(self) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -155,12 +163,17 @@ class HubProcess:
                     f"[channels.{channel.id}]",
                     f'url = "mqtt://127.0.0.1:{self.broker_port}"',
                 ]
+        if self.metrics_port is not None:
+            lines += ["", "[metrics]", f'listen = "127.0.0.1:{self.metrics_port}"']
         lines += ["", "[logging]", 'format = "json"', 'level = "info"', "", self.extra_toml, ""]
         config = self.folder / "hub.toml"
         config.write_text("\n".join(lines))
         return config
 
-    def start(self, *, timeout: float = 20.0, env: dict[str, str] | None = None) -> HubProcess:
+    def start(
+        self, *, timeout: float = 20.0, env: dict[str, str] | None = None, ready: bool = True
+    ) -> HubProcess:
+        """Start hubd; wait for READY=1 unless ``ready`` is False."""
         config = self.write()
         sock_path = self.folder / "notify.sock"
         sock_path.unlink(missing_ok=True)
@@ -175,6 +188,8 @@ class HubProcess:
                 stderr=subprocess.STDOUT,
                 env=environ,
             )
+        if not ready:
+            return self
         try:
             self.wait_notification("READY=1", timeout)
         except BaseException:
