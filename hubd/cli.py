@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
-from hubd import brokerconf, route
+from hubd import brokerconf, opsquery, opsview, route
 from hubd.audit import verify_store_chain
-from hubd.config import load_config
+from hubd.config import HubConfig, load_config
 from hubd.directory import (
     build_and_sign,
     hub_key_paths,
@@ -22,8 +23,10 @@ from hubd.directory import (
 )
 from hubd.hub import Hub
 from schemas.clock import ms_to_text
+from schemas.directory import verify_directory
 from schemas.display import table
 from schemas.errors import ConfigError, XchgError
+from schemas.ids import check_org_id, parse_msg_id
 from schemas.keys import HubPublicKey
 from schemas.runtime import configure as configure_logs
 from schemas.runtime import run_loop
@@ -37,7 +40,8 @@ hubd_app = typer.Typer(
 )
 hubctl_app = typer.Typer(
     name="hubctl",
-    help="Operate the hub: keys, directory, audit, and what-if routing (route).",
+    help="Operate the hub: status, trace, queue and dead letters; keys, directory, audit, "
+    "and what-if routing (route).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -50,6 +54,8 @@ hubctl_app.add_typer(directory_app, name="directory")
 hubctl_app.add_typer(audit_app, name="audit")
 
 DEFAULT_HUB_KEYS = Path("certs/hub")
+DEFAULT_CONFIG = Path("config/hub.toml")
+T = TypeVar("T")
 
 
 def _now() -> int:
@@ -290,6 +296,169 @@ def route_command(
     else:
         typer.echo(answer.render(), nl=False)
     raise typer.Exit(0 if answer.report.accepted else 1)
+
+
+# ---------------------------------------------------------------------- operator questions
+# Each reads the store directly, read-only (the hub may be running or stopped); the
+# questions and answers are hubd.opsquery's, so an admin socket can serve them later.
+
+ConfigOption = Annotated[Path, typer.Option(help="Hub configuration file")]
+StoreOption = Annotated[
+    str | None, typer.Option(help="Store URL (default: the one --config names)")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the answer as JSON")]
+LimitOption = Annotated[int, typer.Option(min=1, help="Show at most this many deliveries")]
+OrgArgument = Annotated[
+    str | None, typer.Argument(help="Only deliveries to this organisation (an org id)")
+]
+
+
+def _ask(url: str, question: Callable[[opsquery.Read], Awaitable[T]]) -> T:
+    """Open the store at ``url`` read-only, ask, close. Raises StoreError."""
+
+    async def run() -> T:
+        async with opsquery.reading(url) as read:
+            return await question(read)
+
+    return asyncio.run(run())
+
+
+def _answer(as_json: bool, data: dict[str, object], text: str) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        typer.echo(text, nl=False)
+
+
+def _org(command: str, org: str | None) -> str | None:
+    """ORG checked before it reaches a query; exit 2 naming the value otherwise."""
+    if org is None:
+        return None
+    try:
+        return check_org_id(org, what="organisation")
+    except ValueError as exc:
+        raise _fail(command, ValueError(f"{exc}; give an org id such as jl.cc")) from exc
+
+
+def _served_directory(
+    config: Path, settings: HubConfig, hub_pub: Path | None
+) -> opsquery.DirectoryInfo:
+    """The directory the configuration names, verified but read even when expired."""
+    path = settings.hub.directory
+    try:
+        where = route.sources(config, None, hub_pub)
+        frame = where.directory.read_bytes()
+        verified = verify_directory(frame, where.hub_public, now=None)
+    except route.RouteError as exc:
+        return opsquery.DirectoryInfo(str(path), None, str(exc))
+    except OSError as exc:
+        return opsquery.DirectoryInfo(str(path), None, f"cannot read it: {exc.strerror}")
+    except (ValueError, XchgError) as exc:
+        return opsquery.DirectoryInfo(str(path), None, f"it does not verify: {exc}")
+    return opsquery.DirectoryInfo(str(path), verified.directory)
+
+
+@hubctl_app.command("status")
+def status_command(
+    config: ConfigOption = DEFAULT_CONFIG,
+    store: StoreOption = None,
+    hub_pub: Annotated[
+        Path | None,
+        typer.Option(help="The hub's public key (default: beside the key --config names)"),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The hub at a glance: deliveries pending per recipient and precedence, the oldest,
+    dead letters, store size, the directory's version and expiry, every spoke."""
+    try:
+        settings = load_config(config)
+    except ConfigError as exc:
+        raise _fail("hubctl status", exc) from exc
+    url = store or settings.store_url()
+    directory = _served_directory(config, settings, hub_pub)
+    now = _now()
+
+    async def question(read: opsquery.Read) -> opsquery.Status:
+        size = await opsquery.store_size(read, url, settings.spool_dir())
+        return await opsquery.status(read, now=now, store=size, directory=directory)
+
+    try:
+        answer = _ask(url, question)
+    except XchgError as exc:
+        raise _fail("hubctl status", exc) from exc
+    _answer(as_json, answer.as_json(), opsview.render_status(answer))
+
+
+@hubctl_app.command("trace")
+def trace_command(
+    msg_id: Annotated[str, typer.Argument(help="The message's msg_id: 32 lowercase hex digits")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The life of one message from the audit ledger: accepted (or quarantined), routed,
+    each delivery attempt, each receipt, expiry or death. Exit 1: the store does not know it."""
+    try:
+        wanted = parse_msg_id(msg_id)
+    except ValueError as exc:
+        hint = ValueError(f"{exc}; copy it from a receipt, a log line or 'hubctl queue'")
+        raise _fail("hubctl trace", hint) from exc
+    try:
+        url = store or load_config(config).store_url()
+        answer = _ask(url, lambda read: opsquery.trace(read, wanted, now=_now()))
+    except (ConfigError, XchgError) as exc:
+        raise _fail("hubctl trace", exc) from exc
+    if answer is None:
+        typer.echo(
+            f"hubctl trace: the hub's store holds no message {msg_id}: it never reached this "
+            "hub, or the hub refused it (refusals are not stored; look for message.rejected "
+            "with this msg_id in the hub's log)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    _answer(as_json, answer.as_json(), opsview.render_trace(answer))
+
+
+@hubctl_app.command("queue")
+def queue_command(
+    org: OrgArgument = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    store: StoreOption = None,
+    limit: LimitOption = 200,
+    as_json: JsonOption = False,
+) -> None:
+    """Deliveries pending (not yet sent, or sent and not yet confirmed), in the order the
+    hub sends them: precedence first, then age."""
+    recipient = _org("hubctl queue", org)
+    try:
+        url = store or load_config(config).store_url()
+        answer = _ask(
+            url, lambda read: opsquery.queue(read, now=_now(), recipient=recipient, limit=limit)
+        )
+    except (ConfigError, XchgError) as exc:
+        raise _fail("hubctl queue", exc) from exc
+    _answer(as_json, answer.as_json(), opsview.render_queue(answer))
+
+
+@hubctl_app.command("dead")
+def dead_command(
+    org: OrgArgument = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    store: StoreOption = None,
+    limit: LimitOption = 200,
+    as_json: JsonOption = False,
+) -> None:
+    """Dead letters: deliveries given up after max_attempts (DEAD) or expired before the
+    recipient confirmed (EXPIRED), with the reason and the attempts; the most recent first."""
+    recipient = _org("hubctl dead", org)
+    try:
+        url = store or load_config(config).store_url()
+        answer = _ask(
+            url, lambda read: opsquery.dead(read, now=_now(), recipient=recipient, limit=limit)
+        )
+    except (ConfigError, XchgError) as exc:
+        raise _fail("hubctl dead", exc) from exc
+    _answer(as_json, answer.as_json(), opsview.render_dead(answer))
 
 
 def hubd_main() -> None:
