@@ -228,6 +228,14 @@ def broker_config(
         topo = load_topology(topology)
         chosen = tuple(channel or [c.id for c in topo.channels])
         groups = [chosen] if shared else [(c,) for c in chosen]
+        if shared and len(chosen) > 1:
+            typer.echo(
+                "hubctl broker-config: warning: on one broker for several channels a spoke "
+                "holds a connection per channel, so client ids cannot be tied to certificates: "
+                "any organisation's certificate can take over (and so disconnect) another's "
+                "session. Use a broker per channel in production.",
+                err=True,
+            )
         for group in groups:
             name = "shared" if shared else group[0]
             listener = brokerconf.listener_for(host or [], name, group)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
+from cryptography import x509
 
 from hubd.brokerconf import MAX_PACKET, Listener, acl_text, members, write_broker
 from hubd.directory import load_topology
@@ -178,6 +179,7 @@ def test_generated_conf_requires_certificates_and_refuses_anonymous_clients(
         f"max_packet_size {MAX_PACKET}",
         "persistence true",
         "tls_version tlsv1.2",
+        "use_username_as_clientid true",
     ):
         assert line in conf
     private = [
@@ -225,10 +227,19 @@ def test_hubctl_broker_config_writes_one_broker_per_channel(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     for channel in ("internet", "govnet", "classified", "core"):
         assert (tmp_path / channel / "broker" / "mosquitto.conf").exists()
-    assert (
-        "broker.govnet.example" in (tmp_path / "govnet" / "broker" / "mosquitto.conf").read_text()
-        or True
+    server = x509.load_pem_x509_certificate(
+        (tmp_path / "govnet" / "broker" / "server.pem").read_bytes()
     )
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "broker.govnet.example" in names.get_values_for_type(x509.DNSName)
+    assert (
+        "listener 8883 0.0.0.0" in (tmp_path / "govnet" / "broker" / "mosquitto.conf").read_text()
+    )
+    # the other channels had no --host of their own: localhost
+    other = x509.load_pem_x509_certificate(
+        (tmp_path / "classified" / "broker" / "server.pem").read_bytes()
+    )
+    assert other.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "localhost"
 
 
 def test_running_again_keeps_the_ca_and_good_certificates_and_issues_only_new_ones(
@@ -252,6 +263,54 @@ def test_running_again_keeps_the_ca_and_good_certificates_and_issues_only_new_on
     )
     assert set(renewed.issued) == {"127.0.0.1", "jl.hub", "cn.gov", "jl.gov"}
     assert renewed.ca.read_bytes() == ca
+
+
+def test_a_rerun_without_the_ca_key_refuses_instead_of_making_a_new_ca(
+    topology: Topology, tmp_path: Path
+) -> None:
+    listener = Listener("127.0.0.1", 8883)
+    first = write_broker(topology, ("classified",), tmp_path, listener, broker_user=None)
+    ca = first.ca.read_bytes()
+    (first.folder / "ca.key").unlink()  # taken off the machine, as the operator is told
+
+    with pytest.raises(ValueError, match=r"ca\.key is missing"):
+        write_broker(topology, ("classified",), tmp_path, listener, broker_user=None)
+    assert first.ca.read_bytes() == ca
+
+
+def test_certificates_never_outlive_the_ca_that_issued_them(
+    topology: Topology, tmp_path: Path
+) -> None:
+    issued = write_broker(
+        topology,
+        ("classified",),
+        tmp_path,
+        Listener("127.0.0.1", 8883),
+        days=9000,
+        broker_user=None,
+    )
+    ca = x509.load_pem_x509_certificate(issued.ca.read_bytes())
+    for identity in issued.identities:
+        leaf = x509.load_pem_x509_certificate(issued.cert(identity).read_bytes())
+        assert leaf.not_valid_after_utc <= ca.not_valid_after_utc
+        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+        assert usage.digital_signature
+        assert not usage.key_cert_sign
+
+
+def test_a_shared_broker_cannot_tie_client_ids_to_certificates(
+    topology: Topology, tmp_path: Path
+) -> None:
+    issued = write_broker(
+        topology,
+        ("govnet", "classified"),
+        tmp_path,
+        Listener("127.0.0.1", 8883),
+        name="shared",
+        broker_user=None,
+    )
+    # a spoke holds one connection per channel there, under one certificate
+    assert "use_username_as_clientid true" not in issued.conf.read_text()
 
 
 # ---------------------------------------------------------------------------------------
@@ -306,6 +365,38 @@ async def test_a_spoke_cannot_read_another_spokes_down_topic(govnet: TlsBroker) 
         finally:
             reader.cancel()
     assert seen == [(topics.down("govnet", "jl.cc"), b"for jl.cc")]
+
+
+async def test_a_spoke_cannot_take_over_the_hubs_session_by_its_client_id(
+    govnet: TlsBroker,
+) -> None:
+    seen: list[tuple[str, bytes]] = []
+    tls = aiomqtt.TLSParameters(
+        ca_certs=str(govnet.ca),
+        certfile=str(govnet.cert("jl.hub")),
+        keyfile=str(govnet.key("jl.hub")),
+        cert_reqs=ssl.CERT_REQUIRED,
+    )
+    async with aiomqtt.Client(
+        "127.0.0.1", govnet.port, tls_params=tls, identifier="hubd-jl.hub-0"
+    ) as hub:
+        await hub.subscribe(topics.hub_subscriptions("govnet")[0], qos=1)
+        reader = asyncio.create_task(collect(hub, seen))
+        try:
+            intruder = aiomqtt.TLSParameters(
+                ca_certs=str(govnet.ca),
+                certfile=str(govnet.cert("jl.cc")),
+                keyfile=str(govnet.key("jl.cc")),
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            async with aiomqtt.Client(
+                "127.0.0.1", govnet.port, tls_params=intruder, identifier="hubd-jl.hub-0"
+            ) as spoke:
+                await spoke.publish(topics.up("govnet", "jl.cc"), b"still heard", qos=1)
+            await eventually(lambda: seen or None, "the hub's session to survive", within=WITHIN)
+        finally:
+            reader.cancel()
+    assert seen == [(topics.up("govnet", "jl.cc"), b"still heard")]
 
 
 # ---------------------------------------------------------------------------------------
