@@ -578,14 +578,14 @@ class Ingest:
 
     def _refuse(self, arrival: Arrival, envelope: VerifiedEnvelope, evaluation: Evaluation) -> None:
         """REJECTED for the document rules: the receipt names every finding, both languages;
-        the log names the rules (its detail never quotes the document number or signatory)."""
+        the log names only the rules. A finding quotes the sender's own fields (the document
+        number, in any escaping), so no finding text is ever logged."""
         self.counts["rejected"] += 1
         refusals = evaluation.refusals
         log.warning(
             "message.rejected",
             reason=refusals[0].rule.reason,
             rules=list(dict.fromkeys(f.rule.id for f in refusals)),
-            detail=rulecheck.log_detail(evaluation, envelope.header),
             **self._fields(envelope, arrival),
         )
         self._issue(

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from hubd import tables as t
 from hubd.store import QueueReceipts, Store
 from schemas import transport
+from schemas.errors import StoreError
 from schemas.keys import SigningKey
 from schemas.receipts import MAX_ENTRIES, ReceiptEntry, sign_receipts
 
@@ -55,6 +56,7 @@ class ReceiptIssuer:
             clock,
         )
         self._delay = delay
+        self._retry_after = 1.0  # seconds before a flush the store refused is tried again
         self._pending: dict[tuple[str, str, bool], list[ReceiptEntry]] = defaultdict(list)
         self._wakeup = asyncio.Event()
         self.sent_batches = 0
@@ -93,13 +95,24 @@ class ReceiptIssuer:
                     durable.append((dest, channel, frame))
                 else:  # handed to the connection now, before anything awaits
                     sending.append(self._hand_over(dest, channel, frame, 0))
-        if durable:
-            numbers = await asyncio.gather(
-                *(self._store.submit(QueueReceipts(d, c, f, now)) for d, c, f in durable)
-            )
-            for (dest, channel, frame), seq in zip(durable, numbers, strict=True):
-                sending.append(self._hand_over(dest, channel, frame, seq))
-        await self._count(sending)
+        try:
+            if durable:
+                numbers = await asyncio.gather(
+                    *(self._store.submit(QueueReceipts(d, c, f, now)) for d, c, f in durable)
+                )
+                for (dest, channel, frame), seq in zip(durable, numbers, strict=True):
+                    sending.append(self._hand_over(dest, channel, frame, seq))
+        except StoreError as exc:
+            # EXPIRED and DEAD exist nowhere else: keep them for the next flush, ahead of
+            # anything queued since, rather than lose them or stop the hub.
+            for (dest, channel, keep), entries in pending.items():
+                if keep:
+                    self._pending[(dest, channel, keep)][:0] = entries
+            log.error("receipts.not_stored", error=str(exc), retriable=exc.retriable)
+            self._wakeup.set()
+            await asyncio.sleep(self._retry_after)
+        finally:
+            await self._count(sending)  # what was handed over is still seen through
 
     async def send_numbered(self, dest: str, channel: str, frame: bytes, seq: int) -> None:
         """Publish a batch the store has already numbered for ``dest``.

@@ -14,14 +14,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import structlog
 from sqlalchemy import Select, select
 
 from hubd import tables as t
 from schemas import codec
 from schemas.directory import Directory
 from schemas.envelope import Header, read_frame_sender
+from schemas.errors import XchgError
 from schemas.labels import DocType
 from schemas.rules import Document, Evaluation, Referenced, evaluate, settings_of
+
+log = structlog.get_logger("hubd.rules")
 
 Read = Callable[[Select[Any]], Awaitable[Sequence[Any]]]
 
@@ -45,9 +49,16 @@ def stored_header(frame: bytes) -> Header:
 
 
 def referenced_from(rows: Sequence[Any]) -> Referenced | None:
+    """The stored message as the rules see it; None if there is none, or if its frame no
+    longer reads as a header (stored by an older hub, say): a 批复 to it is refused as to an
+    unknown message rather than failing the ingest worker (and so the hub)."""
     if not rows:
         return None
-    header = stored_header(bytes(rows[0][0]))
+    try:
+        header = stored_header(bytes(rows[0][0]))
+    except (XchgError, KeyError, TypeError, ValueError) as exc:
+        log.error("store.unreadable_frame", problem=str(exc)[:300])
+        return None
     return Referenced(header.msg_id, header.sender, header.doc_type, header.to)
 
 
@@ -64,13 +75,3 @@ async def judge(header: Header, directory: Directory, read: Read) -> Evaluation:
     replies = header.doc_type is DocType.REPLY
     referenced = await look_up(read, header.in_reply_to) if replies else None
     return evaluate(doc, directory, settings_of(directory), referenced=referenced)
-
-
-def log_detail(evaluation: Evaluation, header: Header) -> str:
-    """The refusals in English for the log: the document number and signatory (which the
-    receipt may quote back to the sender) never reach a log line."""
-    text = " | ".join(f"[{f.rule.id}] {f.en}" for f in evaluation.refusals)
-    for secret in (header.doc_number, header.signatory):
-        if secret:
-            text = text.replace(secret, "(redacted)")
-    return text[:2000]

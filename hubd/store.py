@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from hubd import tables as t
 from hubd.audit import GENESIS, AuditEvent, chain_hash
-from hubd.states import DeliveryState
+from hubd.states import TRANSITIONS, DeliveryState, Event
 from schemas.errors import ClosedResourceError, StoreError
 
 log = structlog.get_logger("hubd.store")
@@ -475,8 +475,12 @@ class _Batch:
             conn.execute(t.messages.insert(), self.messages)
         if self.deliveries:
             conn.execute(t.deliveries.insert(), self.deliveries)
-        if self.updates:
-            conn.execute(_UPDATE_DELIVERY, self.updates)
+        current = [u for u in self.updates if u["a"] != KEEP_ATTEMPTS]
+        late = [u for u in self.updates if u["a"] == KEEP_ATTEMPTS]
+        if current:
+            conn.execute(_UPDATE_DELIVERY, current)
+        if late:
+            conn.execute(_LATE_UPDATE, late)
         if self.batches:
             known = {
                 bytes(r[0])
@@ -507,4 +511,9 @@ _UPDATE_DELIVERY = (
         ),
         updated_at=bindparam("u"),
     )
+)
+# A state change for a delivery the dispatcher no longer holds (a 签收 long after DELIVERED
+# closed it): only where the state table allows it, so EXPIRED and DEAD stay as they are.
+_LATE_UPDATE = _UPDATE_DELIVERY.where(
+    t.deliveries.c.state.in_(sorted({s.value for (s, e) in TRANSITIONS if e is Event.SIGNED_FOR}))
 )

@@ -481,14 +481,19 @@ def _reply_request(
             Verdict.UNCHECKED,
             note=f"whether {ref_text} is a 请示 to {doc.sender} is checked by the hub",
         )
+    if referenced is not None and doc.sender not in (referenced.sender, *referenced.to):
+        # Not the replier's own correspondence: answer exactly as for a msg_id the hub does
+        # not hold, or in_reply_to would let anyone probe what the hub holds (type, sender,
+        # recipients), even of a message above the reply's own label.
+        referenced = None
     if referenced is None:
         findings.append(
             Finding(
                 REPLY_REQUEST,
-                f"交换中心没有 msg_id 为 {ref_text} 的公文；"
+                f"交换中心没有发给 {doc.sender} 的、msg_id 为 {ref_text} 的公文；"
                 "请核对“回复文件”是否为所答复请示的 msg_id",
-                f"the hub holds no message {ref_text}; check that in_reply_to is the msg_id of "
-                "the 请示 being answered",
+                f"the hub holds no message {ref_text} addressed to {doc.sender}; check that "
+                "in_reply_to is the msg_id of the 请示 being answered",
             )
         )
         return findings

@@ -178,8 +178,7 @@ class Sender:
                 article=finding.rule.article,
                 msg_id=header.msg_id_text,
                 name=out.name,
-                detail=finding.en,
-            )
+            )  # no finding text: it quotes the document number
         log.info(
             "drop.sealed",
             name=out.name,
@@ -388,7 +387,8 @@ class Sender:
             "drop.failed",
             name=claimed.name,
             rule=refusal.rule,
-            detail=refusal.message,
+            # a rule's finding (the spoke's or the hub's) quotes the document number
+            detail=None if refusal.rule.startswith("rule.") else refusal.message,
             msg_id=None if msg_id is None else msg_id_text(msg_id),
         )
 

@@ -406,14 +406,16 @@ GOOD_REQUEST = Referenced(REQUEST_ID, CHANGCHUN, DocType.REQUEST, (PROVINCE,))
                 FAIL,
                 ("was sent by jl.jl to jl.gov", "go to jl.jl"),
             ),
-            "request_sent_to_someone_else_refused": row(
+            # Someone else's correspondence: refused exactly as an unknown msg_id, so that
+            # in_reply_to cannot probe what the hub holds.
+            "request_between_others_refused_as_if_unknown": row(
                 PROVINCE,
                 (CHANGCHUN,),
                 REQUEST_ID,
                 replace(GOOD_REQUEST, to=(STATE_COUNCIL,)),
                 True,
                 FAIL,
-                ("was sent by jl.cc to cn.gov", "come from its primary recipient"),
+                ("holds no message", "addressed to jl.gov"),
             ),
             "lateral_reply_refused_even_to_a_matching_request": row(
                 CHANGCHUN,
