@@ -296,8 +296,12 @@ class Store:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
+                    # Not wait_for: on 3.11 it runs get() in a task of its own, and when the
+                    # timeout and an item arrive together the item is lost (gh-86296): a
+                    # write never committed, or the closing None never seen (a hang).
                     try:
-                        item = await asyncio.wait_for(self._queue.get(), remaining)
+                        async with asyncio.timeout(remaining):
+                            item = await self._queue.get()
                     except TimeoutError:
                         break
                 if item is None:
