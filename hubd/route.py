@@ -23,7 +23,7 @@ from schemas.keys import HubPublicKey
 from schemas.labels import DocType
 from schemas.localfs import load_signing_key
 from schemas.metadata import DropMetadata, parse_metadata
-from schemas.rules import Document, Referenced, assign_copy_numbers, settings_of
+from schemas.rules import Document, Referenced, settings_of
 from schemas.whatif import WhatIf, what_if
 
 DEFAULT_CONFIG = Path("config/hub.toml")
@@ -124,8 +124,7 @@ def document(metadata: DropMetadata, sender: str, directory: Directory) -> Docum
             "'hubctl directory show' lists them"
         )
     try:
-        to = tuple(a for a in directory.expand(metadata.to) if a != sender)
-        cc = tuple(a for a in directory.expand(metadata.cc) if a != sender and a not in to)
+        to, cc = directory.addressees(metadata.to, metadata.cc, sender=sender)
     except ValueError as exc:
         raise RouteError(f"{exc}; check the address in the metadata") from exc
     if not to:
@@ -133,20 +132,7 @@ def document(metadata: DropMetadata, sender: str, directory: Directory) -> Docum
             f"after expanding groups, no primary recipient (主送) remains besides {sender}; "
             "name at least one other organisation"
         )
-    secret = metadata.classification.is_state_secret
-    return Document(
-        sender=sender,
-        to=to,
-        cc=cc,
-        doc_type=metadata.doc_type,
-        classification=metadata.classification,
-        secrecy_period=None if metadata.secrecy_period is None else metadata.secrecy_period.wire,
-        copy_numbers=assign_copy_numbers(to + cc) if secret else {},
-        signatory=metadata.signatory,
-        doc_number=metadata.doc_number,
-        directive=metadata.directive,
-        in_reply_to=metadata.in_reply_to_bytes,
-    )
+    return Document.from_metadata(metadata, sender, to, cc)
 
 
 async def look_up(store_url: str | None, in_reply_to: bytes) -> Referenced | None:

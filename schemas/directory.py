@@ -241,6 +241,15 @@ class Directory(WireModel):
                 out[address] = None
         return tuple(out)
 
+    def addressees(
+        self, to: Iterable[str], cc: Iterable[str], *, sender: str
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(to, cc) as a sender seals them: groups expanded, the sender left out, and no
+        one copied who is already a primary recipient. ValueError names an unknown address."""
+        primary = tuple(a for a in self.expand(to) if a != sender)
+        copied = tuple(a for a in self.expand(cc) if a != sender and a not in primary)
+        return primary, copied
+
     def _has_cycle(self, org_id: str) -> bool:
         seen = {org_id}
         org = self.org(org_id)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, cast
@@ -31,6 +31,7 @@ from schemas.directory import Directory, OrgEntry, OrgLevel
 from schemas.envelope import COPY_NUMBER_PATTERN, Header
 from schemas.ids import msg_id_text
 from schemas.labels import Classification, Direction, DocType
+from schemas.metadata import DropMetadata
 
 _TIAOLI = "《党政机关公文处理工作条例》"
 _GB = "GB/T 9704-2012"
@@ -198,6 +199,28 @@ class Document:
             doc_number=header.doc_number,
             directive=header.directive,
             in_reply_to=header.in_reply_to,
+        )
+
+    @classmethod
+    def from_metadata(
+        cls, metadata: DropMetadata, sender: str, to: Sequence[str], cc: Sequence[str]
+    ) -> Document:
+        """What a spoke of ``sender`` seals from a drop's metadata, its groups expanded into
+        ``to`` and ``cc``; a state secret gets its 份号 here (GB/T 9704 7.2.1)."""
+        secret = metadata.classification.is_state_secret
+        period = metadata.secrecy_period
+        return cls(
+            sender=sender,
+            to=tuple(to),
+            cc=tuple(cc),
+            doc_type=metadata.doc_type,
+            classification=metadata.classification,
+            secrecy_period=None if period is None else period.wire,
+            copy_numbers=assign_copy_numbers((*to, *cc)) if secret else {},
+            signatory=metadata.signatory,
+            doc_number=metadata.doc_number,
+            directive=metadata.directive,
+            in_reply_to=metadata.in_reply_to_bytes,
         )
 
     @property

@@ -32,7 +32,7 @@ from spoke.files import (
     meta_payload_name,
     name_problem,
 )
-from spoke.ruling import copied_as_needed, document_of, judge
+from spoke.ruling import copied_as_needed, judge
 
 log = structlog.get_logger("spoke.outbox")
 
@@ -242,7 +242,7 @@ def prepare(
         raise bad_metadata(claimed.meta_name, exc) from exc
     files = _collect(claimed, max_file_bytes=max_file_bytes, max_files=max_files)
     to, cc = address(metadata, org=org, directory=directory)
-    doc = document_of(metadata, org, to, cc)
+    doc = Document.from_metadata(metadata, org, to, cc)
     doc, added = copied_as_needed(doc, directory, auto_cc=metadata.auto_cc)
     channel = _gate(doc, org=org, directory=directory)
     evaluation = judge(doc, directory)
@@ -271,8 +271,7 @@ def address(
             {"org": org},
         )
     try:
-        to = tuple(a for a in directory.expand(metadata.to) if a != org)
-        cc = tuple(a for a in directory.expand(metadata.cc) if a != org and a not in to)
+        to, cc = directory.addressees(metadata.to, metadata.cc, sender=org)
     except ValueError as exc:
         raise Refusal(
             "drop.unknown_recipient",

@@ -1,44 +1,20 @@
 """The document rules (行文规则) at the sending spoke, on exactly what will be sealed.
 
 Once :func:`spoke.outbox.prepare` has expanded the groups, a drop becomes a
-:class:`schemas.rules.Document`: its 份号 (copy numbers) are assigned here, the one place
-they are, and with ``auto_cc`` (自动抄送) the organs a skip-level document skips are added
-to cc, and renumbered, before the file key is sealed for them. The rules then run with the
-settings the signed directory carries, as the hub will run them; the spoke has no store,
-so a 批复's 请示 is left to the hub (``looked_up=False``). ``spoke send --dry-run`` builds
-the same Document. Pure: no I/O.
+:class:`schemas.rules.Document` (``Document.from_metadata``, which assigns the 份号 and
+which ``hubctl route`` uses too), and with ``auto_cc`` (自动抄送) the organs a skip-level
+document skips are added to cc, and renumbered, before the file key is sealed for them.
+The rules then run with the settings the signed directory carries, as the hub will run
+them; the spoke has no store, so a 批复's 请示 is left to the hub (``looked_up=False``).
+``spoke send --dry-run`` builds the same Document. Pure: no I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from schemas.directory import Directory
-from schemas.metadata import DropMetadata
-from schemas.rules import Document, Evaluation, assign_copy_numbers, evaluate, settings_of
+from schemas.rules import Document, Evaluation, evaluate, settings_of
 from schemas.whatif import with_auto_cc
 from spoke.files import Refusal
-
-
-def document_of(
-    metadata: DropMetadata, sender: str, to: Sequence[str], cc: Sequence[str]
-) -> Document:
-    """The rules' view of a drop whose groups are expanded (``to`` and ``cc``)."""
-    classified = metadata.classification.is_state_secret
-    return Document(
-        sender=sender,
-        to=tuple(to),
-        cc=tuple(cc),
-        doc_type=metadata.doc_type,
-        classification=metadata.classification,
-        secrecy_period=None if metadata.secrecy_period is None else metadata.secrecy_period.wire,
-        # 份号: one six-digit number per recipient, for state secrets only (GB/T 9704 7.2.1)
-        copy_numbers=assign_copy_numbers((*to, *cc)) if classified else {},
-        signatory=metadata.signatory,
-        doc_number=metadata.doc_number,
-        directive=metadata.directive,
-        in_reply_to=metadata.in_reply_to_bytes,
-    )
 
 
 def copied_as_needed(

@@ -13,11 +13,10 @@ from schemas.display import table
 from schemas.ids import msg_id_text, parse_msg_id
 from schemas.localfs import atomic_write
 from schemas.metadata import MetadataError, parse_metadata
-from schemas.rules import settings_of
+from schemas.rules import Document, settings_of
 from schemas.whatif import WhatIf, what_if
 from spoke.files import Refusal, name_problem
 from spoke.outbox import address, bad_metadata
-from spoke.ruling import document_of
 from spoke.state import SpokeState
 
 
@@ -66,7 +65,7 @@ def rehearse(
         return bad_metadata(meta_name, exc)
     except Refusal as refusal:
         return refusal
-    doc = document_of(metadata, org, to, cc)
+    doc = Document.from_metadata(metadata, org, to, cc)
     settings = settings_of(directory)
     return what_if(doc, directory, settings, looked_up=False, auto_cc=metadata.auto_cc)
 
