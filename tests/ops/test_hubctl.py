@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,10 +23,9 @@ from schemas.directory import Directory
 from schemas.ids import msg_id_text, new_msg_id
 from schemas.labels import Classification, Precedence
 from schemas.receipts import ReceiptStatus
-from tests.hub.conftest import pg_url  # noqa: F401 - a fixture (see postgres)
-from tests.hubproc import HubProcess, live_directory
+from tests.hub.conftest import HubSpawner, SpokeSpawner
+from tests.hubproc import HubProcess
 from tests.spokesim import SIGNATORY, SimSpoke
-from tests.world import World
 
 WITHIN = 20.0
 TITLE = "测试文件"  # what SimSpoke.seal puts in every document's inner record
@@ -46,57 +44,30 @@ SpokeMaker = Callable[..., Awaitable[SimSpoke]]
 
 
 @pytest.fixture
-def live_dir(world: World) -> Directory:
-    return live_directory(world)
-
-
-@pytest.fixture
 def postgres(request: pytest.FixtureRequest) -> str:
     """A fresh PostgreSQL database on the machine's server (tests/hub/conftest.py)."""
     return str(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture
-def hubs(world: World, live_dir: Directory, tmp_path: Path) -> Iterator[HubMaker]:
-    made: list[HubProcess] = []
-
+def hubs(spawn_hub: HubSpawner) -> HubMaker:
     def make(*, store_url: str = "", extra_toml: str = NO_RETRIES) -> HubProcess:
-        process = HubProcess(
-            tmp_path / f"hub{len(made)}",
-            world.hub_key,
-            live_dir,
-            store_url=store_url,
-            extra_toml=extra_toml,
-        )
-        made.append(process)
-        return process.start()
+        return spawn_hub(store_url=store_url, extra_toml=extra_toml)
 
-    yield make
-    for process in made:
-        process.stop()
+    return make
 
 
 @pytest.fixture
-async def spokes(world: World, live_dir: Directory, hubs: HubMaker) -> AsyncIterator[SpokeMaker]:
+def spokes(spawn_spoke: SpokeSpawner) -> SpokeMaker:
     """``spokes(hub, "jl.gov", auto_deliver=...)``: a connected SimSpoke (disconnected at
     teardown, before the hubs stop)."""
-    async with AsyncExitStack() as stack:
 
-        async def make(hub: HubProcess, org: str, **kw: object) -> SimSpoke:
-            spoke = SimSpoke(
-                org,
-                world.keys[org].signing,
-                world.keys[org].encryption,
-                live_dir,
-                "127.0.0.1",
-                hub.port,
-                **kw,  # type: ignore[arg-type]
-            )
-            stack.push_async_callback(spoke.disconnect)
-            await spoke.connect()
-            return spoke
+    async def make(hub: HubProcess, org: str, **kw: object) -> SimSpoke:
+        spoke = spawn_spoke(hub, org, **kw)
+        await spoke.connect()
+        return spoke
 
-        yield make
+    return make
 
 
 async def hubctl(hub: HubProcess | None, *args: str) -> Result:

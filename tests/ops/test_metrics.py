@@ -14,8 +14,7 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -30,8 +29,8 @@ from schemas.directory import Directory
 from schemas.errors import ConfigError
 from schemas.labels import Classification, Precedence
 from schemas.receipts import ReceiptStatus
-from tests.hubproc import HubProcess, Mosquitto, live_directory, now_ms
-from tests.spokesim import SimSpoke
+from tests.hub.conftest import SpokeSpawner
+from tests.hubproc import HubProcess, Mosquitto, now_ms
 from tests.world import REPO, World
 
 WITHIN = 30.0
@@ -165,46 +164,23 @@ def port_is_free(port: int) -> bool:
 
 
 @pytest.fixture
-def live_dir(world: World) -> Directory:
-    return live_directory(world)
-
-
-@pytest.fixture
 def hub(world: World, live_dir: Directory, tmp_path: Path) -> Iterator[HubProcess]:
     process = HubProcess(tmp_path / "hub", world.hub_key, live_dir).start()
     yield process
     process.stop()
 
 
-SpokeFactory = Callable[..., SimSpoke]
-
-
 @pytest.fixture
-async def spokes(world: World, live_dir: Directory) -> AsyncIterator[Callable[..., SimSpoke]]:
+def spokes(spawn_spoke: SpokeSpawner) -> SpokeSpawner:
     """``spokes(hub, "jl.gov", **fields)``: a SimSpoke aimed at ``hub`` (not connected)."""
-    async with AsyncExitStack() as stack:
-
-        def make(hub: HubProcess, org: str, **kw: object) -> SimSpoke:
-            spoke = SimSpoke(
-                org,
-                world.keys[org].signing,
-                world.keys[org].encryption,
-                live_dir,
-                "127.0.0.1",
-                hub.port,
-                **kw,  # type: ignore[arg-type]
-            )
-            stack.push_async_callback(spoke.disconnect)
-            return spoke
-
-        yield make
+    return spawn_spoke
 
 
 # ---------------------------------------------------------------------------- /metrics
 
 
 async def test_accepted_documents_and_their_delivery_latency_are_counted(
-    hub: HubProcess, spokes: SpokeFactory, live_dir: Directory
+    hub: HubProcess, spokes: SpokeSpawner, live_dir: Directory
 ) -> None:
     gov, cc = spokes(hub, "jl.gov"), spokes(hub, "jl.cc")
     await cc.connect()
@@ -235,7 +211,7 @@ async def test_accepted_documents_and_their_delivery_latency_are_counted(
 
 
 async def test_spoke_up_is_one_while_connected_and_zero_after_it_disconnects(
-    hub: HubProcess, spokes: SpokeFactory, live_dir: Directory
+    hub: HubProcess, spokes: SpokeSpawner, live_dir: Directory
 ) -> None:
     cc = spokes(hub, "jl.cc")
     assert await spoke_up(hub, "jl.cc") == 0
@@ -259,7 +235,7 @@ async def test_spoke_up_is_one_while_connected_and_zero_after_it_disconnects(
 
 
 async def test_deliveries_for_an_offline_recipient_are_pending_by_precedence(
-    hub: HubProcess, spokes: SpokeFactory
+    hub: HubProcess, spokes: SpokeSpawner
 ) -> None:
     gov = spokes(hub, "jl.gov")
     await gov.connect()
@@ -291,7 +267,7 @@ def internal(precedence: str) -> dict[str, str]:
 
 
 async def test_rejected_and_quarantined_messages_are_counted_apart_from_accepted(
-    hub: HubProcess, spokes: SpokeFactory
+    hub: HubProcess, spokes: SpokeSpawner
 ) -> None:
     gov = spokes(hub, "jl.gov")
     await gov.connect()
@@ -310,7 +286,7 @@ async def test_rejected_and_quarantined_messages_are_counted_apart_from_accepted
 
 
 async def test_retries_expiries_and_dead_letters_are_counted(
-    world: World, live_dir: Directory, tmp_path: Path, spokes: SpokeFactory
+    world: World, live_dir: Directory, tmp_path: Path, spokes: SpokeSpawner
 ) -> None:
     hub = HubProcess(tmp_path / "hub", world.hub_key, live_dir, extra_toml=FAST_DEATH).start()
     try:
