@@ -119,6 +119,7 @@ class Dispatcher:
         self._timer_event = asyncio.Event()
         self._parked: dict[tuple[str, str], set[Key]] = defaultdict(set)
         self._online: set[tuple[str, str]] = set()
+        self._presence: dict[tuple[str, str], tuple[bool, int]] = {}  # -> (online, since ms)
         self._counter = itertools.count()
         self._updates: list[DeliveryUpdate] = []
         self._audit: list[AuditEvent] = []
@@ -141,6 +142,9 @@ class Dispatcher:
     def set_online(self, channel: str, org: str, *, online: bool) -> None:
         """A spoke's presence on one channel changed."""
         where = (channel, org)
+        known = self._presence.get(where)
+        if known is None or known[0] != online:
+            self._presence[where] = (online, now_ms())
         if not online:
             self._online.discard(where)
             return
@@ -152,6 +156,10 @@ class Dispatcher:
 
     def is_online(self, channel: str, org: str) -> bool:
         return (channel, org) in self._online
+
+    def presence(self, channel: str, org: str) -> tuple[bool, int] | None:
+        """(online, since when in ms) for a spoke on a channel; None if never heard of."""
+        return self._presence.get((channel, org))
 
     def confirmed(self, msg_id: bytes, recipient: str, event: Event, at: int) -> Job | None:
         """The recipient's DELIVERED or SIGNED_FOR arrived. Returns the job it closed."""
