@@ -134,7 +134,9 @@ def decode(data: bytes, limits: Limits) -> Any:
             ) from exc
         raise DecodeError(Reason.DECODE_MALFORMED, f"{what} is not valid msgpack ({text})") from exc
     _check_shape(value, 1, limits)
-    if encode(value) != data:
+    # _check_shape allowed only canonical types and sorted keys, so packing the value as it
+    # is equals encode(value), without building a sorted copy of every container first.
+    if msgpack.packb(value, use_bin_type=True) != data:
         raise DecodeError(
             Reason.DECODE_NON_CANONICAL,
             f"{what} is valid msgpack but not in canonical form "
@@ -157,11 +159,19 @@ def _check_shape(value: Any, depth: int, limits: Limits) -> None:
             _check_shape(item, depth + 1, limits)
         return
     if kind is dict:
+        previous = ""
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str:
                 raise DecodeError(
                     Reason.DECODE_FORBIDDEN_TYPE, f"{limits.name} has a map key that is not a str"
                 )
+            if key < previous:  # code point order is UTF-8 byte order; "" sorts first
+                raise DecodeError(
+                    Reason.DECODE_NON_CANONICAL,
+                    f"{limits.name} is valid msgpack but not in canonical form "
+                    "(map keys sorted and unique, shortest headers)",
+                )
+            previous = key
             _check_shape(item, depth + 1, limits)
         return
     raise DecodeError(

@@ -18,6 +18,11 @@ from pydantic import AfterValidator
 ORG_ID_MAX = 64
 _LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 _LABEL_MAX = 32
+# The whole rule in one expression (labels of 1-32, joined by single dots), for the common
+# case of a valid id; the checks below run only to say what is wrong with an invalid one.
+_ORG_ID_RE = re.compile(
+    r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?)*"
+)
 _DANGEROUS = {
     "/": "'/' separates MQTT topic levels and path components",
     "+": "'+' is an MQTT single-level wildcard",
@@ -33,37 +38,44 @@ _KID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 def check_org_id(value: str, *, what: str = "organisation id") -> str:
     """Return ``value`` if it is a valid id; raise ValueError naming the problem otherwise."""
+    if isinstance(value, str) and len(value) <= ORG_ID_MAX and _ORG_ID_RE.fullmatch(value):
+        return value
+    raise ValueError(org_id_problem(value, what=what) or f"{what} {value!r:.80} is not valid")
+
+
+def org_id_problem(value: object, *, what: str = "organisation id") -> str | None:
+    """What is wrong with ``value`` as an id, in a sentence; None if nothing is."""
     if not isinstance(value, str):
-        raise ValueError(f"{what} must be text, not {type(value).__name__}")
+        return f"{what} must be text, not {type(value).__name__}"
     shown = repr(value[:80])
     if not value:
-        raise ValueError(f"{what} is empty")
+        return f"{what} is empty"
     if len(value) > ORG_ID_MAX:
-        raise ValueError(f"{what} {shown} is {len(value)} characters; the limit is {ORG_ID_MAX}")
+        return f"{what} {shown} is {len(value)} characters; the limit is {ORG_ID_MAX}"
     for char, why in _DANGEROUS.items():
         if char in value:
-            raise ValueError(f"{what} {shown} contains {char!r}: {why}")
+            return f"{what} {shown} contains {char!r}: {why}"
     if ".." in value:
-        raise ValueError(f"{what} {shown} contains '..', which could climb out of a folder")
+        return f"{what} {shown} contains '..', which could climb out of a folder"
     for char in value:
         if char.isspace() or not char.isprintable():
-            raise ValueError(f"{what} {shown} contains whitespace or a control character")
+            return f"{what} {shown} contains whitespace or a control character"
         if not char.isascii():
-            raise ValueError(
+            return (
                 f"{what} {shown} contains the non-ASCII character {char!r}; "
                 "ids are ASCII so that look-alike letters cannot impersonate another id"
             )
     if value != value.lower():
-        raise ValueError(f"{what} {shown} has capital letters; ids are lowercase")
+        return f"{what} {shown} has capital letters; ids are lowercase"
     for label in value.split("."):
         if not label:
-            raise ValueError(f"{what} {shown} has an empty label (leading, trailing or '..' dot)")
+            return f"{what} {shown} has an empty label (leading, trailing or '..' dot)"
         if len(label) > _LABEL_MAX or not _LABEL_RE.fullmatch(label):
-            raise ValueError(
+            return (
                 f"{what} {shown} has the label {label!r}; each dot-separated label is 1-"
                 f"{_LABEL_MAX} of a-z, 0-9 and '-', not starting or ending with '-'"
             )
-    return value
+    return None
 
 
 def is_org_id(value: object) -> bool:

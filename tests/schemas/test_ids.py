@@ -22,6 +22,7 @@ from schemas.ids import (
     check_org_id,
     is_org_id,
     msg_id_text,
+    org_id_problem,
     new_msg_id,
     parse_msg_id,
 )
@@ -159,6 +160,21 @@ def test_every_accepted_org_id_is_a_safe_topic_level_and_file_name(candidate: st
     assert PurePosixPath(candidate).name == candidate
     assert PureWindowsPath(candidate).name == candidate
     assert candidate not in {".", ".."}
+
+
+@settings(max_examples=800, deadline=None)
+@given(CANDIDATE_IDS)
+def test_the_quick_check_and_the_explaining_checks_agree_on_every_id(candidate: str) -> None:
+    """check_org_id accepts by one expression and explains a refusal by the detailed checks:
+    both must draw the line in the same place, or a refusal would have no sentence (or an
+    id the sentences allow would be refused)."""
+    problem = org_id_problem(candidate)
+    if problem is None:
+        assert check_org_id(candidate) == candidate
+    else:
+        with pytest.raises(ValueError, match="organisation id") as refused:
+            check_org_id(candidate)
+        assert str(refused.value) == problem
 
 
 LABELS = st.from_regex(r"[a-z0-9]([a-z0-9\-]{0,30}[a-z0-9])?", fullmatch=True)
