@@ -349,6 +349,17 @@ class Result:
     p50: float
     p99: float
     hub_rss_mb: float | None = None
+    hub_cpu_us: float | None = None  # hub (or relay) CPU per delivered document
+    all_cpu_us: float = 0.0  # every process of the run (broker, load generators) per document
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0.0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tmp: Path) -> Result:
@@ -405,8 +416,15 @@ def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tm
         for p in senders:
             p.start()
         time.sleep(2.0 + count / 4000)  # sealing happens before the go signal
+        # CPU spent while documents flow: the hub (or the relay) alone, and everything.
+        middle = hub.process.pid if hub is not None and hub.process is not None else extra[0].pid
+        pids = [middle, *(p.pid for p in [*extra, *senders] if p.pid != middle)]
+        if broker.process is not None:
+            pids.append(broker.process.pid)
+        before = {pid: cpu_seconds(pid) for pid in pids if pid is not None}
         go.set()
         results = [out.get(timeout=600) for _ in senders]
+        spent = {pid: cpu_seconds(pid) - t0 for pid, t0 in before.items()}
         for p in senders:
             p.join(30)
         rss = hub.peak_rss_kib() / 1024 if hub is not None else None
@@ -425,6 +443,7 @@ def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tm
     delivered = sum(int(r["done"]) for r in results)  # type: ignore[call-overload]
     elapsed = max(float(r["elapsed"]) for r in results)  # type: ignore[arg-type]
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 100 else [0.0] * 99
+    per_doc = 1e6 / delivered if delivered else 0.0
     return Result(
         mode,
         args.senders,
@@ -436,6 +455,8 @@ def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tm
         q[49],
         q[98],
         rss,
+        spent[middle] * per_doc,
+        sum(spent.values()) * per_doc,
     )
 
 
@@ -470,15 +491,19 @@ def main() -> None:
 
 def format_table(rows: list[Result]) -> str:
     lines = [
-        "| system | load | documents | delivered | docs/s | p50 ms | p99 ms | hub peak RSS |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        (
+            "| system | load | documents | delivered | docs/s | p50 ms | p99 ms | hub peak RSS "
+            "| hub/relay CPU per doc | all CPU per doc |"
+        ),
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         load = "saturation" if r.rate == 0 else f"{r.rate:.0f} docs/s offered"
         rss = "" if r.hub_rss_mb is None else f"{r.hub_rss_mb:.0f} MB"
         lines.append(
             f"| {r.mode} | {load} | {r.docs} | {r.delivered} | {r.per_second:.0f} | "
-            f"{r.p50:.1f} | {r.p99:.1f} | {rss} |"
+            f"{r.p50:.1f} | {r.p99:.1f} | {rss} | {r.hub_cpu_us or 0:.0f} µs | "
+            f"{r.all_cpu_us:.0f} µs |"
         )
     sat = {r.mode: r.per_second for r in rows if r.rate == 0}
     if "hub" in sat and "raw" in sat and sat["raw"]:
