@@ -2,26 +2,34 @@
 
 Work waits in real queues, not in a sort at the end: a heap of ready deliveries ordered by
 precedence (FLASH first) then arrival, a heap of timers (retries, expiries), and per
-recipient a parking place while it is offline. A fixed number of publisher tasks
-(``publish_window``) take the most urgent ready item each; nothing waits inside the MQTT
-client's own queue, so a FLASH notice overtakes a backlog of thousands of routine
-documents at the next free slot. Large bodies go out chunk by chunk, each chunk a new
-ready item, so chunks of different messages interleave and precedence still holds.
+recipient a parking place while it is offline. At most ``publish_window`` publishes are
+unacknowledged at once; whenever a slot frees, the pump hands the most urgent ready item to
+the connection. Nothing waits inside the MQTT client's own queue, so a FLASH notice
+overtakes a backlog of thousands of routine documents at the next free slot. Large bodies
+go out chunk by chunk, each chunk a new ready item, so chunks of different messages
+interleave and precedence still holds.
 
-State changes go through :mod:`hubd.states` and reach the store in batches; a delivery
-leaves memory once the recipient's DELIVERED (or SIGNED_FOR) arrives, or it expires or
-dies. On start the hub reloads every delivery still awaited.
+The pump is a plain function run by the event loop (``call_soon``) when work arrives or a
+PUBACK frees a slot, not a task per slot: handing a message to the connection does not
+block, and a few hundred tasks waking for every message cost more than the messages.
+
+State changes go through :mod:`hubd.states` and reach the store in batches. A SENT that
+the recipient's DELIVERED overtakes before the next flush is never written (the receipt's
+own commit records the final state; the store refuses to move a delivery backwards
+anyway). A delivery leaves memory once the recipient's DELIVERED (or SIGNED_FOR) arrives,
+or it expires or dies. On start the hub reloads every delivery still awaited.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import random
 import time
-from collections import Counter, defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,13 +39,17 @@ from hubd.audit import AuditEvent
 from hubd.states import DeliveryState, Event, next_state
 from hubd.store import KEEP_ATTEMPTS, DeliveryUpdate, Store, UpdateDeliveries
 from schemas import transport
+from schemas.errors import StoreError
 from schemas.ids import msg_id_text
 from schemas.labels import Classification, Precedence
 
 log = structlog.get_logger("hubd.dispatch")
 
-Send = Callable[[str, str, bytes], Awaitable[bool]]  # (channel, org, payload) -> published?
+# (channel, org, payload): hands the payload to the connection at once (in call order) and
+# returns a future of the broker's PUBACK (False: not connected, or no ack in time).
+Publish = Callable[[str, str, bytes], "asyncio.Future[bool]"]
 Key = tuple[bytes, str]  # (msg_id, recipient)
+FLUSH_INTERVAL = 0.05  # seconds between batched state writes (SENT is nobody's promise)
 
 
 def now_ms() -> int:
@@ -52,6 +64,14 @@ class Payload:
     body: bytes | None
     body_path: Path | None
     body_size: int
+    wire: bytes | None = None  # the transport message of an inline body, encoded once
+
+    def inline_message(self) -> bytes:
+        """``["env", frame, body]`` for an inline body: the same bytes for every recipient
+        and every attempt (a message received whole is forwarded as it came)."""
+        if self.wire is None:
+            self.wire = transport.encode(transport.EnvelopeMsg(self.frame, self.body))
+        return self.wire
 
 
 @dataclass(slots=True)
@@ -104,24 +124,28 @@ class Dispatcher:
     def __init__(
         self,
         store: Store,
-        send: Send,
+        publish: Publish,
         settings: DispatchSettings,
         outcome: Outcome,
         *,
         latency: Latency | None = None,
     ) -> None:
-        self._store, self._send, self._settings, self._outcome = store, send, settings, outcome
-        self._latency = latency
+        self._store, self._publish, self._settings = store, publish, settings
+        self._outcome, self._latency = outcome, latency
         self._jobs: dict[Key, Job] = {}
         self._ready: list[tuple[int, int, Key]] = []
-        self._idle: deque[asyncio.Future[None]] = deque()  # publishers waiting for work
+        self._in_flight = 0  # publishes handed to the connection and not yet acknowledged
+        self._pump_scheduled = False
+        self._running = False  # the pump only hands out work between run() and stop
+        self._drained = asyncio.Event()  # set whenever nothing is in flight
+        self._drained.set()
         self._timers: list[_Timer] = []
         self._timer_event = asyncio.Event()
         self._parked: dict[tuple[str, str], set[Key]] = defaultdict(set)
         self._online: set[tuple[str, str]] = set()
         self._presence: dict[tuple[str, str], tuple[bool, int]] = {}  # -> (online, since ms)
         self._counter = itertools.count()
-        self._updates: list[DeliveryUpdate] = []
+        self._updates: dict[Key, DeliveryUpdate] = {}  # the latest change per delivery
         self._audit: list[AuditEvent] = []
         self._flush_event = asyncio.Event()
         # Since start, for /metrics: publishes, retries fired, deliveries expired or dead.
@@ -161,20 +185,27 @@ class Dispatcher:
         """(online, since when in ms) for a spoke on a channel; None if never heard of."""
         return self._presence.get((channel, org))
 
-    def confirmed(self, msg_id: bytes, recipient: str, event: Event, at: int) -> Job | None:
-        """The recipient's DELIVERED or SIGNED_FOR arrived. Returns the job it closed."""
+    def settle(self, msg_id: bytes, recipient: str, event: Event, at: int) -> DeliveryUpdate:
+        """The state change a recipient's DELIVERED or SIGNED_FOR makes, to be stored in the
+        same commit as the receipt; :meth:`confirmed` applies it once that is durable."""
         job = self._jobs.get((msg_id, recipient))
         if job is None:
-            if event is Event.SIGNED_FOR:
-                # 签收 usually comes long after DELIVERED closed the job (often after a
-                # restart): the stored delivery still moves on to SIGNED_FOR.
-                self._updates.append(
-                    DeliveryUpdate(msg_id, recipient, DeliveryState.SIGNED_FOR, KEEP_ATTEMPTS, at)
-                )
-                self._flush_event.set()
+            # 签收 usually comes long after DELIVERED closed the job (often after a restart):
+            # the stored delivery still moves on, where the state table allows it.
+            state = (
+                DeliveryState.SIGNED_FOR if event is Event.SIGNED_FOR else DeliveryState.DELIVERED
+            )
+            return DeliveryUpdate(msg_id, recipient, state, KEEP_ATTEMPTS, at)
+        return DeliveryUpdate(msg_id, recipient, next_state(job.state, event), job.attempts, at)
+
+    def confirmed(self, msg_id: bytes, recipient: str, event: Event, at: int) -> Job | None:
+        """The recipient's DELIVERED or SIGNED_FOR is durable (with the state it moved the
+        delivery to: :meth:`settle`). Returns the job it closed."""
+        job = self._jobs.get((msg_id, recipient))
+        if job is None:
             return None
         job.state = next_state(job.state, event)
-        self._record(job, at)
+        self._updates.pop(job.key, None)  # a SENT not yet written: the receipt's commit wins
         if job.state in {DeliveryState.DELIVERED, DeliveryState.SIGNED_FOR}:
             del self._jobs[job.key]
             if job.accepted_at and self._latency is not None:
@@ -222,19 +253,15 @@ class Dispatcher:
 
     def _push(self, job: Job) -> None:
         if job.active:
-            return  # already queued or on its way: one publisher per job at a time
+            return  # already queued or on its way: one publish per job at a time
         job.active = True
         heapq.heappush(self._ready, (-job.precedence.rank, next(self._counter), job.key))
-        self._wake(1)
+        self._schedule_pump()
 
-    def _wake(self, count: int | None) -> None:
-        """Wake ``count`` idle publishers (all of them for None): one per new item."""
-        while self._idle and (count is None or count > 0):
-            waiter = self._idle.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                if count is not None:
-                    count -= 1
+    def _schedule_pump(self) -> None:
+        if not self._pump_scheduled and self._running:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump)
 
     def _timer(self, due: int, key: Key, kind: str) -> None:
         timer = _Timer(due, next(self._counter), key, kind)
@@ -249,7 +276,9 @@ class Dispatcher:
         return int(base * random.uniform(0.8, 1.2) * 1000)  # noqa: S311 - jitter, not secrecy
 
     def _record(self, job: Job, at: int, audit: AuditEvent | None = None) -> None:
-        self._updates.append(DeliveryUpdate(job.msg_id, job.recipient, job.state, job.attempts, at))
+        self._updates[job.key] = DeliveryUpdate(
+            job.msg_id, job.recipient, job.state, job.attempts, at
+        )
         if audit is not None:
             self._audit.append(audit)
         self._flush_event.set()
@@ -257,29 +286,26 @@ class Dispatcher:
     # ------------------------------------------------------------------ tasks
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._running = True
+        self._schedule_pump()  # deliveries reloaded before the run
         async with asyncio.TaskGroup() as tasks:
-            for n in range(self._settings.window):
-                tasks.create_task(self._publisher(stop), name=f"hubd.dispatch.publisher{n}")
             tasks.create_task(self._timers_loop(stop), name="hubd.dispatch.timers")
             tasks.create_task(self._flusher(stop), name="hubd.dispatch.flush")
             await stop.wait()
-            self._wake(None)
+            # Finish what is in flight; the rest stays PENDING in the store.
+            self._running = False
+            await self._drained.wait()
+        await self.flush()  # what the last acknowledgements recorded
 
-    async def _next_ready(self, stop: asyncio.Event) -> Job | None:
-        loop = asyncio.get_running_loop()
-        while not stop.is_set():  # on stop, finish what is in flight; the rest stays PENDING
-            while self._ready:
-                _, _, key = heapq.heappop(self._ready)
-                job = self._jobs.get(key)
-                if job is not None and job.state.awaiting:
-                    return job
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._idle.append(waiter)
-            await waiter
-        return None
-
-    async def _publisher(self, stop: asyncio.Event) -> None:
-        while (job := await self._next_ready(stop)) is not None:
+    def _pump(self) -> None:
+        """Hand the most urgent ready deliveries to the connection while slots are free."""
+        self._pump_scheduled = False
+        window = self._settings.window
+        while self._running and self._in_flight < window and self._ready:
+            _, _, key = heapq.heappop(self._ready)
+            job = self._jobs.get(key)
+            if job is None or not job.state.awaiting:
+                continue
             if (job.channel, job.recipient) not in self._online:
                 job.active = False
                 self._parked[(job.channel, job.recipient)].add(job.key)
@@ -288,25 +314,35 @@ class Dispatcher:
             if payload is None:
                 job.active = False
                 continue
-            sent = await self._send(job.channel, job.recipient, payload)
-            job.active = False
-            if not sent:
-                # The broker link is down or slow. Keep the recipient's presence as it is
-                # (only the spoke itself says whether it is online) and try again shortly.
-                self._timer(now_ms() + 1000, job.key, "wake")
-                continue
+            acked = self._publish(job.channel, job.recipient, payload)
+            self._in_flight += 1
+            self._drained.clear()
+            acked.add_done_callback(functools.partial(self._published, job, last))
+
+    def _published(self, job: Job, last: bool, acked: asyncio.Future[bool]) -> None:  # noqa: FBT001 - a callback
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._drained.set()
+        job.active = False
+        sent = not acked.cancelled() and acked.exception() is None and acked.result()
+        if not sent:
+            # The broker link is down or slow. Keep the recipient's presence as it is (only
+            # the spoke itself says whether it is online) and try again shortly.
+            self._timer(now_ms() + 1000, job.key, "wake")
+        else:
             self.published += 1
-            if not last:
+            if last:
+                self._sent(job)
+            else:
                 job.offset = max(job.offset, 0)
                 self._push(job)  # the next chunk competes with every other message again
-                continue
-            self._sent(job)
+        self._schedule_pump()
 
     def _piece(self, job: Job) -> tuple[bytes | None, bool]:
         """The next transport message for ``job`` and whether it completes the body."""
         payload = job.payload
         if payload.body is not None:
-            return transport.encode(transport.EnvelopeMsg(payload.frame, payload.body)), True
+            return payload.inline_message(), True
         if job.offset < 0:
             job.offset = 0
             return transport.encode(transport.EnvelopeMsg(payload.frame, None)), False
@@ -426,11 +462,24 @@ class Dispatcher:
                 waiter.cancel()
                 stopper.cancel()
                 continue
-            await self.flush()
-            await asyncio.sleep(0.01)
+            stored = await self.flush()
+            if not stop.is_set():
+                await asyncio.sleep(FLUSH_INTERVAL if stored else 1.0)
 
-    async def flush(self) -> None:
+    async def flush(self) -> bool:
+        """Write the changes gathered so far; False if the store refused them (kept)."""
         updates, audit = self._updates, self._audit
-        self._updates, self._audit = [], []
-        if updates or audit:
-            await self._store.submit(UpdateDeliveries(updates, audit))
+        self._updates, self._audit = {}, []
+        if not updates and not audit:
+            return True
+        try:
+            await self._store.submit(UpdateDeliveries(list(updates.values()), audit))
+        except StoreError as exc:
+            # Keep them for the next flush (newer changes to the same delivery win) rather
+            # than stop delivering: the store logged why; /healthz says it is failing.
+            self._updates = {**updates, **self._updates}
+            self._audit[:0] = audit
+            log.warning("delivery.state_not_stored", changes=len(updates), error=str(exc))
+            self._flush_event.set()
+            return False
+        return True

@@ -17,7 +17,7 @@ import hashlib
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,15 +198,19 @@ class Hub:
             return False
         return await link.publish(topics.down(channel, org), payload)
 
-    def send_in_order(self, channel: str, org: str, payload: bytes) -> Awaitable[bool]:
-        """Hand ``payload`` to the connection now (in call order); await the result for the ack."""
+    def send_in_order(self, channel: str, org: str, payload: bytes) -> asyncio.Future[bool]:
+        """Hand ``payload`` to the connection now (in call order); the future is the ack."""
         link = self._links.get(channel)
-        topic = topics.down(channel, org)
         if link is None:
             unsent: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             unsent.set_result(False)
             return unsent
-        return BrokerLink.acked(link.enqueue(topic, payload), topic)
+        return link.enqueue(topics.down(channel, org), payload)
+
+    def _set_reading(self, reading: bool) -> None:  # noqa: FBT001 - a switch
+        """The ingest's backlog is full (False) or drained enough (True)."""
+        for link in self.broker_links():
+            link.set_reading(reading)
 
     # ---------------------------------------------------------------- running
 
@@ -261,7 +265,11 @@ class Hub:
                 window=config.delivery.publish_window,
             )
             dispatcher = Dispatcher(
-                store, self.send, settings, self._outcome, latency=self.metrics.observe_latency
+                store,
+                self.send_in_order,
+                settings,
+                self._outcome,
+                latency=self.metrics.observe_latency,
             )
             ingest = Ingest(
                 directory=self.directory,
@@ -274,6 +282,7 @@ class Hub:
                 max_skew_ms=int(config.delivery.max_skew * 1000),
             )
             self.dispatcher, self.ingest, self.issuer = dispatcher, ingest, issuer
+            ingest.on_backlog = self._set_reading
             reloaded = await self._reload_jobs(store, dispatcher)
             self._recover_spool(spool)
             hub_id = self.directory().hub_id

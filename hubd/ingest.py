@@ -8,18 +8,25 @@ durable write -> signed ACCEPTED, or a signed REJECTED that names the rule and v
 A message that arrived on a channel whose ceiling is below its label is quarantined:
 stored, never forwarded, logged as a security event, and the sender gets REJECTED.
 
-A fixed pool of workers takes messages from one queue, so a burst becomes many
-concurrent store writes that share a group commit.
+Work is done in passes over everything that arrived since the last one. Most messages
+(an envelope with its body inline, a receipt batch about deliveries the hub holds) are
+checked without awaiting anything, and the whole pass goes to the store as one submission:
+one group commit, one wake-up, then the ACCEPTED receipts and the deliveries. The rest
+(chunked bodies, a 批复 whose 请示 must be looked up, a resend the store must recognise,
+receipts about deliveries no longer in memory, a spoke's hello) each get a task of their
+own, at most ``workers`` at a time, and take the long way through the same checks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Final
 
 import structlog
 from sqlalchemy import select
@@ -27,23 +34,32 @@ from sqlalchemy import select
 from hubd import router, rulecheck
 from hubd import tables as t
 from hubd.audit import AuditEvent
-from hubd.dispatch import Dispatcher, Job, Payload, Send
+from hubd.dispatch import Dispatcher, Job, Payload
 from hubd.issuer import ReceiptIssuer
 from hubd.spool import Spool, Transfer
 from hubd.states import DeliveryState, Event
-from hubd.store import Duplicate, NewMessage, RecordReceipts, Store
+from hubd.store import DeliveryUpdate, Duplicate, NewMessage, Operation, RecordReceipts, Store
 from schemas import topics, transport
 from schemas.directory import Directory
 from schemas.envelope import VerifiedEnvelope, check_freshness, verify_envelope
 from schemas.errors import PeerError, Reason, XchgError
 from schemas.ids import msg_id_text
 from schemas.labels import Classification
-from schemas.receipts import ReceiptEntry, ReceiptStatus, verify_receipts
+from schemas.receipts import ReceiptEntry, ReceiptStatus, VerifiedReceipts, verify_receipts
 from schemas.rules import Evaluation, Finding
 from schemas.seal import BodyChecker
 
 log = structlog.get_logger("hubd.ingest")
 security = structlog.get_logger("hubd.security")
+
+
+MAX_PASS: Final = 2000  # arrivals checked in one pass (one store submission)
+COMMITS_IN_FLIGHT: Final = 8  # passes handed to the store and not yet durable
+# Intake bound: above this much waiting, the hub stops reading from its brokers (TCP pushes
+# back to the broker, which holds or drops; senders resend what holds no ACCEPTED) and reads
+# again below half of it. A 1 GiB upload arrives faster than a disk takes it.
+BACKLOG_BYTES: Final = 32 * 1024 * 1024
+BACKLOG_MESSAGES: Final = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +68,35 @@ class Arrival:
     org: str
     payload: bytes
     at: int
+
+
+class _Slow:
+    """A message that has to await something: it gets a task of its own."""
+
+
+SLOW: Final = _Slow()
+Send = Callable[[str, str, bytes], Awaitable[bool]]  # (channel, org, payload) -> acked?
+Then = Callable[[Any], None]  # what to do once the operation's result is durable
+Step = tuple[Operation, Then] | _Slow | None  # None: answered already (refused, say)
+
+
+@dataclass(frozen=True, slots=True)
+class _Storing:
+    """A verified message on its way into the store, and what it takes to answer it."""
+
+    arrival: Arrival
+    envelope: VerifiedEnvelope
+    decision: router.Accept | router.Quarantine
+    payload: Payload
+    warnings: tuple[Finding, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _ReceiptPlan:
+    op: RecordReceipts
+    confirmations: list[tuple[bytes, str, Event]]
+    forward: tuple[str, str] | None
+    senders: int  # the original senders the batch speaks to (one, unless a spoke mixed them)
 
 
 class Ingest:
@@ -70,9 +115,15 @@ class Ingest:
     ) -> None:
         self._directory, self._store, self._spool = directory, store, spool
         self._dispatcher, self._issuer, self._send, self._clock = dispatcher, issuer, send, clock
-        self._max_skew_ms, self._workers = max_skew_ms, workers
+        self._max_skew_ms = max_skew_ms
         self._queue: deque[Arrival] = deque()
-        self._idle: deque[asyncio.Future[None]] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._slow = asyncio.Semaphore(workers)
+        self._commits = asyncio.Semaphore(COMMITS_IN_FLIGHT)
+        self._tasks: asyncio.TaskGroup | None = None
+        self._backlog_bytes = 0
+        self.reading = True  # False while the backlog holds the brokers off
+        self.on_backlog: Callable[[bool], None] = lambda _reading: None  # the hub pauses links
         self.counts: dict[str, int] = {"accepted": 0, "rejected": 0, "quarantined": 0}
         self.intake_open = True
         self.turned_away = 0  # messages that arrived while draining
@@ -86,6 +137,11 @@ class Ingest:
             log.warning("message.unknown_topic", topic=topic[:120])
             return
         if where.kind is topics.Kind.PRESENCE:
+            if self._directory().org(where.org) is None:
+                # Not an organisation of the directory (the broker's ACL should have stopped
+                # it): nothing to deliver to it, and nothing is kept for it.
+                log.warning("presence.refused", org=where.org, channel=where.channel)
+                return
             online = payload == topics.ONLINE
             self._dispatcher.set_online(where.channel, where.org, online=online)
             log.info(
@@ -98,46 +154,143 @@ class Ingest:
                 self.turned_away += 1
                 return
             self._queue.append(Arrival(where.channel, where.org, payload, self._clock()))
-            while self._idle:
-                waiter = self._idle.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)
-                    break
+            self._backlog_bytes += len(payload)
+            if self.reading and (
+                self._backlog_bytes > BACKLOG_BYTES or len(self._queue) > BACKLOG_MESSAGES
+            ):
+                self.reading = False
+                log.info("ingest.backlog", messages=len(self._queue), bytes=self._backlog_bytes)
+                self.on_backlog(False)
+            self._wake()
+
+    def _drained_some(self) -> None:
+        if not self.reading and (
+            self._backlog_bytes <= BACKLOG_BYTES // 2 and len(self._queue) <= BACKLOG_MESSAGES // 2
+        ):
+            self.reading = True
+            self.on_backlog(True)
+
+    def _wake(self) -> None:
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            for n in range(self._workers):
-                tasks.create_task(self._worker(stop), name=f"hubd.ingest{n}")
-            await stop.wait()
-            self.intake_open = False
-            for waiter in self._idle:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    async def _worker(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            if self._queue:
-                arrival = self._queue.popleft()
-                try:
-                    await self.handle(arrival)
-                except XchgError:
-                    log.exception("message.failed", org=arrival.org, channel=arrival.channel)
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            tasks.create_task(self._close_on(stop), name="hubd.ingest.stop")
+            while True:
+                while self._queue:
+                    await self._pass()
+                if not self.intake_open:
+                    break  # stopped, and everything that came before is handed over
+                self._wakeup = loop.create_future()
+                await self._wakeup
+                self._wakeup = None
+        # the task group waited for every commit and slow message still under way
+
+    async def _close_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self.intake_open = False
+        self._wake()
+
+    async def _pass(self) -> None:
+        """Check what has arrived; hand the quick ones to the store together."""
+        assert self._tasks is not None  # noqa: S101 - run() set it
+        ops: list[Operation] = []
+        then: list[Then] = []
+        for _ in range(min(len(self._queue), MAX_PASS)):
+            arrival = self._queue.popleft()
+            self._backlog_bytes -= len(arrival.payload)
+            if not self.reading:
+                self._drained_some()
+            try:
+                message = transport.decode(arrival.payload)
+            except PeerError as exc:
+                self._reject_unreadable(arrival, exc)
                 continue
-            if stop.is_set():
-                return  # the queue is drained
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._idle.append(waiter)
-            await waiter
+            try:
+                step = self._triage(arrival, message)
+            except XchgError:
+                log.exception("message.failed", org=arrival.org, channel=arrival.channel)
+                continue
+            if step is SLOW:
+                if self._slow.locked() and not self.reading:
+                    # Slow messages may wait on the brokers (a replay awaits its PUBACKs):
+                    # never hold reading off while waiting for one of them to finish.
+                    self.reading = True
+                    self.on_backlog(True)
+                await self._slow.acquire()
+                self._tasks.create_task(self._slowly(arrival, message))
+            elif isinstance(step, tuple):
+                ops.append(step[0])
+                then.append(step[1])
+        if ops:
+            await self._commits.acquire()
+            self._tasks.create_task(self._commit(ops, then))
+
+    async def _commit(self, ops: Sequence[Operation], then: Sequence[Then]) -> None:
+        try:
+            try:
+                results = await self._store.submit_many(ops)
+            except XchgError:
+                # Nothing was answered: each sender resends what it holds no receipt for.
+                log.exception("message.failed", operations=len(ops))
+                return
+            for done, result in zip(then, results, strict=True):
+                try:
+                    done(result)
+                except XchgError:
+                    log.exception("message.failed", operations=1)
+        finally:
+            self._commits.release()
+
+    async def _slowly(self, arrival: Arrival, message: transport.TransportMsg) -> None:
+        try:
+            await self.handle(arrival, message)
+        except XchgError:
+            log.exception("message.failed", org=arrival.org, channel=arrival.channel)
+        finally:
+            self._slow.release()
+
+    def _triage(self, arrival: Arrival, message: transport.TransportMsg) -> Step:
+        """Handle ``message`` now if nothing needs awaiting; else say it is SLOW."""
+        match message:
+            case transport.EnvelopeMsg(_, body) if body is not None:
+                return self._envelope_now(arrival, message)
+            case transport.ReceiptsMsg():
+                return self._receipts_now(arrival, message)
+            case transport.HelloMsg():
+                self._dispatcher.set_online(arrival.channel, arrival.org, online=True)
+                return SLOW  # the receipts it missed are read from the store
+            case transport.ResumeMsg(msg_id, offset):
+                self._dispatcher.resume(msg_id, arrival.org, offset)
+                return None
+            case transport.ChunkMsg():
+                return self._chunk_now(arrival, message)
+        return SLOW
+
+    def _chunk_now(self, arrival: Arrival, chunk: transport.ChunkMsg) -> Step:
+        """Body bytes go to the spool file at once (in arrival order); SLOW only for the
+        chunk that completes a body (fsync, checks, store) or one that reveals a gap."""
+        transfer = self._spool.get(chunk.msg_id)
+        if transfer is None or transfer.org != arrival.org:
+            return None  # not under way (finished, refused, or never announced)
+        try:
+            appended = self._spool.append(transfer, chunk.offset, chunk.data)
+        except PeerError as exc:
+            self._spool.discard(transfer)
+            self._reject(arrival, transfer.envelope, exc.reason, exc.message)
+            return None
+        if not appended:
+            return SLOW if chunk.offset > transfer.received else None  # a gap: ask again
+        return SLOW if transfer.complete else None
 
     # ------------------------------------------------------------ one message
 
-    async def handle(self, arrival: Arrival) -> None:
-        try:
-            message = transport.decode(arrival.payload)
-        except PeerError as exc:
-            self._reject_unreadable(arrival, exc)
-            return
+    async def handle(self, arrival: Arrival, message: transport.TransportMsg) -> None:
+        """The long way for one message, awaiting the store where it must."""
         match message:
             case transport.EnvelopeMsg():
                 await self._envelope(arrival, message)
@@ -151,6 +304,46 @@ class Ingest:
                 await self._issuer.replay(arrival.org, arrival.channel, last_seq)
             case transport.ResumeMsg(msg_id, offset):
                 self._dispatcher.resume(msg_id, arrival.org, offset)
+
+    def _envelope_now(self, arrival: Arrival, message: transport.EnvelopeMsg) -> Step:
+        """An envelope with its body: every check without awaiting, or SLOW if one needs the
+        store (a 批复's 请示; a refusal that must first rule out a resend of a stored one)."""
+        directory = self._directory()
+        try:
+            envelope = verify_envelope(message.frame, directory, expected_sender=arrival.org)
+        except PeerError as exc:
+            self._reject_unreadable(arrival, exc, frame=message.frame)
+            return None
+        header = envelope.header
+        decision = router.decide(header, arrival.channel, directory)
+        if isinstance(decision, router.Reject):
+            self._reject(
+                arrival, envelope, decision.reason, decision.detail, retriable=decision.retriable
+            )
+            return None
+        try:
+            check_freshness(header, now=arrival.at, max_skew_ms=self._max_skew_ms)
+        except PeerError:
+            return SLOW  # refused unless it is a resend of a message already stored
+        warnings: tuple[Finding, ...] = ()
+        if isinstance(decision, router.Accept):
+            evaluation = rulecheck.judge_now(header, directory)
+            if evaluation is None or not evaluation.ok:
+                return SLOW
+            warnings = evaluation.warnings
+        body = message.body
+        assert body is not None  # noqa: S101 - _triage sends only inline bodies here
+        checker = BodyChecker(envelope.body)
+        try:
+            checker.feed(body)
+            checker.close()
+        except PeerError as exc:
+            self._reject(arrival, envelope, exc.reason, exc.message)
+            return None
+        # The payload is canonical (transport.decode checked): forward these very bytes.
+        payload = Payload(message.frame, body, None, len(body), wire=arrival.payload)
+        storing = _Storing(arrival, envelope, decision, payload, warnings)
+        return self._new_message(storing), functools.partial(self._stored, storing)
 
     async def _envelope(self, arrival: Arrival, message: transport.EnvelopeMsg) -> None:
         directory = self._directory()
@@ -237,20 +430,13 @@ class Ingest:
         return True
 
     async def _chunk(self, arrival: Arrival, chunk: transport.ChunkMsg) -> None:
+        """After :meth:`_chunk_now` spooled it: ask for a gap, or finish a complete body."""
         transfer = self._spool.get(chunk.msg_id)
         if transfer is None or transfer.org != arrival.org:
-            return  # not under way (finished, refused, or never announced): the head comes first
-        try:
-            appended = self._spool.append(transfer, chunk.offset, chunk.data)
-        except PeerError as exc:
-            self._spool.discard(transfer)
-            self._reject(arrival, transfer.envelope, exc.reason, exc.message)
-            return
-        if not appended:
+            return  # finished or refused meanwhile
+        if not transfer.complete:
             if chunk.offset > transfer.received:  # a gap: ask for what is missing
                 await self._send_resume(transfer)
-            return
-        if not transfer.complete:
             return
         try:
             body_path = await asyncio.to_thread(self._spool.finish, transfer)  # fsync off-loop
@@ -296,6 +482,13 @@ class Ingest:
         payload: Payload,
         warnings: tuple[Finding, ...] = (),
     ) -> None:
+        storing = _Storing(arrival, envelope, decision, payload, warnings)
+        self._stored(storing, await self._store.submit(self._new_message(storing)))
+
+    @staticmethod
+    def _new_message(storing: _Storing) -> NewMessage:
+        arrival, envelope, decision = storing.arrival, storing.envelope, storing.decision
+        payload, warnings = storing.payload, storing.warnings
         header = envelope.header
         quarantine = decision if isinstance(decision, router.Quarantine) else None
         routes = decision.routes if isinstance(decision, router.Accept) else ()
@@ -349,7 +542,15 @@ class Ingest:
             ]
         event = "message.quarantined" if quarantined else "message.accepted"
         audit = [AuditEvent(event, arrival.at, header.msg_id, header.sender, detail)]
-        result = await self._store.submit(NewMessage(row, deliveries, audit))
+        return NewMessage(row, deliveries, audit)
+
+    def _stored(self, storing: _Storing, result: object) -> None:
+        """The message is durable (or was already): answer the sender, start delivering."""
+        arrival, envelope, decision = storing.arrival, storing.envelope, storing.decision
+        payload, warnings = storing.payload, storing.warnings
+        header = envelope.header
+        quarantine = decision if isinstance(decision, router.Quarantine) else None
+        routes = decision.routes if isinstance(decision, router.Accept) else ()
         if isinstance(result, Duplicate):
             self._answer_duplicate(arrival, envelope, result)
             return
@@ -414,10 +615,11 @@ class Ingest:
 
     # ------------------------------------------------------------ receipts in
 
-    async def _receipts(self, arrival: Arrival, message: transport.ReceiptsMsg) -> None:
-        directory = self._directory()
+    def _verified_receipts(
+        self, arrival: Arrival, message: transport.ReceiptsMsg
+    ) -> VerifiedReceipts | None:
         try:
-            verified = verify_receipts(message.frame, directory, expected_issuer=arrival.org)
+            return verify_receipts(message.frame, self._directory(), expected_issuer=arrival.org)
         except PeerError as exc:
             log.warning(
                 "receipt.refused",
@@ -426,25 +628,62 @@ class Ingest:
                 reason=exc.reason.value,
                 detail=exc.message,
             )
+            return None
+
+    def _receipts_now(self, arrival: Arrival, message: transport.ReceiptsMsg) -> Step:
+        """A receipt batch about deliveries the dispatcher holds; SLOW if it speaks of
+        messages only the store knows (a 签收 days later, or after a restart)."""
+        verified = self._verified_receipts(arrival, message)
+        if verified is None:
+            return None
+        origins = {}
+        for e in verified.batch.entries:
+            if e.msg_id is None or e.recipient is None:
+                continue
+            job = self._dispatcher.job(e.msg_id, e.recipient)
+            if job is None:
+                return SLOW
+            origins[e.msg_id] = (job.sender, job.origin, job.classification)
+        plan = self._receipt_plan(arrival, message, verified, origins)
+        if plan is None:
+            return None
+        return plan.op, functools.partial(self._receipts_recorded, arrival, message, plan)
+
+    async def _receipts(self, arrival: Arrival, message: transport.ReceiptsMsg) -> None:
+        verified = self._verified_receipts(arrival, message)
+        if verified is None:
             return
+        entries = verified.batch.entries
+        origins = {  # from the deliveries in memory; the store only for the others
+            e.msg_id: (job.sender, job.origin, job.classification)
+            for e in entries
+            if e.msg_id is not None
+            and e.recipient is not None
+            and (job := self._dispatcher.job(e.msg_id, e.recipient)) is not None
+        }
+        missing = [e.msg_id for e in entries if e.msg_id is not None and e.msg_id not in origins]
+        if missing:
+            origins.update(await self._origins(missing))
+        plan = self._receipt_plan(arrival, message, verified, origins)
+        if plan is not None:
+            seq = await self._store.submit(plan.op)
+            self._receipts_recorded(arrival, message, plan, seq)
+
+    def _receipt_plan(
+        self,
+        arrival: Arrival,
+        message: transport.ReceiptsMsg,
+        verified: VerifiedReceipts,
+        origins: dict[bytes, tuple[str, str, Classification]],
+    ) -> _ReceiptPlan | None:
+        """The rows, audit entries and delivery states a verified batch yields."""
         batch = verified.batch
         now = self._clock()
         senders: set[tuple[str, str]] = set()
         rows: list[dict[str, object]] = []
         audit: list[AuditEvent] = []
+        updates: list[DeliveryUpdate] = []
         batch_sha256 = hashlib.sha256(message.frame).digest()
-        origins = {  # from the deliveries in memory; the store only for the others
-            e.msg_id: (job.sender, job.origin, job.classification)
-            for e in batch.entries
-            if e.msg_id is not None
-            and e.recipient is not None
-            and (job := self._dispatcher.job(e.msg_id, e.recipient)) is not None
-        }
-        missing = [
-            e.msg_id for e in batch.entries if e.msg_id is not None and e.msg_id not in origins
-        ]
-        if missing:
-            origins.update(await self._origins(missing))
         confirmations: list[tuple[bytes, str, Event]] = []
         for entry in batch.entries:
             if entry.msg_id is None or entry.recipient is None:
@@ -469,6 +708,7 @@ class Ingest:
                 )
                 continue
             confirmations.append((entry.msg_id, entry.recipient, event))
+            updates.append(self._dispatcher.settle(entry.msg_id, entry.recipient, event, now))
             senders.add((sender, channel))
             rows.append(
                 {
@@ -491,19 +731,28 @@ class Ingest:
                 )
             )
         if not rows:
-            return
-        # The rows and the numbered copy for the sender are one commit: a crash cannot keep
-        # one without the other, so a sender's hello can always have it sent again.
+            return None
+        # The rows, the delivery states and the numbered copy for the sender are one commit:
+        # a crash cannot keep one without the others, so a sender's hello can always have it
+        # sent again.
         forward = next(iter(senders)) if len(senders) == 1 else None
-        seq = await self._store.submit(
-            RecordReceipts(batch_sha256, batch.issuer, message.frame, now, rows, audit, forward)
+        op = RecordReceipts(
+            batch_sha256, batch.issuer, message.frame, now, rows, audit, forward, updates
         )
-        for msg_id, recipient, event in confirmations:  # only once it is durable
+        return _ReceiptPlan(op, confirmations, forward, len(senders))
+
+    def _receipts_recorded(
+        self, arrival: Arrival, message: transport.ReceiptsMsg, plan: _ReceiptPlan, seq: object
+    ) -> None:
+        """The batch is durable: close the deliveries and pass it on to the sender."""
+        now = plan.op.received_at
+        for msg_id, recipient, event in plan.confirmations:
             self._dispatcher.confirmed(msg_id, recipient, event, now)
-        if forward is not None:
-            await self._issuer.send_numbered(forward[0], forward[1], message.frame, seq)
+        if plan.forward is not None:
+            assert isinstance(seq, int)  # noqa: S101 - the store numbers a forwarded batch
+            self._issuer.send_numbered(plan.forward[0], plan.forward[1], message.frame, seq)
         else:
-            log.warning("receipt.mixed_batch", org=arrival.org, senders=len(senders))
+            log.warning("receipt.mixed_batch", org=arrival.org, senders=plan.senders)
 
     async def _origins(self, msg_ids: list[bytes]) -> dict[bytes, tuple[str, str, Classification]]:
         """(sender, arrival channel, label) of each message, from the store."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import structlog
 from sqlalchemy import select
@@ -31,9 +31,9 @@ from schemas.receipts import MAX_ENTRIES, ReceiptEntry, sign_receipts
 log = structlog.get_logger("hubd.receipts")
 
 # (channel, org, payload): hands the payload to the connection at once, in call order, and
-# returns an awaitable of the broker's ack. The ordering is what lets an ACCEPTED go out
+# returns a future of the broker's ack. The ordering is what lets an ACCEPTED go out
 # before a forwarded DELIVERED without holding anything across an await.
-Send = Callable[[str, str, bytes], Awaitable[bool]]
+Send = Callable[[str, str, bytes], "asyncio.Future[bool]"]
 Clock = Callable[[], int]
 
 
@@ -88,20 +88,20 @@ class ReceiptIssuer:
         pending, self._pending = self._pending, defaultdict(list)
         now = self._clock()
         durable: list[tuple[str, str, bytes]] = []
-        sending: list[Awaitable[bool]] = []
         for (dest, channel, keep), entries in pending.items():
             for frame in self._sign(entries, now):
                 if keep:
                     durable.append((dest, channel, frame))
                 else:  # handed to the connection now, before anything awaits
-                    sending.append(self._hand_over(dest, channel, frame, 0))
+                    self._hand_over(dest, channel, frame, 0)
+        if not durable:
+            return
         try:
-            if durable:
-                numbers = await asyncio.gather(
-                    *(self._store.submit(QueueReceipts(d, c, f, now)) for d, c, f in durable)
-                )
-                for (dest, channel, frame), seq in zip(durable, numbers, strict=True):
-                    sending.append(self._hand_over(dest, channel, frame, seq))
+            numbers = await self._store.submit_many(
+                [QueueReceipts(d, c, f, now) for d, c, f in durable]
+            )
+            for (dest, channel, frame), seq in zip(durable, numbers, strict=True):
+                self._hand_over(dest, channel, frame, seq)
         except StoreError as exc:
             # EXPIRED and DEAD exist nowhere else: keep them for the next flush, ahead of
             # anything queued since, rather than lose them or stop the hub.
@@ -111,10 +111,8 @@ class ReceiptIssuer:
             log.error("receipts.not_stored", error=str(exc), retriable=exc.retriable)
             self._wakeup.set()
             await asyncio.sleep(self._retry_after)
-        finally:
-            await self._count(sending)  # what was handed over is still seen through
 
-    async def send_numbered(self, dest: str, channel: str, frame: bytes, seq: int) -> None:
+    def send_numbered(self, dest: str, channel: str, frame: bytes, seq: int) -> None:
         """Publish a batch the store has already numbered for ``dest``.
 
         An ACCEPTED still gathering for ``dest`` goes first: a sender must not hear that a
@@ -122,13 +120,11 @@ class ReceiptIssuer:
         gathering delay can outlast a whole delivery round trip). Both are handed to the
         connection before anything awaits, so they leave in that order.
         """
-        sending: list[Awaitable[bool]] = []
         now = self._clock()
         for key in [k for k in self._pending if k[0] == dest and not k[2]]:
-            frames = self._sign(self._pending.pop(key), now)
-            sending.extend(self._hand_over(key[0], key[1], earlier, 0) for earlier in frames)
-        sending.append(self._hand_over(dest, channel, frame, seq))
-        await self._count(sending)
+            for earlier in self._sign(self._pending.pop(key), now):
+                self._hand_over(key[0], key[1], earlier, 0)
+        self._hand_over(dest, channel, frame, seq)
 
     def _sign(self, entries: list[ReceiptEntry], now: int) -> list[bytes]:
         return [
@@ -136,15 +132,17 @@ class ReceiptIssuer:
             for start in range(0, len(entries), MAX_ENTRIES)
         ]
 
-    def _hand_over(self, dest: str, channel: str, frame: bytes, seq: int) -> Awaitable[bool]:
-        return self._send(channel, dest, transport.encode(transport.ReceiptsMsg(frame, seq)))
+    def _hand_over(self, dest: str, channel: str, frame: bytes, seq: int) -> asyncio.Future[bool]:
+        acked = self._send(channel, dest, transport.encode(transport.ReceiptsMsg(frame, seq)))
+        acked.add_done_callback(self._count)
+        return acked
 
-    async def _count(self, sending: list[Awaitable[bool]]) -> None:
-        for acked in await asyncio.gather(*sending):
-            self.sent_batches += int(acked)
+    def _count(self, acked: asyncio.Future[bool]) -> None:
+        if not acked.cancelled() and acked.exception() is None and acked.result():
+            self.sent_batches += 1
 
     async def _publish(self, dest: str, channel: str, frame: bytes, seq: int) -> None:
-        await self._count([self._hand_over(dest, channel, frame, seq)])
+        await self._hand_over(dest, channel, frame, seq)
 
     async def replay(self, dest: str, channel: str, after: int) -> int:
         """Send ``dest`` every numbered batch after ``after`` on ``channel``; returns how many."""

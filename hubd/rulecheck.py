@@ -69,6 +69,13 @@ async def look_up(read: Read, in_reply_to: bytes | None) -> Referenced | None:
     return referenced_from(await read(referenced_query(in_reply_to)))
 
 
+def judge_now(header: Header, directory: Directory) -> Evaluation | None:
+    """The verdict without the store, or None when it needs the store (a 批复's 请示)."""
+    if header.doc_type is DocType.REPLY:
+        return None
+    return evaluate(Document.from_header(header), directory, settings_of(directory))
+
+
 async def judge(header: Header, directory: Directory, read: Read) -> Evaluation:
     """Every rule's verdict on a verified header, under the directory's settings."""
     doc = Document.from_header(header)

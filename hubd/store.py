@@ -21,13 +21,13 @@ from typing import Any
 import structlog
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, bindparam, case, event, func, select, update
+from sqlalchemy import Connection, bindparam, case, event, func, literal_column, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from hubd import tables as t
 from hubd.audit import GENESIS, AuditEvent, chain_hash
-from hubd.states import TRANSITIONS, DeliveryState, Event
+from hubd.states import TRANSITIONS, DeliveryState
 from schemas.errors import ClosedResourceError, StoreError
 
 log = structlog.get_logger("hubd.store")
@@ -79,7 +79,7 @@ class UpdateDeliveries:
 
 @dataclass(slots=True)
 class RecordReceipts:
-    """A verified receipt batch and the rows it yields."""
+    """A verified receipt batch, the rows it yields and the delivery states it moves."""
 
     sha256: bytes
     issuer: str
@@ -88,6 +88,7 @@ class RecordReceipts:
     rows: list[dict[str, Any]]
     audit: list[AuditEvent]
     forward: tuple[str, str] | None = None  # (dest, channel): number it in the same commit
+    updates: list[DeliveryUpdate] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -110,8 +111,10 @@ Operation = NewMessage | UpdateDeliveries | RecordReceipts | QueueReceipts | App
 
 @dataclass(slots=True)
 class _Pending:
-    op: Operation
-    future: asyncio.Future[Any] = field(
+    """Operations one caller submitted together; its future gets their results, in order."""
+
+    ops: Sequence[Operation]
+    future: asyncio.Future[list[Any]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
@@ -270,9 +273,17 @@ class Store:
 
     async def submit(self, op: Operation) -> Any:
         """Queue ``op`` for the next group commit and wait until it is durable."""
+        return (await self.submit_many([op]))[0]
+
+    async def submit_many(self, ops: Sequence[Operation]) -> list[Any]:
+        """Queue ``ops`` for the next group commit (all in one); their results, in order.
+
+        One future for a whole burst: the ingest hands over everything it verified in one
+        pass, so a commit of hundreds of messages wakes one waiter, not hundreds.
+        """
         if self._closed:
             raise ClosedResourceError("the store is closed")
-        pending = _Pending(op)
+        pending = _Pending(ops)
         self._queue.put_nowait(pending)
         return await pending.future
 
@@ -288,8 +299,9 @@ class Store:
             if first is None:
                 return
             batch = [first]
+            size = len(first.ops)
             deadline = loop.time() + self.group_delay
-            while len(batch) < self.group_max:
+            while size < self.group_max:
                 try:
                     item = self._queue.get_nowait()
                 except asyncio.QueueEmpty:
@@ -308,20 +320,22 @@ class Store:
                     stopping = True
                     break
                 batch.append(item)
+                size += len(item.ops)
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Pending]) -> None:
         assert self._conn is not None  # noqa: S101 - the writer runs only while open
         seq, chain, outbox = self._audit_seq, self._audit_hash, dict(self._outbox_seq)
+        ops = [op for p in batch for op in p.ops]
         try:
-            results = await self._conn.run_sync(_apply, [p.op for p in batch], seq, chain, outbox)
+            results = await self._conn.run_sync(_apply, ops, seq, chain, outbox)
         except Exception as exc:
             with contextlib.suppress(SQLAlchemyError):
                 await self._conn.rollback()
             retriable = isinstance(exc, DBAPIError | OperationalError | SQLAlchemyError)
             error = StoreError(f"the store refused a write: {exc!r}", retriable=retriable)
             self._last_commit_failed = True
-            log.exception("store.write_failed", operations=len(batch))
+            log.exception("store.write_failed", operations=len(ops))
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(error)
@@ -329,9 +343,12 @@ class Store:
         (self._audit_seq, self._audit_hash, self._outbox_seq), values = results
         self.commits += 1
         self._last_commit_failed = False
-        for p, value in zip(batch, values, strict=True):
+        start = 0
+        for p in batch:
+            end = start + len(p.ops)
             if not p.future.done():
-                p.future.set_result(value)
+                p.future.set_result(values[start:end])
+            start = end
 
     # ---------------------------------------------------------------- reading
 
@@ -372,7 +389,7 @@ class _Batch:
         self.audit: list[dict[str, Any]] = []
         self.messages: list[dict[str, Any]] = []
         self.deliveries: list[dict[str, Any]] = []
-        self.updates: list[dict[str, Any]] = []
+        self.updates: dict[DeliveryState, list[dict[str, Any]]] = {}
         self.receipts: list[dict[str, Any]] = []
         self.batches: dict[bytes, dict[str, Any]] = {}
         self.queued: list[dict[str, Any]] = []
@@ -424,16 +441,7 @@ class _Batch:
                 self.deliveries.extend(op.deliveries)
                 results.append(Stored())
             elif isinstance(op, UpdateDeliveries):
-                self.updates.extend(
-                    {
-                        "m": u.msg_id,
-                        "r": u.recipient,
-                        "s": u.state.value,
-                        "a": u.attempts,
-                        "u": u.at,
-                    }
-                    for u in op.updates
-                )
+                self.update(op.updates)
                 results.append(None)
             elif isinstance(op, RecordReceipts):
                 self.batches[op.sha256] = {
@@ -443,6 +451,7 @@ class _Batch:
                     "frame": op.frame,
                 }
                 self.receipts.extend(op.rows)
+                self.update(op.updates)
                 forward = op.forward
                 results.append(
                     None
@@ -456,6 +465,12 @@ class _Batch:
                 results.append(None)
             self.chain_audit(op.audit)
         return results
+
+    def update(self, updates: Sequence[DeliveryUpdate]) -> None:
+        for u in updates:
+            self.updates.setdefault(u.state, []).append(
+                {"m": u.msg_id, "r": u.recipient, "s": u.state.value, "a": u.attempts, "u": u.at}
+            )
 
     def _number(self, dest: str, channel: str, frame: bytes, at: int) -> int:
         """The next outbox number for (dest, channel), written in this same commit."""
@@ -479,12 +494,8 @@ class _Batch:
             conn.execute(t.messages.insert(), self.messages)
         if self.deliveries:
             conn.execute(t.deliveries.insert(), self.deliveries)
-        current = [u for u in self.updates if u["a"] != KEEP_ATTEMPTS]
-        late = [u for u in self.updates if u["a"] == KEEP_ATTEMPTS]
-        if current:
-            conn.execute(_UPDATE_DELIVERY, current)
-        if late:
-            conn.execute(_LATE_UPDATE, late)
+        for state, params in self.updates.items():
+            conn.execute(_UPDATE_TO[state], params)
         if self.batches:
             known = {
                 bytes(r[0])
@@ -505,19 +516,33 @@ class _Batch:
             conn.execute(t.audit.insert(), self.audit)
 
 
-_UPDATE_DELIVERY = (
-    update(t.deliveries)
-    .where(t.deliveries.c.msg_id == bindparam("m"), t.deliveries.c.recipient == bindparam("r"))
-    .values(
-        state=bindparam("s"),
-        attempts=case(
-            (bindparam("a") == KEEP_ATTEMPTS, t.deliveries.c.attempts), else_=bindparam("a")
-        ),
-        updated_at=bindparam("u"),
+def _update_to(state: DeliveryState) -> Any:
+    """An UPDATE that moves deliveries to ``state`` only from the states the table allows.
+
+    Writes reach the store from several places (the dispatcher's batched SENT, a receipt
+    batch's DELIVERED or SIGNED_FOR, an operator's redelivery), and the group commit keeps
+    their order but not their meaning: a SENT flushed after the DELIVERED that overtook it
+    must not move the delivery back, a 签收 long after the hub gave up must not revive a
+    DEAD delivery. So the store, too, follows :data:`hubd.states.TRANSITIONS`.
+    """
+    sources = sorted({s.value for (s, _event), target in TRANSITIONS.items() if target is state})
+    # Constants of our own enum, written into the SQL: an executemany takes no list parameter.
+    allowed: list[Any] = [literal_column(f"'{value}'") for value in sources]
+    return (
+        update(t.deliveries)
+        .where(
+            t.deliveries.c.msg_id == bindparam("m"),
+            t.deliveries.c.recipient == bindparam("r"),
+            t.deliveries.c.state.in_(allowed),
+        )
+        .values(
+            state=bindparam("s"),
+            attempts=case(
+                (bindparam("a") == KEEP_ATTEMPTS, t.deliveries.c.attempts), else_=bindparam("a")
+            ),
+            updated_at=bindparam("u"),
+        )
     )
-)
-# A state change for a delivery the dispatcher no longer holds (a 签收 long after DELIVERED
-# closed it): only where the state table allows it, so EXPIRED and DEAD stay as they are.
-_LATE_UPDATE = _UPDATE_DELIVERY.where(
-    t.deliveries.c.state.in_(sorted({s.value for (s, e) in TRANSITIONS if e is Event.SIGNED_FOR}))
-)
+
+
+_UPDATE_TO = {state: _update_to(state) for state in DeliveryState}

@@ -19,6 +19,7 @@ import contextlib
 import random
 import socket
 import ssl
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ log = structlog.get_logger("xchg.mqtt")
 Sink = Callable[[str, bytes], None]  # (topic, payload), called on the event loop thread
 ACK_TIMEOUT = 30.0  # seconds a publish may wait for its PUBACK before it counts as failed
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # PERF-NOTES: p99 57 ms -> 3.8 ms
+RECV_BYTES = 256 * 1024  # one recv() per readable socket, not one per header byte
 
 
 def tls_context(ca: str | None, cert: str | None, key: str | None) -> ssl.SSLContext:
@@ -67,7 +69,9 @@ class BrokerLink:
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         self.connections = 0
-        self._acks: dict[int, asyncio.Future[bool]] = {}
+        self._acks: dict[int, tuple[asyncio.Future[bool], float]] = {}  # mid -> (ack, sent at)
+        self._io: SocketIO | None = None
+        self._reading = True
 
     def _new_client(self) -> aiomqtt.Client:
         client = aiomqtt.Client(
@@ -93,6 +97,8 @@ class BrokerLink:
             try:
                 client = self._new_client()
                 self._hook_acks(client)
+                self._io = SocketIO(client, asyncio.get_running_loop(), reading=self._reading)
+                self._io.install()
                 async with client:
                     # Usable before subscribing: retained presence arrives during the
                     # subscribe calls and releases deliveries that publish at once.
@@ -104,7 +110,7 @@ class BrokerLink:
                     log.info("broker.connected", broker=self.name, channels=self.channels)
                     delay = self._backoff[0]
                     await self._on_connected(self)
-                    await self._until_disconnected_or(client, stop)
+                    await self._until_disconnected_or(client, stop, self._expire_acks)
             except aiomqtt.MqttError as exc:
                 log.warning(
                     "broker.unreachable", broker=self.name, error=str(exc), retry_in=round(delay, 2)
@@ -122,39 +128,54 @@ class BrokerLink:
             delay = min(delay * 2, self._backoff[1])
 
     @staticmethod
-    async def _until_disconnected_or(client: aiomqtt.Client, stop: asyncio.Event) -> None:
+    async def _until_disconnected_or(
+        client: aiomqtt.Client, stop: asyncio.Event, every_second: Callable[[], None]
+    ) -> None:
         # Messages go to the sink and aiomqtt's queue stays empty: iterating waits for a disconnect.
         async def drain() -> None:
             async for _ in client.messages:
                 pass  # never reached: the sink takes every message
 
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                every_second()
+
         watcher = asyncio.create_task(drain())
         stopper = asyncio.create_task(stop.wait())
+        ticker = asyncio.create_task(tick())
         try:
-            done, _ = await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {watcher, stopper, ticker}, return_when=asyncio.FIRST_COMPLETED
+            )
             if watcher in done:
                 watcher.result()  # raises the MqttError of the disconnect
+            if ticker in done:
+                ticker.result()  # our own bug: let it be seen
         finally:
-            for task in (watcher, stopper):
+            for task in (watcher, stopper, ticker):
                 task.cancel()
-            await asyncio.gather(watcher, stopper, return_exceptions=True)
+            await asyncio.gather(watcher, stopper, ticker, return_exceptions=True)
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
-        """QoS 1; True once the broker acknowledged it, False if not connected or it failed.
+        """QoS 1; True once the broker acknowledged it, False if not connected, or if no
+        acknowledgement came within ACK_TIMEOUT.
 
         Goes to paho directly and waits on a future of its own: aiomqtt's publish counts its
         pending calls on every call (a list of all of them), which at a window of 256 cost
         a third of the hub's publish time (15.6k vs 24.8k publishes/s measured here).
         """
-        return await self.acked(self.enqueue(topic, payload, retain=retain), topic)
+        return await self.enqueue(topic, payload, retain=retain)
 
     def enqueue(self, topic: str, payload: bytes, *, retain: bool = False) -> asyncio.Future[bool]:
-        """Hand a QoS 1 publish to the connection now; the future says whether it was acked.
+        """Hand a QoS 1 publish to the connection now; the future says whether it was acked
+        (False once ACK_TIMEOUT passes without a PUBACK, or when the connection drops).
 
         Synchronous on purpose: publishes enqueued one after another leave on the one
         connection in that order, so a caller can order messages without awaiting acks.
         """
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
         client = self._client
         if client is None:
             waiter.set_result(False)
@@ -163,24 +184,32 @@ class BrokerLink:
         if info.rc != 0 or info.is_published():
             waiter.set_result(info.rc == 0)
             return waiter
-        mid, acks = info.mid, self._acks
-        acks[mid] = waiter
-
-        def forget(_: asyncio.Future[bool]) -> None:
-            if acks.get(mid) is waiter:  # acked, timed out or failed: the mid may be reused
-                del acks[mid]
-
-        waiter.add_done_callback(forget)
+        self._acks[info.mid] = (waiter, loop.time())
         return waiter
 
-    @staticmethod
-    async def acked(waiter: asyncio.Future[bool], topic: str) -> bool:
-        try:
-            async with asyncio.timeout(ACK_TIMEOUT):
-                return await waiter
-        except TimeoutError:
-            log.debug("broker.publish_timeout", topic=topic)
-            return False
+    def set_reading(self, reading: bool) -> None:  # noqa: FBT001 - a switch
+        """Stop (False) or resume (True) reading from the broker: the owner's intake is full.
+
+        TCP then pushes back to the broker, which holds messages for us (or drops them by its
+        own limits; senders resend what the hub never answered). Kept across reconnects.
+        """
+        self._reading = reading
+        if self._io is not None:
+            self._io.set_reading(reading)
+
+    def _expire_acks(self) -> None:
+        """Fail publishes that waited ACK_TIMEOUT for their PUBACK (a broker that takes
+        them and never answers); checked once a second, not with a timer per publish."""
+        if not self._acks:
+            return
+        limit = asyncio.get_running_loop().time() - ACK_TIMEOUT
+        late = [mid for mid, (_, sent_at) in self._acks.items() if sent_at < limit]
+        for mid in late:
+            waiter, _ = self._acks.pop(mid)
+            if not waiter.done():
+                waiter.set_result(False)
+        if late:
+            log.warning("broker.publish_timeout", broker=self.name, publishes=len(late))
 
     def _hook_acks(self, client: aiomqtt.Client) -> None:
         """Resolve our publish futures from paho's on_publish, then let aiomqtt see it too."""
@@ -189,9 +218,9 @@ class BrokerLink:
         acks = self._acks
 
         def on_publish(*args: Any) -> None:  # (client, userdata, mid, reason_code, properties)
-            waiter = acks.pop(args[2], None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(True)
+            pending = acks.pop(args[2], None)
+            if pending is not None and not pending[0].done():
+                pending[0].set_result(True)
             if chained is not None:
                 chained(*args)
 
@@ -206,7 +235,7 @@ class BrokerLink:
         paho.on_message = on_message
 
     def _fail_acks(self) -> None:
-        for waiter in self._acks.values():
+        for waiter, _ in self._acks.values():
             if not waiter.done():
                 waiter.set_result(False)
         self._acks.clear()
@@ -217,3 +246,147 @@ class BrokerLink:
             "channels": self.channels,
             "connected": self.connected.is_set(),
         }
+
+
+class SocketIO:
+    """paho's socket callbacks for an asyncio loop, cheaper than aiomqtt's own.
+
+    aiomqtt registers a writer through ``call_soon_threadsafe`` every time paho queues a
+    packet (a wake-up write to the loop's self-pipe, then ``epoll_ctl`` twice) and lets
+    paho read each packet's header a byte per ``recv()``. At a few thousand messages a
+    second that bookkeeping cost more than the messages. Here, packets queued during one
+    loop iteration are written together by one ``loop_write`` scheduled with
+    ``call_soon`` (a writer is registered only when the socket buffer is full), and
+    reads go through a buffer filled by one ``recv()`` per readable event. These are
+    paho's documented external-loop callbacks (``on_socket_*``); aiomqtt keeps the
+    connection's lifecycle (connect, subscribe, keepalive, disconnect).
+    """
+
+    def __init__(
+        self, client: aiomqtt.Client, loop: asyncio.AbstractEventLoop, *, reading: bool = True
+    ) -> None:
+        self._aio, self._paho, self._loop = client, client._client, loop  # noqa: SLF001
+        self._thread = threading.get_ident()  # the loop's thread (we are on it now)
+        self._inbox = bytearray()
+        self._write_scheduled = False
+        self._writer_fd: int | None = None
+        self._reader_fd: int | None = None  # while a reader is registered
+        self._sock_fd: int | None = None
+        self._reading = reading
+
+    def install(self) -> None:
+        paho = self._paho
+        self._open_chained = paho.on_socket_open
+        self._close_chained = paho.on_socket_close
+        paho.on_socket_open = self._on_open
+        paho.on_socket_close = self._on_close
+        paho.on_socket_register_write = self._on_register_write
+        paho.on_socket_unregister_write = self._on_unregister_write
+        paho._sock_recv = self._recv  # type: ignore[method-assign]  # noqa: SLF001
+
+    # ------------------------------------------------------------- reading
+
+    def _on_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        # aiomqtt's callback adds its reader and starts its keepalive task (from the thread
+        # that connects, hence threadsafe); ours replaces that reader right after it.
+        if self._open_chained is not None:
+            self._open_chained(client, userdata, sock)
+        self._loop.call_soon_threadsafe(self._opened, sock.fileno())
+
+    def _opened(self, fd: int) -> None:
+        self._sock_fd = fd
+        if self._reading:
+            self._loop.add_reader(fd, self._on_readable)
+            self._reader_fd = fd
+        else:
+            self._loop.remove_reader(fd)  # aiomqtt's, added just before
+
+    def set_reading(self, reading: bool) -> None:  # noqa: FBT001 - a switch
+        self._reading = reading
+        fd = self._sock_fd
+        if fd is None:
+            return  # not open yet: _opened follows the switch
+        if not reading and self._reader_fd is not None:
+            self._loop.remove_reader(self._reader_fd)
+            self._reader_fd = None
+        elif reading and self._reader_fd is None:
+            self._loop.add_reader(fd, self._on_readable)
+            self._reader_fd = fd
+            self._loop.call_soon(self._on_readable)  # bytes already buffered raise no event
+
+    def _on_readable(self) -> None:
+        paho = self._paho
+        try:
+            while self._reading:
+                paho.loop_read()
+                sock = paho._sock  # noqa: SLF001
+                if self._inbox or (sock is not None and getattr(sock, "pending", int)() > 0):
+                    continue  # bytes already read (by us or by TLS) raise no new event
+                break
+        except Exception as exc:  # noqa: BLE001 - any failure here is a broken connection
+            self._broken(exc)
+
+    def _recv(self, bufsize: int) -> bytes:
+        inbox = self._inbox
+        if not inbox:
+            sock = self._paho._sock  # noqa: SLF001
+            if sock is None:
+                raise ConnectionError("the MQTT socket is closed")
+            try:
+                data = sock.recv(RECV_BYTES)
+            except ssl.SSLWantReadError as exc:
+                raise BlockingIOError from exc
+            except ssl.SSLWantWriteError as exc:
+                self._paho._call_socket_register_write()  # noqa: SLF001
+                raise BlockingIOError from exc
+            if len(data) <= bufsize:
+                return data  # b"" is the end of the connection: paho handles it
+            inbox += data
+        data = bytes(inbox[:bufsize])
+        del inbox[:bufsize]
+        return data
+
+    # ------------------------------------------------------------- writing
+
+    def _on_register_write(self, _client: Any, _userdata: Any, _sock: Any) -> None:
+        if threading.get_ident() == self._thread:
+            self._schedule_write()
+        else:  # paho queues CONNECT from the thread aiomqtt connects in
+            self._loop.call_soon_threadsafe(self._schedule_write)
+
+    def _schedule_write(self) -> None:
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self._loop.call_soon(self._write)
+
+    def _write(self) -> None:
+        self._write_scheduled = False
+        try:
+            self._paho.loop_write()
+        except Exception as exc:  # noqa: BLE001 - any failure here is a broken connection
+            self._broken(exc)
+            return
+        sock = self._paho._sock  # noqa: SLF001
+        if self._paho.want_write() and sock is not None and self._writer_fd is None:
+            self._writer_fd = sock.fileno()  # the socket buffer is full: wait until writable
+            self._loop.add_writer(self._writer_fd, self._write)
+
+    def _on_unregister_write(self, _client: Any, _userdata: Any, _sock: Any) -> None:
+        self._drop_writer()
+
+    def _drop_writer(self) -> None:
+        if self._writer_fd is not None:
+            self._loop.remove_writer(self._writer_fd)
+            self._writer_fd = None
+
+    def _on_close(self, client: Any, userdata: Any, sock: Any) -> None:
+        self._drop_writer()
+        self._inbox.clear()
+        self._sock_fd = self._reader_fd = None  # aiomqtt's close removes the reader
+        if self._close_chained is not None:
+            self._close_chained(client, userdata, sock)
+
+    def _broken(self, exc: Exception) -> None:
+        disconnected = self._aio._disconnected  # noqa: SLF001 - how aiomqtt learns of it
+        if not disconnected.done():
+            disconnected.set_exception(exc)

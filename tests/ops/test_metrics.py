@@ -324,11 +324,11 @@ async def test_presence_of_an_organisation_outside_the_directory_adds_no_series(
 
         def seen() -> bool:
             return any(
-                e.get("event") == "spoke.online" and e.get("org") == "zz.nobody"
+                e.get("event") == "presence.refused" and e.get("org") == "zz.nobody"
                 for e in hub.log_events()
             )
 
-        await until(_async(seen), bool, "the hub to take the presence message")
+        await until(_async(seen), bool, "the hub to refuse the presence message")
     samples = await scrape(hub)
 
     labels = {v for (_, pairs) in samples for (_, v) in pairs}
