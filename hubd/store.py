@@ -13,15 +13,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import structlog
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, bindparam, case, event, func, literal_column, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    case,
+    create_engine,
+    event,
+    func,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -148,6 +160,82 @@ def engine_for(url: str) -> AsyncEngine:
     )
 
 
+T = TypeVar("T")
+
+
+class _WriterConnection(Protocol):
+    """The writer's one connection; ``run`` calls ``fn(connection, *args)`` where it lives."""
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    async def close(self) -> None: ...
+
+
+class _ThreadWriter:
+    """SQLite: a plain sqlite3 connection owned by one thread of its own.
+
+    aiosqlite (what the async engine speaks) sends every statement to its thread and back:
+    two context switches per statement, a dozen statements per group commit. Here a whole
+    group commit (its statements, the commit and its fsync) is one hop into the thread and
+    one back, and the event loop runs meanwhile.
+    """
+
+    def __init__(self, engine: Engine, executor: ThreadPoolExecutor, conn: Connection) -> None:
+        self._engine, self._executor, self._conn = engine, executor, conn
+        self._closed = False
+
+    @classmethod
+    async def open(cls, url: str) -> _ThreadWriter:
+        engine = create_engine(
+            url.replace("+aiosqlite", "+pysqlite", 1),
+            connect_args={"check_same_thread": False},  # made here, used only in the thread
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubd-store")
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(executor, engine.connect)
+        except BaseException:
+            executor.shutdown(wait=False)
+            engine.dispose()
+            raise
+        return cls(engine, executor, conn)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, self._conn, *args)
+
+    async def close(self) -> None:
+        """Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+
+        def close() -> None:
+            try:
+                self._conn.close()
+            finally:
+                self._engine.dispose()
+
+        with contextlib.suppress(SQLAlchemyError):
+            await asyncio.get_running_loop().run_in_executor(self._executor, close)
+        self._executor.shutdown(wait=True)
+
+
+class _AsyncWriter:
+    """PostgreSQL: asyncpg is asynchronous itself; the batch runs in SQLAlchemy's greenlet."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._conn.run_sync(fn, *args)
+
+    async def close(self) -> None:
+        with contextlib.suppress(SQLAlchemyError):
+            await self._conn.close()
+
+
 def read_only_url(url: str) -> str:
     """``url`` opened so that nothing is created or changed (SQLite: a read-only URI).
 
@@ -180,7 +268,7 @@ class Store:
         self.group_delay = group_delay
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
-        self._conn: AsyncConnection | None = None
+        self._conn: _WriterConnection | None = None
         self._reader: AsyncConnection | None = None
         self._read_lock = asyncio.Lock()
         self._closed = False
@@ -194,10 +282,16 @@ class Store:
         try:
             async with self.engine.begin() as conn:
                 await conn.run_sync(_upgrade)
-            self._conn = await self.engine.connect()
+            if self.url.startswith("sqlite"):
+                self._conn = await _ThreadWriter.open(self.url)
+            else:
+                self._conn = _AsyncWriter(await self.engine.connect())
             self._reader = await self.engine.connect()
-            await self._load_counters()
+            counters = await self._conn.run(_counters)
+            self._audit_seq, self._audit_hash, self._outbox_seq = counters
         except (SQLAlchemyError, OSError) as exc:
+            if self._conn is not None:
+                await self._conn.close()
             await self.engine.dispose()
             raise StoreError(
                 f"cannot open the store at {self._safe_url}: {exc}", retriable=True
@@ -243,31 +337,19 @@ class Store:
                 self._queue.put_nowait(None)  # the writer commits what precedes it, then stops
                 await self._writer
         finally:
-            for conn in (self._reader, self._conn):
-                if conn is not None:
-                    with contextlib.suppress(SQLAlchemyError):
-                        await conn.close()
+            if self._reader is not None:
+                with contextlib.suppress(SQLAlchemyError):
+                    await self._reader.close()
+            if self._conn is not None:
+                await self._conn.close()
             self._reader = None
             await self.engine.dispose()
 
-    async def _load_counters(self) -> None:
-        assert self._conn is not None  # noqa: S101 - set just before
-        row = (
-            await self._conn.execute(
-                select(t.audit.c.seq, t.audit.c.hash).order_by(t.audit.c.seq.desc()).limit(1)
-            )
-        ).first()
-        if row is not None:
-            self._audit_seq, self._audit_hash = int(row.seq), bytes(row.hash)
-        rows = await self._conn.execute(
-            select(
-                t.receipt_outbox.c.dest,
-                t.receipt_outbox.c.channel,
-                func.max(t.receipt_outbox.c.seq),
-            ).group_by(t.receipt_outbox.c.dest, t.receipt_outbox.c.channel)
-        )
-        self._outbox_seq = {(r[0], r[1]): int(r[2]) for r in rows}
-        await self._conn.commit()
+    async def run_on_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` on the writer's own connection (tests and tools)."""
+        if self._conn is None:
+            raise ClosedResourceError("the store is closed")
+        return await self._conn.run(fn, *args)
 
     # ---------------------------------------------------------------- writing
 
@@ -328,10 +410,8 @@ class Store:
         seq, chain, outbox = self._audit_seq, self._audit_hash, dict(self._outbox_seq)
         ops = [op for p in batch for op in p.ops]
         try:
-            results = await self._conn.run_sync(_apply, ops, seq, chain, outbox)
+            results = await self._conn.run(_apply, ops, seq, chain, outbox)
         except Exception as exc:
-            with contextlib.suppress(SQLAlchemyError):
-                await self._conn.rollback()
             retriable = isinstance(exc, DBAPIError | OperationalError | SQLAlchemyError)
             error = StoreError(f"the store refused a write: {exc!r}", retriable=retriable)
             self._last_commit_failed = True
@@ -362,6 +442,24 @@ class Store:
         return result
 
 
+def _counters(conn: Connection) -> tuple[int, bytes, dict[tuple[str, str], int]]:
+    """Where the audit chain and the receipt numbering stand (read once, at open)."""
+    row = conn.execute(
+        select(t.audit.c.seq, t.audit.c.hash).order_by(t.audit.c.seq.desc()).limit(1)
+    ).first()
+    seq, chain = (0, GENESIS) if row is None else (int(row.seq), bytes(row.hash))
+    rows = conn.execute(
+        select(
+            t.receipt_outbox.c.dest,
+            t.receipt_outbox.c.channel,
+            func.max(t.receipt_outbox.c.seq),
+        ).group_by(t.receipt_outbox.c.dest, t.receipt_outbox.c.channel)
+    )
+    outbox = {(r[0], r[1]): int(r[2]) for r in rows}
+    conn.commit()
+    return seq, chain, outbox
+
+
 def _apply(
     conn: Connection,
     ops: Sequence[Operation],
@@ -371,8 +469,8 @@ def _apply(
 ) -> tuple[tuple[int, bytes, dict[tuple[str, str], int]], list[Any]]:
     """One transaction for a whole batch, in order. Runs on the writer's connection."""
     batch = _Batch(seq, chain, outbox)
-    results = batch.plan(conn, ops)
     try:
+        results = batch.plan(conn, ops)  # it reads too: a failed plan must end its transaction
         batch.write(conn)
         conn.commit()
     except BaseException:

@@ -149,9 +149,9 @@ async def test_sqlite_connections_run_with_wal_and_synchronous_full(tmp_path: Pa
         async with store.engine.connect() as conn:  # a reader's pooled connection
             journal = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
             sync = (await conn.exec_driver_sql("PRAGMA synchronous")).scalar()
-        assert store._conn is not None
-        writer_sync = (await store._conn.exec_driver_sql("PRAGMA synchronous")).scalar()
-        await store._conn.rollback()
+        writer_sync = await store.run_on_writer(
+            lambda c: c.exec_driver_sql("PRAGMA synchronous").scalar()
+        )
 
     assert journal == "wal"
     assert sync == 2  # FULL
@@ -162,9 +162,9 @@ async def test_sqlite_connections_run_with_wal_and_synchronous_full(tmp_path: Pa
 
 async def test_postgresql_commits_are_synchronous(pg_url: str) -> None:
     async with Store(pg_url) as store:
-        assert store._conn is not None
-        setting = (await store._conn.exec_driver_sql("SHOW synchronous_commit")).scalar()
-        await store._conn.rollback()
+        setting = await store.run_on_writer(
+            lambda c: c.exec_driver_sql("SHOW synchronous_commit").scalar()
+        )
 
     assert setting == "on"
 
