@@ -238,9 +238,10 @@ class Hub:
     async def _serve(self, plans: list[BrokerPlan]) -> None:
         config = self.config
         assert self._key is not None  # noqa: S101
-        config.hub.state_dir.mkdir(parents=True, exist_ok=True)
+        # 0750: the store holds documents and the admin socket lives here by default
+        config.hub.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         async with AsyncExitStack() as stack:
-            stack.enter_context(await self._state_lock())  # first: one hub per state folder
+            stack.callback((await self._state_lock()).release)  # first: one hub per folder
             if config.metrics.enabled:  # first: /healthz says 503 while the rest starts
                 await stack.enter_async_context(
                     MetricsServer(
