@@ -127,7 +127,7 @@ def test_retention_periods_are_written_with_a_unit_or_as_seconds(
 ) -> None:
     value = f'"{text}"' if not text.isdigit() else text
     config = load_config(
-        write(tmp_path, f"[retention]\ndelivered_after = {value}\ndead_after = \"60d\"\n")
+        write(tmp_path, f'[retention]\ndelivered_after = {value}\ndead_after = "60d"\n')
     )
 
     assert config.retention.delivered_after == seconds

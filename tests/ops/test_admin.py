@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from schemas.directory import sign_directory
+from schemas.directory import Directory, sign_directory
 from schemas.ids import msg_id_text, new_msg_id
 from schemas.receipts import ReceiptStatus
 from tests.hub.conftest import HubSpawner, SpokeSpawner, wait_for_log
@@ -350,3 +350,18 @@ def _ledger(hub: HubProcess) -> list[tuple[str, str]]:
     db = hub.folder / "state" / "hub.db"
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as raw:
         return list(raw.execute("SELECT event, detail FROM audit ORDER BY seq"))
+
+
+async def test_a_second_hub_on_the_same_state_folder_refuses_after_waiting_for_the_lock(
+    spawn_hub: HubSpawner, world: World, live_dir: Directory
+) -> None:
+    first = spawn_hub(extra_toml=NO_RETRIES)
+    second = HubProcess(first.folder, world.hub_key, live_dir, extra_toml=NO_RETRIES)
+
+    with pytest.raises(RuntimeError, match="hubd exited with 2"):
+        second.start(timeout=40.0)
+    report = await as_json(first, "status")
+
+    assert "hub.state_dir" in (first.folder / "hubd.log").read_text()  # both log there
+    assert "is locked by another process" in (first.folder / "hubd.log").read_text()
+    assert report["hub"]["answered"] is True  # the first hub and its socket are untouched
