@@ -425,6 +425,9 @@ def _served_directory(
     return opsquery.DirectoryInfo(str(path), verified.directory)
 
 
+PRESENCE_TIMEOUT = 5.0  # seconds: presence is read from memory; a hub this slow is reported
+
+
 def _hub_presence(
     path: Path | None,
 ) -> tuple[opsquery.Presence | None, opsquery.HubContact]:
@@ -432,7 +435,7 @@ def _hub_presence(
     if path is None:
         return None, opsquery.HubContact(None, False, "the admin socket is turned off")
     try:
-        answer = adminclient.ask(path, Op.PRESENCE)
+        answer = adminclient.ask(path, Op.PRESENCE, timeout=PRESENCE_TIMEOUT)
         known = {
             (str(s["channel"]), str(s["org"])): opsquery.SpokePresence(
                 bool(s["online"]), None if s["since"] is None else int(s["since"])

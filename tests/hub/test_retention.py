@@ -1,4 +1,4 @@
-"""Retention (hubd.retention) on a real SQLite store with the clock in the test's hand:
+"""Retention (hubd.retention) on a real SQLite file and a real PostgreSQL with the clock in the test's hand:
 which messages lose their content and when, what is kept, the ledger after the purge."""
 
 from __future__ import annotations
@@ -44,9 +44,15 @@ async def finish(store: Store, n: int, *states: str, at: int = NOW) -> None:
         await store.submit(Set(d, where, state=state, updated_at=at))
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with Store(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}") as opened:
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """Both back ends: the purge's SQL (row-value keyset, EXISTS, the partial index) on each."""
+    url = (
+        f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+        if request.param == "sqlite"
+        else str(request.getfixturevalue("pg_url"))
+    )
+    async with Store(url) as opened:
         yield opened
 
 
