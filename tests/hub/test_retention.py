@@ -1,5 +1,6 @@
-"""Retention (hubd.retention) on a real SQLite file and a real PostgreSQL with the clock in the test's hand:
-which messages lose their content and when, what is kept, the ledger after the purge."""
+"""Retention (hubd.retention) on a real SQLite file and a real PostgreSQL, with the clock
+in the test's hand: which messages lose their content and when, what is kept, the ledger
+after the purge."""
 
 from __future__ import annotations
 
