@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -11,7 +12,9 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from hubd import brokerconf, opsquery, opsview, route
+from hubd import adminclient, brokerconf, opsquery, opsview, route
+from hubd.adminproto import HubRefusedError, Op, ProtocolError
+from hubd.adminserver import Peer
 from hubd.audit import verify_store_chain
 from hubd.config import HubConfig, load_config
 from hubd.directory import (
@@ -22,6 +25,8 @@ from hubd.directory import (
     read_directory,
 )
 from hubd.hub import Hub
+from hubd.hublock import HubLock, LockHeldError
+from hubd.redeliver import Target, redeliver_offline
 from schemas.clock import ms_to_text
 from schemas.directory import verify_directory
 from schemas.display import table
@@ -40,8 +45,8 @@ hubd_app = typer.Typer(
 )
 hubctl_app = typer.Typer(
     name="hubctl",
-    help="Operate the hub: status, trace, queue and dead letters; keys, directory, audit, "
-    "and what-if routing (route).",
+    help="Operate the hub: status, trace, queue, dead letters and redeliver; keys, "
+    "directory, audit, and what-if routing (route).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -173,6 +178,60 @@ def directory_show(
     ]
     typer.echo(table(("id", "level", "clearance", "channels", "name"), rows))
     typer.echo("groups: " + ", ".join(f"@{g.id} ({len(g.members)})" for g in d.groups))
+
+
+SocketOption = Annotated[
+    Path | None,
+    typer.Option(help="The hub's admin socket (default: the one --config names)"),
+]
+
+
+def _admin_socket(settings: HubConfig, socket: Path | None) -> Path | None:
+    return socket if socket is not None else settings.admin_socket()
+
+
+@directory_app.command("publish")
+def directory_publish(
+    config: Annotated[Path, typer.Option(help="Hub configuration file")] = Path("config/hub.toml"),
+    socket: SocketOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON")] = False,
+) -> None:
+    """Make the running hub re-read, re-verify and republish its directory file (what
+    'systemctl reload hubd' does) and say which version it serves now. Exit 1: the hub
+    refused the file (it keeps the old one); 2: no hub to ask."""
+    command = "hubctl directory publish"
+    try:
+        path = _admin_socket(load_config(config), socket)
+    except ConfigError as exc:
+        raise _fail(command, exc) from exc
+    if path is None:
+        raise _fail(command, ValueError("the admin socket is turned off ([admin] enabled)"))
+    try:
+        answer = adminclient.ask(path, Op.DIRECTORY_PUBLISH)
+    except HubRefusedError as exc:
+        if as_json:
+            typer.echo(json.dumps({"published": False, "code": exc.code, "message": exc.message}))
+        typer.echo(f"{command}: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    except adminclient.HubNotRunningError as exc:
+        hint = f"{exc}; a stopped hub reads the directory file when it starts"
+        raise _fail(command, ValueError(hint)) from exc
+    except (adminclient.HubUnreachableError, ProtocolError) as exc:
+        raise _fail(command, exc) from exc
+    if as_json:
+        typer.echo(json.dumps({"published": True, **answer}, indent=2))
+        return
+    previous = answer.get("previous")
+    was = (
+        ""
+        if previous is None
+        else (" (unchanged)" if previous == answer["version"] else f" (was v{previous})")
+    )
+    typer.echo(
+        f"the hub now serves directory v{answer['version']}{was}, {answer['orgs']} "
+        f"organisations, expiring {ms_to_text(int(answer['expires_at']))}; it is republished "
+        f"(retained) on {', '.join(answer['channels'])}"
+    )
 
 
 @audit_app.command("verify")
@@ -366,6 +425,32 @@ def _served_directory(
     return opsquery.DirectoryInfo(str(path), verified.directory)
 
 
+PRESENCE_TIMEOUT = 5.0  # seconds: presence is read from memory; a hub this slow is reported
+
+
+def _hub_presence(
+    path: Path | None,
+) -> tuple[opsquery.Presence | None, opsquery.HubContact]:
+    """Presence from the running hub, or None and why the hub did not give it."""
+    if path is None:
+        return None, opsquery.HubContact(None, False, "the admin socket is turned off")
+    try:
+        answer = adminclient.ask(path, Op.PRESENCE, timeout=PRESENCE_TIMEOUT)
+        known = {
+            (str(s["channel"]), str(s["org"])): opsquery.SpokePresence(
+                bool(s["online"]), None if s["since"] is None else int(s["since"])
+            )
+            for s in answer["spokes"]
+        }
+    except (adminclient.HubNotRunningError, adminclient.HubUnreachableError) as exc:
+        return None, opsquery.HubContact(str(path), False, str(exc))
+    except (HubRefusedError, ProtocolError) as exc:
+        return None, opsquery.HubContact(str(path), False, f"it answered: {exc}")
+    except (KeyError, TypeError, ValueError) as exc:
+        return None, opsquery.HubContact(str(path), False, f"its answer is malformed ({exc!r})")
+    return (lambda channel, org: known.get((channel, org))), opsquery.HubContact(str(path), True)
+
+
 @hubctl_app.command("status")
 def status_command(
     config: ConfigOption = DEFAULT_CONFIG,
@@ -374,21 +459,26 @@ def status_command(
         Path | None,
         typer.Option(help="The hub's public key (default: beside the key --config names)"),
     ] = None,
+    socket: SocketOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """The hub at a glance: deliveries pending per recipient and precedence, the oldest,
-    dead letters, store size, the directory's version and expiry, every spoke."""
+    dead letters, store size, the directory's version and expiry, every spoke and (from the
+    running hub) whether it is online. With the hub down, the store alone, and it says so."""
     try:
         settings = load_config(config)
     except ConfigError as exc:
         raise _fail("hubctl status", exc) from exc
     url = store or settings.store_url()
     directory = _served_directory(config, settings, hub_pub)
+    presence, contact = _hub_presence(_admin_socket(settings, socket))
     now = _now()
 
     async def question(read: opsquery.Read) -> opsquery.Status:
         size = await opsquery.store_size(read, url, settings.spool_dir())
-        return await opsquery.status(read, now=now, store=size, directory=directory)
+        return await opsquery.status(
+            read, now=now, store=size, directory=directory, presence=presence, hub=contact
+        )
 
     try:
         answer = _ask(url, question)
@@ -467,6 +557,80 @@ def dead_command(
     except (ConfigError, XchgError) as exc:
         raise _fail("hubctl dead", exc) from exc
     _answer(as_json, answer.as_json(), opsview.render_dead(answer))
+
+
+@hubctl_app.command("redeliver")
+def redeliver_command(
+    msg_id: Annotated[
+        str | None, typer.Argument(help="The message to redeliver: 32 lowercase hex digits")
+    ] = None,
+    dead: Annotated[
+        bool, typer.Option("--dead", help="Every dead letter instead (1000 at a time)")
+    ] = False,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Only the delivery to this organisation")
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    store: StoreOption = None,
+    socket: SocketOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Move dead letters (DEAD) back to PENDING: the running hub publishes them at once;
+    with the hub stopped, the change is written to its store and its next start delivers
+    them. EXPIRED and purged messages are refused, with the reason. Exit 1: something asked
+    for was refused; 2: the question cannot be asked."""
+    command = "hubctl redeliver"
+    if (msg_id is None) == (not dead):
+        raise _fail(command, ValueError("give a MSG_ID or --dead (every dead letter), not both"))
+    try:
+        wanted = None if msg_id is None else parse_msg_id(msg_id)
+    except ValueError as exc:
+        raise _fail(command, ValueError(f"{exc}; copy it from 'hubctl dead'")) from exc
+    recipient = _org(command, to)
+    try:
+        settings = load_config(config)
+    except ConfigError as exc:
+        raise _fail(command, exc) from exc
+    path = _admin_socket(settings, socket)
+    answer: dict[str, object] | None = None
+    hub_down = "the admin socket is turned off"
+    if path is not None:
+        try:
+            answer = adminclient.ask(path, Op.REDELIVER, msg_id=msg_id, dead=dead, to=recipient)
+        except adminclient.HubNotRunningError as exc:
+            hub_down = str(exc)
+        except HubRefusedError as exc:
+            typer.echo(f"{command}: the hub refused: {exc.message}", err=True)
+            raise typer.Exit(1) from exc
+        except (adminclient.HubUnreachableError, ProtocolError) as exc:
+            raise _fail(command, ValueError(f"{exc}; nothing was changed")) from exc
+    url = store or settings.store_url()
+    if answer is None:
+        me = Peer(os.getpid(), os.getuid(), os.getgid()).as_json()
+        try:
+            outcome = asyncio.run(
+                redeliver_offline(
+                    url,
+                    HubLock(settings.lock_file()),
+                    Target(wanted, recipient),
+                    now=_now(),
+                    requested_by=me,
+                )
+            )
+        except LockHeldError as exc:
+            hint = (
+                f"{hub_down}, but {exc}: it may be starting; nothing was changed, ask again "
+                "in a moment"
+            )
+            raise _fail(command, ValueError(hint)) from exc
+        except XchgError as exc:
+            raise _fail(command, exc) from exc
+        answer = {**outcome.as_json(), "hub_down": hub_down}
+    if as_json:
+        typer.echo(json.dumps(answer, ensure_ascii=False, indent=2))
+    else:
+        typer.echo(opsview.render_redelivery(answer, store=opsquery.safe_url(url)), nl=False)
+    raise typer.Exit(1 if answer.get("refused") else 0)
 
 
 def hubd_main() -> None:

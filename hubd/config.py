@@ -7,16 +7,36 @@ Every problem is a ConfigError naming the file, the key path and what is wrong.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from schemas.brokers import BrokerURL
 from schemas.ids import ChannelId
 from schemas.localfs import read_config
 
 Seconds = Annotated[float, Field(gt=0)]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> object:
+    """``"30d"``, ``"12h"``, ``"15m"``, ``"10s"``, ``"500ms"`` or a number of seconds."""
+    if not isinstance(value, str):
+        return value  # a number: pydantic checks it as seconds
+    match = _DURATION.fullmatch(value)
+    if match is None:
+        raise ValueError(
+            f'{value!r} is not a duration; write a number and a unit, such as "30d", '
+            '"12h", "15m", "10s" or "500ms", or a number of seconds'
+        )
+    return float(match[1]) * _UNIT_SECONDS[match[2]]
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 
 
 class _Section(BaseModel):
@@ -102,6 +122,49 @@ class Delivery(_Section):
     max_skew: Seconds = 300.0  # created_at must be this close to the hub's clock
 
 
+class Admin(_Section):
+    """The local admin socket hubctl talks to (hubd.adminserver)."""
+
+    enabled: bool = True
+    socket: Path | None = None  # default: hubd.sock in the state folder
+
+    @field_validator("socket")
+    @classmethod
+    def _socket(cls, value: Path | None) -> Path | None:
+        # sun_path holds 108 bytes with the closing NUL; the resolved path is checked again
+        # when the hub binds it (hubd.adminserver), this catches a long literal early.
+        if value is not None and len(str(value).encode()) > 107:
+            raise ValueError(
+                f"{str(value)!r} is {len(str(value).encode())} bytes; a unix socket path may "
+                "have at most 107: choose a shorter path, such as /run/hubd/hubd.sock"
+            )
+        return value
+
+
+class Retention(_Section):
+    """How long the hub keeps the content of finished messages (hubd.retention)."""
+
+    enabled: bool = True
+    # Every delivery DELIVERED, SIGNED_FOR or EXPIRED: content removed this long after the
+    # last of them ended.
+    delivered_after: Duration = 30 * 86400.0
+    # A message with a dead letter (DEAD) keeps its content longer: an operator may still
+    # redeliver it (hubctl redeliver), and a purged one cannot be.
+    dead_after: Duration = 90 * 86400.0
+    interval: Duration = 3600.0  # how often the purge looks for work
+    batch: Annotated[int, Field(ge=1, le=10_000)] = 500  # messages per transaction
+
+    @model_validator(mode="after")
+    def _dead_keep_longer(self) -> Retention:
+        if self.dead_after < self.delivered_after:
+            raise ValueError(
+                f"dead_after ({self.dead_after:g} s) is shorter than delivered_after "
+                f"({self.delivered_after:g} s); a dead letter an operator may redeliver must "
+                "keep its content at least as long as a delivered message"
+            )
+        return self
+
+
 class Lifecycle(_Section):
     drain_timeout: Seconds = 10.0  # SIGTERM: finish in-flight work within this bound
     watchdog: bool = True  # send WATCHDOG=1 when systemd asks for it
@@ -120,6 +183,8 @@ class HubConfig(_Section):
     lifecycle: Lifecycle = Lifecycle()
     logging: Logging = Logging()
     metrics: Metrics = Metrics()
+    admin: Admin = Admin()
+    retention: Retention = Retention()
 
     def store_url(self) -> str:
         if self.hub.store:
@@ -128,6 +193,16 @@ class HubConfig(_Section):
 
     def spool_dir(self) -> Path:
         return self.hub.state_dir / "spool"
+
+    def admin_socket(self) -> Path | None:
+        """Where the admin socket is (None: turned off)."""
+        if not self.admin.enabled:
+            return None
+        return self.admin.socket or self.hub.state_dir / "hubd.sock"
+
+    def lock_file(self) -> Path:
+        """Held by the running hub: one hub per state folder (hubd.hublock)."""
+        return self.hub.state_dir / "hubd.lock"
 
     def broker_for(self, channel: str) -> BrokerURL | None:
         """The external broker of ``channel``; None when it uses the embedded broker."""
@@ -162,4 +237,5 @@ def resolve(config: HubConfig, base: Path) -> HubConfig:
         name: b.model_copy(update={"ca": at(b.ca), "cert": at(b.cert), "key": at(b.key)})
         for name, b in config.channels.items()
     }
-    return config.model_copy(update={"hub": hub, "channels": channels})
+    admin = config.admin.model_copy(update={"socket": at(config.admin.socket)})
+    return config.model_copy(update={"hub": hub, "channels": channels, "admin": admin})

@@ -23,16 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from sqlalchemy import select
 
 from hubd import tables as t
+from hubd.adminops import HubAdmin
+from hubd.adminserver import AdminServer
 from hubd.broker import EmbeddedBroker
 from hubd.config import HubConfig
-from hubd.dispatch import Dispatcher, DispatchSettings, Job, Payload
-from hubd.ingest import Ingest, payload_from_row
+from hubd.dispatch import Dispatcher, DispatchSettings, Job
+from hubd.hublock import HubLock, LockHeldError
+from hubd.ingest import Ingest
 from hubd.issuer import ReceiptIssuer
+from hubd.jobrows import job_query, jobs_from_rows
 from hubd.metrics import HubMetrics, readiness
 from hubd.metricsserver import MetricsServer
+from hubd.retention import Retention
 from hubd.sdnotify import Notifier
 from hubd.spool import Spool
 from hubd.states import DeliveryState
@@ -42,7 +46,6 @@ from schemas.directory import Directory, VerifiedDirectory, verify_directory
 from schemas.envelope import verify_envelope
 from schemas.errors import ConfigError, PeerError, XchgError
 from schemas.keys import SigningKey
-from schemas.labels import Classification, Precedence
 from schemas.localfs import load_signing_key
 from schemas.mqttlink import BrokerLink, tls_context
 from schemas.receipts import ReceiptEntry, ReceiptStatus
@@ -173,17 +176,19 @@ class Hub:
         assert self._verified is not None  # noqa: S101 - loaded before serving
         return self._verified.directory
 
-    def reload(self) -> None:
-        """SIGHUP: re-read and re-verify the directory; keep the old one if the new is bad."""
+    def reload(self) -> ConfigError | None:
+        """SIGHUP (and ``hubctl directory publish``): re-read and re-verify the directory;
+        keep the old one if the new is bad. Returns why it was refused, or None."""
         try:
             verified = self._load_directory()
         except ConfigError as exc:
             log.exception("directory.reload_failed", error=str(exc))
-            return
+            return exc
         self._verified = verified
         log.info("directory.reloaded", version=verified.version, orgs=len(verified.directory.orgs))
         for link in self._links.values():
             asyncio.get_running_loop().create_task(self._publish_directory(link))
+        return None
 
     async def _publish_directory(self, link: BrokerLink) -> None:
         assert self._verified is not None  # noqa: S101
@@ -237,8 +242,10 @@ class Hub:
     async def _serve(self, plans: list[BrokerPlan]) -> None:
         config = self.config
         assert self._key is not None  # noqa: S101
-        config.hub.state_dir.mkdir(parents=True, exist_ok=True)
+        # 0750: the store holds documents and the admin socket lives here by default
+        config.hub.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         async with AsyncExitStack() as stack:
+            stack.callback((await self._state_lock()).release)  # first: one hub per folder
             if config.metrics.enabled:  # first: /healthz says 503 while the rest starts
                 await stack.enter_async_context(
                     MetricsServer(
@@ -284,6 +291,9 @@ class Hub:
             self.dispatcher, self.ingest, self.issuer = dispatcher, ingest, issuer
             ingest.on_backlog = self._set_reading
             reloaded = await self._reload_jobs(store, dispatcher)
+            admin_socket = config.admin_socket()
+            if admin_socket is not None:  # once there is something to answer with
+                await stack.enter_async_context(AdminServer(admin_socket, HubAdmin(self).answer))
             self._recover_spool(spool)
             hub_id = self.directory().hub_id
             for plan in plans:
@@ -331,6 +341,9 @@ class Hub:
             issuer_task = tasks.create_task(issuer.run(work_stop), name="hubd.receipts")
             core = tasks.create_task(self._core(ingest, dispatcher), name="hubd.core")
             watchdog = tasks.create_task(self._watchdog(), name="hubd.watchdog")
+            if self.config.retention.enabled and self.store is not None:
+                retention = Retention(self.store, self.config.retention, self.clock)
+                tasks.create_task(retention.run(self.stop_event), name="hubd.retention")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):
                     await asyncio.gather(*(link.connected.wait() for link in links))
@@ -370,55 +383,29 @@ class Hub:
     # ---------------------------------------------------------------- recovery
 
     async def _reload_jobs(self, store: Store, dispatcher: Dispatcher) -> int:
-        d, m = t.deliveries, t.messages
-        rows = await store.read(
-            select(
-                d.c.msg_id,
-                d.c.recipient,
-                d.c.channel,
-                d.c.state,
-                d.c.attempts,
-                m.c.precedence,
-                m.c.classification,
-                m.c.sender,
-                m.c.arrival_channel,
-                m.c.expires_at,
-                m.c.frame,
-                m.c.body,
-                m.c.body_path,
-                m.c.body_size,
-                m.c.received_at,
-            )
-            .join(m, m.c.msg_id == d.c.msg_id)
-            .where(d.c.state.in_([DeliveryState.PENDING.value, DeliveryState.SENT.value]))
-        )
-        labels = {c.rank: c for c in Classification}
-        precedences = {p.rank: p for p in Precedence}
-        payloads: dict[bytes, Payload] = {}
-        for r in rows:
-            payload = payloads.get(bytes(r.msg_id))
-            if payload is None:
-                body = None if r.body is None else bytes(r.body)
-                payload = payloads[bytes(r.msg_id)] = payload_from_row(
-                    bytes(r.frame), body, r.body_path, int(r.body_size)
-                )
-            dispatcher.add(
-                Job(
-                    msg_id=bytes(r.msg_id),
-                    recipient=r.recipient,
-                    channel=r.channel,
-                    precedence=precedences[int(r.precedence)],
-                    classification=labels[int(r.classification)],
-                    sender=r.sender,
-                    origin=r.arrival_channel,
-                    expires_at=r.expires_at,
-                    payload=payload,
-                    state=DeliveryState(r.state),
-                    attempts=int(r.attempts),
-                    accepted_at=int(r.received_at),
-                )
-            )
+        awaited = [DeliveryState.PENDING.value, DeliveryState.SENT.value]
+        rows = await store.read(job_query(t.deliveries.c.state.in_(awaited)))
+        for job in jobs_from_rows(rows):
+            dispatcher.add(job)
         return len(rows)
+
+    async def _state_lock(self, wait: float = 10.0) -> HubLock:
+        """The state folder's lock (hubd.hublock), waiting ``wait`` s for a hubctl that
+        holds it while it writes the store of a stopped hub."""
+        lock = HubLock(self.config.lock_file())
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            try:
+                lock.acquire()
+            except LockHeldError as exc:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise ConfigError(
+                        "hub configuration",
+                        [("hub.state_dir", f"{exc}; stop the other hub, or give this one its own")],
+                    ) from exc
+                await asyncio.sleep(0.2)  # a hubctl holds it for one short transaction
+                continue
+            return lock
 
     def _recover_spool(self, spool: Spool) -> None:
         for channel, org, frame in spool.partial():

@@ -314,6 +314,18 @@ Presence = Callable[[str, str], SpokePresence | None]  # (channel, org) -> what 
 
 
 @dataclass(frozen=True, slots=True)
+class HubContact:
+    """Whether the running hub answered on its admin socket (and why not)."""
+
+    socket: str | None  # None: the admin socket is turned off in the configuration
+    answered: bool
+    problem: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"socket": self.socket, "answered": self.answered, "problem": self.problem}
+
+
+@dataclass(frozen=True, slots=True)
 class Spoke:
     """An organisation of the directory and what the store knows about it."""
 
@@ -362,6 +374,7 @@ class Status:
     oldest: Delivery | None  # the delivery awaited longest
     spokes: tuple[Spoke, ...]  # in directory order
     presence_note: str | None  # why presence is unknown; None when it is known
+    hub: HubContact | None = None  # None: the hub was not asked
 
     @property
     def pending_total(self) -> int:
@@ -382,6 +395,8 @@ class Status:
             "expired": self.states[DeliveryState.EXPIRED.value],
             "presence_known": self.presence_note is None,
             "presence_note": self.presence_note,
+            "source": "hub and store" if self.presence_note is None else "store",
+            "hub": None if self.hub is None else self.hub.as_json(),
             "spokes": [s.as_json() for s in self.spokes],
         }
 
@@ -393,8 +408,10 @@ async def status(
     store: StoreSize,
     directory: DirectoryInfo,
     presence: Presence | None = None,
+    hub: HubContact | None = None,
 ) -> Status:
-    """The hub at a glance. ``presence`` is for the running hub; without it, unknown."""
+    """The hub at a glance. ``presence`` is the running hub's answer; without it, presence
+    is unknown and ``hub`` says why the hub did not give one."""
     d = t.deliveries
     states = {s.value: 0 for s in DeliveryState}
     for state, count in await read(select(d.c.state, func.count()).group_by(d.c.state)):
@@ -431,7 +448,19 @@ async def status(
         pending=pending,
         oldest=oldest,
         spokes=spokes,
-        presence_note=PRESENCE_UNKNOWN if presence is None else None,
+        presence_note=None if presence is not None else _unknown_because(hub),
+        hub=hub,
+    )
+
+
+def _unknown_because(hub: HubContact | None) -> str:
+    if hub is None:
+        return PRESENCE_UNKNOWN
+    if hub.socket is None:
+        return f"the admin socket is turned off ([admin] enabled = false), so {PRESENCE_UNKNOWN}"
+    return (
+        f"the hub did not answer ({hub.problem}), so this comes from the store alone and "
+        f"{PRESENCE_UNKNOWN}"
     )
 
 
@@ -510,6 +539,7 @@ class StoredMessage:
     state: str  # ACCEPTED | QUARANTINED
     reason: str | None  # why it is quarantined
     body_size: int
+    purged_at: int | None = None  # when retention removed its content (hubd.retention)
 
 
 @dataclass(frozen=True, slots=True)
@@ -560,6 +590,7 @@ async def trace(read: Read, msg_id: bytes, *, now: int) -> Trace | None:
             m.c.state,
             m.c.reason,
             m.c.body_size,
+            m.c.purged_at,
         ).where(m.c.msg_id == msg_id)
     )
     message = None
@@ -577,6 +608,7 @@ async def trace(read: Read, msg_id: bytes, *, now: int) -> Trace | None:
             state=r.state,
             reason=r.reason,
             body_size=int(r.body_size),
+            purged_at=None if r.purged_at is None else int(r.purged_at),
         )
     deliveries = await read(_deliveries().where(d.c.msg_id == msg_id).order_by(d.c.recipient))
     ledger = await read(

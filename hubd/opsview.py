@@ -63,6 +63,8 @@ def render_status(s: Status) -> str:
         where += f"; spool (large bodies) {size(store.spool_bytes)}"
     lines.append(f"store      {where}")
     lines.append(f"directory  {_directory_line(s)}")
+    if s.hub is not None:
+        lines.append(f"hub        {_hub_line(s)}")
     lines.append("")
     lines += _delivery_lines(s)
     if s.pending:
@@ -75,6 +77,16 @@ def render_status(s: Status) -> str:
     if s.presence_note is not None:
         lines += ["", f"presence unknown: {s.presence_note}."]
     return "\n".join(lines) + "\n"
+
+
+def _hub_line(s: Status) -> str:
+    hub = s.hub
+    assert hub is not None  # noqa: S101 - only called with one
+    if hub.answered:
+        return f"running, answered on {hub.socket} (presence below is the hub's own)"
+    if hub.socket is None:
+        return "not asked: the admin socket is turned off; everything below is from the store"
+    return f"did not answer on {hub.socket}: {hub.problem}; everything below is from the store"
 
 
 def _directory_line(s: Status) -> str:
@@ -190,6 +202,11 @@ def render_trace(tr: Trace) -> str:
             lines.append(f"  QUARANTINED ({m.reason}): kept by the hub, never forwarded")
         else:
             lines.append(f"  {m.state}")
+        if m.purged_at is not None:
+            lines.append(
+                f"  content purged by retention at {ms_to_text(m.purged_at)}: the hub no longer "
+                "holds it (the ledger keeps its hashes); it cannot be redelivered"
+            )
     lines += ["", table(("time", "event", "org", "what"), [_step(s) for s in tr.steps])]
     if tr.deliveries:
         # The hub closes a delivery at DELIVERED; a SIGNED_FOR after it is in the ledger
@@ -253,10 +270,34 @@ def describe(step: Step) -> tuple[str, str]:
             f"expired after {_attempts(d.get('attempts'))} without DELIVERED; the sender got "
             "EXPIRED"
         )
+    if event == "delivery.redelivered":
+        return "REDELIVER", (
+            f"{_who(d.get('requested_by'))} asked to redeliver it (via {d.get('via')}); "
+            f"DEAD after {_attempts(d.get('attempts_before'))}, PENDING again from attempt 1"
+        )
+    if event == "message.purged":
+        kept = (
+            "body removed, frame kept (a 批复 may still answer this 请示)"
+            if d.get("frame_kept")
+            else "frame and body removed"
+        )
+        where = ", the spool file too" if d.get("spooled") else ""
+        body = d.get("body_sha256")
+        hashes = f"frame sha256 {d.get('frame_sha256')}" + (f", body sha256 {body}" if body else "")
+        return "PURGED", f"content purged by retention: {kept}{where}; kept: {hashes}"
     if event.startswith("receipt."):
         return event.removeprefix("receipt.").upper(), f"receipt signed by {d.get('issuer')}"
     extra = ", ".join(f"{k}={v}" for k, v in sorted(d.items()))
     return event, extra
+
+
+def _who(requested_by: object) -> str:
+    """'uid 1000 (ops) pid 4242' from an audit entry's requested_by."""
+    if not isinstance(requested_by, dict):
+        return "someone"
+    user = requested_by.get("user")
+    name = f" ({user})" if user else ""
+    return f"uid {requested_by.get('uid')}{name} pid {requested_by.get('pid')}"
 
 
 # ------------------------------------------------------------------ queue and dead letters
@@ -351,3 +392,38 @@ def render_dead(listing: Listing) -> str:
         for d in listing.items
     ]
     return "\n".join([head, table(header, rows), *_more(listing)]) + "\n"
+
+
+# ------------------------------------------------------------------ redelivery
+
+
+def render_redelivery(answer: dict[str, Any], *, store: str) -> str:
+    """hubctl redeliver's answer: who will deliver, what came back, what did not and why."""
+    moved = answer.get("redelivered") or []
+    refused = answer.get("refused") or []
+    if answer.get("via") == "admin socket":
+        where = (
+            "redelivered by the running hub: it publishes them now (to a recipient that is "
+            "offline, as soon as it is back)"
+        )
+    else:
+        where = (
+            f"the hub is not running ({answer.get('hub_down')}): written to its store "
+            f"({store}); it delivers them when it next starts"
+        )
+    lines = []
+    if moved:
+        lines.append(f"{where}:")
+        lines += [f"  {d['msg_id']}  to {d['recipient']}" for d in moved]
+    elif not refused:
+        lines.append("nothing to redeliver: no dead letter matches")
+    if refused:
+        lines.append("not redelivered:")
+        lines += [f"  {r['detail']}" for r in refused]
+    more = answer.get("more") or 0
+    if more:
+        lines.append(
+            f"... and {more} more dead letters this request did not reach; run "
+            "'hubctl redeliver --dead' again"
+        )
+    return "\n".join(lines) + "\n"

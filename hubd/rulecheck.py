@@ -31,9 +31,12 @@ Read = Callable[[Select[Any]], Awaitable[Sequence[Any]]]
 
 
 def referenced_query(msg_id: bytes) -> Select[Any]:
-    """The stored frame of ``msg_id`` if the hub accepted it (not quarantined)."""
+    """The stored frame of ``msg_id`` if the hub accepted it (not quarantined) and still
+    holds it (retention keeps a 请示's frame; any other purged message has none)."""
     return select(t.messages.c.frame).where(
-        t.messages.c.msg_id == msg_id, t.messages.c.state == "ACCEPTED"
+        t.messages.c.msg_id == msg_id,
+        t.messages.c.state == "ACCEPTED",
+        t.messages.c.frame.is_not(None),
     )
 
 

@@ -6,8 +6,10 @@ A delivery is one message on its way to one recipient.
        |                  |  \\--retry--> SENT (attempts + 1)
        +----expire--------+--> EXPIRED
        +----give_up-------+--> DEAD
-    DEAD / EXPIRED --redeliver--> PENDING          (an operator's decision)
+    DEAD --redeliver--> PENDING          (an operator's decision: hubctl redeliver)
 
+EXPIRED is never redelivered: the sender signed ``expires_at`` and it has passed, so the
+hub must not deliver the message any more; the sender sends it again if it still matters.
 Receipts may arrive twice or out of order (SIGNED_FOR before DELIVERED); those are
 idempotent transitions, listed explicitly so that nothing else is.
 """
@@ -70,8 +72,7 @@ TRANSITIONS: dict[tuple[DeliveryState, Event], DeliveryState] = {
     (S, Event.EXPIRE): X,
     (P, Event.GIVE_UP): Z,
     (S, Event.GIVE_UP): Z,
-    (Z, Event.REDELIVER): P,
-    (X, Event.REDELIVER): P,
+    (Z, Event.REDELIVER): P,  # attempts start again from 0 (hubd.redeliver)
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -118,7 +119,26 @@ class AppendAudit:
     audit: list[AuditEvent]
 
 
-Operation = NewMessage | UpdateDeliveries | RecordReceipts | QueueReceipts | AppendAudit
+class DirectWrite(ABC):
+    """An operation that runs its own statements in the group commit's transaction.
+
+    For the operator's and retention's changes (hubd.redeliver, hubd.retention), whose
+    effect depends on the rows as they are when written, not as a caller last read them.
+    ``apply`` runs when the batch is planned, in operation order: it sees every earlier
+    commit, not the other operations of its own batch (their rows are written after). It
+    returns the caller's result and the audit events for what it actually changed.
+    """
+
+    __slots__ = ()
+
+    @abstractmethod
+    def apply(self, conn: Connection) -> tuple[Any, list[AuditEvent]]:
+        """Change the rows; return (result, audit events for the change)."""
+
+
+Operation = (
+    NewMessage | UpdateDeliveries | RecordReceipts | QueueReceipts | AppendAudit | DirectWrite
+)
 
 
 @dataclass(slots=True)
@@ -558,6 +578,11 @@ class _Batch:
                 )
             elif isinstance(op, QueueReceipts):
                 results.append(self._number(op.dest, op.channel, op.frame, op.created_at))
+                continue
+            elif isinstance(op, DirectWrite):
+                result, events = op.apply(conn)
+                results.append(result)
+                self.chain_audit(events)
                 continue
             else:
                 results.append(None)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -52,11 +53,19 @@ messages = Table(
     Column("arrival_channel", ID, nullable=False),
     Column("state", String(16), nullable=False),  # ACCEPTED | QUARANTINED
     Column("reason", String(64)),  # why it is quarantined
-    Column("frame", Blob, nullable=False),  # the exact signed envelope frame
-    Column("frame_sha256", Blob(32), nullable=False),
+    Column("frame", Blob),  # the exact signed envelope frame; None once purged
+    Column("frame_sha256", Blob(32), nullable=False),  # kept for ever, as the ledger's
     Column("body_size", BigInteger, nullable=False),
     Column("body", Blob),  # small bodies inline ...
     Column("body_path", Text),  # ... large ones in the spool folder
+    Column("purged_at", BigInteger),  # when retention removed frame and body (hubd.retention)
+    # Retention's candidates: what is not yet purged, oldest first.
+    Index(
+        "messages_unpurged",
+        "received_at",
+        sqlite_where=text("purged_at IS NULL"),
+        postgresql_where=text("purged_at IS NULL"),
+    ),
 )
 
 deliveries = Table(

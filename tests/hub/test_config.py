@@ -104,6 +104,44 @@ def test_relative_sqlite_store_path_is_not_left_relative_to_the_working_director
         assert url == f"sqlite+aiosqlite:///{tmp_path / 'etc' / 'db' / 'hub.db'}"
 
 
+def test_the_admin_socket_defaults_to_the_state_folder_and_resolves_like_every_path(
+    tmp_path: Path,
+) -> None:
+    default = load_config(write(tmp_path, ""))
+    moved = load_config(write(tmp_path, '[admin]\nsocket = "run/hubd.sock"\n', "moved.toml"))
+    off = load_config(write(tmp_path, "[admin]\nenabled = false\n", "off.toml"))
+
+    assert default.admin_socket() == tmp_path / "state" / "hubd.sock"
+    assert default.lock_file() == tmp_path / "state" / "hubd.lock"
+    assert moved.admin_socket() == tmp_path / "etc" / "run" / "hubd.sock"
+    assert off.admin_socket() is None
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30d", 30 * 86400.0), ("12h", 43200.0), ("15m", 900.0), ("10s", 10.0), ("500ms", 0.5),
+     ("1.5h", 5400.0), ("90", 90.0)],
+)  # fmt: skip
+def test_retention_periods_are_written_with_a_unit_or_as_seconds(
+    tmp_path: Path, text: str, seconds: float
+) -> None:
+    value = f'"{text}"' if not text.isdigit() else text
+    config = load_config(
+        write(tmp_path, f'[retention]\ndelivered_after = {value}\ndead_after = "60d"\n')
+    )
+
+    assert config.retention.delivered_after == seconds
+
+
+def test_retention_defaults_keep_dead_letters_longer_than_delivered_content(
+    tmp_path: Path,
+) -> None:
+    retention = load_config(write(tmp_path, "")).retention
+
+    assert retention.enabled
+    assert (retention.delivered_after, retention.dead_after) == (30 * 86400.0, 90 * 86400.0)
+
+
 def test_store_url_given_in_the_file_is_used_as_is(tmp_path: Path) -> None:
     url = "postgresql+asyncpg://hubd@127.0.0.1:5432/hubd"
     config = load_config(write(tmp_path, f'[hub]\nstore = "{url}"\n'))
@@ -114,6 +152,27 @@ def test_store_url_given_in_the_file_is_used_as_is(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------- mistakes
 
 MISTAKES = [
+    pytest.param(
+        '[retention]\ndelivered_after = "30 days"\n',
+        "retention.delivered_after",
+        "'30 days' is not a duration",
+        id="duration-words",
+    ),
+    pytest.param(
+        "[retention]\ninterval = 0\n", "retention.interval", "greater than 0", id="interval-0"
+    ),
+    pytest.param(
+        '[retention]\ndelivered_after = "30d"\ndead_after = "1d"\n',
+        "retention",
+        "dead letter an operator may redeliver",
+        id="dead-shorter",
+    ),
+    pytest.param(
+        f'[admin]\nsocket = "/run/{"x" * 120}.sock"\n',
+        "admin.socket",
+        "at most 107",
+        id="socket-too-long",
+    ),
     pytest.param('[hub]\nstore = "mysql://hubd@db/hubd"\n', "hub.store", "sqlite", id="store-url"),
     pytest.param('[hub]\nstore = "sqlite:///hub.db"\n', "hub.store", "aiosqlite", id="sync-sqlite"),
     # an in-memory database would acknowledge documents and lose them on restart

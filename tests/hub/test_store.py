@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text
 from structlog.testing import capture_logs
 
@@ -23,6 +25,7 @@ from hubd import tables as t
 from hubd.audit import GENESIS, AuditEvent, AuditRow, verify_chain
 from hubd.states import DeliveryState
 from hubd.store import (
+    MIGRATIONS,
     AppendAudit,
     DeliveryUpdate,
     Duplicate,
@@ -129,17 +132,26 @@ async def audit_rows(store: Store) -> list[AuditRow]:
 # ---------------------------------------------------------------------------- opening
 
 
-async def test_opening_applies_the_migration_once(db_url: str) -> None:
+def head_revision() -> str:
+    """The newest migration in hubd/migrations."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+async def test_opening_applies_the_migrations_once(db_url: str) -> None:
     async with Store(db_url) as store:
         version = await store.read(text("SELECT version_num FROM alembic_version"))
-        assert [tuple(r) for r in version] == [("0001",)]
+        assert [tuple(r) for r in version] == [(head_revision(),)]
         for table in t.metadata.sorted_tables:
             assert await count(store, table) == 0
         await store.submit(new_message(1))
 
     async with Store(db_url) as again:  # upgrading an up-to-date store changes nothing
         version = await again.read(text("SELECT version_num FROM alembic_version"))
-        assert [tuple(r) for r in version] == [("0001",)]
+        assert [tuple(r) for r in version] == [(head_revision(),)]
         assert await count(again, t.messages) == 1
 
 

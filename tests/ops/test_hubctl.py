@@ -137,11 +137,14 @@ async def test_status_shows_an_offline_recipients_pending_deliveries_by_preceden
     assert report["directory"]["expired"] is False
     assert report["store"]["kind"] == "sqlite"
     assert report["store"]["bytes"] > 0
-    assert report["presence_known"] is False
+    assert report["presence_known"] is True  # the running hub answered on its socket
+    assert report["hub"]["answered"] is True
     spoke = {s["org"]: s for s in report["spokes"]}
     assert [s["org"] for s in report["spokes"]] == [o.id for o in live_dir.orgs]
     assert spoke["jl.cc"]["pending"] == 3
-    assert spoke["jl.cc"]["channels"] == {"govnet": None}  # presence: unknown to the store
+    # never seen since the hub started: offline, since unknown
+    assert spoke["jl.cc"]["channels"] == {"govnet": {"online": False, "since": None}}
+    assert spoke["jl.gov"]["channels"]["govnet"]["online"] is True
     assert spoke["jl.gov"]["last_heard_at"] is not None  # it sent three messages
     assert spoke["jl.cc"]["last_heard_at"] is None
 
@@ -153,7 +156,8 @@ async def test_status_shows_an_offline_recipients_pending_deliveries_by_preceden
     assert row[:7] == ["jl.cc", "govnet", "1", "-", "-", "2", "0"]
     assert f"oldest pending: {msg_id_text(first)} to jl.cc on govnet, ROUTINE 平件" in out
     assert "deliveries pending: 3 (3 not yet sent, 0 sent and not yet confirmed)" in out
-    assert "presence unknown" in out
+    assert "presence unknown" not in out
+    assert "running, answered on" in out
     assert f"v{live_dir.version} of jl.hub" in out
 
 

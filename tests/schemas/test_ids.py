@@ -22,8 +22,8 @@ from schemas.ids import (
     check_org_id,
     is_org_id,
     msg_id_text,
-    org_id_problem,
     new_msg_id,
+    org_id_problem,
     parse_msg_id,
 )
 from schemas.model import WireModel
