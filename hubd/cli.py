@@ -17,6 +17,7 @@ from hubd.config import HubConfig, load_config
 from hubd.directory import DEFAULT_OVERLAP_MS, build_and_sign, load_topology, read_directory
 from hubd.hub import Hub
 from hubd.keyscmd import keys_app, report_build
+from hubd.trustwatch import warnings_for
 from schemas.clock import ms_to_text, parse_duration
 from schemas.directory import verify_directory
 from schemas.display import table
@@ -358,7 +359,8 @@ def status_command(
     as_json: JsonOption = False,
 ) -> None:
     """The hub at a glance: deliveries pending per recipient and precedence, the oldest,
-    dead letters, store size, the directory's version and expiry, every spoke."""
+    dead letters, store size, the directory's version and expiry, every spoke, and
+    warnings of keys, certificates and the directory expiring ([expiry] in the config)."""
     try:
         settings = load_config(config)
     except ConfigError as exc:
@@ -367,9 +369,14 @@ def status_command(
     directory = _served_directory(config, settings, hub_pub)
     now = _now()
 
+    expiring, unchecked = warnings_for(settings, directory.directory, now=now)
+    warnings = opsquery.Warnings(expiring, tuple(unchecked))
+
     async def question(read: opsquery.Read) -> opsquery.Status:
         size = await opsquery.store_size(read, url, settings.spool_dir())
-        return await opsquery.status(read, now=now, store=size, directory=directory)
+        return await opsquery.status(
+            read, now=now, store=size, directory=directory, warnings=warnings
+        )
 
     try:
         answer = _ask(url, question)

@@ -96,11 +96,9 @@ class ExpiryWarning:
         """What expires when, and what to do, for a person."""
         d = self.deadline
         when = ms_to_text(d.not_after)
-        left = (
-            f"expired {-self.days_left:g} days ago ({when})"
-            if self.expired
-            else f"expires in {self.days_left:g} days ({when})"
-        )
+        days = abs(self.days_left)
+        span = f"{days:g} day{'' if days == 1 else 's'}"
+        left = f"expired {span} ago ({when})" if self.expired else f"expires in {span} ({when})"
         if d.subject is Subject.DIRECTORY:
             return (
                 f"directory {d.name} {left}: spokes stop sending when it expires. Run "

@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from hubd import tables as t
+from hubd.expiry import ExpiryWarning
 from hubd.states import DeliveryState
 from hubd.store import engine_for, read_only_url
 from schemas.clock import ms_to_text
@@ -353,6 +354,22 @@ class PendingGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class Warnings:
+    """What expires soon (hubd.expiry) and certificate files that could not be checked."""
+
+    expiring: tuple[ExpiryWarning, ...]
+    unchecked: tuple[str, ...]
+
+    def as_json(self) -> list[dict[str, Any]]:
+        out = [
+            {"event": w.event, "expired": w.expired, **w.fields(), "detail": w.sentence()}
+            for w in self.expiring
+        ]
+        out += [{"event": "certificate.unreadable", "detail": text} for text in self.unchecked]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     at: int
     store: StoreSize
@@ -362,6 +379,7 @@ class Status:
     oldest: Delivery | None  # the delivery awaited longest
     spokes: tuple[Spoke, ...]  # in directory order
     presence_note: str | None  # why presence is unknown; None when it is known
+    warnings: Warnings = field(default_factory=lambda: Warnings((), ()))
 
     @property
     def pending_total(self) -> int:
@@ -383,6 +401,7 @@ class Status:
             "presence_known": self.presence_note is None,
             "presence_note": self.presence_note,
             "spokes": [s.as_json() for s in self.spokes],
+            "warnings": self.warnings.as_json(),
         }
 
 
@@ -393,8 +412,10 @@ async def status(
     store: StoreSize,
     directory: DirectoryInfo,
     presence: Presence | None = None,
+    warnings: Warnings | None = None,
 ) -> Status:
-    """The hub at a glance. ``presence`` is for the running hub; without it, unknown."""
+    """The hub at a glance. ``presence`` is for the running hub; without it, unknown.
+    ``warnings``: what expires soon, judged by the caller (it reads certificate files)."""
     d = t.deliveries
     states = {s.value: 0 for s in DeliveryState}
     for state, count in await read(select(d.c.state, func.count()).group_by(d.c.state)):
@@ -432,6 +453,7 @@ async def status(
         oldest=oldest,
         spokes=spokes,
         presence_note=PRESENCE_UNKNOWN if presence is None else None,
+        warnings=warnings or Warnings((), ()),
     )
 
 
