@@ -21,12 +21,13 @@ from typer.testing import CliRunner
 
 from hubd.certdates import certificate_files, read_deadlines
 from hubd.cli import hubctl_app
-from hubd.config import Expiry, HubConfig, HubFiles
+from hubd.config import Expiry, HubConfig, HubFiles, load_config
 from hubd.expiry import Deadline, Horizons, Subject, directory_deadlines, judge
-from hubd.trustwatch import TrustWatch
+from hubd.trustwatch import TrustWatch, horizons_of
 from schemas.brokers import BrokerURL
 from schemas.clock import DAY_MS
 from schemas.directory import Directory, KeyEntry
+from schemas.errors import ConfigError
 from schemas.keys import EncryptionKey, PublicKeys, SigningKey
 from schemas.topology import DirectoryPlan, build_directory
 from tests.hub.conftest import wait_for_log
@@ -387,3 +388,32 @@ async def test_hub_logs_and_hubctl_status_warn_of_a_key_a_certificate_and_the_di
 
     hub.hup()
     await wait_for_log(hub, lambda e: e["event"] == "key.expiring" and e.get("checked") == "reload")
+
+
+def test_watched_certificate_paths_resolve_against_the_configuration_file(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "etc").mkdir()
+    config_file = tmp_path / "etc" / "hub.toml"
+    config_file.write_text(
+        "[expiry]\nwarn_days = 30\ndirectory_warn_days = 3\n"
+        'certificates = ["brokers", "/srv/x.pem"]\n'
+    )
+
+    config = load_config(config_file)
+
+    assert config.expiry.certificates == (
+        (tmp_path / "etc" / "brokers").resolve(),
+        Path("/srv/x.pem"),
+    )
+    assert horizons_of(config) == Horizons(keys=30 * DAY_MS, directory=3 * DAY_MS)
+
+
+def test_a_horizon_of_no_days_is_refused_naming_the_key(tmp_path: Path) -> None:
+    config_file = tmp_path / "hub.toml"
+    config_file.write_text("[expiry]\nwarn_days = 0\n")
+
+    with pytest.raises(ConfigError) as info:
+        load_config(config_file)
+
+    assert "expiry.warn_days" in str(info.value)
