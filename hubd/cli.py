@@ -17,17 +17,13 @@ from hubd.adminproto import HubRefusedError, Op, ProtocolError
 from hubd.adminserver import Peer
 from hubd.audit import verify_store_chain
 from hubd.config import HubConfig, load_config
-from hubd.directory import (
-    build_and_sign,
-    hub_key_paths,
-    init_hub_key,
-    load_topology,
-    read_directory,
-)
+from hubd.directory import DEFAULT_OVERLAP_MS, build_and_sign, load_topology, read_directory
 from hubd.hub import Hub
 from hubd.hublock import HubLock, LockHeldError
+from hubd.keyscmd import keys_app, report_build
 from hubd.redeliver import Target, redeliver_offline
-from schemas.clock import ms_to_text
+from hubd.trustwatch import warnings_for
+from schemas.clock import ms_to_text, parse_duration
 from schemas.directory import verify_directory
 from schemas.display import table
 from schemas.errors import ConfigError, XchgError
@@ -51,7 +47,6 @@ hubctl_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-keys_app = typer.Typer(help="The hub's own keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="The append-only audit ledger.", no_args_is_help=True)
 directory_app = typer.Typer(help="Build, sign and inspect the directory.", no_args_is_help=True)
 hubctl_app.add_typer(keys_app, name="keys")
@@ -96,24 +91,6 @@ def run(
         raise typer.Exit(1) from exc
 
 
-@keys_app.command("init")
-def keys_init(
-    out: Annotated[Path, typer.Option(help="Folder for hub.sign.key and hub.pub.json")] = (
-        DEFAULT_HUB_KEYS
-    ),
-    valid_days: Annotated[int, typer.Option(help="Validity of the hub key in days")] = 1825,
-    force: Annotated[bool, typer.Option(help="Replace an existing hub key")] = False,
-) -> None:
-    """Make the hub's signing key (it signs the directory and receipts)."""
-    try:
-        public = init_hub_key(out, now=_now(), valid_days=valid_days, overwrite=force)
-    except (OSError, ValueError) as exc:
-        raise _fail("hubctl keys init", exc) from exc
-    paths = hub_key_paths(out)
-    typer.echo(f"hub signing key {paths.secret} (private, 0600)  kid {public.kid}")
-    typer.echo(f"public key      {paths.public}  (pin it in every spoke's configuration)")
-
-
 @directory_app.command("build")
 def directory_build(
     topology: Annotated[Path, typer.Option(help="Topology file")] = Path("config/topology.toml"),
@@ -129,10 +106,19 @@ def directory_build(
     valid_days: Annotated[int, typer.Option(help="Days until the directory expires")] = 30,
     version: Annotated[int | None, typer.Option(help="Version (default: previous + 1)")] = None,
     revoke: Annotated[list[str] | None, typer.Option(help="Key id to revoke (repeatable)")] = None,
+    overlap: Annotated[
+        str,
+        typer.Option(
+            help="When an organisation has a new key: how long its old keys stay valid (7d, 36h, 0)"
+        ),
+    ] = "7d",
 ) -> None:
-    """Sign a directory from the topology and the organisations' public keys."""
+    """Sign a directory from the topology and the organisations' public keys. A new key
+    beside an organisation's old one rotates it in: valid from now, the old one closing
+    after --overlap. Key windows and revocations carry over; the version goes up by one."""
     try:
-        verified = build_and_sign(
+        overlap_ms = parse_duration(overlap, what="--overlap") if overlap else DEFAULT_OVERLAP_MS
+        built = build_and_sign(
             topology_path=topology,
             keys_dir=keys,
             hub_key_path=hub_key,
@@ -141,15 +127,11 @@ def directory_build(
             valid_days=valid_days,
             version=version,
             revoke=revoke or [],
+            overlap_ms=overlap_ms,
         )
     except (OSError, ValueError, XchgError) as exc:
         raise _fail("hubctl directory build", exc) from exc
-    d = verified.directory
-    typer.echo(
-        f"directory v{d.version}: {len(d.orgs)} organisations, {len(d.channels)} channels, "
-        f"{len(d.groups)} groups, {len(d.revoked)} revoked keys; expires {ms_to_text(d.expires_at)}"
-    )
-    typer.echo(f"written to {out} ({len(verified.frame)} bytes)")
+    report_build(built, out)
 
 
 @directory_app.command("show")
@@ -464,7 +446,8 @@ def status_command(
 ) -> None:
     """The hub at a glance: deliveries pending per recipient and precedence, the oldest,
     dead letters, store size, the directory's version and expiry, every spoke and (from the
-    running hub) whether it is online. With the hub down, the store alone, and it says so."""
+    running hub) whether it is online, and warnings of keys, certificates and the directory
+    expiring ([expiry] in the config). With the hub down, the store alone, and it says so."""
     try:
         settings = load_config(config)
     except ConfigError as exc:
@@ -474,10 +457,19 @@ def status_command(
     presence, contact = _hub_presence(_admin_socket(settings, socket))
     now = _now()
 
+    expiring, unchecked = warnings_for(settings, directory.directory, now=now)
+    warnings = opsquery.Warnings(expiring, tuple(unchecked))
+
     async def question(read: opsquery.Read) -> opsquery.Status:
         size = await opsquery.store_size(read, url, settings.spool_dir())
         return await opsquery.status(
-            read, now=now, store=size, directory=directory, presence=presence, hub=contact
+            read,
+            now=now,
+            store=size,
+            directory=directory,
+            presence=presence,
+            hub=contact,
+            warnings=warnings,
         )
 
     try:

@@ -170,6 +170,17 @@ class Lifecycle(_Section):
     watchdog: bool = True  # send WATCHDOG=1 when systemd asks for it
 
 
+class Expiry(_Section):
+    """How far ahead the hub warns of keys, certificates and the directory expiring."""
+
+    warn_days: Annotated[float, Field(gt=0)] = 14.0  # organisation and hub keys, certificates
+    directory_warn_days: Annotated[float, Field(gt=0)] = 7.0  # the directory (re-signed often)
+    # extra certificate files or folders to watch (e.g. what 'hubctl broker-config' wrote);
+    # the brokers' ca and cert of [channels.X] are always watched
+    certificates: tuple[Path, ...] = ()
+    check_every: Seconds = 3600.0  # how often the running hub looks; it warns once a day
+
+
 class Logging(_Section):
     format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -185,6 +196,7 @@ class HubConfig(_Section):
     metrics: Metrics = Metrics()
     admin: Admin = Admin()
     retention: Retention = Retention()
+    expiry: Expiry = Expiry()
 
     def store_url(self) -> str:
         if self.hub.store:
@@ -238,4 +250,9 @@ def resolve(config: HubConfig, base: Path) -> HubConfig:
         for name, b in config.channels.items()
     }
     admin = config.admin.model_copy(update={"socket": at(config.admin.socket)})
-    return config.model_copy(update={"hub": hub, "channels": channels, "admin": admin})
+    expiry = config.expiry.model_copy(
+        update={"certificates": tuple(at(p) for p in config.expiry.certificates)}
+    )
+    return config.model_copy(
+        update={"hub": hub, "channels": channels, "admin": admin, "expiry": expiry}
+    )

@@ -27,6 +27,7 @@ import structlog
 from hubd import tables as t
 from hubd.adminops import HubAdmin
 from hubd.adminserver import AdminServer
+from hubd.audit import AuditEvent
 from hubd.broker import EmbeddedBroker
 from hubd.config import HubConfig
 from hubd.dispatch import Dispatcher, DispatchSettings, Job
@@ -40,7 +41,8 @@ from hubd.retention import Retention
 from hubd.sdnotify import Notifier
 from hubd.spool import Spool
 from hubd.states import DeliveryState
-from hubd.store import Store
+from hubd.store import AppendAudit, Store
+from hubd.trustwatch import TrustWatch
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory, verify_directory
 from schemas.envelope import verify_envelope
@@ -137,6 +139,8 @@ class Hub:
         self.issuer: ReceiptIssuer | None = None
         self.store: Store | None = None
         self.metrics = HubMetrics(self)
+        self.trust = TrustWatch(config, clock)
+        self._audits: set[asyncio.Task[None]] = set()
 
     # ---------------------------------------------------------------- what /metrics reads
 
@@ -184,11 +188,30 @@ class Hub:
         except ConfigError as exc:
             log.exception("directory.reload_failed", error=str(exc))
             return exc
-        self._verified = verified
+        previous, self._verified = self._verified, verified
         log.info("directory.reloaded", version=verified.version, orgs=len(verified.directory.orgs))
         for link in self._links.values():
             asyncio.get_running_loop().create_task(self._publish_directory(link))
+        if previous is not None:
+            self._audit(self.trust.reloaded(previous, verified))
+        self.trust.warn(verified.directory, when="reload")
         return None
+
+    def _audit(self, events: list[AuditEvent]) -> None:
+        """Append ``events`` to the audit ledger in the background (from a signal handler)."""
+        if self.store is None:
+            return
+        store = self.store
+
+        async def write() -> None:
+            try:
+                await store.submit(AppendAudit(events))
+            except XchgError:
+                log.exception("audit.write_failed", events=[e.event for e in events])
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._audits.add(task)
+        task.add_done_callback(self._audits.discard)
 
     async def _publish_directory(self, link: BrokerLink) -> None:
         assert self._verified is not None  # noqa: S101
@@ -261,6 +284,9 @@ class Hub:
                 )
                 log.info("broker.embedded_started", listen=config.broker.listen)
             store = self.store = await stack.enter_async_context(Store(config.store_url()))
+            assert self._verified is not None  # noqa: S101 - loaded in run()
+            await store.submit(AppendAudit(self.trust.loaded(self._verified)))
+            self.trust.warn(self.directory(), when="start")
             spool = Spool(config.spool_dir())
             issuer = ReceiptIssuer(
                 self.directory().hub_id, self._key, store, self.send_in_order, self.clock
@@ -344,6 +370,9 @@ class Hub:
             if self.config.retention.enabled and self.store is not None:
                 retention = Retention(self.store, self.config.retention, self.clock)
                 tasks.create_task(retention.run(self.stop_event), name="hubd.retention")
+            expiry = tasks.create_task(
+                self.trust.run(lambda: self.current_directory), name="hubd.expiry"
+            )
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):
                     await asyncio.gather(*(link.connected.wait() for link in links))
@@ -365,6 +394,7 @@ class Hub:
                 issuer_task.cancel()
             work_stop.set()
             watchdog.cancel()
+            expiry.cancel()
             links_stop.set()
 
     async def _core(self, ingest: Ingest, dispatcher: Dispatcher) -> None:

@@ -628,6 +628,7 @@ class Ingest:
                 reason=exc.reason.value,
                 detail=exc.message,
             )
+            _flag_revoked(arrival, exc, "receipt batch")
             return None
 
     def _receipts_now(self, arrival: Arrival, message: transport.ReceiptsMsg) -> Step:
@@ -859,6 +860,7 @@ class Ingest:
         self, arrival: Arrival, exc: PeerError, *, frame: bytes | None = None
     ) -> None:
         """A REJECTED for bytes we could not authenticate: it speaks of their hash."""
+        _flag_revoked(arrival, exc, "envelope")
         self.counts["rejected"] += 1
         data = frame if frame is not None else arrival.payload
         log.warning(
@@ -881,6 +883,18 @@ class Ingest:
             retriable=False,
         )
         self._issuer.issue(arrival.org, arrival.channel, entry, durable=False)
+
+
+def _flag_revoked(arrival: Arrival, exc: PeerError, what: str) -> None:
+    """A revoked key presented: a security event (after a compromise, it is the thief)."""
+    if exc.reason is Reason.SIG_KEY_REVOKED:
+        security.error(
+            "key.revoked_used",
+            org=arrival.org,
+            channel=arrival.channel,
+            what=what,
+            detail=exc.message,
+        )
 
 
 def payload_from_row(frame: bytes, body: bytes | None, body_path: str | None, size: int) -> Payload:

@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from hubd import tables as t
+from hubd.expiry import ExpiryWarning
 from hubd.states import DeliveryState
 from hubd.store import engine_for, read_only_url
 from schemas.clock import ms_to_text
@@ -365,6 +366,22 @@ class PendingGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class Warnings:
+    """What expires soon (hubd.expiry) and certificate files that could not be checked."""
+
+    expiring: tuple[ExpiryWarning, ...]
+    unchecked: tuple[str, ...]
+
+    def as_json(self) -> list[dict[str, Any]]:
+        out = [
+            {"event": w.event, "expired": w.expired, **w.fields(), "detail": w.sentence()}
+            for w in self.expiring
+        ]
+        out += [{"event": "certificate.unreadable", "detail": text} for text in self.unchecked]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     at: int
     store: StoreSize
@@ -375,6 +392,7 @@ class Status:
     spokes: tuple[Spoke, ...]  # in directory order
     presence_note: str | None  # why presence is unknown; None when it is known
     hub: HubContact | None = None  # None: the hub was not asked
+    warnings: Warnings = field(default_factory=lambda: Warnings((), ()))
 
     @property
     def pending_total(self) -> int:
@@ -398,6 +416,7 @@ class Status:
             "source": "hub and store" if self.presence_note is None else "store",
             "hub": None if self.hub is None else self.hub.as_json(),
             "spokes": [s.as_json() for s in self.spokes],
+            "warnings": self.warnings.as_json(),
         }
 
 
@@ -409,9 +428,11 @@ async def status(
     directory: DirectoryInfo,
     presence: Presence | None = None,
     hub: HubContact | None = None,
+    warnings: Warnings | None = None,
 ) -> Status:
     """The hub at a glance. ``presence`` is the running hub's answer; without it, presence
-    is unknown and ``hub`` says why the hub did not give one."""
+    is unknown and ``hub`` says why the hub did not give one. ``warnings``: what expires
+    soon, judged by the caller (it reads certificate files)."""
     d = t.deliveries
     states = {s.value: 0 for s in DeliveryState}
     for state, count in await read(select(d.c.state, func.count()).group_by(d.c.state)):
@@ -450,6 +471,7 @@ async def status(
         spokes=spokes,
         presence_note=None if presence is not None else _unknown_because(hub),
         hub=hub,
+        warnings=warnings or Warnings((), ()),
     )
 
 

@@ -76,6 +76,7 @@ def render_status(s: Status) -> str:
         lines += ["", "spokes: not listed, the directory cannot be used (above)"]
     if s.presence_note is not None:
         lines += ["", f"presence unknown: {s.presence_note}."]
+    lines += ["", *_warning_lines(s)]
     return "\n".join(lines) + "\n"
 
 
@@ -87,6 +88,17 @@ def _hub_line(s: Status) -> str:
     if hub.socket is None:
         return "not asked: the admin socket is turned off; everything below is from the store"
     return f"did not answer on {hub.socket}: {hub.problem}; everything below is from the store"
+
+
+def _warning_lines(s: Status) -> list[str]:
+    """Keys, certificates and the directory expiring, soonest first (hubd.expiry)."""
+    found = s.warnings
+    if not found.expiring and not found.unchecked:
+        return ["warnings: none (nothing expires within the warning horizons)"]
+    lines = [f"warnings ({len(found.expiring) + len(found.unchecked)}):"]
+    lines += [f"  {'EXPIRED' if w.expired else 'expiring'}: {w.sentence()}" for w in found.expiring]
+    lines += [f"  unchecked: {text}" for text in found.unchecked]
+    return lines
 
 
 def _directory_line(s: Status) -> str:

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import Field
 
 from schemas import codec
+from schemas.clock import ms_to_text
 from schemas.errors import DirectoryError, Reason, SchemaError, SignatureError, UsageError
 from schemas.ids import ChannelId, GroupId, HubId, KeyId, OrgId
 from schemas.keys import DOMAIN_DIRECTORY, KeyKind, SigningKey, key_id, verify_signature
@@ -149,6 +150,17 @@ class Directory(WireModel):
     def is_revoked(self, kid: str) -> bool:
         return kid in self._revoked
 
+    def key_owner(self, kid: str) -> tuple[str, KeyKind] | None:
+        """(owner, kind) of the key ``kid`` lists: an organisation's or the hub's."""
+        for key in self.hub_keys:
+            if key.kid == kid:
+                return self.hub_id, KeyKind.SIGN
+        for org in self.orgs:
+            for kind, keys in ((KeyKind.SIGN, org.sign_keys), (KeyKind.ENCRYPT, org.enc_keys)):
+                if any(k.kid == kid for k in keys):
+                    return org.id, kind
+        return None
+
     def signing_key_entry(self, org_id: str, kid: str) -> KeyEntry:
         """The key ``org_id`` signs with under ``kid``; refuses unknown and revoked keys.
 
@@ -182,18 +194,21 @@ class Directory(WireModel):
 
     @staticmethod
     def check_key_window(key: KeyEntry, owner: str, at: int) -> None:
-        """Refuse a key used outside [not_before, not_after)."""
+        """Refuse a key used outside [not_before, not_after), naming the key and its window."""
+        window = f"from {ms_to_text(key.not_before)} until {ms_to_text(key.not_after)}"
         if at < key.not_before:
             raise SignatureError(
                 Reason.SIG_KEY_NOT_YET_VALID,
-                f"key {key.kid} of {owner} is valid from {key.not_before} ms, "
-                f"but was used at {at} ms",
+                f"key {key.kid} of {owner} is valid {window}, but was used at "
+                f"{ms_to_text(at, precise=True)}, before its window opened; check the "
+                "signer's clock",
             )
         if at >= key.not_after:
             raise SignatureError(
                 Reason.SIG_KEY_EXPIRED,
-                f"key {key.kid} of {owner} expired at {key.not_after} ms "
-                f"and was used at {at} ms; the owner must rotate its key",
+                f"key {key.kid} of {owner} was valid {window} and was used at "
+                f"{ms_to_text(at, precise=True)}, after its window closed (rotated out or "
+                "expired); the owner must sign with its current key",
             )
 
     def signing_key(self, org_id: str, kid: str, at: int) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -335,6 +335,14 @@ class DirectoryPlan:
     expires_at: int
     hub_keys: Sequence[KeyEntry]
     revoked: Sequence[str] = ()
+    # kid -> (not_before, not_after) where the window is not the key file's own: the
+    # windows carried over and rotated by schemas.rotation.plan_key_windows
+    windows: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def _key_entry(kid: str, public: bytes, keys: PublicKeys, plan: DirectoryPlan) -> KeyEntry:
+    not_before, not_after = plan.windows.get(kid, (keys.not_before, keys.not_after))
+    return KeyEntry(kid=kid, public=public, not_before=not_before, not_after=not_after)
 
 
 def build_directory(
@@ -363,7 +371,7 @@ def build_directory(
         )
     orgs = []
     for org in topology.orgs:
-        sets = public_keys[org.id]
+        sets = list({k.sign_kid: k for k in public_keys[org.id]}.values())  # a file found twice
         orgs.append(
             OrgEntry(
                 id=org.id,
@@ -374,24 +382,8 @@ def build_directory(
                 code=org.code,
                 clearance=org.clearance,
                 channels=org.channels,
-                sign_keys=tuple(
-                    KeyEntry(
-                        kid=k.sign_kid,
-                        public=k.sign_public,
-                        not_before=k.not_before,
-                        not_after=k.not_after,
-                    )
-                    for k in sets
-                ),
-                enc_keys=tuple(
-                    KeyEntry(
-                        kid=k.enc_kid,
-                        public=k.enc_public,
-                        not_before=k.not_before,
-                        not_after=k.not_after,
-                    )
-                    for k in sets
-                ),
+                sign_keys=tuple(_key_entry(k.sign_kid, k.sign_public, k, plan) for k in sets),
+                enc_keys=tuple(_key_entry(k.enc_kid, k.enc_public, k, plan) for k in sets),
                 directive_to=org.directive_to,
             )
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable
 
 import aiomqtt
 import structlog
@@ -23,12 +24,12 @@ from schemas.clock import ms_to_text
 from schemas.directory import verify_directory
 from schemas.errors import ConfigError, PeerError
 from schemas.keys import HubPublicKey
-from schemas.localfs import load_encryption_key, load_signing_key
 from schemas.mqttlink import BrokerLink, tls_context
 from schemas.receipts import verify_receipts
 from spoke.config import SpokeConfig
-from spoke.context import SpokeContext
+from spoke.context import SpokeContext, now_ms
 from spoke.inbox import clean_staging
+from spoke.keyring import KeySource
 from spoke.receiver import Receiver
 from spoke.sender import Sender
 from spoke.state import SpokeState
@@ -38,7 +39,7 @@ FOLDERS = ("outbox", "inbox", "sent", "failed", "signfor")
 
 
 class SpokeAgent:
-    def __init__(self, config: SpokeConfig) -> None:
+    def __init__(self, config: SpokeConfig, *, clock: Callable[[], int] = now_ms) -> None:
         root = config.spoke.root
         for name in FOLDERS:
             (root / name).mkdir(parents=True, exist_ok=True)
@@ -52,12 +53,22 @@ class SpokeAgent:
                     "'spoke keygen' (the keys) or the hub operator (hub.pub.json) gave you"
                 )
                 raise ConfigError("spoke configuration", [(f"spoke.{setting}", problem)])
-        _, signing = load_signing_key(config.spoke.sign_key)
-        _, encryption = load_encryption_key(config.spoke.enc_key)
+        keys = KeySource(config.org, config.spoke.sign_key, config.spoke.enc_key)
+        keyring = keys.load()
+        for problem in keys.problems:
+            log.warning("keys.file_refused", detail=problem)
         self.pinned = HubPublicKey.load(
             config.spoke.hub_key.read_bytes(), source=str(config.spoke.hub_key)
         )
-        self.ctx = SpokeContext(config, signing, encryption, SpokeState(config.work / "state.db"))
+        self.ctx = SpokeContext(
+            config,
+            keyring.signing[0],
+            keyring.encryption[0],
+            SpokeState(config.work / "state.db"),
+            clock=clock,
+            keyring=keyring,
+            keys=keys,
+        )
         self.sender = Sender(self.ctx)
         self.receiver = Receiver(self.ctx)
         self.stop_event = asyncio.Event()
@@ -96,13 +107,25 @@ class SpokeAgent:
         await asyncio.to_thread(
             self.ctx.state.save_directory, verified.version, verified.digest, verified.frame
         )
+        was_valid = self.ctx.directory() is not None
         self.ctx.verified = verified
-        self._wake.set()
+        self.ctx.refresh_keys()
         log.info(
             "directory.updated",
             version=verified.version,
+            previous_version=None if current is None else current.version,
             expires=ms_to_text(verified.directory.expires_at),
+            revoked=len(verified.directory.revoked),
         )
+        self._wake.set()  # the outbox loop sees the new gate: resumes, or switches keys
+        if not was_valid and current is not None:
+            await self._hello_all()  # receipts refused while expired: ask for them again
+
+    async def _hello_all(self) -> None:
+        for channel, link in self.ctx.links.items():
+            if link.connected.is_set():
+                hello = transport.HelloMsg(self._cursor.get(channel, 0))
+                await link.publish(topics.up(channel, self.org), transport.encode(hello))
 
     # ================================================================ running
 

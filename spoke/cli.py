@@ -21,9 +21,10 @@ from schemas.runtime import run_loop
 from spoke.agent import SpokeAgent
 from spoke.config import SpokeConfig, load_config
 from spoke.files import Refusal
-from spoke.keygen import generate_org_keys
+from spoke.keygen import generate_org_keys, rotate_org_keys
+from spoke.keyring import KeySource, describe_held
 from spoke.state import SpokeState
-from spoke.tools import drop_name, make_drop, rehearse, status_table
+from spoke.tools import drop_name, make_drop, rehearse, sending_line, status_table, waiting_drops
 
 app = typer.Typer(
     name="spoke",
@@ -42,13 +43,26 @@ def keygen(
     force: Annotated[
         bool, typer.Option(help="Replace existing keys (the old ones are lost)")
     ] = False,
+    rotate: Annotated[
+        bool,
+        typer.Option(
+            help="A new pair beside the existing one (for a key rotation): the agent keeps "
+            "signing with the old key until the hub's directory lists the new one"
+        ),
+    ] = False,
 ) -> None:
     """Make the organisation's signing and encryption key pairs (private files mode 0600)."""
+    now = time.time_ns() // 1_000_000
     try:
-        paths, public = generate_org_keys(
-            org, out, now=time.time_ns() // 1_000_000, valid_days=valid_days, overwrite=force
-        )
-    except (ValueError, FileExistsError, PermissionError) as exc:
+        if rotate and force:
+            raise ValueError("--rotate keeps the old keys and --force discards them; pick one")
+        if rotate:
+            paths, public = rotate_org_keys(org, out, now=now, valid_days=valid_days)
+        else:
+            paths, public = generate_org_keys(
+                org, out, now=now, valid_days=valid_days, overwrite=force
+            )
+    except (ValueError, FileExistsError, FileNotFoundError, PermissionError) as exc:
         typer.echo(f"spoke keygen: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"organisation   {org}")
@@ -57,6 +71,12 @@ def keygen(
     typer.echo(f"public keys    {paths.public}")
     typer.echo(f"valid          {ms_to_text(public.not_before)} .. {ms_to_text(public.not_after)}")
     typer.echo("Hand the public key file to the hub operator; keep the .key files on this server.")
+    if rotate:
+        typer.echo(
+            "The running agent picks the new pair up by itself and keeps signing with the old "
+            "key until the hub publishes a directory that lists the new one. Keep the old "
+            ".key files: documents sealed for the old key may still arrive."
+        )
     typer.echo(public.dump().decode(), nl=False)
 
 
@@ -182,9 +202,34 @@ def status(
             raise _fail("spoke status", exc) from exc
     state = SpokeState(settings.work / "state.db")
     try:
+        if msg_id is None:
+            typer.echo(sending_line(state.sending(), waiting=waiting_drops(settings)))
         typer.echo(status_table(state, msg_id=msg_id, limit=limit))
     finally:
         state.close()
+
+
+@app.command()
+def keys(
+    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
+) -> None:
+    """The key pairs this spoke holds and what each is for now: which signs, which
+    senders seal to, which are waiting for the directory, retired or revoked."""
+    settings = _config(config, "spoke keys")
+    source = KeySource(settings.org, settings.spoke.sign_key, settings.spoke.enc_key)
+    try:
+        keyring = source.load()
+    except (OSError, ValueError) as exc:
+        raise _fail("spoke keys", exc) from exc
+    now = time.time_ns() // 1_000_000
+    directory = _cached_directory(settings)
+    if directory is None:
+        typer.echo("no directory cached yet: start the agent so that it receives one")
+    else:
+        typer.echo(f"directory v{directory.version}, expires {ms_to_text(directory.expires_at)}")
+    typer.echo(table(("kind", "kid", "now"), describe_held(keyring, directory, settings.org, now)))
+    for problem in source.problems:
+        typer.echo(f"not loaded: {problem}", err=True)
 
 
 @app.command("sign-for")
@@ -220,6 +265,24 @@ def directory(
     typer.echo("")
     groups = [(f"@{g.id}", g.name_zh, str(len(g.members))) for g in d.groups]
     typer.echo(table(("group", "name", "members"), groups))
+
+
+def _cached_directory(settings: SpokeConfig) -> Directory | None:
+    """The cached directory, verified but read even when expired; None if unusable."""
+    state = SpokeState(settings.work / "state.db")
+    try:
+        frame = state.directory_frame()
+    finally:
+        state.close()
+    if frame is None:
+        return None
+    try:
+        pinned = HubPublicKey.load(
+            settings.spoke.hub_key.read_bytes(), source=str(settings.spoke.hub_key)
+        )
+        return verify_directory(frame, pinned.public, now=None).directory
+    except (OSError, ValueError, XchgError):
+        return None
 
 
 def _directory(settings: SpokeConfig, command: str) -> Directory:

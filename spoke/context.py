@@ -6,12 +6,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import structlog
+
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory
 from schemas.keys import EncryptionKey, SigningKey
 from schemas.mqttlink import BrokerLink
 from spoke.config import SpokeConfig
+from spoke.keyring import Held, Keyring, KeySource, Ready, sending_gate
 from spoke.state import SpokeState
+
+log = structlog.get_logger("spoke")
 
 
 def now_ms() -> int:
@@ -21,12 +26,18 @@ def now_ms() -> int:
 @dataclass
 class SpokeContext:
     config: SpokeConfig
-    signing: SigningKey
+    signing: SigningKey  # the configured pair; ``keyring`` holds it and any rotated pairs
     encryption: EncryptionKey
     state: SpokeState
     clock: Callable[[], int] = now_ms
     links: dict[str, BrokerLink] = field(default_factory=dict)
     verified: VerifiedDirectory | None = None
+    keyring: Keyring | None = None  # default: the configured pair alone
+    keys: KeySource | None = None  # where the key files are (None: keys handed over directly)
+
+    def __post_init__(self) -> None:
+        if self.keyring is None:
+            self.keyring = Keyring((self.signing,), (self.encryption,))
 
     @property
     def org(self) -> str:
@@ -37,6 +48,33 @@ class SpokeContext:
         if self.verified is None or self.clock() >= self.verified.directory.expires_at:
             return None
         return self.verified.directory
+
+    def held_keys(self) -> Keyring:
+        assert self.keyring is not None  # noqa: S101 - set in __post_init__
+        return self.keyring
+
+    def gate(self) -> Ready | Held:
+        """May the spoke send now, and with which key (spoke.keyring.sending_gate)."""
+        return sending_gate(self.verified, self.held_keys(), self.org, self.clock())
+
+    def refresh_keys(self, *, force: bool = False) -> bool:
+        """Re-read the key files if a key folder changed (or ``force``); True if the set
+        of keys changed. A file that cannot be read is logged and left out."""
+        if self.keys is None or not (force or self.keys.changed()):
+            return False
+        try:
+            loaded = self.keys.load()
+        except (OSError, ValueError) as exc:  # the configured files themselves went bad
+            log.error("keys.unreadable", detail=str(exc))
+            return False
+        for problem in self.keys.problems:
+            log.warning("keys.file_refused", detail=problem)
+        before = self.held_keys().kids
+        self.keyring = loaded
+        if loaded.kids == before:
+            return False
+        log.info("keys.loaded", signing=list(loaded.kids[0]), encryption=list(loaded.kids[1]))
+        return True
 
     async def publish_up(self, channel: str, payload: bytes) -> bool:
         """Publish on this organisation's up topic of ``channel``; False if not connected."""

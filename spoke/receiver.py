@@ -19,13 +19,15 @@ import structlog
 from schemas import transport
 from schemas.directory import Directory
 from schemas.envelope import VerifiedEnvelope, verify_envelope
-from schemas.errors import PeerError
+from schemas.errors import PeerError, Reason
 from schemas.ids import msg_id_text
+from schemas.keys import EncryptionKey
 from schemas.labels import Classification
 from schemas.localfs import atomic_write
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from spoke.context import SpokeContext
 from spoke.inbox import META, InboxWrite, mark_signed_for
+from spoke.keyring import Held
 
 log = structlog.get_logger("spoke.inbox")
 
@@ -68,8 +70,11 @@ class Receiver:
             log.info("inbox.duplicate", msg_id=header.msg_id_text, sender=header.sender)
             self.acknowledge(envelope, channel, ReceiptStatus.DELIVERED)
             return
+        key = self._key_for(envelope, channel)
+        if key is None:
+            return  # no DELIVERED: the hub sends it again, and the key file may be back
         if body is not None:
-            await self._write(directory, envelope, channel, body=body)
+            await self._write(directory, envelope, channel, key, body=body)
             return
         transfer = self._transfers.get(header.msg_id)
         if transfer is None:
@@ -78,7 +83,7 @@ class Receiver:
             transfer = self._transfers[header.msg_id] = Incoming(envelope, channel, part, size)
         if transfer.received >= envelope.body.size:  # complete before a crash: open it now
             del self._transfers[header.msg_id]
-            await self._write(directory, envelope, channel, path=transfer.part)
+            await self._write(directory, envelope, channel, key, path=transfer.part)
             return
         resume = transport.ResumeMsg(header.msg_id, transfer.received)
         await self.ctx.publish_up(channel, transport.encode(resume))
@@ -93,15 +98,43 @@ class Receiver:
             return
         del self._transfers[msg_id]
         directory = self.ctx.directory()
-        if directory is None:
+        key = self._key_for(transfer.envelope, transfer.channel)
+        if directory is None or key is None:
             return
-        await self._write(directory, transfer.envelope, transfer.channel, path=transfer.part)
+        await self._write(directory, transfer.envelope, transfer.channel, key, path=transfer.part)
+
+    def _key_for(self, envelope: VerifiedEnvelope, channel: str) -> EncryptionKey | None:
+        """The held encryption key the file key was sealed to (by its kid): the current
+        one, or a retired one during and after a rotation. None (logged) if not held."""
+        sealed = envelope.header.keys.get(self.ctx.org)
+        if sealed is None:
+            return None
+        key = self.ctx.held_keys().encryption_key(sealed.kid)
+        if key is None and self.ctx.refresh_keys(force=True):
+            key = self.ctx.held_keys().encryption_key(sealed.kid)
+        if key is None:
+            held = ", ".join(self.ctx.held_keys().kids[1])
+            log.error(
+                "inbox.refused",
+                msg_id=envelope.header.msg_id_text,
+                sender=envelope.header.sender,
+                channel=channel,
+                reason=Reason.ENV_KEY_UNSEAL_FAILED.value,
+                detail=(
+                    f"the file key is sealed to encryption key {sealed.kid} of {self.ctx.org}, "
+                    f"which this spoke does not hold (it holds {held}); put that key file back "
+                    f"beside {self.ctx.config.spoke.enc_key.name}: the hub sends the document "
+                    "again until it is opened"
+                ),
+            )
+        return key
 
     async def _write(
         self,
         directory: Directory,
         envelope: VerifiedEnvelope,
         channel: str,
+        key: EncryptionKey,
         *,
         body: bytes | None = None,
         path: Path | None = None,
@@ -115,6 +148,7 @@ class Receiver:
                     directory=directory,
                     envelope=envelope,
                     channel=channel,
+                    key=key,
                     received=received,
                     body=body,
                     path=path,
@@ -147,6 +181,7 @@ class Receiver:
         directory: Directory,
         envelope: VerifiedEnvelope,
         channel: str,
+        key: EncryptionKey,
         received: int,
         body: bytes | None,
         path: Path | None,
@@ -155,7 +190,7 @@ class Receiver:
         if (done / META).is_file():
             folder = done  # renamed into place, then a crash before it was recorded
         else:
-            writer = InboxWrite(self.inbox, envelope, self.ctx.org, self.ctx.encryption)
+            writer = InboxWrite(self.inbox, envelope, self.ctx.org, key)
             try:
                 if body is not None:
                     writer.feed(body)
@@ -218,9 +253,12 @@ class Receiver:
 
     async def flush(self) -> None:
         """One signature per original sender: the hub forwards each batch unchanged."""
+        gate = self.ctx.gate()
+        if isinstance(gate, Held):
+            return  # fail closed: they go out once the spoke may send again
         pending, self._pending = self._pending, defaultdict(list)
         for (sender, channel), entries in pending.items():
-            frame = sign_receipts(self.ctx.org, self.ctx.signing, entries, at=self.ctx.clock())
+            frame = sign_receipts(self.ctx.org, gate.signer, entries, at=self.ctx.clock())
             if not await self.ctx.publish_up(
                 channel, transport.encode(transport.ReceiptsMsg(frame, 0))
             ):

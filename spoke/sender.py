@@ -27,14 +27,16 @@ from schemas.clock import ms_to_text
 from schemas.directory import Directory
 from schemas.errors import XchgError
 from schemas.ids import msg_id_text
+from schemas.keys import SigningKey
 from schemas.localfs import atomic_write
 from schemas.receipts import ReceiptEntry, ReceiptStatus
 from schemas.rules import Mode
 from schemas.seal import Draft, describe_file, seal_streams
 from spoke.context import SpokeContext
 from spoke.files import Refusal, durable_rename, printable, unique_path, write_json
+from spoke.keyring import Held, Ready
 from spoke.outbox import Claimed, Orphan, Outbox, Prepared, prepare
-from spoke.state import Outbound
+from spoke.state import Outbound, Sending
 
 log = structlog.get_logger("spoke.outbox")
 STATUS_ORDER = ["PENDING", "DELIVERED", "SIGNED_FOR", "EXPIRED", "DEAD"]
@@ -54,27 +56,24 @@ class Sender:
             config.limits.metadata_wait,
         )
         self._uploads: dict[bytes, asyncio.Task[None]] = {}
-        self._no_directory_logged = False
+        self._gate: tuple[str | None, str | None] | None = None  # (held reason, signing kid)
         self._recovered = False
 
     # ------------------------------------------------------------------ the outbox
 
     async def scan(self) -> None:
-        directory = self.ctx.directory()
-        if directory is None:
-            if not self._no_directory_logged:
-                log.warning(
-                    "spoke.no_directory",
-                    detail="no valid directory yet: drops wait "
-                    "in the outbox until a fresh one arrives from the hub",
-                )
-                self._no_directory_logged = True
-            return
-        self._no_directory_logged = False
+        self.ctx.refresh_keys()  # a pair 'spoke keygen --rotate' just wrote
+        gate = self.ctx.gate()
+        resumed = await self.note_gate(gate)
+        if isinstance(gate, Held):
+            return  # fail closed: drops wait in the outbox
+        if resumed:
+            await self.republish()
+        directory, signer = gate.directory, gate.signer
         if not self._recovered:  # once, at start: claims a crash cut in half
             self._recovered = True
             for claimed in await asyncio.to_thread(self.outbox.recover, self.ctx.state.sealed_from):
-                await self._process(claimed, directory)
+                await self._process(claimed, directory, signer)
             await asyncio.to_thread(self._repair)
         ready, orphans = await asyncio.to_thread(self.outbox.scan)
         for orphan in orphans:
@@ -82,9 +81,46 @@ class Sender:
         for name, meta_name in ready:
             claimed = await asyncio.to_thread(self.outbox.claim, name, meta_name)
             log.info("drop.claimed", name=name, work=claimed.work.name)
-            await self._process(claimed, directory)
+            await self._process(claimed, directory, signer)
 
-    async def _process(self, claimed: Claimed, directory: Directory) -> None:
+    async def note_gate(self, gate: Ready | Held) -> bool:
+        """Log and record a change in whether (and with which key) the spoke sends; True
+        when sending resumes after being held."""
+        state = (gate.reason, None) if isinstance(gate, Held) else (None, gate.signer.kid)
+        if state == self._gate:
+            return False
+        previous, self._gate = self._gate, state
+        now = self.ctx.clock()
+        if isinstance(gate, Held):
+            log.warning(
+                gate.reason,
+                detail=gate.detail,
+                directory_version=gate.version,
+                expires_at=None if gate.expires_at is None else ms_to_text(gate.expires_at),
+            )
+            record = Sending(gate.reason, gate.detail, now, gate.version, None)
+        else:
+            kid = gate.signer.kid
+            if previous is not None and previous[0] is not None:
+                log.info(
+                    "spoke.sending_resumed",
+                    held_for=previous[0],
+                    directory_version=gate.version,
+                    signing_kid=kid,
+                )
+            elif previous is not None:
+                log.info(
+                    "keys.switched",
+                    from_kid=previous[1],
+                    to_kid=kid,
+                    directory_version=gate.version,
+                )
+            detail = f"sending; signing with key {kid} (directory v{gate.version})"
+            record = Sending(None, detail, now, gate.version, kid)
+        await asyncio.to_thread(self.ctx.state.save_sending, record)
+        return previous is not None and previous[0] is not None
+
+    async def _process(self, claimed: Claimed, directory: Directory, signer: SigningKey) -> None:
         if self.ctx.state.sealed_from(claimed.work):
             return  # sealed before a restart; waiting for the hub's answer
         limits = self.ctx.config.limits
@@ -97,7 +133,7 @@ class Sender:
                 max_file_bytes=limits.max_file_bytes,
                 max_files=limits.max_files,
             )
-            out = await asyncio.to_thread(self._seal, prepared, directory)
+            out = await asyncio.to_thread(self._seal, prepared, directory, signer)
         except Refusal as refusal:
             await asyncio.to_thread(self._fail, claimed, refusal)
             return
@@ -112,7 +148,7 @@ class Sender:
             return
         await self.publish(out)
 
-    def _seal(self, prepared: Prepared, directory: Directory) -> Outbound:
+    def _seal(self, prepared: Prepared, directory: Directory, signer: SigningKey) -> Outbound:
         meta = prepared.metadata
         entries = []
         for name, path in prepared.files:
@@ -143,7 +179,7 @@ class Sender:
         sources = [path.open("rb") for _, path in prepared.files]
         try:
             with partial.open("wb") as sink:
-                sealed = seal_streams(draft, self.ctx.signing, directory, sources, sink)
+                sealed = seal_streams(draft, signer, directory, sources, sink)
                 sink.flush()
                 os.fsync(sink.fileno())
         finally:
@@ -206,7 +242,10 @@ class Sender:
             )
 
     async def republish(self, channel: str | None = None, older_than_ms: int | None = None) -> None:
-        """Every envelope still waiting for the hub's answer (after a reconnect, or a while)."""
+        """Every envelope still waiting for the hub's answer (after a reconnect, or a while);
+        nothing while the spoke is held (fail closed)."""
+        if isinstance(self.ctx.gate(), Held):
+            return
         where, args = "WHERE state = 'QUEUED'", []
         if channel is not None:
             where, args = where + " AND channel = ?", [channel]

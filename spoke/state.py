@@ -6,7 +6,9 @@
 - ``inbound``: every msg_id written to the inbox (a duplicate is never written twice);
 - ``receipts``: what each recipient said about what we sent;
 - ``cursors``: per channel, the last numbered receipt batch durably processed;
-- ``directory``: the newest verified directory (version and digest: rollback refusal).
+- ``directory``: the newest verified directory (version and digest: rollback refusal);
+- ``sending``: whether the agent sends or holds (fail closed) and why, since when, and the
+  key it signs with, for ``spoke status``.
 
 The standard library's sqlite3 in a worker thread: the spoke's volumes are small, and the
 spoke does not need SQLAlchemy in its import path.
@@ -68,7 +70,26 @@ CREATE TABLE IF NOT EXISTS directory (
     digest BLOB NOT NULL,
     frame BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sending (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    held TEXT,                     -- NULL: sending; else why not (spoke.directory_expired, ...)
+    detail TEXT NOT NULL,          -- the sentence the agent logged
+    since INTEGER NOT NULL,
+    directory_version INTEGER,
+    signing_kid TEXT               -- the key it signs with while sending
+);
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Sending:
+    """What the agent last decided about sending (spoke.keyring.sending_gate)."""
+
+    held: str | None
+    detail: str
+    since: int
+    directory_version: int | None
+    signing_kid: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +151,28 @@ class SpokeState:
             "ON CONFLICT (id) DO UPDATE SET version = excluded.version, "
             "digest = excluded.digest, frame = excluded.frame",
             (version, digest, frame),
+        )
+
+    def sending(self) -> Sending | None:
+        rows = self._read(
+            "SELECT held, detail, since, directory_version, signing_kid FROM sending WHERE id = 1"
+        )
+        return Sending(*rows[0]) if rows else None
+
+    def save_sending(self, sending: Sending) -> None:
+        self._tx(
+            "INSERT INTO sending (id, held, detail, since, directory_version, signing_kid) "
+            "VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET held = excluded.held, "
+            "detail = excluded.detail, since = excluded.since, "
+            "directory_version = excluded.directory_version, "
+            "signing_kid = excluded.signing_kid",
+            (
+                sending.held,
+                sending.detail,
+                sending.since,
+                sending.directory_version,
+                sending.signing_kid,
+            ),
         )
 
     def cursors(self) -> dict[str, int]:

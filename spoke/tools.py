@@ -15,9 +15,10 @@ from schemas.localfs import atomic_write
 from schemas.metadata import MetadataError, parse_metadata
 from schemas.rules import Document, settings_of
 from schemas.whatif import WhatIf, what_if
+from spoke.config import SpokeConfig
 from spoke.files import Refusal, name_problem
 from spoke.outbox import address, bad_metadata
-from spoke.state import SpokeState
+from spoke.state import Sending, SpokeState
 
 
 def make_drop(
@@ -73,6 +74,29 @@ def rehearse(
 def drop_name(files: list[Path], name: str | None) -> str:
     """The drop's NAME: ``name``, or the single file's name, or the first file's stem."""
     return name or (files[0].name if len(files) == 1 else files[0].stem)
+
+
+def waiting_drops(settings: SpokeConfig) -> int:
+    """Drops in the outbox (metadata files: each is one drop); 0 if it cannot be read."""
+    try:
+        return sum(
+            1
+            for p in settings.folder("outbox").iterdir()
+            if p.name.endswith((".meta.toml", ".meta.json")) and not p.name.startswith(".")
+        )
+    except OSError:
+        return 0
+
+
+def sending_line(sending: Sending | None, *, waiting: int) -> str:
+    """The first line of 'spoke status': whether the agent sends, and if not, why."""
+    if sending is None:
+        return "sending: unknown (the agent has not run yet)"
+    since = ms_to_text(sending.since)
+    if sending.held is None:
+        return f"sending: yes, since {since}; {sending.detail}"
+    drops = f"{waiting} drop{'s' if waiting != 1 else ''} waiting in the outbox"
+    return f"sending: HELD since {since} ({sending.held}): {sending.detail}. {drops}"
 
 
 def status_table(state: SpokeState, *, msg_id: str | None, limit: int) -> str:

@@ -127,6 +127,8 @@ class HubProcess:
     process: subprocess.Popen[bytes] | None = None
     notify: socket.socket | None = None
     notifications: list[str] = field(default_factory=list)
+    # what runs after the interpreter: tests.timewarp runs the same daemon on a test clock
+    launcher: tuple[str, ...] = ("-m", "hubd", "run")
 
     @property
     def port(self) -> int:
@@ -183,7 +185,7 @@ class HubProcess:
         environ = {**os.environ, "NOTIFY_SOCKET": str(sock_path), **(env or {})}
         with (self.folder / "hubd.log").open("ab") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(  # noqa: S603 - our own daemon
-                [sys.executable, "-m", "hubd", "run", "--config", str(config)],
+                [sys.executable, *self.launcher, "--config", str(config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=environ,

@@ -140,6 +140,10 @@ class SpokeProcess:
     limits: Mapping[str, float] = field(default_factory=lambda: dict(FAST_LIMITS))
     process: subprocess.Popen[bytes] | None = None
     _log_mark: int = 0  # where this run's log lines begin
+    # what runs after the interpreter, and its extra environment: tests.timewarp runs the
+    # same agent on a test clock
+    launcher: tuple[str, ...] = ("-m", "spoke", "run")
+    env: Mapping[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ install
 
@@ -219,10 +223,10 @@ class SpokeProcess:
         self._log_mark = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:  # the child keeps its own copy
             self.process = subprocess.Popen(  # noqa: S603 - our own agent
-                [sys.executable, "-m", "spoke", "run", "--config", str(self.config)],
+                [sys.executable, *self.launcher, "--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         return self
 
