@@ -6,7 +6,8 @@ and receipts, then disconnects and closes the store, all within ``drain_timeout`
 process exits 0. SIGHUP re-reads and re-verifies the directory and republishes it.
 With NOTIFY_SOCKET set it tells systemd READY=1 and, if asked, WATCHDOG=1. Unless
 ``[metrics] listen`` is "", it serves ``/metrics`` and ``/healthz`` (:mod:`hubd.metrics`)
-from before the store opens until after it closes, so readiness is visible throughout.
+from before the store opens until after it closes, so readiness is visible throughout, and
+beside them the status page (:mod:`hubd.statuspage`) unless ``[metrics] status_page`` is false.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from hubd.metricsserver import MetricsServer
 from hubd.sdnotify import Notifier
 from hubd.spool import Spool
 from hubd.states import DeliveryState
+from hubd.statuspage import PageOff, StatusPage
 from hubd.store import Store
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory, verify_directory
@@ -134,6 +136,7 @@ class Hub:
         self.issuer: ReceiptIssuer | None = None
         self.store: Store | None = None
         self.metrics = HubMetrics(self)
+        self.status_page: StatusPage | None = None
 
     # ---------------------------------------------------------------- what /metrics reads
 
@@ -236,12 +239,15 @@ class Hub:
         config.hub.state_dir.mkdir(parents=True, exist_ok=True)
         async with AsyncExitStack() as stack:
             if config.metrics.enabled:  # first: /healthz says 503 while the rest starts
+                if config.metrics.status_page:
+                    self.status_page = StatusPage(self, clock=self.clock)
                 await stack.enter_async_context(
                     MetricsServer(
                         config.metrics.host,
                         config.metrics.port,
                         metrics=self.metrics.exposition,
                         health=lambda: readiness(self),
+                        pages=self.status_page or PageOff(),
                     )
                 )
             if any(p.name == "embedded" for p in plans):
@@ -322,6 +328,9 @@ class Hub:
             issuer_task = tasks.create_task(issuer.run(work_stop), name="hubd.receipts")
             core = tasks.create_task(self._core(ingest, dispatcher), name="hubd.core")
             watchdog = tasks.create_task(self._watchdog(), name="hubd.watchdog")
+            flow = None
+            if self.status_page is not None:
+                flow = tasks.create_task(self.status_page.sample_flow(), name="hubd.status.flow")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):
                     await asyncio.gather(*(link.connected.wait() for link in links))
@@ -343,6 +352,8 @@ class Hub:
                 issuer_task.cancel()
             work_stop.set()
             watchdog.cancel()
+            if flow is not None:
+                flow.cancel()
             links_stop.set()
 
     async def _core(self, ingest: Ingest, dispatcher: Dispatcher) -> None:
