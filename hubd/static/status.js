@@ -78,7 +78,8 @@
   }
 
   function plural(n, word) {
-    return `${n} ${word}${n === 1 ? "" : "s"}`;
+    if (n === 1) return `${n} ${word}`;
+    return `${n} ${word.endsWith("y") ? `${word.slice(0, -1)}ies` : `${word}s`}`;
   }
 
   function labelTag(label) {
@@ -177,6 +178,13 @@
         offline.push(`${org.name_zh} ${org.id} (${where})`);
       }
     }
+    for (const org of allOrgs(data.tree)) {
+      if (org.state === "unseen" && org.queue.pending > 0) {
+        items.push(["warn", `${org.name_zh} ${org.id}`, " has not been seen since the hub started; ",
+          el("b", "", plural(org.queue.pending, "delivery")),
+          ` wait for it, the oldest ${duration(org.queue.oldest_age_ms)}.`]);
+      }
+    }
     if (offline.length) items.push(["warn", "Offline, nothing waiting: ", offline.join("; ")]);
     const dead = data.dead;
     if (dead.problem) {
@@ -240,8 +248,10 @@
     const f = data.flow.totals;
     const flowValue = [];
     for (const name of data.flow.series) {
+      const cell = el("span");
       const strong = el("b", name === "quarantined" && f[name] ? "state-DEAD" : "", f[name] || 0);
-      flowValue.push(strong, ` ${SERIES_NAMES[name][1]}  `);
+      append(cell, strong, `${SERIES_NAMES[name][0]} ${SERIES_NAMES[name][1]}`);
+      flowValue.push(cell);
     }
     const flowMinutes = data.flow.since === null ? 0 : Math.round((data.at - data.flow.since) / 60000);
 
@@ -250,11 +260,11 @@
       tile("待送达 Deliveries pending", [String(p.total), el("small", "", p.sent ? ` (${p.sent} sent)` : "")],
         pendingDetail, oldOffline ? "bad" : p.total ? "warn" : "ok"),
       tile("死信 Dead letters", [deadValue], deadDetail, dead.problem ? "warn" : dead.total ? "warn" : "ok"),
-      tile(`流量 Last ${Math.max(flowMinutes, 1)} min`, flowValue,
-        "accepted · delivered · rejected · quarantined", f.quarantined ? "bad" : "ok", "flow-tile"),
+      tile(`流量 Flow, last ${Math.max(flowMinutes, 1)} min`, flowValue, "",
+        f.quarantined ? "bad" : "ok", "flow-tile"),
       tile("目录 Directory", [data.directory ? `v${data.directory.version}` : "—"],
         data.directory
-          ? `${data.directory.orgs} organisations · expires ${localTime(data.directory.expires_at)}`
+          ? `${data.directory.orgs} organisations · ${data.directory.expired ? "EXPIRED" : `expires in ${duration(data.directory.expires_in_ms)}`}`
           : "no directory",
         !data.directory || data.directory.expired ? "bad" : data.directory.expires_soon ? "warn" : "ok"),
     );
@@ -292,6 +302,8 @@
 
   function orgRow(data, org, branch, channels) {
     const tr = el("tr", `state-${org.state}`);
+    tr.dataset.org = org.id; // for scripts and tests: the id and its state, as data
+    tr.dataset.state = org.state;
     if (org.queue.pending > 0 && (org.state === "offline" || org.state === "partial")) {
       tr.classList.add("alarm");
     }
@@ -313,6 +325,8 @@
         td.append(el("span", "not-provisioned", "·"));
         td.title = `${org.id} is not provisioned on ${c.id}`;
       } else {
+        td.dataset.channel = c.id;
+        td.dataset.state = mine.state;
         td.append(channelCell(data, org, mine));
       }
       tr.append(td);
