@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from hubd.statuspage import PAGE_FILES
+from hubd.statuspage import PAGE_FILES, browser_host_allowed
 from schemas.directory import Directory
 from schemas.ids import msg_id_text
 from schemas.labels import Precedence
@@ -332,3 +332,26 @@ def test_the_page_loads_nothing_from_elsewhere_and_puts_no_data_into_markup() ->
     assert re.findall(r"\son[a-z]+=", html) == [], "no inline event handlers"
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in js, sink
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        (None, True),  # no browser sends a request without Host
+        ("127.0.0.1:9464", True),
+        ("127.0.0.1", True),
+        ("10.1.2.3:9464", True),  # an address of the hub itself, typed by the operator
+        ("localhost:9464", True),
+        ("LOCALHOST", True),
+        ("[::1]:9464", True),
+        ("::1", True),
+        ("hub.jl.gov.example:9464", False),
+        ("127.0.0.1.nip.io", False),  # a name that resolves to loopback: rebinding
+        ("localhost.attacker.example", False),
+        ("", False),
+    ],
+)
+def test_only_an_ip_address_or_localhost_may_address_the_page(
+    host: str | None, allowed: bool
+) -> None:
+    assert browser_host_allowed(host) is allowed

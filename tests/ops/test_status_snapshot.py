@@ -294,10 +294,10 @@ def job(n: int, recipient: str, **kw: object) -> Waiting:
 def test_queue_depth_oldest_and_most_urgent_are_per_organisation_and_channel(
     world: World,
 ) -> None:
-    pending = [
-        job(1, "jl.cc"),
-        job(2, "jl.cc", state=DeliveryState.SENT, precedence=Precedence.FLASH),
+    pending = [  # neither the oldest nor the most urgent comes last
         job(9, "jl.cc"),
+        job(2, "jl.cc", state=DeliveryState.SENT, precedence=Precedence.FLASH),
+        job(1, "jl.cc"),
         job(3, "jl.gov", channel="classified", precedence=Precedence.URGENT),
         job(4, "jl.gov"),
     ]
