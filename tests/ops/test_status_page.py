@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from hubd.config import HubConfig, load_config
 from hubd.statuspage import PAGE_FILES, browser_host_allowed
 from schemas.directory import Directory
+from schemas.errors import ConfigError
 from schemas.ids import msg_id_text
 from schemas.labels import Precedence
 from schemas.receipts import ReceiptStatus
@@ -355,3 +357,19 @@ def test_only_an_ip_address_or_localhost_may_address_the_page(
     host: str | None, allowed: bool
 ) -> None:
     assert browser_host_allowed(host) is allowed
+
+
+# ---------------------------------------------------------------------------- configuration
+
+
+def test_the_page_is_on_by_default_and_in_the_repository_configuration() -> None:
+    assert HubConfig().metrics.status_page is True
+    assert load_config(REPO / "config" / "hub.toml").metrics.status_page is True
+
+
+def test_a_status_page_switch_that_is_not_a_boolean_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "hub.toml"
+    path.write_text('[metrics]\nstatus_page = "maybe"\n')
+
+    with pytest.raises(ConfigError, match=r"metrics\.status_page"):
+        load_config(path)
