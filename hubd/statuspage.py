@@ -204,13 +204,19 @@ class StatusPage:
     # ------------------------------------------------------------------ the flow
 
     async def sample_flow(self) -> None:
-        """Run until cancelled: close a flow bucket at every multiple of the step."""
+        """Run until cancelled: close a flow bucket at every multiple of the step.
+
+        It runs in the hub's task group, so a fault here is logged (``status.flow_failed``)
+        and sampling goes on: the page must never stop the hub."""
         step = self.flow.step_ms
         self.flow.start(self._clock(), flow_totals(self._hub))
         while True:
             now = self._clock()
             await asyncio.sleep((step - now % step) / 1000)  # the next 10 s boundary
-            self.flow.sample(self._clock(), flow_totals(self._hub))
+            try:
+                self.flow.sample(self._clock(), flow_totals(self._hub))
+            except Exception:
+                log.exception("status.flow_failed")
 
 
 class PageOff:

@@ -261,6 +261,9 @@ def build_snapshot(
         "orgs": len(directory.orgs),
     }
     states: Counter[str] = Counter()
+    by_recipient: dict[str, list[_Queue]] = {}
+    for (recipient, _), queue in queues.items():
+        by_recipient.setdefault(recipient, []).append(queue)
 
     def node(tree: TreeNode) -> dict[str, Any]:
         org = tree.org
@@ -278,7 +281,7 @@ def build_snapshot(
                     **queue.as_json(at),
                 }
             )
-        own = [q for (recipient, _), q in queues.items() if recipient == org.id]
+        own = by_recipient.get(org.id, [])
         state = org_state([c["state"] for c in channels])
         states[state] += 1
         return {
@@ -305,13 +308,10 @@ def build_snapshot(
     # Deliveries to an organisation the directory no longer lists (a reload removed it):
     # shown apart, never silently left out of the counts.
     listed = {org.id for org in directory.orgs}
-    strays: dict[str, list[_Queue]] = {}
-    for (recipient, _), queue in queues.items():
-        if recipient not in listed:
-            strays.setdefault(recipient, []).append(queue)
     snapshot["unlisted"] = [
         {"recipient": recipient, **_merge(found).as_json(at)}
-        for recipient, found in sorted(strays.items())
+        for recipient, found in sorted(by_recipient.items())
+        if recipient not in listed
     ]
     return snapshot
 

@@ -7,15 +7,21 @@ headers that keep a browser to them alone.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+import structlog
 
 from hubd.config import HubConfig, load_config
-from hubd.statuspage import PAGE_FILES, browser_host_allowed
+from hubd.flow import FlowHistory
+from hubd.statuspage import PAGE_FILES, StatusPage, browser_host_allowed
 from schemas.directory import Directory
 from schemas.errors import ConfigError
 from schemas.ids import msg_id_text
@@ -28,6 +34,7 @@ from tests.world import REPO, World
 
 CSP = "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 STATIC = REPO / "hubd" / "static"
+T = TypeVar("T")
 
 
 async def get(port: int, path: str, method: str = "GET") -> Reply:
@@ -373,3 +380,77 @@ def test_a_status_page_switch_that_is_not_a_boolean_is_a_config_error(tmp_path: 
 
     with pytest.raises(ConfigError, match=r"metrics\.status_page"):
         load_config(path)
+
+
+# ---------------------------------------------------------------------------- without a server
+
+
+class FlakyMetrics:
+    """HubMetrics' ``delivered``, failing the first ``failures`` reads."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.reads = failures, 0
+
+    @property
+    def delivered(self) -> int:
+        self.reads += 1
+        if self.reads <= self.failures + 1 and self.reads > 1:  # the baseline read succeeds
+            raise RuntimeError("a fault in a counter")
+        return self.reads
+
+
+@dataclass
+class StartingHub:
+    """A hub that has its directory but no store, ingest or dispatcher yet."""
+
+    current_directory: Directory | None
+    metrics: Any
+    ingest: None = None
+    dispatcher: None = None
+    store: None = None
+    draining: bool = False
+
+    def broker_links(self) -> list[Any]:
+        return []
+
+
+async def test_a_fault_while_sampling_the_flow_is_logged_and_sampling_goes_on(
+    live_dir: Directory,
+) -> None:
+    page = StatusPage(StartingHub(live_dir, FlakyMetrics(failures=1)), clock=now_ms)
+    page.flow = FlowHistory(step_ms=20)
+    with structlog.testing.capture_logs() as logs:
+        sampler = asyncio.create_task(page.sample_flow())
+        try:
+            await until(_now(lambda: len(page.flow.buckets())), lambda n: n >= 2, "two buckets")
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["status.flow_failed"]
+
+
+def _now(value: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    async def probe() -> T:
+        return value()
+
+    return probe
+
+
+async def test_a_hub_still_starting_answers_not_ready_and_dead_letters_unknown(
+    live_dir: Directory,
+) -> None:
+    page = StatusPage(StartingHub(live_dir, FlakyMetrics(failures=0)), clock=now_ms)
+
+    first = await page.snapshot_json()
+    again = await page.snapshot_json()
+    snapshot = json.loads(first)
+
+    assert again is first, "one build serves every request within REFRESH_MS"
+    assert snapshot["ready"] is False
+    assert "the store is not open yet (the hub is starting)" in snapshot["readiness"]["not_ready"]
+    assert snapshot["dead"]["total"] is None
+    assert "not open" in snapshot["dead"]["problem"]
+    assert len(snapshot["tree"]) == 1
+    assert snapshot["pending"]["total"] == 0
