@@ -92,9 +92,11 @@ class EmbeddedBroker(_Section):
 
 
 class Metrics(_Section):
-    """``/metrics`` (Prometheus) and ``/healthz`` (readiness), served by the hub itself."""
+    """``/metrics`` (Prometheus), ``/healthz`` (readiness) and the status page (``/``),
+    served by the hub itself."""
 
-    listen: str = "127.0.0.1:9464"  # loopback by default; "" turns both off
+    listen: str = "127.0.0.1:9464"  # loopback by default; "" turns all of them off
+    status_page: bool = True  # GET / and /status.json on the same listener; false: 404
 
     @field_validator("listen")
     @classmethod

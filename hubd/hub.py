@@ -6,7 +6,8 @@ and receipts, then disconnects and closes the store, all within ``drain_timeout`
 process exits 0. SIGHUP re-reads and re-verifies the directory and republishes it.
 With NOTIFY_SOCKET set it tells systemd READY=1 and, if asked, WATCHDOG=1. Unless
 ``[metrics] listen`` is "", it serves ``/metrics`` and ``/healthz`` (:mod:`hubd.metrics`)
-from before the store opens until after it closes, so readiness is visible throughout.
+from before the store opens until after it closes, so readiness is visible throughout, and
+beside them the status page (:mod:`hubd.statuspage`) unless ``[metrics] status_page`` is false.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from hubd.retention import Retention
 from hubd.sdnotify import Notifier
 from hubd.spool import Spool
 from hubd.states import DeliveryState
+from hubd.statuspage import PageOff, StatusPage
 from hubd.store import AppendAudit, Store
 from hubd.trustwatch import TrustWatch
 from schemas import topics
@@ -141,6 +143,7 @@ class Hub:
         self.metrics = HubMetrics(self)
         self.trust = TrustWatch(config, clock)
         self._audits: set[asyncio.Task[None]] = set()
+        self.status_page: StatusPage | None = None
 
     # ---------------------------------------------------------------- what /metrics reads
 
@@ -270,12 +273,15 @@ class Hub:
         async with AsyncExitStack() as stack:
             stack.callback((await self._state_lock()).release)  # first: one hub per folder
             if config.metrics.enabled:  # first: /healthz says 503 while the rest starts
+                if config.metrics.status_page:
+                    self.status_page = StatusPage(self, clock=self.clock)
                 await stack.enter_async_context(
                     MetricsServer(
                         config.metrics.host,
                         config.metrics.port,
                         metrics=self.metrics.exposition,
                         health=lambda: readiness(self),
+                        pages=self.status_page or PageOff(),
                     )
                 )
             if any(p.name == "embedded" for p in plans):
@@ -373,6 +379,9 @@ class Hub:
             expiry = tasks.create_task(
                 self.trust.run(lambda: self.current_directory), name="hubd.expiry"
             )
+            flow = None
+            if self.status_page is not None:
+                flow = tasks.create_task(self.status_page.sample_flow(), name="hubd.status.flow")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(10):
                     await asyncio.gather(*(link.connected.wait() for link in links))
@@ -395,6 +404,8 @@ class Hub:
             work_stop.set()
             watchdog.cancel()
             expiry.cancel()
+            if flow is not None:
+                flow.cancel()
             links_stop.set()
 
     async def _core(self, ingest: Ingest, dispatcher: Dispatcher) -> None:

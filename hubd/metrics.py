@@ -203,9 +203,13 @@ class HubMetrics:
             registry=self.registry,
         )
         self.registry.register(HubCollector(view))
+        # DELIVERED confirmations since start (the histogram's count, readable without
+        # collecting it): the status page's "delivered" flow.
+        self.delivered = 0
 
     def observe_latency(self, ms: int) -> None:
         """One DELIVERED, ``ms`` milliseconds after acceptance (the dispatcher's callback)."""
+        self.delivered += 1
         self._latency.observe(max(ms, 0) / 1000)
 
     def exposition(self) -> bytes:

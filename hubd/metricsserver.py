@@ -1,4 +1,5 @@
-"""The hub's monitoring endpoint: ``GET /metrics`` and ``GET /healthz`` over HTTP/1.1.
+"""The hub's monitoring endpoint: ``GET /metrics``, ``GET /healthz`` and the status page
+(:mod:`hubd.statuspage`, unless ``[metrics] status_page = false``) over HTTP/1.1.
 
 A small server on the hub's own event loop (``asyncio.start_server``) rather than
 prometheus_client's threaded one: it reads the hub's state without locks and shares the
@@ -7,7 +8,8 @@ capped at :data:`MAX_HEAD` bytes and must arrive within :data:`READ_TIMEOUT` sec
 answer must be taken within :data:`WRITE_TIMEOUT`, and at most :data:`MAX_CLIENTS`
 connections are served at once, so a slow or hostile client cannot hold the endpoint (or
 the hub's memory). Bound to loopback by default (``[metrics] listen``); it has no TLS and
-no authentication of its own.
+no authentication of its own. Read-only: GET and HEAD, nothing else. Every answer carries
+strict headers (:data:`STRICT_HEADERS`): a browser runs nothing but the page's own files.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import errno
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -36,6 +38,7 @@ MAX_CLIENTS = 16  # connections served at once; more are closed unanswered
 REASONS = {
     200: "OK",
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
@@ -46,6 +49,17 @@ REASONS = {
 }
 TEXT = "text/plain; charset=utf-8"
 SERVED = b"this endpoint serves GET /metrics and GET /healthz\n"
+METHODS = ("GET", "HEAD")
+# The page is same-origin files only (no inline script or style, no CDN), never framed,
+# and nothing it loads is sniffed into another type or told where it came from.
+STRICT_HEADERS = (
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,42 +69,68 @@ class Response:
     content_type: str = TEXT
     headers: tuple[tuple[str, str], ...] = ()
 
-    def encode(self) -> bytes:
+    def encode(self, *, head: bool = False) -> bytes:
+        """The whole answer; for HEAD the same head (Content-Length too) without the body."""
         lines = [
             f"HTTP/1.1 {self.status} {REASONS[self.status]}",
             f"Content-Type: {self.content_type}",
             f"Content-Length: {len(self.body)}",
             "Cache-Control: no-store",
             "Connection: close",
-            *(f"{name}: {value}" for name, value in self.headers),
+            *(f"{name}: {value}" for name, value in (*STRICT_HEADERS, *self.headers)),
         ]
-        return "\r\n".join(lines).encode("ascii") + b"\r\n\r\n" + self.body
+        return "\r\n".join(lines).encode("ascii") + b"\r\n\r\n" + (b"" if head else self.body)
 
 
-def route(
-    request_line: bytes, metrics: Callable[[], bytes], health: Callable[[], Readiness]
-) -> Response:
-    """The answer to one request line (the headers do not matter here)."""
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str  # without the query
+    host: str | None  # the Host header, None if absent
+
+
+class Pages(Protocol):
+    """More paths on the same listener (the status page)."""
+
+    paths: frozenset[str]
+    served: bytes  # what the listener serves, for the end of every error answer
+
+    async def answer(self, request: Request) -> Response: ...
+
+
+def parse_request(request_line: bytes, host: str | None, served: bytes) -> Request | Response:
+    """The request, or the error answer to a request line that cannot be served."""
     try:
         method, target, version = request_line.decode("ascii").split(" ")
     except (UnicodeDecodeError, ValueError):
-        return Response(400, b"not an HTTP request line; " + SERVED)
+        return Response(400, b"not an HTTP request line; " + served)
     if not version.startswith("HTTP/1."):
-        return Response(505, b"only HTTP/1.x is spoken here; " + SERVED)
-    if method != "GET":
-        return Response(405, b"only GET is allowed; " + SERVED, headers=(("Allow", "GET"),))
-    path = target.partition("?")[0]
+        return Response(505, b"only HTTP/1.x is spoken here; " + served)
+    if method not in METHODS:
+        return Response(
+            405,
+            b"only GET and HEAD are allowed: this endpoint is read-only; " + served,
+            headers=(("Allow", ", ".join(METHODS)),),
+        )
+    return Request(method, target.partition("?")[0], host)
+
+
+def answer_monitoring(
+    path: str, metrics: Callable[[], bytes], health: Callable[[], Readiness]
+) -> Response | None:
+    """``/metrics`` and ``/healthz``; None for any other path."""
     if path == "/metrics":
         return Response(200, metrics(), CONTENT_TYPE_LATEST)
     if path == "/healthz":
         state = health()
         body = json.dumps(state.report, ensure_ascii=False).encode() + b"\n"
         return Response(200 if state.ready else 503, body, "application/json")
-    return Response(404, b"not found; " + SERVED)
+    return None
 
 
 class MetricsServer:
-    """``async with MetricsServer(host, port, metrics=..., health=...)``: serving until exit."""
+    """``async with MetricsServer(host, port, metrics=..., health=..., pages=...)``: serving
+    until exit."""
 
     def __init__(
         self,
@@ -99,9 +139,11 @@ class MetricsServer:
         *,
         metrics: Callable[[], bytes],
         health: Callable[[], Readiness],
+        pages: Pages | None = None,
     ) -> None:
         self.host, self.port = host, port
-        self._metrics, self._health = metrics, health
+        self._metrics, self._health, self._pages = metrics, health, pages
+        self._served = SERVED if pages is None else pages.served
         self._server: asyncio.Server | None = None
         self._clients: set[asyncio.Task[Any]] = set()
 
@@ -155,12 +197,16 @@ class MetricsServer:
         try:
             try:
                 async with asyncio.timeout(READ_TIMEOUT):
-                    response = await self._read(reader)
+                    request = await self._read(reader)
             except TimeoutError:
-                response = Response(408, b"the request did not arrive in time; " + SERVED)
-            if response is None:
+                request = Response(408, b"the request did not arrive in time; " + self._served)
+            if request is None:
                 return
-            writer.write(response.encode())
+            if isinstance(request, Request):
+                response = await self._answer(request)
+                writer.write(response.encode(head=request.method == "HEAD"))
+            else:
+                writer.write(request.encode())
             async with asyncio.timeout(WRITE_TIMEOUT):
                 await writer.drain()
         except (TimeoutError, ConnectionError):
@@ -169,28 +215,40 @@ class MetricsServer:
             self._clients.discard(task)
             writer.close()
 
-    async def _read(self, reader: asyncio.StreamReader) -> Response | None:
+    async def _read(self, reader: asyncio.StreamReader) -> Request | Response | None:
         """Read the request head; None if the client closed before sending one."""
         request_line = b""
+        host: str | None = None
         size = lines = 0
         while True:
             try:
                 line = await reader.readuntil(b"\n")
             except asyncio.LimitOverrunError:
-                return Response(431, b"the request head is too large; " + SERVED)
+                return Response(431, b"the request head is too large; " + self._served)
             except asyncio.IncompleteReadError:
                 return None
             size, lines = size + len(line), lines + 1
             if size > MAX_HEAD or lines > MAX_HEADER_LINES:
-                return Response(431, b"the request head is too large; " + SERVED)
+                return Response(431, b"the request head is too large; " + self._served)
             line = line.rstrip(b"\r\n")
             if not request_line:
                 request_line = line  # RFC 9112 2.2: empty lines before it are ignored
                 continue
             if not line:
                 break
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"host":
+                host = value.strip().decode("ascii", "replace")
+        return parse_request(request_line, host, self._served)
+
+    async def _answer(self, request: Request) -> Response:
         try:
-            return route(request_line, self._metrics, self._health)
+            found = answer_monitoring(request.path, self._metrics, self._health)
+            if found is not None:
+                return found
+            if self._pages is not None and request.path in self._pages.paths:
+                return await self._pages.answer(request)
         except Exception:  # a fault in a collector must not end the hub: answer 500, log it
-            log.exception("metrics.failed")
+            log.exception("metrics.failed", path=request.path[:100])
             return Response(500, b"the hub could not build the answer; see metrics.failed\n")
+        return Response(404, b"not found; " + self._served)

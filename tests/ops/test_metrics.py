@@ -404,19 +404,22 @@ async def test_healthz_is_503_naming_the_broker_until_it_is_up_and_again_when_it
 # ---------------------------------------------------------------------------- the listener
 
 
-async def test_an_unknown_path_is_404_and_a_method_other_than_get_is_405(
+async def test_an_unknown_path_is_404_and_a_method_other_than_get_or_head_is_405(
     hub: HubProcess,
 ) -> None:
     assert hub.metrics_port is not None
-    missing = await get(hub.metrics_port, "/status")
+    missing = await get(hub.metrics_port, "/nothing-here")
     posted = await get(hub.metrics_port, "/metrics", method="POST")
     query = await get(hub.metrics_port, "/metrics?name[]=govxchg_messages_total")
+    head = await get(hub.metrics_port, "/healthz", method="HEAD")
 
     assert missing.status == 404
-    assert b"GET /metrics and GET /healthz" in missing.body
+    assert b"GET /metrics, GET /healthz and the status page at GET /" in missing.body
     assert posted.status == 405
-    assert posted.headers["allow"] == "GET"
+    assert posted.headers["allow"] == "GET, HEAD"
     assert query.status == 200
+    assert head.status == 200
+    assert head.body == b""
 
 
 async def test_an_oversized_request_head_is_refused_and_a_slow_client_holds_nothing(

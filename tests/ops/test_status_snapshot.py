@@ -1,0 +1,447 @@
+"""The status page's data without a server: the flow history and the snapshot builder.
+
+Both are pure (the caller says what time it is), so every expectation here is exact.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from hubd.flow import FlowHistory
+from hubd.opsquery import Delivery
+from hubd.states import DeliveryState
+from hubd.statusview import DeadLetters, build_snapshot, org_state, org_tree
+from schemas.directory import Directory
+from schemas.labels import Classification, Precedence
+from tests.world import NOW, World
+
+# ---------------------------------------------------------------------------- flow
+
+
+def totals(
+    accepted: int = 0, delivered: int = 0, rejected: int = 0, quarantined: int = 0
+) -> dict[str, Any]:
+    return {
+        "accepted": accepted,
+        "delivered": delivered,
+        "rejected": rejected,
+        "quarantined": quarantined,
+    }
+
+
+def test_each_bucket_holds_what_the_counters_grew_by_in_its_interval() -> None:
+    flow = FlowHistory(keep=10, step_ms=10_000)
+    flow.start(NOW, totals())
+    flow.sample(NOW + 10_000, totals(accepted=5, delivered=3))
+    flow.sample(NOW + 20_000, totals(accepted=7, delivered=8, rejected=1))
+
+    buckets = flow.buckets()
+
+    assert [(b.start, b.end) for b in buckets] == [
+        (NOW, NOW + 10_000),
+        (NOW + 10_000, NOW + 20_000),
+    ]
+    assert buckets[0].counts == totals(accepted=5, delivered=3)
+    assert buckets[1].counts == totals(accepted=2, delivered=5, rejected=1)
+
+
+def test_only_the_last_buckets_are_kept() -> None:
+    flow = FlowHistory(keep=3, step_ms=10)
+    flow.start(0, totals())
+    for n in range(1, 6):
+        flow.sample(n * 10, totals(accepted=n * n))
+
+    assert [b.counts["accepted"] for b in flow.buckets()] == [5, 7, 9]  # 9-4, 16-9, 25-16
+
+
+def test_the_open_interval_and_the_window_totals_count_what_came_since_the_last_sample() -> None:
+    flow = FlowHistory(keep=2, step_ms=10)
+    flow.start(0, totals())
+    flow.sample(10, totals(accepted=1))
+    flow.sample(20, totals(accepted=3))
+    flow.sample(30, totals(accepted=6))  # the first bucket (1) falls out of the window
+
+    view = flow.as_json(34, totals(accepted=10, quarantined=1))
+
+    assert view["current"] == {"start": 30, "end": 34, **totals(accepted=4, quarantined=1)}
+    assert view["totals"] == totals(accepted=2 + 3 + 4, quarantined=1)
+    assert view["since"] == 10
+    assert [b["accepted"] for b in view["buckets"]] == [2, 3]
+
+
+def test_before_the_sampler_starts_the_flow_is_empty_and_says_so() -> None:
+    view = FlowHistory().as_json(NOW, totals(accepted=3))
+
+    assert view["buckets"] == []
+    assert view["current"] is None
+    assert view["since"] is None
+    assert view["totals"] == totals()
+
+
+def test_a_clock_that_steps_back_closes_no_bucket() -> None:
+    flow = FlowHistory(step_ms=10)
+    flow.start(100, totals())
+    flow.sample(90, totals(accepted=2))
+
+    assert flow.buckets() == ()
+    assert flow.as_json(110, totals(accepted=2))["current"]["accepted"] == 2
+
+
+def test_counters_that_restarted_from_zero_count_as_new() -> None:
+    flow = FlowHistory(step_ms=10)
+    flow.start(0, totals(accepted=50))
+    flow.sample(10, totals(accepted=4))
+
+    assert flow.buckets()[0].counts["accepted"] == 4
+
+
+@pytest.mark.parametrize(("keep", "step"), [(0, 10), (5, 0)])
+def test_a_history_without_room_or_step_is_refused(keep: int, step: int) -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        FlowHistory(keep=keep, step_ms=step)
+
+
+# ---------------------------------------------------------------------------- the tree
+
+
+def test_the_tree_follows_parent_links_from_the_state_council_down(world: World) -> None:
+    roots = org_tree(world.directory)
+
+    assert [r.org.id for r in roots] == ["cn.gov"]
+    (province,) = roots[0].children
+    assert province.org.id == "jl.gov"
+    below = [c.org.id for c in province.children]
+    prefectures = [o.id for o in world.directory.orgs if o.level.value == "prefecture"]
+    departments = [o.id for o in world.directory.orgs if o.level.value == "department"]
+    assert below == prefectures + departments  # directory order: governments, then departments
+    changchun = next(c for c in province.children if c.org.id == "jl.cc")
+    assert [c.org.id for c in changchun.children] == [
+        "jl.cc.nongan",
+        "jl.cc.yushu",
+        "jl.cc.dehui",
+    ]
+    assert sorted(o.id for r in roots for o in r.walk()) == sorted(
+        o.id for o in world.directory.orgs
+    )
+
+
+def with_parents(directory: Directory, parents: dict[str, str | None]) -> Directory:
+    orgs = tuple(
+        o.model_copy(update={"parent": parents[o.id]}) if o.id in parents else o
+        for o in directory.orgs
+    )
+    return directory.model_copy(update={"orgs": orgs})
+
+
+def test_an_org_whose_parent_is_missing_or_in_a_cycle_is_shown_as_an_orphan_root(
+    world: World,
+) -> None:
+    odd = with_parents(
+        world.directory,
+        {"jl.dept.health": "zz.gone", "jl.yb": "jl.yb.yanji", "jl.yb.yanji": "jl.yb"},
+    )
+
+    roots = {r.org.id: r for r in org_tree(odd)}
+
+    assert roots["jl.dept.health"].orphan
+    assert not roots["cn.gov"].orphan
+    cycle = roots["jl.yb"]  # the first of the cycle in directory order
+    assert cycle.orphan
+    assert [c.org.id for c in cycle.children] == ["jl.yb.yanji", "jl.yb.tumen", "jl.yb.dunhua"]
+    assert cycle.children[0].children == (), "the cycle is cut where it comes back"
+    placed = [o.id for r in roots.values() for o in r.walk()]
+    assert sorted(placed) == sorted(o.id for o in odd.orgs), "every org exactly once"
+
+
+@pytest.mark.parametrize(
+    ("states", "word"),
+    [
+        ([], "none"),
+        (["online", "online"], "online"),
+        (["online", "offline"], "partial"),
+        (["online", "unseen"], "partial"),
+        (["offline", "unseen"], "offline"),
+        (["unseen"], "unseen"),
+    ],
+)
+def test_an_organisation_is_summed_up_over_its_channels(states: list[str], word: str) -> None:
+    assert org_state(states) == word
+
+
+# ---------------------------------------------------------------------------- the snapshot
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A delivery still awaited, as the snapshot reads it (the dispatcher's Job)."""
+
+    msg_id: bytes
+    recipient: str
+    channel: str
+    precedence: Precedence
+    state: DeliveryState
+    accepted_at: int
+
+
+NO_DEAD = DeadLetters(0, 0, ())
+READY = {"status": "ok", "directory_version": 1, "brokers": {"embedded": True}, "store": "writable"}
+
+
+def snapshot(
+    directory: Directory | None,
+    *,
+    presence: dict[tuple[str, str], tuple[bool, int]] | None = None,
+    pending: list[Waiting] | None = None,
+    dead: DeadLetters = NO_DEAD,
+    at: int = NOW,
+) -> dict[str, Any]:
+    known = presence or {}
+    result = build_snapshot(
+        at=at,
+        started_at=NOW - 60_000,
+        version="0.1.0",
+        directory=directory,
+        presence=lambda channel, org: known.get((channel, org)),
+        pending=pending or [],
+        readiness=READY,
+        ready=True,
+        flow=FlowHistory().as_json(at, {}),
+        dead=dead,
+    )
+    json.dumps(result)  # JSON-able as it is
+    return result
+
+
+def nodes(snap: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+
+    def visit(node: dict[str, Any], depth: int) -> None:
+        found[node["id"]] = {**node, "depth": depth}
+        for child in node["children"]:
+            visit(child, depth + 1)
+
+    for root in snap["tree"]:
+        visit(root, 0)
+    return found
+
+
+def test_presence_maps_to_online_offline_and_unseen_per_channel_with_since(world: World) -> None:
+    presence = {
+        ("govnet", "jl.gov"): (True, NOW - 5_000),
+        ("classified", "jl.gov"): (False, NOW - 90_000),
+        ("govnet", "jl.cc"): (True, NOW - 1_000),
+        ("govnet", "jl.jl"): (False, NOW - 2_000),
+    }
+
+    orgs = nodes(snapshot(world.directory, presence=presence))
+
+    gov = {c["id"]: (c["state"], c["since"]) for c in orgs["jl.gov"]["channels"]}
+    assert gov == {
+        "internet": ("unseen", None),
+        "govnet": ("online", NOW - 5_000),
+        "classified": ("offline", NOW - 90_000),
+    }
+    assert orgs["jl.gov"]["state"] == "partial"
+    assert orgs["jl.cc"]["state"] == "online"
+    assert orgs["jl.jl"]["state"] == "offline"
+    assert orgs["jl.sp"]["state"] == "unseen"
+    ceilings = {c["id"]: c["ceiling"]["name"] for c in orgs["jl.gov"]["channels"]}
+    assert ceilings == {"internet": "PUBLIC", "govnet": "INTERNAL", "classified": "SECRET"}
+    assert orgs["jl.cc.nongan"]["depth"] == 3
+    assert orgs["jl.dept.health"]["depth"] == 2
+    assert orgs["cn.gov"]["clearance"] == {"name": "SECRET", "zh": "机密"}
+    assert orgs["jl.cc"]["level"] == {"name": "prefecture", "zh": "地市级"}
+
+
+def test_spokes_and_channels_are_counted_from_presence(world: World) -> None:
+    presence = {
+        ("govnet", "jl.cc"): (True, NOW),
+        ("govnet", "jl.jl"): (False, NOW),
+        ("govnet", "jl.gov"): (True, NOW),
+    }
+
+    snap = snapshot(world.directory, presence=presence)
+
+    assert snap["spokes"]["orgs"] == len(world.directory.orgs)
+    assert snap["spokes"]["online"] == 1  # jl.cc: jl.gov is online on govnet only
+    assert snap["spokes"]["partial"] == 1
+    assert snap["spokes"]["offline"] == 1
+    channels = {c["id"]: c for c in snap["channels"]}
+    assert channels["govnet"]["online"] == 2
+    assert channels["govnet"]["provisioned"] == sum(
+        "govnet" in o.channels for o in world.directory.orgs
+    )
+    assert channels["core"]["provisioned"] == 0
+    assert channels["core"]["ceiling"] == {"name": "TOP_SECRET", "zh": "绝密"}
+
+
+def job(n: int, recipient: str, **kw: object) -> Waiting:
+    fields: dict[str, Any] = {
+        "msg_id": bytes([n]) * 16,
+        "recipient": recipient,
+        "channel": "govnet",
+        "precedence": Precedence.ROUTINE,
+        "state": DeliveryState.PENDING,
+        "accepted_at": NOW - n * 1000,
+    }
+    return Waiting(**{**fields, **kw})
+
+
+def test_queue_depth_oldest_and_most_urgent_are_per_organisation_and_channel(
+    world: World,
+) -> None:
+    pending = [  # neither the oldest nor the most urgent comes last
+        job(9, "jl.cc"),
+        job(2, "jl.cc", state=DeliveryState.SENT, precedence=Precedence.FLASH),
+        job(1, "jl.cc"),
+        job(3, "jl.gov", channel="classified", precedence=Precedence.URGENT),
+        job(4, "jl.gov"),
+    ]
+
+    snap = snapshot(world.directory, pending=pending)
+    orgs = nodes(snap)
+
+    cc = orgs["jl.cc"]["queue"]
+    assert cc["pending"] == 3
+    assert cc["sent"] == 1
+    assert cc["oldest_at"] == NOW - 9000
+    assert cc["oldest_age_ms"] == 9000
+    assert cc["most_urgent"] == {"name": "FLASH", "zh": "特提"}
+    gov = {c["id"]: c["pending"] for c in orgs["jl.gov"]["channels"]}
+    assert gov == {"internet": 0, "govnet": 1, "classified": 1}
+    assert orgs["jl.gov"]["queue"]["pending"] == 2
+    assert orgs["jl.gov"]["queue"]["most_urgent"]["name"] == "URGENT"
+    assert orgs["jl.jl"]["queue"] == {
+        "pending": 0,
+        "sent": 0,
+        "oldest_at": None,
+        "oldest_age_ms": None,
+        "most_urgent": None,
+    }
+    assert snap["pending"]["total"] == 5
+    assert snap["pending"]["sent"] == 1
+    oldest = snap["pending"]["oldest"]
+    assert (oldest["recipient"], oldest["age_ms"]) == ("jl.cc", 9000)
+    assert oldest["msg_id"] == "09" * 16
+    channels = {c["id"]: c["pending"] for c in snap["channels"]}
+    assert channels == {"internet": 0, "govnet": 4, "classified": 1, "core": 0}
+
+
+def test_deliveries_to_an_organisation_the_directory_dropped_are_listed_apart(
+    world: World,
+) -> None:
+    snap = snapshot(world.directory, pending=[job(1, "zz.removed"), job(2, "jl.cc")])
+
+    assert snap["unlisted"] == [
+        {
+            "recipient": "zz.removed",
+            "pending": 1,
+            "sent": 0,
+            "oldest_at": NOW - 1000,
+            "oldest_age_ms": 1000,
+            "most_urgent": {"name": "ROUTINE", "zh": "平件"},
+        }
+    ]
+    assert snap["pending"]["total"] == 2
+
+
+def test_names_and_ids_travel_raw_and_nothing_but_ids_and_labels_describe_a_delivery(
+    world: World,
+) -> None:
+    orgs = tuple(
+        o.model_copy(update={"name_en": '<img src=x onerror=alert(1)> & "co"'})
+        if o.id == "jl.cc"
+        else o
+        for o in world.directory.orgs
+    )
+    directory = world.directory.model_copy(update={"orgs": orgs})
+    dead = DeadLetters(
+        1,
+        0,
+        (
+            Delivery(
+                msg_id=b"\xab" * 16,
+                recipient="jl.cc",
+                channel="govnet",
+                state=DeliveryState.DEAD,
+                attempts=30,
+                precedence=Precedence.URGENT,
+                classification=Classification.INTERNAL,
+                sender="jl.gov",
+                created_at=NOW - 600_000,
+                updated_at=NOW - 5_000,
+                expires_at=None,
+            ),
+        ),
+    )
+
+    snap = snapshot(directory, pending=[job(1, "jl.cc")], dead=dead)
+    text = json.dumps(snap, ensure_ascii=False)
+
+    assert nodes(snap)["jl.cc"]["name_en"] == '<img src=x onerror=alert(1)> & "co"'
+    assert "&lt;" not in text
+    assert "&amp;" not in text
+    assert snap["dead"] == {
+        "total": 1,
+        "dead": 1,
+        "expired": 0,
+        "recent": [
+            {
+                "msg_id": "ab" * 16,
+                "recipient": "jl.cc",
+                "sender": "jl.gov",
+                "channel": "govnet",
+                "state": "DEAD",
+                "attempts": 30,
+                "at": NOW - 5_000,
+                "precedence": {"name": "URGENT", "zh": "加急"},
+                "classification": {"name": "INTERNAL", "zh": "内部"},
+            }
+        ],
+        "problem": None,
+    }
+    assert set(snap["pending"]["oldest"]) == {
+        "msg_id",
+        "recipient",
+        "channel",
+        "precedence",
+        "accepted_at",
+        "age_ms",
+    }
+
+
+def test_dead_letters_that_could_not_be_read_are_unknown_not_zero() -> None:
+    unread = DeadLetters(0, 0, (), "the store did not answer within 3 s")
+
+    dead = unread.as_json()
+
+    assert dead["total"] is None
+    assert dead["dead"] is None
+    assert dead["problem"] == "the store did not answer within 3 s"
+
+
+def test_directory_expiry_is_flagged_three_days_ahead_and_once_passed(world: World) -> None:
+    expires = world.directory.expires_at
+
+    early = snapshot(world.directory, at=expires - 4 * 86_400_000)["directory"]
+    soon = snapshot(world.directory, at=expires - 2 * 86_400_000)["directory"]
+    gone = snapshot(world.directory, at=expires + 1)["directory"]
+
+    assert (early["expires_soon"], early["expired"]) == (False, False)
+    assert (soon["expires_soon"], soon["expired"]) == (True, False)
+    assert soon["expires_in_ms"] == 2 * 86_400_000
+    assert (gone["expires_soon"], gone["expired"]) == (False, True)
+    assert early["version"] == world.directory.version
+
+
+def test_without_a_directory_the_snapshot_still_carries_readiness_and_queues() -> None:
+    snap = snapshot(None, pending=[job(1, "jl.cc")])
+
+    assert snap["tree"] == []
+    assert snap["directory"] is None
+    assert snap["pending"]["total"] == 1
+    assert snap["readiness"] == READY
