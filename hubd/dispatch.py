@@ -64,14 +64,6 @@ class Payload:
     body: bytes | None
     body_path: Path | None
     body_size: int
-    wire: bytes | None = None  # the transport message of an inline body, encoded once
-
-    def inline_message(self) -> bytes:
-        """``["env", frame, body]`` for an inline body: the same bytes for every recipient
-        and every attempt (a message received whole is forwarded as it came)."""
-        if self.wire is None:
-            self.wire = transport.encode(transport.EnvelopeMsg(self.frame, self.body))
-        return self.wire
 
 
 @dataclass(slots=True)
@@ -342,7 +334,9 @@ class Dispatcher:
         """The next transport message for ``job`` and whether it completes the body."""
         payload = job.payload
         if payload.body is not None:
-            return payload.inline_message(), True
+            # Encoded per publish, not kept: a backlog for an offline recipient holds each
+            # body once, and the encoding costs microseconds.
+            return transport.encode(transport.EnvelopeMsg(payload.frame, payload.body)), True
         if job.offset < 0:
             job.offset = 0
             return transport.encode(transport.EnvelopeMsg(payload.frame, None)), False

@@ -57,8 +57,9 @@ MAX_PASS: Final = 2000  # arrivals checked in one pass (one store submission)
 COMMITS_IN_FLIGHT: Final = 8  # passes handed to the store and not yet durable
 # Intake bound: above this much waiting, the hub stops reading from its brokers (TCP pushes
 # back to the broker, which holds or drops; senders resend what holds no ACCEPTED) and reads
-# again below half of it. A 1 GiB upload arrives faster than a disk takes it.
-BACKLOG_BYTES: Final = 32 * 1024 * 1024
+# again below half of it. A 1 GiB upload arrives faster than a disk takes it; 8 MB is still
+# thousands of small documents, more than one pass takes.
+BACKLOG_BYTES: Final = 8 * 1024 * 1024
 BACKLOG_MESSAGES: Final = 20_000
 
 
@@ -340,8 +341,7 @@ class Ingest:
         except PeerError as exc:
             self._reject(arrival, envelope, exc.reason, exc.message)
             return None
-        # The payload is canonical (transport.decode checked): forward these very bytes.
-        payload = Payload(message.frame, body, None, len(body), wire=arrival.payload)
+        payload = Payload(message.frame, body, None, len(body))
         storing = _Storing(arrival, envelope, decision, payload, warnings)
         return self._new_message(storing), functools.partial(self._stored, storing)
 
