@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from hubd.diskwatch import parse_size
 from schemas.brokers import BrokerURL
 from schemas.ids import ChannelId
 from schemas.localfs import read_config
@@ -183,6 +184,14 @@ class Expiry(_Section):
     check_every: Seconds = 3600.0  # how often the running hub looks; it warns once a day
 
 
+class Disk(_Section):
+    """The disk watermark (hubd.diskwatch): below it, new messages are refused (retriable)."""
+
+    min_free: Annotated[int, BeforeValidator(parse_size), Field(ge=0)] = 2 * 2**30  # bytes
+    min_free_percent: Annotated[float, Field(ge=0, le=90)] = 5.0  # of the file system
+    check_every: Seconds = 2.0  # how often the free space is read
+
+
 class Logging(_Section):
     format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -198,6 +207,7 @@ class HubConfig(_Section):
     metrics: Metrics = Metrics()
     admin: Admin = Admin()
     retention: Retention = Retention()
+    disk: Disk = Disk()
     expiry: Expiry = Expiry()
 
     def store_url(self) -> str:

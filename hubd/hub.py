@@ -31,6 +31,7 @@ from hubd.adminserver import AdminServer
 from hubd.audit import AuditEvent
 from hubd.broker import EmbeddedBroker
 from hubd.config import HubConfig
+from hubd.diskwatch import DiskWatch
 from hubd.dispatch import Dispatcher, DispatchSettings, Job
 from hubd.hublock import HubLock, LockHeldError
 from hubd.ingest import Ingest
@@ -144,6 +145,7 @@ class Hub:
         self.trust = TrustWatch(config, clock)
         self._audits: set[asyncio.Task[None]] = set()
         self.status_page: StatusPage | None = None
+        self.disk: DiskWatch | None = None
 
     # ---------------------------------------------------------------- what /metrics reads
 
@@ -322,6 +324,14 @@ class Hub:
             )
             self.dispatcher, self.ingest, self.issuer = dispatcher, ingest, issuer
             ingest.on_backlog = self._set_reading
+            disk = self.disk = DiskWatch(
+                [config.hub.state_dir, config.spool_dir()],
+                min_free=config.disk.min_free,
+                min_free_percent=config.disk.min_free_percent,
+                every=config.disk.check_every,
+            )
+            disk.check()  # before the first message: a hub started on a full disk says so
+            ingest.disk_low = disk.refuse
             reloaded = await self._reload_jobs(store, dispatcher)
             admin_socket = config.admin_socket()
             if admin_socket is not None:  # once there is something to answer with
@@ -376,6 +386,8 @@ class Hub:
             if self.config.retention.enabled and self.store is not None:
                 retention = Retention(self.store, self.config.retention, self.clock)
                 tasks.create_task(retention.run(self.stop_event), name="hubd.retention")
+            if self.disk is not None:
+                tasks.create_task(self.disk.run(self.stop_event), name="hubd.disk")
             expiry = tasks.create_task(
                 self.trust.run(lambda: self.current_directory), name="hubd.expiry"
             )

@@ -125,6 +125,9 @@ class Ingest:
         self._backlog_bytes = 0
         self.reading = True  # False while the backlog holds the brokers off
         self.on_backlog: Callable[[bool], None] = lambda _reading: None  # the hub pauses links
+        # Why a new message with a body of n bytes is refused now (the disk watermark, set
+        # by the hub: hubd.diskwatch); None to take it.
+        self.disk_low: Callable[[int], str | None] = lambda _need: None
         self.counts: dict[str, int] = {"accepted": 0, "rejected": 0, "quarantined": 0}
         self.intake_open = True
         self.turned_away = 0  # messages that arrived while draining
@@ -328,6 +331,8 @@ class Ingest:
             return SLOW  # refused unless it is a resend of a message already stored
         warnings: tuple[Finding, ...] = ()
         if isinstance(decision, router.Accept):
+            if self.disk_low(0) is not None:
+                return SLOW  # refused below the disk watermark, unless it is already stored
             evaluation = rulecheck.judge_now(header, directory)
             if evaluation is None or not evaluation.ok:
                 return SLOW
@@ -371,6 +376,10 @@ class Ingest:
                     return
                 # The header says all the rules need: refuse before a byte of body is spooled.
                 if isinstance(decision, router.Accept):
+                    low = self.disk_low(envelope.body.size)
+                    if low is not None:
+                        self._reject(arrival, envelope, Reason.HUB_DISK_LOW, low, retriable=True)
+                        return
                     evaluation = await rulecheck.judge(header, directory, self._store.read)
                     if not evaluation.ok:
                         self._refuse(arrival, envelope, evaluation)
@@ -387,6 +396,11 @@ class Ingest:
             return
         warnings: tuple[Finding, ...] = ()
         if isinstance(decision, router.Accept):
+            low = self.disk_low(0)
+            if low is not None:
+                if not await self._known(envelope, arrival):  # a stored one is answered again
+                    self._reject(arrival, envelope, Reason.HUB_DISK_LOW, low, retriable=True)
+                return
             evaluation = await rulecheck.judge(header, directory, self._store.read)
             if not evaluation.ok:
                 # a resend of a message stored before the rules changed keeps its answer

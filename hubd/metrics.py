@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from hubd.diskwatch import DiskWatch
 from hubd.dispatch import Dispatcher
 from hubd.ingest import Ingest
 from hubd.store import Store
@@ -78,6 +79,9 @@ class HubView(Protocol):
     @property
     def draining(self) -> bool: ...
 
+    @property
+    def disk(self) -> DiskWatch | None: ...
+
     def broker_links(self) -> list[BrokerLink]: ...
 
 
@@ -93,6 +97,25 @@ class HubCollector(Collector):
         yield from self._deliveries()
         yield from self._spokes()
         yield from self._directory()
+        yield from self._disk()
+
+    def _disk(self) -> Iterator[Metric]:
+        disk = self._view.disk
+        free = GaugeMetricFamily(
+            "govxchg_disk_free_bytes",
+            "Free bytes (for the hub's user) of the file systems holding the store and the "
+            "spool, as last read ([disk] check_every).",
+            labels=["path"],
+        )
+        for space in [] if disk is None else disk.spaces:
+            free.add_metric([str(space.path)], space.free)
+        yield free
+        yield GaugeMetricFamily(
+            "govxchg_intake_open",
+            "1 while the hub takes new messages; 0 below the disk watermark ([disk] min_free, "
+            "min_free_percent), when new envelopes are REJECTED as retriable (hub.disk_low).",
+            value=0 if disk is not None and disk.low is not None else 1,
+        )
 
     def _messages(self) -> Iterator[Metric]:
         ingest = self._view.ingest
@@ -253,6 +276,9 @@ def readiness(view: HubView) -> Readiness:
         for link in links
         if not link.connected.is_set()
     )
+    disk = view.disk
+    if disk is not None and disk.low is not None:
+        problems.append(f"new messages are refused (disk.low): {disk.low}")
     directory = view.current_directory
     report: dict[str, object] = {
         "status": "ok" if not problems else "unavailable",

@@ -80,6 +80,7 @@ class Reason(StrEnum):
     POLICY_NO_CHANNEL = "policy.no_channel"
     # the hub's own state
     HUB_BUSY = "hub.busy"
+    HUB_DISK_LOW = "hub.disk_low"  # below the disk watermark: retriable
     # receipts
     RCPT_BAD_SIGNATURE = "receipt.bad_signature"
     RCPT_WRONG_ISSUER = "receipt.wrong_issuer"

@@ -409,6 +409,7 @@ class StartingHub:
     dispatcher: None = None
     store: None = None
     draining: bool = False
+    disk: None = None
 
     def broker_links(self) -> list[Any]:
         return []
