@@ -14,7 +14,7 @@ HUB = Path("/var/lib/govxchg")
 
 
 @pytest.mark.parametrize(
-    ("free", "total", "min_free", "percent", "need", "refused"),
+    "case",
     [
         (10 * GIB, 100 * GIB, 2 * GIB, 5.0, 0, False),  # plenty
         (5 * GIB, 100 * GIB, 2 * GIB, 5.0, 0, False),  # exactly 5 %: still taken
@@ -27,8 +27,9 @@ HUB = Path("/var/lib/govxchg")
     ],
 )
 def test_new_messages_are_refused_exactly_below_the_larger_minimum(
-    free: int, total: int, min_free: int, percent: float, need: int, refused: bool
+    case: tuple[int, int, int, float, int, bool],
 ) -> None:
+    free, total, min_free, percent, need, refused = case
     why = judge(Space(HUB, free, total), min_free=min_free, min_free_percent=percent, need=need)
     assert (why is not None) is refused
 
