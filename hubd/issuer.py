@@ -22,7 +22,7 @@ import structlog
 from sqlalchemy import select
 
 from hubd import tables as t
-from hubd.store import QueueReceipts, Store
+from hubd.store import AdvanceNumbering, QueueReceipts, Store
 from schemas import transport
 from schemas.errors import StoreError
 from schemas.keys import SigningKey
@@ -145,7 +145,23 @@ class ReceiptIssuer:
         await self._hand_over(dest, channel, frame, seq)
 
     async def replay(self, dest: str, channel: str, after: int) -> int:
-        """Send ``dest`` every numbered batch after ``after`` on ``channel``; returns how many."""
+        """Send ``dest`` every numbered batch after ``after`` on ``channel``; returns how many.
+
+        A spoke that holds a number the store never wrote (a store restored from a backup)
+        would take the next batches, numbered again from the store's last, for repeats: the
+        numbering continues after the spoke's number instead.
+        """
+        held = self._store.numbered(dest, channel)
+        if after > held and await self._store.submit(
+            AdvanceNumbering(dest, channel, after, self._clock())
+        ):
+            log.warning(
+                "receipts.numbering_advanced",
+                org=dest,
+                channel=channel,
+                store_had=held,
+                spoke_holds=after,
+            )
         rows = await self._store.read(
             select(t.receipt_outbox.c.seq, t.receipt_outbox.c.frame)
             .where(

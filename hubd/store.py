@@ -115,6 +115,17 @@ class QueueReceipts:
 
 
 @dataclass(slots=True)
+class AdvanceNumbering:
+    """Continue (dest, channel)'s receipt numbering after ``floor``; the result says whether
+    the store's own numbering was below it (and so was moved)."""
+
+    dest: str
+    channel: str
+    floor: int
+    at: int
+
+
+@dataclass(slots=True)
 class AppendAudit:
     audit: list[AuditEvent]
 
@@ -137,7 +148,13 @@ class DirectWrite(ABC):
 
 
 Operation = (
-    NewMessage | UpdateDeliveries | RecordReceipts | QueueReceipts | AppendAudit | DirectWrite
+    NewMessage
+    | UpdateDeliveries
+    | RecordReceipts
+    | QueueReceipts
+    | AdvanceNumbering
+    | AppendAudit
+    | DirectWrite
 )
 
 
@@ -365,6 +382,10 @@ class Store:
             self._reader = None
             await self.engine.dispose()
 
+    def numbered(self, dest: str, channel: str) -> int:
+        """The last receipt-batch number committed for (dest, channel); 0 if none."""
+        return self._outbox_seq.get((dest, channel), 0)
+
     async def run_on_writer(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)`` on the writer's own connection (tests and tools)."""
         if self._conn is None:
@@ -476,6 +497,13 @@ def _counters(conn: Connection) -> tuple[int, bytes, dict[tuple[str, str], int]]
         ).group_by(t.receipt_outbox.c.dest, t.receipt_outbox.c.channel)
     )
     outbox = {(r[0], r[1]): int(r[2]) for r in rows}
+    floors = conn.execute(
+        select(
+            t.receipt_numbering.c.dest, t.receipt_numbering.c.channel, t.receipt_numbering.c.floor
+        )
+    )
+    for dest, channel, floor in floors:
+        outbox[(dest, channel)] = max(outbox.get((dest, channel), 0), int(floor))
     conn.commit()
     return seq, chain, outbox
 
@@ -511,6 +539,7 @@ class _Batch:
         self.receipts: list[dict[str, Any]] = []
         self.batches: dict[bytes, dict[str, Any]] = {}
         self.queued: list[dict[str, Any]] = []
+        self.floors: dict[tuple[str, str], tuple[int, int]] = {}
 
     def chain_audit(self, events: Sequence[AuditEvent]) -> None:
         for ev in events:
@@ -579,6 +608,14 @@ class _Batch:
             elif isinstance(op, QueueReceipts):
                 results.append(self._number(op.dest, op.channel, op.frame, op.created_at))
                 continue
+            elif isinstance(op, AdvanceNumbering):
+                key = (op.dest, op.channel)
+                moved = op.floor > self.outbox.get(key, 0)
+                if moved:
+                    self.outbox[key] = op.floor
+                    self.floors[key] = (op.floor, op.at)
+                results.append(moved)
+                continue
             elif isinstance(op, DirectWrite):
                 result, events = op.apply(conn)
                 results.append(result)
@@ -635,6 +672,10 @@ class _Batch:
             conn.execute(t.receipts.insert(), self.receipts)
         if self.queued:
             conn.execute(t.receipt_outbox.insert(), self.queued)
+        for (dest, channel), (floor, at) in self.floors.items():
+            key = {"dest": dest, "channel": channel}
+            conn.execute(t.receipt_numbering.delete().filter_by(**key))
+            conn.execute(t.receipt_numbering.insert(), [{**key, "floor": floor, "set_at": at}])
         if self.audit:
             conn.execute(t.audit.insert(), self.audit)
 

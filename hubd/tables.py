@@ -118,6 +118,17 @@ receipt_outbox = Table(
     Column("frame", Blob, nullable=False),
 )
 
+# Where a numbering must continue when a spoke holds numbers the store never wrote (a store
+# restored from a backup): the next number is above both this floor and the outbox's max.
+receipt_numbering = Table(
+    "receipt_numbering",
+    metadata,
+    Column("dest", ID, primary_key=True),
+    Column("channel", ID, primary_key=True),
+    Column("floor", BigInteger, nullable=False),
+    Column("set_at", BigInteger, nullable=False),
+)
+
 # Append-only; each row carries the hash of the one before (hubd/audit.py).
 audit = Table(
     "audit",

@@ -26,6 +26,7 @@ from hubd.audit import GENESIS, AuditEvent, AuditRow, verify_chain
 from hubd.states import DeliveryState
 from hubd.store import (
     MIGRATIONS,
+    AdvanceNumbering,
     AppendAudit,
     DeliveryUpdate,
     Duplicate,
@@ -455,3 +456,24 @@ async def test_update_deliveries_changes_state_attempts_and_time(store: Store) -
     }
     events = [r.event for r in await audit_rows(store)]
     assert events == ["message.accepted", "message.accepted", "delivery.sent"]
+
+
+async def test_numbering_continues_after_a_floor_a_spoke_names_and_keeps_it_across_restarts(
+    db_url: str,
+) -> None:
+    async with Store(db_url) as store:
+        assert [await store.submit(queue("jl.gov", "govnet")) for _ in range(3)] == [1, 2, 3]
+        # a spoke holds 10: the store was restored from a backup taken at 3
+        assert await store.submit(AdvanceNumbering("jl.gov", "govnet", 10, NOW)) is True
+        assert store.numbered("jl.gov", "govnet") == 10
+        assert await store.submit(queue("jl.gov", "govnet")) == 11
+        assert await store.submit(AdvanceNumbering("jl.gov", "govnet", 5, NOW)) is False
+        assert await store.submit(queue("jl.cc", "govnet")) == 1  # others untouched
+
+    async with Store(db_url) as store:
+        assert await store.submit(queue("jl.gov", "govnet")) == 12
+
+    async with Store(db_url) as store:  # a floor above every batch still written counts
+        assert await store.submit(AdvanceNumbering("jl.cc", "govnet", 40, NOW)) is True
+    async with Store(db_url) as store:
+        assert await store.submit(queue("jl.cc", "govnet")) == 41
