@@ -16,6 +16,10 @@ The same run measures two systems with the same load generators on the same brok
 
 Each system is measured twice: at saturation (closed loop, a window of documents in
 flight per sender) for throughput, and at a fixed offered rate for p50/p99 latency.
+
+The load generators (senders and recipients, in both systems) connect with the spokes' own
+MQTT link (:class:`schemas.mqttlink.BrokerLink`), as real spokes do; the relay is the
+minimal aiomqtt forwarder the baseline calls for.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from schemas.directory import Directory, sign_directory, verify_directory
 from schemas.envelope import verify_envelope
 from schemas.keys import EncryptionKey, SigningKey
 from schemas.labels import Classification, DocType, Precedence
+from schemas.mqttlink import BrokerLink
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts, verify_receipts
 from schemas.seal import Draft, file_entry, open_bytes, seal_bytes
 from tests.hubproc import HubProcess, Mosquitto, live_directory
@@ -80,6 +85,9 @@ def _unblob(blob: bytes) -> tuple[dict[str, Keys], Directory]:
 
 
 def _loop_run(coro: object) -> object:
+    from schemas import runtime  # noqa: PLC0415 - in the child process
+
+    runtime.configure("json", "warning")  # the links' connect/disconnect lines are noise here
     try:
         import uvloop  # noqa: PLC0415
 
@@ -146,6 +154,32 @@ def sender_main(
     out.put(_loop_run(_send(plan, org, directory, payloads, go)))
 
 
+async def _link(
+    port: int, name: str, subscriptions: list[str], sink: object, hello: list[tuple[str, bytes]]
+) -> tuple[BrokerLink, asyncio.Event, asyncio.Task[None]]:
+    """A connected spoke link; ``hello`` is published (in order) on every connect."""
+
+    async def on_connected(link: BrokerLink) -> None:
+        for topic, payload in hello:
+            await link.publish(topic, payload, retain=topic.endswith("/presence"))
+
+    link = BrokerLink(
+        name,
+        "127.0.0.1",
+        port,
+        [CHANNEL],
+        subscriptions=subscriptions,
+        client_id=name,
+        sink=sink,  # type: ignore[arg-type]
+        on_connected=on_connected,
+        window=1000,
+    )
+    stop = asyncio.Event()
+    runner = asyncio.create_task(link.run(stop))
+    await asyncio.wait_for(link.connected.wait(), 30)
+    return link, stop, runner
+
+
 async def _send(
     plan: Plan, org: str, directory: Directory, payloads: list[tuple[bytes, bytes]], go: mp.Event
 ) -> dict[str, object]:  # type: ignore[type-arg]
@@ -157,7 +191,7 @@ async def _send(
     up = topics.up(CHANNEL, org) if plan.mode == "hub" else f"raw/up/{org}"
     down = topics.down(CHANNEL, org) if plan.mode == "hub" else f"raw/down/{org}"
 
-    def on_receipt(payload: bytes) -> None:
+    def on_receipt(_topic: str, payload: bytes) -> None:
         nonlocal accepted
         t = now()
         if plan.mode == "raw":
@@ -181,37 +215,33 @@ async def _send(
         if len(done) >= len(payloads):
             finished.set()
 
-    async with _client(plan.port, f"bench-send-{org}") as client:
-        await client.subscribe(down, qos=1)
-        if plan.mode == "hub":
-            await client.publish(topics.presence(CHANNEL, org), topics.ONLINE, qos=1, retain=True)
-            await client.publish(up, transport.encode(transport.HelloMsg(0)), qos=1)
-
-        async def listen() -> None:
-            async for message in client.messages:
-                on_receipt(bytes(message.payload))  # type: ignore[arg-type]
-
-        listener = asyncio.create_task(listen())
-        await asyncio.get_running_loop().run_in_executor(None, go.wait)
-        start = now()
-        pubs = []
-        for i, (msg_id, payload) in enumerate(payloads):
-            if plan.rate:
-                delay = start + i / plan.rate - now()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            else:
-                await slots.acquire()
-            sent[msg_id] = now()
-            pubs.append(asyncio.create_task(client.publish(up, payload, qos=1)))
-            if len(pubs) > 500:
-                await asyncio.gather(*pubs)
-                pubs.clear()
-        await asyncio.gather(*pubs)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(finished.wait(), 120)
-        elapsed = max(done.values(), default=now()) - start
-        listener.cancel()
+    hello = (
+        [
+            (topics.presence(CHANNEL, org), topics.ONLINE),
+            (up, transport.encode(transport.HelloMsg(0))),
+        ]
+        if plan.mode == "hub"
+        else []
+    )
+    link, stop, runner = await _link(plan.port, f"bench-send-{org}", [down], on_receipt, hello)
+    await asyncio.get_running_loop().run_in_executor(None, go.wait)
+    start = now()
+    acks: list[asyncio.Future[bool]] = []
+    for i, (msg_id, payload) in enumerate(payloads):
+        if plan.rate:
+            delay = start + i / plan.rate - now()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        else:
+            await slots.acquire()
+        sent[msg_id] = now()
+        acks.append(link.enqueue(up, payload))
+    await asyncio.gather(*acks)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(finished.wait(), 120)
+    elapsed = max(done.values(), default=now()) - start
+    stop.set()
+    await runner
     latencies = [(done[m] - sent[m]) * 1000 for m in done]
     return {
         "org": org,
@@ -236,73 +266,66 @@ async def _receive(
 ) -> None:  # type: ignore[type-arg]
     pending: dict[str, list[ReceiptEntry]] = {}
     seen: set[bytes] = set()
-    async with _client(port, f"bench-recv-{org}") as client:
-        down = topics.down(CHANNEL, org) if mode == "hub" else f"raw/down/{org}"
-        up = topics.up(CHANNEL, org) if mode == "hub" else f"raw/up/{org}"
-        await client.subscribe(down, qos=1)
-        if mode == "hub":
-            await client.publish(topics.presence(CHANNEL, org), topics.ONLINE, qos=1, retain=True)
-            await client.publish(up, transport.encode(transport.HelloMsg(0)), qos=1)
+    down = topics.down(CHANNEL, org) if mode == "hub" else f"raw/down/{org}"
+    up = topics.up(CHANNEL, org) if mode == "hub" else f"raw/up/{org}"
+    link: BrokerLink | None = None
 
-        async def flush() -> None:
-            # One signed DELIVERED batch per original sender every 2 ms, as a spoke does.
-            while True:
-                await asyncio.sleep(0.002)
-                batches = list(pending.values())
-                pending.clear()
-                for entries in batches:
-                    at = time.time_ns() // 1_000_000
-                    frame = sign_receipts(org, keys.signing, entries, at=at)
-                    message = transport.encode(transport.ReceiptsMsg(frame, 0))
-                    await client.publish(up, message, qos=1)
+    def on_message(_topic: str, payload: bytes) -> None:
+        assert link is not None
+        if mode == "raw":
+            _, _target, sender, msg_id, _filler = codec.decode(payload, transport.TRANSPORT_LIMITS)
+            link.enqueue(up, codec.encode(["ack", msg_id, sender]))
+            return
+        msg = transport.decode(payload)
+        if not isinstance(msg, transport.EnvelopeMsg) or msg.body is None:
+            return
+        envelope = verify_envelope(msg.frame, directory)  # type: ignore[arg-type]
+        open_bytes(envelope, org, keys.encryption, msg.body)  # type: ignore[attr-defined]
+        header = envelope.header
+        if header.msg_id in seen:
+            return
+        seen.add(header.msg_id)
+        entry = ReceiptEntry(
+            msg_id=header.msg_id,
+            recipient=org,
+            status=ReceiptStatus.DELIVERED,
+            at=time.time_ns() // 1_000_000,
+            subject=envelope.digest,
+            classification=header.classification,
+            reason=None,
+            detail=None,
+            retriable=False,
+        )
+        pending.setdefault(header.sender, []).append(entry)
 
-        flusher = asyncio.create_task(flush()) if mode == "hub" else None
-        stopper = asyncio.get_running_loop().run_in_executor(None, stop.wait)
-        pubs: list[asyncio.Task[None]] = []
+    hello = (
+        [
+            (topics.presence(CHANNEL, org), topics.ONLINE),
+            (up, transport.encode(transport.HelloMsg(0))),
+        ]
+        if mode == "hub"
+        else []
+    )
+    link, link_stop, runner = await _link(port, f"bench-recv-{org}", [down], on_message, hello)
 
-        async def handle() -> None:
-            async for message in client.messages:
-                payload = bytes(message.payload)  # type: ignore[arg-type]
-                if mode == "raw":
-                    _, _target, sender, msg_id, _filler = codec.decode(
-                        payload, transport.TRANSPORT_LIMITS
-                    )
-                    pubs.append(
-                        asyncio.create_task(
-                            client.publish(up, codec.encode(["ack", msg_id, sender]), qos=1)
-                        )
-                    )
-                    if len(pubs) > 200:
-                        await asyncio.gather(*pubs)
-                        pubs.clear()
-                    continue
-                msg = transport.decode(payload)
-                if not isinstance(msg, transport.EnvelopeMsg) or msg.body is None:
-                    continue
-                envelope = verify_envelope(msg.frame, directory)  # type: ignore[arg-type]
-                open_bytes(envelope, org, keys.encryption, msg.body)  # type: ignore[attr-defined]
-                header = envelope.header
-                if header.msg_id in seen:
-                    continue
-                seen.add(header.msg_id)
-                entry = ReceiptEntry(
-                    msg_id=header.msg_id,
-                    recipient=org,
-                    status=ReceiptStatus.DELIVERED,
-                    at=time.time_ns() // 1_000_000,
-                    subject=envelope.digest,
-                    classification=header.classification,
-                    reason=None,
-                    detail=None,
-                    retriable=False,
-                )
-                pending.setdefault(header.sender, []).append(entry)
+    async def flush() -> None:
+        # One signed DELIVERED batch per original sender every 2 ms, as a spoke does.
+        assert link is not None
+        while True:
+            await asyncio.sleep(0.002)
+            batches = list(pending.values())
+            pending.clear()
+            for entries in batches:
+                at = time.time_ns() // 1_000_000
+                frame = sign_receipts(org, keys.signing, entries, at=at)  # type: ignore[attr-defined]
+                link.enqueue(up, transport.encode(transport.ReceiptsMsg(frame, 0)))
 
-        handler = asyncio.create_task(handle())
-        await stopper
-        handler.cancel()
-        if flusher is not None:
-            flusher.cancel()
+    flusher = asyncio.create_task(flush()) if mode == "hub" else None
+    await asyncio.get_running_loop().run_in_executor(None, stop.wait)
+    if flusher is not None:
+        flusher.cancel()
+    link_stop.set()
+    await runner
 
 
 # ------------------------------------------------------------------------ raw forwarder

@@ -36,8 +36,9 @@ from pathlib import Path
 import structlog
 
 from hubd.audit import AuditEvent
+from hubd.rowwriter import KEEP_ATTEMPTS
 from hubd.states import DeliveryState, Event, next_state
-from hubd.store import KEEP_ATTEMPTS, DeliveryUpdate, Store, UpdateDeliveries
+from hubd.store import DeliveryUpdate, Store, UpdateDeliveries
 from schemas import transport
 from schemas.errors import StoreError
 from schemas.ids import msg_id_text

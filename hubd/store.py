@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,21 +27,18 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import (
     Connection,
     Engine,
-    bindparam,
-    case,
     create_engine,
     event,
     func,
-    literal_column,
     select,
-    update,
 )
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from hubd import tables as t
 from hubd.audit import GENESIS, AuditEvent, chain_hash
-from hubd.states import TRANSITIONS, DeliveryState
+from hubd.rowwriter import RowWriter
+from hubd.states import DeliveryState
 from schemas.errors import ClosedResourceError, StoreError
 
 log = structlog.get_logger("hubd.store")
@@ -79,9 +77,6 @@ class DeliveryUpdate:
     state: DeliveryState
     attempts: int  # KEEP_ATTEMPTS: leave the stored count as it is
     at: int
-
-
-KEEP_ATTEMPTS = -1
 
 
 @dataclass(slots=True)
@@ -453,7 +448,10 @@ class Store:
         try:
             results = await self._conn.run(_apply, ops, seq, chain, outbox)
         except Exception as exc:
-            retriable = isinstance(exc, DBAPIError | OperationalError | SQLAlchemyError)
+            # the driver's own errors too: on SQLite the rows go to it directly (hubd.rowwriter)
+            retriable = isinstance(
+                exc, DBAPIError | OperationalError | SQLAlchemyError | sqlite3.Error
+            )
             error = StoreError(f"the store refused a write: {exc!r}", retriable=retriable)
             self._last_commit_failed = True
             log.exception("store.write_failed", operations=len(ops))
@@ -517,6 +515,10 @@ def _apply(
 ) -> tuple[tuple[int, bytes, dict[tuple[str, str], int]], list[Any]]:
     """One transaction for a whole batch, in order. Runs on the writer's connection."""
     batch = _Batch(seq, chain, outbox)
+    if not conn.in_transaction():
+        # Begun explicitly: on SQLite the rows go to the driver directly (hubd.rowwriter),
+        # and a connection that executed nothing itself would take commit() for a no-op.
+        conn.begin()
     try:
         results = batch.plan(conn, ops)  # it reads too: a failed plan must end its transaction
         batch.write(conn)
@@ -645,68 +647,29 @@ class _Batch:
     def _existing(conn: Connection, ids: list[bytes]) -> dict[bytes, tuple[bytes, str]]:
         if not ids:
             return {}
-        query = select(t.messages.c.msg_id, t.messages.c.frame_sha256, t.messages.c.state)
-        rows = conn.execute(query.where(t.messages.c.msg_id.in_(ids)))
-        return {bytes(r.msg_id): (bytes(r.frame_sha256), r.state) for r in rows}
+        rows = RowWriter(conn).select_in(
+            t.messages, ("msg_id", "frame_sha256", "state"), "msg_id", ids
+        )
+        return {bytes(r[0]): (bytes(r[1]), r[2]) for r in rows}
 
     def write(self, conn: Connection) -> None:
-        if self.messages:
-            conn.execute(t.messages.insert(), self.messages)
-        if self.deliveries:
-            conn.execute(t.deliveries.insert(), self.deliveries)
+        rows = RowWriter(conn)
+        rows.insert(t.messages, self.messages)
+        rows.insert(t.deliveries, self.deliveries)
         for state, params in self.updates.items():
-            conn.execute(_UPDATE_TO[state], params)
+            rows.update_deliveries(state, params)
         if self.batches:
             known = {
                 bytes(r[0])
-                for r in conn.execute(
-                    select(t.receipt_batches.c.sha256).where(
-                        t.receipt_batches.c.sha256.in_(list(self.batches))
-                    )
-                )
+                for r in rows.select_in(t.receipt_batches, ("sha256",), "sha256", self.batches)
             }
-            fresh = [b for sha, b in self.batches.items() if sha not in known]
-            if fresh:
-                conn.execute(t.receipt_batches.insert(), fresh)
-        if self.receipts:
-            conn.execute(t.receipts.insert(), self.receipts)
-        if self.queued:
-            conn.execute(t.receipt_outbox.insert(), self.queued)
+            rows.insert(
+                t.receipt_batches, [b for sha, b in self.batches.items() if sha not in known]
+            )
+        rows.insert(t.receipts, self.receipts)
+        rows.insert(t.receipt_outbox, self.queued)
         for (dest, channel), (floor, at) in self.floors.items():
             key = {"dest": dest, "channel": channel}
             conn.execute(t.receipt_numbering.delete().filter_by(**key))
-            conn.execute(t.receipt_numbering.insert(), [{**key, "floor": floor, "set_at": at}])
-        if self.audit:
-            conn.execute(t.audit.insert(), self.audit)
-
-
-def _update_to(state: DeliveryState) -> Any:
-    """An UPDATE that moves deliveries to ``state`` only from the states the table allows.
-
-    Writes reach the store from several places (the dispatcher's batched SENT, a receipt
-    batch's DELIVERED or SIGNED_FOR, an operator's redelivery), and the group commit keeps
-    their order but not their meaning: a SENT flushed after the DELIVERED that overtook it
-    must not move the delivery back, a 签收 long after the hub gave up must not revive a
-    DEAD delivery. So the store, too, follows :data:`hubd.states.TRANSITIONS`.
-    """
-    sources = sorted({s.value for (s, _event), target in TRANSITIONS.items() if target is state})
-    # Constants of our own enum, written into the SQL: an executemany takes no list parameter.
-    allowed: list[Any] = [literal_column(f"'{value}'") for value in sources]
-    return (
-        update(t.deliveries)
-        .where(
-            t.deliveries.c.msg_id == bindparam("m"),
-            t.deliveries.c.recipient == bindparam("r"),
-            t.deliveries.c.state.in_(allowed),
-        )
-        .values(
-            state=bindparam("s"),
-            attempts=case(
-                (bindparam("a") == KEEP_ATTEMPTS, t.deliveries.c.attempts), else_=bindparam("a")
-            ),
-            updated_at=bindparam("u"),
-        )
-    )
-
-
-_UPDATE_TO = {state: _update_to(state) for state in DeliveryState}
+            rows.insert(t.receipt_numbering, [{**key, "floor": floor, "set_at": at}])
+        rows.insert(t.audit, self.audit)
