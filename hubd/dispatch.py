@@ -303,6 +303,7 @@ class Dispatcher:
                 job.active = False
                 self._parked[(job.channel, job.recipient)].add(job.key)
                 continue
+            start = job.offset  # where this piece begins: sent again from here if it fails
             payload, last = self._piece(job)
             if payload is None:
                 job.active = False
@@ -310,9 +311,9 @@ class Dispatcher:
             acked = self._publish(job.channel, job.recipient, payload)
             self._in_flight += 1
             self._drained.clear()
-            acked.add_done_callback(functools.partial(self._published, job, last))
+            acked.add_done_callback(functools.partial(self._published, job, last, start))
 
-    def _published(self, job: Job, last: bool, acked: asyncio.Future[bool]) -> None:  # noqa: FBT001 - a callback
+    def _published(self, job: Job, last: bool, start: int, acked: asyncio.Future[bool]) -> None:  # noqa: FBT001 - a callback
         self._in_flight -= 1
         if self._in_flight == 0:
             self._drained.set()
@@ -320,7 +321,9 @@ class Dispatcher:
         sent = not acked.cancelled() and acked.exception() is None and acked.result()
         if not sent:
             # The broker link is down or slow. Keep the recipient's presence as it is (only
-            # the spoke itself says whether it is online) and try again shortly.
+            # the spoke itself says whether it is online) and try again shortly, from the
+            # start of the piece that did not get through (a chunk is never skipped).
+            job.offset = start
             self._timer(now_ms() + 1000, job.key, "wake")
         else:
             self.published += 1

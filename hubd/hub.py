@@ -318,7 +318,7 @@ class Hub:
                 spool=spool,
                 dispatcher=dispatcher,
                 issuer=issuer,
-                send=self.send,
+                send=self.send_in_order,
                 clock=self.clock,
                 max_skew_ms=int(config.delivery.max_skew * 1000),
             )

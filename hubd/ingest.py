@@ -20,10 +20,12 @@ own, at most ``workers`` at a time, and take the long way through the same check
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import functools
 import hashlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -53,7 +55,8 @@ log = structlog.get_logger("hubd.ingest")
 security = structlog.get_logger("hubd.security")
 
 
-MAX_PASS: Final = 2000  # arrivals checked in one pass (one store submission)
+MAX_PASS: Final = 2000  # arrivals checked in one pass (one store submission) ...
+PASS_BUDGET: Final = 0.01  # ... or this many seconds of checking, whichever comes first
 COMMITS_IN_FLIGHT: Final = 8  # passes handed to the store and not yet durable
 # Intake bound: above this much waiting, the hub stops reading from its brokers (TCP pushes
 # back to the broker, which holds or drops; senders resend what holds no ACCEPTED) and reads
@@ -76,7 +79,8 @@ class _Slow:
 
 
 SLOW: Final = _Slow()
-Send = Callable[[str, str, bytes], Awaitable[bool]]  # (channel, org, payload) -> acked?
+# (channel, org, payload): handed to the connection at once; the future is its PUBACK
+Send = Callable[[str, str, bytes], "asyncio.Future[bool]"]
 Then = Callable[[Any], None]  # what to do once the operation's result is durable
 Step = tuple[Operation, Then] | _Slow | None  # None: answered already (refused, say)
 
@@ -119,7 +123,9 @@ class Ingest:
         self._max_skew_ms = max_skew_ms
         self._queue: deque[Arrival] = deque()
         self._wakeup: asyncio.Future[None] | None = None
-        self._slow = asyncio.Semaphore(workers)
+        self._workers = workers
+        self._slow_running = 0  # slow messages with a task of their own now
+        self._parked: deque[tuple[Arrival, transport.TransportMsg]] = deque()  # and waiting
         self._commits = asyncio.Semaphore(COMMITS_IN_FLIGHT)
         self._tasks: asyncio.TaskGroup | None = None
         self._backlog_bytes = 0
@@ -174,6 +180,11 @@ class Ingest:
             self.reading = True
             self.on_backlog(True)
 
+    @property
+    def queued(self) -> int:
+        """Arrivals waiting to be checked (and slow ones waiting for a task)."""
+        return len(self._queue) + len(self._parked)
+
     def _wake(self) -> None:
         waiter = self._wakeup
         if waiter is not None and not waiter.done():
@@ -187,7 +198,10 @@ class Ingest:
             while True:
                 while self._queue:
                     await self._pass()
-                if not self.intake_open:
+                    # Let the loop breathe between passes: acknowledgements, the dispatcher's
+                    # pump, timers and the commit just handed over all run on it.
+                    await asyncio.sleep(0)
+                if not self.intake_open and not self._parked:
                     break  # stopped, and everything that came before is handed over
                 self._wakeup = loop.create_future()
                 await self._wakeup
@@ -200,15 +214,20 @@ class Ingest:
         self._wake()
 
     async def _pass(self) -> None:
-        """Check what has arrived; hand the quick ones to the store together."""
-        assert self._tasks is not None  # noqa: S101 - run() set it
+        """Check what has arrived; hand the quick ones to the store together.
+
+        A pass ends after MAX_PASS arrivals or PASS_BUDGET seconds, whichever comes first,
+        so a deep queue never holds the event loop for long. It never waits for a slow
+        message: those beyond the task limit are parked, and each finishing one starts the
+        next (:meth:`_slowly`).
+        """
         ops: list[Operation] = []
         then: list[Then] = []
+        loop = asyncio.get_running_loop()
+        until = loop.time() + PASS_BUDGET
         for _ in range(min(len(self._queue), MAX_PASS)):
             arrival = self._queue.popleft()
             self._backlog_bytes -= len(arrival.payload)
-            if not self.reading:
-                self._drained_some()
             try:
                 message = transport.decode(arrival.payload)
             except PeerError as exc:
@@ -216,23 +235,31 @@ class Ingest:
                 continue
             try:
                 step = self._triage(arrival, message)
-            except XchgError:
+            except Exception:  # one message must never stop the hub (logged)
                 log.exception("message.failed", org=arrival.org, channel=arrival.channel)
                 continue
             if step is SLOW:
-                if self._slow.locked() and not self.reading:
-                    # Slow messages may wait on the brokers (a replay awaits its PUBACKs):
-                    # never hold reading off while waiting for one of them to finish.
-                    self.reading = True
-                    self.on_backlog(True)
-                await self._slow.acquire()
-                self._tasks.create_task(self._slowly(arrival, message))
+                self._start_slow(arrival, message)
             elif isinstance(step, tuple):
                 ops.append(step[0])
                 then.append(step[1])
+            if loop.time() > until:
+                break
+        if not self.reading:
+            self._drained_some()
         if ops:
             await self._commits.acquire()
+            assert self._tasks is not None  # noqa: S101 - run() set it
             self._tasks.create_task(self._commit(ops, then))
+
+    def _start_slow(self, arrival: Arrival, message: transport.TransportMsg) -> None:
+        if self._slow_running >= self._workers:
+            self._parked.append((arrival, message))
+            self._backlog_bytes += len(arrival.payload)  # still waiting: it counts
+            return
+        assert self._tasks is not None  # noqa: S101 - run() set it
+        self._slow_running += 1
+        self._tasks.create_task(self._slowly(arrival, message))
 
     async def _commit(self, ops: Sequence[Operation], then: Sequence[Then]) -> None:
         try:
@@ -245,7 +272,7 @@ class Ingest:
             for done, result in zip(then, results, strict=True):
                 try:
                     done(result)
-                except XchgError:
+                except Exception:  # one message must never stop the hub (logged)
                     log.exception("message.failed", operations=1)
         finally:
             self._commits.release()
@@ -253,10 +280,18 @@ class Ingest:
     async def _slowly(self, arrival: Arrival, message: transport.TransportMsg) -> None:
         try:
             await self.handle(arrival, message)
-        except XchgError:
+        except Exception:  # one message must never stop the hub (logged)
             log.exception("message.failed", org=arrival.org, channel=arrival.channel)
         finally:
-            self._slow.release()
+            self._slow_running -= 1
+            if self._parked:
+                parked, parked_message = self._parked.popleft()
+                self._backlog_bytes -= len(parked.payload)
+                self._start_slow(parked, parked_message)
+                if not self.reading:
+                    self._drained_some()
+            elif not self.intake_open:
+                self._wake()  # run() may be waiting for the last of them
 
     def _triage(self, arrival: Arrival, message: transport.TransportMsg) -> Step:
         """Handle ``message`` now if nothing needs awaiting; else say it is SLOW."""
@@ -266,6 +301,9 @@ class Ingest:
             case transport.ReceiptsMsg():
                 return self._receipts_now(arrival, message)
             case transport.HelloMsg():
+                if self._directory().org(arrival.org) is None:
+                    log.warning("presence.refused", org=arrival.org, channel=arrival.channel)
+                    return None  # nothing is kept for an organisation outside the directory
                 self._dispatcher.set_online(arrival.channel, arrival.org, online=True)
                 return SLOW  # the receipts it missed are read from the store
             case transport.ResumeMsg(msg_id, offset):
@@ -287,9 +325,26 @@ class Ingest:
             self._spool.discard(transfer)
             self._reject(arrival, transfer.envelope, exc.reason, exc.message)
             return None
+        except OSError as exc:  # the spool's disk (full, or failing): refuse, retriable
+            self._spool_failed(arrival, transfer, exc)
+            return None
         if not appended:
             return SLOW if chunk.offset > transfer.received else None  # a gap: ask again
         return SLOW if transfer.complete else None
+
+    def _spool_failed(self, arrival: Arrival, transfer: Transfer, exc: OSError) -> None:
+        with contextlib.suppress(OSError):
+            self._spool.discard(transfer)
+        self._spool.forget(transfer)
+        reason = Reason.HUB_DISK_LOW if exc.errno == errno.ENOSPC else Reason.HUB_BUSY
+        self._reject(
+            arrival,
+            transfer.envelope,
+            reason,
+            f"the hub could not write the body to its spool ({exc.strerror}); nothing of it "
+            "is kept. Send it again later; the hub operator is told",
+            retriable=True,
+        )
 
     # ------------------------------------------------------------ one message
 
@@ -424,8 +479,10 @@ class Ingest:
         )
 
     async def _send_resume(self, transfer: Transfer) -> None:
+        """Ask the sender for the rest; handed to the connection, not waited for (a slow
+        task must never wait on a broker the intake may be holding off)."""
         resume = transport.ResumeMsg(transfer.msg_id, transfer.received)
-        await self._send(transfer.channel, transfer.org, transport.encode(resume))
+        self._send(transfer.channel, transfer.org, transport.encode(resume))
 
     async def _known(self, envelope: VerifiedEnvelope, arrival: Arrival) -> bool:
         """True (and the sender answered again) if this msg_id is already stored."""
@@ -446,17 +503,22 @@ class Ingest:
     async def _chunk(self, arrival: Arrival, chunk: transport.ChunkMsg) -> None:
         """After :meth:`_chunk_now` spooled it: ask for a gap, or finish a complete body."""
         transfer = self._spool.get(chunk.msg_id)
-        if transfer is None or transfer.org != arrival.org:
-            return  # finished or refused meanwhile
+        if transfer is None or transfer.org != arrival.org or transfer.finishing:
+            return  # finished, refused, or another task is finishing it
         if not transfer.complete:
             if chunk.offset > transfer.received:  # a gap: ask for what is missing
                 await self._send_resume(transfer)
             return
+        transfer.finishing = True  # before any await: a body is finished (and stored) once
         try:
             body_path = await asyncio.to_thread(self._spool.finish, transfer)  # fsync off-loop
         except PeerError as exc:
             self._spool.discard(transfer)
+            self._spool.forget(transfer)
             self._reject(arrival, transfer.envelope, exc.reason, exc.message)
+            return
+        except OSError as exc:
+            self._spool_failed(arrival, transfer, exc)
             return
         try:
             # Gating and the rules again, with the directory of now: it may have changed

@@ -141,9 +141,6 @@ class ReceiptIssuer:
         if not acked.cancelled() and acked.exception() is None and acked.result():
             self.sent_batches += 1
 
-    async def _publish(self, dest: str, channel: str, frame: bytes, seq: int) -> None:
-        await self._hand_over(dest, channel, frame, seq)
-
     async def replay(self, dest: str, channel: str, after: int) -> int:
         """Send ``dest`` every numbered batch after ``after`` on ``channel``; returns how many.
 
@@ -171,8 +168,8 @@ class ReceiptIssuer:
             )
             .order_by(t.receipt_outbox.c.seq)
         )
-        for seq, frame in rows:
-            await self._publish(dest, channel, bytes(frame), int(seq))
+        for seq, frame in rows:  # handed over in order; not waited for (see Ingest._send_resume)
+            self._hand_over(dest, channel, bytes(frame), int(seq))
         if rows:
             log.info("receipts.replayed", org=dest, channel=channel, after=after, count=len(rows))
         return len(rows)

@@ -26,6 +26,7 @@ class Transfer:
     org: str
     part: Path
     received: int = 0
+    finishing: bool = False  # a task is finishing (storing) it: nobody else may
     checker: BodyChecker = field(init=False)
 
     def __post_init__(self) -> None:

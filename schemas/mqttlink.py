@@ -94,10 +94,11 @@ class BrokerLink:
         """Stay connected until ``stop``; back off (with jitter) between attempts."""
         delay = self._backoff[0]
         while not stop.is_set():
+            sweeper = asyncio.create_task(self._sweep_acks())  # the whole life of a client
             try:
                 client = self._new_client()
                 self._hook_acks(client)
-                self._io = SocketIO(client, asyncio.get_running_loop(), reading=self._reading)
+                self._io = SocketIO(client, asyncio.get_running_loop(), reading=True)
                 self._io.install()
                 async with client:
                     # Usable before subscribing: retained presence arrives during the
@@ -105,17 +106,18 @@ class BrokerLink:
                     self._client = client
                     for topic in self._subscriptions:
                         await client.subscribe(topic, qos=1)
+                    self._io.set_reading(self._reading)  # paused only once connected
                     self.connections += 1
                     self.connected.set()
                     log.info("broker.connected", broker=self.name, channels=self.channels)
                     delay = self._backoff[0]
-                    await self._on_connected(self)
-                    await self._until_disconnected_or(client, stop, self._expire_acks)
+                    await self._until_disconnected_or(client, stop, self._on_connected(self))
             except aiomqtt.MqttError as exc:
                 log.warning(
                     "broker.unreachable", broker=self.name, error=str(exc), retry_in=round(delay, 2)
                 )
             finally:
+                sweeper.cancel()
                 if self._client is not None:
                     log.info("broker.disconnected", broker=self.name)
                 self._client = None
@@ -127,35 +129,44 @@ class BrokerLink:
                 await asyncio.wait_for(stop.wait(), delay * random.uniform(0.5, 1.5))  # noqa: S311
             delay = min(delay * 2, self._backoff[1])
 
+    async def _sweep_acks(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._expire_acks()
+
     @staticmethod
     async def _until_disconnected_or(
-        client: aiomqtt.Client, stop: asyncio.Event, every_second: Callable[[], None]
+        client: aiomqtt.Client, stop: asyncio.Event, connected: Awaitable[None]
     ) -> None:
+        """Run the owner's on-connect work and wait, until the connection drops or ``stop``.
+
+        The on-connect work (the hub's retained directory, a spoke's hello and resends)
+        runs beside the watch, not before it: if the broker goes away while it waits for a
+        PUBACK, the link still notices, reconnects, and still honours ``stop``.
+        """
+
         # Messages go to the sink and aiomqtt's queue stays empty: iterating waits for a disconnect.
         async def drain() -> None:
             async for _ in client.messages:
                 pass  # never reached: the sink takes every message
 
-        async def tick() -> None:
-            while True:
-                await asyncio.sleep(1.0)
-                every_second()
-
         watcher = asyncio.create_task(drain())
         stopper = asyncio.create_task(stop.wait())
-        ticker = asyncio.create_task(tick())
+        greeter = asyncio.ensure_future(connected)
+        waiting = {watcher, stopper, greeter}
         try:
-            done, _ = await asyncio.wait(
-                {watcher, stopper, ticker}, return_when=asyncio.FIRST_COMPLETED
-            )
-            if watcher in done:
-                watcher.result()  # raises the MqttError of the disconnect
-            if ticker in done:
-                ticker.result()  # our own bug: let it be seen
+            while True:
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if greeter in done:
+                    greeter.result()  # our own bug: let it be seen
+                if watcher in done:
+                    watcher.result()  # raises the MqttError of the disconnect
+                if stopper in done or watcher in done:
+                    return
         finally:
-            for task in (watcher, stopper, ticker):
+            for task in (watcher, stopper, greeter):
                 task.cancel()
-            await asyncio.gather(watcher, stopper, ticker, return_exceptions=True)
+            await asyncio.gather(watcher, stopper, greeter, return_exceptions=True)
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         """QoS 1; True once the broker acknowledged it, False if not connected, or if no
@@ -225,6 +236,21 @@ class BrokerLink:
                 chained(*args)
 
         paho.on_publish = on_publish
+        disconnected = paho.on_disconnect
+
+        loop, thread = asyncio.get_running_loop(), threading.get_ident()
+
+        def on_disconnect(*args: Any) -> None:
+            # Nothing sent on this connection will be acknowledged now: say so at once, so
+            # that nobody waits ACK_TIMEOUT for a connection that is gone.
+            if threading.get_ident() == thread:
+                self._fail_acks()
+            else:  # paho may call it from the thread aiomqtt connects in
+                loop.call_soon_threadsafe(self._fail_acks)
+            if disconnected is not None:
+                disconnected(*args)
+
+        paho.on_disconnect = on_disconnect
         sink = self._sink
 
         def on_message(_client: Any, _userdata: Any, message: Any) -> None:

@@ -1,0 +1,213 @@
+"""The ingest's passes and the dispatcher's pump, in-process with a real store and spool.
+
+These pin down what the pass-and-pump design must keep: a chunked body is finished and
+stored once however its chunks overlap; a piece whose publish fails is sent again (never
+skipped); a hello from outside the directory leaves nothing behind; and a deep queue is
+worked through in passes that let the event loop run between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hubd.dispatch import Dispatcher, DispatchSettings, Job, Payload
+from hubd.ingest import MAX_PASS, Ingest
+from hubd.spool import Spool
+from hubd.states import DeliveryState
+from hubd.store import Store
+from schemas import topics, transport
+from schemas.envelope import verify_envelope
+from schemas.labels import Classification, Precedence
+from schemas.receipts import ReceiptEntry, ReceiptStatus
+from tests.world import World, make_world
+
+UP = topics.up("govnet", "jl.gov")
+
+
+@dataclass
+class Issuer:
+    """Records what the ingest answers (the real issuer signs and publishes it)."""
+
+    entries: list[ReceiptEntry] = field(default_factory=list)
+
+    def issue(self, _dest: str, _channel: str, entry: ReceiptEntry, *, durable: bool) -> None:
+        del durable
+        self.entries.append(entry)
+
+    def send_numbered(self, *_args: object) -> None:
+        return None
+
+    async def replay(self, *_args: object) -> int:
+        return 0
+
+    def statuses(self) -> list[ReceiptStatus]:
+        return [e.status for e in self.entries]
+
+
+@dataclass
+class Rig:
+    world: World
+    store: Store
+    spool: Spool
+    dispatcher: Dispatcher
+    ingest: Ingest
+    issuer: Issuer
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+
+def published(loop: asyncio.AbstractEventLoop, ok: bool = True) -> asyncio.Future[bool]:  # noqa: FBT002
+    acked: asyncio.Future[bool] = loop.create_future()
+    acked.set_result(ok)
+    return acked
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    world = make_world()
+    issuer = Issuer()
+    async with Store(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}") as store:
+        loop = asyncio.get_running_loop()
+        spool = Spool(tmp_path / "spool")
+        dispatcher = Dispatcher(
+            store, lambda *_: published(loop), DispatchSettings(), lambda *_: None
+        )
+        ingest = Ingest(
+            directory=lambda: world.directory,
+            store=store,
+            spool=spool,
+            dispatcher=dispatcher,
+            issuer=issuer,  # type: ignore[arg-type]
+            send=lambda *_: published(loop),
+            clock=lambda: world.now,
+            max_skew_ms=10**9,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(ingest.run(stop))
+        yield Rig(world, store, spool, dispatcher, ingest, issuer, stop, task)
+        stop.set()
+        async with asyncio.timeout(30):
+            await task
+
+
+async def until(predicate: Any, what: str, within: float = 30.0) -> None:
+    try:
+        async with asyncio.timeout(within):
+            while True:  # polling in-process state, bounded above
+                if predicate():
+                    return
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"gave up waiting for {what}") from None
+
+
+async def test_overlapping_chunk_streams_store_a_body_once_and_the_hub_carries_on(
+    rig: Rig,
+) -> None:
+    sealed, ciphertext = rig.world.seal(contents=[bytes(600 * 1024)])
+    envelope = verify_envelope(sealed.frame, rig.world.directory, expected_sender="jl.gov")
+    msg_id = envelope.header.msg_id
+    rig.ingest.on_message(UP, transport.encode(transport.EnvelopeMsg(sealed.frame, None)))
+    await until(lambda: rig.spool.get(msg_id) is not None, "the transfer to begin")
+
+    size = transport.CHUNK_BYTES
+    offsets = list(range(0, len(ciphertext), size))
+    # One pass: the last chunk of an older stream (beyond a gap), then the whole body: the
+    # gap's task and the completing chunk's task both find the body complete.
+    for offset in [offsets[-1], *offsets]:
+        chunk = transport.ChunkMsg(msg_id, offset, ciphertext[offset : offset + size])
+        rig.ingest.on_message(UP, transport.encode(chunk))
+
+    await until(lambda: ReceiptStatus.ACCEPTED in rig.issuer.statuses(), "ACCEPTED")
+    await asyncio.sleep(0.5)  # any second finisher would have run by now
+    assert rig.issuer.statuses() == [ReceiptStatus.ACCEPTED]
+    assert rig.ingest.counts["accepted"] == 1
+    assert not rig.task.done()  # the ingest (and so the hub) is still running
+
+
+async def test_a_hello_from_outside_the_directory_leaves_nothing_behind(rig: Rig) -> None:
+    hello = transport.encode(transport.HelloMsg(0))
+    for n in range(200):
+        rig.ingest.on_message(topics.up("govnet", f"zz.fake{n}"), hello)
+    rig.ingest.on_message(topics.up("govnet", "jl.cc"), hello)  # one that is listed
+
+    await until(lambda: rig.dispatcher.is_online("govnet", "jl.cc"), "the listed spoke's hello")
+    assert rig.dispatcher.presence("govnet", "zz.fake7") is None
+    assert not any(rig.dispatcher.is_online("govnet", f"zz.fake{n}") for n in range(200))
+
+
+async def test_a_deep_queue_is_worked_in_passes_that_let_the_loop_run_between_them(
+    rig: Rig,
+) -> None:
+    count = 3 * MAX_PASS
+    payloads = []
+    for n in range(count):
+        sealed, body = rig.world.seal(contents=[b"doc %d" % n])
+        payloads.append(transport.encode(transport.EnvelopeMsg(sealed.frame, body)))
+    seen_at: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    def tick() -> None:  # a callback of anyone else's, queued behind the burst
+        seen_at.append(rig.ingest.queued)
+
+    for payload in payloads:
+        rig.ingest.on_message(UP, payload)
+    loop.call_soon(tick)
+    await until(lambda: len(rig.issuer.entries) == count, "every document answered", 120)
+
+    assert rig.issuer.statuses() == [ReceiptStatus.ACCEPTED] * count
+    assert seen_at  # it ran ...
+    assert seen_at[0] > 0  # ... while most of the burst was still waiting its turn
+
+
+async def test_a_chunk_whose_publish_fails_is_sent_again_not_skipped(tmp_path: Path) -> None:
+    body = tmp_path / "body"
+    body.write_bytes(b"x" * (2 * transport.CHUNK_BYTES))
+    loop = asyncio.get_running_loop()
+    sent: list[tuple[str, int, bool]] = []
+    failed_once = False
+
+    def publish(_channel: str, _org: str, payload: bytes) -> asyncio.Future[bool]:
+        nonlocal failed_once
+        message = transport.decode(payload)
+        offset = getattr(message, "offset", -1)
+        ok = True
+        if offset == transport.CHUNK_BYTES and not failed_once:  # the link drops here once
+            failed_once, ok = True, False
+        sent.append((type(message).__name__, offset, ok))
+        return published(loop, ok)
+
+    async with Store(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}") as store:
+        dispatcher = Dispatcher(store, publish, DispatchSettings(), lambda *_: None)
+        dispatcher.set_online("govnet", "jl.cc", online=True)
+        job = Job(
+            b"\x01" * 16,
+            "jl.cc",
+            "govnet",
+            Precedence.ROUTINE,
+            Classification.INTERNAL,
+            "jl.gov",
+            "govnet",
+            None,
+            Payload(b"frame", None, body, body.stat().st_size),
+        )
+        dispatcher.add(job)
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher.run(stop))
+        await until(lambda: job.state is DeliveryState.SENT, "the whole body to go out")
+        stop.set()
+        await task
+
+    assert sent == [
+        ("EnvelopeMsg", -1, True),
+        ("ChunkMsg", 0, True),
+        ("ChunkMsg", transport.CHUNK_BYTES, False),
+        ("ChunkMsg", transport.CHUNK_BYTES, True),  # the same piece again, after the wake
+    ]
+    assert job.attempts == 1
