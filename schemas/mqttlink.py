@@ -256,7 +256,11 @@ class BrokerLink:
         def on_message(_client: Any, _userdata: Any, message: Any) -> None:
             # Straight to the owner: aiomqtt would build (and validate) a Message and a Topic
             # object for every message, only for the sink to take them apart again.
-            sink(message.topic, message.payload)
+            try:
+                sink(message.topic, message.payload)
+            except Exception:
+                # would send the same message again, and so on for ever: log it and go on
+                log.exception("broker.sink_failed", broker=self.name, topic=message.topic[:120])
 
         paho.on_message = on_message
 

@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import aiomqtt
 import pytest
 
 from schemas import mqttlink
 from schemas.mqttlink import BrokerLink
+from tests.hubproc import Mosquitto
 
 
 @dataclass
@@ -121,3 +124,46 @@ async def test_a_publish_the_broker_never_acknowledges_fails_after_the_ack_timeo
     stop.set()
     async with asyncio.timeout(10):
         await running
+
+
+async def test_a_sink_that_raises_costs_one_message_not_the_connection(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "mosquitto").start()
+    seen: list[bytes] = []
+
+    def sink(_topic: str, payload: bytes) -> None:
+        seen.append(payload)
+        if payload == b"first":
+            raise ValueError("a bug in the owner")
+
+    async def nothing(_link: BrokerLink) -> None:
+        return None
+
+    link = BrokerLink(
+        "mosquitto",
+        "127.0.0.1",
+        broker.port,
+        ["govnet"],
+        subscriptions=["xchg/v1/govnet/down/jl.cc"],
+        client_id="sink-test",
+        sink=sink,
+        on_connected=nothing,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(link.run(stop))
+    try:
+        async with asyncio.timeout(20):
+            await link.connected.wait()
+            async with aiomqtt.Client("127.0.0.1", broker.port, identifier="sink-sender") as peer:
+                for payload in (b"first", b"second"):
+                    await peer.publish("xchg/v1/govnet/down/jl.cc", payload, qos=1)
+            while True:  # polling what the sink recorded
+                if b"second" in seen:
+                    break
+                await asyncio.sleep(0.05)
+        assert seen == [b"first", b"second"]  # once each: not redelivered after a reconnect
+        assert link.connections == 1
+    finally:
+        stop.set()
+        async with asyncio.timeout(10):
+            await running
+        broker.stop()
