@@ -24,6 +24,8 @@ from pathlib import Path
 
 import structlog
 
+from schemas.display import size_text
+
 log = structlog.get_logger("hubd.disk")
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$")
@@ -52,14 +54,6 @@ def parse_size(value: object) -> object:
             'or "0", or a number of bytes'
         )
     return int(float(match[1]) * _UNITS[match[2]])
-
-
-def size_text(count: int) -> str:
-    """A size for people: 1.5 GiB, 320 MiB, 12 KiB, 900 B."""
-    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if abs(count) >= factor:
-            return f"{count / factor:.1f} {unit}"
-    return f"{count} B"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from hubd.opsquery import Delivery, Listing, Spoke, SpokePresence, Status, Step, Trace
-from schemas.clock import ms_to_text
-from schemas.display import table
+from schemas.clock import duration_text, ms_to_text
+from schemas.display import size_text, table
 from schemas.ids import msg_id_text
 from schemas.labels import DocType, Precedence
 
@@ -19,27 +19,11 @@ URGENT_FIRST = sorted(Precedence, key=lambda p: -p.rank)
 
 
 def duration(ms: int) -> str:
-    """A short age: 42s, 4m12s, 3h05m, 2d04h."""
-    seconds = max(ms, 0) // 1000
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes:02d}m"
-    days, hours = divmod(hours, 24)
-    return f"{days}d{hours:02d}h"
+    """A short age: 42s, 4m12s, 3h05m, 2d04h (a time in the future counts as 0s)."""
+    return duration_text(max(ms, 0))
 
 
-def size(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{count} B"  # pragma: no cover - the loop always returns
+size = size_text  # 900 B, 12.0 KiB, 320.0 MiB, 1.5 GiB
 
 
 def _attempts(count: object) -> str:

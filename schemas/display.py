@@ -1,4 +1,4 @@
-"""Terminal tables that line up when cells mix Chinese and Latin text."""
+"""For people: terminal tables that line up when cells mix Chinese and Latin text, sizes."""
 
 from __future__ import annotations
 
@@ -23,3 +23,11 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         cells = [pad(cell, cols[i]) for i, cell in enumerate(row[:-1])]
         lines.append("  ".join([*cells, row[-1]]))
     return "\n".join(lines)
+
+
+def size_text(count: int) -> str:
+    """A size in binary units: 900 B, 12.0 KiB, 320.0 MiB, 1.5 GiB, 2.0 TiB."""
+    for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(count) >= factor:
+            return f"{count / factor:.1f} {unit}"
+    return f"{count} B"

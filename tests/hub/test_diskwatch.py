@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from hubd.diskwatch import DiskWatch, Space, judge, parse_size, size_text
+from hubd.diskwatch import DiskWatch, Space, judge, parse_size
+from schemas.display import size_text
 
 GIB, MIB = 2**30, 2**20
 HUB = Path("/var/lib/govxchg")
