@@ -25,7 +25,7 @@ import errno
 import functools
 import hashlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -36,7 +36,7 @@ from sqlalchemy import select
 from hubd import router, rulecheck
 from hubd import tables as t
 from hubd.audit import AuditEvent
-from hubd.dispatch import Dispatcher, Job, Payload
+from hubd.dispatch import Dispatcher, Job, Payload, Publish
 from hubd.issuer import ReceiptIssuer
 from hubd.spool import Spool, Transfer
 from hubd.states import DeliveryState, Event
@@ -74,13 +74,14 @@ class Arrival:
     at: int
 
 
+@dataclass(frozen=True, slots=True)
 class _Slow:
-    """A message that has to await something: it gets a task of its own."""
+    """A message that has to await something: ``work`` runs in a task of its own, and
+    picks up where the quick path stopped (nothing is verified twice)."""
+
+    work: Callable[[], Awaitable[None]]
 
 
-SLOW: Final = _Slow()
-# (channel, org, payload): handed to the connection at once; the future is its PUBACK
-Send = Callable[[str, str, bytes], "asyncio.Future[bool]"]
 Then = Callable[[Any], None]  # what to do once the operation's result is durable
 Step = tuple[Operation, Then] | _Slow | None  # None: answered already (refused, say)
 
@@ -113,7 +114,7 @@ class Ingest:
         spool: Spool,
         dispatcher: Dispatcher,
         issuer: ReceiptIssuer,
-        send: Send,
+        send: Publish,
         clock: Callable[[], int],
         max_skew_ms: int,
         workers: int = 64,
@@ -125,8 +126,9 @@ class Ingest:
         self._wakeup: asyncio.Future[None] | None = None
         self._workers = workers
         self._slow_running = 0  # slow messages with a task of their own now
-        self._parked: deque[tuple[Arrival, transport.TransportMsg]] = deque()  # and waiting
+        self._parked: deque[tuple[Arrival, _Slow]] = deque()  # and waiting for one
         self._commits = asyncio.Semaphore(COMMITS_IN_FLIGHT)
+        self._committing = 0  # passes handed to the store whose answers are not all out
         self._tasks: asyncio.TaskGroup | None = None
         self._backlog_bytes = 0
         self.reading = True  # False while the backlog holds the brokers off
@@ -185,6 +187,11 @@ class Ingest:
         """Arrivals waiting to be checked (and slow ones waiting for a task)."""
         return len(self._queue) + len(self._parked)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, nothing being checked, stored or answered."""
+        return not self.queued and not self._slow_running and not self._committing
+
     def _wake(self) -> None:
         waiter = self._wakeup
         if waiter is not None and not waiter.done():
@@ -238,8 +245,8 @@ class Ingest:
             except Exception:  # one message must never stop the hub (logged)
                 log.exception("message.failed", org=arrival.org, channel=arrival.channel)
                 continue
-            if step is SLOW:
-                self._start_slow(arrival, message)
+            if isinstance(step, _Slow):
+                self._start_slow(arrival, step)
             elif isinstance(step, tuple):
                 ops.append(step[0])
                 then.append(step[1])
@@ -250,16 +257,17 @@ class Ingest:
         if ops:
             await self._commits.acquire()
             assert self._tasks is not None  # noqa: S101 - run() set it
+            self._committing += 1
             self._tasks.create_task(self._commit(ops, then))
 
-    def _start_slow(self, arrival: Arrival, message: transport.TransportMsg) -> None:
+    def _start_slow(self, arrival: Arrival, slow: _Slow) -> None:
         if self._slow_running >= self._workers:
-            self._parked.append((arrival, message))
+            self._parked.append((arrival, slow))
             self._backlog_bytes += len(arrival.payload)  # still waiting: it counts
             return
         assert self._tasks is not None  # noqa: S101 - run() set it
         self._slow_running += 1
-        self._tasks.create_task(self._slowly(arrival, message))
+        self._tasks.create_task(self._slowly(arrival, slow))
 
     async def _commit(self, ops: Sequence[Operation], then: Sequence[Then]) -> None:
         try:
@@ -275,28 +283,29 @@ class Ingest:
                 except Exception:  # one message must never stop the hub (logged)
                     log.exception("message.failed", operations=1)
         finally:
+            self._committing -= 1
             self._commits.release()
 
-    async def _slowly(self, arrival: Arrival, message: transport.TransportMsg) -> None:
+    async def _slowly(self, arrival: Arrival, slow: _Slow) -> None:
         try:
-            await self.handle(arrival, message)
+            await slow.work()
         except Exception:  # one message must never stop the hub (logged)
             log.exception("message.failed", org=arrival.org, channel=arrival.channel)
         finally:
             self._slow_running -= 1
             if self._parked:
-                parked, parked_message = self._parked.popleft()
+                parked, parked_slow = self._parked.popleft()
                 self._backlog_bytes -= len(parked.payload)
-                self._start_slow(parked, parked_message)
+                self._start_slow(parked, parked_slow)
                 if not self.reading:
                     self._drained_some()
             elif not self.intake_open:
                 self._wake()  # run() may be waiting for the last of them
 
     def _triage(self, arrival: Arrival, message: transport.TransportMsg) -> Step:
-        """Handle ``message`` now if nothing needs awaiting; else say it is SLOW."""
+        """Handle ``message`` now if nothing needs awaiting; else the slow work that remains."""
         match message:
-            case transport.EnvelopeMsg(_, body) if body is not None:
+            case transport.EnvelopeMsg():
                 return self._envelope_now(arrival, message)
             case transport.ReceiptsMsg():
                 return self._receipts_now(arrival, message)
@@ -305,17 +314,21 @@ class Ingest:
                     log.warning("presence.refused", org=arrival.org, channel=arrival.channel)
                     return None  # nothing is kept for an organisation outside the directory
                 self._dispatcher.set_online(arrival.channel, arrival.org, online=True)
-                return SLOW  # the receipts it missed are read from the store
+                return _Slow(functools.partial(self._hello, arrival, message.last_seq))
             case transport.ResumeMsg(msg_id, offset):
                 self._dispatcher.resume(msg_id, arrival.org, offset)
                 return None
             case transport.ChunkMsg():
                 return self._chunk_now(arrival, message)
-        return SLOW
+        return None  # transport.decode knows no other kind
+
+    async def _hello(self, arrival: Arrival, last_seq: int) -> None:
+        log.info("spoke.hello", org=arrival.org, channel=arrival.channel, last_seq=last_seq)
+        await self._issuer.replay(arrival.org, arrival.channel, last_seq)  # what it missed
 
     def _chunk_now(self, arrival: Arrival, chunk: transport.ChunkMsg) -> Step:
-        """Body bytes go to the spool file at once (in arrival order); SLOW only for the
-        chunk that completes a body (fsync, checks, store) or one that reveals a gap."""
+        """Body bytes go to the spool file at once (in arrival order); slow work only for
+        the chunk that completes a body (fsync, checks, store) or one that reveals a gap."""
         transfer = self._spool.get(chunk.msg_id)
         if transfer is None or transfer.org != arrival.org:
             return None  # not under way (finished, refused, or never announced)
@@ -328,9 +341,9 @@ class Ingest:
         except OSError as exc:  # the spool's disk (full, or failing): refuse, retriable
             self._spool_failed(arrival, transfer, exc)
             return None
-        if not appended:
-            return SLOW if chunk.offset > transfer.received else None  # a gap: ask again
-        return SLOW if transfer.complete else None
+        if (not appended and chunk.offset > transfer.received) or (appended and transfer.complete):
+            return _Slow(functools.partial(self._chunk, arrival, chunk))  # a gap, or the end
+        return None
 
     def _spool_failed(self, arrival: Arrival, transfer: Transfer, exc: OSError) -> None:
         with contextlib.suppress(OSError):
@@ -348,25 +361,10 @@ class Ingest:
 
     # ------------------------------------------------------------ one message
 
-    async def handle(self, arrival: Arrival, message: transport.TransportMsg) -> None:
-        """The long way for one message, awaiting the store where it must."""
-        match message:
-            case transport.EnvelopeMsg():
-                await self._envelope(arrival, message)
-            case transport.ChunkMsg():
-                await self._chunk(arrival, message)
-            case transport.ReceiptsMsg():
-                await self._receipts(arrival, message)
-            case transport.HelloMsg(last_seq):
-                self._dispatcher.set_online(arrival.channel, arrival.org, online=True)
-                log.info("spoke.hello", org=arrival.org, channel=arrival.channel, last_seq=last_seq)
-                await self._issuer.replay(arrival.org, arrival.channel, last_seq)
-            case transport.ResumeMsg(msg_id, offset):
-                self._dispatcher.resume(msg_id, arrival.org, offset)
-
     def _envelope_now(self, arrival: Arrival, message: transport.EnvelopeMsg) -> Step:
-        """An envelope with its body: every check without awaiting, or SLOW if one needs the
-        store (a 批复's 请示; a refusal that must first rule out a resend of a stored one)."""
+        """An envelope: every check without awaiting; the slow rest when one needs the store
+        (a 批复's 请示; a refusal that must first rule out a resend of a stored one) or the
+        body follows in chunks."""
         directory = self._directory()
         try:
             envelope = verify_envelope(message.frame, directory, expected_sender=arrival.org)
@@ -380,20 +378,23 @@ class Ingest:
                 arrival, envelope, decision.reason, decision.detail, retriable=decision.retriable
             )
             return None
+        body = message.body
+        if body is None:  # the body follows in chunks
+            return _Slow(functools.partial(self._head, arrival, envelope, decision))
+        rest = functools.partial(self._envelope_checked, arrival, message, envelope, decision)
+        slow = _Slow(rest)
         try:
             check_freshness(header, now=arrival.at, max_skew_ms=self._max_skew_ms)
         except PeerError:
-            return SLOW  # refused unless it is a resend of a message already stored
+            return slow  # refused unless it is a resend of a message already stored
         warnings: tuple[Finding, ...] = ()
         if isinstance(decision, router.Accept):
             if self.disk_low(0) is not None:
-                return SLOW  # refused below the disk watermark, unless it is already stored
+                return slow  # refused below the disk watermark, unless it is already stored
             evaluation = rulecheck.judge_now(header, directory)
             if evaluation is None or not evaluation.ok:
-                return SLOW
+                return slow  # a 批复's 请示 to look up, or a refusal to check against the store
             warnings = evaluation.warnings
-        body = message.body
-        assert body is not None  # noqa: S101 - _triage sends only inline bodies here
         checker = BodyChecker(envelope.body)
         try:
             checker.feed(body)
@@ -405,44 +406,47 @@ class Ingest:
         storing = _Storing(arrival, envelope, decision, payload, warnings)
         return self._new_message(storing), functools.partial(self._stored, storing)
 
-    async def _envelope(self, arrival: Arrival, message: transport.EnvelopeMsg) -> None:
-        directory = self._directory()
-        try:
-            envelope = verify_envelope(message.frame, directory, expected_sender=arrival.org)
-        except PeerError as exc:
-            self._reject_unreadable(arrival, exc, frame=message.frame)
-            return
-        header = envelope.header
-        decision = router.decide(header, arrival.channel, directory)
-        if isinstance(decision, router.Reject):
-            self._reject(
-                arrival, envelope, decision.reason, decision.detail, retriable=decision.retriable
-            )
-            return
-        if message.body is None:  # the body follows in chunks
-            transfer = self._spool.get(header.msg_id)
-            if transfer is None:
-                if await self._known(envelope, arrival):
+    async def _head(
+        self,
+        arrival: Arrival,
+        envelope: VerifiedEnvelope,
+        decision: router.Accept | router.Quarantine,
+    ) -> None:
+        """The head of a chunked body: begin (or continue) its transfer and ask for the rest."""
+        header, directory = envelope.header, self._directory()
+        transfer = self._spool.get(header.msg_id)
+        if transfer is None:
+            if await self._known(envelope, arrival):
+                return
+            try:
+                check_freshness(header, now=arrival.at, max_skew_ms=self._max_skew_ms)
+            except PeerError as exc:
+                self._reject(arrival, envelope, exc.reason, exc.message)
+                return
+            # The header says all the rules need: refuse before a byte of body is spooled.
+            if isinstance(decision, router.Accept):
+                low = self.disk_low(envelope.body.size)
+                if low is not None:
+                    self._reject(arrival, envelope, Reason.HUB_DISK_LOW, low, retriable=True)
                     return
-                try:
-                    check_freshness(header, now=arrival.at, max_skew_ms=self._max_skew_ms)
-                except PeerError as exc:
-                    self._reject(arrival, envelope, exc.reason, exc.message)
+                evaluation = await rulecheck.judge(header, directory, self._store.read)
+                if not evaluation.ok:
+                    self._refuse(arrival, envelope, evaluation)
                     return
-                # The header says all the rules need: refuse before a byte of body is spooled.
-                if isinstance(decision, router.Accept):
-                    low = self.disk_low(envelope.body.size)
-                    if low is not None:
-                        self._reject(arrival, envelope, Reason.HUB_DISK_LOW, low, retriable=True)
-                        return
-                    evaluation = await rulecheck.judge(header, directory, self._store.read)
-                    if not evaluation.ok:
-                        self._refuse(arrival, envelope, evaluation)
-                        return
-                transfer = self._spool.begin(envelope, arrival.channel, arrival.org)
-            transfer.channel = arrival.channel  # a resend may come on another connection
-            await self._send_resume(transfer)
-            return
+            transfer = self._spool.begin(envelope, arrival.channel, arrival.org)
+        transfer.channel = arrival.channel  # a resend may come on another connection
+        await self._send_resume(transfer)
+
+    async def _envelope_checked(
+        self,
+        arrival: Arrival,
+        message: transport.EnvelopeMsg,
+        envelope: VerifiedEnvelope,
+        decision: router.Accept | router.Quarantine,
+    ) -> None:
+        """An inline envelope the quick path could not settle: the checks that need the store."""
+        header, directory = envelope.header, self._directory()
+        assert message.body is not None  # noqa: S101 - only inline bodies come here
         try:
             check_freshness(header, now=arrival.at, max_skew_ms=self._max_skew_ms)
         except PeerError as exc:
@@ -708,39 +712,37 @@ class Ingest:
             return None
 
     def _receipts_now(self, arrival: Arrival, message: transport.ReceiptsMsg) -> Step:
-        """A receipt batch about deliveries the dispatcher holds; SLOW if it speaks of
+        """A receipt batch about deliveries the dispatcher holds; slow work if it speaks of
         messages only the store knows (a 签收 days later, or after a restart)."""
         verified = self._verified_receipts(arrival, message)
         if verified is None:
             return None
-        origins = {}
-        for e in verified.batch.entries:
-            if e.msg_id is None or e.recipient is None:
-                continue
-            job = self._dispatcher.job(e.msg_id, e.recipient)
-            if job is None:
-                return SLOW
-            origins[e.msg_id] = (job.sender, job.origin, job.classification)
+        origins = {  # from the deliveries in memory ...
+            e.msg_id: (job.sender, job.origin, job.classification)
+            for e in verified.batch.entries
+            if e.msg_id is not None
+            and e.recipient is not None
+            and (job := self._dispatcher.job(e.msg_id, e.recipient)) is not None
+        }
+        entries = verified.batch.entries
+        missing = [e.msg_id for e in entries if e.msg_id is not None and e.msg_id not in origins]
+        if missing:  # ... and the store for the others
+            looked_up = self._receipts_looked_up
+            return _Slow(functools.partial(looked_up, arrival, message, verified, origins, missing))
         plan = self._receipt_plan(arrival, message, verified, origins)
         if plan is None:
             return None
         return plan.op, functools.partial(self._receipts_recorded, arrival, message, plan)
 
-    async def _receipts(self, arrival: Arrival, message: transport.ReceiptsMsg) -> None:
-        verified = self._verified_receipts(arrival, message)
-        if verified is None:
-            return
-        entries = verified.batch.entries
-        origins = {  # from the deliveries in memory; the store only for the others
-            e.msg_id: (job.sender, job.origin, job.classification)
-            for e in entries
-            if e.msg_id is not None
-            and e.recipient is not None
-            and (job := self._dispatcher.job(e.msg_id, e.recipient)) is not None
-        }
-        missing = [e.msg_id for e in entries if e.msg_id is not None and e.msg_id not in origins]
-        if missing:
-            origins.update(await self._origins(missing))
+    async def _receipts_looked_up(
+        self,
+        arrival: Arrival,
+        message: transport.ReceiptsMsg,
+        verified: VerifiedReceipts,
+        origins: dict[bytes, tuple[str, str, Classification]],
+        missing: list[bytes],
+    ) -> None:
+        origins.update(await self._origins(missing))
         plan = self._receipt_plan(arrival, message, verified, origins)
         if plan is not None:
             seq = await self._store.submit(plan.op)

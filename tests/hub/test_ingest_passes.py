@@ -125,7 +125,7 @@ async def test_overlapping_chunk_streams_store_a_body_once_and_the_hub_carries_o
         rig.ingest.on_message(UP, transport.encode(chunk))
 
     await until(lambda: ReceiptStatus.ACCEPTED in rig.issuer.statuses(), "ACCEPTED")
-    await asyncio.sleep(0.5)  # any second finisher would have run by now
+    await until(lambda: rig.ingest.idle, "the ingest to finish every task it started")
     assert rig.issuer.statuses() == [ReceiptStatus.ACCEPTED]
     assert rig.ingest.counts["accepted"] == 1
     assert not rig.task.done()  # the ingest (and so the hub) is still running
