@@ -135,7 +135,6 @@ class Dispatcher:
         self._timers: list[_Timer] = []
         self._timer_event = asyncio.Event()
         self._parked: dict[tuple[str, str], set[Key]] = defaultdict(set)
-        self._online: set[tuple[str, str]] = set()
         self._presence: dict[tuple[str, str], tuple[bool, int]] = {}  # -> (online, since ms)
         self._counter = itertools.count()
         self._updates: dict[Key, DeliveryUpdate] = {}  # the latest change per delivery
@@ -163,16 +162,15 @@ class Dispatcher:
         if known is None or known[0] != online:
             self._presence[where] = (online, now_ms())
         if not online:
-            self._online.discard(where)
             return
-        self._online.add(where)
         for key in self._parked.pop(where, set()):
             job = self._jobs.get(key)
             if job is not None and job.state.awaiting:
                 self._push(job)
 
     def is_online(self, channel: str, org: str) -> bool:
-        return (channel, org) in self._online
+        known = self._presence.get((channel, org))
+        return known is not None and known[0]
 
     def presence(self, channel: str, org: str) -> tuple[bool, int] | None:
         """(online, since when in ms) for a spoke on a channel; None if never heard of."""
@@ -239,7 +237,7 @@ class Dispatcher:
     # ------------------------------------------------------------------ queues
 
     def _route(self, job: Job) -> None:
-        if (job.channel, job.recipient) in self._online:
+        if self.is_online(job.channel, job.recipient):
             self._push(job)
         elif not job.active:
             self._parked[(job.channel, job.recipient)].add(job.key)
@@ -299,7 +297,7 @@ class Dispatcher:
             job = self._jobs.get(key)
             if job is None or not job.state.awaiting:
                 continue
-            if (job.channel, job.recipient) not in self._online:
+            if not self.is_online(job.channel, job.recipient):
                 job.active = False
                 self._parked[(job.channel, job.recipient)].add(job.key)
                 continue

@@ -225,12 +225,6 @@ class Hub:
 
     # ---------------------------------------------------------------- sending
 
-    async def send(self, channel: str, org: str, payload: bytes) -> bool:
-        link = self._links.get(channel)
-        if link is None:
-            return False
-        return await link.publish(topics.down(channel, org), payload)
-
     def send_in_order(self, channel: str, org: str, payload: bytes) -> asyncio.Future[bool]:
         """Hand ``payload`` to the connection now (in call order); the future is the ack."""
         link = self._links.get(channel)

@@ -22,6 +22,7 @@ import structlog
 from sqlalchemy import select
 
 from hubd import tables as t
+from hubd.dispatch import Publish
 from hubd.store import AdvanceNumbering, QueueReceipts, Store
 from schemas import transport
 from schemas.errors import StoreError
@@ -30,10 +31,9 @@ from schemas.receipts import MAX_ENTRIES, ReceiptEntry, sign_receipts
 
 log = structlog.get_logger("hubd.receipts")
 
-# (channel, org, payload): hands the payload to the connection at once, in call order, and
-# returns a future of the broker's ack. The ordering is what lets an ACCEPTED go out
-# before a forwarded DELIVERED without holding anything across an await.
-Send = Callable[[str, str, bytes], "asyncio.Future[bool]"]
+# hubd.dispatch.Publish: hands the payload to the connection at once, in call order. The
+# ordering is what lets an ACCEPTED go out before a forwarded DELIVERED without holding
+# anything across an await.
 Clock = Callable[[], int]
 
 
@@ -43,7 +43,7 @@ class ReceiptIssuer:
         hub_id: str,
         key: SigningKey,
         store: Store,
-        send: Send,
+        send: Publish,
         clock: Clock,
         *,
         delay: float = 0.003,
