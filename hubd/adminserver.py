@@ -41,6 +41,7 @@ from hubd.adminproto import (
     encode_result,
     parse_request,
 )
+from hubd.clients import Clients
 from schemas.errors import ConfigError
 
 log = structlog.get_logger("hubd.admin")
@@ -175,7 +176,7 @@ class AdminServer:
         self._handler = handler
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
-        self._clients: set[asyncio.Task[Any]] = set()
+        self._clients = Clients(MAX_CLIENTS, WRITE_TIMEOUT)
 
     async def __aenter__(self) -> AdminServer:
         sock = claim(self.path)
@@ -200,10 +201,7 @@ class AdminServer:
         if server is None:
             return
         server.close()
-        clients = list(self._clients)
-        for task in clients:
-            task.cancel()
-        await asyncio.gather(*clients, return_exceptions=True)
+        await self._clients.close()
         await server.wait_closed()
         self._unlink()
 
@@ -213,23 +211,11 @@ class AdminServer:
                 self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is None or len(self._clients) >= MAX_CLIENTS or self._server is None:
-            writer.close()
-            return
-        self._clients.add(task)
-        try:
-            answer = await self._answer(reader, peer_of(writer))
-            if answer is None:
-                return
-            writer.write(answer)
-            async with asyncio.timeout(WRITE_TIMEOUT):
-                await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass  # the client went away or does not read: nothing to tell it
-        finally:
-            self._clients.discard(task)
-            writer.close()
+        await self._clients.serve(
+            writer,
+            lambda: self._answer(reader, peer_of(writer)),
+            accepting=self._server is not None,
+        )
 
     async def _answer(self, reader: asyncio.StreamReader, peer: Peer) -> bytes | None:
         """The answer line; None if the client closed before sending a whole line."""

@@ -19,11 +19,12 @@ import errno
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from hubd.clients import Clients
 from hubd.metrics import Readiness
 from schemas.errors import ConfigError
 
@@ -145,7 +146,7 @@ class MetricsServer:
         self._metrics, self._health, self._pages = metrics, health, pages
         self._served = SERVED if pages is None else pages.served
         self._server: asyncio.Server | None = None
-        self._clients: set[asyncio.Task[Any]] = set()
+        self._clients = Clients(MAX_CLIENTS, WRITE_TIMEOUT)
 
     async def __aenter__(self) -> MetricsServer:
         try:
@@ -182,38 +183,26 @@ class MetricsServer:
         if server is None:
             return
         server.close()
-        clients = list(self._clients)
-        for task in clients:
-            task.cancel()
-        await asyncio.gather(*clients, return_exceptions=True)
+        await self._clients.close()
         await server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is None or len(self._clients) >= MAX_CLIENTS or self._server is None:
-            writer.close()
-            return
-        self._clients.add(task)
+        await self._clients.serve(
+            writer, lambda: self._reply(reader), accepting=self._server is not None
+        )
+
+    async def _reply(self, reader: asyncio.StreamReader) -> bytes | None:
         try:
-            try:
-                async with asyncio.timeout(READ_TIMEOUT):
-                    request = await self._read(reader)
-            except TimeoutError:
-                request = Response(408, b"the request did not arrive in time; " + self._served)
-            if request is None:
-                return
-            if isinstance(request, Request):
-                response = await self._answer(request)
-                writer.write(response.encode(head=request.method == "HEAD"))
-            else:
-                writer.write(request.encode())
-            async with asyncio.timeout(WRITE_TIMEOUT):
-                await writer.drain()
-        except (TimeoutError, ConnectionError):
-            pass  # the client went away or does not read: nothing to tell it
-        finally:
-            self._clients.discard(task)
-            writer.close()
+            async with asyncio.timeout(READ_TIMEOUT):
+                request = await self._read(reader)
+        except TimeoutError:
+            request = Response(408, b"the request did not arrive in time; " + self._served)
+        if request is None:
+            return None
+        if isinstance(request, Request):
+            response = await self._answer(request)
+            return response.encode(head=request.method == "HEAD")
+        return request.encode()
 
     async def _read(self, reader: asyncio.StreamReader) -> Request | Response | None:
         """Read the request head; None if the client closed before sending one."""
