@@ -84,7 +84,7 @@ def _unblob(blob: bytes) -> tuple[dict[str, Keys], Directory]:
     return {org: Keys(SigningKey(a), EncryptionKey(b)) for org, (a, b) in seeds.items()}, directory
 
 
-def _loop_run(coro: object) -> object:
+def loop_run(coro: object) -> object:
     from schemas import runtime  # noqa: PLC0415 - in the child process
 
     runtime.configure("json", "warning")  # the links' connect/disconnect lines are noise here
@@ -151,13 +151,14 @@ def sender_main(
             msg_id = os.urandom(16)
             filler = os.urandom(len(payloads[0][1]) if payloads else 1900)
             payloads.append((msg_id, codec.encode(["raw", target, org, msg_id, filler])))
-    out.put(_loop_run(_send(plan, org, directory, payloads, go)))
+    out.put(loop_run(_send(plan, org, directory, payloads, go)))
 
 
-async def _link(
+async def spoke_link(
     port: int, name: str, subscriptions: list[str], sink: object, hello: list[tuple[str, bytes]]
 ) -> tuple[BrokerLink, asyncio.Event, asyncio.Task[None]]:
-    """A connected spoke link; ``hello`` is published (in order) on every connect."""
+    """A connected spoke link (as real spokes connect); ``hello`` is published, in order,
+    on every connect. Returns the link, the event that stops it and its task."""
 
     async def on_connected(link: BrokerLink) -> None:
         for topic, payload in hello:
@@ -223,7 +224,7 @@ async def _send(
         if plan.mode == "hub"
         else []
     )
-    link, stop, runner = await _link(plan.port, f"bench-send-{org}", [down], on_receipt, hello)
+    link, stop, runner = await spoke_link(plan.port, f"bench-send-{org}", [down], on_receipt, hello)
     await asyncio.get_running_loop().run_in_executor(None, go.wait)
     start = now()
     acks: list[asyncio.Future[bool]] = []
@@ -258,7 +259,7 @@ async def _send(
 
 def recipient_main(mode: str, port: int, org: str, world_blob: bytes, stop: mp.Event) -> None:  # type: ignore[type-arg]
     all_keys, directory = _unblob(world_blob)
-    _loop_run(_receive(mode, port, org, all_keys[org], directory, stop))
+    loop_run(_receive(mode, port, org, all_keys[org], directory, stop))
 
 
 async def _receive(
@@ -306,7 +307,7 @@ async def _receive(
         if mode == "hub"
         else []
     )
-    link, link_stop, runner = await _link(port, f"bench-recv-{org}", [down], on_message, hello)
+    link, link_stop, runner = await spoke_link(port, f"bench-recv-{org}", [down], on_message, hello)
 
     async def flush() -> None:
         # One signed DELIVERED batch per original sender every 2 ms, as a spoke does.
@@ -332,7 +333,7 @@ async def _receive(
 
 
 def forwarder_main(port: int, stop: mp.Event) -> None:  # type: ignore[type-arg]
-    _loop_run(_forward(port, stop))
+    loop_run(_forward(port, stop))
 
 
 async def _forward(port: int, stop: mp.Event) -> None:  # type: ignore[type-arg]

@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.e2e import loop_run, spoke_link
 from schemas import runtime, topics, transport
 from schemas.directory import Directory
 from schemas.envelope import verify_envelope
@@ -76,26 +77,17 @@ async def measure(
         up = topics.up(CHANNEL, RECIPIENT)
         recipient.enqueue(up, transport.encode(transport.ReceiptsMsg(frame, 0)))
 
-    async def hello(link: BrokerLink, org: str) -> None:
-        await link.publish(topics.presence(CHANNEL, org), topics.ONLINE, retain=True)
-        await link.publish(topics.up(CHANNEL, org), transport.encode(transport.HelloMsg(0)))
+    def hello(org: str) -> list[tuple[str, bytes]]:
+        online = (topics.presence(CHANNEL, org), topics.ONLINE)
+        return [online, (topics.up(CHANNEL, org), transport.encode(transport.HelloMsg(0)))]
 
-    def link(org: str, sink: object) -> BrokerLink:
-        return BrokerLink(
-            f"legs-{org}",
-            "127.0.0.1",
-            port,
-            [CHANNEL],
-            subscriptions=[topics.down(CHANNEL, org)],
-            client_id=f"legs-{org}",
-            sink=sink,  # type: ignore[arg-type]
-            on_connected=lambda lk: hello(lk, org),
-        )
-
-    sender, recipient = link(SENDER, on_sender), link(RECIPIENT, on_recipient)
-    stop = asyncio.Event()
-    runners = [asyncio.create_task(lk.run(stop)) for lk in (sender, recipient)]
-    await asyncio.gather(sender.connected.wait(), recipient.connected.wait())
+    downs = {org: [topics.down(CHANNEL, org)] for org in (SENDER, RECIPIENT)}
+    sender, stop_sender, sending = await spoke_link(
+        port, "legs-sender", downs[SENDER], on_sender, hello(SENDER)
+    )
+    recipient, stop_recipient, receiving = await spoke_link(
+        port, "legs-recipient", downs[RECIPIENT], on_recipient, hello(RECIPIENT)
+    )
     await asyncio.sleep(0.5)
     content = b"x" * 1024
     for _ in range(docs):
@@ -115,8 +107,9 @@ async def measure(
         sender.enqueue(topics.up(CHANNEL, SENDER), payload)
         await asyncio.sleep(1 / rate)
     await asyncio.sleep(2)
-    stop.set()
-    await asyncio.gather(*runners)
+    stop_sender.set()
+    stop_recipient.set()
+    await asyncio.gather(sending, receiving)
     return marks
 
 
@@ -133,7 +126,7 @@ def main() -> None:
     hub = HubProcess(tmp / "hub", world.hub_key, directory, broker_port=broker.port)
     hub.start()
     try:
-        marks = runtime_run(measure(world, directory, broker.port, args.docs, args.rate))
+        marks = loop_run(measure(world, directory, broker.port, args.docs, args.rate))
     finally:
         hub.terminate()
         broker.stop()
@@ -153,15 +146,6 @@ def main() -> None:
                 f"{name:28s} n={len(spans):4d}  p50 {statistics.median(spans):6.1f} ms  "
                 f"p90 {spans[int(len(spans) * 0.9)]:6.1f} ms  max {spans[-1]:6.1f} ms"
             )
-
-
-def runtime_run(coro: object) -> dict[bytes, dict[str, float]]:
-    try:
-        import uvloop  # noqa: PLC0415
-
-        return uvloop.run(coro)  # type: ignore[arg-type,no-any-return]
-    except ImportError:
-        return asyncio.run(coro)  # type: ignore[arg-type,no-any-return]
 
 
 if __name__ == "__main__":
