@@ -72,6 +72,7 @@ class Arrival:
     org: str
     payload: bytes
     at: int
+    n: int  # its place among the messages read from the brokers (presence counts too)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +137,10 @@ class Ingest:
         # Why a new message with a body of n bytes is refused now (the disk watermark, set
         # by the hub: hubd.diskwatch); None to take it.
         self.disk_low: Callable[[int], str | None] = lambda _need: None
+        self._read = 0  # messages read from the brokers so far: an Arrival's n
+        # Where each spoke's last "offline" came among them: a hello read before it (queued
+        # for the next pass while the will is handled on arrival) must not revive the spoke.
+        self._offline_at: dict[tuple[str, str], int] = {}
         self.counts: dict[str, int] = {"accepted": 0, "rejected": 0, "quarantined": 0}
         self.intake_open = True
         self.turned_away = 0  # messages that arrived while draining
@@ -148,6 +153,7 @@ class Ingest:
         if where is None:
             log.warning("message.unknown_topic", topic=topic[:120])
             return
+        self._read += 1
         if where.kind is topics.Kind.PRESENCE:
             if self._directory().org(where.org) is None:
                 # Not an organisation of the directory (the broker's ACL should have stopped
@@ -155,6 +161,8 @@ class Ingest:
                 log.warning("presence.refused", org=where.org, channel=where.channel)
                 return
             online = payload == topics.ONLINE
+            if not online:
+                self._offline_at[(where.channel, where.org)] = self._read
             self._dispatcher.set_online(where.channel, where.org, online=online)
             log.info(
                 "spoke.online" if online else "spoke.offline", org=where.org, channel=where.channel
@@ -165,7 +173,9 @@ class Ingest:
                 # Draining: the sender holds no ACCEPTED for it and will send it again.
                 self.turned_away += 1
                 return
-            self._queue.append(Arrival(where.channel, where.org, payload, self._clock()))
+            self._queue.append(
+                Arrival(where.channel, where.org, payload, self._clock(), self._read)
+            )
             self._backlog_bytes += len(payload)
             if self.reading and (
                 self._backlog_bytes > BACKLOG_BYTES or len(self._queue) > BACKLOG_MESSAGES
@@ -313,6 +323,11 @@ class Ingest:
                 if self._directory().org(arrival.org) is None:
                     log.warning("presence.refused", org=arrival.org, channel=arrival.channel)
                     return None  # nothing is kept for an organisation outside the directory
+                if arrival.n < self._offline_at.get((arrival.channel, arrival.org), 0):
+                    # Its will (or its goodbye) was read after it: the spoke is gone, and
+                    # says hello again when it returns.
+                    log.info("spoke.hello_outdated", org=arrival.org, channel=arrival.channel)
+                    return None
                 self._dispatcher.set_online(arrival.channel, arrival.org, online=True)
                 return _Slow(functools.partial(self._hello, arrival, message.last_seq))
             case transport.ResumeMsg(msg_id, offset):

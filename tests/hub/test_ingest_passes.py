@@ -142,6 +142,28 @@ async def test_a_hello_from_outside_the_directory_leaves_nothing_behind(rig: Rig
     assert not any(rig.dispatcher.is_online("govnet", f"zz.fake{n}") for n in range(200))
 
 
+async def test_a_hello_read_before_the_spokes_will_does_not_bring_it_back_online(
+    rig: Rig,
+) -> None:
+    # A spoke says hello and dies at once; the hub reads both from one socket buffer: the
+    # hello is queued for the next pass, the will ("offline") is handled on arrival. The
+    # hello, checked after, must not mark the dead spoke online (every delivery to it would
+    # then be published into the void until its attempts ran out).
+    hello = transport.encode(transport.HelloMsg(0))
+    rig.ingest.on_message(topics.presence("govnet", "jl.cc"), topics.ONLINE)
+    rig.ingest.on_message(topics.up("govnet", "jl.cc"), hello)
+    rig.ingest.on_message(topics.presence("govnet", "jl.cc"), topics.OFFLINE)
+    rig.ingest.on_message(topics.up("govnet", "jl.gov"), hello)  # one that stays
+
+    await until(lambda: rig.dispatcher.is_online("govnet", "jl.gov"), "the later hello")
+    await until(lambda: rig.ingest.idle, "the ingest to be idle")
+    assert not rig.dispatcher.is_online("govnet", "jl.cc")
+
+    # The spoke comes back: its new hello counts again.
+    rig.ingest.on_message(topics.up("govnet", "jl.cc"), hello)
+    await until(lambda: rig.dispatcher.is_online("govnet", "jl.cc"), "the hello after return")
+
+
 async def test_a_deep_queue_is_worked_in_passes_that_let_the_loop_run_between_them(
     rig: Rig,
 ) -> None:
