@@ -51,6 +51,7 @@ log = structlog.get_logger("hubd.dispatch")
 Publish = Callable[[str, str, bytes], "asyncio.Future[bool]"]
 Key = tuple[bytes, str]  # (msg_id, recipient)
 FLUSH_INTERVAL = 0.05  # seconds between batched state writes (SENT is nobody's promise)
+SETTLING_RECHECK_MS = 500  # an expiry or give-up that met a receipt still being stored: ask again
 
 
 def now_ms() -> int:
@@ -85,6 +86,9 @@ class Job:
     offset: int = -1  # chunked bodies: next body offset to send; -1 = the head first
     accepted_at: int = 0
     active: bool = False  # in the ready heap or being published: never twice at once
+    # Receipt batches closing it that are on their way to the store: while any is, expiry
+    # and giving up wait for its answer (the sender must not hear EXPIRED and DELIVERED).
+    settling: int = 0
 
     @property
     def key(self) -> Key:
@@ -187,7 +191,14 @@ class Dispatcher:
                 DeliveryState.SIGNED_FOR if event is Event.SIGNED_FOR else DeliveryState.DELIVERED
             )
             return DeliveryUpdate(msg_id, recipient, state, KEEP_ATTEMPTS, at)
+        job.settling += 1
         return DeliveryUpdate(msg_id, recipient, next_state(job.state, event), job.attempts, at)
+
+    def unsettled(self, msg_id: bytes, recipient: str) -> None:
+        """The commit that was to store a :meth:`settle` failed: the job is as it was."""
+        job = self._jobs.get((msg_id, recipient))
+        if job is not None and job.settling:
+            job.settling -= 1
 
     def confirmed(self, msg_id: bytes, recipient: str, event: Event, at: int) -> Job | None:
         """The recipient's DELIVERED or SIGNED_FOR is durable (with the state it moved the
@@ -195,6 +206,7 @@ class Dispatcher:
         job = self._jobs.get((msg_id, recipient))
         if job is None:
             return None
+        job.settling = max(job.settling - 1, 0)
         job.state = next_state(job.state, event)
         self._updates.pop(job.key, None)  # a SENT not yet written: the receipt's commit wins
         if job.state in {DeliveryState.DELIVERED, DeliveryState.SIGNED_FOR}:
@@ -402,6 +414,10 @@ class Dispatcher:
     def _fire(self, timer: _Timer, now: int) -> None:
         job = self._jobs.get(timer.key)
         if job is None or not job.state.awaiting:
+            return
+        if job.settling and timer.kind != "wake":
+            # Its DELIVERED is being stored: decide once the store has answered.
+            self._timer(now + SETTLING_RECHECK_MS, job.key, timer.kind)
             return
         if timer.kind == "expire":
             self._finish(job, Event.EXPIRE, now)

@@ -286,6 +286,9 @@ class Ingest:
             except XchgError:
                 # Nothing was answered: each sender resends what it holds no receipt for.
                 log.exception("message.failed", operations=len(ops))
+                for op in ops:
+                    if isinstance(op, RecordReceipts):
+                        self._unsettle(op)
                 return
             for done, result in zip(then, results, strict=True):
                 try:
@@ -760,8 +763,18 @@ class Ingest:
         origins.update(await self._origins(missing))
         plan = self._receipt_plan(arrival, message, verified, origins)
         if plan is not None:
-            seq = await self._store.submit(plan.op)
+            try:
+                seq = await self._store.submit(plan.op)
+            except XchgError:
+                self._unsettle(plan.op)
+                raise
             self._receipts_recorded(arrival, message, plan, seq)
+
+    def _unsettle(self, op: RecordReceipts) -> None:
+        """A receipt batch was not stored: its deliveries go on as before (retried, and
+        free to expire or be given up)."""
+        for update in op.updates:
+            self._dispatcher.unsettled(update.msg_id, update.recipient)
 
     def _receipt_plan(
         self,

@@ -16,15 +16,16 @@ from typing import Any
 
 import pytest
 
-from hubd.dispatch import Dispatcher, DispatchSettings, Job, Payload
+from hubd.dispatch import Dispatcher, DispatchSettings, Job, Payload, now_ms
 from hubd.ingest import MAX_PASS, Ingest
 from hubd.spool import Spool
 from hubd.states import DeliveryState
-from hubd.store import Store
+from hubd.store import Operation, RecordReceipts, Store
 from schemas import topics, transport
 from schemas.envelope import verify_envelope
+from schemas.errors import StoreError
 from schemas.labels import Classification, Precedence
-from schemas.receipts import ReceiptEntry, ReceiptStatus
+from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from tests.world import World, make_world
 
 UP = topics.up("govnet", "jl.gov")
@@ -162,6 +163,50 @@ async def test_a_hello_read_before_the_spokes_will_does_not_bring_it_back_online
     # The spoke comes back: its new hello counts again.
     rig.ingest.on_message(topics.up("govnet", "jl.cc"), hello)
     await until(lambda: rig.dispatcher.is_online("govnet", "jl.cc"), "the hello after return")
+
+
+async def test_a_receipt_batch_the_store_refused_leaves_its_delivery_free_to_expire(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sealed, body = rig.world.seal(expires_at=now_ms() + 300)
+    envelope = verify_envelope(sealed.frame, rig.world.directory, expected_sender="jl.gov")
+    msg_id = envelope.header.msg_id
+    rig.ingest.on_message(UP, transport.encode(transport.EnvelopeMsg(sealed.frame, body)))
+    await until(lambda: rig.dispatcher.job(msg_id, "jl.cc") is not None, "the acceptance")
+
+    store_submit = rig.store.submit_many
+
+    async def refusing(ops: list[Operation]) -> list[Any]:
+        if any(isinstance(op, RecordReceipts) for op in ops):
+            raise StoreError("disk I/O error (injected)", retriable=True)
+        return await store_submit(ops)
+
+    monkeypatch.setattr(rig.store, "submit_many", refusing)
+    delivered = ReceiptEntry(
+        msg_id=msg_id,
+        recipient="jl.cc",
+        status=ReceiptStatus.DELIVERED,
+        at=rig.world.now,
+        subject=envelope.digest,
+        classification=Classification.INTERNAL,
+        reason=None,
+        detail=None,
+        retriable=False,
+    )
+    frame = sign_receipts("jl.cc", rig.world.keys["jl.cc"].signing, [delivered], at=rig.world.now)
+    rig.ingest.on_message(
+        topics.up("govnet", "jl.cc"), transport.encode(transport.ReceiptsMsg(frame, 0))
+    )
+
+    # The batch was never stored: nothing holds the delivery back from expiring.
+    stop = asyncio.Event()
+    timers = asyncio.create_task(rig.dispatcher.run(stop))
+    try:
+        await until(lambda: rig.dispatcher.job(msg_id, "jl.cc") is None, "the expiry", within=10)
+    finally:
+        stop.set()
+        await timers
+    assert rig.dispatcher.expired == 1
 
 
 async def test_a_deep_queue_is_worked_in_passes_that_let_the_loop_run_between_them(
