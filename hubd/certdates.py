@@ -5,7 +5,7 @@ configuration (an expired client certificate or CA cuts the hub off that broker)
 every file or folder in ``[expiry] certificates``: point it at the folder
 ``hubctl broker-config --out`` wrote to watch the brokers' server certificates and the
 organisations' client certificates too. Folders are searched for ``*.pem`` and ``*.crt``;
-private keys are never opened. The judgement (what warns) is :mod:`hubd.expiry`'s.
+private keys are never opened. The judgement (what warns) is :mod:`schemas.expiry`'s.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hubd.config import HubConfig
-from hubd.expiry import Deadline, Subject
+from schemas.expiry import Deadline, Subject
 
 MAX_CERT_FILE = 1024 * 1024  # a PEM bundle larger than this is not a certificate file
 CERT_SUFFIXES = (".pem", ".crt")

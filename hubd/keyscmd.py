@@ -23,12 +23,12 @@ import typer
 
 from hubd import route
 from hubd.directory import Built, hub_key_paths, init_hub_key, revoke_key
-from hubd.expiry import KeyRow, KeyState, key_rows
 from hubd.revocations import Revocation, load_register, reasons, register_path
 from schemas.clock import duration_text, ms_to_text
 from schemas.directory import verify_directory
 from schemas.display import table
 from schemas.errors import XchgError
+from schemas.expiry import KeyRow, KeyState, key_rows
 from schemas.ids import check_org_id
 
 DEFAULT_HUB_KEYS = Path("certs/hub")

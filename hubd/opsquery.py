@@ -29,12 +29,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from hubd import tables as t
-from hubd.expiry import ExpiryWarning
 from hubd.states import DeliveryState
 from hubd.store import engine_for, read_only_url
 from schemas.clock import ms_to_text
 from schemas.directory import Directory
 from schemas.errors import StoreError
+from schemas.expiry import ExpiryWarning
 from schemas.ids import msg_id_text
 from schemas.labels import Classification, Precedence
 
@@ -367,7 +367,7 @@ class PendingGroup:
 
 @dataclass(frozen=True, slots=True)
 class Warnings:
-    """What expires soon (hubd.expiry) and certificate files that could not be checked."""
+    """What expires soon (schemas.expiry) and certificate files that could not be checked."""
 
     expiring: tuple[ExpiryWarning, ...]
     unchecked: tuple[str, ...]

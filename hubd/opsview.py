@@ -75,7 +75,7 @@ def _hub_line(s: Status) -> str:
 
 
 def _warning_lines(s: Status) -> list[str]:
-    """Keys, certificates and the directory expiring, soonest first (hubd.expiry)."""
+    """Keys, certificates and the directory expiring, soonest first (schemas.expiry)."""
     found = s.warnings
     if not found.expiring and not found.unchecked:
         return ["warnings: none (nothing expires within the warning horizons)"]

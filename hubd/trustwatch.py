@@ -3,7 +3,7 @@
 - Expiry warnings in the log, days ahead: at start, after every reload and once a day
   while running (``key.expiring``, ``directory.expiring``, ``certificate.expiring``, or
   ``.expired`` once the moment has passed; ``certificate.unreadable`` for a certificate
-  file that cannot be checked). The judgement is :func:`hubd.expiry.judge`, the one
+  file that cannot be checked). The judgement is :func:`schemas.expiry.judge`, the one
   ``hubctl status`` prints.
 - Trust changes as security events and in the audit ledger: ``directory.loaded`` at start
   (its version and every revoked key), ``directory.reloaded`` after SIGHUP with the keys
@@ -23,10 +23,10 @@ import structlog
 from hubd.audit import AuditEvent
 from hubd.certdates import certificate_files, read_deadlines
 from hubd.config import HubConfig
-from hubd.expiry import ExpiryWarning, Horizons, directory_deadlines, judge
 from hubd.revocations import Revocation, load_register, reasons, register_path
 from schemas.clock import DAY_MS
 from schemas.directory import Directory, VerifiedDirectory
+from schemas.expiry import ExpiryWarning, Horizons, directory_deadlines, judge
 from schemas.keys import KeyKind
 
 log = structlog.get_logger("hubd.expiry")

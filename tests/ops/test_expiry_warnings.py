@@ -1,4 +1,4 @@
-"""Expiry warnings days ahead: the judgement as a table (hubd.expiry), certificate files
+"""Expiry warnings days ahead: the judgement as a table (schemas.expiry), certificate files
 (hubd.certdates), the running hub's log at start, on reload and once a day
 (hubd.trustwatch), and ``hubctl status`` (text and ``--json``) against a real hubd.
 """
@@ -22,12 +22,12 @@ from typer.testing import CliRunner
 from hubd.certdates import certificate_files, read_deadlines
 from hubd.cli import hubctl_app
 from hubd.config import Expiry, HubConfig, HubFiles, load_config
-from hubd.expiry import Deadline, Horizons, Subject, directory_deadlines, judge
 from hubd.trustwatch import TrustWatch, horizons_of
 from schemas.brokers import BrokerURL
 from schemas.clock import DAY_MS
 from schemas.directory import Directory, KeyEntry
 from schemas.errors import ConfigError
+from schemas.expiry import Deadline, Horizons, Subject, directory_deadlines, judge
 from schemas.keys import EncryptionKey, PublicKeys, SigningKey
 from schemas.topology import DirectoryPlan, build_directory
 from tests.hub.conftest import wait_for_log
