@@ -92,13 +92,17 @@ class ExpiryWarning:
             out |= {"certificate": d.name, "kind": d.kind, "file": d.source}
         return out | {"not_after": ms_to_text(d.not_after), "days_left": self.days_left}
 
-    def sentence(self) -> str:
-        """What expires when, and what to do, for a person."""
-        d = self.deadline
-        when = ms_to_text(d.not_after)
+    def left(self) -> str:
+        """'expires in 3 days (2026-12-06 10:00)' or 'expired 1 day ago (...)'."""
+        when = ms_to_text(self.deadline.not_after)
         days = abs(self.days_left)
         span = f"{days:g} day{'' if days == 1 else 's'}"
-        left = f"expired {span} ago ({when})" if self.expired else f"expires in {span} ({when})"
+        return f"expired {span} ago ({when})" if self.expired else f"expires in {span} ({when})"
+
+    def sentence(self) -> str:
+        """What expires when, and what to do, for the hub's operator."""
+        d = self.deadline
+        left = self.left()
         if d.subject is Subject.DIRECTORY:
             return (
                 f"directory {d.name} {left}: spokes stop sending when it expires. Run "

@@ -20,7 +20,7 @@ import structlog
 from watchfiles import awatch
 
 from schemas import topics, transport
-from schemas.clock import ms_to_text
+from schemas.clock import DAY_MS, ms_to_text
 from schemas.directory import verify_directory
 from schemas.errors import ConfigError, PeerError
 from schemas.keys import HubPublicKey
@@ -29,7 +29,7 @@ from schemas.receipts import verify_receipts
 from spoke.config import SpokeConfig
 from spoke.context import SpokeContext, now_ms
 from spoke.inbox import clean_staging
-from spoke.keyring import KeySource
+from spoke.keyring import KeySource, own_key_sentence, own_key_warnings
 from spoke.receiver import Receiver
 from spoke.sender import Sender
 from spoke.state import SpokeState
@@ -76,6 +76,7 @@ class SpokeAgent:
         self._cursor: dict[str, int] = {}
         self._ahead: dict[str, set[int]] = {}
         self._wake = asyncio.Event()
+        self._warned_at: int | None = None  # when the key expiry warnings were last logged
 
     @property
     def org(self) -> str:
@@ -118,8 +119,28 @@ class SpokeAgent:
             revoked=len(verified.directory.revoked),
         )
         self._wake.set()  # the outbox loop sees the new gate: resumes, or switches keys
+        self._warn_key_expiry(when="directory")
         if not was_valid and current is not None:
             await self._hello_all()  # receipts refused while expired: ask for them again
+
+    def _warn_key_expiry(self, *, when: str) -> None:
+        """Log, days ahead, that this organisation's last listed key of a kind ends
+        (``when``: start, directory, daily)."""
+        self._warned_at = self.ctx.clock()
+        if self.ctx.verified is None:
+            return
+        directory = self.ctx.verified.directory
+        days = self.ctx.config.spoke.key_warn_days
+        for warning in own_key_warnings(directory, self.org, now=self._warned_at, days=days):
+            emit = log.error if warning.expired else log.warning
+            sentence = own_key_sentence(warning, self.ctx.held_keys(), directory)
+            emit(warning.event, checked=when, detail=sentence, **warning.fields())
+
+    async def _key_expiry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(3600)  # a day on the clock, checked hourly (suspend, NTP)
+            if self._warned_at is None or self.ctx.clock() - self._warned_at >= DAY_MS:
+                self._warn_key_expiry(when="daily")
 
     async def _hello_all(self) -> None:
         for channel, link in self.ctx.links.items():
@@ -180,6 +201,7 @@ class SpokeAgent:
             root=str(self.ctx.config.spoke.root),
             directory_version=None if verified is None else verified.version,
         )
+        self._warn_key_expiry(when="start")
         links_stop = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             for link in self.ctx.links.values():
@@ -190,6 +212,7 @@ class SpokeAgent:
                 tasks.create_task(self._watch(), name="spoke.watch"),
                 tasks.create_task(self._resend_loop(), name="spoke.resend"),
                 tasks.create_task(self._receipt_loop(), name="spoke.receipts"),
+                tasks.create_task(self._key_expiry_loop(), name="spoke.key_expiry"),
             ]
             await self.stop_event.wait()
             log.info("spoke.stopping")

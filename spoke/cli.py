@@ -22,7 +22,7 @@ from spoke.agent import SpokeAgent
 from spoke.config import SpokeConfig, load_config
 from spoke.files import Refusal
 from spoke.keygen import generate_org_keys, rotate_org_keys
-from spoke.keyring import KeySource, describe_held
+from spoke.keyring import KeySource, describe_held, own_key_sentence, own_key_warnings
 from spoke.state import SpokeState
 from spoke.tools import drop_name, make_drop, rehearse, sending_line, status_table, waiting_drops
 
@@ -228,6 +228,11 @@ def keys(
     else:
         typer.echo(f"directory v{directory.version}, expires {ms_to_text(directory.expires_at)}")
     typer.echo(table(("kind", "kid", "now"), describe_held(keyring, directory, settings.org, now)))
+    if directory is not None:
+        days = settings.spoke.key_warn_days
+        for warning in own_key_warnings(directory, settings.org, now=now, days=days):
+            label = "EXPIRED" if warning.expired else "warning"
+            typer.echo(f"{label}: {own_key_sentence(warning, keyring, directory)}")
     for problem in source.problems:
         typer.echo(f"not loaded: {problem}", err=True)
 

@@ -40,6 +40,8 @@ class SpokeSection(_Section):
     sign_key: Path
     enc_key: Path
     hub_key: Path
+    # Warn this many days before the organisation's last listed key of a kind ends.
+    key_warn_days: Annotated[float, Field(gt=0, le=365)] = 14.0
 
 
 class Limits(_Section):

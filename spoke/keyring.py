@@ -16,8 +16,13 @@ next to the configured ``ORG.sign.key`` and ``ORG.enc.key``). The agent holds al
 expired one, or without a signing key the directory accepts, the spoke sends nothing;
 drops wait in the outbox and the reason is logged and shown in ``spoke status``.
 
-The pure part (Keyring, choose_signer, sending_gate) takes ``now``; :class:`KeySource`
-reads the key files and notices new ones (a changed folder) without a restart.
+:func:`own_key_warnings` says, days ahead, that the organisation's last listed key of a
+kind is about to end (the hub's judgement, :mod:`schemas.expiry`, narrowed to this spoke):
+after it, the spoke cannot sign (so sends nothing), or nobody can seal documents for it.
+
+The pure part (Keyring, choose_signer, sending_gate, own_key_warnings) takes ``now``;
+:class:`KeySource` reads the key files and notices new ones (a changed folder) without a
+restart.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas.clock import ms_to_text
+from schemas.clock import DAY_MS, ms_to_text
 from schemas.directory import Directory, VerifiedDirectory
 from schemas.errors import DirectoryError
+from schemas.expiry import ExpiryWarning, Horizons, Subject, directory_deadlines, judge
 from schemas.keys import EncryptionKey, SigningKey
 from schemas.localfs import load_encryption_key, load_signing_key
 
@@ -252,3 +258,39 @@ def describe_held(
                 )
             rows.append((kind, key.kid, text))
     return rows
+
+
+# ------------------------------------------------------------------ its own keys' expiry
+
+
+def own_key_warnings(
+    directory: Directory, org: str, *, now: int, days: float
+) -> tuple[ExpiryWarning, ...]:
+    """``org``'s signing and encryption keys that end within ``days`` (or have ended) with
+    no newer unrevoked key of the same kind listed, soonest first."""
+    mine = [d for d in directory_deadlines(directory) if d.subject is Subject.KEY and d.org == org]
+    return judge(mine, now=now, horizons=Horizons(keys=int(days * DAY_MS)))
+
+
+def own_key_sentence(warning: ExpiryWarning, keyring: Keyring, directory: Directory) -> str:
+    """What ends when, what follows, and what to do, for the spoke's administrator."""
+    d = warning.deadline
+    effect = (
+        "this spoke can no longer sign, so it sends nothing"
+        if d.kind == "signing"
+        else "nobody can seal documents for this organisation"
+    )
+    entry = directory.org(d.org or "")
+    listed = set() if entry is None else {k.kid for k in (*entry.sign_keys, *entry.enc_keys)}
+    held = keyring.signing if d.kind == "signing" else keyring.encryption
+    waiting = sorted(k.kid for k in held if k.kid not in listed)
+    todo = (
+        f"hand the .pub.json of the new pair ({', '.join(waiting)}) to the hub's operator"
+        if waiting
+        else "run 'spoke keygen --rotate' and hand the new .pub.json to the hub's operator"
+    )
+    return (
+        f"the last {d.kind} key of {d.org} in the directory, {d.name}, {warning.left()}; "
+        f"after that {effect}. {todo[0].upper()}{todo[1:]}; the agent takes the new pair "
+        "into use once the hub publishes a directory that lists it"
+    )

@@ -424,7 +424,7 @@ class TlsHub(HubProcess):
 class TlsSpoke(SpokeProcess):
     tls_folder: Path = Path()
 
-    def write(self, **replace: str) -> Path:
+    def write(self, **replace: str | float) -> Path:
         config = super().write(**replace)
         plain = f'url = "mqtt://127.0.0.1:{self.port}"'
         secure = "\n".join(

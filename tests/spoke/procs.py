@@ -186,8 +186,9 @@ class SpokeProcess:
     def work(self) -> Path:
         return self.root / ".spoke"
 
-    def write(self, **replace: str) -> Path:
-        """Key files, the pinned hub key and spoke.toml; ``replace`` overrides [spoke] paths."""
+    def write(self, **replace: str | float) -> Path:
+        """Key files, the pinned hub key and spoke.toml; ``replace`` overrides [spoke]
+        settings (paths, key_warn_days)."""
         keys = self.folder / "keys"
         sign_key, enc_key = keys / f"{self.org}.sign.key", keys / f"{self.org}.enc.key"
         if not sign_key.exists():

@@ -27,6 +27,8 @@ from spoke.keyring import (
     Ready,
     choose_signer,
     describe_held,
+    own_key_sentence,
+    own_key_warnings,
     rotated_paths,
     sending_gate,
 )
@@ -214,6 +216,60 @@ def test_describe_held_tells_the_operator_what_each_key_is_for(world: World) -> 
     after = describe_held(keyring(OLD), directory(world, ROTATING), "jl.cc", CLOSES)
     retired = {kid: text for _, kid, text in after}
     assert "keep it until nothing sealed for it can arrive" in retired[OLD.encryption.kid]
+
+
+# ---------------------------------------------------------------- its own keys' expiry
+
+ONLY_OLD = ((OLD, OLD_FROM, CLOSES),)  # jl.cc's only listed pair closes in 7 days
+
+
+def test_the_spoke_is_warned_days_ahead_that_its_last_listed_keys_end(world: World) -> None:
+    d = directory(world, ONLY_OLD)  # every other organisation's keys end in 10 days too
+
+    found = own_key_warnings(d, "jl.cc", now=NOW, days=14)
+
+    assert {(w.event, w.deadline.kind, w.deadline.name) for w in found} == {
+        ("key.expiring", "signing", OLD.signing.kid),
+        ("key.expiring", "encryption", OLD.encryption.kid),
+    }
+    assert len(found) == 2
+    assert {w.deadline.org for w in found} == {"jl.cc"}  # its own keys, nobody else's
+    assert all(w.days_left == 7 for w in found)
+    signing = next(w for w in found if w.deadline.kind == "signing")
+    said = own_key_sentence(signing, keyring(OLD), d)
+    assert (
+        f"the last signing key of jl.cc in the directory, {OLD.signing.kid}, expires in 7 days"
+        in said
+    )
+    assert "this spoke can no longer sign, so it sends nothing" in said
+    assert "Run 'spoke keygen --rotate' and hand the new .pub.json to the hub's operator" in said
+
+
+def test_a_rotated_pair_not_yet_listed_is_named_in_the_warning(world: World) -> None:
+    d = directory(world, ONLY_OLD)
+    (signing,) = [
+        w for w in own_key_warnings(d, "jl.cc", now=NOW, days=14) if w.deadline.kind == "signing"
+    ]
+
+    said = own_key_sentence(signing, keyring(OLD, NEW), d)
+
+    assert f"Hand the .pub.json of the new pair ({NEW.signing.kid}) to the hub's operator" in said
+
+
+@pytest.mark.parametrize(
+    ("listed", "now", "days", "events"),
+    [
+        (ROTATING, NOW, 14, []),  # the newer pair carries on: nothing to do
+        (ONLY_OLD, NOW, 5, []),  # 7 days left, warned 5 days ahead: not yet
+        (ONLY_OLD, CLOSES - 1, 14, ["key.expiring", "key.expiring"]),
+        (ONLY_OLD, CLOSES, 14, ["key.expired", "key.expired"]),
+    ],
+)
+def test_key_expiry_warnings_come_within_the_horizon_and_only_for_the_last_key(
+    world: World, listed: Sequence[tuple[Pair, int, int]], now: int, days: float, events: list[str]
+) -> None:
+    found = own_key_warnings(directory(world, listed), "jl.cc", now=now, days=days)
+    assert [w.event for w in found] == events
 
 
 # ---------------------------------------------------------------- the key files

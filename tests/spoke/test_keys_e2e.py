@@ -181,3 +181,35 @@ async def test_a_revoked_senders_queued_document_is_refused_by_its_recipient(
     assert (gov.outbox / "later.txt").exists()
     frame = cc.state_rows("SELECT frame FROM directory")[0][0]
     assert verify_directory(bytes(frame), world.hub_key.public, now=None).directory.is_revoked(kid)
+
+
+async def test_a_spoke_whose_last_listed_key_ends_soon_warns_in_its_log_and_spoke_keys(
+    exchanges: ExchangeFactory, world: World
+) -> None:
+    exchange = exchanges()  # its directory lists each organisation's keys for 30 days
+    quiet, (gov,) = exchange.spoke("jl.cc"), [exchange.spoke("jl.gov")]
+    quiet.write()  # warned 14 days ahead (the default): nothing to say yet
+    gov.write(key_warn_days=40.0)
+    await exchange.running("jl.cc", "jl.gov")
+
+    warned = await gov.wait_logged("key.expiring", this_run=True, kind="signing")
+    assert warned["org"] == "jl.gov"
+    assert warned["kid"] == world.keys["jl.gov"].signing.kid
+    assert (warned["checked"], warned["level"]) == ("directory", "warning")  # on arrival
+    assert 29 <= warned["days_left"] <= 30
+    assert "this spoke can no longer sign" in warned["detail"]
+    assert "spoke keygen --rotate" in warned["detail"]
+    assert gov.logged("key.expiring", this_run=True, kind="encryption")
+    assert not quiet.logged("key.expiring")
+
+    held = gov.cli("keys")
+    assert held.returncode == 0, held.stderr
+    assert (
+        f"warning: the last signing key of jl.gov in the directory, {warned['kid']}" in held.stdout
+    )
+    assert "warning:" not in quiet.cli("keys").stdout
+
+    assert gov.terminate() == 0  # and from the directory it kept, at every start
+    gov.start()
+    again = await gov.wait_logged("key.expiring", this_run=True, kind="signing")
+    assert again["checked"] == "start"
