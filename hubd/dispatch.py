@@ -52,6 +52,9 @@ Publish = Callable[[str, str, bytes], "asyncio.Future[bool]"]
 Key = tuple[bytes, str]  # (msg_id, recipient)
 FLUSH_INTERVAL = 0.05  # seconds between batched state writes (SENT is nobody's promise)
 SETTLING_RECHECK_MS = 500  # an expiry or give-up that met a receipt still being stored: ask again
+# ... for this long at most: a receipt path that failed without saying so must not keep a
+# delivery from ever expiring or being given up (a commit takes milliseconds).
+SETTLING_LIMIT_MS = 60_000
 
 
 def now_ms() -> int:
@@ -89,6 +92,7 @@ class Job:
     # Receipt batches closing it that are on their way to the store: while any is, expiry
     # and giving up wait for its answer (the sender must not hear EXPIRED and DELIVERED).
     settling: int = 0
+    settling_since: int = 0  # when the first of them was handed over
 
     @property
     def key(self) -> Key:
@@ -191,6 +195,8 @@ class Dispatcher:
                 DeliveryState.SIGNED_FOR if event is Event.SIGNED_FOR else DeliveryState.DELIVERED
             )
             return DeliveryUpdate(msg_id, recipient, state, KEEP_ATTEMPTS, at)
+        if not job.settling:
+            job.settling_since = now_ms()
         job.settling += 1
         return DeliveryUpdate(msg_id, recipient, next_state(job.state, event), job.attempts, at)
 
@@ -416,9 +422,17 @@ class Dispatcher:
         if job is None or not job.state.awaiting:
             return
         if job.settling and timer.kind != "wake":
-            # Its DELIVERED is being stored: decide once the store has answered.
-            self._timer(now + SETTLING_RECHECK_MS, job.key, timer.kind)
-            return
+            if now - job.settling_since < SETTLING_LIMIT_MS:
+                # Its DELIVERED is being stored: decide once the store has answered.
+                self._timer(now + SETTLING_RECHECK_MS, job.key, timer.kind)
+                return
+            log.warning(
+                "delivery.settling_overdue",
+                msg_id=msg_id_text(job.msg_id),
+                recipient=job.recipient,
+                waited_ms=now - job.settling_since,
+            )
+            job.settling = 0
         if timer.kind == "expire":
             self._finish(job, Event.EXPIRE, now)
             return

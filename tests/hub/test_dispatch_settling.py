@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from hubd import dispatch
 from hubd.dispatch import SETTLING_RECHECK_MS, Dispatcher, DispatchSettings, Job, Payload, now_ms
 from hubd.states import DeliveryState, Event
 from hubd.store import Store
@@ -123,3 +124,14 @@ async def test_giving_up_waits_for_a_receipt_being_stored(rig: Rig) -> None:
     assert rig.dispatcher.confirmed(MSG_ID, "jl.cc", Event.DELIVERED, now_ms()) is not None
     await past(2 * SETTLING_RECHECK_MS)
     assert rig.outcomes == []
+
+
+async def test_a_receipt_that_never_answers_holds_the_expiry_back_only_so_long(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatch, "SETTLING_LIMIT_MS", 2 * SETTLING_RECHECK_MS)
+    rig.dispatcher.add(job(expires_in_ms=100))
+    rig.dispatcher.settle(MSG_ID, "jl.cc", Event.DELIVERED, now_ms())  # and nothing after
+
+    await until(lambda: rig.outcomes, "the delivery to expire after all")
+    assert rig.outcomes == [(MSG_ID, "jl.cc", DeliveryState.EXPIRED)]
