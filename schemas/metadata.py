@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+import unicodedata
+from datetime import UTC, datetime, timedelta, timezone
 from datetime import date as Date  # noqa: N812 - the field is called date
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -24,6 +25,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictInt,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -79,6 +81,50 @@ def _alias(english: str, chinese: str) -> Any:
     return AliasChoices(english, chinese)
 
 
+FILE_ALIASES = {"name": "文件名", "size": "大小", "sha256": "SHA256"}  # keys of a declared file
+MAX_DECLARED_FILES = 1000  # schemas.seal.MAX_FILES: no document holds more
+EARLIEST_EXPIRY = datetime(1970, 1, 2, tzinfo=UTC)  # wire times are unsigned ms
+
+
+def name_key(name: str) -> str:
+    """How two file names are compared: Unicode NFC (a Mac writes NFD) and case folded
+    (Windows does not tell 'A.pdf' from 'a.pdf')."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+class DeclaredFile(BaseModel):
+    """One file of the drop as the integrator declares it: its size, its SHA-256, or both.
+
+    A declaration is the integrator's statement of what complete looks like: the spoke
+    takes the drop as soon as every declared file has its declared size, and refuses it
+    if the bytes do not match."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    name: str = Field(
+        validation_alias=_alias("name", FILE_ALIASES["name"]), min_length=1, max_length=255
+    )
+    size: Annotated[StrictInt, Field(ge=1, le=2**53)] | None = Field(
+        default=None, validation_alias=_alias("size", FILE_ALIASES["size"])
+    )
+    sha256: Annotated[str, Field(pattern="^[0-9a-fA-F]{64}$")] | None = Field(
+        default=None, validation_alias=_alias("sha256", FILE_ALIASES["sha256"])
+    )
+
+    @field_validator("sha256")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return None if value is None else value.lower()
+
+    @model_validator(mode="after")
+    def _something_declared(self) -> Self:
+        if self.size is None and self.sha256 is None:
+            raise ValueError(
+                f"the file {self.name!r} declares neither size nor sha256; give at least one"
+            )
+        return self
+
+
 class DropMetadata(BaseModel):
     """The metadata of one drop. Unknown keys are refused, by name."""
 
@@ -117,6 +163,19 @@ class DropMetadata(BaseModel):
         description="copy (抄送) every organ a skip-level document skips (越级行文), as the "
         "skip_level rule requires; the spoke adds them before sealing",
     )
+    files: tuple[DeclaredFile, ...] = Field(
+        default=(),
+        validation_alias=_alias("files", "文件"),
+        max_length=MAX_DECLARED_FILES,
+        description="every file of the drop with its size and/or SHA-256: the spoke takes the "
+        "drop once they match and refuses it if they do not (docs/integrators.md)",
+    )
+    resend: bool = Field(
+        default=False,
+        validation_alias=_alias("resend", "重发"),
+        description="send it although the same document (same bytes and metadata, or the same "
+        "发文字号) was sent within [limits] duplicate_window",
+    )
 
     @field_validator("classification", mode="before")
     @classmethod
@@ -151,8 +210,22 @@ class DropMetadata(BaseModel):
     @classmethod
     def _expires(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=CHINA)
+            value = value.replace(tzinfo=CHINA)
+        if value is not None and value < EARLIEST_EXPIRY:
+            raise ValueError(
+                f"{value.isoformat()} is before 1970; write the date-time after which the hub "
+                "stops trying, e.g. 2026-12-31T18:00:00+08:00"
+            )
         return value
+
+    @field_validator("files")
+    @classmethod
+    def _unique_files(cls, files: tuple[DeclaredFile, ...]) -> tuple[DeclaredFile, ...]:
+        keys = [name_key(f.name) for f in files]
+        twice = sorted({f.name for f, k in zip(files, keys, strict=True) if keys.count(k) > 1})
+        if twice:
+            raise ValueError(f"files declares {', '.join(map(repr, twice))} more than once")
+        return files
 
     @model_validator(mode="before")
     @classmethod
@@ -197,50 +270,163 @@ ALIASES = {
     "to": "主送", "cc": "抄送", "classification": "密级", "secrecy_period": "保密期限",
     "precedence": "紧急程度", "doc_type": "文种", "title": "标题", "doc_number": "发文字号",
     "signatory": "签发人", "date": "成文日期", "in_reply_to": "回复文件", "expires": "失效时间",
-    "directive": "指令性", "auto_cc": "自动抄送",
+    "directive": "指令性", "auto_cc": "自动抄送", "files": "文件", "resend": "重发",
 }  # fmt: skip
+_DATE = ("write a date as 2026-11-25", "日期请写作 2026-11-25")
+_DATETIME = (
+    "write a date-time as 2026-12-31T18:00:00+08:00",
+    "时间请写作 2026-12-31T18:00:00+08:00",
+)
 _FRIENDLY = {
-    "date_from_datetime_parsing": "write a date as 2026-11-25",
-    "date_parsing": "write a date as 2026-11-25",
-    "date_type": "write a date as 2026-11-25",
-    "datetime_from_date_parsing": "write a date-time as 2026-12-31T18:00:00+08:00",
-    "datetime_parsing": "write a date-time as 2026-12-31T18:00:00+08:00",
-    "datetime_type": "write a date-time as 2026-12-31T18:00:00+08:00",
-    "too_short": "name at least one",
+    "date_from_datetime_parsing": _DATE,
+    "date_parsing": _DATE,
+    "date_type": _DATE,
+    "datetime_from_date_parsing": _DATETIME,
+    "datetime_parsing": _DATETIME,
+    "datetime_type": _DATETIME,
+    "too_short": ("name at least one", "至少填写一项"),
+}
+# What a field holds, in Chinese, for a value the English sentence explains in detail.
+_FIELD_ZH = {
+    "to": "主送机关：机关代码或 @分组，如 jl.cc、@prefectures",
+    "cc": "抄送机关：机关代码或 @分组，如 jl.cc、@prefectures",
+    "classification": "密级：公开、内部、秘密、机密、绝密 之一（可写 机密★1年）",
+    "secrecy_period": "保密期限：如 1年、6个月、30天、长期，仅用于秘密、机密、绝密",
+    "precedence": "紧急程度：平件、加急、特急、特提 之一",
+    "doc_type": "文种：决议 决定 命令 公报 公告 通告 意见 通知 通报 报告 请示 批复 议案 函 纪要 "
+    "信息 信访件 应急 之一",
+    "title": "标题：1 至 1000 个字符的文本",
+    "doc_number": "发文字号：至多 64 个字符的文本，如 吉政发〔2026〕3号",
+    "signatory": "签发人：至多 64 个字符的文本",
+    "date": "成文日期：如 2026-11-25",
+    "in_reply_to": "回复文件：所答复文件的 msg_id（32 位十六进制）",
+    "expires": "失效时间：1970 年以后的时间，如 2026-12-31T18:00:00+08:00",
+    "directive": "指令性：true 或 false",
+    "auto_cc": "自动抄送：true 或 false",
+    "files": "文件：每个文件的 name（文件名）及 size（大小，字节）和/或 sha256，每个文件只写一次",
+    "resend": "重发：true 或 false",
 }
 
 
 class MetadataError(ValueError):
-    """A metadata file that cannot be used; ``problems`` are (field, sentence) pairs."""
+    """A metadata file that cannot be used: ``problems`` are (field, English sentence)
+    pairs, ``problems_zh`` the same problems in Chinese, in the same order."""
 
-    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+    def __init__(self, source: str, problems: list[tuple[str, str, str]]) -> None:
         self.source = source
-        self.problems = problems
-        super().__init__("; ".join(f"{f}: {p}" if f else p for f, p in problems))
+        self.problems = [(field, en) for field, en, _ in problems]
+        self.problems_zh = [zh for _, _, zh in problems]
+        super().__init__("; ".join(f"{f}: {p}" if f else p for f, p in self.problems))
+
+    @property
+    def text_zh(self) -> str:
+        return "；".join(
+            f"{field}：{zh}" if field else zh
+            for (field, _), zh in zip(self.problems, self.problems_zh, strict=True)
+        )
+
+
+MAX_NESTING = 32  # tables and arrays within each other; the metadata needs three
+
+
+def _nesting(text: str) -> int:
+    """How deep brackets nest outside quoted strings (close enough for TOML and JSON to
+    refuse a bomb before the parsers recurse into it)."""
+    depth = deepest = 0
+    quote = ""
+    escaped = comment = False
+    for c in text:
+        if comment:
+            comment = c != "\n"
+        elif quote:
+            if escaped:
+                escaped = False
+            elif c == "\\" and quote == '"':
+                escaped = True
+            elif c == quote:
+                quote = ""
+        elif c in "\"'":
+            quote = c
+        elif c == "#":  # a TOML comment: its apostrophes open no string
+            comment = True
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth = max(depth - 1, 0)
+    return deepest
 
 
 def parse_metadata(data: bytes, *, source: str) -> DropMetadata:
-    """Parse ``NAME.meta.toml`` / ``NAME.meta.json`` bytes (the suffix of ``source`` decides)."""
+    """Parse ``NAME.meta.toml`` / ``NAME.meta.json`` bytes (the suffix of ``source`` decides).
+
+    Whatever the bytes, the outcome is a DropMetadata or a MetadataError, never another
+    exception: the spoke moves the drop to failed/ with the sentence."""
     if len(data) > MAX_METADATA_BYTES:
-        raise MetadataError(source, [("", f"the file is {len(data)} bytes; the limit is 64 KiB")])
+        raise MetadataError(
+            source,
+            [
+                (
+                    "",
+                    f"the file is {len(data)} bytes; the limit is 64 KiB",
+                    f"文件大小为 {len(data)} 字节，超过 64 KiB 的上限",
+                )
+            ],
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise MetadataError(
-            source, [("", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
+            source,
+            [
+                (
+                    "",
+                    (
+                        f"not UTF-8 text ({exc.reason} at byte {exc.start}); save the file as "
+                        "UTF-8 (in Notepad: Save As, Encoding UTF-8), not GBK or GB 18030"
+                    ),
+                    (
+                        f"不是 UTF-8 编码的文本（第 {exc.start} 字节）；请以 UTF-8 编码保存该文件"
+                        "（记事本：另存为，编码选 UTF-8），不要用 GBK 或 GB 18030"
+                    ),
+                )
+            ],
         ) from exc
+    kind = "JSON" if source.endswith(".json") else "TOML"
+    if _nesting(text) > MAX_NESTING:
+        raise MetadataError(
+            source,
+            [
+                (
+                    "",
+                    f"not usable {kind}: tables and arrays nest more than {MAX_NESTING} deep",
+                    f"{kind} 中的表或数组嵌套超过 {MAX_NESTING} 层，无法使用",
+                )
+            ],
+        )
     try:
-        doc = json.loads(text) if source.endswith(".json") else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        kind = "JSON" if source.endswith(".json") else "TOML"
+        doc = json.loads(text) if kind == "JSON" else tomllib.loads(text)
+    except (ValueError, RecursionError) as exc:  # the decode errors, and ints of >4300 digits
         problem = f"not valid {kind}: {exc}"
+        problem_zh = f"不是有效的 {kind}：{exc}"
+        if isinstance(exc, ValueError) and str(exc).startswith("Exceeds the limit"):
+            problem = f"not usable {kind}: a number has more than 4300 digits"
+            problem_zh = f"{kind} 中有超过 4300 位的数字，无法使用"
         if kind == "TOML" and _BARE_CHINESE_KEY.search(text):
             problem += '; in TOML, Chinese field names must be quoted: "主送" = "jl.cc"'
-        raise MetadataError(source, [("", problem)]) from exc
+            problem_zh += '；TOML 中的中文字段名必须加引号，如 "主送" = "jl.cc"'
+        raise MetadataError(source, [("", problem, problem_zh)]) from exc
     if not isinstance(doc, dict):
-        raise MetadataError(source, [("", "the top level must be a table of fields")])
+        raise MetadataError(
+            source,
+            [("", "the top level must be a table of fields", "最外层必须是由字段组成的表（对象）")],
+        )
     both = [
-        (z, f"given twice, as {e} and as {z}; give it once, by either name")
+        (
+            z,
+            f"given twice, as {e} and as {z}; give it once, by either name",
+            f"重复填写：{e} 与 {z} 是同一字段，请只填写一次",
+        )
         for e, z in ALIASES.items()
         if e in doc and z in doc
     ]
@@ -249,27 +435,45 @@ def parse_metadata(data: bytes, *, source: str) -> DropMetadata:
     try:
         return DropMetadata.model_validate(doc)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                known = ", ".join(_FIELD_NAMES)
-                problems.append((field, f"unknown field; the fields are {known}"))
-            elif err["type"] == "missing":
-                problems.append(
-                    (field, f"this field ({field} / {ALIASES.get(field, '')}) is required")
-                )
-            elif err["type"] in _FRIENDLY:
-                problems.append((field, f"{_FRIENDLY[err['type']]} (got {err.get('input')!r})"))
-            else:
-                problems.append((field, err["msg"].removeprefix("Value error, ")))
-        raise MetadataError(source, problems) from exc
+        raise MetadataError(source, [_problem(err) for err in exc.errors()]) from exc
+
+
+def _problem(err: Any) -> tuple[str, str, str]:
+    """(field, English, Chinese) for one of pydantic's errors."""
+    field = ".".join(str(p) for p in err["loc"])
+    top = str(err["loc"][0]) if err["loc"] else ""
+    english_top = next((e for e, z in ALIASES.items() if top in (e, z)), top)
+    if err["type"] == "extra_forbidden":
+        if len(err["loc"]) > 1:
+            return (
+                field,
+                "unknown key; a declared file has name, size and sha256",
+                "未知的键；声明的文件只有 name（文件名）、size（大小）和 sha256",
+            )
+        known = ", ".join(_FIELD_NAMES)
+        return (field, f"unknown field; the fields are {known}", f"未知字段；可用字段为 {known}")
+    if err["type"] == "missing":
+        if len(err["loc"]) > 1:
+            return (field, "this key is required", "缺少此项，必须填写")
+        return (
+            field,
+            f"this field ({field} / {ALIASES.get(field, '')}) is required",
+            f"缺少必填字段 {field}（{ALIASES.get(field, '')}）",
+        )
+    if err["type"] in _FRIENDLY:
+        en, zh = _FRIENDLY[err["type"]]
+        shown = repr(err.get("input"))[:200]
+        return (field, f"{en} (got {shown})", f"{zh}（收到 {shown}）")
+    en = err["msg"].removeprefix("Value error, ")
+    zh = _FIELD_ZH.get(english_top, "请按 docs/integrators.md 填写此字段")
+    return (field, en, f"取值不符合要求，应为 {zh}")
 
 
 _FIELD_NAMES = [
     "to 主送", "cc 抄送", "classification 密级", "secrecy_period 保密期限", "precedence 紧急程度",
     "doc_type 文种", "title 标题", "doc_number 发文字号", "signatory 签发人", "date 成文日期",
     "in_reply_to 回复文件", "expires 失效时间", "directive 指令性", "auto_cc 自动抄送",
+    "files 文件", "resend 重发",
 ]  # fmt: skip
 
 
@@ -295,6 +499,22 @@ def json_schema() -> dict[str, Any]:
     required = schema.pop("required", [])
     schema["allOf"] = [
         {"anyOf": [{"required": [name]}, {"required": [ALIASES[name]]}]} for name in required
+    ]
+    declared: dict[str, Any] = schema["$defs"]["DeclaredFile"]
+    declared["description"] = (
+        "one file of the drop: its name and its size in bytes and/or its SHA-256 (hex); "
+        "each key also by its Chinese name: "
+        + ", ".join(f"{e} {z}" for e, z in FILE_ALIASES.items())
+    )
+    for english, chinese in FILE_ALIASES.items():
+        declared["properties"][chinese] = {
+            "$ref": f"#/$defs/DeclaredFile/properties/{english}",
+            "description": f"= {english}",
+        }
+    declared.pop("required", None)
+    declared["allOf"] = [
+        {"anyOf": [{"required": ["name"]}, {"required": [FILE_ALIASES["name"]]}]},
+        {"anyOf": [{"required": [key]} for pair in FILE_ALIASES.items() for key in pair][2:]},
     ]
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://govxchg.example/schemas/metadata.schema.json"

@@ -20,6 +20,7 @@ from schemas.labels import Classification, DocType, PeriodUnit, Precedence, Secr
 from schemas.metadata import (
     ALIASES,
     MAX_METADATA_BYTES,
+    DeclaredFile,
     DropMetadata,
     MetadataError,
     json_schema,
@@ -49,6 +50,13 @@ FIELDS: list[tuple[str, str, str, object]] = [
     ("expires", "失效时间", "2026-12-01T08:00:00+08:00", None),  # checked below
     ("directive", "指令性", "true", True),
     ("auto_cc", "自动抄送", "true", True),
+    (
+        "files",
+        "文件",
+        '[{"文件名" = "正文.pdf", "大小" = 12, "SHA256" = "' + "AB" * 32 + '"}]',
+        (DeclaredFile(name="正文.pdf", size=12, sha256="ab" * 32),),
+    ),
+    ("resend", "重发", "true", True),
 ]
 REQUIRED = {"to": '"jl.cc"', "classification": '"INTERNAL"', "doc_type": '"NOTICE"', "title": '"t"'}
 
@@ -418,7 +426,7 @@ def test_schema_uses_only_keywords_the_checker_here_knows() -> None:
         if isinstance(node, dict):
             unknown.update(set(node) - _KEYWORDS - _ANNOTATIONS)
             for key, value in node.items():
-                if key == "properties":
+                if key in ("properties", "$defs"):
                     for prop in value.values():
                         walk(prop)
                 elif key not in _ANNOTATIONS:
@@ -449,7 +457,7 @@ _ANNOTATIONS = {"title", "description", "default", "$schema", "$id", "examples"}
 _KEYWORDS = {
     "type", "enum", "const", "pattern", "anyOf", "allOf", "oneOf", "$ref", "items",
     "minItems", "maxItems", "minLength", "maxLength", "format", "properties", "required",
-    "additionalProperties",
+    "additionalProperties", "$defs", "minimum", "maximum",
 }  # fmt: skip
 _TYPES: dict[str, Callable[[object], bool]] = {
     "string": lambda v: isinstance(v, str),
@@ -497,6 +505,9 @@ def _errors(
         out.append(f"{at}: {value!r} is not one of the enum")
     if "const" in schema and value != schema["const"]:
         out.append(f"{at}: {value!r} is not {schema['const']!r}")
+    number = isinstance(value, int) and not isinstance(value, bool)
+    if number and not schema.get("minimum", value) <= value <= schema.get("maximum", value):
+        out.append(f"{at}: {value} is out of bounds")
     if isinstance(value, str):
         if "pattern" in schema and not re.search(schema["pattern"], value):
             out.append(f"{at}: {value!r} does not match {schema['pattern']}")
@@ -532,3 +543,111 @@ def _as_json(value: object) -> object:
     if isinstance(value, dt.date | dt.datetime | dt.time):
         return value.isoformat()
     return value
+
+
+# ------------------------------------------------------------------ declared files
+
+
+def test_declared_file_may_give_size_or_sha256_or_both() -> None:
+    digest = "0f" * 32
+    meta = parse_metadata(
+        toml(
+            {
+                **REQUIRED,
+                "files": f'[{{name = "a.pdf", size = 3}}, {{name = "b.pdf", sha256 = "{digest}"}}]',
+            }
+        ),
+        source=TOML,
+    )
+    assert meta.files == (
+        DeclaredFile(name="a.pdf", size=3),
+        DeclaredFile(name="b.pdf", sha256=digest),
+    )
+
+
+@pytest.mark.parametrize(
+    ("files", "words"),
+    [
+        ('[{name = "a.pdf"}]', "neither size nor sha256"),
+        ('[{name = "a.pdf", size = 0}]', "greater than or equal to 1"),
+        ('[{name = "a.pdf", size = "12"}]', "valid integer"),
+        ('[{name = "a.pdf", sha256 = "abc"}]', "pattern"),
+        ('[{name = "a.pdf", size = 1, colour = "red"}]', "unknown key"),
+        ('[{name = "a.pdf", size = 1}, {name = "A.PDF", size = 2}]', "more than once"),
+    ],
+    ids=["nothing-declared", "size-zero", "size-as-text", "short-digest", "unknown-key",
+         "same-name-twice-ignoring-case"],
+)  # fmt: skip
+def test_bad_file_declaration_is_refused_in_both_languages(files: str, words: str) -> None:
+    with pytest.raises(MetadataError) as caught:
+        parse_metadata(toml({**REQUIRED, "files": files}), source=TOML)
+    [(field, problem)] = caught.value.problems
+    assert field.startswith("files"), field
+    assert words in problem
+    [zh] = caught.value.problems_zh
+    assert re.search("[\u4e00-\u9fff]", zh), zh
+
+
+# ------------------------------------------------------------------ hostile metadata files
+# Each once escaped the spoke's error family (RecursionError, a plain ValueError, a
+# pydantic ValidationError while sealing) and stranded its drop in .spoke/work/.
+
+
+@pytest.mark.parametrize(
+    ("data", "source", "words"),
+    [
+        (b"[" * 1000, JSON, "nest more than"),
+        (b'{"to": ' + b"[" * 1000 + b"]" * 1000 + b"}", JSON, "nest more than"),
+        (b"to = " + b"[" * 1000, TOML, "nest more than"),
+        (b"x = " + b"{a = " * 1000 + b"1" + b"}" * 1000, TOML, "nest more than"),
+        (b'{"to": ' + b"1" * 5000 + b"}", JSON, "more than 4300 digits"),
+        (b"to = " + b"1" * 5000 + b"\n", TOML, "more than 4300 digits"),
+    ],
+    ids=["json-arrays", "json-arrays-in-a-field", "toml-arrays", "toml-inline-tables",
+         "json-huge-integer", "toml-huge-integer"],
+)  # fmt: skip
+def test_hostile_metadata_is_a_metadata_error_naming_the_problem(
+    data: bytes, source: str, words: str
+) -> None:
+    with pytest.raises(MetadataError) as caught:
+        parse_metadata(data, source=source)
+    [(_, problem)] = caught.value.problems
+    assert words in problem
+    assert "sys." not in problem  # no advice meant for Python programmers
+
+
+def test_brackets_inside_strings_and_comments_do_not_count_as_nesting() -> None:
+    title = "[" * 100 + "关于【报告】的通知" + "{" * 100
+    meta = parse_metadata(
+        toml({**REQUIRED, "title": json.dumps(title)})
+        + b"# it's [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\n",
+        source=TOML,
+    )
+    assert meta.title == title
+
+
+@pytest.mark.parametrize("value", ["1969-12-31T23:59:59Z", "0001-01-01T00:00:00+08:00"])
+def test_expires_before_1970_is_refused_naming_the_field(value: str) -> None:
+    with pytest.raises(MetadataError) as caught:
+        parse_metadata(toml({**REQUIRED, "expires": value}), source=TOML)
+    [(field, problem)] = caught.value.problems
+    assert field == "expires"
+    assert "before 1970" in problem
+
+
+def test_metadata_in_gbk_is_told_to_be_saved_as_utf8_in_both_languages() -> None:
+    data = ('"主送" = "jl.cc"\n"标题" = "关于供暖的通知"\n').encode("gbk")
+    with pytest.raises(MetadataError) as caught:
+        parse_metadata(data, source=TOML)
+    [(_, problem)] = caught.value.problems
+    assert "save the file as UTF-8" in problem
+    assert "UTF-8 编码保存" in caught.value.problems_zh[0]
+
+
+@pytest.mark.parametrize("problem_data", [toml({**REQUIRED, "colour": '"red"'}), b"", b"to = ["])
+def test_every_problem_has_a_chinese_sentence(problem_data: bytes) -> None:
+    with pytest.raises(MetadataError) as caught:
+        parse_metadata(problem_data, source=TOML)
+    assert len(caught.value.problems_zh) == len(caught.value.problems)
+    for zh in caught.value.problems_zh:
+        assert re.search("[\u4e00-\u9fff]", zh), zh
