@@ -42,16 +42,30 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, the file system of ``folder`` takes (255 where
+    it cannot say)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return 255
+
+
 def atomic_write(path: Path, data: bytes, *, mode: int, overwrite: bool = True) -> None:
     """Write ``data`` to ``path`` via a temporary file: fsync, rename, fsync the folder.
 
     The file is created with ``mode`` from the start (never world-readable for a moment).
     With ``overwrite=False`` an existing file is left alone and FileExistsError raised.
+    The temporary is ``.NAME.XXXXXXXX.tmp``, or ``.XXXXXXXX.tmp`` where a long NAME
+    would make it too long for the file system.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     if not overwrite and path.exists():
         raise FileExistsError(f"{path} exists; refusing to overwrite it")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    token = secrets.token_hex(4)
+    tmp = path.with_name(f".{path.name}.{token}.tmp")
+    if len(os.fsencode(tmp.name)) > name_max(path.parent):
+        tmp = path.with_name(f".{token}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.fchmod(fd, mode)  # the umask may have narrowed it; set exactly
