@@ -77,6 +77,7 @@ class SpokeAgent:
         self._ahead: dict[str, set[int]] = {}
         self._wake = asyncio.Event()
         self._warned_at: int | None = None  # when the key expiry warnings were last logged
+        self._watch_failed = False  # outbox.watch_restarted is logged once
 
     @property
     def org(self) -> str:
@@ -240,10 +241,29 @@ class SpokeAgent:
     # ================================================================ loops
 
     async def _watch(self) -> None:
-        """inotify through watchfiles; the periodic rescan covers file systems that miss events."""
+        """inotify through watchfiles; the periodic rescan covers file systems that miss events.
+
+        watchfiles gives up on a whole batch of events when one path is not UTF-8 (a GBK
+        name from a Windows share): the watch is then started again, the outbox scanned
+        (which moves such a name to failed/), and nothing else happens. Logged once."""
         folders = [self.ctx.config.folder("outbox"), self.ctx.config.folder("signfor")]
-        async for _ in awatch(*folders, stop_event=self.stop_event, debounce=50, step=20):
-            self._wake.set()
+        pause = 0.05
+        while not self.stop_event.is_set():
+            try:
+                async for _ in awatch(*folders, stop_event=self.stop_event, debounce=50, step=20):
+                    self._wake.set()
+                    pause = 0.05
+            except Exception as exc:  # noqa: BLE001 - the watch is only a wake-up call
+                self._wake.set()
+                if not self._watch_failed:
+                    self._watch_failed = True
+                    log.warning(
+                        "outbox.watch_restarted",
+                        detail=f"{type(exc).__name__}: {exc}"[:500],
+                        hint="the outbox is scanned at once and every rescan_every seconds",
+                    )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self.ctx.config.limits.rescan_every)
 
     async def _outbox_loop(self) -> None:
         limits = self.ctx.config.limits

@@ -20,9 +20,9 @@ from schemas.runtime import configure as configure_logs
 from schemas.runtime import run_loop
 from spoke.agent import SpokeAgent
 from spoke.config import SpokeConfig, load_config
-from spoke.files import Refusal
 from spoke.keygen import generate_org_keys, rotate_org_keys
 from spoke.keyring import KeySource, describe_held, own_key_sentence, own_key_warnings
+from spoke.refusals import Refusal
 from spoke.state import SpokeState
 from spoke.tools import drop_name, make_drop, rehearse, sending_line, status_table, waiting_drops
 
@@ -113,6 +113,14 @@ def send(
         bool,
         typer.Option("--auto-cc", help="自动抄送: copy every organ a skip-level document skips"),
     ] = False,
+    resend: Annotated[
+        bool,
+        typer.Option(
+            "--resend",
+            help="重发: send it even though the same document (or 发文字号) went out within "
+            "[limits] duplicate_window",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -144,6 +152,8 @@ def send(
         meta["in_reply_to"] = in_reply_to
     if auto_cc:
         meta["auto_cc"] = True
+    if resend:
+        meta["resend"] = True
     if dry_run:
         _dry_run(settings, files, meta, name=name, as_json=as_json)
         return
@@ -174,8 +184,10 @@ def _dry_run(
         if as_json:
             typer.echo(json.dumps({"accepted": False, "refusal": outcome.as_json()}, **_JSON))
         else:
+            typer.echo(f"交换程序会拒收（{outcome.rule}），未发送任何内容。")
             typer.echo(f"The spoke would refuse it ({outcome.rule}). Nothing is sent.")
-            typer.echo(f"Why: {outcome.message}\nWhat to do: {outcome.hint}")
+            typer.echo(f"原因：{outcome.message_zh}\nWhy: {outcome.message}")
+            typer.echo(f"处理办法：{outcome.hint_zh}\nWhat to do: {outcome.hint}")
         raise typer.Exit(1)
     if as_json:
         typer.echo(json.dumps(outcome.as_json(), **_JSON))

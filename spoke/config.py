@@ -48,7 +48,12 @@ class Limits(_Section):
     max_file_bytes: Annotated[int, Field(ge=1)] = 2 * 1024**3  # one file of a drop
     max_files: Annotated[int, Field(ge=1, le=1000)] = 100  # files in one drop
     metadata_wait: Seconds = 300.0  # a document without its NAME.meta.* after this: failed/
-    stable_for: Seconds = 1.0  # size and mtime unchanged this long before a drop is taken
+    stable_for: Seconds = 1.0  # a drop unchanged this long (metadata written last) is taken
+    # ... and this long when the metadata file came before the document was complete
+    stable_for_unordered: Seconds = 30.0
+    # the same document (bytes and metadata, or 发文字号) within this window: failed/ as a
+    # duplicate unless the metadata says resend = true; 0 turns the check off
+    duplicate_window: Annotated[float, Field(ge=0)] = 30 * 86400.0
     rescan_every: Seconds = 5.0  # for file systems where inotify misses events
     resend_every: Seconds = 30.0  # an envelope without ACCEPTED/REJECTED is sent again
     receipt_flush: Seconds = 0.05  # DELIVERED receipts gathered this long share a signature

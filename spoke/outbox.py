@@ -1,63 +1,137 @@
-"""The outbox: finding committed drops, claiming them, and turning them into drafts.
+"""The outbox: deciding when a drop is complete, claiming it, giving it back.
 
-The contract (docs/integrators.md): put ``NAME`` (a file, or a folder of files) into
-``outbox/``, then write ``NAME.meta.toml`` or ``NAME.meta.json`` last; the metadata file
-is the commit marker. Dot-files and ``*.part`` / ``*.tmp`` are never picked up. A drop is
-taken only once nothing in it has changed for ``stable_for`` seconds; the agent claims it
-by renaming it into ``.spoke/work/<token>/``, so nothing leaves the outbox except into
-``sent/`` or ``failed/``.
+The contract (docs/integrators.md, "When a drop is complete"): put ``NAME`` (a file, or a
+folder of files) into ``outbox/``, then write ``NAME.meta.toml`` or ``NAME.meta.json``
+last. The spoke takes a drop only when it is complete, whatever order it was written in:
+
+1. one metadata file names it (two are refused together);
+2. nothing of it is a temporary (``.NAME.XXXXXX``, ``*.part``, ``*.tmp``, lock files): not
+   inside a folder drop, and not beside a one-file drop;
+3. nothing of it (every file, the folder's list of entries, the metadata file) has changed
+   for ``stable_for`` seconds;
+4. if the metadata file was not written last (the document changed after it appeared, or
+   its files' ctimes are later than the metadata file's), the metadata file proves
+   nothing and the drop must be unchanged for ``stable_for_unordered`` seconds;
+5. if the metadata declares its files (``files``: size and/or SHA-256), rules 3-4 give
+   way to the declaration: the drop is taken as soon as every declared file is there
+   with its declared size and ``stable_for`` has passed, and refused if it still does
+   not match after ``stable_for_unordered``.
+
+The spoke claims a drop by renaming it into ``.spoke/work/<token>/`` (the document first,
+the metadata last), so nothing leaves the outbox except into ``sent/`` or ``failed/``; a
+drop whose files change while it is sealed is given back (:meth:`Outbox.unclaim`) and
+the rules start again. Whatever sits in the outbox that can never become a drop is
+answered after ``metadata_wait`` seconds, never left without a word.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import stat
 import time
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import structlog
 
-from schemas.directory import Directory
-from schemas.labels import Classification
 from schemas.localfs import fsync_dir
-from schemas.metadata import DropMetadata, MetadataError, parse_metadata
-from schemas.rules import Document, Finding
+from schemas.metadata import (
+    MAX_METADATA_BYTES,
+    DeclaredFile,
+    MetadataError,
+    name_key,
+    parse_metadata,
+)
 from spoke.files import (
-    Refusal,
-    check_regular,
     durable_rename,
+    is_clutter,
     is_ignored,
+    is_temporary,
     meta_payload_name,
     name_problem,
+    name_problem_zh,
+    shown_name,
+    temporary_of,
 )
-from spoke.ruling import copied_as_needed, judge
+from spoke.refusals import Refusal, refuse
 
 log = structlog.get_logger("spoke.outbox")
 
+Stat = tuple[int, int, int, int, int]  # inode, mode, size, mtime_ns, ctime_ns
 
-@dataclass
-class Seen:
-    signature: tuple[object, ...]
-    since: float
+
+class Completeness(StrEnum):
+    """Why the spoke took a drop as complete (status.json says it)."""
+
+    METADATA_LAST = "metadata_last"  # the metadata file came last, then stable_for
+    UNORDERED = "unordered"  # the metadata came first: stable_for_unordered of quiet
+    DECLARED = "declared"  # every declared file had its declared size
+    REFUSED = "refused"  # not complete, and never will be: taken to be refused
+    RECOVERED = "recovered"  # claimed before a restart; the claim is finished at start
+
+
+def _stat(st: os.stat_result) -> Stat:
+    return (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @dataclass(frozen=True)
-class Claimed:
-    """A drop moved into the work area: ``work/NAME`` and ``work/NAME.meta.*``."""
+class Observed:
+    """One look at a drop's document: a file, or a folder and its entries."""
 
-    name: str
-    work: Path
-    meta_name: str
+    signature: tuple[object, ...]
+    ctime: int  # the latest ctime of the document and its entries (ns)
+    temporaries: tuple[str, ...]  # entries still being written (inside a folder)
+    sizes: dict[str, int] | None  # a folder's regular files (a file: itself) by name
 
-    @property
-    def payload(self) -> Path:
-        return self.work / self.name
 
-    @property
-    def meta(self) -> Path:
-        return self.work / self.meta_name
+def observe(path: Path) -> Observed | None:
+    """The document at ``path`` as it is now; None if it is not there."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        sizes = {path.name: st.st_size} if stat.S_ISREG(st.st_mode) else None
+        return Observed((_stat(st),), st.st_ctime_ns, (), sizes)
+    try:
+        entries = {e.name: e.stat(follow_symlinks=False) for e in os.scandir(path)}
+    except OSError as exc:  # unreadable (or vanishing): the checks will name it
+        return Observed((_stat(st), exc.errno), st.st_ctime_ns, (), None)
+    names = set(entries)
+    temporaries = tuple(sorted(n for n in names if is_temporary(n, names)))
+    listing = tuple(sorted((n, _stat(s)) for n, s in entries.items()))
+    ctime = max([st.st_ctime_ns, *(s.st_ctime_ns for s in entries.values())])
+    sizes = {
+        n: s.st_size
+        for n, s in entries.items()
+        if stat.S_ISREG(s.st_mode) and not is_clutter(n, names)
+    }
+    return Observed((_stat(st), listing), ctime, temporaries, sizes)
+
+
+@dataclass
+class Watch:
+    """What the outbox has seen of one name while it settles."""
+
+    signature: tuple[object, ...]
+    since: float  # when it last changed (monotonic seconds)
+    meta: tuple[object, ...] = ()
+    document: tuple[object, ...] = ()
+    unordered: bool = False  # the document changed after its metadata file appeared
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A drop to claim: complete, or never to be (then ``refusal`` says why)."""
+
+    name: str  # the document (file or folder) in the outbox
+    meta_names: tuple[str, ...]
+    completeness: Completeness
+    refusal: Refusal | None = None
 
 
 @dataclass(frozen=True)
@@ -68,115 +142,246 @@ class Orphan:
     refusal: Refusal
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A drop moved into the work area: ``work/NAME`` and its metadata file(s)."""
+
+    name: str
+    work: Path
+    meta_names: tuple[str, ...]
+    completeness: Completeness = Completeness.METADATA_LAST
+    refusal: Refusal | None = None
+
+    @property
+    def payload(self) -> Path:
+        return self.work / self.name
+
+    @property
+    def meta_name(self) -> str:
+        return self.meta_names[0] if self.meta_names else f"{self.name}.meta.toml"
+
+    @property
+    def meta(self) -> Path:
+        return self.work / self.meta_name
+
+
 @dataclass
 class Outbox:
     folder: Path
     work: Path
     stable_for: float
     metadata_wait: float
-    _seen: dict[str, Seen] = field(default_factory=dict)
+    stable_for_unordered: float = 30.0
+    _watches: dict[str, Watch] = field(default_factory=dict)
 
-    def _signature(self, path: Path) -> tuple[object, ...]:
-        """Sizes and mtimes of everything under ``path``: a change means still being written."""
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            return ("gone",)
-        parts: list[object] = [st.st_size, st.st_mtime_ns, st.st_mode]
-        if path.is_dir() and not path.is_symlink():
-            for child in sorted(path.iterdir()):
-                cst = child.lstat()
-                parts += [child.name, cst.st_size, cst.st_mtime_ns]
-        return tuple(parts)
+    # ------------------------------------------------------------------ scanning
 
-    def _stable(self, key: str, path: Path, now: float) -> bool:
-        signature = self._signature(path)
-        seen = self._seen.get(key)
-        if seen is None or seen.signature != signature:
-            self._seen[key] = Seen(signature, now)
-            return False
-        return now - seen.since >= self.stable_for
+    def scan(self, now: float | None = None) -> tuple[list[Ready], list[Orphan]]:
+        """(drops to claim, orphans to fail) in the outbox right now.
 
-    def scan(self, now: float | None = None) -> tuple[list[tuple[str, str]], list[Orphan]]:
-        """(ready drops as (NAME, meta file name), orphans) in the outbox right now."""
+        One name's trouble (it vanished, it cannot be read) never stops the others."""
         now = time.monotonic() if now is None else now
         try:
             names = {entry.name for entry in os.scandir(self.folder)}
         except FileNotFoundError:
             return [], []
-        ready: list[tuple[str, str]] = []
+        ready: list[Ready] = []
         orphans: list[Orphan] = []
-        claimed_payloads: set[str] = set()
-        for name in sorted(names):
-            if is_ignored(name):
-                continue
-            payload = meta_payload_name(name)
-            if payload is None or is_ignored(payload):
-                continue
-            claimed_payloads.add(payload)
-            if payload not in names:
-                if self._waited(f"meta:{name}", now):
-                    orphans.append(
-                        Orphan(
-                            name,
-                            Refusal(
-                                "drop.metadata_without_document",
-                                f"'{name}' names the document '{payload}', which is not "
-                                "in the outbox.",
-                                "Put the document in first, then write the metadata file last.",
-                                {"metadata": name, "document": payload},
-                            ),
-                        )
-                    )
-                continue
-            stable_doc = self._stable(f"doc:{payload}", self.folder / payload, now)
-            stable_meta = self._stable(f"meta:{name}", self.folder / name, now)
-            if stable_doc and stable_meta:
-                ready.append((payload, name))
-        for name in sorted(names - claimed_payloads):
+        metas: dict[str, list[str]] = {}
+        for name in names:
+            payload = None if is_ignored(name) else meta_payload_name(name)
+            if payload is not None:
+                metas.setdefault(_matching(payload, names), []).append(name)
+        seen: set[str] = set()
+        for document, meta_names in sorted(metas.items()):
+            seen.add(f"drop:{document}")
+            outcome = self._drop(document, tuple(sorted(meta_names)), names, now)
+            if isinstance(outcome, Ready):
+                ready.append(outcome)
+            elif isinstance(outcome, Orphan):
+                orphans.append(outcome)
+        for name in sorted(names - set(metas)):
             if is_ignored(name) or meta_payload_name(name) is not None:
                 continue
-            if self._waited(f"orphan:{name}", now):
-                orphans.append(
-                    Orphan(
-                        name,
-                        Refusal(
-                            "drop.no_metadata",
-                            f"'{name}' has waited {self.metadata_wait:g} s without "
-                            f"'{name}.meta.toml' or '{name}.meta.json'.",
-                            "Write the metadata file next to the document (last, as the commit "
-                            "marker); the document was moved to failed/ unchanged.",
-                            {"document": name, "waited_s": self.metadata_wait},
-                        ),
-                    )
-                )
-        for key in list(self._seen):
-            _, _, name = key.partition(":")
-            if name not in names:
-                del self._seen[key]
+            seen.add(f"lone:{name}")
+            found = observe(self.folder / name)  # still being copied: its wait starts again
+            signature = () if found is None else found.signature
+            if self._waited(f"lone:{name}", signature, now) >= self.metadata_wait:
+                orphans.append(Orphan(name, self._lone(name)))
+        self._watches = {k: w for k, w in self._watches.items() if k in seen}
         return ready, orphans
 
     def waiting(self) -> bool:
-        """Something in the outbox is being watched for stability or for its metadata."""
-        return bool(self._seen)
+        """Something in the outbox is being watched for completeness or for its metadata."""
+        return bool(self._watches)
 
-    def _waited(self, key: str, now: float) -> bool:
-        seen = self._seen.setdefault(key, Seen(("waiting",), now))
-        return now - seen.since >= self.metadata_wait
+    def _waited(self, key: str, signature: tuple[object, ...], now: float) -> float:
+        """Seconds ``key`` has been unchanged (0 the first time or after a change)."""
+        watch = self._watches.get(key)
+        if watch is None or watch.signature != signature:
+            self._watches[key] = watch = Watch(signature, now)
+        return now - watch.since
 
-    def claim(self, name: str, meta_name: str) -> Claimed:
-        """Move the drop into a fresh work folder: the document first, the marker last."""
+    def _drop(
+        self, document: str, meta_names: tuple[str, ...], names: set[str], now: float
+    ) -> Ready | Orphan | None:
+        key = f"drop:{document}"
+        meta_stats = tuple(_lstat(self.folder / m) for m in meta_names)
+        if len(meta_names) > 1:
+            if self._waited(key, (meta_stats, _lstat(self.folder / document)), now) < (
+                self.stable_for
+            ):
+                return None
+            shown = ", ".join(f"'{shown_name(m)}'" for m in meta_names)
+            refusal = refuse(
+                "drop.two_metadata",
+                {"document": shown_name(document), "metadata": [shown_name(m) for m in meta_names]},
+                document=shown_name(document),
+                metadata=shown,
+            )
+            return Ready(document, meta_names, Completeness.REFUSED, refusal)
+        if is_ignored(document):  # NAME.part.meta.toml: a name that is never sent
+            if self._waited(key, meta_stats, now) < self.metadata_wait:
+                return None
+            refusal = refuse(
+                "drop.temporary_name",
+                metadata=shown_name(meta_names[0]),
+                document=shown_name(document),
+            )
+            return Ready(document, meta_names, Completeness.REFUSED, refusal)
+        beside = tuple(
+            (n, _lstat(self.folder / n))
+            for n in sorted(names)
+            if is_temporary(n) and temporary_of(n, document)
+        )
+        seen = observe(self.folder / document)
+        if seen is None:  # the metadata came first; a temporary of it may still be growing
+            if self._waited(key, (meta_stats, beside), now) < self.metadata_wait:
+                self._watches[key].unordered = True
+                return None
+            refusal = refuse(
+                "drop.metadata_without_document",
+                metadata=shown_name(meta_names[0]),
+                document=shown_name(document),
+                waited_s=self.metadata_wait,
+            )
+            return Orphan(meta_names[0], refusal)
+        quiet = self._settle(key, meta_stats, seen, beside, now)
+        meta_ctime = max((s[4] for s in meta_stats if s is not None), default=0)
+        unordered = self._watches[key].unordered or seen.ctime > meta_ctime
+        temporaries = [*seen.temporaries, *(n for n, _ in beside)]
+        if temporaries:
+            if quiet < self.metadata_wait:
+                return None
+            refusal = refuse(
+                "drop.incomplete",
+                {
+                    "document": shown_name(document),
+                    "temporaries": [shown_name(t) for t in temporaries],
+                },
+                document=shown_name(document),
+                temporaries=", ".join(f"'{shown_name(t)}'" for t in temporaries),
+                waited_s=self.metadata_wait,
+            )
+            return Ready(document, meta_names, Completeness.REFUSED, refusal)
+        if quiet < self.stable_for:
+            return None
+        declared = _declared(self.folder / meta_names[0])
+        if declared:
+            if seen.sizes is not None and _sizes_match(declared, seen.sizes):
+                return Ready(document, meta_names, Completeness.DECLARED)
+            if quiet < self.stable_for_unordered:
+                return None  # the checks name the mismatch once it has had its time
+            return Ready(document, meta_names, Completeness.DECLARED)
+        if unordered:
+            if quiet < self.stable_for_unordered:
+                return None
+            return Ready(document, meta_names, Completeness.UNORDERED)
+        return Ready(document, meta_names, Completeness.METADATA_LAST)
+
+    def _settle(
+        self,
+        key: str,
+        meta: tuple[object, ...],
+        seen: Observed,
+        beside: tuple[object, ...],
+        now: float,
+    ) -> float:
+        """Seconds the drop has been unchanged; notes a document changed after its metadata."""
+        document = (seen.signature, beside)
+        watch = self._watches.get(key)
+        if watch is None:
+            self._watches[key] = Watch((meta, document), now, meta, document)
+            return 0.0
+        if watch.meta == meta and watch.document == document:
+            return now - watch.since
+        if watch.document != document and watch.meta == meta:
+            watch.unordered = True  # written after the metadata file: not the commit marker
+        elif watch.document == document:
+            watch.unordered = False  # the metadata file written again, last: a new commit
+        watch.signature, watch.since, watch.meta, watch.document = (
+            (meta, document),
+            now,
+            meta,
+            document,
+        )
+        return 0.0
+
+    def _lone(self, name: str) -> Refusal:
+        """Why a name without a metadata file is failed after metadata_wait."""
+        problem = name_problem(name)
+        if problem is not None:  # it could never be sent, metadata or not
+            return refuse(
+                "drop.bad_name",
+                {"name": shown_name(name)},
+                name=f"'{shown_name(name)}'",
+                problem=problem,
+                problem_zh=name_problem_zh(name),
+            )
+        return refuse(
+            "drop.no_metadata",
+            {"document": shown_name(name), "waited_s": self.metadata_wait},
+            document=shown_name(name),
+            waited_s=self.metadata_wait,
+        )
+
+    # ------------------------------------------------------------------ claiming
+
+    def claim(self, ready: Ready) -> Claimed | None:
+        """Move the drop into a fresh work folder: the document first, the marker last.
+
+        None if part of it went away meanwhile: what was moved goes back, and the drop
+        is looked at again on the next scan."""
         work = self.work / f"{int(time.time() * 1000)}-{secrets.token_hex(4)}"
         work.mkdir(parents=True)
         fsync_dir(work.parent)
-        durable_rename(self.folder / name, work / name)
-        durable_rename(self.folder / meta_name, work / meta_name)
-        self._seen.pop(f"doc:{name}", None)
-        self._seen.pop(f"meta:{meta_name}", None)
-        return Claimed(name, work, meta_name)
+        self._watches.pop(f"drop:{ready.name}", None)
+        moved: list[str] = []
+        names = [ready.name] if _lstat(self.folder / ready.name) is not None else []
+        try:
+            for name in (*names, *ready.meta_names):
+                durable_rename(self.folder / name, work / name)
+                moved.append(name)
+        except FileNotFoundError:
+            self._move(work, moved, self.folder)
+            work.rmdir()
+            return None
+        return Claimed(ready.name, work, ready.meta_names, ready.completeness, ready.refusal)
+
+    def unclaim(self, claimed: Claimed) -> bool:
+        """Give a claimed drop back to the outbox (the document first, the marker last),
+        where the completeness rules start again; False if a name there is taken."""
+        names = (claimed.name, *claimed.meta_names)
+        if any(_lstat(self.folder / n) is not None for n in names):
+            return False
+        for name in names:
+            if _lstat(claimed.work / name) is not None:
+                durable_rename(claimed.work / name, self.folder / name)
+        claimed.work.rmdir()
+        return True
 
     def recover(self, sealed: Callable[[Path], bool]) -> list[Claimed]:
-        """Work folders a previous run left: finish claims cut in half by a crash.
+        """Work folders a previous run left: finish claims and give-backs cut by a crash.
 
         Only at start-up, before anything else touches the work area. A folder whose drop
         was already sealed (``sealed(work)``) is left alone: the hub's answer moves what is
@@ -185,203 +390,103 @@ class Outbox:
         if not self.work.exists():
             return found
         for work in sorted(p for p in self.work.iterdir() if p.is_dir()):
-            entries = [e.name for e in work.iterdir()]
-            metas = [n for n in entries if meta_payload_name(n) is not None]
+            entries = sorted(e.name for e in work.iterdir())
+            metas = tuple(n for n in entries if meta_payload_name(n) is not None)
             docs = [n for n in entries if meta_payload_name(n) is None]
-            if not docs and not metas:
+            if not entries:
                 work.rmdir()
+            elif sealed(work):
                 continue
-            if sealed(work):
-                continue
-            if docs and not metas:
-                name = docs[0]
-                for suffix in (".meta.toml", ".meta.json"):
-                    if (self.folder / f"{name}{suffix}").exists():
-                        durable_rename(self.folder / f"{name}{suffix}", work / f"{name}{suffix}")
-                        metas = [f"{name}{suffix}"]
-                        break
-                else:  # the marker never came: give the document back to the outbox
-                    durable_rename(work / name, self.folder / name)
+            elif docs and metas:
+                found.append(Claimed(docs[0], work, metas, Completeness.RECOVERED))
+            elif metas:  # a give-back cut after the document went home: finish it
+                document = _matching(
+                    meta_payload_name(metas[0]) or "", {p.name for p in self.folder.iterdir()}
+                )
+                if _lstat(self.folder / document) is not None:
+                    self._move(work, metas, self.folder)
                     work.rmdir()
-                    continue
-            meta_name = metas[0]
-            name = meta_payload_name(meta_name) or ""
-            found.append(Claimed(name, work, meta_name))
+                else:
+                    found.append(Claimed(document, work, metas, refusal=_lost(document)))
+            else:  # a claim cut before its marker moved: fetch the marker, or give back
+                document = docs[0]
+                fetched = tuple(_metas_of(document, self.folder))
+                if fetched:
+                    self._move(self.folder, fetched, work)
+                    found.append(Claimed(document, work, fetched, Completeness.RECOVERED))
+                elif _lstat(self.folder / document) is None:
+                    self._move(work, (document,), self.folder)
+                    work.rmdir()
+                else:  # the outbox has a new document of that name: this one fails
+                    found.append(Claimed(document, work, (), refusal=_lost(document)))
         return found
 
-
-@dataclass(frozen=True)
-class Prepared:
-    """A claimed drop that passed every check, the document rules included: what to seal."""
-
-    claimed: Claimed
-    metadata: DropMetadata
-    files: list[tuple[str, Path]]  # (name in the document, path on disk)
-    document: Document  # recipients expanded, auto_cc applied, 份号 assigned
-    added_cc: tuple[str, ...]  # copies auto_cc (自动抄送) added
-    warnings: tuple[Finding, ...]  # findings of rules set to warn: sent anyway
-    channel: str
-
-    @property
-    def to(self) -> tuple[str, ...]:
-        return self.document.to
-
-    @property
-    def cc(self) -> tuple[str, ...]:
-        return self.document.cc
+    @staticmethod
+    def _move(source: Path, names: Iterable[str], target: Path) -> None:
+        for name in names:
+            durable_rename(source / name, target / name)
 
 
-def prepare(
-    claimed: Claimed, *, org: str, directory: Directory, max_file_bytes: int, max_files: int
-) -> Prepared:
-    """Check a claimed drop against the contract, the directory and the document rules, on
-    exactly what will be sealed; Refusal if it fails."""
-    try:
-        metadata = parse_metadata(claimed.meta.read_bytes(), source=claimed.meta_name)
-    except MetadataError as exc:
-        raise bad_metadata(claimed.meta_name, exc) from exc
-    files = _collect(claimed, max_file_bytes=max_file_bytes, max_files=max_files)
-    to, cc = address(metadata, org=org, directory=directory)
-    doc = Document.from_metadata(metadata, org, to, cc)
-    doc, added = copied_as_needed(doc, directory, auto_cc=metadata.auto_cc)
-    channel = _gate(doc, org=org, directory=directory)
-    evaluation = judge(doc, directory)
-    return Prepared(claimed, metadata, files, doc, added, evaluation.warnings, channel)
-
-
-def bad_metadata(meta_name: str, exc: MetadataError) -> Refusal:
-    return Refusal(
-        "drop.bad_metadata",
-        f"'{meta_name}' cannot be used: {exc}.",
-        "Correct the metadata (see docs/integrators.md and schemas/metadata.schema.json) "
-        "and drop the document again.",
-        {"problems": [{"field": f, "problem": p} for f, p in exc.problems]},
+def _lost(document: str) -> Refusal:
+    return refuse(
+        "drop.internal_error",
+        {"document": shown_name(document)},
+        error=f"a crash cut the claim of '{shown_name(document)}' in half, and its other half "
+        "is no longer in the outbox",
     )
 
 
-def address(
-    metadata: DropMetadata, *, org: str, directory: Directory
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(to, cc) with groups expanded, this organisation left out; Refusal if unusable."""
-    if directory.org(org) is None:
-        raise Refusal(
-            "drop.sender_unknown",
-            f"this organisation ({org}) is not in directory version {directory.version}.",
-            "Ask the hub operator to add it.",
-            {"org": org},
-        )
+def _metas_of(document: str, folder: Path) -> Iterable[str]:
+    """The metadata files in ``folder`` that name ``document``."""
+    names = {p.name for p in folder.iterdir()}
+    for name in sorted(names):
+        payload = None if is_ignored(name) else meta_payload_name(name)
+        if payload is not None and _matching(payload, names | {document}) == document:
+            yield name
+
+
+def _matching(payload: str, names: set[str]) -> str:
+    """The document a metadata file names: ``payload`` itself, or else the one name that
+    is the same text in another Unicode normalisation (a Mac writes NFD)."""
+    if payload in names:
+        return payload
+    wanted = unicodedata.normalize("NFC", payload)
+    same = [n for n in names if n != payload and unicodedata.normalize("NFC", n) == wanted]
+    return same[0] if len(same) == 1 and meta_payload_name(same[0]) is None else payload
+
+
+def _lstat(path: Path) -> Stat | None:
     try:
-        to, cc = directory.addressees(metadata.to, metadata.cc, sender=org)
-    except ValueError as exc:
-        raise Refusal(
-            "drop.unknown_recipient",
-            f"{exc}.",
-            "Check the address: 'spoke directory --config FILE' lists the organisations and "
-            "groups this spoke knows.",
-            {"to": metadata.to, "cc": metadata.cc},
-        ) from exc
-    if not to:
-        raise Refusal(
-            "drop.no_recipient",
-            "after expanding groups, no primary recipient (主送) "
-            "remains besides this organisation.",
-            "Name at least one other organisation.",
-            {"to": metadata.to},
-        )
-    return to, cc
+        return _stat(path.lstat())
+    except OSError:
+        return None
 
 
-def _gate(doc: Document, *, org: str, directory: Directory) -> str:
-    """Clearances of everyone (copies auto_cc added included); the channel to send it on."""
-    me = directory.org(org)
-    assert me is not None  # noqa: S101 - address() checked it
-    label = doc.classification
-    _check_clearance(label, me.clearance, org, "this organisation")
-    for recipient in doc.recipients:
-        entry = directory.org(recipient)
-        assert entry is not None  # noqa: S101 - expand() returned only known organisations
-        _check_clearance(label, entry.clearance, recipient, entry.name_zh)
-    channel = _uplink(directory, me.channels, label)
-    if channel is None:
-        raise Refusal(
-            "drop.no_channel",
-            f"this organisation is on {', '.join(me.channels)}, and "
-            f"none of these channels carries {label}.",
-            "Lower the label, or send it from "
-            "an organisation provisioned on a channel that carries it.",
-            {"classification": label.name, "channels": list(me.channels)},
-        )
-    return channel
+def _declared(meta: Path) -> tuple[DeclaredFile, ...]:
+    """The files a metadata file declares; () if none, or if it cannot be read now (the
+    checks after the claim say why)."""
+    try:
+        fd = os.open(meta, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ()
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ()
+        data = os.read(fd, MAX_METADATA_BYTES + 1)
+    except OSError:
+        return ()
+    finally:
+        os.close(fd)
+    try:
+        return parse_metadata(data, source=meta.name).files
+    except MetadataError:
+        return ()
 
 
-def _check_clearance(label: Classification, clearance: Classification, org: str, name: str) -> None:
-    if label > clearance:
-        raise Refusal(
-            "drop.above_clearance",
-            f"classification {label} is above the clearance of {org} ({name}), which is "
-            f"{clearance}.",
-            "Send it only to organisations cleared for it, or lower the label if the "
-            "document allows.",
-            {"classification": label.name, "org": org, "clearance": clearance.name},
-        )
-
-
-def _uplink(directory: Directory, channels: tuple[str, ...], label: Classification) -> str | None:
-    """The lowest-ceiling channel this organisation is on that admits ``label``."""
-    admitting = [
-        c for name in channels if (c := directory.channel(name)) is not None and c.ceiling >= label
-    ]
-    return min(admitting, key=lambda c: c.ceiling.rank).id if admitting else None
-
-
-def _collect(claimed: Claimed, *, max_file_bytes: int, max_files: int) -> list[tuple[str, Path]]:
-    payload = claimed.payload
-    problem = name_problem(claimed.name)
-    if problem is not None:
-        raise Refusal(
-            "drop.bad_name",
-            f"the drop's name {claimed.name!r} {problem}.",
-            "Rename it and drop it again.",
-            {"name": repr(claimed.name)},
-        )
-    if payload.is_symlink() or not payload.is_dir():
-        check_regular(payload, max_bytes=max_file_bytes)
-        return [(claimed.name, payload)]
-    # .DS_Store and the like stay with the drop unsent; a hostile name is never "ignored"
-    entries = sorted(
-        e for e in payload.iterdir() if not (is_ignored(e.name) and name_problem(e.name) is None)
-    )
-    if not entries:
-        raise Refusal(
-            "drop.empty_folder",
-            f"the folder '{claimed.name}' is empty.",
-            "Put the document and its attachments in it.",
-            {"name": claimed.name},
-        )
-    if len(entries) > max_files:
-        raise Refusal(
-            "drop.too_many_files",
-            f"the folder '{claimed.name}' holds {len(entries)} files; the limit is {max_files}.",
-            "Bundle the attachments.",
-            {"files": len(entries), "limit": max_files},
-        )
-    files = []
-    for entry in entries:
-        problem = name_problem(entry.name)
-        if problem is not None:
-            raise Refusal(
-                "drop.bad_name",
-                f"the file name {entry.name!r} in '{claimed.name}' {problem}.",
-                "Rename the file and drop the document again.",
-                {"name": repr(entry.name)},
-            )
-        if entry.is_dir() and not entry.is_symlink():
-            raise Refusal(
-                "drop.nested_folder",
-                f"'{claimed.name}/{entry.name}' is a folder; a drop is one folder of files.",
-                "Put every file directly in the drop folder.",
-                {"name": entry.name},
-            )
-        check_regular(entry, max_bytes=max_file_bytes)
-        files.append((entry.name, entry))
-    return files
+def _sizes_match(declared: tuple[DeclaredFile, ...], sizes: dict[str, int]) -> bool:
+    """Every declared file is there with its declared size, and nothing else is."""
+    found = {name_key(n): size for n, size in sizes.items()}
+    wanted = {name_key(f.name): f.size for f in declared}
+    if set(found) != set(wanted):
+        return False
+    return all(size is None or found[k] == size for k, size in wanted.items())

@@ -9,6 +9,7 @@ a broken download resumes where it stopped. Sign-for (签收) sends SIGNED_FOR.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections import defaultdict
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from schemas.labels import Classification
 from schemas.localfs import atomic_write
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from spoke.context import SpokeContext
+from spoke.files import fit_name, shown_name
 from spoke.inbox import META, InboxWrite, mark_signed_for
 from spoke.keyring import Held
 
@@ -49,6 +51,7 @@ class Receiver:
         self.incoming = ctx.config.work / "incoming"
         self._transfers: dict[bytes, Incoming] = {}
         self._pending: dict[tuple[str, str], list[ReceiptEntry]] = defaultdict(list)
+        self._bad_requests: set[str] = set()  # sign-for requests that failed: logged once
 
     # ------------------------------------------------------------------ envelopes
 
@@ -288,22 +291,36 @@ class Receiver:
         return True
 
     async def sign_for_requests(self, folder: Path) -> None:
-        """The file convention: an empty file ``signfor/<msg_id>`` asks for 签收."""
+        """The file convention: an empty file ``signfor/<msg_id>`` asks for 签收.
+
+        A request that names no document is answered with ``NAME.error.txt`` (its name
+        shortened where the file system needs it) and removed; one request's trouble never
+        stops the others, and is logged once."""
         for request in await asyncio.to_thread(_requests, folder):
-            name = request.name.removesuffix(".signfor")
             try:
-                msg_id = bytes.fromhex(name) if len(name) == 32 and name == name.lower() else b""
-            except ValueError:
-                msg_id = b""
-            if len(msg_id) != 16 or not await self.sign_for(msg_id):
-                problem = (
-                    f"'{request.name}' does not name a document in this spoke's inbox: name the "
-                    "request file exactly after the document's inbox folder (its msg_id).\n"
-                )
-                await asyncio.to_thread(
-                    atomic_write, folder / f"{request.name}.error.txt", problem.encode(), mode=0o644
-                )
-            await asyncio.to_thread(request.unlink, missing_ok=True)
+                await self._sign_for_request(folder, request)
+            except Exception:
+                if request.name not in self._bad_requests:
+                    self._bad_requests.add(request.name)
+                    log.exception("signfor.failed", request=shown_name(request.name))
+
+    async def _sign_for_request(self, folder: Path, request: Path) -> None:
+        name = request.name.removesuffix(".signfor")
+        msg_id = b""
+        if len(name) == 32 and name == name.lower():
+            with contextlib.suppress(ValueError):
+                msg_id = bytes.fromhex(name)
+        if len(msg_id) != 16 or not await self.sign_for(msg_id):
+            shown = shown_name(request.name)
+            problem = (
+                f"“{shown}”没有对应收件箱中的文件：签收请求文件应以文件在 inbox/ 中的文件夹名"
+                "（msg_id，32 位十六进制）命名。\n"
+                f"'{shown}' does not name a document in this spoke's inbox: name the request "
+                "file exactly after the document's inbox folder (its msg_id, 32 hex digits).\n"
+            )
+            error = folder / f"{fit_name(request.name, room=len('.error.txt'))}.error.txt"
+            await asyncio.to_thread(atomic_write, error, problem.encode(), mode=0o644)
+        await asyncio.to_thread(request.unlink, missing_ok=True)
 
 
 def _size(path: Path) -> int:
@@ -319,5 +336,7 @@ def _requests(folder: Path) -> list[Path]:
     return sorted(
         p
         for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".error.txt")
+        if not p.name.startswith(".")
+        and not p.name.endswith(".error.txt")
+        and not (p.is_dir() and not p.is_symlink())  # a request is a file (of any kind)
     )

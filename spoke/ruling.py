@@ -14,7 +14,7 @@ from __future__ import annotations
 from schemas.directory import Directory
 from schemas.rules import Document, Evaluation, evaluate, settings_of
 from schemas.whatif import with_auto_cc
-from spoke.files import Refusal
+from spoke.refusals import Refusal
 
 
 def copied_as_needed(
@@ -46,10 +46,18 @@ def rule_refusal(evaluation: Evaluation, directory_version: int) -> Refusal:
         "Correct what each finding names and drop the document again; docs/rules.md explains "
         "every rule, and 'spoke send --dry-run' checks a document without sending it."
     )
+    hint_zh = (
+        "请按每条说明修改后重新投递；docs/rules.md 解释了每条规则，"
+        "'spoke send --dry-run' 可在不发送的情况下检查文件。"
+    )
     if evaluation.add_cc:
         hint += (
             f" To copy the skipped organs ({', '.join(evaluation.add_cc)}) automatically, set "
             "auto_cc = true (自动抄送) in the metadata, or use 'spoke send --auto-cc'."
+        )
+        hint_zh += (
+            f"如需自动抄送被越过的机关（{'、'.join(evaluation.add_cc)}），请在元数据中写 "
+            "自动抄送 = true（auto_cc），或使用 'spoke send --auto-cc'。"
         )
     return Refusal(
         findings[0].rule.reason,
@@ -63,4 +71,7 @@ def rule_refusal(evaluation: Evaluation, directory_version: int) -> Refusal:
             "add_cc": list(evaluation.add_cc),
         },
         findings,
+        message_zh=f"违反了枢纽执行的行文规则 {rules}（第 {directory_version} 版目录的设置）；"
+        "下面每条说明列出条款、取值和处理办法。",
+        hint_zh=hint_zh,
     )

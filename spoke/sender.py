@@ -1,8 +1,11 @@
 """Sending: outbox drops -> checks -> sealed envelopes -> hub, and the answers back.
 
-A drop is claimed into ``.spoke/work/<token>/``, checked (:func:`spoke.outbox.prepare`,
-the document rules included: :mod:`spoke.ruling`), sealed into
-``.spoke/queue/<msg_id>.body`` and recorded, durably, before it is published.
+A drop is taken once complete (:mod:`spoke.outbox`), claimed into ``.spoke/work/<token>/``,
+checked (:func:`spoke.checks.prepare`, the document rules included: :mod:`spoke.ruling`),
+sealed into ``.spoke/queue/<msg_id>.body`` (:mod:`spoke.sealing`; a drop that changes
+meanwhile goes back to the outbox) and recorded, durably, before it is published. No
+file and no name stops the agent: whatever goes wrong with one drop is logged once and
+that drop lands in failed/ with its explanation.
 It is published again after every reconnect and every ``resend_every`` seconds until the
 hub's ACCEPTED or REJECTED arrives. ACCEPTED moves the drop to ``sent/<msg_id>/`` with a
 ``status.json`` that the recipients' receipts keep up to date; any refusal moves it to
@@ -14,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
-import mimetypes
-import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -28,16 +32,26 @@ from schemas.directory import Directory
 from schemas.errors import XchgError
 from schemas.ids import msg_id_text
 from schemas.keys import SigningKey
-from schemas.localfs import atomic_write
 from schemas.receipts import ReceiptEntry, ReceiptStatus
 from schemas.rules import Mode
-from schemas.seal import Draft, describe_file, seal_streams
+from schemas.seal import Draft, SourceChangedError
+from spoke.checks import Prepared, prepare
 from spoke.context import SpokeContext
-from spoke.files import Refusal, durable_rename, printable, unique_path, write_json
+from spoke.failed import FailedFolder
+from spoke.files import META_SUFFIXES, durable_rename, shown_name, write_json
 from spoke.keyring import Held, Ready
-from spoke.outbox import Claimed, Orphan, Outbox, Prepared, prepare
+from spoke.outbox import Claimed, Orphan, Outbox
+from spoke.refusals import Refusal, hub_reason_zh, refuse
+from spoke.sealing import (
+    ChangedWhileSealing,
+    digests,
+    fingerprint,
+    refuse_duplicate,
+    seal_drop,
+)
 from spoke.state import Outbound, Sending
 
+T = TypeVar("T")
 log = structlog.get_logger("spoke.outbox")
 STATUS_ORDER = ["PENDING", "DELIVERED", "SIGNED_FOR", "EXPIRED", "DEAD"]
 
@@ -54,7 +68,10 @@ class Sender:
             config.work / "work",
             config.limits.stable_for,
             config.limits.metadata_wait,
+            config.limits.stable_for_unordered,
         )
+        self.failures = FailedFolder(self.failed)
+        self._troubles: set[str] = set()  # drops whose own failure failed: logged once
         self._uploads: dict[bytes, asyncio.Task[None]] = {}
         self._gate: tuple[str | None, str | None] | None = None  # (held reason, signing kid)
         self._recovered = False
@@ -77,11 +94,29 @@ class Sender:
             await asyncio.to_thread(self._repair)
         ready, orphans = await asyncio.to_thread(self.outbox.scan)
         for orphan in orphans:
-            await asyncio.to_thread(self._fail_orphan, orphan)
-        for name, meta_name in ready:
-            claimed = await asyncio.to_thread(self.outbox.claim, name, meta_name)
-            log.info("drop.claimed", name=name, work=claimed.work.name)
-            await self._process(claimed, directory, signer)
+            await self._guard(orphan.name, functools.partial(self._fail_orphan, orphan))
+        for complete in ready:
+            taken = await self._guard(complete.name, functools.partial(self.outbox.claim, complete))
+            if taken is None:
+                continue
+            log.info(
+                "drop.claimed",
+                name=shown_name(complete.name),
+                work=taken.work.name,
+                completeness=complete.completeness.value,
+            )
+            await self._process(taken, directory, signer)
+
+    async def _guard(self, name: str, step: Callable[[], T]) -> T | None:
+        """Run one drop's blocking step in a worker thread; whatever it raises is logged
+        once per drop (drop.error, with the traceback) and never stops the outbox."""
+        try:
+            return await asyncio.to_thread(step)
+        except Exception:
+            if name not in self._troubles:
+                self._troubles.add(name)
+                log.exception("drop.error", name=shown_name(name))
+            return None
 
     async def note_gate(self, gate: Ready | Held) -> bool:
         """Log and record a change in whether (and with which key) the spoke sends; True
@@ -121,39 +156,56 @@ class Sender:
         return previous is not None and previous[0] is not None
 
     async def _process(self, claimed: Claimed, directory: Directory, signer: SigningKey) -> None:
+        """Check, seal and publish one claimed drop; any outcome but a send ends in
+        failed/ (or, if it changed while sealed, back in the outbox)."""
         if self.ctx.state.sealed_from(claimed.work):
             return  # sealed before a restart; waiting for the hub's answer
         limits = self.ctx.config.limits
+        refusal: Refusal | None = None
         try:
             prepared = await asyncio.to_thread(
-                prepare,
-                claimed,
-                org=self.ctx.org,
-                directory=directory,
-                max_file_bytes=limits.max_file_bytes,
-                max_files=limits.max_files,
+                functools.partial(
+                    prepare,
+                    claimed,
+                    org=self.ctx.org,
+                    directory=directory,
+                    max_file_bytes=limits.max_file_bytes,
+                    max_files=limits.max_files,
+                    now=self.ctx.clock(),
+                )
             )
             out = await asyncio.to_thread(self._seal, prepared, directory, signer)
-        except Refusal as refusal:
-            await asyncio.to_thread(self._fail, claimed, refusal)
+        except Refusal as found:
+            refusal = found
+        except (ChangedWhileSealing, SourceChangedError):
+            await self._guard(claimed.name, functools.partial(self._start_again, claimed))
             return
         except XchgError as exc:
-            unsealed = Refusal(
-                "drop.not_sealed",
-                f"the drop could not be sealed: {exc}.",
-                "Make sure no file changes while it is in the outbox, then drop it again.",
-                {},
-            )
-            await asyncio.to_thread(self._fail, claimed, unsealed)
+            refusal = refuse("drop.not_sealed", error=str(exc))
+        except Exception as exc:  # a defect of ours: the drop must still be answered
+            log.exception("drop.error", name=shown_name(claimed.name))
+            refusal = refuse("drop.internal_error", error=f"{type(exc).__name__}: {exc}")
+        if refusal is not None:
+            await self._guard(claimed.name, functools.partial(self._fail, claimed, refusal))
             return
+        self._troubles.discard(claimed.name)
         await self.publish(out)
+
+    def _start_again(self, claimed: Claimed) -> None:
+        """A file changed while it was sealed: back to the outbox, where the completeness
+        rules start again; failed/ if a new drop of that name is there already."""
+        if self.outbox.unclaim(claimed):
+            log.warning("drop.changed_while_sealing", name=shown_name(claimed.name))
+            return
+        self._fail(claimed, refuse("drop.changed", document=shown_name(claimed.name)))
 
     def _seal(self, prepared: Prepared, directory: Directory, signer: SigningKey) -> Outbound:
         meta = prepared.metadata
-        entries = []
-        for name, path in prepared.files:
-            with path.open("rb") as source:
-                entries.append(describe_file(name, _media_type(name), source))
+        entries = digests(prepared)
+        print_ = fingerprint(prepared, entries)
+        now = self.ctx.clock()
+        window_ms = int(self.ctx.config.limits.duplicate_window * 1000)
+        refuse_duplicate(self.ctx.state, prepared, print_, now=now, window_ms=window_ms)
         doc = prepared.document  # what the rules judged is exactly what is sealed
         recipients = doc.recipients
         draft = Draft(
@@ -164,7 +216,7 @@ class Sender:
             precedence=meta.precedence,
             doc_type=meta.doc_type,
             title=meta.title,
-            created_at=self.ctx.clock(),
+            created_at=now,
             files=entries,
             expires_at=meta.expires_ms,
             in_reply_to=meta.in_reply_to_bytes,
@@ -175,26 +227,15 @@ class Sender:
             directive=meta.directive,
             date=None if meta.date is None else meta.date.isoformat(),
         )
-        partial = self.queue / f".{prepared.claimed.work.name}.body.tmp"
-        sources = [path.open("rb") for _, path in prepared.files]
-        try:
-            with partial.open("wb") as sink:
-                sealed = seal_streams(draft, signer, directory, sources, sink)
-                sink.flush()
-                os.fsync(sink.fileno())
-        finally:
-            for source in sources:
-                source.close()
+        sealed = seal_drop(prepared, draft, signer, directory, self.queue)
         header = sealed.header
-        body = self.queue / f"{header.msg_id_text}.body"
-        partial.replace(body)
         out = Outbound(
             msg_id=header.msg_id,
             name=prepared.claimed.name,
             work=prepared.claimed.work,
             channel=prepared.channel,
             frame=sealed.frame,
-            body_path=body,
+            body_path=self.queue / f"{header.msg_id_text}.body",
             body_size=sealed.body.size,
             state="QUEUED",
             created_at=draft.created_at,
@@ -203,9 +244,21 @@ class Sender:
             "added_cc": list(prepared.added_cc),
             "copy_numbers": dict(doc.copy_numbers),
             "rule_warnings": [f.as_dict(Mode.WARN) for f in prepared.warnings],
+            "files": [
+                {"name": shown_name(e.name), "size": e.size, "sha256": e.sha256.hex()}
+                for e in entries
+            ],
+            "completeness": prepared.completeness.value,
+            "resend": meta.resend,
         }
         self.ctx.state.add_outbound(
-            out, recipients, header.classification.name, header.precedence.name, notes=notes
+            out,
+            recipients,
+            header.classification.name,
+            header.precedence.name,
+            notes=notes,
+            fingerprint=print_,
+            doc_number=meta.doc_number,
         )
         for finding in prepared.warnings:  # never the title: it travels encrypted
             log.warning(
@@ -213,17 +266,19 @@ class Sender:
                 rule=finding.rule.id,
                 article=finding.rule.article,
                 msg_id=header.msg_id_text,
-                name=out.name,
+                name=shown_name(out.name),
             )  # no finding text: it quotes the document number
         log.info(
             "drop.sealed",
-            name=out.name,
+            name=shown_name(out.name),
             msg_id=header.msg_id_text,
             recipients=len(recipients),
             classification=header.classification.name,
             precedence=header.precedence.name,
             channel=out.channel,
             added_cc=list(prepared.added_cc),
+            files=len(entries),
+            size=sum(e.size for e in entries),
         )
         return out
 
@@ -329,15 +384,18 @@ class Sender:
         self.write_status(out.msg_id)
 
     def _rejected(self, out: Outbound, entry: ReceiptEntry) -> None:
+        what_zh, hint_zh = hub_reason_zh(entry.reason, retriable=entry.retriable)
+        reason = entry.reason or "hub.rejected"
         refusal = Refusal(
-            entry.reason or "hub.rejected",
+            reason,
             f"the hub refused it: {entry.detail}",
             _hint(entry.reason, retriable=entry.retriable),
             {"reason": entry.reason, "retriable": entry.retriable},
+            message_zh=f"枢纽拒收（{reason}）：{what_zh}。枢纽的说明：{entry.detail}",
+            hint_zh=hint_zh,
         )
-        self._fail(
-            Claimed(out.name, out.work, _meta_name(out.work, out.name)), refusal, msg_id=out.msg_id
-        )
+        metas = tuple(p.name for p in out.work.glob("*") if p.name.endswith(META_SUFFIXES))
+        self._fail(Claimed(out.name, out.work, metas), refusal, msg_id=out.msg_id)
         self.ctx.state.set_outbound_state(out.msg_id, "REJECTED", entry.at)
         out.body_path.unlink(missing_ok=True)
 
@@ -363,9 +421,7 @@ class Sender:
         folder = self.sent / msg_id_text(out.msg_id)
         folder.mkdir(parents=True, exist_ok=True)
         if out.work.exists():
-            items = sorted(
-                out.work.iterdir(), key=lambda p: p.name.endswith((".meta.toml", ".meta.json"))
-            )
+            items = sorted(out.work.iterdir(), key=lambda p: p.name.endswith(META_SUFFIXES))
             for item in items:
                 durable_rename(item, folder / item.name)
             with contextlib.suppress(OSError):
@@ -396,7 +452,7 @@ class Sender:
             folder / "status.json",
             {
                 "msg_id": msg_id_text(msg_id),
-                "name": name,
+                "name": shown_name(name),
                 "channel": channel,
                 "classification": label,
                 "precedence": precedence,
@@ -406,6 +462,10 @@ class Sender:
                 "recipients": recipients,
                 "added_cc": notes.get("added_cc", []),  # by auto_cc (自动抄送)
                 "rule_warnings": notes.get("rule_warnings", []),  # rules set to warn
+                # exactly what was sealed: compare with sha256sum, here and at the recipients
+                "files": notes.get("files", []),
+                "completeness": notes.get("completeness"),  # why the drop was taken
+                "resend": notes.get("resend", False),
             },
         )
 
@@ -413,18 +473,17 @@ class Sender:
 
     def _fail(self, claimed: Claimed, refusal: Refusal, *, msg_id: bytes | None = None) -> None:
         """Move a drop to failed/ unchanged, with NAME.error.txt and NAME.error.json."""
-        target = unique_path(self.failed, claimed.name)
-        if claimed.payload.exists() or claimed.payload.is_symlink():
-            durable_rename(claimed.payload, target)
-        if claimed.meta.exists():
-            suffix = claimed.meta_name[len(claimed.name) :]
-            durable_rename(claimed.meta, self.failed / f"{target.name}{suffix}")
-        self._write_error(target.name, refusal, msg_id)
+        metas = [claimed.work / m for m in claimed.meta_names]
+        failed = self.failures.take(claimed.payload, metas, claimed.name)
+        self.failures.explain(
+            failed, refusal, original=claimed.name, at=self.ctx.clock(), msg_id=msg_id
+        )
         with contextlib.suppress(OSError):
             claimed.work.rmdir()
+        self._troubles.discard(claimed.name)
         log.warning(
             "drop.failed",
-            name=claimed.name,
+            name=shown_name(claimed.name),
             rule=refusal.rule,
             # a rule's finding (the spoke's or the hub's) quotes the document number
             detail=None if refusal.rule.startswith("rule.") else refusal.message,
@@ -432,37 +491,15 @@ class Sender:
         )
 
     def _fail_orphan(self, orphan: Orphan) -> None:
-        target = unique_path(self.failed, orphan.name)
-        durable_rename(self.outbox.folder / orphan.name, target)
-        self._write_error(target.name, orphan.refusal, None)
+        failed = self.failures.take(self.outbox.folder / orphan.name, [], orphan.name)
+        self.failures.explain(failed, orphan.refusal, original=orphan.name, at=self.ctx.clock())
+        self._troubles.discard(orphan.name)
         log.warning(
-            "drop.failed", name=orphan.name, rule=orphan.refusal.rule, detail=orphan.refusal.message
+            "drop.failed",
+            name=shown_name(orphan.name),
+            rule=orphan.refusal.rule,
+            detail=orphan.refusal.message,
         )
-
-    def _write_error(self, name: str, refusal: Refusal, msg_id: bytes | None) -> None:
-        """NAME.error.txt (for people) and NAME.error.json (for systems), saying the same."""
-        at = ms_to_text(self.ctx.clock())
-        shown = printable(name)
-        detail = printable(refusal.as_json())
-        lines = [f"{shown} was not sent.", "", f"Why: {detail['message']}"]
-        if refusal.findings:  # the document rules: every finding, Chinese then English
-            lines += ["", *(f"  {printable(f.sentence())}" for f in refusal.findings), ""]
-        lines += [f"What to do: {detail['hint']}", "", f"Rule: {detail['rule']}", f"When: {at}"]
-        if msg_id is not None:
-            lines.append(f"msg_id: {msg_id_text(msg_id)}")
-        lines.append("The document and its metadata are next to this file, unchanged.")
-        text = ("\n".join(lines) + "\n").encode("utf-8")
-        atomic_write(self.failed / f"{name}.error.txt", text, mode=0o644)
-        machine = {**detail, "name": shown, "at": at}
-        machine["msg_id"] = None if msg_id is None else msg_id_text(msg_id)
-        write_json(self.failed / f"{name}.error.json", machine)
-
-
-def _meta_name(work: Path, name: str) -> str:
-    for suffix in (".meta.toml", ".meta.json"):
-        if (work / f"{name}{suffix}").exists():
-            return f"{name}{suffix}"
-    return f"{name}.meta.toml"
 
 
 def _hint(reason: str | None, *, retriable: bool) -> str:
@@ -484,7 +521,3 @@ def _hint(reason: str | None, *, retriable: bool) -> str:
     return (
         "Correct what the reason names and drop the document again; ask the hub operator if unsure."
     )
-
-
-def _media_type(name: str) -> str:
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"

@@ -5,6 +5,8 @@
   added, 份号, rule warnings);
 - ``inbound``: every msg_id written to the inbox (a duplicate is never written twice);
 - ``receipts``: what each recipient said about what we sent;
+- ``outbound_drops``: what each send was (a fingerprint of its metadata and bytes, its
+  发文字号), so that the same document dropped twice is not sent twice by accident;
 - ``cursors``: per channel, the last numbered receipt batch durably processed;
 - ``directory``: the newest verified directory (version and digest: rollback refusal);
 - ``sending``: whether the agent sends or holds (fail closed) and why, since when, and the
@@ -44,6 +46,14 @@ CREATE TABLE IF NOT EXISTS outbound_notes (
     msg_id BLOB PRIMARY KEY,       -- an outbound row's, written in the same transaction
     notes TEXT NOT NULL            -- JSON for status.json: added_cc, copy_numbers, rule_warnings
 );
+CREATE TABLE IF NOT EXISTS outbound_drops (
+    msg_id BLOB PRIMARY KEY,       -- an outbound row's, written in the same transaction
+    fingerprint BLOB NOT NULL,     -- SHA-256 of the metadata as read and every file's digest
+    doc_number TEXT,               -- 发文字号, if any
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbound_drops_fingerprint ON outbound_drops (fingerprint);
+CREATE INDEX IF NOT EXISTS outbound_drops_doc_number ON outbound_drops (doc_number);
 CREATE TABLE IF NOT EXISTS inbound (
     msg_id BLOB PRIMARY KEY,
     sender TEXT NOT NULL,
@@ -195,8 +205,10 @@ class SpokeState:
         precedence: str,
         *,
         notes: Mapping[str, object] | None = None,
+        fingerprint: bytes | None = None,
+        doc_number: str | None = None,
     ) -> None:
-        """Record a sealed envelope and its notes, in one transaction."""
+        """Record a sealed envelope, its notes and what it was, in one transaction."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -224,10 +236,31 @@ class SpokeState:
                         "INSERT INTO outbound_notes (msg_id, notes) VALUES (?, ?)",
                         (out.msg_id, json.dumps(notes, ensure_ascii=False)),
                     )
+                if fingerprint is not None:
+                    self._db.execute(
+                        "INSERT INTO outbound_drops (msg_id, fingerprint, doc_number, created_at) "
+                        "VALUES (?, ?, ?, ?)",
+                        (out.msg_id, fingerprint, doc_number, out.created_at),
+                    )
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def sent_before(
+        self, fingerprint: bytes, doc_number: str | None, *, since: int
+    ) -> tuple[bytes, int, bool] | None:
+        """The earliest send since ``since`` (ms) that is queued for or accepted by the hub
+        with this fingerprint or this 发文字号: (msg_id, created_at, same fingerprint)."""
+        rows = self._read(
+            "SELECT d.msg_id, d.created_at, d.fingerprint = ? FROM outbound_drops d "
+            "JOIN outbound o ON o.msg_id = d.msg_id "
+            "WHERE (d.fingerprint = ? OR (? IS NOT NULL AND d.doc_number = ?)) "
+            "AND d.created_at >= ? AND o.state IN ('QUEUED', 'ACCEPTED') "
+            "ORDER BY d.fingerprint = ? DESC, d.created_at LIMIT 1",
+            (fingerprint, fingerprint, doc_number, doc_number, since, fingerprint),
+        )
+        return (bytes(rows[0][0]), int(rows[0][1]), bool(rows[0][2])) if rows else None
 
     def notes(self, msg_id: bytes) -> dict[str, Any]:
         """What status.json adds about a send ({} if nothing was recorded)."""

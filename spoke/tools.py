@@ -15,9 +15,10 @@ from schemas.localfs import atomic_write
 from schemas.metadata import MetadataError, parse_metadata
 from schemas.rules import Document, settings_of
 from schemas.whatif import WhatIf, what_if
+from spoke.checks import address, bad_metadata
 from spoke.config import SpokeConfig
-from spoke.files import Refusal, name_problem
-from spoke.outbox import address, bad_metadata
+from spoke.files import name_problem
+from spoke.refusals import Refusal
 from spoke.state import Sending, SpokeState
 
 
@@ -121,4 +122,20 @@ def status_table(state: SpokeState, *, msg_id: str | None, limit: int) -> str:
         )
     if not lines:
         return "no sends yet"
-    return table(("msg_id", "drop", "channel", "hub", "sent", "recipients"), lines)
+    text = table(("msg_id", "drop", "channel", "hub", "sent", "recipients"), lines)
+    if msg_id is not None:
+        text += "\n\n" + files_table(state.notes(rows[0].msg_id))
+    return text
+
+
+def files_table(notes: dict[str, object]) -> str:
+    """Every file as sealed, with its size and SHA-256 (compare: sha256sum FILE)."""
+    files = notes.get("files")
+    if not isinstance(files, list) or not files:
+        return "files: not recorded (sealed before the spoke recorded them)"
+    rows = [(str(f["name"]), f"{f['size']:,} B", str(f["sha256"])) for f in files]
+    taken = notes.get("completeness")
+    head = "files as sealed (compare with sha256sum)" + (
+        f"; taken as complete: {taken}" if taken else ""
+    )
+    return head + "\n" + table(("file", "size", "sha256"), rows)

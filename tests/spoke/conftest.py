@@ -34,7 +34,9 @@ from tests.world import World
 # stays QUEUED in .spoke/queue and the state database.
 
 SETTLE_WITHIN = 10.0  # hang guard for one settle(); a settle takes a fraction of a second
-OFFLINE_LIMITS = Limits(stable_for=0.02, metadata_wait=0.15, max_file_bytes=64 * 1024)
+OFFLINE_LIMITS = Limits(
+    stable_for=0.02, stable_for_unordered=0.3, metadata_wait=0.15, max_file_bytes=64 * 1024
+)
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ Json = dict[str, Any]
 # unanswered envelope sent again within seconds.
 FAST_LIMITS: Mapping[str, float] = {
     "stable_for": 0.2,
+    "stable_for_unordered": 1.0,
     "rescan_every": 0.5,
     "resend_every": 2.0,
     "receipt_flush": 0.02,

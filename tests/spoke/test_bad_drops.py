@@ -25,7 +25,7 @@ from typer.core import TyperGroup
 from schemas.labels import Classification
 from spoke.cli import app
 from spoke.config import Limits
-from spoke.outbox import Outbox
+from spoke.outbox import Completeness, Outbox, Ready
 from spoke.sender import Sender
 from tests.spoke.conftest import OFFLINE_LIMITS, OfflineSpoke, OfflineSpokeFactory, snapshot
 from tests.world import REPO, World
@@ -216,7 +216,15 @@ BAD_DROPS = [
         "report.txt",
         "drop.bad_metadata",
         "title",
-        {"problems": [{"field": "title", "problem": "this field (title / 标题) is required"}]},
+        {
+            "problems": [
+                {
+                    "field": "title",
+                    "problem": "this field (title / 标题) is required",
+                    "problem_zh": "缺少必填字段 title（标题）",
+                }
+            ]
+        },
     ),
     BadDrop(
         "unknown-recipient",
@@ -257,8 +265,8 @@ BAD_DROPS = [
         "label-above-the-senders-clearance",
         _file("report.txt", metadata=meta(to="jl.gov", **SECRET_TO)),
         "report.txt",
-        "drop.above_clearance",
-        "jl.cc",
+        "drop.sender_clearance",
+        "own clearance (jl.cc: INTERNAL",
         {"classification": "SECRET", "org": "jl.cc", "clearance": "INTERNAL"},
         org="jl.cc",
     ),
@@ -268,7 +276,7 @@ BAD_DROPS = [
             "report.txt", metadata=meta(to="cn.gov", **{**SECRET_TO, "classification": "绝密★长期"})
         ),
         "report.txt",
-        "drop.above_clearance",
+        "drop.sender_clearance",
         "TOP_SECRET",
         {"classification": "TOP_SECRET", "org": "jl.gov", "clearance": "SECRET"},
     ),
@@ -294,7 +302,7 @@ BAD_DROPS = [
         "请示",
         "drop.bad_name",
         "evil.txt",
-        {"name": repr("..\\evil.txt")},
+        {"name": "..\\evil.txt"},
     ),
     BadDrop(
         "control-character-in-the-name",
@@ -302,7 +310,7 @@ BAD_DROPS = [
         "通知\x1b[2J.txt",
         "drop.bad_name",
         "control character",
-        {"name": repr("通知\x1b[2J.txt")},
+        {"name": "通知\\x1b[2J.txt"},
     ),
     BadDrop(
         "windows-reserved-name",
@@ -310,7 +318,7 @@ BAD_DROPS = [
         "CON.txt",
         "drop.bad_name",
         "reserved device name CON",
-        {"name": repr("CON.txt")},
+        {"name": "CON.txt"},
     ),
     BadDrop(
         "windows-forbidden-character",
@@ -330,8 +338,9 @@ BAD_DROPS = [
         "non-utf8-name-without-metadata",
         _undecodable_name_only,
         os.fsdecode(UNDECODABLE),
-        "drop.no_metadata",
-        ".meta.toml",
+        "drop.bad_name",
+        "'\\xb1\\xa8\\xb8\\xe6.txt' is not valid UTF-8",
+        {"name": "\\xb1\\xa8\\xb8\\xe6.txt"},
     ),
     BadDrop(
         "non-utf8-name-in-a-folder",
@@ -423,6 +432,9 @@ async def test_bad_drop_ends_in_failed_with_its_reason_and_the_original_intact(
     assert data["rule"] == case.rule
     assert data["message"] in text
     assert data["hint"] in text
+    for chinese in ("message_zh", "hint_zh"):  # every refusal says it in Chinese too
+        assert re.search("[\u4e00-\u9fff]", data[chinese]), data[chinese]
+        assert data[chinese] in text
     assert data["values"], "the machine form names the offending values"
     assert {k: data["values"].get(k) for k in case.values} == case.values
 
@@ -535,21 +547,47 @@ async def test_dot_files_part_and_tmp_files_are_never_picked_up_nor_failed(
 # ------------------------------------------------------------------ a file still being written
 
 
-def test_outbox_takes_a_drop_only_after_stable_for_seconds_without_a_change(
+def test_outbox_takes_a_drop_written_metadata_last_after_stable_for_seconds(
     tmp_path: Path,
 ) -> None:
     outbox = Outbox(tmp_path / "outbox", tmp_path / "work", stable_for=10.0, metadata_wait=60.0)
+    outbox.folder.mkdir()
+    (outbox.folder / "report.txt").write_bytes(b"the whole report\n")
+    (outbox.folder / "report.txt.meta.toml").write_text(TO_CC, encoding="utf-8")
+    assert outbox.scan(now=0.0) == ([], [])
+    assert outbox.scan(now=9.9) == ([], [])
+    assert outbox.scan(now=10.0) == (
+        [Ready("report.txt", ("report.txt.meta.toml",), Completeness.METADATA_LAST)],
+        [],
+    )
+
+
+def test_outbox_takes_a_document_that_changed_after_its_metadata_only_after_the_longer_wait(
+    tmp_path: Path,
+) -> None:
+    outbox = Outbox(
+        tmp_path / "outbox",
+        tmp_path / "work",
+        stable_for=10.0,
+        metadata_wait=600.0,
+        stable_for_unordered=30.0,
+    )
     outbox.folder.mkdir()
     growing = outbox.folder / "growing.txt"
     growing.write_bytes(b"first part\n")
     (outbox.folder / "growing.txt.meta.toml").write_text(TO_CC, encoding="utf-8")
     assert outbox.scan(now=0.0) == ([], [])
-    for t in (20.0, 40.0, 60.0, 80.0):  # long gaps, but it changed every time
+    for t in (20.0, 40.0, 60.0, 80.0):  # gaps longer than stable_for, but it changed each time
         with growing.open("ab") as handle:
             handle.write(b"more\n")
         assert outbox.scan(now=t) == ([], []), t
-    assert outbox.scan(now=89.9) == ([], [])
-    assert outbox.scan(now=90.0) == ([("growing.txt", "growing.txt.meta.toml")], [])
+    # stable_for has passed, but the metadata file is no proof of completeness any more
+    assert outbox.scan(now=90.0) == ([], [])
+    assert outbox.scan(now=109.9) == ([], [])
+    assert outbox.scan(now=110.0) == (
+        [Ready("growing.txt", ("growing.txt.meta.toml",), Completeness.UNORDERED)],
+        [],
+    )
 
 
 def test_outbox_fails_a_document_without_metadata_only_after_metadata_wait(
@@ -763,5 +801,5 @@ async def test_folder_with_more_files_than_max_files_is_refused(
     await spoke.settle()
     data = json.loads((spoke.failed / "请示.error.json").read_text(encoding="utf-8"))
     assert data["rule"] == "drop.too_many_files"
-    assert data["values"] == {"files": 3, "limit": 2}
+    assert data["values"] == {"document": "请示", "files": 3, "limit": 2}
     assert spoke.outbound() == []

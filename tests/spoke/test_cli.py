@@ -12,6 +12,7 @@ each sends its own documents under its own names.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -176,10 +177,16 @@ async def test_status_lists_the_send_with_its_drop_name_and_each_recipients_stat
 
     one = gov.cli("status", msg_id)
     assert one.returncode == 0, one.stderr
-    rows = [line for line in one.stdout.splitlines()[1:] if line.strip()]
+    table, files = one.stdout.split("\n\n")
+    rows = [line for line in table.splitlines()[1:] if line.strip()]
     assert len(rows) == 1
     assert msg_id in rows[0]
     assert "jl.cc: DELIVERED" in rows[0]
+    # what was sealed, to compare with sha256sum at both ends
+    sent = gov.sent / msg_id / "状态.txt"
+    (file_row,) = files.splitlines()[2:]
+    assert file_row.split() == ["状态.txt", "7", "B", hashlib.sha256(sent.read_bytes()).hexdigest()]
+    assert "taken as complete: metadata_last" in files
 
 
 def test_status_refuses_a_malformed_msg_id_with_exit_2_and_a_sentence(gov: SpokeProcess) -> None:

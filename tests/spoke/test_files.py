@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,16 @@ from hypothesis import strategies as st
 
 from spoke.files import (
     MAX_NAME_BYTES,
-    Refusal,
     check_regular,
+    is_clutter,
     is_ignored,
+    is_temporary,
     meta_payload_name,
     name_problem,
     sanitise,
+    temporary_of,
 )
+from spoke.refusals import Refusal
 
 # ------------------------------------------------------------------ name_problem
 
@@ -118,6 +122,14 @@ def test_sanitise_makes_a_safe_name(name: str, expected: str) -> None:
     assert sanitise(name, set()) == expected
 
 
+def test_sanitise_makes_names_unique_ignoring_unicode_normalisation() -> None:
+    """A Mac cannot hold both: NFC and NFD spellings of one name are the same file there."""
+    nfc, nfd = (unicodedata.normalize(form, "附件é.pdf") for form in ("NFC", "NFD"))
+    taken: set[str] = set()
+    second = unicodedata.normalize("NFD", "附件é (2).pdf")
+    assert [sanitise(n, taken) for n in (nfc, nfd)] == [nfc, second]
+
+
 def test_sanitise_makes_names_unique_ignoring_case() -> None:
     taken = {"meta.json"}
     names = [sanitise(n, taken) for n in ["a.txt", "A.TXT", "a.txt", "a (2).txt", "META.JSON"]]
@@ -177,7 +189,7 @@ def refusal(path: Path, max_bytes: int = LIMIT) -> Refusal:
 def test_regular_file_within_the_limit_passes_with_its_size(tmp_path: Path) -> None:
     path = tmp_path / "report.txt"
     path.write_bytes(b"x" * LIMIT)
-    assert check_regular(path, max_bytes=LIMIT) == LIMIT
+    assert check_regular(path, max_bytes=LIMIT).st_size == LIMIT
 
 
 def test_symlink_is_refused_even_to_a_good_file(tmp_path: Path) -> None:
@@ -246,13 +258,22 @@ def test_file_over_the_limit_is_refused_with_size_and_limit(tmp_path: Path) -> N
     assert "max_file_bytes" in found.hint
 
 
-def test_refusal_reads_as_rule_sentence_and_hint() -> None:
-    found = Refusal("drop.empty_file", "'a.txt' is empty (0 bytes).", "Check it.", {"file": "a"})
+def test_refusal_reads_as_rule_sentence_and_hint_in_both_languages() -> None:
+    found = Refusal(
+        "drop.empty_file",
+        "'a.txt' is empty (0 bytes).",
+        "Check it.",
+        {"file": "a"},
+        message_zh="“a.txt”是空文件。",
+        hint_zh="请检查。",
+    )
     assert str(found) == "[drop.empty_file] 'a.txt' is empty (0 bytes). Check it."
     assert found.as_json() == {
         "rule": "drop.empty_file",
         "message": "'a.txt' is empty (0 bytes).",
         "hint": "Check it.",
+        "message_zh": "“a.txt”是空文件。",
+        "hint_zh": "请检查。",
         "values": {"file": "a"},
     }
 
@@ -304,3 +325,59 @@ def test_meta_payload_name_is_the_document_the_metadata_file_names(
     meta: str, payload: str | None
 ) -> None:
     assert meta_payload_name(meta) == payload
+
+
+# ------------------------------------------------------------------ temporaries and clutter
+
+
+@pytest.mark.parametrize(
+    ("temporary", "name"),
+    [
+        (".正文.pdf.Xk3q9Z", "正文.pdf"),  # rsync
+        (".report.txt.tmp", "report.txt"),
+        ("report.txt.part", "report.txt"),
+        ("REPORT.TXT.PART", "report.txt"),
+        ("report.txt.tmp", "report.txt"),
+        (".~lock.通知.docx#", "通知.docx"),  # LibreOffice
+        ("~$通知.docx", "通知.docx"),  # Word, a short name
+        ("~$供暖的通知.docx", "关于供暖的通知.docx"),  # Word, a long name: less two characters
+    ],
+)
+def test_temporary_of_a_document_is_recognised(temporary: str, name: str) -> None:
+    assert is_temporary(temporary)
+    assert temporary_of(temporary, name)
+
+
+@pytest.mark.parametrize(
+    ("temporary", "name"),
+    [
+        (".report.txt-notes", "report.txt"),  # no dot after the name: another file's
+        (".abc.txt.Xk3q9Z", "a"),  # rsync copying abc.txt, not a
+        ("~$.txt", "a.txt"),
+        ("~$x.docx", "关于供暖的通知.docx"),
+        ("report.part", "report.txt"),
+    ],
+)
+def test_temporary_of_another_document_is_not_this_ones(temporary: str, name: str) -> None:
+    assert not temporary_of(temporary, name)
+
+
+@pytest.mark.parametrize(
+    ("name", "siblings", "clutter"),
+    [
+        (".DS_Store", set(), True),
+        ("Thumbs.db", set(), True),
+        ("DESKTOP.INI", set(), True),
+        ("._正文.pdf", {"正文.pdf"}, True),  # a Mac's AppleDouble beside its file
+        ("._附件.pdf.Xk3q9Z", {"附件.pdf"}, False),  # rsync copying _附件.pdf...
+        ("._附件.pdf", set(), False),
+    ],
+)
+def test_clutter_is_told_from_temporaries(name: str, siblings: set[str], clutter: bool) -> None:
+    assert is_clutter(name, siblings) is clutter
+    assert is_temporary(name, siblings) is not clutter
+
+
+def test_two_dots_make_no_hidden_file() -> None:
+    assert not is_temporary("..\\x")
+    assert not is_ignored("..报告.txt")

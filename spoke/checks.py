@@ -1,0 +1,310 @@
+"""Checking a claimed drop before it is sealed: the contract, the directory, the rules.
+
+:func:`prepare` looks at exactly what will be sealed (the metadata file as it is now, every
+file of the drop, groups expanded, copies auto_cc adds, 份号 assigned) and either returns
+a :class:`Prepared` or raises a :class:`~spoke.refusals.Refusal` naming the rule and the
+values in Chinese and English. It also records each file's status (:data:`Stamp`), so
+that the sender can tell whether anything changed while it sealed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.clock import ms_to_text
+from schemas.directory import Directory
+from schemas.labels import Classification
+from schemas.metadata import (
+    MAX_METADATA_BYTES,
+    DropMetadata,
+    MetadataError,
+    name_key,
+    parse_metadata,
+)
+from schemas.rules import Document, Finding
+from spoke.files import check_regular, is_clutter, name_problem, name_problem_zh, shown_name
+from spoke.outbox import Claimed, Completeness
+from spoke.refusals import Refusal, refuse
+from spoke.ruling import copied_as_needed, judge
+
+Stamp = tuple[int, int, int, int, int]  # device, inode, size, mtime_ns, ctime_ns
+
+
+def stamp(st: os.stat_result) -> Stamp:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A claimed drop that passed every check, the document rules included: what to seal."""
+
+    claimed: Claimed
+    metadata: DropMetadata
+    files: list[tuple[str, Path]]  # (name in the document, path on disk)
+    document: Document  # recipients expanded, auto_cc applied, 份号 assigned
+    added_cc: tuple[str, ...]  # copies auto_cc (自动抄送) added
+    warnings: tuple[Finding, ...]  # findings of rules set to warn: sent anyway
+    channel: str
+    stamps: dict[Path, Stamp]  # every file, the folder and the metadata, as checked
+
+    @property
+    def to(self) -> tuple[str, ...]:
+        return self.document.to
+
+    @property
+    def cc(self) -> tuple[str, ...]:
+        return self.document.cc
+
+    @property
+    def completeness(self) -> Completeness:
+        return self.claimed.completeness
+
+
+def prepare(
+    claimed: Claimed,
+    *,
+    org: str,
+    directory: Directory,
+    max_file_bytes: int,
+    max_files: int,
+    now: int,
+) -> Prepared:
+    """Check a claimed drop against the contract, the directory and the document rules, on
+    exactly what will be sealed; Refusal if it fails."""
+    if claimed.refusal is not None:
+        raise claimed.refusal
+    stamps: dict[Path, Stamp] = {}
+    metadata = read_metadata(claimed, stamps)
+    if metadata.expires_ms is not None and metadata.expires_ms <= now:
+        raise refuse("drop.already_expired", expires=ms_to_text(metadata.expires_ms))
+    files = _collect(claimed, stamps, max_file_bytes=max_file_bytes, max_files=max_files)
+    if metadata.files:
+        _check_declared_sizes(claimed, metadata, files, stamps)
+    to, cc = address(metadata, org=org, directory=directory)
+    doc = Document.from_metadata(metadata, org, to, cc)
+    doc, added = copied_as_needed(doc, directory, auto_cc=metadata.auto_cc)
+    channel = _gate(doc, org=org, directory=directory)
+    evaluation = judge(doc, directory)
+    return Prepared(claimed, metadata, files, doc, added, evaluation.warnings, channel, stamps)
+
+
+def read_metadata(claimed: Claimed, stamps: dict[Path, Stamp]) -> DropMetadata:
+    """The metadata file, never through a link, never blocking on a pipe."""
+    shown = shown_name(claimed.meta_name)
+    try:
+        fd = os.open(claimed.meta, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if claimed.meta.is_symlink():
+            raise refuse("drop.symlink", file=shown) from exc
+        raise refuse("drop.unreadable", file=shown, error=exc.strerror or str(exc)) from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise refuse("drop.not_a_file", file=shown)
+        stamps[claimed.meta] = stamp(st)
+        data = os.read(fd, MAX_METADATA_BYTES + 1)
+    finally:
+        os.close(fd)
+    try:
+        return parse_metadata(data, source=claimed.meta_name)
+    except MetadataError as exc:
+        raise bad_metadata(shown, exc) from exc
+
+
+def bad_metadata(meta_name: str, exc: MetadataError) -> Refusal:
+    return refuse(
+        "drop.bad_metadata",
+        {
+            "problems": [
+                {"field": f, "problem": p, "problem_zh": zh}
+                for (f, p), zh in zip(exc.problems, exc.problems_zh, strict=True)
+            ]
+        },
+        metadata=meta_name,
+        problems_en=str(exc),
+        problems_zh=exc.text_zh,
+    )
+
+
+def address(
+    metadata: DropMetadata, *, org: str, directory: Directory
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(to, cc) with groups expanded, this organisation left out; Refusal if unusable."""
+    if directory.org(org) is None:
+        raise refuse("drop.sender_unknown", org=org, version=directory.version)
+    try:
+        to, cc = directory.addressees(metadata.to, metadata.cc, sender=org)
+    except ValueError as exc:
+        unknown = [a for a in (*metadata.to, *metadata.cc) if not _known(directory, a)]
+        raise refuse(
+            "drop.unknown_recipient",
+            {"to": metadata.to, "cc": metadata.cc},
+            problem=str(exc),
+            unknown="、".join(unknown) or "?",
+            version=directory.version,
+        ) from exc
+    if not to:
+        raise refuse("drop.no_recipient", {"to": metadata.to})
+    return to, cc
+
+
+def _known(directory: Directory, address: str) -> bool:
+    try:
+        directory.expand([address])
+    except ValueError:
+        return False
+    return True
+
+
+def _gate(doc: Document, *, org: str, directory: Directory) -> str:
+    """Clearances of everyone (copies auto_cc added included); the channel to send it on."""
+    me = directory.org(org)
+    assert me is not None  # noqa: S101 - address() checked it
+    label = doc.classification
+    if label > me.clearance:
+        raise refuse(
+            "drop.sender_clearance",
+            {"classification": label.name, "org": org, "clearance": me.clearance.name},
+            classification=label,
+            classification_zh=label.zh,
+            org=org,
+            clearance=me.clearance,
+            clearance_zh=me.clearance.zh,
+        )
+    for recipient in doc.recipients:
+        entry = directory.org(recipient)
+        assert entry is not None  # noqa: S101 - expand() returned only known organisations
+        if label > entry.clearance:
+            raise refuse(
+                "drop.above_clearance",
+                {"classification": label.name, "org": recipient, "clearance": entry.clearance.name},
+                classification=label,
+                classification_zh=label.zh,
+                org=recipient,
+                name=entry.name_zh,
+                clearance=entry.clearance,
+                clearance_zh=entry.clearance.zh,
+            )
+    channel = _uplink(directory, me.channels, label)
+    if channel is None:
+        raise refuse(
+            "drop.no_channel",
+            {"classification": label.name, "channels": list(me.channels)},
+            channels=", ".join(me.channels),
+            classification=label,
+            classification_zh=label.zh,
+        )
+    return channel
+
+
+def _uplink(directory: Directory, channels: tuple[str, ...], label: Classification) -> str | None:
+    """The lowest-ceiling channel this organisation is on that admits ``label``."""
+    admitting = [
+        c for name in channels if (c := directory.channel(name)) is not None and c.ceiling >= label
+    ]
+    return min(admitting, key=lambda c: c.ceiling.rank).id if admitting else None
+
+
+def _bad_name(name: str, where: str | None = None) -> Refusal:
+    shown = f"'{shown_name(name)}'" if where is None else f"'{where}/{shown_name(name)}'"
+    return refuse(
+        "drop.bad_name",
+        {"name": shown_name(name)},
+        name=shown,
+        problem=name_problem(name),
+        problem_zh=name_problem_zh(name),
+    )
+
+
+def _collect(
+    claimed: Claimed, stamps: dict[Path, Stamp], *, max_file_bytes: int, max_files: int
+) -> list[tuple[str, Path]]:
+    payload = claimed.payload
+    document = shown_name(claimed.name)
+    if name_problem(claimed.name) is not None:
+        raise _bad_name(claimed.name)
+    try:
+        st = payload.lstat()
+    except OSError as exc:
+        raise refuse("drop.unreadable", file=document, error=exc.strerror or str(exc)) from exc
+    if not stat.S_ISDIR(st.st_mode):
+        stamps[payload] = stamp(check_regular(payload, max_bytes=max_file_bytes))
+        return [(claimed.name, payload)]
+    stamps[payload] = stamp(st)
+    try:
+        listed = {e.name: e for e in os.scandir(payload)}
+    except OSError as exc:
+        raise refuse("drop.unreadable", file=document, error=exc.strerror or str(exc)) from exc
+    # .DS_Store and the like stay with the drop unsent; a hostile name is never clutter
+    entries = sorted(n for n in listed if not (is_clutter(n, listed) and name_problem(n) is None))
+    if not entries:
+        raise refuse("drop.empty_folder", {"name": document}, document=document)
+    if len(entries) > max_files:
+        raise refuse("drop.too_many_files", document=document, files=len(entries), limit=max_files)
+    files = []
+    for name in entries:
+        if name_problem(name) is not None:
+            raise _bad_name(name, document)
+        path = payload / name
+        if listed[name].is_dir(follow_symlinks=False):
+            raise refuse(
+                "drop.nested_folder",
+                {"name": shown_name(name)},
+                document=document,
+                name=shown_name(name),
+            )
+        stamps[path] = stamp(check_regular(path, max_bytes=max_file_bytes))
+        files.append((name, path))
+    return files
+
+
+def _check_declared_sizes(
+    claimed: Claimed,
+    metadata: DropMetadata,
+    files: list[tuple[str, Path]],
+    stamps: dict[Path, Stamp],
+) -> None:
+    """Every declared file there with its declared size, nothing undeclared."""
+    found = {name_key(name): (name, stamps[path][2]) for name, path in files}
+    problems: list[tuple[str, str]] = []
+    for declared in metadata.files:
+        key = name_key(declared.name)
+        if key not in found:
+            problems.append(
+                (
+                    f"'{declared.name}' is declared but not in the drop",
+                    f"声明了“{declared.name}”，但投递中没有该文件",
+                )
+            )
+        elif declared.size is not None and found[key][1] != declared.size:
+            name, size = found[key]
+            problems.append(
+                (
+                    f"'{shown_name(name)}' is {size} bytes, {declared.size} declared",
+                    f"“{shown_name(name)}”为 {size} 字节，声明为 {declared.size} 字节",
+                )
+            )
+    wanted = {name_key(d.name) for d in metadata.files}
+    for key, (name, _) in sorted(found.items()):
+        if key not in wanted:
+            problems.append(
+                (
+                    f"'{shown_name(name)}' is in the drop but not declared",
+                    f"投递中有“{shown_name(name)}”，但元数据未声明",
+                )
+            )
+    if problems:
+        raise declared_mismatch(claimed.name, problems)
+
+
+def declared_mismatch(document: str, problems: list[tuple[str, str]]) -> Refusal:
+    return refuse(
+        "drop.declared_mismatch",
+        {"document": shown_name(document), "problems": [en for en, _ in problems]},
+        document=shown_name(document),
+        problems_en="; ".join(en for en, _ in problems),
+        problems_zh="；".join(zh for _, zh in problems),
+    )
