@@ -491,7 +491,10 @@ class Sender:
         )
 
     def _fail_orphan(self, orphan: Orphan) -> None:
-        failed = self.failures.take(self.outbox.folder / orphan.name, [], orphan.name)
+        source = self.outbox.folder / orphan.name
+        if not (source.exists() or source.is_symlink()):
+            return  # taken away meanwhile: nothing to answer
+        failed = self.failures.take(source, [], orphan.name)
         self.failures.explain(failed, orphan.refusal, original=orphan.name, at=self.ctx.clock())
         self._troubles.discard(orphan.name)
         log.warning(

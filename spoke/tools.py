@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import shutil
@@ -42,17 +43,34 @@ def make_drop(
     staging = outbox / f".{drop}.{secrets.token_hex(4)}.tmp"
     if len(files) == 1:
         shutil.copyfile(files[0], staging)
+        copies = [(drop, staging)]
     else:
         staging.mkdir()
         for path in files:
             shutil.copyfile(path, staging / path.name)
+        copies = [(path.name, staging / path.name) for path in files]
+    # the copies' sizes and digests: the agent takes the drop once they match, and refuses
+    # it if a copy is not what it read here
+    declared = [{"name": name, **_size_and_digest(path)} for name, path in copies]
     staging.rename(outbox / drop)
     atomic_write(
         outbox / f"{drop}.meta.json",
-        json.dumps(meta, ensure_ascii=False, indent=2).encode(),
+        json.dumps({**meta, "files": declared}, ensure_ascii=False, indent=2).encode(),
         mode=0o644,
     )
     return drop
+
+
+def _size_and_digest(path: Path) -> dict[str, object]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as source:
+        while block := source.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+    if size == 0:  # refused as an empty file, by the agent, not as bad metadata here
+        return {"sha256": digest.hexdigest()}
+    return {"size": size, "sha256": digest.hexdigest()}
 
 
 def rehearse(

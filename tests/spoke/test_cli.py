@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +77,15 @@ async def test_send_makes_a_drop_that_the_running_agent_sends_to_the_recipient(
     assert meta["doc_number"] == "吉政办发〔2026〕15号"
     assert (cc.inbox / meta["msg_id"] / "供暖方案.txt").read_bytes() == document.read_bytes()
     assert document.exists()  # the command copies; the operator's file stays where it was
+    # the command declares what it copied, so the agent knows when the copy is whole
+    digest = hashlib.sha256(document.read_bytes()).hexdigest()
+    size = document.stat().st_size
+    assert status["completeness"] == "declared"
+    assert status["files"] == [{"name": "供暖方案.txt", "size": size, "sha256": digest}]
+    written = json.loads(
+        (gov.sent / status["msg_id"] / "供暖方案.txt.meta.json").read_text("utf-8")
+    )
+    assert written["files"] == [{"name": "供暖方案.txt", "size": size, "sha256": digest}]
 
 
 async def test_send_of_several_files_makes_one_drop_with_every_file(
