@@ -326,6 +326,20 @@ class MetadataError(ValueError):
         )
 
 
+def too_large(source: str, size: int) -> MetadataError:
+    """The refusal of a metadata file of ``size`` bytes, over the 64 KiB limit."""
+    return MetadataError(
+        source,
+        [
+            (
+                "",
+                f"the file is {size} bytes; the limit is 64 KiB",
+                f"文件大小为 {size} 字节，超过 64 KiB 的上限",
+            )
+        ],
+    )
+
+
 MAX_NESTING = 32  # tables and arrays within each other; the metadata needs three
 
 
@@ -363,16 +377,7 @@ def parse_metadata(data: bytes, *, source: str) -> DropMetadata:
     Whatever the bytes, the outcome is a DropMetadata or a MetadataError, never another
     exception: the spoke moves the drop to failed/ with the sentence."""
     if len(data) > MAX_METADATA_BYTES:
-        raise MetadataError(
-            source,
-            [
-                (
-                    "",
-                    f"the file is {len(data)} bytes; the limit is 64 KiB",
-                    f"文件大小为 {len(data)} 字节，超过 64 KiB 的上限",
-                )
-            ],
-        )
+        raise too_large(source, len(data))
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

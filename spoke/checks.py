@@ -23,6 +23,7 @@ from schemas.metadata import (
     MetadataError,
     name_key,
     parse_metadata,
+    too_large,
 )
 from schemas.rules import Document, Finding
 from spoke.files import check_regular, is_clutter, name_problem, name_problem_zh, shown_name
@@ -105,10 +106,14 @@ def read_metadata(claimed: Claimed, stamps: dict[Path, Stamp]) -> DropMetadata:
         if not stat.S_ISREG(st.st_mode):
             raise refuse("drop.not_a_file", file=shown)
         stamps[claimed.meta] = stamp(st)
-        data = os.read(fd, MAX_METADATA_BYTES + 1)
+        data = b""
+        while len(data) <= MAX_METADATA_BYTES and (block := os.read(fd, 1 << 16)):
+            data += block
     finally:
         os.close(fd)
     try:
+        if st.st_size > MAX_METADATA_BYTES:  # say how long it is, not how much was read
+            raise too_large(claimed.meta_name, st.st_size)
         return parse_metadata(data, source=claimed.meta_name)
     except MetadataError as exc:
         raise bad_metadata(shown, exc) from exc

@@ -266,6 +266,18 @@ async def test_hostile_metadata_files_fail_their_drops_and_the_same_pass_goes_on
     assert names(spoke.work) == [out.work.name]
 
 
+async def test_metadata_file_far_over_the_limit_is_refused_with_its_real_size(
+    offline_spoke: OfflineSpokeFactory,
+) -> None:
+    spoke = offline_spoke()
+    spoke.drop("big-meta.txt", BODY, TO_CC + "# " + "x" * (1 << 20) + "\n")
+    size = (spoke.outbox / "big-meta.txt.meta.toml").stat().st_size
+    await spoke.settle()
+    data = errors(spoke)["big-meta.txt"]
+    assert data["rule"] == "drop.bad_metadata"
+    assert f"the file is {size} bytes" in data["message"]
+
+
 async def test_expiry_already_past_is_refused_before_sealing(
     offline_spoke: OfflineSpokeFactory,
 ) -> None:
