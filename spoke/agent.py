@@ -285,12 +285,18 @@ class SpokeAgent:
         every = self.ctx.config.limits.resend_every
         while True:
             await asyncio.sleep(every)
-            await self.sender.republish(older_than_ms=int(every * 1000))
+            try:
+                await self.sender.republish(older_than_ms=int(every * 1000))
+            except Exception:  # the next round tries again; the agent must not stop
+                log.exception("outbox.resend_failed")
 
     async def _receipt_loop(self) -> None:
         while True:
             await asyncio.sleep(self.ctx.config.limits.receipt_flush)
-            await self.receiver.flush()
+            try:
+                await self.receiver.flush()
+            except Exception:  # the receipts stay queued for the next flush
+                log.exception("receipts.flush_failed")
 
     async def _inbound_loop(self) -> None:
         while True:

@@ -287,7 +287,10 @@ class Sender:
     async def publish(self, out: Outbound) -> None:
         """Send the envelope: inline when small; else the head, and chunks when asked."""
         if out.body_size <= transport.INLINE_BODY_MAX:
-            body = await asyncio.to_thread(out.body_path.read_bytes)
+            try:
+                body = await asyncio.to_thread(out.body_path.read_bytes)
+            except FileNotFoundError:
+                return  # the hub answered meanwhile: the answer removed the sealed body
             await self.ctx.publish_up(
                 out.channel, transport.encode(transport.EnvelopeMsg(out.frame, body))
             )
@@ -324,7 +327,11 @@ class Sender:
 
     async def _pump(self, out: Outbound, offset: int) -> None:
         position = offset
-        with out.body_path.open("rb") as handle:
+        try:
+            handle = out.body_path.open("rb")  # closed by the with below, across awaits
+        except FileNotFoundError:
+            return  # the hub answered meanwhile: the answer removed the sealed body
+        with handle:
             handle.seek(position)
             while position < out.body_size:
                 data = handle.read(transport.CHUNK_BYTES)

@@ -656,3 +656,22 @@ async def test_sender_clearance_refusal_does_not_talk_about_recipients(
 def test_shown_name_escapes_bytes_and_control_characters() -> None:
     assert shown_name(os.fsdecode(GBK_NAME)) == "\\xb9\\xab\\xce\\xc4.txt"
     assert shown_name("通知\x1b[2J.txt") == "通知\\x1b[2J.txt"
+
+
+# ------------------------------------------------------ the hub's answer overtakes a resend
+
+
+async def test_resend_of_an_envelope_the_hub_answered_meanwhile_sends_nothing_and_raises_nothing(
+    offline_spoke: OfflineSpokeFactory,
+) -> None:
+    """The resend loop read the QUEUED rows, then the hub's ACCEPTED removed a sealed body
+    before the loop reached it: FileNotFoundError stopped the resend loop, and with it the
+    agent (found by test_crash under load)."""
+    spoke = offline_spoke()
+    spoke.drop("report.txt", BODY, TO_CC)
+    await spoke.settle()
+    [out] = spoke.outbound()
+    out.body_path.unlink()  # as _accepted() does, between the read of the rows and the publish
+
+    await spoke.sender.republish()
+    await spoke.sender.publish(out)
