@@ -122,6 +122,7 @@ class Watch:
     meta: tuple[object, ...] = ()
     document: tuple[object, ...] = ()
     unordered: bool = False  # the document changed after its metadata file appeared
+    declared: tuple[tuple[object, ...], tuple[DeclaredFile, ...]] | None = None  # (meta, files)
 
 
 @dataclass(frozen=True)
@@ -192,10 +193,11 @@ class Outbox:
             payload = None if is_ignored(name) else meta_payload_name(name)
             if payload is not None:
                 metas.setdefault(_matching(payload, names), []).append(name)
+        temporaries = sorted(n for n in names if is_temporary(n))
         seen: set[str] = set()
         for document, meta_names in sorted(metas.items()):
             seen.add(f"drop:{document}")
-            outcome = self._drop(document, tuple(sorted(meta_names)), names, now)
+            outcome = self._drop(document, tuple(sorted(meta_names)), temporaries, now)
             if isinstance(outcome, Ready):
                 ready.append(outcome)
             elif isinstance(outcome, Orphan):
@@ -223,7 +225,7 @@ class Outbox:
         return now - watch.since
 
     def _drop(
-        self, document: str, meta_names: tuple[str, ...], names: set[str], now: float
+        self, document: str, meta_names: tuple[str, ...], temporaries: list[str], now: float
     ) -> Ready | Orphan | None:
         key = f"drop:{document}"
         meta_stats = tuple(_lstat(self.folder / m) for m in meta_names)
@@ -250,9 +252,7 @@ class Outbox:
             )
             return Ready(document, meta_names, Completeness.REFUSED, refusal)
         beside = tuple(
-            (n, _lstat(self.folder / n))
-            for n in sorted(names)
-            if is_temporary(n) and temporary_of(n, document)
+            (n, _lstat(self.folder / n)) for n in temporaries if temporary_of(n, document)
         )
         seen = observe(self.folder / document)
         if seen is None:  # the metadata came first; a temporary of it may still be growing
@@ -269,24 +269,27 @@ class Outbox:
         quiet = self._settle(key, meta_stats, seen, beside, now)
         meta_ctime = max((s[4] for s in meta_stats if s is not None), default=0)
         unordered = self._watches[key].unordered or seen.ctime > meta_ctime
-        temporaries = [*seen.temporaries, *(n for n, _ in beside)]
-        if temporaries:
+        unfinished = [*seen.temporaries, *(n for n, _ in beside)]
+        if unfinished:
             if quiet < self.metadata_wait:
                 return None
             refusal = refuse(
                 "drop.incomplete",
                 {
                     "document": shown_name(document),
-                    "temporaries": [shown_name(t) for t in temporaries],
+                    "temporaries": [shown_name(t) for t in unfinished],
                 },
                 document=shown_name(document),
-                temporaries=", ".join(f"'{shown_name(t)}'" for t in temporaries),
+                temporaries=", ".join(f"'{shown_name(t)}'" for t in unfinished),
                 waited_s=self.metadata_wait,
             )
             return Ready(document, meta_names, Completeness.REFUSED, refusal)
         if quiet < self.stable_for:
             return None
-        declared = _declared(self.folder / meta_names[0])
+        watch = self._watches[key]
+        if watch.declared is None or watch.declared[0] != meta_stats:  # read once per version
+            watch.declared = (meta_stats, _declared(self.folder / meta_names[0]))
+        declared = watch.declared[1]
         if declared:
             if seen.sizes is not None and _sizes_match(declared, seen.sizes):
                 return Ready(document, meta_names, Completeness.DECLARED)

@@ -803,3 +803,28 @@ async def test_folder_with_more_files_than_max_files_is_refused(
     assert data["rule"] == "drop.too_many_files"
     assert data["values"] == {"document": "请示", "files": 3, "limit": 2}
     assert spoke.outbound() == []
+
+
+def test_outbox_reads_a_rewritten_declaration_again(tmp_path: Path) -> None:
+    """A declaration is read once per version of the metadata file, not once per drop."""
+    outbox = Outbox(
+        tmp_path / "outbox",
+        tmp_path / "work",
+        stable_for=1.0,
+        metadata_wait=600.0,
+        stable_for_unordered=300.0,
+    )
+    outbox.folder.mkdir()
+    (outbox.folder / "report.txt").write_bytes(BODY)
+    meta_file = outbox.folder / "report.txt.meta.toml"
+    meta_file.write_text(TO_CC + '[[files]]\nname = "report.txt"\nsize = 1\n', encoding="utf-8")
+    assert outbox.scan(now=0.0) == ([], [])
+    assert outbox.scan(now=10.0) == ([], [])  # the declared size does not match: it waits
+    meta_file.write_text(
+        TO_CC + f'[[files]]\nname = "report.txt"\nsize = {len(BODY)}\n', encoding="utf-8"
+    )
+    assert outbox.scan(now=20.0) == ([], [])
+    assert outbox.scan(now=21.0) == (
+        [Ready("report.txt", ("report.txt.meta.toml",), Completeness.DECLARED)],
+        [],
+    )
