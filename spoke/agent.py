@@ -36,6 +36,8 @@ from spoke.state import SpokeState
 
 log = structlog.get_logger("spoke")
 FOLDERS = ("outbox", "inbox", "sent", "failed", "signfor")
+GAP_WAIT = 1.0  # a numbered receipt batch missing this long: ask the hub to replay (doubling)
+GAP_WAIT_MAX = 60.0
 
 
 class SpokeAgent:
@@ -78,6 +80,7 @@ class SpokeAgent:
         self._wake = asyncio.Event()
         self._warned_at: int | None = None  # when the key expiry warnings were last logged
         self._watch_failed = False  # outbox.watch_restarted is logged once
+        self._gap_asks: dict[str, asyncio.Task[None]] = {}  # per channel, while a batch is missing
 
     @property
     def org(self) -> str:
@@ -362,3 +365,33 @@ class SpokeAgent:
                 ahead.discard(cursor)
             self._cursor[channel] = cursor
             await asyncio.to_thread(self.ctx.state.save_cursor, channel, cursor)
+            if ahead and channel not in self._gap_asks:
+                self._gap_asks[channel] = asyncio.get_running_loop().create_task(
+                    self._ask_for_missing(channel), name=f"spoke.receipt_gap.{channel}"
+                )
+
+    async def _ask_for_missing(self, channel: str) -> None:
+        """A numbered receipt batch is missing while later ones arrived (the hub stopped
+        after numbering it and before sending it, and this spoke never reconnected, so no
+        hello asked for it). Batches may also just arrive out of order: wait a moment, then
+        say hello with the highest contiguous number, which makes the hub replay what
+        follows; again, with a growing pause, while the gap lasts."""
+        pause = GAP_WAIT
+        try:
+            while self._ahead.get(channel):
+                await asyncio.sleep(pause)
+                link = self.ctx.links.get(channel)
+                if not self._ahead.get(channel) or link is None or not link.connected.is_set():
+                    continue
+                cursor = self._cursor.get(channel, 0)
+                log.info(
+                    "receipts.gap",
+                    channel=channel,
+                    last_seq=cursor,
+                    next_held=min(self._ahead[channel]),
+                )
+                hello = transport.encode(transport.HelloMsg(cursor))
+                await link.publish(topics.up(channel, self.org), hello)
+                pause = min(pause * 2, GAP_WAIT_MAX)
+        finally:
+            self._gap_asks.pop(channel, None)
