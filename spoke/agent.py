@@ -276,9 +276,12 @@ class SpokeAgent:
             self._wake.clear()
             try:
                 await self.sender.scan()
-                await self.receiver.sign_for_requests(self.ctx.config.folder("signfor"))
             except Exception:  # one bad drop must never stop the outbox
                 log.exception("outbox.scan_failed")
+            try:
+                await self.receiver.sign_for_requests(self.ctx.config.folder("signfor"))
+            except Exception:  # nor stop sign-for
+                log.exception("signfor.scan_failed")
             if self.sender.outbox.waiting():
                 # something is settling: look again once it may have been stable long enough
                 await asyncio.sleep(min(limits.stable_for, limits.rescan_every) / 2)

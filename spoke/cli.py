@@ -24,7 +24,16 @@ from spoke.keygen import generate_org_keys, rotate_org_keys
 from spoke.keyring import KeySource, describe_held, own_key_sentence, own_key_warnings
 from spoke.refusals import Refusal
 from spoke.state import SpokeState
-from spoke.tools import drop_name, make_drop, rehearse, sending_line, status_table, waiting_drops
+from spoke.tools import (
+    declaration,
+    declaration_toml,
+    drop_name,
+    make_drop,
+    rehearse,
+    sending_line,
+    status_table,
+    waiting_drops,
+)
 
 app = typer.Typer(
     name="spoke",
@@ -265,6 +274,24 @@ def sign_for(
     request = settings.folder("signfor") / msg_id
     atomic_write(request, b"", mode=0o644)
     typer.echo(f"sign-for requested ({request}); the agent sends SIGNED_FOR to the sender")
+
+
+@app.command()
+def declare(
+    path: Annotated[Path, typer.Argument(help="A document, or a folder of files, as dropped")],
+    as_json: Annotated[bool, typer.Option("--json", help="The files as a JSON list")] = False,
+) -> None:
+    """Print each file of a drop with its size and SHA-256, as the metadata declares them
+    (文件): appended to NAME.meta.toml, it lets the spoke take the drop exactly when the
+    copy is whole, whatever the tool that copies it."""
+    try:
+        files = declaration(path)
+    except (OSError, ValueError) as exc:
+        raise _fail("spoke declare", exc) from exc
+    if as_json:
+        typer.echo(json.dumps(files, **_JSON))
+    else:
+        typer.echo(declaration_toml(files), nl=False)
 
 
 @app.command()

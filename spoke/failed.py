@@ -45,8 +45,11 @@ class FailedFolder:
         """A free path for the drop ``name``, with room for its metadata and error files."""
         return unique_path(self.folder, name, room=_ROOM)
 
-    def take(self, source: Path, metas: list[Path], name: str) -> Failed:
-        """Move the drop ``source`` (if it is there) and its metadata files into failed/."""
+    def take(
+        self, source: Path, metas: list[Path], name: str, extras: list[Path] | None = None
+    ) -> Failed:
+        """Move the drop ``source`` (if it is there), its metadata files and ``extras``
+        (temporaries of it) into failed/."""
         target = self.place(name)
         if source.exists() or source.is_symlink():
             durable_rename(source, target)
@@ -54,6 +57,9 @@ class FailedFolder:
             suffix = next((s for s in META_SUFFIXES if meta.name.endswith(s)), "")
             if meta.exists() or meta.is_symlink():
                 durable_rename(meta, unique_path(self.folder, f"{target.name}{suffix}"))
+        for extra in extras or []:
+            if extra.exists() or extra.is_symlink():
+                durable_rename(extra, unique_path(self.folder, extra.name))
         return Failed(target, self.error_stem(target.name))
 
     def error_stem(self, name: str) -> str:

@@ -26,6 +26,7 @@ answered after ``metadata_wait`` seconds, never left without a word.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import stat
@@ -74,6 +75,15 @@ class Completeness(StrEnum):
     RECOVERED = "recovered"  # claimed before a restart; the claim is finished at start
 
 
+class Unmovable(Exception):  # noqa: N818 - an outcome the sender explains, not a fault of ours
+    """The spoke cannot move this drop out of the outbox (a permission, most likely)."""
+
+    def __init__(self, name: str, error: OSError) -> None:
+        super().__init__(f"{name}: {error}")
+        self.name = name
+        self.error = error
+
+
 def _stat(st: os.stat_result) -> Stat:
     return (st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
@@ -85,32 +95,32 @@ class Observed:
     signature: tuple[object, ...]
     ctime: int  # the latest ctime of the document and its entries (ns)
     temporaries: tuple[str, ...]  # entries still being written (inside a folder)
-    sizes: dict[str, int] | None  # a folder's regular files (a file: itself) by name
+    files: dict[str, tuple[Path, Stat]] | None  # the regular files to send, by name
 
 
 def observe(path: Path) -> Observed | None:
     """The document at ``path`` as it is now; None if it is not there."""
     try:
-        st = path.lstat()
+        own = _stat(path.lstat())
     except FileNotFoundError:
         return None
-    if not stat.S_ISDIR(st.st_mode):
-        sizes = {path.name: st.st_size} if stat.S_ISREG(st.st_mode) else None
-        return Observed((_stat(st),), st.st_ctime_ns, (), sizes)
+    if not stat.S_ISDIR(own[1]):
+        files = {path.name: (path, own)} if stat.S_ISREG(own[1]) else None
+        return Observed((own,), own[4], (), files)
     try:
-        entries = {e.name: e.stat(follow_symlinks=False) for e in os.scandir(path)}
+        entries = {e.name: _stat(e.stat(follow_symlinks=False)) for e in os.scandir(path)}
     except OSError as exc:  # unreadable (or vanishing): the checks will name it
-        return Observed((_stat(st), exc.errno), st.st_ctime_ns, (), None)
+        return Observed((own, exc.errno), own[4], (), None)
     names = set(entries)
     temporaries = tuple(sorted(n for n in names if is_temporary(n, names)))
-    listing = tuple(sorted((n, _stat(s)) for n, s in entries.items()))
-    ctime = max([st.st_ctime_ns, *(s.st_ctime_ns for s in entries.values())])
-    sizes = {
-        n: s.st_size
+    listing = tuple(sorted(entries.items()))
+    ctime = max([own[4], *(s[4] for s in entries.values())])
+    files = {
+        n: (path / n, s)
         for n, s in entries.items()
-        if stat.S_ISREG(s.st_mode) and not is_clutter(n, names)
+        if stat.S_ISREG(s[1]) and not is_clutter(n, names)
     }
-    return Observed((_stat(st), listing), ctime, temporaries, sizes)
+    return Observed((own, listing), ctime, temporaries, files)
 
 
 @dataclass
@@ -123,6 +133,8 @@ class Watch:
     document: tuple[object, ...] = ()
     unordered: bool = False  # the document changed after its metadata file appeared
     declared: tuple[tuple[object, ...], tuple[DeclaredFile, ...]] | None = None  # (meta, files)
+    digests: dict[Path, tuple[Stat, str]] = field(default_factory=dict)  # read once a version
+    stuck: bool = False  # it could not be moved; tried again once something of it changes
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,7 @@ class Ready:
     meta_names: tuple[str, ...]
     completeness: Completeness
     refusal: Refusal | None = None
+    beside: tuple[str, ...] = ()  # temporaries of it, refused with it
 
 
 @dataclass(frozen=True)
@@ -152,6 +165,7 @@ class Claimed:
     meta_names: tuple[str, ...]
     completeness: Completeness = Completeness.METADATA_LAST
     refusal: Refusal | None = None
+    beside: tuple[str, ...] = ()  # temporaries of it, moved with it to be refused
 
     @property
     def payload(self) -> Path:
@@ -208,7 +222,8 @@ class Outbox:
             seen.add(f"lone:{name}")
             found = observe(self.folder / name)  # still being copied: its wait starts again
             signature = () if found is None else found.signature
-            if self._waited(f"lone:{name}", signature, now) >= self.metadata_wait:
+            waited = self._waited(f"lone:{name}", signature, now)
+            if waited >= self.metadata_wait and not self._watches[f"lone:{name}"].stuck:
                 orphans.append(Orphan(name, self._lone(name)))
         self._watches = {k: w for k, w in self._watches.items() if k in seen}
         return ready, orphans
@@ -230,9 +245,8 @@ class Outbox:
         key = f"drop:{document}"
         meta_stats = tuple(_lstat(self.folder / m) for m in meta_names)
         if len(meta_names) > 1:
-            if self._waited(key, (meta_stats, _lstat(self.folder / document)), now) < (
-                self.stable_for
-            ):
+            waited = self._waited(key, (meta_stats, _lstat(self.folder / document)), now)
+            if waited < self.stable_for or self._watches[key].stuck:
                 return None
             shown = ", ".join(f"'{shown_name(m)}'" for m in meta_names)
             refusal = refuse(
@@ -243,7 +257,8 @@ class Outbox:
             )
             return Ready(document, meta_names, Completeness.REFUSED, refusal)
         if is_ignored(document):  # NAME.part.meta.toml: a name that is never sent
-            if self._waited(key, meta_stats, now) < self.metadata_wait:
+            waited = self._waited(key, meta_stats, now)
+            if waited < self.metadata_wait or self._watches[key].stuck:
                 return None
             refusal = refuse(
                 "drop.temporary_name",
@@ -267,7 +282,12 @@ class Outbox:
             )
             return Orphan(meta_names[0], refusal)
         quiet = self._settle(key, meta_stats, seen, beside, now)
+        if self._watches[key].stuck:
+            return None  # it could not be moved, and nothing of it has changed since
         meta_ctime = max((s[4] for s in meta_stats if s is not None), default=0)
+        # A tie counts as metadata last: renames within one clock tick share a ctime (the
+        # temporary-then-rename pattern of docs/integrators.md), and making them wait
+        # stable_for_unordered would hold back every quick, well-behaved drop.
         unordered = self._watches[key].unordered or seen.ctime > meta_ctime
         unfinished = [*seen.temporaries, *(n for n, _ in beside)]
         if unfinished:
@@ -283,7 +303,9 @@ class Outbox:
                 temporaries=", ".join(f"'{shown_name(t)}'" for t in unfinished),
                 waited_s=self.metadata_wait,
             )
-            return Ready(document, meta_names, Completeness.REFUSED, refusal)
+            return Ready(
+                document, meta_names, Completeness.REFUSED, refusal, tuple(n for n, _ in beside)
+            )
         if quiet < self.stable_for:
             return None
         watch = self._watches[key]
@@ -291,11 +313,15 @@ class Outbox:
             watch.declared = (meta_stats, _declared(self.folder / meta_names[0]))
         declared = watch.declared[1]
         if declared:
-            if seen.sizes is not None and _sizes_match(declared, seen.sizes):
+            matches = seen.files is not None and _matches(declared, seen.files, watch.digests)
+            if not matches:
+                if quiet < self.stable_for_unordered:
+                    return None  # still being written, perhaps: the checks name it later
                 return Ready(document, meta_names, Completeness.DECLARED)
-            if quiet < self.stable_for_unordered:
-                return None  # the checks name the mismatch once it has had its time
-            return Ready(document, meta_names, Completeness.DECLARED)
+            if all(d.sha256 for d in declared):
+                return Ready(document, meta_names, Completeness.DECLARED)
+            # sizes prove less (Windows sets a file's size before writing it): the order
+            # and the quiet decide, as without a declaration
         if unordered:
             if quiet < self.stable_for_unordered:
                 return None
@@ -318,6 +344,7 @@ class Outbox:
             return 0.0
         if watch.meta == meta and watch.document == document:
             return now - watch.since
+        watch.stuck = False  # something changed: the spoke may be able to move it now
         if watch.document != document and watch.meta == meta:
             watch.unordered = True  # written after the metadata file: not the commit marker
         elif watch.document == document:
@@ -353,23 +380,40 @@ class Outbox:
     def claim(self, ready: Ready) -> Claimed | None:
         """Move the drop into a fresh work folder: the document first, the marker last.
 
-        None if part of it went away meanwhile: what was moved goes back, and the drop
-        is looked at again on the next scan."""
+        None if part of it went away meanwhile; Unmovable if the spoke may not move it
+        (then it is left alone until something of it changes). Either way what was moved
+        goes back, and nothing is left in the work area."""
         work = self.work / f"{int(time.time() * 1000)}-{secrets.token_hex(4)}"
         work.mkdir(parents=True)
         fsync_dir(work.parent)
-        self._watches.pop(f"drop:{ready.name}", None)
         moved: list[str] = []
         names = [ready.name] if _lstat(self.folder / ready.name) is not None else []
         try:
-            for name in (*names, *ready.meta_names):
+            for name in (*names, *ready.meta_names, *ready.beside):
                 durable_rename(self.folder / name, work / name)
                 moved.append(name)
-        except FileNotFoundError:
+        except OSError as exc:
             self._move(work, moved, self.folder)
             work.rmdir()
-            return None
-        return Claimed(ready.name, work, ready.meta_names, ready.completeness, ready.refusal)
+            self._watches.pop(f"drop:{ready.name}", None)
+            if isinstance(exc, FileNotFoundError):
+                return None
+            # look again now, so that what the moves back changed is not taken for a change
+            names_now = {p.name for p in self.folder.iterdir()}
+            temporaries = sorted(n for n in names_now if is_temporary(n))
+            self._drop(ready.name, ready.meta_names, temporaries, time.monotonic())
+            self.mark_stuck(f"drop:{ready.name}")
+            raise Unmovable(ready.name, exc) from exc
+        self._watches.pop(f"drop:{ready.name}", None)
+        return Claimed(
+            ready.name, work, ready.meta_names, ready.completeness, ready.refusal, ready.beside
+        )
+
+    def mark_stuck(self, key: str) -> None:
+        """``drop:NAME`` or ``lone:NAME`` cannot be moved: leave it until it changes."""
+        watch = self._watches.get(key)
+        if watch is not None:
+            watch.stuck = True
 
     def unclaim(self, claimed: Claimed) -> bool:
         """Give a claimed drop back to the outbox (the document first, the marker last),
@@ -486,10 +530,40 @@ def _declared(meta: Path) -> tuple[DeclaredFile, ...]:
         return ()
 
 
-def _sizes_match(declared: tuple[DeclaredFile, ...], sizes: dict[str, int]) -> bool:
-    """Every declared file is there with its declared size, and nothing else is."""
-    found = {name_key(n): size for n, size in sizes.items()}
-    wanted = {name_key(f.name): f.size for f in declared}
-    if set(found) != set(wanted):
+def _matches(
+    declared: tuple[DeclaredFile, ...],
+    files: dict[str, tuple[Path, Stat]],
+    digests: dict[Path, tuple[Stat, str]],
+) -> bool:
+    """Every declared file is there, with its declared size and SHA-256 (read once per
+    version of the file, kept in ``digests``), and nothing else is."""
+    found = {name_key(n): entry for n, entry in files.items()}
+    if set(found) != {name_key(d.name) for d in declared}:
         return False
-    return all(size is None or found[k] == size for k, size in wanted.items())
+    for d in declared:
+        path, stat_ = found[name_key(d.name)]
+        if d.size is not None and stat_[2] != d.size:
+            return False
+        if d.sha256 is not None:
+            known = digests.get(path)
+            if known is None or known[0] != stat_:
+                known = digests[path] = (stat_, _sha256(path))
+            if known[1] != d.sha256:
+                return False
+    return True
+
+
+def _sha256(path: Path) -> str:
+    """The file's SHA-256, never through a link, never blocking on a pipe; "" if unreadable."""
+    digest = hashlib.sha256()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as source:
+        try:
+            while block := source.read(1 << 20):
+                digest.update(block)
+        except OSError:
+            return ""
+    return digest.hexdigest()

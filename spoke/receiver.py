@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
+import stat
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +53,8 @@ class Receiver:
         self.incoming = ctx.config.work / "incoming"
         self._transfers: dict[bytes, Incoming] = {}
         self._pending: dict[tuple[str, str], list[ReceiptEntry]] = defaultdict(list)
-        self._bad_requests: set[str] = set()  # sign-for requests that failed: logged once
+        # sign-for requests that failed, by name, as they were: logged once, left alone
+        self._bad_requests: dict[str, tuple[int, int, int]] = {}
 
     # ------------------------------------------------------------------ envelopes
 
@@ -296,13 +299,16 @@ class Receiver:
         A request that names no document is answered with ``NAME.error.txt`` (its name
         shortened where the file system needs it) and removed; one request's trouble never
         stops the others, and is logged once."""
-        for request in await asyncio.to_thread(_requests, folder):
+        requests = await asyncio.to_thread(_requests, folder)
+        self._bad_requests = {n: s for n, s in self._bad_requests.items() if n in requests}
+        for name, seen in requests.items():
+            if self._bad_requests.get(name) == seen:
+                continue  # it failed as it is: tried again once it changes
             try:
-                await self._sign_for_request(folder, request)
+                await self._sign_for_request(folder, folder / name)
             except Exception:
-                if request.name not in self._bad_requests:
-                    self._bad_requests.add(request.name)
-                    log.exception("signfor.failed", request=shown_name(request.name))
+                self._bad_requests[name] = seen
+                log.exception("signfor.failed", request=shown_name(name))
 
     async def _sign_for_request(self, folder: Path, request: Path) -> None:
         name = request.name.removesuffix(".signfor")
@@ -319,7 +325,7 @@ class Receiver:
                 "file exactly after the document's inbox folder (its msg_id, 32 hex digits).\n"
             )
             error = folder / f"{fit_name(request.name, room=len('.error.txt'))}.error.txt"
-            await asyncio.to_thread(atomic_write, error, problem.encode(), mode=0o644)
+            await asyncio.to_thread(_write_once, error, problem.encode())
         await asyncio.to_thread(request.unlink, missing_ok=True)
 
 
@@ -332,11 +338,24 @@ def _append(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def _requests(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if not p.name.startswith(".")
-        and not p.name.endswith(".error.txt")
-        and not (p.is_dir() and not p.is_symlink())  # a request is a file (of any kind)
-    )
+def _requests(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """The requests in ``folder`` (a request is a file of any kind), each with its inode,
+    mtime and ctime."""
+    found = {}
+    for entry in os.scandir(folder):
+        if entry.name.startswith(".") or entry.name.endswith(".error.txt"):
+            continue
+        with contextlib.suppress(OSError):
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):
+                found[entry.name] = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+    return dict(sorted(found.items()))
+
+
+def _write_once(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` unless it already says exactly that (a rewrite would wake the
+    agent's own watch of the folder)."""
+    with contextlib.suppress(OSError):
+        if path.read_bytes() == data:
+            return
+    atomic_write(path, data, mode=0o644)

@@ -39,6 +39,14 @@ class Refusal(Exception):  # noqa: N818 - a refusal is a value that also travels
     def __str__(self) -> str:
         return f"[{self.rule}] {self.message} {self.hint}"
 
+    @property
+    def loggable(self) -> str | None:
+        """The sentence for a log line, or None where it may quote what the metadata says
+        (a 发文字号, a value): logs get the rule, never the document's words."""
+        if self.rule.startswith("rule.") or self.rule in QUOTES_METADATA:
+            return None
+        return self.message
+
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "rule": self.rule,
@@ -63,6 +71,10 @@ class Texts:
     hint_en: str
 
 
+# Refusals whose sentence quotes what the metadata says: kept out of log lines.
+QUOTES_METADATA: Final = frozenset(
+    {"drop.bad_metadata", "drop.duplicate_doc_number", "drop.declared_mismatch"}
+)
 _AGAIN_ZH = "修改后重新投递。"
 _AGAIN_EN = "Correct it and drop the document again."
 
@@ -102,13 +114,23 @@ CATALOGUE: Final[dict[str, Texts]] = {
         "after it ('NAME.meta.toml') and drop both again.",
     ),
     "drop.incomplete": Texts(
-        "文件夹“{document}”中仍有临时文件 {temporaries}（正在复制的文件，或中断的复制留下的文件），"
-        "已 {waited_s} 秒没有变化。",
-        "the folder '{document}' still holds {temporaries} (files being copied, or left by "
-        "an interrupted copy), unchanged for {waited_s} s.",
-        "完成复制（或删除这些临时文件）后，将整个文件夹和元数据文件重新投递。",
-        "Finish the copy (or remove those temporary files), then drop the folder and its "
-        "metadata again.",
+        "“{document}”尚未写完：临时文件 {temporaries}"
+        "（正在复制、正被编辑器打开，或中断的复制留下的文件）已 {waited_s} 秒没有变化。",
+        "'{document}' is not complete: {temporaries} (being copied, held open by an editor, "
+        "or left by an interrupted copy) unchanged for {waited_s} s.",
+        "临时文件已与它一起移到 failed/。请完成复制（或关闭文档）后，重新投递文件和元数据文件。",
+        "The temporary files are here with it. Finish the copy (or close the document), "
+        "then drop it and its metadata again.",
+    ),
+    "drop.cannot_move": Texts(
+        "交换程序无法把“{document}”移出发件箱：{error}。",
+        "the spoke cannot move '{document}' out of the outbox: {error}.",
+        "请让交换程序的运行用户可以写这个文件夹和发件箱"
+        "（移动文件夹需要对文件夹本身有写权限：chmod u+w 或 g+w），或以该用户的身份复制进来；"
+        "文件一有变化，交换程序就会再试。",
+        "Give the spoke's user write permission on it and on the outbox (moving a folder "
+        "needs write permission on the folder itself: chmod u+w or g+w), or copy it in as "
+        "that user; the spoke tries again as soon as anything of it changes.",
     ),
     "drop.bad_name": Texts(
         "名称 {name} {problem_zh}。",

@@ -55,6 +55,8 @@ def digests(prepared: Prepared) -> list[FileEntry]:
         if name_key(e.name) in declared and e.sha256.hex() != declared[name_key(e.name)]
     ]
     if wrong:
+        if changed(prepared):  # still being written: not a wrong declaration (yet)
+            raise ChangedWhileSealing(prepared.claimed.name)
         raise declared_mismatch(
             prepared.claimed.name,
             [
@@ -84,7 +86,7 @@ def refuse_duplicate(
     """Refusal if the same document went out within the window (and resend is not set)."""
     if window_ms <= 0 or prepared.metadata.resend:
         return
-    doc_number = prepared.metadata.doc_number
+    doc_number = prepared.metadata.doc_number or None  # "" is no number
     found = state.sent_before(print_, doc_number, since=now - window_ms)
     if found is None:
         return

@@ -37,10 +37,10 @@ from schemas.rules import Mode
 from schemas.seal import Draft, SourceChangedError
 from spoke.checks import Prepared, prepare
 from spoke.context import SpokeContext
-from spoke.failed import FailedFolder
+from spoke.failed import Failed, FailedFolder
 from spoke.files import META_SUFFIXES, durable_rename, shown_name, write_json
 from spoke.keyring import Held, Ready
-from spoke.outbox import Claimed, Orphan, Outbox
+from spoke.outbox import Claimed, Orphan, Outbox, Unmovable
 from spoke.refusals import Refusal, hub_reason_zh, refuse
 from spoke.sealing import (
     ChangedWhileSealing,
@@ -96,9 +96,16 @@ class Sender:
         for orphan in orphans:
             await self._guard(orphan.name, functools.partial(self._fail_orphan, orphan))
         for complete in ready:
-            taken = await self._guard(complete.name, functools.partial(self.outbox.claim, complete))
-            if taken is None:
+            try:
+                taken = await self._guard(
+                    complete.name, functools.partial(self.outbox.claim, complete)
+                )
+            except Unmovable as stuck:
+                await self._guard(complete.name, functools.partial(self._explain_stuck, stuck))
                 continue
+            if taken is None:
+                continue  # it went away meanwhile (or could not be moved: logged)
+            await self._guard(complete.name, functools.partial(self._forget_stuck, taken.name))
             log.info(
                 "drop.claimed",
                 name=shown_name(complete.name),
@@ -109,9 +116,12 @@ class Sender:
 
     async def _guard(self, name: str, step: Callable[[], T]) -> T | None:
         """Run one drop's blocking step in a worker thread; whatever it raises is logged
-        once per drop (drop.error, with the traceback) and never stops the outbox."""
+        once per drop (drop.error, with the traceback) and never stops the outbox (an
+        Unmovable drop is the caller's to explain)."""
         try:
             return await asyncio.to_thread(step)
+        except Unmovable:
+            raise
         except Exception:
             if name not in self._troubles:
                 self._troubles.add(name)
@@ -481,7 +491,8 @@ class Sender:
     def _fail(self, claimed: Claimed, refusal: Refusal, *, msg_id: bytes | None = None) -> None:
         """Move a drop to failed/ unchanged, with NAME.error.txt and NAME.error.json."""
         metas = [claimed.work / m for m in claimed.meta_names]
-        failed = self.failures.take(claimed.payload, metas, claimed.name)
+        extras = [claimed.work / n for n in claimed.beside]
+        failed = self.failures.take(claimed.payload, metas, claimed.name, extras)
         self.failures.explain(
             failed, refusal, original=claimed.name, at=self.ctx.clock(), msg_id=msg_id
         )
@@ -492,23 +503,53 @@ class Sender:
             "drop.failed",
             name=shown_name(claimed.name),
             rule=refusal.rule,
-            # a rule's finding (the spoke's or the hub's) quotes the document number
-            detail=None if refusal.rule.startswith("rule.") else refusal.message,
+            detail=refusal.loggable,  # never a 发文字号 or another value of the metadata
             msg_id=None if msg_id is None else msg_id_text(msg_id),
         )
+
+    def _explain_stuck(self, stuck: Unmovable) -> None:
+        """The spoke may not move a drop: say so beside it, in the outbox (NAME.error.txt,
+        .json; ignored there), and leave it until something of it changes."""
+        refusal = refuse(
+            "drop.cannot_move",
+            {"document": shown_name(stuck.name), "error": stuck.error.strerror},
+            document=shown_name(stuck.name),
+            error=stuck.error.strerror or str(stuck.error),
+        )
+        beside = FailedFolder(self.outbox.folder)
+        where = Failed(self.outbox.folder / stuck.name, beside.error_stem(stuck.name))
+        beside.explain(where, refusal, original=stuck.name, at=self.ctx.clock())
+        log.warning("drop.stuck", name=shown_name(stuck.name), detail=refusal.message)
+
+    def _forget_stuck(self, name: str) -> None:
+        """A drop that could not be moved has been now: its explanation in the outbox goes."""
+        beside = FailedFolder(self.outbox.folder)
+        stem = beside.error_stem(name)
+        machine = self.outbox.folder / f"{stem}.error.json"
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(machine.read_text(encoding="utf-8"))["rule"] == "drop.cannot_move":
+                machine.unlink()
+                (self.outbox.folder / f"{stem}.error.txt").unlink(missing_ok=True)
 
     def _fail_orphan(self, orphan: Orphan) -> None:
         source = self.outbox.folder / orphan.name
         if not (source.exists() or source.is_symlink()):
             return  # taken away meanwhile: nothing to answer
-        failed = self.failures.take(source, [], orphan.name)
+        try:
+            failed = self.failures.take(source, [], orphan.name)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError):
+                return
+            self.outbox.mark_stuck(f"lone:{orphan.name}")
+            self._explain_stuck(Unmovable(orphan.name, exc))
+            return
         self.failures.explain(failed, orphan.refusal, original=orphan.name, at=self.ctx.clock())
         self._troubles.discard(orphan.name)
         log.warning(
             "drop.failed",
             name=shown_name(orphan.name),
             rule=orphan.refusal.rule,
-            detail=orphan.refusal.message,
+            detail=orphan.refusal.loggable,
         )
 
 

@@ -18,7 +18,7 @@ from schemas.rules import Document, settings_of
 from schemas.whatif import WhatIf, what_if
 from spoke.checks import address, bad_metadata
 from spoke.config import SpokeConfig
-from spoke.files import name_problem
+from spoke.files import is_clutter, is_temporary, name_problem
 from spoke.refusals import Refusal
 from spoke.state import Sending, SpokeState
 
@@ -59,6 +59,39 @@ def make_drop(
         mode=0o644,
     )
     return drop
+
+
+def declaration(path: Path) -> list[dict[str, object]]:
+    """The ``files`` of a drop as it stands at ``path`` (a file, or a folder of files): each
+    file's name, size and SHA-256. ValueError, in both languages, for what the spoke would
+    not send (a link, a nested folder, a file still being written)."""
+    if path.is_symlink() or not (path.is_file() or path.is_dir()):
+        raise ValueError(
+            f"{path} 不是普通文件或文件夹 / {path} is not an ordinary file or a folder"
+        )
+    if path.is_file():
+        return [{"name": path.name, **_size_and_digest(path)}]
+    names = {p.name for p in path.iterdir()}
+    found = []
+    for entry in sorted(path.iterdir()):
+        if is_clutter(entry.name, names):
+            continue
+        if is_temporary(entry.name, names) or entry.is_symlink() or not entry.is_file():
+            raise ValueError(
+                f"{entry} 是临时文件、链接或文件夹，请写完或移走后再声明 / {entry} is a "
+                "temporary file, a link or a folder: finish or move it, then declare again"
+            )
+        found.append({"name": entry.name, **_size_and_digest(entry)})
+    return found
+
+
+def declaration_toml(files: list[dict[str, object]]) -> str:
+    """``[[files]]`` tables to append to NAME.meta.toml (its other fields come first)."""
+    lines = []
+    for file in files:
+        lines += ["", "[[files]]"]
+        lines += [f"{key} = {json.dumps(value, ensure_ascii=False)}" for key, value in file.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _size_and_digest(path: Path) -> dict[str, object]:

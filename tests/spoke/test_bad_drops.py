@@ -9,6 +9,7 @@ stays QUEUED. Drops are made as an integrator makes them: the document first, th
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -817,12 +818,11 @@ def test_outbox_reads_a_rewritten_declaration_again(tmp_path: Path) -> None:
     outbox.folder.mkdir()
     (outbox.folder / "report.txt").write_bytes(BODY)
     meta_file = outbox.folder / "report.txt.meta.toml"
-    meta_file.write_text(TO_CC + '[[files]]\nname = "report.txt"\nsize = 1\n', encoding="utf-8")
+    wrong, right = "0" * 64, hashlib.sha256(BODY).hexdigest()
+    meta_file.write_text(TO_CC + f'[[files]]\nname = "report.txt"\nsha256 = "{wrong}"\n', "utf-8")
     assert outbox.scan(now=0.0) == ([], [])
-    assert outbox.scan(now=10.0) == ([], [])  # the declared size does not match: it waits
-    meta_file.write_text(
-        TO_CC + f'[[files]]\nname = "report.txt"\nsize = {len(BODY)}\n', encoding="utf-8"
-    )
+    assert outbox.scan(now=10.0) == ([], [])  # the declared digest does not match: it waits
+    meta_file.write_text(TO_CC + f'[[files]]\nname = "report.txt"\nsha256 = "{right}"\n', "utf-8")
     assert outbox.scan(now=20.0) == ([], [])
     assert outbox.scan(now=21.0) == (
         [Ready("report.txt", ("report.txt.meta.toml",), Completeness.DECLARED)],

@@ -8,11 +8,15 @@ defect found by trying the spoke with ordinary tools: it failed before the fix.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
 import re
+import shutil
+import subprocess
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,7 @@ from schemas.errors import Reason
 from spoke.config import Limits, load_config
 from spoke.failed import FailedFolder
 from spoke.files import shown_name
+from spoke.receiver import Receiver
 from spoke.refusals import CATALOGUE, HUB_REASONS, hub_reason_zh, refuse
 from tests.spoke.conftest import OfflineSpoke, OfflineSpokeFactory
 from tests.world import REPO, World
@@ -424,7 +429,7 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-async def test_declared_sizes_let_a_metadata_first_folder_go_as_soon_as_it_matches(
+async def test_declared_digests_let_a_metadata_first_folder_go_as_soon_as_it_matches(
     offline_spoke: OfflineSpokeFactory, world: World
 ) -> None:
     """With the files declared, the order and the pauses of the writer do not matter."""
@@ -432,7 +437,7 @@ async def test_declared_sizes_let_a_metadata_first_folder_go_as_soon_as_it_match
     attachment = b"%PDF " + bytes(range(256)) * 8
     declared = (
         f'[[files]]\nname = "正文.txt"\nsize = {len(BODY)}\nsha256 = "{sha(BODY)}"\n'
-        f'[[files]]\n"文件名" = "附件.pdf"\n"大小" = {len(attachment)}\n'
+        f'[[files]]\n"文件名" = "附件.pdf"\n"SHA256" = "{sha(attachment)}"\n'
     )
     spoke.write_meta("吉政发5", TO_CC + declared)
     folder = spoke.outbox / "吉政发5"
@@ -440,7 +445,7 @@ async def test_declared_sizes_let_a_metadata_first_folder_go_as_soon_as_it_match
     (folder / "正文.txt").write_bytes(BODY)
     (folder / "附件.pdf").write_bytes(attachment[:100])
     await scan_for(spoke, 0.3)
-    assert spoke.outbound() == []  # 附件.pdf is not its declared size yet
+    assert spoke.outbound() == []  # 附件.pdf does not have its declared digest yet
     with (folder / "附件.pdf").open("ab") as handle:
         handle.write(attachment[100:])
 
@@ -675,3 +680,161 @@ async def test_resend_of_an_envelope_the_hub_answered_meanwhile_sends_nothing_an
 
     await spoke.sender.republish()
     await spoke.sender.publish(out)
+
+
+# ------------------------------------------------------------------ found in review
+
+
+def declared(**file: object) -> str:
+    return TO_CC + "[[files]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in file.items())
+
+
+async def test_size_only_declaration_does_not_take_a_file_written_to_its_final_size_first(
+    offline_spoke: OfflineSpokeFactory, world: World
+) -> None:
+    """Windows over a share sets the end of file first, then writes: a size that matches
+    proves nothing, and a stalled writer's zeros were once sealed."""
+    spoke = offline_spoke(limits=SLOW)
+    whole = b"A" * 4000 + b"B" * 4000
+    document = spoke.outbox / "report.pdf"
+    spoke.write_meta("report.pdf", declared(name="report.pdf", size=len(whole)))
+    with document.open("wb") as writer:  # the writer holds the file open throughout
+        writer.truncate(len(whole))
+        writer.write(whole[:4000])
+        writer.flush()
+        await scan_for(spoke, 10 * SLOW.stable_for)  # the network stalls
+        assert spoke.outbound() == []
+        writer.write(whole[4000:])
+    await spoke.settle()
+    [out] = spoke.outbound()
+    assert spoke.open_as(world, out, "jl.cc") == {"report.pdf": whole}
+
+
+async def test_digest_only_declaration_waits_for_a_slow_writer_and_takes_it_when_whole(
+    offline_spoke: OfflineSpokeFactory, world: World
+) -> None:
+    spoke = offline_spoke(limits=SLOW)
+    whole = b"A" * 4000 + b"B" * 4000
+    spoke.write_meta("report.pdf", declared(name="report.pdf", sha256=sha(whole)))
+    document = spoke.outbox / "report.pdf"
+    document.write_bytes(whole[:4000])
+    await scan_for(spoke, 10 * SLOW.stable_for)  # far below stable_for_unordered
+    assert errors(spoke) == {}
+    assert spoke.outbound() == []
+    with document.open("ab") as writer:
+        writer.write(whole[4000:])
+    await spoke.settle()
+    [out] = spoke.outbound()
+    assert spoke.open_as(world, out, "jl.cc") == {"report.pdf": whole}
+    assert spoke.ctx.state.notes(out.msg_id)["completeness"] == "declared"
+
+
+async def test_document_and_metadata_renamed_into_place_at_once_are_taken_after_stable_for(
+    offline_spoke: OfflineSpokeFactory,
+) -> None:
+    """The pattern the guide recommends (write under a temporary name, rename; the metadata
+    the same way, last) gives both the same change time when done quickly: that is no
+    sign of a metadata file written first, and the drop must not wait stable_for_unordered."""
+    spoke = offline_spoke(limits=Limits(stable_for=0.05, stable_for_unordered=600.0))
+    (spoke.outbox / ".report.txt.tmp").write_bytes(BODY)
+    (spoke.outbox / ".report.txt.meta.toml.tmp").write_text(TO_CC, encoding="utf-8")
+    (spoke.outbox / ".report.txt.tmp").rename(spoke.outbox / "report.txt")
+    (spoke.outbox / ".report.txt.meta.toml.tmp").rename(spoke.outbox / "report.txt.meta.toml")
+    async with asyncio.timeout(30):  # far less than stable_for_unordered
+        await spoke.settle()
+    [out] = spoke.outbound()
+    assert spoke.ctx.state.notes(out.msg_id)["completeness"] == "metadata_last"
+
+
+async def test_incomplete_one_file_drop_is_refused_with_its_temporaries_and_not_called_a_folder(
+    offline_spoke: OfflineSpokeFactory,
+) -> None:
+    spoke = offline_spoke()
+    spoke.drop("report.pdf", BODY, TO_CC)
+    (spoke.outbox / "report.pdf.part").write_bytes(b"an interrupted copy")
+
+    await spoke.settle()
+
+    data = errors(spoke)["report.pdf"]
+    assert data["rule"] == "drop.incomplete"
+    assert "'report.pdf.part'" in data["message"]
+    assert "folder" not in data["message"]
+    assert "文件夹" not in data["message_zh"]
+    assert (spoke.failed / "report.pdf.part").read_bytes() == b"an interrupted copy"
+    assert names(spoke.outbox) == []  # dropping it again is not refused for the old .part
+
+
+async def test_a_refusal_that_quotes_the_document_number_keeps_it_out_of_the_log(
+    offline_spoke: OfflineSpokeFactory,
+) -> None:
+    spoke = offline_spoke()
+    number = "吉政发〔2026〕77号"
+    numbered = TO_CC + f'doc_number = "{number}"\n'
+    spoke.drop("a.txt", b"one", numbered)
+    await spoke.settle()
+    spoke.drop("b.txt", b"two", numbered)
+    with capture_logs() as logs:
+        await spoke.settle()
+    [failed] = [e for e in logs if e["event"] == "drop.failed"]
+    assert failed["rule"] == "drop.duplicate_doc_number"
+    assert number not in json.dumps(logs, ensure_ascii=False, default=str)
+    assert number in errors(spoke)["b.txt"]["message"]  # the integrator is told, of course
+
+
+def immutable(path: Path) -> contextlib.AbstractContextManager[None]:
+    """``path`` made immutable (chattr +i) for the block: not even root may move it, as
+    the spoke's user may not move a folder it cannot write."""
+
+    @contextlib.contextmanager
+    def block() -> Iterator[None]:
+        if shutil.which("chattr") is None:
+            pytest.skip("chattr is not installed")
+        done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)  # noqa: S603, S607
+        if done.returncode != 0:
+            pytest.skip(f"chattr +i refused here: {done.stderr.decode(errors='replace')}")
+        try:
+            yield
+        finally:
+            subprocess.run(["chattr", "-i", str(path)], check=True)  # noqa: S603, S607
+
+    return block()
+
+
+async def test_drop_the_spoke_may_not_move_is_explained_beside_it_and_taken_once_it_changes(
+    offline_spoke: OfflineSpokeFactory,
+) -> None:
+    spoke = offline_spoke()
+    spoke.drop("吉政发9", {"正文.txt": BODY}, TO_CC)
+    folder = spoke.outbox / "吉政发9"
+    with immutable(folder), capture_logs() as logs:
+        await scan_for(spoke, 0.5)  # many passes
+        assert names(spoke.work) == []  # nothing left behind, however often it was tried
+        stuck = [e for e in logs if e["event"] == "drop.stuck"]
+        assert len(stuck) == 1  # said once, not once a pass
+        data = json.loads((spoke.outbox / "吉政发9.error.json").read_text(encoding="utf-8"))
+        assert data["rule"] == "drop.cannot_move"
+        assert has_chinese(data["hint_zh"])
+    folder.chmod(0o775)  # what the operator does: the change lets the spoke try again
+    await spoke.settle()
+    assert len(spoke.outbound()) == 1
+    assert names(spoke.outbox) == []  # the explanation went with the problem
+
+
+async def test_sign_for_request_that_cannot_be_removed_is_answered_once(
+    offline_spoke: OfflineSpokeFactory,
+) -> None:
+    """Rewriting its error file every pass woke the agent's own watch of signfor/ forever."""
+    spoke = offline_spoke()
+    signfor = spoke.ctx.config.folder("signfor")
+    request = signfor / "not-a-msg-id"
+    request.write_bytes(b"")
+    receiver = Receiver(spoke.ctx)
+    with immutable(request), capture_logs() as logs:
+        await receiver.sign_for_requests(signfor)
+        error = signfor / "not-a-msg-id.error.txt"
+        first = error.stat()
+        for _ in range(5):
+            await receiver.sign_for_requests(signfor)
+        assert error.stat().st_mtime_ns == first.st_mtime_ns  # not rewritten
+        assert error.stat().st_ino == first.st_ino
+    assert [e["event"] for e in logs].count("signfor.failed") == 1

@@ -20,6 +20,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import unicodedata
@@ -30,7 +31,7 @@ from typing import Any
 import pytest
 
 from tests.spoke.procs import Exchange, SpokeProcess, eventually, make_exchange, toml_meta
-from tests.world import World
+from tests.world import REPO, World
 
 RSYNC = shutil.which("rsync")
 # The sender's limits: quick enough for a test, with the margins a loaded machine needs.
@@ -154,6 +155,97 @@ async def test_rsync_with_a_bandwidth_limit_delivers_every_file_of_a_folder_drop
 
     status = await delivered(gov, "吉政发4")
     assert files_of(status) == digests(files)
+
+
+GUIDE = REPO / "docs" / "integrators.md"
+
+
+def guide_command(start: str) -> str:
+    """The command of docs/integrators.md that begins with ``start``, as written there."""
+    lines = [
+        line for line in GUIDE.read_text(encoding="utf-8").splitlines() if line.startswith(start)
+    ]
+    assert len(lines) == 1, f"docs/integrators.md should show one command starting {start!r}"
+    return lines[0]
+
+
+def folder_drop(source: Path, name: str, files: dict[str, bytes], title: str) -> None:
+    (source / name).mkdir(parents=True)
+    for file_name, data in files.items():
+        (source / name / file_name).write_bytes(data)
+    (source / f"{name}.meta.toml").write_text(toml_meta(notice(title)), encoding="utf-8")
+
+
+async def interrupted(command: list[str], after: float) -> None:
+    """``command`` started, and stopped with SIGINT (Ctrl-C) after ``after`` seconds."""
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    await asyncio.sleep(after)
+    process.send_signal(signal.SIGINT)
+    await process.wait()
+
+
+@pytest.mark.skipif(RSYNC is None, reason="rsync is not installed (.ci/run installs it)")
+async def test_rsync_in_two_runs_as_the_guide_shows_sends_nothing_of_an_interrupted_copy(
+    gov: SpokeProcess, tmp_path: Path
+) -> None:
+    files = {"正文.pdf": blob(20, 300_000), "附件.pdf": blob(21, 1_000)}
+    source = tmp_path / "src"
+    folder_drop(source, "吉政发7", files, "rsync twice")
+    first_run = guide_command("rsync -a --exclude=").split(" && ")[0]
+    slow_first_run = first_run.replace("rsync -a ", "rsync -a --bwlimit=100 ", 1)
+    await interrupted(
+        [
+            "bash",
+            "-c",
+            slow_first_run.replace("SRC/", f"{source}/").replace("OUTBOX/", f"{gov.outbox}/"),
+        ],
+        after=1.0,
+    )
+    assert not (gov.outbox / "吉政发7.meta.toml").exists()  # the second run never started
+    await asyncio.sleep(LIMITS["stable_for_unordered"] + 1.0)
+    assert gov.status("吉政发7") is None  # what arrived is not sent: no metadata file came
+
+    command = guide_command("rsync -a --exclude=")  # run again, whole, as written
+    await run(
+        "bash", "-c", command.replace("SRC/", f"{source}/").replace("OUTBOX/", f"{gov.outbox}/")
+    )
+    status = await delivered(gov, "吉政发7")
+    assert files_of(status) == digests(files)
+
+
+@pytest.mark.skipif(RSYNC is None, reason="rsync is not installed (.ci/run installs it)")
+async def test_interrupted_rsync_partial_of_a_declared_drop_is_refused_never_sent_part_way(
+    gov: SpokeProcess, tmp_path: Path
+) -> None:
+    """rsync -P keeps an interrupted file under its own name and has sent the metadata
+    file first: only the declaration (spoke declare, as the guide shows) tells."""
+    files = {"正文.pdf": blob(22, 300_000), "附件.pdf": blob(23, 1_000)}
+    source = tmp_path / "src"
+    folder_drop(source, "吉政发8", files, "rsync partial")
+    declare = guide_command("spoke declare ").replace("吉政发〔2026〕5号", "吉政发8")
+    spoke_bin = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{spoke_bin}:{os.environ['PATH']}"}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        ["bash", "-c", declare],
+        cwd=source,
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+    await interrupted(["rsync", "-aP", "--bwlimit=100", f"{source}/", f"{gov.outbox}/"], after=1.0)
+    data = await eventually(lambda: explained(gov, "吉政发8"), "the partial copy to be refused")
+    assert data["rule"] == "drop.declared_mismatch"
+    assert gov.status("吉政发8") is None
+
+    await run("rsync", "-a", f"{source}/", f"{gov.outbox}/")  # the operator runs it again
+    status = await delivered(gov, "吉政发8")
+    assert files_of(status) == digests(files)
+    assert status["completeness"] == "declared"
 
 
 async def test_cp_of_the_metadata_first_and_then_the_document_delivers_it_whole(
