@@ -702,7 +702,11 @@ def doc_number_problem(text: str) -> tuple[str, str] | None:
     if year is not None and len(year.group(1)) != 4:
         zh.append("年份应标全称（4位）")
         en.append("the year is written in full (four digits)")
-    if re.search(r"[〕\]】）)]第?0\d*号$", normal):
+    sequence = re.search(r"[〕\]】）)]第?(\d+)号$", normal)
+    if sequence is not None and int(sequence.group(1)) == 0:
+        zh.append("发文顺序号从1开始（不编为0）")
+        en.append("the sequence number starts at 1, never 0")
+    elif sequence is not None and sequence.group(1).startswith("0"):
         zh.append("发文顺序号不编虚位（1 不编为 01）")
         en.append("no leading zeros in the sequence number (1, not 01)")
     if not re.match(r"[\u4e00-\u9fff]", text):

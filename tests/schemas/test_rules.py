@@ -36,6 +36,7 @@ from schemas.rules import (
     Verdict,
     assign_copy_numbers,
     direction,
+    doc_number_problem,
     evaluate,
     parse_settings,
     settings_of,
@@ -822,6 +823,69 @@ def test_doc_number_form_does_not_apply_without_a_number(world: World) -> None:
     result, _ = judge(world, doc(PROVINCE, (CHANGCHUN,)), DOC_NUMBER_FORM)
 
     assert_verdict(result, N)
+
+
+def reasons(number: str) -> tuple[list[str], list[str]]:
+    """The faults doc_number_problem names, one string each, in English and in Chinese."""
+    problem = doc_number_problem(number)
+    assert problem is not None, number
+    zh_text, en_text = problem
+    en_part = en_text.removeprefix(f"document number {number!r}: ")
+    zh_part = zh_text.removeprefix(f"发文字号 {number!r}：")
+    return (
+        en_part.removesuffix(". Write it like 吉政发〔2002〕3号").split("; "),
+        zh_part.removesuffix("。应如 吉政发〔2002〕3号").split("；"),
+    )
+
+
+START_AT_1 = ("the sequence number starts at 1, never 0", "发文顺序号从1开始（不编为0）")
+NO_ZEROS = (
+    "no leading zeros in the sequence number (1, not 01)",
+    "发文顺序号不编虚位（1 不编为 01）",
+)
+NO_DI = ("the sequence number takes no 第", "发文顺序号不加“第”字")
+BRACKETS = ("the year goes in hexagonal brackets 〔〕", "年份应用六角括号“〔〕”括入")
+FULL_YEAR = ("the year is written in full (four digits)", "年份应标全称（4位）")
+FULL_WIDTH = ("full-width digits or variant characters", "含全角数字或变体字符")
+NO_CODE = (
+    "it starts with the issuing organ's abbreviation in Chinese characters",
+    "应以发文机关代字（汉字）开头",
+)
+NO_HAO = ("it ends with 号", "应以“号”字结尾")
+NOT_THE_FORM = (
+    "it is not of the form 机关代字〔年份〕序号号",
+    "不是“机关代字〔年份〕序号号”的形式",
+)
+
+
+@pytest.mark.parametrize(
+    ("number", "expected"),
+    table(
+        {
+            "sequence_zero_starts_at_one": row("吉政发〔2026〕0号", (START_AT_1,)),
+            "sequence_all_zeros_starts_at_one": row("吉政发〔2026〕000号", (START_AT_1,)),
+            "sequence_zero_with_di": row("吉政发〔2026〕第0号", (NO_DI, START_AT_1)),
+            "full_width_zero_starts_at_one": row("吉政发〔2026〕０号", (FULL_WIDTH, START_AT_1)),
+            "leading_zero": row("吉政发〔2026〕03号", (NO_ZEROS,)),
+            "leading_zeros_before_ten": row("吉政发〔2026〕0010号", (NO_ZEROS,)),
+            "di": row("吉政发〔2026〕第3号", (NO_DI,)),
+            "square_brackets": row("吉政发[2026]3号", (BRACKETS,)),
+            "two_digit_year": row("吉政发〔26〕3号", (FULL_YEAR,)),
+            "full_width_digits": row("吉政发〔２０２６〕３号", (FULL_WIDTH,)),
+            "no_code": row("〔2026〕3号", (NO_CODE,)),
+            "no_hao": row("吉政发〔2026〕3", (NO_HAO,)),
+            "seven_digit_sequence": row("吉政发〔2026〕1234567号", (NOT_THE_FORM,)),
+            "every_fault_at_once": row("[26]第03", (BRACKETS, NO_DI, FULL_YEAR, NO_CODE, NO_HAO)),
+        }
+    ),
+)
+def test_doc_number_problem_names_exactly_the_faults_it_finds(
+    number: str, expected: tuple[tuple[str, str], ...]
+) -> None:
+    en_reasons, zh_reasons = reasons(number)
+
+    assert en_reasons == [e for e, _ in expected]
+    assert zh_reasons == [z for _, z in expected]
 
 
 # ---------------------------------------------------------------- modes and settings
