@@ -120,7 +120,7 @@ class Directory(WireModel):
     revoked: tuple[KeyId, ...]
     groups: tuple[GroupEntry, ...]
     # The document rules' settings (schemas.rules), signed so that every spoke checks a
-    # drop exactly as the hub will: rule id -> enforce | warn | off (absent: enforce).
+    # drop exactly as the hub will: rule id -> enforce | warn | off (absent: the rule's default).
     rules: dict[RuleKey, RuleMode] = Field(default_factory=dict)
 
     # ---- lookups (computed once per directory) ----

@@ -60,6 +60,7 @@ class Rule:
     statement_zh: str
     statement_en: str
     article: str
+    default: Mode = Mode.ENFORCE  # the mode when [rules] does not name the rule
 
     @property
     def reason(self) -> str:
@@ -72,6 +73,13 @@ SKIP_LEVEL = Rule(
     "一般不得越级行文；越级行文的，应当同时抄送被越过的机关。",
     "No skip-level sending (越级行文) unless every skipped organ is copied (抄送).",
     f"{_TIAOLI}第十三条",
+)
+SKIP_LEVEL_DOWN = Rule(
+    "skip_level_down",
+    "向下级机关越级行文的，应当同时抄送被越过的机关。",
+    "A document sent down past a level (越级下行) copies (抄送) every organ it passes over.",
+    f"{_TIAOLI}第十三条",
+    Mode.WARN,  # a superior addressing a far subordinate directly is common practice
 )
 REQUEST_RECIPIENT = Rule(
     "request_recipient",
@@ -123,6 +131,7 @@ DOC_NUMBER_FORM = Rule(
 
 RULES: Final[tuple[Rule, ...]] = (
     SKIP_LEVEL,
+    SKIP_LEVEL_DOWN,
     REQUEST_RECIPIENT,
     UPWARD_SIGNATORY,
     REPLY_REQUEST,
@@ -163,7 +172,8 @@ def settings_of(directory: Directory) -> Mapping[str, Mode]:
 
 
 def mode_of(settings: Settings, rule: Rule) -> Mode:
-    return settings.get(rule.id, Mode.ENFORCE)
+    """The rule's setting, or its default when the settings do not name it."""
+    return settings.get(rule.id, rule.default)
 
 
 # --- the input ------------------------------------------------------------------------
@@ -270,6 +280,15 @@ def skipped_organs(directory: Directory, sender: str, recipient: str) -> tuple[s
     return chain[: chain.index(recipient)]
 
 
+def skipped_organs_down(directory: Directory, sender: str, recipient: str) -> tuple[str, ...]:
+    """The organs between ``sender`` and a descendant ``recipient`` (nearest the sender
+    first): jl.gov to jl.cc.nongan passes over jl.cc."""
+    chain = directory.ancestors(recipient)
+    if sender not in chain:
+        return ()
+    return tuple(reversed(chain[: chain.index(sender)]))
+
+
 def _government_rank(directory: Directory, org: OrgEntry) -> int | None:
     """A government's rank; a department ranks with the government it belongs to."""
     if org.level in _GOVERNMENT_RANK:
@@ -288,6 +307,10 @@ def _name(directory: Directory, org_id: str) -> str:
 
 def _names(directory: Directory, org_ids: Iterable[str]) -> str:
     return "、".join(_name(directory, o) for o in org_ids) or "—"
+
+
+def _are(items: Sequence[object]) -> str:
+    return "is" if len(items) == 1 else "are"
 
 
 # --- the output -------------------------------------------------------------------------
@@ -364,7 +387,8 @@ class Evaluation:
 
     @property
     def add_cc(self) -> tuple[str, ...]:
-        """Organs a sender's --auto-cc would copy so the skip-level rule holds."""
+        """Organs a sender's --auto-cc would copy so the skip-level rules (up and down)
+        hold: every finding's add_cc, of rules that are not off."""
         out: dict[str, None] = {}
         for result in self.results:
             if result.verdict is Verdict.FAIL and result.mode is not Mode.OFF:
@@ -406,6 +430,41 @@ def _skip_level(doc: Document, directory: Directory) -> RuleResult | list[Findin
             SKIP_LEVEL, Mode.ENFORCE, Verdict.NOT_APPLICABLE, note="no recipient skips a level"
         )
     return findings
+
+
+def _skip_level_down(doc: Document, directory: Directory) -> RuleResult | list[Finding]:
+    if doc.doc_type is DocType.REQUEST:
+        # a 请示 goes to no subordinate at all, and copying more would be the wrong advice
+        return _not_applicable(SKIP_LEVEL_DOWN, "请示: see request_recipient")
+    named = set(doc.recipients)
+    far: list[str] = []  # recipients below a level the document passes over
+    skipped: dict[str, None] = {}
+    missing: dict[str, None] = {}
+    for recipient in doc.recipients:
+        between = skipped_organs_down(directory, doc.sender, recipient)
+        gaps = [o for o in between if o not in named]
+        if gaps:
+            far.append(recipient)
+            skipped.update(dict.fromkeys(between))
+            missing.update(dict.fromkeys(gaps))
+    if not far:
+        if any(skipped_organs_down(directory, doc.sender, r) for r in doc.recipients):
+            return []
+        return _not_applicable(SKIP_LEVEL_DOWN, "no recipient is below a level passed over")
+    # One finding for the document: a province-wide notice may name dozens of counties.
+    return [
+        Finding(
+            SKIP_LEVEL_DOWN,
+            f"发往 {_names(directory, far)} 越过了 {_names(directory, skipped)}，其中 "
+            f"{_names(directory, missing)} 未被抄送；请抄送被越过的机关"
+            "（spoke send --auto-cc 可自动添加），或改为主送直接下级机关",
+            f"sending down to {', '.join(far)} passes over {', '.join(skipped)}, and "
+            f"{', '.join(missing)} {_are(list(missing))} not copied; copy every organ passed "
+            "over (cc; spoke send --auto-cc adds them) or address the direct subordinate "
+            "instead",
+            add_cc=tuple(missing),
+        )
+    ]
 
 
 def _request_recipient(doc: Document, directory: Directory) -> RuleResult | list[Finding]:
@@ -753,6 +812,7 @@ def evaluate(
     """
     checks: dict[Rule, Callable[[], RuleResult | list[Finding]]] = {
         SKIP_LEVEL: lambda: _skip_level(doc, directory),
+        SKIP_LEVEL_DOWN: lambda: _skip_level_down(doc, directory),
         REQUEST_RECIPIENT: lambda: _request_recipient(doc, directory),
         UPWARD_SIGNATORY: lambda: _upward_signatory(doc, directory),
         REPLY_REQUEST: lambda: _reply_request(doc, directory, referenced, looked_up=looked_up),

@@ -111,7 +111,10 @@ def send(
     ] = None,
     auto_cc: Annotated[
         bool,
-        typer.Option("--auto-cc", help="自动抄送: copy every organ a skip-level document skips"),
+        typer.Option(
+            "--auto-cc",
+            help="自动抄送: copy every organ a skip-level document skips, going up or down",
+        ),
     ] = False,
     dry_run: Annotated[
         bool,

@@ -24,7 +24,12 @@ from schemas.directory import Directory
 from schemas.ids import msg_id_text, new_msg_id
 from schemas.labels import Classification, DocType
 from schemas.receipts import ReceiptEntry, ReceiptStatus
-from schemas.rules import REPLY_REQUEST, REQUEST_RECIPIENT, SKIP_LEVEL
+from schemas.rules import (
+    REPLY_REQUEST,
+    REQUEST_RECIPIENT,
+    SKIP_LEVEL,
+    SKIP_LEVEL_DOWN,
+)
 from schemas.seal import Sealed
 from tests.hub.conftest import FAST_RETRIES, RecordingSpoke, SpokeMaker, wait_for_log
 from tests.hubproc import HubProcess
@@ -292,6 +297,40 @@ async def test_off_mode_delivers_without_a_warning(
     await delivered_to(county, sealed, prefecture, province)
     assert not [e for e in hub.log_events() if e.get("event") == "rule.warned"]
     assert "rule_warnings" not in audit_detail(hub, "message.accepted", sealed.header.msg_id)
+
+
+# ------------------------------------------------------------------------- 越级下行
+
+
+async def test_a_notice_down_past_a_level_is_delivered_with_a_warning_by_default(
+    rules_hub: RulesHub, spokes_at: SpokeMaker
+) -> None:
+    hub = rules_hub()
+    province, county = await connected(spokes_at, hub, "jl.gov", "jl.cc.nongan")
+
+    sealed = await province.send(["jl.cc.nongan"])
+
+    assert (await answer(province, sealed)).status is ReceiptStatus.ACCEPTED
+    await delivered_to(province, sealed, county)
+    (warned,) = events(hub, "rule.warned", sealed.header.msg_id)
+    assert warned["rule"] == "skip_level_down"
+    assert warned["article"] == SKIP_LEVEL_DOWN.article
+
+
+async def test_a_notice_down_past_a_level_is_rejected_when_the_setting_enforces_it(
+    rules_hub: RulesHub, spokes_at: SpokeMaker
+) -> None:
+    hub = rules_hub({"skip_level_down": "enforce"})
+    (province,) = await connected(spokes_at, hub, "jl.gov")
+
+    skipping = await province.send(["jl.cc.nongan"])
+    copied = await province.send(["jl.cc.nongan"], cc=["jl.cc"])
+
+    refused = await answer(province, skipping)
+    assert refused.status is ReceiptStatus.REJECTED
+    assert refused.reason == "rule.skip_level_down"
+    assert "passes over jl.cc, and jl.cc is not copied" in (refused.detail or "")
+    assert (await answer(province, copied)).status is ReceiptStatus.ACCEPTED
 
 
 # ---------------------------------------------------------------------------- large documents

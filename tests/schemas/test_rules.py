@@ -24,6 +24,7 @@ from schemas.rules import (
     RULES,
     RULES_BY_ID,
     SKIP_LEVEL,
+    SKIP_LEVEL_DOWN,
     TYPE_DIRECTION,
     UPWARD_SIGNATORY,
     Document,
@@ -41,6 +42,7 @@ from schemas.rules import (
     parse_settings,
     settings_of,
     skipped_organs,
+    skipped_organs_down,
 )
 from schemas.topology import parse_topology
 from tests.world import NOW, TOPOLOGY_PATH, World
@@ -245,7 +247,9 @@ def test_skip_level(
     verdict: Verdict,
     add_cc: tuple[str, ...],
 ) -> None:
-    result, evaluation = judge(world, doc(sender, to, cc, DocType.REPORT), SKIP_LEVEL)
+    # skip_level_down off: a downward row's copies are its business (test_skip_level_down)
+    only_up = {SKIP_LEVEL_DOWN.id: Mode.OFF}
+    result, evaluation = judge(world, doc(sender, to, cc, DocType.REPORT), SKIP_LEVEL, only_up)
 
     assert_verdict(result, verdict, add_cc)
     assert evaluation.add_cc == add_cc
@@ -261,6 +265,117 @@ def test_skip_level_report_is_accepted_once_auto_cc_copies_are_added(world: Worl
     again = evaluate(replace(report, cc=report.cc + refused.add_cc), world.directory, {})
 
     assert again.ok
+    assert again.add_cc == ()
+
+
+# ---------------------------------------------------------------- skip_level_down
+
+
+def test_skipped_organs_down_are_the_organs_between_nearest_the_sender_first(
+    world: World,
+) -> None:
+    assert skipped_organs_down(world.directory, STATE_COUNCIL, NONGAN) == (PROVINCE, CHANGCHUN)
+    assert skipped_organs_down(world.directory, PROVINCE, NONGAN) == (CHANGCHUN,)
+    assert skipped_organs_down(world.directory, CHANGCHUN, NONGAN) == ()
+    assert skipped_organs_down(world.directory, NONGAN, PROVINCE) == ()
+    assert skipped_organs_down(world.directory, HEALTH, NONGAN) == ()
+
+
+@pytest.mark.parametrize(
+    ("sender", "to", "cc", "verdict", "add_cc"),
+    table(
+        {
+            "province_to_county_without_its_prefecture_warned": row(
+                PROVINCE, (NONGAN,), (), FAIL, (CHANGCHUN,)
+            ),
+            "province_to_county_with_its_prefecture_copied_passes": row(
+                PROVINCE, (NONGAN,), (CHANGCHUN,), PASS, ()
+            ),
+            "province_to_county_and_its_prefecture_both_primary_passes": row(
+                PROVINCE, (CHANGCHUN, NONGAN), (), PASS, ()
+            ),
+            "state_council_to_county_adds_both_nearest_the_sender_first": row(
+                STATE_COUNCIL, (NONGAN,), (), FAIL, (PROVINCE, CHANGCHUN)
+            ),
+            "state_council_to_county_with_the_province_copied_adds_the_prefecture": row(
+                STATE_COUNCIL, (NONGAN,), (PROVINCE,), FAIL, (CHANGCHUN,)
+            ),
+            "copying_a_county_past_its_prefecture_counts_too": row(
+                PROVINCE, (JILIN_CITY,), (NONGAN,), FAIL, (CHANGCHUN,)
+            ),
+            "two_counties_of_one_prefecture_add_it_once": row(
+                PROVINCE, (NONGAN, YUSHU), (), FAIL, (CHANGCHUN,)
+            ),
+            "counties_of_two_prefectures_add_both": row(
+                PROVINCE, (NONGAN, HUADIAN), (), FAIL, (CHANGCHUN, JILIN_CITY)
+            ),
+            "province_to_its_prefecture_not_applicable": row(PROVINCE, (CHANGCHUN,), (), N, ()),
+            "prefecture_to_its_county_not_applicable": row(CHANGCHUN, (NONGAN,), (), N, ()),
+            "upward_past_a_level_is_skip_level_not_this": row(NONGAN, (PROVINCE,), (), N, ()),
+            "lateral_not_applicable": row(CHANGCHUN, (JILIN_CITY,), (), N, ()),
+            "department_to_a_county_is_lateral_not_applicable": row(HEALTH, (NONGAN,), (), N, ()),
+        }
+    ),
+)
+def test_skip_level_down(
+    world: World,
+    *,
+    sender: str,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    verdict: Verdict,
+    add_cc: tuple[str, ...],
+) -> None:
+    # skip_level off: an upward row's copies are its business (test_skip_level)
+    only_down = {SKIP_LEVEL.id: Mode.OFF}
+    result, evaluation = judge(
+        world, doc(sender, to, cc, DocType.NOTICE), SKIP_LEVEL_DOWN, only_down
+    )
+
+    assert_verdict(result, verdict, add_cc)
+    assert evaluation.add_cc == add_cc
+    assert len(result.findings) == (1 if verdict is FAIL else 0)  # one per document
+    assert result.mode is Mode.WARN  # warned by default, never refused
+    assert SKIP_LEVEL_DOWN not in [f.rule for f in evaluation.refusals]
+    assert (SKIP_LEVEL_DOWN in [f.rule for f in evaluation.warnings]) is (verdict is FAIL)
+
+
+def test_skip_level_down_names_the_recipients_and_the_organs_missing_in_both_languages(
+    world: World,
+) -> None:
+    notice = doc(STATE_COUNCIL, (NONGAN, CHANGCHUN), (), DocType.NOTICE)
+
+    result, _ = judge(world, notice, SKIP_LEVEL_DOWN)
+
+    assert en(result) == (
+        "sending down to jl.cc.nongan, jl.cc passes over jl.gov, jl.cc, and jl.gov is not "
+        "copied; "
+        "copy every organ passed over (cc; spoke send --auto-cc adds them) or address the "
+        "direct subordinate instead"
+    )
+    assert "农安县人民政府" in zh(result)
+    assert "jl.gov（吉林省人民政府办公厅） 未被抄送" in zh(result)
+
+
+def test_skip_level_down_leaves_a_request_to_request_recipient(world: World) -> None:
+    # copying more subordinates would be the wrong advice: a 请示 copies none at all
+    request = doc(PROVINCE, (STATE_COUNCIL,), (NONGAN,), DocType.REQUEST, signatory="李四")
+
+    result, evaluation = judge(world, request, SKIP_LEVEL_DOWN)
+
+    assert_verdict(result, N)
+    assert evaluation.add_cc == ()
+    assert [f.rule for f in evaluation.refusals] == [REQUEST_RECIPIENT]
+
+
+def test_downward_skip_level_notice_passes_once_auto_cc_copies_are_added(world: World) -> None:
+    notice = doc(STATE_COUNCIL, (NONGAN,), (), DocType.NOTICE)
+    warned = evaluate(notice, world.directory, {})
+    assert [f.rule for f in warned.warnings] == [SKIP_LEVEL_DOWN]
+
+    again = evaluate(replace(notice, cc=notice.cc + warned.add_cc), world.directory, {})
+
+    assert again.warnings == ()
     assert again.add_cc == ()
 
 
@@ -996,9 +1111,54 @@ def test_settings_of_skips_rule_ids_this_code_does_not_know(world: World) -> Non
     assert settings_of(directory) == {"skip_level": Mode.WARN}
 
 
-def test_jilin_directory_enforces_every_rule(world: World) -> None:
-    assert world.topology.rules == dict.fromkeys(RULES_BY_ID, Mode.ENFORCE)
-    assert settings_of(world.directory) == dict.fromkeys(RULES_BY_ID, Mode.ENFORCE)
+def test_every_rule_enforces_by_default_but_skip_level_down() -> None:
+    # 越级下行 to a far subordinate is common practice
+    assert {r.id: r.default for r in RULES} == {
+        **dict.fromkeys(RULES_BY_ID, Mode.ENFORCE),
+        SKIP_LEVEL_DOWN.id: Mode.WARN,
+    }
+
+
+def test_jilin_directory_sets_every_rule_to_its_default(world: World) -> None:
+    defaults = {r.id: r.default for r in RULES}
+
+    assert world.topology.rules == defaults
+    assert settings_of(world.directory) == defaults
+
+
+@pytest.mark.parametrize(
+    ("rule", "document", "rule_settings", "refused", "warned"),
+    table(
+        {
+            "downward_skip_absent_setting_warns": row(
+                SKIP_LEVEL_DOWN, doc(PROVINCE, (NONGAN,), (), DocType.NOTICE), {}, False, True
+            ),
+            "downward_skip_enforced_refuses": row(
+                SKIP_LEVEL_DOWN,
+                doc(PROVINCE, (NONGAN,), (), DocType.NOTICE),
+                {"skip_level_down": Mode.ENFORCE},
+                True,
+                False,
+            ),
+        }
+    ),
+)
+def test_a_rule_not_named_in_the_settings_takes_its_default(
+    world: World,
+    *,
+    rule: Rule,
+    document: Document,
+    rule_settings: dict[str, Mode],
+    refused: bool,
+    warned: bool,
+) -> None:
+    result, evaluation = judge(world, document, rule, rule_settings)
+
+    assert result.verdict is Verdict.FAIL
+    assert result.mode is rule_settings.get(rule.id, rule.default)
+    assert (rule in [f.rule for f in evaluation.refusals]) is refused
+    assert (rule in [f.rule for f in evaluation.warnings]) is warned
+    assert evaluation.ok is not refused
 
 
 # ---------------------------------------------------------------- topology and directory
@@ -1032,7 +1192,7 @@ def test_rules_table_travels_from_topology_through_the_signed_directory(world: W
     assert [f.rule for f in evaluation.warnings] == [SKIP_LEVEL]
 
 
-def test_topology_without_rules_table_enforces_everything(world: World) -> None:
+def test_topology_without_rules_table_takes_every_default(world: World) -> None:
     text = re.sub(r"\[rules\]\n(?:[a-z_]+ += .*\n)+", "", jilin_text())
     topology = parse_topology(text, source="topology.toml")
 
@@ -1041,6 +1201,9 @@ def test_topology_without_rules_table_enforces_everything(world: World) -> None:
     assert topology.rules == {}
     assert directory.rules == {}
     assert not evaluate(SKIP_LEVEL_REPORT, directory, settings_of(directory)).ok
+    downward = evaluate(doc(PROVINCE, (NONGAN,), (), DocType.NOTICE), directory, {})
+    assert downward.ok
+    assert [f.rule for f in downward.warnings] == [SKIP_LEVEL_DOWN]
 
 
 @pytest.mark.parametrize(
@@ -1085,6 +1248,7 @@ def test_bad_rules_table_is_a_config_error_naming_the_key(
 # One document that breaks each rule; the texts below are checked on all of them.
 REFUSED_EXAMPLES = {
     SKIP_LEVEL.id: doc(NONGAN, (PROVINCE,), (), DocType.REPORT, signatory="李四"),
+    SKIP_LEVEL_DOWN.id: doc(PROVINCE, (NONGAN,), (), DocType.NOTICE),
     REQUEST_RECIPIENT.id: doc(CHANGCHUN, (PROVINCE, STATE_COUNCIL), (), DocType.REQUEST),
     UPWARD_SIGNATORY.id: doc(NONGAN, (CHANGCHUN,), (), DocType.REPORT),
     REPLY_REQUEST.id: doc(PROVINCE, (CHANGCHUN,), (), DocType.REPLY),
@@ -1105,7 +1269,8 @@ def test_each_finding_sentence_names_rule_article_and_both_languages(
     world: World, rule_id: str
 ) -> None:
     rule = RULES_BY_ID[rule_id]
-    result, evaluation = judge(world, REFUSED_EXAMPLES[rule_id], rule)
+    enforced = dict.fromkeys(RULES_BY_ID, Mode.ENFORCE)  # a warn-default rule refuses too
+    result, evaluation = judge(world, REFUSED_EXAMPLES[rule_id], rule, enforced)
 
     assert result.verdict is Verdict.FAIL
     for finding in result.findings:

@@ -299,7 +299,7 @@ async def test_dry_run_prints_direction_channel_and_verdicts_and_sends_nothing(
     assert "govnet" in row
     for rule in RULES:  # every rule's verdict is listed
         assert f"  {rule.id} " in out, rule.id
-    (skip,) = [line for line in out.splitlines() if line.strip().startswith("skip_level")]
+    (skip,) = [line for line in out.splitlines() if line.strip().startswith("skip_level ")]
     assert "enforce" in skip
     assert "FAIL" in skip
     (signatory,) = [line for line in out.splitlines() if "upward_signatory" in line]
@@ -452,3 +452,39 @@ async def test_auto_cc_on_a_secret_report_numbers_every_copy_the_added_one_inclu
         "rule_warnings": [],
     }
     assert list(cc.failed.iterdir()) == []
+
+
+async def test_auto_cc_on_a_notice_down_past_a_level_seals_it_for_the_prefecture_passed_over(
+    offline_spoke: OfflineSpokeFactory, world: World
+) -> None:
+    gov = offline_spoke("jl.gov")
+    meta = {"主送": "jl.cc.nongan", "密级": "内部", "文种": "通知", "标题": "关于春耕的通知"}
+    gov.drop("越级通知.txt", b"notice\n", toml_meta({**meta, "自动抄送": True}))
+    await gov.settle()
+
+    (out,) = gov.outbound()
+    header = gov.sealed(out).header
+    assert (header.to, header.cc) == (("jl.cc.nongan",), ("jl.cc",))
+    for recipient in ("jl.cc.nongan", "jl.cc"):
+        assert gov.open_as(world, out, recipient) == {"越级通知.txt": b"notice\n"}
+    assert gov.ctx.state.notes(out.msg_id)["added_cc"] == ["jl.cc"]
+    assert gov.ctx.state.notes(out.msg_id)["rule_warnings"] == []
+
+
+async def test_a_notice_down_past_a_level_without_auto_cc_is_sealed_with_a_warning(
+    offline_spoke: OfflineSpokeFactory,
+) -> None:
+    gov = offline_spoke("jl.gov")
+    meta = {"主送": "jl.cc.nongan", "密级": "内部", "文种": "通知", "标题": "关于秋收的通知"}
+    gov.drop("越级通知.txt", b"notice\n", toml_meta(meta))
+    await gov.settle()
+
+    (out,) = gov.outbound()
+    assert gov.sealed(out).header.cc == ()
+    (warning,) = gov.ctx.state.notes(out.msg_id)["rule_warnings"]
+    assert (warning["rule"], warning["mode"], warning["add_cc"]) == (
+        "skip_level_down",
+        "warn",
+        ["jl.cc"],
+    )
+    assert list(gov.failed.iterdir()) == []
