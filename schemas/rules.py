@@ -103,10 +103,17 @@ REPLY_REQUEST = Rule(
 )
 TYPE_DIRECTION = Rule(
     "type_direction",
-    "命令、决定、决议为下行文；报告为上行文（请示、批复另有规则）。",
+    "命令、决定、决议为下行文；报告为上行文（请示、批复、函另有规则）。",
     "Orders (命令), decisions (决定) and resolutions (决议) go downward; reports (报告) go "
-    "upward (请示 and 批复 have rules of their own).",
+    "upward (请示, 批复 and 函 have rules of their own).",
     f"{_TIAOLI}第八条",
+)
+LETTER_DIRECTION = Rule(
+    "letter_direction",
+    "函用于不相隶属机关之间：不主送本机关的上级机关或下级机关。",
+    "A letter (函) goes between organs with no line of subordination (不相隶属), never to a "
+    "superior or a subordinate of the sender.",
+    f"{_TIAOLI}第八条（十四）",
 )
 DEPARTMENT_DIRECTIVE = Rule(
     "department_directive",
@@ -136,6 +143,7 @@ RULES: Final[tuple[Rule, ...]] = (
     UPWARD_SIGNATORY,
     REPLY_REQUEST,
     TYPE_DIRECTION,
+    LETTER_DIRECTION,
     DEPARTMENT_DIRECTIVE,
     CLASSIFIED_MARKS,
     DOC_NUMBER_FORM,
@@ -313,6 +321,33 @@ def _are(items: Sequence[object]) -> str:
     return "is" if len(items) == 1 else "are"
 
 
+# What to send instead, by the direction a document actually goes (条例 第八条).
+_ADVICE: Final = {
+    Direction.UPWARD: (
+        "向上级机关请用“报告”或“请示”",
+        "to a superior, use a report 报告 or a request 请示",
+    ),
+    Direction.DOWNWARD: (
+        "向下级机关请用“通知”“通报”或“意见”（答复请示用“批复”）",
+        (
+            "to a subordinate, use a notice 通知, a circular 通报 or an opinion 意见 (a reply "
+            "批复 answers a 请示)"
+        ),
+    ),
+    Direction.LATERAL: (
+        "向不相隶属的机关请用“函”",
+        "to an organ outside your line (不相隶属), use a letter 函",
+    ),
+}
+
+
+def _advice(directions: Iterable[Direction]) -> tuple[str, str]:
+    """The document types that fit each direction named, in Chinese and English."""
+    present = set(directions)
+    chosen = [advice for d, advice in _ADVICE.items() if d in present]
+    return "；".join(zh for zh, _ in chosen), "; ".join(en for _, en in chosen)
+
+
 # --- the output -------------------------------------------------------------------------
 
 
@@ -481,18 +516,18 @@ def _request_recipient(doc: Document, directory: Directory) -> RuleResult | list
                 "request goes to exactly one superior, and others may only be copied (cc)",
             )
         )
-    not_superior = [
-        r for r in doc.to if direction(directory, doc.sender, r) is not Direction.UPWARD
-    ]
+    not_superior = {
+        r: d for r in doc.to if (d := direction(directory, doc.sender, r)) is not Direction.UPWARD
+    }
     if not_superior:
+        advice_zh, advice_en = _advice(not_superior.values())
         findings.append(
             Finding(
                 REQUEST_RECIPIENT,
                 f"主送机关 {_names(directory, not_superior)} 不是本机关的上级机关；"
-                "请示只能主送上级机关（平行机关之间请用“函”）",
-                f"{', '.join(not_superior)} {'is' if len(not_superior) == 1 else 'are'} not a "
-                f"superior of {doc.sender}; a request goes to a superior (between peers, use a "
-                "letter 函)",
+                f"请示只能主送上级机关；{advice_zh}",
+                f"{', '.join(not_superior)} {_are(list(not_superior))} not a superior of "
+                f"{doc.sender}; a request goes to a superior; {advice_en}",
             )
         )
     subordinates = [r for r in doc.cc if direction(directory, doc.sender, r) is Direction.DOWNWARD]
@@ -531,16 +566,18 @@ def _reply_request(
     if doc.doc_type is not DocType.REPLY:
         return _not_applicable(REPLY_REQUEST, "not a 批复")
     findings = []
-    not_down = [r for r in doc.to if direction(directory, doc.sender, r) is not Direction.DOWNWARD]
+    not_down = {
+        r: d for r in doc.to if (d := direction(directory, doc.sender, r)) is not Direction.DOWNWARD
+    }
     if not_down:
+        advice_zh, advice_en = _advice(not_down.values())
         findings.append(
             Finding(
                 REPLY_REQUEST,
                 f"批复主送 {_names(directory, not_down)}，不是本机关的下级机关；批复只答复下级机关"
-                "的请示（平行机关之间请用“函”）",
-                f"a reply goes downward, and {', '.join(not_down)} "
-                f"{'is' if len(not_down) == 1 else 'are'} not below {doc.sender}; between peers, "
-                "answer with a letter 函",
+                f"的请示；{advice_zh}",
+                f"a reply goes downward, and {', '.join(not_down)} {_are(list(not_down))} not "
+                f"below {doc.sender}; {advice_en}",
             )
         )
     if doc.in_reply_to is None:
@@ -615,6 +652,7 @@ def _type_direction(doc: Document, directory: Directory) -> RuleResult | list[Fi
         why = {
             DocType.REQUEST: "请示: see request_recipient",
             DocType.REPLY: "批复: see reply_request",
+            DocType.LETTER: "函: see letter_direction",
         }.get(doc.doc_type, f"a {doc.doc_type.zh} may go any way")
         return _not_applicable(TYPE_DIRECTION, why)
     sender = directory.org(doc.sender)
@@ -630,16 +668,36 @@ def _type_direction(doc: Document, directory: Directory) -> RuleResult | list[Fi
         return []
     listed_zh = "、".join(f"{_name(directory, r)}（{d.zh}）" for r, d in wrong.items())
     listed_en = ", ".join(f"{r} ({d.value})" for r, d in wrong.items())
-    alternative_zh = (
-        "请用“函”或其他适用文种" if wanted is Direction.UPWARD else "请改用“函”或“意见”"
-    )
+    advice_zh, advice_en = _advice(wrong.values())
     return [
         Finding(
             TYPE_DIRECTION,
-            f"{doc.doc_type.zh}应为{wanted.zh}文，但主送 {listed_zh}；{alternative_zh}",
+            f"{doc.doc_type.zh}应为{wanted.zh}文，但主送 {listed_zh}；{advice_zh}",
             f"{doc.doc_type} documents go {wanted.value}, but this one is addressed to "
-            f"{listed_en}; use a document type that fits the direction (a letter 函 may go "
-            "anywhere)",
+            f"{listed_en}; {advice_en}",
+        )
+    ]
+
+
+def _letter_direction(doc: Document, directory: Directory) -> RuleResult | list[Finding]:
+    if doc.doc_type is not DocType.LETTER:
+        return _not_applicable(LETTER_DIRECTION, "not a 函")
+    in_line = {
+        r: d
+        for r in doc.to
+        if (d := direction(directory, doc.sender, r)) in (Direction.UPWARD, Direction.DOWNWARD)
+    }
+    if not in_line:
+        return []
+    listed_zh = "、".join(f"{_name(directory, r)}（{d.zh}）" for r, d in in_line.items())
+    listed_en = ", ".join(f"{r} ({d.value})" for r, d in in_line.items())
+    advice_zh, advice_en = _advice(in_line.values())
+    return [
+        Finding(
+            LETTER_DIRECTION,
+            f"函主送 {listed_zh}，与本机关有隶属关系；函用于不相隶属机关之间，{advice_zh}",
+            f"a letter 函 goes between organs outside each other's line, but this one is "
+            f"addressed to {listed_en}, in the line of {doc.sender}; {advice_en}",
         )
     ]
 
@@ -817,6 +875,7 @@ def evaluate(
         UPWARD_SIGNATORY: lambda: _upward_signatory(doc, directory),
         REPLY_REQUEST: lambda: _reply_request(doc, directory, referenced, looked_up=looked_up),
         TYPE_DIRECTION: lambda: _type_direction(doc, directory),
+        LETTER_DIRECTION: lambda: _letter_direction(doc, directory),
         DEPARTMENT_DIRECTIVE: lambda: _department_directive(doc, directory),
         CLASSIFIED_MARKS: lambda: _classified_marks(doc, directory),
         DOC_NUMBER_FORM: lambda: _doc_number_form(doc),

@@ -299,7 +299,23 @@ async def test_off_mode_delivers_without_a_warning(
     assert "rule_warnings" not in audit_detail(hub, "message.accepted", sealed.header.msg_id)
 
 
-# ------------------------------------------------------------------------- 越级下行
+# ---------------------------------------------------------------------- 函, 越级下行
+
+
+async def test_a_letter_down_the_reporting_line_is_rejected_naming_the_direction(
+    rules_hub: RulesHub, spokes_at: SpokeMaker
+) -> None:
+    hub = rules_hub()
+    (province,) = await connected(spokes_at, hub, "jl.gov")
+
+    sealed = await province.send(["jl.cc"], doc_type=DocType.LETTER)
+    entry = await answer(province, sealed)
+
+    assert entry.status is ReceiptStatus.REJECTED
+    assert entry.reason == "rule.letter_direction"
+    assert "addressed to jl.cc (downward)" in (entry.detail or "")
+    assert "use a notice 通知" in (entry.detail or "")
+    assert "函主送 jl.cc（长春市人民政府）（下行）" in (entry.detail or "")
 
 
 async def test_a_notice_down_past_a_level_is_delivered_with_a_warning_by_default(

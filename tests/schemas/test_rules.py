@@ -19,6 +19,7 @@ from schemas.rules import (
     CLASSIFIED_MARKS,
     DEPARTMENT_DIRECTIVE,
     DOC_NUMBER_FORM,
+    LETTER_DIRECTION,
     REPLY_REQUEST,
     REQUEST_RECIPIENT,
     RULES,
@@ -693,6 +694,147 @@ def test_type_direction_judges_primary_recipients_only(world: World) -> None:
     assert_verdict(result, Verdict.PASS)
 
 
+# ---------------------------------------------------------------- letter_direction
+
+
+@pytest.mark.parametrize(
+    ("sender", "to", "cc", "verdict", "words"),
+    table(
+        {
+            "prefecture_to_prefecture_passes": row(CHANGCHUN, (JILIN_CITY,), (), PASS, ()),
+            "county_to_another_prefecture_passes": row(NONGAN, (JILIN_CITY,), (), PASS, ()),
+            # the 函's own case: asking an organ that is not one's superior for approval
+            "county_to_a_provincial_department_passes": row(NONGAN, (FINANCE,), (), PASS, ()),
+            "department_to_a_prefecture_passes": row(HEALTH, (CHANGCHUN,), (), PASS, ()),
+            "department_to_department_passes": row(HEALTH, (FINANCE,), (), PASS, ()),
+            "a_superior_only_copied_passes": row(CHANGCHUN, (JILIN_CITY,), (PROVINCE,), PASS, ()),
+            "county_to_its_prefecture_refused": row(
+                NONGAN,
+                (CHANGCHUN,),
+                (),
+                FAIL,
+                ("addressed to jl.cc (upward)", "use a report 报告 or a request 请示"),
+            ),
+            "county_to_the_state_council_refused": row(
+                NONGAN, (STATE_COUNCIL,), (), FAIL, ("cn.gov (upward)",)
+            ),
+            "department_to_its_government_refused": row(
+                HEALTH, (PROVINCE,), (), FAIL, ("jl.gov (upward)",)
+            ),
+            "province_to_its_prefecture_refused": row(
+                PROVINCE,
+                (CHANGCHUN,),
+                (),
+                FAIL,
+                ("addressed to jl.cc (downward)", "use a notice 通知", "批复 answers a 请示"),
+            ),
+            "province_to_a_county_refused": row(
+                PROVINCE, (NONGAN,), (), FAIL, ("jl.cc.nongan (downward)",)
+            ),
+            "one_superior_among_peers_refused": row(
+                CHANGCHUN, (JILIN_CITY, PROVINCE), (), FAIL, ("addressed to jl.gov (upward),",)
+            ),
+        }
+    ),
+)
+def test_letter_direction(
+    world: World,
+    *,
+    sender: str,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    verdict: Verdict,
+    words: tuple[str, ...],
+) -> None:
+    result, evaluation = judge(world, doc(sender, to, cc, DocType.LETTER), LETTER_DIRECTION)
+
+    assert_verdict(result, verdict, words)
+    if verdict is FAIL:
+        assert "jl.jl" not in en(result)  # only the organs in the sender's line are named
+        assert [f.rule for f in evaluation.refusals].count(LETTER_DIRECTION) == 1
+
+
+def test_letter_direction_does_not_apply_to_other_types(world: World) -> None:
+    result, _ = judge(world, doc(PROVINCE, (CHANGCHUN,), (), DocType.NOTICE), LETTER_DIRECTION)
+
+    assert_verdict(result, N)
+
+
+# Documents that go the wrong way for their type: the advice fits the direction they go,
+# and recommends a letter 函 only towards an organ outside the sender's line.
+@pytest.mark.parametrize(
+    ("document", "rule", "advice"),
+    table(
+        {
+            "order_to_a_superior_is_told_report_or_request": row(
+                doc(CHANGCHUN, (PROVINCE,), (), DocType.ORDER),
+                TYPE_DIRECTION,
+                "to a superior, use a report 报告 or a request 请示",
+            ),
+            "report_to_a_subordinate_is_told_notice": row(
+                doc(PROVINCE, (CHANGCHUN,), (), DocType.REPORT),
+                TYPE_DIRECTION,
+                "to a subordinate, use a notice 通知",
+            ),
+            "reply_to_a_superior_is_told_report_or_request": row(
+                doc(CHANGCHUN, (PROVINCE,), (), DocType.REPLY, in_reply_to=REQUEST_ID),
+                REPLY_REQUEST,
+                "to a superior, use a report 报告 or a request 请示",
+            ),
+            "request_to_a_subordinate_is_told_notice": row(
+                doc(CHANGCHUN, (NONGAN,), (), DocType.REQUEST),
+                REQUEST_RECIPIENT,
+                "to a subordinate, use a notice 通知",
+            ),
+            "letter_up_is_told_report_or_request": row(
+                doc(NONGAN, (CHANGCHUN,), (), DocType.LETTER),
+                LETTER_DIRECTION,
+                "to a superior, use a report 报告 or a request 请示",
+            ),
+        }
+    ),
+)
+def test_advice_for_a_document_up_or_down_never_recommends_a_letter(
+    world: World, document: Document, rule: Rule, advice: str
+) -> None:
+    result, _ = judge(world, document, rule, looked_up=False)
+
+    assert result.verdict is FAIL
+    assert advice in en(result)
+    assert "use a letter 函" not in en(result)
+    assert "“函”" not in zh(result)
+
+
+@pytest.mark.parametrize(
+    ("document", "rule"),
+    table(
+        {
+            "order_to_a_peer": row(
+                doc(CHANGCHUN, (JILIN_CITY,), (), DocType.ORDER), TYPE_DIRECTION
+            ),
+            "report_to_a_peer": row(
+                doc(CHANGCHUN, (JILIN_CITY,), (), DocType.REPORT), TYPE_DIRECTION
+            ),
+            "reply_to_a_peer": row(
+                doc(CHANGCHUN, (JILIN_CITY,), (), DocType.REPLY, in_reply_to=REQUEST_ID),
+                REPLY_REQUEST,
+            ),
+            "request_to_a_peer": row(
+                doc(CHANGCHUN, (JILIN_CITY,), (), DocType.REQUEST), REQUEST_RECIPIENT
+            ),
+        }
+    ),
+)
+def test_advice_for_a_document_to_a_peer_is_a_letter(
+    world: World, document: Document, rule: Rule
+) -> None:
+    result, _ = judge(world, document, rule, looked_up=False)
+
+    assert result.verdict is FAIL
+    assert "to an organ outside your line (不相隶属), use a letter 函" in en(result)
+    assert "向不相隶属的机关请用“函”" in zh(result)
+
+
 # ---------------------------------------------------------------- department_directive
 
 
@@ -1140,6 +1282,13 @@ def test_jilin_directory_sets_every_rule_to_its_default(world: World) -> None:
                 True,
                 False,
             ),
+            "letter_up_absent_setting_refuses": row(
+                LETTER_DIRECTION,
+                doc(NONGAN, (CHANGCHUN,), (), DocType.LETTER, signatory="李四"),
+                {},
+                True,
+                False,
+            ),
         }
     ),
 )
@@ -1253,6 +1402,7 @@ REFUSED_EXAMPLES = {
     UPWARD_SIGNATORY.id: doc(NONGAN, (CHANGCHUN,), (), DocType.REPORT),
     REPLY_REQUEST.id: doc(PROVINCE, (CHANGCHUN,), (), DocType.REPLY),
     TYPE_DIRECTION.id: doc(CHANGCHUN, (JILIN_CITY,), (), DocType.ORDER),
+    LETTER_DIRECTION.id: doc(PROVINCE, (CHANGCHUN,), (), DocType.LETTER),
     DEPARTMENT_DIRECTIVE.id: doc(FINANCE, (CHANGCHUN,), (), DocType.NOTICE, directive=True),
     CLASSIFIED_MARKS.id: classified(period=None, numbers={}),
     DOC_NUMBER_FORM.id: doc(PROVINCE, (CHANGCHUN,), doc_number="吉政发[02]第03"),
