@@ -103,9 +103,9 @@ REPLY_REQUEST = Rule(
 )
 TYPE_DIRECTION = Rule(
     "type_direction",
-    "命令、决定、决议为下行文；报告为上行文（请示、批复、函另有规则）。",
+    "命令、决定、决议为下行文；报告为上行文（请示、批复、函、议案另有规则）。",
     "Orders (命令), decisions (决定) and resolutions (决议) go downward; reports (报告) go "
-    "upward (请示, 批复 and 函 have rules of their own).",
+    "upward (请示, 批复, 函 and 议案 have rules of their own).",
     f"{_TIAOLI}第八条",
 )
 LETTER_DIRECTION = Rule(
@@ -114,6 +114,13 @@ LETTER_DIRECTION = Rule(
     "A letter (函) goes between organs with no line of subordination (不相隶属), never to a "
     "superior or a subordinate of the sender.",
     f"{_TIAOLI}第八条（十四）",
+)
+MOTION_RECIPIENT = Rule(
+    "motion_recipient",
+    "议案由人民政府按照法律程序提请同级人民代表大会或其常务委员会审议。",
+    "A motion (议案) goes from a people's government to the people's congress, or its "
+    "standing committee, of the same level.",
+    f"{_TIAOLI}第八条（十三）",
 )
 DEPARTMENT_DIRECTIVE = Rule(
     "department_directive",
@@ -144,6 +151,7 @@ RULES: Final[tuple[Rule, ...]] = (
     REPLY_REQUEST,
     TYPE_DIRECTION,
     LETTER_DIRECTION,
+    MOTION_RECIPIENT,
     DEPARTMENT_DIRECTIVE,
     CLASSIFIED_MARKS,
     DOC_NUMBER_FORM,
@@ -272,7 +280,11 @@ _GOVERNMENT_RANK: Final = {
 
 
 def direction(directory: Directory, sender: str, recipient: str) -> Direction:
-    """上行 to an ancestor, 下行 to a descendant, 平行 otherwise."""
+    """上行 to an ancestor, 下行 to a descendant, 平行 otherwise.
+
+    A congress (人大及其常委会) has no parent and no children, so it is lateral to every
+    organisation: it is in no government's reporting line.
+    """
     if recipient in directory.ancestors(sender):
         return Direction.UPWARD
     if sender in directory.ancestors(recipient):
@@ -295,6 +307,35 @@ def skipped_organs_down(directory: Directory, sender: str, recipient: str) -> tu
     if sender not in chain:
         return ()
     return tuple(reversed(chain[: chain.index(sender)]))
+
+
+def own_government(directory: Directory, org_id: str) -> str | None:
+    """The people's government an organisation speaks for or belongs to: itself if it is
+    one, else its nearest ancestor that is one (a department's); None for a congress."""
+    entry = directory.org(org_id)
+    if entry is None or entry.level is OrgLevel.CONGRESS:
+        return None
+    if entry.level.is_government:
+        return org_id
+    for ancestor in directory.ancestors(org_id):
+        found = directory.org(ancestor)
+        if found is not None and found.level.is_government:
+            return ancestor
+    return None
+
+
+def congresses_of(directory: Directory, government: str) -> tuple[str, ...]:
+    """The people's congresses and standing committees of ``government``'s level."""
+    return tuple(
+        o.id for o in directory.orgs if o.level is OrgLevel.CONGRESS and o.congress_of == government
+    )
+
+
+def _is_congress_of(directory: Directory, congress: str, government: str) -> bool:
+    entry = directory.org(congress)
+    return (
+        entry is not None and entry.level is OrgLevel.CONGRESS and entry.congress_of == government
+    )
 
 
 def _government_rank(directory: Directory, org: OrgEntry) -> int | None:
@@ -653,6 +694,7 @@ def _type_direction(doc: Document, directory: Directory) -> RuleResult | list[Fi
             DocType.REQUEST: "请示: see request_recipient",
             DocType.REPLY: "批复: see reply_request",
             DocType.LETTER: "函: see letter_direction",
+            DocType.MOTION: "议案: see motion_recipient",
         }.get(doc.doc_type, f"a {doc.doc_type.zh} may go any way")
         return _not_applicable(TYPE_DIRECTION, why)
     sender = directory.org(doc.sender)
@@ -663,6 +705,7 @@ def _type_direction(doc: Document, directory: Directory) -> RuleResult | list[Fi
         if (d := direction(directory, doc.sender, r)) is not wanted
         # directive_to: the topology lets this organ direct that one (条例 第十五条（二）)
         and not (wanted is Direction.DOWNWARD and r in authorised)
+        and not _congress_exchange(directory, doc, r)
     }
     if not wrong:
         return []
@@ -677,6 +720,17 @@ def _type_direction(doc: Document, directory: Directory) -> RuleResult | list[Fi
             f"{listed_en}; {advice_en}",
         )
     ]
+
+
+def _congress_exchange(directory: Directory, doc: Document, recipient: str) -> bool:
+    """A government reports (报告) to the congress of its level, which it answers to; the
+    congress sends that government its 决定 and 决议. Lateral in the tree, yet in the
+    direction of the document type (宪法 第一百一十条: 地方各级人民政府对本级人大负责并报告工作)."""
+    if doc.doc_type is DocType.REPORT:
+        return _is_congress_of(directory, recipient, doc.sender)
+    if doc.doc_type in (DocType.DECISION, DocType.RESOLUTION):
+        return _is_congress_of(directory, doc.sender, recipient)
+    return False
 
 
 def _letter_direction(doc: Document, directory: Directory) -> RuleResult | list[Finding]:
@@ -700,6 +754,72 @@ def _letter_direction(doc: Document, directory: Directory) -> RuleResult | list[
             f"addressed to {listed_en}, in the line of {doc.sender}; {advice_en}",
         )
     ]
+
+
+def _motion_recipient(doc: Document, directory: Directory) -> RuleResult | list[Finding]:
+    if doc.doc_type is not DocType.MOTION:
+        return _not_applicable(MOTION_RECIPIENT, "not a 议案")
+    findings = []
+    sender = directory.org(doc.sender)
+    government = own_government(directory, doc.sender)
+    congresses = congresses_of(directory, government) if government is not None else ()
+    if sender is None or not sender.level.is_government:
+        kind_zh = "不在目录中" if sender is None else f"是{sender.level.zh}"
+        kind_en = "is not in the directory" if sender is None else f"is a {sender.level.value}"
+        if government is not None:
+            to_zh = f"向 {_names(directory, congresses)} " if congresses else ""
+            to_en = f" to {', '.join(congresses)}" if congresses else ""
+            instead_zh = f"请由本级人民政府 {_name(directory, government)} {to_zh}提请"
+            instead_en = f"have its government {government} submit it{to_en}"
+        else:
+            instead_zh = "议案是人民政府向同级人大或其常委会提请审议事项的文种，请改用其他文种"
+            instead_en = (
+                "a motion is how a government puts a matter to the congress of its level; "
+                "use another document type"
+            )
+        findings.append(
+            Finding(
+                MOTION_RECIPIENT,
+                f"议案只能由人民政府提请，{_name(directory, doc.sender)} {kind_zh}；{instead_zh}",
+                f"a motion is submitted by a people's government, and {doc.sender} {kind_en}; "
+                f"{instead_en}",
+            )
+        )
+    if government is None:
+        return findings
+    wrong = [r for r in doc.to if r not in congresses]
+    if not wrong and doc.to:
+        return findings
+    if not congresses:
+        findings.append(
+            Finding(
+                MOTION_RECIPIENT,
+                f"目录中没有与 {_name(directory, government)} 同级的人民代表大会或其常务委员会，"
+                "议案无处提请；议案只能提请同级人大或其常委会审议。请改用其他文种，或请交换中心"
+                '运营方在拓扑中加入该人大常委会（level = "congress"，congress_of）',
+                f"the directory lists no people's congress or standing committee of the level "
+                f"of {government}, so there is nowhere to submit a motion to (a motion goes only "
+                "to the congress of the same level); use another document type, or ask the hub "
+                'operator to add that congress to the topology (level = "congress", congress_of)',
+            )
+        )
+        return findings
+    addressed_zh = f"议案主送 {_names(directory, wrong)}，" if wrong else "议案没有主送机关，"
+    addressed_en = (
+        f"and {', '.join(wrong)} {_are(wrong)} not"
+        if wrong
+        else "and it names no primary recipient"
+    )
+    findings.append(
+        Finding(
+            MOTION_RECIPIENT,
+            f"{addressed_zh}议案只能提请与 {_name(directory, government)} 同级的人民代表大会"
+            f"或其常务委员会审议；请主送 {_names(directory, congresses)}",
+            f"a motion goes to the people's congress (or its standing committee) of the level "
+            f"of {government}, {addressed_en}; address it to {', '.join(congresses)}",
+        )
+    )
+    return findings
 
 
 _DIRECTIVE_TYPES: Final = {DocType.ORDER, DocType.DECISION}
@@ -876,6 +996,7 @@ def evaluate(
         REPLY_REQUEST: lambda: _reply_request(doc, directory, referenced, looked_up=looked_up),
         TYPE_DIRECTION: lambda: _type_direction(doc, directory),
         LETTER_DIRECTION: lambda: _letter_direction(doc, directory),
+        MOTION_RECIPIENT: lambda: _motion_recipient(doc, directory),
         DEPARTMENT_DIRECTIVE: lambda: _department_directive(doc, directory),
         CLASSIFIED_MARKS: lambda: _classified_marks(doc, directory),
         DOC_NUMBER_FORM: lambda: _doc_number_form(doc),

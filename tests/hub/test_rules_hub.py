@@ -299,7 +299,7 @@ async def test_off_mode_delivers_without_a_warning(
     assert "rule_warnings" not in audit_detail(hub, "message.accepted", sealed.header.msg_id)
 
 
-# ---------------------------------------------------------------------- 函, 越级下行
+# ------------------------------------------------------------------ 函, 议案, 越级下行
 
 
 async def test_a_letter_down_the_reporting_line_is_rejected_naming_the_direction(
@@ -316,6 +316,35 @@ async def test_a_letter_down_the_reporting_line_is_rejected_naming_the_direction
     assert "addressed to jl.cc (downward)" in (entry.detail or "")
     assert "use a notice 通知" in (entry.detail or "")
     assert "函主送 jl.cc（长春市人民政府）（下行）" in (entry.detail or "")
+
+
+async def test_a_motion_reaches_the_congress_of_its_level_and_is_rejected_elsewhere(
+    rules_hub: RulesHub, spokes_at: SpokeMaker
+) -> None:
+    hub = rules_hub()
+    province, congress = await connected(spokes_at, hub, "jl.gov", "jl.congress")
+
+    motion = await province.send(["jl.congress"], doc_type=DocType.MOTION)
+    astray = await province.send(["jl.cc"], doc_type=DocType.MOTION)
+
+    assert (await answer(province, motion)).status is ReceiptStatus.ACCEPTED
+    await delivered_to(province, motion, congress)
+    refused = await answer(province, astray)
+    assert refused.status is ReceiptStatus.REJECTED
+    assert refused.reason == "rule.motion_recipient"
+    assert "address it to jl.congress" in (refused.detail or "")
+
+
+async def test_a_letter_between_a_government_and_its_congress_is_delivered(
+    rules_hub: RulesHub, spokes_at: SpokeMaker
+) -> None:
+    hub = rules_hub()
+    province, congress = await connected(spokes_at, hub, "jl.gov", "jl.congress")
+
+    sealed = await congress.send(["jl.gov"], doc_type=DocType.LETTER)
+
+    assert (await answer(congress, sealed)).status is ReceiptStatus.ACCEPTED
+    await delivered_to(congress, sealed, province)
 
 
 async def test_a_notice_down_past_a_level_is_delivered_with_a_warning_by_default(

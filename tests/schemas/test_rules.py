@@ -20,6 +20,7 @@ from schemas.rules import (
     DEPARTMENT_DIRECTIVE,
     DOC_NUMBER_FORM,
     LETTER_DIRECTION,
+    MOTION_RECIPIENT,
     REPLY_REQUEST,
     REQUEST_RECIPIENT,
     RULES,
@@ -50,6 +51,8 @@ from tests.world import NOW, TOPOLOGY_PATH, World
 
 # The Jilin tree (config/topology.toml): cn.gov > jl.gov > jl.cc > jl.cc.nongan, and the
 # provincial departments jl.dept.* under jl.gov; jl.dept.health has directive_to = [jl.cc].
+# Outside the tree, the standing committees of the provincial and Changchun people's
+# congresses (congress_of jl.gov and jl.cc).
 STATE_COUNCIL = "cn.gov"
 PROVINCE = "jl.gov"
 CHANGCHUN = "jl.cc"
@@ -60,6 +63,8 @@ HUADIAN = "jl.jl.huadian"  # a county under Jilin City
 HEALTH = "jl.dept.health"  # authorised to direct jl.cc
 FINANCE = "jl.dept.finance"
 SECURITY = "jl.dept.security"
+PROVINCE_CONGRESS = "jl.congress"  # 吉林省人大常委会, congress_of jl.gov
+CHANGCHUN_CONGRESS = "jl.cc.congress"  # 长春市人大常委会, congress_of jl.cc
 
 PASS, FAIL, N = Verdict.PASS, Verdict.FAIL, Verdict.NOT_APPLICABLE
 REQUEST_ID = bytes.fromhex("0123456789abcdef0123456789abcdef")
@@ -156,6 +161,21 @@ def assert_verdict(result: RuleResult, verdict: Verdict, words: tuple[str, ...] 
             "department_to_prefecture_is_lateral": row(HEALTH, CHANGCHUN, Direction.LATERAL),
             "department_to_department_is_lateral": row(HEALTH, FINANCE, Direction.LATERAL),
             "an_organ_to_itself_is_lateral": row(CHANGCHUN, CHANGCHUN, Direction.LATERAL),
+            "government_to_the_congress_of_its_level_is_lateral": row(
+                PROVINCE, PROVINCE_CONGRESS, Direction.LATERAL
+            ),
+            "congress_to_the_government_of_its_level_is_lateral": row(
+                PROVINCE_CONGRESS, PROVINCE, Direction.LATERAL
+            ),
+            "state_council_to_a_provincial_congress_is_lateral": row(
+                STATE_COUNCIL, PROVINCE_CONGRESS, Direction.LATERAL
+            ),
+            "county_to_its_prefecture_congress_is_lateral": row(
+                NONGAN, CHANGCHUN_CONGRESS, Direction.LATERAL
+            ),
+            "congress_to_congress_is_lateral": row(
+                PROVINCE_CONGRESS, CHANGCHUN_CONGRESS, Direction.LATERAL
+            ),
             "unknown_organ_is_lateral": row(CHANGCHUN, "xx.unknown", Direction.LATERAL),
         }
     ),
@@ -707,6 +727,9 @@ def test_type_direction_judges_primary_recipients_only(world: World) -> None:
             "county_to_a_provincial_department_passes": row(NONGAN, (FINANCE,), (), PASS, ()),
             "department_to_a_prefecture_passes": row(HEALTH, (CHANGCHUN,), (), PASS, ()),
             "department_to_department_passes": row(HEALTH, (FINANCE,), (), PASS, ()),
+            "government_to_the_congress_of_its_level_passes": row(
+                PROVINCE, (PROVINCE_CONGRESS,), (), PASS, ()
+            ),
             "a_superior_only_copied_passes": row(CHANGCHUN, (JILIN_CITY,), (PROVINCE,), PASS, ()),
             "county_to_its_prefecture_refused": row(
                 NONGAN,
@@ -833,6 +856,205 @@ def test_advice_for_a_document_to_a_peer_is_a_letter(
     assert result.verdict is FAIL
     assert "to an organ outside your line (不相隶属), use a letter 函" in en(result)
     assert "向不相隶属的机关请用“函”" in zh(result)
+
+
+# ---------------------------------------------------------------- motion_recipient
+
+
+@pytest.mark.parametrize(
+    ("sender", "to", "cc", "verdict", "words"),
+    table(
+        {
+            "province_to_its_congress_passes": row(PROVINCE, (PROVINCE_CONGRESS,), (), PASS, ()),
+            "prefecture_to_its_congress_passes": row(
+                CHANGCHUN, (CHANGCHUN_CONGRESS,), (), PASS, ()
+            ),
+            "copies_are_not_judged": row(
+                PROVINCE, (PROVINCE_CONGRESS,), (STATE_COUNCIL, CHANGCHUN), PASS, ()
+            ),
+            "province_to_a_prefecture_refused": row(
+                PROVINCE,
+                (CHANGCHUN,),
+                (),
+                FAIL,
+                ("jl.cc is not", "address it to jl.congress"),
+            ),
+            "prefecture_to_peer_refused": row(
+                CHANGCHUN, (JILIN_CITY,), (), FAIL, ("address it to jl.cc.congress",)
+            ),
+            "prefecture_to_the_provincial_congress_refused": row(
+                CHANGCHUN,
+                (PROVINCE_CONGRESS,),
+                (),
+                FAIL,
+                ("level of jl.cc, and jl.congress is not", "address it to jl.cc.congress"),
+            ),
+            "province_to_a_prefecture_congress_refused": row(
+                PROVINCE,
+                (CHANGCHUN_CONGRESS,),
+                (),
+                FAIL,
+                ("jl.cc.congress is not", "address it to jl.congress"),
+            ),
+            "province_to_its_superior_refused": row(
+                PROVINCE, (STATE_COUNCIL,), (), FAIL, ("cn.gov is not",)
+            ),
+            "its_congress_and_another_organ_refused_naming_the_other": row(
+                PROVINCE,
+                (PROVINCE_CONGRESS, CHANGCHUN),
+                (),
+                FAIL,
+                ("and jl.cc is not; address it to jl.congress",),
+            ),
+            "department_to_its_governments_congress_refused": row(
+                HEALTH,
+                (PROVINCE_CONGRESS,),
+                (),
+                FAIL,
+                ("jl.dept.health is a department", "have its government jl.gov submit it to "),
+            ),
+            "no_congress_of_that_level_in_the_directory_refused_saying_so": row(
+                JILIN_CITY,
+                (PROVINCE_CONGRESS,),
+                (),
+                FAIL,
+                ("lists no people's congress or standing committee of the level of jl.jl",),
+            ),
+            "county_without_a_congress_refused_saying_so": row(
+                NONGAN,
+                (CHANGCHUN_CONGRESS,),
+                (),
+                FAIL,
+                ("no people's congress or standing committee of the level of jl.cc.nongan",),
+            ),
+            "state_council_without_a_congress_refused_saying_so": row(
+                STATE_COUNCIL,
+                (PROVINCE_CONGRESS,),
+                (),
+                FAIL,
+                ("of the level of cn.gov", "add that congress to the topology"),
+            ),
+            "congress_sending_a_motion_refused": row(
+                PROVINCE_CONGRESS, (PROVINCE,), (), FAIL, ("jl.congress is a congress",)
+            ),
+        }
+    ),
+)
+def test_motion_recipient(
+    world: World,
+    *,
+    sender: str,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    verdict: Verdict,
+    words: tuple[str, ...],
+) -> None:
+    result, evaluation = judge(world, doc(sender, to, cc, DocType.MOTION), MOTION_RECIPIENT)
+
+    assert_verdict(result, verdict, words)
+    assert evaluation.ok is (verdict is not FAIL)
+
+
+def test_motion_finding_names_the_congress_in_chinese(world: World) -> None:
+    result, _ = judge(
+        world, doc(CHANGCHUN, (PROVINCE_CONGRESS,), (), DocType.MOTION), MOTION_RECIPIENT
+    )
+
+    assert zh(result) == (
+        "议案主送 jl.congress（吉林省人民代表大会常务委员会），议案只能提请与 "
+        "jl.cc（长春市人民政府） 同级的人民代表大会或其常务委员会审议；请主送 "
+        "jl.cc.congress（长春市人民代表大会常务委员会）"
+    )
+
+
+def test_motion_from_a_department_to_a_prefecture_names_sender_and_recipient(
+    world: World,
+) -> None:
+    result, _ = judge(world, doc(FINANCE, (CHANGCHUN,), (), DocType.MOTION), MOTION_RECIPIENT)
+
+    assert [f.en for f in result.findings] == [
+        (
+            "a motion is submitted by a people's government, and jl.dept.finance is a "
+            "department; have its government jl.gov submit it to jl.congress"
+        ),
+        (
+            "a motion goes to the people's congress (or its standing committee) of the level "
+            "of jl.gov, and jl.cc is not; address it to jl.congress"
+        ),
+    ]
+
+
+def test_motion_recipient_does_not_apply_to_other_types(world: World) -> None:
+    result, _ = judge(world, doc(CHANGCHUN, (JILIN_CITY,)), MOTION_RECIPIENT)
+
+    assert_verdict(result, N)
+
+
+# ---------------------------------------------------------------- the other rules and a congress
+
+
+@pytest.mark.parametrize(
+    ("document", "rule", "verdict"),
+    table(
+        {
+            # 宪法: the government reports its work to the congress of its level
+            "report_from_the_government_to_its_congress_passes": row(
+                doc(PROVINCE, (PROVINCE_CONGRESS,), (), DocType.REPORT), TYPE_DIRECTION, PASS
+            ),
+            "report_to_another_levels_congress_refused": row(
+                doc(CHANGCHUN, (PROVINCE_CONGRESS,), (), DocType.REPORT), TYPE_DIRECTION, FAIL
+            ),
+            "report_from_a_department_to_the_congress_refused": row(
+                doc(HEALTH, (PROVINCE_CONGRESS,), (), DocType.REPORT), TYPE_DIRECTION, FAIL
+            ),
+            "resolution_from_the_congress_to_its_government_passes": row(
+                doc(PROVINCE_CONGRESS, (PROVINCE,), (), DocType.RESOLUTION), TYPE_DIRECTION, PASS
+            ),
+            "decision_from_the_congress_to_its_government_passes": row(
+                doc(CHANGCHUN_CONGRESS, (CHANGCHUN,), (), DocType.DECISION), TYPE_DIRECTION, PASS
+            ),
+            "decision_from_the_congress_to_another_government_refused": row(
+                doc(PROVINCE_CONGRESS, (CHANGCHUN,), (), DocType.DECISION), TYPE_DIRECTION, FAIL
+            ),
+            "order_from_the_government_to_its_congress_refused": row(
+                doc(PROVINCE, (PROVINCE_CONGRESS,), (), DocType.ORDER), TYPE_DIRECTION, FAIL
+            ),
+            "decision_from_the_government_to_its_congress_refused": row(
+                doc(PROVINCE, (PROVINCE_CONGRESS,), (), DocType.DECISION), TYPE_DIRECTION, FAIL
+            ),
+            "request_to_the_congress_refused_it_is_no_superior": row(
+                doc(PROVINCE, (PROVINCE_CONGRESS,), (), DocType.REQUEST), REQUEST_RECIPIENT, FAIL
+            ),
+            "reply_to_the_congress_refused_it_is_no_subordinate": row(
+                doc(PROVINCE, (PROVINCE_CONGRESS,), (), DocType.REPLY, in_reply_to=REQUEST_ID),
+                REPLY_REQUEST,
+                FAIL,
+            ),
+            "report_to_the_congress_needs_no_signatory_it_is_not_upward": row(
+                doc(PROVINCE, (PROVINCE_CONGRESS,), (), DocType.REPORT), UPWARD_SIGNATORY, N
+            ),
+            "county_copying_the_congress_is_no_skip_level": row(
+                doc(NONGAN, (CHANGCHUN,), (PROVINCE_CONGRESS,), DocType.REPORT), SKIP_LEVEL, N
+            ),
+            "province_copying_a_prefecture_congress_is_no_skip_level_down": row(
+                doc(PROVINCE, (CHANGCHUN,), (CHANGCHUN_CONGRESS,), DocType.NOTICE),
+                SKIP_LEVEL_DOWN,
+                N,
+            ),
+            "department_directive_to_the_congress_is_not_to_a_lower_government": row(
+                doc(FINANCE, (PROVINCE_CONGRESS,), (), DocType.NOTICE, directive=True),
+                DEPARTMENT_DIRECTIVE,
+                PASS,
+            ),
+        }
+    ),
+)
+def test_a_congress_is_outside_the_reporting_line_in_every_rule(
+    world: World, document: Document, rule: Rule, verdict: Verdict
+) -> None:
+    result, _ = judge(world, document, rule, looked_up=False)
+
+    assert_verdict(result, verdict)
 
 
 # ---------------------------------------------------------------- department_directive
@@ -1289,6 +1511,9 @@ def test_jilin_directory_sets_every_rule_to_its_default(world: World) -> None:
                 True,
                 False,
             ),
+            "motion_to_a_peer_absent_setting_refuses": row(
+                MOTION_RECIPIENT, doc(CHANGCHUN, (JILIN_CITY,), (), DocType.MOTION), {}, True, False
+            ),
         }
     ),
 )
@@ -1403,6 +1628,7 @@ REFUSED_EXAMPLES = {
     REPLY_REQUEST.id: doc(PROVINCE, (CHANGCHUN,), (), DocType.REPLY),
     TYPE_DIRECTION.id: doc(CHANGCHUN, (JILIN_CITY,), (), DocType.ORDER),
     LETTER_DIRECTION.id: doc(PROVINCE, (CHANGCHUN,), (), DocType.LETTER),
+    MOTION_RECIPIENT.id: doc(JILIN_CITY, (PROVINCE_CONGRESS,), (), DocType.MOTION),
     DEPARTMENT_DIRECTIVE.id: doc(FINANCE, (CHANGCHUN,), (), DocType.NOTICE, directive=True),
     CLASSIFIED_MARKS.id: classified(period=None, numbers={}),
     DOC_NUMBER_FORM.id: doc(PROVINCE, (CHANGCHUN,), doc_number="吉政发[02]第03"),

@@ -488,3 +488,18 @@ async def test_a_notice_down_past_a_level_without_auto_cc_is_sealed_with_a_warni
         ["jl.cc"],
     )
     assert list(gov.failed.iterdir()) == []
+
+
+async def test_a_motion_to_a_peer_is_refused_at_the_spoke_naming_the_congress(
+    offline_spoke: OfflineSpokeFactory,
+) -> None:
+    cc = offline_spoke("jl.cc")
+    meta = {"主送": "jl.jl", "密级": "内部", "文种": "议案", "标题": "关于提请审议某条例草案的议案"}
+    cc.drop("议案.txt", b"motion\n", toml_meta(meta))
+    await cc.settle()
+
+    assert cc.outbound() == []
+    text = (cc.failed / "议案.txt.error.txt").read_text(encoding="utf-8")
+    assert "[motion_recipient] 《党政机关公文处理工作条例》第八条（十三）" in text
+    assert "请主送 jl.cc.congress（长春市人民代表大会常务委员会）" in text
+    assert "address it to jl.cc.congress" in text
