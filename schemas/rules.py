@@ -122,6 +122,14 @@ MOTION_RECIPIENT = Rule(
     "standing committee, of the same level.",
     f"{_TIAOLI}第八条（十三）",
 )
+REQUEST_REPORT_MIXED = Rule(
+    "request_report_mixed",
+    "请示与报告不得混用：报告中不得夹带请示事项，不用“请示报告”。",
+    "Requests (请示) and reports (报告) are not mixed: a report carries no request for "
+    "approval, and no title says 请示报告.",
+    f"{_TIAOLI}第十四条（四）",
+    Mode.WARN,  # judged from the title only, which may name a 请示 without asking anything
+)
 DEPARTMENT_DIRECTIVE = Rule(
     "department_directive",
     "部门不得向下级人民政府发布指令性公文，经授权的除外。",
@@ -152,6 +160,7 @@ RULES: Final[tuple[Rule, ...]] = (
     TYPE_DIRECTION,
     LETTER_DIRECTION,
     MOTION_RECIPIENT,
+    REQUEST_REPORT_MIXED,
     DEPARTMENT_DIRECTIVE,
     CLASSIFIED_MARKS,
     DOC_NUMBER_FORM,
@@ -210,9 +219,13 @@ class Document:
     doc_number: str | None = None
     directive: bool = False
     in_reply_to: bytes | None = None
+    # 标题: known to the sending spoke only; the header never carries it (it travels
+    # encrypted), so at the hub it is None and request_report_mixed does not apply.
+    title: str | None = None
 
     @classmethod
     def from_header(cls, header: Header) -> Document:
+        """The routing fields the hub verified; the title is not among them."""
         return cls(
             sender=header.sender,
             to=header.to,
@@ -247,6 +260,7 @@ class Document:
             doc_number=metadata.doc_number,
             directive=metadata.directive,
             in_reply_to=metadata.in_reply_to_bytes,
+            title=metadata.title,
         )
 
     @property
@@ -822,6 +836,71 @@ def _motion_recipient(doc: Document, directory: Directory) -> RuleResult | list[
     return findings
 
 
+# 请示 words a 报告 must not carry (第十四条（四）: 不得在报告等非请示性公文中夹带请示事项).
+_REQUEST_WORDS: Final = (
+    "请示",
+    "请批示",
+    "请予批示",
+    "请审批",
+    "请予审批",
+    "请批准",
+    "请予批准",
+)
+
+
+# The Party's 重大事项请示报告制度 (and its 条例) is an institution, not a document type: a
+# notice or a report about it names 请示报告 without mixing anything.
+_REPORTING_SYSTEM: Final = ("请示报告制度", "请示报告条例")
+
+
+def _request_report_mixed(doc: Document) -> RuleResult | list[Finding]:
+    if doc.title is None:
+        return _not_applicable(
+            REQUEST_REPORT_MIXED, "the title travels encrypted: only the sending spoke checks it"
+        )
+    # Whitespace (the ideographic space too) does not hide a word. The finding names the
+    # words, never the title: warnings are kept in the spoke's state and status.json.
+    title = re.sub(r"\s+", "", unicodedata.normalize("NFKC", doc.title))
+    for name in _REPORTING_SYSTEM:
+        title = title.replace(name, "")
+    if "请示报告" in title:
+        return [
+            Finding(
+                REQUEST_REPORT_MIXED,
+                f"{doc.doc_type.zh}的标题含“请示报告”；请示和报告是两个文种：请示用于请求指示、"
+                "批准，报告用于汇报工作、反映情况，请选定其一",
+                f"the title of this {doc.doc_type} says 请示报告; a request (请示, asking for "
+                "instructions or approval) and a report (报告, on work done) are two document "
+                "types: choose one",
+            )
+        ]
+    if doc.doc_type is DocType.REPORT:
+        words = [w for w in _REQUEST_WORDS if w in title]
+        if words:
+            listed = "、".join(f"“{w}”" for w in words)
+            return [
+                Finding(
+                    REQUEST_REPORT_MIXED,
+                    f"报告的标题含{listed}；报告中不得夹带请示事项，需要批准的事项请另行请示"
+                    "（一文一事）",
+                    f"the title of this report contains {', '.join(words)}: a report carries no "
+                    "request for approval; send what needs approval as a separate request "
+                    "(请示), one matter each",
+                )
+            ]
+    if doc.doc_type is DocType.REQUEST and title.endswith("报告"):
+        return [
+            Finding(
+                REQUEST_REPORT_MIXED,
+                "请示的标题以“报告”结尾；请示的标题以“请示”结尾（如“关于……的请示”），"
+                "汇报工作请另用报告",
+                "the title of this request ends in 报告; a request's title ends in 请示 "
+                "(关于……的请示), and work done is reported in a separate report (报告)",
+            )
+        ]
+    return []
+
+
 _DIRECTIVE_TYPES: Final = {DocType.ORDER, DocType.DECISION}
 
 
@@ -997,6 +1076,7 @@ def evaluate(
         TYPE_DIRECTION: lambda: _type_direction(doc, directory),
         LETTER_DIRECTION: lambda: _letter_direction(doc, directory),
         MOTION_RECIPIENT: lambda: _motion_recipient(doc, directory),
+        REQUEST_REPORT_MIXED: lambda: _request_report_mixed(doc),
         DEPARTMENT_DIRECTIVE: lambda: _department_directive(doc, directory),
         CLASSIFIED_MARKS: lambda: _classified_marks(doc, directory),
         DOC_NUMBER_FORM: lambda: _doc_number_form(doc),

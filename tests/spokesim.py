@@ -291,6 +291,7 @@ class SimSpoke:
         contents: Sequence[bytes] = (b"document",),
         created_at: int | None = None,
         expires_at: int | None = None,
+        title: str = "测试文件",
         **extra: object,
     ) -> tuple[Sealed, bytes]:
         files = [file_entry(f"f{i}.txt", "text/plain", c) for i, c in enumerate(contents)]
@@ -301,7 +302,7 @@ class SimSpoke:
             classification=classification,
             precedence=precedence,
             doc_type=doc_type,
-            title="测试文件",
+            title=title,
             created_at=now_ms() if created_at is None else created_at,
             expires_at=expires_at,
             files=files,

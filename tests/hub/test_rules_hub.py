@@ -27,6 +27,7 @@ from schemas.receipts import ReceiptEntry, ReceiptStatus
 from schemas.rules import (
     REPLY_REQUEST,
     REQUEST_RECIPIENT,
+    REQUEST_REPORT_MIXED,
     SKIP_LEVEL,
     SKIP_LEVEL_DOWN,
 )
@@ -299,7 +300,7 @@ async def test_off_mode_delivers_without_a_warning(
     assert "rule_warnings" not in audit_detail(hub, "message.accepted", sealed.header.msg_id)
 
 
-# ------------------------------------------------------------------ 函, 议案, 越级下行
+# ------------------------------------------------------------- 函, 议案, 越级下行, titles
 
 
 async def test_a_letter_down_the_reporting_line_is_rejected_naming_the_direction(
@@ -376,6 +377,21 @@ async def test_a_notice_down_past_a_level_is_rejected_when_the_setting_enforces_
     assert refused.reason == "rule.skip_level_down"
     assert "passes over jl.cc, and jl.cc is not copied" in (refused.detail or "")
     assert (await answer(province, copied)).status is ReceiptStatus.ACCEPTED
+
+
+async def test_the_hub_cannot_see_a_title_so_a_mixed_report_passes_even_when_enforced(
+    rules_hub: RulesHub, spokes_at: SpokeMaker
+) -> None:
+    hub = rules_hub({"request_report_mixed": "enforce"})
+    county, prefecture = await connected(spokes_at, hub, "jl.cc.nongan", "jl.cc")
+
+    sealed = await county.send(
+        ["jl.cc"], doc_type=DocType.REPORT, title="关于防汛工作情况的报告并请批准追加经费"
+    )
+
+    assert (await answer(county, sealed)).status is ReceiptStatus.ACCEPTED
+    await delivered_to(county, sealed, prefecture)
+    assert not [e for e in hub.log_events() if e.get("rule") == REQUEST_REPORT_MIXED.id]
 
 
 # ---------------------------------------------------------------------------- large documents

@@ -14,6 +14,7 @@ from schemas.directory import verify_directory
 from schemas.errors import ConfigError
 from schemas.ids import msg_id_text
 from schemas.labels import Classification, Direction, DocType
+from schemas.metadata import DropMetadata
 from schemas.receipts import REASON_PATTERN
 from schemas.rules import (
     CLASSIFIED_MARKS,
@@ -23,6 +24,7 @@ from schemas.rules import (
     MOTION_RECIPIENT,
     REPLY_REQUEST,
     REQUEST_RECIPIENT,
+    REQUEST_REPORT_MIXED,
     RULES,
     RULES_BY_ID,
     SKIP_LEVEL,
@@ -92,6 +94,7 @@ def doc(
     doc_number: str | None = None,
     directive: bool = False,
     in_reply_to: bytes | None = None,
+    title: str | None = None,
 ) -> Document:
     """An INTERNAL document (classified_marks does not apply) with the fields a rule reads."""
     return Document(
@@ -104,6 +107,7 @@ def doc(
         doc_number=doc_number,
         directive=directive,
         in_reply_to=in_reply_to,
+        title=title,
     )
 
 
@@ -1057,6 +1061,120 @@ def test_a_congress_is_outside_the_reporting_line_in_every_rule(
     assert_verdict(result, verdict)
 
 
+# ---------------------------------------------------------------- request_report_mixed
+
+
+@pytest.mark.parametrize(
+    ("doc_type", "title", "verdict", "words"),
+    table(
+        {
+            "plain_report_passes": row(
+                DocType.REPORT, "关于2026年冬季供暖工作情况的报告", PASS, ()
+            ),
+            "plain_request_passes": row(DocType.REQUEST, "关于拨付防汛专项资金的请示", PASS, ()),
+            "report_asking_for_approval_warned": row(
+                DocType.REPORT,
+                "关于防汛工作情况的报告并请批准追加经费",
+                FAIL,
+                ("contains 请批准", "a report carries no request for approval"),
+            ),
+            "report_asking_for_instructions_warned": row(
+                DocType.REPORT, "关于机构改革情况的报告（请批示）", FAIL, ("contains 请批示",)
+            ),
+            "report_asking_for_examination_warned": row(
+                DocType.REPORT, "关于调整编制的报告，请审批", FAIL, ("contains 请审批",)
+            ),
+            "report_asking_to_be_approved_warned": row(
+                DocType.REPORT, "关于增设机构的报告（请予批准）", FAIL, ("contains 请予批准",)
+            ),
+            "report_carrying_a_request_warned": row(
+                DocType.REPORT,
+                "关于申请资金的请示和有关情况的报告",
+                FAIL,
+                ("contains 请示",),
+            ),
+            "spaces_do_not_hide_the_words": row(
+                DocType.REPORT, "关于经费情况的报告 请　批准", FAIL, ("contains 请批准",)
+            ),
+            "request_report_in_a_report_warned": row(
+                DocType.REPORT, "关于增设机构的请示报告", FAIL, ("says 请示报告", "choose one")
+            ),
+            "request_report_in_a_request_warned_once": row(
+                DocType.REQUEST, "关于增设机构的请示报告", FAIL, ("says 请示报告",)
+            ),
+            "request_report_in_a_notice_warned": row(
+                DocType.NOTICE, "关于报送2026年度请示报告的通知", FAIL, ("请示报告",)
+            ),
+            # 重大事项请示报告制度 is an institution, not a mix of two types
+            "notice_on_the_reporting_system_passes": row(
+                DocType.NOTICE, "关于严格执行重大事项请示报告制度的通知", PASS, ()
+            ),
+            "report_on_the_reporting_system_passes": row(
+                DocType.REPORT, "关于落实重大事项请示报告制度情况的报告", PASS, ()
+            ),
+            "request_ending_in_report_warned": row(
+                DocType.REQUEST,
+                "关于增加编制的报告",
+                FAIL,
+                ("ends in 报告", "a request's title ends in 请示"),
+            ),
+            "request_ending_in_report_and_a_space_warned": row(
+                DocType.REQUEST, "关于增加编制的报告\u3000", FAIL, ("ends in 报告",)
+            ),
+            "request_naming_a_lecture_hall_passes": row(
+                DocType.REQUEST, "关于报告厅维修经费的请示", PASS, ()
+            ),
+            "notice_about_a_request_passes": row(
+                DocType.NOTICE, "关于办理市县请示事项的通知", PASS, ()
+            ),
+            # 函 may ask for approval between organs outside each other's line (第八条（十四）)
+            "letter_asking_for_approval_passes": row(
+                DocType.LETTER, "关于商请批准使用场地的函（请予批准）", PASS, ()
+            ),
+        }
+    ),
+)
+def test_request_report_mixed(
+    world: World, doc_type: DocType, title: str, verdict: Verdict, words: tuple[str, ...]
+) -> None:
+    document = doc(CHANGCHUN, (PROVINCE,), (), doc_type, signatory="李四", title=title)
+
+    result, evaluation = judge(world, document, REQUEST_REPORT_MIXED)
+
+    assert_verdict(result, verdict, words)
+    assert len(result.findings) == (1 if verdict is FAIL else 0)
+    assert result.mode is Mode.WARN
+    assert REQUEST_REPORT_MIXED not in [f.rule for f in evaluation.refusals]
+    for finding in result.findings:
+        assert title.strip() not in finding.sentence()  # the words, never the title
+
+
+def test_request_report_mixed_is_not_applicable_where_the_title_is_unknown(world: World) -> None:
+    result, _ = judge(world, doc(CHANGCHUN, (PROVINCE,), (), DocType.REPORT), REQUEST_REPORT_MIXED)
+
+    assert_verdict(result, N)
+    assert result.note == "the title travels encrypted: only the sending spoke checks it"
+
+
+def test_hub_cannot_judge_the_title_that_the_sending_spoke_judges(world: World) -> None:
+    title = "关于防汛工作情况的报告并请批准追加经费"
+    metadata = DropMetadata.model_validate(
+        {"to": [PROVINCE], "classification": "内部", "doc_type": "报告", "title": title}
+    )
+    at_spoke = Document.from_metadata(metadata, CHANGCHUN, (PROVINCE,), ())
+    sealed, _ = world.seal(CHANGCHUN, (PROVINCE,), doc_type=DocType.REPORT, title=title)
+    at_hub = Document.from_header(sealed.header)
+
+    spoke_result, _ = judge(world, at_spoke, REQUEST_REPORT_MIXED)
+    hub_result, _ = judge(world, at_hub, REQUEST_REPORT_MIXED)
+
+    assert at_spoke.title == title
+    assert at_hub.title is None
+    assert spoke_result.verdict is FAIL
+    assert hub_result.verdict is N
+    assert "title travels encrypted" in hub_result.note
+
+
 # ---------------------------------------------------------------- department_directive
 
 
@@ -1475,11 +1593,12 @@ def test_settings_of_skips_rule_ids_this_code_does_not_know(world: World) -> Non
     assert settings_of(directory) == {"skip_level": Mode.WARN}
 
 
-def test_every_rule_enforces_by_default_but_skip_level_down() -> None:
-    # 越级下行 to a far subordinate is common practice
+def test_every_rule_enforces_by_default_but_skip_level_down_and_request_report_mixed() -> None:
+    # 越级下行 to a far subordinate is common practice; a title may name a 请示 harmlessly
     assert {r.id: r.default for r in RULES} == {
         **dict.fromkeys(RULES_BY_ID, Mode.ENFORCE),
         SKIP_LEVEL_DOWN.id: Mode.WARN,
+        REQUEST_REPORT_MIXED.id: Mode.WARN,
     }
 
 
@@ -1501,6 +1620,20 @@ def test_jilin_directory_sets_every_rule_to_its_default(world: World) -> None:
                 SKIP_LEVEL_DOWN,
                 doc(PROVINCE, (NONGAN,), (), DocType.NOTICE),
                 {"skip_level_down": Mode.ENFORCE},
+                True,
+                False,
+            ),
+            "mixed_title_absent_setting_warns": row(
+                REQUEST_REPORT_MIXED,
+                doc(NONGAN, (CHANGCHUN,), (), DocType.REPORT, signatory="李四", title="请示报告"),
+                {},
+                False,
+                True,
+            ),
+            "mixed_title_enforced_refuses": row(
+                REQUEST_REPORT_MIXED,
+                doc(NONGAN, (CHANGCHUN,), (), DocType.REPORT, signatory="李四", title="请示报告"),
+                {"request_report_mixed": Mode.ENFORCE},
                 True,
                 False,
             ),
@@ -1629,6 +1762,9 @@ REFUSED_EXAMPLES = {
     TYPE_DIRECTION.id: doc(CHANGCHUN, (JILIN_CITY,), (), DocType.ORDER),
     LETTER_DIRECTION.id: doc(PROVINCE, (CHANGCHUN,), (), DocType.LETTER),
     MOTION_RECIPIENT.id: doc(JILIN_CITY, (PROVINCE_CONGRESS,), (), DocType.MOTION),
+    REQUEST_REPORT_MIXED.id: doc(
+        NONGAN, (CHANGCHUN,), (), DocType.REPORT, signatory="李四", title="关于增设机构的请示报告"
+    ),
     DEPARTMENT_DIRECTIVE.id: doc(FINANCE, (CHANGCHUN,), (), DocType.NOTICE, directive=True),
     CLASSIFIED_MARKS.id: classified(period=None, numbers={}),
     DOC_NUMBER_FORM.id: doc(PROVINCE, (CHANGCHUN,), doc_number="吉政发[02]第03"),

@@ -490,6 +490,23 @@ async def test_a_notice_down_past_a_level_without_auto_cc_is_sealed_with_a_warni
     assert list(gov.failed.iterdir()) == []
 
 
+async def test_a_report_whose_title_asks_for_approval_is_sealed_with_a_warning_without_the_title(
+    offline_spoke: OfflineSpokeFactory,
+) -> None:
+    nongan = offline_spoke("jl.cc.nongan")
+    title = "关于防汛工作情况的报告并请批准追加经费"
+    meta = {"主送": "jl.cc", "密级": "内部", "文种": "报告", "标题": title, "签发人": "刘某"}
+    nongan.drop("夹带请示.txt", b"report\n", toml_meta(meta))
+    await nongan.settle()
+
+    (out,) = nongan.outbound()
+    notes = nongan.ctx.state.notes(out.msg_id)
+    (warning,) = notes["rule_warnings"]
+    assert warning["rule"] == "request_report_mixed"
+    assert "contains 请批准" in warning["en"]
+    assert title not in json.dumps(notes, ensure_ascii=False)
+
+
 async def test_a_motion_to_a_peer_is_refused_at_the_spoke_naming_the_congress(
     offline_spoke: OfflineSpokeFactory,
 ) -> None:
