@@ -138,7 +138,7 @@ def sender_main(
                 to=(target,),
                 classification=Classification.INTERNAL,
                 precedence=Precedence.ROUTINE,
-                doc_type=DocType.LETTER,
+                doc_type=DocType.NOTICE,  # jl.gov's 函 down to a prefecture is refused
                 title="bench",
                 created_at=time.time_ns() // 1_000_000 + 5_000,
                 files=[file_entry("doc.bin", "application/octet-stream", content)],

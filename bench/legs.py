@@ -96,7 +96,7 @@ async def measure(
             to=(RECIPIENT,),
             classification=Classification.INTERNAL,
             precedence=Precedence.ROUTINE,
-            doc_type=DocType.LETTER,
+            doc_type=DocType.NOTICE,  # a 函 from jl.gov down to jl.cc is refused
             title="legs",
             created_at=time.time_ns() // 1_000_000,
             files=[file_entry("doc.bin", "application/octet-stream", content)],

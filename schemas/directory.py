@@ -44,6 +44,9 @@ class OrgLevel(StrEnum):
     PREFECTURE = "prefecture"
     COUNTY = "county"
     DEPARTMENT = "department"
+    # A people's congress or its standing committee (人大及其常委会): outside the
+    # government tree (no parent), linked by ``congress_of`` to the government of its level.
+    CONGRESS = "congress"
 
     @property
     def zh(self) -> str:
@@ -53,7 +56,18 @@ class OrgLevel(StrEnum):
             "prefecture": "地市级",
             "county": "县级",
             "department": "省直部门",
+            "congress": "人大及其常委会",
         }[self.value]
+
+    @property
+    def is_government(self) -> bool:
+        """A people's government (人民政府) of some rank, not a department or a congress."""
+        return self in (
+            OrgLevel.NATIONAL,
+            OrgLevel.PROVINCE,
+            OrgLevel.PREFECTURE,
+            OrgLevel.COUNTY,
+        )
 
 
 class KeyEntry(WireModel):
@@ -81,6 +95,10 @@ class OrgEntry(WireModel):
     sign_keys: tuple[KeyEntry, ...]
     enc_keys: tuple[KeyEntry, ...]
     directive_to: tuple[OrgId, ...]  # extra organisations it may send directive documents to
+    # A congress (level congress): the people's government of its level, which submits
+    # 议案 to it and reports to it; None for every other organisation. Absent in a
+    # directory from before it was added, which had no congress (like Directory.rules).
+    congress_of: OrgId | None = None
 
 
 class GroupEntry(WireModel):
@@ -102,7 +120,7 @@ class Directory(WireModel):
     revoked: tuple[KeyId, ...]
     groups: tuple[GroupEntry, ...]
     # The document rules' settings (schemas.rules), signed so that every spoke checks a
-    # drop exactly as the hub will: rule id -> enforce | warn | off (absent: enforce).
+    # drop exactly as the hub will: rule id -> enforce | warn | off (absent: the rule's default).
     rules: dict[RuleKey, RuleMode] = Field(default_factory=dict)
 
     # ---- lookups (computed once per directory) ----
@@ -340,6 +358,7 @@ class Directory(WireModel):
             )
             if self._has_cycle(org.id):
                 problems.append(f"{org.id}: its parents form a cycle")
+            problems.extend(_congress_problems(org, self._orgs))
             problems.extend(
                 f"{org.id}: key {k.kid} has not_after before not_before"
                 for k in (*org.sign_keys, *org.enc_keys)
@@ -350,6 +369,28 @@ class Directory(WireModel):
                 Reason.DIR_INCONSISTENT,
                 f"directory version {self.version} is inconsistent: " + "; ".join(problems[:5]),
             )
+
+
+def _congress_problems(org: OrgEntry, orgs: Mapping[str, OrgEntry]) -> list[str]:
+    """A congress stands outside the government tree, linked to one government of its level."""
+    problems = []
+    parent = orgs.get(org.parent) if org.parent is not None else None
+    if org.level is not OrgLevel.CONGRESS:
+        if parent is not None and parent.level is OrgLevel.CONGRESS:
+            problems.append(f"{org.id}: its parent {org.parent} is a congress")
+        if org.congress_of is not None:
+            problems.append(f"{org.id}: congress_of is set, but it is not a congress")
+        return problems
+    if org.parent is not None:
+        problems.append(f"{org.id}: a congress has no parent (it has {org.parent})")
+    government = orgs.get(org.congress_of) if org.congress_of is not None else None
+    if org.congress_of is None:
+        problems.append(f"{org.id}: a congress names the government of its level (congress_of)")
+    elif government is None:
+        problems.append(f"{org.id}: congress_of names unknown {org.congress_of}")
+    elif not government.level.is_government:
+        problems.append(f"{org.id}: congress_of names {org.congress_of}, which is no government")
+    return problems
 
 
 def delivery_channel(

@@ -160,8 +160,9 @@ class DropMetadata(BaseModel):
     auto_cc: bool = Field(
         default=False,
         validation_alias=_alias("auto_cc", "自动抄送"),
-        description="copy (抄送) every organ a skip-level document skips (越级行文), as the "
-        "skip_level rule requires; the spoke adds them before sealing",
+        description="copy (抄送) every organ a skip-level document skips (越级行文) going up, "
+        "or passes over going down, as the skip_level and skip_level_down rules ask; the "
+        "spoke adds them before sealing",
     )
     files: tuple[DeclaredFile, ...] = Field(
         default=(),

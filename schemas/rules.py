@@ -60,6 +60,7 @@ class Rule:
     statement_zh: str
     statement_en: str
     article: str
+    default: Mode = Mode.ENFORCE  # the mode when [rules] does not name the rule
 
     @property
     def reason(self) -> str:
@@ -72,6 +73,13 @@ SKIP_LEVEL = Rule(
     "一般不得越级行文；越级行文的，应当同时抄送被越过的机关。",
     "No skip-level sending (越级行文) unless every skipped organ is copied (抄送).",
     f"{_TIAOLI}第十三条",
+)
+SKIP_LEVEL_DOWN = Rule(
+    "skip_level_down",
+    "向下级机关越级行文的，应当同时抄送被越过的机关。",
+    "A document sent down past a level (越级下行) copies (抄送) every organ it passes over.",
+    f"{_TIAOLI}第十三条",
+    Mode.WARN,  # a superior addressing a far subordinate directly is common practice
 )
 REQUEST_RECIPIENT = Rule(
     "request_recipient",
@@ -95,10 +103,32 @@ REPLY_REQUEST = Rule(
 )
 TYPE_DIRECTION = Rule(
     "type_direction",
-    "命令、决定、决议为下行文；报告为上行文（请示、批复另有规则）。",
+    "命令、决定、决议为下行文；报告为上行文（请示、批复、函、议案另有规则）。",
     "Orders (命令), decisions (决定) and resolutions (决议) go downward; reports (报告) go "
-    "upward (请示 and 批复 have rules of their own).",
+    "upward (请示, 批复, 函 and 议案 have rules of their own).",
     f"{_TIAOLI}第八条",
+)
+LETTER_DIRECTION = Rule(
+    "letter_direction",
+    "函用于不相隶属机关之间：不主送本机关的上级机关或下级机关。",
+    "A letter (函) goes between organs with no line of subordination (不相隶属), never to a "
+    "superior or a subordinate of the sender.",
+    f"{_TIAOLI}第八条（十四）",
+)
+MOTION_RECIPIENT = Rule(
+    "motion_recipient",
+    "议案由人民政府按照法律程序提请同级人民代表大会或其常务委员会审议。",
+    "A motion (议案) goes from a people's government to the people's congress, or its "
+    "standing committee, of the same level.",
+    f"{_TIAOLI}第八条（十三）",
+)
+REQUEST_REPORT_MIXED = Rule(
+    "request_report_mixed",
+    "请示与报告不得混用：报告中不得夹带请示事项，不用“请示报告”。",
+    "Requests (请示) and reports (报告) are not mixed: a report carries no request for "
+    "approval, and no title says 请示报告.",
+    f"{_TIAOLI}第十四条（四）",
+    Mode.WARN,  # judged from the title only, which may name a 请示 without asking anything
 )
 DEPARTMENT_DIRECTIVE = Rule(
     "department_directive",
@@ -123,10 +153,14 @@ DOC_NUMBER_FORM = Rule(
 
 RULES: Final[tuple[Rule, ...]] = (
     SKIP_LEVEL,
+    SKIP_LEVEL_DOWN,
     REQUEST_RECIPIENT,
     UPWARD_SIGNATORY,
     REPLY_REQUEST,
     TYPE_DIRECTION,
+    LETTER_DIRECTION,
+    MOTION_RECIPIENT,
+    REQUEST_REPORT_MIXED,
     DEPARTMENT_DIRECTIVE,
     CLASSIFIED_MARKS,
     DOC_NUMBER_FORM,
@@ -163,7 +197,8 @@ def settings_of(directory: Directory) -> Mapping[str, Mode]:
 
 
 def mode_of(settings: Settings, rule: Rule) -> Mode:
-    return settings.get(rule.id, Mode.ENFORCE)
+    """The rule's setting, or its default when the settings do not name it."""
+    return settings.get(rule.id, rule.default)
 
 
 # --- the input ------------------------------------------------------------------------
@@ -184,9 +219,13 @@ class Document:
     doc_number: str | None = None
     directive: bool = False
     in_reply_to: bytes | None = None
+    # 标题: known to the sending spoke only; the header never carries it (it travels
+    # encrypted), so at the hub it is None and request_report_mixed does not apply.
+    title: str | None = None
 
     @classmethod
     def from_header(cls, header: Header) -> Document:
+        """The routing fields the hub verified; the title is not among them."""
         return cls(
             sender=header.sender,
             to=header.to,
@@ -221,6 +260,7 @@ class Document:
             doc_number=metadata.doc_number,
             directive=metadata.directive,
             in_reply_to=metadata.in_reply_to_bytes,
+            title=metadata.title,
         )
 
     @property
@@ -254,7 +294,11 @@ _GOVERNMENT_RANK: Final = {
 
 
 def direction(directory: Directory, sender: str, recipient: str) -> Direction:
-    """上行 to an ancestor, 下行 to a descendant, 平行 otherwise."""
+    """上行 to an ancestor, 下行 to a descendant, 平行 otherwise.
+
+    A congress (人大及其常委会) has no parent and no children, so it is lateral to every
+    organisation: it is in no government's reporting line.
+    """
     if recipient in directory.ancestors(sender):
         return Direction.UPWARD
     if sender in directory.ancestors(recipient):
@@ -268,6 +312,44 @@ def skipped_organs(directory: Directory, sender: str, recipient: str) -> tuple[s
     if recipient not in chain:
         return ()
     return chain[: chain.index(recipient)]
+
+
+def skipped_organs_down(directory: Directory, sender: str, recipient: str) -> tuple[str, ...]:
+    """The organs between ``sender`` and a descendant ``recipient`` (nearest the sender
+    first): jl.gov to jl.cc.nongan passes over jl.cc."""
+    chain = directory.ancestors(recipient)
+    if sender not in chain:
+        return ()
+    return tuple(reversed(chain[: chain.index(sender)]))
+
+
+def own_government(directory: Directory, org_id: str) -> str | None:
+    """The people's government an organisation speaks for or belongs to: itself if it is
+    one, else its nearest ancestor that is one (a department's); None for a congress."""
+    entry = directory.org(org_id)
+    if entry is None or entry.level is OrgLevel.CONGRESS:
+        return None
+    if entry.level.is_government:
+        return org_id
+    for ancestor in directory.ancestors(org_id):
+        found = directory.org(ancestor)
+        if found is not None and found.level.is_government:
+            return ancestor
+    return None
+
+
+def congresses_of(directory: Directory, government: str) -> tuple[str, ...]:
+    """The people's congresses and standing committees of ``government``'s level."""
+    return tuple(
+        o.id for o in directory.orgs if o.level is OrgLevel.CONGRESS and o.congress_of == government
+    )
+
+
+def _is_congress_of(directory: Directory, congress: str, government: str) -> bool:
+    entry = directory.org(congress)
+    return (
+        entry is not None and entry.level is OrgLevel.CONGRESS and entry.congress_of == government
+    )
 
 
 def _government_rank(directory: Directory, org: OrgEntry) -> int | None:
@@ -288,6 +370,37 @@ def _name(directory: Directory, org_id: str) -> str:
 
 def _names(directory: Directory, org_ids: Iterable[str]) -> str:
     return "、".join(_name(directory, o) for o in org_ids) or "—"
+
+
+def _are(items: Sequence[object]) -> str:
+    return "is" if len(items) == 1 else "are"
+
+
+# What to send instead, by the direction a document actually goes (条例 第八条).
+_ADVICE: Final = {
+    Direction.UPWARD: (
+        "向上级机关请用“报告”或“请示”",
+        "to a superior, use a report 报告 or a request 请示",
+    ),
+    Direction.DOWNWARD: (
+        "向下级机关请用“通知”“通报”或“意见”（答复请示用“批复”）",
+        (
+            "to a subordinate, use a notice 通知, a circular 通报 or an opinion 意见 (a reply "
+            "批复 answers a 请示)"
+        ),
+    ),
+    Direction.LATERAL: (
+        "向不相隶属的机关请用“函”",
+        "to an organ outside your line (不相隶属), use a letter 函",
+    ),
+}
+
+
+def _advice(directions: Iterable[Direction]) -> tuple[str, str]:
+    """The document types that fit each direction named, in Chinese and English."""
+    present = set(directions)
+    chosen = [advice for d, advice in _ADVICE.items() if d in present]
+    return "；".join(zh for zh, _ in chosen), "; ".join(en for _, en in chosen)
 
 
 # --- the output -------------------------------------------------------------------------
@@ -364,7 +477,8 @@ class Evaluation:
 
     @property
     def add_cc(self) -> tuple[str, ...]:
-        """Organs a sender's --auto-cc would copy so the skip-level rule holds."""
+        """Organs a sender's --auto-cc would copy so the skip-level rules (up and down)
+        hold: every finding's add_cc, of rules that are not off."""
         out: dict[str, None] = {}
         for result in self.results:
             if result.verdict is Verdict.FAIL and result.mode is not Mode.OFF:
@@ -408,6 +522,41 @@ def _skip_level(doc: Document, directory: Directory) -> RuleResult | list[Findin
     return findings
 
 
+def _skip_level_down(doc: Document, directory: Directory) -> RuleResult | list[Finding]:
+    if doc.doc_type is DocType.REQUEST:
+        # a 请示 goes to no subordinate at all, and copying more would be the wrong advice
+        return _not_applicable(SKIP_LEVEL_DOWN, "请示: see request_recipient")
+    named = set(doc.recipients)
+    far: list[str] = []  # recipients below a level the document passes over
+    skipped: dict[str, None] = {}
+    missing: dict[str, None] = {}
+    for recipient in doc.recipients:
+        between = skipped_organs_down(directory, doc.sender, recipient)
+        gaps = [o for o in between if o not in named]
+        if gaps:
+            far.append(recipient)
+            skipped.update(dict.fromkeys(between))
+            missing.update(dict.fromkeys(gaps))
+    if not far:
+        if any(skipped_organs_down(directory, doc.sender, r) for r in doc.recipients):
+            return []
+        return _not_applicable(SKIP_LEVEL_DOWN, "no recipient is below a level passed over")
+    # One finding for the document: a province-wide notice may name dozens of counties.
+    return [
+        Finding(
+            SKIP_LEVEL_DOWN,
+            f"发往 {_names(directory, far)} 越过了 {_names(directory, skipped)}，其中 "
+            f"{_names(directory, missing)} 未被抄送；请抄送被越过的机关"
+            "（spoke send --auto-cc 可自动添加），或改为主送直接下级机关",
+            f"sending down to {', '.join(far)} passes over {', '.join(skipped)}, and "
+            f"{', '.join(missing)} {_are(list(missing))} not copied; copy every organ passed "
+            "over (cc; spoke send --auto-cc adds them) or address the direct subordinate "
+            "instead",
+            add_cc=tuple(missing),
+        )
+    ]
+
+
 def _request_recipient(doc: Document, directory: Directory) -> RuleResult | list[Finding]:
     if doc.doc_type is not DocType.REQUEST:
         return _not_applicable(REQUEST_RECIPIENT, "not a 请示")
@@ -422,18 +571,18 @@ def _request_recipient(doc: Document, directory: Directory) -> RuleResult | list
                 "request goes to exactly one superior, and others may only be copied (cc)",
             )
         )
-    not_superior = [
-        r for r in doc.to if direction(directory, doc.sender, r) is not Direction.UPWARD
-    ]
+    not_superior = {
+        r: d for r in doc.to if (d := direction(directory, doc.sender, r)) is not Direction.UPWARD
+    }
     if not_superior:
+        advice_zh, advice_en = _advice(not_superior.values())
         findings.append(
             Finding(
                 REQUEST_RECIPIENT,
                 f"主送机关 {_names(directory, not_superior)} 不是本机关的上级机关；"
-                "请示只能主送上级机关（平行机关之间请用“函”）",
-                f"{', '.join(not_superior)} {'is' if len(not_superior) == 1 else 'are'} not a "
-                f"superior of {doc.sender}; a request goes to a superior (between peers, use a "
-                "letter 函)",
+                f"请示只能主送上级机关；{advice_zh}",
+                f"{', '.join(not_superior)} {_are(list(not_superior))} not a superior of "
+                f"{doc.sender}; a request goes to a superior; {advice_en}",
             )
         )
     subordinates = [r for r in doc.cc if direction(directory, doc.sender, r) is Direction.DOWNWARD]
@@ -472,16 +621,18 @@ def _reply_request(
     if doc.doc_type is not DocType.REPLY:
         return _not_applicable(REPLY_REQUEST, "not a 批复")
     findings = []
-    not_down = [r for r in doc.to if direction(directory, doc.sender, r) is not Direction.DOWNWARD]
+    not_down = {
+        r: d for r in doc.to if (d := direction(directory, doc.sender, r)) is not Direction.DOWNWARD
+    }
     if not_down:
+        advice_zh, advice_en = _advice(not_down.values())
         findings.append(
             Finding(
                 REPLY_REQUEST,
                 f"批复主送 {_names(directory, not_down)}，不是本机关的下级机关；批复只答复下级机关"
-                "的请示（平行机关之间请用“函”）",
-                f"a reply goes downward, and {', '.join(not_down)} "
-                f"{'is' if len(not_down) == 1 else 'are'} not below {doc.sender}; between peers, "
-                "answer with a letter 函",
+                f"的请示；{advice_zh}",
+                f"a reply goes downward, and {', '.join(not_down)} {_are(list(not_down))} not "
+                f"below {doc.sender}; {advice_en}",
             )
         )
     if doc.in_reply_to is None:
@@ -556,6 +707,8 @@ def _type_direction(doc: Document, directory: Directory) -> RuleResult | list[Fi
         why = {
             DocType.REQUEST: "请示: see request_recipient",
             DocType.REPLY: "批复: see reply_request",
+            DocType.LETTER: "函: see letter_direction",
+            DocType.MOTION: "议案: see motion_recipient",
         }.get(doc.doc_type, f"a {doc.doc_type.zh} may go any way")
         return _not_applicable(TYPE_DIRECTION, why)
     sender = directory.org(doc.sender)
@@ -566,23 +719,186 @@ def _type_direction(doc: Document, directory: Directory) -> RuleResult | list[Fi
         if (d := direction(directory, doc.sender, r)) is not wanted
         # directive_to: the topology lets this organ direct that one (条例 第十五条（二）)
         and not (wanted is Direction.DOWNWARD and r in authorised)
+        and not _congress_exchange(directory, doc, r)
     }
     if not wrong:
         return []
     listed_zh = "、".join(f"{_name(directory, r)}（{d.zh}）" for r, d in wrong.items())
     listed_en = ", ".join(f"{r} ({d.value})" for r, d in wrong.items())
-    alternative_zh = (
-        "请用“函”或其他适用文种" if wanted is Direction.UPWARD else "请改用“函”或“意见”"
-    )
+    advice_zh, advice_en = _advice(wrong.values())
     return [
         Finding(
             TYPE_DIRECTION,
-            f"{doc.doc_type.zh}应为{wanted.zh}文，但主送 {listed_zh}；{alternative_zh}",
+            f"{doc.doc_type.zh}应为{wanted.zh}文，但主送 {listed_zh}；{advice_zh}",
             f"{doc.doc_type} documents go {wanted.value}, but this one is addressed to "
-            f"{listed_en}; use a document type that fits the direction (a letter 函 may go "
-            "anywhere)",
+            f"{listed_en}; {advice_en}",
         )
     ]
+
+
+def _congress_exchange(directory: Directory, doc: Document, recipient: str) -> bool:
+    """A government reports (报告) to the congress of its level, which it answers to; the
+    congress sends that government its 决定 and 决议. Lateral in the tree, yet in the
+    direction of the document type (宪法 第一百一十条: 地方各级人民政府对本级人大负责并报告工作)."""
+    if doc.doc_type is DocType.REPORT:
+        return _is_congress_of(directory, recipient, doc.sender)
+    if doc.doc_type in (DocType.DECISION, DocType.RESOLUTION):
+        return _is_congress_of(directory, doc.sender, recipient)
+    return False
+
+
+def _letter_direction(doc: Document, directory: Directory) -> RuleResult | list[Finding]:
+    if doc.doc_type is not DocType.LETTER:
+        return _not_applicable(LETTER_DIRECTION, "not a 函")
+    in_line = {
+        r: d
+        for r in doc.to
+        if (d := direction(directory, doc.sender, r)) in (Direction.UPWARD, Direction.DOWNWARD)
+    }
+    if not in_line:
+        return []
+    listed_zh = "、".join(f"{_name(directory, r)}（{d.zh}）" for r, d in in_line.items())
+    listed_en = ", ".join(f"{r} ({d.value})" for r, d in in_line.items())
+    advice_zh, advice_en = _advice(in_line.values())
+    return [
+        Finding(
+            LETTER_DIRECTION,
+            f"函主送 {listed_zh}，与本机关有隶属关系；函用于不相隶属机关之间，{advice_zh}",
+            f"a letter 函 goes between organs outside each other's line, but this one is "
+            f"addressed to {listed_en}, in the line of {doc.sender}; {advice_en}",
+        )
+    ]
+
+
+def _motion_recipient(doc: Document, directory: Directory) -> RuleResult | list[Finding]:
+    if doc.doc_type is not DocType.MOTION:
+        return _not_applicable(MOTION_RECIPIENT, "not a 议案")
+    findings = []
+    sender = directory.org(doc.sender)
+    government = own_government(directory, doc.sender)
+    congresses = congresses_of(directory, government) if government is not None else ()
+    if sender is None or not sender.level.is_government:
+        kind_zh = "不在目录中" if sender is None else f"是{sender.level.zh}"
+        kind_en = "is not in the directory" if sender is None else f"is a {sender.level.value}"
+        if government is not None:
+            to_zh = f"向 {_names(directory, congresses)} " if congresses else ""
+            to_en = f" to {', '.join(congresses)}" if congresses else ""
+            instead_zh = f"请由本级人民政府 {_name(directory, government)} {to_zh}提请"
+            instead_en = f"have its government {government} submit it{to_en}"
+        else:
+            instead_zh = "议案是人民政府向同级人大或其常委会提请审议事项的文种，请改用其他文种"
+            instead_en = (
+                "a motion is how a government puts a matter to the congress of its level; "
+                "use another document type"
+            )
+        findings.append(
+            Finding(
+                MOTION_RECIPIENT,
+                f"议案只能由人民政府提请，{_name(directory, doc.sender)} {kind_zh}；{instead_zh}",
+                f"a motion is submitted by a people's government, and {doc.sender} {kind_en}; "
+                f"{instead_en}",
+            )
+        )
+    if government is None:
+        return findings
+    wrong = [r for r in doc.to if r not in congresses]
+    if not wrong and doc.to:
+        return findings
+    if not congresses:
+        findings.append(
+            Finding(
+                MOTION_RECIPIENT,
+                f"目录中没有与 {_name(directory, government)} 同级的人民代表大会或其常务委员会，"
+                "议案无处提请；议案只能提请同级人大或其常委会审议。请改用其他文种，或请交换中心"
+                '运营方在拓扑中加入该人大常委会（level = "congress"，congress_of）',
+                f"the directory lists no people's congress or standing committee of the level "
+                f"of {government}, so there is nowhere to submit a motion to (a motion goes only "
+                "to the congress of the same level); use another document type, or ask the hub "
+                'operator to add that congress to the topology (level = "congress", congress_of)',
+            )
+        )
+        return findings
+    addressed_zh = f"议案主送 {_names(directory, wrong)}，" if wrong else "议案没有主送机关，"
+    addressed_en = (
+        f"and {', '.join(wrong)} {_are(wrong)} not"
+        if wrong
+        else "and it names no primary recipient"
+    )
+    findings.append(
+        Finding(
+            MOTION_RECIPIENT,
+            f"{addressed_zh}议案只能提请与 {_name(directory, government)} 同级的人民代表大会"
+            f"或其常务委员会审议；请主送 {_names(directory, congresses)}",
+            f"a motion goes to the people's congress (or its standing committee) of the level "
+            f"of {government}, {addressed_en}; address it to {', '.join(congresses)}",
+        )
+    )
+    return findings
+
+
+# 请示 words a 报告 must not carry (第十四条（四）: 不得在报告等非请示性公文中夹带请示事项).
+_REQUEST_WORDS: Final = (
+    "请示",
+    "请批示",
+    "请予批示",
+    "请审批",
+    "请予审批",
+    "请批准",
+    "请予批准",
+)
+
+
+# The Party's 重大事项请示报告制度 (and its 条例) is an institution, not a document type: a
+# notice or a report about it names 请示报告 without mixing anything.
+_REPORTING_SYSTEM: Final = ("请示报告制度", "请示报告条例")
+
+
+def _request_report_mixed(doc: Document) -> RuleResult | list[Finding]:
+    if doc.title is None:
+        return _not_applicable(
+            REQUEST_REPORT_MIXED, "the title travels encrypted: only the sending spoke checks it"
+        )
+    # Whitespace (the ideographic space too) does not hide a word. The finding names the
+    # words, never the title: warnings are kept in the spoke's state and status.json.
+    title = re.sub(r"\s+", "", unicodedata.normalize("NFKC", doc.title))
+    for name in _REPORTING_SYSTEM:
+        title = title.replace(name, "")
+    if "请示报告" in title:
+        return [
+            Finding(
+                REQUEST_REPORT_MIXED,
+                f"{doc.doc_type.zh}的标题含“请示报告”；请示和报告是两个文种：请示用于请求指示、"
+                "批准，报告用于汇报工作、反映情况，请选定其一",
+                f"the title of this {doc.doc_type} says 请示报告; a request (请示, asking for "
+                "instructions or approval) and a report (报告, on work done) are two document "
+                "types: choose one",
+            )
+        ]
+    if doc.doc_type is DocType.REPORT:
+        words = [w for w in _REQUEST_WORDS if w in title]
+        if words:
+            listed = "、".join(f"“{w}”" for w in words)
+            return [
+                Finding(
+                    REQUEST_REPORT_MIXED,
+                    f"报告的标题含{listed}；报告中不得夹带请示事项，需要批准的事项请另行请示"
+                    "（一文一事）",
+                    f"the title of this report contains {', '.join(words)}: a report carries no "
+                    "request for approval; send what needs approval as a separate request "
+                    "(请示), one matter each",
+                )
+            ]
+    if doc.doc_type is DocType.REQUEST and title.endswith("报告"):
+        return [
+            Finding(
+                REQUEST_REPORT_MIXED,
+                "请示的标题以“报告”结尾；请示的标题以“请示”结尾（如“关于……的请示”），"
+                "汇报工作请另用报告",
+                "the title of this request ends in 报告; a request's title ends in 请示 "
+                "(关于……的请示), and work done is reported in a separate report (报告)",
+            )
+        ]
+    return []
 
 
 _DIRECTIVE_TYPES: Final = {DocType.ORDER, DocType.DECISION}
@@ -702,7 +1018,11 @@ def doc_number_problem(text: str) -> tuple[str, str] | None:
     if year is not None and len(year.group(1)) != 4:
         zh.append("年份应标全称（4位）")
         en.append("the year is written in full (four digits)")
-    if re.search(r"[〕\]】）)]第?0\d*号$", normal):
+    sequence = re.search(r"[〕\]】）)]第?(\d+)号$", normal)
+    if sequence is not None and int(sequence.group(1)) == 0:
+        zh.append("发文顺序号从1开始（不编为0）")
+        en.append("the sequence number starts at 1, never 0")
+    elif sequence is not None and sequence.group(1).startswith("0"):
         zh.append("发文顺序号不编虚位（1 不编为 01）")
         en.append("no leading zeros in the sequence number (1, not 01)")
     if not re.match(r"[\u4e00-\u9fff]", text):
@@ -749,10 +1069,14 @@ def evaluate(
     """
     checks: dict[Rule, Callable[[], RuleResult | list[Finding]]] = {
         SKIP_LEVEL: lambda: _skip_level(doc, directory),
+        SKIP_LEVEL_DOWN: lambda: _skip_level_down(doc, directory),
         REQUEST_RECIPIENT: lambda: _request_recipient(doc, directory),
         UPWARD_SIGNATORY: lambda: _upward_signatory(doc, directory),
         REPLY_REQUEST: lambda: _reply_request(doc, directory, referenced, looked_up=looked_up),
         TYPE_DIRECTION: lambda: _type_direction(doc, directory),
+        LETTER_DIRECTION: lambda: _letter_direction(doc, directory),
+        MOTION_RECIPIENT: lambda: _motion_recipient(doc, directory),
+        REQUEST_REPORT_MIXED: lambda: _request_report_mixed(doc),
         DEPARTMENT_DIRECTIVE: lambda: _department_directive(doc, directory),
         CLASSIFIED_MARKS: lambda: _classified_marks(doc, directory),
         DOC_NUMBER_FORM: lambda: _doc_number_form(doc),

@@ -64,6 +64,7 @@ class OrgConfig(_ConfigModel):
     clearance: ParsedClassification
     channels: tuple[ChannelId, ...]
     directive_to: tuple[OrgId, ...] = ()
+    congress_of: OrgId | None = None  # a congress: the people's government of its level
 
 
 class GroupConfig(_ConfigModel):
@@ -259,11 +260,61 @@ def check_topology(
         cycle = _cycle_from(org.id, orgs)
         if cycle:
             problems.append((f"{where}.parent", f"parent cycle: {' -> '.join(cycle)}"))
+        problems.extend(_congress_problems(org, where, orgs))
     for i, group in enumerate(topology.groups):
         problems.extend(
             (f"groups[{at('groups', i)}] ({group.id}).members", f"unknown organisation {member!r}")
             for member in group.members
             if member not in orgs
+        )
+    return problems
+
+
+def _congress_problems(
+    org: OrgConfig, where: str, orgs: Mapping[str, OrgConfig]
+) -> list[tuple[str, str]]:
+    """A congress (人大及其常委会) stands outside the government tree: no parent, no
+    children, and ``congress_of`` names the people's government of its level."""
+    problems: list[tuple[str, str]] = []
+
+    def add(key: str, problem: str) -> None:
+        problems.append((f"{where}.{key}", problem))
+
+    parent = orgs.get(org.parent) if org.parent is not None else None
+    if org.level is not OrgLevel.CONGRESS:
+        if parent is not None and parent.level is OrgLevel.CONGRESS:
+            add(
+                "parent",
+                f"{org.parent!r} is a congress, which is in no government's reporting line; "
+                "give a government or a department as parent",
+            )
+        if org.congress_of is not None:
+            add(
+                "congress_of",
+                'only a congress (level = "congress") names the government of its level; '
+                'remove congress_of or set level = "congress"',
+            )
+        return problems
+    if org.parent is not None:
+        add(
+            "parent",
+            "a congress is in no government's reporting line; leave parent out "
+            "(congress_of links it to the government of its level)",
+        )
+    if org.congress_of is None:
+        add(
+            "congress_of",
+            "a congress names the people's government of its level, which submits 议案 to "
+            'it, e.g. congress_of = "jl.gov"',
+        )
+    elif org.congress_of not in orgs:
+        add("congress_of", f"unknown organisation {org.congress_of!r}")
+    elif not orgs[org.congress_of].level.is_government:
+        level = orgs[org.congress_of].level
+        add(
+            "congress_of",
+            f"{org.congress_of!r} is a {level.value} ({level.zh}), not a people's government "
+            "(national, province, prefecture or county)",
         )
     return problems
 
@@ -385,6 +436,7 @@ def build_directory(
                 sign_keys=tuple(_key_entry(k.sign_kid, k.sign_public, k, plan) for k in sets),
                 enc_keys=tuple(_key_entry(k.enc_kid, k.enc_public, k, plan) for k in sets),
                 directive_to=org.directive_to,
+                congress_of=org.congress_of,
             )
         )
     directory = Directory(

@@ -120,7 +120,10 @@ def send(
     ] = None,
     auto_cc: Annotated[
         bool,
-        typer.Option("--auto-cc", help="自动抄送: copy every organ a skip-level document skips"),
+        typer.Option(
+            "--auto-cc",
+            help="自动抄送: copy every organ a skip-level document skips, going up or down",
+        ),
     ] = False,
     resend: Annotated[
         bool,

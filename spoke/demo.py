@@ -413,16 +413,19 @@ class Demo:
         )
 
     def _precedence(self) -> None:
-        """卫生厅 goes offline; routine letters pile up; a 特急 emergency notice overtakes them."""
+        """卫生厅 goes offline; routine notices pile up; a 特急 emergency notice overtakes them.
+
+        Notices (通知), not letters: a 函 from the general office to its own department goes
+        down a reporting line, which the rule letter_direction refuses."""
         self.stop("jl.dept.health")
         outbox = self.folder("jl.gov", "outbox")
         for i in range(BACKLOG):
-            (outbox / f"函-{i:03d}.txt").write_text(f"例行函件 {i}", encoding="utf-8")
+            (outbox / f"通知-{i:03d}.txt").write_text(f"例行通知 {i}", encoding="utf-8")
         for i in range(BACKLOG):
-            letter = meta(
-                to="jl.dept.health", classification="内部", doc_type="函", title=f"例行函件 {i}"
+            notice = meta(
+                to="jl.dept.health", classification="内部", doc_type="通知", title=f"例行通知 {i}"
             )
-            (outbox / f"函-{i:03d}.txt.meta.toml").write_text(letter, encoding="utf-8")
+            (outbox / f"通知-{i:03d}.txt.meta.toml").write_text(notice, encoding="utf-8")
         _wait(
             "the backlog to be accepted",
             lambda: len(list(self.folder("jl.gov", "sent").iterdir())) >= BACKLOG + 2,
@@ -454,11 +457,11 @@ class Demo:
         self.rows.append(
             Row(
                 "应急 通知",
-                f"吉林省政府办公厅 -> 卫生厅 (+{BACKLOG} 函 queued)",
+                f"吉林省政府办公厅 -> 卫生厅 (+{BACKLOG} 通知 queued)",
                 "INTERNAL 内部 特急",
                 str(data["channel"]),
                 f"arrived {position} of {len(order)}",
-                f"ACCEPTED; overtook {len(order) - position} routine 函",
+                f"ACCEPTED; overtook {len(order) - position} routine 通知",
                 f"{(time.monotonic() - t) * 1000:.0f} ms",
             )
         )

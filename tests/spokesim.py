@@ -2,7 +2,9 @@
 
 It is not the spoke agent (no folders): it seals with ``schemas``, publishes on its own up
 topic, answers every envelope it receives with a signed DELIVERED after opening it, and
-records what it saw so tests can count.
+records what it saw so tests can count. It sends a 通知 unless told otherwise: the document
+rules let a notice go any way, where a 函 goes only between organisations outside each
+other's reporting line (letter_direction).
 
 What a real spoke does to survive a hub that crashes is opt-in:
 
@@ -285,10 +287,11 @@ class SimSpoke:
         cc: Sequence[str] = (),
         classification: Classification = Classification.INTERNAL,
         precedence: Precedence = Precedence.ROUTINE,
-        doc_type: DocType = DocType.LETTER,
+        doc_type: DocType = DocType.NOTICE,
         contents: Sequence[bytes] = (b"document",),
         created_at: int | None = None,
         expires_at: int | None = None,
+        title: str = "测试文件",
         **extra: object,
     ) -> tuple[Sealed, bytes]:
         files = [file_entry(f"f{i}.txt", "text/plain", c) for i, c in enumerate(contents)]
@@ -299,7 +302,7 @@ class SimSpoke:
             classification=classification,
             precedence=precedence,
             doc_type=doc_type,
-            title="测试文件",
+            title=title,
             created_at=now_ms() if created_at is None else created_at,
             expires_at=expires_at,
             files=files,
@@ -378,7 +381,7 @@ class SimSpoke:
         precedence: Precedence = Precedence.ROUTINE,
         expires_at: int | None = None,
         cc: Sequence[str] = (),
-        doc_type: DocType = DocType.LETTER,
+        doc_type: DocType = DocType.NOTICE,
         **extra: object,
     ) -> Sealed:
         """Seal the file ``source`` into the ciphertext file ``sink``, in bounded memory.

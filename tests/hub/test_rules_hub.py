@@ -24,7 +24,13 @@ from schemas.directory import Directory
 from schemas.ids import msg_id_text, new_msg_id
 from schemas.labels import Classification, DocType
 from schemas.receipts import ReceiptEntry, ReceiptStatus
-from schemas.rules import REPLY_REQUEST, REQUEST_RECIPIENT, SKIP_LEVEL
+from schemas.rules import (
+    REPLY_REQUEST,
+    REQUEST_RECIPIENT,
+    REQUEST_REPORT_MIXED,
+    SKIP_LEVEL,
+    SKIP_LEVEL_DOWN,
+)
 from schemas.seal import Sealed
 from tests.hub.conftest import FAST_RETRIES, RecordingSpoke, SpokeMaker, wait_for_log
 from tests.hubproc import HubProcess
@@ -292,6 +298,100 @@ async def test_off_mode_delivers_without_a_warning(
     await delivered_to(county, sealed, prefecture, province)
     assert not [e for e in hub.log_events() if e.get("event") == "rule.warned"]
     assert "rule_warnings" not in audit_detail(hub, "message.accepted", sealed.header.msg_id)
+
+
+# ------------------------------------------------------------- 函, 议案, 越级下行, titles
+
+
+async def test_a_letter_down_the_reporting_line_is_rejected_naming_the_direction(
+    rules_hub: RulesHub, spokes_at: SpokeMaker
+) -> None:
+    hub = rules_hub()
+    (province,) = await connected(spokes_at, hub, "jl.gov")
+
+    sealed = await province.send(["jl.cc"], doc_type=DocType.LETTER)
+    entry = await answer(province, sealed)
+
+    assert entry.status is ReceiptStatus.REJECTED
+    assert entry.reason == "rule.letter_direction"
+    assert "addressed to jl.cc (downward)" in (entry.detail or "")
+    assert "use a notice 通知" in (entry.detail or "")
+    assert "函主送 jl.cc（长春市人民政府）（下行）" in (entry.detail or "")
+
+
+async def test_a_motion_reaches_the_congress_of_its_level_and_is_rejected_elsewhere(
+    rules_hub: RulesHub, spokes_at: SpokeMaker
+) -> None:
+    hub = rules_hub()
+    province, congress = await connected(spokes_at, hub, "jl.gov", "jl.congress")
+
+    motion = await province.send(["jl.congress"], doc_type=DocType.MOTION)
+    astray = await province.send(["jl.cc"], doc_type=DocType.MOTION)
+
+    assert (await answer(province, motion)).status is ReceiptStatus.ACCEPTED
+    await delivered_to(province, motion, congress)
+    refused = await answer(province, astray)
+    assert refused.status is ReceiptStatus.REJECTED
+    assert refused.reason == "rule.motion_recipient"
+    assert "address it to jl.congress" in (refused.detail or "")
+
+
+async def test_a_letter_between_a_government_and_its_congress_is_delivered(
+    rules_hub: RulesHub, spokes_at: SpokeMaker
+) -> None:
+    hub = rules_hub()
+    province, congress = await connected(spokes_at, hub, "jl.gov", "jl.congress")
+
+    sealed = await congress.send(["jl.gov"], doc_type=DocType.LETTER)
+
+    assert (await answer(congress, sealed)).status is ReceiptStatus.ACCEPTED
+    await delivered_to(congress, sealed, province)
+
+
+async def test_a_notice_down_past_a_level_is_delivered_with_a_warning_by_default(
+    rules_hub: RulesHub, spokes_at: SpokeMaker
+) -> None:
+    hub = rules_hub()
+    province, county = await connected(spokes_at, hub, "jl.gov", "jl.cc.nongan")
+
+    sealed = await province.send(["jl.cc.nongan"])
+
+    assert (await answer(province, sealed)).status is ReceiptStatus.ACCEPTED
+    await delivered_to(province, sealed, county)
+    (warned,) = events(hub, "rule.warned", sealed.header.msg_id)
+    assert warned["rule"] == "skip_level_down"
+    assert warned["article"] == SKIP_LEVEL_DOWN.article
+
+
+async def test_a_notice_down_past_a_level_is_rejected_when_the_setting_enforces_it(
+    rules_hub: RulesHub, spokes_at: SpokeMaker
+) -> None:
+    hub = rules_hub({"skip_level_down": "enforce"})
+    (province,) = await connected(spokes_at, hub, "jl.gov")
+
+    skipping = await province.send(["jl.cc.nongan"])
+    copied = await province.send(["jl.cc.nongan"], cc=["jl.cc"])
+
+    refused = await answer(province, skipping)
+    assert refused.status is ReceiptStatus.REJECTED
+    assert refused.reason == "rule.skip_level_down"
+    assert "passes over jl.cc, and jl.cc is not copied" in (refused.detail or "")
+    assert (await answer(province, copied)).status is ReceiptStatus.ACCEPTED
+
+
+async def test_the_hub_cannot_see_a_title_so_a_mixed_report_passes_even_when_enforced(
+    rules_hub: RulesHub, spokes_at: SpokeMaker
+) -> None:
+    hub = rules_hub({"request_report_mixed": "enforce"})
+    county, prefecture = await connected(spokes_at, hub, "jl.cc.nongan", "jl.cc")
+
+    sealed = await county.send(
+        ["jl.cc"], doc_type=DocType.REPORT, title="关于防汛工作情况的报告并请批准追加经费"
+    )
+
+    assert (await answer(county, sealed)).status is ReceiptStatus.ACCEPTED
+    await delivered_to(county, sealed, prefecture)
+    assert not [e for e in hub.log_events() if e.get("rule") == REQUEST_REPORT_MIXED.id]
 
 
 # ---------------------------------------------------------------------------- large documents

@@ -218,7 +218,7 @@ async def test_the_snapshot_carries_readiness_and_the_directory(
     assert snapshot["directory"]["version"] == live_dir.version
     assert snapshot["directory"]["expires_at"] == live_dir.expires_at
     assert snapshot["directory"]["expired"] is False
-    assert [r["id"] for r in snapshot["tree"]] == ["cn.gov"]
+    assert [r["id"] for r in snapshot["tree"]] == ["cn.gov", "jl.congress", "jl.cc.congress"]
     assert {c["id"] for c in snapshot["channels"]} == {c.id for c in live_dir.channels}
 
 
@@ -453,5 +453,5 @@ async def test_a_hub_still_starting_answers_not_ready_and_dead_letters_unknown(
     assert "the store is not open yet (the hub is starting)" in snapshot["readiness"]["not_ready"]
     assert snapshot["dead"]["total"] is None
     assert "not open" in snapshot["dead"]["problem"]
-    assert len(snapshot["tree"]) == 1
+    assert len(snapshot["tree"]) == 3  # the State Council and the two congresses
     assert snapshot["pending"]["total"] == 0

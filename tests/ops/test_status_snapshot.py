@@ -111,7 +111,9 @@ def test_a_history_without_room_or_step_is_refused(keep: int, step: int) -> None
 def test_the_tree_follows_parent_links_from_the_state_council_down(world: World) -> None:
     roots = org_tree(world.directory)
 
-    assert [r.org.id for r in roots] == ["cn.gov"]
+    # the congresses stand outside the government tree: roots of their own, not orphans
+    assert [r.org.id for r in roots] == ["cn.gov", "jl.congress", "jl.cc.congress"]
+    assert [(r.orphan, r.children) for r in roots[1:]] == [(False, ()), (False, ())]
     (province,) = roots[0].children
     assert province.org.id == "jl.gov"
     below = [c.org.id for c in province.children]

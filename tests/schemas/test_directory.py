@@ -17,10 +17,11 @@ from schemas.directory import (
     GroupEntry,
     KeyEntry,
     OrgEntry,
+    OrgLevel,
     sign_directory,
     verify_directory,
 )
-from schemas.errors import DirectoryError, Reason, SignatureError
+from schemas.errors import DirectoryError, Reason, SchemaError, SignatureError
 from schemas.keys import DOMAIN_DIRECTORY, EncryptionKey, PublicKeys, SigningKey
 from schemas.model import MAX_WIRE_INT
 from schemas.topology import DirectoryPlan, build_directory
@@ -105,6 +106,35 @@ def test_genuine_signed_directory_verifies_against_pinned_hub_key(world: World) 
     assert verified.version == 1
     assert verified.frame == frame
     assert verified.digest == hashlib.sha256(body_of(frame)).digest()
+
+
+def test_congress_link_travels_in_the_signed_directory(world: World) -> None:
+    verified = verify_directory(world.signed_directory(), world.hub_key.public, now=NOW)
+
+    congress = org(verified.directory, "jl.congress")
+    assert (congress.level, congress.parent, congress.congress_of) == (
+        OrgLevel.CONGRESS,
+        None,
+        "jl.gov",
+    )
+    assert org(verified.directory, "jl.gov").congress_of is None
+
+
+def test_org_entry_from_before_congresses_reads_as_no_congress(world: World) -> None:
+    wire = org(world.directory, "jl.cc").to_wire()
+    del wire["congress_of"]
+
+    entry = OrgEntry.from_wire(wire, what="organisation")
+
+    assert entry.congress_of is None
+    assert entry == org(world.directory, "jl.cc")
+
+
+def test_org_entry_with_a_congress_of_that_is_not_an_id_is_refused(world: World) -> None:
+    wire = {**org(world.directory, "jl.congress").to_wire(), "congress_of": 7}
+
+    with pytest.raises(SchemaError, match="congress_of"):
+        OrgEntry.from_wire(wire, what="organisation")
 
 
 def test_directory_model_round_trips_through_the_wire_byte_for_byte(world: World) -> None:
@@ -329,6 +359,31 @@ def _duplicate_org(d: Directory, world: World) -> tuple[Directory, str]:
     return altered(d, orgs=(*d.orgs, d.orgs[0])), "duplicate organisation"
 
 
+def _congress_of_unknown(d: Directory, world: World) -> tuple[Directory, str]:
+    return replace_org(d, "jl.congress", congress_of="jl.ghost"), "jl.ghost"
+
+
+def _congress_of_a_department(d: Directory, world: World) -> tuple[Directory, str]:
+    return replace_org(d, "jl.congress", congress_of="jl.dept.health"), "no government"
+
+
+def _congress_without_its_government(d: Directory, world: World) -> tuple[Directory, str]:
+    return replace_org(d, "jl.congress", congress_of=None), "jl.congress: a congress names"
+
+
+def _congress_under_a_government(d: Directory, world: World) -> tuple[Directory, str]:
+    # in the tree, jl.gov -> jl.congress would read as downward: a superior's instruction
+    return replace_org(d, "jl.congress", parent="jl.gov"), "a congress has no parent"
+
+
+def _government_under_a_congress(d: Directory, world: World) -> tuple[Directory, str]:
+    return replace_org(d, "jl.cc", parent="jl.congress"), "its parent jl.congress is a congress"
+
+
+def _congress_of_on_a_government(d: Directory, world: World) -> tuple[Directory, str]:
+    return replace_org(d, "jl.cc", congress_of="jl.gov"), "jl.cc: congress_of is set"
+
+
 @pytest.mark.parametrize(
     "damage",
     [
@@ -339,6 +394,12 @@ def _duplicate_org(d: Directory, world: World) -> tuple[Directory, str]:
         _enc_kid_not_matching_key,
         _hub_kid_not_matching_key,
         _duplicate_org,
+        _congress_of_unknown,
+        _congress_of_a_department,
+        _congress_without_its_government,
+        _congress_under_a_government,
+        _government_under_a_congress,
+        _congress_of_on_a_government,
     ],
     ids=lambda f: f.__name__.strip("_"),
 )

@@ -276,6 +276,7 @@ org_entries = st.builds(
     sign_keys=st.lists(key_entries(KeyKind.SIGN), max_size=2).map(tuple),
     enc_keys=st.lists(key_entries(KeyKind.ENCRYPT), max_size=2).map(tuple),
     directive_to=org_id_lists().map(tuple),
+    congress_of=st.none() | org_ids(),
 )
 
 group_entries = st.builds(
@@ -305,15 +306,21 @@ def directories(draw: st.DrawFn) -> Directory:
     total = hub_key_count + sum(signs + encs for signs, encs in key_counts)
     publics = iter(draw(st.lists(public_keys, min_size=total, max_size=total, unique=True)))
     hub_keys = tuple(draw(key_entries(KeyKind.SIGN, next(publics))) for _ in range(hub_key_count))
-    orgs = []
-    for index, (org_id, (signs, encs)) in enumerate(zip(ids, key_counts, strict=True)):
+    orgs: list[OrgEntry] = []
+    for org_id, (signs, encs) in zip(ids, key_counts, strict=True):
+        # a congress has no parent and is no one's parent; it names a government before it
+        governments = [o.id for o in orgs if o.level.is_government]
+        others = [o.id for o in orgs if o.level is not OrgLevel.CONGRESS]
+        level = draw(st.sampled_from([v for v in OrgLevel if governments or v.is_government]))
+        congress = level is OrgLevel.CONGRESS
+        parents = st.none() if congress or not others else st.none() | st.sampled_from(others)
         orgs.append(
             OrgEntry(
                 id=org_id,
                 name_zh=draw(short_texts),
                 name_en=draw(short_texts),
-                level=draw(org_levels),
-                parent=draw(st.none() | st.sampled_from(ids[:index])) if index else None,
+                level=level,
+                parent=draw(parents),
                 code=draw(admin_codes),
                 clearance=draw(classifications),
                 channels=tuple(draw(st.lists(st.sampled_from(channel_ids), unique=True)))
@@ -326,6 +333,7 @@ def directories(draw: st.DrawFn) -> Directory:
                     draw(key_entries(KeyKind.ENCRYPT, next(publics))) for _ in range(encs)
                 ),
                 directive_to=tuple(draw(st.lists(st.sampled_from(ids), unique=True, max_size=2))),
+                congress_of=draw(st.sampled_from(governments)) if congress else None,
             )
         )
     members = st.lists(st.sampled_from(ids), unique=True, max_size=3) if ids else st.just([])

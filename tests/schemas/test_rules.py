@@ -14,16 +14,21 @@ from schemas.directory import verify_directory
 from schemas.errors import ConfigError
 from schemas.ids import msg_id_text
 from schemas.labels import Classification, Direction, DocType
+from schemas.metadata import DropMetadata
 from schemas.receipts import REASON_PATTERN
 from schemas.rules import (
     CLASSIFIED_MARKS,
     DEPARTMENT_DIRECTIVE,
     DOC_NUMBER_FORM,
+    LETTER_DIRECTION,
+    MOTION_RECIPIENT,
     REPLY_REQUEST,
     REQUEST_RECIPIENT,
+    REQUEST_REPORT_MIXED,
     RULES,
     RULES_BY_ID,
     SKIP_LEVEL,
+    SKIP_LEVEL_DOWN,
     TYPE_DIRECTION,
     UPWARD_SIGNATORY,
     Document,
@@ -36,16 +41,20 @@ from schemas.rules import (
     Verdict,
     assign_copy_numbers,
     direction,
+    doc_number_problem,
     evaluate,
     parse_settings,
     settings_of,
     skipped_organs,
+    skipped_organs_down,
 )
 from schemas.topology import parse_topology
 from tests.world import NOW, TOPOLOGY_PATH, World
 
 # The Jilin tree (config/topology.toml): cn.gov > jl.gov > jl.cc > jl.cc.nongan, and the
 # provincial departments jl.dept.* under jl.gov; jl.dept.health has directive_to = [jl.cc].
+# Outside the tree, the standing committees of the provincial and Changchun people's
+# congresses (congress_of jl.gov and jl.cc).
 STATE_COUNCIL = "cn.gov"
 PROVINCE = "jl.gov"
 CHANGCHUN = "jl.cc"
@@ -56,6 +65,8 @@ HUADIAN = "jl.jl.huadian"  # a county under Jilin City
 HEALTH = "jl.dept.health"  # authorised to direct jl.cc
 FINANCE = "jl.dept.finance"
 SECURITY = "jl.dept.security"
+PROVINCE_CONGRESS = "jl.congress"  # 吉林省人大常委会, congress_of jl.gov
+CHANGCHUN_CONGRESS = "jl.cc.congress"  # 长春市人大常委会, congress_of jl.cc
 
 PASS, FAIL, N = Verdict.PASS, Verdict.FAIL, Verdict.NOT_APPLICABLE
 REQUEST_ID = bytes.fromhex("0123456789abcdef0123456789abcdef")
@@ -83,6 +94,7 @@ def doc(
     doc_number: str | None = None,
     directive: bool = False,
     in_reply_to: bytes | None = None,
+    title: str | None = None,
 ) -> Document:
     """An INTERNAL document (classified_marks does not apply) with the fields a rule reads."""
     return Document(
@@ -95,6 +107,7 @@ def doc(
         doc_number=doc_number,
         directive=directive,
         in_reply_to=in_reply_to,
+        title=title,
     )
 
 
@@ -152,6 +165,21 @@ def assert_verdict(result: RuleResult, verdict: Verdict, words: tuple[str, ...] 
             "department_to_prefecture_is_lateral": row(HEALTH, CHANGCHUN, Direction.LATERAL),
             "department_to_department_is_lateral": row(HEALTH, FINANCE, Direction.LATERAL),
             "an_organ_to_itself_is_lateral": row(CHANGCHUN, CHANGCHUN, Direction.LATERAL),
+            "government_to_the_congress_of_its_level_is_lateral": row(
+                PROVINCE, PROVINCE_CONGRESS, Direction.LATERAL
+            ),
+            "congress_to_the_government_of_its_level_is_lateral": row(
+                PROVINCE_CONGRESS, PROVINCE, Direction.LATERAL
+            ),
+            "state_council_to_a_provincial_congress_is_lateral": row(
+                STATE_COUNCIL, PROVINCE_CONGRESS, Direction.LATERAL
+            ),
+            "county_to_its_prefecture_congress_is_lateral": row(
+                NONGAN, CHANGCHUN_CONGRESS, Direction.LATERAL
+            ),
+            "congress_to_congress_is_lateral": row(
+                PROVINCE_CONGRESS, CHANGCHUN_CONGRESS, Direction.LATERAL
+            ),
             "unknown_organ_is_lateral": row(CHANGCHUN, "xx.unknown", Direction.LATERAL),
         }
     ),
@@ -244,7 +272,9 @@ def test_skip_level(
     verdict: Verdict,
     add_cc: tuple[str, ...],
 ) -> None:
-    result, evaluation = judge(world, doc(sender, to, cc, DocType.REPORT), SKIP_LEVEL)
+    # skip_level_down off: a downward row's copies are its business (test_skip_level_down)
+    only_up = {SKIP_LEVEL_DOWN.id: Mode.OFF}
+    result, evaluation = judge(world, doc(sender, to, cc, DocType.REPORT), SKIP_LEVEL, only_up)
 
     assert_verdict(result, verdict, add_cc)
     assert evaluation.add_cc == add_cc
@@ -260,6 +290,117 @@ def test_skip_level_report_is_accepted_once_auto_cc_copies_are_added(world: Worl
     again = evaluate(replace(report, cc=report.cc + refused.add_cc), world.directory, {})
 
     assert again.ok
+    assert again.add_cc == ()
+
+
+# ---------------------------------------------------------------- skip_level_down
+
+
+def test_skipped_organs_down_are_the_organs_between_nearest_the_sender_first(
+    world: World,
+) -> None:
+    assert skipped_organs_down(world.directory, STATE_COUNCIL, NONGAN) == (PROVINCE, CHANGCHUN)
+    assert skipped_organs_down(world.directory, PROVINCE, NONGAN) == (CHANGCHUN,)
+    assert skipped_organs_down(world.directory, CHANGCHUN, NONGAN) == ()
+    assert skipped_organs_down(world.directory, NONGAN, PROVINCE) == ()
+    assert skipped_organs_down(world.directory, HEALTH, NONGAN) == ()
+
+
+@pytest.mark.parametrize(
+    ("sender", "to", "cc", "verdict", "add_cc"),
+    table(
+        {
+            "province_to_county_without_its_prefecture_warned": row(
+                PROVINCE, (NONGAN,), (), FAIL, (CHANGCHUN,)
+            ),
+            "province_to_county_with_its_prefecture_copied_passes": row(
+                PROVINCE, (NONGAN,), (CHANGCHUN,), PASS, ()
+            ),
+            "province_to_county_and_its_prefecture_both_primary_passes": row(
+                PROVINCE, (CHANGCHUN, NONGAN), (), PASS, ()
+            ),
+            "state_council_to_county_adds_both_nearest_the_sender_first": row(
+                STATE_COUNCIL, (NONGAN,), (), FAIL, (PROVINCE, CHANGCHUN)
+            ),
+            "state_council_to_county_with_the_province_copied_adds_the_prefecture": row(
+                STATE_COUNCIL, (NONGAN,), (PROVINCE,), FAIL, (CHANGCHUN,)
+            ),
+            "copying_a_county_past_its_prefecture_counts_too": row(
+                PROVINCE, (JILIN_CITY,), (NONGAN,), FAIL, (CHANGCHUN,)
+            ),
+            "two_counties_of_one_prefecture_add_it_once": row(
+                PROVINCE, (NONGAN, YUSHU), (), FAIL, (CHANGCHUN,)
+            ),
+            "counties_of_two_prefectures_add_both": row(
+                PROVINCE, (NONGAN, HUADIAN), (), FAIL, (CHANGCHUN, JILIN_CITY)
+            ),
+            "province_to_its_prefecture_not_applicable": row(PROVINCE, (CHANGCHUN,), (), N, ()),
+            "prefecture_to_its_county_not_applicable": row(CHANGCHUN, (NONGAN,), (), N, ()),
+            "upward_past_a_level_is_skip_level_not_this": row(NONGAN, (PROVINCE,), (), N, ()),
+            "lateral_not_applicable": row(CHANGCHUN, (JILIN_CITY,), (), N, ()),
+            "department_to_a_county_is_lateral_not_applicable": row(HEALTH, (NONGAN,), (), N, ()),
+        }
+    ),
+)
+def test_skip_level_down(
+    world: World,
+    *,
+    sender: str,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    verdict: Verdict,
+    add_cc: tuple[str, ...],
+) -> None:
+    # skip_level off: an upward row's copies are its business (test_skip_level)
+    only_down = {SKIP_LEVEL.id: Mode.OFF}
+    result, evaluation = judge(
+        world, doc(sender, to, cc, DocType.NOTICE), SKIP_LEVEL_DOWN, only_down
+    )
+
+    assert_verdict(result, verdict, add_cc)
+    assert evaluation.add_cc == add_cc
+    assert len(result.findings) == (1 if verdict is FAIL else 0)  # one per document
+    assert result.mode is Mode.WARN  # warned by default, never refused
+    assert SKIP_LEVEL_DOWN not in [f.rule for f in evaluation.refusals]
+    assert (SKIP_LEVEL_DOWN in [f.rule for f in evaluation.warnings]) is (verdict is FAIL)
+
+
+def test_skip_level_down_names_the_recipients_and_the_organs_missing_in_both_languages(
+    world: World,
+) -> None:
+    notice = doc(STATE_COUNCIL, (NONGAN, CHANGCHUN), (), DocType.NOTICE)
+
+    result, _ = judge(world, notice, SKIP_LEVEL_DOWN)
+
+    assert en(result) == (
+        "sending down to jl.cc.nongan, jl.cc passes over jl.gov, jl.cc, and jl.gov is not "
+        "copied; "
+        "copy every organ passed over (cc; spoke send --auto-cc adds them) or address the "
+        "direct subordinate instead"
+    )
+    assert "农安县人民政府" in zh(result)
+    assert "jl.gov（吉林省人民政府办公厅） 未被抄送" in zh(result)
+
+
+def test_skip_level_down_leaves_a_request_to_request_recipient(world: World) -> None:
+    # copying more subordinates would be the wrong advice: a 请示 copies none at all
+    request = doc(PROVINCE, (STATE_COUNCIL,), (NONGAN,), DocType.REQUEST, signatory="李四")
+
+    result, evaluation = judge(world, request, SKIP_LEVEL_DOWN)
+
+    assert_verdict(result, N)
+    assert evaluation.add_cc == ()
+    assert [f.rule for f in evaluation.refusals] == [REQUEST_RECIPIENT]
+
+
+def test_downward_skip_level_notice_passes_once_auto_cc_copies_are_added(world: World) -> None:
+    notice = doc(STATE_COUNCIL, (NONGAN,), (), DocType.NOTICE)
+    warned = evaluate(notice, world.directory, {})
+    assert [f.rule for f in warned.warnings] == [SKIP_LEVEL_DOWN]
+
+    again = evaluate(replace(notice, cc=notice.cc + warned.add_cc), world.directory, {})
+
+    assert again.warnings == ()
     assert again.add_cc == ()
 
 
@@ -577,6 +718,463 @@ def test_type_direction_judges_primary_recipients_only(world: World) -> None:
     assert_verdict(result, Verdict.PASS)
 
 
+# ---------------------------------------------------------------- letter_direction
+
+
+@pytest.mark.parametrize(
+    ("sender", "to", "cc", "verdict", "words"),
+    table(
+        {
+            "prefecture_to_prefecture_passes": row(CHANGCHUN, (JILIN_CITY,), (), PASS, ()),
+            "county_to_another_prefecture_passes": row(NONGAN, (JILIN_CITY,), (), PASS, ()),
+            # the 函's own case: asking an organ that is not one's superior for approval
+            "county_to_a_provincial_department_passes": row(NONGAN, (FINANCE,), (), PASS, ()),
+            "department_to_a_prefecture_passes": row(HEALTH, (CHANGCHUN,), (), PASS, ()),
+            "department_to_department_passes": row(HEALTH, (FINANCE,), (), PASS, ()),
+            "government_to_the_congress_of_its_level_passes": row(
+                PROVINCE, (PROVINCE_CONGRESS,), (), PASS, ()
+            ),
+            "a_superior_only_copied_passes": row(CHANGCHUN, (JILIN_CITY,), (PROVINCE,), PASS, ()),
+            "county_to_its_prefecture_refused": row(
+                NONGAN,
+                (CHANGCHUN,),
+                (),
+                FAIL,
+                ("addressed to jl.cc (upward)", "use a report 报告 or a request 请示"),
+            ),
+            "county_to_the_state_council_refused": row(
+                NONGAN, (STATE_COUNCIL,), (), FAIL, ("cn.gov (upward)",)
+            ),
+            "department_to_its_government_refused": row(
+                HEALTH, (PROVINCE,), (), FAIL, ("jl.gov (upward)",)
+            ),
+            "province_to_its_prefecture_refused": row(
+                PROVINCE,
+                (CHANGCHUN,),
+                (),
+                FAIL,
+                ("addressed to jl.cc (downward)", "use a notice 通知", "批复 answers a 请示"),
+            ),
+            "province_to_a_county_refused": row(
+                PROVINCE, (NONGAN,), (), FAIL, ("jl.cc.nongan (downward)",)
+            ),
+            "one_superior_among_peers_refused": row(
+                CHANGCHUN, (JILIN_CITY, PROVINCE), (), FAIL, ("addressed to jl.gov (upward),",)
+            ),
+        }
+    ),
+)
+def test_letter_direction(
+    world: World,
+    *,
+    sender: str,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    verdict: Verdict,
+    words: tuple[str, ...],
+) -> None:
+    result, evaluation = judge(world, doc(sender, to, cc, DocType.LETTER), LETTER_DIRECTION)
+
+    assert_verdict(result, verdict, words)
+    if verdict is FAIL:
+        assert "jl.jl" not in en(result)  # only the organs in the sender's line are named
+        assert [f.rule for f in evaluation.refusals].count(LETTER_DIRECTION) == 1
+
+
+def test_letter_direction_does_not_apply_to_other_types(world: World) -> None:
+    result, _ = judge(world, doc(PROVINCE, (CHANGCHUN,), (), DocType.NOTICE), LETTER_DIRECTION)
+
+    assert_verdict(result, N)
+
+
+# Documents that go the wrong way for their type: the advice fits the direction they go,
+# and recommends a letter 函 only towards an organ outside the sender's line.
+@pytest.mark.parametrize(
+    ("document", "rule", "advice"),
+    table(
+        {
+            "order_to_a_superior_is_told_report_or_request": row(
+                doc(CHANGCHUN, (PROVINCE,), (), DocType.ORDER),
+                TYPE_DIRECTION,
+                "to a superior, use a report 报告 or a request 请示",
+            ),
+            "report_to_a_subordinate_is_told_notice": row(
+                doc(PROVINCE, (CHANGCHUN,), (), DocType.REPORT),
+                TYPE_DIRECTION,
+                "to a subordinate, use a notice 通知",
+            ),
+            "reply_to_a_superior_is_told_report_or_request": row(
+                doc(CHANGCHUN, (PROVINCE,), (), DocType.REPLY, in_reply_to=REQUEST_ID),
+                REPLY_REQUEST,
+                "to a superior, use a report 报告 or a request 请示",
+            ),
+            "request_to_a_subordinate_is_told_notice": row(
+                doc(CHANGCHUN, (NONGAN,), (), DocType.REQUEST),
+                REQUEST_RECIPIENT,
+                "to a subordinate, use a notice 通知",
+            ),
+            "letter_up_is_told_report_or_request": row(
+                doc(NONGAN, (CHANGCHUN,), (), DocType.LETTER),
+                LETTER_DIRECTION,
+                "to a superior, use a report 报告 or a request 请示",
+            ),
+        }
+    ),
+)
+def test_advice_for_a_document_up_or_down_never_recommends_a_letter(
+    world: World, document: Document, rule: Rule, advice: str
+) -> None:
+    result, _ = judge(world, document, rule, looked_up=False)
+
+    assert result.verdict is FAIL
+    assert advice in en(result)
+    assert "use a letter 函" not in en(result)
+    assert "“函”" not in zh(result)
+
+
+@pytest.mark.parametrize(
+    ("document", "rule"),
+    table(
+        {
+            "order_to_a_peer": row(
+                doc(CHANGCHUN, (JILIN_CITY,), (), DocType.ORDER), TYPE_DIRECTION
+            ),
+            "report_to_a_peer": row(
+                doc(CHANGCHUN, (JILIN_CITY,), (), DocType.REPORT), TYPE_DIRECTION
+            ),
+            "reply_to_a_peer": row(
+                doc(CHANGCHUN, (JILIN_CITY,), (), DocType.REPLY, in_reply_to=REQUEST_ID),
+                REPLY_REQUEST,
+            ),
+            "request_to_a_peer": row(
+                doc(CHANGCHUN, (JILIN_CITY,), (), DocType.REQUEST), REQUEST_RECIPIENT
+            ),
+        }
+    ),
+)
+def test_advice_for_a_document_to_a_peer_is_a_letter(
+    world: World, document: Document, rule: Rule
+) -> None:
+    result, _ = judge(world, document, rule, looked_up=False)
+
+    assert result.verdict is FAIL
+    assert "to an organ outside your line (不相隶属), use a letter 函" in en(result)
+    assert "向不相隶属的机关请用“函”" in zh(result)
+
+
+# ---------------------------------------------------------------- motion_recipient
+
+
+@pytest.mark.parametrize(
+    ("sender", "to", "cc", "verdict", "words"),
+    table(
+        {
+            "province_to_its_congress_passes": row(PROVINCE, (PROVINCE_CONGRESS,), (), PASS, ()),
+            "prefecture_to_its_congress_passes": row(
+                CHANGCHUN, (CHANGCHUN_CONGRESS,), (), PASS, ()
+            ),
+            "copies_are_not_judged": row(
+                PROVINCE, (PROVINCE_CONGRESS,), (STATE_COUNCIL, CHANGCHUN), PASS, ()
+            ),
+            "province_to_a_prefecture_refused": row(
+                PROVINCE,
+                (CHANGCHUN,),
+                (),
+                FAIL,
+                ("jl.cc is not", "address it to jl.congress"),
+            ),
+            "prefecture_to_peer_refused": row(
+                CHANGCHUN, (JILIN_CITY,), (), FAIL, ("address it to jl.cc.congress",)
+            ),
+            "prefecture_to_the_provincial_congress_refused": row(
+                CHANGCHUN,
+                (PROVINCE_CONGRESS,),
+                (),
+                FAIL,
+                ("level of jl.cc, and jl.congress is not", "address it to jl.cc.congress"),
+            ),
+            "province_to_a_prefecture_congress_refused": row(
+                PROVINCE,
+                (CHANGCHUN_CONGRESS,),
+                (),
+                FAIL,
+                ("jl.cc.congress is not", "address it to jl.congress"),
+            ),
+            "province_to_its_superior_refused": row(
+                PROVINCE, (STATE_COUNCIL,), (), FAIL, ("cn.gov is not",)
+            ),
+            "its_congress_and_another_organ_refused_naming_the_other": row(
+                PROVINCE,
+                (PROVINCE_CONGRESS, CHANGCHUN),
+                (),
+                FAIL,
+                ("and jl.cc is not; address it to jl.congress",),
+            ),
+            "department_to_its_governments_congress_refused": row(
+                HEALTH,
+                (PROVINCE_CONGRESS,),
+                (),
+                FAIL,
+                ("jl.dept.health is a department", "have its government jl.gov submit it to "),
+            ),
+            "no_congress_of_that_level_in_the_directory_refused_saying_so": row(
+                JILIN_CITY,
+                (PROVINCE_CONGRESS,),
+                (),
+                FAIL,
+                ("lists no people's congress or standing committee of the level of jl.jl",),
+            ),
+            "county_without_a_congress_refused_saying_so": row(
+                NONGAN,
+                (CHANGCHUN_CONGRESS,),
+                (),
+                FAIL,
+                ("no people's congress or standing committee of the level of jl.cc.nongan",),
+            ),
+            "state_council_without_a_congress_refused_saying_so": row(
+                STATE_COUNCIL,
+                (PROVINCE_CONGRESS,),
+                (),
+                FAIL,
+                ("of the level of cn.gov", "add that congress to the topology"),
+            ),
+            "congress_sending_a_motion_refused": row(
+                PROVINCE_CONGRESS, (PROVINCE,), (), FAIL, ("jl.congress is a congress",)
+            ),
+        }
+    ),
+)
+def test_motion_recipient(
+    world: World,
+    *,
+    sender: str,
+    to: tuple[str, ...],
+    cc: tuple[str, ...],
+    verdict: Verdict,
+    words: tuple[str, ...],
+) -> None:
+    result, evaluation = judge(world, doc(sender, to, cc, DocType.MOTION), MOTION_RECIPIENT)
+
+    assert_verdict(result, verdict, words)
+    assert evaluation.ok is (verdict is not FAIL)
+
+
+def test_motion_finding_names_the_congress_in_chinese(world: World) -> None:
+    result, _ = judge(
+        world, doc(CHANGCHUN, (PROVINCE_CONGRESS,), (), DocType.MOTION), MOTION_RECIPIENT
+    )
+
+    assert zh(result) == (
+        "议案主送 jl.congress（吉林省人民代表大会常务委员会），议案只能提请与 "
+        "jl.cc（长春市人民政府） 同级的人民代表大会或其常务委员会审议；请主送 "
+        "jl.cc.congress（长春市人民代表大会常务委员会）"
+    )
+
+
+def test_motion_from_a_department_to_a_prefecture_names_sender_and_recipient(
+    world: World,
+) -> None:
+    result, _ = judge(world, doc(FINANCE, (CHANGCHUN,), (), DocType.MOTION), MOTION_RECIPIENT)
+
+    assert [f.en for f in result.findings] == [
+        (
+            "a motion is submitted by a people's government, and jl.dept.finance is a "
+            "department; have its government jl.gov submit it to jl.congress"
+        ),
+        (
+            "a motion goes to the people's congress (or its standing committee) of the level "
+            "of jl.gov, and jl.cc is not; address it to jl.congress"
+        ),
+    ]
+
+
+def test_motion_recipient_does_not_apply_to_other_types(world: World) -> None:
+    result, _ = judge(world, doc(CHANGCHUN, (JILIN_CITY,)), MOTION_RECIPIENT)
+
+    assert_verdict(result, N)
+
+
+# ---------------------------------------------------------------- the other rules and a congress
+
+
+@pytest.mark.parametrize(
+    ("document", "rule", "verdict"),
+    table(
+        {
+            # 宪法: the government reports its work to the congress of its level
+            "report_from_the_government_to_its_congress_passes": row(
+                doc(PROVINCE, (PROVINCE_CONGRESS,), (), DocType.REPORT), TYPE_DIRECTION, PASS
+            ),
+            "report_to_another_levels_congress_refused": row(
+                doc(CHANGCHUN, (PROVINCE_CONGRESS,), (), DocType.REPORT), TYPE_DIRECTION, FAIL
+            ),
+            "report_from_a_department_to_the_congress_refused": row(
+                doc(HEALTH, (PROVINCE_CONGRESS,), (), DocType.REPORT), TYPE_DIRECTION, FAIL
+            ),
+            "resolution_from_the_congress_to_its_government_passes": row(
+                doc(PROVINCE_CONGRESS, (PROVINCE,), (), DocType.RESOLUTION), TYPE_DIRECTION, PASS
+            ),
+            "decision_from_the_congress_to_its_government_passes": row(
+                doc(CHANGCHUN_CONGRESS, (CHANGCHUN,), (), DocType.DECISION), TYPE_DIRECTION, PASS
+            ),
+            "decision_from_the_congress_to_another_government_refused": row(
+                doc(PROVINCE_CONGRESS, (CHANGCHUN,), (), DocType.DECISION), TYPE_DIRECTION, FAIL
+            ),
+            "order_from_the_government_to_its_congress_refused": row(
+                doc(PROVINCE, (PROVINCE_CONGRESS,), (), DocType.ORDER), TYPE_DIRECTION, FAIL
+            ),
+            "decision_from_the_government_to_its_congress_refused": row(
+                doc(PROVINCE, (PROVINCE_CONGRESS,), (), DocType.DECISION), TYPE_DIRECTION, FAIL
+            ),
+            "request_to_the_congress_refused_it_is_no_superior": row(
+                doc(PROVINCE, (PROVINCE_CONGRESS,), (), DocType.REQUEST), REQUEST_RECIPIENT, FAIL
+            ),
+            "reply_to_the_congress_refused_it_is_no_subordinate": row(
+                doc(PROVINCE, (PROVINCE_CONGRESS,), (), DocType.REPLY, in_reply_to=REQUEST_ID),
+                REPLY_REQUEST,
+                FAIL,
+            ),
+            "report_to_the_congress_needs_no_signatory_it_is_not_upward": row(
+                doc(PROVINCE, (PROVINCE_CONGRESS,), (), DocType.REPORT), UPWARD_SIGNATORY, N
+            ),
+            "county_copying_the_congress_is_no_skip_level": row(
+                doc(NONGAN, (CHANGCHUN,), (PROVINCE_CONGRESS,), DocType.REPORT), SKIP_LEVEL, N
+            ),
+            "province_copying_a_prefecture_congress_is_no_skip_level_down": row(
+                doc(PROVINCE, (CHANGCHUN,), (CHANGCHUN_CONGRESS,), DocType.NOTICE),
+                SKIP_LEVEL_DOWN,
+                N,
+            ),
+            "department_directive_to_the_congress_is_not_to_a_lower_government": row(
+                doc(FINANCE, (PROVINCE_CONGRESS,), (), DocType.NOTICE, directive=True),
+                DEPARTMENT_DIRECTIVE,
+                PASS,
+            ),
+        }
+    ),
+)
+def test_a_congress_is_outside_the_reporting_line_in_every_rule(
+    world: World, document: Document, rule: Rule, verdict: Verdict
+) -> None:
+    result, _ = judge(world, document, rule, looked_up=False)
+
+    assert_verdict(result, verdict)
+
+
+# ---------------------------------------------------------------- request_report_mixed
+
+
+@pytest.mark.parametrize(
+    ("doc_type", "title", "verdict", "words"),
+    table(
+        {
+            "plain_report_passes": row(
+                DocType.REPORT, "关于2026年冬季供暖工作情况的报告", PASS, ()
+            ),
+            "plain_request_passes": row(DocType.REQUEST, "关于拨付防汛专项资金的请示", PASS, ()),
+            "report_asking_for_approval_warned": row(
+                DocType.REPORT,
+                "关于防汛工作情况的报告并请批准追加经费",
+                FAIL,
+                ("contains 请批准", "a report carries no request for approval"),
+            ),
+            "report_asking_for_instructions_warned": row(
+                DocType.REPORT, "关于机构改革情况的报告（请批示）", FAIL, ("contains 请批示",)
+            ),
+            "report_asking_for_examination_warned": row(
+                DocType.REPORT, "关于调整编制的报告，请审批", FAIL, ("contains 请审批",)
+            ),
+            "report_asking_to_be_approved_warned": row(
+                DocType.REPORT, "关于增设机构的报告（请予批准）", FAIL, ("contains 请予批准",)
+            ),
+            "report_carrying_a_request_warned": row(
+                DocType.REPORT,
+                "关于申请资金的请示和有关情况的报告",
+                FAIL,
+                ("contains 请示",),
+            ),
+            "spaces_do_not_hide_the_words": row(
+                DocType.REPORT, "关于经费情况的报告 请　批准", FAIL, ("contains 请批准",)
+            ),
+            "request_report_in_a_report_warned": row(
+                DocType.REPORT, "关于增设机构的请示报告", FAIL, ("says 请示报告", "choose one")
+            ),
+            "request_report_in_a_request_warned_once": row(
+                DocType.REQUEST, "关于增设机构的请示报告", FAIL, ("says 请示报告",)
+            ),
+            "request_report_in_a_notice_warned": row(
+                DocType.NOTICE, "关于报送2026年度请示报告的通知", FAIL, ("请示报告",)
+            ),
+            # 重大事项请示报告制度 is an institution, not a mix of two types
+            "notice_on_the_reporting_system_passes": row(
+                DocType.NOTICE, "关于严格执行重大事项请示报告制度的通知", PASS, ()
+            ),
+            "report_on_the_reporting_system_passes": row(
+                DocType.REPORT, "关于落实重大事项请示报告制度情况的报告", PASS, ()
+            ),
+            "request_ending_in_report_warned": row(
+                DocType.REQUEST,
+                "关于增加编制的报告",
+                FAIL,
+                ("ends in 报告", "a request's title ends in 请示"),
+            ),
+            "request_ending_in_report_and_a_space_warned": row(
+                DocType.REQUEST, "关于增加编制的报告\u3000", FAIL, ("ends in 报告",)
+            ),
+            "request_naming_a_lecture_hall_passes": row(
+                DocType.REQUEST, "关于报告厅维修经费的请示", PASS, ()
+            ),
+            "notice_about_a_request_passes": row(
+                DocType.NOTICE, "关于办理市县请示事项的通知", PASS, ()
+            ),
+            # 函 may ask for approval between organs outside each other's line (第八条（十四）)
+            "letter_asking_for_approval_passes": row(
+                DocType.LETTER, "关于商请批准使用场地的函（请予批准）", PASS, ()
+            ),
+        }
+    ),
+)
+def test_request_report_mixed(
+    world: World, doc_type: DocType, title: str, verdict: Verdict, words: tuple[str, ...]
+) -> None:
+    document = doc(CHANGCHUN, (PROVINCE,), (), doc_type, signatory="李四", title=title)
+
+    result, evaluation = judge(world, document, REQUEST_REPORT_MIXED)
+
+    assert_verdict(result, verdict, words)
+    assert len(result.findings) == (1 if verdict is FAIL else 0)
+    assert result.mode is Mode.WARN
+    assert REQUEST_REPORT_MIXED not in [f.rule for f in evaluation.refusals]
+    for finding in result.findings:
+        assert title.strip() not in finding.sentence()  # the words, never the title
+
+
+def test_request_report_mixed_is_not_applicable_where_the_title_is_unknown(world: World) -> None:
+    result, _ = judge(world, doc(CHANGCHUN, (PROVINCE,), (), DocType.REPORT), REQUEST_REPORT_MIXED)
+
+    assert_verdict(result, N)
+    assert result.note == "the title travels encrypted: only the sending spoke checks it"
+
+
+def test_hub_cannot_judge_the_title_that_the_sending_spoke_judges(world: World) -> None:
+    title = "关于防汛工作情况的报告并请批准追加经费"
+    metadata = DropMetadata.model_validate(
+        {"to": [PROVINCE], "classification": "内部", "doc_type": "报告", "title": title}
+    )
+    at_spoke = Document.from_metadata(metadata, CHANGCHUN, (PROVINCE,), ())
+    sealed, _ = world.seal(CHANGCHUN, (PROVINCE,), doc_type=DocType.REPORT, title=title)
+    at_hub = Document.from_header(sealed.header)
+
+    spoke_result, _ = judge(world, at_spoke, REQUEST_REPORT_MIXED)
+    hub_result, _ = judge(world, at_hub, REQUEST_REPORT_MIXED)
+
+    assert at_spoke.title == title
+    assert at_hub.title is None
+    assert spoke_result.verdict is FAIL
+    assert hub_result.verdict is N
+    assert "title travels encrypted" in hub_result.note
+
+
 # ---------------------------------------------------------------- department_directive
 
 
@@ -824,6 +1422,69 @@ def test_doc_number_form_does_not_apply_without_a_number(world: World) -> None:
     assert_verdict(result, N)
 
 
+def reasons(number: str) -> tuple[list[str], list[str]]:
+    """The faults doc_number_problem names, one string each, in English and in Chinese."""
+    problem = doc_number_problem(number)
+    assert problem is not None, number
+    zh_text, en_text = problem
+    en_part = en_text.removeprefix(f"document number {number!r}: ")
+    zh_part = zh_text.removeprefix(f"发文字号 {number!r}：")
+    return (
+        en_part.removesuffix(". Write it like 吉政发〔2002〕3号").split("; "),
+        zh_part.removesuffix("。应如 吉政发〔2002〕3号").split("；"),
+    )
+
+
+START_AT_1 = ("the sequence number starts at 1, never 0", "发文顺序号从1开始（不编为0）")
+NO_ZEROS = (
+    "no leading zeros in the sequence number (1, not 01)",
+    "发文顺序号不编虚位（1 不编为 01）",
+)
+NO_DI = ("the sequence number takes no 第", "发文顺序号不加“第”字")
+BRACKETS = ("the year goes in hexagonal brackets 〔〕", "年份应用六角括号“〔〕”括入")
+FULL_YEAR = ("the year is written in full (four digits)", "年份应标全称（4位）")
+FULL_WIDTH = ("full-width digits or variant characters", "含全角数字或变体字符")
+NO_CODE = (
+    "it starts with the issuing organ's abbreviation in Chinese characters",
+    "应以发文机关代字（汉字）开头",
+)
+NO_HAO = ("it ends with 号", "应以“号”字结尾")
+NOT_THE_FORM = (
+    "it is not of the form 机关代字〔年份〕序号号",
+    "不是“机关代字〔年份〕序号号”的形式",
+)
+
+
+@pytest.mark.parametrize(
+    ("number", "expected"),
+    table(
+        {
+            "sequence_zero_starts_at_one": row("吉政发〔2026〕0号", (START_AT_1,)),
+            "sequence_all_zeros_starts_at_one": row("吉政发〔2026〕000号", (START_AT_1,)),
+            "sequence_zero_with_di": row("吉政发〔2026〕第0号", (NO_DI, START_AT_1)),
+            "full_width_zero_starts_at_one": row("吉政发〔2026〕０号", (FULL_WIDTH, START_AT_1)),
+            "leading_zero": row("吉政发〔2026〕03号", (NO_ZEROS,)),
+            "leading_zeros_before_ten": row("吉政发〔2026〕0010号", (NO_ZEROS,)),
+            "di": row("吉政发〔2026〕第3号", (NO_DI,)),
+            "square_brackets": row("吉政发[2026]3号", (BRACKETS,)),
+            "two_digit_year": row("吉政发〔26〕3号", (FULL_YEAR,)),
+            "full_width_digits": row("吉政发〔２０２６〕３号", (FULL_WIDTH,)),
+            "no_code": row("〔2026〕3号", (NO_CODE,)),
+            "no_hao": row("吉政发〔2026〕3", (NO_HAO,)),
+            "seven_digit_sequence": row("吉政发〔2026〕1234567号", (NOT_THE_FORM,)),
+            "every_fault_at_once": row("[26]第03", (BRACKETS, NO_DI, FULL_YEAR, NO_CODE, NO_HAO)),
+        }
+    ),
+)
+def test_doc_number_problem_names_exactly_the_faults_it_finds(
+    number: str, expected: tuple[tuple[str, str], ...]
+) -> None:
+    en_reasons, zh_reasons = reasons(number)
+
+    assert en_reasons == [e for e, _ in expected]
+    assert zh_reasons == [z for _, z in expected]
+
+
 # ---------------------------------------------------------------- modes and settings
 
 SKIP_LEVEL_REPORT = doc(NONGAN, (PROVINCE,), (), DocType.REPORT, signatory="李四")
@@ -932,9 +1593,79 @@ def test_settings_of_skips_rule_ids_this_code_does_not_know(world: World) -> Non
     assert settings_of(directory) == {"skip_level": Mode.WARN}
 
 
-def test_jilin_directory_enforces_every_rule(world: World) -> None:
-    assert world.topology.rules == dict.fromkeys(RULES_BY_ID, Mode.ENFORCE)
-    assert settings_of(world.directory) == dict.fromkeys(RULES_BY_ID, Mode.ENFORCE)
+def test_every_rule_enforces_by_default_but_skip_level_down_and_request_report_mixed() -> None:
+    # 越级下行 to a far subordinate is common practice; a title may name a 请示 harmlessly
+    assert {r.id: r.default for r in RULES} == {
+        **dict.fromkeys(RULES_BY_ID, Mode.ENFORCE),
+        SKIP_LEVEL_DOWN.id: Mode.WARN,
+        REQUEST_REPORT_MIXED.id: Mode.WARN,
+    }
+
+
+def test_jilin_directory_sets_every_rule_to_its_default(world: World) -> None:
+    defaults = {r.id: r.default for r in RULES}
+
+    assert world.topology.rules == defaults
+    assert settings_of(world.directory) == defaults
+
+
+@pytest.mark.parametrize(
+    ("rule", "document", "rule_settings", "refused", "warned"),
+    table(
+        {
+            "downward_skip_absent_setting_warns": row(
+                SKIP_LEVEL_DOWN, doc(PROVINCE, (NONGAN,), (), DocType.NOTICE), {}, False, True
+            ),
+            "downward_skip_enforced_refuses": row(
+                SKIP_LEVEL_DOWN,
+                doc(PROVINCE, (NONGAN,), (), DocType.NOTICE),
+                {"skip_level_down": Mode.ENFORCE},
+                True,
+                False,
+            ),
+            "mixed_title_absent_setting_warns": row(
+                REQUEST_REPORT_MIXED,
+                doc(NONGAN, (CHANGCHUN,), (), DocType.REPORT, signatory="李四", title="请示报告"),
+                {},
+                False,
+                True,
+            ),
+            "mixed_title_enforced_refuses": row(
+                REQUEST_REPORT_MIXED,
+                doc(NONGAN, (CHANGCHUN,), (), DocType.REPORT, signatory="李四", title="请示报告"),
+                {"request_report_mixed": Mode.ENFORCE},
+                True,
+                False,
+            ),
+            "letter_up_absent_setting_refuses": row(
+                LETTER_DIRECTION,
+                doc(NONGAN, (CHANGCHUN,), (), DocType.LETTER, signatory="李四"),
+                {},
+                True,
+                False,
+            ),
+            "motion_to_a_peer_absent_setting_refuses": row(
+                MOTION_RECIPIENT, doc(CHANGCHUN, (JILIN_CITY,), (), DocType.MOTION), {}, True, False
+            ),
+        }
+    ),
+)
+def test_a_rule_not_named_in_the_settings_takes_its_default(
+    world: World,
+    *,
+    rule: Rule,
+    document: Document,
+    rule_settings: dict[str, Mode],
+    refused: bool,
+    warned: bool,
+) -> None:
+    result, evaluation = judge(world, document, rule, rule_settings)
+
+    assert result.verdict is Verdict.FAIL
+    assert result.mode is rule_settings.get(rule.id, rule.default)
+    assert (rule in [f.rule for f in evaluation.refusals]) is refused
+    assert (rule in [f.rule for f in evaluation.warnings]) is warned
+    assert evaluation.ok is not refused
 
 
 # ---------------------------------------------------------------- topology and directory
@@ -968,7 +1699,7 @@ def test_rules_table_travels_from_topology_through_the_signed_directory(world: W
     assert [f.rule for f in evaluation.warnings] == [SKIP_LEVEL]
 
 
-def test_topology_without_rules_table_enforces_everything(world: World) -> None:
+def test_topology_without_rules_table_takes_every_default(world: World) -> None:
     text = re.sub(r"\[rules\]\n(?:[a-z_]+ += .*\n)+", "", jilin_text())
     topology = parse_topology(text, source="topology.toml")
 
@@ -977,6 +1708,9 @@ def test_topology_without_rules_table_enforces_everything(world: World) -> None:
     assert topology.rules == {}
     assert directory.rules == {}
     assert not evaluate(SKIP_LEVEL_REPORT, directory, settings_of(directory)).ok
+    downward = evaluate(doc(PROVINCE, (NONGAN,), (), DocType.NOTICE), directory, {})
+    assert downward.ok
+    assert [f.rule for f in downward.warnings] == [SKIP_LEVEL_DOWN]
 
 
 @pytest.mark.parametrize(
@@ -1021,10 +1755,16 @@ def test_bad_rules_table_is_a_config_error_naming_the_key(
 # One document that breaks each rule; the texts below are checked on all of them.
 REFUSED_EXAMPLES = {
     SKIP_LEVEL.id: doc(NONGAN, (PROVINCE,), (), DocType.REPORT, signatory="李四"),
+    SKIP_LEVEL_DOWN.id: doc(PROVINCE, (NONGAN,), (), DocType.NOTICE),
     REQUEST_RECIPIENT.id: doc(CHANGCHUN, (PROVINCE, STATE_COUNCIL), (), DocType.REQUEST),
     UPWARD_SIGNATORY.id: doc(NONGAN, (CHANGCHUN,), (), DocType.REPORT),
     REPLY_REQUEST.id: doc(PROVINCE, (CHANGCHUN,), (), DocType.REPLY),
     TYPE_DIRECTION.id: doc(CHANGCHUN, (JILIN_CITY,), (), DocType.ORDER),
+    LETTER_DIRECTION.id: doc(PROVINCE, (CHANGCHUN,), (), DocType.LETTER),
+    MOTION_RECIPIENT.id: doc(JILIN_CITY, (PROVINCE_CONGRESS,), (), DocType.MOTION),
+    REQUEST_REPORT_MIXED.id: doc(
+        NONGAN, (CHANGCHUN,), (), DocType.REPORT, signatory="李四", title="关于增设机构的请示报告"
+    ),
     DEPARTMENT_DIRECTIVE.id: doc(FINANCE, (CHANGCHUN,), (), DocType.NOTICE, directive=True),
     CLASSIFIED_MARKS.id: classified(period=None, numbers={}),
     DOC_NUMBER_FORM.id: doc(PROVINCE, (CHANGCHUN,), doc_number="吉政发[02]第03"),
@@ -1041,7 +1781,8 @@ def test_each_finding_sentence_names_rule_article_and_both_languages(
     world: World, rule_id: str
 ) -> None:
     rule = RULES_BY_ID[rule_id]
-    result, evaluation = judge(world, REFUSED_EXAMPLES[rule_id], rule)
+    enforced = dict.fromkeys(RULES_BY_ID, Mode.ENFORCE)  # a warn-default rule refuses too
+    result, evaluation = judge(world, REFUSED_EXAMPLES[rule_id], rule, enforced)
 
     assert result.verdict is Verdict.FAIL
     for finding in result.findings:

@@ -195,10 +195,25 @@ def test_jilin_has_the_five_provincial_departments(jilin: Topology) -> None:
     assert {o.parent for o in departments} == {"jl.gov"}
 
 
+def test_jilin_congresses_stand_outside_the_tree_linked_to_their_governments(
+    jilin: Topology,
+) -> None:
+    congresses = [o for o in jilin.orgs if o.level is OrgLevel.CONGRESS]
+
+    assert {o.id: o.congress_of for o in congresses} == {
+        "jl.congress": "jl.gov",
+        "jl.cc.congress": "jl.cc",
+    }
+    assert all("人民代表大会常务委员会" in o.name_zh for o in congresses)
+    assert {o.parent for o in congresses} == {None}
+    assert not [o.id for o in jilin.orgs if o.parent in {c.id for c in congresses}]
+    assert [o.id for o in jilin.orgs if o.congress_of is not None] == [c.id for c in congresses]
+
+
 def test_jilin_everyone_below_the_province_is_govnet_only_and_internal(jilin: Topology) -> None:
     others = [o for o in jilin.orgs if o.id not in {"cn.gov", "jl.gov"}]
 
-    assert len(others) >= 9 + 7 + 5
+    assert len(others) >= 9 + 7 + 5 + 2
     assert {(o.channels, o.clearance) for o in others} == {(("govnet",), Classification.INTERNAL)}
 
 
@@ -307,6 +322,93 @@ def test_directive_target_unknown_is_reported() -> None:
     error = problems(text)
 
     assert_reported(error, "orgs[0] (t.gov).directive_to", "t.nobody")
+
+
+# ---------------------------------------------------------------- congresses
+
+CONGRESS = """
+[[orgs]]
+id = "t.congress"
+name_zh = "省人大常委会"
+name_en = "Provincial congress standing committee"
+level = "congress"
+congress_of = "t.gov"
+clearance = "INTERNAL"
+channels = ["govnet"]
+"""
+WITH_CONGRESS = BASE + CONGRESS
+
+
+def test_congress_linked_to_the_government_of_its_level_is_valid() -> None:
+    topology = parse_topology(WITH_CONGRESS, source=SOURCE)
+
+    congress = topology.org("t.congress")
+    assert congress is not None
+    assert congress.level is OrgLevel.CONGRESS
+    assert (congress.parent, congress.congress_of) == (None, "t.gov")
+
+
+def test_congress_of_a_county_government_is_valid() -> None:
+    parse_topology(
+        edit('congress_of = "t.gov"', 'congress_of = "t.pa.x"', WITH_CONGRESS), source=SOURCE
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "words"),
+    [
+        pytest.param(
+            'congress_of = "t.gov"\n',
+            "",
+            "orgs[4] (t.congress).congress_of",
+            ("names the people's government of its level", 'congress_of = "jl.gov"'),
+            id="congress_without_its_government_reported",
+        ),
+        pytest.param(
+            'congress_of = "t.gov"',
+            'congress_of = "t.gov"\nparent = "t.gov"',
+            "orgs[4] (t.congress).parent",
+            ("no government's reporting line", "leave parent out"),
+            id="congress_under_a_government_reported",
+        ),
+        pytest.param(
+            'congress_of = "t.gov"',
+            'congress_of = "t.nobody"',
+            "orgs[4] (t.congress).congress_of",
+            ("unknown organisation", "'t.nobody'"),
+            id="congress_of_unknown_reported",
+        ),
+        pytest.param(
+            'congress_of = "t.gov"',
+            'congress_of = "t.congress"',
+            "orgs[4] (t.congress).congress_of",
+            ("'t.congress' is a congress", "not a people's government"),
+            id="congress_of_a_congress_reported",
+        ),
+        pytest.param(
+            'code = "990100"',
+            'code = "990100"\ncongress_of = "t.gov"',
+            "orgs[1] (t.pa).congress_of",
+            ("only a congress", 'level = "congress"'),
+            id="congress_of_on_a_government_reported",
+        ),
+        pytest.param(
+            'id = "t.pa.y"\nname_zh = "甲市Y县"\nname_en = "County Y"\nlevel = "county"\n'
+            'parent = "t.pa"',
+            'id = "t.pa.y"\nname_zh = "甲市Y县"\nname_en = "County Y"\nlevel = "county"\n'
+            'parent = "t.congress"',
+            "orgs[3] (t.pa.y).parent",
+            ("'t.congress' is a congress", "no government's reporting line"),
+            id="organisation_under_a_congress_reported",
+        ),
+    ],
+)
+def test_congress_mistakes_are_reported_at_their_key(
+    old: str, new: str, path: str, words: tuple[str, ...]
+) -> None:
+    error = problems(edit(old, new, WITH_CONGRESS))
+
+    assert_reported(error, path, *words)
 
 
 # ---------------------------------------------------------------- ids, labels, keys, syntax

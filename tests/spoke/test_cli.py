@@ -173,7 +173,7 @@ async def test_status_lists_the_send_with_its_drop_name_and_each_recipients_stat
     gov.drop(
         "状态.txt",
         b"status\n",
-        {"to": "jl.cc, jl.jl", "密级": "内部", "文种": "函", "标题": "状态"},
+        {"to": "jl.cc, jl.jl", "密级": "内部", "文种": "通知", "标题": "状态"},
     )
     status = await gov.wait_status("状态.txt", "jl.cc")
     msg_id = status["msg_id"]

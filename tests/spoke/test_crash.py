@@ -37,8 +37,9 @@ def crash_seed() -> int:
     return seed
 
 
-def letter(title: str, to: str = "jl.cc") -> dict[str, object]:
-    return {"to": to, "classification": "INTERNAL", "doc_type": "函", "title": title}
+def notice(title: str, to: str = "jl.cc") -> dict[str, object]:
+    """A routine 通知 from the province down to a prefecture (a 函 may not go down a line)."""
+    return {"to": to, "classification": "INTERNAL", "doc_type": "通知", "title": title}
 
 
 async def kill_when(
@@ -124,7 +125,7 @@ async def test_sender_killed_during_pickup_sends_every_document_exactly_once(
     documents = {f"件-{i:03d}.txt": f"document {i}: {rng.getrandbits(64):x}\n" for i in range(40)}
     titles = {name: f"文件 {i}" for i, name in enumerate(documents)}
     for name, text in documents.items():
-        gov.drop(name, text.encode(), letter(titles[name]))
+        gov.drop(name, text.encode(), notice(titles[name]))
 
     def all_answered() -> bool:
         return len(gov.sent_folders()) + len(gov.failure_names()) >= len(documents)
@@ -181,7 +182,7 @@ async def test_restart_after_a_crash_between_the_moves_into_sent_keeps_the_docum
     gov, _ = await exchange.running("jl.gov", "jl.cc")
     assert exchange.hub is not None
     assert exchange.hub.terminate() == 0  # no ACCEPTED can come: the drop stays sealed
-    gov.drop("半途.txt", b"halfway\n", letter("半途"))
+    gov.drop("半途.txt", b"halfway\n", notice("半途"))
     sealed = await gov.wait_logged("drop.sealed", name="半途.txt")
     assert gov.terminate() == 0
     (work,) = (gov.work / "work").iterdir()
@@ -190,7 +191,7 @@ async def test_restart_after_a_crash_between_the_moves_into_sent_keeps_the_docum
     (work / moved_first).rename(target / moved_first)  # the first rename, then the kill
 
     gov.start()  # the hub still away: the agent's start-up recovery runs before any answer
-    gov.drop("探针.txt", b"probe\n", letter("探针"))
+    gov.drop("探针.txt", b"probe\n", notice("探针"))
     await gov.wait_logged("drop.sealed", this_run=True, name="探针.txt")  # recovery is done
     exchange.start_hub()
     await gov.wait_status("探针.txt", "jl.cc")
@@ -214,14 +215,14 @@ async def test_restart_after_a_crash_before_status_json_was_written_writes_it(
     without status.json, and no later receipt will bring one."""
     exchange = exchanges()
     gov, _ = await exchange.running("jl.gov", "jl.cc")
-    gov.drop("状态文件.txt", b"status file\n", letter("状态文件"))
+    gov.drop("状态文件.txt", b"status file\n", notice("状态文件"))
     status = await gov.wait_status("状态文件.txt", "jl.cc")
     assert gov.terminate() == 0
     path = gov.sent / status["msg_id"] / "status.json"
     path.unlink()  # what the kill between the state and the status file leaves
 
     gov.start()
-    gov.drop("探针.txt", b"probe\n", letter("探针"))
+    gov.drop("探针.txt", b"probe\n", notice("探针"))
     await gov.wait_status("探针.txt", "jl.cc")  # the restarted agent is fully at work
     assert path.exists(), "sent/<msg_id>/ of an ACCEPTED, DELIVERED send has no status.json"
     restored = gov.status("状态文件.txt")
@@ -244,7 +245,7 @@ async def test_recipient_killed_during_inbox_writes_keeps_no_partial_folder_and_
     }
     titles = {name: f"报告 {i}" for i, name in enumerate(documents)}
     for name, data in documents.items():
-        gov.drop(name, data, letter(titles[name]))
+        gov.drop(name, data, notice(titles[name]))
 
     def all_written() -> bool:
         return len([n for n in cc.inbox_entries() if not n.startswith(".")]) >= len(documents)
@@ -281,7 +282,7 @@ async def test_recipient_killed_while_writing_a_chunked_document_receives_it_aft
     exchange = exchanges()
     gov, cc = await exchange.running("jl.gov", "jl.cc")
     data = os.urandom(24 * 1024 * 1024)
-    gov.drop("大文件.bin", data, letter("大文件"))
+    gov.drop("大文件.bin", data, notice("大文件"))
 
     killed = await kill_when(cc, lambda: bool(staging(cc)), lambda: bool(cc.received()))
     assert killed, "the document was written before the kill could land; make it larger"
@@ -306,7 +307,7 @@ async def test_restart_after_a_crash_between_the_inbox_rename_and_its_record_ack
     gov = exchange.spoke("jl.gov")
     cc = exchange.spoke("jl.cc", receipt_flush=600.0)  # DELIVERED stays in memory
     await exchange.running("jl.gov", "jl.cc")
-    gov.drop("重发.txt", b"sent again\n", letter("重发"))
+    gov.drop("重发.txt", b"sent again\n", notice("重发"))
     written = await cc.wait_logged("inbox.received")
     cc.kill9()  # before DELIVERED left
     msg_id = written["msg_id"]
@@ -352,7 +353,7 @@ async def test_hub_restarted_while_a_spoke_sends_a_stream_delivers_everything_on
 
     async def stream() -> None:
         for i, name in enumerate(names):
-            gov.drop(name, f"stream {i}\n".encode(), letter(f"流 {i}"))
+            gov.drop(name, f"stream {i}\n".encode(), notice(f"流 {i}"))
             await asyncio.sleep(0.1)  # paces the load; nothing waits on it
 
     sending = asyncio.create_task(stream())

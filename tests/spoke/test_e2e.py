@@ -216,20 +216,20 @@ async def test_hub_rejection_moves_the_drop_to_failed_with_the_hubs_reason_and_b
     # tell (the spoke does not know the hub's window).
     exchange = exchanges(hub_toml="[delivery]\nretry_initial = 1.0\nmax_skew = 0.001\n")
     (gov,) = await exchange.running("jl.gov")
-    content = "函件正文\n".encode()
-    meta = notice("关于拨付专项资金的函", "jl.cc", 文种="函")
-    gov.drop("函.txt", content, meta)
+    content = "通知正文\n".encode()
+    meta = notice("关于拨付专项资金的通知", "jl.cc")
+    gov.drop("通知.txt", content, meta)
 
-    failure = await eventually(lambda: gov.failure("函.txt"), "函.txt in failed/")
+    failure = await eventually(lambda: gov.failure("通知.txt"), "通知.txt in failed/")
     text, detail = failure
     assert detail["rule"] == "replay.clock_skew"
     assert detail["msg_id"] is not None
     assert "the hub refused it" in text
     assert "from the hub's clock" in text  # the hub's own sentence
     assert "replay.clock_skew" in text
-    assert (gov.failed / "函.txt").read_bytes() == content
-    meta_text = (gov.failed / "函.txt.meta.toml").read_text(encoding="utf-8")
-    assert "关于拨付专项资金的函" in meta_text
+    assert (gov.failed / "通知.txt").read_bytes() == content
+    meta_text = (gov.failed / "通知.txt.meta.toml").read_text(encoding="utf-8")
+    assert "关于拨付专项资金的通知" in meta_text
     assert gov.sent_folders() == []
     assert not [p for p in gov.outbox.iterdir() if not p.name.startswith(".")]
 
@@ -250,15 +250,15 @@ async def test_recipient_offline_for_a_while_receives_everything_once_when_it_st
     exchange = exchanges(broker_kind)
     gov, cc = await exchange.running("jl.gov", "jl.cc")
     assert cc.terminate() == 0  # away: its presence says offline
-    names = [f"函-{i}.txt" for i in range(6)]
+    names = [f"通知-{i}.txt" for i in range(6)]
     for i, name in enumerate(names):
-        gov.drop(name, f"letter {i}\n".encode(), notice(f"例行函件 {i}", "jl.cc", 文种="函"))
+        gov.drop(name, f"notice {i}\n".encode(), notice(f"例行通知 {i}", "jl.cc"))
 
     def all_accepted() -> bool:
         statuses = gov.statuses()
         return all(statuses.get(n, {}).get("hub") == "ACCEPTED" for n in names)
 
-    await eventually(all_accepted, "every letter ACCEPTED by the hub")
+    await eventually(all_accepted, "every notice ACCEPTED by the hub")
     assert {gov.recipient_status(n, "jl.cc") for n in names} == {"PENDING"}
     assert cc.received() == {}
 
@@ -266,7 +266,7 @@ async def test_recipient_offline_for_a_while_receives_everything_once_when_it_st
     for name in names:
         await gov.wait_status(name, "jl.cc")
     received = cc.received()
-    assert sorted(m["title"] for m in received.values()) == [f"例行函件 {i}" for i in range(6)]
+    assert sorted(m["title"] for m in received.values()) == [f"例行通知 {i}" for i in range(6)]
     assert {m["msg_id"] for m in received.values()} == {gov.statuses()[n]["msg_id"] for n in names}
     for msg_id in received:
         assert inbox_problems(cc.inbox / msg_id) == []

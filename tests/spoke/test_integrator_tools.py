@@ -324,7 +324,7 @@ async def test_mv_of_a_folder_from_another_file_system_delivers_it_whole(
         for name, data in files.items():
             (source / name).write_bytes(data)
         gov.outbox.joinpath("吉政函5.meta.toml").write_text(
-            toml_meta(notice("mv", 文种="函")), encoding="utf-8"
+            toml_meta(notice("mv")), encoding="utf-8"
         )
         await run("mv", str(source), str(gov.outbox))
     finally:

@@ -111,8 +111,10 @@ async def test_request_to_two_superiors_fails_naming_rule_and_article_in_both_la
     assert "关于拨付防汛专项资金的请示" in meta_text
     assert nothing_sealed(cc, "防汛请示.txt")
     assert not list((cc.work / "queue").iterdir())
-    failed = cc.logged("drop.failed", name="防汛请示.txt")
-    assert [e["rule"] for e in failed] == ["rule.request_recipient"]
+    # the spoke logs drop.failed after it writes the error files: wait for the line
+    failed = await cc.wait_logged("drop.failed", name="防汛请示.txt")
+    assert failed["rule"] == "rule.request_recipient"
+    assert len(cc.logged("drop.failed", name="防汛请示.txt")) == 1
 
 
 async def test_skip_level_report_from_county_to_province_is_refused_naming_the_skipped_city(
@@ -299,7 +301,7 @@ async def test_dry_run_prints_direction_channel_and_verdicts_and_sends_nothing(
     assert "govnet" in row
     for rule in RULES:  # every rule's verdict is listed
         assert f"  {rule.id} " in out, rule.id
-    (skip,) = [line for line in out.splitlines() if line.strip().startswith("skip_level")]
+    (skip,) = [line for line in out.splitlines() if line.strip().startswith("skip_level ")]
     assert "enforce" in skip
     assert "FAIL" in skip
     (signatory,) = [line for line in out.splitlines() if "upward_signatory" in line]
@@ -453,3 +455,71 @@ async def test_auto_cc_on_a_secret_report_numbers_every_copy_the_added_one_inclu
         "rule_warnings": [],
     }
     assert list(cc.failed.iterdir()) == []
+
+
+async def test_auto_cc_on_a_notice_down_past_a_level_seals_it_for_the_prefecture_passed_over(
+    offline_spoke: OfflineSpokeFactory, world: World
+) -> None:
+    gov = offline_spoke("jl.gov")
+    meta = {"主送": "jl.cc.nongan", "密级": "内部", "文种": "通知", "标题": "关于春耕的通知"}
+    gov.drop("越级通知.txt", b"notice\n", toml_meta({**meta, "自动抄送": True}))
+    await gov.settle()
+
+    (out,) = gov.outbound()
+    header = gov.sealed(out).header
+    assert (header.to, header.cc) == (("jl.cc.nongan",), ("jl.cc",))
+    for recipient in ("jl.cc.nongan", "jl.cc"):
+        assert gov.open_as(world, out, recipient) == {"越级通知.txt": b"notice\n"}
+    assert gov.ctx.state.notes(out.msg_id)["added_cc"] == ["jl.cc"]
+    assert gov.ctx.state.notes(out.msg_id)["rule_warnings"] == []
+
+
+async def test_a_notice_down_past_a_level_without_auto_cc_is_sealed_with_a_warning(
+    offline_spoke: OfflineSpokeFactory,
+) -> None:
+    gov = offline_spoke("jl.gov")
+    meta = {"主送": "jl.cc.nongan", "密级": "内部", "文种": "通知", "标题": "关于秋收的通知"}
+    gov.drop("越级通知.txt", b"notice\n", toml_meta(meta))
+    await gov.settle()
+
+    (out,) = gov.outbound()
+    assert gov.sealed(out).header.cc == ()
+    (warning,) = gov.ctx.state.notes(out.msg_id)["rule_warnings"]
+    assert (warning["rule"], warning["mode"], warning["add_cc"]) == (
+        "skip_level_down",
+        "warn",
+        ["jl.cc"],
+    )
+    assert list(gov.failed.iterdir()) == []
+
+
+async def test_a_report_whose_title_asks_for_approval_is_sealed_with_a_warning_without_the_title(
+    offline_spoke: OfflineSpokeFactory,
+) -> None:
+    nongan = offline_spoke("jl.cc.nongan")
+    title = "关于防汛工作情况的报告并请批准追加经费"
+    meta = {"主送": "jl.cc", "密级": "内部", "文种": "报告", "标题": title, "签发人": "刘某"}
+    nongan.drop("夹带请示.txt", b"report\n", toml_meta(meta))
+    await nongan.settle()
+
+    (out,) = nongan.outbound()
+    notes = nongan.ctx.state.notes(out.msg_id)
+    (warning,) = notes["rule_warnings"]
+    assert warning["rule"] == "request_report_mixed"
+    assert "contains 请批准" in warning["en"]
+    assert title not in json.dumps(notes, ensure_ascii=False)
+
+
+async def test_a_motion_to_a_peer_is_refused_at_the_spoke_naming_the_congress(
+    offline_spoke: OfflineSpokeFactory,
+) -> None:
+    cc = offline_spoke("jl.cc")
+    meta = {"主送": "jl.jl", "密级": "内部", "文种": "议案", "标题": "关于提请审议某条例草案的议案"}
+    cc.drop("议案.txt", b"motion\n", toml_meta(meta))
+    await cc.settle()
+
+    assert cc.outbound() == []
+    text = (cc.failed / "议案.txt.error.txt").read_text(encoding="utf-8")
+    assert "[motion_recipient] 《党政机关公文处理工作条例》第八条（十三）" in text
+    assert "请主送 jl.cc.congress（长春市人民代表大会常务委员会）" in text
+    assert "address it to jl.cc.congress" in text
