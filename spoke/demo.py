@@ -380,7 +380,9 @@ class Demo:
                 ],
             )
         )
-        print(f"\nwhy 长春市 was refused: {error['message']}")
+        print(f"\n长春市被拒收的原因：{error['message_zh']}")
+        print(f"处理办法：{error['hint_zh']}")
+        print(f"why 长春市 was refused: {error['message']}")
         print(f"what to do: {error['hint']}")
         for finding in rule["findings"]:
             print(f"\nwhy the 请示 was refused: [{finding['rule']}] {finding['article']}")
