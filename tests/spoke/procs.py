@@ -71,6 +71,16 @@ def toml_meta(fields: Mapping[str, object]) -> str:
     )
 
 
+def write_raw(path: bytes, data: bytes) -> None:
+    """A new file under a name given as bytes (not necessarily UTF-8: a GBK name from a
+    Windows share, say)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

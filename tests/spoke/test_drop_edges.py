@@ -31,6 +31,7 @@ from spoke.files import shown_name
 from spoke.receiver import Receiver
 from spoke.refusals import CATALOGUE, HUB_REASONS, hub_reason_zh, refuse
 from tests.spoke.conftest import OfflineSpoke, OfflineSpokeFactory
+from tests.spoke.procs import write_raw
 from tests.world import REPO, World
 
 BODY = "关于做好冬季供暖工作的通知。\n".encode()
@@ -377,15 +378,6 @@ async def test_good_drop_with_a_long_name_is_sealed(offline_spoke: OfflineSpokeF
 
 
 GBK_NAME = "公文".encode("gbk") + b".txt"  # b'\xb9\xab\xce\xc4.txt'
-
-
-def write_raw(path: bytes, data: bytes) -> None:
-    """A file under a name given as bytes (not necessarily UTF-8)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 async def test_name_that_is_not_utf8_is_shown_as_its_bytes_in_both_error_files(

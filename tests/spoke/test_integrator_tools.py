@@ -30,7 +30,14 @@ from typing import Any
 
 import pytest
 
-from tests.spoke.procs import Exchange, SpokeProcess, eventually, make_exchange, toml_meta
+from tests.spoke.procs import (
+    Exchange,
+    SpokeProcess,
+    eventually,
+    make_exchange,
+    toml_meta,
+    write_raw,
+)
 from tests.world import REPO, World
 
 RSYNC = shutil.which("rsync")
@@ -378,14 +385,6 @@ async def test_the_same_drop_copied_twice_is_sent_once(gov: SpokeProcess, tmp_pa
 
 
 # ------------------------------------------------------------------ random names and kinds
-
-
-def write_raw(path: bytes, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
 
 
 def random_name(rng: random.Random, limit: int) -> bytes:
