@@ -14,6 +14,7 @@ metadata and bytes, or the same 发文字号) is refused, unless its metadata sa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import mimetypes
@@ -107,18 +108,17 @@ def seal_drop(
     """Seal into ``queue/.<work>.body.tmp``, fsynced, then rename it to ``<msg_id>.body``;
     ChangedWhileSealing if anything of the drop changed meanwhile."""
     partial = queue / f".{prepared.claimed.work.name}.body.tmp"
-    sources = [_open(path) for _, path in prepared.files]
     try:
-        with partial.open("wb") as sink:
+        with contextlib.ExitStack() as files, partial.open("wb") as sink:
+            sources = [files.enter_context(_open(path)) for _, path in prepared.files]
             sealed = seal_streams(draft, signer, directory, sources, sink)
             sink.flush()
             os.fsync(sink.fileno())
-    finally:
-        for source in sources:
-            source.close()
-    if changed(prepared):
+        if changed(prepared):
+            raise ChangedWhileSealing(prepared.claimed.name)
+    except BaseException:  # a half-written body is nobody's: never left in the queue
         partial.unlink(missing_ok=True)
-        raise ChangedWhileSealing(prepared.claimed.name)
+        raise
     partial.replace(queue / f"{sealed.header.msg_id_text}.body")
     return sealed
 
