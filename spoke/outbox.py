@@ -154,6 +154,7 @@ class Orphan:
 
     name: str
     refusal: Refusal
+    key: str = ""  # what the outbox watches it as (lone:NAME, drop:NAME): see mark_stuck
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ class Outbox:
             signature = () if found is None else found.signature
             waited = self._waited(f"lone:{name}", signature, now)
             if waited >= self.metadata_wait and not self._watches[f"lone:{name}"].stuck:
-                orphans.append(Orphan(name, self._lone(name)))
+                orphans.append(Orphan(name, self._lone(name), f"lone:{name}"))
         self._watches = {k: w for k, w in self._watches.items() if k in seen}
         return ready, orphans
 
@@ -274,13 +275,15 @@ class Outbox:
             if self._waited(key, (meta_stats, beside), now) < self.metadata_wait:
                 self._watches[key].unordered = True
                 return None
+            if self._watches[key].stuck:
+                return None
             refusal = refuse(
                 "drop.metadata_without_document",
                 metadata=shown_name(meta_names[0]),
                 document=shown_name(document),
                 waited_s=self.metadata_wait,
             )
-            return Orphan(meta_names[0], refusal)
+            return Orphan(meta_names[0], refusal, key)
         quiet = self._settle(key, meta_stats, seen, beside, now)
         if self._watches[key].stuck:
             return None  # it could not be moved, and nothing of it has changed since

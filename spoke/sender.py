@@ -540,7 +540,7 @@ class Sender:
         except OSError as exc:
             if isinstance(exc, FileNotFoundError):
                 return
-            self.outbox.mark_stuck(f"lone:{orphan.name}")
+            self.outbox.mark_stuck(orphan.key)
             self._explain_stuck(Unmovable(orphan.name, exc))
             return
         self.failures.explain(failed, orphan.refusal, original=orphan.name, at=self.ctx.clock())

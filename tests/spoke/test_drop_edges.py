@@ -830,3 +830,21 @@ async def test_sign_for_request_that_cannot_be_removed_is_answered_once(
         assert error.stat().st_mtime_ns == first.st_mtime_ns  # not rewritten
         assert error.stat().st_ino == first.st_ino
     assert [e["event"] for e in logs].count("signfor.failed") == 1
+
+
+async def test_metadata_file_without_its_document_that_may_not_be_moved_is_explained_once(
+    offline_spoke: OfflineSpokeFactory,
+) -> None:
+    """An orphan the spoke cannot move is left alone once explained: its explanation,
+    written into the watched outbox every pass, would otherwise wake the agent for ever."""
+    spoke = offline_spoke()
+    spoke.write_meta("ghost.txt", TO_CC)
+    with immutable(spoke.outbox / "ghost.txt.meta.toml"), capture_logs() as logs:
+        await scan_for(spoke, 1.0)  # metadata_wait is 0.15 s: many passes after it
+        explanation = spoke.outbox / "ghost.txt.meta.toml.error.json"
+        written = explanation.stat().st_ino
+        await scan_for(spoke, 0.3)
+        assert explanation.stat().st_ino == written  # not written again
+    assert [e["event"] for e in logs].count("drop.stuck") == 1
+    data = json.loads(explanation.read_text(encoding="utf-8"))
+    assert data["rule"] == "drop.cannot_move"
