@@ -144,9 +144,8 @@ def printable(value: Any) -> Any:
     Applied to everything written into error files, so that a hostile file name can
     neither break the UTF-8 of the file nor send escape sequences to a terminal.
     """
-    if isinstance(value, str):
-        shown = value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in shown)
+    if isinstance(value, str):  # line breaks kept: sentences may span lines
+        return "\n".join(shown_name(line) for line in value.split("\n"))
     if isinstance(value, dict):
         return {printable(k): printable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from spoke.files import shown_name
 from tests.spoke.procs import (
     Exchange,
     SpokeProcess,
@@ -98,7 +99,7 @@ def count(exchange: Exchange) -> None:
     assert len(names) == len(set(names)), "a drop was sent twice"
     assert len({s["msg_id"] for s in gov.status_files()}) == len(gov.status_files())
     for name in gov.failure_names():
-        assert explained(gov, printable(name)), f"failed/{printable(name)} has no explanation"
+        assert explained(gov, shown_name(name)), f"failed/{shown_name(name)} has no explanation"
     assert not gov.logged("outbox.scan_failed"), "a scan pass failed"
     assert not gov.logged("drop.error"), "a drop met an unexpected error"
 
@@ -490,13 +491,7 @@ async def test_random_names_and_file_kinds_each_end_in_sent_or_failed_with_the_a
     sent = {row[0] for row in gov.state_rows("SELECT name FROM outbound WHERE state = 'ACCEPTED'")}
     for raw in made:
         name = os.fsdecode(raw)
-        assert name in sent or explained(gov, printable(name)), (
+        assert name in sent or explained(gov, shown_name(name)), (
             f"seed {seed}: {raw!r} is neither sent nor explained in failed/"
         )
     assert gov.running, f"seed {seed}: the agent died"
-
-
-def printable(name: str) -> str:
-    """A name as the spoke shows it: undecodable bytes as \\xNN, control characters escaped."""
-    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
