@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import structlog
+from pydantic import ValidationError
 
 from schemas import transport
 from schemas.clock import ms_to_text
@@ -32,6 +33,7 @@ from schemas.directory import Directory
 from schemas.errors import XchgError
 from schemas.ids import msg_id_text
 from schemas.keys import SigningKey
+from schemas.model import describe
 from schemas.receipts import ReceiptEntry, ReceiptStatus
 from schemas.rules import Mode
 from schemas.seal import Draft, SourceChangedError
@@ -192,6 +194,9 @@ class Sender:
             return
         except XchgError as exc:
             refusal = refuse("drop.not_sealed", error=str(exc))
+        except ValidationError as exc:  # a defect of ours; its text would quote the values
+            log.error("drop.error", name=shown_name(claimed.name), detail=describe(exc))
+            refusal = refuse("drop.internal_error", error=f"ValidationError: {describe(exc)}")
         except Exception as exc:  # a defect of ours: the drop must still be answered
             log.exception("drop.error", name=shown_name(claimed.name))
             refusal = refuse("drop.internal_error", error=f"{type(exc).__name__}: {exc}")

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 from structlog.testing import capture_logs
 
@@ -848,3 +849,30 @@ async def test_metadata_file_without_its_document_that_may_not_be_moved_is_expla
     assert [e["event"] for e in logs].count("drop.stuck") == 1
     data = json.loads(explanation.read_text(encoding="utf-8"))
     assert data["rule"] == "drop.cannot_move"
+
+
+async def test_an_unexpected_validation_error_while_sealing_never_puts_a_title_in_the_log(
+    offline_spoke: OfflineSpokeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pydantic's own text quotes the values it refused: a defect of ours there must not
+    carry a classified title into the log, nor into the error file."""
+    spoke = offline_spoke()
+    title = "（涉密标题）关于某某的报告"
+
+    class Inner(pydantic.BaseModel):
+        title: pydantic.constr(max_length=3)  # type: ignore[valid-type]
+
+    def seal_fails(*_: object, **__: object) -> None:
+        Inner(title=title)
+
+    monkeypatch.setattr(sender_module, "seal_drop", seal_fails)
+    spoke.drop(
+        "report.txt", BODY, meta(to="jl.cc", classification="内部", doc_type="通知", title=title)
+    )
+    with capture_logs() as logs:
+        await spoke.settle()
+    data = errors(spoke)["report.txt"]
+    assert data["rule"] == "drop.internal_error"
+    assert "title" in data["message"]  # which field, for whoever reports the defect
+    assert title not in json.dumps(data, ensure_ascii=False)
+    assert title not in json.dumps(logs, ensure_ascii=False, default=str)
