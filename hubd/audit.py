@@ -37,8 +37,13 @@ def chain_hash(
     org: str | None,
     detail: str,
 ) -> bytes:
-    body = codec.encode([seq, at, event, msg_id, org, detail])
-    return hashlib.sha256(DOMAIN_AUDIT + prev + body).digest()
+    return chain_hash_of(prev, codec.encode([seq, at, event, msg_id, org, detail]))
+
+
+def chain_hash_of(prev: bytes, entry: bytes) -> bytes:
+    """The chain link over an entry already encoded (schemas.ledger.Entry.leaf: the same
+    bytes are the entry's leaf in the ledger's Merkle tree)."""
+    return hashlib.sha256(DOMAIN_AUDIT + prev + entry).digest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,11 +35,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from hubd import ledgerstore
 from hubd import tables as t
-from hubd.audit import GENESIS, AuditEvent, chain_hash
+from hubd.audit import GENESIS, AuditEvent, chain_hash_of
 from hubd.rowwriter import RowWriter
 from hubd.states import DeliveryState
+from schemas import merkle
 from schemas.errors import ClosedResourceError, StoreError
+from schemas.ledger import Entry
 
 log = structlog.get_logger("hubd.store")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -306,6 +309,7 @@ class Store:
         self._closed = False
         self._audit_seq = 0
         self._audit_hash = GENESIS
+        self._tree = merkle.Frontier()  # the ledger's Merkle tree, right edge only
         self._outbox_seq: dict[tuple[str, str], int] = {}
         self.commits = 0  # transactions written (for metrics and the benchmark)
         self._last_commit_failed = False
@@ -320,7 +324,7 @@ class Store:
                 self._conn = _AsyncWriter(await self.engine.connect())
             self._reader = await self.engine.connect()
             counters = await self._conn.run(_counters)
-            self._audit_seq, self._audit_hash, self._outbox_seq = counters
+            self._audit_seq, self._audit_hash, self._outbox_seq, self._tree = counters
         except (SQLAlchemyError, OSError) as exc:
             if self._conn is not None:
                 await self._conn.close()
@@ -376,6 +380,11 @@ class Store:
                 await self._conn.close()
             self._reader = None
             await self.engine.dispose()
+
+    @property
+    def ledger(self) -> tuple[int, bytes]:
+        """The committed ledger's (size, Merkle root): what a checkpoint signs."""
+        return self._tree.size, self._tree.root()
 
     def numbered(self, dest: str, channel: str) -> int:
         """The last receipt-batch number committed for (dest, channel); 0 if none."""
@@ -444,9 +453,10 @@ class Store:
     async def _commit(self, batch: list[_Pending]) -> None:
         assert self._conn is not None  # noqa: S101 - the writer runs only while open
         seq, chain, outbox = self._audit_seq, self._audit_hash, dict(self._outbox_seq)
+        tree = self._tree.copy()  # the batch grows its own copy: a failed commit leaves ours
         ops = [op for p in batch for op in p.ops]
         try:
-            results = await self._conn.run(_apply, ops, seq, chain, outbox)
+            results = await self._conn.run(_apply, ops, seq, chain, outbox, tree)
         except Exception as exc:
             # the driver's own errors too: on SQLite the rows go to it directly (hubd.rowwriter)
             retriable = isinstance(
@@ -460,6 +470,7 @@ class Store:
                     p.future.set_exception(error)
             return
         (self._audit_seq, self._audit_hash, self._outbox_seq), values = results
+        self._tree = tree
         self.commits += 1
         self._last_commit_failed = False
         start = 0
@@ -481,8 +492,10 @@ class Store:
         return result
 
 
-def _counters(conn: Connection) -> tuple[int, bytes, dict[tuple[str, str], int]]:
-    """Where the audit chain and the receipt numbering stand (read once, at open)."""
+def _counters(
+    conn: Connection,
+) -> tuple[int, bytes, dict[tuple[str, str], int], merkle.Frontier]:
+    """Where the audit chain, its tree and the receipt numbering stand (read once, at open)."""
     row = conn.execute(
         select(t.audit.c.seq, t.audit.c.hash).order_by(t.audit.c.seq.desc()).limit(1)
     ).first()
@@ -502,19 +515,21 @@ def _counters(conn: Connection) -> tuple[int, bytes, dict[tuple[str, str], int]]
     )
     for dest, channel, floor in floors:
         outbox[(dest, channel)] = max(outbox.get((dest, channel), 0), int(floor))
+    tree = ledgerstore.load_frontier(conn, seq)
     conn.commit()
-    return seq, chain, outbox
+    return seq, chain, outbox, tree
 
 
-def _apply(
+def _apply(  # noqa: PLR0917 - run on the writer's thread with positional arguments
     conn: Connection,
     ops: Sequence[Operation],
     seq: int,
     chain: bytes,
     outbox: dict[tuple[str, str], int],
+    tree: merkle.Frontier,
 ) -> tuple[tuple[int, bytes, dict[tuple[str, str], int]], list[Any]]:
     """One transaction for a whole batch, in order. Runs on the writer's connection."""
-    batch = _Batch(seq, chain, outbox)
+    batch = _Batch(seq, chain, outbox, tree)
     if not conn.in_transaction():
         # Begun explicitly: on SQLite the rows go to the driver directly (hubd.rowwriter),
         # and a connection that executed nothing itself would take commit() for a no-op.
@@ -532,9 +547,12 @@ def _apply(
 class _Batch:
     """The rows one group commit writes, gathered in operation order."""
 
-    def __init__(self, seq: int, chain: bytes, outbox: dict[tuple[str, str], int]) -> None:
-        self.seq, self.chain, self.outbox = seq, chain, outbox
+    def __init__(
+        self, seq: int, chain: bytes, outbox: dict[tuple[str, str], int], tree: merkle.Frontier
+    ) -> None:
+        self.seq, self.chain, self.outbox, self.tree = seq, chain, outbox, tree
         self.audit: list[dict[str, Any]] = []
+        self.nodes: list[dict[str, Any]] = []
         self.messages: list[dict[str, Any]] = []
         self.deliveries: list[dict[str, Any]] = []
         self.updates: dict[DeliveryState, list[dict[str, Any]]] = {}
@@ -549,15 +567,9 @@ class _Batch:
             detail = json.dumps(
                 ev.detail, ensure_ascii=False, sort_keys=True, separators=(",", ":")
             )
-            digest = chain_hash(
-                self.chain,
-                seq=self.seq,
-                at=ev.at,
-                event=ev.event,
-                msg_id=ev.msg_id,
-                org=ev.org,
-                detail=detail,
-            )
+            leaf = Entry(self.seq, ev.at, ev.event, ev.msg_id, ev.org, detail).leaf()
+            digest = chain_hash_of(self.chain, leaf)
+            self.nodes += ledgerstore.node_rows(self.tree.append(merkle.leaf_hash(leaf)))
             self.audit.append(
                 {
                     "seq": self.seq,
@@ -673,3 +685,4 @@ class _Batch:
             conn.execute(t.receipt_numbering.delete().filter_by(**key))
             rows.insert(t.receipt_numbering, [{**key, "floor": floor, "set_at": at}])
         rows.insert(t.audit, self.audit)
+        rows.insert(t.ledger_nodes, self.nodes)

@@ -143,3 +143,35 @@ audit = Table(
     Column("hash", Blob(32), nullable=False),
     Index("audit_by_msg", "msg_id"),
 )
+
+# The ledger as an RFC 9162 Merkle tree over the audit rows (leaf seq - 1; schemas.ledger):
+# the hashes of its perfect subtrees of level >= 1, written in the commit that completes
+# them (leaves are recomputed from their audit rows), keyed by hubd.ledgerstore.node_key.
+ledger_nodes = Table(
+    "ledger_nodes",
+    metadata,
+    Column("pos", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", Blob(32), nullable=False),
+)
+
+# Signed checkpoints of that tree, as published (the frame is what spokes hold).
+ledger_checkpoints = Table(
+    "ledger_checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", Blob(32), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("kid", String(16), nullable=False),
+    Column("frame", Blob, nullable=False),
+)
+
+# Witnesses' countersignatures of checkpoints they verified (schemas.ledger.cosign).
+ledger_cosignatures = Table(
+    "ledger_cosignatures",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("org", ID, primary_key=True),
+    Column("kid", String(16), nullable=False),
+    Column("sig", Blob(64), nullable=False),
+    Column("at", BigInteger, nullable=False),
+)

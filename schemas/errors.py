@@ -84,6 +84,8 @@ class Reason(StrEnum):
     # receipts
     RCPT_BAD_SIGNATURE = "receipt.bad_signature"
     RCPT_WRONG_ISSUER = "receipt.wrong_issuer"
+    # ledger checkpoints and proofs (schemas.ledger)
+    LEDGER_BAD_SIGNATURE = "ledger.bad_signature"
 
 
 class XchgError(Exception):

@@ -8,6 +8,7 @@ Every topic is ``xchg/v1/<channel>/<kind>[/<org>]``:
 | ``xchg/v1/<ch>/down/<org>`` | the hub only | that organisation's spoke only |
 | ``xchg/v1/<ch>/presence/<org>`` | that spoke (retained; its will says offline) | the hub |
 | ``xchg/v1/<ch>/directory`` | the hub (retained, signed) | every spoke |
+| ``xchg/v1/<ch>/ledger`` | the hub (retained: the latest ledger checkpoint) | every spoke |
 
 The channel is part of every topic so that several channels may share one broker. Ids
 are validated (:func:`schemas.ids.check_org_id`) before they become a topic level.
@@ -51,6 +52,11 @@ def directory(channel: str) -> str:
     return f"{ROOT}/{check_org_id(channel, what='channel id')}/directory"
 
 
+def ledger(channel: str) -> str:
+    """Where the hub publishes its latest signed ledger checkpoint (schemas.ledger)."""
+    return f"{ROOT}/{check_org_id(channel, what='channel id')}/ledger"
+
+
 def hub_subscriptions(channel: str) -> tuple[str, ...]:
     """What the hub reads on ``channel``: every up topic and every presence topic."""
     check_org_id(channel, what="channel id")
@@ -58,9 +64,9 @@ def hub_subscriptions(channel: str) -> tuple[str, ...]:
 
 
 def hub_publications(channel: str) -> tuple[str, ...]:
-    """What the hub writes on ``channel``: every down topic and the directory."""
+    """What the hub writes on ``channel``: every down topic, the directory, the ledger."""
     check_org_id(channel, what="channel id")
-    return (f"{ROOT}/{channel}/{Kind.DOWN}/+", directory(channel))
+    return (f"{ROOT}/{channel}/{Kind.DOWN}/+", directory(channel), ledger(channel))
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,18 @@ Each payload is a canonical msgpack array whose first element names its kind:
 - ``["hello", seq]``: a spoke that (re)connected: "the last numbered receipt batch I hold
   on this channel is ``seq``; send what follows, and what waits for me".
 
+The ledger's evidence (schemas.ledger; docs/wire-format.md, section 12):
+
+- ``["ckpt", frame, prev_size, proof]``: a signed checkpoint, retained on the channel's
+  ledger topic, with the consistency proof from the checkpoint published before it;
+- ``["consistency", old, new]`` / ``["consistent", old, new, proof, leaf, path]``: a
+  witness asks for a consistency proof between two sizes; the hub answers with it (nil if
+  it cannot) and, when its store was restored, with its signed restore entry and that
+  entry's inclusion proof;
+- ``["prove", msg_id, after]`` / ``["proof", msg_id, ckpt, entries, more, refusal]``: the
+  ledger entries of a message (after entry ``after``) with their inclusion proofs;
+- ``["cosign", size, kid, sig]``: a witness countersigns the checkpoint of that size.
+
 Large bodies are cut into chunks of at most :data:`CHUNK_BYTES` so that no MQTT message
 exceeds a broker's packet limit and so that chunks of different messages interleave.
 """
@@ -27,7 +39,7 @@ from schemas.ids import MSG_ID_BYTES
 INLINE_BODY_MAX = 256 * 1024  # bodies up to this size travel inside the env message
 CHUNK_BYTES = 256 * 1024  # body bytes per chunk message
 TRANSPORT_LIMITS = codec.Limits(
-    "transport message", codec.FRAME_LIMITS.max_size + INLINE_BODY_MAX + 1024, 16,
+    "transport message", codec.FRAME_LIMITS.max_size + INLINE_BODY_MAX + 1024, 64,
     codec.FRAME_LIMITS.max_size + INLINE_BODY_MAX, 8, 1, 2,
 )  # fmt: skip
 
@@ -62,7 +74,66 @@ class HelloMsg:
     last_seq: int
 
 
-TransportMsg = EnvelopeMsg | ChunkMsg | ReceiptsMsg | ResumeMsg | HelloMsg
+@dataclass(frozen=True, slots=True)
+class CheckpointMsg:
+    frame: bytes
+    prev_size: int  # the size of the checkpoint published before this one (0: none)
+    proof: bytes  # schemas.ledger.pack_path: consistency from prev_size to this one
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencyAsk:
+    old: int
+    new: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencyMsg:
+    old: int
+    new: int
+    proof: bytes | None  # None: the hub cannot prove it (its tree no longer reaches ``new``)
+    restore_leaf: bytes | None = None  # the hub's ledger.restored entry, when it has one
+    restore_path: bytes | None = None  # its inclusion proof in the checkpoint of size ``new``
+
+
+@dataclass(frozen=True, slots=True)
+class ProveAsk:
+    msg_id: bytes
+    after: int  # entries with seq above this one (0: from the start)
+
+
+@dataclass(frozen=True, slots=True)
+class ProofMsg:
+    msg_id: bytes
+    checkpoint: bytes | None  # the signed checkpoint every proof leads to
+    entries: bytes | None  # canonical array of [leaf, path] (PROOF_ENTRIES_LIMITS)
+    more: bool  # more entries follow: ask again after the last seq
+    refusal: str | None = None  # a reason code when the hub will not prove (then all nil)
+
+
+@dataclass(frozen=True, slots=True)
+class CosignMsg:
+    size: int
+    kid: str
+    sig: bytes
+
+
+TransportMsg = (
+    EnvelopeMsg
+    | ChunkMsg
+    | ReceiptsMsg
+    | ResumeMsg
+    | HelloMsg
+    | CheckpointMsg
+    | ConsistencyAsk
+    | ConsistencyMsg
+    | ProveAsk
+    | ProofMsg
+    | CosignMsg
+)
+PROOF_ENTRIES_LIMITS = codec.Limits(
+    "ledger proof entries", 700 * 1024, 8, 700 * 1024, 5000, 1, 2
+)  # fmt: skip
 
 
 def encode(message: TransportMsg) -> bytes:
@@ -77,6 +148,18 @@ def encode(message: TransportMsg) -> bytes:
             return codec.encode(["resume", msg_id, offset])
         case HelloMsg(last_seq):
             return codec.encode(["hello", last_seq])
+        case CheckpointMsg(frame, prev_size, proof):
+            return codec.encode(["ckpt", frame, prev_size, proof])
+        case ConsistencyAsk(old, new):
+            return codec.encode(["consistency", old, new])
+        case ConsistencyMsg(old, new, proof, leaf, path):
+            return codec.encode(["consistent", old, new, proof, leaf, path])
+        case ProveAsk(msg_id, after):
+            return codec.encode(["prove", msg_id, after])
+        case ProofMsg(msg_id, checkpoint, entries, more, refusal):
+            return codec.encode(["proof", msg_id, checkpoint, entries, more, refusal])
+        case CosignMsg(size, kid, sig):
+            return codec.encode(["cosign", size, kid, sig])
 
 
 def _bad(what: str) -> DecodeError:
@@ -103,6 +186,26 @@ def decode(payload: bytes) -> TransportMsg:
             return ResumeMsg(msg_id, offset)
         case ("hello", int() as seq) if _is_offset(seq):
             return HelloMsg(seq)
+        case ("ckpt", bytes() as frame, int() as prev, bytes() as proof) if _is_offset(prev):
+            return CheckpointMsg(frame, prev, proof)
+        case ("consistency", int() as old, int() as new) if _is_offset(old) and _is_offset(new):
+            return ConsistencyAsk(old, new)
+        case ("consistent", int() as old, int() as new, None | bytes() as proof,
+              None | bytes() as leaf, None | bytes() as path) if (
+            _is_offset(old) and _is_offset(new) and (leaf is None) == (path is None)
+        ):  # fmt: skip
+            return ConsistencyMsg(old, new, proof, leaf, path)
+        case ("prove", bytes() as msg_id, int() as after) if _is_msg_id(msg_id) and _is_offset(
+            after
+        ):
+            return ProveAsk(msg_id, after)
+        case ("proof", bytes() as msg_id, None | bytes() as ckpt, None | bytes() as entries,
+              bool() as more, None | str() as refusal) if _is_msg_id(msg_id) and (
+            (refusal is None) == (ckpt is not None)
+        ):  # fmt: skip
+            return ProofMsg(msg_id, ckpt, entries, more, refusal)
+        case ("cosign", int() as size, str() as kid, bytes() as sig) if _is_offset(size):
+            return CosignMsg(size, kid, sig)
     raise _bad(f"a {value[0]!r:.20} message with these {len(value) - 1} fields is not defined")
 
 
@@ -112,3 +215,18 @@ def _is_msg_id(value: object) -> bool:
 
 def _is_offset(value: int) -> bool:
     return type(value) is int and 0 <= value < 2**53  # not a bool
+
+
+def encode_proof_entries(entries: list[tuple[bytes, bytes]]) -> bytes:
+    """``[[leaf, packed path], ...]`` for a ProofMsg."""
+    return codec.encode([list(pair) for pair in entries])
+
+
+def decode_proof_entries(data: bytes) -> list[tuple[bytes, bytes]]:
+    value = codec.decode(data, PROOF_ENTRIES_LIMITS)
+    if type(value) is not tuple or not all(
+        type(item) is tuple and len(item) == 2 and all(type(x) is bytes for x in item)
+        for item in value
+    ):
+        raise _bad("proof entries must be an array of [leaf, path] pairs")
+    return [(item[0], item[1]) for item in value]

@@ -113,7 +113,7 @@ async def test_upgrading_a_store_with_data_keeps_every_row_and_lets_frames_be_pu
                     insert(t.deliveries).values({**ops[0].deliveries[0], "msg_id": msg_id(99)})
                 )
 
-    assert [tuple(r) for r in version] == [("0003",)]  # the head: 0002, then 0003
+    assert [tuple(r) for r in version] == [("0004",)]  # the head: 0002, 0003, then 0004
     assert [bytes(r.msg_id) for r in messages] == [msg_id(n) for n in (1, 2, 3)]
     for row, op in zip(messages, ops, strict=True):
         assert bytes(row.frame) == op.row["frame"]
