@@ -1,0 +1,316 @@
+"""Evidence files: one message's ledger entries, proofs, checkpoint and receipts, in JSON.
+
+``spoke prove`` and ``hubctl audit prove`` write them (:func:`build`, :func:`dumps`);
+anyone verifies them offline (:func:`verify`; docs/wire-format.md, section 12.5, is the
+procedure, short enough to implement without this code). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas import codec, merkle
+from schemas.errors import PeerError, Reason, SchemaError
+from schemas.keys import DOMAIN_RECEIPT, KeyKind, key_id, verify_signature
+from schemas.ledger import (
+    Entry,
+    SignedCheckpoint,
+    read_checkpoint,
+    verify_checkpoint,
+    verify_cosignature,
+)
+from schemas.receipts import ReceiptBatch, ReceiptStatus
+
+FORMAT = "govxchg-evidence/1"
+MAX_BYTES = 64 * 1024 * 1024  # an evidence file is read whole: refuse anything larger
+
+# Which ledger entry records which receipt (docs/wire-format.md, 12.4).
+EVENT_OF = {
+    ReceiptStatus.ACCEPTED: ("message.accepted",),
+    ReceiptStatus.REJECTED: ("message.rejected", "message.quarantined"),
+    ReceiptStatus.DELIVERED: ("receipt.delivered",),
+    ReceiptStatus.SIGNED_FOR: ("receipt.signed_for",),
+    ReceiptStatus.EXPIRED: ("delivery.expired",),
+    ReceiptStatus.DEAD: ("delivery.dead",),
+}
+
+
+class EvidenceError(SchemaError):
+    """An evidence file that is not one (unreadable, wrong format, malformed values)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Reason.SCHEMA_INVALID, message)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(value: object, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise EvidenceError(f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise EvidenceError(f"{what} is not standard base64 with padding") from exc
+
+
+def _keys(keys: Sequence[tuple[str, bytes]]) -> list[dict[str, str]]:
+    return [{"kid": kid, "public": _b64(public)} for kid, public in keys]
+
+
+def build(
+    *,
+    msg_id: bytes,
+    made_by: str,
+    made_at: int,
+    hub_id: str,
+    hub_keys: Sequence[tuple[str, bytes]],
+    checkpoint: bytes,
+    entries: Sequence[tuple[bytes, Sequence[bytes]]],
+    receipts: Sequence[bytes] = (),
+    keys: Mapping[str, Sequence[tuple[str, bytes]]] | None = None,
+    cosignatures: Sequence[tuple[str, str, bytes, bytes]] = (),
+) -> dict[str, Any]:
+    """The evidence document (a JSON-ready dict) in the order of section 12.5."""
+    return {
+        "format": FORMAT,
+        "msg_id": msg_id.hex(),
+        "made_by": made_by,
+        "made_at": made_at,
+        "hub_id": hub_id,
+        "hub_keys": _keys(hub_keys),
+        "checkpoint": _b64(checkpoint),
+        "entries": [
+            {"leaf": _b64(leaf), "path": [_b64(p) for p in path]} for leaf, path in entries
+        ],
+        "receipts": [_b64(frame) for frame in dict.fromkeys(receipts)],
+        "keys": {org: _keys(k) for org, k in sorted((keys or {}).items())},
+        "cosignatures": [
+            {"org": org, "kid": kid, "public": _b64(public), "sig": _b64(sig)}
+            for org, kid, public, sig in cosignatures
+        ],
+    }
+
+
+def dumps(doc: Mapping[str, Any]) -> str:
+    return json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
+
+
+def loads(data: bytes | str) -> dict[str, Any]:
+    """Parse an evidence file: size-limited, a JSON object of this format."""
+    raw = data.encode() if isinstance(data, str) else data
+    if len(raw) > MAX_BYTES:
+        raise EvidenceError(
+            f"the file is {len(raw)} bytes; an evidence file is at most {MAX_BYTES}"
+        )
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise EvidenceError(f"not JSON: {str(exc)[:200]}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise EvidenceError(f'not an evidence file: "format" must be "{FORMAT}"')
+    return doc
+
+
+# ---------------------------------------------------------------- verification
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenReceipt:
+    issuer: str
+    status: ReceiptStatus
+    recipient: str | None
+    at: int
+    entry_seq: int | None  # the ledger entry that records it; None if the file has none
+
+
+@dataclass(slots=True)
+class Report:
+    msg_id: bytes
+    checkpoint: SignedCheckpoint
+    entries: list[Entry] = field(default_factory=list)
+    receipts: list[ProvenReceipt] = field(default_factory=list)
+    cosigners: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _key_table(value: object, what: str) -> dict[str, bytes]:
+    if not isinstance(value, list):
+        raise EvidenceError(f"{what} must be a list of {{kid, public}}")
+    table: dict[str, bytes] = {}
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("kid"), str):
+            raise EvidenceError(f"{what}: each key is {{kid, public}}")
+        public = _unb64(item.get("public"), f"{what} {item['kid']!r:.20}")
+        if len(public) != 32 or key_id(KeyKind.SIGN, public) != item["kid"]:
+            raise EvidenceError(f"{what}: kid {item['kid']!r:.20} does not name its public key")
+        table[item["kid"]] = public
+    return table
+
+
+def verify(doc: Mapping[str, Any], *, trusted_hub_keys: Sequence[bytes] = ()) -> Report:
+    """Check an evidence document; ``Report.problems`` lists what does not hold.
+
+    ``trusted_hub_keys``: the hub's public keys as the verifier knows them (the directory);
+    when given, the file's checkpoint must be signed by one of them, not merely by a key
+    the file itself lists.
+    """
+    msg_text = doc.get("msg_id")
+    try:
+        msg_id = bytes.fromhex(msg_text) if isinstance(msg_text, str) else b""
+    except ValueError:
+        msg_id = b""
+    if len(msg_id) != 16:
+        raise EvidenceError("msg_id must be 32 hex digits")
+    hub_keys = _key_table(doc.get("hub_keys"), "hub_keys")
+    frame = _unb64(doc.get("checkpoint"), "checkpoint")
+    try:
+        unverified = read_checkpoint(frame)
+    except PeerError as exc:
+        raise EvidenceError(f"checkpoint: {exc.message}") from exc
+    public = hub_keys.get(unverified.kid)
+    if public is None:
+        raise EvidenceError(f"the checkpoint's key {unverified.kid} is not among hub_keys")
+    checkpoint = unverified
+    report = Report(msg_id, checkpoint)
+    try:
+        checkpoint = verify_checkpoint(frame, public)
+    except PeerError as exc:
+        report.problems.append(exc.message)
+    if trusted_hub_keys and public not in trusted_hub_keys:
+        report.problems.append(
+            f"the checkpoint is signed by key {checkpoint.kid}, which is not the hub key you trust"
+        )
+    if checkpoint.checkpoint.hub_id != doc.get("hub_id"):
+        report.problems.append(
+            f"the checkpoint is of hub {checkpoint.checkpoint.hub_id}, "
+            f"the file says {doc.get('hub_id')!r:.70}"
+        )
+    _verify_entries(doc.get("entries"), checkpoint, report)
+    _verify_receipts(doc, hub_keys, report)
+    _verify_cosignatures(doc.get("cosignatures"), checkpoint, report)
+    return report
+
+
+def _verify_entries(value: object, checkpoint: SignedCheckpoint, report: Report) -> None:
+    if not isinstance(value, list) or not value:
+        raise EvidenceError("entries must be a non-empty list of {leaf, path}")
+    for n, item in enumerate(value, 1):
+        if not isinstance(item, dict) or not isinstance(item.get("path"), list):
+            raise EvidenceError(f"entries[{n}] must be {{leaf, path}}")
+        leaf = _unb64(item.get("leaf"), f"entries[{n}].leaf")
+        path = [_unb64(p, f"entries[{n}].path") for p in item["path"]]
+        try:
+            entry = Entry.from_leaf(leaf)
+        except PeerError as exc:
+            report.problems.append(f"entry {n}: {exc.message}")
+            continue
+        if entry.msg_id != report.msg_id:
+            report.problems.append(f"entry seq {entry.seq} speaks of another message")
+        if not merkle.verify_inclusion(
+            entry.index, checkpoint.size, merkle.leaf_hash(leaf), path, checkpoint.root
+        ):
+            report.problems.append(
+                f"entry seq {entry.seq} ({entry.event}) is not proven to be in the ledger of "
+                f"size {checkpoint.size}: its inclusion proof does not lead to the signed root"
+            )
+            continue
+        report.entries.append(entry)
+
+
+def _verify_receipts(doc: Mapping[str, Any], hub_keys: dict[str, bytes], report: Report) -> None:
+    frames = doc.get("receipts", [])
+    key_map = doc.get("keys", {})
+    if not isinstance(frames, list) or not isinstance(key_map, dict):
+        raise EvidenceError("receipts must be a list and keys an object")
+    org_keys = {org: _key_table(keys, f"keys.{org}") for org, keys in key_map.items()}
+    hub_id = report.checkpoint.checkpoint.hub_id
+    for n, value in enumerate(frames, 1):
+        frame = _unb64(value, f"receipts[{n}]")
+        try:
+            outer = codec.decode_frame(
+                frame,
+                codec.RECEIPT_FRAME_LIMITS,
+                {"from": str, "kid": str, "rcpt": bytes, "sig": bytes},
+            )
+            issuer, kid = outer["from"], outer["kid"]
+            public = (hub_keys if issuer == hub_id else org_keys.get(issuer, {})).get(kid)
+            if public is None:
+                report.problems.append(f"receipt {n}: no key {kid:.20} of {issuer:.70} in the file")
+                continue
+            if not verify_signature(public, DOMAIN_RECEIPT, outer["rcpt"], outer["sig"]):
+                report.problems.append(f"receipt {n} from {issuer}: its signature does not verify")
+                continue
+            batch = ReceiptBatch.from_wire(
+                codec.decode_map(outer["rcpt"], codec.RECEIPT_LIMITS), what="receipts"
+            )
+        except PeerError as exc:
+            report.problems.append(f"receipt {n}: {exc.message}")
+            continue
+        digest = hashlib.sha256(frame).digest()
+        for entry in batch.entries:
+            if entry.msg_id != report.msg_id:
+                continue
+            if entry.status.issued_by_hub != (issuer == hub_id):
+                report.problems.append(f"receipt {n}: {entry.status} cannot come from {issuer}")
+                continue
+            seq = _recording(report.entries, entry.status, entry.recipient, entry.subject, digest)
+            report.receipts.append(
+                ProvenReceipt(issuer, entry.status, entry.recipient, entry.at, seq)
+            )
+            if seq is None:
+                report.problems.append(
+                    f"{entry.status} for {entry.recipient or 'the message'} (receipt {n}) has "
+                    "no ledger entry among the proven ones"
+                )
+
+
+def _recording(
+    entries: Sequence[Entry],
+    status: ReceiptStatus,
+    recipient: str | None,
+    subject: bytes,
+    batch_sha256: bytes,
+) -> int | None:
+    """The seq of the entry that records this receipt (section 12.4), if proven."""
+    events = EVENT_OF[status]
+    for entry in entries:
+        if entry.event not in events:
+            continue
+        detail = entry.details()
+        if status.issued_by_hub and status in (ReceiptStatus.ACCEPTED, ReceiptStatus.REJECTED):
+            if detail.get("frame_sha256") == subject.hex():
+                return entry.seq
+        elif status in (ReceiptStatus.DELIVERED, ReceiptStatus.SIGNED_FOR):
+            if entry.org == recipient and detail.get("batch_sha256") == batch_sha256.hex():
+                return entry.seq
+        elif entry.org == recipient:
+            return entry.seq
+    return None
+
+
+def _verify_cosignatures(value: object, checkpoint: SignedCheckpoint, report: Report) -> None:
+    if not isinstance(value, list):
+        raise EvidenceError("cosignatures must be a list")
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("org"), str):
+            raise EvidenceError("each cosignature is {org, kid, public, sig}")
+        public = _unb64(item.get("public"), "cosignature public")
+        sig = _unb64(item.get("sig"), "cosignature sig")
+        if len(public) != 32 or key_id(KeyKind.SIGN, public) != item.get("kid"):
+            report.problems.append(f"cosignature of {item['org']:.70}: kid does not name its key")
+        elif verify_cosignature(checkpoint, public, sig):
+            report.cosigners.append(item["org"])
+        else:
+            report.problems.append(f"cosignature of {item['org']:.70} does not verify")
