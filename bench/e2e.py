@@ -386,6 +386,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def ledger_toml(checkpoints: str) -> str:
+    """The hub config's [ledger] section for --ledger-checkpoints (empty: the hub's default)."""
+    if checkpoints == "default":
+        return ""
+    return f"[ledger]\ncheckpoints = {'true' if checkpoints == 'on' else 'false'}\n"
+
+
 def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tmp: Path) -> Result:
     ctx = mp.get_context("spawn")
     world = make_world()
@@ -398,7 +405,13 @@ def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tm
     extra = []
     try:
         if mode == "hub":
-            hub = HubProcess(tmp / f"hub-{rate}", world.hub_key, directory, broker_port=broker.port)
+            hub = HubProcess(
+                tmp / f"hub-{rate}",
+                world.hub_key,
+                directory,
+                broker_port=broker.port,
+                extra_toml=ledger_toml(args.ledger_checkpoints),
+            )
             hub.start()
             if args.profile and rate == 0 and hub.process is not None:
                 import subprocess  # noqa: PLC0415
@@ -498,6 +511,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of the latency run")
     parser.add_argument("--mode", choices=["both", "hub", "raw"], default="both")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    parser.add_argument(
+        "--ledger-checkpoints",
+        choices=["on", "off", "default"],
+        default="default",
+        help="write [ledger] checkpoints = true/false into the hub config (default: omit it)",
+    )
     parser.add_argument("--profile", default="", help="py-spy the hub during saturation into FILE")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="govx-bench-"))
@@ -543,6 +562,7 @@ def write_doc(table: str, args: argparse.Namespace) -> None:
         f"--{k.replace('_', '-')} {v}"
         for k, v in vars(args).items()
         if k not in {"write", "mode", "profile"}
+        and not (k == "ledger_checkpoints" and v == "default")
     )
     replace_block("e2e", command, table)
 
