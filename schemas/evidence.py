@@ -25,7 +25,7 @@ from schemas.ledger import (
     verify_checkpoint,
     verify_cosignature,
 )
-from schemas.receipts import ReceiptBatch, ReceiptStatus
+from schemas.receipts import ReceiptBatch, ReceiptEntry, ReceiptStatus
 
 FORMAT = "govxchg-evidence/1"
 MAX_BYTES = 64 * 1024 * 1024  # an evidence file is read whole: refuse anything larger
@@ -198,7 +198,12 @@ def verify(doc: Mapping[str, Any], *, trusted_hub_keys: Sequence[bytes] = ()) ->
             f"the file says {doc.get('hub_id')!r:.70}"
         )
     _verify_entries(doc.get("entries"), checkpoint, report)
-    _verify_receipts(doc, hub_keys, report)
+    receipt_hub_keys = (
+        {kid: k for kid, k in hub_keys.items() if k in trusted_hub_keys}
+        if trusted_hub_keys
+        else hub_keys
+    )
+    _verify_receipts(doc, receipt_hub_keys, report)
     _verify_cosignatures(doc.get("cosignatures"), checkpoint, report)
     return report
 
@@ -258,14 +263,23 @@ def _verify_receipts(doc: Mapping[str, Any], hub_keys: dict[str, bytes], report:
         except PeerError as exc:
             report.problems.append(f"receipt {n}: {exc.message}")
             continue
+        if batch.issuer != issuer or batch.issuer_kid != kid:
+            report.problems.append(f"receipt {n}: the signed issuer differs from the frame's")
+            continue
         digest = hashlib.sha256(frame).digest()
-        for entry in batch.entries:
-            if entry.msg_id != report.msg_id:
-                continue
+        ours = [e for e in batch.entries if e.msg_id == report.msg_id]
+        if not ours:
+            report.problems.append(f"receipt {n} from {issuer} does not speak of this message")
+        for entry in ours:
             if entry.status.issued_by_hub != (issuer == hub_id):
                 report.problems.append(f"receipt {n}: {entry.status} cannot come from {issuer}")
                 continue
-            seq = _recording(report.entries, entry.status, entry.recipient, entry.subject, digest)
+            if not entry.status.issued_by_hub and entry.recipient != issuer:
+                report.problems.append(
+                    f"receipt {n}: {issuer} speaks for {entry.recipient}, not for itself"
+                )
+                continue
+            seq = _recording(report.entries, entry, digest)
             report.receipts.append(
                 ProvenReceipt(issuer, entry.status, entry.recipient, entry.at, seq)
             )
@@ -276,26 +290,25 @@ def _verify_receipts(doc: Mapping[str, Any], hub_keys: dict[str, bytes], report:
                 )
 
 
-def _recording(
-    entries: Sequence[Entry],
-    status: ReceiptStatus,
-    recipient: str | None,
-    subject: bytes,
-    batch_sha256: bytes,
-) -> int | None:
+def _recording(entries: Sequence[Entry], receipt: ReceiptEntry, batch_sha256: bytes) -> int | None:
     """The seq of the entry that records this receipt (section 12.4), if proven."""
-    events = EVENT_OF[status]
+    status = receipt.status
     for entry in entries:
-        if entry.event not in events:
+        if entry.event not in EVENT_OF[status]:
             continue
         detail = entry.details()
-        if status.issued_by_hub and status in (ReceiptStatus.ACCEPTED, ReceiptStatus.REJECTED):
-            if detail.get("frame_sha256") == subject.hex():
+        if status in (ReceiptStatus.ACCEPTED, ReceiptStatus.REJECTED):
+            if detail.get("frame_sha256") != receipt.subject.hex():
+                continue
+            if entry.event == "message.rejected" and detail.get("reason") != receipt.reason:
+                continue
+            return entry.seq
+        if entry.org != receipt.recipient:
+            continue
+        if status in (ReceiptStatus.DELIVERED, ReceiptStatus.SIGNED_FOR):
+            if detail.get("batch_sha256") == batch_sha256.hex():
                 return entry.seq
-        elif status in (ReceiptStatus.DELIVERED, ReceiptStatus.SIGNED_FOR):
-            if entry.org == recipient and detail.get("batch_sha256") == batch_sha256.hex():
-                return entry.seq
-        elif entry.org == recipient:
+        else:
             return entry.seq
     return None
 
