@@ -76,12 +76,18 @@ def _receipts(
     conn: Connection, msg_id: bytes, entries: Sequence[Entry], hub_id: str
 ) -> list[bytes]:
     """Recipients' batches the receipts rows name; the hub's own stored ones (EXPIRED, DEAD)."""
-    shas = [
-        bytes(r[0])
-        for r in conn.execute(
-            select(t.receipts.c.batch_sha256).where(t.receipts.c.msg_id == msg_id).distinct()
+    # A recipient's batch goes in only with its ledger entry (receipt.<status>, 12.4) proven.
+    recorded = {(e.event, e.org) for e in entries}
+    r = t.receipts
+    shas = list(
+        dict.fromkeys(
+            bytes(row.batch_sha256)
+            for row in conn.execute(
+                select(r.c.batch_sha256, r.c.recipient, r.c.status).where(r.c.msg_id == msg_id)
+            )
+            if (f"receipt.{row.status.lower()}", row.recipient) in recorded
         )
-    ]
+    )
     frames = [
         bytes(r[1])
         for r in RowWriter(conn).select_in(t.receipt_batches, ("sha256", "frame"), "sha256", shas)
