@@ -15,7 +15,7 @@ import typer
 from hubd import adminclient, brokerconf, opsquery, opsview, route
 from hubd.adminproto import HubRefusedError, Op, ProtocolError
 from hubd.adminserver import Peer
-from hubd.audit import verify_store_chain
+from hubd.auditcmd import audit_app
 from hubd.config import HubConfig, load_config
 from hubd.directory import DEFAULT_OVERLAP_MS, build_and_sign, load_topology, read_directory
 from hubd.hub import Hub
@@ -47,7 +47,6 @@ hubctl_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-audit_app = typer.Typer(help="The append-only audit ledger.", no_args_is_help=True)
 directory_app = typer.Typer(help="Build, sign and inspect the directory.", no_args_is_help=True)
 hubctl_app.add_typer(keys_app, name="keys")
 hubctl_app.add_typer(directory_app, name="directory")
@@ -214,25 +213,6 @@ def directory_publish(
         f"organisations, expiring {ms_to_text(int(answer['expires_at']))}; it is republished "
         f"(retained) on {', '.join(answer['channels'])}"
     )
-
-
-@audit_app.command("verify")
-def audit_verify(
-    config: Annotated[Path, typer.Option(help="Hub configuration file")] = Path("config/hub.toml"),
-    store: Annotated[str | None, typer.Option(help="Store URL (default: from --config)")] = None,
-) -> None:
-    """Walk the audit ledger and report any edited, inserted or deleted row (exit 1 if so)."""
-    try:
-        url = store or load_config(config).store_url()
-        checked, problems = asyncio.run(verify_store_chain(url))
-    except (ConfigError, XchgError) as exc:
-        raise _fail("hubctl audit verify", exc) from exc
-    for problem in problems:
-        typer.echo(f"row {problem.seq}: {problem.problem}")
-    if problems:
-        typer.echo(f"audit ledger: {checked} rows checked, {len(problems)} problems", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"audit ledger: {checked} rows checked, the chain is intact")
 
 
 @hubctl_app.command("broker-config")

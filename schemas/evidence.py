@@ -119,6 +119,16 @@ def loads(data: bytes | str) -> dict[str, Any]:
     return doc
 
 
+def checkpoint_frame(doc: Mapping[str, Any]) -> bytes:
+    """The checkpoint frame an evidence document carries (its signature not checked)."""
+    frame = _unb64(doc.get("checkpoint"), "checkpoint")
+    try:
+        read_checkpoint(frame)
+    except PeerError as exc:
+        raise EvidenceError(f"checkpoint: {exc.message}") from exc
+    return frame
+
+
 # ---------------------------------------------------------------- verification
 
 

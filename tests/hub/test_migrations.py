@@ -13,10 +13,12 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
+from hubd import ledgerstore
 from hubd import tables as t
 from hubd.audit import AuditEvent, verify_chain
 from hubd.states import DeliveryState
 from hubd.store import MIGRATIONS, NewMessage, Store, engine_for
+from schemas import merkle
 from tests.hub.test_store import audit_rows, msg_id, new_message
 
 
@@ -168,3 +170,27 @@ async def test_downgrading_refuses_while_purged_messages_exist_and_works_without
         raw.execute("UPDATE messages SET frame = NULL, purged_at = 1 WHERE rowid = 1")
     with pytest.raises(RuntimeError, match="1 messages have been purged"):
         await migrate(url, "0001", down=True)
+
+
+async def test_an_old_ledger_upgraded_to_0004_gets_the_tree_its_rows_give(db_url: str) -> None:
+    await store_at_0001_with_data(db_url)
+    await migrate(db_url, "0003")  # a ledger with entries, and no tree yet
+    await migrate(db_url, "0004")
+
+    def roots(conn: Connection) -> list[tuple[bytes, bytes]]:
+        leaves = [e.leaf_hash() for e in ledgerstore.stream_entries(conn)]
+        return [
+            (ledgerstore.root(conn, size), merkle.root_of(leaves[:size]))
+            for size in range(1, len(leaves) + 1)
+        ]
+
+    engine = engine_for(db_url)
+    try:
+        async with engine.connect() as conn:
+            pairs = await conn.run_sync(roots)
+    finally:
+        await engine.dispose()
+
+    assert len(pairs) >= 3
+    for stored, recomputed in pairs:
+        assert stored == recomputed
