@@ -221,7 +221,12 @@ class Ingest:
     @property
     def idle(self) -> bool:
         """Nothing queued, nothing being checked, stored or answered."""
-        return not self.queued and not self._slow_running and not self._committing
+        return (
+            not self.queued
+            and not self._slow_running
+            and not self._committing
+            and not self._rejections
+        )
 
     def _wake(self) -> None:
         waiter = self._wakeup
