@@ -12,8 +12,9 @@ physically separate, so each channel gets its own broker, CA and keys)::
     DIR/<channel>/clients/<id>.pem, <id>.key   the hub and each organisation on the channel
 
 The ACL is the topic layout and nothing else: a spoke writes only its own up and presence
-topics and reads only its own down topic and the directory; the hub reads every up and
-presence topic and writes every down topic and the directory. Every identity is checked
+topics and reads only its own down topic, the directory and the ledger's checkpoints; the
+hub reads every up and presence topic and writes every down topic, the directory and the
+ledger topic. Every identity is checked
 with :func:`schemas.ids.check_org_id` before it becomes a topic level or a file name.
 """
 
@@ -125,6 +126,7 @@ def acl_text(topology: Topology, channels: Sequence[str]) -> str:
                     f"topic write {topics.presence(channel, org_id)}",
                     f"topic read {topics.down(channel, org_id)}",
                     f"topic read {topics.directory(channel)}",
+                    f"topic read {topics.ledger(channel)}",
                 ]
     return "\n".join(lines) + "\n"
 

@@ -192,6 +192,16 @@ class Disk(_Section):
     check_every: Seconds = 2.0  # how often the free space is read
 
 
+class Ledger(_Section):
+    """Signed checkpoints of the audit ledger's Merkle tree (hubd.checkpoints)."""
+
+    checkpoints: bool = True  # false: sign and publish none on a timer (proofs still sign one)
+    # A checkpoint is signed when the tree grew and this long passed since the last one ...
+    checkpoint_interval: Duration = 10.0
+    # ... or this many entries were added since it, whichever comes first.
+    checkpoint_entries: Annotated[int, Field(ge=1)] = 1000
+
+
 class Logging(_Section):
     format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -209,6 +219,7 @@ class HubConfig(_Section):
     retention: Retention = Retention()
     disk: Disk = Disk()
     expiry: Expiry = Expiry()
+    ledger: Ledger = Ledger()
 
     def store_url(self) -> str:
         if self.hub.store:

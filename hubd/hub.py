@@ -30,6 +30,7 @@ from hubd.adminops import HubAdmin
 from hubd.adminserver import AdminServer
 from hubd.audit import AuditEvent
 from hubd.broker import EmbeddedBroker
+from hubd.checkpoints import RESTORED_HINT, Checkpointer, LedgerCheckError, Policy
 from hubd.config import HubConfig
 from hubd.diskwatch import DiskWatch
 from hubd.dispatch import Dispatcher, DispatchSettings, Job
@@ -37,6 +38,8 @@ from hubd.hublock import HubLock, LockHeldError
 from hubd.ingest import Ingest
 from hubd.issuer import ReceiptIssuer
 from hubd.jobrows import job_query, jobs_from_rows
+from hubd.ledgerserve import LedgerDesk
+from hubd.ledgerstore import LedgerGapError
 from hubd.metrics import HubMetrics, readiness
 from hubd.metricsserver import MetricsServer
 from hubd.retention import Retention
@@ -141,6 +144,8 @@ class Hub:
         self.ingest: Ingest | None = None
         self.issuer: ReceiptIssuer | None = None
         self.store: Store | None = None
+        self.checkpoints: Checkpointer | None = None
+        self.ledger_desk: LedgerDesk | None = None
         self.metrics = HubMetrics(self)
         self.trust = TrustWatch(config, clock)
         self._audits: set[asyncio.Task[None]] = set()
@@ -223,6 +228,21 @@ class Hub:
         for channel in link.channels:
             await link.publish(topics.directory(channel), self._verified.frame, retain=True)
 
+    async def _on_connected(self, link: BrokerLink) -> None:
+        """A (re)connected broker gets the retained directory and latest checkpoint again
+        (an in-process or restarted broker may have lost them)."""
+        await self._publish_directory(link)
+        checkpoint = None if self.checkpoints is None else self.checkpoints.message
+        if checkpoint is not None:
+            for channel in link.channels:
+                await link.publish(topics.ledger(channel), checkpoint, retain=True)
+
+    def _publish_checkpoint(self, payload: bytes) -> None:
+        """A new checkpoint, retained on every channel's ledger topic (not waited for: a
+        connection that is down gets it from :meth:`_on_connected`)."""
+        for channel, link in self._links.items():
+            link.enqueue(topics.ledger(channel), payload, retain=True)
+
     # ---------------------------------------------------------------- sending
 
     def send_in_order(self, channel: str, org: str, payload: bytes) -> asyncio.Future[bool]:
@@ -285,7 +305,24 @@ class Hub:
                     EmbeddedBroker(config.broker.host, config.broker.port)
                 )
                 log.info("broker.embedded_started", listen=config.broker.listen)
-            store = self.store = await stack.enter_async_context(Store(config.store_url()))
+            try:
+                store = self.store = await stack.enter_async_context(Store(config.store_url()))
+            except LedgerGapError as exc:
+                raise LedgerCheckError(f"{exc}; {RESTORED_HINT}") from exc
+            ledger = config.ledger
+            checkpoints = self.checkpoints = Checkpointer(
+                store,
+                self._key,
+                self.directory().hub_id,
+                Policy(
+                    ledger.checkpoints,
+                    int(ledger.checkpoint_interval * 1000),
+                    ledger.checkpoint_entries,
+                ),
+                self.clock,
+                self._publish_checkpoint,
+            )
+            await checkpoints.check()  # before the hub writes a single entry
             assert self._verified is not None  # noqa: S101 - loaded in run()
             await store.submit(AppendAudit(self.trust.loaded(self._verified)))
             self.trust.warn(self.directory(), when="start")
@@ -317,6 +354,8 @@ class Hub:
                 max_skew_ms=int(config.delivery.max_skew * 1000),
             )
             self.dispatcher, self.ingest, self.issuer = dispatcher, ingest, issuer
+            desk = LedgerDesk(store, checkpoints, self.directory, self.send_in_order, self.clock)
+            ingest.ledger = self.ledger_desk = desk
             ingest.on_backlog = self._set_reading
             disk = self.disk = DiskWatch(
                 [config.hub.state_dir, config.spool_dir()],
@@ -341,7 +380,7 @@ class Hub:
                     subscriptions=[t for ch in plan.channels for t in topics.hub_subscriptions(ch)],
                     client_id=f"hubd-{hub_id}-{plan.name.replace('://', '-').replace(':', '-')}",
                     sink=ingest.on_message,
-                    on_connected=self._publish_directory,
+                    on_connected=self._on_connected,
                     window=config.delivery.publish_window,
                     tls=tls_context(plan.ca, plan.cert, plan.key) if plan.tls else None,
                 )
@@ -355,6 +394,7 @@ class Hub:
                 store=store._safe_url,  # noqa: SLF001 - the password-free form for the log
                 reloaded_deliveries=reloaded,
             )
+            await checkpoints.start()  # published once the links connect (_on_connected)
             await self._run_tasks(ingest, dispatcher, issuer)
             if ingest.turned_away:
                 log.info("hub.intake_stopped", turned_away=ingest.turned_away)
@@ -382,6 +422,9 @@ class Hub:
                 tasks.create_task(retention.run(self.stop_event), name="hubd.retention")
             if self.disk is not None:
                 tasks.create_task(self.disk.run(self.stop_event), name="hubd.disk")
+            if self.checkpoints is not None:
+                checkpoints = self.checkpoints.run(self.stop_event)
+                tasks.create_task(checkpoints, name="hubd.checkpoints")
             expiry = tasks.create_task(
                 self.trust.run(lambda: self.current_directory), name="hubd.expiry"
             )

@@ -38,9 +38,18 @@ from hubd import tables as t
 from hubd.audit import AuditEvent
 from hubd.dispatch import Dispatcher, Job, Payload, Publish
 from hubd.issuer import ReceiptIssuer
+from hubd.ledgerserve import LedgerDesk
 from hubd.spool import Spool, Transfer
 from hubd.states import DeliveryState, Event
-from hubd.store import DeliveryUpdate, Duplicate, NewMessage, Operation, RecordReceipts, Store
+from hubd.store import (
+    AppendAudit,
+    DeliveryUpdate,
+    Duplicate,
+    NewMessage,
+    Operation,
+    RecordReceipts,
+    Store,
+)
 from schemas import topics, transport
 from schemas.directory import Directory
 from schemas.envelope import VerifiedEnvelope, check_freshness, verify_envelope
@@ -85,6 +94,12 @@ class _Slow:
 
 Then = Callable[[Any], None]  # what to do once the operation's result is durable
 Step = tuple[Operation, Then] | _Slow | None  # None: answered already (refused, say)
+
+
+@dataclass(slots=True)
+class _RejectedEntry(AppendAudit):
+    """The ledger entry of a REJECTED the hub signs (wire-format 12.4): its receipt goes out
+    once the entry is committed, or, should the commit fail, all the same."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +159,12 @@ class Ingest:
         self.counts: dict[str, int] = {"accepted": 0, "rejected": 0, "quarantined": 0}
         self.intake_open = True
         self.turned_away = 0  # messages that arrived while draining
+        self.ledger: LedgerDesk | None = None  # answers witnesses (set by the hub)
+        # REJECTED receipts waiting for their ledger entries: a pass takes them into its own
+        # commit; rejections made outside a pass are committed together soon after.
+        self._rejections: list[tuple[Operation, Then]] = []
+        self._in_pass = False
+        self._flush_due = False
 
     # ------------------------------------------------------------ from the broker
 
@@ -200,7 +221,12 @@ class Ingest:
     @property
     def idle(self) -> bool:
         """Nothing queued, nothing being checked, stored or answered."""
-        return not self.queued and not self._slow_running and not self._committing
+        return (
+            not self.queued
+            and not self._slow_running
+            and not self._committing
+            and not self._rejections
+        )
 
     def _wake(self) -> None:
         waiter = self._wakeup
@@ -242,6 +268,25 @@ class Ingest:
         then: list[Then] = []
         loop = asyncio.get_running_loop()
         until = loop.time() + PASS_BUDGET
+        self._in_pass = True
+        try:
+            self._check_arrivals(ops, then, until)
+        finally:
+            self._in_pass = False
+        for op, done in self._rejections:  # this pass's and any made since the last commit
+            ops.append(op)
+            then.append(done)
+        self._rejections = []
+        if not self.reading:
+            self._drained_some()
+        if ops:
+            await self._commits.acquire()
+            assert self._tasks is not None  # noqa: S101 - run() set it
+            self._committing += 1
+            self._tasks.create_task(self._commit(ops, then))
+
+    def _check_arrivals(self, ops: list[Operation], then: list[Then], until: float) -> None:
+        loop = asyncio.get_running_loop()
         for _ in range(min(len(self._queue), MAX_PASS)):
             arrival = self._queue.popleft()
             self._backlog_bytes -= len(arrival.payload)
@@ -262,13 +307,6 @@ class Ingest:
                 then.append(step[1])
             if loop.time() > until:
                 break
-        if not self.reading:
-            self._drained_some()
-        if ops:
-            await self._commits.acquire()
-            assert self._tasks is not None  # noqa: S101 - run() set it
-            self._committing += 1
-            self._tasks.create_task(self._commit(ops, then))
 
     def _start_slow(self, arrival: Arrival, slow: _Slow) -> None:
         if self._slow_running >= self._workers:
@@ -286,9 +324,15 @@ class Ingest:
             except XchgError:
                 # Nothing was answered: each sender resends what it holds no receipt for.
                 log.exception("message.failed", operations=len(ops))
+                refused = [(op, done) for op, done in zip(ops, then, strict=True)
+                           if isinstance(op, _RejectedEntry)]  # fmt: skip
+                if refused:  # a refusal is answered all the same: it changes nothing
+                    log.error("audit.write_failed", events=["message.rejected"] * len(refused))
                 for op in ops:
                     if isinstance(op, RecordReceipts):
                         self._unsettle(op)
+                for _op, done in refused:
+                    done(None)
                 return
             for done, result in zip(then, results, strict=True):
                 try:
@@ -338,7 +382,12 @@ class Ingest:
                 return None
             case transport.ChunkMsg():
                 return self._chunk_now(arrival, message)
-        return None  # transport.decode knows no other kind
+            case transport.ConsistencyAsk() | transport.ProveAsk() | transport.CosignMsg():
+                desk = self.ledger
+                if desk is None or self._directory().org(arrival.org) is None:
+                    return None
+                return _Slow(functools.partial(desk.answer, arrival.channel, arrival.org, message))
+        return None  # what the hub sends (checkpoints, proofs) is not for it to receive
 
     async def _hello(self, arrival: Arrival, last_seq: int) -> None:
         log.info("spoke.hello", org=arrival.org, channel=arrival.channel, last_seq=last_seq)
@@ -834,7 +883,7 @@ class Ingest:
                     now,
                     entry.msg_id,
                     entry.recipient,
-                    {"issuer": batch.issuer},
+                    {"issuer": batch.issuer, "batch_sha256": batch_sha256.hex()},
                 )
             )
         if not rows:
@@ -898,7 +947,9 @@ class Ingest:
         *,
         retriable: bool = False,
         label: Classification | None = None,
+        refused: bool = False,
     ) -> None:
+        """Answer the sender; a refusal (``refused``) only once its ledger entry is in."""
         entry = ReceiptEntry(
             msg_id=envelope.header.msg_id,
             recipient=None,
@@ -910,7 +961,46 @@ class Ingest:
             detail=detail,
             retriable=retriable,
         )
+        if refused:
+            self._issue_rejected(arrival, entry)
+            return
         self._issuer.issue(arrival.org, arrival.channel, entry, durable=False)
+
+    def _issue_rejected(self, arrival: Arrival, entry: ReceiptEntry) -> None:
+        """Sign and send a REJECTED once its ``message.rejected`` entry is in the ledger
+        (wire-format 12.4). Its detail is the machine reason only: the receipt's sentence
+        may quote the sender's own fields (a rule's finding quotes the document number)."""
+        event = AuditEvent(
+            "message.rejected",
+            entry.at,
+            entry.msg_id,
+            arrival.org,
+            {
+                "channel": arrival.channel,
+                "reason": entry.reason,
+                "frame_sha256": entry.subject.hex(),
+                "retriable": entry.retriable,
+            },
+        )
+        send = functools.partial(self._rejection_recorded, arrival, entry)
+        self._rejections.append((_RejectedEntry([event]), send))
+        if not self._in_pass and not self._flush_due and self._tasks is not None:
+            self._flush_due = True
+            self._tasks.create_task(self._flush_rejections())
+
+    def _rejection_recorded(self, arrival: Arrival, entry: ReceiptEntry, _result: object) -> None:
+        self._issuer.issue(arrival.org, arrival.channel, entry, durable=False)
+
+    async def _flush_rejections(self) -> None:
+        """Commit the refusals made outside a pass (slow work, a duplicate), together."""
+        await asyncio.sleep(0)  # let the refusals of this turn of the loop join
+        self._flush_due = False
+        if not self._rejections:
+            return  # a pass took them
+        batch, self._rejections = self._rejections, []
+        await self._commits.acquire()
+        self._committing += 1
+        await self._commit([op for op, _ in batch], [done for _, done in batch])
 
     def _reject(
         self,
@@ -929,7 +1019,13 @@ class Ingest:
             **self._fields(envelope, arrival),
         )
         self._issue(
-            arrival, envelope, ReceiptStatus.REJECTED, reason.value, detail, retriable=retriable
+            arrival,
+            envelope,
+            ReceiptStatus.REJECTED,
+            reason.value,
+            detail,
+            retriable=retriable,
+            refused=True,
         )
 
     def _refuse(self, arrival: Arrival, envelope: VerifiedEnvelope, evaluation: Evaluation) -> None:
@@ -950,6 +1046,7 @@ class Ingest:
             ReceiptStatus.REJECTED,
             refusals[0].rule.reason,
             evaluation.refusal_text(),
+            refused=True,
         )
 
     def _ceiling(self, channel_id: str) -> Classification:
@@ -988,7 +1085,7 @@ class Ingest:
             detail=exc.message[:2000],
             retriable=False,
         )
-        self._issuer.issue(arrival.org, arrival.channel, entry, durable=False)
+        self._issue_rejected(arrival, entry)
 
 
 def _flag_revoked(arrival: Arrival, exc: PeerError, what: str) -> None:

@@ -24,9 +24,11 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from hubd.checkpoints import Checkpointer
 from hubd.diskwatch import DiskWatch
 from hubd.dispatch import Dispatcher
 from hubd.ingest import Ingest
+from hubd.ledgerserve import LedgerDesk
 from hubd.store import Store
 from schemas.directory import Directory
 from schemas.labels import Classification, Precedence
@@ -82,6 +84,12 @@ class HubView(Protocol):
     @property
     def disk(self) -> DiskWatch | None: ...
 
+    @property
+    def checkpoints(self) -> Checkpointer | None: ...
+
+    @property
+    def ledger_desk(self) -> LedgerDesk | None: ...
+
     def broker_links(self) -> list[BrokerLink]: ...
 
 
@@ -98,6 +106,33 @@ class HubCollector(Collector):
         yield from self._spokes()
         yield from self._directory()
         yield from self._disk()
+        yield from self._ledger()
+
+    def _ledger(self) -> Iterator[Metric]:
+        store, checkpoints, desk = self._view.store, self._view.checkpoints, self._view.ledger_desk
+        if store is not None and not store.closed:
+            yield GaugeMetricFamily(
+                "govxchg_ledger_entries",
+                "Entries in the audit ledger (the size of its Merkle tree), committed.",
+                value=store.ledger[0],
+            )
+        latest = None if checkpoints is None else checkpoints.latest
+        if latest is not None:
+            yield GaugeMetricFamily(
+                "govxchg_ledger_checkpoint_size",
+                "Entries covered by the latest signed ledger checkpoint.",
+                value=latest.size,
+            )
+            yield GaugeMetricFamily(
+                "govxchg_ledger_checkpoint_timestamp_seconds",
+                "When the latest ledger checkpoint was signed (Unix time).",
+                value=latest.at / 1000,
+            )
+        yield CounterMetricFamily(
+            "govxchg_ledger_cosignatures",
+            "Witnesses' countersignatures of checkpoints stored since the hub started.",
+            value=0 if desk is None else desk.cosignatures,
+        )
 
     def _disk(self) -> Iterator[Metric]:
         disk = self._view.disk

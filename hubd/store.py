@@ -30,6 +30,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    insert,
     select,
 )
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
@@ -143,6 +144,49 @@ class DirectWrite(ABC):
     @abstractmethod
     def apply(self, conn: Connection) -> tuple[Any, list[AuditEvent]]:
         """Change the rows; return (result, audit events for the change)."""
+
+
+@dataclass(slots=True)
+class SaveCheckpoint(DirectWrite):
+    """Keep a signed checkpoint of the ledger's tree (hubd.checkpoints); result: None."""
+
+    checkpoint: ledgerstore.StoredCheckpoint
+
+    def apply(self, conn: Connection) -> tuple[None, list[AuditEvent]]:
+        cp = self.checkpoint
+        known = conn.execute(
+            select(t.ledger_checkpoints.c.size).where(t.ledger_checkpoints.c.size == cp.size)
+        ).first()
+        if known is None:  # signed twice for one size (a race with a proof): keep the first
+            conn.execute(
+                insert(t.ledger_checkpoints).values(
+                    size=cp.size, root=cp.root, at=cp.at, kid=cp.kid, frame=cp.frame
+                )
+            )
+        return None, []
+
+
+@dataclass(slots=True)
+class SaveCosignature(DirectWrite):
+    """Keep a witness's countersignature; result: True if new, False for a repeat."""
+
+    size: int
+    org: str
+    kid: str
+    sig: bytes
+    at: int
+
+    def apply(self, conn: Connection) -> tuple[bool, list[AuditEvent]]:
+        c = t.ledger_cosignatures.c
+        known = conn.execute(select(c.size).where(c.size == self.size, c.org == self.org)).first()
+        if known is not None:
+            return False, []
+        conn.execute(
+            insert(t.ledger_cosignatures).values(
+                size=self.size, org=self.org, kid=self.kid, sig=self.sig, at=self.at
+            )
+        )
+        return True, []
 
 
 Operation = (
@@ -325,10 +369,16 @@ class Store:
             self._reader = await self.engine.connect()
             counters = await self._conn.run(_counters)
             self._audit_seq, self._audit_hash, self._outbox_seq, self._tree = counters
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, ledgerstore.LedgerGapError) as exc:
+            if self._reader is not None:
+                with contextlib.suppress(SQLAlchemyError):
+                    await self._reader.close()
+                self._reader = None
             if self._conn is not None:
                 await self._conn.close()
             await self.engine.dispose()
+            if isinstance(exc, ledgerstore.LedgerGapError):
+                raise  # its own sentence: the tree lacks rows (hubd.checkpoints explains)
             raise StoreError(
                 f"cannot open the store at {self._safe_url}: {exc}", retriable=True
             ) from exc
@@ -490,6 +540,17 @@ class Store:
             result = list((await self._reader.execute(statement)).all())
             await self._reader.rollback()  # end the read transaction: see new commits next time
         return result
+
+    async def read_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` on the reader connection (hubd.ledgerstore's functions),
+        under the read lock, its read transaction ended after it, as :meth:`read`."""
+        if self._reader is None:
+            raise ClosedResourceError("the store is closed")
+        async with self._read_lock:
+            try:
+                return await self._reader.run_sync(fn, *args)
+            finally:
+                await self._reader.rollback()
 
 
 def _counters(

@@ -410,6 +410,8 @@ class StartingHub:
     store: None = None
     draining: bool = False
     disk: None = None
+    checkpoints: None = None
+    ledger_desk: None = None
 
     def broker_links(self) -> list[Any]:
         return []
