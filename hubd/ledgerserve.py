@@ -58,11 +58,21 @@ def plan_consistency(old: int, new: int, *, signed: int, ledger: int) -> Consist
     return ConsistencyPlan(low, high, provable=high <= signed, ahead=high > ledger)
 
 
-def restore_target(new: int, restored_seq: int | None, *, signed: int) -> int | None:
-    """The tree size the restore entry is proven in (``new``, 12.3), if it is in it."""
-    if restored_seq is None or not restored_seq <= new <= signed:
+def restore_target(old: int, new: int, restored_seq: int | None, *, ledger: int) -> int | None:
+    """The tree size the restore entry is proven in (12.3): ``new`` if this ledger reaches
+    it, else ``old``; None if the entry is in neither (or there is none).
+
+    A witness asks about its held checkpoint and the one it just received, smaller first;
+    the received one is always within this ledger (the hub signed it), so the path leads to
+    the root the witness checks it against, whether the restored ledger has grown past the
+    held size or not.
+    """
+    if restored_seq is None:
         return None
-    return new
+    for size in (new, old):
+        if restored_seq <= size <= ledger:
+            return size
+    return None
 
 
 def prove_refusal(
@@ -194,15 +204,15 @@ class LedgerDesk:
         if plan.provable:
             hashes = await self._store.read_sync(ledgerstore.consistency, plan.low, plan.high)
             proof = pack_path(hashes)
-            restored = await self._restore_entry()
-            target = restore_target(
-                ask.new, None if restored is None else restored.seq, signed=signed
+        restored = await self._restore_entry()  # offered whether or not a proof exists
+        target = restore_target(
+            plan.low, plan.high, None if restored is None else restored.seq, ledger=ledger
+        )
+        if restored is not None and target is not None:
+            leaf = restored.leaf()
+            path = pack_path(
+                await self._store.read_sync(ledgerstore.inclusion, restored.index, target)
             )
-            if restored is not None and target is not None:
-                leaf = restored.leaf()
-                path = pack_path(
-                    await self._store.read_sync(ledgerstore.inclusion, restored.index, target)
-                )
         self._reply(channel, org, transport.ConsistencyMsg(ask.old, ask.new, proof, leaf, path))
 
     def _report_ahead(self, channel: str, org: str, theirs: int, ours: int) -> None:
@@ -274,7 +284,7 @@ class LedgerDesk:
                 )
                 if fresh:
                     self.cosignatures += 1
-                    log.info("ledger.cosigned", org=org, channel=channel, size=message.size)
+                    log.debug("ledger.cosigned", org=org, channel=channel, size=message.size)
                 return
             why = "sig.invalid"
         security.error(

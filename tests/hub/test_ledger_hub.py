@@ -65,11 +65,13 @@ def test_consistency_is_proven_only_within_the_latest_checkpoint() -> None:
     assert (ahead.provable, ahead.ahead) == (False, True)
 
 
-def test_the_restore_entry_is_proven_in_the_tree_it_belongs_to() -> None:
-    assert restore_target(10, 7, signed=10) == 10
-    assert restore_target(10, None, signed=10) is None
-    assert restore_target(6, 7, signed=10) is None  # the entry is not in that tree
-    assert restore_target(11, 7, signed=10) is None  # nothing signed that far
+def test_the_restore_entry_is_proven_in_the_received_checkpoints_tree() -> None:
+    # the restored ledger grew past what the witness held: the larger size is the new one
+    assert restore_target(8, 12, 10, ledger=13) == 12
+    # the witness holds more than the restored ledger: the smaller size is the new one
+    assert restore_target(11, 40, 10, ledger=13) == 11
+    assert restore_target(11, 40, None, ledger=13) is None
+    assert restore_target(6, 9, 10, ledger=13) is None  # the entry is in neither tree
 
 
 @pytest.mark.parametrize(
