@@ -506,6 +506,10 @@ class SpokeState:
             for r in rows
         ]
 
+    def alarm_folder(self, pair: bytes) -> str | None:
+        rows = self._read("SELECT folder FROM ledger_alarms WHERE pair = ?", (pair,))
+        return str(rows[0][0]) if rows else None
+
     def clear_forks(self, *, at: int, by: str, why: str) -> int:
         """An operator accepted the hub's current checkpoint: close every open fork."""
         cursor = self._tx(
