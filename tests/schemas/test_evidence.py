@@ -10,6 +10,7 @@ import pytest
 
 from schemas import evidence, merkle
 from schemas.keys import SigningKey
+from schemas.labels import Classification
 from schemas.ledger import Checkpoint, Entry, sign_checkpoint
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 
@@ -27,7 +28,7 @@ def _ledger() -> tuple[list[Entry], bytes, bytes]:
         [
             ReceiptEntry(
                 msg_id=MSG, recipient="jl.cc", status=ReceiptStatus.DELIVERED, at=5,
-                subject=FRAME_SHA, classification="INTERNAL", reason=None, detail=None,
+                subject=FRAME_SHA, classification=Classification.INTERNAL, reason=None, detail=None,
                 retriable=False,
             )
         ],
@@ -61,7 +62,7 @@ def _doc() -> dict[str, object]:
         [
             ReceiptEntry(
                 msg_id=MSG, recipient=None, status=ReceiptStatus.ACCEPTED, at=3,
-                subject=FRAME_SHA, classification="INTERNAL", reason=None, detail=None,
+                subject=FRAME_SHA, classification=Classification.INTERNAL, reason=None, detail=None,
                 retriable=False,
             )
         ],
