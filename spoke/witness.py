@@ -284,7 +284,7 @@ class Witness:
     # ------------------------------------------------------------------ the loop
 
     async def run(self) -> None:
-        self.write_status()
+        await asyncio.to_thread(self.write_status)
         while True:
             await self._wake.wait()
             self._wake.clear()
