@@ -11,7 +11,10 @@ key; without a valid one the spoke sends nothing and says why (fail closed).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import hashlib
 import signal
 from collections.abc import Callable
 
@@ -23,16 +26,21 @@ from schemas import topics, transport
 from schemas.clock import DAY_MS, ms_to_text
 from schemas.directory import verify_directory
 from schemas.errors import ConfigError, PeerError
+from schemas.ids import parse_msg_id
 from schemas.keys import HubPublicKey
+from schemas.ledger import Fork, Restored
 from schemas.mqttlink import BrokerLink, tls_context
 from schemas.receipts import verify_receipts
+from spoke import control
 from spoke.config import SpokeConfig
 from spoke.context import SpokeContext, now_ms
 from spoke.inbox import clean_staging
 from spoke.keyring import KeySource, own_key_sentence, own_key_warnings
+from spoke.prover import ProveError, Prover
 from spoke.receiver import Receiver
 from spoke.sender import Sender
 from spoke.state import SpokeState
+from spoke.witness import Same, Witness, conclude, decide, verify
 
 log = structlog.get_logger("spoke")
 FOLDERS = ("outbox", "inbox", "sent", "failed", "signfor")
@@ -73,6 +81,8 @@ class SpokeAgent:
         )
         self.sender = Sender(self.ctx)
         self.receiver = Receiver(self.ctx)
+        self.witness = Witness(self.ctx, self.ctx.publish_up)
+        self.prover = Prover(self.ctx, self.ctx.publish_up)
         self.stop_event = asyncio.Event()
         self._inbound: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._cursor: dict[str, int] = {}
@@ -123,6 +133,7 @@ class SpokeAgent:
             revoked=len(verified.directory.revoked),
         )
         self._wake.set()  # the outbox loop sees the new gate: resumes, or switches keys
+        self.witness.directory_changed()
         self._warn_key_expiry(when="directory")
         if not was_valid and current is not None:
             await self._hello_all()  # receipts refused while expired: ask for them again
@@ -180,7 +191,11 @@ class SpokeAgent:
                 broker.host,
                 broker.port,
                 [channel],
-                subscriptions=[topics.down(channel, self.org), topics.directory(channel)],
+                subscriptions=[
+                    topics.down(channel, self.org),
+                    topics.directory(channel),
+                    topics.ledger(channel),
+                ],
                 client_id=f"spoke-{self.org}-{channel}",
                 sink=lambda topic, payload: self._inbound.put_nowait((topic, payload)),
                 will=aiomqtt.Will(
@@ -193,6 +208,7 @@ class SpokeAgent:
 
     async def _serve(self) -> None:
         self._load_cached_directory()
+        self.witness.load()
         self._cursor = self.ctx.state.cursors()
         for removed in clean_staging(self.ctx.config.folder("inbox")):
             log.info("inbox.staging_removed", folder=removed.name)
@@ -217,6 +233,8 @@ class SpokeAgent:
                 tasks.create_task(self._resend_loop(), name="spoke.resend"),
                 tasks.create_task(self._receipt_loop(), name="spoke.receipts"),
                 tasks.create_task(self._key_expiry_loop(), name="spoke.key_expiry"),
+                tasks.create_task(self.witness.run(), name="spoke.witness"),
+                tasks.create_task(self._control_loop(), name="spoke.control"),
             ]
             await self.stop_event.wait()
             log.info("spoke.stopping")
@@ -317,6 +335,9 @@ class SpokeAgent:
         if len(parts) == 4 and parts[3] == "directory":
             await self._directory(payload)
             return
+        if len(parts) == 4 and parts[3] == "ledger":
+            self._checkpoint(parts[2], payload)
+            return
         where = topics.parse(topic)
         if where is None or where.kind is not topics.Kind.DOWN or where.org != self.org:
             return  # amqtt hands reconnecting clients other clients' retained messages too
@@ -339,6 +360,10 @@ class SpokeAgent:
                 await self._receipts(where.channel, frame, seq)
             case transport.ResumeMsg(msg_id, offset):
                 self.sender.resume(msg_id, offset)
+            case transport.ConsistencyMsg():
+                self.witness.answer(message)
+            case transport.ProofMsg():
+                self.prover.proof(message)
             case _:
                 pass
 
@@ -358,6 +383,15 @@ class SpokeAgent:
             return
         for entry in verified.batch.entries:
             await asyncio.to_thread(self.sender.receipt, entry)
+        await asyncio.to_thread(
+            self.ctx.state.keep_receipt_frame,
+            frame,
+            hashlib.sha256(frame).digest(),
+            verified.batch.issuer,
+            [e.msg_id for e in verified.batch.entries if e.msg_id is not None],
+            at=self.ctx.clock(),
+            sent_only=True,
+        )
         if seq:
             ahead.add(seq)
             cursor = self._cursor.get(channel, 0)
@@ -398,3 +432,123 @@ class SpokeAgent:
                 pause = min(pause * 2, GAP_WAIT_MAX)
         finally:
             self._gap_asks.pop(channel, None)
+
+    # ================================================================ the ledger
+
+    def _checkpoint(self, channel: str, payload: bytes) -> None:
+        if channel not in self.ctx.links:
+            return
+        try:
+            message = transport.decode(payload)
+        except PeerError as exc:
+            log.warning(
+                "ledger.checkpoint_refused",
+                channel=channel,
+                reason=exc.reason.value,
+                detail=exc.message,
+            )
+            return
+        if isinstance(message, transport.CheckpointMsg):
+            self.witness.checkpoint(channel, message)
+
+    # ================================================================ control requests
+
+    async def _control_loop(self) -> None:
+        """Requests from the spoke command (spoke.control): prove, witness check, reset."""
+        work = self.ctx.config.work
+        running: set[asyncio.Task[None]] = set()
+        while True:
+            await asyncio.sleep(control.POLL)  # a look at a folder, not synchronisation
+            try:
+                taken = await asyncio.to_thread(control.take, work, now_ms())
+            except OSError:
+                log.exception("control.failed")
+                continue
+            for rid, kind, args in taken:
+                task = asyncio.get_running_loop().create_task(
+                    self._control(rid, kind, args), name=f"spoke.control.{kind}"
+                )
+                running.add(task)
+                task.add_done_callback(running.discard)
+
+    async def _control(self, rid: str, kind: str, args: dict[str, object]) -> None:
+        try:
+            answer = await self._control_answer(kind, args)
+        except ProveError as exc:
+            answer = {"ok": False, "code": exc.code, "message": exc.message}
+        except Exception:  # a defect: the command is told, the agent carries on
+            log.exception("control.failed", kind=kind)
+            answer = {
+                "ok": False,
+                "code": "agent.internal_error",
+                "message": "交换程序内部错误，详见其日志 / the agent failed on this request (a "
+                "defect): see its log, report it",
+            }
+        await asyncio.to_thread(control.answer, self.ctx.config.work, rid, answer)
+
+    async def _control_answer(self, kind: str, args: dict[str, object]) -> dict[str, object]:
+        if kind == "prove":
+            try:
+                msg_id = parse_msg_id(str(args.get("msg_id")))
+            except ValueError as exc:
+                raise ProveError("prove.bad_request", str(exc)) from exc
+            proven = await self.prover.prove(msg_id)
+            return {
+                "ok": True,
+                "path": str(proven.path),
+                "entries": proven.entries,
+                "receipts": proven.receipts,
+                "size": proven.size,
+                "problems": proven.problems,
+            }
+        if kind == "witness-check":
+            return await self._witness_check(args)
+        if kind == "witness-reset":
+            adopted = await self.witness.reset(
+                by=str(args.get("by"))[:200], why=str(args.get("why"))[:500]
+            )
+            return {"ok": True, "adopted_size": None if adopted is None else adopted.size}
+        raise ProveError("control.unknown", f"unknown request {kind[:40]!r}")
+
+    async def _witness_check(self, args: dict[str, object]) -> dict[str, object]:
+        """Someone else's checkpoint against the one this witness holds (spoke witness check)."""
+        text = args.get("frame")
+        try:
+            frame = base64.b64decode(text if isinstance(text, str) else "", validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ProveError("witness.bad_request", "the frame is not base64") from exc
+        directory = self.ctx.directory()
+        held = self.witness.held
+        if directory is None or held is None or not self.ctx.links:
+            raise ProveError(
+                "witness.nothing_held",
+                "交换程序尚无有效通讯录或检查点，请等它连上枢纽 / the agent holds no valid "
+                "directory or checkpoint yet: let it connect to the hub first",
+            )
+        try:
+            other = verify(frame, directory)
+        except PeerError as exc:
+            return {"ok": True, "verdict": "refused", "detail": exc.message}
+        if isinstance(decide(held, other, -1, b""), Same):
+            return {"ok": True, "verdict": "same", "detail": f"held size {held.size}"}
+        low, high = sorted((held.size, other.size))
+        if low == high:  # the same size with another root: no proof can join them
+            answer: transport.ConsistencyMsg | None = transport.ConsistencyMsg(low, high, b"")
+        else:
+            answer = await self.witness.ask(next(iter(self.ctx.links)), low, high)
+        if answer is None:
+            raise ProveError(
+                "prove.no_answer",
+                "枢纽未答复一致性询问，请稍后重试 / the hub did not answer the consistency "
+                "question: try again later",
+            )
+        detail = f"held size {held.size}, other size {other.size}"
+        match conclude(held, other, answer):
+            case Fork() as fork:
+                folder = await self.witness.record_fork(fork, channel=None)
+                return {"ok": True, "verdict": "fork", "detail": fork.why, "folder": str(folder)}
+            case Restored() as restored:
+                lost = f"entries {restored.lost_from + 1} to {restored.lost_to} lost"
+                return {"ok": True, "verdict": "restored", "detail": f"{detail}; {lost}"}
+            case _:
+                return {"ok": True, "verdict": "consistent", "detail": detail}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -9,15 +10,18 @@ from typing import Annotated, Any
 
 import typer
 
+from schemas import evidence
 from schemas.clock import ms_to_text
 from schemas.directory import Directory, verify_directory
 from schemas.display import table
 from schemas.errors import ConfigError, XchgError
 from schemas.ids import parse_msg_id
 from schemas.keys import HubPublicKey
+from schemas.ledger import CHECKPOINT_FRAME_LIMITS, read_checkpoint
 from schemas.localfs import atomic_write
 from schemas.runtime import configure as configure_logs
 from schemas.runtime import run_loop
+from spoke import control
 from spoke.agent import SpokeAgent
 from spoke.config import SpokeConfig, load_config
 from spoke.keygen import generate_org_keys, rotate_org_keys
@@ -34,6 +38,7 @@ from spoke.tools import (
     status_table,
     waiting_drops,
 )
+from spoke.witness import WitnessFiles, fork_sentence, verify
 
 app = typer.Typer(
     name="spoke",
@@ -227,7 +232,10 @@ def status(
     state = SpokeState(settings.work / "state.db")
     try:
         if msg_id is None:
+            for fork in state.alarms(kind="fork", open_only=True):
+                typer.echo(fork_sentence(fork))
             typer.echo(sending_line(state.sending(), waiting=waiting_drops(settings)))
+            typer.echo(_ledger_line(settings, state))
         typer.echo(status_table(state, msg_id=msg_id, limit=limit))
     finally:
         state.close()
@@ -312,6 +320,221 @@ def directory(
     typer.echo("")
     groups = [(f"@{g.id}", g.name_zh, str(len(g.members))) for g in d.groups]
     typer.echo(table(("group", "name", "members"), groups))
+
+
+def _ledger_line(settings: SpokeConfig, state: SpokeState) -> str:
+    """The witness in one line: the checkpoint held, and forks and restores counted."""
+    forks = state.alarms(kind="fork")
+    still = sum(1 for a in forks if a.cleared_at is None)
+    counts = f"forks: {len(forks)} ({still} open), restores: {len(state.alarms(kind='restored'))}"
+    frame = WitnessFiles(settings.work / "ledger").load()
+    if frame is None:
+        return f"ledger: no checkpoint of the hub held yet; {counts}"
+    try:
+        held = read_checkpoint(frame)
+    except XchgError:
+        return f"ledger: the held checkpoint does not read; {counts}"
+    return (
+        f"ledger: the hub's checkpoint of size {held.size} signed {ms_to_text(held.at)} "
+        f"verified; {counts}"
+    )
+
+
+# ---------------------------------------------------------------- the ledger: evidence
+
+NO_AGENT = (
+    "交换程序在 {timeout:g} 秒内未答复：请确认它正在运行（spoke run），若在运行则稍后用更长的 "
+    "--timeout 重试 / the agent did not answer within {timeout:g} s: start it (spoke run) if "
+    "it is not running; if it is, try again later with a longer --timeout"
+)
+
+
+def _ask_agent(
+    settings: SpokeConfig, command: str, kind: str, args: dict[str, Any], timeout: float
+) -> dict[str, Any]:
+    """A request to the running agent (spoke.control); exits 1 with one line if refused."""
+    try:
+        rid = control.submit(settings.work, kind, args, timeout=timeout)
+        answer = control.wait_answer(settings.work, rid, timeout=timeout)
+    except OSError as exc:
+        raise _fail(command, exc) from exc
+    if answer is None:
+        typer.echo(f"{command}: {NO_AGENT.format(timeout=timeout)}", err=True)
+        raise typer.Exit(1)
+    if not answer.get("ok"):
+        typer.echo(f"{command}: {answer.get('message')} ({answer.get('code')})", err=True)
+        raise typer.Exit(1)
+    return answer
+
+
+@app.command()
+def prove(
+    msg_id: Annotated[str, typer.Argument(help="The message (32 hex digits)")],
+    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
+    out: Annotated[Path | None, typer.Option(help="Also write the evidence here")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent")] = 30.0,
+) -> None:
+    """证明: ask the hub (through the running agent) for the message's ledger entries and
+    their proofs, and write an evidence file anyone can check offline."""
+    settings = _config(config, "spoke prove")
+    try:
+        parse_msg_id(msg_id)
+    except ValueError as exc:
+        raise _fail("spoke prove", exc) from exc
+    answer = _ask_agent(settings, "spoke prove", "prove", {"msg_id": msg_id}, timeout)
+    path = Path(str(answer["path"]))
+    typer.echo(str(path))
+    if out is not None:
+        try:
+            atomic_write(out, path.read_bytes(), mode=0o644)
+        except OSError as exc:
+            raise _fail("spoke prove", exc) from exc
+        typer.echo(str(out))
+    typer.echo(
+        f"{answer['entries']} ledger entries, {answer['receipts']} receipts, "
+        f"checkpoint of size {answer['size']}"
+    )
+    problems = list(answer.get("problems") or [])
+    for problem in problems:
+        typer.echo(f"problem: {problem}")
+    if problems:
+        raise typer.Exit(1)
+
+
+def _read_limited(path: Path, command: str) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(evidence.MAX_BYTES + 1)
+    except OSError as exc:
+        raise _fail(command, exc) from exc
+    if len(data) > evidence.MAX_BYTES:
+        raise _fail(command, ValueError(f"{path} is larger than {evidence.MAX_BYTES} bytes"))
+    return data
+
+
+@app.command("check-evidence")
+def check_evidence(
+    file: Annotated[
+        Path, typer.Argument(help="An evidence file (spoke prove, hubctl audit prove)")
+    ],
+    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
+) -> None:
+    """Check an evidence file against the hub keys of this spoke's directory (exit 1 if
+    anything does not hold)."""
+    settings = _config(config, "spoke check-evidence")
+    directory = _cached_directory(settings)
+    if directory is None:
+        raise _fail(
+            "spoke check-evidence",
+            ValueError("no directory yet: start the agent so that it receives one from the hub"),
+        )
+    try:
+        doc = evidence.loads(_read_limited(file, "spoke check-evidence"))
+        report = evidence.verify(doc, trusted_hub_keys=[k.public for k in directory.hub_keys])
+    except XchgError as exc:
+        typer.echo(
+            f"spoke check-evidence: 证据文件不可用 / not a usable evidence file: {exc}", err=True
+        )
+        raise typer.Exit(1) from exc
+    ckpt = report.checkpoint
+    typer.echo(f"message     {report.msg_id.hex()}")
+    typer.echo(
+        f"checkpoint  hub {ckpt.checkpoint.hub_id}, size {ckpt.size}, signed {ms_to_text(ckpt.at)}"
+        f" with key {ckpt.kid}"
+    )
+    rows = [(str(e.seq), ms_to_text(e.at), e.event, e.org or "-") for e in report.entries]
+    typer.echo(table(("seq", "at", "ledger entry", "org"), rows))
+    receipts = [
+        (r.status.value, r.issuer, r.recipient or "-", ms_to_text(r.at), str(r.entry_seq or "-"))
+        for r in report.receipts
+    ]
+    if receipts:
+        typer.echo(table(("receipt", "signed by", "recipient", "at", "entry"), receipts))
+    if report.cosigners:
+        typer.echo(f"countersigned by {', '.join(report.cosigners)}")
+    if report.ok:
+        typer.echo("证据完整有效 / every proof holds")
+        return
+    for problem in report.problems:
+        typer.echo(f"problem: {problem}")
+    raise typer.Exit(1)
+
+
+witness_app = typer.Typer(
+    help="The spoke as a witness of the hub's ledger: check a checkpoint, clear a fork.",
+    no_args_is_help=True,
+)
+app.add_typer(witness_app, name="witness")
+
+
+@witness_app.command("check")
+def witness_check(
+    file: Annotated[Path, typer.Argument(help="A checkpoint frame (.ckpt) or an evidence file")],
+    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent")] = 30.0,
+) -> None:
+    """Does the hub show this checkpoint's history to everyone? Judged against the one
+    this spoke holds (a fork is recorded as the agent records one)."""
+    settings = _config(config, "spoke witness check")
+    data = _read_limited(file, "spoke witness check")
+    try:
+        if data.lstrip()[:1] == b"{":
+            frame = base64.b64decode(str(evidence.loads(data).get("checkpoint")), validate=True)
+        elif len(data) <= CHECKPOINT_FRAME_LIMITS.max_size:
+            frame = data
+        else:
+            raise ValueError(f"{file} is neither a checkpoint frame nor an evidence file")
+        directory = _directory(settings, "spoke witness check")
+        signed = verify(frame, directory)
+    except (ValueError, XchgError) as exc:
+        typer.echo(f"spoke witness check: 检查点无效 / not a valid checkpoint: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"checkpoint of size {signed.size}, signed {ms_to_text(signed.at)}: signature valid")
+    args = {"frame": base64.b64encode(frame).decode()}
+    answer = _ask_agent(settings, "spoke witness check", "witness-check", args, timeout)
+    verdict = str(answer["verdict"])
+    typer.echo(f"{verdict}: {answer.get('detail')}")
+    if verdict == "fork":
+        typer.echo(
+            f"账本分叉，证据已保存在 {answer.get('folder')}，"
+            "请告知枢纽运维人员和本单位安全保密负责人"
+            f" / ledger fork, kept in {answer.get('folder')}: tell the hub operator and your "
+            "security officer"
+        )
+    if verdict in {"fork", "refused"}:
+        raise typer.Exit(1)
+
+
+@witness_app.command("reset")
+def witness_reset(
+    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
+    by: Annotated[str, typer.Option(help="Who decides (recorded in the log)")],
+    reason: Annotated[str, typer.Option(help="Why (recorded in the log)")],
+    accept_current: Annotated[
+        bool,
+        typer.Option(
+            "--accept-current", help="Hold the hub's current checkpoint from now on (required)"
+        ),
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent")] = 30.0,
+) -> None:
+    """After a ledger fork was settled with the hub operator and your security officer:
+    clear the alarm and trust the hub's current checkpoint (the forks folder stays)."""
+    settings = _config(config, "spoke witness reset")
+    if not accept_current:
+        raise _fail(
+            "spoke witness reset",
+            ValueError("say --accept-current: the spoke will hold the hub's current checkpoint"),
+        )
+    args = {"by": by, "why": reason}
+    answer = _ask_agent(settings, "spoke witness reset", "witness-reset", args, timeout)
+    size = answer.get("adopted_size")
+    held = (
+        f"holds the hub's checkpoint of size {size}"
+        if size is not None
+        else ("adopts the hub's next checkpoint")
+    )
+    typer.echo(f"账本告警已清除 / the ledger alarm is cleared; the spoke {held}")
 
 
 def _cached_directory(settings: SpokeConfig) -> Directory | None:

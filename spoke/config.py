@@ -59,6 +59,13 @@ class Limits(_Section):
     receipt_flush: Seconds = 0.05  # DELIVERED receipts gathered this long share a signature
 
 
+class Ledger(_Section):
+    """The spoke as a witness of the hub's ledger (spoke.witness)."""
+
+    cosign: bool = True  # countersign each checkpoint verified consistent
+    answer_timeout: Seconds = 30.0  # how long a question to the hub (consistency, prove) waits
+
+
 class Logging(_Section):
     format: Literal["auto", "json", "console"] = "auto"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -68,6 +75,7 @@ class SpokeConfig(_Section):
     spoke: SpokeSection
     channels: dict[ChannelId, BrokerURL]
     limits: Limits = Limits()
+    ledger: Ledger = Ledger()
     logging: Logging = Logging()
 
     @property

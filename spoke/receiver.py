@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import os
 import stat
 from collections import defaultdict
@@ -269,6 +270,16 @@ class Receiver:
                 channel, transport.encode(transport.ReceiptsMsg(frame, 0))
             ):
                 self._pending[(sender, channel)].extend(entries)  # not connected: next flush
+                continue
+            await asyncio.to_thread(  # kept for evidence files (spoke prove)
+                self.ctx.state.keep_receipt_frame,
+                frame,
+                hashlib.sha256(frame).digest(),
+                self.ctx.org,
+                [e.msg_id for e in entries if e.msg_id is not None],
+                at=self.ctx.clock(),
+                sent_only=False,
+            )
 
     # ------------------------------------------------------------------ sign-for
 

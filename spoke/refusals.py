@@ -380,6 +380,7 @@ HUB_REASONS: Final[dict[str, tuple[str, str]]] = {
     ),
     Reason.RCPT_BAD_SIGNATURE: ("回执签名验证失败", _KEYS_OUTDATED),
     Reason.RCPT_WRONG_ISSUER: ("回执签发者不符", _KEYS_OUTDATED),
+    Reason.LEDGER_BAD_SIGNATURE: ("账本检查点签名验证失败", _KEYS_OUTDATED),
 }
 HUB_RULE_ZH: Final = (
     "枢纽依据行文规则拒收",

@@ -9,6 +9,11 @@
   发文字号), so that the same document dropped twice is not sent twice by accident;
 - ``cursors``: per channel, the last numbered receipt batch durably processed;
 - ``directory``: the newest verified directory (version and digest: rollback refusal);
+- ``receipt_frames`` / ``receipt_frame_messages``: every verified receipt batch frame that
+  speaks of a message this spoke sent, and the DELIVERED/SIGNED_FOR batches it signed,
+  by SHA-256, linked to each msg_id it speaks of (for evidence files, ``spoke prove``);
+- ``ledger_alarms``: ledger forks and declared restores the witness recorded, and who
+  cleared a fork (``spoke witness reset``);
 - ``sending``: whether the agent sends or holds (fail closed) and why, since when, and the
   key it signs with, for ``spoke status``.
 
@@ -80,6 +85,34 @@ CREATE TABLE IF NOT EXISTS directory (
     digest BLOB NOT NULL,
     frame BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS receipt_frames (
+    sha256 BLOB PRIMARY KEY,       -- SHA-256 of the frame (the ledger's batch_sha256)
+    frame BLOB NOT NULL,           -- the signed batch as received or sent, verified
+    issuer TEXT NOT NULL,          -- its "from": the hub or an organisation
+    stored_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS receipt_frame_messages (
+    msg_id BLOB NOT NULL,
+    sha256 BLOB NOT NULL,          -- a receipt_frames row
+    PRIMARY KEY (msg_id, sha256)
+);
+CREATE TABLE IF NOT EXISTS ledger_alarms (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,            -- fork | restored
+    pair BLOB NOT NULL UNIQUE,     -- SHA-256 of both checkpoint frames: recorded once
+    at INTEGER NOT NULL,
+    held_size INTEGER NOT NULL,
+    held_root BLOB NOT NULL,
+    held_at INTEGER NOT NULL,
+    new_size INTEGER NOT NULL,
+    new_root BLOB NOT NULL,
+    new_at INTEGER NOT NULL,
+    why TEXT NOT NULL,
+    folder TEXT NOT NULL,          -- where both frames are kept
+    cleared_at INTEGER,            -- a fork: when an operator accepted the hub's checkpoint
+    cleared_by TEXT,
+    cleared_why TEXT
+);
 CREATE TABLE IF NOT EXISTS sending (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     held TEXT,                     -- NULL: sending; else why not (spoke.directory_expired, ...)
@@ -100,6 +133,25 @@ class Sending:
     since: int
     directory_version: int | None
     signing_kid: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerAlarm:
+    """A ledger fork or a declared restore the witness recorded (spoke.witness)."""
+
+    kind: str
+    at: int
+    held_size: int
+    held_root: bytes
+    held_at: int
+    new_size: int
+    new_root: bytes
+    new_at: int
+    why: str
+    folder: str
+    cleared_at: int | None = None
+    cleared_by: str | None = None
+    cleared_why: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,3 +409,112 @@ class SpokeState:
 
     def set_signed_for(self, msg_id: bytes, at: int) -> None:
         self._tx("UPDATE inbound SET signed_for_at = ? WHERE msg_id = ?", (at, msg_id))
+
+    # ------------------------------------------------------------------ evidence
+
+    def keep_receipt_frame(
+        self,
+        frame: bytes,
+        digest: bytes,
+        issuer: str,
+        msg_ids: Sequence[bytes],
+        *,
+        at: int,
+        sent_only: bool,
+    ) -> int:
+        """Keep a verified receipt batch for the messages it speaks of (``sent_only``: only
+        those this spoke sent); the number of messages it was kept for."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                linked = 0
+                for msg_id in dict.fromkeys(msg_ids):
+                    if sent_only:
+                        sql = (
+                            "INSERT OR IGNORE INTO receipt_frame_messages (msg_id, sha256) "
+                            "SELECT msg_id, ? FROM outbound WHERE msg_id = ?"
+                        )
+                        args = (digest, msg_id)
+                    else:
+                        sql = (
+                            "INSERT OR IGNORE INTO receipt_frame_messages (msg_id, sha256) "
+                            "VALUES (?, ?)"
+                        )
+                        args = (msg_id, digest)
+                    linked += self._db.execute(sql, args).rowcount
+                if linked:
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO receipt_frames (sha256, frame, issuer, stored_at) "
+                        "VALUES (?, ?, ?, ?)",
+                        (digest, frame, issuer, at),
+                    )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return linked
+
+    def receipt_frames(self, msg_id: bytes) -> list[tuple[str, bytes]]:
+        """(issuer, frame) of every receipt batch kept for ``msg_id``, oldest first."""
+        rows = self._read(
+            "SELECT f.issuer, f.frame FROM receipt_frame_messages m "
+            "JOIN receipt_frames f ON f.sha256 = m.sha256 WHERE m.msg_id = ? ORDER BY f.stored_at",
+            (msg_id,),
+        )
+        return [(str(issuer), bytes(frame)) for issuer, frame in rows]
+
+    def message_channel(self, msg_id: bytes) -> tuple[str, str] | None:
+        """(channel, "sent" | "received") of a message this spoke sent or received."""
+        rows = self._read("SELECT channel FROM outbound WHERE msg_id = ?", (msg_id,))
+        if rows:
+            return str(rows[0][0]), "sent"
+        rows = self._read("SELECT channel FROM inbound WHERE msg_id = ?", (msg_id,))
+        return (str(rows[0][0]), "received") if rows else None
+
+    # ------------------------------------------------------------------ ledger alarms
+
+    def add_alarm(self, pair: bytes, alarm: LedgerAlarm) -> bool:
+        """Record a fork or restore once per pair of checkpoints; False if it was already."""
+        cursor = self._tx(
+            "INSERT OR IGNORE INTO ledger_alarms (kind, pair, at, held_size, held_root, held_at, "
+            "new_size, new_root, new_at, why, folder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                alarm.kind,
+                pair,
+                alarm.at,
+                alarm.held_size,
+                alarm.held_root,
+                alarm.held_at,
+                alarm.new_size,
+                alarm.new_root,
+                alarm.new_at,
+                alarm.why,
+                alarm.folder,
+            ),
+        )
+        return cursor.rowcount == 1
+
+    def alarms(self, *, kind: str | None = None, open_only: bool = False) -> list[LedgerAlarm]:
+        rows = self._read(
+            "SELECT kind, at, held_size, held_root, held_at, new_size, new_root, new_at, why, "
+            "folder, cleared_at, cleared_by, cleared_why FROM ledger_alarms "
+            "WHERE (? IS NULL OR kind = ?) AND (? = 0 OR cleared_at IS NULL) ORDER BY id",
+            (kind, kind, int(open_only)),
+        )
+        return [
+            LedgerAlarm(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], bytes(r[6]), *r[7:])
+            for r in rows
+        ]
+
+    def alarm_folder(self, pair: bytes) -> str | None:
+        rows = self._read("SELECT folder FROM ledger_alarms WHERE pair = ?", (pair,))
+        return str(rows[0][0]) if rows else None
+
+    def clear_forks(self, *, at: int, by: str, why: str) -> int:
+        """An operator accepted the hub's current checkpoint: close every open fork."""
+        cursor = self._tx(
+            "UPDATE ledger_alarms SET cleared_at = ?, cleared_by = ?, cleared_why = ? "
+            "WHERE kind = 'fork' AND cleared_at IS NULL",
+            (at, by, why),
+        )
+        return cursor.rowcount
