@@ -62,7 +62,10 @@ class Limits(_Section):
 class Ledger(_Section):
     """The spoke as a witness of the hub's ledger (spoke.witness)."""
 
-    cosign: bool = True  # countersign each checkpoint verified consistent
+    cosign: bool = True  # countersign checkpoints verified consistent ...
+    # ... at most once this often (0: every one): the hub keeps every countersignature, and
+    # one per spoke per checkpoint (thousands a day) would outgrow what it proves
+    cosign_every: Seconds = 3600.0
     answer_timeout: Seconds = 30.0  # how long a question to the hub (consistency, prove) waits
 
 

@@ -253,6 +253,7 @@ class Witness:
         self._answer: asyncio.Future[transport.ConsistencyMsg] | None = None
         self._question = asyncio.Lock()
         self._cosigned: int | None = None
+        self._cosigned_at: int | None = None  # when (ms): cosign_every spaces them
 
     def load(self) -> None:
         """The held checkpoint, as saved; a file that no longer reads is set aside."""
@@ -376,8 +377,15 @@ class Witness:
         self.held = checkpoint
         await asyncio.to_thread(self.write_status)
 
-    async def _cosign(self, channel: str, checkpoint: SignedCheckpoint) -> None:
-        if not self.ctx.config.ledger.cosign or self._cosigned == checkpoint.size:
+    async def _cosign(
+        self, channel: str, checkpoint: SignedCheckpoint, *, always: bool = False
+    ) -> None:
+        settings = self.ctx.config.ledger
+        if not settings.cosign or self._cosigned == checkpoint.size:
+            return
+        now = self.ctx.clock()
+        last = self._cosigned_at
+        if not always and last is not None and now - last < settings.cosign_every * 1000:
             return
         gate = self.ctx.gate()
         if not isinstance(gate, Ready):
@@ -385,7 +393,7 @@ class Witness:
         sig = cosign(checkpoint, gate.signer)
         message = transport.CosignMsg(checkpoint.size, gate.signer.kid, sig)
         if await self.send(channel, transport.encode(message)):
-            self._cosigned = checkpoint.size
+            self._cosigned, self._cosigned_at = checkpoint.size, now
 
     async def _restored(self, channel: str, restored: Restored) -> None:
         old = self.held
@@ -413,7 +421,7 @@ class Witness:
             self.ctx.state.add_alarm, pair_digest(old.frame, restored.keep.frame), alarm
         )
         await self._adopt(restored.keep)
-        await self._cosign(channel, restored.keep)
+        await self._cosign(channel, restored.keep, always=True)  # witnessed what was said
 
     async def record_fork(self, fork: Fork, *, channel: str | None) -> Path:
         """Log, keep both frames and why, record it for ``spoke status`` (once per pair)."""
