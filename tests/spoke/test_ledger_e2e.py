@@ -63,6 +63,24 @@ def cut_the_tail(db: Path, keep: int) -> None:
         conn.executemany("DELETE FROM ledger_nodes WHERE pos = ?", [(p,) for p in doomed])
 
 
+def hubctl(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``hubctl``, as an operator types it."""
+    return subprocess.run(  # noqa: S603 - our own command
+        [str(Path(sys.executable).parent / "hubctl"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def put_back(db: Path, backup: Path) -> None:
+    """The runbook's restore: the backup's file in place of the store, without -wal/-shm."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    backup.rename(db)
+
+
 async def test_evidence_verifies_independently_and_a_cut_ledger_is_a_fork_at_the_witness(
     exchange: Exchange, tmp_path: Path
 ) -> None:
@@ -112,13 +130,56 @@ async def test_evidence_verifies_independently_and_a_cut_ledger_is_a_fork_at_the
     assert "ledger fork" in shown.stdout.splitlines()[0].lower(), shown.stdout
 
     # the hub's own check, given the checkpoint the spoke holds, names the lost range
-    verify = subprocess.run(  # noqa: S603, ASYNC221 - our own command, as an operator types it
-        [
-            str(Path(sys.executable).parent / "hubctl"), "audit", "verify",
-            "--config", str(hub.folder / "hub.toml"),
-            "--witness", str(gov.work / "ledger" / "checkpoint.ckpt"),
-        ],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    witness = str(gov.work / "ledger" / "checkpoint.ckpt")
+    verify = hubctl(
+        "audit", "verify", "--config", str(hub.folder / "hub.toml"), "--witness", witness
+    )
     assert verify.returncode == 1, verify.stdout + verify.stderr
     assert "missing" in verify.stdout + verify.stderr
+
+
+async def test_a_declared_restore_from_backup_is_explained_to_the_witness_not_a_fork(
+    exchange: Exchange, tmp_path: Path
+) -> None:
+    """The backup-restore runbook of docs/operations.md, followed step by step."""
+    gov, _cc = await exchange.running("jl.gov", "jl.cc")
+    hub = exchange.hub
+    assert hub is not None
+    db = hub.folder / "state" / "hub.db"
+    meta = {"主送": "jl.cc", "密级": "内部", "文种": "通知", "标题": "备份前的通知"}
+    gov.drop("甲.txt", b"before the backup\n", meta)
+    await gov.wait_status("甲.txt", "jl.cc")
+    backup = tmp_path / "hub-backup.db"
+    with sqlite3.connect(db) as live, sqlite3.connect(backup) as copy:
+        live.backup(copy)  # what `sqlite3 state/hub.db ".backup ..."` does
+    with sqlite3.connect(backup) as copy:
+        (backed_up,) = copy.execute("SELECT count(*) FROM audit").fetchone()
+
+    gov.drop("乙.txt", b"after the backup\n", {**meta, "标题": "备份后的通知"})
+    await gov.wait_status("乙.txt", "jl.cc")
+    await eventually(lambda: held_size(gov.work) > backed_up, "a checkpoint past the backup")
+
+    # the disk fails; the operator stops the hub, puts the backup back and declares it
+    assert hub.terminate() == 0
+    held = held_size(gov.work)
+    put_back(db, backup)
+    config = str(hub.folder / "hub.toml")
+    declared = hubctl(
+        "audit", "restored", "--reason", "disk failure; backup of today", "--config", config
+    )
+    assert declared.returncode == 0, declared.stdout + declared.stderr
+    witness = tmp_path / "checkpoint.ckpt"
+    witness.write_bytes((gov.work / "ledger" / "checkpoint.ckpt").read_bytes())
+    checked = hubctl("audit", "verify", "--config", config, "--witness", str(witness))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "explained" in checked.stdout + checked.stderr
+    hub.start()
+
+    restored = await gov.wait_logged("ledger.restored")
+    assert restored["level"] == "warning"
+    assert (restored["lost_from"], restored["lost_to"]) == (backed_up, held)
+    assert not gov.logged("ledger.fork")
+    kept = list((gov.work / "ledger" / "restored").iterdir())
+    assert [read_checkpoint(p.read_bytes()).size for p in kept] == [held]
+    shown = gov.cli("status")
+    assert "ledger fork" not in shown.stdout.lower(), shown.stdout
