@@ -611,3 +611,32 @@ def test_prove_without_a_covering_checkpoint_exits_1_saying_when(
     assert result.exit_code == 1, result.output
     assert "provable after the next checkpoint" in result.stderr
     assert not (tmp_path / "evidence.json").exists()
+
+
+def test_a_purged_message_keeps_its_entries_and_its_evidence(tmp_path: Path, world: World) -> None:
+    """Retention removes content, never entries or proofs (what hubd.retention writes: the
+    frame and body gone, a message.purged entry with their hashes)."""
+    h = make_hub(tmp_path / "hub", world)
+    add_message(h, 1)
+    delivered_by_cc(h, world, 1)
+    mid = new_message(1).row["msg_id"]
+    sql(h, "UPDATE messages SET frame = NULL, body = NULL, purged_at = ? WHERE msg_id = ?", 9, mid)
+
+    async def purged() -> None:
+        async with Store(h.url) as store:
+            event = AuditEvent("message.purged", NOW + 90, mid, "jl.gov", {"frame_kept": False})
+            await store.submit(AppendAudit([event]))
+
+    asyncio.run(purged())
+    sign(h, SIGNED_AT + 1)
+    out = tmp_path / "evidence.json"
+
+    result = prove(h, 1, out)
+
+    assert result.exit_code == 0, result.output
+    report = evidence.verify(evidence.loads(out.read_bytes()), trusted_hub_keys=[h.key.public])
+    assert report.ok, report.problems
+    events = [e.event for e in report.entries]
+    assert events[0] == "message.accepted"
+    assert events[-1] == "message.purged"
+    assert verify(h).exit_code == 0
