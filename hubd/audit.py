@@ -57,6 +57,20 @@ class AuditRow:
     prev_hash: bytes
     hash: bytes
 
+    @classmethod
+    def from_row(cls, r: Any) -> AuditRow:
+        """From a row of the ``audit`` table (hubd.tables)."""
+        return cls(
+            seq=int(r.seq),
+            at=int(r.at),
+            event=r.event,
+            msg_id=None if r.msg_id is None else bytes(r.msg_id),
+            org=r.org,
+            detail=r.detail,
+            prev_hash=bytes(r.prev_hash),
+            hash=bytes(r.hash),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ChainProblem:
@@ -115,19 +129,7 @@ async def verify_store_chain(url: str) -> tuple[int, list[ChainProblem]]:
     try:
         async with engine.connect() as conn:
             result = await conn.stream(select(tables.audit).order_by(tables.audit.c.seq))
-            rows = [
-                AuditRow(
-                    seq=int(r.seq),
-                    at=int(r.at),
-                    event=r.event,
-                    msg_id=None if r.msg_id is None else bytes(r.msg_id),
-                    org=r.org,
-                    detail=r.detail,
-                    prev_hash=bytes(r.prev_hash),
-                    hash=bytes(r.hash),
-                )
-                async for r in result
-            ]
+            rows = [AuditRow.from_row(r) async for r in result]
     except (SQLAlchemyError, OSError) as exc:
         raise StoreError(f"cannot read the audit ledger: {exc}", retriable=True) from exc
     finally:

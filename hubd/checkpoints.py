@@ -124,9 +124,7 @@ def _latest_two(conn: Connection) -> tuple[StoredCheckpoint | None, StoredCheckp
     rows = conn.execute(
         select(t.ledger_checkpoints).order_by(t.ledger_checkpoints.c.size.desc()).limit(2)
     ).all()
-    found = [
-        StoredCheckpoint(int(r.size), bytes(r.root), int(r.at), r.kid, bytes(r.frame)) for r in rows
-    ]
+    found = [ledgerstore.checkpoint_of_row(r) for r in rows]
     return (found[0] if found else None), (found[1] if len(found) > 1 else None)
 
 

@@ -141,16 +141,7 @@ class _Pass:
             execution_options={"stream_results": True, "yield_per": 10_000},
         )
         for r in result:
-            row = AuditRow(
-                seq=int(r.seq),
-                at=int(r.at),
-                event=r.event,
-                msg_id=None if r.msg_id is None else bytes(r.msg_id),
-                org=r.org,
-                detail=r.detail,
-                prev_hash=bytes(r.prev_hash),
-                hash=bytes(r.hash),
-            )
+            row = AuditRow.from_row(r)
             self._grow(row)
             yield row
         self._compare_nodes()

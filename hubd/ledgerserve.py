@@ -153,7 +153,7 @@ def _checkpoint_of(conn: Connection, size: int) -> StoredCheckpoint | None:
     ).first()
     if row is None:
         return None
-    return StoredCheckpoint(int(row.size), bytes(row.root), int(row.at), row.kid, bytes(row.frame))
+    return ledgerstore.checkpoint_of_row(row)
 
 
 # ---------------------------------------------------------------- answering

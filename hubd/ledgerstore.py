@@ -176,7 +176,8 @@ class StoredCheckpoint:
     frame: bytes
 
 
-def _checkpoint(row: Any) -> StoredCheckpoint:
+def checkpoint_of_row(row: Any) -> StoredCheckpoint:
+    """From a row of ``ledger_checkpoints``."""
     return StoredCheckpoint(int(row.size), bytes(row.root), int(row.at), row.kid, bytes(row.frame))
 
 
@@ -184,9 +185,9 @@ def latest_checkpoint(conn: Connection) -> StoredCheckpoint | None:
     row = conn.execute(
         select(t.ledger_checkpoints).order_by(t.ledger_checkpoints.c.size.desc()).limit(1)
     ).first()
-    return None if row is None else _checkpoint(row)
+    return None if row is None else checkpoint_of_row(row)
 
 
 def checkpoints(conn: Connection) -> list[StoredCheckpoint]:
     rows = conn.execute(select(t.ledger_checkpoints).order_by(t.ledger_checkpoints.c.size))
-    return [_checkpoint(r) for r in rows]
+    return [checkpoint_of_row(r) for r in rows]

@@ -115,19 +115,7 @@ async def count(store: Store, table: Any) -> int:
 
 async def audit_rows(store: Store) -> list[AuditRow]:
     rows = await store.read(select(t.audit).order_by(t.audit.c.seq))
-    return [
-        AuditRow(
-            seq=int(r.seq),
-            at=int(r.at),
-            event=r.event,
-            msg_id=None if r.msg_id is None else bytes(r.msg_id),
-            org=r.org,
-            detail=r.detail,
-            prev_hash=bytes(r.prev_hash),
-            hash=bytes(r.hash),
-        )
-        for r in rows
-    ]
+    return [AuditRow.from_row(r) for r in rows]
 
 
 # ---------------------------------------------------------------------------- opening
