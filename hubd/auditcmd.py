@@ -226,7 +226,13 @@ def audit_check_evidence(
         raise _fail(command, f"no hub key to trust: {trusted.why_none}")
     try:
         doc = evidence.loads(file.read_bytes())
-        report = evidence.verify(doc, trusted_hub_keys=list(trusted.keys.values()))
+        report = evidence.verify(
+            doc,
+            trusted_hub_keys=list(trusted.keys.values()),
+            trusted_keys=(
+                None if trusted.directory is None else evidence.organisation_keys(trusted.directory)
+            ),
+        )
     except OSError as exc:
         raise _fail(command, f"cannot read {file}: {exc.strerror}") from exc
     except evidence.EvidenceError as exc:

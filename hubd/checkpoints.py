@@ -36,6 +36,7 @@ from schemas.ledger import Checkpoint, pack_path, sign_checkpoint
 log = structlog.get_logger("hubd.checkpoints")
 
 TICK: Final = 0.25  # seconds between looks at the tree's size (entries added meanwhile)
+ON_DEMAND_GAP_MS: Final = 1000  # proofs asked for sign at most one checkpoint a second
 RESTORED_HINT: Final = (
     "if you restored a backup, run 'hubctl audit restored --reason ...' "
     '(docs/operations.md, "The audit ledger")'
@@ -187,6 +188,12 @@ class Checkpointer:
         latest = self.latest
         if latest is not None and latest.size >= size:
             return latest
+        if latest is not None:
+            # a burst of prove requests shares one checkpoint, not one each (every one is
+            # kept for ever and published to every spoke)
+            wait_ms = latest.at + ON_DEMAND_GAP_MS - self._clock()
+            if wait_ms > 0:
+                await asyncio.sleep(wait_ms / 1000)
         return await self.sign()
 
     async def sign(self) -> StoredCheckpoint:

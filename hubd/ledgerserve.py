@@ -36,9 +36,11 @@ security = structlog.get_logger("hubd.security")
 NOT_A_PARTY: Final = "ledger.not_a_party"
 UNKNOWN_MESSAGE: Final = "ledger.unknown_message"
 CHANNEL_BELOW_LABEL: Final = "ledger.channel_below_label"
+TOO_LARGE: Final = "ledger.too_large"  # one entry larger than an answer: hubctl audit prove
 PROOF_BUDGET: Final = 600 * 1024  # bytes of leaves and paths in one ProofMsg
 PROOF_ENTRIES_MAX: Final = 2000  # entries in one ProofMsg (the decode limit is 5000)
-_AHEAD_REMEMBERED: Final = 10_000  # (org, size) pairs already reported as ahead
+IN_FLIGHT_PER_ORG: Final = 2  # a witness's question and a prove page may overlap; no more
+REPORT_EVERY_MS: Final = 3_600_000  # a spoke's repeated misbehaviour: one line an hour
 
 
 # ---------------------------------------------------------------- decisions
@@ -173,17 +175,42 @@ class LedgerDesk:
         self._store, self._checkpoints, self._directory = store, checkpoints, directory
         self._send, self._clock = send, clock
         self._restored: tuple[Entry | None] | None = None  # looked up once: hubctl writes it
-        self._ahead: set[tuple[str, int]] = set()
+        self._reported: dict[tuple[str, str], int] = {}  # (event, org) -> when last logged
+        self._in_flight: dict[str, int] = {}
         self.cosignatures = 0  # countersignatures stored since the hub started
 
     async def answer(self, channel: str, org: str, message: Any) -> None:
-        match message:
-            case transport.ConsistencyAsk():
-                await self.consistency(channel, org, message)
-            case transport.ProveAsk():
-                await self.prove(channel, org, message)
-            case transport.CosignMsg():
-                await self.cosign(channel, org, message)
+        """Answer one request; beyond IN_FLIGHT_PER_ORG of one organisation, drop it (its
+        spoke asks again after its answer timeout): one spoke's flood never holds the
+        workers and the store's reader that every other spoke's intake needs."""
+        if self._in_flight.get(org, 0) >= IN_FLIGHT_PER_ORG:
+            if self._first_in_a_while("ledger.request_dropped", org):
+                log.warning("ledger.request_dropped", org=org, channel=channel)
+            return
+        self._in_flight[org] = self._in_flight.get(org, 0) + 1
+        try:
+            match message:
+                case transport.ConsistencyAsk():
+                    await self.consistency(channel, org, message)
+                case transport.ProveAsk():
+                    await self.prove(channel, org, message)
+                case transport.CosignMsg():
+                    await self.cosign(channel, org, message)
+        finally:
+            self._in_flight[org] -= 1
+            if not self._in_flight[org]:
+                del self._in_flight[org]
+
+    def _first_in_a_while(self, event: str, org: str) -> bool:
+        """Whether ``event`` about ``org`` may be logged now (once per REPORT_EVERY_MS)."""
+        now = self._clock()
+        last = self._reported.get((event, org))
+        if last is not None and now - last < REPORT_EVERY_MS:
+            return False
+        if len(self._reported) > 100_000:  # bounded: one entry per org and event
+            self._reported.clear()
+        self._reported[(event, org)] = now
+        return True
 
     def _reply(self, channel: str, org: str, message: transport.TransportMsg) -> None:
         self._send(channel, org, transport.encode(message))  # not awaited: see Ingest._send_resume
@@ -216,11 +243,8 @@ class LedgerDesk:
         self._reply(channel, org, transport.ConsistencyMsg(ask.old, ask.new, proof, leaf, path))
 
     def _report_ahead(self, channel: str, org: str, theirs: int, ours: int) -> None:
-        if (org, theirs) in self._ahead:
+        if not self._first_in_a_while("ledger.witness_ahead", org):
             return
-        if len(self._ahead) >= _AHEAD_REMEMBERED:
-            self._ahead.clear()
-        self._ahead.add((org, theirs))
         log.error(
             "ledger.witness_ahead",
             org=org,
@@ -245,6 +269,10 @@ class LedgerDesk:
         checkpoint = await self._checkpoints.ensure_covers(last)
         count = take_entries(entries, checkpoint.size)
         chosen = entries[:count]
+        if chosen and len(chosen[0].leaf()) > PROOF_BUDGET:
+            log.warning("ledger.prove_refused", org=org, channel=channel, reason=TOO_LARGE)
+            self._reply(channel, org, transport.ProofMsg(ask.msg_id, None, None, False, TOO_LARGE))
+            return
         paths = await self._store.read_sync(
             ledgerstore.inclusions, [e.index for e in chosen], checkpoint.size
         )
@@ -287,6 +315,8 @@ class LedgerDesk:
                     log.debug("ledger.cosigned", org=org, channel=channel, size=message.size)
                 return
             why = "sig.invalid"
+        if not self._first_in_a_while("ledger.cosign_invalid", org):
+            return
         security.error(
             "ledger.cosign_invalid",
             org=org,

@@ -11,14 +11,16 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from schemas import codec, merkle
+from schemas.directory import Directory
 from schemas.errors import PeerError, Reason, SchemaError
 from schemas.keys import DOMAIN_RECEIPT, KeyKind, key_id, verify_signature
 from schemas.ledger import (
+    PATH_MAX,
     Entry,
     SignedCheckpoint,
     read_checkpoint,
@@ -132,6 +134,12 @@ def checkpoint_frame(doc: Mapping[str, Any]) -> bytes:
 # ---------------------------------------------------------------- verification
 
 
+def organisation_keys(directory: Directory) -> dict[str, set[bytes]]:
+    """Each organisation's signing keys as ``directory`` lists them (for ``trusted_keys``);
+    a receipt signed before a key was revoked or rotated out still verifies under it."""
+    return {org.id: {k.public for k in org.sign_keys} for org in directory.orgs}
+
+
 @dataclass(frozen=True, slots=True)
 class ProvenReceipt:
     issuer: str
@@ -169,12 +177,19 @@ def _key_table(value: object, what: str) -> dict[str, bytes]:
     return table
 
 
-def verify(doc: Mapping[str, Any], *, trusted_hub_keys: Sequence[bytes] = ()) -> Report:
+def verify(
+    doc: Mapping[str, Any],
+    *,
+    trusted_hub_keys: Sequence[bytes] | None,
+    trusted_keys: Mapping[str, Collection[bytes]] | None = None,
+) -> Report:
     """Check an evidence document; ``Report.problems`` lists what does not hold.
 
     ``trusted_hub_keys``: the hub's public keys as the verifier knows them (the directory);
-    when given, the file's checkpoint must be signed by one of them, not merely by a key
-    the file itself lists.
+    the checkpoint and the hub's receipts must be signed by one of them, not merely by a
+    key the file itself lists. None trusts the file's own ``hub_keys`` (say so to whoever
+    reads the result). ``trusted_keys``: each organisation's signing keys as the verifier
+    knows them; when given, a receipt or countersignature under any other key is reported.
     """
     msg_text = doc.get("msg_id")
     try:
@@ -198,7 +213,7 @@ def verify(doc: Mapping[str, Any], *, trusted_hub_keys: Sequence[bytes] = ()) ->
         checkpoint = verify_checkpoint(frame, public)
     except PeerError as exc:
         report.problems.append(exc.message)
-    if trusted_hub_keys and public not in trusted_hub_keys:
+    if trusted_hub_keys is not None and public not in trusted_hub_keys:
         report.problems.append(
             f"the checkpoint is signed by key {checkpoint.kid}, which is not the hub key you trust"
         )
@@ -210,11 +225,11 @@ def verify(doc: Mapping[str, Any], *, trusted_hub_keys: Sequence[bytes] = ()) ->
     _verify_entries(doc.get("entries"), checkpoint, report)
     receipt_hub_keys = (
         {kid: k for kid, k in hub_keys.items() if k in trusted_hub_keys}
-        if trusted_hub_keys
+        if trusted_hub_keys is not None
         else hub_keys
     )
-    _verify_receipts(doc, receipt_hub_keys, report)
-    _verify_cosignatures(doc.get("cosignatures"), checkpoint, report)
+    _verify_receipts(doc, receipt_hub_keys, trusted_keys, report)
+    _verify_cosignatures(doc.get("cosignatures"), checkpoint, trusted_keys, report)
     return report
 
 
@@ -226,6 +241,11 @@ def _verify_entries(value: object, checkpoint: SignedCheckpoint, report: Report)
             raise EvidenceError(f"entries[{n}] must be {{leaf, path}}")
         leaf = _unb64(item.get("leaf"), f"entries[{n}].leaf")
         path = [_unb64(p, f"entries[{n}].path") for p in item["path"]]
+        if len(path) > PATH_MAX or any(len(p) != merkle.HASH_SIZE for p in path):
+            report.problems.append(
+                f"entry {n}: a path is at most {PATH_MAX} hashes of {merkle.HASH_SIZE} bytes"
+            )
+            continue
         try:
             entry = Entry.from_leaf(leaf)
         except PeerError as exc:
@@ -244,7 +264,12 @@ def _verify_entries(value: object, checkpoint: SignedCheckpoint, report: Report)
         report.entries.append(entry)
 
 
-def _verify_receipts(doc: Mapping[str, Any], hub_keys: dict[str, bytes], report: Report) -> None:
+def _verify_receipts(
+    doc: Mapping[str, Any],
+    hub_keys: dict[str, bytes],
+    trusted_keys: Mapping[str, Collection[bytes]] | None,
+    report: Report,
+) -> None:
     frames = doc.get("receipts", [])
     key_map = doc.get("keys", {})
     if not isinstance(frames, list) or not isinstance(key_map, dict):
@@ -263,6 +288,16 @@ def _verify_receipts(doc: Mapping[str, Any], hub_keys: dict[str, bytes], report:
             public = (hub_keys if issuer == hub_id else org_keys.get(issuer, {})).get(kid)
             if public is None:
                 report.problems.append(f"receipt {n}: no key {kid:.20} of {issuer:.70} in the file")
+                continue
+            if (
+                issuer != hub_id
+                and trusted_keys is not None
+                and public not in trusted_keys.get(issuer, ())
+            ):
+                report.problems.append(
+                    f"receipt {n} is signed with key {kid:.20}, which is not a key of "
+                    f"{issuer:.70} in the directory you trust"
+                )
                 continue
             if not verify_signature(public, DOMAIN_RECEIPT, outer["rcpt"], outer["sig"]):
                 report.problems.append(f"receipt {n} from {issuer}: its signature does not verify")
@@ -323,7 +358,12 @@ def _recording(entries: Sequence[Entry], receipt: ReceiptEntry, batch_sha256: by
     return None
 
 
-def _verify_cosignatures(value: object, checkpoint: SignedCheckpoint, report: Report) -> None:
+def _verify_cosignatures(
+    value: object,
+    checkpoint: SignedCheckpoint,
+    trusted_keys: Mapping[str, Collection[bytes]] | None,
+    report: Report,
+) -> None:
     if not isinstance(value, list):
         raise EvidenceError("cosignatures must be a list")
     for item in value:
@@ -333,6 +373,11 @@ def _verify_cosignatures(value: object, checkpoint: SignedCheckpoint, report: Re
         sig = _unb64(item.get("sig"), "cosignature sig")
         if len(public) != 32 or key_id(KeyKind.SIGN, public) != item.get("kid"):
             report.problems.append(f"cosignature of {item['org']:.70}: kid does not name its key")
+        elif trusted_keys is not None and public not in trusted_keys.get(item["org"], ()):
+            report.problems.append(
+                f"cosignature of {item['org']:.70} is under a key the directory you trust "
+                "does not give it"
+            )
         elif verify_cosignature(checkpoint, public, sig):
             report.cosigners.append(item["org"])
         else:

@@ -430,7 +430,11 @@ def check_evidence(
         )
     try:
         doc = evidence.loads(_read_limited(file, "spoke check-evidence"))
-        report = evidence.verify(doc, trusted_hub_keys=[k.public for k in directory.hub_keys])
+        report = evidence.verify(
+            doc,
+            trusted_hub_keys=[k.public for k in directory.hub_keys],
+            trusted_keys=evidence.organisation_keys(directory),
+        )
     except XchgError as exc:
         typer.echo(
             f"spoke check-evidence: 证据文件不可用 / not a usable evidence file: {exc}", err=True

@@ -121,11 +121,19 @@ def key_table(rows: Any, what: str) -> dict[str, bytes]:
     return table
 
 
-def verify(doc: dict[str, Any], trusted_hub_public: bytes | None) -> list[str]:
-    """Check an evidence file as in wire-format.md 12.5; returns its problems."""
+def verify(
+    doc: dict[str, Any],
+    trusted_hub_public: bytes | None,
+    trusted_org_keys: dict[str, set[bytes]] | None = None,
+) -> list[str]:
+    """Check an evidence file as in wire-format.md 12.5; returns its problems.
+
+    ``trusted_org_keys``: each organisation's signing keys from your own directory; when
+    given, receipts and cosignatures under other keys (listed in the file) are problems.
+    """
     problems: list[str] = []
     try:
-        _verify(doc, trusted_hub_public, problems)
+        _verify(doc, trusted_hub_public, trusted_org_keys, problems)
     except FatalError as exc:
         problems.append(str(exc))
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
@@ -133,7 +141,12 @@ def verify(doc: dict[str, Any], trusted_hub_public: bytes | None) -> list[str]:
     return problems
 
 
-def _verify(doc: dict[str, Any], trusted_hub_public: bytes | None, problems: list[str]) -> None:
+def _verify(
+    doc: dict[str, Any],
+    trusted_hub_public: bytes | None,
+    trusted_org_keys: dict[str, set[bytes]] | None,
+    problems: list[str],
+) -> None:
     if doc.get("format") != "govxchg-evidence/1":
         raise FatalError(f"format {doc.get('format')!r} is not govxchg-evidence/1")
     msg_id, hub_id = bytes.fromhex(doc["msg_id"]), doc["hub_id"]
@@ -168,6 +181,14 @@ def _verify(doc: dict[str, Any], trusted_hub_public: bytes | None, problems: lis
             ledger.append(value)
     # 4. each receipt: its signature, then the ledger entry that records it
     org_keys = {org: key_table(rows, f"keys[{org}]") for org, rows in doc["keys"].items()}
+    if trusted_org_keys is not None:  # the file only says which key: yours say whose it is
+        org_keys = {
+            org: {kid: k for kid, k in keys.items() if k in trusted_org_keys.get(org, set())}
+            for org, keys in org_keys.items()
+        }
+    receipt_hub_keys = (
+        hub_keys if trusted_hub_public is None else {kid_of(trusted_hub_public): trusted_hub_public}
+    )
     for n, rcpt_b64 in enumerate(doc["receipts"]):
         raw = b64(rcpt_b64, f"receipt {n}")
         try:
@@ -176,7 +197,7 @@ def _verify(doc: dict[str, Any], trusted_hub_public: bytes | None, problems: lis
                 n,
                 msg_id=msg_id,
                 hub_id=hub_id,
-                hub_keys=hub_keys,
+                hub_keys=receipt_hub_keys,
                 org_keys=org_keys,
                 ledger=ledger,
             )
@@ -187,6 +208,8 @@ def _verify(doc: dict[str, Any], trusted_hub_public: bytes | None, problems: lis
         public = b64(cs["public"], f"cosignature {n} public")
         if kid_of(public) != cs["kid"]:
             problems.append(f"cosignature {n} ({cs['org']}): kid is not its key's")
+        elif trusted_org_keys is not None and public not in trusted_org_keys.get(cs["org"], set()):
+            problems.append(f"cosignature {n} ({cs['org']}): not a key of it you trust")
         elif not ed25519_ok(public, b64(cs["sig"], f"cosignature {n}"), COSIGN + ckpt_bytes):
             problems.append(f"cosignature {n} ({cs['org']}): does not verify")
 

@@ -360,6 +360,18 @@ def test_a_receipt_signed_by_a_key_the_file_does_not_list_is_reported() -> None:
     ]
 
 
+def test_a_receipt_under_a_key_the_file_lists_but_your_directory_does_not_is_reported() -> None:
+    """The file's keys only say which key was used: a forger lists a key of their own."""
+    doc = _doc()
+    yours = {"jl.cc": {CC.public}, "jl.cc.nongan": {NONGAN.public}}
+    assert independent_verifier.verify(doc, HUB.public, yours) == []
+    problems = independent_verifier.verify(doc, HUB.public, {**yours, "jl.cc": {NONGAN.public}})
+    assert [p for p in problems if "no key" in p] == [
+        f"receipt 1: no key {CC.kid!r} of 'jl.cc' in the file",
+        f"receipt 2: no key {CC.kid!r} of 'jl.cc' in the file",
+    ]
+
+
 @pytest.mark.parametrize(
     "event",
     [

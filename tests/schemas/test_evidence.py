@@ -11,7 +11,7 @@ import pytest
 from schemas import evidence, merkle
 from schemas.keys import SigningKey
 from schemas.labels import Classification
-from schemas.ledger import Checkpoint, Entry, sign_checkpoint
+from schemas.ledger import Checkpoint, Entry, cosign, read_checkpoint, sign_checkpoint
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 
 HUB = SigningKey(b"\x01" * 32)
@@ -100,7 +100,7 @@ def test_an_edited_entry_no_longer_verifies() -> None:
     entry = Entry.from_leaf(evidence._unb64(entries[1]["leaf"], "leaf"))
     forged = Entry(entry.seq, entry.at, "delivery.dead", entry.msg_id, entry.org, entry.detail)
     entries[1]["leaf"] = evidence._b64(forged.leaf())
-    report = evidence.verify(doc)
+    report = evidence.verify(doc, trusted_hub_keys=None)
     assert not report.ok
     assert "not proven to be in the ledger" in report.problems[0]
 
@@ -115,8 +115,69 @@ def test_a_receipt_without_its_ledger_entry_is_reported() -> None:
     entries = doc["entries"]
     assert isinstance(entries, list)
     del entries[2]  # the receipt.delivered entry
-    report = evidence.verify(doc)
+    report = evidence.verify(doc, trusted_hub_keys=None)
     assert any("DELIVERED for jl.cc" in p and "no ledger entry" in p for p in report.problems)
+
+
+def test_a_receipt_under_a_key_the_file_made_up_is_reported_against_the_directory() -> None:
+    """A hub operator forging SIGNED_FOR lists a key of their own for the recipient."""
+    doc = _doc()
+    forger = SigningKey(b"\x09" * 32)
+    keys = doc["keys"]
+    assert isinstance(keys, dict)
+    keys["jl.cc"] = [{"kid": forger.kid, "public": evidence._b64(forger.public)}]
+    receipts = doc["receipts"]
+    assert isinstance(receipts, list)
+    receipts[1] = evidence._b64(
+        sign_receipts(
+            "jl.cc",
+            forger,
+            [
+                ReceiptEntry(
+                    msg_id=MSG, recipient="jl.cc", status=ReceiptStatus.DELIVERED, at=5,
+                    subject=FRAME_SHA, classification=Classification.INTERNAL, reason=None,
+                    detail=None, retriable=False,
+                )
+            ],
+            at=5,
+        )
+    )  # fmt: skip
+    trusting_the_file = evidence.verify(doc, trusted_hub_keys=[HUB.public])
+    assert not any("directory you trust" in p for p in trusting_the_file.problems)
+    report = evidence.verify(
+        doc, trusted_hub_keys=[HUB.public], trusted_keys={"jl.cc": {RECIPIENT.public}}
+    )
+    assert any("not a key of jl.cc in the directory you trust" in p for p in report.problems)
+
+
+def test_a_cosignature_under_a_key_the_directory_does_not_give_is_reported() -> None:
+    _entries, ckpt, _ = _ledger()
+    doc = _doc()
+    forger = SigningKey(b"\x09" * 32)
+    signed = read_checkpoint(ckpt)
+    doc["cosignatures"] = [
+        {
+            "org": "jl.cc",
+            "kid": forger.kid,
+            "public": evidence._b64(forger.public),
+            "sig": evidence._b64(cosign(signed, forger)),
+        }
+    ]
+    assert evidence.verify(doc, trusted_hub_keys=[HUB.public]).cosigners == ["jl.cc"]
+    report = evidence.verify(
+        doc, trusted_hub_keys=[HUB.public], trusted_keys={"jl.cc": {RECIPIENT.public}}
+    )
+    assert report.cosigners == []
+    assert any("does not give it" in p for p in report.problems)
+
+
+def test_a_path_of_hashes_that_are_not_32_bytes_is_refused() -> None:
+    doc = _doc()
+    entries = doc["entries"]
+    assert isinstance(entries, list)
+    entries[0]["path"] = [*entries[0]["path"], evidence._b64(b"short")]
+    report = evidence.verify(doc, trusted_hub_keys=[HUB.public])
+    assert any("a path is at most 64 hashes of 32 bytes" in p for p in report.problems)
 
 
 @pytest.mark.parametrize(

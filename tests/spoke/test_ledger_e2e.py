@@ -100,7 +100,8 @@ async def test_evidence_verifies_independently_and_a_cut_ledger_is_a_fork_at_the
     doc = json.loads(out.read_text(encoding="utf-8"))
     hub = exchange.hub
     assert hub is not None
-    assert independent_verify(doc, hub.hub_key.public) == []
+    directory = {org.id: {k.public for k in org.sign_keys} for org in hub.directory.orgs}
+    assert independent_verify(doc, hub.hub_key.public, directory) == []
     proven = evidence.verify(doc, trusted_hub_keys=[hub.hub_key.public])
     assert {"message.accepted", "receipt.delivered", "receipt.signed_for"} <= {
         e.event for e in proven.entries
