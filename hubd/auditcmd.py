@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 
 from hubd import route
-from hubd.config import load_config
+from hubd.config import Ledger, load_config
 from hubd.hublock import HubLock, LockHeldError
 from hubd.ledgeraudit import WitnessFileError, read_witness, verify_store_ledger
 from hubd.ledgerprove import declare_restored_offline, prove_from_store
@@ -94,6 +94,18 @@ def hub_keys(config: Path, hub_key: Path | None) -> HubKeys:
     return HubKeys(keys, directory, "")
 
 
+def _interval(config: Path, store: str | None) -> int | None:
+    """The hub's checkpoint interval (ms) if it signs checkpoints; the default for a bare
+    --store (a copy or a backup of a hub with the default settings)."""
+    try:
+        ledger = load_config(config).ledger
+    except ConfigError:
+        if store is None:
+            return None
+        ledger = Ledger()
+    return round(ledger.checkpoint_interval * 1000) if ledger.checkpoints else None
+
+
 def _store_url(command: str, config: Path, store: str | None) -> str:
     if store:
         return store
@@ -128,7 +140,9 @@ def audit_verify(
         raise _fail(command, exc) from exc
     trusted = hub_keys(config, hub_key)
     try:
-        report = asyncio.run(verify_store_ledger(url, trusted.keys, witnesses))
+        report = asyncio.run(
+            verify_store_ledger(url, trusted.keys, witnesses, interval_ms=_interval(config, store))
+        )
     except XchgError as exc:
         raise _fail(command, exc) from exc
     for problem in report.problems:

@@ -37,6 +37,7 @@ from schemas.ledger import RESTORED_EVENT, Entry, SignedCheckpoint, read_checkpo
 from schemas.ledger import verify_checkpoint as verify_signed_checkpoint
 
 _NODE_BATCH = 4096  # recomputed nodes compared with the stored ones per query round
+_UNCOVERED_SLACK_MS = 60_000  # a slow hub, a restart: beyond twice the interval
 _CHECKPOINT_PAGE = 1000
 _MAX_LEVEL = 48  # ledgerstore.node_key: an index below 2**48
 
@@ -404,10 +405,44 @@ def _flags(flagged: Sequence[int], first: int, last: int) -> bool:
     return at < len(flagged) and flagged[at] <= last
 
 
+def uncovered(conn: Connection, interval_ms: int) -> str | None:
+    """Entries that no signed checkpoint covers although later entries were written long
+    after them: a running hub signs one within ``checkpoint_interval`` of an entry (and at
+    start over what a crash left), so such a span means its checkpoints were deleted, or
+    turned off. Two indexed reads; None when every entry is covered or recent enough."""
+    covered = conn.execute(
+        select(func.coalesce(func.max(t.ledger_checkpoints.c.size), 0))
+    ).scalar_one()
+    first, last, since, until = conn.execute(
+        select(
+            func.min(t.audit.c.seq),
+            func.max(t.audit.c.seq),
+            func.min(t.audit.c.at),
+            func.max(t.audit.c.at),
+        ).where(t.audit.c.seq > covered)
+    ).one()
+    if first is None or until - since <= 2 * interval_ms + _UNCOVERED_SLACK_MS:
+        return None
+    return (
+        f"{_span(int(first), int(last))}, written from {ms_to_text(int(since))} to "
+        f"{ms_to_text(int(until))}, {'is' if first == last else 'are'} covered by no signed "
+        "checkpoint, though a running hub signs one within [ledger] checkpoint_interval: "
+        "the checkpoints were deleted (or checkpoints were turned off)"
+    )
+
+
 def verify_ledger(
-    conn: Connection, hub_keys: Mapping[str, bytes], witnesses: Sequence[Witness] = ()
+    conn: Connection,
+    hub_keys: Mapping[str, bytes],
+    witnesses: Sequence[Witness] = (),
+    *,
+    interval_ms: int | None = None,
 ) -> LedgerReport:
-    """Check the whole ledger in one streamed pass; the report lists every problem."""
+    """Check the whole ledger in one streamed pass; the report lists every problem.
+
+    ``interval_ms``: the hub's ``[ledger] checkpoint_interval`` when it signs checkpoints
+    (None: it does not, and entries no checkpoint covers are not a problem).
+    """
     report = LedgerReport()
     readable: list[tuple[Witness, SignedCheckpoint]] = []
     for witness in witnesses:
@@ -426,13 +461,21 @@ def verify_ledger(
     ]
     report.problems[:0] = [f"row {p.seq}: {p.problem}" for p in chain] + nodes
     state.finish()
+    if interval_ms is not None and state.tree_ok:
+        problem = uncovered(conn, interval_ms)
+        if problem is not None:
+            report.problems.append(problem)
     for witness, signed in readable:
         _judge_witness(witness, signed, state, report)
     return report
 
 
 async def verify_store_ledger(
-    url: str, hub_keys: Mapping[str, bytes], witnesses: Sequence[Witness] = ()
+    url: str,
+    hub_keys: Mapping[str, bytes],
+    witnesses: Sequence[Witness] = (),
+    *,
+    interval_ms: int | None = None,
 ) -> LedgerReport:
     """Open the store at ``url`` read-only (the hub may be running) and verify its ledger."""
     from hubd.store import engine_for, read_only_url  # noqa: PLC0415 - hubctl's import cost
@@ -440,7 +483,9 @@ async def verify_store_ledger(
     engine = engine_for(read_only_url(url))  # never create or change it
     try:
         async with engine.connect() as conn:
-            return await conn.run_sync(lambda sync: verify_ledger(sync, hub_keys, witnesses))
+            return await conn.run_sync(
+                lambda sync: verify_ledger(sync, hub_keys, witnesses, interval_ms=interval_ms)
+            )
     except (SQLAlchemyError, OSError) as exc:
         raise StoreError(f"cannot read the audit ledger: {exc}", retriable=True) from exc
     finally:

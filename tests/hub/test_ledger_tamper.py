@@ -640,3 +640,48 @@ def test_a_purged_message_keeps_its_entries_and_its_evidence(tmp_path: Path, wor
     assert events[0] == "message.accepted"
     assert events[-1] == "message.purged"
     assert verify(h).exit_code == 0
+
+
+def test_entries_no_checkpoint_covers_over_a_long_span_are_reported(
+    tmp_path: Path, world: World
+) -> None:
+    """Without the hub key a forger deletes the checkpoints, rewrites and re-hashes: the
+    chain and the tree agree again, but a day of entries that no checkpoint covers cannot
+    be what a running hub leaves (it signs within checkpoint_interval)."""
+    h = make_hub(tmp_path / "hub", world)
+
+    async def a_day() -> None:
+        async with Store(h.url) as store:
+            events = [
+                AuditEvent("hub.note", NOW + i * 3_600_000, None, None, {}) for i in range(25)
+            ]
+            await store.submit(AppendAudit(events))
+
+    asyncio.run(a_day())
+    sign(h, SIGNED_AT + 1)
+    assert verify(h).exit_code == 0
+
+    sql(h, "DELETE FROM ledger_checkpoints")
+    result = verify(h)
+
+    assert result.exit_code == 1, result.output
+    assert "entries 1..25" in result.output
+    assert "covered by no signed checkpoint" in result.output
+
+
+def test_with_checkpoints_off_uncovered_entries_are_not_a_problem(
+    tmp_path: Path, world: World
+) -> None:
+    h = make_hub(tmp_path / "hub", world)
+    with h.config.open("a", encoding="utf-8") as config:
+        config.write("\n[ledger]\ncheckpoints = false\n")
+
+    async def a_day() -> None:
+        async with Store(h.url) as store:
+            events = [
+                AuditEvent("hub.note", NOW + i * 3_600_000, None, None, {}) for i in range(25)
+            ]
+            await store.submit(AppendAudit(events))
+
+    asyncio.run(a_day())
+    assert verify(h).exit_code == 0
