@@ -371,7 +371,14 @@ def _judge_witness(
         report.witnesses += 1
         return
     restore = next(
-        (r for r in state.restores if r.at > signed.at and r.restored_size < signed.size), None
+        (
+            r
+            for r in state.restores
+            # written right after the ledger it restored (hubctl audit restored), and after
+            # the witness's checkpoint: an entry anywhere else explains nothing
+            if r.seq == r.restored_size + 1 and r.at > signed.at and r.restored_size < signed.size
+        ),
+        None,
     )
     if restore is not None:
         report.witnesses += 1

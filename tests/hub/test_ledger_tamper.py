@@ -685,3 +685,31 @@ def test_with_checkpoints_off_uncovered_entries_are_not_a_problem(
 
     asyncio.run(a_day())
     assert verify(h).exit_code == 0
+
+
+def test_a_restore_claim_not_right_after_the_ledger_it_names_explains_nothing(
+    tmp_path: Path, world: World
+) -> None:
+    """A forger rewrites entries and adds a ledger.restored entry claiming a smaller size
+    than where it stands: it is not what `hubctl audit restored` writes, so it does not
+    excuse the witness's checkpoint."""
+    h = make_hub(tmp_path / "hub", world)
+    append(h, 12)
+    witness = keep(tmp_path, "spoke", sign(h, SIGNED_AT + 12))
+    sql(h, "DELETE FROM ledger_checkpoints")
+    sql(h, "DELETE FROM ledger_nodes")
+    sql(h, "DELETE FROM audit WHERE seq > 10")
+
+    async def claim() -> None:  # at seq 11, claiming the restored ledger had 8 entries
+        async with Store(h.url) as store:
+            detail = {"restored_size": 8, "reason": "disk failure"}
+            event = AuditEvent("ledger.restored", SIGNED_AT + 99, None, None, detail)
+            await store.submit(AppendAudit([event]))
+
+    on_store(h, ledgerstore.build_nodes)
+    asyncio.run(claim())
+    result = verify(h, witness)
+
+    assert result.exit_code == 1, result.output
+    assert "explained:" not in result.stdout
+    assert "missing: the store is older than what the witness saw" in result.stdout
