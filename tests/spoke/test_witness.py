@@ -142,6 +142,7 @@ def test_an_attached_proof_that_fails_is_a_fork_unless_the_hub_answers_otherwise
         ("entry not included", False),  # its path leads to another root
         ("restored_size not below the held size", False),
         ("entry older than the held checkpoint", False),
+        ("entry not right after the restored ledger", False),  # claims less was lost
     ],
 )
 def test_a_restore_is_accepted_only_as_the_hubs_included_entry_that_covers_the_loss(
@@ -156,6 +157,9 @@ def test_a_restore_is_accepted_only_as_the_hubs_included_entry_that_covers_the_l
     if change == "entry older than the held checkpoint":
         tree.entries[4] = type(tree.entries[4])(5, T0 + 5_000, "ledger.restored", None, None,
                                                  '{"reason":"x","restored_size":4}')  # fmt: skip
+    if change == "entry not right after the restored ledger":
+        tree.entries[4] = type(tree.entries[4])(5, T0 + 50_000, "ledger.restored", None, None,
+                                                 '{"reason":"x","restored_size":3}')  # fmt: skip
     new = ckpt(tree, 8, T0 + 60_000)
     reply = answer(tree, 6, 8, restore=None if change == "no restore entry" else 5)
     if change == "entry not included":
