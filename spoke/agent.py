@@ -208,6 +208,7 @@ class SpokeAgent:
 
     async def _serve(self) -> None:
         self._load_cached_directory()
+        control.secure(self.ctx.config.work)
         self.witness.load()
         self._cursor = self.ctx.state.cursors()
         for removed in clean_staging(self.ctx.config.folder("inbox")):
@@ -464,7 +465,8 @@ class SpokeAgent:
             except OSError:
                 log.exception("control.failed")
                 continue
-            for rid, kind, args in taken:
+            for rid, kind, args, uid in taken:
+                log.info("control.request", id=rid, kind=kind, uid=uid)
                 task = asyncio.get_running_loop().create_task(
                     self._control(rid, kind, args), name=f"spoke.control.{kind}"
                 )
