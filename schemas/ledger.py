@@ -282,12 +282,20 @@ def judge(
 def _restored(
     held: SignedCheckpoint, new: SignedCheckpoint, restore: RestoreProof | None
 ) -> Restored | None:
-    """Accept a lost range only as the hub's own signed, included statement that covers it."""
+    """Accept a lost range only as the hub's own signed, included statement that covers it.
+
+    The statement sits right after the restored ledger's last entry (``hubctl audit
+    restored`` writes it as entry ``restored_size + 1``): one placed anywhere else would let
+    a hub disown entries it never lost. That the restored ledger keeps the history up to
+    ``restored_size`` which the witness saw is checked by the witness (it needs a proof
+    from a checkpoint it logged; docs/wire-format.md 12.3)."""
     if restore is None or new.at <= held.at or restore.entry.event != RESTORED_EVENT:
         return None
     lost_from = restore.restored_size
     entry = restore.entry
     if lost_from is None or lost_from >= held.size or entry.at <= held.at or entry.at > new.at:
+        return None
+    if entry.seq != lost_from + 1:
         return None
     if not merkle.verify_inclusion(
         entry.index, new.size, entry.leaf_hash(), restore.path, new.root

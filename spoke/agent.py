@@ -28,7 +28,7 @@ from schemas.directory import verify_directory
 from schemas.errors import ConfigError, PeerError
 from schemas.ids import parse_msg_id
 from schemas.keys import HubPublicKey
-from schemas.ledger import Fork, Restored
+from schemas.ledger import Fork
 from schemas.mqttlink import BrokerLink, tls_context
 from schemas.receipts import verify_receipts
 from spoke import control
@@ -40,7 +40,7 @@ from spoke.prover import ProveError, Prover
 from spoke.receiver import Receiver
 from spoke.sender import Sender
 from spoke.state import SpokeState
-from spoke.witness import Same, Witness, conclude, decide, verify
+from spoke.witness import RestoreChecked, Same, Unproven, Witness, verify
 
 log = structlog.get_logger("spoke")
 FOLDERS = ("outbox", "inbox", "sent", "failed", "signfor")
@@ -82,7 +82,7 @@ class SpokeAgent:
         self.sender = Sender(self.ctx)
         self.receiver = Receiver(self.ctx)
         self.witness = Witness(self.ctx, self.ctx.publish_up)
-        self.prover = Prover(self.ctx, self.ctx.publish_up)
+        self.prover = Prover(self.ctx, self.ctx.publish_up, self.witness)
         self.stop_event = asyncio.Event()
         self._inbound: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._cursor: dict[str, int] = {}
@@ -208,6 +208,7 @@ class SpokeAgent:
 
     async def _serve(self) -> None:
         self._load_cached_directory()
+        control.secure(self.ctx.config.work)
         self.witness.load()
         self._cursor = self.ctx.state.cursors()
         for removed in clean_staging(self.ctx.config.folder("inbox")):
@@ -464,7 +465,8 @@ class SpokeAgent:
             except OSError:
                 log.exception("control.failed")
                 continue
-            for rid, kind, args in taken:
+            for rid, kind, args, uid in taken:
+                log.info("control.request", id=rid, kind=kind, uid=uid)
                 task = asyncio.get_running_loop().create_task(
                     self._control(rid, kind, args), name=f"spoke.control.{kind}"
                 )
@@ -529,25 +531,23 @@ class SpokeAgent:
             other = verify(frame, directory)
         except PeerError as exc:
             return {"ok": True, "verdict": "refused", "detail": exc.message}
-        if isinstance(decide(held, other, -1, b""), Same):
-            return {"ok": True, "verdict": "same", "detail": f"held size {held.size}"}
-        low, high = sorted((held.size, other.size))
-        if low == high:  # the same size with another root: no proof can join them
-            answer: transport.ConsistencyMsg | None = transport.ConsistencyMsg(low, high, b"")
-        else:
-            answer = await self.witness.ask(next(iter(self.ctx.links)), low, high)
-        if answer is None:
+        verdict = await self.witness.judge_other(next(iter(self.ctx.links)), other)
+        if verdict is None:
             raise ProveError(
                 "prove.no_answer",
                 "枢纽未答复一致性询问，请稍后重试 / the hub did not answer the consistency "
                 "question: try again later",
             )
         detail = f"held size {held.size}, other size {other.size}"
-        match conclude(held, other, answer):
+        match verdict:
+            case Same():
+                return {"ok": True, "verdict": "same", "detail": f"held size {held.size}"}
             case Fork() as fork:
                 folder = await self.witness.record_fork(fork, channel=None)
                 return {"ok": True, "verdict": "fork", "detail": fork.why, "folder": str(folder)}
-            case Restored() as restored:
+            case Unproven(why=why):
+                return {"ok": True, "verdict": "unproven", "detail": f"{detail}; {why}"}
+            case RestoreChecked(restored=restored):
                 lost = f"entries {restored.lost_from + 1} to {restored.lost_to} lost"
                 return {"ok": True, "verdict": "restored", "detail": f"{detail}; {lost}"}
             case _:

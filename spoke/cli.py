@@ -26,6 +26,7 @@ from spoke.agent import SpokeAgent
 from spoke.config import SpokeConfig, load_config
 from spoke.keygen import generate_org_keys, rotate_org_keys
 from spoke.keyring import KeySource, describe_held, own_key_sentence, own_key_warnings
+from spoke.ledgeralarms import alarm_lines
 from spoke.refusals import Refusal
 from spoke.state import SpokeState
 from spoke.tools import (
@@ -38,7 +39,7 @@ from spoke.tools import (
     status_table,
     waiting_drops,
 )
-from spoke.witness import WitnessFiles, fork_sentence, verify
+from spoke.witness import WitnessFiles, verify
 
 app = typer.Typer(
     name="spoke",
@@ -232,8 +233,8 @@ def status(
     state = SpokeState(settings.work / "state.db")
     try:
         if msg_id is None:
-            for fork in state.alarms(kind="fork", open_only=True):
-                typer.echo(fork_sentence(fork))
+            for line in alarm_lines(state.alarms(open_only=True), str(config)):
+                typer.echo(line)
             typer.echo(sending_line(state.sending(), waiting=waiting_drops(settings)))
             typer.echo(_ledger_line(settings, state))
         typer.echo(status_table(state, msg_id=msg_id, limit=limit))
@@ -323,11 +324,15 @@ def directory(
 
 
 def _ledger_line(settings: SpokeConfig, state: SpokeState) -> str:
-    """The witness in one line: the checkpoint held, and forks and restores counted."""
-    forks = state.alarms(kind="fork")
-    still = sum(1 for a in forks if a.cleared_at is None)
-    counts = f"forks: {len(forks)} ({still} open), restores: {len(state.alarms(kind='restored'))}"
-    frame = WitnessFiles(settings.work / "ledger").load()
+    """The witness in one line: the checkpoint held, and its alarms counted."""
+    alarms = state.alarms()
+
+    def count(kind: str) -> str:
+        of_kind = [a for a in alarms if a.kind == kind]
+        return f"{len(of_kind)} ({sum(1 for a in of_kind if a.cleared_at is None)} open)"
+
+    counts = f"forks: {count('fork')}, restores: {count('restored')}, unproven: {count('unproven')}"
+    frame = state.held_checkpoint() or WitnessFiles(settings.work / "ledger").load()
     if frame is None:
         return f"ledger: no checkpoint of the hub held yet; {counts}"
     try:
@@ -505,7 +510,7 @@ def witness_check(
             f" / ledger fork, kept in {answer.get('folder')}: tell the hub operator and your "
             "security officer"
         )
-    if verdict in {"fork", "refused"}:
+    if verdict in {"fork", "refused", "unproven"}:
         raise typer.Exit(1)
 
 

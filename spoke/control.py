@@ -8,6 +8,10 @@ and waits for ``answers/<id>.json``; the agent looks at ``requests/`` every
 :data:`POLL` seconds, takes each request (removing it), and writes the answer atomically.
 A request says until when its asker waits (``expires_at``); the agent drops late ones,
 and answers nobody collected are removed after an hour.
+
+Only the agent's own user may ask: the tree is mode 0700 (the agent sets it so at start),
+and a request file that is a symbolic link or belongs to another user is refused
+(``control.refused``) and removed, whatever the folder's mode.
 """
 
 from __future__ import annotations
@@ -16,11 +20,16 @@ import contextlib
 import json
 import os
 import secrets
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from schemas.localfs import atomic_write
+
+log = structlog.get_logger("spoke.control")
 
 POLL = 0.2  # seconds between the agent's looks at requests/
 REQUEST_MAX = 64 * 1024  # a request is small: a msg_id, or one checkpoint frame
@@ -31,9 +40,20 @@ Doc = dict[str, Any]
 
 
 def folder(work: Path, name: str) -> Path:
-    path = work / "control" / name
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root = work / "control"
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = root / name
+    path.mkdir(exist_ok=True, mode=0o700)
     return path
+
+
+def secure(work: Path) -> None:
+    """Make the control tree and set it (and folders made by an older version) to 0700."""
+    for name in ("requests", "answers"):
+        folder(work, name)
+    root = work / "control"
+    for path in (root, root / "requests", root / "answers"):
+        path.chmod(0o700)
 
 
 def submit(work: Path, kind: str, args: Doc, *, timeout: float) -> str:
@@ -60,25 +80,57 @@ def wait_answer(work: Path, rid: str, *, timeout: float, every: float = 0.1) -> 
         time.sleep(every)  # a command waiting for another process's file
 
 
-def take(work: Path, now: int) -> list[tuple[str, str, Doc]]:
-    """The requests waiting (removed as taken): (id, kind, args); late or bad ones dropped."""
+def take(work: Path, now: int) -> list[tuple[str, str, Doc, int]]:
+    """The requests waiting (removed as taken): (id, kind, args, the asker's uid); late or
+    bad ones dropped, another user's or a symbolic link refused."""
     requests = folder(work, "requests")
     taken = []
     for entry in sorted(os.scandir(requests), key=lambda e: e.name):
         if entry.name.startswith(".") or not entry.name.endswith(".json"):
             continue
         path = Path(entry.path)
-        doc = _read(path, REQUEST_MAX)
+        read = _read_own(path)
         path.unlink(missing_ok=True)
-        if doc is None:
+        if read is None:
             continue
+        doc, uid = read
         kind, args, expires = doc.get("kind"), doc.get("args"), doc.get("expires_at")
         if not isinstance(kind, str) or not isinstance(args, dict) or type(expires) is not int:
             continue
         if expires > now:
-            taken.append((path.stem, kind, args))
+            taken.append((path.stem, kind, args, uid))
     _sweep(folder(work, "answers"), now)
     return taken
+
+
+def _read_own(path: Path) -> tuple[Doc, int] | None:
+    """A request file of this user (not a link, never followed), and its owner's uid."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError:  # ELOOP: a symbolic link
+        _refuse(path, path.lstat().st_uid if path.is_symlink() else None, "a symbolic link")
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(handle.fileno())
+        if st.st_uid != os.getuid():
+            _refuse(path, st.st_uid, f"owned by uid {st.st_uid}, not the agent's {os.getuid()}")
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        data = handle.read(REQUEST_MAX + 1)
+    doc = _parse(data, REQUEST_MAX)
+    return None if doc is None else (doc, st.st_uid)
+
+
+def _refuse(path: Path, uid: int | None, why: str) -> None:
+    log.warning(
+        "control.refused",
+        file=path.name,
+        uid=uid,
+        detail=f"a request file {why}: removed unread; only the agent's own user may ask it",
+    )
 
 
 def answer(work: Path, rid: str, doc: Doc) -> None:
@@ -92,6 +144,10 @@ def _read(path: Path, limit: int) -> Doc | None:
             data = handle.read(limit + 1)
     except (FileNotFoundError, IsADirectoryError):
         return None
+    return _parse(data, limit)
+
+
+def _parse(data: bytes, limit: int) -> Doc | None:
     if len(data) > limit:
         return None
     with contextlib.suppress(ValueError, RecursionError):

@@ -3,9 +3,11 @@
 The agent sends ``["prove", msg_id, after]`` on the channel the message travelled,
 collects the ``proof`` pages (``more``: ask again after the last seq; a page whose
 checkpoint differs from the first page's starts the collection again), checks the
-checkpoint's signature with the directory's hub key, adds the receipt batches this spoke
-kept for the message (spoke.state ``receipt_frames``) and the keys of their issuers, and
-writes the evidence file (schemas.evidence, docs/wire-format.md 12.5) atomically:
+checkpoint's signature with the directory's hub key, has the witness judge it (it must be
+the checkpoint held or proven consistent with it; a fork found so is recorded like any
+other and no file is written), adds the receipt batches this spoke kept for the message
+(spoke.state ``receipt_frames``) and the keys of their issuers, and writes the evidence
+file (schemas.evidence, docs/wire-format.md 12.5) atomically:
 ``sent/<msg_id>/evidence.json`` for a message it sent, ``.spoke/evidence/<msg_id>.json``
 for one it received (an inbox folder holds exactly what its meta.json lists).
 """
@@ -21,10 +23,10 @@ from typing import Any
 from schemas import evidence, transport
 from schemas.errors import PeerError
 from schemas.ids import msg_id_text
-from schemas.ledger import Entry, unpack_path
+from schemas.ledger import Consistent, Entry, Fork, SignedCheckpoint, unpack_path
 from schemas.localfs import atomic_write
 from spoke.context import SpokeContext
-from spoke.witness import verify
+from spoke.witness import RestoreChecked, Same, Witness, verify
 
 Send = Callable[[str, bytes], Awaitable[bool]]
 MAX_PAGES = 1000
@@ -52,6 +54,14 @@ REFUSALS = {
 }
 
 
+def _no_directory() -> ProveError:
+    return ProveError(
+        "prove.no_directory",
+        "交换程序没有有效的通讯录，无法核验枢纽签名，请等待枢纽发布新通讯录 / the agent holds "
+        "no valid directory to check the hub's signature: wait for the hub's next directory",
+    )
+
+
 @dataclass
 class Proven:
     path: Path
@@ -63,9 +73,10 @@ class Proven:
 
 
 class Prover:
-    def __init__(self, ctx: SpokeContext, send: Send) -> None:
+    def __init__(self, ctx: SpokeContext, send: Send, witness: Witness) -> None:
         self.ctx = ctx
         self.send = send
+        self.witness = witness
         self._waiting: dict[bytes, asyncio.Future[transport.ProofMsg]] = {}
 
     def proof(self, message: transport.ProofMsg) -> None:
@@ -103,7 +114,47 @@ class Prover:
         finally:
             self._waiting.pop(msg_id, None)
         checkpoint, entries = collected
-        return await asyncio.to_thread(self._write, msg_id, role, checkpoint, entries)
+        signed = self._verified(checkpoint)
+        await self._witnessed(channel, signed)
+        return await asyncio.to_thread(self._write, msg_id, role, signed, entries)
+
+    def _verified(self, checkpoint: bytes) -> SignedCheckpoint:
+        directory = self.ctx.directory()
+        if directory is None:
+            raise _no_directory()
+        try:
+            return verify(checkpoint, directory)
+        except PeerError as exc:
+            raise _bad(f"its checkpoint: {exc.message}") from exc
+
+    async def _witnessed(self, channel: str, signed: SignedCheckpoint) -> None:
+        """The proof's checkpoint, judged by the witness against the one it holds."""
+        match await self.witness.examine(channel, signed):
+            case Same() | Consistent() | RestoreChecked():
+                return
+            case Fork():
+                raise ProveError(
+                    "prove.fork",
+                    "账本分叉：证明所依据的枢纽检查点与本机见证的账本历史矛盾，已记录，未写证据"
+                    "文件，见 spoke status / ledger fork: the checkpoint the hub's proof leads "
+                    "to contradicts the history this spoke witnessed; recorded, no evidence "
+                    "file written: see spoke status",
+                )
+            case None if self.witness.held is None:
+                raise ProveError(
+                    "prove.no_checkpoint",
+                    "交换程序尚未持有枢纽的账本检查点，无法核对证明，请等它连上枢纽后重试 / the "
+                    "agent holds no checkpoint of the hub yet to check the proof against: let "
+                    "it connect to the hub, then try again",
+                )
+            case _:
+                raise ProveError(
+                    "prove.unproven",
+                    "枢纽未能证明其证明所依据的检查点与本机持有的检查点属于同一账本历史，未写证据"
+                    "文件，请稍后重试 / the hub did not prove that the checkpoint its proof "
+                    "leads to and the one this spoke holds are one history; no evidence file "
+                    "written: try again later, and see spoke status",
+                )
 
     async def _ask(self, channel: str, msg_id: bytes, after: int) -> transport.ProofMsg:
         future: asyncio.Future[transport.ProofMsg] = asyncio.get_running_loop().create_future()
@@ -164,21 +215,13 @@ class Prover:
         self,
         msg_id: bytes,
         role: str,
-        checkpoint: bytes,
+        signed: SignedCheckpoint,
         entries: list[tuple[bytes, list[bytes]]],
     ) -> Proven:
         directory = self.ctx.directory()
         if directory is None:
-            raise ProveError(
-                "prove.no_directory",
-                "交换程序没有有效的通讯录，无法核验枢纽签名，请等待枢纽发布新通讯录 / the agent "
-                "holds no valid directory to check the hub's signature: wait for the hub's "
-                "next directory",
-            )
-        try:
-            signed = verify(checkpoint, directory)
-        except PeerError as exc:
-            raise _bad(f"its checkpoint: {exc.message}") from exc
+            raise _no_directory()
+        checkpoint = signed.frame
         kept = self.ctx.state.receipt_frames(msg_id)
         keys: dict[str, list[tuple[str, bytes]]] = {}
         for issuer, _ in kept:

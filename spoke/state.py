@@ -12,8 +12,11 @@
 - ``receipt_frames`` / ``receipt_frame_messages``: every verified receipt batch frame that
   speaks of a message this spoke sent, and the DELIVERED/SIGNED_FOR batches it signed,
   by SHA-256, linked to each msg_id it speaks of (for evidence files, ``spoke prove``);
-- ``ledger_alarms``: ledger forks and declared restores the witness recorded, and who
-  cleared a fork (``spoke witness reset``);
+- ``ledger_alarms``: ledger forks, declared restores and unproven checkpoints the witness
+  recorded, and who (or which proof) closed each (``spoke witness reset``);
+- ``ledger_held`` / ``ledger_log``: the hub checkpoint the witness holds (beside
+  ``.spoke/ledger/checkpoint.ckpt``, which is restored from it), and the checkpoints it
+  adopted, bounded (the last :data:`LOG_KEEP` and the first of each day);
 - ``sending``: whether the agent sends or holds (fail closed) and why, since when, and the
   key it signs with, for ``spoke status``.
 
@@ -98,7 +101,7 @@ CREATE TABLE IF NOT EXISTS receipt_frame_messages (
 );
 CREATE TABLE IF NOT EXISTS ledger_alarms (
     id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL,            -- fork | restored
+    kind TEXT NOT NULL,            -- fork | restored | unproven
     pair BLOB NOT NULL UNIQUE,     -- SHA-256 of both checkpoint frames: recorded once
     at INTEGER NOT NULL,
     held_size INTEGER NOT NULL,
@@ -113,6 +116,17 @@ CREATE TABLE IF NOT EXISTS ledger_alarms (
     cleared_by TEXT,
     cleared_why TEXT
 );
+CREATE TABLE IF NOT EXISTS ledger_held (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    frame BLOB NOT NULL            -- the checkpoint frame the witness holds, verified
+);
+CREATE TABLE IF NOT EXISTS ledger_log (
+    id INTEGER PRIMARY KEY,
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    at INTEGER NOT NULL,           -- when the hub signed it (ms)
+    frame BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sending (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     held TEXT,                     -- NULL: sending; else why not (spoke.directory_expired, ...)
@@ -122,6 +136,10 @@ CREATE TABLE IF NOT EXISTS sending (
     signing_kid TEXT               -- the key it signs with while sending
 );
 """
+LOG_KEEP = 200  # checkpoints the witness's log keeps besides the first of each day
+DAY_MS = 86_400_000
+# columns added after a release: (table, column, definition)
+ADDED_COLUMNS = (("ledger_alarms", "lost_from", "INTEGER"),)  # a restore: entries lost after it
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +155,7 @@ class Sending:
 
 @dataclass(frozen=True, slots=True)
 class LedgerAlarm:
-    """A ledger fork or a declared restore the witness recorded (spoke.witness)."""
+    """A ledger fork, a declared restore or an unproven checkpoint (spoke.witness)."""
 
     kind: str
     at: int
@@ -152,6 +170,17 @@ class LedgerAlarm:
     cleared_at: int | None = None
     cleared_by: str | None = None
     cleared_why: str | None = None
+    lost_from: int | None = None  # a restore: the restored ledger's size
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedCheckpoint:
+    """A checkpoint the witness adopted, as its log keeps it."""
+
+    size: int
+    root: bytes
+    at: int
+    frame: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +209,10 @@ class SpokeState:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        for table, column, definition in ADDED_COLUMNS:
+            known = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in known:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -474,10 +507,11 @@ class SpokeState:
     # ------------------------------------------------------------------ ledger alarms
 
     def add_alarm(self, pair: bytes, alarm: LedgerAlarm) -> bool:
-        """Record a fork or restore once per pair of checkpoints; False if it was already."""
+        """Record an alarm once per pair of checkpoints; False if it was already."""
         cursor = self._tx(
             "INSERT OR IGNORE INTO ledger_alarms (kind, pair, at, held_size, held_root, held_at, "
-            "new_size, new_root, new_at, why, folder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "new_size, new_root, new_at, why, folder, lost_from) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 alarm.kind,
                 pair,
@@ -490,6 +524,7 @@ class SpokeState:
                 alarm.new_at,
                 alarm.why,
                 alarm.folder,
+                alarm.lost_from,
             ),
         )
         return cursor.rowcount == 1
@@ -497,7 +532,7 @@ class SpokeState:
     def alarms(self, *, kind: str | None = None, open_only: bool = False) -> list[LedgerAlarm]:
         rows = self._read(
             "SELECT kind, at, held_size, held_root, held_at, new_size, new_root, new_at, why, "
-            "folder, cleared_at, cleared_by, cleared_why FROM ledger_alarms "
+            "folder, cleared_at, cleared_by, cleared_why, lost_from FROM ledger_alarms "
             "WHERE (? IS NULL OR kind = ?) AND (? = 0 OR cleared_at IS NULL) ORDER BY id",
             (kind, kind, int(open_only)),
         )
@@ -510,11 +545,60 @@ class SpokeState:
         rows = self._read("SELECT folder FROM ledger_alarms WHERE pair = ?", (pair,))
         return str(rows[0][0]) if rows else None
 
-    def clear_forks(self, *, at: int, by: str, why: str) -> int:
-        """An operator accepted the hub's current checkpoint: close every open fork."""
+    def clear_alarms(
+        self, *, at: int, by: str, why: str, kinds: Sequence[str] = ("fork", "restored", "unproven")
+    ) -> int:
+        """Close every open alarm of ``kinds`` (an operator's reset, or a proof that came)."""
+        marks = ", ".join("?" for _ in kinds)
         cursor = self._tx(
-            "UPDATE ledger_alarms SET cleared_at = ?, cleared_by = ?, cleared_why = ? "
-            "WHERE kind = 'fork' AND cleared_at IS NULL",
-            (at, by, why),
+            "UPDATE ledger_alarms SET cleared_at = ?, cleared_by = ?, cleared_why = ? "  # noqa: S608 - placeholders only
+            f"WHERE kind IN ({marks}) AND cleared_at IS NULL",
+            (at, by, why, *kinds),
         )
+        return cursor.rowcount
+
+    # ------------------------------------------------------------------ the witness's checkpoints
+
+    def held_checkpoint(self) -> bytes | None:
+        rows = self._read("SELECT frame FROM ledger_held WHERE id = 1")
+        return bytes(rows[0][0]) if rows else None
+
+    def hold_checkpoint(self, logged: LoggedCheckpoint | None, *, log: bool = True) -> None:
+        """Hold ``logged`` (None: nothing) and add it to the log (unless ``log`` is False),
+        pruned to the last :data:`LOG_KEEP` and the first of each day, in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if logged is None:
+                    self._db.execute("DELETE FROM ledger_held")
+                else:
+                    self._db.execute(
+                        "INSERT INTO ledger_held (id, frame) VALUES (1, ?) "
+                        "ON CONFLICT (id) DO UPDATE SET frame = excluded.frame",
+                        (logged.frame,),
+                    )
+                if logged is not None and log:
+                    self._db.execute(
+                        "INSERT INTO ledger_log (size, root, at, frame) VALUES (?, ?, ?, ?)",
+                        (logged.size, logged.root, logged.at, logged.frame),
+                    )
+                    self._db.execute(
+                        "DELETE FROM ledger_log WHERE id NOT IN "
+                        "(SELECT id FROM ledger_log ORDER BY id DESC LIMIT ?) AND id NOT IN "
+                        "(SELECT min(id) FROM ledger_log GROUP BY at / ?)",
+                        (LOG_KEEP, DAY_MS),
+                    )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def logged_checkpoints(self) -> list[LoggedCheckpoint]:
+        """The witness's log, oldest first."""
+        rows = self._read("SELECT size, root, at, frame FROM ledger_log ORDER BY id")
+        return [LoggedCheckpoint(r[0], bytes(r[1]), r[2], bytes(r[3])) for r in rows]
+
+    def forget_logged(self, *, above: int | None = None) -> int:
+        """Drop logged checkpoints larger than ``above`` (a declared loss), or all (None)."""
+        cursor = self._tx("DELETE FROM ledger_log WHERE ? IS NULL OR size > ?", (above, above))
         return cursor.rowcount

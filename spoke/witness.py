@@ -9,7 +9,15 @@ countersigns what it verified. A fork (two signed histories that cannot both be 
 a security event: both frames are kept in ``.spoke/ledger/forks/<time>/``, the new
 checkpoint is not adopted, and ``spoke status`` says so until an operator runs ``spoke
 witness reset --accept-current``. A restore the hub declared in a signed, included
-``ledger.restored`` entry is accepted, logged, and the old checkpoint kept.
+``ledger.restored`` entry is accepted only if the restored ledger keeps the history this
+spoke logged up to the restored size (a proof from the largest logged checkpoint within
+it); it is logged, the old checkpoint kept, and ``spoke status`` shows it until reset. A
+checkpoint the hub does not prove (no answer, or no proof) is ``ledger.unproven``, an
+alarm until a later checkpoint is proven to extend the held one; one smaller than the
+held one and signed after it is a fork.
+
+The held checkpoint is kept in state.db too (and the adopted ones in a bounded log): a
+lost ``checkpoint.ckpt`` is written again from it, never replaced by the hub's next word.
 
 :func:`decide` and :func:`conclude` are the pure decisions; :class:`Witness` does the I/O.
 """
@@ -17,10 +25,8 @@ witness reset --accept-current``. A restore the hub declared in a signed, includ
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
+import dataclasses
 import json
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,144 +36,58 @@ import structlog
 
 from schemas import transport
 from schemas.clock import ms_to_text
-from schemas.directory import Directory
-from schemas.errors import PeerError, Reason, SignatureError
+from schemas.errors import PeerError
 from schemas.ledger import (
     Consistent,
-    Entry,
     Fork,
-    Judgement,
     Restored,
-    RestoreProof,
     SignedCheckpoint,
     cosign,
-    judge,
     read_checkpoint,
-    unpack_path,
-    verify_checkpoint,
 )
 from schemas.localfs import atomic_write
 from spoke.context import SpokeContext
 from spoke.keyring import Ready
-from spoke.state import LedgerAlarm
+from spoke.state import LedgerAlarm, LoggedCheckpoint
+from spoke.witnessrules import (
+    Adopt,
+    Ask,
+    Decision,
+    RestoreChecked,
+    Same,
+    Unproven,
+    conclude,
+    confirm_restore,
+    decide,
+    fork_fields,
+    pair_digest,
+    restore_base,
+    stamp,
+    unanswered,
+    verify,
+)
+
+__all__ = [  # the decisions are spoke.witnessrules'; importers of this module use these names
+    "Adopt",
+    "Ask",
+    "RestoreChecked",
+    "Same",
+    "Unproven",
+    "Witness",
+    "WitnessFiles",
+    "conclude",
+    "decide",
+    "verify",
+]
 
 log = structlog.get_logger("spoke.witness")
 security = structlog.get_logger("spoke.security")
-
-# ================================================================ decisions (pure)
-
-
-@dataclass(frozen=True, slots=True)
-class Adopt:
-    """The first checkpoint this spoke ever sees: trusted on first use."""
-
-    checkpoint: SignedCheckpoint
-
-
-@dataclass(frozen=True, slots=True)
-class Same:
-    """Nothing new (the retained copy again, or the same checkpoint on another channel)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Ask:
-    """Ask the hub for a consistency proof between ``old`` and ``new`` (old <= new)."""
-
-    old: int
-    new: int
-    fallback: Fork | None = None  # the verdict if the hub does not answer
-
-
-Decision = Adopt | Same | Ask | Consistent | Restored | Fork
-
-
-def verify(frame: bytes, directory: Directory) -> SignedCheckpoint:
-    """A checkpoint frame signed by this directory's hub with a key valid when signed."""
-    unverified = read_checkpoint(frame)
-    if unverified.checkpoint.hub_id != directory.hub_id:
-        raise SignatureError(
-            Reason.LEDGER_BAD_SIGNATURE,
-            f"a checkpoint of hub {unverified.checkpoint.hub_id}, not of {directory.hub_id} "
-            "whose directory this spoke holds",
-        )
-    public = directory.signing_key(directory.hub_id, unverified.kid, unverified.at)
-    return verify_checkpoint(frame, public)
-
-
-def decide(
-    held: SignedCheckpoint | None, new: SignedCheckpoint, prev_size: int, proof: bytes
-) -> Decision:
-    """What to do with a verified checkpoint that came as ``["ckpt", frame, prev, proof]``.
-
-    A fork found with the attached proof is not final yet: the hub is asked, since its
-    answer may carry a signed restore statement that explains the break."""
-    if held is None:
-        return Adopt(new)
-    if new.frame == held.frame or (
-        new.size == held.size and new.root == held.root and new.at <= held.at
-    ):
-        return Same()
-    ask = Ask(min(held.size, new.size), max(held.size, new.size))
-    if prev_size != held.size or new.size < held.size:
-        return ask
-    try:
-        path = unpack_path(proof)
-    except PeerError:
-        return ask
-    verdict = judge(held, new, path)
-    return Ask(ask.old, ask.new, verdict) if isinstance(verdict, Fork) else verdict
-
-
-def conclude(
-    held: SignedCheckpoint, new: SignedCheckpoint, answer: transport.ConsistencyMsg
-) -> Judgement:
-    """The verdict on ``new`` given the hub's answer to ``Ask`` (proof and restore entry)."""
-    proof: list[bytes] | None = None
-    if answer.proof is not None:
-        with contextlib.suppress(PeerError):
-            proof = unpack_path(answer.proof)
-    restore: RestoreProof | None = None
-    if answer.restore_leaf is not None and answer.restore_path is not None:
-        with contextlib.suppress(PeerError):
-            restore = RestoreProof(
-                Entry.from_leaf(answer.restore_leaf), unpack_path(answer.restore_path)
-            )
-    return judge(held, new, proof, restore)
-
-
-def answers(ask: Ask, answer: transport.ConsistencyMsg) -> bool:
-    return (answer.old, answer.new) == (ask.old, ask.new)
-
-
-def fork_fields(fork: Fork) -> dict[str, Any]:
-    """What ``ledger.fork`` logs and ``why.json`` keeps (sizes, roots in hex, times)."""
-    held, new = fork.held.checkpoint, fork.new.checkpoint
-    return {
-        "hub_id": held.hub_id,
-        "held_size": held.size,
-        "held_root": held.root.hex(),
-        "held_at": ms_to_text(held.at, precise=True),
-        "new_size": new.size,
-        "new_root": new.root.hex(),
-        "new_at": ms_to_text(new.at, precise=True),
-        "why": fork.why,
-    }
-
-
-def pair_digest(a: bytes, b: bytes) -> bytes:
-    return hashlib.sha256(hashlib.sha256(a).digest() + hashlib.sha256(b).digest()).digest()
-
-
-def stamp(ms: int) -> str:
-    """A time as a file name part: 20261125T154247123Z."""
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(ms // 1000)) + f"{ms % 1000:03d}Z"
-
 
 # ================================================================ files
 
 
 class WitnessFiles:
-    """``.spoke/ledger/``: checkpoint.ckpt, restored/, forks/, reset/, witness.json."""
+    """``.spoke/ledger/``: checkpoint.ckpt, restored/, forks/, unproven/, reset/, witness.json."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -177,7 +97,7 @@ class WitnessFiles:
     def load(self) -> bytes | None:
         try:
             return self.held.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             return None
 
     def save(self, frame: bytes) -> None:
@@ -190,12 +110,15 @@ class WitnessFiles:
         atomic_write(path, frame, mode=0o644)
         return path
 
-    def keep_fork(self, fork: Fork, at: int, why: dict[str, Any]) -> Path:
-        name = f"{stamp(at)}-{pair_digest(fork.held.frame, fork.new.frame).hex()[:8]}"
-        folder = self.folder / "forks" / name
+    def keep_pair(
+        self, sub: str, held: SignedCheckpoint, new: SignedCheckpoint, at: int, why: dict[str, Any]
+    ) -> Path:
+        """Both frames and why, in ``<sub>/<time>-<pair>/`` (forks/, unproven/)."""
+        name = f"{stamp(at)}-{pair_digest(held.frame, new.frame).hex()[:8]}"
+        folder = self.folder / sub / name
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(folder / "held.ckpt", fork.held.frame, mode=0o644)
-        atomic_write(folder / "new.ckpt", fork.new.frame, mode=0o644)
+        atomic_write(folder / "held.ckpt", held.frame, mode=0o644)
+        atomic_write(folder / "new.ckpt", new.frame, mode=0o644)
         text = json.dumps(why, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
         atomic_write(folder / "why.json", text.encode(), mode=0o644)
         return folder
@@ -206,18 +129,6 @@ class WitnessFiles:
         atomic_write(self.status, text.encode(), mode=0o644)
 
 
-def fork_sentence(alarm: LedgerAlarm) -> str:
-    """The first line of ``spoke status`` while a fork is open (one line, both languages)."""
-    return (
-        f"账本分叉 / LEDGER FORK: 枢纽签发了两个互相矛盾的账本检查点（持有 {alarm.held_size}，"
-        f"新 {alarm.new_size}），请告知枢纽运维人员和本单位安全保密负责人并保留文件夹 "
-        f"{alarm.folder} / the hub signed two checkpoints that cannot both be true (held size "
-        f"{alarm.held_size}, new size {alarm.new_size}, {ms_to_text(alarm.at)}): tell the hub "
-        "operator and your security officer, keep that folder; once they have settled it, "
-        "run 'spoke witness reset --accept-current'"
-    )
-
-
 def describe(signed: SignedCheckpoint) -> dict[str, Any]:
     return {
         "size": signed.size,
@@ -225,6 +136,10 @@ def describe(signed: SignedCheckpoint) -> dict[str, Any]:
         "at": ms_to_text(signed.at, precise=True),
         "kid": signed.kid,
     }
+
+
+def logged(signed: SignedCheckpoint) -> LoggedCheckpoint:
+    return LoggedCheckpoint(signed.size, signed.root, signed.at, signed.frame)
 
 
 # ================================================================ the witness (I/O)
@@ -239,7 +154,7 @@ class Pending:
 
 
 class Witness:
-    """One hub's checkpoints, judged one at a time by :meth:`run`."""
+    """One hub's checkpoints, judged one at a time by :meth:`run` (and :meth:`examine`)."""
 
     def __init__(self, ctx: SpokeContext, send: Send) -> None:
         self.ctx = ctx
@@ -252,20 +167,61 @@ class Witness:
         self._asked: tuple[int, int] | None = None
         self._answer: asyncio.Future[transport.ConsistencyMsg] | None = None
         self._question = asyncio.Lock()
+        self._judging = asyncio.Lock()  # one judgement (questions and all) at a time
         self._cosigned: int | None = None
         self._cosigned_at: int | None = None  # when (ms): cosign_every spaces them
 
     def load(self) -> None:
-        """The held checkpoint, as saved; a file that no longer reads is set aside."""
+        """The held checkpoint: state.db's, written back to checkpoint.ckpt if the file is
+        missing, unreadable or another; else the file's (a state.db from before the log);
+        else the newest logged one. Only a spoke with none of them trusts its next one."""
+        state = self.ctx.state
+        remembered = state.held_checkpoint()
         frame = self.files.load()
-        if frame is None:
+        if remembered is not None:
+            self.held = read_checkpoint(remembered)  # verified when saved; keys may rotate
+            if frame != remembered:
+                self._restore_file(frame, remembered, "state.db")
             return
+        on_file = self._read_file(frame)
+        if on_file is not None:
+            self.held = on_file
+            state.hold_checkpoint(logged(on_file))
+            return
+        history = state.logged_checkpoints()
+        if history:
+            self.held = read_checkpoint(history[-1].frame)
+            state.hold_checkpoint(history[-1], log=False)
+            self._restore_file(frame, history[-1].frame, "the checkpoint log in state.db")
+
+    def _read_file(self, frame: bytes | None) -> SignedCheckpoint | None:
+        if frame is None:
+            return None
         try:
-            self.held = read_checkpoint(frame)  # verified when saved; keys may have rotated
+            return read_checkpoint(frame)
         except PeerError as exc:
             log.error("ledger.checkpoint_refused", reason=exc.reason.value, detail=exc.message)
             self.files.keep("unreadable", f"{stamp(self.ctx.clock())}.ckpt", frame)
             self.files.held.unlink(missing_ok=True)
+            return None
+
+    def _restore_file(self, frame: bytes | None, remembered: bytes, source: str) -> None:
+        if frame is None:
+            was = "missing"
+        elif self._read_file(frame) is None:
+            was = "unreadable"
+        else:
+            was = "another checkpoint"
+            self.files.keep("replaced", f"{stamp(self.ctx.clock())}.ckpt", frame)
+        self.files.save(remembered)
+        log.warning(
+            "ledger.checkpoint_file_restored",
+            file=str(self.files.held),
+            was=was,
+            size=read_checkpoint(remembered).size,
+            detail=f"{self.files.held.name} was {was}: written again from {source}, which "
+            "remembers the checkpoint this spoke held; the hub's next one is checked against it",
+        )
 
     # ------------------------------------------------------------------ inbound
 
@@ -314,44 +270,110 @@ class Witness:
             )
             return
         self.latest = new
-        decision = decide(self.held, new, pending.message.prev_size, pending.message.proof)
-        if isinstance(decision, Ask):
-            await self._settle(pending.channel, decision, new)
-        else:
-            await self._apply(pending.channel, decision)
+        message = pending.message
+        async with self._judging:
+            decision = await self._judge(pending.channel, new, message.prev_size, message.proof)
+            if decision is not None:
+                await self._apply(pending.channel, decision)
 
-    async def _settle(self, channel: str, ask: Ask, new: SignedCheckpoint) -> None:
+    async def examine(self, channel: str, new: SignedCheckpoint) -> Decision | None:
+        """Judge a verified checkpoint met elsewhere (a proof's) as if it had been published,
+        and act on the verdict; None if nothing is held or the hub could not be asked."""
+        async with self._judging:
+            if self.held is None:
+                return None
+            decision = await self._judge(channel, new, -1, b"")
+            if decision is not None:
+                await self._apply(channel, decision)
+            return decision
+
+    async def judge_other(self, channel: str, other: SignedCheckpoint) -> Decision | None:
+        """The verdict on someone else's checkpoint (``spoke witness check``), not acted on."""
+        async with self._judging:
+            if self.held is None:
+                return None
+            return await self._judge(channel, other, -1, b"")
+
+    async def _judge(
+        self, channel: str, new: SignedCheckpoint, prev_size: int, proof: bytes
+    ) -> Decision | None:
+        decision: Decision | None = decide(self.held, new, prev_size, proof)
+        if isinstance(decision, Ask):
+            decision = await self._settle(channel, decision, new)
+        if isinstance(decision, Restored):
+            decision = await self._check_restore(channel, decision)
+        return decision
+
+    async def _settle(self, channel: str, ask: Ask, new: SignedCheckpoint) -> Decision | None:
         held = self.held
         assert held is not None  # noqa: S101 - decide() asks only when one is held
-        answer = await self.ask(channel, ask.old, ask.new)
+        answer, sent = await self._ask(channel, ask.old, ask.new)
         if answer is not None:
-            await self._apply(channel, conclude(held, new, answer))
-        elif ask.fallback is not None:
-            await self._apply(channel, ask.fallback)
-        else:
-            log.warning(
-                "ledger.no_answer",
-                channel=channel,
-                old=ask.old,
-                new=ask.new,
-                detail="the hub did not answer a consistency question; the next checkpoint "
-                "asks again",
-            )
+            return conclude(held, new, answer)
+        if ask.fallback is not None:
+            return ask.fallback
+        return self._no_answer(channel, ask.old, ask.new, held, new, sent=sent)
+
+    def _no_answer(
+        self,
+        channel: str,
+        old: int,
+        new_size: int,
+        held: SignedCheckpoint,
+        new: SignedCheckpoint,
+        *,
+        sent: bool,
+    ) -> Fork | Unproven | None:
+        log.warning(
+            "ledger.no_answer",
+            channel=channel,
+            old=old,
+            new=new_size,
+            detail="the hub did not answer a consistency question within [ledger] answer_timeout"
+            if sent
+            else "the question could not be sent (not connected); the next checkpoint asks again",
+        )
+        if not sent:
+            return None
+        return unanswered(held, new, f"no answer to the question from size {old} to {new_size}")
+
+    async def _check_restore(self, channel: str, restored: Restored) -> Decision | None:
+        """A declared restore must keep the history up to the restored size that this spoke
+        logged: asked from the largest logged checkpoint within it."""
+        base = restore_base(self.ctx.state.logged_checkpoints(), restored)
+        if base is None:
+            return RestoreChecked(restored, None)
+        new = restored.keep
+        if base.size == 0:
+            return RestoreChecked(restored, 0)  # every tree extends the empty one
+        answer, sent = await self._ask(channel, base.size, new.size)
+        if answer is None:
+            held = self.held
+            assert held is not None  # noqa: S101 - a restore is judged against a held one
+            return self._no_answer(channel, base.size, new.size, held, new, sent=sent)
+        return confirm_restore(restored, read_checkpoint(base.frame), answer.proof)
 
     async def ask(self, channel: str, old: int, new: int) -> transport.ConsistencyMsg | None:
         """The hub's answer to ``["consistency", old, new]``, or None (not connected, or
         no answer within ``[ledger] answer_timeout``). One question at a time."""
+        answer, _ = await self._ask(channel, old, new)
+        return answer
+
+    async def _ask(
+        self, channel: str, old: int, new: int
+    ) -> tuple[transport.ConsistencyMsg | None, bool]:
+        """(the answer or None, whether the question was sent)."""
         async with self._question:
             loop = asyncio.get_running_loop()
             self._asked, self._answer = (old, new), loop.create_future()
             try:
                 payload = transport.encode(transport.ConsistencyAsk(old, new))
                 if not await self.send(channel, payload):
-                    return None
+                    return None, False
                 async with asyncio.timeout(self.ctx.config.ledger.answer_timeout):
-                    return await self._answer
+                    return await self._answer, True
             except TimeoutError:
-                return None
+                return None, True
             finally:
                 self._asked, self._answer = None, None
 
@@ -359,23 +381,50 @@ class Witness:
         match decision:
             case Adopt(checkpoint):
                 await self._adopt(checkpoint)
-                log.info("ledger.first_checkpoint", channel=channel, **describe(checkpoint))
+                log.warning(
+                    "ledger.first_checkpoint",
+                    channel=channel,
+                    detail="no checkpoint held and none logged: this one is trusted on first "
+                    "use; later ones must extend it",
+                    **describe(checkpoint),
+                )
                 await self._cosign(channel, checkpoint)
             case Consistent(keep):
-                if self.held is None or keep.frame != self.held.frame:
+                held = self.held
+                if held is None or keep.frame != held.frame:
                     await self._adopt(keep)
                     await self._cosign(channel, keep)
-            case Restored():
+                    if held is not None:
+                        await self._proven(channel, held, keep)
+            case RestoreChecked():
                 await self._restored(channel, decision)
             case Fork():
                 await self.record_fork(decision, channel=channel)
-            case Same() | Ask():
-                pass
+            case Unproven():
+                await self.record_unproven(decision, channel=channel)
+            case Restored() | Same() | Ask():
+                pass  # a Restored is acted on only once checked (RestoreChecked)
 
-    async def _adopt(self, checkpoint: SignedCheckpoint) -> None:
+    async def _adopt(self, checkpoint: SignedCheckpoint, *, forget_above: int | None = -1) -> None:
+        """Hold ``checkpoint``: state.db first (the file is restored from it), then the file.
+        ``forget_above``: first drop logged checkpoints larger than it (None: all)."""
+        state = self.ctx.state
+        if forget_above is None or forget_above >= 0:
+            await asyncio.to_thread(state.forget_logged, above=forget_above)
+        await asyncio.to_thread(state.hold_checkpoint, logged(checkpoint))
         await asyncio.to_thread(self.files.save, checkpoint.frame)
         self.held = checkpoint
         await asyncio.to_thread(self.write_status)
+
+    async def _proven(self, channel: str, held: SignedCheckpoint, keep: SignedCheckpoint) -> None:
+        why = f"size {keep.size} proven to extend size {held.size}"
+        closed = await asyncio.to_thread(
+            self.ctx.state.clear_alarms, at=self.ctx.clock(), by="witness", why=why,
+            kinds=("unproven",),
+        )  # fmt: skip
+        if closed:
+            log.info("ledger.proven", channel=channel, closed=closed, size=keep.size, detail=why)
+            await asyncio.to_thread(self.write_status)
 
     async def _cosign(
         self, channel: str, checkpoint: SignedCheckpoint, *, always: bool = False
@@ -395,7 +444,8 @@ class Witness:
         if await self.send(channel, transport.encode(message)):
             self._cosigned, self._cosigned_at = checkpoint.size, now
 
-    async def _restored(self, channel: str, restored: Restored) -> None:
+    async def _restored(self, channel: str, checked: RestoreChecked) -> None:
+        restored = checked.restored
         old = self.held
         assert old is not None  # noqa: S101 - a restore is judged against a held one
         now = self.ctx.clock()
@@ -403,24 +453,33 @@ class Witness:
             self.files.keep, "restored", f"{stamp(now)}-{old.size}.ckpt", old.frame
         )
         reason = str(restored.entry.details().get("reason", ""))[:300]
+        prefix = (
+            "no checkpoint this spoke logged lies within the restored ledger: nothing to "
+            "compare it with"
+            if checked.since is None
+            else f"the restored ledger was proven to keep the history up to size "
+            f"{checked.since} that this spoke saw"
+        )
         log.warning(
             "ledger.restored",
             channel=channel,
             lost_from=restored.lost_from,
             lost_to=restored.lost_to,
             entry_seq=restored.entry.seq,
+            checked_from=checked.since,
             hub_reason=reason,
             kept=str(kept),
             detail=f"the hub declared that it restored its ledger: entries {restored.lost_from + 1}"
-            f" to {restored.lost_to} are lost; the old checkpoint is kept as evidence",
+            f" to {restored.lost_to} are lost; {prefix}; the old checkpoint is kept as evidence",
         )
         alarm = _alarm(
             "restored", old, restored.keep, why=reason or "declared restore", folder=kept, at=now
         )
+        alarm = dataclasses.replace(alarm, lost_from=restored.lost_from)
         await asyncio.to_thread(
             self.ctx.state.add_alarm, pair_digest(old.frame, restored.keep.frame), alarm
         )
-        await self._adopt(restored.keep)
+        await self._adopt(restored.keep, forget_above=restored.lost_from)
         await self._cosign(channel, restored.keep, always=True)  # witnessed what was said
 
     async def record_fork(self, fork: Fork, *, channel: str | None) -> Path:
@@ -439,7 +498,12 @@ class Witness:
                 )
                 return Path(alarm.folder)
         folder = await asyncio.to_thread(
-            self.files.keep_fork, fork, now, {**fields, "recorded_at": ms_to_text(now)}
+            self.files.keep_pair,
+            "forks",
+            fork.held,
+            fork.new,
+            now,
+            {**fields, "recorded_at": ms_to_text(now)},
         )
         alarm = _alarm("fork", fork.held, fork.new, why=fork.why, folder=folder, at=now)
         await asyncio.to_thread(self.ctx.state.add_alarm, pair, alarm)
@@ -447,46 +511,93 @@ class Witness:
         await asyncio.to_thread(self.write_status)
         return folder
 
+    async def record_unproven(self, unproven: Unproven, *, channel: str | None) -> None:
+        """An open alarm until a later checkpoint is proven to extend the held one."""
+        held, new = unproven.held, unproven.new
+        fields = {"held_size": held.size, "new_size": new.size, "why": unproven.why}
+        pair = pair_digest(held.frame, new.frame)
+        if self.ctx.state.alarm_folder(pair) is not None:
+            return
+        for alarm in self.ctx.state.alarms(kind="unproven", open_only=True):
+            if (alarm.held_size, alarm.held_root) == (held.size, held.root):
+                log.error("ledger.unproven", channel=channel, repeat=True, **fields)
+                return
+        now = self.ctx.clock()
+        folder = await asyncio.to_thread(
+            self.files.keep_pair,
+            "unproven",
+            held,
+            new,
+            now,
+            {**fields, "recorded_at": ms_to_text(now)},
+        )
+        alarm = _alarm("unproven", held, new, why=unproven.why, folder=folder, at=now)
+        await asyncio.to_thread(self.ctx.state.add_alarm, pair, alarm)
+        log.error(
+            "ledger.unproven",
+            channel=channel,
+            folder=str(folder),
+            detail=f"the hub did not prove that size {max(held.size, new.size)} extends size "
+            f"{min(held.size, new.size)}: the new checkpoint is not adopted; the alarm stays "
+            "until a later checkpoint is proven to extend the held one",
+            **fields,
+        )
+        await asyncio.to_thread(self.write_status)
+
     # ------------------------------------------------------------------ operator actions
 
     async def reset(self, *, by: str, why: str) -> SignedCheckpoint | None:
-        """``spoke witness reset --accept-current``: close the open forks and hold the
-        newest checkpoint the hub showed (or, if none came yet, the next one)."""
-        now = self.ctx.clock()
-        cleared = await asyncio.to_thread(self.ctx.state.clear_forks, at=now, by=by, why=why)
-        old = self.held
-        if old is not None:
-            await asyncio.to_thread(
-                self.files.keep, "reset", f"{stamp(now)}-{old.size}.ckpt", old.frame
+        """``spoke witness reset --accept-current``: close the open alarms (forks, restores,
+        unproven) and hold the newest checkpoint the hub showed (or, if none came yet, the
+        next one). The checkpoint log starts again from it."""
+        async with self._judging:
+            now = self.ctx.clock()
+            state = self.ctx.state
+            cleared = await asyncio.to_thread(state.clear_alarms, at=now, by=by, why=why)
+            old = self.held
+            if old is not None:
+                await asyncio.to_thread(
+                    self.files.keep, "reset", f"{stamp(now)}-{old.size}.ckpt", old.frame
+                )
+            adopted = self.latest
+            if adopted is not None:
+                await self._adopt(adopted, forget_above=None)
+            else:
+                await asyncio.to_thread(state.forget_logged, above=None)
+                await asyncio.to_thread(state.hold_checkpoint, None)
+                await asyncio.to_thread(self.files.held.unlink, missing_ok=True)
+                self.held = None
+            security.warning(
+                "ledger.reset",
+                by=by,
+                why=why[:500],
+                alarms_cleared=cleared,
+                previous_size=None if old is None else old.size,
+                adopted_size=None if adopted is None else adopted.size,
             )
-        adopted = self.latest
-        if adopted is not None:
-            await asyncio.to_thread(self.files.save, adopted.frame)
-        else:
-            await asyncio.to_thread(self.files.held.unlink, missing_ok=True)
-        self.held = adopted
-        security.warning(
-            "ledger.reset",
-            by=by,
-            why=why[:500],
-            forks_cleared=cleared,
-            previous_size=None if old is None else old.size,
-            adopted_size=None if adopted is None else adopted.size,
-        )
-        await asyncio.to_thread(self.write_status)
-        return adopted
+            await asyncio.to_thread(self.write_status)
+            return adopted
 
     def write_status(self) -> None:
         """``.spoke/ledger/witness.json``: what a monitoring system reads."""
-        state = self.ctx.state
-        forks = state.alarms(kind="fork")
-        open_forks = [a for a in forks if a.cleared_at is None]
+        alarms = self.ctx.state.alarms()
+
+        def count(kind: str) -> tuple[int, list[LedgerAlarm]]:
+            of_kind = [a for a in alarms if a.kind == kind]
+            return len(of_kind), [a for a in of_kind if a.cleared_at is None]
+
+        forks, open_forks = count("fork")
+        restores, open_restores = count("restored")
+        unproven, open_unproven = count("unproven")
         self.files.write_status(
             {
                 "held": None if self.held is None else describe(self.held),
-                "forks_total": len(forks),
+                "forks_total": forks,
                 "forks_open": len(open_forks),
-                "restores_total": len(state.alarms(kind="restored")),
+                "restores_total": restores,
+                "restores_open": len(open_restores),
+                "unproven_total": unproven,
+                "unproven_open": len(open_unproven),
                 "open_forks": [
                     {"folder": a.folder, "at": ms_to_text(a.at), "why": a.why} for a in open_forks
                 ],

@@ -15,6 +15,8 @@ from schemas.ledger import (
     Consistent,
     Entry,
     Fork,
+    Restored,
+    RestoreProof,
     SignedCheckpoint,
     judge,
     read_checkpoint,
@@ -102,3 +104,49 @@ def test_two_hubs_with_one_key_showing_two_histories_are_caught_when_witnesses_c
     # and each view is self-consistent, which is why only comparing finds it
     later_one, _ = signed(one, at=20_000)
     assert isinstance(judge(first, later_one, proof_from(one, HELD, len(one))), Consistent)
+
+
+def restore_entry(seq: int, restored_size: int) -> Entry:
+    detail = f'{{"reason":"disk replaced","restored_size":{restored_size}}}'
+    return Entry(seq, 15_000, "ledger.restored", None, None, detail)
+
+
+def restore_proof(history: list[Entry], entry: Entry) -> RestoreProof:
+    _, node = signed(history, 0)
+    return RestoreProof(entry, merkle.inclusion_proof(entry.index, len(history), node))
+
+
+def test_a_restore_statement_right_after_the_restored_ledger_explains_the_loss() -> None:
+    held, _ = signed(TRUE[:HELD], at=10_000)
+    statement = restore_entry(21, 20)
+    history = renumbered([*TRUE[:20], statement, *LATER])
+    new, _ = signed(history, at=20_000)
+    verdict = judge(held, new, None, restore_proof(history, history[20]))
+    assert verdict == Restored(new, 20, HELD, history[20])
+
+
+@pytest.mark.parametrize(("seq", "claimed"), [(2, HELD - 1), (25, 20), (21, 22)])
+def test_a_restore_statement_anywhere_but_right_after_the_restored_ledger_is_a_fork(
+    seq: int, claimed: int
+) -> None:
+    """A hub that rewrote entries after ``seq - 1`` may not claim to have lost fewer."""
+    held, _ = signed(TRUE[:HELD], at=10_000)
+    history = renumbered([*TRUE[: seq - 1], restore_entry(seq, claimed), *LATER])
+    new, _ = signed(history, at=20_000)
+    verdict = judge(held, new, None, restore_proof(history, history[seq - 1]))
+    assert isinstance(verdict, Fork)
+
+
+def test_a_rewritten_prefix_with_a_well_placed_restore_claim_needs_the_witness_log() -> None:
+    """What judge() cannot see alone: entries 1..20 rewritten, then a statement that only
+    21.. were lost. The statement is well placed, so judge() accepts it; a checkpoint of
+    size 20 the witness logged earlier is what catches it (spoke.witness asks for the
+    proof from it), since no consistency proof joins it to the rewritten tree."""
+    logged, _ = signed(TRUE[:20], at=5_000)
+    held, _ = signed(TRUE[:HELD], at=10_000)
+    rewritten = [Entry(e.seq, e.at, "delivery.dead", e.msg_id, e.org, "{}") for e in TRUE[:20]]
+    history = renumbered([*rewritten, restore_entry(21, 20), *LATER])
+    new, node = signed(history, at=20_000)
+    assert isinstance(judge(held, new, None, restore_proof(history, history[20])), Restored)
+    proof = merkle.consistency_proof(20, new.size, node)
+    assert not merkle.verify_consistency(20, new.size, logged.root, new.root, proof)
