@@ -51,6 +51,9 @@ REFUSALS = {
     "no entry for this message: check the msg_id",
     "ledger.channel_below_label": "该通道密级上限低于文件密级，请在文件所走的通道上索取 / the "
     "channel's ceiling is below the message's label: ask on the channel it travelled",
+    "ledger.too_large": "该文件的一条账本记录超过一次应答的容量，请枢纽运维人员用 hubctl audit "
+    "prove 导出证明 / one of the message's ledger entries is larger than an answer can carry: "
+    "ask the hub operator for its evidence (hubctl audit prove)",
 }
 
 

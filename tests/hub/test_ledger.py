@@ -200,8 +200,11 @@ async def check_proofs_and_cosignatures(  # noqa: PLR0917 - the scene of the tes
     )
     await wait_for_log(hub, lambda e: e.get("event") == "ledger.cosign_invalid")
     async with asyncio.timeout(20):  # the good one was published after the forged one
-        while not (rows := store_rows(hub, "SELECT size, org FROM ledger_cosignatures")):
-            await asyncio.sleep(0.05)  # polling another process's store, bounded above
+        while True:  # polling another process's store, bounded above
+            rows = store_rows(hub, "SELECT size, org FROM ledger_cosignatures")
+            if rows:
+                break
+            await asyncio.sleep(0.05)
     assert rows == [(second.size, "jl.gov")]
 
 
