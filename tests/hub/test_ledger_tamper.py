@@ -31,7 +31,7 @@ from schemas import evidence, merkle
 from schemas.directory import sign_directory
 from schemas.keys import HubPublicKey, SigningKey, dump_secret_key
 from schemas.labels import Classification
-from schemas.ledger import Checkpoint, sign_checkpoint
+from schemas.ledger import Checkpoint, cosign, read_checkpoint, sign_checkpoint
 from schemas.localfs import write_private
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from tests.hub.test_store import NOW, new_message
@@ -713,3 +713,33 @@ def test_a_restore_claim_not_right_after_the_ledger_it_names_explains_nothing(
     assert result.exit_code == 1, result.output
     assert "explained:" not in result.stdout
     assert "missing: the store is older than what the witness saw" in result.stdout
+
+
+def test_prove_prefers_the_latest_countersigned_checkpoint_that_covers_the_message(
+    tmp_path: Path, world: World
+) -> None:
+    h = make_hub(tmp_path / "hub", world)
+    add_message(h, 1)
+    witnessed = read_checkpoint(sign(h, SIGNED_AT + 1))
+    append(h, 3)
+    sign(h, SIGNED_AT + 2)  # the latest, not countersigned
+    cc = world.keys["jl.cc"].signing
+    sql(
+        h,
+        "INSERT INTO ledger_cosignatures (size, org, kid, sig, at) VALUES (?, ?, ?, ?, ?)",
+        witnessed.size, "jl.cc", cc.kid, cosign(witnessed, cc), SIGNED_AT + 3,
+    )  # fmt: skip
+    out = tmp_path / "evidence.json"
+
+    result = prove(h, 1, out)
+
+    assert result.exit_code == 0, result.output
+    doc = evidence.loads(out.read_bytes())
+    report = evidence.verify(
+        doc,
+        trusted_hub_keys=[world.hub_key.public],
+        trusted_keys=evidence.organisation_keys(world.directory),
+    )
+    assert report.ok, report.problems
+    assert report.checkpoint.size == witnessed.size
+    assert report.cosigners == ["jl.cc"]
