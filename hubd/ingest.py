@@ -71,6 +71,7 @@ COMMITS_IN_FLIGHT: Final = 8  # passes handed to the store and not yet durable
 # back to the broker, which holds or drops; senders resend what holds no ACCEPTED) and reads
 # again below half of it. A 1 GiB upload arrives faster than a disk takes it; 8 MB is still
 # thousands of small documents, more than one pass takes.
+HELLO_GRACE: Final = 3.0  # seconds a spoke seen online has to say hello before it is asked
 BACKLOG_BYTES: Final = 8 * 1024 * 1024
 BACKLOG_MESSAGES: Final = 20_000
 
@@ -156,6 +157,7 @@ class Ingest:
         # Where each spoke's last "offline" came among them: a hello read before it (queued
         # for the next pass while the will is handled on arrival) must not revive the spoke.
         self._offline_at: dict[tuple[str, str], int] = {}
+        self._hello_at: dict[tuple[str, str], int] = {}  # when (place in the read order)
         self.counts: dict[str, int] = {"accepted": 0, "rejected": 0, "quarantined": 0}
         self.intake_open = True
         self.turned_away = 0  # messages that arrived while draining
@@ -184,6 +186,8 @@ class Ingest:
             online = payload == topics.ONLINE
             if not online:
                 self._offline_at[(where.channel, where.org)] = self._read
+            else:
+                self._expect_hello(where.channel, where.org)
             self._dispatcher.set_online(where.channel, where.org, online=online)
             log.info(
                 "spoke.online" if online else "spoke.offline", org=where.org, channel=where.channel
@@ -205,6 +209,20 @@ class Ingest:
                 log.info("ingest.backlog", messages=len(self._queue), bytes=self._backlog_bytes)
                 self.on_backlog(False)
             self._wake()
+
+    def _expect_hello(self, channel: str, org: str) -> None:
+        """A spoke is online: its hello should follow. If none comes (it was sent while this
+        hub was away from the broker, and the receipts it would replay stay unsent for
+        ever), ask for one: the hub closes that gap itself after its own (re)connect."""
+        seen = self._read
+        asyncio.get_running_loop().call_later(HELLO_GRACE, self._hello_due, channel, org, seen)
+
+    def _hello_due(self, channel: str, org: str, online_at: int) -> None:
+        key = (channel, org)
+        if self._hello_at.get(key, 0) > online_at or self._offline_at.get(key, 0) > online_at:
+            return  # it said hello (or went away) after it came online
+        log.info("spoke.hello_asked", org=org, channel=channel)
+        self._send(channel, org, transport.encode(transport.AskHelloMsg()))
 
     def _drained_some(self) -> None:
         if not self.reading and (
@@ -376,6 +394,7 @@ class Ingest:
                     log.info("spoke.hello_outdated", org=arrival.org, channel=arrival.channel)
                     return None
                 self._dispatcher.set_online(arrival.channel, arrival.org, online=True)
+                self._hello_at[(arrival.channel, arrival.org)] = arrival.n
                 return _Slow(functools.partial(self._hello, arrival, message.last_seq))
             case transport.ResumeMsg(msg_id, offset):
                 self._dispatcher.resume(msg_id, arrival.org, offset)

@@ -10,7 +10,9 @@ Each payload is a canonical msgpack array whose first element names its kind:
 - ``["resume", msg_id, offset]``: "I hold the first ``offset`` body bytes of msg_id; send
   the rest" (the receiver of a chunked body asks for what it misses);
 - ``["hello", seq]``: a spoke that (re)connected: "the last numbered receipt batch I hold
-  on this channel is ``seq``; send what follows, and what waits for me".
+  on this channel is ``seq``; send what follows, and what waits for me";
+- ``["ask-hello"]``: the hub to a spoke it sees online but never heard a hello from (its
+  hello was lost while the hub was away from the broker): "say hello again".
 
 The ledger's evidence (schemas.ledger; docs/wire-format.md, section 12):
 
@@ -75,6 +77,11 @@ class HelloMsg:
 
 
 @dataclass(frozen=True, slots=True)
+class AskHelloMsg:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class CheckpointMsg:
     frame: bytes
     prev_size: int  # the size of the checkpoint published before this one (0: none)
@@ -124,6 +131,7 @@ TransportMsg = (
     | ReceiptsMsg
     | ResumeMsg
     | HelloMsg
+    | AskHelloMsg
     | CheckpointMsg
     | ConsistencyAsk
     | ConsistencyMsg
@@ -148,6 +156,8 @@ def encode(message: TransportMsg) -> bytes:
             return codec.encode(["resume", msg_id, offset])
         case HelloMsg(last_seq):
             return codec.encode(["hello", last_seq])
+        case AskHelloMsg():
+            return codec.encode(["ask-hello"])
         case CheckpointMsg(frame, prev_size, proof):
             return codec.encode(["ckpt", frame, prev_size, proof])
         case ConsistencyAsk(old, new):
@@ -186,6 +196,8 @@ def decode(payload: bytes) -> TransportMsg:
             return ResumeMsg(msg_id, offset)
         case ("hello", int() as seq) if _is_offset(seq):
             return HelloMsg(seq)
+        case ("ask-hello",):
+            return AskHelloMsg()
         case ("ckpt", bytes() as frame, int() as prev, bytes() as proof) if _is_offset(prev):
             return CheckpointMsg(frame, prev, proof)
         case ("consistency", int() as old, int() as new) if _is_offset(old) and _is_offset(new):

@@ -361,6 +361,13 @@ class SpokeAgent:
                 await self._receipts(where.channel, frame, seq)
             case transport.ResumeMsg(msg_id, offset):
                 self.sender.resume(msg_id, offset)
+            case transport.AskHelloMsg():
+                # the hub lost our hello (it was away from the broker when we connected)
+                link = self.ctx.links.get(where.channel)
+                if link is not None:
+                    hello = transport.HelloMsg(self._cursor.get(where.channel, 0))
+                    log.info("spoke.hello_asked", channel=where.channel, last_seq=hello.last_seq)
+                    await link.publish(topics.up(where.channel, self.org), transport.encode(hello))
             case transport.ConsistencyMsg():
                 self.witness.answer(message)
             case transport.ProofMsg():
