@@ -40,7 +40,7 @@ from hubd.dispatch import Dispatcher, Job, Payload, Publish
 from hubd.issuer import ReceiptIssuer
 from hubd.ledgerserve import LedgerDesk
 from hubd.spool import Spool, Transfer
-from hubd.states import DeliveryState, Event
+from hubd.states import DeliveryState, Event, receipt_event
 from hubd.store import (
     AppendAudit,
     DeliveryUpdate,
@@ -861,11 +861,9 @@ class Ingest:
         batch_sha256 = hashlib.sha256(message.frame).digest()
         confirmations: list[tuple[bytes, str, Event]] = []
         for entry in batch.entries:
-            if entry.msg_id is None or entry.recipient is None:
+            event = receipt_event(entry.status)
+            if entry.msg_id is None or entry.recipient is None or event is None:
                 continue
-            event = (
-                Event.SIGNED_FOR if entry.status is ReceiptStatus.SIGNED_FOR else Event.DELIVERED
-            )
             origin = origins.get(entry.msg_id)
             if origin is None:
                 log.warning(

@@ -17,6 +17,9 @@ idempotent transitions, listed explicitly so that nothing else is.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import assert_never
+
+from schemas.receipts import ReceiptStatus
 
 
 class DeliveryState(StrEnum):
@@ -93,3 +96,23 @@ def next_state(state: DeliveryState, event: Event) -> DeliveryState:
 
 def can(state: DeliveryState, event: Event) -> bool:
     return (state, event) in TRANSITIONS
+
+
+def receipt_event(status: ReceiptStatus) -> Event | None:
+    """What a recipient's receipt does to its delivery; None for the statuses only the hub
+    issues (``verify_receipts`` refuses them from a recipient). Exhaustive: a new status
+    fails the type check here until it is given its event."""
+    match status:
+        case ReceiptStatus.DELIVERED:
+            return Event.DELIVERED
+        case ReceiptStatus.SIGNED_FOR:
+            return Event.SIGNED_FOR
+        case (
+            ReceiptStatus.ACCEPTED
+            | ReceiptStatus.REJECTED
+            | ReceiptStatus.EXPIRED
+            | ReceiptStatus.DEAD
+        ):
+            return None
+        case _:
+            assert_never(status)
