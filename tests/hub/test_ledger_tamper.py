@@ -81,12 +81,15 @@ def make_hub(root: Path, world: World) -> Hub:
     return Hub(root, world.hub_key, world.directory.hub_id)
 
 
-def append(hub: Hub, count: int, *, note: str = "n") -> None:
-    """``count`` entries: a message (accepted, two deliveries) then notes."""
+def append(hub: Hub, count: int, *, note: str = "n", every_ms: int = 1) -> None:
+    """``count`` notes, ``every_ms`` apart."""
 
     async def run() -> None:
         async with Store(hub.url) as store:
-            events = [AuditEvent("hub.note", NOW + i, None, None, {note: i}) for i in range(count)]
+            events = [
+                AuditEvent("hub.note", NOW + i * every_ms, None, None, {note: i})
+                for i in range(count)
+            ]
             await store.submit(AppendAudit(events))
 
     asyncio.run(run())
@@ -650,14 +653,7 @@ def test_entries_no_checkpoint_covers_over_a_long_span_are_reported(
     be what a running hub leaves (it signs within checkpoint_interval)."""
     h = make_hub(tmp_path / "hub", world)
 
-    async def a_day() -> None:
-        async with Store(h.url) as store:
-            events = [
-                AuditEvent("hub.note", NOW + i * 3_600_000, None, None, {}) for i in range(25)
-            ]
-            await store.submit(AppendAudit(events))
-
-    asyncio.run(a_day())
+    append(h, 25, every_ms=3_600_000)  # a day of entries, an hour apart
     sign(h, SIGNED_AT + 1)
     assert verify(h).exit_code == 0
 
@@ -676,14 +672,7 @@ def test_with_checkpoints_off_uncovered_entries_are_not_a_problem(
     with h.config.open("a", encoding="utf-8") as config:
         config.write("\n[ledger]\ncheckpoints = false\n")
 
-    async def a_day() -> None:
-        async with Store(h.url) as store:
-            events = [
-                AuditEvent("hub.note", NOW + i * 3_600_000, None, None, {}) for i in range(25)
-            ]
-            await store.submit(AppendAudit(events))
-
-    asyncio.run(a_day())
+    append(h, 25, every_ms=3_600_000)  # a day of entries, an hour apart
     assert verify(h).exit_code == 0
 
 
