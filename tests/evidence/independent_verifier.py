@@ -287,3 +287,31 @@ def recorded(e: dict[str, Any], issuer: str, frame_hash: str, leaf: list[Any]) -
     if e["status"] in {"DELIVERED", "SIGNED_FOR"}:
         return bool(org == issuer and detail.get("batch_sha256") == frame_hash)
     return bool(org == e["recipient"])
+
+
+def main(argv: list[str]) -> int:
+    """``python -m tests.evidence.independent_verifier FILE [--hub-key hub.pub.json]``:
+    prints ``valid`` or the problems, one a line; exit 0 when valid."""
+    if (
+        not argv
+        or argv[0].startswith("-")
+        or len(argv) not in (1, 3)
+        or (len(argv) == 3 and argv[1] != "--hub-key")
+    ):
+        print("usage: independent_verifier FILE [--hub-key hub.pub.json]")
+        return 2
+    with open(argv[0], encoding="utf-8") as file:  # noqa: PTH123 - a stand-alone script
+        doc = json.load(file)
+    trusted = None
+    if len(argv) == 3:
+        with open(argv[2], encoding="utf-8") as file:  # noqa: PTH123
+            trusted = base64.b64decode(json.load(file)["public"], validate=True)
+    problems = verify(doc, trusted)
+    print("\n".join(problems) or "valid")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

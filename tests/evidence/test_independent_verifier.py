@@ -7,10 +7,15 @@ import base64
 import copy
 import hashlib
 import json
+import os
 import random
+import shlex
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,11 +24,12 @@ from hypothesis import strategies as st
 
 from schemas import codec, evidence, merkle
 from schemas.errors import SchemaError
-from schemas.keys import SigningKey
+from schemas.keys import HubPublicKey, SigningKey
 from schemas.labels import Classification
 from schemas.ledger import Checkpoint, Entry, cosign, read_checkpoint, sign_checkpoint
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from tests.evidence import independent_verifier
+from tests.world import REPO
 
 HUB = SigningKey(b"\x01" * 32)
 OTHER_HUB = SigningKey(b"\x02" * 32)
@@ -507,3 +513,30 @@ def test_the_independent_verifier_agrees_with_the_projects_on_random_tamperings(
         a["path"], b["path"] = b["path"], a["path"]
     independent_ok = _check(doc) == []
     assert independent_ok == _project_ok(doc), _check(doc)
+
+
+def test_the_guides_command_checks_a_file_against_the_hub_key_file(tmp_path: Path) -> None:
+    """docs/operations.md, "Checking it without them", run as written."""
+    guide = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    (line,) = [
+        ln for ln in guide.splitlines() if ln.startswith(".venv/bin/python -m tests.evidence")
+    ]
+    argv = [sys.executable, *shlex.split(line)[1:]]
+    (tmp_path / "hub.pub.json").write_bytes(HubPublicKey(HUB.public, 0, 2**62).dump())
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def run(doc: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        (tmp_path / "evidence.json").write_text(json.dumps(doc), encoding="utf-8")
+        return subprocess.run(  # noqa: S603 - the guide's own command
+            argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    good = run(_doc())
+    assert (good.returncode, good.stdout) == (0, "valid\n"), good.stderr
+    forged = _doc()
+    forged["hub_keys"] = [{"kid": OTHER_HUB.kid, "public": _b64(OTHER_HUB.public)}]
+    signed = read_checkpoint(_unb64(forged["checkpoint"])).checkpoint
+    forged["checkpoint"] = _b64(sign_checkpoint(signed, OTHER_HUB))
+    bad = run(forged)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert bad.stdout.strip()
