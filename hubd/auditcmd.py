@@ -156,10 +156,14 @@ def audit_verify(
         f"{report.witnesses} witness checkpoints compared"
     )
     if report.problems:
-        typer.echo(f"audit ledger: {checked}, {len(report.problems)} problems", err=True)
+        typer.echo(
+            f"audit ledger: 账本校验发现问题，请勿依赖，并告知安全保密负责人 / {checked}, "
+            f"{len(report.problems)} problems: do not rely on it; tell your security officer",
+            err=True,
+        )
         raise typer.Exit(1)
     lost = f"; {len(report.explained)} losses declared by a restore" if report.explained else ""
-    typer.echo(f"audit ledger: {checked}; the chain is intact and the tree agrees{lost}")
+    typer.echo(f"audit ledger: 账本完整 / {checked}; the chain is intact and the tree agrees{lost}")
 
 
 @audit_app.command("prove")
@@ -269,11 +273,15 @@ def audit_check_evidence(
     for problem in report.problems:
         typer.echo(f"problem: {problem}")
     if report.problems:
-        typer.echo(f"{command}: {len(report.problems)} problems: do not rely on it", err=True)
+        typer.echo(
+            f"{command}: 证据不成立，请勿依赖 / {len(report.problems)} problems: do not rely on it",
+            err=True,
+        )
         raise typer.Exit(1)
     typer.echo(
-        f"evidence of {msg_id_text(report.msg_id)} holds: {len(report.entries)} entries and "
-        f"{len(report.receipts)} receipts in the hub's signed ledger"
+        f"证据成立 / evidence of {msg_id_text(report.msg_id)} holds: "
+        f"{len(report.entries)} entries and {len(report.receipts)} receipts in the hub's "
+        "signed ledger"
     )
 
 
@@ -311,8 +319,8 @@ def audit_restored(
         )
     except LockHeldError as exc:
         hint = (
-            f"{exc}: stop the hub first (systemctl stop hubd), then run this again; "
-            "nothing was written"
+            f"枢纽正在运行，请先停止（systemctl stop hubd）再执行，未写入任何内容 / {exc}: stop "
+            "the hub first (systemctl stop hubd), then run this again; nothing was written"
         )
         raise _fail(command, hint) from exc
     except XchgError as exc:

@@ -154,7 +154,10 @@ class Checkpointer:
         """Refuse (LedgerCheckError) a store that lost entries the hub signed."""
         problem = await self._store.read_sync(check_ledger, self._store.ledger[0])
         if problem is not None:
-            raise LedgerCheckError(problem)
+            raise LedgerCheckError(
+                "账本与枢纽已签发的检查点不符，枢纽不启动；请运行 hubctl audit verify，"
+                f"如系从备份恢复请运行 hubctl audit restored / {problem}"
+            )
 
     async def start(self) -> None:
         """Publish the latest checkpoint (a new one first if the tree grew past it)."""
