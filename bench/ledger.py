@@ -7,7 +7,7 @@ shaped like a hub's traffic: each message accepted, sent to two recipients and d
 by both, its entries spread over a few hundred seqs as deliveries interleave, plus a few
 messages whose entries lie far apart (accepted early, delivered, redelivered, dead much
 later). The rows go in with ``executemany`` (with their real hash chain), then
-``hubd.ledgerstore.build_nodes`` writes the tree's nodes: the function migration 0004
+``hubd.store.ledger.build_nodes`` writes the tree's nodes: the function migration 0004
 runs, so the nodes are the rows the group commit would have written.
 
 Then it times proving one message, with the reads ``hubctl audit prove`` does: the
@@ -38,10 +38,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.e2e import replace_block
-from hubd import ledgerstore
-from hubd import tables as t
-from hubd.audit import GENESIS, chain_hash_of
-from hubd.store import Store
+from hubd.store import ledger as ledgerstore
+from hubd.store import tables as t
+from hubd.store.audit import GENESIS, chain_hash_of
+from hubd.store.db import Store
 from schemas import merkle
 from schemas.ledger import Entry
 

@@ -12,17 +12,26 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from hubd import adminclient, brokerconf, opsquery, opsview, route
-from hubd.adminproto import HubRefusedError, Op, ProtocolError
-from hubd.adminserver import Peer
-from hubd.auditcmd import audit_app
+from hubd.admin import client as adminclient
+from hubd.admin.protocol import HubRefusedError, Op, ProtocolError
+from hubd.admin.server import Peer
 from hubd.config import HubConfig, load_config
-from hubd.directory import DEFAULT_OVERLAP_MS, build_and_sign, load_topology, read_directory
-from hubd.hub import Hub
-from hubd.hublock import HubLock, LockHeldError
-from hubd.keyscmd import keys_app, report_build
-from hubd.redeliver import Target, redeliver_offline
-from hubd.trustwatch import warnings_for
+from hubd.engine.hub import Hub
+from hubd.engine.trustwatch import warnings_for
+from hubd.ops import query as opsquery
+from hubd.ops import route
+from hubd.ops import view as opsview
+from hubd.ops.auditcmd import audit_app
+from hubd.ops.redeliver import Target, redeliver_offline
+from hubd.provision import brokerconf
+from hubd.provision.directory import (
+    DEFAULT_OVERLAP_MS,
+    build_and_sign,
+    load_topology,
+    read_directory,
+)
+from hubd.provision.keys import keys_app, report_build
+from hubd.store.lock import HubLock, LockHeldError
 from schemas.clock import ms_to_text, parse_duration
 from schemas.directory import verify_directory
 from schemas.display import table
@@ -329,7 +338,7 @@ def route_command(
 
 # ---------------------------------------------------------------------- operator questions
 # Each reads the store directly, read-only (the hub may be running or stopped); the
-# questions and answers are hubd.opsquery's, so an admin socket can serve them later.
+# questions and answers are hubd.ops.query's, so an admin socket can serve them later.
 
 ConfigOption = Annotated[Path, typer.Option(help="Hub configuration file")]
 StoreOption = Annotated[

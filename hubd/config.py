@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from hubd.diskwatch import parse_size
+from hubd.engine.diskwatch import parse_size
 from schemas.brokers import BrokerURL
 from schemas.ids import ChannelId
 from schemas.localfs import read_config
@@ -126,7 +126,7 @@ class Delivery(_Section):
 
 
 class Admin(_Section):
-    """The local admin socket hubctl talks to (hubd.adminserver)."""
+    """The local admin socket hubctl talks to (hubd.admin.server)."""
 
     enabled: bool = True
     socket: Path | None = None  # default: hubd.sock in the state folder
@@ -135,7 +135,7 @@ class Admin(_Section):
     @classmethod
     def _socket(cls, value: Path | None) -> Path | None:
         # sun_path holds 108 bytes with the closing NUL; the resolved path is checked again
-        # when the hub binds it (hubd.adminserver), this catches a long literal early.
+        # when the hub binds it (hubd.admin.server), this catches a long literal early.
         if value is not None and len(str(value).encode()) > 107:
             raise ValueError(
                 f"{str(value)!r} is {len(str(value).encode())} bytes; a unix socket path may "
@@ -145,7 +145,7 @@ class Admin(_Section):
 
 
 class Retention(_Section):
-    """How long the hub keeps the content of finished messages (hubd.retention)."""
+    """How long the hub keeps the content of finished messages (hubd.engine.retention)."""
 
     enabled: bool = True
     # Every delivery DELIVERED, SIGNED_FOR or EXPIRED: content removed this long after the
@@ -185,7 +185,7 @@ class Expiry(_Section):
 
 
 class Disk(_Section):
-    """The disk watermark (hubd.diskwatch): below it, new messages are refused (retriable)."""
+    """The disk watermark (hubd.engine.diskwatch): below it, new messages are refused."""
 
     min_free: Annotated[int, BeforeValidator(parse_size), Field(ge=0)] = 2 * 2**30  # bytes
     min_free_percent: Annotated[float, Field(ge=0, le=90)] = 5.0  # of the file system
@@ -193,7 +193,7 @@ class Disk(_Section):
 
 
 class Ledger(_Section):
-    """Signed checkpoints of the audit ledger's Merkle tree (hubd.checkpoints)."""
+    """Signed checkpoints of the audit ledger's Merkle tree (hubd.engine.checkpoints)."""
 
     checkpoints: bool = True  # false: sign and publish none on a timer (proofs still sign one)
     # A checkpoint is signed when the tree grew and this long passed since the last one ...
@@ -236,7 +236,7 @@ class HubConfig(_Section):
         return self.admin.socket or self.hub.state_dir / "hubd.sock"
 
     def lock_file(self) -> Path:
-        """Held by the running hub: one hub per state folder (hubd.hublock)."""
+        """Held by the running hub: one hub per state folder (hubd.store.lock)."""
         return self.hub.state_dir / "hubd.lock"
 
     def broker_for(self, channel: str) -> BrokerURL | None:

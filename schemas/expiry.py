@@ -2,9 +2,9 @@
 
 ``hubctl status`` (its warnings section), ``hubctl keys list`` and the running hub's log
 (``key.expiring``, ``directory.expiring``, ``certificate.expiring`` and their ``.expired``
-forms; :mod:`hubd.trustwatch`) all judge with these functions, so the page an operator
+forms; :mod:`hubd.engine.trustwatch`) all judge with these functions, so the page an operator
 reads and the log a monitor watches always agree. Reading certificate files is
-:mod:`hubd.certdates`' job; nothing here reads a file or the clock.
+:mod:`hubd.provision.certdates`' job; nothing here reads a file or the clock.
 
 What warns:
 

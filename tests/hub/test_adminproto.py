@@ -1,4 +1,4 @@
-"""The admin socket's line protocol (hubd.adminproto): limits, the closed set of ops,
+"""The admin socket's line protocol (hubd.admin.protocol): limits, the closed set of ops,
 validated arguments, and refusals that name the rule and the value."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from hubd.adminproto import (
+from hubd.admin.protocol import (
     MAX_ANSWER,
     MAX_REQUEST,
     HubRefusedError,

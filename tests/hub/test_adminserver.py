@@ -1,4 +1,4 @@
-"""The admin socket server (hubd.adminserver) on a real unix socket in this process, with a
+"""The admin socket server (hubd.admin.server) on a real unix socket in this process, with a
 handler that echoes what it was given: limits over the wire, the claim of the path, the
 peer's credentials, and errors that come back as sentences."""
 
@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from hubd.adminclient import HubNotRunningError, ask
-from hubd.adminproto import MAX_REQUEST, HubRefusedError, Op, Request
-from hubd.adminserver import AdminServer, Peer
+from hubd.admin.client import HubNotRunningError, ask
+from hubd.admin.protocol import MAX_REQUEST, HubRefusedError, Op, Request
+from hubd.admin.server import AdminServer, Peer
 from schemas.errors import ConfigError
 
 

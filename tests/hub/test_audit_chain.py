@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from hubd.audit import (
+from hubd.cli import hubctl_app
+from hubd.store.audit import (
     GENESIS,
     AuditEvent,
     AuditRow,
@@ -25,8 +26,7 @@ from hubd.audit import (
     verify_chain,
     verify_store_chain,
 )
-from hubd.cli import hubctl_app
-from hubd.store import AppendAudit, Store, engine_for
+from hubd.store.db import AppendAudit, Store, engine_for
 from tests.hub.test_store import NOW, new_message
 
 ROWS = 6

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 import pytest
 from sqlalchemy import func, select
 
-from hubd import tables as t
-from hubd.audit import verify_store_chain
-from hubd.store import engine_for
+from hubd.store import tables as t
+from hubd.store.audit import verify_store_chain
+from hubd.store.db import engine_for
 from schemas.ids import msg_id_text
 from schemas.receipts import ReceiptStatus
 from tests.hub.conftest import HubSpawner, SpokeSpawner

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from hubd.diskwatch import DiskWatch, Space, judge, parse_size
+from hubd.engine.diskwatch import DiskWatch, Space, judge, parse_size
 from schemas.display import size_text
 
 GIB, MIB = 2**30, 2**20

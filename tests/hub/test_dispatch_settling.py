@@ -16,10 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from hubd import dispatch
-from hubd.dispatch import SETTLING_RECHECK_MS, Dispatcher, DispatchSettings, Job, Payload, now_ms
-from hubd.states import DeliveryState, Event
-from hubd.store import Store
+from hubd.core.states import DeliveryState, Event
+from hubd.engine import dispatch
+from hubd.engine.dispatch import (
+    SETTLING_RECHECK_MS,
+    Dispatcher,
+    DispatchSettings,
+    Job,
+    Payload,
+    now_ms,
+)
+from hubd.store.db import Store
 from schemas.labels import Classification, Precedence
 from tests.hub.test_ingest_passes import until
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from hubd.dispatch import Dispatcher, DispatchSettings, Job, Payload, now_ms
-from hubd.ingest import MAX_PASS, Ingest
-from hubd.spool import Spool
-from hubd.states import DeliveryState
-from hubd.store import Operation, RecordReceipts, Store
+from hubd.core.states import DeliveryState
+from hubd.engine.dispatch import Dispatcher, DispatchSettings, Job, Payload, now_ms
+from hubd.engine.intake import MAX_PASS, Ingest
+from hubd.store.db import Operation, RecordReceipts, Store
+from hubd.store.spool import Spool
 from schemas import topics, transport
 from schemas.envelope import verify_envelope
 from schemas.errors import StoreError

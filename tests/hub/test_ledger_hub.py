@@ -11,10 +11,8 @@ import pytest
 import structlog.testing
 from sqlalchemy import Connection, delete, select
 
-from hubd import tables as t
-from hubd.audit import AuditEvent
-from hubd.checkpoints import Checkpointer, Policy, check_ledger, due
-from hubd.ledgerserve import (
+from hubd.engine.checkpoints import Checkpointer, Policy, check_ledger, due
+from hubd.engine.ledgerdesk import (
     CHANNEL_BELOW_LABEL,
     NOT_A_PARTY,
     UNKNOWN_MESSAGE,
@@ -23,8 +21,10 @@ from hubd.ledgerserve import (
     restore_target,
     take_entries,
 )
-from hubd.ledgerstore import StoredCheckpoint
-from hubd.store import AppendAudit, Store
+from hubd.store import tables as t
+from hubd.store.audit import AuditEvent
+from hubd.store.db import AppendAudit, Store
+from hubd.store.ledger import StoredCheckpoint
 from schemas import topics, transport
 from schemas.labels import Classification
 from schemas.ledger import Entry, verify_checkpoint

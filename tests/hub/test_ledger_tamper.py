@@ -21,12 +21,12 @@ import pytest
 from sqlalchemy import Connection, insert
 from typer.testing import CliRunner, Result
 
-from hubd import ledgerstore
-from hubd import tables as t
-from hubd.audit import GENESIS, AuditEvent, chain_hash
 from hubd.cli import hubctl_app
-from hubd.hublock import HubLock
-from hubd.store import AppendAudit, RecordReceipts, Store, engine_for
+from hubd.store import ledger as ledgerstore
+from hubd.store import tables as t
+from hubd.store.audit import GENESIS, AuditEvent, chain_hash
+from hubd.store.db import AppendAudit, RecordReceipts, Store, engine_for
+from hubd.store.lock import HubLock
 from schemas import evidence, merkle
 from schemas.directory import sign_directory
 from schemas.keys import HubPublicKey, SigningKey, dump_secret_key
@@ -617,7 +617,7 @@ def test_prove_without_a_covering_checkpoint_exits_1_saying_when(
 
 
 def test_a_purged_message_keeps_its_entries_and_its_evidence(tmp_path: Path, world: World) -> None:
-    """Retention removes content, never entries or proofs (what hubd.retention writes: the
+    """Retention removes content, never entries or proofs (what hubd.engine.retention writes: the
     frame and body gone, a message.purged entry with their hashes)."""
     h = make_hub(tmp_path / "hub", world)
     add_message(h, 1)

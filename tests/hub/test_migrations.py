@@ -13,11 +13,11 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from hubd import ledgerstore
-from hubd import tables as t
-from hubd.audit import AuditEvent, verify_chain
-from hubd.states import DeliveryState
-from hubd.store import MIGRATIONS, NewMessage, Store, engine_for
+from hubd.core.states import DeliveryState
+from hubd.store import ledger as ledgerstore
+from hubd.store import tables as t
+from hubd.store.audit import AuditEvent, verify_chain
+from hubd.store.db import MIGRATIONS, NewMessage, Store, engine_for
 from schemas import merkle
 from tests.hub.test_store import audit_rows, msg_id, new_message
 
@@ -65,7 +65,7 @@ async def store_at_0001_with_data(url: str) -> list[NewMessage]:
 async def _chain(conn: object, seq: int, prev: bytes, ev: AuditEvent) -> tuple[int, bytes]:
     import json  # noqa: PLC0415
 
-    from hubd.audit import chain_hash  # noqa: PLC0415
+    from hubd.store.audit import chain_hash  # noqa: PLC0415
 
     seq += 1
     detail = json.dumps(ev.detail, ensure_ascii=False, sort_keys=True, separators=(",", ":"))

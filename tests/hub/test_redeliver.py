@@ -1,4 +1,4 @@
-"""Redelivery (hubd.redeliver): what may come back, as a table, and the store operation
+"""Redelivery (hubd.ops.redeliver): what may come back, as a table, and the store operation
 on a real SQLite store: DEAD to PENDING with attempts from 0, audited with who asked,
 everything else refused with the reason."""
 
@@ -11,10 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from hubd import tables as t
-from hubd.audit import verify_chain
-from hubd.hublock import HubLock, LockHeldError
-from hubd.redeliver import (
+from hubd.core.states import DeliveryState
+from hubd.ops.redeliver import (
     Candidate,
     Redeliver,
     Target,
@@ -23,8 +21,10 @@ from hubd.redeliver import (
     redeliver_offline,
     refusal,
 )
-from hubd.states import DeliveryState
-from hubd.store import Store
+from hubd.store import tables as t
+from hubd.store.audit import verify_chain
+from hubd.store.db import Store
+from hubd.store.lock import HubLock, LockHeldError
 from schemas.errors import StoreError
 from tests.hub.test_store import NOW, audit_rows, msg_id, new_message
 

@@ -1,4 +1,4 @@
-"""Retention (hubd.retention) on a real SQLite file and a real PostgreSQL, with the clock
+"""Retention (hubd.engine.retention) on a real SQLite file and a real PostgreSQL, with the clock
 in the test's hand: which messages lose their content and when, what is kept, the ledger
 after the purge."""
 
@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from hubd import tables as t
-from hubd.audit import verify_chain
 from hubd.config import Retention as RetentionSettings
-from hubd.redeliver import Target, redeliver
-from hubd.retention import Retention, signed_body_sha256
-from hubd.store import DirectWrite, Store
+from hubd.engine.retention import Retention, signed_body_sha256
+from hubd.ops.redeliver import Target, redeliver
+from hubd.store import tables as t
+from hubd.store.audit import verify_chain
+from hubd.store.db import DirectWrite, Store
 from tests.hub.test_store import NOW, audit_rows, msg_id, new_message
 from tests.world import World
 

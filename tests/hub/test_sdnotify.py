@@ -1,4 +1,4 @@
-"""systemd's notify protocol (hubd.sdnotify.Notifier) against a real unix datagram socket.
+"""systemd's notify protocol (hubd.engine.sdnotify.Notifier) against a real unix datagram socket.
 
 The socket stands where systemd's would; each state must arrive as one datagram. The
 receive timeout only bounds a broken run: a datagram to a bound unix socket is queued
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from hubd.sdnotify import Notifier
+from hubd.engine.sdnotify import Notifier
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The delivery state table (hubd.states), checked as a table and by random walks.
+"""The delivery state table (hubd.core.states), checked as a table and by random walks.
 
 EXPECTED is written out here from the diagram in the module's docstring, so a change to
 TRANSITIONS that the diagram does not describe fails a test.
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hubd.states import (
+from hubd.core.states import (
     TRANSITIONS,
     DeliveryState,
     Event,

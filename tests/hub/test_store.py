@@ -1,4 +1,4 @@
-"""The hub's durable store (hubd.store.Store) on a real SQLite file and a real PostgreSQL.
+"""The hub's durable store (hubd.store.db.Store) on a real SQLite file and a real PostgreSQL.
 
 Every test runs on both back ends. Durability is checked the only way that counts: close
 the store, open a new one on the same database, and count what is there.
@@ -21,10 +21,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text
 from structlog.testing import capture_logs
 
-from hubd import tables as t
-from hubd.audit import GENESIS, AuditEvent, AuditRow, verify_chain
-from hubd.states import DeliveryState
-from hubd.store import (
+from hubd.core.states import DeliveryState
+from hubd.store import tables as t
+from hubd.store.audit import GENESIS, AuditEvent, AuditRow, verify_chain
+from hubd.store.db import (
     MIGRATIONS,
     AdvanceNumbering,
     AppendAudit,
@@ -122,7 +122,7 @@ async def audit_rows(store: Store) -> list[AuditRow]:
 
 
 def head_revision() -> str:
-    """The newest migration in hubd/migrations."""
+    """The newest migration in hubd/store/migrations."""
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
     head = ScriptDirectory.from_config(config).get_current_head()

@@ -24,8 +24,8 @@ import aiomqtt
 import pytest
 from cryptography import x509
 
-from hubd.brokerconf import MAX_PACKET, Listener, acl_text, members, write_broker
-from hubd.directory import load_topology
+from hubd.provision.brokerconf import MAX_PACKET, Listener, acl_text, members, write_broker
+from hubd.provision.directory import load_topology
 from schemas import topics
 from schemas.errors import ConfigError
 from schemas.topology import Topology, parse_topology

@@ -1,6 +1,6 @@
 """Expiry warnings days ahead: the judgement as a table (schemas.expiry), certificate files
-(hubd.certdates), the running hub's log at start, on reload and once a day
-(hubd.trustwatch), and ``hubctl status`` (text and ``--json``) against a real hubd.
+(hubd.provision.certdates), the running hub's log at start, on reload and once a day
+(hubd.engine.trustwatch), and ``hubctl status`` (text and ``--json``) against a real hubd.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
-from hubd.certdates import certificate_files, read_deadlines
 from hubd.cli import hubctl_app
 from hubd.config import Expiry, HubConfig, HubFiles, load_config
-from hubd.trustwatch import TrustWatch, horizons_of
+from hubd.engine.trustwatch import TrustWatch, horizons_of
+from hubd.provision.certdates import certificate_files, read_deadlines
 from schemas.brokers import BrokerURL
 from schemas.clock import DAY_MS
 from schemas.directory import Directory, KeyEntry

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import Result
 
-from hubd.revocations import load_register, register_path
+from hubd.provision.revocations import load_register, register_path
 from schemas.clock import DAY_MS, HOUR_MS
 from schemas.directory import Directory, KeyEntry
 from schemas.errors import Reason, SignatureError

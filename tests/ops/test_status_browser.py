@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hubd.statusview import org_tree
+from hubd.web.statusview import org_tree
 from schemas.directory import Directory, OrgEntry
 from schemas.labels import Precedence
 from schemas.receipts import ReceiptStatus

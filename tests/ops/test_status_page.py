@@ -20,8 +20,8 @@ import pytest
 import structlog
 
 from hubd.config import HubConfig, load_config
-from hubd.flow import FlowHistory
-from hubd.statuspage import PAGE_FILES, StatusPage, browser_host_allowed
+from hubd.web.flow import FlowHistory
+from hubd.web.statuspage import PAGE_FILES, StatusPage, browser_host_allowed
 from schemas.directory import Directory
 from schemas.errors import ConfigError
 from schemas.ids import msg_id_text
@@ -33,7 +33,7 @@ from tests.ops.test_metrics import FAST_DEATH, WITHIN, Reply, request, until
 from tests.world import REPO, World
 
 CSP = "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-STATIC = REPO / "hubd" / "static"
+STATIC = REPO / "hubd" / "web" / "static"
 T = TypeVar("T")
 
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from hubd.flow import FlowHistory
-from hubd.opsquery import Delivery
-from hubd.states import DeliveryState
-from hubd.statusview import DeadLetters, build_snapshot, org_state, org_tree
+from hubd.core.states import DeliveryState
+from hubd.ops.query import Delivery
+from hubd.web.flow import FlowHistory
+from hubd.web.statusview import DeadLetters, build_snapshot, org_state, org_tree
 from schemas.directory import Directory
 from schemas.labels import Classification, Precedence
 from tests.world import NOW, World

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from hubd.ledgerstore import node_key
+from hubd.store.ledger import node_key
 from schemas import evidence
 from schemas.ledger import read_checkpoint
 from tests.evidence.independent_verifier import verify as independent_verify

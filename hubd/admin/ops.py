@@ -1,0 +1,163 @@
+"""What the running hub answers on its admin socket (:mod:`hubd.admin.server`).
+
+``presence`` is read from the dispatcher; ``redeliver`` and ``directory.publish`` change
+the hub, so each is logged as ``admin.request`` with the peer's uid, gid and pid (never a
+document's data) and audited in the ledger with who asked: ``delivery.redelivered`` per
+delivery (:mod:`hubd.ops.redeliver`), ``directory.published`` for a directory now served.
+Only the hub's stable parts are used: ``dispatcher``, ``store``, ``current_directory``,
+``draining``, ``clock`` and ``reload``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from hubd.admin.protocol import HubRefusedError, Op, RedeliverArgs, Request
+from hubd.admin.server import Peer
+from hubd.core.states import DeliveryState
+from hubd.engine.jobrows import job_query, jobs_from_rows
+from hubd.ops.redeliver import Target, redeliver
+from hubd.store import tables as t
+from hubd.store.audit import AuditEvent
+from hubd.store.db import AppendAudit
+from schemas.ids import msg_id_text
+
+if TYPE_CHECKING:
+    from hubd.engine.hub import Hub
+
+log = structlog.get_logger("hubd.admin")
+
+
+class HubAdmin:
+    """``HubAdmin(hub).answer`` is the admin server's handler."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    async def answer(self, request: Request, peer: Peer) -> dict[str, Any]:
+        if request.op is Op.PRESENCE:
+            return self.presence()
+        if self._hub.draining:
+            self._logged(peer, request.op, "refused", why="draining")
+            raise HubRefusedError(
+                "hub.draining",
+                "the hub is stopping (SIGTERM); it reloads stored work at its next start: "
+                "ask again then",
+            )
+        if request.op is Op.REDELIVER:
+            assert isinstance(request.args, RedeliverArgs)  # noqa: S101 - parse_request's pairing
+            return await self.redeliver(request.args, peer)
+        return await self.publish_directory(peer)
+
+    def presence(self) -> dict[str, Any]:
+        """Every organisation of the directory on each of its channels: online or not, since."""
+        hub, dispatcher, directory = self._hub, self._hub.dispatcher, self._hub.current_directory
+        if dispatcher is None or directory is None:
+            raise HubRefusedError("hub.starting", "the hub is starting; ask again in a moment")
+        spokes = []
+        for org in directory.orgs:
+            for channel in org.channels:
+                known = dispatcher.presence(channel, org.id)
+                spokes.append(
+                    {
+                        "org": org.id,
+                        "channel": channel,
+                        "online": known is not None and known[0],
+                        "since": None if known is None else known[1],
+                    }
+                )
+        return {
+            "hub": directory.hub_id,
+            "directory_version": directory.version,
+            "at": hub.clock(),
+            "spokes": spokes,
+        }
+
+    async def redeliver(self, args: RedeliverArgs, peer: Peer) -> dict[str, Any]:
+        hub, store, dispatcher = self._hub, self._hub.store, self._hub.dispatcher
+        if store is None or dispatcher is None:
+            raise HubRefusedError("hub.starting", "the hub is starting; ask again in a moment")
+        target = Target(args.msg_id_bytes, args.to)
+        outcome = await redeliver(
+            store.read,
+            store.submit,
+            target,
+            now=hub.clock(),
+            requested_by=peer.as_json(),
+            via="admin socket",
+        )
+        if outcome.redelivered:  # durable now: hand the dispatcher what came back
+            moved = set(outcome.redelivered)
+            rows = await store.read(
+                job_query(
+                    t.deliveries.c.msg_id.in_(sorted({m for m, _ in moved})),
+                    t.deliveries.c.state == DeliveryState.PENDING.value,
+                )
+            )
+            for job in jobs_from_rows(rows):
+                if job.key in moved and dispatcher.job(job.msg_id, job.recipient) is None:
+                    dispatcher.add(job)
+        self._logged(
+            peer,
+            Op.REDELIVER,
+            "done" if outcome.redelivered or not outcome.refused else "refused",
+            msg_id=None if args.msg_id is None else msg_id_text(bytes.fromhex(args.msg_id)),
+            dead=args.dead,
+            to=args.to,
+            redelivered=len(outcome.redelivered),
+            refused=len(outcome.refused),
+        )
+        return outcome.as_json()
+
+    async def publish_directory(self, peer: Peer) -> dict[str, Any]:
+        hub, store = self._hub, self._hub.store
+        before = hub.current_directory
+        problem = hub.reload()
+        now = hub.current_directory
+        if problem is not None or now is None:
+            self._logged(peer, Op.DIRECTORY_PUBLISH, "refused")
+            served = "none" if before is None else f"v{before.version}"
+            raise HubRefusedError(
+                "directory.refused",
+                f"the hub refused the new directory file and keeps serving {served}: {problem}",
+            )
+        if store is not None:
+            await store.submit(
+                AppendAudit(
+                    [
+                        AuditEvent(
+                            "directory.published",
+                            hub.clock(),
+                            None,
+                            now.hub_id,
+                            {
+                                "version": now.version,
+                                "previous": None if before is None else before.version,
+                                "requested_by": peer.as_json(),
+                            },
+                        )
+                    ]
+                )
+            )
+        self._logged(peer, Op.DIRECTORY_PUBLISH, "done", version=now.version)
+        return {
+            "version": now.version,
+            "previous": None if before is None else before.version,
+            "expires_at": now.expires_at,
+            "orgs": len(now.orgs),
+            "channels": [c.id for c in now.channels],
+        }
+
+    @staticmethod
+    def _logged(peer: Peer, op: Op, outcome: str, **fields: object) -> None:
+        log.info(
+            "admin.request",
+            op=op.value,
+            outcome=outcome,
+            uid=peer.uid,
+            gid=peer.gid,
+            pid=peer.pid,
+            **fields,
+        )

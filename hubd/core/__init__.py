@@ -1,0 +1,1 @@
+"""The hub's decisions, pure: no I/O, no clock reads; only schemas and the standard library."""

@@ -1,0 +1,118 @@
+"""Delivery states and their legal transitions: one table, the only place they are decided.
+
+A delivery is one message on its way to one recipient.
+
+    PENDING --publish--> SENT --delivered--> DELIVERED --signed_for--> SIGNED_FOR
+       |                  |  \\--retry--> SENT (attempts + 1)
+       +----expire--------+--> EXPIRED
+       +----give_up-------+--> DEAD
+    DEAD --redeliver--> PENDING          (an operator's decision: hubctl redeliver)
+
+EXPIRED is never redelivered: the sender signed ``expires_at`` and it has passed, so the
+hub must not deliver the message any more; the sender sends it again if it still matters.
+Receipts may arrive twice or out of order (SIGNED_FOR before DELIVERED); those are
+idempotent transitions, listed explicitly so that nothing else is.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import assert_never
+
+from schemas.receipts import ReceiptStatus
+
+
+class DeliveryState(StrEnum):
+    PENDING = "PENDING"  # stored; not yet published (or the recipient is offline)
+    SENT = "SENT"  # published at least once; waiting for the recipient's DELIVERED
+    DELIVERED = "DELIVERED"  # the recipient's signed DELIVERED arrived
+    SIGNED_FOR = "SIGNED_FOR"  # the recipient's signed SIGNED_FOR arrived
+    EXPIRED = "EXPIRED"  # expires_at passed before DELIVERED
+    DEAD = "DEAD"  # gave up after the retry limit
+
+    @property
+    def final(self) -> bool:
+        return self in _FINAL
+
+    @property
+    def awaiting(self) -> bool:
+        """Still the hub's job: to be (re)published until the recipient confirms."""
+        return self in {DeliveryState.PENDING, DeliveryState.SENT}
+
+
+class Event(StrEnum):
+    PUBLISH = "publish"
+    RETRY = "retry"
+    DELIVERED = "delivered"
+    SIGNED_FOR = "signed_for"
+    EXPIRE = "expire"
+    GIVE_UP = "give_up"
+    REDELIVER = "redeliver"
+
+
+P, S, D, F = (
+    DeliveryState.PENDING,
+    DeliveryState.SENT,
+    DeliveryState.DELIVERED,
+    DeliveryState.SIGNED_FOR,
+)
+X, Z = DeliveryState.EXPIRED, DeliveryState.DEAD
+_FINAL = frozenset({F, X, Z})
+
+TRANSITIONS: dict[tuple[DeliveryState, Event], DeliveryState] = {
+    (P, Event.PUBLISH): S,
+    (S, Event.RETRY): S,
+    (S, Event.PUBLISH): S,
+    (P, Event.DELIVERED): D,  # DELIVERED can overtake our own bookkeeping after a restart
+    (S, Event.DELIVERED): D,
+    (D, Event.DELIVERED): D,  # a repeated receipt
+    (P, Event.SIGNED_FOR): F,
+    (S, Event.SIGNED_FOR): F,  # SIGNED_FOR implies DELIVERED
+    (D, Event.SIGNED_FOR): F,
+    (F, Event.SIGNED_FOR): F,  # a repeated receipt
+    (F, Event.DELIVERED): F,  # a late DELIVERED after SIGNED_FOR
+    (P, Event.EXPIRE): X,
+    (S, Event.EXPIRE): X,
+    (P, Event.GIVE_UP): Z,
+    (S, Event.GIVE_UP): Z,
+    (Z, Event.REDELIVER): P,  # attempts start again from 0 (hubd.ops.redeliver)
+}
+
+
+class IllegalTransition(Exception):  # noqa: N818 - it names the situation, like h11's
+    def __init__(self, state: DeliveryState, event: Event) -> None:
+        super().__init__(f"a delivery in state {state} cannot take event {event}")
+        self.state = state
+        self.event = event
+
+
+def next_state(state: DeliveryState, event: Event) -> DeliveryState:
+    """The state after ``event``; IllegalTransition if the table does not allow it."""
+    try:
+        return TRANSITIONS[(state, event)]
+    except KeyError:
+        raise IllegalTransition(state, event) from None
+
+
+def can(state: DeliveryState, event: Event) -> bool:
+    return (state, event) in TRANSITIONS
+
+
+def receipt_event(status: ReceiptStatus) -> Event | None:
+    """What a recipient's receipt does to its delivery; None for the statuses only the hub
+    issues (``verify_receipts`` refuses them from a recipient). Exhaustive: a new status
+    fails the type check here until it is given its event."""
+    match status:
+        case ReceiptStatus.DELIVERED:
+            return Event.DELIVERED
+        case ReceiptStatus.SIGNED_FOR:
+            return Event.SIGNED_FOR
+        case (
+            ReceiptStatus.ACCEPTED
+            | ReceiptStatus.REJECTED
+            | ReceiptStatus.EXPIRED
+            | ReceiptStatus.DEAD
+        ):
+            return None
+        case _:
+            assert_never(status)

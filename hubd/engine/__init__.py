@@ -1,0 +1,1 @@
+"""The running hub: intake, dispatch, the receipt issuer and the daemon's own watches."""

@@ -1,0 +1,511 @@
+"""Delivery: precedence-ordered publishing, retries, expiry and dead letters.
+
+Work waits in real queues, not in a sort at the end: a heap of ready deliveries ordered by
+precedence (FLASH first) then arrival, a heap of timers (retries, expiries), and per
+recipient a parking place while it is offline. At most ``publish_window`` publishes are
+unacknowledged at once; whenever a slot frees, the pump hands the most urgent ready item to
+the connection. Nothing waits inside the MQTT client's own queue, so a FLASH notice
+overtakes a backlog of thousands of routine documents at the next free slot. Large bodies
+go out chunk by chunk, each chunk a new ready item, so chunks of different messages
+interleave and precedence still holds.
+
+The pump is a plain function run by the event loop (``call_soon``) when work arrives or a
+PUBACK frees a slot, not a task per slot: handing a message to the connection does not
+block, and a few hundred tasks waking for every message cost more than the messages.
+
+State changes go through :mod:`hubd.core.states` and reach the store in batches. A SENT that
+the recipient's DELIVERED overtakes before the next flush is never written (the receipt's
+own commit records the final state; the store refuses to move a delivery backwards
+anyway). A delivery leaves memory once the recipient's DELIVERED (or SIGNED_FOR) arrives,
+or it expires or dies. On start the hub reloads every delivery still awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import heapq
+import itertools
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from hubd.core.states import DeliveryState, Event, next_state
+from hubd.store.audit import AuditEvent
+from hubd.store.db import DeliveryUpdate, Store, UpdateDeliveries
+from hubd.store.rowwriter import KEEP_ATTEMPTS
+from schemas import transport
+from schemas.errors import StoreError
+from schemas.ids import msg_id_text
+from schemas.labels import Classification, Precedence
+
+log = structlog.get_logger("hubd.engine.dispatch")
+
+# (channel, org, payload): hands the payload to the connection at once (in call order) and
+# returns a future of the broker's PUBACK (False: not connected, or no ack in time).
+Publish = Callable[[str, str, bytes], "asyncio.Future[bool]"]
+Key = tuple[bytes, str]  # (msg_id, recipient)
+FLUSH_INTERVAL = 0.05  # seconds between batched state writes (SENT is nobody's promise)
+SETTLING_RECHECK_MS = 500  # an expiry or give-up that met a receipt still being stored: ask again
+# ... for this long at most: a receipt path that failed without saying so must not keep a
+# delivery from ever expiring or being given up (a commit takes milliseconds).
+SETTLING_LIMIT_MS = 60_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Payload:
+    """What is published for one message: the frame, and the body inline or on disk."""
+
+    frame: bytes
+    body: bytes | None
+    body_path: Path | None
+    body_size: int
+
+
+@dataclass(slots=True)
+class Job:
+    """One message on its way to one recipient."""
+
+    msg_id: bytes
+    recipient: str
+    channel: str
+    precedence: Precedence
+    classification: Classification
+    sender: str
+    origin: str  # the channel it arrived on: receipts go back there
+    expires_at: int | None
+    payload: Payload
+    state: DeliveryState = DeliveryState.PENDING
+    attempts: int = 0
+    offset: int = -1  # chunked bodies: next body offset to send; -1 = the head first
+    accepted_at: int = 0
+    active: bool = False  # in the ready heap or being published: never twice at once
+    # Receipt batches closing it that are on their way to the store: while any is, expiry
+    # and giving up wait for its answer (the sender must not hear EXPIRED and DELIVERED).
+    settling: int = 0
+    settling_since: int = 0  # when the first of them was handed over
+
+    @property
+    def key(self) -> Key:
+        return (self.msg_id, self.recipient)
+
+
+@dataclass(order=True, slots=True)
+class _Timer:
+    due: int
+    seq: int
+    key: Key = field(compare=False)
+    kind: str = field(compare=False)  # "retry" | "expire" | "wake"
+
+
+@dataclass(slots=True)
+class DispatchSettings:
+    retry_initial: float = 10.0
+    retry_max: float = 300.0
+    max_attempts: int = 30
+    window: int = 256
+
+
+Outcome = Callable[[Job, DeliveryState, int], None]  # (job, final state, now) -> receipts
+Latency = Callable[[int], None]  # milliseconds from acceptance to the recipient's DELIVERED
+
+
+class Dispatcher:
+    """Owns every delivery the hub still has to make."""
+
+    def __init__(
+        self,
+        store: Store,
+        publish: Publish,
+        settings: DispatchSettings,
+        outcome: Outcome,
+        *,
+        latency: Latency | None = None,
+    ) -> None:
+        self._store, self._publish, self._settings = store, publish, settings
+        self._outcome, self._latency = outcome, latency
+        self._jobs: dict[Key, Job] = {}
+        self._ready: list[tuple[int, int, Key]] = []
+        self._in_flight = 0  # publishes handed to the connection and not yet acknowledged
+        self._pump_scheduled = False
+        self._running = False  # the pump only hands out work between run() and stop
+        self._drained = asyncio.Event()  # set whenever nothing is in flight
+        self._drained.set()
+        self._timers: list[_Timer] = []
+        self._timer_event = asyncio.Event()
+        self._parked: dict[tuple[str, str], set[Key]] = defaultdict(set)
+        self._presence: dict[tuple[str, str], tuple[bool, int]] = {}  # -> (online, since ms)
+        self._counter = itertools.count()
+        self._updates: dict[Key, DeliveryUpdate] = {}  # the latest change per delivery
+        self._audit: list[AuditEvent] = []
+        self._flush_event = asyncio.Event()
+        # Since start, for /metrics: publishes, retries fired, deliveries expired or dead.
+        self.published = 0
+        self.retries = 0
+        self.expired = 0
+        self.dead = 0
+
+    # ------------------------------------------------------------------ inputs
+
+    def add(self, job: Job) -> None:
+        """A new (or reloaded) delivery."""
+        self._jobs[job.key] = job
+        if job.expires_at is not None:
+            self._timer(job.expires_at, job.key, "expire")
+        self._route(job)
+
+    def set_online(self, channel: str, org: str, *, online: bool) -> None:
+        """A spoke's presence on one channel changed."""
+        where = (channel, org)
+        known = self._presence.get(where)
+        if known is None or known[0] != online:
+            self._presence[where] = (online, now_ms())
+        if not online:
+            return
+        for key in self._parked.pop(where, set()):
+            job = self._jobs.get(key)
+            if job is not None and job.state.awaiting:
+                self._push(job)
+
+    def is_online(self, channel: str, org: str) -> bool:
+        known = self._presence.get((channel, org))
+        return known is not None and known[0]
+
+    def presence(self, channel: str, org: str) -> tuple[bool, int] | None:
+        """(online, since when in ms) for a spoke on a channel; None if never heard of."""
+        return self._presence.get((channel, org))
+
+    def settle(self, msg_id: bytes, recipient: str, event: Event, at: int) -> DeliveryUpdate:
+        """The state change a recipient's DELIVERED or SIGNED_FOR makes, to be stored in the
+        same commit as the receipt; :meth:`confirmed` applies it once that is durable."""
+        job = self._jobs.get((msg_id, recipient))
+        if job is None:
+            # 签收 usually comes long after DELIVERED closed the job (often after a restart):
+            # the stored delivery still moves on, where the state table allows it.
+            state = (
+                DeliveryState.SIGNED_FOR if event is Event.SIGNED_FOR else DeliveryState.DELIVERED
+            )
+            return DeliveryUpdate(msg_id, recipient, state, KEEP_ATTEMPTS, at)
+        if not job.settling:
+            job.settling_since = now_ms()
+        job.settling += 1
+        return DeliveryUpdate(msg_id, recipient, next_state(job.state, event), job.attempts, at)
+
+    def unsettled(self, msg_id: bytes, recipient: str) -> None:
+        """The commit that was to store a :meth:`settle` failed: the job is as it was."""
+        job = self._jobs.get((msg_id, recipient))
+        if job is not None and job.settling:
+            job.settling -= 1
+
+    def confirmed(self, msg_id: bytes, recipient: str, event: Event, at: int) -> Job | None:
+        """The recipient's DELIVERED or SIGNED_FOR is durable (with the state it moved the
+        delivery to: :meth:`settle`). Returns the job it closed."""
+        job = self._jobs.get((msg_id, recipient))
+        if job is None:
+            return None
+        job.settling = max(job.settling - 1, 0)
+        job.state = next_state(job.state, event)
+        self._updates.pop(job.key, None)  # a SENT not yet written: the receipt's commit wins
+        if job.state in {DeliveryState.DELIVERED, DeliveryState.SIGNED_FOR}:
+            del self._jobs[job.key]
+            if job.accepted_at and self._latency is not None:
+                self._latency(at - job.accepted_at)
+            log.info(
+                "delivery.acked",
+                msg_id=msg_id_text(msg_id),
+                recipient=recipient,
+                channel=job.channel,
+                classification=job.classification.name,
+                precedence=job.precedence.name,
+                attempts=job.attempts,
+                latency_ms=at - job.accepted_at if job.accepted_at else None,
+            )
+        return job
+
+    def job(self, msg_id: bytes, recipient: str) -> Job | None:
+        return self._jobs.get((msg_id, recipient))
+
+    def resume(self, msg_id: bytes, recipient: str, offset: int) -> None:
+        """The recipient holds ``offset`` bytes of a chunked body: continue from there."""
+        job = self._jobs.get((msg_id, recipient))
+        if job is None or not job.state.awaiting or job.payload.body_path is None:
+            return
+        job.offset = min(max(offset, 0), job.payload.body_size)
+        if job.offset >= job.payload.body_size and not job.active:
+            self._sent(job)  # it holds the whole body: wait for its DELIVERED (or retry)
+            return
+        self._route(job)  # if it is already on its way, the next chunk starts at offset
+
+    def pending(self) -> list[Job]:
+        return list(self._jobs.values())
+
+    def pending_by_label(self) -> Counter[tuple[Precedence, Classification]]:
+        """Deliveries not yet confirmed, counted by (precedence, classification)."""
+        return Counter((job.precedence, job.classification) for job in self._jobs.values())
+
+    # ------------------------------------------------------------------ queues
+
+    def _route(self, job: Job) -> None:
+        if self.is_online(job.channel, job.recipient):
+            self._push(job)
+        elif not job.active:
+            self._parked[(job.channel, job.recipient)].add(job.key)
+
+    def _push(self, job: Job) -> None:
+        if job.active:
+            return  # already queued or on its way: one publish per job at a time
+        job.active = True
+        heapq.heappush(self._ready, (-job.precedence.rank, next(self._counter), job.key))
+        self._schedule_pump()
+
+    def _schedule_pump(self) -> None:
+        if not self._pump_scheduled and self._running:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self._pump)
+
+    def _timer(self, due: int, key: Key, kind: str) -> None:
+        timer = _Timer(due, next(self._counter), key, kind)
+        heapq.heappush(self._timers, timer)
+        if self._timers[0] is timer:
+            self._timer_event.set()
+
+    def _backoff_ms(self, attempts: int) -> int:
+        base = min(
+            self._settings.retry_initial * 2 ** max(attempts - 1, 0), self._settings.retry_max
+        )
+        return int(base * random.uniform(0.8, 1.2) * 1000)  # noqa: S311 - jitter, not secrecy
+
+    def _record(self, job: Job, at: int, audit: AuditEvent | None = None) -> None:
+        self._updates[job.key] = DeliveryUpdate(
+            job.msg_id, job.recipient, job.state, job.attempts, at
+        )
+        if audit is not None:
+            self._audit.append(audit)
+        self._flush_event.set()
+
+    # ------------------------------------------------------------------ tasks
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._running = True
+        self._schedule_pump()  # deliveries reloaded before the run
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._timers_loop(stop), name="hubd.engine.dispatch.timers")
+            tasks.create_task(self._flusher(stop), name="hubd.engine.dispatch.flush")
+            await stop.wait()
+            # Finish what is in flight; the rest stays PENDING in the store.
+            self._running = False
+            await self._drained.wait()
+        await self.flush()  # what the last acknowledgements recorded
+
+    def _pump(self) -> None:
+        """Hand the most urgent ready deliveries to the connection while slots are free."""
+        self._pump_scheduled = False
+        window = self._settings.window
+        while self._running and self._in_flight < window and self._ready:
+            _, _, key = heapq.heappop(self._ready)
+            job = self._jobs.get(key)
+            if job is None or not job.state.awaiting:
+                continue
+            if not self.is_online(job.channel, job.recipient):
+                job.active = False
+                self._parked[(job.channel, job.recipient)].add(job.key)
+                continue
+            start = job.offset  # where this piece begins: sent again from here if it fails
+            payload, last = self._piece(job)
+            if payload is None:
+                job.active = False
+                continue
+            acked = self._publish(job.channel, job.recipient, payload)
+            self._in_flight += 1
+            self._drained.clear()
+            acked.add_done_callback(functools.partial(self._published, job, last, start))
+
+    def _published(self, job: Job, last: bool, start: int, acked: asyncio.Future[bool]) -> None:  # noqa: FBT001 - a callback
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._drained.set()
+        job.active = False
+        sent = not acked.cancelled() and acked.exception() is None and acked.result()
+        if not sent:
+            # The broker link is down or slow. Keep the recipient's presence as it is (only
+            # the spoke itself says whether it is online) and try again shortly, from the
+            # start of the piece that did not get through (a chunk is never skipped).
+            job.offset = start
+            self._timer(now_ms() + 1000, job.key, "wake")
+        else:
+            self.published += 1
+            if last:
+                self._sent(job)
+            else:
+                job.offset = max(job.offset, 0)
+                self._push(job)  # the next chunk competes with every other message again
+        self._schedule_pump()
+
+    def _piece(self, job: Job) -> tuple[bytes | None, bool]:
+        """The next transport message for ``job`` and whether it completes the body."""
+        payload = job.payload
+        if payload.body is not None:
+            # Encoded per publish, not kept: a backlog for an offline recipient holds each
+            # body once, and the encoding costs microseconds.
+            return transport.encode(transport.EnvelopeMsg(payload.frame, payload.body)), True
+        if job.offset < 0:
+            job.offset = 0
+            return transport.encode(transport.EnvelopeMsg(payload.frame, None)), False
+        if payload.body_path is None:
+            return None, True
+        with payload.body_path.open("rb") as handle:
+            handle.seek(job.offset)
+            data = handle.read(transport.CHUNK_BYTES)
+        if not data:
+            return None, True
+        message = transport.encode(transport.ChunkMsg(job.msg_id, job.offset, data))
+        job.offset += len(data)
+        return message, job.offset >= payload.body_size
+
+    def _sent(self, job: Job) -> None:
+        if self._jobs.get(job.key) is not job or not job.state.awaiting:
+            return  # confirmed (or expired) while this publish was in flight
+        at = now_ms()
+        job.attempts += 1
+        job.state = next_state(job.state, Event.PUBLISH)
+        job.offset = -1
+        self._record(
+            job,
+            at,
+            AuditEvent(
+                "delivery.sent",
+                at,
+                job.msg_id,
+                job.recipient,
+                {"channel": job.channel, "attempt": job.attempts},
+            ),
+        )
+        log.debug(  # every attempt is in the audit ledger; info would be a line per publish
+            "delivery.sent",
+            msg_id=msg_id_text(job.msg_id),
+            recipient=job.recipient,
+            channel=job.channel,
+            precedence=job.precedence.name,
+            classification=job.classification.name,
+            attempt=job.attempts,
+        )
+        self._timer(at + self._backoff_ms(job.attempts), job.key, "retry")
+
+    async def _timers_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            now = now_ms()
+            while self._timers and self._timers[0].due <= now:
+                self._fire(heapq.heappop(self._timers), now)
+            self._timer_event.clear()
+            delay = (self._timers[0].due - now) / 1000 if self._timers else 1.0
+            waiter = asyncio.create_task(self._timer_event.wait())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait(
+                {waiter, stopper},
+                timeout=min(max(delay, 0.001), 1.0),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            waiter.cancel()
+            stopper.cancel()
+
+    def _fire(self, timer: _Timer, now: int) -> None:
+        job = self._jobs.get(timer.key)
+        if job is None or not job.state.awaiting:
+            return
+        if job.settling and timer.kind != "wake":
+            if now - job.settling_since < SETTLING_LIMIT_MS:
+                # Its DELIVERED is being stored: decide once the store has answered.
+                self._timer(now + SETTLING_RECHECK_MS, job.key, timer.kind)
+                return
+            log.warning(
+                "delivery.settling_overdue",
+                msg_id=msg_id_text(job.msg_id),
+                recipient=job.recipient,
+                waited_ms=now - job.settling_since,
+            )
+            job.settling = 0
+        if timer.kind == "expire":
+            self._finish(job, Event.EXPIRE, now)
+            return
+        if timer.kind == "wake":
+            self._route(job)
+            return
+        if job.state is not DeliveryState.SENT:
+            return
+        if job.attempts >= self._settings.max_attempts:
+            self._finish(job, Event.GIVE_UP, now)
+            return
+        self.retries += 1
+        log.info(
+            "delivery.retry",
+            msg_id=msg_id_text(job.msg_id),
+            recipient=job.recipient,
+            channel=job.channel,
+            attempt=job.attempts + 1,
+        )
+        self._route(job)
+
+    def _finish(self, job: Job, event: Event, now: int) -> None:
+        job.state = next_state(job.state, event)
+        name = "delivery.expired" if event is Event.EXPIRE else "delivery.dead"
+        if event is Event.EXPIRE:
+            self.expired += 1
+        else:
+            self.dead += 1
+        self._record(
+            job, now, AuditEvent(name, now, job.msg_id, job.recipient, {"attempts": job.attempts})
+        )
+        log.warning(
+            name,
+            msg_id=msg_id_text(job.msg_id),
+            recipient=job.recipient,
+            sender=job.sender,
+            channel=job.channel,
+            attempts=job.attempts,
+        )
+        del self._jobs[job.key]
+        self._outcome(job, job.state, now)
+
+    async def _flusher(self, stop: asyncio.Event) -> None:
+        """Write state changes in batches; never one commit per publish."""
+        while True:
+            if not self._updates and not self._audit:
+                if stop.is_set():
+                    return
+                self._flush_event.clear()
+                waiter = asyncio.create_task(self._flush_event.wait())
+                stopper = asyncio.create_task(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                continue
+            stored = await self.flush()
+            if not stop.is_set():
+                await asyncio.sleep(FLUSH_INTERVAL if stored else 1.0)
+
+    async def flush(self) -> bool:
+        """Write the changes gathered so far; False if the store refused them (kept)."""
+        updates, audit = self._updates, self._audit
+        self._updates, self._audit = {}, []
+        if not updates and not audit:
+            return True
+        try:
+            await self._store.submit(UpdateDeliveries(list(updates.values()), audit))
+        except StoreError as exc:
+            # Keep them for the next flush (newer changes to the same delivery win) rather
+            # than stop delivering: the store logged why; /healthz says it is failing.
+            self._updates = {**updates, **self._updates}
+            self._audit[:0] = audit
+            log.warning("delivery.state_not_stored", changes=len(updates), error=str(exc))
+            self._flush_event.set()
+            return False
+        return True

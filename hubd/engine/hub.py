@@ -1,0 +1,544 @@
+"""The hub daemon: wires the store, the brokers, ingest, dispatch and receipts together.
+
+Lifecycle (STYLE.md, "Async lifecycle"): one TaskGroup, named tasks. SIGTERM (or SIGINT)
+stops the intake, lets the ingest queue drain, finishes in-flight publishes, flushes state
+and receipts, then disconnects and closes the store, all within ``drain_timeout``; the
+process exits 0. SIGHUP re-reads and re-verifies the directory and republishes it.
+With NOTIFY_SOCKET set it tells systemd READY=1 and, if asked, WATCHDOG=1. Unless
+``[metrics] listen`` is "", it serves ``/metrics`` and ``/healthz`` (:mod:`hubd.web.metrics`)
+from before the store opens until after it closes, so readiness is visible throughout, and
+beside them the status page (:mod:`hubd.web.statuspage`) unless ``[metrics] status_page`` is false.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from hubd.admin.ops import HubAdmin
+from hubd.admin.server import AdminServer
+from hubd.config import HubConfig
+from hubd.core.states import DeliveryState
+from hubd.engine.broker import EmbeddedBroker
+from hubd.engine.checkpoints import RESTORED_HINT, Checkpointer, LedgerCheckError, Policy
+from hubd.engine.diskwatch import DiskWatch
+from hubd.engine.dispatch import Dispatcher, DispatchSettings, Job
+from hubd.engine.intake import Ingest
+from hubd.engine.issuer import ReceiptIssuer
+from hubd.engine.jobrows import job_query, jobs_from_rows
+from hubd.engine.ledgerdesk import LedgerDesk
+from hubd.engine.retention import Retention
+from hubd.engine.sdnotify import Notifier
+from hubd.engine.trustwatch import TrustWatch
+from hubd.store import tables as t
+from hubd.store.audit import AuditEvent
+from hubd.store.db import AppendAudit, Store
+from hubd.store.ledger import LedgerGapError
+from hubd.store.lock import HubLock, LockHeldError
+from hubd.store.spool import Spool
+from hubd.web.metrics import HubMetrics, readiness
+from hubd.web.server import MetricsServer
+from hubd.web.statuspage import PageOff, StatusPage
+from schemas import topics
+from schemas.directory import Directory, VerifiedDirectory, verify_directory
+from schemas.envelope import verify_envelope
+from schemas.errors import ConfigError, PeerError, XchgError
+from schemas.keys import SigningKey
+from schemas.localfs import load_signing_key
+from schemas.mqttlink import BrokerLink, tls_context
+from schemas.receipts import ReceiptEntry, ReceiptStatus
+
+log = structlog.get_logger("hubd")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerPlan:
+    name: str
+    host: str
+    port: int
+    channels: list[str]
+    tls: bool
+    ca: str | None
+    cert: str | None
+    key: str | None
+
+
+def plan_brokers(config: HubConfig, channels: list[str]) -> list[BrokerPlan]:
+    """One connection per distinct broker; channels without their own use the embedded one."""
+    grouped: dict[str, list[str]] = defaultdict(list)
+    external = {}
+    for channel in channels:
+        broker = config.broker_for(channel)
+        if broker is None:
+            if not config.broker.enabled:
+                raise ConfigError(
+                    "hub configuration",
+                    [(f"channels.{channel}", "no broker: give it a url, or enable [broker]")],
+                )
+            grouped["embedded"].append(channel)
+        else:
+            grouped[broker.identity].append(channel)
+            external[broker.identity] = broker
+    plans = []
+    for name, members in grouped.items():
+        if name == "embedded":
+            plans.append(
+                BrokerPlan(
+                    "embedded",
+                    config.broker.host,
+                    config.broker.port,
+                    members,
+                    False,
+                    None,
+                    None,
+                    None,
+                )
+            )
+        else:
+            b = external[name]
+            plans.append(
+                BrokerPlan(
+                    name,
+                    b.host,
+                    b.port,
+                    members,
+                    b.tls,
+                    None if b.ca is None else str(b.ca),
+                    None if b.cert is None else str(b.cert),
+                    None if b.key is None else str(b.key),
+                )
+            )
+    return plans
+
+
+class Hub:
+    def __init__(
+        self,
+        config: HubConfig,
+        *,
+        notifier: Notifier | None = None,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.config = config
+        self.notifier = notifier or Notifier()
+        self.clock = clock
+        self.stop_event = asyncio.Event()
+        self._key: SigningKey | None = None
+        self._verified: VerifiedDirectory | None = None
+        self._links: dict[str, BrokerLink] = {}
+        self.dispatcher: Dispatcher | None = None
+        self.ingest: Ingest | None = None
+        self.issuer: ReceiptIssuer | None = None
+        self.store: Store | None = None
+        self.checkpoints: Checkpointer | None = None
+        self.ledger_desk: LedgerDesk | None = None
+        self.metrics = HubMetrics(self)
+        self.trust = TrustWatch(config, clock)
+        self._audits: set[asyncio.Task[None]] = set()
+        self.status_page: StatusPage | None = None
+        self.disk: DiskWatch | None = None
+
+    # ---------------------------------------------------------------- what /metrics reads
+
+    @property
+    def current_directory(self) -> Directory | None:
+        return None if self._verified is None else self._verified.directory
+
+    @property
+    def draining(self) -> bool:
+        return self.stop_event.is_set()
+
+    def broker_links(self) -> list[BrokerLink]:
+        """Each broker connection once (channels on one broker share it)."""
+        return list(dict.fromkeys(self._links.values()))
+
+    # ---------------------------------------------------------------- directory
+
+    def _load_directory(self) -> VerifiedDirectory:
+        assert self._key is not None  # noqa: S101 - loaded first
+        path = self.config.hub.directory
+        last = None if self._verified is None else (self._verified.version, self._verified.digest)
+        try:
+            frame = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                str(path),
+                [("", f"cannot read the directory: {exc.strerror}; run 'hubctl directory build'")],
+            ) from exc
+        try:
+            return verify_directory(frame, self._key.public, now=self.clock(), last_seen=last)
+        except PeerError as exc:
+            raise ConfigError(
+                str(path), [("", f"{exc}; run 'hubctl directory build' to sign a fresh one")]
+            ) from exc
+
+    def directory(self) -> Directory:
+        assert self._verified is not None  # noqa: S101 - loaded before serving
+        return self._verified.directory
+
+    def reload(self) -> ConfigError | None:
+        """SIGHUP (and ``hubctl directory publish``): re-read and re-verify the directory;
+        keep the old one if the new is bad. Returns why it was refused, or None."""
+        try:
+            verified = self._load_directory()
+        except ConfigError as exc:
+            log.exception("directory.reload_failed", error=str(exc))
+            return exc
+        previous, self._verified = self._verified, verified
+        log.info("directory.reloaded", version=verified.version, orgs=len(verified.directory.orgs))
+        for link in self._links.values():
+            asyncio.get_running_loop().create_task(self._publish_directory(link))
+        if previous is not None:
+            self._audit(self.trust.reloaded(previous, verified))
+        self.trust.warn(verified.directory, when="reload")
+        return None
+
+    def _audit(self, events: list[AuditEvent]) -> None:
+        """Append ``events`` to the audit ledger in the background (from a signal handler)."""
+        if self.store is None:
+            return
+        store = self.store
+
+        async def write() -> None:
+            try:
+                await store.submit(AppendAudit(events))
+            except XchgError:
+                log.exception("audit.write_failed", events=[e.event for e in events])
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._audits.add(task)
+        task.add_done_callback(self._audits.discard)
+
+    async def _publish_directory(self, link: BrokerLink) -> None:
+        assert self._verified is not None  # noqa: S101
+        for channel in link.channels:
+            await link.publish(topics.directory(channel), self._verified.frame, retain=True)
+
+    async def _on_connected(self, link: BrokerLink) -> None:
+        """A (re)connected broker gets the retained directory and latest checkpoint again
+        (an in-process or restarted broker may have lost them)."""
+        await self._publish_directory(link)
+        checkpoint = None if self.checkpoints is None else self.checkpoints.message
+        if checkpoint is not None:
+            for channel in link.channels:
+                await link.publish(topics.ledger(channel), checkpoint, retain=True)
+
+    def _publish_checkpoint(self, payload: bytes) -> None:
+        """A new checkpoint, retained on every channel's ledger topic (not waited for: a
+        connection that is down gets it from :meth:`_on_connected`)."""
+        for channel, link in self._links.items():
+            link.enqueue(topics.ledger(channel), payload, retain=True)
+
+    # ---------------------------------------------------------------- sending
+
+    def send_in_order(self, channel: str, org: str, payload: bytes) -> asyncio.Future[bool]:
+        """Hand ``payload`` to the connection now (in call order); the future is the ack."""
+        link = self._links.get(channel)
+        if link is None:
+            unsent: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            unsent.set_result(False)
+            return unsent
+        return link.enqueue(topics.down(channel, org), payload)
+
+    def _set_reading(self, reading: bool) -> None:  # noqa: FBT001 - a switch
+        """The ingest's backlog is full (False) or drained enough (True)."""
+        for link in self.broker_links():
+            link.set_reading(reading)
+
+    # ---------------------------------------------------------------- running
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    async def run(self) -> None:
+        config = self.config
+        _, self._key = load_signing_key(config.hub.key)
+        self._verified = self._load_directory()
+        directory = self.directory()
+        channels = [c.id for c in directory.channels]
+        plans = plan_brokers(config, channels)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            await self._serve(plans)
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+
+    async def _serve(self, plans: list[BrokerPlan]) -> None:
+        config = self.config
+        assert self._key is not None  # noqa: S101
+        # 0750: the store holds documents and the admin socket lives here by default
+        config.hub.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        async with AsyncExitStack() as stack:
+            stack.callback((await self._state_lock()).release)  # first: one hub per folder
+            if config.metrics.enabled:  # first: /healthz says 503 while the rest starts
+                if config.metrics.status_page:
+                    self.status_page = StatusPage(self, clock=self.clock)
+                await stack.enter_async_context(
+                    MetricsServer(
+                        config.metrics.host,
+                        config.metrics.port,
+                        metrics=self.metrics.exposition,
+                        health=lambda: readiness(self),
+                        pages=self.status_page or PageOff(),
+                    )
+                )
+            if any(p.name == "embedded" for p in plans):
+                await stack.enter_async_context(
+                    EmbeddedBroker(config.broker.host, config.broker.port)
+                )
+                log.info("broker.embedded_started", listen=config.broker.listen)
+            try:
+                store = self.store = await stack.enter_async_context(Store(config.store_url()))
+            except LedgerGapError as exc:
+                raise LedgerCheckError(f"{exc}; {RESTORED_HINT}") from exc
+            ledger = config.ledger
+            checkpoints = self.checkpoints = Checkpointer(
+                store,
+                self._key,
+                self.directory().hub_id,
+                Policy(
+                    ledger.checkpoints,
+                    int(ledger.checkpoint_interval * 1000),
+                    ledger.checkpoint_entries,
+                ),
+                self.clock,
+                self._publish_checkpoint,
+            )
+            await checkpoints.check()  # before the hub writes a single entry
+            assert self._verified is not None  # noqa: S101 - loaded in run()
+            await store.submit(AppendAudit(self.trust.loaded(self._verified)))
+            self.trust.warn(self.directory(), when="start")
+            spool = Spool(config.spool_dir())
+            issuer = ReceiptIssuer(
+                self.directory().hub_id, self._key, store, self.send_in_order, self.clock
+            )
+            settings = DispatchSettings(
+                retry_initial=config.delivery.retry_initial,
+                retry_max=config.delivery.retry_max,
+                max_attempts=config.delivery.max_attempts,
+                window=config.delivery.publish_window,
+            )
+            dispatcher = Dispatcher(
+                store,
+                self.send_in_order,
+                settings,
+                self._outcome,
+                latency=self.metrics.observe_latency,
+            )
+            ingest = Ingest(
+                directory=self.directory,
+                store=store,
+                spool=spool,
+                dispatcher=dispatcher,
+                issuer=issuer,
+                send=self.send_in_order,
+                clock=self.clock,
+                max_skew_ms=int(config.delivery.max_skew * 1000),
+            )
+            self.dispatcher, self.ingest, self.issuer = dispatcher, ingest, issuer
+            desk = LedgerDesk(store, checkpoints, self.directory, self.send_in_order, self.clock)
+            ingest.ledger = self.ledger_desk = desk
+            ingest.on_backlog = self._set_reading
+            disk = self.disk = DiskWatch(
+                [config.hub.state_dir, config.spool_dir()],
+                min_free=config.disk.min_free,
+                min_free_percent=config.disk.min_free_percent,
+                every=config.disk.check_every,
+            )
+            disk.check()  # before the first message: a hub started on a full disk says so
+            ingest.disk_low = disk.refuse
+            reloaded = await self._reload_jobs(store, dispatcher)
+            admin_socket = config.admin_socket()
+            if admin_socket is not None:  # once there is something to answer with
+                await stack.enter_async_context(AdminServer(admin_socket, HubAdmin(self).answer))
+            self._recover_spool(spool)
+            hub_id = self.directory().hub_id
+            for plan in plans:
+                link = BrokerLink(
+                    plan.name,
+                    plan.host,
+                    plan.port,
+                    plan.channels,
+                    subscriptions=[t for ch in plan.channels for t in topics.hub_subscriptions(ch)],
+                    client_id=f"hubd-{hub_id}-{plan.name.replace('://', '-').replace(':', '-')}",
+                    sink=ingest.on_message,
+                    on_connected=self._on_connected,
+                    window=config.delivery.publish_window,
+                    tls=tls_context(plan.ca, plan.cert, plan.key) if plan.tls else None,
+                )
+                for channel in plan.channels:
+                    self._links[channel] = link
+            log.info(
+                "hub.starting",
+                hub=hub_id,
+                directory_version=self.directory().version,
+                brokers=[p.name for p in plans],
+                store=store._safe_url,  # noqa: SLF001 - the password-free form for the log
+                reloaded_deliveries=reloaded,
+            )
+            await checkpoints.start()  # published once the links connect (_on_connected)
+            await self._run_tasks(ingest, dispatcher, issuer)
+            if ingest.turned_away:
+                log.info("hub.intake_stopped", turned_away=ingest.turned_away)
+            log.info(
+                "hub.stopped",
+                accepted=ingest.counts["accepted"],
+                rejected=ingest.counts["rejected"],
+                quarantined=ingest.counts["quarantined"],
+                published=dispatcher.published,
+            )
+
+    async def _run_tasks(
+        self, ingest: Ingest, dispatcher: Dispatcher, issuer: ReceiptIssuer
+    ) -> None:
+        links_stop, work_stop = asyncio.Event(), asyncio.Event()
+        links = self.broker_links()
+        async with asyncio.TaskGroup() as tasks:
+            for link in links:
+                tasks.create_task(link.run(links_stop), name=f"hubd.link.{link.name}")
+            issuer_task = tasks.create_task(issuer.run(work_stop), name="hubd.receipts")
+            core = tasks.create_task(self._core(ingest, dispatcher), name="hubd.core")
+            watchdog = tasks.create_task(self._watchdog(), name="hubd.watchdog")
+            if self.config.retention.enabled and self.store is not None:
+                retention = Retention(self.store, self.config.retention, self.clock)
+                tasks.create_task(retention.run(self.stop_event), name="hubd.engine.retention")
+            if self.disk is not None:
+                tasks.create_task(self.disk.run(self.stop_event), name="hubd.disk")
+            if self.checkpoints is not None:
+                checkpoints = self.checkpoints.run(self.stop_event)
+                tasks.create_task(checkpoints, name="hubd.engine.checkpoints")
+            expiry = tasks.create_task(
+                self.trust.run(lambda: self.current_directory), name="hubd.expiry"
+            )
+            flow = None
+            if self.status_page is not None:
+                flow = tasks.create_task(self.status_page.sample_flow(), name="hubd.status.flow")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await asyncio.gather(*(link.connected.wait() for link in links))
+            self.notifier.ready(f"serving directory v{self.directory().version}")
+            log.info(
+                "hub.ready", connected=[link.name for link in links if link.connected.is_set()]
+            )
+            await self.stop_event.wait()
+            log.info("hub.draining", timeout_s=self.config.lifecycle.drain_timeout)
+            self.notifier.stopping()
+            try:
+                async with asyncio.timeout(self.config.lifecycle.drain_timeout):
+                    await core
+                    work_stop.set()
+                    await issuer_task
+            except TimeoutError:
+                log.warning("hub.drain_timeout", timeout_s=self.config.lifecycle.drain_timeout)
+                core.cancel()
+                issuer_task.cancel()
+            work_stop.set()
+            watchdog.cancel()
+            expiry.cancel()
+            if flow is not None:
+                flow.cancel()
+            links_stop.set()
+
+    async def _core(self, ingest: Ingest, dispatcher: Dispatcher) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(ingest.run(self.stop_event), name="hubd.engine.intake")
+            tasks.create_task(dispatcher.run(self.stop_event), name="hubd.engine.dispatch")
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        if interval is None or not self.config.lifecycle.watchdog:
+            return
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    # ---------------------------------------------------------------- recovery
+
+    async def _reload_jobs(self, store: Store, dispatcher: Dispatcher) -> int:
+        awaited = [DeliveryState.PENDING.value, DeliveryState.SENT.value]
+        rows = await store.read(job_query(t.deliveries.c.state.in_(awaited)))
+        for job in jobs_from_rows(rows):
+            dispatcher.add(job)
+        return len(rows)
+
+    async def _state_lock(self, wait: float = 10.0) -> HubLock:
+        """The state folder's lock (hubd.store.lock), waiting ``wait`` s for a hubctl that
+        holds it while it writes the store of a stopped hub."""
+        lock = HubLock(self.config.lock_file())
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            try:
+                lock.acquire()
+            except LockHeldError as exc:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise ConfigError(
+                        "hub configuration",
+                        [("hub.state_dir", f"{exc}; stop the other hub, or give this one its own")],
+                    ) from exc
+                await asyncio.sleep(0.2)  # a hubctl holds it for one short transaction
+                continue
+            return lock
+
+    def _recover_spool(self, spool: Spool) -> None:
+        for channel, org, frame in spool.partial():
+            try:
+                envelope = verify_envelope(frame, self.directory(), expected_sender=org)
+            except XchgError as exc:
+                log.warning("spool.discarded", error=str(exc))
+                continue
+            transfer = spool.adopt(envelope, channel=channel, org=org)
+            log.info(
+                "spool.resumed", msg_id=envelope.header.msg_id_text, received=transfer.received
+            )
+
+    # ---------------------------------------------------------------- outcomes
+
+    def _outcome(self, job: Job, state: DeliveryState, at: int) -> None:
+        """EXPIRED or DEAD: tell the sender, durably, on the channel it sent on."""
+        if self.issuer is None:
+            return
+        status = ReceiptStatus.EXPIRED if state is DeliveryState.EXPIRED else ReceiptStatus.DEAD
+        frame_hash = hashlib.sha256(job.payload.frame).digest()
+        reason = None if status is ReceiptStatus.EXPIRED else "delivery.gave_up"
+        detail = (
+            None
+            if status is ReceiptStatus.EXPIRED
+            else (
+                f"{job.recipient} did not confirm after {job.attempts} attempts; an operator can "
+                "redeliver it with 'hubctl redeliver'"
+            )
+        )
+        entry = ReceiptEntry(
+            msg_id=job.msg_id,
+            recipient=job.recipient,
+            status=status,
+            at=at,
+            subject=frame_hash,
+            classification=job.classification,
+            reason=reason,
+            detail=detail,
+            retriable=False,
+        )
+        self.issuer.issue(job.sender, job.origin, entry, durable=True)
+
+
+def default_config_path() -> Path:
+    return Path("config/hub.toml")

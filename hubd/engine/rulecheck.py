@@ -1,0 +1,87 @@
+"""The hub's side of the document rules (行文规则): what its store knows, and the verdict.
+
+The rules are pure code shared with the spokes (:mod:`schemas.rules`); the hub's check is
+the authoritative one because only the hub can answer the one question a spoke cannot:
+is the 请示 a 批复 answers really a request its recipient sent to its sender? This module
+reads that from the store (a message the hub accepted; a quarantined one does not count)
+by decoding the stored frame's header, which was verified when it was stored.
+
+Used by :mod:`hubd.engine.intake` (on the live store) and by ``hubctl route`` (read-only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import structlog
+from sqlalchemy import Select, select
+
+from hubd.store import tables as t
+from schemas import codec
+from schemas.directory import Directory
+from schemas.envelope import Header, read_frame_sender
+from schemas.errors import XchgError
+from schemas.labels import DocType
+from schemas.rules import Document, Evaluation, Referenced, evaluate, settings_of
+
+log = structlog.get_logger("hubd.rules")
+
+Read = Callable[[Select[Any]], Awaitable[Sequence[Any]]]
+
+
+def referenced_query(msg_id: bytes) -> Select[Any]:
+    """The stored frame of ``msg_id`` if the hub accepted it (not quarantined) and still
+    holds it (retention keeps a 请示's frame; any other purged message has none)."""
+    return select(t.messages.c.frame).where(
+        t.messages.c.msg_id == msg_id,
+        t.messages.c.state == "ACCEPTED",
+        t.messages.c.frame.is_not(None),
+    )
+
+
+def stored_header(frame: bytes) -> Header:
+    """The header of a frame from the store.
+
+    The signature is not checked again: the frame was verified before it was stored, and
+    the key that signed it may have expired since.
+    """
+    _, _, hdr, _ = read_frame_sender(frame)
+    core = codec.decode_map(hdr, codec.HDR_LIMITS)["core"]
+    return Header.from_wire(codec.decode_map(core, codec.HEADER_LIMITS), what="stored header")
+
+
+def referenced_from(rows: Sequence[Any]) -> Referenced | None:
+    """The stored message as the rules see it; None if there is none, or if its frame no
+    longer reads as a header (stored by an older hub, say): a 批复 to it is refused as to an
+    unknown message rather than failing the ingest worker (and so the hub)."""
+    if not rows:
+        return None
+    try:
+        header = stored_header(bytes(rows[0][0]))
+    except (XchgError, KeyError, TypeError, ValueError) as exc:
+        log.error("store.unreadable_frame", problem=str(exc)[:300])
+        return None
+    return Referenced(header.msg_id, header.sender, header.doc_type, header.to)
+
+
+async def look_up(read: Read, in_reply_to: bytes | None) -> Referenced | None:
+    """What the store holds under a 批复's ``in_reply_to`` (None: nothing accepted)."""
+    if in_reply_to is None:
+        return None
+    return referenced_from(await read(referenced_query(in_reply_to)))
+
+
+def judge_now(header: Header, directory: Directory) -> Evaluation | None:
+    """The verdict without the store, or None when it needs the store (a 批复's 请示)."""
+    if header.doc_type is DocType.REPLY:
+        return None
+    return evaluate(Document.from_header(header), directory, settings_of(directory))
+
+
+async def judge(header: Header, directory: Directory, read: Read) -> Evaluation:
+    """Every rule's verdict on a verified header, under the directory's settings."""
+    doc = Document.from_header(header)
+    replies = header.doc_type is DocType.REPLY
+    referenced = await look_up(read, header.in_reply_to) if replies else None
+    return evaluate(doc, directory, settings_of(directory), referenced=referenced)

@@ -1,1 +1,0 @@
-"""Alembic migrations of the hub's store, applied by ``hubd.store.Store.open``."""

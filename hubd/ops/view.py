@@ -1,0 +1,425 @@
+"""The operator's answers (:mod:`hubd.ops.query`) as text for a terminal.
+
+Tables go through :func:`schemas.display.table`, so organisation names in Chinese line up.
+Times are UTC; ages are counted from the moment the answer was taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hubd.ops.query import Delivery, Listing, Spoke, SpokePresence, Status, Step, Trace
+from schemas.clock import duration_text, ms_to_text
+from schemas.display import size_text, table
+from schemas.ids import msg_id_text
+from schemas.labels import DocType, Precedence
+
+URGENT_FIRST = sorted(Precedence, key=lambda p: -p.rank)
+
+
+def duration(ms: int) -> str:
+    """A short age: 42s, 4m12s, 3h05m, 2d04h (a time in the future counts as 0s)."""
+    return duration_text(max(ms, 0))
+
+
+size = size_text  # 900 B, 12.0 KiB, 320.0 MiB, 1.5 GiB
+
+
+def _attempts(count: object) -> str:
+    return f"{count} attempt" + ("" if count == 1 else "s")
+
+
+def _ago(at: int, now: int) -> str:
+    return f"{ms_to_text(at)} ({duration(now - at)} ago)"
+
+
+# ------------------------------------------------------------------ status
+
+
+def render_status(s: Status) -> str:
+    lines = [f"as of      {ms_to_text(s.at)}"]
+    store = s.store
+    where = f"{store.kind} {store.where}: {size(store.bytes)}"
+    if store.wal_bytes:
+        where += f", write-ahead log {size(store.wal_bytes)}"
+    if store.spool_bytes is not None:
+        where += f"; spool (large bodies) {size(store.spool_bytes)}"
+    lines.append(f"store      {where}")
+    lines.append(f"directory  {_directory_line(s)}")
+    if s.hub is not None:
+        lines.append(f"hub        {_hub_line(s)}")
+    lines.append("")
+    lines += _delivery_lines(s)
+    if s.pending:
+        lines += ["", "pending by recipient and precedence (sent: published, not yet confirmed):"]
+        lines.append(_pending_table(s))
+    if s.spokes:
+        lines += ["", "spokes:", _spokes_table(s.spokes, s.at)]
+    elif s.directory.directory is None:
+        lines += ["", "spokes: not listed, the directory cannot be used (above)"]
+    if s.presence_note is not None:
+        lines += ["", f"presence unknown: {s.presence_note}."]
+    lines += ["", *_warning_lines(s)]
+    return "\n".join(lines) + "\n"
+
+
+def _hub_line(s: Status) -> str:
+    hub = s.hub
+    assert hub is not None  # noqa: S101 - only called with one
+    if hub.answered:
+        return f"running, answered on {hub.socket} (presence below is the hub's own)"
+    if hub.socket is None:
+        return "not asked: the admin socket is turned off; everything below is from the store"
+    return f"did not answer on {hub.socket}: {hub.problem}; everything below is from the store"
+
+
+def _warning_lines(s: Status) -> list[str]:
+    """Keys, certificates and the directory expiring, soonest first (schemas.expiry)."""
+    found = s.warnings
+    if not found.expiring and not found.unchecked:
+        return ["warnings: none (nothing expires within the warning horizons)"]
+    lines = [f"warnings ({len(found.expiring) + len(found.unchecked)}):"]
+    lines += [f"  {'EXPIRED' if w.expired else 'expiring'}: {w.sentence()}" for w in found.expiring]
+    lines += [f"  unchecked: {text}" for text in found.unchecked]
+    return lines
+
+
+def _directory_line(s: Status) -> str:
+    info = s.directory
+    d = info.directory
+    if d is None:
+        return f"{info.path} cannot be used: {info.problem}"
+    text = f"v{d.version} of {d.hub_id}, issued {ms_to_text(d.issued_at)}, "
+    if s.at >= d.expires_at:
+        return text + (
+            f"EXPIRED {duration(s.at - d.expires_at)} ago at {ms_to_text(d.expires_at)}: "
+            "spokes refuse it; run 'hubctl directory build', then 'systemctl reload hubd'"
+        )
+    return text + f"expires {ms_to_text(d.expires_at)} (in {duration(d.expires_at - s.at)})"
+
+
+def _delivery_lines(s: Status) -> list[str]:
+    states = s.states
+    total = s.pending_total
+    sent = sum(g.sent for g in s.pending)
+    lines = [
+        f"deliveries pending: {total}"
+        + (f" ({total - sent} not yet sent, {sent} sent and not yet confirmed)" if total else "")
+    ]
+    if s.oldest is not None:
+        o = s.oldest
+        lines.append(
+            f"oldest pending: {msg_id_text(o.msg_id)} to {o.recipient} on {o.channel}, "
+            f"{o.precedence}, {duration(s.at - o.created_at)} (since {ms_to_text(o.created_at)})"
+        )
+    lines.append(
+        f"dead letters: {states['DEAD']} gave up, {states['EXPIRED']} expired"
+        + (" ('hubctl dead' lists them)" if states["DEAD"] or states["EXPIRED"] else "")
+    )
+    done = states["DELIVERED"] + states["SIGNED_FOR"]
+    lines.append(f"confirmed by their recipients: {done}")
+    return lines
+
+
+def _pending_table(s: Status) -> str:
+    cells: dict[tuple[str, str], dict[Precedence, int]] = {}
+    sent: dict[tuple[str, str], int] = {}
+    oldest: dict[tuple[str, str], int] = {}
+    for g in s.pending:  # most urgent first: the rows keep that order
+        key = (g.recipient, g.channel)
+        cells.setdefault(key, {})[g.precedence] = g.count
+        sent[key] = sent.get(key, 0) + g.sent
+        oldest[key] = min(oldest.get(key, g.oldest_at), g.oldest_at)
+    header = ("recipient", "channel", *(str(p) for p in URGENT_FIRST), "sent", "oldest")
+    rows = [
+        (
+            recipient,
+            channel,
+            *(str(counts.get(p, "-")) for p in URGENT_FIRST),
+            str(sent[(recipient, channel)]),
+            duration(s.at - oldest[(recipient, channel)]),
+        )
+        for (recipient, channel), counts in cells.items()
+    ]
+    return table(header, rows)
+
+
+def _presence(presence: Sequence[tuple[str, SpokePresence | None]], now: int) -> str:
+    if all(p is None for _, p in presence):
+        return "unknown"
+    parts = []
+    for channel, p in presence:
+        if p is None:
+            parts.append(f"{channel} unknown")
+            continue
+        state = "online" if p.online else "offline"
+        since = "" if p.since is None else f" for {duration(now - p.since)}"
+        parts.append(f"{channel} {state}{since}")
+    return ", ".join(parts)
+
+
+def _spokes_table(spokes: Sequence[Spoke], now: int) -> str:
+    rows = [
+        (
+            f"{s.org} {s.name_zh}",
+            s.level,
+            ",".join(channel for channel, _ in s.presence),
+            _presence(s.presence, now),
+            "never" if s.last_heard_at is None else _ago(s.last_heard_at, now),
+            str(s.pending),
+            "-" if s.oldest_pending_at is None else duration(now - s.oldest_pending_at),
+        )
+        for s in spokes
+    ]
+    header = ("organisation", "level", "channels", "presence", "last heard", "pending", "oldest")
+    return table(header, rows)
+
+
+# ------------------------------------------------------------------ trace
+
+
+def render_trace(tr: Trace) -> str:
+    lines = [f"message {msg_id_text(tr.msg_id)} (as of {ms_to_text(tr.at)})"]
+    m = tr.message
+    if m is None:
+        lines.append("  the store holds no message row for it, only audit entries")
+    else:
+        doc = DocType[m.doc_type] if m.doc_type in DocType.__members__ else m.doc_type
+        expires = "never" if m.expires_at is None else ms_to_text(m.expires_at)
+        lines += [
+            f"  {doc}, {m.classification}, {m.precedence}, body {size(m.body_size)}",
+            (
+                f"  from {m.sender} on {m.arrival_channel}; created {ms_to_text(m.created_at)} "
+                f"(the sender's clock), received {ms_to_text(m.received_at)}; expires {expires}"
+            ),
+        ]
+        if m.state == "QUARANTINED":
+            lines.append(f"  QUARANTINED ({m.reason}): kept by the hub, never forwarded")
+        else:
+            lines.append(f"  {m.state}")
+        if m.purged_at is not None:
+            lines.append(
+                f"  content purged by retention at {ms_to_text(m.purged_at)}: the hub no longer "
+                "holds it (the ledger keeps its hashes); it cannot be redelivered"
+            )
+    lines += ["", table(("time", "event", "org", "what"), [_step(s) for s in tr.steps])]
+    if tr.deliveries:
+        # The hub closes a delivery at DELIVERED; a SIGNED_FOR after it is in the ledger
+        # (and the receipts), so the last receipt is shown beside the delivery's state.
+        last = {
+            s.org: s.event.removeprefix("receipt.").upper()
+            for s in tr.steps
+            if s.event.startswith("receipt.")
+        }
+        rows = [
+            (
+                d.recipient,
+                d.channel,
+                d.state.value,
+                str(d.attempts),
+                ms_to_text(d.updated_at),
+                last.get(d.recipient, "-"),
+            )
+            for d in tr.deliveries
+        ]
+        lines += ["", "deliveries now:"]
+        header = ("recipient", "channel", "state", "attempts", "last change", "last receipt")
+        lines.append(table(header, rows))
+    return "\n".join(lines) + "\n"
+
+
+def _step(step: Step) -> tuple[str, str, str, str]:
+    name, what = describe(step)
+    return (ms_to_text(step.at, precise=True), name, step.org or "-", what)
+
+
+def describe(step: Step) -> tuple[str, str]:
+    """A short name for the event and a sentence for what the ledger says of it."""
+    d: dict[str, Any] = step.detail
+    event = step.event
+    if event in {"message.accepted", "message.quarantined"}:
+        routes = d.get("routes") or {}
+        text = f"from {step.org} on {d.get('channel')}"
+        by_channel: dict[str, list[str]] = {}
+        for recipient, channel in routes.items():
+            by_channel.setdefault(str(channel), []).append(str(recipient))
+        if by_channel:
+            text += "; routed " + "; ".join(
+                f"on {channel} to {', '.join(recipients)}"
+                for channel, recipients in by_channel.items()
+            )
+        warnings = d.get("rule_warnings") or []
+        if warnings:
+            text += "; rules warned: " + ", ".join(str(w.get("rule")) for w in warnings)
+        if event == "message.quarantined":
+            return "QUARANTINED", text + "; above the arrival channel's ceiling, not forwarded"
+        return "accepted", text
+    if event == "delivery.sent":
+        return "sent", f"published to {step.org} on {d.get('channel')}, attempt {d.get('attempt')}"
+    if event == "delivery.dead":
+        return "DEAD", (
+            f"no DELIVERED after {_attempts(d.get('attempts'))}: gave up; the sender got DEAD"
+        )
+    if event == "delivery.expired":
+        return "EXPIRED", (
+            f"expired after {_attempts(d.get('attempts'))} without DELIVERED; the sender got "
+            "EXPIRED"
+        )
+    if event == "delivery.redelivered":
+        return "REDELIVER", (
+            f"{_who(d.get('requested_by'))} asked to redeliver it (via {d.get('via')}); "
+            f"DEAD after {_attempts(d.get('attempts_before'))}, PENDING again from attempt 1"
+        )
+    if event == "message.purged":
+        kept = (
+            "body removed, frame kept (a 批复 may still answer this 请示)"
+            if d.get("frame_kept")
+            else "frame and body removed"
+        )
+        where = ", the spool file too" if d.get("spooled") else ""
+        body = d.get("body_sha256")
+        hashes = f"frame sha256 {d.get('frame_sha256')}" + (f", body sha256 {body}" if body else "")
+        return "PURGED", f"content purged by retention: {kept}{where}; kept: {hashes}"
+    if event.startswith("receipt."):
+        return event.removeprefix("receipt.").upper(), f"receipt signed by {d.get('issuer')}"
+    extra = ", ".join(f"{k}={v}" for k, v in sorted(d.items()))
+    return event, extra
+
+
+def _who(requested_by: object) -> str:
+    """'uid 1000 (ops) pid 4242' from an audit entry's requested_by."""
+    if not isinstance(requested_by, dict):
+        return "someone"
+    user = requested_by.get("user")
+    name = f" ({user})" if user else ""
+    return f"uid {requested_by.get('uid')}{name} pid {requested_by.get('pid')}"
+
+
+# ------------------------------------------------------------------ queue and dead letters
+
+
+def _more(listing: Listing) -> list[str]:
+    hidden = listing.total - len(listing.items)
+    return [f"... and {hidden} more (--limit shows more)"] if hidden > 0 else []
+
+
+def _whom(listing: Listing) -> str:
+    return "" if listing.recipient is None else f" for {listing.recipient}"
+
+
+def render_queue(listing: Listing) -> str:
+    now = listing.at
+    if not listing.items:
+        return f"no deliveries pending{_whom(listing)} (as of {ms_to_text(now)})\n"
+    head = (
+        f"deliveries pending{_whom(listing)}: {listing.total}, in the order the hub sends "
+        f"them (precedence, then age); as of {ms_to_text(now)}"
+    )
+    header = (
+        "msg_id",
+        "recipient",
+        "precedence",
+        "classification",
+        "channel",
+        "state",
+        "attempts",
+        "age",
+        "last attempt",
+    )
+    rows = [
+        (
+            msg_id_text(d.msg_id),
+            d.recipient,
+            str(d.precedence),
+            str(d.classification),
+            d.channel,
+            d.state.value,
+            str(d.attempts),
+            duration(now - d.created_at),
+            "-" if d.last_attempt_at is None else _ago(d.last_attempt_at, now),
+        )
+        for d in listing.items
+    ]
+    return "\n".join([head, table(header, rows), *_more(listing)]) + "\n"
+
+
+def dead_reason(d: Delivery) -> str:
+    if d.reason == "delivery.gave_up":
+        return f"gave up: no DELIVERED from {d.recipient} after {_attempts(d.attempts)}"
+    if d.expires_at is not None:
+        return f"expired at {ms_to_text(d.expires_at)} before {d.recipient} confirmed"
+    return "expired before the recipient confirmed"
+
+
+def render_dead(listing: Listing) -> str:
+    now = listing.at
+    if not listing.items:
+        return f"no dead letters{_whom(listing)} (as of {ms_to_text(now)})\n"
+    head = (
+        f"dead letters{_whom(listing)}: {listing.total}, the most recent first; "
+        f"as of {ms_to_text(now)}"
+    )
+    header = (
+        "msg_id",
+        "recipient",
+        "sender",
+        "precedence",
+        "classification",
+        "channel",
+        "state",
+        "attempts",
+        "since",
+        "reason",
+    )
+    rows = [
+        (
+            msg_id_text(d.msg_id),
+            d.recipient,
+            d.sender,
+            str(d.precedence),
+            str(d.classification),
+            d.channel,
+            d.state.value,
+            str(d.attempts),
+            ms_to_text(d.updated_at),
+            dead_reason(d),
+        )
+        for d in listing.items
+    ]
+    return "\n".join([head, table(header, rows), *_more(listing)]) + "\n"
+
+
+# ------------------------------------------------------------------ redelivery
+
+
+def render_redelivery(answer: dict[str, Any], *, store: str) -> str:
+    """hubctl redeliver's answer: who will deliver, what came back, what did not and why."""
+    moved = answer.get("redelivered") or []
+    refused = answer.get("refused") or []
+    if answer.get("via") == "admin socket":
+        where = (
+            "redelivered by the running hub: it publishes them now (to a recipient that is "
+            "offline, as soon as it is back)"
+        )
+    else:
+        where = (
+            f"the hub is not running ({answer.get('hub_down')}): written to its store "
+            f"({store}); it delivers them when it next starts"
+        )
+    lines = []
+    if moved:
+        lines.append(f"{where}:")
+        lines += [f"  {d['msg_id']}  to {d['recipient']}" for d in moved]
+    elif not refused:
+        lines.append("nothing to redeliver: no dead letter matches")
+    if refused:
+        lines.append("not redelivered:")
+        lines += [f"  {r['detail']}" for r in refused]
+    more = answer.get("more") or 0
+    if more:
+        lines.append(
+            f"... and {more} more dead letters this request did not reach; run "
+            "'hubctl redeliver --dead' again"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Provisioning: hub keys, organisations' keys, the signed directory, broker configuration."""

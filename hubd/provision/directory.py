@@ -1,0 +1,270 @@
+"""The hub operator's side of the directory: hub keys, building, signing, reading back."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from hubd.provision.revocations import (
+    Revocation,
+    add_revocations,
+    check_reason,
+    load_register,
+    reasons,
+    register_path,
+)
+from schemas.clock import DAY_MS
+from schemas.directory import KeyEntry, VerifiedDirectory, sign_directory, verify_directory
+from schemas.errors import ConfigError, XchgError
+from schemas.ids import check_key_id
+from schemas.keys import HubPublicKey, KeyKind, PublicKeys, SigningKey, dump_secret_key
+from schemas.localfs import (
+    PUBLIC_MODE,
+    atomic_write,
+    load_signing_key,
+    make_private_dir,
+    write_private,
+)
+from schemas.rotation import KeyChange, plan_key_windows
+from schemas.topology import DirectoryPlan, Topology, build_directory, parse_topology
+
+HUB_OWNER = "hub"
+
+
+@dataclass(frozen=True, slots=True)
+class HubKeyFiles:
+    secret: Path
+    public: Path
+
+
+def hub_key_paths(out: Path) -> HubKeyFiles:
+    return HubKeyFiles(out / "hub.sign.key", out / "hub.pub.json")
+
+
+def init_hub_key(out: Path, *, now: int, valid_days: int, overwrite: bool) -> HubPublicKey:
+    """Write ``hub.sign.key`` (0600) and ``hub.pub.json`` (spokes pin it) into ``out``."""
+    paths = hub_key_paths(out)
+    if valid_days < 1:
+        raise ValueError(f"--valid-days must be at least 1, not {valid_days}")
+    if paths.secret.exists() and not overwrite:
+        raise FileExistsError(
+            f"{paths.secret} exists; every spoke pins the hub key, so replacing it cuts them "
+            "all off. Pass --force only if you mean to re-provision every spoke"
+        )
+    make_private_dir(out)
+    key = SigningKey.generate()
+    write_private(paths.secret, dump_secret_key(HUB_OWNER, key), overwrite=overwrite)
+    public = HubPublicKey(key.public, now, now + valid_days * DAY_MS)
+    atomic_write(paths.public, public.dump(), mode=PUBLIC_MODE)
+    return public
+
+
+def load_topology(path: Path) -> Topology:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), [("", f"cannot read it: {exc.strerror}")]) from exc
+    return parse_topology(text, source=str(path))
+
+
+def load_public_keys(folder: Path) -> dict[str, list[PublicKeys]]:
+    """Every ``*.pub.json`` under ``folder`` (several per organisation during rotation)."""
+    found: dict[str, list[PublicKeys]] = defaultdict(list)
+    for path in sorted(folder.rglob("*.pub.json")):
+        if path.name == "hub.pub.json":
+            continue
+        keys = PublicKeys.load(path.read_bytes(), source=str(path))
+        found[keys.org].append(keys)
+    return dict(found)
+
+
+def read_directory(path: Path, hub_public: bytes, *, now: int) -> VerifiedDirectory:
+    return verify_directory(path.read_bytes(), hub_public, now=now)
+
+
+DEFAULT_OVERLAP_MS = 7 * DAY_MS
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """A directory signed and written, and what changed since the one before it."""
+
+    verified: VerifiedDirectory
+    changes: tuple[KeyChange, ...]  # every key's change but the unchanged ones
+    newly_revoked: tuple[str, ...]  # key ids the previous directory did not revoke
+    previous_version: int
+
+
+def build_and_sign(
+    *,
+    topology_path: Path,
+    keys_dir: Path,
+    hub_key_path: Path,
+    out: Path,
+    now: int,
+    valid_days: int,
+    version: int | None,
+    revoke: list[str],
+    overlap_ms: int = DEFAULT_OVERLAP_MS,
+) -> Built:
+    """Build the directory from the topology and public keys, sign it, write it to ``out``.
+
+    The version is one above the directory already at ``out``, whose key windows and
+    revocations carry over; a new key of an organisation rotates it in, closing its
+    older keys after ``overlap_ms`` (:mod:`schemas.rotation`). Every key of the
+    revocation register beside ``out`` is revoked too. Refuses, with what to do: an
+    ``out`` that does not verify (its revocations would be lost), a version that is not
+    above the previous one (spokes would refuse it as a rollback), and a revoked key id
+    that names no key.
+    """
+    if valid_days < 1:
+        raise ValueError(f"--valid-days must be at least 1, not {valid_days}")
+    topology = load_topology(topology_path)
+    _, hub_key = load_signing_key(hub_key_path)
+    hub_public_path = hub_key_paths(hub_key_path.parent).public
+    if not hub_public_path.exists():
+        raise ValueError(
+            f"{hub_public_path} is missing; it must sit beside --hub-key ({hub_key_path}) "
+            "as 'hubctl keys init' wrote it"
+        )
+    hub_public = HubPublicKey.load(hub_public_path.read_bytes(), source=str(hub_public_path))
+    if not keys_dir.is_dir():
+        raise ValueError(f"the keys folder {keys_dir} does not exist (see --keys)")
+    public_keys = load_public_keys(keys_dir)
+    previous = _previous(out, hub_key)
+    previous_version = 0 if previous is None else previous.version
+    if version is not None and version <= previous_version:
+        raise ValueError(
+            f"--version {version} is not above version {previous_version} in {out}; spokes "
+            "that saw it would refuse the new directory as a rollback"
+        )
+    for kid in revoke:
+        check_key_id(kid)
+        if _owner(kid, public_keys, previous) is None:
+            raise ValueError(
+                f"--revoke {kid}: no organisation key has this id (in {keys_dir} or {out}); "
+                "check the kid with 'hubctl keys list'"
+            )
+    register = register_path(out)
+    _record(register, revoke, public_keys, previous, now=now, reason=None)
+    before = set(previous.directory.revoked) if previous else set()
+    revoked = sorted({*before, *revoke, *(r.kid for r in load_register(register))})
+    windows = plan_key_windows(
+        public_keys,
+        None if previous is None else previous.directory,
+        now=now,
+        overlap_ms=overlap_ms,
+    )
+    plan = DirectoryPlan(
+        version=version if version is not None else previous_version + 1,
+        issued_at=now,
+        expires_at=now + valid_days * DAY_MS,
+        hub_keys=(
+            KeyEntry(
+                kid=hub_key.kid,
+                public=hub_key.public,
+                not_before=hub_public.not_before,
+                not_after=hub_public.not_after,
+            ),
+        ),
+        revoked=revoked,
+        windows=windows.windows,
+    )
+    directory = build_directory(topology, public_keys, plan)
+    frame = sign_directory(directory, hub_key)
+    atomic_write(out, frame, mode=PUBLIC_MODE)
+    return Built(
+        verify_directory(frame, hub_key.public, now=now),
+        windows.notable,
+        tuple(k for k in revoked if k not in before),
+        previous_version,
+    )
+
+
+def revoke_key(
+    kid: str,
+    *,
+    reason: str,
+    topology_path: Path,
+    keys_dir: Path,
+    hub_key_path: Path,
+    out: Path,
+    now: int,
+    valid_days: int,
+) -> tuple[Revocation, Built]:
+    """Record ``kid`` in the revocation register with ``reason``, then build the next
+    directory (which lists it as revoked). The register is written first: if the build
+    fails, the next build still revokes the key."""
+    check_key_id(kid)
+    text = check_reason(reason)
+    _, hub_key = load_signing_key(hub_key_path)
+    previous = _previous(out, hub_key)
+    public_keys = load_public_keys(keys_dir) if keys_dir.is_dir() else {}
+    if _owner(kid, public_keys, previous) is None:
+        raise ValueError(
+            f"{kid}: no organisation key has this id (in {keys_dir} or {out}); check the kid "
+            "with 'hubctl keys list'"
+        )
+    register = register_path(out)
+    recorded = _record(register, [kid], public_keys, previous, now=now, reason=text)
+    entry = recorded[0] if recorded else reasons(load_register(register))[kid]
+    built = build_and_sign(
+        topology_path=topology_path,
+        keys_dir=keys_dir,
+        hub_key_path=hub_key_path,
+        out=out,
+        now=now,
+        valid_days=valid_days,
+        version=None,
+        revoke=[],
+    )
+    return entry, built
+
+
+def _owner(
+    kid: str, public_keys: dict[str, list[PublicKeys]], previous: VerifiedDirectory | None
+) -> tuple[str, str] | None:
+    """(owner, "signing" | "encryption") of an organisation key, from the files or the
+    previous directory; None if no organisation has it."""
+    for org, sets in public_keys.items():
+        for keys in sets:
+            if kid == keys.sign_kid:
+                return org, "signing"
+            if kid == keys.enc_kid:
+                return org, "encryption"
+    if previous is not None:
+        found = previous.directory.key_owner(kid)
+        if found is not None and found[0] != previous.directory.hub_id:
+            return found[0], "signing" if found[1] is KeyKind.SIGN else "encryption"
+    return None
+
+
+def _record(
+    register: Path,
+    kids: list[str],
+    public_keys: dict[str, list[PublicKeys]],
+    previous: VerifiedDirectory | None,
+    *,
+    now: int,
+    reason: str | None,
+) -> tuple[Revocation, ...]:
+    entries = []
+    for kid in kids:
+        owner = _owner(kid, public_keys, previous)
+        if owner is not None:
+            entries.append(Revocation(kid, owner[0], owner[1], reason, now))
+    return add_revocations(register, entries)
+
+
+def _previous(out: Path, hub_key: SigningKey) -> VerifiedDirectory | None:
+    if not out.exists():
+        return None
+    try:
+        return verify_directory(out.read_bytes(), hub_key.public, now=None)
+    except XchgError as exc:
+        raise ValueError(
+            f"{out} exists but does not verify with hub key {hub_key.kid} ({exc}); its "
+            "version and revocations cannot be carried over. Move it aside and pass "
+            "--version above the last version spokes have seen, re-entering every --revoke"
+        ) from exc

@@ -1,0 +1,14 @@
+"""Alembic environment: the hub applies migrations over a connection it already holds."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from hubd.store.tables import metadata
+
+connection = context.config.attributes.get("connection")
+if connection is None:  # pragma: no cover - only through hubd.store.db
+    raise RuntimeError("run migrations through hubd.store.db.Store.open (it passes a connection)")
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,177 @@
+"""The hub's tables (SQLAlchemy Core). Schema changes go through Alembic (hubd/store/migrations).
+
+Times are integer milliseconds since the Unix epoch, as on the wire. Labels are stored
+by rank (``Classification.rank``) so that SQL can compare them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+
+class Blob(TypeDecorator[bytes]):
+    """LargeBinary without a per-value bind conversion: both drivers take bytes as they are
+    (SQLAlchemy's would wrap every value, a measurable cost per row in a group commit)."""
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> None:  # noqa: ARG002 - same for every dialect
+        return None
+
+
+ID = String(64)  # org and channel ids (schemas.ids: at most 64 ASCII characters)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("msg_id", Blob(16), primary_key=True),  # unique forever: replay defence
+    Column("sender", ID, nullable=False),
+    Column("classification", SmallInteger, nullable=False),
+    Column("precedence", SmallInteger, nullable=False),
+    Column("doc_type", String(16), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger),
+    Column("received_at", BigInteger, nullable=False),
+    Column("arrival_channel", ID, nullable=False),
+    Column("state", String(16), nullable=False),  # ACCEPTED | QUARANTINED
+    Column("reason", String(64)),  # why it is quarantined
+    Column("frame", Blob),  # the exact signed envelope frame; None once purged
+    Column("frame_sha256", Blob(32), nullable=False),  # kept for ever, as the ledger's
+    Column("body_size", BigInteger, nullable=False),
+    Column("body", Blob),  # small bodies inline ...
+    Column("body_path", Text),  # ... large ones in the spool folder
+    Column("purged_at", BigInteger),  # when retention removed frame and body (engine.retention)
+    # Retention's candidates: what is not yet purged, oldest first.
+    Index(
+        "messages_unpurged",
+        "received_at",
+        sqlite_where=text("purged_at IS NULL"),
+        postgresql_where=text("purged_at IS NULL"),
+    ),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("msg_id", Blob(16), ForeignKey("messages.msg_id"), primary_key=True),
+    Column("recipient", ID, primary_key=True),
+    Column("channel", ID, nullable=False),
+    Column("precedence", SmallInteger, nullable=False),
+    Column("state", String(16), nullable=False),  # hubd.core.states.DeliveryState
+    Column("attempts", Integer, nullable=False),
+    Column("expires_at", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index("deliveries_by_state", "state", "recipient"),
+)
+
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("msg_id", Blob(16)),  # None when the refused bytes had no readable msg_id
+    Column("recipient", ID),
+    Column("status", String(16), nullable=False),
+    Column("issuer", ID, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("subject", Blob(32), nullable=False),
+    Column("batch_sha256", Blob(32), nullable=False),
+    Index("receipts_by_msg", "msg_id"),
+)
+
+receipt_batches = Table(
+    "receipt_batches",
+    metadata,
+    Column("sha256", Blob(32), primary_key=True),
+    Column("issuer", ID, nullable=False),
+    Column("received_at", BigInteger, nullable=False),
+    Column("frame", Blob, nullable=False),  # the exact signed batch
+)
+
+# Receipt batches waiting to reach an organisation, numbered per (destination, channel).
+# A spoke's "hello" carries the last number it holds; everything after it is resent.
+receipt_outbox = Table(
+    "receipt_outbox",
+    metadata,
+    Column("dest", ID, primary_key=True),
+    Column("channel", ID, primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("frame", Blob, nullable=False),
+)
+
+# Where a numbering must continue when a spoke holds numbers the store never wrote (a store
+# restored from a backup): the next number is above both this floor and the outbox's max.
+receipt_numbering = Table(
+    "receipt_numbering",
+    metadata,
+    Column("dest", ID, primary_key=True),
+    Column("channel", ID, primary_key=True),
+    Column("floor", BigInteger, nullable=False),
+    Column("set_at", BigInteger, nullable=False),
+)
+
+# Append-only; each row carries the hash of the one before (hubd/store/audit.py).
+audit = Table(
+    "audit",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", BigInteger, nullable=False),
+    Column("event", String(48), nullable=False),
+    Column("msg_id", Blob(16)),
+    Column("org", ID),
+    Column("detail", Text, nullable=False),  # JSON; never a title, never content
+    Column("prev_hash", Blob(32), nullable=False),
+    Column("hash", Blob(32), nullable=False),
+    Index("audit_by_msg", "msg_id"),
+)
+
+# The ledger as an RFC 9162 Merkle tree over the audit rows (leaf seq - 1; schemas.ledger):
+# the hashes of its perfect subtrees of level >= 1, written in the commit that completes
+# them (leaves are recomputed from their audit rows), keyed by hubd.store.ledger.node_key.
+ledger_nodes = Table(
+    "ledger_nodes",
+    metadata,
+    Column("pos", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", Blob(32), nullable=False),
+)
+
+# Signed checkpoints of that tree, as published (the frame is what spokes hold).
+ledger_checkpoints = Table(
+    "ledger_checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", Blob(32), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("kid", String(16), nullable=False),
+    Column("frame", Blob, nullable=False),
+)
+
+# Witnesses' countersignatures of checkpoints they verified (schemas.ledger.cosign).
+ledger_cosignatures = Table(
+    "ledger_cosignatures",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("org", ID, primary_key=True),
+    Column("kid", String(16), nullable=False),
+    Column("sig", Blob(64), nullable=False),
+    Column("at", BigInteger, nullable=False),
+)
