@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.errors import XchgError
 from schemas.ids import parse_msg_id
 from schemas.labels import Classification, DocType, Precedence, SecrecyMark, SecrecyPeriod
 
@@ -309,7 +310,7 @@ _FIELD_ZH = {
 }
 
 
-class MetadataError(ValueError):
+class MetadataError(XchgError, ValueError):
     """A metadata file that cannot be used: ``problems`` are (field, English sentence)
     pairs, ``problems_zh`` the same problems in Chinese, in the same order."""
 

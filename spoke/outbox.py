@@ -39,6 +39,7 @@ from pathlib import Path
 
 import structlog
 
+from schemas.errors import XchgError
 from schemas.localfs import fsync_dir
 from schemas.metadata import (
     MAX_METADATA_BYTES,
@@ -75,7 +76,7 @@ class Completeness(StrEnum):
     RECOVERED = "recovered"  # claimed before a restart; the claim is finished at start
 
 
-class Unmovable(Exception):  # noqa: N818 - an outcome the sender explains, not a fault of ours
+class Unmovable(XchgError):  # noqa: N818 - an outcome the sender explains, not a fault of ours
     """The spoke cannot move this drop out of the outbox (a permission, most likely)."""
 
     def __init__(self, name: str, error: OSError) -> None:

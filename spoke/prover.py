@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas import evidence, transport
-from schemas.errors import PeerError
+from schemas.errors import PeerError, XchgError
 from schemas.ids import msg_id_text
 from schemas.ledger import Consistent, Entry, Fork, SignedCheckpoint, unpack_path
 from schemas.localfs import atomic_write
@@ -34,7 +34,7 @@ MAX_RESTARTS = 3
 
 
 @dataclass
-class ProveError(Exception):
+class ProveError(XchgError):
     """Why no evidence file was written: a code and one bilingual sentence."""
 
     code: str

@@ -16,12 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from schemas.errors import Reason
+from schemas.errors import Reason, XchgError
 from schemas.rules import Finding, Mode
 
 
 @dataclass(frozen=True)
-class Refusal(Exception):  # noqa: N818 - a refusal is a value that also travels as an exception
+class Refusal(XchgError):  # noqa: N818 - a refusal is a value that also travels as an exception
     """Why a drop is not sent: a rule id, a sentence with the values and what to do, in
     English (``message``, ``hint``) and Chinese (``message_zh``, ``hint_zh``).
 

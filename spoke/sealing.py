@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 from schemas.clock import ms_to_text
 from schemas.directory import Directory
+from schemas.errors import XchgError
 from schemas.ids import msg_id_text
 from schemas.keys import SigningKey
 from schemas.metadata import name_key
@@ -34,7 +35,7 @@ from spoke.refusals import refuse
 from spoke.state import SpokeState
 
 
-class ChangedWhileSealing(Exception):  # noqa: N818 - an event, not a fault
+class ChangedWhileSealing(XchgError):  # noqa: N818 - an event, not a fault
     """A file of the drop changed while it was being sealed."""
 
 

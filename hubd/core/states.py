@@ -19,6 +19,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import assert_never
 
+from schemas.errors import XchgError
 from schemas.receipts import ReceiptStatus
 
 
@@ -79,7 +80,7 @@ TRANSITIONS: dict[tuple[DeliveryState, Event], DeliveryState] = {
 }
 
 
-class IllegalTransition(Exception):  # noqa: N818 - it names the situation, like h11's
+class IllegalTransition(XchgError):  # noqa: N818 - it names the situation, like h11's
     def __init__(self, state: DeliveryState, event: Event) -> None:
         super().__init__(f"a delivery in state {state} cannot take event {event}")
         self.state = state

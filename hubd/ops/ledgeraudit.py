@@ -32,7 +32,7 @@ from hubd.store.audit import AuditRow, verify_chain
 from hubd.store.rowwriter import RowWriter
 from schemas import evidence, merkle
 from schemas.clock import ms_to_text
-from schemas.errors import PeerError, StoreError
+from schemas.errors import PeerError, StoreError, XchgError
 from schemas.ledger import RESTORED_EVENT, Entry, SignedCheckpoint, read_checkpoint
 from schemas.ledger import verify_checkpoint as verify_signed_checkpoint
 
@@ -42,7 +42,7 @@ _CHECKPOINT_PAGE = 1000
 _MAX_LEVEL = 48  # ledgerstore.node_key: an index below 2**48
 
 
-class WitnessFileError(ValueError):
+class WitnessFileError(XchgError, ValueError):
     """A witness file that cannot be read or is not a checkpoint (the operator's input)."""
 
 

@@ -30,7 +30,7 @@ DEFAULT_CONFIG = Path("config/hub.toml")
 DEFAULT_HUB_KEYS = Path("certs/hub")
 
 
-class RouteError(ValueError):
+class RouteError(XchgError, ValueError):
     """The question cannot be asked: a file, an option or an address is wrong (exit 2)."""
 
 
