@@ -35,10 +35,10 @@ from sqlalchemy import select
 
 from hubd import router
 from hubd.core.states import DeliveryState, Event, receipt_event
-from hubd.engine import rulecheck
 from hubd.engine.dispatch import Dispatcher, Job, Payload, Publish
 from hubd.engine.issuer import ReceiptIssuer
 from hubd.engine.ledgerdesk import LedgerDesk
+from hubd.store import rulefacts as rulecheck
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
 from hubd.store.db import (

@@ -14,8 +14,8 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from hubd.config import load_config
-from hubd.engine import rulecheck
 from hubd.provision.directory import hub_key_paths, read_directory
+from hubd.store import rulefacts as rulecheck
 from hubd.store.db import engine_for, read_only_url
 from schemas.directory import Directory
 from schemas.errors import ConfigError, StoreError, XchgError

@@ -1,4 +1,4 @@
-"""The hub's side of the document rules (行文规则): what its store knows, and the verdict.
+"""The facts the document rules (行文规则) need from the hub's store, and the verdict.
 
 The rules are pure code shared with the spokes (:mod:`schemas.rules`); the hub's check is
 the authoritative one because only the hub can answer the one question a spoke cannot:
