@@ -16,14 +16,14 @@ from hubd.admin import client as adminclient
 from hubd.admin.protocol import HubRefusedError, Op, ProtocolError
 from hubd.admin.server import Peer
 from hubd.config import HubConfig, load_config
-from hubd.engine.hub import Hub
+from hubd.daemon import Hub
 from hubd.engine.trustwatch import warnings_for
 from hubd.ops import query as opsquery
 from hubd.ops import route
 from hubd.ops import view as opsview
 from hubd.ops.auditcmd import audit_app
 from hubd.ops.redeliver import Target, redeliver_offline
-from hubd.provision import brokerconf
+from hubd.provision import brokerconf, sources
 from hubd.provision.directory import (
     DEFAULT_OVERLAP_MS,
     build_and_sign,
@@ -319,15 +319,15 @@ def route_command(
     """What the hub would do with a document: per recipient the direction, the channel and
     why, and each rule's verdict. Nothing is sent. Exit 0: accepted; 1: refused."""
     try:
-        where = route.sources(config, directory, hub_pub)
-        verified = route.load_directory(where, now=_now())
+        where = sources.resolve(config, directory, hub_pub)
+        verified = sources.load_directory(where, now=_now())
         metadata = route.read_metadata(meta_file)
         answer = asyncio.run(
             route.route(
                 metadata, from_, verified, where.store_url, auto_cc=auto_cc or metadata.auto_cc
             )
         )
-    except route.RouteError as exc:
+    except sources.RouteError as exc:
         raise _fail("hubctl route", exc) from exc
     if as_json:
         typer.echo(json.dumps(answer.as_json(), ensure_ascii=False, indent=2))
@@ -384,10 +384,10 @@ def _served_directory(
     """The directory the configuration names, verified but read even when expired."""
     path = settings.hub.directory
     try:
-        where = route.sources(config, None, hub_pub)
+        where = sources.resolve(config, None, hub_pub)
         frame = where.directory.read_bytes()
         verified = verify_directory(frame, where.hub_public, now=None)
-    except route.RouteError as exc:
+    except sources.RouteError as exc:
         return opsquery.DirectoryInfo(str(path), None, str(exc))
     except OSError as exc:
         return opsquery.DirectoryInfo(str(path), None, f"cannot read it: {exc.strerror}")

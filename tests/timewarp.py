@@ -78,7 +78,7 @@ def main(argv: list[str]) -> None:
     config = Path(argv[2])
     if argv[0] == "hubd":
         from hubd.config import load_config as load_hub  # noqa: PLC0415
-        from hubd.engine.hub import Hub  # noqa: PLC0415
+        from hubd.daemon import Hub  # noqa: PLC0415
 
         settings = load_hub(config)
         configure(settings.logging.format, settings.logging.level)

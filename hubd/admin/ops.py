@@ -10,30 +10,47 @@ Only the hub's stable parts are used: ``dispatcher``, ``store``, ``current_direc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import structlog
 
 from hubd.admin.protocol import HubRefusedError, Op, RedeliverArgs, Request
 from hubd.admin.server import Peer
 from hubd.core.states import DeliveryState
+from hubd.engine.dispatch import Dispatcher
 from hubd.engine.jobrows import job_query, jobs_from_rows
 from hubd.ops.redeliver import Target, redeliver
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
-from hubd.store.db import AppendAudit
+from hubd.store.db import AppendAudit, Store
+from schemas.directory import Directory
+from schemas.errors import ConfigError
 from schemas.ids import msg_id_text
 
-if TYPE_CHECKING:
-    from hubd.engine.hub import Hub
-
 log = structlog.get_logger("hubd.admin")
+
+
+class RunningHub(Protocol):
+    """The parts of the running hub (:class:`hubd.daemon.Hub`) the admin answers use."""
+
+    dispatcher: Dispatcher | None
+    store: Store | None
+    clock: Callable[[], int]
+
+    @property
+    def current_directory(self) -> Directory | None: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+    def reload(self) -> ConfigError | None: ...
 
 
 class HubAdmin:
     """``HubAdmin(hub).answer`` is the admin server's handler."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: RunningHub) -> None:
         self._hub = hub
 
     async def answer(self, request: Request, peer: Peer) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from hubd.admin.protocol import (
     encode_result,
     parse_request,
 )
-from hubd.engine.clients import Clients
+from hubd.web.clients import Clients
 from schemas.errors import ConfigError
 
 log = structlog.get_logger("hubd.admin")

@@ -1,6 +1,6 @@
 """Stored deliveries as the dispatcher's Jobs: one conversion for every way back in.
 
-The hub reloads every awaited delivery at start (:meth:`hubd.engine.hub.Hub._reload_jobs`), and
+The hub reloads every awaited delivery at start (:meth:`hubd.daemon.Hub._reload_jobs`), and
 a redelivery (:mod:`hubd.ops.redeliver`) hands the running dispatcher the deliveries it moved
 back to PENDING; both read the same columns and build the same :class:`~hubd.engine.dispatch.Job`.
 """

@@ -21,9 +21,9 @@ from typing import Annotated
 import typer
 
 from hubd.config import Ledger, load_config
-from hubd.ops import route
 from hubd.ops.ledgeraudit import WitnessFileError, read_witness, verify_store_ledger
 from hubd.ops.ledgerprove import declare_restored_offline, prove_from_store
+from hubd.provision import sources
 from hubd.store.lock import HubLock, LockHeldError
 from schemas import evidence
 from schemas.clock import ms_to_text
@@ -77,8 +77,8 @@ def hub_keys(config: Path, hub_key: Path | None) -> HubKeys:
             return HubKeys({}, None, f"cannot read --hub-key {hub_key}: {exc}")
         keys[pinned.kid] = pinned.public
     try:
-        where = route.sources(config, None, None)
-    except route.RouteError as exc:
+        where = sources.resolve(config, None, None)
+    except sources.RouteError as exc:
         return HubKeys(keys, None, f"{exc}; give --config or --hub-key")
     try:
         verified = verify_directory(where.directory.read_bytes(), where.hub_public, now=None)

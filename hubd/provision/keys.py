@@ -21,7 +21,7 @@ from typing import Annotated
 
 import typer
 
-from hubd.ops import route
+from hubd.provision import sources
 from hubd.provision.directory import Built, hub_key_paths, init_hub_key, revoke_key
 from hubd.provision.revocations import Revocation, load_register, reasons, register_path
 from schemas.clock import duration_text, ms_to_text
@@ -156,7 +156,7 @@ def keys_list(
     try:
         if org is not None:
             check_org_id(org, what="organisation")
-        where = route.sources(config, directory, hub_pub)
+        where = sources.resolve(config, directory, hub_pub)
         verified = verify_directory(where.directory.read_bytes(), where.hub_public, now=None)
         register = reasons(load_register(register_path(where.directory)))
     except (OSError, ValueError, XchgError) as exc:

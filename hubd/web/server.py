@@ -24,7 +24,7 @@ from typing import Protocol
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from hubd.engine.clients import Clients
+from hubd.web.clients import Clients
 from hubd.web.metrics import Readiness
 from schemas.errors import ConfigError
 
