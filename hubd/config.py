@@ -13,7 +13,6 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from hubd.engine.diskwatch import parse_size
 from schemas.brokers import BrokerURL
 from schemas.ids import ChannelId
 from schemas.localfs import read_config
@@ -38,6 +37,34 @@ def parse_duration(value: object) -> object:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$")
+_UNITS = {
+    None: 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+}
+
+
+def parse_size(value: object) -> object:
+    """``"2GiB"``, ``"500MB"``, ``"0"`` or a number of bytes (pydantic checks the number)."""
+    if not isinstance(value, str):
+        return value
+    match = _SIZE.fullmatch(value)
+    if match is None:
+        raise ValueError(
+            f'{value!r} is not a size; write a number and a unit, such as "2GiB", "500MB" '
+            'or "0", or a number of bytes'
+        )
+    return int(float(match[1]) * _UNITS[match[2]])
 
 
 class _Section(BaseModel):

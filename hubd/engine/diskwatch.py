@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,33 +26,6 @@ import structlog
 from schemas.display import size_text
 
 log = structlog.get_logger("hubd.disk")
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$")
-_UNITS = {
-    None: 1,
-    "B": 1,
-    "KB": 10**3,
-    "MB": 10**6,
-    "GB": 10**9,
-    "TB": 10**12,
-    "KiB": 2**10,
-    "MiB": 2**20,
-    "GiB": 2**30,
-    "TiB": 2**40,
-}
-
-
-def parse_size(value: object) -> object:
-    """``"2GiB"``, ``"500MB"``, ``"0"`` or a number of bytes (pydantic checks the number)."""
-    if not isinstance(value, str):
-        return value
-    match = _SIZE.fullmatch(value)
-    if match is None:
-        raise ValueError(
-            f'{value!r} is not a size; write a number and a unit, such as "2GiB", "500MB" '
-            'or "0", or a number of bytes'
-        )
-    return int(float(match[1]) * _UNITS[match[2]])
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hubd.store import ledger as ledgerstore
 from hubd.store import tables as t
-from hubd.store.audit import AuditRow, verify_chain
+from hubd.store.audit import AuditRow, ChainProblem, verify_chain
 from hubd.store.rowwriter import RowWriter
 from schemas import evidence, merkle
 from schemas.clock import ms_to_text
@@ -497,3 +497,19 @@ async def verify_store_ledger(
         raise StoreError(f"cannot read the audit ledger: {exc}", retriable=True) from exc
     finally:
         await engine.dispose()
+
+
+async def verify_store_chain(url: str) -> tuple[int, list[ChainProblem]]:
+    """Read the ledger from the store at ``url`` (the hub may be running) and verify it."""
+    from hubd.store.db import engine_for, read_only_url  # noqa: PLC0415
+
+    engine = engine_for(read_only_url(url))  # never create or change it
+    try:
+        async with engine.connect() as conn:
+            result = await conn.stream(select(t.audit).order_by(t.audit.c.seq))
+            rows = [AuditRow.from_row(r) async for r in result]
+    except (SQLAlchemyError, OSError) as exc:
+        raise StoreError(f"cannot read the audit ledger: {exc}", retriable=True) from exc
+    finally:
+        await engine.dispose()
+    return verify_chain(rows)

@@ -114,24 +114,3 @@ def verify_chain(rows: Iterable[AuditRow]) -> tuple[int, list[ChainProblem]]:
             problems.append(ChainProblem(row.seq, "its content does not match its hash (edited)"))
         expected_prev, expected_seq = row.hash, row.seq + 1
     return count, problems
-
-
-async def verify_store_chain(url: str) -> tuple[int, list[ChainProblem]]:
-    """Read the ledger from the store at ``url`` (the hub may be running) and verify it."""
-    from sqlalchemy import select  # noqa: PLC0415 - keeps this module free of I/O imports
-    from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
-
-    from hubd.store import tables  # noqa: PLC0415
-    from hubd.store.db import engine_for, read_only_url  # noqa: PLC0415
-    from schemas.errors import StoreError  # noqa: PLC0415
-
-    engine = engine_for(read_only_url(url))  # never create or change it
-    try:
-        async with engine.connect() as conn:
-            result = await conn.stream(select(tables.audit).order_by(tables.audit.c.seq))
-            rows = [AuditRow.from_row(r) async for r in result]
-    except (SQLAlchemyError, OSError) as exc:
-        raise StoreError(f"cannot read the audit ledger: {exc}", retriable=True) from exc
-    finally:
-        await engine.dispose()
-    return verify_chain(rows)

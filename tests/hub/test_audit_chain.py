@@ -17,6 +17,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from hubd.cli import hubctl_app
+from hubd.ops.ledgeraudit import verify_store_chain
 from hubd.store.audit import (
     GENESIS,
     AuditEvent,
@@ -24,7 +25,6 @@ from hubd.store.audit import (
     ChainProblem,
     chain_hash,
     verify_chain,
-    verify_store_chain,
 )
 from hubd.store.db import AppendAudit, Store, engine_for
 from tests.hub.test_store import NOW, new_message

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import pytest
 from sqlalchemy import func, select
 
+from hubd.ops.ledgeraudit import verify_store_chain
 from hubd.store import tables as t
-from hubd.store.audit import verify_store_chain
 from hubd.store.db import engine_for
 from schemas.ids import msg_id_text
 from schemas.receipts import ReceiptStatus

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from hubd.engine.diskwatch import DiskWatch, Space, judge, parse_size
+from hubd.config import parse_size
+from hubd.engine.diskwatch import DiskWatch, Space, judge
 from schemas.display import size_text
 
 GIB, MIB = 2**30, 2**20
