@@ -19,25 +19,17 @@ from hubd.config import HubConfig, load_config
 from hubd.daemon import Hub
 from hubd.engine.trustwatch import warnings_for
 from hubd.ops import query as opsquery
-from hubd.ops import route
+from hubd.ops import route, trace
 from hubd.ops import view as opsview
 from hubd.ops.auditcmd import audit_app
 from hubd.ops.redeliver import Target, redeliver_offline
-from hubd.provision import brokerconf, sources
-from hubd.provision.directory import (
-    DEFAULT_OVERLAP_MS,
-    build_and_sign,
-    load_topology,
-    read_directory,
-)
-from hubd.provision.keys import keys_app, report_build
+from hubd.provision import sources
+from hubd.provision.commands import broker_config, directory_app
+from hubd.provision.keys import keys_app
 from hubd.store.lock import HubLock, LockHeldError
-from schemas.clock import ms_to_text, parse_duration
 from schemas.directory import verify_directory
-from schemas.display import table
 from schemas.errors import ConfigError, XchgError
 from schemas.ids import check_org_id, parse_msg_id
-from schemas.keys import HubPublicKey
 from schemas.runtime import configure as configure_logs
 from schemas.runtime import run_loop
 
@@ -56,10 +48,10 @@ hubctl_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-directory_app = typer.Typer(help="Build, sign and inspect the directory.", no_args_is_help=True)
 hubctl_app.add_typer(keys_app, name="keys")
 hubctl_app.add_typer(directory_app, name="directory")
 hubctl_app.add_typer(audit_app, name="audit")
+hubctl_app.command("broker-config")(broker_config)
 
 DEFAULT_HUB_KEYS = Path("certs/hub")
 DEFAULT_CONFIG = Path("config/hub.toml")
@@ -99,77 +91,6 @@ def run(
         raise typer.Exit(1) from exc
 
 
-@directory_app.command("build")
-def directory_build(
-    topology: Annotated[Path, typer.Option(help="Topology file")] = Path("config/topology.toml"),
-    keys: Annotated[Path, typer.Option(help="Folder searched for ORG.pub.json files")] = Path(
-        "certs/orgs"
-    ),
-    hub_key: Annotated[Path, typer.Option(help="The hub's private signing key")] = (
-        DEFAULT_HUB_KEYS / "hub.sign.key"
-    ),
-    out: Annotated[Path, typer.Option(help="Where to write the signed directory")] = (
-        DEFAULT_HUB_KEYS / "directory.bin"
-    ),
-    valid_days: Annotated[int, typer.Option(help="Days until the directory expires")] = 30,
-    version: Annotated[int | None, typer.Option(help="Version (default: previous + 1)")] = None,
-    revoke: Annotated[list[str] | None, typer.Option(help="Key id to revoke (repeatable)")] = None,
-    overlap: Annotated[
-        str,
-        typer.Option(
-            help="When an organisation has a new key: how long its old keys stay valid (7d, 36h, 0)"
-        ),
-    ] = "7d",
-) -> None:
-    """Sign a directory from the topology and the organisations' public keys. A new key
-    beside an organisation's old one rotates it in: valid from now, the old one closing
-    after --overlap. Key windows and revocations carry over; the version goes up by one."""
-    try:
-        overlap_ms = parse_duration(overlap, what="--overlap") if overlap else DEFAULT_OVERLAP_MS
-        built = build_and_sign(
-            topology_path=topology,
-            keys_dir=keys,
-            hub_key_path=hub_key,
-            out=out,
-            now=_now(),
-            valid_days=valid_days,
-            version=version,
-            revoke=revoke or [],
-            overlap_ms=overlap_ms,
-        )
-    except (OSError, ValueError, XchgError) as exc:
-        raise _fail("hubctl directory build", exc) from exc
-    report_build(built, out)
-
-
-@directory_app.command("show")
-def directory_show(
-    path: Annotated[Path, typer.Argument(help="A signed directory file")] = (
-        DEFAULT_HUB_KEYS / "directory.bin"
-    ),
-    hub_pub: Annotated[Path, typer.Option(help="The hub's public key file")] = (
-        DEFAULT_HUB_KEYS / "hub.pub.json"
-    ),
-) -> None:
-    """Verify a signed directory and print its organisations as a table."""
-    try:
-        pinned = HubPublicKey.load(hub_pub.read_bytes(), source=str(hub_pub))
-        verified = read_directory(path, pinned.public, now=_now())
-    except (OSError, ValueError, XchgError) as exc:
-        raise _fail("hubctl directory show", exc) from exc
-    d = verified.directory
-    typer.echo(
-        f"directory v{d.version} (hub {d.hub_id}), issued {ms_to_text(d.issued_at)}, "
-        f"expires {ms_to_text(d.expires_at)}"
-    )
-    rows = [
-        (org.id, org.level.value, str(org.clearance), ",".join(org.channels), org.name_zh)
-        for org in d.orgs
-    ]
-    typer.echo(table(("id", "level", "clearance", "channels", "name"), rows))
-    typer.echo("groups: " + ", ".join(f"@{g.id} ({len(g.members)})" for g in d.groups))
-
-
 SocketOption = Annotated[
     Path | None,
     typer.Option(help="The hub's admin socket (default: the one --config names)"),
@@ -178,119 +99,6 @@ SocketOption = Annotated[
 
 def _admin_socket(settings: HubConfig, socket: Path | None) -> Path | None:
     return socket if socket is not None else settings.admin_socket()
-
-
-@directory_app.command("publish")
-def directory_publish(
-    config: Annotated[Path, typer.Option(help="Hub configuration file")] = Path("config/hub.toml"),
-    socket: SocketOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON")] = False,
-) -> None:
-    """Make the running hub re-read, re-verify and republish its directory file (what
-    'systemctl reload hubd' does) and say which version it serves now. Exit 1: the hub
-    refused the file (it keeps the old one); 2: no hub to ask."""
-    command = "hubctl directory publish"
-    try:
-        path = _admin_socket(load_config(config), socket)
-    except ConfigError as exc:
-        raise _fail(command, exc) from exc
-    if path is None:
-        raise _fail(command, ValueError("the admin socket is turned off ([admin] enabled)"))
-    try:
-        answer = adminclient.ask(path, Op.DIRECTORY_PUBLISH)
-    except HubRefusedError as exc:
-        if as_json:
-            typer.echo(json.dumps({"published": False, "code": exc.code, "message": exc.message}))
-        typer.echo(f"{command}: {exc.message}", err=True)
-        raise typer.Exit(1) from exc
-    except adminclient.HubNotRunningError as exc:
-        hint = f"{exc}; a stopped hub reads the directory file when it starts"
-        raise _fail(command, ValueError(hint)) from exc
-    except (adminclient.HubUnreachableError, ProtocolError) as exc:
-        raise _fail(command, exc) from exc
-    if as_json:
-        typer.echo(json.dumps({"published": True, **answer}, indent=2))
-        return
-    previous = answer.get("previous")
-    was = (
-        ""
-        if previous is None
-        else (" (unchanged)" if previous == answer["version"] else f" (was v{previous})")
-    )
-    typer.echo(
-        f"the hub now serves directory v{answer['version']}{was}, {answer['orgs']} "
-        f"organisations, expiring {ms_to_text(int(answer['expires_at']))}; it is republished "
-        f"(retained) on {', '.join(answer['channels'])}"
-    )
-
-
-@hubctl_app.command("broker-config")
-def broker_config(
-    out: Annotated[Path, typer.Option(help="Folder to write into (one sub-folder per broker)")],
-    topology: Annotated[Path, typer.Option(help="Topology file")] = Path("config/topology.toml"),
-    host: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Where clients reach a broker: HOST[:PORT] for every channel, or "
-            "CHANNEL=HOST[:PORT] (repeatable). Goes into the server certificate"
-        ),
-    ] = None,
-    channel: Annotated[
-        list[str] | None, typer.Option(help="Only these channels (default: every channel)")
-    ] = None,
-    shared: Annotated[
-        bool, typer.Option(help="One broker for all the channels instead of one per channel")
-    ] = False,
-    install: Annotated[
-        Path | None,
-        typer.Option(help="Where the broker/ folder will live on the broker host (conf paths)"),
-    ] = None,
-    days: Annotated[int, typer.Option(help="Certificate validity in days")] = 825,
-    broker_user: Annotated[
-        str, typer.Option(help="The broker's system user (given the server key when run as root)")
-    ] = "mosquitto",
-    renew: Annotated[
-        bool, typer.Option(help="Re-issue every certificate (the CA is kept)")
-    ] = False,
-) -> None:
-    """Write Mosquitto 2.x configuration, ACL, CA and certificates from the topology."""
-    try:
-        topo = load_topology(topology)
-        chosen = tuple(channel or [c.id for c in topo.channels])
-        groups = [chosen] if shared else [(c,) for c in chosen]
-        if shared and len(chosen) > 1:
-            typer.echo(
-                "hubctl broker-config: warning: on one broker for several channels a spoke "
-                "holds a connection per channel, so client ids cannot be tied to certificates: "
-                "any organisation's certificate can take over (and so disconnect) another's "
-                "session. Use a broker per channel in production.",
-                err=True,
-            )
-        for group in groups:
-            name = "shared" if shared else group[0]
-            listener = brokerconf.listener_for(host or [], name, group)
-            issued = brokerconf.write_broker(
-                topo,
-                group,
-                out,
-                listener,
-                name=name,
-                days=days,
-                install=install,
-                broker_user=broker_user or None,
-                renew=renew,
-            )
-            typer.echo(
-                f"{issued.folder}: broker for {', '.join(group)} at {listener.host}:"
-                f"{listener.port}; certificates issued for "
-                f"{', '.join(issued.issued) or 'nobody (all kept)'}"
-            )
-    except (ConfigError, XchgError, ValueError, OSError) as exc:
-        raise _fail("hubctl broker-config", exc) from exc
-    typer.echo(
-        "Copy each broker/ folder to its broker host, clients/<id>.pem|key and ca.pem to each "
-        "organisation (and the hub); keep ca.key with the operator (docs/operations.md)."
-    )
 
 
 @hubctl_app.command("route")
@@ -484,7 +292,7 @@ def trace_command(
         raise _fail("hubctl trace", hint) from exc
     try:
         url = store or load_config(config).store_url()
-        answer = _ask(url, lambda read: opsquery.trace(read, wanted, now=_now()))
+        answer = _ask(url, lambda read: trace.trace(read, wanted, now=_now()))
     except (ConfigError, XchgError) as exc:
         raise _fail("hubctl trace", exc) from exc
     if answer is None:

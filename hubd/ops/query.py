@@ -1,5 +1,5 @@
-"""What an operator asks of the hub's store: status, one message's timeline, the queue, the
-dead letters (issue 6, section 1).
+"""What an operator asks of the hub's store: status, the queue, the dead letters (one
+message's timeline is :mod:`hubd.ops.trace`).
 
 Read-only queries that return frozen dataclasses; each result also has ``as_json()``, the
 shape ``hubctl --json`` prints. Nothing here prints, and nothing here writes: ``hubctl``
@@ -16,7 +16,6 @@ frames are never decoded here, so none of them can reach an answer.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -31,7 +30,6 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from hubd.core.states import DeliveryState
 from hubd.store import tables as t
 from hubd.store.db import engine_for, read_only_url
-from schemas.clock import ms_to_text
 from schemas.directory import Directory
 from schemas.errors import StoreError
 from schemas.expiry import ExpiryWarning
@@ -47,8 +45,8 @@ PRESENCE_UNKNOWN = (
     "cannot say who is online; 'last heard' is the last message or receipt the organisation "
     "sent, and the hub's log has every spoke.online and spoke.offline"
 )
-_LABELS = {c.rank: c for c in Classification}
-_PRECEDENCES = {p.rank: p for p in Precedence}
+LABEL_OF_RANK = {c.rank: c for c in Classification}
+PRECEDENCE_OF_RANK = {p.rank: p for p in Precedence}
 
 
 # ------------------------------------------------------------------ the connection
@@ -150,7 +148,7 @@ class Delivery:
         }
 
 
-def _deliveries() -> Select[Any]:
+def deliveries_query() -> Select[Any]:
     d, m = t.deliveries, t.messages
     return select(
         d.c.msg_id,
@@ -167,15 +165,15 @@ def _deliveries() -> Select[Any]:
     ).join(m, m.c.msg_id == d.c.msg_id)
 
 
-def _delivery(r: Any) -> Delivery:
+def delivery_of(r: Any) -> Delivery:
     return Delivery(
         msg_id=bytes(r.msg_id),
         recipient=r.recipient,
         channel=r.channel,
         state=DeliveryState(r.state),
         attempts=int(r.attempts),
-        precedence=_PRECEDENCES[int(r.precedence)],
-        classification=_LABELS[int(r.classification)],
+        precedence=PRECEDENCE_OF_RANK[int(r.precedence)],
+        classification=LABEL_OF_RANK[int(r.classification)],
         sender=r.sender,
         created_at=int(r.created_at),
         updated_at=int(r.updated_at),
@@ -211,12 +209,12 @@ async def queue(read: Read, *, now: int, recipient: str | None = None, limit: in
         where.append(d.c.recipient == recipient)
     total = await read(select(func.count()).select_from(d).where(*where))
     rows = await read(
-        _deliveries()
+        deliveries_query()
         .where(*where)
         .order_by(d.c.precedence.desc(), d.c.created_at, d.c.msg_id, d.c.recipient)
         .limit(limit)
     )
-    return Listing(now, recipient, int(total[0][0]), tuple(_delivery(r) for r in rows))
+    return Listing(now, recipient, int(total[0][0]), tuple(delivery_of(r) for r in rows))
 
 
 async def dead(read: Read, *, now: int, recipient: str | None = None, limit: int) -> Listing:
@@ -228,12 +226,12 @@ async def dead(read: Read, *, now: int, recipient: str | None = None, limit: int
         where.append(d.c.recipient == recipient)
     total = await read(select(func.count()).select_from(d).where(*where))
     rows = await read(
-        _deliveries()
+        deliveries_query()
         .where(*where)
         .order_by(d.c.updated_at.desc(), d.c.msg_id, d.c.recipient)
         .limit(limit)
     )
-    return Listing(now, recipient, int(total[0][0]), tuple(_delivery(r) for r in rows))
+    return Listing(now, recipient, int(total[0][0]), tuple(delivery_of(r) for r in rows))
 
 
 # ------------------------------------------------------------------ status
@@ -451,12 +449,12 @@ async def status(
     )
     pending = _fold(grouped)
     oldest_rows = await read(
-        _deliveries()
+        deliveries_query()
         .where(d.c.state.in_(AWAITING))
         .order_by(d.c.created_at, d.c.precedence.desc(), d.c.msg_id)
         .limit(1)
     )
-    oldest = _delivery(oldest_rows[0]) if oldest_rows else None
+    oldest = delivery_of(oldest_rows[0]) if oldest_rows else None
     spokes: tuple[Spoke, ...] = ()
     if directory.directory is not None:
         heard = await _last_heard(read)
@@ -496,7 +494,7 @@ def _fold(rows: Sequence[Any]) -> tuple[PendingGroup, ...]:
         sent += int(count) if state == DeliveryState.SENT.value else 0
         acc[key] = [total + int(count), sent, min(first, int(oldest))]
     groups = [
-        PendingGroup(r, c, _PRECEDENCES[rank], total, sent, first)
+        PendingGroup(r, c, PRECEDENCE_OF_RANK[rank], total, sent, first)
         for (r, c, rank), (total, sent, first) in acc.items()
     ]
     groups.sort(key=lambda g: (-g.precedence.rank, g.oldest_at, g.recipient, g.channel))
@@ -541,117 +539,3 @@ def _spokes(
         )
         for org in directory.orgs
     )
-
-
-# ------------------------------------------------------------------ trace
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """The columns of a stored message an operator may see (no frame, no body)."""
-
-    sender: str
-    classification: Classification
-    precedence: Precedence
-    doc_type: str
-    created_at: int  # the sender's clock
-    expires_at: int | None
-    received_at: int
-    arrival_channel: str
-    state: str  # ACCEPTED | QUARANTINED
-    reason: str | None  # why it is quarantined
-    body_size: int
-    purged_at: int | None = None  # when retention removed its content (hubd.engine.retention)
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One entry of the audit ledger about the message."""
-
-    seq: int
-    at: int
-    event: str
-    org: str | None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        return {**plain(self), "time": ms_to_text(self.at, precise=True)}
-
-
-@dataclass(frozen=True, slots=True)
-class Trace:
-    at: int
-    msg_id: bytes
-    message: StoredMessage | None  # None: only the ledger knows it (a store restored in part)
-    deliveries: tuple[Delivery, ...]
-    steps: tuple[Step, ...]  # in ledger order
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "at": self.at,
-            "msg_id": msg_id_text(self.msg_id),
-            "message": None if self.message is None else plain(self.message),
-            "deliveries": [d.as_json(self.at) for d in self.deliveries],
-            "timeline": [s.as_json() for s in self.steps],
-        }
-
-
-async def trace(read: Read, msg_id: bytes, *, now: int) -> Trace | None:
-    """The life of one message from the audit ledger; None if the store never held it."""
-    m, d, a = t.messages, t.deliveries, t.audit
-    rows = await read(
-        select(
-            m.c.sender,
-            m.c.classification,
-            m.c.precedence,
-            m.c.doc_type,
-            m.c.created_at,
-            m.c.expires_at,
-            m.c.received_at,
-            m.c.arrival_channel,
-            m.c.state,
-            m.c.reason,
-            m.c.body_size,
-            m.c.purged_at,
-        ).where(m.c.msg_id == msg_id)
-    )
-    message = None
-    if rows:
-        r = rows[0]
-        message = StoredMessage(
-            sender=r.sender,
-            classification=_LABELS[int(r.classification)],
-            precedence=_PRECEDENCES[int(r.precedence)],
-            doc_type=r.doc_type,
-            created_at=int(r.created_at),
-            expires_at=None if r.expires_at is None else int(r.expires_at),
-            received_at=int(r.received_at),
-            arrival_channel=r.arrival_channel,
-            state=r.state,
-            reason=r.reason,
-            body_size=int(r.body_size),
-            purged_at=None if r.purged_at is None else int(r.purged_at),
-        )
-    deliveries = await read(_deliveries().where(d.c.msg_id == msg_id).order_by(d.c.recipient))
-    ledger = await read(
-        select(a.c.seq, a.c.at, a.c.event, a.c.org, a.c.detail)
-        .where(a.c.msg_id == msg_id)
-        .order_by(a.c.seq)
-    )
-    if message is None and not ledger:
-        return None
-    return Trace(
-        at=now,
-        msg_id=msg_id,
-        message=message,
-        deliveries=tuple(_delivery(r) for r in deliveries),
-        steps=tuple(Step(int(r.seq), int(r.at), r.event, r.org, _detail(r.detail)) for r in ledger),
-    )
-
-
-def _detail(raw: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {"unreadable": raw[:200]}
-    return value if isinstance(value, dict) else {"value": value}

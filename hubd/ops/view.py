@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from hubd.ops.query import Delivery, Listing, Spoke, SpokePresence, Status, Step, Trace
+from hubd.ops.query import Delivery, Listing, Spoke, SpokePresence, Status
+from hubd.ops.trace import Step, Trace
 from schemas.clock import duration_text, ms_to_text
 from schemas.display import size_text, table
 from schemas.ids import msg_id_text
