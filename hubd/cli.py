@@ -27,6 +27,7 @@ from hubd.provision import sources
 from hubd.provision.commands import broker_config, directory_app
 from hubd.provision.keys import keys_app
 from hubd.store.lock import HubLock, LockHeldError
+from schemas.clock import ms_to_text
 from schemas.directory import verify_directory
 from schemas.errors import ConfigError, XchgError
 from schemas.ids import check_org_id, parse_msg_id
@@ -99,6 +100,51 @@ SocketOption = Annotated[
 
 def _admin_socket(settings: HubConfig, socket: Path | None) -> Path | None:
     return socket if socket is not None else settings.admin_socket()
+
+
+@directory_app.command("publish")
+def directory_publish(
+    config: Annotated[Path, typer.Option(help="Hub configuration file")] = Path("config/hub.toml"),
+    socket: SocketOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON")] = False,
+) -> None:
+    """Make the running hub re-read, re-verify and republish its directory file (what
+    'systemctl reload hubd' does) and say which version it serves now. Exit 1: the hub
+    refused the file (it keeps the old one); 2: no hub to ask."""
+    command = "hubctl directory publish"
+    try:
+        settings = load_config(config)
+        path = socket if socket is not None else settings.admin_socket()
+    except ConfigError as exc:
+        raise _fail(command, exc) from exc
+    if path is None:
+        raise _fail(command, ValueError("the admin socket is turned off ([admin] enabled)"))
+    try:
+        answer = adminclient.ask(path, Op.DIRECTORY_PUBLISH)
+    except HubRefusedError as exc:
+        if as_json:
+            typer.echo(json.dumps({"published": False, "code": exc.code, "message": exc.message}))
+        typer.echo(f"{command}: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    except adminclient.HubNotRunningError as exc:
+        hint = f"{exc}; a stopped hub reads the directory file when it starts"
+        raise _fail(command, ValueError(hint)) from exc
+    except (adminclient.HubUnreachableError, ProtocolError) as exc:
+        raise _fail(command, exc) from exc
+    if as_json:
+        typer.echo(json.dumps({"published": True, **answer}, indent=2))
+        return
+    previous = answer.get("previous")
+    was = (
+        ""
+        if previous is None
+        else (" (unchanged)" if previous == answer["version"] else f" (was v{previous})")
+    )
+    typer.echo(
+        f"the hub now serves directory v{answer['version']}{was}, {answer['orgs']} "
+        f"organisations, expiring {ms_to_text(int(answer['expires_at']))}; it is republished "
+        f"(retained) on {', '.join(answer['channels'])}"
+    )
 
 
 @hubctl_app.command("route")

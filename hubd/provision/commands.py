@@ -1,20 +1,16 @@
 """``hubctl directory`` and ``hubctl broker-config``: what the operator provisions.
 
-The signed directory (build, show, publish to the running hub) and the brokers'
+The signed directory (build, show; ``publish`` asks the running hub, in hubd.cli) and the brokers'
 configuration, ACLs and certificates, both from the topology.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from hubd.admin import client as adminclient
-from hubd.admin.protocol import HubRefusedError, Op, ProtocolError
-from hubd.config import load_config
 from hubd.provision import brokerconf
 from hubd.provision.directory import (
     DEFAULT_OVERLAP_MS,
@@ -33,11 +29,6 @@ from schemas.keys import HubPublicKey
 DEFAULT_HUB_KEYS = Path("certs/hub")
 
 directory_app = typer.Typer(help="Build, sign and inspect the directory.", no_args_is_help=True)
-
-SocketOption = Annotated[
-    Path | None,
-    typer.Option(help="The hub's admin socket (default: the one --config names)"),
-]
 
 
 @directory_app.command("build")
@@ -109,51 +100,6 @@ def directory_show(
     ]
     typer.echo(table(("id", "level", "clearance", "channels", "name"), rows))
     typer.echo("groups: " + ", ".join(f"@{g.id} ({len(g.members)})" for g in d.groups))
-
-
-@directory_app.command("publish")
-def directory_publish(
-    config: Annotated[Path, typer.Option(help="Hub configuration file")] = Path("config/hub.toml"),
-    socket: SocketOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON")] = False,
-) -> None:
-    """Make the running hub re-read, re-verify and republish its directory file (what
-    'systemctl reload hubd' does) and say which version it serves now. Exit 1: the hub
-    refused the file (it keeps the old one); 2: no hub to ask."""
-    command = "hubctl directory publish"
-    try:
-        settings = load_config(config)
-        path = socket if socket is not None else settings.admin_socket()
-    except ConfigError as exc:
-        raise _fail(command, exc) from exc
-    if path is None:
-        raise _fail(command, ValueError("the admin socket is turned off ([admin] enabled)"))
-    try:
-        answer = adminclient.ask(path, Op.DIRECTORY_PUBLISH)
-    except HubRefusedError as exc:
-        if as_json:
-            typer.echo(json.dumps({"published": False, "code": exc.code, "message": exc.message}))
-        typer.echo(f"{command}: {exc.message}", err=True)
-        raise typer.Exit(1) from exc
-    except adminclient.HubNotRunningError as exc:
-        hint = f"{exc}; a stopped hub reads the directory file when it starts"
-        raise _fail(command, ValueError(hint)) from exc
-    except (adminclient.HubUnreachableError, ProtocolError) as exc:
-        raise _fail(command, exc) from exc
-    if as_json:
-        typer.echo(json.dumps({"published": True, **answer}, indent=2))
-        return
-    previous = answer.get("previous")
-    was = (
-        ""
-        if previous is None
-        else (" (unchanged)" if previous == answer["version"] else f" (was v{previous})")
-    )
-    typer.echo(
-        f"the hub now serves directory v{answer['version']}{was}, {answer['orgs']} "
-        f"organisations, expiring {ms_to_text(int(answer['expires_at']))}; it is republished "
-        f"(retained) on {', '.join(answer['channels'])}"
-    )
 
 
 def broker_config(
