@@ -33,7 +33,7 @@ from typing import Any, Final
 import structlog
 from sqlalchemy import select
 
-from hubd import router, rulecheck
+from hubd import rulecheck
 from hubd import tables as t
 from hubd.audit import AuditEvent
 from hubd.dispatch import Dispatcher, Job, Payload, Publish
@@ -50,6 +50,7 @@ from hubd.store import (
     RecordReceipts,
     Store,
 )
+from schemas import gating as router
 from schemas import topics, transport
 from schemas.directory import Directory
 from schemas.envelope import VerifiedEnvelope, check_freshness, verify_envelope
