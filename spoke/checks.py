@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.clock import ms_to_text
 from schemas.directory import Directory
+from schemas.gating import uplink
 from schemas.labels import Classification
 from schemas.metadata import (
     MAX_METADATA_BYTES,
@@ -166,9 +168,17 @@ def _known(directory: Directory, address: str) -> bool:
 
 def _gate(doc: Document, *, org: str, directory: Directory) -> str:
     """Clearances of everyone (copies auto_cc added included); the channel to send it on."""
+    return gate_drop(org, doc.classification, doc.recipients, directory)
+
+
+def gate_drop(
+    org: str, label: Classification, recipients: Sequence[str], directory: Directory
+) -> str:
+    """The channel to send a drop of ``label`` from ``org`` to ``recipients`` on; Refusal
+    where the hub would refuse it."""
     me = directory.org(org)
-    assert me is not None  # noqa: S101 - address() checked it
-    label = doc.classification
+    if me is None:
+        raise refuse("drop.sender_unknown", org=org, version=directory.version)
     if label > me.clearance:
         raise refuse(
             "drop.sender_clearance",
@@ -179,7 +189,7 @@ def _gate(doc: Document, *, org: str, directory: Directory) -> str:
             clearance=me.clearance,
             clearance_zh=me.clearance.zh,
         )
-    for recipient in doc.recipients:
+    for recipient in recipients:
         entry = directory.org(recipient)
         assert entry is not None  # noqa: S101 - expand() returned only known organisations
         if label > entry.clearance:
@@ -193,7 +203,7 @@ def _gate(doc: Document, *, org: str, directory: Directory) -> str:
                 clearance=entry.clearance,
                 clearance_zh=entry.clearance.zh,
             )
-    channel = _uplink(directory, me.channels, label)
+    channel = uplink(directory, me, label)
     if channel is None:
         raise refuse(
             "drop.no_channel",
@@ -202,15 +212,7 @@ def _gate(doc: Document, *, org: str, directory: Directory) -> str:
             classification=label,
             classification_zh=label.zh,
         )
-    return channel
-
-
-def _uplink(directory: Directory, channels: tuple[str, ...], label: Classification) -> str | None:
-    """The lowest-ceiling channel this organisation is on that admits ``label``."""
-    admitting = [
-        c for name in channels if (c := directory.channel(name)) is not None and c.ceiling >= label
-    ]
-    return min(admitting, key=lambda c: c.ceiling.rank).id if admitting else None
+    return channel.id
 
 
 def _bad_name(name: str, where: str | None = None) -> Refusal:
