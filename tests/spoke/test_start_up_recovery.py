@@ -127,6 +127,7 @@ async def test_an_accepted_arriving_during_start_up_recovery_is_acted_on_only_af
             release.set()
             status_file = install.sent / out.msg_id.hex() / "status.json"
             await eventually(status_file.exists, "sent/<msg_id>/status.json")
+            assert handling_messages()  # the probe above names the loop that handled it
     finally:
         release.set()  # never leave the worker thread waiting
 
