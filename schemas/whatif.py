@@ -3,15 +3,18 @@
 ``hubctl route META_FILE --from ORG`` and ``spoke send --dry-run`` print the same report:
 per recipient the direction, the channel that would carry it and why (or why none can),
 each rule's verdict under the directory's settings, and the copies ``--auto-cc`` would
-add. Pure: the callers read the files and the store.
+add. Each recipient is gated by :mod:`schemas.gating` on the channel the spoke sends on,
+as the hub gates it (and as the spoke's own check does). Pure: the callers read the files
+and the store.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from schemas.directory import Directory, delivery_channel
+from schemas.directory import Directory
 from schemas.display import table
+from schemas.gating import Accept, gate, shared_channels, uplink
 from schemas.labels import Direction
 from schemas.rules import (
     Document,
@@ -161,6 +164,8 @@ def what_if(
     evaluation = evaluate(doc, directory, settings, referenced=referenced, looked_up=looked_up)
     sender = directory.org(doc.sender)
     label = doc.classification
+    # the channel the spoke sends on, gated per recipient as the hub gates it arriving there
+    arrival = None if sender is None else uplink(directory, sender, label)
     routes = []
     for recipient in doc.recipients:
         entry = directory.org(recipient)
@@ -183,8 +188,15 @@ def what_if(
             why = f"{label} is above the clearance of {who} ({clearance})"
             routes.append(RecipientRoute(recipient, entry.name_zh, role, direction, None, why))
             continue
-        channel = delivery_channel(directory, sender, entry, label)
-        shared = [c for c in sender.channels if c in entry.channels]
+        decision = (
+            None
+            if arrival is None
+            else gate(doc.sender, label, (recipient,), arrival.id, directory)
+        )
+        channel = (
+            directory.channel(decision.routes[0].channel) if isinstance(decision, Accept) else None
+        )
+        shared = shared_channels(sender, entry)
         if channel is None:
             why = (
                 f"no channel both are on admits {label.name} (shared: "

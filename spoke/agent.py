@@ -213,6 +213,9 @@ class SpokeAgent:
         self._cursor = self.ctx.state.cursors()
         for removed in clean_staging(self.ctx.config.folder("inbox")):
             log.info("inbox.staging_removed", folder=removed.name)
+        # to completion before any link, loop or answer exists: nothing else may move a
+        # work folder while recovery looks at them
+        await asyncio.to_thread(self.sender.recover)
         self._links()
         verified = self.ctx.verified
         log.info(

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.clock import ms_to_text
-from schemas.directory import Directory
+from schemas.directory import Directory, OrgEntry
+from schemas.errors import Reason
+from schemas.gating import Accept, Reject, gate, shared_channels, uplink
 from schemas.labels import Classification
 from schemas.metadata import (
     MAX_METADATA_BYTES,
@@ -165,35 +168,22 @@ def _known(directory: Directory, address: str) -> bool:
 
 
 def _gate(doc: Document, *, org: str, directory: Directory) -> str:
-    """Clearances of everyone (copies auto_cc added included); the channel to send it on."""
+    """The hub's gating of everyone (copies auto_cc added included): the channel to send on."""
+    return gate_drop(org, doc.classification, doc.recipients, directory)
+
+
+def gate_drop(
+    org: str, label: Classification, recipients: Sequence[str], directory: Directory
+) -> str:
+    """The channel to send a drop of ``label`` from ``org`` to ``recipients`` on: the one
+    :func:`~schemas.gating.uplink` picks, if the hub's gating (:func:`~schemas.gating.gate`)
+    accepts the drop arriving on it; Refusal otherwise, naming what the hub would."""
     me = directory.org(org)
-    assert me is not None  # noqa: S101 - address() checked it
-    label = doc.classification
+    if me is None:
+        raise refuse("drop.sender_unknown", org=org, version=directory.version)
     if label > me.clearance:
-        raise refuse(
-            "drop.sender_clearance",
-            {"classification": label.name, "org": org, "clearance": me.clearance.name},
-            classification=label,
-            classification_zh=label.zh,
-            org=org,
-            clearance=me.clearance,
-            clearance_zh=me.clearance.zh,
-        )
-    for recipient in doc.recipients:
-        entry = directory.org(recipient)
-        assert entry is not None  # noqa: S101 - expand() returned only known organisations
-        if label > entry.clearance:
-            raise refuse(
-                "drop.above_clearance",
-                {"classification": label.name, "org": recipient, "clearance": entry.clearance.name},
-                classification=label,
-                classification_zh=label.zh,
-                org=recipient,
-                name=entry.name_zh,
-                clearance=entry.clearance,
-                clearance_zh=entry.clearance.zh,
-            )
-    channel = _uplink(directory, me.channels, label)
+        raise _sender_clearance(org, me, label)
+    channel = uplink(directory, me, label)
     if channel is None:
         raise refuse(
             "drop.no_channel",
@@ -202,15 +192,55 @@ def _gate(doc: Document, *, org: str, directory: Directory) -> str:
             classification=label,
             classification_zh=label.zh,
         )
-    return channel
+    decision = gate(org, label, recipients, channel.id, directory)
+    if isinstance(decision, Accept):
+        return channel.id
+    about = decision.recipient if isinstance(decision, Reject) else None
+    entry = None if about is None else directory.org(about)
+    match decision:
+        case Reject(reason=Reason.POLICY_RECIPIENT_CLEARANCE) if entry is not None:
+            raise refuse(
+                "drop.above_clearance",
+                {"classification": label.name, "org": entry.id, "clearance": entry.clearance.name},
+                classification=label,
+                classification_zh=label.zh,
+                org=entry.id,
+                name=entry.name_zh,
+                clearance=entry.clearance,
+                clearance_zh=entry.clearance.zh,
+            )
+        case Reject(reason=Reason.POLICY_NO_CHANNEL) if entry is not None:
+            shared = shared_channels(me, entry)
+            raise refuse(
+                "drop.no_route",
+                {
+                    "classification": label.name,
+                    "org": org,
+                    "recipient": entry.id,
+                    "shared": list(shared),
+                },
+                classification=label,
+                classification_zh=label.zh,
+                org=org,
+                recipient=entry.id,
+                name=entry.name_zh,
+                shared=", ".join(shared) or "none",
+                shared_zh="、".join(shared) or "无",
+            )
+        case _:  # address() and the checks above leave the router nothing else to say
+            raise refuse("drop.internal_error", error=f"{decision.reason}: {decision.detail}")
 
 
-def _uplink(directory: Directory, channels: tuple[str, ...], label: Classification) -> str | None:
-    """The lowest-ceiling channel this organisation is on that admits ``label``."""
-    admitting = [
-        c for name in channels if (c := directory.channel(name)) is not None and c.ceiling >= label
-    ]
-    return min(admitting, key=lambda c: c.ceiling.rank).id if admitting else None
+def _sender_clearance(org: str, me: OrgEntry, label: Classification) -> Refusal:
+    return refuse(
+        "drop.sender_clearance",
+        {"classification": label.name, "org": org, "clearance": me.clearance.name},
+        classification=label,
+        classification_zh=label.zh,
+        org=org,
+        clearance=me.clearance,
+        clearance_zh=me.clearance.zh,
+    )
 
 
 def _bad_name(name: str, where: str | None = None) -> Refusal:

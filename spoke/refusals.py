@@ -278,6 +278,18 @@ CATALOGUE: Final[dict[str, Texts]] = {
         "Lower the label if the document allows, or send it from an organisation "
         "provisioned on a channel that carries it.",
     ),
+    "drop.no_route": Texts(
+        "没有通道能把密级{classification_zh}的文件从本机关（{org}）送到 {recipient}（{name}）："
+        "双方共同接入的通道（{shared_zh}）都不能承载该密级，枢纽会拒收（policy.no_channel）。",
+        "no channel carries {classification} from {org} to {recipient} ({name}): the "
+        "channels both are on ({shared}) all have a lower ceiling, so the hub would refuse "
+        "it (policy.no_channel).",
+        "请把 {recipient} 从收文机关中去掉、另行送达，或在文件允许时降低密级；如确需经交换发送，"
+        "请联系枢纽运维人员为双方开通能承载该密级的共同通道。",
+        "Leave {recipient} out and deliver it to them another way, or lower the label if "
+        "the document allows; if it must go through the exchange, ask the hub operator to "
+        "provision a channel both are on that carries it.",
+    ),
     # ---- sealing
     "drop.changed": Texts(
         "“{document}”在加密封装过程中被修改，且发件箱中又出现了同名的新投递。",

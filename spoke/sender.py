@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from schemas import transport
 from schemas.clock import ms_to_text
 from schemas.directory import Directory
-from schemas.errors import XchgError
+from schemas.errors import UsageError, XchgError
 from schemas.ids import msg_id_text
 from schemas.keys import SigningKey
 from schemas.model import describe
@@ -76,11 +76,32 @@ class Sender:
         self._troubles: set[str] = set()  # drops whose own failure failed: logged once
         self._uploads: dict[bytes, asyncio.Task[None]] = {}
         self._gate: tuple[str | None, str | None] | None = None  # (held reason, signing kid)
-        self._recovered = False
+        # the claims recover() found, for the first scan; None until recover() has run
+        self._recovered: list[Claimed] | None = None
+
+    def recover(self) -> None:
+        """Finish what a crash left in the work area (blocking), and keep the claims it
+        found for the first scan to check and seal.
+
+        Run it once, at start, to completion before anything else can touch the work
+        area: before the links connect, so that no answer from the hub, no resend and no
+        scan moves a work folder while recovery looks at them. scan() and receipt()
+        refuse to run before it."""
+        self._recovered = []
+        try:
+            self._recovered = self.outbox.recover(self.ctx.state.sealed_from)
+            self._repair()
+        except Exception:  # what one folder raises must never stop the agent
+            log.exception("outbox.scan_failed")  # as when recovery was the first scan's
+
+    def _check_recovered(self) -> None:
+        if self._recovered is None:
+            raise UsageError("Sender.recover() must run (at start) before the work area is used")
 
     # ------------------------------------------------------------------ the outbox
 
     async def scan(self) -> None:
+        self._check_recovered()
         self.ctx.refresh_keys()  # a pair 'spoke keygen --rotate' just wrote
         gate = self.ctx.gate()
         resumed = await self.note_gate(gate)
@@ -89,11 +110,9 @@ class Sender:
         if resumed:
             await self.republish()
         directory, signer = gate.directory, gate.signer
-        if not self._recovered:  # once, at start: claims a crash cut in half
-            self._recovered = True
-            for claimed in await asyncio.to_thread(self.outbox.recover, self.ctx.state.sealed_from):
-                await self._process(claimed, directory, signer)
-            await asyncio.to_thread(self._repair)
+        pending = self._recovered or []  # claims a crash cut in half, found by recover()
+        while pending:  # one at a time: what one raises leaves the rest for the next scan
+            await self._process(pending.pop(0), directory, signer)
         ready, orphans = await asyncio.to_thread(self.outbox.scan)
         for orphan in orphans:
             await self._guard(orphan.name, functools.partial(self._fail_orphan, orphan))
@@ -365,6 +384,7 @@ class Sender:
 
     def receipt(self, entry: ReceiptEntry) -> None:
         """A receipt about something we sent (blocking: call it in a worker thread)."""
+        self._check_recovered()
         state = self.ctx.state
         if entry.msg_id is not None:
             rows = state.outbound("WHERE msg_id = ?", [entry.msg_id])

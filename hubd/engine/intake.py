@@ -3,7 +3,7 @@
 For every envelope, in this order (issue 3, section 2): total size and header decode with
 limits -> the signature, with the directory key of the sender -> the topic's owner, the
 header's sender and the verifying key are one -> replay (created_at within the skew; the
-msg_id unique in the store) -> gating (:mod:`hubd.router`) -> the body's size and hash ->
+msg_id unique in the store) -> gating (:mod:`schemas.gating`) -> the body's size and hash ->
 durable write -> signed ACCEPTED, or a signed REJECTED that names the rule and values.
 A message that arrived on a channel whose ceiling is below its label is quarantined:
 stored, never forwarded, logged as a security event, and the sender gets REJECTED.
@@ -33,7 +33,6 @@ from typing import Any, Final
 import structlog
 from sqlalchemy import select
 
-from hubd import router
 from hubd.core.states import DeliveryState, Event, receipt_event
 from hubd.engine.dispatch import Dispatcher, Job, Payload, Publish
 from hubd.engine.issuer import ReceiptIssuer
@@ -51,6 +50,7 @@ from hubd.store.db import (
     Store,
 )
 from hubd.store.spool import Spool, Transfer
+from schemas import gating as router
 from schemas import topics, transport
 from schemas.directory import Directory
 from schemas.envelope import VerifiedEnvelope, check_freshness, verify_envelope

@@ -4,7 +4,7 @@ Every combination of 5 labels x 4 arrival channels x 5 sender clearances x 5 rec
 clearances (500 messages) goes through one hub, each from a spoke connected on all four
 channels and published on the arrival channel under test. The expected outcome of each
 comes from :func:`oracle`, written from section 2 alone (it does not call
-:mod:`hubd.router`), and each message's receipts and delivery are checked against it.
+:mod:`schemas.gating`), and each message's receipts and delivery are checked against it.
 
 Senders and recipients are distinct organisations (``gt.s.<label>`` and ``gt.r.<label>``):
 an organisation cannot address itself, so "one org per clearance level" becomes one

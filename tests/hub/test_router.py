@@ -1,9 +1,10 @@
-"""The routing brain (hubd.router.decide) against an oracle written from ARCHITECTURE section 2.
+"""The routing brain (schemas.gating.decide, as the hub runs it) against an oracle written
+from ARCHITECTURE section 2.
 
-The oracle below knows nothing of hubd: it orders labels by its own list and applies the
-gating rules in the documented order (arrival ceiling first, then provenance, then the
-clearances, then least privilege). Directories are built directly from the wire models,
-so every case states exactly which organisation sits on which channel.
+The oracle below knows nothing of schemas.gating: it orders labels by its own list and
+applies the gating rules in the documented order (arrival ceiling first, then provenance,
+then the clearances, then least privilege). Directories are built directly from the wire
+models, so every case states exactly which organisation sits on which channel.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import hubd.router
-from hubd.router import Accept, Decision, Quarantine, Reject, Route, decide
+from schemas import gating
 from schemas.directory import ChannelEntry, Directory, OrgEntry, OrgLevel
 from schemas.envelope import Header, verify_envelope
 from schemas.errors import Reason
+from schemas.gating import Accept, Decision, Quarantine, Reject, Route, decide
 from schemas.labels import Classification, DocType, Precedence, SecrecyPeriod
 from tests.world import World
 
@@ -566,7 +567,7 @@ def test_nothing_is_ever_routed_on_a_channel_below_its_label_or_not_shared(
 
 
 def test_router_imports_no_io_clock_or_framework_module() -> None:
-    tree = ast.parse(Path(hubd.router.__file__).read_text(encoding="utf-8"))
+    tree = ast.parse(Path(gating.__file__).read_text(encoding="utf-8"))
     imported: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -575,7 +576,7 @@ def test_router_imports_no_io_clock_or_framework_module() -> None:
             imported.add(node.module)
 
     roots = {name.split(".")[0] for name in imported}
-    assert roots <= {"__future__", "dataclasses", "schemas"}, roots
+    assert roots <= {"__future__", "collections", "dataclasses", "schemas"}, roots
 
 
 @contextmanager

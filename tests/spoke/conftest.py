@@ -168,7 +168,9 @@ def offline_spoke(
             SpokeState(config.work / "state.db"),
             verified=verified_live,
         )
-        spoke = OfflineSpoke(ctx, Sender(ctx))
+        sender = Sender(ctx)
+        sender.recover()  # as the agent does at start
+        spoke = OfflineSpoke(ctx, sender)
         made.append(spoke)
         return spoke
 

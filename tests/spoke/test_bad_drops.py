@@ -740,6 +740,7 @@ async def test_claim_cut_between_its_two_renames_is_finished_at_start(
     work = spoke.work / "1795000000000-0badc0de"
     work.mkdir()
     (spoke.outbox / "report.txt").rename(work / "report.txt")
+    spoke = offline_spoke_like(spoke)  # the restart
 
     await spoke.settle()
 
@@ -760,6 +761,7 @@ async def test_claim_cut_before_any_metadata_gives_the_document_back_to_the_outb
     work.mkdir()
     (spoke.outbox / "report.txt").rename(work / "report.txt")
     (spoke.work / "1795000000001-00000000").mkdir()  # cut before the first rename
+    spoke = offline_spoke_like(spoke)  # the restart
 
     await spoke.sender.scan()
 
@@ -790,7 +792,9 @@ async def test_drop_sealed_before_a_restart_is_not_sealed_again(
 
 def offline_spoke_like(spoke: OfflineSpoke) -> OfflineSpoke:
     """The same folders and state with a fresh Sender, as after a restart."""
-    return OfflineSpoke(spoke.ctx, Sender(spoke.ctx))
+    sender = Sender(spoke.ctx)
+    sender.recover()
+    return OfflineSpoke(spoke.ctx, sender)
 
 
 @pytest.mark.parametrize("limits", [Limits(stable_for=0.02, metadata_wait=0.15, max_files=2)])
