@@ -64,6 +64,9 @@ BACKLOG_MESSAGES: Final = 20_000
 
 
 class Ingest:
+    """The intake's shell: reads what the brokers deliver, runs the passes and the slow
+    tasks, and commits; the pieces of :mod:`hubd.engine` decide (through the core) and answer."""
+
     def __init__(
         self,
         *,
