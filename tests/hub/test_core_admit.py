@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from hubd.core.admit import (
-    NOT_ASKED,
     QUARANTINED_AGAIN,
     QUARANTINES,
     REFUSALS,
@@ -316,15 +315,19 @@ def test_a_head_reserves_its_whole_body_on_disk_and_an_inline_body_only_the_wate
     assert disk_need(Path.END, sealed.envelope) == 0
 
 
-def test_a_head_below_the_watermark_is_refused_retriable(world: World) -> None:
-    sealed = letter(world)
-    facts = replace(facts_for(world, CASES[1], sealed), disk_low=DISK_LOW, stored=None)
+def fresh_facts(world: World, path: Path, sealed: Letter, **change: Any) -> Facts:
+    body = sealed.body if path is Path.INLINE else None
+    facts = Facts(sealed.envelope, path, "govnet", world.directory, NOW, SKEW, body=body)
+    return replace(facts, **change)
+
+
+def test_a_new_head_below_the_watermark_is_refused_retriable(world: World) -> None:
+    facts = fresh_facts(world, Path.HEAD, letter(world), disk_low=DISK_LOW, stored=None)
     assert admit(facts) == Refuse(Reason.HUB_DISK_LOW, DISK_LOW, retriable=True)
 
 
-def test_a_refused_inline_envelope_is_not_asked_about_twice(world: World) -> None:
-    sealed = letter(world)
-    facts = replace(facts_for(world, CASES[0], sealed), now_ms=NOW + SKEW + 1, stored=None)
+def test_an_inline_refusal_stands_once_the_store_has_answered_none(world: World) -> None:
+    facts = fresh_facts(world, Path.INLINE, letter(world), now_ms=NOW + SKEW + 1, stored=None)
     outcome = admit(facts)
     assert isinstance(outcome, Refuse)
     assert outcome.reason == Reason.REPLAY_CLOCK_SKEW
@@ -337,8 +340,3 @@ def test_the_store_answer_for_a_resend_names_the_msg_id_when_the_frame_differs()
         "msg_id 0123abcd was already used for another message; "
         "every message needs a fresh random msg_id",
     )
-
-
-def test_not_asked_is_neither_none_nor_an_answer() -> None:
-    assert NOT_ASKED is not None
-    assert not isinstance(NOT_ASKED, Stored | Referenced)
