@@ -11,16 +11,15 @@ A delivery is one message on its way to one recipient.
 EXPIRED is never redelivered: the sender signed ``expires_at`` and it has passed, so the
 hub must not deliver the message any more; the sender sends it again if it still matters.
 Receipts may arrive twice or out of order (SIGNED_FOR before DELIVERED); those are
-idempotent transitions, listed explicitly so that nothing else is.
+idempotent transitions, listed explicitly so that nothing else is. Which event a receipt's
+status is: :func:`hubd.core.receipts.receipt_event`.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import assert_never
 
 from schemas.errors import XchgError
-from schemas.receipts import ReceiptStatus
 
 
 class DeliveryState(StrEnum):
@@ -97,23 +96,3 @@ def next_state(state: DeliveryState, event: Event) -> DeliveryState:
 
 def can(state: DeliveryState, event: Event) -> bool:
     return (state, event) in TRANSITIONS
-
-
-def receipt_event(status: ReceiptStatus) -> Event | None:
-    """What a recipient's receipt does to its delivery; None for the statuses only the hub
-    issues (``verify_receipts`` refuses them from a recipient). Exhaustive: a new status
-    fails the type check here until it is given its event."""
-    match status:
-        case ReceiptStatus.DELIVERED:
-            return Event.DELIVERED
-        case ReceiptStatus.SIGNED_FOR:
-            return Event.SIGNED_FOR
-        case (
-            ReceiptStatus.ACCEPTED
-            | ReceiptStatus.REJECTED
-            | ReceiptStatus.EXPIRED
-            | ReceiptStatus.DEAD
-        ):
-            return None
-        case _:
-            assert_never(status)

@@ -19,7 +19,7 @@ from amqtt.broker import Broker
 
 from schemas.errors import ConfigError, TransportError
 
-log = structlog.get_logger("hubd.engine.broker")
+log = structlog.get_logger("hubd.broker")
 SHUTDOWN_WITHIN = 3.0  # seconds the embedded broker may take to stop
 
 

@@ -33,7 +33,7 @@ from schemas.errors import StoreError
 from schemas.keys import SigningKey
 from schemas.ledger import Checkpoint, pack_path, sign_checkpoint
 
-log = structlog.get_logger("hubd.engine.checkpoints")
+log = structlog.get_logger("hubd.checkpoints")
 
 TICK: Final = 0.25  # seconds between looks at the tree's size (entries added meanwhile)
 ON_DEMAND_GAP_MS: Final = 1000  # proofs asked for sign at most one checkpoint a second

@@ -44,7 +44,7 @@ from schemas.errors import StoreError
 from schemas.ids import msg_id_text
 from schemas.labels import Classification, Precedence
 
-log = structlog.get_logger("hubd.engine.dispatch")
+log = structlog.get_logger("hubd.dispatch")
 
 # (channel, org, payload): hands the payload to the connection at once (in call order) and
 # returns a future of the broker's PUBACK (False: not connected, or no ack in time).

@@ -43,7 +43,7 @@ from schemas.envelope import BodyDescriptor, read_frame_sender
 from schemas.errors import StoreError, XchgError
 from schemas.labels import DocType
 
-log = structlog.get_logger("hubd.engine.retention")
+log = structlog.get_logger("hubd.retention")
 
 DONE = (
     DeliveryState.DELIVERED.value,

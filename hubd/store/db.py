@@ -45,7 +45,7 @@ from schemas import merkle
 from schemas.errors import ClosedResourceError, StoreError
 from schemas.ledger import Entry
 
-log = structlog.get_logger("hubd.store.db")
+log = structlog.get_logger("hubd.store")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 

@@ -28,7 +28,7 @@ from hubd.web.clients import Clients
 from hubd.web.metrics import Readiness
 from schemas.errors import ConfigError
 
-log = structlog.get_logger("hubd.web.metrics")
+log = structlog.get_logger("hubd.metrics")
 
 MAX_HEAD = 8192  # bytes of request line and headers together
 MAX_HEADER_LINES = 64

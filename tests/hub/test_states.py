@@ -19,9 +19,7 @@ from hubd.core.states import (
     IllegalTransition,
     can,
     next_state,
-    receipt_event,
 )
-from schemas.receipts import ReceiptStatus
 
 P, S, D, F = (
     DeliveryState.PENDING,
@@ -184,26 +182,3 @@ def test_every_state_is_reachable_from_pending(target: DeliveryState) -> None:
                 reachable.add(after)
                 frontier.append(after)
     assert target in reachable
-
-
-@pytest.mark.parametrize(
-    ("status", "event", "reached"),
-    [
-        (ReceiptStatus.DELIVERED, Event.DELIVERED, DeliveryState.DELIVERED),
-        (ReceiptStatus.SIGNED_FOR, Event.SIGNED_FOR, DeliveryState.SIGNED_FOR),
-        (ReceiptStatus.ACCEPTED, None, None),
-        (ReceiptStatus.REJECTED, None, None),
-        (ReceiptStatus.EXPIRED, None, None),
-        (ReceiptStatus.DEAD, None, None),
-    ],
-)
-def test_a_recipients_receipt_moves_a_sent_delivery_to_the_state_it_names(
-    status: ReceiptStatus, event: Event | None, reached: DeliveryState | None
-) -> None:
-    assert receipt_event(status) is event
-    if event is not None:
-        assert next_state(DeliveryState.SENT, event) is reached
-
-
-def test_every_receipt_status_has_its_row_in_the_table_above() -> None:
-    assert {receipt_event(s) for s in ReceiptStatus} == {Event.DELIVERED, Event.SIGNED_FOR, None}

@@ -1,0 +1,149 @@
+"""Bodies that come in chunks: the head that opens a transfer, the chunks written to the
+spool in arrival order, and the end that finishes the body and stores the message.
+
+The head and the end are decided by :func:`hubd.core.admit.admit` like any envelope; the
+chunks between them only have to fit (the spool checks size and hash as it writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import functools
+
+from hubd.core.admit import Admit, Facts, Path, Quarantine, Refuse, Stored, admit
+from hubd.engine.answers import Answers
+from hubd.engine.arrival import Arrival, Slow, Step
+from hubd.engine.dispatch import Payload, Publish
+from hubd.engine.envelopes import Envelopes
+from hubd.store.spool import Spool, Transfer
+from schemas import transport
+from schemas.envelope import VerifiedEnvelope
+from schemas.errors import PeerError, Reason
+
+
+class Chunks:
+    def __init__(
+        self, *, spool: Spool, envelopes: Envelopes, answers: Answers, send: Publish
+    ) -> None:
+        self._spool, self._envelopes, self._answers, self._send = spool, envelopes, answers, send
+
+    # ------------------------------------------------------------ the head
+
+    def head_now(self, arrival: Arrival, envelope: VerifiedEnvelope) -> Step:
+        """The head of a chunked body: go on with a transfer under way at once; a new one
+        first asks the store (a stored message's body is not spooled again)."""
+        transfer = self._spool.get(envelope.header.msg_id)
+        facts = self._envelopes.facts(arrival, envelope, Path.HEAD, under_way=transfer is not None)
+        outcome = admit(facts)
+        if isinstance(outcome, Refuse):
+            self._answers.refuse(arrival, envelope, outcome)
+            return None
+        if transfer is not None and isinstance(outcome, Admit | Quarantine):
+            self._ask_for_rest(transfer, arrival)
+            return None
+        return Slow(functools.partial(self._head, arrival, facts))
+
+    async def _head(self, arrival: Arrival, facts: Facts) -> None:
+        """Begin (or continue) the transfer and ask for the rest, if admit takes the head."""
+        envelope = facts.envelope
+        outcome, _ = await self._envelopes.decide(facts)
+        if not isinstance(outcome, Admit | Quarantine):
+            self._envelopes.answer(arrival, envelope, outcome)
+            return
+        transfer = self._spool.begin(envelope, arrival.channel, arrival.org)
+        self._ask_for_rest(transfer, arrival)
+
+    def _ask_for_rest(self, transfer: Transfer, arrival: Arrival) -> None:
+        transfer.channel = arrival.channel  # a resend may come on another connection
+        self._send_resume(transfer)
+
+    def _send_resume(self, transfer: Transfer) -> None:
+        """Ask the sender for the rest; handed to the connection, not waited for (a slow
+        task must never wait on a broker the intake may be holding off)."""
+        resume = transport.ResumeMsg(transfer.msg_id, transfer.received)
+        self._send(transfer.channel, transfer.org, transport.encode(resume))
+
+    # ------------------------------------------------------------ the chunks
+
+    def chunk_now(self, arrival: Arrival, chunk: transport.ChunkMsg) -> Step:
+        """Body bytes go to the spool file at once (in arrival order); slow work only for
+        the chunk that completes a body (fsync, checks, store) or one that reveals a gap."""
+        transfer = self._spool.get(chunk.msg_id)
+        if transfer is None or transfer.org != arrival.org:
+            return None  # not under way (finished, refused, or never announced)
+        try:
+            appended = self._spool.append(transfer, chunk.offset, chunk.data)
+        except PeerError as exc:
+            self._spool.discard(transfer)
+            self._answers.refuse(arrival, transfer.envelope, Refuse(exc.reason, exc.message))
+            return None
+        except OSError as exc:  # the spool's disk (full, or failing): refuse, retriable
+            self._spool_failed(arrival, transfer, exc)
+            return None
+        if (not appended and chunk.offset > transfer.received) or (appended and transfer.complete):
+            return Slow(functools.partial(self._chunk, arrival, chunk))  # a gap, or the end
+        return None
+
+    def _spool_failed(self, arrival: Arrival, transfer: Transfer, exc: OSError) -> None:
+        with contextlib.suppress(OSError):
+            self._spool.discard(transfer)
+        self._spool.forget(transfer)
+        reason = Reason.HUB_DISK_LOW if exc.errno == errno.ENOSPC else Reason.HUB_BUSY
+        refusal = Refuse(
+            reason,
+            f"the hub could not write the body to its spool ({exc.strerror}); nothing of it "
+            "is kept. Send it again later; the hub operator is told",
+            retriable=True,
+        )
+        self._answers.refuse(arrival, transfer.envelope, refusal)
+
+    async def _chunk(self, arrival: Arrival, chunk: transport.ChunkMsg) -> None:
+        """After :meth:`chunk_now` spooled it: ask for a gap, or finish a complete body."""
+        transfer = self._spool.get(chunk.msg_id)
+        if transfer is None or transfer.org != arrival.org or transfer.finishing:
+            return  # finished, refused, or another task is finishing it
+        if not transfer.complete:
+            if chunk.offset > transfer.received:  # a gap: ask for what is missing
+                self._send_resume(transfer)
+            return
+        transfer.finishing = True  # before any await: a body is finished (and stored) once
+        try:
+            await self._end(arrival, transfer)
+        finally:
+            self._spool.forget(transfer)
+
+    # ------------------------------------------------------------ the end
+
+    async def _end(self, arrival: Arrival, transfer: Transfer) -> None:
+        """The body is complete: make it durable, then decide on the message as it stands.
+
+        Gating and the rules again, with the directory of now: it may have changed while
+        the body came (or the transfer was resumed from the spool after a restart). The
+        rules were checked when the head arrived, so a refusal here is rare, and the
+        verdict gives the warnings of the message as it is stored.
+        """
+        problem: PeerError | None = None
+        try:
+            body_path = await asyncio.to_thread(self._spool.finish, transfer)  # fsync off-loop
+        except PeerError as exc:
+            problem, body_path = exc, None
+            self._spool.discard(transfer)
+        except OSError as exc:
+            self._spool_failed(arrival, transfer, exc)
+            return
+        envelope = transfer.envelope
+        facts = self._envelopes.facts(
+            arrival, envelope, Path.END, channel=transfer.channel, spooled=problem
+        )
+        outcome, facts = await self._envelopes.decide(facts)
+        if isinstance(outcome, Admit | Quarantine):
+            assert body_path is not None  # noqa: S101 - admit refuses a body the spool refused
+            payload = Payload(envelope.frame, None, body_path, envelope.body.size)
+            await self._envelopes.store(arrival, envelope, outcome, payload)
+            return
+        if body_path is not None and not isinstance(facts.stored, Stored):
+            # refused, and no stored message of this msg_id (whose body path it is) needs it
+            body_path.unlink(missing_ok=True)
+        self._envelopes.answer(arrival, envelope, outcome)

@@ -1,0 +1,207 @@
+"""Receipt batches in: verified, planned by :func:`hubd.core.receipts.plan_receipts`, stored
+with the delivery states they move on in one commit, then forwarded to the sender.
+
+Most batches speak of deliveries the dispatcher holds and are handled in the pass that
+read them; one that speaks of messages only the store knows (a 签收 days later, or after
+a restart) looks them up in a task of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable, Sequence
+
+import structlog
+from sqlalchemy import select
+
+from hubd.core.receipts import NeedOrigins, Origin, ReceiptPlan, plan_receipts
+from hubd.engine.answers import flag_revoked
+from hubd.engine.arrival import Arrival, Slow, Step
+from hubd.engine.dispatch import Dispatcher
+from hubd.engine.issuer import ReceiptIssuer
+from hubd.store import tables as t
+from hubd.store.audit import AuditEvent
+from hubd.store.db import DeliveryUpdate, RecordReceipts, Store
+from schemas import transport
+from schemas.directory import Directory
+from schemas.errors import PeerError, XchgError
+from schemas.ids import msg_id_text
+from schemas.labels import Classification
+from schemas.receipts import VerifiedReceipts, verify_receipts
+
+log = structlog.get_logger("hubd.ingest")
+security = structlog.get_logger("hubd.security")
+
+
+class ReceiptIntake:
+    def __init__(
+        self,
+        *,
+        directory: Callable[[], Directory],
+        store: Store,
+        dispatcher: Dispatcher,
+        issuer: ReceiptIssuer,
+        clock: Callable[[], int],
+    ) -> None:
+        self._directory, self._store, self._dispatcher = directory, store, dispatcher
+        self._issuer, self._clock = issuer, clock
+
+    def _verified(
+        self, arrival: Arrival, message: transport.ReceiptsMsg
+    ) -> VerifiedReceipts | None:
+        try:
+            return verify_receipts(message.frame, self._directory(), expected_issuer=arrival.org)
+        except PeerError as exc:
+            log.warning(
+                "receipt.refused",
+                org=arrival.org,
+                channel=arrival.channel,
+                reason=exc.reason.value,
+                detail=exc.message,
+            )
+            flag_revoked(arrival, exc, "receipt batch")
+            return None
+
+    def now(self, arrival: Arrival, message: transport.ReceiptsMsg) -> Step:
+        """A receipt batch about deliveries the dispatcher holds; slow work if it speaks of
+        messages only the store knows."""
+        verified = self._verified(arrival, message)
+        if verified is None:
+            return None
+        entries = verified.batch.entries
+        origins = {  # from the deliveries in memory ...
+            e.msg_id: Origin(job.sender, job.origin, job.classification)
+            for e in entries
+            if e.msg_id is not None
+            and e.recipient is not None
+            and (job := self._dispatcher.job(e.msg_id, e.recipient)) is not None
+        }
+        plan = plan_receipts(entries, origins, looked_up=False)
+        if isinstance(plan, NeedOrigins):  # ... and the store for the others
+            missing = plan.msg_ids
+            return Slow(
+                functools.partial(self._looked_up, arrival, message, verified, origins, missing)
+            )
+        op = self._record(arrival, message, verified, plan)
+        if op is None:
+            return None
+        return op, functools.partial(self._recorded, arrival, message, plan, op)
+
+    async def _looked_up(
+        self,
+        arrival: Arrival,
+        message: transport.ReceiptsMsg,
+        verified: VerifiedReceipts,
+        origins: dict[bytes, Origin],
+        missing: Sequence[bytes],
+    ) -> None:
+        origins.update(await self._origins(missing))
+        plan = plan_receipts(verified.batch.entries, origins, looked_up=True)
+        assert isinstance(plan, ReceiptPlan)  # noqa: S101 - looked up: nothing more to ask
+        op = self._record(arrival, message, verified, plan)
+        if op is None:
+            return
+        try:
+            seq = await self._store.submit(op)
+        except XchgError:
+            self.unsettle(op)
+            raise
+        self._recorded(arrival, message, plan, op, seq)
+
+    def unsettle(self, op: RecordReceipts) -> None:
+        """A receipt batch was not stored: its deliveries go on as before (retried, and
+        free to expire or be given up)."""
+        for update in op.updates:
+            self._dispatcher.unsettled(update.msg_id, update.recipient)
+
+    def _record(
+        self,
+        arrival: Arrival,
+        message: transport.ReceiptsMsg,
+        verified: VerifiedReceipts,
+        plan: ReceiptPlan,
+    ) -> RecordReceipts | None:
+        """The rows, audit entries and delivery states the plan yields (None: nothing)."""
+        for msg_id in plan.unknown:
+            log.warning("receipt.unknown_message", org=arrival.org, msg_id=msg_id_text(msg_id))
+        for refused in plan.downgraded:
+            security.error(
+                "receipt.downgraded",
+                org=arrival.org,
+                msg_id=msg_id_text(refused.msg_id),
+                label=refused.origin.classification.name,
+                claimed=refused.entry.classification.name,
+            )
+        if not plan.records:
+            return None
+        batch = verified.batch
+        now = self._clock()
+        batch_sha256 = hashlib.sha256(message.frame).digest()
+        rows: list[dict[str, object]] = []
+        audit: list[AuditEvent] = []
+        updates: list[DeliveryUpdate] = []
+        for confirm in plan.confirm:
+            entry = confirm.entry
+            updates.append(
+                self._dispatcher.settle(confirm.msg_id, confirm.recipient, confirm.event, now)
+            )
+            rows.append(
+                {
+                    "msg_id": confirm.msg_id,
+                    "recipient": confirm.recipient,
+                    "status": entry.status.value,
+                    "issuer": batch.issuer,
+                    "at": entry.at,
+                    "subject": entry.subject,
+                    "batch_sha256": batch_sha256,
+                }
+            )
+            audit.append(
+                AuditEvent(
+                    f"receipt.{entry.status.value.lower()}",
+                    now,
+                    confirm.msg_id,
+                    confirm.recipient,
+                    {"issuer": batch.issuer, "batch_sha256": batch_sha256.hex()},
+                )
+            )
+        # The rows, the delivery states and the numbered copy for the sender are one commit:
+        # a crash cannot keep one without the others, so a sender's hello can always have it
+        # sent again.
+        return RecordReceipts(
+            batch_sha256, batch.issuer, message.frame, now, rows, audit, plan.forward, updates
+        )
+
+    def _recorded(
+        self,
+        arrival: Arrival,
+        message: transport.ReceiptsMsg,
+        plan: ReceiptPlan,
+        op: RecordReceipts,
+        seq: object,
+    ) -> None:
+        """The batch is durable: close the deliveries and pass it on to the sender."""
+        now = op.received_at
+        for confirm in plan.confirm:
+            self._dispatcher.confirmed(confirm.msg_id, confirm.recipient, confirm.event, now)
+        if plan.forward is not None:
+            assert isinstance(seq, int)  # noqa: S101 - the store numbers a forwarded batch
+            self._issuer.send_numbered(plan.forward[0], plan.forward[1], message.frame, seq)
+        else:
+            log.warning("receipt.mixed_batch", org=arrival.org, senders=plan.senders)
+
+    async def _origins(self, msg_ids: Sequence[bytes]) -> dict[bytes, Origin]:
+        """Sender, arrival channel and label of each message, from the store."""
+        if not msg_ids:
+            return {}
+        rows = await self._store.read(
+            select(
+                t.messages.c.msg_id,
+                t.messages.c.sender,
+                t.messages.c.arrival_channel,
+                t.messages.c.classification,
+            ).where(t.messages.c.msg_id.in_(msg_ids))
+        )
+        ranks = {c.rank: c for c in Classification}
+        return {bytes(r[0]): Origin(r[1], r[2], ranks[int(r[3])]) for r in rows}

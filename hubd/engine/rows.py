@@ -1,0 +1,84 @@
+"""The store's rows for an admitted message: the message, one delivery per route, and its
+ledger entry (``message.accepted`` or ``message.quarantined``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hubd.core.admit import Admit, Quarantine
+from hubd.core.states import DeliveryState
+from hubd.engine.arrival import Arrival
+from hubd.engine.dispatch import Payload
+from hubd.store.audit import AuditEvent
+from hubd.store.db import NewMessage
+from schemas.envelope import VerifiedEnvelope
+
+
+@dataclass(frozen=True, slots=True)
+class Storing:
+    """A verified message on its way into the store, and what it takes to answer it."""
+
+    arrival: Arrival
+    envelope: VerifiedEnvelope
+    outcome: Admit | Quarantine
+    payload: Payload
+
+
+def new_message(storing: Storing) -> NewMessage:
+    arrival, envelope, outcome = storing.arrival, storing.envelope, storing.outcome
+    payload = storing.payload
+    header = envelope.header
+    quarantine = outcome if isinstance(outcome, Quarantine) else None
+    routes = outcome.routes if isinstance(outcome, Admit) else ()
+    quarantined = quarantine is not None
+    state = "QUARANTINED" if quarantined else "ACCEPTED"
+    row = {
+        "msg_id": header.msg_id,
+        "sender": header.sender,
+        "classification": header.classification.rank,
+        "precedence": header.precedence.rank,
+        "doc_type": header.doc_type.name,
+        "created_at": header.created_at,
+        "expires_at": header.expires_at,
+        "received_at": arrival.at,
+        "arrival_channel": arrival.channel,
+        "state": state,
+        "reason": None if quarantine is None else quarantine.reason.value,
+        "frame": envelope.frame,
+        "frame_sha256": envelope.digest,
+        "body_size": payload.body_size,
+        "body": payload.body,
+        "body_path": None if payload.body_path is None else str(payload.body_path),
+    }
+    deliveries = [
+        {
+            "msg_id": header.msg_id,
+            "recipient": r.recipient,
+            "channel": r.channel,
+            "precedence": header.precedence.rank,
+            "state": DeliveryState.PENDING.value,
+            "attempts": 0,
+            "expires_at": header.expires_at,
+            "created_at": arrival.at,
+            "updated_at": arrival.at,
+        }
+        for r in routes
+    ]
+    detail: dict[str, object] = {
+        "channel": arrival.channel,
+        "classification": header.classification.name,
+        "precedence": header.precedence.name,
+        "doc_type": header.doc_type.name,
+        "recipients": list(header.recipients),
+        "routes": {r.recipient: r.channel for r in routes},
+        "body_size": payload.body_size,
+        "frame_sha256": envelope.digest.hex(),
+    }
+    if isinstance(outcome, Admit) and outcome.warnings:
+        # rules in warn mode that the document breaks (ids and articles only)
+        detail["rule_warnings"] = [
+            {"rule": f.rule.id, "article": f.rule.article} for f in outcome.warnings
+        ]
+    event = "message.quarantined" if quarantined else "message.accepted"
+    audit = [AuditEvent(event, arrival.at, header.msg_id, header.sender, detail)]
+    return NewMessage(row, deliveries, audit)

@@ -1,0 +1,342 @@
+"""The hub's admission of an envelope (hubd.core.admit), as a table: synchronous, no broker,
+no store, the time given.
+
+Every case names the path the envelope came by (inline, head, end), the facts the shell
+gathered, what the store answers each question admit asks (NeedLookup), the questions it
+must ask in that order, and the outcome. A last test checks that the table covers every
+refusal and quarantine reason the module declares it can return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+
+from hubd.core.admit import (
+    QUARANTINED_AGAIN,
+    QUARANTINES,
+    REFUSALS,
+    RULES,
+    Admit,
+    Facts,
+    Lookup,
+    NeedLookup,
+    Outcome,
+    Path,
+    Quarantine,
+    Refuse,
+    Resend,
+    Stored,
+    admit,
+    answer_stored,
+    disk_need,
+)
+from schemas.directory import Directory, OrgEntry
+from schemas.envelope import VerifiedEnvelope, verify_envelope
+from schemas.errors import PeerError, Reason
+from schemas.gating import Route
+from schemas.ids import new_msg_id
+from schemas.labels import Classification, DocType
+from schemas.receipts import ReceiptStatus
+from schemas.rules import Referenced
+from schemas.seal import BodyChecker
+from tests.world import NOW, World
+
+SKEW = 300_000  # the hub's max_skew_ms in these cases
+DISK_LOW = "the hub's disk holds less than its watermark; send it again later"
+
+
+# ---------------------------------------------------------------------------- builders
+
+
+def changed_org(directory: Directory, org_id: str, **fields: Any) -> Directory:
+    """``directory`` with one organisation changed (as a reload after the envelope came)."""
+    orgs = tuple(o.model_copy(update=fields) if o.id == org_id else o for o in directory.orgs)
+    return directory.model_copy(update={"orgs": orgs})
+
+
+def without_org(directory: Directory, org_id: str) -> Directory:
+    orgs: tuple[OrgEntry, ...] = tuple(o for o in directory.orgs if o.id != org_id)
+    return directory.model_copy(update={"orgs": orgs})
+
+
+@dataclass(frozen=True)
+class Letter:
+    """A sealed envelope as the hub verified it, and its body."""
+
+    envelope: VerifiedEnvelope
+    body: bytes
+
+
+def letter(
+    world: World, sender: str = "jl.gov", to: tuple[str, ...] = ("jl.cc",), **kw: Any
+) -> Letter:
+    sealed, body = world.seal(sender, to, **kw)
+    return Letter(verify_envelope(sealed.frame, world.directory, expected_sender=sender), body)
+
+
+def body_problem(envelope: VerifiedEnvelope, body: bytes) -> PeerError:
+    """What the spool finds when ``body`` is written for ``envelope`` (a chunked body)."""
+    checker = BodyChecker(envelope.body)
+    try:
+        checker.feed(body)
+        checker.close()
+    except PeerError as exc:
+        return exc
+    raise AssertionError("the body was whole")
+
+
+def tampered(body: bytes) -> bytes:
+    return bytes([body[0] ^ 1]) + body[1:]
+
+
+# ---------------------------------------------------------------------------- the table
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    path: Path
+    build: Callable[[World], Letter] = letter
+    facts: Callable[[World, Letter], Mapping[str, Any]] = lambda _w, _s: {}
+    answers: Mapping[Lookup, Callable[[Letter], Any]] = field(default_factory=dict)
+    asks: tuple[Lookup, ...] = ()  # the questions admit must ask, in this order
+    expect: type[Outcome] = Admit
+    reason: str | None = None  # the Refuse/Quarantine reason (RULES for a document rule)
+    check: Callable[[Outcome], bool] = lambda _o: True
+
+
+NOTHING_STORED: Mapping[Lookup, Callable[[Letter], Any]] = {Lookup.STORED: lambda _s: None}
+STORED_SAME = {Lookup.STORED: lambda _s: Stored(same=True, state="ACCEPTED")}
+STORED_QUARANTINED = {Lookup.STORED: lambda _s: Stored(same=True, state="QUARANTINED")}
+STORED_OTHER = {Lookup.STORED: lambda _s: Stored(same=False, state="ACCEPTED")}
+TO_CC = (Route("jl.cc", "govnet"),)
+LATE = {"now_ms": NOW + SKEW + 1}
+
+
+def dir_with(**change: Any) -> Callable[[World, Letter], Mapping[str, Any]]:
+    org_id = change.pop("org")
+    return lambda w, _s: {"directory": changed_org(w.directory, org_id, **change)}
+
+
+def reply(world: World) -> Letter:
+    return letter(world, doc_type=DocType.REPLY, in_reply_to=REQUEST_ID)
+
+
+REQUEST_ID = new_msg_id()
+REQUEST_FROM_CC = Referenced(REQUEST_ID, "jl.cc", DocType.REQUEST, ("jl.gov",))
+
+CASES = [
+    # ---- every path takes a good envelope
+    Case("inline: a good envelope is admitted with its routes", Path.INLINE,
+         check=lambda o: isinstance(o, Admit) and o.routes == TO_CC and not o.warnings),
+    Case("head: a new head asks the store first, then is admitted", Path.HEAD,
+         answers=NOTHING_STORED, asks=(Lookup.STORED,),
+         check=lambda o: isinstance(o, Admit) and o.routes == TO_CC),
+    Case("head: a head whose body is being spooled goes on without asking", Path.HEAD,
+         facts=lambda _w, _s: {"under_way": True, **LATE}),
+    Case("end: a complete body is admitted", Path.END,
+         check=lambda o: isinstance(o, Admit) and o.routes == TO_CC),
+    Case("end: freshness is not judged again at the end (the body takes its time)", Path.END,
+         facts=lambda _w, _s: LATE),
+    Case("end: the disk is not judged at the end (the body is on it)", Path.END,
+         facts=lambda _w, _s: {"disk_low": DISK_LOW}),
+    Case("inline: a rule in warn mode admits with its warning", Path.INLINE,
+         build=lambda w: letter(w, to=("jl.cc.nongan",)),
+         check=lambda o: isinstance(o, Admit) and [f.rule.id for f in o.warnings]
+         == ["skip_level_down"]),
+    # ---- gating: refused on every path, and never asks the store
+    Case("inline: a sender not on the arrival channel is refused", Path.INLINE,
+         facts=dir_with(org="jl.gov", channels=("internet", "classified")),
+         expect=Refuse, reason=Reason.POLICY_SENDER_NOT_ON_CHANNEL),
+    Case("head: a label above the sender's clearance is refused before the store is asked",
+         Path.HEAD, facts=dir_with(org="jl.gov", clearance=Classification.PUBLIC),
+         expect=Refuse, reason=Reason.POLICY_SENDER_CLEARANCE),
+    Case("end: a recipient no longer cleared for the label is refused", Path.END,
+         facts=dir_with(org="jl.cc", clearance=Classification.PUBLIC),
+         expect=Refuse, reason=Reason.POLICY_RECIPIENT_CLEARANCE),
+    Case("inline: no channel carries the label to the recipient", Path.INLINE,
+         facts=dir_with(org="jl.cc", channels=("internet",)),
+         expect=Refuse, reason=Reason.POLICY_NO_CHANNEL),
+    Case("end: a recipient gone from the directory is refused", Path.END,
+         facts=lambda w, _s: {"directory": without_org(w.directory, "jl.cc")},
+         expect=Refuse, reason=Reason.ENV_UNKNOWN_RECIPIENT),
+    # ---- quarantine: kept whatever the disk and the rules say
+    Case("inline: a label above the arrival channel's ceiling is quarantined", Path.INLINE,
+         build=lambda w: letter(w, doc_type=DocType.REPORT),
+         facts=lambda _w, _s: {"channel": "internet", "disk_low": DISK_LOW},
+         expect=Quarantine, reason=Reason.POLICY_ARRIVAL_CHANNEL),
+    Case("head: a leaked head is asked about, then quarantined (its body is taken)", Path.HEAD,
+         facts=lambda _w, _s: {"channel": "internet"}, answers=NOTHING_STORED,
+         asks=(Lookup.STORED,), expect=Quarantine, reason=Reason.POLICY_ARRIVAL_CHANNEL),
+    # ---- freshness, the disk, the rules: refused once the store shows no such message
+    Case("inline: created_at beyond the skew is refused once the store has no such message",
+         Path.INLINE, facts=lambda _w, _s: LATE, answers=NOTHING_STORED,
+         asks=(Lookup.STORED,), expect=Refuse, reason=Reason.REPLAY_CLOCK_SKEW),
+    Case("head: an expired head is refused", Path.HEAD,
+         build=lambda w: letter(w, expires_at=NOW + 1000),
+         facts=lambda _w, _s: {"now_ms": NOW + 1000}, answers=NOTHING_STORED,
+         asks=(Lookup.STORED,), expect=Refuse, reason=Reason.REPLAY_EXPIRED),
+    Case("inline: below the disk watermark it is refused, retriable", Path.INLINE,
+         facts=lambda _w, _s: {"disk_low": DISK_LOW}, answers=NOTHING_STORED,
+         asks=(Lookup.STORED,), expect=Refuse, reason=Reason.HUB_DISK_LOW,
+         check=lambda o: isinstance(o, Refuse) and o.retriable and o.detail == DISK_LOW),
+    Case("inline: a document rule refuses it, naming the rule", Path.INLINE,
+         build=lambda w: letter(w, doc_type=DocType.REPORT), answers=NOTHING_STORED,
+         asks=(Lookup.STORED,), expect=Refuse, reason=RULES,
+         check=lambda o: isinstance(o, Refuse) and o.reason == "rule.type_direction"
+         and o.rules == ("type_direction",) and not o.retriable),
+    Case("end: a rule refusal at the end also asks whether it is a stored message", Path.END,
+         build=lambda w: letter(w, doc_type=DocType.REPORT), answers=NOTHING_STORED,
+         asks=(Lookup.STORED,), expect=Refuse, reason=RULES),
+    # ---- a 批复 needs its 请示
+    Case("inline: a 批复 asks for its 请示 and is admitted when the recipient sent it",
+         Path.INLINE, build=reply, answers={Lookup.REQUEST: lambda _s: REQUEST_FROM_CC},
+         asks=(Lookup.REQUEST,)),
+    Case("head: a 批复's head asks the store twice: a resend? its 请示?", Path.HEAD,
+         build=reply, answers={**NOTHING_STORED, Lookup.REQUEST: lambda _s: REQUEST_FROM_CC},
+         asks=(Lookup.STORED, Lookup.REQUEST)),
+    Case("inline: a 批复 to no stored 请示 is refused by the rule", Path.INLINE,
+         build=reply, answers={**NOTHING_STORED, Lookup.REQUEST: lambda _s: None},
+         asks=(Lookup.REQUEST, Lookup.STORED), expect=Refuse, reason=RULES,
+         check=lambda o: isinstance(o, Refuse) and o.rules == ("reply_request",)),
+    # ---- the body, last
+    Case("inline: a body longer than signed is refused", Path.INLINE,
+         facts=lambda _w, s: {"body": s.body + b"x"},
+         expect=Refuse, reason=Reason.BODY_TRAILING_DATA),
+    Case("inline: a body shorter than signed is refused", Path.INLINE,
+         facts=lambda _w, s: {"body": s.body[:-1]},
+         expect=Refuse, reason=Reason.BODY_TRUNCATED),
+    Case("inline: a body whose hash differs is refused", Path.INLINE,
+         facts=lambda _w, s: {"body": tampered(s.body)},
+         expect=Refuse, reason=Reason.BODY_HASH_MISMATCH),
+    Case("end: the spool's verdict on a damaged body is the refusal", Path.END,
+         facts=lambda _w, s: {"spooled": body_problem(s.envelope, tampered(s.body))},
+         expect=Refuse, reason=Reason.BODY_HASH_MISMATCH),
+    Case("end: gating comes before the body's verdict", Path.END,
+         facts=lambda w, s: {
+             "spooled": body_problem(s.envelope, tampered(s.body)),
+             "directory": changed_org(w.directory, "jl.cc", clearance=Classification.PUBLIC),
+         },
+         expect=Refuse, reason=Reason.POLICY_RECIPIENT_CLEARANCE),
+    # ---- resends of a stored message
+    Case("inline resend: a late resend of a stored message is ACCEPTED again", Path.INLINE,
+         facts=lambda _w, _s: LATE, answers=STORED_SAME, asks=(Lookup.STORED,),
+         expect=Resend, check=lambda o: o == Resend(ReceiptStatus.ACCEPTED)),
+    Case("inline resend: a stored message refused by today's rules keeps its answer",
+         Path.INLINE, build=lambda w: letter(w, doc_type=DocType.REPORT),
+         answers=STORED_SAME, asks=(Lookup.STORED,), expect=Resend),
+    Case("head resend: a head of a stored message gets its answer, no transfer", Path.HEAD,
+         answers=STORED_SAME, asks=(Lookup.STORED,), expect=Resend),
+    Case("head resend: a stored quarantined message gets its notice again", Path.HEAD,
+         answers=STORED_QUARANTINED, asks=(Lookup.STORED,), expect=Resend,
+         check=lambda o: o == Resend(ReceiptStatus.REJECTED, Reason.POLICY_ARRIVAL_CHANNEL,
+                                     QUARANTINED_AGAIN)),
+    Case("head resend: a msg_id stored with another frame is refused as a replay", Path.HEAD,
+         answers=STORED_OTHER, asks=(Lookup.STORED,), expect=Refuse,
+         reason=Reason.REPLAY_DUPLICATE,
+         check=lambda o: isinstance(o, Refuse) and "fresh random msg_id" in o.detail),
+    Case("end resend: a rule refusal of a stored message at the end keeps the answer",
+         Path.END, build=lambda w: letter(w, doc_type=DocType.REPORT),
+         answers=STORED_SAME, asks=(Lookup.STORED,), expect=Resend),
+    Case("inline resend: gating refuses even a stored message (as always)", Path.INLINE,
+         facts=dir_with(org="jl.gov", clearance=Classification.PUBLIC),
+         answers=STORED_SAME, expect=Refuse, reason=Reason.POLICY_SENDER_CLEARANCE),
+]  # fmt: skip
+
+
+def facts_for(world: World, case: Case, sealed: Letter) -> Facts:
+    base = Facts(
+        sealed.envelope,
+        case.path,
+        "govnet",
+        world.directory,
+        NOW,
+        SKEW,
+        body=sealed.body if case.path is Path.INLINE else None,
+    )
+    return replace(base, **case.facts(world, sealed))
+
+
+def run(
+    facts: Facts, answers: Mapping[Lookup, Callable[[Letter], Any]], sealed: Letter
+) -> tuple[Outcome, list[Lookup]]:
+    """admit, and admit again with the store's answer after each NeedLookup."""
+    asked: list[Lookup] = []
+    for _ in range(len(Lookup) + 1):
+        outcome = admit(facts)
+        if not isinstance(outcome, NeedLookup):
+            return outcome, asked
+        asked.append(outcome.what)
+        answer = answers[outcome.what](sealed)
+        field_name = "stored" if outcome.what is Lookup.STORED else "request"
+        facts = replace(facts, **{field_name: answer})
+    raise AssertionError(f"admit kept asking: {asked}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_admit_decides_each_case_of_the_table(world: World, case: Case) -> None:
+    sealed = case.build(world)
+    outcome, asked = run(facts_for(world, case, sealed), case.answers, sealed)
+    assert type(outcome) is case.expect, outcome
+    assert tuple(asked) == case.asks
+    if isinstance(outcome, Refuse):
+        assert (RULES if outcome.rules else outcome.reason) == case.reason
+        assert outcome.detail
+    elif isinstance(outcome, Quarantine):
+        assert outcome.reason == case.reason
+        assert "quarantined" in outcome.detail
+    assert case.check(outcome), outcome
+
+
+def test_the_table_covers_every_reason_admit_can_return() -> None:
+    covered = {c.reason for c in CASES if c.reason is not None}
+    assert covered == set(REFUSALS) | set(QUARANTINES)
+
+
+def test_the_table_covers_every_path_and_every_question() -> None:
+    assert {c.path for c in CASES} == set(Path)
+    assert {q for c in CASES for q in c.asks} == set(Lookup)
+    assert {c.expect for c in CASES} == {Admit, Quarantine, Refuse, Resend}
+
+
+# ---------------------------------------------------------------------------- details
+
+
+def test_a_head_reserves_its_whole_body_on_disk_and_an_inline_body_only_the_watermark(
+    world: World,
+) -> None:
+    sealed = letter(world, contents=(b"x" * 5000,))
+    assert disk_need(Path.HEAD, sealed.envelope) == sealed.envelope.body.size > 5000
+    assert disk_need(Path.INLINE, sealed.envelope) == 0
+    assert disk_need(Path.END, sealed.envelope) == 0
+
+
+def fresh_facts(world: World, path: Path, sealed: Letter, **change: Any) -> Facts:
+    body = sealed.body if path is Path.INLINE else None
+    facts = Facts(sealed.envelope, path, "govnet", world.directory, NOW, SKEW, body=body)
+    return replace(facts, **change)
+
+
+def test_a_new_head_below_the_watermark_is_refused_retriable(world: World) -> None:
+    facts = fresh_facts(world, Path.HEAD, letter(world), disk_low=DISK_LOW, stored=None)
+    assert admit(facts) == Refuse(Reason.HUB_DISK_LOW, DISK_LOW, retriable=True)
+
+
+def test_an_inline_refusal_stands_once_the_store_has_answered_none(world: World) -> None:
+    facts = fresh_facts(world, Path.INLINE, letter(world), now_ms=NOW + SKEW + 1, stored=None)
+    outcome = admit(facts)
+    assert isinstance(outcome, Refuse)
+    assert outcome.reason == Reason.REPLAY_CLOCK_SKEW
+
+
+def test_the_store_answer_for_a_resend_names_the_msg_id_when_the_frame_differs() -> None:
+    answer = answer_stored(Stored(same=False, state="ACCEPTED"), "0123abcd")
+    assert answer == Refuse(
+        Reason.REPLAY_DUPLICATE,
+        "msg_id 0123abcd was already used for another message; "
+        "every message needs a fresh random msg_id",
+    )
