@@ -23,14 +23,14 @@ from hubd.hublock import HubLock, LockHeldError
 from hubd.keyscmd import keys_app, report_build
 from hubd.redeliver import Target, redeliver_offline
 from hubd.trustwatch import warnings_for
+from runtime.startup import configure as configure_logs
+from runtime.startup import run_loop
 from schemas.clock import ms_to_text, parse_duration
 from schemas.directory import verify_directory
 from schemas.display import table
 from schemas.errors import ConfigError, XchgError
 from schemas.ids import check_org_id, parse_msg_id
 from schemas.keys import HubPublicKey
-from schemas.runtime import configure as configure_logs
-from schemas.runtime import run_loop
 
 hubd_app = typer.Typer(
     name="hubd",

@@ -49,13 +49,13 @@ from hubd.states import DeliveryState
 from hubd.statuspage import PageOff, StatusPage
 from hubd.store import AppendAudit, Store
 from hubd.trustwatch import TrustWatch
+from runtime.files import load_signing_key
+from runtime.mqtt import BrokerLink, tls_context
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory, verify_directory
 from schemas.envelope import verify_envelope
 from schemas.errors import ConfigError, PeerError, XchgError
 from schemas.keys import SigningKey
-from schemas.localfs import load_signing_key
-from schemas.mqttlink import BrokerLink, tls_context
 from schemas.receipts import ReceiptEntry, ReceiptStatus
 
 log = structlog.get_logger("hubd")

@@ -30,9 +30,9 @@ from hubd.dispatch import Dispatcher
 from hubd.ingest import Ingest
 from hubd.ledgerserve import LedgerDesk
 from hubd.store import Store
+from runtime.mqtt import BrokerLink
 from schemas.directory import Directory
 from schemas.labels import Classification, Precedence
-from schemas.mqttlink import BrokerLink
 
 # Accepted -> DELIVERED: a spoke on the same LAN answers in milliseconds; one that was
 # offline for a while, or a large document, in minutes. Beyond 5 min is +Inf.

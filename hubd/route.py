@@ -17,11 +17,11 @@ from hubd import rulecheck
 from hubd.config import load_config
 from hubd.directory import hub_key_paths, read_directory
 from hubd.store import engine_for, read_only_url
+from runtime.files import load_signing_key
 from schemas.directory import Directory
 from schemas.errors import ConfigError, StoreError, XchgError
 from schemas.keys import HubPublicKey
 from schemas.labels import DocType
-from schemas.localfs import load_signing_key
 from schemas.metadata import DropMetadata, parse_metadata
 from schemas.rules import Document, Referenced, settings_of
 from schemas.whatif import WhatIf, what_if

@@ -22,6 +22,7 @@ import aiomqtt
 import structlog
 from watchfiles import awatch
 
+from runtime.mqtt import BrokerLink, tls_context
 from schemas import topics, transport
 from schemas.clock import DAY_MS, ms_to_text
 from schemas.directory import verify_directory
@@ -29,7 +30,6 @@ from schemas.errors import ConfigError, PeerError
 from schemas.ids import parse_msg_id
 from schemas.keys import HubPublicKey
 from schemas.ledger import Fork
-from schemas.mqttlink import BrokerLink, tls_context
 from schemas.receipts import verify_receipts
 from spoke import control
 from spoke.config import SpokeConfig

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from runtime.mqtt import BrokerLink
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory
 from schemas.keys import EncryptionKey, SigningKey
-from schemas.mqttlink import BrokerLink
 from spoke.config import SpokeConfig
 from spoke.keyring import Held, Keyring, KeySource, Ready, sending_gate
 from spoke.state import SpokeState

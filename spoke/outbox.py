@@ -39,7 +39,7 @@ from pathlib import Path
 
 import structlog
 
-from schemas.localfs import fsync_dir
+from runtime.files import fsync_dir
 from schemas.metadata import (
     MAX_METADATA_BYTES,
     DeclaredFile,

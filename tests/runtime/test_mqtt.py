@@ -17,8 +17,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from schemas import mqttlink
-from schemas.mqttlink import BrokerLink
+from runtime import mqtt
+from runtime.mqtt import BrokerLink
 from tests.hubproc import Mosquitto
 
 
@@ -109,7 +109,7 @@ async def test_a_broker_gone_while_the_link_greets_it_is_noticed_and_the_link_st
 async def test_a_publish_the_broker_never_acknowledges_fails_after_the_ack_timeout(
     broker: OddBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mqttlink, "ACK_TIMEOUT", 1.0)
+    monkeypatch.setattr(mqtt, "ACK_TIMEOUT", 1.0)
 
     async def nothing(_link: BrokerLink) -> None:
         return None

@@ -1,8 +1,8 @@
 """One MQTT connection (aiomqtt) that stays up: the adapter hub and spoke share.
 
-One of two deliberate exceptions to "schemas does no I/O" (docs/architecture.md): the
-hub and every spoke must connect, resubscribe, back off and publish in exactly the same
-way, and one tested copy is better than two.
+The hub and every spoke must connect, resubscribe, back off and publish in exactly the
+same way, and one tested copy is better than two. What its users may rely on is the
+:class:`runtime.link.Link` protocol; :mod:`runtime.fakelink` is the in-memory stand-in.
 
 A :class:`BrokerLink` connects, subscribes to its topics, calls ``on_connected`` (the hub
 republishes the retained directory; a spoke says hello), and reconnects with jittered
