@@ -44,6 +44,7 @@ import aiomqtt
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from runtime.link import Link
 from runtime.mqtt import BrokerLink
 from schemas import codec, topics, transport
 from schemas.directory import Directory, sign_directory, verify_directory
@@ -160,7 +161,7 @@ async def spoke_link(
     """A connected spoke link (as real spokes connect); ``hello`` is published, in order,
     on every connect. Returns the link, the event that stops it and its task."""
 
-    async def on_connected(link: BrokerLink) -> None:
+    async def on_connected(link: Link) -> None:
         for topic, payload in hello:
             await link.publish(topic, payload, retain=topic.endswith("/presence"))
 

@@ -50,6 +50,7 @@ from hubd.statuspage import PageOff, StatusPage
 from hubd.store import AppendAudit, Store
 from hubd.trustwatch import TrustWatch
 from runtime.files import load_signing_key
+from runtime.link import Link
 from runtime.mqtt import BrokerLink, tls_context
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory, verify_directory
@@ -139,7 +140,7 @@ class Hub:
         self.stop_event = asyncio.Event()
         self._key: SigningKey | None = None
         self._verified: VerifiedDirectory | None = None
-        self._links: dict[str, BrokerLink] = {}
+        self._links: dict[str, Link] = {}
         self.dispatcher: Dispatcher | None = None
         self.ingest: Ingest | None = None
         self.issuer: ReceiptIssuer | None = None
@@ -162,7 +163,7 @@ class Hub:
     def draining(self) -> bool:
         return self.stop_event.is_set()
 
-    def broker_links(self) -> list[BrokerLink]:
+    def broker_links(self) -> list[Link]:
         """Each broker connection once (channels on one broker share it)."""
         return list(dict.fromkeys(self._links.values()))
 
@@ -223,12 +224,12 @@ class Hub:
         self._audits.add(task)
         task.add_done_callback(self._audits.discard)
 
-    async def _publish_directory(self, link: BrokerLink) -> None:
+    async def _publish_directory(self, link: Link) -> None:
         assert self._verified is not None  # noqa: S101
         for channel in link.channels:
             await link.publish(topics.directory(channel), self._verified.frame, retain=True)
 
-    async def _on_connected(self, link: BrokerLink) -> None:
+    async def _on_connected(self, link: Link) -> None:
         """A (re)connected broker gets the retained directory and latest checkpoint again
         (an in-process or restarted broker may have lost them)."""
         await self._publish_directory(link)

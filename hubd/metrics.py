@@ -30,7 +30,7 @@ from hubd.dispatch import Dispatcher
 from hubd.ingest import Ingest
 from hubd.ledgerserve import LedgerDesk
 from hubd.store import Store
-from runtime.mqtt import BrokerLink
+from runtime.link import Link
 from schemas.directory import Directory
 from schemas.labels import Classification, Precedence
 
@@ -90,7 +90,7 @@ class HubView(Protocol):
     @property
     def ledger_desk(self) -> LedgerDesk | None: ...
 
-    def broker_links(self) -> list[BrokerLink]: ...
+    def broker_links(self) -> list[Link]: ...
 
 
 class HubCollector(Collector):

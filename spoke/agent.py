@@ -22,6 +22,7 @@ import aiomqtt
 import structlog
 from watchfiles import awatch
 
+from runtime.link import Link
 from runtime.mqtt import BrokerLink, tls_context
 from schemas import topics, transport
 from schemas.clock import DAY_MS, ms_to_text
@@ -252,7 +253,7 @@ class SpokeAgent:
             links_stop.set()
         log.info("spoke.stopped")
 
-    async def _connected(self, link: BrokerLink) -> None:
+    async def _connected(self, link: Link) -> None:
         channel = link.name
         await link.publish(topics.presence(channel, self.org), topics.ONLINE, retain=True)
         hello = transport.HelloMsg(self._cursor.get(channel, 0))
