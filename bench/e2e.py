@@ -18,7 +18,7 @@ Each system is measured twice: at saturation (closed loop, a window of documents
 flight per sender) for throughput, and at a fixed offered rate for p50/p99 latency.
 
 The load generators (senders and recipients, in both systems) connect with the spokes' own
-MQTT link (:class:`schemas.mqttlink.BrokerLink`), as real spokes do; the relay is the
+MQTT link (:class:`runtime.mqtt.BrokerLink`), as real spokes do; the relay is the
 minimal aiomqtt forwarder the baseline calls for.
 """
 
@@ -44,12 +44,13 @@ import aiomqtt
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from runtime.link import Link
+from runtime.mqtt import BrokerLink
 from schemas import codec, topics, transport
 from schemas.directory import Directory, sign_directory, verify_directory
 from schemas.envelope import verify_envelope
 from schemas.keys import EncryptionKey, SigningKey
 from schemas.labels import Classification, DocType, Precedence
-from schemas.mqttlink import BrokerLink
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts, verify_receipts
 from schemas.seal import Draft, file_entry, open_bytes, seal_bytes
 from tests.hubproc import HubProcess, Mosquitto, live_directory
@@ -85,9 +86,9 @@ def _unblob(blob: bytes) -> tuple[dict[str, Keys], Directory]:
 
 
 def loop_run(coro: object) -> object:
-    from schemas import runtime  # noqa: PLC0415 - in the child process
+    from runtime import startup  # noqa: PLC0415 - in the child process
 
-    runtime.configure("json", "warning")  # the links' connect/disconnect lines are noise here
+    startup.configure("json", "warning")  # the links' connect/disconnect lines are noise here
     try:
         import uvloop  # noqa: PLC0415
 
@@ -160,7 +161,7 @@ async def spoke_link(
     """A connected spoke link (as real spokes connect); ``hello`` is published, in order,
     on every connect. Returns the link, the event that stops it and its task."""
 
-    async def on_connected(link: BrokerLink) -> None:
+    async def on_connected(link: Link) -> None:
         for topic, payload in hello:
             await link.publish(topic, payload, retain=topic.endswith("/presence"))
 

@@ -23,11 +23,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.e2e import loop_run, spoke_link
-from schemas import runtime, topics, transport
+from runtime import startup
+from runtime.mqtt import BrokerLink
+from schemas import topics, transport
 from schemas.directory import Directory
 from schemas.envelope import verify_envelope
 from schemas.labels import Classification, DocType, Precedence
-from schemas.mqttlink import BrokerLink
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts, verify_receipts
 from schemas.seal import Draft, file_entry, open_bytes, seal_bytes
 from tests.hubproc import HubProcess, Mosquitto, live_directory
@@ -118,7 +119,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=100)
     parser.add_argument("--rate", type=float, default=20.0)
     args = parser.parse_args()
-    runtime.configure("json", "warning")
+    startup.configure("json", "warning")
     world = make_world()
     directory = live_directory(world)
     tmp = Path(tempfile.mkdtemp(prefix="govx-legs-"))

@@ -27,12 +27,12 @@ from hubd.provision import sources
 from hubd.provision.commands import broker_config, directory_app
 from hubd.provision.keys import keys_app
 from hubd.store.lock import HubLock, LockHeldError
+from runtime.startup import configure as configure_logs
+from runtime.startup import run_loop
 from schemas.clock import ms_to_text
 from schemas.directory import verify_directory
 from schemas.errors import ConfigError, XchgError
 from schemas.ids import check_org_id, parse_msg_id
-from schemas.runtime import configure as configure_logs
-from schemas.runtime import run_loop
 
 hubd_app = typer.Typer(
     name="hubd",

@@ -13,9 +13,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from schemas.brokers import BrokerURL
+from runtime.brokers import BrokerURL
+from runtime.files import read_config
 from schemas.ids import ChannelId
-from schemas.localfs import read_config
 
 Seconds = Annotated[float, Field(gt=0)]
 

@@ -49,13 +49,14 @@ from hubd.store.spool import Spool
 from hubd.web.metrics import HubMetrics, readiness
 from hubd.web.server import MetricsServer
 from hubd.web.statuspage import PageOff, StatusPage
+from runtime.files import load_signing_key
+from runtime.link import Link
+from runtime.mqtt import BrokerLink, tls_context
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory, verify_directory
 from schemas.envelope import verify_envelope
 from schemas.errors import ConfigError, PeerError, XchgError
 from schemas.keys import SigningKey
-from schemas.localfs import load_signing_key
-from schemas.mqttlink import BrokerLink, tls_context
 from schemas.receipts import ReceiptEntry, ReceiptStatus
 
 log = structlog.get_logger("hubd")
@@ -139,7 +140,7 @@ class Hub:
         self.stop_event = asyncio.Event()
         self._key: SigningKey | None = None
         self._verified: VerifiedDirectory | None = None
-        self._links: dict[str, BrokerLink] = {}
+        self._links: dict[str, Link] = {}
         self.dispatcher: Dispatcher | None = None
         self.ingest: Ingest | None = None
         self.issuer: ReceiptIssuer | None = None
@@ -162,7 +163,7 @@ class Hub:
     def draining(self) -> bool:
         return self.stop_event.is_set()
 
-    def broker_links(self) -> list[BrokerLink]:
+    def broker_links(self) -> list[Link]:
         """Each broker connection once (channels on one broker share it)."""
         return list(dict.fromkeys(self._links.values()))
 
@@ -223,12 +224,12 @@ class Hub:
         self._audits.add(task)
         task.add_done_callback(self._audits.discard)
 
-    async def _publish_directory(self, link: BrokerLink) -> None:
+    async def _publish_directory(self, link: Link) -> None:
         assert self._verified is not None  # noqa: S101
         for channel in link.channels:
             await link.publish(topics.directory(channel), self._verified.frame, retain=True)
 
-    async def _on_connected(self, link: BrokerLink) -> None:
+    async def _on_connected(self, link: Link) -> None:
         """A (re)connected broker gets the retained directory and latest checkpoint again
         (an in-process or restarted broker may have lost them)."""
         await self._publish_directory(link)

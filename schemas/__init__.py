@@ -1,5 +1,5 @@
 """The wire contract shared by hub and spoke: labels, ids, envelope, receipts, directory.
 
-Pure code: no sockets, no clocks, no databases. (``schemas.localfs`` is the one module
-that writes files; see docs/architecture.md.)
+Pure code: no sockets, no clocks, no databases. What hub and spoke share beyond the
+contract (the MQTT link, key files and atomic writes, logging) is the ``runtime`` package.
 """

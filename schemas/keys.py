@@ -106,7 +106,7 @@ class EncryptionKey:
         return bytes(self._box.decrypt(box))
 
 
-# ---- key files: pure (de)serialisation; schemas.localfs does the careful file writes ----
+# ---- key files: pure (de)serialisation; runtime.files does the careful file writes ----
 
 SECRET_KEY_FORMAT = "govxchg-secret-key/v1"  # noqa: S105 - a format name, not a secret
 PUBLIC_KEYS_FORMAT = "govxchg-public-keys/v1"

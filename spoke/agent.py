@@ -22,6 +22,8 @@ import aiomqtt
 import structlog
 from watchfiles import awatch
 
+from runtime.link import Link
+from runtime.mqtt import BrokerLink, tls_context
 from schemas import topics, transport
 from schemas.clock import DAY_MS, ms_to_text
 from schemas.directory import verify_directory
@@ -29,7 +31,6 @@ from schemas.errors import ConfigError, PeerError
 from schemas.ids import parse_msg_id
 from schemas.keys import HubPublicKey
 from schemas.ledger import Fork
-from schemas.mqttlink import BrokerLink, tls_context
 from schemas.receipts import verify_receipts
 from spoke import control
 from spoke.config import SpokeConfig
@@ -255,7 +256,7 @@ class SpokeAgent:
             links_stop.set()
         log.info("spoke.stopped")
 
-    async def _connected(self, link: BrokerLink) -> None:
+    async def _connected(self, link: Link) -> None:
         channel = link.name
         await link.publish(topics.presence(channel, self.org), topics.ONLINE, retain=True)
         hello = transport.HelloMsg(self._cursor.get(channel, 0))

@@ -10,6 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
+from runtime.files import atomic_write
+from runtime.startup import configure as configure_logs
+from runtime.startup import run_loop
 from schemas import evidence
 from schemas.clock import ms_to_text
 from schemas.directory import Directory, verify_directory
@@ -18,9 +21,6 @@ from schemas.errors import ConfigError, XchgError
 from schemas.ids import parse_msg_id
 from schemas.keys import HubPublicKey
 from schemas.ledger import CHECKPOINT_FRAME_LIMITS, read_checkpoint
-from schemas.localfs import atomic_write
-from schemas.runtime import configure as configure_logs
-from schemas.runtime import run_loop
 from spoke import control
 from spoke.agent import SpokeAgent
 from spoke.config import SpokeConfig, load_config

@@ -22,10 +22,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.brokers import BrokerURL
+from runtime.brokers import BrokerURL
+from runtime.files import read_config
 from schemas.errors import ConfigError
 from schemas.ids import ChannelId, OrgId
-from schemas.localfs import read_config
 
 Seconds = Annotated[float, Field(gt=0)]
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from runtime.link import Link
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory
 from schemas.keys import EncryptionKey, SigningKey
-from schemas.mqttlink import BrokerLink
 from spoke.config import SpokeConfig
 from spoke.keyring import Held, Keyring, KeySource, Ready, sending_gate
 from spoke.state import SpokeState
@@ -30,7 +30,7 @@ class SpokeContext:
     encryption: EncryptionKey
     state: SpokeState
     clock: Callable[[], int] = now_ms
-    links: dict[str, BrokerLink] = field(default_factory=dict)
+    links: dict[str, Link] = field(default_factory=dict)
     verified: VerifiedDirectory | None = None
     keyring: Keyring | None = None  # default: the configured pair alone
     keys: KeySource | None = None  # where the key files are (None: keys handed over directly)

@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from schemas.localfs import atomic_write
+from runtime.files import atomic_write
 
 log = structlog.get_logger("spoke.control")
 

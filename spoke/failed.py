@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.files import atomic_write, name_max
 from schemas.clock import ms_to_text
 from schemas.ids import msg_id_text
-from schemas.localfs import atomic_write, name_max
 from spoke.files import (
     META_SUFFIXES,
     durable_rename,

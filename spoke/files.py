@@ -24,7 +24,7 @@ from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
-from schemas.localfs import atomic_write, fsync_dir, name_max
+from runtime.files import atomic_write, fsync_dir, name_max
 from schemas.metadata import name_key
 from spoke.refusals import refuse
 

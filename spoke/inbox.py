@@ -17,11 +17,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from runtime.files import fsync_dir
 from schemas.clock import ms_to_text
 from schemas.directory import Directory
 from schemas.envelope import VerifiedEnvelope
 from schemas.keys import EncryptionKey
-from schemas.localfs import fsync_dir
 from schemas.seal import FileData, FileEnd, Inner, InnerOpened, Opener
 from spoke.files import fsync_tree, sanitise, write_json
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.files import PUBLIC_MODE, atomic_write, make_private_dir, write_private
 from schemas.clock import DAY_MS
 from schemas.ids import check_org_id
 from schemas.keys import EncryptionKey, PublicKeys, SigningKey, dump_secret_key
-from schemas.localfs import PUBLIC_MODE, atomic_write, make_private_dir, write_private
 from spoke.keyring import rotated_paths
 
 

@@ -31,12 +31,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.files import load_encryption_key, load_signing_key
 from schemas.clock import DAY_MS, ms_to_text
 from schemas.directory import Directory, VerifiedDirectory
 from schemas.errors import DirectoryError
 from schemas.expiry import ExpiryWarning, Horizons, Subject, directory_deadlines, judge
 from schemas.keys import EncryptionKey, SigningKey
-from schemas.localfs import load_encryption_key, load_signing_key
 
 NO_DIRECTORY = "spoke.no_directory"
 DIRECTORY_EXPIRED = "spoke.directory_expired"

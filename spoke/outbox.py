@@ -39,8 +39,8 @@ from pathlib import Path
 
 import structlog
 
+from runtime.files import fsync_dir
 from schemas.errors import XchgError
-from schemas.localfs import fsync_dir
 from schemas.metadata import (
     MAX_METADATA_BYTES,
     DeclaredFile,

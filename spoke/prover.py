@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.files import atomic_write
 from schemas import evidence, transport
 from schemas.errors import PeerError, XchgError
 from schemas.ids import msg_id_text
 from schemas.ledger import Consistent, Entry, Fork, SignedCheckpoint, unpack_path
-from schemas.localfs import atomic_write
 from spoke.context import SpokeContext
 from spoke.witness import RestoreChecked, Same, Witness, verify
 

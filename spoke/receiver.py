@@ -20,6 +20,7 @@ from pathlib import Path
 
 import structlog
 
+from runtime.files import atomic_write
 from schemas import transport
 from schemas.directory import Directory
 from schemas.envelope import VerifiedEnvelope, verify_envelope
@@ -27,7 +28,6 @@ from schemas.errors import PeerError, Reason
 from schemas.ids import msg_id_text
 from schemas.keys import EncryptionKey
 from schemas.labels import Classification
-from schemas.localfs import atomic_write
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from spoke.context import SpokeContext
 from spoke.files import fit_name, shown_name

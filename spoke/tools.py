@@ -8,11 +8,11 @@ import secrets
 import shutil
 from pathlib import Path
 
+from runtime.files import atomic_write
 from schemas.clock import ms_to_text
 from schemas.directory import Directory
 from schemas.display import table
 from schemas.ids import msg_id_text, parse_msg_id
-from schemas.localfs import atomic_write
 from schemas.metadata import MetadataError, parse_metadata
 from schemas.rules import Document, settings_of
 from schemas.whatif import WhatIf, what_if

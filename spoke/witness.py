@@ -34,6 +34,7 @@ from typing import Any
 
 import structlog
 
+from runtime.files import atomic_write
 from schemas import transport
 from schemas.clock import ms_to_text
 from schemas.errors import PeerError
@@ -45,7 +46,6 @@ from schemas.ledger import (
     cosign,
     read_checkpoint,
 )
-from schemas.localfs import atomic_write
 from spoke.context import SpokeContext
 from spoke.keyring import Ready
 from spoke.state import LedgerAlarm, LoggedCheckpoint

@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.files import write_private
 from schemas.clock import DAY_MS
 from schemas.directory import Directory, sign_directory
 from schemas.keys import SigningKey, dump_secret_key
-from schemas.localfs import write_private
 from tests.world import World
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

@@ -18,6 +18,12 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from hubd.cli import hubctl_app
+from runtime.files import (
+    load_encryption_key,
+    load_signing_key,
+    read_private,
+    write_private,
+)
 from schemas import codec
 from schemas.directory import Directory, VerifiedDirectory, verify_directory
 from schemas.errors import Reason, SignatureError
@@ -28,12 +34,6 @@ from schemas.keys import (
     SigningKey,
     dump_secret_key,
     load_secret_key,
-)
-from schemas.localfs import (
-    load_encryption_key,
-    load_signing_key,
-    read_private,
-    write_private,
 )
 from spoke.cli import app as spoke_app
 

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from schemas.localfs import atomic_write
+from runtime.files import atomic_write
 
 ENV = "GOVX_TEST_CLOCK"
 
@@ -70,7 +70,7 @@ class OffsetClock:
 
 
 def main(argv: list[str]) -> None:
-    from schemas.runtime import configure, run_loop  # noqa: PLC0415 - after argv is read
+    from runtime.startup import configure, run_loop  # noqa: PLC0415 - after argv is read
 
     if len(argv) != 3 or argv[0] not in {"hubd", "spoke"} or argv[1] != "--config":
         raise SystemExit("usage: python -m tests.timewarp hubd|spoke --config FILE")

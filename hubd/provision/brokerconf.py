@@ -34,9 +34,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from runtime.files import PUBLIC_MODE, atomic_write, write_private
 from schemas import codec, topics
 from schemas.ids import check_org_id
-from schemas.localfs import PUBLIC_MODE, atomic_write, write_private
 from schemas.topology import Topology
 
 # The largest MQTT packet the exchange sends: the retained, signed directory, plus headroom

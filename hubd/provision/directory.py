@@ -14,18 +14,18 @@ from hubd.provision.revocations import (
     reasons,
     register_path,
 )
-from schemas.clock import DAY_MS
-from schemas.directory import KeyEntry, VerifiedDirectory, sign_directory, verify_directory
-from schemas.errors import ConfigError, XchgError
-from schemas.ids import check_key_id
-from schemas.keys import HubPublicKey, KeyKind, PublicKeys, SigningKey, dump_secret_key
-from schemas.localfs import (
+from runtime.files import (
     PUBLIC_MODE,
     atomic_write,
     load_signing_key,
     make_private_dir,
     write_private,
 )
+from schemas.clock import DAY_MS
+from schemas.directory import KeyEntry, VerifiedDirectory, sign_directory, verify_directory
+from schemas.errors import ConfigError, XchgError
+from schemas.ids import check_key_id
+from schemas.keys import HubPublicKey, KeyKind, PublicKeys, SigningKey, dump_secret_key
 from schemas.rotation import KeyChange, plan_key_windows
 from schemas.topology import DirectoryPlan, Topology, build_directory, parse_topology
 

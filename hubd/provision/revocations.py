@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from runtime.files import PUBLIC_MODE, atomic_write
 from schemas.ids import check_key_id, check_org_id
-from schemas.localfs import PUBLIC_MODE, atomic_write
 
 FORMAT = "govxchg-revocations/v1"
 REGISTER_NAME = "revocations.json"

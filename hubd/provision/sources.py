@@ -11,10 +11,10 @@ from pathlib import Path
 
 from hubd.config import load_config
 from hubd.provision.directory import hub_key_paths, read_directory
+from runtime.files import load_signing_key
 from schemas.directory import Directory
 from schemas.errors import ConfigError, XchgError
 from schemas.keys import HubPublicKey
-from schemas.localfs import load_signing_key
 
 DEFAULT_CONFIG = Path("config/hub.toml")
 DEFAULT_HUB_KEYS = Path("certs/hub")

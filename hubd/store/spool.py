@@ -13,9 +13,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.files import fsync_dir
 from schemas.envelope import VerifiedEnvelope
 from schemas.ids import msg_id_text
-from schemas.localfs import fsync_dir
 from schemas.seal import BodyChecker
 
 

@@ -30,9 +30,9 @@ from hubd.engine.dispatch import Dispatcher
 from hubd.engine.intake import Ingest
 from hubd.engine.ledgerdesk import LedgerDesk
 from hubd.store.db import Store
+from runtime.link import Link
 from schemas.directory import Directory
 from schemas.labels import Classification, Precedence
-from schemas.mqttlink import BrokerLink
 
 # Accepted -> DELIVERED: a spoke on the same LAN answers in milliseconds; one that was
 # offline for a while, or a large document, in minutes. Beyond 5 min is +Inf.
@@ -90,7 +90,7 @@ class HubView(Protocol):
     @property
     def ledger_desk(self) -> LedgerDesk | None: ...
 
-    def broker_links(self) -> list[BrokerLink]: ...
+    def broker_links(self) -> list[Link]: ...
 
 
 class HubCollector(Collector):

@@ -12,7 +12,7 @@ import pytest
 
 from hubd.config import HubConfig, load_config
 from hubd.daemon import BrokerPlan, plan_brokers
-from schemas.brokers import BrokerURL
+from runtime.brokers import BrokerURL
 from schemas.errors import ConfigError
 from tests.world import REPO
 

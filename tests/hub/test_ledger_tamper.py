@@ -27,12 +27,12 @@ from hubd.store import tables as t
 from hubd.store.audit import GENESIS, AuditEvent, chain_hash
 from hubd.store.db import AppendAudit, RecordReceipts, Store, engine_for
 from hubd.store.lock import HubLock
+from runtime.files import write_private
 from schemas import evidence, merkle
 from schemas.directory import sign_directory
 from schemas.keys import HubPublicKey, SigningKey, dump_secret_key
 from schemas.labels import Classification
 from schemas.ledger import Checkpoint, cosign, read_checkpoint, sign_checkpoint
-from schemas.localfs import write_private
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from tests.hub.test_store import NOW, new_message
 from tests.world import World

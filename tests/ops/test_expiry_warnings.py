@@ -23,7 +23,7 @@ from hubd.cli import hubctl_app
 from hubd.config import Expiry, HubConfig, HubFiles, load_config
 from hubd.engine.trustwatch import TrustWatch, horizons_of
 from hubd.provision.certdates import certificate_files, read_deadlines
-from schemas.brokers import BrokerURL
+from runtime.brokers import BrokerURL
 from schemas.clock import DAY_MS
 from schemas.directory import Directory, KeyEntry
 from schemas.errors import ConfigError

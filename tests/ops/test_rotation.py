@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from runtime.files import load_signing_key, write_private
 from schemas.clock import DAY_MS
 from schemas.keys import dump_secret_key
-from schemas.localfs import load_signing_key, write_private
 from schemas.receipts import ReceiptEntry, ReceiptStatus
 from schemas.seal import Sealed
 from tests.hub.conftest import SpokeSpawner, wait_for_log

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from runtime.files import write_private
 from schemas.clock import DAY_MS
 from schemas.directory import Directory
 from schemas.keys import HubPublicKey, dump_secret_key
-from schemas.localfs import write_private
 from tests.hubproc import HubProcess, Mosquitto, live_directory, now_ms
 from tests.world import World
 

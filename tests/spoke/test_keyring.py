@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from runtime.files import write_private
 from schemas.clock import DAY_MS
 from schemas.directory import Directory, KeyEntry, VerifiedDirectory, sign_directory
 from schemas.keys import EncryptionKey, PublicKeys, SigningKey, dump_secret_key
-from schemas.localfs import write_private
 from schemas.topology import DirectoryPlan, build_directory
 from spoke.keyring import (
     DIRECTORY_EXPIRED,

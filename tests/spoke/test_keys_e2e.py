@@ -17,10 +17,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from runtime.files import write_private
 from schemas.directory import verify_directory
 from schemas.envelope import read_frame_sender, verify_envelope
 from schemas.keys import PublicKeys, dump_secret_key
-from schemas.localfs import write_private
 from tests.ops.keysite import OperatorSite
 from tests.spoke.conftest import ExchangeFactory
 from tests.spoke.procs import SpokeProcess, eventually, spoke_command

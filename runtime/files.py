@@ -1,8 +1,7 @@
 """Durable, private file writes shared by hub and spoke tools.
 
-The one module of ``schemas`` that touches the file system (docs/architecture.md says
-why): key files must be written and checked identically by ``hubctl`` and ``spoke``, and
-an atomic write done slightly wrong loses documents.
+Key files must be written and checked identically by ``hubctl`` and ``spoke``, and an
+atomic write done slightly wrong loses documents (docs/architecture.md).
 """
 
 from __future__ import annotations

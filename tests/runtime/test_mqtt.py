@@ -17,8 +17,9 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from schemas import mqttlink
-from schemas.mqttlink import BrokerLink
+from runtime import mqtt
+from runtime.link import Link, OnConnected
+from runtime.mqtt import BrokerLink
 from tests.hubproc import Mosquitto
 
 
@@ -67,7 +68,7 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[OddBroker]:
         yield odd
 
 
-def link_to(broker: OddBroker, on_connected: object) -> BrokerLink:
+def link_to(broker: OddBroker, on_connected: OnConnected) -> BrokerLink:
     return BrokerLink(
         "odd",
         "127.0.0.1",
@@ -76,7 +77,7 @@ def link_to(broker: OddBroker, on_connected: object) -> BrokerLink:
         subscriptions=["xchg/v1/govnet/down/jl.cc"],
         client_id="odd-test",
         sink=lambda _topic, _payload: None,
-        on_connected=on_connected,  # type: ignore[arg-type]
+        on_connected=on_connected,
         backoff_initial=0.05,
         backoff_max=0.2,
     )
@@ -88,7 +89,7 @@ async def test_a_broker_gone_while_the_link_greets_it_is_noticed_and_the_link_st
 ) -> None:
     answers: list[bool] = []
 
-    async def greet(link: BrokerLink) -> None:  # as the hub publishes its directory
+    async def greet(link: Link) -> None:  # as the hub publishes its directory
         answers.append(await link.publish("xchg/v1/govnet/directory", b"d" * 100, retain=True))
 
     link = link_to(broker, greet)
@@ -109,9 +110,9 @@ async def test_a_broker_gone_while_the_link_greets_it_is_noticed_and_the_link_st
 async def test_a_publish_the_broker_never_acknowledges_fails_after_the_ack_timeout(
     broker: OddBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(mqttlink, "ACK_TIMEOUT", 1.0)
+    monkeypatch.setattr(mqtt, "ACK_TIMEOUT", 1.0)
 
-    async def nothing(_link: BrokerLink) -> None:
+    async def nothing(_link: Link) -> None:
         return None
 
     link = link_to(broker, nothing)
@@ -135,7 +136,7 @@ async def test_a_sink_that_raises_costs_one_message_not_the_connection(tmp_path:
         if payload == b"first":
             raise ValueError("a bug in the owner")
 
-    async def nothing(_link: BrokerLink) -> None:
+    async def nothing(_link: Link) -> None:
         return None
 
     link = BrokerLink(

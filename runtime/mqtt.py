@@ -1,8 +1,8 @@
 """One MQTT connection (aiomqtt) that stays up: the adapter hub and spoke share.
 
-One of two deliberate exceptions to "schemas does no I/O" (docs/architecture.md): the
-hub and every spoke must connect, resubscribe, back off and publish in exactly the same
-way, and one tested copy is better than two.
+The hub and every spoke must connect, resubscribe, back off and publish in exactly the
+same way, and one tested copy is better than two. What its users may rely on is the
+:class:`runtime.link.Link` protocol; :mod:`runtime.fakelink` is the in-memory stand-in.
 
 A :class:`BrokerLink` connects, subscribes to its topics, calls ``on_connected`` (the hub
 republishes the retained directory; a spoke says hello), and reconnects with jittered
@@ -20,15 +20,30 @@ import random
 import socket
 import ssl
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import aiomqtt
 import structlog
 
+from runtime.link import OnConnected, Sink
+from schemas.errors import UsageError
+
 log = structlog.get_logger("xchg.mqtt")
 
-Sink = Callable[[str, bytes], None]  # (topic, payload), called on the event loop thread
+# The private attributes of aiomqtt's and paho's clients this module reaches into, and why.
+# paho-mqtt is pinned in pyproject.toml for them; every new client is checked for them, and
+# tests/runtime/test_paho_private.py names the one an upgrade removed.
+AIOMQTT_PRIVATE = {
+    "_client": "the paho client under aiomqtt's: publishes and callbacks go to it directly",
+    "_disconnected": "the future aiomqtt's connection watch waits on; SocketIO fails it when "
+    "the socket breaks",
+}
+PAHO_PRIVATE = {
+    "_sock": "the connection's socket, which SocketIO reads from",
+    "_sock_recv": "replaced by SocketIO._recv: paho reads through one buffer per readable event",
+    "_call_socket_register_write": "called when TLS must write before it can read",
+}
 ACK_TIMEOUT = 30.0  # seconds a publish may wait for its PUBACK before it counts as failed
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # PERF-NOTES: p99 57 ms -> 3.8 ms
 RECV_BYTES = 256 * 1024  # one recv() per readable socket, not one per header byte
@@ -55,7 +70,7 @@ class BrokerLink:
         client_id: str,
         sink: Sink,
         will: aiomqtt.Will | None = None,
-        on_connected: Callable[[BrokerLink], Awaitable[None]],
+        on_connected: OnConnected,
         window: int = 256,
         tls: ssl.SSLContext | None = None,
         backoff_initial: float = 0.5,
@@ -88,6 +103,14 @@ class BrokerLink:
             timeout=10,  # a CONNACK takes milliseconds; do not hang on a broken broker
         )
         client.pending_calls_threshold = self._window * 4  # expected, not a warning
+        missing = missing_private(client)
+        if missing:
+            raise UsageError(
+                f"本机安装的 aiomqtt 或 paho-mqtt 缺少 runtime/mqtt.py 所用的私有属性 "
+                f"{', '.join(missing)}；请按 pyproject.toml 固定的版本安装 / the installed "
+                f"aiomqtt or paho-mqtt lacks {', '.join(missing)}, which runtime/mqtt.py "
+                "reaches into; install the versions pyproject.toml pins"
+            )
         return client
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -276,6 +299,15 @@ class BrokerLink:
             "channels": self.channels,
             "connected": self.connected.is_set(),
         }
+
+
+def missing_private(client: aiomqtt.Client) -> list[str]:
+    """The private attributes this module uses that ``client`` (or its paho client) lacks."""
+    missing = [f"aiomqtt.Client.{name}" for name in AIOMQTT_PRIVATE if not hasattr(client, name)]
+    paho = getattr(client, "_client", None)
+    if paho is not None:
+        missing += [f"paho Client.{name}" for name in PAHO_PRIVATE if not hasattr(paho, name)]
+    return missing
 
 
 class SocketIO:
