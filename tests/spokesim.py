@@ -206,6 +206,11 @@ class SimSpoke:
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.disconnect()
+        # A body still being staged stays unfinished: close its file (the test's
+        # ResourceWarning check would otherwise catch the handle when it is collected).
+        for staged in self._incoming.values():
+            staged.handle.close()
+        self._incoming.clear()
 
     async def connect(self) -> None:
         if self._changed is None:  # kept across reconnects: waiters hold on to it

@@ -14,7 +14,7 @@ import pytest
 
 from schemas.errors import XchgError
 
-PACKAGES = ("schemas", "hubd", "spoke")
+PACKAGES = ("schemas", "runtime", "hubd", "spoke")
 NOT_IMPORTED = ("__main__", ".migrations")  # running code, not definitions
 
 
