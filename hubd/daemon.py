@@ -42,10 +42,11 @@ from hubd.engine.sdnotify import Notifier
 from hubd.engine.trustwatch import TrustWatch
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
-from hubd.store.db import AppendAudit, Store
+from hubd.store.db import Store
 from hubd.store.ledger import LedgerGapError
 from hubd.store.lock import HubLock, LockHeldError
 from hubd.store.spool import Spool
+from hubd.store.writes import AppendAudit
 from hubd.web.metrics import HubMetrics, readiness
 from hubd.web.server import MetricsServer
 from hubd.web.statuspage import PageOff, StatusPage

@@ -23,7 +23,8 @@ from hubd.engine.jobrows import job_query, jobs_from_rows
 from hubd.ops.redeliver import Target, redeliver
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
-from hubd.store.db import AppendAudit, Store
+from hubd.store.db import Store
+from hubd.store.writes import AppendAudit
 from schemas.directory import Directory
 from schemas.errors import ConfigError
 from schemas.ids import msg_id_text

@@ -19,7 +19,7 @@ from hubd.core.admit import Refuse, Resend, Stored, answer_stored
 from hubd.engine.arrival import Arrival, Then
 from hubd.engine.issuer import ReceiptIssuer
 from hubd.store.audit import AuditEvent
-from hubd.store.db import AppendAudit, Operation
+from hubd.store.writes import AppendAudit, Operation
 from schemas.directory import Directory
 from schemas.envelope import VerifiedEnvelope
 from schemas.errors import PeerError, Reason

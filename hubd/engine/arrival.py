@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hubd.store.db import Operation
+from hubd.store.writes import Operation
 
 
 @dataclass(frozen=True, slots=True)

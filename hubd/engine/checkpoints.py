@@ -25,8 +25,9 @@ from sqlalchemy import Connection, and_, or_, select
 
 from hubd.store import ledger as ledgerstore
 from hubd.store import tables as t
-from hubd.store.db import SaveCheckpoint, Store
+from hubd.store.db import Store
 from hubd.store.ledger import LedgerGapError, StoredCheckpoint
+from hubd.store.writes import SaveCheckpoint
 from schemas import transport
 from schemas.clock import ms_to_text
 from schemas.errors import StoreError

@@ -37,8 +37,9 @@ import structlog
 
 from hubd.core.states import DeliveryState, Event, next_state
 from hubd.store.audit import AuditEvent
-from hubd.store.db import DeliveryUpdate, Store, UpdateDeliveries
+from hubd.store.db import Store
 from hubd.store.rowwriter import KEEP_ATTEMPTS
+from hubd.store.writes import DeliveryUpdate, UpdateDeliveries
 from schemas import transport
 from schemas.errors import StoreError
 from schemas.ids import msg_id_text

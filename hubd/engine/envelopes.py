@@ -36,7 +36,8 @@ from hubd.engine.dispatch import Dispatcher, Job, Payload
 from hubd.engine.rows import Storing, new_message
 from hubd.store import rulefacts as rulecheck
 from hubd.store import tables as t
-from hubd.store.db import Duplicate, Store
+from hubd.store.db import Store
+from hubd.store.writes import Duplicate
 from schemas import transport
 from schemas.directory import Directory
 from schemas.envelope import VerifiedEnvelope

@@ -42,8 +42,9 @@ from hubd.engine.issuer import ReceiptIssuer
 from hubd.engine.ledgerdesk import LedgerDesk
 from hubd.engine.presence import Presence
 from hubd.engine.receipt_intake import ReceiptIntake
-from hubd.store.db import Operation, RecordReceipts, Store
+from hubd.store.db import Store
 from hubd.store.spool import Spool
+from hubd.store.writes import Operation, RecordReceipts
 from schemas import topics, transport
 from schemas.directory import Directory
 from schemas.envelope import verify_envelope

@@ -23,7 +23,8 @@ from sqlalchemy import select
 
 from hubd.engine.dispatch import Publish
 from hubd.store import tables as t
-from hubd.store.db import AdvanceNumbering, QueueReceipts, Store
+from hubd.store.db import Store
+from hubd.store.writes import AdvanceNumbering, QueueReceipts
 from schemas import transport
 from schemas.errors import StoreError
 from schemas.keys import SigningKey

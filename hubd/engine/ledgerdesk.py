@@ -21,8 +21,9 @@ from hubd.engine.checkpoints import Checkpointer
 from hubd.engine.dispatch import Publish
 from hubd.store import ledger as ledgerstore
 from hubd.store import tables as t
-from hubd.store.db import SaveCosignature, Store
+from hubd.store.db import Store
 from hubd.store.ledger import StoredCheckpoint
+from hubd.store.writes import SaveCosignature
 from schemas import transport
 from schemas.directory import Directory
 from schemas.errors import PeerError

@@ -22,7 +22,8 @@ from hubd.engine.dispatch import Dispatcher
 from hubd.engine.issuer import ReceiptIssuer
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
-from hubd.store.db import DeliveryUpdate, RecordReceipts, Store
+from hubd.store.db import Store
+from hubd.store.writes import DeliveryUpdate, RecordReceipts
 from schemas import transport
 from schemas.directory import Directory
 from schemas.errors import PeerError, XchgError

@@ -37,7 +37,8 @@ from hubd.config import Retention as RetentionSettings
 from hubd.core.states import DeliveryState
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
-from hubd.store.db import DirectWrite, Store
+from hubd.store.db import Store
+from hubd.store.writes import DirectWrite
 from schemas import codec
 from schemas.envelope import BodyDescriptor, read_frame_sender
 from schemas.errors import StoreError, XchgError

@@ -10,7 +10,7 @@ from hubd.core.states import DeliveryState
 from hubd.engine.arrival import Arrival
 from hubd.engine.dispatch import Payload
 from hubd.store.audit import AuditEvent
-from hubd.store.db import NewMessage
+from hubd.store.writes import NewMessage
 from schemas.envelope import VerifiedEnvelope
 
 

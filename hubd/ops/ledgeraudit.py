@@ -485,7 +485,7 @@ async def verify_store_ledger(
     interval_ms: int | None = None,
 ) -> LedgerReport:
     """Open the store at ``url`` read-only (the hub may be running) and verify its ledger."""
-    from hubd.store.db import engine_for, read_only_url  # noqa: PLC0415 - hubctl's import cost
+    from hubd.store.connections import engine_for, read_only_url  # noqa: PLC0415 - hubctl's import cost
 
     engine = engine_for(read_only_url(url))  # never create or change it
     try:
@@ -501,7 +501,7 @@ async def verify_store_ledger(
 
 async def verify_store_chain(url: str) -> tuple[int, list[ChainProblem]]:
     """Read the ledger from the store at ``url`` (the hub may be running) and verify it."""
-    from hubd.store.db import engine_for, read_only_url  # noqa: PLC0415
+    from hubd.store.connections import engine_for, read_only_url  # noqa: PLC0415
 
     engine = engine_for(read_only_url(url))  # never create or change it
     try:

@@ -22,9 +22,11 @@ from sqlalchemy import Connection, select
 from hubd.store import ledger as ledgerstore
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
-from hubd.store.db import DirectWrite, Store, read_only_url
+from hubd.store.connections import read_only_url
+from hubd.store.db import Store
 from hubd.store.lock import HubLock
 from hubd.store.rowwriter import RowWriter
+from hubd.store.writes import DirectWrite
 from schemas import codec, evidence
 from schemas.directory import Directory
 from schemas.errors import PeerError
@@ -221,7 +223,7 @@ async def prove_from_store(
     """:func:`prove` on the store at ``url``, opened read-only (the hub may be running)."""
     from sqlalchemy.exc import SQLAlchemyError  # noqa: PLC0415
 
-    from hubd.store.db import engine_for  # noqa: PLC0415
+    from hubd.store.connections import engine_for  # noqa: PLC0415
     from schemas.errors import StoreError  # noqa: PLC0415
 
     engine = engine_for(read_only_url(url))

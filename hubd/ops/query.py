@@ -29,7 +29,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from hubd.core.states import DeliveryState
 from hubd.store import tables as t
-from hubd.store.db import engine_for, read_only_url
+from hubd.store.connections import engine_for, read_only_url
 from schemas.directory import Directory
 from schemas.errors import StoreError
 from schemas.expiry import ExpiryWarning

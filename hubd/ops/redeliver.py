@@ -25,8 +25,10 @@ from sqlalchemy import Connection, bindparam, select, update
 from hubd.core.states import DeliveryState, Event, can, next_state
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
-from hubd.store.db import DirectWrite, Store, read_only_url
+from hubd.store.connections import read_only_url
+from hubd.store.db import Store
 from hubd.store.lock import HubLock
+from hubd.store.writes import DirectWrite
 from schemas.clock import ms_to_text
 from schemas.ids import msg_id_text
 

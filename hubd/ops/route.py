@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hubd.provision.sources import RouteError
 from hubd.store import rulefacts as rulecheck
-from hubd.store.db import engine_for, read_only_url
+from hubd.store.connections import engine_for, read_only_url
 from schemas.directory import Directory
 from schemas.errors import StoreError
 from schemas.labels import DocType

@@ -14,190 +14,52 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import (
     Connection,
-    Engine,
-    create_engine,
-    event,
     func,
-    insert,
     select,
 )
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hubd.core.states import DeliveryState
 from hubd.store import ledger as ledgerstore
 from hubd.store import tables as t
 from hubd.store.audit import GENESIS, AuditEvent, chain_hash_of
+from hubd.store.connections import (
+    AsyncWriter,
+    ThreadWriter,
+    WriterConnection,
+    engine_for,
+)
 from hubd.store.rowwriter import RowWriter
+from hubd.store.writes import (
+    AdvanceNumbering,
+    DeliveryUpdate,
+    DirectWrite,
+    Duplicate,
+    NewMessage,
+    Operation,
+    QueueReceipts,
+    RecordReceipts,
+    Stored,
+    UpdateDeliveries,
+)
 from schemas import merkle
 from schemas.errors import ClosedResourceError, StoreError
 from schemas.ledger import Entry
 
 log = structlog.get_logger("hubd.store")
+T = TypeVar("T")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-
-
-# ------------------------------------------------------------------ operations
-
-
-@dataclass(slots=True)
-class NewMessage:
-    """Store one accepted (or quarantined) message with its deliveries."""
-
-    row: dict[str, Any]
-    deliveries: list[dict[str, Any]]
-    audit: list[AuditEvent]
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Duplicate:
-    """The msg_id is already stored; ``same`` says whether with the very same frame."""
-
-    same: bool
-    state: str
-
-
-@dataclass(slots=True)
-class DeliveryUpdate:
-    msg_id: bytes
-    recipient: str
-    state: DeliveryState
-    attempts: int  # KEEP_ATTEMPTS: leave the stored count as it is
-    at: int
-
-
-@dataclass(slots=True)
-class UpdateDeliveries:
-    updates: list[DeliveryUpdate]
-    audit: list[AuditEvent]
-
-
-@dataclass(slots=True)
-class RecordReceipts:
-    """A verified receipt batch, the rows it yields and the delivery states it moves."""
-
-    sha256: bytes
-    issuer: str
-    frame: bytes
-    received_at: int
-    rows: list[dict[str, Any]]
-    audit: list[AuditEvent]
-    forward: tuple[str, str] | None = None  # (dest, channel): number it in the same commit
-    updates: list[DeliveryUpdate] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class QueueReceipts:
-    """A signed receipt batch for ``dest`` on ``channel``; the result is its number."""
-
-    dest: str
-    channel: str
-    frame: bytes
-    created_at: int
-
-
-@dataclass(slots=True)
-class AdvanceNumbering:
-    """Continue (dest, channel)'s receipt numbering after ``floor``; the result says whether
-    the store's own numbering was below it (and so was moved)."""
-
-    dest: str
-    channel: str
-    floor: int
-    at: int
-
-
-@dataclass(slots=True)
-class AppendAudit:
-    audit: list[AuditEvent]
-
-
-class DirectWrite(ABC):
-    """An operation that runs its own statements in the group commit's transaction.
-
-    For the operator's and retention's changes (hubd.ops.redeliver, hubd.engine.retention), whose
-    effect depends on the rows as they are when written, not as a caller last read them.
-    ``apply`` runs when the batch is planned, in operation order: it sees every earlier
-    commit, not the other operations of its own batch (their rows are written after). It
-    returns the caller's result and the audit events for what it actually changed.
-    """
-
-    __slots__ = ()
-
-    @abstractmethod
-    def apply(self, conn: Connection) -> tuple[Any, list[AuditEvent]]:
-        """Change the rows; return (result, audit events for the change)."""
-
-
-@dataclass(slots=True)
-class SaveCheckpoint(DirectWrite):
-    """Keep a signed checkpoint of the ledger's tree (hubd.engine.checkpoints); result: None."""
-
-    checkpoint: ledgerstore.StoredCheckpoint
-
-    def apply(self, conn: Connection) -> tuple[None, list[AuditEvent]]:
-        cp = self.checkpoint
-        known = conn.execute(
-            select(t.ledger_checkpoints.c.size).where(t.ledger_checkpoints.c.size == cp.size)
-        ).first()
-        if known is None:  # signed twice for one size (a race with a proof): keep the first
-            conn.execute(
-                insert(t.ledger_checkpoints).values(
-                    size=cp.size, root=cp.root, at=cp.at, kid=cp.kid, frame=cp.frame
-                )
-            )
-        return None, []
-
-
-@dataclass(slots=True)
-class SaveCosignature(DirectWrite):
-    """Keep a witness's countersignature; result: True if new, False for a repeat."""
-
-    size: int
-    org: str
-    kid: str
-    sig: bytes
-    at: int
-
-    def apply(self, conn: Connection) -> tuple[bool, list[AuditEvent]]:
-        c = t.ledger_cosignatures.c
-        known = conn.execute(select(c.size).where(c.size == self.size, c.org == self.org)).first()
-        if known is not None:
-            return False, []
-        conn.execute(
-            insert(t.ledger_cosignatures).values(
-                size=self.size, org=self.org, kid=self.kid, sig=self.sig, at=self.at
-            )
-        )
-        return True, []
-
-
-Operation = (
-    NewMessage
-    | UpdateDeliveries
-    | RecordReceipts
-    | QueueReceipts
-    | AdvanceNumbering
-    | AppendAudit
-    | DirectWrite
-)
 
 
 @dataclass(slots=True)
@@ -211,123 +73,6 @@ class _Pending:
 
 
 # ------------------------------------------------------------------ the store
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
-
-
-def engine_for(url: str) -> AsyncEngine:
-    """An async engine for ``url``; SQLite gets WAL and synchronous=FULL on every connection."""
-    if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"check_same_thread": False})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
-    # synchronous_commit=on: a commit returns only once the WAL is on disk (the default,
-    # but a server may have been configured otherwise; the hub does not depend on that).
-    return create_async_engine(
-        url,
-        pool_size=5,
-        max_overflow=5,
-        pool_pre_ping=True,
-        connect_args={"server_settings": {"synchronous_commit": "on"}},
-    )
-
-
-T = TypeVar("T")
-
-
-class _WriterConnection(Protocol):
-    """The writer's one connection; ``run`` calls ``fn(connection, *args)`` where it lives."""
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
-
-    async def close(self) -> None: ...
-
-
-class _ThreadWriter:
-    """SQLite: a plain sqlite3 connection owned by one thread of its own.
-
-    aiosqlite (what the async engine speaks) sends every statement to its thread and back:
-    two context switches per statement, a dozen statements per group commit. Here a whole
-    group commit (its statements, the commit and its fsync) is one hop into the thread and
-    one back, and the event loop runs meanwhile.
-    """
-
-    def __init__(self, engine: Engine, executor: ThreadPoolExecutor, conn: Connection) -> None:
-        self._engine, self._executor, self._conn = engine, executor, conn
-        self._closed = False
-
-    @classmethod
-    async def open(cls, url: str) -> _ThreadWriter:
-        engine = create_engine(
-            url.replace("+aiosqlite", "+pysqlite", 1),
-            connect_args={"check_same_thread": False},  # made here, used only in the thread
-        )
-        event.listen(engine, "connect", _sqlite_pragmas)
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubd-store")
-        loop = asyncio.get_running_loop()
-        try:
-            conn = await loop.run_in_executor(executor, engine.connect)
-        except BaseException:
-            executor.shutdown(wait=False)
-            engine.dispose()
-            raise
-        return cls(engine, executor, conn)
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, self._conn, *args)
-
-    async def close(self) -> None:
-        """Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-
-        def close() -> None:
-            try:
-                self._conn.close()
-            finally:
-                self._engine.dispose()
-
-        with contextlib.suppress(SQLAlchemyError):
-            await asyncio.get_running_loop().run_in_executor(self._executor, close)
-        self._executor.shutdown(wait=True)
-
-
-class _AsyncWriter:
-    """PostgreSQL: asyncpg is asynchronous itself; the batch runs in SQLAlchemy's greenlet."""
-
-    def __init__(self, conn: AsyncConnection) -> None:
-        self._conn = conn
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._conn.run_sync(fn, *args)
-
-    async def close(self) -> None:
-        with contextlib.suppress(SQLAlchemyError):
-            await self._conn.close()
-
-
-def read_only_url(url: str) -> str:
-    """``url`` opened so that nothing is created or changed (SQLite: a read-only URI).
-
-    Raises StoreError for a SQLite store that does not exist (it would otherwise be made).
-    """
-    if not url.startswith("sqlite"):
-        return url
-    path = url.split(":///", 1)[-1]
-    if not path or path == ":memory:" or not Path(path).is_file():
-        raise StoreError(
-            f"there is no hub store at {path!r}; check --store or --config", retriable=False
-        )
-    return f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true"
 
 
 def _upgrade(connection: Connection) -> None:
@@ -347,7 +92,7 @@ class Store:
         self.group_delay = group_delay
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
-        self._conn: _WriterConnection | None = None
+        self._conn: WriterConnection | None = None
         self._reader: AsyncConnection | None = None
         self._read_lock = asyncio.Lock()
         self._closed = False
@@ -363,9 +108,9 @@ class Store:
             async with self.engine.begin() as conn:
                 await conn.run_sync(_upgrade)
             if self.url.startswith("sqlite"):
-                self._conn = await _ThreadWriter.open(self.url)
+                self._conn = await ThreadWriter.open(self.url)
             else:
-                self._conn = _AsyncWriter(await self.engine.connect())
+                self._conn = AsyncWriter(await self.engine.connect())
             self._reader = await self.engine.connect()
             counters = await self._conn.run(_counters)
             self._audit_seq, self._audit_hash, self._outbox_seq, self._tree = counters

@@ -26,7 +26,9 @@ from hubd.store.audit import (
     chain_hash,
     verify_chain,
 )
-from hubd.store.db import AppendAudit, Store, engine_for
+from hubd.store.connections import engine_for
+from hubd.store.db import Store
+from hubd.store.writes import AppendAudit
 from tests.hub.test_store import NOW, new_message
 
 ROWS = 6

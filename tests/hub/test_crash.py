@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 
 from hubd.ops.ledgeraudit import verify_store_chain
 from hubd.store import tables as t
-from hubd.store.db import engine_for
+from hubd.store.connections import engine_for
 from schemas.ids import msg_id_text
 from schemas.receipts import ReceiptStatus
 from tests.hub.conftest import HubSpawner, SpokeSpawner

@@ -23,8 +23,9 @@ from hubd.engine.ledgerdesk import (
 )
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
-from hubd.store.db import AppendAudit, Store
+from hubd.store.db import Store
 from hubd.store.ledger import StoredCheckpoint
+from hubd.store.writes import AppendAudit
 from schemas import topics, transport
 from schemas.labels import Classification
 from schemas.ledger import Entry, verify_checkpoint

@@ -25,8 +25,10 @@ from hubd.cli import hubctl_app
 from hubd.store import ledger as ledgerstore
 from hubd.store import tables as t
 from hubd.store.audit import GENESIS, AuditEvent, chain_hash
-from hubd.store.db import AppendAudit, RecordReceipts, Store, engine_for
+from hubd.store.connections import engine_for
+from hubd.store.db import Store
 from hubd.store.lock import HubLock
+from hubd.store.writes import AppendAudit, RecordReceipts
 from runtime.files import write_private
 from schemas import evidence, merkle
 from schemas.directory import sign_directory

@@ -17,7 +17,9 @@ from hubd.core.states import DeliveryState
 from hubd.store import ledger as ledgerstore
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent, verify_chain
-from hubd.store.db import MIGRATIONS, NewMessage, Store, engine_for
+from hubd.store.connections import engine_for
+from hubd.store.db import MIGRATIONS, Store
+from hubd.store.writes import NewMessage
 from schemas import merkle
 from tests.hub.test_store import audit_rows, msg_id, new_message
 

@@ -17,7 +17,8 @@ from hubd.engine.retention import Retention, signed_body_sha256
 from hubd.ops.redeliver import Target, redeliver
 from hubd.store import tables as t
 from hubd.store.audit import verify_chain
-from hubd.store.db import DirectWrite, Store
+from hubd.store.db import Store
+from hubd.store.writes import DirectWrite
 from tests.hub.test_store import NOW, audit_rows, msg_id, new_message
 from tests.world import World
 

@@ -24,15 +24,14 @@ from structlog.testing import capture_logs
 from hubd.core.states import DeliveryState
 from hubd.store import tables as t
 from hubd.store.audit import GENESIS, AuditEvent, AuditRow, verify_chain
-from hubd.store.db import (
-    MIGRATIONS,
+from hubd.store.db import MIGRATIONS, Store
+from hubd.store.writes import (
     AdvanceNumbering,
     AppendAudit,
     DeliveryUpdate,
     Duplicate,
     NewMessage,
     QueueReceipts,
-    Store,
     Stored,
     UpdateDeliveries,
 )

@@ -1,0 +1,142 @@
+"""The store's connections: engines for readers, and the group commit's one writer.
+
+SQLite gets WAL and ``synchronous=FULL`` on every connection and a writer thread of its
+own; PostgreSQL (asyncpg) keeps SQLAlchemy's async connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    event,
+)
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from schemas.errors import StoreError
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def engine_for(url: str) -> AsyncEngine:
+    """An async engine for ``url``; SQLite gets WAL and synchronous=FULL on every connection."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    # synchronous_commit=on: a commit returns only once the WAL is on disk (the default,
+    # but a server may have been configured otherwise; the hub does not depend on that).
+    return create_async_engine(
+        url,
+        pool_size=5,
+        max_overflow=5,
+        pool_pre_ping=True,
+        connect_args={"server_settings": {"synchronous_commit": "on"}},
+    )
+
+
+T = TypeVar("T")
+
+
+class WriterConnection(Protocol):
+    """The writer's one connection; ``run`` calls ``fn(connection, *args)`` where it lives."""
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    async def close(self) -> None: ...
+
+
+class ThreadWriter:
+    """SQLite: a plain sqlite3 connection owned by one thread of its own.
+
+    aiosqlite (what the async engine speaks) sends every statement to its thread and back:
+    two context switches per statement, a dozen statements per group commit. Here a whole
+    group commit (its statements, the commit and its fsync) is one hop into the thread and
+    one back, and the event loop runs meanwhile.
+    """
+
+    def __init__(self, engine: Engine, executor: ThreadPoolExecutor, conn: Connection) -> None:
+        self._engine, self._executor, self._conn = engine, executor, conn
+        self._closed = False
+
+    @classmethod
+    async def open(cls, url: str) -> ThreadWriter:
+        engine = create_engine(
+            url.replace("+aiosqlite", "+pysqlite", 1),
+            connect_args={"check_same_thread": False},  # made here, used only in the thread
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubd-store")
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(executor, engine.connect)
+        except BaseException:
+            executor.shutdown(wait=False)
+            engine.dispose()
+            raise
+        return cls(engine, executor, conn)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, self._conn, *args)
+
+    async def close(self) -> None:
+        """Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+
+        def close() -> None:
+            try:
+                self._conn.close()
+            finally:
+                self._engine.dispose()
+
+        with contextlib.suppress(SQLAlchemyError):
+            await asyncio.get_running_loop().run_in_executor(self._executor, close)
+        self._executor.shutdown(wait=True)
+
+
+class AsyncWriter:
+    """PostgreSQL: asyncpg is asynchronous itself; the batch runs in SQLAlchemy's greenlet."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._conn.run_sync(fn, *args)
+
+    async def close(self) -> None:
+        with contextlib.suppress(SQLAlchemyError):
+            await self._conn.close()
+
+
+def read_only_url(url: str) -> str:
+    """``url`` opened so that nothing is created or changed (SQLite: a read-only URI).
+
+    Raises StoreError for a SQLite store that does not exist (it would otherwise be made).
+    """
+    if not url.startswith("sqlite"):
+        return url
+    path = url.split(":///", 1)[-1]
+    if not path or path == ":memory:" or not Path(path).is_file():
+        raise StoreError(
+            f"there is no hub store at {path!r}; check --store or --config", retriable=False
+        )
+    return f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true"
