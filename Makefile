@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint format typecheck check bench clean
+.PHONY: setup demo test lint format typecheck check bench clean fuzz fuzz-short fuzz-corpus
 
 setup: $(STAMP)
 
@@ -34,7 +34,19 @@ bench: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-check: lint typecheck test
+check: lint typecheck test fuzz-short
+
+# Coverage-guided fuzzing of every decoder of untrusted bytes (fuzz/README.md): a million
+# inputs per target, and a short run of all of them (about a minute) that check includes.
+fuzz: setup
+	$(PY) fuzz/run.py --runs 1000000 $(FUZZ_ARGS)
+
+fuzz-short: setup
+	$(PY) fuzz/run.py --seconds 5 --fresh $(FUZZ_ARGS)
+
+# Recapture the seed corpus from the real code (fuzz/capture.py); commit what changed.
+fuzz-corpus: setup
+	$(PY) fuzz/capture.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis scratch
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis scratch fuzz/work
