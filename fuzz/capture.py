@@ -28,13 +28,13 @@ from pathlib import Path
 import world  # fuzz/world.py: this script runs from fuzz/, which Python puts on sys.path
 
 from hubd.adminproto import Op, encode_error, encode_request, encode_result
-from schemas import codec, merkle, topics, transport
+from schemas import codec, evidence, merkle, topics, transport
 from schemas.clock import DAY_MS
 from schemas.directory import Directory, verify_directory
 from schemas.ids import new_msg_id
 from schemas.keys import HubPublicKey, PublicKeys, dump_secret_key
 from schemas.labels import Classification, DocType, Precedence, SecrecyPeriod
-from schemas.ledger import Checkpoint, Entry, pack_path, sign_checkpoint
+from schemas.ledger import Checkpoint, Entry, cosign, pack_path, read_checkpoint, sign_checkpoint
 from schemas.localfs import write_private
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from schemas.seal import Draft, Sealed, file_entry, seal_bytes
@@ -43,7 +43,7 @@ from spoke.demo import EMERGENCY, NOTICE, REPORT, REQUEST, SECRET_REPORT
 BIN = Path(sys.executable).parent
 TARGETS = (
     "envelope", "transport", "receipts", "directory", "presence", "admin", "metadata",
-    "ledger", "inner", "keys",
+    "ledger", "inner", "keys", "evidence",
 )  # fmt: skip
 # The mode bytes of the targets that take one (see each target's docstring).
 ENV_FRAME, ENV_HDR, ENV_CORE = b"\x00", b"\x01", b"\x02"
@@ -111,8 +111,8 @@ def main() -> None:
 
     sealed = envelopes(corpus, directory, created)
     msg_id = sealed.header.msg_id
-    receipts(corpus, sealed.frame, msg_id, created)
-    ledger(corpus, msg_id, created)
+    batches = receipts(corpus, sealed.frame, msg_id, created)
+    ledger(corpus, msg_id, created, batches)
     presence(corpus, frame)
     admin(corpus, directory, msg_id, created)
     metadata(corpus, msg_id)
@@ -180,7 +180,7 @@ def envelopes(corpus: Corpus, directory: Directory, created: int) -> Sealed:
     return sealed
 
 
-def receipts(corpus: Corpus, frame: bytes, msg_id: bytes, created: int) -> None:
+def receipts(corpus: Corpus, frame: bytes, msg_id: bytes, created: int) -> list[bytes]:
     """Receipts: the hub's and a recipient's, about the envelope ``frame``."""
     hub_key = world.signing_key(world.HUB)
     subject = hashlib.sha256(frame).digest()
@@ -221,9 +221,10 @@ def receipts(corpus: Corpus, frame: bytes, msg_id: bytes, created: int) -> None:
         corpus.add("receipts", mode + codec.decode_map(batch, codec.RECEIPT_FRAME_LIMITS)["rcpt"])
     corpus.add("transport", transport.encode(transport.ReceiptsMsg(hub_batch, 3)))
     corpus.add("transport", transport.encode(transport.ReceiptsMsg(spoke_batch, 0)))
+    return [hub_batch, spoke_batch]
 
 
-def ledger(corpus: Corpus, msg_id: bytes, created: int) -> None:
+def ledger(corpus: Corpus, msg_id: bytes, created: int, batches: list[bytes]) -> None:
     """The ledger: entries, checkpoints, proofs."""
     hub_key = world.signing_key(world.HUB)
     entries = [
@@ -262,6 +263,23 @@ def ledger(corpus: Corpus, msg_id: bytes, created: int) -> None:
         transport.CosignMsg(3, world.signing_key("jl.cc").kid, bytes(64)),
     ):
         corpus.add("transport", transport.encode(message))
+    # the evidence file 'spoke prove' writes for the message: its entries, proofs, receipts
+    witness = world.signing_key("jl.cc")
+    evidence_doc = evidence.build(
+        msg_id=msg_id,
+        made_by="jl.cc",
+        made_at=created + 10,
+        hub_id="jl.hub",
+        hub_keys=[(hub_key.kid, hub_key.public)],
+        checkpoint=ckpt3,
+        entries=[(leaves[i], merkle.inclusion_proof(i, 3, node)) for i in (0, 1)],
+        receipts=batches,
+        keys={"jl.cc": [(witness.kid, witness.public)]},
+        cosignatures=[
+            ("jl.cc", witness.kid, witness.public, cosign(read_checkpoint(ckpt3), witness))
+        ],
+    )
+    corpus.add("evidence", evidence.dumps(evidence_doc).encode())
 
 
 def presence(corpus: Corpus, frame: bytes) -> None:
