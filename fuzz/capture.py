@@ -19,9 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -43,7 +46,7 @@ from spoke.demo import EMERGENCY, NOTICE, REPORT, REQUEST, SECRET_REPORT
 BIN = Path(sys.executable).parent
 TARGETS = (
     "envelope", "transport", "receipts", "directory", "presence", "admin", "metadata",
-    "ledger", "inner", "keys", "evidence",
+    "ledger", "inner", "keys", "evidence", "http",
 )  # fmt: skip
 # The mode bytes of the targets that take one (see each target's docstring).
 ENV_FRAME, ENV_HDR, ENV_CORE = b"\x00", b"\x01", b"\x02"
@@ -117,6 +120,7 @@ def main() -> None:
     admin(corpus, directory, msg_id, created)
     metadata(corpus, msg_id)
     key_files(corpus, now)
+    http_requests(corpus)
     for target in TARGETS:
         print(f"{target:10} {corpus.count.get(target, 0):3} seeds")
 
@@ -370,6 +374,32 @@ def key_files(corpus: Corpus, now: int) -> None:
     corpus.add("keys", KEYS_HUB + HubPublicKey(hub_key.public, now, now + DAY_MS).dump())
     # a secret key file's shape, with a key made here and thrown away (not a fixture key)
     corpus.add("keys", KEYS_SECRET + dump_secret_key("jl.cc", type(hub_key)(bytes(32))))
+
+
+def http_requests(corpus: Corpus) -> None:
+    """What an HTTP client (Python's urllib, as a scraper or a script would) sends the
+    hub's metrics and status listener, recorded on a socket of this machine."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        for method, path in (("GET", "/metrics"), ("HEAD", "/healthz"), ("GET", "/?x=1")):
+            heads: list[bytes] = []
+            thread = threading.Thread(target=_record_one, args=(listener, heads))
+            thread.start()
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+            with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310 - ours
+                answer.read()
+            thread.join()
+            corpus.add("http", heads[0])
+
+
+def _record_one(listener: socket.socket, heads: list[bytes]) -> None:
+    connection, _ = listener.accept()
+    with connection:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += connection.recv(4096)
+        heads.append(head)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 
 
 def inner_seed(frame: bytes, body: bytes) -> bytes:
