@@ -1,4 +1,5 @@
-# A newcomer's targets: setup, demo, test, lint, typecheck, check (= lint + typecheck + test).
+# A newcomer's targets: setup, demo, test, lint, typecheck, check (= lint + typecheck + a short
+# fuzz run + test).
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
@@ -34,7 +35,7 @@ bench: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-check: lint typecheck test fuzz-short
+check: lint typecheck fuzz-short test  # the tests last: their summary closes the output
 
 # Coverage-guided fuzzing of every decoder of untrusted bytes (fuzz/README.md): a million
 # inputs per target, and a short run of all of them (about a minute) that check includes.
