@@ -46,12 +46,19 @@ MAX_FILES_BYTES = 64 * 1024
 
 
 def _header() -> Header:
-    seed = next((world.CORPUS / "envelope").glob("*"))
+    """The captured notice to jl.cc (a mode-2 seed of fuzz_envelope), its file key sealed
+    again with FILE_KEY."""
     for path in sorted((world.CORPUS / "envelope").iterdir()):
-        if path.read_bytes()[:1] == b"\x02":  # a captured core (mode 2 of fuzz_envelope)
-            seed = path
-    core = codec.decode_map(seed.read_bytes()[1:], codec.HEADER_LIMITS)
-    header = Header.from_wire(core, what="captured header")
+        seed = path.read_bytes()
+        if seed[:1] != b"\x02":  # not a header core
+            continue
+        header = Header.from_wire(
+            codec.decode_map(seed[1:], codec.HEADER_LIMITS), what="captured header"
+        )
+        if "jl.cc" in header.keys:
+            break
+    else:
+        raise SystemExit("fuzz_inner: no captured header addressed to jl.cc; run capture.py")
     keys = {
         org: RecipientKey(kid=DIRECTORY.encryption_key(org, header.created_at).kid,
                           box=seal_to(DIRECTORY.encryption_key(org, header.created_at).public,
