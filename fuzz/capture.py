@@ -5,8 +5,9 @@ own tools (key files in their formats, ``hubctl directory build`` signs the dire
 then runs the real code to produce what travels: sealed envelopes and their bodies,
 chunks, receipt batches signed by the hub and by a recipient, ledger checkpoints, leaves
 and proofs, every transport message, presence topics and payloads, admin socket lines
-(requests from hubctl's encoder, answers from the hub's), and drop metadata files in TOML
-and JSON with English and Chinese field names. Each seed is written under
+(requests from hubctl's encoder, answers from the hub's), drop metadata files in TOML and
+JSON with English and Chinese field names, key files, an evidence file, and the request
+heads Python's HTTP client sends (recorded on a socket of this machine). Each seed is written under
 fuzz/corpus/<target>/ named by its content's SHA-1, as libFuzzer names inputs; a target
 whose inputs start with a mode byte (fuzz/README.md) gets that byte in front.
 
@@ -29,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import world  # fuzz/world.py: this script runs from fuzz/, which Python puts on sys.path
+from run import TARGETS
 
 from hubd.adminproto import Op, encode_error, encode_request, encode_result
 from schemas import codec, evidence, merkle, topics, transport
@@ -44,10 +46,6 @@ from schemas.seal import Draft, Sealed, file_entry, seal_bytes
 from spoke.demo import EMERGENCY, NOTICE, REPORT, REQUEST, SECRET_REPORT
 
 BIN = Path(sys.executable).parent
-TARGETS = (
-    "envelope", "transport", "receipts", "directory", "presence", "admin", "metadata",
-    "ledger", "inner", "keys", "evidence", "http",
-)  # fmt: skip
 # The mode bytes of the targets that take one (see each target's docstring).
 ENV_FRAME, ENV_HDR, ENV_CORE = b"\x00", b"\x01", b"\x02"
 RCPT_FRAME, RCPT_HUB, RCPT_SPOKE = b"\x00", b"\x01", b"\x02"
