@@ -1,10 +1,11 @@
-# A newcomer's targets: setup, demo, test, lint, typecheck, check (= lint + typecheck + test).
+# A newcomer's targets: setup, demo, test, lint, typecheck, check (= lint + typecheck + a short
+# fuzz run + test).
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint format typecheck check bench clean
+.PHONY: setup demo test lint format typecheck check bench clean fuzz fuzz-short fuzz-corpus
 
 setup: $(STAMP)
 
@@ -35,7 +36,19 @@ bench: setup
 typecheck: setup
 	$(VENV)/bin/mypy
 
-check: lint typecheck test
+check: lint typecheck fuzz-short test  # the tests last: their summary closes the output
+
+# Coverage-guided fuzzing of every decoder of untrusted bytes (fuzz/README.md): a million
+# inputs per target, and a short run of all of them (about a minute) that check includes.
+fuzz: setup
+	$(PY) fuzz/run.py --runs 1000000 $(FUZZ_ARGS)
+
+fuzz-short: setup
+	$(PY) fuzz/run.py --seconds 5 --fresh $(FUZZ_ARGS)
+
+# Recapture the seed corpus from the real code (fuzz/capture.py); commit what changed.
+fuzz-corpus: setup
+	$(PY) fuzz/capture.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis scratch
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis scratch fuzz/work

@@ -128,6 +128,31 @@ def _unb64(text: object, length: int, what: str) -> bytes:
     return raw
 
 
+def _json_doc(data: bytes) -> Any:
+    """A key file's JSON document; ValueError (never RecursionError) for what is not one."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:  # '[[[[...': deeper than the JSON decoder goes
+        raise ValueError("it is not a key file: its JSON nests too deeply") from None
+
+
+MILLIS_MAX = 2**63 - 1  # the wire's range for times (schemas.model.MAX_WIRE_INT)
+
+
+def _millis(value: object, what: str) -> int:
+    """A validity bound: whole milliseconds since the Unix epoch, within the wire's range."""
+    try:
+        ms: int = int(value)  # type: ignore[call-overload]
+    except (ValueError, TypeError, OverflowError):  # 1e400 is infinity in JSON: no integer
+        ms = -1
+    if not 0 <= ms <= MILLIS_MAX:
+        raise ValueError(
+            f"{what} must be a time in whole milliseconds since 1970 (0 to 2^63-1), "
+            f"not {value!r:.40}"
+        )
+    return ms
+
+
 def dump_secret_key(owner: str, key: SigningKey | EncryptionKey) -> bytes:
     """The JSON text of a secret key file. The owner is an org id or ``hub``."""
     kind = KeyKind.SIGN if isinstance(key, SigningKey) else KeyKind.ENCRYPT
@@ -145,7 +170,7 @@ def dump_secret_key(owner: str, key: SigningKey | EncryptionKey) -> bytes:
 def load_secret_key(data: bytes, *, source: str) -> tuple[str, SigningKey | EncryptionKey]:
     """Parse a secret key file; ValueError names the file and the problem."""
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = _json_doc(data)
         if not isinstance(doc, dict) or doc.get("format") != SECRET_KEY_FORMAT:
             raise ValueError(f"it is not a {SECRET_KEY_FORMAT} file")
         kind = KeyKind(doc["kind"])
@@ -193,15 +218,15 @@ class PublicKeys:
     @classmethod
     def load(cls, data: bytes, *, source: str) -> PublicKeys:
         try:
-            doc = json.loads(data.decode("utf-8"))
+            doc = _json_doc(data)
             if not isinstance(doc, dict) or doc.get("format") != PUBLIC_KEYS_FORMAT:
                 raise ValueError(f"it is not a {PUBLIC_KEYS_FORMAT} file")
             keys = cls(
                 org=check_org_id(doc["org"]),
                 sign_public=_unb64(doc["sign"]["public"], 32, "sign.public"),
                 enc_public=_unb64(doc["encrypt"]["public"], 32, "encrypt.public"),
-                not_before=int(doc["not_before"]),
-                not_after=int(doc["not_after"]),
+                not_before=_millis(doc["not_before"], "not_before"),
+                not_after=_millis(doc["not_after"], "not_after"),
             )
             for half, kid in (("sign", keys.sign_kid), ("encrypt", keys.enc_kid)):
                 if check_key_id(doc[half]["kid"]) != kid:
@@ -241,11 +266,13 @@ class HubPublicKey:
     @classmethod
     def load(cls, data: bytes, *, source: str) -> HubPublicKey:
         try:
-            doc = json.loads(data.decode("utf-8"))
+            doc = _json_doc(data)
             if not isinstance(doc, dict) or doc.get("format") != HUB_KEY_FORMAT:
                 raise ValueError(f"it is not a {HUB_KEY_FORMAT} file")
             key = cls(
-                _unb64(doc["public"], 32, "public"), int(doc["not_before"]), int(doc["not_after"])
+                _unb64(doc["public"], 32, "public"),
+                _millis(doc["not_before"], "not_before"),
+                _millis(doc["not_after"], "not_after"),
             )
             if doc["kid"] != key.kid:
                 raise ValueError(f"kid does not match its public key ({key.kid})")

@@ -1,0 +1,61 @@
+"""The fuzz targets' exchange: fixed throwaway keys and the directory fuzz/capture.py signed.
+
+The keys are derived from their owner's name (SHA-256 of a fixed phrase), so the capture
+script and every target hold the same keys without a secret key file in the repository:
+a target can sign the bytes it fuzzes and so reach the decoding that follows a valid
+signature. No deployment trusts these keys; they exist for fuzzing only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from schemas.directory import Directory, VerifiedDirectory, verify_directory
+from schemas.errors import PeerError
+from schemas.keys import EncryptionKey, SigningKey
+from schemas.labels import Classification
+from schemas.receipts import ReceiptEntry, ReceiptStatus
+
+HERE = Path(__file__).resolve().parent
+FIXTURE = HERE / "fixture"
+CORPUS = HERE / "corpus"
+TOPOLOGY = FIXTURE / "topology.toml"
+DIRECTORY_FRAME = FIXTURE / "directory.bin"
+HUB = "hub"  # the owner name of the hub's key (schemas.keys: an org id or "hub")
+ORGS = ("cn.gov", "jl.gov", "jl.cc", "jl.cc.nongan", "jl.dept.health")
+_SEED = b"govxchg fuzz fixture, not a secret: "
+
+
+def signing_key(owner: str) -> SigningKey:
+    return SigningKey(hashlib.sha256(_SEED + b"sign " + owner.encode()).digest())
+
+
+def encryption_key(owner: str) -> EncryptionKey:
+    return EncryptionKey(hashlib.sha256(_SEED + b"encrypt " + owner.encode()).digest())
+
+
+def load_directory() -> VerifiedDirectory:
+    """The captured directory, verified with the fixed hub key (its clock not judged)."""
+    return verify_directory(DIRECTORY_FRAME.read_bytes(), signing_key(HUB).public, now=None)
+
+
+def now_of(directory: Directory) -> int:
+    """A moment at which the captured directory is valid: one second after its issue."""
+    return directory.issued_at + 1000
+
+
+def refusal_receipt(exc: PeerError, data: bytes) -> ReceiptEntry:
+    """The REJECTED entry the hub signs for bytes it could not authenticate, built as
+    ``hubd.engine.intake`` builds it: a refusal that cannot become a receipt would stop the pass."""
+    return ReceiptEntry(
+        msg_id=None,
+        recipient=None,
+        status=ReceiptStatus.REJECTED,
+        at=0,
+        subject=hashlib.sha256(data).digest(),
+        classification=Classification.INTERNAL,
+        reason=exc.reason.value,
+        detail=exc.message[:2000],
+        retriable=False,
+    )
