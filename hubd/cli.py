@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -23,7 +22,7 @@ from hubd.hublock import HubLock, LockHeldError
 from hubd.keyscmd import keys_app, report_build
 from hubd.redeliver import Target, redeliver_offline
 from hubd.trustwatch import warnings_for
-from schemas.clock import ms_to_text, parse_duration
+from schemas.clock import ms_to_text, now_ms, parse_duration
 from schemas.directory import verify_directory
 from schemas.display import table
 from schemas.errors import ConfigError, XchgError
@@ -55,10 +54,6 @@ hubctl_app.add_typer(audit_app, name="audit")
 DEFAULT_HUB_KEYS = Path("certs/hub")
 DEFAULT_CONFIG = Path("config/hub.toml")
 T = TypeVar("T")
-
-
-def _now() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _fail(command: str, exc: BaseException) -> typer.Exit:
@@ -122,7 +117,7 @@ def directory_build(
             keys_dir=keys,
             hub_key_path=hub_key,
             out=out,
-            now=_now(),
+            now=now_ms(),
             valid_days=valid_days,
             version=version,
             revoke=revoke or [],
@@ -145,7 +140,7 @@ def directory_show(
     """Verify a signed directory and print its organisations as a table."""
     try:
         pinned = HubPublicKey.load(hub_pub.read_bytes(), source=str(hub_pub))
-        verified = read_directory(path, pinned.public, now=_now())
+        verified = read_directory(path, pinned.public, now=now_ms())
     except (OSError, ValueError, XchgError) as exc:
         raise _fail("hubctl directory show", exc) from exc
     d = verified.directory
@@ -311,7 +306,7 @@ def route_command(
     why, and each rule's verdict. Nothing is sent. Exit 0: accepted; 1: refused."""
     try:
         where = route.sources(config, directory, hub_pub)
-        verified = route.load_directory(where, now=_now())
+        verified = route.load_directory(where, now=now_ms())
         metadata = route.read_metadata(meta_file)
         answer = asyncio.run(
             route.route(
@@ -435,7 +430,7 @@ def status_command(
     url = store or settings.store_url()
     directory = _served_directory(config, settings, hub_pub)
     presence, contact = _hub_presence(_admin_socket(settings, socket))
-    now = _now()
+    now = now_ms()
 
     expiring, unchecked = warnings_for(settings, directory.directory, now=now)
     warnings = opsquery.Warnings(expiring, tuple(unchecked))
@@ -475,7 +470,7 @@ def trace_command(
         raise _fail("hubctl trace", hint) from exc
     try:
         url = store or load_config(config).store_url()
-        answer = _ask(url, lambda read: opsquery.trace(read, wanted, now=_now()))
+        answer = _ask(url, lambda read: opsquery.trace(read, wanted, now=now_ms()))
     except (ConfigError, XchgError) as exc:
         raise _fail("hubctl trace", exc) from exc
     if answer is None:
@@ -503,7 +498,7 @@ def queue_command(
     try:
         url = store or load_config(config).store_url()
         answer = _ask(
-            url, lambda read: opsquery.queue(read, now=_now(), recipient=recipient, limit=limit)
+            url, lambda read: opsquery.queue(read, now=now_ms(), recipient=recipient, limit=limit)
         )
     except (ConfigError, XchgError) as exc:
         raise _fail("hubctl queue", exc) from exc
@@ -524,7 +519,7 @@ def dead_command(
     try:
         url = store or load_config(config).store_url()
         answer = _ask(
-            url, lambda read: opsquery.dead(read, now=_now(), recipient=recipient, limit=limit)
+            url, lambda read: opsquery.dead(read, now=now_ms(), recipient=recipient, limit=limit)
         )
     except (ConfigError, XchgError) as exc:
         raise _fail("hubctl dead", exc) from exc
@@ -585,7 +580,7 @@ def redeliver_command(
                     url,
                     HubLock(settings.lock_file()),
                     Target(wanted, recipient),
-                    now=_now(),
+                    now=now_ms(),
                     requested_by=me,
                 )
             )

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import hashlib
 import signal
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -50,6 +49,7 @@ from hubd.statuspage import PageOff, StatusPage
 from hubd.store import AppendAudit, Store
 from hubd.trustwatch import TrustWatch
 from schemas import topics
+from schemas.clock import now_ms
 from schemas.directory import Directory, VerifiedDirectory, verify_directory
 from schemas.envelope import verify_envelope
 from schemas.errors import ConfigError, PeerError, XchgError
@@ -59,10 +59,6 @@ from schemas.mqttlink import BrokerLink, tls_context
 from schemas.receipts import ReceiptEntry, ReceiptStatus
 
 log = structlog.get_logger("hubd")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +338,7 @@ class Hub:
                 settings,
                 self._outcome,
                 latency=self.metrics.observe_latency,
+                clock=self.clock,
             )
             ingest = Ingest(
                 directory=self.directory,

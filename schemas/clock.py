@@ -1,11 +1,22 @@
-"""Time on the wire is integer milliseconds since the Unix epoch, UTC."""
+"""Time on the wire is integer milliseconds since the Unix epoch, UTC.
+
+:func:`now_ms` is the one reading of the wall clock for hub and spoke alike. Nothing in
+``schemas`` calls it: every function that judges time takes ``now``, and the entry points
+(or a shell's injected clock, :class:`hubd.dispatch.Dispatcher`'s for one) pass it in.
+"""
 
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime
 
 DAY_MS = 24 * 60 * 60 * 1000
+
+
+def now_ms() -> int:
+    """The wall clock in integer milliseconds since the Unix epoch, UTC."""
+    return time.time_ns() // 1_000_000
 
 
 def ms_to_text(ms: int, *, precise: bool = False) -> str:

@@ -23,7 +23,7 @@ import structlog
 from watchfiles import awatch
 
 from schemas import topics, transport
-from schemas.clock import DAY_MS, ms_to_text
+from schemas.clock import DAY_MS, ms_to_text, now_ms
 from schemas.directory import verify_directory
 from schemas.errors import ConfigError, PeerError
 from schemas.ids import parse_msg_id
@@ -33,7 +33,7 @@ from schemas.mqttlink import BrokerLink, tls_context
 from schemas.receipts import verify_receipts
 from spoke import control
 from spoke.config import SpokeConfig
-from spoke.context import SpokeContext, now_ms
+from spoke.context import SpokeContext
 from spoke.inbox import clean_staging
 from spoke.keyring import KeySource, own_key_sentence, own_key_warnings
 from spoke.prover import ProveError, Prover

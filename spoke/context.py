@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
 from schemas import topics
+from schemas.clock import now_ms
 from schemas.directory import Directory, VerifiedDirectory
 from schemas.keys import EncryptionKey, SigningKey
 from schemas.mqttlink import BrokerLink
@@ -17,10 +17,6 @@ from spoke.keyring import Held, Keyring, KeySource, Ready, sending_gate
 from spoke.state import SpokeState
 
 log = structlog.get_logger("spoke")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass

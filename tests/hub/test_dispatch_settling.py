@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from hubd import dispatch
-from hubd.dispatch import SETTLING_RECHECK_MS, Dispatcher, DispatchSettings, Job, Payload, now_ms
+from hubd.core.timers import SETTLING_RECHECK_MS
+from hubd.dispatch import Dispatcher, DispatchSettings, Job, Payload
 from hubd.states import DeliveryState, Event
 from hubd.store import Store
+from schemas.clock import now_ms
 from schemas.labels import Classification, Precedence
 from tests.hub.test_ingest_passes import until
 

@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
-from hubd.dispatch import Dispatcher, DispatchSettings, Job, Payload, now_ms
+from hubd.dispatch import Dispatcher, DispatchSettings, Job, Payload
 from hubd.ingest import MAX_PASS, Ingest
 from hubd.spool import Spool
 from hubd.states import DeliveryState
 from hubd.store import Operation, RecordReceipts, Store
 from schemas import topics, transport
+from schemas.clock import now_ms
 from schemas.envelope import verify_envelope
 from schemas.errors import StoreError
 from schemas.labels import Classification, Precedence
