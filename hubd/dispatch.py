@@ -445,7 +445,8 @@ class Dispatcher:
         while not stop.is_set():
             now = self.fire_due()
             self._timer_event.clear()
-            delay = (self._timers[0].due - now) / 1000 if self._timers else 1.0
+            due = self.next_due()
+            delay = (due - now) / 1000 if due is not None else 1.0
             waiter = asyncio.create_task(self._timer_event.wait())
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait(
@@ -455,6 +456,10 @@ class Dispatcher:
             )
             waiter.cancel()
             stopper.cancel()
+
+    def next_due(self) -> int | None:
+        """When the next timer falls due (ms on the dispatcher's clock); None if none is set."""
+        return self._timers[0].due if self._timers else None
 
     def fire_due(self) -> int:
         """Carry out every timer due by the clock; returns the clock's time. The timers
