@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -27,6 +26,7 @@ from hubd.provision import sources
 from hubd.provision.commands import broker_config, directory_app
 from hubd.provision.keys import keys_app
 from hubd.store.lock import HubLock, LockHeldError
+from runtime.clock import now_ms
 from runtime.startup import configure as configure_logs
 from runtime.startup import run_loop
 from schemas.clock import ms_to_text
@@ -57,10 +57,6 @@ hubctl_app.command("broker-config")(broker_config)
 DEFAULT_HUB_KEYS = Path("certs/hub")
 DEFAULT_CONFIG = Path("config/hub.toml")
 T = TypeVar("T")
-
-
-def _now() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _fail(command: str, exc: BaseException) -> typer.Exit:
@@ -174,7 +170,7 @@ def route_command(
     why, and each rule's verdict. Nothing is sent. Exit 0: accepted; 1: refused."""
     try:
         where = sources.resolve(config, directory, hub_pub)
-        verified = sources.load_directory(where, now=_now())
+        verified = sources.load_directory(where, now=now_ms())
         metadata = route.read_metadata(meta_file)
         answer = asyncio.run(
             route.route(
@@ -298,7 +294,7 @@ def status_command(
     url = store or settings.store_url()
     directory = _served_directory(config, settings, hub_pub)
     presence, contact = _hub_presence(_admin_socket(settings, socket))
-    now = _now()
+    now = now_ms()
 
     expiring, unchecked = warnings_for(settings, directory.directory, now=now)
     warnings = opsquery.Warnings(expiring, tuple(unchecked))
@@ -338,7 +334,7 @@ def trace_command(
         raise _fail("hubctl trace", hint) from exc
     try:
         url = store or load_config(config).store_url()
-        answer = _ask(url, lambda read: trace.trace(read, wanted, now=_now()))
+        answer = _ask(url, lambda read: trace.trace(read, wanted, now=now_ms()))
     except (ConfigError, XchgError) as exc:
         raise _fail("hubctl trace", exc) from exc
     if answer is None:
@@ -366,7 +362,7 @@ def queue_command(
     try:
         url = store or load_config(config).store_url()
         answer = _ask(
-            url, lambda read: opsquery.queue(read, now=_now(), recipient=recipient, limit=limit)
+            url, lambda read: opsquery.queue(read, now=now_ms(), recipient=recipient, limit=limit)
         )
     except (ConfigError, XchgError) as exc:
         raise _fail("hubctl queue", exc) from exc
@@ -387,7 +383,7 @@ def dead_command(
     try:
         url = store or load_config(config).store_url()
         answer = _ask(
-            url, lambda read: opsquery.dead(read, now=_now(), recipient=recipient, limit=limit)
+            url, lambda read: opsquery.dead(read, now=now_ms(), recipient=recipient, limit=limit)
         )
     except (ConfigError, XchgError) as exc:
         raise _fail("hubctl dead", exc) from exc
@@ -448,7 +444,7 @@ def redeliver_command(
                     url,
                     HubLock(settings.lock_file()),
                     Target(wanted, recipient),
-                    now=_now(),
+                    now=now_ms(),
                     requested_by=me,
                 )
             )

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import hashlib
 import signal
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -50,6 +49,7 @@ from hubd.store.writes import AppendAudit
 from hubd.web.metrics import HubMetrics, readiness
 from hubd.web.server import MetricsServer
 from hubd.web.statuspage import PageOff, StatusPage
+from runtime.clock import now_ms
 from runtime.files import load_signing_key
 from runtime.link import Link
 from runtime.mqtt import BrokerLink, tls_context
@@ -61,10 +61,6 @@ from schemas.keys import SigningKey
 from schemas.receipts import ReceiptEntry, ReceiptStatus
 
 log = structlog.get_logger("hubd")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +340,7 @@ class Hub:
                 settings,
                 self._outcome,
                 latency=self.metrics.observe_latency,
+                clock=self.clock,
             )
             ingest = Ingest(
                 directory=self.directory,

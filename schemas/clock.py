@@ -1,4 +1,8 @@
-"""Time on the wire is integer milliseconds since the Unix epoch, UTC."""
+"""Time on the wire is integer milliseconds since the Unix epoch, UTC.
+
+Nothing here reads the clock (that is :func:`runtime.clock.now_ms`): every function that
+judges time takes ``now``.
+"""
 
 from __future__ import annotations
 

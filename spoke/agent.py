@@ -22,6 +22,7 @@ import aiomqtt
 import structlog
 from watchfiles import awatch
 
+from runtime.clock import now_ms
 from runtime.link import Link
 from runtime.mqtt import BrokerLink, tls_context
 from schemas import topics, transport
@@ -34,7 +35,7 @@ from schemas.ledger import Fork
 from schemas.receipts import verify_receipts
 from spoke import control
 from spoke.config import SpokeConfig
-from spoke.context import SpokeContext, now_ms
+from spoke.context import SpokeContext
 from spoke.inbox import clean_staging
 from spoke.keyring import KeySource, own_key_sentence, own_key_warnings
 from spoke.prover import ProveError, Prover

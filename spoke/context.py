@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
+from runtime.clock import now_ms
 from runtime.link import Link
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory
@@ -17,10 +17,6 @@ from spoke.keyring import Held, Keyring, KeySource, Ready, sending_gate
 from spoke.state import SpokeState
 
 log = structlog.get_logger("spoke")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass

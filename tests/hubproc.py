@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.clock import now_ms
 from runtime.files import write_private
 from schemas.clock import DAY_MS
 from schemas.directory import Directory, sign_directory
@@ -26,10 +27,6 @@ from schemas.keys import SigningKey, dump_secret_key
 from tests.world import World
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def free_port() -> int:

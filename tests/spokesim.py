@@ -33,6 +33,7 @@ from typing import BinaryIO, NamedTuple
 
 import aiomqtt
 
+from runtime.clock import now_ms
 from schemas import topics, transport
 from schemas.directory import Directory
 from schemas.envelope import VerifiedEnvelope, verify_envelope
@@ -56,10 +57,6 @@ from schemas.seal import (
 
 ANSWERS = frozenset({ReceiptStatus.ACCEPTED, ReceiptStatus.REJECTED})
 OPEN_BLOCK = 1 << 20  # bytes read per step when opening a staged body
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 SIGNATORY = "测试签发人"  # what every simulated document names unless told otherwise

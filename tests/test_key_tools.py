@@ -11,13 +11,13 @@ import base64
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner, Result
 
 from hubd.cli import hubctl_app
+from runtime.clock import now_ms
 from runtime.files import (
     load_encryption_key,
     load_signing_key,
@@ -94,10 +94,6 @@ VENV_BIN = Path(sys.executable).parent
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def keygen(org: str, out: Path, *extra: str) -> Result:

@@ -10,7 +10,9 @@ changes. A test moves every process that shares FILE a week ahead with one
 :meth:`TestClock.advance`, so claims about time (a key's window after a 7-day overlap, a
 directory reaching its expiry) are exact without waiting and without short windows.
 What the clock decides about: key windows, directory expiry, message freshness, receipt
-times. Timers (retries, resends) still run on real time.
+times, and the hub's delivery timers (retries, expiry: the dispatcher runs on the hub's
+clock), so a jump ahead makes every timer it passes fall due at once. The spoke's resends
+and other timers still run on real time.
 """
 
 from __future__ import annotations

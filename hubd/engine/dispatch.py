@@ -13,11 +13,14 @@ The pump is a plain function run by the event loop (``call_soon``) when work arr
 PUBACK frees a slot, not a task per slot: handing a message to the connection does not
 block, and a few hundred tasks waking for every message cost more than the messages.
 
-State changes go through :mod:`hubd.core.states` and reach the store in batches. A SENT that
-the recipient's DELIVERED overtakes before the next flush is never written (the receipt's
-own commit records the final state; the store refuses to move a delivery backwards
-anyway). A delivery leaves memory once the recipient's DELIVERED (or SIGNED_FOR) arrives,
-or it expires or dies. On start the hub reloads every delivery still awaited.
+What a due timer does (retry, give up, expire, wait for a receipt being stored) is decided
+by :mod:`hubd.core.timers`, on the clock the dispatcher is given; this module keeps the
+timers and carries the decision out. State changes go through :mod:`hubd.core.states` and reach
+the store in batches. A SENT that the recipient's DELIVERED overtakes before the next flush
+is never written (the receipt's own commit records the final state; the store refuses to
+move a delivery backwards anyway). A delivery leaves memory once the recipient's DELIVERED
+(or SIGNED_FOR) arrives, or it expires or dies. On start the hub reloads every delivery
+still awaited.
 """
 
 from __future__ import annotations
@@ -27,19 +30,39 @@ import functools
 import heapq
 import itertools
 import random
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import assert_never
 
 import structlog
 
 from hubd.core.states import DeliveryState, Event, next_state
+from hubd.core.timers import (
+    RETRY_JITTER,
+    SETTLING_LIMIT_MS,  # read from here at each firing: a test may lower it
+    SETTLING_RECHECK_MS,
+    Expire,
+    GiveUp,
+    Phase,
+    PhaseEvent,
+    Retry,
+    Stale,
+    TimerJob,
+    TimerKind,
+    TimerSettings,
+    Wait,
+    Wake,
+    next_phase,
+    on_timer,
+    retry_delay_ms,
+)
 from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
 from hubd.store.rowwriter import KEEP_ATTEMPTS
 from hubd.store.writes import DeliveryUpdate, UpdateDeliveries
+from runtime.clock import now_ms
 from schemas import transport
 from schemas.errors import StoreError
 from schemas.ids import msg_id_text
@@ -51,15 +74,8 @@ log = structlog.get_logger("hubd.dispatch")
 # returns a future of the broker's PUBACK (False: not connected, or no ack in time).
 Publish = Callable[[str, str, bytes], "asyncio.Future[bool]"]
 Key = tuple[bytes, str]  # (msg_id, recipient)
+Clock = Callable[[], int]  # milliseconds since the Unix epoch (runtime.clock.now_ms)
 FLUSH_INTERVAL = 0.05  # seconds between batched state writes (SENT is nobody's promise)
-SETTLING_RECHECK_MS = 500  # an expiry or give-up that met a receipt still being stored: ask again
-# ... for this long at most: a receipt path that failed without saying so must not keep a
-# delivery from ever expiring or being given up (a commit takes milliseconds).
-SETTLING_LIMIT_MS = 60_000
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(slots=True)
@@ -89,15 +105,23 @@ class Job:
     attempts: int = 0
     offset: int = -1  # chunked bodies: next body offset to send; -1 = the head first
     accepted_at: int = 0
-    active: bool = False  # in the ready heap or being published: never twice at once
-    # Receipt batches closing it that are on their way to the store: while any is, expiry
-    # and giving up wait for its answer (the sender must not hear EXPIRED and DELIVERED).
-    settling: int = 0
+    # Queued (in the ready heap or being published: never twice at once) and settling (a
+    # receipt closing it is being stored: expiry and giving up wait for the store's answer,
+    # so the sender never hears EXPIRED and DELIVERED): hubd.core.timers.Phase.
+    phase: Phase = Phase.IDLE
+    receipts_storing: int = 0  # receipt batches closing it that the store has not answered
     settling_since: int = 0  # when the first of them was handed over
 
     @property
     def key(self) -> Key:
         return (self.msg_id, self.recipient)
+
+    def timing(self) -> TimerJob:
+        """What the timer policy reads of this job."""
+        return TimerJob(self.state, self.phase, self.attempts, self.settling_since)
+
+    def move(self, event: PhaseEvent) -> None:
+        self.phase = next_phase(self.phase, event)
 
 
 @dataclass(order=True, slots=True)
@@ -105,7 +129,7 @@ class _Timer:
     due: int
     seq: int
     key: Key = field(compare=False)
-    kind: str = field(compare=False)  # "retry" | "expire" | "wake"
+    kind: TimerKind = field(compare=False)
 
 
 @dataclass(slots=True)
@@ -114,6 +138,16 @@ class DispatchSettings:
     retry_max: float = 300.0
     max_attempts: int = 30
     window: int = 256
+
+    def timers(self) -> TimerSettings:
+        """The timer policy's settings (the settling limits as this module holds them now)."""
+        return TimerSettings(
+            max_attempts=self.max_attempts,
+            retry_initial_ms=round(self.retry_initial * 1000),
+            retry_max_ms=round(self.retry_max * 1000),
+            settling_recheck_ms=SETTLING_RECHECK_MS,
+            settling_limit_ms=SETTLING_LIMIT_MS,
+        )
 
 
 Outcome = Callable[[Job, DeliveryState, int], None]  # (job, final state, now) -> receipts
@@ -131,9 +165,10 @@ class Dispatcher:
         outcome: Outcome,
         *,
         latency: Latency | None = None,
+        clock: Clock = now_ms,
     ) -> None:
         self._store, self._publish, self._settings = store, publish, settings
-        self._outcome, self._latency = outcome, latency
+        self._outcome, self._latency, self._clock = outcome, latency, clock
         self._jobs: dict[Key, Job] = {}
         self._ready: list[tuple[int, int, Key]] = []
         self._in_flight = 0  # publishes handed to the connection and not yet acknowledged
@@ -161,7 +196,7 @@ class Dispatcher:
         """A new (or reloaded) delivery."""
         self._jobs[job.key] = job
         if job.expires_at is not None:
-            self._timer(job.expires_at, job.key, "expire")
+            self._timer(job.expires_at, job.key, TimerKind.EXPIRE)
         self._route(job)
 
     def set_online(self, channel: str, org: str, *, online: bool) -> None:
@@ -169,7 +204,7 @@ class Dispatcher:
         where = (channel, org)
         known = self._presence.get(where)
         if known is None or known[0] != online:
-            self._presence[where] = (online, now_ms())
+            self._presence[where] = (online, self._clock())
         if not online:
             return
         for key in self._parked.pop(where, set()):
@@ -196,16 +231,17 @@ class Dispatcher:
                 DeliveryState.SIGNED_FOR if event is Event.SIGNED_FOR else DeliveryState.DELIVERED
             )
             return DeliveryUpdate(msg_id, recipient, state, KEEP_ATTEMPTS, at)
-        if not job.settling:
-            job.settling_since = now_ms()
-        job.settling += 1
+        if not job.receipts_storing:
+            job.settling_since = self._clock()
+            job.move(PhaseEvent.SETTLE)
+        job.receipts_storing += 1
         return DeliveryUpdate(msg_id, recipient, next_state(job.state, event), job.attempts, at)
 
     def unsettled(self, msg_id: bytes, recipient: str) -> None:
         """The commit that was to store a :meth:`settle` failed: the job is as it was."""
         job = self._jobs.get((msg_id, recipient))
-        if job is not None and job.settling:
-            job.settling -= 1
+        if job is not None and job.receipts_storing:
+            self._settled(job)
 
     def confirmed(self, msg_id: bytes, recipient: str, event: Event, at: int) -> Job | None:
         """The recipient's DELIVERED or SIGNED_FOR is durable (with the state it moved the
@@ -213,7 +249,8 @@ class Dispatcher:
         job = self._jobs.get((msg_id, recipient))
         if job is None:
             return None
-        job.settling = max(job.settling - 1, 0)
+        if job.receipts_storing:
+            self._settled(job)
         job.state = next_state(job.state, event)
         self._updates.pop(job.key, None)  # a SENT not yet written: the receipt's commit wins
         if job.state in {DeliveryState.DELIVERED, DeliveryState.SIGNED_FOR}:
@@ -232,6 +269,12 @@ class Dispatcher:
             )
         return job
 
+    def _settled(self, job: Job, *, all_of_them: bool = False) -> None:
+        """One receipt batch closing ``job`` was answered (or every one, given up on)."""
+        job.receipts_storing = 0 if all_of_them else job.receipts_storing - 1
+        if not job.receipts_storing:
+            job.move(PhaseEvent.SETTLED)
+
     def job(self, msg_id: bytes, recipient: str) -> Job | None:
         return self._jobs.get((msg_id, recipient))
 
@@ -241,7 +284,7 @@ class Dispatcher:
         if job is None or not job.state.awaiting or job.payload.body_path is None:
             return
         job.offset = min(max(offset, 0), job.payload.body_size)
-        if job.offset >= job.payload.body_size and not job.active:
+        if job.offset >= job.payload.body_size and not job.phase.queued:
             self._sent(job)  # it holds the whole body: wait for its DELIVERED (or retry)
             return
         self._route(job)  # if it is already on its way, the next chunk starts at offset
@@ -258,13 +301,13 @@ class Dispatcher:
     def _route(self, job: Job) -> None:
         if self.is_online(job.channel, job.recipient):
             self._push(job)
-        elif not job.active:
+        elif not job.phase.queued:
             self._parked[(job.channel, job.recipient)].add(job.key)
 
     def _push(self, job: Job) -> None:
-        if job.active:
+        if job.phase.queued:
             return  # already queued or on its way: one publish per job at a time
-        job.active = True
+        job.move(PhaseEvent.QUEUE)
         heapq.heappush(self._ready, (-job.precedence.rank, next(self._counter), job.key))
         self._schedule_pump()
 
@@ -273,17 +316,15 @@ class Dispatcher:
             self._pump_scheduled = True
             asyncio.get_running_loop().call_soon(self._pump)
 
-    def _timer(self, due: int, key: Key, kind: str) -> None:
+    def _timer(self, due: int, key: Key, kind: TimerKind) -> None:
         timer = _Timer(due, next(self._counter), key, kind)
         heapq.heappush(self._timers, timer)
         if self._timers[0] is timer:
             self._timer_event.set()
 
     def _backoff_ms(self, attempts: int) -> int:
-        base = min(
-            self._settings.retry_initial * 2 ** max(attempts - 1, 0), self._settings.retry_max
-        )
-        return int(base * random.uniform(0.8, 1.2) * 1000)  # noqa: S311 - jitter, not secrecy
+        jitter = random.uniform(*RETRY_JITTER)  # noqa: S311 - jitter, not secrecy
+        return retry_delay_ms(attempts, self._settings.timers(), jitter)
 
     def _record(self, job: Job, at: int, audit: AuditEvent | None = None) -> None:
         self._updates[job.key] = DeliveryUpdate(
@@ -317,13 +358,13 @@ class Dispatcher:
             if job is None or not job.state.awaiting:
                 continue
             if not self.is_online(job.channel, job.recipient):
-                job.active = False
+                job.move(PhaseEvent.RELEASE)
                 self._parked[(job.channel, job.recipient)].add(job.key)
                 continue
             start = job.offset  # where this piece begins: sent again from here if it fails
             payload, last = self._piece(job)
             if payload is None:
-                job.active = False
+                job.move(PhaseEvent.RELEASE)
                 continue
             acked = self._publish(job.channel, job.recipient, payload)
             self._in_flight += 1
@@ -334,14 +375,14 @@ class Dispatcher:
         self._in_flight -= 1
         if self._in_flight == 0:
             self._drained.set()
-        job.active = False
+        job.move(PhaseEvent.RELEASE)
         sent = not acked.cancelled() and acked.exception() is None and acked.result()
         if not sent:
             # The broker link is down or slow. Keep the recipient's presence as it is (only
             # the spoke itself says whether it is online) and try again shortly, from the
             # start of the piece that did not get through (a chunk is never skipped).
             job.offset = start
-            self._timer(now_ms() + 1000, job.key, "wake")
+            self._timer(self._clock() + 1000, job.key, TimerKind.WAKE)
         else:
             self.published += 1
             if last:
@@ -375,7 +416,7 @@ class Dispatcher:
     def _sent(self, job: Job) -> None:
         if self._jobs.get(job.key) is not job or not job.state.awaiting:
             return  # confirmed (or expired) while this publish was in flight
-        at = now_ms()
+        at = self._clock()
         job.attempts += 1
         job.state = next_state(job.state, Event.PUBLISH)
         job.offset = -1
@@ -399,15 +440,14 @@ class Dispatcher:
             classification=job.classification.name,
             attempt=job.attempts,
         )
-        self._timer(at + self._backoff_ms(job.attempts), job.key, "retry")
+        self._timer(at + self._backoff_ms(job.attempts), job.key, TimerKind.RETRY)
 
     async def _timers_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            now = now_ms()
-            while self._timers and self._timers[0].due <= now:
-                self._fire(heapq.heappop(self._timers), now)
+            now = self.fire_due()
             self._timer_event.clear()
-            delay = (self._timers[0].due - now) / 1000 if self._timers else 1.0
+            due = self.next_due()
+            delay = (due - now) / 1000 if due is not None else 1.0
             waiter = asyncio.create_task(self._timer_event.wait())
             stopper = asyncio.create_task(stop.wait())
             await asyncio.wait(
@@ -418,42 +458,61 @@ class Dispatcher:
             waiter.cancel()
             stopper.cancel()
 
+    def next_due(self) -> int | None:
+        """When the next timer falls due (ms on the dispatcher's clock); None if none is set."""
+        return self._timers[0].due if self._timers else None
+
+    def fire_due(self) -> int:
+        """Carry out every timer due by the clock; returns the clock's time. The timers
+        task calls it; a test on a fake clock may call it after moving the clock."""
+        now = self._clock()
+        while self._timers and self._timers[0].due <= now:
+            self._fire(heapq.heappop(self._timers), now)
+        return now
+
     def _fire(self, timer: _Timer, now: int) -> None:
         job = self._jobs.get(timer.key)
-        if job is None or not job.state.awaiting:
+        if job is None:
             return
-        if job.settling and timer.kind != "wake":
-            if now - job.settling_since < SETTLING_LIMIT_MS:
-                # Its DELIVERED is being stored: decide once the store has answered.
-                self._timer(now + SETTLING_RECHECK_MS, job.key, timer.kind)
-                return
-            log.warning(
-                "delivery.settling_overdue",
-                msg_id=msg_id_text(job.msg_id),
-                recipient=job.recipient,
-                waited_ms=now - job.settling_since,
-            )
-            job.settling = 0
-        if timer.kind == "expire":
-            self._finish(job, Event.EXPIRE, now)
+        decision = on_timer(job.timing(), timer.kind, now, self._settings.timers())
+        match decision:
+            case Stale():
+                pass
+            case Wait(until=until):
+                self._timer(until, job.key, timer.kind)
+            case Wake():
+                self._route(job)
+            case Expire(settling_overdue_ms=overdue):
+                self._overdue(job, overdue)
+                self._finish(job, Event.EXPIRE, now)
+            case GiveUp(settling_overdue_ms=overdue):
+                self._overdue(job, overdue)
+                self._finish(job, Event.GIVE_UP, now)
+            case Retry(attempt=attempt, settling_overdue_ms=overdue):
+                self._overdue(job, overdue)
+                self.retries += 1
+                log.info(
+                    "delivery.retry",
+                    msg_id=msg_id_text(job.msg_id),
+                    recipient=job.recipient,
+                    channel=job.channel,
+                    attempt=attempt,
+                )
+                self._route(job)
+            case _:
+                assert_never(decision)
+
+    def _overdue(self, job: Job, waited_ms: int | None) -> None:
+        """The receipts being stored were waited for too long: decide without them."""
+        if waited_ms is None:
             return
-        if timer.kind == "wake":
-            self._route(job)
-            return
-        if job.state is not DeliveryState.SENT:
-            return
-        if job.attempts >= self._settings.max_attempts:
-            self._finish(job, Event.GIVE_UP, now)
-            return
-        self.retries += 1
-        log.info(
-            "delivery.retry",
+        log.warning(
+            "delivery.settling_overdue",
             msg_id=msg_id_text(job.msg_id),
             recipient=job.recipient,
-            channel=job.channel,
-            attempt=job.attempts + 1,
+            waited_ms=waited_ms,
         )
-        self._route(job)
+        self._settled(job, all_of_them=True)
 
     def _finish(self, job: Job, event: Event, now: int) -> None:
         job.state = next_state(job.state, event)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +24,7 @@ from hubd.ops.ledgeraudit import WitnessFileError, read_witness, verify_store_le
 from hubd.ops.ledgerprove import declare_restored_offline, prove_from_store
 from hubd.provision import sources
 from hubd.store.lock import HubLock, LockHeldError
+from runtime.clock import now_ms
 from schemas import evidence
 from schemas.clock import ms_to_text
 from schemas.directory import Directory, verify_directory
@@ -43,10 +43,6 @@ HubKeyOption = Annotated[
     typer.Option(help="The hub's public key file, hub.pub.json (default: from --config)"),
 ]
 DEFAULT_CONFIG = Path("config/hub.toml")
-
-
-def _now() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _fail(command: str, message: object) -> typer.Exit:
@@ -196,7 +192,7 @@ def audit_prove(
                 wanted,
                 hub_keys=list(trusted.keys.items()),
                 directory=trusted.directory,
-                now=_now(),
+                now=now_ms(),
             )
         )
     except XchgError as exc:
@@ -313,7 +309,7 @@ def audit_restored(
                 url,
                 HubLock(settings.lock_file()),
                 reason=reason.strip(),
-                now=_now(),
+                now=now_ms(),
                 requested_by={"uid": uid, "user": user},
             )
         )

@@ -19,8 +19,8 @@ from hubd.provision.directory import (
     read_directory,
 )
 from hubd.provision.keys import fail as _fail
-from hubd.provision.keys import now_ms as _now
 from hubd.provision.keys import report_build
+from runtime.clock import now_ms as _now
 from schemas.clock import ms_to_text, parse_duration
 from schemas.display import table
 from schemas.errors import ConfigError, XchgError

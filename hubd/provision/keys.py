@@ -14,7 +14,6 @@ stays valid). :func:`report_build` prints what a build changed, for both command
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +23,7 @@ import typer
 from hubd.provision import sources
 from hubd.provision.directory import Built, hub_key_paths, init_hub_key, revoke_key
 from hubd.provision.revocations import Revocation, load_register, reasons, register_path
+from runtime.clock import now_ms
 from schemas.clock import duration_text, ms_to_text
 from schemas.directory import verify_directory
 from schemas.display import table
@@ -36,10 +36,6 @@ DEFAULT_HUB_KEYS = Path("certs/hub")
 keys_app = typer.Typer(
     help="The hub's own key and the organisations' keys: list, revoke.", no_args_is_help=True
 )
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def fail(command: str, exc: BaseException) -> typer.Exit:

@@ -17,16 +17,11 @@ from pathlib import Path
 import pytest
 
 from hubd.core.states import DeliveryState, Event
+from hubd.core.timers import SETTLING_RECHECK_MS
 from hubd.engine import dispatch
-from hubd.engine.dispatch import (
-    SETTLING_RECHECK_MS,
-    Dispatcher,
-    DispatchSettings,
-    Job,
-    Payload,
-    now_ms,
-)
+from hubd.engine.dispatch import Dispatcher, DispatchSettings, Job, Payload
 from hubd.store.db import Store
+from runtime.clock import now_ms
 from schemas.labels import Classification, Precedence
 from tests.hub.test_ingest_passes import until
 

@@ -13,12 +13,13 @@ import hashlib
 
 import pytest
 
+from runtime.clock import now_ms
 from schemas.ids import msg_id_text
 from schemas.receipts import ReceiptEntry, ReceiptStatus
 from tests.hub.conftest import HubSpawner, SpokeSpawner
 from tests.hub.test_crash import delivery_rows, eventually, hub_store_url
 from tests.hubproc import HubProcess
-from tests.spokesim import SimSpoke, now_ms
+from tests.spokesim import SimSpoke
 
 WITHIN = 30.0
 EXPIRES_IN = 2_000  # ms: "a few seconds ahead"

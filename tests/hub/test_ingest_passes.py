@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 
 from hubd.core.states import DeliveryState
-from hubd.engine.dispatch import Dispatcher, DispatchSettings, Job, Payload, now_ms
+from hubd.engine.dispatch import Dispatcher, DispatchSettings, Job, Payload
 from hubd.engine.intake import MAX_PASS, Ingest
 from hubd.store.db import Store
 from hubd.store.spool import Spool
 from hubd.store.writes import Operation, RecordReceipts
+from runtime.clock import now_ms
 from schemas import topics, transport
 from schemas.envelope import verify_envelope
 from schemas.errors import StoreError

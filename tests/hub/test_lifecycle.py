@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from runtime.clock import now_ms
 from schemas import topics
 from schemas.directory import Directory, sign_directory, verify_directory
 from schemas.errors import PeerError
@@ -28,7 +29,7 @@ from tests.hub.conftest import (
     SpokeMaker,
     wait_for_log,
 )
-from tests.hubproc import HubProcess, Mosquitto, live_directory, now_ms
+from tests.hubproc import HubProcess, Mosquitto, live_directory
 from tests.world import World
 
 DRAIN_S = 5.0

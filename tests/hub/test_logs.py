@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from runtime.clock import now_ms
 from schemas.labels import Classification
 from schemas.receipts import ReceiptStatus
 from tests.hub.conftest import NO_RETRIES, HubFactory, SpokeMaker
-from tests.hubproc import HubProcess, now_ms
+from tests.hubproc import HubProcess
 from tests.world import REPO
 
 TITLE = "测试文件"  # what SimSpoke.seal puts in every inner record

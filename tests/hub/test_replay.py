@@ -12,11 +12,12 @@ import hashlib
 
 import pytest
 
+from runtime.clock import now_ms
 from schemas import transport
 from schemas.clock import ms_to_text
 from schemas.receipts import ReceiptEntry, ReceiptStatus
 from tests.hub.conftest import NO_RETRIES, HubFactory, RecordingSpoke, SpokeMaker
-from tests.hubproc import HubProcess, now_ms
+from tests.hubproc import HubProcess
 
 MAX_SKEW_S = 300  # the hub's default [delivery] max_skew
 

@@ -18,11 +18,12 @@ from typing import Any
 
 import pytest
 
+from runtime.clock import now_ms
 from schemas.directory import Directory, sign_directory
 from schemas.ids import msg_id_text, new_msg_id
 from schemas.receipts import ReceiptStatus
 from tests.hub.conftest import HubSpawner, SpokeSpawner, wait_for_log
-from tests.hubproc import HubProcess, live_directory, now_ms
+from tests.hubproc import HubProcess, live_directory
 from tests.ops.test_hubctl import (
     GIVES_UP_AT_ONCE,
     NO_RETRIES,

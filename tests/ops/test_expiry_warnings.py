@@ -24,6 +24,7 @@ from hubd.config import Expiry, HubConfig, HubFiles, load_config
 from hubd.engine.trustwatch import TrustWatch, horizons_of
 from hubd.provision.certdates import certificate_files, read_deadlines
 from runtime.brokers import BrokerURL
+from runtime.clock import now_ms
 from schemas.clock import DAY_MS
 from schemas.directory import Directory, KeyEntry
 from schemas.errors import ConfigError
@@ -31,7 +32,7 @@ from schemas.expiry import Deadline, Horizons, Subject, directory_deadlines, jud
 from schemas.keys import EncryptionKey, PublicKeys, SigningKey
 from schemas.topology import DirectoryPlan, build_directory
 from tests.hub.conftest import wait_for_log
-from tests.hubproc import HubProcess, now_ms
+from tests.hubproc import HubProcess
 from tests.spoke.procs import eventually
 from tests.world import NOW, World
 

@@ -16,12 +16,13 @@ import pytest
 from typer.testing import Result
 
 from hubd.provision.revocations import load_register, register_path
+from runtime.clock import now_ms
 from runtime.files import load_encryption_key, load_signing_key
 from schemas.clock import DAY_MS, HOUR_MS
 from schemas.directory import Directory, KeyEntry
 from schemas.errors import Reason, SignatureError
 from schemas.keys import PublicKeys
-from tests.test_key_tools import Site, hubctl, keygen, now_ms, ok
+from tests.test_key_tools import Site, hubctl, keygen, ok
 
 
 def rotate(site: Site, org: str) -> PublicKeys:

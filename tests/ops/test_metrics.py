@@ -24,13 +24,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hubd.config import HubConfig, load_config
+from runtime.clock import now_ms
 from schemas import topics
 from schemas.directory import Directory
 from schemas.errors import ConfigError
 from schemas.labels import Classification, Precedence
 from schemas.receipts import ReceiptStatus
 from tests.hub.conftest import SpokeSpawner
-from tests.hubproc import HubProcess, Mosquitto, now_ms
+from tests.hubproc import HubProcess, Mosquitto
 from tests.world import REPO, World
 
 WITHIN = 30.0

@@ -18,11 +18,12 @@ import pytest
 from typer.testing import CliRunner
 
 from hubd.cli import hubctl_app
+from runtime.clock import now_ms
 from schemas import transport
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from schemas.seal import Sealed
 from tests.hub.conftest import HubSpawner, SpokeSpawner, wait_for_log
-from tests.hubproc import HubProcess, now_ms
+from tests.hubproc import HubProcess
 from tests.ops.keysite import OperatorSite
 from tests.spoke.procs import eventually
 from tests.spokesim import SimSpoke

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from runtime.clock import now_ms
 from schemas.directory import Directory, VerifiedDirectory, sign_directory, verify_directory
 from schemas.envelope import VerifiedEnvelope, verify_envelope
 from schemas.seal import open_bytes
 from spoke.agent import FOLDERS
 from spoke.config import Limits, SpokeConfig, SpokeSection
-from spoke.context import SpokeContext, now_ms
+from spoke.context import SpokeContext
 from spoke.files import is_ignored
 from spoke.sender import Sender
 from spoke.state import Outbound, SpokeState

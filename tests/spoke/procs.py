@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from runtime.clock import now_ms
 from runtime.files import write_private
 from schemas.clock import DAY_MS
 from schemas.directory import Directory
 from schemas.keys import HubPublicKey, dump_secret_key
-from tests.hubproc import HubProcess, Mosquitto, live_directory, now_ms
+from tests.hubproc import HubProcess, Mosquitto, live_directory
 from tests.world import World
 
 T = TypeVar("T")

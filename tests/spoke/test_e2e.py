@@ -22,10 +22,11 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from runtime.clock import now_ms
 from schemas import topics
 from schemas.clock import DAY_MS
 from schemas.directory import sign_directory
-from tests.hubproc import live_directory, now_ms
+from tests.hubproc import live_directory
 from tests.spoke.conftest import ExchangeFactory
 from tests.spoke.procs import (
     Exchange,

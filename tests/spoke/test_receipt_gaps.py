@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import aiomqtt
 
+from runtime.clock import now_ms
 from schemas import topics, transport
 from schemas.labels import Classification
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
-from tests.hubproc import now_ms
 from tests.spoke.conftest import ExchangeFactory
 from tests.spoke.procs import eventually
 from tests.world import World

@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
+from runtime.clock import now_ms
 from schemas.directory import sign_directory, verify_directory
 from schemas.labels import Classification
 from schemas.rules import RULES
-from spoke.context import now_ms
 from tests.hubproc import live_directory
 from tests.spoke.conftest import ExchangeFactory, OfflineSpokeFactory, snapshot
 from tests.spoke.procs import Exchange, SpokeProcess, eventually, make_exchange, toml_meta

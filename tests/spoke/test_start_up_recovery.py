@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from runtime.clock import now_ms
 from schemas import topics, transport
 from schemas.directory import Directory, sign_directory, verify_directory
 from schemas.labels import Classification
@@ -29,7 +30,7 @@ from spoke.agent import SpokeAgent
 from spoke.config import load_config
 from spoke.outbox import Claimed
 from spoke.state import Outbound, SpokeState
-from tests.hubproc import live_directory, now_ms
+from tests.hubproc import live_directory
 from tests.spoke.procs import SpokeProcess, eventually
 from tests.world import World
 

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 import pytest
 from structlog.testing import capture_logs
 
+from runtime.clock import now_ms
 from schemas import transport
 from schemas.directory import VerifiedDirectory
 from schemas.errors import PeerError
 from schemas.keys import SigningKey
 from schemas.ledger import Consistent, Fork, Restored, SignedCheckpoint, pack_path, read_checkpoint
 from spoke.config import Ledger
-from spoke.context import now_ms
 from spoke.ledgeralarms import alarm_lines
 from spoke.prover import ProveError, Prover
 from spoke.state import DAY_MS, LOG_KEEP, LoggedCheckpoint

@@ -23,12 +23,13 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from runtime.clock import now_ms
 from schemas import evidence
 from schemas.keys import verify_signature
 from schemas.ledger import DOMAIN_COSIGN, read_checkpoint
 from spoke.agent import SpokeAgent
 from spoke.config import load_config
-from tests.hubproc import MOSQUITTO, Mosquitto, live_directory, now_ms
+from tests.hubproc import MOSQUITTO, Mosquitto, live_directory
 from tests.spoke.ledgerpeer import LedgerPeer, Tree
 from tests.spoke.procs import SpokeProcess, eventually, spoke_command
 from tests.world import World
