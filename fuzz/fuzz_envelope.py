@@ -27,10 +27,9 @@ import atheris
 with atheris.instrument_imports(include=["schemas", "hubd", "world"]):
     import world
 
-    from hubd.store import rulefacts as rulecheck
+    from hubd.core.admit import Facts, Path, admit
     from schemas import codec
-    from schemas import gating as router
-    from schemas.envelope import check_freshness, encode_frame, verify_envelope
+    from schemas.envelope import encode_frame, verify_envelope
     from schemas.errors import PeerError, XchgError
     from schemas.keys import DOMAIN_HEADER
     from schemas.seal import Opener
@@ -58,10 +57,21 @@ def test_one_input(data: bytes) -> None:
         world.refusal_receipt(exc, frame)
         return
     header = envelope.header
-    router.decide(header, "govnet", DIRECTORY)
-    with contextlib.suppress(XchgError):
-        check_freshness(header, now=header.created_at, max_skew_ms=300_000)
-    rulecheck.judge_now(header, DIRECTORY)
+    # the hub's decision on every path, the store having answered "nothing stored"
+    for path in Path:
+        admit(
+            Facts(
+                envelope,
+                path,
+                "govnet",
+                DIRECTORY,
+                now_ms=header.created_at,
+                max_skew_ms=300_000,
+                body=b"" if path is Path.INLINE else None,
+                stored=None,
+                request=None,
+            )
+        )
     verify_envelope(frame, DIRECTORY)  # the recipient's view: no topic owner to compare
     if "jl.cc" in header.keys:
         with contextlib.suppress(XchgError):
