@@ -418,12 +418,12 @@ class Hub:
             watchdog = tasks.create_task(self._watchdog(), name="hubd.watchdog")
             if self.config.retention.enabled and self.store is not None:
                 retention = Retention(self.store, self.config.retention, self.clock)
-                tasks.create_task(retention.run(self.stop_event), name="hubd.engine.retention")
+                tasks.create_task(retention.run(self.stop_event), name="hubd.retention")
             if self.disk is not None:
                 tasks.create_task(self.disk.run(self.stop_event), name="hubd.disk")
             if self.checkpoints is not None:
                 checkpoints = self.checkpoints.run(self.stop_event)
-                tasks.create_task(checkpoints, name="hubd.engine.checkpoints")
+                tasks.create_task(checkpoints, name="hubd.checkpoints")
             expiry = tasks.create_task(
                 self.trust.run(lambda: self.current_directory), name="hubd.expiry"
             )
@@ -458,8 +458,8 @@ class Hub:
 
     async def _core(self, ingest: Ingest, dispatcher: Dispatcher) -> None:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(ingest.run(self.stop_event), name="hubd.engine.intake")
-            tasks.create_task(dispatcher.run(self.stop_event), name="hubd.engine.dispatch")
+            tasks.create_task(ingest.run(self.stop_event), name="hubd.ingest")
+            tasks.create_task(dispatcher.run(self.stop_event), name="hubd.dispatch")
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval

@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import assert_never
 
 from hubd.core.states import DeliveryState
+from schemas.errors import XchgError
 
 SETTLING_RECHECK_MS = 500  # an expiry or give-up that met a receipt still being stored: ask again
 # ... for this long at most: a receipt path that failed without saying so must not keep a
@@ -77,7 +78,7 @@ PHASES: dict[tuple[Phase, PhaseEvent], Phase] = {
 }
 
 
-class IllegalPhase(Exception):  # noqa: N818 - it names the situation, like IllegalTransition
+class IllegalPhase(XchgError):  # noqa: N818 - it names the situation, like IllegalTransition
     def __init__(self, phase: Phase, event: PhaseEvent) -> None:
         super().__init__(f"a delivery in phase {phase} cannot take phase event {event}")
         self.phase = phase

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import functools
 
@@ -48,11 +49,17 @@ class Chunks:
     async def _head(self, arrival: Arrival, facts: Facts) -> None:
         """Begin (or continue) the transfer and ask for the rest, if admit takes the head."""
         envelope = facts.envelope
+        # another head of it (a resend) may have begun the transfer while this one waited
+        # for a task: go on with that one, as at arrival
+        transfer = self._spool.get(envelope.header.msg_id)
+        if transfer is not None:
+            facts = dataclasses.replace(facts, under_way=True)
         outcome, _ = await self._envelopes.decide(facts)
         if not isinstance(outcome, Admit | Quarantine):
             self._envelopes.answer(arrival, envelope, outcome)
             return
-        transfer = self._spool.begin(envelope, arrival.channel, arrival.org)
+        if transfer is None:
+            transfer = self._spool.begin(envelope, arrival.channel, arrival.org)
         self._ask_for_rest(transfer, arrival)
 
     def _ask_for_rest(self, transfer: Transfer, arrival: Arrival) -> None:

@@ -170,7 +170,7 @@ class Dispatcher:
         self._store, self._publish, self._settings = store, publish, settings
         self._outcome, self._latency, self._clock = outcome, latency, clock
         self._jobs: dict[Key, Job] = {}
-        self._ready: list[tuple[int, int, Key]] = []
+        self._ready: list[tuple[int, int, Key, Job]] = []  # the job itself: a key may be reused
         self._in_flight = 0  # publishes handed to the connection and not yet acknowledged
         self._pump_scheduled = False
         self._running = False  # the pump only hands out work between run() and stop
@@ -308,7 +308,7 @@ class Dispatcher:
         if job.phase.queued:
             return  # already queued or on its way: one publish per job at a time
         job.move(PhaseEvent.QUEUE)
-        heapq.heappush(self._ready, (-job.precedence.rank, next(self._counter), job.key))
+        heapq.heappush(self._ready, (-job.precedence.rank, next(self._counter), job.key, job))
         self._schedule_pump()
 
     def _schedule_pump(self) -> None:
@@ -340,8 +340,8 @@ class Dispatcher:
         self._running = True
         self._schedule_pump()  # deliveries reloaded before the run
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._timers_loop(stop), name="hubd.engine.dispatch.timers")
-            tasks.create_task(self._flusher(stop), name="hubd.engine.dispatch.flush")
+            tasks.create_task(self._timers_loop(stop), name="hubd.dispatch.timers")
+            tasks.create_task(self._flusher(stop), name="hubd.dispatch.flush")
             await stop.wait()
             # Finish what is in flight; the rest stays PENDING in the store.
             self._running = False
@@ -353,9 +353,11 @@ class Dispatcher:
         self._pump_scheduled = False
         window = self._settings.window
         while self._running and self._in_flight < window and self._ready:
-            _, _, key = heapq.heappop(self._ready)
+            _, _, key, queued = heapq.heappop(self._ready)
             job = self._jobs.get(key)
-            if job is None or not job.state.awaiting:
+            if job is not queued or not job.state.awaiting:
+                # gone, or closed while queued and redelivered since under the same key: the
+                # new job has an entry of its own (acting on it here would publish it twice)
                 continue
             if not self.is_online(job.channel, job.recipient):
                 job.move(PhaseEvent.RELEASE)

@@ -191,7 +191,7 @@ class Ingest:
         loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as tasks:
             self._tasks = tasks
-            tasks.create_task(self._close_on(stop), name="hubd.engine.intake.stop")
+            tasks.create_task(self._close_on(stop), name="hubd.ingest.stop")
             while True:
                 while self._queue:
                     await self._pass()

@@ -127,7 +127,7 @@ class Store:
             raise StoreError(
                 f"cannot open the store at {self._safe_url}: {exc}", retriable=True
             ) from exc
-        self._writer = asyncio.create_task(self._write_loop(), name="hubd.store.db.writer")
+        self._writer = asyncio.create_task(self._write_loop(), name="hubd.store.writer")
         return self
 
     async def __aexit__(self, *_exc: object) -> None:

@@ -211,3 +211,48 @@ async def test_a_publish_the_broker_did_not_acknowledge_is_sent_again_a_second_l
 
     assert len(rig.connection.publishes) == 2
     assert (pending.state, pending.attempts) == (DeliveryState.SENT, 1)
+
+
+async def test_a_delivery_closed_while_queued_and_redelivered_is_published_once(
+    tmp_path: Path,
+) -> None:
+    """A job that expires while it waits behind a full window leaves its place in the
+    ready heap; an operator's redelivery adds a new job under the same key. The pump must
+    not take the old place for the new job (two publishes, then an illegal phase)."""
+    clock, held = FakeClock(), []
+    loop_errors: list[object] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _l, ctx: loop_errors.append(ctx))
+
+    def publish(_channel: str, org: str, _payload: bytes) -> asyncio.Future[bool]:
+        acked: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        held.append((org, acked))
+        return acked
+
+    async with Store(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}") as store:
+        dispatcher = Dispatcher(
+            store, publish, DispatchSettings(window=1), lambda *_: None, clock=clock
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher.run(stop))
+        await turns()
+        dispatcher.set_online("govnet", "jl.cc", online=True)
+        first = job()
+        first.msg_id = bytes(16)  # another document fills the one slot
+        dispatcher.add(first)
+        dispatcher.add(job(expires_at=NOW + 10))  # waits in the heap
+        await turns()
+        clock.advance(20)
+        dispatcher.fire_due()  # it expires while queued
+        dispatcher.add(job())  # redelivered: a new job under the same key
+        await turns()
+        for _ in range(3):  # free the slot, and every slot after it
+            for _org, acked in held:
+                if not acked.done():
+                    acked.set_result(True)
+            await turns()
+        stop.set()
+        async with asyncio.timeout(30):
+            await task
+
+    assert len(held) == 2  # the first document, then the redelivered one once
+    assert loop_errors == []

@@ -1,1 +1,1 @@
-"""Alembic migrations of the hub's store, applied by ``hubd.store.db.Store.open``."""
+"""Alembic migrations of the hub's store, applied by ``hubd.store.db.Store`` when it opens."""
