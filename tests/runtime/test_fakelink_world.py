@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,7 +193,7 @@ async def test_a_dropped_document_reaches_the_recipients_inbox_and_the_sender_se
         assert ex.envelopes_to(RECIPIENT) == 1  # sent once: nothing was lost
 
 
-def logged(logs: list[dict[str, Any]], event: str) -> int:
+def logged(logs: list[MutableMapping[str, Any]], event: str) -> int:
     return sum(1 for entry in logs if entry["event"] == event)
 
 
