@@ -1,10 +1,10 @@
 """A real hub and real spoke agents, in this process, on one in-memory broker.
 
 The hub (its SQLite store, its signed directory and key) and the spoke agents are the real
-ones; only their links are :class:`runtime.fakelink.FakeLink` (``link_maker``), so a test
-moves the broker itself, pausing a reader or cutting a connection at a chosen moment,
-instead of killing a Mosquitto process and waiting for timers. Every wait is an
-:func:`eventually` with a generous bound; nothing sleeps to synchronise.
+ones; only their links are :class:`runtime.fakelink.FakeLink` (``link_maker``). A test moves
+the broker itself at a chosen moment (pausing a reader, cutting a connection, restarting
+the broker) instead of killing a Mosquitto process and waiting for timers. Every wait is
+an :func:`eventually` with a generous bound; nothing sleeps to synchronise.
 """
 
 from __future__ import annotations
@@ -151,14 +151,19 @@ class FakeExchange:
 
 @contextlib.asynccontextmanager
 async def exchange(
-    world: World, tmp_path: Path, *, retry: float = NEVER
+    world: World,
+    tmp_path: Path,
+    *,
+    retry: float = NEVER,
+    orgs: tuple[str, ...] = (SENDER, RECIPIENT),
 ) -> AsyncIterator[FakeExchange]:
-    """The hub (resending after ``retry`` seconds) and both spokes, running and connected."""
+    """The hub (resending after ``retry`` seconds) and the spokes of ``orgs``, running and
+    connected."""
     made = FakeExchange(tmp_path, world, retry)
     try:
         await made.start_hub()
-        await made.start_spoke(SENDER)
-        await made.start_spoke(RECIPIENT)
+        for org in orgs:
+            await made.start_spoke(org)
         yield made
     finally:
         await made.close()
@@ -251,3 +256,35 @@ async def test_a_recipient_that_reads_the_hubs_resend_as_well_stores_the_documen
             assert inbox_folders(ex.installs[RECIPIENT]) == [msg_id]
     assert logged(logs, "inbox.received") == 1  # written once, the copy only answered
     assert logged(logs, "inbox.duplicate") >= 1
+
+
+async def test_a_broker_restarted_without_its_retained_messages_still_delivers_what_waited(
+    world: World, tmp_path: Path
+) -> None:
+    async with exchange(world, tmp_path, orgs=(SENDER,)) as ex:  # the recipient is not running
+        ex.installs[SENDER].drop("防汛通知.txt", b"flood season duty\n", notice("防汛通知"))
+        status = await eventually(
+            lambda: ex.installs[SENDER].status("防汛通知.txt"),
+            "the hub to accept it",
+            within=WITHIN,
+        )
+        assert status["recipients"][RECIPIENT]["status"] == "PENDING"
+        assert ex.hub is not None
+        [hub_link] = ex.hub.broker_links()
+        assert isinstance(hub_link, FakeLink)
+        connections = hub_link.connections
+
+        ex.broker.stop(keep_retained=False)  # the directory it held is gone with it
+        assert ex.broker.retained == {}
+        ex.broker.start()
+        await eventually(
+            lambda: hub_link.connections > connections and hub_link.connected.is_set(),
+            "the hub to reconnect",
+            within=WITHIN,
+        )
+
+        await ex.start_spoke(RECIPIENT)  # gets the directory the hub published again
+
+        msg_id, _ = await ex.delivered("防汛通知")
+        assert inbox_folders(ex.installs[RECIPIENT]) == [msg_id]
+        assert ex.envelopes_to(RECIPIENT) == 1  # held for the recipient, sent when it came
