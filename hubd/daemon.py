@@ -51,7 +51,7 @@ from hubd.web.server import MetricsServer
 from hubd.web.statuspage import PageOff, StatusPage
 from runtime.clock import now_ms
 from runtime.files import load_signing_key
-from runtime.link import Link
+from runtime.link import Link, LinkMaker
 from runtime.mqtt import BrokerLink, tls_context
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory, verify_directory
@@ -130,10 +130,13 @@ class Hub:
         *,
         notifier: Notifier | None = None,
         clock: Callable[[], int] = now_ms,
+        link_maker: LinkMaker = BrokerLink,
     ) -> None:
+        """``link_maker`` makes each broker link (tests pass ``FakeBroker.link``)."""
         self.config = config
         self.notifier = notifier or Notifier()
         self.clock = clock
+        self._link_maker = link_maker
         self.stop_event = asyncio.Event()
         self._key: SigningKey | None = None
         self._verified: VerifiedDirectory | None = None
@@ -371,7 +374,7 @@ class Hub:
             self._recover_spool(spool)
             hub_id = self.directory().hub_id
             for plan in plans:
-                link = BrokerLink(
+                link = self._link_maker(
                     plan.name,
                     plan.host,
                     plan.port,

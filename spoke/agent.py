@@ -23,7 +23,7 @@ import structlog
 from watchfiles import awatch
 
 from runtime.clock import now_ms
-from runtime.link import Link
+from runtime.link import Link, LinkMaker
 from runtime.mqtt import BrokerLink, tls_context
 from schemas import topics, transport
 from schemas.clock import DAY_MS, ms_to_text
@@ -51,7 +51,14 @@ GAP_WAIT_MAX = 60.0
 
 
 class SpokeAgent:
-    def __init__(self, config: SpokeConfig, *, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self,
+        config: SpokeConfig,
+        *,
+        clock: Callable[[], int] = now_ms,
+        link_maker: LinkMaker = BrokerLink,
+    ) -> None:
+        """``link_maker`` makes each channel's link (tests pass ``FakeBroker.link``)."""
         root = config.spoke.root
         for name in FOLDERS:
             (root / name).mkdir(parents=True, exist_ok=True)
@@ -93,6 +100,7 @@ class SpokeAgent:
         self._warned_at: int | None = None  # when the key expiry warnings were last logged
         self._watch_failed = False  # outbox.watch_restarted is logged once
         self._gap_asks: dict[str, asyncio.Task[None]] = {}  # per channel, while a batch is missing
+        self._link_maker = link_maker
 
     @property
     def org(self) -> str:
@@ -188,7 +196,7 @@ class SpokeAgent:
             if broker.tls:
                 files = (broker.ca, broker.cert, broker.key)
                 tls = tls_context(*(None if p is None else str(p) for p in files))
-            self.ctx.links[channel] = BrokerLink(
+            self.ctx.links[channel] = self._link_maker(
                 channel,
                 broker.host,
                 broker.port,
