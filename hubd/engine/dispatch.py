@@ -41,7 +41,7 @@ import structlog
 from hubd.core.states import DeliveryState, Event, next_state
 from hubd.core.timers import (
     RETRY_JITTER,
-    SETTLING_LIMIT_MS,  # read from here at each firing: a test may lower it
+    SETTLING_LIMIT_MS,
     SETTLING_RECHECK_MS,
     Expire,
     GiveUp,
@@ -140,7 +140,7 @@ class DispatchSettings:
     window: int = 256
 
     def timers(self) -> TimerSettings:
-        """The timer policy's settings (the settling limits as this module holds them now)."""
+        """The timer policy's settings."""
         return TimerSettings(
             max_attempts=self.max_attempts,
             retry_initial_ms=round(self.retry_initial * 1000),
@@ -168,6 +168,7 @@ class Dispatcher:
         clock: Clock = now_ms,
     ) -> None:
         self._store, self._publish, self._settings = store, publish, settings
+        self.timer_settings = settings.timers()  # what the policy reads, built once
         self._outcome, self._latency, self._clock = outcome, latency, clock
         self._jobs: dict[Key, Job] = {}
         self._ready: list[tuple[int, int, Key, Job]] = []  # the job itself: a key may be reused
@@ -324,7 +325,7 @@ class Dispatcher:
 
     def _backoff_ms(self, attempts: int) -> int:
         jitter = random.uniform(*RETRY_JITTER)  # noqa: S311 - jitter, not secrecy
-        return retry_delay_ms(attempts, self._settings.timers(), jitter)
+        return retry_delay_ms(attempts, self.timer_settings, jitter)
 
     def _record(self, job: Job, at: int, audit: AuditEvent | None = None) -> None:
         self._updates[job.key] = DeliveryUpdate(
@@ -476,7 +477,7 @@ class Dispatcher:
         job = self._jobs.get(timer.key)
         if job is None:
             return
-        decision = on_timer(job.timing(), timer.kind, now, self._settings.timers())
+        decision = on_timer(job.timing(), timer.kind, now, self.timer_settings)
         match decision:
             case Stale():
                 pass

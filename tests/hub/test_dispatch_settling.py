@@ -10,6 +10,7 @@ SQLite store.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,6 @@ import pytest
 
 from hubd.core.states import DeliveryState, Event
 from hubd.core.timers import SETTLING_RECHECK_MS
-from hubd.engine import dispatch
 from hubd.engine.dispatch import Dispatcher, DispatchSettings, Job, Payload
 from hubd.store.db import Store
 from runtime.clock import now_ms
@@ -131,7 +131,10 @@ async def test_giving_up_waits_for_a_receipt_being_stored(rig: Rig) -> None:
 async def test_a_receipt_that_never_answers_holds_the_expiry_back_only_so_long(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(dispatch, "SETTLING_LIMIT_MS", 2 * SETTLING_RECHECK_MS)
+    shorter = dataclasses.replace(
+        rig.dispatcher.timer_settings, settling_limit_ms=2 * SETTLING_RECHECK_MS
+    )
+    monkeypatch.setattr(rig.dispatcher, "timer_settings", shorter)
     rig.dispatcher.add(job(expires_in_ms=100))
     rig.dispatcher.settle(MSG_ID, "jl.cc", Event.DELIVERED, now_ms())  # and nothing after
 
