@@ -11,22 +11,21 @@ province to the second one although both are cleared for it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.directory import ChannelEntry, Directory, OrgEntry, OrgLevel
-from schemas.envelope import Header
+from schemas.directory import ChannelEntry, Directory
 from schemas.errors import Reason
 from schemas.gating import Accept, Decision, Reject, decide, gate
 from schemas.keys import EncryptionKey, SigningKey
-from schemas.labels import Classification, DocType, Precedence
+from schemas.labels import Classification
 from schemas.topology import parse_topology
 from spoke.checks import gate_drop
 from spoke.refusals import Refusal
 from spoke.tools import rehearse
+from tests.hub.test_router import ORDER, header, org
 from tests.spoke.conftest import OfflineSpokeFactory
 from tests.world import TOPOLOGY_PATH, OrgKeys, World, _directory
 
@@ -151,13 +150,6 @@ def test_dry_run_refuses_the_recipient_no_shared_channel_carries(
 
 # ------------------------------------------------------------ the spoke and the hub agree
 
-ORDER = (
-    Classification.PUBLIC,
-    Classification.INTERNAL,
-    Classification.CONFIDENTIAL,
-    Classification.SECRET,
-    Classification.TOP_SECRET,
-)
 CEILINGS = {
     "internet": Classification.PUBLIC,
     "govnet": Classification.INTERNAL,
@@ -171,47 +163,6 @@ SPOKE_RULE = {
     Reason.POLICY_RECIPIENT_CLEARANCE: "drop.above_clearance",
     Reason.POLICY_NO_CHANNEL: "drop.no_route",
 }
-
-
-def org(org_id: str, clearance: Classification, channels: Sequence[str]) -> OrgEntry:
-    return OrgEntry(
-        id=org_id,
-        name_zh=f"单位{org_id}",
-        name_en=f"Organisation {org_id}",
-        level=OrgLevel.DEPARTMENT,
-        parent=None,
-        code=None,
-        clearance=clearance,
-        channels=tuple(channels),
-        sign_keys=(),
-        enc_keys=(),
-        directive_to=(),
-    )
-
-
-def header(sender: str, recipients: Sequence[str], label: Classification) -> Header:
-    """A header as verify_envelope hands it to the hub (gating reads no keys)."""
-    return Header(
-        v=1,
-        msg_id=bytes(range(16)),
-        sender=sender,
-        sender_kid="0123456789abcdef",
-        to=tuple(recipients),
-        cc=(),
-        classification=label,
-        precedence=Precedence.ROUTINE,
-        doc_type=DocType.NOTICE,
-        created_at=1_795_000_000_000,
-        expires_at=None,
-        in_reply_to=None,
-        dir_version=1,
-        doc_number=None,
-        signatory=None,
-        secrecy_period=None,
-        copy_numbers={},
-        directive=False,
-        keys={},
-    )
 
 
 @st.composite
