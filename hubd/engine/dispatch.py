@@ -227,10 +227,9 @@ class Dispatcher:
         job = self._jobs.get((msg_id, recipient))
         if job is None:
             # 签收 usually comes long after DELIVERED closed the job (often after a restart):
-            # the stored delivery still moves on, where the state table allows it.
-            state = (
-                DeliveryState.SIGNED_FOR if event is Event.SIGNED_FOR else DeliveryState.DELIVERED
-            )
+            # the stored delivery still moves on, where the state table allows it (the store
+            # moves a row only from the table's sources of the state the event leads to).
+            state = next_state(DeliveryState.SENT, event)
             return DeliveryUpdate(msg_id, recipient, state, KEEP_ATTEMPTS, at)
         if not job.receipts_storing:
             job.settling_since = self._clock()

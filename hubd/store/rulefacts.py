@@ -1,4 +1,4 @@
-"""The facts the document rules (行文规则) need from the hub's store, and the verdict.
+"""The facts the document rules (行文规则) need from the hub's store.
 
 The rules are pure code shared with the spokes (:mod:`schemas.rules`); the hub's check is
 the authoritative one because only the hub can answer the one question a spoke cannot:
@@ -6,7 +6,8 @@ is the 请示 a 批复 answers really a request its recipient sent to its sender
 reads that from the store (a message the hub accepted; a quarantined one does not count)
 by decoding the stored frame's header, which was verified when it was stored.
 
-Used by :mod:`hubd.engine.intake` (on the live store) and by ``hubctl route`` (read-only).
+Used by :mod:`hubd.engine.envelopes` (for :func:`hubd.core.admit.admit`, which judges) and by
+``hubctl route`` (read-only).
 """
 
 from __future__ import annotations
@@ -19,11 +20,9 @@ from sqlalchemy import Select, select
 
 from hubd.store import tables as t
 from schemas import codec
-from schemas.directory import Directory
 from schemas.envelope import Header, read_frame_sender
 from schemas.errors import XchgError
-from schemas.labels import DocType
-from schemas.rules import Document, Evaluation, Referenced, evaluate, settings_of
+from schemas.rules import Referenced
 
 log = structlog.get_logger("hubd.rules")
 
@@ -70,18 +69,3 @@ async def look_up(read: Read, in_reply_to: bytes | None) -> Referenced | None:
     if in_reply_to is None:
         return None
     return referenced_from(await read(referenced_query(in_reply_to)))
-
-
-def judge_now(header: Header, directory: Directory) -> Evaluation | None:
-    """The verdict without the store, or None when it needs the store (a 批复's 请示)."""
-    if header.doc_type is DocType.REPLY:
-        return None
-    return evaluate(Document.from_header(header), directory, settings_of(directory))
-
-
-async def judge(header: Header, directory: Directory, read: Read) -> Evaluation:
-    """Every rule's verdict on a verified header, under the directory's settings."""
-    doc = Document.from_header(header)
-    replies = header.doc_type is DocType.REPLY
-    referenced = await look_up(read, header.in_reply_to) if replies else None
-    return evaluate(doc, directory, settings_of(directory), referenced=referenced)
