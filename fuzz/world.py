@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from hubd.engine.answers import unreadable_entry
 from schemas.directory import Directory, VerifiedDirectory, verify_directory
 from schemas.errors import PeerError
 from schemas.keys import EncryptionKey, SigningKey
 from schemas.labels import Classification
-from schemas.receipts import ReceiptEntry, ReceiptStatus
+from schemas.receipts import ReceiptEntry
 
 HERE = Path(__file__).resolve().parent
 FIXTURE = HERE / "fixture"
@@ -46,16 +47,6 @@ def now_of(directory: Directory) -> int:
 
 
 def refusal_receipt(exc: PeerError, data: bytes) -> ReceiptEntry:
-    """The REJECTED entry the hub signs for bytes it could not authenticate, built as
-    ``hubd.engine.intake`` builds it: a refusal that cannot become a receipt would stop the pass."""
-    return ReceiptEntry(
-        msg_id=None,
-        recipient=None,
-        status=ReceiptStatus.REJECTED,
-        at=0,
-        subject=hashlib.sha256(data).digest(),
-        classification=Classification.INTERNAL,
-        reason=exc.reason.value,
-        detail=exc.message[:2000],
-        retriable=False,
-    )
+    """The REJECTED entry the hub signs for bytes it could not authenticate (the hub's own
+    function): a refusal that cannot become a receipt would stop the pass."""
+    return unreadable_entry(exc, data, at=0, label=Classification.INTERNAL)

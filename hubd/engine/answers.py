@@ -184,19 +184,26 @@ class Answers:
             reason=exc.reason.value,
             detail=exc.message,
         )
-        label = self.ceiling(arrival.channel)
-        entry = ReceiptEntry(
-            msg_id=None,
-            recipient=None,
-            status=ReceiptStatus.REJECTED,
-            at=self._clock(),
-            subject=hashlib.sha256(data).digest(),
-            classification=label,  # unknown: treat it as the most its channel may carry
-            reason=exc.reason.value,
-            detail=exc.message[:2000],
-            retriable=False,
-        )
+        # its label is unknown: treat it as the most its channel may carry
+        entry = unreadable_entry(exc, data, at=self._clock(), label=self.ceiling(arrival.channel))
         self._issue_rejected(arrival, entry)
+
+
+def unreadable_entry(
+    exc: PeerError, data: bytes, *, at: int, label: Classification
+) -> ReceiptEntry:
+    """The REJECTED entry for bytes the hub could not authenticate: it speaks of their hash."""
+    return ReceiptEntry(
+        msg_id=None,
+        recipient=None,
+        status=ReceiptStatus.REJECTED,
+        at=at,
+        subject=hashlib.sha256(data).digest(),
+        classification=label,
+        reason=exc.reason.value,
+        detail=exc.message[:2000],
+        retriable=False,
+    )
 
 
 def flag_revoked(arrival: Arrival, exc: PeerError, what: str) -> None:
