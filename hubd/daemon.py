@@ -53,6 +53,7 @@ from runtime.clock import now_ms
 from runtime.files import load_signing_key
 from runtime.link import Link, LinkMaker
 from runtime.mqtt import BrokerLink, tls_context
+from runtime.tasks import cancel_and_wait
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory, verify_directory
 from schemas.envelope import verify_envelope
@@ -450,13 +451,9 @@ class Hub:
                     await issuer_task
             except TimeoutError:
                 log.warning("hub.drain_timeout", timeout_s=self.config.lifecycle.drain_timeout)
-                core.cancel()
-                issuer_task.cancel()
+                await cancel_and_wait((core, issuer_task))
             work_stop.set()
-            watchdog.cancel()
-            expiry.cancel()
-            if flow is not None:
-                flow.cancel()
+            await cancel_and_wait(t for t in (watchdog, expiry, flow) if t is not None)
             links_stop.set()
 
     async def _core(self, ingest: Ingest, dispatcher: Dispatcher) -> None:

@@ -25,6 +25,7 @@ from watchfiles import awatch
 from runtime.clock import now_ms
 from runtime.link import Link, LinkMaker
 from runtime.mqtt import BrokerLink, tls_context
+from runtime.tasks import cancel_and_wait
 from schemas import topics, transport
 from schemas.clock import DAY_MS, ms_to_text
 from schemas.directory import verify_directory
@@ -255,13 +256,13 @@ class SpokeAgent:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
                     await self.receiver.flush()
-            for task in work:
-                task.cancel()
-            self.sender.stop()
+            await cancel_and_wait(work)
+            await self.sender.stop()
             for channel, link in self.ctx.links.items():
                 with contextlib.suppress(TimeoutError):
                     presence = topics.presence(channel, self.org)
-                    await asyncio.wait_for(link.publish(presence, topics.OFFLINE, retain=True), 2)
+                    async with asyncio.timeout(2):
+                        await link.publish(presence, topics.OFFLINE, retain=True)
             links_stop.set()
         log.info("spoke.stopped")
 
@@ -304,7 +305,8 @@ class SpokeAgent:
         limits = self.ctx.config.limits
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), limits.rescan_every)
+                async with asyncio.timeout(limits.rescan_every):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.sender.scan()

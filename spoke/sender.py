@@ -27,6 +27,7 @@ from typing import TypeVar
 import structlog
 from pydantic import ValidationError
 
+from runtime.tasks import cancel_and_wait
 from schemas import transport
 from schemas.clock import ms_to_text
 from schemas.directory import Directory
@@ -376,9 +377,8 @@ class Sender:
                     return  # the connection dropped: the next head asks where to resume
                 position += len(data)
 
-    def stop(self) -> None:
-        for task in self._uploads.values():
-            task.cancel()
+    async def stop(self) -> None:
+        await cancel_and_wait(list(self._uploads.values()))
 
     # ------------------------------------------------------------------ answers
 

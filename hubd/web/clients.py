@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from runtime.tasks import cancel_and_wait
+
 
 class Clients:
     def __init__(self, limit: int, write_timeout: float) -> None:
@@ -46,7 +48,4 @@ class Clients:
 
     async def close(self) -> None:
         """End every connection still being served."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))
