@@ -6,7 +6,9 @@ atomic write done slightly wrong loses documents (docs/architecture.md).
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import secrets
 import stat
 import tomllib
@@ -91,6 +93,51 @@ def atomic_write(path: Path, data: bytes, *, mode: int, overwrite: bool = True) 
 def write_private(path: Path, data: bytes, *, overwrite: bool = False) -> None:
     """A secret file, mode 0600 from creation."""
     atomic_write(path, data, mode=PRIVATE_MODE, overwrite=overwrite)
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def denied_sentence(exc: PermissionError, *, see: str = "") -> str:
+    """One line, in both languages, for a file or folder this process may not write: which
+    one, its owner and mode, who is running, and the command that fixes it (``see``: where
+    the documentation sets it up, e.g. "docs/operations.md, Installing").
+
+    The culprit is the path of ``exc`` if it exists, else its nearest existing folder (a
+    file that could not be created in it, a folder that could not be made in it).
+    """
+    if exc.filename is None:
+        return str(exc)
+    target = Path(os.fsdecode(exc.filename))
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    try:
+        st = target.stat()
+    except OSError:
+        return str(exc)
+    owner, group = _user(st.st_uid), _group(st.st_gid)
+    me, uid = _user(os.geteuid()), os.geteuid()
+    mode = f"{stat.S_IMODE(st.st_mode):04o}"
+    kind, kind_zh = ("folder", "目录") if target.is_dir() else ("file", "文件")
+    fix = f"chown {me}: {target}"
+    return (
+        f"无权写入{kind_zh} {target}（属主 {owner}:{group}，权限 {mode}，当前用户 {me}），"
+        f"请以 root 执行 {fix}{'，参见 ' + see if see else ''} / permission denied: the "
+        f"{kind} {target} is owned by {owner}:{group} with mode {mode}, and {me} (uid {uid}), "
+        f"who runs this, may not write it; as root run: {fix}"
+        f"{' (see ' + see + ')' if see else ''}"
+    )
 
 
 def read_private(path: Path) -> bytes:
