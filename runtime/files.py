@@ -110,16 +110,16 @@ def _group(gid: int) -> str:
 
 
 def denied_sentence(exc: PermissionError, *, see: str = "") -> str:
-    """One line, in both languages, for a file or folder this process may not write: which
-    one, its owner and mode, who is running, and the command that fixes it (``see``: where
-    the documentation sets it up, e.g. "docs/operations.md, Installing").
+    """One line, in both languages, for a file or folder this process was denied: which
+    one, its owner and mode, who is running, and what fixes it (``see``: where the
+    documentation sets it up, e.g. "docs/operations.md, Installing").
 
     The culprit is the path of ``exc`` if it exists, else its nearest existing folder (a
     file that could not be created in it, a folder that could not be made in it).
     """
     if exc.filename is None:
         return str(exc)
-    target = Path(os.fsdecode(exc.filename))
+    asked = target = Path(os.fsdecode(exc.filename))
     while not target.exists() and target != target.parent:
         target = target.parent
     try:
@@ -129,14 +129,24 @@ def denied_sentence(exc: PermissionError, *, see: str = "") -> str:
     owner, group = _user(st.st_uid), _group(st.st_gid)
     me, uid = _user(os.geteuid()), os.geteuid()
     mode = f"{stat.S_IMODE(st.st_mode):04o}"
+    where = f"{' see ' + see + ';' if see else ''}"
+    where_zh = f"参见 {see}；" if see else ""
+    if target != asked:  # a file or folder could not be made in it
+        fix = f"chown {me}: {target}"
+        return (
+            f"无权在目录 {target} 中写入（属主 {owner}:{group}，权限 {mode}，当前用户 {me}）；"
+            f"{where_zh}请以 root 执行 {fix}，或以 {owner} 身份运行本命令 / permission denied: "
+            f"the folder {target} is owned by {owner}:{group} with mode {mode}, and {me} (uid "
+            f"{uid}), who runs this, may not write in it;{where} as root run: {fix}, or run "
+            f"this command as {owner}"
+        )
     kind, kind_zh = ("folder", "目录") if target.is_dir() else ("file", "文件")
-    fix = f"chown {me}: {target}"
     return (
-        f"无权写入{kind_zh} {target}（属主 {owner}:{group}，权限 {mode}，当前用户 {me}），"
-        f"请以 root 执行 {fix}{'，参见 ' + see if see else ''} / permission denied: the "
-        f"{kind} {target} is owned by {owner}:{group} with mode {mode}, and {me} (uid {uid}), "
-        f"who runs this, may not write it; as root run: {fix}"
-        f"{' (see ' + see + ')' if see else ''}"
+        f"无权打开{kind_zh} {target}（属主 {owner}:{group}，权限 {mode}，当前用户 {me}）；"
+        f"{where_zh}请以 {owner} 身份（sudo -u {owner}）或 root 运行本命令 / permission "
+        f"denied: the {kind} {target} is owned by {owner}:{group} with mode {mode}, and "
+        f"{me} (uid {uid}), who runs this, may not open it;{where} run this command as "
+        f"{owner} (sudo -u {owner}) or as root"
     )
 
 

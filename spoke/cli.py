@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from runtime.files import atomic_write
+from runtime.files import atomic_write, denied_sentence
 from runtime.startup import configure as configure_logs
 from runtime.startup import run_loop
 from schemas import evidence
@@ -54,8 +54,17 @@ app = typer.Typer(
 
 @app.command()
 def keygen(
-    org: Annotated[str, typer.Option(help="Organisation id, e.g. jl.cc")],
-    out: Annotated[Path, typer.Option(help="Folder for the key files (created 0700)")],
+    org: Annotated[
+        str | None,
+        typer.Option(help="Organisation id, e.g. jl.cc (default: spoke.org in the config)"),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for the key files, created 0700 (default: the folder of spoke.sign_key "
+            "in the config)"
+        ),
+    ] = None,
     valid_days: Annotated[int, typer.Option(help="Validity of the keys in days")] = 730,
     force: Annotated[
         bool, typer.Option(help="Replace existing keys (the old ones are lost)")
@@ -67,8 +76,13 @@ def keygen(
             "signing with the old key until the hub's directory lists the new one"
         ),
     ] = False,
+    config: ConfigOption = None,
 ) -> None:
-    """Make the organisation's signing and encryption key pairs (private files mode 0600)."""
+    """Make the organisation's signing and encryption key pairs (private files mode 0600).
+    Without --org or --out, they come from the spoke's configuration (as --config says)."""
+    if org is None or out is None:
+        spoke = _config(config, "spoke keygen").spoke
+        org, out = org or spoke.org, out or spoke.sign_key.parent
     now = time.time_ns() // 1_000_000
     try:
         if rotate and force:
@@ -79,7 +93,10 @@ def keygen(
             paths, public = generate_org_keys(
                 org, out, now=now, valid_days=valid_days, overwrite=force
             )
-    except (ValueError, FileExistsError, FileNotFoundError, PermissionError) as exc:
+    except PermissionError as exc:
+        typer.echo(f"spoke keygen: {denied_sentence(exc)}", err=True)
+        raise typer.Exit(2) from exc
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
         typer.echo(f"spoke keygen: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"organisation   {org}")
@@ -138,7 +155,7 @@ def send(
         typer.Option(
             "--resend",
             help="重发: send it even though the same document (or 发文字号) went out within "
-            "[limits] duplicate_window",
+            "limits.duplicate_window of the config",
         ),
     ] = False,
     dry_run: Annotated[
