@@ -109,13 +109,15 @@ def _group(gid: int) -> str:
         return str(gid)
 
 
-def denied_sentence(exc: PermissionError, *, see: str = "") -> str:
+def denied_sentence(exc: PermissionError, *, folder: Path | None = None, see: str = "") -> str:
     """One line, in both languages, for a file or folder this process was denied: which
     one, its owner and mode, who is running, and what fixes it (``see``: where the
     documentation sets it up, e.g. "docs/operations.md, Installing").
 
     The culprit is the path of ``exc`` if it exists, else its nearest existing folder (a
-    file that could not be created in it, a folder that could not be made in it).
+    file that could not be created in it, a folder that could not be made in it). ``folder``
+    is the folder the command was to write into: the fix makes it (owned by the user
+    running) if it does not exist, or gives it to that user if it does.
     """
     if exc.filename is None:
         return str(exc)
@@ -133,6 +135,10 @@ def denied_sentence(exc: PermissionError, *, see: str = "") -> str:
     where_zh = f"参见 {see}；" if see else ""
     if target != asked:  # a file or folder could not be made in it
         fix = f"chown {me}: {target}"
+        if folder is not None and not folder.exists():
+            fix = f"install -d -o {me} -g {_group(os.getegid())} -m 0750 {folder}"
+        elif folder is not None:
+            fix = f"chown {me}: {folder}"
         return (
             f"无权在目录 {target} 中写入（属主 {owner}:{group}，权限 {mode}，当前用户 {me}）；"
             f"{where_zh}请以 root 执行 {fix}，或以 {owner} 身份运行本命令 / permission denied: "

@@ -94,7 +94,7 @@ def keygen(
                 org, out, now=now, valid_days=valid_days, overwrite=force
             )
     except PermissionError as exc:
-        typer.echo(f"spoke keygen: {denied_sentence(exc)}", err=True)
+        typer.echo(f"spoke keygen: {denied_sentence(exc, folder=out)}", err=True)
         raise typer.Exit(2) from exc
     except (ValueError, FileExistsError, FileNotFoundError) as exc:
         typer.echo(f"spoke keygen: {exc}", err=True)

@@ -149,6 +149,9 @@ def keys_init(
         out = key.parent
     try:
         public = init_hub_key(out, now=now_ms(), valid_days=valid_days, overwrite=force)
+    except PermissionError as exc:
+        denied = ValueError(denied_sentence(exc, folder=out, see=INSTALL_STEP))
+        raise fail("hubctl keys init", denied) from exc
     except (OSError, ValueError) as exc:
         raise fail("hubctl keys init", exc) from exc
     paths = hub_key_paths(out)

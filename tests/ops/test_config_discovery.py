@@ -8,8 +8,8 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import click
 import pytest
 import typer
 from typer.testing import CliRunner, Result
@@ -31,8 +31,10 @@ state_dir = "../state"
 """
 
 
-def commands(app: typer.Typer, prefix: str) -> Iterator[tuple[str, click.Command]]:
-    def walk(command: click.Command, name: str) -> Iterator[tuple[str, click.Command]]:
+def commands(app: typer.Typer, prefix: str) -> Iterator[tuple[str, Any]]:
+    """Every leaf command (typer's click objects: typer 0.29 carries its own click)."""
+
+    def walk(command: Any, name: str) -> Iterator[tuple[str, Any]]:
         if hasattr(command, "commands"):
             for sub, child in command.commands.items():
                 yield from walk(child, f"{name} {sub}")
@@ -47,7 +49,7 @@ NEEDS_NO_CONFIG = {"spoke declare"}  # lists a drop's files; reads nothing of an
 
 
 @pytest.mark.parametrize(("name", "command"), ALL, ids=[n for n, _ in ALL])
-def test_every_verb_takes_config(name: str, command: click.Command) -> None:
+def test_every_verb_takes_config(name: str, command: Any) -> None:
     options = {o for p in command.params for o in getattr(p, "opts", ())}
     if name in NEEDS_NO_CONFIG:
         assert "--config" not in options
@@ -61,9 +63,7 @@ RICH_TAG = re.compile(r"(?<!\\)\[[a-z#/@][^\[\]]*\]")
 
 
 @pytest.mark.parametrize(("name", "command"), ALL, ids=[n for n, _ in ALL])
-def test_no_help_text_holds_brackets_that_rich_would_swallow(
-    name: str, command: click.Command
-) -> None:
+def test_no_help_text_holds_brackets_that_rich_would_swallow(name: str, command: Any) -> None:
     texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
     assert [t for t in texts if RICH_TAG.search(t)] == [], name
 
