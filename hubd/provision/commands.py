@@ -177,9 +177,13 @@ def broker_config(
                 "session. Use a broker per channel in production.",
                 err=True,
             )
-        for group in groups:
-            name = "shared" if shared else group[0]
-            listener = brokerconf.listener_for(host or [], name, group, listen or [])
+        names = ["shared" if shared else group[0] for group in groups]
+        # every --host and --listen checked before the first broker is written
+        listeners = [
+            brokerconf.listener_for(host or [], name, group, listen or [])
+            for name, group in zip(names, groups, strict=True)
+        ]
+        for name, group, listener in zip(names, groups, listeners, strict=True):
             issued = brokerconf.write_broker(
                 topo,
                 group,
