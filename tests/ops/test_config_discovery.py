@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from hubd.cli import hubctl_app, hubd_app
 from runtime import configpath
 from spoke.cli import app as spoke_app
 from tests.test_key_tools import Site, keygen, ok
+from tests.world import REPO
 
 runner = CliRunner()
 
@@ -254,3 +256,30 @@ def test_spoke_with_no_config_anywhere_says_where_it_looked(no_system_config: Pa
     assert "未找到交换端配置文件 / no spoke configuration file" in line
     assert "$GOVXCHG_SPOKE_CONFIG is not set" in line
     assert "./config/spoke.toml" in line
+
+
+def test_the_revocation_runbook_runs_as_written_with_the_config_found_by_itself(
+    site: Site, no_system_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'A key was compromised': keys list, keys revoke, directory build, with no --config
+    (these failed with '[Errno 2] ... certs/hub/hub.sign.key' before; GOVXCHG_CONFIG stands
+    in for /etc/govxchg/hub.toml)."""
+    guide = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    runbook = guide.split("**A key was compromised.**", 1)[1].split("\n**", 1)[0]
+    spans = [" ".join(s.split()) for s in re.findall(r"`(hubctl [^`]+)`", runbook)]
+    assert spans == [
+        "hubctl keys list ORG",
+        'hubctl keys revoke KID --reason "server stolen 2026-12-01"',
+        "hubctl keys list ORG",
+        "hubctl directory build",
+    ]
+    monkeypatch.setenv("GOVXCHG_CONFIG", str(site.root / "etc" / "hub.toml"))
+    ok(hubctl("directory", "build"))  # the directory the hub serves before the theft
+    kid = site.sign_kid("t.pa")
+
+    for span in spans:
+        argv = shlex.split(span.replace("ORG", "t.pa").replace("KID", kid))
+        ok(hubctl(*argv[1:]))
+
+    assert site.read().directory.is_revoked(kid)
+    assert "revoked: server stolen 2026-12-01" in ok(hubctl("keys", "list", "t.pa")).stdout
