@@ -141,10 +141,9 @@ def denied_sentence(exc: PermissionError, *, folder: Path | None = None, see: st
             fix = f"chown {me}: {folder}"
         return (
             f"无权在目录 {target} 中写入（属主 {owner}:{group}，权限 {mode}，当前用户 {me}）；"
-            f"{where_zh}请以 root 执行 {fix}，或以 {owner} 身份运行本命令 / permission denied: "
-            f"the folder {target} is owned by {owner}:{group} with mode {mode}, and {me} (uid "
-            f"{uid}), who runs this, may not write in it;{where} as root run: {fix}, or run "
-            f"this command as {owner}"
+            f"{where_zh}请以 root 执行 {fix} / permission denied: the folder {target} is "
+            f"owned by {owner}:{group} with mode {mode}, and {me} (uid {uid}), who runs this, "
+            f"may not write in it;{where} as root run: {fix}"
         )
     kind, kind_zh = ("folder", "目录") if target.is_dir() else ("file", "文件")
     return (

@@ -84,9 +84,8 @@ def hub_files(
     directory: Path | None,
 ) -> HubFiles:
     """The options given; the rest from the hub's configuration (found when not given)."""
-    given = (topology, org_keys, hub_key, directory)
-    if config is None and all(p is not None for p in given):
-        return HubFiles(*given)  # type: ignore[arg-type]
+    if config is None and topology and org_keys and hub_key and directory:
+        return HubFiles(topology, org_keys, hub_key, directory)  # every one given
     try:
         hub = load_config(find_config(config)).hub
     except ConfigError as exc:
