@@ -14,7 +14,7 @@ import typer
 from hubd.admin import client as adminclient
 from hubd.admin.protocol import HubRefusedError, Op, ProtocolError
 from hubd.admin.server import Peer
-from hubd.config import HubConfig, load_config
+from hubd.config import CONFIG_HELP, HubConfig, find_config, load_config
 from hubd.daemon import Hub
 from hubd.engine.trustwatch import warnings_for
 from hubd.ops import query as opsquery
@@ -54,9 +54,8 @@ hubctl_app.add_typer(directory_app, name="directory")
 hubctl_app.add_typer(audit_app, name="audit")
 hubctl_app.command("broker-config")(broker_config)
 
-DEFAULT_HUB_KEYS = Path("certs/hub")
-DEFAULT_CONFIG = Path("config/hub.toml")
 T = TypeVar("T")
+ConfigOption = Annotated[Path | None, typer.Option(help=CONFIG_HELP)]
 
 
 def _fail(command: str, exc: BaseException) -> typer.Exit:
@@ -70,12 +69,10 @@ def _hubd() -> None:
 
 
 @hubd_app.command()
-def run(
-    config: Annotated[Path, typer.Option(help="Hub configuration file")] = Path("config/hub.toml"),
-) -> None:
+def run(config: ConfigOption = None) -> None:
     """Run the hub daemon until SIGTERM (drains, then exits 0)."""
     try:
-        settings = load_config(config)
+        settings = load_config(find_config(config))
     except ConfigError as exc:
         raise _fail("hubd run", exc) from exc
     configure_logs(settings.logging.format, settings.logging.level)
@@ -100,7 +97,7 @@ def _admin_socket(settings: HubConfig, socket: Path | None) -> Path | None:
 
 @directory_app.command("publish")
 def directory_publish(
-    config: Annotated[Path, typer.Option(help="Hub configuration file")] = Path("config/hub.toml"),
+    config: ConfigOption = None,
     socket: SocketOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON")] = False,
 ) -> None:
@@ -109,7 +106,7 @@ def directory_publish(
     refused the file (it keeps the old one); 2: no hub to ask."""
     command = "hubctl directory publish"
     try:
-        settings = load_config(config)
+        settings = load_config(find_config(config))
         path = socket if socket is not None else settings.admin_socket()
     except ConfigError as exc:
         raise _fail(command, exc) from exc
@@ -150,8 +147,8 @@ def route_command(
     config: Annotated[
         Path | None,
         typer.Option(
-            help="Hub configuration file: directory, hub key, store (default: config/hub.toml "
-            "if it exists and --directory is not given)"
+            help=f"{CONFIG_HELP}: directory, hub key, store. With --directory and no --config, "
+            "only the hub key comes from it, and no store is read"
         ),
     ] = None,
     directory: Annotated[
@@ -190,7 +187,6 @@ def route_command(
 # Each reads the store directly, read-only (the hub may be running or stopped); the
 # questions and answers are hubd.ops.query's, so an admin socket can serve them later.
 
-ConfigOption = Annotated[Path, typer.Option(help="Hub configuration file")]
 StoreOption = Annotated[
     str | None, typer.Option(help="Store URL (default: the one --config names)")
 ]
@@ -274,7 +270,7 @@ def _hub_presence(
 
 @hubctl_app.command("status")
 def status_command(
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = None,
     store: StoreOption = None,
     hub_pub: Annotated[
         Path | None,
@@ -286,8 +282,9 @@ def status_command(
     """The hub at a glance: deliveries pending per recipient and precedence, the oldest,
     dead letters, store size, the directory's version and expiry, every spoke and (from the
     running hub) whether it is online, and warnings of keys, certificates and the directory
-    expiring ([expiry] in the config). With the hub down, the store alone, and it says so."""
+    expiring (the config's expiry section). With the hub down, the store alone, and it says so."""
     try:
+        config = find_config(config)
         settings = load_config(config)
     except ConfigError as exc:
         raise _fail("hubctl status", exc) from exc
@@ -321,7 +318,7 @@ def status_command(
 @hubctl_app.command("trace")
 def trace_command(
     msg_id: Annotated[str, typer.Argument(help="The message's msg_id: 32 lowercase hex digits")],
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = None,
     store: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -333,7 +330,7 @@ def trace_command(
         hint = ValueError(f"{exc}; copy it from a receipt, a log line or 'hubctl queue'")
         raise _fail("hubctl trace", hint) from exc
     try:
-        url = store or load_config(config).store_url()
+        url = store or load_config(find_config(config)).store_url()
         answer = _ask(url, lambda read: trace.trace(read, wanted, now=now_ms()))
     except (ConfigError, XchgError) as exc:
         raise _fail("hubctl trace", exc) from exc
@@ -351,7 +348,7 @@ def trace_command(
 @hubctl_app.command("queue")
 def queue_command(
     org: OrgArgument = None,
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = None,
     store: StoreOption = None,
     limit: LimitOption = 200,
     as_json: JsonOption = False,
@@ -360,7 +357,7 @@ def queue_command(
     hub sends them: precedence first, then age."""
     recipient = _org("hubctl queue", org)
     try:
-        url = store or load_config(config).store_url()
+        url = store or load_config(find_config(config)).store_url()
         answer = _ask(
             url, lambda read: opsquery.queue(read, now=now_ms(), recipient=recipient, limit=limit)
         )
@@ -372,7 +369,7 @@ def queue_command(
 @hubctl_app.command("dead")
 def dead_command(
     org: OrgArgument = None,
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = None,
     store: StoreOption = None,
     limit: LimitOption = 200,
     as_json: JsonOption = False,
@@ -381,7 +378,7 @@ def dead_command(
     recipient confirmed (EXPIRED), with the reason and the attempts; the most recent first."""
     recipient = _org("hubctl dead", org)
     try:
-        url = store or load_config(config).store_url()
+        url = store or load_config(find_config(config)).store_url()
         answer = _ask(
             url, lambda read: opsquery.dead(read, now=now_ms(), recipient=recipient, limit=limit)
         )
@@ -401,7 +398,7 @@ def redeliver_command(
     to: Annotated[
         str | None, typer.Option("--to", help="Only the delivery to this organisation")
     ] = None,
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = None,
     store: StoreOption = None,
     socket: SocketOption = None,
     as_json: JsonOption = False,
@@ -419,7 +416,7 @@ def redeliver_command(
         raise _fail(command, ValueError(f"{exc}; copy it from 'hubctl dead'")) from exc
     recipient = _org(command, to)
     try:
-        settings = load_config(config)
+        settings = load_config(find_config(config))
     except ConfigError as exc:
         raise _fail(command, exc) from exc
     path = _admin_socket(settings, socket)

@@ -20,7 +20,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import structlog
 
@@ -537,7 +536,3 @@ class Hub:
             retriable=False,
         )
         self.issuer.issue(job.sender, job.origin, entry, durable=True)
-
-
-def default_config_path() -> Path:
-    return Path("config/hub.toml")

@@ -241,6 +241,8 @@ def test_a_taken_embedded_broker_port_is_refused_naming_the_option_for_an_existi
     output = (done.stdout + done.stderr).decode()
     assert done.returncode == 2, output
     assert f"127.0.0.1:{mosquitto.port} is already in use" in output
+    assert f"端口 127.0.0.1:{mosquitto.port} 已被占用" in output
+    assert "[broker] listen" in output
     assert "[broker] enabled = false" in output
     assert "[channels.govnet] url" in output
     assert f"mqtt://127.0.0.1:{mosquitto.port}" in output
