@@ -28,7 +28,7 @@ from hubd.provision.keys import keys_app
 from hubd.store.lock import HubLock, LockHeldError
 from runtime.clock import now_ms
 from runtime.startup import configure as configure_logs
-from runtime.startup import run_loop
+from runtime.startup import explain, guarded, run_loop
 from schemas.clock import ms_to_text
 from schemas.directory import verify_directory
 from schemas.errors import ConfigError, XchgError
@@ -60,7 +60,7 @@ T = TypeVar("T")
 
 
 def _fail(command: str, exc: BaseException) -> typer.Exit:
-    typer.echo(f"{command}: {exc}", err=True)
+    typer.echo(f"{command}: {explain(exc)}", err=True)  # one line, Chinese and English
     return typer.Exit(2)
 
 
@@ -73,19 +73,12 @@ def _hubd() -> None:
 def run(
     config: Annotated[Path, typer.Option(help="Hub configuration file")] = Path("config/hub.toml"),
 ) -> None:
-    """Run the hub daemon until SIGTERM (drains, then exits 0)."""
-    try:
-        settings = load_config(config)
-    except ConfigError as exc:
-        raise _fail("hubd run", exc) from exc
+    """Run the hub daemon until SIGTERM (drains, then exits 0). A failure is one line on
+    stderr, one hub.failed event and an exit code (docs/operations.md, "Exit codes")."""
+    configure_logs()  # first: a configuration that fails to load is a JSON event too
+    settings = load_config(config)
     configure_logs(settings.logging.format, settings.logging.level)
-    try:
-        run_loop(Hub(settings).run())
-    except ConfigError as exc:
-        raise _fail("hubd run", exc) from exc
-    except XchgError as exc:
-        typer.echo(f"hubd run: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    run_loop(Hub(settings).run())
 
 
 SocketOption = Annotated[
@@ -465,8 +458,8 @@ def redeliver_command(
 
 
 def hubd_main() -> None:
-    hubd_app(prog_name="hubd")
+    guarded("hubd", "hub.failed", hubd_app)
 
 
 def hubctl_main() -> None:
-    hubctl_app(prog_name="hubctl")
+    guarded("hubctl", "hubctl.failed", hubctl_app)
