@@ -100,7 +100,24 @@ def directory_publish(
     """Make the running hub re-read, re-verify and republish its directory file (what
     'systemctl reload hubd' does) and say which version it serves now. Exit 1: the hub
     refused the file (it keeps the old one); 2: no hub to ask."""
-    command = "hubctl directory publish"
+    _reload_directory("hubctl directory publish", config, socket, as_json=as_json)
+
+
+@hubctl_app.command("reload")
+def reload_command(
+    config: Annotated[Path, typer.Option(help="Hub configuration file")] = Path("config/hub.toml"),
+    socket: SocketOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON")] = False,
+) -> None:
+    """Ask the running hub over its admin socket to reload its directory file, as SIGHUP
+    does, and wait for the answer: the version it now serves (exit 0), or why it refused
+    the file and keeps serving the old one (exit 1); 2: no hub to ask. The unit's
+    ExecReload, so 'systemctl reload hubd' fails when the reload fails."""
+    _reload_directory("hubctl reload", config, socket, as_json=as_json)
+
+
+def _reload_directory(command: str, config: Path, socket: Path | None, *, as_json: bool) -> None:
+    """The running hub's reload (its SIGHUP path) over the admin socket, and its answer."""
     try:
         settings = load_config(config)
         path = socket if socket is not None else settings.admin_socket()
