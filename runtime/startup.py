@@ -30,7 +30,7 @@ from schemas.errors import ConfigError, StoreError, TransportError, XchgError
 # Exit codes, the same for hubd, hubctl and spoke (docs/operations.md, "Exit codes").
 EXIT_REFUSED = 1  # an expected error not below; hubctl and spoke: the answer is no
 EXIT_CONFIG = 2  # the configuration, a key file, a folder, the directory, a port: fix it
-EXIT_UNAVAILABLE = 3  # a service it needs (the store, a broker) failed: try again
+EXIT_UNAVAILABLE = 3  # a service it needs (the store, a broker) failed: try again later
 EXIT_BUG = 70  # EX_SOFTWARE (sysexits.h): a bug; the traceback is in the log event
 
 _JSON_LOGS = {"on": False}  # configure() says whether the log stream is JSON lines
@@ -123,6 +123,8 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
     """(exit code, what to do in Chinese) for an expected error; None for a bug."""
     if isinstance(exc, ConfigError):
         return EXIT_CONFIG, "配置有误：请按后面的说明修正后重试"
+    if isinstance(exc, StoreError) and not exc.retriable:  # trying again cannot help
+        return EXIT_CONFIG, "数据库需要先处理：请按后面的说明处理后再启动"
     if isinstance(exc, (StoreError, TransportError)):
         return EXIT_UNAVAILABLE, "所需的服务（数据库或消息代理）出错：请按后面的说明检查后重试"
     if isinstance(exc, XchgError):

@@ -88,6 +88,18 @@ def test_on_a_terminal_an_expected_error_is_the_line_alone(
     ]
 
 
+def test_a_store_error_trying_again_cannot_fix_exits_2_so_systemd_does_not_restart(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    failure = StoreError("the ledger is behind its checkpoints", retriable=False)
+
+    code, _, err = guarded(capsys, failure, daemon=False)
+
+    assert code == startup.EXIT_CONFIG
+    hint = "数据库需要先处理：请按后面的说明处理后再启动"
+    assert err == [f"hubd run: {hint} / the ledger is behind its checkpoints"]
+
+
 def test_a_file_that_cannot_be_read_names_the_file_and_the_reason(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
