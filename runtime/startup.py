@@ -160,6 +160,8 @@ def _json_stderr_logger() -> Any:
 
 def report(prog: str, event: str, exc: BaseException) -> int:
     """Say what failed (one line on stderr, one JSON event) and return the exit code."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]  # a TaskGroup's one failed task: what it raised
     known = classify(exc)
     if known is None:
         sys.stderr.write(

@@ -100,6 +100,19 @@ def test_a_store_error_trying_again_cannot_fix_exits_2_so_systemd_does_not_resta
     assert err == [f"hubd run: {hint} / the ledger is behind its checkpoints"]
 
 
+def test_an_expected_error_of_one_task_in_a_task_group_is_reported_as_itself(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    failure = ExceptionGroup(
+        "unhandled errors in a TaskGroup", [StoreError("down", retriable=True)]
+    )
+
+    code, _, err = guarded(capsys, failure, daemon=False)
+
+    assert code == startup.EXIT_UNAVAILABLE
+    assert err[0].endswith(" / down")
+
+
 def test_a_file_that_cannot_be_read_names_the_file_and_the_reason(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
