@@ -28,7 +28,7 @@ from hubd.provision.keys import keys_app
 from hubd.store.lock import HubLock, LockHeldError
 from runtime.clock import now_ms
 from runtime.startup import configure as configure_logs
-from runtime.startup import run_loop
+from runtime.startup import explain, guarded, run_loop
 from schemas.clock import ms_to_text
 from schemas.directory import verify_directory
 from schemas.errors import ConfigError, XchgError
@@ -59,7 +59,7 @@ ConfigOption = Annotated[Path | None, typer.Option(help=CONFIG_HELP)]
 
 
 def _fail(command: str, exc: BaseException) -> typer.Exit:
-    typer.echo(f"{command}: {exc}", err=True)
+    typer.echo(f"{command}: {explain(exc)}", err=True)  # one line, Chinese and English
     return typer.Exit(2)
 
 
@@ -70,19 +70,12 @@ def _hubd() -> None:
 
 @hubd_app.command()
 def run(config: ConfigOption = None) -> None:
-    """Run the hub daemon until SIGTERM (drains, then exits 0)."""
-    try:
-        settings = load_config(find_config(config))
-    except ConfigError as exc:
-        raise _fail("hubd run", exc) from exc
+    """Run the hub daemon until SIGTERM (drains, then exits 0). A failure is one line on
+    stderr, one hub.failed event and an exit code (docs/operations.md, "Exit codes")."""
+    configure_logs()  # first: a configuration that fails to load is a JSON event too
+    settings = load_config(find_config(config))
     configure_logs(settings.logging.format, settings.logging.level)
-    try:
-        run_loop(Hub(settings).run())
-    except ConfigError as exc:
-        raise _fail("hubd run", exc) from exc
-    except XchgError as exc:
-        typer.echo(f"hubd run: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    run_loop(Hub(settings).run())
 
 
 SocketOption = Annotated[
@@ -104,7 +97,26 @@ def directory_publish(
     """Make the running hub re-read, re-verify and republish its directory file (what
     'systemctl reload hubd' does) and say which version it serves now. Exit 1: the hub
     refused the file (it keeps the old one); 2: no hub to ask."""
-    command = "hubctl directory publish"
+    _reload_directory("hubctl directory publish", config, socket, as_json=as_json)
+
+
+@hubctl_app.command("reload")
+def reload_command(
+    config: ConfigOption = None,
+    socket: SocketOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON")] = False,
+) -> None:
+    """Ask the running hub over its admin socket to reload its directory file, as SIGHUP
+    does, and wait for the answer: the version it now serves (exit 0), or why it refused
+    the file and keeps serving the old one (exit 1); 2: no hub to ask. The unit's
+    ExecReload, so 'systemctl reload hubd' fails when the reload fails."""
+    _reload_directory("hubctl reload", config, socket, as_json=as_json)
+
+
+def _reload_directory(
+    command: str, config: Path | None, socket: Path | None, *, as_json: bool
+) -> None:
+    """The running hub's reload (its SIGHUP path) over the admin socket, and its answer."""
     try:
         settings = load_config(find_config(config))
         path = socket if socket is not None else settings.admin_socket()
@@ -462,8 +474,8 @@ def redeliver_command(
 
 
 def hubd_main() -> None:
-    hubd_app(prog_name="hubd")
+    guarded("hubd", "hub.failed", hubd_app)
 
 
 def hubctl_main() -> None:
-    hubctl_app(prog_name="hubctl")
+    guarded("hubctl", "hubctl.failed", hubctl_app)

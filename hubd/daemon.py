@@ -52,6 +52,7 @@ from runtime.clock import now_ms
 from runtime.files import load_signing_key
 from runtime.link import Link, LinkMaker
 from runtime.mqtt import BrokerLink, tls_context
+from runtime.startup import one_line
 from runtime.tasks import cancel_and_wait
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory, verify_directory
@@ -187,6 +188,25 @@ class Hub:
                 str(path), [("", f"{exc}; run 'hubctl directory build' to sign a fresh one")]
             ) from exc
 
+    def _load_key(self) -> SigningKey:
+        """The hub's signing key; a ConfigError naming ``hub.key`` and what to do otherwise."""
+        path = self.config.hub.key
+        try:
+            return load_signing_key(path)[1]
+        except FileNotFoundError as exc:
+            why = f"{path} does not exist; create it with 'hubctl keys init' (docs/operations.md)"
+            raise ConfigError("hub configuration", [("hub.key", why)]) from exc
+        except PermissionError as exc:  # loose mode (read_private's sentence) or not ours
+            why = (
+                str(exc)
+                if exc.filename is None
+                else f"{path}: {exc.strerror}; the hub's user must own it (mode 0600)"
+            )
+            raise ConfigError("hub configuration", [("hub.key", why)]) from exc
+        except (OSError, ValueError) as exc:
+            why = str(exc) if isinstance(exc, ValueError) else f"{path}: {exc.strerror or exc}"
+            raise ConfigError("hub configuration", [("hub.key", why)]) from exc
+
     def directory(self) -> Directory:
         assert self._verified is not None  # noqa: S101 - loaded before serving
         return self._verified.directory
@@ -196,8 +216,17 @@ class Hub:
         keep the old one if the new is bad. Returns why it was refused, or None."""
         try:
             verified = self._load_directory()
-        except ConfigError as exc:
-            log.exception("directory.reload_failed", error=str(exc))
+        except ConfigError as exc:  # expected: one event with the reason, no traceback
+            cause = exc.__cause__
+            kept = None if self._verified is None else self._verified.version
+            reason = cause.reason.value if isinstance(cause, PeerError) else "directory.unreadable"
+            log.error(
+                "directory.reload_failed",
+                reason=reason,
+                error=f"新目录文件被拒绝，继续使用 v{kept} / {one_line(str(exc))}; "
+                f"the hub keeps serving v{kept}",
+                kept_version=kept,
+            )
             return exc
         previous, self._verified = self._verified, verified
         log.info("directory.reloaded", version=verified.version, orgs=len(verified.directory.orgs))
@@ -217,8 +246,10 @@ class Hub:
         async def write() -> None:
             try:
                 await store.submit(AppendAudit(events))
-            except XchgError:
-                log.exception("audit.write_failed", events=[e.event for e in events])
+            except XchgError as exc:
+                log.error(
+                    "audit.write_failed", events=[e.event for e in events], error=one_line(str(exc))
+                )
 
         task = asyncio.get_running_loop().create_task(write())
         self._audits.add(task)
@@ -267,7 +298,7 @@ class Hub:
 
     async def run(self) -> None:
         config = self.config
-        _, self._key = load_signing_key(config.hub.key)
+        self._key = self._load_key()
         self._verified = self._load_directory()
         directory = self.directory()
         channels = [c.id for c in directory.channels]

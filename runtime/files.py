@@ -194,6 +194,10 @@ def read_config(path: Path, model: type[M]) -> M:
         raise ConfigError(str(path), [("", f"cannot read it: {exc.strerror}")]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [("", f"not valid TOML: {exc}")]) from exc
+    except RecursionError:  # 'a = [[[[...': deeper than the TOML parser goes
+        raise ConfigError(
+            str(path), [("", "not a configuration: its arrays nest too deeply")]
+        ) from None
     try:
         return model.model_validate(doc)
     except ValidationError as exc:

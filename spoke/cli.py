@@ -12,7 +12,7 @@ import typer
 
 from runtime.files import atomic_write, denied_sentence
 from runtime.startup import configure as configure_logs
-from runtime.startup import run_loop
+from runtime.startup import explain, guarded, run_loop
 from schemas import evidence
 from schemas.clock import ms_to_text
 from schemas.directory import Directory, verify_directory
@@ -118,13 +118,15 @@ def keygen(
 def run(
     config: ConfigOption = None,
 ) -> None:
-    """Run the spoke agent (outbox -> hub -> inbox) until SIGTERM."""
-    settings = _config(config, "spoke run")
+    """Run the spoke agent (outbox -> hub -> inbox) until SIGTERM. A failure is one line on
+    stderr, one spoke.failed event and an exit code (docs/operations.md, "Exit codes")."""
+    configure_logs()  # first: a configuration that fails to load is a JSON event too
+    settings = load_config(find_config(config))
     configure_logs(settings.logging.format, settings.logging.level)
     try:
         agent = SpokeAgent(settings)
-    except (OSError, ValueError, XchgError) as exc:
-        raise _fail("spoke run", exc) from exc
+    except (OSError, ValueError) as exc:  # its keys, pinned hub key, folders
+        raise ConfigError(str(config), [("", str(exc))]) from exc
     run_loop(agent.run())
 
 
@@ -622,12 +624,12 @@ def _config(path: Path | None, command: str) -> SpokeConfig:
 
 
 def _fail(command: str, exc: BaseException) -> typer.Exit:
-    typer.echo(f"{command}: {exc}", err=True)
+    typer.echo(f"{command}: {explain(exc)}", err=True)  # one line, Chinese and English
     return typer.Exit(2)
 
 
 def main() -> None:
-    app(prog_name="spoke")
+    guarded("spoke", "spoke.failed", app)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
 from hubd.store.writes import AppendAudit
+from runtime.startup import one_line
 from schemas.directory import Directory
 from schemas.errors import ConfigError
 from schemas.ids import msg_id_text
@@ -139,7 +140,8 @@ class HubAdmin:
             served = "none" if before is None else f"v{before.version}"
             raise HubRefusedError(
                 "directory.refused",
-                f"the hub refused the new directory file and keeps serving {served}: {problem}",
+                f"新目录文件被拒绝，枢纽继续使用 {served} / the hub refused the new directory "
+                f"file and keeps serving {served}: {one_line(str(problem))}",
             )
         if store is not None:
             await store.submit(

@@ -27,6 +27,7 @@ from hubd.provision.directory import Built, hub_key_paths, init_hub_key, revoke_
 from hubd.provision.revocations import Revocation, load_register, reasons, register_path
 from runtime.clock import now_ms
 from runtime.files import denied_sentence
+from runtime.startup import explain
 from schemas.clock import duration_text, ms_to_text
 from schemas.directory import verify_directory
 from schemas.display import table
@@ -60,7 +61,7 @@ keys_app = typer.Typer(
 def fail(command: str, exc: BaseException) -> typer.Exit:
     if isinstance(exc, PermissionError):
         exc = ValueError(denied_sentence(exc, see=INSTALL_STEP))
-    typer.echo(f"{command}: {exc}", err=True)
+    typer.echo(f"{command}: {explain(exc)}", err=True)  # one line, Chinese and English
     return typer.Exit(2)
 
 

@@ -221,6 +221,9 @@ async def test_sighup_with_a_broken_directory_keeps_serving_the_old_one(
 
     assert failed["level"] == "error"
     assert "hubctl directory build" in str(failed["error"])
+    assert str(failed["error"]).startswith("新目录文件被拒绝，继续使用 v1 / ")
+    assert failed["reason"] == "decode.trailing_bytes"
+    assert "exception" not in failed  # an expected refusal: its reason, no traceback
     sealed = await gov.send(["jl.cc"], contents=[b"still served"])
     await gov.wait_for(lambda: gov.has(sealed.header.msg_id, ReceiptStatus.DELIVERED, "jl.cc"))
 
