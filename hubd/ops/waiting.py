@@ -47,7 +47,9 @@ class Waiting:
             return "recipient offline" + ("" if since is None else f" {duration_text(now - since)}")
         if self.code in {AWAITING_DELIVERED, GIVING_UP} and self.next_attempt_by is not None:
             verb = "gives up" if self.code == GIVING_UP else "retry"
-            return f"{verb} by {duration_text(max(self.next_attempt_by - now, 0))}"
+            if self.next_attempt_by < now:
+                return f"{verb} overdue"
+            return f"{verb} within {duration_text(self.next_attempt_by - now)}"
         return {PUBLISHING: "publishing", EXPIRING: "expiring now", HUB_UNKNOWN: "unknown"}.get(
             self.code, self.code
         )
@@ -146,6 +148,18 @@ def why_waiting(
             offline.code,
             offline.detail,
             offline.offline_since,
+            next_attempt_from=first,
+            next_attempt_by=last,
+        )
+    if last < now:  # the retry is overdue: the hub was down, or it is publishing it now
+        then = (
+            f"the hub did not answer: a started hub publishes it again as soon as {r} is online"
+            if not presence_known
+            else "it is being published again (a slow broker: see broker.* in the hub's log)"
+        )
+        return Waiting(
+            AWAITING_DELIVERED,
+            f"{tries}; attempt {d.attempts + 1} was due by {_when(last, now)}: {then}",
             next_attempt_from=first,
             next_attempt_by=last,
         )

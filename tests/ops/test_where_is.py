@@ -1,4 +1,4 @@
-""""Where is my document?" at the hub (issue 13): ``hubctl find`` without a msg_id, ``trace``
+"""Where is my document? At the hub (issue 13): ``hubctl find`` without a msg_id, ``trace``
 in time order, ``queue`` saying why each delivery waits and when it expires, and ``dead`` and
 ``redeliver --dead`` agreeing about EXPIRED dead letters.
 
@@ -54,7 +54,7 @@ P, S, D, F = (
 X, Z = DeliveryState.EXPIRED, DeliveryState.DEAD
 MINUTE = 60_000
 NUMBER = "吉政办发〔2026〕12号"
-SECRET_NUMBER = "吉政发〔2026〕7号"
+CLASSIFIED_NUMBER = "吉政发〔2026〕7号"
 TITLE = "关于测试的通知"  # in no column: it must never be printed
 
 
@@ -119,7 +119,7 @@ def new_message(doc: Doc) -> NewMessage:
         "body_path": None,
         "doc_number": findable_doc_number(doc.doc_number, doc.classification),
     }
-    routes = {} if doc.quarantined else {r: "govnet" for r in doc.to}
+    routes = {} if doc.quarantined else dict.fromkeys(doc.to, "govnet")
     deliveries = [
         {
             "msg_id": doc.msg_id,
@@ -167,25 +167,62 @@ def documents(base: int) -> list[Doc]:
     """The hub of docs/operations.md's samples (their msg_ids), received before ``base``."""
     ago = lambda minutes: base - minutes * MINUTE  # noqa: E731 - a local shorthand
     return [
-        Doc("7606d5ad40c20a90b416f035998c79f7", "jl.gov", {"jl.jl": (F, 1)}, ago(50),
-            doc_number=NUMBER),  # fmt: skip
-        Doc("f38d1176b05cec1fa39ef2dce1710f11", "jl.gov", {"jl.sp": (Z, 2)}, ago(45),
-            precedence=Precedence.URGENT),  # fmt: skip
-        Doc("ad52c5e601c169c0334e4517130b9b6f", "jl.gov", {"jl.th": (X, 0)}, ago(44),
-            expires_at=ago(43)),  # fmt: skip
-        Doc("51b2b78ccf6b2687b6fb59f97c73b7d6", "jl.cc.nongan", {"jl.gov": (P, 0)}, ago(40),
-            classification=Classification.SECRET, doc_number=SECRET_NUMBER,
-            quarantined=True),  # fmt: skip
+        Doc(
+            "7606d5ad40c20a90b416f035998c79f7",
+            "jl.gov",
+            {"jl.jl": (F, 1)},
+            ago(50),
+            doc_number=NUMBER,
+        ),
+        Doc(
+            "f38d1176b05cec1fa39ef2dce1710f11",
+            "jl.gov",
+            {"jl.sp": (Z, 2)},
+            ago(45),
+            precedence=Precedence.URGENT,
+        ),
+        Doc(
+            "ad52c5e601c169c0334e4517130b9b6f",
+            "jl.gov",
+            {"jl.th": (X, 0)},
+            ago(44),
+            expires_at=ago(43),
+        ),
+        Doc(
+            "51b2b78ccf6b2687b6fb59f97c73b7d6",
+            "jl.cc.nongan",
+            {"jl.gov": (P, 0)},
+            ago(40),
+            classification=Classification.SECRET,
+            doc_number=CLASSIFIED_NUMBER,
+            quarantined=True,
+        ),
         Doc("5f454a71e6e70b3c8a14639fb9eb816c", "jl.jl", {"jl.cc": (Z, 30)}, ago(35)),
-        Doc("e1f0c2a39b8d4e5f60718293a4b5c6d7", "jl.gov", {"jl.bs": (S, 2)}, ago(30),
-            expires_at=base + 24 * 60 * MINUTE),  # fmt: skip
+        Doc(
+            "e1f0c2a39b8d4e5f60718293a4b5c6d7",
+            "jl.gov",
+            {"jl.bs": (S, 2)},
+            ago(30),
+            expires_at=base + 24 * 60 * MINUTE,
+        ),
         Doc("8773cc9c2343fe52cb1c3c94426e96b0", "jl.gov", {"jl.cc": (P, 0)}, ago(20)),
-        Doc("a5033a878a423764f92e6382682790e9", "jl.gov", {"jl.bs": (P, 0), "jl.cc": (P, 0)},
-            ago(15), precedence=Precedence.URGENT),  # fmt: skip
+        Doc(
+            "a5033a878a423764f92e6382682790e9",
+            "jl.gov",
+            {"jl.bs": (P, 0), "jl.cc": (P, 0)},
+            ago(15),
+            precedence=Precedence.URGENT,
+        ),
         Doc("12de7e45de9dd0174a3d89615db2c450", "jl.jl", {"jl.bs": (P, 0)}, ago(12)),
-        Doc("b5b147a0f61460f261913cdf2a201ca2", "jl.gov", {"jl.cc": (P, 0)}, ago(10),
-            precedence=Precedence.FLASH, classification=Classification.CONFIDENTIAL,
-            doc_number=SECRET_NUMBER),  # fmt: skip
+        Doc(
+            "b5b147a0f61460f261913cdf2a201ca2",
+            "jl.gov",
+            {"jl.cc": (P, 0)},
+            ago(10),
+            precedence=Precedence.FLASH,
+            classification=Classification.CONFIDENTIAL,
+            doc_number=CLASSIFIED_NUMBER,
+        ),
     ]
 
 
@@ -266,7 +303,7 @@ def test_find_by_doc_number_finds_a_document_below_mimi_and_never_prints_the_num
 ) -> None:
     answer = as_json(hub, "find", "--doc-number", NUMBER)
     text = hubctl(hub, "find", "--doc-number", NUMBER)
-    secret = as_json(hub, "find", "--doc-number", SECRET_NUMBER)
+    secret = as_json(hub, "find", "--doc-number", CLASSIFIED_NUMBER)
 
     assert ids(answer) == ["7606"]
     assert text.exit_code == 0, text.output
@@ -350,7 +387,9 @@ def test_trace_prints_in_time_order_when_the_ledger_holds_a_later_step_first(
                 Situation(
                     [],
                     [
-                        AuditEvent("receipt.delivered", base - 1000, m, "jl.cc", {"issuer": "jl.cc"}),
+                        AuditEvent(
+                            "receipt.delivered", base - 1000, m, "jl.cc", {"issuer": "jl.cc"}
+                        ),
                         AuditEvent("delivery.sent", base - 3000, m, "jl.cc", {"attempt": 1}),
                         AuditEvent("hub.note", base - 3000, m, "jl.cc", {"same": "ms"}),
                     ],
@@ -383,7 +422,10 @@ NOW = 1_795_000_000_000
 TIMERS = TimerSettings(max_attempts=3, retry_initial_ms=10_000, retry_max_ms=300_000)
 
 
-def delivery(state: DeliveryState, attempts: int, *, expires_at: int | None = None) -> Delivery:
+def delivery(
+    state: DeliveryState, attempts: int, *, expires_at: int | None = None, last: int = 5_000
+) -> Delivery:
+    """A delivery to jl.cc whose last change (the last publish) was ``last`` ms ago."""
     return Delivery(
         msg_id=b"\x01" * 16,
         recipient="jl.cc",
@@ -394,7 +436,7 @@ def delivery(state: DeliveryState, attempts: int, *, expires_at: int | None = No
         classification=Classification.INTERNAL,
         sender="jl.gov",
         created_at=NOW - 60_000,
-        updated_at=NOW - 5_000,
+        updated_at=NOW - last,
         expires_at=expires_at,
     )
 
@@ -413,6 +455,9 @@ OFFLINE_5M = SpokePresence(online=False, since=NOW - 300_000)
         # published twice 5 s ago: the third attempt 20 s after it, jitter 0.8..1.2
         (delivery(S, 2), ONLINE, True, AWAITING_DELIVERED, "attempt 3 between"),
         (delivery(S, 2), None, False, AWAITING_DELIVERED, "published 2 times"),
+        # published once 20 s ago: attempt 2 was due 8 to 12 s after it
+        (delivery(S, 1, last=20_000), None, False, AWAITING_DELIVERED, "attempt 2 was due by"),
+        (delivery(S, 1, last=20_000), ONLINE, True, AWAITING_DELIVERED, "published again"),
         (delivery(S, 2), OFFLINE_5M, True, OFFLINE, "(published 2 times, no DELIVERED yet)"),
         (delivery(S, 3), ONLINE, True, GIVING_UP, "max_attempts (3) reached; DEAD between"),
         (delivery(S, 1, expires_at=NOW - 1), ONLINE, True, EXPIRING, "expires_at passed"),
@@ -449,7 +494,12 @@ def test_queue_says_per_delivery_why_it_waits_and_when_it_expires(hub: Hub) -> N
     assert pending["expires_at"] is None
     assert text.exit_code == 0, text.output
     assert "why each waits:" in text.stdout
-    assert "e1f0c2a39b8d4e5f60718293a4b5c6d7 to jl.bs: published 2 times" in text.stdout
+    # published twice 30 minutes ago, with no hub since: the retry is overdue
+    assert (
+        "e1f0c2a39b8d4e5f60718293a4b5c6d7 to jl.bs: published 2 times, no DELIVERED yet; "
+        "attempt 3 was due by"
+    ) in text.stdout
+    assert "a started hub publishes it again" in text.stdout
     row = next(line for line in text.stdout.splitlines() if line.startswith("8773"))
     assert "never" in row  # expires
     assert "presence unknown: the hub did not answer" in text.stdout
