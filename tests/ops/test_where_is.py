@@ -165,7 +165,10 @@ def situation(doc: Doc) -> Situation:
 
 def documents(base: int) -> list[Doc]:
     """The hub of docs/operations.md's samples (their msg_ids), received before ``base``."""
-    ago = lambda minutes: base - minutes * MINUTE  # noqa: E731 - a local shorthand
+
+    def ago(minutes: int) -> int:
+        return base - minutes * MINUTE
+
     return [
         Doc(
             "7606d5ad40c20a90b416f035998c79f7",
