@@ -47,7 +47,7 @@ hubd_app = typer.Typer(
 )
 hubctl_app = typer.Typer(
     name="hubctl",
-    help="Operate the hub: status, trace, queue, dead letters and redeliver; keys, "
+    help="Operate the hub: status, find, trace, queue, dead letters and redeliver; keys, "
     "directory, audit, and what-if routing (route).",
     no_args_is_help=True,
     add_completion=False,
