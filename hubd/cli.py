@@ -395,7 +395,7 @@ def find_command(
         answer = _ask(url, lambda read: opsfind.find(read, search, now=now, limit=limit))
     except (ConfigError, XchgError) as exc:
         raise _fail(command, exc) from exc
-    _answer(as_json, answer.as_json(), opsfind.render_find(answer))
+    _answer(as_json, answer.as_json(), opsview.render_find(answer))
 
 
 @hubctl_app.command("queue")

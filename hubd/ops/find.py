@@ -20,10 +20,8 @@ from sqlalchemy import ColumnElement, func, select
 from hubd.core.states import DeliveryState
 from hubd.ops.query import LABEL_OF_RANK, PRECEDENCE_OF_RANK, Read
 from hubd.store import tables as t
-from schemas.clock import ms_to_text
-from schemas.display import table
 from schemas.ids import msg_id_text
-from schemas.labels import Classification, DocType, Precedence
+from schemas.labels import Classification, Precedence
 
 UNNUMBERED_NOTE = (
     "documents classified 秘密 and above are not found by 发文字号: the hub keeps no number "
@@ -198,67 +196,3 @@ async def find(read: Read, search: Search, *, now: int, limit: int) -> Findings:
         for r in rows
     )
     return Findings(now, search, int(total[0][0]), items)
-
-
-# ------------------------------------------------------------------ as text
-
-
-def _asked(search: Search) -> str:
-    parts = []
-    if search.sender is not None:
-        parts.append(f"from {search.sender}")
-    if search.recipient is not None:
-        parts.append(f"to {search.recipient}")
-    if search.doc_number is not None:
-        parts.append("with the 发文字号 asked for")
-    if search.since is not None:
-        parts.append(f"received since {ms_to_text(search.since)}")
-    if search.until is not None:
-        parts.append(f"before {ms_to_text(search.until)}")
-    return ", ".join(parts) if parts else "any"
-
-
-def _recipients(f: Found) -> str:
-    if f.state == "QUARANTINED":
-        return f"none: quarantined ({f.reason}), never forwarded"
-    return ", ".join(f"{r.recipient} {r.state.value}" for r in f.recipients) or "-"
-
-
-def render_find(found: Findings) -> str:
-    asked = _asked(found.search)
-    if not found.items:
-        none = (
-            f"no message found ({asked}; as of {ms_to_text(found.at)}): the hub's store holds "
-            "none; a document refused by the hub or by the sender's spoke is not stored (look "
-            "for message.rejected in the hub's log, or the spoke's failed/ folder)"
-        )
-        lines = [none]
-    else:
-        head = (
-            f"messages found: {found.total} ({asked}), the most recent first; "
-            f"as of {ms_to_text(found.at)}"
-        )
-        lines = [head]
-        header = ("msg_id", "received", "sender", "label", "recipients")
-        rows = [
-            (
-                msg_id_text(f.msg_id),
-                ms_to_text(f.received_at),
-                f.sender,
-                f"{_doc_type(f.doc_type)}, {f.classification}, {f.precedence}",
-                _recipients(f),
-            )
-            for f in found.items
-        ]
-        lines.append(table(header, rows))
-        hidden = found.total - len(found.items)
-        if hidden > 0:
-            lines.append(f"... and {hidden} more (--limit shows more, --since narrows)")
-        lines.append("'hubctl trace MSG_ID' shows one message's life")
-    if found.note is not None:
-        lines.append(f"note: {found.note}")
-    return "\n".join(lines) + "\n"
-
-
-def _doc_type(name: str) -> str:
-    return str(DocType[name]) if name in DocType.__members__ else name

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from hubd.ops.find import Findings, Found, Search
 from hubd.ops.query import Delivery, Listing, Spoke, SpokePresence, Status
 from hubd.ops.trace import Step, Trace
 from hubd.ops.waiting import Queue
@@ -176,6 +177,70 @@ def _spokes_table(spokes: Sequence[Spoke], now: int) -> str:
     ]
     header = ("organisation", "level", "channels", "presence", "last heard", "pending", "oldest")
     return table(header, rows)
+
+
+# ------------------------------------------------------------------ find
+
+
+def _asked(search: Search) -> str:
+    parts = []
+    if search.sender is not None:
+        parts.append(f"from {search.sender}")
+    if search.recipient is not None:
+        parts.append(f"to {search.recipient}")
+    if search.doc_number is not None:
+        parts.append("with the 发文字号 asked for")
+    if search.since is not None:
+        parts.append(f"received since {ms_to_text(search.since)}")
+    if search.until is not None:
+        parts.append(f"before {ms_to_text(search.until)}")
+    return ", ".join(parts) if parts else "any"
+
+
+def _recipients(f: Found) -> str:
+    if f.state == "QUARANTINED":
+        return f"none: quarantined ({f.reason}), never forwarded"
+    return ", ".join(f"{r.recipient} {r.state.value}" for r in f.recipients) or "-"
+
+
+def render_find(found: Findings) -> str:
+    asked = _asked(found.search)
+    if not found.items:
+        none = (
+            f"no message found ({asked}; as of {ms_to_text(found.at)}): the hub's store holds "
+            "none; a document refused by the hub or by the sender's spoke is not stored (look "
+            "for message.rejected in the hub's log, or the spoke's failed/ folder)"
+        )
+        lines = [none]
+    else:
+        head = (
+            f"messages found: {found.total} ({asked}), the most recent first; "
+            f"as of {ms_to_text(found.at)}"
+        )
+        lines = [head]
+        header = ("msg_id", "received", "sender", "label", "recipients")
+        rows = [
+            (
+                msg_id_text(f.msg_id),
+                ms_to_text(f.received_at),
+                f.sender,
+                f"{_doc_type_text(f.doc_type)}, {f.classification}, {f.precedence}",
+                _recipients(f),
+            )
+            for f in found.items
+        ]
+        lines.append(table(header, rows))
+        hidden = found.total - len(found.items)
+        if hidden > 0:
+            lines.append(f"... and {hidden} more (--limit shows more, --since narrows)")
+        lines.append("'hubctl trace MSG_ID' shows one message's life")
+    if found.note is not None:
+        lines.append(f"note: {found.note}")
+    return "\n".join(lines) + "\n"
+
+
+def _doc_type_text(name: str) -> str:
+    return str(DocType[name]) if name in DocType.__members__ else name
 
 
 # ------------------------------------------------------------------ trace
