@@ -300,6 +300,11 @@ async def test_queue_lists_flash_before_older_routine_and_only_the_organisation_
     assert msg_id_text(routine_jl) not in text.stdout
     assert (first["total"], first["shown"]) == (3, 1)
     assert "... and 2 more" in cut.stdout
+    # why they wait, from the running hub's presence: jl.cc and jl.jl never came online
+    assert everyone["presence_known"] is True
+    assert {d["waiting"]["code"] for d in everyone["deliveries"]} == {"recipient_not_seen"}
+    assert "jl.cc has not been online on govnet since the hub started" in text.stdout
+    assert {d["expires_at"] for d in everyone["deliveries"]} == {None}
 
 
 # ---------------------------------------------------------------------------- dead
