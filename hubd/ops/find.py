@@ -44,7 +44,7 @@ class Search:
         return {
             "from": self.sender,
             "to": self.recipient,
-            "doc_number": self.doc_number,
+            "by_doc_number": self.doc_number is not None,  # the number itself is not echoed
             "since": self.since,
             "until": self.until,
         }

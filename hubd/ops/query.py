@@ -9,8 +9,9 @@ WAL mode and PostgreSQL both serve readers beside the writer). Every query takes
 ``Store.read``: an admin socket in the hub can answer the same questions with the same
 functions and add what only the running hub knows (presence, through ``presence=``).
 
-Titles, document numbers and signatories are not in the store's columns and the stored
-frames are never decoded here, so none of them can reach an answer.
+Titles and signatories are not in the store's columns, the document-number column is
+only ever compared (by :mod:`hubd.ops.find`), never selected, and the stored frames are
+never decoded here, so none of them can reach an answer.
 """
 
 from __future__ import annotations

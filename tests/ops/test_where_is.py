@@ -309,6 +309,8 @@ def test_find_by_doc_number_finds_a_document_below_mimi_and_never_prints_the_num
     secret = as_json(hub, "find", "--doc-number", CLASSIFIED_NUMBER)
 
     assert ids(answer) == ["7606"]
+    assert NUMBER not in json.dumps(answer, ensure_ascii=False)
+    assert answer["search"]["by_doc_number"] is True
     assert text.exit_code == 0, text.output
     assert NUMBER not in text.stdout
     assert TITLE not in text.stdout
