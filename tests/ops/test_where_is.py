@@ -556,3 +556,20 @@ def test_redeliver_dead_moves_the_dead_letters_and_counts_the_expired_ones(hub: 
     assert moved == ["5f45", "f38d"]
     assert answer["expired"] == 1
     assert (again["redelivered"], again["expired"]) == ([], 0)
+
+
+def test_find_queue_and_dead_read_a_postgresql_store(request: pytest.FixtureRequest) -> None:
+    url = str(request.getfixturevalue("pg_url"))
+    fill(url, documents(now_ms()))
+
+    def ask(*args: str) -> dict[str, Any]:
+        result = CliRunner().invoke(hubctl_app, [*args, "--store", url, "--json"])
+        assert result.exit_code == 0, result.output
+        value = json.loads(result.stdout)
+        assert isinstance(value, dict)
+        return value
+
+    assert ids(ask("find", "--to", "jl.cc", "--since", "1h")) == ["b5b1", "a503", "8773", "5f45"]
+    assert ids(ask("find", "--doc-number", NUMBER)) == ["7606"]
+    assert ask("queue")["total"] == 6
+    assert (ask("dead")["gave_up"], ask("dead")["expired"]) == (2, 1)
