@@ -12,19 +12,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, update
+from sqlalchemy.dialects import sqlite
 from typer.testing import CliRunner, Result
 
 from hubd.cli import hubctl_app
 from hubd.core.states import DeliveryState
 from hubd.core.timers import TimerSettings
 from hubd.engine.rows import findable_doc_number
-from hubd.ops.query import Delivery, SpokePresence
+from hubd.ops.find import Search, find
+from hubd.ops.query import Delivery, SpokePresence, reading
 from hubd.ops.waiting import (
     AWAITING_DELIVERED,
     EXPIRING,
@@ -573,3 +577,39 @@ def test_find_queue_and_dead_read_a_postgresql_store(request: pytest.FixtureRequ
     assert ids(ask("find", "--doc-number", NUMBER)) == ["7606"]
     assert ask("queue")["total"] == 6
     assert (ask("dead")["gave_up"], ask("dead")["expired"]) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("search", "index"),
+    [
+        (Search(sender="jl.gov", since=1), "messages_by_sender"),
+        (Search(doc_number=NUMBER), "messages_by_doc_number"),
+        (Search(since=1, until=2), "messages_by_received"),
+        (Search(recipient="jl.cc", since=1), "deliveries_by_recipient"),
+    ],
+)
+def test_each_kind_of_find_searches_an_index_not_the_whole_table(
+    hub: Hub, search: Search, index: str
+) -> None:
+    asked: list[Any] = []
+
+    async def run() -> None:
+        async with reading(hub.url) as read:
+
+            async def recording(statement: Any) -> Sequence[Any]:
+                asked.append(statement)
+                return await read(statement)
+
+            await find(recording, search, now=now_ms(), limit=50)
+
+    asyncio.run(run())
+    plans = []
+    with sqlite3.connect(hub.db) as conn:
+        for statement in asked[:2]:  # the count, then the page
+            sql = str(
+                statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
+            )
+            plans.append(" ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}")))
+    for plan in plans:
+        assert f"INDEX {index}" in plan, plan
+        assert "SCAN messages" not in plan, plan
