@@ -15,13 +15,17 @@ from hubd.admin import client as adminclient
 from hubd.admin.protocol import HubRefusedError, Op, ProtocolError
 from hubd.admin.server import Peer
 from hubd.config import CONFIG_HELP, HubConfig, find_config, load_config
+from hubd.config import Delivery as DeliveryConfig
 from hubd.daemon import Hub
 from hubd.engine.trustwatch import warnings_for
+from hubd.ops import find as opsfind
 from hubd.ops import query as opsquery
 from hubd.ops import route, trace
 from hubd.ops import view as opsview
+from hubd.ops import waiting as opswaiting
 from hubd.ops.auditcmd import audit_app
 from hubd.ops.redeliver import Target, redeliver_offline
+from hubd.ops.waiting import timers as waiting_timers
 from hubd.provision import sources
 from hubd.provision.commands import broker_config, directory_app
 from hubd.provision.keys import keys_app
@@ -29,7 +33,7 @@ from hubd.store.lock import HubLock, LockHeldError
 from runtime.clock import now_ms
 from runtime.startup import configure as configure_logs
 from runtime.startup import explain, guarded, run_loop
-from schemas.clock import ms_to_text
+from schemas.clock import ms_to_text, parse_moment
 from schemas.directory import verify_directory
 from schemas.errors import ConfigError, XchgError
 from schemas.ids import check_org_id, parse_msg_id
@@ -43,7 +47,7 @@ hubd_app = typer.Typer(
 )
 hubctl_app = typer.Typer(
     name="hubctl",
-    help="Operate the hub: status, trace, queue, dead letters and redeliver; keys, "
+    help="Operate the hub: status, find, trace, queue, dead letters and redeliver; keys, "
     "directory, audit, and what-if routing (route).",
     no_args_is_help=True,
     add_completion=False,
@@ -357,24 +361,87 @@ def trace_command(
     _answer(as_json, answer.as_json(), opsview.render_trace(answer))
 
 
+@hubctl_app.command("find")
+def find_command(
+    from_: Annotated[
+        str | None, typer.Option("--from", help="Sent by this organisation (an org id)")
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Routed to this organisation")] = None,
+    doc_number: Annotated[
+        str | None,
+        typer.Option(help="发文字号, exactly as in the metadata (documents below 秘密 only)"),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Received at or after: 2026-11-25T17:52:20Z, 2026-11-26T01:52:20+08:00, "
+            "2026-11-25, 36h (ago) or milliseconds"
+        ),
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Received before (as --since)")] = None,
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many messages")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Find messages without their msg_id: by sender, recipient, 发文字号 and the time the hub
+    received them; each with its recipients' states. Never a title or a number is printed.
+    Exit 0 (also when none is found); 2: the question cannot be asked."""
+    command = "hubctl find"
+    now = now_ms()
+    try:
+        search = opsfind.Search(
+            sender=_org(command, from_),
+            recipient=_org(command, to),
+            doc_number=None if doc_number is None else doc_number.strip(),
+            since=None if since is None else parse_moment(since, now=now, what="--since"),
+            until=None if until is None else parse_moment(until, now=now, what="--until"),
+        )
+    except ValueError as exc:
+        raise _fail(command, exc) from exc
+    try:
+        url = store or load_config(find_config(config)).store_url()
+        answer = _ask(url, lambda read: opsfind.find(read, search, now=now, limit=limit))
+    except (ConfigError, XchgError) as exc:
+        raise _fail(command, exc) from exc
+    _answer(as_json, answer.as_json(), opsview.render_find(answer))
+
+
 @hubctl_app.command("queue")
 def queue_command(
     org: OrgArgument = None,
     config: ConfigOption = None,
     store: StoreOption = None,
+    socket: SocketOption = None,
     limit: LimitOption = 200,
     as_json: JsonOption = False,
 ) -> None:
     """Deliveries pending (not yet sent, or sent and not yet confirmed), in the order the
-    hub sends them: precedence first, then age."""
+    hub sends them: precedence first, then age; each with why it waits (recipient offline
+    since when, the next attempt's window, giving up) and when it expires."""
     recipient = _org("hubctl queue", org)
     try:
-        url = store or load_config(find_config(config)).store_url()
-        answer = _ask(
-            url, lambda read: opsquery.queue(read, now=now_ms(), recipient=recipient, limit=limit)
+        settings = load_config(find_config(config))
+    except ConfigError as exc:
+        if store is None:
+            raise _fail("hubctl queue", exc) from exc
+        settings = None  # --store alone: the default [delivery] policy, presence unknown
+    url = store or (settings.store_url() if settings is not None else "")
+    if settings is None:
+        presence, contact = None, opsquery.HubContact(None, False, "no configuration to find it")
+        timers = waiting_timers(DeliveryConfig())
+    else:
+        presence, contact = _hub_presence(_admin_socket(settings, socket))
+        timers = waiting_timers(settings.delivery)
+    now = now_ms()
+    try:
+        listing = _ask(
+            url, lambda read: opsquery.queue(read, now=now, recipient=recipient, limit=limit)
         )
-    except (ConfigError, XchgError) as exc:
+    except XchgError as exc:
         raise _fail("hubctl queue", exc) from exc
+    problem = contact.problem or "the admin socket is turned off"
+    answer = opswaiting.explain(listing, presence=presence, hub_problem=problem, timers=timers)
     _answer(as_json, answer.as_json(), opsview.render_queue(answer))
 
 
