@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -52,10 +53,10 @@ from spoke.sealing import (
     seal_drop,
 )
 from spoke.state import Outbound, Sending
+from spoke.tracking import CONFIRMED, FAILED, PENDING, next_status, overall_status
 
 T = TypeVar("T")
 log = structlog.get_logger("spoke.outbox")
-STATUS_ORDER = ["PENDING", "DELIVERED", "SIGNED_FOR", "EXPIRED", "DEAD"]
 
 
 class Sender:
@@ -476,20 +477,13 @@ class Sender:
         if summary is None or not folder.exists():
             return
         name, channel, recipients_json, label, precedence, state, created, answered = summary
-        recipients: dict[str, dict[str, object]] = {
-            r: {"status": "PENDING"} for r in json.loads(recipients_json)
-        }
+        recipients = {r: _Recipient() for r in json.loads(recipients_json)}
         for recipient, status, at, reason, detail in self.ctx.state.receipts(msg_id):
-            info = recipients.setdefault(recipient, {"status": "PENDING"})
-            info[f"{status.lower()}_at"] = ms_to_text(at, precise=True)
-            if reason:
-                info["reason"], info["detail"] = reason, detail
-            if STATUS_ORDER.index(status) > STATUS_ORDER.index(str(info["status"])):
-                info["status"] = status
+            recipients.setdefault(recipient, _Recipient()).add(status, at, reason, detail)
         notes = self.ctx.state.notes(msg_id)
         copies: dict[str, str] = notes.get("copy_numbers", {})
         for recipient, number in copies.items():
-            recipients.setdefault(recipient, {"status": "PENDING"})["copy_number"] = number
+            recipients.setdefault(recipient, _Recipient()).copy_number = number
         write_json(
             folder / "status.json",
             {
@@ -499,9 +493,11 @@ class Sender:
                 "classification": label,
                 "precedence": precedence,
                 "hub": state,
+                # the recipients' most needy status (spoke.tracking): DEAD if one is DEAD
+                "status": overall_status(r.status for r in recipients.values()),
                 "created_at": ms_to_text(created, precise=True),
                 "accepted_at": None if answered is None else ms_to_text(answered, precise=True),
-                "recipients": recipients,
+                "recipients": {r: info.as_json() for r, info in recipients.items()},
                 "added_cc": notes.get("added_cc", []),  # by auto_cc (自动抄送)
                 "rule_warnings": notes.get("rule_warnings", []),  # rules set to warn
                 # exactly what was sealed: compare with sha256sum, here and at the recipients
@@ -576,6 +572,39 @@ class Sender:
             rule=orphan.refusal.rule,
             detail=orphan.refusal.loggable,
         )
+
+
+@dataclass
+class _Recipient:
+    """One recipient in status.json: its status now, and every receipt that moved it."""
+
+    status: str = PENDING
+    times: dict[str, str] = field(default_factory=dict)  # the latest of each status
+    history: list[dict[str, object]] = field(default_factory=list)
+    why: tuple[str, str | None] | None = None  # reason and detail, while it has failed
+    copy_number: str | None = None
+
+    def add(self, status: str, at: int, reason: str | None, detail: str | None) -> None:
+        when = ms_to_text(at, precise=True)
+        self.times[f"{status.lower()}_at"] = when
+        event: dict[str, object] = {"status": status, "at": when}
+        if reason:
+            event["reason"], event["detail"] = reason, detail
+        self.history.append(event)
+        self.status = next_status(self.status, status)
+        if self.status in FAILED and reason:
+            self.why = (reason, detail)
+        elif self.status in CONFIRMED:
+            self.why = None
+
+    def as_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"status": self.status, **self.times}
+        if self.why is not None:
+            out["reason"], out["detail"] = self.why
+        if self.copy_number is not None:
+            out["copy_number"] = self.copy_number
+        out["history"] = self.history
+        return out
 
 
 def _hint(reason: str | None, *, retriable: bool) -> str:

@@ -4,7 +4,11 @@
   for ``spoke status``; ``outbound_notes``: what status.json adds about it (copies auto_cc
   added, 份号, rule warnings);
 - ``inbound``: every msg_id written to the inbox (a duplicate is never written twice);
-- ``receipts``: what each recipient said about what we sent;
+- ``receipts``: what each recipient said about what we sent (the first of each status);
+  ``receipt_log``: every such receipt in the order it arrived (a recipient's history:
+  DEAD, then DELIVERED after a redelivery), for status.json (:mod:`spoke.tracking`);
+- ``refused``: every drop the spoke refused before the hub saw it, by the msg_id it was
+  given when the spoke took it (``spoke status ID``);
 - ``outbound_drops``: what each send was (a fingerprint of its metadata and bytes, its
   发文字号), so that the same document dropped twice is not sent twice by accident;
 - ``cursors``: per channel, the last numbered receipt batch durably processed;
@@ -81,6 +85,24 @@ CREATE TABLE IF NOT EXISTS receipts (
     detail TEXT,
     PRIMARY KEY (msg_id, recipient, status)
 );
+CREATE TABLE IF NOT EXISTS receipt_log (
+    id INTEGER PRIMARY KEY,        -- arrival order
+    msg_id BLOB NOT NULL,
+    recipient TEXT NOT NULL,
+    status TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    reason TEXT,
+    detail TEXT,
+    UNIQUE (msg_id, recipient, status, at)  -- the same receipt twice is one event
+);
+CREATE TABLE IF NOT EXISTS refused (
+    msg_id BLOB PRIMARY KEY,       -- given when the spoke took the drop; never sent
+    name TEXT NOT NULL,            -- the drop's NAME when dropped
+    failed TEXT NOT NULL,          -- where it lies now, in failed/
+    rule TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refused_name ON refused (name);
 CREATE TABLE IF NOT EXISTS cursors (channel TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS directory (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -134,6 +156,12 @@ CREATE TABLE IF NOT EXISTS sending (
     since INTEGER NOT NULL,
     directory_version INTEGER,
     signing_kid TEXT               -- the key it signs with while sending
+);
+CREATE TABLE IF NOT EXISTS own_keys (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    problems TEXT NOT NULL,        -- JSON list of sentences; [] when the directory is right
+    directory_version INTEGER,
+    at INTEGER NOT NULL
 );
 """
 LOG_KEEP = 200  # checkpoints the witness's log keeps besides the first of each day
@@ -208,7 +236,18 @@ class SpokeState:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        had_log = bool(
+            self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'receipt_log'"
+            ).fetchall()
+        )
         self._db.executescript(SCHEMA)
+        if not had_log:  # a state file from before the log: its receipts start it, by time
+            self._db.execute(
+                "INSERT OR IGNORE INTO receipt_log (msg_id, recipient, status, at, reason, "
+                "detail) SELECT msg_id, recipient, status, at, reason, detail FROM receipts "
+                "WHERE recipient IS NOT NULL ORDER BY at"
+            )
         for table, column, definition in ADDED_COLUMNS:
             known = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
             if column not in known:
@@ -393,18 +432,34 @@ class SpokeState:
         reason: str | None,
         detail: str | None,
     ) -> None:
-        self._tx(
-            "INSERT OR IGNORE INTO receipts (msg_id, recipient, status, at, reason, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (msg_id, recipient, status, at, reason, detail),
-        )
+        """Record a receipt, and add it to the recipient's history in arrival order."""
+        args = (msg_id, recipient, status, at, reason, detail)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO receipts (msg_id, recipient, status, at, reason, "
+                    "detail) VALUES (?, ?, ?, ?, ?, ?)",
+                    args,
+                )
+                self._db.execute(
+                    "INSERT OR IGNORE INTO receipt_log (msg_id, recipient, status, at, reason, "
+                    "detail) VALUES (?, ?, ?, ?, ?, ?)",
+                    args,
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def receipts(self, msg_id: bytes) -> list[tuple[str, str, int, str | None, str | None]]:
+        """(recipient, status, at, reason, detail) of every receipt about ``msg_id``, in
+        the order they arrived."""
         return [
             tuple(r)
             for r in self._read(
-                "SELECT recipient, status, at, reason, detail FROM receipts WHERE msg_id = ? "
-                "ORDER BY at",
+                "SELECT recipient, status, at, reason, detail FROM receipt_log WHERE msg_id = ? "
+                "ORDER BY id",
                 (msg_id,),
             )
         ]

@@ -21,6 +21,7 @@ from spoke.config import SpokeConfig
 from spoke.files import is_clutter, is_temporary, name_problem
 from spoke.refusals import Refusal
 from spoke.state import Sending, SpokeState
+from spoke.tracking import recipient_status
 
 
 def make_drop(
@@ -158,8 +159,10 @@ def status_table(state: SpokeState, *, msg_id: str | None, limit: int) -> str:
         rows = state.outbound()[-limit:]
     lines = []
     for out in reversed(rows):
-        latest = dict.fromkeys(state.recipients(out.msg_id), "PENDING")
-        latest.update({recipient: status for recipient, status, *_ in state.receipts(out.msg_id)})
+        heard: dict[str, list[str]] = {r: [] for r in state.recipients(out.msg_id)}
+        for recipient, status, *_ in state.receipts(out.msg_id):
+            heard.setdefault(recipient, []).append(status)
+        latest = {r: recipient_status(statuses) for r, statuses in heard.items()}
         summary = ", ".join(f"{r}: {s}" for r, s in latest.items()) or "-"
         lines.append(
             (
