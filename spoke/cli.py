@@ -235,7 +235,13 @@ def status(
         if msg_id is None:
             for line in alarm_lines(state.alarms(open_only=True), str(config)):
                 typer.echo(line)
-            typer.echo(sending_line(state.sending(), waiting=waiting_drops(settings)))
+            typer.echo(
+                sending_line(
+                    state.sending(),
+                    waiting=waiting_drops(settings),
+                    kept=state.directory_version(),
+                )
+            )
             typer.echo(_ledger_line(settings, state))
         typer.echo(status_table(state, msg_id=msg_id, limit=limit))
     finally:

@@ -76,7 +76,10 @@ class Sender:
         self.failures = FailedFolder(self.failed)
         self._troubles: set[str] = set()  # drops whose own failure failed: logged once
         self._uploads: dict[bytes, asyncio.Task[None]] = {}
-        self._gate: tuple[str | None, str | None] | None = None  # (held reason, signing kid)
+        # (held reason, signing kid, directory version) as last recorded, and since when
+        # it has been sending (or held for that reason)
+        self._gate: tuple[str | None, str | None, int | None] | None = None
+        self._since: int | None = None
         # the claims recover() found, for the first scan; None until recover() has run
         self._recovered: list[Claimed] | None = None
 
@@ -151,23 +154,29 @@ class Sender:
             return None
 
     async def note_gate(self, gate: Ready | Held) -> bool:
-        """Log and record a change in whether (and with which key) the spoke sends; True
-        when sending resumes after being held."""
-        state = (gate.reason, None) if isinstance(gate, Held) else (None, gate.signer.kid)
+        """Log and record a change in whether (and with which key, under which directory
+        version) the spoke sends; True when sending resumes after being held. The record
+        is what the first line of ``spoke status`` shows: rewritten on every directory
+        change, so it names the version the agent uses now."""
+        kid = None if isinstance(gate, Held) else gate.signer.kid
+        state = (gate.reason if isinstance(gate, Held) else None, kid, gate.version)
         if state == self._gate:
             return False
         previous, self._gate = self._gate, state
         now = self.ctx.clock()
+        same_way = previous is not None and previous[0] == state[0]  # held for the same reason
+        since = self._since if same_way and self._since is not None else now
+        self._since = since
         if isinstance(gate, Held):
-            log.warning(
-                gate.reason,
-                detail=gate.detail,
-                directory_version=gate.version,
-                expires_at=None if gate.expires_at is None else ms_to_text(gate.expires_at),
-            )
-            record = Sending(gate.reason, gate.detail, now, gate.version, None)
+            if not same_way:
+                log.warning(
+                    gate.reason,
+                    detail=gate.detail,
+                    directory_version=gate.version,
+                    expires_at=None if gate.expires_at is None else ms_to_text(gate.expires_at),
+                )
+            record = Sending(gate.reason, gate.detail, since, gate.version, None)
         else:
-            kid = gate.signer.kid
             if previous is not None and previous[0] is not None:
                 log.info(
                     "spoke.sending_resumed",
@@ -175,7 +184,7 @@ class Sender:
                     directory_version=gate.version,
                     signing_kid=kid,
                 )
-            elif previous is not None:
+            elif previous is not None and previous[1] != kid:
                 log.info(
                     "keys.switched",
                     from_kid=previous[1],
@@ -183,7 +192,7 @@ class Sender:
                     directory_version=gate.version,
                 )
             detail = f"sending; signing with key {kid} (directory v{gate.version})"
-            record = Sending(None, detail, now, gate.version, kid)
+            record = Sending(None, detail, since, gate.version, kid)
         await asyncio.to_thread(self.ctx.state.save_sending, record)
         return previous is not None and previous[0] is not None
 

@@ -279,6 +279,11 @@ class SpokeState:
         rows = self._read("SELECT frame FROM directory WHERE id = 1")
         return bytes(rows[0][0]) if rows else None
 
+    def directory_version(self) -> int | None:
+        """The version of the directory kept here (the newest the agent verified)."""
+        rows = self._read("SELECT version FROM directory WHERE id = 1")
+        return int(rows[0][0]) if rows else None
+
     def save_directory(self, version: int, digest: bytes, frame: bytes) -> None:
         self._tx(
             "INSERT INTO directory (id, version, digest, frame) VALUES (1, ?, ?, ?) "

@@ -141,15 +141,28 @@ def waiting_drops(settings: SpokeConfig) -> int:
         return 0
 
 
-def sending_line(sending: Sending | None, *, waiting: int) -> str:
-    """The first line of 'spoke status': whether the agent sends, and if not, why."""
+def sending_line(sending: Sending | None, *, waiting: int, kept: int | None = None) -> str:
+    """The first line of 'spoke status': whether the agent sends, and if not, why, under
+    the directory version the agent last said it uses; and a second sentence when the
+    directory kept in its state file (``kept``) is another version."""
     if sending is None:
-        return "sending: unknown (the agent has not run yet)"
-    since = ms_to_text(sending.since)
-    if sending.held is None:
-        return f"sending: yes, since {since}; {sending.detail}"
-    drops = f"{waiting} drop{'s' if waiting != 1 else ''} waiting in the outbox"
-    return f"sending: HELD since {since} ({sending.held}): {sending.detail}. {drops}"
+        line = "sending: unknown (the agent has not run yet)"
+    elif sending.held is None:
+        line = f"sending: yes, since {ms_to_text(sending.since)}; {sending.detail}"
+    else:
+        since = ms_to_text(sending.since)
+        drops = f"{waiting} drop{'s' if waiting != 1 else ''} waiting in the outbox"
+        line = f"sending: HELD since {since} ({sending.held}): {sending.detail}. {drops}"
+    used = None if sending is None else sending.directory_version
+    if kept is not None and used is not None and kept != used:
+        line += (
+            f" / 注意：交换程序在用通讯录 v{used}，状态文件中已存 v{kept}，尚未启用；若持续存在，"
+            "请确认交换程序在运行（spoke run）并查看其日志"
+            f" / NOTE: the agent last reported directory v{used}, but its state file holds "
+            f"v{kept}, not yet in use; if this lasts, check that the agent runs (spoke run) "
+            "and read its log"
+        )
+    return line
 
 
 def status_table(state: SpokeState, *, msg_id: str | None, limit: int) -> str:
