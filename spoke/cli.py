@@ -24,6 +24,8 @@ from schemas.ledger import CHECKPOINT_FRAME_LIMITS, read_checkpoint
 from spoke import control
 from spoke.agent import SpokeAgent
 from spoke.config import SpokeConfig, load_config
+from spoke.files import shown_name
+from spoke.intake import Refused, refused_line, send_drop
 from spoke.keygen import generate_org_keys, rotate_org_keys
 from spoke.keyring import KeySource, describe_held, own_key_sentence, own_key_warnings
 from spoke.ledgeralarms import alarm_lines
@@ -33,12 +35,13 @@ from spoke.tools import (
     declaration,
     declaration_toml,
     drop_name,
-    make_drop,
+    files_table,
     rehearse,
     sending_line,
     status_table,
     waiting_drops,
 )
+from spoke.whereis import HEAD, whereabouts
 from spoke.witness import WitnessFiles, verify
 
 app = typer.Typer(
@@ -175,12 +178,21 @@ def send(
     if dry_run:
         _dry_run(settings, files, meta, name=name, as_json=as_json)
         return
+    now = time.time_ns() // 1_000_000
     try:
-        drop = make_drop(settings.folder("outbox"), files, meta, name=name)
+        placed = send_drop(
+            settings, files, meta, name=name, directory=_usable_directory(settings), now=now
+        )
     except (OSError, ValueError) as exc:
         raise _fail("spoke send", exc) from exc
-    typer.echo(f"queued as the drop '{drop}' in {settings.folder('outbox')}; the agent sends it")
-    typer.echo("follow it with: spoke status --config " + str(config))
+    if isinstance(placed, Refused):
+        typer.echo(f"spoke send: {refused_line(placed, settings.folder('failed'))}", err=True)
+        raise typer.Exit(1)
+    typer.echo(
+        f"queued as the drop '{placed.name}' in {settings.folder('outbox')}; the agent sends it"
+        + ("" if placed.checked else " (not checked here: no valid directory yet)")
+    )
+    typer.echo(f"follow it with: spoke status --config {config} '{placed.name}'")
 
 
 def _dry_run(
@@ -220,16 +232,19 @@ _JSON: dict[str, Any] = {"ensure_ascii": False, "indent": 2}
 @app.command()
 def status(
     config: Annotated[Path, typer.Option(help="Spoke configuration file")],
-    msg_id: Annotated[str | None, typer.Argument(help="One message (32 hex digits)")] = None,
+    msg_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[MSG_ID|NAME]",
+            help="Where one document is: its msg_id (32 hex digits: status.json, "
+            "NAME.error.json, the log) or its drop's file name",
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option(help="How many recent sends")] = 20,
 ) -> None:
-    """Recent sends and their receipts, as a table."""
+    """Recent sends and their receipts, as a table; with a msg_id or a drop's name, where
+    that document is (outbox, being sealed, sent, failed, received)."""
     settings = _config(config, "spoke status")
-    if msg_id is not None:
-        try:
-            parse_msg_id(msg_id)
-        except ValueError as exc:
-            raise _fail("spoke status", exc) from exc
     state = SpokeState(settings.work / "state.db")
     try:
         if msg_id is None:
@@ -243,9 +258,24 @@ def status(
                 )
             )
             typer.echo(_ledger_line(settings, state))
-        typer.echo(status_table(state, msg_id=msg_id, limit=limit))
+            typer.echo(status_table(state, msg_id=None, limit=limit))
+            return
+        found = whereabouts(settings, state, msg_id)
+        if not found:
+            raise _fail("spoke status", LookupError(NOTHING_KNOWN.format(query=shown_name(msg_id))))
+        typer.echo(table(HEAD, found))
+        sent = [row for row in found if row[2].startswith("sent/")]
+        if len(sent) == 1:
+            typer.echo("\n" + files_table(state.notes(parse_msg_id(sent[0][0]))))
     finally:
         state.close()
+
+
+NOTHING_KNOWN = (
+    "本交换程序不知道“{query}”：请给出 msg_id（32 位十六进制，见 status.json、NAME.error.json 或"
+    "日志）或投递的文件名 / nothing here is known as '{query}': give a msg_id (32 hex digits, "
+    "from status.json, NAME.error.json or the log) or the file name of a drop"
+)
 
 
 @app.command()
@@ -566,6 +596,28 @@ def _cached_directory(settings: SpokeConfig) -> Directory | None:
             settings.spoke.hub_key.read_bytes(), source=str(settings.spoke.hub_key)
         )
         return verify_directory(frame, pinned.public, now=None).directory
+    except (OSError, ValueError, XchgError):
+        return None
+
+
+def _usable_directory(settings: SpokeConfig) -> Directory | None:
+    """The cached directory if it verifies and has not expired (what the agent sends
+    under); None otherwise."""
+    if not (settings.work / "state.db").is_file():
+        return None  # the agent has never run here
+    state = SpokeState(settings.work / "state.db")
+    try:
+        frame = state.directory_frame()
+    finally:
+        state.close()
+    if frame is None:
+        return None
+    try:
+        pinned = HubPublicKey.load(
+            settings.spoke.hub_key.read_bytes(), source=str(settings.spoke.hub_key)
+        )
+        now = time.time_ns() // 1_000_000
+        return verify_directory(frame, pinned.public, now=now).directory
     except (OSError, ValueError, XchgError):
         return None
 

@@ -21,7 +21,6 @@ import functools
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,7 +31,7 @@ from schemas import transport
 from schemas.clock import ms_to_text
 from schemas.directory import Directory
 from schemas.errors import UsageError, XchgError
-from schemas.ids import msg_id_text
+from schemas.ids import msg_id_text, new_msg_id
 from schemas.keys import SigningKey
 from schemas.model import describe
 from schemas.receipts import ReceiptEntry, ReceiptStatus
@@ -52,8 +51,8 @@ from spoke.sealing import (
     refuse_duplicate,
     seal_drop,
 )
-from spoke.state import Outbound, Sending
-from spoke.tracking import CONFIRMED, FAILED, PENDING, next_status, overall_status
+from spoke.state import FailedDrop, Outbound, Sending
+from spoke.tracking import Recipient, overall_status
 
 T = TypeVar("T")
 log = structlog.get_logger("spoke.outbox")
@@ -134,6 +133,7 @@ class Sender:
             log.info(
                 "drop.claimed",
                 name=shown_name(complete.name),
+                msg_id=None if taken.msg_id is None else msg_id_text(taken.msg_id),
                 work=taken.work.name,
                 completeness=complete.completeness.value,
             )
@@ -252,7 +252,9 @@ class Sender:
         refuse_duplicate(self.ctx.state, prepared, print_, now=now, window_ms=window_ms)
         doc = prepared.document  # what the rules judged is exactly what is sealed
         recipients = doc.recipients
+        tracked = prepared.claimed.msg_id  # given when the drop was taken
         draft = Draft(
+            msg_id=new_msg_id() if tracked is None else tracked,
             sender=self.ctx.org,
             to=doc.to,
             cc=doc.cc,
@@ -486,13 +488,13 @@ class Sender:
         if summary is None or not folder.exists():
             return
         name, channel, recipients_json, label, precedence, state, created, answered = summary
-        recipients = {r: _Recipient() for r in json.loads(recipients_json)}
+        recipients = {r: Recipient() for r in json.loads(recipients_json)}
         for recipient, status, at, reason, detail in self.ctx.state.receipts(msg_id):
-            recipients.setdefault(recipient, _Recipient()).add(status, at, reason, detail)
+            recipients.setdefault(recipient, Recipient()).add(status, at, reason, detail)
         notes = self.ctx.state.notes(msg_id)
         copies: dict[str, str] = notes.get("copy_numbers", {})
         for recipient, number in copies.items():
-            recipients.setdefault(recipient, _Recipient()).copy_number = number
+            recipients.setdefault(recipient, Recipient()).copy_number = number
         write_json(
             folder / "status.json",
             {
@@ -519,22 +521,34 @@ class Sender:
     # ------------------------------------------------------------------ failed/
 
     def _fail(self, claimed: Claimed, refusal: Refusal, *, msg_id: bytes | None = None) -> None:
-        """Move a drop to failed/ unchanged, with NAME.error.txt and NAME.error.json."""
+        """Move a drop to failed/ unchanged, with NAME.error.txt and NAME.error.json, under
+        its tracking id (``msg_id``: the one the hub refused; else the claim's)."""
+        by_hub = msg_id is not None
+        tracked = msg_id or claimed.msg_id or new_msg_id()
         metas = [claimed.work / m for m in claimed.meta_names]
         extras = [claimed.work / n for n in claimed.beside]
         failed = self.failures.take(claimed.payload, metas, claimed.name, extras)
-        self.failures.explain(
-            failed, refusal, original=claimed.name, at=self.ctx.clock(), msg_id=msg_id
-        )
+        self._record_failed(claimed.name, failed, refusal, tracked, by_hub=by_hub)
         with contextlib.suppress(OSError):
             claimed.work.rmdir()
         self._troubles.discard(claimed.name)
+
+    def _record_failed(
+        self, name: str, failed: Failed, refusal: Refusal, msg_id: bytes, *, by_hub: bool
+    ) -> None:
+        """Explain a drop now in failed/, remember it under its tracking id, log it."""
+        at = self.ctx.clock()
+        by = "hub" if by_hub else "spoke"
+        self.failures.explain(failed, refusal, original=name, at=at, msg_id=msg_id, by=by)
+        shown = shown_name(name), shown_name(failed.path.name)  # as status shows them
+        self.ctx.state.add_failed(FailedDrop(msg_id, *shown, refusal.rule, by, at))
         log.warning(
             "drop.failed",
-            name=shown_name(claimed.name),
+            name=shown_name(name),
             rule=refusal.rule,
             detail=refusal.loggable,  # never a 发文字号 or another value of the metadata
-            msg_id=None if msg_id is None else msg_id_text(msg_id),
+            msg_id=msg_id_text(msg_id),
+            refused_by=by,
         )
 
     def _explain_stuck(self, stuck: Unmovable) -> None:
@@ -573,47 +587,8 @@ class Sender:
             self.outbox.mark_stuck(orphan.key)
             self._explain_stuck(Unmovable(orphan.name, exc))
             return
-        self.failures.explain(failed, orphan.refusal, original=orphan.name, at=self.ctx.clock())
+        self._record_failed(orphan.name, failed, orphan.refusal, new_msg_id(), by_hub=False)
         self._troubles.discard(orphan.name)
-        log.warning(
-            "drop.failed",
-            name=shown_name(orphan.name),
-            rule=orphan.refusal.rule,
-            detail=orphan.refusal.loggable,
-        )
-
-
-@dataclass
-class _Recipient:
-    """One recipient in status.json: its status now, and every receipt that moved it."""
-
-    status: str = PENDING
-    times: dict[str, str] = field(default_factory=dict)  # the latest of each status
-    history: list[dict[str, object]] = field(default_factory=list)
-    why: tuple[str, str | None] | None = None  # reason and detail, while it has failed
-    copy_number: str | None = None
-
-    def add(self, status: str, at: int, reason: str | None, detail: str | None) -> None:
-        when = ms_to_text(at, precise=True)
-        self.times[f"{status.lower()}_at"] = when
-        event: dict[str, object] = {"status": status, "at": when}
-        if reason:
-            event["reason"], event["detail"] = reason, detail
-        self.history.append(event)
-        self.status = next_status(self.status, status)
-        if self.status in FAILED and reason:
-            self.why = (reason, detail)
-        elif self.status in CONFIRMED:
-            self.why = None
-
-    def as_json(self) -> dict[str, object]:
-        out: dict[str, object] = {"status": self.status, **self.times}
-        if self.why is not None:
-            out["reason"], out["detail"] = self.why
-        if self.copy_number is not None:
-            out["copy_number"] = self.copy_number
-        out["history"] = self.history
-        return out
 
 
 def _hint(reason: str | None, *, retriable: bool) -> str:

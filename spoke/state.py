@@ -7,8 +7,9 @@
 - ``receipts``: what each recipient said about what we sent (the first of each status);
   ``receipt_log``: every such receipt in the order it arrived (a recipient's history:
   DEAD, then DELIVERED after a redelivery), for status.json (:mod:`spoke.tracking`);
-- ``refused``: every drop the spoke refused before the hub saw it, by the msg_id it was
-  given when the spoke took it (``spoke status ID``);
+- ``failed_drops``: every drop that ended in failed/, by the msg_id it was given when the
+  spoke took it (refused by the spoke: never sent) or sent with (refused by the hub), for
+  ``spoke status ID`` and ``spoke status NAME``;
 - ``outbound_drops``: what each send was (a fingerprint of its metadata and bytes, its
   发文字号), so that the same document dropped twice is not sent twice by accident;
 - ``cursors``: per channel, the last numbered receipt batch durably processed;
@@ -95,14 +96,15 @@ CREATE TABLE IF NOT EXISTS receipt_log (
     detail TEXT,
     UNIQUE (msg_id, recipient, status, at)  -- the same receipt twice is one event
 );
-CREATE TABLE IF NOT EXISTS refused (
-    msg_id BLOB PRIMARY KEY,       -- given when the spoke took the drop; never sent
+CREATE TABLE IF NOT EXISTS failed_drops (
+    msg_id BLOB PRIMARY KEY,       -- its tracking id (never sent if refused_by = 'spoke')
     name TEXT NOT NULL,            -- the drop's NAME when dropped
-    failed TEXT NOT NULL,          -- where it lies now, in failed/
+    failed TEXT NOT NULL,          -- its name in failed/ (NAME, or NAME (2), ...)
     rule TEXT NOT NULL,
+    refused_by TEXT NOT NULL,      -- spoke | hub
     at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS refused_name ON refused (name);
+CREATE INDEX IF NOT EXISTS failed_drops_name ON failed_drops (name);
 CREATE TABLE IF NOT EXISTS cursors (channel TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS directory (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -209,6 +211,18 @@ class LoggedCheckpoint:
     root: bytes
     at: int
     frame: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FailedDrop:
+    """A drop that ended in failed/ (spoke.sender), under its tracking id."""
+
+    msg_id: bytes
+    name: str
+    failed: str
+    rule: str
+    refused_by: str  # spoke | hub
+    at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,6 +438,25 @@ class SpokeState:
             (msg_id,),
         )
         return tuple(rows[0]) if rows else None
+
+    def add_failed(self, failed: FailedDrop) -> None:
+        self._tx(
+            "INSERT OR REPLACE INTO failed_drops (msg_id, name, failed, rule, refused_by, at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (failed.msg_id, failed.name, failed.failed, failed.rule, failed.refused_by, failed.at),
+        )
+
+    def failed_drops(
+        self, *, msg_id: bytes | None = None, name: str | None = None
+    ) -> list[FailedDrop]:
+        """Drops that ended in failed/, with this tracking id or this name (as dropped, or
+        as it lies in failed/), oldest first."""
+        rows = self._read(
+            "SELECT msg_id, name, failed, rule, refused_by, at FROM failed_drops "
+            "WHERE msg_id = ? OR name = ? OR failed = ? ORDER BY at",
+            (msg_id, name, name),
+        )
+        return [FailedDrop(bytes(r[0]), *r[1:]) for r in rows]
 
     # ------------------------------------------------------------------ receipts
 

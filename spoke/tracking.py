@@ -14,6 +14,9 @@ then PENDING, then DELIVERED, then SIGNED_FOR (every recipient signed for it).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from schemas.clock import ms_to_text
 
 PENDING, DELIVERED, SIGNED_FOR, EXPIRED, DEAD = (
     "PENDING",
@@ -61,3 +64,36 @@ def overall_status(statuses: Iterable[str]) -> str:
     """The document's status: its most needy recipient's (PENDING if it has none)."""
     known = [s for s in statuses if s in _NEED]
     return min(known, key=_NEED.__getitem__) if known else PENDING
+
+
+@dataclass
+class Recipient:
+    """One recipient in status.json: its status now, and every receipt that moved it."""
+
+    status: str = PENDING
+    times: dict[str, str] = field(default_factory=dict)  # the latest of each status
+    history: list[dict[str, object]] = field(default_factory=list)
+    why: tuple[str, str | None] | None = None  # reason and detail, while it has failed
+    copy_number: str | None = None
+
+    def add(self, status: str, at: int, reason: str | None, detail: str | None) -> None:
+        when = ms_to_text(at, precise=True)
+        self.times[f"{status.lower()}_at"] = when
+        event: dict[str, object] = {"status": status, "at": when}
+        if reason:
+            event["reason"], event["detail"] = reason, detail
+        self.history.append(event)
+        self.status = next_status(self.status, status)
+        if self.status in FAILED and reason:
+            self.why = (reason, detail)
+        elif self.status in CONFIRMED:
+            self.why = None
+
+    def as_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"status": self.status, **self.times}
+        if self.why is not None:
+            out["reason"], out["detail"] = self.why
+        if self.copy_number is not None:
+            out["copy_number"] = self.copy_number
+        out["history"] = self.history
+        return out
