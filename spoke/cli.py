@@ -36,6 +36,7 @@ from spoke.tools import (
     declaration_toml,
     drop_name,
     files_table,
+    own_keys_lines,
     rehearse,
     sending_line,
     status_table,
@@ -257,6 +258,8 @@ def status(
                     kept=state.directory_version(),
                 )
             )
+            for line in own_keys_lines(state.own_keys()):
+                typer.echo(line)
             typer.echo(_ledger_line(settings, state))
             typer.echo(status_table(state, msg_id=None, limit=limit))
             return

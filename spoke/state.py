@@ -23,7 +23,10 @@
   ``.spoke/ledger/checkpoint.ckpt``, which is restored from it), and the checkpoints it
   adopted, bounded (the last :data:`LOG_KEEP` and the first of each day);
 - ``sending``: whether the agent sends or holds (fail closed) and why, since when, and the
-  key it signs with, for ``spoke status``.
+  key it signs with, for ``spoke status``;
+- ``own_keys``: what the agent found wrong, at start and at its last directory change, with
+  how the directory lists this spoke's keys (spoke.keyring.own_key_problems), for
+  ``spoke status``.
 
 The standard library's sqlite3 in a worker thread: the spoke's volumes are small, and the
 spoke does not need SQLAlchemy in its import path.
@@ -326,6 +329,22 @@ class SpokeState:
                 sending.directory_version,
                 sending.signing_kid,
             ),
+        )
+
+    def own_keys(self) -> tuple[list[str], int | None, int] | None:
+        """What the agent last found wrong with how the directory lists this spoke's keys:
+        (bilingual sentences, directory version, when); None if it never looked."""
+        rows = self._read("SELECT problems, directory_version, at FROM own_keys WHERE id = 1")
+        if not rows:
+            return None
+        return [str(p) for p in json.loads(rows[0][0])], rows[0][1], int(rows[0][2])
+
+    def save_own_keys(self, problems: Sequence[str], version: int | None, at: int) -> None:
+        self._tx(
+            "INSERT INTO own_keys (id, problems, directory_version, at) VALUES (1, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET problems = excluded.problems, "
+            "directory_version = excluded.directory_version, at = excluded.at",
+            (json.dumps(list(problems), ensure_ascii=False), version, at),
         )
 
     def cursors(self) -> dict[str, int]:

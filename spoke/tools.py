@@ -124,6 +124,14 @@ def sending_line(sending: Sending | None, *, waiting: int, kept: int | None = No
     return line
 
 
+def own_keys_lines(found: tuple[list[str], int | None, int] | None) -> list[str]:
+    """What the agent found wrong with how its directory lists this spoke's keys."""
+    if found is None:
+        return []
+    problems, version, at = found
+    return [f"KEYS (directory v{version}, {ms_to_text(at)}): {p}" for p in problems]
+
+
 def status_table(state: SpokeState, *, msg_id: str | None, limit: int) -> str:
     if msg_id is not None:
         rows = state.outbound("WHERE msg_id = ?", [parse_msg_id(msg_id)])
