@@ -1,10 +1,11 @@
 """Sending: outbox drops -> checks -> sealed envelopes -> hub, and the answers back.
 
-A drop is taken once complete (:mod:`spoke.outbox`), claimed into ``.spoke/work/<token>/``,
-checked (:func:`spoke.checks.prepare`, the document rules included: :mod:`spoke.ruling`),
-sealed into ``.spoke/queue/<msg_id>.body`` (:mod:`spoke.sealing`; a drop that changes
-meanwhile goes back to the outbox) and recorded, durably, before it is published. No
-file and no name stops the agent: whatever goes wrong with one drop is logged once and
+A drop is taken once complete (:mod:`spoke.outbox`), claimed into
+``.spoke/work/<ms>-<msg_id>/`` (that msg_id, its tracking id from then on, is the one it is
+sealed with), checked (:func:`spoke.checks.prepare`, the document rules included:
+:mod:`spoke.ruling`), sealed into ``.spoke/queue/<msg_id>.body`` (:mod:`spoke.sealing`; a
+drop that changes meanwhile goes back to the outbox) and recorded, durably, before it is
+published. No file and no name stops the agent: whatever goes wrong with one drop is logged once and
 that drop lands in failed/ with its explanation.
 It is published again after every reconnect and every ``resend_every`` seconds until the
 hub's ACCEPTED or REJECTED arrives. ACCEPTED moves the drop to ``sent/<msg_id>/`` with a
