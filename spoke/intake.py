@@ -19,6 +19,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from runtime.files import atomic_write
 from schemas.directory import Directory
 from schemas.errors import XchgError
@@ -136,8 +138,8 @@ def _check(
             state.close()
     except Refusal as refusal:
         return refusal
-    except XchgError:
-        return None  # not certain: the agent decides, and explains
+    except (XchgError, ValidationError):
+        return None  # not certain (or a defect of ours): the agent decides, and explains
     return None
 
 
