@@ -16,6 +16,7 @@ import binascii
 import contextlib
 import hashlib
 import signal
+import sys
 from collections.abc import Callable
 
 import aiomqtt
@@ -38,7 +39,13 @@ from spoke import control
 from spoke.config import SpokeConfig
 from spoke.context import SpokeContext
 from spoke.inbox import clean_staging
-from spoke.keyring import KeySource, own_key_sentence, own_key_warnings
+from spoke.keyring import (
+    OWN_KEYS_EVENT,
+    KeySource,
+    own_key_problems,
+    own_key_sentence,
+    own_key_warnings,
+)
 from spoke.prover import ProveError, Prover
 from spoke.receiver import Receiver
 from spoke.sender import Sender
@@ -146,6 +153,7 @@ class SpokeAgent:
         self._wake.set()  # the outbox loop sees the new gate: resumes, or switches keys
         self.witness.directory_changed()
         self._warn_key_expiry(when="directory")
+        await self._check_own_keys(when="directory")
         if not was_valid and current is not None:
             await self._hello_all()  # receipts refused while expired: ask for them again
 
@@ -161,6 +169,30 @@ class SpokeAgent:
             emit = log.error if warning.expired else log.warning
             sentence = own_key_sentence(warning, self.ctx.held_keys(), directory)
             emit(warning.event, checked=when, detail=sentence, **warning.fields())
+
+    async def _check_own_keys(self, *, when: str) -> None:
+        """Does the directory list this spoke's keys as it must (``when``: start,
+        directory)? If not: one warning event, one line in both languages on stderr saying
+        what to do, and the same for ``spoke status``."""
+        verified = self.ctx.verified
+        if verified is None:
+            return
+        now = self.ctx.clock()
+        problems = own_key_problems(verified.directory, self.org, self.ctx.held_keys(), now)
+        lines = [p.line for p in problems]
+        await asyncio.to_thread(self.ctx.state.save_own_keys, lines, verified.version, now)
+        if not problems:
+            return
+        log.warning(
+            OWN_KEYS_EVENT,
+            checked=when,
+            directory_version=verified.version,
+            kinds=[p.kind for p in problems],
+            detail=" ".join(p.en for p in problems),
+        )
+        zh = "；".join(p.zh for p in problems)
+        en = " ".join(p.en for p in problems)
+        print(f"spoke run: {zh} / {en}", file=sys.stderr, flush=True)
 
     async def _key_expiry_loop(self) -> None:
         while True:
@@ -237,6 +269,7 @@ class SpokeAgent:
             directory_version=None if verified is None else verified.version,
         )
         self._warn_key_expiry(when="start")
+        await self._check_own_keys(when="start")
         links_stop = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             for link in self.ctx.links.values():

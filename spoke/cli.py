@@ -24,6 +24,8 @@ from schemas.ledger import CHECKPOINT_FRAME_LIMITS, read_checkpoint
 from spoke import control
 from spoke.agent import SpokeAgent
 from spoke.config import CONFIG_HELP, SpokeConfig, find_config, load_config
+from spoke.files import shown_name
+from spoke.intake import Refused, refused_line, send_drop
 from spoke.keygen import generate_org_keys, rotate_org_keys
 from spoke.keyring import KeySource, describe_held, own_key_sentence, own_key_warnings
 from spoke.ledgeralarms import alarm_lines
@@ -33,12 +35,14 @@ from spoke.tools import (
     declaration,
     declaration_toml,
     drop_name,
-    make_drop,
+    files_table,
+    own_keys_lines,
     rehearse,
     sending_line,
     status_table,
     waiting_drops,
 )
+from spoke.whereis import HEAD, whereabouts
 from spoke.witness import WitnessFiles, verify
 
 ConfigOption = Annotated[Path | None, typer.Option(help=CONFIG_HELP)]
@@ -196,12 +200,22 @@ def send(
     if dry_run:
         _dry_run(settings, files, meta, name=name, as_json=as_json)
         return
+    now = time.time_ns() // 1_000_000
     try:
-        drop = make_drop(settings.folder("outbox"), files, meta, name=name)
+        placed = send_drop(
+            settings, files, meta, name=name, directory=_usable_directory(settings), now=now
+        )
     except (OSError, ValueError) as exc:
         raise _fail("spoke send", exc) from exc
-    typer.echo(f"queued as the drop '{drop}' in {settings.folder('outbox')}; the agent sends it")
-    typer.echo("follow it with: spoke status" + ("" if config is None else f" --config {config}"))
+    if isinstance(placed, Refused):
+        typer.echo(f"spoke send: {refused_line(placed, settings.folder('failed'))}", err=True)
+        raise typer.Exit(1)
+    typer.echo(
+        f"queued as the drop '{placed.name}' in {settings.folder('outbox')}; the agent sends it"
+        + ("" if placed.checked else " (not checked here: no valid directory yet)")
+    )
+    where = "" if config is None else f" --config {config}"
+    typer.echo(f"follow it with: spoke status{where} '{placed.name}'")
 
 
 def _dry_run(
@@ -241,27 +255,53 @@ _JSON: dict[str, Any] = {"ensure_ascii": False, "indent": 2}
 @app.command()
 def status(
     config: ConfigOption = None,
-    msg_id: Annotated[str | None, typer.Argument(help="One message (32 hex digits)")] = None,
+    msg_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[MSG_ID|NAME]",
+            help="Where one document is: its msg_id (32 hex digits: status.json, "
+            "NAME.error.json, the log) or its drop's file name",
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option(help="How many recent sends")] = 20,
 ) -> None:
-    """Recent sends and their receipts, as a table."""
+    """Recent sends and their receipts, as a table; with a msg_id or a drop's name, where
+    that document is (outbox, being sealed, sent, failed, received)."""
     config = _find(config, "spoke status")
     settings = _config(config, "spoke status")
-    if msg_id is not None:
-        try:
-            parse_msg_id(msg_id)
-        except ValueError as exc:
-            raise _fail("spoke status", exc) from exc
     state = SpokeState(settings.work / "state.db")
     try:
         if msg_id is None:
             for line in alarm_lines(state.alarms(open_only=True), str(config)):
                 typer.echo(line)
-            typer.echo(sending_line(state.sending(), waiting=waiting_drops(settings)))
+            typer.echo(
+                sending_line(
+                    state.sending(),
+                    waiting=waiting_drops(settings),
+                    kept=state.directory_version(),
+                )
+            )
+            for line in own_keys_lines(state.own_keys()):
+                typer.echo(line)
             typer.echo(_ledger_line(settings, state))
-        typer.echo(status_table(state, msg_id=msg_id, limit=limit))
+            typer.echo(status_table(state, msg_id=None, limit=limit))
+            return
+        found = whereabouts(settings, state, msg_id)
+        if not found:
+            raise _fail("spoke status", LookupError(NOTHING_KNOWN.format(query=shown_name(msg_id))))
+        typer.echo(table(HEAD, found))
+        sent = [row for row in found if row[2].startswith("sent/")]
+        if len(sent) == 1:
+            typer.echo("\n" + files_table(state.notes(parse_msg_id(sent[0][0]))))
     finally:
         state.close()
+
+
+NOTHING_KNOWN = (
+    "本交换程序不知道“{query}”：请给出 msg_id（32 位十六进制，见 status.json、NAME.error.json 或"
+    "日志）或投递的文件名 / nothing here is known as '{query}': give a msg_id (32 hex digits, "
+    "from status.json, NAME.error.json or the log) or the file name of a drop"
+)
 
 
 @app.command()
@@ -582,6 +622,28 @@ def _cached_directory(settings: SpokeConfig) -> Directory | None:
             settings.spoke.hub_key.read_bytes(), source=str(settings.spoke.hub_key)
         )
         return verify_directory(frame, pinned.public, now=None).directory
+    except (OSError, ValueError, XchgError):
+        return None
+
+
+def _usable_directory(settings: SpokeConfig) -> Directory | None:
+    """The cached directory if it verifies and has not expired (what the agent sends
+    under); None otherwise."""
+    if not (settings.work / "state.db").is_file():
+        return None  # the agent has never run here
+    state = SpokeState(settings.work / "state.db")
+    try:
+        frame = state.directory_frame()
+    finally:
+        state.close()
+    if frame is None:
+        return None
+    try:
+        pinned = HubPublicKey.load(
+            settings.spoke.hub_key.read_bytes(), source=str(settings.spoke.hub_key)
+        )
+        now = time.time_ns() // 1_000_000
+        return verify_directory(frame, pinned.public, now=now).directory
     except (OSError, ValueError, XchgError):
         return None
 
