@@ -40,6 +40,10 @@ class Clients:
                 await writer.drain()
         except (TimeoutError, ConnectionError):
             pass  # the client went away or does not read: nothing to tell it
+        except asyncio.CancelledError:
+            # close() ended it. Returning (not raising) keeps Python 3.11's stream callback,
+            # which asks a cancelled task for its exception, from logging a traceback.
+            pass
         finally:
             self._tasks.discard(task)
             writer.close()
