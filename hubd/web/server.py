@@ -14,7 +14,9 @@ guards of a listener that must not be held by a slow or hostile client:
   seconds however slowly it trickles (408); a header folded over lines is refused (400);
 - only HTTP/1.x (505), only GET and HEAD (405): the endpoint is read-only;
 - the answer must be taken within :data:`WRITE_TIMEOUT`, and at most :data:`MAX_CLIENTS`
-  connections are served at once (more are closed unanswered).
+  connections are served at once (more are closed unanswered);
+- the connection is closed lingering (:data:`LINGER`), so that a client still sending
+  when it is refused gets its answer rather than a reset.
 
 Bound to loopback by default (``[metrics] listen``); it has no TLS and no authentication of
 its own. Every answer carries strict headers (:data:`STRICT_HEADERS`): a browser runs
@@ -45,6 +47,7 @@ MAX_HEADERS = 64  # header fields in one request
 READ_TIMEOUT = 5.0  # seconds for the whole request head
 WRITE_TIMEOUT = 10.0  # seconds for the client to take the answer
 MAX_CLIENTS = 16  # connections served at once; more are closed unanswered
+LINGER = 2.0  # seconds to drop what a client still sends after its answer (hubd.web.clients)
 
 REASONS = {
     200: "OK",
@@ -246,7 +249,7 @@ class MetricsServer:
         self._metrics, self._health, self._pages = metrics, health, pages
         self._served = SERVED if pages is None else pages.served
         self._server: asyncio.Server | None = None
-        self._clients = Clients(MAX_CLIENTS, WRITE_TIMEOUT)
+        self._clients = Clients(MAX_CLIENTS, WRITE_TIMEOUT, linger=LINGER)
 
     async def __aenter__(self) -> MetricsServer:
         try:
@@ -291,7 +294,10 @@ class MetricsServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await self._clients.serve(
-            writer, lambda: self.reply(reader.read), accepting=self._server is not None
+            writer,
+            lambda: self.reply(reader.read),
+            accepting=self._server is not None,
+            reader=reader,
         )
 
     async def reply(self, receive: Receive) -> bytes | None:

@@ -271,6 +271,16 @@ async def test_refusals_say_what_was_wrong_in_chinese_and_english(served: Served
     assert b"read-only" in posted.body
 
 
+async def test_a_client_still_sending_past_the_cap_gets_its_431_not_a_reset(
+    served: Served,
+) -> None:
+    # The server reads MAX_HEAD + 1 bytes; closing with the rest unread would reset the
+    # connection and the client would lose the answer (its reader fails on the reset).
+    reply = await exchange(served.port, get("/", "Host: a", "X-Pad: " + "a" * 40 * MAX_HEAD))
+
+    assert reply.status == 431
+
+
 async def test_the_head_cap_counts_every_byte_of_the_head_up_to_max_head(served: Served) -> None:
     def head_of(size: int) -> bytes:
         bare = get("/healthz", "Host: a", "X-Pad: ")
