@@ -207,6 +207,8 @@ def render_find(found: Findings) -> str:
     asked = _asked(found.search)
     if not found.items:
         none = (
+            "未找到公文：枢纽存储中没有；被枢纽或发文方交换程序拒收的公文不存储（查看枢纽日志中的 "
+            "message.rejected，或发文方的 failed/ 文件夹） / "
             f"no message found ({asked}; as of {ms_to_text(found.at)}): the hub's store holds "
             "none; a document refused by the hub or by the sender's spoke is not stored (look "
             "for message.rejected in the hub's log, or the spoke's failed/ folder)"
@@ -512,6 +514,8 @@ def expired_note(count: int) -> str:
     """Why 'hubctl redeliver --dead' leaves the EXPIRED dead letters 'hubctl dead' lists."""
     documents = "document is" if count == 1 else "documents are"
     return (
+        f"{count} 份已过期的公文不重新投递：发文方签署的有效期已过，枢纽不在有效期后投递；请发文方"
+        "重新发送（新的 msg_id）；'hubctl dead' 将其列在 expired 下 / "
         f"{count} expired {documents} not redelivered: their validity ended (the sender's "
         "signed expires_at has passed) and the hub never delivers a document after it; the "
         "sender must send it again (a new msg_id); 'hubctl dead' lists them under 'expired'"
