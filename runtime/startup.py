@@ -17,6 +17,22 @@ from typing import Any, Literal
 
 import structlog
 
+from schemas.untrusted import untrusted_text
+
+
+def safe_fields(
+    _logger: object, _method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Every text field of a log event made safe (:func:`untrusted_text`): a field may quote
+    what a peer sent, and a log line must not carry a terminal escape, a bidi override or a
+    forged newline. Tracebacks are formatted after this and keep their lines."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = untrusted_text(value)
+        elif isinstance(value, list | tuple) and any(isinstance(v, str) for v in value):
+            event[key] = [untrusted_text(v) if isinstance(v, str) else v for v in value]
+    return event
+
 
 def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "info") -> None:
     numeric = logging.getLevelNamesMapping()[level.upper()]
@@ -29,6 +45,7 @@ def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "in
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            safe_fields,
             structlog.processors.format_exc_info,
             renderer,
         ],
