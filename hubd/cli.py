@@ -274,6 +274,7 @@ def _hub_presence(
                 bool(s["online"]), None if s["since"] is None else int(s["since"])
             )
             for s in answer["spokes"]
+            if s["online"] is not None  # unknown: the hub's link to that broker is down
         }
     except (adminclient.HubNotRunningError, adminclient.HubUnreachableError) as exc:
         return None, opsquery.HubContact(str(path), False, str(exc))

@@ -28,6 +28,7 @@ from hubd.admin.server import AdminServer
 from hubd.config import HubConfig
 from hubd.core.states import DeliveryState
 from hubd.engine.broker import EmbeddedBroker
+from hubd.engine.brokerwatch import BrokerWatch
 from hubd.engine.checkpoints import RESTORED_HINT, Checkpointer, LedgerCheckError, Policy
 from hubd.engine.diskwatch import DiskWatch
 from hubd.engine.dispatch import Dispatcher, DispatchSettings, Job
@@ -153,6 +154,7 @@ class Hub:
         self._audits: set[asyncio.Task[None]] = set()
         self.status_page: StatusPage | None = None
         self.disk: DiskWatch | None = None
+        self.watch: BrokerWatch | None = None
 
     # ---------------------------------------------------------------- what /metrics reads
 
@@ -206,6 +208,10 @@ class Hub:
         except (OSError, ValueError) as exc:
             why = str(exc) if isinstance(exc, ValueError) else f"{path}: {exc.strerror or exc}"
             raise ConfigError("hub configuration", [("hub.key", why)]) from exc
+
+    def _served(self) -> VerifiedDirectory:
+        assert self._verified is not None  # noqa: S101 - loaded before serving
+        return self._verified
 
     def directory(self) -> Directory:
         assert self._verified is not None  # noqa: S101 - loaded before serving
@@ -262,12 +268,24 @@ class Hub:
 
     async def _on_connected(self, link: Link) -> None:
         """A (re)connected broker gets the retained directory and latest checkpoint again
-        (an in-process or restarted broker may have lost them)."""
-        await self._publish_directory(link)
-        checkpoint = None if self.checkpoints is None else self.checkpoints.message
-        if checkpoint is not None:
-            for channel in link.channels:
-                await link.publish(topics.ledger(channel), checkpoint, retain=True)
+        (an in-process or restarted broker may have lost them); then, for the life of the
+        connection, the watch keeps presence known (BrokerWatch.connection)."""
+        assert self.watch is not None  # noqa: S101 - made before the links
+        life = asyncio.ensure_future(self.watch.connection(link))
+        try:
+            await self._publish_directory(link)
+            checkpoint = None if self.checkpoints is None else self.checkpoints.message
+            if checkpoint is not None:
+                for channel in link.channels:
+                    await link.publish(topics.ledger(channel), checkpoint, retain=True)
+            await life
+        finally:
+            life.cancel()
+
+    def _republish_directory(self, channel: str, frame: bytes) -> None:
+        link = self._links.get(channel)
+        if link is not None:
+            link.enqueue(topics.directory(channel), frame, retain=True)
 
     def _publish_checkpoint(self, payload: bytes) -> None:
         """A new checkpoint, retained on every channel's ledger topic (not waited for: a
@@ -404,6 +422,14 @@ class Hub:
                 await stack.enter_async_context(AdminServer(admin_socket, HubAdmin(self).answer))
             self._recover_spool(spool)
             hub_id = self.directory().hub_id
+            key = self._key
+            self.watch = BrokerWatch(
+                dispatcher.spokes,
+                [ch for plan in plans for ch in plan.channels],
+                served=self._served,
+                hub_public=lambda: key.public,
+                republish=self._republish_directory,
+            )
             for plan in plans:
                 link = self._link_maker(
                     plan.name,
@@ -412,7 +438,7 @@ class Hub:
                     plan.channels,
                     subscriptions=[t for ch in plan.channels for t in topics.hub_subscriptions(ch)],
                     client_id=f"hubd-{hub_id}-{plan.name.replace('://', '-').replace(':', '-')}",
-                    sink=ingest.on_message,
+                    sink=self.watch.sink(ingest.on_message),
                     on_connected=self._on_connected,
                     window=config.delivery.publish_window,
                     tls=tls_context(plan.ca, plan.cert, plan.key) if plan.tls else None,

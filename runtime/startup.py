@@ -26,6 +26,7 @@ import structlog
 import typer
 
 from schemas.errors import ConfigError, StoreError, TransportError, XchgError
+from schemas.untrusted import untrusted_text
 
 # Exit codes, the same for hubd, hubctl and spoke (docs/operations.md, "Exit codes").
 EXIT_REFUSED = 1  # an expected error not below; hubctl and spoke: the answer is no
@@ -36,6 +37,20 @@ EXIT_BUG = 70  # EX_SOFTWARE (sysexits.h): a bug; the traceback is in the log ev
 _JSON_LOGS = {"on": False}  # configure() says whether the log stream is JSON lines
 # "中文 … / English": a message that already says it in both languages
 _BILINGUAL = re.compile(r"^[^/]*[\u4e00-\u9fff][^/]* / ")
+
+
+def safe_fields(
+    _logger: object, _method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Every text field of a log event made safe (:func:`untrusted_text`): a field may quote
+    what a peer sent, and a log line must not carry a terminal escape, a bidi override or a
+    forged newline. Tracebacks are formatted after this and keep their lines."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = untrusted_text(value)
+        elif isinstance(value, list | tuple) and any(isinstance(v, str) for v in value):
+            event[key] = [untrusted_text(v) if isinstance(v, str) else v for v in value]
+    return event
 
 
 def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "info") -> None:
@@ -51,6 +66,7 @@ def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "in
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             expected_errors_untraced,
+            safe_fields,
             structlog.processors.format_exc_info,
             renderer,
         ],

@@ -71,20 +71,22 @@ class HubAdmin:
         return await self.publish_directory(peer)
 
     def presence(self) -> dict[str, Any]:
-        """Every organisation of the directory on each of its channels: online or not, since."""
+        """Every organisation of the directory on each of its channels: online or not, since;
+        ``online`` is null (``state`` "unknown") while the hub's link to its broker is down."""
         hub, dispatcher, directory = self._hub, self._hub.dispatcher, self._hub.current_directory
         if dispatcher is None or directory is None:
             raise HubRefusedError("hub.starting", "the hub is starting; ask again in a moment")
         spokes = []
         for org in directory.orgs:
             for channel in org.channels:
-                known = dispatcher.presence(channel, org.id)
+                state, since = dispatcher.spokes.state(channel, org.id)
                 spokes.append(
                     {
                         "org": org.id,
                         "channel": channel,
-                        "online": known is not None and known[0],
-                        "since": None if known is None else known[1],
+                        "online": None if state == "unknown" else state == "online",
+                        "state": state,
+                        "since": since,
                     }
                 )
         return {

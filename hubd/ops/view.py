@@ -13,6 +13,7 @@ from hubd.ops.find import Findings, Found, Search
 from hubd.ops.query import Delivery, Listing, Spoke, SpokePresence, Status
 from hubd.ops.trace import Step, Trace
 from hubd.ops.waiting import Queue
+from hubd.provision.directory import awaiting_lines
 from schemas.clock import duration_text, ms_to_text
 from schemas.display import size_text, table
 from schemas.ids import msg_id_text
@@ -50,6 +51,10 @@ def render_status(s: Status) -> str:
         where += f"; spool (large bodies) {size(store.spool_bytes)}"
     lines.append(f"store      {where}")
     lines.append(f"directory  {_directory_line(s)}")
+    if s.directory.directory is not None:
+        lines += [
+            f"           {line}" for line in awaiting_lines(s.directory.directory.awaiting_keys())
+        ]
     if s.hub is not None:
         lines.append(f"hub        {_hub_line(s)}")
     lines.append("")

@@ -14,6 +14,7 @@ import typer
 from hubd.provision import brokerconf, sources
 from hubd.provision.directory import (
     DEFAULT_OVERLAP_MS,
+    awaiting_lines,
     build_and_sign,
     load_topology,
     read_directory,
@@ -116,6 +117,8 @@ def directory_show(
     ]
     typer.echo(table(("id", "level", "clearance", "channels", "name"), rows))
     typer.echo("groups: " + ", ".join(f"@{g.id} ({len(g.members)})" for g in d.groups))
+    for line in awaiting_lines(d.awaiting_keys()):
+        typer.echo(line)
 
 
 def broker_config(

@@ -23,7 +23,13 @@ import typer
 
 from hubd.config import CONFIG_HELP, find_config, load_config
 from hubd.provision import sources
-from hubd.provision.directory import Built, hub_key_paths, init_hub_key, revoke_key
+from hubd.provision.directory import (
+    Built,
+    awaiting_lines,
+    hub_key_paths,
+    init_hub_key,
+    revoke_key,
+)
 from hubd.provision.revocations import Revocation, load_register, reasons, register_path
 from runtime.clock import now_ms
 from runtime.files import denied_sentence
@@ -114,6 +120,8 @@ def report_build(built: Built, out: Path) -> None:
         whose = f" ({owner[0]})" if owner is not None else ""
         typer.echo(f"  key {kid}{whose}: revoked")
     typer.echo(f"written to {out} ({len(built.verified.frame)} bytes)")
+    for line in awaiting_lines(d.awaiting_keys()):
+        typer.echo(line)
     if built.changes or built.newly_revoked:
         typer.echo(
             "Publish it: systemctl reload hubd (SIGHUP). Running spokes take it at once; "

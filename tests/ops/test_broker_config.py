@@ -139,6 +139,7 @@ def test_acl_lets_each_spoke_use_only_its_own_topics_and_the_hub_all(topology: T
     assert hub == [
         "topic read xchg/v1/govnet/up/+",
         "topic read xchg/v1/govnet/presence/+",
+        "topic read xchg/v1/govnet/directory",
         "topic write xchg/v1/govnet/down/+",
         "topic write xchg/v1/govnet/directory",
         "topic write xchg/v1/govnet/ledger",
