@@ -20,7 +20,7 @@ import logging
 import re
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, TextIO, cast
 
 import structlog
 import typer
@@ -53,6 +53,21 @@ def safe_fields(
     return event
 
 
+class _CurrentStdout:
+    """Whatever ``sys.stdout`` is when a line is written, not when a logger was made.
+
+    Loggers are cached on first use (``cache_logger_on_first_use``), each holding its file
+    for good; a daemon's stdout never changes, but a command run in-process (tests, a
+    ``CliRunner``) swaps it and closes the old one, and a cached logger would then fail
+    with "I/O operation on closed file" in whatever logs next."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "info") -> None:
     numeric = logging.getLevelNamesMapping()[level.upper()]
     console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
@@ -71,7 +86,7 @@ def configure(fmt: Literal["auto", "json", "console"] = "auto", level: str = "in
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(cast("TextIO", _CurrentStdout())),
         cache_logger_on_first_use=True,
     )
     # Libraries that use the standard library (aiomqtt, amqtt, alembic): warnings and up.
