@@ -269,20 +269,14 @@ def _hub_presence(
         return None, opsquery.HubContact(None, False, "the admin socket is turned off")
     try:
         answer = adminclient.ask(path, Op.PRESENCE, timeout=PRESENCE_TIMEOUT)
-        known = {
-            (str(s["channel"]), str(s["org"])): opsquery.SpokePresence(
-                bool(s["online"]), None if s["since"] is None else int(s["since"])
-            )
-            for s in answer["spokes"]
-            if s["online"] is not None  # unknown: the hub's link to that broker is down
-        }
+        presence = opsquery.presence_answered(answer)
     except (adminclient.HubNotRunningError, adminclient.HubUnreachableError) as exc:
         return None, opsquery.HubContact(str(path), False, str(exc))
     except (HubRefusedError, ProtocolError) as exc:
         return None, opsquery.HubContact(str(path), False, f"it answered: {exc}")
     except (KeyError, TypeError, ValueError) as exc:
         return None, opsquery.HubContact(str(path), False, f"its answer is malformed ({exc!r})")
-    return (lambda channel, org: known.get((channel, org))), opsquery.HubContact(str(path), True)
+    return presence, opsquery.HubContact(str(path), True)
 
 
 @hubctl_app.command("status")
