@@ -32,7 +32,8 @@ from hubd.provision.keys import keys_app
 from hubd.store.lock import HubLock, LockHeldError
 from runtime.clock import now_ms
 from runtime.startup import configure as configure_logs
-from runtime.startup import explain, guarded, run_loop
+from runtime.startup import guarded, run_loop
+from runtime.startup import refusal as _fail
 from schemas.clock import ms_to_text, parse_moment
 from schemas.directory import verify_directory
 from schemas.errors import ConfigError, XchgError
@@ -60,11 +61,6 @@ hubctl_app.command("broker-config")(broker_config)
 
 T = TypeVar("T")
 ConfigOption = Annotated[Path | None, typer.Option(help=CONFIG_HELP)]
-
-
-def _fail(command: str, exc: BaseException) -> typer.Exit:
-    typer.echo(f"{command}: {explain(exc)}", err=True)  # one line, Chinese and English
-    return typer.Exit(2)
 
 
 @hubd_app.callback()
