@@ -32,7 +32,8 @@ from hubd.provision.keys import keys_app
 from hubd.store.lock import HubLock, LockHeldError
 from runtime.clock import now_ms
 from runtime.startup import configure as configure_logs
-from runtime.startup import explain, guarded, run_loop
+from runtime.startup import guarded, run_loop
+from runtime.startup import refusal as _fail
 from schemas.clock import ms_to_text, parse_moment
 from schemas.directory import verify_directory
 from schemas.errors import ConfigError, XchgError
@@ -60,11 +61,6 @@ hubctl_app.command("broker-config")(broker_config)
 
 T = TypeVar("T")
 ConfigOption = Annotated[Path | None, typer.Option(help=CONFIG_HELP)]
-
-
-def _fail(command: str, exc: BaseException) -> typer.Exit:
-    typer.echo(f"{command}: {explain(exc)}", err=True)  # one line, Chinese and English
-    return typer.Exit(2)
 
 
 @hubd_app.callback()
@@ -269,20 +265,14 @@ def _hub_presence(
         return None, opsquery.HubContact(None, False, "the admin socket is turned off")
     try:
         answer = adminclient.ask(path, Op.PRESENCE, timeout=PRESENCE_TIMEOUT)
-        known = {
-            (str(s["channel"]), str(s["org"])): opsquery.SpokePresence(
-                bool(s["online"]), None if s["since"] is None else int(s["since"])
-            )
-            for s in answer["spokes"]
-            if s["online"] is not None  # unknown: the hub's link to that broker is down
-        }
+        presence = opsquery.presence_answered(answer)
     except (adminclient.HubNotRunningError, adminclient.HubUnreachableError) as exc:
         return None, opsquery.HubContact(str(path), False, str(exc))
     except (HubRefusedError, ProtocolError) as exc:
         return None, opsquery.HubContact(str(path), False, f"it answered: {exc}")
     except (KeyError, TypeError, ValueError) as exc:
         return None, opsquery.HubContact(str(path), False, f"its answer is malformed ({exc!r})")
-    return (lambda channel, org: known.get((channel, org))), opsquery.HubContact(str(path), True)
+    return presence, opsquery.HubContact(str(path), True)
 
 
 @hubctl_app.command("status")

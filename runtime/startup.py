@@ -25,7 +25,7 @@ from typing import Any, Literal, NoReturn, TextIO, cast
 import structlog
 import typer
 
-from schemas.errors import ConfigError, StoreError, TransportError, XchgError
+from schemas.errors import ConfigError, PeerError, StoreError, TransportError, XchgError
 from schemas.untrusted import untrusted_text
 
 # Exit codes, the same for hubd, hubctl and spoke (docs/operations.md, "Exit codes").
@@ -150,14 +150,21 @@ def expected_errors_untraced(
     return event
 
 
+# What to do, in Chinese, for a value the operator gave: an option, an argument, a file.
+_INPUT_HINT = "命令行或它指定的文件有误：请按后面的说明改正后重试"
+
+
 def classify(exc: BaseException) -> tuple[int, str] | None:
-    """(exit code, what to do in Chinese) for an expected error; None for a bug."""
+    """(exit code, what to do in Chinese) for an expected error; None for a bug. The hints
+    fit a daemon and a query alike ("重试": run it again, whichever it was)."""
     if isinstance(exc, ConfigError):
         return EXIT_CONFIG, "配置有误：请按后面的说明修正后重试"
     if isinstance(exc, StoreError) and not exc.retriable:  # trying again cannot help
-        return EXIT_CONFIG, "数据库需要先处理：请按后面的说明处理后再启动"
+        return EXIT_CONFIG, "数据库需要先处理：请按后面的说明处理后重试"
     if isinstance(exc, (StoreError, TransportError)):
         return EXIT_UNAVAILABLE, "所需的服务（数据库或消息代理）出错：请按后面的说明检查后重试"
+    if isinstance(exc, XchgError) and isinstance(exc, ValueError):  # RouteError, MetadataError
+        return EXIT_CONFIG, _INPUT_HINT
     if isinstance(exc, XchgError):
         return EXIT_REFUSED, "未执行：请按后面的说明处理后重试"
     if isinstance(exc, OSError):
@@ -165,14 +172,42 @@ def classify(exc: BaseException) -> tuple[int, str] | None:
     return None
 
 
-def explain(exc: BaseException) -> str:
+def explain(exc: BaseException, hint: str | None = None) -> str:
     """An expected error as the one line a terminal shows after the command's name: what
-    to do in Chinese, then the English sentence (unless it already speaks both)."""
+    to do in Chinese (``hint``, else its class's), then the English sentence (unless it
+    already speaks both)."""
     english = sentence(exc)
     if _BILINGUAL.search(english):
         return english
     known = classify(exc)
-    return f"{'未执行：请按后面的说明处理后重试' if known is None else known[1]} / {english}"
+    if hint is None:
+        hint = "未执行：请按后面的说明处理后重试" if known is None else known[1]
+    return f"{hint} / {english}"
+
+
+def refusal(command: str, problem: BaseException | str) -> typer.Exit:
+    """A command's expected failure, said where the command finds it: its one line on
+    stderr (:func:`explain`) and the ``typer.Exit`` to raise, with the code the guard gives
+    the same error (:func:`classify`: a store or broker that failed exits 3, ...). A
+    ``problem`` the classification does not know (a ValueError about a value the operator
+    gave, or a sentence) exits 2, "the command line or a file it names is wrong"; so does a
+    PeerError: here it is a file the command read (a directory, a key) that does not decode
+    or verify, which the operator fixes (docs/operations.md, "Exit codes")."""
+    exc = ValueError(problem) if isinstance(problem, str) else problem
+    code, hint = classify(exc) or (EXIT_CONFIG, _INPUT_HINT)
+    if isinstance(exc, PeerError):
+        code, hint = EXIT_CONFIG, _INPUT_HINT
+    typer.echo(f"{command}: {explain(exc, hint)}", err=True)
+    return typer.Exit(code)
+
+
+def usage_line(exc: typer.TyperException, command: str) -> str:
+    """What the command-line parser refused (an unknown option, a value out of range, a
+    missing option) as one line: what to do in Chinese, its sentence, where help is."""
+    ctx = getattr(exc, "ctx", None)  # a usage error's: it knows the command's path
+    path = command if ctx is None else str(ctx.command_path)
+    english = one_line(exc.format_message()).rstrip(".")
+    return f"{path}: 命令行有误：请按后面的说明改正 / {english}; see '{path} --help'"
 
 
 def _json_stderr_logger() -> Any:
@@ -227,14 +262,38 @@ def command_name(prog: str, app: typer.Typer, argv: Sequence[str]) -> str:
     return " ".join(words)
 
 
+def _parser_refused(exc: typer.TyperException, command: str) -> int:
+    """The command line refused before the command ran: one line, or a bare group's help
+    (typer has printed it already when rich renders it); its exit code (2, as click's)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # not importable by a public name
+        if exc.format_message():
+            sys.stderr.write(exc.format_message() + "\n")
+    elif hasattr(exc, "ctx"):  # a usage error
+        sys.stderr.write(usage_line(exc, command) + "\n")
+    else:  # click's other errors, e.g. a file option it cannot open
+        english = one_line(exc.format_message())
+        sys.stderr.write(f"{command}: 未执行：请按后面的说明处理后重试 / {english}\n")
+    return exc.exit_code
+
+
 def guarded(prog: str, event: str, app: typer.Typer, argv: Sequence[str] | None = None) -> NoReturn:
     """Run the command line ``argv`` (default: the process's) of ``app`` under the guard:
     an error that escapes it is reported by :func:`report` (event ``event``) and becomes
+    the exit code; a command line click refuses is one line (:func:`usage_line`), exit 2.
+
+    click runs without its standalone mode, so the parser's errors reach this guard
+    instead of typer's boxed panel; ``--help`` and a command's ``typer.Exit`` come back as
     the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=args, prog_name=prog)
+        code = app(args=args, prog_name=prog, standalone_mode=False)
+    except typer.TyperException as exc:  # the parser's (typer's click): never a bug
+        sys.stdout.flush()
+        raise SystemExit(_parser_refused(exc, command_name(prog, app, args))) from None
+    except typer.Abort:  # Ctrl-D at a prompt
+        sys.stderr.write(f"{prog}: 已取消 / aborted\n")
+        raise SystemExit(EXIT_REFUSED) from None
     except Exception as exc:  # noqa: BLE001 - the one place every escaped error is reported
         sys.stdout.flush()
         raise SystemExit(report(command_name(prog, app, args), event, exc)) from None
-    raise SystemExit(0)
+    raise SystemExit(code if isinstance(code, int) else 0)

@@ -12,7 +12,8 @@ import typer
 
 from runtime.files import atomic_write, denied_sentence
 from runtime.startup import configure as configure_logs
-from runtime.startup import explain, guarded, run_loop
+from runtime.startup import guarded, run_loop
+from runtime.startup import refusal as _fail
 from schemas import evidence
 from schemas.clock import ms_to_text
 from schemas.directory import Directory, verify_directory
@@ -98,11 +99,9 @@ def keygen(
                 org, out, now=now, valid_days=valid_days, overwrite=force
             )
     except PermissionError as exc:
-        typer.echo(f"spoke keygen: {denied_sentence(exc, folder=out)}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("spoke keygen", denied_sentence(exc, folder=out)) from exc
     except (ValueError, FileExistsError, FileNotFoundError) as exc:
-        typer.echo(f"spoke keygen: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise _fail("spoke keygen", exc) from exc
     typer.echo(f"organisation   {org}")
     typer.echo(f"signing key    {paths.sign_key} (private, 0600)  kid {public.sign_kid}")
     typer.echo(f"encryption key {paths.enc_key} (private, 0600)  kid {public.enc_kid}")
@@ -683,11 +682,6 @@ def _config(path: Path | None, command: str) -> SpokeConfig:
         return load_config(find_config(path))
     except ConfigError as exc:
         raise _fail(command, exc) from exc
-
-
-def _fail(command: str, exc: BaseException) -> typer.Exit:
-    typer.echo(f"{command}: {explain(exc)}", err=True)  # one line, Chinese and English
-    return typer.Exit(2)
 
 
 def main() -> None:

@@ -25,6 +25,8 @@ from hubd.ops.ledgerprove import declare_restored_offline, prove_from_store
 from hubd.provision import sources
 from hubd.store.lock import HubLock, LockHeldError
 from runtime.clock import now_ms
+from runtime.startup import one_line
+from runtime.startup import refusal as _fail
 from schemas import evidence
 from schemas.clock import ms_to_text
 from schemas.directory import Directory, verify_directory
@@ -42,11 +44,6 @@ HubKeyOption = Annotated[
     Path | None,
     typer.Option(help="The hub's public key file, hub.pub.json (default: from --config)"),
 ]
-
-
-def _fail(command: str, message: object) -> typer.Exit:
-    typer.echo(f"{command}: {message}", err=True)
-    return typer.Exit(2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +142,11 @@ def audit_verify(
     for line in report.explained:
         typer.echo(f"explained: {line}")
     if report.problems and not trusted.keys:
-        typer.echo(f"{command}: no hub key to check signatures with: {trusted.why_none}", err=True)
+        typer.echo(
+            f"{command}: 无法核验签名：请指定枢纽公钥（--hub-key 或 --config） / no hub key to "
+            f"check signatures with: {one_line(trusted.why_none)}",
+            err=True,
+        )
     checked = (
         f"{report.entries} rows checked, {report.checkpoints} signed checkpoints and "
         f"{report.witnesses} witness checkpoints compared"
@@ -197,7 +198,7 @@ def audit_prove(
     except XchgError as exc:
         raise _fail(command, exc) from exc
     for note in proof.notes[:-1] if proof.doc is None else proof.notes:
-        typer.echo(f"{command}: {note}", err=True)
+        typer.echo(f"{command}: {one_line(note)}", err=True)
     if proof.doc is None:
         last = proof.notes[-1] if proof.notes else "nothing to prove"
         if proof.entries:
@@ -205,7 +206,7 @@ def audit_prove(
                 f"no signed checkpoint covers the entries of {msg_id_text(wanted)} yet: they "
                 "will be provable after the next checkpoint, within [ledger] checkpoint_interval"
             )
-        typer.echo(f"{command}: {last}", err=True)
+        typer.echo(f"{command}: 暂无可出具的证据 / {one_line(last)}", err=True)
         raise typer.Exit(1)
     text = evidence.dumps(proof.doc)
     if out is None:
@@ -249,7 +250,11 @@ def audit_check_evidence(
     except OSError as exc:
         raise _fail(command, f"cannot read {file}: {exc.strerror}") from exc
     except evidence.EvidenceError as exc:
-        typer.echo(f"{command}: {file} is not a usable evidence file: {exc.message}", err=True)
+        typer.echo(
+            f"{command}: 证据文件无法使用，请向出具方索取完整的文件 / {file} is not a usable "
+            f"evidence file: {one_line(exc.message)}",
+            err=True,
+        )
         raise typer.Exit(1) from exc
     c = report.checkpoint
     typer.echo(

@@ -326,13 +326,30 @@ class DirectoryInfo:
 
 @dataclass(frozen=True, slots=True)
 class SpokePresence:
-    """Online or offline on one channel, and since when (known only to the running hub)."""
+    """Online or offline on one channel, and since when (known only to the running hub);
+    ``online`` None: unknown, the hub's link to that channel's broker is down (or it has
+    not yet re-learned presence since the link came back)."""
 
-    online: bool
+    online: bool | None
     since: int | None
 
 
 Presence = Callable[[str, str], SpokePresence | None]  # (channel, org) -> what is known
+
+
+def presence_answered(answer: dict[str, Any]) -> Presence:
+    """The running hub's answer to the admin socket's ``presence`` as a :data:`Presence`:
+    each spoke online, offline (``since`` None: not seen since the hub started) or unknown
+    (``online`` null: the hub's link to that broker is down). Raises KeyError, TypeError or
+    ValueError for a malformed answer."""
+    known = {
+        (str(s["channel"]), str(s["org"])): SpokePresence(
+            None if s["online"] is None else bool(s["online"]),
+            None if s["since"] is None else int(s["since"]),
+        )
+        for s in answer["spokes"]
+    }
+    return lambda channel, org: known.get((channel, org))
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,11 +154,11 @@ def _pending_table(s: Status) -> str:
 
 
 def _presence(presence: Sequence[tuple[str, SpokePresence | None]], now: int) -> str:
-    if all(p is None for _, p in presence):
+    if all(p is None or p.online is None for _, p in presence):
         return "unknown"
     parts = []
     for channel, p in presence:
-        if p is None:
+        if p is None or p.online is None:
             parts.append(f"{channel} unknown")
             continue
         state = "online" if p.online else "offline"

@@ -27,7 +27,7 @@ PUBLISHING = "publishing"  # queued for the broker (recipient online)
 AWAITING_DELIVERED = "awaiting_delivered"  # published; the next attempt in a window
 GIVING_UP = "giving_up"  # published max_attempts times: DEAD at the next retry timer
 EXPIRING = "expiring"  # its expires_at has passed: EXPIRED at once
-HUB_UNKNOWN = "presence_unknown"  # the hub did not answer: online or not is unknown
+HUB_UNKNOWN = "presence_unknown"  # the hub did not answer, or its link to the broker is down
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,18 @@ def why_waiting(
     sent = d.state is DeliveryState.SENT
     tries = f"published {d.attempts} time{'' if d.attempts == 1 else 's'}, no DELIVERED yet"
     offline: Waiting | None = None
-    if presence_known and (presence is None or not presence.online):
+    link_down = presence is not None and presence.online is None  # the hub knows it cannot know
+    unknown = (
+        None
+        if presence_known and not link_down
+        else (
+            f"the hub's link to the broker of {d.channel} is down, or it has not yet re-learned "
+            "presence since the link came back"
+            if presence_known
+            else "the hub did not answer"
+        )
+    )
+    if presence_known and not link_down and (presence is None or not presence.online):
         since = None if presence is None else presence.since
         where = (
             f"{r} has not been online on {d.channel} since the hub started"
@@ -122,11 +133,11 @@ def why_waiting(
     if not sent:
         if offline is not None:
             return offline
-        if not presence_known:
+        if unknown is not None:
             return Waiting(
                 HUB_UNKNOWN,
-                f"not yet published; the hub did not answer, so whether {r} is online is "
-                "unknown (a running hub publishes it once the recipient is online)",
+                f"not yet published; {unknown}, so whether {r} is online is unknown (a "
+                "running hub publishes it once the recipient is online)",
             )
         return Waiting(
             PUBLISHING,
@@ -153,8 +164,9 @@ def why_waiting(
         )
     if last < now:  # the retry is overdue: the hub was down, or it is publishing it now
         then = (
-            f"the hub did not answer: a started hub publishes it again as soon as {r} is online"
-            if not presence_known
+            f"{unknown}: a {'running' if presence_known else 'started'} hub publishes it "
+            f"again as soon as {r} is online"
+            if unknown is not None
             else "it is being published again (a slow broker: see broker.* in the hub's log)"
         )
         return Waiting(

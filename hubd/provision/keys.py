@@ -33,7 +33,7 @@ from hubd.provision.directory import (
 from hubd.provision.revocations import Revocation, load_register, reasons, register_path
 from runtime.clock import now_ms
 from runtime.files import denied_sentence
-from runtime.startup import explain
+from runtime.startup import refusal
 from schemas.clock import duration_text, ms_to_text
 from schemas.directory import verify_directory
 from schemas.display import table
@@ -65,10 +65,10 @@ keys_app = typer.Typer(
 
 
 def fail(command: str, exc: BaseException) -> typer.Exit:
+    """:func:`runtime.startup.refusal`, a permission problem said with the install step."""
     if isinstance(exc, PermissionError):
         exc = ValueError(denied_sentence(exc, see=INSTALL_STEP))
-    typer.echo(f"{command}: {explain(exc)}", err=True)  # one line, Chinese and English
-    return typer.Exit(2)
+    return refusal(command, exc)
 
 
 @dataclass(frozen=True, slots=True)

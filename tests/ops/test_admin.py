@@ -34,7 +34,7 @@ from tests.ops.test_hubctl import (
     until,
 )
 from tests.spokesim import SimSpoke
-from tests.world import World
+from tests.world import REPO, World
 
 # After a restart: one attempt, and no retry timer fires within a test.
 ONE_ATTEMPT = "[delivery]\nretry_initial = 600.0\nretry_max = 600.0\nmax_attempts = 1\n"
@@ -310,6 +310,14 @@ async def test_redeliver_refuses_an_expired_delivery_and_an_unknown_message_sayi
 # ---------------------------------------------------------------------------- directory
 
 
+def _guide_refusal() -> str:
+    """The refused publish as docs/operations.md shows it, without its elided reason."""
+    guide = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    [line] = [x for x in guide.splitlines() if x.startswith("hubctl directory publish: ")]
+    assert line.endswith(": ...")
+    return line.removesuffix("...")
+
+
 async def test_directory_publish_answers_the_version_served_or_why_the_new_file_was_refused(
     spawn_hub: HubSpawner, world: World
 ) -> None:
@@ -336,6 +344,8 @@ async def test_directory_publish_answers_the_version_served_or_why_the_new_file_
     assert (answer["published"], answer["version"], answer["previous"]) == (True, 2, 1)
     assert refused.exit_code == 1, refused.output
     assert "keeps serving v2" in refused.stderr
+    # the line docs/operations.md shows, up to its "..." (the guide's hub serves v8)
+    assert refused.stderr.startswith(_guide_refusal().replace("v8", "v2")), refused.stderr
     assert hub_log["uid"] == os.getuid()
     assert stopped.exit_code == 2
     assert "reads the directory file when it starts" in stopped.stderr

@@ -16,7 +16,7 @@ import typer
 from typer.testing import CliRunner, Result
 
 from hubd.cli import hubctl_app, hubd_app
-from runtime import configpath
+from runtime import configpath, startup
 from spoke.cli import app as spoke_app
 from tests.test_key_tools import Site, keygen, ok
 from tests.world import REPO
@@ -185,12 +185,16 @@ def test_with_no_config_anywhere_hubctl_says_in_one_line_where_it_looked(
     assert "give --config FILE" in lines[0]
 
 
-def test_hubd_run_with_no_config_anywhere_says_where_it_looked(no_system_config: Path) -> None:
-    result = runner.invoke(hubd_app, ["run"])
+def test_hubd_run_with_no_config_anywhere_says_where_it_looked(
+    no_system_config: Path, capsys: pytest.CaptureFixture[str], structlog_restored: None
+) -> None:
+    with pytest.raises(SystemExit) as exited:  # hubd run leaves its failure to the guard
+        startup.guarded("hubd", "hub.failed", hubd_app, ["run"])
+    stderr = capsys.readouterr().err
 
-    assert result.exit_code == 2
-    assert result.stderr.startswith("hubd run: --config: 未找到枢纽配置文件")
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert exited.value.code == 2
+    assert stderr.startswith("hubd run: --config: 未找到枢纽配置文件")
+    assert len(stderr.strip().splitlines()) == 1
 
 
 # ------------------------------------------------------------------ the spoke's commands

@@ -14,7 +14,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from hubd.core.states import DeliveryState
 from hubd.core.timers import TimerSettings
 from hubd.engine.rows import findable_doc_number
 from hubd.ops.find import Search, find
-from hubd.ops.query import Delivery, SpokePresence, reading
+from hubd.ops.query import Delivery, Listing, SpokePresence, presence_answered, reading
 from hubd.ops.waiting import (
     AWAITING_DELIVERED,
     EXPIRING,
@@ -37,6 +37,7 @@ from hubd.ops.waiting import (
     NEVER_SEEN,
     OFFLINE,
     PUBLISHING,
+    explain,
     why_waiting,
 )
 from hubd.store import tables as t
@@ -452,6 +453,7 @@ def delivery(
 
 ONLINE = SpokePresence(online=True, since=NOW - 90_000)
 OFFLINE_5M = SpokePresence(online=False, since=NOW - 300_000)
+LINK_DOWN = SpokePresence(online=None, since=None)  # the hub's link to govnet's broker is down
 
 
 @pytest.mark.parametrize(
@@ -461,12 +463,15 @@ OFFLINE_5M = SpokePresence(online=False, since=NOW - 300_000)
         (delivery(P, 0), None, True, NEVER_SEEN, "has not been online"),
         (delivery(P, 0), ONLINE, True, PUBLISHING, "queued for the broker"),
         (delivery(P, 0), None, False, HUB_UNKNOWN, "whether jl.cc is online is unknown"),
+        (delivery(P, 0), LINK_DOWN, True, HUB_UNKNOWN, "link to the broker of govnet is down"),
         # published twice 5 s ago: the third attempt 20 s after it, jitter 0.8..1.2
         (delivery(S, 2), ONLINE, True, AWAITING_DELIVERED, "attempt 3 between"),
         (delivery(S, 2), None, False, AWAITING_DELIVERED, "published 2 times"),
         # published once 20 s ago: attempt 2 was due 8 to 12 s after it
         (delivery(S, 1, last=20_000), None, False, AWAITING_DELIVERED, "attempt 2 was due by"),
         (delivery(S, 1, last=20_000), ONLINE, True, AWAITING_DELIVERED, "published again"),
+        (delivery(S, 1, last=20_000), LINK_DOWN, True, AWAITING_DELIVERED, "link to the broker"),
+        (delivery(S, 2), LINK_DOWN, True, AWAITING_DELIVERED, "attempt 3 between"),
         (delivery(S, 2), OFFLINE_5M, True, OFFLINE, "(published 2 times, no DELIVERED yet)"),
         (delivery(S, 3), ONLINE, True, GIVING_UP, "max_attempts (3) reached; DEAD between"),
         (delivery(S, 1, expires_at=NOW - 1), ONLINE, True, EXPIRING, "expires_at passed"),
@@ -485,6 +490,29 @@ def test_why_a_delivery_waits_follows_presence_and_the_retry_policy(
             d.updated_at + backoff * 8 // 10,
             d.updated_at + backoff * 12 // 10,
         )
+
+
+def test_queue_says_presence_unknown_not_never_seen_for_a_spoke_the_hub_reports_unknown() -> None:
+    def spoke(org: str, online: bool | None, since: int | None) -> dict[str, object]:
+        state = "unknown" if online is None else ("online" if online else "offline")
+        return {"org": org, "channel": "govnet", "online": online, "state": state, "since": since}
+
+    answer = {  # the admin socket's presence answer: govnet's broker link is down for jl.cc
+        "spokes": [spoke("jl.cc", None, None), spoke("jl.bs", False, None)],
+    }
+    to_cc, to_bs = delivery(P, 0), replace(delivery(P, 0), recipient="jl.bs")
+    listing = Listing(at=NOW, recipient=None, total=2, items=(to_cc, to_bs))
+
+    queue = explain(listing, presence=presence_answered(answer), hub_problem=None, timers=TIMERS)
+
+    assert queue.presence_known
+    unknown, never_seen = queue.why
+    assert unknown.code == HUB_UNKNOWN
+    assert "the hub's link to the broker of govnet is down" in unknown.detail
+    assert "whether jl.cc is online is unknown" in unknown.detail
+    assert unknown.short(NOW) == "unknown"
+    assert never_seen.code == NEVER_SEEN
+    assert "jl.bs has not been online on govnet since the hub started" in never_seen.detail
 
 
 def test_queue_says_per_delivery_why_it_waits_and_when_it_expires(hub: Hub) -> None:

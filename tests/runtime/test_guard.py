@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import pytest
 import structlog
 import typer
 
 from runtime import startup
-from schemas.errors import ConfigError, Reason, SignatureError, StoreError
+from schemas.errors import (
+    ClosedResourceError,
+    ConfigError,
+    Reason,
+    SignatureError,
+    StoreError,
+    TransportError,
+)
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 sub = typer.Typer()
@@ -96,7 +104,7 @@ def test_a_store_error_trying_again_cannot_fix_exits_2_so_systemd_does_not_resta
     code, _, err = guarded(capsys, failure, daemon=False)
 
     assert code == startup.EXIT_CONFIG
-    hint = "数据库需要先处理：请按后面的说明处理后再启动"
+    hint = "数据库需要先处理：请按后面的说明处理后重试"
     assert err == [f"hubd run: {hint} / the ledger is behind its checkpoints"]
 
 
@@ -191,3 +199,106 @@ def test_an_expected_error_logged_with_log_exception_has_its_reason_and_no_trace
     assert expected["error"] == "[sig.key_revoked] key k1 is revoked"
     assert "exception" not in expected
     assert "ValueError: a bug" in bug["exception"]
+
+
+# ------------------------------------------------------- the command line and refusals
+
+limits = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@limits.command("find")
+def limits_find(limit: Annotated[int, typer.Option(min=1)] = 50) -> None:
+    typer.echo(f"limit {limit}")
+
+
+@limits.command("restored")
+def limits_restored(reason: Annotated[str, typer.Option()]) -> None:
+    raise startup.refusal("hubctl restored", f"cannot restore: {reason}")
+
+
+def run_limits(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, list[str]]:
+    with pytest.raises(SystemExit) as exited:
+        startup.guarded("hubctl", "hubctl.failed", limits, list(argv))
+    out, err = capsys.readouterr()
+    assert isinstance(exited.value.code, int)
+    return exited.value.code, out, err.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("argv", "english"),
+    [
+        (["find", "--limit", "0"], "Invalid value for '--limit'"),
+        (["restored"], "Missing option '--reason'"),
+        (["find", "--bogus"], "No such option: --bogus"),
+        (["bogus"], "No such command 'bogus'"),
+    ],
+)
+def test_a_command_line_click_refuses_is_one_bilingual_line_exit_2_pointing_at_help(
+    capsys: pytest.CaptureFixture[str], argv: list[str], english: str
+) -> None:
+    code, out, err = run_limits(capsys, *argv)
+
+    assert code == startup.EXIT_CONFIG == 2
+    assert out == ""
+    [line] = err  # no boxed panel, no usage block
+    path = "hubctl" if argv == ["bogus"] else f"hubctl {argv[0]}"
+    assert line.startswith(f"{path}: 命令行有误：请按后面的说明改正 / {english}")
+    assert line.endswith(f"; see '{path} --help'")
+
+
+def test_help_still_prints_the_help_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_limits(capsys, "find", "--help")
+
+    assert code == 0
+    assert "--limit" in out
+    assert err == []
+
+
+def test_a_command_that_runs_keeps_its_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_limits(capsys, "find", "--limit", "3")
+
+    assert (code, out) == (0, "limit 3\n")
+
+
+@pytest.mark.parametrize(
+    ("problem", "code", "hint"),
+    [
+        (StoreError("down", retriable=True), startup.EXIT_UNAVAILABLE, "所需的服务"),
+        (StoreError("behind", retriable=False), startup.EXIT_CONFIG, "数据库需要先处理"),
+        (ConfigError("hub.toml", [("hub", "missing")]), startup.EXIT_CONFIG, "配置有误"),
+        (ValueError("'X' is not an org id"), startup.EXIT_CONFIG, "命令行或它指定的文件有误"),
+        ("--reason must say why", startup.EXIT_CONFIG, "命令行或它指定的文件有误"),
+        (TransportError("the broker is down"), startup.EXIT_UNAVAILABLE, "所需的服务"),
+        (ClosedResourceError("closed"), startup.EXIT_REFUSED, "未执行"),
+    ],
+)
+def test_a_commands_refusal_exits_with_the_code_the_guard_gives_the_same_error(
+    capsys: pytest.CaptureFixture[str], problem: BaseException | str, code: int, hint: str
+) -> None:
+    exit_ = startup.refusal("hubctl trace", problem)
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert exit_.exit_code == code
+    assert line.startswith(f"hubctl trace: {hint}")
+    known = None if isinstance(problem, str) else startup.classify(problem)
+    assert known is None or known[0] == code
+
+
+def test_a_file_a_command_read_that_does_not_verify_exits_2_as_the_guide_says(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    forged = SignatureError(Reason.SIG_INVALID, "the directory's signature does not verify")
+
+    exit_ = startup.refusal("hubctl directory show", forged)
+
+    assert exit_.exit_code == startup.EXIT_CONFIG
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("hubctl directory show: 命令行或它指定的文件有误：")
+
+
+def test_a_store_to_fix_first_says_try_again_not_start_again_fit_for_a_query() -> None:
+    known = startup.classify(StoreError("the ledger is behind", retriable=False))
+
+    assert known is not None
+    assert "再启动" not in known[1]
+    assert known[1].endswith("重试")
