@@ -95,7 +95,7 @@ class Step:
         return f"runbook {self.runbook!r}, step {self.number}: {self.text}"
 
 
-class StepFailed(AssertionError):
+class RunbookStepError(AssertionError):
     """A step failed: names the step, the command that ran and its output."""
 
 
@@ -115,7 +115,7 @@ def strip_comment(line: str) -> str:
     return line.strip()
 
 
-FENCE = re.compile(r"^[ \t]*```[a-z]*\n(.*?)^[ \t]*```", re.M | re.S)
+FENCE = re.compile(r"^[ \t]*```[a-z]*\n(.*?)^[ \t]*```", re.MULTILINE | re.DOTALL)
 
 
 def _masked(text: str) -> str:
@@ -128,9 +128,9 @@ def _section(text: str, marker: str) -> str:
     masked = _masked(text)
     if marker.startswith("#"):
         level = len(marker) - len(marker.lstrip("#"))
-        found = re.compile(r"^#{1,%d} " % level, re.M).search(masked, start + len(marker))
+        found = re.compile(rf"^#{{1,{level}}} ", re.MULTILINE).search(masked, start + len(marker))
     else:
-        found = re.compile(r"^\*\*|^#{1,3} ", re.M).search(masked, start + len(marker))
+        found = re.compile(r"^\*\*|^#{1,3} ", re.MULTILINE).search(masked, start + len(marker))
     return text[start : found.start() if found else len(text)]
 
 
@@ -229,7 +229,7 @@ def namespace_problem() -> str | None:
     """Why this machine cannot hold the walk (None: it can)."""
     if os.geteuid() != 0:
         return "the runbook walk needs root (mount namespaces, setpriv to the service user)"
-    probe = subprocess.run(  # noqa: S603 - fixed command
+    probe = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", "true"],  # noqa: S607
         capture_output=True,
         text=True,
@@ -262,11 +262,8 @@ class Namespace:
         for folder in folders:
             name = folder.replace("/", "_")
             up, work = layers / name / "up", layers / name / "work"
-            script += [
-                f"mkdir -p {up} {work}",
-                f"mount -t overlay overlay -o lowerdir=/{folder},upperdir={up},workdir={work}"
-                f" /{folder}",
-            ]
+            options = f"lowerdir=/{folder},upperdir={up},workdir={work}"
+            script += [f"mkdir -p {up} {work}", f"mount -t overlay -o {options} none /{folder}"]
         script += ["chmod 0711 /root"] if under_root else []
         script += ["mount -t tmpfs -o mode=0755 tmpfs /opt", "echo ready", "exec sleep infinity"]
         self.holder = subprocess.Popen(  # noqa: S603 - fixed command
@@ -281,8 +278,10 @@ class Namespace:
             raise RuntimeError(f"the mount namespace could not be made: {line}")
         return self
 
-    def argv(self, command: str, cwd: str = "/") -> list[str]:
+    def argv(self, command: str, cwd: str = "/", *, replace: bool = False) -> list[str]:
+        """``command`` in the namespace; ``replace``: it takes the process over (a daemon)."""
         assert self.holder is not None
+        command = f"exec {command}" if replace else command
         return [
             "nsenter",
             "-t",
@@ -295,7 +294,12 @@ class Namespace:
         ]
 
     def run(
-        self, command: str, *, cwd: str = "/", env: dict[str, str] | None = None, timeout: float = 90
+        self,
+        command: str,
+        *,
+        cwd: str = "/",
+        env: dict[str, str] | None = None,
+        timeout: float = 90,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(  # noqa: S603 - the document's commands, in the namespace
             self.argv(command, cwd),
@@ -411,35 +415,45 @@ class Service:
         env = {**base_env(), "HOME": workdir, "NOTIFY_SOCKET": str(notify_path)}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 - the unit's ExecStart
-                self.ns.argv(command, workdir), stdout=log, stderr=subprocess.STDOUT, env=env
+                self.ns.argv(command, workdir, replace=True),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    raise StepFailed(
+                    raise RunbookStepError(
                         f"{self.name} exited with {self.process.returncode} before READY=1:\n"
                         + self.log_tail()
                     )
                 with contextlib.suppress(TimeoutError):
                     if b"READY=1" in notify.recv(4096):
                         return f"{self.name} running as {user}, READY=1 (pid {self.process.pid})"
-            raise StepFailed(f"{self.name} sent no READY=1 in {timeout} s:\n{self.log_tail()}")
+            raise RunbookStepError(
+                f"{self.name} sent no READY=1 in {timeout} s:\n{self.log_tail()}"
+            )
         finally:
             notify.close()
 
     def reload(self, timeout: float = 20.0) -> str:
-        assert self.process is not None and self.process.poll() is None, "not running"
+        assert self.process is not None, "never started"
+        assert self.process.poll() is None, "not running"
         unit = self.unit()
         user, group = unit.get("User", "root"), unit.get("Group", unit.get("User", "root"))
         self.log_offset = self.log.stat().st_size
         command = unit.get("ExecReload").replace("$MAINPID", str(self.process.pid))
         done = self.ns.run(as_user(user, group, command), cwd=unit.get("WorkingDirectory", "/"))
         if done.returncode != 0:
-            raise StepFailed(f"ExecReload {command} exited {done.returncode}: {done.stdout}{done.stderr}")
+            raise RunbookStepError(
+                f"ExecReload {command} exited {done.returncode}: {done.stdout}{done.stderr}"
+            )
         event = self.wait_event({"directory.reloaded", "directory.reload_failed"}, timeout)
         if event["event"] == "directory.reload_failed":
-            raise StepFailed(f"the hub refused the reload: {json.dumps(event, ensure_ascii=False)}")
+            raise RunbookStepError(
+                f"the hub refused the reload: {json.dumps(event, ensure_ascii=False)}"
+            )
         return f"ExecReload ({command}): directory v{event.get('version')}"
 
     def stop(self, timeout: float = 30.0) -> str:
@@ -473,7 +487,9 @@ class Service:
                 if event.get("event") in names:
                     return event
             time.sleep(0.1)
-        raise StepFailed(f"no {sorted(names)} in the hub's log within {timeout} s:\n{self.log_tail()}")
+        raise RunbookStepError(
+            f"no {sorted(names)} in the hub's log within {timeout} s:\n{self.log_tail()}"
+        )
 
     def log_tail(self, lines: int = 15) -> str:
         if not self.log.exists():
@@ -517,10 +533,9 @@ KNOWN_DEFECTS = (
         ],
     ),
     KnownDefect(
-        r"^(sudo )?hubctl (?!.*--config)(?!.*--store)",
-        "issue 13: config discovery: hubctl without --config does not find "
-        "/etc/govxchg/hub.toml",
-        lambda c: _with_hub_config(c),
+        r"^(sudo )?hubctl (?!.*--config)",
+        "issue 13: config discovery: hubctl without --config does not find /etc/govxchg/hub.toml",
+        _with_hub_config,
     ),
     KnownDefect(
         r"^(sudo -u \S+ )?spoke (status|keys)(?!.*--config)",
@@ -536,6 +551,7 @@ class Outcome:
     ran: list[str]
     note: str
     defect: str | None = None
+    seconds: float = 0.0
 
 
 @dataclass
@@ -550,7 +566,7 @@ class Walk:
 
     def summary(self) -> str:
         return "\n".join(
-            f"- {o.step}\n    ran: {' ; '.join(o.ran) or '-'}  [{o.note}]"
+            f"- {o.step}\n    ran: {' ; '.join(o.ran) or '-'}  [{o.note}] {o.seconds:.1f} s"
             + (f"\n    KNOWN DEFECT: {o.defect}" if o.defect else "")
             for o in self.outcomes
         )
@@ -580,7 +596,7 @@ class Operator:
     broker_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     cwd: str = ""
-    placeholders: dict[str, str] = field(default_factory=dict)
+    placeholders: dict[str, str | Callable[[], str]] = field(default_factory=dict)
     walk: Walk = field(default_factory=Walk)
     spokes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -620,7 +636,11 @@ class Operator:
             folder = f"/etc/govxchg/{org}"
             commands = [
                 f"install -d -o govxchg -g govxchg -m 0700 {folder}",
-                as_user("govxchg", "govxchg", f"/opt/govxchg/.venv/bin/spoke keygen --org {org} --out {folder}"),
+                as_user(
+                    "govxchg",
+                    "govxchg",
+                    f"/opt/govxchg/.venv/bin/spoke keygen --org {org} --out {folder}",
+                ),
                 f"cp {folder}/{org}.pub.json /etc/govxchg/orgs/",
             ]
             self.must_all(commands)
@@ -630,7 +650,7 @@ class Operator:
 
     def edit_after(self, command: str) -> str:
         """The edits a ``# then edit`` comment asks for, on the file the command wrote."""
-        target = command.split()[-1]
+        target = command.rsplit(maxsplit=1)[-1]
         if target == "/etc/govxchg/topology.toml":
             self.ns.write(target, edit_topology(self.ns.read(target).decode()))
             return f"edited: only {', '.join(ORGS)}"
@@ -659,7 +679,7 @@ class Operator:
             if words == ["daemon-reload"]:
                 return "mapped: nothing to do"
             if words[-1] != SERVICE:
-                raise StepFailed(f"{step}: no mapping for systemctl {args}")
+                raise RunbookStepError(f"{step}: no mapping for systemctl {args}")
             if words[0] in ("start", "restart") or words[:2] == ["enable", "--now"]:
                 if words[0] == "restart":
                     self.hub.stop()
@@ -668,14 +688,14 @@ class Operator:
                 return "mapped: " + self.hub.reload()
             if words[0] == "stop":
                 return "mapped: " + self.hub.stop()
-        except StepFailed as exc:
-            raise StepFailed(f"{step}\n{exc}") from None
-        raise StepFailed(f"{step}: no mapping for systemctl {args}")
+        except RunbookStepError as exc:
+            raise RunbookStepError(f"{step}\n{exc}") from None
+        raise RunbookStepError(f"{step}: no mapping for systemctl {args}")
 
     def must(self, command: str, step: Step | None = None) -> subprocess.CompletedProcess[str]:
         done = self.ns.run(command, cwd=self.cwd)
         if done.returncode != 0:
-            raise StepFailed(
+            raise RunbookStepError(
                 f"{step or 'a mapped step'}\n  ran: {command}\n  exit {done.returncode}\n"
                 f"{done.stdout}{done.stderr}"
             )
@@ -688,13 +708,25 @@ class Operator:
     def command_for(self, step: Step) -> str:
         command = step.command
         for name, value in self.placeholders.items():
-            command = re.sub(rf"(?<![\w.<-]){re.escape(name)}(?![\w>])", value, command)
+            word = rf"(?<![\w.]){name}(?!\w)" if name.isalpha() else re.escape(name)
+            if re.search(word, command):
+                text = value if isinstance(value, str) else value()
+                command = re.sub(word, text.replace("\\", "\\\\"), command)
         command = command.replace("/backup/", f"{self.backup}/")
         command = command.replace("journalctl -u hubd -o cat", f"cat {self.hub.log}")
         return translate_sudo(command)
 
     def do(self, step: Step) -> Outcome:
-        """Run one step; a failure raises StepFailed naming it, unless it is a known defect."""
+        """Run one step; a failure raises RunbookStepError naming it, unless a known defect."""
+        started = time.monotonic()
+        outcome = self._do(step)
+        outcome.seconds = time.monotonic() - started
+        return outcome
+
+    def _do(self, step: Step) -> Outcome:
+        if "--witness checkpoint.ckpt" in step.command:
+            # "copy its .spoke/ledger/checkpoint.ckpt" (a spoke's, here jl.cc's) first
+            self.must(f"cp /var/lib/govxchg-spoke/jl.cc/.spoke/ledger/checkpoint.ckpt {self.cwd}/")
         if step.alternative:
             outcome = Outcome(step, [], "an alternative the prose offers: not run")
         elif (mapped := self.mapped(step)) is not None:
@@ -722,7 +754,7 @@ class Operator:
                     ran.append(fallback)
                 first = output.splitlines()[-1] if output else "(no output)"
                 return Outcome(step, ran, f"exit {done.returncode}: {first}", defect.why)
-        raise StepFailed(
+        raise RunbookStepError(
             f"{step}\n  ran: {command}\n  in: {self.cwd}\n  exit {done.returncode}\n{output}"
         )
 
@@ -741,7 +773,10 @@ class Operator:
         )
         with (self.hub.folder / f"spoke-{org}.log").open("ab") as log:
             self.spokes[org] = subprocess.Popen(  # noqa: S603 - our own agent
-                self.ns.argv(command, "/"), stdout=log, stderr=subprocess.STDOUT, env=base_env()
+                self.ns.argv(command, "/", replace=True),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=base_env(),
             )
 
     def stop_spokes(self) -> None:
