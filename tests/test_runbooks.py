@@ -33,7 +33,10 @@ from tests.runbook import (
 )
 from tests.spokesim import SimSpoke
 
-pytestmark = pytest.mark.skipif(namespace_problem() is not None, reason=str(namespace_problem()))
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(namespace_problem() is not None, reason=str(namespace_problem())),
+]
 
 
 @pytest.fixture
@@ -129,5 +132,10 @@ def test_the_runbooks_of_the_operations_guide_run_as_written(operator: Operator)
         pytest.fail(f"{failure}\n\nwhat ran before:\n{operator.walk.summary()}", pytrace=False)
     assert operator.hub.process is not None
     assert operator.hub.process.poll() is None, "the hub is running at the end"
+    # what the runbooks' prose says to check in the hub's log ("Check it took effect")
+    events = operator.hub.events()
+    revoked = [e for e in events if e.get("event") == "key.revoked"]
+    assert [(e["org"], e["reason"]) for e in revoked] == [("jl.jl", "server stolen 2026-12-01")]
+    assert any(e.get("event") == "delivery.dead" for e in events)
     if operator.walk.defects:
         pytest.xfail("; ".join(f"{o.step}: {o.defect}" for o in operator.walk.defects))
