@@ -21,10 +21,11 @@ says which mapping it took):
   CMD``; ``sudo CMD``: CMD (the test is root).
 - ``cp -r . /opt/govxchg``: this checkout (with its ``.venv``) bind-mounted there;
   ``make setup``: skipped, that ``.venv`` is set up.
-- "collect every organisation's ORG.pub.json": each organisation of the topology runs
-  ``spoke keygen --org ORG --out /etc/govxchg/ORG`` as the service user (its own server is
-  this one), and its ``ORG.pub.json`` is copied to ``/etc/govxchg/orgs/``; a spoke
-  configuration is written beside its keys (``spoke_toml``).
+- "collect every organisation's ORG.pub.json": each organisation's server is this one: the
+  spoke's user of ``config/systemd/spoke@.service`` (``govxchg-spoke``) is added, runs
+  ``spoke keygen --org ORG --out /etc/govxchg/ORG``, the ``ORG.pub.json`` is copied to
+  ``/etc/govxchg/orgs/``, and ``/etc/govxchg/spoke-ORG.toml`` is written from
+  ``config/spoke.example.toml`` (``spoke_toml``). jl.cc's agent runs as that unit says.
 - "then edit ...": the test's edits (``edit_hub_toml``, ``edit_topology``): the documented
   paths, free loopback ports for the embedded broker and the metrics listener, the admin
   socket in ``/run/hubd``, two delivery attempts half a second apart (dead letters come
@@ -65,6 +66,7 @@ DOC = REPO / "docs" / "operations.md"
 COMMANDS = ("hubctl", "spoke", "sudo", "systemctl", "sqlite3", "rsync", "du", "cp", "journalctl")
 SERVICE = "hubd"
 HUB_TOML = "/etc/govxchg/hub.toml"
+SPOKE_USER = "govxchg-spoke"  # config/systemd/spoke@.service's User=
 # The organisations of the test's topology (the edit of /etc/govxchg/topology.toml).
 ORGS = ("cn.gov", "jl.gov", "jl.cc", "jl.jl")
 
@@ -382,15 +384,22 @@ class Service:
     ns: Namespace
     folder: Path  # the test's own folder: the log, the notify socket
     name: str = SERVICE
+    instance: str = ""  # spoke@jl.cc: name "spoke", instance "jl.cc" (%i in the unit)
     process: subprocess.Popen[bytes] | None = None
     log_offset: int = 0
 
     @property
+    def unit_name(self) -> str:
+        return f"{self.name}@{self.instance}" if self.instance else self.name
+
+    @property
     def log(self) -> Path:
-        return self.folder / f"{self.name}.log"
+        return self.folder / f"{self.unit_name}.log"
 
     def unit(self) -> Unit:
-        return Unit.parse(self.ns.read(f"/etc/systemd/system/{self.name}.service").decode())
+        file = f"{self.name}@" if self.instance else self.name
+        text = self.ns.read(f"/etc/systemd/system/{file}.service").decode()
+        return Unit.parse(text.replace("%i", self.instance))
 
     def start(self, timeout: float = 30.0) -> str:
         if self.process is not None and self.process.poll() is None:
@@ -403,7 +412,7 @@ class Service:
                 mode = unit.get(f"{key}Mode", "0755")
                 made = self.ns.run(f"install -d -o {user} -g {group} -m {mode} {path}")
                 assert made.returncode == 0, made.stderr
-        notify_path = self.folder / "notify.sock"
+        notify_path = self.folder / f"notify-{self.unit_name}.sock"
         notify_path.unlink(missing_ok=True)
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(notify_path))
@@ -420,6 +429,9 @@ class Service:
                 stderr=subprocess.STDOUT,
                 env=env,
             )
+        if unit.get("Type", "simple") != "notify":  # started is all systemd waits for
+            notify.close()
+            return f"{self.unit_name} started as {user} (pid {self.process.pid})"
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
@@ -540,7 +552,7 @@ KNOWN_DEFECTS = (
     KnownDefect(
         r"^(sudo -u \S+ )?spoke (status|keys)(?!.*--config)",
         "issue 13: config discovery: spoke without --config does not find its configuration",
-        lambda c: [c + " --config /etc/govxchg/jl.cc/spoke.toml"],
+        lambda c: [c + f" --config {spoke_config('jl.cc')}"],
     ),
 )
 
@@ -564,6 +576,13 @@ class Walk:
     def defects(self) -> list[Outcome]:
         return [o for o in self.outcomes if o.defect]
 
+    def defects_by_cause(self) -> str:
+        """The known defects met, each with the steps it failed (the xfail reason)."""
+        causes: dict[str, list[str]] = {}
+        for o in self.defects:
+            causes.setdefault(str(o.defect), []).append(f"{o.step.runbook} {o.step.number}")
+        return "; ".join(f"{why} ({len(at)} steps: {', '.join(at)})" for why, at in causes.items())
+
     def summary(self) -> str:
         return "\n".join(
             f"- {o.step}\n    ran: {' ; '.join(o.ran) or '-'}  [{o.note}] {o.seconds:.1f} s"
@@ -573,6 +592,11 @@ class Walk:
 
 
 # ------------------------------------------------------------------ the operator
+
+
+def spoke_config(org: str) -> str:
+    """Where config/systemd/spoke@.service reads ORG's configuration."""
+    return f"/etc/govxchg/spoke-{org}.toml"
 
 
 def spoke_toml(org: str, port: int) -> str:
@@ -598,7 +622,7 @@ class Operator:
     cwd: str = ""
     placeholders: dict[str, str | Callable[[], str]] = field(default_factory=dict)
     walk: Walk = field(default_factory=Walk)
-    spokes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    spokes: dict[str, Service] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.cwd = self.cwd or self.home
@@ -630,21 +654,23 @@ class Operator:
         return None
 
     def collect_keys(self) -> list[str]:
-        ran = []
-        self.must_all(["install -d -m 0755 /etc/govxchg/orgs"])
+        """Each organisation's server (this one): its spoke's user, keys and configuration."""
+        user = f"useradd --system --home /var/lib/{SPOKE_USER} --shell /usr/sbin/nologin"
+        ran = ["install -d -m 0755 /etc/govxchg/orgs", f"id {SPOKE_USER} || {user} {SPOKE_USER}"]
+        self.must_all(ran)
         for org in ORGS:
             folder = f"/etc/govxchg/{org}"
             commands = [
-                f"install -d -o govxchg -g govxchg -m 0700 {folder}",
+                f"install -d -o {SPOKE_USER} -g {SPOKE_USER} -m 0700 {folder}",
                 as_user(
-                    "govxchg",
-                    "govxchg",
+                    SPOKE_USER,
+                    SPOKE_USER,
                     f"/opt/govxchg/.venv/bin/spoke keygen --org {org} --out {folder}",
                 ),
                 f"cp {folder}/{org}.pub.json /etc/govxchg/orgs/",
             ]
             self.must_all(commands)
-            self.ns.write(f"{folder}/spoke.toml", spoke_toml(org, self.broker_port))
+            self.ns.write(spoke_config(org), spoke_toml(org, self.broker_port))
             ran += commands
         return ran
 
@@ -760,34 +786,23 @@ class Operator:
 
     # -- the organisations' servers (the same machine in the test)
     def start_spoke(self, org: str) -> None:
+        """ORG's agent as config/systemd/spoke@.service runs it, the hub's key pinned."""
         self.must_all(
             [
-                "install -d -o govxchg -g govxchg -m 0750 /var/lib/govxchg-spoke",
+                f"cp {REPO}/config/systemd/spoke@.service /etc/systemd/system/",
                 "cp /etc/govxchg/hub/hub.pub.json /etc/govxchg/hub.pub.json",
             ]
         )
-        command = as_user(
-            "govxchg",
-            "govxchg",
-            f"/opt/govxchg/.venv/bin/spoke run --config /etc/govxchg/{org}/spoke.toml",
-        )
-        with (self.hub.folder / f"spoke-{org}.log").open("ab") as log:
-            self.spokes[org] = subprocess.Popen(  # noqa: S603 - our own agent
-                self.ns.argv(command, "/", replace=True),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=base_env(),
-            )
+        spoke = Service(self.ns, self.hub.folder, "spoke", org)
+        spoke.start()
+        self.spokes[org] = spoke
 
     def stop_spokes(self) -> None:
-        for process in self.spokes.values():
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        for spoke in self.spokes.values():
+            try:
+                spoke.stop(timeout=15)
+            except subprocess.TimeoutExpired:
+                spoke.kill()
 
 
 def make_root() -> Path:

@@ -29,6 +29,7 @@ from tests.runbook import (
     Service,
     make_root,
     namespace_problem,
+    spoke_config,
     steps,
 )
 from tests.spokesim import SimSpoke
@@ -112,7 +113,7 @@ def run_walk(op: Operator) -> None:
         op,
         "rotation",
         cwd="/etc/govxchg/jl.cc",  # the new jl.cc.<kid>.pub.json is handed over here
-        **{"<kid>": lambda: rotated_kid(op, "jl.cc"), "...": "/etc/govxchg/jl.cc/spoke.toml"},
+        **{"<kid>": lambda: rotated_kid(op, "jl.cc"), "...": spoke_config("jl.cc")},
     )
     dead = asyncio.run(make_dead_letter(op, "jl.gov", "jl.jl"))
     walk(op, "dead letters", ORG="jl.jl", MSG_ID=dead)
@@ -137,5 +138,7 @@ def test_the_runbooks_of_the_operations_guide_run_as_written(operator: Operator)
     revoked = [e for e in events if e.get("event") == "key.revoked"]
     assert [(e["org"], e["reason"]) for e in revoked] == [("jl.jl", "server stolen 2026-12-01")]
     assert any(e.get("event") == "delivery.dead" for e in events)
+    switched = [e for e in operator.spokes["jl.cc"].events() if e.get("event") == "keys.switched"]
+    assert switched, "jl.cc's agent signs with its rotated key (rotation, step 3)"
     if operator.walk.defects:
-        pytest.xfail("; ".join(f"{o.step}: {o.defect}" for o in operator.walk.defects))
+        pytest.xfail(operator.walk.defects_by_cause())
