@@ -23,6 +23,7 @@ from schemas.directory import verify_directory
 from schemas.keys import HubPublicKey
 from schemas.receipts import ReceiptStatus
 from tests.runbook import (
+    RUNBOOKS,
     Namespace,
     Operator,
     RunbookStepError,
@@ -34,10 +35,9 @@ from tests.runbook import (
 )
 from tests.spokesim import SimSpoke
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(namespace_problem() is not None, reason=str(namespace_problem())),
-]
+needs_namespace = pytest.mark.skipif(
+    namespace_problem() is not None, reason=str(namespace_problem())
+)
 
 
 @pytest.fixture
@@ -122,6 +122,8 @@ def run_walk(op: Operator) -> None:
     walk(op, "backup and restore", DATE=dt.datetime.now(dt.UTC).astimezone().date().isoformat())
 
 
+@pytest.mark.slow
+@needs_namespace
 def test_the_runbooks_of_the_operations_guide_run_as_written(operator: Operator) -> None:
     failure = ""
     try:
@@ -142,3 +144,51 @@ def test_the_runbooks_of_the_operations_guide_run_as_written(operator: Operator)
     assert switched, "jl.cc's agent signs with its rotated key (rotation, step 3)"
     if operator.walk.defects:
         pytest.xfail(operator.walk.defects_by_cause())
+
+
+SAMPLE = """\
+## Installing
+
+```sh
+sudo mkdir -p /etc/x   # a comment
+cd /opt && sudo make \\
+     setup
+#   a step in words
+```
+
+## Next
+
+**A runbook.** Run `hubctl dead ORG`, then `hubctl redeliver --dead` (or `hubctl
+redeliver MSG_ID` for one); `[delivery] max_attempts` and `cp` are not commands.
+
+```console
+$ hubctl status
+```
+
+**Another one.** `spoke status`.
+"""
+
+
+def test_runbook_steps_are_the_documents_commands_in_order_fenced_and_inline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(RUNBOOKS, "sample install", "## Installing")
+    monkeypatch.setitem(RUNBOOKS, "sample runbook", "**A runbook.**")
+    install = [(s.text, s.command) for s in steps("sample install", SAMPLE)]
+    assert install == [
+        ("sudo mkdir -p /etc/x # a comment", "sudo mkdir -p /etc/x"),
+        ("cd /opt", "cd /opt"),
+        ("sudo make setup", "sudo make setup"),
+        ("# a step in words", ""),
+    ]
+    runbook = [(s.text, s.alternative) for s in steps("sample runbook", SAMPLE)]
+    assert runbook == [
+        ("hubctl dead ORG", False),
+        ("hubctl redeliver --dead", False),
+        ("hubctl redeliver MSG_ID", True),
+    ]
+
+
+@pytest.mark.parametrize("runbook", sorted(RUNBOOKS))
+def test_every_runbook_the_walk_follows_is_in_the_operations_guide(runbook: str) -> None:
+    assert [s for s in steps(runbook) if not s.text.startswith("#")]
