@@ -9,10 +9,13 @@ They run literally in the documented layout (``/etc/govxchg``, ``/var/lib/govxch
 ``/run/hubd``, ``/opt/govxchg``) inside a private mount namespace: ``/etc``, ``/var``,
 ``/run`` and ``/usr/local`` are overlays whose upper layers live on a tmpfs of the
 namespace, ``/opt`` is a tmpfs. Nothing reaches the machine's own folders. The namespace
-is held by a sleeping ``unshare`` process; every command enters it with ``nsenter``.
+is held by a sleeping ``unshare`` process; every command enters it with ``nsenter``. (A
+Python installed under ``/root``, as pyenv does, is made reachable for the service users
+in the namespace only.) Commands run as root from an operator's folder of the test, unless
+the document says ``cd`` or the test gives a runbook its folder.
 
-What cannot run in a test is mapped, and only this (``MAPPINGS`` below, each step's report
-says which mapping it took):
+What cannot run in a test is mapped, and only this (``Operator.mapped``; each step's line
+in the walk's summary says which mapping it took):
 
 - ``apt-get install``: skipped; the machine has the packages (README, .ci/run).
 - ``useradd`` and ``usermod`` run as written, in the namespace's ``/etc``; ``usermod -aG
@@ -26,7 +29,7 @@ says which mapping it took):
   ``spoke keygen --org ORG --out /etc/govxchg/ORG``, the ``ORG.pub.json`` is copied to
   ``/etc/govxchg/orgs/``, and ``/etc/govxchg/spoke-ORG.toml`` is written from
   ``config/spoke.example.toml`` (``spoke_toml``). jl.cc's agent runs as that unit says.
-- "then edit ...": the test's edits (``edit_hub_toml``, ``edit_topology``): the documented
+- "then edit ...": the test's edits (``Operator.edit_after``, ``edit_topology``): the documented
   paths, free loopback ports for the embedded broker and the metrics listener, the admin
   socket in ``/run/hubd``, two delivery attempts half a second apart (dead letters come
   quickly), JSON logs; a topology of four organisations.
@@ -36,12 +39,19 @@ says which mapping it took):
   ``WorkingDirectory`` and ``NOTIFY_SOCKET``, waiting for ``READY=1``; ``reload`` runs
   ``ExecReload`` as ``User`` with ``$MAINPID`` and waits for ``directory.reloaded`` (a
   ``directory.reload_failed`` fails the step); ``stop`` sends ``KillSignal`` and waits;
-  ``daemon-reload`` does nothing.
+  ``daemon-reload`` does nothing. A ``Type=simple`` unit (the spoke's) is only started.
+- "copy its .spoke/ledger/checkpoint.ckpt": jl.cc's, into the folder the command runs in,
+  before a ``--witness checkpoint.ckpt``.
 - ``journalctl -u hubd -o cat``: ``cat`` of the hub's captured stdout.
 - ``/backup/``: a folder of the test (``/backup`` does not exist to mount over).
 - Placeholders (``ORG``, ``MSG_ID``, ``KID``, ``DIR``, ``DATE``, ``<kid>``, ``--config
   ...``) are given per runbook by the test; a command the prose offers as an alternative
   (``(or `CMD` ...``) is not run.
+
+A step that fails for a defect another change is fixing (``KNOWN_DEFECTS``: issue 13) is
+recorded with its output, a workaround gets the walk past it, and the test xfails naming
+them; any other failure fails the test at once, naming the step, the command, the folder
+it ran in, the exit code and the output.
 """
 
 from __future__ import annotations
