@@ -178,7 +178,8 @@ async def spoke_link(
     )
     stop = asyncio.Event()
     runner = asyncio.create_task(link.run(stop))
-    await asyncio.wait_for(link.connected.wait(), 30)
+    async with asyncio.timeout(30):
+        await link.connected.wait()
     return link, stop, runner
 
 
@@ -240,7 +241,8 @@ async def _send(
         acks.append(link.enqueue(up, payload))
     await asyncio.gather(*acks)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(finished.wait(), 120)
+        async with asyncio.timeout(120):
+            await finished.wait()
     elapsed = max(done.values(), default=now()) - start
     stop.set()
     await runner

@@ -100,7 +100,8 @@ async def raw_run(mib: int, tmp: Path) -> float:
             start = time.perf_counter()
             for _ in range(total // CHUNK):
                 await pub.publish("raw/up", chunk, qos=1)
-            await asyncio.wait_for(done.wait(), 1800)
+            async with asyncio.timeout(1800):
+                await done.wait()
             elapsed = time.perf_counter() - start
             for task in tasks:
                 task.cancel()

@@ -1,11 +1,15 @@
-"""Fuzz target: the head of an HTTP request to the hub's metrics and status listener.
+"""Fuzz target: what a client sends the hub's metrics and status listener.
 
-Input: the bytes a client sends. They are fed to an ``asyncio.StreamReader`` with the
-listener's limit and read by the listener's own ``MetricsServer._read`` (the request line,
-at most 64 header lines and 8 KiB, the Host header), then as the listener goes on: the
-status page's Host check (``browser_host_allowed``, against DNS rebinding) and the
-encoding of the answer's head. The documented outcome of a bad request is an error
-``Response`` (400, 405, 431, 505); any exception escaping is a crash.
+Input: the bytes a client sends, then its close. They reach ``MetricsServer.reply``, the
+listener's own handling of a connection: h11 reads the request head (request line, header
+fields, Host, Content-Length and Transfer-Encoding rules) under the listener's caps
+(8 KiB, 64 fields, no obs-fold, HTTP/1.x, GET and HEAD), the request is routed (/metrics,
+/healthz, the status page's paths behind its Host check, ``browser_host_allowed``, against
+DNS rebinding) and h11 writes the answer. The bytes arrive in pieces of 1 to 97 bytes (by
+the input's length), as a slow client would send them. The documented outcome of a bad
+request is an HTTP error answer (400, 405, 431, 501, 505) or, for an empty one, none; any
+exception escaping, or an answer that is not one whole HTTP/1.1 head with
+``Connection: close``, is a crash.
 """
 
 from __future__ import annotations
@@ -15,31 +19,49 @@ import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["hubd"]):
+with atheris.instrument_imports(include=["hubd", "h11"]):
     from hubd.web.metrics import Readiness
-    from hubd.web.server import MAX_HEAD, MetricsServer, Request, Response
-    from hubd.web.statuspage import browser_host_allowed
+    from hubd.web.server import MetricsServer, Request, Response
+    from hubd.web.statuspage import PATHS, browser_host_allowed
+
+
+class HostCheckedPages:
+    """The status page's paths, answered as the page answers them: 403 to a Host name."""
+
+    paths = PATHS
+    served = b"this endpoint serves GET /metrics, GET /healthz and the status page at GET /\n"
+
+    async def answer(self, request: Request) -> Response:
+        if not browser_host_allowed(request.host):
+            return Response(403, b"refused\n")
+        return Response(200, b"{}", "application/json")
+
 
 LOOP = asyncio.new_event_loop()
 SERVER = MetricsServer(
-    "127.0.0.1", 0, metrics=lambda: b"", health=lambda: Readiness(ready=True, report={})
+    "127.0.0.1",
+    0,
+    metrics=lambda: b"# metrics\n",
+    health=lambda: Readiness(ready=True, report={}),
+    pages=HostCheckedPages(),
 )
 
 
-async def read(data: bytes) -> Request | Response | None:
-    reader = asyncio.StreamReader(limit=MAX_HEAD)
-    reader.feed_data(data)
-    reader.feed_eof()
-    return await SERVER._read(reader)  # noqa: SLF001 - the listener's own reading of the head
-
-
 def test_one_input(data: bytes) -> None:
-    request = LOOP.run_until_complete(read(data))
-    if isinstance(request, Response):
-        request.encode()
-    elif isinstance(request, Request):
-        browser_host_allowed(request.host)
-        Response(200, b"", headers=(("Vary", "Host"),)).encode(head=request.method == "HEAD")
+    step = 1 + len(data) % 97
+    sent = memoryview(data)
+
+    async def receive(most: int) -> bytes:
+        nonlocal sent
+        piece, sent = sent[: min(most, step)], sent[min(most, step) :]
+        return bytes(piece)
+
+    answer = LOOP.run_until_complete(SERVER.reply(receive))
+    if answer is None:
+        return
+    head, end, _ = answer.partition(b"\r\n\r\n")
+    if not (end and head.startswith(b"HTTP/1.1 ") and b"\r\nConnection: close" in head):
+        raise AssertionError(f"not a whole HTTP/1.1 answer with Connection: close: {answer!r}")
 
 
 def main() -> None:

@@ -14,22 +14,26 @@ import typer
 from hubd.admin import client as adminclient
 from hubd.admin.protocol import HubRefusedError, Op, ProtocolError
 from hubd.admin.server import Peer
-from hubd.config import HubConfig, load_config
+from hubd.config import CONFIG_HELP, HubConfig, find_config, load_config
+from hubd.config import Delivery as DeliveryConfig
 from hubd.daemon import Hub
 from hubd.engine.trustwatch import warnings_for
+from hubd.ops import find as opsfind
 from hubd.ops import query as opsquery
 from hubd.ops import route, trace
 from hubd.ops import view as opsview
+from hubd.ops import waiting as opswaiting
 from hubd.ops.auditcmd import audit_app
 from hubd.ops.redeliver import Target, redeliver_offline
+from hubd.ops.waiting import timers as waiting_timers
 from hubd.provision import sources
 from hubd.provision.commands import broker_config, directory_app
 from hubd.provision.keys import keys_app
 from hubd.store.lock import HubLock, LockHeldError
 from runtime.clock import now_ms
 from runtime.startup import configure as configure_logs
-from runtime.startup import run_loop
-from schemas.clock import ms_to_text
+from runtime.startup import explain, guarded, run_loop
+from schemas.clock import ms_to_text, parse_moment
 from schemas.directory import verify_directory
 from schemas.errors import ConfigError, XchgError
 from schemas.ids import check_org_id, parse_msg_id
@@ -43,7 +47,7 @@ hubd_app = typer.Typer(
 )
 hubctl_app = typer.Typer(
     name="hubctl",
-    help="Operate the hub: status, trace, queue, dead letters and redeliver; keys, "
+    help="Operate the hub: status, find, trace, queue, dead letters and redeliver; keys, "
     "directory, audit, and what-if routing (route).",
     no_args_is_help=True,
     add_completion=False,
@@ -54,13 +58,12 @@ hubctl_app.add_typer(directory_app, name="directory")
 hubctl_app.add_typer(audit_app, name="audit")
 hubctl_app.command("broker-config")(broker_config)
 
-DEFAULT_HUB_KEYS = Path("certs/hub")
-DEFAULT_CONFIG = Path("config/hub.toml")
 T = TypeVar("T")
+ConfigOption = Annotated[Path | None, typer.Option(help=CONFIG_HELP)]
 
 
 def _fail(command: str, exc: BaseException) -> typer.Exit:
-    typer.echo(f"{command}: {exc}", err=True)
+    typer.echo(f"{command}: {explain(exc)}", err=True)  # one line, Chinese and English
     return typer.Exit(2)
 
 
@@ -70,22 +73,13 @@ def _hubd() -> None:
 
 
 @hubd_app.command()
-def run(
-    config: Annotated[Path, typer.Option(help="Hub configuration file")] = Path("config/hub.toml"),
-) -> None:
-    """Run the hub daemon until SIGTERM (drains, then exits 0)."""
-    try:
-        settings = load_config(config)
-    except ConfigError as exc:
-        raise _fail("hubd run", exc) from exc
+def run(config: ConfigOption = None) -> None:
+    """Run the hub daemon until SIGTERM (drains, then exits 0). A failure is one line on
+    stderr, one hub.failed event and an exit code (docs/operations.md, "Exit codes")."""
+    configure_logs()  # first: a configuration that fails to load is a JSON event too
+    settings = load_config(find_config(config))
     configure_logs(settings.logging.format, settings.logging.level)
-    try:
-        run_loop(Hub(settings).run())
-    except ConfigError as exc:
-        raise _fail("hubd run", exc) from exc
-    except XchgError as exc:
-        typer.echo(f"hubd run: {exc}", err=True)
-        raise typer.Exit(1) from exc
+    run_loop(Hub(settings).run())
 
 
 SocketOption = Annotated[
@@ -100,16 +94,35 @@ def _admin_socket(settings: HubConfig, socket: Path | None) -> Path | None:
 
 @directory_app.command("publish")
 def directory_publish(
-    config: Annotated[Path, typer.Option(help="Hub configuration file")] = Path("config/hub.toml"),
+    config: ConfigOption = None,
     socket: SocketOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON")] = False,
 ) -> None:
     """Make the running hub re-read, re-verify and republish its directory file (what
     'systemctl reload hubd' does) and say which version it serves now. Exit 1: the hub
     refused the file (it keeps the old one); 2: no hub to ask."""
-    command = "hubctl directory publish"
+    _reload_directory("hubctl directory publish", config, socket, as_json=as_json)
+
+
+@hubctl_app.command("reload")
+def reload_command(
+    config: ConfigOption = None,
+    socket: SocketOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the answer as JSON")] = False,
+) -> None:
+    """Ask the running hub over its admin socket to reload its directory file, as SIGHUP
+    does, and wait for the answer: the version it now serves (exit 0), or why it refused
+    the file and keeps serving the old one (exit 1); 2: no hub to ask. The unit's
+    ExecReload, so 'systemctl reload hubd' fails when the reload fails."""
+    _reload_directory("hubctl reload", config, socket, as_json=as_json)
+
+
+def _reload_directory(
+    command: str, config: Path | None, socket: Path | None, *, as_json: bool
+) -> None:
+    """The running hub's reload (its SIGHUP path) over the admin socket, and its answer."""
     try:
-        settings = load_config(config)
+        settings = load_config(find_config(config))
         path = socket if socket is not None else settings.admin_socket()
     except ConfigError as exc:
         raise _fail(command, exc) from exc
@@ -150,8 +163,8 @@ def route_command(
     config: Annotated[
         Path | None,
         typer.Option(
-            help="Hub configuration file: directory, hub key, store (default: config/hub.toml "
-            "if it exists and --directory is not given)"
+            help=f"{CONFIG_HELP}: directory, hub key, store. With --directory and no --config, "
+            "only the hub key comes from it, and no store is read"
         ),
     ] = None,
     directory: Annotated[
@@ -190,7 +203,6 @@ def route_command(
 # Each reads the store directly, read-only (the hub may be running or stopped); the
 # questions and answers are hubd.ops.query's, so an admin socket can serve them later.
 
-ConfigOption = Annotated[Path, typer.Option(help="Hub configuration file")]
 StoreOption = Annotated[
     str | None, typer.Option(help="Store URL (default: the one --config names)")
 ]
@@ -262,6 +274,7 @@ def _hub_presence(
                 bool(s["online"]), None if s["since"] is None else int(s["since"])
             )
             for s in answer["spokes"]
+            if s["online"] is not None  # unknown: the hub's link to that broker is down
         }
     except (adminclient.HubNotRunningError, adminclient.HubUnreachableError) as exc:
         return None, opsquery.HubContact(str(path), False, str(exc))
@@ -274,7 +287,7 @@ def _hub_presence(
 
 @hubctl_app.command("status")
 def status_command(
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = None,
     store: StoreOption = None,
     hub_pub: Annotated[
         Path | None,
@@ -286,8 +299,9 @@ def status_command(
     """The hub at a glance: deliveries pending per recipient and precedence, the oldest,
     dead letters, store size, the directory's version and expiry, every spoke and (from the
     running hub) whether it is online, and warnings of keys, certificates and the directory
-    expiring ([expiry] in the config). With the hub down, the store alone, and it says so."""
+    expiring (the config's expiry section). With the hub down, the store alone, and it says so."""
     try:
+        config = find_config(config)
         settings = load_config(config)
     except ConfigError as exc:
         raise _fail("hubctl status", exc) from exc
@@ -321,7 +335,7 @@ def status_command(
 @hubctl_app.command("trace")
 def trace_command(
     msg_id: Annotated[str, typer.Argument(help="The message's msg_id: 32 lowercase hex digits")],
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = None,
     store: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -333,7 +347,7 @@ def trace_command(
         hint = ValueError(f"{exc}; copy it from a receipt, a log line or 'hubctl queue'")
         raise _fail("hubctl trace", hint) from exc
     try:
-        url = store or load_config(config).store_url()
+        url = store or load_config(find_config(config)).store_url()
         answer = _ask(url, lambda read: trace.trace(read, wanted, now=now_ms()))
     except (ConfigError, XchgError) as exc:
         raise _fail("hubctl trace", exc) from exc
@@ -348,31 +362,94 @@ def trace_command(
     _answer(as_json, answer.as_json(), opsview.render_trace(answer))
 
 
+@hubctl_app.command("find")
+def find_command(
+    from_: Annotated[
+        str | None, typer.Option("--from", help="Sent by this organisation (an org id)")
+    ] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Routed to this organisation")] = None,
+    doc_number: Annotated[
+        str | None,
+        typer.Option(help="发文字号, exactly as in the metadata (documents below 秘密 only)"),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Received at or after: 2026-11-25T17:52:20Z, 2026-11-26T01:52:20+08:00, "
+            "2026-11-25, 36h (ago) or milliseconds"
+        ),
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Received before (as --since)")] = None,
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many messages")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """Find messages without their msg_id: by sender, recipient, 发文字号 and the time the hub
+    received them; each with its recipients' states. Never a title or a number is printed.
+    Exit 0 (also when none is found); 2: the question cannot be asked."""
+    command = "hubctl find"
+    now = now_ms()
+    try:
+        search = opsfind.Search(
+            sender=_org(command, from_),
+            recipient=_org(command, to),
+            doc_number=None if doc_number is None else doc_number.strip(),
+            since=None if since is None else parse_moment(since, now=now, what="--since"),
+            until=None if until is None else parse_moment(until, now=now, what="--until"),
+        )
+    except ValueError as exc:
+        raise _fail(command, exc) from exc
+    try:
+        url = store or load_config(find_config(config)).store_url()
+        answer = _ask(url, lambda read: opsfind.find(read, search, now=now, limit=limit))
+    except (ConfigError, XchgError) as exc:
+        raise _fail(command, exc) from exc
+    _answer(as_json, answer.as_json(), opsview.render_find(answer))
+
+
 @hubctl_app.command("queue")
 def queue_command(
     org: OrgArgument = None,
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = None,
     store: StoreOption = None,
+    socket: SocketOption = None,
     limit: LimitOption = 200,
     as_json: JsonOption = False,
 ) -> None:
     """Deliveries pending (not yet sent, or sent and not yet confirmed), in the order the
-    hub sends them: precedence first, then age."""
+    hub sends them: precedence first, then age; each with why it waits (recipient offline
+    since when, the next attempt's window, giving up) and when it expires."""
     recipient = _org("hubctl queue", org)
     try:
-        url = store or load_config(config).store_url()
-        answer = _ask(
-            url, lambda read: opsquery.queue(read, now=now_ms(), recipient=recipient, limit=limit)
+        settings = load_config(find_config(config))
+    except ConfigError as exc:
+        if store is None:
+            raise _fail("hubctl queue", exc) from exc
+        settings = None  # --store alone: the default [delivery] policy, presence unknown
+    url = store or (settings.store_url() if settings is not None else "")
+    if settings is None:
+        presence, contact = None, opsquery.HubContact(None, False, "no configuration to find it")
+        timers = waiting_timers(DeliveryConfig())
+    else:
+        presence, contact = _hub_presence(_admin_socket(settings, socket))
+        timers = waiting_timers(settings.delivery)
+    now = now_ms()
+    try:
+        listing = _ask(
+            url, lambda read: opsquery.queue(read, now=now, recipient=recipient, limit=limit)
         )
-    except (ConfigError, XchgError) as exc:
+    except XchgError as exc:
         raise _fail("hubctl queue", exc) from exc
+    problem = contact.problem or "the admin socket is turned off"
+    answer = opswaiting.explain(listing, presence=presence, hub_problem=problem, timers=timers)
     _answer(as_json, answer.as_json(), opsview.render_queue(answer))
 
 
 @hubctl_app.command("dead")
 def dead_command(
     org: OrgArgument = None,
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = None,
     store: StoreOption = None,
     limit: LimitOption = 200,
     as_json: JsonOption = False,
@@ -381,7 +458,7 @@ def dead_command(
     recipient confirmed (EXPIRED), with the reason and the attempts; the most recent first."""
     recipient = _org("hubctl dead", org)
     try:
-        url = store or load_config(config).store_url()
+        url = store or load_config(find_config(config)).store_url()
         answer = _ask(
             url, lambda read: opsquery.dead(read, now=now_ms(), recipient=recipient, limit=limit)
         )
@@ -401,7 +478,7 @@ def redeliver_command(
     to: Annotated[
         str | None, typer.Option("--to", help="Only the delivery to this organisation")
     ] = None,
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = None,
     store: StoreOption = None,
     socket: SocketOption = None,
     as_json: JsonOption = False,
@@ -419,7 +496,7 @@ def redeliver_command(
         raise _fail(command, ValueError(f"{exc}; copy it from 'hubctl dead'")) from exc
     recipient = _org(command, to)
     try:
-        settings = load_config(config)
+        settings = load_config(find_config(config))
     except ConfigError as exc:
         raise _fail(command, exc) from exc
     path = _admin_socket(settings, socket)
@@ -465,8 +542,8 @@ def redeliver_command(
 
 
 def hubd_main() -> None:
-    hubd_app(prog_name="hubd")
+    guarded("hubd", "hub.failed", hubd_app)
 
 
 def hubctl_main() -> None:
-    hubctl_app(prog_name="hubctl")
+    guarded("hubctl", "hubctl.failed", hubctl_app)

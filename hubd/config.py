@@ -1,7 +1,8 @@
 """The hub's configuration file (config/hub.toml), loaded into pydantic models.
 
 Relative paths are resolved against the folder of the configuration file, so a unit file
-can start ``hubd run --config /etc/govxchg/hub.toml`` from any working directory.
+can start ``hubd run --config /etc/govxchg/hub.toml`` from any working directory. Without
+``--config`` a command finds the file itself (:func:`find_config`).
 Every problem is a ConfigError naming the file, the key path and what is wrong.
 """
 
@@ -14,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from runtime.brokers import BrokerURL
+from runtime.configpath import HUB
 from runtime.files import read_config
 from schemas.ids import ChannelId
 
@@ -75,6 +77,8 @@ class HubFiles(_Section):
     topology: Path = Path("topology.toml")
     directory: Path = Path("../certs/hub/directory.bin")
     key: Path = Path("../certs/hub/hub.sign.key")
+    # the organisations' ORG.pub.json files 'hubctl directory build' and 'keys revoke' read
+    org_keys: Path = Path("../certs/orgs")
     state_dir: Path = Path("../state")
     store: str = ""  # default: SQLite in state_dir
 
@@ -94,6 +98,9 @@ class HubFiles(_Section):
         return value
 
 
+EMBEDDED_PORT = 11883  # the embedded broker's default port
+
+
 def _host_port(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
@@ -103,7 +110,9 @@ def _host_port(value: str) -> str:
 
 class EmbeddedBroker(_Section):
     enabled: bool = True
-    listen: str = "127.0.0.1:1883"  # loopback by default; amqtt would bind 0.0.0.0
+    # Loopback by default (amqtt would bind 0.0.0.0), and not MQTT's 1883: Debian's
+    # mosquitto package takes that port on the same machine.
+    listen: str = f"127.0.0.1:{EMBEDDED_PORT}"
 
     @field_validator("listen")
     @classmethod
@@ -271,6 +280,15 @@ class HubConfig(_Section):
         return self.channels.get(channel)
 
 
+CONFIG_HELP = HUB.help  # the --config option's help: where the file is looked for
+
+
+def find_config(explicit: Path | None) -> Path:
+    """``--config``, else the first of $GOVXCHG_CONFIG, /etc/govxchg/hub.toml and
+    ./config/hub.toml that exists (runtime.configpath); ConfigError naming them if none."""
+    return HUB.find(explicit)
+
+
 def load_config(path: Path) -> HubConfig:
     """Read, validate and resolve ``path``. Raises ConfigError listing every problem."""
     return resolve(read_config(path, HubConfig), path.parent)
@@ -292,6 +310,7 @@ def resolve(config: HubConfig, base: Path) -> HubConfig:
             "topology": at(config.hub.topology),
             "directory": at(config.hub.directory),
             "key": at(config.hub.key),
+            "org_keys": at(config.hub.org_keys),
             "state_dir": at(config.hub.state_dir),
         }
     )

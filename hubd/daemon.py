@@ -20,7 +20,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import structlog
 
@@ -29,6 +28,7 @@ from hubd.admin.server import AdminServer
 from hubd.config import HubConfig
 from hubd.core.states import DeliveryState
 from hubd.engine.broker import EmbeddedBroker
+from hubd.engine.brokerwatch import BrokerWatch
 from hubd.engine.checkpoints import RESTORED_HINT, Checkpointer, LedgerCheckError, Policy
 from hubd.engine.diskwatch import DiskWatch
 from hubd.engine.dispatch import Dispatcher, DispatchSettings, Job
@@ -53,6 +53,8 @@ from runtime.clock import now_ms
 from runtime.files import load_signing_key
 from runtime.link import Link, LinkMaker
 from runtime.mqtt import BrokerLink, tls_context
+from runtime.startup import one_line
+from runtime.tasks import cancel_and_wait
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory, verify_directory
 from schemas.envelope import verify_envelope
@@ -152,6 +154,7 @@ class Hub:
         self._audits: set[asyncio.Task[None]] = set()
         self.status_page: StatusPage | None = None
         self.disk: DiskWatch | None = None
+        self.watch: BrokerWatch | None = None
 
     # ---------------------------------------------------------------- what /metrics reads
 
@@ -187,6 +190,29 @@ class Hub:
                 str(path), [("", f"{exc}; run 'hubctl directory build' to sign a fresh one")]
             ) from exc
 
+    def _load_key(self) -> SigningKey:
+        """The hub's signing key; a ConfigError naming ``hub.key`` and what to do otherwise."""
+        path = self.config.hub.key
+        try:
+            return load_signing_key(path)[1]
+        except FileNotFoundError as exc:
+            why = f"{path} does not exist; create it with 'hubctl keys init' (docs/operations.md)"
+            raise ConfigError("hub configuration", [("hub.key", why)]) from exc
+        except PermissionError as exc:  # loose mode (read_private's sentence) or not ours
+            why = (
+                str(exc)
+                if exc.filename is None
+                else f"{path}: {exc.strerror}; the hub's user must own it (mode 0600)"
+            )
+            raise ConfigError("hub configuration", [("hub.key", why)]) from exc
+        except (OSError, ValueError) as exc:
+            why = str(exc) if isinstance(exc, ValueError) else f"{path}: {exc.strerror or exc}"
+            raise ConfigError("hub configuration", [("hub.key", why)]) from exc
+
+    def _served(self) -> VerifiedDirectory:
+        assert self._verified is not None  # noqa: S101 - loaded before serving
+        return self._verified
+
     def directory(self) -> Directory:
         assert self._verified is not None  # noqa: S101 - loaded before serving
         return self._verified.directory
@@ -196,8 +222,17 @@ class Hub:
         keep the old one if the new is bad. Returns why it was refused, or None."""
         try:
             verified = self._load_directory()
-        except ConfigError as exc:
-            log.exception("directory.reload_failed", error=str(exc))
+        except ConfigError as exc:  # expected: one event with the reason, no traceback
+            cause = exc.__cause__
+            kept = None if self._verified is None else self._verified.version
+            reason = cause.reason.value if isinstance(cause, PeerError) else "directory.unreadable"
+            log.error(
+                "directory.reload_failed",
+                reason=reason,
+                error=f"新目录文件被拒绝，继续使用 v{kept} / {one_line(str(exc))}; "
+                f"the hub keeps serving v{kept}",
+                kept_version=kept,
+            )
             return exc
         previous, self._verified = self._verified, verified
         log.info("directory.reloaded", version=verified.version, orgs=len(verified.directory.orgs))
@@ -217,8 +252,10 @@ class Hub:
         async def write() -> None:
             try:
                 await store.submit(AppendAudit(events))
-            except XchgError:
-                log.exception("audit.write_failed", events=[e.event for e in events])
+            except XchgError as exc:
+                log.error(
+                    "audit.write_failed", events=[e.event for e in events], error=one_line(str(exc))
+                )
 
         task = asyncio.get_running_loop().create_task(write())
         self._audits.add(task)
@@ -231,12 +268,24 @@ class Hub:
 
     async def _on_connected(self, link: Link) -> None:
         """A (re)connected broker gets the retained directory and latest checkpoint again
-        (an in-process or restarted broker may have lost them)."""
-        await self._publish_directory(link)
-        checkpoint = None if self.checkpoints is None else self.checkpoints.message
-        if checkpoint is not None:
-            for channel in link.channels:
-                await link.publish(topics.ledger(channel), checkpoint, retain=True)
+        (an in-process or restarted broker may have lost them); then, for the life of the
+        connection, the watch keeps presence known (BrokerWatch.connection)."""
+        assert self.watch is not None  # noqa: S101 - made before the links
+        life = asyncio.ensure_future(self.watch.connection(link))
+        try:
+            await self._publish_directory(link)
+            checkpoint = None if self.checkpoints is None else self.checkpoints.message
+            if checkpoint is not None:
+                for channel in link.channels:
+                    await link.publish(topics.ledger(channel), checkpoint, retain=True)
+            await life
+        finally:
+            life.cancel()
+
+    def _republish_directory(self, channel: str, frame: bytes) -> None:
+        link = self._links.get(channel)
+        if link is not None:
+            link.enqueue(topics.directory(channel), frame, retain=True)
 
     def _publish_checkpoint(self, payload: bytes) -> None:
         """A new checkpoint, retained on every channel's ledger topic (not waited for: a
@@ -267,7 +316,7 @@ class Hub:
 
     async def run(self) -> None:
         config = self.config
-        _, self._key = load_signing_key(config.hub.key)
+        self._key = self._load_key()
         self._verified = self._load_directory()
         directory = self.directory()
         channels = [c.id for c in directory.channels]
@@ -373,6 +422,14 @@ class Hub:
                 await stack.enter_async_context(AdminServer(admin_socket, HubAdmin(self).answer))
             self._recover_spool(spool)
             hub_id = self.directory().hub_id
+            key = self._key
+            self.watch = BrokerWatch(
+                dispatcher.spokes,
+                [ch for plan in plans for ch in plan.channels],
+                served=self._served,
+                hub_public=lambda: key.public,
+                republish=self._republish_directory,
+            )
             for plan in plans:
                 link = self._link_maker(
                     plan.name,
@@ -381,7 +438,7 @@ class Hub:
                     plan.channels,
                     subscriptions=[t for ch in plan.channels for t in topics.hub_subscriptions(ch)],
                     client_id=f"hubd-{hub_id}-{plan.name.replace('://', '-').replace(':', '-')}",
-                    sink=ingest.on_message,
+                    sink=self.watch.sink(ingest.on_message),
                     on_connected=self._on_connected,
                     window=config.delivery.publish_window,
                     tls=tls_context(plan.ca, plan.cert, plan.key) if plan.tls else None,
@@ -450,13 +507,9 @@ class Hub:
                     await issuer_task
             except TimeoutError:
                 log.warning("hub.drain_timeout", timeout_s=self.config.lifecycle.drain_timeout)
-                core.cancel()
-                issuer_task.cancel()
+                await cancel_and_wait((core, issuer_task))
             work_stop.set()
-            watchdog.cancel()
-            expiry.cancel()
-            if flow is not None:
-                flow.cancel()
+            await cancel_and_wait(t for t in (watchdog, expiry, flow) if t is not None)
             links_stop.set()
 
     async def _core(self, ingest: Ingest, dispatcher: Dispatcher) -> None:
@@ -540,7 +593,3 @@ class Hub:
             retriable=False,
         )
         self.issuer.issue(job.sender, job.origin, entry, durable=True)
-
-
-def default_config_path() -> Path:
-    return Path("config/hub.toml")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import structlog
 
 from runtime.link import OnConnected, Sink
+from runtime.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     import aiomqtt
@@ -324,9 +325,7 @@ class FakeLink:
                 if lost in done or stopper in done:
                     return
         finally:
-            for task in (lost, stopper, greeter):
-                task.cancel()
-            await asyncio.gather(lost, stopper, greeter, return_exceptions=True)
+            await cancel_and_wait((lost, stopper, greeter))
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         return await self.enqueue(topic, payload, retain=retain)
@@ -358,6 +357,4 @@ async def _first_of(*waits: Coroutine[Any, Any, Any]) -> None:
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)

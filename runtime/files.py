@@ -6,7 +6,9 @@ atomic write done slightly wrong loses documents (docs/architecture.md).
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import secrets
 import stat
 import tomllib
@@ -93,6 +95,66 @@ def write_private(path: Path, data: bytes, *, overwrite: bool = False) -> None:
     atomic_write(path, data, mode=PRIVATE_MODE, overwrite=overwrite)
 
 
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def denied_sentence(exc: PermissionError, *, folder: Path | None = None, see: str = "") -> str:
+    """One line, in both languages, for a file or folder this process was denied: which
+    one, its owner and mode, who is running, and what fixes it (``see``: where the
+    documentation sets it up, e.g. "docs/operations.md, Installing").
+
+    The culprit is the path of ``exc`` if it exists, else its nearest existing folder (a
+    file that could not be created in it, a folder that could not be made in it). ``folder``
+    is the folder the command was to write into: the fix makes it (owned by the user
+    running) if it does not exist, or gives it to that user if it does.
+    """
+    if exc.filename is None:
+        return str(exc)
+    asked = target = Path(os.fsdecode(exc.filename))
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    try:
+        st = target.stat()
+    except OSError:
+        return str(exc)
+    owner, group = _user(st.st_uid), _group(st.st_gid)
+    me, uid = _user(os.geteuid()), os.geteuid()
+    mode = f"{stat.S_IMODE(st.st_mode):04o}"
+    where = f"{' see ' + see + ';' if see else ''}"
+    where_zh = f"参见 {see}；" if see else ""
+    if target != asked:  # a file or folder could not be made in it
+        fix = f"chown {me}: {target}"
+        if folder is not None and not folder.exists():
+            fix = f"install -d -o {me} -g {_group(os.getegid())} -m 0750 {folder}"
+        elif folder is not None:
+            fix = f"chown {me}: {folder}"
+        return (
+            f"无权在目录 {target} 中写入（属主 {owner}:{group}，权限 {mode}，当前用户 {me}）；"
+            f"{where_zh}请以 root 执行 {fix} / permission denied: the folder {target} is "
+            f"owned by {owner}:{group} with mode {mode}, and {me} (uid {uid}), who runs this, "
+            f"may not write in it;{where} as root run: {fix}"
+        )
+    kind, kind_zh = ("folder", "目录") if target.is_dir() else ("file", "文件")
+    return (
+        f"无权打开{kind_zh} {target}（属主 {owner}:{group}，权限 {mode}，当前用户 {me}）；"
+        f"{where_zh}请以 {owner} 身份（sudo -u {owner}）或 root 运行本命令 / permission "
+        f"denied: the {kind} {target} is owned by {owner}:{group} with mode {mode}, and "
+        f"{me} (uid {uid}), who runs this, may not open it;{where} run this command as "
+        f"{owner} (sudo -u {owner}) or as root"
+    )
+
+
 def read_private(path: Path) -> bytes:
     """Read a secret file; PermissionError if group or others may read or write it."""
     with path.open("rb") as handle:
@@ -132,6 +194,10 @@ def read_config(path: Path, model: type[M]) -> M:
         raise ConfigError(str(path), [("", f"cannot read it: {exc.strerror}")]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [("", f"not valid TOML: {exc}")]) from exc
+    except RecursionError:  # 'a = [[[[...': deeper than the TOML parser goes
+        raise ConfigError(
+            str(path), [("", "not a configuration: its arrays nest too deeply")]
+        ) from None
     try:
         return model.model_validate(doc)
     except ValidationError as exc:

@@ -27,6 +27,7 @@ import aiomqtt
 import structlog
 
 from runtime.link import OnConnected, Sink
+from runtime.tasks import cancel_and_wait
 from schemas.errors import UsageError
 
 log = structlog.get_logger("xchg.mqtt")
@@ -149,7 +150,8 @@ class BrokerLink:
             if stop.is_set():
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay * random.uniform(0.5, 1.5))  # noqa: S311
+                async with asyncio.timeout(delay * random.uniform(0.5, 1.5)):  # noqa: S311
+                    await stop.wait()
             delay = min(delay * 2, self._backoff[1])
 
     async def _sweep_acks(self) -> None:
@@ -187,9 +189,7 @@ class BrokerLink:
                 if stopper in done or watcher in done:
                     return
         finally:
-            for task in (watcher, stopper, greeter):
-                task.cancel()
-            await asyncio.gather(watcher, stopper, greeter, return_exceptions=True)
+            await cancel_and_wait((watcher, stopper, greeter))
 
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         """QoS 1; True once the broker acknowledged it, False if not connected, or if no

@@ -66,3 +66,37 @@ def duration_text(ms: int) -> str:
         return f"{hours}h{minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d{hours:02d}h"
+
+
+def parse_moment(text: str, *, now: int, what: str = "time") -> int:
+    """Milliseconds since the epoch for a moment as the operator tools print or take it.
+
+    ``2026-11-25T17:52:20Z`` (or ``.892Z``, or an offset such as ``+08:00``), a date
+    ``2026-11-25`` (its start, UTC), milliseconds since the epoch (what ``--json`` prints),
+    or a duration before ``now`` (``36h``, ``7d``, as :func:`parse_duration`). A date and
+    time without a zone is refused: the tools print UTC, offices read Beijing time.
+    ValueError names ``what``, the value and how to write one.
+    """
+    value = text.strip()
+    if value.isdigit() and len(value) > 8:  # shorter digit runs are not epochs
+        return int(value)
+    try:
+        return now - parse_duration(value, what=what)
+    except ValueError:
+        pass
+    hint = (
+        f"{what} {text!r} 不是时间：请写 2026-11-25T17:52:20Z（UTC）、2026-11-26T01:52:20+08:00、"
+        "日期 2026-11-25、往前的时长 36h 或 7d，或毫秒数 / "
+        f"{what} {text!r} is not a time; write 2026-11-25T17:52:20Z (UTC, as hubctl prints "
+        "it), 2026-11-26T01:52:20+08:00, a date 2026-11-25 (from 00:00 UTC), a duration "
+        "back from now such as 36h or 7d, or milliseconds since 1970 (as --json prints)"
+    )
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(hint) from None
+    if moment.tzinfo is None:
+        if len(value) != len("2026-11-25"):
+            raise ValueError(f"{hint}; a time needs its zone (Z or +08:00) 时间须带时区")
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)

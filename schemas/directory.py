@@ -159,6 +159,11 @@ class Directory(WireModel):
     def org(self, org_id: str) -> OrgEntry | None:
         return self._orgs.get(org_id)
 
+    def awaiting_keys(self) -> tuple[str, ...]:
+        """Organisations listed before their keys came (a province brings them on one at a
+        time): in the tree, in no group, and nobody can send to them or hear from them yet."""
+        return tuple(o.id for o in self.orgs if not o.sign_keys and not o.enc_keys)
+
     def channel(self, channel_id: str) -> ChannelEntry | None:
         return self._channels.get(channel_id)
 
@@ -243,6 +248,10 @@ class Directory(WireModel):
         if org is None:
             raise DirectoryError(
                 Reason.DIR_INCONSISTENT, f"{org_id!r} is not in directory version {self.version}"
+            )
+        if not org.enc_keys and not org.sign_keys:
+            raise DirectoryError(
+                Reason.ENV_RECIPIENT_AWAITING_KEYS, awaiting_keys_sentence(org, self.version)
             )
         usable = [
             k
@@ -502,3 +511,14 @@ def _check_fresh(directory: Directory, now: int) -> None:
 
 
 DIRECTORY_CLOCK_SKEW_MS = 5 * 60 * 1000
+
+
+def awaiting_keys_sentence(org: OrgEntry, version: int) -> str:
+    """Why nothing can be sent to ``org`` yet, in both languages, and what to do."""
+    return (
+        f"收文机关 {org.id}（{org.name_zh}）在第 {version} 版交换目录中尚待提交密钥，暂不能收文；"
+        "请另行送达，或请枢纽运维人员在收到其公钥后重新签发目录 / "
+        f"recipient {org.id} ({org.name_en}) is awaiting keys in directory version {version}: "
+        "it cannot receive documents yet; deliver it another way, or ask the hub operator to "
+        "sign a new directory once its public keys are in"
+    )

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from schemas import codec
 from schemas.clock import ms_to_text
-from schemas.directory import Directory, Millis
+from schemas.directory import Directory, Millis, awaiting_keys_sentence
 from schemas.errors import EnvelopeError, Reason, ReplayError, SchemaError, SignatureError
 from schemas.ids import KeyId, MsgIdBytes, OrgId, check_key_id, check_org_id, msg_id_text
 from schemas.keys import DOMAIN_BODY_AAD, DOMAIN_HEADER, verify_signature
@@ -275,6 +275,11 @@ def check_recipient_keys(header: Header, directory: Directory) -> None:
                 Reason.ENV_UNKNOWN_RECIPIENT,
                 f"recipient {org} is not in directory version {directory.version}; check the "
                 "address, or ask the hub operator to add it",
+            )
+        if not entry.enc_keys and not entry.sign_keys:
+            raise EnvelopeError(
+                Reason.ENV_RECIPIENT_AWAITING_KEYS,
+                awaiting_keys_sentence(entry, directory.version),
             )
         key = next((k for k in entry.enc_keys if k.kid == sealed.kid), None)
         if (

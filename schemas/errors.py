@@ -47,6 +47,7 @@ class Reason(StrEnum):
     ENV_KEYS_MISMATCH = "envelope.recipient_keys_mismatch"
     ENV_NOT_A_RECIPIENT = "envelope.not_a_recipient"
     ENV_UNKNOWN_RECIPIENT = "envelope.unknown_recipient"
+    ENV_RECIPIENT_AWAITING_KEYS = "envelope.recipient_awaiting_keys"
     ENV_KEY_UNSEAL_FAILED = "envelope.key_unseal_failed"
     ENV_BAD_LABEL = "envelope.bad_label"
     # the encrypted body

@@ -14,7 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from schemas.directory import ChannelEntry, Directory, OrgEntry, delivery_channel
+from schemas.directory import (
+    ChannelEntry,
+    Directory,
+    OrgEntry,
+    awaiting_keys_sentence,
+    delivery_channel,
+)
 from schemas.envelope import Header
 from schemas.errors import Reason
 from schemas.labels import Classification
@@ -113,6 +119,12 @@ def gate(
             return Reject(
                 Reason.ENV_UNKNOWN_RECIPIENT,
                 f"recipient {name} is not in the directory",
+                recipient=name,
+            )
+        if not recipient.sign_keys and not recipient.enc_keys:
+            return Reject(
+                Reason.ENV_RECIPIENT_AWAITING_KEYS,
+                awaiting_keys_sentence(recipient, directory.version),
                 recipient=name,
             )
         if label > recipient.clearance:

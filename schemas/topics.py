@@ -58,9 +58,14 @@ def ledger(channel: str) -> str:
 
 
 def hub_subscriptions(channel: str) -> tuple[str, ...]:
-    """What the hub reads on ``channel``: every up topic and every presence topic."""
+    """What the hub reads on ``channel``: every up topic, every presence topic, and the
+    retained directory (to notice when something else replaced the one it serves)."""
     check_org_id(channel, what="channel id")
-    return (f"{ROOT}/{channel}/{Kind.UP}/+", f"{ROOT}/{channel}/{Kind.PRESENCE}/+")
+    return (
+        f"{ROOT}/{channel}/{Kind.UP}/+",
+        f"{ROOT}/{channel}/{Kind.PRESENCE}/+",
+        directory(channel),
+    )
 
 
 def hub_publications(channel: str) -> tuple[str, ...]:

@@ -403,26 +403,15 @@ def build_directory(
 ) -> Directory:
     """The directory for ``topology`` with each organisation's keys (several during rotation).
 
-    Raises ConfigError naming every organisation without keys.
+    An organisation without a key file yet is listed without keys, awaiting them
+    (:meth:`Directory.awaiting_keys`): the tree stays whole, the groups leave it out, and
+    documents to it are refused with a sentence saying so, until a later directory has them.
     """
-    missing = [o.id for o in topology.orgs if not public_keys.get(o.id)]
-    if missing:
-        raise ConfigError(
-            "public keys",
-            [
-                (
-                    org,
-                    (
-                        f"no public key file; run 'spoke keygen --org {org} --out DIR' on "
-                        f"its server and hand over {org}.pub.json"
-                    ),
-                )
-                for org in missing
-            ],
-        )
+    awaiting = {o.id for o in topology.orgs if not public_keys.get(o.id)}
     orgs = []
     for org in topology.orgs:
-        sets = list({k.sign_kid: k for k in public_keys[org.id]}.values())  # a file found twice
+        found = public_keys.get(org.id, ())
+        sets = list({k.sign_kid: k for k in found}.values())  # a file found twice
         orgs.append(
             OrgEntry(
                 id=org.id,
@@ -451,7 +440,15 @@ def build_directory(
         ),
         orgs=tuple(orgs),
         revoked=tuple(plan.revoked),
-        groups=tuple(standard_groups(topology)),
+        groups=tuple(
+            GroupEntry(
+                id=g.id,
+                name_zh=g.name_zh,
+                name_en=g.name_en,
+                members=tuple(m for m in g.members if m not in awaiting),
+            )
+            for g in standard_groups(topology)
+        ),
         rules={rule: mode.value for rule, mode in topology.rules.items()},
     )
     directory.check_consistent()

@@ -16,6 +16,7 @@ import binascii
 import contextlib
 import hashlib
 import signal
+import sys
 from collections.abc import Callable
 
 import aiomqtt
@@ -25,6 +26,7 @@ from watchfiles import awatch
 from runtime.clock import now_ms
 from runtime.link import Link, LinkMaker
 from runtime.mqtt import BrokerLink, tls_context
+from runtime.tasks import cancel_and_wait
 from schemas import topics, transport
 from schemas.clock import DAY_MS, ms_to_text
 from schemas.directory import verify_directory
@@ -37,7 +39,13 @@ from spoke import control
 from spoke.config import SpokeConfig
 from spoke.context import SpokeContext
 from spoke.inbox import clean_staging
-from spoke.keyring import KeySource, own_key_sentence, own_key_warnings
+from spoke.keyring import (
+    OWN_KEYS_EVENT,
+    KeySource,
+    own_key_problems,
+    own_key_sentence,
+    own_key_warnings,
+)
 from spoke.prover import ProveError, Prover
 from spoke.receiver import Receiver
 from spoke.sender import Sender
@@ -145,6 +153,7 @@ class SpokeAgent:
         self._wake.set()  # the outbox loop sees the new gate: resumes, or switches keys
         self.witness.directory_changed()
         self._warn_key_expiry(when="directory")
+        await self._check_own_keys(when="directory")
         if not was_valid and current is not None:
             await self._hello_all()  # receipts refused while expired: ask for them again
 
@@ -160,6 +169,30 @@ class SpokeAgent:
             emit = log.error if warning.expired else log.warning
             sentence = own_key_sentence(warning, self.ctx.held_keys(), directory)
             emit(warning.event, checked=when, detail=sentence, **warning.fields())
+
+    async def _check_own_keys(self, *, when: str) -> None:
+        """Does the directory list this spoke's keys as it must (``when``: start,
+        directory)? If not: one warning event, one line in both languages on stderr saying
+        what to do, and the same for ``spoke status``."""
+        verified = self.ctx.verified
+        if verified is None:
+            return
+        now = self.ctx.clock()
+        problems = own_key_problems(verified.directory, self.org, self.ctx.held_keys(), now)
+        lines = [p.line for p in problems]
+        await asyncio.to_thread(self.ctx.state.save_own_keys, lines, verified.version, now)
+        if not problems:
+            return
+        log.warning(
+            OWN_KEYS_EVENT,
+            checked=when,
+            directory_version=verified.version,
+            kinds=[p.kind for p in problems],
+            detail=" ".join(p.en for p in problems),
+        )
+        zh = "；".join(p.zh for p in problems)
+        en = " ".join(p.en for p in problems)
+        print(f"spoke run: {zh} / {en}", file=sys.stderr, flush=True)
 
     async def _key_expiry_loop(self) -> None:
         while True:
@@ -236,6 +269,7 @@ class SpokeAgent:
             directory_version=None if verified is None else verified.version,
         )
         self._warn_key_expiry(when="start")
+        await self._check_own_keys(when="start")
         links_stop = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             for link in self.ctx.links.values():
@@ -255,13 +289,13 @@ class SpokeAgent:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
                     await self.receiver.flush()
-            for task in work:
-                task.cancel()
-            self.sender.stop()
+            await cancel_and_wait(work)
+            await self.sender.stop()
             for channel, link in self.ctx.links.items():
                 with contextlib.suppress(TimeoutError):
                     presence = topics.presence(channel, self.org)
-                    await asyncio.wait_for(link.publish(presence, topics.OFFLINE, retain=True), 2)
+                    async with asyncio.timeout(2):
+                        await link.publish(presence, topics.OFFLINE, retain=True)
             links_stop.set()
         log.info("spoke.stopped")
 
@@ -304,7 +338,8 @@ class SpokeAgent:
         limits = self.ctx.config.limits
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), limits.rescan_every)
+                async with asyncio.timeout(limits.rescan_every):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.sender.scan()

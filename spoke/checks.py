@@ -209,6 +209,14 @@ def gate_drop(
                 clearance=entry.clearance,
                 clearance_zh=entry.clearance.zh,
             )
+        case Reject(reason=Reason.ENV_RECIPIENT_AWAITING_KEYS) if entry is not None:
+            raise refuse(
+                "drop.recipient_awaiting_keys",
+                {"org": entry.id},
+                org=entry.id,
+                name=entry.name_zh,
+                version=directory.version,
+            )
         case Reject(reason=Reason.POLICY_NO_CHANNEL) if entry is not None:
             shared = shared_channels(me, entry)
             raise refuse(

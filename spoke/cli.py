@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from runtime.files import atomic_write
+from runtime.files import atomic_write, denied_sentence
 from runtime.startup import configure as configure_logs
-from runtime.startup import run_loop
+from runtime.startup import explain, guarded, run_loop
 from schemas import evidence
 from schemas.clock import ms_to_text
 from schemas.directory import Directory, verify_directory
@@ -23,7 +23,9 @@ from schemas.keys import HubPublicKey
 from schemas.ledger import CHECKPOINT_FRAME_LIMITS, read_checkpoint
 from spoke import control
 from spoke.agent import SpokeAgent
-from spoke.config import SpokeConfig, load_config
+from spoke.config import CONFIG_HELP, SpokeConfig, find_config, load_config
+from spoke.files import shown_name
+from spoke.intake import Refused, refused_line, send_drop
 from spoke.keygen import generate_org_keys, rotate_org_keys
 from spoke.keyring import KeySource, describe_held, own_key_sentence, own_key_warnings
 from spoke.ledgeralarms import alarm_lines
@@ -33,13 +35,17 @@ from spoke.tools import (
     declaration,
     declaration_toml,
     drop_name,
-    make_drop,
+    files_table,
+    own_keys_lines,
     rehearse,
     sending_line,
     status_table,
     waiting_drops,
 )
+from spoke.whereis import HEAD, whereabouts
 from spoke.witness import WitnessFiles, verify
+
+ConfigOption = Annotated[Path | None, typer.Option(help=CONFIG_HELP)]
 
 app = typer.Typer(
     name="spoke",
@@ -52,8 +58,17 @@ app = typer.Typer(
 
 @app.command()
 def keygen(
-    org: Annotated[str, typer.Option(help="Organisation id, e.g. jl.cc")],
-    out: Annotated[Path, typer.Option(help="Folder for the key files (created 0700)")],
+    org: Annotated[
+        str | None,
+        typer.Option(help="Organisation id, e.g. jl.cc (default: spoke.org in the config)"),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for the key files, created 0700 (default: the folder of spoke.sign_key "
+            "in the config)"
+        ),
+    ] = None,
     valid_days: Annotated[int, typer.Option(help="Validity of the keys in days")] = 730,
     force: Annotated[
         bool, typer.Option(help="Replace existing keys (the old ones are lost)")
@@ -65,8 +80,13 @@ def keygen(
             "signing with the old key until the hub's directory lists the new one"
         ),
     ] = False,
+    config: ConfigOption = None,
 ) -> None:
-    """Make the organisation's signing and encryption key pairs (private files mode 0600)."""
+    """Make the organisation's signing and encryption key pairs (private files mode 0600).
+    Without --org or --out, they come from the spoke's configuration (as --config says)."""
+    if org is None or out is None:
+        spoke = _config(config, "spoke keygen").spoke
+        org, out = org or spoke.org, out or spoke.sign_key.parent
     now = time.time_ns() // 1_000_000
     try:
         if rotate and force:
@@ -77,7 +97,10 @@ def keygen(
             paths, public = generate_org_keys(
                 org, out, now=now, valid_days=valid_days, overwrite=force
             )
-    except (ValueError, FileExistsError, FileNotFoundError, PermissionError) as exc:
+    except PermissionError as exc:
+        typer.echo(f"spoke keygen: {denied_sentence(exc, folder=out)}", err=True)
+        raise typer.Exit(2) from exc
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
         typer.echo(f"spoke keygen: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"organisation   {org}")
@@ -97,26 +120,28 @@ def keygen(
 
 @app.command()
 def run(
-    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
+    config: ConfigOption = None,
 ) -> None:
-    """Run the spoke agent (outbox -> hub -> inbox) until SIGTERM."""
-    settings = _config(config, "spoke run")
+    """Run the spoke agent (outbox -> hub -> inbox) until SIGTERM. A failure is one line on
+    stderr, one spoke.failed event and an exit code (docs/operations.md, "Exit codes")."""
+    configure_logs()  # first: a configuration that fails to load is a JSON event too
+    settings = load_config(find_config(config))
     configure_logs(settings.logging.format, settings.logging.level)
     try:
         agent = SpokeAgent(settings)
-    except (OSError, ValueError, XchgError) as exc:
-        raise _fail("spoke run", exc) from exc
+    except (OSError, ValueError) as exc:  # its keys, pinned hub key, folders
+        raise ConfigError(str(config), [("", str(exc))]) from exc
     run_loop(agent.run())
 
 
 @app.command()
 def send(
     files: Annotated[list[Path], typer.Argument(help="The document and its attachments")],
-    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
     to: Annotated[str, typer.Option(help="主送: organisations or @groups, comma-separated")],
     classification: Annotated[str, typer.Option(help="密级, e.g. 内部 or 机密★1年")],
     type_: Annotated[str, typer.Option("--type", help="文种, e.g. 通知 or REPORT")],
     title: Annotated[str, typer.Option(help="标题")],
+    config: ConfigOption = None,
     cc: Annotated[str, typer.Option(help="抄送: comma-separated")] = "",
     precedence: Annotated[str, typer.Option(help="紧急程度: 平件 加急 特急 特提")] = "ROUTINE",
     doc_number: Annotated[str | None, typer.Option(help="发文字号")] = None,
@@ -136,7 +161,7 @@ def send(
         typer.Option(
             "--resend",
             help="重发: send it even though the same document (or 发文字号) went out within "
-            "[limits] duplicate_window",
+            "limits.duplicate_window of the config",
         ),
     ] = False,
     dry_run: Annotated[
@@ -175,12 +200,22 @@ def send(
     if dry_run:
         _dry_run(settings, files, meta, name=name, as_json=as_json)
         return
+    now = time.time_ns() // 1_000_000
     try:
-        drop = make_drop(settings.folder("outbox"), files, meta, name=name)
+        placed = send_drop(
+            settings, files, meta, name=name, directory=_usable_directory(settings), now=now
+        )
     except (OSError, ValueError) as exc:
         raise _fail("spoke send", exc) from exc
-    typer.echo(f"queued as the drop '{drop}' in {settings.folder('outbox')}; the agent sends it")
-    typer.echo("follow it with: spoke status --config " + str(config))
+    if isinstance(placed, Refused):
+        typer.echo(f"spoke send: {refused_line(placed, settings.folder('failed'))}", err=True)
+        raise typer.Exit(1)
+    typer.echo(
+        f"queued as the drop '{placed.name}' in {settings.folder('outbox')}; the agent sends it"
+        + ("" if placed.checked else " (not checked here: no valid directory yet)")
+    )
+    where = "" if config is None else f" --config {config}"
+    typer.echo(f"follow it with: spoke status{where} '{placed.name}'")
 
 
 def _dry_run(
@@ -219,32 +254,59 @@ _JSON: dict[str, Any] = {"ensure_ascii": False, "indent": 2}
 
 @app.command()
 def status(
-    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
-    msg_id: Annotated[str | None, typer.Argument(help="One message (32 hex digits)")] = None,
+    config: ConfigOption = None,
+    msg_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[MSG_ID|NAME]",
+            help="Where one document is: its msg_id (32 hex digits: status.json, "
+            "NAME.error.json, the log) or its drop's file name",
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option(help="How many recent sends")] = 20,
 ) -> None:
-    """Recent sends and their receipts, as a table."""
+    """Recent sends and their receipts, as a table; with a msg_id or a drop's name, where
+    that document is (outbox, being sealed, sent, failed, received)."""
+    config = _find(config, "spoke status")
     settings = _config(config, "spoke status")
-    if msg_id is not None:
-        try:
-            parse_msg_id(msg_id)
-        except ValueError as exc:
-            raise _fail("spoke status", exc) from exc
     state = SpokeState(settings.work / "state.db")
     try:
         if msg_id is None:
             for line in alarm_lines(state.alarms(open_only=True), str(config)):
                 typer.echo(line)
-            typer.echo(sending_line(state.sending(), waiting=waiting_drops(settings)))
+            typer.echo(
+                sending_line(
+                    state.sending(),
+                    waiting=waiting_drops(settings),
+                    kept=state.directory_version(),
+                )
+            )
+            for line in own_keys_lines(state.own_keys()):
+                typer.echo(line)
             typer.echo(_ledger_line(settings, state))
-        typer.echo(status_table(state, msg_id=msg_id, limit=limit))
+            typer.echo(status_table(state, msg_id=None, limit=limit))
+            return
+        found = whereabouts(settings, state, msg_id)
+        if not found:
+            raise _fail("spoke status", LookupError(NOTHING_KNOWN.format(query=shown_name(msg_id))))
+        typer.echo(table(HEAD, found))
+        sent = [row for row in found if row[2].startswith("sent/")]
+        if len(sent) == 1:
+            typer.echo("\n" + files_table(state.notes(parse_msg_id(sent[0][0]))))
     finally:
         state.close()
 
 
+NOTHING_KNOWN = (
+    "本交换程序不知道“{query}”：请给出 msg_id（32 位十六进制，见 status.json、NAME.error.json 或"
+    "日志）或投递的文件名 / nothing here is known as '{query}': give a msg_id (32 hex digits, "
+    "from status.json, NAME.error.json or the log) or the file name of a drop"
+)
+
+
 @app.command()
 def keys(
-    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
+    config: ConfigOption = None,
 ) -> None:
     """The key pairs this spoke holds and what each is for now: which signs, which
     senders seal to, which are waiting for the directory, retired or revoked."""
@@ -273,7 +335,7 @@ def keys(
 @app.command("sign-for")
 def sign_for(
     msg_id: Annotated[str, typer.Argument(help="The document's msg_id (its inbox folder name)")],
-    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
+    config: ConfigOption = None,
 ) -> None:
     """签收: tell the sender a person or system has acknowledged the document."""
     settings = _config(config, "spoke sign-for")
@@ -308,7 +370,7 @@ def declare(
 
 @app.command()
 def directory(
-    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
+    config: ConfigOption = None,
 ) -> None:
     """The organisations and groups this spoke can address (from its verified directory)."""
     settings = _config(config, "spoke directory")
@@ -375,7 +437,7 @@ def _ask_agent(
 @app.command()
 def prove(
     msg_id: Annotated[str, typer.Argument(help="The message (32 hex digits)")],
-    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
+    config: ConfigOption = None,
     out: Annotated[Path | None, typer.Option(help="Also write the evidence here")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent")] = 30.0,
 ) -> None:
@@ -422,7 +484,7 @@ def check_evidence(
     file: Annotated[
         Path, typer.Argument(help="An evidence file (spoke prove, hubctl audit prove)")
     ],
-    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
+    config: ConfigOption = None,
 ) -> None:
     """Check an evidence file against the hub keys of this spoke's directory (exit 1 if
     anything does not hold)."""
@@ -479,7 +541,7 @@ app.add_typer(witness_app, name="witness")
 @witness_app.command("check")
 def witness_check(
     file: Annotated[Path, typer.Argument(help="A checkpoint frame (.ckpt) or an evidence file")],
-    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
+    config: ConfigOption = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the agent")] = 30.0,
 ) -> None:
     """Does the hub show this checkpoint's history to everyone? Judged against the one
@@ -516,9 +578,9 @@ def witness_check(
 
 @witness_app.command("reset")
 def witness_reset(
-    config: Annotated[Path, typer.Option(help="Spoke configuration file")],
     by: Annotated[str, typer.Option(help="Who decides (recorded in the log)")],
     reason: Annotated[str, typer.Option(help="Why (recorded in the log)")],
+    config: ConfigOption = None,
     accept_current: Annotated[
         bool,
         typer.Option(
@@ -564,6 +626,28 @@ def _cached_directory(settings: SpokeConfig) -> Directory | None:
         return None
 
 
+def _usable_directory(settings: SpokeConfig) -> Directory | None:
+    """The cached directory if it verifies and has not expired (what the agent sends
+    under); None otherwise."""
+    if not (settings.work / "state.db").is_file():
+        return None  # the agent has never run here
+    state = SpokeState(settings.work / "state.db")
+    try:
+        frame = state.directory_frame()
+    finally:
+        state.close()
+    if frame is None:
+        return None
+    try:
+        pinned = HubPublicKey.load(
+            settings.spoke.hub_key.read_bytes(), source=str(settings.spoke.hub_key)
+        )
+        now = time.time_ns() // 1_000_000
+        return verify_directory(frame, pinned.public, now=now).directory
+    except (OSError, ValueError, XchgError):
+        return None
+
+
 def _directory(settings: SpokeConfig, command: str) -> Directory:
     """The directory the agent cached, verified against the pinned hub key (as it does)."""
     state = SpokeState(settings.work / "state.db")
@@ -586,20 +670,28 @@ def _directory(settings: SpokeConfig, command: str) -> Directory:
     return verified.directory
 
 
-def _config(path: Path, command: str) -> SpokeConfig:
+def _find(path: Path | None, command: str) -> Path:
+    """--config, else $GOVXCHG_SPOKE_CONFIG, /etc/govxchg/spoke.toml, ./config/spoke.toml."""
     try:
-        return load_config(path)
+        return find_config(path)
+    except ConfigError as exc:
+        raise _fail(command, exc) from exc
+
+
+def _config(path: Path | None, command: str) -> SpokeConfig:
+    try:
+        return load_config(find_config(path))
     except ConfigError as exc:
         raise _fail(command, exc) from exc
 
 
 def _fail(command: str, exc: BaseException) -> typer.Exit:
-    typer.echo(f"{command}: {exc}", err=True)
+    typer.echo(f"{command}: {explain(exc)}", err=True)  # one line, Chinese and English
     return typer.Exit(2)
 
 
 def main() -> None:
-    app(prog_name="spoke")
+    guarded("spoke", "spoke.failed", app)
 
 
 if __name__ == "__main__":

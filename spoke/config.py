@@ -9,10 +9,14 @@ enc_key = "/etc/govxchg/jl.cc/jl.cc.enc.key"
 hub_key = "/etc/govxchg/hub.pub.json"        # pinned at install
 
 [channels.govnet]
-url = "mqtt://hub.example:1883"              # or mqtts:// with ca, cert, key
+url = "mqtt://hub.example:11883"             # or mqtts:// with ca, cert, key
 ```
 
-Relative paths resolve against the configuration file's folder.
+Relative paths resolve against the configuration file's folder. Without ``--config`` a
+command reads ``$GOVXCHG_SPOKE_CONFIG`` if set, else ``/etc/govxchg/spoke.toml``, else
+``./config/spoke.toml`` (:func:`find_config`); a server with several organisations keeps
+one file each (``/etc/govxchg/spoke-ORG.toml``, as the unit ``spoke@ORG`` starts it) and
+names it with ``--config`` or the variable.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from runtime.brokers import BrokerURL
+from runtime.configpath import SPOKE
 from runtime.files import read_config
 from schemas.errors import ConfigError
 from schemas.ids import ChannelId, OrgId
@@ -91,6 +96,15 @@ class SpokeConfig(_Section):
     @property
     def work(self) -> Path:
         return self.spoke.root / ".spoke"
+
+
+CONFIG_HELP = SPOKE.help  # the --config option's help: where the file is looked for
+
+
+def find_config(explicit: Path | None) -> Path:
+    """``--config``, else the first of $GOVXCHG_SPOKE_CONFIG, /etc/govxchg/spoke.toml and
+    ./config/spoke.toml that exists (runtime.configpath); ConfigError naming them if none."""
+    return SPOKE.find(explicit)
 
 
 def load_config(path: Path) -> SpokeConfig:

@@ -74,9 +74,11 @@ class FailedFolder:
         original: str,
         at: int,
         msg_id: bytes | None = None,
+        by: str = "spoke",
     ) -> None:
         """NAME.error.txt (for people) and NAME.error.json (for systems), saying the same,
-        in Chinese and in English."""
+        in Chinese and in English; ``msg_id`` is the drop's tracking id, ``by`` who refused
+        it (``spoke``: never sent; ``hub``)."""
         shown = shown_name(failed.path.name)
         detail: dict[str, Any] = printable(refusal.as_json())
         when = ms_to_text(at)
@@ -95,7 +97,9 @@ class FailedFolder:
         lines += ["", f"处理办法：{detail['hint_zh']}", f"What to do: {detail['hint']}", ""]
         lines += [f"规则 Rule: {detail['rule']}", f"时间 When: {when}"]
         if msg_id is not None:
-            lines.append(f"msg_id: {msg_id_text(msg_id)}")
+            never = "（编号，未发送给枢纽） / (its tracking id; never sent to the hub)"
+            lines.append(f"msg_id: {msg_id_text(msg_id)}" + (f" {never}" if by == "spoke" else ""))
+            lines.append(f"查询 Look it up: spoke status {msg_id_text(msg_id)}")
         lines.append(
             "文件及其元数据原样放在本文件旁。 / "
             "The document and its metadata are next to this file, unchanged."
@@ -108,5 +112,6 @@ class FailedFolder:
             "original_name": shown_name(original),
             "at": when,
             "msg_id": None if msg_id is None else msg_id_text(msg_id),
+            "refused_by": by,
         }
         write_json(self.folder / f"{failed.error_stem}.error.json", machine)

@@ -16,11 +16,17 @@ next to the configured ``ORG.sign.key`` and ``ORG.enc.key``). The agent holds al
 expired one, or without a signing key the directory accepts, the spoke sends nothing;
 drops wait in the outbox and the reason is logged and shown in ``spoke status``.
 
+:func:`own_key_problems` says, at start and at every directory change, that the directory
+does not list the keys this spoke holds (never handed over, replaced, revoked, expired):
+then the spoke cannot sign, or documents sealed for it cannot be opened and end as dead
+letters.
+
 :func:`own_key_warnings` says, days ahead, that the organisation's last listed key of a
 kind is about to end (the hub's judgement, :mod:`schemas.expiry`, narrowed to this spoke):
 after it, the spoke cannot sign (so sends nothing), or nobody can seal documents for it.
 
-The pure part (Keyring, choose_signer, sending_gate, own_key_warnings) takes ``now``;
+The pure part (Keyring, choose_signer, sending_gate, own_key_problems, own_key_warnings)
+takes ``now``;
 :class:`KeySource` reads the key files and notices new ones (a changed folder) without a
 restart.
 """
@@ -258,6 +264,94 @@ def describe_held(
                 )
             rows.append((kind, key.kid, text))
     return rows
+
+
+# ------------------------------------------------------------------ its own keys listed
+
+OWN_KEYS_EVENT = "keys.not_in_directory"
+
+
+@dataclass(frozen=True, slots=True)
+class OwnKeyProblem:
+    """The directory does not list a key of this spoke as it must (one sentence each,
+    Chinese and English, saying what follows and what to do)."""
+
+    kind: str  # organisation | signing | encryption
+    zh: str
+    en: str
+
+    @property
+    def line(self) -> str:
+        return f"{self.zh} / {self.en}"
+
+
+def _hand_over(org: str) -> tuple[str, str]:
+    zh = (
+        f"请将本机关的公钥文件 {org}.pub.json（轮换后为 {org}.<kid>.pub.json）交给枢纽运维人员，"
+        "由其执行 hubctl directory build 并发布新目录"
+    )
+    en = (
+        f"send {org}.pub.json (after a rotation {org}.<kid>.pub.json), beside the key files, "
+        "to the hub operator, who runs 'hubctl directory build' and publishes the new directory"
+    )
+    return zh, en
+
+
+def own_key_problems(
+    directory: Directory, org: str, keyring: Keyring, now: int
+) -> tuple[OwnKeyProblem, ...]:
+    """Where ``directory`` does not list this spoke's keys as it must at ``now``: ``org``
+    is not in it; no held signing key may sign; the encryption key senders seal to is not
+    one this spoke holds, or there is none."""
+    todo_zh, todo_en = _hand_over(org)
+    v = directory.version
+    if directory.org(org) is None:
+        return (
+            OwnKeyProblem(
+                "organisation",
+                f"本机关 {org} 不在交换目录 v{v} 中，无法收发文件；{todo_zh}",
+                f"{org} is not in directory v{v}: it can neither send nor receive; {todo_en}",
+            ),
+        )
+    problems = []
+    signer = choose_signer(keyring.signing, directory, org, now)
+    if isinstance(signer, str):
+        problems.append(
+            OwnKeyProblem(
+                "signing",
+                f"本交换程序持有的签名密钥（{', '.join(keyring.kids[0])}）在交换目录 v{v} 中"
+                f"均不可用（未列入、已吊销或已过期），因此不发送任何文件；{todo_zh}；若密钥已吊销或过期，"
+                "先执行 spoke keygen --rotate",
+                f"{signer}; if a key held here is not listed at all, {todo_en}",
+            )
+        )
+    held = keyring.kids[1]
+    try:
+        sealed_to = directory.encryption_key(org, now).kid
+    except DirectoryError:
+        problems.append(
+            OwnKeyProblem(
+                "encryption",
+                f"交换目录 v{v} 中没有本机关当前有效的加密密钥，发给本机关的文件无法加密；"
+                f"{todo_zh}",
+                f"directory v{v} lists no encryption key of {org} valid now: nobody can seal a "
+                f"document for {org}; {todo_en}",
+            )
+        )
+    else:
+        if sealed_to not in held:
+            problems.append(
+                OwnKeyProblem(
+                    "encryption",
+                    f"交换目录 v{v} 要求发文机关用加密密钥 {sealed_to} 加密发给本机关的文件，"
+                    f"但本交换程序没有该密钥（持有 {', '.join(held)}）：这些文件无法打开，"
+                    f"最终成为死信；{todo_zh}",
+                    f"directory v{v} tells senders to seal documents for {org} to encryption key "
+                    f"{sealed_to}, which this spoke does not hold (it holds {', '.join(held)}): "
+                    f"they cannot be opened here and end as dead letters; {todo_en}",
+                )
+            )
+    return tuple(problems)
 
 
 # ------------------------------------------------------------------ its own keys' expiry

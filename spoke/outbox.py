@@ -17,18 +17,18 @@ last. The spoke takes a drop only when it is complete, whatever order it was wri
    with its declared size and ``stable_for`` has passed, and refused if it still does
    not match after ``stable_for_unordered``.
 
-The spoke claims a drop by renaming it into ``.spoke/work/<token>/`` (the document first,
-the metadata last), so nothing leaves the outbox except into ``sent/`` or ``failed/``; a
-drop whose files change while it is sealed is given back (:meth:`Outbox.unclaim`) and
-the rules start again. Whatever sits in the outbox that can never become a drop is
-answered after ``metadata_wait`` seconds, never left without a word.
+The spoke claims a drop by renaming it into ``.spoke/work/<ms>-<msg_id>/`` (the document
+first, the metadata last; the msg_id, fresh, is the drop's tracking id from then on), so
+nothing leaves the outbox except into ``sent/`` or ``failed/``; a drop whose files change
+while it is sealed is given back (:meth:`Outbox.unclaim`) and the rules start again.
+Whatever sits in the outbox that can never become a drop is answered after
+``metadata_wait`` seconds, never left without a word.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import stat
 import time
 import unicodedata
@@ -41,6 +41,7 @@ import structlog
 
 from runtime.files import fsync_dir
 from schemas.errors import XchgError
+from schemas.ids import msg_id_text, new_msg_id, parse_msg_id
 from schemas.metadata import (
     MAX_METADATA_BYTES,
     DeclaredFile,
@@ -172,6 +173,13 @@ class Claimed:
     @property
     def payload(self) -> Path:
         return self.work / self.name
+
+    @property
+    def msg_id(self) -> bytes | None:
+        """The drop's tracking id, given when the spoke took it (the work folder's name
+        ends with it): the msg_id it is sealed with, or was refused under. None for a
+        work folder of an older release."""
+        return work_msg_id(self.work)
 
     @property
     def meta_name(self) -> str:
@@ -387,7 +395,8 @@ class Outbox:
         None if part of it went away meanwhile; Unmovable if the spoke may not move it
         (then it is left alone until something of it changes). Either way what was moved
         goes back, and nothing is left in the work area."""
-        work = self.work / f"{int(time.time() * 1000)}-{secrets.token_hex(4)}"
+        # the drop's tracking id from this moment on: the msg_id it will be sealed with
+        work = self.work / f"{int(time.time() * 1000)}-{msg_id_text(new_msg_id())}"
         work.mkdir(parents=True)
         fsync_dir(work.parent)
         moved: list[str] = []
@@ -476,6 +485,15 @@ class Outbox:
     def _move(source: Path, names: Iterable[str], target: Path) -> None:
         for name in names:
             durable_rename(source / name, target / name)
+
+
+def work_msg_id(work: Path) -> bytes | None:
+    """The msg_id a work folder ``<ms>-<msg_id>`` was claimed under (None: older name)."""
+    _, _, tail = work.name.rpartition("-")
+    try:
+        return parse_msg_id(tail)
+    except ValueError:
+        return None
 
 
 def _lost(document: str) -> Refusal:

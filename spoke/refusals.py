@@ -249,6 +249,16 @@ CATALOGUE: Final[dict[str, Texts]] = {
         "Check the address: 'spoke directory --config FILE' lists the organisations and "
         "groups this spoke knows.",
     ),
+    "drop.recipient_awaiting_keys": Texts(
+        "收文机关 {org}（{name}）在第 {version} 版交换目录中尚待提交密钥，暂不能收文。",
+        "recipient {org} ({name}) is awaiting keys in directory version {version}: it cannot "
+        "receive documents yet.",
+        "请把 {org} 从收文机关中去掉、另行送达；或请枢纽运维人员在收到其公钥后重新签发目录，"
+        "本交换程序取得新目录后再投递。",
+        "Leave {org} out and deliver it to them another way; or ask the hub operator to sign "
+        "a new directory once its public keys are in, and drop the document again when this "
+        "spoke holds it.",
+    ),
     "drop.no_recipient": Texts(
         "展开分组后，除本机关外没有主送机关。",
         "after expanding groups, no primary recipient (主送) remains besides this organisation.",
@@ -347,6 +357,10 @@ HUB_REASONS: Final[dict[str, tuple[str, str]]] = {
     Reason.ENV_KEYS_MISMATCH: ("收文机关与加密密钥不对应", _KEYS_OUTDATED),
     Reason.ENV_NOT_A_RECIPIENT: ("收文机关不是本文件的收件人", _KEYS_OUTDATED),
     Reason.ENV_UNKNOWN_RECIPIENT: ("收文机关不在交换目录中", "请核对收文机关后重新投递。"),
+    Reason.ENV_RECIPIENT_AWAITING_KEYS: (
+        "收文机关尚待提交密钥，暂不能收文",
+        "请另行送达，或请枢纽运维人员在收到其公钥后重新签发目录。",
+    ),
     Reason.ENV_KEY_UNSEAL_FAILED: ("文件密钥无法解封", _KEYS_OUTDATED),
     Reason.ENV_BAD_LABEL: ("信封的标签字段有误（如失效时间早于发文时间）", _AGAIN_ZH),
     Reason.BODY_SIZE_MISMATCH: ("正文大小与信封不符", _BROKEN),

@@ -1,10 +1,11 @@
 """Sending: outbox drops -> checks -> sealed envelopes -> hub, and the answers back.
 
-A drop is taken once complete (:mod:`spoke.outbox`), claimed into ``.spoke/work/<token>/``,
-checked (:func:`spoke.checks.prepare`, the document rules included: :mod:`spoke.ruling`),
-sealed into ``.spoke/queue/<msg_id>.body`` (:mod:`spoke.sealing`; a drop that changes
-meanwhile goes back to the outbox) and recorded, durably, before it is published. No
-file and no name stops the agent: whatever goes wrong with one drop is logged once and
+A drop is taken once complete (:mod:`spoke.outbox`), claimed into
+``.spoke/work/<ms>-<msg_id>/`` (that msg_id, its tracking id from then on, is the one it is
+sealed with), checked (:func:`spoke.checks.prepare`, the document rules included:
+:mod:`spoke.ruling`), sealed into ``.spoke/queue/<msg_id>.body`` (:mod:`spoke.sealing`; a
+drop that changes meanwhile goes back to the outbox) and recorded, durably, before it is
+published. No file and no name stops the agent: whatever goes wrong with one drop is logged once and
 that drop lands in failed/ with its explanation.
 It is published again after every reconnect and every ``resend_every`` seconds until the
 hub's ACCEPTED or REJECTED arrives. ACCEPTED moves the drop to ``sent/<msg_id>/`` with a
@@ -27,11 +28,12 @@ from typing import TypeVar
 import structlog
 from pydantic import ValidationError
 
+from runtime.tasks import cancel_and_wait
 from schemas import transport
 from schemas.clock import ms_to_text
 from schemas.directory import Directory
 from schemas.errors import UsageError, XchgError
-from schemas.ids import msg_id_text
+from schemas.ids import msg_id_text, new_msg_id
 from schemas.keys import SigningKey
 from schemas.model import describe
 from schemas.receipts import ReceiptEntry, ReceiptStatus
@@ -51,11 +53,11 @@ from spoke.sealing import (
     refuse_duplicate,
     seal_drop,
 )
-from spoke.state import Outbound, Sending
+from spoke.state import FailedDrop, Outbound, Sending
+from spoke.tracking import Recipient, overall_status
 
 T = TypeVar("T")
 log = structlog.get_logger("spoke.outbox")
-STATUS_ORDER = ["PENDING", "DELIVERED", "SIGNED_FOR", "EXPIRED", "DEAD"]
 
 
 class Sender:
@@ -75,7 +77,10 @@ class Sender:
         self.failures = FailedFolder(self.failed)
         self._troubles: set[str] = set()  # drops whose own failure failed: logged once
         self._uploads: dict[bytes, asyncio.Task[None]] = {}
-        self._gate: tuple[str | None, str | None] | None = None  # (held reason, signing kid)
+        # (held reason, signing kid, directory version) as last recorded, and since when
+        # it has been sending (or held for that reason)
+        self._gate: tuple[str | None, str | None, int | None] | None = None
+        self._since: int | None = None
         # the claims recover() found, for the first scan; None until recover() has run
         self._recovered: list[Claimed] | None = None
 
@@ -130,6 +135,7 @@ class Sender:
             log.info(
                 "drop.claimed",
                 name=shown_name(complete.name),
+                msg_id=None if taken.msg_id is None else msg_id_text(taken.msg_id),
                 work=taken.work.name,
                 completeness=complete.completeness.value,
             )
@@ -150,23 +156,29 @@ class Sender:
             return None
 
     async def note_gate(self, gate: Ready | Held) -> bool:
-        """Log and record a change in whether (and with which key) the spoke sends; True
-        when sending resumes after being held."""
-        state = (gate.reason, None) if isinstance(gate, Held) else (None, gate.signer.kid)
+        """Log and record a change in whether (and with which key, under which directory
+        version) the spoke sends; True when sending resumes after being held. The record
+        is what the first line of ``spoke status`` shows: rewritten on every directory
+        change, so it names the version the agent uses now."""
+        kid = None if isinstance(gate, Held) else gate.signer.kid
+        state = (gate.reason if isinstance(gate, Held) else None, kid, gate.version)
         if state == self._gate:
             return False
         previous, self._gate = self._gate, state
         now = self.ctx.clock()
+        same_way = previous is not None and previous[0] == state[0]  # held for the same reason
+        since = self._since if same_way and self._since is not None else now
+        self._since = since
         if isinstance(gate, Held):
-            log.warning(
-                gate.reason,
-                detail=gate.detail,
-                directory_version=gate.version,
-                expires_at=None if gate.expires_at is None else ms_to_text(gate.expires_at),
-            )
-            record = Sending(gate.reason, gate.detail, now, gate.version, None)
+            if not same_way:
+                log.warning(
+                    gate.reason,
+                    detail=gate.detail,
+                    directory_version=gate.version,
+                    expires_at=None if gate.expires_at is None else ms_to_text(gate.expires_at),
+                )
+            record = Sending(gate.reason, gate.detail, since, gate.version, None)
         else:
-            kid = gate.signer.kid
             if previous is not None and previous[0] is not None:
                 log.info(
                     "spoke.sending_resumed",
@@ -174,7 +186,7 @@ class Sender:
                     directory_version=gate.version,
                     signing_kid=kid,
                 )
-            elif previous is not None:
+            elif previous is not None and previous[1] != kid:
                 log.info(
                     "keys.switched",
                     from_kid=previous[1],
@@ -182,7 +194,7 @@ class Sender:
                     directory_version=gate.version,
                 )
             detail = f"sending; signing with key {kid} (directory v{gate.version})"
-            record = Sending(None, detail, now, gate.version, kid)
+            record = Sending(None, detail, since, gate.version, kid)
         await asyncio.to_thread(self.ctx.state.save_sending, record)
         return previous is not None and previous[0] is not None
 
@@ -242,7 +254,9 @@ class Sender:
         refuse_duplicate(self.ctx.state, prepared, print_, now=now, window_ms=window_ms)
         doc = prepared.document  # what the rules judged is exactly what is sealed
         recipients = doc.recipients
+        tracked = prepared.claimed.msg_id  # given when the drop was taken
         draft = Draft(
+            msg_id=new_msg_id() if tracked is None else tracked,
             sender=self.ctx.org,
             to=doc.to,
             cc=doc.cc,
@@ -376,9 +390,8 @@ class Sender:
                     return  # the connection dropped: the next head asks where to resume
                 position += len(data)
 
-    def stop(self) -> None:
-        for task in self._uploads.values():
-            task.cancel()
+    async def stop(self) -> None:
+        await cancel_and_wait(list(self._uploads.values()))
 
     # ------------------------------------------------------------------ answers
 
@@ -476,20 +489,13 @@ class Sender:
         if summary is None or not folder.exists():
             return
         name, channel, recipients_json, label, precedence, state, created, answered = summary
-        recipients: dict[str, dict[str, object]] = {
-            r: {"status": "PENDING"} for r in json.loads(recipients_json)
-        }
+        recipients = {r: Recipient() for r in json.loads(recipients_json)}
         for recipient, status, at, reason, detail in self.ctx.state.receipts(msg_id):
-            info = recipients.setdefault(recipient, {"status": "PENDING"})
-            info[f"{status.lower()}_at"] = ms_to_text(at, precise=True)
-            if reason:
-                info["reason"], info["detail"] = reason, detail
-            if STATUS_ORDER.index(status) > STATUS_ORDER.index(str(info["status"])):
-                info["status"] = status
+            recipients.setdefault(recipient, Recipient()).add(status, at, reason, detail)
         notes = self.ctx.state.notes(msg_id)
         copies: dict[str, str] = notes.get("copy_numbers", {})
         for recipient, number in copies.items():
-            recipients.setdefault(recipient, {"status": "PENDING"})["copy_number"] = number
+            recipients.setdefault(recipient, Recipient()).copy_number = number
         write_json(
             folder / "status.json",
             {
@@ -499,9 +505,11 @@ class Sender:
                 "classification": label,
                 "precedence": precedence,
                 "hub": state,
+                # the recipients' most needy status (spoke.tracking): DEAD if one is DEAD
+                "status": overall_status(r.status for r in recipients.values()),
                 "created_at": ms_to_text(created, precise=True),
                 "accepted_at": None if answered is None else ms_to_text(answered, precise=True),
-                "recipients": recipients,
+                "recipients": {r: info.as_json() for r, info in recipients.items()},
                 "added_cc": notes.get("added_cc", []),  # by auto_cc (自动抄送)
                 "rule_warnings": notes.get("rule_warnings", []),  # rules set to warn
                 # exactly what was sealed: compare with sha256sum, here and at the recipients
@@ -514,22 +522,34 @@ class Sender:
     # ------------------------------------------------------------------ failed/
 
     def _fail(self, claimed: Claimed, refusal: Refusal, *, msg_id: bytes | None = None) -> None:
-        """Move a drop to failed/ unchanged, with NAME.error.txt and NAME.error.json."""
+        """Move a drop to failed/ unchanged, with NAME.error.txt and NAME.error.json, under
+        its tracking id (``msg_id``: the one the hub refused; else the claim's)."""
+        by_hub = msg_id is not None
+        tracked = msg_id or claimed.msg_id or new_msg_id()
         metas = [claimed.work / m for m in claimed.meta_names]
         extras = [claimed.work / n for n in claimed.beside]
         failed = self.failures.take(claimed.payload, metas, claimed.name, extras)
-        self.failures.explain(
-            failed, refusal, original=claimed.name, at=self.ctx.clock(), msg_id=msg_id
-        )
+        self._record_failed(claimed.name, failed, refusal, tracked, by_hub=by_hub)
         with contextlib.suppress(OSError):
             claimed.work.rmdir()
         self._troubles.discard(claimed.name)
+
+    def _record_failed(
+        self, name: str, failed: Failed, refusal: Refusal, msg_id: bytes, *, by_hub: bool
+    ) -> None:
+        """Explain a drop now in failed/, remember it under its tracking id, log it."""
+        at = self.ctx.clock()
+        by = "hub" if by_hub else "spoke"
+        self.failures.explain(failed, refusal, original=name, at=at, msg_id=msg_id, by=by)
+        shown = shown_name(name), shown_name(failed.path.name)  # as status shows them
+        self.ctx.state.add_failed(FailedDrop(msg_id, *shown, refusal.rule, by, at))
         log.warning(
             "drop.failed",
-            name=shown_name(claimed.name),
+            name=shown_name(name),
             rule=refusal.rule,
             detail=refusal.loggable,  # never a 发文字号 or another value of the metadata
-            msg_id=None if msg_id is None else msg_id_text(msg_id),
+            msg_id=msg_id_text(msg_id),
+            refused_by=by,
         )
 
     def _explain_stuck(self, stuck: Unmovable) -> None:
@@ -568,14 +588,8 @@ class Sender:
             self.outbox.mark_stuck(orphan.key)
             self._explain_stuck(Unmovable(orphan.name, exc))
             return
-        self.failures.explain(failed, orphan.refusal, original=orphan.name, at=self.ctx.clock())
+        self._record_failed(orphan.name, failed, orphan.refusal, new_msg_id(), by_hub=False)
         self._troubles.discard(orphan.name)
-        log.warning(
-            "drop.failed",
-            name=shown_name(orphan.name),
-            rule=orphan.refusal.rule,
-            detail=orphan.refusal.loggable,
-        )
 
 
 def _hint(reason: str | None, *, retriable: bool) -> str:

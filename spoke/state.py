@@ -4,7 +4,12 @@
   for ``spoke status``; ``outbound_notes``: what status.json adds about it (copies auto_cc
   added, 份号, rule warnings);
 - ``inbound``: every msg_id written to the inbox (a duplicate is never written twice);
-- ``receipts``: what each recipient said about what we sent;
+- ``receipts``: what each recipient said about what we sent (the first of each status);
+  ``receipt_log``: every such receipt in the order it arrived (a recipient's history:
+  DEAD, then DELIVERED after a redelivery), for status.json (:mod:`spoke.tracking`);
+- ``failed_drops``: every drop that ended in failed/, by the msg_id it was given when the
+  spoke took it (refused by the spoke: never sent) or sent with (refused by the hub), for
+  ``spoke status ID`` and ``spoke status NAME``;
 - ``outbound_drops``: what each send was (a fingerprint of its metadata and bytes, its
   发文字号), so that the same document dropped twice is not sent twice by accident;
 - ``cursors``: per channel, the last numbered receipt batch durably processed;
@@ -18,7 +23,10 @@
   ``.spoke/ledger/checkpoint.ckpt``, which is restored from it), and the checkpoints it
   adopted, bounded (the last :data:`LOG_KEEP` and the first of each day);
 - ``sending``: whether the agent sends or holds (fail closed) and why, since when, and the
-  key it signs with, for ``spoke status``.
+  key it signs with, for ``spoke status``;
+- ``own_keys``: what the agent found wrong, at start and at its last directory change, with
+  how the directory lists this spoke's keys (spoke.keyring.own_key_problems), for
+  ``spoke status``.
 
 The standard library's sqlite3 in a worker thread: the spoke's volumes are small, and the
 spoke does not need SQLAlchemy in its import path.
@@ -81,6 +89,25 @@ CREATE TABLE IF NOT EXISTS receipts (
     detail TEXT,
     PRIMARY KEY (msg_id, recipient, status)
 );
+CREATE TABLE IF NOT EXISTS receipt_log (
+    id INTEGER PRIMARY KEY,        -- arrival order
+    msg_id BLOB NOT NULL,
+    recipient TEXT NOT NULL,
+    status TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    reason TEXT,
+    detail TEXT,
+    UNIQUE (msg_id, recipient, status, at)  -- the same receipt twice is one event
+);
+CREATE TABLE IF NOT EXISTS failed_drops (
+    msg_id BLOB PRIMARY KEY,       -- its tracking id (never sent if refused_by = 'spoke')
+    name TEXT NOT NULL,            -- the drop's NAME when dropped
+    failed TEXT NOT NULL,          -- its name in failed/ (NAME, or NAME (2), ...)
+    rule TEXT NOT NULL,
+    refused_by TEXT NOT NULL,      -- spoke | hub
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS failed_drops_name ON failed_drops (name);
 CREATE TABLE IF NOT EXISTS cursors (channel TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS directory (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -135,6 +162,12 @@ CREATE TABLE IF NOT EXISTS sending (
     directory_version INTEGER,
     signing_kid TEXT               -- the key it signs with while sending
 );
+CREATE TABLE IF NOT EXISTS own_keys (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    problems TEXT NOT NULL,        -- JSON list of sentences; [] when the directory is right
+    directory_version INTEGER,
+    at INTEGER NOT NULL
+);
 """
 LOG_KEEP = 200  # checkpoints the witness's log keeps besides the first of each day
 DAY_MS = 86_400_000
@@ -184,6 +217,18 @@ class LoggedCheckpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class FailedDrop:
+    """A drop that ended in failed/ (spoke.sender), under its tracking id."""
+
+    msg_id: bytes
+    name: str
+    failed: str
+    rule: str
+    refused_by: str  # spoke | hub
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
 class Outbound:
     msg_id: bytes
     name: str
@@ -208,7 +253,18 @@ class SpokeState:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        had_log = bool(
+            self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'receipt_log'"
+            ).fetchall()
+        )
         self._db.executescript(SCHEMA)
+        if not had_log:  # a state file from before the log: its receipts start it, by time
+            self._db.execute(
+                "INSERT OR IGNORE INTO receipt_log (msg_id, recipient, status, at, reason, "
+                "detail) SELECT msg_id, recipient, status, at, reason, detail FROM receipts "
+                "WHERE recipient IS NOT NULL ORDER BY at"
+            )
         for table, column, definition in ADDED_COLUMNS:
             known = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
             if column not in known:
@@ -240,6 +296,11 @@ class SpokeState:
         rows = self._read("SELECT frame FROM directory WHERE id = 1")
         return bytes(rows[0][0]) if rows else None
 
+    def directory_version(self) -> int | None:
+        """The version of the directory kept here (the newest the agent verified)."""
+        rows = self._read("SELECT version FROM directory WHERE id = 1")
+        return int(rows[0][0]) if rows else None
+
     def save_directory(self, version: int, digest: bytes, frame: bytes) -> None:
         self._tx(
             "INSERT INTO directory (id, version, digest, frame) VALUES (1, ?, ?, ?) "
@@ -268,6 +329,22 @@ class SpokeState:
                 sending.directory_version,
                 sending.signing_kid,
             ),
+        )
+
+    def own_keys(self) -> tuple[list[str], int | None, int] | None:
+        """What the agent last found wrong with how the directory lists this spoke's keys:
+        (bilingual sentences, directory version, when); None if it never looked."""
+        rows = self._read("SELECT problems, directory_version, at FROM own_keys WHERE id = 1")
+        if not rows:
+            return None
+        return [str(p) for p in json.loads(rows[0][0])], rows[0][1], int(rows[0][2])
+
+    def save_own_keys(self, problems: Sequence[str], version: int | None, at: int) -> None:
+        self._tx(
+            "INSERT INTO own_keys (id, problems, directory_version, at) VALUES (1, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET problems = excluded.problems, "
+            "directory_version = excluded.directory_version, at = excluded.at",
+            (json.dumps(list(problems), ensure_ascii=False), version, at),
         )
 
     def cursors(self) -> dict[str, int]:
@@ -381,6 +458,25 @@ class SpokeState:
         )
         return tuple(rows[0]) if rows else None
 
+    def add_failed(self, failed: FailedDrop) -> None:
+        self._tx(
+            "INSERT OR REPLACE INTO failed_drops (msg_id, name, failed, rule, refused_by, at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (failed.msg_id, failed.name, failed.failed, failed.rule, failed.refused_by, failed.at),
+        )
+
+    def failed_drops(
+        self, *, msg_id: bytes | None = None, name: str | None = None
+    ) -> list[FailedDrop]:
+        """Drops that ended in failed/, with this tracking id or this name (as dropped, or
+        as it lies in failed/), oldest first."""
+        rows = self._read(
+            "SELECT msg_id, name, failed, rule, refused_by, at FROM failed_drops "
+            "WHERE msg_id = ? OR name = ? OR failed = ? ORDER BY at",
+            (msg_id, name, name),
+        )
+        return [FailedDrop(bytes(r[0]), *r[1:]) for r in rows]
+
     # ------------------------------------------------------------------ receipts
 
     def add_receipt(
@@ -393,18 +489,34 @@ class SpokeState:
         reason: str | None,
         detail: str | None,
     ) -> None:
-        self._tx(
-            "INSERT OR IGNORE INTO receipts (msg_id, recipient, status, at, reason, detail) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (msg_id, recipient, status, at, reason, detail),
-        )
+        """Record a receipt, and add it to the recipient's history in arrival order."""
+        args = (msg_id, recipient, status, at, reason, detail)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO receipts (msg_id, recipient, status, at, reason, "
+                    "detail) VALUES (?, ?, ?, ?, ?, ?)",
+                    args,
+                )
+                self._db.execute(
+                    "INSERT OR IGNORE INTO receipt_log (msg_id, recipient, status, at, reason, "
+                    "detail) VALUES (?, ?, ?, ?, ?, ?)",
+                    args,
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def receipts(self, msg_id: bytes) -> list[tuple[str, str, int, str | None, str | None]]:
+        """(recipient, status, at, reason, detail) of every receipt about ``msg_id``, in
+        the order they arrived."""
         return [
             tuple(r)
             for r in self._read(
-                "SELECT recipient, status, at, reason, detail FROM receipts WHERE msg_id = ? "
-                "ORDER BY at",
+                "SELECT recipient, status, at, reason, detail FROM receipt_log WHERE msg_id = ? "
+                "ORDER BY id",
                 (msg_id,),
             )
         ]

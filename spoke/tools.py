@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
-import shutil
 from pathlib import Path
 
-from runtime.files import atomic_write
 from schemas.clock import ms_to_text
 from schemas.directory import Directory
 from schemas.display import table
@@ -18,47 +15,10 @@ from schemas.rules import Document, settings_of
 from schemas.whatif import WhatIf, what_if
 from spoke.checks import address, bad_metadata
 from spoke.config import SpokeConfig
-from spoke.files import is_clutter, is_temporary, name_problem
+from spoke.files import is_clutter, is_temporary
 from spoke.refusals import Refusal
 from spoke.state import Sending, SpokeState
-
-
-def make_drop(
-    outbox: Path, files: list[Path], meta: dict[str, object], *, name: str | None = None
-) -> str:
-    """Copy ``files`` into the outbox as one drop and write its metadata last (the commit)."""
-    if not files:
-        raise ValueError("give at least one file")
-    for path in files:
-        if not path.is_file():
-            raise ValueError(f"{path} is not a file")
-    drop = drop_name(files, name)
-    problem = name_problem(drop)
-    if problem is not None:
-        raise ValueError(f"the drop name {drop!r} {problem}")
-    if (outbox / drop).exists() or any(
-        (outbox / f"{drop}{s}").exists() for s in (".meta.toml", ".meta.json")
-    ):
-        raise ValueError(f"a drop called {drop!r} is already in the outbox; pass --name")
-    staging = outbox / f".{drop}.{secrets.token_hex(4)}.tmp"
-    if len(files) == 1:
-        shutil.copyfile(files[0], staging)
-        copies = [(drop, staging)]
-    else:
-        staging.mkdir()
-        for path in files:
-            shutil.copyfile(path, staging / path.name)
-        copies = [(path.name, staging / path.name) for path in files]
-    # the copies' sizes and digests: the agent takes the drop once they match, and refuses
-    # it if a copy is not what it read here
-    declared = [{"name": name, **_size_and_digest(path)} for name, path in copies]
-    staging.rename(outbox / drop)
-    atomic_write(
-        outbox / f"{drop}.meta.json",
-        json.dumps({**meta, "files": declared}, ensure_ascii=False, indent=2).encode(),
-        mode=0o644,
-    )
-    return drop
+from spoke.tracking import recipient_status
 
 
 def declaration(path: Path) -> list[dict[str, object]]:
@@ -70,7 +30,7 @@ def declaration(path: Path) -> list[dict[str, object]]:
             f"{path} 不是普通文件或文件夹 / {path} is not an ordinary file or a folder"
         )
     if path.is_file():
-        return [{"name": path.name, **_size_and_digest(path)}]
+        return [{"name": path.name, **size_and_digest(path)}]
     names = {p.name for p in path.iterdir()}
     found = []
     for entry in sorted(path.iterdir()):
@@ -81,7 +41,7 @@ def declaration(path: Path) -> list[dict[str, object]]:
                 f"{entry} 是临时文件、链接或文件夹，请写完或移走后再声明 / {entry} is a "
                 "temporary file, a link or a folder: finish or move it, then declare again"
             )
-        found.append({"name": entry.name, **_size_and_digest(entry)})
+        found.append({"name": entry.name, **size_and_digest(entry)})
     return found
 
 
@@ -94,7 +54,7 @@ def declaration_toml(files: list[dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _size_and_digest(path: Path) -> dict[str, object]:
+def size_and_digest(path: Path) -> dict[str, object]:
     digest = hashlib.sha256()
     size = 0
     with path.open("rb") as source:
@@ -140,15 +100,36 @@ def waiting_drops(settings: SpokeConfig) -> int:
         return 0
 
 
-def sending_line(sending: Sending | None, *, waiting: int) -> str:
-    """The first line of 'spoke status': whether the agent sends, and if not, why."""
+def sending_line(sending: Sending | None, *, waiting: int, kept: int | None = None) -> str:
+    """The first line of 'spoke status': whether the agent sends, and if not, why, under
+    the directory version the agent last said it uses; and a second sentence when the
+    directory kept in its state file (``kept``) is another version."""
     if sending is None:
-        return "sending: unknown (the agent has not run yet)"
-    since = ms_to_text(sending.since)
-    if sending.held is None:
-        return f"sending: yes, since {since}; {sending.detail}"
-    drops = f"{waiting} drop{'s' if waiting != 1 else ''} waiting in the outbox"
-    return f"sending: HELD since {since} ({sending.held}): {sending.detail}. {drops}"
+        line = "sending: unknown (the agent has not run yet)"
+    elif sending.held is None:
+        line = f"sending: yes, since {ms_to_text(sending.since)}; {sending.detail}"
+    else:
+        since = ms_to_text(sending.since)
+        drops = f"{waiting} drop{'s' if waiting != 1 else ''} waiting in the outbox"
+        line = f"sending: HELD since {since} ({sending.held}): {sending.detail}. {drops}"
+    used = None if sending is None else sending.directory_version
+    if kept is not None and used is not None and kept != used:
+        line += (
+            f" / 注意：交换程序在用通讯录 v{used}，状态文件中已存 v{kept}，尚未启用；若持续存在，"
+            "请确认交换程序在运行（spoke run）并查看其日志"
+            f" / NOTE: the agent last reported directory v{used}, but its state file holds "
+            f"v{kept}, not yet in use; if this lasts, check that the agent runs (spoke run) "
+            "and read its log"
+        )
+    return line
+
+
+def own_keys_lines(found: tuple[list[str], int | None, int] | None) -> list[str]:
+    """What the agent found wrong with how its directory lists this spoke's keys."""
+    if found is None:
+        return []
+    problems, version, at = found
+    return [f"KEYS (directory v{version}, {ms_to_text(at)}): {p}" for p in problems]
 
 
 def status_table(state: SpokeState, *, msg_id: str | None, limit: int) -> str:
@@ -158,8 +139,10 @@ def status_table(state: SpokeState, *, msg_id: str | None, limit: int) -> str:
         rows = state.outbound()[-limit:]
     lines = []
     for out in reversed(rows):
-        latest = dict.fromkeys(state.recipients(out.msg_id), "PENDING")
-        latest.update({recipient: status for recipient, status, *_ in state.receipts(out.msg_id)})
+        heard: dict[str, list[str]] = {r: [] for r in state.recipients(out.msg_id)}
+        for recipient, status, *_ in state.receipts(out.msg_id):
+            heard.setdefault(recipient, []).append(status)
+        latest = {r: recipient_status(statuses) for r, statuses in heard.items()}
         summary = ", ".join(f"{r}: {s}" for r, s in latest.items()) or "-"
         lines.append(
             (

@@ -34,6 +34,7 @@ from typing import BinaryIO, NamedTuple
 import aiomqtt
 
 from runtime.clock import now_ms
+from runtime.tasks import cancel_and_wait
 from schemas import topics, transport
 from schemas.directory import Directory
 from schemas.envelope import VerifiedEnvelope, verify_envelope
@@ -252,11 +253,11 @@ class SimSpoke:
             self._start_resender()
 
     async def disconnect(self, *, clean: bool = True) -> None:
-        for task in (self._reconnector, self._resender):
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                    await task
+        await cancel_and_wait(
+            task
+            for task in (self._reconnector, self._resender)
+            if task is not None and task is not asyncio.current_task()
+        )
         self._reconnector = self._resender = None
         for out in self.outbox.values():
             await self._stop_pump(out)
@@ -265,9 +266,9 @@ class SimSpoke:
         # client that is gone (the hub sends anything unacknowledged again).
         self._resume_reading()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await self._task
+            # The listener may be inside aiomqtt's publish, whose wait_for can swallow a
+            # cancellation on Python 3.11: cancel_and_wait cancels until it ends.
+            await cancel_and_wait(self._task)
         client, self._client = self._client, None
         if client is None:
             return
@@ -477,9 +478,7 @@ class SimSpoke:
     async def _stop_pump(self, out: Outbound) -> None:
         task, out.pump = out.pump, None
         if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await task
+            await cancel_and_wait(task)
 
     async def _pump(self, out: Outbound) -> None:
         """Send chunks from ``next_offset`` until the end, a pause, or a failed publish."""

@@ -437,14 +437,40 @@ def assert_revoked(directory: Directory, org: str, kid: str) -> None:
     assert info.value.reason is Reason.SIG_KEY_REVOKED
 
 
-def test_directory_build_without_an_org_key_names_the_org(site: Site) -> None:
+def test_directory_build_signs_without_an_orgs_keys_and_lists_it_awaiting_them(
+    site: Site,
+) -> None:
     (site.keys / "t.pa.x.pub.json").unlink()
+
+    result = ok(site.build())
+
+    directory = site.read().directory
+    assert directory.awaiting_keys() == ("t.pa.x",)
+    assert "awaiting keys 尚待提交密钥 (1): t.pa.x" in result.stdout
+    assert "spoke keygen --org ORG" in result.stdout
+    assert "spoke keygen --org 机关代码" in result.stdout
+    shown = ok(
+        hubctl("directory", "show", str(site.out), "--hub-pub", str(site.hub / "hub.pub.json"))
+    )
+    assert "awaiting keys 尚待提交密钥 (1): t.pa.x" in shown.stdout
+
+    # its keys come: the next build lists it with them, and nobody awaits
+    ok(keygen("t.pa.x", site.root / "later"))
+    (site.keys / "t.pa.x.pub.json").write_bytes(
+        (site.root / "later" / "t.pa.x.pub.json").read_bytes()
+    )
+    again = ok(site.build())
+    assert site.read().directory.awaiting_keys() == ()
+    assert "awaiting keys" not in again.stdout
+
+
+def test_directory_build_still_refuses_a_bad_key_file(site: Site) -> None:
+    (site.keys / "t.pa.x.pub.json").write_text('{"org": "t.pa.x", "sign": 1e999}')
 
     result = site.build()
 
     assert result.exit_code == 2
-    assert "t.pa.x" in result.stderr
-    assert "spoke keygen --org t.pa.x" in result.stderr
+    assert "t.pa.x.pub.json" in result.stderr
     assert not site.out.exists()
 
 
@@ -494,3 +520,16 @@ def test_directory_build_refuses_to_replace_a_directory_it_cannot_verify(site: S
     assert result.exit_code == 2
     assert str(site.out) in result.stderr
     assert site.out.read_bytes() == damaged
+
+
+def test_directory_build_refuses_a_key_file_holding_another_orgs_keys(site: Site) -> None:
+    # t.pa.x's file swapped for t.pa's: t.pa.x must not quietly await keys while t.pa
+    # takes a second one
+    (site.keys / "t.pa.x.pub.json").write_bytes((site.keys / "t.pa.pub.json").read_bytes())
+
+    result = site.build()
+
+    assert result.exit_code == 2
+    assert "holds the keys of t.pa, not of the organisation its name says" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not site.out.exists()

@@ -213,9 +213,10 @@ def main() -> None:
     dir_frame = build_directory()
     directory = verify_directory(dir_frame, HUB_SIGN.public, now=NOW).directory
     dir_bytes = codec.decode_map(dir_frame, codec.DIRECTORY_FRAME_LIMITS)["dir"]
-    print(f"\n### Directory frame ({len(dir_frame)} bytes; dir {len(dir_bytes)} bytes)\n")
-    print(f"SHA-256(dir) = {hashlib.sha256(dir_bytes).hexdigest()}")
     print("\nColumns below: offset, bytes (key header, key, value header, value), meaning.")
+    show("Directory frame", dir_frame)
+    show("dir (the Directory record, signed by sig)", dir_bytes)
+    print(f"\nSHA-256(dir) = {hashlib.sha256(dir_bytes).hexdigest()}")
 
     content = "示例正文。\n".encode()
     draft = Draft(

@@ -25,6 +25,7 @@ from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
 from hubd.store.writes import AppendAudit
+from runtime.startup import one_line
 from schemas.directory import Directory
 from schemas.errors import ConfigError
 from schemas.ids import msg_id_text
@@ -70,20 +71,22 @@ class HubAdmin:
         return await self.publish_directory(peer)
 
     def presence(self) -> dict[str, Any]:
-        """Every organisation of the directory on each of its channels: online or not, since."""
+        """Every organisation of the directory on each of its channels: online or not, since;
+        ``online`` is null (``state`` "unknown") while the hub's link to its broker is down."""
         hub, dispatcher, directory = self._hub, self._hub.dispatcher, self._hub.current_directory
         if dispatcher is None or directory is None:
             raise HubRefusedError("hub.starting", "the hub is starting; ask again in a moment")
         spokes = []
         for org in directory.orgs:
             for channel in org.channels:
-                known = dispatcher.presence(channel, org.id)
+                state, since = dispatcher.spokes.state(channel, org.id)
                 spokes.append(
                     {
                         "org": org.id,
                         "channel": channel,
-                        "online": known is not None and known[0],
-                        "since": None if known is None else known[1],
+                        "online": None if state == "unknown" else state == "online",
+                        "state": state,
+                        "since": since,
                     }
                 )
         return {
@@ -139,7 +142,8 @@ class HubAdmin:
             served = "none" if before is None else f"v{before.version}"
             raise HubRefusedError(
                 "directory.refused",
-                f"the hub refused the new directory file and keeps serving {served}: {problem}",
+                f"新目录文件被拒绝，枢纽继续使用 {served} / the hub refused the new directory "
+                f"file and keeps serving {served}: {one_line(str(problem))}",
             )
         if store is not None:
             await store.submit(

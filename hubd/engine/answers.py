@@ -106,20 +106,31 @@ class Answers:
     def _issue_rejected(self, arrival: Arrival, entry: ReceiptEntry) -> None:
         """Sign and send a REJECTED once its ``message.rejected`` entry is in the ledger
         (wire-format 12.4). Its detail is the machine reason only: the receipt's sentence
-        may quote the sender's own fields (a rule's finding quotes the document number)."""
-        event = AuditEvent(
-            "message.rejected",
-            entry.at,
-            entry.msg_id,
-            arrival.org,
-            {
-                "channel": arrival.channel,
-                "reason": entry.reason,
-                "frame_sha256": entry.subject.hex(),
-                "retriable": entry.retriable,
-            },
+        may quote the sender's own fields (a rule's finding quotes the document number).
+
+        Bytes on the up topic of an organisation the directory does not list get the ledger
+        entry (``answered``: false) and a security event, and no receipt: answering would
+        create a down topic for an unknown id and talk to a stranger."""
+        stranger = self._directory().org(arrival.org) is None
+        detail: dict[str, object] = {
+            "channel": arrival.channel,
+            "reason": entry.reason,
+            "frame_sha256": entry.subject.hex(),
+            "retriable": entry.retriable,
+        }
+        if stranger:
+            detail["answered"] = False
+            security.warning(
+                "message.stranger",
+                org=arrival.org,
+                channel=arrival.channel,
+                reason=entry.reason,
+                frame_sha256=entry.subject.hex(),
+            )
+        event = AuditEvent("message.rejected", entry.at, entry.msg_id, arrival.org, detail)
+        send = (
+            _unanswered if stranger else functools.partial(self._rejection_recorded, arrival, entry)
         )
-        send = functools.partial(self._rejection_recorded, arrival, entry)
         self.rejections.append((RejectedEntry([event]), send))
         self._queued()
 
@@ -187,6 +198,10 @@ class Answers:
         # its label is unknown: treat it as the most its channel may carry
         entry = unreadable_entry(exc, data, at=self._clock(), label=self.ceiling(arrival.channel))
         self._issue_rejected(arrival, entry)
+
+
+def _unanswered(_result: object) -> None:
+    """A refusal of a stranger's bytes: recorded, never answered."""
 
 
 def unreadable_entry(

@@ -71,8 +71,11 @@ def check_port_free(host: str, port: int) -> None:
                     (
                         "broker.listen",
                         (
-                            f"{host}:{port} is already in use, so the embedded broker cannot "
-                            "start. Point the hub at the broker already running there instead: "
+                            f"端口 {host}:{port} 已被占用，内置代理无法启动；请改用已在运行的代理"
+                            "（[broker] enabled = false 并为各通道设置 [channels.X] url），或用 "
+                            f"[broker] listen 另选端口 / {host}:{port} is already in use, so "
+                            "the embedded broker cannot start. Point the hub at the broker "
+                            "already running there instead: "
                             "set [broker] enabled = false and give each channel a broker, e.g. "
                             f'[channels.govnet] url = "mqtt://{host}:{port}"; or choose another '
                             "port with [broker] listen"

@@ -58,6 +58,7 @@ from hubd.core.timers import (
     on_timer,
     retry_delay_ms,
 )
+from hubd.engine.presencebook import PresenceBook
 from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
 from hubd.store.rowwriter import KEEP_ATTEMPTS
@@ -180,7 +181,7 @@ class Dispatcher:
         self._timers: list[_Timer] = []
         self._timer_event = asyncio.Event()
         self._parked: dict[tuple[str, str], set[Key]] = defaultdict(set)
-        self._presence: dict[tuple[str, str], tuple[bool, int]] = {}  # -> (online, since ms)
+        self.spokes = PresenceBook(clock)  # who is online where, and how sure the hub is
         self._counter = itertools.count()
         self._updates: dict[Key, DeliveryUpdate] = {}  # the latest change per delivery
         self._audit: list[AuditEvent] = []
@@ -203,9 +204,7 @@ class Dispatcher:
     def set_online(self, channel: str, org: str, *, online: bool) -> None:
         """A spoke's presence on one channel changed."""
         where = (channel, org)
-        known = self._presence.get(where)
-        if known is None or known[0] != online:
-            self._presence[where] = (online, self._clock())
+        self.spokes.set(channel, org, online=online)
         if not online:
             return
         for key in self._parked.pop(where, set()):
@@ -214,12 +213,12 @@ class Dispatcher:
                 self._push(job)
 
     def is_online(self, channel: str, org: str) -> bool:
-        known = self._presence.get((channel, org))
-        return known is not None and known[0]
+        return self.spokes.is_online(channel, org)
 
     def presence(self, channel: str, org: str) -> tuple[bool, int] | None:
-        """(online, since when in ms) for a spoke on a channel; None if never heard of."""
-        return self._presence.get((channel, org))
+        """(online, since when in ms) for a spoke on a channel as last heard; None if never
+        heard of. What to show of it: ``spokes.state``."""
+        return self.spokes.last_heard(channel, org)
 
     def settle(self, msg_id: bytes, recipient: str, event: Event, at: int) -> DeliveryUpdate:
         """The state change a recipient's DELIVERED or SIGNED_FOR makes, to be stored in the

@@ -29,6 +29,7 @@ from schemas import transport
 from schemas.errors import StoreError
 from schemas.keys import SigningKey
 from schemas.receipts import MAX_ENTRIES, ReceiptEntry, sign_receipts
+from schemas.untrusted import untrusted_text
 
 log = structlog.get_logger("hubd.receipts")
 
@@ -66,7 +67,13 @@ class ReceiptIssuer:
         self._key = key
 
     def issue(self, dest: str, channel: str, entry: ReceiptEntry, *, durable: bool) -> None:
-        """Queue a hub-signed entry for ``dest`` on ``channel``."""
+        """Queue a hub-signed entry for ``dest`` on ``channel``. Its detail may quote what a
+        peer sent (a refused header's value): it goes out made safe (:func:`untrusted_text`),
+        here, where every receipt the hub signs passes."""
+        if entry.detail is not None:
+            safe = untrusted_text(entry.detail)
+            if safe != entry.detail:
+                entry = entry.model_copy(update={"detail": safe})
         self._pending[(dest, channel, durable)].append(entry)
         self._wakeup.set()
 

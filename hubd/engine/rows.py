@@ -12,6 +12,7 @@ from hubd.engine.dispatch import Payload
 from hubd.store.audit import AuditEvent
 from hubd.store.writes import NewMessage
 from schemas.envelope import VerifiedEnvelope
+from schemas.labels import Classification
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,17 @@ class Storing:
     envelope: VerifiedEnvelope
     outcome: Admit | Quarantine
     payload: Payload
+
+
+def findable_doc_number(doc_number: str | None, classification: Classification) -> str | None:
+    """The 发文字号 the store keeps as a column for ``hubctl find``: a document's below 秘密.
+
+    A state secret's number is not kept. The columns outlive retention (which removes the
+    frame, the only other place the number is) and reach everyone who may read the store
+    or a backup of it; for a classified document the number ties it to its issuing office
+    and sequence, which is itself a fact to protect. Such documents are found by sender,
+    recipient and time instead; ``hubctl find --doc-number`` says so."""
+    return None if classification.is_state_secret else doc_number
 
 
 def new_message(storing: Storing) -> NewMessage:
@@ -49,6 +61,7 @@ def new_message(storing: Storing) -> NewMessage:
         "body_size": payload.body_size,
         "body": payload.body,
         "body_path": None if payload.body_path is None else str(payload.body_path),
+        "doc_number": findable_doc_number(header.doc_number, header.classification),
     }
     deliveries = [
         {

@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from hubd.config import Ledger, load_config
+from hubd.config import CONFIG_HELP, Ledger, find_config, load_config
 from hubd.ops.ledgeraudit import WitnessFileError, read_witness, verify_store_ledger
 from hubd.ops.ledgerprove import declare_restored_offline, prove_from_store
 from hubd.provision import sources
@@ -34,7 +34,7 @@ from schemas.keys import HubPublicKey, KeyKind, key_id
 
 audit_app = typer.Typer(help="The append-only audit ledger.", no_args_is_help=True)
 
-ConfigOption = Annotated[Path, typer.Option(help="Hub configuration file")]
+ConfigOption = Annotated[Path | None, typer.Option(help=CONFIG_HELP)]
 StoreOption = Annotated[
     str | None, typer.Option(help="Store URL (default: the one --config names)")
 ]
@@ -42,7 +42,6 @@ HubKeyOption = Annotated[
     Path | None,
     typer.Option(help="The hub's public key file, hub.pub.json (default: from --config)"),
 ]
-DEFAULT_CONFIG = Path("config/hub.toml")
 
 
 def _fail(command: str, message: object) -> typer.Exit:
@@ -63,7 +62,7 @@ def _pinned(path: Path) -> HubPublicKey:
     return HubPublicKey.load(path.read_bytes(), source=str(path))
 
 
-def hub_keys(config: Path, hub_key: Path | None) -> HubKeys:
+def hub_keys(config: Path | None, hub_key: Path | None) -> HubKeys:
     """--hub-key; else the configuration's hub key and the directory's ``hub_keys``."""
     keys: dict[str, bytes] = {}
     if hub_key is not None:
@@ -90,11 +89,11 @@ def hub_keys(config: Path, hub_key: Path | None) -> HubKeys:
     return HubKeys(keys, directory, "")
 
 
-def _interval(config: Path, store: str | None) -> int | None:
+def _interval(config: Path | None, store: str | None) -> int | None:
     """The hub's checkpoint interval (ms) if it signs checkpoints; the default for a bare
     --store (a copy or a backup of a hub with the default settings)."""
     try:
-        ledger = load_config(config).ledger
+        ledger = load_config(find_config(config)).ledger
     except ConfigError:
         if store is None:
             return None
@@ -102,18 +101,18 @@ def _interval(config: Path, store: str | None) -> int | None:
     return round(ledger.checkpoint_interval * 1000) if ledger.checkpoints else None
 
 
-def _store_url(command: str, config: Path, store: str | None) -> str:
+def _store_url(command: str, config: Path | None, store: str | None) -> str:
     if store:
         return store
     try:
-        return load_config(config).store_url()
+        return load_config(find_config(config)).store_url()
     except ConfigError as exc:
         raise _fail(command, exc) from exc
 
 
 @audit_app.command("verify")
 def audit_verify(
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = None,
     store: StoreOption = None,
     hub_key: HubKeyOption = None,
     witness: Annotated[
@@ -168,7 +167,7 @@ def audit_prove(
     out: Annotated[
         Path | None, typer.Option(help="Write the evidence file here (default: stdout)")
     ] = None,
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = None,
     store: StoreOption = None,
 ) -> None:
     """Write the evidence of one message: its ledger entries with inclusion proofs in the
@@ -230,7 +229,7 @@ def audit_check_evidence(
         Path, typer.Argument(help="An evidence file (hubctl audit prove, spoke prove)")
     ],
     hub_key: HubKeyOption = None,
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = None,
 ) -> None:
     """Verify an evidence file offline against the hub key you trust (--hub-key, or the
     directory --config names). Exit 0: it holds; 1: what does not hold."""
@@ -284,7 +283,7 @@ def audit_check_evidence(
 @audit_app.command("restored")
 def audit_restored(
     reason: Annotated[str, typer.Option(help="Why the store was restored (goes into the ledger)")],
-    config: ConfigOption = DEFAULT_CONFIG,
+    config: ConfigOption = None,
     store: StoreOption = None,
 ) -> None:
     """After restoring the store from a backup, with the hub stopped: append a signed-to-be
@@ -294,7 +293,7 @@ def audit_restored(
     if not reason.strip():
         raise _fail(command, "--reason must say why (for example: disk failure, backup of DATE)")
     try:
-        settings = load_config(config)
+        settings = load_config(find_config(config))
     except ConfigError as exc:
         raise _fail(command, exc) from exc
     url = store or settings.store_url()

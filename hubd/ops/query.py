@@ -9,8 +9,9 @@ WAL mode and PostgreSQL both serve readers beside the writer). Every query takes
 ``Store.read``: an admin socket in the hub can answer the same questions with the same
 functions and add what only the running hub knows (presence, through ``presence=``).
 
-Titles, document numbers and signatories are not in the store's columns and the stored
-frames are never decoded here, so none of them can reach an answer.
+Titles and signatories are not in the store's columns, the document-number column is
+only ever compared (by :mod:`hubd.ops.find`), never selected, and the stored frames are
+never decoded here, so none of them can reach an answer.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from hubd.core.states import DeliveryState
+from hubd.ops.redeliver import Candidate, Refusal, refusal
 from hubd.store import tables as t
 from hubd.store.connections import engine_for, read_only_url
 from schemas.directory import Directory
@@ -124,6 +126,7 @@ class Delivery:
     created_at: int  # when the hub accepted the message
     updated_at: int  # the last change: the last attempt, the receipt, the end
     expires_at: int | None
+    purged_at: int | None = None  # when retention removed the message's content
 
     @property
     def last_attempt_at(self) -> int | None:
@@ -139,13 +142,23 @@ class Delivery:
             return "delivery.expired"
         return None
 
+    def not_redeliverable(self, now: int) -> Refusal | None:
+        """Why ``hubctl redeliver`` would leave this dead letter (None: it would move it)."""
+        c = Candidate(self.msg_id, self.recipient, self.state, self.expires_at, self.purged_at)
+        return refusal(c, now=now)
+
     def as_json(self, now: int) -> dict[str, Any]:
-        return {
+        out = {
             **plain(self),
             "age_s": max(now - self.created_at, 0) / 1000,
             "last_attempt_at": self.last_attempt_at,
             "reason": self.reason,
         }
+        if self.state.value in GONE:
+            refused = self.not_redeliverable(now)
+            out["redeliverable"] = refused is None
+            out["not_redeliverable"] = None if refused is None else refused.as_json()
+        return out
 
 
 def deliveries_query() -> Select[Any]:
@@ -162,6 +175,7 @@ def deliveries_query() -> Select[Any]:
         d.c.created_at,
         d.c.updated_at,
         d.c.expires_at,
+        m.c.purged_at,
     ).join(m, m.c.msg_id == d.c.msg_id)
 
 
@@ -178,6 +192,7 @@ def delivery_of(r: Any) -> Delivery:
         created_at=int(r.created_at),
         updated_at=int(r.updated_at),
         expires_at=None if r.expires_at is None else int(r.expires_at),
+        purged_at=None if r.purged_at is None else int(r.purged_at),
     )
 
 
@@ -189,15 +204,20 @@ class Listing:
     recipient: str | None  # the organisation asked about; None: everyone
     total: int
     items: tuple[Delivery, ...]
+    by_state: dict[str, int] | None = None  # dead letters: how many of ``total`` per state
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "at": self.at,
             "recipient": self.recipient,
             "total": self.total,
             "shown": len(self.items),
             "deliveries": [d.as_json(self.at) for d in self.items],
         }
+        if self.by_state is not None:
+            out["gave_up"] = self.by_state.get(DeliveryState.DEAD.value, 0)
+            out["expired"] = self.by_state.get(DeliveryState.EXPIRED.value, 0)
+        return out
 
 
 async def queue(read: Read, *, now: int, recipient: str | None = None, limit: int) -> Listing:
@@ -224,14 +244,16 @@ async def dead(read: Read, *, now: int, recipient: str | None = None, limit: int
     where: list[ColumnElement[bool]] = [d.c.state.in_(GONE)]
     if recipient is not None:
         where.append(d.c.recipient == recipient)
-    total = await read(select(func.count()).select_from(d).where(*where))
+    counted = await read(select(d.c.state, func.count()).where(*where).group_by(d.c.state))
+    by_state = {str(state): int(n) for state, n in counted}
     rows = await read(
         deliveries_query()
         .where(*where)
         .order_by(d.c.updated_at.desc(), d.c.msg_id, d.c.recipient)
         .limit(limit)
     )
-    return Listing(now, recipient, int(total[0][0]), tuple(delivery_of(r) for r in rows))
+    items = tuple(delivery_of(r) for r in rows)
+    return Listing(now, recipient, sum(by_state.values()), items, by_state)
 
 
 # ------------------------------------------------------------------ status
@@ -297,6 +319,7 @@ class DirectoryInfo:
             "issued_at": d.issued_at,
             "expires_at": d.expires_at,
             "expired": now >= d.expires_at,
+            "awaiting_keys": list(d.awaiting_keys()),
             "problem": self.problem,
         }
 

@@ -4,7 +4,10 @@ What may come back is decided here, from the stored rows and ``now`` (:func:`ref
 only a DEAD delivery (the state table's one REDELIVER transition), whose message still
 has its content (retention has not purged it) and whose signed ``expires_at``, if any, is
 still ahead. An EXPIRED delivery never comes back: the sender said when the message stops
-mattering, and the hub does not deliver after that; the sender sends it again.
+mattering, and the hub does not deliver after that; the sender sends it again. ``--dead``
+(every dead letter) therefore moves the DEAD ones and counts the EXPIRED ones it leaves
+(:attr:`Outcome.expired`), so that its answer names them instead of "nothing matches"
+while ``hubctl dead`` lists them.
 
 The change itself is one :class:`Redeliver` operation in the store's group commit: it
 re-checks every delivery as it is at that moment, moves it to PENDING with its attempts
@@ -20,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from hubd.core.states import DeliveryState, Event, can, next_state
 from hubd.store import tables as t
@@ -216,6 +219,9 @@ class Outcome:
     refused: tuple[Refusal, ...]
     more: int  # dead letters this request did not reach (beyond MAX_AT_ONCE)
     via: str
+    # --dead: EXPIRED deliveries that matched and stay where they are ('hubctl dead' lists
+    # them beside the DEAD ones; they are not refused one by one: they were never asked for)
+    expired: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -225,6 +231,7 @@ class Outcome:
             ],
             "refused": [x.as_json() for x in self.refused],
             "more": self.more,
+            "expired": self.expired,
         }
 
 
@@ -240,6 +247,16 @@ def _candidate_query(target: Target) -> Any:
     if target.to is not None:
         query = query.where(d.c.recipient == target.to)
     return query.order_by(d.c.updated_at, d.c.msg_id, d.c.recipient).limit(MAX_AT_ONCE + 1)
+
+
+async def _expired_count(read: Read, target: Target) -> int:
+    """EXPIRED deliveries a ``--dead`` request (to ``to``, or to everyone) matches."""
+    d = t.deliveries
+    query = select(func.count()).select_from(d).where(d.c.state == DeliveryState.EXPIRED.value)
+    if target.to is not None:
+        query = query.where(d.c.recipient == target.to)
+    rows = await read(query)
+    return int(rows[0][0])
 
 
 async def _nothing_there(read: Read, target: Target) -> Refusal:
@@ -304,7 +321,8 @@ async def redeliver(
                     "handled; look at 'hubctl trace' and ask again",
                 )
             )
-    return Outcome(tuple(moved), tuple(refused), more, via)
+    expired = await _expired_count(read, target) if target.msg_id is None else 0
+    return Outcome(tuple(moved), tuple(refused), more, via, expired)
 
 
 async def redeliver_offline(

@@ -65,7 +65,7 @@ class Trace:
     msg_id: bytes
     message: StoredMessage | None  # None: only the ledger knows it (a store restored in part)
     deliveries: tuple[Delivery, ...]
-    steps: tuple[Step, ...]  # in ledger order
+    steps: tuple[Step, ...]  # in time order; entries of the same millisecond in ledger order
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -117,7 +117,10 @@ async def trace(read: Read, msg_id: bytes, *, now: int) -> Trace | None:
     ledger = await read(
         select(a.c.seq, a.c.at, a.c.event, a.c.org, a.c.detail)
         .where(a.c.msg_id == msg_id)
-        .order_by(a.c.seq)
+        # Time order, not ledger order: a receipt batch or a dispatcher flush may be committed
+        # (and so numbered) after a later event of the same message. Within one millisecond
+        # the ledger's order decides, which is the order the hub committed them in.
+        .order_by(a.c.at, a.c.seq)
     )
     if message is None and not ledger:
         return None

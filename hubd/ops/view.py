@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from hubd.ops.find import Findings, Found, Search
 from hubd.ops.query import Delivery, Listing, Spoke, SpokePresence, Status
 from hubd.ops.trace import Step, Trace
+from hubd.ops.waiting import Queue
+from hubd.provision.directory import awaiting_lines
 from schemas.clock import duration_text, ms_to_text
 from schemas.display import size_text, table
 from schemas.ids import msg_id_text
@@ -48,6 +51,10 @@ def render_status(s: Status) -> str:
         where += f"; spool (large bodies) {size(store.spool_bytes)}"
     lines.append(f"store      {where}")
     lines.append(f"directory  {_directory_line(s)}")
+    if s.directory.directory is not None:
+        lines += [
+            f"           {line}" for line in awaiting_lines(s.directory.directory.awaiting_keys())
+        ]
     if s.hub is not None:
         lines.append(f"hub        {_hub_line(s)}")
     lines.append("")
@@ -175,6 +182,72 @@ def _spokes_table(spokes: Sequence[Spoke], now: int) -> str:
     ]
     header = ("organisation", "level", "channels", "presence", "last heard", "pending", "oldest")
     return table(header, rows)
+
+
+# ------------------------------------------------------------------ find
+
+
+def _asked(search: Search) -> str:
+    parts = []
+    if search.sender is not None:
+        parts.append(f"from {search.sender}")
+    if search.recipient is not None:
+        parts.append(f"to {search.recipient}")
+    if search.doc_number is not None:
+        parts.append("with the 发文字号 asked for")
+    if search.since is not None:
+        parts.append(f"received since {ms_to_text(search.since)}")
+    if search.until is not None:
+        parts.append(f"before {ms_to_text(search.until)}")
+    return ", ".join(parts) if parts else "any"
+
+
+def _recipients(f: Found) -> str:
+    if f.state == "QUARANTINED":
+        return f"none: quarantined ({f.reason}), never forwarded"
+    return ", ".join(f"{r.recipient} {r.state.value}" for r in f.recipients) or "-"
+
+
+def render_find(found: Findings) -> str:
+    asked = _asked(found.search)
+    if not found.items:
+        none = (
+            "未找到公文：枢纽存储中没有；被枢纽或发文方交换程序拒收的公文不存储（查看枢纽日志中的 "
+            "message.rejected，或发文方的 failed/ 文件夹） / "
+            f"no message found ({asked}; as of {ms_to_text(found.at)}): the hub's store holds "
+            "none; a document refused by the hub or by the sender's spoke is not stored (look "
+            "for message.rejected in the hub's log, or the spoke's failed/ folder)"
+        )
+        lines = [none]
+    else:
+        head = (
+            f"messages found: {found.total} ({asked}), the most recent first; "
+            f"as of {ms_to_text(found.at)}"
+        )
+        lines = [head]
+        header = ("msg_id", "received", "sender", "label", "recipients")
+        rows = [
+            (
+                msg_id_text(f.msg_id),
+                ms_to_text(f.received_at),
+                f.sender,
+                f"{_doc_type_text(f.doc_type)}, {f.classification}, {f.precedence}",
+                _recipients(f),
+            )
+            for f in found.items
+        ]
+        lines.append(table(header, rows))
+        hidden = found.total - len(found.items)
+        if hidden > 0:
+            lines.append(f"... and {hidden} more (--limit shows more, --since narrows)")
+        lines.append("'hubctl trace MSG_ID' shows one message's life")
+    if found.note is not None:
+        lines.append(f"note: {found.note}")
+    return "\n".join(lines) + "\n"
+
+
+def _doc_type_text(name: str) -> str:
+    return str(DocType[name]) if name in DocType.__members__ else name
 
 
 # ------------------------------------------------------------------ trace
@@ -309,7 +382,8 @@ def _whom(listing: Listing) -> str:
     return "" if listing.recipient is None else f" for {listing.recipient}"
 
 
-def render_queue(listing: Listing) -> str:
+def render_queue(queue: Queue) -> str:
+    listing = queue.listing
     now = listing.at
     if not listing.items:
         return f"no deliveries pending{_whom(listing)} (as of {ms_to_text(now)})\n"
@@ -327,6 +401,8 @@ def render_queue(listing: Listing) -> str:
         "attempts",
         "age",
         "last attempt",
+        "expires",
+        "waiting",
     )
     rows = [
         (
@@ -339,10 +415,27 @@ def render_queue(listing: Listing) -> str:
             str(d.attempts),
             duration(now - d.created_at),
             "-" if d.last_attempt_at is None else _ago(d.last_attempt_at, now),
+            _expires(d.expires_at, now),
+            why.short(now),
         )
-        for d in listing.items
+        for d, why in zip(listing.items, queue.why, strict=True)
     ]
-    return "\n".join([head, table(header, rows), *_more(listing)]) + "\n"
+    lines = [head, table(header, rows), *_more(listing), "", "why each waits:"]
+    lines += [
+        f"  {msg_id_text(d.msg_id)} to {d.recipient}: {why.detail}"
+        for d, why in zip(listing.items, queue.why, strict=True)
+    ]
+    if not queue.presence_known:
+        lines += ["", f"presence unknown: the hub did not answer ({queue.hub_problem})."]
+    return "\n".join(lines) + "\n"
+
+
+def _expires(at: int | None, now: int) -> str:
+    if at is None:
+        return "never"
+    if at <= now:
+        return f"{ms_to_text(at)} (passed)"
+    return f"{ms_to_text(at)} (in {duration(at - now)})"
 
 
 def dead_reason(d: Delivery) -> str:
@@ -354,13 +447,18 @@ def dead_reason(d: Delivery) -> str:
 
 
 def render_dead(listing: Listing) -> str:
+    """Dead letters in two parts: those that gave up (DEAD: 'hubctl redeliver' brings them
+    back) and those that expired (EXPIRED: never redelivered), each the most recent first."""
     now = listing.at
     if not listing.items:
         return f"no dead letters{_whom(listing)} (as of {ms_to_text(now)})\n"
+    counts = listing.by_state or {}
+    gave_up, expired = counts.get("DEAD", 0), counts.get("EXPIRED", 0)
     head = (
-        f"dead letters{_whom(listing)}: {listing.total}, the most recent first; "
-        f"as of {ms_to_text(now)}"
+        f"dead letters{_whom(listing)}: {listing.total} ({gave_up} gave up, {expired} "
+        f"expired), the most recent first; as of {ms_to_text(now)}"
     )
+    lines = [head]
     header = (
         "msg_id",
         "recipient",
@@ -373,25 +471,60 @@ def render_dead(listing: Listing) -> str:
         "since",
         "reason",
     )
-    rows = [
-        (
-            msg_id_text(d.msg_id),
-            d.recipient,
-            d.sender,
-            str(d.precedence),
-            str(d.classification),
-            d.channel,
-            d.state.value,
-            str(d.attempts),
-            ms_to_text(d.updated_at),
-            dead_reason(d),
-        )
-        for d in listing.items
-    ]
-    return "\n".join([head, table(header, rows), *_more(listing)]) + "\n"
+    came_back = (
+        f"gave up ({gave_up}): 'hubctl redeliver MSG_ID' or 'hubctl redeliver --dead' "
+        "brings them back"
+    )
+    ended = (
+        f"expired ({expired}): not redelivered, their validity (the sender's expires_at) "
+        "ended; the sender sends them again"
+    )
+    parts = (("DEAD", came_back), ("EXPIRED", ended))
+    for state, title in parts:
+        rows = [_dead_row(d, now) for d in listing.items if d.state.value == state]
+        if rows:
+            lines += ["", f"{title}:", table(header, rows)]
+    return "\n".join([*lines, *_more(listing)]) + "\n"
+
+
+def _dead_row(d: Delivery, now: int) -> tuple[str, ...]:
+    reason = dead_reason(d)
+    refused = d.not_redeliverable(now) if d.state.value == "DEAD" else None
+    if refused is not None:  # given up, but its expiry or retention has ended it since
+        reason += f"; {_NOT_ANY_MORE.get(refused.code, 'cannot be redelivered')}"
+    return (
+        msg_id_text(d.msg_id),
+        d.recipient,
+        d.sender,
+        str(d.precedence),
+        str(d.classification),
+        d.channel,
+        d.state.value,
+        str(d.attempts),
+        ms_to_text(d.updated_at),
+        reason,
+    )
+
+
+_NOT_ANY_MORE = {
+    "redeliver.expired": "expired since: cannot be redelivered",
+    "redeliver.purged": "content purged by retention: cannot be redelivered",
+}
 
 
 # ------------------------------------------------------------------ redelivery
+
+
+def expired_note(count: int) -> str:
+    """Why 'hubctl redeliver --dead' leaves the EXPIRED dead letters 'hubctl dead' lists."""
+    documents = "document is" if count == 1 else "documents are"
+    return (
+        f"{count} 份已过期的公文不重新投递：发文方签署的有效期已过，枢纽不在有效期后投递；请发文方"
+        "重新发送（新的 msg_id）；'hubctl dead' 将其列在 expired 下 / "
+        f"{count} expired {documents} not redelivered: their validity ended (the sender's "
+        "signed expires_at has passed) and the hub never delivers a document after it; the "
+        "sender must send it again (a new msg_id); 'hubctl dead' lists them under 'expired'"
+    )
 
 
 def render_redelivery(answer: dict[str, Any], *, store: str) -> str:
@@ -408,15 +541,22 @@ def render_redelivery(answer: dict[str, Any], *, store: str) -> str:
             f"the hub is not running ({answer.get('hub_down')}): written to its store "
             f"({store}); it delivers them when it next starts"
         )
+    expired = int(answer.get("expired") or 0)
     lines = []
     if moved:
         lines.append(f"{where}:")
         lines += [f"  {d['msg_id']}  to {d['recipient']}" for d in moved]
     elif not refused:
-        lines.append("nothing to redeliver: no dead letter matches")
+        lines.append(
+            "nothing to redeliver: no dead letter that gave up (DEAD) matches"
+            if expired
+            else "nothing to redeliver: no dead letter matches"
+        )
     if refused:
         lines.append("not redelivered:")
         lines += [f"  {r['detail']}" for r in refused]
+    if expired:
+        lines.append(expired_note(expired))
     more = answer.get("more") or 0
     if more:
         lines.append(

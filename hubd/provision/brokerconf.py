@@ -48,7 +48,9 @@ MAX_PACKET = codec.DIRECTORY_FRAME_LIMITS.max_size + 64 * 1024
 class Listener:
     host: str  # the name (or address) clients connect to; goes into the server certificate
     port: int = 8883
-    bind: str = "0.0.0.0"  # noqa: S104 - a broker listens for the whole network
+    # The address Mosquitto listens on (--listen). By default every IPv4 interface: a broker
+    # serves other servers, and only holders of a certificate of the channel's CA get in.
+    bind: str = "0.0.0.0"  # noqa: S104
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,19 +83,40 @@ class Issued:
         return self.folder / "clients" / f"{identity}.key"
 
 
-def listener_for(hosts: Sequence[str], name: str, channels: Sequence[str]) -> Listener:
-    """The --host that applies to broker ``name`` (``CHANNEL=HOST[:PORT]`` or ``HOST[:PORT]``)."""
-    chosen = "localhost"
-    for item in hosts:
+DEFAULT_BIND = "0.0.0.0"  # noqa: S104 - see Listener.bind
+
+
+def _applies(items: Sequence[str], name: str, channels: Sequence[str], default: str) -> str:
+    """The ``CHANNEL=VALUE`` for broker ``name`` (or one of its channels), else the last
+    bare ``VALUE``, else ``default``."""
+    chosen, specific = default, False
+    for item in items:
         key, _, value = item.rpartition("=")
         if key and key != name and key not in channels:
             continue
-        if key or chosen == "localhost":
-            chosen = value
+        if key or not specific:
+            chosen, specific = value, bool(key)
+    return chosen
+
+
+def listener_for(
+    hosts: Sequence[str], name: str, channels: Sequence[str], binds: Sequence[str] = ()
+) -> Listener:
+    """The --host (``CHANNEL=HOST[:PORT]`` or ``HOST[:PORT]``) and the --listen
+    (``CHANNEL=ADDRESS`` or ``ADDRESS``) that apply to broker ``name``."""
+    chosen = _applies(hosts, name, channels, "localhost")
     host, _, port = chosen.rpartition(":") if ":" in chosen else (chosen, "", "8883")
     if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"--host {chosen!r}: write HOST:PORT, e.g. broker.govnet.example:8883")
-    return Listener(host, int(port))
+    bind = _applies(binds, name, channels, DEFAULT_BIND)
+    try:
+        address = ipaddress.ip_address(bind)
+    except ValueError:
+        raise ValueError(
+            f"--listen {bind!r}: give the IP address the broker listens on, e.g. 10.1.2.3 "
+            "(one interface), 0.0.0.0 (every IPv4 interface) or :: (IPv6 too)"
+        ) from None
+    return Listener(host, int(port), str(address))
 
 
 def members(topology: Topology, channels: Sequence[str]) -> tuple[str, ...]:

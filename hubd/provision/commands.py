@@ -11,38 +11,43 @@ from typing import Annotated
 
 import typer
 
-from hubd.provision import brokerconf
+from hubd.provision import brokerconf, sources
 from hubd.provision.directory import (
     DEFAULT_OVERLAP_MS,
+    awaiting_lines,
     build_and_sign,
     load_topology,
     read_directory,
 )
+from hubd.provision.keys import (
+    ConfigOption,
+    HubKeyOption,
+    OrgKeysOption,
+    TopologyOption,
+    hub_files,
+    report_build,
+)
 from hubd.provision.keys import fail as _fail
-from hubd.provision.keys import report_build
 from runtime.clock import now_ms as _now
 from schemas.clock import ms_to_text, parse_duration
 from schemas.display import table
 from schemas.errors import ConfigError, XchgError
-from schemas.keys import HubPublicKey
-
-DEFAULT_HUB_KEYS = Path("certs/hub")
 
 directory_app = typer.Typer(help="Build, sign and inspect the directory.", no_args_is_help=True)
 
 
 @directory_app.command("build")
 def directory_build(
-    topology: Annotated[Path, typer.Option(help="Topology file")] = Path("config/topology.toml"),
-    keys: Annotated[Path, typer.Option(help="Folder searched for ORG.pub.json files")] = Path(
-        "certs/orgs"
-    ),
-    hub_key: Annotated[Path, typer.Option(help="The hub's private signing key")] = (
-        DEFAULT_HUB_KEYS / "hub.sign.key"
-    ),
-    out: Annotated[Path, typer.Option(help="Where to write the signed directory")] = (
-        DEFAULT_HUB_KEYS / "directory.bin"
-    ),
+    config: ConfigOption = None,
+    topology: TopologyOption = None,
+    keys: OrgKeysOption = None,
+    hub_key: HubKeyOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the signed directory (default: hub.directory in the config)"
+        ),
+    ] = None,
     valid_days: Annotated[int, typer.Option(help="Days until the directory expires")] = 30,
     version: Annotated[int | None, typer.Option(help="Version (default: previous + 1)")] = None,
     revoke: Annotated[list[str] | None, typer.Option(help="Key id to revoke (repeatable)")] = None,
@@ -56,12 +61,21 @@ def directory_build(
     """Sign a directory from the topology and the organisations' public keys. A new key
     beside an organisation's old one rotates it in: valid from now, the old one closing
     after --overlap. Key windows and revocations carry over; the version goes up by one."""
+    files = hub_files(
+        "hubctl directory build",
+        config,
+        topology=topology,
+        org_keys=keys,
+        hub_key=hub_key,
+        directory=out,
+    )
+    out = files.directory
     try:
         overlap_ms = parse_duration(overlap, what="--overlap") if overlap else DEFAULT_OVERLAP_MS
         built = build_and_sign(
-            topology_path=topology,
-            keys_dir=keys,
-            hub_key_path=hub_key,
+            topology_path=files.topology,
+            keys_dir=files.org_keys,
+            hub_key_path=files.hub_key,
             out=out,
             now=_now(),
             valid_days=valid_days,
@@ -76,17 +90,20 @@ def directory_build(
 
 @directory_app.command("show")
 def directory_show(
-    path: Annotated[Path, typer.Argument(help="A signed directory file")] = (
-        DEFAULT_HUB_KEYS / "directory.bin"
-    ),
-    hub_pub: Annotated[Path, typer.Option(help="The hub's public key file")] = (
-        DEFAULT_HUB_KEYS / "hub.pub.json"
-    ),
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="A signed directory file (default: hub.directory in the config)"),
+    ] = None,
+    hub_pub: Annotated[
+        Path | None,
+        typer.Option(help="The hub's public key file (default: beside hub.key in the config)"),
+    ] = None,
+    config: ConfigOption = None,
 ) -> None:
     """Verify a signed directory and print its organisations as a table."""
     try:
-        pinned = HubPublicKey.load(hub_pub.read_bytes(), source=str(hub_pub))
-        verified = read_directory(path, pinned.public, now=_now())
+        where = sources.resolve(config, path, hub_pub)
+        verified = read_directory(where.directory, where.hub_public, now=_now())
     except (OSError, ValueError, XchgError) as exc:
         raise _fail("hubctl directory show", exc) from exc
     d = verified.directory
@@ -100,16 +117,27 @@ def directory_show(
     ]
     typer.echo(table(("id", "level", "clearance", "channels", "name"), rows))
     typer.echo("groups: " + ", ".join(f"@{g.id} ({len(g.members)})" for g in d.groups))
+    for line in awaiting_lines(d.awaiting_keys()):
+        typer.echo(line)
 
 
 def broker_config(
     out: Annotated[Path, typer.Option(help="Folder to write into (one sub-folder per broker)")],
-    topology: Annotated[Path, typer.Option(help="Topology file")] = Path("config/topology.toml"),
+    config: ConfigOption = None,
+    topology: TopologyOption = None,
     host: Annotated[
         list[str] | None,
         typer.Option(
             help="Where clients reach a broker: HOST[:PORT] for every channel, or "
             "CHANNEL=HOST[:PORT] (repeatable). Goes into the server certificate"
+        ),
+    ] = None,
+    listen: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="The IP address the broker listens on: ADDRESS for every broker, or "
+            "CHANNEL=ADDRESS (repeatable). Default 0.0.0.0: every IPv4 interface (only "
+            "holders of the channel's certificates get in); :: for IPv6 too"
         ),
     ] = None,
     channel: Annotated[
@@ -131,6 +159,15 @@ def broker_config(
     ] = False,
 ) -> None:
     """Write Mosquitto 2.x configuration, ACL, CA and certificates from the topology."""
+    if topology is None:
+        topology = hub_files(
+            "hubctl broker-config",
+            config,
+            topology=None,
+            org_keys=None,
+            hub_key=None,
+            directory=None,
+        ).topology
     try:
         topo = load_topology(topology)
         chosen = tuple(channel or [c.id for c in topo.channels])
@@ -143,9 +180,13 @@ def broker_config(
                 "session. Use a broker per channel in production.",
                 err=True,
             )
-        for group in groups:
-            name = "shared" if shared else group[0]
-            listener = brokerconf.listener_for(host or [], name, group)
+        names = ["shared" if shared else group[0] for group in groups]
+        # every --host and --listen checked before the first broker is written
+        listeners = [
+            brokerconf.listener_for(host or [], name, group, listen or [])
+            for name, group in zip(names, groups, strict=True)
+        ]
+        for name, group, listener in zip(names, groups, listeners, strict=True):
             issued = brokerconf.write_broker(
                 topo,
                 group,
@@ -159,7 +200,7 @@ def broker_config(
             )
             typer.echo(
                 f"{issued.folder}: broker for {', '.join(group)} at {listener.host}:"
-                f"{listener.port}; certificates issued for "
+                f"{listener.port}, listening on {listener.bind}; certificates issued for "
                 f"{', '.join(issued.issued) or 'nobody (all kept)'}"
             )
     except (ConfigError, XchgError, ValueError, OSError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +76,41 @@ def load_public_keys(folder: Path) -> dict[str, list[PublicKeys]]:
         if path.name == "hub.pub.json":
             continue
         keys = PublicKeys.load(path.read_bytes(), source=str(path))
+        if not _named_for(path.name, keys.org):
+            # A file of one organisation under another's name: with organisations brought
+            # on one at a time, the one it names would silently await keys while the one it
+            # holds took a second key.
+            raise ValueError(
+                f"{path} holds the keys of {keys.org}, not of the organisation its name says; "
+                f"name it {keys.org}.pub.json (or {keys.org}.KID.pub.json as 'spoke keygen "
+                "--rotate' writes it), or ask that organisation for its own file"
+            )
         found[keys.org].append(keys)
     return dict(found)
+
+
+def _named_for(name: str, org: str) -> bool:
+    """``ORG.pub.json`` or ``ORG.<kid>.pub.json`` (as 'spoke keygen' writes them)."""
+    return re.fullmatch(rf"{re.escape(org)}(\.[0-9a-f]{{16}})?\.pub\.json", name) is not None
+
+
+def awaiting_lines(awaiting: tuple[str, ...]) -> list[str]:
+    """What ``hubctl directory build``, ``directory show`` and ``status`` say of the
+    organisations listed without keys, in both languages, with what to do."""
+    if not awaiting:
+        return []
+    zh = (
+        "  这些机关已列入目录，但尚无公钥：暂时不能向其发文，它们也不能发文。"
+        "请在各机关服务器上运行 'spoke keygen --org 机关代码 --out 文件夹'，"
+        "将生成的 机关代码.pub.json 放入 --keys 文件夹，再运行 'hubctl directory build' "
+        "并重新加载枢纽。"
+    )
+    en = (
+        "  They are listed without public keys: nobody can send to them and they cannot send "
+        "yet. On each one's server run 'spoke keygen --org ORG --out DIR', put ORG.pub.json "
+        "into the --keys folder, then run 'hubctl directory build' again and reload the hub."
+    )
+    return [f"awaiting keys 尚待提交密钥 ({len(awaiting)}): {', '.join(awaiting)}", zh, en]
 
 
 def read_directory(path: Path, hub_public: bytes, *, now: int) -> VerifiedDirectory:

@@ -15,23 +15,49 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from hubd.config import CONFIG_HELP, find_config, load_config
 from hubd.provision import sources
-from hubd.provision.directory import Built, hub_key_paths, init_hub_key, revoke_key
+from hubd.provision.directory import (
+    Built,
+    awaiting_lines,
+    hub_key_paths,
+    init_hub_key,
+    revoke_key,
+)
 from hubd.provision.revocations import Revocation, load_register, reasons, register_path
 from runtime.clock import now_ms
+from runtime.files import denied_sentence
+from runtime.startup import explain
 from schemas.clock import duration_text, ms_to_text
 from schemas.directory import verify_directory
 from schemas.display import table
-from schemas.errors import XchgError
+from schemas.errors import ConfigError, XchgError
 from schemas.expiry import KeyRow, KeyState, key_rows
 from schemas.ids import check_org_id
 
-DEFAULT_HUB_KEYS = Path("certs/hub")
+INSTALL_STEP = "docs/operations.md, Installing on a Debian server"
+
+ConfigOption = Annotated[Path | None, typer.Option(help=CONFIG_HELP)]
+TopologyOption = Annotated[
+    Path | None, typer.Option(help="Topology file (default: hub.topology in the config)")
+]
+OrgKeysOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--keys",
+        help="Folder searched for ORG.pub.json files (default: hub.org_keys in the config)",
+    ),
+]
+HubKeyOption = Annotated[
+    Path | None,
+    typer.Option(help="The hub's private signing key (default: hub.key in the config)"),
+]
 
 keys_app = typer.Typer(
     help="The hub's own key and the organisations' keys: list, revoke.", no_args_is_help=True
@@ -39,8 +65,44 @@ keys_app = typer.Typer(
 
 
 def fail(command: str, exc: BaseException) -> typer.Exit:
-    typer.echo(f"{command}: {exc}", err=True)
+    if isinstance(exc, PermissionError):
+        exc = ValueError(denied_sentence(exc, see=INSTALL_STEP))
+    typer.echo(f"{command}: {explain(exc)}", err=True)  # one line, Chinese and English
     return typer.Exit(2)
+
+
+@dataclass(frozen=True, slots=True)
+class HubFiles:
+    """What 'directory build' and 'keys revoke' read and write."""
+
+    topology: Path
+    org_keys: Path
+    hub_key: Path
+    directory: Path
+
+
+def hub_files(
+    command: str,
+    config: Path | None,
+    *,
+    topology: Path | None,
+    org_keys: Path | None,
+    hub_key: Path | None,
+    directory: Path | None,
+) -> HubFiles:
+    """The options given; the rest from the hub's configuration (found when not given)."""
+    if config is None and topology and org_keys and hub_key and directory:
+        return HubFiles(topology, org_keys, hub_key, directory)  # every one given
+    try:
+        hub = load_config(find_config(config)).hub
+    except ConfigError as exc:
+        raise fail(command, exc) from exc
+    return HubFiles(
+        topology or hub.topology,
+        org_keys or hub.org_keys,
+        hub_key or hub.key,
+        directory or hub.directory,
+    )
 
 
 def report_build(built: Built, out: Path) -> None:
@@ -58,6 +120,8 @@ def report_build(built: Built, out: Path) -> None:
         whose = f" ({owner[0]})" if owner is not None else ""
         typer.echo(f"  key {kid}{whose}: revoked")
     typer.echo(f"written to {out} ({len(built.verified.frame)} bytes)")
+    for line in awaiting_lines(d.awaiting_keys()):
+        typer.echo(line)
     if built.changes or built.newly_revoked:
         typer.echo(
             "Publish it: systemctl reload hubd (SIGHUP). Running spokes take it at once; "
@@ -67,15 +131,35 @@ def report_build(built: Built, out: Path) -> None:
 
 @keys_app.command("init")
 def keys_init(
-    out: Annotated[Path, typer.Option(help="Folder for hub.sign.key and hub.pub.json")] = (
-        DEFAULT_HUB_KEYS
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for hub.sign.key and hub.pub.json (default: the folder of hub.key in "
+            "the config)"
+        ),
+    ] = None,
     valid_days: Annotated[int, typer.Option(help="Validity of the hub key in days")] = 1825,
     force: Annotated[bool, typer.Option(help="Replace an existing hub key")] = False,
+    config: ConfigOption = None,
 ) -> None:
-    """Make the hub's signing key (it signs the directory and receipts)."""
+    """Make the hub's signing key (it signs the directory and receipts). Run it as the
+    hub's user: the key file is 0600 and only its owner can read it."""
+    if out is None:
+        key = hub_files(
+            "hubctl keys init", config, topology=None, org_keys=None, hub_key=None, directory=None
+        ).hub_key
+        if key != hub_key_paths(key.parent).secret:
+            wrong = ValueError(
+                f"the config names the hub key {key}, but this command writes hub.sign.key; "
+                "give --out FOLDER and set key = FOLDER/hub.sign.key in its [hub] section"
+            )
+            raise fail("hubctl keys init", wrong)
+        out = key.parent
     try:
         public = init_hub_key(out, now=now_ms(), valid_days=valid_days, overwrite=force)
+    except PermissionError as exc:
+        denied = ValueError(denied_sentence(exc, folder=out, see=INSTALL_STEP))
+        raise fail("hubctl keys init", denied) from exc
     except (OSError, ValueError) as exc:
         raise fail("hubctl keys init", exc) from exc
     paths = hub_key_paths(out)
@@ -87,27 +171,34 @@ def keys_init(
 def keys_revoke(
     kid: Annotated[str, typer.Argument(help="The key id (16 hex digits; see 'hubctl keys list')")],
     reason: Annotated[str, typer.Option(help="Why, for the audit ledger: 'server stolen'")],
-    topology: Annotated[Path, typer.Option(help="Topology file")] = Path("config/topology.toml"),
-    keys: Annotated[Path, typer.Option(help="Folder searched for ORG.pub.json files")] = Path(
-        "certs/orgs"
-    ),
-    hub_key: Annotated[Path, typer.Option(help="The hub's private signing key")] = (
-        DEFAULT_HUB_KEYS / "hub.sign.key"
-    ),
-    out: Annotated[Path, typer.Option(help="The signed directory to replace")] = (
-        DEFAULT_HUB_KEYS / "directory.bin"
-    ),
+    config: ConfigOption = None,
+    topology: TopologyOption = None,
+    keys: OrgKeysOption = None,
+    hub_key: HubKeyOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="The signed directory to replace (default: hub.directory in the config)"),
+    ] = None,
     valid_days: Annotated[int, typer.Option(help="Days until the directory expires")] = 30,
 ) -> None:
     """Revoke a compromised key: record why, and sign the next directory listing it as
     revoked. After 'systemctl reload hubd' the hub refuses everything it signs."""
+    files = hub_files(
+        "hubctl keys revoke",
+        config,
+        topology=topology,
+        org_keys=keys,
+        hub_key=hub_key,
+        directory=out,
+    )
+    out = files.directory
     try:
         entry, built = revoke_key(
             kid,
             reason=reason,
-            topology_path=topology,
-            keys_dir=keys,
-            hub_key_path=hub_key,
+            topology_path=files.topology,
+            keys_dir=files.org_keys,
+            hub_key_path=files.hub_key,
             out=out,
             now=now_ms(),
             valid_days=valid_days,
@@ -136,9 +227,7 @@ def keys_revoke(
 @keys_app.command("list")
 def keys_list(
     org: Annotated[str | None, typer.Argument(help="Only this organisation's keys")] = None,
-    config: Annotated[
-        Path | None, typer.Option(help="Hub configuration file (default: config/hub.toml)")
-    ] = None,
+    config: ConfigOption = None,
     directory: Annotated[
         Path | None, typer.Option(help="Signed directory (default: the one --config names)")
     ] = None,

@@ -75,6 +75,10 @@ def load_register(path: Path) -> tuple[Revocation, ...]:
         return tuple(_entry(e) for e in entries)
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise ValueError(f"revocation register {path}: {exc}") from exc
+    except RecursionError:  # '[[[[...': deeper than the JSON decoder goes
+        raise ValueError(
+            f"revocation register {path}: it is not a register: its JSON nests too deeply"
+        ) from None
 
 
 def _entry(raw: object) -> Revocation:

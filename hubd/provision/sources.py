@@ -1,7 +1,7 @@
 """Where the hub's signed directory, the key that verifies it and the store are.
 
 ``hubctl route``, ``hubctl keys`` and ``hubctl audit`` resolve their options the same way:
-explicit paths first, then the hub's configuration (config/hub.toml by default).
+explicit paths first, then the hub's configuration (found as hubd.config.find_config says).
 """
 
 from __future__ import annotations
@@ -9,15 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubd.config import load_config
+from hubd.config import find_config, load_config
 from hubd.provision.directory import hub_key_paths, read_directory
+from runtime.configpath import HUB
 from runtime.files import load_signing_key
 from schemas.directory import Directory
 from schemas.errors import ConfigError, XchgError
 from schemas.keys import HubPublicKey
-
-DEFAULT_CONFIG = Path("config/hub.toml")
-DEFAULT_HUB_KEYS = Path("certs/hub")
 
 
 class RouteError(XchgError, ValueError):
@@ -36,26 +34,26 @@ class Sources:
 def resolve(config: Path | None, directory: Path | None, hub_pub: Path | None) -> Sources:
     """Resolve the options: explicit paths first, then the hub's configuration.
 
-    Without --config, config/hub.toml is read if it exists, unless --directory says which
-    directory to use (then no store is known, and a 批复's reference stays unchecked).
+    Without --config the configuration is found as every command finds it
+    (hubd.config.find_config). With --directory and no --config, the configuration found
+    (if any) gives only the hub's key, and no store is known (a 批复's reference stays
+    unchecked); without --directory, a configuration must be found.
     """
-    if config is None and directory is None and DEFAULT_CONFIG.is_file():
-        config = DEFAULT_CONFIG
-    settings = None
-    if config is not None:
-        try:
-            settings = load_config(config)
-        except ConfigError as exc:
-            raise RouteError(str(exc)) from exc
-    if directory is None:
-        directory = (
-            settings.hub.directory if settings is not None else DEFAULT_HUB_KEYS / "directory.bin"
-        )
+    named = config is not None or directory is None  # the configuration says it all
+    try:
+        path = find_config(config) if named else HUB.find_optional(None)
+        settings = None if path is None else load_config(path)
+    except ConfigError as exc:
+        raise RouteError(str(exc)) from exc
+    if directory is None and settings is not None:
+        directory = settings.hub.directory
+    assert directory is not None  # noqa: S101 - find_config raised otherwise
     try:
         public = _hub_public(hub_pub, settings.hub.key if settings is not None else None)
     except (OSError, ValueError, XchgError) as exc:
         raise RouteError(f"cannot read the hub's public key: {exc}; give --hub-pub") from exc
-    return Sources(directory, public, None if settings is None else settings.store_url())
+    store = settings.store_url() if settings is not None and named else None
+    return Sources(directory, public, store)
 
 
 def _hub_public(hub_pub: Path | None, hub_key: Path | None) -> bytes:
@@ -65,8 +63,9 @@ def _hub_public(hub_pub: Path | None, hub_key: Path | None) -> bytes:
         if not beside.is_file():
             return load_signing_key(hub_key)[1].public
         hub_pub = beside
-    path = hub_pub if hub_pub is not None else DEFAULT_HUB_KEYS / "hub.pub.json"
-    return HubPublicKey.load(path.read_bytes(), source=str(path)).public
+    if hub_pub is None:
+        raise ValueError("no hub configuration was found to name it (see --config)")
+    return HubPublicKey.load(hub_pub.read_bytes(), source=str(hub_pub)).public
 
 
 def load_directory(where: Sources, *, now: int) -> Directory:

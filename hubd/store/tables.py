@@ -59,6 +59,8 @@ messages = Table(
     Column("body", Blob),  # small bodies inline ...
     Column("body_path", Text),  # ... large ones in the spool folder
     Column("purged_at", BigInteger),  # when retention removed frame and body (engine.retention)
+    # 发文字号 below 秘密 only; NULL for a state secret (hubd/engine/rows.py) or none given
+    Column("doc_number", String(64)),
     # Retention's candidates: what is not yet purged, oldest first.
     Index(
         "messages_unpurged",
@@ -66,6 +68,15 @@ messages = Table(
         sqlite_where=text("purged_at IS NULL"),
         postgresql_where=text("purged_at IS NULL"),
     ),
+    # hubctl find: by number, by sender and time, by time
+    Index(
+        "messages_by_doc_number",
+        "doc_number",
+        sqlite_where=text("doc_number IS NOT NULL"),
+        postgresql_where=text("doc_number IS NOT NULL"),
+    ),
+    Index("messages_by_sender", "sender", "received_at"),
+    Index("messages_by_received", "received_at"),
 )
 
 deliveries = Table(
@@ -81,6 +92,7 @@ deliveries = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
     Index("deliveries_by_state", "state", "recipient"),
+    Index("deliveries_by_recipient", "recipient", "created_at"),  # hubctl find --to
 )
 
 receipts = Table(

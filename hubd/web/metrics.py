@@ -212,20 +212,43 @@ class HubCollector(Collector):
         )
         up = GaugeMetricFamily(
             "govxchg_spoke_up",
-            "1 if the organisation's spoke is online on the channel (its presence), else 0.",
+            "1 if the organisation's spoke is online on the channel (its presence), else 0; "
+            "no series while its presence is unknown (the hub's link to the broker is down).",
+            labels=["org", "channel"],
+        )
+        known = GaugeMetricFamily(
+            "govxchg_spoke_presence_known",
+            "1 if the hub knows the spoke's presence on the channel, 0 while it does not "
+            "(its link to that broker is down, or it is learning presence again).",
             labels=["org", "channel"],
         )
         if directory is not None:
             per_channel = {channel.id: 0 for channel in directory.channels}
             for org in directory.orgs:
                 for channel in org.channels:
-                    is_up = dispatcher is not None and dispatcher.is_online(channel, org.id)
-                    up.add_metric([org.id, channel], 1 if is_up else 0)
-                    per_channel[channel] = per_channel.get(channel, 0) + is_up
+                    state = (
+                        "unknown"
+                        if dispatcher is None
+                        else dispatcher.spokes.state(channel, org.id)[0]
+                    )
+                    known.add_metric([org.id, channel], 0 if state == "unknown" else 1)
+                    if state != "unknown":
+                        up.add_metric([org.id, channel], 1 if state == "online" else 0)
+                    per_channel[channel] = per_channel.get(channel, 0) + (state == "online")
             for channel_id, count in per_channel.items():
                 online.add_metric([channel_id], count)
         yield online
         yield up
+        yield known
+        broker = GaugeMetricFamily(
+            "govxchg_broker_up",
+            "1 while the hub's connection to the channel's broker is up and subscribed, else 0.",
+            labels=["channel"],
+        )
+        for link in self._view.broker_links():
+            for channel in link.channels:
+                broker.add_metric([channel], 1 if link.connected.is_set() else 0)
+        yield broker
 
     def _directory(self) -> Iterator[Metric]:
         directory = self._view.current_directory

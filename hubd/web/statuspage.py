@@ -165,7 +165,9 @@ class StatusPage:
             started_at=self.started_at,
             version=self._version,
             directory=hub.current_directory,
-            presence=(lambda _c, _o: None) if dispatcher is None else dispatcher.presence,
+            presence=(lambda _c, _o: ("unknown", None))
+            if dispatcher is None
+            else dispatcher.spokes.state,
             pending=() if dispatcher is None else dispatcher.pending(),
             readiness=state.report,
             ready=state.ready,

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hubd.core.states import DeliveryState
+from hubd.engine.presencebook import Seen
 from hubd.ops.query import Delivery
 from schemas.directory import ChannelEntry, Directory, OrgEntry
 from schemas.ids import msg_id_text
 from schemas.labels import Classification, Precedence
 
-PresenceOf = Callable[[str, str], tuple[bool, int] | None]  # Dispatcher.presence
+PresenceOf = Callable[[str, str], Seen]  # Dispatcher.spokes.state
 EXPIRY_WARNING_MS = 3 * 24 * 3600 * 1000  # the alert rule in docs/operations.md warns then too
 
 
@@ -177,18 +178,10 @@ def _merge(queues: Sequence[_Queue]) -> _Queue:
 _EMPTY = _Queue(0, 0, None, None)
 
 
-def presence_state(known: tuple[bool, int] | None) -> tuple[str, int | None]:
-    """("online" | "offline" | "unseen", since when): unseen means no presence message
-    reached this hub process yet."""
-    if known is None:
-        return "unseen", None
-    online, since = known
-    return ("online" if online else "offline"), since
-
-
 def org_state(channel_states: Sequence[str]) -> str:
     """One word for an organisation over its channels: online (all), partial (some),
-    offline (none, but heard of), unseen (never heard of), none (no channel)."""
+    offline (none, but heard of), unknown (none known: the hub's link to the broker is
+    down, or it is learning presence again), unseen (never heard of), none (no channel)."""
     if not channel_states:
         return "none"
     if all(s == "online" for s in channel_states):
@@ -197,6 +190,8 @@ def org_state(channel_states: Sequence[str]) -> str:
         return "partial"
     if any(s == "offline" for s in channel_states):
         return "offline"
+    if any(s == "unknown" for s in channel_states):
+        return "unknown"
     return "unseen"
 
 
@@ -248,7 +243,10 @@ def build_snapshot(
         "dead": dead.as_json(),
     }
     if directory is None:
-        snapshot["spokes"] = {"orgs": 0, "online": 0, "partial": 0, "offline": 0, "unseen": 0}
+        snapshot["spokes"] = {
+            "orgs": 0,
+            **dict.fromkeys(("online", "partial", "offline", "unknown", "unseen"), 0),
+        }
         return snapshot
 
     snapshot["directory"] = {
@@ -269,7 +267,7 @@ def build_snapshot(
         org = tree.org
         channels = []
         for channel_id in org.channels:
-            state, since = presence_state(presence(channel_id, org.id))
+            state, since = presence(channel_id, org.id)
             entry = directory.channel(channel_id)
             queue = queues.get((org.id, channel_id), _EMPTY)
             channels.append(
@@ -282,15 +280,15 @@ def build_snapshot(
                 }
             )
         own = by_recipient.get(org.id, [])
-        state = org_state([c["state"] for c in channels])
-        states[state] += 1
+        word = org_state([c["state"] for c in channels])
+        states[word] += 1
         return {
             "id": org.id,
             "name_zh": org.name_zh,
             "name_en": org.name_en,
             "level": {"name": org.level.value, "zh": org.level.zh},
             "clearance": _label(org.clearance),
-            "state": state,
+            "state": word,
             "orphan": tree.orphan,
             "channels": channels,
             "queue": _merge(own).as_json(at),
@@ -300,7 +298,7 @@ def build_snapshot(
     snapshot["tree"] = [node(root) for root in org_tree(directory)]
     snapshot["spokes"] = {
         "orgs": len(directory.orgs),
-        **{s: states[s] for s in ("online", "partial", "offline", "unseen", "none")},
+        **{s: states[s] for s in ("online", "partial", "offline", "unknown", "unseen", "none")},
     }
     snapshot["channels"] = [
         _channel(directory, channel, presence, queues, at) for channel in directory.channels
@@ -324,13 +322,14 @@ def _channel(
     at: int,
 ) -> dict[str, Any]:
     members = [org.id for org in directory.orgs if channel.id in org.channels]
-    online = sum(presence_state(presence(channel.id, org))[0] == "online" for org in members)
+    states = Counter(presence(channel.id, org)[0] for org in members)
     waiting = [q for (_, ch), q in queues.items() if ch == channel.id]
     return {
         "id": channel.id,
         "name": channel.name,
         "ceiling": _label(channel.ceiling),
         "provisioned": len(members),
-        "online": online,
+        "online": states["online"],
+        "unknown": states["unknown"],  # all of them while the hub's link to it is down
         **_merge(waiting).as_json(at),
     }

@@ -15,6 +15,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from runtime.tasks import cancel_and_wait
 from schemas import transport
 from schemas.directory import Directory
 from schemas.envelope import VerifiedEnvelope
@@ -305,9 +306,7 @@ class Observer:
 
     async def __aexit__(self, *_exc: object) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._client is not None:
             with contextlib.suppress(aiomqtt.MqttError):
                 await self._client.__aexit__(None, None, None)

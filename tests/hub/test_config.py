@@ -33,9 +33,10 @@ def test_the_repository_configuration_loads() -> None:
     config = load_config(REPO_CONFIG)
 
     assert config.hub.topology == REPO / "config" / "topology.toml"
+    assert config.hub.org_keys == REPO / "certs" / "orgs"
     assert config.hub.state_dir == REPO / "state"
     assert config.broker.enabled
-    assert (config.broker.host, config.broker.port) == ("127.0.0.1", 1883)
+    assert (config.broker.host, config.broker.port) == ("127.0.0.1", 11883)
     assert config.channels == {}
     assert config.store_url() == f"sqlite+aiosqlite:///{REPO / 'state' / 'hub.db'}"
 
@@ -53,6 +54,7 @@ def test_relative_paths_resolve_against_the_files_folder_not_the_working_directo
 topology = "topology.toml"
 directory = "../certs/directory.bin"
 key = "/abs/hub.sign.key"
+org_keys = "orgs"
 state_dir = "state"
 
 [channels.classified]
@@ -68,6 +70,7 @@ cert = "../tls/hub.pem"
     assert config.hub.topology == etc / "topology.toml"
     assert config.hub.directory == tmp_path / "certs" / "directory.bin"  # '..' resolved
     assert config.hub.key == Path("/abs/hub.sign.key")  # absolute paths stay
+    assert config.hub.org_keys == etc / "orgs"
     assert config.hub.state_dir == etc / "state"
     assert config.store_url() == f"sqlite+aiosqlite:///{etc / 'state' / 'hub.db'}"
     assert config.spool_dir() == etc / "state" / "spool"

@@ -221,6 +221,9 @@ async def test_sighup_with_a_broken_directory_keeps_serving_the_old_one(
 
     assert failed["level"] == "error"
     assert "hubctl directory build" in str(failed["error"])
+    assert str(failed["error"]).startswith("新目录文件被拒绝，继续使用 v1 / ")
+    assert failed["reason"] == "decode.trailing_bytes"
+    assert "exception" not in failed  # an expected refusal: its reason, no traceback
     sealed = await gov.send(["jl.cc"], contents=[b"still served"])
     await gov.wait_for(lambda: gov.has(sealed.header.msg_id, ReceiptStatus.DELIVERED, "jl.cc"))
 
@@ -241,6 +244,8 @@ def test_a_taken_embedded_broker_port_is_refused_naming_the_option_for_an_existi
     output = (done.stdout + done.stderr).decode()
     assert done.returncode == 2, output
     assert f"127.0.0.1:{mosquitto.port} is already in use" in output
+    assert f"端口 127.0.0.1:{mosquitto.port} 已被占用" in output
+    assert "[broker] listen" in output
     assert "[broker] enabled = false" in output
     assert "[channels.govnet] url" in output
     assert f"mqtt://127.0.0.1:{mosquitto.port}" in output

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, insert, select, text, update
+from sqlalchemy import Connection, insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from hubd.core.states import DeliveryState
@@ -117,13 +117,14 @@ async def test_upgrading_a_store_with_data_keeps_every_row_and_lets_frames_be_pu
                     insert(t.deliveries).values({**ops[0].deliveries[0], "msg_id": msg_id(99)})
                 )
 
-    assert [tuple(r) for r in version] == [("0004",)]  # the head: 0002, 0003, then 0004
+    assert [tuple(r) for r in version] == [("0005",)]  # the head: 0002 to 0005 in turn
     assert [bytes(r.msg_id) for r in messages] == [msg_id(n) for n in (1, 2, 3)]
     for row, op in zip(messages, ops, strict=True):
         assert bytes(row.frame) == op.row["frame"]
         assert bytes(row.frame_sha256) == op.row["frame_sha256"]
         assert bytes(row.body) == op.row["body"]
         assert row.purged_at is None
+        assert row.doc_number is None  # 0005: older messages are not given a number
     assert len(deliveries) == 6
     assert {r.state for r in deliveries} == {DeliveryState.PENDING.value}
     assert (checked, problems) == (3, [])
@@ -196,3 +197,35 @@ async def test_an_old_ledger_upgraded_to_0004_gets_the_tree_its_rows_give(db_url
     assert len(pairs) >= 3
     for stored, recomputed in pairs:
         assert stored == recomputed
+
+
+async def test_0005_adds_the_doc_number_and_the_find_indexes_and_goes_back(db_url: str) -> None:
+    await store_at_0001_with_data(db_url)
+    await migrate(db_url, "0005")
+
+    def indexes(conn: Connection) -> dict[str, set[str]]:
+        inspector = inspect(conn)
+        return {
+            table: {str(i["name"]) for i in inspector.get_indexes(table)}
+            for table in ("messages", "deliveries")
+        }
+
+    engine = engine_for(db_url)
+    try:
+        async with engine.connect() as conn:
+            after = await conn.run_sync(indexes)
+        await migrate(db_url, "0004", down=True)
+        async with engine.connect() as conn:
+            before = await conn.run_sync(indexes)
+            columns = await conn.run_sync(
+                lambda c: {col["name"] for col in inspect(c).get_columns("messages")}
+            )
+    finally:
+        await engine.dispose()
+
+    assert {"messages_by_doc_number", "messages_by_sender", "messages_by_received"} <= after[
+        "messages"
+    ]
+    assert "deliveries_by_recipient" in after["deliveries"]
+    assert "messages_by_sender" not in before["messages"]
+    assert "doc_number" not in columns

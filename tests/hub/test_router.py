@@ -10,6 +10,8 @@ models, so every case states exactly which organisation sits on which channel.
 from __future__ import annotations
 
 import ast
+import functools
+import hashlib
 import itertools
 import sys
 import time
@@ -23,10 +25,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import gating
-from schemas.directory import ChannelEntry, Directory, OrgEntry, OrgLevel
+from schemas.directory import ChannelEntry, Directory, KeyEntry, OrgEntry, OrgLevel
 from schemas.envelope import Header, verify_envelope
 from schemas.errors import Reason
 from schemas.gating import Accept, Decision, Quarantine, Reject, Route, decide
+from schemas.keys import EncryptionKey, SigningKey
 from schemas.labels import Classification, DocType, Precedence, SecrecyPeriod
 from tests.world import World
 
@@ -57,7 +60,20 @@ def slug(label: Classification) -> str:
 # ---------------------------------------------------------------------------- builders
 
 
+@functools.cache
+def held_keys(org_id: str) -> tuple[KeyEntry, KeyEntry]:
+    """A signing and an encryption key for ``org_id`` (fixed per id): the router reads no
+    key, but an organisation without any is awaiting its keys and receives nothing."""
+    sign = SigningKey(hashlib.sha256(b"sign " + org_id.encode()).digest())
+    enc = EncryptionKey(hashlib.sha256(b"encrypt " + org_id.encode()).digest())
+    return (
+        KeyEntry(kid=sign.kid, public=sign.public, not_before=0, not_after=1 << 50),
+        KeyEntry(kid=enc.kid, public=enc.public, not_before=0, not_after=1 << 50),
+    )
+
+
 def org(org_id: str, clearance: Classification, channels: Sequence[str]) -> OrgEntry:
+    sign, enc = held_keys(org_id)
     return OrgEntry(
         id=org_id,
         name_zh=f"单位{org_id}",
@@ -67,8 +83,8 @@ def org(org_id: str, clearance: Classification, channels: Sequence[str]) -> OrgE
         code=None,
         clearance=clearance,
         channels=tuple(channels),
-        sign_keys=(),
-        enc_keys=(),
+        sign_keys=(sign,),
+        enc_keys=(enc,),
         directive_to=(),
     )
 

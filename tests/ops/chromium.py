@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from runtime.tasks import cancel_and_wait
 from tests.hubproc import stop_process
 
 START_WITHIN = 30.0  # seconds for Chromium to write its DevTools port (a loaded machine)
@@ -125,9 +126,7 @@ class Chromium:
 
     async def close(self) -> None:
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+            await cancel_and_wait(self._reader)
         if self._socket is not None:
             with contextlib.suppress(Exception):
                 await self._socket.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import ssl
 import stat
 import subprocess
@@ -23,7 +24,9 @@ from pathlib import Path
 import aiomqtt
 import pytest
 from cryptography import x509
+from typer.testing import CliRunner
 
+from hubd.cli import hubctl_app
 from hubd.provision.brokerconf import MAX_PACKET, Listener, acl_text, members, write_broker
 from hubd.provision.directory import load_topology
 from schemas import topics
@@ -38,7 +41,7 @@ from tests.hubproc import (
     wait_for_port,
 )
 from tests.spoke.procs import FAST_HUB, SpokeProcess, eventually
-from tests.world import World
+from tests.world import REPO, World
 
 TOPOLOGY = Path(__file__).resolve().parents[2] / "config" / "topology.toml"
 WITHIN = 30.0
@@ -136,6 +139,7 @@ def test_acl_lets_each_spoke_use_only_its_own_topics_and_the_hub_all(topology: T
     assert hub == [
         "topic read xchg/v1/govnet/up/+",
         "topic read xchg/v1/govnet/presence/+",
+        "topic read xchg/v1/govnet/directory",
         "topic write xchg/v1/govnet/down/+",
         "topic write xchg/v1/govnet/directory",
         "topic write xchg/v1/govnet/ledger",
@@ -477,3 +481,53 @@ async def test_documents_flow_end_to_end_over_tls_with_generated_certificates(
             spoke.stop()
         hub.stop()
         broker.stop()
+
+
+# ------------------------------------------------------------- --listen, as the guide runs it
+
+
+def guide_broker_config(out: Path) -> list[str]:
+    """docs/operations.md's 'hubctl broker-config' command, as written, for this machine."""
+    text = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    block = text.split("\nhubctl broker-config ", 1)[1].split("\n```", 1)[0]
+    command = "hubctl broker-config " + block.replace("\\\n", " ")
+    command = command.replace("/etc/govxchg/topology.toml", str(TOPOLOGY))
+    command = command.replace("/etc/govxchg/brokers", str(out))
+    return shlex.split(command)
+
+
+def test_the_guides_broker_config_binds_each_broker_where_listen_says(tmp_path: Path) -> None:
+    argv = guide_broker_config(tmp_path)
+    assert "--listen" in argv
+
+    result = CliRunner().invoke(hubctl_app, argv[1:])
+
+    assert result.exit_code == 0, result.output
+    conf = {
+        channel: (tmp_path / channel / "broker" / "mosquitto.conf").read_text(encoding="utf-8")
+        for channel in ("govnet", "classified")
+    }
+    listeners = {
+        c: [ln for ln in t.splitlines() if ln.startswith("listener ")] for c, t in conf.items()
+    }
+    assert listeners == {
+        "classified": ["listener 8883 10.20.0.5"],
+        "govnet": ["listener 8883 0.0.0.0"],  # the documented default, written out
+    }
+    assert "at secret-broker.example:8883, listening on 10.20.0.5" in result.output
+
+
+@pytest.mark.parametrize(
+    "listen", ["eth0", "0.0.0.0\ninclude_dir /tmp", "classified=10.20.0.5 1883", "::1x"]
+)
+def test_a_listen_that_is_not_an_ip_address_is_refused_before_anything_is_written(
+    tmp_path: Path, listen: str
+) -> None:
+    result = CliRunner().invoke(
+        hubctl_app,
+        ["broker-config", "--topology", str(TOPOLOGY), "--out", str(tmp_path), "--listen", listen],
+    )
+
+    assert result.exit_code == 2
+    assert "give the IP address the broker listens on" in result.stderr
+    assert not list(tmp_path.rglob("mosquitto.conf"))

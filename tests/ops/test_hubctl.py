@@ -300,6 +300,11 @@ async def test_queue_lists_flash_before_older_routine_and_only_the_organisation_
     assert msg_id_text(routine_jl) not in text.stdout
     assert (first["total"], first["shown"]) == (3, 1)
     assert "... and 2 more" in cut.stdout
+    # why they wait, from the running hub's presence: jl.cc and jl.jl never came online
+    assert everyone["presence_known"] is True
+    assert {d["waiting"]["code"] for d in everyone["deliveries"]} == {"recipient_not_seen"}
+    assert "jl.cc has not been online on govnet since the hub started" in text.stdout
+    assert {d["expires_at"] for d in everyone["deliveries"]} == {None}
 
 
 # ---------------------------------------------------------------------------- dead
@@ -432,3 +437,30 @@ async def test_status_queue_and_trace_read_a_postgresql_store(
     assert status["pending"]["oldest"]["msg_id"] == msg_id_text(msg_id)
     assert [d["msg_id"] for d in queue["deliveries"]] == [msg_id_text(msg_id)]
     assert [s["event"] for s in trace["timeline"]] == ["message.accepted"]
+
+
+# ---------------------------------------------------------------------------- find
+
+
+async def test_find_by_doc_number_finds_what_the_hub_stored_below_mimi_only(
+    hubs: HubMaker, spokes: SpokeMaker
+) -> None:
+    hub = hubs()
+    prefecture = await spokes(hub, "jl.cc")  # jl.gov stays offline: its deliveries wait
+    number = "长政发〔2026〕3号"
+    internal = await accepted(prefecture, ["jl.gov"], doc_number=number)
+    quarantined = (  # a 机密 document on govnet: quarantined, stored, with the same number
+        await prefecture.send(["jl.gov"], classification=Classification.SECRET, doc_number=number)
+    ).header.msg_id
+    await prefecture.wait_for(lambda: prefecture.has(quarantined, ReceiptStatus.REJECTED), WITHIN)
+
+    by_number = await as_json(hub, "find", "--doc-number", number)
+    by_sender = await as_json(hub, "find", "--from", "jl.cc")
+    text = await hubctl(hub, "find", "--doc-number", number)
+
+    assert [m["msg_id"] for m in by_number["messages"]] == [msg_id_text(internal)]
+    assert msg_id_text(quarantined) in [m["msg_id"] for m in by_sender["messages"]]
+    assert [r["recipient"] for r in by_number["messages"][0]["recipients"]] == ["jl.gov"]
+    assert text.exit_code == 0, text.output
+    assert number not in text.stdout
+    assert TITLE not in text.stdout

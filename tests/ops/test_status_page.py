@@ -8,7 +8,6 @@ headers that keep a browser to them alone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterator
@@ -23,6 +22,7 @@ from hubd.config import HubConfig, load_config
 from hubd.web.flow import FlowHistory
 from hubd.web.statuspage import PAGE_FILES, StatusPage, browser_host_allowed
 from runtime.clock import now_ms
+from runtime.tasks import cancel_and_wait
 from schemas.directory import Directory
 from schemas.errors import ConfigError
 from schemas.ids import msg_id_text
@@ -428,9 +428,7 @@ async def test_a_fault_while_sampling_the_flow_is_logged_and_sampling_goes_on(
         try:
             await until(_now(lambda: len(page.flow.buckets())), lambda n: n >= 2, "two buckets")
         finally:
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
+            await cancel_and_wait(sampler)
 
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["status.flow_failed"]
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from hubd.core.states import DeliveryState
+from hubd.engine.presencebook import PresenceBook, presence_state
 from hubd.ops.query import Delivery
 from hubd.web.flow import FlowHistory
 from hubd.web.statusview import DeadLetters, build_snapshot, org_state, org_tree
@@ -168,6 +169,10 @@ def test_an_org_whose_parent_is_missing_or_in_a_cycle_is_shown_as_an_orphan_root
         (["online", "unseen"], "partial"),
         (["offline", "unseen"], "offline"),
         (["unseen"], "unseen"),
+        (["unknown", "unknown"], "unknown"),
+        (["unknown", "unseen"], "unknown"),
+        (["online", "unknown"], "partial"),
+        (["offline", "unknown"], "offline"),
     ],
 )
 def test_an_organisation_is_summed_up_over_its_channels(states: list[str], word: str) -> None:
@@ -200,6 +205,7 @@ def snapshot(
     pending: list[Waiting] | None = None,
     dead: DeadLetters = NO_DEAD,
     at: int = NOW,
+    book: PresenceBook | None = None,
 ) -> dict[str, Any]:
     known = presence or {}
     result = build_snapshot(
@@ -207,7 +213,9 @@ def snapshot(
         started_at=NOW - 60_000,
         version="0.1.0",
         directory=directory,
-        presence=lambda channel, org: known.get((channel, org)),
+        presence=(lambda channel, org: presence_state(known.get((channel, org))))
+        if book is None
+        else book.state,
         pending=pending or [],
         readiness=READY,
         ready=True,
@@ -279,6 +287,27 @@ def test_spokes_and_channels_are_counted_from_presence(world: World) -> None:
     )
     assert channels["core"]["provisioned"] == 0
     assert channels["core"]["ceiling"] == {"name": "TOP_SECRET", "zh": "绝密"}
+
+
+def test_a_lost_broker_shows_its_spokes_unknown_never_offline(world: World) -> None:
+    book = PresenceBook(lambda: NOW)
+    book.set("govnet", "jl.cc", online=True)
+    book.set("govnet", "jl.jl", online=False)
+    book.set("internet", "jl.gov", online=True)
+
+    book.lost(["govnet"])  # the hub's link to govnet's broker went down
+    snap = snapshot(world.directory, book=book)
+
+    orgs = nodes(snap)
+    assert orgs["jl.cc"]["state"] == "unknown"
+    assert orgs["jl.jl"]["state"] == "unknown"
+    gov = {c["id"]: c["state"] for c in orgs["jl.gov"]["channels"]}
+    assert gov["govnet"] == "unknown"
+    assert gov["internet"] == "online"
+    assert snap["spokes"]["offline"] == 0
+    channels = {c["id"]: c for c in snap["channels"]}
+    assert channels["govnet"]["unknown"] == channels["govnet"]["provisioned"]
+    assert channels["govnet"]["online"] == 0
 
 
 def job(n: int, recipient: str, **kw: object) -> Waiting:

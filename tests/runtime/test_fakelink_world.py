@@ -21,6 +21,7 @@ from structlog.testing import capture_logs
 from hubd.config import load_config as load_hub_config
 from hubd.daemon import Hub
 from runtime.fakelink import FakeBroker, FakeLink
+from runtime.tasks import cancel_and_wait
 from schemas import topics, transport
 from spoke.agent import SpokeAgent
 from spoke.config import load_config as load_spoke_config
@@ -119,9 +120,7 @@ class FakeExchange:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(WITHIN):
                 await asyncio.gather(*tasks, return_exceptions=True)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
 
     # ------------------------------------------------------------------ what the test reads
 

@@ -82,10 +82,11 @@ def test_bad_channel_id_is_refused_in_every_topic(bad: str) -> None:
         topics.hub_subscriptions(bad)
 
 
-def test_hub_subscribes_to_exactly_the_up_and_presence_topics_of_its_channel() -> None:
+def test_hub_subscribes_to_exactly_the_up_presence_and_directory_topics_of_its_channel() -> None:
     assert topics.hub_subscriptions("govnet") == (
         "xchg/v1/govnet/up/+",
         "xchg/v1/govnet/presence/+",
+        "xchg/v1/govnet/directory",
     )
 
 
@@ -102,7 +103,9 @@ def mqtt_matches(topic_filter: str, topic: str) -> bool:
 
 @settings(max_examples=100)
 @given(channel=IDS, other=IDS, org=IDS)
-def test_hub_subscriptions_match_up_and_presence_only(channel: str, other: str, org: str) -> None:
+def test_hub_subscriptions_match_up_presence_and_its_directory_only(
+    channel: str, other: str, org: str
+) -> None:
     subscriptions = topics.hub_subscriptions(channel)
 
     def heard(topic: str) -> bool:
@@ -111,7 +114,8 @@ def test_hub_subscriptions_match_up_and_presence_only(channel: str, other: str, 
     assert heard(topics.up(channel, org))
     assert heard(topics.presence(channel, org))
     assert not heard(topics.down(channel, org))  # the hub never reads its own publishes
-    assert not heard(topics.directory(channel))
+    assert heard(topics.directory(channel))  # to notice it replaced
+    assert not heard(topics.ledger(channel))
     if other != channel:
         assert not heard(topics.up(other, org))
 

@@ -581,7 +581,9 @@ def test_channel_and_hub_id_problems_name_their_kind() -> None:
 # ---------------------------------------------------------------- build_directory
 
 
-def test_build_directory_without_a_public_key_names_the_org_and_spoke_keygen(world: World) -> None:
+def test_build_directory_lists_orgs_without_keys_as_awaiting_them_and_in_no_group(
+    world: World,
+) -> None:
     public = {
         o: [PublicKeys(o, k.signing.public, k.encryption.public, NOW, NOW + DAY_MS)]
         for o, k in world.keys.items()
@@ -601,12 +603,16 @@ def test_build_directory_without_a_public_key_names_the_org_and_spoke_keygen(wor
         ),
     )
 
-    with pytest.raises(ConfigError) as info:
-        build_directory(world.topology, public, plan)
+    directory = build_directory(world.topology, public, plan)
 
-    text = str(info.value)
-    for missing in ("jl.cc.dehui", "jl.dept.finance"):
-        assert any(
-            missing in line and f"spoke keygen --org {missing}" in line
-            for line in text.splitlines()
-        ), text
+    assert directory.awaiting_keys() == ("jl.cc.dehui", "jl.dept.finance")
+    dehui = directory.org("jl.cc.dehui")
+    assert dehui is not None
+    assert (dehui.sign_keys, dehui.enc_keys) == ((), ())
+    assert dehui.parent == "jl.cc", "the tree stays whole"
+    for group in directory.groups:
+        assert "jl.cc.dehui" not in group.members, group.id
+        assert "jl.dept.finance" not in group.members, group.id
+    counties = directory.group("counties.jl.cc")
+    assert counties is not None
+    assert "jl.cc.nongan" in counties.members

@@ -11,13 +11,13 @@ the countersignatures it receives.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 from dataclasses import dataclass, field
 
 import aiomqtt
 
+from runtime.tasks import cancel_and_wait
 from schemas import merkle, topics, transport
 from schemas.directory import Directory, sign_directory
 from schemas.envelope import verify_envelope
@@ -105,9 +105,7 @@ class LedgerPeer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         assert self._client is not None
         await self._client.__aexit__(None, None, None)
 

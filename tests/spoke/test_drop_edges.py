@@ -613,7 +613,8 @@ def test_error_file_shown_in_the_integrators_guide_is_what_the_spoke_writes(
         temporaries="'.附件1.pdf.Xk3q9Z'",
         waited_s=300.0,
     )
-    folder.explain(failed, refusal, original="吉政发4", at=0)
+    tracked = bytes.fromhex("3d0c7e5ab1f94e2c8a6d0b7f5e9c2a41")  # the guide's tracking id
+    folder.explain(failed, refusal, original="吉政发4", at=0, msg_id=tracked)
     written = (tmp_path / "failed" / "吉政发4.error.txt").read_text(encoding="utf-8")
     when = re.compile(r"^时间 When: .*$", re.MULTILINE)
     assert when.sub("时间 When: …", written) == when.sub("时间 When: …", shown)

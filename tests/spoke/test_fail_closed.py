@@ -73,8 +73,11 @@ async def test_a_spoke_stops_sending_at_directory_expiry_and_resumes_on_a_fresh_
     hub.hup()
 
     await gov.wait_logged("directory.updated", this_run=True, version=2)
-    resumed = await gov.wait_logged("spoke.sending_resumed", this_run=True)
-    assert resumed["held_for"] == "spoke.directory_expired"
+    # (a spoke that scanned before its first directory arrived logged one for that too)
+    resumed = await gov.wait_logged(
+        "spoke.sending_resumed", this_run=True, held_for="spoke.directory_expired"
+    )
+    assert resumed["directory_version"] == 2
     status = await gov.wait_status("waiting.txt", "jl.cc")
     assert cc.received_titled("过期后")[0]["msg_id"] == status["msg_id"]
     assert "sending: yes" in gov.cli("status").stdout
@@ -82,7 +85,7 @@ async def test_a_spoke_stops_sending_at_directory_expiry_and_resumes_on_a_fresh_
     assert len([e for e in events if e["event"] == "spoke.directory_expired"]) == 1  # said once
     # it waited: the drop was taken only after sending resumed, and the hub accepted it
     # only after it had reloaded
-    assert index_of(events, "spoke.sending_resumed") < index_of(
+    assert index_of(events, "spoke.sending_resumed", held_for="spoke.directory_expired") < index_of(
         events, "drop.claimed", name="waiting.txt"
     )
     hub_events = hub.log_events()

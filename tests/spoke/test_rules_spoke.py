@@ -104,7 +104,8 @@ async def test_request_to_two_superiors_fails_naming_rule_and_article_in_both_la
     assert finding["mode"] == "enforce"
     assert "jl.gov" in finding["zh"]
     assert "cn.gov" in finding["en"]
-    assert detail["msg_id"] is None  # refused before sealing
+    assert detail["refused_by"] == "spoke"  # refused before sealing: never sent ...
+    assert len(detail["msg_id"]) == 32  # ... but tracked from the moment it was taken
 
     assert snapshot(cc.failed / "防汛请示.txt") == before  # the original bytes, intact
     meta_text = (cc.failed / "防汛请示.txt.meta.toml").read_text(encoding="utf-8")

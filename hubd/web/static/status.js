@@ -17,6 +17,7 @@
     online: "online",
     offline: "OFFLINE",
     unseen: "not seen",
+    unknown: "unknown",
   };
 
   let lastGoodAt = 0;
@@ -226,11 +227,12 @@
   function renderTiles(data) {
     const s = data.spokes;
     const heard = s.online + s.partial + s.offline;
-    const spokesTone = s.offline || s.partial ? "bad" : heard ? "ok" : "warn";
+    const spokesTone = s.offline || s.partial ? "bad" : heard && !s.unknown ? "ok" : "warn";
     const spokeDetail = [
       s.partial ? `${s.partial} partly online` : "",
       s.offline ? `${s.offline} offline` : "",
       s.unseen ? `${s.unseen} not seen` : "",
+      s.unknown ? `${s.unknown} unknown (broker link down)` : "",
     ].filter(Boolean).join(" · ") || "all online";
 
     const p = data.pending;
@@ -297,7 +299,7 @@
 
     const s = data.spokes;
     byId("tree-summary").textContent =
-      `${s.orgs} organisations · ${s.online} online · ${s.partial} partly · ${s.offline} offline · ${s.unseen} not seen`;
+      `${s.orgs} organisations · ${s.online} online · ${s.partial} partly · ${s.offline} offline · ${s.unknown} unknown · ${s.unseen} not seen`;
   }
 
   function orgRow(data, org, branch, channels) {
@@ -356,6 +358,8 @@
     let title = `${org.id} on ${channel.id} (ceiling ${ceiling}): `;
     if (channel.state === "unseen") {
       title += `no presence message since the hub started at ${localTime(data.hub.started_at)}`;
+    } else if (channel.state === "unknown") {
+      title += "the hub's connection to this channel's broker is down (or it is reading presence again): the spoke may be online, the hub cannot tell";
     } else {
       title += `${channel.state} since ${localTime(channel.since)} (${utc(channel.since)})`;
     }
