@@ -119,7 +119,12 @@ def run_walk(op: Operator) -> None:
     walk(op, "dead letters", ORG="jl.jl", MSG_ID=dead)
     walk(op, "revocation", ORG="jl.jl", KID=signing_kid(op, "jl.jl"), DIR="/etc/govxchg/jl.jl")
     walk(op, "disk")
-    walk(op, "backup and restore", DATE=dt.datetime.now(dt.UTC).astimezone().date().isoformat())
+    walk(
+        op,
+        "backup and restore",
+        ORG="jl.cc",
+        DATE=dt.datetime.now(dt.UTC).astimezone().date().isoformat(),
+    )
 
 
 @pytest.mark.slow
