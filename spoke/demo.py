@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import shutil
 import signal
 import socket
@@ -116,6 +117,11 @@ def _wait(what: str, check: Callable[[], T | bool | None], timeout: float = 20.0
     raise SystemExit(f"demo: gave up waiting for {what} after {timeout:.0f} s; see demo-run/*.log")
 
 
+def _shown(path: Path) -> str:
+    """``path`` as typed from the current folder: relative below it, absolute elsewhere."""
+    return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 @dataclass
 class Row:
     document: str
@@ -128,8 +134,10 @@ class Row:
 
 
 class Demo:
-    def __init__(self, scratch: Path) -> None:
+    def __init__(self, scratch: Path, backlog: int = BACKLOG) -> None:
         self.scratch = scratch
+        self.backlog = backlog
+        self.secret_msg_id = ""
         self.port = _free_port()
         self.metrics_port = _free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -163,7 +171,7 @@ class Demo:
             "--out",
             str(hub_keys / "directory.bin"),
             "--valid-days",
-            "7",
+            "30",  # beyond [expiry] directory_warn_days (7): no expiry warning at start
         )
         hub_toml = [
             "[hub]",
@@ -321,7 +329,7 @@ class Demo:
         data = _wait(
             "the SECRET report", lambda: self.delivered("jl.gov", "涉密报告.txt", "cn.gov")
         )
-        msg_id = str(data["msg_id"])
+        msg_id = self.secret_msg_id = str(data["msg_id"])
         (self.folder("cn.gov", "signfor") / msg_id).touch()  # 签收 by the file convention
         signed = _wait(
             "SIGNED_FOR",
@@ -421,16 +429,16 @@ class Demo:
         down a reporting line, which the rule letter_direction refuses."""
         self.stop("jl.dept.health")
         outbox = self.folder("jl.gov", "outbox")
-        for i in range(BACKLOG):
+        for i in range(self.backlog):
             (outbox / f"通知-{i:03d}.txt").write_text(f"例行通知 {i}", encoding="utf-8")
-        for i in range(BACKLOG):
+        for i in range(self.backlog):
             notice = meta(
                 to="jl.dept.health", classification="内部", doc_type="通知", title=f"例行通知 {i}"
             )
             (outbox / f"通知-{i:03d}.txt.meta.toml").write_text(notice, encoding="utf-8")
         _wait(
             "the backlog to be accepted",
-            lambda: len(list(self.folder("jl.gov", "sent").iterdir())) >= BACKLOG + 2,
+            lambda: len(list(self.folder("jl.gov", "sent").iterdir())) >= self.backlog + 2,
             40,
         )
         t = self.drop("jl.gov", "应急通知.txt", "紧急通知：请立即启动应急预案。", EMERGENCY)
@@ -443,7 +451,7 @@ class Demo:
         )
         _wait(
             "the backlog",
-            lambda: len(self._complete_inbox("jl.dept.health")) >= BACKLOG + 1,
+            lambda: len(self._complete_inbox("jl.dept.health")) >= self.backlog + 1,
             40,
         )
         order = sorted(
@@ -459,7 +467,7 @@ class Demo:
         self.rows.append(
             Row(
                 "应急 通知",
-                f"吉林省政府办公厅 -> 卫生厅 (+{BACKLOG} 通知 queued)",
+                f"吉林省政府办公厅 -> 卫生厅 (+{self.backlog} 通知 queued)",
                 "INTERNAL 内部 特急",
                 str(data["channel"]),
                 f"arrived {position} of {len(order)}",
@@ -476,6 +484,35 @@ class Demo:
             if p.is_dir() and not p.name.startswith(".")
         ]
 
+    def next_steps(self, *, running: bool) -> list[str]:
+        """Where to look next: commands that work as printed, from the current folder."""
+        config = _shown(self.scratch / "hub.toml")
+        hubctl, spoke = _shown(BIN / "hubctl"), _shown(BIN / "spoke")
+        lines = [
+            f"{hubctl} status --config {config}",
+            f"{hubctl} trace {self.secret_msg_id} --config {config}",
+            f"{hubctl} dead --config {config}",
+            f"{spoke} status --config {_shown(self.scratch / 'jl.gov.toml')}",
+        ]
+        if running:
+            lines.append(f"http://127.0.0.1:{self.metrics_port}/")
+        return lines
+
+    def print_next_steps(self, *, running: bool) -> None:
+        what = [
+            "the hub at a glance: spokes, queues, dead letters, the directory",
+            "the 机密 report's life, from the audit ledger",
+            "the dead letters: deliveries the hub gave up",
+            "what 吉林省政府办公厅 sent and the receipts it holds",
+            "the status page (open it in a browser while the hub runs)",
+        ]
+        state = "" if running else " (the hub has stopped: they read its store)"
+        print(f"\nwhere to look next{state}:")
+        for line, why in zip(self.next_steps(running=running), what, strict=False):
+            print(f"  {line}\n      {why}")
+        if not running:
+            print("  make demo DEMO_ARGS=--keep leaves the hub running, with its status page")
+
     def shutdown(self) -> None:
         for name in list(self.procs):
             if name != "hub":
@@ -483,22 +520,27 @@ class Demo:
         self.stop("hub")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="leave the hub and spokes running")
     parser.add_argument("--folder", type=Path, default=Path("demo-run"), help="scratch folder")
-    args = parser.parse_args()
-    demo = Demo(args.folder.resolve())
+    parser.add_argument(
+        "--backlog", type=int, default=BACKLOG, help="routine notices the emergency overtakes"
+    )
+    args = parser.parse_args(argv)
+    demo = Demo(args.folder.resolve(), backlog=args.backlog)
     try:
         demo.run()
     except BaseException:
         demo.shutdown()
         raise
     if args.keep:
+        demo.print_next_steps(running=True)
         print("\nstill running (--keep): drop files into demo-run/<org>/outbox/ and watch inbox/;")
         print(f"stop with: kill {' '.join(str(p.pid) for p in demo.procs.values())}")
         return
     demo.shutdown()
+    demo.print_next_steps(running=False)
     sys.exit(0)
 
 
