@@ -202,7 +202,12 @@ def send(
     now = time.time_ns() // 1_000_000
     try:
         placed = send_drop(
-            settings, files, meta, name=name, directory=_usable_directory(settings), now=now
+            settings,
+            files,
+            meta,
+            name=name,
+            directory=_cached_directory(settings, now=now),
+            now=now,
         )
     except (OSError, ValueError) as exc:
         raise _fail("spoke send", exc) from exc
@@ -607,27 +612,9 @@ def witness_reset(
     typer.echo(f"账本告警已清除 / the ledger alarm is cleared; the spoke {held}")
 
 
-def _cached_directory(settings: SpokeConfig) -> Directory | None:
-    """The cached directory, verified but read even when expired; None if unusable."""
-    state = SpokeState(settings.work / "state.db")
-    try:
-        frame = state.directory_frame()
-    finally:
-        state.close()
-    if frame is None:
-        return None
-    try:
-        pinned = HubPublicKey.load(
-            settings.spoke.hub_key.read_bytes(), source=str(settings.spoke.hub_key)
-        )
-        return verify_directory(frame, pinned.public, now=None).directory
-    except (OSError, ValueError, XchgError):
-        return None
-
-
-def _usable_directory(settings: SpokeConfig) -> Directory | None:
-    """The cached directory if it verifies and has not expired (what the agent sends
-    under); None otherwise."""
+def _cached_directory(settings: SpokeConfig, *, now: int | None = None) -> Directory | None:
+    """The directory the agent cached, verified against the pinned hub key; with ``now``,
+    only if it has not expired (what the agent sends under). None if unusable."""
     if not (settings.work / "state.db").is_file():
         return None  # the agent has never run here
     state = SpokeState(settings.work / "state.db")
@@ -641,7 +628,6 @@ def _usable_directory(settings: SpokeConfig) -> Directory | None:
         pinned = HubPublicKey.load(
             settings.spoke.hub_key.read_bytes(), source=str(settings.spoke.hub_key)
         )
-        now = time.time_ns() // 1_000_000
         return verify_directory(frame, pinned.public, now=now).directory
     except (OSError, ValueError, XchgError):
         return None
