@@ -24,7 +24,7 @@ from sqlalchemy.dialects import sqlite
 from typer.testing import CliRunner, Result
 
 from hubd.cli import hubctl_app
-from hubd.core.states import DeliveryState
+from hubd.core.states import D, DeliveryState, F, P, S, X, Z
 from hubd.core.timers import TimerSettings
 from hubd.engine.rows import findable_doc_number
 from hubd.ops.find import Search, find
@@ -50,13 +50,6 @@ from schemas.labels import Classification, Precedence
 from tests.hub.test_ledger_tamper import Hub, make_hub
 from tests.world import World
 
-P, S, D, F = (
-    DeliveryState.PENDING,
-    DeliveryState.SENT,
-    DeliveryState.DELIVERED,
-    DeliveryState.SIGNED_FOR,
-)
-X, Z = DeliveryState.EXPIRED, DeliveryState.DEAD
 MINUTE = 60_000
 NUMBER = "吉政办发〔2026〕12号"
 CLASSIFIED_NUMBER = "吉政发〔2026〕7号"
