@@ -134,7 +134,7 @@ async def test_the_same_rogue_frame_again_is_not_verified_again(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[bytes] = []
-    real = brokerwatch.verify_directory
+    real = verify_directory
 
     def counting(frame: bytes, *args: object, **kw: object) -> VerifiedDirectory:
         calls.append(frame)
