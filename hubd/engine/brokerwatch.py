@@ -94,9 +94,10 @@ class BrokerWatch:
     def on_directory(self, channel: str, payload: bytes) -> None:
         """What the broker retains (or was just sent) on ``channel``'s directory topic."""
         served = self._served()
-        if payload == served.frame:
-            return
         guard = self._guards.setdefault(channel, _Guard())
+        if payload == served.frame:
+            guard.newer_version = None  # the broker holds ours (again)
+            return
         if guard.gave_up is not None:
             if guard.gave_up == served.frame:
                 return  # contested: silent on this channel until a reload or a restart
@@ -116,6 +117,13 @@ class BrokerWatch:
             self._replaced(channel, payload, served, guard)
         self._republish_soon(channel)
 
+    def holds_newer(self, channel: str) -> bool:
+        """Whether the broker was last seen holding a newer directory of this hub's own key
+        on ``channel``: a reconnection then does not publish the older one over it."""
+        guard = self._guards.get(channel)
+        newer = None if guard is None else guard.newer_version
+        return newer is not None and newer > self._served().version
+
     def _newer_retained(
         self,
         channel: str,
@@ -126,6 +134,7 @@ class BrokerWatch:
     ) -> None:
         """A newer directory of this hub's own key (another replica, or an operator's newer
         build published by hand) is left where it is: this hub is the one behind."""
+        guard.newer_version = version
         if guard.newer_told == payload:
             return
         guard.newer_told = payload
@@ -228,6 +237,7 @@ class _Guard:
     last_seen: tuple[bytes, bytes] | None = None  # the last frame not served, and the served
     last_version: int | None = None  # its version if this hub's key signed it
     newer_told: bytes | None = None  # the newer own frame already logged
+    newer_version: int | None = None  # the version of the last newer own frame seen
     alarm_until: float = -1.0  # loop time until which directory.replaced is only counted
     suppressed: int = 0  # directory.replaced not logged in the current window
     republished: list[float] = field(default_factory=list)  # loop times, the last window

@@ -106,6 +106,17 @@ async def test_a_newer_directory_of_the_hubs_own_is_left_in_place_with_a_warning
     assert "hubctl reload" in event["hint"]
     assert "v5" in event["hint"]
     assert "v6" in event["hint"]
+    assert watch.holds_newer(CHANNEL), "a reconnection does not publish v5 over it either"
+
+
+async def test_the_hubs_own_frame_back_on_the_broker_ends_the_newer_one_held(
+    world: World,
+) -> None:
+    served = served_by(world, 5)
+    watch, _sent = guard(world, served)
+    watch.on_directory(CHANNEL, served_by(world, 6).frame)
+    watch.on_directory(CHANNEL, served.frame)
+    assert not watch.holds_newer(CHANNEL)
 
 
 async def test_fifty_foreign_frames_are_one_security_event_and_one_count_of_the_rest(
@@ -211,3 +222,28 @@ async def test_two_hubs_with_different_keys_on_one_channel_stop_answering_each_o
         assert event["channel"] == CHANNEL
     assert len(sent_a) <= 3
     assert len(sent_b) <= 3
+
+
+async def test_a_hub_that_gave_up_on_a_contested_channel_answers_again_once_reloaded(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(brokerwatch, "REPUBLISH_EVERY", 0.0)
+    monkeypatch.setattr(brokerwatch, "CONTEST_LIMIT", 2)
+    serving = [served_by(world, 3)]
+    sent: list[bytes] = []
+    watch = BrokerWatch(
+        PresenceBook(lambda: 0),
+        [CHANNEL],
+        served=lambda: serving[-1],
+        hub_public=lambda: world.hub_key.public,
+        republish=lambda _channel, frame: sent.append(frame),
+    )
+    with capture_logs() as logs:
+        for n in range(6):
+            watch.on_directory(CHANNEL, b"rogue %d" % n)
+    assert len(sent) == 2
+    assert [e["event"] for e in logs].count("directory.contested") == 1
+
+    serving.append(served_by(world, 4))  # hubctl reload: a new directory
+    watch.on_directory(CHANNEL, b"rogue again")
+    assert sent[-1] == serving[-1].frame
