@@ -16,26 +16,23 @@ from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
+from typer.testing import CliRunner
 
 from hubd.ops import route
 from hubd.provision.sources import RouteError
 from runtime.clock import now_ms
-from schemas.directory import (
-    NotAddressed,
-    VerifiedDirectory,
-    not_addressed_sentence,
-    sign_directory,
-    verify_directory,
-)
+from schemas.directory import NotAddressed, VerifiedDirectory, sign_directory, verify_directory
 from schemas.ids import msg_id_text
 from schemas.metadata import parse_metadata
 from schemas.whatif import WhatIf
-from spoke.intake import Queued, send_drop
+from spoke.cli import app
 from spoke.refusals import Refusal
+from spoke.state import SpokeState
 from spoke.tools import rehearse
 from tests.hubproc import live_directory
 from tests.spoke.conftest import OfflineSpoke, OfflineSpokeFactory
-from tests.spoke.procs import toml_meta
+from tests.spoke.procs import SpokeProcess, toml_meta
+from tests.spoke.test_send_refusals import unused_port
 from tests.world import World
 
 GROUP = "@counties.jl.cc"  # jl.cc.nongan, jl.cc.yushu, jl.cc.dehui
@@ -94,30 +91,34 @@ async def test_a_group_send_reaches_the_members_with_keys_and_names_who_was_left
     assert set(status["recipients"]) == {"jl.cc.nongan", "jl.cc.yushu"}
 
 
-async def test_spoke_send_says_which_group_members_it_will_not_reach(
-    offline_spoke: OfflineSpokeFactory, world: World, tmp_path: Path
+def test_spoke_send_says_which_group_members_it_will_not_reach(
+    world: World, tmp_path: Path
 ) -> None:
+    # installed, holding the directory, its agent not running (tests/spoke/test_send_refusals)
+    spoke = SpokeProcess(tmp_path / "jl.cc", "jl.cc", world, unused_port(), ("govnet",))
+    spoke.write()
+    for name in ("outbox", "failed", "sent", "inbox", "signfor"):
+        (spoke.root / name).mkdir(parents=True)
     verified = awaiting(world, AWAITING)
-    cc = city(offline_spoke, verified)
+    state = SpokeState(spoke.root / ".spoke" / "state.db")
+    state.save_directory(verified.version, verified.digest, verified.frame)
+    state.close()
     document = tmp_path / "通知.txt"
     document.write_bytes(b"notice\n")
-    meta: dict[str, object] = {
-        "to": GROUP,
-        "classification": "内部",
-        "doc_type": "通知",
-        "title": "通知",
-    }
 
-    placed = send_drop(
-        cc.ctx.config, [document], meta, name=None, directory=verified.directory, now=now_ms()
+    args = ["--to", GROUP, "--classification", "内部", "--type", "通知", "--title", "通知"]
+    done = CliRunner().invoke(
+        app, ["send", str(document), *args, "--signatory", "王某", "--config", str(spoke.config)]
     )
 
-    assert isinstance(placed, Queued)
-    assert placed.not_addressed == (LEFT_OUT,)
-    line = not_addressed_sentence(placed.not_addressed, 2)  # what spoke send prints
-    assert "未发送给：jl.cc.dehui（@counties.jl.cc）" in line
-    assert "not addressed: jl.cc.dehui (of @counties.jl.cc): awaiting keys" in line
-    assert "\n" not in line
+    assert done.exit_code == 0, done.output
+    lines = done.stdout.splitlines()
+    [line] = [x for x in lines if "not addressed" in x]
+    assert line.startswith(
+        "未发送给：jl.cc.dehui（@counties.jl.cc），其在第 2 版交换目录中尚待提交密钥"
+    )
+    assert "not addressed: jl.cc.dehui (of @counties.jl.cc): awaiting keys in directory" in line
+    assert lines[0].startswith("queued as the drop '通知.txt'")
 
 
 def test_the_dry_run_names_the_group_members_left_out(world: World) -> None:
