@@ -105,3 +105,4 @@ async def test_a_quarantined_message_with_a_nul_in_its_number_is_stored_with_its
     stored = {row.msg_id: (row.state, row.doc_number) for row in rows}
     leak_id, fine_id = (s.header.msg_id for s in (leak, fine))
     assert stored == {leak_id: ("QUARANTINED", None), fine_id: ("ACCEPTED", GOOD)}
+    assert rig.store.commits == 1, "both in one group commit, and it committed"
