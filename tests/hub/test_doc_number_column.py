@@ -62,8 +62,8 @@ async def stored_rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         url = str(request.getfixturevalue("pg_url"))
     world = make_world()
     issuer = Issuer()
-    # a long group delay: everything handed over in the test lands in one commit
-    async with Store(url, group_delay=0.5) as store:
+    # one commit for the two messages the test hands over (one operation each), at once
+    async with Store(url, group_delay=30.0, group_max=2) as store:
         loop = asyncio.get_running_loop()
         spool = Spool(tmp_path / "spool")
         dispatcher = Dispatcher(
