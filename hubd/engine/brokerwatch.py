@@ -13,8 +13,8 @@ directory it serves there.
   A NEWER frame of this hub's own key is left in place (this hub is the one behind: reload
   it). Two publishers answering each other (another hub with another key on the channel)
   would go on forever: after :data:`CONTEST_LIMIT` re-publications in
-  :data:`CONTEST_WINDOW` seconds the hub stops on that channel and says so, until it is
-  reloaded with a new directory or restarted.
+  :data:`CONTEST_WINDOW` seconds the hub stops on that channel and says so, until it
+  publishes its directory there again itself (``hubctl reload``, a reconnection, a restart).
 """
 
 from __future__ import annotations
@@ -97,10 +97,12 @@ class BrokerWatch:
         guard = self._guards.setdefault(channel, _Guard())
         if payload == served.frame:
             guard.newer_version = None  # the broker holds ours (again)
+            if guard.gave_up is not None:  # published again (hubctl reload, a reconnection)
+                guard.gave_up, guard.republished = None, []
             return
         if guard.gave_up is not None:
             if guard.gave_up == served.frame:
-                return  # contested: silent on this channel until a reload or a restart
+                return  # contested: silent on this channel until this hub publishes again
             guard.gave_up, guard.republished = None, []  # reloaded since: answer again
         seen = (payload, served.frame)
         if seen != guard.last_seen:  # the same rogue bytes again: not verified again
@@ -109,6 +111,7 @@ class BrokerWatch:
         if own is not None and own > served.version:
             self._newer_retained(channel, own, served, guard, payload)
             return
+        guard.newer_version = None  # whatever it held is replaced by this
         if own is not None and own < served.version:
             log.info(
                 "directory.stale_retained", channel=channel, version=own, serving=served.version

@@ -247,3 +247,27 @@ async def test_a_hub_that_gave_up_on_a_contested_channel_answers_again_once_relo
     serving.append(served_by(world, 4))  # hubctl reload: a new directory
     watch.on_directory(CHANNEL, b"rogue again")
     assert sent[-1] == serving[-1].frame
+
+
+async def test_a_hub_that_gave_up_answers_again_once_its_own_directory_is_back(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(brokerwatch, "REPUBLISH_EVERY", 0.0)
+    monkeypatch.setattr(brokerwatch, "CONTEST_LIMIT", 2)
+    served = served_by(world, 3)
+    watch, sent = guard(world, served)
+    for n in range(4):
+        watch.on_directory(CHANNEL, b"rogue %d" % n)
+    assert len(sent) == 2, "gave up"
+
+    watch.on_directory(CHANNEL, served.frame)  # hubctl reload published it again (the ACL fixed)
+    watch.on_directory(CHANNEL, b"rogue later")
+    assert len(sent) == 3
+
+
+async def test_a_newer_frame_replaced_by_another_is_no_longer_held(world: World) -> None:
+    served = served_by(world, 5)
+    watch, _sent = guard(world, served)
+    watch.on_directory(CHANNEL, served_by(world, 6).frame)
+    watch.on_directory(CHANNEL, b"rogue")
+    assert not watch.holds_newer(CHANNEL), "a reconnection publishes the served one again"
