@@ -263,8 +263,9 @@ class Hub:
 
     async def _publish_directory(self, link: Link) -> None:
         assert self._verified is not None  # noqa: S101
-        for channel in link.channels:
-            await link.publish(topics.directory(channel), self._verified.frame, retain=True)
+        for channel in link.channels:  # never over a newer one of this hub's key (reload it)
+            if self.watch is None or not self.watch.holds_newer(channel):
+                await link.publish(topics.directory(channel), self._verified.frame, retain=True)
 
     async def _on_connected(self, link: Link) -> None:
         """A (re)connected broker gets the retained directory and latest checkpoint again

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import Field
 
@@ -161,8 +161,13 @@ class Directory(WireModel):
 
     def awaiting_keys(self) -> tuple[str, ...]:
         """Organisations listed before their keys came (a province brings them on one at a
-        time): in the tree, in no group, and nobody can send to them or hear from them yet."""
+        time): in the tree and in their groups, and nobody can send to them or hear from
+        them yet (a group send leaves them out and says so: :meth:`not_addressed`)."""
         return tuple(o.id for o in self.orgs if not o.sign_keys and not o.enc_keys)
+
+    @cached_property
+    def _awaiting(self) -> frozenset[str]:
+        return frozenset(self.awaiting_keys())
 
     def channel(self, channel_id: str) -> ChannelEntry | None:
         return self._channels.get(channel_id)
@@ -267,22 +272,59 @@ class Directory(WireModel):
         return max(usable, key=lambda k: k.not_before)
 
     def expand(self, addresses: Iterable[str]) -> tuple[str, ...]:
-        """Expand ``@group`` addresses to members; keep order, drop repeats.
+        """Expand ``@group`` addresses to the members that can receive (those awaiting keys
+        are left out: :meth:`not_addressed` names them); keep order, drop repeats. An
+        organisation named on its own is kept, whatever its keys (the gating refuses it
+        with a sentence that says why).
 
         Raises ValueError naming an unknown organisation or group.
         """
         out: dict[str, None] = {}
         for address in addresses:
             if address.startswith(GROUP_PREFIX):
-                group = self.group(address[len(GROUP_PREFIX) :])
-                if group is None:
-                    known = ", ".join(GROUP_PREFIX + g.id for g in self.groups[:12])
-                    raise ValueError(f"unknown group {address!r}; groups include {known}")
-                out.update(dict.fromkeys(group.members))
+                group = self._group_of(address)
+                out.update(dict.fromkeys(m for m in group.members if m not in self._awaiting))
             elif self.org(address) is None:
                 raise ValueError(f"unknown organisation {address!r} (directory v{self.version})")
             else:
                 out[address] = None
+        return tuple(out)
+
+    def _group_of(self, address: str) -> GroupEntry:
+        group = self.group(address[len(GROUP_PREFIX) :])
+        if group is None:
+            known = ", ".join(GROUP_PREFIX + g.id for g in self.groups[:12])
+            raise ValueError(f"unknown group {address!r}; groups include {known}")
+        return group
+
+    def not_addressed(self, addresses: Iterable[str], *, sender: str) -> tuple[NotAddressed, ...]:
+        """The members of the groups among ``addresses`` that a send leaves out (awaiting
+        keys), each once, under the first group that named it; not those also named on
+        their own, nor the sender. ValueError names an unknown group."""
+        listed = list(addresses)
+        named = {a for a in listed if not a.startswith(GROUP_PREFIX)}
+        out: dict[str, NotAddressed] = {}
+        for address in listed:
+            if not address.startswith(GROUP_PREFIX):
+                continue
+            group = self._group_of(address)
+            for member in group.members:
+                if member in self._awaiting and member != sender and member not in named:
+                    out.setdefault(member, NotAddressed(member, group.id, AWAITING_KEYS))
+        return tuple(out.values())
+
+    def unreachable_groups(
+        self, addresses: Iterable[str], *, sender: str
+    ) -> tuple[GroupEntry, ...]:
+        """The groups among ``addresses`` with members besides ``sender``, all of them
+        awaiting keys: a send to such a group reaches nobody in it."""
+        out: list[GroupEntry] = []
+        for address in dict.fromkeys(addresses):
+            if not address.startswith(GROUP_PREFIX):
+                continue
+            others = [m for m in self._group_of(address).members if m != sender]
+            if others and all(m in self._awaiting for m in others):
+                out.append(self._group_of(address))
         return tuple(out)
 
     def addressees(
@@ -511,6 +553,32 @@ def _check_fresh(directory: Directory, now: int) -> None:
 
 
 DIRECTORY_CLOCK_SKEW_MS = 5 * 60 * 1000
+
+
+AWAITING_KEYS: Final = "awaiting_keys"  # why a group member was not addressed
+
+
+@dataclass(frozen=True, slots=True)
+class NotAddressed:
+    """A member of an addressed group that a document does not go to, and why."""
+
+    org: str
+    group: str  # the group that named it (without the @)
+    reason: str  # AWAITING_KEYS
+
+    def as_json(self) -> dict[str, str]:
+        return {"org": self.org, "group": GROUP_PREFIX + self.group, "reason": self.reason}
+
+
+def not_addressed_sentence(left_out: Iterable[NotAddressed], version: int) -> str:
+    """One line, Chinese then English, naming the group members a send leaves out."""
+    shown = [f"{n.org}（{GROUP_PREFIX}{n.group}）" for n in left_out]
+    shown_en = [f"{n.org} (of {GROUP_PREFIX}{n.group})" for n in left_out]
+    return (
+        f"未发送给：{'、'.join(shown)}，其在第 {version} 版交换目录中尚待提交密钥，请另行送达 / "
+        f"not addressed: {', '.join(shown_en)}: awaiting keys in directory version {version}; "
+        "deliver it to them another way"
+    )
 
 
 def awaiting_keys_sentence(org: OrgEntry, version: int) -> str:

@@ -404,10 +404,11 @@ def build_directory(
     """The directory for ``topology`` with each organisation's keys (several during rotation).
 
     An organisation without a key file yet is listed without keys, awaiting them
-    (:meth:`Directory.awaiting_keys`): the tree stays whole, the groups leave it out, and
-    documents to it are refused with a sentence saying so, until a later directory has them.
+    (:meth:`Directory.awaiting_keys`): the tree and the groups stay whole (it is a member by
+    the topology), documents to it are refused with a sentence saying so, and a group send
+    goes to the members with keys and tells the sender who was left out, until a later
+    directory has them.
     """
-    awaiting = {o.id for o in topology.orgs if not public_keys.get(o.id)}
     orgs = []
     for org in topology.orgs:
         found = public_keys.get(org.id, ())
@@ -445,7 +446,7 @@ def build_directory(
                 id=g.id,
                 name_zh=g.name_zh,
                 name_en=g.name_en,
-                members=tuple(m for m in g.members if m not in awaiting),
+                members=g.members,
             )
             for g in standard_groups(topology)
         ),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from schemas.directory import Directory
+from schemas.directory import Directory, NotAddressed, not_addressed_sentence
 from schemas.display import table
 from schemas.gating import Accept, gate, shared_channels, uplink
 from schemas.labels import Direction
@@ -44,6 +44,7 @@ class WhatIf:
     routes: tuple[RecipientRoute, ...]
     evaluation: Evaluation
     added_cc: tuple[str, ...]  # what --auto-cc added (empty without it)
+    not_addressed: tuple[NotAddressed, ...] = ()  # members of its groups it would not reach
 
     @property
     def gate_problems(self) -> tuple[str, ...]:
@@ -83,6 +84,7 @@ class WhatIf:
             ],
             "added_cc": list(self.added_cc),
             "would_add_cc": list(self.evaluation.add_cc),
+            "not_addressed": [n.as_json() for n in self.not_addressed],
         }
 
     def render(self) -> str:
@@ -114,6 +116,8 @@ class WhatIf:
                 "",
                 f"copies --auto-cc would add: {', '.join(self.evaluation.add_cc)}",
             ]
+        if self.not_addressed:
+            lines += ["", not_addressed_sentence(self.not_addressed, self.directory_version)]
         lines.append("")
         if self.accepted:
             warned = len(self.evaluation.warnings)
@@ -157,6 +161,7 @@ def what_if(
     referenced: Referenced | None = None,
     looked_up: bool = True,
     auto_cc: bool = False,
+    not_addressed: tuple[NotAddressed, ...] = (),
 ) -> WhatIf:
     added: tuple[str, ...] = ()
     if auto_cc:
@@ -211,4 +216,4 @@ def what_if(
             else f"{channel.ceiling.name})"
         )
         routes.append(RecipientRoute(recipient, entry.name_zh, role, direction, channel.id, why))
-    return WhatIf(doc, directory.version, tuple(routes), evaluation, added)
+    return WhatIf(doc, directory.version, tuple(routes), evaluation, added, not_addressed)

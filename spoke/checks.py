@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.clock import ms_to_text
-from schemas.directory import Directory, OrgEntry
+from schemas.directory import Directory, NotAddressed, OrgEntry
 from schemas.errors import Reason
 from schemas.gating import Accept, Reject, gate, shared_channels, uplink
 from schemas.labels import Classification
@@ -53,6 +53,7 @@ class Prepared:
     warnings: tuple[Finding, ...]  # findings of rules set to warn: sent anyway
     channel: str
     stamps: dict[Path, Stamp]  # every file, the folder and the metadata, as checked
+    not_addressed: tuple[NotAddressed, ...] = ()  # group members left out (awaiting keys)
 
     @property
     def to(self) -> tuple[str, ...]:
@@ -92,7 +93,10 @@ def prepare(
     doc, added = copied_as_needed(doc, directory, auto_cc=metadata.auto_cc)
     channel = _gate(doc, org=org, directory=directory)
     evaluation = judge(doc, directory)
-    return Prepared(claimed, metadata, files, doc, added, evaluation.warnings, channel, stamps)
+    left_out = not_addressed(metadata, org=org, directory=directory)
+    return Prepared(
+        claimed, metadata, files, doc, added, evaluation.warnings, channel, stamps, left_out
+    )
 
 
 def read_metadata(claimed: Claimed, stamps: dict[Path, Stamp]) -> DropMetadata:
@@ -154,9 +158,28 @@ def address(
             unknown="、".join(unknown) or "?",
             version=directory.version,
         ) from exc
+    for group in directory.unreachable_groups((*metadata.to, *metadata.cc), sender=org):
+        members = [m for m in group.members if m != org]
+        raise refuse(
+            "drop.group_awaiting_keys",
+            {"group": f"@{group.id}", "members": members},
+            group=group.id,
+            name=group.name_zh,
+            name_en=group.name_en,
+            members=", ".join(members),
+            version=directory.version,
+        )
     if not to:
         raise refuse("drop.no_recipient", {"to": metadata.to})
     return to, cc
+
+
+def not_addressed(
+    metadata: DropMetadata, *, org: str, directory: Directory
+) -> tuple[NotAddressed, ...]:
+    """The members of the drop's groups it does not go to (awaiting keys): the sender is
+    told (spoke send, status.json, the log), never left to find out."""
+    return directory.not_addressed((*metadata.to, *metadata.cc), sender=org)
 
 
 def _known(directory: Directory, address: str) -> bool:

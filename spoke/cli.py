@@ -16,7 +16,7 @@ from runtime.startup import guarded, run_loop
 from runtime.startup import refusal as _fail
 from schemas import evidence
 from schemas.clock import ms_to_text
-from schemas.directory import Directory, verify_directory
+from schemas.directory import Directory, not_addressed_sentence, verify_directory
 from schemas.display import table
 from schemas.errors import ConfigError, XchgError
 from schemas.ids import parse_msg_id
@@ -201,14 +201,8 @@ def send(
         return
     now = time.time_ns() // 1_000_000
     try:
-        placed = send_drop(
-            settings,
-            files,
-            meta,
-            name=name,
-            directory=_cached_directory(settings, now=now),
-            now=now,
-        )
+        directory = _cached_directory(settings, now=now)
+        placed = send_drop(settings, files, meta, name=name, directory=directory, now=now)
     except (OSError, ValueError) as exc:
         raise _fail("spoke send", exc) from exc
     if isinstance(placed, Refused):
@@ -218,6 +212,8 @@ def send(
         f"queued as the drop '{placed.name}' in {settings.folder('outbox')}; the agent sends it"
         + ("" if placed.checked else " (not checked here: no valid directory yet)")
     )
+    if placed.not_addressed and directory is not None:  # the sender must know who is left out
+        typer.echo(not_addressed_sentence(placed.not_addressed, directory.version))
     where = "" if config is None else f" --config {config}"
     typer.echo(f"follow it with: spoke status{where} '{placed.name}'")
 

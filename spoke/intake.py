@@ -22,10 +22,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from runtime.files import atomic_write
-from schemas.directory import Directory
+from schemas.directory import Directory, NotAddressed
 from schemas.errors import XchgError
 from schemas.ids import msg_id_text, new_msg_id
-from spoke.checks import prepare
+from spoke.checks import Prepared, prepare
 from spoke.config import SpokeConfig
 from spoke.failed import Failed, FailedFolder
 from spoke.files import durable_rename, name_problem, shown_name
@@ -42,6 +42,7 @@ class Queued:
 
     name: str
     checked: bool
+    not_addressed: tuple[NotAddressed, ...] = ()  # members of its groups it will not reach
 
 
 @dataclass(frozen=True)
@@ -84,12 +85,13 @@ def send_drop(
     try:
         _stage(staging, drop, meta_name, files, meta)
         claimed = Claimed(drop, staging, (meta_name,), Completeness.DECLARED)
-        refusal = None if directory is None else _check(settings, claimed, directory, now)
-        if refusal is not None:
-            return _refuse(settings, claimed, refusal, now)
+        checked = None if directory is None else _check(settings, claimed, directory, now)
+        if isinstance(checked, Refusal):
+            return _refuse(settings, claimed, checked, now)
         durable_rename(staging / drop, outbox / drop)
         durable_rename(staging / meta_name, outbox / meta_name)  # the commit: last
-        return Queued(drop, checked=directory is not None)
+        left_out = () if checked is None else checked.not_addressed
+        return Queued(drop, checked=directory is not None, not_addressed=left_out)
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)
@@ -115,8 +117,9 @@ def _stage(
 
 def _check(
     settings: SpokeConfig, claimed: Claimed, directory: Directory, now: int
-) -> Refusal | None:
-    """The agent's own checks (spoke.sender: prepare, then the duplicate window)."""
+) -> Refusal | Prepared | None:
+    """The agent's own checks (spoke.sender: prepare, then the duplicate window): what
+    passed them, the refusal, or None when it is not certain either way."""
     limits = settings.limits
     try:
         prepared = prepare(
@@ -140,7 +143,7 @@ def _check(
         return refusal
     except (XchgError, ValidationError):
         return None  # not certain (or a defect of ours): the agent decides, and explains
-    return None
+    return prepared
 
 
 def _refuse(settings: SpokeConfig, claimed: Claimed, refusal: Refusal, now: int) -> Refused:

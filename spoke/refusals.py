@@ -259,6 +259,17 @@ CATALOGUE: Final[dict[str, Texts]] = {
         "a new directory once its public keys are in, and drop the document again when this "
         "spoke holds it.",
     ),
+    "drop.group_awaiting_keys": Texts(
+        "分组 @{group}（{name}）的成员 {members} 在第 {version} 版交换目录中都尚待提交密钥，"
+        "该分组无人可以收文。",
+        "every member of the group @{group} ({name_en}), {members}, is awaiting keys in "
+        "directory version {version}: nobody in it can receive documents yet.",
+        "请把 @{group} 从收文机关中去掉、另行送达；或请枢纽运维人员在收到其成员的公钥后重新签发"
+        "目录，本交换程序取得新目录后再投递。",
+        "Leave @{group} out and deliver it to its members another way; or ask the hub "
+        "operator to sign a new directory once their public keys are in, and drop the "
+        "document again when this spoke holds it.",
+    ),
     "drop.no_recipient": Texts(
         "展开分组后，除本机关外没有主送机关。",
         "after expanding groups, no primary recipient (主送) remains besides this organisation.",

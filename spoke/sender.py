@@ -298,6 +298,7 @@ class Sender:
             ],
             "completeness": prepared.completeness.value,
             "resend": meta.resend,
+            "not_addressed": [n.as_json() for n in prepared.not_addressed],
         }
         self.ctx.state.add_outbound(
             out,
@@ -328,6 +329,14 @@ class Sender:
             files=len(entries),
             size=sum(e.size for e in entries),
         )
+        if prepared.not_addressed:  # the sender named a group: say who it did not reach
+            log.warning(
+                "drop.not_addressed",
+                name=shown_name(out.name),
+                msg_id=header.msg_id_text,
+                not_addressed=[n.as_json() for n in prepared.not_addressed],
+                version=directory.version,
+            )
         return out
 
     # ------------------------------------------------------------------ publishing
@@ -516,6 +525,8 @@ class Sender:
                 "files": notes.get("files", []),
                 "completeness": notes.get("completeness"),  # why the drop was taken
                 "resend": notes.get("resend", False),
+                # members of an addressed group it did not go to: [{org, group, reason}]
+                "not_addressed": notes.get("not_addressed", []),
             },
         )
 

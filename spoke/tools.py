@@ -13,7 +13,7 @@ from schemas.ids import msg_id_text, parse_msg_id
 from schemas.metadata import MetadataError, parse_metadata
 from schemas.rules import Document, settings_of
 from schemas.whatif import WhatIf, what_if
-from spoke.checks import address, bad_metadata
+from spoke.checks import address, bad_metadata, not_addressed
 from spoke.config import SpokeConfig
 from spoke.files import is_clutter, is_temporary
 from spoke.refusals import Refusal
@@ -80,7 +80,14 @@ def rehearse(
         return refusal
     doc = Document.from_metadata(metadata, org, to, cc)
     settings = settings_of(directory)
-    return what_if(doc, directory, settings, looked_up=False, auto_cc=metadata.auto_cc)
+    return what_if(
+        doc,
+        directory,
+        settings,
+        looked_up=False,
+        auto_cc=metadata.auto_cc,
+        not_addressed=not_addressed(metadata, org=org, directory=directory),
+    )
 
 
 def drop_name(files: list[Path], name: str | None) -> str:

@@ -13,6 +13,8 @@ from hubd.store.audit import AuditEvent
 from hubd.store.writes import NewMessage
 from schemas.envelope import VerifiedEnvelope
 from schemas.labels import Classification
+from schemas.rules import doc_number_problem
+from schemas.untrusted import untrusted_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,14 +28,26 @@ class Storing:
 
 
 def findable_doc_number(doc_number: str | None, classification: Classification) -> str | None:
-    """The 发文字号 the store keeps as a column for ``hubctl find``: a document's below 秘密.
+    """The 发文字号 the store keeps as a column for ``hubctl find``: a document's below 秘密,
+    and only a well-formed one (else None).
+
+    The number is the sender's text, and it reaches the store even when no rule looked at it
+    (a quarantined message skips the rules; a topology may set doc_number_form to warn or
+    off). A NUL cannot be stored in PostgreSQL text, and one such row would fail the whole
+    group commit it is in, again at every retry; control or direction characters would reach
+    ``hubctl find``'s terminal. So only a number of the standard form (which has none of
+    them) is kept; any other is found by sender, recipient and time, as a classified one.
 
     A state secret's number is not kept. The columns outlive retention (which removes the
     frame, the only other place the number is) and reach everyone who may read the store
     or a backup of it; for a classified document the number ties it to its issuing office
     and sequence, which is itself a fact to protect. Such documents are found by sender,
     recipient and time instead; ``hubctl find --doc-number`` says so."""
-    return None if classification.is_state_secret else doc_number
+    if doc_number is None or classification.is_state_secret:
+        return None
+    if doc_number_problem(doc_number) is not None or untrusted_text(doc_number) != doc_number:
+        return None
+    return doc_number
 
 
 def new_message(storing: Storing) -> NewMessage:

@@ -25,7 +25,8 @@ from schemas.labels import Classification, Precedence
 
 UNNUMBERED_NOTE = (
     "documents classified 秘密 and above are not found by 发文字号: the hub keeps no number "
-    "for them (nor for messages stored before hubd kept numbers); find them with --from, "
+    "for them (nor for a number not of the form 机关代字〔年份〕序号号, nor for messages "
+    "stored before hubd kept numbers); find them with --from, "
     "--to, --since and --until"
 )
 

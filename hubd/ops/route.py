@@ -2,8 +2,9 @@
 
 It reads what a spoke would send (a drop's metadata file and the sending organisation),
 builds the document as a sending spoke does (groups expanded, the sender left out, 份号
-assigned to a state secret), looks a 批复's 请示 up in the hub's store (read-only; the hub
-may be running) and hands everything to the pure what-if report of :mod:`schemas.whatif`.
+assigned to a state secret; a group's members awaiting keys left out and named), looks a
+批复's 请示 up in the hub's store (read-only; the hub may be running) and hands everything
+to the pure what-if report of :mod:`schemas.whatif`.
 """
 
 from __future__ import annotations
@@ -60,6 +61,15 @@ def document(metadata: DropMetadata, sender: str, directory: Directory) -> Docum
         to, cc = directory.addressees(metadata.to, metadata.cc, sender=sender)
     except ValueError as exc:
         raise RouteError(f"{exc}; check the address in the metadata") from exc
+    for group in directory.unreachable_groups((*metadata.to, *metadata.cc), sender=sender):
+        members = ", ".join(m for m in group.members if m != sender)
+        raise RouteError(
+            f"分组 @{group.id}（{group.name_zh}）的成员 {members} 在第 {directory.version} 版"
+            "交换目录中都尚待提交密钥，该分组无人可以收文 / every member of the group "
+            f"@{group.id} ({group.name_en}), {members}, is awaiting keys in directory version "
+            f"{directory.version}; leave @{group.id} out, or sign a new directory once their "
+            "public keys are in"
+        )
     if not to:
         raise RouteError(
             f"after expanding groups, no primary recipient (主送) remains besides {sender}; "
@@ -109,5 +119,6 @@ async def route(
         referenced=referenced,
         looked_up=looked_up,
         auto_cc=auto_cc,
+        not_addressed=directory.not_addressed((*metadata.to, *metadata.cc), sender=sender),
     )
     return Answer(report, looked_up, note)
