@@ -2,7 +2,8 @@
 owners and modes, the hub key made by the service user, the directory, hub.toml; and the
 one line an operator reads when the service user may not write the key folder (issue 13).
 
-``/etc/govxchg`` and ``/opt/govxchg`` become folders under a temporary root, and the
+``/etc/govxchg``, ``/opt/govxchg``, ``/var/lib/govxchg`` and ``/usr/local/bin`` become folders
+under a temporary root (a line that would still touch this machine fails the test), and the
 service user ``govxchg`` is ``nobody`` (uid 65534), entered with ``setpriv``: the tests run
 as root here, and a root process is never refused a folder.
 """
@@ -82,6 +83,7 @@ def root() -> Iterator[Path]:
     """A root nobody can enter (pytest's own temporary folders are 0700)."""
     made = Path(tempfile.mkdtemp(prefix="govxchg-install-"))
     made.chmod(0o755)
+    (made / "usr" / "local" / "bin").mkdir(parents=True)  # the block links the commands there
     yield made
     shutil.rmtree(made)
 
@@ -92,6 +94,9 @@ def as_written(command: str, root: Path) -> list[str]:
     command = command.replace("/etc/govxchg", f"{root}/etc/govxchg")
     command = command.replace("/opt/govxchg", f"{root}/opt/govxchg")
     command = command.replace("/var/lib/govxchg", f"{root}/var/lib/govxchg")
+    command = command.replace("/usr/local/bin", f"{root}/usr/local/bin")
+    outside = re.findall(r"(?<![\w./-])/(?:etc|opt|var|usr|run)/\S*", command)
+    assert not outside, f"the guide's line would touch this machine: {outside} in {command}"
     command = re.sub(r"(-[og]) govxchg\b", rf"\1 {NOBODY}", command)
     if command.startswith("sudo -u govxchg "):  # one command, no shell: setpriv runs it
         return [*AS_NOBODY, *shlex.split(command.removeprefix("sudo -u govxchg "))]
