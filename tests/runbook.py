@@ -22,7 +22,7 @@ in the walk's summary says which mapping it took):
   G NAME`` first adds the operator NAME there.
 - ``sudo -u USER CMD``: ``setpriv --reuid USER --regid USER --clear-groups --reset-env
   CMD``; ``sudo CMD``: CMD (the test is root).
-- ``cp -r . /opt/govxchg``: this checkout (with its ``.venv``) bind-mounted there;
+- ``cp -r . /opt/govxchg``: this checkout's entries (its ``.venv`` too) bind-mounted there;
   ``make setup``: skipped, that ``.venv`` is set up.
 - "collect the organisations' ORG.pub.json": each organisation's server is this one: the
   spoke's user of ``config/systemd/spoke@.service`` (``govxchg-spoke``) is added, runs
@@ -656,9 +656,18 @@ class Operator:
         if re.search(r"\bapt-get install\b", command):
             return [], "mapped: skipped, the machine's packages (README, .ci/run)"
         if re.fullmatch(r"(sudo )?cp -r \. /opt/govxchg", command):
-            ran = f"mount --bind {REPO} /opt/govxchg"
+            # Each entry of the checkout bound into /opt/govxchg (0755 on the namespace's
+            # tmpfs), not the checkout itself: a clone in a private folder (mktemp -d, 0700)
+            # would make the mount's root one the service user may not enter.
+            repo = shlex.quote(str(REPO))
+            ran = (
+                f"chmod 0755 /opt/govxchg && for e in {repo}/* {repo}/.venv; do "
+                't=/opt/govxchg/$(basename "$e"); '
+                'if [ -d "$e" ]; then mkdir -p "$t"; else touch "$t"; fi; '
+                'mount --bind "$e" "$t" || exit 1; done'
+            )
             self.must(ran, step)
-            return [ran], "mapped: this checkout bind-mounted"
+            return [ran], "mapped: this checkout's entries bind-mounted"
         if re.fullmatch(r"(sudo )?make setup", command):
             return [], "mapped: skipped, this checkout's .venv is set up"
         if re.fullmatch(r"cd \S+", command):
