@@ -266,6 +266,17 @@ def free_port() -> int:
 # ------------------------------------------------------------------ the namespace
 
 
+def private_folders(path: Path) -> list[Path]:
+    """``path`` and the folders above it that others may not enter, outermost first
+    (``/root`` left out: the namespace opens it anyway)."""
+    chain = [path, *path.parents]
+    return [
+        folder
+        for folder in reversed(chain)
+        if folder != Path("/") and folder != Path("/root") and not folder.stat().st_mode & 0o001
+    ]
+
+
 def namespace_problem() -> str | None:
     """Why this machine cannot hold the walk (None: it can)."""
     if os.geteuid() != 0:
@@ -306,6 +317,17 @@ class Namespace:
             options = f"lowerdir=/{folder},upperdir={up},workdir={work}"
             script += [f"mkdir -p {up} {work}", f"mount -t overlay -o {options} none /{folder}"]
         script += ["chmod 0711 /root"] if under_root else []
+        # The same for this checkout and the folders above it, where others may not enter
+        # (a clone in ``mktemp -d``'s 0700 folder): the service user runs its .venv, whose
+        # editable install names the checkout's own path.
+        for n, private in enumerate(private_folders(REPO)):
+            up, work = layers / f"checkout{n}" / "up", layers / f"checkout{n}" / "work"
+            options = f"lowerdir={private},upperdir={up},workdir={work}"
+            script += [
+                f"mkdir -p {up} {work}",
+                f"mount -t overlay -o {options} none {shlex.quote(str(private))}",
+                f"chmod o+x {shlex.quote(str(private))}",
+            ]
         script += ["mount -t tmpfs -o mode=0755 tmpfs /opt", "echo ready", "exec sleep infinity"]
         self.holder = subprocess.Popen(  # noqa: S603 - fixed command
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)],  # noqa: S607
