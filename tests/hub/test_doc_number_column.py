@@ -8,24 +8,19 @@ with the real ingest and a real store on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from hubd.engine.dispatch import Dispatcher, DispatchSettings
-from hubd.engine.intake import Ingest
 from hubd.engine.rows import findable_doc_number
 from hubd.store import tables as t
 from hubd.store.db import Store
-from hubd.store.spool import Spool
 from schemas import topics, transport
 from schemas.labels import Classification
 from schemas.receipts import ReceiptStatus
-from tests.hub.test_ingest_passes import Issuer, Rig, published, until
-from tests.world import make_world
+from tests.hub.test_ingest_passes import Rig, running_rig, until
 
 UP = topics.up("govnet", "jl.gov")
 LEAKED = topics.up("internet", "jl.gov")
@@ -60,31 +55,12 @@ async def stored_rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
     else:
         url = str(request.getfixturevalue("pg_url"))
-    world = make_world()
-    issuer = Issuer()
     # one commit for the two messages the test hands over (one operation each), at once
-    async with Store(url, group_delay=30.0, group_max=2) as store:
-        loop = asyncio.get_running_loop()
-        spool = Spool(tmp_path / "spool")
-        dispatcher = Dispatcher(
-            store, lambda *_: published(loop), DispatchSettings(), lambda *_: None
-        )
-        ingest = Ingest(
-            directory=lambda: world.directory,
-            store=store,
-            spool=spool,
-            dispatcher=dispatcher,
-            issuer=issuer,  # type: ignore[arg-type]
-            send=lambda *_: published(loop),
-            clock=lambda: world.now,
-            max_skew_ms=10**9,
-        )
-        stop = asyncio.Event()
-        task = asyncio.create_task(ingest.run(stop))
-        yield Rig(world, store, spool, dispatcher, ingest, issuer, stop, task)
-        stop.set()
-        async with asyncio.timeout(30):
-            await task
+    async with (
+        Store(url, group_delay=30.0, group_max=2) as store,
+        running_rig(store, tmp_path) as running,
+    ):
+        yield running
 
 
 async def test_a_quarantined_message_with_a_nul_in_its_number_is_stored_with_its_batch(

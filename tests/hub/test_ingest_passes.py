@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,32 +72,39 @@ def published(loop: asyncio.AbstractEventLoop, ok: bool = True) -> asyncio.Futur
     return acked
 
 
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+@asynccontextmanager
+async def running_rig(store: Store, tmp_path: Path) -> AsyncIterator[Rig]:
+    """Intake and a dispatcher on ``store``, running until the block ends."""
     world = make_world()
     issuer = Issuer()
-    async with Store(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}") as store:
-        loop = asyncio.get_running_loop()
-        spool = Spool(tmp_path / "spool")
-        dispatcher = Dispatcher(
-            store, lambda *_: published(loop), DispatchSettings(), lambda *_: None
-        )
-        ingest = Ingest(
-            directory=lambda: world.directory,
-            store=store,
-            spool=spool,
-            dispatcher=dispatcher,
-            issuer=issuer,  # type: ignore[arg-type]
-            send=lambda *_: published(loop),
-            clock=lambda: world.now,
-            max_skew_ms=10**9,
-        )
-        stop = asyncio.Event()
-        task = asyncio.create_task(ingest.run(stop))
-        yield Rig(world, store, spool, dispatcher, ingest, issuer, stop, task)
-        stop.set()
-        async with asyncio.timeout(30):
-            await task
+    loop = asyncio.get_running_loop()
+    spool = Spool(tmp_path / "spool")
+    dispatcher = Dispatcher(store, lambda *_: published(loop), DispatchSettings(), lambda *_: None)
+    ingest = Ingest(
+        directory=lambda: world.directory,
+        store=store,
+        spool=spool,
+        dispatcher=dispatcher,
+        issuer=issuer,  # type: ignore[arg-type]
+        send=lambda *_: published(loop),
+        clock=lambda: world.now,
+        max_skew_ms=10**9,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(ingest.run(stop))
+    yield Rig(world, store, spool, dispatcher, ingest, issuer, stop, task)
+    stop.set()
+    async with asyncio.timeout(30):
+        await task
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    async with (
+        Store(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}") as store,
+        running_rig(store, tmp_path) as running,
+    ):
+        yield running
 
 
 async def until(predicate: Any, what: str, within: float = 30.0) -> None:
