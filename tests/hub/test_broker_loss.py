@@ -73,6 +73,8 @@ async def test_a_stopped_broker_leaves_presence_unknown_and_a_replaced_directory
         assert value(back, "govxchg_broker_up", channel=CHANNEL) == 1
         assert value(back, "govxchg_spoke_presence_known", org=ORG, channel=CHANNEL) == 1
     finally:
-        await spoke.disconnect()
-        hub.stop()
-        broker.stop()
+        try:
+            await spoke.disconnect()
+        finally:  # no process outlives the test, whatever the spoke did
+            hub.stop()
+            broker.stop()
