@@ -7,27 +7,13 @@ DEAD to DELIVERED with the history of both.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 from runtime.files import write_private
 from schemas.keys import EncryptionKey, dump_secret_key
 from tests.spoke.conftest import ExchangeFactory
+from tests.spoke.test_ledger_e2e import hubctl
 from tests.world import World
 
 GIVE_UP_AT_ONCE = "[delivery]\nretry_initial = 1.0\nretry_max = 1.0\nmax_attempts = 1\n"
-
-
-def hubctl(*args: str) -> subprocess.CompletedProcess[str]:
-    """The installed ``hubctl``, as an operator types it."""
-    return subprocess.run(  # noqa: S603 - our own command
-        [str(Path(sys.executable).parent / "hubctl"), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 async def test_a_dead_letter_redelivered_after_the_key_is_back_reads_delivered_at_the_sender(
