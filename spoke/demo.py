@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from runtime.ports import free_port
 from schemas.directory import verify_directory
 from schemas.display import table
 from schemas.keys import HubPublicKey
@@ -101,12 +101,6 @@ def _now() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _wait(what: str, check: Callable[[], T | bool | None], timeout: float = 20.0) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -138,8 +132,8 @@ class Demo:
         self.scratch = scratch
         self.backlog = backlog
         self.secret_msg_id = ""
-        self.port = _free_port()
-        self.metrics_port = _free_port()
+        self.port = free_port()
+        self.metrics_port = free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.rows: list[Row] = []
 

@@ -21,18 +21,13 @@ from pathlib import Path
 
 from runtime.clock import now_ms
 from runtime.files import write_private
+from runtime.ports import free_port
 from schemas.clock import DAY_MS
 from schemas.directory import Directory, sign_directory
 from schemas.keys import SigningKey, dump_secret_key
 from tests.world import World
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
@@ -196,13 +191,22 @@ class HubProcess:
             raise
         return self
 
+    def log_tail(self, lines: int = 15) -> str:
+        """The last lines hubd wrote, for a failure message (CI keeps nothing else)."""
+        try:
+            text = (self.folder / "hubd.log").read_text(errors="replace")
+        except OSError as exc:
+            return f"({exc})"
+        return "\n".join(text.splitlines()[-lines:])
+
     def wait_notification(self, prefix: str, timeout: float = 20.0) -> str:
         assert self.notify is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(
-                    f"hubd exited with {self.process.returncode}; see {self.folder / 'hubd.log'}"
+                    f"hubd exited with {self.process.returncode}; the end of "
+                    f"{self.folder / 'hubd.log'}:\n{self.log_tail()}"
                 )
             try:
                 data = self.notify.recv(4096).decode()

@@ -72,6 +72,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "operations.md"
 COMMANDS = ("hubctl", "spoke", "sudo", "systemctl", "sqlite3", "rsync", "du", "cp", "journalctl")
@@ -255,12 +257,6 @@ def edit_topology(text: str, keep: tuple[str, ...] = ORGS) -> str:
                 continue
         kept.append(chunk)
     return "".join(kept)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # ------------------------------------------------------------------ the namespace

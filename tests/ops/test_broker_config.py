@@ -29,13 +29,13 @@ from typer.testing import CliRunner
 from hubd.cli import hubctl_app
 from hubd.provision.brokerconf import MAX_PACKET, Listener, acl_text, members, write_broker
 from hubd.provision.directory import load_topology
+from runtime.ports import free_port
 from schemas import topics
 from schemas.errors import ConfigError
 from schemas.topology import Topology, parse_topology
 from tests.hubproc import (
     MOSQUITTO,
     HubProcess,
-    free_port,
     live_directory,
     stop_process,
     wait_for_port,

@@ -55,8 +55,13 @@ async def test_delivered_messages_lose_their_content_and_the_ledger_still_verifi
         await sender.wait_for(lambda m=msg_id: sender.has(m, ReceiptStatus.DELIVERED), WITHIN)
 
     async def both_purged() -> bool:
+        """The purge's end state: it marks the rows first (purged_at), removes the spooled
+        file, then forgets its path; between the two a row is marked but still names it."""
         found = rows(hub, small, large)
-        return all(found[m]["purged_at"] is not None for m in (small, large))
+        return all(
+            found[m]["purged_at"] is not None and found[m]["body_path"] is None
+            for m in (small, large)
+        )
 
     await until(both_purged)
     stored = rows(hub, small, large, waiting)

@@ -22,6 +22,7 @@ from hubd.config import HubConfig, load_config
 from hubd.web.flow import FlowHistory
 from hubd.web.statuspage import PAGE_FILES, StatusPage, browser_host_allowed
 from runtime.clock import now_ms
+from runtime.ports import free_port
 from runtime.tasks import cancel_and_wait
 from schemas.directory import Directory
 from schemas.errors import ConfigError
@@ -29,7 +30,7 @@ from schemas.ids import msg_id_text
 from schemas.labels import Precedence
 from schemas.receipts import ReceiptStatus
 from tests.hub.conftest import RecordingSpoke, SpokeSpawner
-from tests.hubproc import HubProcess, free_port
+from tests.hubproc import HubProcess
 from tests.ops.test_metrics import FAST_DEATH, WITHIN, Reply, request, until
 from tests.world import REPO, World
 
