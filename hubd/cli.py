@@ -244,7 +244,7 @@ def _served_directory(
     try:
         where = sources.resolve(config, None, hub_pub)
         frame = where.directory.read_bytes()
-        verified = verify_directory(frame, where.hub_public, now=None)
+        verified = verify_directory(frame, where.hub_public, now=None, whole_file=True)
     except sources.RouteError as exc:
         return opsquery.DirectoryInfo(str(path), None, str(exc))
     except OSError as exc:

@@ -16,10 +16,8 @@ import asyncio
 import contextlib
 import hashlib
 import signal
-from collections import defaultdict
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 
 import structlog
 
@@ -28,8 +26,10 @@ from hubd.admin.server import AdminServer
 from hubd.config import HubConfig
 from hubd.core.states import DeliveryState
 from hubd.engine.broker import EmbeddedBroker
+from hubd.engine.brokerplan import BrokerPlan, plan_brokers
 from hubd.engine.brokerwatch import BrokerWatch
 from hubd.engine.checkpoints import RESTORED_HINT, Checkpointer, LedgerCheckError, Policy
+from hubd.engine.dirdesk import DirectoryDesk
 from hubd.engine.diskwatch import DiskWatch
 from hubd.engine.dispatch import Dispatcher, DispatchSettings, Job
 from hubd.engine.intake import Ingest
@@ -65,66 +65,6 @@ from schemas.receipts import ReceiptEntry, ReceiptStatus
 log = structlog.get_logger("hubd")
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerPlan:
-    name: str
-    host: str
-    port: int
-    channels: list[str]
-    tls: bool
-    ca: str | None
-    cert: str | None
-    key: str | None
-
-
-def plan_brokers(config: HubConfig, channels: list[str]) -> list[BrokerPlan]:
-    """One connection per distinct broker; channels without their own use the embedded one."""
-    grouped: dict[str, list[str]] = defaultdict(list)
-    external = {}
-    for channel in channels:
-        broker = config.broker_for(channel)
-        if broker is None:
-            if not config.broker.enabled:
-                raise ConfigError(
-                    "hub configuration",
-                    [(f"channels.{channel}", "no broker: give it a url, or enable [broker]")],
-                )
-            grouped["embedded"].append(channel)
-        else:
-            grouped[broker.identity].append(channel)
-            external[broker.identity] = broker
-    plans = []
-    for name, members in grouped.items():
-        if name == "embedded":
-            plans.append(
-                BrokerPlan(
-                    "embedded",
-                    config.broker.host,
-                    config.broker.port,
-                    members,
-                    False,
-                    None,
-                    None,
-                    None,
-                )
-            )
-        else:
-            b = external[name]
-            plans.append(
-                BrokerPlan(
-                    name,
-                    b.host,
-                    b.port,
-                    members,
-                    b.tls,
-                    None if b.ca is None else str(b.ca),
-                    None if b.cert is None else str(b.cert),
-                    None if b.key is None else str(b.key),
-                )
-            )
-    return plans
-
-
 class Hub:
     def __init__(
         self,
@@ -149,6 +89,7 @@ class Hub:
         self.store: Store | None = None
         self.checkpoints: Checkpointer | None = None
         self.ledger_desk: LedgerDesk | None = None
+        self.dirdesk = DirectoryDesk(self.send_in_order)
         self.metrics = HubMetrics(self)
         self.trust = TrustWatch(config, clock)
         self._audits: set[asyncio.Task[None]] = set()
@@ -184,7 +125,9 @@ class Hub:
                 [("", f"cannot read the directory: {exc.strerror}; run 'hubctl directory build'")],
             ) from exc
         try:
-            return verify_directory(frame, self._key.public, now=self.clock(), last_seen=last)
+            return verify_directory(
+                frame, self._key.public, now=self.clock(), last_seen=last, whole_file=True
+            )
         except PeerError as exc:
             raise ConfigError(
                 str(path), [("", f"{exc}; run 'hubctl directory build' to sign a fresh one")]
@@ -236,8 +179,7 @@ class Hub:
             return exc
         previous, self._verified = self._verified, verified
         log.info("directory.reloaded", version=verified.version, orgs=len(verified.directory.orgs))
-        for link in self._links.values():
-            asyncio.get_running_loop().create_task(self._publish_directory(link))
+        asyncio.get_running_loop().create_task(self._serve_directory(verified))
         if previous is not None:
             self._audit(self.trust.reloaded(previous, verified))
         self.trust.warn(verified.directory, when="reload")
@@ -261,11 +203,23 @@ class Hub:
         self._audits.add(task)
         task.add_done_callback(self._audits.discard)
 
+    async def _serve_directory(self, verified: VerifiedDirectory) -> None:
+        """A reloaded directory: derive its root and change, then publish on every link."""
+        await self.dirdesk.serve(verified)
+        for link in self.broker_links():
+            await self._publish_directory(link)
+
     async def _publish_directory(self, link: Link) -> None:
-        assert self._verified is not None  # noqa: S101
+        """The root and its change (what spokes take), and the whole directory while it fits
+        spokes of earlier releases, retained on each channel of ``link``."""
+        served = self.dirdesk.served
+        if served is None or self._verified is None or served.version != self._verified.version:
+            return  # being derived: _serve_directory publishes it when it is ready
         for channel in link.channels:  # never over a newer one of this hub's key (reload it)
             if self.watch is None or not self.watch.holds_newer(channel):
-                await link.publish(topics.directory(channel), self._verified.frame, retain=True)
+                if served.legacy is not None:
+                    await link.publish(topics.directory(channel), served.legacy, retain=True)
+                await link.publish(topics.dirroot(channel), served.publication, retain=True)
 
     async def _on_connected(self, link: Link) -> None:
         """A (re)connected broker gets the retained directory and latest checkpoint again
@@ -285,7 +239,8 @@ class Hub:
 
     def _republish_directory(self, channel: str, frame: bytes) -> None:
         link = self._links.get(channel)
-        if link is not None:
+        served = self.dirdesk.served
+        if link is not None and served is not None and served.legacy == frame:
             link.enqueue(topics.directory(channel), frame, retain=True)
 
     def _publish_checkpoint(self, payload: bytes) -> None:
@@ -317,8 +272,9 @@ class Hub:
 
     async def run(self) -> None:
         config = self.config
-        self._key = self._load_key()
+        self._key = self.dirdesk.key = self._load_key()
         self._verified = self._load_directory()
+        await self.dirdesk.serve(self._verified)  # its root, before any link connects
         directory = self.directory()
         channels = [c.id for c in directory.channels]
         plans = plan_brokers(config, channels)
@@ -407,7 +363,7 @@ class Hub:
             )
             self.dispatcher, self.ingest, self.issuer = dispatcher, ingest, issuer
             desk = LedgerDesk(store, checkpoints, self.directory, self.send_in_order, self.clock)
-            ingest.ledger = self.ledger_desk = desk
+            ingest.ledger, ingest.dirdesk, self.ledger_desk = desk, self.dirdesk, desk
             ingest.on_backlog = self._set_reading
             disk = self.disk = DiskWatch(
                 [config.hub.state_dir, config.spool_dir()],

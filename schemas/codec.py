@@ -57,6 +57,14 @@ HEADER_LIMITS = Limits("header", 512 * 1024, 4096, 1024, 4096, 4096, 4)  # the c
 INNER_LIMITS = Limits("inner record", 1024 * 1024, 64 * 1024, 1024, 10_000, 10_000, 4)
 DIRECTORY_FRAME_LIMITS = Limits("directory frame", 8 * 1024 * 1024, 256, 8 * 1024 * 1024, 16, 16, 2)
 DIRECTORY_LIMITS = Limits("directory", 8 * 1024 * 1024, 4096, 1024, 100_000, 100_000, 6)
+# The whole directory as the hub reads its own file (spokes take its root and entries,
+# schemas.dirtree): a national one, with room to grow.
+DIRECTORY_FILE_FRAME_LIMITS = Limits(
+    "directory file", 256 * 1024 * 1024, 256, 256 * 1024 * 1024, 16, 16, 2
+)
+DIRECTORY_FILE_LIMITS = Limits(
+    "directory file's directory", 256 * 1024 * 1024, 4096, 1024, 1_000_000, 1_000_000, 6
+)
 RECEIPT_FRAME_LIMITS = Limits("receipt frame", 2 * 1024 * 1024, 256, 2 * 1024 * 1024, 16, 16, 2)
 RECEIPT_LIMITS = Limits("receipt batch", 2 * 1024 * 1024, 8192, 1024, 10_000, 10_000, 4)
 

@@ -474,8 +474,8 @@ def sign_directory(directory: Directory, key: SigningKey) -> bytes:
     """Encode and sign ``directory`` with the hub's directory key; returns the frame."""
     directory.check_consistent()
     body = codec.encode(directory.to_wire())
-    if len(body) > codec.DIRECTORY_LIMITS.max_size:
-        raise UsageError(f"the directory is {len(body)} bytes; the limit is 8 MiB")
+    if len(body) > codec.DIRECTORY_FILE_LIMITS.max_size:
+        raise UsageError(f"the directory is {len(body)} bytes; the limit is 256 MiB")
     sig = key.sign(DOMAIN_DIRECTORY, body)
     return codec.encode({"v": 1, "kid": key.kid, "dir": body, "sig": sig})
 
@@ -486,8 +486,10 @@ def verify_directory(
     *,
     now: int | None,
     last_seen: tuple[int, bytes] | None = None,
+    whole_file: bool = False,
 ) -> VerifiedDirectory:
-    """Verify a directory frame against the pinned hub key.
+    """Verify a directory frame against the pinned hub key (``whole_file``: the hub's own
+    file, within the larger limits of a national directory; else as it travels whole).
 
     ``last_seen`` is the (version, digest) the caller accepted before; a lower version is
     a rollback and the same version with other bytes is equivocation. Both are refused,
@@ -495,7 +497,9 @@ def verify_directory(
     """
     try:
         outer = codec.decode_frame(
-            frame, codec.DIRECTORY_FRAME_LIMITS, {"kid": str, "dir": bytes, "sig": bytes}
+            frame,
+            codec.DIRECTORY_FILE_FRAME_LIMITS if whole_file else codec.DIRECTORY_FRAME_LIMITS,
+            {"kid": str, "dir": bytes, "sig": bytes},
         )
     except SchemaError as exc:
         raise DirectoryError(exc.reason, exc.message) from exc
@@ -514,7 +518,10 @@ def verify_directory(
             f"(the frame names key {kid[:16]!r}); refusing it",
         )
     directory = Directory.from_wire(
-        codec.decode_map(body, codec.DIRECTORY_LIMITS), what="directory"
+        codec.decode_map(
+            body, codec.DIRECTORY_FILE_LIMITS if whole_file else codec.DIRECTORY_LIMITS
+        ),
+        what="directory",
     )
     digest = hashlib.sha256(body).digest()
     if last_seen is not None:

@@ -73,6 +73,7 @@ class Reason(StrEnum):
     DIR_EXPIRED = "directory.expired"
     DIR_NOT_YET_VALID = "directory.not_yet_valid"
     DIR_INCONSISTENT = "directory.inconsistent"
+    DIR_BAD_PROOF = "directory.bad_proof"
     # gating (decisions of the hub's router, ARCHITECTURE section 2)
     POLICY_SENDER_NOT_ON_CHANNEL = "policy.sender_not_on_channel"
     POLICY_ARRIVAL_CHANNEL = "policy.arrival_channel_below_label"

@@ -52,6 +52,12 @@ def directory(channel: str) -> str:
     return f"{ROOT}/{check_org_id(channel, what='channel id')}/directory"
 
 
+def dirroot(channel: str) -> str:
+    """Where the hub publishes the directory's signed root and its latest change, retained
+    (schemas.dirtree): what a spoke takes of the directory whatever its size."""
+    return f"{ROOT}/{check_org_id(channel, what='channel id')}/dirroot"
+
+
 def ledger(channel: str) -> str:
     """Where the hub publishes its latest signed ledger checkpoint (schemas.ledger)."""
     return f"{ROOT}/{check_org_id(channel, what='channel id')}/ledger"
@@ -69,9 +75,15 @@ def hub_subscriptions(channel: str) -> tuple[str, ...]:
 
 
 def hub_publications(channel: str) -> tuple[str, ...]:
-    """What the hub writes on ``channel``: every down topic, the directory, the ledger."""
+    """What the hub writes on ``channel``: every down topic, the directory (whole, for
+    spokes of earlier releases, and its root), the ledger."""
     check_org_id(channel, what="channel id")
-    return (f"{ROOT}/{channel}/{Kind.DOWN}/+", directory(channel), ledger(channel))
+    return (
+        f"{ROOT}/{channel}/{Kind.DOWN}/+",
+        directory(channel),
+        dirroot(channel),
+        ledger(channel),
+    )
 
 
 @dataclass(frozen=True, slots=True)

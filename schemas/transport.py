@@ -13,6 +13,10 @@ Each payload is a canonical msgpack array whose first element names its kind:
   on this channel is ``seq``; send what follows, and what waits for me";
 - ``["ask-hello"]``: the hub to a spoke it sees online but never heard a hello from (its
   hello was lost while the hub was away from the broker): "say hello again".
+- ``["dir-get", ask, version, keys]``: a spoke asks for directory entries (``keys``: the
+  canonical array of keys, schemas.dirtree), holding the root of ``version`` (0: none);
+- ``["dir-entries", ask, answer]``: the hub's answer to ask number ``ask``: the entries
+  with their inclusion proofs, the absent keys with their neighbours (schemas.dirtree).
 
 The ledger's evidence (schemas.ledger; docs/wire-format.md, section 12):
 
@@ -119,6 +123,19 @@ class ProofMsg:
 
 
 @dataclass(frozen=True, slots=True)
+class DirGetMsg:
+    ask: int  # the spoke's number for this request, echoed in the answer
+    version: int  # the root version the spoke holds; 0 for none
+    keys: bytes  # canonical array of keys (schemas.dirtree.encode_ask)
+
+
+@dataclass(frozen=True, slots=True)
+class DirEntriesMsg:
+    ask: int
+    answer: bytes  # schemas.dirtree.encode_answer
+
+
+@dataclass(frozen=True, slots=True)
 class CosignMsg:
     size: int
     kid: str
@@ -138,6 +155,8 @@ TransportMsg = (
     | ProveAsk
     | ProofMsg
     | CosignMsg
+    | DirGetMsg
+    | DirEntriesMsg
 )
 PROOF_ENTRIES_LIMITS = codec.Limits(
     "ledger proof entries", 700 * 1024, 8, 700 * 1024, 5000, 1, 2
@@ -170,6 +189,10 @@ def encode(message: TransportMsg) -> bytes:
             return codec.encode(["proof", msg_id, checkpoint, entries, more, refusal])
         case CosignMsg(size, kid, sig):
             return codec.encode(["cosign", size, kid, sig])
+        case DirGetMsg(ask, version, keys):
+            return codec.encode(["dir-get", ask, version, keys])
+        case DirEntriesMsg(ask, answer):
+            return codec.encode(["dir-entries", ask, answer])
 
 
 def _bad(what: str) -> DecodeError:
@@ -218,6 +241,12 @@ def decode(payload: bytes) -> TransportMsg:
             return ProofMsg(msg_id, ckpt, entries, more, refusal)
         case ("cosign", int() as size, str() as kid, bytes() as sig) if _is_offset(size):
             return CosignMsg(size, kid, sig)
+        case ("dir-get", int() as ask, int() as version, bytes() as keys) if (
+            _is_offset(ask) and _is_offset(version) and keys
+        ):
+            return DirGetMsg(ask, version, keys)
+        case ("dir-entries", int() as ask, bytes() as answer) if _is_offset(ask) and answer:
+            return DirEntriesMsg(ask, answer)
     raise _bad(f"a {value[0]!r:.20} message with these {len(value) - 1} fields is not defined")
 
 

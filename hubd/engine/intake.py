@@ -36,6 +36,7 @@ import structlog
 from hubd.engine.answers import Answers, RejectedEntry
 from hubd.engine.arrival import Arrival, Slow, Step, Then
 from hubd.engine.chunks import Chunks
+from hubd.engine.dirdesk import DirectoryDesk
 from hubd.engine.dispatch import Dispatcher, Publish
 from hubd.engine.envelopes import Envelopes
 from hubd.engine.issuer import ReceiptIssuer
@@ -100,6 +101,7 @@ class Ingest:
         self.intake_open = True
         self.turned_away = 0  # messages that arrived while draining
         self.ledger: LedgerDesk | None = None  # answers witnesses (set by the hub)
+        self.dirdesk: DirectoryDesk | None = None  # answers directory requests (set by the hub)
         # REJECTED receipts wait for their ledger entries (Answers.rejections): a pass takes
         # them into its own commit; rejections made outside a pass are committed together
         # soon after.
@@ -327,6 +329,11 @@ class Ingest:
                 return None
             case transport.ChunkMsg():
                 return self._chunks.chunk_now(arrival, message)
+            case transport.DirGetMsg():
+                dirdesk = self.dirdesk
+                if dirdesk is not None and self._directory().org(arrival.org) is not None:
+                    dirdesk.answer_now(arrival, message)
+                return None
             case transport.ConsistencyAsk() | transport.ProveAsk() | transport.CosignMsg():
                 desk = self.ledger
                 if desk is None or self._directory().org(arrival.org) is None:

@@ -73,7 +73,9 @@ def hub_keys(config: Path | None, hub_key: Path | None) -> HubKeys:
     except sources.RouteError as exc:
         return HubKeys(keys, None, f"{exc}; give --config or --hub-key")
     try:
-        verified = verify_directory(where.directory.read_bytes(), where.hub_public, now=None)
+        verified = verify_directory(
+            where.directory.read_bytes(), where.hub_public, now=None, whole_file=True
+        )
     except (OSError, ValueError, XchgError):
         verified = None
     if not keys:

@@ -149,6 +149,7 @@ def acl_text(topology: Topology, channels: Sequence[str]) -> str:
                     f"topic write {topics.presence(channel, org_id)}",
                     f"topic read {topics.down(channel, org_id)}",
                     f"topic read {topics.directory(channel)}",
+                    f"topic read {topics.dirroot(channel)}",
                     f"topic read {topics.ledger(channel)}",
                 ]
     return "\n".join(lines) + "\n"

@@ -114,7 +114,7 @@ def awaiting_lines(awaiting: tuple[str, ...]) -> list[str]:
 
 
 def read_directory(path: Path, hub_public: bytes, *, now: int) -> VerifiedDirectory:
-    return verify_directory(path.read_bytes(), hub_public, now=now)
+    return verify_directory(path.read_bytes(), hub_public, now=now, whole_file=True)
 
 
 DEFAULT_OVERLAP_MS = 7 * DAY_MS
@@ -209,7 +209,7 @@ def build_and_sign(
     frame = sign_directory(directory, hub_key)
     atomic_write(out, frame, mode=PUBLIC_MODE)
     return Built(
-        verify_directory(frame, hub_key.public, now=now),
+        verify_directory(frame, hub_key.public, now=now, whole_file=True),
         windows.notable,
         tuple(k for k in revoked if k not in before),
         previous_version,
@@ -295,7 +295,7 @@ def _previous(out: Path, hub_key: SigningKey) -> VerifiedDirectory | None:
     if not out.exists():
         return None
     try:
-        return verify_directory(out.read_bytes(), hub_key.public, now=None)
+        return verify_directory(out.read_bytes(), hub_key.public, now=None, whole_file=True)
     except XchgError as exc:
         raise ValueError(
             f"{out} exists but does not verify with hub key {hub_key.kid} ({exc}); its "

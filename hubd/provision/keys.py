@@ -242,7 +242,9 @@ def keys_list(
         if org is not None:
             check_org_id(org, what="organisation")
         where = sources.resolve(config, directory, hub_pub)
-        verified = verify_directory(where.directory.read_bytes(), where.hub_public, now=None)
+        verified = verify_directory(
+            where.directory.read_bytes(), where.hub_public, now=None, whole_file=True
+        )
         register = reasons(load_register(register_path(where.directory)))
     except (OSError, ValueError, XchgError) as exc:
         raise fail("hubctl keys list", exc) from exc

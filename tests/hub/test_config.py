@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hubd.config import HubConfig, load_config
-from hubd.daemon import BrokerPlan, plan_brokers
+from hubd.engine.brokerplan import BrokerPlan, plan_brokers
 from runtime.brokers import BrokerURL
 from schemas.errors import ConfigError
 from tests.world import REPO

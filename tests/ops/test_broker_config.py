@@ -142,6 +142,7 @@ def test_acl_lets_each_spoke_use_only_its_own_topics_and_the_hub_all(topology: T
         "topic read xchg/v1/govnet/directory",
         "topic write xchg/v1/govnet/down/+",
         "topic write xchg/v1/govnet/directory",
+        "topic write xchg/v1/govnet/dirroot",
         "topic write xchg/v1/govnet/ledger",
     ]
     assert blocks["user jl.cc"].splitlines()[2:] == [
@@ -149,6 +150,7 @@ def test_acl_lets_each_spoke_use_only_its_own_topics_and_the_hub_all(topology: T
         "topic write xchg/v1/govnet/presence/jl.cc",
         "topic read xchg/v1/govnet/down/jl.cc",
         "topic read xchg/v1/govnet/directory",
+        "topic read xchg/v1/govnet/dirroot",
         "topic read xchg/v1/govnet/ledger",
     ]
     # every organisation on govnet, and nobody else, has a block

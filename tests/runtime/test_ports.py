@@ -20,4 +20,3 @@ def test_a_free_port_can_be_bound_without_reuse_address() -> None:
         server.bind(("127.0.0.1", port))
         server.listen()
         assert server.getsockname()[1] == port
-

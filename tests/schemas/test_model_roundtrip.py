@@ -30,6 +30,16 @@ from schemas.directory import (
     OrgEntry,
     OrgLevel,
 )
+from schemas.dirtree import (
+    DELTA_LIMITS,
+    ENTRY_LIMITS,
+    ROOT_LIMITS,
+    DirDelta,
+    DirectoryTree,
+    DirRoot,
+    GroupPage,
+    derive_root,
+)
 from schemas.envelope import (
     CHUNK_OVERHEAD,
     CHUNK_PLAIN,
@@ -363,6 +373,28 @@ def directories(draw: st.DrawFn) -> Directory:
     )
 
 
+dir_roots = directories().map(
+    lambda d: derive_root(d, bytes(32), DirectoryTree.of(d))
+)  # a root is a function of its directory
+dir_deltas = st.builds(
+    DirDelta,
+    v=st.just(1),
+    version=st.integers(min_value=2, max_value=MAX_WIRE_INT),
+    prior=st.integers(min_value=1, max_value=MAX_WIRE_INT),
+    prior_root=sha256s,
+    changed=org_id_lists().map(tuple),
+)
+group_pages = st.builds(
+    GroupPage,
+    id=org_ids(),
+    name_zh=short_texts,
+    name_en=short_texts,
+    page=st.integers(min_value=0, max_value=999_999),
+    pages=st.integers(min_value=1, max_value=1_000_000),
+    members=org_id_lists().map(tuple),
+)
+
+
 # ---------------------------------------------------------------------------- the table
 
 # Every wire record, a strategy for valid instances and the limits of the record that
@@ -380,6 +412,9 @@ ROUND_TRIPS: dict[type[WireModel], tuple[st.SearchStrategy[WireModel], Limits]] 
     OrgEntry: (org_entries, codec.DIRECTORY_LIMITS),
     GroupEntry: (group_entries, codec.DIRECTORY_LIMITS),
     Directory: (directories(), codec.DIRECTORY_LIMITS),
+    DirRoot: (dir_roots, ROOT_LIMITS),
+    DirDelta: (dir_deltas, DELTA_LIMITS),
+    GroupPage: (group_pages, ENTRY_LIMITS),
 }
 MODELS = list(ROUND_TRIPS)
 MODEL_IDS = [model.__name__ for model in MODELS]
