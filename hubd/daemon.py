@@ -93,6 +93,8 @@ class Hub:
         self.metrics = HubMetrics(self)
         self.trust = TrustWatch(config, clock)
         self._audits: set[asyncio.Task[None]] = set()
+        self._reloading = asyncio.Lock()
+        self._reloads: set[asyncio.Task[ConfigError | None]] = set()
         self.status_page: StatusPage | None = None
         self.disk: DiskWatch | None = None
         self.watch: BrokerWatch | None = None
@@ -160,11 +162,22 @@ class Hub:
         assert self._verified is not None  # noqa: S101 - loaded before serving
         return self._verified.directory
 
-    def reload(self) -> ConfigError | None:
-        """SIGHUP (and ``hubctl directory publish``): re-read and re-verify the directory;
-        keep the old one if the new is bad. Returns why it was refused, or None."""
+    def _reload_soon(self) -> None:
+        """SIGHUP: reload in a task (a national directory takes seconds to verify)."""
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> ConfigError | None:
+        """SIGHUP (and ``hubctl directory publish``): re-read and re-verify the directory
+        in a worker thread, one reload at a time; keep the old one if the new is bad.
+        Returns why it was refused, or None."""
+        async with self._reloading:
+            return await self._reload()
+
+    async def _reload(self) -> ConfigError | None:
         try:
-            verified = self._load_directory()
+            verified = await asyncio.to_thread(self._load_directory)
         except ConfigError as exc:  # expected: one event with the reason, no traceback
             cause = exc.__cause__
             kept = None if self._verified is None else self._verified.version
@@ -281,7 +294,7 @@ class Hub:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         try:
             await self._serve(plans)
         finally:

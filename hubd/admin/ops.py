@@ -46,7 +46,7 @@ class RunningHub(Protocol):
     @property
     def draining(self) -> bool: ...
 
-    def reload(self) -> ConfigError | None: ...
+    async def reload(self) -> ConfigError | None: ...
 
 
 class HubAdmin:
@@ -135,7 +135,7 @@ class HubAdmin:
     async def publish_directory(self, peer: Peer) -> dict[str, Any]:
         hub, store = self._hub, self._hub.store
         before = hub.current_directory
-        problem = hub.reload()
+        problem = await hub.reload()
         now = hub.current_directory
         if problem is not None or now is None:
             self._logged(peer, Op.DIRECTORY_PUBLISH, "refused")
