@@ -19,6 +19,7 @@ import structlog
 from hubd.engine.arrival import Arrival, Slow, Step
 from hubd.engine.dispatch import Dispatcher, Publish
 from hubd.engine.issuer import ReceiptIssuer
+from hubd.engine.stormlog import StormLog
 from schemas import topics, transport
 from schemas.directory import Directory
 
@@ -43,6 +44,7 @@ class Presence:
         # arrival) must not revive the spoke.
         self._offline_at: dict[tuple[str, str], int] = {}
         self._hello_at: dict[tuple[str, str], int] = {}  # when (place in the read order)
+        self.hellos = StormLog(log)  # counted, not one line each, in a reconnect storm
 
     def on_presence(self, channel: str, org: str, payload: bytes, n: int) -> None:
         """A presence message, handled on arrival (``n``: its place in the read order)."""
@@ -83,7 +85,9 @@ class Presence:
             return None
         self._dispatcher.set_online(arrival.channel, arrival.org, online=True)
         self._hello_at[(arrival.channel, arrival.org)] = arrival.n
-        log.info("spoke.hello", org=arrival.org, channel=arrival.channel, last_seq=message.last_seq)
+        self.hellos.info(
+            "spoke.hello", org=arrival.org, channel=arrival.channel, last_seq=message.last_seq
+        )
         if not self._issuer.owes(arrival.org, arrival.channel, message.last_seq):
             return None  # it holds every numbered batch: answered, no store read
         return Slow(functools.partial(self._replay, arrival, message.last_seq))
