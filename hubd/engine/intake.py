@@ -206,6 +206,7 @@ class Ingest:
                 await self._wakeup
                 self._wakeup = None
         # the task group waited for every commit and slow message still under way
+        self._presence.hellos.summarise()  # hellos counted in a storm, before the hub stops
 
     async def _close_on(self, stop: asyncio.Event) -> None:
         await stop.wait()

@@ -10,6 +10,15 @@ durable, numbered receipt outbox, and a spoke's
 
 One signature per flush and destination: entries for the same (organisation, channel)
 gathered over a few milliseconds share a batch.
+
+A hello costs a store read only when the spoke is behind: the store keeps the last number
+it committed per (organisation, channel) in memory (loaded in one query at open), and a
+hello naming that number has nothing to be sent again. Why that is exact while batches are
+being numbered: a batch's number becomes visible (:meth:`Store.numbered`) when its commit
+is durable, and the batch is handed to the connection only after that. A batch whose
+commit is still under way when the hello is checked is handed over after the hello was
+read, to a spoke that subscribed before it said hello; one already visible is read again
+(a repeat the spoke drops). Hellos that are behind and arrive together share one read.
 """
 
 from __future__ import annotations
@@ -17,9 +26,11 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from hubd.engine.dispatch import Publish
 from hubd.store import tables as t
@@ -37,6 +48,21 @@ log = structlog.get_logger("hubd.receipts")
 # ordering is what lets an ACCEPTED go out before a forwarded DELIVERED without holding
 # anything across an await.
 Clock = Callable[[], int]
+# Spokes asking for a replay served by one read. Each adds three terms to one OR: SQLite's
+# expression depth (1000) and parameter limits stay far away.
+REPLAY_READ_MAX: Final = 200
+
+
+@dataclass(slots=True)
+class _Asked:
+    """A behind spoke's replay, waiting for the next shared read; the future gets a count."""
+
+    dest: str
+    channel: str
+    after: int
+    done: asyncio.Future[int] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class ReceiptIssuer:
@@ -62,6 +88,8 @@ class ReceiptIssuer:
         self._pending: dict[tuple[str, str, bool], list[ReceiptEntry]] = defaultdict(list)
         self._wakeup = asyncio.Event()
         self.sent_batches = 0
+        self._asked: list[_Asked] = []  # replays waiting for the next shared read
+        self._reading = False  # a replay's caller is reading for everyone asked so far
 
     def set_key(self, key: SigningKey) -> None:
         self._key = key
@@ -149,12 +177,19 @@ class ReceiptIssuer:
         if not acked.cancelled() and acked.exception() is None and acked.result():
             self.sent_batches += 1
 
+    def owes(self, dest: str, channel: str, after: int) -> bool:
+        """Whether a hello from ``dest`` naming ``after`` needs :meth:`replay`: the store
+        numbered batches after it, or never wrote ``after`` (a store restored from a backup).
+        In memory: a spoke that holds every batch costs nothing more."""
+        return after != self._store.numbered(dest, channel)
+
     async def replay(self, dest: str, channel: str, after: int) -> int:
         """Send ``dest`` every numbered batch after ``after`` on ``channel``; returns how many.
 
         A spoke that holds a number the store never wrote (a store restored from a backup)
         would take the next batches, numbered again from the store's last, for repeats: the
-        numbering continues after the spoke's number instead.
+        numbering continues after the spoke's number instead. Nothing is read when the store
+        numbered nothing after ``after``; replays asked for while a read runs share the next.
         """
         held = self._store.numbered(dest, channel)
         if after > held and await self._store.submit(
@@ -167,17 +202,76 @@ class ReceiptIssuer:
                 store_had=held,
                 spoke_holds=after,
             )
-        rows = await self._store.read(
-            select(t.receipt_outbox.c.seq, t.receipt_outbox.c.frame)
-            .where(
-                t.receipt_outbox.c.dest == dest,
-                t.receipt_outbox.c.channel == channel,
-                t.receipt_outbox.c.seq > after,
+        if after >= held:
+            return 0  # what is numbered from now on is handed over live (module docstring)
+        asked = _Asked(dest, channel, after)
+        self._asked.append(asked)
+        if not self._reading:
+            self._reading = True
+            try:
+                await asyncio.sleep(0)  # the other replays this pass started ask first
+                while self._asked:
+                    batch = self._asked[:REPLAY_READ_MAX]
+                    del self._asked[:REPLAY_READ_MAX]
+                    await self._read_for(batch)
+            except BaseException:
+                if asked.done.done():
+                    asked.done.exception()  # seen: this caller is cancelled, not waiting
+                raise
+            finally:
+                self._reading = False
+                self._abandon(self._asked)  # the reader was cancelled (the hub stops)
+                self._asked = []
+        return await asked.done
+
+    async def _read_for(self, batch: list[_Asked]) -> None:
+        """One read for every replay in ``batch``; each is handed its batches in order."""
+        outbox = t.receipt_outbox.c
+        wanted = or_(
+            *(
+                and_(outbox.dest == a.dest, outbox.channel == a.channel, outbox.seq > a.after)
+                for a in batch
             )
-            .order_by(t.receipt_outbox.c.seq)
         )
-        for seq, frame in rows:  # handed over in order; not waited for (see Ingest._send_resume)
-            self._hand_over(dest, channel, bytes(frame), int(seq))
-        if rows:
-            log.info("receipts.replayed", org=dest, channel=channel, after=after, count=len(rows))
-        return len(rows)
+        try:
+            rows = await self._store.read(
+                select(outbox.dest, outbox.channel, outbox.seq, outbox.frame)
+                .where(wanted)
+                .order_by(outbox.dest, outbox.channel, outbox.seq)
+            )
+        except Exception as exc:  # noqa: BLE001 - handed on to every caller sharing the read
+            self._abandon(batch, exc)
+            return
+        except BaseException:
+            self._abandon(batch)
+            raise
+        found: dict[tuple[str, str], list[tuple[int, bytes]]] = defaultdict(list)
+        for dest, channel, seq, frame in rows:
+            found[(dest, channel)].append((int(seq), bytes(frame)))
+        for a in batch:
+            mine = [
+                (seq, frame) for seq, frame in found.get((a.dest, a.channel), ()) if seq > a.after
+            ]
+            for seq, frame in mine:  # handed over in order; not waited for
+                self._hand_over(a.dest, a.channel, frame, seq)
+            if mine:
+                log.info(
+                    "receipts.replayed",
+                    org=a.dest,
+                    channel=a.channel,
+                    after=a.after,
+                    count=len(mine),
+                )
+            if not a.done.done():
+                a.done.set_result(len(mine))
+
+    @staticmethod
+    def _abandon(batch: list[_Asked], exc: Exception | None = None) -> None:
+        """Replays that will not be read: their callers hear why (a store error, or the
+        read cut short), never wait for ever."""
+        for a in batch:
+            if a.done.done():
+                continue
+            a.done.set_exception(
+                exc or StoreError("the replay's read was cut short", retriable=True)
+            )

@@ -1,6 +1,7 @@
 """Spokes coming and going: presence messages (online, and the will), and their hellos.
 
-A spoke's hello says which numbered receipt batch it last holds; the hub sends it the rest.
+A spoke's hello says which numbered receipt batch it last holds; the hub sends it the rest
+(only a spoke that is behind costs a store read: :mod:`hubd.engine.issuer`).
 A hello read before the spoke's latest "offline" is out of date and must not revive it,
 and a spoke seen online that says no hello is asked for one (its hello may have gone out
 while this hub was away from the broker).
@@ -18,6 +19,7 @@ import structlog
 from hubd.engine.arrival import Arrival, Slow, Step
 from hubd.engine.dispatch import Dispatcher, Publish
 from hubd.engine.issuer import ReceiptIssuer
+from hubd.engine.stormlog import StormLog
 from schemas import topics, transport
 from schemas.directory import Directory
 
@@ -42,6 +44,7 @@ class Presence:
         # arrival) must not revive the spoke.
         self._offline_at: dict[tuple[str, str], int] = {}
         self._hello_at: dict[tuple[str, str], int] = {}  # when (place in the read order)
+        self.hellos = StormLog(log)  # counted, not one line each, in a reconnect storm
 
     def on_presence(self, channel: str, org: str, payload: bytes, n: int) -> None:
         """A presence message, handled on arrival (``n``: its place in the read order)."""
@@ -82,8 +85,12 @@ class Presence:
             return None
         self._dispatcher.set_online(arrival.channel, arrival.org, online=True)
         self._hello_at[(arrival.channel, arrival.org)] = arrival.n
-        return Slow(functools.partial(self._hello, arrival, message.last_seq))
+        self.hellos.info(
+            "spoke.hello", org=arrival.org, channel=arrival.channel, last_seq=message.last_seq
+        )
+        if not self._issuer.owes(arrival.org, arrival.channel, message.last_seq):
+            return None  # it holds every numbered batch: answered, no store read
+        return Slow(functools.partial(self._replay, arrival, message.last_seq))
 
-    async def _hello(self, arrival: Arrival, last_seq: int) -> None:
-        log.info("spoke.hello", org=arrival.org, channel=arrival.channel, last_seq=last_seq)
+    async def _replay(self, arrival: Arrival, last_seq: int) -> None:
         await self._issuer.replay(arrival.org, arrival.channel, last_seq)  # what it missed

@@ -101,6 +101,7 @@ class Store:
         self._tree = merkle.Frontier()  # the ledger's Merkle tree, right edge only
         self._outbox_seq: dict[tuple[str, str], int] = {}
         self.commits = 0  # transactions written (for metrics and the benchmark)
+        self.reads = 0  # reads on the reader connection (tests count what a path costs)
         self._last_commit_failed = False
 
     async def __aenter__(self) -> Store:
@@ -281,6 +282,7 @@ class Store:
         """Run one read on the reader connection (never the writer's)."""
         if self._reader is None:
             raise ClosedResourceError("the store is closed")
+        self.reads += 1
         async with self._read_lock:
             result = list((await self._reader.execute(statement)).all())
             await self._reader.rollback()  # end the read transaction: see new commits next time
@@ -291,6 +293,7 @@ class Store:
         under the read lock, its read transaction ended after it, as :meth:`read`."""
         if self._reader is None:
             raise ClosedResourceError("the store is closed")
+        self.reads += 1
         async with self._read_lock:
             try:
                 return await self._reader.run_sync(fn, *args)
