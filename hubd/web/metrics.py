@@ -262,7 +262,9 @@ class HubCollector(Collector):
                         if dispatcher is None
                         else dispatcher.spokes.state(channel, org.id)[0]
                     )
-                    tally = counts.setdefault(channel, Counter())
+                    tally = counts.get(channel)
+                    if tally is None:  # a channel the directory does not describe
+                        tally = counts[channel] = Counter()
                     tally[state] += 1
                     tally["stranded"] += state == "offline" and (org.id, channel) in waiting
                     if each:

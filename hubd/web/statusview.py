@@ -374,7 +374,9 @@ def build_snapshot(
         words[org_state(states)] += 1
         awaiting = org.id in facts.awaiting
         for channel, state in zip(org.channels, states, strict=True):
-            counts = per_channel.setdefault(channel, Counter())
+            counts = per_channel.get(channel)
+            if counts is None:  # a channel the directory does not describe
+                counts = per_channel[channel] = Counter()
             counts[state] += 1
             counts["provisioned"] += 1
             counts["awaiting_keys"] += awaiting
