@@ -25,7 +25,8 @@ from schemas.directory import Directory, OrgEntry
 from schemas.labels import Precedence
 from schemas.receipts import ReceiptStatus
 from tests.hub.conftest import SpokeSpawner
-from tests.hubproc import HubProcess
+from tests.hubproc import HubProcess, live_directory
+from tests.national import national_directory
 from tests.ops.chromium import Chromium, cjk_font_or_skip
 from tests.ops.test_metrics import FAST_DEATH, WITHIN
 from tests.spokesim import SimSpoke
@@ -152,6 +153,56 @@ async def open_tree(browser: Chromium, orgs: int) -> int:
     await browser.evaluate("document.querySelector('#tree-panel > summary').click()")
     await browser.wait_for(f"{OPEN_NEXT} === {orgs}", "every level of the tree opened")
     return int(closed_rows)
+
+
+def rows_with(org: str, count: int) -> str:
+    """A page expression: true once the tree has ``count`` rows and one for ``org``."""
+    return (
+        f"document.querySelectorAll('tr[data-org]').length === {count} && {row_state(org)} !== null"
+    )
+
+
+def opener(org: str) -> str:
+    selector = f"tr[data-org={json.dumps(org)}] button.toggle"
+    return f"document.querySelector({json.dumps(selector)}).click()"
+
+
+async def test_a_large_tree_is_read_a_level_and_a_hundred_at_a_time(
+    world: World, tmp_path: Path
+) -> None:
+    cjk_font_or_skip()
+    directory = national_directory(live_directory(world), 1_200)
+    below_cc = [o.id for o in directory.orgs if o.parent == "jl.cc"]  # 3 + 100 counties
+    hub = HubProcess(tmp_path / "hub", world.hub_key, directory).start()
+    try:
+        async with Chromium(tmp_path / "chromium") as browser:
+            await browser.open(f"http://127.0.0.1:{hub.metrics_port}/")
+            await browser.wait_for(
+                "document.getElementById('ready')?.textContent.startsWith('READY') ?? false",
+                "the summary",
+            )
+            await browser.evaluate("document.querySelector('#tree-panel > summary').click()")
+            await browser.wait_for(rows_with("cn.gov", 3), "the top level: three roots")
+            await browser.evaluate(opener("cn.gov"))
+            await browser.wait_for(rows_with("jl.gov", 4), "the province below the State Council")
+            await browser.evaluate(opener("jl.gov"))
+            await browser.wait_for(rows_with("jl.cc", 18), "nine prefectures, five departments")
+            await browser.evaluate(opener("jl.cc"))
+            await browser.wait_for(rows_with(below_cc[99], 118), "the first hundred below jl.cc")
+            more = await browser.evaluate("document.querySelector('tr.more')?.textContent")
+            await browser.evaluate("document.querySelector('tr.more button').click()")
+            await browser.wait_for(rows_with(below_cc[-1], 121), "the last three below jl.cc")
+            left = await browser.evaluate("document.querySelectorAll('tr.more').length")
+            spokes = await browser.evaluate("document.querySelector('#tiles .tile').textContent")
+
+            assert browser.exceptions == [], browser.exceptions
+    finally:
+        hub.stop()
+
+    assert len(below_cc) == 103
+    assert "show 3 more of 3" in more
+    assert left == 0
+    assert "0 / 1200" in spokes
 
 
 def _tree_order(directory: Directory) -> list[OrgEntry]:
