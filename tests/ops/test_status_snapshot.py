@@ -495,3 +495,80 @@ def test_without_a_directory_the_snapshot_still_carries_readiness_and_queues() -
     assert snap["directory"] is None
     assert snap["pending"]["total"] == 1
     assert snap["readiness"] == READY
+
+
+# ---------------------------------------------------------------------------- attention
+
+DAY = 86_400_000
+
+
+@pytest.mark.parametrize(
+    ("online", "waiting", "dead", "keys_until", "reasons"),
+    [
+        (True, 0, 0, None, []),  # healthy: not listed, only counted
+        (True, 2, 0, None, []),  # online, its deliveries on their way
+        (False, 2, 0, None, ["offline_waiting"]),
+        (False, 0, 0, None, ["offline"]),
+        (None, 2, 0, None, ["unseen_waiting"]),
+        (None, 0, 0, None, []),  # no spoke yet, nothing for it: counted as not seen
+        (True, 0, 3, None, ["dead_letters"]),
+        (True, 0, 0, NOW + 2 * DAY, ["keys_expiring"]),
+        (True, 0, 0, NOW - 1, ["keys_expired"]),
+        (False, 1, 1, NOW + DAY, ["offline_waiting", "dead_letters", "keys_expiring"]),
+    ],
+)
+def test_an_organisation_needs_attention_for_each_of_its_reasons_most_pressing_first(
+    world: World,
+    *,
+    online: bool | None,
+    waiting: int,
+    dead: int,
+    keys_until: int | None,
+    reasons: list[str],
+) -> None:
+    presence = {} if online is None else {("govnet", "jl.jl"): (online, NOW - 9_000)}
+    given: dict[str, Any] = {
+        "presence": presence,
+        "pending": [job(n + 1, "jl.jl") for n in range(waiting)],
+        "dead": DeadLetters(dead, 0, (), by_org={"jl.jl": dead} if dead else {}),
+        "expiring": {} if keys_until is None else {"jl.jl": keys_until},
+    }
+
+    row = nodes(world.directory, **given)["jl.jl"]
+    listed = {o["id"]: o for o in snapshot(world.directory, **given)["attention"]["orgs"]}
+
+    assert row["attention"] == reasons
+    assert ("jl.jl" in listed) is bool(reasons)
+
+
+def test_a_lost_broker_makes_presence_unknown_a_reason_of_its_own(world: World) -> None:
+    book = PresenceBook(lambda: NOW)
+    book.set("govnet", "jl.jl", online=True)
+    book.lost(["govnet"])
+
+    rows = nodes(world.directory, book=book, pending=[job(1, "jl.jl")])
+    summary = snapshot(world.directory, book=book, pending=[job(1, "jl.jl")])
+
+    assert rows["jl.jl"]["attention"] == ["unknown_waiting"]
+    assert rows["jl.cc"]["attention"] == ["unknown"]
+    assert summary["attention"]["orgs"][0]["id"] == "jl.jl", "something waits for it"
+    on_govnet = sum("govnet" in o.channels for o in world.directory.orgs)
+    assert summary["attention"]["by_reason"]["unknown"] == on_govnet - 1  # all but jl.jl
+
+
+def test_organisations_listed_before_their_keys_came_are_counted_and_named(
+    world: World,
+) -> None:
+    orgs = tuple(
+        o.model_copy(update={"sign_keys": (), "enc_keys": ()}) if o.id == "jl.yb.tumen" else o
+        for o in world.directory.orgs
+    )
+    directory = Directory.model_construct(**{**dict(world.directory), "orgs": orgs})
+
+    summary = snapshot(directory)
+
+    assert summary["spokes"]["awaiting_keys"] == 1
+    govnet = next(c for c in summary["channels"] if c["id"] == "govnet")
+    assert govnet["awaiting_keys"] == 1
+    assert [o["id"] for o in summary["attention"]["orgs"]] == ["jl.yb.tumen"]
+    assert summary["attention"]["orgs"][0]["awaiting_keys"] is True
