@@ -25,7 +25,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Mapping
 from importlib import resources
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import parse_qs
 
 import structlog
@@ -334,15 +334,17 @@ def _tags(header: str) -> list[str]:
 def tree_query(query: str) -> tuple[str | None, int, int] | Response:
     """(under, offset, limit) from ``/status/orgs.json``'s query, or the 400 saying what
     is wrong with it."""
+    problem = None
+    values: dict[str, str] = {}
     try:
         fields = parse_qs(query, max_num_fields=8, strict_parsing=bool(query))
-    except ValueError:
-        fields = {"": ["?"]}
-    unknown = sorted(set(fields) - {"under", "offset", "limit"})
-    values: dict[str, Any] = {k: v[-1] for k, v in fields.items()}
-    problem = None
-    if unknown:
-        problem = f"unknown parameter {unknown[0][:40]!r}; it takes under, offset and limit"
+    except ValueError:  # over 8 fields, or a field that is not name=value
+        problem = "it takes at most under, offset and limit, each as name=value"
+    else:
+        values = {name: found[-1] for name, found in fields.items()}
+        unknown = sorted(set(values) - {"under", "offset", "limit"})
+        if unknown:
+            problem = f"unknown parameter {unknown[0][:40]!r}; it takes under, offset and limit"
     for name, low, high in (("offset", 0, 10**9), ("limit", 1, PAGE_MAX)):
         text = values.get(name)
         if text is None or problem:

@@ -411,8 +411,10 @@ ORG_STATES = ("online", "partial", "offline", "unknown", "unseen", "none")
 def _unlisted(facts: Facts) -> dict[str, Any]:
     """Deliveries to organisations the directory no longer lists (a reload removed them):
     shown apart, never silently left out of the counts."""
-    listed = set() if facts.directory is None else {org.id for org in facts.directory.orgs}
-    stray = sorted(r for r in facts.by_recipient if facts.directory and r not in listed)
+    if facts.directory is None:  # nothing to hold the recipients against yet
+        return {"recipients": [], "more": 0}
+    listed = {org.id for org in facts.directory.orgs}
+    stray = sorted(r for r in facts.by_recipient if r not in listed)
     return {
         "recipients": [
             {"recipient": r, **facts.by_recipient[r].as_json(facts.at)}

@@ -291,6 +291,8 @@ async def test_a_tree_page_is_one_level_below_the_organisation_asked_for(world: 
         ("offset=x", 400, "offset must be a whole number"),
         ("under=jl.cc&depth=9", 400, "unknown parameter 'depth'"),
         ("under=zz.nowhere", 404, "'zz.nowhere' is not in directory v"),
+        ("under", 400, "each as name=value"),
+        ("&".join(["limit=1"] * 9), 400, "at most under, offset and limit"),
     ],
 )
 async def test_a_tree_query_that_cannot_be_answered_says_what_to_ask(
