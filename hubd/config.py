@@ -134,6 +134,10 @@ class Metrics(_Section):
 
     listen: str = "127.0.0.1:9464"  # loopback by default; "" turns all of them off
     status_page: bool = True  # GET / and /status.json on the same listener; false: 404
+    # govxchg_spoke_up and govxchg_spoke_presence_known, a series per organisation and
+    # channel: "auto" while the directory lists fewer than hubd.web.metrics.PER_ORG_AUTO
+    # organisations (1,000), true or false always. Aggregates per channel are always there.
+    per_organisation: Literal["auto"] | bool = "auto"
 
     @field_validator("listen")
     @classmethod

@@ -38,7 +38,7 @@ from hubd.engine.jobrows import job_query, jobs_from_rows
 from hubd.engine.ledgerdesk import LedgerDesk
 from hubd.engine.retention import Retention
 from hubd.engine.sdnotify import Notifier
-from hubd.engine.trustwatch import TrustWatch
+from hubd.engine.trustwatch import TrustWatch, horizons_of
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
@@ -90,7 +90,7 @@ class Hub:
         self.checkpoints: Checkpointer | None = None
         self.ledger_desk: LedgerDesk | None = None
         self.dirdesk = DirectoryDesk(self.send_in_order)
-        self.metrics = HubMetrics(self)
+        self.metrics = HubMetrics(self, per_organisation=config.metrics.per_organisation)
         self.trust = TrustWatch(config, clock)
         self._audits: set[asyncio.Task[None]] = set()
         self._reloading = asyncio.Lock()
@@ -310,7 +310,9 @@ class Hub:
             stack.callback((await self._state_lock()).release)  # first: one hub per folder
             if config.metrics.enabled:  # first: /healthz says 503 while the rest starts
                 if config.metrics.status_page:
-                    self.status_page = StatusPage(self, clock=self.clock)
+                    self.status_page = StatusPage(
+                        self, clock=self.clock, horizons=horizons_of(config)
+                    )
                 await stack.enter_async_context(
                     MetricsServer(
                         config.metrics.host,

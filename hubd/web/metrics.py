@@ -6,10 +6,14 @@ message path pays for nothing but counters it keeps anyway and one histogram obs
 per DELIVERED. The metrics live in a registry of their own, never prometheus_client's
 global one, so nothing else in the process (or a second hub in a test) can leak into it.
 
-Labels come only from closed sets (outcomes, precedences, classifications) and from the
-channels and organisation ids of the verified directory: never a title, never a value a
-peer chose (a presence message for an organisation that is not in the directory adds no
-series). docs/operations.md, "Metrics and health", lists every metric.
+Labels come only from closed sets (outcomes, precedences, classifications, presence
+states) and from the channels and organisation ids of the verified directory: never a
+title, never a value a peer chose (a presence message for an organisation that is not in
+the directory adds no series). The series per organisation (``govxchg_spoke_up``,
+``govxchg_spoke_presence_known``) are there only while ``[metrics] per_organisation``
+says so ("auto": below :data:`PER_ORG_AUTO` organisations): with a national directory
+they would be tens of thousands per scrape, and the aggregates per channel say what an
+alert needs. docs/operations.md, "Metrics and health", lists every metric.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import importlib.metadata
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -54,6 +58,9 @@ LATENCY_BUCKETS = (
     300.0,
 )
 OUTCOMES = ("accepted", "rejected", "quarantined")  # the keys of Ingest.counts
+PRESENCE = ("online", "offline", "unseen", "unknown")  # PresenceBook.state's words
+PER_ORG_AUTO = 1000  # "auto": series per organisation below this many organisations
+PerOrganisation = Literal["auto"] | bool
 
 
 def build_version() -> str:
@@ -96,9 +103,16 @@ class HubView(Protocol):
 class HubCollector(Collector):
     """Builds every metric but the latency histogram from the hub's state, per scrape."""
 
-    def __init__(self, view: HubView) -> None:
+    def __init__(self, view: HubView, *, per_organisation: PerOrganisation = "auto") -> None:
         self._view = view
         self._version = build_version()
+        self._per_organisation = per_organisation
+
+    def per_organisation(self, directory: Directory) -> bool:
+        """Whether this scrape carries the series per organisation."""
+        if self._per_organisation == "auto":
+            return len(directory.orgs) < PER_ORG_AUTO
+        return self._per_organisation
 
     def collect(self) -> Iterator[Metric]:
         yield from self._messages()
@@ -210,20 +224,37 @@ class HubCollector(Collector):
             "Organisations of the directory whose spoke is online on the channel.",
             labels=["channel"],
         )
+        spokes = GaugeMetricFamily(
+            "govxchg_spokes",
+            "Organisations of the directory provisioned on the channel, by their spoke's "
+            "presence there: online, offline, unseen (never heard of), unknown (the hub's "
+            "link to the channel's broker is down).",
+            labels=["channel", "state"],
+        )
+        stranded = GaugeMetricFamily(
+            "govxchg_spokes_offline_waiting",
+            "Organisations offline on the channel with deliveries waiting for them there.",
+            labels=["channel"],
+        )
         up = GaugeMetricFamily(
             "govxchg_spoke_up",
             "1 if the organisation's spoke is online on the channel (its presence), else 0; "
-            "no series while its presence is unknown (the hub's link to the broker is down).",
+            "no series while its presence is unknown (the hub's link to the broker is down). "
+            "Only with [metrics] per_organisation (auto: below 1,000 organisations).",
             labels=["org", "channel"],
         )
         known = GaugeMetricFamily(
             "govxchg_spoke_presence_known",
             "1 if the hub knows the spoke's presence on the channel, 0 while it does not "
-            "(its link to that broker is down, or it is learning presence again).",
+            "(its link to that broker is down, or it is learning presence again). Only with "
+            "[metrics] per_organisation (auto: below 1,000 organisations).",
             labels=["org", "channel"],
         )
+        each = directory is not None and self.per_organisation(directory)
         if directory is not None:
-            per_channel = {channel.id: 0 for channel in directory.channels}
+            jobs = [] if dispatcher is None else dispatcher.pending()
+            waiting = {(job.recipient, job.channel) for job in jobs}
+            counts: dict[str, Counter[str]] = {c.id: Counter() for c in directory.channels}
             for org in directory.orgs:
                 for channel in org.channels:
                     state = (
@@ -231,15 +262,26 @@ class HubCollector(Collector):
                         if dispatcher is None
                         else dispatcher.spokes.state(channel, org.id)[0]
                     )
-                    known.add_metric([org.id, channel], 0 if state == "unknown" else 1)
-                    if state != "unknown":
-                        up.add_metric([org.id, channel], 1 if state == "online" else 0)
-                    per_channel[channel] = per_channel.get(channel, 0) + (state == "online")
-            for channel_id, count in per_channel.items():
-                online.add_metric([channel_id], count)
+                    tally = counts.get(channel)
+                    if tally is None:  # a channel the directory does not describe
+                        tally = counts[channel] = Counter()
+                    tally[state] += 1
+                    tally["stranded"] += state == "offline" and (org.id, channel) in waiting
+                    if each:
+                        known.add_metric([org.id, channel], 0 if state == "unknown" else 1)
+                        if state != "unknown":
+                            up.add_metric([org.id, channel], 1 if state == "online" else 0)
+            for channel_id, tally in counts.items():
+                online.add_metric([channel_id], tally["online"])
+                stranded.add_metric([channel_id], tally["stranded"])
+                for word in PRESENCE:
+                    spokes.add_metric([channel_id, word], tally[word])
         yield online
-        yield up
-        yield known
+        yield spokes
+        yield stranded
+        if each:  # off: not even the family, so a query for it finds nothing, not zeros
+            yield up
+            yield known
         broker = GaugeMetricFamily(
             "govxchg_broker_up",
             "1 while the hub's connection to the channel's broker is up and subscribed, else 0.",
@@ -275,7 +317,7 @@ class HubCollector(Collector):
 class HubMetrics:
     """The hub's own registry: the live-state collector and the latency histogram."""
 
-    def __init__(self, view: HubView) -> None:
+    def __init__(self, view: HubView, *, per_organisation: PerOrganisation = "auto") -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self._latency = Histogram(
             "govxchg_delivery_latency_seconds",
@@ -283,7 +325,7 @@ class HubMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(HubCollector(view))
+        self.registry.register(HubCollector(view, per_organisation=per_organisation))
         # DELIVERED confirmations since start (the histogram's count, readable without
         # collecting it): the status page's "delivered" flow.
         self.delivered = 0

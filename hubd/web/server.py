@@ -51,6 +51,7 @@ LINGER = 2.0  # seconds to drop what a client still sends after its answer (hubd
 
 REASONS = {
     200: "OK",
+    304: "Not Modified",
     400: "Bad Request",
     403: "Forbidden",
     404: "Not Found",
@@ -107,6 +108,8 @@ class Request:
     method: str
     path: str  # without the query
     host: str | None  # the Host header, None if absent (HTTP/1.0)
+    query: str = ""  # after the "?", as sent (h11 checked it is ASCII without spaces)
+    if_none_match: str | None = None  # the If-None-Match header: the ETag the client has
 
 
 class Pages(Protocol):
@@ -198,15 +201,19 @@ def judge(event: h11.Request, head: bytes, served: bytes) -> Request | Response:
         )
     hosts = [value for name, value in event.headers if name == b"host"]  # h11: at most one
     host = hosts[0].decode("ascii", "replace") if hosts else None
-    return Request(method, event.target.decode("ascii").partition("?")[0], host)
+    tags = [value for name, value in event.headers if name == b"if-none-match"]
+    path, _, query = event.target.decode("ascii").partition("?")
+    tag = b",".join(tags).decode("ascii", "replace") if tags else None
+    return Request(method, path, host, query, tag)
 
 
 def encode(conn: h11.Connection, response: Response, *, head: bool = False) -> bytes:
     """The whole answer as h11 writes it; for HEAD the same head (Content-Length too)
-    without the body."""
+    without the body. A 304 has neither body nor Content-Length (RFC 9110 15.4.5)."""
+    length = () if response.status == 304 else (("Content-Length", str(len(response.body))),)
     headers = [
         ("Content-Type", response.content_type),
-        ("Content-Length", str(len(response.body))),
+        *length,
         ("Cache-Control", "no-store"),
         ("Connection", "close"),
         *STRICT_HEADERS,
@@ -214,7 +221,7 @@ def encode(conn: h11.Connection, response: Response, *, head: bool = False) -> b
     ]
     reason = REASONS[response.status]
     answer = conn.send(h11.Response(status_code=response.status, headers=headers, reason=reason))
-    if not head:
+    if not head and response.status != 304:
         answer += conn.send(h11.Data(data=response.body))
     return answer + conn.send(h11.EndOfMessage())
 

@@ -20,6 +20,7 @@ import structlog
 
 from hubd.config import HubConfig, load_config
 from hubd.web.flow import FlowHistory
+from hubd.web.server import Request
 from hubd.web.statuspage import PAGE_FILES, StatusPage, browser_host_allowed
 from runtime.clock import now_ms
 from runtime.ports import free_port
@@ -46,21 +47,44 @@ async def get(port: int, path: str, method: str = "GET") -> Reply:
 
 
 async def status(hub: HubProcess) -> dict[str, Any]:
+    """The summary, and under "rows" every organisation's row as the open tree reads them
+    (a level at a time, two to a page so that paging is exercised too), all from the same
+    build of the hub's facts (the same "at"), so that they agree."""
+    while True:  # the hub builds at most once a second: a walk that crosses one is redone
+        found = await _status(hub)
+        if found is not None:
+            return found
+
+
+async def _status(hub: HubProcess) -> dict[str, Any] | None:
     assert hub.metrics_port is not None
-    reply = await get(hub.metrics_port, "/status.json")
+    port = hub.metrics_port
+    reply = await get(port, "/status.json")
     assert reply.status == 200, reply.body
     assert reply.headers["content-type"] == "application/json"
-    return reply.json()
+    summary = reply.json()
+    rows: dict[str, dict[str, Any]] = {}
+    levels: list[str] = [""]
+    while levels:
+        under = levels.pop()
+        offset: int | None = 0
+        while offset is not None:
+            query = f"under={under}&" if under else ""
+            page = await get(port, f"/status/orgs.json?{query}offset={offset}&limit=2")
+            assert page.status == 200, page.body
+            found = page.json()
+            if found["at"] != summary["at"]:
+                return None
+            for row in found["orgs"]:  # type: ignore[attr-defined]
+                rows[row["id"]] = row
+                levels += [row["id"]] if row["children"] else []
+            offset = found["next_offset"]  # type: ignore[assignment]
+    return {**summary, "rows": rows}
 
 
 def org(snapshot: dict[str, Any], org_id: str) -> dict[str, Any]:
-    stack = list(snapshot["tree"])
-    while stack:
-        node = stack.pop()
-        if node["id"] == org_id:
-            return dict(node)
-        stack.extend(node["children"])
-    raise AssertionError(f"{org_id} is not in the tree")
+    assert org_id in snapshot["rows"], f"{org_id} is not in the tree"
+    return dict(snapshot["rows"][org_id])
 
 
 def channel_state(snapshot: dict[str, Any], org_id: str, channel: str = "govnet") -> str:
@@ -220,11 +244,46 @@ async def test_the_snapshot_carries_readiness_and_the_directory(
     assert snapshot["directory"]["version"] == live_dir.version
     assert snapshot["directory"]["expires_at"] == live_dir.expires_at
     assert snapshot["directory"]["expired"] is False
-    assert [r["id"] for r in snapshot["tree"]] == ["cn.gov", "jl.congress", "jl.cc.congress"]
+    assert list(snapshot["rows"])[:3] == ["cn.gov", "jl.congress", "jl.cc.congress"]
+    assert sorted(snapshot["rows"]) == sorted(o.id for o in live_dir.orgs)
     assert {c["id"] for c in snapshot["channels"]} == {c.id for c in live_dir.channels}
 
 
 # ---------------------------------------------------------------------------- HTTP
+
+
+async def test_a_summary_unchanged_but_for_the_time_is_a_304_without_a_body(
+    hub: HubProcess, spawn_spoke: SpokeSpawner
+) -> None:
+    assert hub.metrics_port is not None
+    port = hub.metrics_port
+
+    async def asking(tag: str) -> Reply:
+        head = (
+            f"GET /status.json HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nIf-None-Match: {tag}\r\n\r\n"
+        )
+        return await request(port, head.encode())
+
+    async def unchanged() -> Reply:
+        first = await get(port, "/status.json")
+        await asyncio.sleep(1.1)  # past the hub's one build per second: the next is anew
+        return await asking(first.headers["etag"])
+
+    # Every 10 s the flow chart gains a bucket (a change): a second try falls between two.
+    same = await until(unchanged, lambda r: r.status == 304, "a 304 while nothing changed")
+    tag = same.headers["etag"]
+    cc = spawn_spoke(hub, "jl.cc")
+    await cc.connect()
+    changed = await until(lambda: asking(tag), lambda r: r.status == 200, "a changed summary")
+
+    assert tag.startswith('W/"')
+    assert same.status == 304
+    assert same.body == b""
+    assert same.headers["etag"] == tag
+    assert "content-length" not in same.headers
+    assert_strict(same)
+    assert changed.headers["etag"] != tag
+    assert json.loads(changed.body)["spokes"]["online"] == 1
 
 
 @pytest.mark.parametrize(("path", "file"), [(p, f) for p, (f, _) in PAGE_FILES.items()])
@@ -283,6 +342,7 @@ async def test_the_page_refuses_a_host_name_that_could_be_dns_rebinding(
 
     rebinding = await request(port, asking(f"attacker.example:{port}"))
     page = await request(port, asking("attacker.example", "/"))
+    tree = await request(port, asking("attacker.example", "/status/orgs.json?under=jl.cc"))
     allowed = [
         await request(port, asking(host))
         for host in (f"127.0.0.1:{port}", f"localhost:{port}", "[::1]:9464", "localhost")
@@ -294,6 +354,7 @@ async def test_the_page_refuses_a_host_name_that_could_be_dns_rebinding(
     assert b"DNS rebinding" in rebinding.body
     assert b"attacker.example" in rebinding.body
     assert page.status == 403
+    assert tree.status == 403
     assert [r.status for r in allowed] == [200, 200, 200, 200]
     assert no_host.status == 200
     assert metrics.status == 200, "scrapers are not browsers: /metrics is unchanged"
@@ -446,14 +507,16 @@ async def test_a_hub_still_starting_answers_not_ready_and_dead_letters_unknown(
 ) -> None:
     page = StatusPage(StartingHub(live_dir, FlakyMetrics(failures=0)), clock=now_ms)
 
-    first = await page.snapshot_json()
-    again = await page.snapshot_json()
+    first, tag = await page.snapshot_json()
+    again, _ = await page.snapshot_json()
     snapshot = json.loads(first)
+    top = await page.answer(Request("GET", "/status/orgs.json", None))
 
     assert again is first, "one build serves every request within REFRESH_MS"
+    assert tag.startswith('W/"')
     assert snapshot["ready"] is False
     assert "the store is not open yet (the hub is starting)" in snapshot["readiness"]["not_ready"]
     assert snapshot["dead"]["total"] is None
     assert "not open" in snapshot["dead"]["problem"]
-    assert len(snapshot["tree"]) == 3  # the State Council and the two congresses
+    assert len(json.loads(top.body)["orgs"]) == 3  # the State Council and the two congresses
     assert snapshot["pending"]["total"] == 0

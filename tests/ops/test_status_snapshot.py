@@ -1,4 +1,5 @@
-"""The status page's data without a server: the flow history and the snapshot builder.
+"""The status page's data without a server: the flow history, the summary and the tree's
+rows.
 
 Both are pure (the caller says what time it is), so every expectation here is exact.
 """
@@ -15,7 +16,8 @@ from hubd.core.states import DeliveryState
 from hubd.engine.presencebook import PresenceBook, presence_state
 from hubd.ops.query import Delivery
 from hubd.web.flow import FlowHistory
-from hubd.web.statusview import DeadLetters, build_snapshot, org_state, org_tree
+from hubd.web.statustree import OrgTree, org_tree
+from hubd.web.statusview import DeadLetters, Facts, build_snapshot, org_state
 from schemas.directory import Directory
 from schemas.labels import Classification, Precedence
 from tests.world import NOW, World
@@ -198,7 +200,7 @@ NO_DEAD = DeadLetters(0, 0, ())
 READY = {"status": "ok", "directory_version": 1, "brokers": {"embedded": True}, "store": "writable"}
 
 
-def snapshot(
+def facts(
     directory: Directory | None,
     *,
     presence: dict[tuple[str, str], tuple[bool, int]] | None = None,
@@ -206,36 +208,49 @@ def snapshot(
     dead: DeadLetters = NO_DEAD,
     at: int = NOW,
     book: PresenceBook | None = None,
-) -> dict[str, Any]:
+    expiring: dict[str, int] | None = None,
+) -> Facts:
     known = presence or {}
-    result = build_snapshot(
+    return Facts.gather(
         at=at,
-        started_at=NOW - 60_000,
-        version="0.1.0",
         directory=directory,
         presence=(lambda channel, org: presence_state(known.get((channel, org))))
         if book is None
         else book.state,
         pending=pending or [],
+        dead=dead,
+        expiring=expiring,
+    )
+
+
+def snapshot(directory: Directory | None, **given: Any) -> dict[str, Any]:
+    """The summary /status.json carries."""
+    known = facts(directory, **given)
+    result = build_snapshot(
+        known,
+        started_at=NOW - 60_000,
+        version="0.1.0",
         readiness=READY,
         ready=True,
-        flow=FlowHistory().as_json(at, {}),
-        dead=dead,
+        flow=FlowHistory().as_json(known.at, {}),
     )
     json.dumps(result)  # JSON-able as it is
     return result
 
 
-def nodes(snap: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def nodes(directory: Directory, **given: Any) -> dict[str, dict[str, Any]]:
+    """Every organisation's row as the tree's pages give it, with its depth."""
+    known, tree = facts(directory, **given), OrgTree(directory)
     found: dict[str, dict[str, Any]] = {}
 
-    def visit(node: dict[str, Any], depth: int) -> None:
-        found[node["id"]] = {**node, "depth": depth}
-        for child in node["children"]:
-            visit(child, depth + 1)
+    def visit(under: str | None, depth: int) -> None:
+        page = tree.page(known, under, 0, 1000)
+        json.dumps(page)
+        for row in page["orgs"]:
+            found[row["id"]] = {**row, "depth": depth}
+            visit(row["id"], depth + 1)
 
-    for root in snap["tree"]:
-        visit(root, 0)
+    visit(None, 0)
     return found
 
 
@@ -247,7 +262,7 @@ def test_presence_maps_to_online_offline_and_unseen_per_channel_with_since(world
         ("govnet", "jl.jl"): (False, NOW - 2_000),
     }
 
-    orgs = nodes(snapshot(world.directory, presence=presence))
+    orgs = nodes(world.directory, presence=presence)
 
     gov = {c["id"]: (c["state"], c["since"]) for c in orgs["jl.gov"]["channels"]}
     assert gov == {
@@ -298,7 +313,7 @@ def test_a_lost_broker_shows_its_spokes_unknown_never_offline(world: World) -> N
     book.lost(["govnet"])  # the hub's link to govnet's broker went down
     snap = snapshot(world.directory, book=book)
 
-    orgs = nodes(snap)
+    orgs = nodes(world.directory, book=book)
     assert orgs["jl.cc"]["state"] == "unknown"
     assert orgs["jl.jl"]["state"] == "unknown"
     gov = {c["id"]: c["state"] for c in orgs["jl.gov"]["channels"]}
@@ -334,7 +349,7 @@ def test_queue_depth_oldest_and_most_urgent_are_per_organisation_and_channel(
     ]
 
     snap = snapshot(world.directory, pending=pending)
-    orgs = nodes(snap)
+    orgs = nodes(world.directory, pending=pending)
 
     cc = orgs["jl.cc"]["queue"]
     assert cc["pending"] == 3
@@ -367,16 +382,19 @@ def test_deliveries_to_an_organisation_the_directory_dropped_are_listed_apart(
 ) -> None:
     snap = snapshot(world.directory, pending=[job(1, "zz.removed"), job(2, "jl.cc")])
 
-    assert snap["unlisted"] == [
-        {
-            "recipient": "zz.removed",
-            "pending": 1,
-            "sent": 0,
-            "oldest_at": NOW - 1000,
-            "oldest_age_ms": 1000,
-            "most_urgent": {"name": "ROUTINE", "zh": "平件"},
-        }
-    ]
+    assert snap["unlisted"] == {
+        "recipients": [
+            {
+                "recipient": "zz.removed",
+                "pending": 1,
+                "sent": 0,
+                "oldest_at": NOW - 1000,
+                "oldest_age_ms": 1000,
+                "most_urgent": {"name": "ROUTINE", "zh": "平件"},
+            }
+        ],
+        "more": 0,
+    }
     assert snap["pending"]["total"] == 2
 
 
@@ -411,9 +429,10 @@ def test_names_and_ids_travel_raw_and_nothing_but_ids_and_labels_describe_a_deli
     )
 
     snap = snapshot(directory, pending=[job(1, "jl.cc")], dead=dead)
-    text = json.dumps(snap, ensure_ascii=False)
+    rows = nodes(directory, pending=[job(1, "jl.cc")], dead=dead)
+    text = json.dumps([snap, rows], ensure_ascii=False)
 
-    assert nodes(snap)["jl.cc"]["name_en"] == '<img src=x onerror=alert(1)> & "co"'
+    assert rows["jl.cc"]["name_en"] == '<img src=x onerror=alert(1)> & "co"'
     assert "&lt;" not in text
     assert "&amp;" not in text
     assert snap["dead"] == {
@@ -472,7 +491,84 @@ def test_directory_expiry_is_flagged_three_days_ahead_and_once_passed(world: Wor
 def test_without_a_directory_the_snapshot_still_carries_readiness_and_queues() -> None:
     snap = snapshot(None, pending=[job(1, "jl.cc")])
 
-    assert snap["tree"] == []
+    assert snap["attention"]["orgs"] == []
     assert snap["directory"] is None
     assert snap["pending"]["total"] == 1
     assert snap["readiness"] == READY
+
+
+# ---------------------------------------------------------------------------- attention
+
+DAY = 86_400_000
+
+
+@pytest.mark.parametrize(
+    ("online", "waiting", "dead", "keys_until", "reasons"),
+    [
+        (True, 0, 0, None, []),  # healthy: not listed, only counted
+        (True, 2, 0, None, []),  # online, its deliveries on their way
+        (False, 2, 0, None, ["offline_waiting"]),
+        (False, 0, 0, None, ["offline"]),
+        (None, 2, 0, None, ["unseen_waiting"]),
+        (None, 0, 0, None, []),  # no spoke yet, nothing for it: counted as not seen
+        (True, 0, 3, None, ["dead_letters"]),
+        (True, 0, 0, NOW + 2 * DAY, ["keys_expiring"]),
+        (True, 0, 0, NOW - 1, ["keys_expired"]),
+        (False, 1, 1, NOW + DAY, ["offline_waiting", "dead_letters", "keys_expiring"]),
+    ],
+)
+def test_an_organisation_needs_attention_for_each_of_its_reasons_most_pressing_first(
+    world: World,
+    *,
+    online: bool | None,
+    waiting: int,
+    dead: int,
+    keys_until: int | None,
+    reasons: list[str],
+) -> None:
+    presence = {} if online is None else {("govnet", "jl.jl"): (online, NOW - 9_000)}
+    given: dict[str, Any] = {
+        "presence": presence,
+        "pending": [job(n + 1, "jl.jl") for n in range(waiting)],
+        "dead": DeadLetters(dead, 0, (), by_org={"jl.jl": dead} if dead else {}),
+        "expiring": {} if keys_until is None else {"jl.jl": keys_until},
+    }
+
+    row = nodes(world.directory, **given)["jl.jl"]
+    listed = {o["id"]: o for o in snapshot(world.directory, **given)["attention"]["orgs"]}
+
+    assert row["attention"] == reasons
+    assert ("jl.jl" in listed) is bool(reasons)
+
+
+def test_a_lost_broker_makes_presence_unknown_a_reason_of_its_own(world: World) -> None:
+    book = PresenceBook(lambda: NOW)
+    book.set("govnet", "jl.jl", online=True)
+    book.lost(["govnet"])
+
+    rows = nodes(world.directory, book=book, pending=[job(1, "jl.jl")])
+    summary = snapshot(world.directory, book=book, pending=[job(1, "jl.jl")])
+
+    assert rows["jl.jl"]["attention"] == ["unknown_waiting"]
+    assert rows["jl.cc"]["attention"] == ["unknown"]
+    assert summary["attention"]["orgs"][0]["id"] == "jl.jl", "something waits for it"
+    on_govnet = sum("govnet" in o.channels for o in world.directory.orgs)
+    assert summary["attention"]["by_reason"]["unknown"] == on_govnet - 1  # all but jl.jl
+
+
+def test_organisations_listed_before_their_keys_came_are_counted_and_named(
+    world: World,
+) -> None:
+    orgs = tuple(
+        o.model_copy(update={"sign_keys": (), "enc_keys": ()}) if o.id == "jl.yb.tumen" else o
+        for o in world.directory.orgs
+    )
+    directory = Directory.model_construct(**{**dict(world.directory), "orgs": orgs})
+
+    summary = snapshot(directory)
+
+    assert summary["spokes"]["awaiting_keys"] == 1
+    govnet = next(c for c in summary["channels"] if c["id"] == "govnet")
+    assert govnet["awaiting_keys"] == 1
+    assert [o["id"] for o in summary["attention"]["orgs"]] == ["jl.yb.tumen"]
+    assert summary["attention"]["orgs"][0]["awaiting_keys"] is True

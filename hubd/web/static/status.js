@@ -1,4 +1,7 @@
-// The hub's status page: polls /status.json every 2 s and draws it.
+// The hub's status page: polls the summary /status.json every 2 s and draws it; the
+// organisation tree comes a page at a time from /status/orgs.json, only while it is open.
+// Both are asked with If-None-Match: while nothing but the time has changed the hub answers
+// 304 without a body, and the page moves its clock on by itself.
 // Every value from the hub reaches the DOM through textContent or an attribute set by
 // property, never parsed as HTML: names in the directory are data, not markup.
 "use strict";
@@ -6,6 +9,8 @@
 (() => {
   const POLL_MS = 2000;
   const STALE_MS = 7000; // no good answer for this long: the page says it is not updating
+  const TREE_REFRESH_MS = 5000; // the open tree is asked again at most this often
+  const TREE_PAGE = 100; // organisations per page of the tree
   const SVG = "http://www.w3.org/2000/svg";
   const SERIES_NAMES = {
     accepted: ["accepted", "已接收"],
@@ -23,6 +28,8 @@
   let lastGoodAt = 0;
   let lastError = null;
   let lastData = null;
+  let lastTag = null; // the summary's ETag
+  let bodyAt = 0; // when (our clock) the last summary with a body came
 
   // ---------------------------------------------------------------- small helpers
 
@@ -95,20 +102,9 @@
     return node;
   }
 
-  function walk(nodes, visit, depth = 0, prefix = "") {
-    nodes.forEach((node, i) => {
-      const last = i === nodes.length - 1;
-      const branch = depth === 0 ? "" : `${prefix}${last ? "└─" : "├─"}`;
-      visit(node, depth, branch);
-      const childPrefix = depth === 0 ? "" : `${prefix}${last ? "  " : "│ "}`;
-      walk(node.children || [], visit, depth + 1, childPrefix);
-    });
-  }
-
-  function allOrgs(tree) {
-    const out = [];
-    walk(tree, (node) => out.push(node));
-    return out;
+  // How long ago (or until) a time the hub gave, as of the answer's "at".
+  function since(data, at) {
+    return data.at - at;
   }
 
   // ---------------------------------------------------------------- header
@@ -139,8 +135,8 @@
           "span",
           cls,
           d.expired
-            ? `EXPIRED ${duration(-d.expires_in_ms)} ago`
-            : `expires in ${duration(d.expires_in_ms)}`,
+            ? `EXPIRED ${duration(since(data, d.expires_at))} ago`
+            : `expires in ${duration(-since(data, d.expires_at))}`,
         ),
       );
       fact.title = `issued ${utc(d.issued_at)}, expires ${utc(d.expires_at)}; ${d.orgs} organisations`;
@@ -157,7 +153,7 @@
       items.push(["bad", "The directory expired: spokes refuse it. ",
         "Run 'hubctl directory build', then 'systemctl reload hubd'."]);
     } else if (d && d.expires_soon) {
-      items.push(["warn", `The directory expires in ${duration(d.expires_in_ms)}. `,
+      items.push(["warn", `The directory expires in ${duration(-since(data, d.expires_at))}. `,
         "Run 'hubctl directory build' and 'systemctl reload hubd' before then."]);
     }
     const quarantined = data.flow.totals.quarantined || 0;
@@ -166,27 +162,55 @@
         "a security event (message.quarantined in the log)."]);
     }
     const offline = [];
-    for (const org of allOrgs(data.tree)) {
+    for (const org of data.attention.orgs) {
+      const name = `${org.name_zh} ${org.id}`;
+      const why = org.attention;
+      const q = org.queue;
       const down = org.channels.filter((c) => c.state === "offline");
-      if (!down.length) continue;
-      const waiting = org.queue.pending;
-      const where = down.map((c) => `${c.id} for ${duration(data.at - c.since)}`).join(", ");
-      if (waiting > 0) {
-        items.push(["bad", `${org.name_zh} ${org.id}`, ` is offline on ${where} with `,
-          el("b", "", plural(waiting, "delivery")),
-          ` waiting, the oldest ${duration(org.queue.oldest_age_ms)}.`]);
-      } else {
-        offline.push(`${org.name_zh} ${org.id} (${where})`);
+      const where = down.map((c) => `${c.id} for ${duration(since(data, c.since))}`).join(", ");
+      if (why.includes("offline_waiting")) {
+        items.push(["bad", name, ` is offline on ${where} with `,
+          el("b", "", plural(q.pending, "delivery")),
+          ` waiting, the oldest ${duration(since(data, q.oldest_at))}.`]);
+      } else if (why.includes("unseen_waiting")) {
+        items.push(["warn", name, " has not been seen since the hub started; ",
+          el("b", "", plural(q.pending, "delivery")),
+          ` wait for it, the oldest ${duration(since(data, q.oldest_at))}.`]);
+      } else if (why.includes("unknown_waiting")) {
+        items.push(["warn", name, " cannot be seen (the hub's link to its broker is down); ",
+          el("b", "", plural(q.pending, "delivery")), " wait for it."]);
       }
-    }
-    for (const org of allOrgs(data.tree)) {
-      if (org.state === "unseen" && org.queue.pending > 0) {
-        items.push(["warn", `${org.name_zh} ${org.id}`, " has not been seen since the hub started; ",
-          el("b", "", plural(org.queue.pending, "delivery")),
-          ` wait for it, the oldest ${duration(org.queue.oldest_age_ms)}.`]);
+      if (why.includes("keys_expired")) {
+        items.push(["bad", name, ` — its last key ended ${duration(since(data, org.keys_until))} ago: `,
+          "it can no longer send or receive. It runs 'spoke keygen --rotate'; then 'hubctl directory build'."]);
+      } else if (why.includes("keys_expiring")) {
+        items.push(["warn", name, ` — its last key ends in ${duration(-since(data, org.keys_until))}: `,
+          "it runs 'spoke keygen --rotate' and hands over the new public key; then 'hubctl directory build'."]);
       }
+      if (why.includes("dead_letters")) {
+        items.push(["warn", name, " has ", el("b", "", plural(org.dead, "dead letter")),
+          ` ('hubctl dead ${org.id}' lists them).`]);
+      }
+      if (why.includes("offline")) offline.push(`${name} (${where})`);
     }
     if (offline.length) items.push(["warn", "Offline, nothing waiting: ", offline.join("; ")]);
+    const listed = data.attention;
+    const awaiting = listed.by_reason.awaiting_keys;
+    const unknown = listed.by_reason.unknown + listed.by_reason.unknown_waiting;
+    if (awaiting) {
+      items.push(["warn", `${plural(awaiting, "organisation")} await their keys: `,
+        "nobody can send to them until their public key files come and 'hubctl directory build' runs."]);
+    }
+    if (unknown) {
+      items.push(["warn", `${plural(unknown, "organisation")} of unknown presence: `,
+        "the hub's link to their broker is down (see Not ready above)."]);
+    }
+    if (listed.more > 0) {
+      const counts = Object.entries(listed.by_reason).filter(([, n]) => n > 0)
+        .map(([reason, n]) => `${n} ${reason.replaceAll("_", " ")}`).join(", ");
+      items.push(["warn", `… and ${plural(listed.more, "more organisation")} `,
+        `(${listed.total} need attention in all: ${counts}); the worst ${listed.orgs.length} are listed.`]);
+    }
     const dead = data.dead;
     if (dead.problem) {
       items.push(["warn", "Dead letters unknown: ", dead.problem]);
@@ -194,9 +218,12 @@
       items.push(["warn", `${plural(dead.total, "dead letter")} (${dead.dead} gave up, ${dead.expired} expired). `,
         "'hubctl dead' lists them; each sender holds a DEAD or EXPIRED receipt."]);
     }
-    for (const stray of data.unlisted) {
+    for (const stray of data.unlisted.recipients) {
       items.push(["warn", `${plural(stray.pending, "delivery")} wait for ${stray.recipient}, `,
         "which the directory no longer lists."]);
+    }
+    if (data.unlisted.more) {
+      items.push(["warn", `… and ${plural(data.unlisted.more, "more recipient")} the directory no longer lists.`, ""]);
     }
 
     const box = byId("attention");
@@ -237,11 +264,9 @@
 
     const p = data.pending;
     const pendingDetail = p.oldest
-      ? `oldest ${duration(p.oldest.age_ms)} → ${p.oldest.recipient} on ${p.oldest.channel}, ${p.oldest.precedence.zh}`
+      ? `oldest ${duration(since(data, p.oldest.accepted_at))} → ${p.oldest.recipient} on ${p.oldest.channel}, ${p.oldest.precedence.zh}`
       : "nothing waiting";
-    const oldOffline = allOrgs(data.tree).some(
-      (o) => o.queue.pending > 0 && (o.state === "offline" || o.state === "partial"),
-    );
+    const oldOffline = data.attention.by_reason.offline_waiting > 0;
 
     const dead = data.dead;
     const deadValue = dead.problem ? "?" : String(dead.total);
@@ -266,20 +291,95 @@
         f.quarantined ? "bad" : "ok", "flow-tile"),
       tile("目录 Directory", [data.directory ? `v${data.directory.version}` : "—"],
         data.directory
-          ? `${data.directory.orgs} organisations · ${data.directory.expired ? "EXPIRED" : `expires in ${duration(data.directory.expires_in_ms)}`}`
+          ? `${data.directory.orgs} organisations · ${data.directory.expired ? "EXPIRED" : `expires in ${duration(-since(data, data.directory.expires_at))}`}`
           : "no directory",
         !data.directory || data.directory.expired ? "bad" : data.directory.expires_soon ? "warn" : "ok"),
     );
   }
 
   // ---------------------------------------------------------------- the tree
+  // Asked for only while the panel is open, a level and a page at a time: the top level
+  // when it opens, the organisations below one when its ▸ is clicked, the next page when
+  // "more" is. The loaded pages are asked again (If-None-Match) when the summary changed,
+  // at most every TREE_REFRESH_MS.
+
+  const tree = {
+    open: false,
+    pages: new Map(), // under ("" for the top) -> [{offset, tag, data}], in order
+    expanded: new Set(),
+    lastRefresh: 0,
+    busy: false,
+    problem: null,
+  };
+
+  async function fetchPage(under, offset, tag) {
+    const query = new URLSearchParams({ offset: String(offset), limit: String(TREE_PAGE) });
+    if (under) query.set("under", under);
+    const headers = tag ? { "If-None-Match": tag } : {};
+    const answer = await fetch(`/status/orgs.json?${query}`,
+      { cache: "no-store", credentials: "omit", headers });
+    if (answer.status === 304) return null;
+    if (!answer.ok) throw new Error(`HTTP ${answer.status} from /status/orgs.json`);
+    return { offset, tag: answer.headers.get("ETag"), data: await answer.json() };
+  }
+
+  // Run one tree action at a time, then draw; a failure is shown above the tree.
+  async function treeAction(action) {
+    if (tree.busy) return;
+    tree.busy = true;
+    try {
+      await action();
+      tree.problem = null;
+    } catch (error) {
+      tree.problem = String(error && error.message ? error.message : error);
+    } finally {
+      tree.busy = false;
+      renderTree();
+    }
+  }
+
+  async function loadLevel(under) {
+    tree.pages.set(under || "", [await fetchPage(under, 0, null)]);
+  }
+
+  async function loadMore(under) {
+    const pages = tree.pages.get(under || "");
+    const next = pages[pages.length - 1].data.next_offset;
+    pages.push(await fetchPage(under, next, null));
+  }
+
+  async function refreshTree() {
+    tree.lastRefresh = Date.now();
+    const version = lastData && lastData.directory ? lastData.directory.version : null;
+    const top = tree.pages.get("");
+    if (top && top[0].data.directory_version !== version) {
+      tree.pages.clear(); // a new directory: start again from the top, keep what was open
+      await loadLevel(null);
+      for (const org of tree.expanded) await loadLevel(org).catch(() => tree.expanded.delete(org));
+      return;
+    }
+    for (const pages of tree.pages.values()) {
+      for (const page of pages) {
+        const fresh = await fetchPage(page.data.under, page.offset, page.tag);
+        if (fresh) Object.assign(page, fresh);
+      }
+    }
+  }
 
   function treeChannels(data) {
     // Only channels someone is provisioned on get a column; the panel lists them all.
     return data.channels.filter((c) => c.provisioned > 0);
   }
 
-  function renderTree(data) {
+  function renderTree() {
+    const data = lastData;
+    if (!data) return;
+    const s = data.spokes;
+    byId("tree-summary").textContent =
+      `${s.orgs} organisations · ${s.online} online · ${s.partial} partly · ${s.offline} offline · ${s.unknown} unknown · ${s.unseen} not seen` +
+      (tree.open ? "" : " · open to browse 展开浏览");
+    byId("tree-problem").textContent = tree.problem ? `The tree could not be read: ${tree.problem}` : "";
+    if (!tree.open) return;
     const channels = treeChannels(data);
     const head = el("tr");
     append(head, el("th", "", "organisation 机构"), el("th", "", "level 级别"), el("th", "", "clearance 密级"));
@@ -294,12 +394,54 @@
     byId("tree").tHead.replaceChildren(head);
 
     const rows = [];
-    walk(data.tree, (org, depth, branch) => rows.push(orgRow(data, org, branch, channels)));
+    const width = channels.length + 4;
+    const level = (under, depth, prefix) => {
+      const pages = tree.pages.get(under || "");
+      if (!pages) return;
+      const orgs = pages.flatMap((page) => page.data.orgs);
+      const lastPage = pages[pages.length - 1].data;
+      const more = lastPage.next_offset !== null;
+      orgs.forEach((org, i) => {
+        const last = i === orgs.length - 1 && !more;
+        const branch = depth === 0 ? "" : `${prefix}${last ? "└─" : "├─"}`;
+        rows.push(orgRow(data, org, branch, channels));
+        if (tree.expanded.has(org.id)) {
+          level(org.id, depth + 1, depth === 0 ? "" : `${prefix}${last ? "  " : "│ "}`);
+        }
+      });
+      if (more) rows.push(moreRow(under, lastPage.total - orgs.length, width));
+    };
+    level(null, 0, "");
     byId("tree").tBodies[0].replaceChildren(...rows);
+  }
 
-    const s = data.spokes;
-    byId("tree-summary").textContent =
-      `${s.orgs} organisations · ${s.online} online · ${s.partial} partly · ${s.offline} offline · ${s.unknown} unknown · ${s.unseen} not seen`;
+  function moreRow(under, left, width) {
+    const tr = el("tr", "more");
+    const td = el("td");
+    td.colSpan = width;
+    const button = el("button", "more-button", `show ${Math.min(left, TREE_PAGE)} more of ${left} 显示更多`);
+    button.type = "button";
+    button.addEventListener("click", () => treeAction(() => loadMore(under)));
+    td.append(button);
+    tr.append(td);
+    return tr;
+  }
+
+  function toggle(org) {
+    const open = tree.expanded.has(org.id);
+    const button = el("button", "toggle", open ? "▾" : "▸");
+    button.type = "button";
+    button.setAttribute("aria-expanded", String(open));
+    button.title = open ? "close 收起" : `open: ${plural(org.children, "organisation")} below 展开`;
+    button.addEventListener("click", () => treeAction(async () => {
+      if (tree.expanded.has(org.id)) {
+        tree.expanded.delete(org.id);
+        return;
+      }
+      if (!tree.pages.has(org.id)) await loadLevel(org.id);
+      tree.expanded.add(org.id);
+    }));
+    return button;
   }
 
   function orgRow(data, org, branch, channels) {
@@ -310,7 +452,8 @@
       tr.classList.add("alarm");
     }
     const name = el("div", "org");
-    append(name, branch ? el("span", "branch", branch) : null, dot(org.state),
+    append(name, branch ? el("span", "branch", branch) : null,
+      org.children ? toggle(org) : el("span", "toggle-none"), dot(org.state),
       el("span", "zh", org.name_zh), el("span", "en", org.name_en), el("span", "id", org.id));
     name.title = `${org.name_zh} · ${org.name_en} · ${org.id}${org.orphan ? " · its parent is not in the directory" : ""}`;
     const nameCell = el("td");
@@ -340,7 +483,7 @@
       if (q.most_urgent && q.most_urgent.name !== "ROUTINE") {
         append(queue, el("span", `prec prec-${q.most_urgent.name}`, q.most_urgent.zh), " ");
       }
-      append(queue, String(q.pending), el("span", "age", ` oldest ${duration(q.oldest_age_ms)}`));
+      append(queue, String(q.pending), el("span", "age", ` oldest ${duration(since(data, q.oldest_at))}`));
       queue.title = `${plural(q.pending, "delivery")} waiting (${q.sent} sent, not yet confirmed); ` +
         `oldest accepted ${utc(q.oldest_at)}; 'hubctl queue ${org.id}' lists them`;
     } else {
@@ -460,16 +603,31 @@
   function renderChannels(data) {
     const table = byId("channels");
     const head = el("tr");
-    for (const h of ["channel", "ceiling 上限", "online", "queue"]) head.append(el("th", "", h));
+    const columns = [
+      ["channel", ""], ["ceiling 上限", ""], ["online", "on the channel now"],
+      ["offline", "offline: their presence (or will) said so"], ["not seen", "no presence since the hub started"],
+      ["unknown", "the hub's link to the broker is down"], ["no keys", "listed, awaiting their keys"],
+      ["queue", "deliveries waiting on the channel"], ["dead", "dead letters on the channel"],
+    ];
+    for (const [h, title] of columns) {
+      const th = el("th", "", h);
+      th.title = title;
+      head.append(th);
+    }
     const rows = [head];
     for (const c of data.channels) {
       const tr = el("tr");
-      const name = el("td", "wrap");
-      append(name, el("b", "", c.id), " ", el("span", "muted", c.name));
+      tr.dataset.channel = c.id;
+      const name = el("td");
+      append(name, el("b", "", c.id));
+      name.title = c.name;
       const ceiling = el("td");
       ceiling.append(labelTag(c.ceiling));
       const online = el("td", "num", c.provisioned ? `${c.online}/${c.provisioned}` : "nobody");
-      append(tr, name, ceiling, online, el("td", "num", c.pending));
+      const count = (n, tone) => el("td", `num${n ? ` ${tone}` : " queue-zero"}`, n === null ? "?" : n);
+      append(tr, name, ceiling, online, count(c.offline, "state-DEAD"), count(c.unseen, ""),
+        count(c.unknown, "state-EXPIRED"), count(c.awaiting_keys, ""), count(c.pending, ""),
+        count(c.dead, "state-EXPIRED"));
       rows.push(tr);
     }
     table.replaceChildren(...rows);
@@ -481,7 +639,7 @@
     renderHeader(data);
     attention(data);
     renderTiles(data);
-    renderTree(data);
+    renderTree();
     renderFlow(data);
     renderDead(data);
     renderChannels(data);
@@ -510,13 +668,28 @@
 
   async function poll() {
     try {
-      const answer = await fetch("/status.json", { cache: "no-store", credentials: "omit" });
-      if (!answer.ok) throw new Error(`HTTP ${answer.status} from /status.json`);
-      const data = await answer.json();
-      render(data);
-      lastData = data;
+      const headers = lastTag ? { "If-None-Match": lastTag } : {};
+      const answer = await fetch("/status.json", { cache: "no-store", credentials: "omit", headers });
+      let changed = true;
+      if (answer.status === 304 && lastData) {
+        // Nothing but the time changed: the same answer, its clock moved on by ours.
+        changed = false;
+        lastData = { ...lastData, at: lastData.at + (Date.now() - bodyAt) };
+        bodyAt = Date.now();
+      } else if (answer.ok) {
+        lastData = await answer.json();
+        lastTag = answer.headers.get("ETag");
+        bodyAt = Date.now();
+      } else {
+        throw new Error(`HTTP ${answer.status} from /status.json`);
+      }
+      render(lastData);
       lastGoodAt = Date.now();
       lastError = null;
+      const due = Date.now() - tree.lastRefresh;
+      if (tree.open && !tree.busy && ((changed && due >= TREE_REFRESH_MS) || due >= 6 * TREE_REFRESH_MS)) {
+        treeAction(refreshTree);
+      }
     } catch (error) {
       lastError = String(error && error.message ? error.message : error);
     } finally {
@@ -525,6 +698,17 @@
     }
   }
 
+  byId("tree-panel").addEventListener("toggle", () => {
+    tree.open = byId("tree-panel").open;
+    if (tree.open && !tree.pages.has("")) {
+      treeAction(async () => {
+        tree.lastRefresh = Date.now();
+        await loadLevel(null);
+      });
+    } else {
+      renderTree();
+    }
+  });
   setInterval(showFreshness, 1000);
   poll();
 })();
