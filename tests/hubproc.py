@@ -72,6 +72,7 @@ class Mosquitto:
     folder: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    extra_conf: tuple[str, ...] = ()  # more mosquitto.conf lines (bench/national.py: many clients)
 
     def start(self) -> Mosquitto:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -88,6 +89,7 @@ class Mosquitto:
                     "log_type error",
                     "log_type warning",
                     f"log_dest file {self.folder / 'mosquitto.log'}",
+                    *self.extra_conf,
                     "",
                 ]
             )
