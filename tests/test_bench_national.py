@@ -39,8 +39,12 @@ def test_tiny_national_bench_reports_every_figure_for_every_spoke(tmp_path: Path
     assert "| one key rotation: bytes per spoke |" in run.stdout
 
 
-def test_a_refused_directory_is_reported_with_hubctls_sentence() -> None:
+def test_a_refused_directory_is_reported_with_hubctls_sentence_and_where_the_limit_falls() -> None:
+    signed = Row(10_000, 10_000, directory_bytes=4_700_000)
     refused = Row(100_000, 10_000, refusal="the directory is 56089502 bytes; the limit is 8 MiB")
-    table = format_table([refused], "whole frame")
-    assert "| signed directory | **refused** |" in table
+    table = format_table([signed, refused], "whole frame")
+    assert "| signed directory | 4.70 MB | **refused** (56.09 MB) |" in table
     assert "- 100,000 organisations: the directory is 56089502 bytes; the limit is 8 MiB" in table
+    assert (
+        "- at 470 bytes per organisation the 8 MiB limit falls near 17,848 organisations" in table
+    )
