@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 from bench.e2e import replace_block
 from bench.nation import CHANNEL, Nation, make_nation, try_sign
 from bench.rawmqtt import RawClient, Sink, Will
-from bench.takers import DirectoryTaker, WholeFrame
+from bench.takers import TAKERS, DirectoryTaker
 from runtime.clock import now_ms
 from runtime.tasks import cancel_and_wait
 from schemas import topics, transport
@@ -211,7 +211,7 @@ def metric(url: str, name: str) -> int | None:
 async def run_spokes(
     nation: Nation, row: Row, hub: HubProcess, broker: Mosquitto, args: argparse.Namespace
 ) -> None:
-    taker = WholeFrame(nation.hub_key.public)
+    taker = TAKERS[args.taker](nation.hub_key.public)
     spokes = [SimSpoke(org, taker, keep=i < SAMPLED) for i, org in enumerate(nation.spokes)]
     log = HubLog(hub.folder / "hubd.log")
     assert broker.process is not None
@@ -450,6 +450,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument(
         "--orgs", default="17000,100000", help="organisations, one size or several (a,b,c)"
     )
+    parser.add_argument(
+        "--taker", choices=sorted(TAKERS), default="whole", help="how spokes take the directory"
+    )
     parser.add_argument("--spokes", type=int, default=10_000, help="simulated spokes per size")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds for each phase")
     parser.add_argument(
@@ -468,8 +471,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         )
     tmp = args.tmp or Path(tempfile.mkdtemp(prefix="govx-national-"))
     rows = [measure(orgs, args, tmp) for orgs in sizes]
-    taker = WholeFrame.name
-    table = format_table(rows, taker)
+    table = format_table(rows, TAKERS[args.taker](b"").name)
     print(table)
     print(
         "\nKeys: key pairs for the simulated spokes' organisations; random 32-byte public keys"
@@ -479,8 +481,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
     if args.json is not None:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=1))
     if args.write:
-        command = f"python bench/national.py --orgs {args.orgs} --spokes {args.spokes}"
-        replace_block(f"national-{args.spokes}", command, table)  # one block per spoke count
+        taker = "" if args.taker == "whole" else f" --taker {args.taker}"
+        command = f"python bench/national.py --orgs {args.orgs} --spokes {args.spokes}{taker}"
+        # one block per protocol and spoke count: the new protocol's runs sit beside today's
+        replace_block(f"national-{args.taker}-{args.spokes}", command, table)
     return rows
 
 

@@ -10,6 +10,7 @@ in national.py and measures any taker the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from bench.rawmqtt import RawClient
@@ -58,3 +59,8 @@ class WholeFrame:
 
     def check(self, payload: bytes) -> int:
         return verify_directory(payload, self._hub_public, now=now_ms()).version
+
+
+# --taker NAME: each protocol's taker, made from the pinned hub key. The new protocol's
+# taker goes here beside today's, and the same bench measures both.
+TAKERS: dict[str, Callable[[bytes], DirectoryTaker]] = {"whole": WholeFrame}
