@@ -72,7 +72,7 @@ class Mosquitto:
     folder: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
-    settings: tuple[str, ...] = ()  # more configuration lines (bench/hellos.py's limits)
+    settings: tuple[str, ...] = ()  # more configuration lines (the benches' limits)
 
     def start(self) -> Mosquitto:
         self.folder.mkdir(parents=True, exist_ok=True)
