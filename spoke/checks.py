@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.clock import ms_to_text
-from schemas.directory import Directory, NotAddressed, OrgEntry
+from schemas.directory import GROUP_PREFIX, Directory, NotAddressed, OrgEntry
+from schemas.envelope import MAX_RECIPIENTS
 from schemas.errors import Reason
 from schemas.gating import Accept, Reject, gate, shared_channels, uplink
 from schemas.labels import Classification
@@ -91,6 +92,7 @@ def prepare(
     to, cc = address(metadata, org=org, directory=directory)
     doc = Document.from_metadata(metadata, org, to, cc)
     doc, added = copied_as_needed(doc, directory, auto_cc=metadata.auto_cc)
+    within_envelope(doc.to, doc.cc, (*metadata.to, *metadata.cc), directory)  # copies added
     channel = _gate(doc, org=org, directory=directory)
     evaluation = judge(doc, directory)
     left_out = not_addressed(metadata, org=org, directory=directory)
@@ -171,7 +173,36 @@ def address(
         )
     if not to:
         raise refuse("drop.no_recipient", {"to": metadata.to})
+    within_envelope(to, cc, (*metadata.to, *metadata.cc), directory)
     return to, cc
+
+
+def within_envelope(
+    to: Sequence[str], cc: Sequence[str], addresses: Sequence[str], directory: Directory
+) -> None:
+    """Refusal if the recipients (groups expanded, members awaiting keys left out, copies
+    added) are more than one envelope carries: so that ``spoke send`` refuses the drop
+    before it is queued, ``--dry-run`` says so, and the agent before it seals. The one
+    place the spoke applies :data:`~schemas.envelope.MAX_RECIPIENTS`: an envelope layout
+    that lifts the limit moves only that number."""
+    count = len(to) + len(cc)
+    if count <= MAX_RECIPIENTS:
+        return
+    groups = {
+        a: len(directory.expand([a]))
+        for a in dict.fromkeys(addresses)
+        if a.startswith(GROUP_PREFIX)
+    }
+    raise refuse(
+        "drop.too_many_recipients",
+        {"count": count, "limit": MAX_RECIPIENTS, "groups": groups},
+        count=count,
+        limit=MAX_RECIPIENTS,
+        groups=", ".join(f"{g}: {n} members" for g, n in groups.items())
+        or "no group: each named on its own",
+        groups_zh="，".join(f"{g} 有 {n} 个成员" for g, n in groups.items())
+        or "未写分组，逐一列出",
+    )
 
 
 def not_addressed(

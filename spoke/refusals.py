@@ -276,6 +276,16 @@ CATALOGUE: Final[dict[str, Texts]] = {
         "请至少主送一个其他机关。",
         "Name at least one other organisation as a primary recipient (to).",
     ),
+    "drop.too_many_recipients": Texts(
+        "展开分组后共有 {count} 个收文机关（主送和抄送合计；{groups_zh}），"
+        "超过一份公文信封可容纳的上限 {limit} 个。",
+        "after expanding groups the drop has {count} recipients (to and cc together; "
+        "{groups}), more than the {limit} one envelope can carry.",
+        "请把收文机关分成几批、每批不超过 {limit} 个分别投递"
+        "（例如每份只写一个分组或名单的一部分），或少写几个分组。",
+        "Split the recipients into several drops of at most {limit} each (one group, or part "
+        "of the list, per drop), or address fewer groups.",
+    ),
     "drop.sender_clearance": Texts(
         "密级{classification_zh}高于本机关（{org}）的定密权限{clearance_zh}。",
         "classification {classification} is above this organisation's own clearance "

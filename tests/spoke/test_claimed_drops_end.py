@@ -1,0 +1,199 @@
+"""A claimed drop never sits in the work area; a group too large is refused before sealing.
+
+Testers (issue 14) sent to ``@channel.govnet`` at 3,000 organisations: ``spoke send``
+said "queued", ``--dry-run`` said the hub would accept it, and the agent's sealing then
+failed on the envelope's recipient limit (schemas.envelope.MAX_RECIPIENTS). Now the
+spoke's checks (spoke.checks.prepare, shared by ``spoke send`` and the agent) count the
+recipients as sealing does (groups expanded, members awaiting keys left out, copies
+added) and refuse a drop over the limit, naming the count, the limit and what to do.
+
+And whatever goes wrong once a drop is claimed ends with the drop in failed/ with its
+reason, never left in ``.spoke/work/`` for a restart to trip on again; only what is not
+the document's fault (a full disk) keeps it waiting, said once in the log, tried again
+at every scan.
+
+A directory of a thousand-odd organisations is the world's with counties added
+(World.crowded); one sender spoke, offline (no broker: whatever is sealed stays QUEUED).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+from typer.testing import CliRunner
+
+from runtime.clock import now_ms
+from schemas.directory import VerifiedDirectory, sign_directory, verify_directory
+from schemas.envelope import MAX_RECIPIENTS
+from spoke.cli import app
+from spoke.sender import Sender
+from spoke.state import SpokeState
+from tests.hubproc import live_directory
+from tests.spoke.conftest import OfflineSpoke, OfflineSpokeFactory
+from tests.spoke.procs import SpokeProcess, toml_meta
+from tests.spoke.test_send_refusals import unused_port
+from tests.world import REPO, World
+
+EVERYONE = "@channel.govnet"
+NOTICE = {"密级": "内部", "文种": "通知", "标题": "关于做好冬季供暖工作的通知", "签发人": "王某"}
+BODY = "关于做好冬季供暖工作的通知。\n".encode()
+EXTRA = MAX_RECIPIENTS  # counties added: @channel.govnet then reaches more than the limit
+
+
+@pytest.fixture(scope="module")
+def crowded(world: World) -> World:
+    """The world with enough counties that everyone on govnet is more than one envelope."""
+    return world.crowded(EXTRA)
+
+
+def verified(world: World, *, awaiting: tuple[str, ...] = ()) -> VerifiedDirectory:
+    """``world``'s directory around the real clock, ``awaiting`` listed without keys."""
+    held = {o: k for o, k in world.keys.items() if o not in awaiting}
+    directory = live_directory(dataclasses.replace(world, keys=held))
+    frame = sign_directory(directory, world.hub_key)
+    return verify_directory(frame, world.hub_key.public, now=now_ms())
+
+
+def on_govnet(world: World) -> int:
+    """How many @channel.govnet reaches from jl.gov (itself left out)."""
+    group = world.directory.group("channel.govnet")
+    assert group is not None
+    return len([m for m in group.members if m != "jl.gov"])
+
+
+def province(offline_spoke: OfflineSpokeFactory, directory: VerifiedDirectory) -> OfflineSpoke:
+    gov = offline_spoke("jl.gov")
+    gov.ctx.verified = directory
+    return gov
+
+
+def error_of(spoke: OfflineSpoke, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((spoke.failed / f"{name}.error.json").read_text("utf-8"))
+    return data
+
+
+def restart(spoke: OfflineSpoke) -> None:
+    """A new Sender on the same folders and state, as the agent makes at start."""
+    spoke.sender = Sender(spoke.ctx)
+    spoke.sender.recover()
+
+
+def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
+    return [e for e in logs if e["event"] == name]
+
+
+# ------------------------------------------------------------------ a group too large
+
+
+async def test_a_group_larger_than_one_envelope_is_refused_with_its_count_and_the_limit(
+    offline_spoke: OfflineSpokeFactory, crowded: World
+) -> None:
+    gov = province(offline_spoke, verified(crowded))
+    count = on_govnet(crowded)
+    assert count > MAX_RECIPIENTS
+
+    with capture_logs() as logs:
+        gov.drop("通知.txt", BODY, toml_meta({**NOTICE, "主送": [EVERYONE]}))
+        await gov.settle()
+
+    error = error_of(gov, "通知.txt")
+    assert error["rule"] == "drop.too_many_recipients"
+    assert error["values"] == {
+        "count": count,
+        "limit": MAX_RECIPIENTS,
+        "groups": {EVERYONE: count + 1},  # jl.gov is a member too; it never sends to itself
+    }
+    assert f"{count} recipients" in error["message"]
+    assert f"{MAX_RECIPIENTS}" in error["message"]
+    assert f"{count} 个收文机关" in error["message_zh"]
+    assert "Split the recipients" in error["hint"]
+    assert "分成几批" in error["hint_zh"]
+    assert (gov.failed / "通知.txt").read_bytes() == BODY
+    assert gov.outbound() == []  # never sealed
+    assert gov.queued() == []
+    assert list(gov.work.iterdir()) == []
+    assert events(logs, "drop.error") == []  # a refusal, not a defect
+
+
+async def test_the_limit_counts_recipients_as_sealing_does_without_members_awaiting_keys(
+    offline_spoke: OfflineSpokeFactory, crowded: World
+) -> None:
+    over = on_govnet(crowded) - MAX_RECIPIENTS
+    awaiting = tuple(f"jl.cc.c{i:04d}" for i in range(over))  # exactly the limit is left
+    gov = province(offline_spoke, verified(crowded, awaiting=awaiting))
+
+    gov.drop("通知.txt", BODY, toml_meta({**NOTICE, "主送": [EVERYONE]}))
+    await gov.settle()
+
+    assert list(gov.failed.iterdir()) == []
+    (out,) = gov.outbound()
+    assert len(gov.sealed(out).header.recipients) == MAX_RECIPIENTS
+
+
+@pytest.fixture
+def idle_crowded(crowded: World, tmp_path: Path) -> SpokeProcess:
+    """jl.gov installed, holding the crowded directory, its agent not running."""
+    installed = SpokeProcess(tmp_path / "jl.gov", "jl.gov", crowded, unused_port(), ("govnet",))
+    installed.write()
+    for name in ("outbox", "failed", "sent", "inbox", "signfor"):
+        (installed.root / name).mkdir(parents=True)
+    held = verified(crowded)
+    state = SpokeState(installed.root / ".spoke" / "state.db")
+    state.save_directory(held.version, held.digest, held.frame)
+    state.close()
+    return installed
+
+
+SEND = ["--to", EVERYONE, "--classification", "内部", "--type", "通知", "--title", "关于供暖的通知"]
+SEND += ["--signatory", "王某"]
+
+
+def spoke_cli(spoke: SpokeProcess, *args: str) -> Any:
+    return CliRunner().invoke(app, [*args, "--config", str(spoke.config)])
+
+
+def test_spoke_send_to_a_group_larger_than_one_envelope_exits_1_naming_count_and_limit(
+    idle_crowded: SpokeProcess, crowded: World, tmp_path: Path
+) -> None:
+    path = tmp_path / "通知.txt"
+    path.write_bytes(BODY)
+
+    done = spoke_cli(idle_crowded, "send", str(path), *SEND)
+
+    assert done.exit_code == 1, done.output
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith("spoke send: 交换程序拒收（drop.too_many_recipients），未发送")
+    count = on_govnet(crowded)
+    assert f"the drop has {count} recipients" in line
+    assert f"more than the {MAX_RECIPIENTS} one envelope can carry" in line
+    assert "Split the recipients into several drops" in line
+    assert list(idle_crowded.outbox.iterdir()) == []  # nothing queued for the agent
+    assert (idle_crowded.failed / "通知.txt").read_bytes() == BODY
+
+
+def test_spoke_send_dry_run_to_a_group_larger_than_one_envelope_says_it_would_be_refused(
+    idle_crowded: SpokeProcess, crowded: World, tmp_path: Path
+) -> None:
+    path = tmp_path / "通知.txt"
+    path.write_bytes(BODY)
+
+    done = spoke_cli(idle_crowded, "send", str(path), *SEND, "--dry-run")
+
+    assert done.exit_code == 1, done.output
+    assert "The spoke would refuse it (drop.too_many_recipients)" in done.stdout
+    assert f"{on_govnet(crowded)} recipients" in done.stdout
+    assert f"{MAX_RECIPIENTS} one envelope can carry" in done.stdout
+    assert list(idle_crowded.outbox.iterdir()) == []
+    assert list(idle_crowded.failed.iterdir()) == []  # a dry run writes nothing
+
+
+def test_the_integrators_guide_states_the_recipient_limit_the_spoke_applies() -> None:
+    guide = (REPO / "docs" / "integrators.md").read_text(encoding="utf-8")
+    assert f"`drop.too_many_recipients`: {MAX_RECIPIENTS} today" in guide
