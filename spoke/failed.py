@@ -107,6 +107,7 @@ class FailedFolder:
         text = ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace")
         atomic_write(self.folder / f"{failed.error_stem}.error.txt", text, mode=0o644)
         machine = {
+            "status": "FAILED",  # as sent/<msg_id>/status.json says where a sent one is
             **detail,
             "name": shown,
             "original_name": shown_name(original),

@@ -450,36 +450,45 @@ class Outbox:
         if not self.work.exists():
             return found
         for work in sorted(p for p in self.work.iterdir() if p.is_dir()):
-            entries = sorted(e.name for e in work.iterdir())
-            metas = tuple(n for n in entries if meta_payload_name(n) is not None)
-            docs = [n for n in entries if meta_payload_name(n) is None]
-            if not entries:
-                work.rmdir()
-            elif sealed(work):
-                continue
-            elif docs and metas:
-                found.append(Claimed(docs[0], work, metas, Completeness.RECOVERED))
-            elif metas:  # a give-back cut after the document went home: finish it
-                document = _matching(
-                    meta_payload_name(metas[0]) or "", {p.name for p in self.folder.iterdir()}
-                )
-                if _lstat(self.folder / document) is not None:
-                    self._move(work, metas, self.folder)
-                    work.rmdir()
-                else:
-                    found.append(Claimed(document, work, metas, refusal=_lost(document)))
-            else:  # a claim cut before its marker moved: fetch the marker, or give back
-                document = docs[0]
-                fetched = tuple(_metas_of(document, self.folder))
-                if fetched:
-                    self._move(self.folder, fetched, work)
-                    found.append(Claimed(document, work, fetched, Completeness.RECOVERED))
-                elif _lstat(self.folder / document) is None:
-                    self._move(work, (document,), self.folder)
-                    work.rmdir()
-                else:  # the outbox has a new document of that name: this one fails
-                    found.append(Claimed(document, work, (), refusal=_lost(document)))
+            try:
+                self._recover_one(work, sealed, found)
+            except Exception:  # one folder's trouble never keeps the others from recovery
+                log.exception("outbox.recover_failed", work=work.name)
         return found
+
+    def _recover_one(
+        self, work: Path, sealed: Callable[[Path], bool], found: list[Claimed]
+    ) -> None:
+        """recover() for one work folder; a claim to finish is appended to ``found``."""
+        entries = sorted(e.name for e in work.iterdir())
+        metas = tuple(n for n in entries if meta_payload_name(n) is not None)
+        docs = [n for n in entries if meta_payload_name(n) is None]
+        if not entries:
+            work.rmdir()
+        elif sealed(work):
+            return
+        elif docs and metas:
+            found.append(Claimed(docs[0], work, metas, Completeness.RECOVERED))
+        elif metas:  # a give-back cut after the document went home: finish it
+            document = _matching(
+                meta_payload_name(metas[0]) or "", {p.name for p in self.folder.iterdir()}
+            )
+            if _lstat(self.folder / document) is not None:
+                self._move(work, metas, self.folder)
+                work.rmdir()
+            else:
+                found.append(Claimed(document, work, metas, refusal=_lost(document)))
+        else:  # a claim cut before its marker moved: fetch the marker, or give back
+            document = docs[0]
+            fetched = tuple(_metas_of(document, self.folder))
+            if fetched:
+                self._move(self.folder, fetched, work)
+                found.append(Claimed(document, work, fetched, Completeness.RECOVERED))
+            elif _lstat(self.folder / document) is None:
+                self._move(work, (document,), self.folder)
+                work.rmdir()
+            else:  # the outbox has a new document of that name: this one fails
+                found.append(Claimed(document, work, (), refusal=_lost(document)))
 
     @staticmethod
     def _move(source: Path, names: Iterable[str], target: Path) -> None:

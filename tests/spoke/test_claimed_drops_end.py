@@ -19,8 +19,10 @@ A directory of a thousand-odd organisations is the world's with counties added
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
-from collections.abc import MutableMapping
+import os
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +30,19 @@ import pytest
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
+import spoke.checks
+import spoke.sealing
+import spoke.sender
 from runtime.clock import now_ms
 from schemas.directory import VerifiedDirectory, sign_directory, verify_directory
 from schemas.envelope import MAX_RECIPIENTS
 from spoke.cli import app
+from spoke.failed import FailedFolder
 from spoke.sender import Sender
 from spoke.state import SpokeState
+from spoke.whereis import whereabouts
 from tests.hubproc import live_directory
-from tests.spoke.conftest import OfflineSpoke, OfflineSpokeFactory
+from tests.spoke.conftest import OfflineSpoke, OfflineSpokeFactory, snapshot
 from tests.spoke.procs import SpokeProcess, toml_meta
 from tests.spoke.test_send_refusals import unused_port
 from tests.world import REPO, World
@@ -197,3 +204,184 @@ def test_spoke_send_dry_run_to_a_group_larger_than_one_envelope_says_it_would_be
 def test_the_integrators_guide_states_the_recipient_limit_the_spoke_applies() -> None:
     guide = (REPO / "docs" / "integrators.md").read_text(encoding="utf-8")
     assert f"`drop.too_many_recipients`: {MAX_RECIPIENTS} today" in guide
+
+
+# ------------------------------------------------------------------ failures after the claim
+
+
+def failing_seal(
+    monkeypatch: pytest.MonkeyPatch, error: Callable[[], BaseException], times: int = 1_000
+) -> list[int]:
+    """Sealing raises ``error()`` ``times`` times, then seals; the list counts the calls."""
+    calls: list[int] = []
+    real = spoke.sealing.seal_drop
+
+    def seal(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        if len(calls) <= times:
+            raise error()
+        return real(*args, **kw)
+
+    monkeypatch.setattr(spoke.sender, "seal_drop", seal)
+    return calls
+
+
+async def test_a_drop_whose_sealing_fails_ends_in_failed_with_its_reason_and_stays_there(
+    offline_spoke: OfflineSpokeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failing_seal(monkeypatch, lambda: RuntimeError("the sealer broke"))
+    gov = offline_spoke("jl.gov")
+
+    with capture_logs() as logs:
+        gov.drop("通知.txt", BODY, toml_meta({**NOTICE, "主送": ["jl.cc"]}))
+        await gov.settle()
+
+    error = error_of(gov, "通知.txt")
+    assert (error["status"], error["rule"]) == ("FAILED", "drop.internal_error")
+    assert "RuntimeError: the sealer broke" in error["message"]
+    assert (gov.failed / "通知.txt").read_bytes() == BODY
+    assert list(gov.work.iterdir()) == []
+    [bug] = events(logs, "drop.error")  # one event, with its traceback
+    assert isinstance(bug["exc_info"], RuntimeError)
+    [row] = whereabouts(gov.ctx.config, gov.ctx.state, error["msg_id"])
+    assert row[2] == "refused by the spoke (never sent): failed/通知.txt"
+    assert row[4].startswith("FAILED (drop.internal_error)")
+
+    before = snapshot(gov.failed)
+    with capture_logs() as logs:
+        restart(gov)
+        await gov.settle()
+    assert snapshot(gov.failed) == before
+    assert list(gov.work.iterdir()) == []
+    assert [e for e in logs if e["event"].startswith("drop.")] == []
+
+
+async def test_a_header_the_envelope_refuses_at_sealing_ends_in_failed_with_its_traceback(
+    offline_spoke: OfflineSpokeFactory, crowded: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the checks and the envelope disagree (as before issue 14): sealing meets the limit
+    monkeypatch.setattr(spoke.checks, "MAX_RECIPIENTS", 10 * MAX_RECIPIENTS)
+    gov = province(offline_spoke, verified(crowded))
+
+    with capture_logs() as logs:
+        gov.drop("通知.txt", BODY, toml_meta({**NOTICE, "主送": [EVERYONE]}))
+        await gov.settle()
+
+    error = error_of(gov, "通知.txt")
+    assert (error["status"], error["rule"]) == ("FAILED", "drop.internal_error")
+    assert "at most 1000 items" in error["message"]
+    assert list(gov.work.iterdir()) == []
+    assert gov.queued() == []
+    [bug] = events(logs, "drop.error")
+    assert "seal_drop" in bug["exception"]  # where it broke: the traceback, in the event
+    assert "at most 1000 items" in bug["exception"]
+    assert NOTICE["标题"] not in json.dumps(bug, ensure_ascii=False, default=str)
+
+
+async def test_a_full_disk_while_sealing_keeps_the_drop_waiting_until_there_is_room(
+    offline_spoke: OfflineSpokeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full() -> OSError:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    calls = failing_seal(monkeypatch, full, times=3)
+    gov = offline_spoke("jl.gov")
+
+    with capture_logs() as logs:
+        gov.drop("通知.txt", BODY, toml_meta({**NOTICE, "主送": ["jl.cc"]}))
+        await gov.settle(lambda: len(calls) == 3)
+
+    assert list(gov.failed.iterdir()) == []  # not the document's fault: not failed
+    [claimed] = gov.work.iterdir()
+    assert sorted(p.name for p in claimed.iterdir()) == ["通知.txt", "通知.txt.meta.toml"]
+    [waiting] = events(logs, "drop.waiting")  # said once, not at every scan
+    assert "the disk is full" in waiting["detail"]
+    assert waiting["msg_id"] == claimed.name.rpartition("-")[2]
+
+    await gov.settle(lambda: bool(gov.outbound()))  # room again: sealed at the next scan
+    (out,) = gov.outbound()
+    assert out.msg_id.hex() == waiting["msg_id"]
+    assert list(gov.failed.iterdir()) == []
+
+
+async def test_a_drop_that_cannot_be_moved_to_failed_waits_and_lands_there_once_it_can(
+    offline_spoke: OfflineSpokeFactory,
+) -> None:
+    gov = offline_spoke("jl.gov")
+    gov.failed.rmdir()
+    gov.failed.write_bytes(b"")  # failed/ is not a folder: nothing can be moved into it
+
+    with capture_logs() as logs:
+        gov.drop("坏.txt", BODY, toml_meta({**NOTICE, "主送": ["jl.nowhere"]}))
+        await gov.settle(lambda: bool(events(logs, "drop.waiting")))
+        await gov.sender.scan()
+
+    [waiting] = events(logs, "drop.waiting")
+    assert waiting["rule"] == "drop.unknown_recipient"
+    assert "moving it to failed/ failed" in waiting["detail"]
+    [claimed] = gov.work.iterdir()  # claimed, waiting: not lost, not given back
+    assert "坏.txt" in {p.name for p in claimed.iterdir()}
+
+    gov.failed.unlink()
+    gov.failed.mkdir()
+    await gov.settle((gov.failed / "坏.txt.error.json").exists)
+    assert error_of(gov, "坏.txt")["rule"] == "drop.unknown_recipient"
+    assert (gov.failed / "坏.txt").read_bytes() == BODY
+    assert list(gov.work.iterdir()) == []
+
+
+async def test_start_up_recovery_fails_a_claim_that_cannot_be_sealed_and_not_again(
+    offline_spoke: OfflineSpokeFactory, crowded: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spoke.checks, "MAX_RECIPIENTS", 10 * MAX_RECIPIENTS)
+    gov = province(offline_spoke, verified(crowded))
+    # what a crash between the claim and the seal leaves: a work folder named by its id
+    work = gov.work / "1796588398877-57c166f95cd33051332d4df0784a1d70"
+    work.mkdir()
+    (work / "通知.txt").write_bytes(BODY)
+    (work / "通知.txt.meta.toml").write_text(toml_meta({**NOTICE, "主送": [EVERYONE]}), "utf-8")
+
+    restart(gov)
+    await gov.settle()
+
+    error = error_of(gov, "通知.txt")
+    assert error["rule"] == "drop.internal_error"
+    assert error["msg_id"] == "57c166f95cd33051332d4df0784a1d70"  # the id it was taken under
+    assert list(gov.work.iterdir()) == []
+    before = snapshot(gov.failed)
+    with capture_logs() as logs:
+        restart(gov)
+        await gov.settle()
+    assert snapshot(gov.failed) == before
+    assert [e for e in logs if e["event"].startswith("drop.")] == []
+
+
+async def test_a_drop_whose_explanation_cannot_be_written_gets_it_under_its_own_name_later(
+    offline_spoke: OfflineSpokeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gov = offline_spoke("jl.gov")
+    real = FailedFolder.explain
+    tries: list[int] = []
+
+    def explain(folder: FailedFolder, *args: Any, **kw: Any) -> None:
+        tries.append(1)
+        if len(tries) == 1:  # the disk fills up between the move and the explanation
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(folder, *args, **kw)
+
+    monkeypatch.setattr(FailedFolder, "explain", explain)
+
+    with capture_logs() as logs:
+        gov.drop("坏.txt", BODY, toml_meta({**NOTICE, "主送": ["jl.nowhere"]}))
+        await gov.settle((gov.failed / "坏.txt.error.json").exists)
+
+    assert sorted(p.name for p in gov.failed.iterdir()) == [
+        "坏.txt",
+        "坏.txt.error.json",
+        "坏.txt.error.txt",
+        "坏.txt.meta.toml",
+    ]  # moved once: the explanation followed it, not a second copy as '坏 (2).txt'
+    assert error_of(gov, "坏.txt")["rule"] == "drop.unknown_recipient"
+    assert list(gov.work.iterdir()) == []
+    [waiting] = events(logs, "drop.waiting")
+    assert "No space left on device" in waiting["detail"]
