@@ -18,7 +18,7 @@ from pathlib import Path
 from schemas.clock import ms_to_text
 from schemas.directory import GROUP_PREFIX, Directory, NotAddressed, OrgEntry
 from schemas.envelope import MAX_RECIPIENTS
-from schemas.errors import Reason
+from schemas.errors import DirectoryError, Reason
 from schemas.gating import Accept, Reject, gate, shared_channels, uplink
 from schemas.labels import Classification
 from schemas.metadata import (
@@ -94,6 +94,7 @@ def prepare(
     doc, added = copied_as_needed(doc, directory, auto_cc=metadata.auto_cc)
     within_envelope(doc.to, doc.cc, (*metadata.to, *metadata.cc), directory)  # copies added
     channel = _gate(doc, org=org, directory=directory)
+    _sealable(doc, directory, now)
     evaluation = judge(doc, directory)
     left_out = not_addressed(metadata, org=org, directory=directory)
     return Prepared(
@@ -291,6 +292,24 @@ def gate_drop(
             )
         case _:  # address() and the checks above leave the router nothing else to say
             raise refuse("drop.internal_error", error=f"{decision.reason}: {decision.detail}")
+
+
+def _sealable(doc: Document, directory: Directory, now: int) -> None:
+    """Every recipient has an encryption key to seal the file key to at ``now`` (in its
+    window, not revoked): the lookup sealing makes, so that a drop sealing would fail on
+    is refused here, by ``spoke send`` as by the agent, not found out after the claim."""
+    for recipient in doc.recipients:
+        try:
+            directory.encryption_key(recipient, now)
+        except DirectoryError as exc:
+            entry = directory.org(recipient)
+            raise refuse(
+                "drop.recipient_no_key",
+                {"org": recipient},
+                org=recipient,
+                name=recipient if entry is None else entry.name_zh,
+                version=directory.version,
+            ) from exc
 
 
 def _sender_clearance(org: str, me: OrgEntry, label: Classification) -> Refusal:

@@ -259,6 +259,17 @@ CATALOGUE: Final[dict[str, Texts]] = {
         "a new directory once its public keys are in, and drop the document again when this "
         "spoke holds it.",
     ),
+    "drop.recipient_no_key": Texts(
+        "收文机关 {org}（{name}）在第 {version} 版交换目录中没有可用的加密公钥（已吊销或已过期），"
+        "文件无法加密给它。",
+        "recipient {org} ({name}) has no valid, unrevoked encryption key in directory version "
+        "{version}: the document cannot be sealed to it.",
+        "请把 {org} 从收文机关中去掉、另行送达；或请枢纽运维人员发布其新公钥并重新签发目录，"
+        "本交换程序取得新目录后再投递。",
+        "Leave {org} out and deliver it to them another way; or ask the hub operator to "
+        "publish its new key in a new directory, and drop the document again when this "
+        "spoke holds it.",
+    ),
     "drop.group_awaiting_keys": Texts(
         "分组 @{group}（{name}）的成员 {members} 在第 {version} 版交换目录中都尚待提交密钥，"
         "该分组无人可以收文。",

@@ -206,6 +206,55 @@ def test_the_integrators_guide_states_the_recipient_limit_the_spoke_applies() ->
     assert f"`drop.too_many_recipients`: {MAX_RECIPIENTS} today" in guide
 
 
+# ------------------------------------------------------------------ what sealing would refuse
+
+
+def revoked(world: World, org: str) -> VerifiedDirectory:
+    """``world``'s directory around the real clock with ``org``'s encryption key revoked."""
+    kid = world.directory.org(org).enc_keys[0].kid  # type: ignore[union-attr]
+    directory = live_directory(world, version=2, revoked=[kid])
+    frame = sign_directory(directory, world.hub_key)
+    return verify_directory(frame, world.hub_key.public, now=now_ms())
+
+
+async def test_a_recipient_without_a_valid_encryption_key_is_refused_before_sealing(
+    offline_spoke: OfflineSpokeFactory, world: World
+) -> None:
+    gov = province(offline_spoke, revoked(world, "jl.cc"))
+
+    with capture_logs() as logs:
+        gov.drop("通知.txt", BODY, toml_meta({**NOTICE, "主送": ["jl.cc"]}))
+        await gov.settle()
+
+    error = error_of(gov, "通知.txt")
+    assert error["rule"] == "drop.recipient_no_key"  # was drop.not_sealed, found by the seal
+    assert "recipient jl.cc" in error["message"]
+    assert gov.outbound() == []
+    assert events(logs, "drop.error") == []
+
+
+def test_spoke_send_to_a_recipient_without_a_valid_encryption_key_exits_1(
+    world: World, tmp_path: Path
+) -> None:
+    installed = SpokeProcess(tmp_path / "jl.gov", "jl.gov", world, unused_port(), ("govnet",))
+    installed.write()
+    for name in ("outbox", "failed", "sent", "inbox", "signfor"):
+        (installed.root / name).mkdir(parents=True)
+    held = revoked(world, "jl.cc")
+    state = SpokeState(installed.root / ".spoke" / "state.db")
+    state.save_directory(held.version, held.digest, held.frame)
+    state.close()
+    path = tmp_path / "通知.txt"
+    path.write_bytes(BODY)
+
+    done = spoke_cli(installed, "send", str(path), *SEND[:1], "jl.cc", *SEND[2:])
+
+    assert done.exit_code == 1, done.output  # was 0, "queued", for a drop certain to fail
+    [line] = done.stderr.splitlines()
+    assert "drop.recipient_no_key" in line
+    assert list(installed.outbox.iterdir()) == []
+
+
 # ------------------------------------------------------------------ failures after the claim
 
 
