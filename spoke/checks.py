@@ -94,7 +94,7 @@ def prepare(
     doc, added = copied_as_needed(doc, directory, auto_cc=metadata.auto_cc)
     within_envelope(doc.to, doc.cc, (*metadata.to, *metadata.cc), directory)  # copies added
     channel = _gate(doc, org=org, directory=directory)
-    _sealable(doc, directory, now)
+    sealable(doc, directory, now)
     evaluation = judge(doc, directory)
     left_out = not_addressed(metadata, org=org, directory=directory)
     return Prepared(
@@ -294,7 +294,7 @@ def gate_drop(
             raise refuse("drop.internal_error", error=f"{decision.reason}: {decision.detail}")
 
 
-def _sealable(doc: Document, directory: Directory, now: int) -> None:
+def sealable(doc: Document, directory: Directory, now: int) -> None:
     """Every recipient has an encryption key to seal the file key to at ``now`` (in its
     window, not revoked): the lookup sealing makes, so that a drop sealing would fail on
     is refused here, by ``spoke send`` as by the agent, not found out after the claim."""

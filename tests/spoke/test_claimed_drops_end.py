@@ -254,6 +254,10 @@ def test_spoke_send_to_a_recipient_without_a_valid_encryption_key_exits_1(
     assert "drop.recipient_no_key" in line
     assert list(installed.outbox.iterdir()) == []
 
+    rehearsed = spoke_cli(installed, "send", str(path), *SEND[:1], "jl.cc", *SEND[2:], "--dry-run")
+    assert rehearsed.exit_code == 1, rehearsed.output  # was 0: "it would be accepted"
+    assert "The spoke would refuse it (drop.recipient_no_key)" in rehearsed.stdout
+
 
 # ------------------------------------------------------------------ failures after the claim
 
