@@ -438,3 +438,31 @@ async def test_a_drop_whose_explanation_cannot_be_written_gets_it_under_its_own_
     assert list(gov.work.iterdir()) == []
     [waiting] = events(logs, "drop.waiting")
     assert "No space left on device" in waiting["detail"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "rule"),
+    [
+        (".通知.txt.Xk3q9Z", "drop.incomplete"),  # a temporary beside it, taken to be refused
+        ("通知.txt.meta.json", "drop.two_metadata"),  # two metadata files, taken to be refused
+    ],
+)
+async def test_start_up_recovery_keeps_the_refusal_of_a_drop_taken_to_be_refused(
+    offline_spoke: OfflineSpokeFactory, extra: str, rule: str
+) -> None:
+    gov = offline_spoke("jl.gov")
+    # a crash between taking a drop to be refused and moving it to failed/
+    work = gov.work / "1796588398877-57c166f95cd33051332d4df0784a1d70"
+    work.mkdir()
+    (work / "通知.txt").write_bytes(BODY)
+    (work / "通知.txt.meta.toml").write_text(toml_meta({**NOTICE, "主送": ["jl.cc"]}), "utf-8")
+    other = json.dumps({"to": "jl.cc", "classification": "内部", "doc_type": "通知", "title": "t"})
+    (work / extra).write_text(other if extra.endswith(".json") else "half a copy", "utf-8")
+
+    restart(gov)
+    await gov.settle()
+
+    assert gov.outbound() == []  # never sealed: neither the temporary nor the document
+    assert error_of(gov, "通知.txt")["rule"] == rule
+    assert extra in {p.name for p in gov.failed.iterdir()}  # moved there with it, unchanged
+    assert list(gov.work.iterdir()) == []
