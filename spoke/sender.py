@@ -281,14 +281,21 @@ class Sender:
             await asyncio.to_thread(functools.partial(self._fail, claimed, refusal, placed=placed))
         except Exception as exc:  # noqa: BLE001 - it waits, said in the log; never lost
             why = f"moving it to failed/ failed: {_said(exc)}"
-            self._wait(claimed, refusal, why, placed)
+            self._wait(claimed, refusal, why, placed, exc)
             return
         self._waiting.pop(claimed.work, None)
 
     def _wait(
-        self, claimed: Claimed, refusal: Refusal | None, why: str, placed: Failed | None = None
+        self,
+        claimed: Claimed,
+        refusal: Refusal | None,
+        why: str,
+        placed: Failed | None = None,
+        exc: Exception | None = None,
     ) -> None:
-        """Keep a claimed drop for the next scan; say why once (until the reason changes)."""
+        """Keep a claimed drop for the next scan; say why once (until the reason changes),
+        with the traceback of ``exc`` if it is a defect (runtime.startup drops it for an
+        OSError or one of ours)."""
         self._again[claimed.work] = (claimed, refusal, placed)
         if self._waiting.get(claimed.work) == why:
             return
@@ -300,6 +307,7 @@ class Sender:
             detail=why,
             rule=None if refusal is None else refusal.rule,
             hint="it stays in the spoke's work area and is tried again at every scan",
+            exc_info=exc,
         )
 
     async def _start_again(self, claimed: Claimed) -> None:
