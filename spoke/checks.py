@@ -92,7 +92,7 @@ def prepare(
     to, cc = address(metadata, org=org, directory=directory)
     doc = Document.from_metadata(metadata, org, to, cc)
     doc, added = copied_as_needed(doc, directory, auto_cc=metadata.auto_cc)
-    within_envelope(doc.to, doc.cc, (*metadata.to, *metadata.cc), directory)  # copies added
+    within_envelope(doc.to, doc.cc, (*metadata.to, *metadata.cc), directory, sender=org)
     channel = _gate(doc, org=org, directory=directory)
     sealable(doc, directory, now)
     evaluation = judge(doc, directory)
@@ -174,12 +174,17 @@ def address(
         )
     if not to:
         raise refuse("drop.no_recipient", {"to": metadata.to})
-    within_envelope(to, cc, (*metadata.to, *metadata.cc), directory)
+    within_envelope(to, cc, (*metadata.to, *metadata.cc), directory, sender=org)
     return to, cc
 
 
 def within_envelope(
-    to: Sequence[str], cc: Sequence[str], addresses: Sequence[str], directory: Directory
+    to: Sequence[str],
+    cc: Sequence[str],
+    addresses: Sequence[str],
+    directory: Directory,
+    *,
+    sender: str,
 ) -> None:
     """Refusal if the recipients (groups expanded, members awaiting keys left out, copies
     added) are more than one envelope carries: so that ``spoke send`` refuses the drop
@@ -189,8 +194,8 @@ def within_envelope(
     count = len(to) + len(cc)
     if count <= MAX_RECIPIENTS:
         return
-    groups = {
-        a: len(directory.expand([a]))
+    groups = {  # what each group named adds, as sealing counts it: the sender left out
+        a: sum(1 for m in directory.expand([a]) if m != sender)
         for a in dict.fromkeys(addresses)
         if a.startswith(GROUP_PREFIX)
     }
@@ -199,10 +204,9 @@ def within_envelope(
         {"count": count, "limit": MAX_RECIPIENTS, "groups": groups},
         count=count,
         limit=MAX_RECIPIENTS,
-        groups=", ".join(f"{g}: {n} members" for g, n in groups.items())
+        groups=", ".join(f"{g}: {n}" for g, n in groups.items())
         or "no group: each named on its own",
-        groups_zh="，".join(f"{g} 有 {n} 个成员" for g, n in groups.items())
-        or "未写分组，逐一列出",
+        groups_zh="，".join(f"{g} {n} 个" for g, n in groups.items()) or "未写分组，逐一列出",
     )
 
 
