@@ -46,11 +46,19 @@ class FailedFolder:
         return unique_path(self.folder, name, room=_ROOM)
 
     def take(
-        self, source: Path, metas: list[Path], name: str, extras: list[Path] | None = None
+        self,
+        source: Path,
+        metas: list[Path],
+        name: str,
+        extras: list[Path] | None = None,
+        *,
+        target: Path | None = None,
     ) -> Failed:
         """Move the drop ``source`` (if it is there), its metadata files and ``extras``
-        (temporaries of it) into failed/."""
-        target = self.place(name)
+        (temporaries of it) into failed/: to ``target`` if given (a move cut half-way is
+        finished where it began; what is no longer there is not moved), else to a free
+        :meth:`place`."""
+        target = self.place(name) if target is None else target
         if source.exists() or source.is_symlink():
             durable_rename(source, target)
         for meta in metas:

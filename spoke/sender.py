@@ -272,12 +272,13 @@ class Sender:
         self, claimed: Claimed, refusal: Refusal, placed: Failed | None = None
     ) -> None:
         """Move a claimed drop to failed/ with its reason; if even that fails (failed/ not
-        writable, the disk full), the rest is tried again at the next scan (the move, or
-        only the explanation if the drop is in failed/ already), the reason logged once
+        writable, the disk full), what is left is done at the next scan (the rest of the
+        move, to the same name, and the explanation), the reason logged once
         (``drop.waiting``)."""
         try:
-            if placed is None:
-                placed = await asyncio.to_thread(self._take, claimed)
+            if placed is None:  # decided once: a retry finishes the move where it began
+                path = await asyncio.to_thread(self.failures.place, claimed.name)
+                placed = Failed(path, self.failures.error_stem(path.name))
             await asyncio.to_thread(functools.partial(self._fail, claimed, refusal, placed=placed))
         except Exception as exc:  # noqa: BLE001 - it waits, said in the log; never lost
             why = f"moving it to failed/ failed: {_said(exc)}"
@@ -621,22 +622,24 @@ class Sender:
         msg_id: bytes | None = None,
         placed: Failed | None = None,
     ) -> None:
-        """Move a drop to failed/ unchanged (unless ``placed`` says it is there already),
+        """Move a drop to failed/ unchanged (to ``placed``, where an earlier try began),
         with NAME.error.txt and NAME.error.json, under its tracking id (``msg_id``: the one
         the hub refused; else the claim's)."""
         by_hub = msg_id is not None
         tracked = msg_id or claimed.msg_id or new_msg_id()
-        failed = placed or self._take(claimed)
+        failed = self._take(claimed, placed)
         self._record_failed(claimed.name, failed, refusal, tracked, by_hub=by_hub)
         with contextlib.suppress(OSError):
             claimed.work.rmdir()
         self._troubles.discard(claimed.name)
 
-    def _take(self, claimed: Claimed) -> Failed:
-        """Move a claimed drop, its metadata and its temporaries into failed/, unchanged."""
+    def _take(self, claimed: Claimed, placed: Failed | None = None) -> Failed:
+        """Move what is left of a claimed drop (the document, its metadata, its
+        temporaries) into failed/, unchanged: to ``placed`` if given."""
         metas = [claimed.work / m for m in claimed.meta_names]
         extras = [claimed.work / n for n in claimed.beside]
-        return self.failures.take(claimed.payload, metas, claimed.name, extras)
+        target = None if placed is None else placed.path
+        return self.failures.take(claimed.payload, metas, claimed.name, extras, target=target)
 
     def _record_failed(
         self, name: str, failed: Failed, refusal: Refusal, msg_id: bytes, *, by_hub: bool

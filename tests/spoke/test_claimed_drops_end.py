@@ -31,6 +31,8 @@ from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 import spoke.checks
+import spoke.failed
+import spoke.files
 import spoke.sealing
 import spoke.sender
 from runtime.clock import now_ms
@@ -466,3 +468,33 @@ async def test_start_up_recovery_keeps_the_refusal_of_a_drop_taken_to_be_refused
     assert error_of(gov, "通知.txt")["rule"] == rule
     assert extra in {p.name for p in gov.failed.iterdir()}  # moved there with it, unchanged
     assert list(gov.work.iterdir()) == []
+
+
+async def test_a_move_to_failed_cut_half_way_is_finished_under_the_same_name(
+    offline_spoke: OfflineSpokeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gov = offline_spoke("jl.gov")
+    real = spoke.files.durable_rename  # what spoke.failed moves with
+    moves: list[Path] = []
+
+    def rename(source: Path, target: Path) -> None:
+        moves.append(source)
+        if len(moves) == 2:  # the document has moved; its metadata file cannot, this once
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real(source, target)
+
+    monkeypatch.setattr(spoke.failed, "durable_rename", rename)
+
+    with capture_logs() as logs:
+        gov.drop("坏.txt", BODY, toml_meta({**NOTICE, "主送": ["jl.nowhere"]}))
+        await gov.settle((gov.failed / "坏.txt.error.json").exists)
+
+    assert sorted(p.name for p in gov.failed.iterdir()) == [
+        "坏.txt",
+        "坏.txt.error.json",
+        "坏.txt.error.txt",
+        "坏.txt.meta.toml",
+    ]  # not '坏 (2).txt.meta.toml' explained beside a document that is not there
+    assert error_of(gov, "坏.txt")["name"] == "坏.txt"
+    assert list(gov.work.iterdir()) == []
+    assert len(events(logs, "drop.waiting")) == 1
