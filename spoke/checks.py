@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.clock import ms_to_text
-from schemas.directory import Directory, NotAddressed, OrgEntry
-from schemas.errors import Reason
+from schemas.directory import GROUP_PREFIX, Directory, NotAddressed, OrgEntry
+from schemas.envelope import MAX_RECIPIENTS
+from schemas.errors import DirectoryError, Reason
 from schemas.gating import Accept, Reject, gate, shared_channels, uplink
 from schemas.labels import Classification
 from schemas.metadata import (
@@ -91,7 +92,9 @@ def prepare(
     to, cc = address(metadata, org=org, directory=directory)
     doc = Document.from_metadata(metadata, org, to, cc)
     doc, added = copied_as_needed(doc, directory, auto_cc=metadata.auto_cc)
+    within_envelope(doc.to, doc.cc, (*metadata.to, *metadata.cc), directory, sender=org)
     channel = _gate(doc, org=org, directory=directory)
+    sealable(doc, directory, now)
     evaluation = judge(doc, directory)
     left_out = not_addressed(metadata, org=org, directory=directory)
     return Prepared(
@@ -171,7 +174,40 @@ def address(
         )
     if not to:
         raise refuse("drop.no_recipient", {"to": metadata.to})
+    within_envelope(to, cc, (*metadata.to, *metadata.cc), directory, sender=org)
     return to, cc
+
+
+def within_envelope(
+    to: Sequence[str],
+    cc: Sequence[str],
+    addresses: Sequence[str],
+    directory: Directory,
+    *,
+    sender: str,
+) -> None:
+    """Refusal if the recipients (groups expanded, members awaiting keys left out, copies
+    added) are more than one envelope carries: so that ``spoke send`` refuses the drop
+    before it is queued, ``--dry-run`` says so, and the agent before it seals. The one
+    place the spoke applies :data:`~schemas.envelope.MAX_RECIPIENTS`: an envelope layout
+    that lifts the limit moves only that number."""
+    count = len(to) + len(cc)
+    if count <= MAX_RECIPIENTS:
+        return
+    groups = {  # what each group named adds, as sealing counts it: the sender left out
+        a: sum(1 for m in directory.expand([a]) if m != sender)
+        for a in dict.fromkeys(addresses)
+        if a.startswith(GROUP_PREFIX)
+    }
+    raise refuse(
+        "drop.too_many_recipients",
+        {"count": count, "limit": MAX_RECIPIENTS, "groups": groups},
+        count=count,
+        limit=MAX_RECIPIENTS,
+        groups=", ".join(f"{g}: {n}" for g, n in groups.items())
+        or "no group: each named on its own",
+        groups_zh="，".join(f"{g} {n} 个" for g, n in groups.items()) or "未写分组，逐一列出",
+    )
 
 
 def not_addressed(
@@ -260,6 +296,24 @@ def gate_drop(
             )
         case _:  # address() and the checks above leave the router nothing else to say
             raise refuse("drop.internal_error", error=f"{decision.reason}: {decision.detail}")
+
+
+def sealable(doc: Document, directory: Directory, now: int) -> None:
+    """Every recipient has an encryption key to seal the file key to at ``now`` (in its
+    window, not revoked): the lookup sealing makes, so that a drop sealing would fail on
+    is refused here, by ``spoke send`` as by the agent, not found out after the claim."""
+    for recipient in doc.recipients:
+        try:
+            directory.encryption_key(recipient, now)
+        except DirectoryError as exc:
+            entry = directory.org(recipient)
+            raise refuse(
+                "drop.recipient_no_key",
+                {"org": recipient},
+                org=recipient,
+                name=recipient if entry is None else entry.name_zh,
+                version=directory.version,
+            ) from exc
 
 
 def _sender_clearance(org: str, me: OrgEntry, label: Classification) -> Refusal:

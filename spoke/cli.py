@@ -232,7 +232,8 @@ def _dry_run(
         raise _fail("spoke send", ValueError(f"{', '.join(missing)} is not a file"))
     directory = _directory(settings, "spoke send")
     meta_name = f"{drop_name(files, name)}.meta.json"
-    outcome = rehearse(meta, meta_name=meta_name, org=settings.org, directory=directory)
+    now = time.time_ns() // 1_000_000
+    outcome = rehearse(meta, meta_name=meta_name, org=settings.org, directory=directory, now=now)
     if isinstance(outcome, Refusal):
         if as_json:
             typer.echo(json.dumps({"accepted": False, "refusal": outcome.as_json()}, **_JSON))

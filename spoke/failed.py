@@ -46,11 +46,19 @@ class FailedFolder:
         return unique_path(self.folder, name, room=_ROOM)
 
     def take(
-        self, source: Path, metas: list[Path], name: str, extras: list[Path] | None = None
+        self,
+        source: Path,
+        metas: list[Path],
+        name: str,
+        extras: list[Path] | None = None,
+        *,
+        target: Path | None = None,
     ) -> Failed:
         """Move the drop ``source`` (if it is there), its metadata files and ``extras``
-        (temporaries of it) into failed/."""
-        target = self.place(name)
+        (temporaries of it) into failed/: to ``target`` if given (a move cut half-way is
+        finished where it began; what is no longer there is not moved), else to a free
+        :meth:`place`."""
+        target = self.place(name) if target is None else target
         if source.exists() or source.is_symlink():
             durable_rename(source, target)
         for meta in metas:
@@ -107,6 +115,7 @@ class FailedFolder:
         text = ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace")
         atomic_write(self.folder / f"{failed.error_stem}.error.txt", text, mode=0o644)
         machine = {
+            "status": "FAILED",  # as sent/<msg_id>/status.json says where a sent one is
             **detail,
             "name": shown,
             "original_name": shown_name(original),

@@ -258,13 +258,7 @@ class Outbox:
             waited = self._waited(key, (meta_stats, _lstat(self.folder / document)), now)
             if waited < self.stable_for or self._watches[key].stuck:
                 return None
-            shown = ", ".join(f"'{shown_name(m)}'" for m in meta_names)
-            refusal = refuse(
-                "drop.two_metadata",
-                {"document": shown_name(document), "metadata": [shown_name(m) for m in meta_names]},
-                document=shown_name(document),
-                metadata=shown,
-            )
+            refusal = _two_metadata(document, meta_names)
             return Ready(document, meta_names, Completeness.REFUSED, refusal)
         if is_ignored(document):  # NAME.part.meta.toml: a name that is never sent
             waited = self._waited(key, meta_stats, now)
@@ -305,16 +299,7 @@ class Outbox:
         if unfinished:
             if quiet < self.metadata_wait:
                 return None
-            refusal = refuse(
-                "drop.incomplete",
-                {
-                    "document": shown_name(document),
-                    "temporaries": [shown_name(t) for t in unfinished],
-                },
-                document=shown_name(document),
-                temporaries=", ".join(f"'{shown_name(t)}'" for t in unfinished),
-                waited_s=self.metadata_wait,
-            )
+            refusal = _incomplete(document, unfinished, self.metadata_wait)
             return Ready(
                 document, meta_names, Completeness.REFUSED, refusal, tuple(n for n, _ in beside)
             )
@@ -450,36 +435,53 @@ class Outbox:
         if not self.work.exists():
             return found
         for work in sorted(p for p in self.work.iterdir() if p.is_dir()):
-            entries = sorted(e.name for e in work.iterdir())
-            metas = tuple(n for n in entries if meta_payload_name(n) is not None)
-            docs = [n for n in entries if meta_payload_name(n) is None]
-            if not entries:
-                work.rmdir()
-            elif sealed(work):
-                continue
-            elif docs and metas:
-                found.append(Claimed(docs[0], work, metas, Completeness.RECOVERED))
-            elif metas:  # a give-back cut after the document went home: finish it
-                document = _matching(
-                    meta_payload_name(metas[0]) or "", {p.name for p in self.folder.iterdir()}
-                )
-                if _lstat(self.folder / document) is not None:
-                    self._move(work, metas, self.folder)
-                    work.rmdir()
-                else:
-                    found.append(Claimed(document, work, metas, refusal=_lost(document)))
-            else:  # a claim cut before its marker moved: fetch the marker, or give back
-                document = docs[0]
-                fetched = tuple(_metas_of(document, self.folder))
-                if fetched:
-                    self._move(self.folder, fetched, work)
-                    found.append(Claimed(document, work, fetched, Completeness.RECOVERED))
-                elif _lstat(self.folder / document) is None:
-                    self._move(work, (document,), self.folder)
-                    work.rmdir()
-                else:  # the outbox has a new document of that name: this one fails
-                    found.append(Claimed(document, work, (), refusal=_lost(document)))
+            try:
+                self._recover_one(work, sealed, found)
+            except Exception:  # one folder's trouble never keeps the others from recovery
+                log.exception("outbox.recover_failed", work=work.name)
         return found
+
+    def _recover_one(
+        self, work: Path, sealed: Callable[[Path], bool], found: list[Claimed]
+    ) -> None:
+        """recover() for one work folder; a claim to finish is appended to ``found``."""
+        entries = sorted(e.name for e in work.iterdir())
+        metas = tuple(n for n in entries if meta_payload_name(n) is not None)
+        docs = [n for n in entries if meta_payload_name(n) is None]
+        if not entries:
+            work.rmdir()
+        elif sealed(work):
+            return
+        elif docs and metas:  # taken, not sealed: as it was taken, refusal and all
+            named = _matching(meta_payload_name(metas[0]) or "", set(docs))
+            document = named if named in docs else docs[0]
+            beside = tuple(n for n in docs if n != document)  # temporaries taken with it
+            refusal = None
+            if len(metas) > 1:
+                refusal = _two_metadata(document, metas)
+            elif beside:
+                refusal = _incomplete(document, beside, self.metadata_wait)
+            found.append(Claimed(document, work, metas, Completeness.RECOVERED, refusal, beside))
+        elif metas:  # a give-back cut after the document went home: finish it
+            document = _matching(
+                meta_payload_name(metas[0]) or "", {p.name for p in self.folder.iterdir()}
+            )
+            if _lstat(self.folder / document) is not None:
+                self._move(work, metas, self.folder)
+                work.rmdir()
+            else:
+                found.append(Claimed(document, work, metas, refusal=_lost(document)))
+        else:  # a claim cut before its marker moved: fetch the marker, or give back
+            document = docs[0]
+            fetched = tuple(_metas_of(document, self.folder))
+            if fetched:
+                self._move(self.folder, fetched, work)
+                found.append(Claimed(document, work, fetched, Completeness.RECOVERED))
+            elif _lstat(self.folder / document) is None:
+                self._move(work, (document,), self.folder)
+                work.rmdir()
+            else:  # the outbox has a new document of that name: this one fails
+                found.append(Claimed(document, work, (), refusal=_lost(document)))
 
     @staticmethod
     def _move(source: Path, names: Iterable[str], target: Path) -> None:
@@ -494,6 +496,26 @@ def work_msg_id(work: Path) -> bytes | None:
         return parse_msg_id(tail)
     except ValueError:
         return None
+
+
+def _two_metadata(document: str, meta_names: tuple[str, ...]) -> Refusal:
+    return refuse(
+        "drop.two_metadata",
+        {"document": shown_name(document), "metadata": [shown_name(m) for m in meta_names]},
+        document=shown_name(document),
+        metadata=", ".join(f"'{shown_name(m)}'" for m in meta_names),
+    )
+
+
+def _incomplete(document: str, unfinished: Iterable[str], waited_s: float) -> Refusal:
+    names = list(unfinished)
+    return refuse(
+        "drop.incomplete",
+        {"document": shown_name(document), "temporaries": [shown_name(t) for t in names]},
+        document=shown_name(document),
+        temporaries=", ".join(f"'{shown_name(t)}'" for t in names),
+        waited_s=waited_s,
+    )
 
 
 def _lost(document: str) -> Refusal:

@@ -259,6 +259,17 @@ CATALOGUE: Final[dict[str, Texts]] = {
         "a new directory once its public keys are in, and drop the document again when this "
         "spoke holds it.",
     ),
+    "drop.recipient_no_key": Texts(
+        "收文机关 {org}（{name}）在第 {version} 版交换目录中没有可用的加密公钥（已吊销或已过期），"
+        "文件无法加密给它。",
+        "recipient {org} ({name}) has no valid, unrevoked encryption key in directory version "
+        "{version}: the document cannot be sealed to it.",
+        "请把 {org} 从收文机关中去掉、另行送达；或请枢纽运维人员发布其新公钥并重新签发目录，"
+        "本交换程序取得新目录后再投递。",
+        "Leave {org} out and deliver it to them another way; or ask the hub operator to "
+        "publish its new key in a new directory, and drop the document again when this "
+        "spoke holds it.",
+    ),
     "drop.group_awaiting_keys": Texts(
         "分组 @{group}（{name}）的成员 {members} 在第 {version} 版交换目录中都尚待提交密钥，"
         "该分组无人可以收文。",
@@ -275,6 +286,16 @@ CATALOGUE: Final[dict[str, Texts]] = {
         "after expanding groups, no primary recipient (主送) remains besides this organisation.",
         "请至少主送一个其他机关。",
         "Name at least one other organisation as a primary recipient (to).",
+    ),
+    "drop.too_many_recipients": Texts(
+        "展开分组后共有 {count} 个收文机关（主送和抄送合计；{groups_zh}），"
+        "超过一份公文信封可容纳的上限 {limit} 个。",
+        "after expanding groups the drop has {count} recipients (to and cc together; "
+        "{groups}), more than the {limit} one envelope can carry.",
+        "请把收文机关分成几批、每批不超过 {limit} 个分别投递"
+        "（例如每份只写一个分组或名单的一部分），或少写几个分组。",
+        "Split the recipients into several drops of at most {limit} each (one group, or part "
+        "of the list, per drop), or address fewer groups.",
     ),
     "drop.sender_clearance": Texts(
         "密级{classification_zh}高于本机关（{org}）的定密权限{clearance_zh}。",

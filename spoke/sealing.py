@@ -10,15 +10,20 @@ Never a partial send.
 Before sealing, a drop the same as one sent within ``duplicate_window`` (the same
 metadata and bytes, or the same 发文字号) is refused, unless its metadata says
 ``resend = true``.
+
+Whatever else goes wrong with a claimed drop ends in failed/ with its reason, except what
+:func:`transient` names: a failure that is the spoke's own machine's, not the document's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import mimetypes
 import os
+import sqlite3
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,6 +38,29 @@ from spoke.checks import Prepared, declared_mismatch, stamp
 from spoke.files import shown_name
 from spoke.refusals import refuse
 from spoke.state import SpokeState
+
+# Errors that say the spoke's disk is full: a read never raises them, so they come from
+# writing the sealed copy (or the state database), never from the document.
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def transient(exc: BaseException) -> str | None:
+    """Why a claimed drop should wait rather than fail, or None: it fails.
+
+    The document is not at fault, and failing it would ask its sender to drop it again
+    for nothing: the disk is full (the sealed copy, or the state database, could not be
+    written) or the state database is busy. The drop stays claimed and is tried again at
+    the next scan, as drops wait in the outbox while the spoke holds sending (no
+    directory, no key). A broker away is not a failure at all: the sealed drop is queued
+    and published once connected. Everything else (a bad header, a document that cannot
+    be read, a key problem, a defect of ours) fails the drop with its reason."""
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+        return f"the disk is full ({exc.strerror or exc})"
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc)
+        if "full" in text or "locked" in text or "busy" in text:
+            return f"the spoke's state database cannot be written now ({text})"
+    return None
 
 
 class ChangedWhileSealing(XchgError):  # noqa: N818 - an event, not a fault

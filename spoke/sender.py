@@ -21,6 +21,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -52,6 +53,7 @@ from spoke.sealing import (
     fingerprint,
     refuse_duplicate,
     seal_drop,
+    transient,
 )
 from spoke.state import FailedDrop, Outbound, Sending
 from spoke.tracking import Recipient, overall_status
@@ -83,6 +85,12 @@ class Sender:
         self._since: int | None = None
         # the claims recover() found, for the first scan; None until recover() has run
         self._recovered: list[Claimed] | None = None
+        # claimed drops to try again at the next scan, by work folder: with None to check
+        # and seal again (a transient failure: a full disk), with the refusal to move to
+        # failed/ again (moving it there failed), and where in failed/ it already is if
+        # only its explanation failed; and why each waits, as last logged
+        self._again: dict[Path, tuple[Claimed, Refusal | None, Failed | None]] = {}
+        self._waiting: dict[Path, str] = {}
 
     def recover(self) -> None:
         """Finish what a crash left in the work area (blocking), and keep the claims it
@@ -116,8 +124,14 @@ class Sender:
             await self.republish()
         directory, signer = gate.directory, gate.signer
         pending = self._recovered or []  # claims a crash cut in half, found by recover()
-        while pending:  # one at a time: what one raises leaves the rest for the next scan
+        while pending:
             await self._process(pending.pop(0), directory, signer)
+        again, self._again = self._again, {}
+        for claimed, refusal, placed in again.values():  # claims that waited since the last scan
+            if refusal is None:
+                await self._process(claimed, directory, signer)
+            else:
+                await self._fail_claimed(claimed, refusal, placed)
         ready, orphans = await asyncio.to_thread(self.outbox.scan)
         for orphan in orphans:
             await self._guard(orphan.name, functools.partial(self._fail_orphan, orphan))
@@ -199,13 +213,17 @@ class Sender:
         return previous is not None and previous[0] is not None
 
     async def _process(self, claimed: Claimed, directory: Directory, signer: SigningKey) -> None:
-        """Check, seal and publish one claimed drop; any outcome but a send ends in
-        failed/ (or, if it changed while sealed, back in the outbox)."""
-        if self.ctx.state.sealed_from(claimed.work):
-            return  # sealed before a restart; waiting for the hub's answer
-        limits = self.ctx.config.limits
+        """Check, seal and publish one claimed drop. Whatever happens, it is sent, or it
+        ends in failed/ with its reason (back in the outbox if it changed while sealed),
+        or, for a failure that is not the document's (:func:`spoke.sealing.transient`: a
+        full disk, a busy state database), it stays claimed and is tried again at the
+        next scan, the reason logged once (``drop.waiting``). Nothing the drop does raises
+        out of here."""
         refusal: Refusal | None = None
         try:
+            if await asyncio.to_thread(self.ctx.state.sealed_from, claimed.work):
+                return  # sealed before a restart; waiting for the hub's answer
+            limits = self.ctx.config.limits
             prepared = await asyncio.to_thread(
                 functools.partial(
                     prepare,
@@ -221,29 +239,93 @@ class Sender:
         except Refusal as found:
             refusal = found
         except (ChangedWhileSealing, SourceChangedError):
-            await self._guard(claimed.name, functools.partial(self._start_again, claimed))
+            await self._start_again(claimed)
             return
-        except XchgError as exc:
-            refusal = refuse("drop.not_sealed", error=str(exc))
-        except ValidationError as exc:  # a defect of ours; its text would quote the values
-            log.error("drop.error", name=shown_name(claimed.name), detail=describe(exc))
-            refusal = refuse("drop.internal_error", error=f"ValidationError: {describe(exc)}")
-        except Exception as exc:  # a defect of ours: the drop must still be answered
-            log.exception("drop.error", name=shown_name(claimed.name))
-            refusal = refuse("drop.internal_error", error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - every failure of a claimed drop is answered
+            why = transient(exc)
+            if why is not None:
+                self._wait(claimed, None, why)
+                return
+            refusal = self._unsealed(claimed, exc)
         if refusal is not None:
-            await self._guard(claimed.name, functools.partial(self._fail, claimed, refusal))
+            await self._fail_claimed(claimed, refusal)
             return
         self._troubles.discard(claimed.name)
+        self._waiting.pop(claimed.work, None)
         await self.publish(out)
 
-    def _start_again(self, claimed: Claimed) -> None:
+    def _unsealed(self, claimed: Claimed, exc: Exception) -> Refusal:
+        """The refusal for a claimed drop that raised ``exc`` while checked or sealed; a
+        defect of ours is logged too (drop.error, its traceback inside the one event)."""
+        if isinstance(exc, XchgError | OSError):  # expected: the refusal says it all
+            error = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            return refuse("drop.not_sealed", error=error)
+        if isinstance(exc, ValidationError):  # its text would quote the values: not logged
+            detail = f"ValidationError: {describe(exc)}"
+            trace = "".join(traceback.format_tb(exc.__traceback__)) + detail
+            log.error("drop.error", name=shown_name(claimed.name), detail=detail, exception=trace)
+            return refuse("drop.internal_error", error=detail)
+        log.error("drop.error", name=shown_name(claimed.name), exc_info=exc)
+        return refuse("drop.internal_error", error=f"{type(exc).__name__}: {exc}")
+
+    async def _fail_claimed(
+        self, claimed: Claimed, refusal: Refusal, placed: Failed | None = None
+    ) -> None:
+        """Move a claimed drop to failed/ with its reason; if even that fails (failed/ not
+        writable, the disk full), what is left is done at the next scan (the rest of the
+        move, to the same name, and the explanation), the reason logged once
+        (``drop.waiting``)."""
+        try:
+            if placed is None:  # decided once: a retry finishes the move where it began
+                path = await asyncio.to_thread(self.failures.place, claimed.name)
+                placed = Failed(path, self.failures.error_stem(path.name))
+            await asyncio.to_thread(functools.partial(self._fail, claimed, refusal, placed=placed))
+        except Exception as exc:  # noqa: BLE001 - it waits, said in the log; never lost
+            why = f"moving it to failed/ failed: {_said(exc)}"
+            self._wait(claimed, refusal, why, placed, exc)
+            return
+        self._waiting.pop(claimed.work, None)
+
+    def _wait(
+        self,
+        claimed: Claimed,
+        refusal: Refusal | None,
+        why: str,
+        placed: Failed | None = None,
+        exc: Exception | None = None,
+    ) -> None:
+        """Keep a claimed drop for the next scan; say why once (until the reason changes),
+        with the traceback of ``exc`` if it is a defect (runtime.startup drops it for an
+        OSError or one of ours)."""
+        self._again[claimed.work] = (claimed, refusal, placed)
+        if self._waiting.get(claimed.work) == why:
+            return
+        self._waiting[claimed.work] = why
+        log.warning(
+            "drop.waiting",
+            name=shown_name(claimed.name),
+            msg_id=None if claimed.msg_id is None else msg_id_text(claimed.msg_id),
+            detail=why,
+            rule=None if refusal is None else refusal.rule,
+            hint="it stays in the spoke's work area and is tried again at every scan",
+            exc_info=exc,
+        )
+
+    async def _start_again(self, claimed: Claimed) -> None:
         """A file changed while it was sealed: back to the outbox, where the completeness
-        rules start again; failed/ if a new drop of that name is there already."""
-        if self.outbox.unclaim(claimed):
+        rules start again; failed/ if a new drop of that name is there already (or if it
+        cannot be given back)."""
+        try:
+            given_back = await asyncio.to_thread(self.outbox.unclaim, claimed)
+        except OSError as exc:
+            error = exc.strerror or str(exc)
+            await self._fail_claimed(claimed, refuse("drop.not_sealed", error=error))
+            return
+        if given_back:
+            self._waiting.pop(claimed.work, None)
             log.warning("drop.changed_while_sealing", name=shown_name(claimed.name))
             return
-        self._fail(claimed, refuse("drop.changed", document=shown_name(claimed.name)))
+        await self._fail_claimed(claimed, refuse("drop.changed", document=shown_name(claimed.name)))
 
     def _seal(self, prepared: Prepared, directory: Directory, signer: SigningKey) -> Outbound:
         meta = prepared.metadata
@@ -532,18 +614,32 @@ class Sender:
 
     # ------------------------------------------------------------------ failed/
 
-    def _fail(self, claimed: Claimed, refusal: Refusal, *, msg_id: bytes | None = None) -> None:
-        """Move a drop to failed/ unchanged, with NAME.error.txt and NAME.error.json, under
-        its tracking id (``msg_id``: the one the hub refused; else the claim's)."""
+    def _fail(
+        self,
+        claimed: Claimed,
+        refusal: Refusal,
+        *,
+        msg_id: bytes | None = None,
+        placed: Failed | None = None,
+    ) -> None:
+        """Move a drop to failed/ unchanged (to ``placed``, where an earlier try began),
+        with NAME.error.txt and NAME.error.json, under its tracking id (``msg_id``: the one
+        the hub refused; else the claim's)."""
         by_hub = msg_id is not None
         tracked = msg_id or claimed.msg_id or new_msg_id()
-        metas = [claimed.work / m for m in claimed.meta_names]
-        extras = [claimed.work / n for n in claimed.beside]
-        failed = self.failures.take(claimed.payload, metas, claimed.name, extras)
+        failed = self._take(claimed, placed)
         self._record_failed(claimed.name, failed, refusal, tracked, by_hub=by_hub)
         with contextlib.suppress(OSError):
             claimed.work.rmdir()
         self._troubles.discard(claimed.name)
+
+    def _take(self, claimed: Claimed, placed: Failed | None = None) -> Failed:
+        """Move what is left of a claimed drop (the document, its metadata, its
+        temporaries) into failed/, unchanged: to ``placed`` if given."""
+        metas = [claimed.work / m for m in claimed.meta_names]
+        extras = [claimed.work / n for n in claimed.beside]
+        target = None if placed is None else placed.path
+        return self.failures.take(claimed.payload, metas, claimed.name, extras, target=target)
 
     def _record_failed(
         self, name: str, failed: Failed, refusal: Refusal, msg_id: bytes, *, by_hub: bool
@@ -601,6 +697,15 @@ class Sender:
             return
         self._record_failed(orphan.name, failed, orphan.refusal, new_msg_id(), by_hub=False)
         self._troubles.discard(orphan.name)
+
+
+def _said(exc: Exception) -> str:
+    """An exception as one short phrase for the log: its sentence, not its values."""
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    if isinstance(exc, ValidationError):
+        return f"ValidationError: {describe(exc)}"
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 def _hint(reason: str | None, *, retriable: bool) -> str:

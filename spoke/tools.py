@@ -13,7 +13,7 @@ from schemas.ids import msg_id_text, parse_msg_id
 from schemas.metadata import MetadataError, parse_metadata
 from schemas.rules import Document, settings_of
 from schemas.whatif import WhatIf, what_if
-from spoke.checks import address, bad_metadata, not_addressed
+from spoke.checks import address, bad_metadata, not_addressed, sealable
 from spoke.config import SpokeConfig
 from spoke.files import is_clutter, is_temporary
 from spoke.refusals import Refusal
@@ -67,18 +67,26 @@ def size_and_digest(path: Path) -> dict[str, object]:
 
 
 def rehearse(
-    meta: dict[str, object], *, meta_name: str, org: str, directory: Directory
+    meta: dict[str, object],
+    *,
+    meta_name: str,
+    org: str,
+    directory: Directory,
+    now: int | None = None,
 ) -> WhatIf | Refusal:
     """``spoke send --dry-run``: the what-if report on the drop ``meta`` would make (the
-    same Document the agent judges), or the spoke's own refusal before the rules."""
+    same Document the agent judges), or the spoke's own refusal before the rules (with
+    ``now``, also a recipient the agent could not seal to then)."""
     try:
         metadata = parse_metadata(json.dumps(meta).encode(), source=meta_name)
         to, cc = address(metadata, org=org, directory=directory)
+        doc = Document.from_metadata(metadata, org, to, cc)
+        if now is not None:
+            sealable(doc, directory, now)
     except MetadataError as exc:
         return bad_metadata(meta_name, exc)
     except Refusal as refusal:
         return refusal
-    doc = Document.from_metadata(metadata, org, to, cc)
     settings = settings_of(directory)
     return what_if(
         doc,

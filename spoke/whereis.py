@@ -49,7 +49,7 @@ def whereabouts(settings: SpokeConfig, state: SpokeState, query: str) -> list[Ro
         else:
             refused = failed.pop(out.msg_id, None)
             where = "refused by the hub" + (f": failed/{refused.failed}" if refused else "")
-            what = refused.rule if refused else "see failed/"
+            what = f"FAILED ({refused.rule})" if refused else "FAILED: see failed/"
         rows.append((text, shown_name(out.name), where, ms_to_text(out.created_at), what))
     for refused in failed.values():
         by = "the spoke (never sent)" if refused.refused_by == "spoke" else "the hub"
@@ -59,7 +59,7 @@ def whereabouts(settings: SpokeConfig, state: SpokeState, query: str) -> list[Ro
                 refused.name,
                 f"refused by {by}: failed/{refused.failed}",
                 ms_to_text(refused.at),
-                f"{refused.rule}; why: failed/{refused.failed}.error.txt",
+                f"FAILED ({refused.rule}); why: failed/{refused.failed}.error.txt",
             )
         )
     if msg_id is not None and (settings.folder("inbox") / query).is_dir():

@@ -37,6 +37,31 @@ class World:
         """A new directory version from the same topology and keys."""
         return _directory(self.topology, self.hub_key, self.keys, version, revoked, **plan)
 
+    def crowded(self, counties: int) -> World:
+        """This world with ``counties`` more county governments under jl.cc, on govnet,
+        each with keys of its own: a directory of thousands of organisations without
+        thousands of spokes (``@channel.govnet`` and ``@counties`` grow with it)."""
+        model = self.topology.org("jl.cc.nongan")
+        assert model is not None
+        extra = tuple(
+            model.model_copy(
+                update={
+                    "id": f"jl.cc.c{i:04d}",
+                    "name_zh": f"第{i}县人民政府",
+                    "name_en": f"County {i} People's Government",
+                    "code": None,
+                }
+            )
+            for i in range(counties)
+        )
+        topology = self.topology.model_copy(update={"orgs": (*self.topology.orgs, *extra)})
+        keys = {
+            **self.keys,
+            **{o.id: OrgKeys(SigningKey.generate(), EncryptionKey.generate()) for o in extra},
+        }
+        directory = _directory(topology, self.hub_key, keys, 1)
+        return World(topology, self.hub_key, keys, directory, self.now, list(self.revoked))
+
     def signed_directory(self, directory: Directory | None = None) -> bytes:
         return sign_directory(directory or self.directory, self.hub_key)
 
