@@ -34,9 +34,8 @@ from hubd.engine.presencebook import PresenceBook
 from hubd.web.metrics import HubMetrics, Readiness, readiness
 from hubd.web.server import MetricsServer
 from hubd.web.statuspage import StatusPage
-from schemas.directory import Directory
 from schemas.labels import Precedence
-from tests.national import national_directory
+from tests.national import PageHub, national_directory
 from tests.world import NOW, make_world
 
 POLL_S = 2.0  # the page's refresh
@@ -75,23 +74,7 @@ class Clock:
         return self.now
 
 
-@dataclass
-class BenchHub:
-    current_directory: Directory
-    dispatcher: Dispatcher
-    metrics: Any = None
-    ingest: None = None
-    store: None = None
-    draining: bool = False
-    disk: None = None
-    checkpoints: None = None
-    ledger_desk: None = None
-
-    def broker_links(self) -> list[Any]:
-        return []
-
-
-def national_hub(orgs: int, clock: Clock) -> BenchHub:
+def national_hub(orgs: int, clock: Clock) -> PageHub:
     directory = national_directory(make_world().directory, orgs)
     book = PresenceBook(clock)
     jobs = []
@@ -110,7 +93,7 @@ def national_hub(orgs: int, clock: Clock) -> BenchHub:
                     )
                     for n in range(3)
                 ]
-    hub = BenchHub(directory, Dispatcher(book, jobs))
+    hub = PageHub(directory, Dispatcher(book, jobs))
     hub.metrics = HubMetrics(hub)  # type: ignore[arg-type]
     return hub
 

@@ -11,6 +11,8 @@ and the directory is consistent enough to sign and serve. For the status page's 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from typing import Any
 
 from schemas.directory import Directory, KeyEntry, OrgEntry, OrgLevel
 from schemas.keys import KeyKind, key_id
@@ -54,3 +56,22 @@ def _made_up(like: KeyEntry, kind: KeyKind, org_id: str) -> KeyEntry:
     """A public key nobody holds the private half of, with the window of ``like``."""
     public = hashlib.sha256(f"{kind.value} {org_id}".encode()).digest()
     return like.model_copy(update={"kid": key_id(kind, public), "public": public})
+
+
+@dataclass
+class PageHub:
+    """The parts of a running hub the status page and /metrics read; no store, no broker
+    (tests/ops/test_status_scale.py, bench/statuspage.py)."""
+
+    current_directory: Directory | None
+    dispatcher: Any  # hubd.engine.dispatch.Dispatcher, or a test's stand-in
+    metrics: Any = None
+    ingest: None = None
+    store: None = None
+    draining: bool = False
+    disk: None = None
+    checkpoints: None = None
+    ledger_desk: None = None
+
+    def broker_links(self) -> list[Any]:
+        return []

@@ -31,7 +31,7 @@ from schemas.clock import DAY_MS
 from schemas.directory import Directory
 from schemas.errors import ConfigError
 from schemas.labels import Classification, Precedence
-from tests.national import national_directory
+from tests.national import PageHub, national_directory
 from tests.ops.test_status_snapshot import Waiting, facts, job, snapshot
 from tests.world import NOW, REPO, World
 
@@ -199,32 +199,14 @@ class Clock:
         return self.now
 
 
-@dataclass
-class RunningHub:
-    """The parts of a running hub the page and /metrics read; no store, no broker."""
-
-    current_directory: Directory | None
-    dispatcher: Dispatcher
-    metrics: Any = None
-    ingest: None = None
-    store: None = None
-    draining: bool = False
-    disk: None = None
-    checkpoints: None = None
-    ledger_desk: None = None
-
-    def broker_links(self) -> list[Any]:
-        return []
-
-
-def running(directory: Directory, clock: Clock, *, offline: Iterable[str] = ()) -> RunningHub:
+def running(directory: Directory, clock: Clock, *, offline: Iterable[str] = ()) -> PageHub:
     book = PresenceBook(clock)
     down = set(offline)
     for org in directory.orgs:
         for channel in org.channels:
             book.set(channel, org.id, online=org.id not in down)
-    hub = RunningHub(directory, Dispatcher(book, []))
-    hub.metrics = HubMetrics(hub)  # type: ignore[arg-type]
+    hub = PageHub(directory, Dispatcher(book, []))
+    hub.metrics = HubMetrics(hub)
     return hub
 
 
@@ -235,7 +217,7 @@ def get(path: str, query: str = "", tag: str | None = None) -> Request:
 async def test_the_summary_is_304_without_a_body_until_something_changes(world: World) -> None:
     clock = Clock()
     hub = running(world.directory, clock)
-    page = StatusPage(hub, clock=clock)  # type: ignore[arg-type]
+    page = StatusPage(hub, clock=clock)
 
     first = await page.answer(get("/status.json"))
     tag = dict(first.headers)["ETag"]
@@ -254,7 +236,7 @@ async def test_the_summary_is_304_without_a_body_until_something_changes(world: 
 
 async def test_a_tree_page_is_one_level_below_the_organisation_asked_for(world: World) -> None:
     clock = Clock()
-    page = StatusPage(running(world.directory, clock, offline=["jl.cc"]), clock=clock)  # type: ignore[arg-type]
+    page = StatusPage(running(world.directory, clock, offline=["jl.cc"]), clock=clock)
 
     top = await page.answer(get("/status/orgs.json"))
     below = await page.answer(get("/status/orgs.json", "under=jl.gov&offset=2&limit=3"))
@@ -299,7 +281,7 @@ async def test_a_tree_query_that_cannot_be_answered_says_what_to_ask(
     world: World, query: str, status: int, says: str
 ) -> None:
     clock = Clock()
-    page = StatusPage(running(world.directory, clock), clock=clock)  # type: ignore[arg-type]
+    page = StatusPage(running(world.directory, clock), clock=clock)
 
     answer = await page.answer(get("/status/orgs.json", query))
 
@@ -312,7 +294,7 @@ async def test_keys_ending_within_the_warning_days_bring_organisations_to_attent
 ) -> None:
     ending = world.rebuild(version=2, not_after=NOW + 2 * DAY_MS)
     clock = Clock()
-    page = StatusPage(running(ending, clock), clock=clock)  # type: ignore[arg-type]
+    page = StatusPage(running(ending, clock), clock=clock)
 
     soon = json.loads((await page.answer(get("/status.json"))).body)
     clock.now = NOW + 3 * DAY_MS
@@ -330,7 +312,7 @@ async def test_keys_ending_within_the_warning_days_bring_organisations_to_attent
 def scrape(directory: Directory, setting: PerOrganisation, **kw: Any) -> dict[str, list[Any]]:
     clock = Clock()
     hub = running(directory, clock, **kw)
-    metrics = HubMetrics(hub, per_organisation=setting)  # type: ignore[arg-type]
+    metrics = HubMetrics(hub, per_organisation=setting)
     return {
         family.name: family.samples
         for family in text_string_to_metric_families(metrics.exposition().decode())
@@ -377,7 +359,7 @@ def test_organisations_offline_with_deliveries_waiting_are_counted_per_channel(
     clock = Clock()
     hub = running(directory, clock, offline=["jl.cc", "jl.jl", "jl.sp"])
     hub.dispatcher.jobs += [job(1, "jl.cc"), job(2, "jl.cc"), job(3, "jl.jl"), job(4, "jl.gov")]
-    metrics = HubMetrics(hub, per_organisation="auto")  # type: ignore[arg-type]
+    metrics = HubMetrics(hub, per_organisation="auto")
 
     families = {
         f.name: f.samples for f in text_string_to_metric_families(metrics.exposition().decode())
