@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 TARGETS = (
     "envelope", "transport", "receipts", "directory", "presence", "admin", "metadata",
-    "ledger", "inner", "keys", "evidence", "http",
+    "ledger", "inner", "keys", "evidence", "http", "dirtree",
 )  # fmt: skip
 _STATUS = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)/")
 _STAT = re.compile(r"^stat::(\w+):\s+(\d+)")
