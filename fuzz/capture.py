@@ -28,13 +28,17 @@ import threading
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import world  # fuzz/world.py: this script runs from fuzz/, which Python puts on sys.path
 from run import TARGETS
 
 from hubd.admin.protocol import Op, encode_error, encode_request, encode_result
+from hubd.engine.arrival import Arrival
+from hubd.engine.dirdesk import DirectoryDesk
+from hubd.engine.dispatch import Publish
 from runtime.files import write_private
-from schemas import codec, evidence, merkle, topics, transport
+from schemas import codec, dirtree, evidence, merkle, topics, transport
 from schemas.clock import DAY_MS
 from schemas.directory import Directory, verify_directory
 from schemas.ids import new_msg_id
@@ -56,6 +60,9 @@ LEDGER_CKPT, LEDGER_BODY, LEDGER_LEAF, LEDGER_PATH, LEDGER_ENTRIES, LEDGER_RESTO
 ADMIN_REQUEST, ADMIN_ANSWER = b"\x00", b"\x01"
 META_TOML, META_JSON = b"\x00", b"\x01"
 KEYS_ORG, KEYS_HUB, KEYS_SECRET = b"\x00", b"\x01", b"\x02"
+TREE_PUBLISHED, TREE_ROOT, TREE_DELTA, TREE_LEAF, TREE_ASK, TREE_ANSWER, TREE_FORGED = (
+    b"\x00", b"\x01", b"\x02", b"\x03", b"\x04", b"\x05", b"\x06",
+)  # fmt: skip
 
 
 class Corpus:
@@ -115,6 +122,7 @@ def main() -> None:
     batches = receipts(corpus, sealed.frame, msg_id, created)
     ledger(corpus, msg_id, created, batches)
     presence(corpus, frame)
+    directory_tree(corpus)
     admin(corpus, directory, msg_id, created)
     metadata(corpus, msg_id)
     key_files(corpus, now)
@@ -291,6 +299,48 @@ def presence(corpus: Corpus, frame: bytes) -> None:
     corpus.add("presence", topics.up("govnet", "jl.cc").encode() + b"\x00" + b"\x92\xa5hello\x07")
     corpus.add("presence", topics.directory("govnet").encode() + b"\x00" + frame[:64])
     corpus.add("presence", topics.ledger("classified").encode() + b"\x00")
+
+
+def directory_tree(corpus: Corpus) -> None:
+    """The directory as spokes take it: the publications the hub retains (version 1, and
+    version 2 with its change), their roots and change, the leaves, and the hub's answers
+    (its DirectoryDesk) to requests for present, absent and invalid keys."""
+    first, following = world.served()
+    for served in (first, following):
+        corpus.add("dirtree", TREE_PUBLISHED + served.publication)
+        root_frame, delta_frame = dirtree.read_publication(served.publication)
+        root = codec.decode_map(root_frame, dirtree.ROOT_FRAME_LIMITS)["root"]
+        corpus.add("dirtree", TREE_ROOT + root)
+        if delta_frame is not None:
+            delta = codec.decode_map(delta_frame, dirtree.DELTA_FRAME_LIMITS)["delta"]
+            corpus.add("dirtree", TREE_DELTA + delta)
+    for leaf in first.tree.leaves:
+        corpus.add("dirtree", TREE_LEAF + leaf)
+    payloads: list[bytes] = []
+    record = cast("Publish", lambda _channel, _org, payload: payloads.append(payload))
+    desk = DirectoryDesk(send=record)  # what it sends is recorded, its future not awaited
+    desk.served = first
+    keys = first.tree.keys
+    for ask, (version, asked) in enumerate(
+        (
+            (0, [keys[0], keys[-1]]),  # held no root: the answer carries it
+            (1, ["jl.cc", "@counties#0", "jl.aa", "@counties#1", "zz.last", "@aaa#0"]),
+            (1, ["not a key"]),
+        )
+    ):
+        request = transport.DirGetMsg(ask, version, dirtree.encode_ask(asked))
+        corpus.add("transport", transport.encode(request))
+        if ask < 2:
+            corpus.add("dirtree", TREE_ASK + request.keys)
+        desk.answer_now(Arrival("govnet", "jl.cc", transport.encode(request), 0, ask), request)
+    for payload in payloads:
+        corpus.add("transport", payload)
+        answer = transport.decode(payload)
+        assert isinstance(answer, transport.DirEntriesMsg)  # noqa: S101 - the desk's own
+        corpus.add("dirtree", TREE_ANSWER + answer.answer)
+    # forged answers are built from the input by the target; a few bytes to start from
+    corpus.add("dirtree", TREE_FORGED + bytes(range(48)))
+    corpus.add("dirtree", TREE_FORGED + b"\xff" * 16 + b"jl.cc.a@counties#0")
 
 
 def admin(corpus: Corpus, directory: Directory, msg_id: bytes, created: int) -> None:

@@ -5,13 +5,16 @@ refusal must become the REJECTED receipt the hub signs for unreadable bytes. The
 each message leads to that needs no I/O: an envelope frame is verified (the hub's view,
 topic owner jl.gov), a receipt batch is verified as the hub does (issuer jl.cc) and as a
 spoke does, and the ledger's messages are read as the spoke's witness and prover read
-them (checkpoint frames, proofs, leaves, proof entries). Signatures are not satisfied
+them (checkpoint frames, proofs, leaves, proof entries); a directory request's keys are
+read as the hub reads them and a directory answer is verified against the fixture's root
+(schemas.dirtree; fuzz_dirtree goes further). Signatures are not satisfied
 here (fuzz_envelope, fuzz_receipts and fuzz_ledger sign what they fuzz).
 The documented failure is an ``XchgError``; anything else escaping is a crash.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import atheris
@@ -19,13 +22,16 @@ import atheris
 with atheris.instrument_imports(include=["schemas", "hubd", "world"]):
     import world
 
-    from schemas import transport
+    from schemas import dirtree, transport
     from schemas.envelope import verify_envelope
     from schemas.errors import PeerError, XchgError
     from schemas.ledger import Entry, read_checkpoint, unpack_path
     from schemas.receipts import verify_receipts
 
 DIRECTORY = world.load_directory().directory
+HUB = world.signing_key(world.HUB)
+SERVED, _ = world.served()
+ROOT = dirtree.verify_root(SERVED.root_frame, HUB.public, now=None)
 
 
 def follow(message: transport.TransportMsg) -> None:
@@ -55,6 +61,11 @@ def follow(message: transport.TransportMsg) -> None:
                 for leaf, path in transport.decode_proof_entries(entries):
                     Entry.from_leaf(leaf).details()
                     unpack_path(path)
+        case transport.DirGetMsg(_ask, _version, keys):
+            with contextlib.suppress(ValueError):  # documented: the hub answers bad_request
+                dirtree.read_ask(keys)
+        case transport.DirEntriesMsg(_ask, answer):
+            dirtree.verify_answer(answer, ROOT, SERVED.tree.keys)
 
 
 def test_one_input(data: bytes) -> None:

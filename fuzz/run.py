@@ -1,10 +1,12 @@
 """Run the fuzz targets and report, per target, inputs, inputs/s and coverage.
 
-``python fuzz/run.py --runs 1000000`` (``make fuzz``) or ``--seconds 6`` (``make
-fuzz-short``, part of ``make check``); name targets to run only those (``envelope
-metadata``). Each target starts from its committed seeds (fuzz/corpus/<target>/) and
-writes what it finds new to fuzz/work/<target>/ (``--fresh``: a temporary folder), and a
-crashing input to fuzz/artifacts/<target>/crash-<sha1> (both folders are ignored by git).
+``python fuzz/run.py --runs 1000000`` (``make fuzz``), ``--seconds 6`` per target, or
+``--total-seconds 60`` divided among the targets (``make fuzz-short``, part of ``make
+check``: a new target takes its share of the minute rather than lengthening it); name
+targets to run only those (``envelope metadata``). Each target starts from its committed
+seeds (fuzz/corpus/<target>/) and writes what it finds new to fuzz/work/<target>/
+(``--fresh``: a temporary folder), and a crashing input to
+fuzz/artifacts/<target>/crash-<sha1> (both folders are ignored by git).
 The figures are libFuzzer's own: executed units and their average rate from
 ``-print_final_stats``, ``cov`` (instrumented edges reached) and ``ft`` (features) from
 its last status line. Exits 1 if any target crashed, timed out or ran out of memory.
@@ -24,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 TARGETS = (
     "envelope", "transport", "receipts", "directory", "presence", "admin", "metadata",
-    "ledger", "inner", "keys", "evidence", "http",
+    "ledger", "inner", "keys", "evidence", "http", "dirtree",
 )  # fmt: skip
 _STATUS = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)/")
 _STAT = re.compile(r"^stat::(\w+):\s+(\d+)")
@@ -59,6 +61,12 @@ def parse(target: str, output: str, returncode: int, seconds: float) -> Outcome:
         found = re.search(r"(crash|timeout|oom|leak)-[0-9a-f]+", output)
         outcome.problem = found[0] if found else f"exit status {returncode}"
     return outcome
+
+
+def shares(total: int, count: int) -> list[int]:
+    """``total`` whole seconds divided among ``count`` targets (the first ones take the
+    remainder), at least one each: libFuzzer's -max_total_time counts whole seconds."""
+    return [max(1, total // count + (i < total % count)) for i in range(count)]
 
 
 def run(target: str, limit: list[str], work: Path) -> Outcome:
@@ -99,18 +107,23 @@ def main(argv: list[str] | None = None) -> int:
     limit = parser.add_mutually_exclusive_group(required=True)
     limit.add_argument("--runs", type=int, help="inputs per target (libFuzzer -runs)")
     limit.add_argument("--seconds", type=int, help="seconds per target (-max_total_time)")
+    limit.add_argument("--total-seconds", type=int, help="seconds for all, divided evenly")
     parser.add_argument("--fresh", action="store_true", help="new inputs to a temporary folder")
     args = parser.parse_args(argv)
-    flags = [f"-runs={args.runs}"] if args.runs else [f"-max_total_time={args.seconds}"]
     targets = args.targets or list(TARGETS)
     unknown = sorted(set(targets) - set(TARGETS))
     if unknown:
         parser.error(f"no target {unknown[0]!r}; the targets are {', '.join(TARGETS)}")
+    if args.runs:
+        flags = [[f"-runs={args.runs}"]] * len(targets)
+    else:
+        seconds = shares(args.total_seconds, len(targets)) if args.total_seconds else None
+        flags = [[f"-max_total_time={s}"] for s in seconds or [args.seconds] * len(targets)]
     with tempfile.TemporaryDirectory(prefix="govxchg-fuzz-") as tmp:
         work = Path(tmp) if args.fresh else HERE / "work"
         outcomes = []
-        for target in targets:
-            outcome = run(target, flags, work)
+        for target, flag in zip(targets, flags, strict=True):
+            outcome = run(target, flag, work)
             outcomes.append(outcome)
             print(
                 f"{target:10} {'ok' if outcome.ok else 'FAILED':6} {outcome.runs:>10,} inputs "

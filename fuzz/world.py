@@ -12,7 +12,8 @@ import hashlib
 from pathlib import Path
 
 from hubd.engine.answers import unreadable_entry
-from schemas.directory import Directory, VerifiedDirectory, verify_directory
+from hubd.engine.dirdesk import Served, build
+from schemas.directory import Directory, VerifiedDirectory, sign_directory, verify_directory
 from schemas.errors import PeerError
 from schemas.keys import EncryptionKey, SigningKey
 from schemas.labels import Classification
@@ -39,6 +40,25 @@ def encryption_key(owner: str) -> EncryptionKey:
 def load_directory() -> VerifiedDirectory:
     """The captured directory, verified with the fixed hub key (its clock not judged)."""
     return verify_directory(DIRECTORY_FRAME.read_bytes(), signing_key(HUB).public, now=None)
+
+
+def served() -> tuple[Served, Served]:
+    """What the hub serves spokes of the captured directory (version 1: its root, tree and
+    publication) and of the version after it (jl.cc renamed; its publication carries the
+    signed change from version 1), derived by the hub's own ``dirdesk.build``. The root is
+    a function of the directory, so every derivation gives the same bytes."""
+    hub = signing_key(HUB)
+    held = load_directory()
+    first = build(held, hub, None)
+    orgs = tuple(
+        o.model_copy(update={"name_en": f"{o.name_en} (renamed)"}) if o.id == "jl.cc" else o
+        for o in held.directory.orgs
+    )
+    changed = held.directory.model_copy(
+        update={"version": 2, "issued_at": held.directory.issued_at + 1000, "orgs": orgs}
+    )
+    following = verify_directory(sign_directory(changed, hub), hub.public, now=None)
+    return first, build(following, hub, first)
 
 
 def now_of(directory: Directory) -> int:

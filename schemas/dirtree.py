@@ -446,17 +446,25 @@ def verify_delta(frame: bytes, pinned_key: bytes, root: VerifiedRoot) -> DirDelt
     return delta
 
 
+def _is_v1(value: object) -> bool:
+    """Version 1, as the signed frames and the models take it: an int (``true == 1``)."""
+    return type(value) is int and value == 1
+
+
 def read_publication(data: bytes) -> tuple[bytes, bytes | None]:
     """(root frame, change frame or None) of a retained ``dirroot`` message."""
     outer = codec.decode_map(data, PUBLISHED_LIMITS)
     root, delta = outer.get("root"), outer.get("delta")
     if (
         set(outer) != {"v", "root", "delta"}
-        or outer["v"] != 1
+        or not _is_v1(outer["v"])
         or type(root) is not bytes
         or (delta is not None and type(delta) is not bytes)
     ):
-        raise SchemaError(Reason.SCHEMA_INVALID, f"directory publication has keys {sorted(outer)}")
+        raise SchemaError(
+            Reason.SCHEMA_INVALID,
+            f"directory publication has keys {sorted(outer)}, v {outer.get('v')!r:.20}",
+        )
     return root, delta
 
 
@@ -492,12 +500,19 @@ def _proven(item: object, root: DirRoot) -> tuple[int, str, Entry]:
     return index, entry_key(entry), entry
 
 
+_ANSWER_KEYS: Final = frozenset({"v", "version", "root", "found", "absent", "refusal"})
+
+
 def read_answer(data: bytes) -> tuple[int, bytes | None, str | None, Any]:
     """(version, root frame or None, refusal or None, the unverified rest) of an answer;
     :func:`verify_answer` proves the rest against the root of that version."""
     outer = codec.decode_map(data, ANSWER_LIMITS)
-    if set(outer) != {"v", "version", "root", "found", "absent", "refusal"} or outer["v"] != 1:
-        raise SchemaError(Reason.SCHEMA_INVALID, f"directory answer has keys {sorted(outer)}")
+    if set(outer) != _ANSWER_KEYS or not _is_v1(outer["v"]):
+        raise SchemaError(
+            Reason.SCHEMA_INVALID,
+            f"directory answer has keys {sorted(outer)}, v {outer.get('v')!r:.20} "
+            f"(want {sorted(_ANSWER_KEYS)}, v 1)",
+        )
     version, root, refusal = outer["version"], outer["root"], outer["refusal"]
     if type(version) is not int or not (root is None or type(root) is bytes):
         raise SchemaError(Reason.SCHEMA_INVALID, "directory answer: version or root mistyped")
