@@ -67,7 +67,7 @@ class Receiver:
             log.warning("inbox.no_directory", channel=channel)
             return
         try:
-            envelope = verify_envelope(frame, directory)
+            envelope = verify_envelope(frame, directory, recipient=self.ctx.org)
         except PeerError as exc:
             log.error("inbox.refused", channel=channel, reason=exc.reason.value, detail=exc.message)
             return
