@@ -124,7 +124,11 @@ class SpokeAgent:
 
     def _held_changed(self) -> None:
         """The book's root or the entries it holds changed: the rest of the spoke uses it."""
-        self.ctx.verified = self.ctx.book.verified if self.ctx.book is not None else None
+        book = self.ctx.book
+        if book is None or (self.org not in book.entries and self.org not in book.absent):
+            return  # judged once this spoke's own entry is held (or proven not listed)
+        self.ctx.verified = book.verified
+        self._wake.set()  # the outbox loop sees the new gate, and drops that waited for it
 
     async def _ask_hub(self, payload: bytes) -> bool:
         """A directory request, on the up topic of a connected channel."""

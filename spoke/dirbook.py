@@ -146,12 +146,11 @@ class DirectoryBook:
         )
         self.root = root
         self.absent.clear()
-        if stale is None:  # nothing says which changed: each is used until asked again
-            self.stale = set(self.entries)
-        else:  # these changed: never used again as they were
-            for key in stale:
-                self.entries.pop(key, None)
-        again = sorted(self.stale) if stale is None else stale
+        # Those that changed (or all, when nothing says which) are used as they were
+        # until asked again: before a document is judged or sealed with one (closure),
+        # and at once in the background. A revocation needs no entry: it is in the root.
+        again = sorted(self.entries) if stale is None else stale
+        self.stale |= set(again)
         self._rebuild()
         log.info(
             "directory.updated",

@@ -3,6 +3,7 @@ changes between versions, and entries proven present or absent on demand."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -73,7 +74,8 @@ def _key(model: KeyEntry, kind: KeyKind) -> KeyEntry:
 def published(world: World, directory: Directory) -> tuple[DirectoryTree, bytes]:
     full = codec.decode_map(sign_directory(directory, world.hub_key), codec.DIRECTORY_FRAME_LIMITS)
     tree = DirectoryTree.of(directory)
-    return tree, sign_root(derive_root(directory, full["dir"], tree), world.hub_key)
+    digest = hashlib.sha256(full["dir"]).digest()
+    return tree, sign_root(derive_root(directory, digest, tree), world.hub_key)
 
 
 def ask(world: World, tree: DirectoryTree, frame: bytes, keys: list[str]) -> Answer:
@@ -253,3 +255,15 @@ def test_an_org_entry_read_back_equals_the_listed_one(world: World) -> None:
     entry = answer.entries["jl.gov"]
     assert isinstance(entry, OrgEntry)
     assert entry == world.directory.org("jl.gov")
+
+
+def test_the_root_names_the_whole_directory_by_the_sha256_of_its_signed_bytes(
+    world: World,
+) -> None:
+    """``full`` is what a spoke that kept the whole directory compares (section 7a)."""
+    _, frame = published(world, world.directory)
+    body = codec.decode_map(
+        sign_directory(world.directory, world.hub_key), codec.DIRECTORY_FRAME_LIMITS
+    )
+    root = verify_root(frame, world.hub_key.public, now=NOW)
+    assert root.root.full == hashlib.sha256(body["dir"]).digest()
