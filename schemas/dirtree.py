@@ -276,8 +276,9 @@ class DirectoryTree:
         return found, absent
 
 
-def derive_root(directory: Directory, full: bytes, tree: DirectoryTree) -> DirRoot:
-    """The root of ``directory`` (whose signed bytes are ``full``)."""
+def derive_root(directory: Directory, full_digest: bytes, tree: DirectoryTree) -> DirRoot:
+    """The root of ``directory``, whose signed ``dir`` bytes hash to ``full_digest``
+    (VerifiedDirectory.digest)."""
     return DirRoot(
         v=1,
         hub_id=directory.hub_id,
@@ -292,7 +293,7 @@ def derive_root(directory: Directory, full: bytes, tree: DirectoryTree) -> DirRo
         groups=len(directory.groups),
         size=tree.size,
         tree=tree.root_hash(),
-        full=hashlib.sha256(full).digest(),
+        full=full_digest,
     )
 
 

@@ -145,9 +145,15 @@ def read_frame_sender(frame: bytes) -> tuple[str, str, bytes, bytes]:
 
 
 def verify_envelope(
-    frame: bytes, directory: Directory, *, expected_sender: str | None = None
+    frame: bytes,
+    directory: Directory,
+    *,
+    expected_sender: str | None = None,
+    recipient: str | None = None,
 ) -> VerifiedEnvelope:
-    """Authenticate an envelope with no decryption key (the hub's view).
+    """Authenticate an envelope with no decryption key (the hub's view; with
+    ``recipient``, that recipient's: the sealed keys of the others are the hub's to check,
+    and a recipient need not hold their directory entries).
 
     Order: size and outer decode -> the key of ``from``/``kid`` from the directory ->
     Ed25519 over the exact ``hdr`` bytes -> only then decode ``hdr`` and ``core`` ->
@@ -188,7 +194,7 @@ def verify_envelope(
         )
     directory.check_key_window(key, sender, header.created_at)
     check_header(header, body)
-    check_recipient_keys(header, directory)
+    check_recipient_keys(header, directory, only=recipient)
     return VerifiedEnvelope(
         frame=frame,
         hdr=hdr,
@@ -264,11 +270,14 @@ def check_header(header: Header, body: BodyDescriptor) -> None:
         )
 
 
-def check_recipient_keys(header: Header, directory: Directory) -> None:
-    """Every recipient is in the directory and its file key is sealed to one of its own
-    encryption keys, unrevoked and valid at created_at (the hub cannot open the box, but it
-    can refuse to carry one no recipient could open)."""
+def check_recipient_keys(header: Header, directory: Directory, *, only: str | None = None) -> None:
+    """Every recipient (or ``only`` that one, if it is one) is in the directory and its
+    file key is sealed to one of its own encryption keys, unrevoked and valid at
+    created_at (the hub cannot open the box, but it can refuse to carry one no recipient
+    could open)."""
     for org, sealed in header.keys.items():
+        if only is not None and org != only:
+            continue
         entry = directory.org(org)
         if entry is None:
             raise EnvelopeError(

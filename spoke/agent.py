@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import signal
 import sys
+import time
 from collections.abc import Callable
 
 import aiomqtt
@@ -27,9 +28,8 @@ from runtime.clock import now_ms
 from runtime.link import Link, LinkMaker
 from runtime.mqtt import BrokerLink, tls_context
 from runtime.tasks import cancel_and_wait
-from schemas import topics, transport
-from schemas.clock import DAY_MS, ms_to_text
-from schemas.directory import verify_directory
+from schemas import codec, topics, transport
+from schemas.clock import DAY_MS
 from schemas.errors import ConfigError, PeerError
 from schemas.ids import parse_msg_id
 from schemas.keys import HubPublicKey
@@ -38,6 +38,7 @@ from schemas.receipts import verify_receipts
 from spoke import control
 from spoke.config import SpokeConfig
 from spoke.context import SpokeContext
+from spoke.dirbook import DirectoryBook, DirectoryUnavailableError, peek_sender
 from spoke.inbox import clean_staging
 from spoke.keyring import (
     OWN_KEYS_EVENT,
@@ -53,6 +54,8 @@ from spoke.state import SpokeState
 from spoke.witness import RestoreChecked, Same, Unproven, Witness, verify
 
 log = structlog.get_logger("spoke")
+OWN_LINE_AGAIN = 10.0  # seconds before this spoke's own entry is asked for again
+DIR_ANSWER_PREFIX = b"\x93\xabdir-entries"  # transport.encode(DirEntriesMsg(...)) starts so
 FOLDERS = ("outbox", "inbox", "sent", "failed", "signfor")
 GAP_WAIT = 1.0  # a numbered receipt batch missing this long: ask the hub to replay (doubling)
 GAP_WAIT_MAX = 60.0
@@ -96,6 +99,9 @@ class SpokeAgent:
             keyring=keyring,
             keys=keys,
         )
+        self.ctx.book = DirectoryBook(self.ctx.state, self.pinned.public, self.ctx.clock)
+        self.ctx.book.on_change = self._held_changed
+        self.ctx.book.publish = self._ask_hub
         self.sender = Sender(self.ctx)
         self.receiver = Receiver(self.ctx)
         self.witness = Witness(self.ctx, self.ctx.publish_up)
@@ -116,46 +122,56 @@ class SpokeAgent:
 
     # ================================================================ directory
 
-    def _load_cached_directory(self) -> None:
-        frame = self.ctx.state.directory_frame()
-        if frame is None:
-            return
-        try:
-            self.ctx.verified = verify_directory(frame, self.pinned.public, now=self.ctx.clock())
-        except PeerError as exc:
-            log.warning("directory.cached_refused", reason=exc.reason.value, detail=exc.message)
+    def _held_changed(self) -> None:
+        """The book's root or the entries it holds changed: the rest of the spoke uses it."""
+        book = self.ctx.book
+        if book is None or (self.org not in book.entries and self.org not in book.absent):
+            return  # judged once this spoke's own entry is held (or proven not listed)
+        self.ctx.verified = book.verified
+        self._wake.set()  # the outbox loop sees the new gate, and drops that waited for it
 
-    async def _directory(self, frame: bytes) -> None:
-        current = self.ctx.verified
-        last = None if current is None else (current.version, current.digest)
-        try:
-            verified = verify_directory(
-                frame, self.pinned.public, now=self.ctx.clock(), last_seen=last
-            )
-        except PeerError as exc:
-            log.error("directory.refused", reason=exc.reason.value, detail=exc.message)
-            return
-        if current is not None and verified.digest == current.digest:
-            return
-        await asyncio.to_thread(
-            self.ctx.state.save_directory, verified.version, verified.digest, verified.frame
-        )
+    async def _ask_hub(self, payload: bytes) -> bool:
+        """A directory request, on the up topic of a connected channel."""
+        for channel, link in self.ctx.links.items():
+            if link.connected.is_set():
+                return await link.publish(topics.up(channel, self.org), payload)
+        return False
+
+    async def _directory_root(self, payload: bytes) -> None:
+        book = self.ctx.book
+        assert book is not None  # noqa: S101 - made with the agent
         was_valid = self.ctx.directory() is not None
-        self.ctx.verified = verified
+        current = book.root
+        if not await book.take_publication(payload):
+            return
         self.ctx.refresh_keys()
-        log.info(
-            "directory.updated",
-            version=verified.version,
-            previous_version=None if current is None else current.version,
-            expires=ms_to_text(verified.directory.expires_at),
-            revoked=len(verified.directory.revoked),
-        )
         self._wake.set()  # the outbox loop sees the new gate: resumes, or switches keys
         self.witness.directory_changed()
-        self._warn_key_expiry(when="directory")
-        await self._check_own_keys(when="directory")
+        await self._own_line(when="directory")
         if not was_valid and current is not None:
             await self._hello_all()  # receipts refused while expired: ask for them again
+
+    async def _own_line(self, *, when: str) -> None:
+        """This spoke's entry and its line (fetched when missing), then its own checks."""
+        book = self.ctx.book
+        assert book is not None  # noqa: S101 - made with the agent
+        try:
+            await book.own_line(self.org)
+            fetched = True
+        except DirectoryUnavailableError as exc:
+            log.info("directory.own_entry_deferred", detail=str(exc))
+            fetched = False  # checked with what is held; again once the hub answers
+        self._warn_key_expiry(when=when)
+        await self._check_own_keys(when=when)
+        self._wake.set()
+        if not fetched:
+            asyncio.get_running_loop().create_task(self._own_line_later(when))
+
+    async def _own_line_later(self, when: str) -> None:
+        await asyncio.sleep(OWN_LINE_AGAIN)
+        book = self.ctx.book
+        if book is not None and book.needed_for(self.org):
+            await self._own_line(when=when)
 
     def _warn_key_expiry(self, *, when: str) -> None:
         """Log, days ahead, that this organisation's last listed key of a kind ends
@@ -236,11 +252,11 @@ class SpokeAgent:
                 [channel],
                 subscriptions=[
                     topics.down(channel, self.org),
-                    topics.directory(channel),
+                    topics.dirroot(channel),
                     topics.ledger(channel),
                 ],
                 client_id=f"spoke-{self.org}-{channel}",
-                sink=lambda topic, payload: self._inbound.put_nowait((topic, payload)),
+                sink=self._sink,
                 will=aiomqtt.Will(
                     topics.presence(channel, self.org), topics.OFFLINE, qos=1, retain=True
                 ),
@@ -250,7 +266,8 @@ class SpokeAgent:
             )
 
     async def _serve(self) -> None:
-        self._load_cached_directory()
+        assert self.ctx.book is not None  # noqa: S101 - made with the agent
+        self.ctx.book.load()
         control.secure(self.ctx.config.work)
         self.witness.load()
         self._cursor = self.ctx.state.cursors()
@@ -268,8 +285,6 @@ class SpokeAgent:
             root=str(self.ctx.config.spoke.root),
             directory_version=None if verified is None else verified.version,
         )
-        self._warn_key_expiry(when="start")
-        await self._check_own_keys(when="start")
         links_stop = asyncio.Event()
         async with asyncio.TaskGroup() as tasks:
             for link in self.ctx.links.values():
@@ -283,6 +298,7 @@ class SpokeAgent:
                 tasks.create_task(self._key_expiry_loop(), name="spoke.key_expiry"),
                 tasks.create_task(self.witness.run(), name="spoke.witness"),
                 tasks.create_task(self._control_loop(), name="spoke.control"),
+                tasks.create_task(self._own_line(when="start"), name="spoke.own_line"),
             ]
             await self.stop_event.wait()
             log.info("spoke.stopping")
@@ -298,6 +314,26 @@ class SpokeAgent:
                         await link.publish(presence, topics.OFFLINE, retain=True)
             links_stop.set()
         log.info("spoke.stopped")
+
+    def _sink(self, topic: str, payload: bytes) -> None:
+        """Directory answers are taken at once (a message in the queue may be waiting for
+        one); everything else in arrival order."""
+        if payload.startswith(DIR_ANSWER_PREFIX):
+            where = topics.parse(topic)
+            if where is not None and where.kind is topics.Kind.DOWN and where.org == self.org:
+                asyncio.get_running_loop().create_task(self._directory_answer(payload))
+                return
+        self._inbound.put_nowait((topic, payload))
+
+    async def _directory_answer(self, payload: bytes) -> None:
+        try:
+            message = transport.decode(payload)
+            if isinstance(message, transport.DirEntriesMsg) and self.ctx.book is not None:
+                await self.ctx.book.take_answer(message)
+        except PeerError as exc:
+            log.warning("message.refused", reason=exc.reason.value, detail=exc.message)
+        except Exception:  # one bad message must never stop the spoke
+            log.exception("message.failed", kind="dir-entries")
 
     async def _connected(self, link: Link) -> None:
         channel = link.name
@@ -381,8 +417,8 @@ class SpokeAgent:
 
     async def _on_message(self, topic: str, payload: bytes) -> None:
         parts = topic.split("/")
-        if len(parts) == 4 and parts[3] == "directory":
-            await self._directory(payload)
+        if len(parts) == 4 and parts[3] == "dirroot":
+            await self._directory_root(payload)
             return
         if len(parts) == 4 and parts[3] == "ledger":
             self._checkpoint(parts[2], payload)
@@ -423,10 +459,20 @@ class SpokeAgent:
             case _:
                 pass
 
+    async def _issuer_held(self, frame: bytes) -> None:
+        """A receipt batch signed by an organisation (not the hub): its entry first."""
+        book, issuer = self.ctx.book, peek_sender(frame, codec.RECEIPT_FRAME_LIMITS)
+        if book is None or issuer is None or book.root is None:
+            return
+        if issuer != book.root.root.hub_id:
+            with contextlib.suppress(DirectoryUnavailableError):
+                await book.ensure([issuer])
+
     async def _receipts(self, channel: str, frame: bytes, seq: int) -> None:
         ahead = self._ahead.setdefault(channel, set())
         if seq and (seq <= self._cursor.get(channel, 0) or seq in ahead):
             return  # numbered batches may come twice (live, and replayed after a hello)
+        await self._issuer_held(frame)
         directory = self.ctx.directory()
         if directory is None:
             return
@@ -513,8 +559,13 @@ class SpokeAgent:
         """Requests from the spoke command (spoke.control): prove, witness check, reset."""
         work = self.ctx.config.work
         running: set[asyncio.Task[None]] = set()
+        marked = 0.0
         while True:
             await asyncio.sleep(control.POLL)  # a look at a folder, not synchronisation
+            if time.monotonic() - marked >= control.ALIVE_EVERY:
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(control.mark_alive, work)
+                marked = time.monotonic()
             try:
                 taken = await asyncio.to_thread(control.take, work, now_ms())
             except OSError:
@@ -558,6 +609,8 @@ class SpokeAgent:
                 "size": proven.size,
                 "problems": proven.problems,
             }
+        if kind == "directory":
+            return await self._directory_entries(args)
         if kind == "witness-check":
             return await self._witness_check(args)
         if kind == "witness-reset":
@@ -566,6 +619,19 @@ class SpokeAgent:
             )
             return {"ok": True, "adopted_size": None if adopted is None else adopted.size}
         raise ProveError("control.unknown", f"unknown request {kind[:40]!r}")
+
+    async def _directory_entries(self, args: dict[str, object]) -> dict[str, object]:
+        """The directory entries a document to ``addresses`` needs, fetched for the
+        ``spoke send`` command's checks (it reads them from state.db afterwards)."""
+        addresses = args.get("addresses")
+        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+            raise ProveError("directory.bad_request", "addresses must be a list of text")
+        assert self.ctx.book is not None  # noqa: S101 - made with the agent
+        try:
+            await self.ctx.book.closure([str(a)[:80] for a in addresses[:2000]], self.org)
+        except DirectoryUnavailableError as exc:
+            raise ProveError("directory.unavailable", str(exc)) from exc
+        return {"ok": True}
 
     async def _witness_check(self, args: dict[str, object]) -> dict[str, object]:
         """Someone else's checkpoint against the one this witness holds (spoke witness check)."""

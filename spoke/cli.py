@@ -16,7 +16,8 @@ from runtime.startup import guarded, run_loop
 from runtime.startup import refusal as _fail
 from schemas import evidence
 from schemas.clock import ms_to_text
-from schemas.directory import Directory, not_addressed_sentence, verify_directory
+from schemas.directory import Directory, not_addressed_sentence
+from schemas.dirtree import materialise, read_leaf, verify_root
 from schemas.display import table
 from schemas.errors import ConfigError, XchgError
 from schemas.ids import parse_msg_id
@@ -25,6 +26,7 @@ from schemas.ledger import CHECKPOINT_FRAME_LIMITS, read_checkpoint
 from spoke import control
 from spoke.agent import SpokeAgent
 from spoke.config import CONFIG_HELP, SpokeConfig, find_config, load_config
+from spoke.dirbook import held_directory, needed, root_size
 from spoke.files import shown_name
 from spoke.intake import Refused, refused_line, send_drop
 from spoke.keygen import generate_org_keys, rotate_org_keys
@@ -201,7 +203,8 @@ def send(
         return
     now = time.time_ns() // 1_000_000
     try:
-        directory = _cached_directory(settings, now=now)
+        held = _entries_for(settings, meta, timeout=ENTRIES_WAIT)
+        directory = _cached_directory(settings, now=now) if held else None
         placed = send_drop(settings, files, meta, name=name, directory=directory, now=now)
     except (OSError, ValueError) as exc:
         raise _fail("spoke send", exc) from exc
@@ -230,6 +233,15 @@ def _dry_run(
     missing = [str(p) for p in files if not p.is_file()]
     if missing:
         raise _fail("spoke send", ValueError(f"{', '.join(missing)} is not a file"))
+    if not _entries_for(settings, meta, timeout=ENTRIES_WAIT):
+        raise _fail(
+            "spoke send",
+            ValueError(
+                "this spoke does not hold the directory entries of these recipients and the "
+                f"agent did not fetch them within {ENTRIES_WAIT:g} s: start it ('spoke run') "
+                "and try again"
+            ),
+        )
     directory = _directory(settings, "spoke send")
     meta_name = f"{drop_name(files, name)}.meta.json"
     now = time.time_ns() // 1_000_000
@@ -251,6 +263,7 @@ def _dry_run(
 
 
 _JSON: dict[str, Any] = {"ensure_ascii": False, "indent": 2}
+ENTRIES_WAIT = 20.0  # seconds for the agent to fetch a drop's directory entries
 
 
 @app.command()
@@ -610,46 +623,78 @@ def witness_reset(
 
 
 def _cached_directory(settings: SpokeConfig, *, now: int | None = None) -> Directory | None:
-    """The directory the agent cached, verified against the pinned hub key; with ``now``,
-    only if it has not expired (what the agent sends under). None if unusable."""
+    """The part of the directory the agent holds, its root verified against the pinned
+    hub key; with ``now``, only if it has not expired (what the agent sends under). None
+    if unusable."""
     if not (settings.work / "state.db").is_file():
         return None  # the agent has never run here
-    state = SpokeState(settings.work / "state.db")
-    try:
-        frame = state.directory_frame()
-    finally:
-        state.close()
-    if frame is None:
-        return None
     try:
         pinned = HubPublicKey.load(
             settings.spoke.hub_key.read_bytes(), source=str(settings.spoke.hub_key)
         )
-        return verify_directory(frame, pinned.public, now=now).directory
+        state = SpokeState(settings.work / "state.db")
     except (OSError, ValueError, XchgError):
         return None
+    try:
+        return held_directory(state, pinned.public, now=now)
+    finally:
+        state.close()
 
 
 def _directory(settings: SpokeConfig, command: str) -> Directory:
-    """The directory the agent cached, verified against the pinned hub key (as it does)."""
-    state = SpokeState(settings.work / "state.db")
-    try:
-        frame = state.directory_frame()
-    finally:
-        state.close()
-    if frame is None:
-        raise _fail(
-            command,
-            ValueError("no directory yet: start the agent so that it receives one from the hub"),
-        )
+    """The part of the directory the agent holds, its root verified against the pinned hub
+    key and not expired (as the agent judges it), or exit with what to do."""
     try:
         pinned = HubPublicKey.load(
             settings.spoke.hub_key.read_bytes(), source=str(settings.spoke.hub_key)
         )
-        verified = verify_directory(frame, pinned.public, now=time.time_ns() // 1_000_000)
+        state = SpokeState(settings.work / "state.db")
+        try:
+            frame, leaves = state.dir_root(), state.dir_entries()
+        finally:
+            state.close()
+        if frame is None:
+            raise ValueError(
+                "no directory yet: start the agent so that it receives one from the hub"
+            )
+        root = verify_root(frame, pinned.public, now=time.time_ns() // 1_000_000)
+        return materialise(root.root, [read_leaf(leaf) for _, leaf in leaves])
     except (OSError, ValueError, XchgError) as exc:
         raise _fail(command, exc) from exc
-    return verified.directory
+
+
+def _entries_for(settings: SpokeConfig, meta: dict[str, object], timeout: float) -> bool:
+    """Have the running agent fetch the directory entries a drop to ``meta``'s addresses
+    needs, if this spoke does not hold them (docs/wire-format.md 7a); False if some are
+    still missing (no agent answered in ``timeout`` seconds, or it could not ask)."""
+    addresses = [str(a) for key in ("to", "cc", "主送", "抄送") for a in _listed(meta.get(key))]
+    if not (settings.work / "state.db").is_file():
+        return False
+    state = SpokeState(settings.work / "state.db")
+    try:
+        held = {k: read_leaf(v) for k, v in state.dir_entries()}
+        size = root_size(state.dir_root())
+    except XchgError:
+        held, size = {}, None
+    finally:
+        state.close()
+    complete = size is not None and len(held) >= size
+    if not needed(held, (), addresses, settings.org) or complete:
+        return True  # everything held (or all of the directory: what is not held is not listed)
+    if not control.agent_alive(settings.work):
+        return False
+    try:
+        rid = control.submit(settings.work, "directory", {"addresses": addresses}, timeout=timeout)
+        answer = control.wait_answer(settings.work, rid, timeout=timeout)
+    except OSError:
+        return False
+    return bool(answer and answer.get("ok"))
+
+
+def _listed(value: object) -> list[object]:
+    if isinstance(value, str):
+        return [value]
+    return list(value) if isinstance(value, list | tuple) else []
 
 
 def _find(path: Path | None, command: str) -> Path:

@@ -13,6 +13,7 @@ from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory
 from schemas.keys import EncryptionKey, SigningKey
 from spoke.config import SpokeConfig
+from spoke.dirbook import DirectoryBook
 from spoke.keyring import Held, Keyring, KeySource, Ready, sending_gate
 from spoke.state import SpokeState
 
@@ -30,6 +31,7 @@ class SpokeContext:
     verified: VerifiedDirectory | None = None
     keyring: Keyring | None = None  # default: the configured pair alone
     keys: KeySource | None = None  # where the key files are (None: keys handed over directly)
+    book: DirectoryBook | None = None  # what it holds of the directory (the agent's)
 
     def __post_init__(self) -> None:
         if self.keyring is None:

@@ -56,6 +56,26 @@ def secure(work: Path) -> None:
         path.chmod(0o700)
 
 
+ALIVE_EVERY = 5.0  # seconds between the agent's marks that it takes requests
+ALIVE_FOR = 3 * ALIVE_EVERY  # a mark older than this: no agent is taking requests
+
+
+def mark_alive(work: Path) -> None:
+    """The agent says it takes requests (the mtime of ``control/alive``)."""
+    path = work / "control" / "alive"
+    path.touch(mode=0o600, exist_ok=True)
+    os.utime(path)
+
+
+def agent_alive(work: Path) -> bool:
+    """Whether an agent marked itself alive lately (the CLI side: ask it, or do not wait)."""
+    try:
+        age = time.time() - (work / "control" / "alive").stat().st_mtime
+    except OSError:
+        return False
+    return -ALIVE_FOR < age < ALIVE_FOR
+
+
 def submit(work: Path, kind: str, args: Doc, *, timeout: float) -> str:
     """Write a request for the agent; its id (the CLI side)."""
     rid = secrets.token_hex(8)

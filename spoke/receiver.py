@@ -30,6 +30,7 @@ from schemas.keys import EncryptionKey
 from schemas.labels import Classification
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from spoke.context import SpokeContext
+from spoke.dirbook import DirectoryUnavailableError, peek_sender
 from spoke.files import fit_name, shown_name
 from spoke.inbox import META, InboxWrite, mark_signed_for
 from spoke.keyring import Held
@@ -60,12 +61,13 @@ class Receiver:
     # ------------------------------------------------------------------ envelopes
 
     async def envelope(self, channel: str, frame: bytes, body: bytes | None) -> None:
+        await self._sender_held(frame)
         directory = self.ctx.directory()
         if directory is None:
             log.warning("inbox.no_directory", channel=channel)
             return
         try:
-            envelope = verify_envelope(frame, directory)
+            envelope = verify_envelope(frame, directory, recipient=self.ctx.org)
         except PeerError as exc:
             log.error("inbox.refused", channel=channel, reason=exc.reason.value, detail=exc.message)
             return
@@ -94,6 +96,19 @@ class Receiver:
             return
         resume = transport.ResumeMsg(header.msg_id, transfer.received)
         await self.ctx.publish_up(channel, transport.encode(resume))
+
+    async def _sender_held(self, frame: bytes) -> None:
+        """The sender's directory entry, fetched if this spoke does not hold it yet (the
+        frame names the sender outside its signature for this); without it the envelope
+        is refused as from an unknown sender and the hub sends it again later."""
+        book = self.ctx.book
+        sender = peek_sender(frame)
+        if book is None or sender is None:
+            return
+        try:
+            await book.ensure([sender])
+        except DirectoryUnavailableError as exc:
+            log.info("inbox.sender_entry_deferred", sender=sender, detail=str(exc))
 
     async def chunk(self, msg_id: bytes, offset: int, data: bytes) -> None:
         transfer = self._transfers.get(msg_id)

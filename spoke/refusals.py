@@ -414,6 +414,7 @@ HUB_REASONS: Final[dict[str, tuple[str, str]]] = {
     Reason.DIR_EXPIRED: ("交换目录已过期", _KEYS_OUTDATED),
     Reason.DIR_NOT_YET_VALID: ("交换目录尚未生效", _KEYS_OUTDATED),
     Reason.DIR_INCONSISTENT: ("交换目录内容不一致", _KEYS_OUTDATED),
+    Reason.DIR_BAD_PROOF: ("交换目录条目的证明不成立", _KEYS_OUTDATED),
     Reason.POLICY_SENDER_NOT_ON_CHANNEL: (
         "本机关没有接入文件到达的通道",
         "请降低密级或改由接入相应通道的机关发送。",

@@ -40,8 +40,9 @@ from schemas.model import describe
 from schemas.receipts import ReceiptEntry, ReceiptStatus
 from schemas.rules import Mode
 from schemas.seal import Draft, SourceChangedError
-from spoke.checks import Prepared, prepare
+from spoke.checks import Prepared, prepare, read_metadata
 from spoke.context import SpokeContext
+from spoke.dirbook import DirectoryUnavailableError
 from spoke.failed import Failed, FailedFolder
 from spoke.files import META_SUFFIXES, durable_rename, shown_name, write_json
 from spoke.keyring import Held, Ready
@@ -223,6 +224,9 @@ class Sender:
         try:
             if await asyncio.to_thread(self.ctx.state.sealed_from, claimed.work):
                 return  # sealed before a restart; waiting for the hub's answer
+            if not await self._entries_held(claimed):
+                return  # back in the outbox until the hub answers for the directory entries
+            directory = self.ctx.directory() or directory  # with the entries just fetched
             limits = self.ctx.config.limits
             prepared = await asyncio.to_thread(
                 functools.partial(
@@ -310,6 +314,26 @@ class Sender:
             hint="it stays in the spoke's work area and is tried again at every scan",
             exc_info=exc,
         )
+
+    async def _entries_held(self, claimed: Claimed) -> bool:
+        """Hold the directory entries the drop's addresses need (its groups, recipients
+        and their lines, docs/wire-format.md 7a) before it is judged and sealed. If the hub
+        cannot be asked now, the drop goes back to the outbox (False) and is taken again
+        later; a metadata file that does not read is left for the checks to refuse."""
+        book = self.ctx.book
+        if book is None:
+            return True
+        try:
+            metadata = await asyncio.to_thread(read_metadata, claimed, {})
+        except Refusal:
+            return True
+        try:
+            await book.closure((*metadata.to, *metadata.cc), self.ctx.org)
+        except DirectoryUnavailableError as exc:
+            log.info("drop.waits_for_directory", name=shown_name(claimed.name), detail=str(exc))
+            await self._guard(claimed.name, functools.partial(self.outbox.unclaim, claimed))
+            return False
+        return True
 
     async def _start_again(self, claimed: Claimed) -> None:
         """A file changed while it was sealed: back to the outbox, where the completeness

@@ -13,7 +13,10 @@
 - ``outbound_drops``: what each send was (a fingerprint of its metadata and bytes, its
   发文字号), so that the same document dropped twice is not sent twice by accident;
 - ``cursors``: per channel, the last numbered receipt batch durably processed;
-- ``directory``: the newest verified directory (version and digest: rollback refusal);
+- ``dir_root`` / ``dir_entries``: the newest verified directory root (version and digest:
+  rollback refusal) and the entries fetched under it (spoke.dirbook); ``directory``: the
+  whole directory an earlier release kept (its version and digest: rollback refusal
+  across the upgrade);
 - ``receipt_frames`` / ``receipt_frame_messages``: every verified receipt batch frame that
   speaks of a message this spoke sent, and the DELIVERED/SIGNED_FOR batches it signed,
   by SHA-256, linked to each msg_id it speaks of (for evidence files, ``spoke prove``);
@@ -34,10 +37,11 @@ spoke does not need SQLAlchemy in its import path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +118,16 @@ CREATE TABLE IF NOT EXISTS directory (
     version INTEGER NOT NULL,
     digest BLOB NOT NULL,
     frame BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dir_root (     -- the directory root taken from dirroot (7a)
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    version INTEGER NOT NULL,
+    digest BLOB NOT NULL,          -- SHA-256 of the root's signed bytes
+    frame BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dir_entries (  -- entries fetched, each proven when it came
+    key TEXT PRIMARY KEY,
+    leaf BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS receipt_frames (
     sha256 BLOB PRIMARY KEY,       -- SHA-256 of the frame (the ledger's batch_sha256)
@@ -292,22 +306,55 @@ class SpokeState:
 
     # ------------------------------------------------------------------ directory, cursors
 
-    def directory_frame(self) -> bytes | None:
-        rows = self._read("SELECT frame FROM directory WHERE id = 1")
+    def directory_version(self) -> int | None:
+        """The version of the directory root kept here (the newest the agent verified)."""
+        rows = self._read("SELECT version FROM dir_root WHERE id = 1")
+        if rows:
+            return int(rows[0][0])
+        seen = self.directory_seen()  # the whole directory an earlier release kept
+        return None if seen is None else seen[0]
+
+    def directory_seen(self) -> tuple[int, bytes] | None:
+        """(version, SHA-256 of ``dir``) of the whole directory an earlier release kept."""
+        rows = self._read("SELECT version, digest FROM directory WHERE id = 1")
+        return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+    def dir_root(self) -> bytes | None:
+        rows = self._read("SELECT frame FROM dir_root WHERE id = 1")
         return bytes(rows[0][0]) if rows else None
 
-    def directory_version(self) -> int | None:
-        """The version of the directory kept here (the newest the agent verified)."""
-        rows = self._read("SELECT version FROM directory WHERE id = 1")
-        return int(rows[0][0]) if rows else None
+    def dir_entries(self) -> list[tuple[str, bytes]]:
+        return [(str(k), bytes(v)) for k, v in self._read("SELECT key, leaf FROM dir_entries")]
 
-    def save_directory(self, version: int, digest: bytes, frame: bytes) -> None:
-        self._tx(
-            "INSERT INTO directory (id, version, digest, frame) VALUES (1, ?, ?, ?) "
-            "ON CONFLICT (id) DO UPDATE SET version = excluded.version, "
-            "digest = excluded.digest, frame = excluded.frame",
-            (version, digest, frame),
-        )
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def save_dir_root(self, version: int, digest: bytes, frame: bytes, stale: list[str]) -> None:
+        """A new root, and the entries it changed go (``stale``), in one step."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO dir_root (id, version, digest, frame) VALUES (1, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET version = excluded.version, "
+                "digest = excluded.digest, frame = excluded.frame",
+                (version, digest, frame),
+            )
+            db.executemany("DELETE FROM dir_entries WHERE key = ?", [(k,) for k in stale])
+
+    def save_dir_entries(self, entries: list[tuple[str, bytes]]) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO dir_entries (key, leaf) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET leaf = excluded.leaf",
+                entries,
+            )
 
     def sending(self) -> Sending | None:
         rows = self._read(

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from schemas import codec
 from schemas.clock import DAY_MS
 from schemas.directory import Directory, KeyEntry, sign_directory
+from schemas.dirtree import ROOT_FRAME_LIMITS, DirectoryTree, derive_root, publication, sign_root
 from schemas.keys import EncryptionKey, PublicKeys, SigningKey
 from schemas.labels import Classification, DocType, Precedence
 from schemas.seal import Draft, Sealed, file_entry, seal_bytes
 from schemas.topology import DirectoryPlan, Topology, build_directory, parse_topology
+from spoke.state import SpokeState
 
 REPO = Path(__file__).resolve().parent.parent
 TOPOLOGY_PATH = REPO / "config" / "topology.toml"
@@ -133,6 +137,30 @@ def _directory(
         revoked=tuple(revoked),
     )
     return build_directory(topology, public, plan)
+
+
+def published_root(directory: Directory, hub_key: SigningKey) -> tuple[bytes, bytes, DirectoryTree]:
+    """(root frame, SHA-256 of its signed bytes, tree) of ``directory``, as hubd derives
+    them (hubd.engine.dirdesk): what spokes take of it."""
+    whole = sign_directory(directory, hub_key)
+    body = codec.decode_map(whole, codec.DIRECTORY_FILE_FRAME_LIMITS)["dir"]
+    tree = DirectoryTree.of(directory)
+    frame = sign_root(derive_root(directory, hashlib.sha256(body).digest(), tree), hub_key)
+    signed = codec.decode_map(frame, ROOT_FRAME_LIMITS)["root"]
+    return frame, hashlib.sha256(signed).digest(), tree
+
+
+def root_publication(directory: Directory, hub_key: SigningKey) -> bytes:
+    """The retained dirroot message of ``directory`` (no change with it)."""
+    return publication(published_root(directory, hub_key)[0], None)
+
+
+def seed_held(state: SpokeState, directory: Directory, hub_key: SigningKey) -> None:
+    """Give a spoke's state the root of ``directory`` and every entry, as if its agent had
+    fetched them all."""
+    frame, digest, tree = published_root(directory, hub_key)
+    state.save_dir_root(directory.version, digest, frame, [])
+    state.save_dir_entries(list(zip(tree.keys, tree.leaves, strict=True)))
 
 
 def make_world() -> World:

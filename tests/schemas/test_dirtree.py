@@ -3,6 +3,7 @@ changes between versions, and entries proven present or absent on demand."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 
@@ -75,7 +76,8 @@ def _key(model: KeyEntry, kind: KeyKind) -> KeyEntry:
 def published(world: World, directory: Directory) -> tuple[DirectoryTree, bytes]:
     full = codec.decode_map(sign_directory(directory, world.hub_key), codec.DIRECTORY_FRAME_LIMITS)
     tree = DirectoryTree.of(directory)
-    return tree, sign_root(derive_root(directory, full["dir"], tree), world.hub_key)
+    digest = hashlib.sha256(full["dir"]).digest()
+    return tree, sign_root(derive_root(directory, digest, tree), world.hub_key)
 
 
 def ask(world: World, tree: DirectoryTree, frame: bytes, keys: list[str]) -> Answer:
@@ -275,3 +277,15 @@ def test_a_publication_or_an_answer_whose_v_is_true_is_refused(field: str) -> No
         read(codec.encode({**wire, "v": True}))
     assert refused.value.reason is Reason.SCHEMA_INVALID
     assert "v True" in str(refused.value)
+
+
+def test_the_root_names_the_whole_directory_by_the_sha256_of_its_signed_bytes(
+    world: World,
+) -> None:
+    """``full`` is what a spoke that kept the whole directory compares (section 7a)."""
+    _, frame = published(world, world.directory)
+    body = codec.decode_map(
+        sign_directory(world.directory, world.hub_key), codec.DIRECTORY_FRAME_LIMITS
+    )
+    root = verify_root(frame, world.hub_key.public, now=NOW)
+    assert root.root.full == hashlib.sha256(body["dir"]).digest()

@@ -3,9 +3,9 @@
 :class:`Tree` is an in-memory ledger built from the real ``schemas.ledger`` and
 ``schemas.merkle`` code: entries, signed checkpoints, consistency and inclusion proofs.
 :class:`LedgerPeer` plays the hub on a real broker for one organisation: it publishes the
-directory and checkpoints (retained), answers ``consistency`` and ``prove`` questions,
-ACCEPTs envelopes with a hub-signed receipt (and records ``message.accepted``), and keeps
-the countersignatures it receives.
+directory's root and checkpoints (retained), answers directory requests and
+``consistency`` and ``prove`` questions, ACCEPTs envelopes with a hub-signed receipt (and
+records ``message.accepted``), and keeps the countersignatures it receives.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 import aiomqtt
 
 from runtime.tasks import cancel_and_wait
-from schemas import merkle, topics, transport
-from schemas.directory import Directory, sign_directory
+from schemas import dirtree, merkle, topics, transport
+from schemas.directory import Directory
 from schemas.envelope import verify_envelope
 from schemas.keys import SigningKey
 from schemas.ledger import Checkpoint, Entry, pack_path, sign_checkpoint
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
+from tests.world import published_root
 
 
 @dataclass
@@ -89,6 +90,8 @@ class LedgerPeer:
     accepted: list[bytes] = field(default_factory=list)  # msg_ids
     answer_with: Tree | None = None  # the history it proves from (a forked one, say)
     _client: aiomqtt.Client | None = None
+    _root: bytes = b""  # the directory's signed root, as spokes take it
+    _dirtree: dirtree.DirectoryTree | None = None
 
     def tick(self) -> int:
         self.clock_ms += 1000
@@ -97,10 +100,11 @@ class LedgerPeer:
     async def __aenter__(self) -> LedgerPeer:
         self._client = aiomqtt.Client("127.0.0.1", self.port, identifier="ledger-peer")
         await self._client.__aenter__()
+        self._root, _, self._dirtree = published_root(self.directory, self.tree.key)
         for channel in self.channels:
             await self._client.subscribe(topics.up(channel, self.org), qos=1)
-            frame = sign_directory(self.directory, self.tree.key)
-            await self._client.publish(topics.directory(channel), frame, qos=1, retain=True)
+            retained = dirtree.publication(self._root, None)
+            await self._client.publish(topics.dirroot(channel), retained, qos=1, retain=True)
         self._task = asyncio.get_running_loop().create_task(self._serve())
         return self
 
@@ -139,6 +143,12 @@ class LedgerPeer:
                 )
             case transport.CosignMsg():
                 self.cosigned.append(message)
+            case transport.DirGetMsg(ask, version, keys):  # as hubd.engine.dirdesk answers
+                assert self._dirtree is not None
+                found, absent = self._dirtree.answer(dirtree.read_ask(keys))
+                root = None if version == self.directory.version else self._root
+                answer = dirtree.encode_answer(self.directory.version, root, found, absent)
+                await self._down(channel, transport.DirEntriesMsg(ask, answer))
             case transport.ProveAsk(msg_id, after):
                 mine = [e for e in tree.entries if e.msg_id == msg_id and e.seq > after]
                 pairs = [(e.leaf(), pack_path(tree.inclusion(e))) for e in mine]

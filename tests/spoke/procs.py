@@ -30,6 +30,7 @@ from runtime.files import write_private
 from schemas.clock import DAY_MS
 from schemas.directory import Directory
 from schemas.keys import HubPublicKey, dump_secret_key
+from spoke import control
 from tests.hubproc import HubProcess, Mosquitto, live_directory
 from tests.world import World
 
@@ -436,6 +437,14 @@ class SpokeProcess:
             return [tuple(r) for r in db.execute(sql).fetchall()]
         finally:
             db.close()
+
+    async def hold_entries(self, *addresses: str) -> None:
+        """Have the running agent fetch the directory entries a document to ``addresses``
+        needs (as ``spoke send`` does), so that it can seal one while the hub is away."""
+        rid = control.submit(self.work, "directory", {"addresses": list(addresses)}, timeout=30)
+        answer = await asyncio.to_thread(control.wait_answer, self.work, rid, timeout=30)
+        assert answer is not None
+        assert answer.get("ok"), answer
 
     # ------------------------------------------------------------------ the spoke command
 

@@ -47,7 +47,7 @@ from tests.hubproc import live_directory
 from tests.spoke.conftest import OfflineSpoke, OfflineSpokeFactory, snapshot
 from tests.spoke.procs import SpokeProcess, toml_meta
 from tests.spoke.test_send_refusals import unused_port
-from tests.world import REPO, World
+from tests.world import REPO, World, seed_held
 
 EVERYONE = "@channel.govnet"
 NOTICE = {"密级": "内部", "文种": "通知", "标题": "关于做好冬季供暖工作的通知", "签发人": "王某"}
@@ -154,7 +154,7 @@ def idle_crowded(crowded: World, tmp_path: Path) -> SpokeProcess:
         (installed.root / name).mkdir(parents=True)
     held = verified(crowded)
     state = SpokeState(installed.root / ".spoke" / "state.db")
-    state.save_directory(held.version, held.digest, held.frame)
+    seed_held(state, held.directory, crowded.hub_key)
     state.close()
     return installed
 
@@ -244,7 +244,7 @@ def test_spoke_send_to_a_recipient_without_a_valid_encryption_key_exits_1(
         (installed.root / name).mkdir(parents=True)
     held = revoked(world, "jl.cc")
     state = SpokeState(installed.root / ".spoke" / "state.db")
-    state.save_directory(held.version, held.digest, held.frame)
+    seed_held(state, held.directory, world.hub_key)
     state.close()
     path = tmp_path / "通知.txt"
     path.write_bytes(BODY)

@@ -180,6 +180,7 @@ async def test_restart_after_a_crash_between_the_moves_into_sent_keeps_the_docum
     sent/ and the other in work/."""
     exchange = exchanges()
     gov, _ = await exchange.running("jl.gov", "jl.cc")
+    await gov.hold_entries("jl.cc")  # it seals while the hub is away
     assert exchange.hub is not None
     assert exchange.hub.terminate() == 0  # no ACCEPTED can come: the drop stays sealed
     gov.drop("半途.txt", b"halfway\n", notice("半途"))

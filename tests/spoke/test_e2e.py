@@ -25,7 +25,6 @@ import pytest
 from runtime.clock import now_ms
 from schemas import topics
 from schemas.clock import DAY_MS
-from schemas.directory import sign_directory
 from tests.hubproc import live_directory
 from tests.spoke.conftest import ExchangeFactory
 from tests.spoke.procs import (
@@ -35,7 +34,7 @@ from tests.spoke.procs import (
     inbox_problems,
     make_exchange,
 )
-from tests.world import World
+from tests.world import World, root_publication
 
 PREFECTURES = ("jl.cc", "jl.jl", "jl.sp", "jl.ly", "jl.th", "jl.bs", "jl.sy", "jl.bc", "jl.yb")
 RUNNING = ("jl.gov", "jl.cc", "jl.jl", "cn.gov")
@@ -318,13 +317,13 @@ async def test_directory_of_a_lower_version_is_refused_as_a_rollback(
     gov, _ = await exchange.running("jl.gov", "jl.cc")
     await gov.wait_logged("directory.updated", version=2)
 
-    older = sign_directory(live_directory(world, version=1), world.hub_key)  # validly signed
-    await publish(exchange.port, topics.directory("govnet"), older)
+    older = root_publication(live_directory(world, version=1), world.hub_key)  # validly signed
+    await publish(exchange.port, topics.dirroot("govnet"), older)
 
     refused = await gov.wait_logged("directory.refused")
     assert refused["reason"] == "directory.rollback"
     assert gov.logged("directory.updated", version=1) == []
-    assert gov.state_rows("SELECT version FROM directory") == [(2,)]
+    assert gov.state_rows("SELECT version FROM dir_root") == [(2,)]
     gov.drop("回滚之后.txt", b"still working\n", notice("回滚之后", "jl.cc"))
     await gov.wait_status("回滚之后.txt", "jl.cc")  # v2 kept: not failing closed either
 
@@ -343,9 +342,9 @@ async def test_expired_directory_is_refused_and_drops_wait_in_the_outbox_until_a
         not_before=now - 10 * DAY_MS,
         not_after=now + 30 * DAY_MS,
     )
-    frame = sign_directory(expired, world.hub_key)
+    frame = root_publication(expired, world.hub_key)
     for channel in gov.channels:
-        await publish(exchange.port, topics.directory(channel), frame, retain=True)
+        await publish(exchange.port, topics.dirroot(channel), frame, retain=True)
     refused = await gov.wait_logged("directory.refused")
     assert refused["reason"] == "directory.expired"
 

@@ -33,7 +33,7 @@ from tests.hubproc import live_directory
 from tests.spoke.conftest import OfflineSpoke, OfflineSpokeFactory
 from tests.spoke.procs import SpokeProcess, toml_meta
 from tests.spoke.test_send_refusals import unused_port
-from tests.world import World
+from tests.world import World, seed_held
 
 GROUP = "@counties.jl.cc"  # jl.cc.nongan, jl.cc.yushu, jl.cc.dehui
 AWAITING = "jl.cc.dehui"
@@ -101,7 +101,7 @@ def test_spoke_send_says_which_group_members_it_will_not_reach(
         (spoke.root / name).mkdir(parents=True)
     verified = awaiting(world, AWAITING)
     state = SpokeState(spoke.root / ".spoke" / "state.db")
-    state.save_directory(verified.version, verified.digest, verified.frame)
+    seed_held(state, verified.directory, world.hub_key)
     state.close()
     document = tmp_path / "通知.txt"
     document.write_bytes(b"notice\n")

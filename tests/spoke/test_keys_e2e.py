@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 
 from runtime.files import write_private
-from schemas.directory import verify_directory
+from schemas.dirtree import verify_root
 from schemas.envelope import read_frame_sender, verify_envelope
 from schemas.keys import PublicKeys, dump_secret_key
 from tests.ops.keysite import OperatorSite
@@ -179,8 +179,8 @@ async def test_a_revoked_senders_queued_document_is_refused_by_its_recipient(
     assert f"key {kid} (used by jl.gov) is revoked" in refused["detail"]
     assert cc.received_titled("吊销前") == []
     assert (gov.outbox / "later.txt").exists()
-    frame = cc.state_rows("SELECT frame FROM directory")[0][0]
-    assert verify_directory(bytes(frame), world.hub_key.public, now=None).directory.is_revoked(kid)
+    frame = cc.state_rows("SELECT frame FROM dir_root")[0][0]
+    assert kid in verify_root(bytes(frame), world.hub_key.public, now=None).root.revoked
 
 
 async def test_a_spoke_whose_last_listed_key_ends_soon_warns_in_its_log_and_spoke_keys(

@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 from runtime.clock import now_ms
 from runtime.files import write_private
-from schemas.directory import sign_directory
 from schemas.keys import EncryptionKey, SigningKey, dump_secret_key
 from spoke.agent import SpokeAgent
 from spoke.cli import app
@@ -25,7 +24,7 @@ from spoke.keyring import Keyring, own_key_problems
 from tests.hubproc import live_directory
 from tests.spoke.procs import eventually
 from tests.spoke.test_start_up_recovery import ORG, installed, running
-from tests.world import World
+from tests.world import World, root_publication
 
 
 def held(world: World, *, signing: bool = True, encryption: bool = True) -> Keyring:
@@ -91,8 +90,9 @@ async def test_an_agent_without_its_listed_encryption_key_warns_at_start_and_on_
     with capture_logs() as logs:
         async with running(agent):
             await eventually(lambda: agent.ctx.state.own_keys() is not None, "the start check")
-            frame = sign_directory(live_directory(world, version=2), world.hub_key)
-            await agent._directory(frame)
+            await agent._directory_root(
+                root_publication(live_directory(world, version=2), world.hub_key)
+            )
 
     warned = [e for e in logs if e["event"] == "keys.not_in_directory"]
     assert [(e["checked"], e["directory_version"]) for e in warned] == [

@@ -21,14 +21,12 @@ import pytest
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
-from runtime.clock import now_ms
-from schemas.directory import sign_directory, verify_directory
 from spoke.cli import app
 from spoke.state import SpokeState
 from tests.hubproc import live_directory
 from tests.spoke.conftest import OfflineSpokeFactory
 from tests.spoke.procs import SpokeProcess
-from tests.world import World
+from tests.world import World, seed_held
 
 ORG = "jl.cc"  # a prefecture: INTERNAL, govnet only; its superiors are jl.gov and cn.gov
 GOOD = ["--to", "jl.gov", "--classification", "内部", "--type", "报告", "--title", "关于供暖的报告"]
@@ -51,10 +49,8 @@ def idle(world: World, tmp_path: Path) -> SpokeProcess:
     spoke.write()
     for name in ("outbox", "failed", "sent", "inbox", "signfor"):
         (spoke.root / name).mkdir(parents=True)
-    frame = sign_directory(live_directory(world), world.hub_key)
-    verified = verify_directory(frame, world.hub_key.public, now=now_ms())
     state = SpokeState(spoke.root / ".spoke" / "state.db")
-    state.save_directory(verified.version, verified.digest, verified.frame)
+    seed_held(state, live_directory(world), world.hub_key)
     state.close()
     return spoke
 

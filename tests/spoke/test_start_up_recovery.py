@@ -23,7 +23,7 @@ from typing import Any
 
 from runtime.clock import now_ms
 from schemas import topics, transport
-from schemas.directory import Directory, sign_directory, verify_directory
+from schemas.directory import Directory
 from schemas.labels import Classification
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from spoke.agent import SpokeAgent
@@ -32,7 +32,7 @@ from spoke.outbox import Claimed
 from spoke.state import Outbound, SpokeState
 from tests.hubproc import live_directory
 from tests.spoke.procs import SpokeProcess, eventually
-from tests.world import World
+from tests.world import World, seed_held
 
 ORG = "jl.gov"
 NOTICE = {"to": "jl.cc", "classification": "内部", "doc_type": "通知", "title": "关于供暖的通知"}
@@ -62,11 +62,8 @@ def installed(world: World, folder: Path, directory: Directory) -> SpokeProcess:
     install = SpokeProcess(folder, ORG, world, unused_port(), ("govnet",))
     install.write()
     install.work.mkdir(parents=True)
-    verified = verify_directory(
-        sign_directory(directory, world.hub_key), world.hub_key.public, now=now_ms()
-    )
     state = SpokeState(install.work / "state.db")
-    state.save_directory(verified.version, verified.digest, verified.frame)
+    seed_held(state, directory, world.hub_key)
     state.close()
     return install
 

@@ -14,15 +14,15 @@ from schemas.directory import sign_directory, verify_directory
 from spoke.tools import sending_line
 from tests.hubproc import live_directory
 from tests.spoke.conftest import OfflineSpoke, OfflineSpokeFactory
-from tests.world import World
+from tests.world import World, seed_held
 
 
 def publish(spoke: OfflineSpoke, world: World, version: int) -> None:
     """The directory ``version`` reaches the agent, as its link hands it over."""
-    frame = sign_directory(live_directory(world, version=version), world.hub_key)
-    verified = verify_directory(frame, world.hub_key.public, now=now_ms())
-    spoke.ctx.state.save_directory(verified.version, verified.digest, verified.frame)
-    spoke.ctx.verified = verified
+    directory = live_directory(world, version=version)
+    seed_held(spoke.ctx.state, directory, world.hub_key)
+    frame = sign_directory(directory, world.hub_key)
+    spoke.ctx.verified = verify_directory(frame, world.hub_key.public, now=now_ms())
 
 
 def first_line(spoke: OfflineSpoke) -> str:
@@ -59,10 +59,8 @@ async def test_the_first_line_says_when_the_state_file_holds_another_directory_v
     gov = offline_spoke("jl.gov")
     publish(gov, world, 1)
     await gov.sender.scan()
-    frame = sign_directory(live_directory(world, version=3), world.hub_key)
-    kept = verify_directory(frame, world.hub_key.public, now=now_ms())
     # verified and kept, and the agent stopped before it took it into use
-    gov.ctx.state.save_directory(kept.version, kept.digest, kept.frame)
+    seed_held(gov.ctx.state, live_directory(world, version=3), world.hub_key)
 
     line = first_line(gov)
 

@@ -1,0 +1,417 @@
+"""What this spoke holds of the directory: its signed root and the entries it has needed
+(docs/wire-format.md, section 7a).
+
+The spoke never takes the whole directory. It takes the root retained on each channel's
+``dirroot`` topic (about a kilobyte) and asks the hub for the entries it needs, when it
+needs them: its own and its line up to the top when it starts; a document's recipients
+(its groups' pages and their members), and their lines, before it judges and seals it;
+the sender of a document that arrives. Each entry comes with its inclusion proof against
+the root it holds, and an organisation that is not listed comes with the proof that it
+is not. A change of version names the entries it changed (the retained change), so the
+spoke drops exactly those and asks again for the ones it holds; without a change it can
+use (it was away longer), it asks again for all it holds. What it holds is kept in
+``state.db`` (the entries were proven when they came; the file is the agent's own, as the
+rest of its state), so a restart asks for nothing it already has.
+
+:meth:`DirectoryBook.verified` is the part held, as the
+:class:`~schemas.directory.Directory` the rest of the spoke judges and seals with;
+:meth:`DirectoryBook.closure` makes sure it holds what a document needs first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+import structlog
+
+from schemas import codec, dirtree, transport
+from schemas.directory import GROUP_PREFIX, Directory, OrgEntry, VerifiedDirectory
+from schemas.dirtree import Entry, GroupPage, VerifiedRoot
+from schemas.errors import DirectoryError, PeerError, Reason, TransportError
+from schemas.ids import org_id_problem
+from spoke.state import SpokeState
+
+log = structlog.get_logger("spoke.directory")
+
+ASK_TIMEOUT: Final = 15.0  # seconds for the hub's answer to one request
+BUSY_PAUSE: Final = 1.0  # seconds before asking again after directory.busy
+ROUNDS: Final = 16  # a line is at most this deep (national, province, ... department)
+IN_FLIGHT: Final = 4  # requests outstanding at once
+
+Publish = Callable[[bytes], Awaitable[bool]]  # on an up topic of a connected channel
+
+
+class DirectoryUnavailableError(TransportError):
+    """The hub did not answer for the directory entries a step needs: try again later."""
+
+
+class _AskAgain(Exception):  # noqa: N818 - an internal signal, never raised out of the book
+    """The answer was for another version (now adopted) or the hub was busy."""
+
+    def __init__(self, pause: float = 0.0) -> None:
+        super().__init__("ask again")
+        self.pause = pause
+
+
+@dataclass
+class DirectoryBook:
+    state: SpokeState
+    pinned: bytes
+    clock: Callable[[], int]
+    publish: Publish | None = None  # set by the agent; None: no connection to ask on
+    root: VerifiedRoot | None = None
+    entries: dict[str, Entry] = field(default_factory=dict)
+    absent: set[str] = field(default_factory=set)  # proven absent from the root held
+    stale: set[str] = field(default_factory=set)  # held from an earlier root, not yet asked again
+    verified: VerifiedDirectory | None = None  # what the rest of the spoke uses
+    on_change: Callable[[], None] | None = None  # the held part or the root changed
+    _asks: dict[int, tuple[list[str], asyncio.Future[None]]] = field(default_factory=dict)
+    _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(IN_FLIGHT))
+
+    # ------------------------------------------------------------------ state
+
+    def load(self) -> None:
+        """What an earlier run kept (the root verified again: rollback and freshness are
+        judged by whoever uses it)."""
+        frame = self.state.dir_root()
+        if frame is None:
+            return
+        try:
+            self.root = dirtree.verify_root(frame, self.pinned, now=None)
+        except PeerError as exc:
+            log.warning("directory.cached_refused", reason=exc.reason.value, detail=exc.message)
+            return
+        for key, leaf in self.state.dir_entries():
+            try:
+                self.entries[key] = dirtree.read_leaf(leaf)
+            except PeerError:
+                continue  # an entry the store garbled is asked for again when needed
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        root = self.root
+        if root is None:
+            self.verified = None
+            return
+        directory = dirtree.materialise(root.root, self.entries.values())
+        self.verified = VerifiedDirectory(directory, root.frame, root.digest)
+        if self.on_change is not None:
+            self.on_change()
+
+    def _last_seen(self) -> tuple[int, bytes] | None:
+        if self.root is not None:
+            return (self.root.version, self.root.digest)
+        return None
+
+    # ------------------------------------------------------------------ the root
+
+    async def take_publication(self, payload: bytes) -> bool:
+        """The retained root (and change) of a channel: True if the root held changed."""
+        try:
+            root_frame, delta_frame = dirtree.read_publication(payload)
+        except PeerError as exc:
+            log.error("directory.refused", reason=exc.reason.value, detail=exc.message)
+            return False
+        return await self.adopt(root_frame, delta_frame)
+
+    async def adopt(self, root_frame: bytes, delta_frame: bytes | None) -> bool:
+        current = self.root
+        try:
+            root = dirtree.verify_root(
+                root_frame, self.pinned, now=self.clock(), last_seen=self._last_seen()
+            )
+            self._check_continuity(root)
+        except PeerError as exc:
+            log.error("directory.refused", reason=exc.reason.value, detail=exc.message)
+            return False
+        if current is not None and root.digest == current.digest:
+            return False
+        stale: list[str] | None = None  # None: every entry held is asked for again
+        if current is not None and delta_frame is not None:
+            try:
+                delta = dirtree.verify_delta(delta_frame, self.pinned, root)
+            except PeerError as exc:
+                log.warning("directory.change_refused", reason=exc.reason.value)
+            else:
+                if (delta.prior, delta.prior_root) == (current.version, current.digest):
+                    stale = [k for k in delta.changed if k in self.entries]
+        await asyncio.to_thread(
+            self.state.save_dir_root, root.version, root.digest, root.frame, stale or []
+        )
+        self.root = root
+        self.absent.clear()
+        # Those that changed (or all, when nothing says which) are used as they were
+        # until asked again: before a document is judged or sealed with one (closure),
+        # and at once in the background. A revocation needs no entry: it is in the root.
+        again = sorted(self.entries) if stale is None else stale
+        self.stale |= set(again)
+        self._rebuild()
+        log.info(
+            "directory.updated",
+            version=root.version,
+            previous_version=None if current is None else current.version,
+            orgs=root.root.orgs,
+            revoked=len(root.root.revoked),
+            held=len(self.entries),
+            asked_again=len(again),
+        )
+        if again:
+            asyncio.get_running_loop().create_task(self._refetch(again))
+        return True
+
+    def _check_continuity(self, root: VerifiedRoot) -> None:
+        """Against the whole directory an earlier release kept: its version and bytes
+        (the root names the latter as ``full``), so an upgrade keeps rollback protection."""
+        if self.root is not None:
+            return
+        seen = self.state.directory_seen()
+        if seen is None:
+            return
+        version, digest = seen
+        if root.version < version:
+            raise DirectoryError(
+                Reason.DIR_ROLLBACK,
+                f"directory version {root.version} is older than version {version} already "
+                "seen; refusing the rollback",
+            )
+        if root.version == version and root.root.full != digest:
+            raise DirectoryError(
+                Reason.DIR_EQUIVOCATION,
+                f"directory version {root.version} is not the directory of that number "
+                "already seen; refusing it",
+            )
+
+    async def _refetch(self, keys: list[str]) -> None:
+        try:
+            await self.ensure(keys)
+        except DirectoryUnavailableError as exc:
+            log.info("directory.refetch_deferred", keys=len(keys), detail=str(exc))
+
+    # ------------------------------------------------------------------ entries
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        return [
+            k
+            for k in dict.fromkeys(keys)
+            if (k not in self.entries or k in self.stale) and k not in self.absent
+        ]
+
+    async def ensure(self, keys: Iterable[str]) -> None:
+        """Hold every one of ``keys`` (or know it absent); DirectoryUnavailableError if the hub
+        cannot be asked or does not answer."""
+        for _ in range(ROUNDS):
+            missing = self.missing(keys)
+            if not missing:
+                return
+            batches = [
+                missing[i : i + dirtree.ASK_MAX] for i in range(0, len(missing), dirtree.ASK_MAX)
+            ]
+            await asyncio.gather(*(self._ask(batch) for batch in batches))
+        if self.missing(keys):
+            raise DirectoryUnavailableError(
+                f"the hub answered without {len(self.missing(keys))} directory entries asked "
+                "for; trying again later"
+            )
+
+    async def _ask(self, keys: list[str]) -> None:
+        async with self._slots:
+            for _ in range(ROUNDS):
+                try:
+                    await self._ask_once(keys)
+                except _AskAgain as again:
+                    if again.pause:
+                        await asyncio.sleep(again.pause)
+                    continue
+                return
+
+    async def _ask_once(self, keys: list[str]) -> None:
+        publish, root = self.publish, self.root
+        if publish is None or root is None:
+            raise DirectoryUnavailableError(
+                "no directory root yet, or no connection to the hub to ask for entries"
+            )
+        number = next(self._numbers)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._asks[number] = (keys, waiter)
+        try:
+            message = transport.DirGetMsg(number, root.version, dirtree.encode_ask(keys))
+            if not await publish(transport.encode(message)):
+                raise DirectoryUnavailableError("the request for directory entries was not sent")
+            try:
+                async with asyncio.timeout(ASK_TIMEOUT):
+                    await waiter
+            except TimeoutError as exc:
+                raise DirectoryUnavailableError(
+                    f"the hub did not answer a request for directory entries in {ASK_TIMEOUT:g} s"
+                ) from exc
+        finally:
+            self._asks.pop(number, None)
+
+    async def take_answer(self, message: transport.DirEntriesMsg) -> None:
+        """An answer on the down topic: proven entries and absences go into the book."""
+        pending = self._asks.get(message.ask)
+        if pending is None:
+            return  # late (timed out) or not ours
+        keys, waiter = pending
+        try:
+            version, root_frame, refusal, _ = dirtree.read_answer(message.answer)
+            if refusal == "directory.busy":
+                _settle(waiter, _AskAgain(BUSY_PAUSE))
+                return
+            if refusal is not None:
+                _settle(
+                    waiter, DirectoryUnavailableError(f"the hub refused the request: {refusal}")
+                )
+                return
+            root = self.root
+            if root is None or version != root.version:
+                if root_frame is not None:
+                    await self.adopt(root_frame, None)
+                _settle(waiter, _AskAgain())
+                return
+            answer = dirtree.verify_answer(message.answer, root, keys)
+        except PeerError as exc:
+            log.error("directory.answer_refused", reason=exc.reason.value, detail=exc.message)
+            _settle(waiter, DirectoryUnavailableError(f"a directory answer was refused: {exc}"))
+            return
+        if self.root is not root:
+            _settle(waiter, _AskAgain())  # a new root came meanwhile: ask against it
+            return
+        fresh = [(k, dirtree.leaf_bytes(e)) for k, e in answer.entries.items()]
+        if fresh:
+            await asyncio.to_thread(self.state.save_dir_entries, fresh)
+        self.entries.update(answer.entries)
+        self.absent |= answer.absent
+        self.stale -= answer.entries.keys() | answer.absent
+        for key in answer.absent:
+            self.entries.pop(key, None)  # listed under an earlier root, no longer
+        self._rebuild()
+        _settle(waiter, None)
+
+    # ------------------------------------------------------------------ what a step needs
+
+    async def closure(self, addresses: Iterable[str], sender: str) -> None:
+        """Hold what judging and sealing a document from ``sender`` to ``addresses``
+        reads (:func:`needed`), asking for it round by round (a group's members, then
+        their lines)."""
+        addresses = list(addresses)
+        for _ in range(ROUNDS):
+            missing = self.needed_for(sender, addresses)
+            if not missing:
+                return
+            await self.ensure(sorted(missing))
+        raise DirectoryUnavailableError("the directory entries a document needs did not settle")
+
+    def needed_for(self, org: str, addresses: Iterable[str] = ()) -> set[str]:
+        """What :meth:`closure` would ask for now."""
+        return needed(self.entries, self.absent, addresses, org, stale=self.stale)
+
+    async def own_line(self, org: str) -> None:
+        """This spoke's entry and its line, for its own checks and its documents."""
+        await self.closure((), org)
+
+
+def needed(
+    entries: Mapping[str, Entry],
+    absent: Iterable[str],
+    addresses: Iterable[str],
+    sender: str,
+    *,
+    stale: Iterable[str] = (),
+) -> set[str]:
+    """The keys not held that a document from ``sender`` to ``addresses`` reads, given
+    what is held: the sender and every recipient with their lines (parents up to the top,
+    the government a congress belongs to), every page of every group named and its
+    members with theirs. Empty when everything is held (or known absent)."""
+    want = {sender}
+    for address in addresses:
+        if address.startswith(GROUP_PREFIX):
+            want.add(dirtree.page_key(address[len(GROUP_PREFIX) :]))
+        elif org_id_problem(address) is None:
+            want.add(address)
+    known, old = set(absent), set(stale)
+    missing: set[str] = set()
+    todo = list(want)
+    while todo:
+        key = todo.pop()
+        entry = entries.get(key)
+        if entry is None or key in old:
+            if key not in known:
+                missing.add(key)
+            if entry is None:
+                continue
+        for more in _references(entry):
+            if more not in want:
+                want.add(more)
+                todo.append(more)
+    return missing
+
+
+def root_size(frame: bytes | None) -> int | None:
+    """The number of entries of a kept root (not verified: a count for the ``spoke``
+    command to know whether it holds every entry)."""
+    if frame is None:
+        return None
+    outer = codec.decode_map(frame, dirtree.ROOT_FRAME_LIMITS)
+    body = outer.get("root")
+    if not isinstance(body, bytes):
+        return None
+    size = codec.decode_map(body, dirtree.ROOT_LIMITS).get("size")
+    return size if isinstance(size, int) else None
+
+
+def held_directory(state: SpokeState, pinned: bytes, *, now: int | None) -> Directory | None:
+    """The part of the directory an agent holds in ``state`` (for the ``spoke`` command);
+    with ``now``, None once its root has expired. None if there is no usable root."""
+    frame = state.dir_root()
+    if frame is None:
+        return None
+    try:
+        root = dirtree.verify_root(frame, pinned, now=now)
+    except PeerError:
+        return None
+    entries = []
+    for _, leaf in state.dir_entries():
+        with contextlib.suppress(PeerError):
+            entries.append(dirtree.read_leaf(leaf))
+    return dirtree.materialise(root.root, entries)
+
+
+def _references(entry: Entry | None) -> set[str]:
+    if entry is None:
+        return set()
+    if isinstance(entry, OrgEntry):
+        found = {entry.parent} if entry.parent else set()
+        if entry.congress_of:
+            found.add(entry.congress_of)
+        return found
+    assert isinstance(entry, GroupPage)  # noqa: S101 - the two kinds of entry
+    pages = {dirtree.page_key(entry.id, i) for i in range(entry.pages)}
+    return pages | set(entry.members)
+
+
+def _settle(waiter: asyncio.Future[None], outcome: BaseException | None) -> None:
+    if waiter.done():
+        return
+    if outcome is None:
+        waiter.set_result(None)
+    else:
+        waiter.set_exception(outcome)
+
+
+def peek_sender(frame: bytes, limits: codec.Limits = codec.FRAME_LIMITS) -> str | None:
+    """The ``from`` of an envelope (or receipt) frame (outside its signature: it names the
+    key that verifies it), to fetch that organisation's entry before verifying; None if
+    unreadable."""
+    try:
+        outer = codec.decode_map(frame, limits)
+    except PeerError:
+        return None
+    sender = outer.get("from")
+    return sender if isinstance(sender, str) and org_id_problem(sender) is None else None
