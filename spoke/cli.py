@@ -384,12 +384,29 @@ def declare(
 
 @app.command()
 def directory(
+    addresses: Annotated[
+        list[str] | None,
+        typer.Argument(help="organisations or @groups to look up (the agent fetches them)"),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """The organisations and groups this spoke can address (from its verified directory)."""
+    """The organisations and groups this spoke holds of the directory (docs/wire-format.md
+    7a: a spoke holds what it has needed); with ADDRESSES, the running agent fetches those
+    first (and their lines, a group's members)."""
     settings = _config(config, "spoke directory")
+    if addresses and not _entries_for(settings, {"to": addresses}, timeout=ENTRIES_WAIT):
+        typer.echo(
+            "spoke directory: 运行中的交换程序未能取得这些目录条目，下面只列出本机已有的 / the "
+            "running agent did not fetch these entries (is 'spoke run' running?); what this "
+            "spoke holds follows",
+            err=True,
+        )
     d = _directory(settings, "spoke directory")
-    typer.echo(f"directory v{d.version}, expires {ms_to_text(d.expires_at)}")
+    held = len(d.orgs)
+    typer.echo(
+        f"directory v{d.version}, expires {ms_to_text(d.expires_at)}; this spoke holds "
+        f"{held} of its organisations (the agent fetches others when a document needs them)"
+    )
     rows = [
         (o.id, o.name_zh, o.level.value, str(o.clearance), ",".join(o.channels)) for o in d.orgs
     ]

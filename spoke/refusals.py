@@ -245,9 +245,10 @@ CATALOGUE: Final[dict[str, Texts]] = {
     "drop.unknown_recipient": Texts(
         "收文地址 {unknown} 不在第 {version} 版交换目录中（既不是机关代码，也不是 @分组）。",
         "{problem}.",
-        "请核对地址：'spoke directory --config 配置文件' 列出本交换程序知道的机关和分组。",
-        "Check the address: 'spoke directory --config FILE' lists the organisations and "
-        "groups this spoke knows.",
+        "请核对地址：'spoke directory --config 配置文件 地址' 向枢纽查询该地址"
+        "（目录证明其不存在时即为不在目录中）。",
+        "Check the address: 'spoke directory --config FILE ADDRESS' looks it up at the hub "
+        "(an address the directory proves absent is not listed).",
     ),
     "drop.recipient_awaiting_keys": Texts(
         "收文机关 {org}（{name}）在第 {version} 版交换目录中尚待提交密钥，暂不能收文。",
