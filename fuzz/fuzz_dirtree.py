@@ -149,7 +149,9 @@ def verify(data: bytes, asked: Iterable[str]) -> None:
     answer = dirtree.verify_answer(data, ROOT, asked)
     version, root_frame, refusal, outer = dirtree.read_answer(data)
     if isinstance(outer["found"], tuple) and isinstance(outer["absent"], tuple):
-        again = dirtree.encode_answer(version, root_frame, outer["found"], outer["absent"], refusal)
+        again = dirtree.encode_answer(
+            version, root_frame, outer["found"], outer["absent"], refusal, delta=outer["delta"]
+        )
         same(data, again, "an answer")
     if answer.version == ROOT.version:
         check_sound(answer)

@@ -57,6 +57,7 @@ from runtime.startup import one_line
 from runtime.tasks import cancel_and_wait
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory, verify_directory
+from schemas.dirtree import check_servable
 from schemas.envelope import verify_envelope
 from schemas.errors import ConfigError, PeerError, XchgError
 from schemas.keys import SigningKey
@@ -127,13 +128,15 @@ class Hub:
                 [("", f"cannot read the directory: {exc.strerror}; run 'hubctl directory build'")],
             ) from exc
         try:
-            return verify_directory(
+            verified = verify_directory(
                 frame, self._key.public, now=self.clock(), last_seen=last, whole_file=True
             )
-        except PeerError as exc:
+            check_servable(verified.directory)  # what spokes take of it fits their limits
+        except (PeerError, ValueError) as exc:
             raise ConfigError(
                 str(path), [("", f"{exc}; run 'hubctl directory build' to sign a fresh one")]
             ) from exc
+        return verified
 
     def _load_key(self) -> SigningKey:
         """The hub's signing key; a ConfigError naming ``hub.key`` and what to do otherwise."""

@@ -131,6 +131,7 @@ class DirDelta(WireModel):
     version: Annotated[int, Field(ge=2, le=MAX_WIRE_INT)]
     prior: Annotated[int, Field(ge=1, le=MAX_WIRE_INT)]
     prior_root: Digest  # SHA-256 of the prior root's signed bytes
+    root: Digest  # SHA-256 of this version's root's signed bytes: the change is of that root
     changed: Annotated[tuple[str, ...], Field(max_length=DELTA_MAX)]
 
 
@@ -297,6 +298,27 @@ def derive_root(directory: Directory, full_digest: bytes, tree: DirectoryTree) -
     )
 
 
+def check_servable(directory: Directory) -> None:
+    """Can every spoke take what is derived from ``directory``: a root within its decode
+    limits, every organisation's lists within an entry's? ValueError naming what and the
+    limit otherwise (the hub refuses such a directory: no spoke could hold it)."""
+    limit = ROOT_LIMITS.max_array
+    if len(directory.revoked) > limit:
+        raise ValueError(
+            f"the directory revokes {len(directory.revoked)} key ids; a spoke takes at most "
+            f"{limit} in the root: leave out revoked keys whose window has ended"
+        )
+    most = ENTRY_LIMITS.max_array
+    for org in directory.orgs:
+        for name in ("channels", "sign_keys", "enc_keys", "directive_to"):
+            count = len(getattr(org, name))
+            if count > most:
+                raise ValueError(
+                    f"organisation {org.id} lists {count} {name}; a directory entry holds at "
+                    f"most {most}"
+                )
+
+
 def _sign(key: SigningKey, domain: bytes, field_name: str, body: bytes) -> bytes:
     return codec.encode({"v": 1, "kid": key.kid, field_name: body, "sig": key.sign(domain, body)})
 
@@ -321,12 +343,17 @@ def encode_answer(
     found: Sequence[Mapping[str, Any]],
     absent: Sequence[Mapping[str, Any]],
     refusal: str | None = None,
+    *,
+    delta: bytes | None = None,
 ) -> bytes:
+    """An answer; with ``root`` (the asker holds another version) the change published
+    beside it too, so that the asker asks again only for what changed."""
     return codec.encode(
         {
             "v": 1,
             "version": version,
             "root": root,
+            "delta": delta,
             "found": list(found),
             "absent": list(absent),
             "refusal": refusal,
@@ -438,7 +465,7 @@ def verify_delta(frame: bytes, pinned_key: bytes, root: VerifiedRoot) -> DirDelt
         what="directory change",
     )
     delta = DirDelta.from_wire(codec.decode_map(body, DELTA_LIMITS), what="directory change")
-    if delta.version != root.version or delta.prior >= delta.version:
+    if delta.version != root.version or delta.root != root.digest or delta.prior >= delta.version:
         raise DirectoryError(
             Reason.DIR_INCONSISTENT,
             f"directory change from version {delta.prior} to {delta.version} does not lead "
@@ -501,7 +528,7 @@ def _proven(item: object, root: DirRoot) -> tuple[int, str, Entry]:
     return index, entry_key(entry), entry
 
 
-_ANSWER_KEYS: Final = frozenset({"v", "version", "root", "found", "absent", "refusal"})
+_ANSWER_KEYS: Final = frozenset({"v", "version", "root", "delta", "found", "absent", "refusal"})
 
 
 def read_answer(data: bytes) -> tuple[int, bytes | None, str | None, Any]:
@@ -519,6 +546,8 @@ def read_answer(data: bytes) -> tuple[int, bytes | None, str | None, Any]:
         raise SchemaError(Reason.SCHEMA_INVALID, "directory answer: version or root mistyped")
     if not (refusal is None or type(refusal) is str):
         raise SchemaError(Reason.SCHEMA_INVALID, "directory answer: refusal mistyped")
+    if not (outer["delta"] is None or type(outer["delta"]) is bytes):
+        raise SchemaError(Reason.SCHEMA_INVALID, "directory answer: delta mistyped")
     return version, root, refusal, outer
 
 
@@ -619,6 +648,7 @@ __all__ = [
     "GroupPage",
     "VerifiedRoot",
     "check_key",
+    "check_servable",
     "derive_root",
     "encode_answer",
     "encode_ask",

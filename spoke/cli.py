@@ -675,7 +675,7 @@ def _directory(settings: SpokeConfig, command: str) -> Directory:
                 "no directory yet: start the agent so that it receives one from the hub"
             )
         root = verify_root(frame, pinned.public, now=time.time_ns() // 1_000_000)
-        return materialise(root.root, [read_leaf(leaf) for _, leaf in leaves])
+        return materialise(root.root, [read_leaf(leaf) for _, leaf, _ in leaves])
     except (OSError, ValueError, XchgError) as exc:
         raise _fail(command, exc) from exc
 
@@ -689,7 +689,7 @@ def _entries_for(settings: SpokeConfig, meta: dict[str, object], timeout: float)
         return False
     state = SpokeState(settings.work / "state.db")
     try:
-        held = {k: read_leaf(v) for k, v in state.dir_entries()}
+        held = {k: read_leaf(v) for k, v, _ in state.dir_entries()}
         size = root_size(state.dir_root())
     except XchgError:
         held, size = {}, None

@@ -66,19 +66,30 @@ class DirectoryBook:
     publish: Publish | None = None  # set by the agent; None: no connection to ask on
     root: VerifiedRoot | None = None
     entries: dict[str, Entry] = field(default_factory=dict)
+    proven_at: dict[str, int] = field(default_factory=dict)  # key -> root version it holds for
     absent: set[str] = field(default_factory=set)  # proven absent from the root held
-    stale: set[str] = field(default_factory=set)  # held from an earlier root, not yet asked again
     verified: VerifiedDirectory | None = None  # what the rest of the spoke uses
     on_change: Callable[[], None] | None = None  # the held part or the root changed
+    _seen: tuple[int, bytes] | None = None  # the newest root kept, even if it no longer verifies
     _asks: dict[int, tuple[list[str], asyncio.Future[None]]] = field(default_factory=dict)
     _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(IN_FLIGHT))
+    _behind: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # a root and what it proves
+
+    @property
+    def stale(self) -> set[str]:
+        """Entries held from an earlier root and not yet asked again: used as they were
+        until a document needs them (closure asks first), a revocation being in the root."""
+        version = None if self.root is None else self.root.version
+        return {k for k, v in self.proven_at.items() if v != version}
 
     # ------------------------------------------------------------------ state
 
     def load(self) -> None:
         """What an earlier run kept (the root verified again: rollback and freshness are
-        judged by whoever uses it)."""
+        judged by whoever uses it); entries proven under another root are stale."""
+        self._seen = self.state.dir_root_seen()
         frame = self.state.dir_root()
         if frame is None:
             return
@@ -87,11 +98,12 @@ class DirectoryBook:
         except PeerError as exc:
             log.warning("directory.cached_refused", reason=exc.reason.value, detail=exc.message)
             return
-        for key, leaf in self.state.dir_entries():
+        for key, leaf, version in self.state.dir_entries():
             try:
                 self.entries[key] = dirtree.read_leaf(leaf)
             except PeerError:
                 continue  # an entry the store garbled is asked for again when needed
+            self.proven_at[key] = version
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -105,9 +117,11 @@ class DirectoryBook:
             self.on_change()
 
     def _last_seen(self) -> tuple[int, bytes] | None:
+        """The newest root accepted: the one held, else the one kept (a root that no
+        longer verifies, after the hub key was re-pinned, still bounds a rollback)."""
         if self.root is not None:
             return (self.root.version, self.root.digest)
-        return None
+        return self._seen
 
     # ------------------------------------------------------------------ the root
 
@@ -121,6 +135,11 @@ class DirectoryBook:
         return await self.adopt(root_frame, delta_frame)
 
     async def adopt(self, root_frame: bytes, delta_frame: bytes | None) -> bool:
+        """A root (and its change): verified against the newest accepted, one at a time."""
+        async with self._lock:
+            return await self._adopt(root_frame, delta_frame)
+
+    async def _adopt(self, root_frame: bytes, delta_frame: bytes | None) -> bool:
         current = self.root
         try:
             root = dirtree.verify_root(
@@ -132,7 +151,7 @@ class DirectoryBook:
             return False
         if current is not None and root.digest == current.digest:
             return False
-        stale: list[str] | None = None  # None: every entry held is asked for again
+        changed: list[str] | None = None  # None: every entry held is asked for again
         if current is not None and delta_frame is not None:
             try:
                 delta = dirtree.verify_delta(delta_frame, self.pinned, root)
@@ -140,17 +159,19 @@ class DirectoryBook:
                 log.warning("directory.change_refused", reason=exc.reason.value)
             else:
                 if (delta.prior, delta.prior_root) == (current.version, current.digest):
-                    stale = [k for k in delta.changed if k in self.entries]
+                    changed = list(delta.changed)
+        prior = None if current is None or changed is None else current.version
         await asyncio.to_thread(
-            self.state.save_dir_root, root.version, root.digest, root.frame, stale or []
+            self.state.save_dir_root, root.version, root.digest, root.frame, prior, changed or []
         )
-        self.root = root
+        self.root, self._seen = root, (root.version, root.digest)
         self.absent.clear()
-        # Those that changed (or all, when nothing says which) are used as they were
-        # until asked again: before a document is judged or sealed with one (closure),
-        # and at once in the background. A revocation needs no entry: it is in the root.
-        again = sorted(self.entries) if stale is None else stale
-        self.stale |= set(again)
+        if prior is not None:  # unchanged entries hold for the new root as they were
+            unchanged = set(self.proven_at) - set(changed or [])
+            for key in unchanged:
+                if self.proven_at[key] == prior:
+                    self.proven_at[key] = root.version
+        again = sorted(self.stale)
         self._rebuild()
         log.info(
             "directory.updated",
@@ -168,7 +189,7 @@ class DirectoryBook:
     def _check_continuity(self, root: VerifiedRoot) -> None:
         """Against the whole directory an earlier release kept: its version and bytes
         (the root names the latter as ``full``), so an upgrade keeps rollback protection."""
-        if self.root is not None:
+        if self._last_seen() is not None:
             return
         seen = self.state.directory_seen()
         if seen is None:
@@ -188,23 +209,32 @@ class DirectoryBook:
             )
 
     async def _refetch(self, keys: list[str]) -> None:
-        try:
-            await self.ensure(keys)
-        except DirectoryUnavailableError as exc:
-            log.info("directory.refetch_deferred", keys=len(keys), detail=str(exc))
+        """Ask again in the background for what a new root made stale, one request at a
+        time (what a document needs asks beside it), again later if the hub is away."""
+        for pause in (0.0, 5.0, 30.0, 120.0):
+            await asyncio.sleep(pause)
+            try:
+                async with self._behind:
+                    await self.ensure([k for k in keys if k in self.stale])
+            except DirectoryUnavailableError as exc:
+                log.info("directory.refetch_deferred", keys=len(keys), detail=str(exc))
+            else:
+                return
 
     # ------------------------------------------------------------------ entries
 
     def missing(self, keys: Iterable[str]) -> list[str]:
+        stale = self.stale
         return [
             k
             for k in dict.fromkeys(keys)
-            if (k not in self.entries or k in self.stale) and k not in self.absent
+            if (k not in self.entries or k in stale) and k not in self.absent
         ]
 
     async def ensure(self, keys: Iterable[str]) -> None:
-        """Hold every one of ``keys`` (or know it absent); DirectoryUnavailableError if the hub
-        cannot be asked or does not answer."""
+        """Hold every one of ``keys`` (or know it absent), proven under the root held;
+        DirectoryUnavailableError if the hub cannot be asked or does not answer."""
+        keys = list(keys)
         for _ in range(ROUNDS):
             missing = self.missing(keys)
             if not missing:
@@ -254,13 +284,14 @@ class DirectoryBook:
             self._asks.pop(number, None)
 
     async def take_answer(self, message: transport.DirEntriesMsg) -> None:
-        """An answer on the down topic: proven entries and absences go into the book."""
-        pending = self._asks.get(message.ask)
+        """An answer on the down topic: proven entries and absences go into the book,
+        only if the root they are proven under is still the one held."""
+        pending = self._asks.pop(message.ask, None)
         if pending is None:
-            return  # late (timed out) or not ours
+            return  # late (timed out), answered twice, or not ours
         keys, waiter = pending
         try:
-            version, root_frame, refusal, _ = dirtree.read_answer(message.answer)
+            version, root_frame, refusal, outer = dirtree.read_answer(message.answer)
             if refusal == "directory.busy":
                 _settle(waiter, _AskAgain(BUSY_PAUSE))
                 return
@@ -271,27 +302,37 @@ class DirectoryBook:
                 return
             root = self.root
             if root is None or version != root.version:
-                if root_frame is not None:
-                    await self.adopt(root_frame, None)
-                _settle(waiter, _AskAgain())
+                if root_frame is None or not await self.adopt(root_frame, outer["delta"]):
+                    _settle(
+                        waiter,
+                        DirectoryUnavailableError(
+                            f"the hub answered for directory version {version}, which this "
+                            "spoke does not take"
+                        ),
+                    )
+                    return
+                _settle(waiter, _AskAgain())  # the hub's root now held: ask against it
                 return
             answer = dirtree.verify_answer(message.answer, root, keys)
         except PeerError as exc:
             log.error("directory.answer_refused", reason=exc.reason.value, detail=exc.message)
             _settle(waiter, DirectoryUnavailableError(f"a directory answer was refused: {exc}"))
             return
-        if self.root is not root:
-            _settle(waiter, _AskAgain())  # a new root came meanwhile: ask against it
-            return
-        fresh = [(k, dirtree.leaf_bytes(e)) for k, e in answer.entries.items()]
-        if fresh:
-            await asyncio.to_thread(self.state.save_dir_entries, fresh)
-        self.entries.update(answer.entries)
-        self.absent |= answer.absent
-        self.stale -= answer.entries.keys() | answer.absent
-        for key in answer.absent:
-            self.entries.pop(key, None)  # listed under an earlier root, no longer
-        self._rebuild()
+        async with self._lock:
+            if self.root is not root:
+                _settle(waiter, _AskAgain())  # a new root came meanwhile: ask against it
+                return
+            fresh = [(k, dirtree.leaf_bytes(e)) for k, e in answer.entries.items()]
+            gone = [k for k in answer.absent if k in self.entries]
+            await asyncio.to_thread(self.state.save_dir_entries, fresh, root.version, gone)
+            self.entries.update(answer.entries)
+            for key in answer.entries:
+                self.proven_at[key] = root.version
+            self.absent |= answer.absent
+            for key in answer.absent:  # listed under an earlier root, no longer
+                self.entries.pop(key, None)
+                self.proven_at.pop(key, None)
+            self._rebuild()
         _settle(waiter, None)
 
     # ------------------------------------------------------------------ what a step needs
@@ -377,7 +418,7 @@ def held_directory(state: SpokeState, pinned: bytes, *, now: int | None) -> Dire
     except PeerError:
         return None
     entries = []
-    for _, leaf in state.dir_entries():
+    for _, leaf, _ in state.dir_entries():
         with contextlib.suppress(PeerError):
             entries.append(dirtree.read_leaf(leaf))
     return dirtree.materialise(root.root, entries)

@@ -127,7 +127,8 @@ CREATE TABLE IF NOT EXISTS dir_root (     -- the directory root taken from dirro
 );
 CREATE TABLE IF NOT EXISTS dir_entries (  -- entries fetched, each proven when it came
     key TEXT PRIMARY KEY,
-    leaf BLOB NOT NULL
+    leaf BLOB NOT NULL,
+    version INTEGER NOT NULL       -- the root version it holds for (another: stale)
 );
 CREATE TABLE IF NOT EXISTS receipt_frames (
     sha256 BLOB PRIMARY KEY,       -- SHA-256 of the frame (the ledger's batch_sha256)
@@ -323,8 +324,15 @@ class SpokeState:
         rows = self._read("SELECT frame FROM dir_root WHERE id = 1")
         return bytes(rows[0][0]) if rows else None
 
-    def dir_entries(self) -> list[tuple[str, bytes]]:
-        return [(str(k), bytes(v)) for k, v in self._read("SELECT key, leaf FROM dir_entries")]
+    def dir_root_seen(self) -> tuple[int, bytes] | None:
+        """(version, digest) of the root kept: what a rollback is judged against."""
+        rows = self._read("SELECT version, digest FROM dir_root WHERE id = 1")
+        return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+    def dir_entries(self) -> list[tuple[str, bytes, int]]:
+        """(key, leaf, the root version it was proven under) of every entry kept."""
+        rows = self._read("SELECT key, leaf, version FROM dir_entries")
+        return [(str(k), bytes(v), int(n)) for k, v, n in rows]
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -337,8 +345,12 @@ class SpokeState:
                 raise
             self._db.execute("COMMIT")
 
-    def save_dir_root(self, version: int, digest: bytes, frame: bytes, stale: list[str]) -> None:
-        """A new root, and the entries it changed go (``stale``), in one step."""
+    def save_dir_root(
+        self, version: int, digest: bytes, frame: bytes, prior: int | None, changed: list[str]
+    ) -> None:
+        """A new root, in one step with what it says of the entries kept: with ``prior``
+        (its change was from that version), those proven under it and not ``changed`` hold
+        for the new one too; every other entry is stale until asked again."""
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO dir_root (id, version, digest, frame) VALUES (1, ?, ?, ?) "
@@ -346,15 +358,24 @@ class SpokeState:
                 "digest = excluded.digest, frame = excluded.frame",
                 (version, digest, frame),
             )
-            db.executemany("DELETE FROM dir_entries WHERE key = ?", [(k,) for k in stale])
+            if prior is not None:
+                db.execute("UPDATE dir_entries SET version = ? WHERE version = ?", (version, prior))
+                db.executemany(
+                    "UPDATE dir_entries SET version = ? WHERE key = ?",
+                    [(prior, k) for k in changed],
+                )
 
-    def save_dir_entries(self, entries: list[tuple[str, bytes]]) -> None:
+    def save_dir_entries(
+        self, entries: list[tuple[str, bytes]], version: int, gone: list[str]
+    ) -> None:
+        """Entries proven under root ``version``; ``gone``: keys proven no longer listed."""
         with self._transaction() as db:
             db.executemany(
-                "INSERT INTO dir_entries (key, leaf) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET leaf = excluded.leaf",
-                entries,
+                "INSERT INTO dir_entries (key, leaf, version) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET leaf = excluded.leaf, version = excluded.version",
+                [(k, leaf, version) for k, leaf in entries],
             )
+            db.executemany("DELETE FROM dir_entries WHERE key = ?", [(k,) for k in gone])
 
     def sending(self) -> Sending | None:
         rows = self._read(

@@ -159,8 +159,8 @@ def seed_held(state: SpokeState, directory: Directory, hub_key: SigningKey) -> N
     """Give a spoke's state the root of ``directory`` and every entry, as if its agent had
     fetched them all."""
     frame, digest, tree = published_root(directory, hub_key)
-    state.save_dir_root(directory.version, digest, frame, [])
-    state.save_dir_entries(list(zip(tree.keys, tree.leaves, strict=True)))
+    state.save_dir_root(directory.version, digest, frame, None, [])
+    state.save_dir_entries(list(zip(tree.keys, tree.leaves, strict=True)), directory.version, [])
 
 
 def make_world() -> World:

@@ -40,6 +40,8 @@ BUSY: Final = "directory.busy"  # the asker went over its rate: ask again after 
 BAD_REQUEST: Final = "directory.bad_request"  # keys that are not keys: a spoke's defect
 ASKS_PER_SECOND: Final = 20.0  # per organisation, sustained
 ASKS_BURST: Final = 200.0  # per organisation, at once (a spoke revalidating its cache)
+ALL_PER_SECOND: Final = 2000.0  # all spokes together (about 3 ms of the hub's CPU each)
+ALL_BURST: Final = 20000.0  # all spokes at once: 10,000 spokes starting take two each
 
 
 @dataclass(slots=True)
@@ -59,6 +61,18 @@ class Served:
     publication: bytes
     legacy: bytes | None  # the whole frame, while it fits an earlier spoke's limit
     changed: int | None  # keys the published change names (None: none published)
+    delta: bytes | None = None  # the change frame published beside the root
+
+    @property
+    def carried_delta(self) -> bytes | None:
+        """The change, in an answer too while root and change leave room for entries."""
+        fits = len(self.root_frame) + len(self.delta or b"") <= ANSWER_BUDGET // 2
+        return self.delta if fits else None
+
+    @property
+    def carried(self) -> int:
+        """Bytes an answer to an asker of another version carries besides its entries."""
+        return len(self.root_frame) + len(self.carried_delta or b"")
 
 
 def build(
@@ -79,6 +93,7 @@ def build(
                 version=verified.version,
                 prior=prior.version,
                 prior_root=prior.root_digest,
+                root=root_digest,
                 changed=tuple(keys),
             )
             delta_frame, changed = dirtree.sign_delta(delta, key), len(keys)
@@ -91,6 +106,7 @@ def build(
         dirtree.publication(root_frame, delta_frame),
         legacy,
         changed,
+        delta_frame,
     )
 
 
@@ -109,6 +125,7 @@ class DirectoryDesk:
     served: Served | None = None
     _buckets: dict[str, Bucket] = field(default_factory=dict)
     _busy_told: set[str] = field(default_factory=set)
+    _everyone: Bucket = field(default_factory=lambda: Bucket(ALL_BURST, 0.0))
 
     async def serve(self, verified: VerifiedDirectory) -> Served:
         """Derive what is served for ``verified`` (in a worker thread: a large directory
@@ -146,31 +163,58 @@ class DirectoryDesk:
     # ------------------------------------------------------------ entries on demand
 
     def answer_now(self, arrival: Arrival, message: transport.DirGetMsg) -> None:
-        """Answer a spoke's request from memory, on its down topic."""
+        """Answer a spoke's request from memory, on its down topic. A refusal carries no
+        root (nothing to amplify); an answer to an asker holding another version carries
+        the root and its change, so it asks again only for what changed."""
         served = self.served
         if served is None:
             return
-        found: list[dict[str, Any]] = []
-        absent: list[dict[str, Any]] = []
-        refusal = None
         if not self._admit(arrival.org):
-            refusal = BUSY
-        else:
-            try:
-                keys = dirtree.read_ask(message.keys)
-            except ValueError as exc:
-                refusal = BAD_REQUEST
-                log.warning(BAD_REQUEST, org=arrival.org, channel=arrival.channel, error=str(exc))
-            else:
-                found, absent = served.tree.answer(keys)
-        root = None if message.version == served.version else served.root_frame
-        found, absent = _within_budget(found, absent, ANSWER_BUDGET - len(root or b""))
-        answer = dirtree.encode_answer(served.version, root, found, absent, refusal)
-        payload = transport.encode(transport.DirEntriesMsg(message.ask, answer))
-        self.send(arrival.channel, arrival.org, payload)
+            self._send(arrival, message.ask, served, None, [], [], BUSY)
+            return
+        try:
+            keys = dirtree.read_ask(message.keys)
+        except ValueError as exc:
+            log.warning(BAD_REQUEST, org=arrival.org, channel=arrival.channel, error=str(exc))
+            self._send(arrival, message.ask, served, None, [], [], BAD_REQUEST)
+            return
+        found, absent = served.tree.answer(keys)
+        news = message.version != served.version
+        carried = served.carried if news else 0
+        found, absent = _within_budget(found, absent, ANSWER_BUDGET - carried)
+        self._send(arrival, message.ask, served, served if news else None, found, absent, None)
+
+    def _send(  # noqa: PLR0917 - the parts of one answer
+        self,
+        arrival: Arrival,
+        ask: int,
+        served: Served,
+        carry: Served | None,
+        found: list[dict[str, Any]],
+        absent: list[dict[str, Any]],
+        refusal: str | None,
+    ) -> None:
+        answer = dirtree.encode_answer(
+            served.version,
+            None if carry is None else carry.root_frame,
+            found,
+            absent,
+            refusal,
+            delta=None if carry is None else carry.carried_delta,
+        )
+        self.send(
+            arrival.channel, arrival.org, transport.encode(transport.DirEntriesMsg(ask, answer))
+        )
 
     def _admit(self, org: str) -> bool:
+        """Within this organisation's rate and all spokes' together."""
         now = self.monotonic()
+        everyone = self._everyone
+        everyone.tokens = min(ALL_BURST, everyone.tokens + (now - everyone.at) * ALL_PER_SECOND)
+        everyone.at = now
+        if everyone.tokens < 1.0:
+            return False
+        everyone.tokens -= 1.0
         bucket = self._buckets.get(org)
         if bucket is None:
             bucket = self._buckets[org] = Bucket(ASKS_BURST, now)
@@ -201,12 +245,12 @@ def _within_budget(
     kept_absent: list[dict[str, Any]] = []
     for item in found:
         spent += _size(item)
-        if spent > budget and kept_found:
-            return kept_found, kept_absent
+        if spent > budget:
+            return kept_found, kept_absent  # the asker asks again for the rest
         kept_found.append(item)
     for gap in absent:
         spent += _size(gap["below"]) + _size(gap["above"]) + 80
-        if spent > budget and (kept_found or kept_absent):
+        if spent > budget:
             break
         kept_absent.append(gap)
     return kept_found, kept_absent

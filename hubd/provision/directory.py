@@ -24,6 +24,7 @@ from runtime.files import (
 )
 from schemas.clock import DAY_MS
 from schemas.directory import KeyEntry, VerifiedDirectory, sign_directory, verify_directory
+from schemas.dirtree import check_servable
 from schemas.errors import ConfigError, XchgError
 from schemas.ids import check_key_id
 from schemas.keys import HubPublicKey, KeyKind, PublicKeys, SigningKey, dump_secret_key
@@ -206,6 +207,10 @@ def build_and_sign(
         windows=windows.windows,
     )
     directory = build_directory(topology, public_keys, plan)
+    try:
+        check_servable(directory)  # what spokes take of it (wire format 7a) fits their limits
+    except ValueError as exc:
+        raise ConfigError(str(out), [("", f"{exc}; the directory was not written")]) from exc
     frame = sign_directory(directory, hub_key)
     atomic_write(out, frame, mode=PUBLIC_MODE)
     return Built(

@@ -212,7 +212,14 @@ def test_a_rotation_of_one_organisation_changes_one_key_whatever_the_size(world:
     assert changed == ["jl.cc"]
     old_root = verify_root(old_frame, world.hub_key.public, now=NOW)
     new_root = verify_root(new_frame, world.hub_key.public, now=NOW)
-    delta = DirDelta(v=1, version=2, prior=1, prior_root=old_root.digest, changed=tuple(changed))
+    delta = DirDelta(
+        v=1,
+        version=2,
+        prior=1,
+        prior_root=old_root.digest,
+        root=new_root.digest,
+        changed=tuple(changed),
+    )
     retained = publication(new_frame, sign_delta(delta, world.hub_key))
     root_frame, delta_frame = read_publication(retained)
     assert root_frame == new_frame
@@ -224,7 +231,7 @@ def test_a_rotation_of_one_organisation_changes_one_key_whatever_the_size(world:
 def test_a_change_for_another_version_is_refused(world: World) -> None:
     _, frame = published(world, world.rebuild(version=3))
     root = verify_root(frame, world.hub_key.public, now=NOW)
-    delta = DirDelta(v=1, version=2, prior=1, prior_root=bytes(32), changed=())
+    delta = DirDelta(v=1, version=2, prior=1, prior_root=bytes(32), root=root.digest, changed=())
     with pytest.raises(DirectoryError) as wrong:
         verify_delta(sign_delta(delta, world.hub_key), world.hub_key.public, root)
     assert wrong.value.reason is Reason.DIR_INCONSISTENT

@@ -382,6 +382,7 @@ dir_deltas = st.builds(
     version=st.integers(min_value=2, max_value=MAX_WIRE_INT),
     prior=st.integers(min_value=1, max_value=MAX_WIRE_INT),
     prior_root=sha256s,
+    root=sha256s,
     changed=org_id_lists().map(tuple),
 )
 group_pages = st.builds(

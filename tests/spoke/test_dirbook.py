@@ -224,3 +224,69 @@ async def test_a_root_of_the_same_version_as_a_whole_directory_kept_before_must_
             dirtree.verify_root(hub.desk.served.root_frame, world.hub_key.public, now=None)
         )
     assert refused.value.reason is Reason.DIR_EQUIVOCATION
+
+
+async def test_entries_stale_under_a_root_without_a_change_stay_stale_after_a_restart(
+    world: World, tmp_path: Path
+) -> None:
+    hub = Hub(world, world.directory)
+    book = book_for(world, hub, tmp_path)
+    assert hub.desk.served is not None
+    await book.take_publication(hub.desk.served.publication)
+    await book.closure(["jl.cc"], "jl.gov")
+    held = set(book.entries)
+    hub.up = False  # the hub is away: nothing is asked again before the restart
+    frame = hub.serve(world.directory.model_copy(update={"version": 3})).root_frame
+    await book.take_publication(dirtree.publication(frame, None))
+    again = book_for(world, hub, tmp_path)
+    again.load()
+    assert again.stale == held  # proven under version 1, the root is 3: asked again first
+
+
+async def test_an_answer_proven_under_a_root_replaced_meanwhile_is_not_taken(
+    world: World, tmp_path: Path
+) -> None:
+    hub = Hub(world, world.directory)
+    book = book_for(world, hub, tmp_path)
+    assert hub.desk.served is not None
+    await book.take_publication(hub.desk.served.publication)
+    old = hub.desk.served
+    late = asyncio.get_running_loop().create_future()
+    book._asks[99] = (["jl.cc"], late)
+    found, absent = old.tree.answer(["jl.cc"])
+    stale_answer = transport.DirEntriesMsg(99, dirtree.encode_answer(1, None, found, absent))
+    renamed = world.directory.model_copy(update={"version": 2})
+    served = hub.serve(renamed)
+    await book.take_publication(served.publication)  # version 2 before the answer to 1
+    await book.take_answer(stale_answer)
+    assert "jl.cc" not in book.entries
+    assert late.done()
+    assert late.exception() is not None  # asked again, against version 2
+
+
+async def test_two_roots_taken_at_once_leave_the_newer(world: World, tmp_path: Path) -> None:
+    hub = Hub(world, world.directory)
+    book = book_for(world, hub, tmp_path)
+    v2 = Hub(world, world.directory.model_copy(update={"version": 2})).desk.served
+    v3 = Hub(world, world.directory.model_copy(update={"version": 3})).desk.served
+    assert v2 is not None
+    assert v3 is not None
+    await asyncio.gather(
+        book.take_publication(v3.publication), book.take_publication(v2.publication)
+    )
+    assert book.root is not None
+    assert book.root.version == 3
+    assert book.state.dir_root_seen() == (3, book.root.digest)
+
+
+def test_a_directory_no_spoke_could_take_is_refused_with_the_limit(world: World) -> None:
+    gov = world.directory.org("jl.gov")
+    assert gov is not None
+    many = tuple(o.id for o in world.directory.orgs) * 100
+    wide = gov.model_copy(update={"directive_to": many[: dirtree.ENTRY_LIMITS.max_array + 1]})
+    orgs = tuple(wide if o.id == "jl.gov" else o for o in world.directory.orgs)
+    with pytest.raises(ValueError, match=r"jl\.gov lists 2049 directive_to.*at most 2048"):
+        dirtree.check_servable(world.directory.model_copy(update={"orgs": orgs}))
+    revoked = tuple(f"{i:016x}" for i in range(dirtree.ROOT_LIMITS.max_array + 1))
+    with pytest.raises(ValueError, match=r"revokes 20001 key ids.*at most 20000"):
+        dirtree.check_servable(world.directory.model_copy(update={"revoked": revoked}))
