@@ -147,7 +147,8 @@ class SpokeAgent:
         self.ctx.refresh_keys()
         self._wake.set()  # the outbox loop sees the new gate: resumes, or switches keys
         self.witness.directory_changed()
-        await self._own_line(when="directory")
+        # not awaited: with the hub away it would hold up the envelopes queued behind it
+        asyncio.get_running_loop().create_task(self._own_line(when="directory"))
         if not was_valid and current is not None:
             await self._hello_all()  # receipts refused while expired: ask for them again
 

@@ -213,7 +213,14 @@ def send(
         raise typer.Exit(1)
     typer.echo(
         f"queued as the drop '{placed.name}' in {settings.folder('outbox')}; the agent sends it"
-        + ("" if placed.checked else " (not checked here: no valid directory yet)")
+        + (
+            ""
+            if placed.checked
+            else " (not checked here: no valid directory yet)"
+            if held
+            else " (not checked here: the directory entries of its recipients are not held "
+            "here and the agent did not fetch them; it checks the drop before sending)"
+        )
     )
     if placed.not_addressed and directory is not None:  # the sender must know who is left out
         typer.echo(not_addressed_sentence(placed.not_addressed, directory.version))

@@ -32,7 +32,7 @@ import structlog
 from schemas import codec, dirtree, transport
 from schemas.directory import GROUP_PREFIX, Directory, OrgEntry, VerifiedDirectory
 from schemas.dirtree import Entry, GroupPage, VerifiedRoot
-from schemas.errors import DirectoryError, PeerError, Reason, TransportError
+from schemas.errors import DirectoryError, PeerError, Reason, TransportError, XchgError
 from schemas.ids import org_id_problem
 from spoke.state import SpokeState
 
@@ -50,7 +50,7 @@ class DirectoryUnavailableError(TransportError):
     """The hub did not answer for the directory entries a step needs: try again later."""
 
 
-class _AskAgain(Exception):  # noqa: N818 - an internal signal, never raised out of the book
+class _AskAgain(XchgError):  # noqa: N818 - an internal signal, never raised out of the book
     """The answer was for another version (now adopted) or the hub was busy."""
 
     def __init__(self, pause: float = 0.0) -> None:
@@ -214,8 +214,11 @@ class DirectoryBook:
         for pause in (0.0, 5.0, 30.0, 120.0):
             await asyncio.sleep(pause)
             try:
-                async with self._behind:
-                    await self.ensure([k for k in keys if k in self.stale])
+                async with self._behind:  # one batch at a time: a document's asks go first
+                    for i in range(0, len(keys), dirtree.ASK_MAX):
+                        await self.ensure(
+                            [k for k in keys[i : i + dirtree.ASK_MAX] if k in self.stale]
+                        )
             except DirectoryUnavailableError as exc:
                 log.info("directory.refetch_deferred", keys=len(keys), detail=str(exc))
             else:

@@ -93,6 +93,10 @@ async def test_an_agent_without_its_listed_encryption_key_warns_at_start_and_on_
             await agent._directory_root(
                 root_publication(live_directory(world, version=2), world.hub_key)
             )
+            await eventually(
+                lambda: len([e for e in logs if e["event"] == "keys.not_in_directory"]) == 2,
+                "the check on the new directory",
+            )
 
     warned = [e for e in logs if e["event"] == "keys.not_in_directory"]
     assert [(e["checked"], e["directory_version"]) for e in warned] == [
