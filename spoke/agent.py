@@ -54,6 +54,7 @@ from spoke.state import SpokeState
 from spoke.witness import RestoreChecked, Same, Unproven, Witness, verify
 
 log = structlog.get_logger("spoke")
+ASK_LINK_WAIT_STEPS = 50  # tenths of a second a directory request waits for a connection
 OWN_LINE_AGAIN = 10.0  # seconds before this spoke's own entry is asked for again
 DIR_ANSWER_PREFIX = b"\x93\xabdir-entries"  # transport.encode(DirEntriesMsg(...)) starts so
 FOLDERS = ("outbox", "inbox", "sent", "failed", "signfor")
@@ -131,10 +132,13 @@ class SpokeAgent:
         self._wake.set()  # the outbox loop sees the new gate, and drops that waited for it
 
     async def _ask_hub(self, payload: bytes) -> bool:
-        """A directory request, on the up topic of a connected channel."""
-        for channel, link in self.ctx.links.items():
-            if link.connected.is_set():
-                return await link.publish(topics.up(channel, self.org), payload)
+        """A directory request, on the up topic of a connected channel (waiting a little
+        for one: a retained root arrives before the connection says it is up)."""
+        for _ in range(ASK_LINK_WAIT_STEPS):
+            for channel, link in self.ctx.links.items():
+                if link.connected.is_set():
+                    return await link.publish(topics.up(channel, self.org), payload)
+            await asyncio.sleep(0.1)  # a look at the links' state, bounded
         return False
 
     async def _directory_root(self, payload: bytes) -> None:
