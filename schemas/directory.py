@@ -524,37 +524,45 @@ def verify_directory(
         what="directory",
     )
     digest = hashlib.sha256(body).digest()
-    if last_seen is not None:
-        last_version, last_digest = last_seen
-        if directory.version < last_version:
-            raise DirectoryError(
-                Reason.DIR_ROLLBACK,
-                f"directory version {directory.version} is older than version {last_version} "
-                "already seen; refusing the rollback",
-            )
-        if directory.version == last_version and digest != last_digest:
-            raise DirectoryError(
-                Reason.DIR_EQUIVOCATION,
-                f"directory version {directory.version} differs from the version "
-                f"{last_version} already seen with the same number; refusing it",
-            )
+    check_sequence(directory.version, digest, last_seen)
     if now is not None:
-        _check_fresh(directory, now)
+        check_fresh(directory.version, directory.issued_at, directory.expires_at, now)
     directory.check_consistent()
     return VerifiedDirectory(directory, frame, digest)
 
 
-def _check_fresh(directory: Directory, now: int) -> None:
-    if now >= directory.expires_at:
+def check_sequence(version: int, digest: bytes, last_seen: tuple[int, bytes] | None) -> None:
+    """Against the (version, digest) accepted before: a lower version is a rollback, the
+    same version with other bytes equivocation (a directory or its root alike)."""
+    if last_seen is None:
+        return
+    last_version, last_digest = last_seen
+    if version < last_version:
+        raise DirectoryError(
+            Reason.DIR_ROLLBACK,
+            f"directory version {version} is older than version {last_version} "
+            "already seen; refusing the rollback",
+        )
+    if version == last_version and digest != last_digest:
+        raise DirectoryError(
+            Reason.DIR_EQUIVOCATION,
+            f"directory version {version} differs from the version "
+            f"{last_version} already seen with the same number; refusing it",
+        )
+
+
+def check_fresh(version: int, issued_at: int, expires_at: int, now: int) -> None:
+    """Expired, or issued in the future beyond the clock skew tolerated: refused."""
+    if now >= expires_at:
         raise DirectoryError(
             Reason.DIR_EXPIRED,
-            f"directory version {directory.version} expired at {directory.expires_at} ms "
+            f"directory version {version} expired at {expires_at} ms "
             f"(now {now} ms); the hub must publish a fresh one",
         )
-    if now < directory.issued_at - DIRECTORY_CLOCK_SKEW_MS:
+    if now < issued_at - DIRECTORY_CLOCK_SKEW_MS:
         raise DirectoryError(
             Reason.DIR_NOT_YET_VALID,
-            f"directory version {directory.version} is issued at {directory.issued_at} ms, "
+            f"directory version {version} is issued at {issued_at} ms, "
             f"after now ({now} ms); check this machine's clock",
         )
 

@@ -36,7 +36,6 @@ from pydantic import Field
 
 from schemas import codec
 from schemas.directory import (
-    DIRECTORY_CLOCK_SKEW_MS,
     GROUP_PREFIX,
     ChannelEntry,
     Directory,
@@ -47,6 +46,8 @@ from schemas.directory import (
     RuleKey,
     RuleMode,
     ShortText,
+    check_fresh,
+    check_sequence,
 )
 from schemas.errors import DirectoryError, PeerError, Reason, SchemaError
 from schemas.ids import GroupId, HubId, KeyId, OrgId, check_org_id
@@ -423,33 +424,9 @@ def verify_root(
     )
     root = DirRoot.from_wire(codec.decode_map(body, ROOT_LIMITS), what="directory root")
     digest = hashlib.sha256(body).digest()
-    if last_seen is not None:
-        last_version, last_digest = last_seen
-        if root.version < last_version:
-            raise DirectoryError(
-                Reason.DIR_ROLLBACK,
-                f"directory version {root.version} is older than version {last_version} "
-                "already seen; refusing the rollback",
-            )
-        if root.version == last_version and digest != last_digest:
-            raise DirectoryError(
-                Reason.DIR_EQUIVOCATION,
-                f"directory version {root.version} differs from the version "
-                f"{last_version} already seen with the same number; refusing it",
-            )
+    check_sequence(root.version, digest, last_seen)
     if now is not None:
-        if now >= root.expires_at:
-            raise DirectoryError(
-                Reason.DIR_EXPIRED,
-                f"directory version {root.version} expired at {root.expires_at} ms (now "
-                f"{now} ms); the hub must publish a fresh one",
-            )
-        if now < root.issued_at - DIRECTORY_CLOCK_SKEW_MS:
-            raise DirectoryError(
-                Reason.DIR_NOT_YET_VALID,
-                f"directory version {root.version} is issued at {root.issued_at} ms, after "
-                f"now ({now} ms); check this machine's clock",
-            )
+        check_fresh(root.version, root.issued_at, root.expires_at, now)
     root.check_consistent()
     return VerifiedRoot(root, frame, digest)
 

@@ -66,6 +66,15 @@ def world() -> World:
     return make_world()
 
 
+async def taking(world: World, tmp_path: Path) -> tuple[Hub, DirectoryBook]:
+    """A hub serving the world's directory, and a spoke's book that took its root."""
+    hub = Hub(world, world.directory)
+    book = book_for(world, hub, tmp_path)
+    assert hub.desk.served is not None
+    assert await book.take_publication(hub.desk.served.publication)
+    return hub, book
+
+
 def book_for(world: World, hub: Hub, tmp_path: Path) -> DirectoryBook:
     book = DirectoryBook(SpokeState(tmp_path / "state.db"), world.hub_key.public, lambda: NOW)
     book.publish = hub.publish
@@ -93,10 +102,7 @@ async def test_a_spoke_takes_the_root_then_only_the_entries_a_document_needs(
 async def test_a_group_brings_its_pages_and_its_members_with_their_lines(
     world: World, tmp_path: Path
 ) -> None:
-    hub = Hub(world, world.directory)
-    book = book_for(world, hub, tmp_path)
-    assert hub.desk.served is not None
-    await book.take_publication(hub.desk.served.publication)
+    _hub, book = await taking(world, tmp_path)
     group = world.directory.groups[0]
     await book.closure([f"@{group.id}"], "jl.gov")
     assert book.verified is not None
@@ -111,10 +117,7 @@ async def test_a_group_brings_its_pages_and_its_members_with_their_lines(
 async def test_an_address_not_listed_is_proven_absent_and_not_asked_again(
     world: World, tmp_path: Path
 ) -> None:
-    hub = Hub(world, world.directory)
-    book = book_for(world, hub, tmp_path)
-    assert hub.desk.served is not None
-    await book.take_publication(hub.desk.served.publication)
+    hub, book = await taking(world, tmp_path)
     await book.closure(["jl.nowhere"], "jl.gov")
     asked = len(hub.asked)
     await book.closure(["jl.nowhere"], "jl.gov")
@@ -125,10 +128,7 @@ async def test_an_address_not_listed_is_proven_absent_and_not_asked_again(
 async def test_a_new_version_with_its_change_asks_again_only_for_what_changed(
     world: World, tmp_path: Path
 ) -> None:
-    hub = Hub(world, world.directory)
-    book = book_for(world, hub, tmp_path)
-    assert hub.desk.served is not None
-    await book.take_publication(hub.desk.served.publication)
+    hub, book = await taking(world, tmp_path)
     await book.closure(["jl.cc", "jl.jl"], "jl.gov")
     before = dict(book.entries)
     renamed = tuple(
@@ -151,10 +151,7 @@ async def test_a_new_version_with_its_change_asks_again_only_for_what_changed(
 async def test_a_version_without_a_change_it_can_use_asks_again_for_all_it_holds(
     world: World, tmp_path: Path
 ) -> None:
-    hub = Hub(world, world.directory)
-    book = book_for(world, hub, tmp_path)
-    assert hub.desk.served is not None
-    await book.take_publication(hub.desk.served.publication)
+    hub, book = await taking(world, tmp_path)
     await book.closure(["jl.cc"], "jl.gov")
     held = set(book.entries)
     frame = hub.serve(world.directory.model_copy(update={"version": 3})).root_frame
@@ -177,20 +174,14 @@ async def test_an_older_root_is_refused_as_a_rollback(world: World, tmp_path: Pa
 async def test_without_a_connection_the_book_says_it_cannot_ask(
     world: World, tmp_path: Path
 ) -> None:
-    hub = Hub(world, world.directory)
-    book = book_for(world, hub, tmp_path)
-    assert hub.desk.served is not None
-    await book.take_publication(hub.desk.served.publication)
+    hub, book = await taking(world, tmp_path)
     hub.up = False
     with pytest.raises(DirectoryUnavailableError):
         await book.closure(["jl.cc"], "jl.gov")
 
 
 async def test_what_a_spoke_fetched_is_there_after_a_restart(world: World, tmp_path: Path) -> None:
-    hub = Hub(world, world.directory)
-    book = book_for(world, hub, tmp_path)
-    assert hub.desk.served is not None
-    await book.take_publication(hub.desk.served.publication)
+    hub, book = await taking(world, tmp_path)
     await book.closure(["jl.cc"], "jl.gov")
     again = book_for(world, hub, tmp_path)
     again.load()
@@ -229,10 +220,7 @@ async def test_a_root_of_the_same_version_as_a_whole_directory_kept_before_must_
 async def test_entries_stale_under_a_root_without_a_change_stay_stale_after_a_restart(
     world: World, tmp_path: Path
 ) -> None:
-    hub = Hub(world, world.directory)
-    book = book_for(world, hub, tmp_path)
-    assert hub.desk.served is not None
-    await book.take_publication(hub.desk.served.publication)
+    hub, book = await taking(world, tmp_path)
     await book.closure(["jl.cc"], "jl.gov")
     held = set(book.entries)
     hub.up = False  # the hub is away: nothing is asked again before the restart
@@ -246,10 +234,7 @@ async def test_entries_stale_under_a_root_without_a_change_stay_stale_after_a_re
 async def test_an_answer_proven_under_a_root_replaced_meanwhile_is_not_taken(
     world: World, tmp_path: Path
 ) -> None:
-    hub = Hub(world, world.directory)
-    book = book_for(world, hub, tmp_path)
-    assert hub.desk.served is not None
-    await book.take_publication(hub.desk.served.publication)
+    hub, book = await taking(world, tmp_path)
     old = hub.desk.served
     late = asyncio.get_running_loop().create_future()
     book._asks[99] = (["jl.cc"], late)
