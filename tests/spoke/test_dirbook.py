@@ -236,6 +236,7 @@ async def test_an_answer_proven_under_a_root_replaced_meanwhile_is_not_taken(
 ) -> None:
     hub, book = await taking(world, tmp_path)
     old = hub.desk.served
+    assert old is not None
     late = asyncio.get_running_loop().create_future()
     book._asks[99] = (["jl.cc"], late)
     found, absent = old.tree.answer(["jl.cc"])
