@@ -219,7 +219,7 @@ def check_header(header: Header, body: BodyDescriptor) -> None:
     recipients = header.recipients
     if len(recipients) > MAX_RECIPIENTS:
         raise EnvelopeError(
-            Reason.ENV_DUPLICATE_RECIPIENT,
+            Reason.ENV_TOO_MANY_RECIPIENTS,
             f"{len(recipients)} recipients; the limit is {MAX_RECIPIENTS} across to and cc",
         )
     if len(set(recipients)) != len(recipients):

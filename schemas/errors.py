@@ -44,6 +44,7 @@ class Reason(StrEnum):
     # the envelope's own consistency
     ENV_NO_RECIPIENT = "envelope.no_recipient"
     ENV_DUPLICATE_RECIPIENT = "envelope.duplicate_recipient"
+    ENV_TOO_MANY_RECIPIENTS = "envelope.too_many_recipients"
     ENV_KEYS_MISMATCH = "envelope.recipient_keys_mismatch"
     ENV_NOT_A_RECIPIENT = "envelope.not_a_recipient"
     ENV_UNKNOWN_RECIPIENT = "envelope.unknown_recipient"

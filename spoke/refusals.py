@@ -387,6 +387,10 @@ HUB_REASONS: Final[dict[str, tuple[str, str]]] = {
     Reason.SIG_SENDER_MISMATCH: ("发文机关与连接身份不一致", _KEYS_OUTDATED),
     Reason.ENV_NO_RECIPIENT: ("信封中没有收文机关", "请至少填写一个主送机关后重新投递。"),
     Reason.ENV_DUPLICATE_RECIPIENT: ("收文机关重复", "每个机关只写一次后重新投递。"),
+    Reason.ENV_TOO_MANY_RECIPIENTS: (
+        "收文机关超过一件信封的上限",
+        "请将收文机关分成几批，分别投递。",
+    ),
     Reason.ENV_KEYS_MISMATCH: ("收文机关与加密密钥不对应", _KEYS_OUTDATED),
     Reason.ENV_NOT_A_RECIPIENT: ("收文机关不是本文件的收件人", _KEYS_OUTDATED),
     Reason.ENV_UNKNOWN_RECIPIENT: ("收文机关不在交换目录中", "请核对收文机关后重新投递。"),

@@ -29,6 +29,7 @@ from schemas.directory import Directory
 from schemas.envelope import (
     CHUNK_OVERHEAD,
     CHUNK_PLAIN,
+    MAX_RECIPIENTS,
     STREAM_HEADER_BYTES,
     Header,
     VerifiedEnvelope,
@@ -861,7 +862,18 @@ def _empty_to_moved_to_cc(w: World, c: dict[str, Any]) -> None:
     c["to"] = []
 
 
+def _crowd(w: World, c: dict[str, Any]) -> None:
+    """More recipients than one envelope carries, each keyed (a sender that ignored the
+    limit): 600 in to, 401 in cc."""
+    box = next(iter(c["keys"].values()))
+    extra = [f"jl.x{i}" for i in range(MAX_RECIPIENTS + 1 - len(c["to"]) - len(c["cc"]))]
+    c["to"] += extra[:600]
+    c["cc"] += extra[600:]
+    c["keys"].update(dict.fromkeys(extra, box))
+
+
 RECIPIENT_EDITS: list[tuple[str, RecipientEdit, Reason]] = [
+    ("more-than-an-envelope-carries", _crowd, Reason.ENV_TOO_MANY_RECIPIENTS),
     ("to-extra-without-key", _to_extra, Reason.ENV_KEYS_MISMATCH),
     ("cc-extra-without-key", _cc_extra, Reason.ENV_KEYS_MISMATCH),
     ("key-without-recipient", _key_extra, Reason.ENV_KEYS_MISMATCH),
