@@ -128,7 +128,10 @@ class SpokeAgent:
         book = self.ctx.book
         if book is None or (self.org not in book.entries and self.org not in book.absent):
             return  # judged once this spoke's own entry is held (or proven not listed)
+        if self.ctx.verified is None and book.verified is not None:
+            log.info("directory.in_use", version=book.verified.version, held=len(book.entries))
         self.ctx.verified = book.verified
+        self.witness.directory_changed()  # a checkpoint that waited for a directory
         self._wake.set()  # the outbox loop sees the new gate, and drops that waited for it
 
     async def _ask_hub(self, payload: bytes) -> bool:

@@ -106,7 +106,7 @@ class Receiver:
         if book is None or sender is None:
             return
         try:
-            await book.ensure([sender])
+            await book.ensure([sender, self.ctx.org])  # its own too: judged once it is held
         except DirectoryUnavailableError as exc:
             log.info("inbox.sender_entry_deferred", sender=sender, detail=str(exc))
 

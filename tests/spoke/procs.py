@@ -279,7 +279,7 @@ class SpokeProcess:
             connected = {e.get("channel") for e in events if e["event"] == "spoke.connected"}
             held = any(
                 (e["event"] == "spoke.starting" and e.get("directory_version") is not None)
-                or e["event"] == "directory.updated"
+                or e["event"] in ("directory.updated", "directory.in_use")
                 for e in events
             )
             return connected >= set(self.channels) and (held or not directory)
