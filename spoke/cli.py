@@ -218,7 +218,8 @@ def send(
             if placed.checked
             else " (not checked here: no valid directory yet)"
             if held
-            else " (not checked here: the directory entries of its recipients are not held "
+            else "（本机未持有收文机关的目录条目，交换程序未能取得，发送前由其检查）"
+            " (not checked here: the directory entries of its recipients are not held "
             "here and the agent did not fetch them; it checks the drop before sending)"
         )
     )
@@ -411,6 +412,7 @@ def directory(
     d = _directory(settings, "spoke directory")
     held = len(d.orgs)
     typer.echo(
+        f"交换目录第 {d.version} 版，本机持有其中 {held} 个机关的条目，其余在需要时取得 / "
         f"directory v{d.version}, expires {ms_to_text(d.expires_at)}; this spoke holds "
         f"{held} of its organisations (the agent fetches others when a document needs them)"
     )

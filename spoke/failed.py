@@ -58,8 +58,10 @@ class FailedFolder:
         (temporaries of it) into failed/: to ``target`` if given (a move cut half-way is
         finished where it began; what is no longer there is not moved), else to a free
         :meth:`place`."""
-        target = self.place(name) if target is None else target
-        if source.exists() or source.is_symlink():
+        source_there = source.exists() or source.is_symlink()
+        if target is None or (source_there and (target.exists() or target.is_symlink())):
+            target = self.place(name)  # never over another drop that took that place since
+        if source_there:
             durable_rename(source, target)
         for meta in metas:
             suffix = next((s for s in META_SUFFIXES if meta.name.endswith(s)), "")
@@ -115,8 +117,8 @@ class FailedFolder:
         text = ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace")
         atomic_write(self.folder / f"{failed.error_stem}.error.txt", text, mode=0o644)
         machine = {
-            "status": "FAILED",  # as sent/<msg_id>/status.json says where a sent one is
             **detail,
+            "status": "FAILED",  # as sent/<msg_id>/status.json says where a sent one is
             "name": shown,
             "original_name": shown_name(original),
             "at": when,

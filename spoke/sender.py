@@ -91,6 +91,7 @@ class Sender:
         # failed/ again (moving it there failed), and where in failed/ it already is if
         # only its explanation failed; and why each waits, as last logged
         self._again: dict[Path, tuple[Claimed, Refusal | None, Failed | None]] = {}
+        self._directory_away: str | None = None  # this scan found the hub not answering
         self._waiting: dict[Path, str] = {}
 
     def recover(self) -> None:
@@ -118,6 +119,7 @@ class Sender:
         self._check_recovered()
         self.ctx.refresh_keys()  # a pair 'spoke keygen --rotate' just wrote
         gate = self.ctx.gate()
+        self._directory_away = None  # asked again at every scan
         resumed = await self.note_gate(gate)
         if isinstance(gate, Held):
             return  # fail closed: drops wait in the outbox
@@ -318,22 +320,27 @@ class Sender:
     async def _entries_held(self, claimed: Claimed) -> bool:
         """Hold the directory entries the drop's addresses need (its groups, recipients
         and their lines, docs/wire-format.md 7a) before it is judged and sealed. If the hub
-        cannot be asked now, the drop goes back to the outbox (False) and is taken again
-        later; a metadata file that does not read is left for the checks to refuse."""
+        cannot be asked now, the drop stays claimed and waits (False), logged once, and is
+        tried again at the next scan; once one drop of a scan waited for the directory, the
+        rest of the scan's wait without asking. A metadata file that does not read, or a
+        claim already refused, is left for the checks."""
         book = self.ctx.book
-        if book is None:
+        if book is None or claimed.refusal is not None:
             return True
         try:
             metadata = await asyncio.to_thread(read_metadata, claimed, {})
         except Refusal:
             return True
-        try:
-            await book.closure((*metadata.to, *metadata.cc), self.ctx.org)
-        except DirectoryUnavailableError as exc:
-            log.info("drop.waits_for_directory", name=shown_name(claimed.name), detail=str(exc))
-            await self._guard(claimed.name, functools.partial(self.outbox.unclaim, claimed))
-            return False
-        return True
+        why = self._directory_away
+        if why is None:
+            try:
+                await book.closure((*metadata.to, *metadata.cc), self.ctx.org)
+            except DirectoryUnavailableError as exc:
+                why = self._directory_away = f"waits for the directory entries it needs: {exc}"
+            else:
+                return True
+        self._wait(claimed, None, why)
+        return False
 
     async def _start_again(self, claimed: Claimed) -> None:
         """A file changed while it was sealed: back to the outbox, where the completeness

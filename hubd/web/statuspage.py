@@ -349,7 +349,7 @@ def tree_query(query: str) -> tuple[str | None, int, int] | Response:
         text = values.get(name)
         if text is None or problem:
             continue
-        if not (text.isascii() and text.isdigit() and low <= int(text) <= high):
+        if not (text.isascii() and text.isdigit() and len(text) <= 10 and low <= int(text) <= high):
             problem = f"{name} must be a whole number from {low} to {high}, not {text[:20]!r}"
     if problem:
         return Response(

@@ -271,6 +271,7 @@ async def test_a_tree_page_is_one_level_below_the_organisation_asked_for(world: 
         (f"limit={PAGE_MAX + 1}", 400, "limit must be a whole number from 1 to 500"),
         ("offset=-1", 400, "offset must be a whole number"),
         ("offset=x", 400, "offset must be a whole number"),
+        ("offset=" + "9" * 5000, 400, "offset must be a whole number"),  # int() would raise
         ("under=jl.cc&depth=9", 400, "unknown parameter 'depth'"),
         ("under=zz.nowhere", 404, "'zz.nowhere' is not in directory v"),
         ("under", 400, "each as name=value"),

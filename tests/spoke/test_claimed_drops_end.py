@@ -39,6 +39,7 @@ from runtime.clock import now_ms
 from schemas.directory import VerifiedDirectory, sign_directory, verify_directory
 from schemas.envelope import MAX_RECIPIENTS
 from spoke.cli import app
+from spoke.dirbook import DirectoryUnavailableError
 from spoke.failed import FailedFolder
 from spoke.sender import Sender
 from spoke.state import SpokeState
@@ -498,3 +499,60 @@ async def test_a_move_to_failed_cut_half_way_is_finished_under_the_same_name(
     assert error_of(gov, "坏.txt")["name"] == "坏.txt"
     assert list(gov.work.iterdir()) == []
     assert len(events(logs, "drop.waiting")) == 1
+
+
+def test_two_drops_of_one_name_placed_while_failed_was_unwritable_both_land(
+    tmp_path: Path,
+) -> None:
+    """Each waiting claim chose failed/NAME while the folder could not be written; the
+    second move must not replace the first drop (a rename overwrites)."""
+    failures = FailedFolder(tmp_path / "failed")
+    failures.folder.mkdir()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = tmp_path / "a" / "report.pdf", tmp_path / "b" / "report.pdf"
+    first.write_bytes(b"A")
+    second.write_bytes(b"B")
+    place_a = failures.place("report.pdf")
+    place_b = failures.place("report.pdf")
+    assert place_a == place_b  # nothing took the place yet: both were told the same one
+    got_a = failures.take(first, [], "report.pdf", target=place_a)
+    got_b = failures.take(second, [], "report.pdf", target=place_b)
+    assert got_a.path != got_b.path
+    assert sorted(p.read_bytes() for p in failures.folder.iterdir()) == [b"A", b"B"]
+
+
+class AwayBook:
+    """A spoke's directory book while the hub does not answer (then while it does)."""
+
+    def __init__(self) -> None:
+        self.away = True
+        self.asked = 0
+
+    async def closure(self, addresses: object, sender: str) -> None:
+        del addresses, sender
+        self.asked += 1
+        if self.away:
+            raise DirectoryUnavailableError("the hub did not answer a request for entries")
+
+
+async def test_drops_whose_directory_entries_cannot_be_fetched_wait_claimed_and_go_later(
+    offline_spoke: OfflineSpokeFactory,
+) -> None:
+    gov = offline_spoke("jl.gov")
+    book = AwayBook()
+    gov.ctx.book = book  # type: ignore[assignment]
+    gov.drop("甲.txt", b"first\n", toml_meta({**NOTICE, "主送": ["jl.cc"]}))
+    gov.drop("乙.txt", b"second\n", toml_meta({**NOTICE, "主送": ["jl.cc"], "标题": "第二件"}))
+    with capture_logs() as logs:
+        await gov.settle(lambda: len(list(gov.work.iterdir())) == 2)
+    assert gov.outbound() == []
+    assert book.asked == 1  # the second of the scan waited without asking again
+    waiting = [e for e in logs if e["event"] == "drop.waiting"]
+    assert {e["name"] for e in waiting} == {"甲.txt", "乙.txt"}
+    assert all("directory entries" in e["detail"] for e in waiting)
+    book.away = False
+    await gov.settle(lambda: len(gov.outbound()) == 2)
+    assert list(gov.work.iterdir()) == [] or all(
+        gov.ctx.state.sealed_from(w) for w in gov.work.iterdir()
+    )
