@@ -21,10 +21,7 @@ import asyncio
 import statistics
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -35,43 +32,11 @@ from hubd.web.metrics import HubMetrics, Readiness, readiness
 from hubd.web.server import MetricsServer
 from hubd.web.statuspage import StatusPage
 from schemas.labels import Precedence
-from tests.national import PageHub, national_directory
+from tests.national import Clock, PageDispatcher, PageHub, Waiting, national_directory
 from tests.world import NOW, make_world
 
 POLL_S = 2.0  # the page's refresh
 OFFLINE = 20  # spokes offline with deliveries waiting
-
-
-@dataclass(frozen=True)
-class Waiting:
-    msg_id: bytes
-    recipient: str
-    channel: str
-    precedence: Precedence
-    state: DeliveryState
-    accepted_at: int
-
-
-class Dispatcher:
-    """What the page and /metrics read of the dispatcher: presence and the waiting jobs."""
-
-    def __init__(self, spokes: PresenceBook, jobs: list[Waiting]) -> None:
-        self.spokes, self._jobs = spokes, jobs
-        self.retries = self.expired = self.dead = 0
-
-    def pending(self) -> list[Waiting]:
-        return list(self._jobs)
-
-    def pending_by_label(self) -> Counter[Any]:
-        return Counter()
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> int:
-        return self.now
 
 
 def national_hub(orgs: int, clock: Clock) -> PageHub:
@@ -93,7 +58,7 @@ def national_hub(orgs: int, clock: Clock) -> PageHub:
                     )
                     for n in range(3)
                 ]
-    hub = PageHub(directory, Dispatcher(book, jobs))
+    hub = PageHub(directory, PageDispatcher(book, jobs))
     hub.metrics = HubMetrics(hub)  # type: ignore[arg-type]
     return hub
 

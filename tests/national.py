@@ -11,11 +11,16 @@ and the directory is consistent enough to sign and serve. For the status page's 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
+from hubd.core.states import DeliveryState
+from hubd.engine.presencebook import PresenceBook
 from schemas.directory import Directory, KeyEntry, OrgEntry, OrgLevel
 from schemas.keys import KeyKind, key_id
+from schemas.labels import Classification, Precedence
+from tests.world import NOW
 
 COUNTIES_PER_PREFECTURE = 100
 
@@ -75,3 +80,42 @@ class PageHub:
 
     def broker_links(self) -> list[Any]:
         return []
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A delivery still awaited, as the status page reads it (the dispatcher's Job)."""
+
+    msg_id: bytes
+    recipient: str
+    channel: str
+    precedence: Precedence
+    state: DeliveryState
+    accepted_at: int
+
+
+@dataclass
+class PageDispatcher:
+    """What the page and /metrics read of the dispatcher: presence and the waiting jobs."""
+
+    spokes: PresenceBook
+    jobs: list[Waiting] = field(default_factory=list)
+    retries: int = 0
+    expired: int = 0
+    dead: int = 0
+
+    def pending(self) -> list[Waiting]:
+        return list(self.jobs)
+
+    def pending_by_label(self) -> Counter[tuple[Precedence, Classification]]:
+        return Counter((job.precedence, Classification.INTERNAL) for job in self.jobs)
+
+
+class Clock:
+    """A hand-moved clock (milliseconds), starting at the tests' NOW."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> int:
+        return self.now

@@ -11,7 +11,6 @@ import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +31,7 @@ from schemas.labels import Precedence
 from schemas.receipts import ReceiptStatus
 from tests.hub.conftest import RecordingSpoke, SpokeSpawner
 from tests.hubproc import HubProcess
+from tests.national import PageHub
 from tests.ops.test_metrics import FAST_DEATH, WITHIN, Reply, request, until
 from tests.world import REPO, World
 
@@ -462,28 +462,10 @@ class FlakyMetrics:
         return self.reads
 
 
-@dataclass
-class StartingHub:
-    """A hub that has its directory but no store, ingest or dispatcher yet."""
-
-    current_directory: Directory | None
-    metrics: Any
-    ingest: None = None
-    dispatcher: None = None
-    store: None = None
-    draining: bool = False
-    disk: None = None
-    checkpoints: None = None
-    ledger_desk: None = None
-
-    def broker_links(self) -> list[Any]:
-        return []
-
-
 async def test_a_fault_while_sampling_the_flow_is_logged_and_sampling_goes_on(
     live_dir: Directory,
 ) -> None:
-    page = StatusPage(StartingHub(live_dir, FlakyMetrics(failures=1)), clock=now_ms)
+    page = StatusPage(PageHub(live_dir, None, metrics=FlakyMetrics(failures=1)), clock=now_ms)
     page.flow = FlowHistory(step_ms=20)
     with structlog.testing.capture_logs() as logs:
         sampler = asyncio.create_task(page.sample_flow())
@@ -505,7 +487,7 @@ def _now(value: Callable[[], T]) -> Callable[[], Awaitable[T]]:
 async def test_a_hub_still_starting_answers_not_ready_and_dead_letters_unknown(
     live_dir: Directory,
 ) -> None:
-    page = StatusPage(StartingHub(live_dir, FlakyMetrics(failures=0)), clock=now_ms)
+    page = StatusPage(PageHub(live_dir, None, metrics=FlakyMetrics(failures=0)), clock=now_ms)
 
     first, tag = await page.snapshot_json()
     again, _ = await page.snapshot_json()

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +28,8 @@ from hubd.web.statusview import ATTENTION_SHOWN, DeadLetters, etag
 from schemas.clock import DAY_MS
 from schemas.directory import Directory
 from schemas.errors import ConfigError
-from schemas.labels import Classification, Precedence
-from tests.national import PageHub, national_directory
-from tests.ops.test_status_snapshot import Waiting, facts, job, snapshot
+from tests.national import Clock, PageDispatcher, PageHub, national_directory
+from tests.ops.test_status_snapshot import facts, job, snapshot
 from tests.world import NOW, REPO, World
 
 # ---------------------------------------------------------------------------- helpers
@@ -174,38 +171,13 @@ def test_an_answer_that_only_the_clock_changed_keeps_its_etag(world: World) -> N
 # ---------------------------------------------------------------------------- the page
 
 
-@dataclass
-class Dispatcher:
-    """What the page and /metrics read of the dispatcher: presence and the waiting jobs."""
-
-    spokes: PresenceBook
-    jobs: list[Waiting]
-    retries: int = 0
-    expired: int = 0
-    dead: int = 0
-
-    def pending(self) -> list[Waiting]:
-        return list(self.jobs)
-
-    def pending_by_label(self) -> Counter[tuple[Precedence, Classification]]:
-        return Counter((job.precedence, Classification.INTERNAL) for job in self.jobs)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> int:
-        return self.now
-
-
 def running(directory: Directory, clock: Clock, *, offline: Iterable[str] = ()) -> PageHub:
     book = PresenceBook(clock)
     down = set(offline)
     for org in directory.orgs:
         for channel in org.channels:
             book.set(channel, org.id, online=org.id not in down)
-    hub = PageHub(directory, Dispatcher(book, []))
+    hub = PageHub(directory, PageDispatcher(book, []))
     hub.metrics = HubMetrics(hub)
     return hub
 

@@ -7,7 +7,6 @@ Both are pure (the caller says what time it is), so every expectation here is ex
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from hubd.web.statustree import OrgTree, org_tree
 from hubd.web.statusview import DeadLetters, Facts, build_snapshot, org_state
 from schemas.directory import Directory
 from schemas.labels import Classification, Precedence
+from tests.national import Waiting
 from tests.world import NOW, World
 
 # ---------------------------------------------------------------------------- flow
@@ -182,18 +182,6 @@ def test_an_organisation_is_summed_up_over_its_channels(states: list[str], word:
 
 
 # ---------------------------------------------------------------------------- the snapshot
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """A delivery still awaited, as the snapshot reads it (the dispatcher's Job)."""
-
-    msg_id: bytes
-    recipient: str
-    channel: str
-    precedence: Precedence
-    state: DeliveryState
-    accepted_at: int
 
 
 NO_DEAD = DeadLetters(0, 0, ())
