@@ -52,7 +52,7 @@ from schemas.directory import (
 from schemas.errors import DirectoryError, PeerError, Reason, SchemaError
 from schemas.ids import GroupId, HubId, KeyId, OrgId, check_org_id
 from schemas.keys import KeyKind, SigningKey, key_id, verify_signature
-from schemas.merkle import HASH_SIZE, Frontier, inclusion_proof, leaf_hash, node_hash
+from schemas.merkle import HASH_SIZE, WholeTree, leaf_hash
 from schemas.merkle import verify_inclusion as _verify_inclusion
 from schemas.model import MAX_WIRE_INT, Version1, WireModel
 
@@ -215,7 +215,7 @@ class DirectoryTree:
 
     keys: list[str]
     leaves: list[bytes]
-    levels: list[list[bytes]] = field(repr=False)  # levels[0]: leaf hashes
+    tree: WholeTree = field(repr=False)
 
     @classmethod
     def of(cls, directory: Directory) -> DirectoryTree:
@@ -225,30 +225,20 @@ class DirectoryTree:
         pairs = sorted((entry_key(e), leaf_bytes(e)) for e in entries)
         keys = [k for k, _ in pairs]
         leaves = [leaf for _, leaf in pairs]
-        levels = [[entry_digest(leaf) for leaf in leaves]]
-        while len(levels[-1]) > 1:
-            below = levels[-1]
-            levels.append([node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)])
-        return cls(keys, leaves, levels)
+        return cls(keys, leaves, WholeTree([entry_digest(leaf) for leaf in leaves]))
 
     @property
     def size(self) -> int:
         return len(self.leaves)
 
     def root_hash(self) -> bytes:
-        frontier = Frontier()
-        for digest in self.levels[0]:
-            frontier.append(digest)
-        return frontier.root()
-
-    def _node(self, level: int, index: int) -> bytes:
-        return self.levels[level][index]
+        return self.tree.root()
 
     def proof(self, index: int) -> list[bytes]:
-        return inclusion_proof(index, self.size, self._node)
+        return self.tree.proof(index)
 
     def digests(self) -> dict[str, bytes]:
-        return dict(zip(self.keys, self.levels[0], strict=True))
+        return dict(zip(self.keys, self.tree.levels[0], strict=True))
 
     def changed_since(self, prior: DirectoryTree) -> list[str]:
         """Keys added, removed or different, in key order."""

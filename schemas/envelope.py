@@ -7,6 +7,12 @@ Byte layout::
     core  = canon(Header)                 # routing metadata and the sealed file keys
     sig   = Ed25519(sender, "xchg/v1/hdr\\0" || hdr)
 
+A header of ``v`` 2 (more than 32 recipients) names none of them: ``to``, ``cc``, ``keys``
+and ``copy_numbers`` are empty and ``recipients = {root, count}`` signs the tree of their
+slots (schemas.slots). The hub receives every slot beside the frame, a recipient only its
+own with its proof; :func:`verify_envelope` checks them and returns the header as that
+reader sees it: every recipient (the hub), or the one reading (a recipient).
+
 ``from`` and ``kid`` only select the verifying key; once the signature verifies they must
 equal ``core.sender`` and ``core.sender_kid``. The body ciphertext is bound to ``core``
 (its AEAD associated data is ``SHA-256("xchg/v1/body\\0" || core)``) and ``hdr`` binds the
@@ -31,12 +37,13 @@ from schemas.keys import DOMAIN_BODY_AAD, DOMAIN_HEADER, verify_signature
 from schemas.labels import SecrecyPeriod
 from schemas.model import (
     MAX_WIRE_INT,
-    Version1,
+    HeaderVersion,
     WireClassification,
     WireDocType,
     WireModel,
     WirePrecedence,
 )
+from schemas.slots import MAX_SLOTS, Recipients, Slot, SlotsRef, read_part
 
 CHUNK_PLAIN: Final = 65536  # plaintext bytes per AEAD chunk (all but the last)
 STREAM_HEADER_BYTES = 24  # libsodium secretstream header
@@ -58,7 +65,7 @@ class RecipientKey(WireModel):
 class Header(WireModel):
     """Routing metadata the hub may see. Never a title, never content."""
 
-    v: Version1
+    v: HeaderVersion
     msg_id: MsgIdBytes
     sender: OrgId
     sender_kid: KeyId
@@ -77,10 +84,22 @@ class Header(WireModel):
     copy_numbers: dict[OrgId, Annotated[str, Field(pattern=COPY_NUMBER_PATTERN)]]
     directive: bool  # a directive (指令性) document, for the document rules
     keys: dict[OrgId, RecipientKey]
+    slots: SlotsRef | None = None  # v2 only: the root and count of the recipients' slots
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = super().to_wire()
+        if self.slots is None:
+            del wire["slots"]  # a v1 header is exactly what it was before slots existed
+        return wire
 
     @property
     def recipients(self) -> tuple[str, ...]:
         return self.to + self.cc
+
+    @property
+    def recipient_count(self) -> int:
+        """How many recipients the sender addressed (a v2 reader may see only itself)."""
+        return len(self.recipients) if self.slots is None else self.slots.count
 
     @property
     def msg_id_text(self) -> str:
@@ -115,6 +134,14 @@ class VerifiedEnvelope:
     body: BodyDescriptor
     sender_public: bytes
     digest: bytes  # SHA-256 of ``frame``: what receipts speak of
+    # v2 only: every slot, checked (the hub's view) ...
+    slots: Recipients | None = None
+    # ... or the reading recipient's own slot with its proof, as delivered
+    part: bytes | None = None
+
+    def part_for(self, org: str) -> bytes | None:
+        """What recipient ``org`` receives beside the frame (None: a v1 envelope)."""
+        return None if self.slots is None else self.slots.part(org)
 
     @property
     def aad(self) -> bytes:
@@ -150,6 +177,7 @@ def verify_envelope(
     *,
     expected_sender: str | None = None,
     recipient: str | None = None,
+    slots: bytes | None = None,
 ) -> VerifiedEnvelope:
     """Authenticate an envelope with no decryption key (the hub's view; with
     ``recipient``, that recipient's: the sealed keys of the others are the hub's to check,
@@ -158,7 +186,9 @@ def verify_envelope(
     Order: size and outer decode -> the key of ``from``/``kid`` from the directory ->
     Ed25519 over the exact ``hdr`` bytes -> only then decode ``hdr`` and ``core`` ->
     ``from``, ``kid`` and ``expected_sender`` (the MQTT topic's owner) equal the signed
-    sender -> the key was valid at the signed ``created_at`` -> header consistency.
+    sender -> the key was valid at the signed ``created_at`` -> a v2 header's ``slots``
+    (every slot for the hub, the recipient's own part for ``recipient``) against the
+    signed root -> header consistency.
     """
     sender, kid, hdr, sig = read_frame_sender(frame)
     if expected_sender is not None and sender != expected_sender:
@@ -193,7 +223,17 @@ def verify_envelope(
             f"{sender}/{kid}",
         )
     directory.check_key_window(key, sender, header.created_at)
-    check_header(header, body)
+    check_form(header, slots)
+    everyone: Recipients | None = None
+    part: bytes | None = None
+    if header.slots is not None and slots is not None:
+        if recipient is None:
+            everyone = Recipients.read(slots, header.slots)
+            header = with_slots(header, everyone.slots)
+        else:
+            part = slots
+            header = with_slots(header, (read_part(part, header.slots, recipient),))
+    check_header(header, body, whole=part is None)
     check_recipient_keys(header, directory, only=recipient)
     return VerifiedEnvelope(
         frame=frame,
@@ -203,6 +243,47 @@ def verify_envelope(
         body=body,
         sender_public=key.public,
         digest=hashlib.sha256(frame).digest(),
+        slots=everyone,
+        part=part,
+    )
+
+
+def check_form(header: Header, slots: bytes | None) -> None:
+    """A v1 header names its recipients; a v2 header names none and signs their slots,
+    which travel beside the frame (the whole set to the hub, one part to a recipient)."""
+    if header.v == 1:
+        if header.slots is not None:
+            raise EnvelopeError(Reason.ENV_BAD_SLOTS, "a v1 header carries no slots")
+        if slots is not None:
+            raise EnvelopeError(
+                Reason.ENV_BAD_SLOTS, "recipient slots came beside a v1 header, which has none"
+            )
+        return
+    if header.slots is None:
+        raise EnvelopeError(Reason.ENV_BAD_SLOTS, "a v2 header must sign its slots' root")
+    if header.to or header.cc or header.keys or header.copy_numbers:
+        raise EnvelopeError(
+            Reason.ENV_BAD_SLOTS,
+            "a v2 header names no recipient: to, cc, keys and copy_numbers are in its slots",
+        )
+    if slots is None:
+        raise EnvelopeError(
+            Reason.ENV_BAD_SLOTS,
+            f"the envelope has {header.slots.count} recipients in slots, and none came with it",
+        )
+
+
+def with_slots(header: Header, slots: tuple[Slot, ...]) -> Header:
+    """The v2 header as a reader of these slots sees it: to, cc, keys and copy numbers
+    filled from them (not re-validated: each slot was). Never encoded again: the signed
+    bytes are :attr:`VerifiedEnvelope.core`."""
+    return header.model_copy(
+        update={
+            "to": tuple(s.org for s in slots if s.role == "to"),
+            "cc": tuple(s.org for s in slots if s.role == "cc"),
+            "keys": {s.org: RecipientKey.model_construct(kid=s.kid, box=s.box) for s in slots},
+            "copy_numbers": {s.org: s.copy_no for s in slots if s.copy_no is not None},
+        }
     )
 
 
@@ -212,15 +293,19 @@ def _as_map(value: Any) -> dict[str, Any]:
     return value
 
 
-def check_header(header: Header, body: BodyDescriptor) -> None:
-    """Consistency a valid signature does not imply (a sender's bug or a hostile sender)."""
-    if not header.to:
+def check_header(header: Header, body: BodyDescriptor, *, whole: bool = True) -> None:
+    """Consistency a valid signature does not imply (a sender's bug or a hostile sender).
+
+    ``whole``: the header names every recipient (v1, or v2 with all its slots); a v2
+    recipient sees only its own slot, and need not be a primary one."""
+    if whole and not header.to:
         raise EnvelopeError(Reason.ENV_NO_RECIPIENT, "the envelope has no primary recipient (to)")
     recipients = header.recipients
-    if len(recipients) > MAX_RECIPIENTS:
+    limit = MAX_RECIPIENTS if header.slots is None else MAX_SLOTS
+    if len(recipients) > limit:
         raise EnvelopeError(
             Reason.ENV_TOO_MANY_RECIPIENTS,
-            f"{len(recipients)} recipients; the limit is {MAX_RECIPIENTS} across to and cc",
+            f"{len(recipients)} recipients; the limit is {limit} across to and cc",
         )
     if len(set(recipients)) != len(recipients):
         twice = sorted({r for r in recipients if recipients.count(r) > 1})

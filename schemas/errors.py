@@ -51,6 +51,7 @@ class Reason(StrEnum):
     ENV_RECIPIENT_AWAITING_KEYS = "envelope.recipient_awaiting_keys"
     ENV_KEY_UNSEAL_FAILED = "envelope.key_unseal_failed"
     ENV_BAD_LABEL = "envelope.bad_label"
+    ENV_BAD_SLOTS = "envelope.bad_slots"  # a large group's recipient slots (schemas.slots)
     # the encrypted body
     BODY_SIZE_MISMATCH = "body.size_mismatch"
     BODY_HASH_MISMATCH = "body.hash_mismatch"

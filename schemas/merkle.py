@@ -109,6 +109,34 @@ def root_of(leaves: Sequence[bytes]) -> bytes:
     return frontier.root()
 
 
+class WholeTree:
+    """Every perfect subtree's hash of a tree held whole in memory (a directory, a
+    document's recipients): its root and any leaf's inclusion proof, without a store."""
+
+    __slots__ = ("levels",)
+
+    def __init__(self, digests: Sequence[bytes]) -> None:
+        self.levels = [list(digests)]  # levels[0]: the leaf hashes
+        while len(self.levels[-1]) > 1:
+            below = self.levels[-1]
+            self.levels.append(
+                [node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
+            )
+
+    @property
+    def size(self) -> int:
+        return len(self.levels[0])
+
+    def root(self) -> bytes:
+        return root_of(self.levels[0])
+
+    def node(self, level: int, index: int) -> bytes:
+        return self.levels[level][index]
+
+    def proof(self, index: int) -> list[bytes]:
+        return inclusion_proof(index, self.size, self.node)
+
+
 # ---------------------------------------------------------------- proofs
 
 

@@ -20,6 +20,8 @@ def _not_bool(value: object) -> object:
 
 # pydantic's strict Literal[1] accepts True (True == 1); the wire does not.
 Version1 = Annotated[Literal[1], BeforeValidator(_not_bool)]
+# An envelope header: 1 names its recipients, 2 signs the root of their slots (schemas.slots).
+HeaderVersion = Annotated[Literal[1, 2], BeforeValidator(_not_bool)]
 
 
 class WireModel(BaseModel):

@@ -14,7 +14,9 @@ Plaintext stream (encrypted as one libsodium secretstream, XChaCha20-Poly1305, i
 The inner record repeats msg_id, sender, to, cc and classification; a recipient checks
 they equal the header, so a recipient who re-seals the plaintext to others under its own
 name cannot make it look like the original sender's message to them (surreptitious
-forwarding).
+forwarding). An envelope with slots (schemas.slots; header v2) names no recipient in its
+inner record either: ``to`` and ``cc`` are empty and ``slots`` is the signed root of the
+recipients' slots, which a recipient checks against the header's.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import hashlib
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 import nacl.bindings as sodium
 import nacl.exceptions
@@ -42,6 +44,7 @@ from schemas.envelope import (
     body_aad,
     check_header,
     encode_frame,
+    with_slots,
 )
 from schemas.errors import EnvelopeError, Reason, UsageError, XchgError
 from schemas.ids import MsgIdBytes, OrgId, new_msg_id
@@ -49,6 +52,7 @@ from schemas.keys import DOMAIN_HEADER, DOMAIN_INNER, EncryptionKey, SigningKey,
 from schemas.keys import verify_signature as _verify
 from schemas.labels import Classification, DocType, Precedence, SecrecyPeriod
 from schemas.model import Version1, WireClassification, WireModel
+from schemas.slots import INLINE_MAX, Recipients, Slot
 
 _TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
 _TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
@@ -98,6 +102,14 @@ class Inner(WireModel):
     title: Annotated[str, Field(min_length=1, max_length=1000)]
     date: Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")] | None  # 成文日期
     files: Annotated[tuple[FileEntry, ...], Field(min_length=1, max_length=MAX_FILES)]
+    # an envelope with slots: their root, as the header signs it (to and cc are then empty)
+    slots: Annotated[bytes, Field(min_length=32, max_length=32)] | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = super().to_wire()
+        if self.slots is None:
+            del wire["slots"]  # an inner record without slots is exactly what it was
+        return wire
 
     @field_validator("files")
     @classmethod
@@ -135,11 +147,14 @@ class Draft:
 
 @dataclass(frozen=True, slots=True)
 class Sealed:
-    """A finished seal: the signed frame (send it first) and the body's descriptor."""
+    """A finished seal: the signed frame (send it first) and the body's descriptor; with
+    more than :data:`~schemas.slots.INLINE_MAX` recipients, their slots for the hub.
+    ``header`` names every recipient (for a v2 header, as the hub will read it)."""
 
     frame: bytes
     header: Header
     body: BodyDescriptor
+    slots: bytes | None = None
 
 
 class Sealer:
@@ -156,13 +171,27 @@ class Sealer:
         for org in (*draft.to, *draft.cc):
             entry = directory.encryption_key(org, draft.created_at)
             keys[org] = RecipientKey(kid=entry.kid, box=seal_to(entry.public, file_key))
+        self._slots: Recipients | None = None
+        if len(keys) > INLINE_MAX or len(draft.to) + len(draft.cc) > INLINE_MAX:
+            cc = set(draft.cc)
+            self._slots = Recipients.seal(
+                Slot(
+                    org=org,
+                    role="cc" if org in cc else "to",
+                    copy_no=draft.copy_numbers.get(org),
+                    kid=sealed.kid,
+                    box=sealed.box,
+                )
+                for org, sealed in keys.items()
+            )
+        slots = self._slots
         header = Header(
-            v=1,
+            v=1 if slots is None else 2,
             msg_id=draft.msg_id,
             sender=draft.sender,
             sender_kid=signing_key.kid,
-            to=tuple(draft.to),
-            cc=tuple(draft.cc),
+            to=tuple(draft.to) if slots is None else (),
+            cc=tuple(draft.cc) if slots is None else (),
             classification=draft.classification,
             precedence=draft.precedence,
             doc_type=draft.doc_type,
@@ -173,23 +202,25 @@ class Sealer:
             doc_number=draft.doc_number,
             signatory=draft.signatory,
             secrecy_period=None if draft.secrecy_period is None else draft.secrecy_period.wire,
-            copy_numbers=dict(draft.copy_numbers),
+            copy_numbers=dict(draft.copy_numbers) if slots is None else {},
             directive=draft.directive,
-            keys=keys,
+            keys=keys if slots is None else {},
+            slots=None if slots is None else slots.ref,
         )
         inner = Inner(
             v=1,
             msg_id=draft.msg_id,
             sender=draft.sender,
-            to=tuple(draft.to),
-            cc=tuple(draft.cc),
+            to=tuple(draft.to) if slots is None else (),
+            cc=tuple(draft.cc) if slots is None else (),
             classification=draft.classification,
             title=draft.title,
             date=draft.date,
             files=tuple(draft.files),
+            slots=None if slots is None else slots.ref.root,
         )
-        self._header = header
         self._core = codec.encode(header.to_wire())
+        self._header = header if slots is None else with_slots(header, slots.slots)
         self._aad = body_aad(self._core)
         self._key = signing_key
         self._files = list(draft.files)
@@ -284,7 +315,8 @@ class Sealer:
         hdr = codec.encode({"core": self._core, "body": body.to_wire()})
         sig = self._key.sign(DOMAIN_HEADER, hdr)
         frame = encode_frame(self._header.sender, self._key.kid, hdr, sig)
-        return self._drain(), Sealed(frame=frame, header=self._header, body=body)
+        slots = None if self._slots is None else self._slots.blob()
+        return self._drain(), Sealed(frame=frame, header=self._header, body=body, slots=slots)
 
 
 # ---------------------------------------------------------------------------- opening
@@ -479,7 +511,19 @@ class Opener:
             )
         except XchgError as exc:
             raise EnvelopeError(Reason.INNER_MALFORMED, str(exc)) from exc
-        for name in ("msg_id", "sender", "to", "cc", "classification"):
+        named = ("to", "cc") if header.slots is None else ()
+        if header.slots is not None and (inner.to or inner.cc or inner.slots != header.slots.root):
+            raise EnvelopeError(
+                Reason.INNER_HEADER_MISMATCH,
+                "the inner record does not sign the recipients' slots the header signs: the "
+                "plaintext was signed for another message (surreptitious forwarding) and is "
+                "refused",
+            )
+        if header.slots is None and inner.slots is not None:
+            raise EnvelopeError(
+                Reason.INNER_HEADER_MISMATCH, "the inner record names slots the header has not"
+            )
+        for name in ("msg_id", "sender", *named, "classification"):
             if getattr(inner, name) != getattr(header, name):
                 raise EnvelopeError(
                     Reason.INNER_HEADER_MISMATCH,

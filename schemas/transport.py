@@ -4,6 +4,9 @@ Each payload is a canonical msgpack array whose first element names its kind:
 
 - ``["env", frame, body]``: an envelope frame with its whole body (small documents);
 - ``["env", frame, nil]``: an envelope frame whose body follows in ``chunk`` messages;
+- ``["env", frame, body | nil, slots]``: an envelope whose header signs its recipients'
+  slots (schemas.slots): up to the hub, every slot (``Recipients.blob``); down to a
+  recipient, only its own with its proof (``Recipients.part``);
 - ``["chunk", msg_id, offset, data]``: body bytes ``[offset, offset+len(data))``;
 - ``["rcpt", frame, seq]``: a signed receipt batch; ``seq`` numbers the batches the hub
   sends one organisation on one channel (0 for batches a spoke sends the hub);
@@ -41,19 +44,22 @@ from dataclasses import dataclass
 from schemas import codec
 from schemas.errors import DecodeError, Reason
 from schemas.ids import MSG_ID_BYTES
+from schemas.slots import SLOTS_MAX_BYTES
 
 INLINE_BODY_MAX = 256 * 1024  # bodies up to this size travel inside the env message
 CHUNK_BYTES = 256 * 1024  # body bytes per chunk message
-TRANSPORT_LIMITS = codec.Limits(
-    "transport message", codec.FRAME_LIMITS.max_size + INLINE_BODY_MAX + 1024, 64,
-    codec.FRAME_LIMITS.max_size + INLINE_BODY_MAX, 8, 1, 2,
-)  # fmt: skip
+# An envelope message holds a frame, an inline body and (up) a large group's slots.
+TRANSPORT_LIMITS = codec.Limits("transport message", 6 * 1024 * 1024, 64, SLOTS_MAX_BYTES, 8, 1, 2)
+_LARGEST_ENVELOPE = codec.FRAME_LIMITS.max_size + INLINE_BODY_MAX + SLOTS_MAX_BYTES + 1024
+if TRANSPORT_LIMITS.max_size < _LARGEST_ENVELOPE:
+    raise AssertionError("TRANSPORT_LIMITS must hold a frame, an inline body and every slot")
 
 
 @dataclass(frozen=True, slots=True)
 class EnvelopeMsg:
     frame: bytes
     body: bytes | None  # None: the body follows in chunks
+    slots: bytes | None = None  # a v2 header's slots: all of them up, one part down
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,8 +171,10 @@ PROOF_ENTRIES_LIMITS = codec.Limits(
 
 def encode(message: TransportMsg) -> bytes:
     match message:
-        case EnvelopeMsg(frame, body):
+        case EnvelopeMsg(frame, body, None):
             return codec.encode(["env", frame, body])
+        case EnvelopeMsg(frame, body, slots):
+            return codec.encode(["env", frame, body, slots])
         case ChunkMsg(msg_id, offset, data):
             return codec.encode(["chunk", msg_id, offset, data])
         case ReceiptsMsg(frame, seq):
@@ -207,6 +215,8 @@ def decode(payload: bytes) -> TransportMsg:
     match value:
         case ("env", bytes() as frame, None | bytes() as body):
             return EnvelopeMsg(frame, body)
+        case ("env", bytes() as frame, None | bytes() as body, bytes() as slots) if slots:
+            return EnvelopeMsg(frame, body, slots)
         case ("chunk", bytes() as msg_id, int() as offset, bytes() as data) if (
             _is_msg_id(msg_id) and _is_offset(offset) and data
         ):

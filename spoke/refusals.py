@@ -400,6 +400,7 @@ HUB_REASONS: Final[dict[str, tuple[str, str]]] = {
     ),
     Reason.ENV_KEY_UNSEAL_FAILED: ("文件密钥无法解封", _KEYS_OUTDATED),
     Reason.ENV_BAD_LABEL: ("信封的标签字段有误（如失效时间早于发文时间）", _AGAIN_ZH),
+    Reason.ENV_BAD_SLOTS: ("大范围发文的收文机关列表与签名不符", _BROKEN),
     Reason.BODY_SIZE_MISMATCH: ("正文大小与信封不符", _BROKEN),
     Reason.BODY_HASH_MISMATCH: ("正文摘要与信封不符", _BROKEN),
     Reason.BODY_DECRYPT_FAILED: ("正文无法解密", _BROKEN),

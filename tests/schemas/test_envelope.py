@@ -464,7 +464,13 @@ def _rebox(world: World, core: dict[str, Any]) -> dict[str, Any]:
 
 
 FIELD_EDITS = [
-    FieldEdit("v", "v", lambda _w, _c: 2, Reason.SCHEMA_INVALID),
+    FieldEdit("v", "v", lambda _w, _c: 2, Reason.ENV_BAD_SLOTS),  # v2 names its slots' root
+    FieldEdit(
+        "slots-added",
+        "slots",
+        lambda _w, _c: {"root": bytes(32), "count": 40},
+        Reason.ENV_BAD_SLOTS,  # a v1 header with slots: the slots a v2 header has
+    ),
     FieldEdit("msg_id", "msg_id", lambda _w, _c: new_msg_id(), None),
     FieldEdit("sender", "sender", lambda _w, _c: "jl.jl", Reason.SIG_SENDER_MISMATCH),
     FieldEdit(
@@ -503,7 +509,7 @@ FIELD_EDITS = [
 def _apply(world: World, edit: FieldEdit) -> Callable[[dict[str, Any]], None]:
     def change(core: dict[str, Any]) -> None:
         new = edit.value(world, core)
-        assert new != core[edit.field], f"edit {edit.case} does not change anything"
+        assert new != core.get(edit.field), f"edit {edit.case} does not change anything"
         core[edit.field] = new
 
     return change
@@ -1264,11 +1270,11 @@ def test_frame_version_2_is_unsupported(world: World, trio: tuple[Sealed, bytes]
     assert exc.value.reason is Reason.SCHEMA_VERSION
 
 
-def test_core_version_2_resigned_is_schema_invalid(
+def test_core_version_3_resigned_is_schema_invalid(
     world: World, trio: tuple[Sealed, bytes]
 ) -> None:
     sealed, _ = trio
-    frame = rebuild_frame(world, sealed.frame, lambda core: core.update(v=2), resign=True)
+    frame = rebuild_frame(world, sealed.frame, lambda core: core.update(v=3), resign=True)
     with pytest.raises(SchemaError) as exc:
         verify_envelope(frame, world.directory)
     assert exc.value.reason is Reason.SCHEMA_INVALID

@@ -57,6 +57,7 @@ from schemas.labels import Classification, DocType, PeriodUnit, Precedence, Secr
 from schemas.model import MAX_WIRE_INT, WireModel
 from schemas.receipts import REASON_PATTERN, ReceiptBatch, ReceiptEntry, ReceiptStatus
 from schemas.seal import MAX_FILE_NAME_BYTES, FileEntry, Inner, check_file_name
+from schemas.slots import INLINE_MAX, MAX_SLOTS, SLOT_LIMITS, Slot, SlotsRef
 
 # ---------------------------------------------------------------------------- scalars
 
@@ -194,6 +195,19 @@ def headers(draw: st.DrawFn) -> Header:
         directive=draw(st.booleans()),
         keys={org: draw(recipient_keys) for org in recipients},
     )
+
+
+slots = st.builds(
+    Slot,
+    org=org_ids(),
+    role=st.sampled_from(["to", "cc"]),
+    copy_no=st.none() | six_digits,
+    kid=key_ids,
+    box=st.binary(min_size=SEALED_KEY_BYTES, max_size=SEALED_KEY_BYTES),
+)
+slots_refs = st.builds(
+    SlotsRef, root=sha256s, count=st.integers(min_value=INLINE_MAX + 1, max_value=MAX_SLOTS)
+)
 
 
 # ---------------------------------------------------------------------------- seal
@@ -416,6 +430,8 @@ ROUND_TRIPS: dict[type[WireModel], tuple[st.SearchStrategy[WireModel], Limits]] 
     DirRoot: (dir_roots, ROOT_LIMITS),
     DirDelta: (dir_deltas, DELTA_LIMITS),
     GroupPage: (group_pages, ENTRY_LIMITS),
+    Slot: (slots, SLOT_LIMITS),
+    SlotsRef: (slots_refs, codec.HEADER_LIMITS),
 }
 MODELS = list(ROUND_TRIPS)
 MODEL_IDS = [model.__name__ for model in MODELS]

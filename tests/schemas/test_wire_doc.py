@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from schemas import codec, dirtree, ledger, transport
+from schemas import codec, dirtree, ledger, slots, transport
 from tests.world import REPO
 
 DOC = REPO / "docs" / "wire-format.md"
@@ -127,7 +127,7 @@ def test_the_decode_limits_table_is_the_codes(doc: str) -> None:
     in_code = {
         name: (limits.max_size, limits.max_str, limits.max_bin, limits.max_array,
                limits.max_map, limits.max_depth)
-        for module in (codec, transport, ledger, dirtree)
+        for module in (codec, transport, ledger, dirtree, slots)
         for name, limits in vars(module).items()
         if name.endswith("_LIMITS") and isinstance(limits, codec.Limits)
     }  # fmt: skip
