@@ -528,9 +528,11 @@ class Hub:
             return lock
 
     def _recover_spool(self, spool: Spool) -> None:
-        for channel, org, frame in spool.partial():
+        for channel, org, frame, slots in spool.partial():
             try:
-                envelope = verify_envelope(frame, self.directory(), expected_sender=org)
+                envelope = verify_envelope(
+                    frame, self.directory(), expected_sender=org, slots=slots
+                )
             except XchgError as exc:
                 log.warning("spool.discarded", error=str(exc))
                 continue

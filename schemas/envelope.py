@@ -23,7 +23,7 @@ any decryption key.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field
@@ -139,9 +139,17 @@ class VerifiedEnvelope:
     # ... or the reading recipient's own slot with its proof, as delivered
     part: bytes | None = None
 
+    parts: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
+
     def part_for(self, org: str) -> bytes | None:
-        """What recipient ``org`` receives beside the frame (None: a v1 envelope)."""
-        return None if self.slots is None else self.slots.part(org)
+        """What recipient ``org`` receives beside the frame (None: a v1 envelope); each
+        computed once (the store's row and the dispatcher's job take the same bytes)."""
+        if self.slots is None:
+            return None
+        part = self.parts.get(org)
+        if part is None:
+            part = self.parts[org] = self.slots.part(org)
+        return part
 
     @property
     def aad(self) -> bytes:
@@ -226,13 +234,14 @@ def verify_envelope(
     check_form(header, slots)
     everyone: Recipients | None = None
     part: bytes | None = None
-    if header.slots is not None and slots is not None:
+    ref = header.slots
+    if ref is not None and slots is not None:
         if recipient is None:
-            everyone = Recipients.read(slots, header.slots)
+            everyone = Recipients.read(slots, ref)
             header = with_slots(header, everyone.slots)
         else:
             part = slots
-            header = with_slots(header, (read_part(part, header.slots, recipient),))
+            header = with_slots(header, (read_part(part, ref, recipient),))
     check_header(header, body, whole=part is None)
     check_recipient_keys(header, directory, only=recipient)
     return VerifiedEnvelope(

@@ -106,6 +106,7 @@ class Job:
     attempts: int = 0
     offset: int = -1  # chunked bodies: next body offset to send; -1 = the head first
     accepted_at: int = 0
+    part: bytes | None = None  # a large group's envelope: this recipient's slot and proof
     # Queued (in the ready heap or being published: never twice at once) and settling (a
     # receipt closing it is being stored: expiry and giving up wait for the store's answer,
     # so the sender never hears EXPIRED and DELIVERED): hubd.core.timers.Phase.
@@ -399,10 +400,11 @@ class Dispatcher:
         if payload.body is not None:
             # Encoded per publish, not kept: a backlog for an offline recipient holds each
             # body once, and the encoding costs microseconds.
-            return transport.encode(transport.EnvelopeMsg(payload.frame, payload.body)), True
+            whole = transport.EnvelopeMsg(payload.frame, payload.body, job.part)
+            return transport.encode(whole), True
         if job.offset < 0:
             job.offset = 0
-            return transport.encode(transport.EnvelopeMsg(payload.frame, None)), False
+            return transport.encode(transport.EnvelopeMsg(payload.frame, None, job.part)), False
         if payload.body_path is None:
             return None, True
         with payload.body_path.open("rb") as handle:

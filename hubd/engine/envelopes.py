@@ -206,5 +206,6 @@ class Envelopes:
                     expires_at=header.expires_at,
                     payload=storing.payload,
                     accepted_at=arrival.at,
+                    part=envelope.part_for(route.recipient),
                 )
             )

@@ -345,6 +345,8 @@ class Ingest:
     def _envelope_now(self, arrival: Arrival, message: transport.EnvelopeMsg) -> Step:
         """An envelope: verified, then decided by the core (hubd.core.admit) on the way its
         body comes: inline, or in chunks after this head."""
+        if message.slots is not None:  # up to 20,000 slots to check: not on the event loop
+            return Slow(functools.partial(self._envelope_with_slots, arrival, message))
         try:
             envelope = verify_envelope(
                 message.frame, self._directory(), expected_sender=arrival.org
@@ -355,6 +357,33 @@ class Ingest:
         if message.body is None:  # the body follows in chunks
             return self._chunks.head_now(arrival, envelope)
         return self._envelopes.inline_now(arrival, message, envelope)
+
+    async def _envelope_with_slots(self, arrival: Arrival, message: transport.EnvelopeMsg) -> None:
+        """A large group's envelope: its slots are checked in a worker thread (a tenth of a
+        second for 10,000), then it goes the way of any envelope."""
+        try:
+            envelope = await asyncio.to_thread(
+                functools.partial(
+                    verify_envelope,
+                    message.frame,
+                    self._directory(),
+                    expected_sender=arrival.org,
+                    slots=message.slots,
+                )
+            )
+        except PeerError as exc:
+            self._answers.reject_unreadable(arrival, exc, frame=message.frame)
+            return
+        if message.body is None:
+            step = self._chunks.head_now(arrival, envelope)
+        else:
+            step = self._envelopes.inline_now(arrival, message, envelope)
+        if isinstance(step, Slow):
+            await step.work()
+        elif isinstance(step, tuple):
+            await self._commits.acquire()
+            self._committing += 1
+            await self._commit([step[0]], [step[1]])
 
     # ------------------------------------------------------------ refusals' ledger entries
 

@@ -32,6 +32,7 @@ def job_query(*where: ColumnElement[bool]) -> Select[Any]:
             d.c.channel,
             d.c.state,
             d.c.attempts,
+            d.c.slot,
             m.c.precedence,
             m.c.classification,
             m.c.sender,
@@ -76,6 +77,7 @@ def jobs_from_rows(rows: Sequence[Any]) -> list[Job]:
                 state=DeliveryState(r.state),
                 attempts=int(r.attempts),
                 accepted_at=int(r.received_at),
+                part=None if r.slot is None else bytes(r.slot),
             )
         )
     return jobs

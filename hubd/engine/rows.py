@@ -88,6 +88,7 @@ def new_message(storing: Storing) -> NewMessage:
             "expires_at": header.expires_at,
             "created_at": arrival.at,
             "updated_at": arrival.at,
+            "slot": envelope.part_for(r.recipient),
         }
         for r in routes
     ]
@@ -96,11 +97,22 @@ def new_message(storing: Storing) -> NewMessage:
         "classification": header.classification.name,
         "precedence": header.precedence.name,
         "doc_type": header.doc_type.name,
-        "recipients": list(header.recipients),
-        "routes": {r.recipient: r.channel for r in routes},
         "body_size": payload.body_size,
         "frame_sha256": envelope.digest.hex(),
     }
+    if header.slots is None:
+        detail["recipients"] = list(header.recipients)
+        detail["routes"] = {r.recipient: r.channel for r in routes}
+    else:
+        # A large group: the entry stays small (a witness fetches it with its proof), and
+        # names its recipients by the signed root of their slots; each delivery has its own
+        # entries, and the deliveries table names them all.
+        detail["recipients"] = header.slots.count
+        detail["slots_root"] = header.slots.root.hex()
+        channels: dict[str, int] = {}
+        for r in routes:
+            channels[r.channel] = channels.get(r.channel, 0) + 1
+        detail["channels"] = channels
     if isinstance(outcome, Admit) and outcome.warnings:
         # rules in warn mode that the document breaks (ids and articles only)
         detail["rule_warnings"] = [

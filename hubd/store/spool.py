@@ -1,10 +1,11 @@
 """The spool: large bodies arriving in chunks are written to disk, never held in memory.
 
-``<msg_id>.frame`` holds the verified envelope frame, ``<msg_id>.from`` the channel and
-organisation it came from, and ``<msg_id>.part`` the body bytes received so far, so a
-transfer broken by a disconnect or a hub restart resumes from the
-last byte the hub has (it asks the sender with a ``resume`` message). A finished body is
-fsynced and renamed to ``<msg_id>.body`` before the message is stored and ACCEPTED.
+``<msg_id>.frame`` holds the verified envelope frame (and ``<msg_id>.slots`` a large group's
+recipient slots, schemas.slots), ``<msg_id>.from`` the channel and organisation it came
+from, and ``<msg_id>.part`` the body bytes received so far, so a transfer broken by a
+disconnect or a hub restart resumes from the last byte the hub has (it asks the sender
+with a ``resume`` message). A finished body is fsynced and renamed to ``<msg_id>.body``
+before the message is stored and ACCEPTED.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class Spool:
         if transfer is not None:
             return transfer
         self.path(msg_id, "frame").write_bytes(envelope.frame)
+        if envelope.slots is not None:
+            self.path(msg_id, "slots").write_bytes(envelope.slots.blob())
         self.path(msg_id, "from").write_text(f"{channel}\n{org}\n", encoding="ascii")
         transfer = Transfer(envelope, channel, org, self.path(msg_id, "part"))
         transfer.part.touch()
@@ -100,8 +103,7 @@ class Spool:
         finally:
             os.close(fd)
         transfer.part.replace(body)
-        self.path(transfer.msg_id, "frame").unlink(missing_ok=True)
-        self.path(transfer.msg_id, "from").unlink(missing_ok=True)
+        self._unlink_head(transfer.msg_id)
         fsync_dir(self.folder)
         return body
 
@@ -112,15 +114,20 @@ class Spool:
     def discard(self, transfer: Transfer) -> None:
         self._transfers.pop(transfer.msg_id, None)
         transfer.part.unlink(missing_ok=True)
-        self.path(transfer.msg_id, "frame").unlink(missing_ok=True)
-        self.path(transfer.msg_id, "from").unlink(missing_ok=True)
+        self._unlink_head(transfer.msg_id)
 
-    def partial(self) -> list[tuple[str, str, bytes]]:
-        """(channel, org, frame) of every transfer a previous run left on disk."""
+    def _unlink_head(self, msg_id: bytes) -> None:
+        for suffix in ("frame", "slots", "from"):
+            self.path(msg_id, suffix).unlink(missing_ok=True)
+
+    def partial(self) -> list[tuple[str, str, bytes, bytes | None]]:
+        """(channel, org, frame, slots) of every transfer a previous run left on disk."""
         found = []
         for frame_path in sorted(self.folder.glob("*.frame")):
             origin = frame_path.with_suffix(".from")
             if frame_path.with_suffix(".part").exists() and origin.exists():
                 channel, org = origin.read_text(encoding="ascii").split()[:2]
-                found.append((channel, org, frame_path.read_bytes()))
+                slots_path = frame_path.with_suffix(".slots")
+                slots = slots_path.read_bytes() if slots_path.exists() else None
+                found.append((channel, org, frame_path.read_bytes(), slots))
         return found

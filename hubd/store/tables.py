@@ -91,6 +91,8 @@ deliveries = Table(
     Column("expires_at", BigInteger),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+    # a large group's envelope: this recipient's slot with its proof (schemas.slots)
+    Column("slot", Blob),
     Index("deliveries_by_state", "state", "recipient"),
     Index("deliveries_by_recipient", "recipient", "created_at"),  # hubctl find --to
 )

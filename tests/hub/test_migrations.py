@@ -117,7 +117,7 @@ async def test_upgrading_a_store_with_data_keeps_every_row_and_lets_frames_be_pu
                     insert(t.deliveries).values({**ops[0].deliveries[0], "msg_id": msg_id(99)})
                 )
 
-    assert [tuple(r) for r in version] == [("0005",)]  # the head: 0002 to 0005 in turn
+    assert [tuple(r) for r in version] == [("0006",)]  # the head: 0002 to 0006 in turn
     assert [bytes(r.msg_id) for r in messages] == [msg_id(n) for n in (1, 2, 3)]
     for row, op in zip(messages, ops, strict=True):
         assert bytes(row.frame) == op.row["frame"]
@@ -126,6 +126,7 @@ async def test_upgrading_a_store_with_data_keeps_every_row_and_lets_frames_be_pu
         assert row.purged_at is None
         assert row.doc_number is None  # 0005: older messages are not given a number
     assert len(deliveries) == 6
+    assert {r.slot for r in deliveries} == {None}  # 0006: a v1 envelope's deliveries have none
     assert {r.state for r in deliveries} == {DeliveryState.PENDING.value}
     assert (checked, problems) == (3, [])
     assert [(r.frame, r.purged_at) for r in purged] == [(None, 1)]
@@ -229,3 +230,25 @@ async def test_0005_adds_the_doc_number_and_the_find_indexes_and_goes_back(db_ur
     assert "deliveries_by_recipient" in after["deliveries"]
     assert "messages_by_sender" not in before["messages"]
     assert "doc_number" not in columns
+
+
+async def test_0006_adds_each_deliverys_slot_and_goes_back(db_url: str) -> None:
+    await store_at_0001_with_data(db_url)
+    await migrate(db_url, "0006")
+
+    def columns(conn: Connection) -> set[str]:
+        return {str(col["name"]) for col in inspect(conn).get_columns("deliveries")}
+
+    engine = engine_for(db_url)
+    try:
+        async with engine.connect() as conn:
+            after = await conn.run_sync(columns)
+        await migrate(db_url, "0005", down=True)
+        async with engine.connect() as conn:
+            before = await conn.run_sync(columns)
+    finally:
+        await engine.dispose()
+
+    assert "slot" in after
+    assert "slot" not in before
+    assert after - before == {"slot"}
