@@ -7,7 +7,7 @@ Byte layout::
     core  = canon(Header)                 # routing metadata and the sealed file keys
     sig   = Ed25519(sender, "xchg/v1/hdr\\0" || hdr)
 
-A header of ``v`` 2 (more than 32 recipients) names none of them: ``to``, ``cc``, ``keys``
+A header of ``v`` 2 (more than 16 recipients) names none of them: ``to``, ``cc``, ``keys``
 and ``copy_numbers`` are empty and ``recipients = {root, count}`` signs the tree of their
 slots (schemas.slots). The hub receives every slot beside the frame, a recipient only its
 own with its proof; :func:`verify_envelope` checks them and returns the header as that

@@ -36,7 +36,7 @@ from schemas.merkle import HASH_SIZE, WholeTree, leaf_hash, root_from_inclusion
 from schemas.model import MAX_WIRE_INT, WireModel
 
 DOMAIN_SLOT: Final = b"xchg/v1/slot\x00"
-INLINE_MAX: Final = 32  # an envelope to more recipients carries them as slots (header v2)
+INLINE_MAX: Final = 16  # an envelope to more recipients carries them as slots (header v2)
 MAX_SLOTS: Final = 20_000  # recipients of one envelope with slots: the hub takes them whole
 SEALED_BOX_BYTES: Final = 80
 COPY_PATTERN: Final = r"^[0-9]{6}$"  # 份号, as in the header's copy_numbers

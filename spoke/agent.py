@@ -445,8 +445,8 @@ class SpokeAgent:
             )
             return
         match message:
-            case transport.EnvelopeMsg(frame, body):
-                await self.receiver.envelope(where.channel, frame, body)
+            case transport.EnvelopeMsg(frame, body, part):
+                await self.receiver.envelope(where.channel, frame, body, part)
             case transport.ChunkMsg(msg_id, offset, data):
                 await self.receiver.chunk(msg_id, offset, data)
             case transport.ReceiptsMsg(frame, seq):

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from schemas.clock import ms_to_text
 from schemas.directory import GROUP_PREFIX, Directory, NotAddressed, OrgEntry
-from schemas.envelope import MAX_RECIPIENTS
 from schemas.errors import DirectoryError, Reason
 from schemas.gating import Accept, Reject, gate, shared_channels, uplink
 from schemas.labels import Classification
@@ -30,6 +29,7 @@ from schemas.metadata import (
     too_large,
 )
 from schemas.rules import Document, Finding
+from schemas.slots import MAX_SLOTS
 from spoke.files import check_regular, is_clutter, name_problem, name_problem_zh, shown_name
 from spoke.outbox import Claimed, Completeness
 from spoke.refusals import Refusal, refuse
@@ -189,10 +189,10 @@ def within_envelope(
     """Refusal if the recipients (groups expanded, members awaiting keys left out, copies
     added) are more than one envelope carries: so that ``spoke send`` refuses the drop
     before it is queued, ``--dry-run`` says so, and the agent before it seals. The one
-    place the spoke applies :data:`~schemas.envelope.MAX_RECIPIENTS`: an envelope layout
-    that lifts the limit moves only that number."""
+    place the spoke applies :data:`~schemas.slots.MAX_SLOTS` (more than 16 recipients
+    travel as slots, schemas.slots; the hub takes at most that many in one envelope)."""
     count = len(to) + len(cc)
-    if count <= MAX_RECIPIENTS:
+    if count <= MAX_SLOTS:
         return
     groups = {  # what each group named adds, as sealing counts it: the sender left out
         a: sum(1 for m in directory.expand([a]) if m != sender)
@@ -201,9 +201,9 @@ def within_envelope(
     }
     raise refuse(
         "drop.too_many_recipients",
-        {"count": count, "limit": MAX_RECIPIENTS, "groups": groups},
+        {"count": count, "limit": MAX_SLOTS, "groups": groups},
         count=count,
-        limit=MAX_RECIPIENTS,
+        limit=MAX_SLOTS,
         groups=", ".join(f"{g}: {n}" for g, n in groups.items())
         or "no group: each named on its own",
         groups_zh="，".join(f"{g} {n} 个" for g, n in groups.items()) or "未写分组，逐一列出",

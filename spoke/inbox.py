@@ -87,6 +87,8 @@ class InboxWrite:
             "sender": {"id": header.sender, "name": None if sender is None else sender.name_zh},
             "to": list(header.to),
             "cc": list(header.cc),
+            # addressed to more than 16: to and cc name only this organisation
+            "recipients": header.recipient_count,
             "classification": header.classification.name,
             "classification_zh": header.classification.zh,
             "secrecy_period": header.secrecy_period,

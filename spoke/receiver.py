@@ -60,14 +60,18 @@ class Receiver:
 
     # ------------------------------------------------------------------ envelopes
 
-    async def envelope(self, channel: str, frame: bytes, body: bytes | None) -> None:
+    async def envelope(
+        self, channel: str, frame: bytes, body: bytes | None, slot: bytes | None = None
+    ) -> None:
+        """An envelope from the hub; ``slot``: this spoke's slot and its proof, when the
+        header signs its recipients' slots instead of naming them (schemas.slots)."""
         await self._sender_held(frame)
         directory = self.ctx.directory()
         if directory is None:
             log.warning("inbox.no_directory", channel=channel)
             return
         try:
-            envelope = verify_envelope(frame, directory, recipient=self.ctx.org)
+            envelope = verify_envelope(frame, directory, recipient=self.ctx.org, slots=slot)
         except PeerError as exc:
             log.error("inbox.refused", channel=channel, reason=exc.reason.value, detail=exc.message)
             return

@@ -400,6 +400,7 @@ class Sender:
             body_size=sealed.body.size,
             state="QUEUED",
             created_at=draft.created_at,
+            slots=sealed.slots,
         )
         notes: dict[str, object] = {
             "added_cc": list(prepared.added_cc),
@@ -462,11 +463,11 @@ class Sender:
             except FileNotFoundError:
                 return  # the hub answered meanwhile: the answer removed the sealed body
             await self.ctx.publish_up(
-                out.channel, transport.encode(transport.EnvelopeMsg(out.frame, body))
+                out.channel, transport.encode(transport.EnvelopeMsg(out.frame, body, out.slots))
             )
         else:  # the hub answers a head with "resume from N"
             await self.ctx.publish_up(
-                out.channel, transport.encode(transport.EnvelopeMsg(out.frame, None))
+                out.channel, transport.encode(transport.EnvelopeMsg(out.frame, None, out.slots))
             )
 
     async def republish(self, channel: str | None = None, older_than_ms: int | None = None) -> None:

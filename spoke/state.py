@@ -187,7 +187,10 @@ CREATE TABLE IF NOT EXISTS own_keys (
 LOG_KEEP = 200  # checkpoints the witness's log keeps besides the first of each day
 DAY_MS = 86_400_000
 # columns added after a release: (table, column, definition)
-ADDED_COLUMNS = (("ledger_alarms", "lost_from", "INTEGER"),)  # a restore: entries lost after it
+ADDED_COLUMNS = (
+    ("ledger_alarms", "lost_from", "INTEGER"),  # a restore: entries lost after it
+    ("outbound", "slots", "BLOB"),  # a large group's recipient slots, sent with the frame
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +257,7 @@ class Outbound:
     body_size: int
     state: str
     created_at: int
+    slots: bytes | None = None  # more than 16 recipients: their slots (schemas.slots)
 
 
 class SpokeState:
@@ -444,8 +448,8 @@ class SpokeState:
             try:
                 self._db.execute(
                     "INSERT INTO outbound (msg_id, name, work, channel, frame, body_path, "
-                    "body_size, recipients, classification, precedence, state, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "body_size, recipients, classification, precedence, state, created_at, "
+                    "slots) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         out.msg_id,
                         out.name,
@@ -459,6 +463,7 @@ class SpokeState:
                         precedence,
                         out.state,
                         out.created_at,
+                        out.slots,
                     ),
                 )
                 if notes:
@@ -504,12 +509,17 @@ class SpokeState:
 
     def outbound(self, where: str = "", args: Sequence[Any] = ()) -> list[Outbound]:
         """Rows matching ``where`` (a fixed SQL fragment; values go in ``args``)."""
-        columns = "msg_id, name, work, channel, frame, body_path, body_size, state, created_at"
+        columns = (
+            "msg_id, name, work, channel, frame, body_path, body_size, state, created_at, slots"
+        )
         query = f"SELECT {columns} FROM outbound {where} ORDER BY created_at"  # noqa: S608
         return [
-            Outbound(bytes(r[0]), r[1], Path(r[2]), r[3], bytes(r[4]), Path(r[5]), r[6], r[7], r[8])
+            Outbound(
+                bytes(r[0]), r[1], Path(r[2]), r[3], bytes(r[4]), Path(r[5]), r[6], r[7], r[8],
+                None if r[9] is None else bytes(r[9]),
+            )
             for r in self._read(query, args)
-        ]
+        ]  # fmt: skip
 
     def sealed_from(self, work: Path) -> bool:
         return bool(self._read("SELECT 1 FROM outbound WHERE work = ?", (str(work),)))

@@ -321,12 +321,12 @@ class SimSpoke:
         up = topics.up(ch, self.org)
         if chunk is None and len(body) <= transport.INLINE_BODY_MAX:
             await self._client.publish(
-                up, transport.encode(transport.EnvelopeMsg(sealed.frame, body)), qos=1
+                up, transport.encode(transport.EnvelopeMsg(sealed.frame, body, sealed.slots)), qos=1
             )
             return
         size = chunk or transport.CHUNK_BYTES
         await self._client.publish(
-            up, transport.encode(transport.EnvelopeMsg(sealed.frame, None)), qos=1
+            up, transport.encode(transport.EnvelopeMsg(sealed.frame, None, sealed.slots)), qos=1
         )
         for offset in range(0, len(body), size):
             msg = transport.ChunkMsg(sealed.header.msg_id, offset, body[offset : offset + size])
@@ -436,7 +436,7 @@ class SimSpoke:
         if client is None:
             return
         body = None if out.chunked else out.body
-        payload = transport.encode(transport.EnvelopeMsg(out.sealed.frame, body))
+        payload = transport.encode(transport.EnvelopeMsg(out.sealed.frame, body, out.sealed.slots))
         out.sent_at = time.monotonic()
         out.publishes += 1
         with contextlib.suppress(aiomqtt.MqttError):
@@ -605,9 +605,14 @@ class SimSpoke:
                 if seq:
                     self.last_seq[channel] = max(self.last_seq[channel], seq)
                     self.seqs_seen[channel].add(seq)
-            case transport.EnvelopeMsg(frame, body):
+            case transport.EnvelopeMsg(frame, body, slot):
                 try:
-                    envelope = verify_envelope(frame, self.directory)
+                    envelope = verify_envelope(
+                        frame,
+                        self.directory,
+                        recipient=None if slot is None else self.org,
+                        slots=slot,
+                    )
                 except PeerError as exc:
                     self.refused.append(exc)
                     return

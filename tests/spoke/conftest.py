@@ -122,7 +122,8 @@ class OfflineSpoke:
         return sorted(self.queue.iterdir())
 
     def sealed(self, out: Outbound) -> VerifiedEnvelope:
-        return verify_envelope(out.frame, self.directory)
+        """The envelope as the hub reads it (every recipient, from the slots if any)."""
+        return verify_envelope(out.frame, self.directory, slots=out.slots)
 
     def open_as(self, world: World, out: Outbound, recipient: str) -> dict[str, bytes]:
         """The files of a sealed drop, as ``recipient`` opens them."""

@@ -4,7 +4,7 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-06
 
-An envelope to more than 32 recipients names them in slots under a signed root
+An envelope to more than 16 recipients names them in slots under a signed root
 (schemas.slots; docs/wire-format.md, section 4a). The hub checks every slot when it admits
 the envelope and sends each recipient only its own slot and inclusion proof, kept here
 beside the delivery. Deliveries stored before this revision are of envelopes that name
