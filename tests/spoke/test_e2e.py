@@ -107,6 +107,41 @@ async def test_notice_to_prefectures_lands_in_each_running_prefecture_and_receip
         assert (inbox / "供暖通知.txt").read_bytes() == content
 
 
+async def test_notice_to_everyone_on_govnet_travels_as_slots_and_each_inbox_names_only_itself(
+    shared: Exchange, world: World
+) -> None:
+    """More than 16 recipients: the envelope signs the root of their slots (schemas.slots);
+    the hub sends each recipient only its own, so an inbox names only its organisation
+    and says how many the document was addressed to."""
+    gov = shared.spokes["jl.gov"]
+    everyone = world.directory.group("channel.govnet")
+    assert everyone is not None
+    addressed = [m for m in everyone.members if m != "jl.gov"]
+    assert len(addressed) > 16
+    content = "各地区、各部门：请做好节日期间值班工作。\n".encode()
+    gov.drop(
+        "值班通知.txt",
+        content,
+        notice("关于做好节日值班工作的通知", "@channel.govnet", 签发人="王某"),
+    )
+
+    running = [o for o in RUNNING if o != "jl.gov"]
+    for org in running:
+        status = await gov.wait_status("值班通知.txt", org)
+    msg_id = status["msg_id"]
+    assert status["hub"] == "ACCEPTED"
+    assert set(status["recipients"]) == set(addressed)
+    for org in running:
+        recipient = shared.spokes[org]
+        inbox = recipient.inbox / msg_id
+        assert inbox_problems(inbox) == []
+        got = json.loads((inbox / "meta.json").read_text(encoding="utf-8"))
+        assert got["to"] == [org]
+        assert got["cc"] == []
+        assert got["recipients"] == len(addressed)
+        assert (inbox / "值班通知.txt").read_bytes() == content
+
+
 async def test_signing_for_by_command_and_by_file_reaches_the_sender_as_signed_for(
     shared: Exchange,
 ) -> None:
