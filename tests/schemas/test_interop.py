@@ -276,3 +276,57 @@ def test_directory_frame_signed_with_cryptography_verifies_with_the_project(worl
     frame = codec.encode({"v": 1, "kid": outer["kid"], "dir": outer["dir"], "sig": sig})
     verified = verify_directory(frame, world.hub_key.public, now=NOW)
     assert verified.directory == world.directory
+
+
+SLOT_DOMAIN = b"xchg/v1/slot\x00"
+
+
+def rfc9162_root(index: int, size: int, leaf: bytes, path: list[bytes]) -> bytes:
+    """RFC 9162 2.1.3.2, as written there: the root an inclusion path leads to."""
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        assert sn != 0
+        if fn % 2 == 1 or fn == sn:
+            r = hashlib.sha256(b"\x01" + p + r).digest()
+            while fn % 2 == 0 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = hashlib.sha256(b"\x01" + r + p).digest()
+        fn, sn = fn >> 1, sn >> 1
+    assert sn == 0
+    return r
+
+
+def test_a_recipients_slot_proves_into_the_signed_root_and_opens_with_independent_code(
+    world: World,
+) -> None:
+    """Section 4a by hand: plain msgpack, hashlib, the RFC's path algorithm and a PyNaCl
+    SealedBox; the project's code only seals and makes the hub's part."""
+    crowd = world.crowded(20)
+    to = [o.id for o in crowd.directory.orgs if o.id.startswith("jl.cc.c")]
+    sealed, body = crowd.seal(to=to, contents=[b"slotted"])
+    hub = verify_envelope(sealed.frame, crowd.directory, slots=sealed.slots)
+    me = to[13]
+    part = hub.part_for(me)
+    assert part is not None
+
+    frame = unpack(sealed.frame)
+    hdr = unpack(frame["hdr"])
+    core = unpack(hdr["core"])
+    assert (core["v"], core["to"], core["keys"]) == (2, [], {})
+    index, slot_bytes, path = unpack(part)
+    slot = unpack(slot_bytes)
+    leaf = hashlib.sha256(b"\x00" + SLOT_DOMAIN + slot_bytes).digest()
+    hashes = [path[i : i + 32] for i in range(0, len(path), 32)]
+    assert rfc9162_root(index, core["slots"]["count"], leaf, hashes) == core["slots"]["root"]
+    assert (slot["org"], slot["role"]) == (me, "to")
+    assert slot["kid"] == crowd.keys[me].encryption.kid
+
+    private = nacl.public.PrivateKey(crowd.keys[me].encryption.secret)
+    file_key = nacl.public.SealedBox(private).decrypt(slot["box"])
+    aad = hashlib.sha256(BODY_AAD_DOMAIN + hdr["core"]).digest()
+    plain, _ = decrypt_stream(file_key, aad, body)
+    (length,) = struct.unpack(">I", plain[:4])
+    inner = unpack(plain[4 : 4 + length])
+    assert (inner["to"], inner["cc"], inner["slots"]) == ([], [], core["slots"]["root"])
+    assert plain.endswith(b"slotted")
