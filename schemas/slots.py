@@ -170,8 +170,7 @@ class Recipients:
         return codec.encode([i, self.raw[i], b"".join(self.tree.proof(i))])
 
 
-def read_part(part: bytes, ref: SlotsRef, me: str) -> Slot:
-    """A recipient's: its own slot, proven under the signed ``ref`` and naming ``me``."""
+def _unpack_part(part: bytes) -> tuple[int, bytes, bytes]:
     try:
         value = codec.decode(part, PART_LIMITS)
     except PeerError as exc:
@@ -180,9 +179,20 @@ def read_part(part: bytes, ref: SlotsRef, me: str) -> Slot:
         case (int() as index, bytes() as raw, bytes() as path) if (
             type(index) is int and 0 <= index < MAX_WIRE_INT and len(path) % HASH_SIZE == 0
         ):
-            pass
-        case _:
-            raise _bad("the recipient's slot must be [index, slot, proof]")
+            return index, raw, path
+    raise _bad("the recipient's slot must be [index, slot, proof]")
+
+
+def stored_slot(part: bytes) -> Slot:
+    """The slot of a part the hub checked before it stored it (its proof is not checked
+    again: the hub's store, like its frames, holds what verified)."""
+    _, raw, _ = _unpack_part(part)
+    return _read_slot(raw, "a stored slot")
+
+
+def read_part(part: bytes, ref: SlotsRef, me: str) -> Slot:
+    """A recipient's: its own slot, proven under the signed ``ref`` and naming ``me``."""
+    index, raw, path = _unpack_part(part)
     slot = _read_slot(raw, "the recipient's slot")
     proof = [path[i : i + HASH_SIZE] for i in range(0, len(path), HASH_SIZE)]
     if root_from_inclusion(index, ref.count, slot_digest(raw), proof) != ref.root:

@@ -9,9 +9,12 @@ to the pure what-if report of :mod:`schemas.whatif`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from sqlalchemy import Select
 from sqlalchemy.exc import SQLAlchemyError
 
 from hubd.provision.sources import RouteError
@@ -85,12 +88,16 @@ async def look_up(store_url: str | None, in_reply_to: bytes) -> Referenced | Non
     engine = engine_for(read_only_url(store_url))
     try:
         async with engine.connect() as conn:
-            rows = (await conn.execute(rulecheck.referenced_query(in_reply_to))).all()
+
+            async def read(query: Select[Any]) -> Sequence[Any]:
+                rows: Sequence[Any] = (await conn.execute(query)).all()
+                return rows
+
+            return await rulecheck.look_up(read, in_reply_to)
     except (SQLAlchemyError, OSError) as exc:
         raise StoreError(f"cannot read the hub's store: {exc}", retriable=True) from exc
     finally:
         await engine.dispose()
-    return rulecheck.referenced_from(rows)
 
 
 async def route(

@@ -323,6 +323,11 @@ def describe(step: Step) -> tuple[str, str]:
                 f"on {channel} to {', '.join(recipients)}"
                 for channel, recipients in by_channel.items()
             )
+        counts = d.get("channels") or {}  # a large group: a count per channel (schemas.slots)
+        if counts:
+            text += "; routed " + "; ".join(
+                f"on {channel} to {count} recipients" for channel, count in counts.items()
+            )
         warnings = d.get("rule_warnings") or []
         if warnings:
             text += "; rules warned: " + ", ".join(str(w.get("rule")) for w in warnings)

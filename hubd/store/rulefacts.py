@@ -12,6 +12,7 @@ Used by :mod:`hubd.engine.envelopes` (for :func:`hubd.core.admit.admit`, which j
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from schemas import codec
 from schemas.envelope import Header, read_frame_sender
 from schemas.errors import XchgError
 from schemas.rules import Referenced
+from schemas.slots import stored_slot
 
 log = structlog.get_logger("hubd.rules")
 
@@ -68,4 +70,19 @@ async def look_up(read: Read, in_reply_to: bytes | None) -> Referenced | None:
     """What the store holds under a 批复's ``in_reply_to`` (None: nothing accepted)."""
     if in_reply_to is None:
         return None
-    return referenced_from(await read(referenced_query(in_reply_to)))
+    referenced = referenced_from(await read(referenced_query(in_reply_to)))
+    if referenced is None or referenced.to:
+        return referenced
+    # A header that names nobody signs its recipients' slots (schemas.slots; a 请示 with
+    # many copies): each delivery kept its recipient's slot, which says who was primary.
+    parts = await read(
+        select(t.deliveries.c.slot).where(
+            t.deliveries.c.msg_id == in_reply_to, t.deliveries.c.slot.is_not(None)
+        )
+    )
+    try:
+        slots = [stored_slot(bytes(row[0])) for row in parts]
+    except XchgError as exc:
+        log.error("store.unreadable_slot", problem=str(exc)[:300])
+        return referenced
+    return dataclasses.replace(referenced, to=tuple(sorted(s.org for s in slots if s.role == "to")))

@@ -1,0 +1,84 @@
+"""A large group's envelope in the hub's store: each delivery keeps its recipient's slot and
+proof (migration 0006), the jobs reloaded at start carry them, the ledger entry names the
+slots' root and a count, and a 批复 to such a message finds who was primary from the slots.
+
+In-process (tests/hub/test_ingest_passes.py's rig): a real intake and dispatcher on a real
+SQLite store; the envelope is sealed by the project and arrives as the broker hands it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy import select
+
+from hubd.engine.jobrows import job_query, jobs_from_rows
+from hubd.ops.trace import Step
+from hubd.ops.view import describe
+from hubd.store import rulefacts
+from hubd.store import tables as t
+from hubd.store.db import Store
+from schemas import transport
+from schemas.envelope import verify_envelope
+from schemas.labels import DocType
+from schemas.receipts import ReceiptStatus
+from schemas.slots import INLINE_MAX, read_part
+from tests.hub.test_ingest_passes import UP, running_rig, until
+
+
+async def test_a_large_groups_deliveries_keep_each_recipients_slot_and_a_reply_finds_the_primary(
+    tmp_path: Path,
+) -> None:
+    async with (
+        Store(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}") as store,
+        running_rig(store, tmp_path) as rig,
+    ):
+        everyone = rig.world.directory.group("channel.govnet")
+        assert everyone is not None
+        copies = [m for m in everyone.members if m not in {"jl.gov", "jl.cc"}]
+        assert len(copies) + 1 > INLINE_MAX
+        sealed, body = rig.world.seal(to=["jl.cc"], cc=copies)
+        assert sealed.slots is not None
+        msg_id = sealed.header.msg_id
+
+        rig.ingest.on_message(
+            UP, transport.encode(transport.EnvelopeMsg(sealed.frame, body, sealed.slots))
+        )
+        await until(lambda: ReceiptStatus.ACCEPTED in rig.issuer.statuses(), "ACCEPTED")
+
+        rows = await store.read(job_query(t.deliveries.c.msg_id == msg_id))
+        jobs = jobs_from_rows(rows)
+        referenced = await rulefacts.look_up(store.read, msg_id)
+        audit = await store.read(
+            select(t.audit.c.detail).where(t.audit.c.event == "message.accepted")
+        )
+
+    hub = verify_envelope(sealed.frame, rig.world.directory, slots=sealed.slots)
+    assert hub.header.slots is not None
+    assert {j.recipient for j in jobs} == {"jl.cc", *copies}
+    for job in jobs:  # what a restarted hub sends each: its own slot, proving into the root
+        assert job.part is not None
+        assert read_part(job.part, hub.header.slots, job.recipient).org == job.recipient
+    assert referenced is not None
+    assert (referenced.doc_type, referenced.to) == (DocType.NOTICE, ("jl.cc",))
+    [(text,)] = audit
+    detail = json.loads(text)
+    assert detail["recipients"] == len(copies) + 1  # a count and the root, not every one
+    assert detail["slots_root"] == hub.header.slots.root.hex()
+    assert detail["channels"] == {"govnet": len(copies) + 1}
+    assert "routes" not in detail
+
+
+def test_hubctl_trace_says_how_many_a_large_group_was_routed_to_on_each_channel() -> None:
+    step = Step(
+        seq=1,
+        at=0,
+        event="message.accepted",
+        org="jl.gov",
+        detail={"channel": "govnet", "recipients": 10_000, "channels": {"govnet": 10_000}},
+    )
+    assert describe(step) == (
+        "accepted",
+        "from jl.gov on govnet; routed on govnet to 10000 recipients",
+    )
