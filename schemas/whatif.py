@@ -25,6 +25,7 @@ from schemas.rules import (
     assign_copy_numbers,
     evaluate,
 )
+from schemas.slots import INLINE_MAX
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,7 @@ class WhatIf:
             "added_cc": list(self.added_cc),
             "would_add_cc": list(self.evaluation.add_cc),
             "not_addressed": [n.as_json() for n in self.not_addressed],
+            "slots": len(self.routes) > INLINE_MAX,  # recipients travel as slots (4a)
         }
 
     def render(self) -> str:
@@ -118,6 +120,15 @@ class WhatIf:
             ]
         if self.not_addressed:
             lines += ["", not_addressed_sentence(self.not_addressed, self.directory_version)]
+        count = len(self.routes)
+        if count > INLINE_MAX:
+            lines += [
+                "",
+                (
+                    f"envelope: one envelope to {count} recipients, who travel as slots: each "
+                    "receives the document and only its own slot (docs/wire-format.md, 4a)"
+                ),
+            ]
         lines.append("")
         if self.accepted:
             warned = len(self.evaluation.warnings)

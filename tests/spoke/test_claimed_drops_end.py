@@ -236,6 +236,23 @@ def test_spoke_send_dry_run_to_a_group_larger_than_one_envelope_says_it_would_be
     assert list(idle_crowded.failed.iterdir()) == []  # a dry run writes nothing
 
 
+def test_spoke_send_dry_run_to_a_group_of_a_thousand_says_one_envelope_carries_them_as_slots(
+    idle_crowded: SpokeProcess, crowded: World, tmp_path: Path
+) -> None:
+    path = tmp_path / "通知.txt"
+    path.write_bytes(BODY)
+
+    done = spoke_cli(idle_crowded, "send", str(path), *SEND, "--dry-run")
+    as_json = spoke_cli(idle_crowded, "send", str(path), *SEND, "--dry-run", "--json")
+
+    assert done.exit_code == 0, done.output
+    count = on_govnet(crowded)
+    assert f"envelope: one envelope to {count} recipients, who travel as slots" in done.stdout
+    assert "verdict: the hub would accept it" in done.stdout
+    assert json.loads(as_json.stdout)["slots"] is True
+    assert list(idle_crowded.outbox.iterdir()) == []
+
+
 def test_the_integrators_guide_states_the_recipient_limit_the_spoke_applies() -> None:
     guide = (REPO / "docs" / "integrators.md").read_text(encoding="utf-8")
     assert f"`drop.too_many_recipients`: {MAX_SLOTS:,}," in guide
