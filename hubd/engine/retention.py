@@ -102,8 +102,8 @@ def signed_body_sha256(frame: bytes) -> bytes | None:
 
 @dataclass(slots=True)
 class PurgeMessages(DirectWrite):
-    """Remove frame and body of each message in ``body_hashes`` that is still finished
-    under ``cutoffs``; the result is (msg_id, spool path or None) of each one purged."""
+    """Remove frame and body (and its deliveries' slots) of each message in ``body_hashes``
+    that is still finished under ``cutoffs``; the result is (msg_id, spool path or None) of each one purged."""
 
     body_hashes: dict[bytes, bytes | None]  # msg_id -> the signed body SHA-256
     cutoffs: Cutoffs
@@ -131,6 +131,9 @@ class PurgeMessages(DirectWrite):
         ):
             if ids:
                 conn.execute(update(m).where(m.c.msg_id.in_(ids)).values(**values))
+        if drop:  # a large group's slots go with the frame (a 请示 keeps both, for its 批复)
+            d = t.deliveries
+            conn.execute(update(d).where(d.c.msg_id.in_(drop)).values(slot=None))
         audit = []
         for r in rows:
             body_sha256 = self.body_hashes.get(bytes(r.msg_id))

@@ -142,6 +142,24 @@ async def test_a_request_keeps_its_frame_so_a_later_reply_can_be_checked_against
     assert '"frame_kept":true' in (await audit_rows(store))[-1].detail
 
 
+@pytest.mark.parametrize("doc_type", ["NOTICE", "REQUEST"])
+async def test_a_large_groups_slots_go_with_its_frame_and_a_request_keeps_both(
+    store: Store, doc_type: str
+) -> None:
+    message = new_message(1)
+    message.row["doc_type"] = doc_type
+    for delivery in message.deliveries:
+        delivery["slot"] = b"slot of " + delivery["recipient"].encode()
+    await store.submit(message)
+    await finish(store, 1, "DELIVERED", "DELIVERED")
+
+    await Retention(store, SETTINGS, lambda: LATER).purge()
+
+    slots = await store.read(select(t.deliveries.c.slot).where(t.deliveries.c.msg_id == msg_id(1)))
+    kept = doc_type == "REQUEST"  # a 批复 finds the 请示's primary recipients in its slots
+    assert {r.slot for r in slots} == ({b"slot of jl.cc", b"slot of jl.jl"} if kept else {None})
+
+
 async def test_a_spooled_body_file_is_removed_after_the_commit_and_its_path_cleared(
     store: Store, tmp_path: Path
 ) -> None:
