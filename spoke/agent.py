@@ -14,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import signal
 import sys
@@ -491,8 +492,14 @@ class SpokeAgent:
                 "receipt.refused", channel=channel, reason=exc.reason.value, detail=exc.message
             )
             return
+        changed: set[bytes] = set()
         for entry in verified.batch.entries:
-            await asyncio.to_thread(self.sender.receipt, entry)
+            msg_id = await asyncio.to_thread(
+                functools.partial(self.sender.receipt, entry, write=False)
+            )
+            if msg_id is not None:
+                changed.add(msg_id)
+        self.sender.status_later(changed)
         await asyncio.to_thread(
             self.ctx.state.keep_receipt_frame,
             frame,

@@ -60,6 +60,7 @@ from spoke.state import FailedDrop, Outbound, Sending
 from spoke.tracking import Recipient, overall_status
 
 T = TypeVar("T")
+STATUS_EVERY = 0.5  # seconds: status.json follows the receipts this soon, rewritten once
 log = structlog.get_logger("spoke.outbox")
 
 
@@ -80,6 +81,10 @@ class Sender:
         self.failures = FailedFolder(self.failed)
         self._troubles: set[str] = set()  # drops whose own failure failed: logged once
         self._uploads: dict[bytes, asyncio.Task[None]] = {}
+        # sends whose status.json is behind their receipts, rewritten together soon
+        # (status_later): a notice to 10,000 gets 10,000 DELIVERED, not 10,000 rewrites
+        self._stale: set[bytes] = set()
+        self._status_task: asyncio.Task[None] | None = None
         # (held reason, signing kid, directory version) as last recorded, and since when
         # it has been sending (or held for that reason)
         self._gate: tuple[str | None, str | None, int | None] | None = None
@@ -515,11 +520,35 @@ class Sender:
 
     async def stop(self) -> None:
         await cancel_and_wait(list(self._uploads.values()))
+        if self._status_task is not None:
+            await cancel_and_wait([self._status_task])
+        await asyncio.to_thread(self._write_stale)  # what the receipts changed, on disk
+
+    def status_later(self, msg_ids: set[bytes]) -> None:
+        """Rewrite these sends' status.json within :data:`STATUS_EVERY` seconds, each once
+        however many receipts came meanwhile."""
+        self._stale |= msg_ids
+        if self._stale and (self._status_task is None or self._status_task.done()):
+            self._status_task = asyncio.get_running_loop().create_task(
+                self._status_soon(), name="spoke.status_json"
+            )
+
+    async def _status_soon(self) -> None:
+        while self._stale:  # checked on the loop: what came during a write is not left over
+            await asyncio.sleep(STATUS_EVERY)
+            await asyncio.to_thread(self._write_stale)
+
+    def _write_stale(self) -> None:
+        while self._stale:
+            self.write_status(self._stale.pop())
 
     # ------------------------------------------------------------------ answers
 
-    def receipt(self, entry: ReceiptEntry) -> None:
-        """A receipt about something we sent (blocking: call it in a worker thread)."""
+    def receipt(self, entry: ReceiptEntry, *, write: bool = True) -> bytes | None:
+        """A receipt about something we sent (blocking: call it in a worker thread).
+
+        Returns the msg_id of a send a recipient's receipt changed: its status.json is
+        rewritten now, or with ``write=False`` by the caller (:meth:`status_later`)."""
         self._check_recovered()
         state = self.ctx.state
         if entry.msg_id is not None:
@@ -530,7 +559,7 @@ class Sender:
         else:
             rows = []
         if not rows:
-            return
+            return None
         out = rows[0]
         if entry.status is ReceiptStatus.ACCEPTED and out.state == "QUEUED":
             self._accepted(out, entry.at)
@@ -552,7 +581,10 @@ class Sender:
                 msg_id=msg_id_text(out.msg_id),
                 recipient=entry.recipient,
             )
-            self.write_status(out.msg_id)
+            if write:
+                self.write_status(out.msg_id)
+            return out.msg_id
+        return None
 
     def _accepted(self, out: Outbound, at: int) -> None:
         self._move_to_sent(out)

@@ -24,6 +24,7 @@ from spoke.state import Outbound, SpokeState
 from spoke.tools import status_table
 from spoke.tracking import overall_status, recipient_status
 from tests.spoke.conftest import OfflineSpoke, OfflineSpokeFactory
+from tests.spoke.procs import toml_meta
 from tests.world import World
 
 TO_TWO = (
@@ -156,3 +157,47 @@ def test_a_state_file_from_before_the_receipt_log_keeps_its_receipts_as_history(
         assert [r[1] for r in state.receipts(b"\x01")] == ["DEAD", "DELIVERED"]
     finally:
         state.close()
+
+
+async def test_receipts_from_a_large_group_rewrite_status_json_once_not_once_each(
+    offline_spoke: OfflineSpokeFactory, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A notice to 10,000 gets 10,000 DELIVERED: the agent hands each to the sender with
+    write=False and then status_later, so status.json is rewritten once for all that came
+    together (it was rewritten, whole, for each: quadratic in the group)."""
+    gov = offline_spoke("jl.gov")
+    everyone = world.directory.group("channel.govnet")
+    assert everyone is not None
+    members = [m for m in everyone.members if m != "jl.gov"]
+    meta = {"主送": ["@channel.govnet"], "密级": "内部", "文种": "通知", "签发人": "王某"}
+    gov.drop("通知.txt", "通知。\n".encode(), toml_meta({**meta, "标题": "关于值班的通知"}))
+    await gov.settle()
+    [out] = gov.outbound()
+    deliver(gov, gov.directory.hub_id, world.hub_key, entry(out, ReceiptStatus.ACCEPTED, None))
+    writes: list[bytes] = []
+    real = gov.sender.write_status
+
+    def counted(msg_id: bytes) -> None:
+        writes.append(msg_id)
+        real(msg_id)
+
+    monkeypatch.setattr(gov.sender, "write_status", counted)
+
+    changed = set()
+    for member in members:
+        frame = sign_receipts(
+            member,
+            world.keys[member].signing,
+            [entry(out, ReceiptStatus.DELIVERED, member)],
+            at=now_ms(),
+        )
+        for verified in verify_receipts(frame, gov.directory).batch.entries:
+            changed.add(gov.sender.receipt(verified, write=False))
+    gov.sender.status_later(changed - {None})  # type: ignore[arg-type]
+    await gov.sender.stop()  # writes what is stale, as the agent's stop does
+
+    assert writes == [out.msg_id]
+    status = status_json(gov, out)
+    assert status["status"] == "DELIVERED"
+    assert {r["status"] for r in status["recipients"].values()} == {"DELIVERED"}
+    assert len(status["recipients"]) == len(members)
