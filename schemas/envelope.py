@@ -23,6 +23,7 @@ any decryption key.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, Literal
 
@@ -317,7 +318,7 @@ def check_header(header: Header, body: BodyDescriptor, *, whole: bool = True) ->
             f"{len(recipients)} recipients; the limit is {limit} across to and cc",
         )
     if len(set(recipients)) != len(recipients):
-        twice = sorted({r for r in recipients if recipients.count(r) > 1})
+        twice = sorted(r for r, n in Counter(recipients).items() if n > 1)
         raise EnvelopeError(
             Reason.ENV_DUPLICATE_RECIPIENT,
             f"recipients named more than once across to and cc: {', '.join(twice)}",

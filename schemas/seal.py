@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, BinaryIO
@@ -166,13 +167,20 @@ class Sealer:
     def __init__(self, draft: Draft, signing_key: SigningKey, directory: Directory) -> None:
         if directory.org(draft.sender) is None:
             raise UsageError(f"sender {draft.sender} is not in the directory")
+        named = (*draft.to, *draft.cc)
+        if len(set(named)) != len(named):  # before the keys' map would fold them into one
+            twice = sorted(o for o, n in Counter(named).items() if n > 1)
+            raise EnvelopeError(
+                Reason.ENV_DUPLICATE_RECIPIENT,
+                f"recipients named more than once across to and cc: {', '.join(twice)}",
+            )
         file_key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
         keys = {}
         for org in (*draft.to, *draft.cc):
             entry = directory.encryption_key(org, draft.created_at)
             keys[org] = RecipientKey(kid=entry.kid, box=seal_to(entry.public, file_key))
         self._slots: Recipients | None = None
-        if len(keys) > INLINE_MAX or len(draft.to) + len(draft.cc) > INLINE_MAX:
+        if len(keys) > INLINE_MAX:
             cc = set(draft.cc)
             self._slots = Recipients.seal(
                 Slot(

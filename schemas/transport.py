@@ -48,8 +48,11 @@ from schemas.slots import SLOTS_MAX_BYTES
 
 INLINE_BODY_MAX = 256 * 1024  # bodies up to this size travel inside the env message
 CHUNK_BYTES = 256 * 1024  # body bytes per chunk message
-# An envelope message holds a frame, an inline body and (up) a large group's slots.
+# An envelope message holds a frame, an inline body and (up) a large group's slots. Only the
+# slots may be as large as SLOTS_MAX_BYTES: every other bin of a message is held to BIN_MAX
+# by decode() (what the limits allowed before slots: a frame and an inline body).
 TRANSPORT_LIMITS = codec.Limits("transport message", 6 * 1024 * 1024, 64, SLOTS_MAX_BYTES, 8, 1, 2)
+BIN_MAX = codec.FRAME_LIMITS.max_size + INLINE_BODY_MAX
 _LARGEST_ENVELOPE = codec.FRAME_LIMITS.max_size + INLINE_BODY_MAX + SLOTS_MAX_BYTES + 1024
 if TRANSPORT_LIMITS.max_size < _LARGEST_ENVELOPE:
     raise AssertionError("TRANSPORT_LIMITS must hold a frame, an inline body and every slot")
@@ -212,6 +215,14 @@ def decode(payload: bytes) -> TransportMsg:
     value = codec.decode(payload, TRANSPORT_LIMITS)
     if type(value) is not tuple or not value or type(value[0]) is not str:
         raise _bad("must be an array starting with its kind")
+    held = value[1:3] if value[0] == "env" else value[1:]  # an envelope's slots: SLOTS_LIMITS
+    for item in held:
+        if type(item) is bytes and len(item) > BIN_MAX:
+            raise DecodeError(
+                Reason.DECODE_TOO_LARGE,
+                f"transport message: a {value[0]!r:.20} field of {len(item)} bytes; the limit "
+                f"is {BIN_MAX} (only a large group's slots may be longer)",
+            )
     match value:
         case ("env", bytes() as frame, None | bytes() as body):
             return EnvelopeMsg(frame, body)

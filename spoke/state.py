@@ -503,8 +503,10 @@ class SpokeState:
         return dict(json.loads(rows[0][0])) if rows else {}
 
     def set_outbound_state(self, msg_id: bytes, state: str, at: int) -> None:
+        """The hub answered: its state, and its slots (only ever sent again) go."""
         self._tx(
-            "UPDATE outbound SET state = ?, answered_at = ? WHERE msg_id = ?", (state, at, msg_id)
+            "UPDATE outbound SET state = ?, answered_at = ?, slots = NULL WHERE msg_id = ?",
+            (state, at, msg_id),
         )
 
     def outbound(self, where: str = "", args: Sequence[Any] = ()) -> list[Outbound]:

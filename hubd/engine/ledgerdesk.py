@@ -122,16 +122,22 @@ class _Message:
     entries: list[Entry]
 
 
-def _read_message(conn: Connection, msg_id: bytes, after: int) -> _Message:
+def _read_message(conn: Connection, msg_id: bytes, after: int, asker: str) -> _Message:
+    """The message's entries after ``after`` that ``asker`` may see: all of them for its
+    sender; for a recipient, the sender's and its own, never another recipient's (a large
+    group's recipients learn only their own place: docs/wire-format.md, 4a)."""
     m, d, a = t.messages, t.deliveries, t.audit
     row = conn.execute(select(m.c.sender, m.c.classification).where(m.c.msg_id == msg_id)).first()
     if row is None:
         return _Message(None, None, [], [])
     ranks = {c.rank: c for c in Classification}
     recipients = [r[0] for r in conn.execute(select(d.c.recipient).where(d.c.msg_id == msg_id))]
+    mine = a.c.msg_id == msg_id
+    if asker != row.sender:
+        mine = mine & a.c.org.in_([asker, row.sender])
     rows = conn.execute(
         select(a.c.seq, a.c.at, a.c.event, a.c.msg_id, a.c.org, a.c.detail)
-        .where(a.c.msg_id == msg_id, a.c.seq > after)
+        .where(mine, a.c.seq > after)
         .order_by(a.c.seq)
         .limit(PROOF_ENTRIES_MAX + 1)
     )
@@ -257,7 +263,7 @@ class LedgerDesk:
         )
 
     async def prove(self, channel: str, org: str, ask: transport.ProveAsk) -> None:
-        found = await self._store.read_sync(_read_message, ask.msg_id, ask.after)
+        found = await self._store.read_sync(_read_message, ask.msg_id, ask.after, org)
         served = self._directory().channel(channel)
         ceiling = None if served is None else served.ceiling
         refusal = prove_refusal(org, found.sender, found.recipients, found.label, ceiling)

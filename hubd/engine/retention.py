@@ -103,7 +103,8 @@ def signed_body_sha256(frame: bytes) -> bytes | None:
 @dataclass(slots=True)
 class PurgeMessages(DirectWrite):
     """Remove frame and body (and its deliveries' slots) of each message in ``body_hashes``
-    that is still finished under ``cutoffs``; the result is (msg_id, spool path or None) of each one purged."""
+    that is still finished under ``cutoffs``; the result is (msg_id, spool path or None) of
+    each one purged."""
 
     body_hashes: dict[bytes, bytes | None]  # msg_id -> the signed body SHA-256
     cutoffs: Cutoffs

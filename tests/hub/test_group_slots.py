@@ -18,6 +18,7 @@ from pathlib import Path
 
 from schemas import codec, transport
 from schemas.directory import Directory
+from schemas.ledger import Entry
 from schemas.receipts import ReceiptEntry, ReceiptStatus
 from schemas.slots import INLINE_MAX, SLOT_MAX_BYTES
 from tests.hub.conftest import HubSpawner, SpokeFactory, SpokeSpawner
@@ -28,8 +29,8 @@ from tests.hub.test_large import (
     file_size,
     spool,
 )
+from tests.hub.test_ledger import Witness
 from tests.hubproc import HubProcess
-from tests.spokesim import SimSpoke
 from tests.world import World
 
 WITHIN = 30.0
@@ -46,8 +47,9 @@ def members(world: World, n: int = GROUP) -> list[str]:
 
 
 @dataclass
-class Measuring(SimSpoke):
-    """A SimSpoke that keeps the size of every envelope message it received."""
+class Measuring(Witness):
+    """A SimSpoke that keeps the size of every envelope message it received (and, as a
+    Witness, the hub's answers to ledger questions)."""
 
     sizes: list[int] = field(default_factory=list)
 
@@ -64,18 +66,18 @@ async def test_a_notice_to_a_large_group_reaches_each_recipient_with_only_its_ow
     recipients = [
         Measuring(org, world.keys[org].signing, world.keys[org].encryption, live_dir,
                   "127.0.0.1", hub.port)
-        for org in members(world)
+        for org in ["jl.gov", *members(world)]
     ]  # fmt: skip
-    gov = spokes("jl.gov")
+    gov, *recipients = recipients
     async with contextlib.AsyncExitStack() as stack:
-        for recipient in recipients:
-            stack.push_async_callback(recipient.disconnect)
+        for spoke in (gov, *recipients):
+            stack.push_async_callback(spoke.disconnect)
         await asyncio.gather(*(r.connect() for r in recipients))
         await gov.connect()
         await group_notice(gov, recipients, hub)
 
 
-async def group_notice(gov: SimSpoke, recipients: list[Measuring], hub: HubProcess) -> None:
+async def group_notice(gov: Measuring, recipients: list[Measuring], hub: HubProcess) -> None:
     sealed, body = gov.seal([r.org for r in recipients], contents=[b"notice to the group"])
     await gov.publish_envelope(sealed, body)
     msg_id = sealed.header.msg_id
@@ -96,6 +98,18 @@ async def group_notice(gov: SimSpoke, recipients: list[Measuring], hub: HubProce
     assert all(size - base <= SLOT_MAX_BYTES + 5 * 32 + 8 for size in each), (base, each)
     [accepted] = [e for e in hub.log_events() if e.get("event") == "message.accepted"]
     assert accepted["recipients"] == GROUP
+
+    # the ledger's evidence (spoke prove): a recipient sees the acceptance and its own
+    # entries, never another recipient's; the sender sees every recipient's
+    orgs = {}
+    for asker in (recipients[3], gov):
+        proof = await asker.ask(transport.ProveAsk(msg_id, 0))
+        assert isinstance(proof, transport.ProofMsg)
+        assert proof.entries is not None
+        pairs = transport.decode_proof_entries(proof.entries)
+        orgs[asker.org] = {Entry.from_leaf(leaf).org for leaf, _ in pairs}
+    assert orgs[recipients[3].org] == {"jl.gov", recipients[3].org}
+    assert orgs["jl.gov"] >= {"jl.gov", *(r.org for r in recipients)}
 
 
 async def test_altered_slots_are_refused_with_a_signed_rejected_naming_bad_slots(

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from schemas import codec, transport
 from schemas.envelope import verify_envelope
-from schemas.errors import EnvelopeError, Reason
+from schemas.errors import DecodeError, EnvelopeError, Reason
 from schemas.seal import open_bytes
 from schemas.slots import INLINE_MAX, MAX_SLOTS, PART_MAX_BYTES, Recipients, Slot, read_part
 from tests.world import World, make_world
@@ -177,3 +177,31 @@ def test_every_slot_of_any_group_proves_into_its_root(n: int, pick: int) -> None
     assert read_part(recipients.part(me), recipients.ref, me).org == me
     again = Recipients.read(recipients.blob(), recipients.ref)
     assert hashlib.sha256(again.blob()).digest() == hashlib.sha256(recipients.blob()).digest()
+
+
+@pytest.mark.parametrize("where", ["frame", "body", "chunk"])
+def test_only_a_large_groups_slots_may_exceed_what_a_frame_and_an_inline_body_take(
+    where: str,
+) -> None:
+    big = b"x" * (transport.BIN_MAX + 1)
+    message = {
+        "frame": transport.EnvelopeMsg(big, b"body"),
+        "body": transport.EnvelopeMsg(b"frame", big, b"slots"),
+        "chunk": transport.ChunkMsg(bytes(16), 0, big),
+    }[where]
+    with pytest.raises(DecodeError) as caught:
+        transport.decode(transport.encode(message))
+    assert caught.value.reason is Reason.DECODE_TOO_LARGE
+    fits = transport.EnvelopeMsg(b"frame", b"body", big)  # slots: SLOTS_LIMITS, checked later
+    assert transport.decode(transport.encode(fits)) == fits
+
+
+@pytest.mark.parametrize("n", [2, INLINE_MAX + 4])
+def test_a_draft_naming_a_recipient_in_to_and_cc_is_refused_at_sealing_inline_or_in_slots(
+    crowd: World, n: int
+) -> None:
+    to = counties(crowd, n)
+    with pytest.raises(EnvelopeError) as caught:
+        crowd.seal(to=to, cc=[to[1]])
+    assert caught.value.reason is Reason.ENV_DUPLICATE_RECIPIENT
+    assert to[1] in caught.value.message

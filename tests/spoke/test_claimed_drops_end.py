@@ -131,6 +131,9 @@ async def test_a_group_of_more_than_a_thousand_is_sealed_as_one_envelope_with_sl
     assert sealed.header.slots is not None
     assert sealed.header.slots.count == count
     assert len(sealed.header.recipients) == count  # every slot, as the hub reads them
+    gov.ctx.state.set_outbound_state(out.msg_id, "ACCEPTED", 1)  # the hub's answer came
+    [answered] = gov.ctx.state.outbound("WHERE msg_id = ?", [out.msg_id])
+    assert answered.slots is None  # never sent again: not kept
 
 
 async def test_a_group_larger_than_one_envelope_is_refused_with_its_count_and_the_limit(
