@@ -620,6 +620,8 @@ class Sender:
                 self._move_to_sent(out)
             if not (folder / "status.json").exists():
                 self.write_status(out.msg_id)
+        for msg_id in self.ctx.state.status_due():  # receipts a crash kept it from showing
+            self.write_status(msg_id)
         queued = {o.body_path.name for o in self.ctx.state.outbound("WHERE state = 'QUEUED'")}
         for body in self.queue.glob("*.body"):
             if body.name not in queued:
@@ -640,6 +642,7 @@ class Sender:
 
     def write_status(self, msg_id: bytes) -> None:
         folder = self.sent / msg_id_text(msg_id)
+        mark = self.ctx.state.status_mark(msg_id)
         summary = self.ctx.state.summary(msg_id)
         if summary is None or not folder.exists():
             return
@@ -675,6 +678,7 @@ class Sender:
                 "not_addressed": notes.get("not_addressed", []),
             },
         )
+        self.ctx.state.status_written(msg_id, mark)
 
     # ------------------------------------------------------------------ failed/
 

@@ -190,6 +190,8 @@ DAY_MS = 86_400_000
 ADDED_COLUMNS = (
     ("ledger_alarms", "lost_from", "INTEGER"),  # a restore: entries lost after it
     ("outbound", "slots", "BLOB"),  # a large group's recipient slots, sent with the frame
+    # receipts recorded since status.json was last written (NULL: none)
+    ("outbound", "status_due", "INTEGER"),
 )
 
 
@@ -584,10 +586,34 @@ class SpokeState:
                     "detail) VALUES (?, ?, ?, ?, ?, ?)",
                     args,
                 )
+                # status.json follows soon (spoke.sender.status_later), or after a crash
+                self._db.execute(
+                    "UPDATE outbound SET status_due = COALESCE(status_due, 0) + 1 WHERE msg_id = ?",
+                    (msg_id,),
+                )
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def status_mark(self, msg_id: bytes) -> int | None:
+        """How many receipts came since ``msg_id``'s status.json was last written: read it
+        before reading the receipts, give it back to :meth:`status_written`."""
+        rows = self._read("SELECT status_due FROM outbound WHERE msg_id = ?", (msg_id,))
+        return rows[0][0] if rows else None
+
+    def status_written(self, msg_id: bytes, mark: int | None) -> None:
+        """status.json shows every receipt recorded up to ``mark`` (and none came since)."""
+        if mark is not None:
+            self._tx(
+                "UPDATE outbound SET status_due = NULL WHERE msg_id = ? AND status_due = ?",
+                (msg_id, mark),
+            )
+
+    def status_due(self) -> list[bytes]:
+        """Sends with receipts their status.json does not show yet (a crash came first)."""
+        query = "SELECT msg_id FROM outbound WHERE status_due IS NOT NULL"
+        return [bytes(r[0]) for r in self._read(query)]
 
     def receipts(self, msg_id: bytes) -> list[tuple[str, str, int, str | None, str | None]]:
         """(recipient, status, at, reason, detail) of every receipt about ``msg_id``, in

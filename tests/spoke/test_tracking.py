@@ -20,6 +20,7 @@ from runtime.clock import now_ms
 from schemas.keys import SigningKey
 from schemas.labels import Classification
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts, verify_receipts
+from spoke.sender import Sender
 from spoke.state import Outbound, SpokeState
 from spoke.tools import status_table
 from spoke.tracking import overall_status, recipient_status
@@ -201,3 +202,28 @@ async def test_receipts_from_a_large_group_rewrite_status_json_once_not_once_eac
     assert status["status"] == "DELIVERED"
     assert {r["status"] for r in status["recipients"].values()} == {"DELIVERED"}
     assert len(status["recipients"]) == len(members)
+
+
+async def test_receipts_a_crash_kept_from_status_json_are_shown_after_the_restart(
+    offline_spoke: OfflineSpokeFactory, world: World
+) -> None:
+    """The rewrite waits a moment (status_later); a kill -9 meanwhile must not leave
+    status.json behind the receipts the state holds (the hub will not send them again)."""
+    gov = offline_spoke("jl.gov")
+    gov.drop("通知.txt", "关于做好冬季供暖工作的通知。\n".encode(), TO_TWO)
+    await gov.settle()
+    [out] = gov.outbound()
+    deliver(gov, gov.directory.hub_id, world.hub_key, entry(out, ReceiptStatus.ACCEPTED, None))
+    frame = sign_receipts(
+        "jl.cc", world.keys["jl.cc"].signing, [entry(out, ReceiptStatus.DELIVERED, "jl.cc")],
+        at=now_ms(),
+    )  # fmt: skip
+    for verified in verify_receipts(frame, gov.directory).batch.entries:
+        assert gov.sender.receipt(verified, write=False) == out.msg_id
+    assert status_json(gov, out)["recipients"]["jl.cc"]["status"] == "PENDING"  # not yet
+
+    gov.sender = Sender(gov.ctx)  # killed before the rewrite: a new agent's sender
+    gov.sender.recover()
+
+    assert status_json(gov, out)["recipients"]["jl.cc"]["status"] == "DELIVERED"
+    assert gov.ctx.state.status_due() == []
