@@ -41,6 +41,7 @@ from runtime.files import write_private
 from schemas import codec, dirtree, evidence, merkle, topics, transport
 from schemas.clock import DAY_MS
 from schemas.directory import Directory, verify_directory
+from schemas.envelope import verify_envelope
 from schemas.ids import new_msg_id
 from schemas.keys import HubPublicKey, PublicKeys, dump_secret_key
 from schemas.labels import Classification, DocType, Precedence, SecrecyPeriod
@@ -60,6 +61,9 @@ LEDGER_CKPT, LEDGER_BODY, LEDGER_LEAF, LEDGER_PATH, LEDGER_ENTRIES, LEDGER_RESTO
 ADMIN_REQUEST, ADMIN_ANSWER = b"\x00", b"\x01"
 META_TOML, META_JSON = b"\x00", b"\x01"
 KEYS_ORG, KEYS_HUB, KEYS_SECRET = b"\x00", b"\x01", b"\x02"
+SLOTS_BLOB, SLOTS_PART, SLOTS_FORGED_PART, SLOTS_FORGED_BLOB, SLOTS_STORED = (
+    b"\x00", b"\x01", b"\x02", b"\x03", b"\x04",
+)  # fmt: skip
 TREE_PUBLISHED, TREE_ROOT, TREE_DELTA, TREE_LEAF, TREE_ASK, TREE_ANSWER, TREE_FORGED = (
     b"\x00", b"\x01", b"\x02", b"\x03", b"\x04", b"\x05", b"\x06",
 )  # fmt: skip
@@ -118,6 +122,7 @@ def main() -> None:
     created = world.now_of(directory)
 
     sealed = envelopes(corpus, directory, created)
+    slots(corpus, created)
     msg_id = sealed.header.msg_id
     batches = receipts(corpus, sealed.frame, msg_id, created)
     ledger(corpus, msg_id, created, batches)
@@ -188,6 +193,46 @@ def envelopes(corpus: Corpus, directory: Directory, created: int) -> Sealed:
     corpus.add("inner", inner_seed(sealed_pairs[0][0].frame, body))
 
     return sealed
+
+
+def slots(corpus: Corpus, created: int) -> None:
+    """An envelope whose recipients are in slots, sealed by the real Sealer to jl.cc and
+    the counties of ``world.crowded_directory()`` with jl.cc.nongan in cc (two 份号), kept
+    as fixture/slots.bin (the message sent up): the slots target fuzzes against it. Its
+    seeds: every slot as the hub receives it, a few recipients' parts as the hub sends them
+    down (with the byte that picks the recipient), stored parts, and a few bytes to forge
+    from; the transport message up and one down."""
+    draft = Draft(
+        sender="jl.gov",
+        to=("jl.cc", *world.COUNTIES),
+        cc=("jl.cc.nongan",),
+        classification=Classification.INTERNAL,
+        precedence=Precedence.ROUTINE,
+        doc_type=DocType.NOTICE,
+        title="关于做好全省县级冬季供暖保障工作的通知",
+        created_at=created,
+        files=[file_entry("通知.txt", "text/plain", "供暖".encode())],
+        copy_numbers={"jl.cc": "000001", "jl.cc.nongan": "000002"},
+    )
+    crowded = world.crowded_directory()
+    sealed, body = seal_bytes(draft, world.signing_key("jl.gov"), crowded, ["供暖".encode()])
+    assert sealed.slots is not None  # noqa: S101 - more than INLINE_MAX recipients
+    up = transport.encode(transport.EnvelopeMsg(sealed.frame, body, sealed.slots))
+    world.SLOTS_MESSAGE.write_bytes(up)
+    hub = verify_envelope(sealed.frame, crowded, expected_sender="jl.gov", slots=sealed.slots)
+    assert hub.slots is not None  # noqa: S101 - a v2 header, every slot given
+    orgs = [slot.org for slot in hub.slots.slots]
+    corpus.add("slots", SLOTS_BLOB + sealed.slots)
+    for org in ("jl.cc", "jl.cc.nongan", orgs[len(orgs) // 2]):
+        part = hub.part_for(org)
+        assert part is not None  # noqa: S101
+        corpus.add("slots", SLOTS_PART + bytes([orgs.index(org)]) + part)
+        corpus.add("slots", SLOTS_STORED + part)
+    corpus.add("slots", SLOTS_FORGED_PART + bytes(range(24)))
+    corpus.add("slots", SLOTS_FORGED_BLOB + bytes(range(24)))
+    corpus.add("transport", up)
+    down = transport.EnvelopeMsg(sealed.frame, body, hub.part_for("jl.cc"))
+    corpus.add("transport", transport.encode(down))
 
 
 def receipts(corpus: Corpus, frame: bytes, msg_id: bytes, created: int) -> list[bytes]:
@@ -452,8 +497,7 @@ def _record_one(listener: socket.socket, heads: list[bytes]) -> None:
 
 def inner_seed(frame: bytes, body: bytes) -> bytes:
     """The inner record of a sealed body, opened with the recipient's key (the real Opener)."""
-    from schemas.envelope import verify_envelope  # noqa: PLC0415 - only here
-    from schemas.seal import Opener  # noqa: PLC0415
+    from schemas.seal import Opener  # noqa: PLC0415 - only here
 
     envelope = verify_envelope(frame, world.load_directory().directory)
     opener = Opener(envelope, "jl.cc", world.encryption_key("jl.cc"))

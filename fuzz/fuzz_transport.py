@@ -2,9 +2,10 @@
 
 Input: the payload. ``transport.decode`` first, as both daemons do for every message; a
 refusal must become the REJECTED receipt the hub signs for unreadable bytes. Then what
-each message leads to that needs no I/O: an envelope frame is verified (the hub's view,
-topic owner jl.gov), a receipt batch is verified as the hub does (issuer jl.cc) and as a
-spoke does, and the ledger's messages are read as the spoke's witness and prover read
+each message leads to that needs no I/O: an envelope frame is verified with the slots
+beside it (the hub's view, topic owner jl.gov; the directory has the counties a large
+group goes to), a receipt batch is verified as the hub does (issuer jl.cc) and as a spoke
+does, and the ledger's messages are read as the spoke's witness and prover read
 them (checkpoint frames, proofs, leaves, proof entries); a directory request's keys are
 read as the hub reads them and a directory answer is verified against the fixture's root
 (schemas.dirtree; fuzz_dirtree goes further). Signatures are not satisfied
@@ -28,7 +29,7 @@ with atheris.instrument_imports(include=["schemas", "hubd", "world"]):
     from schemas.ledger import Entry, read_checkpoint, unpack_path
     from schemas.receipts import verify_receipts
 
-DIRECTORY = world.load_directory().directory
+DIRECTORY = world.crowded_directory()  # the captured one and the counties slots go to
 HUB = world.signing_key(world.HUB)
 SERVED, _ = world.served()
 ROOT = dirtree.verify_root(SERVED.root_frame, HUB.public, now=None)
@@ -36,8 +37,8 @@ ROOT = dirtree.verify_root(SERVED.root_frame, HUB.public, now=None)
 
 def follow(message: transport.TransportMsg) -> None:
     match message:
-        case transport.EnvelopeMsg(frame, _body):
-            verify_envelope(frame, DIRECTORY, expected_sender="jl.gov")
+        case transport.EnvelopeMsg(frame, _body, slots):
+            verify_envelope(frame, DIRECTORY, expected_sender="jl.gov", slots=slots)
         case transport.ReceiptsMsg(frame, _seq):
             try:
                 verify_receipts(frame, DIRECTORY, expected_issuer="jl.cc")

@@ -26,7 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 TARGETS = (
     "envelope", "transport", "receipts", "directory", "presence", "admin", "metadata",
-    "ledger", "inner", "keys", "evidence", "http", "dirtree",
+    "ledger", "inner", "keys", "evidence", "http", "dirtree", "slots",
 )  # fmt: skip
 _STATUS = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)/")
 _STAT = re.compile(r"^stat::(\w+):\s+(\d+)")

@@ -13,7 +13,14 @@ from pathlib import Path
 
 from hubd.engine.answers import unreadable_entry
 from hubd.engine.dirdesk import Served, build
-from schemas.directory import Directory, VerifiedDirectory, sign_directory, verify_directory
+from schemas import transport
+from schemas.directory import (
+    Directory,
+    KeyEntry,
+    VerifiedDirectory,
+    sign_directory,
+    verify_directory,
+)
 from schemas.errors import PeerError
 from schemas.keys import EncryptionKey, SigningKey
 from schemas.labels import Classification
@@ -24,8 +31,12 @@ FIXTURE = HERE / "fixture"
 CORPUS = HERE / "corpus"
 TOPOLOGY = FIXTURE / "topology.toml"
 DIRECTORY_FRAME = FIXTURE / "directory.bin"
+SLOTS_MESSAGE = FIXTURE / "slots.bin"  # a v2 envelope and its slots, as sent up (capture.py)
 HUB = "hub"  # the owner name of the hub's key (schemas.keys: an org id or "hub")
 ORGS = ("cn.gov", "jl.gov", "jl.cc", "jl.cc.nongan", "jl.dept.health")
+# County governments beside jl.cc.nongan in crowded_directory(): with jl.cc and
+# jl.cc.nongan, more recipients than a header names (schemas.slots.INLINE_MAX).
+COUNTIES = tuple(f"jl.cc.c{i:02d}" for i in range(18))
 _SEED = b"govxchg fuzz fixture, not a secret: "
 
 
@@ -40,6 +51,48 @@ def encryption_key(owner: str) -> EncryptionKey:
 def load_directory() -> VerifiedDirectory:
     """The captured directory, verified with the fixed hub key (its clock not judged)."""
     return verify_directory(DIRECTORY_FRAME.read_bytes(), signing_key(HUB).public, now=None)
+
+
+def crowded_directory() -> Directory:
+    """The captured directory with :data:`COUNTIES` added, copies of jl.cc.nongan holding
+    keys derived from their names like every fixture key: enough organisations for an
+    envelope whose recipients are in slots. Derived, not signed (``verify_envelope``
+    takes the model); the same for every caller."""
+    held = load_directory().directory
+    model = next(o for o in held.orgs if o.id == "jl.cc.nongan")
+    window = {
+        "not_before": model.sign_keys[0].not_before,
+        "not_after": model.sign_keys[0].not_after,
+    }
+    counties = tuple(
+        model.model_copy(
+            update={
+                "id": org,
+                "name_zh": f"第{i}县人民政府",
+                "name_en": f"County {i} People's Government",
+                "code": None,
+                "sign_keys": (
+                    KeyEntry(kid=signing_key(org).kid, public=signing_key(org).public, **window),
+                ),
+                "enc_keys": (
+                    KeyEntry(
+                        kid=encryption_key(org).kid, public=encryption_key(org).public, **window
+                    ),
+                ),
+            }
+        )
+        for i, org in enumerate(COUNTIES)
+    )
+    return held.model_copy(update={"orgs": (*held.orgs, *counties)})
+
+
+def load_slots() -> transport.EnvelopeMsg:
+    """The envelope with slots capture.py sealed (jl.gov to jl.cc, the counties, and
+    jl.cc.nongan in cc) as the spoke sends it up: frame, inline body, every slot."""
+    message = transport.decode(SLOTS_MESSAGE.read_bytes())
+    if not isinstance(message, transport.EnvelopeMsg) or message.slots is None:
+        raise ValueError(f"{SLOTS_MESSAGE} is not an envelope message with slots")
+    return message
 
 
 def served() -> tuple[Served, Served]:
