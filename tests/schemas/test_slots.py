@@ -184,11 +184,12 @@ def test_only_a_large_groups_slots_may_exceed_what_a_frame_and_an_inline_body_ta
     where: str,
 ) -> None:
     big = b"x" * (transport.BIN_MAX + 1)
-    message = {
+    messages: dict[str, transport.TransportMsg] = {
         "frame": transport.EnvelopeMsg(big, b"body"),
         "body": transport.EnvelopeMsg(b"frame", big, b"slots"),
         "chunk": transport.ChunkMsg(bytes(16), 0, big),
-    }[where]
+    }
+    message = messages[where]
     with pytest.raises(DecodeError) as caught:
         transport.decode(transport.encode(message))
     assert caught.value.reason is Reason.DECODE_TOO_LARGE
