@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import codec, dirtree, ledger, transport
+from schemas import codec, dirtree, ledger, slots, transport
 from schemas.codec import Limits, decode, decode_map, encode
 from schemas.errors import DecodeError, Reason, UsageError
 
@@ -30,7 +30,7 @@ MB = 1024 * 1024
 ALL_LIMITS = list(
     {
         id(value): value
-        for module in (codec, dirtree, ledger, transport)
+        for module in (codec, dirtree, ledger, slots, transport)
         for value in vars(module).values()
         if isinstance(value, Limits)
     }.values()
