@@ -127,7 +127,7 @@ class PurgeMessages(DirectWrite):
         keep = [bytes(r.msg_id) for r in rows if r.doc_type == KEEPS_FRAME]
         drop = [bytes(r.msg_id) for r in rows if r.doc_type != KEEPS_FRAME]
         for ids, values in (
-            (drop, {"frame": None, "body": None, "purged_at": self.at}),
+            (drop, {"frame": None, "body": None, "slots": None, "purged_at": self.at}),
             (keep, {"body": None, "purged_at": self.at}),
         ):
             if ids:

@@ -76,6 +76,7 @@ def new_message(storing: Storing) -> NewMessage:
         "body": payload.body,
         "body_path": None if payload.body_path is None else str(payload.body_path),
         "doc_number": findable_doc_number(header.doc_number, header.classification),
+        "slots": (envelope.slots.blob() if quarantined and envelope.slots is not None else None),
     }
     deliveries = [
         {

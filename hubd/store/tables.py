@@ -61,6 +61,9 @@ messages = Table(
     Column("purged_at", BigInteger),  # when retention removed frame and body (engine.retention)
     # 发文字号 below 秘密 only; NULL for a state secret (hubd/engine/rows.py) or none given
     Column("doc_number", String(64)),
+    # a quarantined envelope's recipient slots (schemas.slots): it has no deliveries to keep
+    # them, and its frame names nobody; the evidence of whom it was for
+    Column("slots", Blob),
     # Retention's candidates: what is not yet purged, oldest first.
     Index(
         "messages_unpurged",

@@ -21,7 +21,7 @@ from hubd.store import tables as t
 from hubd.store.db import Store
 from schemas import transport
 from schemas.envelope import verify_envelope
-from schemas.labels import DocType
+from schemas.labels import Classification, DocType
 from schemas.receipts import ReceiptStatus
 from schemas.slots import INLINE_MAX, read_part
 from tests.hub.test_ingest_passes import UP, running_rig, until
@@ -82,3 +82,35 @@ def test_hubctl_trace_says_how_many_a_large_group_was_routed_to_on_each_channel(
         "accepted",
         "from jl.gov on govnet; routed on govnet to 10000 recipients",
     )
+
+
+async def test_a_quarantined_large_groups_message_keeps_its_slots_as_evidence_of_whom_it_was_for(
+    tmp_path: Path,
+) -> None:
+    async with (
+        Store(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}") as store,
+        running_rig(store, tmp_path) as rig,
+    ):
+        everyone = rig.world.directory.group("channel.govnet")
+        assert everyone is not None
+        to = [m for m in everyone.members if m != "jl.gov"]
+        # 机密 on govnet (ceiling 内部): it has leaked already; stored, never forwarded
+        sealed, body = rig.world.seal(to=to, classification=Classification.SECRET)
+        assert sealed.slots is not None
+
+        rig.ingest.on_message(
+            UP, transport.encode(transport.EnvelopeMsg(sealed.frame, body, sealed.slots))
+        )
+        await until(lambda: ReceiptStatus.REJECTED in rig.issuer.statuses(), "REJECTED")
+        [row] = await store.read(
+            select(t.messages.c.state, t.messages.c.slots).where(
+                t.messages.c.msg_id == sealed.header.msg_id
+            )
+        )
+        deliveries = await store.read(
+            select(t.deliveries.c.recipient).where(t.deliveries.c.msg_id == sealed.header.msg_id)
+        )
+
+    assert row.state == "QUARANTINED"
+    assert deliveries == []
+    assert bytes(row.slots) == sealed.slots  # whom it was for, checked against its root
