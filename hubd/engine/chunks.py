@@ -46,6 +46,12 @@ class Chunks:
             return None
         return Slow(functools.partial(self._head, arrival, facts))
 
+    async def head_slowly(self, arrival: Arrival, envelope: VerifiedEnvelope) -> None:
+        """A large group's head: no quick path (admit runs in a worker thread for it)."""
+        under_way = self._spool.get(envelope.header.msg_id) is not None
+        facts = self._envelopes.facts(arrival, envelope, Path.HEAD, under_way=under_way)
+        await self._head(arrival, facts)
+
     async def _head(self, arrival: Arrival, facts: Facts) -> None:
         """Begin (or continue) the transfer and ask for the rest, if admit takes the head."""
         envelope = facts.envelope

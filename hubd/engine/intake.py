@@ -33,6 +33,7 @@ from typing import Final
 
 import structlog
 
+from hubd.core.admit import Path
 from hubd.engine.answers import Answers, RejectedEntry
 from hubd.engine.arrival import Arrival, Slow, Step, Then
 from hubd.engine.chunks import Chunks
@@ -375,8 +376,8 @@ class Ingest:
     async def _envelope_with_slots(self, arrival: Arrival, message: transport.EnvelopeMsg) -> None:
         """A large group's envelope: its slots checked and every recipient's part (slot and
         proof) made in a worker thread (a fifth of a second for 10,000), at most
-        SLOT_CHECKS at a time (each holds its slots decoded: ~33 MB for 20,000); then it
-        goes the way of any envelope."""
+        SLOT_CHECKS at a time (each holds its slots decoded: ~33 MB for 20,000); then the
+        slow way of any envelope, judged in a worker thread too (Envelopes.decide)."""
         waiting = len(arrival.payload)
         self._backlog_bytes += waiting  # held while it waits its turn: the intake bound counts it
         try:
@@ -394,15 +395,10 @@ class Ingest:
         finally:
             self._backlog_bytes -= waiting  # cancelled while waiting (the hub stopping)
         if message.body is None:
-            step = self._chunks.head_now(arrival, envelope)
+            await self._chunks.head_slowly(arrival, envelope)
         else:
-            step = self._envelopes.inline_now(arrival, message, envelope)
-        if isinstance(step, Slow):
-            await step.work()
-        elif isinstance(step, tuple):
-            await self._commits.acquire()
-            self._committing += 1
-            await self._commit([step[0]], [step[1]])
+            facts = self._envelopes.facts(arrival, envelope, Path.INLINE, body=message.body)
+            await self._envelopes.inline_slowly(arrival, message.body, facts)
 
     # ------------------------------------------------------------ refusals' ledger entries
 
