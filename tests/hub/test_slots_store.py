@@ -9,7 +9,6 @@ SQLite store; the envelope is sealed by the project and arrives as the broker ha
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from sqlalchemy import select
 
@@ -18,41 +17,49 @@ from hubd.ops.trace import Step
 from hubd.ops.view import describe
 from hubd.store import rulefacts
 from hubd.store import tables as t
-from hubd.store.db import Store
 from schemas import transport
 from schemas.envelope import verify_envelope
 from schemas.labels import Classification, DocType
 from schemas.receipts import ReceiptStatus
+from schemas.seal import Sealed
 from schemas.slots import INLINE_MAX, read_part
-from tests.hub.test_ingest_passes import UP, running_rig, until
+from tests.hub.test_ingest_passes import UP, Rig, rig, until
+
+__all__ = ["rig"]  # the in-process ingest (tests.hub.test_ingest_passes)
+
+
+def govnet(rig: Rig, *leave_out: str) -> list[str]:
+    """Everyone on govnet but jl.gov (the sender) and ``leave_out``: more than INLINE_MAX."""
+    everyone = rig.world.directory.group("channel.govnet")
+    assert everyone is not None
+    chosen = [m for m in everyone.members if m not in {"jl.gov", *leave_out}]
+    assert len(chosen) + len(leave_out) > INLINE_MAX
+    return chosen
+
+
+def arrive(rig: Rig, sealed: Sealed, body: bytes) -> None:
+    """The envelope with every slot, as the broker hands it to the hub."""
+    assert sealed.slots is not None
+    rig.ingest.on_message(
+        UP, transport.encode(transport.EnvelopeMsg(sealed.frame, body, sealed.slots))
+    )
 
 
 async def test_a_large_groups_deliveries_keep_each_recipients_slot_and_a_reply_finds_the_primary(
-    tmp_path: Path,
+    rig: Rig,
 ) -> None:
-    async with (
-        Store(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}") as store,
-        running_rig(store, tmp_path) as rig,
-    ):
-        everyone = rig.world.directory.group("channel.govnet")
-        assert everyone is not None
-        copies = [m for m in everyone.members if m not in {"jl.gov", "jl.cc"}]
-        assert len(copies) + 1 > INLINE_MAX
-        sealed, body = rig.world.seal(to=["jl.cc"], cc=copies)
-        assert sealed.slots is not None
-        msg_id = sealed.header.msg_id
+    store = rig.store
+    copies = govnet(rig, "jl.cc")
+    sealed, body = rig.world.seal(to=["jl.cc"], cc=copies)
+    msg_id = sealed.header.msg_id
 
-        rig.ingest.on_message(
-            UP, transport.encode(transport.EnvelopeMsg(sealed.frame, body, sealed.slots))
-        )
-        await until(lambda: ReceiptStatus.ACCEPTED in rig.issuer.statuses(), "ACCEPTED")
+    arrive(rig, sealed, body)
+    await until(lambda: ReceiptStatus.ACCEPTED in rig.issuer.statuses(), "ACCEPTED")
 
-        rows = await store.read(job_query(t.deliveries.c.msg_id == msg_id))
-        jobs = jobs_from_rows(rows)
-        referenced = await rulefacts.look_up(store.read, msg_id)
-        audit = await store.read(
-            select(t.audit.c.detail).where(t.audit.c.event == "message.accepted")
-        )
+    rows = await store.read(job_query(t.deliveries.c.msg_id == msg_id))
+    jobs = jobs_from_rows(rows)
+    referenced = await rulefacts.look_up(store.read, msg_id)
+    audit = await store.read(select(t.audit.c.detail).where(t.audit.c.event == "message.accepted"))
 
     hub = verify_envelope(sealed.frame, rig.world.directory, slots=sealed.slots)
     assert hub.header.slots is not None
@@ -85,32 +92,21 @@ def test_hubctl_trace_says_how_many_a_large_group_was_routed_to_on_each_channel(
 
 
 async def test_a_quarantined_large_groups_message_keeps_its_slots_as_evidence_of_whom_it_was_for(
-    tmp_path: Path,
+    rig: Rig,
 ) -> None:
-    async with (
-        Store(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}") as store,
-        running_rig(store, tmp_path) as rig,
-    ):
-        everyone = rig.world.directory.group("channel.govnet")
-        assert everyone is not None
-        to = [m for m in everyone.members if m != "jl.gov"]
-        # 机密 on govnet (ceiling 内部): it has leaked already; stored, never forwarded
-        sealed, body = rig.world.seal(to=to, classification=Classification.SECRET)
-        assert sealed.slots is not None
+    # 机密 on govnet (ceiling 内部): it has leaked already; stored, never forwarded
+    sealed, body = rig.world.seal(to=govnet(rig), classification=Classification.SECRET)
+    msg_id = sealed.header.msg_id
 
-        rig.ingest.on_message(
-            UP, transport.encode(transport.EnvelopeMsg(sealed.frame, body, sealed.slots))
-        )
-        await until(lambda: ReceiptStatus.REJECTED in rig.issuer.statuses(), "REJECTED")
-        [row] = await store.read(
-            select(t.messages.c.state, t.messages.c.slots).where(
-                t.messages.c.msg_id == sealed.header.msg_id
-            )
-        )
-        deliveries = await store.read(
-            select(t.deliveries.c.recipient).where(t.deliveries.c.msg_id == sealed.header.msg_id)
-        )
+    arrive(rig, sealed, body)
+    await until(lambda: ReceiptStatus.REJECTED in rig.issuer.statuses(), "REJECTED")
+
+    messages, deliveries = t.messages, t.deliveries
+    [row] = await rig.store.read(
+        select(messages.c.state, messages.c.slots).where(messages.c.msg_id == msg_id)
+    )
+    sent = await rig.store.read(select(deliveries.c.recipient).where(deliveries.c.msg_id == msg_id))
 
     assert row.state == "QUARANTINED"
-    assert deliveries == []
+    assert sent == []
     assert bytes(row.slots) == sealed.slots  # whom it was for, checked against its root
