@@ -61,7 +61,7 @@ from bench.national import (
     peak_mb,
     until,
 )
-from bench.rawmqtt import RawClient, Sink
+from bench.rawmqtt import RawClient, Sink, Whole
 from runtime.clock import now_ms
 from schemas import codec, topics, transport
 from schemas.directory import Directory
@@ -138,19 +138,6 @@ def _part_org(part: bytes) -> str:
     return str(codec.decode_map(raw, SLOT_LIMITS)["org"])
 
 
-class _Receipts:
-    """One ReceiptsMsg the sender receives, verified and tallied when whole."""
-
-    def __init__(self, sender: Sender) -> None:
-        self._sender, self._chunks = sender, list[bytes]()
-
-    def feed(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-
-    def done(self) -> None:
-        self._sender.take(b"".join(self._chunks))
-
-
 class Sender(SimSpoke):
     """The national government's spoke: it sends the notice and tallies the receipts."""
 
@@ -163,7 +150,7 @@ class Sender(SimSpoke):
 
     def _route(self, topic: str, head: bytes, _size: int) -> Sink | None:
         if topic == topics.down(CHANNEL, self.org) and head.startswith(RECEIPTS_HEAD):
-            return _Receipts(self)
+            return Whole(self.take)  # verified and tallied when whole
         return None
 
     def take(self, payload: bytes) -> None:

@@ -4,10 +4,10 @@
     python bench/hellos.py --spokes 2000         # fewer
     python bench/hellos.py --hub-src /tmp/base   # the hub from another checkout (before/after)
 
-Each simulated spoke does what a spoke's connection does (:mod:`bench.mqttlite`, a raw MQTT
-3.1.1 client: thousands fit in one process): CONNECT with its will (retained "offline"),
-SUBSCRIBE to its down topic, retained "online" on its presence topic, then
-``["hello", 0]`` on its up topic. Four phases, one hub and one broker:
+Each simulated spoke does what a spoke's connection does (:mod:`bench.rawmqtt`, a raw MQTT
+3.1.1 client: thousands fit in one process; the packets after CONNECT go with it): CONNECT
+with its will (retained "offline"), SUBSCRIBE to its down topic, retained "online" on its
+presence topic, then ``["hello", 0]`` on its up topic. Four phases, one hub and one broker:
 
 1. **connect**: every spoke connects (at most ``--connecting`` connections being set up at
    once); measured until the hub has logged every ``spoke.hello``.
@@ -43,8 +43,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import mqttlite
 from bench.e2e import cpu_seconds
+from bench.rawmqtt import RawClient, Sink, Whole, Will, publish_packet, subscribe_packet
 from runtime.clock import now_ms
 from schemas import topics, transport
 from schemas.keys import EncryptionKey, SigningKey
@@ -128,24 +128,30 @@ class Spokes:
     connecting: int
     envelopes: int = 0
     last_envelope_at: float = 0.0  # time.time() of the latest
-    clients: list[mqttlite.Client] | None = None
+    clients: list[RawClient] | None = None
     wanted: int = 0
     delivered: asyncio.Event = field(default_factory=asyncio.Event)  # envelopes >= wanted
 
     def opening(self, org: str) -> bytes:
-        presence = topics.presence(CHANNEL, org)
+        """What follows CONNECT: subscription, retained presence, hello."""
         return b"".join(
             (
-                mqttlite.connect(f"sim-{org}", will_topic=presence, will=topics.OFFLINE),
-                mqttlite.subscribe(1, topics.down(CHANNEL, org)),
-                mqttlite.publish(2, presence, topics.ONLINE, retain=True),
-                mqttlite.publish(
-                    3, topics.up(CHANNEL, org), transport.encode(transport.HelloMsg(0))
+                subscribe_packet(1, [topics.down(CHANNEL, org)]),
+                publish_packet(
+                    topics.presence(CHANNEL, org), topics.ONLINE, packet_id=2, retain=True
+                ),
+                publish_packet(
+                    topics.up(CHANNEL, org),
+                    transport.encode(transport.HelloMsg(0)),
+                    packet_id=3,
                 ),
             )
         )
 
-    def received(self, _topic: str, payload: bytes) -> None:
+    def route(self, _topic: str, _head: bytes, _size: int) -> Sink:
+        return Whole(self.received)
+
+    def received(self, payload: bytes) -> None:
         if isinstance(transport.decode(payload), transport.EnvelopeMsg):
             self.envelopes += 1
             self.last_envelope_at = time.time()
@@ -153,17 +159,18 @@ class Spokes:
                 self.delivered.set()
 
     async def connect(self) -> None:
-        loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(self.connecting)  # the listen backlog holds 4096 at most
 
-        async def one(org: str) -> mqttlite.Client:
+        async def one(org: str) -> RawClient:
             async with gate:
-                _, client = await loop.create_connection(
-                    lambda: mqttlite.Client(self.opening(org), self.received),
+                return await RawClient.connect(
                     "127.0.0.1",
                     self.port,
+                    f"sim-{org}",
+                    will=Will(topics.presence(CHANNEL, org), topics.OFFLINE),
+                    route=self.route,
+                    then=self.opening(org),
                 )
-                return client
 
         self.clients = list(await asyncio.gather(*(one(org) for org in self.orgs)))
 
@@ -172,13 +179,11 @@ class Spokes:
         assert self.clients is not None
         hello = transport.encode(transport.HelloMsg(0))
         for org, client in zip(self.orgs, self.clients, strict=True):
-            client.send(mqttlite.publish(4, topics.up(CHANNEL, org), hello))
+            client.publish(topics.up(CHANNEL, org), hello)
 
     async def drop(self) -> None:
         assert self.clients is not None
-        for client in self.clients:
-            client.drop()
-        await asyncio.gather(*(c.lost for c in self.clients))
+        await asyncio.gather(*(c.drop() for c in self.clients))
         self.clients = None
 
 
@@ -275,8 +280,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> list[Phase]:
         await sender.connect()
         accepted = log.count("message.accepted")
         assert sender.clients is not None
-        for n, payload in enumerate(documents(world, directory, orgs[:DOCUMENTS])):
-            sender.clients[0].send(mqttlite.publish(100 + n, topics.up(CHANNEL, SENDER), payload))
+        for payload in documents(world, directory, orgs[:DOCUMENTS]):
+            sender.clients[0].publish(topics.up(CHANNEL, SENDER), payload)
         await log.until("message.accepted", accepted + DOCUMENTS)
         phases.append(await phase("storm", DOCUMENTS))
         await spokes.drop()

@@ -6,8 +6,11 @@ paho client also costs a thread-safe socket pair and a few hundred kB per connec
 client streams a message's payload through a :class:`Sink` in chunks (the caller counts
 bytes and keeps only what it samples), so a connection costs its stream buffers. It does
 what a spoke does on a connection and no more: CONNECT with a will, SUBSCRIBE (QoS 1),
-PUBLISH (QoS 0/1, retained or not), PUBACK for what it receives. No keepalive (0): the
-bench's connections live for minutes; no reconnect: a dropped connection fails the run.
+PUBLISH (QoS 0/1, retained or not), PUBACK for what it receives; and, for a storm of
+connections, the packets that follow CONNECT written with it in one go (MQTT lets a client
+send before its CONNACK) and a socket dropped without DISCONNECT (the broker publishes the
+will). No keepalive (0): the bench's connections live for minutes; no reconnect: a dropped
+connection fails the run.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +33,20 @@ class Sink(Protocol):
 
 
 Router = Callable[[str, bytes, int], Sink | None]  # (topic, head, payload size) -> sink
+
+
+class Whole:
+    """A sink that hands the whole payload to ``take`` once it is all here (for small
+    messages only: the point of a sink is not to hold a large one)."""
+
+    def __init__(self, take: Callable[[bytes], None]) -> None:
+        self._take, self._chunks = take, list[bytes]()
+
+    def feed(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+
+    def done(self) -> None:
+        self._take(b"".join(self._chunks))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +75,19 @@ def _packet(first: int, body: bytes) -> bytes:
             return bytes(out) + body
 
 
+def subscribe_packet(packet_id: int, topics: Sequence[str], qos: int = 1) -> bytes:
+    body = struct.pack("!H", packet_id) + b"".join(_string(t) + bytes([qos]) for t in topics)
+    return _packet(0x82, body)
+
+
+def publish_packet(
+    topic: str, payload: bytes, *, packet_id: int = 0, qos: int = 1, retain: bool = False
+) -> bytes:
+    first = 0x30 | (qos << 1) | (1 if retain else 0)
+    body = _string(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
+    return _packet(first, body)
+
+
 async def _remaining_length(reader: asyncio.StreamReader) -> int:
     value, shift = 0, 0
     while True:
@@ -82,8 +112,19 @@ class RawClient:
 
     @classmethod
     async def connect(
-        cls, host: str, port: int, client_id: str, *, will: Will | None = None, route: Router
+        cls,
+        host: str,
+        port: int,
+        client_id: str,
+        *,
+        will: Will | None = None,
+        route: Router,
+        then: bytes = b"",
     ) -> RawClient:
+        """Connect and wait for the CONNACK. ``then`` (packets: :func:`subscribe_packet`,
+        :func:`publish_packet`) is written with the CONNECT in one write, not waiting for
+        the CONNACK: a spoke's whole opening in one go. Its packet ids are the caller's and
+        nothing waits for their acknowledgements."""
         reader, writer = await asyncio.open_connection(host, port, limit=CHUNK)
         client = cls(reader, writer)
         client.route = route
@@ -93,7 +134,7 @@ class RawClient:
             flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
             payload += _string(will.topic) + _string(will.payload)
         header = _string("MQTT") + bytes([4, flags]) + struct.pack("!H", 0)
-        writer.write(_packet(0x10, header + payload))
+        writer.write(_packet(0x10, header + payload) + then)
         client._task = asyncio.create_task(client._read(), name=f"rawmqtt.{client_id}")
         code = await client._connack
         if code:
@@ -108,15 +149,13 @@ class RawClient:
     async def subscribe(self, topics: list[str], qos: int = 1) -> None:
         pid = self._packet_id()
         done = self._subacks[pid] = asyncio.get_running_loop().create_future()
-        body = struct.pack("!H", pid) + b"".join(_string(t) + bytes([qos]) for t in topics)
-        self._writer.write(_packet(0x82, body))
+        self._writer.write(subscribe_packet(pid, topics, qos))
         await done
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         """Write a PUBLISH (its PUBACK is read and dropped: the bench counts arrivals)."""
-        first = 0x30 | (qos << 1) | (1 if retain else 0)
-        body = _string(topic) + (struct.pack("!H", self._packet_id()) if qos else b"") + payload
-        self._writer.write(_packet(first, body))
+        pid = self._packet_id() if qos else 0
+        self._writer.write(publish_packet(topic, payload, packet_id=pid, qos=qos, retain=retain))
 
     async def _read(self) -> None:
         try:
@@ -169,6 +208,13 @@ class RawClient:
             sink.done()
         if qos == 1:
             self._writer.write(_packet(0x40, pid))
+
+    async def drop(self) -> None:
+        """Close the socket without DISCONNECT (the broker publishes the will); returns once
+        the connection is gone."""
+        self._writer.transport.abort()
+        if self._task is not None:
+            await self._task
 
     async def close(self) -> None:
         """DISCONNECT politely (no will) and close; idempotent."""
