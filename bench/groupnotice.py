@@ -59,6 +59,7 @@ from bench.national import (
     guard_memory,
     metric,
     peak_mb,
+    run_options,
     until,
 )
 from bench.rawmqtt import RawClient, Sink, Whole
@@ -493,13 +494,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument(
         "--groups", default=f"{INLINE_MAX},1000,10000", help="group sizes, smallest first (a,b,c)"
     )
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds for each phase")
-    parser.add_argument(
-        "--broker-cap-mb", type=float, default=8192.0, help="stop a run whose broker holds more"
-    )
-    parser.add_argument("--tmp", type=Path, default=None, help="folder for broker and hub state")
-    parser.add_argument("--json", type=Path, default=None, help="write the figures here as JSON")
-    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    run_options(parser)
     args = parser.parse_args(argv)
     sizes = sorted(int(x) for x in args.groups.split(",") if x.strip())
     if max(sizes) >= args.orgs:

@@ -457,6 +457,17 @@ def format_table(rows: list[Row], taker: str) -> str:
     return "\n".join(out + (["", *notes] if notes else []))
 
 
+def run_options(parser: argparse.ArgumentParser) -> None:
+    """The options every national-scale bench takes (bench/groupnotice.py too)."""
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds for each phase")
+    parser.add_argument(
+        "--broker-cap-mb", type=float, default=8192.0, help="stop a run whose broker holds more"
+    )
+    parser.add_argument("--tmp", type=Path, default=None, help="folder for broker and hub state")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here as JSON")
+    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+
+
 def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -466,13 +477,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         "--taker", choices=sorted(TAKERS), default="whole", help="how spokes take the directory"
     )
     parser.add_argument("--spokes", type=int, default=10_000, help="simulated spokes per size")
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds for each phase")
-    parser.add_argument(
-        "--broker-cap-mb", type=float, default=8192.0, help="stop a run whose broker holds more"
-    )
-    parser.add_argument("--tmp", type=Path, default=None, help="folder for broker and hub state")
-    parser.add_argument("--json", type=Path, default=None, help="write the figures here as JSON")
-    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    run_options(parser)
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.orgs.split(",") if x.strip()]
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
