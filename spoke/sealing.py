@@ -9,7 +9,8 @@ Never a partial send.
 
 Before sealing, a drop the same as one sent within ``duplicate_window`` (the same
 metadata and bytes, or the same 发文字号) is refused, unless its metadata says
-``resend = true``.
+``resend = true``. Once sealed it is recorded, durably, before it is published
+(:func:`seal_and_record`): the envelope, and what its status.json will show.
 
 Whatever else goes wrong with a claimed drop ends in failed/ with its reason, except what
 :func:`transient` names: a failure that is the spoke's own machine's, not the document's.
@@ -27,21 +28,26 @@ import sqlite3
 from pathlib import Path
 from typing import BinaryIO
 
+import structlog
+
 from schemas.clock import ms_to_text
 from schemas.directory import Directory
 from schemas.errors import XchgError
-from schemas.ids import msg_id_text
+from schemas.ids import msg_id_text, new_msg_id
 from schemas.keys import SigningKey
 from schemas.metadata import name_key
+from schemas.rules import Mode
 from schemas.seal import Draft, FileEntry, Sealed, describe_file, seal_streams
 from spoke.checks import Prepared, declared_mismatch, stamp
+from spoke.context import SpokeContext
 from spoke.files import shown_name
 from spoke.refusals import refuse
-from spoke.state import SpokeState
+from spoke.state import Outbound, SpokeState
 
 # Errors that say the spoke's disk is full: a read never raises them, so they come from
 # writing the sealed copy (or the state database), never from the document.
 _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+log = structlog.get_logger("spoke.outbox")
 
 
 def transient(exc: BaseException) -> str | None:
@@ -65,6 +71,105 @@ def transient(exc: BaseException) -> str | None:
 
 class ChangedWhileSealing(XchgError):  # noqa: N818 - an event, not a fault
     """A file of the drop changed while it was being sealed."""
+
+
+def seal_and_record(
+    ctx: SpokeContext, prepared: Prepared, directory: Directory, signer: SigningKey, queue: Path
+) -> Outbound:
+    """Seal a checked drop into ``queue`` (blocking) and record it, durably, with what its
+    status.json will show, before it is published; refused if it is a duplicate."""
+    meta = prepared.metadata
+    entries = digests(prepared)
+    print_ = fingerprint(prepared, entries)
+    now = ctx.clock()
+    window_ms = int(ctx.config.limits.duplicate_window * 1000)
+    refuse_duplicate(ctx.state, prepared, print_, now=now, window_ms=window_ms)
+    doc = prepared.document  # what the rules judged is exactly what is sealed
+    recipients = doc.recipients
+    tracked = prepared.claimed.msg_id  # given when the drop was taken
+    draft = Draft(
+        msg_id=new_msg_id() if tracked is None else tracked,
+        sender=ctx.org,
+        to=doc.to,
+        cc=doc.cc,
+        classification=meta.classification,
+        precedence=meta.precedence,
+        doc_type=meta.doc_type,
+        title=meta.title,
+        created_at=now,
+        files=entries,
+        expires_at=meta.expires_ms,
+        in_reply_to=meta.in_reply_to_bytes,
+        doc_number=meta.doc_number,
+        signatory=meta.signatory,
+        secrecy_period=meta.secrecy_period,
+        copy_numbers=dict(doc.copy_numbers),
+        directive=meta.directive,
+        date=None if meta.date is None else meta.date.isoformat(),
+    )
+    sealed = seal_drop(prepared, draft, signer, directory, queue)
+    header = sealed.header
+    out = Outbound(
+        msg_id=header.msg_id,
+        name=prepared.claimed.name,
+        work=prepared.claimed.work,
+        channel=prepared.channel,
+        frame=sealed.frame,
+        body_path=queue / f"{header.msg_id_text}.body",
+        body_size=sealed.body.size,
+        state="QUEUED",
+        created_at=draft.created_at,
+        slots=sealed.slots,
+    )
+    notes: dict[str, object] = {
+        "added_cc": list(prepared.added_cc),
+        "copy_numbers": dict(doc.copy_numbers),
+        "rule_warnings": [f.as_dict(Mode.WARN) for f in prepared.warnings],
+        "files": [
+            {"name": shown_name(e.name), "size": e.size, "sha256": e.sha256.hex()} for e in entries
+        ],
+        "completeness": prepared.completeness.value,
+        "resend": meta.resend,
+        "not_addressed": [n.as_json() for n in prepared.not_addressed],
+    }
+    ctx.state.add_outbound(
+        out,
+        recipients,
+        header.classification.name,
+        header.precedence.name,
+        notes=notes,
+        fingerprint=print_,
+        doc_number=meta.doc_number,
+    )
+    for finding in prepared.warnings:  # never the title: it travels encrypted
+        log.warning(
+            "rule.warned",
+            rule=finding.rule.id,
+            article=finding.rule.article,
+            msg_id=header.msg_id_text,
+            name=shown_name(out.name),
+        )  # no finding text: it quotes the document number
+    log.info(
+        "drop.sealed",
+        name=shown_name(out.name),
+        msg_id=header.msg_id_text,
+        recipients=len(recipients),
+        classification=header.classification.name,
+        precedence=header.precedence.name,
+        channel=out.channel,
+        added_cc=list(prepared.added_cc),
+        files=len(entries),
+        size=sum(e.size for e in entries),
+    )
+    if prepared.not_addressed:  # the sender named a group: say who it did not reach
+        log.warning(
+            "drop.not_addressed",
+            name=shown_name(out.name),
+            msg_id=header.msg_id_text,
+            not_addressed=[n.as_json() for n in prepared.not_addressed],
+            version=directory.version,
+        )
+    return out
 
 
 def media_type(name: str) -> str:

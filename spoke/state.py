@@ -238,7 +238,7 @@ class LoggedCheckpoint:
 
 @dataclass(frozen=True, slots=True)
 class FailedDrop:
-    """A drop that ended in failed/ (spoke.sender), under its tracking id."""
+    """A drop that ended in failed/ (spoke.failures), under its tracking id."""
 
     msg_id: bytes
     name: str
@@ -586,7 +586,7 @@ class SpokeState:
                     "detail) VALUES (?, ?, ?, ?, ?, ?)",
                     args,
                 )
-                # status.json follows soon (spoke.sender.status_later), or after a crash
+                # status.json follows soon (spoke.sendstatus: later), or after a crash
                 self._db.execute(
                     "UPDATE outbound SET status_due = COALESCE(status_due, 0) + 1 WHERE msg_id = ?",
                     (msg_id,),

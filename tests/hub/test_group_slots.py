@@ -127,7 +127,7 @@ async def test_altered_slots_are_refused_with_a_signed_rejected_naming_bad_slots
     )
 
     # refused before the header was trusted as a whole: the receipt speaks of the frame's
-    # hash, which is how a spoke finds the drop it answers (spoke.sender)
+    # hash, which is how a spoke finds the drop it answers (spoke.sendstatus)
     subject = hashlib.sha256(sealed.frame).digest()
 
     def refusals() -> list[ReceiptEntry]:

@@ -38,7 +38,6 @@ import spoke.checks
 import spoke.failed
 import spoke.files
 import spoke.sealing
-import spoke.sender
 from runtime.clock import now_ms
 from schemas.directory import VerifiedDirectory, sign_directory, verify_directory
 from schemas.slots import MAX_SLOTS
@@ -330,7 +329,7 @@ def failing_seal(
             raise error()
         return real(*args, **kw)
 
-    monkeypatch.setattr(spoke.sender, "seal_drop", seal)
+    monkeypatch.setattr(spoke.sealing, "seal_drop", seal)
     return calls
 
 

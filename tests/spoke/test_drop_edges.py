@@ -24,6 +24,7 @@ import pydantic
 import pytest
 from structlog.testing import capture_logs
 
+import spoke.sealing as sealing_module
 import spoke.sender as sender_module
 from schemas.errors import Reason
 from spoke.config import Limits, load_config
@@ -866,7 +867,7 @@ async def test_an_unexpected_validation_error_while_sealing_never_puts_a_title_i
     def seal_fails(*_: object, **__: object) -> None:
         Inner(title=title)
 
-    monkeypatch.setattr(sender_module, "seal_drop", seal_fails)
+    monkeypatch.setattr(sealing_module, "seal_drop", seal_fails)
     spoke.drop(
         "report.txt", BODY, meta(to="jl.cc", classification="内部", doc_type="通知", title=title)
     )

@@ -82,11 +82,10 @@ async def test_a_group_send_reaches_the_members_with_keys_and_names_who_was_left
     assert event["not_addressed"] == [LEFT_OUT.as_json()]
     assert event["msg_id"] == msg_id_text(out.msg_id)
 
-    (cc.sender.sent / msg_id_text(out.msg_id)).mkdir(parents=True)  # as once ACCEPTED
-    cc.sender.write_status(out.msg_id)
-    status = json.loads(
-        (cc.sender.sent / msg_id_text(out.msg_id) / "status.json").read_text(encoding="utf-8")
-    )
+    sent = cc.sender.status.sent / msg_id_text(out.msg_id)
+    sent.mkdir(parents=True)  # as once ACCEPTED
+    cc.sender.status.write(out.msg_id)
+    status = json.loads((sent / "status.json").read_text(encoding="utf-8"))
     assert status["not_addressed"] == [{"org": AWAITING, "group": GROUP, "reason": "awaiting_keys"}]
     assert set(status["recipients"]) == {"jl.cc.nongan", "jl.cc.yushu"}
 

@@ -176,13 +176,13 @@ async def test_receipts_from_a_large_group_rewrite_status_json_once_not_once_eac
     [out] = gov.outbound()
     deliver(gov, gov.directory.hub_id, world.hub_key, entry(out, ReceiptStatus.ACCEPTED, None))
     writes: list[bytes] = []
-    real = gov.sender.write_status
+    real = gov.sender.status.write
 
     def counted(msg_id: bytes) -> None:
         writes.append(msg_id)
         real(msg_id)
 
-    monkeypatch.setattr(gov.sender, "write_status", counted)
+    monkeypatch.setattr(gov.sender.status, "write", counted)
 
     changed = set()
     for member in members:
