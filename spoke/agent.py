@@ -59,6 +59,7 @@ ASK_LINK_WAIT_STEPS = 50  # tenths of a second a directory request waits for a c
 OWN_LINE_AGAIN = 10.0  # seconds before this spoke's own entry is asked for again
 DIR_ANSWER_PREFIX = b"\x93\xabdir-entries"  # transport.encode(DirEntriesMsg(...)) starts so
 FOLDERS = ("outbox", "inbox", "sent", "failed", "signfor")
+DEFERRED_MAX = 10_000  # receipt batches kept while no directory is in use (then: gap, hello)
 GAP_WAIT = 1.0  # a numbered receipt batch missing this long: ask the hub to replay (doubling)
 GAP_WAIT_MAX = 60.0
 
@@ -110,6 +111,8 @@ class SpokeAgent:
         self.prover = Prover(self.ctx, self.ctx.publish_up, self.witness)
         self.stop_event = asyncio.Event()
         self._inbound: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        # receipt batches that came before a directory was in use (_receipts)
+        self._deferred: list[tuple[str, bytes]] = []
         self._cursor: dict[str, int] = {}
         self._ahead: dict[str, set[int]] = {}
         self._wake = asyncio.Event()
@@ -132,6 +135,10 @@ class SpokeAgent:
         if self.ctx.verified is None and book.verified is not None:
             log.info("directory.in_use", version=book.verified.version, held=len(book.entries))
         self.ctx.verified = book.verified
+        if self._deferred and self.ctx.directory() is not None:
+            for item in self._deferred:  # receipt batches that came before: in order
+                self._inbound.put_nowait(item)
+            self._deferred.clear()
         self.witness.directory_changed()  # a checkpoint that waited for a directory
         self._wake.set()  # the outbox loop sees the new gate, and drops that waited for it
 
@@ -469,13 +476,14 @@ class SpokeAgent:
                 pass
 
     async def _issuer_held(self, frame: bytes) -> None:
-        """A receipt batch signed by an organisation (not the hub): its entry first."""
+        """A receipt batch signed by an organisation (not the hub): its entry first; and
+        this spoke's own, without which it judges nothing yet (as for an envelope)."""
         book, issuer = self.ctx.book, peek_sender(frame, codec.RECEIPT_FRAME_LIMITS)
         if book is None or issuer is None or book.root is None:
             return
-        if issuer != book.root.root.hub_id:
-            with contextlib.suppress(DirectoryUnavailableError):
-                await book.ensure([issuer])
+        wanted = [self.org] if issuer == book.root.root.hub_id else [issuer, self.org]
+        with contextlib.suppress(DirectoryUnavailableError):
+            await book.ensure(wanted)
 
     async def _receipts(self, channel: str, frame: bytes, seq: int) -> None:
         ahead = self._ahead.setdefault(channel, set())
@@ -484,6 +492,13 @@ class SpokeAgent:
         await self._issuer_held(frame)
         directory = self.ctx.directory()
         if directory is None:
+            # Nothing is judged yet (its own entry not held: the hub slow to answer, or no
+            # valid directory). A numbered batch dropped here would wait for the next
+            # reconnect's hello: it is taken again when a directory is in use.
+            if len(self._deferred) < DEFERRED_MAX:
+                message = transport.encode(transport.ReceiptsMsg(frame, seq))
+                self._deferred.append((topics.down(channel, self.org), message))
+            log.info("receipt.deferred", channel=channel, seq=seq, waiting=len(self._deferred))
             return
         try:
             verified = verify_receipts(frame, directory)
