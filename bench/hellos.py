@@ -44,7 +44,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.e2e import cpu_seconds
-from bench.rawmqtt import RawClient, Sink, Whole, Will, publish_packet, subscribe_packet
+from bench.rawmqtt import (
+    RawClient,
+    Sink,
+    Whole,
+    Will,
+    check_readers,
+    publish_packet,
+    subscribe_packet,
+)
 from runtime.clock import now_ms
 from schemas import topics, transport
 from schemas.keys import EncryptionKey, SigningKey
@@ -111,6 +119,7 @@ class HubLog:
                 self.read()
                 if self.count(name) >= count:
                     return
+                check_readers()
                 await asyncio.sleep(0.05)
 
     def span(self, name: str, since: int) -> tuple[float, float]:

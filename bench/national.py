@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.e2e import replace_block
 from bench.nation import CHANNEL, Nation, make_nation, try_sign
-from bench.rawmqtt import RawClient, Sink, Will
+from bench.rawmqtt import RawClient, Sink, Will, check_readers
 from bench.takers import TAKERS, DirectoryTaker
 from runtime.clock import now_ms
 from runtime.tasks import cancel_and_wait
@@ -186,7 +186,8 @@ async def until(condition: Callable[[], bool], seconds: float, what: str) -> flo
     start = now()
     try:
         async with asyncio.timeout(seconds):
-            while not condition():  # noqa: ASYNC110 - polled: counters and a log file
+            while not condition():
+                check_readers()
                 await asyncio.sleep(0.05)
     except TimeoutError:
         raise TimeoutError(f"{what}: not within {seconds:.0f} s") from None

@@ -27,6 +27,16 @@ CHUNK = 256 * 1024
 CONNACK, PUBLISH, PUBACK, SUBACK, PINGRESP = 2, 3, 4, 9, 13
 
 
+# What ended a reader other than its connection (a bench's route or sink raising): the
+# benches' waits (check_readers) fail at once with it instead of running to their timeout.
+FAILED: list[BaseException] = []
+
+
+def check_readers() -> None:
+    if FAILED:
+        raise RuntimeError(f"a simulated spoke's reader failed: {FAILED[0]!r}") from FAILED[0]
+
+
 class Sink(Protocol):
     def feed(self, chunk: bytes) -> None: ...
     def done(self) -> None: ...
@@ -168,6 +178,9 @@ class RawClient:
                     future.set_exception(
                         ConnectionError(f"the broker closed the connection: {exc}")
                     )
+        except Exception as exc:  # a route or sink of the bench failed: say so, end the run
+            FAILED.append(exc)
+            raise
 
     async def _read_one(self) -> None:
         reader = self._reader
