@@ -117,7 +117,12 @@ class EmbeddedBroker(_Section):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        return _host_port(value)
+        if _host_port(value).rpartition(":")[2].lstrip("0") == "":
+            raise ValueError(
+                f"listen {value!r} has port 0, a port chosen at random that no spoke can be "
+                f"told; give a port, e.g. 127.0.0.1:{EMBEDDED_PORT}"
+            )
+        return value
 
     @property
     def host(self) -> str:

@@ -50,6 +50,34 @@ def test_hubd_run_in_a_fresh_clone_says_in_one_line_to_make_the_hub_key_and_exit
     assert "Traceback" not in done.stdout + done.stderr
 
 
+def test_an_embedded_broker_on_port_0_is_a_configuration_error_in_one_line_not_a_bug(
+    tmp_path: Path,
+) -> None:
+    """Port 0 passed the check, then paho refused it at start: exit 70, "a bug"."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    config = tmp_path / "config" / "hub.toml"
+    text = config.read_text(encoding="utf-8")
+    listen = 'listen = "127.0.0.1:11883"'
+    assert listen in text
+    config.write_text(text.replace(listen, 'listen = "127.0.0.1:0"'), encoding="utf-8")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "hubd", "run", "--config", "config/hub.toml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("hubd run: 配置有误")
+    assert "broker.listen" in line
+    assert "port 0" in line
+    assert "Traceback" not in done.stdout + done.stderr
+
+
 def hubctl_reload(config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(  # noqa: S603 - our own console script, as the unit runs it
         [str(HUBCTL), "reload", "--config", str(config)],
