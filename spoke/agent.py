@@ -597,7 +597,7 @@ class SpokeAgent:
                     await asyncio.to_thread(control.mark_alive, work)
                 marked = time.monotonic()
             try:
-                taken = await asyncio.to_thread(control.take, work, now_ms())
+                taken = await asyncio.to_thread(control.take, work, self.ctx.clock())
             except OSError:
                 log.exception("control.failed")
                 continue

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from runtime.clock import now_ms
 from runtime.files import atomic_write, denied_sentence
 from runtime.startup import configure as configure_logs
 from runtime.startup import guarded, run_loop
@@ -90,7 +90,7 @@ def keygen(
     if org is None or out is None:
         spoke = _config(config, "spoke keygen").spoke
         org, out = org or spoke.org, out or spoke.sign_key.parent
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     try:
         if rotate and force:
             raise ValueError("--rotate keeps the old keys and --force discards them; pick one")
@@ -201,7 +201,7 @@ def send(
     if dry_run:
         _dry_run(settings, files, meta, name=name, as_json=as_json)
         return
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     try:
         held = _entries_for(settings, meta, timeout=ENTRIES_WAIT)
         directory = _cached_directory(settings, now=now) if held else None
@@ -252,7 +252,7 @@ def _dry_run(
         )
     directory = _directory(settings, "spoke send")
     meta_name = f"{drop_name(files, name)}.meta.json"
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     outcome = rehearse(meta, meta_name=meta_name, org=settings.org, directory=directory, now=now)
     if isinstance(outcome, Refusal):
         if as_json:
@@ -338,7 +338,7 @@ def keys(
         keyring = source.load()
     except (OSError, ValueError) as exc:
         raise _fail("spoke keys", exc) from exc
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     directory = _cached_directory(settings)
     if directory is None:
         typer.echo("no directory cached yet: start the agent so that it receives one")
@@ -683,7 +683,7 @@ def _directory(settings: SpokeConfig, command: str) -> Directory:
             raise ValueError(
                 "no directory yet: start the agent so that it receives one from the hub"
             )
-        root = verify_root(frame, pinned.public, now=time.time_ns() // 1_000_000)
+        root = verify_root(frame, pinned.public, now=now_ms())
         return materialise(root.root, [read_leaf(leaf) for _, leaf, _ in leaves])
     except (OSError, ValueError, XchgError) as exc:
         raise _fail(command, exc) from exc

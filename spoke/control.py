@@ -27,6 +27,7 @@ from typing import Any
 
 import structlog
 
+from runtime.clock import now_ms
 from runtime.files import atomic_write
 
 log = structlog.get_logger("spoke.control")
@@ -70,7 +71,7 @@ def mark_alive(work: Path) -> None:
 def agent_alive(work: Path) -> bool:
     """Whether an agent marked itself alive lately (the CLI side: ask it, or do not wait)."""
     try:
-        age = time.time() - (work / "control" / "alive").stat().st_mtime
+        age = now_ms() / 1000 - (work / "control" / "alive").stat().st_mtime
     except OSError:
         return False
     return -ALIVE_FOR < age < ALIVE_FOR
@@ -79,7 +80,7 @@ def agent_alive(work: Path) -> bool:
 def submit(work: Path, kind: str, args: Doc, *, timeout: float) -> str:
     """Write a request for the agent; its id (the CLI side)."""
     rid = secrets.token_hex(8)
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     doc = {"kind": kind, "args": args, "made_at": now, "expires_at": now + int(timeout * 1000)}
     atomic_write(folder(work, "requests") / f"{rid}.json", json.dumps(doc).encode(), mode=0o600)
     return rid

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from runtime.clock import now_ms
 from runtime.ports import free_port
 from schemas.directory import verify_directory
 from schemas.display import table
@@ -97,10 +98,6 @@ EMERGENCY = meta(
 )
 
 
-def _now() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _wait(what: str, check: Callable[[], T | bool | None], timeout: float = 20.0) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -149,7 +146,9 @@ class Demo:
             for o in parse_topology(topology.read_text(encoding="utf-8"), source=str(topology)).orgs
         ]
         for org in orgs:
-            generate_org_keys(org, self.scratch / "keys" / "orgs" / org, now=_now(), valid_days=365)
+            generate_org_keys(
+                org, self.scratch / "keys" / "orgs" / org, now=now_ms(), valid_days=365
+            )
         hub_keys = self.scratch / "keys" / "hub"
         self._run("hubctl", "keys", "init", "--out", str(hub_keys))
         self._run(
@@ -219,7 +218,7 @@ class Demo:
         hub = self.scratch / "keys" / "hub"
         pinned = HubPublicKey.load((hub / "hub.pub.json").read_bytes(), source="hub.pub.json")
         d = verify_directory(
-            (hub / "directory.bin").read_bytes(), pinned.public, now=_now()
+            (hub / "directory.bin").read_bytes(), pinned.public, now=now_ms()
         ).directory
         return {"channels": {o.id: list(o.channels) for o in d.orgs}}
 

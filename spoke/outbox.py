@@ -39,6 +39,7 @@ from pathlib import Path
 
 import structlog
 
+from runtime.clock import now_ms
 from runtime.files import fsync_dir
 from schemas.errors import XchgError
 from schemas.ids import msg_id_text, new_msg_id, parse_msg_id
@@ -197,6 +198,7 @@ class Outbox:
     stable_for: float
     metadata_wait: float
     stable_for_unordered: float = 30.0
+    clock: Callable[[], int] = now_ms  # ms since the Unix epoch: a work folder's name
     _watches: dict[str, Watch] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ scanning
@@ -381,7 +383,7 @@ class Outbox:
         (then it is left alone until something of it changes). Either way what was moved
         goes back, and nothing is left in the work area."""
         # the drop's tracking id from this moment on: the msg_id it will be sealed with
-        work = self.work / f"{int(time.time() * 1000)}-{msg_id_text(new_msg_id())}"
+        work = self.work / f"{self.clock()}-{msg_id_text(new_msg_id())}"
         work.mkdir(parents=True)
         fsync_dir(work.parent)
         moved: list[str] = []

@@ -64,6 +64,7 @@ class Sender:
             config.limits.stable_for,
             config.limits.metadata_wait,
             config.limits.stable_for_unordered,
+            ctx.clock,
         )
         self.failures = Failures(ctx, self.outbox)
         self.status = SendStatus(ctx, self.failures, self.queue)

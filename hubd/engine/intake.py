@@ -141,7 +141,7 @@ class Ingest:
             directory=directory, store=store, dispatcher=dispatcher, issuer=issuer, clock=clock
         )
         self._presence = Presence(
-            directory=directory, dispatcher=dispatcher, issuer=issuer, send=send
+            directory=directory, dispatcher=dispatcher, issuer=issuer, send=send, clock=clock
         )
         self._clock = clock
 

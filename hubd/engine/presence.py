@@ -36,6 +36,7 @@ class Presence:
         dispatcher: Dispatcher,
         issuer: ReceiptIssuer,
         send: Publish,
+        clock: Callable[[], int],
     ) -> None:
         self._directory, self._dispatcher, self._issuer = directory, dispatcher, issuer
         self._send = send
@@ -44,7 +45,7 @@ class Presence:
         # arrival) must not revive the spoke.
         self._offline_at: dict[tuple[str, str], int] = {}
         self._hello_at: dict[tuple[str, str], int] = {}  # when (place in the read order)
-        self.hellos = StormLog(log)  # counted, not one line each, in a reconnect storm
+        self.hellos = StormLog(log, clock=clock)  # counted, not one line each, in a reconnect storm
 
     def on_presence(self, channel: str, org: str, payload: bytes, n: int) -> None:
         """A presence message, handled on arrival (``n``: its place in the read order)."""

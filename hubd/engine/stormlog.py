@@ -23,17 +23,22 @@ SUMMARY_AFTER: Final = 1.0  # seconds from the first line counted to the summary
 
 
 class StormLog:
-    """Writes ``spoke.*`` info lines one by one while they are few; counts them in a storm
-    (all one clock: a test passes its own)."""
+    """Writes ``spoke.*`` info lines one by one while they are few; counts them in a storm.
+
+    ``monotonic`` (seconds) measures the second's budget; ``clock`` (the hub's, in ms since
+    the Unix epoch: :mod:`runtime.clock`) stamps the first and last time counted. A test
+    passes its own of either."""
 
     def __init__(
         self,
         logger: Any,
         *,
         per_second: int = LINES_PER_SECOND,
-        clock: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
-        self._log, self._per_second, self._clock = logger, per_second, clock
+        self._log, self._per_second = logger, per_second
+        self._monotonic, self._clock = monotonic, clock
         self._window = float("-inf")  # when the current second began
         self._written = 0  # lines written one by one in it
         self._counted: Counter[str] = Counter()
@@ -43,14 +48,14 @@ class StormLog:
 
     def info(self, event: str, **fields: Any) -> None:
         """``event`` (a ``spoke.*`` name) with ``fields``, or counted if this second is full."""
-        now = self._clock()
+        now = self._monotonic()
         if now - self._window >= 1.0:
             self._window, self._written = now, 0
         if self._written < self._per_second:
             self._written += 1
             self._log.info(event, **fields)
             return
-        at = now_ms()
+        at = self._clock()
         if not self._counted:
             self._first_at = at
             loop = asyncio.get_running_loop()

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from runtime.clock import now_ms
 from runtime.files import PUBLIC_MODE, atomic_write, write_private
 from schemas import codec, topics
 from schemas.ids import check_org_id
@@ -391,7 +392,7 @@ def write_broker(
     if days < 1:
         raise ValueError(f"--days must be at least 1, not {days}")
     name = check_org_id(name or channels[0], what="broker name")
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.fromtimestamp(now_ms() / 1000, dt.UTC)
     folder = (out / name).resolve()
     broker = folder / "broker"
     identities = (check_org_id(topology.hub.id, what="hub id"), *members(topology, channels))

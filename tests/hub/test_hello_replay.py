@@ -83,7 +83,11 @@ def hub_on(store: Store) -> Hub:
     issuer = ReceiptIssuer("jl.hub", world.hub_key, store, wire.send, lambda: world.now)
     dispatcher = Dispatcher(store, wire.send, DispatchSettings(), lambda *_: None)
     presence = Presence(
-        directory=lambda: world.directory, dispatcher=dispatcher, issuer=issuer, send=wire.send
+        directory=lambda: world.directory,
+        dispatcher=dispatcher,
+        issuer=issuer,
+        send=wire.send,
+        clock=lambda: world.now,
     )
     return Hub(world, store, wire, issuer, dispatcher, presence)
 
