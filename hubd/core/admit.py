@@ -140,6 +140,7 @@ GATING: Final = (  # the refusals of schemas.gating.decide
     Reason.POLICY_RECIPIENT_CLEARANCE,
     Reason.POLICY_NO_CHANNEL,
     Reason.ENV_UNKNOWN_RECIPIENT,
+    Reason.ENV_RECIPIENT_AWAITING_KEYS,
 )
 RULES: Final = "rule.*"  # a document rule's refusal: its code is the rule's (rule.<id>)
 REFUSALS: Final = (

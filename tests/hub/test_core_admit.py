@@ -164,6 +164,11 @@ CASES = [
     Case("end: a recipient gone from the directory is refused", Path.END,
          facts=lambda w, _s: {"directory": without_org(w.directory, "jl.cc")},
          expect=Refuse, reason=Reason.ENV_UNKNOWN_RECIPIENT),
+    Case("end: a recipient whose keys a reload dropped is refused as awaiting keys",
+         Path.END, facts=dir_with(org="jl.cc", sign_keys=(), enc_keys=()),
+         expect=Refuse, reason=Reason.ENV_RECIPIENT_AWAITING_KEYS,
+         check=lambda o: isinstance(o, Refuse) and "recipient jl.cc" in o.detail
+         and "awaiting keys" in o.detail),
     # ---- quarantine: kept whatever the disk and the rules say
     Case("inline: a label above the arrival channel's ceiling is quarantined", Path.INLINE,
          build=lambda w: letter(w, doc_type=DocType.REPORT),
