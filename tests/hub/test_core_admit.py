@@ -34,6 +34,7 @@ from hubd.core.admit import (
     answer_stored,
     disk_need,
 )
+from hubd.core.states import MessageState
 from schemas.directory import Directory, OrgEntry
 from schemas.envelope import VerifiedEnvelope, verify_envelope
 from schemas.errors import PeerError, Reason
@@ -110,9 +111,9 @@ class Case:
 
 
 NOTHING_STORED: Mapping[Lookup, Callable[[Letter], Any]] = {Lookup.STORED: lambda _s: None}
-STORED_SAME = {Lookup.STORED: lambda _s: Stored(same=True, state="ACCEPTED")}
-STORED_QUARANTINED = {Lookup.STORED: lambda _s: Stored(same=True, state="QUARANTINED")}
-STORED_OTHER = {Lookup.STORED: lambda _s: Stored(same=False, state="ACCEPTED")}
+STORED_SAME = {Lookup.STORED: lambda _s: Stored(same=True, state=MessageState.ACCEPTED)}
+STORED_QUARANTINED = {Lookup.STORED: lambda _s: Stored(same=True, state=MessageState.QUARANTINED)}
+STORED_OTHER = {Lookup.STORED: lambda _s: Stored(same=False, state=MessageState.ACCEPTED)}
 TO_CC = (Route("jl.cc", "govnet"),)
 LATE = {"now_ms": NOW + SKEW + 1}
 
@@ -339,7 +340,7 @@ def test_an_inline_refusal_stands_once_the_store_has_answered_none(world: World)
 
 
 def test_the_store_answer_for_a_resend_names_the_msg_id_when_the_frame_differs() -> None:
-    answer = answer_stored(Stored(same=False, state="ACCEPTED"), "0123abcd")
+    answer = answer_stored(Stored(same=False, state=MessageState.ACCEPTED), "0123abcd")
     assert answer == Refuse(
         Reason.REPLAY_DUPLICATE,
         "msg_id 0123abcd was already used for another message; "
