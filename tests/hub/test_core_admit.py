@@ -4,18 +4,23 @@ no store, the time given.
 Every case names the path the envelope came by (inline, head, end), the facts the shell
 gathered, what the store answers each question admit asks (NeedLookup), the questions it
 must ask in that order, and the outcome. A last test checks that the table covers every
-refusal and quarantine reason the module declares it can return.
+refusal and quarantine reason the module declares it can return, and another that what it
+declares for gating is every reason schemas.gating constructs a refusal or quarantine with.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from hubd.core.admit import (
+    GATING,
     QUARANTINED_AGAIN,
     QUARANTINES,
     REFUSALS,
@@ -35,6 +40,7 @@ from hubd.core.admit import (
     disk_need,
 )
 from hubd.core.states import MessageState
+from schemas import gating as router
 from schemas.directory import Directory, OrgEntry
 from schemas.envelope import VerifiedEnvelope, verify_envelope
 from schemas.errors import PeerError, Reason
@@ -301,6 +307,28 @@ def test_admit_decides_each_case_of_the_table(world: World, case: Case) -> None:
 def test_the_table_covers_every_reason_admit_can_return() -> None:
     covered = {c.reason for c in CASES if c.reason is not None}
     assert covered == set(REFUSALS) | set(QUARANTINES)
+
+
+def reasons_constructed(module: ModuleType, kind: type) -> set[Reason]:
+    """The ``Reason.X`` each ``kind(...)`` call in ``module``'s source is given first."""
+    found = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == kind.__name__
+        ):
+            first = node.args[0] if node.args else node.keywords[0].value
+            assert isinstance(first, ast.Attribute), ast.unparse(node)
+            found.add(Reason[first.attr])
+    return found
+
+
+def test_admit_declares_every_reason_gating_can_refuse_or_quarantine_with() -> None:
+    # The table's self-check above sees only the reasons admit declares: a refusal that
+    # schemas.gating.decide gained and GATING lacks would pass it unseen.
+    assert reasons_constructed(router, router.Reject) == set(GATING)
+    assert reasons_constructed(router, router.Quarantine) == set(QUARANTINES)
 
 
 def test_the_table_covers_every_path_and_every_question() -> None:
