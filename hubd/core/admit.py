@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Final
 
+from hubd.core.states import MessageState
 from schemas import gating as router
 from schemas.directory import Directory
 from schemas.envelope import VerifiedEnvelope, check_freshness
@@ -62,11 +63,10 @@ NOT_ASKED: Final = _NotAsked.NOT_ASKED  # the store has not been asked (yet)
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """The store already holds the envelope's msg_id: with the same frame? in which state
-    (``ACCEPTED`` or ``QUARANTINED``)?"""
+    """The store already holds the envelope's msg_id: with the same frame? in which state?"""
 
     same: bool
-    state: str
+    state: MessageState
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +140,7 @@ GATING: Final = (  # the refusals of schemas.gating.decide
     Reason.POLICY_RECIPIENT_CLEARANCE,
     Reason.POLICY_NO_CHANNEL,
     Reason.ENV_UNKNOWN_RECIPIENT,
+    Reason.ENV_RECIPIENT_AWAITING_KEYS,
 )
 RULES: Final = "rule.*"  # a document rule's refusal: its code is the rule's (rule.<id>)
 REFUSALS: Final = (
@@ -197,7 +198,7 @@ def answer_stored(stored: Stored, msg_id_text: str) -> Refuse | Resend:
             f"msg_id {msg_id_text} was already used for another message; "
             "every message needs a fresh random msg_id",
         )
-    if stored.state == "ACCEPTED":
+    if stored.state is MessageState.ACCEPTED:
         return Resend(ReceiptStatus.ACCEPTED)
     return Resend(ReceiptStatus.REJECTED, Reason.POLICY_ARRIVAL_CHANNEL, QUARANTINED_AGAIN)
 

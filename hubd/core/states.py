@@ -1,4 +1,5 @@
-"""Delivery states and their legal transitions: one table, the only place they are decided.
+"""Delivery states and their legal transitions: one table, the only place they are decided;
+and the state of a stored message (:class:`MessageState`).
 
 A delivery is one message on its way to one recipient.
 
@@ -20,6 +21,14 @@ from __future__ import annotations
 from enum import StrEnum
 
 from schemas.errors import XchgError
+
+
+class MessageState(StrEnum):
+    """What the hub made of a message it stored; it never changes once stored. The values
+    are what the store's ``messages.state`` column holds."""
+
+    ACCEPTED = "ACCEPTED"  # admitted: delivered to its recipients (its deliveries' states)
+    QUARANTINED = "QUARANTINED"  # arrived on a channel below its label: kept, never forwarded
 
 
 class DeliveryState(StrEnum):

@@ -31,6 +31,7 @@ from hubd.core.admit import (
     admit,
     disk_need,
 )
+from hubd.core.states import MessageState
 from hubd.engine.answers import Answers
 from hubd.engine.arrival import Arrival, Slow, Step
 from hubd.engine.dispatch import Dispatcher, Job, Payload
@@ -123,7 +124,7 @@ class Envelopes:
         )
         if not rows:
             return None
-        return Stored(same=bytes(rows[0][0]) == envelope.digest, state=rows[0][1])
+        return Stored(same=bytes(rows[0][0]) == envelope.digest, state=MessageState(rows[0][1]))
 
     # ------------------------------------------------------------ inline bodies
 

@@ -34,7 +34,7 @@ import structlog
 from sqlalchemy import ColumnElement, Connection, and_, exists, not_, or_, select, tuple_, update
 
 from hubd.config import Retention as RetentionSettings
-from hubd.core.states import DeliveryState
+from hubd.core.states import DeliveryState, MessageState
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
@@ -80,7 +80,7 @@ def finished(cutoffs: Cutoffs) -> ColumnElement[bool]:
     )
     return and_(
         m.c.purged_at.is_(None),
-        m.c.state == "ACCEPTED",
+        m.c.state == MessageState.ACCEPTED.value,
         m.c.received_at <= cutoffs.delivered,  # nothing ends before it arrived
         exists().where(mine),
         not_(exists().where(mine, keeps)),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hubd.core.admit import Admit, Quarantine
-from hubd.core.states import DeliveryState
+from hubd.core.states import DeliveryState, MessageState
 from hubd.engine.arrival import Arrival
 from hubd.engine.dispatch import Payload
 from hubd.store.audit import AuditEvent
@@ -57,7 +57,7 @@ def new_message(storing: Storing) -> NewMessage:
     quarantine = outcome if isinstance(outcome, Quarantine) else None
     routes = outcome.routes if isinstance(outcome, Admit) else ()
     quarantined = quarantine is not None
-    state = "QUARANTINED" if quarantined else "ACCEPTED"
+    state = MessageState.QUARANTINED if quarantined else MessageState.ACCEPTED
     row = {
         "msg_id": header.msg_id,
         "sender": header.sender,
@@ -68,7 +68,7 @@ def new_message(storing: Storing) -> NewMessage:
         "expires_at": header.expires_at,
         "received_at": arrival.at,
         "arrival_channel": arrival.channel,
-        "state": state,
+        "state": state.value,
         "reason": None if quarantine is None else quarantine.reason.value,
         "frame": envelope.frame,
         "frame_sha256": envelope.digest,

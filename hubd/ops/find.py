@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 
-from hubd.core.states import DeliveryState
+from hubd.core.states import DeliveryState, MessageState
 from hubd.ops.query import LABEL_OF_RANK, PRECEDENCE_OF_RANK, Read
 from hubd.store import tables as t
 from schemas.ids import msg_id_text
@@ -80,7 +80,7 @@ class Found:
     classification: Classification
     precedence: Precedence
     doc_type: str
-    state: str  # ACCEPTED | QUARANTINED
+    state: MessageState
     reason: str | None
     expires_at: int | None
     recipients: tuple[RecipientState, ...]
@@ -94,7 +94,7 @@ class Found:
             "classification": self.classification.name,
             "precedence": self.precedence.name,
             "doc_type": self.doc_type,
-            "state": self.state,
+            "state": self.state.value,
             "reason": self.reason,
             "expires_at": self.expires_at,
             "recipients": [r.as_json() for r in self.recipients],
@@ -189,7 +189,7 @@ async def find(read: Read, search: Search, *, now: int, limit: int) -> Findings:
             classification=LABEL_OF_RANK[int(r.classification)],
             precedence=PRECEDENCE_OF_RANK[int(r.precedence)],
             doc_type=r.doc_type,
-            state=r.state,
+            state=MessageState(r.state),
             reason=r.reason,
             expires_at=None if r.expires_at is None else int(r.expires_at),
             recipients=tuple(states.get(bytes(r.msg_id), ())),

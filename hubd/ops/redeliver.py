@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 
-from hubd.core.states import DeliveryState, Event, can, next_state
+from hubd.core.states import DeliveryState, Event, MessageState, can, next_state
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
 from hubd.store.connections import read_only_url
@@ -272,7 +272,7 @@ async def _nothing_there(read: Read, target: Target) -> Refusal:
             f"the hub's store holds no message {m}: it never reached this hub, or the hub "
             "refused it",
         )
-    if rows[0][0] == "QUARANTINED":
+    if rows[0][0] == MessageState.QUARANTINED.value:
         return Refusal(
             target.msg_id,
             target.to,

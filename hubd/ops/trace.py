@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from hubd.core.states import MessageState
 from hubd.ops.query import (
     LABEL_OF_RANK,
     PRECEDENCE_OF_RANK,
@@ -39,7 +40,7 @@ class StoredMessage:
     expires_at: int | None
     received_at: int
     arrival_channel: str
-    state: str  # ACCEPTED | QUARANTINED
+    state: MessageState
     reason: str | None  # why it is quarantined
     body_size: int
     purged_at: int | None = None  # when retention removed its content (hubd.engine.retention)
@@ -108,7 +109,7 @@ async def trace(read: Read, msg_id: bytes, *, now: int) -> Trace | None:
             expires_at=None if r.expires_at is None else int(r.expires_at),
             received_at=int(r.received_at),
             arrival_channel=r.arrival_channel,
-            state=r.state,
+            state=MessageState(r.state),
             reason=r.reason,
             body_size=int(r.body_size),
             purged_at=None if r.purged_at is None else int(r.purged_at),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from hubd.core.states import MessageState
 from hubd.ops.find import Findings, Found, Search
 from hubd.ops.query import Delivery, Listing, Spoke, SpokePresence, Status
 from hubd.ops.trace import Step, Trace
@@ -203,7 +204,7 @@ def _asked(search: Search) -> str:
 
 
 def _recipients(f: Found) -> str:
-    if f.state == "QUARANTINED":
+    if f.state is MessageState.QUARANTINED:
         return f"none: quarantined ({f.reason}), never forwarded"
     return ", ".join(f"{r.recipient} {r.state.value}" for r in f.recipients) or "-"
 
@@ -268,7 +269,7 @@ def render_trace(tr: Trace) -> str:
                 f"(the sender's clock), received {ms_to_text(m.received_at)}; expires {expires}"
             ),
         ]
-        if m.state == "QUARANTINED":
+        if m.state is MessageState.QUARANTINED:
             lines.append(f"  QUARANTINED ({m.reason}): kept by the hub, never forwarded")
         else:
             lines.append(f"  {m.state}")

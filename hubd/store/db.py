@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hubd.core.states import DeliveryState
+from hubd.core.states import DeliveryState, MessageState
 from hubd.store import ledger as ledgerstore
 from hubd.store import tables as t
 from hubd.store.audit import GENESIS, AuditEvent, chain_hash_of
@@ -403,7 +403,9 @@ class _Batch:
                 known = existing.get(op.row["msg_id"])
                 if known is not None:
                     results.append(
-                        Duplicate(same=known[0] == op.row["frame_sha256"], state=known[1])
+                        Duplicate(
+                            same=known[0] == op.row["frame_sha256"], state=MessageState(known[1])
+                        )
                     )
                     continue
                 existing[op.row["msg_id"]] = (op.row["frame_sha256"], op.row["state"])

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Select, select
 
+from hubd.core.states import MessageState
 from hubd.store import tables as t
 from schemas import codec
 from schemas.envelope import Header, read_frame_sender
@@ -36,7 +37,7 @@ def referenced_query(msg_id: bytes) -> Select[Any]:
     holds it (retention keeps a 请示's frame; any other purged message has none)."""
     return select(t.messages.c.frame).where(
         t.messages.c.msg_id == msg_id,
-        t.messages.c.state == "ACCEPTED",
+        t.messages.c.state == MessageState.ACCEPTED.value,
         t.messages.c.frame.is_not(None),
     )
 

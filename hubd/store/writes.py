@@ -14,7 +14,7 @@ from sqlalchemy import (
     select,
 )
 
-from hubd.core.states import DeliveryState
+from hubd.core.states import DeliveryState, MessageState
 from hubd.store import ledger as ledgerstore
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
@@ -39,7 +39,7 @@ class Duplicate:
     """The msg_id is already stored; ``same`` says whether with the very same frame."""
 
     same: bool
-    state: str
+    state: MessageState
 
 
 @dataclass(slots=True)

@@ -4,18 +4,23 @@ no store, the time given.
 Every case names the path the envelope came by (inline, head, end), the facts the shell
 gathered, what the store answers each question admit asks (NeedLookup), the questions it
 must ask in that order, and the outcome. A last test checks that the table covers every
-refusal and quarantine reason the module declares it can return.
+refusal and quarantine reason the module declares it can return, and another that what it
+declares for gating is every reason schemas.gating constructs a refusal or quarantine with.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from hubd.core.admit import (
+    GATING,
     QUARANTINED_AGAIN,
     QUARANTINES,
     REFUSALS,
@@ -34,6 +39,8 @@ from hubd.core.admit import (
     answer_stored,
     disk_need,
 )
+from hubd.core.states import MessageState
+from schemas import gating as router
 from schemas.directory import Directory, OrgEntry
 from schemas.envelope import VerifiedEnvelope, verify_envelope
 from schemas.errors import PeerError, Reason
@@ -110,9 +117,9 @@ class Case:
 
 
 NOTHING_STORED: Mapping[Lookup, Callable[[Letter], Any]] = {Lookup.STORED: lambda _s: None}
-STORED_SAME = {Lookup.STORED: lambda _s: Stored(same=True, state="ACCEPTED")}
-STORED_QUARANTINED = {Lookup.STORED: lambda _s: Stored(same=True, state="QUARANTINED")}
-STORED_OTHER = {Lookup.STORED: lambda _s: Stored(same=False, state="ACCEPTED")}
+STORED_SAME = {Lookup.STORED: lambda _s: Stored(same=True, state=MessageState.ACCEPTED)}
+STORED_QUARANTINED = {Lookup.STORED: lambda _s: Stored(same=True, state=MessageState.QUARANTINED)}
+STORED_OTHER = {Lookup.STORED: lambda _s: Stored(same=False, state=MessageState.ACCEPTED)}
 TO_CC = (Route("jl.cc", "govnet"),)
 LATE = {"now_ms": NOW + SKEW + 1}
 
@@ -164,6 +171,11 @@ CASES = [
     Case("end: a recipient gone from the directory is refused", Path.END,
          facts=lambda w, _s: {"directory": without_org(w.directory, "jl.cc")},
          expect=Refuse, reason=Reason.ENV_UNKNOWN_RECIPIENT),
+    Case("end: a recipient whose keys a reload dropped is refused as awaiting keys",
+         Path.END, facts=dir_with(org="jl.cc", sign_keys=(), enc_keys=()),
+         expect=Refuse, reason=Reason.ENV_RECIPIENT_AWAITING_KEYS,
+         check=lambda o: isinstance(o, Refuse) and "recipient jl.cc" in o.detail
+         and "awaiting keys" in o.detail),
     # ---- quarantine: kept whatever the disk and the rules say
     Case("inline: a label above the arrival channel's ceiling is quarantined", Path.INLINE,
          build=lambda w: letter(w, doc_type=DocType.REPORT),
@@ -297,6 +309,28 @@ def test_the_table_covers_every_reason_admit_can_return() -> None:
     assert covered == set(REFUSALS) | set(QUARANTINES)
 
 
+def reasons_constructed(module: ModuleType, kind: type) -> set[Reason]:
+    """The ``Reason.X`` each ``kind(...)`` call in ``module``'s source is given first."""
+    found = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == kind.__name__
+        ):
+            first = node.args[0] if node.args else node.keywords[0].value
+            assert isinstance(first, ast.Attribute), ast.unparse(node)
+            found.add(Reason[first.attr])
+    return found
+
+
+def test_admit_declares_every_reason_gating_can_refuse_or_quarantine_with() -> None:
+    # The table's self-check above sees only the reasons admit declares: a refusal that
+    # schemas.gating.decide gained and GATING lacks would pass it unseen.
+    assert reasons_constructed(router, router.Reject) == set(GATING)
+    assert reasons_constructed(router, router.Quarantine) == set(QUARANTINES)
+
+
 def test_the_table_covers_every_path_and_every_question() -> None:
     assert {c.path for c in CASES} == set(Path)
     assert {q for c in CASES for q in c.asks} == set(Lookup)
@@ -334,7 +368,7 @@ def test_an_inline_refusal_stands_once_the_store_has_answered_none(world: World)
 
 
 def test_the_store_answer_for_a_resend_names_the_msg_id_when_the_frame_differs() -> None:
-    answer = answer_stored(Stored(same=False, state="ACCEPTED"), "0123abcd")
+    answer = answer_stored(Stored(same=False, state=MessageState.ACCEPTED), "0123abcd")
     assert answer == Refuse(
         Reason.REPLAY_DUPLICATE,
         "msg_id 0123abcd was already used for another message; "

@@ -21,7 +21,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text
 from structlog.testing import capture_logs
 
-from hubd.core.states import DeliveryState
+from hubd.core.states import DeliveryState, MessageState
 from hubd.store import tables as t
 from hubd.store.audit import GENESIS, AuditEvent, AuditRow, verify_chain
 from hubd.store.db import MIGRATIONS, Store
@@ -203,7 +203,7 @@ async def test_known_msg_id_with_the_same_frame_is_a_same_duplicate(store: Store
 
     again = await store.submit(new_message(1, frame=b"original"))
 
-    assert again == Duplicate(same=True, state="ACCEPTED")
+    assert again == Duplicate(same=True, state=MessageState.ACCEPTED)
     assert await count(store, t.messages) == 1
     assert await count(store, t.deliveries) == 2
 
@@ -213,7 +213,7 @@ async def test_known_msg_id_with_another_frame_is_a_different_duplicate(store: S
 
     again = await store.submit(new_message(1, frame=b"replayed with other bytes"))
 
-    assert again == Duplicate(same=False, state="QUARANTINED")
+    assert again == Duplicate(same=False, state=MessageState.QUARANTINED)
     rows = await store.read(select(t.messages.c.frame, t.messages.c.state))
     assert [(bytes(r[0]), r[1]) for r in rows] == [(b"original", "QUARANTINED")]
     assert await count(store, t.deliveries) == 0
@@ -232,8 +232,8 @@ async def test_duplicates_within_one_batch_are_recognised(store: Store) -> None:
     assert store.commits == before + 1  # the four shared one transaction
     assert list(results) == [
         Stored(),
-        Duplicate(same=True, state="ACCEPTED"),
-        Duplicate(same=False, state="ACCEPTED"),
+        Duplicate(same=True, state=MessageState.ACCEPTED),
+        Duplicate(same=False, state=MessageState.ACCEPTED),
         Stored(),
     ]
     assert await count(store, t.messages) == 2
