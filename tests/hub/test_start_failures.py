@@ -25,19 +25,24 @@ from tests.world import REPO, World
 HUBCTL = Path(sys.executable).parent / "hubctl"  # the console script ExecReload runs
 
 
-def test_hubd_run_in_a_fresh_clone_says_in_one_line_to_make_the_hub_key_and_exits_2(
-    tmp_path: Path,
-) -> None:
-    shutil.copytree(REPO / "config", tmp_path / "config")  # a clone: no certs/, no state/
-
-    done = subprocess.run(
+def hubd_run(folder: Path) -> subprocess.CompletedProcess[str]:
+    """``hubd run --config config/hub.toml`` in ``folder``, as the README has it run."""
+    return subprocess.run(
         [sys.executable, "-m", "hubd", "run", "--config", "config/hub.toml"],
-        cwd=tmp_path,
+        cwd=folder,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def test_hubd_run_in_a_fresh_clone_says_in_one_line_to_make_the_hub_key_and_exits_2(
+    tmp_path: Path,
+) -> None:
+    shutil.copytree(REPO / "config", tmp_path / "config")  # a clone: no certs/, no state/
+
+    done = hubd_run(tmp_path)
 
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.splitlines()
@@ -61,14 +66,7 @@ def test_an_embedded_broker_on_port_0_is_a_configuration_error_in_one_line_not_a
     assert listen in text
     config.write_text(text.replace(listen, 'listen = "127.0.0.1:0"'), encoding="utf-8")
 
-    done = subprocess.run(
-        [sys.executable, "-m", "hubd", "run", "--config", "config/hub.toml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = hubd_run(tmp_path)
 
     assert done.returncode == 2, done.stderr
     [line] = done.stderr.splitlines()

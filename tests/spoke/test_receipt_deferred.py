@@ -18,12 +18,10 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from runtime.clock import now_ms
 from schemas import topics, transport
-from schemas.labels import Classification
-from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from tests.runtime.test_fakelink_world import CHANNEL, SENDER, exchange
 from tests.spoke.procs import eventually
+from tests.spoke.test_receipt_gaps import delivered_by_jl_cc
 from tests.world import World
 
 
@@ -36,18 +34,7 @@ async def test_a_numbered_batch_before_a_directory_is_in_use_is_taken_when_one_i
         await agent.ctx.book.ensure(["jl.cc"])  # the issuer's entry held: nothing to ask
         assert agent.ctx.verified is not None
         agent.ctx.verified = None  # no directory in use (as when it has expired)
-        entry = ReceiptEntry(
-            msg_id=bytes(16),
-            recipient="jl.cc",
-            status=ReceiptStatus.DELIVERED,
-            at=now_ms(),
-            subject=bytes(32),
-            classification=Classification.INTERNAL,
-            reason=None,
-            detail=None,
-            retriable=False,
-        )
-        frame = sign_receipts("jl.cc", world.keys["jl.cc"].signing, [entry], at=now_ms())
+        frame = delivered_by_jl_cc(world)
         before = agent.ctx.state.cursors().get(CHANNEL, 0)
         batch = transport.encode(transport.ReceiptsMsg(frame, before + 1))
 

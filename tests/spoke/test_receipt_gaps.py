@@ -20,16 +20,8 @@ from tests.spoke.procs import eventually
 from tests.world import World
 
 
-async def test_a_spoke_holding_a_later_receipt_batch_asks_the_hub_for_the_missing_one(
-    exchanges: ExchangeFactory, world: World
-) -> None:
-    exchange = exchanges("mosquitto")
-    gov, _ = await exchange.running("jl.gov", "jl.cc")
-    assert exchange.hub is not None
-    hub_log = exchange.hub.folder / "hubd.log"
-    hellos_before = hub_log.read_text(encoding="utf-8").count('"spoke.hello"')
-
-    # batch 2 for jl.gov arrives, batch 1 never will: as if the hub died between the two
+def delivered_by_jl_cc(world: World) -> bytes:
+    """A receipt batch jl.cc signed: DELIVERED, about a message nobody sent."""
     entry = ReceiptEntry(
         msg_id=bytes(16),
         recipient="jl.cc",
@@ -41,7 +33,20 @@ async def test_a_spoke_holding_a_later_receipt_batch_asks_the_hub_for_the_missin
         detail=None,
         retriable=False,
     )
-    frame = sign_receipts("jl.cc", world.keys["jl.cc"].signing, [entry], at=now_ms())
+    return sign_receipts("jl.cc", world.keys["jl.cc"].signing, [entry], at=now_ms())
+
+
+async def test_a_spoke_holding_a_later_receipt_batch_asks_the_hub_for_the_missing_one(
+    exchanges: ExchangeFactory, world: World
+) -> None:
+    exchange = exchanges("mosquitto")
+    gov, _ = await exchange.running("jl.gov", "jl.cc")
+    assert exchange.hub is not None
+    hub_log = exchange.hub.folder / "hubd.log"
+    hellos_before = hub_log.read_text(encoding="utf-8").count('"spoke.hello"')
+
+    # batch 2 for jl.gov arrives, batch 1 never will: as if the hub died between the two
+    frame = delivered_by_jl_cc(world)
     message = transport.encode(transport.ReceiptsMsg(frame, 2))
     async with aiomqtt.Client("127.0.0.1", exchange.port, identifier="test-hub-double") as client:
         await client.publish(topics.down("govnet", "jl.gov"), message, qos=1)
