@@ -1053,6 +1053,77 @@ def _not_applicable(rule: Rule, why: str) -> RuleResult:
     return RuleResult(rule, Mode.ENFORCE, Verdict.NOT_APPLICABLE, note=why)
 
 
+# Every rule but the document number's reads only fields that repeat from one document to
+# the next (sender, addressees, type, labels, ...), and the directory: a hub judges the same
+# routing thousands of times. Those verdicts are kept per directory (dropped with it) for the
+# fields below; the number, unique to each document, is judged every time.
+MEMO_SIZE: Final = 1024
+_PER_DOCUMENT: Final = "doc_number"  # the only Document field no memoized rule reads
+
+
+def _routing_key(
+    doc: Document, referenced: Referenced | None, *, looked_up: bool
+) -> tuple[object, ...]:
+    """Every input of the memoized rules: each Document field but ``doc_number`` (a test
+    holds this list to the dataclass's fields)."""
+    return (
+        doc.sender,
+        doc.to,
+        doc.cc,
+        doc.doc_type,
+        doc.classification,
+        doc.secrecy_period,
+        tuple(doc.copy_numbers.items()),
+        doc.signatory,
+        doc.directive,
+        doc.in_reply_to,
+        doc.title,
+        referenced,
+        looked_up,
+    )
+
+
+def _judge(
+    rule: Rule, settings: Settings, check: Callable[[], RuleResult | list[Finding]]
+) -> RuleResult:
+    mode = mode_of(settings, rule)
+    if mode is Mode.OFF:
+        return RuleResult(rule, mode, Verdict.OFF, note="off in the settings")
+    outcome = check()
+    if isinstance(outcome, RuleResult):
+        return RuleResult(rule, mode, outcome.verdict, note=outcome.note)
+    if outcome:
+        return RuleResult(rule, mode, Verdict.FAIL, tuple(outcome))
+    return RuleResult(rule, mode, Verdict.PASS)
+
+
+def _routing(
+    doc: Document,
+    directory: Directory,
+    settings: Settings,
+    referenced: Referenced | None,
+    *,
+    looked_up: bool,
+) -> Evaluation:
+    """The verdicts of every rule but the document number's, and the directions."""
+    checks: dict[Rule, Callable[[], RuleResult | list[Finding]]] = {
+        SKIP_LEVEL: lambda: _skip_level(doc, directory),
+        SKIP_LEVEL_DOWN: lambda: _skip_level_down(doc, directory),
+        REQUEST_RECIPIENT: lambda: _request_recipient(doc, directory),
+        UPWARD_SIGNATORY: lambda: _upward_signatory(doc, directory),
+        REPLY_REQUEST: lambda: _reply_request(doc, directory, referenced, looked_up=looked_up),
+        TYPE_DIRECTION: lambda: _type_direction(doc, directory),
+        LETTER_DIRECTION: lambda: _letter_direction(doc, directory),
+        MOTION_RECIPIENT: lambda: _motion_recipient(doc, directory),
+        REQUEST_REPORT_MIXED: lambda: _request_report_mixed(doc),
+        DEPARTMENT_DIRECTIVE: lambda: _department_directive(doc, directory),
+        CLASSIFIED_MARKS: lambda: _classified_marks(doc, directory),
+    }
+    results = tuple(_judge(rule, settings, check) for rule, check in checks.items())
+    directions = {r: direction(directory, doc.sender, r) for r in doc.recipients}
+    return Evaluation(directions, results)
+
+
 def evaluate(
     doc: Document,
     directory: Directory,
@@ -1066,33 +1137,23 @@ def evaluate(
     ``referenced`` is what the store holds under ``doc.in_reply_to`` (None if nothing);
     ``looked_up`` is False where no store can say (at a spoke), and the 批复's reference
     is then left to the hub.
+
+    With the directory's own settings (:func:`settings_of`) the verdicts that do not
+    depend on the document number are kept per directory; the result is shared, so do
+    not modify its ``directions``.
     """
-    checks: dict[Rule, Callable[[], RuleResult | list[Finding]]] = {
-        SKIP_LEVEL: lambda: _skip_level(doc, directory),
-        SKIP_LEVEL_DOWN: lambda: _skip_level_down(doc, directory),
-        REQUEST_RECIPIENT: lambda: _request_recipient(doc, directory),
-        UPWARD_SIGNATORY: lambda: _upward_signatory(doc, directory),
-        REPLY_REQUEST: lambda: _reply_request(doc, directory, referenced, looked_up=looked_up),
-        TYPE_DIRECTION: lambda: _type_direction(doc, directory),
-        LETTER_DIRECTION: lambda: _letter_direction(doc, directory),
-        MOTION_RECIPIENT: lambda: _motion_recipient(doc, directory),
-        REQUEST_REPORT_MIXED: lambda: _request_report_mixed(doc),
-        DEPARTMENT_DIRECTIVE: lambda: _department_directive(doc, directory),
-        CLASSIFIED_MARKS: lambda: _classified_marks(doc, directory),
-        DOC_NUMBER_FORM: lambda: _doc_number_form(doc),
-    }
-    results = []
-    for rule, check in checks.items():
-        mode = mode_of(settings, rule)
-        if mode is Mode.OFF:
-            results.append(RuleResult(rule, mode, Verdict.OFF, note="off in the settings"))
-            continue
-        outcome = check()
-        if isinstance(outcome, RuleResult):
-            results.append(RuleResult(rule, mode, outcome.verdict, note=outcome.note))
-        elif outcome:
-            results.append(RuleResult(rule, mode, Verdict.FAIL, tuple(outcome)))
-        else:
-            results.append(RuleResult(rule, mode, Verdict.PASS))
-    directions = {r: direction(directory, doc.sender, r) for r in doc.recipients}
-    return Evaluation(directions, tuple(results))
+    cache = directory._rule_modes  # noqa: SLF001 - the directory keeps it for us
+    shared: Evaluation | None = None
+    if settings is cache.get("settings"):
+        memo = cast("dict[tuple[object, ...], Evaluation]", cache.setdefault("memo", {}))
+        key = _routing_key(doc, referenced, looked_up=looked_up)
+        shared = memo.get(key)
+        if shared is None:
+            shared = _routing(doc, directory, settings, referenced, looked_up=looked_up)
+            if len(memo) >= MEMO_SIZE:
+                memo.clear()  # atomic, unlike evicting one (a worker thread may judge too)
+            memo[key] = shared
+    else:
+        shared = _routing(doc, directory, settings, referenced, looked_up=looked_up)
+    number = _judge(DOC_NUMBER_FORM, settings, lambda: _doc_number_form(doc))
+    return Evaluation(shared.directions, (*shared.results, number))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 from _pytest.mark import ParameterSet
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas import rules as rules_module
 from schemas.directory import verify_directory
 from schemas.errors import ConfigError
 from schemas.ids import msg_id_text
@@ -1860,3 +1861,70 @@ def test_sealed_header_is_judged_like_the_document_it_came_from(world: World) ->
 
     assert from_header == direct
     assert [f.rule for f in from_header.refusals] == [SKIP_LEVEL]
+
+
+# ---------------------------------------------------------------- the memo
+
+
+def test_the_memo_key_changes_with_every_document_field_but_the_number() -> None:
+    """A field the memoized rules read but the key leaves out would hand one document
+    another's verdicts: every Document field must be in the key but doc_number."""
+    base = Document(PROVINCE, (CHANGCHUN,), (), DocType.NOTICE, Classification.INTERNAL)
+    other: dict[str, object] = {
+        "sender": HEALTH,
+        "to": (JILIN_CITY,),
+        "cc": (NONGAN,),
+        "doc_type": DocType.LETTER,
+        "classification": Classification.SECRET,
+        "secrecy_period": "5年",
+        "copy_numbers": {CHANGCHUN: "000001"},
+        "signatory": "张三",
+        "directive": True,
+        "in_reply_to": REQUEST_ID,
+        "title": "关于印发的通知",
+    }
+    names = {f.name for f in fields(Document)}
+    assert set(other) == names - {rules_module._PER_DOCUMENT}  # a new field: add it here
+    key = rules_module._routing_key(base, None, looked_up=True)
+    for name, value in other.items():
+        assert (
+            rules_module._routing_key(replace(base, **{name: value}), None, looked_up=True) != key
+        ), name
+    numbered = replace(base, doc_number="吉政发〔2026〕1号")
+    assert rules_module._routing_key(numbered, None, looked_up=True) == key
+    referenced = Referenced(REQUEST_ID, CHANGCHUN, DocType.REQUEST, (PROVINCE,))
+    assert rules_module._routing_key(base, referenced, looked_up=True) != key
+    assert rules_module._routing_key(base, None, looked_up=False) != key
+
+
+_memo_docs = st.builds(
+    doc,
+    sender=st.sampled_from([PROVINCE, CHANGCHUN, NONGAN, HEALTH, PROVINCE_CONGRESS]),
+    to=st.lists(
+        st.sampled_from([STATE_COUNCIL, PROVINCE, CHANGCHUN, NONGAN, YUSHU, HUADIAN, FINANCE]),
+        min_size=1,
+        max_size=3,
+        unique=True,
+    ).map(tuple),
+    cc=st.lists(st.sampled_from([CHANGCHUN, JILIN_CITY, SECURITY]), max_size=2, unique=True).map(
+        tuple
+    ),
+    doc_type=st.sampled_from(list(DocType)),
+    signatory=st.sampled_from([None, "李四"]),
+    doc_number=st.sampled_from([None, "吉政发〔2026〕3号", "吉政发[2026]第03号"]),
+    directive=st.booleans(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(first=_memo_docs, second=_memo_docs)
+def test_memoized_verdicts_equal_fresh_ones_whatever_came_before(
+    world: World, first: Document, second: Document
+) -> None:
+    """The directory's own settings use the memo; a copy of them does not."""
+    directory = world.directory
+    own = settings_of(directory)
+    for document in (first, second, first, replace(second, doc_number="吉政发〔2026〕01号")):
+        memoized = evaluate(document, directory, own)
+        fresh = evaluate(document, directory, dict(own))
+        assert memoized == fresh
