@@ -77,9 +77,25 @@ def encode(value: Any) -> bytes:
         raise UsageError(f"a str is not encodable as UTF-8 ({exc.reason}); clean it first") from exc
 
 
+_AS_IS = frozenset({str, bytes, bool, type(None)})
+
+
 def _canonical(value: Any, depth: int) -> Any:
+    kind = type(value)
+    if kind in _AS_IS:  # the common case first, by exact type (the isinstance chain below
+        return value  # is for subclasses: a StrEnum is a str)
+    if kind is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise UsageError(f"integer {value} does not fit msgpack's 64-bit range")
+        return value
+    if kind is dict or kind is list or kind is tuple:
+        if depth >= MAX_DEPTH:
+            raise UsageError(f"value nests deeper than {MAX_DEPTH} levels")
+        if kind is dict:
+            return _canonical_map(value, depth)
+        return [_canonical(v, depth + 1) for v in value]
     # bool before int: bool is an int subclass and must stay a msgpack bool.
-    if value is None or isinstance(value, bool | str | bytes):
+    if isinstance(value, (bool, str, bytes)):
         return value
     if isinstance(value, int):
         if not _INT_MIN <= value <= _INT_MAX:
@@ -87,14 +103,18 @@ def _canonical(value: Any, depth: int) -> Any:
         return value
     if depth >= MAX_DEPTH:
         raise UsageError(f"value nests deeper than {MAX_DEPTH} levels")
-    if isinstance(value, list | tuple):
+    if isinstance(value, (list, tuple)):
         return [_canonical(v, depth + 1) for v in value]
     if isinstance(value, dict):
-        for k in value:
-            if not isinstance(k, str):
-                raise UsageError(f"map key {k!r} is not a str; the wire allows only str keys")
-        return {k: _canonical(value[k], depth + 1) for k in sorted(value)}
+        return _canonical_map(value, depth)
     raise UsageError(f"type {type(value).__name__} is not allowed on the wire")
+
+
+def _canonical_map(value: dict[Any, Any], depth: int) -> dict[str, Any]:
+    for k in value:
+        if not isinstance(k, str):
+            raise UsageError(f"map key {k!r} is not a str; the wire allows only str keys")
+    return {k: _canonical(value[k], depth + 1) for k in sorted(value)}
 
 
 def decode(data: bytes, limits: Limits) -> Any:

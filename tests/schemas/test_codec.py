@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import random
 import tracemalloc
+from collections import OrderedDict
+from enum import IntEnum, StrEnum
 from typing import Any
 
 import msgpack
@@ -681,3 +683,24 @@ def test_encode_refuses_a_lone_surrogate_with_usage_error() -> None:
     # non-UTF-8 file names) is our misuse like an int out of range, not a UnicodeError.
     with pytest.raises(UsageError):
         encode({"name": "report\udcff.txt"})
+
+
+def test_encode_writes_subclasses_of_the_wire_types_as_their_base_type() -> None:
+    """The encoder's fast path is by exact type; a StrEnum, an IntEnum, a dict or tuple
+    subclass still encode exactly as the plain value (and a nested one counts its depth)."""
+
+    class Word(StrEnum):
+        A = "a"
+
+    class Number(IntEnum):
+        SEVEN = 7
+
+    class Ordered(OrderedDict[str, Any]):
+        pass
+
+    plain = {"w": "a", "n": 7, "t": [1, [True, None]], "m": {"b": 1, "a": 2}}
+    subclassed = {"w": Word.A, "n": Number.SEVEN, "t": (1, (True, None)), "m": Ordered(b=1, a=2)}
+    assert encode(subclassed) == encode(plain)
+    assert encode(Ordered(z=nested_lists(63))) == encode({"z": nested_lists(63)})
+    with pytest.raises(UsageError):
+        encode(Ordered(z=nested_lists(64)))
