@@ -10,7 +10,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from enum import Enum
-from typing import Self
+from typing import Self, cast
 
 
 def _norm(text: str) -> str:
@@ -25,9 +25,19 @@ class _OrderedLabel(Enum):
     equal (PUBLIC is not ROUTINE), and a label is never silently an int.
     """
 
+    _value_: tuple[object, ...]
+    _rank: int
+    _hash: int
+
+    def __init__(self, *value: object) -> None:
+        # kept on the member: the hub compares labels several times a document, and an
+        # enum's .value is a descriptor call each time
+        self._rank = int(cast("int", value[0]))
+        self._hash = hash((type(self).__name__, self._name_))
+
     @property
     def rank(self) -> int:
-        return int(self.value[0])
+        return self._rank
 
     @property
     def zh(self) -> str:
@@ -40,25 +50,25 @@ class _OrderedLabel(Enum):
     def __lt__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self.rank < other.rank
+        return self._rank < cast("Self", other)._rank
 
     def __le__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self.rank <= other.rank
+        return self._rank <= cast("Self", other)._rank
 
     def __gt__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self.rank > other.rank
+        return self._rank > cast("Self", other)._rank
 
     def __ge__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self.rank >= other.rank
+        return self._rank >= cast("Self", other)._rank
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__, self.name))
+        return self._hash
 
     def __str__(self) -> str:
         return f"{self.name} {self.zh}"
