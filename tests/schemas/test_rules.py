@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import fields, replace
+from typing import Any
 
 import pytest
 from _pytest.mark import ParameterSet
@@ -1870,7 +1871,7 @@ def test_the_memo_key_changes_with_every_document_field_but_the_number() -> None
     """A field the memoized rules read but the key leaves out would hand one document
     another's verdicts: every Document field must be in the key but doc_number."""
     base = Document(PROVINCE, (CHANGCHUN,), (), DocType.NOTICE, Classification.INTERNAL)
-    other: dict[str, object] = {
+    other: dict[str, Any] = {
         "sender": HEALTH,
         "to": (JILIN_CITY,),
         "cc": (NONGAN,),
