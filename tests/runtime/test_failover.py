@@ -10,7 +10,7 @@ directory) runs again on the new node with the subscriptions in place there.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ from structlog.testing import capture_logs
 
 from runtime.link import Link
 from runtime.mqtt import BrokerLink
-from tests.hubproc import Mosquitto, free_port
+from runtime.ports import free_port
+from tests.hubproc import Mosquitto
 
 TOPIC = "xchg/v1/govnet/down/jl.cc"
 
@@ -31,7 +32,9 @@ def brokers(tmp_path: Path) -> Iterator[list[Mosquitto]]:
     started: list[Mosquitto] = []
     try:
         for name in ("a", "b"):
-            started.append(Mosquitto(tmp_path / f"mosquitto-{name}").start())
+            broker = Mosquitto(tmp_path / f"mosquitto-{name}")
+            started.append(broker)
+            broker.start()
         yield started
     finally:
         for broker in started:
@@ -58,7 +61,9 @@ class Owner:
         self.greeted.append(link.node)
 
 
-def link_over(ports: list[int], owner: Owner, **backoff: float) -> BrokerLink:
+def link_over(
+    ports: list[int], owner: Owner, *, backoff_initial: float = 0.5, backoff_max: float = 30.0
+) -> BrokerLink:
     first, *rest = ports
     return BrokerLink(
         "govnet",
@@ -70,7 +75,8 @@ def link_over(ports: list[int], owner: Owner, **backoff: float) -> BrokerLink:
         sink=owner.sink,
         on_connected=owner.greet,
         failover=[("127.0.0.1", port) for port in rest],
-        **backoff,
+        backoff_initial=backoff_initial,
+        backoff_max=backoff_max,
     )
 
 
@@ -91,23 +97,29 @@ def start(link: BrokerLink, running: list[Any]) -> None:
     running.append((link, stop, asyncio.create_task(link.run(stop))))
 
 
-async def on_node(link: BrokerLink, port: int) -> None:
-    """Until the link is connected to the node on ``port`` (the overall timeout: 20 s)."""
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` (the link's state, a sink, a captured log) until it holds; 20 s
+    is only the bound of a test that went wrong."""
     async with asyncio.timeout(20):
-        while not (link.connected.is_set() and link.node == f"mqtt://127.0.0.1:{port}"):
-            await asyncio.sleep(0.02)  # polling the link's state
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.02)
+
+
+async def on_node(link: BrokerLink, port: int) -> None:
+    """Until the link is connected to the node on ``port``."""
+    await until(lambda: link.connected.is_set() and link.node == f"mqtt://127.0.0.1:{port}")
 
 
 async def delivered(port: int, owner: Owner, payload: bytes) -> None:
     """Publish on the node on ``port`` as a peer would, until the owner's sink has it."""
     async with aiomqtt.Client("127.0.0.1", port, identifier=f"peer-{port}") as peer:
         await peer.publish(TOPIC, payload, qos=1)
-    async with asyncio.timeout(20):
-        while payload not in owner.received:
-            await asyncio.sleep(0.02)  # polling what the sink recorded
+    await until(lambda: payload in owner.received)
 
 
-def events(logs: list[dict[str, Any]], *names: str) -> list[tuple[str, str | None, Any]]:
+def events(logs: list[MutableMapping[str, Any]], *names: str) -> list[tuple[str, str | None, Any]]:
     return [(e["event"], e.get("node"), e.get("retry_in")) for e in logs if e["event"] in names]
 
 
@@ -183,9 +195,7 @@ async def test_only_a_whole_round_of_failed_nodes_backs_off_then_the_first_is_tr
     try:
         with capture_logs() as logs:
             start(link, running)
-            async with asyncio.timeout(20):
-                while len(events(logs, "broker.unreachable")) < 4:  # two rounds
-                    await asyncio.sleep(0.02)  # polling the captured log
+            await until(lambda: len(events(logs, "broker.unreachable")) >= 4)  # two rounds
             broker.start()
             await on_node(link, first)
     finally:
@@ -208,9 +218,7 @@ async def test_a_single_url_backs_off_between_attempts_as_before(running: list[A
     link = link_over([dead], owner, backoff_initial=0.05, backoff_max=0.1)
     with capture_logs() as logs:
         start(link, running)
-        async with asyncio.timeout(20):
-            while len(events(logs, "broker.unreachable")) < 2:
-                await asyncio.sleep(0.02)  # polling the captured log
+        await until(lambda: len(events(logs, "broker.unreachable")) >= 2)
 
     assert link.node is None
     assert all(retry_in > 0 for _, _, retry_in in events(logs, "broker.unreachable"))
