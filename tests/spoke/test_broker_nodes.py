@@ -9,8 +9,13 @@ tests/runtime/test_failover.py's claim, on the link itself).
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from hubd.cli import hubctl_app
 from runtime.ports import free_port
 from tests.ops.test_metrics import get, scrape, series
 from tests.spoke.procs import make_exchange
@@ -63,5 +68,15 @@ async def test_hub_and_spokes_skip_a_dead_first_node_and_exchange_on_the_next(
         health = (await get(hub.metrics_port, "/healthz")).json()
         assert health["brokers"] == {f"{dead},{live}": True}
         assert health["nodes"] == {f"{dead},{live}": live}
+
+        status = ["status", "--config", str(hub.folder / "hub.toml")]
+        shown = await asyncio.to_thread(CliRunner().invoke, hubctl_app, status)
+        report = await asyncio.to_thread(CliRunner().invoke, hubctl_app, [*status, "--json"])
+        assert shown.exit_code == 0, shown.output
+        channels = ", ".join(channel.id for channel in exchange.directory.channels)
+        assert f"broker     channels {channels}: on {live}, node 2 of 2\n" in shown.stdout
+        assert json.loads(report.stdout)["hub"]["brokers"] == [
+            {"broker": f"{dead},{live}", "channels": channels.split(", "), "node": live}
+        ]
     finally:
         exchange.close()
