@@ -482,3 +482,31 @@ def test_a_node_list_keeps_its_order_and_names_each_node() -> None:
     assert broker.identity != BrokerURL(urls=("mqtt://a.example:1884", "mqtt://b.example")).identity
     one = BrokerURL(urls=("mqtt://b.example",))
     assert one.identity == BrokerURL(url="mqtt://b.example:1883").identity
+
+
+def test_the_guides_node_list_example_loads_as_one_broker_of_three_nodes(tmp_path: Path) -> None:
+    guide = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = guide.split("### A channel on a clustered broker", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+
+    settings = config(example, tmp_path)
+
+    [plan] = plan_brokers(settings, ["govnet"])
+    assert (plan.host, plan.port, plan.tls) == ("govnet-n1.example", 8883, True)
+    assert plan.failover == (("govnet-n2.example", 8883), ("govnet-n3.example", 8883))
+    assert plan.cert == "/etc/govxchg/hub-govnet.pem"
+
+
+def test_the_repository_configurations_commented_channel_loads_with_its_node_list(
+    tmp_path: Path,
+) -> None:
+    lines = REPO_CONFIG.read_text(encoding="utf-8").splitlines()
+    start = lines.index("# [channels.govnet]")
+    block = [line.removeprefix("# ") for line in lines[start : start + 9] if line.startswith("# ")]
+    body = "\n".join(line for line in block if not line.startswith(("url ", "A ", "goes ")))
+
+    settings = config(body, tmp_path)
+
+    broker = settings.channels["govnet"]
+    assert broker.nodes == (("govnet-n1.example", 8883), ("govnet-n2.example", 8883))
+    assert broker.cert == Path("/etc/govxchg/hub-govnet.pem")

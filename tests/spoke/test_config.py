@@ -39,6 +39,19 @@ def test_the_example_configuration_loads_with_its_single_url() -> None:
     assert broker.nodes == (("govnet-broker.example", 8883),)
 
 
+def test_the_examples_commented_node_list_loads_in_place_of_its_url(tmp_path: Path) -> None:
+    text = (REPO / "config" / "spoke.example.toml").read_text(encoding="utf-8")
+    [urls] = [line for line in text.splitlines() if line.startswith("# urls = ")]
+    text = text.replace('url = "mqtts://govnet-broker.example:8883"\n', "")
+    path = tmp_path / "spoke.toml"
+    path.write_text(text.replace(urls, urls.removeprefix("# ")), encoding="utf-8")
+
+    broker = load_config(path).channels["govnet"]
+
+    assert broker.url is None
+    assert broker.nodes == (("govnet-n1.example", 8883), ("govnet-n2.example", 8883))
+
+
 def test_a_node_list_loads_in_the_order_written_with_its_tls_files_resolved(
     tmp_path: Path,
 ) -> None:
