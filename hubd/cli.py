@@ -266,13 +266,14 @@ def _hub_presence(
     try:
         answer = adminclient.ask(path, Op.PRESENCE, timeout=PRESENCE_TIMEOUT)
         presence = opsquery.presence_answered(answer)
+        brokers = opsquery.brokers_answered(answer)
     except (adminclient.HubNotRunningError, adminclient.HubUnreachableError) as exc:
         return None, opsquery.HubContact(str(path), False, str(exc))
     except (HubRefusedError, ProtocolError) as exc:
         return None, opsquery.HubContact(str(path), False, f"it answered: {exc}")
     except (KeyError, TypeError, ValueError) as exc:
         return None, opsquery.HubContact(str(path), False, f"its answer is malformed ({exc!r})")
-    return presence, opsquery.HubContact(str(path), True)
+    return presence, opsquery.HubContact(str(path), True, brokers=brokers)
 
 
 @hubctl_app.command("status")

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from runtime.brokers import BrokerURL
+from runtime.brokers import BrokerURL, overlapping
 from runtime.configpath import HUB
 from runtime.files import read_config
 from schemas.ids import ChannelId
@@ -265,6 +265,16 @@ class HubConfig(_Section):
     disk: Disk = Disk()
     expiry: Expiry = Expiry()
     ledger: Ledger = Ledger()
+
+    @field_validator("channels")
+    @classmethod
+    def _one_node_list_per_broker(cls, value: dict[str, BrokerURL]) -> dict[str, BrokerURL]:
+        # Channels on one broker share one connection (hubd.engine.brokerplan), which
+        # follows one node list: a node in two different lists would be connected twice.
+        problems = overlapping(value)
+        if problems:
+            raise ValueError("; ".join(problem for _, problem in problems))
+        return value
 
     def store_url(self) -> str:
         if self.hub.store:

@@ -412,11 +412,12 @@ class Hub:
                     plan.port,
                     plan.channels,
                     subscriptions=[t for ch in plan.channels for t in topics.hub_subscriptions(ch)],
-                    client_id=f"hubd-{hub_id}-{plan.name.replace('://', '-').replace(':', '-')}",
+                    client_id=f"hubd-{hub_id}-{plan.client_tag}",
                     sink=self.watch.sink(ingest.on_message),
                     on_connected=self._on_connected,
                     window=config.delivery.publish_window,
                     tls=tls_context(plan.ca, plan.cert, plan.key) if plan.tls else None,
+                    failover=plan.failover,
                 )
                 for channel in plan.channels:
                     self._links[channel] = link

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import structlog
@@ -153,6 +153,7 @@ class FakeBroker:
         tls: ssl.SSLContext | None = None,  # noqa: ARG002
         backoff_initial: float = 0.5,  # noqa: ARG002 - reconnects wait for start(), not a timer
         backoff_max: float = 30.0,  # noqa: ARG002
+        failover: Sequence[tuple[str, int]] = (),  # noqa: ARG002 - one fake broker, one node
     ) -> FakeLink:
         """A link to this broker, made as ``BrokerLink`` is (host and port are kept only
         for the record)."""
@@ -291,6 +292,7 @@ class FakeLink:
         self.subscriptions, self.client_id, self.will = subscriptions, client_id, will
         self._broker, self._sink, self._on_connected = broker, sink, on_connected
         self.connected = asyncio.Event()
+        self.node: str | None = None  # f"fake://{host}:{port}" while connected
         self.connections = 0
         self.reading = True
         self._connection: _Connection | None = None
@@ -303,11 +305,13 @@ class FakeLink:
                 continue
             connection = self._connection = self._broker.connect_link(self)
             self.connections += 1
+            self.node = f"fake://{self.host}:{self.port}"
             self.connected.set()
             try:
                 await self._until_lost_or(connection, stop)
             finally:
                 self._connection = None
+                self.node = None
                 self.connected.clear()
                 self._broker.disconnect_link(connection)  # idempotent
 

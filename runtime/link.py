@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -36,6 +36,11 @@ class Link(Protocol):
     @property
     def channels(self) -> list[str]:
         """The channels this connection carries (several may share one broker)."""
+        ...
+
+    @property
+    def node(self) -> str | None:
+        """The broker node connected now, ``scheme://host:port``; None while not connected."""
         ...
 
     @property
@@ -82,4 +87,5 @@ class LinkMaker(Protocol):
         tls: ssl.SSLContext | None = None,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        failover: Sequence[tuple[str, int]] = (),
     ) -> Link: ...

@@ -6,10 +6,14 @@ same way, and one tested copy is better than two. What its users may rely on is 
 
 A :class:`BrokerLink` connects, subscribes to its topics, calls ``on_connected`` (the hub
 republishes the retained directory; a spoke says hello), and reconnects with jittered
-exponential backoff when the broker goes away. Incoming messages skip aiomqtt's
-per-message iterator (a task and an ``asyncio.wait`` each) and its Message objects: paho hands them
-straight to the owner. Publishes are QoS 1 from bounded concurrent callers; a PUBACK only
-frees a window slot, it proves nothing (the signed receipts do).
+exponential backoff when the broker goes away. A clustered broker's nodes (``failover``)
+are tried in the order given: when the node in use goes away, or one does not answer, the
+next is tried at once, and only a whole round of nodes that failed backs off.
+
+Incoming messages skip aiomqtt's per-message iterator (a task and an ``asyncio.wait``
+each) and its Message objects: paho hands them straight to the owner. Publishes are QoS 1
+from bounded concurrent callers; a PUBACK only frees a window slot, it proves nothing (the
+signed receipts do).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import random
 import socket
 import ssl
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import aiomqtt
@@ -76,8 +80,13 @@ class BrokerLink:
         tls: ssl.SSLContext | None = None,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        failover: Sequence[tuple[str, int]] = (),
     ) -> None:
         self.name, self.host, self.port, self.channels = name, host, port, channels
+        # (host, port) of every node of the broker, in the order they are tried
+        self.nodes = [(host, port), *failover]
+        self._scheme = "mqtt" if tls is None else "mqtts"
+        self.node: str | None = None  # the node connected now (scheme://host:port)
         self._subscriptions, self._will = subscriptions, will
         self._client_id, self._sink, self._on_connected = client_id, sink, on_connected
         self._window, self._tls = window, tls
@@ -89,10 +98,10 @@ class BrokerLink:
         self._io: SocketIO | None = None
         self._reading = True
 
-    def _new_client(self) -> aiomqtt.Client:
+    def _new_client(self, host: str, port: int) -> aiomqtt.Client:
         client = aiomqtt.Client(
-            self.host,
-            self.port,
+            host,
+            port,
             identifier=self._client_id,
             clean_session=True,  # the hub never relies on broker-side queues
             max_inflight_messages=self._window,
@@ -115,12 +124,24 @@ class BrokerLink:
         return client
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Stay connected until ``stop``; back off (with jitter) between attempts."""
+        """Stay connected until ``stop``; back off (with jitter) between rounds of nodes.
+
+        The nodes are tried in the order given, so the operator's order is a preference
+        (the nearest node first) and every hub and spoke can be told where to be; a spoke
+        that should start elsewhere is given its list in another order. The node that went
+        away is tried last, and one connected node is kept until it goes away (no moving
+        back to the first, which would drop a good connection).
+        """
         delay = self._backoff[0]
+        index = 0  # the node tried next
+        failed = 0  # nodes tried in a row without a connection
         while not stop.is_set():
+            host, port = self.nodes[index]
+            node = f"{self._scheme}://{host}:{port}"
+            reached = False
             sweeper = asyncio.create_task(self._sweep_acks())  # the whole life of a client
             try:
-                client = self._new_client()
+                client = self._new_client(host, port)
                 self._hook_acks(client)
                 self._io = SocketIO(client, asyncio.get_running_loop(), reading=True)
                 self._io.install()
@@ -132,23 +153,39 @@ class BrokerLink:
                         await client.subscribe(topic, qos=1)
                     self._io.set_reading(self._reading)  # paused only once connected
                     self.connections += 1
+                    self.node, reached, failed = node, True, 0
                     self.connected.set()
-                    log.info("broker.connected", broker=self.name, channels=self.channels)
+                    log.info(
+                        "broker.connected", broker=self.name, channels=self.channels, node=node
+                    )
                     delay = self._backoff[0]
                     await self._until_disconnected_or(client, stop, self._on_connected(self))
             except aiomqtt.MqttError as exc:
+                failed += 1
                 log.warning(
-                    "broker.unreachable", broker=self.name, error=str(exc), retry_in=round(delay, 2)
+                    "broker.unreachable",
+                    broker=self.name,
+                    node=node,
+                    error=str(exc),
+                    # the next node at once, or the first again after the backoff
+                    retry_in=0 if failed < len(self.nodes) else round(delay, 2),
                 )
             finally:
                 sweeper.cancel()
                 if self._client is not None:
-                    log.info("broker.disconnected", broker=self.name)
+                    log.info("broker.disconnected", broker=self.name, node=node)
                 self._client = None
+                self.node = None
                 self.connected.clear()
                 self._fail_acks()
             if stop.is_set():
                 return
+            if reached:
+                failed = 1  # the node that went away counts as tried in this round
+            index = (index + 1) % len(self.nodes)
+            if failed < len(self.nodes):
+                continue  # another node of the broker may be up: try it now
+            failed = 0
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay * random.uniform(0.5, 1.5)):  # noqa: S311
                     await stop.wait()
@@ -298,6 +335,7 @@ class BrokerLink:
             "broker": self.name,
             "channels": self.channels,
             "connected": self.connected.is_set(),
+            "node": self.node,
         }
 
 

@@ -279,6 +279,7 @@ class SpokeAgent:
                 on_connected=self._connected,
                 window=64,
                 tls=tls,
+                failover=broker.nodes[1:],
             )
 
     async def _serve(self) -> None:

@@ -10,6 +10,8 @@ hub_key = "/etc/govxchg/hub.pub.json"        # pinned at install
 
 [channels.govnet]
 url = "mqtt://hub.example:11883"             # or mqtts:// with ca, cert, key
+# urls = ["mqtts://n1.example:8883", "mqtts://n2.example:8883"]   # a clustered broker's
+#                                            # nodes, tried in this order (instead of url)
 ```
 
 Relative paths resolve against the configuration file's folder. Without ``--config`` a
@@ -110,7 +112,9 @@ def find_config(explicit: Path | None) -> Path:
 def load_config(path: Path) -> SpokeConfig:
     config = read_config(path, SpokeConfig)
     if not config.channels:
-        raise ConfigError(str(path), [("channels", "give at least one [channels.NAME] url")])
+        raise ConfigError(
+            str(path), [("channels", "give at least one [channels.NAME] with url or urls")]
+        )
     base = path.parent
 
     def at(p: Path | None) -> Path | None:

@@ -9,6 +9,7 @@ socket, and waits for READY=1, as systemd would.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -112,6 +113,8 @@ class HubProcess:
     hub_key: SigningKey
     directory: Directory
     broker_port: int | None = None  # an external broker for every channel; None: embedded
+    # with broker_port: every channel's urls = [...] (a node list) instead of its url
+    broker_urls: tuple[str, ...] = ()
     store_url: str = ""
     extra_toml: str = ""
     embedded_port: int = field(default_factory=free_port)
@@ -153,12 +156,11 @@ class HubProcess:
             lines += ["enabled = true", f'listen = "127.0.0.1:{self.embedded_port}"']
         else:
             lines.append("enabled = false")
+            url = f'url = "mqtt://127.0.0.1:{self.broker_port}"'
+            if self.broker_urls:
+                url = f"urls = {json.dumps(list(self.broker_urls))}"
             for channel in self.directory.channels:
-                lines += [
-                    "",
-                    f"[channels.{channel.id}]",
-                    f'url = "mqtt://127.0.0.1:{self.broker_port}"',
-                ]
+                lines += ["", f"[channels.{channel.id}]", url]
         if self.metrics_port is not None:
             lines += ["", "[metrics]", f'listen = "127.0.0.1:{self.metrics_port}"']
         lines += ["", "[logging]", 'format = "json"', 'level = "info"', "", self.extra_toml, ""]
@@ -222,8 +224,6 @@ class HubProcess:
         )
 
     def log_events(self) -> list[dict[str, object]]:
-        import json  # noqa: PLC0415
-
         events = []
         for line in (self.folder / "hubd.log").read_text(errors="replace").splitlines():
             with contextlib.suppress(ValueError):

@@ -25,6 +25,7 @@ from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
 from hubd.store.writes import AppendAudit
+from runtime.link import Link
 from runtime.startup import one_line
 from schemas.directory import Directory
 from schemas.errors import ConfigError
@@ -47,6 +48,8 @@ class RunningHub(Protocol):
     def draining(self) -> bool: ...
 
     async def reload(self) -> ConfigError | None: ...
+
+    def broker_links(self) -> list[Link]: ...
 
 
 class HubAdmin:
@@ -72,7 +75,8 @@ class HubAdmin:
 
     def presence(self) -> dict[str, Any]:
         """Every organisation of the directory on each of its channels: online or not, since;
-        ``online`` is null (``state`` "unknown") while the hub's link to its broker is down."""
+        ``online`` is null (``state`` "unknown") while the hub's link to its broker is down.
+        And each broker connection: up or not, and the node it is on."""
         hub, dispatcher, directory = self._hub, self._hub.dispatcher, self._hub.current_directory
         if dispatcher is None or directory is None:
             raise HubRefusedError("hub.starting", "the hub is starting; ask again in a moment")
@@ -94,6 +98,16 @@ class HubAdmin:
             "directory_version": directory.version,
             "at": hub.clock(),
             "spokes": spokes,
+            # each broker connection and the node it is on (one of its [channels.X] urls)
+            "brokers": [
+                {
+                    "broker": link.name,
+                    "channels": list(link.channels),
+                    "connected": link.connected.is_set(),
+                    "node": link.node if link.connected.is_set() else None,
+                }
+                for link in hub.broker_links()
+            ],
         }
 
     async def redeliver(self, args: RedeliverArgs, peer: Peer) -> dict[str, Any]:

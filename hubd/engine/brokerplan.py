@@ -1,5 +1,9 @@
 """Which broker connections the hub opens: one per distinct broker, the channels without a
-broker of their own on the embedded one."""
+broker of their own on the embedded one.
+
+A broker given as a node list (``urls``) is one connection that moves between its nodes;
+channels naming the same list share it (hubd.config refuses lists that only overlap).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,14 @@ class BrokerPlan:
     ca: str | None
     cert: str | None
     key: str | None
+    failover: tuple[tuple[str, int], ...] = ()  # the broker's other nodes, tried in order
+
+    @property
+    def client_tag(self) -> str:
+        """What tells this connection's client id apart: the first node (a node belongs to
+        one broker only), so a single url keeps the client id it always had."""
+        first = self.name.split(",", 1)[0]
+        return first.replace("://", "-").replace(":", "-")
 
 
 def plan_brokers(config: HubConfig, channels: list[str]) -> list[BrokerPlan]:
@@ -65,6 +77,7 @@ def plan_brokers(config: HubConfig, channels: list[str]) -> list[BrokerPlan]:
                     None if b.ca is None else str(b.ca),
                     None if b.cert is None else str(b.cert),
                     None if b.key is None else str(b.key),
+                    b.nodes[1:],
                 )
             )
     return plans

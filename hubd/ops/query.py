@@ -353,15 +353,47 @@ def presence_answered(answer: dict[str, Any]) -> Presence:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerState:
+    """One of the running hub's broker connections: its name (the node list of its
+    [channels.X] urls, ``embedded``), its channels, and the node it is on (None: none)."""
+
+    broker: str
+    channels: tuple[str, ...]
+    node: str | None
+
+
+def brokers_answered(answer: dict[str, Any]) -> tuple[BrokerState, ...]:
+    """The brokers of the running hub's ``presence`` answer (none from a hub too old to give
+    them). Raises KeyError, TypeError or ValueError for a malformed answer."""
+    return tuple(
+        BrokerState(
+            str(b["broker"]),
+            tuple(str(c) for c in b["channels"]),
+            None if b["node"] is None or not b["connected"] else str(b["node"]),
+        )
+        for b in answer.get("brokers", [])
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class HubContact:
     """Whether the running hub answered on its admin socket (and why not)."""
 
     socket: str | None  # None: the admin socket is turned off in the configuration
     answered: bool
     problem: str | None = None
+    brokers: tuple[BrokerState, ...] = ()  # as the running hub answered
 
     def as_json(self) -> dict[str, Any]:
-        return {"socket": self.socket, "answered": self.answered, "problem": self.problem}
+        return {
+            "socket": self.socket,
+            "answered": self.answered,
+            "problem": self.problem,
+            "brokers": [
+                {"broker": b.broker, "channels": list(b.channels), "node": b.node}
+                for b in self.brokers
+            ],
+        }
 
 
 @dataclass(frozen=True, slots=True)

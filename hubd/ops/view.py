@@ -11,7 +11,7 @@ from typing import Any
 
 from hubd.core.states import MessageState
 from hubd.ops.find import Findings, Found, Search
-from hubd.ops.query import Delivery, Listing, Spoke, SpokePresence, Status
+from hubd.ops.query import BrokerState, Delivery, Listing, Spoke, SpokePresence, Status
 from hubd.ops.trace import Step, Trace
 from hubd.ops.waiting import Queue
 from hubd.provision.directory import awaiting_lines
@@ -58,6 +58,7 @@ def render_status(s: Status) -> str:
         ]
     if s.hub is not None:
         lines.append(f"hub        {_hub_line(s)}")
+        lines += [f"broker     {_broker_line(b)}" for b in s.hub.brokers]
     lines.append("")
     lines += _delivery_lines(s)
     if s.pending:
@@ -81,6 +82,20 @@ def _hub_line(s: Status) -> str:
     if hub.socket is None:
         return "not asked: the admin socket is turned off; everything below is from the store"
     return f"did not answer on {hub.socket}: {hub.problem}; everything below is from the store"
+
+
+def _broker_line(b: BrokerState) -> str:
+    """One broker connection of the running hub: the node it is on, of how many."""
+    nodes = b.broker.split(",")
+    channels = f"channels {', '.join(b.channels)}"
+    if b.node is None:
+        return (
+            f"{channels}: not connected to {' or '.join(nodes)}; the hub keeps trying "
+            "(broker.unreachable in its log)"
+        )
+    if len(nodes) > 1 and b.node in nodes:
+        return f"{channels}: on {b.node}, node {nodes.index(b.node) + 1} of {len(nodes)}"
+    return f"{channels}: on {b.node}"
 
 
 def _warning_lines(s: Status) -> list[str]:

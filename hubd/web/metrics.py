@@ -287,10 +287,20 @@ class HubCollector(Collector):
             "1 while the hub's connection to the channel's broker is up and subscribed, else 0.",
             labels=["channel"],
         )
+        node = GaugeMetricFamily(
+            "govxchg_broker_node",
+            "1 for the broker node the hub's connection for the channel is on (scheme://host:"
+            "port, one of its [channels.X] urls); no series while it is on none.",
+            labels=["channel", "node"],
+        )
         for link in self._view.broker_links():
+            on = link.node if link.connected.is_set() else None
             for channel in link.channels:
                 broker.add_metric([channel], 1 if link.connected.is_set() else 0)
+                if on is not None:
+                    node.add_metric([channel, on], 1)
         yield broker
+        yield node
 
     def _directory(self) -> Iterator[Metric]:
         directory = self._view.current_directory
@@ -384,6 +394,8 @@ def readiness(view: HubView) -> Readiness:
         "status": "ok" if not problems else "unavailable",
         "directory_version": None if directory is None else directory.version,
         "brokers": {link.name: link.connected.is_set() for link in links},
+        # the node each connection is on (of a [channels.X] urls list); null: on none
+        "nodes": {link.name: link.node if link.connected.is_set() else None for link in links},
         "store": store_state,
     }
     if problems:

@@ -225,6 +225,61 @@ MISTAKES = [
     pytest.param(
         '[channels."gov/net"]\nurl = "mqtt://b:1883"\n', "channels.gov/net", "'/'", id="channel-id"
     ),
+    pytest.param(
+        '[channels.govnet]\nurl = "mqtt://a:1883"\nurls = ["mqtt://b:1883"]\n',
+        "channels.govnet",
+        "'mqtt://a:1883'",
+        id="url-and-urls",
+    ),
+    pytest.param(
+        "[channels.govnet]\nurls = []\n", "channels.govnet.urls", "urls = []", id="urls-empty"
+    ),
+    pytest.param(
+        '[channels.govnet]\nurls = ["mqtt://a:1883", "mqtt://a"]\n',
+        "channels.govnet.urls",
+        "'mqtt://a:1883' and 'mqtt://a'",
+        id="urls-duplicate",
+    ),
+    pytest.param(
+        '[channels.govnet]\nurls = ["mqtts://a:8883", "mqtt://b:1883"]\n',
+        "channels.govnet.urls",
+        "['mqtts://a:8883', 'mqtt://b:1883'] 混用了 mqtt:// 与 mqtts://",
+        id="urls-mixed-tls",
+    ),
+    pytest.param(
+        '[channels.govnet]\nurls = ["mqtt://a:1883", "http://b:1883"]\n',
+        "channels.govnet.urls",
+        "'http://b:1883' is not an mqtt://",
+        id="urls-bad-node",
+    ),
+    pytest.param(
+        '[channels.govnet]\nurls = "mqtt://a:1883"\n',
+        "channels.govnet.urls",
+        "tuple",
+        id="urls-str",
+    ),
+    pytest.param('[channels.govnet]\nca = "ca.pem"\n', "channels.govnet", "url", id="no-url"),
+    pytest.param(
+        '[channels.govnet]\nurls = ["mqtt://a:1883", "mqtt://b:1883"]\n'
+        '[channels.internet]\nurls = ["mqtt://b:1883", "mqtt://c:1883"]\n',
+        "channels",
+        "channel internet names ['mqtt://b:1883', 'mqtt://c:1883'] and channel govnet",
+        id="urls-overlap",
+    ),
+    pytest.param(
+        '[channels.govnet]\nurls = ["mqtt://a:1883", "mqtt://b:1883"]\n'
+        '[channels.internet]\nurl = "mqtt://b"\n',
+        "channels",
+        "channel internet names 'mqtt://b'",
+        id="url-inside-urls",
+    ),
+    pytest.param(
+        '[channels.govnet]\nurls = ["mqtt://a:1883", "mqtt://b:1883"]\n'
+        '[channels.internet]\nurls = ["mqtt://b:1883", "mqtt://a:1883"]\n',
+        "channels",
+        "same order",
+        id="urls-other-order",
+    ),
     pytest.param("[delivery]\nmax_attempts = 0\n", "delivery.max_attempts", "1", id="attempts"),
     pytest.param("[delivery]\nretry_initial = -1\n", "delivery.retry_initial", "0", id="negative"),
     pytest.param('[logging]\nformat = "xml"\n', "logging.format", "json", id="log-format"),
@@ -373,3 +428,85 @@ def test_broker_identity_ignores_everything_but_scheme_host_and_port() -> None:
     assert plain.identity == BrokerURL(url="mqtt://b.example:1883/").identity
     assert plain.identity != BrokerURL(url="mqtts://b.example").identity
     assert BrokerURL(url="mqtts://b.example").port == 8883
+
+
+# ---------------------------------------------------------------------------- node lists
+
+
+def test_a_node_list_is_one_connection_trying_the_nodes_in_the_order_written(
+    tmp_path: Path,
+) -> None:
+    settings = config(
+        """
+[channels.govnet]
+urls = ["mqtts://n1.example", "mqtts://n2.example:8884", "mqtts://n3.example:8883"]
+ca = "ca.pem"
+[channels.internet]
+urls = ["mqtts://n1.example:8883", "mqtts://n2.example:8884", "mqtts://n3.example"]
+ca = "ca.pem"
+[channels.classified]
+urls = ["mqtt://s1.example:1883"]
+""",
+        tmp_path,
+    )
+
+    plans = by_channels(plan_brokers(settings, ["govnet", "internet", "classified"]))
+
+    shared = plans[("govnet", "internet")]  # the same nodes written two ways: one connection
+    assert (shared.host, shared.port, shared.tls) == ("n1.example", 8883, True)
+    assert shared.failover == (("n2.example", 8884), ("n3.example", 8883))
+    assert shared.name == "mqtts://n1.example:8883,mqtts://n2.example:8884,mqtts://n3.example:8883"
+    assert shared.client_tag == "mqtts-n1.example-8883"  # the first node: unique to this list
+    assert shared.ca == str(tmp_path / "etc" / "ca.pem")
+    alone = plans[("classified",)]  # a list of one node is that node, as url gives it
+    assert (alone.name, alone.failover) == ("mqtt://s1.example:1883", ())
+
+
+def test_a_single_url_plans_as_it_always_did(tmp_path: Path) -> None:
+    settings = config('[channels.govnet]\nurl = "mqtt://b.example"\n', tmp_path)
+
+    [plan] = plan_brokers(settings, ["govnet"])
+
+    assert plan == BrokerPlan(
+        "mqtt://b.example:1883", "b.example", 1883, ["govnet"], False, None, None, None
+    )
+    assert plan.client_tag == "mqtt-b.example-1883"  # the hub's client id is unchanged
+
+
+def test_a_node_list_keeps_its_order_and_names_each_node() -> None:
+    broker = BrokerURL(urls=("mqtt://b.example", "mqtt://a.example:1884"))
+
+    assert broker.nodes == (("b.example", 1883), ("a.example", 1884))
+    assert broker.node_identities == ("mqtt://b.example:1883", "mqtt://a.example:1884")
+    assert (broker.host, broker.port, broker.tls) == ("b.example", 1883, False)
+    assert broker.identity != BrokerURL(urls=("mqtt://a.example:1884", "mqtt://b.example")).identity
+    one = BrokerURL(urls=("mqtt://b.example",))
+    assert one.identity == BrokerURL(url="mqtt://b.example:1883").identity
+
+
+def test_the_guides_node_list_example_loads_as_one_broker_of_three_nodes(tmp_path: Path) -> None:
+    guide = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = guide.split("### A channel on a clustered broker", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+
+    settings = config(example, tmp_path)
+
+    [plan] = plan_brokers(settings, ["govnet"])
+    assert (plan.host, plan.port, plan.tls) == ("govnet-n1.example", 8883, True)
+    assert plan.failover == (("govnet-n2.example", 8883), ("govnet-n3.example", 8883))
+    assert plan.cert == "/etc/govxchg/hub-govnet.pem"
+
+
+def test_the_repository_configurations_commented_channel_loads_with_its_node_list(
+    tmp_path: Path,
+) -> None:
+    lines = REPO_CONFIG.read_text(encoding="utf-8").splitlines()
+    start = lines.index("# [channels.govnet]")
+    block = [line.removeprefix("# ") for line in lines[start : start + 9] if line.startswith("# ")]
+    body = "\n".join(line for line in block if not line.startswith(("url ", "A ", "goes ")))
+
+    settings = config(body, tmp_path)
+
+    broker = settings.channels["govnet"]
+    assert broker.nodes == (("govnet-n1.example", 8883), ("govnet-n2.example", 8883))
+    assert broker.cert == Path("/etc/govxchg/hub-govnet.pem")

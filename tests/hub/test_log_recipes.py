@@ -39,6 +39,20 @@ def event(name: str, level: str = "info", **fields: object) -> str:
 LOG = [
     "hubd run: 配置有误：请按后面的说明修正后重试 / hub configuration: hub.key: missing",
     "aiomqtt: a library's warning on stderr",
+    event(
+        "broker.unreachable",
+        "warning",
+        broker="mqtt://n1:1883,mqtt://n2:1883",
+        node="mqtt://n1:1883",
+        error="[Errno 111] Connection refused",
+        retry_in=0,
+    ),
+    event(
+        "broker.connected",
+        broker="mqtt://n1:1883,mqtt://n2:1883",
+        channels=["govnet"],
+        node="mqtt://n2:1883",
+    ),
     event("hub.ready", connected=["embedded"]),
     "42",  # JSON, but not an event
     event("spoke.online", org="jl.cc", channel="govnet"),

@@ -108,7 +108,18 @@ async def test_status_json_shows_a_spoke_online_then_offline_through_the_admin_s
     text = await hubctl(hub, "status")
 
     assert report["source"] == "hub and store"
-    assert report["hub"] == {"socket": str(sock_of(hub)), "answered": True, "problem": None}
+    assert report["hub"] == {
+        "socket": str(sock_of(hub)),
+        "answered": True,
+        "problem": None,
+        "brokers": [  # the hub's one connection and the node it is on
+            {
+                "broker": "embedded",
+                "channels": [c.id for c in hub.directory.channels],
+                "node": f"mqtt://127.0.0.1:{hub.port}",
+            }
+        ],
+    }
     assert isinstance(came_online, int)
     assert gone is not None
     assert gone["since"] >= came_online
@@ -116,6 +127,8 @@ async def test_status_json_shows_a_spoke_online_then_offline_through_the_admin_s
     [row] = [line for line in text.stdout.splitlines() if line.startswith("jl.cc ")]
     assert "govnet offline for" in row
     assert "presence unknown" not in text.stdout
+    channels = ", ".join(c.id for c in hub.directory.channels)
+    assert f"broker     channels {channels}: on mqtt://127.0.0.1:{hub.port}\n" in text.stdout
 
 
 async def test_status_with_the_hub_stopped_falls_back_to_the_store_and_says_so(

@@ -359,6 +359,7 @@ async def test_healthz_is_200_ok_with_the_directory_version_when_the_hub_serves(
         "status": "ok",
         "directory_version": live_dir.version,
         "brokers": {"embedded": True},
+        "nodes": {"embedded": f"mqtt://127.0.0.1:{hub.port}"},  # the node it is on
         "store": "writable",
     }
 
@@ -393,9 +394,11 @@ async def test_healthz_is_503_naming_the_broker_until_it_is_up_and_again_when_it
     assert starting.json()["status"] == "unavailable"
     assert up is not None
     assert up.json()["brokers"] == {name: True}
+    assert up.json()["nodes"] == {name: name}  # a single url: its one node
     assert down is not None
     report = down.json()
     assert report["brokers"] == {name: False}
+    assert report["nodes"] == {name: None}  # on no node while it is not connected
     assert report["store"] == "writable"
     not_ready = report["not_ready"]
     assert isinstance(not_ready, list)

@@ -23,7 +23,12 @@ from tests.hubproc import Mosquitto
 
 # Every public member of the protocol: properties and methods.
 MEMBERS = sorted(name for name in vars(Link) if not name.startswith("_"))
-PROPERTIES = {"name": str, "channels": list, "connected": asyncio.Event}
+PROPERTIES: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "channels": list,
+    "connected": asyncio.Event,
+    "node": (str, type(None)),
+}
 
 
 def _links_of_both_kinds(real: BrokerLink, fake: FakeLink) -> list[Link]:
@@ -38,7 +43,9 @@ def _makers_of_both_kinds(broker: FakeBroker) -> list[LinkMaker]:
 
 def test_the_protocol_has_the_members_its_users_rely_on() -> None:
     assert (
-        sorted(["channels", "connected", "enqueue", "name", "publish", "run", "set_reading"])
+        sorted(
+            ["channels", "connected", "enqueue", "name", "node", "publish", "run", "set_reading"]
+        )
         == MEMBERS
     )
 
@@ -89,6 +96,7 @@ def test_each_link_has_the_protocols_properties(kind: str) -> None:
     assert link.name == "govnet"
     assert link.channels == ["govnet"]
     assert not link.connected.is_set()
+    assert link.node is None  # not connected to any node yet
 
 
 def test_a_fake_link_is_made_with_the_real_links_arguments() -> None:
@@ -150,6 +158,8 @@ async def test_retained_then_live_messages_reach_a_wildcard_subscriber_in_order(
                 await asyncio.sleep(0.01)
             tasks.create_task(spoke.run(stop))
             await spoke.connected.wait()
+            assert spoke.node is not None
+            assert spoke.node.endswith(f"://127.0.0.1:{port}")  # the node it is on
             acks = [hub.enqueue("xchg/v1/govnet/down/jl.cc", bytes([n])) for n in range(5)]
             assert await asyncio.gather(*acks) == [True] * 5
             while True:  # the broker passes them on
