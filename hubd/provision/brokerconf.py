@@ -367,8 +367,9 @@ def issue_leaf(
     """Issue ``subject`` a key and certificate from ``authority`` unless the one already
     there is still good (``_still_good``: for each of ``hosts``); True if it was issued."""
     ca_key, ca_cert = authority
+    checked: Sequence[str | None] = tuple(hosts) or (None,)
     if not renew and all(
-        _still_good(cert_path, key_path, ca_cert, now=now, host=host) for host in hosts or [None]
+        _still_good(cert_path, key_path, ca_cert, now=now, host=host) for host in checked
     ):
         return False
     key = ec.generate_private_key(ec.SECP256R1())
