@@ -24,7 +24,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hubd.cli import hubctl_app
-from hubd.provision.brokerconf import acl_text
+from hubd.provision.brokerconf import Listener, acl_text, write_broker
 from hubd.provision.directory import load_topology
 from hubd.provision.natsconf import (
     cluster_user,
@@ -156,6 +156,23 @@ def test_hubctl_broker_config_engine_nats_writes_a_cluster_per_channel(tmp_path:
     assert '"nats-route://localhost:6222", "nats-route://localhost:6224"' in conf
 
 
+def test_a_channel_moved_from_mosquitto_to_nats_keeps_its_ca_and_client_certificates(
+    topology: Topology, tmp_path: Path
+) -> None:
+    mosquitto = write_broker(
+        topology, (CHANNEL,), tmp_path, Listener("127.0.0.1", 8883), broker_user=None
+    )
+    before = {p.name: p.read_bytes() for p in (mosquitto.folder / "clients").iterdir()}
+    ca = mosquitto.ca.read_bytes()
+
+    nats = write_nats_cluster(topology, CHANNEL, tmp_path, nodes_for([], CHANNEL))
+
+    assert nats.folder == mosquitto.folder
+    assert nats.issued == ("govnet-1", "govnet-2", "govnet-3")  # the nodes, nobody else
+    assert nats.ca.read_bytes() == ca
+    assert {p.name: p.read_bytes() for p in (nats.folder / "clients").iterdir()} == before
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
@@ -229,6 +246,13 @@ async def test_a_qos1_message_published_on_one_node_reaches_a_subscriber_on_anot
     assert seen == [(topics.up(CHANNEL, "jl.cc.nongan"), b"across nodes")]
 
 
+def _code(granted: object) -> int:
+    """A SUBACK return code, whether paho gives an int or a ReasonCode."""
+    value = getattr(granted, "value", granted)
+    assert isinstance(value, int)
+    return value
+
+
 def _pair(cluster: NatsCluster, identity: str) -> tuple[Path, Path]:
     return cluster.files.cert(identity), cluster.files.key(identity)
 
@@ -258,8 +282,9 @@ async def test_a_spoke_publishes_on_its_own_up_topic_only(cluster: NatsCluster) 
 async def test_a_spoke_cannot_read_another_orgs_down_topic(cluster: NatsCluster) -> None:
     seen: list[tuple[str, bytes]] = []
     async with connected(cluster, 2, "jl.cc") as spoke:
-        await spoke.subscribe(topics.down(CHANNEL, "jl.jl"), qos=1)
-        await spoke.subscribe(topics.down(CHANNEL, "jl.cc"), qos=1)
+        refused = await spoke.subscribe(topics.down(CHANNEL, "jl.jl"), qos=1)
+        granted = await spoke.subscribe(topics.down(CHANNEL, "jl.cc"), qos=1)
+        assert [_code(c) for c in (*refused, *granted)] == [0x80, 1]  # SUBACK: failure, QoS 1
         reader = asyncio.create_task(collect(spoke, seen))
         try:
             async with connected(cluster, 0, "jl.hub") as hub:
@@ -369,4 +394,5 @@ def test_the_guides_nats_commands_write_and_start_the_cluster_the_tests_start(
     conf = (tmp_path / "nats" / "govnet" / "node1" / "nats.conf").read_text()
     assert '"nats-route://nats2.govnet.example:6222"' in conf
     assert 'store_dir: "/var/lib/govxchg-nats/node1/jetstream"' in conf
+    assert 'listen: "10.1.0.5:8883"' in conf
     assert start == start_command(Path("/var/lib/govxchg-nats/node1/nats.conf"))
