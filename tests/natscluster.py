@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +118,14 @@ class NatsCluster:
         listed = routez.get("routes") or []
         assert isinstance(listed, list)
         return {str(route.get("remote_name")) for route in listed}
+
+    def mqtt_subscriptions(self, index: int, client_id: str) -> list[str]:
+        """The subjects MQTT client ``client_id`` subscribes to on node ``index`` (empty
+        while it is not connected there), from the node's monitoring (/connz)."""
+        query = f"/connz?subs=1&mqtt_client={urllib.parse.quote(client_id)}"
+        found = _get(self.nodes[index].http_port, query).get("connections") or []
+        assert isinstance(found, list)
+        return [str(s) for c in found for s in c.get("subscriptions_list") or []]
 
     def _ready(self, index: int) -> bool:
         names = {self.files.server_name(i) for i in range(len(self.nodes))}

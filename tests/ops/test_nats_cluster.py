@@ -318,6 +318,44 @@ async def test_a_retained_directory_reaches_a_late_subscriber_on_another_node(
     assert seen == [(topics.directory(CHANNEL), b"signed directory v7")]
 
 
+async def test_a_dead_spokes_will_says_offline_to_the_hub_on_another_node(
+    cluster: NatsCluster,
+) -> None:
+    """A spoke's will is its retained presence 'offline' (spoke/agent.py): NATS publishes
+    it for the spoke, under the spoke's permissions, when the connection dies."""
+    presence = topics.presence(CHANNEL, "jl.ly")
+    seen: list[tuple[str, bytes]] = []
+    files = cluster.files
+    argv = [
+        *("mosquitto_sub", "-h", "127.0.0.1", "-p", str(cluster.port(0))),
+        *("--cafile", str(files.ca), "--cert", str(files.cert("jl.ly"))),
+        *("--key", str(files.key("jl.ly")), "-i", client_id("spoke-jl.ly-govnet")),
+        *("-t", topics.down(CHANNEL, "jl.ly"), "-q", "1"),
+        *("--will-topic", presence, "--will-payload", "offline", "--will-retain"),
+        *("--will-qos", "1"),
+    ]
+    async with connected(cluster, 1, "jl.hub") as hub:
+        await hub.subscribe(topics.hub_subscriptions(CHANNEL)[1], qos=1)
+        reader = asyncio.create_task(collect(hub, seen))
+        assert not cluster.mqtt_subscriptions(0, client_id("spoke-jl.ly-govnet"))
+        spoke = await asyncio.create_subprocess_exec(*argv)
+        try:
+            await eventually(
+                lambda: cluster.mqtt_subscriptions(0, client_id("spoke-jl.ly-govnet")),
+                "the spoke's subscription on node 1",
+                within=WITHIN,
+            )
+            spoke.kill()  # no DISCONNECT: the will goes out
+            await spoke.wait()
+            await eventually(lambda: seen or None, "the spoke's will", within=WITHIN)
+        finally:
+            if spoke.returncode is None:
+                spoke.kill()
+                await spoke.wait()
+            reader.cancel()
+    assert seen == [(presence, topics.OFFLINE)]
+
+
 @pytest.mark.parametrize("dotted", ["spoke-jl.cc-govnet", "hubd-jl.hub-mqtts-127.0.0.1-8883"])
 async def test_nats_refuses_a_client_id_with_a_dot_as_hubd_and_spoke_make_them_today(
     cluster: NatsCluster, dotted: str
