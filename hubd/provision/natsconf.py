@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,10 @@ CLUSTER_UNIT = "nats-cluster"  # the OU of the nodes' certificate: no organisati
 # What an MQTT client of NATS must be allowed to subscribe to for QoS 1: the server
 # delivers through "$MQTT.sub.<nuid>" (an MQTT client cannot subscribe to "$MQTT." itself).
 QOS1_DELIVERY = "$MQTT.sub.>"
+# A node's host goes into the other nodes' route URLs: a DNS name or an IPv4 address
+_HOST = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,8 +293,13 @@ def nodes_for(
     seen: dict[str, int] = {}
     for item in given:
         host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
-        if not host or (port and (not port.isdigit() or not 1 <= int(port) <= 65535)):
-            raise ValueError(f"--host {item!r}: write HOST[:PORT], e.g. nats1.govnet.example:8883")
+        if not _HOST.fullmatch(host) or (
+            port and (not port.isdigit() or not 1 <= int(port) <= 65535)
+        ):
+            raise ValueError(
+                f"--host {item!r}: write HOST[:PORT] (a DNS name or an IPv4 address), "
+                "e.g. nats1.govnet.example:8883"
+            )
         n = seen.get(host, 0)
         seen[host] = n + 1
         nodes.append(

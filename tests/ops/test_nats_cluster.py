@@ -179,6 +179,8 @@ def test_a_channel_moved_from_mosquitto_to_nats_keeps_its_ca_and_client_certific
         (["--host", "govnet=a:8883", "--host", "govnet=b:8883"], "a NATS cluster has 3 nodes"),
         (["--shared"], "one cluster per channel"),
         (["--host", "a:1", "--host", "a:1", "--host", "b"], "two nodes at the same HOST:PORT"),
+        (["--host", 'a"]', "--host", "b", "--host", "c"], "a DNS name or an IPv4 address"),
+        (["--host", "a:99999", "--host", "b", "--host", "c"], "write HOST[:PORT]"),
     ],
 )
 def test_a_cluster_that_is_not_three_nodes_of_one_channel_is_refused(
