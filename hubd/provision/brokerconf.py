@@ -195,10 +195,11 @@ def conf_text(
     )
 
 
-def _name(common: str) -> x509.Name:
+def _name(common: str, unit: str | None = None) -> x509.Name:
     return x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "govxchg"),
+            *([x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit)] if unit else []),
             x509.NameAttribute(NameOID.COMMON_NAME, common),
         ]
     )
@@ -242,9 +243,9 @@ def _sign(
     return builder.sign(issuer[1], hashes.SHA256())
 
 
-def _san(host: str) -> x509.SubjectAlternativeName:
+def _san(*hosts: str) -> x509.SubjectAlternativeName:
     names: list[x509.GeneralName] = []
-    for item in {host, "localhost", "127.0.0.1"}:
+    for item in {*hosts, "localhost", "127.0.0.1"}:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(item)))
         except ValueError:
@@ -351,6 +352,88 @@ def _ca_for(
     return ca_key, ca_cert
 
 
+def issue_leaf(
+    cert_path: Path,
+    key_path: Path,
+    subject: x509.Name,
+    authority: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
+    *,
+    usages: Sequence[x509.ObjectIdentifier],
+    hosts: Sequence[str] = (),
+    now: dt.datetime,
+    days: int,
+    renew: bool = False,
+) -> bool:
+    """Issue ``subject`` a key and certificate from ``authority`` unless the one already
+    there is still good (``_still_good``: for each of ``hosts``); True if it was issued."""
+    ca_key, ca_cert = authority
+    checked: Sequence[str | None] = tuple(hosts) or (None,)
+    if not renew and all(
+        _still_good(cert_path, key_path, ca_cert, now=now, host=host) for host in checked
+    ):
+        return False
+    key = ec.generate_private_key(ec.SECP256R1())
+    extensions: list[tuple[x509.ExtensionType, bool]] = [
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            True,
+        ),
+        (x509.ExtendedKeyUsage(list(usages)), False),
+        (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False),
+    ]
+    if hosts:
+        extensions.append((_san(*hosts), False))
+    cert = _sign(
+        subject,
+        key.public_key(),
+        (ca_cert.subject, ca_key),
+        now=now,
+        days=days,
+        extensions=extensions,
+        until=ca_cert.not_valid_after_utc,
+    )
+    write_private(key_path, _pem_key(key), overwrite=True)
+    atomic_write(cert_path, _pem_cert(cert), mode=PUBLIC_MODE)
+    return True
+
+
+def issue_clients(
+    folder: Path,
+    identities: Sequence[str],
+    authority: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
+    *,
+    now: dt.datetime,
+    days: int,
+    renew: bool,
+) -> list[str]:
+    """``folder/clients/<id>.pem|key`` for each identity (CN = the id); those issued."""
+    return [
+        identity
+        for identity in identities
+        if issue_leaf(
+            folder / "clients" / f"{identity}.pem",
+            folder / "clients" / f"{identity}.key",
+            _name(identity),
+            authority,
+            usages=(ExtendedKeyUsageOID.CLIENT_AUTH,),
+            now=now,
+            days=days,
+            renew=renew,
+        )
+    ]
+
+
 def write_broker(
     topology: Topology,
     channels: Sequence[str],
@@ -403,67 +486,23 @@ def write_broker(
 
     ca_name = _name(f"govxchg {name} CA")
     ca_key, ca_cert = _ca_for(folder, ca_name, now=now, days=days)
-    ca_name = ca_cert.subject
     atomic_write(broker / "ca.pem", _pem_cert(ca_cert), mode=PUBLIC_MODE)
 
     issued: list[str] = []
-
-    def leaf(
-        cert_path: Path, key_path: Path, common: str, usage: x509.ObjectIdentifier, host: str | None
-    ) -> None:
-        if not renew and _still_good(cert_path, key_path, ca_cert, now=now, host=host):
-            return
-        key = ec.generate_private_key(ec.SECP256R1())
-        extensions: list[tuple[x509.ExtensionType, bool]] = [
-            (x509.BasicConstraints(ca=False, path_length=None), True),
-            (
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                True,
-            ),
-            (x509.ExtendedKeyUsage([usage]), False),
-            (x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False),
-        ]
-        if host is not None:
-            extensions.append((_san(host), False))
-        cert = _sign(
-            _name(common),
-            key.public_key(),
-            (ca_name, ca_key),
-            now=now,
-            days=days,
-            extensions=extensions,
-            until=ca_cert.not_valid_after_utc,
-        )
-        write_private(key_path, _pem_key(key), overwrite=True)
-        atomic_write(cert_path, _pem_cert(cert), mode=PUBLIC_MODE)
-        issued.append(common)
-
-    leaf(
+    authority = (ca_key, ca_cert)
+    if issue_leaf(
         broker / "server.pem",
         broker / "server.key",
-        listener.host,
-        ExtendedKeyUsageOID.SERVER_AUTH,
-        listener.host,
-    )
-    for identity in identities:
-        clients = folder / "clients"
-        leaf(
-            clients / f"{identity}.pem",
-            clients / f"{identity}.key",
-            identity,
-            ExtendedKeyUsageOID.CLIENT_AUTH,
-            None,
-        )
+        _name(listener.host),
+        authority,
+        usages=(ExtendedKeyUsageOID.SERVER_AUTH,),
+        hosts=(listener.host,),
+        now=now,
+        days=days,
+        renew=renew,
+    ):
+        issued.append(listener.host)
+    issued += issue_clients(folder, identities, authority, now=now, days=days, renew=renew)
 
     atomic_write(broker / "acl", acl_text(topology, channels).encode(), mode=PUBLIC_MODE)
     home = broker if install is None else install

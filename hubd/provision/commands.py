@@ -6,12 +6,13 @@ configuration, ACLs and certificates, both from the topology.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from hubd.provision import brokerconf, sources
+from hubd.provision import brokerconf, natsconf, sources
 from hubd.provision.directory import (
     DEFAULT_OVERLAP_MS,
     awaiting_lines,
@@ -32,6 +33,7 @@ from runtime.clock import now_ms as _now
 from schemas.clock import ms_to_text, parse_duration
 from schemas.display import table
 from schemas.errors import ConfigError, XchgError
+from schemas.topology import Topology
 
 directory_app = typer.Typer(help="Build, sign and inspect the directory.", no_args_is_help=True)
 
@@ -121,6 +123,11 @@ def directory_show(
         typer.echo(line)
 
 
+class Engine(StrEnum):
+    MOSQUITTO = "mosquitto"
+    NATS = "nats"
+
+
 def broker_config(
     out: Annotated[Path, typer.Option(help="Folder to write into (one sub-folder per broker)")],
     config: ConfigOption = None,
@@ -129,7 +136,8 @@ def broker_config(
         list[str] | None,
         typer.Option(
             help="Where clients reach a broker: HOST[:PORT] for every channel, or "
-            "CHANNEL=HOST[:PORT] (repeatable). Goes into the server certificate"
+            "CHANNEL=HOST[:PORT] (repeatable). Goes into the server certificate. With "
+            "--engine nats, three per channel: one for each node, in order"
         ),
     ] = None,
     listen: Annotated[
@@ -157,8 +165,16 @@ def broker_config(
     renew: Annotated[
         bool, typer.Option(help="Re-issue every certificate (the CA is kept)")
     ] = False,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="mosquitto: one Mosquitto per channel; nats: a 3-node NATS cluster per "
+            "channel (nats-server 2.10 or later)"
+        ),
+    ] = Engine.MOSQUITTO,
 ) -> None:
-    """Write Mosquitto 2.x configuration, ACL, CA and certificates from the topology."""
+    """Write Mosquitto 2.x configuration, ACL, CA and certificates from the topology, or
+    with --engine nats a 3-node NATS cluster's configuration per channel."""
     if topology is None:
         topology = hub_files(
             "hubctl broker-config",
@@ -171,6 +187,19 @@ def broker_config(
     try:
         topo = load_topology(topology)
         chosen = tuple(channel or [c.id for c in topo.channels])
+        if engine is Engine.NATS:
+            _nats_clusters(
+                topo,
+                chosen,
+                out,
+                host or [],
+                listen or [],
+                shared=shared,
+                days=days,
+                install=install,
+                renew=renew,
+            )
+            return
         groups = [chosen] if shared else [(c,) for c in chosen]
         if shared and len(chosen) > 1:
             typer.echo(
@@ -207,5 +236,42 @@ def broker_config(
         raise _fail("hubctl broker-config", exc) from exc
     typer.echo(
         "Copy each broker/ folder to its broker host, clients/<id>.pem|key and ca.pem to each "
+        "organisation (and the hub); keep ca.key with the operator (docs/operations.md)."
+    )
+
+
+def _nats_clusters(
+    topology: Topology,
+    channels: tuple[str, ...],
+    out: Path,
+    hosts: list[str],
+    binds: list[str],
+    *,
+    shared: bool,
+    days: int,
+    install: Path | None,
+    renew: bool,
+) -> None:
+    """``broker-config --engine nats``: a 3-node cluster for each channel."""
+    if shared:
+        raise ValueError(
+            "--shared does not go with --engine nats: one cluster per channel (classified "
+            "networks stay physically separate); leave --shared out"
+        )
+    # every --host and --listen checked before the first cluster is written
+    clusters = [(c, natsconf.nodes_for(hosts, c, binds)) for c in channels]
+    for channel, nodes in clusters:
+        issued = natsconf.write_nats_cluster(
+            topology, channel, out, nodes, days=days, install=install, renew=renew
+        )
+        where = ", ".join(f"{n.host}:{n.port}" for n in nodes)
+        typer.echo(
+            f"{issued.folder}: NATS cluster for {channel} at {where} (routes on "
+            f"{', '.join(str(n.route_port) for n in nodes)}), listening on {nodes[0].bind}; "
+            f"certificates issued for {', '.join(issued.issued) or 'nobody (all kept)'}"
+        )
+    typer.echo(
+        "Copy each nodeN/ folder to its node's host (--install is where), start each with "
+        "'nats-server -c nodeN/nats.conf'; clients/<id>.pem|key and ca.pem go to each "
         "organisation (and the hub); keep ca.key with the operator (docs/operations.md)."
     )
