@@ -650,6 +650,12 @@ def main() -> None:
         "--rate", type=float, default=1500.0, help="offered docs/s for the latency run"
     )
     parser.add_argument("--seconds", type=float, default=8.0, help="length of the latency run")
+    parser.add_argument(
+        "--half-raw",
+        action="store_true",
+        help="with --mode both: offer half the raw relay's saturation throughput measured in "
+        "this run (instead of --rate) in both latency runs",
+    )
     parser.add_argument("--mode", choices=["both", "hub", "raw"], default="both")
     parser.add_argument(
         "--load",
@@ -676,10 +682,13 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="govx-bench-"))
     modes = ["raw", "hub"] if args.mode == "both" else [args.mode]
     rows = []
+    rate = args.rate
     for mode in modes:
         rows.append(run_once(mode, args, rate=0, count=args.docs, tmp=tmp))
-        latency_count = int(args.rate * args.seconds / args.senders)
-        rows.append(run_once(mode, args, rate=args.rate, count=latency_count, tmp=tmp))
+        if args.half_raw and mode == "raw":
+            rate = round(rows[-1].per_second / 2)  # the raw relay's saturation, halved
+        latency_count = int(rate * args.seconds / args.senders)
+        rows.append(run_once(mode, args, rate=rate, count=latency_count, tmp=tmp))
     table = format_table(rows)
     print(table)
     if args.write:
@@ -712,13 +721,20 @@ def format_table(rows: list[Result]) -> str:
 
 
 def write_doc(table: str, args: argparse.Namespace) -> None:
-    command = "python bench/e2e.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}"
-        for k, v in vars(args).items()
-        if k not in {"write", "mode", "profile"}
-        and not (k == "ledger_checkpoints" and v == "default")
-    )
-    replace_block("e2e", command, table)
+    words = []
+    for k, v in vars(args).items():
+        if k in {"write", "mode", "profile"} or v is False:
+            continue
+        if (k, v) in {("ledger_checkpoints", "default"), ("load", "spokes")}:
+            continue
+        if k == "receipt_batch" and args.load == "spokes":
+            continue
+        if k == "rate" and args.half_raw:
+            continue
+        words.append(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}"))
+    # the spokes' load and the hub alone are two tables of docs/benchmarks.md
+    name = "e2e" if args.load == "spokes" else "e2e-hub"
+    replace_block(name, "python bench/e2e.py " + " ".join(words), table)
 
 
 def replace_block(name: str, command: str, table: str) -> None:
