@@ -18,6 +18,7 @@ from hubd.config import CONFIG_HELP, HubConfig, find_config, load_config
 from hubd.config import Delivery as DeliveryConfig
 from hubd.daemon import Hub
 from hubd.engine.trustwatch import warnings_for
+from hubd.ops import contact as opscontact
 from hubd.ops import find as opsfind
 from hubd.ops import query as opsquery
 from hubd.ops import route, trace
@@ -259,21 +260,21 @@ PRESENCE_TIMEOUT = 5.0  # seconds: presence is read from memory; a hub this slow
 
 def _hub_presence(
     path: Path | None,
-) -> tuple[opsquery.Presence | None, opsquery.HubContact]:
+) -> tuple[opscontact.Presence | None, opscontact.HubContact]:
     """Presence from the running hub, or None and why the hub did not give it."""
     if path is None:
-        return None, opsquery.HubContact(None, False, "the admin socket is turned off")
+        return None, opscontact.HubContact(None, False, "the admin socket is turned off")
     try:
         answer = adminclient.ask(path, Op.PRESENCE, timeout=PRESENCE_TIMEOUT)
-        presence = opsquery.presence_answered(answer)
-        brokers = opsquery.brokers_answered(answer)
+        presence = opscontact.presence_answered(answer)
+        brokers = opscontact.brokers_answered(answer)
     except (adminclient.HubNotRunningError, adminclient.HubUnreachableError) as exc:
-        return None, opsquery.HubContact(str(path), False, str(exc))
+        return None, opscontact.HubContact(str(path), False, str(exc))
     except (HubRefusedError, ProtocolError) as exc:
-        return None, opsquery.HubContact(str(path), False, f"it answered: {exc}")
+        return None, opscontact.HubContact(str(path), False, f"it answered: {exc}")
     except (KeyError, TypeError, ValueError) as exc:
-        return None, opsquery.HubContact(str(path), False, f"its answer is malformed ({exc!r})")
-    return presence, opsquery.HubContact(str(path), True, brokers=brokers)
+        return None, opscontact.HubContact(str(path), False, f"its answer is malformed ({exc!r})")
+    return presence, opscontact.HubContact(str(path), True, brokers=brokers)
 
 
 @hubctl_app.command("status")
@@ -420,7 +421,7 @@ def queue_command(
         settings = None  # --store alone: the default [delivery] policy, presence unknown
     url = store or (settings.store_url() if settings is not None else "")
     if settings is None:
-        presence, contact = None, opsquery.HubContact(None, False, "no configuration to find it")
+        presence, contact = None, opscontact.HubContact(None, False, "no configuration to find it")
         timers = waiting_timers(DeliveryConfig())
     else:
         presence, contact = _hub_presence(_admin_socket(settings, socket))

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from hubd.core.states import MessageState
+from hubd.ops.contact import BrokerState, SpokePresence
 from hubd.ops.find import Findings, Found, Search
-from hubd.ops.query import BrokerState, Delivery, Listing, Spoke, SpokePresence, Status
+from hubd.ops.query import Delivery, Listing, Spoke, Status
 from hubd.ops.trace import Step, Trace
 from hubd.ops.waiting import Queue
 from hubd.provision.directory import awaiting_lines

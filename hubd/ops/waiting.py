@@ -18,7 +18,8 @@ from typing import Any
 from hubd.config import Delivery as DeliveryConfig
 from hubd.core.states import DeliveryState
 from hubd.core.timers import RETRY_JITTER, TimerSettings, retry_delay_ms
-from hubd.ops.query import Delivery, Listing, Presence, SpokePresence
+from hubd.ops.contact import Presence, SpokePresence
+from hubd.ops.query import Delivery, Listing
 from schemas.clock import duration_text, ms_to_text
 
 OFFLINE = "recipient_offline"  # the hub holds it until the recipient's spoke is online

@@ -27,8 +27,9 @@ from hubd.cli import hubctl_app
 from hubd.core.states import D, DeliveryState, F, P, S, X, Z
 from hubd.core.timers import TimerSettings
 from hubd.engine.rows import findable_doc_number
+from hubd.ops.contact import SpokePresence, presence_answered
 from hubd.ops.find import Search, find
-from hubd.ops.query import Delivery, Listing, SpokePresence, presence_answered, reading
+from hubd.ops.query import Delivery, Listing, reading
 from hubd.ops.waiting import (
     AWAITING_DELIVERED,
     EXPIRING,
