@@ -54,8 +54,25 @@ class Listener:
     bind: str = "0.0.0.0"  # noqa: S104
 
 
+class ChannelFiles:
+    """A channel folder's CA and its clients' certificates, the same for either engine."""
+
+    __slots__ = ()
+    folder: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.folder / "ca.pem"
+
+    def cert(self, identity: str) -> Path:
+        return self.folder / "clients" / f"{identity}.pem"
+
+    def key(self, identity: str) -> Path:
+        return self.folder / "clients" / f"{identity}.key"
+
+
 @dataclass(frozen=True, slots=True)
-class Issued:
+class Issued(ChannelFiles):
     """Where one broker's files were written."""
 
     name: str  # the folder under --out: a channel id, or "shared" for one broker
@@ -72,16 +89,6 @@ class Issued:
     @property
     def conf(self) -> Path:
         return self.broker / "mosquitto.conf"
-
-    @property
-    def ca(self) -> Path:
-        return self.folder / "ca.pem"
-
-    def cert(self, identity: str) -> Path:
-        return self.folder / "clients" / f"{identity}.pem"
-
-    def key(self, identity: str) -> Path:
-        return self.folder / "clients" / f"{identity}.key"
 
 
 DEFAULT_BIND = "0.0.0.0"  # noqa: S104 - see Listener.bind

@@ -34,6 +34,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from hubd.provision.brokerconf import (
     MAX_PACKET,
+    ChannelFiles,
     _ca_for,
     _name,
     _pem_cert,
@@ -73,7 +74,7 @@ class NatsNode:
 
 
 @dataclass(frozen=True, slots=True)
-class NatsIssued:
+class NatsIssued(ChannelFiles):
     """Where one channel's cluster was written."""
 
     channel: str
@@ -91,16 +92,6 @@ class NatsIssued:
 
     def server_name(self, index: int) -> str:
         return server_name(self.channel, index)
-
-    @property
-    def ca(self) -> Path:
-        return self.folder / "ca.pem"
-
-    def cert(self, identity: str) -> Path:
-        return self.folder / "clients" / f"{identity}.pem"
-
-    def key(self, identity: str) -> Path:
-        return self.folder / "clients" / f"{identity}.key"
 
 
 def server_name(channel: str, index: int) -> str:
