@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import socket
 import ssl
 import threading
@@ -52,6 +53,46 @@ PAHO_PRIVATE = {
 ACK_TIMEOUT = 30.0  # seconds a publish may wait for its PUBACK before it counts as failed
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # PERF-NOTES: p99 57 ms -> 3.8 ms
 RECV_BYTES = 256 * 1024  # one recv() per readable socket, not one per header byte
+
+
+# nats-server refuses a client id containing any of these (CONNACK 2, identifier rejected)
+_NOT_IN_CLIENT_ID = re.compile(r"[\s*>]")
+
+
+def mqtt_client_id(*parts: str) -> str:
+    """The MQTT client id of ``parts`` joined by '-', in a form every broker we run takes.
+
+    nats-server refuses a client id containing '.', whitespace, '*' or '>' (its names
+    for subjects and streams), and ours carry dotted organisation ids and broker
+    addresses. '.' becomes '_': organisation ids are [a-z0-9-] labels joined by dots, so
+    two ids stay two client ids; the others (no id of ours has them) become '-'. Mosquitto
+    takes either form, and a broker of ``hubctl broker-config`` replaces it with the
+    certificate's name anyway (``use_username_as_clientid``).
+    """
+    return _NOT_IN_CLIENT_ID.sub("-", "-".join(parts).replace(".", "_"))
+
+
+class SubscriptionRefused(Exception):  # noqa: N818 - says what happened, as MqttError does
+    """The broker answered a SUBSCRIBE with a failure code (0x80): it may not be read."""
+
+    def __init__(self, node: str, topics: list[str]) -> None:
+        self.node, self.topics = node, topics
+        shown = ", ".join(topics)
+        super().__init__(
+            f"代理 {node} 拒绝了订阅 {shown}：它的权限不允许本证书的身份读取这些主题；请用 "
+            "hubctl broker-config 为该频道重新生成代理配置并重启代理，或核对本机证书是否属于"
+            f"本机构 / broker {node} refused the subscription to {shown}: its permissions do "
+            "not let this certificate's identity read it; regenerate the channel's broker "
+            "configuration with hubctl broker-config and restart the broker, or check that "
+            "this certificate is this organisation's"
+        )
+
+
+def refused_codes(granted: Sequence[Any]) -> list[int]:
+    """The failure codes (0x80 and up) among a SUBACK's return codes: paho gives ints or
+    ReasonCodes, whose value is the code."""
+    codes = [int(getattr(code, "value", code)) for code in granted]
+    return [code for code in codes if code >= 0x80]  # MQTT's failure bit
 
 
 def tls_context(ca: str | None, cert: str | None, key: str | None) -> ssl.SSLContext:
@@ -149,8 +190,7 @@ class BrokerLink:
                     # Usable before subscribing: retained presence arrives during the
                     # subscribe calls and releases deliveries that publish at once.
                     self._client = client
-                    for topic in self._subscriptions:
-                        await client.subscribe(topic, qos=1)
+                    await self._subscribe(client, node)
                     self._io.set_reading(self._reading)  # paused only once connected
                     self.connections += 1
                     self.node, reached, failed = node, True, 0
@@ -160,16 +200,10 @@ class BrokerLink:
                     )
                     delay = self._backoff[0]
                     await self._until_disconnected_or(client, stop, self._on_connected(self))
-            except aiomqtt.MqttError as exc:
+            except (SubscriptionRefused, aiomqtt.MqttError) as exc:
                 failed += 1
-                log.warning(
-                    "broker.unreachable",
-                    broker=self.name,
-                    node=node,
-                    error=str(exc),
-                    # the next node at once, or the first again after the backoff
-                    retry_in=0 if failed < len(self.nodes) else round(delay, 2),
-                )
+                # the next node at once, or the first again after the backoff
+                self._failed(node, exc, 0 if failed < len(self.nodes) else round(delay, 2))
             finally:
                 sweeper.cancel()
                 if self._client is not None:
@@ -190,6 +224,33 @@ class BrokerLink:
                 async with asyncio.timeout(delay * random.uniform(0.5, 1.5)):  # noqa: S311
                     await stop.wait()
             delay = min(delay * 2, self._backoff[1])
+
+    async def _subscribe(self, client: aiomqtt.Client, node: str) -> None:
+        refused = [
+            topic
+            for topic in self._subscriptions
+            if refused_codes(await client.subscribe(topic, qos=1))
+        ]
+        if refused:
+            raise SubscriptionRefused(node, refused)
+
+    def _failed(self, node: str, exc: Exception, retry_in: float) -> None:
+        if isinstance(exc, SubscriptionRefused):
+            # Configuration, not weather: the broker's permissions lack a topic this link
+            # needs. Not connected (a hub that cannot read its up topics does not serve
+            # the channel); said again at every round, so a fixed broker is taken up.
+            log.error(
+                "broker.subscribe_refused",
+                broker=self.name,
+                node=node,
+                topics=exc.topics,
+                error=str(exc),
+                retry_in=retry_in,
+            )
+        else:
+            log.warning(
+                "broker.unreachable", broker=self.name, node=node, error=str(exc), retry_in=retry_in
+            )
 
     async def _sweep_acks(self) -> None:
         while True:
