@@ -8,7 +8,10 @@ A :class:`BrokerLink` connects, subscribes to its topics, calls ``on_connected``
 republishes the retained directory; a spoke says hello), and reconnects with jittered
 exponential backoff when the broker goes away. A clustered broker's nodes (``failover``)
 are tried in the order given: when the node in use goes away, or one does not answer, the
-next is tried at once, and only a whole round of nodes that failed backs off.
+next is tried at once, and only a whole round of nodes that failed backs off. A node that
+refuses one of the link's subscriptions (SUBACK 0x80: its permissions, or a NATS cluster
+still making JetStream consumers after a node loss) counts as one that failed: a link
+that cannot read what it subscribes to is not connected.
 
 Incoming messages skip aiomqtt's per-message iterator (a task and an ``asyncio.wait``
 each) and its Message objects: paho hands them straight to the owner. Publishes are QoS 1
@@ -73,18 +76,21 @@ def mqtt_client_id(*parts: str) -> str:
 
 
 class SubscriptionRefused(Exception):  # noqa: N818 - says what happened, as MqttError does
-    """The broker answered a SUBSCRIBE with a failure code (0x80): it may not be read."""
+    """The broker answered a SUBSCRIBE with a failure code (0x80): it will not deliver."""
 
     def __init__(self, node: str, topics: list[str]) -> None:
         self.node, self.topics = node, topics
         shown = ", ".join(topics)
         super().__init__(
-            f"代理 {node} 拒绝了订阅 {shown}：它的权限不允许本证书的身份读取这些主题；请用 "
-            "hubctl broker-config 为该频道重新生成代理配置并重启代理，或核对本机证书是否属于"
-            f"本机构 / broker {node} refused the subscription to {shown}: its permissions do "
-            "not let this certificate's identity read it; regenerate the channel's broker "
-            "configuration with hubctl broker-config and restart the broker, or check that "
-            "this certificate is this organisation's"
+            f"代理 {node} 拒绝了订阅 {shown}（SUBACK 0x80）：反复出现时，是它的权限不允许本证书"
+            "的身份读取这些主题，请用 hubctl broker-config 为该频道重新生成代理配置并重启代理，"
+            "并核对本机证书属于本机构；NATS 集群刚失去一个节点时也会拒绝几秒，连接会自动换节点"
+            f"重试 / broker {node} refused the subscription to {shown} (SUBACK 0x80): if it "
+            "repeats, its permissions do not let this certificate's identity read them: "
+            "regenerate the channel's broker configuration with hubctl broker-config, restart "
+            "the broker, and check that this certificate is this organisation's; a NATS cluster "
+            "that has just lost a node refuses for a few seconds too, and the link tries "
+            "another node by itself"
         )
 
 
@@ -138,6 +144,7 @@ class BrokerLink:
         self._acks: dict[int, tuple[asyncio.Future[bool], float]] = {}  # mid -> (ack, sent at)
         self._io: SocketIO | None = None
         self._reading = True
+        self._refusals = 0  # refused subscriptions in a row (any node), for the log level
 
     def _new_client(self, host: str, port: int) -> aiomqtt.Client:
         client = aiomqtt.Client(
@@ -193,7 +200,7 @@ class BrokerLink:
                     await self._subscribe(client, node)
                     self._io.set_reading(self._reading)  # paused only once connected
                     self.connections += 1
-                    self.node, reached, failed = node, True, 0
+                    self.node, reached, failed, self._refusals = node, True, 0, 0
                     self.connected.set()
                     log.info(
                         "broker.connected", broker=self.name, channels=self.channels, node=node
@@ -236,10 +243,14 @@ class BrokerLink:
 
     def _failed(self, node: str, exc: Exception, retry_in: float) -> None:
         if isinstance(exc, SubscriptionRefused):
-            # Configuration, not weather: the broker's permissions lack a topic this link
-            # needs. Not connected (a hub that cannot read its up topics does not serve
-            # the channel); said again at every round, so a fixed broker is taken up.
-            log.error(
+            # Not connected: a hub that cannot read its up topics does not serve the
+            # channel, a spoke that cannot read its down topic receives nothing. A refusal
+            # that outlasts a round of nodes is the broker's permissions (an error, said at
+            # every round); a NATS cluster that lost a node refuses while it makes new
+            # JetStream consumers (a warning: the next node, or a moment later, takes it).
+            self._refusals += 1
+            persistent = self._refusals > len(self.nodes)
+            (log.error if persistent else log.warning)(
                 "broker.subscribe_refused",
                 broker=self.name,
                 node=node,
