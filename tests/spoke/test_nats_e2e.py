@@ -203,6 +203,14 @@ async def test_documents_flow_before_and_after_the_node_everyone_is_on_is_killed
         assert f"govnet: on {first}, node 1 of 3\n" in await hubctl_status(hub)
         for spoke in (sender, recipient):
             assert connected_nodes(spoke.events()) == [first], spoke.org
+        # under the client ids mqtt_client_id makes (the node's monitoring knows them)
+        hub_id = world.topology.hub.id
+        for client_id in (
+            mqtt_client_id("hubd", hub_id, f"mqtts-127.0.0.1-{cluster.port(0)}"),
+            mqtt_client_id("spoke", SENDER, CHANNEL),
+            mqtt_client_id("spoke", RECIPIENT, CHANNEL),
+        ):
+            assert cluster.mqtt_subscriptions(0, client_id), client_id
 
         sender.drop("first.txt", "第一份\n".encode(), notice("失联之前"))
         await sender.wait_status("first.txt", RECIPIENT)
