@@ -36,7 +36,7 @@ import structlog
 
 from runtime.link import OnConnected, Sink
 from runtime.tasks import cancel_and_wait
-from schemas.errors import UsageError
+from schemas.errors import TransportError, UsageError
 
 log = structlog.get_logger("xchg.mqtt")
 
@@ -75,8 +75,9 @@ def mqtt_client_id(*parts: str) -> str:
     return _NOT_IN_CLIENT_ID.sub("-", "-".join(parts).replace(".", "_"))
 
 
-class SubscriptionRefused(Exception):  # noqa: N818 - says what happened, as MqttError does
-    """The broker answered a SUBSCRIBE with a failure code (0x80): it will not deliver."""
+class SubscriptionRefused(TransportError):  # noqa: N818 - says what happened, as MqttError does
+    """The broker answered a SUBSCRIBE with a failure code (0x80): it will not deliver.
+    Retriable: a NATS cluster refuses for a moment after losing a node."""
 
     def __init__(self, node: str, topics: list[str]) -> None:
         self.node, self.topics = node, topics
