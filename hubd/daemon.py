@@ -52,7 +52,7 @@ from hubd.web.statuspage import PageOff, StatusPage
 from runtime.clock import now_ms
 from runtime.files import load_signing_key
 from runtime.link import Link, LinkMaker
-from runtime.mqtt import BrokerLink, tls_context
+from runtime.mqtt import BrokerLink, mqtt_client_id, tls_context
 from runtime.startup import one_line
 from runtime.tasks import cancel_and_wait
 from schemas import topics
@@ -412,7 +412,7 @@ class Hub:
                     plan.port,
                     plan.channels,
                     subscriptions=[t for ch in plan.channels for t in topics.hub_subscriptions(ch)],
-                    client_id=f"hubd-{hub_id}-{plan.client_tag}",
+                    client_id=mqtt_client_id("hubd", hub_id, plan.client_tag),
                     sink=self.watch.sink(ingest.on_message),
                     on_connected=self._on_connected,
                     window=config.delivery.publish_window,

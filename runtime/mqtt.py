@@ -8,7 +8,10 @@ A :class:`BrokerLink` connects, subscribes to its topics, calls ``on_connected``
 republishes the retained directory; a spoke says hello), and reconnects with jittered
 exponential backoff when the broker goes away. A clustered broker's nodes (``failover``)
 are tried in the order given: when the node in use goes away, or one does not answer, the
-next is tried at once, and only a whole round of nodes that failed backs off.
+next is tried at once, and only a whole round of nodes that failed backs off. A node that
+refuses one of the link's subscriptions (SUBACK 0x80: its permissions, or a NATS cluster
+still making JetStream consumers after a node loss) counts as one that failed: a link
+that cannot read what it subscribes to is not connected.
 
 Incoming messages skip aiomqtt's per-message iterator (a task and an ``asyncio.wait``
 each) and its Message objects: paho hands them straight to the owner. Publishes are QoS 1
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import socket
 import ssl
 import threading
@@ -32,7 +36,7 @@ import structlog
 
 from runtime.link import OnConnected, Sink
 from runtime.tasks import cancel_and_wait
-from schemas.errors import UsageError
+from schemas.errors import TransportError, UsageError
 
 log = structlog.get_logger("xchg.mqtt")
 
@@ -52,6 +56,50 @@ PAHO_PRIVATE = {
 ACK_TIMEOUT = 30.0  # seconds a publish may wait for its PUBACK before it counts as failed
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # PERF-NOTES: p99 57 ms -> 3.8 ms
 RECV_BYTES = 256 * 1024  # one recv() per readable socket, not one per header byte
+
+
+# nats-server refuses a client id containing any of these (CONNACK 2, identifier rejected)
+_NOT_IN_CLIENT_ID = re.compile(r"[\s*>]")
+
+
+def mqtt_client_id(*parts: str) -> str:
+    """The MQTT client id of ``parts`` joined by '-', in a form every broker we run takes.
+
+    nats-server refuses a client id containing '.', whitespace, '*' or '>' (its names
+    for subjects and streams), and ours carry dotted organisation ids and broker
+    addresses. '.' becomes '_': organisation ids are [a-z0-9-] labels joined by dots, so
+    two ids stay two client ids; the others (no id of ours has them) become '-'. Mosquitto
+    takes either form, and a broker of ``hubctl broker-config`` replaces it with the
+    certificate's name anyway (``use_username_as_clientid``).
+    """
+    return _NOT_IN_CLIENT_ID.sub("-", "-".join(parts).replace(".", "_"))
+
+
+class SubscriptionRefused(TransportError):  # noqa: N818 - says what happened, as MqttError does
+    """The broker answered a SUBSCRIBE with a failure code (0x80): it will not deliver.
+    Retriable: a NATS cluster refuses for a moment after losing a node."""
+
+    def __init__(self, node: str, topics: list[str]) -> None:
+        self.node, self.topics = node, topics
+        shown = ", ".join(topics)
+        super().__init__(
+            f"代理 {node} 拒绝了订阅 {shown}（SUBACK 0x80）：反复出现时，是它的权限不允许本证书"
+            "的身份读取这些主题，请用 hubctl broker-config 为该频道重新生成代理配置并重启代理，"
+            "并核对本机证书属于本机构；NATS 集群刚失去一个节点时也会拒绝几秒，连接会自动换节点"
+            f"重试 / broker {node} refused the subscription to {shown} (SUBACK 0x80): if it "
+            "repeats, its permissions do not let this certificate's identity read them: "
+            "regenerate the channel's broker configuration with hubctl broker-config, restart "
+            "the broker, and check that this certificate is this organisation's; a NATS cluster "
+            "that has just lost a node refuses for a few seconds too, and the link tries "
+            "another node by itself"
+        )
+
+
+def refused_codes(granted: Sequence[Any]) -> list[int]:
+    """The failure codes (0x80 and up) among a SUBACK's return codes: paho gives ints or
+    ReasonCodes, whose value is the code."""
+    codes = [int(getattr(code, "value", code)) for code in granted]
+    return [code for code in codes if code >= 0x80]  # MQTT's failure bit
 
 
 def tls_context(ca: str | None, cert: str | None, key: str | None) -> ssl.SSLContext:
@@ -97,6 +145,7 @@ class BrokerLink:
         self._acks: dict[int, tuple[asyncio.Future[bool], float]] = {}  # mid -> (ack, sent at)
         self._io: SocketIO | None = None
         self._reading = True
+        self._refusals = 0  # refused subscriptions in a row (any node), for the log level
 
     def _new_client(self, host: str, port: int) -> aiomqtt.Client:
         client = aiomqtt.Client(
@@ -149,27 +198,20 @@ class BrokerLink:
                     # Usable before subscribing: retained presence arrives during the
                     # subscribe calls and releases deliveries that publish at once.
                     self._client = client
-                    for topic in self._subscriptions:
-                        await client.subscribe(topic, qos=1)
+                    await self._subscribe(client, node)
                     self._io.set_reading(self._reading)  # paused only once connected
                     self.connections += 1
-                    self.node, reached, failed = node, True, 0
+                    self.node, reached, failed, self._refusals = node, True, 0, 0
                     self.connected.set()
                     log.info(
                         "broker.connected", broker=self.name, channels=self.channels, node=node
                     )
                     delay = self._backoff[0]
                     await self._until_disconnected_or(client, stop, self._on_connected(self))
-            except aiomqtt.MqttError as exc:
+            except (SubscriptionRefused, aiomqtt.MqttError) as exc:
                 failed += 1
-                log.warning(
-                    "broker.unreachable",
-                    broker=self.name,
-                    node=node,
-                    error=str(exc),
-                    # the next node at once, or the first again after the backoff
-                    retry_in=0 if failed < len(self.nodes) else round(delay, 2),
-                )
+                # the next node at once, or the first again after the backoff
+                self._failed(node, exc, 0 if failed < len(self.nodes) else round(delay, 2))
             finally:
                 sweeper.cancel()
                 if self._client is not None:
@@ -190,6 +232,37 @@ class BrokerLink:
                 async with asyncio.timeout(delay * random.uniform(0.5, 1.5)):  # noqa: S311
                     await stop.wait()
             delay = min(delay * 2, self._backoff[1])
+
+    async def _subscribe(self, client: aiomqtt.Client, node: str) -> None:
+        refused = [
+            topic
+            for topic in self._subscriptions
+            if refused_codes(await client.subscribe(topic, qos=1))
+        ]
+        if refused:
+            raise SubscriptionRefused(node, refused)
+
+    def _failed(self, node: str, exc: Exception, retry_in: float) -> None:
+        if isinstance(exc, SubscriptionRefused):
+            # Not connected: a hub that cannot read its up topics does not serve the
+            # channel, a spoke that cannot read its down topic receives nothing. A refusal
+            # that outlasts a round of nodes is the broker's permissions (an error, said at
+            # every round); a NATS cluster that lost a node refuses while it makes new
+            # JetStream consumers (a warning: the next node, or a moment later, takes it).
+            self._refusals += 1
+            persistent = self._refusals > len(self.nodes)
+            (log.error if persistent else log.warning)(
+                "broker.subscribe_refused",
+                broker=self.name,
+                node=node,
+                topics=exc.topics,
+                error=str(exc),
+                retry_in=retry_in,
+            )
+        else:
+            log.warning(
+                "broker.unreachable", broker=self.name, node=node, error=str(exc), retry_in=retry_in
+            )
 
     async def _sweep_acks(self) -> None:
         while True:

@@ -27,7 +27,7 @@ from watchfiles import awatch
 
 from runtime.clock import now_ms
 from runtime.link import Link, LinkMaker
-from runtime.mqtt import BrokerLink, tls_context
+from runtime.mqtt import BrokerLink, mqtt_client_id, tls_context
 from runtime.tasks import cancel_and_wait
 from schemas import codec, topics, transport
 from schemas.clock import DAY_MS
@@ -271,7 +271,7 @@ class SpokeAgent:
                     topics.dirroot(channel),
                     topics.ledger(channel),
                 ],
-                client_id=f"spoke-{self.org}-{channel}",
+                client_id=mqtt_client_id("spoke", self.org, channel),
                 sink=self._sink,
                 will=aiomqtt.Will(
                     topics.presence(channel, self.org), topics.OFFLINE, qos=1, retain=True

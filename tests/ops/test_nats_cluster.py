@@ -34,7 +34,7 @@ from hubd.provision.natsconf import (
     user_name,
     write_nats_cluster,
 )
-from runtime.mqtt import BrokerLink, tls_context
+from runtime.mqtt import BrokerLink, mqtt_client_id, tls_context
 from schemas import topics
 from schemas.topology import Topology
 from tests.natscluster import NatsCluster, start_command
@@ -358,20 +358,26 @@ async def test_a_dead_spokes_will_says_offline_to_the_hub_on_another_node(
     assert seen == [(presence, topics.OFFLINE)]
 
 
-@pytest.mark.parametrize("dotted", ["spoke-jl.cc-govnet", "hubd-jl.hub-mqtts-127.0.0.1-8883"])
-async def test_nats_refuses_a_client_id_with_a_dot_as_hubd_and_spoke_make_them_today(
-    cluster: NatsCluster, dotted: str
+@pytest.mark.parametrize(
+    ("dotted", "parts"),
+    [
+        ("spoke-jl.cc-govnet", ("spoke", "jl.cc", "govnet")),
+        ("hubd-jl.hub-mqtts-127.0.0.1-8883", ("hubd", "jl.hub", "mqtts-127.0.0.1-8883")),
+    ],
+)
+async def test_nats_refuses_a_client_id_with_a_dot_and_takes_the_one_hubd_and_spokes_make(
+    cluster: NatsCluster, dotted: str, parts: tuple[str, ...]
 ) -> None:
     """nats-server refuses a client id with '.' ("invalid character in client ID"; CONNACK
-    2, identifier rejected), and spoke/agent.py and hubd/daemon.py put the organisation
-    id (and the broker's address) in theirs: on NATS they must write it without dots."""
+    2, identifier rejected); hubd and the spokes make theirs with runtime.mqtt's
+    mqtt_client_id, which writes the organisation id (and the broker's address) without."""
     tls = cluster.tls("jl.cc")
     with pytest.raises(aiomqtt.MqttCodeError) as refused:
         async with aiomqtt.Client("127.0.0.1", cluster.port(0), tls_context=tls, identifier=dotted):
             pass
     assert refused.value.rc in (2, 133)  # 3.1.1's code, or paho's name for it
     async with aiomqtt.Client(
-        "127.0.0.1", cluster.port(0), tls_context=tls, identifier=client_id(dotted)
+        "127.0.0.1", cluster.port(0), tls_context=tls, identifier=mqtt_client_id(*parts)
     ):
         pass
 
