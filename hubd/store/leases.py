@@ -1,0 +1,562 @@
+"""Leases in the store: which hub replica owns which buckets of organisations, fenced.
+
+The decisions are :mod:`hubd.core.leases`; here are the rows (``hub_leases``,
+``hub_replicas``; migration 0007), the statements that carry a plan out, the fence the
+store's writers check, the :class:`LeaseKeeper` task and what ``hubctl status`` reads.
+
+Every statement stands alone and is atomic under concurrency (autocommit, one statement
+per transaction) and every time in it is the database's clock, never a replica's:
+
+- *claim* ``UPDATE ... SET holder = me, token = token + 1`` on the rows that still carry
+  the token the plan read and are free or expired, locked ``FOR UPDATE SKIP LOCKED``: a
+  row that a writer is fencing right now is skipped and claimed next round, after that
+  write committed; a claim never waits, so a paused replica's open transaction cannot
+  stall the keepers of the others.
+- *renew* and *release* touch only rows whose holder is me with the token I hold, renew
+  only unexpired ones (a lapsed lease is claimed again, under a new token), and lock them
+  in bucket order like the fence, so the two never deadlock.
+- *the fence* (:func:`check_fence`), inside the writer's own transaction: ``SELECT ...
+  WHERE holder = me AND token = t AND expires_at > now FOR SHARE``. It holds the rows
+  until the write commits (a claim skips them meanwhile) and raises
+  :class:`LeaseLostError` when another replica took a bucket: the write rolls back.
+
+SQLite serves one hub per state folder (``hubd.store.lock``), so there the keeper claims
+every bucket once when it joins, under new tokens and without expiry, and never renews:
+the fence still holds holder and token, and the tables read the same for ``hubctl``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    delete,
+    func,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from hubd.core.leases import (
+    Claim,
+    Holdings,
+    Lease,
+    LeaseSettings,
+    Snapshot,
+    bucket_of,
+    plan,
+)
+from hubd.store import tables as t
+from runtime.tasks import cancel_and_wait
+from schemas.errors import StoreError, UsageError
+
+log = structlog.get_logger("hubd.leases")
+
+FOREVER = 2**62  # a lease on SQLite: the one hub of the folder holds it until it stops
+FORGET_MS = 24 * 3_600_000  # a replica whose heartbeat ended this long ago leaves the list
+_REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+L = t.hub_leases
+R = t.hub_replicas
+
+
+class LeaseLostError(StoreError):
+    """A write as owner of buckets this replica no longer holds: refused, rolled back."""
+
+    def __init__(self, replica: str, buckets: Iterable[int]) -> None:
+        self.replica = replica
+        self.buckets = tuple(sorted(buckets))
+        shown = ", ".join(map(str, self.buckets[:8])) + (" ..." if len(self.buckets) > 8 else "")
+        super().__init__(
+            f"副本 {replica} 已失去桶 {shown} 的租约（暂停或与数据库失联超过租期，"
+            f"已由其他副本接管），本次写入已回滚 / replica {replica} no longer holds the lease "
+            f"on bucket(s) {shown} "
+            "(it was paused or cut off from the database past its lease and another replica "
+            "took over); the write was rolled back: the new owner handles these organisations",
+            retriable=False,
+        )
+
+
+def new_replica_id(host: str | None = None, pid: int | None = None) -> str:
+    """A replica id for this process run: host, pid and a random tail (a restarted hub is a
+    new replica: its predecessor's leases must run out or be released, never inherited)."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", host or socket.gethostname())[:40].strip(".-_")
+    return f"{host or 'hub'}-{pid if pid is not None else os.getpid()}-{secrets.token_hex(3)}"
+
+
+def check_replica_id(replica: str) -> str:
+    if not _REPLICA_ID.fullmatch(replica):
+        raise UsageError(
+            f"replica id {replica!r}: 1-64 characters of letters, digits, '.', '_' and '-'"
+        )
+    return replica
+
+
+def db_now(dialect: Dialect) -> ColumnElement[int]:
+    """The database's clock in integer ms since the Unix epoch, as every time in the store."""
+    if dialect.name == "postgresql":
+        # statement_timestamp(): when this statement began, even inside a longer transaction
+        return literal_column(
+            "(extract(epoch from statement_timestamp()) * 1000)::bigint", BigInteger
+        )
+    return literal_column("CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)", BigInteger)
+
+
+# ------------------------------------------------------------------ the fence
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """What a write as owner must still hold when it commits: bucket -> token."""
+
+    replica: str
+    tokens: Mapping[int, int]
+
+
+def check_fence(conn: Connection, fence: Fence) -> None:
+    """Inside the writer's transaction, before its writes: hold ``fence``'s lease rows
+    (``FOR SHARE``, in bucket order) until the transaction ends, or raise
+    :class:`LeaseLostError` naming the buckets another replica holds now (or that
+    expired). A claim skips rows held so, so a takeover lands after the write."""
+    if not fence.tokens:
+        return
+    pairs = sorted(fence.tokens.items())
+    held = set(
+        conn.execute(
+            select(L.c.bucket)
+            .where(
+                L.c.holder == fence.replica,
+                tuple_(L.c.bucket, L.c.token).in_(pairs),
+                L.c.expires_at > db_now(conn.dialect),
+            )
+            .order_by(L.c.bucket)
+            .with_for_update(read=True)
+        ).scalars()
+    )
+    lost = set(fence.tokens) - held
+    if lost:
+        raise LeaseLostError(fence.replica, lost)
+
+
+# ------------------------------------------------------------------ statements
+
+
+def _rows(claims: Iterable[Claim]) -> list[tuple[int, int]]:
+    return sorted((c.bucket, c.token) for c in claims)
+
+
+def _heartbeat(conn: Connection, me: str, host: str, pid: int, lease_ms: int) -> int:
+    """Say I am alive (insert or refresh my row); the database's now."""
+    now = db_now(conn.dialect)
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(R).values(
+        id=me, host=host, pid=pid, started_at=now, seen_at=now, expires_at=now + lease_ms
+    )
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[R.c.id],
+        set_={"seen_at": stmt.excluded.seen_at, "expires_at": stmt.excluded.expires_at},
+    ).returning(R.c.seen_at)
+    return int(conn.execute(upsert).scalar_one())
+
+
+def _snapshot(conn: Connection, me: str, now: int) -> Snapshot:
+    leases = tuple(
+        Lease(int(r.bucket), r.holder, int(r.token), int(r.expires_at))
+        for r in conn.execute(
+            select(L.c.bucket, L.c.holder, L.c.token, L.c.expires_at).order_by(L.c.bucket)
+        )
+    )
+    live = frozenset(conn.execute(select(R.c.id).where(R.c.expires_at > now)).scalars())
+    return Snapshot(now, me, leases, live)
+
+
+def _mine(me: str, pairs: list[tuple[int, int]], now: ColumnElement[int]) -> Any:
+    """My rows among ``pairs`` (bucket, token), locked in bucket order."""
+    return (
+        select(L.c.bucket)
+        .where(L.c.holder == me, tuple_(L.c.bucket, L.c.token).in_(pairs), L.c.expires_at > now)
+        .order_by(L.c.bucket)
+        .with_for_update()
+        .scalar_subquery()
+    )
+
+
+def _release(conn: Connection, me: str, claims: Iterable[Claim]) -> None:
+    pairs = _rows(claims)
+    if pairs:
+        now = db_now(conn.dialect)
+        conn.execute(
+            update(L)
+            .where(L.c.bucket.in_(_mine(me, pairs, now)), L.c.holder == me)
+            .values(holder=None, expires_at=now)
+        )
+
+
+def _renew(conn: Connection, me: str, claims: Iterable[Claim], lease_ms: int) -> list[Claim]:
+    pairs = _rows(claims)
+    if not pairs:
+        return []
+    now = db_now(conn.dialect)
+    rows = conn.execute(
+        update(L)
+        .where(L.c.bucket.in_(_mine(me, pairs, now)), L.c.holder == me, L.c.expires_at > now)
+        .values(renewed_at=now, expires_at=now + lease_ms)
+        .returning(L.c.bucket, L.c.token)
+    )
+    return [Claim(int(r.bucket), int(r.token)) for r in rows]
+
+
+def _claim(conn: Connection, me: str, claims: Iterable[Claim], lease_ms: int) -> list[Claim]:
+    pairs = _rows(claims)
+    if not pairs:
+        return []
+    now = db_now(conn.dialect)
+    claimable = (L.c.holder.is_(None)) | (L.c.expires_at <= now)
+    free = (
+        select(L.c.bucket)
+        .where(tuple_(L.c.bucket, L.c.token).in_(pairs), claimable)
+        .order_by(L.c.bucket)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = conn.execute(
+        update(L)
+        .where(L.c.bucket.in_(free), claimable)
+        .values(
+            holder=me,
+            token=L.c.token + 1,
+            acquired_at=now,
+            renewed_at=now,
+            expires_at=now + lease_ms,
+        )
+        .returning(L.c.bucket, L.c.token)
+    )
+    return [Claim(int(r.bucket), int(r.token)) for r in rows]
+
+
+def _take_all(conn: Connection, me: str) -> list[Claim]:
+    """SQLite: the folder's one hub takes every bucket, under new tokens."""
+    now = db_now(conn.dialect)
+    rows = conn.execute(
+        update(L)
+        .values(holder=me, token=L.c.token + 1, acquired_at=now, renewed_at=now, expires_at=FOREVER)
+        .returning(L.c.bucket, L.c.token)
+    )
+    return [Claim(int(r.bucket), int(r.token)) for r in rows]
+
+
+def _leave(conn: Connection, me: str) -> int:
+    """Release everything I hold and leave the replica list; how many were released."""
+    now = db_now(conn.dialect)
+    mine = (
+        select(L.c.bucket)
+        .where(L.c.holder == me)
+        .order_by(L.c.bucket)
+        .with_for_update()
+        .scalar_subquery()
+    )
+    released = conn.execute(
+        update(L)
+        .where(L.c.bucket.in_(mine), L.c.holder == me)
+        .values(holder=None, expires_at=now)
+        .returning(L.c.bucket)
+    )
+    count = len(released.all())
+    conn.execute(delete(R).where(R.c.id == me))
+    return count
+
+
+def _forget_old_replicas(conn: Connection) -> None:
+    conn.execute(delete(R).where(R.c.expires_at < db_now(conn.dialect) - FORGET_MS))
+
+
+def _bucket_count(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(L)).scalar_one())
+
+
+# ------------------------------------------------------------------ the keeper
+
+
+Sleep = Callable[[float], Awaitable[None]]
+OnChange = Callable[[frozenset[int], frozenset[int]], None]
+
+
+def _monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class LeaseKeeper:
+    """This replica's leases: ``async with LeaseKeeper(engine) as keeper`` joins, runs a
+    round every ``renew_ms`` (task ``hubd.leases``) and, on leaving, releases what it holds.
+
+    ``held`` is what it may act as owner of now; a write as owner carries
+    ``keeper.fence(orgs)`` into its transaction (:func:`check_fence`). ``on_change(gained,
+    lost)`` is called after each round whose holdings differ from the last. ``clock`` is a
+    local monotonic clock in ms: it only ends beliefs (a replica that was paused stops
+    believing as soon as it runs again); every lease time is the database's.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        replica: str | None = None,
+        settings: LeaseSettings | None = None,
+        clock: Callable[[], int] = _monotonic_ms,
+        sleep: Sleep = asyncio.sleep,
+        on_change: OnChange | None = None,
+        host: str | None = None,
+        pid: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self.host = host or socket.gethostname()
+        self.pid = os.getpid() if pid is None else pid
+        self.replica = check_replica_id(replica or new_replica_id(self.host, self.pid))
+        self.settings = settings or LeaseSettings()
+        self.sole_owner = engine.dialect.name != "postgresql"
+        self._clock = clock
+        self._sleep = sleep
+        self._on_change = on_change
+        self._holdings = Holdings()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: AsyncConnection | None = None
+        self._lock = asyncio.Lock()  # one round (or the leaving) at a time
+        self.rounds = 0
+        self.target = 0
+
+    # -------------------------------------------------------------- what it holds
+
+    @property
+    def held(self) -> Mapping[int, int]:
+        """bucket -> token this replica may act as owner of, now."""
+        return self._holdings.current(self._clock())
+
+    def owns(self, org: str) -> bool:
+        return bucket_of(org, self.settings.buckets) in self.held
+
+    def fence(self, orgs: Iterable[str]) -> Fence:
+        """The fence for a write as owner of ``orgs``; LeaseLostError at once if this replica
+        does not believe it holds them (the store checks again, in the transaction)."""
+        held = self.held
+        buckets = {bucket_of(org, self.settings.buckets) for org in orgs}
+        missing = buckets - set(held)
+        if missing:
+            raise LeaseLostError(self.replica, missing)
+        return Fence(self.replica, {b: held[b] for b in buckets})
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> LeaseKeeper:
+        await self.join()
+        if not self.sole_owner:
+            self._task = asyncio.create_task(self._run(), name="hubd.leases")
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.leave()
+
+    async def join(self) -> None:
+        """Enter the replica list and run a first round (SQLite: take every bucket)."""
+        count = await self._call(_bucket_count)
+        if count != self.settings.buckets:
+            raise StoreError(
+                f"存储中有 {count} 个租约桶，而本副本按 {self.settings.buckets} 个计算；"
+                f"所有副本须运行同一版本 / the store has {count} lease buckets and this "
+                f"replica counts {self.settings.buckets}: run one hubd version on every replica",
+                retriable=False,
+            )
+        await self._call(_forget_old_replicas)
+        if self.sole_owner:
+            started = self._clock()
+            await self._call(_heartbeat, self.replica, self.host, self.pid, FOREVER // 2)
+            taken = await self._call(_take_all, self.replica)
+            self.target = len(taken)
+            self._settle(Holdings({c.bucket: c.token for c in taken}, started + FOREVER))
+        else:
+            await self.run_round()
+        log.info(
+            "leases.joined", replica=self.replica, buckets=len(self.held), sole=self.sole_owner
+        )
+
+    async def leave(self) -> None:
+        """Stop renewing, stop acting as owner, release every bucket at once. Idempotent."""
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+            self._task = None
+        before = set(self._holdings.tokens)
+        self._holdings = Holdings()
+        if self._conn is not None:  # a round cut short may have left it mid-statement
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                await self._conn.close()
+            self._conn = None
+        try:
+            async with self._lock:
+                released = await self._call(_leave, self.replica)
+        except StoreError as exc:
+            log.warning("leases.leave_failed", replica=self.replica, error=str(exc))
+            released = 0  # they run out on their own within a lease
+        finally:
+            if self._conn is not None:
+                with contextlib.suppress(SQLAlchemyError):
+                    await self._conn.close()
+                self._conn = None
+        if before:
+            self._notify(frozenset(), frozenset(before))
+        log.info("leases.left", replica=self.replica, released=released)
+
+    # -------------------------------------------------------------- rounds
+
+    async def run_round(self) -> None:
+        """Heartbeat, read, plan, release, renew, claim: one round (the task runs one every
+        ``renew_ms``; tests call it directly). StoreError when the database fails: the
+        holdings then stand until they run out by the local clock."""
+        async with self._lock:
+            started = self._clock()
+            lease_ms = self.settings.lease_ms
+            now = await self._call(_heartbeat, self.replica, self.host, self.pid, lease_ms)
+            snap = await self._call(_snapshot, self.replica, now)
+            todo = plan(snap, self.settings)
+            self.target = todo.target
+            # stop acting as owner of what goes back before it goes
+            self._holdings = self._holdings.without(c.bucket for c in todo.release)
+            await self._call(_release, self.replica, todo.release)
+            renewed = await self._call(_renew, self.replica, todo.renew, lease_ms)
+            claimed = await self._call(_claim, self.replica, todo.claim, lease_ms)
+            self.rounds += 1
+            self._settle(self._holdings.after_round(renewed + claimed, started, self.settings))
+            if todo.release:
+                log.info("leases.released", replica=self.replica, buckets=len(todo.release))
+
+    async def _run(self) -> None:
+        interval = self.settings.renew_ms / 1000
+        while True:
+            await self._sleep(interval)
+            try:
+                await self.run_round()
+            except StoreError as exc:
+                log.warning("leases.round_failed", replica=self.replica, error=str(exc))
+
+    def _settle(self, after: Holdings) -> None:
+        before = set(self._holdings.tokens)
+        self._holdings = after
+        now = set(after.tokens)
+        if before != now:
+            self._notify(frozenset(now - before), frozenset(before - now))
+
+    def _notify(self, gained: frozenset[int], lost: frozenset[int]) -> None:
+        if lost:
+            log.info("leases.lost", replica=self.replica, buckets=len(lost))
+        if gained:
+            log.info("leases.gained", replica=self.replica, buckets=len(gained))
+        if self._on_change is not None:
+            self._on_change(gained, lost)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(connection, *args)`` on the keeper's own autocommit connection."""
+        try:
+            if self._conn is None:
+                conn = await self.engine.connect()
+                self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return await self._conn.run_sync(fn, *args)
+        except (SQLAlchemyError, OSError) as exc:
+            if self._conn is not None:
+                with contextlib.suppress(SQLAlchemyError, OSError):
+                    await self._conn.close()
+                self._conn = None  # a fresh connection next time
+            raise StoreError(f"the lease statements failed: {exc!r}", retriable=True) from exc
+
+
+# ------------------------------------------------------------------ hubctl status
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaRow:
+    id: str
+    host: str
+    pid: int
+    started_at: int
+    seen_at: int
+    expires_at: int
+    live: bool
+    buckets: int  # how many unexpired leases it holds
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRow:
+    bucket: int
+    holder: str | None  # None when released or expired
+    token: int
+    held_for_ms: int | None  # since its holder claimed it
+    renewed_ago_ms: int | None
+    expires_in_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    """Who owns what, by the database's clock: what ``hubctl status`` shows."""
+
+    now: int
+    replicas: tuple[ReplicaRow, ...]
+    leases: tuple[LeaseRow, ...]
+
+    @property
+    def unowned(self) -> tuple[int, ...]:
+        return tuple(x.bucket for x in self.leases if x.holder is None)
+
+
+def read_ownership(conn: Connection) -> Ownership:
+    """The replicas (live first, then by id) and every bucket's lease with its ages; a
+    lease that expired reads as unowned. Runs on any connection (``Store.read_sync``)."""
+    now = int(conn.execute(select(db_now(conn.dialect))).scalar_one())
+    leases = []
+    counts: dict[str, int] = {}
+    for r in conn.execute(select(L).order_by(L.c.bucket)):
+        if r.holder is not None and r.expires_at > now:
+            counts[r.holder] = counts.get(r.holder, 0) + 1
+            leases.append(
+                LeaseRow(
+                    int(r.bucket),
+                    r.holder,
+                    int(r.token),
+                    now - int(r.acquired_at),
+                    now - int(r.renewed_at),
+                    None if r.expires_at >= FOREVER else int(r.expires_at) - now,
+                )
+            )
+        else:
+            leases.append(LeaseRow(int(r.bucket), None, int(r.token), None, None, None))
+    replicas = sorted(
+        (
+            ReplicaRow(
+                r.id,
+                r.host,
+                int(r.pid),
+                int(r.started_at),
+                int(r.seen_at),
+                int(r.expires_at),
+                r.expires_at > now,
+                counts.get(r.id, 0),
+            )
+            for r in conn.execute(select(R))
+        ),
+        key=lambda x: (not x.live, x.id),
+    )
+    return Ownership(now, tuple(replicas), tuple(leases))
