@@ -5,11 +5,17 @@ round does what, and by the keepers' own tasks where it is about converging."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Container
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, insert, select
@@ -451,4 +457,88 @@ async def test_on_sqlite_the_one_hub_holds_every_bucket_without_expiry_until_it_
         assert split(own) == Counter({None: 256})
         assert own.replicas == ()
     finally:
+        await engine.dispose()
+
+
+# ----------------------------------------------------------------- real processes
+
+
+class Replica:
+    """tests/hub/leaseproc.py in a process of its own."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, url: str, name: str) -> Replica:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.hub.leaseproc",
+            url,
+            name,
+            str(FAST.lease_ms),
+            str(FAST.renew_ms),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        replica = cls(process)
+        assert (await replica.ask(None))["event"] == "joined"
+        return replica
+
+    async def ask(self, command: str | None) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        if command is not None:
+            self.process.stdin.write(f"{command}\n".encode())
+            await self.process.stdin.drain()
+        async with asyncio.timeout(30):
+            while True:
+                line = await self.process.stdout.readline()
+                assert line, "the replica process exited"
+                if line.startswith(b"{"):  # its structlog lines are not ours
+                    answer: dict[str, Any] = json.loads(line)
+                    return answer
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)
+                self.process.kill()
+            await self.process.wait()
+
+
+async def test_a_process_stopped_past_its_lease_cannot_write_as_owner_when_it_continues(
+    pg: str,
+) -> None:
+    engine = engine_for(pg)
+    replicas: list[Replica] = []
+    try:
+        one = await Replica.start(pg, "one")
+        replicas.append(one)
+        two = await Replica.start(pg, "two")
+        replicas.append(two)
+
+        async def even() -> bool:
+            return split(await ownership(engine)) == Counter({"one": 128, "two": 128})
+
+        await until(even)
+        fenced = await one.ask("fence")  # about to write as owner of this bucket ...
+        bucket, token = fenced["bucket"], fenced["token"]
+        os.kill(one.process.pid, signal.SIGSTOP)  # ... when it is stopped
+
+        async def taken_over() -> bool:
+            return split(await ownership(engine)) == Counter({"two": 256})
+
+        await until(taken_over)
+        assert (await lease_rows(engine))[bucket][:2] == ("two", token + 1)
+        os.kill(one.process.pid, signal.SIGCONT)
+
+        assert await one.ask("write") == {"event": "lost", "buckets": [bucket]}
+        assert not await written(engine, "by.one")
+        held = await one.ask("held")
+        assert held["tokens"].get(str(bucket)) != token  # it no longer believes it either
+    finally:
+        for replica in replicas:
+            await replica.stop()
         await engine.dispose()
