@@ -36,7 +36,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from sqlalchemy import (
@@ -389,7 +389,7 @@ class LeaseKeeper:
             await self._call(_heartbeat, self.replica, self.host, self.pid, FOREVER // 2)
             taken = await self._call(_take_all, self.replica)
             self.target = len(taken)
-            self._settle(Holdings({c.bucket: c.token for c in taken}, started + FOREVER))
+            self._settle(Holdings({c.bucket: c.token for c in taken}, started + FOREVER), "round")
         else:
             await self.run_round()
         log.info(
@@ -401,8 +401,7 @@ class LeaseKeeper:
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
-        before = set(self._holdings.tokens)
-        self._holdings = Holdings()
+        self._settle(Holdings(), "leave")  # it stops acting as owner before it releases
         if self._conn is not None:  # a round cut short may have left it mid-statement
             with contextlib.suppress(SQLAlchemyError, OSError):
                 await self._conn.close()
@@ -418,8 +417,6 @@ class LeaseKeeper:
                 with contextlib.suppress(SQLAlchemyError):
                     await self._conn.close()
                 self._conn = None
-        if before:
-            self._notify(frozenset(), frozenset(before))
         log.info("leases.left", replica=self.replica, released=released)
 
     # -------------------------------------------------------------- rounds
@@ -436,14 +433,13 @@ class LeaseKeeper:
             todo = plan(snap, self.settings)
             self.target = todo.target
             # stop acting as owner of what goes back before it goes
-            self._holdings = self._holdings.without(c.bucket for c in todo.release)
+            self._settle(self._holdings.without(c.bucket for c in todo.release), "release")
             await self._call(_release, self.replica, todo.release)
             renewed = await self._call(_renew, self.replica, todo.renew, lease_ms)
             claimed = await self._call(_claim, self.replica, todo.claim, lease_ms)
             self.rounds += 1
-            self._settle(self._holdings.after_round(renewed + claimed, started, self.settings))
-            if todo.release:
-                log.info("leases.released", replica=self.replica, buckets=len(todo.release))
+            after = self._holdings.after_round(renewed + claimed, started, self.settings)
+            self._settle(after, "round")
 
     async def _run(self) -> None:
         interval = self.settings.renew_ms / 1000
@@ -454,19 +450,19 @@ class LeaseKeeper:
             except StoreError as exc:
                 log.warning("leases.round_failed", replica=self.replica, error=str(exc))
 
-    def _settle(self, after: Holdings) -> None:
+    def _settle(self, after: Holdings, why: Literal["round", "release", "leave"]) -> None:
+        """Take ``after`` as the holdings; tell on_change what moved."""
         before = set(self._holdings.tokens)
         self._holdings = after
         now = set(after.tokens)
-        if before != now:
-            self._notify(frozenset(now - before), frozenset(before - now))
-
-    def _notify(self, gained: frozenset[int], lost: frozenset[int]) -> None:
-        if lost:
-            log.info("leases.lost", replica=self.replica, buckets=len(lost))
+        gained, lost = frozenset(now - before), frozenset(before - now)
+        if lost and why == "round":  # expired or taken while this replica was not looking
+            log.warning("leases.lost", replica=self.replica, buckets=len(lost))
+        elif lost and why == "release":
+            log.info("leases.released", replica=self.replica, buckets=len(lost))
         if gained:
             log.info("leases.gained", replica=self.replica, buckets=len(gained))
-        if self._on_change is not None:
+        if (gained or lost) and self._on_change is not None:
             self._on_change(gained, lost)
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -158,7 +158,9 @@ async def test_one_replica_alone_owns_every_bucket_and_its_beliefs_match_the_row
 async def test_a_joining_replica_gets_half_given_back_gracefully_not_by_expiry(
     keepers: KeeperFactory,
 ) -> None:
-    a, b = keepers("a"), keepers("b")
+    told: list[tuple[frozenset[int], frozenset[int]]] = []
+    a = keepers("a", on_change=lambda gained, lost: told.append((gained, lost)))
+    b = keepers("b")
     await a.join()
     before = await ownership(a.engine)
     await b.join()  # b is short, nothing is free: it claims nothing yet
@@ -170,6 +172,8 @@ async def test_a_joining_replica_gets_half_given_back_gracefully_not_by_expiry(
     after = await ownership(a.engine)
     assert split(after) == Counter({"a": 128, "b": 128})
     assert dict(b.held) == {x.bucket: x.token for x in after.leases if x.holder == "b"}
+    # a was told it had all, then that it gave back what b holds now
+    assert told == [(frozenset(range(256)), frozenset()), (frozenset(), frozenset(b.held))]
     # long before a's first leases could have run out
     assert after.now < min(before.now + x.expires_in_ms for x in before.leases if x.expires_in_ms)
 
