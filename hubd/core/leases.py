@@ -14,7 +14,7 @@ live replica ends with its share (:func:`target_of`: the bucket count split as e
 it goes, the first replicas in id order one more). The store carries the plan out with
 compare-and-set statements (hubd.store.leases), and what it confirmed becomes the
 replica's :class:`Holdings`. Nothing here is trusted for safety: a write as owner is
-fenced in the store by holder and token (``hubd.store.leases.fence``). The plan only has
+fenced in the store by holder and token (``hubd.store.leases.check_fence``). The plan only has
 to converge.
 
 Pure: no asyncio, no store, no clock reads (times come in as milliseconds), no logging.

@@ -87,10 +87,10 @@ class LeaseLostError(StoreError):
         shown = ", ".join(map(str, self.buckets[:8])) + (" ..." if len(self.buckets) > 8 else "")
         super().__init__(
             f"副本 {replica} 已失去桶 {shown} 的租约（暂停或与数据库失联超过租期，"
-            f"已由其他副本接管），本次写入已回滚 / replica {replica} no longer holds the lease "
+            f"由其他副本接管），本次写入已回滚 / replica {replica} no longer holds the lease "
             f"on bucket(s) {shown} "
-            "(it was paused or cut off from the database past its lease and another replica "
-            "took over); the write was rolled back: the new owner handles these organisations",
+            "(it was paused or cut off from the database for longer than a lease, and another "
+            "replica takes its organisations over); the write was rolled back",
             retriable=False,
         )
 
@@ -136,8 +136,17 @@ def check_fence(conn: Connection, fence: Fence) -> None:
     (``FOR SHARE``, in bucket order) until the transaction ends, or raise
     :class:`LeaseLostError` naming the buckets another replica holds now (or that
     expired). A claim skips rows held so, so a takeover lands after the write."""
+    lost = lost_buckets(conn, fence)
+    if lost:
+        raise LeaseLostError(fence.replica, lost)
+
+
+def lost_buckets(conn: Connection, fence: Fence) -> frozenset[int]:
+    """As :func:`check_fence`, for a writer that drops what it lost and writes the rest:
+    the buckets of ``fence`` no longer held; the others stay held until the transaction
+    ends."""
     if not fence.tokens:
-        return
+        return frozenset()
     pairs = sorted(fence.tokens.items())
     held = set(
         conn.execute(
@@ -151,9 +160,7 @@ def check_fence(conn: Connection, fence: Fence) -> None:
             .with_for_update(read=True)
         ).scalars()
     )
-    lost = set(fence.tokens) - held
-    if lost:
-        raise LeaseLostError(fence.replica, lost)
+    return frozenset(fence.tokens) - held
 
 
 # ------------------------------------------------------------------ statements

@@ -31,6 +31,7 @@ from hubd.store.leases import (
     Ownership,
     check_fence,
     db_now,
+    lost_buckets,
     read_ownership,
 )
 from tests.hub.test_migrations import migrate
@@ -243,6 +244,21 @@ async def test_a_lapsed_lease_fences_writes_even_unclaimed_and_comes_back_under_
     assert not await written(a.engine, "expired")
     assert not await written(a.engine, "old.token")
     assert await written(a.engine, "new.token")
+
+
+async def test_a_batch_for_many_buckets_learns_exactly_which_it_lost(
+    keepers: KeeperFactory,
+) -> None:
+    a, b = keepers("a"), keepers("b")
+    await a.join()
+    everything = Fence("a", dict(a.held))  # a batch fenced while a held all
+    await b.join()
+    await a.run_round()  # gives half back
+    await b.run_round()  # and b takes it
+    async with a.engine.begin() as conn:
+        lost = await conn.run_sync(lost_buckets, everything)
+    assert lost == frozenset(b.held)
+    assert len(lost) == 128
 
 
 async def test_a_takeover_waits_for_a_fenced_write_in_flight_and_lands_after_it(
