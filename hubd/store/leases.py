@@ -13,12 +13,14 @@ per transaction) and every time in it is the database's clock, never a replica's
   write committed; a claim never waits, so a paused replica's open transaction cannot
   stall the keepers of the others.
 - *renew* and *release* touch only rows whose holder is me with the token I hold, renew
-  only unexpired ones (a lapsed lease is claimed again, under a new token), and lock them
-  in bucket order like the fence, so the two never deadlock.
+  only unexpired ones (a lapsed lease is claimed again, under a new token). They lock
+  ``FOR NO KEY UPDATE``, which does not conflict with the fence's ``FOR KEY SHARE``: a
+  renewal never waits for this replica's own writes, however long they take.
 - *the fence* (:func:`check_fence`), inside the writer's own transaction: ``SELECT ...
-  WHERE holder = me AND token = t AND expires_at > now FOR SHARE``. It holds the rows
-  until the write commits (a claim skips them meanwhile) and raises
-  :class:`LeaseLostError` when another replica took a bucket: the write rolls back.
+  WHERE holder = me AND token = t AND expires_at > now FOR KEY SHARE``. It holds the
+  rows until the write commits (a claim, ``FOR UPDATE``, skips them meanwhile) and raises
+  :class:`LeaseLostError` when another replica took a bucket: the write rolls back. It
+  waits only for a claim under way, which itself never waits: no lock cycle is possible.
 
 SQLite serves one hub per state folder (``hubd.store.lock``), so there the keeper claims
 every bucket once when it joins, under new tokens and without expiry, and never renews:
@@ -133,7 +135,7 @@ class Fence:
 
 def check_fence(conn: Connection, fence: Fence) -> None:
     """Inside the writer's transaction, before its writes: hold ``fence``'s lease rows
-    (``FOR SHARE``, in bucket order) until the transaction ends, or raise
+    (``FOR KEY SHARE``) until the transaction ends, or raise
     :class:`LeaseLostError` naming the buckets another replica holds now (or that
     expired). A claim skips rows held so, so a takeover lands after the write."""
     lost = lost_buckets(conn, fence)
@@ -157,7 +159,7 @@ def lost_buckets(conn: Connection, fence: Fence) -> frozenset[int]:
                 L.c.expires_at > db_now(conn.dialect),
             )
             .order_by(L.c.bucket)
-            .with_for_update(read=True)
+            .with_for_update(read=True, key_share=True)  # FOR KEY SHARE
         ).scalars()
     )
     return frozenset(fence.tokens) - held
@@ -201,7 +203,7 @@ def _mine(me: str, pairs: list[tuple[int, int]], now: ColumnElement[int]) -> Any
         select(L.c.bucket)
         .where(L.c.holder == me, tuple_(L.c.bucket, L.c.token).in_(pairs), L.c.expires_at > now)
         .order_by(L.c.bucket)
-        .with_for_update()
+        .with_for_update(key_share=True)  # FOR NO KEY UPDATE: never waits on a fence
         .scalar_subquery()
     )
 
@@ -241,7 +243,7 @@ def _claim(conn: Connection, me: str, claims: Iterable[Claim], lease_ms: int) ->
         select(L.c.bucket)
         .where(tuple_(L.c.bucket, L.c.token).in_(pairs), claimable)
         .order_by(L.c.bucket)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True)  # FOR UPDATE: skips fenced rows
         .scalar_subquery()
     )
     rows = conn.execute(
@@ -277,7 +279,7 @@ def _leave(conn: Connection, me: str) -> int:
         select(L.c.bucket)
         .where(L.c.holder == me)
         .order_by(L.c.bucket)
-        .with_for_update()
+        .with_for_update(key_share=True)
         .scalar_subquery()
     )
     released = conn.execute(
@@ -409,44 +411,58 @@ class LeaseKeeper:
             await cancel_and_wait(self._task)
             self._task = None
         self._settle(Holdings(), "leave")  # it stops acting as owner before it releases
-        if self._conn is not None:  # a round cut short may have left it mid-statement
-            with contextlib.suppress(SQLAlchemyError, OSError):
-                await self._conn.close()
-            self._conn = None
+        await self._drop_connection()  # a round cut short may have left it mid-statement
         try:
-            async with self._lock:
+            async with self._lock, asyncio.timeout(self.settings.lease_ms / 1000):
                 released = await self._call(_leave, self.replica)
-        except StoreError as exc:
-            log.warning("leases.leave_failed", replica=self.replica, error=str(exc))
+        except (StoreError, TimeoutError) as exc:
+            error = str(exc) or "the store did not answer within a lease"
+            log.warning("leases.leave_failed", replica=self.replica, error=error)
             released = 0  # they run out on their own within a lease
         finally:
-            if self._conn is not None:
-                with contextlib.suppress(SQLAlchemyError):
-                    await self._conn.close()
-                self._conn = None
+            await self._drop_connection()
         log.info("leases.left", replica=self.replica, released=released)
 
     # -------------------------------------------------------------- rounds
 
     async def run_round(self) -> None:
         """Heartbeat, read, plan, release, renew, claim: one round (the task runs one every
-        ``renew_ms``; tests call it directly). StoreError when the database fails: the
-        holdings then stand until they run out by the local clock."""
+        ``renew_ms``; tests call it directly). StoreError when the database fails or the
+        round outlasts a lease: the holdings then stand until they run out by the local
+        clock."""
         async with self._lock:
-            started = self._clock()
-            lease_ms = self.settings.lease_ms
-            now = await self._call(_heartbeat, self.replica, self.host, self.pid, lease_ms)
-            snap = await self._call(_snapshot, self.replica, now)
-            todo = plan(snap, self.settings)
-            self.target = todo.target
-            # stop acting as owner of what goes back before it goes
-            self._settle(self._holdings.without(c.bucket for c in todo.release), "release")
-            await self._call(_release, self.replica, todo.release)
-            renewed = await self._call(_renew, self.replica, todo.renew, lease_ms)
-            claimed = await self._call(_claim, self.replica, todo.claim, lease_ms)
-            self.rounds += 1
-            after = self._holdings.after_round(renewed + claimed, started, self.settings)
-            self._settle(after, "round")
+            try:
+                async with asyncio.timeout(self.settings.lease_ms / 1000):
+                    await self._round()
+            except TimeoutError as exc:
+                await self._drop_connection()  # mid-statement: never to be reused
+                raise StoreError(
+                    f"a lease round took longer than a lease ({self.settings.lease_ms} ms)",
+                    retriable=True,
+                ) from exc
+
+    async def _round(self) -> None:
+        started = self._clock()
+        lease_ms = self.settings.lease_ms
+        now = await self._call(_heartbeat, self.replica, self.host, self.pid, lease_ms)
+        snap = await self._call(_snapshot, self.replica, now)
+        todo = plan(snap, self.settings)
+        self.target = todo.target
+        # stop acting as owner of what goes back before it goes
+        self._settle(self._holdings.without(c.bucket for c in todo.release), "release")
+        await self._call(_release, self.replica, todo.release)
+        renewed = await self._call(_renew, self.replica, todo.renew, lease_ms)
+        claimed = await self._call(_claim, self.replica, todo.claim, lease_ms)
+        self.rounds += 1
+        self._settle(self._holdings.after_round(renewed + claimed, started, self.settings), "round")
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                await conn.invalidate()
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                await conn.close()
 
     async def _run(self) -> None:
         interval = self.settings.renew_ms / 1000
@@ -480,10 +496,7 @@ class LeaseKeeper:
                 self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             return await self._conn.run_sync(fn, *args)
         except (SQLAlchemyError, OSError) as exc:
-            if self._conn is not None:
-                with contextlib.suppress(SQLAlchemyError, OSError):
-                    await self._conn.close()
-                self._conn = None  # a fresh connection next time
+            await self._drop_connection()  # a fresh connection next time
             raise StoreError(f"the lease statements failed: {exc!r}", retriable=True) from exc
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hubd.core.leases import LeaseSettings, bucket_of
@@ -34,6 +34,7 @@ from hubd.store.leases import (
     lost_buckets,
     read_ownership,
 )
+from schemas.errors import StoreError
 from tests.hub.test_migrations import migrate
 
 FAST = LeaseSettings(lease_ms=1_000, renew_ms=250)
@@ -293,6 +294,39 @@ async def test_a_takeover_waits_for_a_fenced_write_in_flight_and_lands_after_it(
     with pytest.raises(LeaseLostError):
         async with a.engine.begin() as conn:
             await conn.run_sync(check_fence, fence)
+
+
+async def test_a_renewal_never_waits_for_the_replicas_own_write_in_flight(
+    keepers: KeeperFactory,
+) -> None:
+    a = keepers("a")
+    await a.join()
+    org = org_in(range(256))
+    bucket = bucket_of(org)
+    async with a.engine.begin() as conn:
+        await conn.run_sync(check_fence, a.fence([org]))  # a write under way ...
+        before = (await lease_rows(a.engine))[bucket]
+        await a.run_round()  # ... and a round (bounded by a lease) renews all the same
+        after = (await lease_rows(a.engine))[bucket]
+    assert after[:2] == before[:2] == ("a", a.held[bucket])
+    assert after[3] > before[3]
+
+
+async def test_a_round_the_store_does_not_answer_gives_up_after_a_lease_and_the_next_one_works(
+    keepers: KeeperFactory,
+) -> None:
+    a = keepers("a")
+    await a.join()
+    async with a.engine.connect() as blocker:
+        await blocker.execute(text("LOCK TABLE hub_replicas IN ACCESS EXCLUSIVE MODE"))
+        with pytest.raises(StoreError, match="longer than a lease"):
+            await a.run_round()  # its heartbeat waits on the lock
+        await blocker.rollback()
+    rounds = a.rounds
+    await a.run_round()
+    assert a.rounds == rounds + 1
+    # they ran out meanwhile: claimed again, under new tokens
+    assert dict(a.held) == dict.fromkeys(range(256), 2)
 
 
 async def test_a_graceful_leave_releases_at_once_and_the_others_take_them_next_round(
