@@ -350,6 +350,7 @@ class LeaseKeeper:
         self._lock = asyncio.Lock()  # one round (or the leaving) at a time
         self.rounds = 0
         self.target = 0
+        self._joined = False
 
     # -------------------------------------------------------------- what it holds
 
@@ -393,6 +394,7 @@ class LeaseKeeper:
                 retriable=False,
             )
         await self._call(_forget_old_replicas)
+        self._joined = True
         if self.sole_owner:
             started = self._clock()
             await self._call(_heartbeat, self.replica, self.host, self.pid, FOREVER // 2)
@@ -410,6 +412,10 @@ class LeaseKeeper:
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
+        if not self._joined:
+            await self._drop_connection()
+            return
+        self._joined = False
         self._settle(Holdings(), "leave")  # it stops acting as owner before it releases
         await self._drop_connection()  # a round cut short may have left it mid-statement
         try:
