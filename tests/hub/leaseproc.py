@@ -20,7 +20,8 @@ from sqlalchemy import Connection, insert
 from hubd.core.leases import LeaseSettings, bucket_of
 from hubd.store import tables as t
 from hubd.store.connections import engine_for
-from hubd.store.leases import Fence, LeaseKeeper, LeaseLostError, check_fence
+from hubd.store.leasekeeper import LeaseKeeper
+from hubd.store.leases import Fence, LeaseLostError, check_fence
 
 
 def say(**fields: object) -> None:

@@ -24,9 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hubd.core.leases import LeaseSettings, bucket_of
 from hubd.store import tables as t
 from hubd.store.connections import engine_for
+from hubd.store.leasekeeper import LeaseKeeper
 from hubd.store.leases import (
     Fence,
-    LeaseKeeper,
     LeaseLostError,
     Ownership,
     check_fence,
