@@ -21,7 +21,6 @@ from hubd.store.leases import (
     FOREVER,
     Fence,
     LeaseLostError,
-    bucket_count,
     check_replica_id,
     claim,
     forget_old_replicas,
@@ -31,6 +30,7 @@ from hubd.store.leases import (
     read_snapshot,
     release,
     renew,
+    seed_buckets,
     take_all,
 )
 from runtime.tasks import cancel_and_wait
@@ -119,7 +119,7 @@ class LeaseKeeper:
 
     async def join(self) -> None:
         """Enter the replica list and run a first round (SQLite: take every bucket)."""
-        count = await self._call(bucket_count)
+        count = await self._call(seed_buckets, self.settings.buckets)
         if count != self.settings.buckets:
             raise StoreError(
                 f"存储中有 {count} 个租约桶，而本副本按 {self.settings.buckets} 个计算；"

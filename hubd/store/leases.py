@@ -285,7 +285,13 @@ def forget_old_replicas(conn: Connection) -> None:
     conn.execute(delete(R).where(R.c.expires_at < db_now(conn.dialect) - FORGET_MS))
 
 
-def bucket_count(conn: Connection) -> int:
+def seed_buckets(conn: Connection, buckets: int) -> int:
+    """Write the free lease rows 0 .. buckets - 1 that are missing (the first replica to
+    join does; replicas joining at once agree); how many rows the table holds then."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    free = {"holder": None, "token": 0, "acquired_at": 0, "renewed_at": 0, "expires_at": 0}
+    rows = [{"bucket": b, **free} for b in range(buckets)]
+    conn.execute(insert(L).values(rows).on_conflict_do_nothing())
     return int(conn.execute(select(func.count()).select_from(L)).scalar_one())
 
 

@@ -206,7 +206,7 @@ hub_replicas = Table(
     Column("expires_at", BigInteger, nullable=False),  # live while this is ahead of now
 )
 
-# One row per bucket (hubd.core.leases.bucket_of), written by migration 0007.
+# One row per bucket (hubd.core.leases.bucket_of), written by the first replica to join.
 hub_leases = Table(
     "hub_leases",
     metadata,

@@ -257,7 +257,7 @@ async def test_0006_adds_each_deliverys_slot_and_goes_back(db_url: str) -> None:
     assert after - before == {"deliveries.slot", "messages.slots"}
 
 
-async def test_0007_adds_the_lease_tables_with_a_free_row_per_bucket_and_goes_back(
+async def test_0007_adds_the_empty_lease_tables_and_goes_back(
     db_url: str,
 ) -> None:
     await store_at_0001_with_data(db_url)
@@ -280,5 +280,4 @@ async def test_0007_adds_the_lease_tables_with_a_free_row_per_bucket_and_goes_ba
         await engine.dispose()
 
     assert after - before == {"hub_leases", "hub_replicas"}
-    assert [r.bucket for r in leases] == list(range(256))
-    assert {(r.holder, r.token, r.expires_at) for r in leases} == {(None, 0, 0)}
+    assert leases == []  # the first replica to join writes its rows

@@ -6,10 +6,11 @@ Create Date: 2026-12-07
 
 Several hubd processes may share one PostgreSQL store (issue 15). Organisations are
 hashed into 256 buckets (hubd.core.leases.bucket_of); each bucket has one lease row with
-its holder, a fencing token and its expiry by the database's clock, written here once so
-that claiming is always an UPDATE of an existing row. ``hub_replicas`` lists the running
-replicas and their heartbeats. On SQLite the one hub of the state folder holds every
-bucket (hubd.store.leases).
+its holder, a fencing token and its expiry by the database's clock. The first replica to
+join writes the rows (INSERT ... ON CONFLICT DO NOTHING, so replicas joining at once
+agree); from then on claiming is always an UPDATE of an existing row. ``hub_replicas``
+lists the running replicas and their heartbeats. On SQLite the one hub of the state
+folder holds every bucket (hubd.store.leases).
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-BUCKETS = 256  # hubd.core.leases.BUCKETS as of this revision (a migration stays as written)
-
 
 def upgrade() -> None:
     op.create_table(
@@ -35,7 +34,7 @@ def upgrade() -> None:
         sa.Column("seen_at", sa.BigInteger(), nullable=False),
         sa.Column("expires_at", sa.BigInteger(), nullable=False),
     )
-    leases = op.create_table(
+    op.create_table(
         "hub_leases",
         sa.Column("bucket", sa.Integer(), primary_key=True, autoincrement=False),
         sa.Column("holder", sa.String(64)),
@@ -43,20 +42,6 @@ def upgrade() -> None:
         sa.Column("acquired_at", sa.BigInteger(), nullable=False),
         sa.Column("renewed_at", sa.BigInteger(), nullable=False),
         sa.Column("expires_at", sa.BigInteger(), nullable=False),
-    )
-    op.bulk_insert(
-        leases,
-        [
-            {
-                "bucket": b,
-                "holder": None,
-                "token": 0,
-                "acquired_at": 0,
-                "renewed_at": 0,
-                "expires_at": 0,
-            }
-            for b in range(BUCKETS)
-        ],
     )
 
 
