@@ -56,7 +56,8 @@ async def keepers(pg: str) -> AsyncIterator[KeeperFactory]:
         def make(replica: str, **kw: object) -> LeaseKeeper:
             engine = engine_for(pg)
             stack.push_async_callback(engine.dispose)
-            keeper = LeaseKeeper(engine, replica=replica, settings=FAST, **kw)  # type: ignore[arg-type]
+            kw.setdefault("settings", FAST)
+            keeper = LeaseKeeper(engine, replica=replica, **kw)  # type: ignore[arg-type]
             stack.push_async_callback(keeper.leave)
             return keeper
 
@@ -155,6 +156,27 @@ async def test_one_replica_alone_owns_every_bucket_and_its_beliefs_match_the_row
     assert split(own) == Counter({"a": 256})
     assert dict(a.held) == {x.bucket: x.token for x in own.leases}
     assert {x.token for x in own.leases} == {1}  # every change of holder counts one up
+
+
+async def test_replicas_joining_at_once_write_the_bucket_rows_once_and_share_them(
+    keepers: KeeperFactory,
+) -> None:
+    a, b = keepers("a"), keepers("b")
+    await asyncio.gather(a.join(), b.join())
+    own = await ownership(a.engine)
+    assert [x.bucket for x in own.leases] == list(range(256))
+    assert set(a.held).isdisjoint(b.held)  # a bucket both wanted went to one of them
+    assert len(a.held) + len(b.held) <= 256
+    await balanced_by_hand(a, b)  # and the next rounds even it out
+
+
+async def test_a_replica_that_counts_buckets_differently_refuses_to_join(
+    keepers: KeeperFactory,
+) -> None:
+    await keepers("a").join()
+    other = keepers("old", settings=LeaseSettings(lease_ms=1_000, renew_ms=250, buckets=128))
+    with pytest.raises(StoreError, match="256 lease buckets"):
+        await other.join()
 
 
 async def test_a_joining_replica_gets_half_given_back_gracefully_not_by_expiry(
