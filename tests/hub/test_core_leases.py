@@ -243,7 +243,7 @@ class FakeTable:
         confirmed = []
         for c in p.release:
             row = self.rows[c.bucket]
-            if row.holder == me and row.token == c.token:
+            if row.holder == me and row.token == c.token and row.expires_at > now:
                 self.rows[c.bucket] = Lease(c.bucket, None, row.token, now)
         for c in p.renew:
             row = self.rows[c.bucket]
