@@ -192,3 +192,28 @@ ledger_cosignatures = Table(
     Column("sig", Blob(64), nullable=False),
     Column("at", BigInteger, nullable=False),
 )
+
+# Hub replicas on one PostgreSQL store (hubd.store.leases, docs/architecture.md "Replicas and
+# leases"). Times here are the database's clock, never a replica's.
+hub_replicas = Table(
+    "hub_replicas",
+    metadata,
+    Column("id", ID, primary_key=True),  # one per process run
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("seen_at", BigInteger, nullable=False),  # its last heartbeat
+    Column("expires_at", BigInteger, nullable=False),  # live while this is ahead of now
+)
+
+# One row per bucket (hubd.core.leases.bucket_of), written by the first replica to join.
+hub_leases = Table(
+    "hub_leases",
+    metadata,
+    Column("bucket", Integer, primary_key=True, autoincrement=False),
+    Column("holder", ID),  # a hub_replicas id; NULL once released
+    Column("token", BigInteger, nullable=False),  # + 1 on every claim: the fencing token
+    Column("acquired_at", BigInteger, nullable=False),  # when the holder claimed it
+    Column("renewed_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),  # a released lease: when released
+)

@@ -117,7 +117,7 @@ async def test_upgrading_a_store_with_data_keeps_every_row_and_lets_frames_be_pu
                     insert(t.deliveries).values({**ops[0].deliveries[0], "msg_id": msg_id(99)})
                 )
 
-    assert [tuple(r) for r in version] == [("0006",)]  # the head: 0002 to 0006 in turn
+    assert [tuple(r) for r in version] == [("0007",)]  # the head: 0002 to 0007 in turn
     assert [bytes(r.msg_id) for r in messages] == [msg_id(n) for n in (1, 2, 3)]
     for row, op in zip(messages, ops, strict=True):
         assert bytes(row.frame) == op.row["frame"]
@@ -255,3 +255,29 @@ async def test_0006_adds_each_deliverys_slot_and_goes_back(db_url: str) -> None:
         await engine.dispose()
 
     assert after - before == {"deliveries.slot", "messages.slots"}
+
+
+async def test_0007_adds_the_empty_lease_tables_and_goes_back(
+    db_url: str,
+) -> None:
+    await store_at_0001_with_data(db_url)
+    await migrate(db_url, "0007")
+
+    def tables(conn: Connection) -> set[str]:
+        return set(inspect(conn).get_table_names())
+
+    engine = engine_for(db_url)
+    try:
+        async with engine.connect() as conn:
+            after = await conn.run_sync(tables)
+            leases = (
+                await conn.execute(select(t.hub_leases).order_by(t.hub_leases.c.bucket))
+            ).all()
+        await migrate(db_url, "0006", down=True)
+        async with engine.connect() as conn:
+            before = await conn.run_sync(tables)
+    finally:
+        await engine.dispose()
+
+    assert after - before == {"hub_leases", "hub_replicas"}
+    assert leases == []  # the first replica to join writes its rows

@@ -1,0 +1,240 @@
+"""The keeper of a replica's leases: a task that runs :func:`hubd.core.leases.plan` every
+``renew_ms`` with the statements of :mod:`hubd.store.leases`, and knows what this replica
+may act as owner of (docs/architecture.md, "Replicas and leases")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Literal
+
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from hubd.core.leases import Holdings, LeaseSettings, bucket_of, plan
+from hubd.store.leases import (
+    FOREVER,
+    Fence,
+    LeaseLostError,
+    check_replica_id,
+    claim,
+    forget_old_replicas,
+    heartbeat,
+    leave_all,
+    new_replica_id,
+    read_snapshot,
+    release,
+    renew,
+    seed_buckets,
+    take_all,
+)
+from runtime.tasks import cancel_and_wait
+from schemas.errors import StoreError
+
+log = structlog.get_logger("hubd.leases")
+
+Sleep = Callable[[float], Awaitable[None]]
+OnChange = Callable[[frozenset[int], frozenset[int]], None]
+
+
+def _monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class LeaseKeeper:
+    """This replica's leases: ``async with LeaseKeeper(engine) as keeper`` joins, runs a
+    round every ``renew_ms`` (task ``hubd.leases``) and, on leaving, releases what it holds.
+
+    ``held`` is what it may act as owner of now; a write as owner carries
+    ``keeper.fence(orgs)`` into its transaction (:func:`check_fence`). ``on_change(gained,
+    lost)`` is called after each round whose holdings differ from the last. ``clock`` is a
+    local monotonic clock in ms: it only ends beliefs (a replica that was paused stops
+    believing as soon as it runs again); every lease time is the database's.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        replica: str | None = None,
+        settings: LeaseSettings | None = None,
+        clock: Callable[[], int] = _monotonic_ms,
+        sleep: Sleep = asyncio.sleep,
+        on_change: OnChange | None = None,
+        host: str | None = None,
+        pid: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self.host = host or socket.gethostname()
+        self.pid = os.getpid() if pid is None else pid
+        self.replica = check_replica_id(replica or new_replica_id(self.host, self.pid))
+        self.settings = settings or LeaseSettings()
+        self.sole_owner = engine.dialect.name != "postgresql"
+        self._clock = clock
+        self._sleep = sleep
+        self._on_change = on_change
+        self._holdings = Holdings()
+        self._task: asyncio.Task[None] | None = None
+        self._conn: AsyncConnection | None = None
+        self._lock = asyncio.Lock()  # one round (or the leaving) at a time
+        self.rounds = 0
+        self.target = 0
+        self._joined = False
+
+    # -------------------------------------------------------------- what it holds
+
+    @property
+    def held(self) -> Mapping[int, int]:
+        """bucket -> token this replica may act as owner of, now."""
+        return self._holdings.current(self._clock())
+
+    def owns(self, org: str) -> bool:
+        return bucket_of(org, self.settings.buckets) in self.held
+
+    def fence(self, orgs: Iterable[str]) -> Fence:
+        """The fence for a write as owner of ``orgs``; LeaseLostError at once if this replica
+        does not believe it holds them (the store checks again, in the transaction)."""
+        held = self.held
+        buckets = {bucket_of(org, self.settings.buckets) for org in orgs}
+        missing = buckets - set(held)
+        if missing:
+            raise LeaseLostError(self.replica, missing)
+        return Fence(self.replica, {b: held[b] for b in buckets})
+
+    # -------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> LeaseKeeper:
+        await self.join()
+        if not self.sole_owner:
+            self._task = asyncio.create_task(self._run(), name="hubd.leases")
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.leave()
+
+    async def join(self) -> None:
+        """Enter the replica list and run a first round (SQLite: take every bucket)."""
+        count = await self._call(seed_buckets, self.settings.buckets)
+        if count != self.settings.buckets:
+            raise StoreError(
+                f"存储中有 {count} 个租约桶，而本副本按 {self.settings.buckets} 个计算；"
+                f"所有副本须运行同一版本 / the store has {count} lease buckets and this "
+                f"replica counts {self.settings.buckets}: run one hubd version on every replica",
+                retriable=False,
+            )
+        await self._call(forget_old_replicas)
+        self._joined = True
+        if self.sole_owner:
+            started = self._clock()
+            await self._call(heartbeat, self.replica, self.host, self.pid, FOREVER // 2)
+            taken = await self._call(take_all, self.replica)
+            self.target = len(taken)
+            self._settle(Holdings({c.bucket: c.token for c in taken}, started + FOREVER), "round")
+        else:
+            await self.run_round()
+        log.info(
+            "leases.joined", replica=self.replica, buckets=len(self.held), sole=self.sole_owner
+        )
+
+    async def leave(self) -> None:
+        """Stop renewing, stop acting as owner, release every bucket at once. Idempotent."""
+        if self._task is not None:
+            await cancel_and_wait(self._task)
+            self._task = None
+        if not self._joined:
+            await self._drop_connection()
+            return
+        self._joined = False
+        self._settle(Holdings(), "leave")  # it stops acting as owner before it releases
+        await self._drop_connection()  # a round cut short may have left it mid-statement
+        try:
+            async with self._lock, asyncio.timeout(self.settings.lease_ms / 1000):
+                released = await self._call(leave_all, self.replica)
+        except (StoreError, TimeoutError) as exc:
+            error = str(exc) or "the store did not answer within a lease"
+            log.warning("leases.leave_failed", replica=self.replica, error=error)
+            released = 0  # they run out on their own within a lease
+        finally:
+            await self._drop_connection()
+        log.info("leases.left", replica=self.replica, released=released)
+
+    # -------------------------------------------------------------- rounds
+
+    async def run_round(self) -> None:
+        """Heartbeat, read, plan, release, renew, claim: one round (the task runs one every
+        ``renew_ms``; tests call it directly). StoreError when the database fails or the
+        round outlasts a lease: the holdings then stand until they run out by the local
+        clock."""
+        async with self._lock:
+            try:
+                async with asyncio.timeout(self.settings.lease_ms / 1000):
+                    await self._round()
+            except TimeoutError as exc:
+                await self._drop_connection()  # mid-statement: never to be reused
+                raise StoreError(
+                    f"a lease round took longer than a lease ({self.settings.lease_ms} ms)",
+                    retriable=True,
+                ) from exc
+
+    async def _round(self) -> None:
+        started = self._clock()
+        lease_ms = self.settings.lease_ms
+        now = await self._call(heartbeat, self.replica, self.host, self.pid, lease_ms)
+        snap = await self._call(read_snapshot, self.replica, now)
+        todo = plan(snap, self.settings)
+        self.target = todo.target
+        # stop acting as owner of what goes back before it goes
+        self._settle(self._holdings.without(c.bucket for c in todo.release), "release")
+        await self._call(release, self.replica, todo.release)
+        renewed = await self._call(renew, self.replica, todo.renew, lease_ms)
+        claimed = await self._call(claim, self.replica, todo.claim, lease_ms)
+        self.rounds += 1
+        self._settle(self._holdings.after_round(renewed + claimed, started, self.settings), "round")
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                await conn.invalidate()
+            with contextlib.suppress(SQLAlchemyError, OSError):
+                await conn.close()
+
+    async def _run(self) -> None:
+        interval = self.settings.renew_ms / 1000
+        while True:
+            await self._sleep(interval)
+            try:
+                await self.run_round()
+            except StoreError as exc:
+                log.warning("leases.round_failed", replica=self.replica, error=str(exc))
+
+    def _settle(self, after: Holdings, why: Literal["round", "release", "leave"]) -> None:
+        """Take ``after`` as the holdings; tell on_change what moved."""
+        before = set(self._holdings.tokens)
+        self._holdings = after
+        now = set(after.tokens)
+        gained, lost = frozenset(now - before), frozenset(before - now)
+        if lost and why == "round":  # expired or taken while this replica was not looking
+            log.warning("leases.lost", replica=self.replica, buckets=len(lost))
+        elif lost and why == "release":
+            log.info("leases.released", replica=self.replica, buckets=len(lost))
+        if gained:
+            log.info("leases.gained", replica=self.replica, buckets=len(gained))
+        if (gained or lost) and self._on_change is not None:
+            self._on_change(gained, lost)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(connection, *args)`` on the keeper's own autocommit connection."""
+        try:
+            if self._conn is None:
+                conn = await self.engine.connect()
+                self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return await self._conn.run_sync(fn, *args)
+        except (SQLAlchemyError, OSError) as exc:
+            await self._drop_connection()  # a fresh connection next time
+            raise StoreError(f"the lease statements failed: {exc!r}", retriable=True) from exc
