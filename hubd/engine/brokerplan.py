@@ -29,7 +29,8 @@ class BrokerPlan:
     @property
     def client_tag(self) -> str:
         """What tells this connection's client id apart: the first node (a node belongs to
-        one broker only), so a single url keeps the client id it always had."""
+        one broker only), the same for a single url and a list starting with it; the id is
+        made broker-safe by runtime.mqtt.mqtt_client_id (no dots: NATS refuses them)."""
         first = self.name.split(",", 1)[0]
         return first.replace("://", "-").replace(":", "-")
 
