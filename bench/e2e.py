@@ -53,7 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from runtime.link import Link
-from runtime.mqtt import BrokerLink
+from runtime.mqtt import BrokerLink, mqtt_client_id
 from schemas import codec, topics, transport
 from schemas.directory import Directory, sign_directory, verify_directory
 from schemas.envelope import verify_envelope
@@ -249,7 +249,7 @@ async def spoke_link(
         port,
         [CHANNEL],
         subscriptions=subscriptions,
-        client_id=name,
+        client_id=mqtt_client_id(name),
         sink=sink,  # type: ignore[arg-type]
         on_connected=on_connected,
         window=1000,
