@@ -56,6 +56,10 @@ PAHO_PRIVATE = {
 ACK_TIMEOUT = 30.0  # seconds a publish may wait for its PUBACK before it counts as failed
 NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # PERF-NOTES: p99 57 ms -> 3.8 ms
 RECV_BYTES = 256 * 1024  # one recv() per readable socket, not one per header byte
+# A connection that ends sooner than this counts as a failed node, and its round goes on
+# to the backoff: a broker that accepts and then drops us at once (NATS handing a client
+# id to another connection, a broker at its limits) must not be retried in a tight loop.
+STABLE_AFTER = 5.0
 
 
 # nats-server refuses a client id containing any of these (CONNACK 2, identifier rejected)
@@ -179,15 +183,18 @@ class BrokerLink:
         (the nearest node first) and every hub and spoke can be told where to be; a spoke
         that should start elsewhere is given its list in another order. The node that went
         away is tried last, and one connected node is kept until it goes away (no moving
-        back to the first, which would drop a good connection).
+        back to the first, which would drop a good connection). A connection that ends
+        within :data:`STABLE_AFTER` counts as a failed node of the round.
         """
+        clock = asyncio.get_running_loop().time
+        since = 0.0  # when the current connection was made
         delay = self._backoff[0]
         index = 0  # the node tried next
         failed = 0  # nodes tried in a row without a connection
         while not stop.is_set():
             host, port = self.nodes[index]
             node = f"{self._scheme}://{host}:{port}"
-            reached = False
+            reached = counted = False
             sweeper = asyncio.create_task(self._sweep_acks())  # the whole life of a client
             try:
                 client = self._new_client(host, port)
@@ -201,20 +208,20 @@ class BrokerLink:
                     await self._subscribe(client, node)
                     self._io.set_reading(self._reading)  # paused only once connected
                     self.connections += 1
-                    self.node, reached, failed, self._refusals = node, True, 0, 0
+                    self.node, reached, since, self._refusals = node, True, clock(), 0
                     self.connected.set()
                     log.info(
                         "broker.connected", broker=self.name, channels=self.channels, node=node
                     )
-                    delay = self._backoff[0]
                     await self._until_disconnected_or(client, stop, self._on_connected(self))
             except (SubscriptionRefused, aiomqtt.MqttError) as exc:
-                failed += 1
+                failed, delay = self._tally(reached, clock() - since, failed, delay)
+                counted = True
                 # the next node at once, or the first again after the backoff
                 self._failed(node, exc, 0 if failed < len(self.nodes) else round(delay, 2))
             finally:
                 sweeper.cancel()
-                if self._client is not None:
+                if reached:
                     log.info("broker.disconnected", broker=self.name, node=node)
                 self._client = None
                 self.node = None
@@ -222,8 +229,8 @@ class BrokerLink:
                 self._fail_acks()
             if stop.is_set():
                 return
-            if reached:
-                failed = 1  # the node that went away counts as tried in this round
+            if not counted:
+                failed, delay = self._tally(reached, clock() - since, failed, delay)
             index = (index + 1) % len(self.nodes)
             if failed < len(self.nodes):
                 continue  # another node of the broker may be up: try it now
@@ -241,6 +248,13 @@ class BrokerLink:
         ]
         if refused:
             raise SubscriptionRefused(node, refused)
+
+    def _tally(self, reached: bool, lasted: float, failed: int, delay: float) -> tuple[int, float]:  # noqa: FBT001
+        """The round's failed nodes and the backoff after a try of one node."""
+        if reached and lasted >= STABLE_AFTER:
+            # a connection that held: a new round, the node that went away tried in it
+            return 1, self._backoff[0]
+        return failed + 1, delay  # unreachable, or up and gone at once: the round goes on
 
     def _failed(self, node: str, exc: Exception, retry_in: float) -> None:
         if isinstance(exc, SubscriptionRefused):

@@ -222,3 +222,26 @@ async def test_a_single_url_backs_off_between_attempts_as_before(running: list[A
 
     assert link.node is None
     assert all(retry_in > 0 for _, _, retry_in in events(logs, "broker.unreachable"))
+
+
+async def test_connections_dropped_at_once_back_off_more_each_time_not_in_a_tight_loop(
+    brokers: list[Mosquitto], running: list[Any]
+) -> None:
+    """Two links with one client id (a spoke started twice; NATS hands an id to the last
+    connection cluster-wide): each connection drops the other's at once. A connection that
+    ends within STABLE_AFTER is a failed try, so the backoff grows instead of starting over
+    at every connect (which made a tight loop over a list of nodes)."""
+    a, _ = brokers
+    first, second = Owner(), Owner()
+    links = [
+        link_over([a.port], owner, backoff_initial=0.05, backoff_max=0.4)
+        for owner in (first, second)
+    ]
+    with capture_logs() as logs:
+        for link in links:
+            start(link, running)
+        await until(lambda: len(events(logs, "broker.unreachable")) >= 10)
+
+    delays = [retry_in for _, _, retry_in in events(logs, "broker.unreachable")]
+    assert max(delays) == 0.4  # grown to the ceiling ...
+    assert delays.count(0.05) <= 2  # ... not started over at each connect (once a link)
