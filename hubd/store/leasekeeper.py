@@ -214,11 +214,14 @@ class LeaseKeeper:
                 log.warning("leases.round_failed", replica=self.replica, error=str(exc))
 
     def _settle(self, after: Holdings, why: Literal["round", "release", "leave"]) -> None:
-        """Take ``after`` as the holdings; tell on_change what moved."""
-        before = set(self._holdings.tokens)
+        """Take ``after`` as the holdings; tell on_change what moved. A bucket held again
+        under a new token was someone else's in between (or this replica's belief ran out):
+        it is reported lost and gained, so what was kept for it is dropped."""
+        before = set(self._holdings.tokens.items())
         self._holdings = after
-        now = set(after.tokens)
-        gained, lost = frozenset(now - before), frozenset(before - now)
+        now = set(after.tokens.items())
+        gained = frozenset(b for b, _ in now - before)
+        lost = frozenset(b for b, _ in before - now)
         if lost and why == "round":  # expired or taken while this replica was not looking
             log.warning("leases.lost", replica=self.replica, buckets=len(lost))
         elif lost and why == "release":

@@ -269,6 +269,23 @@ async def test_a_lapsed_lease_fences_writes_even_unclaimed_and_comes_back_under_
     assert await written(a.engine, "new.token")
 
 
+async def test_a_bucket_held_again_under_a_new_token_is_reported_lost_and_gained(
+    keepers: KeeperFactory,
+) -> None:
+    """Between the two tokens the bucket was not this replica's (here: its lease lapsed;
+    another could have written as owner): what the replica kept for it must be dropped,
+    so on_change names it as lost as well as gained, though the bucket numbers match."""
+    told: list[tuple[frozenset[int], frozenset[int]]] = []
+    a = keepers("a", clock=lambda: 0, on_change=lambda gained, lost: told.append((gained, lost)))
+    await a.join()
+    told.clear()
+    await until_expired(a.engine, "a")
+    await a.run_round()  # every bucket claimed again, each under a new token
+    assert told == [(frozenset(range(256)), frozenset(range(256)))]
+    await a.run_round()  # renewed under the same tokens: nothing moved
+    assert len(told) == 1
+
+
 async def test_a_batch_for_many_buckets_learns_exactly_which_it_lost(
     keepers: KeeperFactory,
 ) -> None:
