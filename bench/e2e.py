@@ -679,6 +679,15 @@ def main() -> None:
     )
     parser.add_argument("--profile", default="", help="py-spy the hub during saturation into FILE")
     args = parser.parse_args()
+    if args.half_raw and args.mode != "both":
+        parser.error(
+            "--half-raw needs --mode both: the rate is half the raw relay's, measured first"
+        )
+    if args.load == "precomputed" and args.window < args.recipients * args.receipt_batch:
+        parser.error(
+            "--load precomputed needs --window >= --recipients x --receipt-batch: a batch is "
+            "answered once every document in it came, and a smaller window never sends them"
+        )
     tmp = Path(tempfile.mkdtemp(prefix="govx-bench-"))
     modes = ["raw", "hub"] if args.mode == "both" else [args.mode]
     rows = []

@@ -343,7 +343,7 @@ def write_nats_cluster(
     result = NatsIssued(channel, folder, tuple(nodes), identities)
     for index, node in enumerate(nodes):
         home = result.node(index)
-        (home / "jetstream").mkdir(parents=True, exist_ok=True)
+        (home / "jetstream").mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write(home / "ca.pem", _pem_cert(ca_cert), mode=PUBLIC_MODE)
         # one certificate per node for both listeners: MQTT clients check the host name,
         # the other nodes map its subject to the cluster user (server and client usage)
