@@ -247,6 +247,29 @@ class Ledger(_Section):
     checkpoint_entries: Annotated[int, Field(ge=1)] = 1000
 
 
+class Replicas(_Section):
+    """Several hubd processes on one PostgreSQL store, active-active (docs/operations.md,
+    "Hub replicas"; docs/architecture.md, "Replicas and leases")."""
+
+    enabled: bool = False
+    # The replica's name in logs and 'hubctl status' (default: the host name); a run adds
+    # its pid and a random tail, so a restarted replica never inherits its predecessor's leases.
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")] | None = None
+    # How long a lease lasts without renewal (a dead replica's organisations are taken
+    # over within about lease + renew) and how often it is renewed.
+    lease: Seconds = 3.0
+    renew: Seconds = 1.0
+
+    @model_validator(mode="after")
+    def _renew_within_lease(self) -> Replicas:
+        if self.lease < 2 * self.renew:
+            raise ValueError(
+                f"lease ({self.lease:g} s) must last at least two renewals (renew = "
+                f"{self.renew:g} s), or one slow round loses it: lengthen lease or shorten renew"
+            )
+        return self
+
+
 class Logging(_Section):
     format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -265,6 +288,7 @@ class HubConfig(_Section):
     disk: Disk = Disk()
     expiry: Expiry = Expiry()
     ledger: Ledger = Ledger()
+    replicas: Replicas = Replicas()
 
     @field_validator("channels")
     @classmethod
@@ -275,6 +299,24 @@ class HubConfig(_Section):
         if problems:
             raise ValueError("; ".join(problem for _, problem in problems))
         return value
+
+    @model_validator(mode="after")
+    def _replicas_share_a_store_and_brokers(self) -> HubConfig:
+        if not self.replicas.enabled:
+            return self
+        if not self.hub.store.startswith("postgresql"):
+            raise ValueError(
+                "副本须共用一个 PostgreSQL 存储 / [replicas] enabled needs hub.store to be a "
+                f"PostgreSQL URL shared by every replica (it is {self.hub.store or 'SQLite'!r}): "
+                'set hub.store = "postgresql+asyncpg://..."'
+            )
+        if not self.channels:
+            raise ValueError(
+                "副本须共用外部代理 / [replicas] enabled needs every channel on an external "
+                "broker (each replica would run its own embedded broker): list them under "
+                "[channels]"
+            )
+        return self
 
     def store_url(self) -> str:
         if self.hub.store:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import signal
+import socket
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 
@@ -25,13 +25,14 @@ from hubd.admin.ops import HubAdmin
 from hubd.admin.server import AdminServer
 from hubd.config import HubConfig
 from hubd.core.states import DeliveryState
+from hubd.engine import replicas
 from hubd.engine.broker import EmbeddedBroker
 from hubd.engine.brokerplan import BrokerPlan, plan_brokers
 from hubd.engine.brokerwatch import BrokerWatch
 from hubd.engine.checkpoints import RESTORED_HINT, Checkpointer, LedgerCheckError, Policy
 from hubd.engine.dirdesk import DirectoryDesk
 from hubd.engine.diskwatch import DiskWatch
-from hubd.engine.dispatch import Dispatcher, DispatchSettings, Job
+from hubd.engine.dispatch import Dispatcher, DispatchSettings
 from hubd.engine.intake import Ingest
 from hubd.engine.issuer import ReceiptIssuer
 from hubd.engine.jobrows import job_query, jobs_from_rows
@@ -61,9 +62,12 @@ from schemas.dirtree import check_servable
 from schemas.envelope import verify_envelope
 from schemas.errors import ConfigError, PeerError, XchgError
 from schemas.keys import SigningKey
-from schemas.receipts import ReceiptEntry, ReceiptStatus
 
 log = structlog.get_logger("hubd")
+REPLICA_BROKERS = (
+    "副本须连接外部代理，每个频道都应在 [channels] 中列出 / every channel of a replica must "
+    "be on an external broker shared by all replicas: list each one under [channels]"
+)
 
 
 class Hub:
@@ -99,6 +103,7 @@ class Hub:
         self.status_page: StatusPage | None = None
         self.disk: DiskWatch | None = None
         self.watch: BrokerWatch | None = None
+        self.replicas: replicas.Replicas | None = None  # [replicas] enabled: this one's part
 
     # ---------------------------------------------------------------- what /metrics reads
 
@@ -330,10 +335,7 @@ class Hub:
                     EmbeddedBroker(config.broker.host, config.broker.port)
                 )
                 log.info("broker.embedded_started", listen=config.broker.listen)
-            try:
-                store = self.store = await stack.enter_async_context(Store(config.store_url()))
-            except LedgerGapError as exc:
-                raise LedgerCheckError(f"{exc}; {RESTORED_HINT}") from exc
+            store = self.store = await self._open_store(stack, plans)
             ledger = config.ledger
             checkpoints = self.checkpoints = Checkpointer(
                 store,
@@ -365,7 +367,7 @@ class Hub:
                 store,
                 self.send_in_order,
                 settings,
-                self._outcome,
+                issuer.outcome,
                 latency=self.metrics.observe_latency,
                 clock=self.clock,
             )
@@ -380,6 +382,7 @@ class Hub:
                 max_skew_ms=int(config.delivery.max_skew * 1000),
             )
             self.dispatcher, self.ingest, self.issuer = dispatcher, ingest, issuer
+            self._wire_replicas()
             desk = LedgerDesk(store, checkpoints, self.directory, self.send_in_order, self.clock)
             ingest.ledger, ingest.dirdesk, self.ledger_desk = desk, self.dirdesk, desk
             ingest.on_backlog = self._set_reading
@@ -397,30 +400,7 @@ class Hub:
                 await stack.enter_async_context(AdminServer(admin_socket, HubAdmin(self).answer))
             self._recover_spool(spool)
             hub_id = self.directory().hub_id
-            key = self._key
-            self.watch = BrokerWatch(
-                dispatcher.spokes,
-                [ch for plan in plans for ch in plan.channels],
-                served=self._served,
-                hub_public=lambda: key.public,
-                republish=self._republish_directory,
-            )
-            for plan in plans:
-                link = self._link_maker(
-                    plan.name,
-                    plan.host,
-                    plan.port,
-                    plan.channels,
-                    subscriptions=[t for ch in plan.channels for t in topics.hub_subscriptions(ch)],
-                    client_id=mqtt_client_id("hubd", hub_id, plan.client_tag),
-                    sink=self.watch.sink(ingest.on_message),
-                    on_connected=self._on_connected,
-                    window=config.delivery.publish_window,
-                    tls=tls_context(plan.ca, plan.cert, plan.key) if plan.tls else None,
-                    failover=plan.failover,
-                )
-                for channel in plan.channels:
-                    self._links[channel] = link
+            self._make_links(plans, ingest, hub_id)
             log.info(
                 "hub.starting",
                 hub=hub_id,
@@ -441,6 +421,69 @@ class Hub:
                 published=dispatcher.published,
             )
 
+    async def _open_store(self, stack: AsyncExitStack, plans: list[BrokerPlan]) -> Store:
+        """The store, and for a replica its leases (joined before anything is written)."""
+        replicated = self.config.replicas.enabled
+        if replicated and any(p.name == "embedded" for p in plans):
+            raise ConfigError("hub configuration", [("replicas.enabled", REPLICA_BROKERS)])
+        try:
+            store = await stack.enter_async_context(
+                Store(self.config.store_url(), shared=replicated)
+            )
+        except LedgerGapError as exc:
+            raise LedgerCheckError(f"{exc}; {RESTORED_HINT}") from exc
+        if replicated:
+            self.replicas = await replicas.join(stack, self.config.replicas, store)
+        return store
+
+    def _replica_tag(self) -> tuple[str, ...]:
+        """Replicas connect to one broker each under a client id of their own (the same id
+        would take the other's connection over): the replica's name, else the host's."""
+        if not self.config.replicas.enabled:
+            return ()
+        return (self.config.replicas.name or socket.gethostname(),)
+
+    def _wire_replicas(self) -> None:
+        """A replica acts as owner only of what its leases hold (hubd.engine.replicas)."""
+        if self.replicas is None:
+            return
+        assert self.dispatcher is not None  # noqa: S101 - made first
+        assert self.ingest is not None  # noqa: S101
+        assert self.checkpoints is not None  # noqa: S101
+        self.replicas.dispatcher = self.dispatcher
+        self.dispatcher.owns = self.ingest.owns = self.replicas.owns
+        self.checkpoints.leading = self.replicas.leading
+
+    def _make_links(self, plans: list[BrokerPlan], ingest: Ingest, hub_id: str) -> None:
+        """One broker link per plan (channels on one broker share it), behind the watch."""
+        key = self._key
+        assert key is not None  # noqa: S101 - loaded first
+        config = self.config
+        assert self.dispatcher is not None  # noqa: S101 - made before the links
+        self.watch = BrokerWatch(
+            self.dispatcher.spokes,
+            [ch for plan in plans for ch in plan.channels],
+            served=self._served,
+            hub_public=lambda: key.public,
+            republish=self._republish_directory,
+        )
+        for plan in plans:
+            link = self._link_maker(
+                plan.name,
+                plan.host,
+                plan.port,
+                plan.channels,
+                subscriptions=[t for ch in plan.channels for t in topics.hub_subscriptions(ch)],
+                client_id=mqtt_client_id("hubd", hub_id, plan.client_tag, *self._replica_tag()),
+                sink=self.watch.sink(ingest.on_message),
+                on_connected=self._on_connected,
+                window=config.delivery.publish_window,
+                tls=tls_context(plan.ca, plan.cert, plan.key) if plan.tls else None,
+                failover=plan.failover,
+            )
+            for channel in plan.channels:
+                self._links[channel] = link
+
     async def _run_tasks(
         self, ingest: Ingest, dispatcher: Dispatcher, issuer: ReceiptIssuer
     ) -> None:
@@ -454,9 +497,12 @@ class Hub:
             watchdog = tasks.create_task(self._watchdog(), name="hubd.watchdog")
             if self.config.retention.enabled and self.store is not None:
                 retention = Retention(self.store, self.config.retention, self.clock)
+                retention.leading = None if self.replicas is None else self.replicas.leading
                 tasks.create_task(retention.run(self.stop_event), name="hubd.retention")
             if self.disk is not None:
                 tasks.create_task(self.disk.run(self.stop_event), name="hubd.disk")
+            if self.replicas is not None:
+                tasks.create_task(self.replicas.run(self.stop_event), name="hubd.replicas")
             if self.checkpoints is not None:
                 checkpoints = self.checkpoints.run(self.stop_event)
                 tasks.create_task(checkpoints, name="hubd.checkpoints")
@@ -541,33 +587,3 @@ class Hub:
             log.info(
                 "spool.resumed", msg_id=envelope.header.msg_id_text, received=transfer.received
             )
-
-    # ---------------------------------------------------------------- outcomes
-
-    def _outcome(self, job: Job, state: DeliveryState, at: int) -> None:
-        """EXPIRED or DEAD: tell the sender, durably, on the channel it sent on."""
-        if self.issuer is None:
-            return
-        status = ReceiptStatus.EXPIRED if state is DeliveryState.EXPIRED else ReceiptStatus.DEAD
-        frame_hash = hashlib.sha256(job.payload.frame).digest()
-        reason = None if status is ReceiptStatus.EXPIRED else "delivery.gave_up"
-        detail = (
-            None
-            if status is ReceiptStatus.EXPIRED
-            else (
-                f"{job.recipient} did not confirm after {job.attempts} attempts; an operator can "
-                "redeliver it with 'hubctl redeliver'"
-            )
-        )
-        entry = ReceiptEntry(
-            msg_id=job.msg_id,
-            recipient=job.recipient,
-            status=status,
-            at=at,
-            subject=frame_hash,
-            classification=job.classification,
-            reason=reason,
-            detail=detail,
-            retriable=False,
-        )
-        self.issuer.issue(job.sender, job.origin, entry, durable=True)

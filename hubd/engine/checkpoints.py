@@ -130,6 +130,12 @@ def _latest_two(conn: Connection) -> tuple[StoredCheckpoint | None, StoredCheckp
     return (found[0] if found else None), (found[1] if len(found) > 1 else None)
 
 
+def _tree_now(conn: Connection) -> tuple[int, bytes, StoredCheckpoint | None]:
+    """The committed tree's size and root, and the latest checkpoint (shared stores)."""
+    size = ledgerstore.ledger_size(conn)
+    return size, ledgerstore.root(conn, size), ledgerstore.latest_checkpoint(conn)
+
+
 # ---------------------------------------------------------------- the task
 
 
@@ -150,6 +156,8 @@ class Checkpointer:
         self._lock = asyncio.Lock()
         self.latest: StoredCheckpoint | None = None  # the latest stored (signed) checkpoint
         self.message: bytes | None = None  # the CheckpointMsg last published (republished)
+        # Replicas: whether this one signs on the timer now (one at a time does)
+        self.leading: Callable[[], bool] | None = None
 
     async def check(self) -> None:
         """Refuse (LedgerCheckError) a store that lost entries the hub signed."""
@@ -180,6 +188,10 @@ class Checkpointer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(tick):
                     await stop.wait()
+            if self.leading is not None and not self.leading():
+                continue
+            if self._store.shared:  # the tree grows on every replica
+                self.latest = (await self._store.read_sync(_latest_two))[0]
             if due(self._policy, self.latest, self._store.ledger[0], self._clock()):
                 try:
                     await self.sign()
@@ -204,6 +216,8 @@ class Checkpointer:
         """Sign, keep and (unless checkpoints are off) publish the committed tree."""
         async with self._lock:
             size, root = self._store.ledger
+            if self._store.shared:  # other replicas extend it: the committed tree as it is
+                size, root, self.latest = await self._store.read_sync(_tree_now)
             previous = self.latest
             if previous is not None and previous.size >= size:
                 return previous  # signed meanwhile (the tree has not grown since)

@@ -61,6 +61,7 @@ from hubd.core.timers import (
 from hubd.engine.presencebook import PresenceBook
 from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
+from hubd.store.leases import LeaseLostError
 from hubd.store.rowwriter import KEEP_ATTEMPTS
 from hubd.store.writes import DeliveryUpdate, UpdateDeliveries
 from runtime.clock import now_ms
@@ -192,15 +193,32 @@ class Dispatcher:
         self.retries = 0
         self.expired = 0
         self.dead = 0
+        # Replicas: whether this one owns a recipient now (None: a lone hub delivers to all)
+        self.owns: Callable[[str], bool] | None = None
 
     # ------------------------------------------------------------------ inputs
 
     def add(self, job: Job) -> None:
-        """A new (or reloaded) delivery."""
+        """A new (or reloaded) delivery; left to its replica if another owns the recipient."""
+        if self.owns is not None and not self.owns(job.recipient):
+            return
         self._jobs[job.key] = job
         if job.expires_at is not None:
             self._timer(job.expires_at, job.key, TimerKind.EXPIRE)
         self._route(job)
+
+    def drop(self, gone: Callable[[str], bool]) -> int:
+        """Forget every delivery to a recipient for which ``gone`` says yes (another replica
+        owns it now and loads them from the store), with their unwritten changes; returns
+        how many. What is in flight finishes unheeded."""
+        keys = [key for key, job in self._jobs.items() if gone(job.recipient)]
+        for key in keys:
+            del self._jobs[key]
+        for where in [w for w in self._parked if gone(w[1])]:
+            del self._parked[where]
+        self._updates = {k: u for k, u in self._updates.items() if not gone(u.recipient)}
+        self._audit = [a for a in self._audit if a.org is None or not gone(a.org)]
+        return len(keys)
 
     def set_online(self, channel: str, org: str, *, online: bool) -> None:
         """A spoke's presence on one channel changed."""
@@ -564,6 +582,11 @@ class Dispatcher:
         try:
             await self._store.submit(UpdateDeliveries(list(updates.values()), audit))
         except StoreError as exc:
+            if isinstance(exc, LeaseLostError) and self.owns is not None:
+                # the replica that owns them now carries on from what the store holds
+                owns = self.owns
+                updates = {k: u for k, u in updates.items() if owns(u.recipient)}
+                audit = [a for a in audit if a.org is None or owns(a.org)]
             # Keep them for the next flush (newer changes to the same delivery win) rather
             # than stop delivering: the store logged why; /healthz says it is failing.
             self._updates = {**updates, **self._updates}

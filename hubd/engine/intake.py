@@ -45,6 +45,7 @@ from hubd.engine.ledgerdesk import LedgerDesk
 from hubd.engine.presence import Presence
 from hubd.engine.receipt_intake import ReceiptIntake
 from hubd.store.db import Store
+from hubd.store.leases import LeaseLostError
 from hubd.store.spool import Spool
 from hubd.store.writes import Operation, RecordReceipts
 from schemas import topics, transport
@@ -126,6 +127,9 @@ class Ingest:
             directory=directory, issuer=issuer, clock=clock, queued=self._rejection_queued
         )
         self.counts = self._answers.counts
+        # Replicas: whether this one owns an organisation's up topic now (None: a lone hub)
+        self.owns: Callable[[str], bool] | None = None
+        self.not_ours = 0  # up messages left to the replica that owns their sender
         self._envelopes = Envelopes(
             directory=directory,
             store=store,
@@ -161,6 +165,11 @@ class Ingest:
             self._presence.on_presence(where.channel, where.org, payload, self._read)
             return
         if where.kind is topics.Kind.UP:
+            if self.owns is not None and not self.owns(where.org):
+                # A replica that does not own the sender leaves it to the one that does
+                # (every replica reads every up topic; docs/architecture.md, "Replicas").
+                self.not_ours += 1
+                return
             if not self.intake_open:
                 # Draining: the sender holds no ACCEPTED for it and will send it again.
                 self.turned_away += 1
@@ -293,9 +302,12 @@ class Ingest:
         try:
             try:
                 results = await self._store.submit_many(ops)
-            except XchgError:
+            except XchgError as exc:
                 # Nothing was answered: each sender resends what it holds no receipt for.
-                log.exception("message.failed", operations=len(ops))
+                if isinstance(exc, LeaseLostError):  # to the replica that owns it now
+                    log.warning("message.owner_moved", operations=len(ops), error=str(exc))
+                else:
+                    log.exception("message.failed", operations=len(ops))
                 refused = [(op, done) for op, done in zip(ops, then, strict=True)
                            if isinstance(op, RejectedEntry)]  # fmt: skip
                 if refused:  # a refusal is answered all the same: it changes nothing
@@ -318,6 +330,8 @@ class Ingest:
     async def _slowly(self, arrival: Arrival, slow: Slow) -> None:
         try:
             await slow.work()
+        except LeaseLostError as exc:  # the sender resends it to the replica that owns it now
+            log.warning("message.owner_moved", org=arrival.org, error=str(exc))
         except Exception:  # one message must never stop the hub (logged)
             log.exception("message.failed", org=arrival.org, channel=arrival.channel)
         finally:

@@ -24,6 +24,7 @@ read, to a spoke that subscribed before it said hello; one already visible is re
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,14 +33,15 @@ from typing import Final
 import structlog
 from sqlalchemy import and_, or_, select
 
-from hubd.engine.dispatch import Publish
+from hubd.core.states import DeliveryState
+from hubd.engine.dispatch import Job, Publish
 from hubd.store import tables as t
 from hubd.store.db import Store
 from hubd.store.writes import AdvanceNumbering, QueueReceipts
 from schemas import transport
 from schemas.errors import StoreError
 from schemas.keys import SigningKey
-from schemas.receipts import MAX_ENTRIES, ReceiptEntry, sign_receipts
+from schemas.receipts import MAX_ENTRIES, ReceiptEntry, ReceiptStatus, sign_receipts
 from schemas.untrusted import untrusted_text
 
 log = structlog.get_logger("hubd.receipts")
@@ -93,6 +95,29 @@ class ReceiptIssuer:
 
     def set_key(self, key: SigningKey) -> None:
         self._key = key
+
+    def outcome(self, job: Job, state: DeliveryState, at: int) -> None:
+        """A delivery EXPIRED or DEAD (the dispatcher's outcome): tell the sender, durably,
+        on the channel it sent on."""
+        status = ReceiptStatus.EXPIRED if state is DeliveryState.EXPIRED else ReceiptStatus.DEAD
+        gave_up = status is ReceiptStatus.DEAD
+        entry = ReceiptEntry(
+            msg_id=job.msg_id,
+            recipient=job.recipient,
+            status=status,
+            at=at,
+            subject=hashlib.sha256(job.payload.frame).digest(),
+            classification=job.classification,
+            reason="delivery.gave_up" if gave_up else None,
+            detail=(
+                f"{job.recipient} did not confirm after {job.attempts} attempts; an operator "
+                "can redeliver it with 'hubctl redeliver'"
+                if gave_up
+                else None
+            ),
+            retriable=False,
+        )
+        self.issue(job.sender, job.origin, entry, durable=True)
 
     def issue(self, dest: str, channel: str, entry: ReceiptEntry, *, durable: bool) -> None:
         """Queue a hub-signed entry for ``dest`` on ``channel``. Its detail may quote what a
@@ -181,6 +206,8 @@ class ReceiptIssuer:
         """Whether a hello from ``dest`` naming ``after`` needs :meth:`replay`: the store
         numbered batches after it, or never wrote ``after`` (a store restored from a backup).
         In memory: a spoke that holds every batch costs nothing more."""
+        if self._store.shared:  # other replicas number too: the store says
+            return True
         return after != self._store.numbered(dest, channel)
 
     async def replay(self, dest: str, channel: str, after: int) -> int:
@@ -191,7 +218,7 @@ class ReceiptIssuer:
         numbering continues after the spoke's number instead. Nothing is read when the store
         numbered nothing after ``after``; replays asked for while a read runs share the next.
         """
-        held = self._store.numbered(dest, channel)
+        held = await self._store.numbered_now(dest, channel)
         if after > held and await self._store.submit(
             AdvanceNumbering(dest, channel, after, self._clock())
         ):

@@ -190,6 +190,7 @@ class Retention:
 
     def __init__(self, store: Store, settings: RetentionSettings, clock: Callable[[], int]) -> None:
         self._store, self._settings, self._clock = store, settings, clock
+        self.leading: Callable[[], bool] | None = None  # replicas: whether this one purges
 
     async def run(self, stop: asyncio.Event) -> None:
         """Recover, then purge every ``interval`` until ``stop``; a failed round is logged
@@ -198,7 +199,8 @@ class Retention:
             await self.recover()
         while not stop.is_set():
             try:
-                await self.purge(stop)
+                if self.leading is None or self.leading():  # replicas: one purges at a time
+                    await self.purge(stop)
             except (StoreError, OSError):
                 log.exception("retention.failed")
             with contextlib.suppress(TimeoutError):

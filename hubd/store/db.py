@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,32 +29,23 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hubd.core.states import DeliveryState, MessageState
 from hubd.store import ledger as ledgerstore
+from hubd.store import shared as sharedstore
 from hubd.store import tables as t
-from hubd.store.audit import GENESIS, AuditEvent, chain_hash_of
+from hubd.store.audit import GENESIS
+from hubd.store.batch import apply, apply_shared
 from hubd.store.connections import (
     AsyncWriter,
     ThreadWriter,
     WriterConnection,
     engine_for,
 )
-from hubd.store.rowwriter import RowWriter
+from hubd.store.leases import Fence, LeaseLostError
 from hubd.store.writes import (
-    AdvanceNumbering,
-    DeliveryUpdate,
-    DirectWrite,
-    Duplicate,
-    NewMessage,
     Operation,
-    QueueReceipts,
-    RecordReceipts,
-    Stored,
-    UpdateDeliveries,
 )
 from schemas import merkle
 from schemas.errors import ClosedResourceError, StoreError
-from schemas.ledger import Entry
 
 log = structlog.get_logger("hubd.store")
 T = TypeVar("T")
@@ -67,9 +57,15 @@ class _Pending:
     """Operations one caller submitted together; its future gets their results, in order."""
 
     ops: Sequence[Operation]
+    fence: Fence | None = None  # a replica's write as owner: the leases it must still hold
     future: asyncio.Future[list[Any]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+# The fence a replica's write as owner carries (set by the daemon from its LeaseKeeper);
+# raises LeaseLostError when the replica does not believe it holds them.
+FenceFor = Callable[[Sequence[Operation]], Fence | None]
 
 
 # ------------------------------------------------------------------ the store
@@ -85,8 +81,20 @@ def _upgrade(connection: Connection) -> None:
 class Store:
     """Open with ``async with Store(url) as store``; close drains pending writes."""
 
-    def __init__(self, url: str, *, group_max: int = 512, group_delay: float = 0.002) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        group_max: int = 512,
+        group_delay: float = 0.002,
+        shared: bool = False,
+    ) -> None:
+        """``shared``: one of several replicas writing this (PostgreSQL) store
+        (:mod:`hubd.store.shared`); ``fence_for`` then says what each write must hold."""
         self.url = url
+        self.shared = shared
+        self.fence_for: FenceFor | None = None
+        self.backend_pid: int | None = None  # PostgreSQL: the writer's server process
         self.engine = engine_for(url)
         self.group_max = group_max
         self.group_delay = group_delay
@@ -112,6 +120,7 @@ class Store:
                 self._conn = await ThreadWriter.open(self.url)
             else:
                 self._conn = AsyncWriter(await self.engine.connect())
+                self.backend_pid = await self._conn.run(sharedstore.backend_pid)
             self._reader = await self.engine.connect()
             counters = await self._conn.run(_counters)
             self._audit_seq, self._audit_hash, self._outbox_seq, self._tree = counters
@@ -183,8 +192,17 @@ class Store:
         return self._tree.size, self._tree.root()
 
     def numbered(self, dest: str, channel: str) -> int:
-        """The last receipt-batch number committed for (dest, channel); 0 if none."""
+        """The last receipt-batch number committed for (dest, channel); 0 if none. On a
+        shared store only what this replica last saw: :meth:`numbered_now` reads it."""
         return self._outbox_seq.get((dest, channel), 0)
+
+    async def numbered_now(self, dest: str, channel: str) -> int:
+        """As :meth:`numbered`, read from the store when other replicas number too."""
+        if not self.shared:
+            return self.numbered(dest, channel)
+        return (await self.read_sync(sharedstore.numbering, [(dest, channel)])).get(
+            (dest, channel), 0
+        )
 
     async def run_on_writer(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)`` on the writer's own connection (tests and tools)."""
@@ -206,7 +224,8 @@ class Store:
         """
         if self._closed:
             raise ClosedResourceError("the store is closed")
-        pending = _Pending(ops)
+        fence = None if self.fence_for is None else self.fence_for(ops)  # LeaseLostError
+        pending = _Pending(ops, fence)
         self._queue.put_nowait(pending)
         return await pending.future
 
@@ -251,8 +270,16 @@ class Store:
         seq, chain, outbox = self._audit_seq, self._audit_hash, dict(self._outbox_seq)
         tree = self._tree.copy()  # the batch grows its own copy: a failed commit leaves ours
         ops = [op for p in batch for op in p.ops]
+        fences = [p.fence for p in batch]
         try:
-            results = await self._conn.run(_apply, ops, seq, chain, outbox, tree)
+            if self.shared:
+                groups = [p.ops for p in batch]
+                results, tree, lost = await self._conn.run(
+                    apply_shared, groups, seq, chain, tree, fences
+                )
+                batch = self._fenced_off(batch, lost)
+            else:
+                results = await self._conn.run(apply, ops, seq, chain, outbox, tree)
         except Exception as exc:
             # the driver's own errors too: on SQLite the rows go to it directly (store.rowwriter)
             retriable = isinstance(
@@ -265,7 +292,11 @@ class Store:
                 if not p.future.done():
                     p.future.set_exception(error)
             return
-        (self._audit_seq, self._audit_hash, self._outbox_seq), values = results
+        (self._audit_seq, self._audit_hash, numbers), values = results
+        if self.shared:
+            self._outbox_seq.update(numbers)
+        else:
+            self._outbox_seq = numbers
         self._tree = tree
         self.commits += 1
         self._last_commit_failed = False
@@ -275,6 +306,21 @@ class Store:
             if not p.future.done():
                 p.future.set_result(values[start:end])
             start = end
+
+    @staticmethod
+    def _fenced_off(batch: list[_Pending], lost: frozenset[int]) -> list[_Pending]:
+        """Fail the callers whose leases were lost (their operations were left out of the
+        commit); the rest of the batch, in order."""
+        if not lost:
+            return batch
+        kept = []
+        for p in batch:
+            gone = lost & set(p.fence.tokens) if p.fence is not None else set()
+            if gone and p.fence is not None and not p.future.done():
+                p.future.set_exception(LeaseLostError(p.fence.replica, gone))
+            else:
+                kept.append(p)
+        return kept
 
     # ---------------------------------------------------------------- reading
 
@@ -327,173 +373,3 @@ def _counters(
     tree = ledgerstore.load_frontier(conn, seq)
     conn.commit()
     return seq, chain, outbox, tree
-
-
-def _apply(  # noqa: PLR0917 - run on the writer's thread with positional arguments
-    conn: Connection,
-    ops: Sequence[Operation],
-    seq: int,
-    chain: bytes,
-    outbox: dict[tuple[str, str], int],
-    tree: merkle.Frontier,
-) -> tuple[tuple[int, bytes, dict[tuple[str, str], int]], list[Any]]:
-    """One transaction for a whole batch, in order. Runs on the writer's connection."""
-    batch = _Batch(seq, chain, outbox, tree)
-    if not conn.in_transaction():
-        # Begun explicitly: on SQLite the rows go to the driver directly (hubd.store.rowwriter),
-        # and a connection that executed nothing itself would take commit() for a no-op.
-        conn.begin()
-    try:
-        results = batch.plan(conn, ops)  # it reads too: a failed plan must end its transaction
-        batch.write(conn)
-        conn.commit()
-    except BaseException:
-        conn.rollback()
-        raise
-    return (batch.seq, batch.chain, batch.outbox), results
-
-
-class _Batch:
-    """The rows one group commit writes, gathered in operation order."""
-
-    def __init__(
-        self, seq: int, chain: bytes, outbox: dict[tuple[str, str], int], tree: merkle.Frontier
-    ) -> None:
-        self.seq, self.chain, self.outbox, self.tree = seq, chain, outbox, tree
-        self.audit: list[dict[str, Any]] = []
-        self.nodes: list[dict[str, Any]] = []
-        self.messages: list[dict[str, Any]] = []
-        self.deliveries: list[dict[str, Any]] = []
-        self.updates: dict[DeliveryState, list[dict[str, Any]]] = {}
-        self.receipts: list[dict[str, Any]] = []
-        self.batches: dict[bytes, dict[str, Any]] = {}
-        self.queued: list[dict[str, Any]] = []
-        self.floors: dict[tuple[str, str], tuple[int, int]] = {}
-
-    def chain_audit(self, events: Sequence[AuditEvent]) -> None:
-        for ev in events:
-            self.seq += 1
-            detail = json.dumps(
-                ev.detail, ensure_ascii=False, sort_keys=True, separators=(",", ":")
-            )
-            leaf = Entry(self.seq, ev.at, ev.event, ev.msg_id, ev.org, detail).leaf()
-            digest = chain_hash_of(self.chain, leaf)
-            self.nodes += ledgerstore.node_rows(self.tree.append(merkle.leaf_hash(leaf)))
-            self.audit.append(
-                {
-                    "seq": self.seq,
-                    "at": ev.at,
-                    "event": ev.event,
-                    "msg_id": ev.msg_id,
-                    "org": ev.org,
-                    "detail": detail,
-                    "prev_hash": self.chain,
-                    "hash": digest,
-                }
-            )
-            self.chain = digest
-
-    def plan(self, conn: Connection, ops: Sequence[Operation]) -> list[Any]:
-        existing = self._existing(
-            conn, [op.row["msg_id"] for op in ops if isinstance(op, NewMessage)]
-        )
-        results: list[Any] = []
-        for op in ops:
-            if isinstance(op, NewMessage):
-                known = existing.get(op.row["msg_id"])
-                if known is not None:
-                    results.append(
-                        Duplicate(
-                            same=known[0] == op.row["frame_sha256"], state=MessageState(known[1])
-                        )
-                    )
-                    continue
-                existing[op.row["msg_id"]] = (op.row["frame_sha256"], op.row["state"])
-                self.messages.append(op.row)
-                self.deliveries.extend(op.deliveries)
-                results.append(Stored())
-            elif isinstance(op, UpdateDeliveries):
-                self.update(op.updates)
-                results.append(None)
-            elif isinstance(op, RecordReceipts):
-                self.batches[op.sha256] = {
-                    "sha256": op.sha256,
-                    "issuer": op.issuer,
-                    "received_at": op.received_at,
-                    "frame": op.frame,
-                }
-                self.receipts.extend(op.rows)
-                self.update(op.updates)
-                forward = op.forward
-                results.append(
-                    None
-                    if forward is None
-                    else self._number(forward[0], forward[1], op.frame, op.received_at)
-                )
-            elif isinstance(op, QueueReceipts):
-                results.append(self._number(op.dest, op.channel, op.frame, op.created_at))
-                continue
-            elif isinstance(op, AdvanceNumbering):
-                key = (op.dest, op.channel)
-                moved = op.floor > self.outbox.get(key, 0)
-                if moved:
-                    self.outbox[key] = op.floor
-                    self.floors[key] = (op.floor, op.at)
-                results.append(moved)
-                continue
-            elif isinstance(op, DirectWrite):
-                result, events = op.apply(conn)
-                results.append(result)
-                self.chain_audit(events)
-                continue
-            else:
-                results.append(None)
-            self.chain_audit(op.audit)
-        return results
-
-    def update(self, updates: Sequence[DeliveryUpdate]) -> None:
-        for u in updates:
-            self.updates.setdefault(u.state, []).append(
-                {"m": u.msg_id, "r": u.recipient, "s": u.state.value, "a": u.attempts, "u": u.at}
-            )
-
-    def _number(self, dest: str, channel: str, frame: bytes, at: int) -> int:
-        """The next outbox number for (dest, channel), written in this same commit."""
-        key = (dest, channel)
-        self.outbox[key] = number = self.outbox.get(key, 0) + 1
-        self.queued.append(
-            {"dest": dest, "channel": channel, "seq": number, "created_at": at, "frame": frame}
-        )
-        return number
-
-    @staticmethod
-    def _existing(conn: Connection, ids: list[bytes]) -> dict[bytes, tuple[bytes, str]]:
-        if not ids:
-            return {}
-        rows = RowWriter(conn).select_in(
-            t.messages, ("msg_id", "frame_sha256", "state"), "msg_id", ids
-        )
-        return {bytes(r[0]): (bytes(r[1]), r[2]) for r in rows}
-
-    def write(self, conn: Connection) -> None:
-        rows = RowWriter(conn)
-        rows.insert(t.messages, self.messages)
-        rows.insert(t.deliveries, self.deliveries)
-        for state, params in self.updates.items():
-            rows.update_deliveries(state, params)
-        if self.batches:
-            known = {
-                bytes(r[0])
-                for r in rows.select_in(t.receipt_batches, ("sha256",), "sha256", self.batches)
-            }
-            rows.insert(
-                t.receipt_batches, [b for sha, b in self.batches.items() if sha not in known]
-            )
-        rows.insert(t.receipts, self.receipts)
-        rows.insert(t.receipt_outbox, self.queued)
-        for (dest, channel), (floor, at) in self.floors.items():
-            key = {"dest": dest, "channel": channel}
-            conn.execute(t.receipt_numbering.delete().filter_by(**key))
-            rows.insert(t.receipt_numbering, [{**key, "floor": floor, "set_at": at}])
-        rows.insert(t.audit, self.audit)
-        rows.insert(t.ledger_nodes, self.nodes)

@@ -1,0 +1,221 @@
+"""A replica's part among several hubd processes on one PostgreSQL store
+(docs/architecture.md, "Replicas and leases").
+
+Every replica reads every up topic and can publish to every down topic; what it acts on is
+decided by the leases its :class:`~hubd.store.leasekeeper.LeaseKeeper` holds, one bucket of
+organisations each:
+
+- it takes in what an organisation it owns sends (the ingest's ``owns``), and every write
+  it makes as that owner carries the lease's fence into the commit (:meth:`fence_for`),
+  so a replica that was paused past its lease writes nothing as owner when it resumes;
+- it delivers to the recipients it owns (the dispatcher's ``owns``): a message accepted by
+  another replica reaches it as a ``NOTIFY`` when that commit lands
+  (:mod:`hubd.store.shared`), and the deliveries of a bucket it gains are loaded from the
+  store; those of a bucket it loses are forgotten (the new owner loads them);
+- the holder of bucket 0 signs the ledger's checkpoints and runs the retention purge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable, Sequence
+from contextlib import AsyncExitStack
+from typing import Any, Final
+
+import structlog
+from sqlalchemy import Connection, select, tuple_
+from sqlalchemy.exc import SQLAlchemyError
+
+from hubd.config import Replicas as ReplicaSettings
+from hubd.core.leases import LeaseSettings, bucket_of
+from hubd.core.states import DeliveryState
+from hubd.engine.dispatch import Dispatcher
+from hubd.engine.jobrows import job_query, jobs_from_rows
+from hubd.store import tables as t
+from hubd.store.db import Store
+from hubd.store.leasekeeper import LeaseKeeper
+from hubd.store.leases import Fence, new_replica_id
+from hubd.store.shared import JOBS_CHANNEL
+from hubd.store.writes import NewMessage, Operation, RecordReceipts, UpdateDeliveries
+from schemas.errors import StoreError
+from schemas.ids import parse_msg_id
+
+log = structlog.get_logger("hubd.replicas")
+
+LEADER_BUCKET: Final = 0  # its holder signs checkpoints and purges
+AWAITED: Final = (DeliveryState.PENDING.value, DeliveryState.SENT.value)
+LOAD_MAX: Final = 500  # deliveries read per statement
+RELISTEN_S: Final = 1.0  # after the listening connection failed
+
+
+def _orgs(ops: Sequence[Operation]) -> set[str]:
+    """The organisations a write acts as owner of: the sender of a new message, the
+    recipient whose receipts are recorded, the recipients whose deliveries change."""
+    orgs: set[str] = set()
+    for op in ops:
+        if isinstance(op, NewMessage):
+            orgs.add(op.row["sender"])
+        elif isinstance(op, RecordReceipts):
+            orgs.add(op.issuer)
+        elif isinstance(op, UpdateDeliveries):
+            orgs.update(u.recipient for u in op.updates)
+    return orgs
+
+
+async def join(stack: AsyncExitStack, settings: ReplicaSettings, store: Store) -> Replicas:
+    """Join the replicas of ``store`` (leases released when ``stack`` closes, before the
+    store does) and fence this replica's writes as owner."""
+    replicas: Replicas | None = None
+
+    def changed(gained: frozenset[int], lost: frozenset[int]) -> None:
+        if replicas is not None:
+            replicas.changed(gained, lost)
+
+    keeper = LeaseKeeper(
+        store.engine,
+        replica=new_replica_id(settings.name),
+        settings=LeaseSettings(int(settings.lease * 1000), int(settings.renew * 1000)),
+        on_change=changed,
+    )
+    await stack.enter_async_context(keeper)
+    replicas = Replicas(keeper, store)
+    store.fence_for = replicas.fence_for
+    return replicas
+
+
+class Replicas:
+    """Wires a :class:`LeaseKeeper` into the store, the ingest and the dispatcher."""
+
+    def __init__(self, keeper: LeaseKeeper, store: Store) -> None:
+        self.keeper, self.store = keeper, store
+        self.dispatcher: Dispatcher | None = None
+        self.handed_over = 0  # deliveries loaded because another replica accepted them
+        self._wanted: set[bytes] = set()  # msg_ids announced and not yet loaded
+        self._wake = asyncio.Event()
+        self._gained: set[int] = set()
+        self._writer_pid: int | None = None
+
+    def owns(self, org: str) -> bool:
+        return self.keeper.owns(org)
+
+    def leading(self) -> bool:
+        return LEADER_BUCKET in self.keeper.held
+
+    def fence_for(self, ops: Sequence[Operation]) -> Fence | None:
+        """The fence of a write as owner (LeaseLostError at once if not believed held)."""
+        orgs = _orgs(ops)
+        return self.keeper.fence(orgs) if orgs else None
+
+    def changed(self, gained: frozenset[int], lost: frozenset[int]) -> None:
+        """The keeper's holdings moved: forget what went, load what came."""
+        buckets = self.keeper.settings.buckets
+        if lost and self.dispatcher is not None:
+            dropped = self.dispatcher.drop(lambda org: bucket_of(org, buckets) in lost)
+            if dropped:
+                log.info("replica.deliveries_handed_off", deliveries=dropped, buckets=len(lost))
+        if gained:
+            self._gained |= gained
+            self._wake.set()
+
+    # ------------------------------------------------------------------ the task
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Listen for announced messages and load the deliveries this replica owns."""
+        self._writer_pid = self.store.backend_pid
+        loader = asyncio.create_task(self._loader(stop), name="hubd.replicas.load")
+        try:
+            while not stop.is_set():
+                try:
+                    await self._listen(stop)
+                except (SQLAlchemyError, OSError, StoreError) as exc:
+                    log.warning("replica.listen_failed", error=str(exc)[:300])
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RELISTEN_S):
+                        await stop.wait()
+        finally:
+            loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loader
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        async with self.store.engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: Any = raw.driver_connection
+            await driver.add_listener(JOBS_CHANNEL, self._notified)
+            # whatever was announced while nobody listened: every owned bucket again
+            self._gained |= set(self.keeper.held)
+            self._wake.set()
+            try:
+                while not stop.is_set() and not driver.is_closed():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            await stop.wait()
+            finally:
+                with contextlib.suppress(Exception):
+                    await driver.remove_listener(JOBS_CHANNEL, self._notified)
+
+    def _notified(self, _conn: object, pid: int, _channel: str, payload: str) -> None:
+        if pid == self._writer_pid:
+            return  # our own commit: the ingest handed its deliveries over already
+        for text_id in payload.split(","):
+            with contextlib.suppress(ValueError):
+                self._wanted.add(parse_msg_id(text_id))
+        self._wake.set()
+
+    async def _loader(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._wake.wait()
+            self._wake.clear()
+            wanted, self._wanted = self._wanted, set()
+            gained, self._gained = self._gained, set()
+            try:
+                if gained:
+                    await self._load_buckets(gained)
+                if wanted:
+                    await self._load_messages(wanted)
+            except (StoreError, SQLAlchemyError, OSError) as exc:
+                log.warning("replica.load_failed", error=str(exc)[:300])
+                self._wanted |= wanted
+                self._gained |= gained
+                await asyncio.sleep(RELISTEN_S)
+                self._wake.set()
+
+    async def _load_messages(self, msg_ids: Iterable[bytes]) -> None:
+        ids = sorted(msg_ids)
+        for start in range(0, len(ids), LOAD_MAX):
+            chunk = ids[start : start + LOAD_MAX]
+            d = t.deliveries.c
+            rows = await self.store.read(job_query(d.msg_id.in_(chunk), d.state.in_(AWAITED)))
+            self._add(rows)
+
+    async def _load_buckets(self, buckets: set[int]) -> None:
+        """Every awaited delivery to a recipient in ``buckets`` this replica lacks."""
+        keys = await self.store.read_sync(_awaited_keys)
+        count = self.keeper.settings.buckets
+        dispatcher = self.dispatcher
+        missing = [
+            (m, r)
+            for m, r in keys
+            if bucket_of(r, count) in buckets and (dispatcher is None or not dispatcher.job(m, r))
+        ]
+        d = t.deliveries.c
+        for start in range(0, len(missing), LOAD_MAX):
+            chunk = missing[start : start + LOAD_MAX]
+            where = tuple_(d.msg_id, d.recipient).in_(chunk)
+            self._add(await self.store.read(job_query(where, d.state.in_(AWAITED))))
+
+    def _add(self, rows: Sequence[Any]) -> None:
+        dispatcher = self.dispatcher
+        if dispatcher is None:
+            return
+        for job in jobs_from_rows(rows):
+            if self.owns(job.recipient) and dispatcher.job(job.msg_id, job.recipient) is None:
+                dispatcher.add(job)
+                self.handed_over += 1
+
+
+def _awaited_keys(conn: Connection) -> list[tuple[bytes, str]]:
+    d = t.deliveries.c
+    rows = conn.execute(select(d.msg_id, d.recipient).where(d.state.in_(AWAITED)))
+    return [(bytes(m), r) for m, r in rows]

@@ -1,0 +1,208 @@
+"""Two hubd replicas on one PostgreSQL store behind one Mosquitto (issue 15, part 2).
+
+Real processes: a Mosquitto of the test's own, a fresh PostgreSQL database, two hubd
+processes with ``[replicas] enabled`` and four govnet spokes. The replicas split the
+organisations between them (leases), each takes in what the organisations it owns send
+and delivers to the recipients it owns; a document accepted by one replica for a recipient
+the other owns is handed over through the store. Then one replica is killed (kill -9) and
+the other takes its organisations over; it is started again and they share once more; a
+replica is stopped (SIGSTOP) for longer than its lease and goes on (SIGCONT) without
+acting as owner of what it lost. After each step every document is in its recipient's
+inbox exactly once and nowhere else (the checker of :func:`tally`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from schemas.directory import Directory
+from tests.hubproc import HubProcess, Mosquitto, live_directory
+from tests.spoke.procs import FAST_HUB, SpokeProcess, eventually
+from tests.world import World
+
+pytestmark = pytest.mark.slow
+
+CHANNEL = "govnet"
+ORGS = ("jl.cc", "jl.jl", "jl.sp", "jl.ly")  # govnet-only prefectures: 函 between them flow
+LEASE = "lease = 2.0\nrenew = 0.5\n"
+WITHIN = 60.0
+
+
+def psql(db_url: str, sql: str) -> list[list[str]]:
+    name = db_url.rsplit("/", 1)[1]
+    out = subprocess.run(  # noqa: S603 - the test's own query
+        ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", name, "-At", "-F", "|", "-c", sql],  # noqa: S607
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [line.split("|") for line in out.splitlines() if line]
+
+
+def holders(db_url: str) -> dict[str, int]:
+    """Replica name (the id's first part) -> buckets it holds unexpired."""
+    rows = psql(
+        db_url,
+        "SELECT holder, count(*) FROM hub_leases WHERE holder IS NOT NULL AND expires_at > "
+        "(extract(epoch from now()) * 1000)::bigint GROUP BY holder",
+    )
+    return {holder.split("-", 1)[0]: int(count) for holder, count in rows}
+
+
+def shared_by(db_url: str, *names: str) -> dict[str, int] | None:
+    """The holdings once each of ``names`` (and no other) holds buckets; else None."""
+    held = holders(db_url)
+    return held if set(held) == set(names) and sum(held.values()) == 256 else None
+
+
+def letter(to: str, title: str) -> dict[str, str]:
+    return {"主送": to, "密级": "内部", "文种": "函", "标题": title}
+
+
+@dataclass
+class Flow:
+    """What was sent, to whom, and the checker of what arrived."""
+
+    spokes: dict[str, SpokeProcess]
+    sent: dict[str, str] = field(default_factory=dict)  # title -> recipient
+    rounds: int = 0
+
+    def send_round(self) -> list[tuple[SpokeProcess, str, str]]:
+        """Every organisation writes to the next one in the ring."""
+        self.rounds += 1
+        out = []
+        for i, org in enumerate(ORGS):
+            to = ORGS[(i + 1) % len(ORGS)]
+            title = f"第{self.rounds}轮 {org}→{to}"
+            name = f"r{self.rounds}-{org}.txt"
+            self.spokes[org].drop(name, f"{title}\n".encode(), letter(to, title))
+            self.sent[title] = to
+            out.append((self.spokes[org], name, to))
+        return out
+
+    async def delivered(self, drops: list[tuple[SpokeProcess, str, str]]) -> None:
+        for spoke, name, to in drops:
+            await spoke.wait_status(name, to, within=WITHIN)
+        for title, to in self.sent.items():
+            await self.spokes[to].wait_received(title, within=WITHIN)
+
+    def tally(self) -> dict[str, int]:
+        """sent / delivered once / lost / duplicated / misrouted, over every inbox."""
+        seen: Counter[tuple[str, str]] = Counter()
+        for org, spoke in self.spokes.items():
+            for meta in spoke.received().values():
+                seen[(str(meta["title"]), org)] += 1
+        once = sum(1 for title, to in self.sent.items() if seen[(title, to)] == 1)
+        return {
+            "sent": len(self.sent),
+            "delivered_once": once,
+            "lost": sum(1 for title, to in self.sent.items() if seen[(title, to)] == 0),
+            "duplicated": sum(n - 1 for n in seen.values() if n > 1),
+            "misrouted": sum(n for (t, org), n in seen.items() if self.sent.get(t) != org),
+        }
+
+    def assert_exact(self) -> None:
+        sent = len(self.sent)
+        expected = {"sent": sent, "delivered_once": sent, "lost": 0, "duplicated": 0}
+        assert self.tally() == {**expected, "misrouted": 0}
+
+
+def accepted_by(hub: HubProcess) -> set[str]:
+    """The senders whose documents this replica accepted."""
+    return {str(e["sender"]) for e in hub.log_events() if e.get("event") == "message.accepted"}
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    mosquitto = Mosquitto(tmp_path / "mosquitto").start()
+    try:
+        yield mosquitto
+    finally:
+        mosquitto.stop()
+
+
+def replica(
+    world: World, directory: Directory, folder: Path, name: str, *, port: int, db_url: str
+) -> HubProcess:
+    """A replica: its own folder, the store, the broker and the directory all share."""
+    return HubProcess(
+        folder / f"hub-{name}",
+        world.hub_key,
+        directory,
+        broker_port=port,
+        store_url=db_url,
+        extra_toml=f'{FAST_HUB}\n[replicas]\nenabled = true\nname = "{name}"\n{LEASE}',
+    )
+
+
+async def test_two_replicas_share_the_work_and_take_over_from_a_dead_or_paused_one(
+    world: World, tmp_path: Path, pg_url: str, broker: Mosquitto
+) -> None:
+    directory = live_directory(world)  # one signed directory served by both
+    a = replica(world, directory, tmp_path, "a", port=broker.port, db_url=pg_url)
+    b = replica(world, directory, tmp_path, "b", port=broker.port, db_url=pg_url)
+    spokes = {
+        org: SpokeProcess(tmp_path / org, org, world, broker.port, (CHANNEL,)) for org in ORGS
+    }
+    flow = Flow(spokes)
+    try:
+        a.start()
+        b.start()
+        await eventually(lambda: shared_by(pg_url, "a", "b"), "both replicas hold buckets")
+        for spoke in spokes.values():
+            spoke.start()
+        for spoke in spokes.values():
+            await spoke.wait_connected()
+
+        # 1. both at work: each document accepted by the one that owns its sender
+        await flow.delivered(flow.send_round())
+        flow.assert_exact()
+        by_a, by_b = accepted_by(a), accepted_by(b)
+        assert by_a | by_b == set(ORGS)
+        assert not by_a & by_b, "an organisation's documents taken in by both replicas"
+
+        # 2. kill -9 of a: b takes every bucket over, and documents flow again
+        a.kill9()
+        await eventually(lambda: shared_by(pg_url, "b"), "b holds every bucket")
+        await flow.delivered(flow.send_round())
+        flow.assert_exact()
+        assert accepted_by(b) == set(ORGS)
+
+        # 3. a again (a new replica of the same name): they share once more
+        a.start()
+        await eventually(lambda: shared_by(pg_url, "a", "b"), "a holds buckets again")
+        await flow.delivered(flow.send_round())
+        flow.assert_exact()
+
+        # 4. b paused past its lease: a takes over; b resumes and lets go of what it lost
+        assert b.process is not None
+        b.process.send_signal(signal.SIGSTOP)
+        try:
+            await eventually(lambda: shared_by(pg_url, "a"), "a holds every bucket")
+            await flow.delivered(flow.send_round())
+        finally:
+            b.process.send_signal(signal.SIGCONT)
+        await eventually(
+            lambda: [e for e in b.log_events() if e.get("event") == "leases.lost"],
+            "b says it lost its leases",
+        )
+        await eventually(lambda: shared_by(pg_url, "a", "b"), "b holds buckets again")
+        await flow.delivered(flow.send_round())
+        await asyncio.sleep(1.0)  # a late duplicate would land now
+        flow.assert_exact()
+        for hub in (a, b):
+            errors = [e for e in hub.log_events() if e.get("level") == "error"]
+            assert errors == [], hub.log_tail()
+    finally:
+        for spoke in spokes.values():
+            spoke.stop()
+        a.stop()
+        b.stop()
