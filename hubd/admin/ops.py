@@ -24,7 +24,7 @@ from hubd.ops.redeliver import Target, redeliver
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
-from hubd.store.writes import AppendAudit
+from hubd.store.writes import Announce, AppendAudit
 from runtime.link import Link
 from runtime.startup import one_line
 from schemas.directory import Directory
@@ -133,7 +133,9 @@ class HubAdmin:
             )
             for job in jobs_from_rows(rows):
                 if job.key in moved and dispatcher.job(job.msg_id, job.recipient) is None:
-                    dispatcher.add(job)
+                    dispatcher.add(job)  # a replica keeps those it owns
+            if store.shared:  # the replicas that own the other recipients load theirs
+                await store.submit(Announce(sorted({m for m, _ in moved})))
         self._logged(
             peer,
             Op.REDELIVER,

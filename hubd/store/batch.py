@@ -20,6 +20,7 @@ from hubd.store.leases import Fence, lost_buckets
 from hubd.store.rowwriter import RowWriter
 from hubd.store.writes import (
     AdvanceNumbering,
+    Announce,
     DeliveryUpdate,
     DirectWrite,
     Duplicate,
@@ -90,6 +91,7 @@ def apply_shared(  # noqa: PLR0917 - run on the writer's connection, positional 
         results = batch.plan(conn, ops)
         batch.write(conn)
         announced = [m["msg_id"] for m in batch.messages if m["msg_id"] in batch.delivered]
+        announced += batch.announced
         sharedstore.announce(conn, announced)
         conn.commit()
     except BaseException:
@@ -139,6 +141,7 @@ class Batch:
         self.queued: list[dict[str, Any]] = []
         self.floors: dict[tuple[str, str], tuple[int, int]] = {}
         self.delivered: set[bytes] = set()  # new messages with deliveries
+        self.announced: list[bytes] = []  # messages whose deliveries moved back to PENDING
 
     def chain_audit(self, events: Sequence[AuditEvent]) -> None:
         for ev in events:
@@ -212,6 +215,10 @@ class Batch:
                     self.outbox[key] = op.floor
                     self.floors[key] = (op.floor, op.at)
                 results.append(moved)
+                continue
+            elif isinstance(op, Announce):
+                self.announced.extend(op.msg_ids)
+                results.append(None)
                 continue
             elif isinstance(op, DirectWrite):
                 result, events = op.apply(conn)

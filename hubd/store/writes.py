@@ -97,6 +97,14 @@ class AppendAudit:
     audit: list[AuditEvent]
 
 
+@dataclass(slots=True)
+class Announce:
+    """Replicas: tell the others (when the commit lands) that these messages have
+    deliveries waiting (a redelivery moved them back); a lone hub writes nothing."""
+
+    msg_ids: list[bytes]
+
+
 class DirectWrite(ABC):
     """An operation that runs its own statements in the group commit's transaction.
 
@@ -164,5 +172,6 @@ Operation = (
     | QueueReceipts
     | AdvanceNumbering
     | AppendAudit
+    | Announce
     | DirectWrite
 )

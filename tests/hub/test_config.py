@@ -510,3 +510,46 @@ def test_the_repository_configurations_commented_channel_loads_with_its_node_lis
     broker = settings.channels["govnet"]
     assert broker.nodes == (("govnet-n1.example", 8883), ("govnet-n2.example", 8883))
     assert broker.cert == Path("/etc/govxchg/hub-govnet.pem")
+
+
+# ---------------------------------------------------------------------------- replicas
+
+PG = 'store = "postgresql+asyncpg://hub@db.example/xchg"'
+ON_A_BROKER = '[channels.govnet]\nurl = "mqtt://10.0.0.5:1883"\n'
+
+
+def test_replicas_are_off_unless_enabled_and_their_lease_settings_load(tmp_path: Path) -> None:
+    assert not load_config(write(tmp_path, "")).replicas.enabled
+    body = f'[hub]\n{PG}\n{ON_A_BROKER}\n[replicas]\nenabled = true\nname = "a"\nlease = 4\n'
+    replicas = load_config(write(tmp_path, body)).replicas
+    assert (replicas.enabled, replicas.name, replicas.lease, replicas.renew) == (
+        True,
+        "a",
+        4.0,
+        1.0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "names"),
+    [
+        # SQLite cannot be shared by processes on several machines
+        (f"{ON_A_BROKER}\n[replicas]\nenabled = true\n", ("PostgreSQL", "hub.store")),
+        # each replica would run an embedded broker of its own
+        (f"[hub]\n{PG}\n[replicas]\nenabled = true\n", ("external broker", "[channels]")),
+        # one slow round would lose the lease
+        (
+            f"[hub]\n{PG}\n{ON_A_BROKER}\n[replicas]\nenabled = true\nlease = 1.5\nrenew = 1\n",
+            ("two renewals", "lease (1.5 s)"),
+        ),
+        # a name that could not go into a client id or a replica id
+        (f'[hub]\n{PG}\n{ON_A_BROKER}\n[replicas]\nenabled = true\nname = "a b"\n', ("name",)),
+    ],
+)
+def test_a_replica_setting_that_cannot_work_is_refused_with_what_to_change(
+    tmp_path: Path, body: str, names: tuple[str, ...]
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, body))
+    text = str(caught.value)
+    assert all(name in text for name in names), text

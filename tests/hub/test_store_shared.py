@@ -1,0 +1,157 @@
+"""A store shared by replicas (hubd.store.shared): several :class:`Store` objects on one
+PostgreSQL database, each with its own writer connection, as several hubd processes have.
+
+What must hold with several writers: the audit ledger is one chain and one Merkle tree
+that verify; each destination's receipt batches are numbered 1, 2, 3, ... without a gap
+or a repeat, whoever numbered them; a caller whose lease was lost is refused and rolled
+back while the rest of its group commit lands; a new message with deliveries is announced
+to the other replicas when its commit lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import pytest
+from sqlalchemy import func, select
+
+from hubd.core.leases import LeaseSettings, bucket_of
+from hubd.ops.ledgeraudit import verify_store_chain, verify_store_ledger
+from hubd.store import tables as t
+from hubd.store.audit import AuditEvent
+from hubd.store.db import Store
+from hubd.store.leasekeeper import LeaseKeeper
+from hubd.store.leases import Fence, LeaseLostError
+from hubd.store.shared import JOBS_CHANNEL
+from hubd.store.writes import Announce, AppendAudit, Operation, QueueReceipts
+from schemas.ids import msg_id_text
+from tests.hub.test_store import NOW, msg_id, new_message
+
+FAST = LeaseSettings(lease_ms=1_000, renew_ms=250)
+
+
+@pytest.fixture
+async def replicas(pg_url: str) -> AsyncIterator[list[Store]]:
+    """Three stores on one database, as three replicas (each opened, each shared)."""
+    async with AsyncExitStack() as stack:
+        stores = [await stack.enter_async_context(Store(pg_url, shared=True)) for _ in range(3)]
+        yield stores
+
+
+def queue(dest: str, n: int) -> QueueReceipts:
+    return QueueReceipts(dest, "govnet", b"batch %d for %s" % (n, dest.encode()), NOW + n)
+
+
+def audit(n: int) -> AppendAudit:
+    return AppendAudit([AuditEvent("hub.note", NOW + n, None, None, {"n": n})])
+
+
+async def test_three_writers_extend_one_chain_and_tree_that_verify(
+    replicas: list[Store], pg_url: str
+) -> None:
+    async def writer(store: Store, first: int) -> None:
+        for i in range(first, first + 40):
+            ops: list[Operation] = [audit(i)]
+            if i % 4 == 0:
+                ops.append(new_message(i))
+            await store.submit_many(ops)
+
+    await asyncio.gather(*(writer(s, 1000 * k) for k, s in enumerate(replicas)))
+
+    size, problems = await verify_store_chain(pg_url)
+    assert (size, problems) == (120 + 30, [])
+    # the tree a checkpoint signs is the one the rows give, whoever wrote last
+    report = await verify_store_ledger(pg_url, {})
+    assert report.ok, report.problems
+    assert report.size == 150
+
+
+async def test_each_destinations_batches_are_numbered_without_gap_or_repeat_across_writers(
+    replicas: list[Store],
+) -> None:
+    dests = ("jl.gov", "jl.cc", "jl.jl")
+
+    async def writer(store: Store, k: int) -> list[tuple[str, int]]:
+        got = []
+        for i in range(30):
+            dest = dests[(i + k) % len(dests)]
+            got.append((dest, await store.submit(queue(dest, 100 * k + i))))
+        return got
+
+    results = await asyncio.gather(*(writer(s, k) for k, s in enumerate(replicas)))
+    numbers: dict[str, list[int]] = {d: [] for d in dests}
+    for got in results:
+        for dest, seq in got:
+            numbers[dest].append(seq)
+    assert {d: sorted(n) for d, n in numbers.items()} == {d: list(range(1, 31)) for d in dests}
+    # and what a hello reads is the store's number, not one replica's memory
+    for store in replicas:
+        assert [await store.numbered_now(d, "govnet") for d in dests] == [30, 30, 30]
+
+
+async def test_a_writer_whose_lease_was_lost_is_refused_and_the_rest_of_its_commit_lands(
+    replicas: list[Store],
+) -> None:
+    ours, other = replicas[0], replicas[1]
+    engine = ours.engine
+    async with LeaseKeeper(engine, replica="r-ours", settings=FAST) as keeper:
+        # a lone live keeper holds every bucket; its fence is what jl.gov's writes carry
+        bucket = bucket_of("jl.gov")
+        held = keeper.fence(["jl.gov"])
+        assert held.tokens == {bucket: keeper.held[bucket]}
+    # left: every lease released, so the fence names a token nobody holds now
+    fences: list[Fence | None] = []
+    ours.fence_for = lambda _ops: fences.pop(0)
+    fences += [held, None]
+    results: list[object] = await asyncio.gather(
+        ours.submit(new_message(1)), ours.submit(new_message(2)), return_exceptions=True
+    )
+    refused, landed = results
+    assert isinstance(refused, LeaseLostError)
+    assert bucket in refused.buckets
+    assert not isinstance(landed, BaseException)
+    rows = await other.read(select(t.messages.c.msg_id))
+    assert [bytes(r[0]) for r in rows] == [msg_id(2)]
+    assert ours.writable  # a lost lease is not a failing store
+
+
+async def test_a_new_message_with_deliveries_is_announced_to_the_other_replicas(
+    replicas: list[Store], pg_url: str
+) -> None:
+    heard: list[tuple[int, str]] = []
+    arrived = asyncio.Event()
+    async with replicas[1].engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+
+        def note(_c: object, pid: int, _channel: str, payload: str) -> None:
+            heard.append((pid, payload))
+            arrived.set()
+
+        await driver.add_listener(JOBS_CHANNEL, note)
+        await replicas[0].submit_many([new_message(7), new_message(8, recipients=()), audit(1)])
+        async with asyncio.timeout(10):
+            await arrived.wait()
+        await asyncio.sleep(0.2)  # a second announcement (there must be none) would be here
+        assert heard == [(replicas[0].backend_pid, msg_id_text(msg_id(7)))]
+        # a redelivery's deliveries, moved back to PENDING, are announced the same way
+        arrived.clear()
+        await replicas[2].submit(Announce([msg_id(8), msg_id(7)]))
+        async with asyncio.timeout(10):
+            await arrived.wait()
+        await driver.remove_listener(JOBS_CHANNEL, note)
+    expected = ",".join(msg_id_text(msg_id(n)) for n in (8, 7))
+    assert heard[1:] == [(replicas[2].backend_pid, expected)]
+
+
+async def test_a_lone_hub_on_postgresql_writes_as_before(pg_url: str) -> None:
+    """Not shared: no announcement, the numbering in memory (the lone hub's fast path)."""
+    async with Store(pg_url) as store:
+        assert not store.shared
+        assert await store.submit(queue("jl.gov", 1)) == 1
+        assert store.numbered("jl.gov", "govnet") == 1
+        rows = await store.read(select(func.count()).select_from(t.receipt_outbox))
+        assert rows[0][0] == 1
