@@ -34,8 +34,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def engine_for(url: str) -> AsyncEngine:
-    """An async engine for ``url``; SQLite gets WAL and synchronous=FULL on every connection."""
+def engine_for(url: str, *, settings: dict[str, str] | None = None) -> AsyncEngine:
+    """An async engine for ``url``; SQLite gets WAL and synchronous=FULL on every connection.
+    PostgreSQL: ``settings`` are more server settings for every session."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -47,7 +48,7 @@ def engine_for(url: str) -> AsyncEngine:
         pool_size=5,
         max_overflow=5,
         pool_pre_ping=True,
-        connect_args={"server_settings": {"synchronous_commit": "on"}},
+        connect_args={"server_settings": {"synchronous_commit": "on", **(settings or {})}},
     )
 
 

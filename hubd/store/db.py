@@ -95,7 +95,7 @@ class Store:
         self.shared = shared
         self.fence_for: FenceFor | None = None
         self.backend_pid: int | None = None  # PostgreSQL: the writer's server process
-        self.engine = engine_for(url)
+        self.engine = engine_for(url, settings=sharedstore.SESSION if shared else None)
         self.group_max = group_max
         self.group_delay = group_delay
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()

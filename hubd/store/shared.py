@@ -31,6 +31,12 @@ from schemas import merkle
 from schemas.ids import msg_id_text
 
 WRITERS_LOCK: Final = 0x676F7678_6C656467  # "govxledg": one writer at a time on the chain
+# A replica frozen (SIGSTOP, a paused VM) in the middle of a commit holds the writers' lock
+# and its lease rows: the server ends its session after this long idle in the transaction,
+# so the others wait that long at most. A commit never idles between its statements for
+# more than milliseconds.
+IDLE_IN_COMMIT_MS: Final = 2_000
+SESSION: Final = {"idle_in_transaction_session_timeout": str(IDLE_IN_COMMIT_MS)}
 JOBS_CHANNEL: Final = "govxchg_jobs"
 _NOTIFY_IDS: Final = 200  # 32 hex characters each: well under NOTIFY's 8,000-byte payload
 
@@ -93,3 +99,4 @@ def backend_pid(conn: Connection) -> int:
     pid = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
     conn.rollback()
     return pid
+

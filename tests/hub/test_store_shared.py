@@ -11,11 +11,13 @@ to the other replicas when its commit lands.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from hubd.core.leases import LeaseSettings, bucket_of
 from hubd.ops.ledgeraudit import verify_store_chain, verify_store_ledger
@@ -23,8 +25,8 @@ from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
 from hubd.store.leasekeeper import LeaseKeeper
-from hubd.store.leases import Fence, LeaseLostError
-from hubd.store.shared import JOBS_CHANNEL
+from hubd.store.leases import Fence, LeaseLostError, read_ownership
+from hubd.store.shared import JOBS_CHANNEL, WRITERS_LOCK
 from hubd.store.writes import Announce, AppendAudit, Operation, QueueReceipts
 from schemas.ids import msg_id_text
 from tests.hub.test_store import NOW, msg_id, new_message
@@ -101,7 +103,13 @@ async def test_a_writer_whose_lease_was_lost_is_refused_and_the_rest_of_its_comm
         bucket = bucket_of("jl.gov")
         held = keeper.fence(["jl.gov"])
         assert held.tokens == {bucket: keeper.held[bucket]}
-    # left: every lease released, so the fence names a token nobody holds now
+    # left: every lease released (or, on a machine too busy for the release to finish in
+    # time, run out), so the fence names a token nobody holds now
+    async with asyncio.timeout(30):
+        while True:  # polling the database, bounded above
+            if (await ours.read_sync(read_ownership)).leases[bucket].holder is None:
+                break
+            await asyncio.sleep(0.1)
     fences: list[Fence | None] = []
     ours.fence_for = lambda _ops: fences.pop(0)
     fences += [held, None]
@@ -155,3 +163,22 @@ async def test_a_lone_hub_on_postgresql_writes_as_before(pg_url: str) -> None:
         assert store.numbered("jl.gov", "govnet") == 1
         rows = await store.read(select(func.count()).select_from(t.receipt_outbox))
         assert rows[0][0] == 1
+
+
+async def test_a_replica_frozen_inside_a_commit_holds_the_others_up_for_seconds_not_forever(
+    replicas: list[Store],
+) -> None:
+    """A replica stopped (SIGSTOP) in the middle of a commit holds the writers' lock: the
+    server ends its session once it idles in the transaction for IDLE_IN_COMMIT_MS, and
+    the other replicas' commits go on (without it they would wait until it resumed)."""
+    frozen = await replicas[0].engine.connect()  # a session as a replica's writer has
+    try:
+        await frozen.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITERS_LOCK})
+        # ... and it stops here, its transaction open
+        async with asyncio.timeout(30):  # a bound on a hang, not a timing claim
+            assert await replicas[1].submit(queue("jl.gov", 1)) == 1
+        with pytest.raises(DBAPIError):  # its session was ended under it
+            await frozen.execute(text("SELECT 1"))
+    finally:
+        with contextlib.suppress(DBAPIError):
+            await frozen.close()
