@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from hubd.ops.ledgeraudit import verify_store_ledger
 from schemas.directory import Directory
 from tests.hubproc import HubProcess, Mosquitto, live_directory
 from tests.spoke.procs import FAST_HUB, SpokeProcess, eventually
@@ -201,6 +202,10 @@ async def test_two_replicas_share_the_work_and_take_over_from_a_dead_or_paused_o
         for hub in (a, b):
             errors = [e for e in hub.log_events() if e.get("level") == "error"]
             assert errors == [], hub.log_tail()
+        # one ledger written by both, with the checkpoints the leader of the moment signed
+        report = await verify_store_ledger(pg_url, {world.hub_key.kid: world.hub_key.public})
+        assert report.ok, report.problems
+        assert report.checkpoints > 0
     finally:
         for spoke in spokes.values():
             spoke.stop()
