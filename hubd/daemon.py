@@ -44,7 +44,8 @@ from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
 from hubd.store.ledger import LedgerGapError
 from hubd.store.lock import HubLock, LockHeldError
-from hubd.store.spool import Spool
+from hubd.store.sharedspool import spool_for
+from hubd.store.spool import BodySpool
 from hubd.store.writes import AppendAudit
 from hubd.web.metrics import HubMetrics, readiness
 from hubd.web.server import MetricsServer
@@ -58,7 +59,7 @@ from runtime.tasks import cancel_and_wait
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory, verify_directory
 from schemas.dirtree import check_servable
-from schemas.envelope import verify_envelope
+from schemas.envelope import VerifiedEnvelope, verify_envelope
 from schemas.errors import ConfigError, PeerError, XchgError
 from schemas.keys import SigningKey
 from schemas.receipts import ReceiptEntry, ReceiptStatus
@@ -351,7 +352,12 @@ class Hub:
             assert self._verified is not None  # noqa: S101 - loaded in run()
             await store.submit(AppendAudit(self.trust.loaded(self._verified)))
             self.trust.warn(self.directory(), when="start")
-            spool = Spool(config.spool_dir())
+            spool = spool_for(
+                shared=False,  # the lead: config.replicas.enabled
+                folder=config.spool_dir(),
+                engine=store.engine,
+                verify=self._spooled_envelope,
+            )
             issuer = ReceiptIssuer(
                 self.directory().hub_id, self._key, store, self.send_in_order, self.clock
             )
@@ -395,7 +401,7 @@ class Hub:
             admin_socket = config.admin_socket()
             if admin_socket is not None:  # once there is something to answer with
                 await stack.enter_async_context(AdminServer(admin_socket, HubAdmin(self).answer))
-            self._recover_spool(spool)
+            await self._recover_spool(spool)
             hub_id = self.directory().hub_id
             key = self._key
             self.watch = BrokerWatch(
@@ -528,16 +534,22 @@ class Hub:
                 continue
             return lock
 
-    def _recover_spool(self, spool: Spool) -> None:
-        for channel, org, frame, slots in spool.partial():
+    def _spooled_envelope(self, frame: bytes, org: str, slots: bytes | None) -> VerifiedEnvelope:
+        return verify_envelope(frame, self.directory(), expected_sender=org, slots=slots)
+
+    async def _recover_spool(self, spool: BodySpool) -> None:
+        """Adopt the transfers the last run left in the spool folder. The store's spool
+        (replicas) adopts a transfer when its sender goes on (StoreSpool.find): another
+        live replica may be receiving it, and re-hashing every one at start is wasted."""
+        if spool.shared:
+            return
+        for channel, org, frame, slots in await spool.partial():
             try:
-                envelope = verify_envelope(
-                    frame, self.directory(), expected_sender=org, slots=slots
-                )
+                envelope = self._spooled_envelope(frame, org, slots)
             except XchgError as exc:
                 log.warning("spool.discarded", error=str(exc))
                 continue
-            transfer = spool.adopt(envelope, channel=channel, org=org)
+            transfer = await spool.adopt(envelope, channel=channel, org=org)
             log.info(
                 "spool.resumed", msg_id=envelope.header.msg_id_text, received=transfer.received
             )

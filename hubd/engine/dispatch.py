@@ -59,7 +59,9 @@ from hubd.core.timers import (
     retry_delay_ms,
 )
 from hubd.engine.presencebook import PresenceBook
+from hubd.engine.storedchunks import StoredChunks
 from hubd.store.audit import AuditEvent
+from hubd.store.bodyref import StoredBody
 from hubd.store.db import Store
 from hubd.store.rowwriter import KEEP_ATTEMPTS
 from hubd.store.writes import DeliveryUpdate, UpdateDeliveries
@@ -81,11 +83,12 @@ FLUSH_INTERVAL = 0.05  # seconds between batched state writes (SENT is nobody's 
 
 @dataclass(slots=True)
 class Payload:
-    """What is published for one message: the frame, and the body inline or on disk."""
+    """What is published for one message: the frame, and the body inline, on disk, or
+    in the store (replicas: hubd.store.sharedspool)."""
 
     frame: bytes
     body: bytes | None
-    body_path: Path | None
+    body_path: Path | StoredBody | None
     body_size: int
 
 
@@ -187,6 +190,7 @@ class Dispatcher:
         self._updates: dict[Key, DeliveryUpdate] = {}  # the latest change per delivery
         self._audit: list[AuditEvent] = []
         self._flush_event = asyncio.Event()
+        self._stored = StoredChunks(store, publish)  # bodies kept in the store (replicas)
         # Since start, for /metrics: publishes, retries fired, deliveries expired or dead.
         self.published = 0
         self.retries = 0
@@ -364,11 +368,14 @@ class Dispatcher:
                 self._parked[(job.channel, job.recipient)].add(job.key)
                 continue
             start = job.offset  # where this piece begins: sent again from here if it fails
-            payload, last = self._piece(job)
-            if payload is None:
-                job.move(PhaseEvent.RELEASE)
-                continue
-            acked = self._publish(job.channel, job.recipient, payload)
+            if isinstance(job.payload.body_path, StoredBody) and start >= 0:
+                acked, last = self._stored.publish(job)  # read from the store, then published
+            else:
+                payload, last = self._piece(job)
+                if payload is None:
+                    job.move(PhaseEvent.RELEASE)
+                    continue
+                acked = self._publish(job.channel, job.recipient, payload)
             self._in_flight += 1
             self._drained.clear()
             acked.add_done_callback(functools.partial(self._published, job, last, start))
@@ -405,7 +412,7 @@ class Dispatcher:
         if job.offset < 0:
             job.offset = 0
             return transport.encode(transport.EnvelopeMsg(payload.frame, None, job.part)), False
-        if payload.body_path is None:
+        if not isinstance(payload.body_path, Path):  # a stored body: _stored_piece
             return None, True
         with payload.body_path.open("rb") as handle:
             handle.seek(job.offset)
