@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -247,10 +249,33 @@ async def test_retention_removes_a_stored_body_and_clears_its_reference(url: str
         assert [(r.body_path, r.purged_at) for r in rows] == [(None, LATER)]
 
 
-async def test_the_hub_takes_a_chunked_body_into_the_store_and_delivers_it_from_there(
-    pg_url: str, world: World
-) -> None:
-    async with Store(pg_url) as store:
+@dataclass
+class Replica:
+    """One hub's intake and dispatcher on the shared store, publishing into ``sent``."""
+
+    store: Store
+    spool: StoreSpool
+    ingest: Ingest
+    issuer: Issuer
+    sent: list[tuple[str, Any]]
+
+    def up(self, org: str, message: transport.TransportMsg) -> None:
+        self.ingest.on_message(topics.up(CHANNEL, org), transport.encode(message))
+
+    def delivered(self, org: str) -> bytes:
+        return b"".join(
+            m.data for to, m in self.sent if to == org and isinstance(m, transport.ChunkMsg)
+        )
+
+
+def stored_bytes(hub: Replica, msg: bytes) -> int:
+    transfer = hub.spool.get(msg)
+    return -1 if transfer is None else transfer.received
+
+
+@asynccontextmanager
+async def replica(url: str, world: World) -> AsyncIterator[Replica]:
+    async with Store(url) as store:
         spool = StoreSpool(store.engine, verifier(world))
         loop = asyncio.get_running_loop()
         sent: list[tuple[str, Any]] = []
@@ -277,32 +302,53 @@ async def test_the_hub_takes_a_chunked_body_into_the_store_and_delivers_it_from_
             asyncio.create_task(dispatcher.run(stop)),
         ]
         try:
-            envelope, body = large(world)
-            msg = envelope.header.msg_id
-            up = topics.up(CHANNEL, "jl.gov")
-            ingest.on_message(up, transport.encode(transport.EnvelopeMsg(envelope.frame, None)))
-            await until(lambda: ("jl.gov", transport.ResumeMsg(msg, 0)) in sent, "the resume")
-            for offset, data in chunks(body):  # one read from the broker: one pass
-                ingest.on_message(up, transport.encode(transport.ChunkMsg(msg, offset, data)))
-            await until(lambda: ReceiptStatus.ACCEPTED in issuer.statuses(), "ACCEPTED")
-            rows = await store.read(select(t.messages.c.body_path))
-            assert [r.body_path for r in rows] == [str(StoredBody(msg))]
-
-            ingest.on_message(topics.up(CHANNEL, "jl.cc"), transport.encode(transport.HelloMsg(0)))
-
-            def delivered() -> bytes:
-                return b"".join(
-                    m.data
-                    for org, m in sent
-                    if org == "jl.cc" and isinstance(m, transport.ChunkMsg)
-                )
-
-            await until(lambda: len(delivered()) >= len(body), "the body delivered")
-            assert delivered() == body
+            yield Replica(store, spool, ingest, issuer, sent)
         finally:
             stop.set()
             async with asyncio.timeout(30):
                 await asyncio.gather(*tasks)
+
+
+async def test_the_hub_takes_a_chunked_body_into_the_store_and_delivers_it_from_there(
+    pg_url: str, world: World
+) -> None:
+    envelope, body = large(world)
+    msg = envelope.header.msg_id
+    async with replica(pg_url, world) as hub:
+        hub.up("jl.gov", transport.EnvelopeMsg(envelope.frame, None))
+        await until(lambda: ("jl.gov", transport.ResumeMsg(msg, 0)) in hub.sent, "the resume")
+        for offset, data in chunks(body):  # one read from the broker: one pass
+            hub.up("jl.gov", transport.ChunkMsg(msg, offset, data))
+        await until(lambda: ReceiptStatus.ACCEPTED in hub.issuer.statuses(), "ACCEPTED")
+        rows = await hub.store.read(select(t.messages.c.body_path))
+        assert [r.body_path for r in rows] == [str(StoredBody(msg))]
+
+        hub.up("jl.cc", transport.HelloMsg(0))  # the recipient comes online
+
+        await until(lambda: len(hub.delivered("jl.cc")) >= len(body), "the body delivered")
+        assert hub.delivered("jl.cc") == body
+        assert await pieces(hub.store.engine, msg) == len(chunks(body))
+
+
+async def test_a_replica_goes_on_with_chunks_of_a_transfer_another_replica_began(
+    pg_url: str, world: World
+) -> None:
+    envelope, body = large(world)
+    msg = envelope.header.msg_id
+    async with replica(pg_url, world) as first:
+        first.up("jl.gov", transport.EnvelopeMsg(envelope.frame, None))
+        await until(lambda: ("jl.gov", transport.ResumeMsg(msg, 0)) in first.sent, "the resume")
+        for offset, data in chunks(body)[:2]:
+            first.up("jl.gov", transport.ChunkMsg(msg, offset, data))
+        await until(lambda: stored_bytes(first, msg) == 2 * CHUNK, "two chunks stored")
+    # The first replica is gone; the sender's next chunks reach the second, which has never
+    # seen the head: it finds the transfer in the store and takes them from there.
+    async with replica(pg_url, world) as second:
+        for offset, data in chunks(body)[2:]:
+            second.up("jl.gov", transport.ChunkMsg(msg, offset, data))
+        await until(lambda: ReceiptStatus.ACCEPTED in second.issuer.statuses(), "ACCEPTED")
+        assert await whole(second.store.engine, msg, len(body), CHUNK) == body
+        assert second.issuer.statuses() == [ReceiptStatus.ACCEPTED]  # stored once
 
 
 async def test_the_folder_spool_keeps_appending_without_awaiting(
