@@ -45,7 +45,8 @@ from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
 from hubd.store.ledger import LedgerGapError
 from hubd.store.lock import HubLock, LockHeldError
-from hubd.store.spool import Spool
+from hubd.store.sharedspool import spool_for
+from hubd.store.spool import BodySpool
 from hubd.store.writes import AppendAudit
 from hubd.web.metrics import HubMetrics, readiness
 from hubd.web.server import MetricsServer
@@ -59,15 +60,11 @@ from runtime.tasks import cancel_and_wait
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory, verify_directory
 from schemas.dirtree import check_servable
-from schemas.envelope import verify_envelope
+from schemas.envelope import VerifiedEnvelope, verify_envelope
 from schemas.errors import ConfigError, PeerError, XchgError
 from schemas.keys import SigningKey
 
 log = structlog.get_logger("hubd")
-REPLICA_BROKERS = (
-    "副本须连接外部代理，每个频道都应在 [channels] 中列出 / every channel of a replica must "
-    "be on an external broker shared by all replicas: list each one under [channels]"
-)
 
 
 class Hub:
@@ -353,7 +350,12 @@ class Hub:
             assert self._verified is not None  # noqa: S101 - loaded in run()
             await store.submit(AppendAudit(self.trust.loaded(self._verified)))
             self.trust.warn(self.directory(), when="start")
-            spool = Spool(config.spool_dir())
+            spool = spool_for(
+                shared=config.replicas.enabled,  # replicas: the spool is the store
+                folder=config.spool_dir(),
+                engine=store.engine,
+                verify=self._spooled_envelope,
+            )
             issuer = ReceiptIssuer(
                 self.directory().hub_id, self._key, store, self.send_in_order, self.clock
             )
@@ -387,7 +389,7 @@ class Hub:
             ingest.ledger, ingest.dirdesk, self.ledger_desk = desk, self.dirdesk, desk
             ingest.on_backlog = self._set_reading
             disk = self.disk = DiskWatch(
-                [config.hub.state_dir, config.spool_dir()],
+                [config.hub.state_dir, *([] if spool.shared else [config.spool_dir()])],
                 min_free=config.disk.min_free,
                 min_free_percent=config.disk.min_free_percent,
                 every=config.disk.check_every,
@@ -398,7 +400,7 @@ class Hub:
             admin_socket = config.admin_socket()
             if admin_socket is not None:  # once there is something to answer with
                 await stack.enter_async_context(AdminServer(admin_socket, HubAdmin(self).answer))
-            self._recover_spool(spool)
+            await self._recover_spool(spool)
             hub_id = self.directory().hub_id
             self._make_links(plans, ingest, hub_id)
             log.info(
@@ -425,7 +427,7 @@ class Hub:
         """The store, and for a replica its leases (joined before anything is written)."""
         replicated = self.config.replicas.enabled
         if replicated and any(p.name == "embedded" for p in plans):
-            raise ConfigError("hub configuration", [("replicas.enabled", REPLICA_BROKERS)])
+            raise ConfigError("hub configuration", [("replicas.enabled", replicas.ON_EMBEDDED)])
         try:
             store = await stack.enter_async_context(
                 Store(self.config.store_url(), shared=replicated)
@@ -574,16 +576,22 @@ class Hub:
                 continue
             return lock
 
-    def _recover_spool(self, spool: Spool) -> None:
-        for channel, org, frame, slots in spool.partial():
+    def _spooled_envelope(self, frame: bytes, org: str, slots: bytes | None) -> VerifiedEnvelope:
+        return verify_envelope(frame, self.directory(), expected_sender=org, slots=slots)
+
+    async def _recover_spool(self, spool: BodySpool) -> None:
+        """Adopt the transfers the last run left in the spool folder. The store's spool
+        (replicas) adopts a transfer when its sender goes on (StoreSpool.find): another
+        live replica may be receiving it, and re-hashing every one at start is wasted."""
+        if spool.shared:
+            return
+        for channel, org, frame, slots in await spool.partial():
             try:
-                envelope = verify_envelope(
-                    frame, self.directory(), expected_sender=org, slots=slots
-                )
+                envelope = self._spooled_envelope(frame, org, slots)
             except XchgError as exc:
                 log.warning("spool.discarded", error=str(exc))
                 continue
-            transfer = spool.adopt(envelope, channel=channel, org=org)
+            transfer = await spool.adopt(envelope, channel=channel, org=org)
             log.info(
                 "spool.resumed", msg_id=envelope.header.msg_id_text, received=transfer.received
             )

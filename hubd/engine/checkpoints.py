@@ -24,6 +24,7 @@ import structlog
 from sqlalchemy import Connection, and_, or_, select
 
 from hubd.store import ledger as ledgerstore
+from hubd.store import shared as sharedstore
 from hubd.store import tables as t
 from hubd.store.db import Store
 from hubd.store.ledger import LedgerGapError, StoredCheckpoint
@@ -104,6 +105,13 @@ def check_ledger(conn: Connection, size: int) -> str | None:
     return None
 
 
+def _check_ledger_held(conn: Connection) -> str | None:
+    """:func:`check_ledger` of the ledger as it stands, with the replicas' writers held off
+    (their lock, until this read ends): entries, nodes and checkpoints of one moment."""
+    sharedstore.lock_writers(conn)
+    return check_ledger(conn, ledgerstore.ledger_size(conn))
+
+
 def nodes_beyond(conn: Connection, size: int) -> int | None:
     """The last entry (seq) a stored tree node covers beyond ``size``, or None.
 
@@ -161,7 +169,10 @@ class Checkpointer:
 
     async def check(self) -> None:
         """Refuse (LedgerCheckError) a store that lost entries the hub signed."""
-        problem = await self._store.read_sync(check_ledger, self._store.ledger[0])
+        if self._store.shared:  # other replicas write on: judge one moment of the store
+            problem = await self._store.read_sync(_check_ledger_held)
+        else:
+            problem = await self._store.read_sync(check_ledger, self._store.ledger[0])
         if problem is not None:
             raise LedgerCheckError(
                 "账本与枢纽已签发的检查点不符，枢纽不启动；请运行 hubctl audit verify，"

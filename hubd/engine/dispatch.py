@@ -59,9 +59,10 @@ from hubd.core.timers import (
     retry_delay_ms,
 )
 from hubd.engine.presencebook import PresenceBook
+from hubd.engine.storedchunks import StoredChunks
 from hubd.store.audit import AuditEvent
+from hubd.store.bodyref import StoredBody
 from hubd.store.db import Store
-from hubd.store.leases import LeaseLostError
 from hubd.store.rowwriter import KEEP_ATTEMPTS
 from hubd.store.writes import DeliveryUpdate, UpdateDeliveries
 from runtime.clock import now_ms
@@ -82,11 +83,12 @@ FLUSH_INTERVAL = 0.05  # seconds between batched state writes (SENT is nobody's 
 
 @dataclass(slots=True)
 class Payload:
-    """What is published for one message: the frame, and the body inline or on disk."""
+    """What is published for one message: the frame, and the body inline, on disk, or
+    in the store (replicas: hubd.store.sharedspool)."""
 
     frame: bytes
     body: bytes | None
-    body_path: Path | None
+    body_path: Path | StoredBody | None
     body_size: int
 
 
@@ -188,6 +190,7 @@ class Dispatcher:
         self._updates: dict[Key, DeliveryUpdate] = {}  # the latest change per delivery
         self._audit: list[AuditEvent] = []
         self._flush_event = asyncio.Event()
+        self._stored = StoredChunks(store, publish)  # bodies kept in the store (replicas)
         # Since start, for /metrics: publishes, retries fired, deliveries expired or dead.
         self.published = 0
         self.retries = 0
@@ -209,8 +212,8 @@ class Dispatcher:
 
     def drop(self, gone: Callable[[str], bool]) -> int:
         """Forget every delivery to a recipient for which ``gone`` says yes (another replica
-        owns it now and loads them from the store), with their unwritten changes; returns
-        how many. What is in flight finishes unheeded."""
+        owns it now and loads them from the store), with their unwritten changes (a flush
+        refused for a lost lease then goes through); returns how many."""
         keys = [key for key, job in self._jobs.items() if gone(job.recipient)]
         for key in keys:
             del self._jobs[key]
@@ -382,11 +385,14 @@ class Dispatcher:
                 self._parked[(job.channel, job.recipient)].add(job.key)
                 continue
             start = job.offset  # where this piece begins: sent again from here if it fails
-            payload, last = self._piece(job)
-            if payload is None:
-                job.move(PhaseEvent.RELEASE)
-                continue
-            acked = self._publish(job.channel, job.recipient, payload)
+            if isinstance(job.payload.body_path, StoredBody) and start >= 0:
+                acked, last = self._stored.publish(job)  # read from the store, then published
+            else:
+                payload, last = self._piece(job)
+                if payload is None:
+                    job.move(PhaseEvent.RELEASE)
+                    continue
+                acked = self._publish(job.channel, job.recipient, payload)
             self._in_flight += 1
             self._drained.clear()
             acked.add_done_callback(functools.partial(self._published, job, last, start))
@@ -423,7 +429,7 @@ class Dispatcher:
         if job.offset < 0:
             job.offset = 0
             return transport.encode(transport.EnvelopeMsg(payload.frame, None, job.part)), False
-        if payload.body_path is None:
+        if not isinstance(payload.body_path, Path):  # a stored body: _stored_piece
             return None, True
         with payload.body_path.open("rb") as handle:
             handle.seek(job.offset)
@@ -582,11 +588,6 @@ class Dispatcher:
         try:
             await self._store.submit(UpdateDeliveries(list(updates.values()), audit))
         except StoreError as exc:
-            if isinstance(exc, LeaseLostError) and self.owns is not None:
-                # the replica that owns them now carries on from what the store holds
-                owns = self.owns
-                updates = {k: u for k, u in updates.items() if owns(u.recipient)}
-                audit = [a for a in audit if a.org is None or owns(a.org)]
             # Keep them for the next flush (newer changes to the same delivery win) rather
             # than stop delivering: the store logged why; /healthz says it is failing.
             self._updates = {**updates, **self._updates}

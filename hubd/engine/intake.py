@@ -46,7 +46,7 @@ from hubd.engine.presence import Presence
 from hubd.engine.receipt_intake import ReceiptIntake
 from hubd.store.db import Store
 from hubd.store.leases import LeaseLostError
-from hubd.store.spool import Spool
+from hubd.store.spool import BodySpool
 from hubd.store.writes import Operation, RecordReceipts
 from schemas import topics, transport
 from schemas.directory import Directory
@@ -89,7 +89,7 @@ class Ingest:
         *,
         directory: Callable[[], Directory],
         store: Store,
-        spool: Spool,
+        spool: BodySpool,
         dispatcher: Dispatcher,
         issuer: ReceiptIssuer,
         send: Publish,

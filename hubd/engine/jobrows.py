@@ -8,7 +8,6 @@ back to PENDING; both read the same columns and build the same :class:`~hubd.eng
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, select
@@ -16,6 +15,7 @@ from sqlalchemy import ColumnElement, Select, select
 from hubd.core.states import DeliveryState
 from hubd.engine.dispatch import Job, Payload
 from hubd.store import tables as t
+from hubd.store.bodyref import body_ref
 from schemas.labels import Classification, Precedence
 
 _LABELS = {c.rank: c for c in Classification}
@@ -60,7 +60,7 @@ def jobs_from_rows(rows: Sequence[Any]) -> list[Job]:
             payload = payloads[msg_id] = Payload(
                 bytes(r.frame),
                 None if r.body is None else bytes(r.body),
-                None if r.body_path is None else Path(r.body_path),
+                body_ref(r.body_path),
                 int(r.body_size),
             )
         jobs.append(

@@ -47,6 +47,10 @@ LEADER_BUCKET: Final = 0  # its holder signs checkpoints and purges
 AWAITED: Final = (DeliveryState.PENDING.value, DeliveryState.SENT.value)
 LOAD_MAX: Final = 500  # deliveries read per statement
 RELISTEN_S: Final = 1.0  # after the listening connection failed
+ON_EMBEDDED: Final = (
+    "副本须连接外部代理，每个频道都应在 [channels] 中列出 / every channel of a replica must "
+    "be on an external broker shared by all replicas: list each one under [channels]"
+)
 
 
 def _orgs(ops: Sequence[Operation]) -> set[str]:

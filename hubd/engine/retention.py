@@ -7,7 +7,8 @@ purged ``[retention] delivered_after`` after the last of its deliveries ended, o
 letter and a purged one cannot be. Messages still awaited are never touched, nor are
 quarantined ones (evidence of a security event; the security officer decides).
 
-Purging removes the body (the inline column, and the spool file of a large body) and the
+Purging removes the body (the inline column, and the spool file of a large body, or its
+pieces in the store when the hub runs as a replica: hubd.store.sharedspool) and the
 frame, and keeps the ids, labels, sizes, ``frame_sha256`` and the whole ledger; it writes
 a ``message.purged`` audit entry with the frame's and the body's SHA-256, so the chain
 still verifies and still says what was there. A 请示 (REQUEST) keeps its frame (routing
@@ -37,7 +38,9 @@ from hubd.config import Retention as RetentionSettings
 from hubd.core.states import DeliveryState, MessageState
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
+from hubd.store.bodyref import StoredBody, body_ref
 from hubd.store.db import Store
+from hubd.store.sharedspool import remove_bodies
 from hubd.store.writes import DirectWrite
 from schemas import codec
 from schemas.envelope import BodyDescriptor, read_frame_sender
@@ -262,10 +265,14 @@ class Retention:
         return await self._remove_spooled([(bytes(r.msg_id), r.body_path) for r in rows])
 
     async def _remove_spooled(self, purged: list[tuple[bytes, str | None]]) -> int:
-        spooled = [(msg_id, Path(path)) for msg_id, path in purged if path is not None]
+        """Remove the spooled bodies (files, or pieces in the store), then their paths."""
+        spooled = [(msg_id, body_ref(path)) for msg_id, path in purged if path is not None]
         if not spooled:
             return 0
-        removed = await asyncio.to_thread(_unlink_all, [p for _, p in spooled])
+        files = [ref for _, ref in spooled if isinstance(ref, Path)]
+        stored = [ref.msg_id for _, ref in spooled if isinstance(ref, StoredBody)]
+        removed = await asyncio.to_thread(_unlink_all, files) if files else 0
+        removed += await remove_bodies(self._store.engine, stored)
         await self._store.submit(ForgetSpoolPaths([msg_id for msg_id, _ in spooled]))
         return removed
 

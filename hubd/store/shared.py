@@ -99,4 +99,3 @@ def backend_pid(conn: Connection) -> int:
     pid = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
     conn.rollback()
     return pid
-

@@ -217,3 +217,27 @@ hub_leases = Table(
     Column("renewed_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),  # a released lease: when released
 )
+
+# The shared spool (hubd.store.sharedspool): large bodies kept in the store when hubd runs
+# as one of several replicas. A transfer under way, and how many body bytes the store holds
+# of it (the compare-and-set every append goes through) ...
+spool_transfers = Table(
+    "spool_transfers",
+    metadata,
+    Column("msg_id", Blob(16), primary_key=True),
+    Column("channel", ID, nullable=False),
+    Column("org", ID, nullable=False),  # the sender
+    Column("frame", Blob, nullable=False),  # the verified envelope frame
+    Column("slots", Blob),  # a large group's recipient slots (schemas.slots)
+    Column("received", BigInteger, nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+)
+
+# ... and the body, partial or finished, in pieces of at most transport.CHUNK_BYTES.
+spool_pieces = Table(
+    "spool_pieces",
+    metadata,
+    Column("msg_id", Blob(16), primary_key=True),
+    Column("offset", BigInteger, primary_key=True, autoincrement=False),
+    Column("data", Blob, nullable=False),
+)
