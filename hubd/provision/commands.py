@@ -176,7 +176,7 @@ def broker_config(
     hub_replicas: Annotated[
         str | None,
         typer.Option(
-            help="The hub's replicas, NAME,NAME (each [replicas] name): a certificate of "
+            help="The hub's replicas, NAME,NAME (each as its replicas.name): a certificate of "
             "its own for each, clients/<hub id>~NAME.pem|key, with the hub's permissions. "
             "Give it again on every rerun: without it the replicas leave the ACL"
         ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -80,6 +81,10 @@ def client_id(name: str) -> str:
     """A client id NATS takes: no '.' (nor ' ', '*', '>'). Organisation ids are labels of
     [a-z0-9-] joined by dots, so '.' -> '_' keeps every id distinct."""
     return name.replace(".", "_")
+
+
+def _any(messages: list[tuple[str, bytes]]) -> list[tuple[str, bytes]] | None:
+    return messages or None
 
 
 async def collect(client: aiomqtt.Client, into: list[tuple[str, bytes]]) -> None:
@@ -345,7 +350,7 @@ async def test_two_hub_replicas_on_two_nodes_each_read_up_and_write_down_at_once
         try:
             await spoke.publish(topics.up(CHANNEL, "jl.cc"), b"to both replicas", qos=1)
             for name, messages in (("a", heard["a"]), ("b", heard["b"])):
-                await eventually(lambda m=messages: m or None, f"up on {name}", within=WITHIN)
+                await eventually(functools.partial(_any, messages), f"up on {name}", within=WITHIN)
                 await replicas[name].publish(
                     topics.down(CHANNEL, "jl.cc"), f"from {name}".encode(), qos=1
                 )

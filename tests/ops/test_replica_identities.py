@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import ssl
 import subprocess
@@ -268,6 +269,10 @@ async def connected(issued: Issued, identity: str, client_id: str) -> AsyncItera
         yield client
 
 
+def _any(messages: list[tuple[str, bytes]]) -> list[tuple[str, bytes]] | None:
+    return messages or None
+
+
 async def collect(client: aiomqtt.Client, into: list[tuple[str, bytes]]) -> None:
     async for message in client.messages:  # until cancelled, or the connection is lost
         into.append((message.topic.value, bytes(message.payload)))  # noqa: PERF401
@@ -298,7 +303,7 @@ async def test_two_replicas_stay_connected_at_once_each_reading_up_and_writing_d
         try:
             await spoke.publish(topics.up(CHANNEL, "jl.cc"), b"to both replicas", qos=1)
             for name, messages in (("a", heard["a"]), ("b", heard["b"])):
-                await eventually(lambda m=messages: m or None, f"up on {name}", within=WITHIN)
+                await eventually(functools.partial(_any, messages), f"up on {name}", within=WITHIN)
                 await replicas[name].publish(
                     topics.down(CHANNEL, "jl.cc"), f"from {name}".encode(), qos=1
                 )
