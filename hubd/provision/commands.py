@@ -20,6 +20,7 @@ from hubd.provision.directory import (
     load_topology,
     read_directory,
 )
+from hubd.provision.identities import replica_identities
 from hubd.provision.keys import (
     ConfigOption,
     HubKeyOption,
@@ -172,6 +173,14 @@ def broker_config(
             "channel (nats-server 2.10 or later)"
         ),
     ] = Engine.MOSQUITTO,
+    hub_replicas: Annotated[
+        str | None,
+        typer.Option(
+            help="The hub's replicas, NAME,NAME (each as its replicas.name): a certificate of "
+            "its own for each, clients/<hub id>~NAME.pem|key, with the hub's permissions. "
+            "Give it again on every rerun: without it the replicas leave the ACL"
+        ),
+    ] = None,
 ) -> None:
     """Write Mosquitto 2.x configuration, ACL, CA and certificates from the topology, or
     with --engine nats a 3-node NATS cluster's configuration per channel."""
@@ -187,6 +196,8 @@ def broker_config(
     try:
         topo = load_topology(topology)
         chosen = tuple(channel or [c.id for c in topo.channels])
+        replicas = replica_names(hub_replicas)
+        replica_identities(topo.hub.id, replicas)  # every name checked before writing
         if engine is Engine.NATS:
             _nats_clusters(
                 topo,
@@ -198,6 +209,7 @@ def broker_config(
                 days=days,
                 install=install,
                 renew=renew,
+                replicas=replicas,
             )
             return
         groups = [chosen] if shared else [(c,) for c in chosen]
@@ -226,6 +238,7 @@ def broker_config(
                 install=install,
                 broker_user=broker_user or None,
                 renew=renew,
+                replicas=replicas,
             )
             typer.echo(
                 f"{issued.folder}: broker for {', '.join(group)} at {listener.host}:"
@@ -238,6 +251,29 @@ def broker_config(
         "Copy each broker/ folder to its broker host, clients/<id>.pem|key and ca.pem to each "
         "organisation (and the hub); keep ca.key with the operator (docs/operations.md)."
     )
+    _replicas_told(topo.hub.id, replicas)
+
+
+def _replicas_told(hub_id: str, replicas: tuple[str, ...]) -> None:
+    for name, identity in zip(replicas, replica_identities(hub_id, replicas), strict=True):
+        typer.echo(
+            f"Hub replica {name}: clients/{identity}.pem|key and ca.pem go to its host, named "
+            "by cert/key in its [channels.X] (the comments of each broker's configuration)."
+        )
+
+
+def replica_names(given: str | None) -> tuple[str, ...]:
+    """The names of ``--hub-replicas NAME,NAME`` (none without it); each is checked by
+    :func:`replica_identities`."""
+    if given is None:
+        return ()
+    names = tuple(name.strip() for name in given.split(","))
+    if not all(names):
+        raise ValueError(
+            f"--hub-replicas {given!r:.80} 中有空的副本名 / --hub-replicas {given!r:.80} has "
+            "an empty name; write the replicas' names separated by commas, e.g. a,b"
+        )
+    return names
 
 
 def _nats_clusters(
@@ -251,6 +287,7 @@ def _nats_clusters(
     days: int,
     install: Path | None,
     renew: bool,
+    replicas: tuple[str, ...],
 ) -> None:
     """``broker-config --engine nats``: a 3-node cluster for each channel."""
     if shared:
@@ -262,7 +299,14 @@ def _nats_clusters(
     clusters = [(c, natsconf.nodes_for(hosts, c, binds)) for c in channels]
     for channel, nodes in clusters:
         issued = natsconf.write_nats_cluster(
-            topology, channel, out, nodes, days=days, install=install, renew=renew
+            topology,
+            channel,
+            out,
+            nodes,
+            days=days,
+            install=install,
+            renew=renew,
+            replicas=replicas,
         )
         where = ", ".join(f"{n.host}:{n.port}" for n in nodes)
         typer.echo(
@@ -275,3 +319,4 @@ def _nats_clusters(
         "'nats-server -c nodeN/nats.conf'; clients/<id>.pem|key and ca.pem go to each "
         "organisation (and the hub); keep ca.key with the operator (docs/operations.md)."
     )
+    _replicas_told(topology.hub.id, replicas)

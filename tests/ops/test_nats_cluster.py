@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -44,6 +45,7 @@ from tests.world import REPO
 TOPOLOGY = REPO / "config" / "topology.toml"
 CHANNEL = "govnet"
 WITHIN = 20.0
+REPLICAS = ("a", "b")  # hub replicas (--hub-replicas a,b): a user of its own each
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,8 @@ def topology() -> Topology:
 
 @pytest.fixture(scope="module")
 def cluster(topology: Topology, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
-    nats = NatsCluster(topology, CHANNEL, tmp_path_factory.mktemp("nats")).start()
+    folder = tmp_path_factory.mktemp("nats")
+    nats = NatsCluster(topology, CHANNEL, folder, replicas=REPLICAS).start()
     try:
         yield nats
     finally:
@@ -78,6 +81,10 @@ def client_id(name: str) -> str:
     """A client id NATS takes: no '.' (nor ' ', '*', '>'). Organisation ids are labels of
     [a-z0-9-] joined by dots, so '.' -> '_' keeps every id distinct."""
     return name.replace(".", "_")
+
+
+def _any(messages: list[tuple[str, bytes]]) -> list[tuple[str, bytes]] | None:
+    return messages or None
 
 
 async def collect(client: aiomqtt.Client, into: list[tuple[str, bytes]]) -> None:
@@ -111,6 +118,25 @@ def test_permissions_are_the_mosquitto_acl_written_on_subjects(topology: Topolog
         "xchg.v1.govnet.up.jl//cc",
         "xchg.v1.govnet.presence.jl//cc",
     ]
+
+
+def test_each_hub_replica_is_a_user_of_its_own_with_the_hubs_permissions(
+    topology: Topology, tmp_path: Path
+) -> None:
+    granted = permissions(topology, CHANNEL, ("jl.hub~a", "jl.hub~b"))
+    assert granted["jl.hub~a"] == granted["jl.hub~b"] == granted["jl.hub"]
+    assert {k: v for k, v in granted.items() if "~" not in k} == permissions(topology, CHANNEL)
+
+    issued = write_nats_cluster(
+        topology, CHANNEL, tmp_path, nodes_for([], CHANNEL), replicas=REPLICAS
+    )
+
+    assert issued.replicas == ("jl.hub~a", "jl.hub~b")
+    for index in range(3):
+        conf = issued.conf(index).read_text()
+        assert 'user: "CN=jl.hub~a,O=govxchg"' in conf
+        assert '#   [replicas] name = "b": cert = ".../clients/jl.hub~b.pem"' in conf
+    assert issued.cert("jl.hub~b").exists()
 
 
 def test_each_node_routes_to_the_other_two_with_tls_and_its_own_store(
@@ -301,6 +327,44 @@ async def test_a_spoke_cannot_read_another_orgs_down_topic(cluster: NatsCluster)
     assert seen == [
         (topics.down(CHANNEL, "jl.cc"), b"for jl.cc"),
         (topics.down(CHANNEL, "jl.cc"), b"again"),
+    ]
+
+
+async def test_two_hub_replicas_on_two_nodes_each_read_up_and_write_down_at_once(
+    cluster: NatsCluster, topology: Topology
+) -> None:
+    heard: dict[str, list[tuple[str, bytes]]] = {"a": [], "b": [], "spoke": []}
+    async with contextlib.AsyncExitStack() as stack:
+        readers: dict[str, asyncio.Task[None]] = {}
+        replicas: dict[str, aiomqtt.Client] = {}
+        for node, name in enumerate(REPLICAS):
+            identity = f"{topology.hub.id}~{name}"
+            client = await stack.enter_async_context(connected(cluster, node, identity, name=name))
+            granted = await client.subscribe(topics.hub_subscriptions(CHANNEL)[0], qos=1)
+            assert [_code(c) for c in granted] == [1]  # QoS 1, not the failure code
+            readers[name] = asyncio.create_task(collect(client, heard[name]))
+            replicas[name] = client
+        spoke = await stack.enter_async_context(connected(cluster, 2, "jl.cc", name="r"))
+        await spoke.subscribe(topics.down(CHANNEL, "jl.cc"), qos=1)
+        readers["spoke"] = asyncio.create_task(collect(spoke, heard["spoke"]))
+        try:
+            await spoke.publish(topics.up(CHANNEL, "jl.cc"), b"to both replicas", qos=1)
+            for name, messages in (("a", heard["a"]), ("b", heard["b"])):
+                await eventually(functools.partial(_any, messages), f"up on {name}", within=WITHIN)
+                await replicas[name].publish(
+                    topics.down(CHANNEL, "jl.cc"), f"from {name}".encode(), qos=1
+                )
+            await eventually(
+                lambda: len(heard["spoke"]) == 2 or None, "down from both", within=WITHIN
+            )
+            assert not any(task.done() for task in readers.values())  # nobody disconnected
+        finally:
+            for task in readers.values():
+                task.cancel()
+    assert heard["a"] == heard["b"] == [(topics.up(CHANNEL, "jl.cc"), b"to both replicas")]
+    assert sorted(heard["spoke"]) == [
+        (topics.down(CHANNEL, "jl.cc"), b"from a"),
+        (topics.down(CHANNEL, "jl.cc"), b"from b"),
     ]
 
 
