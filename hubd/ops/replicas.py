@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, inspect, select
 
-from hubd.core.leases import bucket_of
+from hubd.core.leases import BUCKETS, bucket_of
 from hubd.store import tables as t
 from hubd.store.leases import FOREVER, LeaseRow, Ownership, ReplicaRow, read_ownership
 from schemas.clock import duration_text
@@ -82,7 +82,7 @@ def replica_status(
             if r.expires_at - r.seen_at < FOREVER // 2
         ),
     ]
-    buckets = len(own.leases)
+    buckets = len(own.leases) or BUCKETS  # rows are seeded before a replica joins
     orgs: dict[str | None, list[str]] = {}
     holder_of = {x.bucket: x.holder for x in own.leases}
     for org in () if directory is None else directory.orgs:
@@ -135,7 +135,7 @@ class ReplicaStatus:
 
     @property
     def stranded_orgs(self) -> tuple[str, ...]:
-        buckets = len(self.ownership.leases)
+        buckets = len(self.ownership.leases) or BUCKETS
         stranded = set(self.stranded)
         return tuple(o for o in self.orgs.get(None, ()) if bucket_of(o, buckets) in stranded)
 
