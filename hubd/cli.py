@@ -21,6 +21,7 @@ from hubd.engine.trustwatch import warnings_for
 from hubd.ops import contact as opscontact
 from hubd.ops import find as opsfind
 from hubd.ops import query as opsquery
+from hubd.ops import replicas as opsreplicas
 from hubd.ops import route, trace
 from hubd.ops import view as opsview
 from hubd.ops import waiting as opswaiting
@@ -210,7 +211,7 @@ OrgArgument = Annotated[
 ]
 
 
-def _ask(url: str, question: Callable[[opsquery.Read], Awaitable[T]]) -> T:
+def _ask(url: str, question: Callable[[opsquery.Reader], Awaitable[T]]) -> T:
     """Open the store at ``url`` read-only, ask, close. Raises StoreError."""
 
     async def run() -> T:
@@ -305,8 +306,14 @@ def status_command(
     expiring, unchecked = warnings_for(settings, directory.directory, now=now)
     warnings = opsquery.Warnings(expiring, tuple(unchecked))
 
-    async def question(read: opsquery.Read) -> opsquery.Status:
+    async def question(read: opsquery.Reader) -> opsquery.Status:
         size = await opsquery.store_size(read, url, settings.spool_dir())
+        replicas = opsreplicas.replica_status(
+            await read.sync(opsreplicas.read_leases),
+            directory=directory.directory,
+            enabled=settings.replicas.enabled,
+            lease_ms=round(settings.replicas.lease * 1000),
+        )
         return await opsquery.status(
             read,
             now=now,
@@ -315,6 +322,7 @@ def status_command(
             presence=presence,
             hub=contact,
             warnings=warnings,
+            replicas=replicas,
         )
 
     try:

@@ -22,15 +22,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, func, select, text
+from sqlalchemy import ColumnElement, Connection, Select, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hubd.core.states import DeliveryState
 from hubd.ops.contact import HubContact, Presence, SpokePresence
 from hubd.ops.redeliver import Candidate, Refusal, refusal
+from hubd.ops.replicas import ReplicaStatus
 from hubd.store import tables as t
 from hubd.store.connections import engine_for, read_only_url
 from schemas.directory import Directory
@@ -40,6 +42,7 @@ from schemas.ids import msg_id_text
 from schemas.labels import Classification, Precedence
 
 Read = Callable[[Any], Awaitable[Sequence[Any]]]  # a statement -> its rows (Store.read too)
+T = TypeVar("T")
 
 AWAITING = (DeliveryState.PENDING.value, DeliveryState.SENT.value)  # still the hub's job
 GONE = (DeliveryState.DEAD.value, DeliveryState.EXPIRED.value)  # dead letters
@@ -55,9 +58,23 @@ PRECEDENCE_OF_RANK = {p.rank: p for p in Precedence}
 # ------------------------------------------------------------------ the connection
 
 
+class Reader:
+    """A :data:`Read` on one connection that also runs a function of a synchronous
+    connection on it, in the same snapshot (``sync``, as ``Store.read_sync``)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def __call__(self, statement: Any) -> Sequence[Any]:
+        return (await self._conn.execute(statement)).all()
+
+    async def sync(self, fn: Callable[[Connection], T]) -> T:
+        return await self._conn.run_sync(fn)
+
+
 @contextlib.asynccontextmanager
-async def reading(url: str) -> AsyncIterator[Read]:
-    """A :data:`Read` over a read-only connection to the store at ``url``.
+async def reading(url: str) -> AsyncIterator[Reader]:
+    """A :class:`Reader` over a read-only connection to the store at ``url``.
 
     Raises StoreError (with a sentence) if the store is missing or cannot be read. Every
     query of one ``reading`` sees the same snapshot: one read transaction (SQLite), or a
@@ -72,11 +89,7 @@ async def reading(url: str) -> AsyncIterator[Read]:
                 )
             else:  # the driver begins only before writes; a read transaction is one snapshot
                 await conn.exec_driver_sql("BEGIN")
-
-            async def read(statement: Any) -> Sequence[Any]:
-                return (await conn.execute(statement)).all()
-
-            yield read
+            yield Reader(conn)
     except (SQLAlchemyError, OSError) as exc:
         cause = getattr(exc, "orig", None) or exc
         raise StoreError(
@@ -392,6 +405,7 @@ class Status:
     presence_note: str | None  # why presence is unknown; None when it is known
     hub: HubContact | None = None  # None: the hub was not asked
     warnings: Warnings = field(default_factory=lambda: Warnings((), ()))
+    replicas: ReplicaStatus | None = None  # None: a lone hub (hubd.ops.replicas)
 
     @property
     def pending_total(self) -> int:
@@ -416,6 +430,7 @@ class Status:
             "hub": None if self.hub is None else self.hub.as_json(),
             "spokes": [s.as_json() for s in self.spokes],
             "warnings": self.warnings.as_json(),
+            "replicas": None if self.replicas is None else self.replicas.as_json(),
         }
 
 
@@ -428,10 +443,12 @@ async def status(
     presence: Presence | None = None,
     hub: HubContact | None = None,
     warnings: Warnings | None = None,
+    replicas: ReplicaStatus | None = None,
 ) -> Status:
     """The hub at a glance. ``presence`` is the running hub's answer; without it, presence
     is unknown and ``hub`` says why the hub did not give one. ``warnings``: what expires
-    soon, judged by the caller (it reads certificate files)."""
+    soon, judged by the caller (it reads certificate files). ``replicas``: who owns what
+    (:func:`hubd.ops.replicas.replica_status`), None for a lone hub."""
     d = t.deliveries
     states = {s.value: 0 for s in DeliveryState}
     for state, count in await read(select(d.c.state, func.count()).group_by(d.c.state)):
@@ -471,6 +488,7 @@ async def status(
         presence_note=None if presence is not None else _unknown_because(hub),
         hub=hub,
         warnings=warnings or Warnings((), ()),
+        replicas=replicas,
     )
 
 

@@ -13,6 +13,7 @@ from hubd.core.states import MessageState
 from hubd.ops.contact import BrokerState, SpokePresence
 from hubd.ops.find import Findings, Found, Search
 from hubd.ops.query import Delivery, Listing, Spoke, Status
+from hubd.ops.replicas import render_replicas
 from hubd.ops.trace import Step, Trace
 from hubd.ops.waiting import Queue
 from hubd.provision.directory import awaiting_lines
@@ -65,6 +66,7 @@ def render_status(s: Status) -> str:
     if s.pending:
         lines += ["", "pending by recipient and precedence (sent: published, not yet confirmed):"]
         lines.append(_pending_table(s))
+    lines += render_replicas(s.replicas)  # nothing for a lone hub
     if s.spokes:
         lines += ["", "spokes:", _spokes_table(s.spokes, s.at)]
     elif s.directory.directory is None:
