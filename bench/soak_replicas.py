@@ -113,6 +113,13 @@ async def faults(soak: Soak, checker: Checker, args: argparse.Namespace, end: fl
         else:
             record = await soak.kill_node(int(target), checker)
         print(json.dumps(record, ensure_ascii=False), file=sys.stderr, flush=True)
+        if record.get("restarted") is False:
+            print(
+                f"replica {target} refused every restart: no more faults; draining",
+                file=sys.stderr,
+                flush=True,
+            )
+            return
 
 
 async def run(args: argparse.Namespace, folder: Path, db_url: str) -> dict[str, Any]:
@@ -171,6 +178,9 @@ async def run(args: argparse.Namespace, folder: Path, db_url: str) -> dict[str, 
 def failed(report: dict[str, Any]) -> list[str]:
     counts = report["counts"]
     problems = [f"{k} {counts[k]}" for k in ("lost", "duplicated", "misrouted") if counts[k]]
+    down = [f["replica"] for f in report["faults"] if f.get("restarted") is False]
+    if down:
+        problems.append(f"replica {', '.join(down)} refused every restart")
     for kind, figures in report["takeover"].items():
         if figures["not_taken_over"]:
             problems.append(f"{kind}: {figures['not_taken_over']} never taken over")

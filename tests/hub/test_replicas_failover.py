@@ -58,6 +58,7 @@ async def test_no_document_is_lost_doubled_or_misrouted_when_a_replica_is_killed
         # a replica killed under load starts again at once (its peer goes on appending to
         # the ledger meanwhile)
         assert killed["refused"] == []
+        assert killed["restarted"]
         assert killed["takeover_s"] is not None
         assert paused["takeover_s"] is not None
         assert soak.hub_errors() == {"a": [], "b": []}
