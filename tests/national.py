@@ -77,6 +77,7 @@ class PageHub:
     disk: None = None
     checkpoints: None = None
     ledger_desk: None = None
+    replicas: None = None
 
     def broker_links(self) -> list[Any]:
         return []

@@ -51,7 +51,7 @@ from hubd.store.writes import Operation, RecordReceipts
 from schemas import topics, transport
 from schemas.directory import Directory
 from schemas.envelope import VerifiedEnvelope, verify_envelope
-from schemas.errors import PeerError, XchgError
+from schemas.errors import PeerError, StoreError, XchgError
 
 log = structlog.get_logger("hubd.ingest")
 
@@ -306,6 +306,8 @@ class Ingest:
                 # Nothing was answered: each sender resends what it holds no receipt for.
                 if isinstance(exc, LeaseLostError):  # to the replica that owns it now
                     log.warning("message.owner_moved", operations=len(ops), error=str(exc))
+                elif isinstance(exc, StoreError):  # the store logged why, once
+                    log.error("message.not_stored", operations=len(ops), error=str(exc)[:300])
                 else:
                     log.exception("message.failed", operations=len(ops))
                 refused = [(op, done) for op, done in zip(ops, then, strict=True)

@@ -287,7 +287,14 @@ class Store:
             )
             error = StoreError(f"the store refused a write: {exc!r}", retriable=retriable)
             self._last_commit_failed = True
-            log.exception("store.write_failed", operations=len(ops))
+            if self.shared and isinstance(exc, DBAPIError) and exc.connection_invalidated:
+                log.warning(  # expected after a freeze: one line, no traceback
+                    "store.session_ended",
+                    operations=len(ops),
+                    error=sharedstore.IDLE_ENDED_TEXT,
+                )
+            else:
+                log.exception("store.write_failed", operations=len(ops))
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(error)

@@ -37,6 +37,12 @@ WRITERS_LOCK: Final = 0x676F7678_6C656467  # "govxledg": one writer at a time on
 # more than milliseconds.
 IDLE_IN_COMMIT_MS: Final = 2_000
 SESSION: Final = {"idle_in_transaction_session_timeout": str(IDLE_IN_COMMIT_MS)}
+IDLE_ENDED_TEXT: Final = (
+    "数据库结束了本副本的会话（提交中途停顿超过 2 秒，或数据库重启），本次写入已回滚，"
+    "发送方将重发 / the database ended this replica's session (it stood still in the middle "
+    "of a commit for longer than 2 s, or the database restarted): the write was rolled back "
+    "and its senders send again; the next commit opens a new session"
+)
 JOBS_CHANNEL: Final = "govxchg_jobs"
 _NOTIFY_IDS: Final = 200  # 32 hex characters each: well under NOTIFY's 8,000-byte payload
 

@@ -33,6 +33,7 @@ from hubd.engine.diskwatch import DiskWatch
 from hubd.engine.dispatch import Dispatcher
 from hubd.engine.intake import Ingest
 from hubd.engine.ledgerdesk import LedgerDesk
+from hubd.engine.replicas import Replicas
 from hubd.store.db import Store
 from runtime.link import Link
 from schemas.directory import Directory
@@ -97,6 +98,9 @@ class HubView(Protocol):
     @property
     def ledger_desk(self) -> LedgerDesk | None: ...
 
+    @property
+    def replicas(self) -> Replicas | None: ...
+
     def broker_links(self) -> list[Link]: ...
 
 
@@ -121,6 +125,36 @@ class HubCollector(Collector):
         yield from self._directory()
         yield from self._disk()
         yield from self._ledger()
+        yield from self._replicas()
+
+    def _replicas(self) -> Iterator[Metric]:
+        """Only on a replica ([replicas] enabled): a lone hub's scrape is unchanged."""
+        replicas, ingest = self._view.replicas, self._view.ingest
+        if replicas is None:
+            return
+        yield GaugeMetricFamily(
+            "govxchg_replica_buckets",
+            "Lease buckets this replica holds now (of 256): it takes in what their "
+            "organisations send and delivers to them.",
+            value=len(replicas.keeper.held),
+        )
+        yield GaugeMetricFamily(
+            "govxchg_replica_leading",
+            "1 while this replica holds bucket 0: it signs the ledger's checkpoints and purges.",
+            value=1 if replicas.leading() else 0,
+        )
+        yield CounterMetricFamily(
+            "govxchg_replica_left_to_owner",
+            "Messages on up topics this replica read and left to the replica that owns "
+            "their sender.",
+            value=0 if ingest is None else ingest.not_ours,
+        )
+        yield CounterMetricFamily(
+            "govxchg_replica_handed_over",
+            "Deliveries this replica loaded from the store because another replica accepted "
+            "the message, or because it gained the recipient's bucket.",
+            value=replicas.handed_over,
+        )
 
     def _ledger(self) -> Iterator[Metric]:
         store, checkpoints, desk = self._view.store, self._view.checkpoints, self._view.ledger_desk

@@ -26,6 +26,7 @@ import pytest
 from hubd.ops.ledgeraudit import verify_store_ledger
 from schemas.directory import Directory
 from tests.hubproc import HubProcess, Mosquitto, live_directory
+from tests.ops.test_metrics import scrape, value
 from tests.spoke.procs import FAST_HUB, SpokeProcess, eventually
 from tests.world import World
 
@@ -144,6 +145,17 @@ def replica(
     )
 
 
+async def metrics_say_they_share(*hubs: HubProcess) -> None:
+    """/metrics of each: their buckets add up to 256, one leads; each left the other's
+    organisations' messages to it, and deliveries the other accepted were handed over."""
+    scraped = [await scrape(hub) for hub in hubs]
+    assert sum(value(m, "govxchg_replica_buckets") for m in scraped) == 256
+    assert sorted(value(m, "govxchg_replica_leading") for m in scraped) == [0, 1]
+    for m in scraped:
+        assert value(m, "govxchg_replica_left_to_owner_total") > 0
+    assert sum(value(m, "govxchg_replica_handed_over_total") for m in scraped) > 0
+
+
 async def test_two_replicas_share_the_work_and_take_over_from_a_dead_or_paused_one(
     world: World, tmp_path: Path, pg_url: str, broker: Mosquitto
 ) -> None:
@@ -169,6 +181,8 @@ async def test_two_replicas_share_the_work_and_take_over_from_a_dead_or_paused_o
         by_a, by_b = accepted_by(a), accepted_by(b)
         assert by_a | by_b == set(ORGS)
         assert not by_a & by_b, "an organisation's documents taken in by both replicas"
+
+        await metrics_say_they_share(a, b)
 
         # 2. kill -9 of a: b takes every bucket over, and documents flow again
         a.kill9()

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import pytest
+import structlog.testing
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
@@ -28,6 +29,7 @@ from hubd.store.leasekeeper import LeaseKeeper
 from hubd.store.leases import Fence, LeaseLostError, read_ownership
 from hubd.store.shared import JOBS_CHANNEL, WRITERS_LOCK
 from hubd.store.writes import Announce, AppendAudit, Operation, QueueReceipts
+from schemas.errors import StoreError
 from schemas.ids import msg_id_text
 from tests.hub.test_store import NOW, msg_id, new_message
 
@@ -182,3 +184,18 @@ async def test_a_replica_frozen_inside_a_commit_holds_the_others_up_for_seconds_
     finally:
         with contextlib.suppress(DBAPIError):
             await frozen.close()
+
+
+async def test_a_replicas_session_ended_by_the_database_is_one_warning_and_the_next_commit_lands(
+    replicas: list[Store],
+) -> None:
+    store, other = replicas[0], replicas[1]
+    await store.submit(queue("jl.gov", 1))
+    await other.read(select(func.pg_terminate_backend(store.backend_pid)))
+    with structlog.testing.capture_logs() as logs:
+        with pytest.raises(StoreError):
+            await store.submit(queue("jl.gov", 2))
+        assert await store.submit(queue("jl.gov", 3)) == 2  # a new session, the same numbering
+    assert [(e["event"], e["log_level"]) for e in logs] == [("store.session_ended", "warning")]
+    assert "the write was rolled back" in logs[0]["error"]
+    assert store.writable
