@@ -32,10 +32,11 @@ from hubd.engine.brokerwatch import BrokerWatch
 from hubd.engine.checkpoints import RESTORED_HINT, Checkpointer, LedgerCheckError, Policy
 from hubd.engine.dirdesk import DirectoryDesk
 from hubd.engine.diskwatch import DiskWatch
-from hubd.engine.dispatch import Dispatcher, DispatchSettings
+from hubd.engine.dispatch import Dispatcher
 from hubd.engine.intake import Ingest
 from hubd.engine.issuer import ReceiptIssuer
 from hubd.engine.jobrows import job_query, jobs_from_rows
+from hubd.engine.jobs import DispatchSettings
 from hubd.engine.ledgerdesk import LedgerDesk
 from hubd.engine.retention import Retention
 from hubd.engine.sdnotify import Notifier
@@ -44,7 +45,7 @@ from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
 from hubd.store.ledger import LedgerGapError
-from hubd.store.lock import HubLock, LockHeldError
+from hubd.store.lock import hold_state_lock
 from hubd.store.sharedspool import spool_for
 from hubd.store.spool import BodySpool
 from hubd.store.writes import AppendAudit
@@ -312,7 +313,8 @@ class Hub:
         # 0750: the store holds documents and the admin socket lives here by default
         config.hub.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         async with AsyncExitStack() as stack:
-            stack.callback((await self._state_lock()).release)  # first: one hub per folder
+            # first: one hub per folder (a hubctl writing a stopped hub's store waits)
+            stack.callback((await hold_state_lock(config.lock_file())).release)
             if config.metrics.enabled:  # first: /healthz says 503 while the rest starts
                 if config.metrics.status_page:
                     self.status_page = StatusPage(
@@ -435,7 +437,9 @@ class Hub:
         except LedgerGapError as exc:
             raise LedgerCheckError(f"{exc}; {RESTORED_HINT}") from exc
         if replicated:
-            self.replicas = await replicas.join(stack, self.config.replicas, store)
+            self.replicas = await replicas.join(
+                stack, self.config.replicas, store, self.broker_links
+            )
         return store
 
     def _replica_tag(self) -> tuple[str, ...]:
@@ -557,24 +561,6 @@ class Hub:
         for job in jobs_from_rows(rows):
             dispatcher.add(job)
         return len(rows)
-
-    async def _state_lock(self, wait: float = 10.0) -> HubLock:
-        """The state folder's lock (hubd.store.lock), waiting ``wait`` s for a hubctl that
-        holds it while it writes the store of a stopped hub."""
-        lock = HubLock(self.config.lock_file())
-        deadline = asyncio.get_running_loop().time() + wait
-        while True:
-            try:
-                lock.acquire()
-            except LockHeldError as exc:
-                if asyncio.get_running_loop().time() >= deadline:
-                    raise ConfigError(
-                        "hub configuration",
-                        [("hub.state_dir", f"{exc}; stop the other hub, or give this one its own")],
-                    ) from exc
-                await asyncio.sleep(0.2)  # a hubctl holds it for one short transaction
-                continue
-            return lock
 
     def _spooled_envelope(self, frame: bytes, org: str, slots: bytes | None) -> VerifiedEnvelope:
         return verify_envelope(frame, self.directory(), expected_sender=org, slots=slots)

@@ -138,6 +138,17 @@ def _latest_two(conn: Connection) -> tuple[StoredCheckpoint | None, StoredCheckp
     return (found[0] if found else None), (found[1] if len(found) > 1 else None)
 
 
+def _size_and_latest(conn: Connection) -> tuple[int, StoredCheckpoint | None]:
+    return ledgerstore.ledger_size(conn), ledgerstore.latest_checkpoint(conn)
+
+
+def _stored_of_size(conn: Connection, signed: StoredCheckpoint) -> StoredCheckpoint:
+    """The checkpoint the store keeps for ``signed``'s size (the first signed of it)."""
+    c = t.ledger_checkpoints.c
+    row = conn.execute(select(t.ledger_checkpoints).where(c.size == signed.size)).first()
+    return signed if row is None else ledgerstore.checkpoint_of_row(row)
+
+
 def _tree_now(conn: Connection) -> tuple[int, bytes, StoredCheckpoint | None]:
     """The committed tree's size and root, and the latest checkpoint (shared stores)."""
     size = ledgerstore.ledger_size(conn)
@@ -186,8 +197,11 @@ class Checkpointer:
         self.latest = latest
         if not self._policy.enabled:
             return
-        if latest is None or size > latest.size:
+        leads = self.leading is None or self.leading()  # replicas: the leader signs
+        if (latest is None or size > latest.size) and leads:
             await self.sign()
+        elif latest is None:
+            return
         else:
             await self._announce(latest, previous)
 
@@ -201,9 +215,10 @@ class Checkpointer:
                     await stop.wait()
             if self.leading is not None and not self.leading():
                 continue
-            if self._store.shared:  # the tree grows on every replica
-                self.latest = (await self._store.read_sync(_latest_two))[0]
-            if due(self._policy, self.latest, self._store.ledger[0], self._clock()):
+            size = self._store.ledger[0]
+            if self._store.shared:  # the tree grows on every replica: as the store has it
+                size, self.latest = await self._store.read_sync(_size_and_latest)
+            if due(self._policy, self.latest, size, self._clock()):
                 try:
                     await self.sign()
                 except StoreError as exc:  # tried again at the next tick
@@ -236,6 +251,8 @@ class Checkpointer:
             frame = sign_checkpoint(Checkpoint(self._hub_id, size, root, at), self._key)
             stored = StoredCheckpoint(size, root, at, self._key.kid, frame)
             await self._store.submit(SaveCheckpoint(stored))
+            if self._store.shared:  # another replica may have signed this size first: its
+                stored = await self._store.read_sync(_stored_of_size, stored)  # is the one kept
             self.latest = stored
             log.debug("ledger.checkpoint", size=size, at=at)
             if self._policy.enabled:

@@ -22,8 +22,9 @@ import structlog
 from hubd.core.admit import Admit, Facts, Path, Quarantine, Refuse, Stored, admit
 from hubd.engine.answers import Answers
 from hubd.engine.arrival import Arrival, Slow, Step
-from hubd.engine.dispatch import Payload, Publish
+from hubd.engine.dispatch import Publish
 from hubd.engine.envelopes import Envelopes
+from hubd.engine.jobs import Payload
 from hubd.store.bodyref import BodyRef
 from hubd.store.spool import BodySpool, Transfer, TransferMovedError
 from schemas import transport

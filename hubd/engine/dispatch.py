@@ -41,23 +41,18 @@ import structlog
 from hubd.core.states import DeliveryState, Event, next_state
 from hubd.core.timers import (
     RETRY_JITTER,
-    SETTLING_LIMIT_MS,
-    SETTLING_RECHECK_MS,
     Expire,
     GiveUp,
-    Phase,
     PhaseEvent,
     Retry,
     Stale,
-    TimerJob,
     TimerKind,
-    TimerSettings,
     Wait,
     Wake,
-    next_phase,
     on_timer,
     retry_delay_ms,
 )
+from hubd.engine.jobs import DispatchSettings, Job, Key
 from hubd.engine.presencebook import PresenceBook
 from hubd.engine.storedchunks import StoredChunks
 from hubd.store.audit import AuditEvent
@@ -76,57 +71,9 @@ log = structlog.get_logger("hubd.dispatch")
 # (channel, org, payload): hands the payload to the connection at once (in call order) and
 # returns a future of the broker's PUBACK (False: not connected, or no ack in time).
 Publish = Callable[[str, str, bytes], "asyncio.Future[bool]"]
-Key = tuple[bytes, str]  # (msg_id, recipient)
 Clock = Callable[[], int]  # milliseconds since the Unix epoch (runtime.clock.now_ms)
+NOT_MINE_MS = 1_000  # replicas: a job whose lease ran out by the local clock, looked at again
 FLUSH_INTERVAL = 0.05  # seconds between batched state writes (SENT is nobody's promise)
-
-
-@dataclass(slots=True)
-class Payload:
-    """What is published for one message: the frame, and the body inline, on disk, or
-    in the store (replicas: hubd.store.sharedspool)."""
-
-    frame: bytes
-    body: bytes | None
-    body_path: Path | StoredBody | None
-    body_size: int
-
-
-@dataclass(slots=True)
-class Job:
-    """One message on its way to one recipient."""
-
-    msg_id: bytes
-    recipient: str
-    channel: str
-    precedence: Precedence
-    classification: Classification
-    sender: str
-    origin: str  # the channel it arrived on: receipts go back there
-    expires_at: int | None
-    payload: Payload
-    state: DeliveryState = DeliveryState.PENDING
-    attempts: int = 0
-    offset: int = -1  # chunked bodies: next body offset to send; -1 = the head first
-    accepted_at: int = 0
-    part: bytes | None = None  # a large group's envelope: this recipient's slot and proof
-    # Queued (in the ready heap or being published: never twice at once) and settling (a
-    # receipt closing it is being stored: expiry and giving up wait for the store's answer,
-    # so the sender never hears EXPIRED and DELIVERED): hubd.core.timers.Phase.
-    phase: Phase = Phase.IDLE
-    receipts_storing: int = 0  # receipt batches closing it that the store has not answered
-    settling_since: int = 0  # when the first of them was handed over
-
-    @property
-    def key(self) -> Key:
-        return (self.msg_id, self.recipient)
-
-    def timing(self) -> TimerJob:
-        """What the timer policy reads of this job."""
-        return TimerJob(self.state, self.phase, self.attempts, self.settling_since)
-
-    def move(self, event: PhaseEvent) -> None:
-        self.phase = next_phase(self.phase, event)
 
 
 @dataclass(order=True, slots=True)
@@ -135,24 +82,6 @@ class _Timer:
     seq: int
     key: Key = field(compare=False)
     kind: TimerKind = field(compare=False)
-
-
-@dataclass(slots=True)
-class DispatchSettings:
-    retry_initial: float = 10.0
-    retry_max: float = 300.0
-    max_attempts: int = 30
-    window: int = 256
-
-    def timers(self) -> TimerSettings:
-        """The timer policy's settings."""
-        return TimerSettings(
-            max_attempts=self.max_attempts,
-            retry_initial_ms=round(self.retry_initial * 1000),
-            retry_max_ms=round(self.retry_max * 1000),
-            settling_recheck_ms=SETTLING_RECHECK_MS,
-            settling_limit_ms=SETTLING_LIMIT_MS,
-        )
 
 
 Outcome = Callable[[Job, DeliveryState, int], None]  # (job, final state, now) -> receipts
@@ -209,6 +138,12 @@ class Dispatcher:
         if job.expires_at is not None:
             self._timer(job.expires_at, job.key, TimerKind.EXPIRE)
         self._route(job)
+
+    def _mine(self, job: Job) -> bool:
+        """Whether this hub may still act on ``job``: a replica whose lease on the recipient
+        ran out (by its own clock, before its next lease round drops the job) neither
+        publishes, retries, expires nor gives up on it: the new owner does."""
+        return self.owns is None or self.owns(job.recipient)
 
     def drop(self, gone: Callable[[str], bool]) -> int:
         """Forget every delivery to a recipient for which ``gone`` says yes (another replica
@@ -376,6 +311,10 @@ class Dispatcher:
         while self._running and self._in_flight < window and self._ready:
             _, _, key, queued = heapq.heappop(self._ready)
             job = self._jobs.get(key)
+            if job is queued and job.state.awaiting and not self._mine(job):
+                job.move(PhaseEvent.RELEASE)
+                self._timer(self._clock() + NOT_MINE_MS, key, TimerKind.WAKE)
+                continue
             if job is not queued or not job.state.awaiting:
                 # gone, or closed while queued and redelivered since under the same key: the
                 # new job has an entry of its own (acting on it here would publish it twice)
@@ -501,6 +440,9 @@ class Dispatcher:
         job = self._jobs.get(timer.key)
         if job is None:
             return
+        if not self._mine(job):  # looked at again: dropped by then, or its lease renewed
+            self._timer(now + NOT_MINE_MS, job.key, timer.kind)
+            return
         decision = on_timer(job.timing(), timer.kind, now, self.timer_settings)
         match decision:
             case Stale():
@@ -588,6 +530,9 @@ class Dispatcher:
         try:
             await self._store.submit(UpdateDeliveries(list(updates.values()), audit))
         except StoreError as exc:
+            if self.owns is not None:  # replicas: a lost recipient's new owner goes on
+                updates = {k: u for k, u in updates.items() if self.owns(u.recipient)}
+                audit = [a for a in audit if a.org is None or self.owns(a.org)]
             # Keep them for the next flush (newer changes to the same delivery win) rather
             # than stop delivering: the store logged why; /healthz says it is failing.
             self._updates = {**updates, **self._updates}

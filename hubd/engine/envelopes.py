@@ -34,7 +34,8 @@ from hubd.core.admit import (
 from hubd.core.states import MessageState
 from hubd.engine.answers import Answers
 from hubd.engine.arrival import Arrival, Slow, Step
-from hubd.engine.dispatch import Dispatcher, Job, Payload
+from hubd.engine.dispatch import Dispatcher
+from hubd.engine.jobs import Job, Payload
 from hubd.engine.rows import Storing, new_message
 from hubd.store import rulefacts as rulecheck
 from hubd.store import tables as t

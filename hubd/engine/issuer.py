@@ -34,7 +34,8 @@ import structlog
 from sqlalchemy import and_, or_, select
 
 from hubd.core.states import DeliveryState
-from hubd.engine.dispatch import Job, Publish
+from hubd.engine.dispatch import Publish
+from hubd.engine.jobs import Job
 from hubd.store import tables as t
 from hubd.store.db import Store
 from hubd.store.writes import AdvanceNumbering, QueueReceipts

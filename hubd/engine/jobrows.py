@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, select
 
 from hubd.core.states import DeliveryState
-from hubd.engine.dispatch import Job, Payload
+from hubd.engine.jobs import Job, Payload
 from hubd.store import tables as t
 from hubd.store.bodyref import body_ref
 from schemas.labels import Classification, Precedence

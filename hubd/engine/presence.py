@@ -72,6 +72,9 @@ class Presence:
         key = (channel, org)
         if self._hello_at.get(key, 0) > online_at or self._offline_at.get(key, 0) > online_at:
             return  # it said hello (or went away) after it came online
+        owns = self._dispatcher.owns
+        if owns is not None and not owns(org):
+            return  # replicas: its hello goes to the replica that owns it, which asks
         log.info("spoke.hello_asked", org=org, channel=channel)
         self._send(channel, org, transport.encode(transport.AskHelloMsg()))
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import structlog
 from sqlalchemy import Connection, select, tuple_
@@ -35,10 +36,10 @@ from hubd.engine.jobrows import job_query, jobs_from_rows
 from hubd.store import tables as t
 from hubd.store.db import Store
 from hubd.store.leasekeeper import LeaseKeeper
-from hubd.store.leases import Fence, new_replica_id
+from hubd.store.leases import Fence, new_replica_id, read_ownership
 from hubd.store.shared import JOBS_CHANNEL
 from hubd.store.writes import NewMessage, Operation, RecordReceipts, UpdateDeliveries
-from schemas.errors import StoreError
+from schemas.errors import ConfigError, StoreError
 from schemas.ids import parse_msg_id
 
 log = structlog.get_logger("hubd.replicas")
@@ -47,6 +48,7 @@ LEADER_BUCKET: Final = 0  # its holder signs checkpoints and purges
 AWAITED: Final = (DeliveryState.PENDING.value, DeliveryState.SENT.value)
 LOAD_MAX: Final = 500  # deliveries read per statement
 RELISTEN_S: Final = 1.0  # after the listening connection failed
+SWEEP_S: Final = 60.0  # every owned bucket's awaited deliveries looked over again
 ON_EMBEDDED: Final = (
     "副本须连接外部代理，每个频道都应在 [channels] 中列出 / every channel of a replica must "
     "be on an external broker shared by all replicas: list each one under [channels]"
@@ -67,25 +69,95 @@ def _orgs(ops: Sequence[Operation]) -> set[str]:
     return orgs
 
 
-async def join(stack: AsyncExitStack, settings: ReplicaSettings, store: Store) -> Replicas:
+class BrokerConnection(Protocol):
+    """What :class:`Reach` reads of a broker link (runtime.link.Link)."""
+
+    @property
+    def connected(self) -> asyncio.Event: ...
+
+
+class Reach:
+    """Whether a replica can serve what it would own: it reaches a broker. Not before its
+    first connection (a starting replica takes nothing it cannot read yet); after that,
+    not once every connection has been down for longer than ``grace_s`` (a failover to
+    another node of a cluster takes a moment and moves nothing)."""
+
+    def __init__(
+        self,
+        links: Callable[[], Sequence[BrokerConnection]],
+        grace_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._links, self._grace, self._clock = links, grace_s, clock
+        self._reached = False
+        self._down_since: float | None = None
+
+    def __call__(self) -> bool:
+        now = self._clock()
+        if any(link.connected.is_set() for link in self._links()):
+            self._reached, self._down_since = True, None
+            return True
+        if not self._reached:
+            return False
+        if self._down_since is None:
+            self._down_since = now
+        return now - self._down_since < self._grace
+
+
+async def join(
+    stack: AsyncExitStack,
+    settings: ReplicaSettings,
+    store: Store,
+    links: Callable[[], Sequence[BrokerConnection]],
+) -> Replicas:
     """Join the replicas of ``store`` (leases released when ``stack`` closes, before the
-    store does) and fence this replica's writes as owner."""
+    store does) and fence this replica's writes as owner. It holds leases only while it
+    reaches a broker (``links``: its connections; :class:`Reach`)."""
     replicas: Replicas | None = None
 
     def changed(gained: frozenset[int], lost: frozenset[int]) -> None:
         if replicas is not None:
             replicas.changed(gained, lost)
 
+    me = new_replica_id(settings.name)
+    await _no_twin(store, me, settings)
     keeper = LeaseKeeper(
         store.engine,
-        replica=new_replica_id(settings.name),
+        replica=me,
         settings=LeaseSettings(int(settings.lease * 1000), int(settings.renew * 1000)),
         on_change=changed,
+        ready=Reach(links, settings.lease),
     )
     await stack.enter_async_context(keeper)
     replicas = Replicas(keeper, store)
     store.fence_for = replicas.fence_for
+    store.replica = keeper.replica
     return replicas
+
+
+def name_of(replica: str) -> str:
+    """The configured name in a replica id (``<name>-<pid>-<random>``)."""
+    return replica.rsplit("-", 2)[0]
+
+
+async def _no_twin(store: Store, me: str, settings: ReplicaSettings) -> None:
+    """Refuse to start beside a live replica of the same name: they would connect to the
+    brokers under one client id and take each other's connection over, for ever. A
+    predecessor killed a moment ago is waited for (its heartbeat runs out within a lease)."""
+    deadline = time.monotonic() + settings.lease + 2 * settings.renew
+    while True:
+        seen = await store.read_sync(read_ownership)
+        twins = [r for r in seen.replicas if r.live and name_of(r.id) == name_of(me)]
+        if not twins:
+            return
+        if time.monotonic() >= deadline:
+            where = ", ".join(f"{r.id} on {r.host} (pid {r.pid})" for r in twins)
+            why = (
+                f"另一个同名副本正在运行 / another live replica has the name {name_of(me)!r}: "
+                f"{where}; give each replica its own [replicas] name"
+            )
+            raise ConfigError("hub configuration", [("replicas.name", why)])
+        await asyncio.sleep(settings.renew)
 
 
 class Replicas:
@@ -98,7 +170,6 @@ class Replicas:
         self._wanted: set[bytes] = set()  # msg_ids announced and not yet loaded
         self._wake = asyncio.Event()
         self._gained: set[int] = set()
-        self._writer_pid: int | None = None
 
     def owns(self, org: str) -> bool:
         return self.keeper.owns(org)
@@ -126,7 +197,6 @@ class Replicas:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Listen for announced messages and load the deliveries this replica owns."""
-        self._writer_pid = self.store.backend_pid
         loader = asyncio.create_task(self._loader(stop), name="hubd.replicas.load")
         try:
             while not stop.is_set():
@@ -159,17 +229,22 @@ class Replicas:
                 with contextlib.suppress(Exception):
                     await driver.remove_listener(JOBS_CHANNEL, self._notified)
 
-    def _notified(self, _conn: object, pid: int, _channel: str, payload: str) -> None:
-        if pid == self._writer_pid:
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        sender, _, ids = payload.partition(" ")
+        if sender == self.keeper.replica:
             return  # our own commit: the ingest handed its deliveries over already
-        for text_id in payload.split(","):
+        for text_id in ids.split(","):
             with contextlib.suppress(ValueError):
                 self._wanted.add(parse_msg_id(text_id))
         self._wake.set()
 
     async def _loader(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SWEEP_S):
+                    await self._wake.wait()
+            if not self._wake.is_set():  # a sweep: anything missed (a redelivery's
+                self._gained |= set(self.keeper.held)  # announcement, a crash between)
             self._wake.clear()
             wanted, self._wanted = self._wanted, set()
             gained, self._gained = self._gained, set()
@@ -178,8 +253,8 @@ class Replicas:
                     await self._load_buckets(gained)
                 if wanted:
                     await self._load_messages(wanted)
-            except (StoreError, SQLAlchemyError, OSError) as exc:
-                log.warning("replica.load_failed", error=str(exc)[:300])
+            except Exception as exc:  # noqa: BLE001 - the loader must outlive any one failure
+                log.warning("replica.load_failed", error=str(exc)[:300] or repr(exc))
                 self._wanted |= wanted
                 self._gained |= gained
                 await asyncio.sleep(RELISTEN_S)

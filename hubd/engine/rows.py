@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from hubd.core.admit import Admit, Quarantine
 from hubd.core.states import DeliveryState, MessageState
 from hubd.engine.arrival import Arrival
-from hubd.engine.dispatch import Payload
+from hubd.engine.jobs import Payload
 from hubd.store.audit import AuditEvent
 from hubd.store.writes import NewMessage
 from schemas.envelope import VerifiedEnvelope

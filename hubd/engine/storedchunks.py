@@ -20,7 +20,7 @@ from schemas.errors import StoreError
 from schemas.ids import msg_id_text
 
 if TYPE_CHECKING:
-    from hubd.engine.dispatch import Job
+    from hubd.engine.jobs import Job
 
 log = structlog.get_logger("hubd.dispatch")
 

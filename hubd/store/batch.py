@@ -16,7 +16,7 @@ from hubd.store import ledger as ledgerstore
 from hubd.store import shared as sharedstore
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent, chain_hash_of
-from hubd.store.leases import Fence, lost_buckets
+from hubd.store.leases import Fence, lost_pairs
 from hubd.store.rowwriter import RowWriter
 from hubd.store.writes import (
     AdvanceNumbering,
@@ -66,10 +66,11 @@ def apply_shared(  # noqa: PLR0917 - run on the writer's connection, positional 
     chain: bytes,
     tree: merkle.Frontier,
     fences: Sequence[Fence | None],
+    replica: str,
 ) -> tuple[
     tuple[tuple[int, bytes, dict[tuple[str, str], int]], list[Any]],
     merkle.Frontier,
-    frozenset[int],
+    frozenset[tuple[int, int]],
 ]:
     """:func:`apply` for one of several replicas (:mod:`hubd.store.shared`): under the
     writers' lock, from the chain's head as it stands, the numbering read afresh, the
@@ -82,7 +83,7 @@ def apply_shared(  # noqa: PLR0917 - run on the writer's connection, positional 
         ops = [
             op
             for group, fence in zip(groups, fences, strict=True)
-            if fence is None or not (lost & set(fence.tokens))
+            if not fence_lost(fence, lost)
             for op in group
         ]
         seq, chain, tree = sharedstore.catch_up(conn, seq, chain, tree)
@@ -92,7 +93,8 @@ def apply_shared(  # noqa: PLR0917 - run on the writer's connection, positional 
         batch.write(conn)
         announced = [m["msg_id"] for m in batch.messages if m["msg_id"] in batch.delivered]
         announced += batch.announced
-        sharedstore.announce(conn, announced)
+        if announced:
+            sharedstore.announce(conn, announced, replica)
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -100,18 +102,22 @@ def apply_shared(  # noqa: PLR0917 - run on the writer's connection, positional 
     return ((batch.seq, batch.chain, batch.outbox), results), batch.tree, lost
 
 
-def _lost(conn: Connection, fences: Sequence[Fence | None]) -> frozenset[int]:
-    """The buckets of ``fences`` no longer held; the others stay locked (FOR KEY SHARE)
-    until the commit ends, so no claim lands in between."""
-    merged: dict[int, int] = {}
-    replica = None
-    for fence in fences:
-        if fence is not None:
-            merged.update(fence.tokens)
-            replica = fence.replica
-    if replica is None:
+def _lost(conn: Connection, fences: Sequence[Fence | None]) -> frozenset[tuple[int, int]]:
+    """The (bucket, token) pairs of ``fences`` no longer held; the others stay locked (FOR
+    KEY SHARE) until the commit ends, so no claim lands in between."""
+    pairs = [pair for fence in fences if fence is not None for pair in fence.tokens.items()]
+    replicas = {fence.replica for fence in fences if fence is not None}
+    if not replicas:
         return frozenset()
-    return lost_buckets(conn, Fence(replica, merged))
+    (replica,) = replicas  # one replica's store: one keeper
+    return lost_pairs(conn, replica, pairs)
+
+
+def fence_lost(fence: Fence | None, lost: frozenset[tuple[int, int]]) -> set[int]:
+    """The buckets of ``fence`` among ``lost`` pairs (empty: it stands)."""
+    if fence is None or not lost:
+        return set()
+    return {bucket for bucket, token in fence.tokens.items() if (bucket, token) in lost}
 
 
 def _numbered_keys(ops: Sequence[Operation]) -> list[tuple[str, str]]:

@@ -33,7 +33,7 @@ from hubd.store import ledger as ledgerstore
 from hubd.store import shared as sharedstore
 from hubd.store import tables as t
 from hubd.store.audit import GENESIS
-from hubd.store.batch import apply, apply_shared
+from hubd.store.batch import apply, apply_shared, fence_lost
 from hubd.store.connections import (
     AsyncWriter,
     ThreadWriter,
@@ -95,6 +95,7 @@ class Store:
         self.shared = shared
         self.fence_for: FenceFor | None = None
         self.backend_pid: int | None = None  # PostgreSQL: the writer's server process
+        self.replica = "hub"  # shared: the replica's id, named in its announcements
         self.engine = engine_for(url, settings=sharedstore.SESSION if shared else None)
         self.group_max = group_max
         self.group_delay = group_delay
@@ -275,7 +276,7 @@ class Store:
             if self.shared:
                 groups = [p.ops for p in batch]
                 results, tree, lost = await self._conn.run(
-                    apply_shared, groups, seq, chain, tree, fences
+                    apply_shared, groups, seq, chain, tree, fences, self.replica
                 )
                 batch = self._fenced_off(batch, lost)
             else:
@@ -315,18 +316,16 @@ class Store:
             start = end
 
     @staticmethod
-    def _fenced_off(batch: list[_Pending], lost: frozenset[int]) -> list[_Pending]:
+    def _fenced_off(batch: list[_Pending], lost: frozenset[tuple[int, int]]) -> list[_Pending]:
         """Fail the callers whose leases were lost (their operations were left out of the
         commit); the rest of the batch, in order."""
-        if not lost:
-            return batch
         kept = []
         for p in batch:
-            gone = lost & set(p.fence.tokens) if p.fence is not None else set()
-            if gone and p.fence is not None and not p.future.done():
-                p.future.set_exception(LeaseLostError(p.fence.replica, gone))
-            else:
+            gone = fence_lost(p.fence, lost)
+            if not gone:
                 kept.append(p)
+            elif p.fence is not None and not p.future.done():
+                p.future.set_exception(LeaseLostError(p.fence.replica, gone))
         return kept
 
     # ---------------------------------------------------------------- reading
@@ -337,9 +336,10 @@ class Store:
             raise ClosedResourceError("the store is closed")
         self.reads += 1
         async with self._read_lock:
-            result = list((await self._reader.execute(statement)).all())
-            await self._reader.rollback()  # end the read transaction: see new commits next time
-        return result
+            try:
+                return list((await self._reader.execute(statement)).all())
+            finally:  # end the read transaction (a failed one too): see new commits next time
+                await self._reader.rollback()
 
     async def read_sync(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)`` on the reader connection (hubd.store.ledger's functions),

@@ -16,7 +16,7 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from hubd.core.leases import Holdings, LeaseSettings, bucket_of, plan
+from hubd.core.leases import Claim, Holdings, LeaseSettings, bucket_of, plan
 from hubd.store.leases import (
     FOREVER,
     Fence,
@@ -68,6 +68,7 @@ class LeaseKeeper:
         on_change: OnChange | None = None,
         host: str | None = None,
         pid: int | None = None,
+        ready: Callable[[], bool] | None = None,
     ) -> None:
         self.engine = engine
         self.host = host or socket.gethostname()
@@ -78,6 +79,10 @@ class LeaseKeeper:
         self._clock = clock
         self._sleep = sleep
         self._on_change = on_change
+        # Whether this replica can serve what it would own (the hub: reaches its brokers);
+        # while not, it holds nothing and sends no heartbeat, so the others take its share.
+        self._ready = ready
+        self.aside = False
         self._holdings = Holdings()
         self._task: asyncio.Task[None] | None = None
         self._conn: AsyncConnection | None = None
@@ -182,6 +187,12 @@ class LeaseKeeper:
                 ) from exc
 
     async def _round(self) -> None:
+        if self._ready is not None and not self._ready():
+            await self._stand_aside()
+            return
+        if self.aside:
+            self.aside = False
+            log.info("leases.back", replica=self.replica)
         started = self._clock()
         lease_ms = self.settings.lease_ms
         now = await self._call(heartbeat, self.replica, self.host, self.pid, lease_ms)
@@ -195,6 +206,18 @@ class LeaseKeeper:
         claimed = await self._call(claim, self.replica, todo.claim, lease_ms)
         self.rounds += 1
         self._settle(self._holdings.after_round(renewed + claimed, started, self.settings), "round")
+
+    async def _stand_aside(self) -> None:
+        """Not ready: let go of everything (first stop acting as owner) and skip the
+        heartbeat; the replica row runs out within a lease and the shares are counted
+        without it."""
+        if not self.aside:
+            self.aside = True
+            log.warning("leases.stood_aside", replica=self.replica, buckets=len(self.held))
+        held = self._holdings.tokens
+        if held:
+            self._settle(Holdings(), "release")
+            await self._call(release, self.replica, [Claim(b, t) for b, t in held.items()])
 
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None

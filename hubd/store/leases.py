@@ -131,6 +131,32 @@ def check_fence(conn: Connection, fence: Fence) -> None:
         raise LeaseLostError(fence.replica, lost)
 
 
+def lost_pairs(
+    conn: Connection, replica: str, pairs: Iterable[tuple[int, int]]
+) -> frozenset[tuple[int, int]]:
+    """The (bucket, token) pairs of ``pairs`` ``replica`` no longer holds (several callers'
+    fences checked at once: an older token of a bucket held again is lost, though the
+    newer one is held); the held rows stay locked (``FOR KEY SHARE``) until the
+    transaction ends."""
+    wanted = sorted(set(pairs))
+    if not wanted:
+        return frozenset()
+    held = {
+        (int(b), int(tok))
+        for b, tok in conn.execute(
+            select(L.c.bucket, L.c.token)
+            .where(
+                L.c.holder == replica,
+                tuple_(L.c.bucket, L.c.token).in_(wanted),
+                L.c.expires_at > db_now(conn.dialect),
+            )
+            .order_by(L.c.bucket)
+            .with_for_update(read=True, key_share=True)  # FOR KEY SHARE
+        )
+    }
+    return frozenset(wanted) - held
+
+
 def lost_buckets(conn: Connection, fence: Fence) -> frozenset[int]:
     """As :func:`check_fence`, for a writer that drops what it lost and writes the rest:
     the buckets of ``fence`` no longer held; the others stay held until the transaction

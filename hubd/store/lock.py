@@ -11,12 +11,13 @@ machines sharing a PostgreSQL store (docs/operations.md).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
 from pathlib import Path
 
-from schemas.errors import XchgError
+from schemas.errors import ConfigError, XchgError
 
 
 class LockHeldError(XchgError):
@@ -64,3 +65,23 @@ class HubLock:
 
     def __exit__(self, *_exc: object) -> None:
         self.release()
+
+
+async def hold_state_lock(path: Path, wait: float = 10.0) -> HubLock:
+    """The state folder's lock for the hub, waiting ``wait`` s for a hubctl that holds it
+    while it writes the store of a stopped hub; ConfigError naming ``hub.state_dir`` if
+    another hub holds it."""
+    lock = HubLock(path)
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        try:
+            lock.acquire()
+        except LockHeldError as exc:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise ConfigError(
+                    "hub configuration",
+                    [("hub.state_dir", f"{exc}; stop the other hub, or give this one its own")],
+                ) from exc
+            await asyncio.sleep(0.2)  # a hubctl holds it for one short transaction
+            continue
+        return lock

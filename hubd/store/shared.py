@@ -89,11 +89,13 @@ def numbering(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[s
     return found
 
 
-def announce(conn: Connection, msg_ids: Sequence[bytes]) -> None:
+def announce(conn: Connection, msg_ids: Sequence[bytes], sender: str) -> None:
     """Tell every replica (when this transaction commits) that these messages have new
-    deliveries; a replica loads those whose recipient it owns."""
+    deliveries; a replica loads those whose recipient it owns. The payload is the sending
+    replica's id (which leaves its own announcements alone), a space, and the msg_ids."""
     for start in range(0, len(msg_ids), _NOTIFY_IDS):
-        payload = ",".join(msg_id_text(m) for m in msg_ids[start : start + _NOTIFY_IDS])
+        ids = ",".join(msg_id_text(m) for m in msg_ids[start : start + _NOTIFY_IDS])
+        payload = f"{sender} {ids}"
         conn.execute(
             text("SELECT pg_notify(:channel, :payload)"),
             {"channel": JOBS_CHANNEL, "payload": payload},

@@ -48,8 +48,9 @@ from sqlalchemy import select
 from hubd.core.receipts import receipt_event
 from hubd.core.states import TRANSITIONS, DeliveryState, Event
 from hubd.core.timers import SETTLING_LIMIT_MS
-from hubd.engine.dispatch import Dispatcher, DispatchSettings, Job
+from hubd.engine.dispatch import Dispatcher
 from hubd.engine.jobrows import job_query, jobs_from_rows
+from hubd.engine.jobs import DispatchSettings, Job
 from hubd.store import tables as t
 from hubd.store.db import Store
 from hubd.store.writes import DeliveryUpdate, Duplicate, NewMessage, Stored, UpdateDeliveries

@@ -19,7 +19,8 @@ from structlog.testing import capture_logs
 
 from hubd.core.states import DeliveryState, Event
 from hubd.core.timers import RETRY_JITTER, SETTLING_LIMIT_MS, SETTLING_RECHECK_MS
-from hubd.engine.dispatch import Dispatcher, DispatchSettings, Job, Payload
+from hubd.engine.dispatch import Dispatcher
+from hubd.engine.jobs import DispatchSettings, Job, Payload
 from hubd.store.db import Store
 from schemas.labels import Classification, Precedence
 

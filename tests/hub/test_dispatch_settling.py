@@ -19,7 +19,8 @@ import pytest
 
 from hubd.core.states import DeliveryState, Event
 from hubd.core.timers import SETTLING_RECHECK_MS
-from hubd.engine.dispatch import Dispatcher, DispatchSettings, Job, Payload
+from hubd.engine.dispatch import Dispatcher
+from hubd.engine.jobs import DispatchSettings, Job, Payload
 from hubd.store.db import Store
 from runtime.clock import now_ms
 from schemas.labels import Classification, Precedence

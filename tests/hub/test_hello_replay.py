@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from hubd.engine.arrival import Arrival, Slow
-from hubd.engine.dispatch import Dispatcher, DispatchSettings
+from hubd.engine.dispatch import Dispatcher
 from hubd.engine.intake import Ingest
 from hubd.engine.issuer import ReceiptIssuer
+from hubd.engine.jobs import DispatchSettings
 from hubd.engine.presence import Presence
 from hubd.store.db import Store
 from hubd.store.spool import Spool

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from hubd.core.states import DeliveryState
-from hubd.engine.dispatch import Dispatcher, DispatchSettings, Job, Payload
+from hubd.engine.dispatch import Dispatcher
 from hubd.engine.intake import MAX_PASS, Ingest
+from hubd.engine.jobs import DispatchSettings, Job, Payload
 from hubd.store.db import Store
 from hubd.store.spool import Spool
 from hubd.store.writes import Operation, RecordReceipts

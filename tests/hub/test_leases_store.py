@@ -635,3 +635,37 @@ async def test_a_process_stopped_past_its_lease_cannot_write_as_owner_when_it_co
         for replica in replicas:
             await replica.stop()
         await engine.dispose()
+
+
+async def test_a_replica_that_cannot_serve_stands_aside_and_takes_its_share_back_when_it_can(
+    keepers: KeeperFactory,
+) -> None:
+    """``ready`` False (the hub reaches no broker): it lets go of everything at once, sends
+    no heartbeat (so the others count it out once its row runs out) and claims nothing;
+    ready again, it takes its share back."""
+    reachable = [True]
+    a = keepers("a", ready=lambda: reachable[0])
+    b = keepers("b")
+    await a.join()
+    await b.join()
+    await balanced_by_hand(a, b)
+    assert split(await ownership(a.engine)) == Counter({"a": 128, "b": 128})
+
+    reachable[0] = False
+    changes: list[tuple[int, int]] = []
+    a._on_change = lambda gained, lost: changes.append((len(gained), len(lost)))
+    await a.run_round()
+    assert (a.held, a.aside, changes) == ({}, True, [(0, 128)])
+    # its row runs out within a lease (no heartbeat); then b counts only itself
+    await asyncio.sleep(FAST.lease_ms / 1000 + 0.1)
+    for _ in range(3):
+        await a.run_round()
+        await b.run_round()
+    own = await ownership(b.engine)
+    assert split(own) == Counter({"b": 256})
+    assert {r.id for r in own.replicas if r.live} == {"b"}  # counted out, not orphaned
+
+    reachable[0] = True
+    await balanced_by_hand(a, b)
+    assert not a.aside
+    assert split(await ownership(a.engine)) == Counter({"a": 128, "b": 128})

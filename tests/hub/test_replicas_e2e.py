@@ -145,6 +145,31 @@ def replica(
     )
 
 
+async def no_errors_and_one_ledger(world: World, db_url: str, *hubs: HubProcess) -> None:
+    """Neither logged an error; the ledger both wrote verifies, with the checkpoints the
+    leader of the moment signed."""
+    for hub in hubs:
+        errors = [e for e in hub.log_events() if e.get("level") == "error"]
+        assert errors == [], hub.log_tail()
+    # one ledger written by both, with the checkpoints the leader of the moment signed
+    report = await verify_store_ledger(db_url, {world.hub_key.kid: world.hub_key.public})
+    assert report.ok, report.problems
+    assert report.checkpoints > 0
+
+
+def refused_as_a_twin(twin: HubProcess) -> None:
+    """A replica named like a live one exits 2 naming the setting: one client id for two
+    connections would have them take each other over, for ever."""
+    twin.start(ready=False)
+    assert twin.process is not None
+    code = twin.process.wait(60)
+    twin.kill9()  # exited already: closes what the test holds of it
+    assert code == 2, twin.log_tail()
+    failed = [e for e in twin.log_events() if e.get("event") == "hub.failed"]
+    assert failed, twin.log_tail()
+    assert "replicas.name" in str(failed[0]["error"])
+
+
 async def metrics_say_they_share(*hubs: HubProcess) -> None:
     """/metrics of each: their buckets add up to 256, one leads; each left the other's
     organisations' messages to it, and deliveries the other accepted were handed over."""
@@ -213,13 +238,10 @@ async def test_two_replicas_share_the_work_and_take_over_from_a_dead_or_paused_o
         await flow.delivered(flow.send_round())
         await asyncio.sleep(1.0)  # a late duplicate would land now
         flow.assert_exact()
-        for hub in (a, b):
-            errors = [e for e in hub.log_events() if e.get("level") == "error"]
-            assert errors == [], hub.log_tail()
-        # one ledger written by both, with the checkpoints the leader of the moment signed
-        report = await verify_store_ledger(pg_url, {world.hub_key.kid: world.hub_key.public})
-        assert report.ok, report.problems
-        assert report.checkpoints > 0
+        # 5. a third replica named like a live one is refused
+        twin = replica(world, directory, tmp_path / "twin", "a", port=broker.port, db_url=pg_url)
+        refused_as_a_twin(twin)
+        await no_errors_and_one_ledger(world, pg_url, a, b)
     finally:
         for spoke in spokes.values():
             spoke.stop()

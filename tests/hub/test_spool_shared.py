@@ -21,8 +21,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hubd.engine.dispatch import Dispatcher, DispatchSettings
+from hubd.engine.dispatch import Dispatcher
 from hubd.engine.intake import Ingest
+from hubd.engine.jobs import DispatchSettings
 from hubd.engine.retention import Retention
 from hubd.store import tables as t
 from hubd.store.bodyref import StoredBody, body_ref

@@ -41,6 +41,8 @@ async def replicas(pg_url: str) -> AsyncIterator[list[Store]]:
     """Three stores on one database, as three replicas (each opened, each shared)."""
     async with AsyncExitStack() as stack:
         stores = [await stack.enter_async_context(Store(pg_url, shared=True)) for _ in range(3)]
+        for n, store in enumerate(stores):
+            store.replica = f"r{n}"  # as join() names them
         yield stores
 
 
@@ -146,7 +148,7 @@ async def test_a_new_message_with_deliveries_is_announced_to_the_other_replicas(
         async with asyncio.timeout(10):
             await arrived.wait()
         await asyncio.sleep(0.2)  # a second announcement (there must be none) would be here
-        assert heard == [(replicas[0].backend_pid, msg_id_text(msg_id(7)))]
+        assert heard == [(replicas[0].backend_pid, f"r0 {msg_id_text(msg_id(7))}")]
         # a redelivery's deliveries, moved back to PENDING, are announced the same way
         arrived.clear()
         await replicas[2].submit(Announce([msg_id(8), msg_id(7)]))
@@ -154,7 +156,7 @@ async def test_a_new_message_with_deliveries_is_announced_to_the_other_replicas(
             await arrived.wait()
         await driver.remove_listener(JOBS_CHANNEL, note)
     expected = ",".join(msg_id_text(msg_id(n)) for n in (8, 7))
-    assert heard[1:] == [(replicas[2].backend_pid, expected)]
+    assert heard[1:] == [(replicas[2].backend_pid, f"r2 {expected}")]
 
 
 async def test_a_lone_hub_on_postgresql_writes_as_before(pg_url: str) -> None:
@@ -199,3 +201,28 @@ async def test_a_replicas_session_ended_by_the_database_is_one_warning_and_the_n
     assert [(e["event"], e["log_level"]) for e in logs] == [("store.session_ended", "warning")]
     assert "the write was rolled back" in logs[0]["error"]
     assert store.writable
+
+
+async def test_an_older_token_is_refused_though_a_caller_in_the_same_commit_holds_a_newer_one(
+    replicas: list[Store],
+) -> None:
+    """A write fenced before the bucket was lost and held again (a new token) must not ride
+    on the fence of a later write in the same group commit."""
+    ours = replicas[0]
+    bucket = bucket_of("jl.gov")
+    async with LeaseKeeper(ours.engine, replica="r-ours", settings=FAST) as first:
+        older = first.fence(["jl.gov"])
+    async with LeaseKeeper(ours.engine, replica="r-ours", settings=FAST) as again:
+        newer = again.fence(["jl.gov"])
+        assert newer.tokens[bucket] > older.tokens[bucket]
+        fences: list[Fence | None] = [older, newer]
+        ours.fence_for = lambda _ops: fences.pop(0)
+        results: list[object] = await asyncio.gather(
+            ours.submit(new_message(1)), ours.submit(new_message(2)), return_exceptions=True
+        )
+    stale, fresh = results
+    assert isinstance(stale, LeaseLostError)
+    assert stale.buckets == (bucket,)
+    assert not isinstance(fresh, BaseException)
+    rows = await replicas[1].read(select(t.messages.c.msg_id))
+    assert [bytes(r[0]) for r in rows] == [msg_id(2)]

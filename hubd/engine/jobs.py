@@ -1,0 +1,88 @@
+"""The dispatcher's units of work: a message's :class:`Payload`, one :class:`Job` per
+recipient, and the :class:`DispatchSettings` (:mod:`hubd.engine.dispatch` runs them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hubd.core.states import DeliveryState
+from hubd.core.timers import (
+    SETTLING_LIMIT_MS,
+    SETTLING_RECHECK_MS,
+    Phase,
+    PhaseEvent,
+    TimerJob,
+    TimerSettings,
+    next_phase,
+)
+from hubd.store.bodyref import StoredBody
+from schemas.labels import Classification, Precedence
+
+Key = tuple[bytes, str]  # (msg_id, recipient)
+
+
+@dataclass(slots=True)
+class Payload:
+    """What is published for one message: the frame, and the body inline, on disk, or
+    in the store (replicas: hubd.store.sharedspool)."""
+
+    frame: bytes
+    body: bytes | None
+    body_path: Path | StoredBody | None
+    body_size: int
+
+
+@dataclass(slots=True)
+class Job:
+    """One message on its way to one recipient."""
+
+    msg_id: bytes
+    recipient: str
+    channel: str
+    precedence: Precedence
+    classification: Classification
+    sender: str
+    origin: str  # the channel it arrived on: receipts go back there
+    expires_at: int | None
+    payload: Payload
+    state: DeliveryState = DeliveryState.PENDING
+    attempts: int = 0
+    offset: int = -1  # chunked bodies: next body offset to send; -1 = the head first
+    accepted_at: int = 0
+    part: bytes | None = None  # a large group's envelope: this recipient's slot and proof
+    # Queued (in the ready heap or being published: never twice at once) and settling (a
+    # receipt closing it is being stored: expiry and giving up wait for the store's answer,
+    # so the sender never hears EXPIRED and DELIVERED): hubd.core.timers.Phase.
+    phase: Phase = Phase.IDLE
+    receipts_storing: int = 0  # receipt batches closing it that the store has not answered
+    settling_since: int = 0  # when the first of them was handed over
+
+    @property
+    def key(self) -> Key:
+        return (self.msg_id, self.recipient)
+
+    def timing(self) -> TimerJob:
+        """What the timer policy reads of this job."""
+        return TimerJob(self.state, self.phase, self.attempts, self.settling_since)
+
+    def move(self, event: PhaseEvent) -> None:
+        self.phase = next_phase(self.phase, event)
+
+
+@dataclass(slots=True)
+class DispatchSettings:
+    retry_initial: float = 10.0
+    retry_max: float = 300.0
+    max_attempts: int = 30
+    window: int = 256
+
+    def timers(self) -> TimerSettings:
+        """The timer policy's settings."""
+        return TimerSettings(
+            max_attempts=self.max_attempts,
+            retry_initial_ms=round(self.retry_initial * 1000),
+            retry_max_ms=round(self.retry_max * 1000),
+            settling_recheck_ms=SETTLING_RECHECK_MS,
+            settling_limit_ms=SETTLING_LIMIT_MS,
+        )

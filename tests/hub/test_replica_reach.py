@@ -1,0 +1,43 @@
+"""Whether a replica can serve what it would own (hubd.engine.replicas.Reach): it holds
+leases only while it reaches a broker, so a replica cut off from the brokers hands its
+organisations to one that is not, and a starting one takes nothing before it can read."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from hubd.engine.replicas import Reach
+
+
+@dataclass
+class Conn:
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def test_a_replica_reaches_nothing_before_its_first_connection() -> None:
+    links = [Conn(), Conn()]
+    reach = Reach(lambda: links, grace_s=3.0, clock=lambda: 0.0)
+    assert not reach()
+    links[1].connected.set()
+    assert reach()
+
+
+async def test_a_short_outage_moves_nothing_a_long_one_hands_everything_over() -> None:
+    now = [0.0]
+    link = Conn()
+    reach = Reach(lambda: [link], grace_s=3.0, clock=lambda: now[0])
+    link.connected.set()
+    assert reach()
+    link.connected.clear()  # failing over to another node of the cluster
+    now[0] = 1.0
+    assert reach()
+    now[0] = 3.9
+    assert reach()  # down since 1.0: within the grace
+    now[0] = 4.1
+    assert not reach()
+    link.connected.set()
+    assert reach()
+    link.connected.clear()  # a new outage counts from now
+    now[0] = 5.0
+    assert reach()
