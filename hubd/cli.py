@@ -523,6 +523,7 @@ def redeliver_command(
                     Target(wanted, recipient),
                     now=now_ms(),
                     requested_by=me,
+                    shared=settings.replicas.enabled,
                 )
             )
         except LockHeldError as exc:

@@ -31,7 +31,7 @@ from hubd.store.audit import AuditEvent
 from hubd.store.connections import read_only_url
 from hubd.store.db import Store
 from hubd.store.lock import HubLock
-from hubd.store.writes import DirectWrite
+from hubd.store.writes import Announce, DirectWrite
 from schemas.clock import ms_to_text
 from schemas.ids import msg_id_text
 
@@ -326,16 +326,25 @@ async def redeliver(
 
 
 async def redeliver_offline(
-    url: str, lock: HubLock, target: Target, *, now: int, requested_by: dict[str, Any]
+    url: str,
+    lock: HubLock,
+    target: Target,
+    *,
+    now: int,
+    requested_by: dict[str, Any],
+    shared: bool = False,
 ) -> Outcome:
     """Write the redelivery into the store of a stopped hub; its next start delivers it.
 
     Holds the state folder's lock throughout (LockHeldError if a hub runs there); StoreError
-    for a store that does not exist (it is never created here)."""
+    for a store that does not exist (it is never created here). ``shared``: the store of
+    replicas (the others may run): written as a replica writes it, and the redelivered
+    messages announced to the replicas that own their recipients."""
     read_only_url(url)  # raises for a SQLite store that is not there
     with lock:
-        async with Store(url) as store:
-            return await redeliver(
+        async with Store(url, shared=shared) as store:
+            store.replica = "hubctl"
+            outcome = await redeliver(
                 store.read,
                 store.submit,
                 target,
@@ -343,3 +352,6 @@ async def redeliver_offline(
                 requested_by=requested_by,
                 via="hubctl, hub stopped",
             )
+            if shared and outcome.redelivered:
+                await store.submit(Announce(sorted({m for m, _ in outcome.redelivered})))
+            return outcome
