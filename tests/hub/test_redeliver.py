@@ -4,6 +4,7 @@ everything else refused with the reason."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,13 @@ from hubd.ops.redeliver import (
     refusal,
 )
 from hubd.store import tables as t
-from hubd.store.audit import verify_chain
+from hubd.store.audit import AuditEvent, verify_chain
 from hubd.store.db import Store
 from hubd.store.lock import HubLock, LockHeldError
+from hubd.store.shared import JOBS_CHANNEL
+from hubd.store.writes import AppendAudit
 from schemas.errors import StoreError
+from schemas.ids import msg_id_text
 from tests.hub.test_store import NOW, audit_rows, msg_id, new_message
 
 P, S, D, F = (
@@ -255,3 +259,44 @@ async def test_offline_redelivery_refuses_while_the_state_lock_is_held_and_never
     assert outcome.via == "hubctl, hub stopped"
     async with Store(url) as again:
         assert (await deliveries(again, 1))["jl.cc"][0] == "PENDING"
+
+
+async def test_offline_redelivery_on_the_replicas_store_extends_their_chain_and_announces_it(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """With the local replica stopped, the others may be writing: hubctl writes as a
+    replica does (under the writers' lock, from the chain's head as it stands) and tells
+    the replicas which messages have deliveries again."""
+    async with Store(pg_url, shared=True) as other:  # another replica, running
+        other.replica = "b"
+        await other.submit(new_message(1))
+        await set_delivery(other, 1, "jl.cc", state="DEAD")
+        heard: list[str] = []
+        arrived = asyncio.Event()
+
+        def note(*args: Any) -> None:
+            heard.append(args[3])
+            arrived.set()
+
+        async with other.engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            await driver.add_listener(JOBS_CHANNEL, note)
+            writing = asyncio.create_task(
+                other.submit(AppendAudit([AuditEvent("hub.note", NOW, None, None, {})]))
+            )
+            outcome = await redeliver_offline(
+                pg_url,
+                HubLock(tmp_path / "hubd.lock"),
+                Target(msg_id(1), "jl.cc"),
+                now=NOW,
+                requested_by=ME,
+                shared=True,
+            )
+            await writing
+            await other.submit(AppendAudit([AuditEvent("hub.note", NOW + 1, None, None, {})]))
+            async with asyncio.timeout(10):
+                await arrived.wait()
+        assert outcome.redelivered == ((msg_id(1), "jl.cc"),)
+        assert heard == [f"hubctl {msg_id_text(msg_id(1))}"]
+        assert verify_chain(await audit_rows(other))[1] == []
