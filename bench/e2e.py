@@ -2,6 +2,7 @@
 
     python bench/e2e.py                      # both runs, print a table
     python bench/e2e.py --write              # ... and update docs/benchmarks.md
+    python bench/e2e.py --load precomputed --store postgresql --replicas 2   # issue 15
 
 The same run measures two systems with the same load generators on the same broker:
 
@@ -20,6 +21,12 @@ recipient only looks the delivered frame's digest up and publishes the batch it 
 (``--receipt-batch`` documents a batch at saturation; one a batch in the paced run, as a
 spoke flushing every 2 ms answers at these rates), and a sender reads receipt batches
 without checking their signatures. The hub does all it does with real spokes.
+
+With ``--store postgresql`` the hub runs on a fresh PostgreSQL database made for each run
+and dropped after it; ``--replicas N`` makes it N hubd replicas on that database, the clock
+starting once they have split the buckets (bench/hubs.py). The hub's CPU is then every
+replica's, each also shown alone, and the CPU of the PostgreSQL server processes serving
+the hubs is counted per document too (and in "all").
 
 Each system is measured twice: at saturation (closed loop, a window of documents in
 flight per sender) for throughput, and at a fixed offered rate for p50/p99 latency.
@@ -45,6 +52,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import aiomqtt
@@ -213,8 +222,8 @@ def prepare(
 
 
 def sender_main(
-    plan: Plan, org: str, targets: Sequence[str], world_blob: bytes, go: mp.Event, out: mp.Queue
-) -> None:  # type: ignore[type-arg]
+    plan: Plan, org: str, targets: Sequence[str], world_blob: bytes, go: Event, out: Queue[object]
+) -> None:
     all_keys, directory = _unblob(world_blob)
     keys = all_keys[org]
     payloads: list[tuple[bytes, bytes]] = []  # (msg_id, payload)
@@ -263,8 +272,8 @@ async def spoke_link(
 
 
 async def _send(
-    plan: Plan, org: str, directory: Directory, payloads: list[tuple[bytes, bytes]], go: mp.Event
-) -> dict[str, object]:  # type: ignore[type-arg]
+    plan: Plan, org: str, directory: Directory, payloads: list[tuple[bytes, bytes]], go: Event
+) -> dict[str, object]:
     sent: dict[bytes, float] = {}
     done: dict[bytes, float] = {}
     accepted = 0
@@ -355,8 +364,8 @@ def unverified_receipts(frame: bytes) -> ReceiptBatch:
 
 
 def recipient_main(
-    mode: str, port: int, org: str, world_blob: bytes, stop: mp.Event, prepared: Path | None
-) -> None:  # type: ignore[type-arg]
+    mode: str, port: int, org: str, world_blob: bytes, stop: Event, prepared: Path | None
+) -> None:
     all_keys, directory = _unblob(world_blob)
     if prepared is not None:
         _sent, answers = pickle.loads(prepared.read_bytes())  # noqa: S301 - our own file
@@ -365,7 +374,7 @@ def recipient_main(
     loop_run(_receive(mode, port, org, all_keys[org], directory, stop))
 
 
-async def _answer(port: int, org: str, answers: Answers, stop: mp.Event) -> None:  # type: ignore[type-arg]
+async def _answer(port: int, org: str, answers: Answers, stop: Event) -> None:
     """Publish each precomputed DELIVERED batch once every document it covers came."""
     down, up = topics.down(CHANNEL, org), topics.up(CHANNEL, org)
     seen: set[bytes] = set()
@@ -397,8 +406,8 @@ async def _answer(port: int, org: str, answers: Answers, stop: mp.Event) -> None
 
 
 async def _receive(
-    mode: str, port: int, org: str, keys: object, directory: object, stop: mp.Event
-) -> None:  # type: ignore[type-arg]
+    mode: str, port: int, org: str, keys: object, directory: object, stop: Event
+) -> None:
     pending: dict[str, list[ReceiptEntry]] = {}
     seen: set[bytes] = set()
     down = topics.down(CHANNEL, org) if mode == "hub" else f"raw/down/{org}"
@@ -466,18 +475,18 @@ async def _receive(
 # ------------------------------------------------------------------------ raw forwarder
 
 
-def forwarder_main(port: int, stop: mp.Event) -> None:  # type: ignore[type-arg]
+def forwarder_main(port: int, stop: Event) -> None:
     loop_run(_forward(port, stop))
 
 
-async def _forward(port: int, stop: mp.Event) -> None:  # type: ignore[type-arg]
+async def _forward(port: int, stop: Event) -> None:
     async with _client(port, "bench-forwarder") as client:
         await client.subscribe("raw/up/+", qos=1)
         pubs: list[asyncio.Task[None]] = []
 
         async def relay() -> None:
             async for message in client.messages:
-                payload = bytes(message.payload)  # type: ignore[arg-type]
+                payload = bytes(message.payload)
                 value = codec.decode(payload, transport.TRANSPORT_LIMITS)
                 target = value[1] if value[0] == "raw" else value[2]
                 pubs.append(
@@ -629,9 +638,9 @@ def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tm
         if profiler is not None:
             profiler.wait(60)  # py-spy writes its file when the hub exits
     errors = hub.error_events() if hub is not None else {}
-    latencies = sorted(x for r in results for x in r["latencies"])  # type: ignore[attr-defined]
-    delivered = sum(int(r["done"]) for r in results)  # type: ignore[call-overload]
-    elapsed = max(float(r["elapsed"]) for r in results)  # type: ignore[arg-type]
+    latencies = sorted(x for r in results for x in r["latencies"])
+    delivered = sum(int(r["done"]) for r in results)
+    elapsed = max(float(r["elapsed"]) for r in results)
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 100 else [0.0] * 99
     per_doc = 1e6 / delivered if delivered else 0.0
     replicas = (
