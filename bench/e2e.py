@@ -364,17 +364,24 @@ def unverified_receipts(frame: bytes) -> ReceiptBatch:
 
 
 def recipient_main(
-    mode: str, port: int, org: str, world_blob: bytes, stop: Event, prepared: Path | None
+    mode: str,
+    port: int,
+    org: str,
+    world_blob: bytes,
+    stop: Event,
+    prepared: Path | None,
+    ready: Queue[object],
 ) -> None:
+    """Receive and answer until ``stop``; ``org`` goes on ``ready`` once subscribed."""
     all_keys, directory = _unblob(world_blob)
     if prepared is not None:
         _sent, answers = pickle.loads(prepared.read_bytes())  # noqa: S301 - our own file
-        loop_run(_answer(port, org, answers[org], stop))
+        loop_run(_answer(port, org, answers[org], stop, ready))
         return
-    loop_run(_receive(mode, port, org, all_keys[org], directory, stop))
+    loop_run(_receive(mode, port, org, all_keys[org], directory, stop, ready))
 
 
-async def _answer(port: int, org: str, answers: Answers, stop: Event) -> None:
+async def _answer(port: int, org: str, answers: Answers, stop: Event, ready: Queue[object]) -> None:
     """Publish each precomputed DELIVERED batch once every document it covers came."""
     down, up = topics.down(CHANNEL, org), topics.up(CHANNEL, org)
     seen: set[bytes] = set()
@@ -400,13 +407,20 @@ async def _answer(port: int, org: str, answers: Answers, stop: Event) -> None:
         (up, transport.encode(transport.HelloMsg(0))),
     ]
     link, link_stop, runner = await spoke_link(port, f"bench-recv-{org}", [down], on_message, hello)
+    ready.put(org)
     await asyncio.get_running_loop().run_in_executor(None, stop.wait)
     link_stop.set()
     await runner
 
 
 async def _receive(
-    mode: str, port: int, org: str, keys: object, directory: object, stop: Event
+    mode: str,
+    port: int,
+    org: str,
+    keys: object,
+    directory: object,
+    stop: Event,
+    ready: Queue[object],
 ) -> None:
     pending: dict[str, list[ReceiptEntry]] = {}
     seen: set[bytes] = set()
@@ -451,6 +465,7 @@ async def _receive(
         else []
     )
     link, link_stop, runner = await spoke_link(port, f"bench-recv-{org}", [down], on_message, hello)
+    ready.put(org)
 
     async def flush() -> None:
         # One signed DELIVERED batch per original sender every 2 ms, as a spoke does.
@@ -594,12 +609,17 @@ def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tm
             batch = args.receipt_batch if rate == 0 else 1
             made = prepare(blob, SENDERS[: args.senders], recipients, count, batch)
             prepared.write_bytes(pickle.dumps(made))
+        ready = ctx.Queue()
         for org in recipients:
             p = ctx.Process(
-                target=recipient_main, args=(mode, broker.port, org, blob, stop, prepared)
+                target=recipient_main, args=(mode, broker.port, org, blob, stop, prepared, ready)
             )
             p.start()
             extra.append(p)
+        # Nothing is sent before every recipient subscribed: the raw relay keeps nothing
+        # for a recipient not there yet, and a sender would wait for it for ever.
+        for _ in recipients:
+            ready.get(timeout=120)
         go, out = ctx.Event(), ctx.Queue()
         per_sender_rate = rate / args.senders if rate else 0.0
         plan = Plan(mode, broker.port, count, per_sender_rate, args.window, prepared)
