@@ -2,6 +2,7 @@
 
     python bench/e2e.py                      # both runs, print a table
     python bench/e2e.py --write              # ... and update docs/benchmarks.md
+    python bench/e2e.py --load precomputed --store postgresql --replicas 2   # issue 15
 
 The same run measures two systems with the same load generators on the same broker:
 
@@ -20,6 +21,12 @@ recipient only looks the delivered frame's digest up and publishes the batch it 
 (``--receipt-batch`` documents a batch at saturation; one a batch in the paced run, as a
 spoke flushing every 2 ms answers at these rates), and a sender reads receipt batches
 without checking their signatures. The hub does all it does with real spokes.
+
+With ``--store postgresql`` the hub runs on a fresh PostgreSQL database made for each run
+and dropped after it; ``--replicas N`` makes it N hubd replicas on that database, the clock
+starting once they have split the buckets (bench/hubs.py). The hub's CPU is then every
+replica's, each also shown alone, and the CPU of the PostgreSQL server processes serving
+the hubs is counted per document too (and in "all").
 
 Each system is measured twice: at saturation (closed loop, a window of documents in
 flight per sender) for throughput, and at a fixed offered rate for p50/p99 latency.
@@ -44,7 +51,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import aiomqtt
@@ -52,6 +61,7 @@ import aiomqtt
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.hubs import BenchHubs
 from runtime.link import Link
 from runtime.mqtt import BrokerLink, mqtt_client_id
 from schemas import codec, topics, transport
@@ -67,7 +77,7 @@ from schemas.receipts import (
     verify_receipts,
 )
 from schemas.seal import Draft, file_entry, open_bytes, seal_bytes
-from tests.hubproc import HubProcess, Mosquitto, live_directory
+from tests.hubproc import Mosquitto, live_directory
 from tests.world import World, make_world
 
 CHANNEL = "govnet"
@@ -212,8 +222,8 @@ def prepare(
 
 
 def sender_main(
-    plan: Plan, org: str, targets: Sequence[str], world_blob: bytes, go: mp.Event, out: mp.Queue
-) -> None:  # type: ignore[type-arg]
+    plan: Plan, org: str, targets: Sequence[str], world_blob: bytes, go: Event, out: Queue[object]
+) -> None:
     all_keys, directory = _unblob(world_blob)
     keys = all_keys[org]
     payloads: list[tuple[bytes, bytes]] = []  # (msg_id, payload)
@@ -262,8 +272,8 @@ async def spoke_link(
 
 
 async def _send(
-    plan: Plan, org: str, directory: Directory, payloads: list[tuple[bytes, bytes]], go: mp.Event
-) -> dict[str, object]:  # type: ignore[type-arg]
+    plan: Plan, org: str, directory: Directory, payloads: list[tuple[bytes, bytes]], go: Event
+) -> dict[str, object]:
     sent: dict[bytes, float] = {}
     done: dict[bytes, float] = {}
     accepted = 0
@@ -354,17 +364,24 @@ def unverified_receipts(frame: bytes) -> ReceiptBatch:
 
 
 def recipient_main(
-    mode: str, port: int, org: str, world_blob: bytes, stop: mp.Event, prepared: Path | None
-) -> None:  # type: ignore[type-arg]
+    mode: str,
+    port: int,
+    org: str,
+    world_blob: bytes,
+    stop: Event,
+    prepared: Path | None,
+    ready: Queue[object],
+) -> None:
+    """Receive and answer until ``stop``; ``org`` goes on ``ready`` once subscribed."""
     all_keys, directory = _unblob(world_blob)
     if prepared is not None:
         _sent, answers = pickle.loads(prepared.read_bytes())  # noqa: S301 - our own file
-        loop_run(_answer(port, org, answers[org], stop))
+        loop_run(_answer(port, org, answers[org], stop, ready))
         return
-    loop_run(_receive(mode, port, org, all_keys[org], directory, stop))
+    loop_run(_receive(mode, port, org, all_keys[org], directory, stop, ready))
 
 
-async def _answer(port: int, org: str, answers: Answers, stop: mp.Event) -> None:  # type: ignore[type-arg]
+async def _answer(port: int, org: str, answers: Answers, stop: Event, ready: Queue[object]) -> None:
     """Publish each precomputed DELIVERED batch once every document it covers came."""
     down, up = topics.down(CHANNEL, org), topics.up(CHANNEL, org)
     seen: set[bytes] = set()
@@ -390,14 +407,21 @@ async def _answer(port: int, org: str, answers: Answers, stop: mp.Event) -> None
         (up, transport.encode(transport.HelloMsg(0))),
     ]
     link, link_stop, runner = await spoke_link(port, f"bench-recv-{org}", [down], on_message, hello)
+    ready.put(org)
     await asyncio.get_running_loop().run_in_executor(None, stop.wait)
     link_stop.set()
     await runner
 
 
 async def _receive(
-    mode: str, port: int, org: str, keys: object, directory: object, stop: mp.Event
-) -> None:  # type: ignore[type-arg]
+    mode: str,
+    port: int,
+    org: str,
+    keys: object,
+    directory: object,
+    stop: Event,
+    ready: Queue[object],
+) -> None:
     pending: dict[str, list[ReceiptEntry]] = {}
     seen: set[bytes] = set()
     down = topics.down(CHANNEL, org) if mode == "hub" else f"raw/down/{org}"
@@ -441,6 +465,7 @@ async def _receive(
         else []
     )
     link, link_stop, runner = await spoke_link(port, f"bench-recv-{org}", [down], on_message, hello)
+    ready.put(org)
 
     async def flush() -> None:
         # One signed DELIVERED batch per original sender every 2 ms, as a spoke does.
@@ -465,18 +490,18 @@ async def _receive(
 # ------------------------------------------------------------------------ raw forwarder
 
 
-def forwarder_main(port: int, stop: mp.Event) -> None:  # type: ignore[type-arg]
+def forwarder_main(port: int, stop: Event) -> None:
     loop_run(_forward(port, stop))
 
 
-async def _forward(port: int, stop: mp.Event) -> None:  # type: ignore[type-arg]
+async def _forward(port: int, stop: Event) -> None:
     async with _client(port, "bench-forwarder") as client:
         await client.subscribe("raw/up/+", qos=1)
         pubs: list[asyncio.Task[None]] = []
 
         async def relay() -> None:
             async for message in client.messages:
-                payload = bytes(message.payload)  # type: ignore[arg-type]
+                payload = bytes(message.payload)
                 value = codec.decode(payload, transport.TRANSPORT_LIMITS)
                 target = value[1] if value[0] == "raw" else value[2]
                 pubs.append(
@@ -508,6 +533,10 @@ class Result:
     hub_rss_mb: float | None = None
     hub_cpu_us: float | None = None  # hub (or relay) CPU per delivered document
     all_cpu_us: float = 0.0  # every process of the run (broker, load generators) per document
+    replica_cpu_us: dict[str, float] = field(default_factory=dict)  # per replica, by name
+    owners: dict[str, str] = field(default_factory=dict)  # organisation -> replica name
+    hub_errors: dict[str, int] = field(default_factory=dict)  # error events per hub
+    store_cpu_us: float | None = None  # PostgreSQL's server processes per document
 
 
 def cpu_seconds(pid: int) -> float:
@@ -536,17 +565,20 @@ def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tm
     profiler = None
     stop = ctx.Event()
     extra = []
+    recipients = RECIPIENTS[: args.recipients]
     try:
         if mode == "hub":
-            hub = HubProcess(
+            hub = BenchHubs(
                 tmp / f"hub-{rate}",
                 world.hub_key,
                 directory,
-                broker_port=broker.port,
+                broker.port,
+                store=args.store,
+                replicas=args.replicas,
                 extra_toml=ledger_toml(args.ledger_checkpoints),
             )
-            hub.start()
-            if args.profile and rate == 0 and hub.process is not None:
+            hub.start(SENDERS[: args.senders], recipients)  # hub first: stopped if it fails
+            if args.profile and rate == 0:
                 import subprocess  # noqa: PLC0415
 
                 profiler = subprocess.Popen(  # noqa: S603
@@ -556,7 +588,7 @@ def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tm
                         "-o",
                         args.profile,
                         "--pid",
-                        str(hub.process.pid),
+                        str(hub.pids[0]),
                         "-f",
                         "speedscope",
                         "--nonblocking",
@@ -571,19 +603,23 @@ def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tm
             fwd = ctx.Process(target=forwarder_main, args=(broker.port, stop))
             fwd.start()
             extra.append(fwd)
-        recipients = RECIPIENTS[: args.recipients]
         prepared = None
         if mode == "hub" and args.load == "precomputed":
             prepared = tmp / f"prepared-{rate}.pickle"
             batch = args.receipt_batch if rate == 0 else 1
             made = prepare(blob, SENDERS[: args.senders], recipients, count, batch)
             prepared.write_bytes(pickle.dumps(made))
+        ready = ctx.Queue()
         for org in recipients:
             p = ctx.Process(
-                target=recipient_main, args=(mode, broker.port, org, blob, stop, prepared)
+                target=recipient_main, args=(mode, broker.port, org, blob, stop, prepared, ready)
             )
             p.start()
             extra.append(p)
+        # Nothing is sent before every recipient subscribed: the raw relay keeps nothing
+        # for a recipient not there yet, and a sender would wait for it for ever.
+        for _ in recipients:
+            ready.get(timeout=120)
         go, out = ctx.Event(), ctx.Queue()
         per_sender_rate = rate / args.senders if rate else 0.0
         plan = Plan(mode, broker.port, count, per_sender_rate, args.window, prepared)
@@ -595,17 +631,21 @@ def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tm
             p.start()
         time.sleep(2.0 + count / 4000)  # sealing happens before the go signal
         # CPU spent while documents flow: the hub (or the relay) alone, and everything.
-        middle = hub.process.pid if hub is not None and hub.process is not None else extra[0].pid
-        pids = [middle, *(p.pid for p in [*extra, *senders] if p.pid != middle)]
+        middles = hub.pids if hub is not None else [extra[0].pid]
+        pids = [*middles, *(p.pid for p in [*extra, *senders] if p.pid not in middles)]
         if broker.process is not None:
             pids.append(broker.process.pid)
         before = {pid: cpu_seconds(pid) for pid in pids if pid is not None}
+        store_pids = hub.store_pids() if hub is not None else []
+        store_before = {pid: cpu_seconds(pid) for pid in store_pids}
         go.set()
         results = [out.get(timeout=600) for _ in senders]
         spent = {pid: cpu_seconds(pid) - t0 for pid, t0 in before.items()}
+        # a server process that ended meanwhile reads 0.0: counted as nothing, not negative
+        store_spent = sum(max(0.0, cpu_seconds(pid) - t0) for pid, t0 in store_before.items())
         for p in senders:
             p.join(30)
-        rss = hub.peak_rss_kib() / 1024 if hub is not None else None
+        rss = hub.peak_rss_mb() if hub is not None else None
     finally:
         stop.set()
         for p in extra:
@@ -617,11 +657,17 @@ def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tm
         broker.stop()
         if profiler is not None:
             profiler.wait(60)  # py-spy writes its file when the hub exits
-    latencies = sorted(x for r in results for x in r["latencies"])  # type: ignore[attr-defined]
-    delivered = sum(int(r["done"]) for r in results)  # type: ignore[call-overload]
-    elapsed = max(float(r["elapsed"]) for r in results)  # type: ignore[arg-type]
+    errors = hub.error_events() if hub is not None else {}
+    latencies = sorted(x for r in results for x in r["latencies"])
+    delivered = sum(int(r["done"]) for r in results)
+    elapsed = max(float(r["elapsed"]) for r in results)
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 100 else [0.0] * 99
     per_doc = 1e6 / delivered if delivered else 0.0
+    replicas = (
+        {hub.label(i): spent[pid] * per_doc for i, pid in enumerate(middles)}
+        if hub is not None and hub.replicas
+        else {}
+    )
     return Result(
         mode,
         args.senders,
@@ -633,8 +679,12 @@ def run_once(mode: str, args: argparse.Namespace, *, rate: float, count: int, tm
         q[49],
         q[98],
         rss,
-        spent[middle] * per_doc,
-        sum(spent.values()) * per_doc,
+        sum(spent[pid] for pid in middles) * per_doc,
+        (sum(spent.values()) + store_spent) * per_doc,
+        replicas,
+        hub.owners if hub is not None else {},
+        errors,
+        store_spent * per_doc if store_pids else None,
     )
 
 
@@ -678,7 +728,26 @@ def main() -> None:
         help="write [ledger] checkpoints = true/false into the hub config (default: omit it)",
     )
     parser.add_argument("--profile", default="", help="py-spy the hub during saturation into FILE")
+    parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="the hub's store: SQLite in its folder, or a fresh PostgreSQL database on "
+        "127.0.0.1:5432 for each run, dropped after it",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        help="N hubd replicas ([replicas] enabled, names a, b, ...) on --store postgresql; "
+        "0: one hub without a [replicas] section",
+    )
     args = parser.parse_args()
+    if args.replicas and (args.store != "postgresql" or args.mode == "raw"):
+        parser.error(
+            "--replicas 需要 --store postgresql 且 --mode 为 hub 或 both / --replicas needs "
+            "--store postgresql and --mode hub or both: replicas share one PostgreSQL store"
+        )
     if args.half_raw and args.mode != "both":
         parser.error(
             "--half-raw needs --mode both: the rate is half the raw relay's, measured first"
@@ -705,20 +774,31 @@ def main() -> None:
 
 
 def format_table(rows: list[Result]) -> str:
+    split = any(r.replica_cpu_us for r in rows)  # a column for each replica's share
+    pg = any(r.store_cpu_us is not None for r in rows)  # and one for the store's server
     lines = [
         (
             "| system | load | documents | delivered | docs/s | p50 ms | p99 ms | hub peak RSS "
-            "| hub/relay CPU per doc | all CPU per doc |"
+            "| hub/relay CPU per doc | "
+            + ("CPU per doc, by replica | " if split else "")
+            + ("PostgreSQL CPU per doc | " if pg else "")
+            + "all CPU per doc |"
         ),
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
+        + ("---: | " if split else "")
+        + ("---: | " if pg else "")
+        + "---: |",
     ]
     for r in rows:
         load = "saturation" if r.rate == 0 else f"{r.rate:.0f} docs/s offered"
         rss = "" if r.hub_rss_mb is None else f"{r.hub_rss_mb:.0f} MB"
+        shares = " · ".join(f"{name} {us:.0f} µs" for name, us in r.replica_cpu_us.items())
         lines.append(
             f"| {r.mode} | {load} | {r.docs} | {r.delivered} | {r.per_second:.0f} | "
             f"{r.p50:.1f} | {r.p99:.1f} | {rss} | {r.hub_cpu_us or 0:.0f} µs | "
-            f"{r.all_cpu_us:.0f} µs |"
+            + (f"{shares} | " if split else "")
+            + (f"{r.store_cpu_us:.0f} µs | " if r.store_cpu_us is not None else "| " if pg else "")
+            + f"{r.all_cpu_us:.0f} µs |"
         )
     sat = {r.mode: r.per_second for r in rows if r.rate == 0}
     if "hub" in sat and "raw" in sat and sat["raw"]:
@@ -726,6 +806,19 @@ def format_table(rows: list[Result]) -> str:
         lines.append(
             f"Throughput ratio hub / raw relay at saturation: **{sat['hub'] / sat['raw']:.2f}**"
         )
+    for r in rows:
+        if r.owners:
+            load = "saturation" if r.rate == 0 else "paced"
+            names = r.replica_cpu_us
+            held = {name: [o for o, n in r.owners.items() if n == name] for name in names}
+            lines.append("")
+            lines.append(
+                f"Owners ({load}): "
+                + "; ".join(f"{name}: {', '.join(orgs)}" for name, orgs in held.items())
+            )
+        if any(r.hub_errors.values()):
+            lines.append("")
+            lines.append(f"**Hub error events** ({r.mode}, rate {r.rate:.0f}): {r.hub_errors}")
     return "\n".join(lines)
 
 
@@ -734,7 +827,12 @@ def write_doc(table: str, args: argparse.Namespace) -> None:
     for k, v in vars(args).items():
         if k in {"write", "mode", "profile"} or v is False:
             continue
-        if (k, v) in {("ledger_checkpoints", "default"), ("load", "spokes")}:
+        if (k, v) in {
+            ("ledger_checkpoints", "default"),
+            ("load", "spokes"),
+            ("store", "sqlite"),
+            ("replicas", 0),
+        }:
             continue
         if k == "receipt_batch" and args.load == "spokes":
             continue
@@ -743,6 +841,8 @@ def write_doc(table: str, args: argparse.Namespace) -> None:
         words.append(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}"))
     # the spokes' load and the hub alone are two tables of docs/benchmarks.md
     name = "e2e" if args.load == "spokes" else "e2e-hub"
+    if args.store == "postgresql":  # issue 15's replicas: one block per replica count
+        name = f"e2e-pg-replicas-{args.replicas}"
     replace_block(name, "python bench/e2e.py " + " ".join(words), table)
 
 
