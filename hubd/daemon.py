@@ -245,6 +245,8 @@ class Hub:
         (an in-process or restarted broker may have lost them); then, for the life of the
         connection, the watch keeps presence known (BrokerWatch.connection)."""
         assert self.watch is not None  # noqa: S101 - made before the links
+        if self.replicas is not None:  # reaching a broker: take a share now, not next round
+            self.replicas.keeper.poke()
         life = asyncio.ensure_future(self.watch.connection(link))
         try:
             await self._publish_directory(link)

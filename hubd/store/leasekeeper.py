@@ -83,6 +83,7 @@ class LeaseKeeper:
         # while not, it holds nothing and sends no heartbeat, so the others take its share.
         self._ready = ready
         self.aside = False
+        self._poked = asyncio.Event()
         self._holdings = Holdings()
         self._task: asyncio.Task[None] | None = None
         self._conn: AsyncConnection | None = None
@@ -213,7 +214,10 @@ class LeaseKeeper:
         without it."""
         if not self.aside:
             self.aside = True
-            log.warning("leases.stood_aside", replica=self.replica, buckets=len(self.held))
+            if self.rounds:  # it served before: the operator wants to know
+                log.warning("leases.stood_aside", replica=self.replica, buckets=len(self.held))
+            else:  # starting: nothing to take before a broker answers
+                log.info("leases.waiting_for_broker", replica=self.replica)
         held = self._holdings.tokens
         if held:
             self._settle(Holdings(), "release")
@@ -227,10 +231,22 @@ class LeaseKeeper:
             with contextlib.suppress(SQLAlchemyError, OSError):
                 await conn.close()
 
+    def poke(self) -> None:
+        """Run the next round now (a broker connection came: a replica standing aside,
+        or one just started, takes its share without waiting for the interval)."""
+        self._poked.set()
+
     async def _run(self) -> None:
         interval = self.settings.renew_ms / 1000
         while True:
-            await self._sleep(interval)
+            if not self._poked.is_set():
+                waits = {
+                    asyncio.ensure_future(self._sleep(interval)),
+                    asyncio.ensure_future(self._poked.wait()),
+                }
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                await cancel_and_wait(waits)
+            self._poked.clear()
             try:
                 await self.run_round()
             except StoreError as exc:

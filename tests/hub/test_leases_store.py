@@ -669,3 +669,23 @@ async def test_a_replica_that_cannot_serve_stands_aside_and_takes_its_share_back
     await balanced_by_hand(a, b)
     assert not a.aside
     assert split(await ownership(a.engine)) == Counter({"a": 128, "b": 128})
+
+
+async def test_a_poke_runs_the_next_round_at_once_not_after_the_interval(
+    keepers: KeeperFactory,
+) -> None:
+    """A broker connection came (hubd pokes its keeper): a replica standing aside or just
+    started takes its share now; the interval here is far longer than the test's bound."""
+    reachable = [False]
+    gained = asyncio.Event()
+    slow = LeaseSettings(lease_ms=120_000, renew_ms=60_000)
+    a = keepers(
+        "a", ready=lambda: reachable[0], settings=slow, on_change=lambda _g, _l: gained.set()
+    )
+    async with a:
+        assert (a.held, a.aside) == ({}, True)
+        reachable[0] = True
+        a.poke()
+        async with asyncio.timeout(30):  # a bound on a hang: the interval is 60 s
+            await gained.wait()
+        assert (len(a.held), a.aside) == (256, False)

@@ -170,15 +170,21 @@ def refused_as_a_twin(twin: HubProcess) -> None:
     assert "replicas.name" in str(failed[0]["error"])
 
 
-async def metrics_say_they_share(*hubs: HubProcess) -> None:
-    """/metrics of each: their buckets add up to 256, one leads; each left the other's
-    organisations' messages to it, and deliveries the other accepted were handed over."""
+async def metrics_say_they_share(owned: dict[str, set[str]], *hubs: HubProcess) -> None:
+    """/metrics of each: their buckets add up to 256, one leads; a replica left to the
+    other the messages of every organisation it does not own (each spoke says hello to
+    both), and a document whose recipient the other replica owns was handed over. Which
+    organisations fall to which replica is the leases' draw: ``owned`` says it."""
     scraped = [await scrape(hub) for hub in hubs]
     assert sum(value(m, "govxchg_replica_buckets") for m in scraped) == 256
     assert sorted(value(m, "govxchg_replica_leading") for m in scraped) == [0, 1]
-    for m in scraped:
-        assert value(m, "govxchg_replica_left_to_owner_total") > 0
-    assert sum(value(m, "govxchg_replica_handed_over_total") for m in scraped) > 0
+    for hub, m in zip(hubs, scraped, strict=True):
+        others = set(ORGS) - owned[hub.folder.name]
+        assert (value(m, "govxchg_replica_left_to_owner_total") > 0) == bool(others)
+    owner = {org: name for name, orgs in owned.items() for org in orgs}
+    crossing = any(owner[o] != owner[ORGS[(i + 1) % len(ORGS)]] for i, o in enumerate(ORGS))
+    handed = sum(value(m, "govxchg_replica_handed_over_total") for m in scraped)
+    assert (handed > 0) == crossing
 
 
 async def test_two_replicas_share_the_work_and_take_over_from_a_dead_or_paused_one(
@@ -207,7 +213,7 @@ async def test_two_replicas_share_the_work_and_take_over_from_a_dead_or_paused_o
         assert by_a | by_b == set(ORGS)
         assert not by_a & by_b, "an organisation's documents taken in by both replicas"
 
-        await metrics_say_they_share(a, b)
+        await metrics_say_they_share({"hub-a": by_a, "hub-b": by_b}, a, b)
 
         # 2. kill -9 of a: b takes every bucket over, and documents flow again
         a.kill9()
