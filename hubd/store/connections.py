@@ -34,11 +34,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# A failed statement's error names the statement, never its values: the hub logs store
+# errors (store.write_failed, message.not_stored, replica.load_failed), and a row's values
+# are a document's number, its frame, its body (docs/operations.md, "Reading the logs").
+HIDE_PARAMETERS = True
+
+
 def engine_for(url: str, *, settings: dict[str, str] | None = None) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets WAL and synchronous=FULL on every connection.
     PostgreSQL: ``settings`` are more server settings for every session."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"check_same_thread": False})
+        engine = create_async_engine(
+            url, connect_args={"check_same_thread": False}, hide_parameters=HIDE_PARAMETERS
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # synchronous_commit=on: a commit returns only once the WAL is on disk (the default,
@@ -48,6 +56,7 @@ def engine_for(url: str, *, settings: dict[str, str] | None = None) -> AsyncEngi
         pool_size=5,
         max_overflow=5,
         pool_pre_ping=True,
+        hide_parameters=HIDE_PARAMETERS,
         connect_args={"server_settings": {"synchronous_commit": "on", **(settings or {})}},
     )
 
@@ -81,6 +90,7 @@ class ThreadWriter:
         engine = create_engine(
             url.replace("+aiosqlite", "+pysqlite", 1),
             connect_args={"check_same_thread": False},  # made here, used only in the thread
+            hide_parameters=HIDE_PARAMETERS,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubd-store")

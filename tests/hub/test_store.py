@@ -19,6 +19,7 @@ import pytest
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 from structlog.testing import capture_logs
 
 from hubd.core.states import DeliveryState, MessageState
@@ -167,6 +168,28 @@ async def test_postgresql_commits_are_synchronous(pg_url: str) -> None:
         )
 
     assert setting == "on"
+
+
+async def test_a_failed_statement_names_no_value_it_was_given(db_url: str) -> None:
+    """Store errors are logged (store.write_failed, message.not_stored): their text holds
+    the statement, never a row's values (a document number, a frame), on the writer's
+    connection and the reader's alike."""
+    number = "吉政发〔2026〕77号-do-not-log"
+    row = {**new_message(1).row, "doc_number": number}
+    async with Store(db_url) as store:
+        await store.run_on_writer(lambda c: (c.execute(t.messages.insert(), [row]), c.commit()))
+        with pytest.raises(DBAPIError) as written:  # the same msg_id again
+            await store.run_on_writer(lambda c: c.execute(t.messages.insert(), [row]))
+        await store.run_on_writer(lambda c: c.rollback())
+        with pytest.raises(DBAPIError) as read:
+            await store.read(
+                text("SELECT doc_number FROM no_such_table WHERE x = :v").bindparams(v=number)
+            )
+
+    assert "INSERT INTO messages" in str(written.value)  # the statement is still named
+    for failure in (written.value, read.value):
+        assert number not in str(failure)
+        assert "hide_parameters=True" in str(failure)  # says that values were left out
 
 
 # ---------------------------------------------------------------------------- group commit
