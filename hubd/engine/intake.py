@@ -47,7 +47,7 @@ from hubd.engine.receipt_intake import ReceiptIntake
 from hubd.store.db import Store
 from hubd.store.leases import LeaseLostError
 from hubd.store.spool import BodySpool
-from hubd.store.writes import Operation, RecordReceipts
+from hubd.store.writes import Operation, RecordReceipts, owners
 from schemas import topics, transport
 from schemas.directory import Directory
 from schemas.envelope import VerifiedEnvelope, verify_envelope
@@ -300,34 +300,58 @@ class Ingest:
 
     async def _commit(self, ops: Sequence[Operation], then: Sequence[Then]) -> None:
         try:
-            try:
-                results = await self._store.submit_many(ops)
-            except XchgError as exc:
-                # Nothing was answered: each sender resends what it holds no receipt for.
-                if isinstance(exc, LeaseLostError):  # to the replica that owns it now
-                    log.warning("message.owner_moved", operations=len(ops), error=str(exc))
-                elif isinstance(exc, StoreError):  # the store logged why, once
-                    log.error("message.not_stored", operations=len(ops), error=str(exc)[:300])
+            parts = self._parts(ops)
+            outcomes = await asyncio.gather(
+                *(self._store.submit_many([ops[i] for i in part]) for part in parts),
+                return_exceptions=True,
+            )
+            results: dict[int, object] = {}
+            for part, outcome in zip(parts, outcomes, strict=True):
+                if isinstance(outcome, XchgError):
+                    self._not_stored([ops[i] for i in part], [then[i] for i in part], outcome)
+                elif isinstance(outcome, BaseException):
+                    raise outcome
                 else:
-                    log.exception("message.failed", operations=len(ops))
-                refused = [(op, done) for op, done in zip(ops, then, strict=True)
-                           if isinstance(op, RejectedEntry)]  # fmt: skip
-                if refused:  # a refusal is answered all the same: it changes nothing
-                    log.error("audit.write_failed", events=["message.rejected"] * len(refused))
-                for op in ops:
-                    if isinstance(op, RecordReceipts):
-                        self._receipts.unsettle(op)
-                for _op, done in refused:
-                    done(None)
-                return
-            for done, result in zip(then, results, strict=True):
+                    results.update(zip(part, outcome, strict=True))
+            for i in sorted(results):  # in the order the pass checked them
                 try:
-                    done(result)
+                    then[i](results[i])
                 except Exception:  # one message must never stop the hub (logged)
                     log.exception("message.failed", operations=1)
         finally:
             self._committing -= 1
             self._commits.release()
+
+    def _parts(self, ops: Sequence[Operation]) -> list[list[int]]:
+        """The pass's operations as the store is to take them: all in one; on a store shared
+        by replicas one part per owner (what owns no organisation, a refusal's ledger entry,
+        in a part of its own), so an organisation whose lease moved fails alone. The parts
+        still share one group commit."""
+        if self._store.fence_for is None:
+            return [list(range(len(ops)))]
+        parts: dict[frozenset[str], list[int]] = {}
+        for i, op in enumerate(ops):
+            parts.setdefault(frozenset(owners([op])), []).append(i)
+        return list(parts.values())
+
+    def _not_stored(self, ops: Sequence[Operation], then: Sequence[Then], exc: XchgError) -> None:
+        """Nothing was answered: each sender resends what it holds no receipt for."""
+        if isinstance(exc, LeaseLostError):  # to the replica that owns it now
+            orgs = sorted(owners(ops))
+            log.warning("message.owner_moved", operations=len(ops), orgs=orgs, error=str(exc))
+        elif isinstance(exc, StoreError):  # the store logged why, once
+            log.error("message.not_stored", operations=len(ops), error=str(exc)[:300])
+        else:
+            log.error("message.failed", operations=len(ops), error=str(exc)[:300])
+        refused = [(op, done) for op, done in zip(ops, then, strict=True)
+                   if isinstance(op, RejectedEntry)]  # fmt: skip
+        if refused:  # a refusal is answered all the same: it changes nothing
+            log.error("audit.write_failed", events=["message.rejected"] * len(refused))
+        for op in ops:
+            if isinstance(op, RecordReceipts):
+                self._receipts.unsettle(op)
+        for _op, done in refused:
+            done(None)
 
     async def _slowly(self, arrival: Arrival, slow: Slow) -> None:
         try:

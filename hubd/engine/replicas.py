@@ -38,7 +38,7 @@ from hubd.store.db import Store
 from hubd.store.leasekeeper import LeaseKeeper
 from hubd.store.leases import Fence, new_replica_id, read_ownership
 from hubd.store.shared import JOBS_CHANNEL
-from hubd.store.writes import NewMessage, Operation, RecordReceipts, UpdateDeliveries
+from hubd.store.writes import Operation, owners
 from schemas.errors import ConfigError, StoreError
 from schemas.ids import parse_msg_id
 
@@ -53,20 +53,6 @@ ON_EMBEDDED: Final = (
     "副本须连接外部代理，每个频道都应在 [channels] 中列出 / every channel of a replica must "
     "be on an external broker shared by all replicas: list each one under [channels]"
 )
-
-
-def _orgs(ops: Sequence[Operation]) -> set[str]:
-    """The organisations a write acts as owner of: the sender of a new message, the
-    recipient whose receipts are recorded, the recipients whose deliveries change."""
-    orgs: set[str] = set()
-    for op in ops:
-        if isinstance(op, NewMessage):
-            orgs.add(op.row["sender"])
-        elif isinstance(op, RecordReceipts):
-            orgs.add(op.issuer)
-        elif isinstance(op, UpdateDeliveries):
-            orgs.update(u.recipient for u in op.updates)
-    return orgs
 
 
 class BrokerConnection(Protocol):
@@ -179,7 +165,7 @@ class Replicas:
 
     def fence_for(self, ops: Sequence[Operation]) -> Fence | None:
         """The fence of a write as owner (LeaseLostError at once if not believed held)."""
-        orgs = _orgs(ops)
+        orgs = owners(ops)
         return self.keeper.fence(orgs) if orgs else None
 
     def changed(self, gained: frozenset[int], lost: frozenset[int]) -> None:

@@ -5,6 +5,7 @@ change that the group commit applies in its transaction, in the order submitted.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,3 +176,18 @@ Operation = (
     | Announce
     | DirectWrite
 )
+
+
+def owners(ops: Sequence[Operation]) -> set[str]:
+    """The organisations a write acts as owner of, on a store shared by replicas (the
+    fence it carries, hubd.engine.replicas): the sender of a new message, the recipient
+    whose receipts are recorded, the recipients whose deliveries change."""
+    orgs: set[str] = set()
+    for op in ops:
+        if isinstance(op, NewMessage):
+            orgs.add(op.row["sender"])
+        elif isinstance(op, RecordReceipts):
+            orgs.add(op.issuer)
+        elif isinstance(op, UpdateDeliveries):
+            orgs.update(u.recipient for u in op.updates)
+    return orgs

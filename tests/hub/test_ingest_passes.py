@@ -9,26 +9,31 @@ worked through in passes that let the event loop run between them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+from structlog.testing import capture_logs
 
+from hubd.core.leases import BUCKETS, bucket_of
 from hubd.core.states import DeliveryState
 from hubd.engine.dispatch import Dispatcher
 from hubd.engine.intake import MAX_PASS, Ingest
 from hubd.engine.jobs import DispatchSettings, Job, Payload
+from hubd.store import tables as t
 from hubd.store.db import Store
+from hubd.store.leases import LeaseLostError
 from hubd.store.spool import Spool
-from hubd.store.writes import Operation, RecordReceipts
+from hubd.store.writes import Operation, RecordReceipts, owners
 from runtime.clock import now_ms
 from schemas import topics, transport
 from schemas.envelope import verify_envelope
 from schemas.errors import StoreError
-from schemas.labels import Classification, Precedence
+from schemas.labels import Classification, DocType, Precedence
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from tests.world import World, make_world
 
@@ -221,6 +226,48 @@ async def test_a_receipt_batch_the_store_refused_leaves_its_delivery_free_to_exp
         stop.set()
         await timers
     assert rig.dispatcher.expired == 1
+
+
+async def test_a_pass_whose_one_sender_lost_its_lease_stores_and_answers_the_others(
+    rig: Rig,
+) -> None:
+    """On a store shared by replicas, an organisation whose bucket moved to another replica
+    fails alone: the other senders of the same pass are stored and answered, and a
+    refusal's ledger entry lands (the store's fence is the lease keeper's in the hub)."""
+    lost = bucket_of("jl.cc", BUCKETS)
+
+    def fence_for(ops: Sequence[Operation]) -> None:
+        if "jl.cc" in owners(ops):  # as the keeper does once it no longer holds the bucket
+            raise LeaseLostError("a", {lost})
+
+    rig.store.fence_for = fence_for
+    kept, kept_body = rig.world.seal("jl.gov", ["jl.cc"])
+    moved, moved_body = rig.world.seal("jl.cc", ["jl.jl"], doc_type=DocType.LETTER)
+    forged, forged_body = rig.world.seal("jl.gov", ["jl.jl"])  # on jl.dept.health's topic
+    kept_id = verify_envelope(kept.frame, rig.world.directory).header.msg_id
+    with capture_logs() as logs:
+        for topic, sealed, body in [
+            (UP, kept, kept_body),
+            (topics.up("govnet", "jl.cc"), moved, moved_body),
+            (topics.up("govnet", "jl.dept.health"), forged, forged_body),
+        ]:
+            rig.ingest.on_message(
+                topic, transport.encode(transport.EnvelopeMsg(sealed.frame, body))
+            )
+        await until(lambda: len(rig.issuer.entries) == 2, "two answers")
+        await until(lambda: rig.ingest.idle, "the pass to end")
+
+    assert sorted(e.status for e in rig.issuer.entries) == [
+        ReceiptStatus.ACCEPTED,
+        ReceiptStatus.REJECTED,
+    ]
+    stored = {bytes(r[0]) for r in await rig.store.read(select(t.messages.c.msg_id))}
+    assert stored == {kept_id}  # not jl.cc's: its sender resends it to the new owner
+    events = [r[0] for r in await rig.store.read(select(t.audit.c.event))]
+    assert "message.rejected" in events  # the refusal's ledger entry was not lost with it
+    moved_lines = [e for e in logs if e["event"] == "message.owner_moved"]
+    assert [e["orgs"] for e in moved_lines] == [["jl.cc"]]
+    assert not [e for e in logs if e["event"] == "audit.write_failed"]
 
 
 async def test_a_deep_queue_is_worked_in_passes_that_let_the_loop_run_between_them(
