@@ -62,6 +62,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.hubs import BenchHubs
+from bench.runfolder import kept_on_failure
 from runtime.link import Link
 from runtime.mqtt import BrokerLink, mqtt_client_id
 from schemas import codec, topics, transport
@@ -729,6 +730,11 @@ def main() -> None:
     )
     parser.add_argument("--profile", default="", help="py-spy the hub during saturation into FILE")
     parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the run's folder (hub state, store, logs) in /tmp; kept anyway if a run fails",
+    )
+    parser.add_argument(
         "--store",
         choices=["sqlite", "postgresql"],
         default="sqlite",
@@ -761,12 +767,13 @@ def main() -> None:
     modes = ["raw", "hub"] if args.mode == "both" else [args.mode]
     rows = []
     rate = args.rate
-    for mode in modes:
-        rows.append(run_once(mode, args, rate=0, count=args.docs, tmp=tmp))
-        if args.half_raw and mode == "raw":
-            rate = round(rows[-1].per_second / 2)  # the raw relay's saturation, halved
-        latency_count = int(rate * args.seconds / args.senders)
-        rows.append(run_once(mode, args, rate=rate, count=latency_count, tmp=tmp))
+    with kept_on_failure(tmp, keep=args.keep):
+        for mode in modes:
+            rows.append(run_once(mode, args, rate=0, count=args.docs, tmp=tmp))
+            if args.half_raw and mode == "raw":
+                rate = round(rows[-1].per_second / 2)  # the raw relay's saturation, halved
+            latency_count = int(rate * args.seconds / args.senders)
+            rows.append(run_once(mode, args, rate=rate, count=latency_count, tmp=tmp))
     table = format_table(rows)
     print(table)
     if args.write:
@@ -825,7 +832,7 @@ def format_table(rows: list[Result]) -> str:
 def write_doc(table: str, args: argparse.Namespace) -> None:
     words = []
     for k, v in vars(args).items():
-        if k in {"write", "mode", "profile"} or v is False:
+        if k in {"write", "mode", "profile", "keep"} or v is False:
             continue
         if (k, v) in {
             ("ledger_checkpoints", "default"),

@@ -63,6 +63,7 @@ from bench.national import (
     until,
 )
 from bench.rawmqtt import RawClient, Sink, Whole
+from bench.runfolder import kept_on_failure
 from runtime.clock import now_ms
 from schemas import codec, topics, transport
 from schemas.directory import Directory
@@ -505,8 +506,11 @@ def main(argv: list[str] | None = None) -> list[Row]:
         parser.error(
             f"a group of {max(sizes)} needs {max(sizes) + 200} open files; the limit is {hard}"
         )
-    tmp = args.tmp or Path(tempfile.mkdtemp(prefix="govx-group-"))
-    rows = measure(args, sizes, tmp)
+    if args.tmp is not None:  # the caller's folder: left as it is
+        rows = measure(args, sizes, args.tmp)
+    else:
+        with kept_on_failure(Path(tempfile.mkdtemp(prefix="govx-group-"))) as tmp:
+            rows = measure(args, sizes, tmp)
     table = format_table(rows, args.orgs)
     print(table)
     if args.json is not None:

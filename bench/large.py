@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 import aiomqtt
 
 from bench.e2e import replace_block
+from bench.runfolder import kept_on_failure
 from schemas.receipts import ReceiptStatus
 from tests.hubproc import HubProcess, Mosquitto, live_directory
 from tests.spokesim import SimSpoke
@@ -115,10 +116,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=1024)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the run's folder in /tmp")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="govx-large-"))
-    raw = asyncio.run(raw_run(args.mib, tmp))
-    hub, rss = asyncio.run(hub_run(args.mib, tmp))
+    with kept_on_failure(Path(tempfile.mkdtemp(prefix="govx-large-")), keep=args.keep) as tmp:
+        raw = asyncio.run(raw_run(args.mib, tmp))
+        hub, rss = asyncio.run(hub_run(args.mib, tmp))
     table = "\n".join(
         [
             "| path | MB/s | hub peak RSS |",
