@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 from bench.e2e import replace_block
 from bench.nation import CHANNEL, Nation, make_nation, try_sign
 from bench.rawmqtt import RawClient, Sink, Will, check_readers
+from bench.runfolder import kept_on_failure
 from bench.takers import TAKERS, DirectoryTaker
 from runtime.clock import now_ms
 from runtime.tasks import cancel_and_wait
@@ -487,8 +488,11 @@ def main(argv: list[str] | None = None) -> list[Row]:
         parser.error(
             f"--spokes {args.spokes} needs {args.spokes + 200} open files; the limit is {hard}"
         )
-    tmp = args.tmp or Path(tempfile.mkdtemp(prefix="govx-national-"))
-    rows = [measure(orgs, args, tmp) for orgs in sizes]
+    if args.tmp is not None:  # the caller's folder: left as it is
+        rows = [measure(orgs, args, args.tmp) for orgs in sizes]
+    else:
+        with kept_on_failure(Path(tempfile.mkdtemp(prefix="govx-national-"))) as tmp:
+            rows = [measure(orgs, args, tmp) for orgs in sizes]
     table = format_table(rows, TAKERS[args.taker](b"").name)
     print(table)
     print(
