@@ -376,6 +376,7 @@ class Hub:
                 issuer.outcome,
                 latency=self.metrics.observe_latency,
                 clock=self.clock,
+                outcomes=issuer,
             )
             ingest = Ingest(
                 directory=self.directory,

@@ -31,10 +31,10 @@ import heapq
 import itertools
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import assert_never
+from typing import Protocol, assert_never
 
 import structlog
 
@@ -52,14 +52,14 @@ from hubd.core.timers import (
     on_timer,
     retry_delay_ms,
 )
-from hubd.engine.jobs import DispatchSettings, Job, Key
+from hubd.engine.jobs import DispatchSettings, Job, Key, OutcomeBatch
 from hubd.engine.presencebook import PresenceBook
 from hubd.engine.storedchunks import StoredChunks
 from hubd.store.audit import AuditEvent
 from hubd.store.bodyref import StoredBody
 from hubd.store.db import Store
 from hubd.store.rowwriter import KEEP_ATTEMPTS
-from hubd.store.writes import DeliveryUpdate, UpdateDeliveries
+from hubd.store.writes import DeliveryUpdate, Operation, UpdateDeliveries
 from runtime.clock import now_ms
 from schemas import transport
 from schemas.errors import StoreError
@@ -85,6 +85,20 @@ class _Timer:
 
 
 Outcome = Callable[[Job, DeliveryState, int], None]  # (job, final state, now) -> receipts
+
+
+class OutcomeWrites(Protocol):
+    """The outcome receipts :data:`Outcome` gathered (hubd.engine.issuer), written by the
+    dispatcher's flush in the same commit as the EXPIRED/DEAD states they report: neither
+    without the other, across a crash or a lease lost to another replica."""
+
+    def take_outcomes(self) -> Sequence[OutcomeBatch]: ...
+
+    def give_back(self, batches: Sequence[OutcomeBatch], keep: Callable[[str], bool]) -> None: ...
+
+    def outcome_stored(self, batch: OutcomeBatch, seq: int) -> None: ...
+
+
 Latency = Callable[[int], None]  # milliseconds from acceptance to the recipient's DELIVERED
 
 
@@ -100,8 +114,10 @@ class Dispatcher:
         *,
         latency: Latency | None = None,
         clock: Clock = now_ms,
+        outcomes: OutcomeWrites | None = None,
     ) -> None:
         self._store, self._publish, self._settings = store, publish, settings
+        self._outcomes = outcomes
         self.timer_settings = settings.timers()  # what the policy reads, built once
         self._outcome, self._latency, self._clock = outcome, latency, clock
         self._jobs: dict[Key, Job] = {}
@@ -525,19 +541,32 @@ class Dispatcher:
         """Write the changes gathered so far; False if the store refused them (kept)."""
         updates, audit = self._updates, self._audit
         self._updates, self._audit = {}, []
-        if not updates and not audit:
+        outcomes = self._outcomes.take_outcomes() if self._outcomes is not None else ()
+        if not updates and not audit and not outcomes:
             return True
+        ops: list[Operation] = [UpdateDeliveries(list(updates.values()), audit)]
+        ops += [batch.op for batch in outcomes]  # one commit: the states and their receipts
         try:
-            await self._store.submit(UpdateDeliveries(list(updates.values()), audit))
+            numbers = await self._store.submit_many(ops)
         except StoreError as exc:
-            if self.owns is not None:  # replicas: a lost recipient's new owner goes on
-                updates = {k: u for k, u in updates.items() if self.owns(u.recipient)}
-                audit = [a for a in audit if a.org is None or self.owns(a.org)]
+            owns = self.owns
+            if owns is not None:  # replicas: a lost recipient's new owner goes on
+                updates = {k: u for k, u in updates.items() if owns(u.recipient)}
+                audit = [a for a in audit if a.org is None or owns(a.org)]
             # Keep them for the next flush (newer changes to the same delivery win) rather
             # than stop delivering: the store logged why; /healthz says it is failing.
             self._updates = {**updates, **self._updates}
             self._audit[:0] = audit
+            if self._outcomes is not None:
+                self._outcomes.give_back(outcomes, owns or _everyone)
             log.warning("delivery.state_not_stored", changes=len(updates), error=str(exc))
             self._flush_event.set()
             return False
+        if self._outcomes is not None:
+            for batch, seq in zip(outcomes, numbers[1:], strict=True):
+                self._outcomes.outcome_stored(batch, seq)
         return True
+
+
+def _everyone(_org: str) -> bool:
+    return True

@@ -6,7 +6,11 @@ so they are published without being stored. DELIVERED and SIGNED_FOR (the recipi
 signed batches, forwarded unchanged; ingest numbers them in the commit that records them)
 and the hub's EXPIRED and DEAD are news the sender cannot ask for: they go through the
 durable, numbered receipt outbox, and a spoke's
-``hello`` says which number it last holds so that the rest is sent again.
+``hello`` says which number it last holds so that the rest is sent again. EXPIRED and DEAD
+are numbered in the commit that moves their deliveries to that state (the dispatcher's
+flush takes them: :meth:`ReceiptIssuer.take_outcomes`): a crash, or a replica that lost
+its lease in between, cannot tell a sender EXPIRED for a delivery the store still holds
+as awaiting (and another replica then delivers), nor store EXPIRED without telling.
 
 One signature per flush and destination: entries for the same (organisation, channel)
 gathered over a few milliseconds share a batch.
@@ -26,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -35,7 +39,7 @@ from sqlalchemy import and_, or_, select
 
 from hubd.core.states import DeliveryState
 from hubd.engine.dispatch import Publish
-from hubd.engine.jobs import Job
+from hubd.engine.jobs import Job, OutcomeBatch
 from hubd.store import tables as t
 from hubd.store.db import Store
 from hubd.store.writes import AdvanceNumbering, QueueReceipts
@@ -89,6 +93,8 @@ class ReceiptIssuer:
         self._delay = delay
         self._retry_after = 1.0  # seconds before a flush the store refused is tried again
         self._pending: dict[tuple[str, str, bool], list[ReceiptEntry]] = defaultdict(list)
+        # EXPIRED and DEAD, until the dispatcher's next flush takes them (take_outcomes)
+        self._outcomes: dict[tuple[str, str], list[tuple[str, ReceiptEntry]]] = defaultdict(list)
         self._wakeup = asyncio.Event()
         self.sent_batches = 0
         self._asked: list[_Asked] = []  # replays waiting for the next shared read
@@ -99,7 +105,8 @@ class ReceiptIssuer:
 
     def outcome(self, job: Job, state: DeliveryState, at: int) -> None:
         """A delivery EXPIRED or DEAD (the dispatcher's outcome): tell the sender, durably,
-        on the channel it sent on."""
+        on the channel it sent on; numbered in the dispatcher's commit of that state
+        (:meth:`take_outcomes`), so a crash or a lost lease keeps both or neither."""
         status = ReceiptStatus.EXPIRED if state is DeliveryState.EXPIRED else ReceiptStatus.DEAD
         gave_up = status is ReceiptStatus.DEAD
         entry = ReceiptEntry(
@@ -118,7 +125,33 @@ class ReceiptIssuer:
             ),
             retriable=False,
         )
-        self.issue(job.sender, job.origin, entry, durable=True)
+        self._outcomes[(job.sender, job.origin)].append((job.recipient, entry))
+
+    def take_outcomes(self) -> list[OutcomeBatch]:
+        """The outcomes gathered since the last call, signed (one batch per sender and
+        channel, as :meth:`flush` signs), for the dispatcher to number in the commit that
+        moves their deliveries to EXPIRED or DEAD (hubd.engine.dispatch.OutcomeWrites)."""
+        taken, self._outcomes = self._outcomes, defaultdict(list)
+        now = self._clock()
+        batches = []
+        for (dest, channel), items in taken.items():
+            for start in range(0, len(items), MAX_ENTRIES):
+                part = items[start : start + MAX_ENTRIES]
+                frame = sign_receipts(self._hub_id, self._key, [e for _, e in part], at=now)
+                batches.append(OutcomeBatch(QueueReceipts(dest, channel, frame, now), part))
+        return batches
+
+    def give_back(self, batches: Sequence[OutcomeBatch], keep: Callable[[str], bool]) -> None:
+        """Batches whose commit failed: their entries are signed again with the next ones,
+        but for recipients this hub no longer delivers to (another replica's now, which
+        tells the sender what becomes of them)."""
+        for batch in batches:
+            key = (batch.op.dest, batch.op.channel)
+            self._outcomes[key][:0] = [(r, e) for r, e in batch.entries if keep(r)]
+
+    def outcome_stored(self, batch: OutcomeBatch, seq: int) -> None:
+        """Numbered and durable with its deliveries' states: to the sender."""
+        self.send_numbered(batch.op.dest, batch.op.channel, batch.op.frame, seq)
 
     def issue(self, dest: str, channel: str, entry: ReceiptEntry, *, durable: bool) -> None:
         """Queue a hub-signed entry for ``dest`` on ``channel``. Its detail may quote what a

@@ -17,7 +17,9 @@ from hubd.core.timers import (
     next_phase,
 )
 from hubd.store.bodyref import StoredBody
+from hubd.store.writes import QueueReceipts
 from schemas.labels import Classification, Precedence
+from schemas.receipts import ReceiptEntry
 
 Key = tuple[bytes, str]  # (msg_id, recipient)
 
@@ -86,3 +88,13 @@ class DispatchSettings:
             settling_recheck_ms=SETTLING_RECHECK_MS,
             settling_limit_ms=SETTLING_LIMIT_MS,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeBatch:
+    """A signed batch of EXPIRED/DEAD entries (hubd.engine.issuer) to be numbered in the
+    commit that moves their deliveries (hubd.engine.dispatch), and the recipient each
+    entry is about."""
+
+    op: QueueReceipts
+    entries: list[tuple[str, ReceiptEntry]]
