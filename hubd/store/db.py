@@ -109,6 +109,9 @@ class Store:
         self._audit_hash = GENESIS
         self._tree = merkle.Frontier()  # the ledger's Merkle tree, right edge only
         self._outbox_seq: dict[tuple[str, str], int] = {}
+        # shared: numbering asked for (numbered_now) and the task reading it for them all
+        self._numbering_asked: dict[tuple[str, str], list[asyncio.Future[int]]] = {}
+        self._numbering_reader: asyncio.Task[None] | None = None
         self.commits = 0  # transactions written (for metrics and the benchmark)
         self.reads = 0  # reads on the reader connection (tests count what a path costs)
         self._last_commit_failed = False
@@ -198,12 +201,45 @@ class Store:
         return self._outbox_seq.get((dest, channel), 0)
 
     async def numbered_now(self, dest: str, channel: str) -> int:
-        """As :meth:`numbered`, read from the store when other replicas number too."""
+        """As :meth:`numbered`, read from the store when other replicas number too. The
+        callers of one turn of the loop (a pass's hellos after a broker restart: thousands)
+        share one read, and those who ask while it runs share the next."""
         if not self.shared:
             return self.numbered(dest, channel)
-        return (await self.read_sync(sharedstore.numbering, [(dest, channel)])).get(
-            (dest, channel), 0
-        )
+        waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._numbering_asked.setdefault((dest, channel), []).append(waiter)
+        if self._numbering_reader is None:
+            self._numbering_reader = asyncio.create_task(
+                self._read_numbering(), name="hubd.store.numbering"
+            )
+        return await waiter
+
+    async def _read_numbering(self) -> None:
+        asked: dict[tuple[str, str], list[asyncio.Future[int]]] = {}
+        try:
+            await asyncio.sleep(0)  # the rest of this turn's callers ask first
+            while self._numbering_asked:
+                asked, self._numbering_asked = self._numbering_asked, {}
+                try:
+                    found = await self.read_sync(sharedstore.numbering, list(asked))
+                except Exception as exc:  # noqa: BLE001 - each caller gets the store's error
+                    for waiters in asked.values():
+                        for waiter in waiters:
+                            if not waiter.done():
+                                waiter.set_exception(exc)
+                    continue
+                for key, waiters in asked.items():
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_result(found.get(key, 0))
+                asked = {}
+        finally:
+            self._numbering_reader = None
+            for waiters in [*asked.values(), *self._numbering_asked.values()]:
+                for waiter in waiters:  # cancelled while they waited: the store is closing
+                    if not waiter.done():
+                        waiter.set_exception(ClosedResourceError("the store is closed"))
+            self._numbering_asked = {}
 
     async def run_on_writer(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(connection, *args)`` on the writer's own connection (tests and tools)."""

@@ -226,3 +226,26 @@ async def test_an_older_token_is_refused_though_a_caller_in_the_same_commit_hold
     assert not isinstance(fresh, BaseException)
     rows = await replicas[1].read(select(t.messages.c.msg_id))
     assert [bytes(r[0]) for r in rows] == [msg_id(2)]
+
+
+async def test_a_burst_of_numbering_questions_costs_one_read_and_each_gets_its_own_answer(
+    replicas: list[Store],
+) -> None:
+    """Every hello to a replica asks the store how far its spoke's numbering goes (another
+    replica may have numbered since): a reconnect storm's hellos share the read."""
+    writer, asker = replicas[0], replicas[1]
+    for n in range(3):
+        await writer.submit(queue("jl.cc", n))
+    await writer.submit(queue("jl.jl", 9))
+    reads = asker.reads
+
+    answers = await asyncio.gather(
+        *(asker.numbered_now(org, "govnet") for org in ["jl.cc", "jl.jl", "jl.sp", "jl.cc"] * 50)
+    )
+
+    assert answers == [3, 1, 0, 3] * 50
+    assert asker.reads - reads == 1
+    assert await asker.numbered_now("jl.cc", "internet") == 0  # per channel
+    await writer.submit(queue("jl.cc", 4))  # numbered since: the next question reads again
+    assert await asker.numbered_now("jl.cc", "govnet") == 4
+    assert asker.reads - reads == 3
