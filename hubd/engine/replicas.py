@@ -255,15 +255,19 @@ class Replicas:
             self._add(rows)
 
     async def _load_buckets(self, buckets: set[int]) -> None:
-        """Every awaited delivery to a recipient in ``buckets`` this replica lacks."""
-        keys = await self.store.read_sync(_awaited_keys)
+        """Every awaited delivery to a recipient in ``buckets`` this replica lacks: the
+        recipients with any first (one index-only read), then the keys of theirs only, then
+        the rows of those it lacks. A deep backlog for other replicas' recipients is not
+        read at each gain and each sweep."""
         count = self.keeper.settings.buckets
-        dispatcher = self.dispatcher
-        missing = [
-            (m, r)
-            for m, r in keys
-            if bucket_of(r, count) in buckets and (dispatcher is None or not dispatcher.job(m, r))
+        recipients = [
+            r
+            for r in await self.store.read_sync(_awaited_recipients)
+            if bucket_of(r, count) in buckets
         ]
+        keys = await self.store.read_sync(_awaited_keys, recipients) if recipients else []
+        dispatcher = self.dispatcher
+        missing = [(m, r) for m, r in keys if dispatcher is None or not dispatcher.job(m, r)]
         d = t.deliveries.c
         for start in range(0, len(missing), LOAD_MAX):
             chunk = missing[start : start + LOAD_MAX]
@@ -280,7 +284,16 @@ class Replicas:
                 self.handed_over += 1
 
 
-def _awaited_keys(conn: Connection) -> list[tuple[bytes, str]]:
+def _awaited_recipients(conn: Connection) -> list[str]:
     d = t.deliveries.c
-    rows = conn.execute(select(d.msg_id, d.recipient).where(d.state.in_(AWAITED)))
-    return [(bytes(m), r) for m, r in rows]
+    return [r for (r,) in conn.execute(select(d.recipient).where(d.state.in_(AWAITED)).distinct())]
+
+
+def _awaited_keys(conn: Connection, recipients: Sequence[str]) -> list[tuple[bytes, str]]:
+    d = t.deliveries.c
+    keys: list[tuple[bytes, str]] = []
+    for start in range(0, len(recipients), LOAD_MAX):
+        chunk = recipients[start : start + LOAD_MAX]
+        query = select(d.msg_id, d.recipient).where(d.state.in_(AWAITED), d.recipient.in_(chunk))
+        keys += [(bytes(m), r) for m, r in conn.execute(query)]
+    return keys
