@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import structlog
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import ColumnElement, delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -115,27 +115,30 @@ class StoreSpool:
         return await asyncio.shield(task)
 
     async def _load(self, msg_id: bytes) -> Transfer | None:
-        s = t.spool_transfers
-        try:
-            async with self._connections, self._engine.connect() as conn:
-                row = (
-                    await conn.execute(
-                        select(s.c.channel, s.c.org, s.c.frame, s.c.slots).where(
-                            s.c.msg_id == msg_id
-                        )
-                    )
-                ).first()
-        except SQLAlchemyError as exc:
-            raise _failed(*_READ, exc) from exc
-        if row is None:
+        heads = await self._heads(t.spool_transfers.c.msg_id == msg_id)
+        if not heads:
             return None
-        slots = None if row.slots is None else bytes(row.slots)
+        channel, org, frame, slots = heads[0]
         try:
-            envelope = await asyncio.to_thread(self._verify, bytes(row.frame), row.org, slots)
+            envelope = await asyncio.to_thread(self._verify, frame, org, slots)
         except XchgError as exc:  # the directory changed since: the sender sends it anew
             log.warning("spool.discarded", msg_id=msg_id_text(msg_id), error=str(exc))
             return None
-        return await self.adopt(envelope, row.channel, row.org)
+        return await self.adopt(envelope, channel, org)
+
+    async def _heads(self, *where: ColumnElement[bool]) -> list[Partial]:
+        """(channel, org, frame, slots) of the transfers ``where`` says, oldest first."""
+        s = t.spool_transfers
+        query = select(s.c.channel, s.c.org, s.c.frame, s.c.slots).where(*where)
+        try:
+            async with self._connections, self._engine.connect() as conn:
+                rows = (await conn.execute(query.order_by(s.c.started_at, s.c.msg_id))).all()
+        except SQLAlchemyError as exc:
+            raise _failed(*_READ, exc) from exc
+        return [
+            (r.channel, r.org, bytes(r.frame), None if r.slots is None else bytes(r.slots))
+            for r in rows
+        ]
 
     async def adopt(self, envelope: VerifiedEnvelope, channel: str, org: str) -> Transfer:
         """Re-hash the pieces the store holds (page by page, never the whole body) and
@@ -294,22 +297,7 @@ class StoreSpool:
             body.unlink(missing_ok=True)  # a folder body from before replica mode
 
     async def partial(self) -> list[Partial]:
-        s = t.spool_transfers
-        try:
-            async with self._connections, self._engine.connect() as conn:
-                rows = (
-                    await conn.execute(
-                        select(s.c.channel, s.c.org, s.c.frame, s.c.slots).order_by(
-                            s.c.started_at, s.c.msg_id
-                        )
-                    )
-                ).all()
-        except SQLAlchemyError as exc:
-            raise _failed(*_READ, exc) from exc
-        return [
-            (r.channel, r.org, bytes(r.frame), None if r.slots is None else bytes(r.slots))
-            for r in rows
-        ]
+        return await self._heads()
 
 
 # ------------------------------------------------------------ finished bodies
