@@ -52,14 +52,12 @@ class ReceiptStatus(StrEnum):
 
     @property
     def issued_by_hub(self) -> bool:
-        return self in {
-            ReceiptStatus.ACCEPTED,
-            ReceiptStatus.REJECTED,
-            ReceiptStatus.EXPIRED,
-            ReceiptStatus.DEAD,
-        }
+        return self in _BY_HUB
 
 
+_BY_HUB = frozenset(
+    {ReceiptStatus.ACCEPTED, ReceiptStatus.REJECTED, ReceiptStatus.EXPIRED, ReceiptStatus.DEAD}
+)
 _NEEDS_REASON = frozenset({ReceiptStatus.REJECTED, ReceiptStatus.DEAD})
 
 

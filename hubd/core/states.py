@@ -46,7 +46,7 @@ class DeliveryState(StrEnum):
     @property
     def awaiting(self) -> bool:
         """Still the hub's job: to be (re)published until the recipient confirms."""
-        return self in {DeliveryState.PENDING, DeliveryState.SENT}
+        return self in _AWAITING
 
 
 class Event(StrEnum):
@@ -66,6 +66,7 @@ P, S, D, F = (
     DeliveryState.SIGNED_FOR,
 )
 X, Z = DeliveryState.EXPIRED, DeliveryState.DEAD
+_AWAITING = frozenset({DeliveryState.PENDING, DeliveryState.SENT})
 _FINAL = frozenset({F, X, Z})
 
 TRANSITIONS: dict[tuple[DeliveryState, Event], DeliveryState] = {

@@ -52,11 +52,15 @@ class Phase(StrEnum):
 
     @property
     def queued(self) -> bool:
-        return self in {Phase.QUEUED, Phase.QUEUED_SETTLING}
+        return self in _QUEUED
 
     @property
     def settling(self) -> bool:
-        return self in {Phase.SETTLING, Phase.QUEUED_SETTLING}
+        return self in _SETTLING
+
+
+_QUEUED = frozenset({Phase.QUEUED, Phase.QUEUED_SETTLING})
+_SETTLING = frozenset({Phase.SETTLING, Phase.QUEUED_SETTLING})
 
 
 class PhaseEvent(StrEnum):

@@ -34,6 +34,10 @@ from hubd.store.writes import (
 from schemas import merkle
 from schemas.ledger import Entry
 
+# An audit entry's detail as the ledger stores it: canonical JSON (sorted keys, no spaces,
+# UTF-8 as is). One encoder for every entry: json.dumps with options builds one per call.
+_DETAIL = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
 
 def apply(  # noqa: PLR0917 - run on the writer's thread with positional arguments
     conn: Connection,
@@ -152,9 +156,7 @@ class Batch:
     def chain_audit(self, events: Sequence[AuditEvent]) -> None:
         for ev in events:
             self.seq += 1
-            detail = json.dumps(
-                ev.detail, ensure_ascii=False, sort_keys=True, separators=(",", ":")
-            )
+            detail = _DETAIL.encode(ev.detail)
             leaf = Entry(self.seq, ev.at, ev.event, ev.msg_id, ev.org, detail).leaf()
             digest = chain_hash_of(self.chain, leaf)
             self.nodes += ledgerstore.node_rows(self.tree.append(merkle.leaf_hash(leaf)))
