@@ -101,7 +101,7 @@ class Answers:
         if refused:
             self._issue_rejected(arrival, entry)
             return
-        self._issuer.issue(arrival.org, arrival.channel, entry, durable=False)
+        self._issuer.issue(arrival.org, arrival.channel, entry)
 
     def _issue_rejected(self, arrival: Arrival, entry: ReceiptEntry) -> None:
         """Sign and send a REJECTED once its ``message.rejected`` entry is in the ledger
@@ -135,7 +135,7 @@ class Answers:
         self._queued()
 
     def _rejection_recorded(self, arrival: Arrival, entry: ReceiptEntry, _result: object) -> None:
-        self._issuer.issue(arrival.org, arrival.channel, entry, durable=False)
+        self._issuer.issue(arrival.org, arrival.channel, entry)
 
     def refuse(self, arrival: Arrival, envelope: VerifiedEnvelope, refusal: Refuse) -> None:
         """A signed REJECTED. For the document rules the receipt names every finding, both

@@ -96,6 +96,8 @@ class OutcomeWrites(Protocol):
 
     def give_back(self, batches: Sequence[OutcomeBatch], keep: Callable[[str], bool]) -> None: ...
 
+    def drop_outcomes(self, gone: Callable[[str], bool]) -> None: ...
+
     def outcome_stored(self, batch: OutcomeBatch, seq: int) -> None: ...
 
 
@@ -172,6 +174,8 @@ class Dispatcher:
             del self._parked[where]
         self._updates = {k: u for k, u in self._updates.items() if not gone(u.recipient)}
         self._audit = [a for a in self._audit if a.org is None or not gone(a.org)]
+        if self._outcomes is not None:  # an EXPIRED not yet written goes with its state
+            self._outcomes.drop_outcomes(gone)
         return len(keys)
 
     def set_online(self, channel: str, org: str, *, online: bool) -> None:

@@ -306,18 +306,24 @@ class Ingest:
                 return_exceptions=True,
             )
             results: dict[int, object] = {}
+            failed: dict[type, list[tuple[list[int], XchgError]]] = {}
+            unexpected: BaseException | None = None
             for part, outcome in zip(parts, outcomes, strict=True):
                 if isinstance(outcome, XchgError):
-                    self._not_stored([ops[i] for i in part], [then[i] for i in part], outcome)
+                    failed.setdefault(type(outcome), []).append((part, outcome))
                 elif isinstance(outcome, BaseException):
-                    raise outcome
+                    unexpected = unexpected or outcome
                 else:
                     results.update(zip(part, outcome, strict=True))
+            for how in failed.values():  # one line per kind of failure, not per part
+                self._not_stored(ops, then, how)
             for i in sorted(results):  # in the order the pass checked them
                 try:
                     then[i](results[i])
                 except Exception:  # one message must never stop the hub (logged)
                     log.exception("message.failed", operations=1)
+            if unexpected is not None:  # what was stored is answered first
+                raise unexpected
         finally:
             self._committing -= 1
             self._commits.release()
@@ -326,7 +332,8 @@ class Ingest:
         """The pass's operations as the store is to take them: all in one; on a store shared
         by replicas one part per owner (what owns no organisation, a refusal's ledger entry,
         in a part of its own), so an organisation whose lease moved fails alone. The parts
-        still share one group commit."""
+        are handed over together and join the group commits as any writes do (at most
+        ``group_max`` operations each)."""
         if self._store.fence_for is None:
             return [list(range(len(ops)))]
         parts: dict[frozenset[str], list[int]] = {}
@@ -334,23 +341,30 @@ class Ingest:
             parts.setdefault(frozenset(owners([op])), []).append(i)
         return list(parts.values())
 
-    def _not_stored(self, ops: Sequence[Operation], then: Sequence[Then], exc: XchgError) -> None:
-        """Nothing was answered: each sender resends what it holds no receipt for."""
+    def _not_stored(
+        self,
+        ops: Sequence[Operation],
+        then: Sequence[Then],
+        failed: Sequence[tuple[list[int], XchgError]],
+    ) -> None:
+        """Parts the store did not take, all failed the same way: nothing was answered, and
+        each sender resends what it holds no receipt for."""
+        lost = [ops[i] for part, _ in failed for i in part]
+        exc = failed[0][1]
         if isinstance(exc, LeaseLostError):  # to the replica that owns it now
-            orgs = sorted(owners(ops))
-            log.warning("message.owner_moved", operations=len(ops), orgs=orgs, error=str(exc))
+            orgs = sorted(owners(lost))
+            log.warning("message.owner_moved", operations=len(lost), orgs=orgs, error=str(exc))
         elif isinstance(exc, StoreError):  # the store logged why, once
-            log.error("message.not_stored", operations=len(ops), error=str(exc)[:300])
+            log.error("message.not_stored", operations=len(lost), error=str(exc)[:300])
         else:
-            log.error("message.failed", operations=len(ops), error=str(exc)[:300])
-        refused = [(op, done) for op, done in zip(ops, then, strict=True)
-                   if isinstance(op, RejectedEntry)]  # fmt: skip
+            log.error("message.failed", operations=len(lost), error=str(exc)[:300])
+        refused = [then[i] for part, _ in failed for i in part if isinstance(ops[i], RejectedEntry)]
         if refused:  # a refusal is answered all the same: it changes nothing
             log.error("audit.write_failed", events=["message.rejected"] * len(refused))
-        for op in ops:
+        for op in lost:
             if isinstance(op, RecordReceipts):
                 self._receipts.unsettle(op)
-        for _op, done in refused:
+        for done in refused:
             done(None)
 
     async def _slowly(self, arrival: Arrival, slow: Slow) -> None:

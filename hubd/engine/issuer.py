@@ -91,8 +91,7 @@ class ReceiptIssuer:
             clock,
         )
         self._delay = delay
-        self._retry_after = 1.0  # seconds before a flush the store refused is tried again
-        self._pending: dict[tuple[str, str, bool], list[ReceiptEntry]] = defaultdict(list)
+        self._pending: dict[tuple[str, str], list[ReceiptEntry]] = defaultdict(list)
         # EXPIRED and DEAD, until the dispatcher's next flush takes them (take_outcomes)
         self._outcomes: dict[tuple[str, str], list[tuple[str, ReceiptEntry]]] = defaultdict(list)
         self._wakeup = asyncio.Event()
@@ -138,7 +137,8 @@ class ReceiptIssuer:
             for start in range(0, len(items), MAX_ENTRIES):
                 part = items[start : start + MAX_ENTRIES]
                 frame = sign_receipts(self._hub_id, self._key, [e for _, e in part], at=now)
-                batches.append(OutcomeBatch(QueueReceipts(dest, channel, frame, now), part))
+                told = tuple(sorted({r for r, _ in part}))  # fenced as their owner
+                batches.append(OutcomeBatch(QueueReceipts(dest, channel, frame, now, told), part))
         return batches
 
     def give_back(self, batches: Sequence[OutcomeBatch], keep: Callable[[str], bool]) -> None:
@@ -149,19 +149,30 @@ class ReceiptIssuer:
             key = (batch.op.dest, batch.op.channel)
             self._outcomes[key][:0] = [(r, e) for r, e in batch.entries if keep(r)]
 
+    def drop_outcomes(self, gone: Callable[[str], bool]) -> None:
+        """Forget the outcomes for recipients another replica owns now: it finds their
+        deliveries awaiting in the store and closes them itself."""
+        for key, items in list(self._outcomes.items()):
+            kept = [(r, e) for r, e in items if not gone(r)]
+            if kept:
+                self._outcomes[key] = kept
+            else:
+                del self._outcomes[key]
+
     def outcome_stored(self, batch: OutcomeBatch, seq: int) -> None:
         """Numbered and durable with its deliveries' states: to the sender."""
         self.send_numbered(batch.op.dest, batch.op.channel, batch.op.frame, seq)
 
-    def issue(self, dest: str, channel: str, entry: ReceiptEntry, *, durable: bool) -> None:
-        """Queue a hub-signed entry for ``dest`` on ``channel``. Its detail may quote what a
-        peer sent (a refused header's value): it goes out made safe (:func:`untrusted_text`),
-        here, where every receipt the hub signs passes."""
+    def issue(self, dest: str, channel: str, entry: ReceiptEntry) -> None:
+        """Queue a hub-signed ACCEPTED or REJECTED for ``dest`` on ``channel``, published
+        unnumbered (EXPIRED and DEAD go through :meth:`outcome`). Its detail may quote what
+        a peer sent (a refused header's value): it goes out made safe
+        (:func:`untrusted_text`), here, where every answer the hub signs passes."""
         if entry.detail is not None:
             safe = untrusted_text(entry.detail)
             if safe != entry.detail:
                 entry = entry.model_copy(update={"detail": safe})
-        self._pending[(dest, channel, durable)].append(entry)
+        self._pending[(dest, channel)].append(entry)
         self._wakeup.set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -180,32 +191,12 @@ class ReceiptIssuer:
             await self.flush()
 
     async def flush(self) -> None:
+        """Sign what gathered and hand it to the connection, before anything awaits."""
         pending, self._pending = self._pending, defaultdict(list)
         now = self._clock()
-        durable: list[tuple[str, str, bytes]] = []
-        for (dest, channel, keep), entries in pending.items():
+        for (dest, channel), entries in pending.items():
             for frame in self._sign(entries, now):
-                if keep:
-                    durable.append((dest, channel, frame))
-                else:  # handed to the connection now, before anything awaits
-                    self._hand_over(dest, channel, frame, 0)
-        if not durable:
-            return
-        try:
-            numbers = await self._store.submit_many(
-                [QueueReceipts(d, c, f, now) for d, c, f in durable]
-            )
-            for (dest, channel, frame), seq in zip(durable, numbers, strict=True):
-                self._hand_over(dest, channel, frame, seq)
-        except StoreError as exc:
-            # EXPIRED and DEAD exist nowhere else: keep them for the next flush, ahead of
-            # anything queued since, rather than lose them or stop the hub.
-            for (dest, channel, keep), entries in pending.items():
-                if keep:
-                    self._pending[(dest, channel, keep)][:0] = entries
-            log.error("receipts.not_stored", error=str(exc), retriable=exc.retriable)
-            self._wakeup.set()
-            await asyncio.sleep(self._retry_after)
+                self._hand_over(dest, channel, frame, 0)
 
     def send_numbered(self, dest: str, channel: str, frame: bytes, seq: int) -> None:
         """Publish a batch the store has already numbered for ``dest``.
@@ -216,7 +207,7 @@ class ReceiptIssuer:
         connection before anything awaits, so they leave in that order.
         """
         now = self._clock()
-        for key in [k for k in self._pending if k[0] == dest and not k[2]]:
+        for key in [k for k in self._pending if k[0] == dest]:
             for earlier in self._sign(self._pending.pop(key), now):
                 self._hand_over(key[0], key[1], earlier, 0)
         self._hand_over(dest, channel, frame, seq)

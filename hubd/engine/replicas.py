@@ -34,6 +34,7 @@ from hubd.core.states import DeliveryState
 from hubd.engine.dispatch import Dispatcher
 from hubd.engine.jobrows import job_query, jobs_from_rows
 from hubd.store import tables as t
+from hubd.store.connections import store_error_text
 from hubd.store.db import Store
 from hubd.store.leasekeeper import LeaseKeeper
 from hubd.store.leases import Fence, new_replica_id, read_ownership
@@ -189,7 +190,7 @@ class Replicas:
                 try:
                     await self._listen(stop)
                 except (SQLAlchemyError, OSError, StoreError) as exc:
-                    log.warning("replica.listen_failed", error=str(exc)[:300])
+                    log.warning("replica.listen_failed", error=store_error_text(exc))
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(RELISTEN_S):
                         await stop.wait()
@@ -240,7 +241,7 @@ class Replicas:
                 if wanted:
                     await self._load_messages(wanted)
             except Exception as exc:  # noqa: BLE001 - the loader must outlive any one failure
-                log.warning("replica.load_failed", error=str(exc)[:300] or repr(exc))
+                log.warning("replica.load_failed", error=store_error_text(exc))
                 self._wanted |= wanted
                 self._gained |= gained
                 await asyncio.sleep(RELISTEN_S)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +20,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from schemas.errors import StoreError
@@ -38,6 +39,40 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 # errors (store.write_failed, message.not_stored, replica.load_failed), and a row's values
 # are a document's number, its frame, its body (docs/operations.md, "Reading the logs").
 HIDE_PARAMETERS = True
+
+
+def store_error_text(exc: BaseException) -> str:
+    """A store's error on one line, naming what failed but no value of any row.
+
+    ``hide_parameters`` keeps the bound values out of SQLAlchemy's text, but PostgreSQL's
+    own DETAIL says them ("Key (msg_id)=(...) already exists", "Failing row contains
+    (...)"), and so does the error's repr. This gives the SQLSTATE and the table, column and
+    constraint it names, and the server's primary message (never its detail; none at all
+    for a data exception, class 22, whose message may quote the value); SQLite's messages
+    name tables and columns only, and are given as they are."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(orig, sqlite3.Error):
+        return f"{type(orig).__name__}: {_first_line(str(orig))}"
+    cause = orig.__cause__ if orig is not None else None
+    code = getattr(orig, "sqlstate", None) or getattr(cause, "sqlstate", None)
+    if code is not None:
+        parts = [f"SQLSTATE {code}"]
+        for label, attr in (("table", "table_name"), ("column", "column_name")):
+            if value := getattr(cause, attr, None):
+                parts.append(f"{label} {value}")
+        if value := getattr(cause, "constraint_name", None):
+            parts.append(f"constraint {value}")
+        message = getattr(cause, "message", None)
+        if message and not str(code).startswith("22"):
+            parts.append(_first_line(str(message)))
+        return f"{type(orig).__name__} ({'; '.join(parts)})"
+    if isinstance(exc, DBAPIError):  # a connection's failure: no row in it
+        return f"{type(orig).__name__}: {_first_line(str(orig))}"
+    return f"{type(exc).__name__}: {_first_line(str(exc))}"  # no statement was refused
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else ""
 
 
 def engine_for(url: str, *, settings: dict[str, str] | None = None) -> AsyncEngine:

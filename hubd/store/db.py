@@ -39,6 +39,7 @@ from hubd.store.connections import (
     ThreadWriter,
     WriterConnection,
     engine_for,
+    store_error_text,
 )
 from hubd.store.leases import Fence, LeaseLostError
 from hubd.store.writes import (
@@ -322,7 +323,8 @@ class Store:
             retriable = isinstance(
                 exc, DBAPIError | OperationalError | SQLAlchemyError | sqlite3.Error
             )
-            error = StoreError(f"the store refused a write: {exc!r}", retriable=retriable)
+            text = store_error_text(exc)  # never a row's value (a document number, a frame)
+            error = StoreError(f"the store refused a write: {text}", retriable=retriable)
             self._last_commit_failed = True
             if self.shared and isinstance(exc, DBAPIError) and exc.connection_invalidated:
                 log.warning(  # expected after a freeze: one line, no traceback
@@ -330,6 +332,8 @@ class Store:
                     operations=len(ops),
                     error=sharedstore.IDLE_ENDED_TEXT,
                 )
+            elif retriable:  # the database's refusal: its traceback would quote the row
+                log.error("store.write_failed", operations=len(ops), error=text)
             else:
                 log.exception("store.write_failed", operations=len(ops))
             for p in batch:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from hubd.core.leases import Claim, Holdings, LeaseSettings, bucket_of, plan
+from hubd.store.connections import store_error_text
 from hubd.store.leases import (
     FOREVER,
     Fence,
@@ -279,4 +280,6 @@ class LeaseKeeper:
             return await self._conn.run_sync(fn, *args)
         except (SQLAlchemyError, OSError) as exc:
             await self._drop_connection()  # a fresh connection next time
-            raise StoreError(f"the lease statements failed: {exc!r}", retriable=True) from exc
+            raise StoreError(
+                f"the lease statements failed: {store_error_text(exc)}", retriable=True
+            ) from exc

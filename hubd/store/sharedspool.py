@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hubd.store import tables as t
 from hubd.store.bodyref import BodyRef, StoredBody
+from hubd.store.connections import store_error_text
 from hubd.store.spool import BodySpool, Partial, Spool, Transfer, TransferMovedError
 from runtime.clock import now_ms
 from schemas import transport
@@ -65,8 +66,8 @@ def spool_for(*, shared: bool, folder: Path, engine: AsyncEngine, verify: Verify
 
 def _failed(zh: str, en: str, exc: SQLAlchemyError) -> StoreError:
     return StoreError(
-        f"共享暂存区无法{zh} / the shared spool could not {en} ({type(exc).__name__}: "
-        f"{getattr(exc, 'orig', None) or exc}); the sender resends "
+        f"共享暂存区无法{zh} / the shared spool could not {en} ({store_error_text(exc)}); "
+        "the sender resends "
         "what the hub did not answer; check the database's health and free space",
         retriable=True,
     )

@@ -80,6 +80,8 @@ class QueueReceipts:
     channel: str
     frame: bytes
     created_at: int
+    # the recipients an EXPIRED/DEAD batch speaks for: a replica writes it as their owner
+    owners: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -181,7 +183,8 @@ Operation = (
 def owners(ops: Sequence[Operation]) -> set[str]:
     """The organisations a write acts as owner of, on a store shared by replicas (the
     fence it carries, hubd.engine.replicas): the sender of a new message, the recipient
-    whose receipts are recorded, the recipients whose deliveries change."""
+    whose receipts are recorded, the recipients whose deliveries change or whose EXPIRED
+    or DEAD the hub tells."""
     orgs: set[str] = set()
     for op in ops:
         if isinstance(op, NewMessage):
@@ -190,4 +193,6 @@ def owners(ops: Sequence[Operation]) -> set[str]:
             orgs.add(op.issuer)
         elif isinstance(op, UpdateDeliveries):
             orgs.update(u.recipient for u in op.updates)
+        elif isinstance(op, QueueReceipts):
+            orgs.update(op.owners)
     return orgs

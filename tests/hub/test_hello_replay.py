@@ -16,19 +16,19 @@ from pathlib import Path
 
 import pytest
 
+from hubd.core.states import DeliveryState
 from hubd.engine.arrival import Arrival, Slow
 from hubd.engine.dispatch import Dispatcher
 from hubd.engine.intake import Ingest
 from hubd.engine.issuer import ReceiptIssuer
-from hubd.engine.jobs import DispatchSettings
+from hubd.engine.jobs import DispatchSettings, Job, Payload
 from hubd.engine.presence import Presence
 from hubd.store.db import Store
 from hubd.store.spool import Spool
 from hubd.store.writes import QueueReceipts
 from schemas import topics, transport
 from schemas.ids import new_msg_id
-from schemas.labels import Classification
-from schemas.receipts import ReceiptEntry, ReceiptStatus
+from schemas.labels import Classification, Precedence
 from tests.world import World, make_world
 
 CHANNEL = "govnet"
@@ -82,7 +82,7 @@ def hub_on(store: Store) -> Hub:
     world = make_world()
     wire = Wire()
     issuer = ReceiptIssuer("jl.hub", world.hub_key, store, wire.send, lambda: world.now)
-    dispatcher = Dispatcher(store, wire.send, DispatchSettings(), lambda *_: None)
+    dispatcher = Dispatcher(store, wire.send, DispatchSettings(), issuer.outcome, outcomes=issuer)
     presence = Presence(
         directory=lambda: world.directory,
         dispatcher=dispatcher,
@@ -104,17 +104,18 @@ async def number(store: Store, org: str, count: int) -> list[int]:
     return numbers
 
 
-def expired(recipient: str) -> ReceiptEntry:
-    return ReceiptEntry(
+def sent_by(sender: str) -> Job:
+    """A delivery of a document ``sender`` sent (to jl.jl), as the dispatcher holds it."""
+    return Job(
         msg_id=new_msg_id(),
-        recipient=recipient,
-        status=ReceiptStatus.EXPIRED,
-        at=1,
-        subject=bytes(32),
+        recipient="jl.jl",
+        channel=CHANNEL,
+        precedence=Precedence.ROUTINE,
         classification=Classification.INTERNAL,
-        reason=None,
-        detail=None,
-        retriable=False,
+        sender=sender,
+        origin=CHANNEL,
+        expires_at=None,
+        payload=Payload(b"frame", b"body", None, 4),
     )
 
 
@@ -201,8 +202,8 @@ async def test_a_batch_numbered_while_a_hello_is_checked_reaches_the_spoke(hub: 
     held = (await number(hub.store, "jl.cc", 2))[-1]
     reads = hub.store.reads
     # An EXPIRED for jl.cc is being numbered: its commit is under way, not yet durable.
-    hub.issuer.issue("jl.cc", CHANNEL, expired("jl.cc"), durable=True)
-    flushing = asyncio.create_task(hub.issuer.flush())
+    hub.issuer.outcome(sent_by("jl.cc"), DeliveryState.EXPIRED, hub.world.now)
+    flushing = asyncio.create_task(hub.dispatcher.flush())
     await asyncio.sleep(0)  # the flush has handed its batch to the store's writer
     assert hub.store.numbered("jl.cc", CHANNEL) == held, "the commit finished too early"
 

@@ -46,8 +46,7 @@ class Issuer:
 
     entries: list[ReceiptEntry] = field(default_factory=list)
 
-    def issue(self, _dest: str, _channel: str, entry: ReceiptEntry, *, durable: bool) -> None:
-        del durable
+    def issue(self, _dest: str, _channel: str, entry: ReceiptEntry) -> None:
         self.entries.append(entry)
 
     def send_numbered(self, *_args: object) -> None:
@@ -266,7 +265,7 @@ async def test_a_pass_whose_one_sender_lost_its_lease_stores_and_answers_the_oth
     events = [r[0] for r in await rig.store.read(select(t.audit.c.event))]
     assert "message.rejected" in events  # the refusal's ledger entry was not lost with it
     moved_lines = [e for e in logs if e["event"] == "message.owner_moved"]
-    assert [e["orgs"] for e in moved_lines] == [["jl.cc"]]
+    assert [(e["orgs"], e["operations"]) for e in moved_lines] == [(["jl.cc"], 1)]
     assert not [e for e in logs if e["event"] == "audit.write_failed"]
 
 

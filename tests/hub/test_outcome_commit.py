@@ -162,3 +162,31 @@ async def test_a_refused_commit_keeps_the_expiry_and_its_receipt_for_the_next_on
     assert await stored_state(rig) == DeliveryState.EXPIRED.value
     assert await numbered(rig) == 1
     assert rig.wire.seqs("jl.gov") == [1]
+
+
+async def test_an_expiry_decided_before_the_lease_went_is_neither_written_nor_told_after(
+    rig: Rig,
+) -> None:
+    """The expiry fired while this replica owned jl.cc; the lease round then found the bucket
+    gone and dropped jl.cc's deliveries: the EXPIRED waiting for the next flush goes with
+    them, and a flush that carried it anyway would be fenced as jl.cc's owner."""
+    moved = bucket_of("jl.cc", BUCKETS)
+    lost: list[str] = []
+
+    def fence_for(ops: Sequence[Operation]) -> None:
+        if set(lost) & owners(ops):
+            raise LeaseLostError("a", {moved})
+
+    rig.store.fence_for = fence_for
+    rig.dispatcher.owns = lambda org: org not in lost
+    rig.dispatcher.add(expiring(rig, -1))
+    rig.dispatcher.fire_due()  # expired, as the owner
+    assert rig.dispatcher.expired == 1
+    lost.append("jl.cc")  # the lease round: the bucket went to another replica
+    rig.dispatcher.drop(lambda org: org in lost)
+
+    assert await rig.dispatcher.flush()
+
+    assert await stored_state(rig) == DeliveryState.PENDING.value
+    assert await numbered(rig) == 0
+    assert rig.wire.batches == []

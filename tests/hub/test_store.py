@@ -192,6 +192,29 @@ async def test_a_failed_statement_names_no_value_it_was_given(db_url: str) -> No
         assert "hide_parameters=True" in str(failure)  # says that values were left out
 
 
+async def test_a_refused_group_commit_says_which_table_refused_but_no_value_of_the_row(
+    db_url: str,
+) -> None:
+    """PostgreSQL's DETAIL quotes the failing row ("Failing row contains (...)"), and a
+    traceback would carry it: the writers' error and the one log line say the SQLSTATE,
+    table and column (SQLite: its message), never a value."""
+    number = "吉政发〔2026〕78号-do-not-log"
+    bad = new_message(1)
+    bad.row.update(doc_number=number, sender=None)  # NOT NULL: the database refuses it
+    async with Store(db_url) as store:
+        with capture_logs() as logs, pytest.raises(StoreError) as refused:
+            await store.submit(bad)
+        assert await count(store, t.messages) == 0
+
+    lines = [e for e in logs if e["event"] == "store.write_failed"]
+    assert len(lines) == 1
+    assert "exc_info" not in lines[0]  # no traceback: it would quote the row
+    for said in (str(refused.value), repr(lines[0])):
+        assert number not in said
+        assert "sender" in said  # what was refused, to look for
+    assert refused.value.retriable
+
+
 # ---------------------------------------------------------------------------- group commit
 
 

@@ -59,7 +59,6 @@ async def test_a_receipt_detail_quoting_a_peers_control_characters_goes_out_esca
                 detail=raw[:2000],
                 retriable=False,
             ),
-            durable=False,
         )
         await issuer.flush()
 
