@@ -93,9 +93,12 @@ class _OrderedLabel(Enum):
         """The wire carries the exact English name and nothing else."""
         if isinstance(value, cls):
             return value
-        if isinstance(value, str) and value in cls.__members__:
-            return cls[value]
-        raise ValueError(f"{value!r} is not a {cls.__name__} name")
+        # the enum's own name -> member map: __members__ builds a read-only copy per call,
+        # and this runs for every label of every header the hub reads
+        member = cls._member_map_.get(value) if isinstance(value, str) else None
+        if member is None:
+            raise ValueError(f"{value!r} is not a {cls.__name__} name")
+        return cast("Self", member)
 
 
 class Classification(_OrderedLabel):
