@@ -301,18 +301,15 @@ class Ingest:
     async def _commit(self, ops: Sequence[Operation], then: Sequence[Then]) -> None:
         try:
             parts = self._parts(ops)
-            outcomes = await asyncio.gather(
-                *(self._store.submit_many([ops[i] for i in part]) for part in parts),
-                return_exceptions=True,
-            )
+            try:
+                outcomes = await self._store.submit_parts([[ops[i] for i in p] for p in parts])
+            except XchgError as exc:  # the store is closing: nothing was taken
+                outcomes = [exc] * len(parts)
             results: dict[int, object] = {}
             failed: dict[type, list[tuple[list[int], XchgError]]] = {}
-            unexpected: BaseException | None = None
             for part, outcome in zip(parts, outcomes, strict=True):
                 if isinstance(outcome, XchgError):
                     failed.setdefault(type(outcome), []).append((part, outcome))
-                elif isinstance(outcome, BaseException):
-                    unexpected = unexpected or outcome
                 else:
                     results.update(zip(part, outcome, strict=True))
             for how in failed.values():  # one line per kind of failure, not per part
@@ -322,8 +319,6 @@ class Ingest:
                     then[i](results[i])
                 except Exception:  # one message must never stop the hub (logged)
                     log.exception("message.failed", operations=1)
-            if unexpected is not None:  # what was stored is answered first
-                raise unexpected
         finally:
             self._committing -= 1
             self._commits.release()
@@ -332,8 +327,7 @@ class Ingest:
         """The pass's operations as the store is to take them: all in one; on a store shared
         by replicas one part per owner (what owns no organisation, a refusal's ledger entry,
         in a part of its own), so an organisation whose lease moved fails alone. The parts
-        are handed over together and join the group commits as any writes do (at most
-        ``group_max`` operations each)."""
+        go into one group commit together (:meth:`Store.submit_parts`)."""
         if self._store.fence_for is None:
             return [list(range(len(ops)))]
         parts: dict[frozenset[str], list[int]] = {}

@@ -46,7 +46,7 @@ from hubd.store.writes import (
     Operation,
 )
 from schemas import merkle
-from schemas.errors import ClosedResourceError, StoreError
+from schemas.errors import ClosedResourceError, StoreError, XchgError
 
 log = structlog.get_logger("hubd.store")
 T = TypeVar("T")
@@ -100,7 +100,8 @@ class Store:
         self.engine = engine_for(url, settings=sharedstore.SESSION if shared else None)
         self.group_max = group_max
         self.group_delay = group_delay
-        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        # a list: callers' writes that go into one group commit together (submit_parts)
+        self._queue: asyncio.Queue[_Pending | list[_Pending] | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._conn: WriterConnection | None = None
         self._reader: AsyncConnection | None = None
@@ -267,6 +268,36 @@ class Store:
         self._queue.put_nowait(pending)
         return await pending.future
 
+    async def submit_parts(
+        self, parts: Sequence[Sequence[Operation]]
+    ) -> list[list[Any] | XchgError]:
+        """Each part as :meth:`submit_many` would take it (its own fence, its own result or
+        error), all in one group commit however many operations they hold: a part whose
+        leases were lost fails alone, and the others land together."""
+        if self._closed:
+            raise ClosedResourceError("the store is closed")
+        outcomes: list[list[Any] | XchgError] = []
+        pendings: list[_Pending] = []
+        waiting: list[tuple[int, _Pending]] = []
+        for ops in parts:
+            try:
+                fence = None if self.fence_for is None else self.fence_for(ops)
+            except LeaseLostError as exc:
+                outcomes.append(exc)
+                continue
+            pending = _Pending(ops, fence)
+            pendings.append(pending)
+            waiting.append((len(outcomes), pending))
+            outcomes.append([])
+        if pendings:
+            self._queue.put_nowait(pendings)
+        for i, pending in waiting:
+            try:
+                outcomes[i] = await pending.future
+            except XchgError as exc:
+                outcomes[i] = exc
+        return outcomes
+
     async def _write_loop(self) -> None:
         """Gather operations into batches and commit each batch in one transaction.
 
@@ -278,8 +309,8 @@ class Store:
             first = await self._queue.get()
             if first is None:
                 return
-            batch = [first]
-            size = len(first.ops)
+            batch = list(first) if isinstance(first, list) else [first]
+            size = sum(len(p.ops) for p in batch)
             deadline = loop.time() + self.group_delay
             while size < self.group_max:
                 try:
@@ -299,8 +330,9 @@ class Store:
                 if item is None:
                     stopping = True
                     break
-                batch.append(item)
-                size += len(item.ops)
+                joining = item if isinstance(item, list) else [item]
+                batch += joining
+                size += sum(len(p.ops) for p in joining)
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Pending]) -> None:

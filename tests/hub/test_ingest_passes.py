@@ -192,14 +192,14 @@ async def test_a_receipt_batch_the_store_refused_leaves_its_delivery_free_to_exp
     rig.ingest.on_message(UP, transport.encode(transport.EnvelopeMsg(sealed.frame, body)))
     await until(lambda: rig.dispatcher.job(msg_id, "jl.cc") is not None, "the acceptance")
 
-    store_submit = rig.store.submit_many
+    store_submit = rig.store.submit_parts
 
-    async def refusing(ops: list[Operation]) -> list[Any]:
-        if any(isinstance(op, RecordReceipts) for op in ops):
+    async def refusing(parts: list[list[Operation]]) -> list[Any]:
+        if any(isinstance(op, RecordReceipts) for ops in parts for op in ops):
             raise StoreError("disk I/O error (injected)", retriable=True)
-        return await store_submit(ops)
+        return await store_submit(parts)
 
-    monkeypatch.setattr(rig.store, "submit_many", refusing)
+    monkeypatch.setattr(rig.store, "submit_parts", refusing)
     delivered = ReceiptEntry(
         msg_id=msg_id,
         recipient="jl.cc",

@@ -11,7 +11,7 @@ import contextlib
 import gc
 import hashlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,14 @@ from hubd.core.states import DeliveryState, MessageState
 from hubd.store import tables as t
 from hubd.store.audit import GENESIS, AuditEvent, AuditRow, verify_chain
 from hubd.store.db import MIGRATIONS, Store
+from hubd.store.leases import LeaseLostError
 from hubd.store.writes import (
     AdvanceNumbering,
     AppendAudit,
     DeliveryUpdate,
     Duplicate,
     NewMessage,
+    Operation,
     QueueReceipts,
     Stored,
     UpdateDeliveries,
@@ -231,6 +233,32 @@ async def test_concurrent_submits_are_all_durable_and_share_few_commits(db_url: 
         assert await count(reopened, t.deliveries) == 2 * operations
         checked, problems = verify_chain(await audit_rows(reopened))
     assert (checked, problems) == (operations, [])
+
+
+async def test_parts_handed_over_together_share_one_commit_and_a_lost_lease_fails_alone(
+    db_url: str,
+) -> None:
+    """An ingest pass on a store shared by replicas: one part per sender, each with its own
+    fence; one group commit for all of them, past ``group_max``, and the part whose lease
+    was lost refused alone."""
+
+    def fence_for(ops: Sequence[Operation]) -> None:
+        if any(isinstance(op, NewMessage) and op.row["sender"] == "jl.cc" for op in ops):
+            raise LeaseLostError("a", [7])  # as the keeper does for a bucket it lost
+
+    async with Store(db_url, group_max=4) as store:
+        store.fence_for = fence_for
+        messages = [new_message(n) for n in range(1, 11)]
+        messages[4].row["sender"] = "jl.cc"
+        parts: list[list[Operation]] = [[m] for m in messages]
+        commits = store.commits
+
+        outcomes = await store.submit_parts(parts)
+
+        assert store.commits - commits == 1
+        assert isinstance(outcomes[4], LeaseLostError)
+        assert [o for i, o in enumerate(outcomes) if i != 4] == [[Stored()]] * 9
+        assert await count(store, t.messages) == 9
 
 
 async def test_submit_returns_only_after_the_row_is_committed(db_url: str) -> None:
