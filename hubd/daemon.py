@@ -461,6 +461,8 @@ class Hub:
         assert self.checkpoints is not None  # noqa: S101
         self.replicas.dispatcher = self.dispatcher
         self.dispatcher.owns = self.ingest.owns = self.replicas.owns
+        self.ingest.handover = self.replicas.handover()
+        self.replicas.on_gain = self.ingest.gained
         self.checkpoints.leading = self.replicas.leading
 
     def _make_links(self, plans: list[BrokerPlan], ingest: Ingest, hub_id: str) -> None:

@@ -40,6 +40,7 @@ from hubd.engine.chunks import Chunks
 from hubd.engine.dirdesk import DirectoryDesk
 from hubd.engine.dispatch import Dispatcher, Publish
 from hubd.engine.envelopes import Envelopes
+from hubd.engine.handover import HandOver
 from hubd.engine.issuer import ReceiptIssuer
 from hubd.engine.ledgerdesk import LedgerDesk
 from hubd.engine.presence import Presence
@@ -130,6 +131,7 @@ class Ingest:
         # Replicas: whether this one owns an organisation's up topic now (None: a lone hub)
         self.owns: Callable[[str], bool] | None = None
         self.not_ours = 0  # up messages left to the replica that owns their sender
+        self.handover: HandOver | None = None  # ... and held a moment (set with owns)
         self._envelopes = Envelopes(
             directory=directory,
             store=store,
@@ -167,8 +169,13 @@ class Ingest:
         if where.kind is topics.Kind.UP:
             if self.owns is not None and not self.owns(where.org):
                 # A replica that does not own the sender leaves it to the one that does
-                # (every replica reads every up topic; docs/architecture.md, "Replicas").
+                # (every replica reads every up topic; docs/architecture.md, "Replicas"),
+                # and holds it a moment in case the sender's bucket is changing hands.
                 self.not_ours += 1
+                if self.handover is not None:
+                    self.handover.hold(
+                        Arrival(where.channel, where.org, payload, self._clock(), self._read)
+                    )
                 return
             if not self.intake_open:
                 # Draining: the sender holds no ACCEPTED for it and will send it again.
@@ -184,6 +191,18 @@ class Ingest:
                 self.reading = False
                 log.info("ingest.backlog", messages=len(self._queue), bytes=self._backlog_bytes)
                 self.on_backlog(False)
+            self._wake()
+
+    def gained(self) -> None:
+        """This replica's buckets grew: take in what it held of their senders."""
+        if self.handover is None or self.owns is None or not self.intake_open:
+            return
+        taken = self.handover.take(self.owns, self._clock())
+        for arrival in taken:
+            self._queue.append(arrival)
+            self._backlog_bytes += len(arrival.payload)
+        if taken:
+            log.info("replica.held_taken", messages=len(taken))
             self._wake()
 
     def _drained_some(self) -> None:

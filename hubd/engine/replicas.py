@@ -32,6 +32,7 @@ from hubd.config import Replicas as ReplicaSettings
 from hubd.core.leases import LeaseSettings, bucket_of
 from hubd.core.states import DeliveryState
 from hubd.engine.dispatch import Dispatcher
+from hubd.engine.handover import HandOver
 from hubd.engine.jobrows import job_query, jobs_from_rows
 from hubd.store import tables as t
 from hubd.store.connections import store_error_text
@@ -153,6 +154,7 @@ class Replicas:
     def __init__(self, keeper: LeaseKeeper, store: Store) -> None:
         self.keeper, self.store = keeper, store
         self.dispatcher: Dispatcher | None = None
+        self.on_gain: Callable[[], None] | None = None  # the ingest takes what it held
         self.handed_over = 0  # deliveries loaded because another replica accepted them
         self._wanted: set[bytes] = set()  # msg_ids announced and not yet loaded
         self._wake = asyncio.Event()
@@ -163,6 +165,12 @@ class Replicas:
 
     def leading(self) -> bool:
         return LEADER_BUCKET in self.keeper.held
+
+    def handover(self) -> HandOver:
+        """What the ingest holds of senders this replica does not own: a lease, two
+        renewals and a claim round, the longest a bucket can go unowned in a hand-over."""
+        settings = self.keeper.settings
+        return HandOver(settings.lease_ms + 3 * settings.renew_ms)
 
     def fence_for(self, ops: Sequence[Operation]) -> Fence | None:
         """The fence of a write as owner (LeaseLostError at once if not believed held)."""
@@ -179,6 +187,8 @@ class Replicas:
         if gained:
             self._gained |= gained
             self._wake.set()
+            if self.on_gain is not None:
+                self.on_gain()
 
     # ------------------------------------------------------------------ the task
 

@@ -22,6 +22,7 @@ from structlog.testing import capture_logs
 from hubd.core.leases import BUCKETS, bucket_of
 from hubd.core.states import DeliveryState
 from hubd.engine.dispatch import Dispatcher
+from hubd.engine.handover import HandOver
 from hubd.engine.intake import MAX_PASS, Ingest
 from hubd.engine.jobs import DispatchSettings, Job, Payload
 from hubd.store import tables as t
@@ -267,6 +268,51 @@ async def test_a_pass_whose_one_sender_lost_its_lease_stores_and_answers_the_oth
     moved_lines = [e for e in logs if e["event"] == "message.owner_moved"]
     assert [(e["orgs"], e["operations"]) for e in moved_lines] == [(["jl.cc"], 1)]
     assert not [e for e in logs if e["event"] == "audit.write_failed"]
+
+
+async def test_a_replica_takes_in_what_it_held_of_a_sender_whose_bucket_it_gains(
+    rig: Rig,
+) -> None:
+    """A bucket changing hands is owned by nobody for a moment; what its senders sent then
+    is held, and taken in when the bucket comes, not left for the spoke's resend."""
+    owned: set[str] = set()
+    rig.ingest.owns = lambda org: org in owned
+    rig.ingest.handover = HandOver(hold_ms=5_000)
+    sealed, body = rig.world.seal("jl.gov", ["jl.cc"])
+    rig.ingest.on_message(UP, transport.encode(transport.EnvelopeMsg(sealed.frame, body)))
+    await until(lambda: rig.ingest.idle, "the pass")
+    assert rig.issuer.entries == []  # not this replica's sender (yet)
+
+    rig.world.now += 4_000  # the lease ran out and this replica claimed the bucket
+    owned.add("jl.gov")
+    rig.ingest.gained()
+
+    await until(lambda: rig.issuer.statuses() == [ReceiptStatus.ACCEPTED], "ACCEPTED")
+    assert rig.ingest.handover.taken == 1
+    assert len(rig.ingest.handover) == 0
+
+
+async def test_what_a_replica_held_too_long_or_of_others_is_not_taken_in(rig: Rig) -> None:
+    owned: set[str] = set()
+    rig.ingest.owns = lambda org: org in owned
+    rig.ingest.handover = HandOver(hold_ms=5_000)
+    for sender, topic in [("jl.gov", UP), ("jl.cc", topics.up("govnet", "jl.cc"))]:
+        sealed, body = rig.world.seal(sender, ["jl.jl"], doc_type=DocType.LETTER)
+        rig.ingest.on_message(topic, transport.encode(transport.EnvelopeMsg(sealed.frame, body)))
+    rig.world.now += 1_000
+    owned.add("jl.cc")  # jl.gov's bucket stays another replica's
+    rig.ingest.gained()
+    await until(lambda: rig.issuer.entries, "jl.cc's answer")
+    assert len(rig.ingest.handover) == 1  # jl.gov's, still held
+
+    rig.world.now += 5_000  # older than a hand-over lasts: its sender resends it
+    owned.add("jl.gov")
+    rig.ingest.gained()
+    await asyncio.sleep(0.2)
+
+    assert len(rig.issuer.entries) == 1
+    assert rig.ingest.handover.taken == 1
+    assert len(rig.ingest.handover) == 0
 
 
 async def test_a_deep_queue_is_worked_in_passes_that_let_the_loop_run_between_them(
