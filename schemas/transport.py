@@ -210,6 +210,15 @@ def _bad(what: str) -> DecodeError:
     return DecodeError(Reason.SCHEMA_INVALID, f"transport message: {what}")
 
 
+_CHUNK_PREFIX = b"\x94\xa5chunk"  # a canonical chunk message: [ "chunk", msg_id, offset, data ]
+
+
+def is_chunk(payload: bytes) -> bool:
+    """Whether ``payload`` is (canonically) a body chunk, by its first bytes, decoding
+    nothing: for who only sorts messages (it says nothing of their validity)."""
+    return payload.startswith(_CHUNK_PREFIX)
+
+
 def decode(payload: bytes) -> TransportMsg:
     """Decode one MQTT payload; DecodeError (with a reason) for anything else."""
     value = codec.decode(payload, TRANSPORT_LIMITS)

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable
 
 from hubd.engine.arrival import Arrival
+from schemas.transport import is_chunk
 
 HOLD_BYTES = 8 * 1024 * 1024  # a few seconds of the other replicas' traffic at most
 
@@ -28,8 +29,8 @@ class HandOver:
         self.taken = 0  # held messages taken in after all (a gained bucket's)
 
     def hold(self, arrival: Arrival) -> None:
-        if len(arrival.payload) > self.max_bytes:
-            return  # a chunk of a large body: its sender resumes the transfer
+        if is_chunk(arrival.payload) or len(arrival.payload) > self.max_bytes:
+            return  # a large body's chunks: a transfer resumes where its owner left it
         self._held.append(arrival)
         self._bytes += len(arrival.payload)
         self._trim(arrival.at)

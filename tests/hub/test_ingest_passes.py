@@ -21,6 +21,7 @@ from structlog.testing import capture_logs
 
 from hubd.core.leases import BUCKETS, bucket_of
 from hubd.core.states import DeliveryState
+from hubd.engine.arrival import Arrival
 from hubd.engine.dispatch import Dispatcher
 from hubd.engine.handover import HandOver
 from hubd.engine.intake import MAX_PASS, Ingest
@@ -384,3 +385,16 @@ async def test_a_chunk_whose_publish_fails_is_sent_again_not_skipped(tmp_path: P
         ("ChunkMsg", transport.CHUNK_BYTES, True),  # the same piece again, after the wake
     ]
     assert job.attempts == 1
+
+
+def test_a_replica_holds_no_chunk_of_another_replicas_transfer() -> None:
+    """A large upload by another replica's sender would fill the hold with its chunks and
+    push out the small messages a hand-over needs; its transfer resumes where it stands."""
+    hold = HandOver(hold_ms=5_000, max_bytes=1_000_000)
+    chunk = transport.encode(transport.ChunkMsg(bytes(16), 0, bytes(200_000)))
+    for n in range(10):
+        hold.hold(Arrival("govnet", "jl.gov", chunk, 1_000 + n, n))
+    envelope = transport.encode(transport.EnvelopeMsg(b"frame", b"body"))
+    hold.hold(Arrival("govnet", "jl.gov", envelope, 2_000, 11))
+
+    assert [a.n for a in hold.take(lambda _org: True, 2_000)] == [11]

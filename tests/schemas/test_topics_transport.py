@@ -370,3 +370,16 @@ def mutated(draw: st.DrawFn) -> bytes:
 @given(mutated())
 def test_mutated_valid_payloads_are_a_message_or_a_decode_error(payload: bytes) -> None:
     decode_or_refuse(payload)
+
+
+def test_a_chunk_is_told_from_its_first_bytes_and_nothing_else_is_taken_for_one() -> None:
+    chunk = transport.encode(transport.ChunkMsg(bytes(16), 262_144, b"x" * 100))
+    assert transport.is_chunk(chunk)
+    others = [
+        transport.encode(transport.EnvelopeMsg(b"frame", b"chunk")),
+        transport.encode(transport.HelloMsg(3)),
+        transport.encode(transport.ReceiptsMsg(b"chunk", 1)),
+        b"",
+        b"\x94\xa5chun",
+    ]
+    assert not any(transport.is_chunk(p) for p in others)
