@@ -210,13 +210,11 @@ def _bad(what: str) -> DecodeError:
     return DecodeError(Reason.SCHEMA_INVALID, f"transport message: {what}")
 
 
-_CHUNK_PREFIX = b"\x94\xa5chunk"  # a canonical chunk message: [ "chunk", msg_id, offset, data ]
-
-
-def is_chunk(payload: bytes) -> bool:
-    """Whether ``payload`` is (canonically) a body chunk, by its first bytes, decoding
-    nothing: for who only sorts messages (it says nothing of their validity)."""
-    return payload.startswith(_CHUNK_PREFIX)
+def is_envelope(payload: bytes) -> bool:
+    """Whether ``payload`` is (canonically) an envelope message, by its first bytes
+    (``["env", ...]``, three or four elements), decoding nothing: for who only sorts
+    messages; it says nothing of their validity."""
+    return payload[:1] in (b"\x93", b"\x94") and payload[1:5] == b"\xa3env"
 
 
 def decode(payload: bytes) -> TransportMsg:

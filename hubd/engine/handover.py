@@ -8,6 +8,12 @@ takes a message from its senders, and the spoke would send it again only after i
 ``resend_every`` (30 s by default). Held here instead, such a message is taken in as soon
 as this replica gains the bucket. What the owner took in already is a duplicate by
 msg_id in the store, answered ACCEPTED again and delivered once.
+
+Envelopes only. A body's chunks would fill the hold in a large upload and push out the
+small messages a hand-over needs (a transfer resumes where it stands); a recipient's
+receipt batch, a hello, a question come again by themselves (a delivery is published
+again until its DELIVERED is stored; presence is retained), and one already handled by
+the owner taken in again would be recorded twice.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from collections import deque
 from collections.abc import Callable
 
 from hubd.engine.arrival import Arrival
-from schemas.transport import is_chunk
+from schemas.transport import is_envelope
 
 HOLD_BYTES = 8 * 1024 * 1024  # a few seconds of the other replicas' traffic at most
 
@@ -29,8 +35,9 @@ class HandOver:
         self.taken = 0  # held messages taken in after all (a gained bucket's)
 
     def hold(self, arrival: Arrival) -> None:
-        if is_chunk(arrival.payload) or len(arrival.payload) > self.max_bytes:
-            return  # a large body's chunks: a transfer resumes where its owner left it
+        if not is_envelope(arrival.payload) or len(arrival.payload) > self.max_bytes:
+            return  # see the module's docstring
+
         self._held.append(arrival)
         self._bytes += len(arrival.payload)
         self._trim(arrival.at)

@@ -387,13 +387,17 @@ async def test_a_chunk_whose_publish_fails_is_sent_again_not_skipped(tmp_path: P
     assert job.attempts == 1
 
 
-def test_a_replica_holds_no_chunk_of_another_replicas_transfer() -> None:
-    """A large upload by another replica's sender would fill the hold with its chunks and
-    push out the small messages a hand-over needs; its transfer resumes where it stands."""
+def test_a_replica_holds_envelopes_only() -> None:
+    """Chunks of another replica's transfer would fill the hold in a large upload; a
+    receipt batch or a hello comes again by itself (hubd.engine.handover)."""
     hold = HandOver(hold_ms=5_000, max_bytes=1_000_000)
-    chunk = transport.encode(transport.ChunkMsg(bytes(16), 0, bytes(200_000)))
-    for n in range(10):
-        hold.hold(Arrival("govnet", "jl.gov", chunk, 1_000 + n, n))
+    others = [
+        transport.encode(transport.ChunkMsg(bytes(16), 0, bytes(200_000))),
+        transport.encode(transport.ReceiptsMsg(b"frame", 0)),
+        transport.encode(transport.HelloMsg(0)),
+    ]
+    for n, payload in enumerate(others * 3):
+        hold.hold(Arrival("govnet", "jl.gov", payload, 1_000 + n, n))
     envelope = transport.encode(transport.EnvelopeMsg(b"frame", b"body"))
     hold.hold(Arrival("govnet", "jl.gov", envelope, 2_000, 11))
 

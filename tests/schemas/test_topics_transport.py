@@ -372,14 +372,19 @@ def test_mutated_valid_payloads_are_a_message_or_a_decode_error(payload: bytes) 
     decode_or_refuse(payload)
 
 
-def test_a_chunk_is_told_from_its_first_bytes_and_nothing_else_is_taken_for_one() -> None:
-    chunk = transport.encode(transport.ChunkMsg(bytes(16), 262_144, b"x" * 100))
-    assert transport.is_chunk(chunk)
-    others = [
-        transport.encode(transport.EnvelopeMsg(b"frame", b"chunk")),
-        transport.encode(transport.HelloMsg(3)),
-        transport.encode(transport.ReceiptsMsg(b"chunk", 1)),
-        b"",
-        b"\x94\xa5chun",
+def test_an_envelope_is_told_from_its_first_bytes_and_nothing_else_is_taken_for_one() -> None:
+    envelopes = [
+        transport.encode(transport.EnvelopeMsg(b"frame", b"body")),
+        transport.encode(transport.EnvelopeMsg(b"frame", None)),
+        transport.encode(transport.EnvelopeMsg(b"frame", None, b"slots")),
     ]
-    assert not any(transport.is_chunk(p) for p in others)
+    assert all(transport.is_envelope(p) for p in envelopes)
+    others = [
+        transport.encode(transport.ChunkMsg(bytes(16), 262_144, b"env" * 100)),
+        transport.encode(transport.HelloMsg(3)),
+        transport.encode(transport.ReceiptsMsg(b"env", 1)),
+        b"",
+        b"\x93\xa3en",
+        b"\x92\xa3env",
+    ]
+    assert not any(transport.is_envelope(p) for p in others)
