@@ -92,6 +92,10 @@ class Chromium:
         binary = chromium_or_skip()
         profile = self.folder / "profile"
         profile.mkdir(parents=True, exist_ok=True)
+        # Chromium makes scratch folders (org.chromium.Chromium.*) in TMPDIR and leaves
+        # them behind when stopped: in the test's folder, not in the machine's /tmp.
+        scratch = self.folder / "tmp"
+        scratch.mkdir(exist_ok=True)
         with (self.folder / "chromium.log").open("ab") as log:
             self._process = subprocess.Popen(  # noqa: S603, ASYNC220 - starting it is quick
                 [
@@ -103,6 +107,7 @@ class Chromium:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, "TMPDIR": str(scratch)},
             )
         try:
             port, path = await self._devtools_address(profile / "DevToolsActivePort")
