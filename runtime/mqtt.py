@@ -452,9 +452,15 @@ def coalesce(out: deque[Any], limit: int = COALESCE_BYTES) -> None:
     is full, as it writes any other; a packet that needs its own send, or is ``limit``
     bytes or more, stays as it is, where it is. The first packet may be partly written
     already (``pos``): only what remains of it is taken.
+
+    The packets are taken off the left one by one and the result put back on the left:
+    paho may queue a packet from another thread meanwhile (its CONNECT, from the thread
+    aiomqtt connects in), and it appends on the right, where it stays, after them.
     """
-    if len(out) < 2:
+    count = len(out)
+    if count < 2:
         return
+    taken = [out.popleft() for _ in range(count)]
     merged: list[dict[str, Any]] = []
     run: list[dict[str, Any]] = []
     size = 0
@@ -477,7 +483,7 @@ def coalesce(out: deque[Any], limit: int = COALESCE_BYTES) -> None:
             )
         run.clear()
 
-    for packet in out:
+    for packet in taken:
         if _needs_own_send(packet) or packet["to_process"] >= limit:
             close_run()
             size = 0
@@ -489,9 +495,7 @@ def coalesce(out: deque[Any], limit: int = COALESCE_BYTES) -> None:
         run.append(packet)
         size += packet["to_process"]
     close_run()
-    if len(merged) < len(out):
-        out.clear()
-        out.extend(merged)
+    out.extendleft(reversed(merged))
 
 
 def missing_private(client: aiomqtt.Client) -> list[str]:

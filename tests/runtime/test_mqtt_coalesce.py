@@ -95,6 +95,28 @@ def test_merged_packets_stay_under_the_limit_and_a_large_one_goes_alone() -> Non
     assert len(out) == 4  # 64 + 36 small ones, the chunk, the last small one
 
 
+class QueuedMeanwhile(deque[dict[str, Any]]):
+    """paho's queue, with another thread appending a packet while it is being merged."""
+
+    def __init__(self, packets: deque[dict[str, Any]], late: dict[str, Any]) -> None:
+        super().__init__(packets)
+        self.late: dict[str, Any] | None = late
+
+    def popleft(self) -> dict[str, Any]:
+        packet = super().popleft()
+        if self.late is not None:
+            self.append(self.late)  # as paho's _packet_queue does, from the other thread
+            self.late = None
+        return packet
+
+
+def test_a_packet_queued_meanwhile_from_another_thread_stays_after_the_merged_ones() -> None:
+    late = queued((0x10, 0, b"CONNECT"))[0]
+    out = QueuedMeanwhile(queued((0x32, 1, b"a" * 10), (0x32, 1, b"b" * 10)), late)
+    coalesce(out)
+    assert [p["packet"] for p in out] == [b"a" * 10 + b"b" * 10, b"CONNECT"]
+
+
 def test_a_queue_of_one_is_left_alone() -> None:
     out = queued((0x32, 1, b"x"))
     first = out[0]
