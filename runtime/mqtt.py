@@ -453,14 +453,14 @@ def coalesce(out: deque[Any], limit: int = COALESCE_BYTES) -> None:
     bytes or more, stays as it is, where it is. The first packet may be partly written
     already (``pos``): only what remains of it is taken.
 
-    The packets are taken off the left one by one and the result put back on the left:
-    paho may queue a packet from another thread meanwhile (its CONNECT, from the thread
-    aiomqtt connects in), and it appends on the right, where it stays, after them.
+    The packets seen are then taken off the left one by one and the result put back on
+    the left: paho may queue a packet from another thread meanwhile (its CONNECT, from the
+    thread aiomqtt connects in), and it appends on the right, where it stays, after them.
     """
-    count = len(out)
+    taken = list(out)
+    count = len(taken)
     if count < 2:
         return
-    taken = [out.popleft() for _ in range(count)]
     merged: list[dict[str, Any]] = []
     run: list[dict[str, Any]] = []
     size = 0
@@ -495,6 +495,8 @@ def coalesce(out: deque[Any], limit: int = COALESCE_BYTES) -> None:
         run.append(packet)
         size += packet["to_process"]
     close_run()
+    for _ in range(count):  # only now: a failure above leaves paho's queue as it was
+        out.popleft()
     out.extendleft(reversed(merged))
 
 

@@ -12,6 +12,7 @@ a handful of sends, including when the socket fills and writes resume later.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -92,11 +93,12 @@ def test_merged_packets_stay_under_the_limit_and_a_large_one_goes_alone() -> Non
     assert wire(out) == before
     assert all(p["to_process"] <= COALESCE_BYTES for p in out if p is not chunk_packet)
     assert any(p is chunk_packet for p in out)
-    assert len(out) == 4  # 64 + 36 small ones, the chunk, the last small one
+    assert len(out) == 4  # 65 + 35 small ones, the chunk, the last small one
 
 
 class QueuedMeanwhile(deque[dict[str, Any]]):
-    """paho's queue, with another thread appending a packet while it is being merged."""
+    """paho's queue, with another thread appending a packet while the merged packets
+    replace the ones they were made of."""
 
     def __init__(self, packets: deque[dict[str, Any]], late: dict[str, Any]) -> None:
         super().__init__(packets)
@@ -125,7 +127,7 @@ def test_a_queue_of_one_is_left_alone() -> None:
 
 
 async def _published_through_a_link(
-    tmp_path: Path, payloads: list[bytes]
+    tmp_path: Path, payloads: list[bytes], *, small_buffer: bool = False
 ) -> tuple[list[bytes], list[bool], int, int]:
     """Every payload handed to a BrokerLink in one loop iteration; what a subscriber got,
     the acks, how many sends the link's paho client made for them, and how many of those
@@ -173,6 +175,10 @@ async def _published_through_a_link(
                 return wrote
 
             paho._sock_send = counted  # type: ignore[method-assign]  # counts; still sends
+            if small_buffer:  # the socket fills whatever the machine's TCP buffers are
+                sock = paho._sock
+                assert isinstance(sock, socket.socket)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
             acks = [link.enqueue(TOPIC, p) for p in payloads]  # one loop iteration
             acked = list(await asyncio.gather(*acks))
             async for message in reader.messages:
@@ -202,10 +208,13 @@ async def test_hundreds_of_publishes_handed_over_together_leave_in_a_few_sends(
 async def test_publishes_that_overfill_the_socket_arrive_whole_and_in_order(
     tmp_path: Path,
 ) -> None:
-    # 12 MB at once, three 20 KiB publishes a merged packet: the socket fills, paho keeps
-    # a merged packet partly written and the writer resumes it when the socket drains.
+    # 12 MB at once through a 16 KiB socket buffer, three 20 KiB publishes a merged packet:
+    # the socket fills, paho keeps a merged packet partly written and the writer resumes
+    # it when the socket drains.
     payloads = [bytes([i % 251]) * 20_000 + i.to_bytes(4, "big") for i in range(600)]
-    got, acked, sends, short = await _published_through_a_link(tmp_path, payloads)
+    got, acked, sends, short = await _published_through_a_link(
+        tmp_path, payloads, small_buffer=True
+    )
     assert got == payloads
     assert all(acked)
     assert short > 0  # the case this test is for: writes that stopped part way
