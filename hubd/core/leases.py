@@ -90,6 +90,9 @@ class Snapshot:
     me: str
     leases: tuple[Lease, ...]
     live: frozenset[str]  # replicas whose heartbeat has not expired (me or not)
+    # the channels each live replica reaches (its brokers), as it last said; a replica that
+    # said nothing (an older version) is absent: compared with none
+    reach: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 class Standing(StrEnum):
@@ -124,6 +127,35 @@ def target_of(me: str, live: Iterable[str], buckets: int = BUCKETS) -> int:
     return base + (1 if order.index(me) < extra else 0)
 
 
+def sharing(live: Iterable[str], reach: Mapping[str, frozenset[str]]) -> frozenset[str]:
+    """The live replicas that take a share of the buckets: every one whose reach no other
+    live replica's strictly contains. A replica cut off from one channel's broker while
+    another reaches every channel hands its organisations to the others (on that channel
+    nobody would read their up topics otherwise); when a broker is down for every replica,
+    their reaches are alike and nothing moves. Reaches neither of which contains the other
+    (each misses a different channel) share as before. A replica of unknown reach is
+    compared with none."""
+    replicas = set(live)
+    known = {r: reach[r] for r in replicas if r in reach}
+    return frozenset(
+        r
+        for r in replicas
+        if r not in known or not any(known[r] < other for o, other in known.items() if o != r)
+    )
+
+
+def reach_missing(
+    me: str, live: Iterable[str], reach: Mapping[str, frozenset[str]]
+) -> frozenset[str]:
+    """The channels other live replicas reach and ``me`` does not, when that is why it
+    takes no share (empty when it shares, or its reach is unknown)."""
+    if me not in reach or me in sharing(set(live) | {me}, reach):
+        return frozenset()
+    mine = reach[me]
+    wider = [reach[r] for r in live if r != me and r in reach and mine < reach[r]]
+    return frozenset().union(*wider) - mine
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     """A bucket and the token its row must still carry for the statement to apply."""
@@ -142,9 +174,14 @@ class Plan:
 
 def plan(snapshot: Snapshot, settings: LeaseSettings) -> Plan:
     """What ``snapshot.me`` does this round: renew what it holds up to its share, release
-    the rest gracefully, and claim free buckets up to its share (orphaned ones beyond)."""
+    the rest gracefully, and claim free buckets up to its share (orphaned ones beyond).
+    Its share is among the replicas that take one (:func:`sharing`): none if another
+    live replica reaches more channels."""
     me, now = snapshot.me, snapshot.now
-    target = target_of(me, snapshot.live, settings.buckets)
+    takers = sharing(snapshot.live | {me}, snapshot.reach)
+    # A replica that reaches less than another gives every bucket back; it still takes an
+    # orphaned one (below), which nobody else took within a lease.
+    target = target_of(me, takers, settings.buckets) if me in takers else 0
     mine: list[Lease] = []
     free: list[Lease] = []
     orphaned: list[Lease] = []

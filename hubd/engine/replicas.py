@@ -63,6 +63,9 @@ class BrokerConnection(Protocol):
     @property
     def connected(self) -> asyncio.Event: ...
 
+    @property
+    def channels(self) -> list[str]: ...
+
 
 class Reach:
     """Whether a replica can serve what it would own: it reaches a broker. Not before its
@@ -79,6 +82,8 @@ class Reach:
         self._links, self._grace, self._clock = links, grace_s, clock
         self._reached = False
         self._down_since: float | None = None
+        self._link_seen: set[int] = set()  # links (by id) connected at least once
+        self._link_down: dict[int, float] = {}  # link -> when it was first seen down
 
     def __call__(self) -> bool:
         now = self._clock()
@@ -90,6 +95,26 @@ class Reach:
         if self._down_since is None:
             self._down_since = now
         return now - self._down_since < self._grace
+
+    def channels(self) -> frozenset[str]:
+        """The channels it reaches: those of the links connected now, or down for less
+        than ``grace_s`` after having been connected (a failover between a cluster's
+        nodes moves nothing). Said with every heartbeat: a replica that reaches fewer
+        channels than another gives its organisations to the others
+        (hubd.core.leases.sharing)."""
+        now = self._clock()
+        reached: set[str] = set()
+        for link in self._links():
+            key = id(link)
+            if link.connected.is_set():
+                self._link_down.pop(key, None)
+                self._link_seen.add(key)
+                reached.update(link.channels)
+            elif key in self._link_seen:
+                since = self._link_down.setdefault(key, now)
+                if now - since < self._grace:
+                    reached.update(link.channels)
+        return frozenset(reached)
 
 
 async def join(
@@ -109,12 +134,14 @@ async def join(
 
     me = new_replica_id(settings.name)
     await _no_twin(store, me, settings)
+    reach = Reach(links, settings.lease)
     keeper = LeaseKeeper(
         store.engine,
         replica=me,
         settings=LeaseSettings(int(settings.lease * 1000), int(settings.renew * 1000)),
         on_change=changed,
-        ready=Reach(links, settings.lease),
+        ready=reach,
+        reach=reach.channels,
     )
     await stack.enter_async_context(keeper)
     replicas = Replicas(keeper, store)

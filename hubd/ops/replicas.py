@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, inspect, select
 
-from hubd.core.leases import BUCKETS, bucket_of
+from hubd.core.leases import BUCKETS, bucket_of, reach_missing
 from hubd.store import tables as t
 from hubd.store.leases import FOREVER, LeaseRow, Ownership, ReplicaRow, read_ownership
 from schemas.clock import duration_text
@@ -167,6 +167,28 @@ class ReplicaStatus:
             f"({live} replica(s) live); start another replica, or check the replicas listed above"
         )
 
+    def reach_warning(self) -> str | None:
+        """Bilingual: live replicas that hold nothing because another reaches channels
+        they do not (hubd.core.leases.sharing), and which channels to look at."""
+        own = self.ownership
+        live = [r for r in own.replicas if r.live]
+        reach = {r.id: r.reach for r in live if r.reach is not None}
+        short = [
+            (r.id, missing) for r in live if (missing := reach_missing(r.id, reach.keys(), reach))
+        ]
+        if not short:
+            return None
+        zh = "；".join(f"副本 {rid} 连不上频道 {', '.join(sorted(m))} 的代理" for rid, m in short)
+        en = "; ".join(
+            f"replica {rid} does not reach the broker of channel(s) {', '.join(sorted(m))}"
+            for rid, m in short
+        )
+        return (
+            f"{zh}，其他副本能连上，因此它不持有任何机构，直到连接恢复；请检查该副本所在主机到这些代理的"
+            f"网络和证书 / {en}, which other replicas reach, so it holds no organisations until "
+            "it does again; check the network and certificates from its host to those brokers"
+        )
+
     def as_json(self) -> dict[str, Any]:
         own = self.ownership
         unowned = own.unowned
@@ -197,6 +219,7 @@ class ReplicaStatus:
                 for x in own.leases
             ],
             "warning": self.warning(),
+            "reach_warning": self.reach_warning(),
         }
 
     def _replica_json(self, r: ReplicaRow) -> dict[str, Any]:
@@ -210,6 +233,7 @@ class ReplicaStatus:
             "seen_ago_ms": self.ownership.now - r.seen_at,
             "expires_at": r.expires_at,
             "buckets": r.buckets,
+            "reach": None if r.reach is None else sorted(r.reach),
             "organisations": list(self.orgs.get(r.id, ())) if self.directory_known else None,
         }
 
@@ -258,14 +282,22 @@ def render_replicas(r: ReplicaStatus | None) -> list[str]:
             str(x.buckets),
             orgs(x.id),
             f"{span(own.now - x.seen_at)} ago",
+            "-" if x.reach is None else ", ".join(sorted(x.reach)) or "(none)",
         )
         for x in own.replicas
     ]
     if unowned:
-        rows.append(("(unowned)", "-", "-", "-", str(unowned), orgs(None), "-"))
-    header = ("replica", "host", "pid", "state", "buckets", "organisations", "last seen")
+        rows.append(("(unowned)", "-", "-", "-", str(unowned), orgs(None), "-", "-"))
+    header = (
+        "replica",
+        "host",
+        "pid",
+        "state",
+        "buckets",
+        "organisations",
+        "last seen",
+        "channels reached",
+    )
     lines = ["", head, table(header, rows)]
-    warning = r.warning()
-    if warning is not None:
-        lines.append(f"WARNING {warning}")
+    lines += [f"WARNING {w}" for w in (r.warning(), r.reach_warning()) if w is not None]
     return lines

@@ -16,7 +16,7 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from hubd.core.leases import Claim, Holdings, LeaseSettings, bucket_of, plan
+from hubd.core.leases import Claim, Holdings, LeaseSettings, bucket_of, plan, reach_missing
 from hubd.store.connections import store_error_text
 from hubd.store.leases import (
     FOREVER,
@@ -70,6 +70,7 @@ class LeaseKeeper:
         host: str | None = None,
         pid: int | None = None,
         ready: Callable[[], bool] | None = None,
+        reach: Callable[[], frozenset[str]] | None = None,
     ) -> None:
         self.engine = engine
         self.host = host or socket.gethostname()
@@ -83,6 +84,10 @@ class LeaseKeeper:
         # Whether this replica can serve what it would own (the hub: reaches its brokers);
         # while not, it holds nothing and sends no heartbeat, so the others take its share.
         self._ready = ready
+        # The channels it reaches, said with every heartbeat: a replica that reaches fewer
+        # than another takes no share (hubd.core.leases.sharing). None: not said.
+        self._reach = reach
+        self.missing: frozenset[str] = frozenset()  # channels others reach and it does not
         self.aside = False
         self._poked = asyncio.Event()
         self._holdings = Holdings()
@@ -197,10 +202,12 @@ class LeaseKeeper:
             log.info("leases.back", replica=self.replica)
         started = self._clock()
         lease_ms = self.settings.lease_ms
-        now = await self._call(heartbeat, self.replica, self.host, self.pid, lease_ms)
+        reach = self._reach() if self._reach is not None else None
+        now = await self._call(heartbeat, self.replica, self.host, self.pid, lease_ms, reach)
         snap = await self._call(read_snapshot, self.replica, now)
         todo = plan(snap, self.settings)
         self.target = todo.target
+        self._tell_reach(reach_missing(self.replica, snap.live, snap.reach))
         # stop acting as owner of what goes back before it goes
         self._settle(self._holdings.without(c.bucket for c in todo.release), "release")
         await self._call(release, self.replica, todo.release)
@@ -208,6 +215,22 @@ class LeaseKeeper:
         claimed = await self._call(claim, self.replica, todo.claim, lease_ms)
         self.rounds += 1
         self._settle(self._holdings.after_round(renewed + claimed, started, self.settings), "round")
+
+    def _tell_reach(self, missing: frozenset[str]) -> None:
+        """Say when this replica gives its share up because others reach channels it does
+        not, and when it takes a share again."""
+        if missing == self.missing:
+            return
+        if missing:
+            log.warning(
+                "leases.reach_short",
+                replica=self.replica,
+                missing=sorted(missing),
+                buckets=len(self.held),
+            )
+        else:
+            log.info("leases.reach_back", replica=self.replica)
+        self.missing = missing
 
     async def _stand_aside(self) -> None:
         """Not ready: let go of everything (first stop acting as owner) and skip the

@@ -30,6 +30,7 @@ the fence still holds holder and token, and the tables read the same for ``hubct
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -62,6 +63,7 @@ from schemas.errors import StoreError, UsageError
 
 FOREVER = 2**62  # a lease on SQLite: the one hub of the folder holds it until it stops
 FORGET_MS = 24 * 3_600_000  # a replica whose heartbeat ended this long ago leaves the list
+REACH_TEXT_MAX = 64 * 1024  # a replica row's reach longer than this is not read
 _REPLICA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 L = t.hub_leases
@@ -186,18 +188,51 @@ def _rows(claims: Iterable[Claim]) -> list[tuple[int, int]]:
     return sorted((c.bucket, c.token) for c in claims)
 
 
-def heartbeat(conn: Connection, me: str, host: str, pid: int, lease_ms: int) -> int:
-    """Say I am alive (insert or refresh my row); the database's now."""
+def heartbeat(  # noqa: PLR0917 - called through run_sync, which passes them in order
+    conn: Connection,
+    me: str,
+    host: str,
+    pid: int,
+    lease_ms: int,
+    reach: frozenset[str] | None = None,
+) -> int:
+    """Say I am alive (insert or refresh my row), and which channels I reach (None: not
+    said); the database's now."""
     now = db_now(conn.dialect)
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    said = None if reach is None else json.dumps(sorted(reach))
     stmt = insert(R).values(
-        id=me, host=host, pid=pid, started_at=now, seen_at=now, expires_at=now + lease_ms
+        id=me,
+        host=host,
+        pid=pid,
+        started_at=now,
+        seen_at=now,
+        expires_at=now + lease_ms,
+        reach=said,
     )
     upsert = stmt.on_conflict_do_update(
         index_elements=[R.c.id],
-        set_={"seen_at": stmt.excluded.seen_at, "expires_at": stmt.excluded.expires_at},
+        set_={
+            "seen_at": stmt.excluded.seen_at,
+            "expires_at": stmt.excluded.expires_at,
+            "reach": stmt.excluded.reach,
+        },
     ).returning(R.c.seen_at)
     return int(conn.execute(upsert).scalar_one())
+
+
+def reach_of(said: str | None) -> frozenset[str] | None:
+    """A replica row's ``reach`` as a set of channels; None when it said nothing, or
+    something that is not a JSON array of strings (then it is compared with no one)."""
+    if said is None or len(said) > REACH_TEXT_MAX:
+        return None
+    try:
+        channels = json.loads(said)
+    except ValueError:
+        return None
+    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+        return None
+    return frozenset(channels)
 
 
 def read_snapshot(conn: Connection, me: str, now: int) -> Snapshot:
@@ -207,8 +242,10 @@ def read_snapshot(conn: Connection, me: str, now: int) -> Snapshot:
             select(L.c.bucket, L.c.holder, L.c.token, L.c.expires_at).order_by(L.c.bucket)
         )
     )
-    live = frozenset(conn.execute(select(R.c.id).where(R.c.expires_at > now)).scalars())
-    return Snapshot(now, me, leases, live)
+    rows = conn.execute(select(R.c.id, R.c.reach).where(R.c.expires_at > now)).all()
+    live = frozenset(str(r.id) for r in rows)
+    reach = {str(r.id): channels for r in rows if (channels := reach_of(r.reach)) is not None}
+    return Snapshot(now, me, leases, live, reach)
 
 
 def _mine(me: str, pairs: list[tuple[int, int]], now: ColumnElement[int]) -> Any:
@@ -334,6 +371,7 @@ class ReplicaRow:
     expires_at: int
     live: bool
     buckets: int  # how many unexpired leases it holds
+    reach: frozenset[str] | None = None  # the channels it said it reaches (None: not said)
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +429,7 @@ def read_ownership(conn: Connection) -> Ownership:
                 int(r.expires_at),
                 r.expires_at > now,
                 counts.get(r.id, 0),
+                reach_of(r.reach),
             )
             for r in conn.execute(select(R))
         ),

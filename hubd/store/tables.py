@@ -204,6 +204,8 @@ hub_replicas = Table(
     Column("started_at", BigInteger, nullable=False),
     Column("seen_at", BigInteger, nullable=False),  # its last heartbeat
     Column("expires_at", BigInteger, nullable=False),  # live while this is ahead of now
+    # the channels whose brokers it reaches, a JSON array (migration 0009; NULL: not said)
+    Column("reach", Text),
 )
 
 # One row per bucket (hubd.core.leases.bucket_of), written by the first replica to join.

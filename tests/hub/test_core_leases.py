@@ -29,6 +29,8 @@ from hubd.core.leases import (
     Standing,
     bucket_of,
     plan,
+    reach_missing,
+    sharing,
     standing,
     target_of,
 )
@@ -386,3 +388,50 @@ class Replicas(RuleBasedStateMachine):
 
 TestReplicas = Replicas.TestCase
 TestReplicas.settings = hsettings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+FULL, GOVNET, SECURE = frozenset({"govnet", "secure"}), frozenset({"govnet"}), frozenset({"secure"})
+
+
+@pytest.mark.parametrize(
+    ("reach", "takers"),
+    [
+        pytest.param({"a": FULL, "b": FULL}, {"a", "b"}, id="alike-both-share"),
+        pytest.param({"a": FULL, "b": GOVNET}, {"a"}, id="cut-off-from-one-gives-way"),
+        pytest.param(
+            {"a": GOVNET, "b": GOVNET}, {"a", "b"}, id="a-broker-down-for-all-moves-nothing"
+        ),
+        pytest.param({"a": GOVNET, "b": SECURE}, {"a", "b"}, id="each-misses-another-both-share"),
+        pytest.param({"a": FULL}, {"a", "b"}, id="unknown-reach-is-compared-with-none"),
+        pytest.param(
+            {"a": FULL, "b": GOVNET, "c": frozenset()}, {"a"}, id="only-the-widest-shares"
+        ),
+    ],
+)
+def test_the_replicas_that_share_are_those_no_other_reaches_more_than(
+    reach: dict[str, frozenset[str]], takers: set[str]
+) -> None:
+    live = {"a", "b"} | set(reach)
+    assert sharing(live, reach) == takers
+
+
+def test_a_replica_that_reaches_less_gives_everything_back_and_the_other_takes_it_all() -> None:
+    reach = {"a": GOVNET, "b": FULL}
+    rows = [("a", LIVE)] * 4 + [("b", LIVE)] * 4
+    mine = plan(Snapshot(NOW, "a", leases(*rows), frozenset({"a", "b"}), reach), S)
+    assert (mine.target, buckets_of(mine.renew), len(mine.release)) == (0, set(), 4)
+    assert reach_missing("a", {"a", "b"}, reach) == {"secure"}
+    # once a's leases are released, b claims them: its share is every bucket
+    freed = [(None, NOW)] * 4 + [("b", LIVE)] * 4
+    theirs = plan(Snapshot(NOW, "b", leases(*freed), frozenset({"a", "b"}), reach), S)
+    assert theirs.target == 8
+    assert buckets_of(theirs.claim) == {0, 1, 2, 3}
+    assert reach_missing("b", {"a", "b"}, reach) == frozenset()
+
+
+def test_a_replica_reaching_less_still_takes_a_bucket_nobody_took_for_a_lease() -> None:
+    rows = [(None, LONG_GONE)] + [("b", LIVE)] * 7
+    result = plan(
+        Snapshot(NOW, "a", leases(*rows), frozenset({"a", "b"}), {"a": GOVNET, "b": FULL}), S
+    )
+    assert (result.target, buckets_of(result.claim)) == (0, {0})

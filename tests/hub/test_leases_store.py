@@ -671,6 +671,42 @@ async def test_a_replica_that_cannot_serve_stands_aside_and_takes_its_share_back
     assert split(await ownership(a.engine)) == Counter({"a": 128, "b": 128})
 
 
+async def test_a_replica_cut_off_from_one_channel_gives_its_share_to_one_that_reaches_all(
+    keepers: KeeperFactory,
+) -> None:
+    """Each says the channels it reaches with its heartbeat; one that reaches fewer than
+    another gives every bucket back (nobody would read its organisations' up topics on the
+    channel it lost) and takes its share again once it reaches them; when both miss the
+    same channel (that broker is down for everyone) nothing moves."""
+    full, govnet = frozenset({"govnet", "secure"}), frozenset({"govnet"})
+    reach_a, reach_b = [full], [full]
+    a = keepers("a", reach=lambda: reach_a[0])
+    b = keepers("b", reach=lambda: reach_b[0])
+    await a.join()
+    await b.join()
+    await balanced_by_hand(a, b)
+
+    reach_b[0] = govnet  # b's link to the secure channel's broker is gone
+    for _ in range(3):
+        await b.run_round()
+        await a.run_round()
+    own = await ownership(a.engine)
+    assert split(own) == Counter({"a": 256})
+    assert (dict(b.held), b.target, b.missing) == ({}, 0, frozenset({"secure"}))
+    assert {r.id for r in own.replicas if r.live} == {"a", "b"}  # alive, only not sharing
+
+    reach_a[0] = govnet  # now the secure broker is down for both: alike, nothing moves
+    for _ in range(3):
+        await b.run_round()
+        await a.run_round()
+    assert b.missing == frozenset()
+    await balanced_by_hand(a, b)  # alike again: they share as before
+
+    reach_a[0] = reach_b[0] = full
+    await balanced_by_hand(a, b)
+    assert split(await ownership(a.engine)) == Counter({"a": 128, "b": 128})
+
+
 async def test_a_poke_runs_the_next_round_at_once_not_after_the_interval(
     keepers: KeeperFactory,
 ) -> None:

@@ -117,7 +117,7 @@ async def test_upgrading_a_store_with_data_keeps_every_row_and_lets_frames_be_pu
                     insert(t.deliveries).values({**ops[0].deliveries[0], "msg_id": msg_id(99)})
                 )
 
-    assert [tuple(r) for r in version] == [("0008",)]  # the head: 0002 to 0008 in turn
+    assert [tuple(r) for r in version] == [("0009",)]  # the head: 0002 to 0009 in turn
     assert [bytes(r.msg_id) for r in messages] == [msg_id(n) for n in (1, 2, 3)]
     for row, op in zip(messages, ops, strict=True):
         assert bytes(row.frame) == op.row["frame"]
@@ -305,3 +305,23 @@ async def test_0008_adds_the_empty_shared_spool_tables_and_goes_back(
 
     assert after - before == {"spool_pieces", "spool_transfers"}
     assert held == []  # a hub keeps its folder until it runs as a replica
+
+
+async def test_0009_adds_each_replicas_reach_and_goes_back(db_url: str) -> None:
+    await store_at_0001_with_data(db_url)
+    await migrate(db_url, "0009")
+
+    def columns(conn: Connection) -> set[str]:
+        return {c["name"] for c in inspect(conn).get_columns("hub_replicas")}
+
+    engine = engine_for(db_url)
+    try:
+        async with engine.connect() as conn:
+            after = await conn.run_sync(columns)
+        await migrate(db_url, "0008", down=True)
+        async with engine.connect() as conn:
+            before = await conn.run_sync(columns)
+    finally:
+        await engine.dispose()
+
+    assert after - before == {"reach"}

@@ -14,6 +14,7 @@ inbox exactly once and nowhere else (the checker of :func:`tally`).
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 from collections import Counter
@@ -57,6 +58,16 @@ def holders(db_url: str) -> dict[str, int]:
         "(extract(epoch from now()) * 1000)::bigint GROUP BY holder",
     )
     return {holder.split("-", 1)[0]: int(count) for holder, count in rows}
+
+
+def reaches(db_url: str) -> dict[str, str]:
+    """Live replica name -> the channels it says it reaches (hub_replicas.reach)."""
+    rows = psql(
+        db_url,
+        "SELECT id, reach FROM hub_replicas WHERE expires_at > "
+        "(extract(epoch from now()) * 1000)::bigint",
+    )
+    return {rid.split("-", 1)[0]: said for rid, said in rows}
 
 
 def shared_by(db_url: str, *names: str) -> dict[str, int] | None:
@@ -214,6 +225,9 @@ async def test_two_replicas_share_the_work_and_take_over_from_a_dead_or_paused_o
         assert not by_a & by_b, "an organisation's documents taken in by both replicas"
 
         await metrics_say_they_share({"hub-a": by_a, "hub-b": by_b}, a, b)
+        # each says, with its heartbeat, the channels whose brokers it reaches
+        said = {name: json.loads(text) for name, text in reaches(pg_url).items()}
+        assert said["a"] == said["b"] == sorted(c.id for c in directory.channels)
 
         # 2. kill -9 of a: b takes every bucket over, and documents flow again
         a.kill9()

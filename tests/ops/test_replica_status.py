@@ -59,9 +59,18 @@ async def keepers(engine: AsyncEngine) -> AsyncIterator[KeeperFactory]:
     teardown."""
     async with AsyncExitStack() as stack:
 
-        def make(replica: str, settings: LeaseSettings = STEADY) -> LeaseKeeper:
+        def make(
+            replica: str,
+            settings: LeaseSettings = STEADY,
+            reach: Callable[[], frozenset[str]] | None = None,
+        ) -> LeaseKeeper:
             keeper = LeaseKeeper(
-                engine, replica=replica, settings=settings, host=f"host-{replica}", pid=100
+                engine,
+                replica=replica,
+                settings=settings,
+                host=f"host-{replica}",
+                pid=100,
+                reach=reach,
             )
             stack.push_async_callback(keeper.leave)
             return keeper
@@ -200,6 +209,7 @@ async def test_a_replica_that_left_leaves_its_organisations_unowned_until_anothe
         "128",
         str(len(left)),
         "-",
+        "-",
     ]
     assert "WARNING" not in text
 
@@ -288,3 +298,43 @@ async def test_a_store_made_before_replicas_has_no_lease_tables_and_status_still
     cfg = config(world, live_dir, tmp_path / "hub", store, "")
 
     assert json.loads(await status(cfg, store, "--json"))["replicas"] is None
+
+
+async def test_a_replica_cut_off_from_one_channel_is_shown_with_its_reach_and_a_warning(
+    pg: str, keepers: KeeperFactory, world: World, live_dir: Directory, tmp_path: Path
+) -> None:
+    full, govnet = frozenset({"govnet", "secure"}), frozenset({"govnet"})
+    a = keepers("a", reach=lambda: full)
+    b = keepers("b", reach=lambda: govnet)  # its link to the secure broker is down
+    await balanced(a)
+    await b.join()
+    for _ in range(3):
+        await b.run_round()
+        await a.run_round()
+    cfg = config(world, live_dir, tmp_path / "hub", pg, REPLICAS)
+
+    text = await status(cfg, pg)
+    assert "channels reached" in text
+    assert line_with(text, "host-a", "govnet, secure")
+    row_b = line_with(text, "host-b", "live")
+    assert "secure" not in row_b
+    assert row_b.split()[4] == "0"  # buckets: it holds none
+    warning = line_with(text, "WARNING", "replica b")
+    assert "secure" in warning
+    assert "副本 b" in warning  # Chinese first, then English
+    assert "check the network and certificates" in warning
+
+    shown = await replicas_json(cfg, pg)
+    reach = {r["id"]: r["reach"] for r in shown["replicas"]}
+    assert reach == {"a": ["govnet", "secure"], "b": ["govnet"]}
+    assert "replica b" in shown["reach_warning"]
+
+
+async def test_replicas_that_reach_alike_show_no_reach_warning(
+    pg: str, keepers: KeeperFactory, world: World, live_dir: Directory, tmp_path: Path
+) -> None:
+    govnet = frozenset({"govnet"})  # the secure broker is down for both: nothing to tell
+    await balanced(keepers("a", reach=lambda: govnet), keepers("b", reach=lambda: govnet))
+    cfg = config(world, live_dir, tmp_path / "hub", pg, REPLICAS)
+    assert (await replicas_json(cfg, pg))["reach_warning"] is None
+    assert "does not reach" not in await status(cfg, pg)
