@@ -115,6 +115,8 @@ class HubProcess:
     broker_port: int | None = None  # an external broker for every channel; None: embedded
     # with broker_port: every channel's urls = [...] (a node list) instead of its url
     broker_urls: tuple[str, ...] = ()
+    # with broker_port: these channels on another port (another broker, or a proxy to it)
+    channel_ports: dict[str, int] = field(default_factory=dict)
     store_url: str = ""
     extra_toml: str = ""
     embedded_port: int = field(default_factory=free_port)
@@ -160,7 +162,9 @@ class HubProcess:
             if self.broker_urls:
                 url = f"urls = {json.dumps(list(self.broker_urls))}"
             for channel in self.directory.channels:
-                lines += ["", f"[channels.{channel.id}]", url]
+                port = self.channel_ports.get(channel.id)
+                here = url if port is None else f'url = "mqtt://127.0.0.1:{port}"'
+                lines += ["", f"[channels.{channel.id}]", here]
         if self.metrics_port is not None:
             lines += ["", "[metrics]", f'listen = "127.0.0.1:{self.metrics_port}"']
         lines += ["", "[logging]", 'format = "json"', 'level = "info"', "", self.extra_toml, ""]

@@ -222,7 +222,9 @@ class LeaseKeeper:
         if missing == self.missing:
             return
         if missing:
-            log.warning(
+            # a warning when it gives organisations up, or had taken its share before; a
+            # starting replica whose other links are not up yet only says so
+            (log.warning if self.held or self.rounds else log.info)(
                 "leases.reach_short",
                 replica=self.replica,
                 missing=sorted(missing),

@@ -17,14 +17,17 @@ import asyncio
 import json
 import signal
 import subprocess
+import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hubd.ops.ledgeraudit import verify_store_ledger
+from runtime.ports import free_port
 from schemas.directory import Directory
 from tests.hubproc import HubProcess, Mosquitto, live_directory
 from tests.ops.test_metrics import scrape, value
@@ -265,5 +268,121 @@ async def test_two_replicas_share_the_work_and_take_over_from_a_dead_or_paused_o
     finally:
         for spoke in spokes.values():
             spoke.stop()
+        a.stop()
+        b.stop()
+
+
+class Proxy:
+    """A TCP relay to a broker that the test can cut and restore: one replica's way to one
+    channel's broker, while the other replica's way stays up. Its event loop runs in a
+    thread of its own: the test's loop blocks while hubd starts."""
+
+    def __init__(self, target: int) -> None:
+        self.target, self.port = target, free_port()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+
+    def _call(self, work: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout=10)
+
+    def start(self) -> None:
+        async def listen() -> None:
+            self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+        self._call(listen())
+
+    def cut(self) -> None:
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+            for writer in list(self._open):
+                writer.close()
+            self._open.clear()
+
+        self._call(close())
+
+    def close(self) -> None:
+        """Cut, end every relay task, and close the loop (nothing left for the collector)."""
+
+        async def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            for writer in list(self._open):
+                writer.close()
+            self._open.clear()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self._call(shutdown())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+        self._open |= {writer, up_writer}
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except ConnectionError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+
+def logged(hub: HubProcess, event: str) -> list[dict[str, object]]:
+    return [e for e in hub.log_events() if e.get("event") == event]
+
+
+async def test_a_replica_cut_off_from_one_channels_broker_hands_its_organisations_over(
+    world: World, tmp_path: Path, pg_url: str, broker: Mosquitto
+) -> None:
+    """b reaches the classified channel's broker through a relay, a directly: with the
+    relay cut, b reaches fewer channels than a and gives a every organisation (nobody would
+    read their up topics on that channel otherwise), though it still reaches the others;
+    with the relay back, they share again."""
+    directory = live_directory(world)
+    relay = Proxy(broker.port)
+    relay.start()
+    a = replica(world, directory, tmp_path, "a", port=broker.port, db_url=pg_url)
+    b = replica(world, directory, tmp_path, "b", port=broker.port, db_url=pg_url)
+    b.channel_ports = {"classified": relay.port}
+    try:
+        a.start()
+        b.start()
+        await eventually(lambda: shared_by(pg_url, "a", "b"), "both replicas hold buckets")
+
+        relay.cut()
+        await eventually(lambda: shared_by(pg_url, "a"), "a holds every bucket")
+        short = await eventually(lambda: logged(b, "leases.reach_short"), "b says why")
+        assert short[-1]["missing"] == ["classified"]
+        assert short[-1]["level"] == "warning"  # it gave organisations away
+        said = {name: json.loads(text) for name, text in reaches(pg_url).items()}
+        assert "classified" not in said["b"]
+        assert set(said["a"]) == set(said["b"]) | {"classified"}
+        assert not logged(b, "leases.stood_aside")  # it still reaches a broker: it stays live
+
+        relay.start()
+        await eventually(lambda: shared_by(pg_url, "a", "b"), "b holds buckets again")
+        await eventually(lambda: logged(b, "leases.reach_back"), "b says it is back")
+        for hub in (a, b):
+            errors = [e for e in hub.log_events() if e.get("level") == "error"]
+            assert errors == [], hub.log_tail()
+    finally:
+        relay.close()
         a.stop()
         b.stop()
