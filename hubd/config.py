@@ -259,6 +259,10 @@ class Replicas(_Section):
     # over within about lease + renew) and how often it is renewed.
     lease: Seconds = 3.0
     renew: Seconds = 1.0
+    # A replica that does not reach a channel's broker another replica reaches gives its
+    # organisations to the others once that has lasted this long (a broker down for every
+    # replica, seen going and coming back at different moments, moves nothing).
+    reach_hold: Seconds = 10.0
 
     @model_validator(mode="after")
     def _renew_within_lease(self) -> Replicas:

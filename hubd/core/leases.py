@@ -36,6 +36,11 @@ BUCKETS = 256
 
 LEASE_MS = 3_000  # a lease lasts this long after its last renewal (database clock)
 RENEW_MS = 1_000  # each replica renews, claims and releases this often
+# A replica that misses a channel another live replica reaches gives its share away only
+# once that has lasted this long: replicas see a broker go (each after its own grace) and
+# come back (each after its own backoff) at different moments, and a shared outage must
+# not move every share back and forth on the way.
+REACH_HOLD_MS = 10_000
 # A dead replica's buckets are free LEASE_MS after its last renewal at the latest, and
 # claimed by the first round of another replica after that: within LEASE_MS + RENEW_MS
 # (4 s; issue 15 asks for 5 s). A replica misses leases only after 2 s without a round.
@@ -61,8 +66,11 @@ class LeaseSettings:
     lease_ms: int = LEASE_MS
     renew_ms: int = RENEW_MS
     buckets: int = BUCKETS
+    reach_hold_ms: int = REACH_HOLD_MS
 
     def __post_init__(self) -> None:
+        if self.reach_hold_ms < 0:
+            raise UsageError(f"reach_hold_ms {self.reach_hold_ms}: 0 or more")
         if self.renew_ms <= 0 or self.lease_ms < 2 * self.renew_ms:
             raise UsageError(
                 f"a lease of {self.lease_ms} ms renewed every {self.renew_ms} ms: the lease "
@@ -90,9 +98,21 @@ class Snapshot:
     me: str
     leases: tuple[Lease, ...]
     live: frozenset[str]  # replicas whose heartbeat has not expired (me or not)
-    # the channels each live replica reaches (its brokers), as it last said; a replica that
-    # said nothing (an older version) is absent: compared with none
-    reach: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # the configured channels each live replica does not reach (their brokers), as it last
+    # said; a replica that said nothing (an older version) is absent: compared with none
+    missing: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelReach:
+    """The channels a replica is configured for and those whose brokers it reaches."""
+
+    configured: frozenset[str]
+    reached: frozenset[str]
+
+    @property
+    def missing(self) -> frozenset[str]:
+        return self.configured - self.reached
 
 
 class Standing(StrEnum):
@@ -127,33 +147,35 @@ def target_of(me: str, live: Iterable[str], buckets: int = BUCKETS) -> int:
     return base + (1 if order.index(me) < extra else 0)
 
 
-def sharing(live: Iterable[str], reach: Mapping[str, frozenset[str]]) -> frozenset[str]:
-    """The live replicas that take a share of the buckets: every one whose reach no other
-    live replica's strictly contains. A replica cut off from one channel's broker while
-    another reaches every channel hands its organisations to the others (on that channel
-    nobody would read their up topics otherwise); when a broker is down for every replica,
-    their reaches are alike and nothing moves. Reaches neither of which contains the other
-    (each misses a different channel) share as before. A replica of unknown reach is
-    compared with none."""
+def sharing(live: Iterable[str], missing: Mapping[str, frozenset[str]]) -> frozenset[str]:
+    """The live replicas that take a share of the buckets: every one whose missing
+    channels (configured, not reached) do not strictly contain another live replica's. A
+    replica cut off from one channel's broker while another reaches it hands its
+    organisations over (on that channel nobody would read their up topics otherwise); when
+    a broker is down for every replica they miss it alike and nothing moves; two that each
+    miss a different channel share as before; replicas configured for different channels
+    (a change rolled out one at a time) compare only what each misses of its own. A replica
+    of unknown reach is compared with none."""
     replicas = set(live)
-    known = {r: reach[r] for r in replicas if r in reach}
+    known = {r: missing[r] for r in replicas if r in missing}
     return frozenset(
         r
         for r in replicas
-        if r not in known or not any(known[r] < other for o, other in known.items() if o != r)
+        if r not in known or not any(other < known[r] for o, other in known.items() if o != r)
     )
 
 
-def reach_missing(
-    me: str, live: Iterable[str], reach: Mapping[str, frozenset[str]]
+def outreached(
+    me: str, live: Iterable[str], missing: Mapping[str, frozenset[str]]
 ) -> frozenset[str]:
-    """The channels other live replicas reach and ``me`` does not, when that is why it
-    takes no share (empty when it shares, or its reach is unknown)."""
-    if me not in reach or me in sharing(set(live) | {me}, reach):
+    """The channels ``me`` misses that another live replica, missing fewer, reaches: why
+    it would give its share away (empty when it shares, or its reach is unknown)."""
+    live = set(live) | {me}
+    if me not in missing or me in sharing(live, missing):
         return frozenset()
-    mine = reach[me]
-    wider = [reach[r] for r in live if r != me and r in reach and mine < reach[r]]
-    return frozenset().union(*wider) - mine
+    mine = missing[me]
+    better = [missing[r] for r in live if r != me and r in missing and missing[r] < mine]
+    return frozenset().union(*(mine - theirs for theirs in better))
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,15 +194,18 @@ class Plan:
     target: int
 
 
-def plan(snapshot: Snapshot, settings: LeaseSettings) -> Plan:
+def plan(snapshot: Snapshot, settings: LeaseSettings, *, give_way: bool = True) -> Plan:
     """What ``snapshot.me`` does this round: renew what it holds up to its share, release
     the rest gracefully, and claim free buckets up to its share (orphaned ones beyond).
     Its share is among the replicas that take one (:func:`sharing`): none if another
-    live replica reaches more channels."""
+    live replica reaches channels it misses and ``give_way`` (the caller's hold,
+    :data:`REACH_HOLD_MS`, has passed); until then it keeps an even share."""
     me, now = snapshot.me, snapshot.now
-    takers = sharing(snapshot.live | {me}, snapshot.reach)
-    # A replica that reaches less than another gives every bucket back; it still takes an
-    # orphaned one (below), which nobody else took within a lease.
+    takers = sharing(snapshot.live | {me}, snapshot.missing)
+    if not give_way:
+        takers |= {me}
+    # A replica that gives way gives every bucket back; it still takes an orphaned one
+    # (below), which nobody else took within a lease.
     target = target_of(me, takers, settings.buckets) if me in takers else 0
     mine: list[Lease] = []
     free: list[Lease] = []

@@ -29,7 +29,7 @@ from sqlalchemy import Connection, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 
 from hubd.config import Replicas as ReplicaSettings
-from hubd.core.leases import LeaseSettings, bucket_of
+from hubd.core.leases import ChannelReach, LeaseSettings, bucket_of
 from hubd.core.states import DeliveryState
 from hubd.engine.dispatch import Dispatcher
 from hubd.engine.handover import HandOver
@@ -116,6 +116,11 @@ class Reach:
                     reached.update(link.channels)
         return frozenset(reached)
 
+    def channel_reach(self) -> ChannelReach:
+        """The channels it is configured for (every link's) and those it reaches."""
+        configured = frozenset(c for link in self._links() for c in link.channels)
+        return ChannelReach(configured, self.channels())
+
 
 async def join(
     stack: AsyncExitStack,
@@ -138,10 +143,14 @@ async def join(
     keeper = LeaseKeeper(
         store.engine,
         replica=me,
-        settings=LeaseSettings(int(settings.lease * 1000), int(settings.renew * 1000)),
+        settings=LeaseSettings(
+            int(settings.lease * 1000),
+            int(settings.renew * 1000),
+            reach_hold_ms=int(settings.reach_hold * 1000),
+        ),
         on_change=changed,
         ready=reach,
-        reach=reach.channels,
+        reach=reach.channel_reach,
     )
     await stack.enter_async_context(keeper)
     replicas = Replicas(keeper, store)

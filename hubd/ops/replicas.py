@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, inspect, select
 
-from hubd.core.leases import BUCKETS, bucket_of, reach_missing
+from hubd.core.leases import BUCKETS, ChannelReach, bucket_of, outreached
 from hubd.store import tables as t
 from hubd.store.leases import FOREVER, LeaseRow, Ownership, ReplicaRow, read_ownership
 from schemas.clock import duration_text
@@ -168,14 +168,11 @@ class ReplicaStatus:
         )
 
     def reach_warning(self) -> str | None:
-        """Bilingual: live replicas that hold nothing because another reaches channels
-        they do not (hubd.core.leases.sharing), and which channels to look at."""
-        own = self.ownership
-        live = [r for r in own.replicas if r.live]
-        reach = {r.id: r.reach for r in live if r.reach is not None}
-        short = [
-            (r.id, missing) for r in live if (missing := reach_missing(r.id, reach.keys(), reach))
-        ]
+        """Bilingual: live replicas that miss a channel's broker another reaches, so hand
+        their organisations to the others (hubd.core.leases.sharing), and what to check."""
+        live = [r for r in self.ownership.replicas if r.live]
+        missing = {r.id: r.reach.missing for r in live if r.reach is not None}
+        short = [(r.id, m) for r in live if (m := outreached(r.id, missing.keys(), missing))]
         if not short:
             return None
         zh = "；".join(f"副本 {rid} 连不上频道 {', '.join(sorted(m))} 的代理" for rid, m in short)
@@ -184,9 +181,11 @@ class ReplicaStatus:
             for rid, m in short
         )
         return (
-            f"{zh}，其他副本能连上，因此它不持有任何机构，直到连接恢复；请检查该副本所在主机到这些代理的"
-            f"网络和证书 / {en}, which other replicas reach, so it holds no organisations until "
-            "it does again; check the network and certificates from its host to those brokers"
+            f"{zh}，其他副本能连上，因此它（[replicas] reach_hold 之后）把所属机构交给其他副本，"
+            f"直到连接恢复；请检查该副本所在主机到这些代理的网络和证书 / {en}, which other "
+            "replicas reach, so it hands its organisations to them (after [replicas] "
+            "reach_hold) until it does again; check the network and certificates from its "
+            "host to those brokers"
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -233,7 +232,9 @@ class ReplicaStatus:
             "seen_ago_ms": self.ownership.now - r.seen_at,
             "expires_at": r.expires_at,
             "buckets": r.buckets,
-            "reach": None if r.reach is None else sorted(r.reach),
+            "reach": None
+            if r.reach is None
+            else {"configured": sorted(r.reach.configured), "reached": sorted(r.reach.reached)},
             "organisations": list(self.orgs.get(r.id, ())) if self.directory_known else None,
         }
 
@@ -247,6 +248,16 @@ def span(ms: int) -> str:
     if ms < 1_000:
         return f"{ms} ms"
     return f"{ms / 1000:.1f}s" if ms < 60_000 else duration_text(ms)
+
+
+def reach_text(reach: ChannelReach | None) -> str:
+    """A replica's channels as status shows them: those it reaches, then those it misses."""
+    if reach is None:
+        return "-"
+    shown = ", ".join(sorted(reach.reached)) or "(none)"
+    if reach.missing:
+        shown += f" (not {', '.join(sorted(reach.missing))})"
+    return shown
 
 
 def render_replicas(r: ReplicaStatus | None) -> list[str]:
@@ -282,7 +293,7 @@ def render_replicas(r: ReplicaStatus | None) -> list[str]:
             str(x.buckets),
             orgs(x.id),
             f"{span(own.now - x.seen_at)} ago",
-            "-" if x.reach is None else ", ".join(sorted(x.reach)) or "(none)",
+            reach_text(x.reach),
         )
         for x in own.replicas
     ]

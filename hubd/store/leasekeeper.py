@@ -16,7 +16,15 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from hubd.core.leases import Claim, Holdings, LeaseSettings, bucket_of, plan, reach_missing
+from hubd.core.leases import (
+    ChannelReach,
+    Claim,
+    Holdings,
+    LeaseSettings,
+    bucket_of,
+    outreached,
+    plan,
+)
 from hubd.store.connections import store_error_text
 from hubd.store.leases import (
     FOREVER,
@@ -70,7 +78,7 @@ class LeaseKeeper:
         host: str | None = None,
         pid: int | None = None,
         ready: Callable[[], bool] | None = None,
-        reach: Callable[[], frozenset[str]] | None = None,
+        reach: Callable[[], ChannelReach] | None = None,
     ) -> None:
         self.engine = engine
         self.host = host or socket.gethostname()
@@ -84,10 +92,12 @@ class LeaseKeeper:
         # Whether this replica can serve what it would own (the hub: reaches its brokers);
         # while not, it holds nothing and sends no heartbeat, so the others take its share.
         self._ready = ready
-        # The channels it reaches, said with every heartbeat: a replica that reaches fewer
-        # than another takes no share (hubd.core.leases.sharing). None: not said.
+        # The channels it reaches, said with every heartbeat: a replica that misses one
+        # another reaches gives its share away once that lasted settings.reach_hold_ms
+        # (hubd.core.leases.sharing). None: not said.
         self._reach = reach
-        self.missing: frozenset[str] = frozenset()  # channels others reach and it does not
+        self._outreached_since: int | None = None  # local ms: since when others reach more
+        self.missing: frozenset[str] = frozenset()  # what it gave its share away for
         self.aside = False
         self._poked = asyncio.Event()
         self._holdings = Holdings()
@@ -205,9 +215,11 @@ class LeaseKeeper:
         reach = self._reach() if self._reach is not None else None
         now = await self._call(heartbeat, self.replica, self.host, self.pid, lease_ms, reach)
         snap = await self._call(read_snapshot, self.replica, now)
-        todo = plan(snap, self.settings)
+        behind = outreached(self.replica, snap.live, snap.missing)
+        give_way = self._give_way(behind, started)
+        todo = plan(snap, self.settings, give_way=give_way)
         self.target = todo.target
-        self._tell_reach(reach_missing(self.replica, snap.live, snap.reach))
+        self._tell_reach(behind if give_way else frozenset())
         # stop acting as owner of what goes back before it goes
         self._settle(self._holdings.without(c.bucket for c in todo.release), "release")
         await self._call(release, self.replica, todo.release)
@@ -216,15 +228,24 @@ class LeaseKeeper:
         self.rounds += 1
         self._settle(self._holdings.after_round(renewed + claimed, started, self.settings), "round")
 
+    def _give_way(self, behind: frozenset[str], now: int) -> bool:
+        """Whether to give the share away for ``behind`` (channels others reach): only
+        once others have reached more for reach_hold_ms without a break. Replicas see a
+        shared broker go and come back moments apart; that must move nothing."""
+        if not behind:
+            self._outreached_since = None
+            return False
+        if self._outreached_since is None:
+            self._outreached_since = now
+        return now - self._outreached_since >= self.settings.reach_hold_ms
+
     def _tell_reach(self, missing: frozenset[str]) -> None:
-        """Say when this replica gives its share up because others reach channels it does
-        not, and when it takes a share again."""
+        """Say when this replica gives its share away because others reach channels it
+        does not, and when it takes a share again."""
         if missing == self.missing:
             return
         if missing:
-            # a warning when it gives organisations up, or had taken its share before; a
-            # starting replica whose other links are not up yet only says so
-            (log.warning if self.held or self.rounds else log.info)(
+            log.warning(
                 "leases.reach_short",
                 replica=self.replica,
                 missing=sorted(missing),

@@ -45,6 +45,7 @@ from sqlalchemy import (
     Connection,
     delete,
     func,
+    inspect,
     literal_column,
     select,
     tuple_,
@@ -54,6 +55,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from hubd.core.leases import (
+    ChannelReach,
     Claim,
     Lease,
     Snapshot,
@@ -194,13 +196,17 @@ def heartbeat(  # noqa: PLR0917 - called through run_sync, which passes them in 
     host: str,
     pid: int,
     lease_ms: int,
-    reach: frozenset[str] | None = None,
+    reach: ChannelReach | None = None,
 ) -> int:
-    """Say I am alive (insert or refresh my row), and which channels I reach (None: not
-    said); the database's now."""
+    """Say I am alive (insert or refresh my row), and which of my channels' brokers I
+    reach (None: not said); the database's now."""
     now = db_now(conn.dialect)
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    said = None if reach is None else json.dumps(sorted(reach))
+    said = (
+        None
+        if reach is None
+        else json.dumps({"configured": sorted(reach.configured), "reached": sorted(reach.reached)})
+    )
     stmt = insert(R).values(
         id=me,
         host=host,
@@ -221,18 +227,21 @@ def heartbeat(  # noqa: PLR0917 - called through run_sync, which passes them in 
     return int(conn.execute(upsert).scalar_one())
 
 
-def reach_of(said: str | None) -> frozenset[str] | None:
-    """A replica row's ``reach`` as a set of channels; None when it said nothing, or
-    something that is not a JSON array of strings (then it is compared with no one)."""
+def reach_of(said: str | None) -> ChannelReach | None:
+    """A replica row's ``reach``; None when it said nothing, or anything but an object of
+    two arrays of strings, ``configured`` and ``reached`` (then it is compared with no one)."""
     if said is None or len(said) > REACH_TEXT_MAX:
         return None
     try:
-        channels = json.loads(said)
-    except ValueError:
+        value = json.loads(said)
+    except (ValueError, RecursionError):  # deep nesting: not ours either
         return None
-    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+    if not isinstance(value, dict):
         return None
-    return frozenset(channels)
+    lists = [value.get("configured"), value.get("reached")]
+    if not all(isinstance(x, list) and all(isinstance(c, str) for c in x) for x in lists):
+        return None
+    return ChannelReach(frozenset(value["configured"]), frozenset(value["reached"]))
 
 
 def read_snapshot(conn: Connection, me: str, now: int) -> Snapshot:
@@ -244,8 +253,8 @@ def read_snapshot(conn: Connection, me: str, now: int) -> Snapshot:
     )
     rows = conn.execute(select(R.c.id, R.c.reach).where(R.c.expires_at > now)).all()
     live = frozenset(str(r.id) for r in rows)
-    reach = {str(r.id): channels for r in rows if (channels := reach_of(r.reach)) is not None}
-    return Snapshot(now, me, leases, live, reach)
+    missing = {str(r.id): said.missing for r in rows if (said := reach_of(r.reach)) is not None}
+    return Snapshot(now, me, leases, live, missing)
 
 
 def _mine(me: str, pairs: list[tuple[int, int]], now: ColumnElement[int]) -> Any:
@@ -371,7 +380,7 @@ class ReplicaRow:
     expires_at: int
     live: bool
     buckets: int  # how many unexpired leases it holds
-    reach: frozenset[str] | None = None  # the channels it said it reaches (None: not said)
+    reach: ChannelReach | None = None  # what it said it reaches (None: not said)
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +427,9 @@ def read_ownership(conn: Connection) -> Ownership:
             )
         else:
             leases.append(LeaseRow(int(r.bucket), None, int(r.token), None, None, None))
+    # hubctl reads stores no hubd has migrated yet: ``reach`` came with 0009
+    names = {c["name"] for c in inspect(conn).get_columns(R.name)}
+    columns = [c for c in R.c if c.name in names]
     replicas = sorted(
         (
             ReplicaRow(
@@ -429,9 +441,9 @@ def read_ownership(conn: Connection) -> Ownership:
                 int(r.expires_at),
                 r.expires_at > now,
                 counts.get(r.id, 0),
-                reach_of(r.reach),
+                reach_of(r.reach) if "reach" in names else None,
             )
-            for r in conn.execute(select(R))
+            for r in conn.execute(select(*columns))
         ),
         key=lambda x: (not x.live, x.id),
     )

@@ -20,6 +20,7 @@ from hubd.core.leases import (
     BUCKETS,
     LEASE_MS,
     RENEW_MS,
+    ChannelReach,
     Claim,
     Holdings,
     Lease,
@@ -28,8 +29,8 @@ from hubd.core.leases import (
     Snapshot,
     Standing,
     bucket_of,
+    outreached,
     plan,
-    reach_missing,
     sharing,
     standing,
     target_of,
@@ -390,48 +391,64 @@ TestReplicas = Replicas.TestCase
 TestReplicas.settings = hsettings(max_examples=150, stateful_step_count=40, deadline=None)
 
 
-FULL, GOVNET, SECURE = frozenset({"govnet", "secure"}), frozenset({"govnet"}), frozenset({"secure"})
+NONE: frozenset[str] = frozenset()
+SECURE, GOVNET = frozenset({"secure"}), frozenset({"govnet"})
 
 
 @pytest.mark.parametrize(
-    ("reach", "takers"),
+    ("missing", "takers"),
     [
-        pytest.param({"a": FULL, "b": FULL}, {"a", "b"}, id="alike-both-share"),
-        pytest.param({"a": FULL, "b": GOVNET}, {"a"}, id="cut-off-from-one-gives-way"),
+        pytest.param({"a": NONE, "b": NONE}, {"a", "b"}, id="alike-both-share"),
+        pytest.param({"a": NONE, "b": SECURE}, {"a"}, id="cut-off-from-one-gives-way"),
+        pytest.param({"a": SECURE, "b": SECURE}, {"a", "b"}, id="down-for-all-moves-nothing"),
+        pytest.param({"a": SECURE, "b": GOVNET}, {"a", "b"}, id="each-misses-another-both-share"),
+        pytest.param({"a": NONE}, {"a", "b"}, id="unknown-reach-is-compared-with-none"),
         pytest.param(
-            {"a": GOVNET, "b": GOVNET}, {"a", "b"}, id="a-broker-down-for-all-moves-nothing"
-        ),
-        pytest.param({"a": GOVNET, "b": SECURE}, {"a", "b"}, id="each-misses-another-both-share"),
-        pytest.param({"a": FULL}, {"a", "b"}, id="unknown-reach-is-compared-with-none"),
-        pytest.param(
-            {"a": FULL, "b": GOVNET, "c": frozenset()}, {"a"}, id="only-the-widest-shares"
+            {"a": NONE, "b": SECURE, "c": SECURE | GOVNET}, {"a"}, id="only-the-fewest-missing"
         ),
     ],
 )
-def test_the_replicas_that_share_are_those_no_other_reaches_more_than(
-    reach: dict[str, frozenset[str]], takers: set[str]
+def test_the_replicas_that_share_are_those_missing_no_channel_another_reaches(
+    missing: dict[str, frozenset[str]], takers: set[str]
 ) -> None:
-    live = {"a", "b"} | set(reach)
-    assert sharing(live, reach) == takers
+    live = {"a", "b"} | set(missing)
+    assert sharing(live, missing) == takers
 
 
-def test_a_replica_that_reaches_less_gives_everything_back_and_the_other_takes_it_all() -> None:
-    reach = {"a": GOVNET, "b": FULL}
+def test_replicas_configured_for_different_channels_compare_only_what_each_misses() -> None:
+    # b was restarted with a new channel and reaches every one of its own; a reaches all of
+    # its own too: a change rolled out one replica at a time moves nothing
+    a = ChannelReach(frozenset({"govnet"}), frozenset({"govnet"}))
+    b = ChannelReach(frozenset({"govnet", "secure"}), frozenset({"govnet", "secure"}))
+    missing = {"a": a.missing, "b": b.missing}
+    assert sharing({"a", "b"}, missing) == {"a", "b"}
+    assert outreached("a", {"a", "b"}, missing) == frozenset()
+
+
+def test_a_replica_that_gives_way_gives_everything_back_and_the_other_takes_it_all() -> None:
+    missing = {"a": SECURE, "b": NONE}
     rows = [("a", LIVE)] * 4 + [("b", LIVE)] * 4
-    mine = plan(Snapshot(NOW, "a", leases(*rows), frozenset({"a", "b"}), reach), S)
+    snap = Snapshot(NOW, "a", leases(*rows), frozenset({"a", "b"}), missing)
+    assert outreached("a", {"a", "b"}, missing) == {"secure"}
+    held = plan(snap, S, give_way=False)  # its hold has not passed: it keeps its share
+    assert (held.target, buckets_of(held.renew), held.release) == (4, {0, 1, 2, 3}, ())
+    mine = plan(snap, S)
     assert (mine.target, buckets_of(mine.renew), len(mine.release)) == (0, set(), 4)
-    assert reach_missing("a", {"a", "b"}, reach) == {"secure"}
     # once a's leases are released, b claims them: its share is every bucket
     freed = [(None, NOW)] * 4 + [("b", LIVE)] * 4
-    theirs = plan(Snapshot(NOW, "b", leases(*freed), frozenset({"a", "b"}), reach), S)
+    theirs = plan(Snapshot(NOW, "b", leases(*freed), frozenset({"a", "b"}), missing), S)
     assert theirs.target == 8
     assert buckets_of(theirs.claim) == {0, 1, 2, 3}
-    assert reach_missing("b", {"a", "b"}, reach) == frozenset()
+    assert outreached("b", {"a", "b"}, missing) == frozenset()
 
 
-def test_a_replica_reaching_less_still_takes_a_bucket_nobody_took_for_a_lease() -> None:
+def test_a_replica_giving_way_still_takes_a_bucket_nobody_took_for_a_lease() -> None:
     rows = [(None, LONG_GONE)] + [("b", LIVE)] * 7
-    result = plan(
-        Snapshot(NOW, "a", leases(*rows), frozenset({"a", "b"}), {"a": GOVNET, "b": FULL}), S
-    )
+    missing = {"a": SECURE, "b": NONE}
+    result = plan(Snapshot(NOW, "a", leases(*rows), frozenset({"a", "b"}), missing), S)
     assert (result.target, buckets_of(result.claim)) == (0, {0})
+
+
+def test_a_negative_reach_hold_is_refused() -> None:
+    with pytest.raises(UsageError, match="reach_hold_ms"):
+        LeaseSettings(reach_hold_ms=-1)

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hubd.core.leases import LeaseSettings, bucket_of
+from hubd.core.leases import ChannelReach, LeaseSettings, bucket_of
 from hubd.store import tables as t
 from hubd.store.connections import engine_for
 from hubd.store.leasekeeper import LeaseKeeper
@@ -671,22 +671,27 @@ async def test_a_replica_that_cannot_serve_stands_aside_and_takes_its_share_back
     assert split(await ownership(a.engine)) == Counter({"a": 128, "b": 128})
 
 
+def reaching(*channels: str) -> ChannelReach:
+    """A replica configured for govnet and secure that reaches ``channels`` of them."""
+    return ChannelReach(frozenset({"govnet", "secure"}), frozenset(channels))
+
+
 async def test_a_replica_cut_off_from_one_channel_gives_its_share_to_one_that_reaches_all(
     keepers: KeeperFactory,
 ) -> None:
-    """Each says the channels it reaches with its heartbeat; one that reaches fewer than
-    another gives every bucket back (nobody would read its organisations' up topics on the
-    channel it lost) and takes its share again once it reaches them; when both miss the
-    same channel (that broker is down for everyone) nothing moves."""
-    full, govnet = frozenset({"govnet", "secure"}), frozenset({"govnet"})
-    reach_a, reach_b = [full], [full]
-    a = keepers("a", reach=lambda: reach_a[0])
-    b = keepers("b", reach=lambda: reach_b[0])
+    """Each says the channels it reaches with its heartbeat; one that misses a channel
+    another reaches gives every bucket back (nobody would read its organisations' up topics
+    on that channel) and takes its share again once it reaches it; when both miss the same
+    channel (that broker is down for everyone) they share as before."""
+    now_settings = LeaseSettings(lease_ms=1_000, renew_ms=250, reach_hold_ms=0)
+    reach_a, reach_b = [reaching("govnet", "secure")], [reaching("govnet", "secure")]
+    a = keepers("a", settings=now_settings, reach=lambda: reach_a[0])
+    b = keepers("b", settings=now_settings, reach=lambda: reach_b[0])
     await a.join()
     await b.join()
     await balanced_by_hand(a, b)
 
-    reach_b[0] = govnet  # b's link to the secure channel's broker is gone
+    reach_b[0] = reaching("govnet")  # b's link to the secure channel's broker is gone
     for _ in range(3):
         await b.run_round()
         await a.run_round()
@@ -695,16 +700,61 @@ async def test_a_replica_cut_off_from_one_channel_gives_its_share_to_one_that_re
     assert (dict(b.held), b.target, b.missing) == ({}, 0, frozenset({"secure"}))
     assert {r.id for r in own.replicas if r.live} == {"a", "b"}  # alive, only not sharing
 
-    reach_a[0] = govnet  # now the secure broker is down for both: alike, nothing moves
-    for _ in range(3):
-        await b.run_round()
-        await a.run_round()
+    reach_a[0] = reaching("govnet")  # now the secure broker is down for both: alike
+    await balanced_by_hand(a, b)
     assert b.missing == frozenset()
-    await balanced_by_hand(a, b)  # alike again: they share as before
 
-    reach_a[0] = reach_b[0] = full
+    reach_a[0] = reach_b[0] = reaching("govnet", "secure")
     await balanced_by_hand(a, b)
     assert split(await ownership(a.engine)) == Counter({"a": 128, "b": 128})
+
+
+async def test_a_broker_lost_by_both_at_moments_apart_moves_nothing_a_lasting_cut_does(
+    keepers: KeeperFactory,
+) -> None:
+    """Replicas see a shared broker go (each after its own grace) and come back (each after
+    its own backoff) at different moments: within reach_hold nothing moves. A cut that lasts
+    past it hands the share over."""
+    clock = [0]
+    hold = LeaseSettings(lease_ms=1_000, renew_ms=250, reach_hold_ms=5_000)
+    reach_a, reach_b = [reaching("govnet", "secure")], [reaching("govnet", "secure")]
+    moves: list[tuple[str, int, int]] = []
+
+    def keeper(name: str, reach: list[ChannelReach]) -> LeaseKeeper:
+        made = keepers(name, settings=hold, reach=lambda: reach[0], clock=lambda: clock[0])
+        made._on_change = lambda gained, lost: moves.append((name, len(gained), len(lost)))
+        return made
+
+    a, b = keeper("a", reach_a), keeper("b", reach_b)
+    await a.join()
+    await b.join()
+    await balanced_by_hand(a, b)
+    moves.clear()
+
+    async def rounds(seconds: float) -> None:
+        for _ in range(int(seconds * 4)):  # a round every 250 ms of the keepers' clock
+            clock[0] += 250
+            await a.run_round()
+            await b.run_round()
+
+    reach_a[0] = reaching("govnet")  # a sees the secure broker gone first ...
+    await rounds(2)
+    reach_b[0] = reaching("govnet")  # ... b two seconds later
+    await rounds(2)
+    reach_a[0] = reaching("govnet", "secure")  # a is back first ...
+    await rounds(3)
+    reach_b[0] = reaching("govnet", "secure")  # ... b three seconds later
+    await rounds(1)
+    assert moves == []  # nothing moved on the way
+    assert split(await ownership(a.engine)) == Counter({"a": 128, "b": 128})
+    assert (a.missing, b.missing) == (frozenset(), frozenset())
+
+    reach_b[0] = reaching("govnet")  # a cut that lasts
+    await rounds(4)
+    assert split(await ownership(a.engine)) == Counter({"a": 128, "b": 128})  # on hold
+    await rounds(2)  # past reach_hold: b gives way, a takes its share
+    assert split(await ownership(a.engine)) == Counter({"a": 256})
+    assert b.missing == frozenset({"secure"})
 
 
 async def test_a_poke_runs_the_next_round_at_once_not_after_the_interval(

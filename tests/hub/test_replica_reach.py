@@ -64,3 +64,8 @@ async def test_the_channels_reached_are_those_of_links_up_or_down_within_the_gra
     secure.connected.clear()  # a new outage counts from now
     now[0] = 5.0
     assert reach.channels() == {"govnet", "jinji", "secure"}
+    now[0] = 8.1
+    said = reach.channel_reach()  # what its heartbeat says: configured, and reached
+    assert said.configured == {"govnet", "jinji", "secure"}
+    assert said.reached == {"govnet", "jinji"}
+    assert said.missing == {"secure"}

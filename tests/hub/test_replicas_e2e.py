@@ -230,7 +230,8 @@ async def test_two_replicas_share_the_work_and_take_over_from_a_dead_or_paused_o
         await metrics_say_they_share({"hub-a": by_a, "hub-b": by_b}, a, b)
         # each says, with its heartbeat, the channels whose brokers it reaches
         said = {name: json.loads(text) for name, text in reaches(pg_url).items()}
-        assert said["a"] == said["b"] == sorted(c.id for c in directory.channels)
+        every = sorted(c.id for c in directory.channels)
+        assert said["a"] == said["b"] == {"configured": every, "reached": every}
 
         # 2. kill -9 of a: b takes every bucket over, and documents flow again
         a.kill9()
@@ -361,6 +362,8 @@ async def test_a_replica_cut_off_from_one_channels_broker_hands_its_organisation
     a = replica(world, directory, tmp_path, "a", port=broker.port, db_url=pg_url)
     b = replica(world, directory, tmp_path, "b", port=broker.port, db_url=pg_url)
     b.channel_ports = {"classified": relay.port}
+    for hub in (a, b):
+        hub.extra_toml += "reach_hold = 1.0\n"  # in [replicas], the section it ends with
     try:
         a.start()
         b.start()
@@ -370,10 +373,10 @@ async def test_a_replica_cut_off_from_one_channels_broker_hands_its_organisation
         await eventually(lambda: shared_by(pg_url, "a"), "a holds every bucket")
         short = await eventually(lambda: logged(b, "leases.reach_short"), "b says why")
         assert short[-1]["missing"] == ["classified"]
-        assert short[-1]["level"] == "warning"  # it gave organisations away
+        assert short[-1]["level"] == "warning"
         said = {name: json.loads(text) for name, text in reaches(pg_url).items()}
-        assert "classified" not in said["b"]
-        assert set(said["a"]) == set(said["b"]) | {"classified"}
+        assert said["a"]["reached"] == said["a"]["configured"]
+        assert set(said["b"]["configured"]) - set(said["b"]["reached"]) == {"classified"}
         assert not logged(b, "leases.stood_aside")  # it still reaches a broker: it stays live
 
         relay.start()

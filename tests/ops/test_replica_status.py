@@ -18,11 +18,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy import text as text_sql
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
 from hubd.cli import hubctl_app
-from hubd.core.leases import LeaseSettings, bucket_of
+from hubd.core.leases import ChannelReach, LeaseSettings, bucket_of
 from hubd.store import tables as t
 from hubd.store.connections import engine_for
 from hubd.store.leasekeeper import LeaseKeeper
@@ -62,7 +63,7 @@ async def keepers(engine: AsyncEngine) -> AsyncIterator[KeeperFactory]:
         def make(
             replica: str,
             settings: LeaseSettings = STEADY,
-            reach: Callable[[], frozenset[str]] | None = None,
+            reach: Callable[[], ChannelReach] | None = None,
         ) -> LeaseKeeper:
             keeper = LeaseKeeper(
                 engine,
@@ -303,9 +304,11 @@ async def test_a_store_made_before_replicas_has_no_lease_tables_and_status_still
 async def test_a_replica_cut_off_from_one_channel_is_shown_with_its_reach_and_a_warning(
     pg: str, keepers: KeeperFactory, world: World, live_dir: Directory, tmp_path: Path
 ) -> None:
-    full, govnet = frozenset({"govnet", "secure"}), frozenset({"govnet"})
-    a = keepers("a", reach=lambda: full)
-    b = keepers("b", reach=lambda: govnet)  # its link to the secure broker is down
+    both = frozenset({"govnet", "secure"})
+    full, govnet = ChannelReach(both, both), ChannelReach(both, frozenset({"govnet"}))
+    now = LeaseSettings(lease_ms=600_000, renew_ms=1_000, reach_hold_ms=0)
+    a = keepers("a", now, reach=lambda: full)
+    b = keepers("b", now, reach=lambda: govnet)  # its link to the secure broker is down
     await balanced(a)
     await b.join()
     for _ in range(3):
@@ -317,24 +320,53 @@ async def test_a_replica_cut_off_from_one_channel_is_shown_with_its_reach_and_a_
     assert "channels reached" in text
     assert line_with(text, "host-a", "govnet, secure")
     row_b = line_with(text, "host-b", "live")
-    assert "secure" not in row_b
+    assert row_b.endswith("govnet (not secure)")
     assert row_b.split()[4] == "0"  # buckets: it holds none
     warning = line_with(text, "WARNING", "replica b")
-    assert "secure" in warning
+    assert "channel(s) secure" in warning
     assert "副本 b" in warning  # Chinese first, then English
     assert "check the network and certificates" in warning
 
     shown = await replicas_json(cfg, pg)
     reach = {r["id"]: r["reach"] for r in shown["replicas"]}
-    assert reach == {"a": ["govnet", "secure"], "b": ["govnet"]}
+    assert reach == {
+        "a": {"configured": ["govnet", "secure"], "reached": ["govnet", "secure"]},
+        "b": {"configured": ["govnet", "secure"], "reached": ["govnet"]},
+    }
     assert "replica b" in shown["reach_warning"]
 
 
 async def test_replicas_that_reach_alike_show_no_reach_warning(
     pg: str, keepers: KeeperFactory, world: World, live_dir: Directory, tmp_path: Path
 ) -> None:
-    govnet = frozenset({"govnet"})  # the secure broker is down for both: nothing to tell
-    await balanced(keepers("a", reach=lambda: govnet), keepers("b", reach=lambda: govnet))
+    # the secure broker is down for both: nothing to tell but what each misses
+    down = ChannelReach(frozenset({"govnet", "secure"}), frozenset({"govnet"}))
+    await balanced(keepers("a", reach=lambda: down), keepers("b", reach=lambda: down))
     cfg = config(world, live_dir, tmp_path / "hub", pg, REPLICAS)
     assert (await replicas_json(cfg, pg))["reach_warning"] is None
-    assert "does not reach" not in await status(cfg, pg)
+    text = await status(cfg, pg)
+    assert "does not reach" not in text
+    assert line_with(text, "host-a").endswith("govnet (not secure)")
+
+
+async def test_status_answers_on_a_store_no_hubd_has_migrated_to_the_reach_column_yet(
+    pg_url: str, world: World, live_dir: Directory, tmp_path: Path
+) -> None:
+    """hubctl does not migrate: on a store at 0008 (replicas, no reach yet) it still
+    shows them, without their reach."""
+    await migrate(pg_url, "0008")
+    engine = engine_for(pg_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text_sql(
+                    "INSERT INTO hub_replicas (id, host, pid, started_at, seen_at, expires_at) "
+                    "VALUES ('a', 'host-a', 100, 0, 0, 0)"
+                )
+            )
+    finally:
+        await engine.dispose()
+    cfg = config(world, live_dir, tmp_path / "hub", pg_url, REPLICAS)
+    shown = await replicas_json(cfg, pg_url)
+    assert [(r["id"], r["reach"]) for r in shown["replicas"]] == [("a", None)]
+    assert line_with(await status(cfg, pg_url), "host-a").endswith("-")
