@@ -32,6 +32,7 @@ from hubd.store.leases import (
     check_fence,
     db_now,
     lost_buckets,
+    reach_of,
     read_ownership,
 )
 from schemas.errors import StoreError
@@ -775,3 +776,26 @@ async def test_a_poke_runs_the_next_round_at_once_not_after_the_interval(
         async with asyncio.timeout(30):  # a bound on a hang: the interval is 60 s
             await gained.wait()
         assert (len(a.held), a.aside) == (256, False)
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        None,
+        "not json",
+        "[" * 60_000,  # nested past the parser's recursion limit
+        '["govnet"]',  # not an object
+        '{"configured": ["govnet"]}',
+        '{"configured": ["govnet"], "reached": [1]}',
+        '{"configured": "govnet", "reached": []}',
+        '{"configured": [], "reached": []}' + " " * 70_000,  # longer than any row we write
+    ],
+)
+def test_a_replica_rows_reach_that_is_not_ours_is_read_as_unsaid(said: str | None) -> None:
+    assert reach_of(said) is None
+
+
+def test_a_replica_rows_reach_reads_back_as_it_was_said() -> None:
+    said = reach_of('{"configured": ["govnet", "secure"], "reached": ["govnet"]}')
+    assert said == ChannelReach(frozenset({"govnet", "secure"}), frozenset({"govnet"}))
+    assert said.missing == {"secure"}
