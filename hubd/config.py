@@ -260,9 +260,11 @@ class Replicas(_Section):
     lease: Seconds = 3.0
     renew: Seconds = 1.0
     # A replica that does not reach a channel's broker another replica reaches gives its
-    # organisations to the others once that has lasted this long (a broker down for every
-    # replica, seen going and coming back at different moments, moves nothing).
-    reach_hold: Seconds = 10.0
+    # organisations to the others once that has lasted this long. Longer than the spread
+    # in which replicas notice a broker shared by all go (the MQTT keepalive: up to 45 s)
+    # and come back (their reconnection backoff: up to 45 s), so that such an outage
+    # moves nothing (hubd.core.leases.REACH_HOLD_MS).
+    reach_hold: Seconds = 60.0
 
     @model_validator(mode="after")
     def _renew_within_lease(self) -> Replicas:

@@ -37,10 +37,12 @@ BUCKETS = 256
 LEASE_MS = 3_000  # a lease lasts this long after its last renewal (database clock)
 RENEW_MS = 1_000  # each replica renews, claims and releases this often
 # A replica that misses a channel another live replica reaches gives its share away only
-# once that has lasted this long: replicas see a broker go (each after its own grace) and
-# come back (each after its own backoff) at different moments, and a shared outage must
-# not move every share back and forth on the way.
-REACH_HOLD_MS = 10_000
+# once that has lasted this long: replicas see a broker shared by all go and come back at
+# different moments, and a shared outage must not move every share back and forth on the
+# way. Longer than both spreads: a dead broker host (no reset) is noticed through the
+# MQTT keepalive, 30 to 45 s after the cut depending on each replica's timing; a broker
+# back after a long outage is reconnected to after each link's backoff, up to 30 s x 1.5.
+REACH_HOLD_MS = 60_000
 # A dead replica's buckets are free LEASE_MS after its last renewal at the latest, and
 # claimed by the first round of another replica after that: within LEASE_MS + RENEW_MS
 # (4 s; issue 15 asks for 5 s). A replica misses leases only after 2 s without a round.
@@ -98,9 +100,9 @@ class Snapshot:
     me: str
     leases: tuple[Lease, ...]
     live: frozenset[str]  # replicas whose heartbeat has not expired (me or not)
-    # the configured channels each live replica does not reach (their brokers), as it last
-    # said; a replica that said nothing (an older version) is absent: compared with none
-    missing: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # the channels each live replica is configured for and reaches (their brokers), as it
+    # last said; a replica that said nothing (an older version) is absent: compared with none
+    reach: Mapping[str, ChannelReach] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,15 @@ class ChannelReach:
     @property
     def missing(self) -> frozenset[str]:
         return self.configured - self.reached
+
+    def behind(self, other: ChannelReach) -> frozenset[str]:
+        """The channels both are configured for that ``other`` reaches and this one does
+        not, when ``other`` reaches every such channel this one reaches (else nothing:
+        neither is ahead). A channel only one of them carries is not compared: while a
+        channel is added or removed one replica at a time, nothing moves."""
+        common = self.configured & other.configured
+        mine, theirs = self.missing & common, other.missing & common
+        return mine - theirs if theirs < mine else frozenset()
 
 
 class Standing(StrEnum):
@@ -147,35 +158,25 @@ def target_of(me: str, live: Iterable[str], buckets: int = BUCKETS) -> int:
     return base + (1 if order.index(me) < extra else 0)
 
 
-def sharing(live: Iterable[str], missing: Mapping[str, frozenset[str]]) -> frozenset[str]:
-    """The live replicas that take a share of the buckets: every one whose missing
-    channels (configured, not reached) do not strictly contain another live replica's. A
-    replica cut off from one channel's broker while another reaches it hands its
-    organisations over (on that channel nobody would read their up topics otherwise); when
+def outreached(me: str, live: Iterable[str], reach: Mapping[str, ChannelReach]) -> frozenset[str]:
+    """The channels ``me`` misses that another live replica, configured for them too,
+    reaches while missing nothing ``me`` reaches (:meth:`ChannelReach.behind`): why it
+    would give its share away. Empty when no one is ahead of it, or its reach is unknown.
+
+    A replica cut off from one channel's broker while another reaches it hands its
+    organisations over: on that channel nobody would read their up topics otherwise. When
     a broker is down for every replica they miss it alike and nothing moves; two that each
-    miss a different channel share as before; replicas configured for different channels
-    (a change rolled out one at a time) compare only what each misses of its own. A replica
-    of unknown reach is compared with none."""
-    replicas = set(live)
-    known = {r: missing[r] for r in replicas if r in missing}
-    return frozenset(
-        r
-        for r in replicas
-        if r not in known or not any(other < known[r] for o, other in known.items() if o != r)
-    )
-
-
-def outreached(
-    me: str, live: Iterable[str], missing: Mapping[str, frozenset[str]]
-) -> frozenset[str]:
-    """The channels ``me`` misses that another live replica, missing fewer, reaches: why
-    it would give its share away (empty when it shares, or its reach is unknown)."""
-    live = set(live) | {me}
-    if me not in missing or me in sharing(live, missing):
+    miss a different channel share as before (neither is ahead)."""
+    mine = reach.get(me)
+    if mine is None:
         return frozenset()
-    mine = missing[me]
-    better = [missing[r] for r in live if r != me and r in missing and missing[r] < mine]
-    return frozenset().union(*(mine - theirs for theirs in better))
+    return frozenset().union(*(mine.behind(reach[r]) for r in live if r != me and r in reach))
+
+
+def sharing(live: Iterable[str], reach: Mapping[str, ChannelReach]) -> frozenset[str]:
+    """The live replicas that take a share of the buckets: those no other is ahead of."""
+    replicas = set(live)
+    return frozenset(r for r in replicas if not outreached(r, replicas, reach))
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,16 +198,14 @@ class Plan:
 def plan(snapshot: Snapshot, settings: LeaseSettings, *, give_way: bool = True) -> Plan:
     """What ``snapshot.me`` does this round: renew what it holds up to its share, release
     the rest gracefully, and claim free buckets up to its share (orphaned ones beyond).
-    Its share is among the replicas that take one (:func:`sharing`): none if another
-    live replica reaches channels it misses and ``give_way`` (the caller's hold,
-    :data:`REACH_HOLD_MS`, has passed); until then it keeps an even share."""
+    Its share is among the replicas that take one (:func:`sharing`). One that another
+    live replica is ahead of (:func:`outreached`) gives every bucket back once
+    ``give_way`` (the caller's hold, :data:`REACH_HOLD_MS`, has passed); until then it
+    keeps what it holds, up to an even share among all live replicas, and claims nothing
+    more. Either way it still takes an orphaned bucket, which nobody took within a lease."""
     me, now = snapshot.me, snapshot.now
-    takers = sharing(snapshot.live | {me}, snapshot.missing)
-    if not give_way:
-        takers |= {me}
-    # A replica that gives way gives every bucket back; it still takes an orphaned one
-    # (below), which nobody else took within a lease.
-    target = target_of(me, takers, settings.buckets) if me in takers else 0
+    live = snapshot.live | {me}
+    takers = sharing(live, snapshot.reach)
     mine: list[Lease] = []
     free: list[Lease] = []
     orphaned: list[Lease] = []
@@ -222,6 +221,12 @@ def plan(snapshot: Snapshot, settings: LeaseSettings, *, give_way: bool = True) 
                 pass
             case other:
                 assert_never(other)
+    if me in takers:
+        target = target_of(me, takers, settings.buckets)
+    elif give_way:
+        target = 0
+    else:  # on hold: what it has, within an even share, and no more
+        target = min(len(mine), target_of(me, live, settings.buckets))
     mine.sort(key=lambda lease: _rank(me, lease.bucket))
     keep, give = mine[:target], mine[target:]
     short = max(target - len(keep), 0)

@@ -171,8 +171,8 @@ class ReplicaStatus:
         """Bilingual: live replicas that miss a channel's broker another reaches, so hand
         their organisations to the others (hubd.core.leases.sharing), and what to check."""
         live = [r for r in self.ownership.replicas if r.live]
-        missing = {r.id: r.reach.missing for r in live if r.reach is not None}
-        short = [(r.id, m) for r in live if (m := outreached(r.id, missing.keys(), missing))]
+        reach = {r.id: r.reach for r in live if r.reach is not None}
+        short = [(r.id, m) for r in live if (m := outreached(r.id, reach.keys(), reach))]
         if not short:
             return None
         zh = "；".join(f"副本 {rid} 连不上频道 {', '.join(sorted(m))} 的代理" for rid, m in short)

@@ -172,6 +172,7 @@ class LeaseKeeper:
             await self._drop_connection()
             return
         self._joined = False
+        self._outreached_since, self.missing = None, frozenset()
         self._settle(Holdings(), "leave")  # it stops acting as owner before it releases
         await self._drop_connection()  # a round cut short may have left it mid-statement
         try:
@@ -215,7 +216,7 @@ class LeaseKeeper:
         reach = self._reach() if self._reach is not None else None
         now = await self._call(heartbeat, self.replica, self.host, self.pid, lease_ms, reach)
         snap = await self._call(read_snapshot, self.replica, now)
-        behind = outreached(self.replica, snap.live, snap.missing)
+        behind = outreached(self.replica, snap.live, snap.reach)
         give_way = self._give_way(behind, started)
         todo = plan(snap, self.settings, give_way=give_way)
         self.target = todo.target
@@ -259,6 +260,7 @@ class LeaseKeeper:
         """Not ready: let go of everything (first stop acting as owner) and skip the
         heartbeat; the replica row runs out within a lease and the shares are counted
         without it."""
+        self._outreached_since, self.missing = None, frozenset()  # compared afresh when back
         if not self.aside:
             self.aside = True
             if self.rounds:  # it served before: the operator wants to know

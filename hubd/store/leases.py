@@ -253,8 +253,8 @@ def read_snapshot(conn: Connection, me: str, now: int) -> Snapshot:
     )
     rows = conn.execute(select(R.c.id, R.c.reach).where(R.c.expires_at > now)).all()
     live = frozenset(str(r.id) for r in rows)
-    missing = {str(r.id): said.missing for r in rows if (said := reach_of(r.reach)) is not None}
-    return Snapshot(now, me, leases, live, missing)
+    reach = {str(r.id): said for r in rows if (said := reach_of(r.reach)) is not None}
+    return Snapshot(now, me, leases, live, reach)
 
 
 def _mine(me: str, pairs: list[tuple[int, int]], now: ColumnElement[int]) -> Any:

@@ -204,7 +204,8 @@ hub_replicas = Table(
     Column("started_at", BigInteger, nullable=False),
     Column("seen_at", BigInteger, nullable=False),  # its last heartbeat
     Column("expires_at", BigInteger, nullable=False),  # live while this is ahead of now
-    # the channels whose brokers it reaches, a JSON array (migration 0009; NULL: not said)
+    # {"configured": [...], "reached": [...]}: its channels and those whose brokers it
+    # reaches, JSON (migration 0009; NULL: not said)
     Column("reach", Text),
 )
 

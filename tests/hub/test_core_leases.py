@@ -391,61 +391,89 @@ TestReplicas = Replicas.TestCase
 TestReplicas.settings = hsettings(max_examples=150, stateful_step_count=40, deadline=None)
 
 
-NONE: frozenset[str] = frozenset()
-SECURE, GOVNET = frozenset({"secure"}), frozenset({"govnet"})
+BOTH = frozenset({"govnet", "secure"})
+
+
+def misses(*channels: str, configured: frozenset[str] = BOTH) -> ChannelReach:
+    """A replica configured for ``configured`` that reaches all of them but ``channels``."""
+    return ChannelReach(configured, configured - frozenset(channels))
 
 
 @pytest.mark.parametrize(
-    ("missing", "takers"),
+    ("reach", "takers"),
     [
-        pytest.param({"a": NONE, "b": NONE}, {"a", "b"}, id="alike-both-share"),
-        pytest.param({"a": NONE, "b": SECURE}, {"a"}, id="cut-off-from-one-gives-way"),
-        pytest.param({"a": SECURE, "b": SECURE}, {"a", "b"}, id="down-for-all-moves-nothing"),
-        pytest.param({"a": SECURE, "b": GOVNET}, {"a", "b"}, id="each-misses-another-both-share"),
-        pytest.param({"a": NONE}, {"a", "b"}, id="unknown-reach-is-compared-with-none"),
+        pytest.param({"a": misses(), "b": misses()}, {"a", "b"}, id="alike-both-share"),
+        pytest.param({"a": misses(), "b": misses("secure")}, {"a"}, id="cut-off-gives-way"),
+        pytest.param({"a": misses("secure"), "b": misses("secure")}, {"a", "b"}, id="down-for-all"),
         pytest.param(
-            {"a": NONE, "b": SECURE, "c": SECURE | GOVNET}, {"a"}, id="only-the-fewest-missing"
+            {"a": misses("secure"), "b": misses("govnet")}, {"a", "b"}, id="each-misses-another"
+        ),
+        pytest.param({"a": misses()}, {"a", "b"}, id="unknown-reach-is-compared-with-none"),
+        pytest.param(
+            {"a": misses(), "b": misses("secure"), "c": misses("secure", "govnet")},
+            {"a"},
+            id="only-the-one-ahead-of-all",
         ),
     ],
 )
-def test_the_replicas_that_share_are_those_missing_no_channel_another_reaches(
-    missing: dict[str, frozenset[str]], takers: set[str]
+def test_the_replicas_that_share_are_those_no_other_is_ahead_of(
+    reach: dict[str, ChannelReach], takers: set[str]
 ) -> None:
-    live = {"a", "b"} | set(missing)
-    assert sharing(live, missing) == takers
+    live = {"a", "b"} | set(reach)
+    assert sharing(live, reach) == takers
 
 
-def test_replicas_configured_for_different_channels_compare_only_what_each_misses() -> None:
-    # b was restarted with a new channel and reaches every one of its own; a reaches all of
-    # its own too: a change rolled out one replica at a time moves nothing
-    a = ChannelReach(frozenset({"govnet"}), frozenset({"govnet"}))
-    b = ChannelReach(frozenset({"govnet", "secure"}), frozenset({"govnet", "secure"}))
-    missing = {"a": a.missing, "b": b.missing}
-    assert sharing({"a", "b"}, missing) == {"a", "b"}
-    assert outreached("a", {"a", "b"}, missing) == frozenset()
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        pytest.param(misses(), misses(configured=BOTH | {"new"}), id="added-all-up"),
+        # b restarted with a new channel whose broker it does not reach yet: a does not
+        # carry it, so a is not ahead of b
+        pytest.param(misses(), misses("new", configured=BOTH | {"new"}), id="added-not-up-yet"),
+        # a still carries secure, whose broker is down; b was restarted without it
+        pytest.param(misses("secure"), misses(configured=frozenset({"govnet"})), id="removed"),
+    ],
+)
+def test_a_channel_added_or_removed_one_replica_at_a_time_moves_nothing(
+    a: ChannelReach, b: ChannelReach
+) -> None:
+    reach = {"a": a, "b": b}
+    assert sharing({"a", "b"}, reach) == {"a", "b"}
+    assert outreached("a", {"a", "b"}, reach) == outreached("b", {"a", "b"}, reach) == set()
 
 
 def test_a_replica_that_gives_way_gives_everything_back_and_the_other_takes_it_all() -> None:
-    missing = {"a": SECURE, "b": NONE}
+    reach = {"a": misses("secure"), "b": misses()}
     rows = [("a", LIVE)] * 4 + [("b", LIVE)] * 4
-    snap = Snapshot(NOW, "a", leases(*rows), frozenset({"a", "b"}), missing)
-    assert outreached("a", {"a", "b"}, missing) == {"secure"}
+    snap = Snapshot(NOW, "a", leases(*rows), frozenset({"a", "b"}), reach)
+    assert outreached("a", {"a", "b"}, reach) == {"secure"}
     held = plan(snap, S, give_way=False)  # its hold has not passed: it keeps its share
     assert (held.target, buckets_of(held.renew), held.release) == (4, {0, 1, 2, 3}, ())
     mine = plan(snap, S)
     assert (mine.target, buckets_of(mine.renew), len(mine.release)) == (0, set(), 4)
     # once a's leases are released, b claims them: its share is every bucket
     freed = [(None, NOW)] * 4 + [("b", LIVE)] * 4
-    theirs = plan(Snapshot(NOW, "b", leases(*freed), frozenset({"a", "b"}), missing), S)
+    theirs = plan(Snapshot(NOW, "b", leases(*freed), frozenset({"a", "b"}), reach), S)
     assert theirs.target == 8
     assert buckets_of(theirs.claim) == {0, 1, 2, 3}
-    assert outreached("b", {"a", "b"}, missing) == frozenset()
+    assert outreached("b", {"a", "b"}, reach) == frozenset()
+
+
+def test_a_replica_on_hold_keeps_what_it_has_and_claims_no_free_bucket() -> None:
+    # three replicas lost secure, a is back first; c stopped and its buckets are free:
+    # b, on hold, must not take them (it would give them away again when the hold ends)
+    reach = {"a": misses(), "b": misses("secure")}
+    rows = [("a", LIVE)] * 3 + [("b", LIVE)] * 3 + [(None, GONE)] * 2
+    result = plan(
+        Snapshot(NOW, "b", leases(*rows), frozenset({"a", "b"}), reach), S, give_way=False
+    )
+    assert (result.target, buckets_of(result.renew), result.claim) == (3, {3, 4, 5}, ())
 
 
 def test_a_replica_giving_way_still_takes_a_bucket_nobody_took_for_a_lease() -> None:
     rows = [(None, LONG_GONE)] + [("b", LIVE)] * 7
-    missing = {"a": SECURE, "b": NONE}
-    result = plan(Snapshot(NOW, "a", leases(*rows), frozenset({"a", "b"}), missing), S)
+    reach = {"a": misses("secure"), "b": misses()}
+    result = plan(Snapshot(NOW, "a", leases(*rows), frozenset({"a", "b"}), reach), S)
     assert (result.target, buckets_of(result.claim)) == (0, {0})
 
 

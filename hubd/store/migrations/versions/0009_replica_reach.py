@@ -6,9 +6,10 @@ Create Date: 2026-12-07
 
 A replica cut off from one channel's broker while another replica reaches every channel
 gives its organisations to the others (hubd.core.leases.sharing): otherwise nobody reads
-their up topics on that channel until its link is back. ``hub_replicas.reach`` is the
-JSON array of the channels a replica reaches, written with every heartbeat; NULL for a
-replica that does not say (it is then compared with no one).
+their up topics on that channel until its link is back. ``hub_replicas.reach`` is a JSON
+object, ``{"configured": [...], "reached": [...]}``: the replica's channels and those
+whose brokers it reaches, written with every heartbeat; NULL for a replica that does not
+say (it is then compared with no one).
 """
 
 from __future__ import annotations
