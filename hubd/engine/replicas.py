@@ -99,9 +99,9 @@ class Reach:
     def channels(self) -> frozenset[str]:
         """The channels it reaches: those of the links connected now, or down for less
         than ``grace_s`` after having been connected (a failover between a cluster's
-        nodes moves nothing). Said with every heartbeat: a replica that reaches fewer
-        channels than another gives its organisations to the others
-        (hubd.core.leases.sharing)."""
+        nodes moves nothing). Said with every heartbeat: a replica that misses a channel
+        another reaches gives its organisations to the others after ``reach_hold``
+        (hubd.core.leases.outreached)."""
         now = self._clock()
         reached: set[str] = set()
         for link in self._links():
