@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -87,15 +88,18 @@ class Chromium:
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._session: str | None = None
+        self._scratch: Path | None = None  # the TMPDIR it runs with
 
     async def __aenter__(self) -> Chromium:
         binary = chromium_or_skip()
         profile = self.folder / "profile"
         profile.mkdir(parents=True, exist_ok=True)
         # Chromium makes scratch folders (org.chromium.Chromium.*) in TMPDIR and leaves
-        # them behind when stopped: in the test's folder, not in the machine's /tmp.
-        scratch = self.folder / "tmp"
-        scratch.mkdir(exist_ok=True)
+        # them behind when stopped: in a folder of this browser's, removed when it stops.
+        # A short path under /tmp: its socket there must fit a Unix socket path (108
+        # bytes; one under the test's folder made Chromium abort, "Socket path too long").
+        self._scratch = Path(tempfile.mkdtemp(prefix="govx-chromium-"))
+        scratch = self._scratch
         with (self.folder / "chromium.log").open("ab") as log:
             self._process = subprocess.Popen(  # noqa: S603, ASYNC220 - starting it is quick
                 [
@@ -137,6 +141,9 @@ class Chromium:
                 await self._socket.close()
         if self._process is not None:
             stop_process(self._process)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     async def _devtools_address(self, active: Path) -> tuple[int, str]:
         try:
