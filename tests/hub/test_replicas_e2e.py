@@ -295,25 +295,22 @@ class Proxy:
 
         self._call(listen())
 
-    def cut(self) -> None:
-        async def close() -> None:
-            if self._server is not None:
-                self._server.close()
-            for writer in list(self._open):
-                writer.close()
-            self._open.clear()
+    async def _shut(self) -> None:
+        """No new connection, and every relayed one closed."""
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._open):
+            writer.close()
+        self._open.clear()
 
-        self._call(close())
+    def cut(self) -> None:
+        self._call(self._shut())
 
     def close(self) -> None:
         """Cut, end every relay task, and close the loop (nothing left for the collector)."""
 
         async def shutdown() -> None:
-            if self._server is not None:
-                self._server.close()
-            for writer in list(self._open):
-                writer.close()
-            self._open.clear()
+            await self._shut()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in tasks:
                 task.cancel()
