@@ -66,7 +66,7 @@ DIRECTORY_FILE_LIMITS = Limits(
     "directory file's directory", 256 * 1024 * 1024, 4096, 1024, 1_000_000, 1_000_000, 6
 )
 RECEIPT_FRAME_LIMITS = Limits("receipt frame", 2 * 1024 * 1024, 256, 2 * 1024 * 1024, 16, 16, 2)
-RECEIPT_LIMITS = Limits("receipt batch", 2 * 1024 * 1024, 8192, 1024, 10_000, 10_000, 4)
+RECEIPT_LIMITS = Limits("receipt batch", 2 * 1024 * 1024, 8192, 8192, 10_000, 10_000, 4)
 
 
 def encode(value: Any) -> bytes:

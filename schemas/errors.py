@@ -90,6 +90,15 @@ class Reason(StrEnum):
     RCPT_WRONG_ISSUER = "receipt.wrong_issuer"
     # ledger checkpoints and proofs (schemas.ledger)
     LEDGER_BAD_SIGNATURE = "ledger.bad_signature"
+    # flows on a document already sent (recall, return): the hub's REFUSED, the spoke's checks
+    FLOW_UNKNOWN_MESSAGE = "flow.unknown_message"  # the hub holds no such document
+    FLOW_NOT_SENDER = "flow.not_sender"  # only the sending organisation may recall
+    FLOW_NOT_RECIPIENT = "flow.not_a_recipient"  # a statement about a document not addressed to it
+    FLOW_NOT_RECEIVED = "flow.not_received"  # returned before it was delivered (or recalled)
+    FLOW_NOT_RECALLED = "flow.not_recalled"  # an answer to a recall nobody made
+    FLOW_WRONG_SUBJECT = "flow.wrong_subject"  # the statement names another frame of the message
+    FLOW_ONE_PER_BATCH = "flow.one_per_batch"  # a flow statement travels alone in its batch
+    FLOW_BAD_NOTE = "flow.bad_note"  # a note that does not open under the document's key
 
 
 class XchgError(Exception):

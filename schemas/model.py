@@ -22,6 +22,8 @@ def _not_bool(value: object) -> object:
 Version1 = Annotated[Literal[1], BeforeValidator(_not_bool)]
 # An envelope header: 1 names its recipients, 2 signs the root of their slots (schemas.slots).
 HeaderVersion = Annotated[Literal[1, 2], BeforeValidator(_not_bool)]
+# A receipt batch: 1 the six transport statuses, 2 the flows' too, with notes (schemas.receipts).
+ReceiptVersion = Annotated[Literal[1, 2], BeforeValidator(_not_bool)]
 
 
 class WireModel(BaseModel):

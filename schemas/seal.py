@@ -53,6 +53,7 @@ from schemas.keys import DOMAIN_HEADER, DOMAIN_INNER, EncryptionKey, SigningKey,
 from schemas.keys import verify_signature as _verify
 from schemas.labels import Classification, DocType, Precedence, SecrecyPeriod
 from schemas.model import Version1, WireClassification, WireModel
+from schemas.notes import note_key
 from schemas.slots import INLINE_MAX, Recipients, Slot
 
 _TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
@@ -156,6 +157,7 @@ class Sealed:
     header: Header
     body: BodyDescriptor
     slots: bytes | None = None
+    note_key: bytes = b""  # schemas.notes: what the sender keeps to read and write notes
 
 
 class Sealer:
@@ -175,6 +177,7 @@ class Sealer:
                 f"recipients named more than once across to and cc: {', '.join(twice)}",
             )
         file_key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
+        self._note_key = note_key(file_key)
         keys = {}
         for org in (*draft.to, *draft.cc):
             entry = directory.encryption_key(org, draft.created_at)
@@ -324,7 +327,9 @@ class Sealer:
         sig = self._key.sign(DOMAIN_HEADER, hdr)
         frame = encode_frame(self._header.sender, self._key.kid, hdr, sig)
         slots = None if self._slots is None else self._slots.blob()
-        return self._drain(), Sealed(frame=frame, header=self._header, body=body, slots=slots)
+        return self._drain(), Sealed(
+            frame=frame, header=self._header, body=body, slots=slots, note_key=self._note_key
+        )
 
 
 # ---------------------------------------------------------------------------- opening
@@ -397,6 +402,11 @@ class Opener:
         self._file_index = 0
         self._file_left = 0
         self._file_hash = hashlib.sha256()
+
+    @property
+    def note_key(self) -> bytes:
+        """The document's note key (schemas.notes), for the notes of its flows."""
+        return note_key(self._file_key)
 
     @property
     def inner(self) -> Inner | None:

@@ -55,7 +55,8 @@ from schemas.ids import MSG_ID_BYTES, ORG_ID_MAX, check_org_id
 from schemas.keys import KeyKind, key_id
 from schemas.labels import Classification, DocType, PeriodUnit, Precedence, SecrecyPeriod
 from schemas.model import MAX_WIRE_INT, WireModel
-from schemas.receipts import REASON_PATTERN, ReceiptBatch, ReceiptEntry, ReceiptStatus
+from schemas.notes import MAX_NOTE_BYTES
+from schemas.receipts import NOTED, REASON_PATTERN, ReceiptBatch, ReceiptEntry, ReceiptStatus
 from schemas.seal import MAX_FILE_NAME_BYTES, FileEntry, Inner, check_file_name
 from schemas.slots import INLINE_MAX, MAX_SLOTS, SLOT_LIMITS, Slot, SlotsRef
 
@@ -239,12 +240,18 @@ inners = st.builds(
 
 @st.composite
 def receipt_entries(draw: st.DrawFn) -> ReceiptEntry:
-    """REJECTED and DEAD always explain themselves; other statuses may or may not."""
+    """REJECTED, DEAD and REFUSED always explain themselves; other statuses may or may not;
+    a RECALL speaks of no recipient; a flow statement may carry a note."""
     status = draw(st.sampled_from(ReceiptStatus))
-    explained = status in {ReceiptStatus.REJECTED, ReceiptStatus.DEAD} or draw(st.booleans())
+    explained = status in {
+        ReceiptStatus.REJECTED,
+        ReceiptStatus.DEAD,
+        ReceiptStatus.REFUSED,
+    } or draw(st.booleans())
+    noted = status in NOTED and draw(st.booleans())
     return ReceiptEntry(
         msg_id=draw(st.none() | msg_ids),
-        recipient=draw(st.none() | org_ids()),
+        recipient=None if status.issued_by_sender else draw(st.none() | org_ids()),
         status=status,
         at=draw(millis),
         subject=draw(sha256s),
@@ -252,17 +259,24 @@ def receipt_entries(draw: st.DrawFn) -> ReceiptEntry:
         reason=draw(reasons) if explained else None,
         detail=draw(texts(1, 2000)) if explained else None,
         retriable=draw(st.booleans()),
+        note=draw(st.binary(min_size=41, max_size=MAX_NOTE_BYTES)) if noted else None,
     )
 
 
-receipt_batches = st.builds(
-    ReceiptBatch,
-    v=st.just(1),
-    issuer=org_ids(),
-    issuer_kid=key_ids,
-    at=millis,
-    entries=st.lists(receipt_entries(), min_size=1, max_size=4).map(tuple),
-)
+@st.composite
+def receipt_batches(draw: st.DrawFn) -> ReceiptBatch:
+    """Version 2 exactly when an entry has a flow status or a note."""
+    entries = tuple(draw(st.lists(receipt_entries(), min_size=1, max_size=4)))
+    flows = any(e.status.flow or e.note is not None for e in entries)
+    return ReceiptBatch(
+        v=2 if flows else 1,
+        issuer=draw(org_ids()),
+        issuer_kid=draw(key_ids),
+        at=draw(millis),
+        entries=entries,
+    )
+
+
 
 
 # ---------------------------------------------------------------------------- directory
@@ -421,7 +435,7 @@ ROUND_TRIPS: dict[type[WireModel], tuple[st.SearchStrategy[WireModel], Limits]] 
     FileEntry: (file_entries, codec.INNER_LIMITS),
     Inner: (inners, codec.INNER_LIMITS),
     ReceiptEntry: (receipt_entries(), codec.RECEIPT_LIMITS),
-    ReceiptBatch: (receipt_batches, codec.RECEIPT_LIMITS),
+    ReceiptBatch: (receipt_batches(), codec.RECEIPT_LIMITS),
     KeyEntry: (key_entries(), codec.DIRECTORY_LIMITS),
     ChannelEntry: (channel_entries, codec.DIRECTORY_LIMITS),
     OrgEntry: (org_entries, codec.DIRECTORY_LIMITS),

@@ -84,14 +84,14 @@ def raw_frame(issuer: str, key: SigningKey, body: bytes, domain: bytes = DOMAIN_
 
 
 def raw_body(issuer: str, key: SigningKey, entries: Sequence[ReceiptEntry]) -> bytes:
+    """Version 2 when an entry needs it (as sign_receipts chooses), else version 1."""
+    v = 2 if any(e.status.flow or e.note is not None for e in entries) else 1
+    wire = [e.to_wire() for e in entries]
+    if v == 1:
+        for item in wire:
+            del item["note"]
     return codec.encode(
-        {
-            "v": 1,
-            "issuer": issuer,
-            "issuer_kid": key.kid,
-            "at": NOW,
-            "entries": [e.to_wire() for e in entries],
-        }
+        {"v": v, "issuer": issuer, "issuer_kid": key.kid, "at": NOW, "entries": wire}
     )
 
 
