@@ -34,8 +34,18 @@ def receipt_event(status: ReceiptStatus) -> Event | None:
             | ReceiptStatus.REJECTED
             | ReceiptStatus.EXPIRED
             | ReceiptStatus.DEAD
+            | ReceiptStatus.RECALLED
+            | ReceiptStatus.REFUSED
         ):
             return None
+        case (
+            ReceiptStatus.RECALL
+            | ReceiptStatus.WITHDRAWN
+            | ReceiptStatus.RECALL_ACCEPTED
+            | ReceiptStatus.RECALL_REFUSED
+            | ReceiptStatus.RETURNED
+        ):
+            return None  # flow statements: judged by hubd.core.flows, never planned here
         case _:
             assert_never(status)
 

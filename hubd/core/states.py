@@ -8,6 +8,7 @@ A delivery is one message on its way to one recipient.
        +----expire--------+--> EXPIRED
        +----give_up-------+--> DEAD
     DEAD --redeliver--> PENDING          (an operator's decision: hubctl redeliver)
+    PENDING, SENT, DEAD --recall--> RECALLED   (the sender withdrew it: 撤回)
 
 EXPIRED is never redelivered: the sender signed ``expires_at`` and it has passed, so the
 hub must not deliver the message any more; the sender sends it again if it still matters.
@@ -38,6 +39,7 @@ class DeliveryState(StrEnum):
     SIGNED_FOR = "SIGNED_FOR"  # the recipient's signed SIGNED_FOR arrived
     EXPIRED = "EXPIRED"  # expires_at passed before DELIVERED
     DEAD = "DEAD"  # gave up after the retry limit
+    RECALLED = "RECALLED"  # the sender recalled it (撤回) before the recipient confirmed it
 
     @property
     def final(self) -> bool:
@@ -57,6 +59,7 @@ class Event(StrEnum):
     EXPIRE = "expire"
     GIVE_UP = "give_up"
     REDELIVER = "redeliver"
+    RECALL = "recall"
 
 
 P, S, D, F = (
@@ -65,9 +68,9 @@ P, S, D, F = (
     DeliveryState.DELIVERED,
     DeliveryState.SIGNED_FOR,
 )
-X, Z = DeliveryState.EXPIRED, DeliveryState.DEAD
+X, Z, R = DeliveryState.EXPIRED, DeliveryState.DEAD, DeliveryState.RECALLED
 _AWAITING = frozenset({DeliveryState.PENDING, DeliveryState.SENT})
-_FINAL = frozenset({F, X, Z})
+_FINAL = frozenset({F, X, Z, R})
 
 TRANSITIONS: dict[tuple[DeliveryState, Event], DeliveryState] = {
     (P, Event.PUBLISH): S,
@@ -86,6 +89,10 @@ TRANSITIONS: dict[tuple[DeliveryState, Event], DeliveryState] = {
     (P, Event.GIVE_UP): Z,
     (S, Event.GIVE_UP): Z,
     (Z, Event.REDELIVER): P,  # attempts start again from 0 (hubd.ops.redeliver)
+    (P, Event.RECALL): R,
+    (S, Event.RECALL): R,  # published, not confirmed: the recipient is told as well
+    (Z, Event.RECALL): R,  # never redelivered after its sender withdrew it
+    (R, Event.RECALL): R,  # a repeated recall
 }
 
 

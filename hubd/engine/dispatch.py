@@ -31,7 +31,7 @@ import heapq
 import itertools
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, assert_never
@@ -177,6 +177,22 @@ class Dispatcher:
         if self._outcomes is not None:  # an EXPIRED not yet written goes with its state
             self._outcomes.drop_outcomes(gone)
         return len(keys)
+
+    def forget(self, msg_id: bytes, recipients: Iterable[str]) -> int:
+        """Stop delivering ``msg_id`` to ``recipients``: its sender recalled it and the store
+        holds them RECALLED (hubd.engine.flows). A publish in flight finds its job gone and
+        records nothing; returns how many this hub was delivering."""
+        forgotten = 0
+        for recipient in recipients:
+            job = self._jobs.pop((msg_id, recipient), None)
+            if job is None:
+                continue
+            forgotten += 1
+            self._updates.pop(job.key, None)
+            parked = self._parked.get((job.channel, recipient))
+            if parked is not None:
+                parked.discard(job.key)
+        return forgotten
 
     def set_online(self, channel: str, org: str, *, online: bool) -> None:
         """A spoke's presence on one channel changed."""

@@ -212,6 +212,11 @@ class ReceiptIssuer:
                 self._hand_over(key[0], key[1], earlier, 0)
         self._hand_over(dest, channel, frame, seq)
 
+    def sign(self, entries: Sequence[ReceiptEntry]) -> list[bytes]:
+        """Hub-signed batches of ``entries`` (all for one destination), for a caller that
+        numbers them in a commit of its own (hubd.engine.flows)."""
+        return self._sign(list(entries), self._clock())
+
     def _sign(self, entries: list[ReceiptEntry], now: int) -> list[bytes]:
         return [
             sign_receipts(self._hub_id, self._key, entries[start : start + MAX_ENTRIES], at=now)

@@ -1,5 +1,7 @@
 """Receipt batches in: verified, planned by :func:`hubd.core.receipts.plan_receipts`, stored
-with the delivery states they move on in one commit, then forwarded to the sender.
+with the delivery states they move on in one commit, then forwarded to the sender. A flow
+statement (a recall, a return: one entry alone in its batch) goes to
+:class:`hubd.engine.flows.FlowDesk` instead.
 
 Most batches speak of deliveries the dispatcher holds and are handled in the pass that
 read them; one that speaks of messages only the store knows (a 签收 days later, or after
@@ -19,6 +21,7 @@ from hubd.core.receipts import NeedOrigins, Origin, ReceiptPlan, plan_receipts
 from hubd.engine.answers import flag_revoked
 from hubd.engine.arrival import Arrival, Slow, Step
 from hubd.engine.dispatch import Dispatcher
+from hubd.engine.flows import FlowDesk
 from hubd.engine.issuer import ReceiptIssuer
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
@@ -47,6 +50,9 @@ class ReceiptIntake:
     ) -> None:
         self._directory, self._store, self._dispatcher = directory, store, dispatcher
         self._issuer, self._clock = issuer, clock
+        self._flows = FlowDesk(
+            directory=directory, store=store, dispatcher=dispatcher, issuer=issuer, clock=clock
+        )
 
     def _verified(
         self, arrival: Arrival, message: transport.ReceiptsMsg
@@ -71,6 +77,8 @@ class ReceiptIntake:
         if verified is None:
             return None
         entries = verified.batch.entries
+        if entries[0].status.flow:  # a flow statement travels alone (verify_receipts)
+            return Slow(functools.partial(self._flows.statement, arrival, message.frame, verified))
         origins = {  # from the deliveries in memory ...
             e.msg_id: Origin(job.sender, job.origin, job.classification)
             for e in entries

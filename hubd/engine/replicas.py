@@ -39,7 +39,7 @@ from hubd.store.connections import store_error_text
 from hubd.store.db import Store
 from hubd.store.leasekeeper import LeaseKeeper
 from hubd.store.leases import Fence, new_replica_id, read_ownership
-from hubd.store.shared import JOBS_CHANNEL
+from hubd.store.shared import JOBS_CHANNEL, RECALLED_MARK
 from hubd.store.writes import Operation, owners
 from schemas.errors import ConfigError, StoreError
 from schemas.ids import parse_msg_id
@@ -193,6 +193,7 @@ class Replicas:
         self.on_gain: Callable[[], None] | None = None  # the ingest takes what it held
         self.handed_over = 0  # deliveries loaded because another replica accepted them
         self._wanted: set[bytes] = set()  # msg_ids announced and not yet loaded
+        self._recalled: set[bytes] = set()  # msg_ids recalled on another replica
         self._wake = asyncio.Event()
         self._gained: set[int] = set()
 
@@ -266,9 +267,12 @@ class Replicas:
         sender, _, ids = payload.partition(" ")
         if sender == self.keeper.replica:
             return  # our own commit: the ingest handed its deliveries over already
+        into = self._wanted
+        if ids.startswith(RECALLED_MARK):
+            ids, into = ids.removeprefix(RECALLED_MARK), self._recalled
         for text_id in ids.split(","):
             with contextlib.suppress(ValueError):
-                self._wanted.add(parse_msg_id(text_id))
+                into.add(parse_msg_id(text_id))
         self._wake.set()
 
     async def _loader(self, stop: asyncio.Event) -> None:
@@ -281,15 +285,19 @@ class Replicas:
             self._wake.clear()
             wanted, self._wanted = self._wanted, set()
             gained, self._gained = self._gained, set()
+            recalled, self._recalled = self._recalled, set()
             try:
                 if gained:
                     await self._load_buckets(gained)
                 if wanted:
                     await self._load_messages(wanted)
+                if recalled:
+                    await self._forget_recalled(recalled)
             except Exception as exc:  # noqa: BLE001 - the loader must outlive any one failure
                 log.warning("replica.load_failed", error=store_error_text(exc))
                 self._wanted |= wanted
                 self._gained |= gained
+                self._recalled |= recalled
                 await asyncio.sleep(RELISTEN_S)
                 self._wake.set()
 
@@ -300,6 +308,23 @@ class Replicas:
             d = t.deliveries.c
             rows = await self.store.read(job_query(d.msg_id.in_(chunk), d.state.in_(AWAITED)))
             self._add(rows)
+
+    async def _forget_recalled(self, msg_ids: Iterable[bytes]) -> None:
+        """Messages another replica recalled: drop what this one still delivers of them."""
+        dispatcher = self.dispatcher
+        if dispatcher is None:
+            return
+        d = t.deliveries.c
+        ids = sorted(msg_ids)
+        for start in range(0, len(ids), LOAD_MAX):
+            rows = await self.store.read(
+                select(d.msg_id, d.recipient).where(
+                    d.msg_id.in_(ids[start : start + LOAD_MAX]),
+                    d.state == DeliveryState.RECALLED.value,
+                )
+            )
+            for msg_id, recipient in rows:
+                dispatcher.forget(bytes(msg_id), [recipient])
 
     async def _load_buckets(self, buckets: set[int]) -> None:
         """Every awaited delivery to a recipient in ``buckets`` this replica lacks: the

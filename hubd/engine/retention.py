@@ -53,6 +53,7 @@ DONE = (
     DeliveryState.DELIVERED.value,
     DeliveryState.SIGNED_FOR.value,
     DeliveryState.EXPIRED.value,
+    DeliveryState.RECALLED.value,
 )
 DEAD = DeliveryState.DEAD.value
 KEEPS_FRAME = DocType.REQUEST.name  # a 批复 is checked against its 请示's header

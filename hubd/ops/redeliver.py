@@ -102,6 +102,12 @@ def refusal(c: Candidate, *, now: int) -> Refusal | None:
             f"{m} to {r} is {c.state}: still the hub's job, published until {r} confirms it or "
             "[delivery] max_attempts is reached; there is nothing to redeliver",
         )
+    if c.state is DeliveryState.RECALLED:
+        return no(
+            "redeliver.recalled",
+            f"{m} to {r} was recalled (撤回) by its sender; the hub never delivers a recalled "
+            "document: the sender sends it again if it still matters",
+        )
     if not can(c.state, Event.REDELIVER):
         return no(
             "redeliver.confirmed",

@@ -99,6 +99,8 @@ def apply_shared(  # noqa: PLR0917 - run on the writer's connection, positional 
         announced += batch.announced
         if announced:
             sharedstore.announce(conn, announced, replica)
+        if batch.recalled:
+            sharedstore.announce(conn, batch.recalled, replica, recalled=True)
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -152,6 +154,7 @@ class Batch:
         self.floors: dict[tuple[str, str], tuple[int, int]] = {}
         self.delivered: set[bytes] = set()  # new messages with deliveries
         self.announced: list[bytes] = []  # messages whose deliveries moved back to PENDING
+        self.recalled: list[bytes] = []  # messages their senders recalled
 
     def chain_audit(self, events: Sequence[AuditEvent]) -> None:
         for ev in events:
@@ -225,7 +228,7 @@ class Batch:
                 results.append(moved)
                 continue
             elif isinstance(op, Announce):
-                self.announced.extend(op.msg_ids)
+                (self.recalled if op.recalled else self.announced).extend(op.msg_ids)
                 results.append(None)
                 continue
             elif isinstance(op, DirectWrite):

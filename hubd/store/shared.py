@@ -89,13 +89,21 @@ def numbering(conn: Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[s
     return found
 
 
-def announce(conn: Connection, msg_ids: Sequence[bytes], sender: str) -> None:
+RECALLED_MARK = "-"  # an announcement of recalled messages (Replicas._notified)
+
+
+def announce(
+    conn: Connection, msg_ids: Sequence[bytes], sender: str, *, recalled: bool = False
+) -> None:
     """Tell every replica (when this transaction commits) that these messages have new
     deliveries; a replica loads those whose recipient it owns. The payload is the sending
-    replica's id (which leaves its own announcements alone), a space, and the msg_ids."""
+    replica's id (which leaves its own announcements alone), a space, and the msg_ids;
+    with ``recalled``, a ``-`` before them: their senders recalled them, and a replica
+    drops what it delivers of them (hubd.engine.flows)."""
+    mark = RECALLED_MARK if recalled else ""
     for start in range(0, len(msg_ids), _NOTIFY_IDS):
         ids = ",".join(msg_id_text(m) for m in msg_ids[start : start + _NOTIFY_IDS])
-        payload = f"{sender} {ids}"
+        payload = f"{sender} {mark}{ids}"
         conn.execute(
             text("SELECT pg_notify(:channel, :payload)"),
             {"channel": JOBS_CHANNEL, "payload": payload},

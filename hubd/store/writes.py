@@ -103,9 +103,11 @@ class AppendAudit:
 @dataclass(slots=True)
 class Announce:
     """Replicas: tell the others (when the commit lands) that these messages have
-    deliveries waiting (a redelivery moved them back); a lone hub writes nothing."""
+    deliveries waiting (a redelivery moved them back), or with ``recalled`` that their
+    sender recalled them (each drops what it delivers of them); a lone hub writes nothing."""
 
     msg_ids: list[bytes]
+    recalled: bool = False
 
 
 class DirectWrite(ABC):

@@ -34,6 +34,14 @@ EXPECTED: dict[ReceiptStatus, tuple[Event | None, DeliveryState | None]] = {
     ReceiptStatus.REJECTED: (None, None),
     ReceiptStatus.EXPIRED: (None, None),
     ReceiptStatus.DEAD: (None, None),
+    ReceiptStatus.RECALLED: (None, None),
+    ReceiptStatus.REFUSED: (None, None),
+    # flow statements are judged by hubd.core.flows (tests/hub/test_core_flows.py)
+    ReceiptStatus.RECALL: (None, None),
+    ReceiptStatus.WITHDRAWN: (None, None),
+    ReceiptStatus.RECALL_ACCEPTED: (None, None),
+    ReceiptStatus.RECALL_REFUSED: (None, None),
+    ReceiptStatus.RETURNED: (None, None),
 }
 
 
@@ -43,10 +51,10 @@ def entry(
     recipient: str | None = "jl.cc",
     classification: Classification = Classification.INTERNAL,
 ) -> ReceiptEntry:
-    refusal = status is ReceiptStatus.REJECTED or status is ReceiptStatus.DEAD
+    refusal = status in {ReceiptStatus.REJECTED, ReceiptStatus.DEAD, ReceiptStatus.REFUSED}
     return ReceiptEntry(
         msg_id=new_msg_id() if msg_id is None else msg_id,
-        recipient=recipient,
+        recipient=None if status.issued_by_sender else recipient,
         status=status,
         at=NOW,
         subject=SUBJECT,

@@ -27,7 +27,7 @@ P, S, D, F = (
     DeliveryState.DELIVERED,
     DeliveryState.SIGNED_FOR,
 )
-X, Z = DeliveryState.EXPIRED, DeliveryState.DEAD
+X, Z, R = DeliveryState.EXPIRED, DeliveryState.DEAD, DeliveryState.RECALLED
 
 # (state, event) -> next state; every pair not listed is illegal.
 EXPECTED: dict[tuple[DeliveryState, Event], DeliveryState] = {
@@ -47,6 +47,10 @@ EXPECTED: dict[tuple[DeliveryState, Event], DeliveryState] = {
     (P, Event.GIVE_UP): Z,
     (S, Event.GIVE_UP): Z,
     (Z, Event.REDELIVER): P,
+    (P, Event.RECALL): R,  # the sender withdrew it (撤回) before the recipient confirmed it
+    (S, Event.RECALL): R,
+    (Z, Event.RECALL): R,
+    (R, Event.RECALL): R,
 }
 RECEIPTS = {Event.DELIVERED, Event.SIGNED_FOR}
 PAIRS = list(itertools.product(DeliveryState, Event))
@@ -73,15 +77,24 @@ def test_the_table_holds_exactly_the_documented_transitions() -> None:
     assert TRANSITIONS == EXPECTED
 
 
-def test_final_states_are_signed_for_expired_and_dead() -> None:
-    assert {s for s in DeliveryState if s.final} == {F, X, Z}
+def test_final_states_are_signed_for_expired_dead_and_recalled() -> None:
+    assert {s for s in DeliveryState if s.final} == {F, X, Z, R}
 
 
-@pytest.mark.parametrize("state", [F, X, Z], ids=str)
-def test_final_states_take_only_idempotent_receipts_and_redeliver(state: DeliveryState) -> None:
+def test_a_recall_stops_only_what_the_recipient_has_not_confirmed_and_nothing_restarts_it() -> None:
+    assert {s for s in DeliveryState if can(s, Event.RECALL)} == {P, S, Z, R}
+    assert {e for e in Event if can(R, e)} == {Event.RECALL}, "no receipt, no redeliver"
+
+
+@pytest.mark.parametrize("state", [F, X, Z, R], ids=str)
+def test_final_states_take_only_idempotent_receipts_redeliver_and_recall(
+    state: DeliveryState,
+) -> None:
     accepted = {e for e in Event if can(state, e)}
 
-    assert accepted <= RECEIPTS | {Event.REDELIVER}
+    assert accepted <= RECEIPTS | {Event.REDELIVER, Event.RECALL}
+    if Event.RECALL in accepted:
+        assert next_state(state, Event.RECALL) is R
     for event in accepted & RECEIPTS:
         assert next_state(state, event) is state  # a repeated or late receipt changes nothing
     if Event.REDELIVER in accepted:

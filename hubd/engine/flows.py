@@ -1,0 +1,304 @@
+"""Flow statements in: a sender's recall (撤回), a recipient's answer to it, a return (退文).
+
+A statement is a verified one-entry receipt batch (schemas.receipts) with a flow status.
+The shell reads what the store holds of its document, asks :func:`hubd.core.flows.judge`,
+and carries the judgement out:
+
+- **Refuse**: a signed REFUSED to the issuer on the channel the statement came on,
+  naming the rule (``flow.*``) and the values; nothing is recorded.
+- **Forward**: the statement is recorded (receipt row, audit ledger) and forwarded
+  unchanged, numbered, to the document's sender, in one commit.
+- **Recall**, the first time: in one commit the statement is recorded, every delivery
+  not yet confirmed (PENDING, SENT, DEAD) becomes RECALLED, and the sender's signed
+  statement is numbered for every recipient on its delivery channel (a recipient that
+  has the document hears of it from its sender; one that never had it keeps the recall
+  so a late copy is filed as recalled). Then the sender is answered, numbered: RECALLED
+  for the document (recorded) and RECALLED for each recipient whose delivery stopped.
+  A repeat (the sender's spoke resends until it hears) gets that answer again, from the
+  store, and changes nothing.
+
+Notes (the reason of a recall or a return) are sealed under the document's note key
+(schemas.notes): the hub stores and forwards them and cannot read them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, select, update
+
+from hubd.core.flows import Document, Forward, Recall, Refuse, judge
+from hubd.core.states import TRANSITIONS, DeliveryState, Event
+from hubd.engine.arrival import Arrival
+from hubd.engine.dispatch import Dispatcher
+from hubd.engine.issuer import ReceiptIssuer
+from hubd.store import tables as t
+from hubd.store.audit import AuditEvent
+from hubd.store.db import Store
+from hubd.store.writes import Announce, DirectWrite, QueueReceipts, RecordReceipts
+from schemas.directory import Directory
+from schemas.ids import msg_id_text
+from schemas.labels import Classification
+from schemas.receipts import ReceiptEntry, ReceiptStatus, VerifiedReceipts
+
+log = structlog.get_logger("hubd.flows")
+
+# the states a recall stops: those the state table lets RECALL move
+STOPPABLE = tuple(sorted(s.value for (s, e) in TRANSITIONS if e is Event.RECALL))
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    org: str
+    channel: str
+    state: DeliveryState
+
+
+@dataclass(slots=True)
+class StopDeliveries(DirectWrite):
+    """Every delivery of ``msg_id`` a recall stops becomes RECALLED, as the rows are when
+    the commit writes (a DELIVERED stored just before stays DELIVERED); result: the
+    recipients stopped."""
+
+    msg_id: bytes
+    at: int
+
+    def apply(self, conn: Connection) -> tuple[list[str], list[AuditEvent]]:
+        d = t.deliveries.c
+        stopped = [
+            r
+            for (r,) in conn.execute(
+                select(d.recipient).where(d.msg_id == self.msg_id, d.state.in_(STOPPABLE))
+            )
+        ]
+        if stopped:
+            conn.execute(
+                update(t.deliveries)
+                .where(d.msg_id == self.msg_id, d.state.in_(STOPPABLE))
+                .values(state=DeliveryState.RECALLED.value, updated_at=self.at)
+            )
+        audit = [AuditEvent("delivery.recalled", self.at, self.msg_id, r, {}) for r in stopped]
+        return stopped, audit
+
+
+class FlowDesk:
+    def __init__(
+        self,
+        *,
+        directory: Callable[[], Directory],
+        store: Store,
+        dispatcher: Dispatcher,
+        issuer: ReceiptIssuer,
+        clock: Callable[[], int],
+    ) -> None:
+        self._directory, self._store, self._dispatcher = directory, store, dispatcher
+        self._issuer, self._clock = issuer, clock
+        # One statement at a time, in arrival order: a recall sent twice in a row is judged
+        # a repeat only once the first is stored. Flows are people's acts: a few a minute.
+        self._one_at_a_time = asyncio.Lock()
+
+    async def statement(self, arrival: Arrival, frame: bytes, verified: VerifiedReceipts) -> None:
+        """Judge and carry out one flow statement (the batch's only entry)."""
+        async with self._one_at_a_time:
+            await self._statement(arrival, frame, verified)
+
+    async def _statement(self, arrival: Arrival, frame: bytes, verified: VerifiedReceipts) -> None:
+        batch = verified.batch
+        (entry,) = batch.entries
+        issuer = batch.issuer
+        document, delivery = await self._read(entry.msg_id, issuer)
+        judgement = judge(entry, issuer, document, delivery)
+        log.info(
+            "flow.statement",
+            status=entry.status.value,
+            msg_id=None if entry.msg_id is None else msg_id_text(entry.msg_id),
+            org=issuer,
+            channel=arrival.channel,
+            judgement=type(judgement).__name__.lower(),
+        )
+        match judgement:
+            case Refuse():
+                self._refuse(arrival, frame, entry, document, judgement)
+            case Forward():
+                await self._forward(frame, verified, judgement)
+            case Recall():
+                assert document is not None  # noqa: S101 - judge recalls only a known document
+                await self._recall(arrival, frame, verified, entry, document, first=judgement.first)
+
+    # ------------------------------------------------------------------ reading
+
+    async def _read(
+        self, msg_id: bytes | None, issuer: str
+    ) -> tuple[Document | None, DeliveryState | None]:
+        if msg_id is None:
+            return None, None
+        m, d, r = t.messages.c, t.deliveries.c, t.receipts.c
+        rows = await self._store.read(
+            select(m.sender, m.arrival_channel, m.classification, m.frame_sha256).where(
+                m.msg_id == msg_id
+            )
+        )
+        if not rows:
+            return None, None
+        sender, channel, rank, digest = rows[0]
+        recalled = await self._store.read(
+            select(r.id).where(r.msg_id == msg_id, r.status == ReceiptStatus.RECALL.value).limit(1)
+        )
+        states = await self._store.read(
+            select(d.state).where(d.msg_id == msg_id, d.recipient == issuer)
+        )
+        ranks = {c.rank: c for c in Classification}
+        document = Document(sender, channel, ranks[int(rank)], bytes(digest), bool(recalled))
+        return document, DeliveryState(states[0][0]) if states else None
+
+    async def _recipients(self, msg_id: bytes) -> list[Recipient]:
+        d = t.deliveries.c
+        rows = await self._store.read(
+            select(d.recipient, d.channel, d.state).where(d.msg_id == msg_id)
+        )
+        return [Recipient(r, c, DeliveryState(s)) for r, c, s in rows]
+
+    # ------------------------------------------------------------------ judgements
+
+    def _refuse(
+        self,
+        arrival: Arrival,
+        frame: bytes,
+        entry: ReceiptEntry,
+        document: Document | None,
+        refusal: Refuse,
+    ) -> None:
+        """REFUSED, unnumbered, to the issuer; its subject is the refused statement's
+        frame (the issuer may not know the document's), its label the document's or, for
+        a document the hub does not hold, the ceiling of the channel it came on."""
+        label = document.classification if document is not None else self._ceiling(arrival)
+        log.warning(
+            "flow.refused",
+            status=entry.status.value,
+            msg_id=None if entry.msg_id is None else msg_id_text(entry.msg_id),
+            org=arrival.org,
+            channel=arrival.channel,
+            reason=refusal.reason.value,
+            detail=refusal.detail,
+        )
+        self._issuer.issue(
+            arrival.org,
+            arrival.channel,
+            ReceiptEntry(
+                msg_id=entry.msg_id,
+                recipient=None if entry.status.issued_by_sender else arrival.org,
+                status=ReceiptStatus.REFUSED,
+                at=self._clock(),
+                subject=hashlib.sha256(frame).digest(),
+                classification=label,
+                reason=refusal.reason.value,
+                detail=refusal.detail,
+                retriable=False,
+            ),
+        )
+
+    def _ceiling(self, arrival: Arrival) -> Classification:
+        channel = self._directory().channel(arrival.channel)
+        return Classification.TOP_SECRET if channel is None else channel.ceiling
+
+    def _record(
+        self, frame: bytes, verified: VerifiedReceipts, forward: tuple[str, str] | None
+    ) -> RecordReceipts:
+        batch = verified.batch
+        (entry,) = batch.entries
+        now = self._clock()
+        sha = hashlib.sha256(frame).digest()
+        row = {
+            "msg_id": entry.msg_id,
+            "recipient": entry.recipient,
+            "status": entry.status.value,
+            "issuer": batch.issuer,
+            "at": entry.at,
+            "subject": entry.subject,
+            "batch_sha256": sha,
+        }
+        audit = AuditEvent(
+            f"receipt.{entry.status.value.lower()}",
+            now,
+            entry.msg_id,
+            entry.recipient or batch.issuer,
+            {"issuer": batch.issuer, "batch_sha256": sha.hex(), "noted": entry.note is not None},
+        )
+        return RecordReceipts(sha, batch.issuer, frame, now, [row], [audit], forward)
+
+    async def _forward(self, frame: bytes, verified: VerifiedReceipts, to: Forward) -> None:
+        op = self._record(frame, verified, (to.sender, to.channel))
+        seq = await self._store.submit(op)
+        self._issuer.send_numbered(to.sender, to.channel, frame, seq)
+
+    async def _recall(
+        self,
+        arrival: Arrival,
+        frame: bytes,
+        verified: VerifiedReceipts,
+        entry: ReceiptEntry,
+        document: Document,
+        *,
+        first: bool,
+    ) -> None:
+        assert entry.msg_id is not None  # noqa: S101 - judged: the document is known
+        msg_id = entry.msg_id
+        recipients = await self._recipients(msg_id)
+        if first:
+            ops: list[Any] = [
+                self._record(frame, verified, None),
+                StopDeliveries(msg_id, self._clock()),
+                *(QueueReceipts(r.org, r.channel, frame, self._clock()) for r in recipients),
+                Announce([msg_id], recalled=True),  # replicas: drop what they deliver of it
+            ]
+            results = await self._store.submit_many(ops)
+            stopped: list[str] = results[1]
+            self._dispatcher.forget(msg_id, stopped)
+            for r, seq in zip(recipients, results[2 : 2 + len(recipients)], strict=True):
+                self._issuer.send_numbered(r.org, r.channel, frame, seq)
+            log.info(
+                "flow.recalled",
+                msg_id=msg_id_text(msg_id),
+                sender=document.sender,
+                recipients=len(recipients),
+                stopped=len(stopped),
+            )
+            recipients = await self._recipients(msg_id)  # as the commit left them
+        await self._answer_recall(arrival, entry, document, recipients)
+
+    async def _answer_recall(
+        self,
+        arrival: Arrival,
+        entry: ReceiptEntry,
+        document: Document,
+        recipients: Sequence[Recipient],
+    ) -> None:
+        """RECALLED for the document, and for each recipient it never reached: numbered,
+        to the sender on the channel the recall came on."""
+        now = self._clock()
+
+        def recalled(recipient: str | None) -> ReceiptEntry:
+            return ReceiptEntry(
+                msg_id=entry.msg_id,
+                recipient=recipient,
+                status=ReceiptStatus.RECALLED,
+                at=now,
+                subject=document.frame_sha256,
+                classification=document.classification,
+                reason=None,
+                detail=None,
+                retriable=False,
+            )
+
+        entries = [recalled(None)] + [
+            recalled(r.org) for r in recipients if r.state is DeliveryState.RECALLED
+        ]
+        for frame in self._issuer.sign(entries):
+            op = QueueReceipts(arrival.org, arrival.channel, frame, now)
+            seq = await self._store.submit(op)
+            self._issuer.send_numbered(arrival.org, arrival.channel, frame, seq)
