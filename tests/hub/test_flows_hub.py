@@ -8,12 +8,17 @@ tests/test_flows_e2e.py.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 
 import pytest
+from typer.testing import CliRunner
 
+from hubd.cli import hubctl_app
 from runtime.clock import now_ms
 from schemas import transport
+from schemas.ids import msg_id_text
 from schemas.notes import open_note, seal_note
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from schemas.seal import Sealed
@@ -96,6 +101,20 @@ async def test_recall_stops_the_offline_recipients_delivery_tells_the_others_and
     await jl.wait_for(lambda: bool(entries(jl, msg_id, S.RECALL)), within=20)
     assert msg_id not in jl.received
     assert [seq > 0 for _, seq, e in jl.batches if e[0].status is S.RECALL] == [True]
+
+    traced = await asyncio.to_thread(
+        CliRunner().invoke,
+        hubctl_app,
+        ["trace", msg_id_text(msg_id), "--json", "--config", str(hub.folder / "hub.toml")],
+    )
+    assert traced.exit_code == 0, traced.output
+    shown = json.loads(traced.stdout)
+    states = {d["recipient"]: d["state"] for d in shown["deliveries"]}
+    assert states == {"jl.cc": "DELIVERED", "jl.jl": "RECALLED"}
+    events = [(s["event"], s["org"]) for s in shown["timeline"]]
+    assert ("receipt.recall", "jl.gov") in events
+    assert ("delivery.recalled", "jl.jl") in events
+    assert "附件有误" not in traced.stdout, "the hub cannot read the reason, nor show it"
 
 
 async def test_a_repeated_recall_is_answered_again_and_changes_nothing(
