@@ -72,6 +72,11 @@ class InboxWrite:
                         os.fsync(handle.fileno())
                         handle.close()
 
+    @property
+    def note_key(self) -> bytes:
+        """The document's note key (schemas.notes), kept to read and write its flows' notes."""
+        return self._opener.note_key
+
     def feed_file(self, path: Path, block: int = 1 << 20) -> None:
         with path.open("rb") as source:
             while chunk := source.read(block):

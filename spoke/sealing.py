@@ -140,6 +140,7 @@ def seal_and_record(
         notes=notes,
         fingerprint=print_,
         doc_number=meta.doc_number,
+        note_key=sealed.note_key,  # to write and read the notes of its recall and return
     )
     for finding in prepared.warnings:  # never the title: it travels encrypted
         log.warning(

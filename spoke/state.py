@@ -27,6 +27,11 @@
   adopted, bounded (the last :data:`LOG_KEEP` and the first of each day);
 - ``sending``: whether the agent sends or holds (fail closed) and why, since when, and the
   key it signs with, for ``spoke status``;
+- ``recalls_sent`` / ``flow_log``: the recalls (撤回) this spoke asked for and what the hub
+  said, and what the recipients said of the recalls and returns (退文) of what we sent;
+  ``recalls_received`` / ``flow_out``: recalls of documents sent to this spoke, its
+  decision, and the statements it signed about them (spoke.flows); the ``note_key`` of
+  each document sent or received opens the words of those statements, never a body;
 - ``own_keys``: what the agent found wrong, at start and at its last directory change, with
   how the directory lists this spoke's keys (spoke.keyring.own_key_problems), for
   ``spoke status``.
@@ -177,6 +182,47 @@ CREATE TABLE IF NOT EXISTS sending (
     directory_version INTEGER,
     signing_kid TEXT               -- the key it signs with while sending
 );
+CREATE TABLE IF NOT EXISTS recalls_sent (   -- 撤回 this spoke asked for (spoke.flows)
+    msg_id BLOB PRIMARY KEY,       -- an outbound row's
+    requested_at INTEGER NOT NULL,
+    reason TEXT,                   -- the words sealed in the note (NULL: none given)
+    frame BLOB,                    -- the signed RECALL batch, resent as it is (NULL: not yet)
+    hub TEXT NOT NULL,             -- SENT | RECORDED | REFUSED
+    refusal TEXT,                  -- REFUSED: the hub's flow.* reason
+    detail TEXT,                   -- REFUSED: the hub's sentence
+    answered_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS flow_log (       -- flow statements about documents we sent
+    id INTEGER PRIMARY KEY,        -- arrival order
+    msg_id BLOB NOT NULL,
+    recipient TEXT NOT NULL,
+    status TEXT NOT NULL,          -- RECALLED | WITHDRAWN | RECALL_ACCEPTED | ... | RETURNED
+    at INTEGER NOT NULL,
+    note TEXT,                     -- the recipient's words, opened (NULL: none, or unreadable)
+    UNIQUE (msg_id, recipient, status, at)
+);
+CREATE TABLE IF NOT EXISTS recalls_received (  -- 撤回 of documents sent to this spoke
+    msg_id BLOB PRIMARY KEY,
+    sender TEXT NOT NULL,          -- the RECALL's issuer
+    subject BLOB NOT NULL,         -- the envelope frame's SHA-256 it names
+    channel TEXT NOT NULL,
+    classification TEXT NOT NULL,
+    reason TEXT,                   -- the sender's words, opened (NULL: none, or unreadable)
+    at INTEGER NOT NULL,           -- when it came
+    decision TEXT NOT NULL,        -- withdrawn | pending | accepted | refused
+    answer TEXT,                   -- refused: this spoke's words
+    answered_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS flow_out (       -- this spoke's own flow statements as a recipient
+    msg_id BLOB NOT NULL,
+    status TEXT NOT NULL,          -- WITHDRAWN | RECALL_ACCEPTED | RECALL_REFUSED | RETURNED
+    channel TEXT NOT NULL,
+    frame BLOB NOT NULL,           -- the signed one-entry batch
+    published INTEGER NOT NULL,    -- 0 until the broker took it (then it is not resent)
+    refusal TEXT,                  -- the hub's REFUSED reason, if it came
+    at INTEGER NOT NULL,
+    PRIMARY KEY (msg_id, status)
+);
 CREATE TABLE IF NOT EXISTS own_keys (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     problems TEXT NOT NULL,        -- JSON list of sentences; [] when the directory is right
@@ -192,6 +238,9 @@ ADDED_COLUMNS = (
     ("outbound", "slots", "BLOB"),  # a large group's recipient slots, sent with the frame
     # receipts recorded since status.json was last written (NULL: none)
     ("outbound", "status_due", "INTEGER"),
+    # a document's note key (schemas.notes): opens the notes of its flows, not its body
+    ("outbound", "note_key", "BLOB"),
+    ("inbound", "note_key", "BLOB"),
 )
 
 
@@ -246,6 +295,40 @@ class FailedDrop:
     rule: str
     refused_by: str  # spoke | hub
     at: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecallSent:
+    """A recall this spoke asked for, and what the hub said of it (spoke.flows)."""
+
+    msg_id: bytes
+    requested_at: int
+    reason: str | None
+    frame: bytes | None
+    hub: str  # SENT | RECORDED | REFUSED
+    refusal: str | None = None
+    detail: str | None = None
+    answered_at: int | None = None
+
+
+def _recall_sent(r: Sequence[Any]) -> RecallSent:
+    return RecallSent(bytes(r[0]), r[1], r[2], None if r[3] is None else bytes(r[3]), *r[4:])
+
+
+@dataclass(frozen=True, slots=True)
+class RecallReceived:
+    """A recall of a document sent to this spoke, and this spoke's decision (spoke.flows)."""
+
+    msg_id: bytes
+    sender: str
+    subject: bytes
+    channel: str
+    classification: str
+    reason: str | None
+    at: int
+    decision: str  # withdrawn | pending | accepted | refused
+    answer: str | None = None
+    answered_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,6 +526,7 @@ class SpokeState:
         notes: Mapping[str, object] | None = None,
         fingerprint: bytes | None = None,
         doc_number: str | None = None,
+        note_key: bytes | None = None,
     ) -> None:
         """Record a sealed envelope, its notes and what it was, in one transaction."""
         with self._lock:
@@ -451,7 +535,7 @@ class SpokeState:
                 self._db.execute(
                     "INSERT INTO outbound (msg_id, name, work, channel, frame, body_path, "
                     "body_size, recipients, classification, precedence, state, created_at, "
-                    "slots) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "slots, note_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         out.msg_id,
                         out.name,
@@ -466,6 +550,7 @@ class SpokeState:
                         out.state,
                         out.created_at,
                         out.slots,
+                        note_key,
                     ),
                 )
                 if notes:
@@ -642,11 +727,12 @@ class SpokeState:
         digest: bytes,
         classification: str,
         at: int,
+        note_key: bytes | None = None,
     ) -> None:
         self._tx(
             "INSERT OR IGNORE INTO inbound (msg_id, sender, channel, folder, frame_sha256, "
-            "classification, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (msg_id, sender, channel, str(folder), digest, classification, at),
+            "classification, received_at, note_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (msg_id, sender, channel, str(folder), digest, classification, at, note_key),
         )
 
     def inbound(self, msg_id: bytes) -> tuple[Any, ...] | None:
@@ -660,6 +746,161 @@ class SpokeState:
 
     def set_signed_for(self, msg_id: bytes, at: int) -> None:
         self._tx("UPDATE inbound SET signed_for_at = ? WHERE msg_id = ?", (at, msg_id))
+
+    def move_inbound(self, msg_id: bytes, folder: Path) -> None:
+        """The received document's folder is now ``folder`` (recalled/, sentback/)."""
+        self._tx("UPDATE inbound SET folder = ? WHERE msg_id = ?", (str(folder), msg_id))
+
+    # ------------------------------------------------------------------ flows
+
+    def note_key(self, msg_id: bytes) -> bytes | None:
+        """The note key of a document this spoke sent or received (None if not kept)."""
+        for table in ("outbound", "inbound"):
+            rows = self._read(f"SELECT note_key FROM {table} WHERE msg_id = ?", (msg_id,))  # noqa: S608 - fixed names
+            if rows and rows[0][0] is not None:
+                return bytes(rows[0][0])
+        return None
+
+    def recall_sent(self, msg_id: bytes) -> RecallSent | None:
+        rows = self._read(
+            "SELECT msg_id, requested_at, reason, frame, hub, refusal, detail, answered_at "
+            "FROM recalls_sent WHERE msg_id = ?",
+            (msg_id,),
+        )
+        return _recall_sent(rows[0]) if rows else None
+
+    def recalls_waiting(self) -> list[RecallSent]:
+        """Recalls the hub has not answered yet (resent until it does)."""
+        rows = self._read(
+            "SELECT msg_id, requested_at, reason, frame, hub, refusal, detail, answered_at "
+            "FROM recalls_sent WHERE hub = 'SENT' ORDER BY requested_at"
+        )
+        return [_recall_sent(r) for r in rows]
+
+    def request_recall(self, msg_id: bytes, at: int, reason: str | None) -> None:
+        """A recall asked for (again): sent afresh, whatever the hub said before."""
+        self._tx(
+            "INSERT INTO recalls_sent (msg_id, requested_at, reason, hub) VALUES (?, ?, ?, 'SENT') "
+            "ON CONFLICT (msg_id) DO UPDATE SET requested_at = excluded.requested_at, "
+            "reason = excluded.reason, frame = NULL, hub = 'SENT', refusal = NULL, "
+            "detail = NULL, answered_at = NULL",
+            (msg_id, at, reason),
+        )
+
+    def set_recall_frame(self, msg_id: bytes, frame: bytes) -> None:
+        self._tx("UPDATE recalls_sent SET frame = ? WHERE msg_id = ?", (frame, msg_id))
+
+    def answer_recall(
+        self,
+        msg_id: bytes,
+        hub: str,
+        at: int,
+        refusal: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self._tx(
+            "UPDATE recalls_sent SET hub = ?, refusal = ?, detail = ?, answered_at = ? "
+            "WHERE msg_id = ?",
+            (hub, refusal, detail, at, msg_id),
+        )
+
+    def add_flow(
+        self, msg_id: bytes, recipient: str, status: str, at: int, note: str | None
+    ) -> bool:
+        """A flow statement about a document we sent; False if it was already recorded."""
+        cursor = self._tx(
+            "INSERT OR IGNORE INTO flow_log (msg_id, recipient, status, at, note) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (msg_id, recipient, status, at, note),
+        )
+        return cursor.rowcount == 1
+
+    def flows(self, msg_id: bytes) -> list[tuple[str, str, int, str | None]]:
+        """(recipient, status, at, note) of every flow statement about ``msg_id``, in order."""
+        rows = self._read(
+            "SELECT recipient, status, at, note FROM flow_log WHERE msg_id = ? ORDER BY id",
+            (msg_id,),
+        )
+        return [(str(r), str(s), int(a), n) for r, s, a, n in rows]
+
+    def recall_received(self, msg_id: bytes) -> RecallReceived | None:
+        rows = self._read(
+            "SELECT msg_id, sender, subject, channel, classification, reason, at, decision, "
+            "answer, answered_at FROM recalls_received WHERE msg_id = ?",
+            (msg_id,),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return RecallReceived(bytes(r[0]), r[1], bytes(r[2]), *r[3:])
+
+    def add_recall_received(self, recall: RecallReceived) -> None:
+        self._tx(
+            "INSERT OR IGNORE INTO recalls_received (msg_id, sender, subject, channel, "
+            "classification, reason, at, decision, answer, answered_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                recall.msg_id,
+                recall.sender,
+                recall.subject,
+                recall.channel,
+                recall.classification,
+                recall.reason,
+                recall.at,
+                recall.decision,
+                recall.answer,
+                recall.answered_at,
+            ),
+        )
+
+    def recalls_unstated(self) -> list[RecallReceived]:
+        """Recalls this spoke decided whose statement it never signed (it was held)."""
+        rows = self._read(
+            "SELECT msg_id, sender, subject, channel, classification, reason, at, decision, "
+            "answer, answered_at FROM recalls_received r WHERE decision != 'pending' AND NOT "
+            "EXISTS (SELECT 1 FROM flow_out f WHERE f.msg_id = r.msg_id AND f.status = CASE "
+            "r.decision WHEN 'withdrawn' THEN 'WITHDRAWN' WHEN 'accepted' THEN 'RECALL_ACCEPTED' "
+            "ELSE 'RECALL_REFUSED' END)"
+        )
+        return [RecallReceived(bytes(r[0]), r[1], bytes(r[2]), *r[3:]) for r in rows]
+
+    def decide_recall(self, msg_id: bytes, decision: str, at: int, answer: str | None) -> None:
+        self._tx(
+            "UPDATE recalls_received SET decision = ?, answer = ?, answered_at = ? "
+            "WHERE msg_id = ?",
+            (decision, answer, at, msg_id),
+        )
+
+    def add_flow_out(self, msg_id: bytes, status: str, channel: str, frame: bytes, at: int) -> None:
+        """A statement this spoke signed as a recipient (the latest of each status kept)."""
+        self._tx(
+            "INSERT INTO flow_out (msg_id, status, channel, frame, published, at) "
+            "VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (msg_id, status) DO UPDATE SET "
+            "channel = excluded.channel, frame = excluded.frame, published = 0, "
+            "refusal = NULL, at = excluded.at",
+            (msg_id, status, channel, frame, at),
+        )
+
+    def flow_out(self, *, unpublished: bool = False) -> list[tuple[bytes, str, str, bytes]]:
+        """(msg_id, status, channel, frame) of this spoke's statements (or those not yet
+        taken by the broker)."""
+        rows = self._read(
+            "SELECT msg_id, status, channel, frame FROM flow_out WHERE ? = 0 OR published = 0 "
+            "ORDER BY at",
+            (int(unpublished),),
+        )
+        return [(bytes(m), str(s), str(c), bytes(f)) for m, s, c, f in rows]
+
+    def flow_out_published(self, msg_id: bytes, status: str) -> None:
+        self._tx(
+            "UPDATE flow_out SET published = 1 WHERE msg_id = ? AND status = ?", (msg_id, status)
+        )
+
+    def flow_out_refused(self, msg_id: bytes, status: str, reason: str) -> None:
+        self._tx(
+            "UPDATE flow_out SET refusal = ? WHERE msg_id = ? AND status = ?",
+            (reason, msg_id, status),
+        )
 
     # ------------------------------------------------------------------ evidence
 
