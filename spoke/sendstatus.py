@@ -28,8 +28,8 @@ from spoke.failures import Failures
 from spoke.files import META_SUFFIXES, durable_rename, shown_name, write_json
 from spoke.outbox import Claimed
 from spoke.refusals import Refusal, hub_reason_zh
-from spoke.state import Outbound
-from spoke.tracking import Recipient, overall_status
+from spoke.state import Outbound, RecallSent
+from spoke.tracking import RECALL_PENDING, Recipient, overall_with_recall
 
 STATUS_EVERY = 0.5  # seconds: status.json follows the receipts this soon, rewritten once
 log = structlog.get_logger("spoke.outbox")
@@ -163,6 +163,12 @@ class SendStatus:
         copies: dict[str, str] = notes.get("copy_numbers", {})
         for recipient, number in copies.items():
             recipients.setdefault(recipient, Recipient()).copy_number = number
+        recall = self.ctx.state.recall_sent(msg_id)
+        if recall is not None:  # every recipient owes an answer, until it gives one
+            for info in recipients.values():
+                info.recall = RECALL_PENDING
+        for recipient, status, at, note in self.ctx.state.flows(msg_id):
+            recipients.setdefault(recipient, Recipient()).flow(status, at, note)
         write_json(
             folder / "status.json",
             {
@@ -172,8 +178,10 @@ class SendStatus:
                 "classification": label,
                 "precedence": precedence,
                 "hub": state,
-                # the recipients' most needy status (spoke.tracking): DEAD if one is DEAD
-                "status": overall_status(r.status for r in recipients.values()),
+                # the recipients' most needy status (spoke.tracking): DEAD if one is DEAD;
+                # those whose delivery a recall stopped are not waited for
+                "status": overall_with_recall((r.status, r.recall) for r in recipients.values()),
+                "recall": None if recall is None else recall_json(recall),
                 "created_at": ms_to_text(created, precise=True),
                 "accepted_at": None if answered is None else ms_to_text(answered, precise=True),
                 "recipients": {r: info.as_json() for r, info in recipients.items()},
@@ -212,6 +220,22 @@ class SendStatus:
         if self._task is not None:
             await cancel_and_wait([self._task])
         await asyncio.to_thread(self._write_stale)
+
+
+def recall_json(recall: RecallSent) -> dict[str, object]:
+    """status.json's ``recall``: when it was asked for, why, and what the hub said."""
+    refusal = None
+    if recall.hub == "REFUSED":
+        refusal = {"reason": recall.refusal, "detail": recall.detail}
+    return {
+        "requested_at": ms_to_text(recall.requested_at, precise=True),
+        "reason": recall.reason,
+        "hub": recall.hub,  # SENT (no answer yet) | RECORDED | REFUSED
+        "answered_at": None
+        if recall.answered_at is None
+        else ms_to_text(recall.answered_at, precise=True),
+        "refusal": refusal,
+    }
 
 
 def _hint(reason: str | None, *, retriable: bool) -> str:

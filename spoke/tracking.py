@@ -9,6 +9,14 @@ DELIVERED, so a late DELIVERED leaves SIGNED_FOR alone.
 
 The document's overall status is the one that needs someone most: DEAD, then EXPIRED,
 then PENDING, then DELIVERED, then SIGNED_FOR (every recipient signed for it).
+
+A recall (撤回) and a return (退文) are not delivery statuses and leave the above alone.
+Beside it each recipient has a recall state (:data:`RECALL_TRANSITIONS`): ``pending`` once
+the sender asked, then what the recipient said (``withdrawn``, ``accepted``, ``refused``,
+which may still become ``accepted``), or ``recalled``: the hub stopped its delivery before
+it had the document. A recipient whose delivery was stopped so is left out of the
+document's overall status (it is not waiting for anything), unless all were. The recall
+itself, as the hub answered it, moves by :data:`HUB_RECALL_TRANSITIONS`.
 """
 
 from __future__ import annotations
@@ -66,6 +74,56 @@ def overall_status(statuses: Iterable[str]) -> str:
     return min(known, key=_NEED.__getitem__) if known else PENDING
 
 
+# ---------------------------------------------------------------- recall and return
+
+RECALL_PENDING, RECALL_RECALLED, RECALL_WITHDRAWN, RECALL_ACCEPTED, RECALL_REFUSED = (
+    "pending",
+    "recalled",
+    "withdrawn",
+    "accepted",
+    "refused",
+)
+# (a recipient's recall state now (None: no recall heard of), flow status) -> state after
+RECALL_TRANSITIONS: dict[tuple[str | None, str], str] = {
+    **{(s, "RECALLED"): RECALL_RECALLED for s in (None, RECALL_PENDING, RECALL_WITHDRAWN)},
+    (None, "WITHDRAWN"): RECALL_WITHDRAWN,
+    (RECALL_PENDING, "WITHDRAWN"): RECALL_WITHDRAWN,
+    (None, "RECALL_ACCEPTED"): RECALL_ACCEPTED,
+    (RECALL_PENDING, "RECALL_ACCEPTED"): RECALL_ACCEPTED,
+    (RECALL_REFUSED, "RECALL_ACCEPTED"): RECALL_ACCEPTED,  # it changed its mind
+    (None, "RECALL_REFUSED"): RECALL_REFUSED,
+    (RECALL_PENDING, "RECALL_REFUSED"): RECALL_REFUSED,
+}
+# the recall as the hub answered it: (now, the hub's status about the whole document) -> after
+HUB_SENT, HUB_RECORDED, HUB_REFUSED = "SENT", "RECORDED", "REFUSED"
+HUB_RECALL_TRANSITIONS: dict[tuple[str, str], str] = {
+    (HUB_SENT, "RECALLED"): HUB_RECORDED,
+    (HUB_SENT, "REFUSED"): HUB_REFUSED,
+}
+
+
+def recall_state(statuses: Iterable[str], *, requested: bool) -> str | None:
+    """A recipient's recall state after these flow statuses, in arrival order (``requested``:
+    this spoke asked for the recall); None: nothing to say."""
+    state = RECALL_PENDING if requested else None
+    for status in statuses:
+        state = RECALL_TRANSITIONS.get((state, status), state)
+    return state
+
+
+def hub_recall(hub: str, status: str) -> str:
+    """The recall's state after the hub's ``status`` about it (unknown: unchanged)."""
+    return HUB_RECALL_TRANSITIONS.get((hub, status), hub)
+
+
+def overall_with_recall(recipients: Iterable[tuple[str, str | None]]) -> str:
+    """The overall status of (delivery status, recall state) pairs: recipients whose
+    delivery the hub stopped are left out, unless every one was."""
+    pairs = list(recipients)
+    waiting = [s for s, recall in pairs if recall != RECALL_RECALLED]
+    return overall_status(waiting or [s for s, _ in pairs])
+
+
 @dataclass
 class Recipient:
     """One recipient in status.json: its status now, and every receipt that moved it."""
@@ -75,6 +133,19 @@ class Recipient:
     history: list[dict[str, object]] = field(default_factory=list)
     why: tuple[str, str | None] | None = None  # reason and detail, while it has failed
     copy_number: str | None = None
+    recall: str | None = None  # its recall state (RECALL_TRANSITIONS)
+    recall_note: str | None = None  # its words about the recall, opened
+    returned: dict[str, object] | None = None  # 退文: {"at", "reason"}
+
+    def flow(self, status: str, at: int, note: str | None) -> None:
+        """A flow statement about this recipient (its own, or the hub's RECALLED)."""
+        if status == "RETURNED":
+            self.returned = {"at": ms_to_text(at, precise=True), "reason": note}
+            return
+        after = RECALL_TRANSITIONS.get((self.recall, status), self.recall)
+        if after != self.recall and status != "RECALLED":
+            self.recall_note = note
+        self.recall = after
 
     def add(self, status: str, at: int, reason: str | None, detail: str | None) -> None:
         when = ms_to_text(at, precise=True)
@@ -95,5 +166,9 @@ class Recipient:
             out["reason"], out["detail"] = self.why
         if self.copy_number is not None:
             out["copy_number"] = self.copy_number
+        if self.recall is not None:
+            out["recall"], out["recall_note"] = self.recall, self.recall_note
+        if self.returned is not None:
+            out["returned"] = self.returned
         out["history"] = self.history
         return out
