@@ -1,8 +1,9 @@
 """The spoke agent: outbox -> seal -> hub, hub -> open -> inbox, receipts both ways.
 
 Run with ``spoke run --config FILE``. Everything durable lives under ``[spoke] root``:
-``outbox/ inbox/ sent/ failed/ signfor/`` for integrators, ``.spoke/`` for the agent (its
-state database, sealed bodies waiting for the hub, partial downloads, claimed drops). A
+``outbox/ inbox/ sent/ failed/ signfor/ recall/ recall-answers/ return/`` (and what they
+fill: ``recalled/ returned/ sentback/``) for integrators, ``.spoke/`` for the agent (its state
+database, sealed bodies waiting for the hub, partial downloads, claimed drops). A
 restart loses nothing: sealed envelopes are resent until the hub answers, claimed drops
 are finished, partial downloads resume. The directory is verified against the pinned hub
 key; without a valid one the spoke sends nothing and says why (fail closed).
@@ -40,6 +41,7 @@ from spoke import control
 from spoke.config import SpokeConfig
 from spoke.context import SpokeContext
 from spoke.dirbook import DirectoryBook, DirectoryUnavailableError, peek_sender
+from spoke.flows import REQUEST_FOLDERS, RESEND_EVERY, Flows
 from spoke.inbox import clean_staging
 from spoke.keyring import (
     OWN_KEYS_EVENT,
@@ -58,7 +60,7 @@ log = structlog.get_logger("spoke")
 ASK_LINK_WAIT_STEPS = 50  # tenths of a second a directory request waits for a connection
 OWN_LINE_AGAIN = 10.0  # seconds before this spoke's own entry is asked for again
 DIR_ANSWER_PREFIX = b"\x93\xabdir-entries"  # transport.encode(DirEntriesMsg(...)) starts so
-FOLDERS = ("outbox", "inbox", "sent", "failed", "signfor")
+FOLDERS = ("outbox", "inbox", "sent", "failed", "signfor", *REQUEST_FOLDERS)
 DEFERRED_MAX = 10_000  # receipt batches kept while no directory is in use (then: gap, hello)
 GAP_WAIT = 1.0  # a numbered receipt batch missing this long: ask the hub to replay (doubling)
 GAP_WAIT_MAX = 60.0
@@ -107,6 +109,7 @@ class SpokeAgent:
         self.ctx.book.publish = self._ask_hub
         self.sender = Sender(self.ctx)
         self.receiver = Receiver(self.ctx)
+        self.flows = Flows(self.ctx, self.receiver, self.sender)
         self.witness = Witness(self.ctx, self.ctx.publish_up)
         self.prover = Prover(self.ctx, self.ctx.publish_up, self.witness)
         self.stop_event = asyncio.Event()
@@ -312,6 +315,7 @@ class SpokeAgent:
                 tasks.create_task(self._watch(), name="spoke.watch"),
                 tasks.create_task(self._resend_loop(), name="spoke.resend"),
                 tasks.create_task(self._receipt_loop(), name="spoke.receipts"),
+                tasks.create_task(self._flows_loop(), name="spoke.flows"),
                 tasks.create_task(self._key_expiry_loop(), name="spoke.key_expiry"),
                 tasks.create_task(self.witness.run(), name="spoke.witness"),
                 tasks.create_task(self._control_loop(), name="spoke.control"),
@@ -359,6 +363,7 @@ class SpokeAgent:
         await link.publish(topics.up(channel, self.org), transport.encode(hello))
         log.info("spoke.connected", channel=channel, last_seq=hello.last_seq)
         await self.sender.republish(channel)
+        await self.flows.resend(channel)  # recalls unanswered, statements not yet taken
 
     # ================================================================ loops
 
@@ -368,7 +373,8 @@ class SpokeAgent:
         watchfiles gives up on a whole batch of events when one path is not UTF-8 (a GBK
         name from a Windows share): the watch is then started again, the outbox scanned
         (which moves such a name to failed/), and nothing else happens. Logged once."""
-        folders = [self.ctx.config.folder("outbox"), self.ctx.config.folder("signfor")]
+        watched = ("outbox", "signfor", *REQUEST_FOLDERS)
+        folders = [self.ctx.config.folder(name) for name in watched]
         pause = 0.05
         while not self.stop_event.is_set():
             try:
@@ -402,6 +408,10 @@ class SpokeAgent:
                 await self.receiver.sign_for_requests(self.ctx.config.folder("signfor"))
             except Exception:  # nor stop sign-for
                 log.exception("signfor.scan_failed")
+            try:
+                await self.flows.requests()
+            except Exception:  # nor recall and return
+                log.exception("flow.scan_failed")
             if self.sender.outbox.waiting():
                 # something is settling: look again once it may have been stable long enough
                 await asyncio.sleep(min(limits.stable_for, limits.rescan_every) / 2)
@@ -415,6 +425,14 @@ class SpokeAgent:
                 await self.sender.republish(older_than_ms=int(every * 1000))
             except Exception:  # the next round tries again; the agent must not stop
                 log.exception("outbox.resend_failed")
+
+    async def _flows_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RESEND_EVERY)
+            try:
+                await self.flows.resend()
+            except Exception:  # the next round tries again
+                log.exception("flow.resend_failed")
 
     async def _receipt_loop(self) -> None:
         while True:
@@ -508,8 +526,10 @@ class SpokeAgent:
                 "receipt.refused", channel=channel, reason=exc.reason.value, detail=exc.message
             )
             return
-        changed: set[bytes] = set()
+        changed = await self.flows.batch(channel, verified)  # recall, return (spoke.flows)
         for entry in verified.batch.entries:
+            if entry.status.flow:
+                continue
             msg_id = await asyncio.to_thread(
                 functools.partial(self.sender.receipt, entry, write=False)
             )

@@ -19,10 +19,11 @@ from schemas.clock import ms_to_text
 from schemas.directory import Directory, not_addressed_sentence
 from schemas.dirtree import materialise, read_leaf, verify_root
 from schemas.display import table
-from schemas.errors import ConfigError, XchgError
+from schemas.errors import ConfigError, UsageError, XchgError
 from schemas.ids import parse_msg_id
 from schemas.keys import HubPublicKey
 from schemas.ledger import CHECKPOINT_FRAME_LIMITS, read_checkpoint
+from schemas.notes import check_text
 from spoke import control
 from spoke.agent import SpokeAgent
 from spoke.config import CONFIG_HELP, SpokeConfig, find_config, load_config
@@ -39,6 +40,7 @@ from spoke.tools import (
     declaration_toml,
     drop_name,
     files_table,
+    flow_lines,
     own_keys_lines,
     rehearse,
     sending_line,
@@ -315,6 +317,8 @@ def status(
         sent = [row for row in found if row[2].startswith("sent/")]
         if len(sent) == 1:
             typer.echo("\n" + files_table(state.notes(parse_msg_id(sent[0][0]))))
+        for line in flow_lines(state, msg_id):
+            typer.echo(line)
     finally:
         state.close()
 
@@ -370,6 +374,104 @@ def sign_for(
     request = settings.folder("signfor") / msg_id
     atomic_write(request, b"", mode=0o644)
     typer.echo(f"sign-for requested ({request}); the agent sends SIGNED_FOR to the sender")
+
+
+def _flow_msg_id(msg_id: str, command: str) -> bytes:
+    try:
+        return parse_msg_id(msg_id)
+    except ValueError as exc:
+        raise _fail(command, exc) from exc
+
+
+def _flow_reason(reason: str | None, command: str) -> str | None:
+    if reason is None:
+        return None
+    try:
+        return check_text(reason)
+    except UsageError as exc:
+        raise _fail(command, f"--reason: {exc} (flow.bad_note)") from exc
+
+
+@app.command()
+def recall(
+    msg_id: Annotated[str, typer.Argument(help="The msg_id of a document this spoke sent")],
+    reason: Annotated[
+        str | None, typer.Option(help="Why (sealed: only the document's parties read it)")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """撤回: ask the hub and the recipients to withdraw a document this spoke sent."""
+    command = "spoke recall"
+    settings = _config(config, command)
+    _flow_msg_id(msg_id, command)
+    text = _flow_reason(reason, command)
+    if not (settings.folder("sent") / msg_id).is_dir():
+        raise _fail(
+            command,
+            f"本机没有发出过 {msg_id}，只能撤回本单位发出并已受理的文件 / flow.not_sender: "
+            f"{msg_id} is not in {settings.folder('sent')}: only a document this "
+            "organisation sent and the hub accepted can be recalled",
+        )
+    request = settings.folder("recall") / msg_id
+    atomic_write(request, (text or "").encode(), mode=0o644)
+    typer.echo(
+        f"recall requested ({request}); the agent sends it to the hub, and "
+        f"sent/{msg_id}/status.json shows the answers"
+    )
+
+
+@app.command("recall-answer")
+def recall_answer(
+    msg_id: Annotated[str, typer.Argument(help="The recalled document's msg_id")],
+    accept: Annotated[bool, typer.Option("--accept", help="Agree to the recall")] = False,
+    refuse: Annotated[bool, typer.Option("--refuse", help="Keep the document")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (sealed for the sender)")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Answer the recall of a document already signed for: --accept or --refuse."""
+    command = "spoke recall-answer"
+    settings = _config(config, command)
+    if accept == refuse:
+        raise _fail(command, "give exactly one of --accept and --refuse")
+    msg = _flow_msg_id(msg_id, command)
+    text = _flow_reason(reason, command)
+    state = SpokeState(settings.work / "state.db")
+    try:
+        recall = state.recall_received(msg)
+    finally:
+        state.close()
+    if recall is None or recall.decision not in ("pending", "refused", "accepted"):
+        now = "no recall" if recall is None else f"a recall already {recall.decision}"
+        raise _fail(
+            command,
+            f"{msg_id} 没有待答复的撤回 / flow.not_recalled: {msg_id} has {now} to answer: "
+            "only a recall of a document signed for waits for an answer",
+        )
+    request = settings.folder("recall-answers") / f"{msg_id}.{'accept' if accept else 'refuse'}"
+    atomic_write(request, (text or "").encode(), mode=0o644)
+    typer.echo(f"answer requested ({request}); the agent tells the sender")
+
+
+@app.command("return")
+def return_(
+    msg_id: Annotated[str, typer.Argument(help="The msg_id of a document in the inbox")],
+    reason: Annotated[str, typer.Option(help="Why it is returned (required; sealed)")],
+    config: ConfigOption = None,
+) -> None:
+    """退文: send a received document back to its sender, with the reason."""
+    command = "spoke return"
+    settings = _config(config, command)
+    _flow_msg_id(msg_id, command)
+    text = _flow_reason(reason, command)
+    if not (settings.folder("inbox") / msg_id).is_dir():
+        raise _fail(
+            command,
+            f"收件箱中没有 {msg_id} / flow.not_received: {msg_id} is not in "
+            f"{settings.folder('inbox')}: only a document in the inbox can be returned",
+        )
+    request = settings.folder("return") / msg_id
+    atomic_write(request, (text or "").encode(), mode=0o644)
+    typer.echo(f"return requested ({request}); the agent moves it to sentback/{msg_id}/")
 
 
 @app.command()

@@ -32,6 +32,7 @@ from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from spoke.context import SpokeContext
 from spoke.dirbook import DirectoryUnavailableError, peek_sender
 from spoke.files import fit_name, shown_name
+from spoke.flowfiles import file_recalled
 from spoke.inbox import META, InboxWrite, mark_signed_for
 from spoke.keyring import Held
 
@@ -213,6 +214,7 @@ class Receiver:
         path: Path | None,
     ) -> Path:
         done = self.inbox / envelope.header.msg_id_text
+        note_key = None  # not known again after a crash here: its notes go unread
         if (done / META).is_file():
             folder = done  # renamed into place, then a crash before it was recorded
         else:
@@ -226,6 +228,7 @@ class Receiver:
             except BaseException:
                 writer.abort()
                 raise
+            note_key = writer.note_key
         header = envelope.header
         self.ctx.state.add_inbound(
             msg_id=header.msg_id,
@@ -235,7 +238,15 @@ class Receiver:
             digest=envelope.digest,
             classification=header.classification.name,
             at=received,
+            note_key=note_key,
         )
+        recall = self.ctx.state.recall_received(header.msg_id)
+        if (
+            recall is not None
+            and recall.decision == "withdrawn"
+            and (recall.sender, recall.subject) == (header.sender, envelope.digest)
+        ):  # recalled before it arrived: filed straight into recalled/ (spoke.flows)
+            folder = file_recalled(self.ctx, header.msg_id, folder, recall)
         if path is not None:
             path.unlink(missing_ok=True)
         return folder
@@ -300,13 +311,41 @@ class Receiver:
                 sent_only=False,
             )
 
+    async def send_alone(self, channel: str, entry: ReceiptEntry) -> tuple[bytes, bool] | None:
+        """A flow statement, signed alone in its batch (schemas.receipts: it travels alone)
+        and published now, not merged into the per-sender batches: (frame, whether the
+        broker took it); None while the spoke may not send (fail closed)."""
+        gate = self.ctx.gate()
+        if isinstance(gate, Held):
+            return None
+        frame = sign_receipts(self.ctx.org, gate.signer, [entry], at=self.ctx.clock())
+        published = await self.publish_alone(channel, frame, entry.msg_id)
+        return frame, published
+
+    async def publish_alone(self, channel: str, frame: bytes, msg_id: bytes | None) -> bool:
+        """A signed batch published as it is (again), and kept for evidence files."""
+        if not await self.ctx.publish_up(
+            channel, transport.encode(transport.ReceiptsMsg(frame, 0))
+        ):
+            return False
+        await asyncio.to_thread(
+            self.ctx.state.keep_receipt_frame,
+            frame,
+            hashlib.sha256(frame).digest(),
+            self.ctx.org,
+            [] if msg_id is None else [msg_id],
+            at=self.ctx.clock(),
+            sent_only=False,
+        )
+        return True
+
     # ------------------------------------------------------------------ sign-for
 
     async def sign_for(self, msg_id: bytes) -> bool:
         """签收: send SIGNED_FOR for a document in the inbox; False if it is not there."""
         row = self.ctx.state.inbound(msg_id)
-        if row is None:
-            return False
+        if row is None or not (self.inbox / msg_id_text(msg_id)).is_dir():
+            return False  # never received, or recalled or returned since
         sender, channel, folder, digest, label, signed = row
         self._queue(
             msg_id=msg_id,

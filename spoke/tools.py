@@ -18,7 +18,7 @@ from spoke.config import SpokeConfig
 from spoke.files import is_clutter, is_temporary
 from spoke.refusals import Refusal
 from spoke.state import Sending, SpokeState
-from spoke.tracking import recipient_status
+from spoke.tracking import recall_state, recipient_status
 
 
 def declaration(path: Path) -> list[dict[str, object]]:
@@ -188,3 +188,37 @@ def files_table(notes: dict[str, object]) -> str:
         f"; taken as complete: {taken}" if taken else ""
     )
     return head + "\n" + table(("file", "size", "sha256"), rows)
+
+
+def flow_lines(state: SpokeState, query: str) -> list[str]:
+    """``spoke status MSG_ID``'s lines on a recall (撤回) or return (退文) of the document,
+    sent or received; none for anything else."""
+    try:
+        msg_id = parse_msg_id(query)
+    except ValueError:
+        return []
+    lines = []
+    recall = state.recall_sent(msg_id)
+    if recall is not None:
+        hub = {"SENT": "sent, no answer yet", "RECORDED": "recorded by the hub"}.get(
+            recall.hub, f"refused by the hub: {recall.refusal}: {recall.detail}"
+        )
+        lines.append(f"recall: asked {ms_to_text(recall.requested_at)}, {hub}")
+    said: dict[str, list[str]] = {}
+    for recipient, status, at, _ in state.flows(msg_id):
+        said.setdefault(recipient, []).append(status)
+        if status == "RETURNED":
+            lines.append(f"returned by {recipient} at {ms_to_text(at)}: see returned/{query}/")
+    for recipient in state.recipients(msg_id) if recall is not None else said:
+        shown = recall_state(said.get(recipient, []), requested=recall is not None)
+        if shown is not None:
+            lines.append(f"recall at {recipient}: {shown}")
+    received = state.recall_received(msg_id)
+    if received is not None:
+        lines.append(
+            f"recalled by {received.sender} at {ms_to_text(received.at)}: {received.decision}"
+        )
+    row = state.inbound(msg_id)
+    if row is not None and Path(row[2]).parent.name == "sentback":
+        lines.append(f"returned to {row[0]}: see sentback/{query}/")
+    return lines

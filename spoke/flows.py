@@ -1,0 +1,491 @@
+"""Recall (撤回) and return (退文): the flows on a document already sent.
+
+As the sender, the spoke asks the hub to recall a document it sent (``recall/<msg_id>``,
+``spoke recall``): one RECALL statement, signed alone, its reason sealed in a note only the
+document's parties can open (schemas.notes), sent on the document's channel and sent again
+(the same bytes: the hub answers a repeat again) at every connection and every
+:data:`RESEND_EVERY` seconds until the hub answers RECALLED (recorded) or REFUSED. What the
+hub and the recipients then say of it, and any recipient's RETURNED, goes into the
+document's status.json (spoke.tracking); a returned document is copied to ``returned/``.
+
+As a recipient, the spoke takes a RECALL its sender signed (the hub forwards it unchanged):
+not received yet, it is recorded so that the document goes straight to ``recalled/`` if it
+arrives; received and not signed for, it moves to ``recalled/``; signed for already, it
+stays in the inbox with a pending ``recall.json`` until the organisation answers
+(``recall-answers/<msg_id>.accept`` or ``.refuse``, ``spoke recall-answer``). A return
+(``return/<msg_id>``, ``spoke return``) moves the document to ``sentback/``. Each answer is a
+statement signed alone and sent on the document's channel, kept until the broker takes it.
+
+A request file that cannot be done is answered with ``NAME.error.txt`` (Chinese and English:
+the rule, the value, what to do) and removed, as sign-for's are. Logs name the document,
+the organisation and the status, never a note's words (they may quote a classified text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import structlog
+
+from schemas.clock import ms_to_text
+from schemas.errors import PeerError, Reason, UsageError
+from schemas.ids import msg_id_text
+from schemas.labels import Classification
+from schemas.notes import check_text, open_note, seal_note
+from schemas.receipts import ReceiptEntry, ReceiptStatus, VerifiedReceipts
+from spoke.context import SpokeContext
+from spoke.files import fit_name, shown_name
+from spoke.flowfiles import file_recalled, file_returned, file_sentback, write_recall
+from spoke.receiver import Receiver, _requests, _write_once
+from spoke.sender import Sender
+from spoke.state import RecallReceived
+
+log = structlog.get_logger("spoke.flows")
+RESEND_EVERY = 60.0  # seconds: a recall the hub has not answered is sent again
+REQUEST_MAX = 64 * 1024  # bytes of a request file read (a note is at most 2000 characters)
+REQUEST_FOLDERS = ("recall", "recall-answers", "return")
+_ANSWER_STATUS = {
+    "withdrawn": ReceiptStatus.WITHDRAWN,
+    "accepted": ReceiptStatus.RECALL_ACCEPTED,
+    "refused": ReceiptStatus.RECALL_REFUSED,
+}
+_RECIPIENT_SAYS = frozenset(
+    {
+        ReceiptStatus.WITHDRAWN,
+        ReceiptStatus.RECALL_ACCEPTED,
+        ReceiptStatus.RECALL_REFUSED,
+        ReceiptStatus.RETURNED,
+    }
+)
+
+
+class RequestRefusedError(Exception):
+    """A request that cannot be done: its rule, and what to do in both languages."""
+
+    def __init__(self, rule: str, zh: str, en: str) -> None:
+        super().__init__(f"{rule}: {en}")
+        self.rule, self.zh, self.en = rule, zh, en
+
+    def text(self) -> str:
+        return f"{self.zh}（{self.rule}）\n{self.en} ({self.rule})\n"
+
+
+class Flows:
+    """Both sides of recall and return for one spoke (the agent's ``flows``)."""
+
+    def __init__(self, ctx: SpokeContext, receiver: Receiver, sender: Sender) -> None:
+        self.ctx = ctx
+        self.receiver = receiver
+        self.sender = sender
+        self._bad: dict[str, tuple[int, int, int]] = {}  # failed requests, as they were
+
+    # ================================================================ request files
+
+    async def requests(self) -> None:
+        """Take the request files in ``recall/``, ``recall-answers/`` and ``return/``."""
+        for kind in REQUEST_FOLDERS:
+            folder = self.ctx.config.folder(kind)
+            if not folder.is_dir():
+                continue
+            found = await asyncio.to_thread(_requests, folder)
+            keys = {f"{kind}/{n}": seen for n, seen in found.items()}
+            self._bad = {
+                k: s for k, s in self._bad.items() if not k.startswith(f"{kind}/") or k in keys
+            }
+            for name, seen in found.items():
+                key = f"{kind}/{name}"
+                if self._bad.get(key) == seen:
+                    continue  # it failed as it is: tried again once it changes
+                try:
+                    await self._request(kind, folder / name)
+                except Exception:  # one request's trouble never stops the others
+                    self._bad[key] = seen
+                    log.exception("flow.request_failed", request=f"{kind}/{shown_name(name)}")
+
+    async def _request(self, kind: str, path: Path) -> None:
+        try:
+            name, text = await asyncio.to_thread(_read_request, path, kind)
+            msg_id = _msg_id(name, kind)
+            if kind == "recall":
+                await self.recall(msg_id, text or None)
+            elif kind == "return":
+                if not text:
+                    raise RequestRefusedError(
+                        "flow.no_reason",
+                        "退文须说明理由：请把理由写入文件内容",
+                        "a return needs its reason: write it into the file",
+                    )
+                await self.send_back(msg_id, text)
+            else:
+                await self.answer(msg_id, accept=path.name.endswith(".accept"), text=text or None)
+        except RequestRefusedError as refused:
+            log.warning(
+                "flow.request_refused", kind=kind, request=shown_name(path.name), rule=refused.rule
+            )
+            error = path.parent / f"{fit_name(path.name, room=len('.error.txt'))}.error.txt"
+            await asyncio.to_thread(_write_once, error, refused.text().encode())
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+
+    # ================================================================ the sender's recall
+
+    async def recall(self, msg_id: bytes, reason: str | None) -> None:
+        """撤回 a document this spoke sent and the hub accepted: recorded, then sent."""
+        shown = msg_id_text(msg_id)
+        rows = self.ctx.state.outbound("WHERE msg_id = ? AND state = 'ACCEPTED'", [msg_id])
+        if not rows or not (self.ctx.config.folder("sent") / shown).is_dir():
+            raise RequestRefusedError(
+                Reason.FLOW_NOT_SENDER.value,
+                f"本机没有发出过 {shown}（sent/ 中没有此文件夹），只能撤回本单位发出并已受理的文件",
+                f"this spoke did not send {shown} (no sent/{shown}/): only a document this "
+                "organisation sent and the hub accepted can be recalled",
+            )
+        earlier = self.ctx.state.recall_sent(msg_id)
+        if earlier is not None and earlier.hub != "REFUSED":
+            log.info("recall.repeated", msg_id=shown, hub=earlier.hub)
+            if earlier.hub == "SENT":
+                await self._send_recall(msg_id)
+            return
+        await asyncio.to_thread(self.ctx.state.request_recall, msg_id, self.ctx.clock(), reason)
+        log.info("recall.requested", msg_id=shown, with_reason=reason is not None)
+        await self._send_recall(msg_id)
+        await asyncio.to_thread(self.sender.status.write, msg_id)
+
+    async def _send_recall(self, msg_id: bytes) -> None:
+        recall = self.ctx.state.recall_sent(msg_id)
+        rows = self.ctx.state.outbound("WHERE msg_id = ?", [msg_id])
+        summary = self.ctx.state.summary(msg_id)
+        if recall is None or not rows or summary is None:
+            return
+        out = rows[0]
+        if recall.frame is not None:
+            published = await self.receiver.publish_alone(out.channel, recall.frame, msg_id)
+            log.info("recall.sent", msg_id=msg_id_text(msg_id), again=True, published=published)
+            return
+        note = None
+        key = self.ctx.state.note_key(msg_id)
+        if recall.reason is not None and key is None:
+            log.warning("recall.no_note_key", msg_id=msg_id_text(msg_id))  # sealed before notes
+        elif recall.reason is not None and key is not None:
+            note = seal_note(
+                key, recall.reason, msg_id=msg_id, status="RECALL", issuer=self.ctx.org
+            )
+        entry = ReceiptEntry(
+            msg_id=msg_id,
+            recipient=None,
+            status=ReceiptStatus.RECALL,
+            at=self.ctx.clock(),
+            subject=hashlib.sha256(out.frame).digest(),
+            classification=Classification[summary[3]],
+            reason=None,
+            detail=None,
+            retriable=False,
+            note=note,
+        )
+        sent = await self.receiver.send_alone(out.channel, entry)
+        if sent is None:
+            log.info("recall.held", msg_id=msg_id_text(msg_id))  # signed once it may send
+            return
+        frame, published = sent
+        await asyncio.to_thread(self.ctx.state.set_recall_frame, msg_id, frame)
+        log.info("recall.sent", msg_id=msg_id_text(msg_id), again=False, published=published)
+
+    async def resend(self, channel: str | None = None) -> None:
+        """Recalls the hub has not answered, and this spoke's statements the broker has not
+        taken (or could not be signed), on ``channel`` or every channel."""
+        for recall in self.ctx.state.recalls_waiting():
+            found = self.ctx.state.message_channel(recall.msg_id)
+            if found is not None and channel in (None, found[0]):
+                await self._send_recall(recall.msg_id)
+        for msg_id, status, on, frame in self.ctx.state.flow_out(unpublished=True):
+            if channel in (None, on) and await self.receiver.publish_alone(on, frame, msg_id):
+                await asyncio.to_thread(self.ctx.state.flow_out_published, msg_id, status)
+        for decided in self.ctx.state.recalls_unstated():
+            if channel in (None, decided.channel):
+                await self._answer_again(decided)
+
+    # ================================================================ statements that came
+
+    async def batch(self, channel: str, verified: VerifiedReceipts) -> set[bytes]:
+        """The flow statements of a verified batch; the msg_ids of sends whose status.json
+        they changed."""
+        issuer = verified.batch.issuer
+        changed: set[bytes] = set()
+        for entry in verified.batch.entries:
+            if not entry.status.flow or entry.msg_id is None:
+                continue
+            if entry.status is ReceiptStatus.RECALL:
+                await self._recalled(channel, issuer, entry)
+            elif entry.status.issued_by_hub:
+                changed |= await asyncio.to_thread(self._from_hub, entry)
+            elif entry.status in _RECIPIENT_SAYS:
+                changed |= await asyncio.to_thread(self._from_recipient, issuer, entry)
+        return changed
+
+    def _from_hub(self, entry: ReceiptEntry) -> set[bytes]:
+        assert entry.msg_id is not None  # noqa: S101 - checked by the caller
+        msg_id, state, shown = entry.msg_id, self.ctx.state, msg_id_text(entry.msg_id)
+        recall = state.recall_sent(msg_id)
+        if entry.recipient is None and recall is not None:
+            if entry.status is ReceiptStatus.RECALLED:
+                if recall.hub == "SENT":
+                    state.answer_recall(msg_id, "RECORDED", entry.at)
+                log.info("recall.recorded", msg_id=shown)
+                return {msg_id}
+            if recall.frame is not None and entry.subject == hashlib.sha256(recall.frame).digest():
+                if recall.hub == "SENT":
+                    state.answer_recall(msg_id, "REFUSED", entry.at, entry.reason, entry.detail)
+                log.warning(
+                    "recall.refused", msg_id=shown, reason=entry.reason, detail=entry.detail
+                )
+                return {msg_id}
+        elif entry.status is ReceiptStatus.RECALLED and entry.recipient is not None:
+            if state.outbound("WHERE msg_id = ?", [msg_id]):
+                if state.add_flow(msg_id, entry.recipient, entry.status.value, entry.at, None):
+                    log.info("recall.stopped", msg_id=shown, recipient=entry.recipient)
+                return {msg_id}
+        elif entry.status is ReceiptStatus.REFUSED and entry.recipient == self.ctx.org:
+            for out_id, status, _, mine in state.flow_out():
+                if out_id == msg_id and hashlib.sha256(mine).digest() == entry.subject:
+                    state.flow_out_refused(msg_id, status, entry.reason or "flow.refused")
+                    log.warning(
+                        "flow.refused", msg_id=shown, status=status, reason=entry.reason,
+                        detail=entry.detail,
+                    )  # fmt: skip
+                    return set()
+        log.warning("flow.ignored", msg_id=shown, status=entry.status.value, reason="not ours")
+        return set()
+
+    def _from_recipient(self, issuer: str, entry: ReceiptEntry) -> set[bytes]:
+        assert entry.msg_id is not None  # noqa: S101 - checked by the caller
+        msg_id, shown = entry.msg_id, msg_id_text(entry.msg_id)
+        rows = self.ctx.state.outbound("WHERE msg_id = ?", [msg_id])
+        if not rows or issuer not in self.ctx.state.recipients(msg_id):
+            log.warning(
+                "flow.ignored", msg_id=shown, status=entry.status.value, issuer=issuer,
+                reason="not a recipient of a document this spoke sent",
+            )  # fmt: skip
+            return set()
+        text = self._open(entry, issuer, self.ctx.state.note_key(msg_id))
+        if not self.ctx.state.add_flow(msg_id, issuer, entry.status.value, entry.at, text):
+            return set()  # the same statement again
+        log.info("flow.statement", msg_id=shown, recipient=issuer, status=entry.status.value)
+        if entry.status is ReceiptStatus.RETURNED:
+            folder = file_returned(self.ctx, msg_id, issuer, entry.at, text)
+            log.warning("return.received", msg_id=shown, recipient=issuer, folder=folder.name)
+        return {msg_id}
+
+    def _open(self, entry: ReceiptEntry, issuer: str, key: bytes | None) -> str | None:
+        """A statement's words, or None (none, or they do not open: logged, never raised)."""
+        if entry.note is None or entry.msg_id is None:
+            return None
+        if key is None:
+            log.warning("flow.no_note_key", msg_id=msg_id_text(entry.msg_id), issuer=issuer)
+            return None
+        try:
+            return open_note(
+                key, entry.note, msg_id=entry.msg_id, status=entry.status.value, issuer=issuer
+            )
+        except PeerError as exc:
+            log.warning(
+                "flow.bad_note", msg_id=msg_id_text(entry.msg_id), issuer=issuer,
+                status=entry.status.value, reason=exc.reason.value,
+            )  # fmt: skip
+            return None
+
+    # ================================================================ the recipient's side
+
+    async def _recalled(self, channel: str, issuer: str, entry: ReceiptEntry) -> None:
+        """A RECALL signed by ``issuer``, forwarded by the hub."""
+        assert entry.msg_id is not None  # noqa: S101 - checked by the caller
+        msg_id, state, shown = entry.msg_id, self.ctx.state, msg_id_text(entry.msg_id)
+        row = state.inbound(msg_id)
+        earlier = state.recall_received(msg_id)
+        held = (row[0], bytes(row[3])) if row is not None else None
+        said = held or (None if earlier is None else (earlier.sender, earlier.subject))
+        if said is not None and said != (issuer, entry.subject):
+            why = "not its sender" if said[0] != issuer else "names another frame of it"
+            log.warning("flow.ignored", msg_id=shown, status="RECALL", issuer=issuer, reason=why)
+            return
+        if earlier is not None:  # the same recall again: answered again, nothing moves twice
+            log.info("recall.repeated", msg_id=shown, sender=issuer, decision=earlier.decision)
+            await self._answer_again(earlier)
+            return
+        reason = self._open(entry, issuer, None if row is None else state.note_key(msg_id))
+        now = self.ctx.clock()
+        recall = RecallReceived(
+            msg_id, issuer, entry.subject, channel if row is None else row[1],
+            entry.classification.name, reason, now, "withdrawn", None, now,
+        )  # fmt: skip
+        inbox = self.ctx.config.folder("inbox") / shown
+        if row is not None and row[5] is not None and inbox.is_dir():  # signed for: ask
+            recall = replace(recall, decision="pending", answered_at=None)
+            await asyncio.to_thread(state.add_recall_received, recall)
+            await asyncio.to_thread(write_recall, inbox, recall, "pending")
+            log.warning("recall.pending", msg_id=shown, sender=issuer)
+            return
+        await asyncio.to_thread(state.add_recall_received, recall)
+        if row is not None and inbox.is_dir():
+            await asyncio.to_thread(file_recalled, self.ctx, msg_id, inbox, recall)
+        log.info("recall.withdrawn", msg_id=shown, sender=issuer, held=row is not None)
+        await self._state(recall, ReceiptStatus.WITHDRAWN, None)
+
+    async def _answer_again(self, recall: RecallReceived) -> None:
+        status = _ANSWER_STATUS.get(recall.decision)
+        if status is None:
+            return  # pending: the organisation has not answered yet
+        for msg_id, said, on, frame in self.ctx.state.flow_out():
+            if msg_id == recall.msg_id and said == status.value:
+                if await self.receiver.publish_alone(on, frame, msg_id):
+                    await asyncio.to_thread(self.ctx.state.flow_out_published, msg_id, said)
+                return
+        await self._state(recall, status, recall.answer)  # never signed (the spoke was held)
+
+    async def _state(self, recall: RecallReceived, status: ReceiptStatus, text: str | None) -> None:
+        """Sign and send this spoke's statement about a recalled document (kept to resend)."""
+        await self._say(
+            recall.msg_id, status, recall.channel, recall.subject, recall.classification, text
+        )
+
+    async def _say(  # noqa: PLR0917 - the statement's fields, each named at the call
+        self,
+        msg_id: bytes,
+        status: ReceiptStatus,
+        channel: str,
+        subject: bytes,
+        label: str,
+        text: str | None,
+    ) -> None:
+        note = None
+        key = self.ctx.state.note_key(msg_id)
+        if text is not None and key is not None:
+            note = seal_note(key, text, msg_id=msg_id, status=status.value, issuer=self.ctx.org)
+        entry = ReceiptEntry(
+            msg_id=msg_id,
+            recipient=self.ctx.org,
+            status=status,
+            at=self.ctx.clock(),
+            subject=subject,
+            classification=Classification[label],
+            reason=None,
+            detail=None,
+            retriable=False,
+            note=note,
+        )
+        sent = await self.receiver.send_alone(channel, entry)
+        if sent is None:
+            log.info("flow.held", msg_id=msg_id_text(msg_id), status=status.value)
+            return  # signed and sent by resend() once the spoke may send
+        frame, published = sent
+        state = self.ctx.state
+        await asyncio.to_thread(
+            state.add_flow_out, msg_id, status.value, channel, frame, self.ctx.clock()
+        )
+        if published:
+            await asyncio.to_thread(state.flow_out_published, msg_id, status.value)
+        log.info(
+            "flow.stated", msg_id=msg_id_text(msg_id), status=status.value, published=published
+        )
+
+    async def answer(self, msg_id: bytes, *, accept: bool, text: str | None) -> None:
+        """The organisation's answer to a recall of a document it had signed for."""
+        shown = msg_id_text(msg_id)
+        recall = self.ctx.state.recall_received(msg_id)
+        allowed = ("pending", "refused", "accepted") if accept else ("pending", "refused")
+        if recall is None or recall.decision not in allowed:
+            now = "没有撤回" if recall is None else f"已处理（{recall.decision}）"
+            raise RequestRefusedError(
+                Reason.FLOW_NOT_RECALLED.value,
+                f"{shown} {now}，无需答复：只有已签收文件的撤回需要同意或不同意",
+                f"{shown} has "
+                + ("no recall" if recall is None else f"a recall already {recall.decision}")
+                + " to answer: only a recall of a document signed for waits for an answer",
+            )
+        decision = "accepted" if accept else "refused"
+        recall = replace(recall, decision=decision, answer=text, answered_at=self.ctx.clock())
+        await asyncio.to_thread(
+            self.ctx.state.decide_recall, msg_id, decision, recall.answered_at or 0, text
+        )
+        status = ReceiptStatus.RECALL_ACCEPTED if accept else ReceiptStatus.RECALL_REFUSED
+        await self._state(recall, status, text)
+        row = self.ctx.state.inbound(msg_id)
+        folder = Path(row[2]) if row is not None else self.ctx.config.folder("inbox") / shown
+        if accept:
+            await asyncio.to_thread(file_recalled, self.ctx, msg_id, folder, recall, "accepted")
+        elif folder.is_dir():
+            await asyncio.to_thread(write_recall, folder, recall, "refused")
+        log.info("recall.answered", msg_id=shown, decision=decision)
+
+    async def send_back(self, msg_id: bytes, text: str) -> None:
+        """退文: return a document in the inbox to its sender, with the reason."""
+        shown = msg_id_text(msg_id)
+        row = self.ctx.state.inbound(msg_id)
+        inbox = self.ctx.config.folder("inbox") / shown
+        if row is None or not inbox.is_dir():
+            raise RequestRefusedError(
+                Reason.FLOW_NOT_RECEIVED.value,
+                f"收件箱中没有 {shown}：只能退回收件箱中的文件（已撤回或已退回的不能再退）",
+                f"{shown} is not in this spoke's inbox: only a document in inbox/ can be "
+                "returned (not one recalled or returned already)",
+            )
+        sender, channel, _, digest, label, _ = row
+        await self._say(msg_id, ReceiptStatus.RETURNED, channel, bytes(digest), label, text)
+        at = self.ctx.clock()
+        record = {
+            "msg_id": shown,
+            "sender": sender,
+            "at": ms_to_text(at, precise=True),
+            "reason": text,
+        }
+        folder = await asyncio.to_thread(file_sentback, self.ctx, msg_id, inbox, record)
+        log.info("return.sent", msg_id=shown, sender=sender, folder=folder.name)
+
+
+def _msg_id(name: str, kind: str) -> bytes:
+    """The msg_id a request file is named after (``recall-answers/`` with its suffix)."""
+    stem = name
+    if kind == "recall-answers":
+        stem, dot, suffix = name.rpartition(".")
+        if not dot or suffix not in ("accept", "refuse"):
+            raise RequestRefusedError(
+                "flow.bad_request",
+                f"“{shown_name(name)}”应命名为 msg_id.accept（同意撤回）或 msg_id.refuse（不同意）",
+                f"'{shown_name(name)}' must be named MSG_ID.accept (agree to the recall) or "
+                "MSG_ID.refuse (keep the document)",
+            )
+    msg_id = b""
+    if len(stem) == 32 and stem == stem.lower():
+        with contextlib.suppress(ValueError):
+            msg_id = bytes.fromhex(stem)
+    if len(msg_id) != 16:
+        raise RequestRefusedError(
+            "flow.bad_request",
+            f"“{shown_name(name)}”不是文件的 msg_id：请求文件应以 msg_id（32 位小写十六进制）命名",
+            f"'{shown_name(name)}' is not a document's msg_id: name the request file after "
+            "the msg_id (32 lowercase hex digits)",
+        )
+    return msg_id
+
+
+def _read_request(path: Path, kind: str) -> tuple[str, str]:
+    """The request's name and its words (stripped; '' if none), checked as a note's."""
+    with path.open("rb") as handle:
+        data = handle.read(REQUEST_MAX + 1)
+    try:
+        text = data.decode("utf-8").strip()
+        if len(data) > REQUEST_MAX:
+            raise UsageError(f"the file has more than {REQUEST_MAX} bytes")
+        if text:
+            check_text(text)
+    except (UnicodeDecodeError, UsageError) as exc:
+        said = "the file is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
+        raise RequestRefusedError(
+            "flow.bad_note",
+            f"{kind}/{shown_name(path.name)} 的内容（理由）不可用：须为 UTF-8 文字，1 至 2000 字",
+            f"the reason in {kind}/{shown_name(path.name)} cannot be used: {said}; write 1 to "
+            "2000 characters of UTF-8 text",
+        ) from exc
+    return path.name, text
