@@ -146,6 +146,8 @@ def _delivery_lines(s: Status) -> list[str]:
     )
     done = states["DELIVERED"] + states["SIGNED_FOR"]
     lines.append(f"confirmed by their recipients: {done}")
+    if states["RECALLED"]:
+        lines.append(f"recalled by their senders before delivery (撤回): {states['RECALLED']}")
     return lines
 
 
