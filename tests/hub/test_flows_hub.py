@@ -115,6 +115,10 @@ async def test_recall_stops_the_offline_recipients_delivery_tells_the_others_and
     assert ("receipt.recall", "jl.gov") in events
     assert ("delivery.recalled", "jl.jl") in events
     assert "附件有误" not in traced.stdout, "the hub cannot read the reason, nor show it"
+    status = await asyncio.to_thread(
+        CliRunner().invoke, hubctl_app, ["status", "--config", str(hub.folder / "hub.toml")]
+    )
+    assert "recalled by their senders before delivery (撤回): 1" in status.stdout, status.output
 
 
 async def test_a_repeated_recall_is_answered_again_and_changes_nothing(
