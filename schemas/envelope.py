@@ -45,6 +45,7 @@ from schemas.model import (
     WirePrecedence,
 )
 from schemas.slots import MAX_SLOTS, Recipients, Slot, SlotsRef, read_part
+from schemas.terms import Terms, terms_problem
 
 CHUNK_PLAIN: Final = 65536  # plaintext bytes per AEAD chunk (all but the last)
 STREAM_HEADER_BYTES = 24  # libsodium secretstream header
@@ -86,11 +87,23 @@ class Header(WireModel):
     directive: bool  # a directive (指令性) document, for the document rules
     keys: dict[OrgId, RecipientKey]
     slots: SlotsRef | None = None  # v2 only: the root and count of the recipients' slots
+    terms: Terms | None = None  # only when the sender set deadlines or marks (schemas.terms)
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any], *, what: str) -> Header:
+        if "terms" in data and data["terms"] is None:
+            raise SchemaError(
+                Reason.SCHEMA_INVALID,
+                f"{what}: terms: a header without terms leaves the key out (not nil)",
+            )
+        return super().from_wire(data, what=what)
 
     def to_wire(self) -> dict[str, Any]:
         wire = super().to_wire()
         if self.slots is None:
             del wire["slots"]  # a v1 header is exactly what it was before slots existed
+        if self.terms is None:
+            del wire["terms"]  # and one without terms what it was before terms existed
         return wire
 
     @property
@@ -355,6 +368,10 @@ def check_header(header: Header, body: BodyDescriptor, *, whole: bool = True) ->
             raise EnvelopeError(Reason.ENV_BAD_LABEL, "two recipients share a copy number")
     if header.expires_at is not None and header.expires_at <= header.created_at:
         raise EnvelopeError(Reason.ENV_BAD_LABEL, "expires_at is not after created_at")
+    if header.terms is not None:
+        problem = terms_problem(header.terms, header.doc_type, header.created_at)
+        if problem is not None:
+            raise EnvelopeError(Reason.ENV_BAD_LABEL, problem)
     last = (body.size - STREAM_HEADER_BYTES) - (body.chunk_count - 1) * (
         body.chunk + CHUNK_OVERHEAD
     )

@@ -55,6 +55,7 @@ from schemas.labels import Classification, DocType, Precedence, SecrecyPeriod
 from schemas.model import Version1, WireClassification, WireModel
 from schemas.notes import note_key
 from schemas.slots import INLINE_MAX, Recipients, Slot
+from schemas.terms import Terms
 
 _TAG_MESSAGE = sodium.crypto_secretstream_xchacha20poly1305_TAG_MESSAGE
 _TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
@@ -145,6 +146,7 @@ class Draft:
     copy_numbers: Mapping[str, str] = field(default_factory=dict)
     directive: bool = False
     date: str | None = None
+    terms: Terms | None = None  # deadlines and marks (schemas.terms), signed in the header
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +219,7 @@ class Sealer:
             directive=draft.directive,
             keys=keys if slots is None else {},
             slots=None if slots is None else slots.ref,
+            terms=draft.terms,
         )
         inner = Inner(
             v=1,

@@ -503,7 +503,30 @@ FIELD_EDITS = [
     ),
     FieldEdit("directive", "directive", lambda _w, c: not c["directive"], None),
     FieldEdit("keys-reboxed", "keys", _rebox, None),
+    FieldEdit("terms-added", "terms", lambda _w, c: _terms(sign_by=c["created_at"] + 1), None),
+    FieldEdit(  # a deadline the document was already past when it was sealed
+        "terms-past", "terms", lambda _w, c: _terms(done_by=c["created_at"]), Reason.ENV_BAD_LABEL
+    ),
+    FieldEdit(  # a drill is an emergency notice's mark
+        "terms-drill", "terms", lambda _w, _c: _terms(drill=True), Reason.ENV_BAD_LABEL
+    ),
+    FieldEdit(  # a case number is a petition's
+        "terms-case", "terms", lambda _w, _c: _terms(case="JX2026-0001"), Reason.ENV_BAD_LABEL
+    ),
+    FieldEdit(  # terms that set nothing are left out
+        "terms-empty", "terms", lambda _w, _c: _terms(), Reason.SCHEMA_INVALID
+    ),
 ]
+
+
+def _terms(**set_: object) -> dict[str, object]:
+    return {
+        "accept_by": None,
+        "case": None,
+        "done_by": None,
+        "drill": False,
+        "sign_by": None,
+    } | set_
 
 
 def _apply(world: World, edit: FieldEdit) -> Callable[[dict[str, Any]], None]:

@@ -59,6 +59,7 @@ from schemas.notes import MAX_NOTE_BYTES
 from schemas.receipts import NOTED, REASON_PATTERN, ReceiptBatch, ReceiptEntry, ReceiptStatus
 from schemas.seal import MAX_FILE_NAME_BYTES, FileEntry, Inner, check_file_name
 from schemas.slots import INLINE_MAX, MAX_SLOTS, SLOT_LIMITS, Slot, SlotsRef
+from schemas.terms import Terms
 
 # ---------------------------------------------------------------------------- scalars
 
@@ -173,6 +174,7 @@ def headers(draw: st.DrawFn) -> Header:
         st.lists(six_digits, min_size=len(numbered), max_size=len(numbered), unique=True)
     )
     expires_after = st.integers(min_value=created_at + 1, max_value=MAX_WIRE_INT)
+    doc_type = draw(doc_types)
     return Header(
         v=1,
         msg_id=draw(msg_ids),
@@ -182,7 +184,7 @@ def headers(draw: st.DrawFn) -> Header:
         cc=tuple(recipients[split:]),
         classification=classification,
         precedence=draw(precedences),
-        doc_type=draw(doc_types),
+        doc_type=doc_type,
         created_at=created_at,
         expires_at=draw(st.none() | expires_after) if created_at < MAX_WIRE_INT else None,
         in_reply_to=draw(st.none() | msg_ids),
@@ -195,7 +197,29 @@ def headers(draw: st.DrawFn) -> Header:
         copy_numbers=dict(zip(numbered, numbers, strict=True)),
         directive=draw(st.booleans()),
         keys={org: draw(recipient_keys) for org in recipients},
+        terms=draw(st.none() | terms_for(doc_type, created_at))
+        if created_at < MAX_WIRE_INT - 10
+        else None,
     )
+
+
+@st.composite
+def terms_for(draw: st.DrawFn, doc_type: DocType, created_at: int) -> Terms:
+    """Terms check_header accepts for a document of ``doc_type`` sealed at ``created_at``:
+    deadlines after it, a petition's case and accept_by, an emergency's drill."""
+    later = st.integers(min_value=created_at + 1, max_value=MAX_WIRE_INT)
+    petition = doc_type is DocType.PETITION
+    done_by = draw(st.none() | later)
+    accept_by = None
+    if petition:
+        top = MAX_WIRE_INT if done_by is None else done_by
+        accept_by = draw(st.none() | st.integers(min_value=created_at + 1, max_value=top))
+    sign_by = draw(st.none() | later)
+    case = draw(st.none() | st.from_regex(r"[0-9A-Z]{1,20}", fullmatch=True)) if petition else None
+    drill = doc_type is DocType.EMERGENCY and draw(st.booleans())
+    if (sign_by, done_by, case, accept_by, drill) == (None, None, None, None, False):
+        sign_by = created_at + 1  # terms that set nothing are left out of the header
+    return Terms(sign_by=sign_by, done_by=done_by, case=case, accept_by=accept_by, drill=drill)
 
 
 slots = st.builds(
@@ -275,8 +299,6 @@ def receipt_batches(draw: st.DrawFn) -> ReceiptBatch:
         at=draw(millis),
         entries=entries,
     )
-
-
 
 
 # ---------------------------------------------------------------------------- directory
@@ -430,6 +452,7 @@ group_pages = st.builds(
 # carries it on the wire (nested records are decoded within their parent's limits).
 ROUND_TRIPS: dict[type[WireModel], tuple[st.SearchStrategy[WireModel], Limits]] = {
     Header: (headers(), codec.HEADER_LIMITS),
+    Terms: (terms_for(DocType.PETITION, 0), codec.HEADER_LIMITS),
     RecipientKey: (recipient_keys, codec.HEADER_LIMITS),
     BodyDescriptor: (body_descriptors(), codec.HDR_LIMITS),
     FileEntry: (file_entries, codec.INNER_LIMITS),
