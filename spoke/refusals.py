@@ -446,6 +446,18 @@ HUB_REASONS: Final[dict[str, tuple[str, str]]] = {
     Reason.RCPT_BAD_SIGNATURE: ("回执签名验证失败", _KEYS_OUTDATED),
     Reason.RCPT_WRONG_ISSUER: ("回执签发者不符", _KEYS_OUTDATED),
     Reason.LEDGER_BAD_SIGNATURE: ("账本检查点签名验证失败", _KEYS_OUTDATED),
+    # recall and return (spoke.flows): the hub's REFUSED of a statement
+    Reason.FLOW_UNKNOWN_MESSAGE: (
+        "枢纽没有此文件",
+        "请核对 msg_id（见 sent/ 或 inbox/ 中的文件夹名）。",
+    ),
+    Reason.FLOW_NOT_SENDER: ("只有发文单位可以撤回此文件", "请由发文单位撤回。"),
+    Reason.FLOW_NOT_RECIPIENT: ("此文件不是发给本单位的", "请核对 msg_id。"),
+    Reason.FLOW_NOT_RECEIVED: ("此文件尚未送达本单位或已被撤回", "无需退文。"),
+    Reason.FLOW_NOT_RECALLED: ("此文件没有待答复的撤回", "无需答复。"),
+    Reason.FLOW_WRONG_SUBJECT: ("声明所指的文件版本不符", "请联系枢纽运维人员。"),
+    Reason.FLOW_ONE_PER_BATCH: ("撤回、退文声明须单独发送", "请联系枢纽运维人员（交换程序缺陷）。"),
+    Reason.FLOW_BAD_NOTE: ("理由无法解密或不是文字", "请重新填写理由后再试。"),
 }
 HUB_RULE_ZH: Final = (
     "枢纽依据行文规则拒收",
