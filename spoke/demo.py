@@ -89,6 +89,7 @@ REQUEST = meta(
     签发人="张某",
     发文字号="长府请〔2026〕3号",
 )
+WRONG_NOTICE = meta(主送="jl.cc", 密级="内部", 文种="通知", 标题="关于调整会议时间的通知（错发）")
 EMERGENCY = meta(
     to="jl.dept.health",
     classification="内部",
@@ -129,6 +130,7 @@ class Demo:
         self.scratch = scratch
         self.backlog = backlog
         self.secret_msg_id = ""
+        self.recalled = Path()  # 长春市's recalled/<msg_id>/ of the notice recalled
         self.port = free_port()
         self.metrics_port = free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -307,6 +309,8 @@ class Demo:
             t0=t,
         )
 
+        self._recall()
+
         t = self.drop(
             "jl.cc.nongan",
             "秋粮收购报告.txt",
@@ -392,6 +396,37 @@ class Demo:
         print(f"(all of it in {self.folder('jl.cc', 'failed')}/防汛请示.txt.error.txt)")
         print(
             f"\nall of it in {time.monotonic() - started:.1f} s; the folders are in {self.scratch}/"
+        )
+
+    def _recall(self) -> None:
+        """撤回: 省政府办公厅 sends 长春市 a notice in error and recalls it (by the file form,
+        with its reason); 长春市 has not signed for it, so its spoke takes it out of inbox/."""
+        t = self.drop("jl.gov", "错发通知.txt", "长春市人民政府：（错发的通知）", WRONG_NOTICE)
+        data = _wait(
+            "the notice sent in error", lambda: self.delivered("jl.gov", "错发通知.txt", "jl.cc")
+        )
+        msg_id = str(data["msg_id"])
+        (self.folder("jl.gov", "recall") / msg_id).write_text(
+            "附件有误，请勿办理", encoding="utf-8"
+        )
+
+        def withdrawn() -> Status | None:
+            now = self.sent("jl.gov", "错发通知.txt") or {}
+            answer = now.get("recipients", {}).get("jl.cc", {}).get("recall")
+            return now if answer == "withdrawn" else None
+
+        _wait("jl.cc to withdraw the recalled notice", withdrawn)
+        self.recalled = self.folder("jl.cc", "recalled") / msg_id
+        self.rows.append(
+            Row(
+                "通知 撤回",
+                "吉林省政府办公厅 -> 长春市",
+                "INTERNAL 内部 平件",
+                str(data.get("channel")),
+                "recalled (撤回)",
+                "jl.cc: withdrawn, moved to recalled/",
+                f"{(time.monotonic() - t) * 1000:.0f} ms",
+            )
         )
 
     def _row(
@@ -486,6 +521,7 @@ class Demo:
             f"{hubctl} trace {self.secret_msg_id} --config {config}",
             f"{hubctl} dead --config {config}",
             f"{spoke} status --config {_shown(self.scratch / 'jl.gov.toml')}",
+            f"{spoke} status {self.recalled.name} --config {_shown(self.scratch / 'jl.gov.toml')}",
         ]
         if running:
             lines.append(f"http://127.0.0.1:{self.metrics_port}/")
@@ -497,6 +533,7 @@ class Demo:
             "the 机密 report's life, from the audit ledger",
             "the dead letters: deliveries the hub gave up",
             "what 吉林省政府办公厅 sent and the receipts it holds",
+            f"the recalled notice (撤回): who withdrew it ({_shown(self.recalled)}/ at 长春市)",
             "the status page (open it in a browser while the hub runs)",
         ]
         state = "" if running else " (the hub has stopped: they read its store)"
