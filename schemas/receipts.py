@@ -178,6 +178,10 @@ class ReceiptBatch(WireModel):
             for entry in self.entries:
                 if entry.status.flow:
                     raise ValueError(f"a {entry.status} travels in a version 2 batch")
+        elif not any(e.status.flow or e.note is not None for e in self.entries):
+            # what a version 1 batch can say travels as one: a reader of version 1 only
+            # must never be handed it as version 2 (it would refuse it)
+            raise ValueError("a batch with no flow status and no note is version 1")
         return self
 
     def to_wire(self) -> dict[str, Any]:

@@ -36,10 +36,14 @@ class Document:
 
 @dataclass(frozen=True, slots=True)
 class Refuse:
-    """Answer the issuer with a signed REFUSED: ``reason`` and a sentence."""
+    """Answer the issuer with a signed REFUSED: ``reason`` and a sentence. ``disclose``:
+    the issuer is a party to the document, so the answer may carry its label; otherwise it
+    says nothing of the document (not even that it exists) and carries the ceiling of the
+    channel the statement came on."""
 
     reason: Reason
     detail: str
+    disclose: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +78,15 @@ def judge(
     ``delivery`` the state of its delivery to ``issuer`` (None: not a recipient)."""
     what = entry.status.value
     m = "(no msg_id)" if entry.msg_id is None else msg_id_text(entry.msg_id)
-    if entry.msg_id is None or document is None:
+    party = document is not None and (issuer == document.sender or delivery is not None)
+    if entry.msg_id is None or document is None or not party:
+        # An organisation that neither sent nor received it learns nothing of it, not even
+        # that it exists.
         return Refuse(
             Reason.FLOW_UNKNOWN_MESSAGE,
-            f"the hub holds no document {m}: a {what} must name a document the hub accepted",
+            f"the hub holds no document {m} that {issuer} sent or received: a {what} must "
+            "name a document of its own",
+            disclose=False,
         )
     if entry.subject != document.frame_sha256:
         return Refuse(
@@ -85,10 +94,10 @@ def judge(
             f"the {what} names a frame of {m} other than the one the hub accepted "
             f"(subject {entry.subject.hex()[:16]}…): name the document's own envelope",
         )
-    if entry.classification < document.classification:
+    if entry.classification != document.classification:
         return Refuse(
             Reason.FLOW_WRONG_SUBJECT,
-            f"the {what} is labelled {entry.classification.name}, below its document's "
+            f"the {what} is labelled {entry.classification.name}, not its document's "
             f"{document.classification.name}: a statement carries its document's label",
         )
     if entry.status is ReceiptStatus.RECALL:
@@ -98,10 +107,10 @@ def judge(
                 f"{issuer} may not recall {m}: only its sender, {document.sender}, may",
             )
         return Recall(first=not document.recalled)
-    if delivery is None:
+    if delivery is None:  # the sender itself, speaking as a recipient
         return Refuse(
             Reason.FLOW_NOT_RECIPIENT,
-            f"{issuer} is not a recipient of {m}: it may not say {what} about it",
+            f"{issuer} sent {m} and is not one of its recipients: it may not say {what}",
         )
     forward = Forward(document.sender, document.channel)
     if entry.status is ReceiptStatus.RETURNED:

@@ -42,6 +42,7 @@ from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
 from hubd.store.writes import Announce, DirectWrite, QueueReceipts, RecordReceipts
 from schemas.directory import Directory
+from schemas.errors import Reason
 from schemas.ids import msg_id_text
 from schemas.labels import Classification
 from schemas.receipts import ReceiptEntry, ReceiptStatus, VerifiedReceipts
@@ -111,6 +112,24 @@ class FlowDesk:
         batch = verified.batch
         (entry,) = batch.entries
         issuer = batch.issuer
+        ceiling = self._ceiling(arrival)
+        if entry.classification > ceiling:
+            # Labelled above the channel it came on: answered on that channel, it may say
+            # nothing of the document (the hub quarantines an envelope that does this).
+            self._refuse(
+                arrival,
+                frame,
+                entry,
+                None,
+                Refuse(
+                    Reason.POLICY_ARRIVAL_CHANNEL,
+                    f"a {entry.status.value} labelled {entry.classification.name} came on "
+                    f"{arrival.channel}, whose ceiling is {ceiling.name}: send it on a channel "
+                    "that carries its label",
+                    disclose=False,
+                ),
+            )
+            return
         document, delivery = await self._read(entry.msg_id, issuer)
         judgement = judge(entry, issuer, document, delivery)
         log.info(
@@ -176,7 +195,10 @@ class FlowDesk:
         """REFUSED, unnumbered, to the issuer; its subject is the refused statement's
         frame (the issuer may not know the document's), its label the document's or, for
         a document the hub does not hold, the ceiling of the channel it came on."""
-        label = document.classification if document is not None else self._ceiling(arrival)
+        if document is not None and refusal.disclose:
+            label = document.classification
+        else:
+            label = self._ceiling(arrival)
         log.warning(
             "flow.refused",
             status=entry.status.value,

@@ -60,6 +60,17 @@ def test_a_statement_about_a_document_the_hub_never_held_is_refused(status: Rece
     assert reason(judge(said(status), "jl.cc", None, None)) == "flow.unknown_message"
 
 
+@pytest.mark.parametrize("status", [S.RECALL, S.RETURNED, S.WITHDRAWN])
+def test_an_outsider_learns_nothing_of_a_document_not_even_that_it_exists(
+    status: ReceiptStatus,
+) -> None:
+    judgement = judge(said(status, by="jl.yb"), "jl.yb", DOC, None)
+    assert judgement == judge(said(status, by="jl.yb"), "jl.yb", None, None)
+    assert isinstance(judgement, Refuse)
+    assert not judgement.disclose
+    assert "jl.gov" not in judgement.detail
+
+
 @pytest.mark.parametrize("status", [S.RECALL, S.RETURNED])
 def test_a_statement_naming_another_frame_or_a_lower_label_is_refused(
     status: ReceiptStatus,
@@ -69,6 +80,8 @@ def test_a_statement_naming_another_frame_or_a_lower_label_is_refused(
     assert reason(judge(other, issuer, DOC, D.DELIVERED)) == "flow.wrong_subject"
     lower = said(status, by=issuer, label=Classification.PUBLIC)
     assert reason(judge(lower, issuer, DOC, D.DELIVERED)) == "flow.wrong_subject"
+    higher = said(status, by=issuer, label=Classification.TOP_SECRET)  # above its channel
+    assert reason(judge(higher, issuer, DOC, D.DELIVERED)) == "flow.wrong_subject"
 
 
 @pytest.mark.parametrize(
@@ -81,7 +94,7 @@ def test_a_statement_naming_another_frame_or_a_lower_label_is_refused(
         (D.EXPIRED, "flow.not_received"),
         (D.DEAD, "flow.not_received"),
         (D.RECALLED, "flow.not_received"),
-        (None, "flow.not_a_recipient"),
+        (None, "flow.unknown_message"),  # an outsider: told nothing
     ],
 )
 def test_a_return_is_forwarded_only_from_a_recipient_that_holds_the_document(
@@ -105,4 +118,6 @@ def test_an_answer_to_a_recall_is_forwarded_only_after_a_recall(status: ReceiptS
     assert judge(said(status), "jl.cc", RECALLED_DOC, D.SIGNED_FOR) == Forward("jl.gov", "govnet")
     assert judge(said(status), "jl.cc", RECALLED_DOC, D.RECALLED) == Forward("jl.gov", "govnet")
     assert reason(judge(said(status), "jl.cc", DOC, D.DELIVERED)) == "flow.not_recalled"
-    assert reason(judge(said(status), "jl.jl", RECALLED_DOC, None)) == "flow.not_a_recipient"
+    assert reason(judge(said(status), "jl.jl", RECALLED_DOC, None)) == "flow.unknown_message"
+    by_sender = said(status, by="jl.gov")
+    assert reason(judge(by_sender, "jl.gov", RECALLED_DOC, None)) == "flow.not_a_recipient"

@@ -19,6 +19,7 @@ from hubd.cli import hubctl_app
 from runtime.clock import now_ms
 from schemas import transport
 from schemas.ids import msg_id_text
+from schemas.labels import Classification
 from schemas.notes import open_note, seal_note
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from schemas.seal import Sealed
@@ -46,6 +47,7 @@ def statement(
     recipient: str | None,
     note: str | None = None,
     subject: bytes | None = None,
+    label: Classification | None = None,
 ) -> bytes:
     """``spoke``'s signed one-entry statement about ``sealed``, as a transport message."""
     msg_id = sealed.header.msg_id
@@ -55,7 +57,7 @@ def statement(
         status=status,
         at=now_ms(),
         subject=subject or hashlib.sha256(sealed.frame).digest(),
-        classification=sealed.header.classification,
+        classification=label or sealed.header.classification,
         reason=None,
         detail=None,
         retriable=False,
@@ -191,14 +193,26 @@ async def test_return_and_recall_answers_reach_the_sender_and_misplaced_ones_are
     await cc.publish_raw(statement(cc, S.WITHDRAWN, other, recipient="jl.cc"))
     await jl.publish_raw(statement(jl, S.RETURNED, other, recipient="jl.jl"))
     await cc.publish_raw(statement(cc, S.RETURNED, other, recipient="jl.cc", subject=bytes(32)))
-    await cc.wait_for(lambda: len(entries(cc, o_id, S.REFUSED)) == 2, within=20)
+    await cc.wait_for(lambda: len(entries(cc, o_id, S.REFUSED)) == 2, within=20)  # noqa: PLR2004
     await jl.wait_for(lambda: bool(entries(jl, o_id, S.REFUSED)), within=20)
     assert sorted(e.reason or "" for e in entries(cc, o_id, S.REFUSED)) == [
         "flow.not_recalled",
         "flow.wrong_subject",
     ]
-    assert [e.reason for e in entries(jl, o_id, S.REFUSED)] == ["flow.not_a_recipient"]
+    (outsider,) = entries(jl, o_id, S.REFUSED)
+    assert outsider.reason == "flow.unknown_message", "told nothing of another's document"
+    assert "jl.gov" not in (outsider.detail or "")
     assert all(e.recipient == "jl.cc" for e in entries(cc, o_id, S.REFUSED))
+
+    # labelled above the channel it came on: refused on that channel's ceiling, saying
+    # nothing of the document
+    high = statement(cc, S.RETURNED, other, recipient="jl.cc", label=Classification.TOP_SECRET)
+    await cc.publish_raw(high)
+    await cc.wait_for(lambda: len(entries(cc, o_id, S.REFUSED)) == 3, within=20)
+    above = [e for e in entries(cc, o_id, S.REFUSED) if e.reason.startswith("policy.")]
+    assert [(e.reason, e.classification) for e in above] == [
+        ("policy.arrival_channel_below_label", Classification.INTERNAL)
+    ]
 
     await gov.publish_raw(statement(gov, S.RECALL, other, recipient=None))
     await cc.wait_for(lambda: bool(entries(cc, o_id, S.RECALL)), within=20)

@@ -142,3 +142,6 @@ def test_a_version_1_batch_with_a_flow_status_or_a_note_key_is_refused(world: Wo
     del delivered["note"]
     with pytest.raises(SchemaError, match="carry a note"):
         verify_receipts(signed(2, delivered), world.directory)
+    delivered["note"] = None  # what version 1 can say is never sent as version 2
+    with pytest.raises(SchemaError, match="is version 1"):
+        verify_receipts(signed(2, delivered), world.directory)
