@@ -193,7 +193,7 @@ async def test_return_and_recall_answers_reach_the_sender_and_misplaced_ones_are
     await cc.publish_raw(statement(cc, S.WITHDRAWN, other, recipient="jl.cc"))
     await jl.publish_raw(statement(jl, S.RETURNED, other, recipient="jl.jl"))
     await cc.publish_raw(statement(cc, S.RETURNED, other, recipient="jl.cc", subject=bytes(32)))
-    await cc.wait_for(lambda: len(entries(cc, o_id, S.REFUSED)) == 2, within=20)  # noqa: PLR2004
+    await cc.wait_for(lambda: len(entries(cc, o_id, S.REFUSED)) == 2, within=20)
     await jl.wait_for(lambda: bool(entries(jl, o_id, S.REFUSED)), within=20)
     assert sorted(e.reason or "" for e in entries(cc, o_id, S.REFUSED)) == [
         "flow.not_recalled",
@@ -209,7 +209,7 @@ async def test_return_and_recall_answers_reach_the_sender_and_misplaced_ones_are
     high = statement(cc, S.RETURNED, other, recipient="jl.cc", label=Classification.TOP_SECRET)
     await cc.publish_raw(high)
     await cc.wait_for(lambda: len(entries(cc, o_id, S.REFUSED)) == 3, within=20)
-    above = [e for e in entries(cc, o_id, S.REFUSED) if e.reason.startswith("policy.")]
+    above = [e for e in entries(cc, o_id, S.REFUSED) if (e.reason or "").startswith("policy.")]
     assert [(e.reason, e.classification) for e in above] == [
         ("policy.arrival_channel_below_label", Classification.INTERNAL)
     ]
