@@ -180,7 +180,7 @@ class SendStatus:
                 "hub": state,
                 # the recipients' most needy status (spoke.tracking): DEAD if one is DEAD;
                 # those whose delivery a recall stopped are not waited for
-                "status": overall_with_recall((r.status, r.recall) for r in recipients.values()),
+                "status": overall_with_recall((r.status, r.stopped) for r in recipients.values()),
                 "recall": None if recall is None else recall_json(recall),
                 "created_at": ms_to_text(created, precise=True),
                 "accepted_at": None if answered is None else ms_to_text(answered, precise=True),

@@ -13,10 +13,12 @@ then PENDING, then DELIVERED, then SIGNED_FOR (every recipient signed for it).
 A recall (撤回) and a return (退文) are not delivery statuses and leave the above alone.
 Beside it each recipient has a recall state (:data:`RECALL_TRANSITIONS`): ``pending`` once
 the sender asked, then what the recipient said (``withdrawn``, ``accepted``, ``refused``,
-which may still become ``accepted``), or ``recalled``: the hub stopped its delivery before
-it had the document. A recipient whose delivery was stopped so is left out of the
-document's overall status (it is not waiting for anything), unless all were. The recall
-itself, as the hub answered it, moves by :data:`HUB_RECALL_TRANSITIONS`.
+which may still become ``accepted``), or ``recalled``: the hub stopped its delivery. A
+delivery the hub had sent may nevertheless have reached the recipient: its own later
+answer (withdrawn, accepted, refused) then follows and replaces ``recalled``. A recipient
+whose delivery was stopped is left out of the document's overall status (the hub will not
+deliver it, so no confirmation is coming), whatever it answers, unless all were. The
+recall itself, as the hub answered it, moves by :data:`HUB_RECALL_TRANSITIONS`.
 """
 
 from __future__ import annotations
@@ -93,6 +95,11 @@ RECALL_TRANSITIONS: dict[tuple[str | None, str], str] = {
     (RECALL_REFUSED, "RECALL_ACCEPTED"): RECALL_ACCEPTED,  # it changed its mind
     (None, "RECALL_REFUSED"): RECALL_REFUSED,
     (RECALL_PENDING, "RECALL_REFUSED"): RECALL_REFUSED,
+    # the hub stopped a delivery it had sent, which had reached the recipient after all:
+    # the recipient's own word on the copy it holds wins
+    (RECALL_RECALLED, "WITHDRAWN"): RECALL_WITHDRAWN,
+    (RECALL_RECALLED, "RECALL_ACCEPTED"): RECALL_ACCEPTED,
+    (RECALL_RECALLED, "RECALL_REFUSED"): RECALL_REFUSED,
 }
 # the recall as the hub answered it: (now, the hub's status about the whole document) -> after
 HUB_SENT, HUB_RECORDED, HUB_REFUSED = "SENT", "RECORDED", "REFUSED"
@@ -116,11 +123,11 @@ def hub_recall(hub: str, status: str) -> str:
     return HUB_RECALL_TRANSITIONS.get((hub, status), hub)
 
 
-def overall_with_recall(recipients: Iterable[tuple[str, str | None]]) -> str:
-    """The overall status of (delivery status, recall state) pairs: recipients whose
-    delivery the hub stopped are left out, unless every one was."""
+def overall_with_recall(recipients: Iterable[tuple[str, bool]]) -> str:
+    """The overall status of (delivery status, whether a recall stopped its delivery) pairs:
+    recipients whose delivery the hub stopped are left out, unless every one was."""
     pairs = list(recipients)
-    waiting = [s for s, recall in pairs if recall != RECALL_RECALLED]
+    waiting = [s for s, stopped in pairs if not stopped]
     return overall_status(waiting or [s for s, _ in pairs])
 
 
@@ -135,6 +142,7 @@ class Recipient:
     copy_number: str | None = None
     recall: str | None = None  # its recall state (RECALL_TRANSITIONS)
     recall_note: str | None = None  # its words about the recall, opened
+    stopped: bool = False  # the hub stopped its delivery (RECALLED), whatever it said since
     returned: dict[str, object] | None = None  # 退文: {"at", "reason"}
 
     def flow(self, status: str, at: int, note: str | None) -> None:
@@ -143,7 +151,9 @@ class Recipient:
             self.returned = {"at": ms_to_text(at, precise=True), "reason": note}
             return
         after = RECALL_TRANSITIONS.get((self.recall, status), self.recall)
-        if after != self.recall and status != "RECALLED":
+        if status == "RECALLED":
+            self.stopped = True
+        elif after != self.recall:
             self.recall_note = note
         self.recall = after
 
@@ -168,6 +178,7 @@ class Recipient:
             out["copy_number"] = self.copy_number
         if self.recall is not None:
             out["recall"], out["recall_note"] = self.recall, self.recall_note
+            out["delivery_stopped"] = self.stopped
         if self.returned is not None:
             out["returned"] = self.returned
         out["history"] = self.history

@@ -58,7 +58,11 @@ WHY = "文号有误，请勿办理"  # never in a log
         (True, ["WITHDRAWN"], "withdrawn"),
         (True, ["RECALLED"], "recalled"),  # the hub stopped it before it was delivered
         (True, ["WITHDRAWN", "RECALLED"], "recalled"),
-        (True, ["RECALLED", "WITHDRAWN"], "recalled"),
+        # the hub stopped a SENT delivery that had reached it: its own word wins
+        (True, ["RECALLED", "WITHDRAWN"], "withdrawn"),
+        (True, ["RECALLED", "RECALL_REFUSED"], "refused"),
+        (True, ["RECALLED", "RECALL_ACCEPTED"], "accepted"),
+        (True, ["RECALLED", "RECALL_REFUSED", "RECALL_ACCEPTED"], "accepted"),
         (True, ["RECALL_REFUSED"], "refused"),
         (True, ["RECALL_REFUSED", "RECALL_ACCEPTED"], "accepted"),  # changed its mind
         (True, ["RECALL_ACCEPTED", "RECALL_REFUSED"], "accepted"),  # too late to keep it
@@ -88,14 +92,14 @@ def test_the_recall_moves_with_the_hubs_answer(hub: str, status: str, after: str
 @pytest.mark.parametrize(
     ("pairs", "overall"),
     [
-        ([("PENDING", "recalled"), ("DELIVERED", "withdrawn")], "DELIVERED"),
-        ([("PENDING", "recalled"), ("PENDING", "recalled")], "PENDING"),
-        ([("DEAD", None), ("DELIVERED", "pending")], "DEAD"),
-        ([("SIGNED_FOR", "refused")], "SIGNED_FOR"),
+        ([("PENDING", True), ("DELIVERED", False)], "DELIVERED"),
+        ([("PENDING", True), ("PENDING", True)], "PENDING"),
+        ([("DEAD", False), ("DELIVERED", False)], "DEAD"),
+        ([("SIGNED_FOR", False)], "SIGNED_FOR"),
     ],
 )
 def test_recipients_whose_delivery_a_recall_stopped_are_not_waited_for(
-    pairs: list[tuple[str, str | None]], overall: str
+    pairs: list[tuple[str, bool]], overall: str
 ) -> None:
     assert overall_with_recall(pairs) == overall
 
