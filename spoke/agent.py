@@ -296,6 +296,7 @@ class SpokeAgent:
         # to completion before any link, loop or answer exists: nothing else may move a
         # work folder while recovery looks at them
         await asyncio.to_thread(self.sender.recover)
+        await asyncio.to_thread(self.flows.repair)  # recalled and returned documents' folders
         self._links()
         verified = self.ctx.verified
         log.info(

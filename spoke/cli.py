@@ -29,6 +29,7 @@ from spoke.agent import SpokeAgent
 from spoke.config import CONFIG_HELP, SpokeConfig, find_config, load_config
 from spoke.dirbook import held_directory, needed, root_size
 from spoke.files import shown_name
+from spoke.flows import RequestRefusedError, answer_refusal
 from spoke.intake import Refused, refused_line, send_drop
 from spoke.keygen import generate_org_keys, rotate_org_keys
 from spoke.keyring import KeySource, describe_held, own_key_sentence, own_key_warnings
@@ -440,13 +441,10 @@ def recall_answer(
         recall = state.recall_received(msg)
     finally:
         state.close()
-    if recall is None or recall.decision not in ("pending", "refused", "accepted"):
-        now = "no recall" if recall is None else f"a recall already {recall.decision}"
-        raise _fail(
-            command,
-            f"{msg_id} 没有待答复的撤回 / flow.not_recalled: {msg_id} has {now} to answer: "
-            "only a recall of a document signed for waits for an answer",
-        )
+    try:  # judged as the agent judges it (spoke.flows)
+        answer_refusal(msg, recall, accept=accept)
+    except RequestRefusedError as refused:
+        raise _fail(command, refused.line()) from None
     request = settings.folder("recall-answers") / f"{msg_id}.{'accept' if accept else 'refuse'}"
     atomic_write(request, (text or "").encode(), mode=0o644)
     typer.echo(f"answer requested ({request}); the agent tells the sender")

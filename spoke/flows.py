@@ -39,10 +39,17 @@ from schemas.notes import check_text, open_note, seal_note
 from schemas.receipts import ReceiptEntry, ReceiptStatus, VerifiedReceipts
 from spoke.context import SpokeContext
 from spoke.files import fit_name, shown_name
-from spoke.flowfiles import file_recalled, file_returned, file_sentback, write_recall
+from spoke.flowfiles import (
+    RETURN_JSON,
+    file_returned,
+    file_sentback,
+    return_refused,
+    settle_recall,
+)
 from spoke.receiver import Receiver, _requests, _write_once
 from spoke.sender import Sender
 from spoke.state import RecallReceived
+from spoke.tracking import hub_recall
 
 log = structlog.get_logger("spoke.flows")
 RESEND_EVERY = 60.0  # seconds: a recall the hub has not answered is sent again
@@ -72,6 +79,31 @@ class RequestRefusedError(Exception):
 
     def text(self) -> str:
         return f"{self.zh}（{self.rule}）\n{self.en} ({self.rule})\n"
+
+    def line(self) -> str:
+        """The same as one line (a command's expected error)."""
+        return f"{self.zh} / {self.rule}: {self.en}"
+
+
+class NotNowError(Exception):
+    """A request that cannot be done while the spoke may not send: left for a later scan."""
+
+
+def answer_refusal(msg_id: bytes, recall: RecallReceived | None, *, accept: bool) -> None:
+    """Raise RequestRefusedError if this recall cannot be answered so (the agent and the
+    ``spoke recall-answer`` command judge alike): no recall, one withdrawn, or a refusal
+    after the organisation accepted it (the document has left the inbox)."""
+    shown = msg_id_text(msg_id)
+    allowed = ("pending", "refused", "accepted") if accept else ("pending", "refused")
+    if recall is None or recall.decision not in allowed:
+        now = "没有撤回" if recall is None else f"已处理（{recall.decision}）"
+        raise RequestRefusedError(
+            Reason.FLOW_NOT_RECALLED.value,
+            f"{shown} {now}，无需答复：只有已签收文件的撤回需要同意或不同意",
+            f"{shown} has "
+            + ("no recall" if recall is None else f"a recall already {recall.decision}")
+            + " to answer: only a recall of a document signed for waits for an answer",
+        )
 
 
 class Flows:
@@ -122,6 +154,9 @@ class Flows:
                 await self.send_back(msg_id, text)
             else:
                 await self.answer(msg_id, accept=path.name.endswith(".accept"), text=text or None)
+        except NotNowError:
+            log.info("flow.request_held", kind=kind, request=shown_name(path.name))
+            return  # the spoke may not sign now: taken again at a later scan
         except RequestRefusedError as refused:
             log.warning(
                 "flow.request_refused", kind=kind, request=shown_name(path.name), rule=refused.rule
@@ -205,7 +240,26 @@ class Flows:
                 await asyncio.to_thread(self.ctx.state.flow_out_published, msg_id, status)
         for decided in self.ctx.state.recalls_unstated():
             if channel in (None, decided.channel):
+                await asyncio.to_thread(settle_recall, self.ctx, decided)  # a crash's gap
                 await self._answer_again(decided)
+
+    def repair(self) -> None:
+        """What a crash can leave between a decision and its folders: finish it (blocking;
+        at the agent's start). Each recall received: its document filed as decided
+        (:func:`settle_recall`); each RETURNED the hub refused: the document back in the
+        inbox with its error files (:func:`return_refused`)."""
+        for recall in self.ctx.state.recalls_received():
+            try:
+                settle_recall(self.ctx, recall)
+            except Exception:  # one document's trouble never stops the others, nor the start
+                log.exception("recall.repair_failed", msg_id=msg_id_text(recall.msg_id))
+        for msg_id, status, reason, detail in self.ctx.state.flow_out_refusals():
+            if status != ReceiptStatus.RETURNED.value:
+                continue
+            try:
+                return_refused(self.ctx, msg_id, reason, detail)
+            except Exception:
+                log.exception("return.repair_failed", msg_id=msg_id_text(msg_id))
 
     # ================================================================ statements that came
 
@@ -230,14 +284,15 @@ class Flows:
         msg_id, state, shown = entry.msg_id, self.ctx.state, msg_id_text(entry.msg_id)
         recall = state.recall_sent(msg_id)
         if entry.recipient is None and recall is not None:
+            after = hub_recall(recall.hub, entry.status.value)
             if entry.status is ReceiptStatus.RECALLED:
-                if recall.hub == "SENT":
-                    state.answer_recall(msg_id, "RECORDED", entry.at)
+                if after != recall.hub:
+                    state.answer_recall(msg_id, after, entry.at)
                 log.info("recall.recorded", msg_id=shown)
                 return {msg_id}
             if recall.frame is not None and entry.subject == hashlib.sha256(recall.frame).digest():
-                if recall.hub == "SENT":
-                    state.answer_recall(msg_id, "REFUSED", entry.at, entry.reason, entry.detail)
+                if after != recall.hub:
+                    state.answer_recall(msg_id, after, entry.at, entry.reason, entry.detail)
                 log.warning(
                     "recall.refused", msg_id=shown, reason=entry.reason, detail=entry.detail
                 )
@@ -250,11 +305,18 @@ class Flows:
         elif entry.status is ReceiptStatus.REFUSED and entry.recipient == self.ctx.org:
             for out_id, status, _, mine in state.flow_out():
                 if out_id == msg_id and hashlib.sha256(mine).digest() == entry.subject:
-                    state.flow_out_refused(msg_id, status, entry.reason or "flow.refused")
+                    reason = entry.reason or "flow.refused"
+                    state.flow_out_refused(msg_id, status, reason, entry.detail)
                     log.warning(
                         "flow.refused", msg_id=shown, status=status, reason=entry.reason,
-                        detail=entry.detail,
+                        detail=entry.detail, shown_in=f"spoke status {shown}",
                     )  # fmt: skip
+                    if status == ReceiptStatus.RETURNED.value:  # the document comes back
+                        folder = return_refused(self.ctx, msg_id, reason, entry.detail)
+                        log.warning(
+                            "return.refused", msg_id=shown, reason=reason,
+                            folder=None if folder is None else folder.parent.name,
+                        )  # fmt: skip
                     return set()
         log.warning("flow.ignored", msg_id=shown, status=entry.status.value, reason="not ours")
         return set()
@@ -312,24 +374,25 @@ class Flows:
             return
         if earlier is not None:  # the same recall again: answered again, nothing moves twice
             log.info("recall.repeated", msg_id=shown, sender=issuer, decision=earlier.decision)
+            await asyncio.to_thread(settle_recall, self.ctx, earlier)  # unless a crash stopped it
             await self._answer_again(earlier)
             return
-        reason = self._open(entry, issuer, None if row is None else state.note_key(msg_id))
+        # not held yet: the sealed reason is kept, and opened when the document comes
+        reason = None if row is None else self._open(entry, issuer, state.note_key(msg_id))
+        signed = row is not None and row[5] is not None  # signed for: the organisation answers
         now = self.ctx.clock()
         recall = RecallReceived(
             msg_id, issuer, entry.subject, channel if row is None else row[1],
-            entry.classification.name, reason, now, "withdrawn", None, now,
+            entry.classification.name, reason, now, "pending" if signed else "withdrawn",
+            None, None if signed else now, note=entry.note if row is None else None,
         )  # fmt: skip
-        inbox = self.ctx.config.folder("inbox") / shown
-        if row is not None and row[5] is not None and inbox.is_dir():  # signed for: ask
-            recall = replace(recall, decision="pending", answered_at=None)
-            await asyncio.to_thread(state.add_recall_received, recall)
-            await asyncio.to_thread(write_recall, inbox, recall, "pending")
+        # the decision first, then the folders: a crash between them is finished wherever
+        # the decision is read again (a repeated RECALL, resend(), the agent's start)
+        await asyncio.to_thread(state.add_recall_received, recall)
+        await asyncio.to_thread(settle_recall, self.ctx, recall)
+        if signed:
             log.warning("recall.pending", msg_id=shown, sender=issuer)
             return
-        await asyncio.to_thread(state.add_recall_received, recall)
-        if row is not None and inbox.is_dir():
-            await asyncio.to_thread(file_recalled, self.ctx, msg_id, inbox, recall)
         log.info("recall.withdrawn", msg_id=shown, sender=issuer, held=row is not None)
         await self._state(recall, ReceiptStatus.WITHDRAWN, None)
 
@@ -358,7 +421,8 @@ class Flows:
         subject: bytes,
         label: str,
         text: str | None,
-    ) -> None:
+    ) -> bool:
+        """Whether it was signed (False: held, the spoke may not send now)."""
         note = None
         key = self.ctx.state.note_key(msg_id)
         if text is not None and key is not None:
@@ -378,7 +442,7 @@ class Flows:
         sent = await self.receiver.send_alone(channel, entry)
         if sent is None:
             log.info("flow.held", msg_id=msg_id_text(msg_id), status=status.value)
-            return  # signed and sent by resend() once the spoke may send
+            return False  # a recall's answer: signed and sent by resend() once it may send
         frame, published = sent
         state = self.ctx.state
         await asyncio.to_thread(
@@ -389,34 +453,24 @@ class Flows:
         log.info(
             "flow.stated", msg_id=msg_id_text(msg_id), status=status.value, published=published
         )
+        return True
 
     async def answer(self, msg_id: bytes, *, accept: bool, text: str | None) -> None:
         """The organisation's answer to a recall of a document it had signed for."""
         shown = msg_id_text(msg_id)
         recall = self.ctx.state.recall_received(msg_id)
-        allowed = ("pending", "refused", "accepted") if accept else ("pending", "refused")
-        if recall is None or recall.decision not in allowed:
-            now = "没有撤回" if recall is None else f"已处理（{recall.decision}）"
-            raise RequestRefusedError(
-                Reason.FLOW_NOT_RECALLED.value,
-                f"{shown} {now}，无需答复：只有已签收文件的撤回需要同意或不同意",
-                f"{shown} has "
-                + ("no recall" if recall is None else f"a recall already {recall.decision}")
-                + " to answer: only a recall of a document signed for waits for an answer",
-            )
+        answer_refusal(msg_id, recall, accept=accept)
+        assert recall is not None  # noqa: S101 - answer_refusal refuses None
         decision = "accepted" if accept else "refused"
         recall = replace(recall, decision=decision, answer=text, answered_at=self.ctx.clock())
         await asyncio.to_thread(
             self.ctx.state.decide_recall, msg_id, decision, recall.answered_at or 0, text
         )
+        # filed before the statement: one never signed is signed by resend(), which files
+        # it again first (a crash between the record and the move)
+        await asyncio.to_thread(settle_recall, self.ctx, recall)
         status = ReceiptStatus.RECALL_ACCEPTED if accept else ReceiptStatus.RECALL_REFUSED
         await self._state(recall, status, text)
-        row = self.ctx.state.inbound(msg_id)
-        folder = Path(row[2]) if row is not None else self.ctx.config.folder("inbox") / shown
-        if accept:
-            await asyncio.to_thread(file_recalled, self.ctx, msg_id, folder, recall, "accepted")
-        elif folder.is_dir():
-            await asyncio.to_thread(write_recall, folder, recall, "refused")
         log.info("recall.answered", msg_id=shown, decision=decision)
 
     async def send_back(self, msg_id: bytes, text: str) -> None:
@@ -424,6 +478,10 @@ class Flows:
         shown = msg_id_text(msg_id)
         row = self.ctx.state.inbound(msg_id)
         inbox = self.ctx.config.folder("inbox") / shown
+        done = self.ctx.config.folder("sentback") / shown
+        if row is not None and not inbox.is_dir() and (done / RETURN_JSON).is_file():
+            log.info("return.repeated", msg_id=shown)  # moved before a crash: done
+            return
         if row is None or not inbox.is_dir():
             raise RequestRefusedError(
                 Reason.FLOW_NOT_RECEIVED.value,
@@ -432,7 +490,13 @@ class Flows:
                 "returned (not one recalled or returned already)",
             )
         sender, channel, _, digest, label, _ = row
-        await self._say(msg_id, ReceiptStatus.RETURNED, channel, bytes(digest), label, text)
+        said = self.ctx.state.flow_said(msg_id, ReceiptStatus.RETURNED.value)
+        if said != "":  # signed before a crash and not refused: not signed twice
+            stated = await self._say(
+                msg_id, ReceiptStatus.RETURNED, channel, bytes(digest), label, text
+            )
+            if not stated:
+                raise NotNowError  # held: the document stays in the inbox until it is said
         at = self.ctx.clock()
         record = {
             "msg_id": shown,

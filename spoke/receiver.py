@@ -32,7 +32,7 @@ from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts
 from spoke.context import SpokeContext
 from spoke.dirbook import DirectoryUnavailableError, peek_sender
 from spoke.files import fit_name, shown_name
-from spoke.flowfiles import file_recalled
+from spoke.flowfiles import TAKEN_OUT, open_kept_note, settle_recall
 from spoke.inbox import META, InboxWrite, mark_signed_for
 from spoke.keyring import Held
 
@@ -82,6 +82,9 @@ class Receiver:
             return
         if self.ctx.state.received(header.msg_id):
             log.info("inbox.duplicate", msg_id=header.msg_id_text, sender=header.sender)
+            recall = self.ctx.state.recall_received(header.msg_id)
+            if recall is not None:  # recalled: filed as decided (a crash may have stopped it)
+                await asyncio.to_thread(settle_recall, self.ctx, recall)
             self.acknowledge(envelope, channel, ReceiptStatus.DELIVERED)
             return
         key = self._key_for(envelope, channel)
@@ -241,12 +244,10 @@ class Receiver:
             note_key=note_key,
         )
         recall = self.ctx.state.recall_received(header.msg_id)
-        if (
-            recall is not None
-            and recall.decision == "withdrawn"
-            and (recall.sender, recall.subject) == (header.sender, envelope.digest)
-        ):  # recalled before it arrived: filed straight into recalled/ (spoke.flows)
-            folder = file_recalled(self.ctx, header.msg_id, folder, recall)
+        if recall is not None:  # recalled before it arrived: filed straight (spoke.flows)
+            if note_key is not None:
+                recall = open_kept_note(self.ctx, recall, note_key)  # its reason, now
+            folder = settle_recall(self.ctx, recall) or folder
         if path is not None:
             path.unlink(missing_ok=True)
         return folder
@@ -346,6 +347,10 @@ class Receiver:
         row = self.ctx.state.inbound(msg_id)
         if row is None or not (self.inbox / msg_id_text(msg_id)).is_dir():
             return False  # never received, or recalled or returned since
+        recall = self.ctx.state.recall_received(msg_id)
+        if recall is not None and recall.decision in TAKEN_OUT:
+            log.warning("inbox.sign_for_recalled", msg_id=msg_id_text(msg_id))
+            return False  # its sender withdrew it (still in inbox/ only after a crash)
         sender, channel, folder, digest, label, signed = row
         self._queue(
             msg_id=msg_id,

@@ -241,6 +241,10 @@ ADDED_COLUMNS = (
     # a document's note key (schemas.notes): opens the notes of its flows, not its body
     ("outbound", "note_key", "BLOB"),
     ("inbound", "note_key", "BLOB"),
+    # a recall that came before its document: its sealed note, opened when the document
+    # (and with it the note key) arrives
+    ("recalls_received", "note", "BLOB"),
+    ("flow_out", "refusal_detail", "TEXT"),  # the hub's sentence with its REFUSED
 )
 
 
@@ -329,6 +333,21 @@ class RecallReceived:
     decision: str  # withdrawn | pending | accepted | refused
     answer: str | None = None
     answered_at: int | None = None
+    note: bytes | None = None  # the sealed reason, kept while it could not be opened
+
+
+_RECALL_RECEIVED = (
+    "SELECT msg_id, sender, subject, channel, classification, reason, at, decision, "
+    "answer, answered_at, note FROM recalls_received r"
+)
+
+
+def _recall_received(r: Sequence[Any]) -> RecallReceived:
+    channel, label, reason, at, decision, answer, answered_at, note = r[3:11]
+    return RecallReceived(
+        bytes(r[0]), r[1], bytes(r[2]), channel, label, reason, at, decision, answer,
+        answered_at, None if note is None else bytes(note),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -824,21 +843,18 @@ class SpokeState:
         return [(str(r), str(s), int(a), n) for r, s, a, n in rows]
 
     def recall_received(self, msg_id: bytes) -> RecallReceived | None:
-        rows = self._read(
-            "SELECT msg_id, sender, subject, channel, classification, reason, at, decision, "
-            "answer, answered_at FROM recalls_received WHERE msg_id = ?",
-            (msg_id,),
-        )
-        if not rows:
-            return None
-        r = rows[0]
-        return RecallReceived(bytes(r[0]), r[1], bytes(r[2]), *r[3:])
+        rows = self._read(f"{_RECALL_RECEIVED} WHERE msg_id = ?", (msg_id,))
+        return _recall_received(rows[0]) if rows else None
+
+    def recalls_received(self) -> list[RecallReceived]:
+        """Every recall of a document sent to this spoke (the start-up repair reads them)."""
+        return [_recall_received(r) for r in self._read(f"{_RECALL_RECEIVED} ORDER BY at")]
 
     def add_recall_received(self, recall: RecallReceived) -> None:
         self._tx(
             "INSERT OR IGNORE INTO recalls_received (msg_id, sender, subject, channel, "
-            "classification, reason, at, decision, answer, answered_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "classification, reason, at, decision, answer, answered_at, note) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 recall.msg_id,
                 recall.sender,
@@ -850,19 +866,27 @@ class SpokeState:
                 recall.decision,
                 recall.answer,
                 recall.answered_at,
+                recall.note,
             ),
+        )
+
+    def set_recall_reason(self, msg_id: bytes, reason: str | None) -> None:
+        """The recall's sealed note, opened once the document came: its words kept, the
+        sealed bytes dropped (NULL reason: it did not open)."""
+        self._tx(
+            "UPDATE recalls_received SET reason = ?, note = NULL WHERE msg_id = ?",
+            (reason, msg_id),
         )
 
     def recalls_unstated(self) -> list[RecallReceived]:
         """Recalls this spoke decided whose statement it never signed (it was held)."""
         rows = self._read(
-            "SELECT msg_id, sender, subject, channel, classification, reason, at, decision, "
-            "answer, answered_at FROM recalls_received r WHERE decision != 'pending' AND NOT "
+            f"{_RECALL_RECEIVED} WHERE decision != 'pending' AND NOT "  # noqa: S608 - fixed text
             "EXISTS (SELECT 1 FROM flow_out f WHERE f.msg_id = r.msg_id AND f.status = CASE "
             "r.decision WHEN 'withdrawn' THEN 'WITHDRAWN' WHEN 'accepted' THEN 'RECALL_ACCEPTED' "
             "ELSE 'RECALL_REFUSED' END)"
         )
-        return [RecallReceived(bytes(r[0]), r[1], bytes(r[2]), *r[3:]) for r in rows]
+        return [_recall_received(r) for r in rows]
 
     def decide_recall(self, msg_id: bytes, decision: str, at: int, answer: str | None) -> None:
         self._tx(
@@ -877,7 +901,7 @@ class SpokeState:
             "INSERT INTO flow_out (msg_id, status, channel, frame, published, at) "
             "VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (msg_id, status) DO UPDATE SET "
             "channel = excluded.channel, frame = excluded.frame, published = 0, "
-            "refusal = NULL, at = excluded.at",
+            "refusal = NULL, refusal_detail = NULL, at = excluded.at",
             (msg_id, status, channel, frame, at),
         )
 
@@ -896,11 +920,33 @@ class SpokeState:
             "UPDATE flow_out SET published = 1 WHERE msg_id = ? AND status = ?", (msg_id, status)
         )
 
-    def flow_out_refused(self, msg_id: bytes, status: str, reason: str) -> None:
+    def flow_out_refused(
+        self, msg_id: bytes, status: str, reason: str, detail: str | None = None
+    ) -> None:
         self._tx(
-            "UPDATE flow_out SET refusal = ? WHERE msg_id = ? AND status = ?",
-            (reason, msg_id, status),
+            "UPDATE flow_out SET refusal = ?, refusal_detail = ? WHERE msg_id = ? AND status = ?",
+            (reason, detail, msg_id, status),
         )
+
+    def flow_out_refusals(
+        self, msg_id: bytes | None = None
+    ) -> list[tuple[bytes, str, str, str | None]]:
+        """(msg_id, status, reason, detail) of this spoke's statements the hub refused
+        (about ``msg_id``, or every document)."""
+        rows = self._read(
+            "SELECT msg_id, status, refusal, refusal_detail FROM flow_out "
+            "WHERE refusal IS NOT NULL AND (? IS NULL OR msg_id = ?) ORDER BY at",
+            (msg_id, msg_id),
+        )
+        return [(bytes(m), str(s), str(r), d) for m, s, r, d in rows]
+
+    def flow_said(self, msg_id: bytes, status: str) -> str | None:
+        """Whether this spoke signed ``status`` about ``msg_id``: None if not; else its
+        refusal by the hub, or '' (not refused)."""
+        rows = self._read(
+            "SELECT refusal FROM flow_out WHERE msg_id = ? AND status = ?", (msg_id, status)
+        )
+        return None if not rows else (rows[0][0] or "")
 
     # ------------------------------------------------------------------ evidence
 

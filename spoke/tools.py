@@ -16,7 +16,7 @@ from schemas.whatif import WhatIf, what_if
 from spoke.checks import address, bad_metadata, not_addressed, sealable
 from spoke.config import SpokeConfig
 from spoke.files import is_clutter, is_temporary
-from spoke.refusals import Refusal
+from spoke.refusals import Refusal, hub_reason_zh
 from spoke.state import Sending, SpokeState
 from spoke.tracking import recall_state, recipient_status
 
@@ -221,4 +221,11 @@ def flow_lines(state: SpokeState, query: str) -> list[str]:
     row = state.inbound(msg_id)
     if row is not None and Path(row[2]).parent.name == "sentback":
         lines.append(f"returned to {row[0]}: see sentback/{query}/")
+    for _, status, reason, detail in state.flow_out_refusals(msg_id):
+        what_zh, todo_zh = hub_reason_zh(reason, retriable=False)
+        where = " (see inbox/ or sentback/ return.error.txt)" if status == "RETURNED" else ""
+        lines.append(
+            f"本机的 {status} 声明被枢纽驳回（{reason}）：{what_zh}。{todo_zh} / this spoke's "
+            f"{status} was refused by the hub ({reason}): {detail or 'no detail'}{where}"
+        )
     return lines

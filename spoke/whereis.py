@@ -62,8 +62,9 @@ def whereabouts(settings: SpokeConfig, state: SpokeState, query: str) -> list[Ro
                 f"FAILED ({refused.rule}); why: failed/{refused.failed}.error.txt",
             )
         )
-    if msg_id is not None and (settings.folder("inbox") / query).is_dir():
-        rows.append((query, "-", f"received: inbox/{query}/", "-", "-"))
+    for kind in ("inbox", "recalled", "sentback"):  # received, then recalled or returned
+        if msg_id is not None and (settings.folder(kind) / query).is_dir():
+            rows.append((query, "-", f"received: {kind}/{query}/", "-", "-"))
     return rows
 
 
