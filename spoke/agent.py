@@ -64,6 +64,13 @@ FOLDERS = ("outbox", "inbox", "sent", "failed", "signfor", *REQUEST_FOLDERS)
 DEFERRED_MAX = 10_000  # receipt batches kept while no directory is in use (then: gap, hello)
 GAP_WAIT = 1.0  # a numbered receipt batch missing this long: ask the hub to replay (doubling)
 GAP_WAIT_MAX = 60.0
+# a numbered receipt batch refused for these reasons never verifies, whatever directory
+# comes (a newer protocol version, bytes that do not decode): the cursor passes it
+UNREADABLE = ("schema.", "decode.")
+UNREADABLE_HINT = (
+    "this spoke cannot read a batch the hub numbered for it (a newer protocol version?): "
+    "upgrade the spoke; the receipts in it are not shown in status.json"
+)
 
 
 class SpokeAgent:
@@ -523,9 +530,18 @@ class SpokeAgent:
         try:
             verified = verify_receipts(frame, directory)
         except PeerError as exc:
-            log.warning(
-                "receipt.refused", channel=channel, reason=exc.reason.value, detail=exc.message
-            )
+            reason = exc.reason.value
+            if seq and reason.startswith(UNREADABLE):
+                # no directory makes it readable: held back, it would stop every numbered
+                # batch behind it forever; passed, as a batch taken is (sig.*, receipt.* and
+                # directory trouble are not: a newer directory may make them verify)
+                log.error(
+                    "receipt.unreadable_numbered", channel=channel, seq=seq, reason=reason,
+                    detail=exc.message, hint=UNREADABLE_HINT,
+                )  # fmt: skip
+                await self._advance(channel, seq)
+                return
+            log.warning("receipt.refused", channel=channel, reason=reason, detail=exc.message)
             return
         changed = await self.flows.batch(channel, verified)  # recall, return (spoke.flows)
         for entry in verified.batch.entries:
@@ -547,19 +563,23 @@ class SpokeAgent:
             sent_only=True,
         )
         if seq:
-            ahead.add(seq)
-            cursor = self._cursor.get(channel, 0)
-            while (
-                cursor + 1 in ahead
-            ):  # the highest contiguous number: the hub replays what follows
-                cursor += 1
-                ahead.discard(cursor)
-            self._cursor[channel] = cursor
-            await asyncio.to_thread(self.ctx.state.save_cursor, channel, cursor)
-            if ahead and channel not in self._gap_asks:
-                self._gap_asks[channel] = asyncio.get_running_loop().create_task(
-                    self._ask_for_missing(channel), name=f"spoke.receipt_gap.{channel}"
-                )
+            await self._advance(channel, seq)
+
+    async def _advance(self, channel: str, seq: int) -> None:
+        """Numbered batch ``seq`` is done with: the cursor moves to the highest contiguous
+        number (the hub replays what follows), and a gap is asked for."""
+        ahead = self._ahead.setdefault(channel, set())
+        ahead.add(seq)
+        cursor = self._cursor.get(channel, 0)
+        while cursor + 1 in ahead:  # the highest contiguous number: the hub replays what follows
+            cursor += 1
+            ahead.discard(cursor)
+        self._cursor[channel] = cursor
+        await asyncio.to_thread(self.ctx.state.save_cursor, channel, cursor)
+        if ahead and channel not in self._gap_asks:
+            self._gap_asks[channel] = asyncio.get_running_loop().create_task(
+                self._ask_for_missing(channel), name=f"spoke.receipt_gap.{channel}"
+            )
 
     async def _ask_for_missing(self, channel: str) -> None:
         """A numbered receipt batch is missing while later ones arrived (the hub stopped
