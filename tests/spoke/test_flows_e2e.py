@@ -93,7 +93,13 @@ async def test_recall_withdraws_an_unsigned_copy_and_the_offline_recipient_never
     await jl.wait_logged("recall.withdrawn", within=WITHIN)
     await asyncio.sleep(1.0)  # anything the hub would (wrongly) deliver meanwhile
     assert not (jl.inbox / msg_id).exists(), "a recalled document is never delivered"
-    assert recipient(status_of(gov, msg_id), "jl.jl").get("recall") == "recalled"
+
+    def answered() -> dict[str, object] | None:  # the hub stopped it; then jl.jl's own word
+        entry = recipient(status_of(gov, msg_id), "jl.jl")
+        return entry if entry.get("recall") == "withdrawn" else None
+
+    entry = await eventually(answered, "jl.jl's WITHDRAWN at the sender", within=WITHIN)
+    assert entry["delivery_stopped"] is True
 
 
 async def test_a_signed_for_copy_waits_for_its_document_system_which_refuses_the_recall(
