@@ -20,6 +20,7 @@ from hubd.daemon import Hub
 from hubd.engine.trustwatch import warnings_for
 from hubd.ops import contact as opscontact
 from hubd.ops import find as opsfind
+from hubd.ops import overdue as opsoverdue
 from hubd.ops import query as opsquery
 from hubd.ops import replicas as opsreplicas
 from hubd.ops import route, trace
@@ -465,6 +466,27 @@ def dead_command(
     except (ConfigError, XchgError) as exc:
         raise _fail("hubctl dead", exc) from exc
     _answer(as_json, answer.as_json(), opsview.render_dead(answer))
+
+
+@hubctl_app.command("overdue")
+def overdue_command(
+    org: Annotated[
+        str | None,
+        typer.Argument(help="Only what this organisation owes, or is owed (an org id)"),
+    ] = None,
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recipients past a deadline of a document's terms (签收 sign_by, 受理 accept_by,
+    办结 done_by) and not meeting it, with the reminders (催办) sent; the longest first."""
+    whom = _org("hubctl overdue", org)
+    try:
+        url = store or load_config(find_config(config)).store_url()
+        answer = _ask(url, lambda read: opsoverdue.overdue(read, now=now_ms(), org=whom))
+    except (ConfigError, XchgError) as exc:
+        raise _fail("hubctl overdue", exc) from exc
+    _answer(as_json, answer.as_json(), opsoverdue.render_overdue(answer))
 
 
 @hubctl_app.command("redeliver")

@@ -218,6 +218,20 @@ class Lifecycle(_Section):
     watchdog: bool = True  # send WATCHDOG=1 when systemd asks for it
 
 
+class Deadlines(_Section):
+    """Reminders (催办) of the deadlines a document's terms set, and the emergency alarm
+    (hubd.engine.deadlines; docs/operations.md, "Deadlines, reminders and emergencies")."""
+
+    enabled: bool = True
+    remind_before: Duration = 86400.0  # the first reminder (at most half the time given)
+    repeat_every: Duration = 86400.0  # while overdue, again this often ...
+    emergency_repeat: Duration = 300.0  # ... a 应急 at 特提: this often
+    max_overdue: Annotated[int, Field(ge=0, le=1000)] = 10  # at most this many repeats
+    # run when an emergency notice's sign_by passes unacknowledged, with a JSON description
+    # on its standard input: the program and its arguments, e.g. ["/usr/local/bin/sms-alert"]
+    emergency_command: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+
+
 class Expiry(_Section):
     """How far ahead the hub warns of keys, certificates and the directory expiring."""
 
@@ -291,6 +305,7 @@ class HubConfig(_Section):
     metrics: Metrics = Metrics()
     admin: Admin = Admin()
     retention: Retention = Retention()
+    deadlines: Deadlines = Deadlines()
     disk: Disk = Disk()
     expiry: Expiry = Expiry()
     ledger: Ledger = Ledger()

@@ -30,6 +30,7 @@ from hubd.engine.broker import EmbeddedBroker
 from hubd.engine.brokerplan import BrokerPlan, plan_brokers
 from hubd.engine.brokerwatch import BrokerWatch
 from hubd.engine.checkpoints import RESTORED_HINT, Checkpointer, LedgerCheckError, Policy
+from hubd.engine.deadlines import DeadlineDesk
 from hubd.engine.dirdesk import DirectoryDesk
 from hubd.engine.diskwatch import DiskWatch
 from hubd.engine.dispatch import Dispatcher
@@ -89,6 +90,7 @@ class Hub:
         self.dispatcher: Dispatcher | None = None
         self.ingest: Ingest | None = None
         self.issuer: ReceiptIssuer | None = None
+        self.deadlines: DeadlineDesk | None = None  # reminders (催办), the emergency alarm
         self.store: Store | None = None
         self.checkpoints: Checkpointer | None = None
         self.ledger_desk: LedgerDesk | None = None
@@ -510,6 +512,12 @@ class Hub:
                 retention = Retention(self.store, self.config.retention, self.clock)
                 retention.leading = None if self.replicas is None else self.replicas.leading
                 tasks.create_task(retention.run(self.stop_event), name="hubd.retention")
+            if self.config.deadlines.enabled and self.store is not None:
+                self.deadlines = DeadlineDesk(
+                    self.store, issuer, self.config.deadlines, self.clock, hurry=dispatcher.hurry
+                )
+                self.deadlines.leading = None if self.replicas is None else self.replicas.leading
+                tasks.create_task(self.deadlines.run(self.stop_event), name="hubd.deadlines")
             if self.disk is not None:
                 tasks.create_task(self.disk.run(self.stop_event), name="hubd.disk")
             if self.replicas is not None:

@@ -417,7 +417,8 @@ def check_recipient_keys(header: Header, directory: Directory, *, only: str | No
 
 
 def check_freshness(header: Header, *, now: int, max_skew_ms: int) -> None:
-    """Replay window: created_at within ``max_skew_ms`` of now, and not yet expired."""
+    """Replay window: created_at within ``max_skew_ms`` of now, not yet expired, and no
+    deadline of its terms already past."""
     if abs(now - header.created_at) > max_skew_ms:
         raise ReplayError(
             Reason.REPLAY_CLOCK_SKEW,
@@ -432,3 +433,12 @@ def check_freshness(header: Header, *, now: int, max_skew_ms: int) -> None:
             f"the message expired at {ms_to_text(header.expires_at)}, before it reached the hub "
             f"({ms_to_text(now)}); if it still matters, send it again with a later expiry",
         )
+    if header.terms is not None:
+        for name, at in header.terms.deadlines.items():
+            if now >= at:
+                raise EnvelopeError(
+                    Reason.ENV_DEADLINE_PAST,
+                    f"its terms.{name} ({ms_to_text(at)}) had passed when it reached the hub "
+                    f"({ms_to_text(now)}): a deadline in the past cannot be met; send it again "
+                    "with a later one, or none",
+                )

@@ -52,6 +52,7 @@ class Reason(StrEnum):
     ENV_KEY_UNSEAL_FAILED = "envelope.key_unseal_failed"
     ENV_BAD_LABEL = "envelope.bad_label"
     ENV_BAD_SLOTS = "envelope.bad_slots"  # a large group's recipient slots (schemas.slots)
+    ENV_DEADLINE_PAST = "envelope.deadline_past"  # a deadline of its terms already passed
     # the encrypted body
     BODY_SIZE_MISMATCH = "body.size_mismatch"
     BODY_HASH_MISMATCH = "body.hash_mismatch"
@@ -99,6 +100,7 @@ class Reason(StrEnum):
     FLOW_WRONG_SUBJECT = "flow.wrong_subject"  # the statement names another frame of the message
     FLOW_ONE_PER_BATCH = "flow.one_per_batch"  # a flow statement travels alone in its batch
     FLOW_BAD_NOTE = "flow.bad_note"  # a note that does not open under the document's key
+    FLOW_NOT_PETITION = "flow.not_a_petition"  # 受理 / 不予受理 of a document not a petition
 
 
 class XchgError(Exception):

@@ -57,6 +57,13 @@ class ReceiptStatus(StrEnum):
     RECALL_REFUSED = "RECALL_REFUSED"  # recipient: had signed for it, keeps it (why: the note)
     RETURNED = "RETURNED"  # 退文: the recipient sends it back (the reason in the note)
     REFUSED = "REFUSED"  # hub: a flow statement refused, with reason and detail
+    # handling (办理) reports, a recipient's about itself, and the hub's reminders (催办)
+    READ = "READ"  # 已阅
+    HANDLING = "HANDLING"  # 办理中
+    DONE = "DONE"  # 办结 (the note: the result, a link to the answer)
+    CASE_ACCEPTED = "CASE_ACCEPTED"  # 受理: a petition's organ takes it on
+    CASE_DECLINED = "CASE_DECLINED"  # 不予受理: it does not (the note: why)
+    REMINDED = "REMINDED"  # hub: 催办, a deadline of the document's terms near or passed
 
     @property
     def zh(self) -> str:
@@ -91,6 +98,12 @@ _ZH = {
     "RECALL_REFUSED": "不同意撤回",
     "RETURNED": "已退文",
     "REFUSED": "已驳回",
+    "READ": "已阅",
+    "HANDLING": "办理中",
+    "DONE": "办结",
+    "CASE_ACCEPTED": "受理",
+    "CASE_DECLINED": "不予受理",
+    "REMINDED": "催办",
 }
 _V1 = frozenset(
     {
@@ -110,9 +123,22 @@ _BY_HUB = frozenset(
         ReceiptStatus.DEAD,
         ReceiptStatus.RECALLED,
         ReceiptStatus.REFUSED,
+        ReceiptStatus.REMINDED,
     }
 )
-_NEEDS_REASON = frozenset({ReceiptStatus.REJECTED, ReceiptStatus.DEAD, ReceiptStatus.REFUSED})
+_NEEDS_REASON = frozenset(
+    {ReceiptStatus.REJECTED, ReceiptStatus.DEAD, ReceiptStatus.REFUSED, ReceiptStatus.REMINDED}
+)
+# a recipient's report of its handling (办理): the hub keeps the latest per delivery
+REPORTS = frozenset(
+    {
+        ReceiptStatus.READ,
+        ReceiptStatus.HANDLING,
+        ReceiptStatus.DONE,
+        ReceiptStatus.CASE_ACCEPTED,
+        ReceiptStatus.CASE_DECLINED,
+    }
+)
 # the statuses whose entry may carry a note (words for the document's parties)
 NOTED = frozenset(
     {
@@ -121,6 +147,7 @@ NOTED = frozenset(
         ReceiptStatus.RECALL_ACCEPTED,
         ReceiptStatus.RECALL_REFUSED,
         ReceiptStatus.RETURNED,
+        *REPORTS,
     }
 )
 

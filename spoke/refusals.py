@@ -438,6 +438,10 @@ HUB_REASONS: Final[dict[str, tuple[str, str]]] = {
         "没有能承载该密级、且本机关与收文机关都接入的通道",
         "请降低密级（如文件允许）或更换收文机关。",
     ),
+    Reason.ENV_DEADLINE_PAST: (
+        "文件的签收、受理或办理时限在到达枢纽时已经过去",
+        "请改为将来的时限（或删去时限）后重新投递。",
+    ),
     Reason.HUB_BUSY: ("枢纽繁忙，暂时无法接收", "请稍后重新投递。"),
     Reason.HUB_DISK_LOW: (
         "枢纽磁盘空间不足，暂停接收新文件",
@@ -458,6 +462,7 @@ HUB_REASONS: Final[dict[str, tuple[str, str]]] = {
     Reason.FLOW_WRONG_SUBJECT: ("声明所指的文件版本不符", "请联系枢纽运维人员。"),
     Reason.FLOW_ONE_PER_BATCH: ("撤回、退文声明须单独发送", "请联系枢纽运维人员（交换程序缺陷）。"),
     Reason.FLOW_BAD_NOTE: ("理由无法解密或不是文字", "请重新填写理由后再试。"),
+    Reason.FLOW_NOT_PETITION: ("此文件不是信访件，无所谓受理与否", "请改报已阅、办理中或办结。"),
 }
 HUB_RULE_ZH: Final = (
     "枢纽依据行文规则拒收",

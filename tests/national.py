@@ -78,6 +78,7 @@ class PageHub:
     checkpoints: None = None
     ledger_desk: None = None
     replicas: None = None
+    deadlines: None = None
 
     def broker_links(self) -> list[Any]:
         return []

@@ -148,6 +148,7 @@ REFUSALS: Final = (
     Reason.REPLAY_DUPLICATE,
     Reason.REPLAY_CLOCK_SKEW,
     Reason.REPLAY_EXPIRED,
+    Reason.ENV_DEADLINE_PAST,
     Reason.HUB_DISK_LOW,
     RULES,
     Reason.BODY_TRAILING_DATA,

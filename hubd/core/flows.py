@@ -1,5 +1,6 @@
 """The hub's judgement of a flow statement on a document already sent: a recall (撤回) from
-its sender, a recipient's answer to a recall, a return (退文). Pure: the shell
+its sender, a recipient's answer to a recall, a return (退文), a report of its handling
+(已阅, 办理中, 办结; a petition's 受理 or 不予受理). Pure: the shell
 (hubd/engine/flows.py) reads what the store holds of the document and carries out the
 answer.
 
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hubd.core.deadlines import Handling
 from hubd.core.states import DeliveryState
 from schemas.errors import Reason
 from schemas.ids import msg_id_text
-from schemas.labels import Classification
-from schemas.receipts import ReceiptEntry, ReceiptStatus
+from schemas.labels import Classification, DocType
+from schemas.receipts import REPORTS, ReceiptEntry, ReceiptStatus
 
 # a return speaks of a document its recipient holds: published (perhaps confirmed later)
 RETURNABLE = frozenset({DeliveryState.SENT, DeliveryState.DELIVERED, DeliveryState.SIGNED_FOR})
@@ -32,6 +34,7 @@ class Document:
     classification: Classification
     frame_sha256: bytes
     recalled: bool  # its sender's RECALL is recorded
+    doc_type: DocType = DocType.NOTICE
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +60,12 @@ class Recall:
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """Record the recipient's statement and forward it, unchanged, to the sender."""
+    """Record the recipient's statement and forward it, unchanged, to the sender; a report
+    of its handling is kept as the delivery's ``handling``."""
 
     sender: str
     channel: str
+    handling: Handling | None = None
 
 
 Judgement = Refuse | Recall | Forward
@@ -122,6 +127,22 @@ def judge(
                 "returned",
             )
         return forward
+    if entry.status in REPORTS:
+        if document.recalled or delivery not in RETURNABLE:
+            why = "its sender recalled it" if document.recalled else f"its delivery is {delivery}"
+            return Refuse(
+                Reason.FLOW_NOT_RECEIVED,
+                f"{issuer} cannot report {what} on {m}: {why}; only a document delivered to it "
+                "is handled",
+            )
+        petition = entry.status in {ReceiptStatus.CASE_ACCEPTED, ReceiptStatus.CASE_DECLINED}
+        if petition and document.doc_type is not DocType.PETITION:
+            return Refuse(
+                Reason.FLOW_NOT_PETITION,
+                f"{m} is a {document.doc_type.name}, not a petition (信访件): it is not accepted "
+                f"or declined ({what}); report READ, HANDLING or DONE",
+            )
+        return Forward(document.sender, document.channel, Handling(entry.status.value))
     if entry.status in {
         ReceiptStatus.WITHDRAWN,
         ReceiptStatus.RECALL_ACCEPTED,

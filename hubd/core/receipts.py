@@ -36,6 +36,7 @@ def receipt_event(status: ReceiptStatus) -> Event | None:
             | ReceiptStatus.DEAD
             | ReceiptStatus.RECALLED
             | ReceiptStatus.REFUSED
+            | ReceiptStatus.REMINDED
         ):
             return None
         case (
@@ -44,6 +45,11 @@ def receipt_event(status: ReceiptStatus) -> Event | None:
             | ReceiptStatus.RECALL_ACCEPTED
             | ReceiptStatus.RECALL_REFUSED
             | ReceiptStatus.RETURNED
+            | ReceiptStatus.READ
+            | ReceiptStatus.HANDLING
+            | ReceiptStatus.DONE
+            | ReceiptStatus.CASE_ACCEPTED
+            | ReceiptStatus.CASE_DECLINED
         ):
             return None  # flow statements: judged by hubd.core.flows, never planned here
         case _:

@@ -179,20 +179,13 @@ class Dispatcher:
         return len(keys)
 
     def forget(self, msg_id: bytes, recipients: Iterable[str]) -> int:
-        """Stop delivering ``msg_id`` to ``recipients``: its sender recalled it and the store
-        holds them RECALLED (hubd.engine.flows). A publish in flight finds its job gone and
-        records nothing; returns how many this hub was delivering."""
-        forgotten = 0
-        for recipient in recipients:
-            job = self._jobs.pop((msg_id, recipient), None)
-            if job is None:
-                continue
-            forgotten += 1
+        """Stop delivering ``msg_id`` to ``recipients`` (recalled: hubd.engine.flows); a
+        publish in flight finds its job gone. Returns how many this hub was delivering."""
+        gone = [job for r in recipients if (job := self._jobs.pop((msg_id, r), None))]
+        for job in gone:
             self._updates.pop(job.key, None)
-            parked = self._parked.get((job.channel, recipient))
-            if parked is not None:
-                parked.discard(job.key)
-        return forgotten
+            self._parked.get((job.channel, job.recipient), set()).discard(job.key)
+        return len(gone)
 
     def set_online(self, channel: str, org: str, *, online: bool) -> None:
         """A spoke's presence on one channel changed."""
@@ -280,6 +273,19 @@ class Dispatcher:
             self._sent(job)  # it holds the whole body: wait for its DELIVERED (or retry)
             return
         self._route(job)  # if it is already on its way, the next chunk starts at offset
+
+    def hurry(self, msg_id: bytes, recipients: Sequence[str]) -> int:
+        """Publish ``msg_id`` to ``recipients`` now, not at their next retry (an emergency
+        notice unacknowledged: hubd.engine.deadlines); returns how many are on their way."""
+        hurried = 0
+        for recipient in recipients:
+            job = self._jobs.get((msg_id, recipient))
+            if job is None or not job.state.awaiting or not self._mine(job):
+                continue
+            if not job.phase.queued:  # one on its way already goes on as it is
+                self._route(job)
+            hurried += 1
+        return hurried
 
     def pending(self) -> list[Job]:
         return list(self._jobs.values())

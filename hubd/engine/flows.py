@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, select, update
 
+from hubd.core.deadlines import Handling, later
 from hubd.core.flows import Document, Forward, Recall, Refuse, judge
 from hubd.core.states import TRANSITIONS, DeliveryState, Event
 from hubd.engine.arrival import Arrival
@@ -44,7 +45,7 @@ from hubd.store.writes import Announce, DirectWrite, QueueReceipts, RecordReceip
 from schemas.directory import Directory
 from schemas.errors import Reason
 from schemas.ids import msg_id_text
-from schemas.labels import Classification
+from schemas.labels import Classification, DocType
 from schemas.receipts import ReceiptEntry, ReceiptStatus, VerifiedReceipts
 
 log = structlog.get_logger("hubd.flows")
@@ -85,6 +86,28 @@ class StopDeliveries(DirectWrite):
             )
         audit = [AuditEvent("delivery.recalled", self.at, self.msg_id, r, {}) for r in stopped]
         return stopped, audit
+
+
+@dataclass(slots=True)
+class SetHandling(DirectWrite):
+    """A recipient's report of its handling, kept on its delivery unless it already holds a
+    later one (a late 已阅 after 办结 changes nothing); result: the handling kept."""
+
+    msg_id: bytes
+    recipient: str
+    reported: Handling
+    at: int
+
+    def apply(self, conn: Connection) -> tuple[Handling, list[AuditEvent]]:
+        d = t.deliveries.c
+        where = (d.msg_id == self.msg_id, d.recipient == self.recipient)
+        held = conn.execute(select(d.handling).where(*where)).scalar_one_or_none()
+        kept = later(None if held is None else Handling(held), self.reported)
+        if kept.value != held:
+            conn.execute(
+                update(t.deliveries).where(*where).values(handling=kept, handled_at=self.at)
+            )
+        return kept, []
 
 
 class FlowDesk:
@@ -158,13 +181,13 @@ class FlowDesk:
             return None, None
         m, d, r = t.messages.c, t.deliveries.c, t.receipts.c
         rows = await self._store.read(
-            select(m.sender, m.arrival_channel, m.classification, m.frame_sha256).where(
+            select(m.sender, m.arrival_channel, m.classification, m.frame_sha256, m.doc_type).where(
                 m.msg_id == msg_id
             )
         )
         if not rows:
             return None, None
-        sender, channel, rank, digest = rows[0]
+        sender, channel, rank, digest, doc_type = rows[0]
         recalled = await self._store.read(
             select(r.id).where(r.msg_id == msg_id, r.status == ReceiptStatus.RECALL.value).limit(1)
         )
@@ -172,7 +195,9 @@ class FlowDesk:
             select(d.state).where(d.msg_id == msg_id, d.recipient == issuer)
         )
         ranks = {c.rank: c for c in Classification}
-        document = Document(sender, channel, ranks[int(rank)], bytes(digest), bool(recalled))
+        document = Document(
+            sender, channel, ranks[int(rank)], bytes(digest), bool(recalled), DocType[doc_type]
+        )
         return document, DeliveryState(states[0][0]) if states else None
 
     async def _recipients(self, msg_id: bytes) -> list[Recipient]:
@@ -255,7 +280,13 @@ class FlowDesk:
 
     async def _forward(self, frame: bytes, verified: VerifiedReceipts, to: Forward) -> None:
         op = self._record(frame, verified, (to.sender, to.channel))
-        seq = await self._store.submit(op)
+        ops: list[Any] = [op]
+        (entry,) = verified.batch.entries
+        if to.handling is not None and entry.msg_id is not None:
+            ops.append(
+                SetHandling(entry.msg_id, verified.batch.issuer, to.handling, op.received_at)
+            )
+        seq = (await self._store.submit_many(ops))[0]
         self._issuer.send_numbered(to.sender, to.channel, frame, seq)
 
     async def _recall(

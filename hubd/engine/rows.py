@@ -12,8 +12,9 @@ from hubd.engine.jobs import Payload
 from hubd.store.audit import AuditEvent
 from hubd.store.writes import NewMessage
 from schemas.envelope import VerifiedEnvelope
-from schemas.labels import Classification
+from schemas.labels import Classification, DocType
 from schemas.rules import doc_number_problem
+from schemas.terms import Terms
 from schemas.untrusted import untrusted_text
 
 
@@ -50,6 +51,24 @@ def findable_doc_number(doc_number: str | None, classification: Classification) 
     return doc_number
 
 
+def terms_columns(terms: Terms | None, *, open_: bool) -> dict[str, object]:
+    """A message's terms as the store keeps them (migration 0010); ``terms_open`` when it
+    sets a deadline the deadline desk must watch (not for a quarantined message)."""
+    if terms is None:
+        return dict.fromkeys(("sign_by", "accept_by", "done_by", "case_no"), None) | {
+            "drill": False,
+            "terms_open": False,
+        }
+    return {
+        "sign_by": terms.sign_by,
+        "accept_by": terms.accept_by,
+        "done_by": terms.done_by,
+        "case_no": terms.case,
+        "drill": terms.drill,
+        "terms_open": open_ and bool(terms.deadlines),
+    }
+
+
 def new_message(storing: Storing) -> NewMessage:
     arrival, envelope, outcome = storing.arrival, storing.envelope, storing.outcome
     payload = storing.payload
@@ -77,6 +96,7 @@ def new_message(storing: Storing) -> NewMessage:
         "body_path": None if payload.body_path is None else str(payload.body_path),
         "doc_number": findable_doc_number(header.doc_number, header.classification),
         "slots": (envelope.slots.blob() if quarantined and envelope.slots is not None else None),
+        **terms_columns(header.terms, open_=not quarantined),
     }
     deliveries = [
         {
@@ -121,4 +141,11 @@ def new_message(storing: Storing) -> NewMessage:
         ]
     event = "message.quarantined" if quarantined else "message.accepted"
     audit = [AuditEvent(event, arrival.at, header.msg_id, header.sender, detail)]
-    return NewMessage(row, deliveries, audit)
+    # A 批复 answers its 请示 (the document rules checked that it is the request's recipient
+    # that answers): that delivery of the request is handled (办结), for the deadline desk.
+    answers = (
+        header.in_reply_to
+        if header.doc_type is DocType.REPLY and not quarantined and header.in_reply_to
+        else None
+    )
+    return NewMessage(row, deliveries, audit, answers)

@@ -9,8 +9,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam, update
 
+from hubd.core.deadlines import Handling
 from hubd.core.states import DeliveryState, MessageState
 from hubd.store import ledger as ledgerstore
 from hubd.store import shared as sharedstore
@@ -155,6 +156,7 @@ class Batch:
         self.delivered: set[bytes] = set()  # new messages with deliveries
         self.announced: list[bytes] = []  # messages whose deliveries moved back to PENDING
         self.recalled: list[bytes] = []  # messages their senders recalled
+        self.answered: list[dict[str, Any]] = []  # 请示 answered by a stored 批复: DONE
 
     def chain_audit(self, events: Sequence[AuditEvent]) -> None:
         for ev in events:
@@ -193,6 +195,10 @@ class Batch:
                     )
                     continue
                 existing[op.row["msg_id"]] = (op.row["frame_sha256"], op.row["state"])
+                if op.answers is not None:
+                    self.answered.append(
+                        {"m": op.answers, "r": op.row["sender"], "at": op.row["received_at"]}
+                    )
                 self.messages.append(op.row)
                 self.deliveries.extend(op.deliveries)
                 if op.deliveries:
@@ -271,6 +277,14 @@ class Batch:
         rows.insert(t.deliveries, self.deliveries)
         for state, params in self.updates.items():
             rows.update_deliveries(state, params)
+        if self.answered:
+            d = t.deliveries.c
+            conn.execute(
+                update(t.deliveries)
+                .where(d.msg_id == bindparam("m"), d.recipient == bindparam("r"))
+                .values(handling=Handling.DONE.value, handled_at=bindparam("at")),
+                self.answered,
+            )
         if self.batches:
             known = {
                 bytes(r[0])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -64,6 +65,14 @@ messages = Table(
     # a quarantined envelope's recipient slots (schemas.slots): it has no deliveries to keep
     # them, and its frame names nobody; the evidence of whom it was for
     Column("slots", Blob),
+    # its terms (schemas.terms, migration 0010): deadlines, a petition's case, a drill
+    Column("sign_by", BigInteger),  # 签收时限
+    Column("accept_by", BigInteger),  # 受理时限 (a petition)
+    Column("done_by", BigInteger),  # 办理时限
+    Column("case_no", String(64)),  # 信访件编号
+    Column("drill", Boolean, nullable=False, server_default=text("false")),  # 演练
+    # a deadline some recipient has yet to meet: the deadline desk reads it (engine.deadlines)
+    Column("terms_open", Boolean, nullable=False, server_default=text("false")),
     # Retention's candidates: what is not yet purged, oldest first.
     Index(
         "messages_unpurged",
@@ -77,6 +86,18 @@ messages = Table(
         "doc_number",
         sqlite_where=text("doc_number IS NOT NULL"),
         postgresql_where=text("doc_number IS NOT NULL"),
+    ),
+    Index(
+        "messages_terms_open",
+        "msg_id",
+        sqlite_where=text("terms_open"),
+        postgresql_where=text("terms_open"),
+    ),
+    Index(
+        "messages_by_case",
+        "case_no",
+        sqlite_where=text("case_no IS NOT NULL"),
+        postgresql_where=text("case_no IS NOT NULL"),
     ),
     Index("messages_by_sender", "sender", "received_at"),
     Index("messages_by_received", "received_at"),
@@ -96,8 +117,22 @@ deliveries = Table(
     Column("updated_at", BigInteger, nullable=False),
     # a large group's envelope: this recipient's slot with its proof (schemas.slots)
     Column("slot", Blob),
+    # its latest report of handling (hubd.core.deadlines.Handling: READ ... DONE) and when
+    Column("handling", String(16)),
+    Column("handled_at", BigInteger),
     Index("deliveries_by_state", "state", "recipient"),
     Index("deliveries_by_recipient", "recipient", "created_at"),  # hubctl find --to
+)
+
+# Reminders (催办) sent per recipient and deadline (hubd.engine.deadlines): how many, the last.
+reminders = Table(
+    "reminders",
+    metadata,
+    Column("msg_id", Blob(16), primary_key=True),
+    Column("recipient", ID, primary_key=True),
+    Column("kind", String(16), primary_key=True),  # sign_by | accept_by | done_by
+    Column("count", Integer, nullable=False),
+    Column("last_at", BigInteger, nullable=False),
 )
 
 receipts = Table(

@@ -28,6 +28,8 @@ class NewMessage:
     row: dict[str, Any]
     deliveries: list[dict[str, Any]]
     audit: list[AuditEvent]
+    # a 批复 (REPLY) answering this 请示: its sender's delivery of it is handled (DONE)
+    answers: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from hubd.engine.checkpoints import Checkpointer
+from hubd.engine.deadlines import DeadlineDesk
 from hubd.engine.diskwatch import DiskWatch
 from hubd.engine.dispatch import Dispatcher
 from hubd.engine.intake import Ingest
@@ -101,6 +102,9 @@ class HubView(Protocol):
     @property
     def replicas(self) -> Replicas | None: ...
 
+    @property
+    def deadlines(self) -> DeadlineDesk | None: ...
+
     def broker_links(self) -> list[Link]: ...
 
 
@@ -126,6 +130,31 @@ class HubCollector(Collector):
         yield from self._disk()
         yield from self._ledger()
         yield from self._replicas()
+        yield from self._deadlines()
+
+    def _deadlines(self) -> Iterator[Metric]:
+        desk = self._view.deadlines
+        overdue = GaugeMetricFamily(
+            "govxchg_overdue",
+            "Recipients past a deadline of a document's terms and not meeting it, by deadline "
+            "(sign_by 签收, accept_by 受理, done_by 办结), as of the deadline desk's last round; "
+            "'hubctl overdue' lists them.",
+            labels=["deadline"],
+        )
+        for kind, count in ({} if desk is None else desk.overdue).items():
+            overdue.add_metric([kind.value], count)
+        yield overdue
+        yield GaugeMetricFamily(
+            "govxchg_emergency_unacknowledged",
+            "Recipients of 应急 notices at 特提 past their sign_by and not signed for "
+            "(emergency.unacknowledged in the log); drills included.",
+            value=0 if desk is None else desk.unacknowledged,
+        )
+        yield CounterMetricFamily(
+            "govxchg_reminders",
+            "Reminders (催办) sent to recipients since the hub started.",
+            value=0 if desk is None else desk.reminded,
+        )
 
     def _replicas(self) -> Iterator[Metric]:
         """Only on a replica ([replicas] enabled): a lone hub's scrape is unchanged."""

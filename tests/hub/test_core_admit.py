@@ -50,6 +50,7 @@ from schemas.labels import Classification, DocType
 from schemas.receipts import ReceiptStatus
 from schemas.rules import Referenced
 from schemas.seal import BodyChecker
+from schemas.terms import Terms
 from tests.world import NOW, World
 
 SKEW = 300_000  # the hub's max_skew_ms in these cases
@@ -192,6 +193,13 @@ CASES = [
          build=lambda w: letter(w, expires_at=NOW + 1000),
          facts=lambda _w, _s: {"now_ms": NOW + 1000}, answers=NOTHING_STORED,
          asks=(Lookup.STORED,), expect=Refuse, reason=Reason.REPLAY_EXPIRED),
+    Case("inline: a deadline of its terms already past when it arrives is refused",
+         Path.INLINE,
+         build=lambda w: letter(w, terms=Terms(sign_by=NOW + 1000, done_by=None, case=None,
+                                               accept_by=None, drill=False)),
+         facts=lambda _w, _s: {"now_ms": NOW + 1000}, answers=NOTHING_STORED,
+         asks=(Lookup.STORED,), expect=Refuse, reason=Reason.ENV_DEADLINE_PAST,
+         check=lambda o: isinstance(o, Refuse) and "terms.sign_by" in o.detail),
     Case("inline: below the disk watermark it is refused, retriable", Path.INLINE,
          facts=lambda _w, _s: {"disk_low": DISK_LOW}, answers=NOTHING_STORED,
          asks=(Lookup.STORED,), expect=Refuse, reason=Reason.HUB_DISK_LOW,

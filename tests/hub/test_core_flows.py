@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from hubd.core.deadlines import Handling, later
 from hubd.core.flows import Document, Forward, Recall, Refuse, judge
 from hubd.core.states import DeliveryState
-from schemas.labels import Classification
+from schemas.labels import Classification, DocType
 from schemas.receipts import ReceiptEntry, ReceiptStatus
 
 S = ReceiptStatus
@@ -121,3 +122,48 @@ def test_an_answer_to_a_recall_is_forwarded_only_after_a_recall(status: ReceiptS
     assert reason(judge(said(status), "jl.jl", RECALLED_DOC, None)) == "flow.unknown_message"
     by_sender = said(status, by="jl.gov")
     assert reason(judge(by_sender, "jl.gov", RECALLED_DOC, None)) == "flow.not_a_recipient"
+
+
+PETITION = Document(
+    "jl.gov", "govnet", Classification.INTERNAL, FRAME, recalled=False, doc_type=DocType.PETITION
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "handling"),
+    [
+        (S.READ, Handling.READ),
+        (S.HANDLING, Handling.HANDLING),
+        (S.DONE, Handling.DONE),
+    ],
+)
+def test_a_report_of_handling_is_forwarded_and_kept_from_a_recipient_that_holds_it(
+    status: ReceiptStatus, handling: Handling
+) -> None:
+    assert judge(said(status), "jl.cc", DOC, D.SIGNED_FOR) == Forward("jl.gov", "govnet", handling)
+    assert reason(judge(said(status), "jl.cc", DOC, D.PENDING)) == "flow.not_received"
+    assert reason(judge(said(status), "jl.cc", RECALLED_DOC, D.DELIVERED)) == "flow.not_received"
+
+
+@pytest.mark.parametrize("status", [S.CASE_ACCEPTED, S.CASE_DECLINED])
+def test_accepting_or_declining_is_said_of_a_petition_only(status: ReceiptStatus) -> None:
+    assert judge(said(status), "jl.cc", PETITION, D.DELIVERED) == Forward(
+        "jl.gov", "govnet", Handling(status.value)
+    )
+    assert reason(judge(said(status), "jl.cc", DOC, D.DELIVERED)) == "flow.not_a_petition"
+
+
+@pytest.mark.parametrize(
+    ("held", "reported", "kept"),
+    [
+        (None, Handling.READ, Handling.READ),
+        (Handling.READ, Handling.HANDLING, Handling.HANDLING),
+        (Handling.DONE, Handling.READ, Handling.DONE),  # a late 已阅 takes nothing back
+        (Handling.CASE_ACCEPTED, Handling.DONE, Handling.DONE),
+        (Handling.CASE_DECLINED, Handling.HANDLING, Handling.CASE_DECLINED),
+    ],
+)
+def test_a_report_never_takes_the_handling_back(
+    held: Handling | None, reported: Handling, kept: Handling
+) -> None:
+    assert later(held, reported) is kept

@@ -42,6 +42,12 @@ EXPECTED: dict[ReceiptStatus, tuple[Event | None, DeliveryState | None]] = {
     ReceiptStatus.RECALL_ACCEPTED: (None, None),
     ReceiptStatus.RECALL_REFUSED: (None, None),
     ReceiptStatus.RETURNED: (None, None),
+    ReceiptStatus.READ: (None, None),  # reports of handling: judged by hubd.core.flows too
+    ReceiptStatus.HANDLING: (None, None),
+    ReceiptStatus.DONE: (None, None),
+    ReceiptStatus.CASE_ACCEPTED: (None, None),
+    ReceiptStatus.CASE_DECLINED: (None, None),
+    ReceiptStatus.REMINDED: (None, None),  # the hub's own
 }
 
 
@@ -51,7 +57,12 @@ def entry(
     recipient: str | None = "jl.cc",
     classification: Classification = Classification.INTERNAL,
 ) -> ReceiptEntry:
-    refusal = status in {ReceiptStatus.REJECTED, ReceiptStatus.DEAD, ReceiptStatus.REFUSED}
+    refusal = status in {
+        ReceiptStatus.REJECTED,
+        ReceiptStatus.DEAD,
+        ReceiptStatus.REFUSED,
+        ReceiptStatus.REMINDED,
+    }
     return ReceiptEntry(
         msg_id=new_msg_id() if msg_id is None else msg_id,
         recipient=None if status.issued_by_sender else recipient,

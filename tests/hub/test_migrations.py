@@ -117,7 +117,7 @@ async def test_upgrading_a_store_with_data_keeps_every_row_and_lets_frames_be_pu
                     insert(t.deliveries).values({**ops[0].deliveries[0], "msg_id": msg_id(99)})
                 )
 
-    assert [tuple(r) for r in version] == [("0009",)]  # the head: 0002 to 0009 in turn
+    assert [tuple(r) for r in version] == [("0010",)]  # the head: 0002 to 0010 in turn
     assert [bytes(r.msg_id) for r in messages] == [msg_id(n) for n in (1, 2, 3)]
     for row, op in zip(messages, ops, strict=True):
         assert bytes(row.frame) == op.row["frame"]
@@ -325,3 +325,44 @@ async def test_0009_adds_each_replicas_reach_and_goes_back(db_url: str) -> None:
         await engine.dispose()
 
     assert after - before == {"reach"}
+
+
+async def test_0010_adds_the_terms_handling_and_reminders_and_goes_back(db_url: str) -> None:
+    await store_at_0001_with_data(db_url)
+    await migrate(db_url, "0010")
+
+    def shape(conn: Connection) -> tuple[set[str], set[str], set[str], list[tuple[object, ...]]]:
+        found = inspect(conn)
+        messages = {c["name"] for c in found.get_columns("messages")}
+        deliveries = {c["name"] for c in found.get_columns("deliveries")}
+        rows = [tuple(r) for r in conn.execute(text("SELECT drill, terms_open FROM messages"))]
+        return messages, deliveries, set(found.get_table_names()), rows
+
+    engine = engine_for(db_url)
+    try:
+        async with engine.connect() as conn:
+            messages, deliveries, names, rows = await conn.run_sync(shape)
+        await migrate(db_url, "0009", down=True)
+        async with engine.connect() as conn:
+            before = await conn.run_sync(
+                lambda c: (
+                    {x["name"] for x in inspect(c).get_columns("messages")},
+                    {x["name"] for x in inspect(c).get_columns("deliveries")},
+                    set(inspect(c).get_table_names()),
+                )
+            )
+    finally:
+        await engine.dispose()
+
+    assert messages - before[0] == {
+        "sign_by",
+        "accept_by",
+        "done_by",
+        "case_no",
+        "drill",
+        "terms_open",
+    }
+    assert deliveries - before[1] == {"handling", "handled_at"}
+    assert names - before[2] == {"reminders"}
+    assert rows, "the stored messages are kept"
+    assert all(not drill and not open_ for drill, open_ in rows), "no terms before 0010"

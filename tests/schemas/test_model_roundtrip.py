@@ -271,6 +271,7 @@ def receipt_entries(draw: st.DrawFn) -> ReceiptEntry:
         ReceiptStatus.REJECTED,
         ReceiptStatus.DEAD,
         ReceiptStatus.REFUSED,
+        ReceiptStatus.REMINDED,
     } or draw(st.booleans())
     noted = status in NOTED and draw(st.booleans())
     return ReceiptEntry(
