@@ -90,4 +90,3 @@ def render_overdue(answer: Overdue) -> str:
     )
     head = f"overdue{whom}: {len(rows)}, the longest first; as of {ms_to_text(answer.at)}"
     return f"{head}\n{table(header, rows)}\n"
-
