@@ -32,9 +32,11 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.clock import parse_duration
 from schemas.errors import XchgError
 from schemas.ids import parse_msg_id
 from schemas.labels import Classification, DocType, Precedence, SecrecyMark, SecrecyPeriod
+from schemas.terms import CASE_PATTERN, Terms
 
 MAX_METADATA_BYTES = 64 * 1024
 _BARE_CHINESE_KEY = re.compile(r"^\s*[^\x00-\x7f\"'\[\s][^=\n]*=", re.MULTILINE)
@@ -80,6 +82,22 @@ _PERIOD = WithJsonSchema(
 
 def _alias(english: str, chinese: str) -> Any:
     return AliasChoices(english, chinese)
+
+
+# A deadline: a date-time, or a span after sending (milliseconds once read).
+Deadline = Annotated[int, Field(gt=0)] | datetime
+_CHINESE_SPAN = re.compile(r"^\s*(\d+)\s*(分钟|小时|天|周)\s*$")
+_CHINESE_UNIT = {"分钟": "m", "小时": "h", "天": "d", "周": "w"}
+
+
+def _span_ms(text: str) -> int | None:
+    """``30m``, ``2h``, ``3d``, ``1w`` (or 30分钟, 2小时, 3天, 1周) in ms; None if not a span."""
+    match = _CHINESE_SPAN.match(text)
+    value = f"{match.group(1)}{_CHINESE_UNIT[match.group(2)]}" if match else text
+    try:
+        return parse_duration(value, what="deadline") or None
+    except ValueError:
+        return None
 
 
 FILE_ALIASES = {"name": "文件名", "size": "大小", "sha256": "SHA256"}  # keys of a declared file
@@ -172,6 +190,36 @@ class DropMetadata(BaseModel):
         description="every file of the drop with its size and/or SHA-256: the spoke takes the "
         "drop once they match and refuses it if they do not (docs/integrators.md)",
     )
+    sign_by: Deadline | None = Field(
+        default=None,
+        validation_alias=_alias("sign_by", "签收时限"),
+        description="签收时限: every recipient signs for it by then; a date-time, or a span "
+        "from sending such as 30m, 2h, 3d (30分钟, 2小时, 3天). The hub reminds those late",
+    )
+    done_by: Deadline | None = Field(
+        default=None,
+        validation_alias=_alias("done_by", "办理时限"),
+        description="办理时限: every recipient reports it handled (办结) by then; a 请示: its "
+        "批复. A date-time or a span, as sign_by",
+    )
+    accept_by: Deadline | None = Field(
+        default=None,
+        validation_alias=_alias("accept_by", "受理时限"),
+        description="受理时限 of a petition (信访件): the organ decides whether to accept it by "
+        "then (the 信访工作条例 gives 15 days). A date-time or a span, as sign_by",
+    )
+    case: str | None = Field(
+        default=None,
+        validation_alias=_alias("case", "信访件编号"),
+        pattern=CASE_PATTERN,
+        description="a petition's case number (信访件编号), kept when it is transferred down",
+    )
+    drill: bool = Field(
+        default=False,
+        validation_alias=_alias("drill", "演练"),
+        description="演练: an emergency notice (应急) sent as an exercise, marked as such "
+        "everywhere",
+    )
     resend: bool = Field(
         default=False,
         validation_alias=_alias("resend", "重发"),
@@ -259,6 +307,59 @@ class DropMetadata(BaseModel):
             )
         return self
 
+    @field_validator("sign_by", "done_by", "accept_by", mode="before")
+    @classmethod
+    def _deadline(cls, value: object) -> object:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            raise ValueError(
+                f"{value!r} has no unit: write a span such as 30m, 2h, 3d (30分钟, 2小时, 3天) "
+                "or a date-time such as 2026-12-31T18:00:00+08:00"
+            )
+        if isinstance(value, str):
+            span = _span_ms(value)
+            if span is not None:
+                return span
+        return value
+
+    @field_validator("sign_by", "done_by", "accept_by")
+    @classmethod
+    def _deadline_time(cls, value: Deadline | None) -> Deadline | None:
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=CHINA)
+        return value
+
+    @model_validator(mode="after")
+    def _terms_fit_the_type(self) -> Self:
+        if (self.case is not None or self.accept_by is not None) and (
+            self.doc_type is not DocType.PETITION
+        ):
+            raise ValueError(
+                "a case number (信访件编号) and accept_by (受理时限) belong to a petition "
+                f"(信访件), not to a {self.doc_type.zh}; remove them or set 文种 to 信访件"
+            )
+        if self.drill and self.doc_type is not DocType.EMERGENCY:
+            raise ValueError(
+                f"only an emergency notice (应急) is a drill (演练), not a {self.doc_type.zh}"
+            )
+        return self
+
+    def terms(self, created_at: int) -> Terms | None:
+        """The header's terms for a document sealed at ``created_at`` (None: none set)."""
+
+        def at(value: Deadline | None) -> int | None:
+            if value is None:
+                return None
+            if isinstance(value, int):
+                return created_at + value
+            return int(value.timestamp() * 1000)
+
+        sign_by, done_by, accept_by = at(self.sign_by), at(self.done_by), at(self.accept_by)
+        if (sign_by, done_by, accept_by, self.case, self.drill) == (None,) * 4 + (False,):
+            return None
+        return Terms(
+            sign_by=sign_by, done_by=done_by, case=self.case, accept_by=accept_by, drill=self.drill
+        )
+
     @property
     def expires_ms(self) -> int | None:
         return None if self.expires is None else int(self.expires.timestamp() * 1000)
@@ -273,6 +374,8 @@ ALIASES = {
     "precedence": "紧急程度", "doc_type": "文种", "title": "标题", "doc_number": "发文字号",
     "signatory": "签发人", "date": "成文日期", "in_reply_to": "回复文件", "expires": "失效时间",
     "directive": "指令性", "auto_cc": "自动抄送", "files": "文件", "resend": "重发",
+    "sign_by": "签收时限", "done_by": "办理时限", "accept_by": "受理时限", "case": "信访件编号",
+    "drill": "演练",
 }  # fmt: skip
 _DATE = ("write a date as 2026-11-25", "日期请写作 2026-11-25")
 _DATETIME = (
@@ -307,6 +410,12 @@ _FIELD_ZH = {
     "auto_cc": "自动抄送：true 或 false",
     "files": "文件：每个文件的 name（文件名）及 size（大小，字节）和/或 sha256，每个文件只写一次",
     "resend": "重发：true 或 false",
+    "sign_by": "签收时限：时间（如 2026-12-31T18:00:00+08:00）或发出后的时长"
+    "（如 30分钟、2小时、3天）",
+    "done_by": "办理时限：时间或发出后的时长（如 15天）",
+    "accept_by": "受理时限：时间或发出后的时长（如 15天），仅用于信访件",
+    "case": "信访件编号：至多 64 个字母、数字或汉字",
+    "drill": "演练：true 或 false，仅用于应急",
 }
 
 
@@ -480,7 +589,8 @@ _FIELD_NAMES = [
     "to 主送", "cc 抄送", "classification 密级", "secrecy_period 保密期限", "precedence 紧急程度",
     "doc_type 文种", "title 标题", "doc_number 发文字号", "signatory 签发人", "date 成文日期",
     "in_reply_to 回复文件", "expires 失效时间", "directive 指令性", "auto_cc 自动抄送",
-    "files 文件", "resend 重发",
+    "files 文件", "resend 重发", "sign_by 签收时限", "done_by 办理时限", "accept_by 受理时限",
+    "case 信访件编号", "drill 演练",
 ]  # fmt: skip
 
 
@@ -523,6 +633,14 @@ def json_schema() -> dict[str, Any]:
         {"anyOf": [{"required": ["name"]}, {"required": [FILE_ALIASES["name"]]}]},
         {"anyOf": [{"required": [key]} for pair in FILE_ALIASES.items() for key in pair][2:]},
     ]
+    for name in ("sign_by", "done_by", "accept_by"):  # a span or a date-time, both text
+        props[name] = {
+            "description": props[name].get("description", ""),
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "string", "pattern": r"^\s*\d+\s*([wdhms]|分钟|小时|天|周)\s*$"},
+            ],
+        }
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://govxchg.example/schemas/metadata.schema.json"
     schema["description"] = (

@@ -41,7 +41,7 @@ FIELDS: list[tuple[str, str, str, object]] = [
     ("classification", "密级", '"机密"', Classification.SECRET),
     ("secrecy_period", "保密期限", '"6个月"', SecrecyPeriod(6, PeriodUnit.MONTH)),
     ("precedence", "紧急程度", '"特急"', Precedence.EXTRA_URGENT),
-    ("doc_type", "文种", '"通知"', DocType.NOTICE),
+    ("doc_type", "文种", '"信访件"', DocType.PETITION),  # the one type with every term
     ("title", "标题", '"关于做好冬季供暖工作的通知"', "关于做好冬季供暖工作的通知"),
     ("doc_number", "发文字号", '"吉政办发〔2026〕12号"', "吉政办发〔2026〕12号"),
     ("signatory", "签发人", '"王某"', "王某"),
@@ -57,7 +57,13 @@ FIELDS: list[tuple[str, str, str, object]] = [
         (DeclaredFile(name="正文.pdf", size=12, sha256="ab" * 32),),
     ),
     ("resend", "重发", "true", True),
+    ("sign_by", "签收时限", '"3天"', 3 * 86_400_000),
+    ("done_by", "办理时限", '"60d"', 60 * 86_400_000),
+    ("accept_by", "受理时限", "2026-12-20T18:00:00+08:00", None),  # a date-time, like expires
+    ("case", "信访件编号", '"吉信〔2026〕0815号"', "吉信〔2026〕0815号"),
+    ("drill", "演练", "true", True),  # an emergency's: parsed on its own below
 ]
+EMERGENCY_ONLY = {"drill"}
 REQUIRED = {"to": '"jl.cc"', "classification": '"INTERNAL"', "doc_type": '"NOTICE"', "title": '"t"'}
 
 
@@ -80,12 +86,35 @@ def problems(data: bytes | str, source: str = TOML) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("language", ["english", "chinese"])
 def test_every_field_parses_under_its_english_and_its_chinese_name(language: str) -> None:
-    fields = {(en if language == "english" else zh): value for en, zh, value, _ in FIELDS}
+    fields = {
+        (en if language == "english" else zh): value
+        for en, zh, value, _ in FIELDS
+        if en not in EMERGENCY_ONLY
+    }
     meta = parse_metadata(toml(fields), source=TOML)
     for english, _, _, expected in FIELDS:
-        if expected is not None:
+        if expected is not None and english not in EMERGENCY_ONLY:
             assert getattr(meta, english) == expected, english
     assert meta.expires == dt.datetime(2026, 12, 1, 8, tzinfo=dt.timezone(dt.timedelta(hours=8)))
+
+
+def test_deadlines_are_spans_after_sending_or_date_times_and_drills_are_emergencies() -> None:
+    meta = parse_metadata(
+        toml({"主送": '"@departments"', "密级": '"内部"', "紧急程度": '"特提"', "文种": '"应急"',
+              "标题": '"t"', "签收时限": '"30分钟"', "演练": "true"}),
+        source=TOML,
+    )  # fmt: skip
+    terms = meta.terms(1_000)
+    assert terms is not None
+    assert (terms.sign_by, terms.drill) == (1_000 + 30 * 60_000, True)
+    for bad, said in (
+        ('"签收时限" = 30', "has no unit"),
+        ('"签收时限" = "下周"', "date-time"),
+        ('"演练" = true', "only an emergency notice"),
+        ('"信访件编号" = "A1"', "belong to a petition"),
+    ):
+        base = toml(REQUIRED).decode() + bad + "\n"
+        assert any(said in p for _, p in problems(base)), bad
 
 
 def test_json_metadata_reads_like_toml_metadata() -> None:
