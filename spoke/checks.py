@@ -86,6 +86,11 @@ def prepare(
     metadata = read_metadata(claimed, stamps)
     if metadata.expires_ms is not None and metadata.expires_ms <= now:
         raise refuse("drop.already_expired", expires=ms_to_text(metadata.expires_ms))
+    terms = metadata.terms(now)
+    for name, at in ({} if terms is None else terms.deadlines).items():
+        if at <= now:
+            zh = {"sign_by": "签收时限", "accept_by": "受理时限", "done_by": "办理时限"}[name]
+            raise refuse("drop.deadline_past", deadline=f"{name} {zh}", at=ms_to_text(at))
     files = _collect(claimed, stamps, max_file_bytes=max_file_bytes, max_files=max_files)
     if metadata.files:
         _check_declared_sizes(claimed, metadata, files, stamps)

@@ -23,6 +23,7 @@ from schemas.directory import Directory
 from schemas.envelope import VerifiedEnvelope
 from schemas.keys import EncryptionKey
 from schemas.seal import FileData, FileEnd, Inner, InnerOpened, Opener
+from schemas.terms import Terms
 from spoke.files import fsync_tree, sanitise, write_json
 
 META = "meta.json"
@@ -110,6 +111,7 @@ class InboxWrite:
             "in_reply_to": None if header.in_reply_to is None else header.in_reply_to.hex(),
             "created_at": ms_to_text(header.created_at),
             "expires_at": None if header.expires_at is None else ms_to_text(header.expires_at),
+            "terms": terms_json(header.terms),
             "received_at": ms_to_text(received_at, precise=True),
             "channel": channel,
             "files": [
@@ -157,3 +159,17 @@ def mark_signed_for(folder: Path, at: int) -> None:
     meta = json.loads(path.read_text(encoding="utf-8"))
     meta["receipts"]["signed_for_at"] = ms_to_text(at, precise=True)
     write_json(path, meta)
+
+
+def terms_json(terms: Terms | None) -> dict[str, object] | None:
+    """What the sender asks of this organisation and by when (schemas.terms), for meta.json:
+    签收时限 sign_by, 受理时限 accept_by, 办理时限 done_by, the petition's case, a drill."""
+    if terms is None:
+        return None
+    return {
+        "sign_by": None if terms.sign_by is None else ms_to_text(terms.sign_by),
+        "accept_by": None if terms.accept_by is None else ms_to_text(terms.accept_by),
+        "done_by": None if terms.done_by is None else ms_to_text(terms.done_by),
+        "case": terms.case,
+        "drill": terms.drill,
+    }

@@ -211,6 +211,13 @@ CATALOGUE: Final[dict[str, Texts]] = {
         "Set expires (失效时间) to a time in the future, or remove it, and drop the "
         "document again.",
     ),
+    "drop.deadline_past": Texts(
+        "{deadline} {at} 已经过去，收文机关无法按时完成。",
+        "its {deadline} deadline ({at}) has already passed: no recipient could meet it.",
+        "请改为将来的时间或发出后的时长（如 3天、30分钟），或删去该时限后重新投递。",
+        "Set it to a time in the future or a span after sending (3d, 30m), or remove it, and "
+        "drop the document again.",
+    ),
     "drop.declared_mismatch": Texts(
         "“{document}”与元数据中声明的文件不符：{problems_zh}。",
         "'{document}' does not match the files its metadata declares: {problems_en}.",

@@ -106,6 +106,7 @@ def seal_and_record(
         copy_numbers=dict(doc.copy_numbers),
         directive=meta.directive,
         date=None if meta.date is None else meta.date.isoformat(),
+        terms=meta.terms(now),
     )
     sealed = seal_drop(prepared, draft, signer, directory, queue)
     header = sealed.header
