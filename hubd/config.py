@@ -227,6 +227,7 @@ class Deadlines(_Section):
     repeat_every: Duration = 86400.0  # while overdue, again this often ...
     emergency_repeat: Duration = 300.0  # ... a 应急 at 特提: this often
     max_overdue: Annotated[int, Field(ge=0, le=1000)] = 10  # at most this many repeats
+    look_every: Seconds = 30.0  # a new document's deadlines are looked at within this long
     # run when an emergency notice's sign_by passes unacknowledged, with a JSON description
     # on its standard input: the program and its arguments, e.g. ["/usr/local/bin/sms-alert"]
     emergency_command: tuple[Annotated[str, Field(min_length=1)], ...] = ()

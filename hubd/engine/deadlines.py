@@ -1,7 +1,7 @@
 """The deadline desk: reminders (催办) for documents whose terms set deadlines, and the
 emergency flow's alarm (hubd.core.deadlines decides; this carries it out).
 
-Every round (at the next reminder due, at least every :data:`ROUND_MAX_S`) it reads the
+Every round (at the next reminder due, at least every ``[deadlines] look_every``) it reads the
 recipients of every document with an open deadline (``messages.terms_open``), asks
 :func:`hubd.core.deadlines.decide` for each recipient and deadline, and for each reminder
 due writes, in one commit: the reminder's count (``reminders``), a ``deadline.reminded``
@@ -49,7 +49,6 @@ from schemas.receipts import ReceiptEntry, ReceiptStatus
 
 log = structlog.get_logger("hubd.deadlines")
 
-ROUND_MAX_S = 30.0  # a new document's deadline is looked at within this long
 HOOK_TIMEOUT_S = 30.0
 _RANKS = {c.rank: c for c in Classification}
 
@@ -116,12 +115,13 @@ class DeadlineDesk:
         self.leading: Callable[[], bool] | None = None  # replicas: only the leader reminds
         self.overdue: dict[Kind, int] = dict.fromkeys(Kind, 0)  # for /metrics
         self.unacknowledged = 0  # emergency recipients past sign_by, not signed for
+        self.late: tuple[Item, ...] = ()  # past a deadline and not meeting it (status page)
         self.reminded = 0  # reminders sent since start
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
             while not stop.is_set():
-                wait = ROUND_MAX_S
+                wait = self._config.look_every
                 if self.leading is None or self.leading():
                     try:
                         wait = await self.round()
@@ -157,6 +157,7 @@ class DeadlineDesk:
             elif isinstance(decision, Wait):
                 next_at = decision.until if next_at is None else min(next_at, decision.until)
         self.overdue = overdue
+        self.late = tuple(sorted((i for i in items if _late(i, now)), key=lambda i: i.open.due_at))
         self.unacknowledged = sum(
             1 for i in items if i.open.emergency and i.open.kind is Kind.SIGN and _late(i, now)
         )
@@ -166,9 +167,10 @@ class DeadlineDesk:
         closed = sorted({i.msg_id for i in items} - unmet)
         if closed:  # every recipient met every deadline (or was recalled, or expired)
             await self._store.submit(CloseTerms(closed))
+        most = self._config.look_every
         if next_at is None:
-            return ROUND_MAX_S
-        return min(max((next_at - self._clock()) / 1000, 0.0), ROUND_MAX_S)
+            return most
+        return min(max((next_at - self._clock()) / 1000, 0.0), most)
 
     async def _remind(self, due: list[tuple[Item, Stage]], now: int) -> None:
         to: dict[tuple[str, str], list[ReceiptEntry]] = defaultdict(list)

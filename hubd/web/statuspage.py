@@ -25,14 +25,16 @@ import json
 from collections import Counter
 from collections.abc import Callable, Mapping
 from importlib import resources
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import structlog
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from hubd.core.deadlines import Kind
 from hubd.core.states import DeliveryState
+from hubd.engine.deadlines import DeadlineDesk
 from hubd.ops import query as opsquery
 from hubd.store import tables as t
 from hubd.web.flow import FlowHistory
@@ -43,6 +45,7 @@ from hubd.web.statusview import DeadLetters, Facts, build_snapshot, etag
 from schemas.directory import Directory
 from schemas.errors import ConfigError, XchgError
 from schemas.expiry import Horizons, Subject, directory_deadlines, judge
+from schemas.ids import msg_id_text
 
 log = structlog.get_logger("hubd.status")
 
@@ -59,6 +62,7 @@ TREE_PATH = "/status/orgs.json"
 PATHS = frozenset([*PAGE_FILES, DATA_PATH, TREE_PATH])
 REFRESH_MS = 1000  # one snapshot serves every request within this long
 DEAD_SHOWN = 8  # the most recent dead letters on the page (hubctl dead lists them all)
+OVERDUE_SHOWN = 8  # the longest overdue on the page (hubctl overdue lists them all)
 STORE_TIMEOUT = 3.0  # seconds for the dead-letter queries; then the page says so
 
 
@@ -198,7 +202,7 @@ class StatusPage:
 
     def summary(self, facts: Facts) -> dict[str, object]:
         state = readiness(self._hub)
-        return build_snapshot(
+        snapshot = build_snapshot(
             facts,
             started_at=self.started_at,
             version=self._version,
@@ -206,6 +210,8 @@ class StatusPage:
             ready=state.ready,
             flow=self.flow.as_json(facts.at, flow_totals(self._hub)),
         )
+        snapshot["overdue"] = overdue_json(self._hub.deadlines, facts.at)
+        return snapshot
 
     def expiring(self, directory: Directory | None, now: int) -> Mapping[str, int]:
         """Organisation -> when its last signing or encryption key ends, for those within
@@ -316,6 +322,49 @@ class PageOff:
 
     async def answer(self, request: Request) -> Response:  # noqa: ARG002 - same for every path
         return Response(404, b"not found; " + self.served)
+
+
+def overdue_json(desk: DeadlineDesk | None, at: int) -> dict[str, object]:
+    """Who is past a deadline (the deadline desk's last round): the emergencies left
+    unacknowledged, each with who has not signed for it, and the longest overdue."""
+    if desk is None:
+        return {"known": False, "total": 0, "emergencies": [], "items": [], "more": 0}
+    late = desk.late
+    emergencies: dict[bytes, dict[str, Any]] = {}
+    for item in late:
+        if item.open.emergency and item.open.kind is Kind.SIGN:
+            found = emergencies.setdefault(
+                item.msg_id,
+                {
+                    "msg_id": msg_id_text(item.msg_id),
+                    "sender": item.sender,
+                    "sign_by": item.open.due_at,
+                    "drill": item.drill,
+                    "unacknowledged": [],
+                },
+            )
+            found["unacknowledged"].append(item.recipient)
+    shown = late[:OVERDUE_SHOWN]
+    return {
+        "known": True,
+        "total": len(late),
+        "emergencies": list(emergencies.values()),
+        "items": [
+            {
+                "msg_id": msg_id_text(i.msg_id),
+                "recipient": i.recipient,
+                "sender": i.sender,
+                "deadline": i.open.kind.value,
+                "deadline_zh": i.open.kind.zh,
+                "due_at": i.open.due_at,
+                "late_ms": max(at - i.open.due_at, 0),
+                "reminders": i.open.reminded,
+                "drill": i.drill,
+            }
+            for i in shown
+        ],
+        "more": len(late) - len(shown),
+    }
 
 
 def fresh_or_not(request: Request, body: bytes, tag: str) -> Response:

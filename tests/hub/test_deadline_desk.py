@@ -25,7 +25,9 @@ from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
 from hubd.store.writes import DeliveryUpdate, DirectWrite, UpdateDeliveries
+from hubd.web.statuspage import overdue_json
 from schemas import transport
+from schemas.ids import msg_id_text
 from schemas.labels import DocType, Precedence
 from schemas.receipts import ReceiptStatus, verify_receipts
 from tests.hub.test_store import NOW, db_url, msg_id, new_message  # noqa: F401 - a fixture
@@ -156,6 +158,17 @@ async def test_an_unacknowledged_emergency_is_alarmed_and_the_operators_command_
     assert described["drill"] is True
     assert [u["org"] for u in described["unacknowledged"]] == ["jl.jl"]
     assert desk.unacknowledged == 1
+    page = overdue_json(desk, clock.now)  # the status page's part, in red
+    assert page["emergencies"] == [
+        {
+            "msg_id": msg_id_text(m),
+            "sender": "jl.gov",
+            "sign_by": NOW + 10 * MINUTE_MS,
+            "drill": True,
+            "unacknowledged": ["jl.jl"],
+        }
+    ]
+    assert page["total"] == 1
     clock.now += 5 * MINUTE_MS  # every five minutes while it is not acknowledged
     await desk.round()
     await desk.hooks_done()

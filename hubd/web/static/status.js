@@ -211,6 +211,17 @@
       items.push(["warn", `… and ${plural(listed.more, "more organisation")} `,
         `(${listed.total} need attention in all: ${counts}); the worst ${listed.orgs.length} are listed.`]);
     }
+    const overdue = data.overdue || {known: false, total: 0, emergencies: [], items: [], more: 0};
+    for (const e of overdue.emergencies) {
+      items.push(["bad", `${e.drill ? "应急演练 Emergency drill" : "应急 Emergency"} ${e.msg_id} not acknowledged `,
+        `by ${e.unacknowledged.join(", ")} (from ${e.sender}; sign-for was due ${duration(since(data, e.sign_by))} ago). `,
+        "The hub reminds them every few minutes and has run the emergency command."]);
+    }
+    if (overdue.total > 0) {
+      const late = overdue.items.map((i) => `${i.recipient} (${i.deadline_zh} ${i.deadline}, ${duration(i.late_ms)} late)`);
+      items.push(["warn", `${plural(overdue.total, "overdue deadline")}: `,
+        `${late.join(", ")}${overdue.more ? ` … and ${overdue.more} more` : ""}. 'hubctl overdue' lists them; the hub reminds them (催办).`]);
+    }
     const dead = data.dead;
     if (dead.problem) {
       items.push(["warn", "Dead letters unknown: ", dead.problem]);
@@ -287,6 +298,11 @@
       tile("待送达 Deliveries pending", [String(p.total), el("small", "", p.sent ? ` (${p.sent} sent)` : "")],
         pendingDetail, oldOffline ? "bad" : p.total ? "warn" : "ok"),
       tile("死信 Dead letters", [deadValue], deadDetail, dead.problem ? "warn" : dead.total ? "warn" : "ok"),
+      tile("逾期 Overdue", [data.overdue && data.overdue.known ? String(data.overdue.total) : "—"],
+        data.overdue && data.overdue.emergencies.length
+          ? `${plural(data.overdue.emergencies.length, "emergency")} not acknowledged`
+          : "deadlines of documents' terms (催办)",
+        data.overdue && data.overdue.emergencies.length ? "bad" : data.overdue && data.overdue.total ? "warn" : "ok"),
       tile(`流量 Flow, last ${Math.max(flowMinutes, 1)} min`, flowValue, "",
         f.quarantined ? "bad" : "ok", "flow-tile"),
       tile("目录 Directory", [data.directory ? `v${data.directory.version}` : "—"],
