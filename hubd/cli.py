@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -18,6 +19,7 @@ from hubd.config import CONFIG_HELP, HubConfig, find_config, load_config
 from hubd.config import Delivery as DeliveryConfig
 from hubd.daemon import Hub
 from hubd.engine.trustwatch import warnings_for
+from hubd.ops import cases as opscases
 from hubd.ops import contact as opscontact
 from hubd.ops import find as opsfind
 from hubd.ops import overdue as opsoverdue
@@ -41,6 +43,7 @@ from schemas.clock import ms_to_text, parse_moment
 from schemas.directory import verify_directory
 from schemas.errors import ConfigError, XchgError
 from schemas.ids import check_org_id, parse_msg_id
+from schemas.terms import CASE_PATTERN
 
 hubd_app = typer.Typer(
     name="hubd",
@@ -487,6 +490,48 @@ def overdue_command(
     except (ConfigError, XchgError) as exc:
         raise _fail("hubctl overdue", exc) from exc
     _answer(as_json, answer.as_json(), opsoverdue.render_overdue(answer))
+
+
+@hubctl_app.command("cases")
+def cases_command(
+    only_open: Annotated[
+        bool, typer.Option("--open", help="Only the cases not yet handled (办结, 不予受理)")
+    ] = False,
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Petition cases (信访件): who holds each now, their last report, what is overdue."""
+    try:
+        url = store or load_config(find_config(config)).store_url()
+        found = _ask(url, opscases.cases)
+    except (ConfigError, XchgError) as exc:
+        raise _fail("hubctl cases", exc) from exc
+    now = now_ms()
+    listed = [c for c in found if c.open or not only_open]
+    data = {"at": now, "cases": [c.as_json(now) for c in listed]}
+    _answer(as_json, data, opscases.render_cases(found, now, only_open=only_open))
+
+
+@hubctl_app.command("case")
+def case_command(
+    number: Annotated[str, typer.Argument(help="The petition's case number (信访件编号)")],
+    config: ConfigOption = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One petition case's history: received, each transfer down, each organ's reports."""
+    if not re.fullmatch(CASE_PATTERN, number):
+        raise _fail("hubctl case", ValueError(f"{number!r} is not a case number"))
+    try:
+        url = store or load_config(find_config(config)).store_url()
+        found = _ask(url, lambda read: opscases.cases(read, number=number))
+    except (ConfigError, XchgError) as exc:
+        raise _fail("hubctl case", exc) from exc
+    if not found:
+        raise _fail("hubctl case", ValueError(f"the hub holds no petition with case {number}"))
+    now = now_ms()
+    _answer(as_json, found[0].as_json(now), opscases.render_case(found[0], now))
 
 
 @hubctl_app.command("redeliver")

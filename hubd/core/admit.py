@@ -52,6 +52,7 @@ class Lookup(StrEnum):
 
     STORED = "stored"  # what the store holds under the envelope's msg_id (a resend?)
     REQUEST = "request"  # the 请示 a 批复 answers (its ``in_reply_to``)
+    CASE = "case"  # who holds the petition case the envelope continues (its terms.case)
 
 
 class _NotAsked(Enum):
@@ -85,6 +86,9 @@ class Facts:
     disk_low: str | None = None  # why the disk refuses it now (reserving disk_need bytes)
     stored: Stored | _NotAsked | None = NOT_ASKED  # None: the store holds no such msg_id
     request: Referenced | _NotAsked | None = NOT_ASKED  # None: no such 请示 was accepted
+    # the organisations a petition case has passed through (senders and recipients of the
+    # accepted petitions with its case number); None: the case is new
+    case_parties: frozenset[str] | _NotAsked | None = NOT_ASKED
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +154,7 @@ REFUSALS: Final = (
     Reason.REPLAY_EXPIRED,
     Reason.ENV_DEADLINE_PAST,
     Reason.HUB_DISK_LOW,
+    Reason.ENV_CASE_NOT_HELD,
     RULES,
     Reason.BODY_TRAILING_DATA,
     Reason.BODY_TRUNCATED,
@@ -225,6 +230,18 @@ def _circumstances(facts: Facts, *, deliver: bool) -> tuple[Finding, ...] | Refu
     if facts.path is not Path.END and facts.disk_low is not None:
         return Refuse(Reason.HUB_DISK_LOW, facts.disk_low, retriable=True)
     referenced: Referenced | None = None
+    case = None if header.terms is None else header.terms.case
+    if case is not None:
+        if isinstance(facts.case_parties, _NotAsked):
+            return NeedLookup(Lookup.CASE)
+        parties = facts.case_parties
+        if parties is not None and header.sender not in parties:
+            return Refuse(
+                Reason.ENV_CASE_NOT_HELD,
+                f"petition case {case} has not passed through {header.sender}: only an "
+                "organisation that sent or received it may transfer it (转送、交办) or add to "
+                "it; a new petition needs a case number of its own",
+            )
     if header.doc_type is DocType.REPLY and header.in_reply_to is not None:
         if isinstance(facts.request, _NotAsked):
             return NeedLookup(Lookup.REQUEST)

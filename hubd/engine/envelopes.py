@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from hubd.core.admit import (
     NOT_ASKED,
@@ -114,6 +114,9 @@ class Envelopes:
             case Lookup.REQUEST if facts.request is NOT_ASKED:
                 referenced = await rulecheck.look_up(self._store.read, header.in_reply_to)
                 return replace(facts, request=referenced)
+            case Lookup.CASE if facts.case_parties is NOT_ASKED and header.terms is not None:
+                parties = await self._store.read_sync(case_parties, header.terms.case)
+                return replace(facts, case_parties=parties)
         raise UsageError(f"admit asked again for {what}, which it was given")
 
     async def _stored_as(self, envelope: VerifiedEnvelope) -> Stored | None:
@@ -218,3 +221,17 @@ class Envelopes:
                     part=envelope.part_for(route.recipient),
                 )
             )
+
+
+def case_parties(conn: Connection, case: str | None) -> frozenset[str] | None:
+    """The organisations an accepted petition case has passed through (None: a new case)."""
+    m, d = t.messages.c, t.deliveries.c
+    accepted = (m.case_no == case, m.state == MessageState.ACCEPTED.value)
+    senders = {r for (r,) in conn.execute(select(m.sender).where(*accepted).distinct())}
+    if not senders:
+        return None
+    ids = select(m.msg_id).where(*accepted)
+    recipients = {
+        r for (r,) in conn.execute(select(d.recipient).where(d.msg_id.in_(ids)).distinct())
+    }
+    return frozenset(senders | recipients)

@@ -130,6 +130,11 @@ def dir_with(**change: Any) -> Callable[[World, Letter], Mapping[str, Any]]:
     return lambda w, _s: {"directory": changed_org(w.directory, org_id, **change)}
 
 
+def petition(world: World) -> Letter:
+    case = Terms(sign_by=None, done_by=None, case="吉信〔2026〕7号", accept_by=None, drill=False)
+    return letter(world, doc_type=DocType.PETITION, terms=case)
+
+
 def reply(world: World) -> Letter:
     return letter(world, doc_type=DocType.REPLY, in_reply_to=REQUEST_ID)
 
@@ -223,6 +228,18 @@ CASES = [
          build=reply, answers={**NOTHING_STORED, Lookup.REQUEST: lambda _s: None},
          asks=(Lookup.REQUEST, Lookup.STORED), expect=Refuse, reason=RULES,
          check=lambda o: isinstance(o, Refuse) and o.rules == ("reply_request",)),
+    # ---- a petition's case: continued only by an organisation it passed through
+    Case("inline: a petition with a new case number is admitted once the store is asked",
+         Path.INLINE, build=petition, answers={Lookup.CASE: lambda _s: None},
+         asks=(Lookup.CASE,)),
+    Case("inline: a case transferred on by an organisation it passed through is admitted",
+         Path.INLINE, build=petition,
+         answers={Lookup.CASE: lambda _s: frozenset({"cn.gov", "jl.gov"})}, asks=(Lookup.CASE,)),
+    Case("inline: a case that never passed through the sender is refused, naming it",
+         Path.INLINE, build=petition,
+         answers={**NOTHING_STORED, Lookup.CASE: lambda _s: frozenset({"cn.gov", "jl.jl"})},
+         asks=(Lookup.CASE, Lookup.STORED), expect=Refuse, reason=Reason.ENV_CASE_NOT_HELD,
+         check=lambda o: isinstance(o, Refuse) and "吉信〔2026〕7号" in o.detail),
     # ---- the body, last
     Case("inline: a body longer than signed is refused", Path.INLINE,
          facts=lambda _w, s: {"body": s.body + b"x"},
@@ -292,7 +309,11 @@ def run(
             return outcome, asked
         asked.append(outcome.what)
         answer = answers[outcome.what](sealed)
-        field_name = "stored" if outcome.what is Lookup.STORED else "request"
+        field_name = {
+            Lookup.STORED: "stored",
+            Lookup.REQUEST: "request",
+            Lookup.CASE: "case_parties",
+        }[outcome.what]
         facts = replace(facts, **{field_name: answer})
     raise AssertionError(f"admit kept asking: {asked}")
 
