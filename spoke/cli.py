@@ -29,7 +29,8 @@ from spoke.agent import SpokeAgent
 from spoke.config import CONFIG_HELP, SpokeConfig, find_config, load_config
 from spoke.dirbook import held_directory, needed, root_size
 from spoke.files import shown_name
-from spoke.flows import RequestRefusedError, answer_refusal
+from spoke.flowrequests import RequestRefusedError
+from spoke.flows import answer_refusal
 from spoke.intake import Refused, refused_line, send_drop
 from spoke.keygen import generate_org_keys, rotate_org_keys
 from spoke.keyring import KeySource, describe_held, own_key_sentence, own_key_warnings

@@ -24,7 +24,6 @@ the organisation and the status, never a note's words (they may quote a classifi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from dataclasses import replace
 from pathlib import Path
@@ -32,10 +31,10 @@ from pathlib import Path
 import structlog
 
 from schemas.clock import ms_to_text
-from schemas.errors import PeerError, Reason, UsageError
+from schemas.errors import PeerError, Reason
 from schemas.ids import msg_id_text
 from schemas.labels import Classification
-from schemas.notes import check_text, open_note, seal_note
+from schemas.notes import open_note, seal_note
 from schemas.receipts import ReceiptEntry, ReceiptStatus, VerifiedReceipts
 from spoke.context import SpokeContext
 from spoke.files import fit_name, shown_name
@@ -46,6 +45,12 @@ from spoke.flowfiles import (
     return_refused,
     settle_recall,
 )
+from spoke.flowrequests import (
+    NotNowError,
+    RequestRefusedError,
+    read_request,
+    request_msg_id,
+)
 from spoke.receiver import Receiver, _requests, _write_once
 from spoke.sender import Sender
 from spoke.state import RecallReceived
@@ -53,7 +58,6 @@ from spoke.tracking import hub_recall
 
 log = structlog.get_logger("spoke.flows")
 RESEND_EVERY = 60.0  # seconds: a recall the hub has not answered is sent again
-REQUEST_MAX = 64 * 1024  # bytes of a request file read (a note is at most 2000 characters)
 REQUEST_FOLDERS = ("recall", "recall-answers", "return")
 _ANSWER_STATUS = {
     "withdrawn": ReceiptStatus.WITHDRAWN,
@@ -68,25 +72,6 @@ _RECIPIENT_SAYS = frozenset(
         ReceiptStatus.RETURNED,
     }
 )
-
-
-class RequestRefusedError(Exception):
-    """A request that cannot be done: its rule, and what to do in both languages."""
-
-    def __init__(self, rule: str, zh: str, en: str) -> None:
-        super().__init__(f"{rule}: {en}")
-        self.rule, self.zh, self.en = rule, zh, en
-
-    def text(self) -> str:
-        return f"{self.zh}（{self.rule}）\n{self.en} ({self.rule})\n"
-
-    def line(self) -> str:
-        """The same as one line (a command's expected error)."""
-        return f"{self.zh} / {self.rule}: {self.en}"
-
-
-class NotNowError(Exception):
-    """A request that cannot be done while the spoke may not send: left for a later scan."""
 
 
 def answer_refusal(msg_id: bytes, recall: RecallReceived | None, *, accept: bool) -> None:
@@ -140,8 +125,8 @@ class Flows:
 
     async def _request(self, kind: str, path: Path) -> None:
         try:
-            name, text = await asyncio.to_thread(_read_request, path, kind)
-            msg_id = _msg_id(name, kind)
+            name, text = await asyncio.to_thread(read_request, path, kind)
+            msg_id = request_msg_id(name, kind)
             if kind == "recall":
                 await self.recall(msg_id, text or None)
             elif kind == "return":
@@ -506,50 +491,3 @@ class Flows:
         }
         folder = await asyncio.to_thread(file_sentback, self.ctx, msg_id, inbox, record)
         log.info("return.sent", msg_id=shown, sender=sender, folder=folder.name)
-
-
-def _msg_id(name: str, kind: str) -> bytes:
-    """The msg_id a request file is named after (``recall-answers/`` with its suffix)."""
-    stem = name
-    if kind == "recall-answers":
-        stem, dot, suffix = name.rpartition(".")
-        if not dot or suffix not in ("accept", "refuse"):
-            raise RequestRefusedError(
-                "flow.bad_request",
-                f"“{shown_name(name)}”应命名为 msg_id.accept（同意撤回）或 msg_id.refuse（不同意）",
-                f"'{shown_name(name)}' must be named MSG_ID.accept (agree to the recall) or "
-                "MSG_ID.refuse (keep the document)",
-            )
-    msg_id = b""
-    if len(stem) == 32 and stem == stem.lower():
-        with contextlib.suppress(ValueError):
-            msg_id = bytes.fromhex(stem)
-    if len(msg_id) != 16:
-        raise RequestRefusedError(
-            "flow.bad_request",
-            f"“{shown_name(name)}”不是文件的 msg_id：请求文件应以 msg_id（32 位小写十六进制）命名",
-            f"'{shown_name(name)}' is not a document's msg_id: name the request file after "
-            "the msg_id (32 lowercase hex digits)",
-        )
-    return msg_id
-
-
-def _read_request(path: Path, kind: str) -> tuple[str, str]:
-    """The request's name and its words (stripped; '' if none), checked as a note's."""
-    with path.open("rb") as handle:
-        data = handle.read(REQUEST_MAX + 1)
-    try:
-        text = data.decode("utf-8").strip()
-        if len(data) > REQUEST_MAX:
-            raise UsageError(f"the file has more than {REQUEST_MAX} bytes")
-        if text:
-            check_text(text)
-    except (UnicodeDecodeError, UsageError) as exc:
-        said = "the file is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else str(exc)
-        raise RequestRefusedError(
-            "flow.bad_note",
-            f"{kind}/{shown_name(path.name)} 的内容（理由）不可用：须为 UTF-8 文字，1 至 2000 字",
-            f"the reason in {kind}/{shown_name(path.name)} cannot be used: {said}; write 1 to "
-            "2000 characters of UTF-8 text",
-        ) from exc
-    return path.name, text
