@@ -30,8 +30,11 @@
 - ``recalls_sent`` / ``flow_log``: the recalls (撤回) this spoke asked for and what the hub
   said, and what the recipients said of the recalls and returns (退文) of what we sent;
   ``recalls_received`` / ``flow_out``: recalls of documents sent to this spoke, its
-  decision, and the statements it signed about them (spoke.flows); the ``note_key`` of
-  each document sent or received opens the words of those statements, never a body;
+  decision, and the statements it signed about them (spoke.flows), its reports of
+  handling (办理) among them; the ``note_key`` of each document sent or received opens the
+  words of those statements, never a body;
+- ``reminders``: the hub's reminders (催办) of a deadline, about a document this spoke
+  received (it is late) or sent (a recipient is), for reminders.json and status.json;
 - ``own_keys``: what the agent found wrong, at start and at its last directory change, with
   how the directory lists this spoke's keys (spoke.keyring.own_key_problems), for
   ``spoke status``.
@@ -196,7 +199,7 @@ CREATE TABLE IF NOT EXISTS flow_log (       -- flow statements about documents w
     id INTEGER PRIMARY KEY,        -- arrival order
     msg_id BLOB NOT NULL,
     recipient TEXT NOT NULL,
-    status TEXT NOT NULL,          -- RECALLED | WITHDRAWN | RECALL_ACCEPTED | ... | RETURNED
+    status TEXT NOT NULL,          -- RECALLED | WITHDRAWN | ... | RETURNED | READ | ... | DONE
     at INTEGER NOT NULL,
     note TEXT,                     -- the recipient's words, opened (NULL: none, or unreadable)
     UNIQUE (msg_id, recipient, status, at)
@@ -215,13 +218,22 @@ CREATE TABLE IF NOT EXISTS recalls_received (  -- 撤回 of documents sent to th
 );
 CREATE TABLE IF NOT EXISTS flow_out (       -- this spoke's own flow statements as a recipient
     msg_id BLOB NOT NULL,
-    status TEXT NOT NULL,          -- WITHDRAWN | RECALL_ACCEPTED | RECALL_REFUSED | RETURNED
+    status TEXT NOT NULL,          -- WITHDRAWN | ... | RETURNED, or a report: READ | ... | DONE
     channel TEXT NOT NULL,
     frame BLOB NOT NULL,           -- the signed one-entry batch
     published INTEGER NOT NULL,    -- 0 until the broker took it (then it is not resent)
     refusal TEXT,                  -- the hub's REFUSED reason, if it came
     at INTEGER NOT NULL,
     PRIMARY KEY (msg_id, status)
+);
+CREATE TABLE IF NOT EXISTS reminders (      -- 催办 the hub sent about a document (spoke.handling)
+    id INTEGER PRIMARY KEY,        -- arrival order
+    msg_id BLOB NOT NULL,          -- a document this spoke sent or received
+    recipient TEXT NOT NULL,       -- the late recipient (this spoke, for one it received)
+    deadline TEXT NOT NULL,        -- sign_by | accept_by | done_by
+    at INTEGER NOT NULL,           -- when the hub reminded
+    detail TEXT,                   -- the hub's sentence (Chinese / English)
+    UNIQUE (msg_id, recipient, deadline, at)  -- a numbered batch replayed is one reminder
 );
 CREATE TABLE IF NOT EXISTS own_keys (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -245,6 +257,8 @@ ADDED_COLUMNS = (
     # (and with it the note key) arrives
     ("recalls_received", "note", "BLOB"),
     ("flow_out", "refusal_detail", "TEXT"),  # the hub's sentence with its REFUSED
+    # a received document's 文种 (a petition may be accepted or declined: spoke.handling)
+    ("inbound", "doc_type", "TEXT"),
 )
 
 
@@ -747,12 +761,18 @@ class SpokeState:
         classification: str,
         at: int,
         note_key: bytes | None = None,
+        doc_type: str | None = None,
     ) -> None:
         self._tx(
             "INSERT OR IGNORE INTO inbound (msg_id, sender, channel, folder, frame_sha256, "
-            "classification, received_at, note_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (msg_id, sender, channel, str(folder), digest, classification, at, note_key),
+            "classification, received_at, note_key, doc_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (msg_id, sender, channel, str(folder), digest, classification, at, note_key, doc_type),
         )
+
+    def inbound_doc_type(self, msg_id: bytes) -> str | None:
+        """A received document's doc_type name (None: unknown, received before it was kept)."""
+        rows = self._read("SELECT doc_type FROM inbound WHERE msg_id = ?", (msg_id,))
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
     def inbound(self, msg_id: bytes) -> tuple[Any, ...] | None:
         """(sender, channel, folder, frame_sha256, classification, signed_for_at)."""
@@ -947,6 +967,35 @@ class SpokeState:
             "SELECT refusal FROM flow_out WHERE msg_id = ? AND status = ?", (msg_id, status)
         )
         return None if not rows else (rows[0][0] or "")
+
+    def reports_out(self, msg_id: bytes) -> list[tuple[str, int, str | None]]:
+        """(status, at, the hub's refusal or None) of this spoke's reports of handling
+        about ``msg_id``, oldest first (one row a status: the latest of each)."""
+        rows = self._read(
+            "SELECT status, at, refusal FROM flow_out WHERE msg_id = ? AND status IN "
+            "('READ', 'HANDLING', 'DONE', 'CASE_ACCEPTED', 'CASE_DECLINED') ORDER BY at",
+            (msg_id,),
+        )
+        return [(str(s), int(a), r) for s, a, r in rows]
+
+    def add_reminder(
+        self, msg_id: bytes, recipient: str, deadline: str, at: int, detail: str | None
+    ) -> bool:
+        """A reminder (催办) from the hub; False if it was already recorded."""
+        cursor = self._tx(
+            "INSERT OR IGNORE INTO reminders (msg_id, recipient, deadline, at, detail) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (msg_id, recipient, deadline, at, detail),
+        )
+        return cursor.rowcount == 1
+
+    def reminders(self, msg_id: bytes) -> list[tuple[str, str, int, str | None]]:
+        """(recipient, deadline, at, detail) of every reminder about ``msg_id``, in order."""
+        rows = self._read(
+            "SELECT recipient, deadline, at, detail FROM reminders WHERE msg_id = ? ORDER BY id",
+            (msg_id,),
+        )
+        return [(str(r), str(d), int(a), t) for r, d, a, t in rows]
 
     # ------------------------------------------------------------------ evidence
 

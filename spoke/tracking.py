@@ -19,14 +19,22 @@ answer (withdrawn, accepted, refused) then follows and replaces ``recalled``. A 
 whose delivery was stopped is left out of the document's overall status (the hub will not
 deliver it, so no confirmation is coming), whatever it answers, unless all were. The
 recall itself, as the hub answered it, moves by :data:`HUB_RECALL_TRANSITIONS`.
+
+A recipient's reports of its handling (办理) are a third thing beside them: its
+``handling`` is the latest report that does not go back (:func:`later_handling`, the hub's
+order: 已阅 READ, then 办理中 HANDLING or 受理 CASE_ACCEPTED, then 办结 DONE or 不予受理
+CASE_DECLINED), and ``reports`` every one in arrival order. The hub's reminders (催办) of
+its deadlines are listed beside them, and a deadline passed and not met is ``overdue``
+(:func:`overdue`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from schemas.clock import ms_to_text
+from schemas.receipts import REPORTS, ReceiptStatus
 
 PENDING, DELIVERED, SIGNED_FOR, EXPIRED, DEAD = (
     "PENDING",
@@ -131,6 +139,45 @@ def overall_with_recall(recipients: Iterable[tuple[str, bool]]) -> str:
     return overall_status(waiting or [s for s, _ in pairs])
 
 
+# ---------------------------------------------------------------- handling and deadlines
+
+# how far a report goes: a report never takes a recipient's handling back (as the hub keeps it)
+HANDLING_RANK = {"READ": 0, "HANDLING": 1, "CASE_ACCEPTED": 1, "CASE_DECLINED": 2, "DONE": 2}
+_MEETS = {  # the deadline each handling meets (a SIGNED_FOR meets sign_by)
+    "accept_by": frozenset({"CASE_ACCEPTED", "CASE_DECLINED", "DONE"}),
+    "done_by": frozenset({"DONE", "CASE_DECLINED"}),
+}
+
+
+def later_handling(held: str | None, reported: str) -> str:
+    """A recipient's handling after it reported ``reported``: that report, unless it would
+    go back (a late 已阅 READ after 办结 DONE leaves DONE); one of equal rank replaces it."""
+    if held is None or HANDLING_RANK[reported] >= HANDLING_RANK[held]:
+        return reported
+    return held
+
+
+def met(deadline: str, status: str, handling: str | None, *, stopped: bool = False) -> bool:
+    """Whether a recipient whose delivery ``status`` and ``handling`` are these has met
+    ``deadline`` (sign_by, accept_by, done_by). One that no longer owes anything (its
+    delivery stopped by a recall, or expired) has nothing to meet."""
+    if stopped or status == EXPIRED:
+        return True
+    if deadline == "sign_by":
+        return status == SIGNED_FOR
+    return handling in _MEETS.get(deadline, frozenset())
+
+
+def overdue(
+    deadlines: Mapping[str, int], status: str, handling: str | None, *, now: int, stopped: bool
+) -> dict[str, bool]:
+    """For each deadline set (name -> ms): whether it has passed at ``now`` unmet."""
+    return {
+        name: due <= now and not met(name, status, handling, stopped=stopped)
+        for name, due in deadlines.items()
+    }
+
+
 @dataclass
 class Recipient:
     """One recipient in status.json: its status now, and every receipt that moved it."""
@@ -144,9 +191,16 @@ class Recipient:
     recall_note: str | None = None  # its words about the recall, opened
     stopped: bool = False  # the hub stopped its delivery (RECALLED), whatever it said since
     returned: dict[str, object] | None = None  # 退文: {"at", "reason"}
+    handling: dict[str, object] | None = None  # its latest report that does not go back
+    reports: list[dict[str, object]] = field(default_factory=list)  # every report, in order
+    reminders: list[dict[str, object]] = field(default_factory=list)  # 催办: {deadline, at}
+    overdue: dict[str, bool] | None = None  # per deadline set (the document's terms)
 
     def flow(self, status: str, at: int, note: str | None) -> None:
         """A flow statement about this recipient (its own, or the hub's RECALLED)."""
+        if status in REPORTS:
+            self.report(status, at, note)
+            return
         if status == "RETURNED":
             self.returned = {"at": ms_to_text(at, precise=True), "reason": note}
             return
@@ -156,6 +210,24 @@ class Recipient:
         elif after != self.recall:
             self.recall_note = note
         self.recall = after
+
+    def report(self, status: str, at: int, comment: str | None) -> None:
+        """A report of its handling (办理): in its history, and its handling unless it
+        would go back."""
+        shown: dict[str, object] = {
+            "status": status,
+            "status_zh": ReceiptStatus(status).zh,
+            "at": ms_to_text(at, precise=True),
+            "comment": comment,
+        }
+        self.reports.append(shown)
+        held = None if self.handling is None else str(self.handling["status"])
+        if later_handling(held, status) == status:
+            self.handling = shown
+
+    def remind(self, deadline: str, at: int) -> None:
+        """The hub reminded it (催办) of ``deadline``."""
+        self.reminders.append({"deadline": deadline, "at": ms_to_text(at, precise=True)})
 
     def add(self, status: str, at: int, reason: str | None, detail: str | None) -> None:
         when = ms_to_text(at, precise=True)
@@ -181,5 +253,11 @@ class Recipient:
             out["delivery_stopped"] = self.stopped
         if self.returned is not None:
             out["returned"] = self.returned
+        if self.reports:
+            out["handling"], out["reports"] = self.handling, self.reports
+        if self.reminders:
+            out["reminders"] = self.reminders
+        if self.overdue is not None:
+            out["overdue"] = self.overdue
         out["history"] = self.history
         return out
