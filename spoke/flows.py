@@ -35,7 +35,7 @@ from schemas.errors import PeerError, Reason
 from schemas.ids import msg_id_text
 from schemas.labels import Classification
 from schemas.notes import open_note, seal_note
-from schemas.receipts import ReceiptEntry, ReceiptStatus, VerifiedReceipts
+from schemas.receipts import REPORTS, ReceiptEntry, ReceiptStatus, VerifiedReceipts
 from spoke.context import SpokeContext
 from spoke.files import fit_name, shown_name
 from spoke.flowfiles import (
@@ -49,8 +49,10 @@ from spoke.flowrequests import (
     NotNowError,
     RequestRefusedError,
     read_request,
+    report_status,
     request_msg_id,
 )
+from spoke.handling import handling_refused, report_refusal, take_reminder, write_handling
 from spoke.receiver import Receiver, _requests, _write_once
 from spoke.sender import Sender
 from spoke.state import RecallReceived
@@ -58,7 +60,7 @@ from spoke.tracking import hub_recall
 
 log = structlog.get_logger("spoke.flows")
 RESEND_EVERY = 60.0  # seconds: a recall the hub has not answered is sent again
-REQUEST_FOLDERS = ("recall", "recall-answers", "return")
+REQUEST_FOLDERS = ("recall", "recall-answers", "return", "reports")
 _ANSWER_STATUS = {
     "withdrawn": ReceiptStatus.WITHDRAWN,
     "accepted": ReceiptStatus.RECALL_ACCEPTED,
@@ -70,6 +72,7 @@ _RECIPIENT_SAYS = frozenset(
         ReceiptStatus.RECALL_ACCEPTED,
         ReceiptStatus.RECALL_REFUSED,
         ReceiptStatus.RETURNED,
+        *REPORTS,
     }
 )
 
@@ -137,6 +140,9 @@ class Flows:
                         "a return needs its reason: write it into the file",
                     )
                 await self.send_back(msg_id, text)
+            elif kind == "reports":
+                status = report_status(path.name.rpartition(".")[2])
+                await self.report(msg_id, status, text or None)
             else:
                 await self.answer(msg_id, accept=path.name.endswith(".accept"), text=text or None)
         except NotNowError:
@@ -258,6 +264,8 @@ class Flows:
                 continue
             if entry.status is ReceiptStatus.RECALL:
                 await self._recalled(channel, issuer, entry)
+            elif entry.status is ReceiptStatus.REMINDED:  # 催办 (spoke.handling)
+                changed |= await asyncio.to_thread(take_reminder, self.ctx, entry)
             elif entry.status.issued_by_hub:
                 changed |= await asyncio.to_thread(self._from_hub, entry)
             elif entry.status in _RECIPIENT_SAYS:
@@ -296,6 +304,8 @@ class Flows:
                         "flow.refused", msg_id=shown, status=status, reason=entry.reason,
                         detail=entry.detail, shown_in=f"spoke status {shown}",
                     )  # fmt: skip
+                    if status in REPORTS:  # handling.json says so
+                        handling_refused(self.ctx, msg_id, status, reason, entry.detail)
                     if status == ReceiptStatus.RETURNED.value:  # the document comes back
                         folder = return_refused(self.ctx, msg_id, reason, entry.detail)
                         log.warning(
@@ -319,7 +329,10 @@ class Flows:
         text = self._open(entry, issuer, self.ctx.state.note_key(msg_id))
         if not self.ctx.state.add_flow(msg_id, issuer, entry.status.value, entry.at, text):
             return set()  # the same statement again
-        log.info("flow.statement", msg_id=shown, recipient=issuer, status=entry.status.value)
+        log.info(
+            "flow.statement", msg_id=shown, recipient=issuer, status=entry.status.value,
+            with_note=text is not None,
+        )  # fmt: skip
         if entry.status is ReceiptStatus.RETURNED:
             folder = file_returned(self.ctx, msg_id, issuer, entry.at, text)
             log.warning("return.received", msg_id=shown, recipient=issuer, folder=folder.name)
@@ -406,17 +419,18 @@ class Flows:
         subject: bytes,
         label: str,
         text: str | None,
-    ) -> bool:
-        """Whether it was signed (False: held, the spoke may not send now)."""
+    ) -> int | None:
+        """When it was signed (None: held, the spoke may not send now)."""
         note = None
         key = self.ctx.state.note_key(msg_id)
         if text is not None and key is not None:
             note = seal_note(key, text, msg_id=msg_id, status=status.value, issuer=self.ctx.org)
+        at = self.ctx.clock()
         entry = ReceiptEntry(
             msg_id=msg_id,
             recipient=self.ctx.org,
             status=status,
-            at=self.ctx.clock(),
+            at=at,
             subject=subject,
             classification=Classification[label],
             reason=None,
@@ -427,7 +441,7 @@ class Flows:
         sent = await self.receiver.send_alone(channel, entry)
         if sent is None:
             log.info("flow.held", msg_id=msg_id_text(msg_id), status=status.value)
-            return False  # a recall's answer: signed and sent by resend() once it may send
+            return None  # a recall's answer: signed and sent by resend() once it may send
         frame, published = sent
         state = self.ctx.state
         await asyncio.to_thread(
@@ -438,7 +452,7 @@ class Flows:
         log.info(
             "flow.stated", msg_id=msg_id_text(msg_id), status=status.value, published=published
         )
-        return True
+        return at
 
     async def answer(self, msg_id: bytes, *, accept: bool, text: str | None) -> None:
         """The organisation's answer to a recall of a document it had signed for."""
@@ -480,7 +494,7 @@ class Flows:
             stated = await self._say(
                 msg_id, ReceiptStatus.RETURNED, channel, bytes(digest), label, text
             )
-            if not stated:
+            if stated is None:
                 raise NotNowError  # held: the document stays in the inbox until it is said
         at = self.ctx.clock()
         record = {
@@ -491,3 +505,20 @@ class Flows:
         }
         folder = await asyncio.to_thread(file_sentback, self.ctx, msg_id, inbox, record)
         log.info("return.sent", msg_id=shown, sender=sender, folder=folder.name)
+
+    async def report(self, msg_id: bytes, status: ReceiptStatus, text: str | None) -> None:
+        """办理: report this organisation's handling of a document it received (已阅, 办理中,
+        办结; a petition's 受理, 不予受理), with an optional comment sealed for its sender."""
+        state = self.ctx.state
+        await asyncio.to_thread(report_refusal, self.ctx.config, state, msg_id, status)
+        row = state.inbound(msg_id)
+        assert row is not None  # noqa: S101 - report_refusal refuses a document not received
+        _, channel, _, digest, label, _ = row
+        at = await self._say(msg_id, status, channel, bytes(digest), label, text)
+        if at is None:
+            raise NotNowError  # held: the request waits for the spoke to send again
+        written = await asyncio.to_thread(write_handling, self.ctx, msg_id, status, at, text)
+        log.info(
+            "report.sent", msg_id=msg_id_text(msg_id), status=status.value,
+            with_comment=text is not None, handling_json=written is not None,
+        )  # fmt: skip

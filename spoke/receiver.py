@@ -33,6 +33,7 @@ from spoke.context import SpokeContext
 from spoke.dirbook import DirectoryUnavailableError, peek_sender
 from spoke.files import fit_name, shown_name
 from spoke.flowfiles import TAKEN_OUT, open_kept_note, settle_recall
+from spoke.handling import write_reminders
 from spoke.inbox import META, InboxWrite, mark_signed_for
 from spoke.keyring import Held
 
@@ -242,7 +243,9 @@ class Receiver:
             classification=header.classification.name,
             at=received,
             note_key=note_key,
+            doc_type=header.doc_type.name,
         )
+        write_reminders(self.ctx, header.msg_id)  # 催办 that came before it (spoke.handling)
         recall = self.ctx.state.recall_received(header.msg_id)
         if recall is not None:  # recalled before it arrived: filed straight (spoke.flows)
             if note_key is not None:

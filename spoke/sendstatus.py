@@ -4,7 +4,8 @@ The hub answers every envelope once: ACCEPTED moves the drop from the work area 
 ``sent/<msg_id>/`` (the document first, its metadata last) with a ``status.json``; REJECTED
 moves it to ``failed/`` with the hub's reason (:mod:`spoke.failures`). Either way its sealed
 body leaves the queue. The recipients' receipts (DELIVERED, SIGNED_FOR) and the hub's about
-them (EXPIRED, DEAD) are recorded, and status.json follows them within
+them (EXPIRED, DEAD), the recipients' reports of handling (办理) and the hub's reminders
+(催办) of the document's deadlines are recorded, and status.json follows them within
 :data:`STATUS_EVERY` seconds, rewritten once however many came meanwhile. What a crash
 leaves between two of these steps is finished at the next start (:meth:`SendStatus.repair`).
 """
@@ -26,10 +27,12 @@ from schemas.receipts import ReceiptEntry, ReceiptStatus
 from spoke.context import SpokeContext
 from spoke.failures import Failures
 from spoke.files import META_SUFFIXES, durable_rename, shown_name, write_json
+from spoke.handling import own_terms
+from spoke.inbox import terms_json
 from spoke.outbox import Claimed
 from spoke.refusals import Refusal, hub_reason_zh
 from spoke.state import Outbound, RecallSent
-from spoke.tracking import RECALL_PENDING, Recipient, overall_with_recall
+from spoke.tracking import RECALL_PENDING, Recipient, overall_with_recall, overdue
 
 STATUS_EVERY = 0.5  # seconds: status.json follows the receipts this soon, rewritten once
 log = structlog.get_logger("spoke.outbox")
@@ -169,6 +172,17 @@ class SendStatus:
                 info.recall = RECALL_PENDING
         for recipient, status, at, note in self.ctx.state.flows(msg_id):
             recipients.setdefault(recipient, Recipient()).flow(status, at, note)
+        for recipient, deadline, at, _ in self.ctx.state.reminders(msg_id):
+            recipients.setdefault(recipient, Recipient()).remind(deadline, at)
+        rows = self.ctx.state.outbound("WHERE msg_id = ?", [msg_id])
+        terms = own_terms(rows[0].frame) if rows else None
+        if terms is not None and terms.deadlines:
+            now = self.ctx.clock()
+            for info in recipients.values():
+                held = None if info.handling is None else str(info.handling["status"])
+                info.overdue = overdue(
+                    terms.deadlines, info.status, held, now=now, stopped=info.stopped
+                )
         write_json(
             folder / "status.json",
             {
@@ -182,6 +196,8 @@ class SendStatus:
                 # those whose delivery a recall stopped are not waited for
                 "status": overall_with_recall((r.status, r.stopped) for r in recipients.values()),
                 "recall": None if recall is None else recall_json(recall),
+                # what the recipients were asked, by when (时限; the hub reminds those late)
+                "terms": terms_json(terms),
                 "created_at": ms_to_text(created, precise=True),
                 "accepted_at": None if answered is None else ms_to_text(answered, precise=True),
                 "recipients": {r: info.as_json() for r, info in recipients.items()},
