@@ -29,8 +29,9 @@ from spoke.agent import SpokeAgent
 from spoke.config import CONFIG_HELP, SpokeConfig, find_config, load_config
 from spoke.dirbook import held_directory, needed, root_size
 from spoke.files import shown_name
-from spoke.flowrequests import RequestRefusedError
+from spoke.flowrequests import RequestRefusedError, report_status
 from spoke.flows import answer_refusal
+from spoke.handling import report_refusal
 from spoke.intake import Refused, refused_line, send_drop
 from spoke.keygen import generate_org_keys, rotate_org_keys
 from spoke.keyring import KeySource, describe_held, own_key_sentence, own_key_warnings
@@ -385,13 +386,13 @@ def _flow_msg_id(msg_id: str, command: str) -> bytes:
         raise _fail(command, exc) from exc
 
 
-def _flow_reason(reason: str | None, command: str) -> str | None:
+def _flow_reason(reason: str | None, command: str, option: str = "--reason") -> str | None:
     if reason is None:
         return None
     try:
         return check_text(reason)
     except UsageError as exc:
-        raise _fail(command, f"--reason: {exc} (flow.bad_note)") from exc
+        raise _fail(command, f"{option}: {exc} (flow.bad_note)") from exc
 
 
 @app.command()
@@ -471,6 +472,42 @@ def return_(
     request = settings.folder("return") / msg_id
     atomic_write(request, (text or "").encode(), mode=0o644)
     typer.echo(f"return requested ({request}); the agent moves it to sentback/{msg_id}/")
+
+
+@app.command()
+def report(
+    msg_id: Annotated[str, typer.Argument(help="The msg_id of a document this spoke received")],
+    status: Annotated[
+        str,
+        typer.Option(
+            help="READ 已阅, HANDLING 办理中, DONE 办结; a petition: CASE_ACCEPTED 受理, "
+            "CASE_DECLINED 不予受理 (any case, or the Chinese word)"
+        ),
+    ],
+    comment: Annotated[
+        str | None, typer.Option(help="A comment or the result (sealed for the sender)")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """办理: tell the sender how this organisation handles a document it received."""
+    command = "spoke report"
+    settings = _config(config, command)
+    msg = _flow_msg_id(msg_id, command)
+    text = _flow_reason(comment, command, option="--comment")
+    state = SpokeState(settings.work / "state.db")
+    try:  # judged as the agent judges it (spoke.handling)
+        said = report_status(status)
+        report_refusal(settings, state, msg, said)
+    except RequestRefusedError as refused:
+        raise _fail(command, refused.line()) from None
+    finally:
+        state.close()
+    request = settings.folder("reports") / f"{msg_id}.{said.value.lower()}"
+    atomic_write(request, (text or "").encode(), mode=0o644)
+    typer.echo(
+        f"report requested ({request}: {said.zh} {said.value}); the agent tells the sender, "
+        f"and inbox/{msg_id}/handling.json shows it"
+    )
 
 
 @app.command()

@@ -125,6 +125,6 @@ def report_status(word: str) -> ReceiptStatus:
             "flow.bad_request",
             f"“{shown_name(word)}”不是办理状态：请用 {REPORT_WORDS_ZH}（或 {REPORT_WORDS_EN}）",
             f"'{shown_name(word)}' is not a report of handling: use {REPORT_WORDS_EN} "
-            f"(any case), or {REPORT_WORDS_ZH}",
+            "(any case), or the Chinese word",
         )
     return status

@@ -11,6 +11,7 @@ from schemas.directory import Directory
 from schemas.display import table
 from schemas.ids import msg_id_text, parse_msg_id
 from schemas.metadata import MetadataError, parse_metadata
+from schemas.receipts import REPORTS, ReceiptStatus
 from schemas.rules import Document, settings_of
 from schemas.whatif import WhatIf, what_if
 from spoke.checks import address, bad_metadata, not_addressed, sealable
@@ -18,7 +19,7 @@ from spoke.config import SpokeConfig
 from spoke.files import is_clutter, is_temporary
 from spoke.refusals import Refusal, hub_reason_zh
 from spoke.state import Sending, SpokeState
-from spoke.tracking import recall_state, recipient_status
+from spoke.tracking import later_handling, recall_state, recipient_status
 
 
 def declaration(path: Path) -> list[dict[str, object]]:
@@ -191,8 +192,9 @@ def files_table(notes: dict[str, object]) -> str:
 
 
 def flow_lines(state: SpokeState, query: str) -> list[str]:
-    """``spoke status MSG_ID``'s lines on a recall (撤回) or return (退文) of the document,
-    sent or received; none for anything else."""
+    """``spoke status MSG_ID``'s lines on a recall (撤回), a return (退文), reports of
+    handling (办理) and reminders (催办) of the document, sent or received; none for
+    anything else."""
     try:
         msg_id = parse_msg_id(query)
     except ValueError:
@@ -221,6 +223,7 @@ def flow_lines(state: SpokeState, query: str) -> list[str]:
     row = state.inbound(msg_id)
     if row is not None and Path(row[2]).parent.name == "sentback":
         lines.append(f"returned to {row[0]}: see sentback/{query}/")
+    lines += handling_lines(state, msg_id)
     for _, status, reason, detail in state.flow_out_refusals(msg_id):
         what_zh, todo_zh = hub_reason_zh(reason, retriable=False)
         where = " (see inbox/ or sentback/ return.error.txt)" if status == "RETURNED" else ""
@@ -228,4 +231,30 @@ def flow_lines(state: SpokeState, query: str) -> list[str]:
             f"本机的 {status} 声明被枢纽驳回（{reason}）：{what_zh}。{todo_zh} / this spoke's "
             f"{status} was refused by the hub ({reason}): {detail or 'no detail'}{where}"
         )
+    return lines
+
+
+def handling_lines(state: SpokeState, msg_id: bytes) -> list[str]:
+    """What the recipients reported of their handling (办理) of a document this spoke sent,
+    and the reminders (催办) the hub sent of its deadlines; or, for one it received, its own
+    latest report and the reminders it got. Never a comment's words."""
+    lines = []
+    handling: dict[str, tuple[str, int]] = {}
+    for recipient, status, at, _ in state.flows(msg_id):
+        if status in REPORTS:
+            held = handling.get(recipient)
+            if later_handling(None if held is None else held[0], status) == status:
+                handling[recipient] = (status, at)
+    for recipient, (status, at) in handling.items():
+        zh = ReceiptStatus(status).zh
+        lines.append(f"handling at {recipient}: {zh} {status} (reported {ms_to_text(at)})")
+    reports = state.reports_out(msg_id)
+    if reports:
+        status, at, refused = reports[-1]
+        said = f", refused by the hub ({refused})" if refused else ""
+        zh = ReceiptStatus(status).zh
+        lines.append(f"handling reported: {zh} {status} at {ms_to_text(at)}{said}")
+    for recipient, deadline, at, detail in state.reminders(msg_id):
+        when = ms_to_text(at)
+        lines.append(f"reminded (催办) {recipient} of {deadline} at {when}: {detail or '-'}")
     return lines
