@@ -116,6 +116,7 @@ class SpokeAgent:
         self.ctx.book.publish = self._ask_hub
         self.sender = Sender(self.ctx)
         self.receiver = Receiver(self.ctx)
+        self.receiver.on_reply = lambda answered: self.sender.status_later({answered})
         self.flows = Flows(self.ctx, self.receiver, self.sender)
         self.witness = Witness(self.ctx, self.ctx.publish_up)
         self.prover = Prover(self.ctx, self.ctx.publish_up, self.witness)

@@ -15,6 +15,7 @@ import hashlib
 import os
 import stat
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,9 @@ class Receiver:
         self._pending: dict[tuple[str, str], list[ReceiptEntry]] = defaultdict(list)
         # sign-for requests that failed, by name, as they were: logged once, left alone
         self._bad_requests: dict[str, tuple[int, int, int]] = {}
+        # a document answering one (in_reply_to) arrived: the agent rewrites that send's
+        # status.json (a 批复 handles its 请示)
+        self.on_reply: Callable[[bytes], None] | None = None
 
     # ------------------------------------------------------------------ envelopes
 
@@ -205,6 +209,8 @@ class Receiver:
             precedence=header.precedence.name,
         )
         self.acknowledge(envelope, channel, ReceiptStatus.DELIVERED)
+        if header.in_reply_to is not None and self.on_reply is not None:
+            self.on_reply(header.in_reply_to)
 
     def _write_sync(
         self,
@@ -244,6 +250,7 @@ class Receiver:
             at=received,
             note_key=note_key,
             doc_type=header.doc_type.name,
+            in_reply_to=header.in_reply_to,
         )
         write_reminders(self.ctx, header.msg_id)  # 催办 that came before it (spoke.handling)
         recall = self.ctx.state.recall_received(header.msg_id)

@@ -174,12 +174,17 @@ class SendStatus:
             recipients.setdefault(recipient, Recipient()).flow(status, at, note)
         for recipient, deadline, at, _ in self.ctx.state.reminders(msg_id):
             recipients.setdefault(recipient, Recipient()).remind(deadline, at)
+        for recipient, reply, at in self.ctx.state.replies_to(msg_id):
+            if recipient in recipients:  # a 批复 to our 请示 handles it, as at the hub
+                when = ms_to_text(at, precise=True)
+                recipients[recipient].replied = {"msg_id": msg_id_text(reply), "at": when}
         rows = self.ctx.state.outbound("WHERE msg_id = ?", [msg_id])
         terms = own_terms(rows[0].frame) if rows else None
         if terms is not None and terms.deadlines:
             now = self.ctx.clock()
             for info in recipients.values():
                 held = None if info.handling is None else str(info.handling["status"])
+                held = "DONE" if info.replied is not None else held
                 info.overdue = overdue(
                     terms.deadlines, info.status, held, now=now, stopped=info.stopped
                 )

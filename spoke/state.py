@@ -259,6 +259,7 @@ ADDED_COLUMNS = (
     ("flow_out", "refusal_detail", "TEXT"),  # the hub's sentence with its REFUSED
     # a received document's 文种 (a petition may be accepted or declined: spoke.handling)
     ("inbound", "doc_type", "TEXT"),
+    ("inbound", "in_reply_to", "BLOB"),  # a 批复's 请示: it counts as handled (done_by)
 )
 
 
@@ -762,12 +763,26 @@ class SpokeState:
         at: int,
         note_key: bytes | None = None,
         doc_type: str | None = None,
+        in_reply_to: bytes | None = None,
     ) -> None:
         self._tx(
             "INSERT OR IGNORE INTO inbound (msg_id, sender, channel, folder, frame_sha256, "
-            "classification, received_at, note_key, doc_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (msg_id, sender, channel, str(folder), digest, classification, at, note_key, doc_type),
+            "classification, received_at, note_key, doc_type, in_reply_to) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                msg_id, sender, channel, str(folder), digest, classification, at, note_key,
+                doc_type, in_reply_to,
+            ),
+        )  # fmt: skip
+
+    def replies_to(self, msg_id: bytes) -> list[tuple[str, bytes, int]]:
+        """(sender, msg_id, received_at) of every 批复 (REPLY) received answering ``msg_id``."""
+        rows = self._read(
+            "SELECT sender, msg_id, received_at FROM inbound WHERE in_reply_to = ? "
+            "AND doc_type = 'REPLY' ORDER BY received_at",
+            (msg_id,),
         )
+        return [(str(s), bytes(m), int(a)) for s, m, a in rows]
 
     def inbound_doc_type(self, msg_id: bytes) -> str | None:
         """A received document's doc_type name (None: unknown, received before it was kept)."""

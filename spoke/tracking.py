@@ -195,6 +195,7 @@ class Recipient:
     reports: list[dict[str, object]] = field(default_factory=list)  # every report, in order
     reminders: list[dict[str, object]] = field(default_factory=list)  # 催办: {deadline, at}
     overdue: dict[str, bool] | None = None  # per deadline set (the document's terms)
+    replied: dict[str, object] | None = None  # its 批复 to our 请示: handled (done_by)
 
     def flow(self, status: str, at: int, note: str | None) -> None:
         """A flow statement about this recipient (its own, or the hub's RECALLED)."""
@@ -257,6 +258,8 @@ class Recipient:
             out["handling"], out["reports"] = self.handling, self.reports
         if self.reminders:
             out["reminders"] = self.reminders
+        if self.replied is not None:
+            out["replied"] = self.replied
         if self.overdue is not None:
             out["overdue"] = self.overdue
         out["history"] = self.history

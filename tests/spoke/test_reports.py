@@ -385,3 +385,43 @@ def read_json_list(path: Path) -> list[dict[str, Any]]:
     loaded = json.loads(path.read_text(encoding="utf-8"))
     assert isinstance(loaded, list)
     return loaded
+
+
+async def test_a_reply_to_a_request_counts_as_handled_in_the_requesters_status_json(
+    offline_spoke: OfflineSpokeFactory, world: World
+) -> None:
+    cc_spoke = offline_spoke("jl.cc")
+    asking = (
+        'to = "jl.gov"\nclassification = "内部"\ndoc_type = "请示"\nsignatory = "王某"\n'
+        'title = "关于增拨供暖经费的请示"\n"办理时限" = "1小时"\n'
+    )
+    cc_spoke.drop("请示.txt", "请予批准。\n".encode(), asking)
+    await cc_spoke.settle()
+    [request] = cc_spoke.outbound()
+    asked = Pair(
+        party(cc_spoke, request.channel),
+        party(offline_spoke("jl.gov"), request.channel),
+        request,
+        world,
+    )
+    await asked.deliver()
+    await asked.gov.take(asked.hub(entry(request, ReceiptStatus.ACCEPTED, None)))
+    gov = asked.cc.spoke  # the one asked (the Pair's second party)
+    answer = (
+        'to = "jl.cc"\nclassification = "内部"\ndoc_type = "批复"\n'
+        'title = "关于增拨供暖经费的批复"\n'
+        f'in_reply_to = "{request.msg_id.hex()}"\n'
+    )
+    gov.drop("批复.txt", "同意。\n".encode(), answer)
+    await gov.settle()
+    [reply] = gov.outbound()
+    replied: list[bytes] = []
+    asked.gov.receiver.on_reply = replied.append
+    await asked.gov.receiver.envelope(reply.channel, reply.frame, reply.body_path.read_bytes())
+    assert replied == [request.msg_id]  # the agent rewrites the request's status.json
+
+    cc_spoke.ctx.clock = lambda: request.created_at + 2 * HOUR  # done_by has passed
+    cc_spoke.sender.status.write(request.msg_id)
+    mine = status_json(cc_spoke, request)["recipients"]["jl.gov"]
+    assert mine["replied"]["msg_id"] == reply.msg_id.hex()
+    assert mine["overdue"] == {"done_by": False}
