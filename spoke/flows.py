@@ -1,4 +1,5 @@
-"""Recall (撤回) and return (退文): the flows on a document already sent.
+"""Recall (撤回), return (退文) and reports of handling (办理): the flows on a document
+already sent.
 
 As the sender, the spoke asks the hub to recall a document it sent (``recall/<msg_id>``,
 ``spoke recall``): one RECALL statement, signed alone, its reason sealed in a note only the
@@ -15,6 +16,11 @@ stays in the inbox with a pending ``recall.json`` until the organisation answers
 (``recall-answers/<msg_id>.accept`` or ``.refuse``, ``spoke recall-answer``). A return
 (``return/<msg_id>``, ``spoke return``) moves the document to ``sentback/``. Each answer is a
 statement signed alone and sent on the document's channel, kept until the broker takes it.
+
+A report (``reports/<msg_id>.<status>``, ``spoke report``: 已阅, 办理中, 办结, a petition's 受理
+or 不予受理) is such a statement too, its comment in the note; the sender's spoke records
+the reports it is forwarded, and both sides take the hub's reminders (催办). The files
+they write, and which report may be made, are spoke.handling's.
 
 A request file that cannot be done is answered with ``NAME.error.txt`` (Chinese and English:
 the rule, the value, what to do) and removed, as sign-for's are. Logs name the document,
