@@ -46,7 +46,7 @@ P, S, D, F = (
     DeliveryState.DELIVERED,
     DeliveryState.SIGNED_FOR,
 )
-X, Z = DeliveryState.EXPIRED, DeliveryState.DEAD
+X, Z, R = DeliveryState.EXPIRED, DeliveryState.DEAD, DeliveryState.RECALLED
 IDLE, QUEUED, SETTLING, BOTH = Phase.IDLE, Phase.QUEUED, Phase.SETTLING, Phase.QUEUED_SETTLING
 RETRY, EXPIRE, WAKE = TimerKind.RETRY, TimerKind.EXPIRE, TimerKind.WAKE
 
@@ -112,6 +112,8 @@ ROWS = [
     Row("expired already: not twice", X, IDLE, 1, EXPIRE, Stale()),
     Row("dead already: no retry", Z, IDLE, 3, RETRY, Stale()),
     Row("dead: no wake-up", Z, QUEUED, 3, WAKE, Stale()),
+    Row("recalled: no retry", R, IDLE, 1, RETRY, Stale()),
+    Row("recalled: no expiry", R, IDLE, 1, EXPIRE, Stale()),
 ]
 
 
