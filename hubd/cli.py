@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -43,7 +42,6 @@ from schemas.clock import ms_to_text, parse_moment
 from schemas.directory import verify_directory
 from schemas.errors import ConfigError, XchgError
 from schemas.ids import check_org_id, parse_msg_id
-from schemas.terms import CASE_PATTERN
 
 hubd_app = typer.Typer(
     name="hubd",
@@ -474,15 +472,13 @@ def dead_command(
 @hubctl_app.command("overdue")
 def overdue_command(
     org: Annotated[
-        str | None,
-        typer.Argument(help="Only what this organisation owes, or is owed (an org id)"),
+        str | None, typer.Argument(help="Only what this organisation owes or is owed")
     ] = None,
     config: ConfigOption = None,
     store: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Recipients past a deadline of a document's terms (签收 sign_by, 受理 accept_by,
-    办结 done_by) and not meeting it, with the reminders (催办) sent; the longest first."""
+    """Recipients past a deadline (签收, 受理, 办结) not meeting it, with the reminders sent."""
     whom = _org("hubctl overdue", org)
     try:
         url = store or load_config(find_config(config)).store_url()
@@ -494,44 +490,28 @@ def overdue_command(
 
 @hubctl_app.command("cases")
 def cases_command(
-    only_open: Annotated[
-        bool, typer.Option("--open", help="Only the cases not yet handled (办结, 不予受理)")
-    ] = False,
+    number: Annotated[
+        str | None, typer.Argument(help="One case's history: its number (信访件编号)")
+    ] = None,
+    only_open: Annotated[bool, typer.Option("--open", help="Only cases not yet handled")] = False,
     config: ConfigOption = None,
     store: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Petition cases (信访件): who holds each now, their last report, what is overdue."""
+    """Petition cases (信访件): who holds each, its reports, what is overdue; or one's history."""
     try:
         url = store or load_config(find_config(config)).store_url()
-        found = _ask(url, opscases.cases)
+        found = _ask(url, lambda read: opscases.cases(read, number=opscases.checked(number)))
     except (ConfigError, XchgError) as exc:
         raise _fail("hubctl cases", exc) from exc
     now = now_ms()
-    listed = [c for c in found if c.open or not only_open]
-    data = {"at": now, "cases": [c.as_json(now) for c in listed]}
-    _answer(as_json, data, opscases.render_cases(found, now, only_open=only_open))
-
-
-@hubctl_app.command("case")
-def case_command(
-    number: Annotated[str, typer.Argument(help="The petition's case number (信访件编号)")],
-    config: ConfigOption = None,
-    store: StoreOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """One petition case's history: received, each transfer down, each organ's reports."""
-    if not re.fullmatch(CASE_PATTERN, number):
-        raise _fail("hubctl case", ValueError(f"{number!r} is not a case number"))
-    try:
-        url = store or load_config(find_config(config)).store_url()
-        found = _ask(url, lambda read: opscases.cases(read, number=number))
-    except (ConfigError, XchgError) as exc:
-        raise _fail("hubctl case", exc) from exc
-    if not found:
-        raise _fail("hubctl case", ValueError(f"the hub holds no petition with case {number}"))
-    now = now_ms()
-    _answer(as_json, found[0].as_json(now), opscases.render_case(found[0], now))
+    if number is None:
+        data = {"at": now, "cases": [c.as_json(now) for c in found if c.open or not only_open]}
+        _answer(as_json, data, opscases.render_cases(found, now, only_open=only_open))
+    elif not found:
+        raise _fail("hubctl cases", ValueError(f"the hub holds no petition with case {number}"))
+    else:
+        _answer(as_json, found[0].as_json(now), opscases.render_case(found[0], now))
 
 
 @hubctl_app.command("redeliver")

@@ -166,6 +166,9 @@ class Hub:
         assert self._verified is not None  # noqa: S101 - loaded before serving
         return self._verified
 
+    def org_name(self, org: str) -> str:
+        return entry.name_zh if (entry := self.directory().org(org)) else org
+
     def directory(self) -> Directory:
         assert self._verified is not None  # noqa: S101 - loaded before serving
         return self._verified.directory
@@ -513,9 +516,9 @@ class Hub:
                 retention.leading = None if self.replicas is None else self.replicas.leading
                 tasks.create_task(retention.run(self.stop_event), name="hubd.retention")
             if self.config.deadlines.enabled and self.store is not None:
-                self.deadlines = DeadlineDesk(
-                    self.store, issuer, self.config.deadlines, self.clock, hurry=dispatcher.hurry
-                )
+                config, hurry = self.config.deadlines, dispatcher.hurry
+                desk = DeadlineDesk(self.store, issuer, config, self.clock, hurry=hurry)
+                self.deadlines, desk.names = desk, self.org_name
                 self.deadlines.leading = None if self.replicas is None else self.replicas.leading
                 tasks.create_task(self.deadlines.run(self.stop_event), name="hubd.deadlines")
             if self.disk is not None:

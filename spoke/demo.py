@@ -89,6 +89,23 @@ REQUEST = meta(
     签发人="张某",
     发文字号="长府请〔2026〕3号",
 )
+# The emergency command the demo's hub runs: appends the JSON it is handed to alarms.jsonl.
+ALARM_COMMAND = [
+    sys.executable,
+    "-c",
+    "import sys; open('alarms.jsonl', 'ab').write(sys.stdin.buffer.read() + b'\\n')",
+]
+TIMED_NOTICE = meta(
+    主送="jl.cc", 密级="内部", 文种="通知", 标题="关于报送冬季安全生产情况的通知", 签收时限="4s"
+)
+EMERGENCY_FLASH = meta(
+    主送="jl.cc, jl.cc.nongan",
+    密级="内部",
+    紧急程度="特提",
+    文种="应急",
+    标题="关于立即启动寒潮应急响应的通知",
+    签收时限="6s",
+)
 WRONG_NOTICE = meta(主送="jl.cc", 密级="内部", 文种="通知", 标题="关于调整会议时间的通知（错发）")
 EMERGENCY = meta(
     to="jl.dept.health",
@@ -131,6 +148,8 @@ class Demo:
         self.backlog = backlog
         self.secret_msg_id = ""
         self.recalled = Path()  # 长春市's recalled/<msg_id>/ of the notice recalled
+        self.reminded = Path()  # 长春市's reminders.json of the timed notice
+        self.alarms = Path()  # what the emergency command wrote
         self.port = free_port()
         self.metrics_port = free_port()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -183,6 +202,12 @@ class Demo:
             "",
             "[metrics]",
             f'listen = "127.0.0.1:{self.metrics_port}"',
+            "",
+            "[deadlines]",  # the demo's deadlines are seconds away: look often
+            "look_every = 0.5",
+            'remind_before = "2s"',
+            # the operator's alarm for an emergency nobody acknowledged: here, a file
+            f"emergency_command = {json.dumps(ALARM_COMMAND)}",
             "",
             "[logging]",
             'format = "json"',
@@ -310,6 +335,8 @@ class Demo:
         )
 
         self._recall()
+        self._reminder()
+        self._emergency()
 
         t = self.drop(
             "jl.cc.nongan",
@@ -429,6 +456,66 @@ class Demo:
             )
         )
 
+    def _reminder(self) -> None:
+        """催办: a notice 长春市 must sign for within 4 s; it does not, and the hub reminds
+        it (halfway, then when due) and tells 省政府办公厅."""
+        t = self.drop(
+            "jl.gov", "限时通知.txt", "长春市人民政府：请于规定时间内签收。", TIMED_NOTICE
+        )
+        data = _wait("the timed notice", lambda: self.delivered("jl.gov", "限时通知.txt", "jl.cc"))
+        reminders = self.folder("jl.cc", "inbox") / str(data["msg_id"]) / "reminders.json"
+
+        def twice() -> list[Any] | None:
+            said = json.loads(reminders.read_text(encoding="utf-8")) if reminders.exists() else []
+            return said if len(said) >= 2 else None
+
+        said = _wait("jl.cc's reminders", twice)
+        self.reminded = reminders
+        self.rows.append(
+            Row(
+                "通知 签收时限 4s",
+                "吉林省政府办公厅 -> 长春市",
+                "INTERNAL 内部 平件",
+                str(data.get("channel")),
+                "not signed for in time",
+                f"jl.cc: reminded (催办) ×{len(said)}; the sender told",
+                f"{(time.monotonic() - t) * 1000:.0f} ms",
+            )
+        )
+
+    def _emergency(self) -> None:
+        """应急 at 特提, to be signed for within 6 s: 长春市 signs for it, 农安县 does not; the
+        hub names it (emergency.unacknowledged), reminds it and runs the operator's
+        command, here writing alarms.jsonl."""
+        t = self.drop("jl.gov", "寒潮应急.txt", "立即启动寒潮应急响应。", EMERGENCY_FLASH)
+        data = _wait(
+            "the emergency notice",
+            lambda: self.delivered("jl.gov", "寒潮应急.txt", "jl.cc.nongan"),
+        )
+        msg_id = str(data["msg_id"])
+        (self.folder("jl.cc", "signfor") / msg_id).touch()  # 长春市 acknowledges; 农安县 not
+        alarms = self.scratch / "alarms.jsonl"
+
+        def alarmed() -> dict[str, Any] | None:
+            lines = alarms.read_text(encoding="utf-8").splitlines() if alarms.exists() else []
+            found = [json.loads(x) for x in lines if x.strip()]
+            return next((a for a in found if a["msg_id"] == msg_id), None)
+
+        alarm = _wait("the emergency alarm", alarmed)
+        late = ", ".join(u["org"] for u in alarm["unacknowledged"])
+        self.alarms = alarms
+        self.rows.append(
+            Row(
+                "应急 签收时限 6s",
+                "吉林省政府办公厅 -> 长春市 + 农安县",
+                "INTERNAL 内部 特提",
+                str(data.get("channel")),
+                f"not acknowledged by {late}",
+                "emergency.unacknowledged; the operator's command ran (alarms.jsonl)",
+                f"{(time.monotonic() - t) * 1000:.0f} ms",
+            )
+        )
+
     def _row(
         self, doc: str, route: str, labels: str, data: Status, *, recipient: str, t0: float
     ) -> None:
@@ -520,6 +607,7 @@ class Demo:
             f"{hubctl} status --config {config}",
             f"{hubctl} trace {self.secret_msg_id} --config {config}",
             f"{hubctl} dead --config {config}",
+            f"{hubctl} overdue --config {config}",
             f"{spoke} status --config {_shown(self.scratch / 'jl.gov.toml')}",
             f"{spoke} status {self.recalled.name} --config {_shown(self.scratch / 'jl.gov.toml')}",
         ]
@@ -532,6 +620,7 @@ class Demo:
             "the hub at a glance: spokes, queues, dead letters, the directory",
             "the 机密 report's life, from the audit ledger",
             "the dead letters: deliveries the hub gave up",
+            "who is past a deadline (签收时限) and the reminders (催办) sent",
             "what 吉林省政府办公厅 sent and the receipts it holds",
             f"the recalled notice (撤回): who withdrew it ({_shown(self.recalled)}/ at 长春市)",
             "the status page (open it in a browser while the hub runs)",

@@ -110,7 +110,7 @@ class DeadlineDesk:
             max_overdue=settings.max_overdue,
         )
         self._hurry = hurry  # the dispatcher: publish these deliveries again now
-        self._names = names  # an organisation's name, for the emergency command
+        self.names = names  # an organisation's name, for the emergency command
         self._hooks: set[asyncio.Task[None]] = set()
         self.leading: Callable[[], bool] | None = None  # replicas: only the leader reminds
         self.overdue: dict[Kind, int] = dict.fromkeys(Kind, 0)  # for /metrics
@@ -249,7 +249,7 @@ class DeadlineDesk:
                 self._hurry(msg_id, undelivered)
             command = self._config.emergency_command
             if command:
-                description = hook_description(late, self._names, now)
+                description = hook_description(late, self.names, now)
                 task = asyncio.get_running_loop().create_task(run_hook(command, description))
                 self._hooks.add(task)
                 task.add_done_callback(self._hooks.discard)

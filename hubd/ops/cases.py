@@ -5,6 +5,7 @@ states and dates only: a petition's words and the petitioner stay inside the enc
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,9 @@ from hubd.ops.query import Reader
 from hubd.store import tables as t
 from schemas.clock import duration_text, ms_to_text
 from schemas.display import table
+from schemas.errors import UsageError
 from schemas.ids import msg_id_text
+from schemas.terms import CASE_PATTERN
 
 CLOSED = frozenset({Handling.DONE, Handling.CASE_DECLINED})
 
@@ -132,6 +135,13 @@ def _cases(conn: Connection, number: str | None) -> list[Case]:
             )
         )
     return [Case(number, tuple(steps)) for number, steps in cases.items()]
+
+
+def checked(number: str | None) -> str | None:
+    """A case number as the terms carry it; UsageError naming it otherwise."""
+    if number is not None and not re.fullmatch(CASE_PATTERN, number):
+        raise UsageError(f"{number!r} is not a case number (信访件编号)")
+    return number
 
 
 async def cases(read: Reader, *, number: str | None = None) -> list[Case]:

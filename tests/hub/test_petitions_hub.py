@@ -1,7 +1,7 @@
 """Petitions (信访件) at a real hubd with simulated spokes on a real Mosquitto (issue 16,
 part 3): a case received from above is transferred down the tree (转送、交办) keeping its
 case number, the organ responsible reports 受理 and 办结, an organisation the case never
-passed through cannot add to it, and ``hubctl case`` / ``hubctl cases`` show the province
+passed through cannot add to it, and ``hubctl cases [CASE]`` shows the province
 where every case stands — case numbers, states and dates only."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ async def test_a_case_transferred_down_keeps_its_number_and_the_province_sees_it
 
     await county.publish_raw(statement(county, S.CASE_ACCEPTED, down2, recipient="jl.cc.nongan"))
     await cc.wait_for(lambda: cc.has(d2, S.CASE_ACCEPTED, "jl.cc.nongan"), within=20)
-    shown = json.loads(await hubctl(hub, "case", CASE, "--json"))
+    shown = json.loads(await hubctl(hub, "cases", CASE, "--json"))
     assert [s["sender"] for s in shown["steps"]] == ["cn.gov", "jl.gov", "jl.cc"]
     assert shown["steps"][-1]["holders"][0]["handling"] == "CASE_ACCEPTED"
     assert shown["open"] is True
@@ -86,7 +86,7 @@ async def test_a_case_transferred_down_keeps_its_number_and_the_province_sees_it
     listed = json.loads(await hubctl(hub, "cases", "--json"))
     assert [(c["case"], c["open"]) for c in listed["cases"]] == [(CASE, False)]
     assert (await hubctl(hub, "cases", "--open")).startswith("no open petition cases")
-    text = await hubctl(hub, "case", CASE)
+    text = await hubctl(hub, "cases", CASE)
     assert "transferred (转送/交办) by jl.cc" in text
     assert "-> jl.cc.nongan: DELIVERED, DONE" in text
     assert "信访人" not in text, "the hub shows case numbers, states and dates only"

@@ -92,7 +92,12 @@ def test_the_demo_says_where_to_look_next_and_everything_it_prints_works(
         assert b"<html" in page.read().lower()
     # the directory the demo signs outlives [expiry] directory_warn_days: a quiet start
     run = tmp_path / "demo-run"
-    assert warnings(run / "hub.log") == []
+    told = warnings(run / "hub.log")
+    # the one the story means: 农安县 never acknowledges the emergency notice
+    assert [(e["event"], e.get("unacknowledged")) for e in told] == [
+        ("emergency.unacknowledged", ["jl.cc.nongan"])
+    ] * len(told)
+    assert told, "the unacknowledged emergency is named in the hub's log"
     for log in run.glob("*.log"):
         expiring = [e for e in warnings(log) if str(e.get("event", "")).endswith("expiring")]
         assert expiring == [], log.name
