@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from hubd.cli import hubctl_app
 from tests.spoke.procs import FAST_HUB, Exchange, SpokeProcess, eventually, make_exchange
 from tests.world import World
 
@@ -159,3 +161,52 @@ async def test_a_deadline_already_past_and_a_report_on_a_document_never_received
     assert never.returncode != 0
     (line,) = never.stderr.strip().splitlines()
     assert "0" * 32 in line
+
+
+async def test_a_petition_transferred_down_is_accepted_and_handled_and_no_stranger_joins_its_case(
+    exchange: Exchange,
+) -> None:
+    gov, cc = exchange.spokes["jl.gov"], exchange.spokes["jl.cc"]
+    county = await exchange.spoke("jl.cc.nongan").started()
+    stranger = exchange.spokes.get("jl.jl") or await exchange.spoke("jl.jl").started()
+    case = "吉信〔2026〕0815号"
+
+    def petition(to: str, title: str) -> dict[str, object]:
+        return {"主送": to, "密级": "内部", "文种": "信访件", "标题": title, "信访件编号": case,
+                "受理时限": "15天", "办理时限": "60天"}  # fmt: skip
+
+    gov.drop(
+        "来信转送.txt", "（信访人及诉求，只在加密内容中）\n".encode(), petition("jl.cc", "转送")
+    )
+    first = await gov.wait_status("来信转送.txt", "jl.cc", within=WITHIN)
+    cc.drop("来信交办.txt", "请农安县依法办理。\n".encode(), petition("jl.cc.nongan", "交办"))
+    down = await cc.wait_status("来信交办.txt", "jl.cc.nongan", within=WITHIN)
+    assert first["terms"]["case"] == down["terms"]["case"] == case
+
+    stranger.drop("冒用案号.txt", b"x\n", petition("jl.cc", "not mine"))
+
+    def refused() -> tuple[str, dict[str, Any]] | None:
+        return stranger.failure("冒用案号.txt")
+
+    _text, error = await eventually(refused, "the stranger's petition refused", within=WITHIN)
+    assert error["rule"] == "envelope.case_not_held"
+
+    msg_id = str(down["msg_id"])
+    for status, wanted in (("受理", "CASE_ACCEPTED"), ("办结", "DONE")):
+        done = county.cli("report", msg_id, "--status", status, "--comment", "已依法答复信访人")
+        assert done.returncode == 0, done.stderr
+        await recipient_where(
+            cc, "来信交办.txt", "jl.cc.nongan",
+            lambda e, w=wanted: (e.get("handling") or {}).get("status") == w,
+            f"农安县's {status} at 长春市",
+        )  # fmt: skip
+    assert exchange.hub is not None
+    config = str(exchange.hub.folder / "hub.toml")
+    shown = await asyncio.to_thread(
+        CliRunner().invoke, hubctl_app, ["cases", case, "--json", "--config", config]
+    )
+    assert shown.exit_code == 0, shown.output
+    history = json.loads(shown.stdout)
+    assert [s["sender"] for s in history["steps"]] == ["jl.gov", "jl.cc"]
+    assert history["open"] is False
+    assert "信访人" not in shown.stdout
