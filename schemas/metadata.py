@@ -319,6 +319,11 @@ class DropMetadata(BaseModel):
             span = _span_ms(value)
             if span is not None:
                 return span
+            if value.strip().isdigit():  # not read as milliseconds, nor as a Unix time
+                raise ValueError(
+                    f"{value!r} has no unit: write a span such as 30m, 2h, 3d (30分钟, 2小时, "
+                    "3天) or a date-time such as 2026-12-31T18:00:00+08:00"
+                )
         return value
 
     @field_validator("sign_by", "done_by", "accept_by")

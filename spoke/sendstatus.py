@@ -180,7 +180,8 @@ class SendStatus:
                 recipients[recipient].replied = {"msg_id": msg_id_text(reply), "at": when}
         rows = self.ctx.state.outbound("WHERE msg_id = ?", [msg_id])
         terms = own_terms(rows[0].frame) if rows else None
-        if terms is not None and terms.deadlines:
+        recalled = recall is not None and recall.hub == "RECORDED"  # which ends its deadlines
+        if terms is not None and terms.deadlines and not recalled:
             now = self.ctx.clock()
             for info in recipients.values():
                 held = None if info.handling is None else str(info.handling["status"])

@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import os
+import signal
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,12 +35,14 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Connection, insert, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from hubd.config import Deadlines as DeadlineSettings
-from hubd.core.deadlines import Kind, Remind, Settings, Stage, Wait, decide, met
+from hubd.core.deadlines import Kind, Quiet, Remind, Settings, Stage, Wait, decide, met
 from hubd.engine.issuer import ReceiptIssuer
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
+from hubd.store.connections import store_error_text
 from hubd.store.db import Store
 from hubd.store.terms import Item, open_items
 from hubd.store.writes import DirectWrite, Operation, QueueReceipts
@@ -112,6 +117,7 @@ class DeadlineDesk:
         self._hurry = hurry  # the dispatcher: publish these deliveries again now
         self.names = names  # an organisation's name, for the emergency command
         self._hooks: set[asyncio.Task[None]] = set()
+        self._running: dict[bytes, asyncio.Task[None]] = {}  # the command, per notice
         self.leading: Callable[[], bool] | None = None  # replicas: only the leader reminds
         self.overdue: dict[Kind, int] = dict.fromkeys(Kind, 0)  # for /metrics
         self.unacknowledged = 0  # emergency recipients past sign_by, not signed for
@@ -125,13 +131,18 @@ class DeadlineDesk:
                 if self.leading is None or self.leading():
                     try:
                         wait = await self.round()
-                    except (XchgError, OSError) as exc:
-                        log.warning("deadlines.round_failed", error=str(exc))
+                    except (XchgError, OSError, SQLAlchemyError) as exc:
+                        log.warning("deadlines.round_failed", error=store_error_text(exc))
+                else:  # another replica reminds: what this one last saw is not current
+                    self.overdue, self.late, self.unacknowledged = dict.fromkeys(Kind, 0), (), 0
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(wait, 0.2)):
                         await stop.wait()
         finally:
             await self.hooks_done()
+
+    def _ran(self, msg_id: bytes, _done: asyncio.Task[None]) -> None:
+        self._running.pop(msg_id, None)
 
     async def hooks_done(self) -> None:
         """Wait for the emergency commands still running (each is bounded by its timeout)."""
@@ -143,15 +154,15 @@ class DeadlineDesk:
         now = self._clock()
         items = await self._store.read_sync(open_items)
         due: list[tuple[Item, Stage]] = []
-        unmet: set[bytes] = set()
+        reminding: set[bytes] = set()  # documents with a reminder still to come
         next_at: int | None = None
         overdue: dict[Kind, int] = dict.fromkeys(Kind, 0)
         for item in items:
-            if not met(item.open.kind, item.open.state, item.open.handling):
-                unmet.add(item.msg_id)
-                if item.open.due_at <= now:
-                    overdue[item.open.kind] += 1
+            if _late(item, now):
+                overdue[item.open.kind] += 1
             decision = decide(item.open, now, self._settings)
+            if not isinstance(decision, Quiet):
+                reminding.add(item.msg_id)
             if isinstance(decision, Remind):
                 due.append((item, decision.stage))
             elif isinstance(decision, Wait):
@@ -164,8 +175,10 @@ class DeadlineDesk:
         if due:
             await self._remind(due, now)
             await self._alarm([(i, s) for i, s in due if i.open.emergency], items, now)
-        closed = sorted({i.msg_id for i in items} - unmet)
-        if closed:  # every recipient met every deadline (or was recalled, or expired)
+        # every deadline met (or recalled, or expired), or reminded the most it will be:
+        # read no more ('hubctl overdue' still lists what is late)
+        closed = sorted({i.msg_id for i in items} - reminding)
+        if closed:
             await self._store.submit(CloseTerms(closed))
         most = self._config.look_every
         if next_at is None:
@@ -248,11 +261,14 @@ class DeadlineDesk:
             if undelivered and self._hurry is not None:
                 self._hurry(msg_id, undelivered)
             command = self._config.emergency_command
-            if command:
+            running = self._running.get(msg_id)
+            if command and (running is None or running.done()):  # one at a time per notice
                 description = hook_description(late, self.names, now)
                 task = asyncio.get_running_loop().create_task(run_hook(command, description))
                 self._hooks.add(task)
+                self._running[msg_id] = task
                 task.add_done_callback(self._hooks.discard)
+                task.add_done_callback(functools.partial(self._ran, msg_id))
 
 
 def _late(item: Item, now: int) -> bool:
@@ -313,34 +329,34 @@ def hook_description(
 
 
 async def run_hook(command: Sequence[str], description: dict[str, Any]) -> None:
-    """The operator's command, with ``description`` as JSON on its standard input."""
+    """The operator's command, with ``description`` as JSON on its standard input, in a
+    session of its own (killed whole past :data:`HOOK_TIMEOUT_S`), with a minimal
+    environment; its exit code is logged, its output is not read."""
     data = json.dumps(description, ensure_ascii=False).encode()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
     try:
         process = await asyncio.create_subprocess_exec(
             *command,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
         )
     except OSError as exc:
         log.error("emergency.hook_failed", command=command[0], error=str(exc))
         return
     try:
         async with asyncio.timeout(HOOK_TIMEOUT_S):
-            _, err = await process.communicate(data)
+            await process.communicate(data)
     except TimeoutError:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
-        log.error(
-            "emergency.hook_failed", command=command[0], error=f"no end in {HOOK_TIMEOUT_S:g} s"
-        )
+        ended = f"no end in {HOOK_TIMEOUT_S:g} s: killed"
+        log.error("emergency.hook_failed", command=command[0], error=ended)
         return
     if process.returncode:
-        log.error(
-            "emergency.hook_failed",
-            command=command[0],
-            exit_code=process.returncode,
-            stderr=err.decode(errors="replace")[-500:],
-        )
+        log.error("emergency.hook_failed", command=command[0], exit_code=process.returncode)
     else:
         log.info("emergency.hook_ran", command=command[0], msg_id=description["msg_id"])

@@ -64,8 +64,8 @@ class Recipient:
 @dataclass(slots=True)
 class StopDeliveries(DirectWrite):
     """Every delivery of ``msg_id`` a recall stops becomes RECALLED, as the rows are when
-    the commit writes (a DELIVERED stored just before stays DELIVERED); result: the
-    recipients stopped."""
+    the commit writes (a DELIVERED stored just before stays DELIVERED), and its deadlines
+    are closed; result: the recipients stopped."""
 
     msg_id: bytes
     at: int
@@ -84,6 +84,10 @@ class StopDeliveries(DirectWrite):
                 .where(d.msg_id == self.msg_id, d.state.in_(STOPPABLE))
                 .values(state=DeliveryState.RECALLED.value, updated_at=self.at)
             )
+        # its deadlines are nobody's any more: no reminder, no emergency alarm (the
+        # recipients that had it withdraw it, or keep it by their own decision)
+        m = t.messages.c
+        conn.execute(update(t.messages).where(m.msg_id == self.msg_id).values(terms_open=False))
         audit = [AuditEvent("delivery.recalled", self.at, self.msg_id, r, {}) for r in stopped]
         return stopped, audit
 

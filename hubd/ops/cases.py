@@ -1,5 +1,5 @@
 """Petition cases (信访件), as the province sees them: ``hubctl cases`` lists every case
-with where it stands (who holds it now, their last report, its deadlines), ``hubctl case
+with where it stands (who holds it now, their last report, its deadlines), ``hubctl cases
 CASE`` one case's history, transfer by transfer (转送、交办). The hub sees case numbers,
 states and dates only: a petition's words and the petitioner stay inside the encryption."""
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from hubd.core.deadlines import met
 from hubd.ops.query import Reader
-from hubd.store.terms import Item, open_items
+from hubd.store.terms import Item, all_items
 from schemas.clock import duration_text, ms_to_text
 from schemas.display import table
 from schemas.ids import msg_id_text
@@ -45,7 +45,7 @@ class Overdue:
 
 
 async def overdue(read: Reader, *, now: int, org: str | None = None) -> Overdue:
-    items = await read.sync(open_items)
+    items = await read.sync(all_items)
     late = [
         i
         for i in items

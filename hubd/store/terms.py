@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import ColumnElement, Connection, TextClause, and_, or_, select, text
 
 from hubd.core.deadlines import Handling, Kind, Open
 from hubd.core.states import DeliveryState
@@ -33,7 +33,21 @@ class Item:
 
 
 def open_items(conn: Connection) -> list[Item]:
-    """Every recipient of every document with an open deadline, with its reminders."""
+    """Every recipient of every document the deadline desk still watches (``terms_open``:
+    its partial index), with its reminders."""
+    return _items(conn, text("messages.terms_open"))
+
+
+def all_items(conn: Connection) -> list[Item]:
+    """Every recipient of every accepted, unrecalled document with a deadline, watched or
+    not (``hubctl overdue``: a deadline reminded the most it will be still counts)."""
+    m = t.messages.c
+    recalled = select(t.receipts.c.msg_id).where(t.receipts.c.status == "RECALL")
+    some = or_(m.sign_by.is_not(None), m.accept_by.is_not(None), m.done_by.is_not(None))
+    return _items(conn, and_(some, m.state == "ACCEPTED", m.msg_id.not_in(recalled)))
+
+
+def _items(conn: Connection, where: ColumnElement[bool] | TextClause) -> list[Item]:
     m, d, r = t.messages.c, t.deliveries.c, t.reminders.c
     rows = conn.execute(
         select(
@@ -55,7 +69,7 @@ def open_items(conn: Connection) -> list[Item]:
             d.handling,
         )
         .join(t.deliveries, d.msg_id == m.msg_id)
-        .where(m.terms_open.is_(True))
+        .where(where)
     ).all()
     if not rows:
         return []

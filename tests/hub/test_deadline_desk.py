@@ -19,11 +19,12 @@ from hubd.config import Deadlines
 from hubd.core.deadlines import DAY_MS, MINUTE_MS, Handling, Kind
 from hubd.core.states import DeliveryState
 from hubd.engine.deadlines import DeadlineDesk
-from hubd.engine.flows import SetHandling
+from hubd.engine.flows import SetHandling, StopDeliveries
 from hubd.engine.issuer import ReceiptIssuer
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
+from hubd.store.terms import all_items
 from hubd.store.writes import DeliveryUpdate, DirectWrite, UpdateDeliveries
 from hubd.web.statuspage import overdue_json
 from schemas import transport
@@ -188,3 +189,32 @@ class Relabel(DirectWrite):
             .values(doc_type=self.doc_type.name, precedence=self.precedence.rank)
         )
         return None, []
+
+
+async def test_a_recalled_document_is_reminded_of_no_more(store: Store, world: World) -> None:
+    clock, sent = Clock(), Sent()
+    desk = DeadlineDesk(store, issuer_for(world, store, clock, sent), Deadlines(), clock)
+    m = await with_terms(store, 4, ("jl.cc", "jl.jl"), sign_by=NOW + DAY_MS)
+    delivered = DeliveryUpdate(m, "jl.cc", DeliveryState.DELIVERED, 1, NOW + 5)
+    await store.submit(UpdateDeliveries([delivered], []))  # jl.cc has it: not stopped
+    await store.submit(StopDeliveries(m, NOW + 10))
+    clock.now = NOW + 2 * DAY_MS
+    await desk.round()
+    assert sent == [], "nobody is reminded of a document its sender withdrew"
+
+
+async def test_a_deadline_reminded_the_most_is_read_no_more_and_still_listed_overdue(
+    store: Store, world: World
+) -> None:
+    clock, sent = Clock(), Sent()
+    settings = Deadlines(max_overdue=0)
+    desk = DeadlineDesk(store, issuer_for(world, store, clock, sent), settings, clock)
+    m = await with_terms(store, 5, ("jl.cc",), done_by=NOW + 2 * DAY_MS)
+    for day in (1, 2, 3):  # before, when due; then nothing more
+        clock.now = NOW + day * DAY_MS
+        await desk.round()
+    assert len(reminders(world, sent)) == 4  # two reminders, each to jl.cc and its sender
+    opened = await store.read(select(t.messages.c.terms_open).where(t.messages.c.msg_id == m))
+    assert opened[0][0] in (False, 0), "the desk reads it no more"
+    late = [i for i in await store.read_sync(all_items) if i.msg_id == m]
+    assert [(i.recipient, i.open.kind) for i in late] == [("jl.cc", Kind.DONE)]

@@ -109,6 +109,7 @@ def test_deadlines_are_spans_after_sending_or_date_times_and_drills_are_emergenc
     assert (terms.sign_by, terms.drill) == (1_000 + 30 * 60_000, True)
     for bad, said in (
         ('"签收时限" = 30', "has no unit"),
+        ('"签收时限" = "3600"', "has no unit"),  # not milliseconds, not a Unix time
         ('"签收时限" = "下周"', "date-time"),
         ('"演练" = true', "only an emergency notice"),
         ('"信访件编号" = "A1"', "belong to a petition"),

@@ -215,7 +215,7 @@
     for (const e of overdue.emergencies) {
       items.push(["bad", `${e.drill ? "应急演练 Emergency drill" : "应急 Emergency"} ${e.msg_id} not acknowledged `,
         `by ${e.unacknowledged.join(", ")} (from ${e.sender}; sign-for was due ${duration(since(data, e.sign_by))} ago). `,
-        "The hub reminds them every few minutes and has run the emergency command."]);
+        "The hub reminds them and alarms its operator (emergency.unacknowledged in its log)."]);
     }
     if (overdue.total > 0) {
       const late = overdue.items.map((i) => `${i.recipient} (${i.deadline_zh} ${i.deadline}, ${duration(i.late_ms)} late)`);
