@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 
 from hubd.web.statustree import org_tree
+from runtime.clock import now_ms
 from schemas.directory import Directory, OrgEntry
-from schemas.labels import Precedence
+from schemas.labels import DocType, Precedence
 from schemas.receipts import ReceiptStatus
+from schemas.terms import Terms
 from tests.hub.conftest import SpokeSpawner
 from tests.hubproc import HubProcess, live_directory
 from tests.national import national_directory
@@ -239,3 +241,42 @@ async def busy_exchange(hub: HubProcess, spawn_spoke: SpokeSpawner) -> dict[str,
     await gov.wait_for(lambda: gov.has(dead, ReceiptStatus.DEAD, "jl.dept.health"), WITHIN)
     await gov.publish_raw(b"\xc1 not a message")  # one REJECTED, for the flow
     return spokes
+
+
+async def test_an_unacknowledged_emergency_is_a_red_line_naming_who_has_not_signed_for_it(
+    world: World, live_dir: Directory, tmp_path: Path, spawn_spoke: SpokeSpawner
+) -> None:
+    cjk_font_or_skip()
+    fast = '[deadlines]\nlook_every = 0.3\nremind_before = "1s"\n'
+    hub = HubProcess(tmp_path / "hub", world.hub_key, live_dir, extra_toml=fast).start()
+    try:
+        gov, cc, jl = (spawn_spoke(hub, o) for o in ("jl.gov", "jl.cc", "jl.jl"))
+        for spoke in (gov, cc, jl):
+            await spoke.connect()
+        terms = Terms(sign_by=now_ms() + 2_000, done_by=None, case=None, accept_by=None,
+                      drill=False)  # fmt: skip
+        sealed = await gov.send(["jl.cc", "jl.jl"], doc_type=DocType.EMERGENCY,
+                                precedence=Precedence.FLASH, terms=terms)  # fmt: skip
+        msg_id = sealed.header.msg_id
+        await gov.wait_for(lambda: gov.has(msg_id, ReceiptStatus.DELIVERED, "jl.jl"), WITHIN)
+        await cc.acknowledge(cc.received[msg_id].envelope, ReceiptStatus.SIGNED_FOR)
+        async with Chromium(tmp_path / "chromium") as browser:
+            await browser.open(f"http://127.0.0.1:{hub.metrics_port}/")
+            red = (
+                "[...document.querySelectorAll('#attention .alert-bad')].map(e => e.textContent)"
+                ".find(t => t.includes('应急 Emergency')) ?? null"
+            )
+            await browser.wait_for(f"({red}) !== null", "the emergency's red line")
+            line = await browser.evaluate(red)
+            tile = await browser.evaluate(
+                "[...document.querySelectorAll('#tiles .tile')].find(t => "
+                "t.textContent.includes('逾期 Overdue'))?.className ?? ''"
+            )
+            assert browser.exceptions == [], browser.exceptions
+    finally:
+        hub.stop()
+
+    assert msg_id.hex() in line
+    assert "by jl.jl" in line, "it names who has not signed for it, and only them"
+    assert "jl.cc" not in line.split("(from")[0]
+    assert "bad" in tile
