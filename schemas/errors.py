@@ -54,6 +54,7 @@ class Reason(StrEnum):
     ENV_BAD_SLOTS = "envelope.bad_slots"  # a large group's recipient slots (schemas.slots)
     ENV_DEADLINE_PAST = "envelope.deadline_past"  # a deadline of its terms already passed
     ENV_CASE_NOT_HELD = "envelope.case_not_held"  # a petition case that never reached it
+    ENV_EXTENSION_TOO_LONG = "envelope.extension_too_long"  # a petition's done_by, +30 days
     # the encrypted body
     BODY_SIZE_MISMATCH = "body.size_mismatch"
     BODY_HASH_MISMATCH = "body.hash_mismatch"

@@ -31,7 +31,7 @@ from typing import Final
 from hubd.core.states import MessageState
 from schemas import gating as router
 from schemas.directory import Directory
-from schemas.envelope import VerifiedEnvelope, check_freshness
+from schemas.envelope import Header, VerifiedEnvelope, check_freshness
 from schemas.errors import PeerError, Reason
 from schemas.labels import DocType
 from schemas.receipts import ReceiptStatus
@@ -86,9 +86,20 @@ class Facts:
     disk_low: str | None = None  # why the disk refuses it now (reserving disk_need bytes)
     stored: Stored | _NotAsked | None = NOT_ASKED  # None: the store holds no such msg_id
     request: Referenced | _NotAsked | None = NOT_ASKED  # None: no such 请示 was accepted
-    # the organisations a petition case has passed through (senders and recipients of the
-    # accepted petitions with its case number); None: the case is new
-    case_parties: frozenset[str] | _NotAsked | None = NOT_ASKED
+    case: CaseFacts | _NotAsked = NOT_ASKED  # what the store holds of its petition case
+
+
+@dataclass(frozen=True, slots=True)
+class CaseFacts:
+    """What the store holds of a petition's case: the organisations it has passed through
+    (senders and recipients of its accepted petitions; None: a new case), and the earlier
+    petition of the case its ``in_reply_to`` names, if any: (its sender, its done_by)."""
+
+    parties: frozenset[str] | None
+    earlier: tuple[str, int | None] | None = None
+
+
+EXTENSION_MAX_MS = 30 * 86_400_000  # 信访工作条例: handling extended by at most 30 days
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +166,7 @@ REFUSALS: Final = (
     Reason.ENV_DEADLINE_PAST,
     Reason.HUB_DISK_LOW,
     Reason.ENV_CASE_NOT_HELD,
+    Reason.ENV_EXTENSION_TOO_LONG,
     RULES,
     Reason.BODY_TRAILING_DATA,
     Reason.BODY_TRUNCATED,
@@ -232,16 +244,11 @@ def _circumstances(facts: Facts, *, deliver: bool) -> tuple[Finding, ...] | Refu
     referenced: Referenced | None = None
     case = None if header.terms is None else header.terms.case
     if case is not None:
-        if isinstance(facts.case_parties, _NotAsked):
+        if isinstance(facts.case, _NotAsked):
             return NeedLookup(Lookup.CASE)
-        parties = facts.case_parties
-        if parties is not None and header.sender not in parties:
-            return Refuse(
-                Reason.ENV_CASE_NOT_HELD,
-                f"petition case {case} has not passed through {header.sender}: only an "
-                "organisation that sent or received it may transfer it (转送、交办) or add to "
-                "it; a new petition needs a case number of its own",
-            )
+        refused = _case_refusal(header, case, facts.case)
+        if refused is not None:
+            return refused
     if header.doc_type is DocType.REPLY and header.in_reply_to is not None:
         if isinstance(facts.request, _NotAsked):
             return NeedLookup(Lookup.REQUEST)
@@ -258,6 +265,30 @@ def _circumstances(facts: Facts, *, deliver: bool) -> tuple[Finding, ...] | Refu
             rules=tuple(dict.fromkeys(f.rule.id for f in refusals)),
         )
     return evaluation.warnings
+
+
+def _case_refusal(header: Header, case: str, held: CaseFacts) -> Refuse | None:
+    """A petition continues its case only from an organisation the case passed through;
+    one answering (in_reply_to) an earlier petition of its own to the same case extends
+    its handling (延期), by at most 30 days."""
+    if held.parties is not None and header.sender not in held.parties:
+        return Refuse(
+            Reason.ENV_CASE_NOT_HELD,
+            f"petition case {case} has not passed through {header.sender}: only an "
+            "organisation that sent or received it may transfer it (转送、交办) or add to it; "
+            "a new petition needs a case number of its own",
+        )
+    earlier = held.earlier
+    done_by = None if header.terms is None else header.terms.done_by
+    own = earlier is not None and earlier[0] == header.sender
+    was = None if earlier is None else earlier[1]
+    if own and was is not None and done_by is not None and done_by - was > EXTENSION_MAX_MS:
+        return Refuse(
+            Reason.ENV_EXTENSION_TOO_LONG,
+            f"petition case {case}: done_by is extended by {(done_by - was) / 86_400_000:g} "
+            "days; the 信访工作条例 allows at most 30 more",
+        )
+    return None
 
 
 def _body(facts: Facts) -> Refuse | None:

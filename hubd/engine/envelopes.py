@@ -20,6 +20,7 @@ from sqlalchemy import Connection, select
 from hubd.core.admit import (
     NOT_ASKED,
     Admit,
+    CaseFacts,
     Facts,
     Lookup,
     NeedLookup,
@@ -114,9 +115,11 @@ class Envelopes:
             case Lookup.REQUEST if facts.request is NOT_ASKED:
                 referenced = await rulecheck.look_up(self._store.read, header.in_reply_to)
                 return replace(facts, request=referenced)
-            case Lookup.CASE if facts.case_parties is NOT_ASKED and header.terms is not None:
-                parties = await self._store.read_sync(case_parties, header.terms.case)
-                return replace(facts, case_parties=parties)
+            case Lookup.CASE if facts.case is NOT_ASKED and header.terms is not None:
+                held = await self._store.read_sync(
+                    case_facts, header.terms.case, header.in_reply_to
+                )
+                return replace(facts, case=held)
         raise UsageError(f"admit asked again for {what}, which it was given")
 
     async def _stored_as(self, envelope: VerifiedEnvelope) -> Stored | None:
@@ -221,6 +224,23 @@ class Envelopes:
                     part=envelope.part_for(route.recipient),
                 )
             )
+
+
+def case_facts(conn: Connection, case: str | None, in_reply_to: bytes | None) -> CaseFacts:
+    """What the store holds of an accepted petition case (core.admit.CaseFacts)."""
+    m = t.messages.c
+    earlier = None
+    if in_reply_to is not None:
+        row = conn.execute(
+            select(m.sender, m.done_by).where(
+                m.msg_id == in_reply_to,
+                m.case_no == case,
+                m.state == MessageState.ACCEPTED.value,
+            )
+        ).first()
+        if row is not None:
+            earlier = (row[0], None if row[1] is None else int(row[1]))
+    return CaseFacts(case_parties(conn, case), earlier)
 
 
 def case_parties(conn: Connection, case: str | None) -> frozenset[str] | None:

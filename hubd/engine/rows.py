@@ -148,4 +148,8 @@ def new_message(storing: Storing) -> NewMessage:
         if header.doc_type is DocType.REPLY and not quarantined and header.in_reply_to
         else None
     )
-    return NewMessage(row, deliveries, audit, answers)
+    # A petition of a case answering an earlier one of the same sender's extends it (延期;
+    # admit checked by how much): the store closes the earlier one's deadlines.
+    case = None if header.terms is None else header.terms.case
+    extends = header.in_reply_to if case is not None and not quarantined else None
+    return NewMessage(row, deliveries, audit, answers, extends)

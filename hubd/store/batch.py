@@ -157,6 +157,7 @@ class Batch:
         self.announced: list[bytes] = []  # messages whose deliveries moved back to PENDING
         self.recalled: list[bytes] = []  # messages their senders recalled
         self.answered: list[dict[str, Any]] = []  # 请示 answered by a stored 批复: DONE
+        self.extended: list[dict[str, Any]] = []  # petitions a later one of theirs extends
 
     def chain_audit(self, events: Sequence[AuditEvent]) -> None:
         for ev in events:
@@ -198,6 +199,10 @@ class Batch:
                 if op.answers is not None:
                     self.answered.append(
                         {"m": op.answers, "r": op.row["sender"], "at": op.row["received_at"]}
+                    )
+                if op.extends is not None:
+                    self.extended.append(
+                        {"m": op.extends, "s": op.row["sender"], "c": op.row.get("case_no")}
                     )
                 self.messages.append(op.row)
                 self.deliveries.extend(op.deliveries)
@@ -277,6 +282,15 @@ class Batch:
         rows.insert(t.deliveries, self.deliveries)
         for state, params in self.updates.items():
             rows.update_deliveries(state, params)
+        if self.extended:
+            m = t.messages.c
+            conn.execute(
+                update(t.messages)
+                .where(m.msg_id == bindparam("m"), m.sender == bindparam("s"))
+                .where(m.case_no == bindparam("c"))
+                .values(terms_open=False),
+                self.extended,
+            )
         if self.answered:
             d = t.deliveries.c
             conn.execute(

@@ -30,6 +30,9 @@ class NewMessage:
     audit: list[AuditEvent]
     # a 批复 (REPLY) answering this 请示: its sender's delivery of it is handled (DONE)
     answers: bytes | None = None
+    # a petition answering an earlier one of its own sender's in the same case extends it
+    # (延期): the earlier one's deadlines are closed, this one's count
+    extends: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

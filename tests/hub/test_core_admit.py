@@ -26,6 +26,7 @@ from hubd.core.admit import (
     REFUSALS,
     RULES,
     Admit,
+    CaseFacts,
     Facts,
     Lookup,
     NeedLookup,
@@ -52,6 +53,8 @@ from schemas.rules import Referenced
 from schemas.seal import BodyChecker
 from schemas.terms import Terms
 from tests.world import NOW, World
+
+DAY_MS = 86_400_000
 
 SKEW = 300_000  # the hub's max_skew_ms in these cases
 DISK_LOW = "the hub's disk holds less than its watermark; send it again later"
@@ -130,8 +133,8 @@ def dir_with(**change: Any) -> Callable[[World, Letter], Mapping[str, Any]]:
     return lambda w, _s: {"directory": changed_org(w.directory, org_id, **change)}
 
 
-def petition(world: World) -> Letter:
-    case = Terms(sign_by=None, done_by=None, case="吉信〔2026〕7号", accept_by=None, drill=False)
+def petition(world: World, done_by: int | None = None) -> Letter:
+    case = Terms(sign_by=None, done_by=done_by, case="吉信〔2026〕7号", accept_by=None, drill=False)
     return letter(world, doc_type=DocType.PETITION, terms=case)
 
 
@@ -230,16 +233,31 @@ CASES = [
          check=lambda o: isinstance(o, Refuse) and o.rules == ("reply_request",)),
     # ---- a petition's case: continued only by an organisation it passed through
     Case("inline: a petition with a new case number is admitted once the store is asked",
-         Path.INLINE, build=petition, answers={Lookup.CASE: lambda _s: None},
+         Path.INLINE, build=petition, answers={Lookup.CASE: lambda _s: CaseFacts(None)},
          asks=(Lookup.CASE,)),
     Case("inline: a case transferred on by an organisation it passed through is admitted",
          Path.INLINE, build=petition,
-         answers={Lookup.CASE: lambda _s: frozenset({"cn.gov", "jl.gov"})}, asks=(Lookup.CASE,)),
+         answers={Lookup.CASE: lambda _s: CaseFacts(frozenset({"cn.gov", "jl.gov"}))},
+         asks=(Lookup.CASE,)),
     Case("inline: a case that never passed through the sender is refused, naming it",
          Path.INLINE, build=petition,
-         answers={**NOTHING_STORED, Lookup.CASE: lambda _s: frozenset({"cn.gov", "jl.jl"})},
+         answers={**NOTHING_STORED,
+                  Lookup.CASE: lambda _s: CaseFacts(frozenset({"cn.gov", "jl.jl"}))},
          asks=(Lookup.CASE, Lookup.STORED), expect=Refuse, reason=Reason.ENV_CASE_NOT_HELD,
          check=lambda o: isinstance(o, Refuse) and "吉信〔2026〕7号" in o.detail),
+    Case("inline: the sender's own petition extended by 30 days (延期) is admitted",
+         Path.INLINE, build=lambda w: petition(w, done_by=NOW + 40 * DAY_MS),
+         answers={Lookup.CASE: lambda _s: CaseFacts(frozenset({"jl.gov"}),
+                                                    ("jl.gov", NOW + 10 * DAY_MS))},
+         asks=(Lookup.CASE,)),
+    Case("inline: an extension beyond 30 days is refused, saying by how much", Path.INLINE,
+         build=lambda w: petition(w, done_by=NOW + 41 * DAY_MS),
+         answers={**NOTHING_STORED,
+                  Lookup.CASE: lambda _s: CaseFacts(frozenset({"jl.gov"}),
+                                                    ("jl.gov", NOW + 10 * DAY_MS))},
+         asks=(Lookup.CASE, Lookup.STORED), expect=Refuse,
+         reason=Reason.ENV_EXTENSION_TOO_LONG,
+         check=lambda o: isinstance(o, Refuse) and "31 days" in o.detail),
     # ---- the body, last
     Case("inline: a body longer than signed is refused", Path.INLINE,
          facts=lambda _w, s: {"body": s.body + b"x"},
@@ -312,7 +330,7 @@ def run(
         field_name = {
             Lookup.STORED: "stored",
             Lookup.REQUEST: "request",
-            Lookup.CASE: "case_parties",
+            Lookup.CASE: "case",
         }[outcome.what]
         facts = replace(facts, **{field_name: answer})
     raise AssertionError(f"admit kept asking: {asked}")

@@ -218,3 +218,24 @@ async def test_a_deadline_reminded_the_most_is_read_no_more_and_still_listed_ove
     assert opened[0][0] in (False, 0), "the desk reads it no more"
     late = [i for i in await store.read_sync(all_items) if i.msg_id == m]
     assert [(i.recipient, i.open.kind) for i in late] == [("jl.cc", Kind.DONE)]
+
+
+async def test_a_petition_extended_by_its_sender_is_reminded_of_its_new_deadline_only(
+    store: Store, world: World
+) -> None:
+    case = {"case_no": "吉信〔2026〕9号", "doc_type": "PETITION"}
+    first = await with_terms(store, 8, ("jl.cc",), done_by=NOW + 10 * DAY_MS, **case)
+    extension = new_message(9, recipients=("jl.cc",))
+    extension.row |= {"sign_by": None, "accept_by": None, "done_by": NOW + 40 * DAY_MS,
+                      "drill": False, "terms_open": True, **case}  # fmt: skip
+    extension.extends = first
+    await store.submit(extension)
+    stranger = new_message(10, recipients=("jl.cc",))  # another sender cannot close it
+    stranger.row |= {"sender": "jl.jl", "sign_by": None, "accept_by": None, "done_by": None,
+                     "drill": False, "terms_open": False, **case}  # fmt: skip
+    stranger.extends = msg_id(9)
+    await store.submit(stranger)
+    m = t.messages.c
+    rows = await store.read(select(m.msg_id, m.terms_open).where(m.case_no == case["case_no"]))
+    still = {bytes(r[0]): bool(r[1]) for r in rows}
+    assert still == {first: False, msg_id(9): True, msg_id(10): False}
