@@ -141,7 +141,6 @@ class Delivery:
     updated_at: int  # the last change: the last attempt, the receipt, the end
     expires_at: int | None
     purged_at: int | None = None  # when retention removed the message's content
-    handling: str | None = None  # the recipient's latest report (已阅 READ ... 办结 DONE)
 
     @property
     def last_attempt_at(self) -> int | None:
@@ -191,7 +190,6 @@ def deliveries_query() -> Select[Any]:
         d.c.updated_at,
         d.c.expires_at,
         m.c.purged_at,
-        d.c.handling,
     ).join(m, m.c.msg_id == d.c.msg_id)
 
 
@@ -209,7 +207,6 @@ def delivery_of(r: Any) -> Delivery:
         updated_at=int(r.updated_at),
         expires_at=None if r.expires_at is None else int(r.expires_at),
         purged_at=None if r.purged_at is None else int(r.purged_at),
-        handling=r.handling,
     )
 
 

@@ -300,7 +300,8 @@ def render_trace(tr: Trace) -> str:
             )
     lines += ["", table(("time", "event", "org", "what"), [_step(s) for s in tr.steps])]
     if tr.deliveries:
-        # A SIGNED_FOR after DELIVERED is in the ledger: the last receipt beside the state.
+        # The hub closes a delivery at DELIVERED; a SIGNED_FOR after it is in the ledger
+        # (and the receipts), so the last receipt is shown beside the delivery's state.
         last = {
             s.org: s.event.removeprefix("receipt.").upper()
             for s in tr.steps
@@ -312,22 +313,13 @@ def render_trace(tr: Trace) -> str:
                 d.channel,
                 d.state.value,
                 str(d.attempts),
-                d.handling or "-",
                 ms_to_text(d.updated_at),
                 last.get(d.recipient, "-"),
             )
             for d in tr.deliveries
         ]
         lines += ["", "deliveries now:"]
-        header = (
-            "recipient",
-            "channel",
-            "state",
-            "attempts",
-            "handling",
-            "last change",
-            "last receipt",
-        )
+        header = ("recipient", "channel", "state", "attempts", "last change", "last receipt")
         lines.append(table(header, rows))
     return "\n".join(lines) + "\n"
 
