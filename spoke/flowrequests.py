@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from schemas.errors import UsageError
+from schemas.errors import UsageError, XchgError
 from schemas.notes import check_text
 from schemas.receipts import REPORTS, ReceiptStatus
 from spoke.files import shown_name
@@ -36,7 +36,7 @@ REPORT_WORDS_EN = ", ".join(s.value.lower() for s in REPORT_ORDER)
 REPORT_WORDS_ZH = "、".join(s.zh for s in REPORT_ORDER)
 
 
-class RequestRefusedError(Exception):
+class RequestRefusedError(XchgError):
     """A request that cannot be done: its rule, and what to do in both languages."""
 
     def __init__(self, rule: str, zh: str, en: str) -> None:
@@ -51,7 +51,7 @@ class RequestRefusedError(Exception):
         return f"{self.zh} / {self.rule}: {self.en}"
 
 
-class NotNowError(Exception):
+class NotNowError(XchgError):
     """A request that cannot be done while the spoke may not send: left for a later scan."""
 
 
