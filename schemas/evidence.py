@@ -33,13 +33,18 @@ FORMAT = "govxchg-evidence/1"
 MAX_BYTES = 64 * 1024 * 1024  # an evidence file is read whole: refuse anything larger
 
 # Which ledger entry records which receipt (docs/wire-format.md, 12.4).
+# An organisation's own statements (DELIVERED, SIGNED_FOR, and the flows of 6.1: RECALL by
+# the sender, the recipients' answers, returns and reports) are recorded alike.
+STATEMENTS = frozenset(s for s in ReceiptStatus if not s.issued_by_hub)
 EVENT_OF = {
     ReceiptStatus.ACCEPTED: ("message.accepted",),
     ReceiptStatus.REJECTED: ("message.rejected", "message.quarantined"),
-    ReceiptStatus.DELIVERED: ("receipt.delivered",),
-    ReceiptStatus.SIGNED_FOR: ("receipt.signed_for",),
     ReceiptStatus.EXPIRED: ("delivery.expired",),
     ReceiptStatus.DEAD: ("delivery.dead",),
+    ReceiptStatus.RECALLED: ("delivery.recalled", "receipt.recall"),
+    ReceiptStatus.REFUSED: ("flow.refused",),
+    ReceiptStatus.REMINDED: ("deadline.reminded",),
+    **{s: (f"receipt.{s.value.lower()}",) for s in STATEMENTS},
 }
 
 
@@ -319,7 +324,8 @@ def _verify_receipts(
             if entry.status.issued_by_hub != (issuer == hub_id):
                 report.problems.append(f"receipt {n}: {entry.status} cannot come from {issuer}")
                 continue
-            if not entry.status.issued_by_hub and entry.recipient != issuer:
+            spoken_for = None if entry.status.issued_by_sender else issuer
+            if not entry.status.issued_by_hub and entry.recipient != spoken_for:
                 report.problems.append(
                     f"receipt {n}: {issuer} speaks for {entry.recipient}, not for itself"
                 )
@@ -348,14 +354,32 @@ def _recording(entries: Sequence[Entry], receipt: ReceiptEntry, batch_sha256: by
             if entry.event == "message.rejected" and detail.get("reason") != receipt.reason:
                 continue
             return entry.seq
-        if entry.org != receipt.recipient:
-            continue
-        if status in (ReceiptStatus.DELIVERED, ReceiptStatus.SIGNED_FOR):
-            if detail.get("batch_sha256") == batch_sha256.hex():
+        if status in STATEMENTS:  # said by the entry's org: the batch that says it
+            if entry.org == issuer_of(receipt, entry) and (
+                detail.get("batch_sha256") == batch_sha256.hex()
+            ):
                 return entry.seq
-        else:
+        elif status is ReceiptStatus.REFUSED:  # its subject: the refused statement's batch
+            if detail.get("batch_sha256") == receipt.subject.hex() and (
+                detail.get("reason") == receipt.reason
+            ):
+                return entry.seq
+        elif status is ReceiptStatus.RECALLED and receipt.recipient is None:
+            if entry.event == "receipt.recall":  # the recall recorded
+                return entry.seq
+        elif status is ReceiptStatus.REMINDED:
+            kind = (receipt.reason or "").removeprefix("deadline.")
+            if entry.org == receipt.recipient and detail.get("kind") == kind:
+                return entry.seq
+        elif entry.org == receipt.recipient and entry.event != "receipt.recall":
             return entry.seq
     return None
+
+
+def issuer_of(receipt: ReceiptEntry, entry: Entry) -> str | None:
+    """Who must have said ``receipt`` for ``entry`` to record it: the recipient it speaks
+    for, or for a sender's statement (RECALL) the entry's own organisation."""
+    return entry.org if receipt.status.issued_by_sender else receipt.recipient
 
 
 def _verify_cosignatures(

@@ -41,7 +41,13 @@ from hubd.engine.issuer import ReceiptIssuer
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
-from hubd.store.writes import Announce, DirectWrite, QueueReceipts, RecordReceipts
+from hubd.store.writes import (
+    Announce,
+    AppendAudit,
+    DirectWrite,
+    QueueReceipts,
+    RecordReceipts,
+)
 from schemas.directory import Directory
 from schemas.errors import Reason
 from schemas.ids import msg_id_text
@@ -143,7 +149,7 @@ class FlowDesk:
         if entry.classification > ceiling:
             # Labelled above the channel it came on: answered on that channel, it may say
             # nothing of the document (the hub quarantines an envelope that does this).
-            self._refuse(
+            await self._refuse(
                 arrival,
                 frame,
                 entry,
@@ -169,7 +175,7 @@ class FlowDesk:
         )
         match judgement:
             case Refuse():
-                self._refuse(arrival, frame, entry, document, judgement)
+                await self._refuse(arrival, frame, entry, document, judgement)
             case Forward():
                 await self._forward(frame, verified, judgement)
             case Recall():
@@ -213,7 +219,7 @@ class FlowDesk:
 
     # ------------------------------------------------------------------ judgements
 
-    def _refuse(
+    async def _refuse(
         self,
         arrival: Arrival,
         frame: bytes,
@@ -237,6 +243,18 @@ class FlowDesk:
             reason=refusal.reason.value,
             detail=refusal.detail,
         )
+        sha = hashlib.sha256(frame).digest()
+        refused = {
+            "status": entry.status.value,
+            "reason": refusal.reason.value,
+            "batch_sha256": sha.hex(),
+        }
+        # in the ledger like a REJECTED (wire-format 12.4): the REFUSED's subject is its batch
+        await self._store.submit(
+            AppendAudit(
+                [AuditEvent("flow.refused", self._clock(), entry.msg_id, arrival.org, refused)]
+            )
+        )
         self._issuer.issue(
             arrival.org,
             arrival.channel,
@@ -245,7 +263,7 @@ class FlowDesk:
                 recipient=None if entry.status.issued_by_sender else arrival.org,
                 status=ReceiptStatus.REFUSED,
                 at=self._clock(),
-                subject=hashlib.sha256(frame).digest(),
+                subject=sha,
                 classification=label,
                 reason=refusal.reason.value,
                 detail=refusal.detail,

@@ -22,15 +22,22 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 CKPT = b"xchg/v1/ckpt\0"
 COSIGN = b"xchg/v1/cosign\0"
 RCPT = b"xchg/v1/rcpt\0"
-HUB_STATUSES = {"ACCEPTED", "REJECTED", "EXPIRED", "DEAD"}
+HUB_STATUSES = {"ACCEPTED", "REJECTED", "EXPIRED", "DEAD", "RECALLED", "REFUSED", "REMINDED"}
+SENDER_STATUSES = {"RECALL"}  # said of the document as a whole by its sender (6.1)
+# statements an organisation signs, matched like DELIVERED (12.4)
+STATEMENTS = {
+    "DELIVERED", "SIGNED_FOR", "RECALL", "WITHDRAWN", "RECALL_ACCEPTED", "RECALL_REFUSED",
+    "RETURNED", "READ", "HANDLING", "DONE", "CASE_ACCEPTED", "CASE_DECLINED",
+}  # fmt: skip
 # 12.4: receipt status -> (ledger events, what besides msg_id must match)
 EVENTS = {
     "ACCEPTED": ("message.accepted",),
     "REJECTED": ("message.quarantined", "message.rejected"),
-    "DELIVERED": ("receipt.delivered",),
-    "SIGNED_FOR": ("receipt.signed_for",),
     "EXPIRED": ("delivery.expired",),
     "DEAD": ("delivery.dead",),
+    "REFUSED": ("flow.refused",),
+    "REMINDED": ("deadline.reminded",),
+    **{status: (f"receipt.{status.lower()}",) for status in STATEMENTS},
 }
 
 
@@ -69,12 +76,14 @@ def unpack(data: bytes, what: str) -> Any:
     return value
 
 
-def record(data: bytes, keys: set[str], what: str) -> dict[str, Any]:
+def record(
+    data: bytes, keys: set[str], what: str, versions: tuple[int, ...] = (1,)
+) -> dict[str, Any]:
     value = unpack(data, what)
     if not isinstance(value, dict) or set(value) != keys:
         raise FatalError(f"{what}: not a map of exactly {sorted(keys)}")
-    if type(value["v"]) is not int or value["v"] != 1:
-        raise FatalError(f"{what}: v is not 1")
+    if type(value["v"]) is not int or value["v"] not in versions:
+        raise FatalError(f"{what}: v is not {' or '.join(map(str, versions))}")
     return value
 
 
@@ -257,7 +266,11 @@ def check_receipt(
         public, frame["sig"], RCPT + frame["rcpt"]
     ):
         return [f"receipt {n}: signature does not verify"]
-    batch = record(frame["rcpt"], {"v", "issuer", "issuer_kid", "at", "entries"}, "rcpt")
+    # 6.1: a version 2 batch's entries have a tenth key, "note" (sealed: not read here)
+    batch = record(frame["rcpt"], {"v", "issuer", "issuer_kid", "at", "entries"}, "rcpt", (1, 2))
+    keys = 9 if batch["v"] == 1 else 10
+    if any(not isinstance(e, dict) or len(e) != keys for e in batch["entries"]):
+        return [f"receipt {n}: an entry of a version {batch['v']} batch without {keys} keys"]
     if (batch["issuer"], batch["issuer_kid"]) != (issuer, frame["kid"]):
         return [f"receipt {n}: batch issuer is not the frame's"]
     problems, frame_hash = [], hashlib.sha256(raw).hexdigest()
@@ -266,8 +279,9 @@ def check_receipt(
         problems.append(f"receipt {n}: speaks of no entry of this message")
     for e in ours:
         status = e["status"]
+        spoken_for = None if status in SENDER_STATUSES else issuer
         if (status in HUB_STATUSES) != (issuer == hub_id) or (
-            issuer != hub_id and e["recipient"] != issuer
+            issuer != hub_id and e["recipient"] != spoken_for
         ):
             problems.append(f"receipt {n}: {status} may not be issued by {issuer}")
         elif not any(recorded(e, issuer, frame_hash, leaf) for leaf in ledger):
@@ -278,14 +292,26 @@ def check_receipt(
 def recorded(e: dict[str, Any], issuer: str, frame_hash: str, leaf: list[Any]) -> bool:
     """12.4: is receipt entry `e` the one ledger entry `leaf` records?"""
     _seq, _at, event, _msg_id, org, detail_text = leaf
-    if event not in EVENTS[e["status"]]:
+    status = e["status"]
+    if status == "RECALLED":  # the document (recipient nil: its recall) or one delivery
+        return (event, org) == ("delivery.recalled", e["recipient"]) or (
+            e["recipient"] is None and event == "receipt.recall"
+        )
+    if event not in EVENTS.get(status, ()):
         return False
     detail: dict[str, Any] = json.loads(detail_text)
-    if e["status"] in {"ACCEPTED", "REJECTED"}:
+    if status in {"ACCEPTED", "REJECTED"}:
         same = detail.get("frame_sha256") == e["subject"].hex()
         return same and (event != "message.rejected" or bool(detail.get("reason") == e["reason"]))
-    if e["status"] in {"DELIVERED", "SIGNED_FOR"}:
+    if status in STATEMENTS:
         return bool(org == issuer and detail.get("batch_sha256") == frame_hash)
+    if status == "REFUSED":  # its subject is the refused statement's batch
+        return bool(
+            detail.get("batch_sha256") == e["subject"].hex() and detail.get("reason") == e["reason"]
+        )
+    if status == "REMINDED":
+        kind = str(e["reason"]).removeprefix("deadline.")
+        return bool(org == e["recipient"] and detail.get("kind") == kind)
     return bool(org == e["recipient"])
 
 

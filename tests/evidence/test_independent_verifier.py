@@ -41,6 +41,7 @@ SIZE = 300  # a real tree: nine levels, an incomplete right edge
 ACCEPTED_MSG = bytes.fromhex("a0" * 16)  # accepted, delivered, signed for, expired, dead
 QUARANTINED_MSG = bytes.fromhex("b1" * 16)
 REFUSED_MSG = bytes.fromhex("c2" * 16)
+FLOWS_MSG = bytes.fromhex("d3" * 16)  # recalled, returned, reported on, reminded, refused
 
 
 def _receipt(
@@ -94,6 +95,40 @@ def _ledger() -> Ledger:
         ],
         at=41,
     )
+    # the flows on a sent document (wire-format 6.1), each as 12.4 says it is recorded
+    recall = sign_receipts(
+        "jl.gov", SENDER, [_receipt(ReceiptStatus.RECALL, FLOWS_MSG, None, 42)], at=42
+    )
+    flows_by_cc = [
+        sign_receipts("jl.cc", CC, [_receipt(status, FLOWS_MSG, "jl.cc", 43 + i)], at=43 + i)
+        for i, status in enumerate(
+            (
+                ReceiptStatus.WITHDRAWN,
+                ReceiptStatus.RECALL_ACCEPTED,
+                ReceiptStatus.RECALL_REFUSED,
+                ReceiptStatus.RETURNED,
+                ReceiptStatus.READ,
+                ReceiptStatus.HANDLING,
+                ReceiptStatus.DONE,
+                ReceiptStatus.CASE_ACCEPTED,
+                ReceiptStatus.CASE_DECLINED,
+            )
+        )
+    ]
+    refused_statement = b"the frame of a statement the hub refused"
+    hub_flows = sign_receipts(
+        "hub",
+        HUB,
+        [
+            _receipt(ReceiptStatus.RECALLED, FLOWS_MSG, None, 55),
+            _receipt(ReceiptStatus.RECALLED, FLOWS_MSG, "jl.sp", 55),
+            _receipt(ReceiptStatus.REMINDED, FLOWS_MSG, "jl.cc", 56, "deadline.sign_by"),
+            _receipt(ReceiptStatus.REFUSED, FLOWS_MSG, "jl.cc", 57, "flow.not_received").model_copy(
+                update={"subject": hashlib.sha256(refused_statement).digest()}
+            ),
+        ],
+        at=57,
+    )
     quarantined = sign_receipts(
         "hub",
         HUB,
@@ -126,6 +161,39 @@ def _ledger() -> Ledger:
             "jl.gov",
             json.dumps({**json.loads(frame_of(REFUSED_MSG)), "reason": "rule.skip_level"}),
         ),
+        ("receipt.recall", FLOWS_MSG, "jl.gov", batch(recall)),
+        *(
+            (f"receipt.{status.lower()}", FLOWS_MSG, "jl.cc", batch(frame))
+            for status, frame in zip(
+                (
+                    "WITHDRAWN",
+                    "RECALL_ACCEPTED",
+                    "RECALL_REFUSED",
+                    "RETURNED",
+                    "READ",
+                    "HANDLING",
+                    "DONE",
+                    "CASE_ACCEPTED",
+                    "CASE_DECLINED",
+                ),
+                flows_by_cc,
+                strict=True,
+            )
+        ),
+        ("delivery.recalled", FLOWS_MSG, "jl.sp", "{}"),
+        ("deadline.reminded", FLOWS_MSG, "jl.cc", '{"kind":"sign_by","stage":"due"}'),
+        (
+            "flow.refused",
+            FLOWS_MSG,
+            "jl.cc",
+            json.dumps(
+                {
+                    "batch_sha256": hashlib.sha256(refused_statement).hexdigest(),
+                    "reason": "flow.not_received",
+                    "status": "RETURNED",
+                }
+            ),
+        ),
         ("delivery.dead", ACCEPTED_MSG, "jl.sp", '{"attempts":10}'),
     ]
     slots = sorted(rng.sample(range(SIZE - 1), len(ours)))
@@ -143,6 +211,7 @@ def _ledger() -> Ledger:
     checkpoint = sign_checkpoint(Checkpoint("hub", SIZE, tree.root(), 5000), HUB)
     receipts = {
         ACCEPTED_MSG: [accepted, delivered, signed_for, ends],
+        FLOWS_MSG: [recall, *flows_by_cc, hub_flows],
         QUARANTINED_MSG: [quarantined],
         REFUSED_MSG: [refused],
     }
@@ -171,7 +240,7 @@ def _doc(msg_id: bytes = ACCEPTED_MSG, *, witnesses: int = 2) -> dict[str, Any]:
             if e.msg_id == msg_id
         ],
         receipts=ledger.receipts[msg_id],
-        keys={"jl.cc": [(CC.kid, CC.public)]},
+        keys={"jl.cc": [(CC.kid, CC.public)], "jl.gov": [(SENDER.kid, SENDER.public)]},
         cosignatures=[(org, k.kid, k.public, cosign(signed, k)) for org, k in cosigners],
     )
 
@@ -221,7 +290,7 @@ def test_evidence_built_by_the_project_verifies_independently(msg_id: bytes, ent
 
 def test_every_receipt_status_is_in_the_evidence_that_verifies() -> None:
     statuses = set()
-    for msg_id in (ACCEPTED_MSG, QUARANTINED_MSG, REFUSED_MSG):
+    for msg_id in (ACCEPTED_MSG, QUARANTINED_MSG, REFUSED_MSG, FLOWS_MSG):
         for frame in _doc(msg_id)["receipts"]:
             outer = codec.decode(_unb64(frame), codec.RECEIPT_FRAME_LIMITS)
             assert isinstance(outer, dict)
@@ -229,6 +298,18 @@ def test_every_receipt_status_is_in_the_evidence_that_verifies() -> None:
             assert isinstance(batch, dict)
             statuses |= {e["status"] for e in batch["entries"]}
     assert statuses == {s.value for s in ReceiptStatus}
+
+
+def test_the_flows_receipts_are_each_found_in_the_ledger_by_both_verifiers() -> None:
+    doc = _doc(FLOWS_MSG)
+    assert _check(doc) == []
+    assert _project_ok(doc)
+    broken = _doc(FLOWS_MSG)
+    broken["entries"] = [
+        e for e in broken["entries"] if b"flow.refused" not in _unb64(e["leaf"])
+    ]  # the REFUSED's entry gone: both say so
+    assert any("REFUSED" in p for p in _check(broken))
+    assert not _project_ok(broken)
 
 
 def test_evidence_without_a_trusted_key_is_checked_for_consistency_only() -> None:
