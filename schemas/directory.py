@@ -172,6 +172,13 @@ class Directory(WireModel):
     def channel(self, channel_id: str) -> ChannelEntry | None:
         return self._channels.get(channel_id)
 
+    def ceiling(self, channel_id: str) -> Classification:
+        """The highest label ``channel_id`` carries (TOP_SECRET for a channel not listed):
+        what an answer about bytes that came on it is labelled when it may say nothing of
+        their own label."""
+        channel = self._channels.get(channel_id)
+        return Classification.TOP_SECRET if channel is None else channel.ceiling
+
     def group(self, group_id: str) -> GroupEntry | None:
         return self._groups.get(group_id)
 

@@ -145,7 +145,7 @@ class FlowDesk:
         batch = verified.batch
         (entry,) = batch.entries
         issuer = batch.issuer
-        ceiling = self._ceiling(arrival)
+        ceiling = self._directory().ceiling(arrival.channel)
         if entry.classification > ceiling:
             # Labelled above the channel it came on: answered on that channel, it may say
             # nothing of the document (the hub quarantines an envelope that does this).
@@ -233,7 +233,7 @@ class FlowDesk:
         if document is not None and refusal.disclose:
             label = document.classification
         else:
-            label = self._ceiling(arrival)
+            label = self._directory().ceiling(arrival.channel)
         log.warning(
             "flow.refused",
             status=entry.status.value,
@@ -270,10 +270,6 @@ class FlowDesk:
                 retriable=False,
             ),
         )
-
-    def _ceiling(self, arrival: Arrival) -> Classification:
-        channel = self._directory().channel(arrival.channel)
-        return Classification.TOP_SECRET if channel is None else channel.ceiling
 
     def _record(
         self, frame: bytes, verified: VerifiedReceipts, forward: tuple[str, str] | None
