@@ -156,10 +156,11 @@ class DeadlineDesk:
         due: list[tuple[Item, Stage]] = []
         reminding: set[bytes] = set()  # documents with a reminder still to come
         next_at: int | None = None
+        late = [i for i in items if _late(i, now)]
         overdue: dict[Kind, int] = dict.fromkeys(Kind, 0)
+        for item in late:
+            overdue[item.open.kind] += 1
         for item in items:
-            if _late(item, now):
-                overdue[item.open.kind] += 1
             decision = decide(item.open, now, self._settings)
             if not isinstance(decision, Quiet):
                 reminding.add(item.msg_id)
@@ -168,10 +169,8 @@ class DeadlineDesk:
             elif isinstance(decision, Wait):
                 next_at = decision.until if next_at is None else min(next_at, decision.until)
         self.overdue = overdue
-        self.late = tuple(sorted((i for i in items if _late(i, now)), key=lambda i: i.open.due_at))
-        self.unacknowledged = sum(
-            1 for i in items if i.open.emergency and i.open.kind is Kind.SIGN and _late(i, now)
-        )
+        self.late = tuple(sorted(late, key=lambda i: i.open.due_at))
+        self.unacknowledged = sum(1 for i in late if i.open.emergency and i.open.kind is Kind.SIGN)
         if due:
             await self._remind(due, now)
             await self._alarm([(i, s) for i, s in due if i.open.emergency], items, now)

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from hubd.core.deadlines import Handling, Kind, met
-from hubd.core.states import DeliveryState
+from hubd.core.states import DeliveryState, MessageState
 from hubd.ops.query import Reader
 from hubd.store import tables as t
 from schemas.clock import duration_text, ms_to_text
@@ -98,7 +98,7 @@ class Case:
 
 def _cases(conn: Connection, number: str | None) -> list[Case]:
     m, d = t.messages.c, t.deliveries.c
-    where = [m.case_no.is_not(None), m.state == "ACCEPTED"]
+    where = [m.case_no.is_not(None), m.state == MessageState.ACCEPTED.value]
     if number is not None:
         where.append(m.case_no == number)
     rows = conn.execute(

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, Connection, TextClause, and_, or_, select, text
 
 from hubd.core.deadlines import Handling, Kind, Open
-from hubd.core.states import DeliveryState
+from hubd.core.states import DeliveryState, MessageState
 from hubd.store import tables as t
 from schemas.labels import Classification, DocType, Precedence
+from schemas.receipts import ReceiptStatus
 
 _RANKS = {c.rank: c for c in Classification}
 IN_MAX = 500  # values per IN (...)
@@ -42,9 +43,11 @@ def all_items(conn: Connection) -> list[Item]:
     """Every recipient of every accepted, unrecalled document with a deadline, watched or
     not (``hubctl overdue``: a deadline reminded the most it will be still counts)."""
     m = t.messages.c
-    recalled = select(t.receipts.c.msg_id).where(t.receipts.c.status == "RECALL")
+    recalled = select(t.receipts.c.msg_id).where(t.receipts.c.status == ReceiptStatus.RECALL.value)
     some = or_(m.sign_by.is_not(None), m.accept_by.is_not(None), m.done_by.is_not(None))
-    return _items(conn, and_(some, m.state == "ACCEPTED", m.msg_id.not_in(recalled)))
+    return _items(
+        conn, and_(some, m.state == MessageState.ACCEPTED.value, m.msg_id.not_in(recalled))
+    )
 
 
 def _items(conn: Connection, where: ColumnElement[bool] | TextClause) -> list[Item]:

@@ -6,20 +6,17 @@ where every case stands — case numbers, states and dates only."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from hubd.cli import hubctl_app
 from runtime.clock import now_ms
 from schemas.labels import DocType
 from schemas.receipts import ReceiptStatus
 from schemas.terms import Terms
 from tests.hub.conftest import NO_RETRIES, HubFactory, SpokeMaker
+from tests.hub.test_deadlines_hub import hubctl
 from tests.hub.test_flows_hub import statement
-from tests.hubproc import HubProcess
 
 S = ReceiptStatus
 CASE = "吉信〔2026〕0815号"
@@ -35,14 +32,6 @@ def petition_terms(case: str = CASE) -> Terms:
     now = now_ms()
     return Terms(sign_by=None, done_by=now + 60 * DAY, case=case, accept_by=now + 15 * DAY,
                  drill=False)  # fmt: skip
-
-
-async def hubctl(hub: HubProcess, *args: str) -> str:
-    result = await asyncio.to_thread(
-        CliRunner().invoke, hubctl_app, [*args, "--config", str(hub.folder / "hub.toml")]
-    )
-    assert result.exit_code == 0, result.output
-    return result.stdout
 
 
 async def test_a_case_transferred_down_keeps_its_number_and_the_province_sees_it_closed(
