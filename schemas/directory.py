@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self, cast
 
 from pydantic import Field
 
@@ -99,6 +99,61 @@ class OrgEntry(WireModel):
     # 议案 to it and reports to it; None for every other organisation. Absent in a
     # directory from before it was added, which had no congress (like Directory.rules).
     congress_of: OrgId | None = None
+    # Federation: the neighbour hub (schemas.directory.HubEntry, an upstream or a member)
+    # through which this organisation is reached; absent for the hub's own organisations,
+    # so a directory without federation is byte for byte what it was before.
+    via: HubId | None = None
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any], *, what: str) -> Self:
+        if "via" in data and data["via"] is None:
+            raise SchemaError(
+                Reason.SCHEMA_INVALID, f"{what}: via: an own organisation leaves the key out"
+            )
+        return super().from_wire(data, what=what)
+
+    def to_wire(self) -> dict[str, Any]:
+        return _without_via(super().to_wire())
+
+
+def _without_via(wire: dict[str, Any]) -> dict[str, Any]:
+    if wire.get("via", 0) is None:
+        del wire["via"]
+    return wire
+
+
+class HubRole(StrEnum):
+    """What another hub of the federation is to the hub whose directory lists it."""
+
+    UPSTREAM = "upstream"  # this hub is its member: it reaches everyone this hub does not serve
+    MEMBER = "member"  # a member of this hub, serving the organisations under its prefixes
+    REMOTE = "remote"  # elsewhere in the federation, reached through ``via``; listed for its keys
+
+
+class HubEntry(WireModel):
+    """Another hub of the federation (docs/architecture.md, "Hubs under hubs")."""
+
+    id: HubId
+    name_zh: ShortText
+    name_en: ShortText
+    role: Annotated[HubRole, Field(strict=False)]
+    # The organisations it serves: each prefix and every id below it (``jl`` serves
+    # ``jl.gov`` and ``jl.cc.nongan``). Empty for an upstream, which serves everyone else.
+    prefixes: tuple[OrgId, ...]
+    # A neighbour's link: the channels it is connected to this hub on. A remote hub: none.
+    channels: tuple[ChannelId, ...]
+    # Its hub keys (the membership key): they sign its directory and its receipts.
+    keys: tuple[KeyEntry, ...]
+    via: HubId | None  # a remote hub: the neighbour it is reached through; else None
+
+    def serves(self, org_id: str) -> bool:
+        """Whether ``org_id`` lies under one of its prefixes."""
+        return any(within(org_id, prefix) for prefix in self.prefixes)
+
+
+def within(org_id: str, prefix: str) -> bool:
+    """``org_id`` is ``prefix`` or an id below it (``jl.cc`` is within ``jl``, ``jlx`` is not)."""
+    return org_id == prefix or org_id.startswith(prefix + ".")
 
 
 class GroupEntry(WireModel):
@@ -122,13 +177,39 @@ class Directory(WireModel):
     # The document rules' settings (schemas.rules), signed so that every spoke checks a
     # drop exactly as the hub will: rule id -> enforce | warn | off (absent: the rule's default).
     rules: dict[RuleKey, RuleMode] = Field(default_factory=dict)
+    # Federation: the other hubs (absent when there are none: a directory of a hub that is
+    # no member and has none is byte for byte what it was before federation).
+    hubs: tuple[HubEntry, ...] = ()
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any], *, what: str) -> Self:
+        if "hubs" in data and not data["hubs"]:
+            raise SchemaError(
+                Reason.SCHEMA_INVALID, f"{what}: hubs: a directory without hubs leaves the key out"
+            )
+        return super().from_wire(data, what=what)
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = super().to_wire()
+        if not self.hubs:
+            del wire["hubs"]
+        wire["orgs"] = tuple(_without_via(cast("dict[str, Any]", o)) for o in wire["orgs"])
+        return wire
 
     # ---- lookups (computed once per directory) ----
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """A copy whose lookups are rebuilt (they are cached per instance)."""
         copy = super().model_copy(update=update, deep=deep)
-        for cache in ("_orgs", "_channels", "_groups", "_revoked", "_ancestry", "_rule_modes"):
+        for cache in (
+            "_orgs",
+            "_channels",
+            "_groups",
+            "_revoked",
+            "_ancestry",
+            "_rule_modes",
+            "_hubs",
+        ):
             copy.__dict__.pop(cache, None)
         return copy
 
@@ -156,8 +237,31 @@ class Directory(WireModel):
     def _rule_modes(self) -> dict[str, object]:
         return {}  # schemas.rules.settings_of keeps its parsed settings here
 
+    @cached_property
+    def _hubs(self) -> dict[str, HubEntry]:
+        return {h.id: h for h in self.hubs}
+
     def org(self, org_id: str) -> OrgEntry | None:
         return self._orgs.get(org_id)
+
+    def hub(self, hub_id: str) -> HubEntry | None:
+        """Another hub of the federation this directory lists (not this hub itself)."""
+        return self._hubs.get(hub_id)
+
+    @property
+    def upstream(self) -> HubEntry | None:
+        """The hub this hub is a member of, if it is one."""
+        return next((h for h in self.hubs if h.role is HubRole.UPSTREAM), None)
+
+    def is_hub(self, hub_id: str) -> bool:
+        """This hub or another of the federation: who may sign a hub's receipts."""
+        return hub_id == self.hub_id or hub_id in self._hubs
+
+    def next_hop(self, org_id: str) -> str:
+        """Where a document to ``org_id`` goes from this hub: the organisation's own spoke,
+        or the neighbour hub it is reached through."""
+        org = self._orgs.get(org_id)
+        return org_id if org is None or org.via is None else org.via
 
     def awaiting_keys(self) -> tuple[str, ...]:
         """Organisations listed before their keys came (a province brings them on one at a
@@ -190,6 +294,9 @@ class Directory(WireModel):
         for key in self.hub_keys:
             if key.kid == kid:
                 return self.hub_id, KeyKind.SIGN
+        for hub in self.hubs:
+            if any(k.kid == kid for k in hub.keys):
+                return hub.id, KeyKind.SIGN
         for org in self.orgs:
             for kind, keys in ((KeyKind.SIGN, org.sign_keys), (KeyKind.ENCRYPT, org.enc_keys)):
                 if any(k.kid == kid for k in keys):
@@ -204,6 +311,8 @@ class Directory(WireModel):
         """
         if org_id == self.hub_id:
             keys: Iterable[KeyEntry] = self.hub_keys
+        elif (hub := self._hubs.get(org_id)) is not None:
+            keys = hub.keys
         else:
             org = self.org(org_id)
             if org is None:
@@ -406,6 +515,8 @@ class Directory(WireModel):
             problems.append("duplicate group ids")
         kids = [k.kid for o in self.orgs for k in (*o.sign_keys, *o.enc_keys)]
         kids += [k.kid for k in self.hub_keys]
+        kids += [k.kid for h in self.hubs for k in h.keys]
+        problems.extend(federation_problems(self))
         if len(set(kids)) != len(kids):
             problems.append("a key id is listed twice")
         for org in self.orgs:
@@ -427,6 +538,73 @@ class Directory(WireModel):
                 Reason.DIR_INCONSISTENT,
                 f"directory version {self.version} is inconsistent: " + "; ".join(problems[:5]),
             )
+
+
+def federation_problems(directory: Directory) -> list[str]:
+    """What is wrong with the hubs a directory lists and the organisations reached through
+    them (docs/architecture.md, "Hubs under hubs"): every prefix claim is checked here, at
+    every level, so a province cannot list organisations outside its prefixes."""
+    hubs, problems = {h.id: h for h in directory.hubs}, []
+    if len(hubs) != len(directory.hubs):
+        problems.append("duplicate hub ids")
+    neighbours = {h.id for h in directory.hubs if h.role is not HubRole.REMOTE}
+    if sum(h.role is HubRole.UPSTREAM for h in directory.hubs) > 1:
+        problems.append("more than one upstream hub")
+    claimed = [(p, h.id) for h in directory.hubs for p in h.prefixes]
+    for hub in directory.hubs:
+        if hub.id == directory.hub_id or directory.org(hub.id) is not None:
+            problems.append(f"hub {hub.id} is also this hub's id or an organisation id")
+        problems.extend(
+            f"hub {hub.id}: unknown channel {ch}"
+            for ch in hub.channels
+            if directory.channel(ch) is None
+        )
+        problems.extend(
+            f"hub {hub.id}: kid {k.kid} does not name its key"
+            for k in hub.keys
+            if key_id(KeyKind.SIGN, k.public) != k.kid
+        )
+        if hub.role is HubRole.UPSTREAM and hub.prefixes:
+            problems.append(f"hub {hub.id}: an upstream serves everyone else; it claims no prefix")
+        if hub.role is not HubRole.UPSTREAM and not hub.prefixes:
+            problems.append(f"hub {hub.id}: a {hub.role} hub claims at least one prefix")
+        if hub.role is HubRole.REMOTE:
+            if hub.via not in neighbours:
+                problems.append(f"hub {hub.id}: a remote hub is reached via a neighbour hub")
+            if hub.channels:
+                problems.append(f"hub {hub.id}: a remote hub has no link to this hub")
+        elif hub.via is not None:
+            problems.append(f"hub {hub.id}: a {hub.role} hub is a neighbour; via is for remote")
+    for prefix, owner in claimed:
+        problems.extend(
+            f"hub {owner}'s prefix {prefix} overlaps hub {other}'s {theirs}"
+            for theirs, other in claimed
+            if other != owner and within(prefix, theirs)
+        )
+    for org in directory.orgs:
+        claimer = next((h for p, h in claimed if within(org.id, p)), None)
+        through = hubs.get(org.via) if org.via is not None else None
+        reached = None if claimer is None else hubs[claimer].via or claimer
+        if org.via is None:
+            if claimer is not None:
+                problems.append(f"{org.id}: listed as this hub's own, but hub {claimer} claims it")
+            continue
+        if through is None or org.via not in neighbours:
+            problems.append(f"{org.id}: via {org.via} names no neighbour hub")
+            continue
+        if through.role is HubRole.MEMBER and not through.serves(org.id):
+            problems.append(
+                f"{org.id}: outside the prefixes of its hub {through.id} "
+                f"({', '.join(through.prefixes)})"
+            )
+        if claimer is not None and reached != through.id:
+            problems.append(f"{org.id}: reached via {through.id}, but hub {claimer} claims it")
+        problems.extend(
+            f"{org.id}: channel {ch} is not on the link to {through.id}"
+            for ch in org.channels
+            if ch not in through.channels
+        )
+    return problems
 
 
 def _congress_problems(org: OrgEntry, orgs: Mapping[str, OrgEntry]) -> list[str]:

@@ -40,6 +40,7 @@ from schemas.directory import (
     ChannelEntry,
     Directory,
     GroupEntry,
+    HubEntry,
     KeyEntry,
     Millis,
     OrgEntry,
@@ -67,7 +68,7 @@ ASK_MAX: Final = 64  # keys one request may ask for
 # A root is small: its size grows only with the hub's keys, the channels, the rules and the
 # revoked key ids (20,000 of them fit).
 ROOT_FRAME_LIMITS = codec.Limits("directory root frame", 512 << 10, 256, 512 << 10, 16, 16, 2)
-ROOT_LIMITS = codec.Limits("directory root", 512 << 10, 4096, 1024, 20_000, 4096, 4)
+ROOT_LIMITS = codec.Limits("directory root", 512 << 10, 4096, 1024, 20_000, 4096, 5)  # hubs: 5
 DELTA_FRAME_LIMITS = codec.Limits("directory change frame", 512 << 10, 256, 512 << 10, 16, 16, 2)
 DELTA_LIMITS = codec.Limits("directory change", 512 << 10, 128, 64, DELTA_MAX, 16, 2)
 PUBLISHED_LIMITS = codec.Limits("directory publication", 1100 << 10, 64, 512 << 10, 4, 4, 1)
@@ -101,6 +102,23 @@ class DirRoot(WireModel):
     size: Count  # leaves in the tree
     tree: Digest  # RFC 9162 root over the leaves
     full: Digest  # SHA-256 of the full directory's signed bytes (``dir``)
+    # Federation: the other hubs (their keys sign receipts a spoke may be forwarded); absent
+    # when there are none, so a root without federation is what it was before.
+    hubs: tuple[HubEntry, ...] = ()
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any], *, what: str) -> DirRoot:
+        if "hubs" in data and not data["hubs"]:
+            raise SchemaError(
+                Reason.SCHEMA_INVALID, f"{what}: hubs: a root without hubs leaves the key out"
+            )
+        return super().from_wire(data, what=what)
+
+    def to_wire(self) -> dict[str, Any]:
+        wire = super().to_wire()
+        if not self.hubs:
+            del wire["hubs"]
+        return wire
 
     def channel(self, channel_id: str) -> ChannelEntry | None:
         return next((c for c in self.channels if c.id == channel_id), None)
@@ -113,7 +131,7 @@ class DirRoot(WireModel):
             problems.append("channel ids repeat")
         problems += [
             f"hub key {k.kid} does not match its public key"
-            for k in self.hub_keys
+            for k in (*self.hub_keys, *(k for h in self.hubs for k in h.keys))
             if key_id(KeyKind.SIGN, k.public) != k.kid
         ]
         if self.size < self.orgs + self.groups:
@@ -286,6 +304,7 @@ def derive_root(directory: Directory, full_digest: bytes, tree: DirectoryTree) -
         size=tree.size,
         tree=tree.root_hash(),
         full=full_digest,
+        hubs=directory.hubs,
     )
 
 
@@ -600,6 +619,7 @@ def materialise(root: DirRoot, entries: Iterable[Entry]) -> Directory:
         revoked=root.revoked,
         groups=tuple(groups),
         rules=dict(root.rules),
+        hubs=root.hubs,
     )
 
 

@@ -286,7 +286,7 @@ def verify_receipts(
     if batch.issuer != issuer or batch.issuer_kid != kid:
         raise SignatureError(Reason.RCPT_WRONG_ISSUER, "signed issuer differs from the frame's")
     directory.check_key_window(key, issuer, batch.at)
-    from_hub = issuer == directory.hub_id
+    from_hub = directory.is_hub(issuer)  # this hub, or another of the federation
     for entry in batch.entries:
         if entry.status.issued_by_hub != from_hub:
             raise SignatureError(

@@ -26,6 +26,8 @@ from schemas.directory import (
     ChannelEntry,
     Directory,
     GroupEntry,
+    HubEntry,
+    HubRole,
     KeyEntry,
     OrgEntry,
     OrgLevel,
@@ -338,6 +340,7 @@ org_entries = st.builds(
     enc_keys=st.lists(key_entries(KeyKind.ENCRYPT), max_size=2).map(tuple),
     directive_to=org_id_lists().map(tuple),
     congress_of=st.none() | org_ids(),
+    via=st.none() | org_ids(),
 )
 
 group_entries = st.builds(
@@ -353,7 +356,8 @@ group_entries = st.builds(
 def directories(draw: st.DrawFn) -> Directory:
     """A small directory check_consistent accepts: every reference resolves, parents form
     a forest (a parent is listed before its child), every kid names its key, no kid twice."""
-    hub_id, *ids = draw(org_id_lists(min_size=1, max_size=5))
+    hub_id, upstream_id, *ids = draw(org_id_lists(min_size=2, max_size=6))
+    federated = draw(st.booleans())  # a member hub: an upstream, some organisations through it
     channel_ids = draw(org_id_lists(max_size=3))
     channels = tuple(
         ChannelEntry(id=c, name=draw(short_texts), ceiling=draw(classifications))
@@ -364,7 +368,7 @@ def directories(draw: st.DrawFn) -> Directory:
         for _ in ids
     ]
     hub_key_count = draw(st.integers(min_value=1, max_value=2))
-    total = hub_key_count + sum(signs + encs for signs, encs in key_counts)
+    total = 1 + hub_key_count + sum(signs + encs for signs, encs in key_counts)
     publics = iter(draw(st.lists(public_keys, min_size=total, max_size=total, unique=True)))
     hub_keys = tuple(draw(key_entries(KeyKind.SIGN, next(publics))) for _ in range(hub_key_count))
     orgs: list[OrgEntry] = []
@@ -395,6 +399,7 @@ def directories(draw: st.DrawFn) -> Directory:
                 ),
                 directive_to=tuple(draw(st.lists(st.sampled_from(ids), unique=True, max_size=2))),
                 congress_of=draw(st.sampled_from(governments)) if congress else None,
+                via=upstream_id if federated and draw(st.booleans()) else None,
             )
         )
     members = st.lists(st.sampled_from(ids), unique=True, max_size=3) if ids else st.just([])
@@ -421,7 +426,34 @@ def directories(draw: st.DrawFn) -> Directory:
         orgs=tuple(orgs),
         revoked=tuple(revoked),
         groups=groups,
+        hubs=(
+            HubEntry(
+                id=upstream_id,
+                name_zh=draw(short_texts),
+                name_en=draw(short_texts),
+                role=HubRole.UPSTREAM,
+                prefixes=(),
+                channels=tuple(channel_ids),
+                keys=(draw(key_entries(KeyKind.SIGN, next(publics))),),
+                via=None,
+            ),
+        )
+        if federated
+        else (),
     )
+
+
+hub_entries = st.builds(
+    HubEntry,
+    id=org_ids(),
+    name_zh=short_texts,
+    name_en=short_texts,
+    role=st.sampled_from(HubRole),
+    prefixes=org_id_lists().map(tuple),
+    channels=org_id_lists().map(tuple),
+    keys=st.lists(key_entries(KeyKind.SIGN), max_size=2).map(tuple),
+    via=st.none() | org_ids(),
+)
 
 
 dir_roots = directories().map(
@@ -464,6 +496,7 @@ ROUND_TRIPS: dict[type[WireModel], tuple[st.SearchStrategy[WireModel], Limits]] 
     ChannelEntry: (channel_entries, codec.DIRECTORY_LIMITS),
     OrgEntry: (org_entries, codec.DIRECTORY_LIMITS),
     GroupEntry: (group_entries, codec.DIRECTORY_LIMITS),
+    HubEntry: (hub_entries, codec.DIRECTORY_LIMITS),
     Directory: (directories(), codec.DIRECTORY_LIMITS),
     DirRoot: (dir_roots, ROOT_LIMITS),
     DirDelta: (dir_deltas, DELTA_LIMITS),
