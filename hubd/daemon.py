@@ -393,6 +393,7 @@ class Hub:
                 clock=self.clock,
                 max_skew_ms=int(config.delivery.max_skew * 1000),
             )
+            dispatcher.hop = issuer.hop = lambda org: self.directory().next_hop(org)
             self.dispatcher, self.ingest, self.issuer = dispatcher, ingest, issuer
             self._wire_replicas()
             desk = LedgerDesk(store, checkpoints, self.directory, self.send_in_order, self.clock)

@@ -257,6 +257,22 @@ class Directory(WireModel):
         """This hub or another of the federation: who may sign a hub's receipts."""
         return hub_id == self.hub_id or hub_id in self._hubs
 
+    def has_topic(self, name: str) -> bool:
+        """Whether ``name`` owns topics on this hub's brokers: an organisation of its own, or
+        a member hub (whose link reads and writes them). An outside organisation has none:
+        its documents come through the hub it is reached through."""
+        org = self._orgs.get(name)
+        if org is not None:
+            return org.via is None
+        hub = self._hubs.get(name)
+        return hub is not None and hub.role is HubRole.MEMBER
+
+    def relaying(self, name: str) -> bool:
+        """Whether ``name`` is a neighbour hub (an upstream or a member): what comes from it
+        is relayed, signed by others."""
+        hub = self._hubs.get(name)
+        return hub is not None and hub.role is not HubRole.REMOTE
+
     def next_hop(self, org_id: str) -> str:
         """Where a document to ``org_id`` goes from this hub: the organisation's own spoke,
         or the neighbour hub it is reached through."""

@@ -220,10 +220,10 @@ def verify_envelope(
             f"if {expected_sender} did not send it, someone is publishing with its broker "
             "credentials: tell the hub operator",
         )
-    if sender == directory.hub_id:
+    if directory.is_hub(sender):
         raise SignatureError(
             Reason.SIG_UNKNOWN_SENDER,
-            f"{sender} is the hub; the hub signs receipts and the directory, never envelopes",
+            f"{sender} is a hub; hubs sign receipts and directories, never envelopes",
         )
     key = directory.signing_key_entry(sender, kid)
     if not verify_signature(key.public, DOMAIN_HEADER, hdr, sig):

@@ -103,6 +103,11 @@ class Reason(StrEnum):
     FLOW_ONE_PER_BATCH = "flow.one_per_batch"  # a flow statement travels alone in its batch
     FLOW_BAD_NOTE = "flow.bad_note"  # a note that does not open under the document's key
     FLOW_NOT_PETITION = "flow.not_a_petition"  # 受理 / 不予受理 of a document not a petition
+    # Federation (hubs under hubs): what a hub refuses of what another hub relays
+    FED_OUTSIDE_PREFIX = "federation.outside_prefix"  # a hub relays for an org it does not serve
+    FED_MEMBERSHIP = "federation.membership_invalid"  # the relaying hub's key is revoked or expired
+    FED_WRONG_HOP = "federation.wrong_hop"  # an outside org sending as if it were a spoke here
+    FED_LOOP = "federation.loop"  # every recipient is behind the hub it came from
 
 
 class XchgError(Exception):

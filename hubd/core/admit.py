@@ -6,7 +6,9 @@ body that follows in chunks (:attr:`Path.HEAD`), or at the end of such a body
 shell gathers the facts (:class:`Facts`) and calls :func:`admit`; when the answer is
 :class:`NeedLookup`, it asks the store and calls again with the answer. The order:
 
-1. gating (:func:`schemas.gating.decide`): a refusal stands, resend or not;
+1. the hop (:mod:`hubd.core.hops`: a neighbour hub relays only for the organisations it
+   serves, under a membership key that holds) and gating (:func:`schemas.gating.gate`) of
+   the recipients this hop carries: a refusal stands, resend or not;
 2. a head whose body is already being spooled goes on (a resend, perhaps on another
    connection);
 3. a message the store already holds under this msg_id is answered as before
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Final
 
+from hubd.core import hops
 from hubd.core.states import MessageState
 from schemas import gating as router
 from schemas.directory import Directory
@@ -87,6 +90,7 @@ class Facts:
     stored: Stored | _NotAsked | None = NOT_ASKED  # None: the store holds no such msg_id
     request: Referenced | _NotAsked | None = NOT_ASKED  # None: no such 请示 was accepted
     case: CaseFacts | _NotAsked = NOT_ASKED  # what the store holds of its petition case
+    peer: str | None = None  # the neighbour hub that relayed it (None: its sender's spoke)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +153,13 @@ class NeedLookup:
 
 Outcome = Admit | Quarantine | Refuse | Resend | NeedLookup
 
-GATING: Final = (  # the refusals of schemas.gating.decide
+HOPS: Final = (  # the refusals of hubd.core.hops
+    Reason.FED_OUTSIDE_PREFIX,
+    Reason.FED_MEMBERSHIP,
+    Reason.FED_WRONG_HOP,
+    Reason.FED_LOOP,
+)
+GATING: Final = (  # the refusals of schemas.gating.gate
     Reason.POLICY_SENDER_NOT_ON_CHANNEL,
     Reason.POLICY_SENDER_CLEARANCE,
     Reason.POLICY_RECIPIENT_CLEARANCE,
@@ -159,6 +169,7 @@ GATING: Final = (  # the refusals of schemas.gating.decide
 )
 RULES: Final = "rule.*"  # a document rule's refusal: its code is the rule's (rule.<id>)
 REFUSALS: Final = (
+    *HOPS,
     *GATING,
     Reason.REPLAY_DUPLICATE,
     Reason.REPLAY_CLOCK_SKEW,
@@ -188,7 +199,16 @@ def disk_need(path: Path, envelope: VerifiedEnvelope) -> int:
 def admit(facts: Facts) -> Outcome:
     """The hub's decision on one envelope, from ``facts`` alone (the order: module doc)."""
     header = facts.envelope.header
-    decision = router.decide(header, facts.channel, facts.directory)
+    directory = facts.directory
+    wrong = hops.judge_arrival(header.sender, facts.peer, directory, facts.now_ms)
+    recipients = hops.onward(header.recipients, facts.peer, directory)
+    if wrong is None and not recipients and facts.peer is not None:
+        wrong = hops.loop_refusal(facts.peer, len(header.recipients))
+    if wrong is not None:
+        return Refuse(wrong.reason, wrong.detail)
+    decision = router.gate(
+        header.sender, header.classification, recipients, facts.channel, directory
+    )
     if isinstance(decision, router.Reject):
         return Refuse(decision.reason, decision.detail, retriable=decision.retriable)
     if facts.path is Path.HEAD and facts.under_way:

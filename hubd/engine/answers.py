@@ -110,7 +110,8 @@ class Answers:
         Bytes on the up topic of an organisation the directory does not list get the ledger
         entry (``answered``: false) and a security event, and no receipt: answering would
         create a down topic for an unknown id and talk to a stranger."""
-        stranger = self._directory().org(arrival.org) is None
+        directory = self._directory()
+        stranger = not (directory.has_topic(arrival.org) or directory.relaying(arrival.org))
         detail: dict[str, object] = {
             "channel": arrival.channel,
             "reason": entry.reason,

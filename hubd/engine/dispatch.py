@@ -145,6 +145,7 @@ class Dispatcher:
         self.dead = 0
         # Replicas: whether this one owns a recipient now (None: a lone hub delivers to all)
         self.owns: Callable[[str], bool] | None = None
+        self.hop: Callable[[str], str] = str  # who takes a recipient's copy: itself, or its hub
 
     # ------------------------------------------------------------------ inputs
 
@@ -184,7 +185,7 @@ class Dispatcher:
         gone = [job for r in recipients if (job := self._jobs.pop((msg_id, r), None))]
         for job in gone:
             self._updates.pop(job.key, None)
-            self._parked.get((job.channel, job.recipient), set()).discard(job.key)
+            self._parked.get((job.channel, self.hop(job.recipient)), set()).discard(job.key)
         return len(gone)
 
     def set_online(self, channel: str, org: str, *, online: bool) -> None:
@@ -297,10 +298,10 @@ class Dispatcher:
     # ------------------------------------------------------------------ queues
 
     def _route(self, job: Job) -> None:
-        if self.is_online(job.channel, job.recipient):
+        if self.is_online(job.channel, self.hop(job.recipient)):
             self._push(job)
         elif not job.phase.queued:
-            self._parked[(job.channel, job.recipient)].add(job.key)
+            self._parked[(job.channel, self.hop(job.recipient))].add(job.key)
 
     def _push(self, job: Job) -> None:
         if job.phase.queued:
@@ -361,19 +362,19 @@ class Dispatcher:
                 # gone, or closed while queued and redelivered since under the same key: the
                 # new job has an entry of its own (acting on it here would publish it twice)
                 continue
-            if not self.is_online(job.channel, job.recipient):
+            if not self.is_online(job.channel, self.hop(job.recipient)):
                 job.move(PhaseEvent.RELEASE)
-                self._parked[(job.channel, job.recipient)].add(job.key)
+                self._parked[(job.channel, self.hop(job.recipient))].add(job.key)
                 continue
             start = job.offset  # where this piece begins: sent again from here if it fails
             if isinstance(job.payload.body_path, StoredBody) and start >= 0:
-                acked, last = self._stored.publish(job)  # read from the store, then published
+                acked, last = self._stored.publish(job, self.hop(job.recipient))  # read, then sent
             else:
                 payload, last = self._piece(job)
                 if payload is None:
                     job.move(PhaseEvent.RELEASE)
                     continue
-                acked = self._publish(job.channel, job.recipient, payload)
+                acked = self._publish(job.channel, self.hop(job.recipient), payload)
             self._in_flight += 1
             self._drained.clear()
             acked.add_done_callback(functools.partial(self._published, job, last, start))

@@ -80,17 +80,19 @@ class Envelopes:
         under_way: bool = False,
     ) -> Facts:
         """What the hub knows of ``envelope`` now, without asking the store."""
+        directory = self._directory()
         return Facts(
             envelope,
             path,
             arrival.channel if channel is None else channel,
-            self._directory(),
+            directory,
             arrival.at,
             self._max_skew_ms,
             body=body,
             spooled=spooled,
             under_way=under_way,
             disk_low=None if path is Path.END else self._disk_low(disk_need(path, envelope)),
+            peer=arrival.org if directory.relaying(arrival.org) else None,
         )
 
     async def decide(self, facts: Facts) -> tuple[Decided, Facts]:

@@ -59,8 +59,14 @@ log = structlog.get_logger("hubd.ingest")
 SLOT_CHECKS: Final = 2  # large groups' envelopes checked at once (memory, the thread pool)
 
 
+def topic_owner(org: str, directory: Directory) -> str | None:
+    """The sender an envelope on ``org``'s up topic must have: ``org`` itself, or anyone
+    when ``org`` is a neighbour hub relaying (hubd.core.hops judges whom it may relay for)."""
+    return None if directory.relaying(org) else org
+
+
 def with_parts(
-    frame: bytes, directory: Directory, sender: str, slots: bytes | None
+    frame: bytes, directory: Directory, sender: str | None, slots: bytes | None
 ) -> VerifiedEnvelope:
     """The envelope verified with its slots, every recipient's part made (blocking)."""
     envelope = verify_envelope(frame, directory, expected_sender=sender, slots=slots)
@@ -414,7 +420,7 @@ class Ingest:
                 return self._chunks.chunk_now(arrival, message)
             case transport.DirGetMsg():
                 dirdesk = self.dirdesk
-                if dirdesk is not None and self._directory().org(arrival.org) is not None:
+                if dirdesk is not None and self._directory().has_topic(arrival.org):
                     dirdesk.answer_now(arrival, message)
                 return None
             case transport.ConsistencyAsk() | transport.ProveAsk() | transport.CosignMsg():
@@ -429,9 +435,10 @@ class Ingest:
         body comes: inline, or in chunks after this head."""
         if message.slots is not None:  # up to 20,000 slots to check: not on the event loop
             return Slow(functools.partial(self._envelope_with_slots, arrival, message))
+        directory = self._directory()
         try:
             envelope = verify_envelope(
-                message.frame, self._directory(), expected_sender=arrival.org
+                message.frame, directory, expected_sender=topic_owner(arrival.org, directory)
             )
         except PeerError as exc:
             self._answers.reject_unreadable(arrival, exc, frame=message.frame)
@@ -453,8 +460,13 @@ class Ingest:
                 waiting = 0
                 if not self.reading:
                     self._drained_some()
+                directory = self._directory()
                 envelope = await asyncio.to_thread(
-                    with_parts, message.frame, self._directory(), arrival.org, message.slots
+                    with_parts,
+                    message.frame,
+                    directory,
+                    topic_owner(arrival.org, directory),
+                    message.slots,
                 )
         except PeerError as exc:
             self._answers.reject_unreadable(arrival, exc, frame=message.frame)

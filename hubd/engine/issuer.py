@@ -83,6 +83,9 @@ class ReceiptIssuer:
         *,
         delay: float = 0.003,
     ) -> None:
+        # Where a sender hears back: its own spoke, or the hub it is reached through (set
+        # by the hub from its directory: docs/architecture.md, "Hubs under hubs").
+        self.hop: Callable[[str], str] = str
         self._hub_id, self._key, self._store, self._send, self._clock = (
             hub_id,
             key,
@@ -124,7 +127,7 @@ class ReceiptIssuer:
             ),
             retriable=False,
         )
-        self._outcomes[(job.sender, job.origin)].append((job.recipient, entry))
+        self._outcomes[(self.hop(job.sender), job.origin)].append((job.recipient, entry))
 
     def take_outcomes(self) -> list[OutcomeBatch]:
         """The outcomes gathered since the last call, signed (one batch per sender and

@@ -49,7 +49,7 @@ class Presence:
 
     def on_presence(self, channel: str, org: str, payload: bytes, n: int) -> None:
         """A presence message, handled on arrival (``n``: its place in the read order)."""
-        if self._directory().org(org) is None:
+        if not self._directory().has_topic(org):
             # Not an organisation of the directory (the broker's ACL should have stopped
             # it): nothing to deliver to it, and nothing is kept for it.
             log.warning("presence.refused", org=org, channel=channel)
@@ -79,7 +79,7 @@ class Presence:
         self._send(channel, org, transport.encode(transport.AskHelloMsg()))
 
     def hello_now(self, arrival: Arrival, message: transport.HelloMsg) -> Step:
-        if self._directory().org(arrival.org) is None:
+        if not self._directory().has_topic(arrival.org):
             log.warning("presence.refused", org=arrival.org, channel=arrival.channel)
             return None  # nothing is kept for an organisation outside the directory
         if arrival.n < self._offline_at.get((arrival.channel, arrival.org), 0):

@@ -29,7 +29,7 @@ from hubd.store.db import Store
 from hubd.store.writes import DeliveryUpdate, RecordReceipts
 from schemas import transport
 from schemas.directory import Directory
-from schemas.errors import PeerError, XchgError
+from schemas.errors import PeerError, Reason, SignatureError, XchgError
 from schemas.ids import msg_id_text
 from schemas.labels import Classification
 from schemas.receipts import VerifiedReceipts, verify_receipts
@@ -57,8 +57,14 @@ class ReceiptIntake:
     def _verified(
         self, arrival: Arrival, message: transport.ReceiptsMsg
     ) -> VerifiedReceipts | None:
+        directory = self._directory()
+        relayed = directory.relaying(arrival.org)
         try:
-            return verify_receipts(message.frame, self._directory(), expected_issuer=arrival.org)
+            verified = verify_receipts(
+                message.frame, directory, expected_issuer=None if relayed else arrival.org
+            )
+            if relayed:
+                check_relayed(verified.batch.issuer, arrival.org, directory)
         except PeerError as exc:
             log.warning(
                 "receipt.refused",
@@ -69,6 +75,7 @@ class ReceiptIntake:
             )
             flag_revoked(arrival, exc, "receipt batch")
             return None
+        return verified
 
     def now(self, arrival: Arrival, message: transport.ReceiptsMsg) -> Step:
         """A receipt batch about deliveries the dispatcher holds; slow work if it speaks of
@@ -79,8 +86,9 @@ class ReceiptIntake:
         entries = verified.batch.entries
         if entries[0].status.flow:  # a flow statement travels alone (verify_receipts)
             return Slow(functools.partial(self._flows.statement, arrival, message.frame, verified))
+        hop = self._directory().next_hop
         origins = {  # from the deliveries in memory ...
-            e.msg_id: Origin(job.sender, job.origin, job.classification)
+            e.msg_id: Origin(hop(job.sender), job.origin, job.classification)
             for e in entries
             if e.msg_id is not None
             and e.recipient is not None
@@ -213,4 +221,20 @@ class ReceiptIntake:
             ).where(t.messages.c.msg_id.in_(msg_ids))
         )
         ranks = {c.rank: c for c in Classification}
-        return {bytes(r[0]): Origin(r[1], r[2], ranks[int(r[3])]) for r in rows}
+        hop = self._directory().next_hop  # a sender elsewhere hears back through its hub
+        return {bytes(r[0]): Origin(hop(r[1]), r[2], ranks[int(r[3])]) for r in rows}
+
+
+def check_relayed(issuer: str, peer: str, directory: Directory) -> None:
+    """A neighbour hub relays the receipts of the organisations and hubs behind it, and
+    its own: nobody else's (a province cannot speak for an organisation outside it)."""
+    behind = directory.next_hop(issuer) == peer
+    hub = directory.hub(issuer)
+    if issuer == peer or (behind and directory.org(issuer) is not None):
+        return
+    if hub is not None and hub.via == peer:
+        return
+    raise SignatureError(
+        Reason.FED_OUTSIDE_PREFIX,
+        f"hub {peer} relayed a receipt batch signed by {issuer}, which it does not serve",
+    )

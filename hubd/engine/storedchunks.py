@@ -34,21 +34,22 @@ class StoredChunks:
         self._store, self._publish = store, publish
         self._reads: set[asyncio.Task[None]] = set()
 
-    def publish(self, job: Job) -> tuple[asyncio.Future[bool], bool]:
-        """The chunk at ``job.offset`` (advanced past it, as for a file): a future of its
-        acknowledgement (False: not read, or not published) and whether it is the last."""
+    def publish(self, job: Job, to: str) -> tuple[asyncio.Future[bool], bool]:
+        """The chunk at ``job.offset`` (advanced past it, as for a file), sent ``to`` the
+        recipient or the hub it is reached through: a future of its acknowledgement (False:
+        not read, or not published) and whether it is the last."""
         start, size = job.offset, job.payload.body_size
         end = min(start + transport.CHUNK_BYTES, size)
         job.offset = end
         loop = asyncio.get_running_loop()
         acked: asyncio.Future[bool] = loop.create_future()
-        task = loop.create_task(self._read_and_publish(job, start, end, acked))
+        task = loop.create_task(self._read_and_publish(job, to, start, end, acked))
         self._reads.add(task)
         task.add_done_callback(self._reads.discard)
         return acked, end >= size
 
     async def _read_and_publish(
-        self, job: Job, start: int, end: int, acked: asyncio.Future[bool]
+        self, job: Job, to: str, start: int, end: int, acked: asyncio.Future[bool]
     ) -> None:
         try:
             data = await read_body(self._store.engine, job.msg_id, start, end - start)
@@ -56,7 +57,7 @@ class StoredChunks:
                 log.warning("delivery.body_missing", msg_id=msg_id_text(job.msg_id), offset=start)
                 return
             chunk = transport.encode(transport.ChunkMsg(job.msg_id, start, data))
-            published = self._publish(job.channel, job.recipient, chunk)
+            published = self._publish(job.channel, to, chunk)
             await asyncio.wait([published])
             ok = not published.cancelled() and published.exception() is None
             acked.set_result(ok and published.result())

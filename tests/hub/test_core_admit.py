@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 
+from hubd.core import hops
 from hubd.core.admit import (
     GATING,
+    HOPS,
     QUARANTINED_AGAIN,
     QUARANTINES,
     REFUSALS,
@@ -52,6 +54,7 @@ from schemas.receipts import ReceiptStatus
 from schemas.rules import Referenced
 from schemas.seal import BodyChecker
 from schemas.terms import Terms
+from tests.federation import MEMBER, federated, make_hub_keys
 from tests.world import NOW, World
 
 DAY_MS = 86_400_000
@@ -145,7 +148,38 @@ def reply(world: World) -> Letter:
 REQUEST_ID = new_msg_id()
 REQUEST_FROM_CC = Referenced(REQUEST_ID, "jl.cc", DocType.REQUEST, ("jl.gov",))
 
+HUB_KEYS = make_hub_keys()
+
+
+def relayed(
+    peer: str | None = MEMBER, **change: Any
+) -> Callable[[World, Letter], Mapping[str, Any]]:
+    """Facts of an envelope relayed by ``peer`` to a hub whose directory is federated
+    (tests.federation: Yanbian's organisations behind the member hub yb.hub)."""
+    return lambda w, _s: {"directory": federated(w, HUB_KEYS, **change), "peer": peer}
+
+
+FROM_YANBIAN = ("jl.yb", ("jl.cc", "jl.yb.yanji"))  # one recipient on each side
+
 CASES = [
+    # ---- hubs under hubs: the hop is judged before anything else
+    Case("inline: a member hub's relay is admitted for the recipients not behind it",
+         Path.INLINE, build=lambda w: letter(w, *FROM_YANBIAN),
+         facts=relayed(),
+         check=lambda o: isinstance(o, Admit) and o.routes == (Route("jl.cc", "govnet"),)),
+    Case("inline: a hub relaying for an organisation it does not serve is refused",
+         Path.INLINE, facts=relayed(), expect=Refuse, reason=Reason.FED_OUTSIDE_PREFIX,
+         check=lambda o: isinstance(o, Refuse) and "jl.gov, which it does not serve" in o.detail),
+    Case("head: a hub whose membership key is revoked relays nothing, before the store",
+         Path.HEAD, build=lambda w: letter(w, *FROM_YANBIAN),
+         facts=relayed(revoked=(HUB_KEYS[MEMBER].kid,)),
+         expect=Refuse, reason=Reason.FED_MEMBERSHIP),
+    Case("inline: an outside organisation sending as a spoke of this hub is refused",
+         Path.INLINE, build=lambda w: letter(w, *FROM_YANBIAN),
+         facts=relayed(None), expect=Refuse, reason=Reason.FED_WRONG_HOP),
+    Case("end: an envelope whose every recipient is behind the hub it came from is a loop",
+         Path.END, build=lambda w: letter(w, "jl.yb", ("jl.yb.yanji",)),
+         facts=relayed(), expect=Refuse, reason=Reason.FED_LOOP),
     # ---- every path takes a good envelope
     Case("inline: a good envelope is admitted with its routes", Path.INLINE,
          check=lambda o: isinstance(o, Admit) and o.routes == TO_CC and not o.warnings),
@@ -375,6 +409,7 @@ def test_admit_declares_every_reason_gating_can_refuse_or_quarantine_with() -> N
     # The table's self-check above sees only the reasons admit declares: a refusal that
     # schemas.gating.decide gained and GATING lacks would pass it unseen.
     assert reasons_constructed(router, router.Reject) == set(GATING)
+    assert reasons_constructed(hops, hops.Wrong) == set(HOPS)
     assert reasons_constructed(router, router.Quarantine) == set(QUARANTINES)
 
 

@@ -1,0 +1,91 @@
+"""Hubs under hubs: what a hub makes of an envelope another hub relays, and who of its
+recipients is this hop's to carry (docs/architecture.md, "Hubs under hubs"). Pure.
+
+An envelope comes to a hub from its sender's own spoke (``peer`` None: the topic's owner is
+the sender, as always) or from a neighbour hub (``peer``: the hub whose link it came on — a
+member at the national hub, the upstream at a member). Before anything else the hub checks
+that the neighbour may relay it: its membership key is listed, not revoked and in its
+window, and the sender is an organisation the neighbour serves (a province cannot send as
+an organisation outside its prefix). An outside organisation never sends as if it were a
+spoke of this hub: its documents come through the hub it is reached through.
+
+Then the hop's recipients: those not behind the neighbour it came from (a document from
+cn.gov to jl.gov and ln.gov reaches Jilin's hub for jl.gov only: ln.gov's copy went from
+the national hub to Liaoning's). Each of them goes on to its next hop: its own spoke, or
+the neighbour hub it is reached through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from schemas.clock import ms_to_text
+from schemas.directory import Directory, HubRole
+from schemas.errors import Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Wrong:
+    """The relay is refused: ``reason`` and a sentence naming the values compared."""
+
+    reason: Reason
+    detail: str
+
+
+def judge_arrival(sender: str, peer: str | None, directory: Directory, now: int) -> Wrong | None:
+    """May an envelope from ``sender`` come to this hub the way it came (``peer``: the
+    neighbour hub it was relayed by; None: the sender's own spoke)?"""
+    org = directory.org(sender)
+    if peer is None:
+        if org is not None and org.via is not None:
+            return Wrong(
+                Reason.FED_WRONG_HOP,
+                f"{sender} is reached through hub {org.via} in directory version "
+                f"{directory.version}; its documents come through that hub, not as a spoke "
+                "of this one",
+            )
+        return None
+    hub = directory.hub(peer)
+    if hub is None or hub.role is HubRole.REMOTE:
+        return Wrong(
+            Reason.FED_OUTSIDE_PREFIX,
+            f"{peer} is not a neighbour hub in directory version {directory.version}; "
+            "the hub operator must list it before it relays anything",
+        )
+    live = [
+        k for k in hub.keys if not directory.is_revoked(k.kid) and k.not_before <= now < k.not_after
+    ]
+    if not live:
+        return Wrong(
+            Reason.FED_MEMBERSHIP,
+            f"hub {peer} holds no membership key that is unrevoked and valid at "
+            f"{ms_to_text(now)} in directory version {directory.version} (keys: "
+            f"{', '.join(k.kid for k in hub.keys) or 'none'}); nothing it relays is taken "
+            "until a directory lists its new key",
+        )
+    if org is None or org.via != peer:
+        served = ", ".join(hub.prefixes) if hub.prefixes else "the organisations outside this hub"
+        return Wrong(
+            Reason.FED_OUTSIDE_PREFIX,
+            f"hub {peer} relayed a document from {sender}, which it does not serve "
+            f"(it serves {served}); a hub relays only what its own organisations send",
+        )
+    return None
+
+
+def onward(recipients: Sequence[str], peer: str | None, directory: Directory) -> tuple[str, ...]:
+    """The recipients this hop carries: all of them, but those behind the neighbour the
+    envelope came from."""
+    if peer is None:
+        return tuple(recipients)
+    return tuple(r for r in recipients if directory.next_hop(r) != peer)
+
+
+def loop_refusal(peer: str, count: int) -> Wrong:
+    """Every recipient is behind the hub the envelope came from: sending it back is a loop."""
+    return Wrong(
+        Reason.FED_LOOP,
+        f"all {count} recipients are reached through hub {peer}, which relayed it here; "
+        "the directories of the two hubs disagree about who serves them",
+    )

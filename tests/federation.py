@@ -1,0 +1,89 @@
+"""A federated view of the test world (tests.world): Jilin's hub as a member of the national
+exchange, with a member hub of its own (Yanbian), for the tests of hubs under hubs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.directory import Directory, HubEntry, HubRole, KeyEntry, OrgEntry, within
+from schemas.keys import SigningKey
+from schemas.labels import Classification
+from tests.world import NOW, World
+
+UPSTREAM = "cn.hub"
+REMOTE = "ln.hub"
+MEMBER = "yb.hub"
+
+
+def hub_key_entry(key: SigningKey) -> KeyEntry:
+    return KeyEntry(kid=key.kid, public=key.public, not_before=NOW - 1000, not_after=NOW + 10**10)
+
+
+def make_hub_keys() -> dict[str, SigningKey]:
+    return {name: SigningKey.generate() for name in (UPSTREAM, REMOTE, MEMBER)}
+
+
+def hub(
+    hub_id: str,
+    role: HubRole,
+    key: SigningKey,
+    *,
+    prefixes: tuple[str, ...] = (),
+    channels: tuple[str, ...] = ("govnet", "classified"),
+    via: str | None = None,
+) -> HubEntry:
+    return HubEntry(
+        id=hub_id,
+        name_zh=f"{hub_id} 枢纽",
+        name_en=f"{hub_id} hub",
+        role=role,
+        prefixes=prefixes,
+        channels=channels,
+        keys=(hub_key_entry(key),),
+        via=via,
+    )
+
+
+def outside(org_id: str, parent: str | None, via: str, **update: Any) -> OrgEntry:
+    fields: dict[str, Any] = {
+        "id": org_id,
+        "name_zh": org_id,
+        "name_en": org_id,
+        "level": "province" if parent == "cn.gov" else "national",
+        "parent": parent,
+        "code": None,
+        "clearance": Classification.SECRET,
+        "channels": ("govnet", "classified"),
+        "sign_keys": (),
+        "enc_keys": (),
+        "directive_to": (),
+        "via": via,
+    }
+    return OrgEntry.model_validate({**fields, **update})
+
+
+def federated(
+    world: World, keys: dict[str, SigningKey], base: Directory | None = None, **update: Any
+) -> Directory:
+    """Jilin's directory (``base``: the world's) as a member of the national exchange: cn.gov
+    and Liaoning's general office reached through the upstream, Liaoning's hub listed for
+    its keys, Yanbian's organisations through a member hub of Jilin's own."""
+    base = world.directory if base is None else base
+    orgs = [
+        o.model_copy(update={"via": UPSTREAM})
+        if o.id == "cn.gov"
+        else o.model_copy(update={"via": MEMBER, "channels": ("govnet",)})
+        if within(o.id, "jl.yb")
+        else o
+        for o in base.orgs
+    ]
+    orgs.append(outside("ln.gov", "cn.gov", UPSTREAM))
+    hubs = (
+        hub(UPSTREAM, HubRole.UPSTREAM, keys[UPSTREAM]),
+        hub(REMOTE, HubRole.REMOTE, keys[REMOTE], prefixes=("ln",), channels=(), via=UPSTREAM),
+        hub(MEMBER, HubRole.MEMBER, keys[MEMBER], prefixes=("jl.yb",), channels=("govnet",)),
+    )
+    fields = {name: getattr(base, name) for name in Directory.model_fields}
+    fields.update(orgs=tuple(orgs), hubs=hubs, version=base.version + 1)
+    fields.update(update)
+    return Directory.model_construct(**fields)
