@@ -17,12 +17,15 @@ the neighbour hub it is reached through.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
+from hubd.core.states import Event
 from schemas.clock import ms_to_text
 from schemas.directory import Directory, HubRole
 from schemas.errors import Reason
+from schemas.receipts import ReceiptEntry, ReceiptStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +92,52 @@ def loop_refusal(peer: str, count: int) -> Wrong:
         f"all {count} recipients are reached through hub {peer}, which relayed it here; "
         "the directories of the two hubs disagree about who serves them",
     )
+
+
+# ------------------------------------------------------------------ answers from hubs
+
+
+FORWARDED: Final = frozenset(
+    {ReceiptStatus.REJECTED, ReceiptStatus.EXPIRED, ReceiptStatus.DEAD}
+)  # what a hub's answer tells the document's sender too; an ACCEPTED stays between the hubs
+
+
+def hop_event(status: ReceiptStatus) -> Event | None:
+    """What another hub's signed statement does to the deliveries it speaks of."""
+    return {
+        ReceiptStatus.ACCEPTED: Event.RELAY,  # it took the document over
+        ReceiptStatus.REJECTED: Event.REFUSE,
+        ReceiptStatus.EXPIRED: Event.EXPIRE,  # a far hub's outcome for one recipient
+        ReceiptStatus.DEAD: Event.GIVE_UP,
+    }.get(status)
+
+
+@dataclass(frozen=True, slots=True)
+class HopMove:
+    """Record ``entry`` for the delivery of ``msg_id`` to ``recipient`` and move it by
+    ``event``."""
+
+    entry: ReceiptEntry
+    msg_id: bytes
+    recipient: str
+    event: Event
+
+
+def plan_hop_answers(
+    entries: Sequence[ReceiptEntry], behind: Callable[[bytes], Sequence[str]]
+) -> tuple[HopMove, ...]:
+    """The deliveries a hub's batch moves: an ACCEPTED or REJECTED of a document (no
+    recipient: it answers for the whole hop) moves every delivery of it still awaited here
+    whose next hop is that hub (``behind``); an EXPIRED or DEAD names its recipient, whose
+    delivery was handed over long ago. Nothing else a hub signs moves a delivery here."""
+    moves: list[HopMove] = []
+    for entry in entries:
+        event = hop_event(entry.status)
+        if event is None or entry.msg_id is None:
+            continue
+        if entry.recipient is None:
+            recipients: Sequence[str] = behind(entry.msg_id)
+        else:
+            recipients = (entry.recipient,)
+        moves.extend(HopMove(entry, entry.msg_id, r, event) for r in recipients)
+    return tuple(moves)

@@ -10,6 +10,14 @@ A delivery is one message on its way to one recipient.
     DEAD --redeliver--> PENDING          (an operator's decision: hubctl redeliver)
     PENDING, SENT, DEAD --recall--> RECALLED   (the sender withdrew it: 撤回)
 
+A recipient reached through another hub (hubs under hubs) is handed over, not delivered:
+
+    PENDING, SENT --relay--> RELAYED     (the next hub's signed ACCEPTED: it carries it on)
+    PENDING, SENT --refuse--> REFUSED    (the next hub's signed REJECTED, forwarded)
+    RELAYED --delivered / signed_for / expire / give_up / recall--> as above
+                                         (the recipient's receipts, or the far hub's
+                                          outcome, coming back through the hubs)
+
 EXPIRED is never redelivered: the sender signed ``expires_at`` and it has passed, so the
 hub must not deliver the message any more; the sender sends it again if it still matters.
 Receipts may arrive twice or out of order (SIGNED_FOR before DELIVERED); those are
@@ -40,6 +48,8 @@ class DeliveryState(StrEnum):
     EXPIRED = "EXPIRED"  # expires_at passed before DELIVERED
     DEAD = "DEAD"  # gave up after the retry limit
     RECALLED = "RECALLED"  # the sender recalled it (撤回) before the recipient confirmed it
+    RELAYED = "RELAYED"  # handed to the next hub, whose signed ACCEPTED took it over
+    REFUSED = "REFUSED"  # the next hub refused it (its signed REJECTED says why)
 
     @property
     def final(self) -> bool:
@@ -60,6 +70,8 @@ class Event(StrEnum):
     GIVE_UP = "give_up"
     REDELIVER = "redeliver"
     RECALL = "recall"
+    RELAY = "relay"  # the next hub's ACCEPTED
+    REFUSE = "refuse"  # the next hub's REJECTED
 
 
 P, S, D, F = (
@@ -69,8 +81,9 @@ P, S, D, F = (
     DeliveryState.SIGNED_FOR,
 )
 X, Z, R = DeliveryState.EXPIRED, DeliveryState.DEAD, DeliveryState.RECALLED
+H, N = DeliveryState.RELAYED, DeliveryState.REFUSED
 _AWAITING = frozenset({DeliveryState.PENDING, DeliveryState.SENT})
-_FINAL = frozenset({F, X, Z, R})
+_FINAL = frozenset({F, X, Z, R, N})
 
 TRANSITIONS: dict[tuple[DeliveryState, Event], DeliveryState] = {
     (P, Event.PUBLISH): S,
@@ -93,6 +106,17 @@ TRANSITIONS: dict[tuple[DeliveryState, Event], DeliveryState] = {
     (S, Event.RECALL): R,  # published, not confirmed: the recipient is told as well
     (Z, Event.RECALL): R,  # never redelivered after its sender withdrew it
     (R, Event.RECALL): R,  # a repeated recall
+    # through another hub: handed over, then what comes back through the hubs
+    (P, Event.RELAY): H,  # its ACCEPTED overtook our own bookkeeping
+    (S, Event.RELAY): H,
+    (H, Event.RELAY): H,  # a repeated answer (a resend crossed it)
+    (P, Event.REFUSE): N,
+    (S, Event.REFUSE): N,
+    (H, Event.DELIVERED): D,
+    (H, Event.SIGNED_FOR): F,
+    (H, Event.EXPIRE): X,  # the far hub gave up in time; it signs the EXPIRED
+    (H, Event.GIVE_UP): Z,
+    (H, Event.RECALL): R,
 }
 
 

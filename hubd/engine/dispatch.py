@@ -52,7 +52,7 @@ from hubd.core.timers import (
     on_timer,
     retry_delay_ms,
 )
-from hubd.engine.jobs import DispatchSettings, Job, Key, OutcomeBatch
+from hubd.engine.jobs import ACKED, DispatchSettings, Job, Key, OutcomeBatch, log_confirmed
 from hubd.engine.presencebook import PresenceBook
 from hubd.engine.storedchunks import StoredChunks
 from hubd.store.audit import AuditEvent
@@ -239,21 +239,20 @@ class Dispatcher:
             self._settled(job)
         job.state = next_state(job.state, event)
         self._updates.pop(job.key, None)  # a SENT not yet written: the receipt's commit wins
-        if job.state in {DeliveryState.DELIVERED, DeliveryState.SIGNED_FOR}:
+        if not job.state.awaiting:  # delivered, signed for, or handed to the next hub
             del self._jobs[job.key]
-            if job.accepted_at and self._latency is not None:
+            if job.accepted_at and self._latency is not None and job.state in ACKED:
                 self._latency(at - job.accepted_at)
-            log.info(
-                "delivery.acked",
-                msg_id=msg_id_text(msg_id),
-                recipient=recipient,
-                channel=job.channel,
-                classification=job.classification.name,
-                precedence=job.precedence.name,
-                attempts=job.attempts,
-                latency_ms=at - job.accepted_at if job.accepted_at else None,
-            )
+            log_confirmed(job, at, self.hop(job.recipient))
         return job
+
+    def behind(self, msg_id: bytes, hub: str) -> list[str]:
+        """The recipients of ``msg_id`` still awaited here whose next hop is ``hub``."""
+        return [
+            job.recipient
+            for (m, _), job in self._jobs.items()
+            if m == msg_id and job.state.awaiting and self.hop(job.recipient) == hub
+        ]
 
     def _settled(self, job: Job, *, all_of_them: bool = False) -> None:
         """One receipt batch closing ``job`` was answered (or every one, given up on)."""

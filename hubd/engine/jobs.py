@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from hubd.core.states import DeliveryState
 from hubd.core.timers import (
     SETTLING_LIMIT_MS,
@@ -18,8 +20,12 @@ from hubd.core.timers import (
 )
 from hubd.store.bodyref import StoredBody
 from hubd.store.writes import QueueReceipts
+from schemas.ids import msg_id_text
 from schemas.labels import Classification, Precedence
 from schemas.receipts import ReceiptEntry
+
+log = structlog.get_logger("hubd.dispatch")
+ACKED = frozenset({DeliveryState.DELIVERED, DeliveryState.SIGNED_FOR})  # by the recipient
 
 Key = tuple[bytes, str]  # (msg_id, recipient)
 
@@ -98,3 +104,24 @@ class OutcomeBatch:
 
     op: QueueReceipts
     entries: list[tuple[str, ReceiptEntry]]
+
+
+def log_confirmed(job: Job, at: int, hop: str) -> None:
+    """One line for a delivery the recipient confirmed (``delivery.acked``), or that the
+    next hub took over with its signed ACCEPTED (``delivery.relayed``, naming it) or
+    refused (``delivery.refused``)."""
+    fields = {
+        "msg_id": msg_id_text(job.msg_id),
+        "recipient": job.recipient,
+        "channel": job.channel,
+        "classification": job.classification.name,
+        "precedence": job.precedence.name,
+        "attempts": job.attempts,
+        "latency_ms": at - job.accepted_at if job.accepted_at else None,
+    }
+    if job.state in ACKED:
+        log.info("delivery.acked", **fields)
+    elif job.state is DeliveryState.RELAYED:
+        log.info("delivery.relayed", hub=hop, **fields)
+    else:
+        log.warning("delivery.refused", hub=hop, **fields)

@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 import structlog
 from sqlalchemy import select
 
-from hubd.core.receipts import NeedOrigins, Origin, ReceiptPlan, plan_receipts
+from hubd.core.hops import FORWARDED, HopMove, plan_hop_answers
+from hubd.core.receipts import Confirm, NeedOrigins, Origin, ReceiptPlan, plan_receipts
 from hubd.engine.answers import flag_revoked
 from hubd.engine.arrival import Arrival, Slow, Step
 from hubd.engine.dispatch import Dispatcher
@@ -83,6 +84,8 @@ class ReceiptIntake:
         verified = self._verified(arrival, message)
         if verified is None:
             return None
+        if self._directory().is_hub(verified.batch.issuer):
+            return self._from_hub(arrival, message, verified)
         entries = verified.batch.entries
         if entries[0].status.flow:  # a flow statement travels alone (verify_receipts)
             return Slow(functools.partial(self._flows.statement, arrival, message.frame, verified))
@@ -152,21 +155,30 @@ class ReceiptIntake:
             )
         if not plan.records:
             return None
+        return self._op(message, verified, plan.confirm, plan.forward)
+
+    def _op(
+        self,
+        message: transport.ReceiptsMsg,
+        verified: VerifiedReceipts,
+        moves: Sequence[Confirm | HopMove],
+        forward: tuple[str, str] | None,
+    ) -> RecordReceipts:
+        """The receipt rows, audit entries and delivery states of ``moves``, and the
+        numbered copy for ``forward`` (the sender's next hop), as one operation."""
         batch = verified.batch
         now = self._clock()
         batch_sha256 = hashlib.sha256(message.frame).digest()
         rows: list[dict[str, object]] = []
         audit: list[AuditEvent] = []
         updates: list[DeliveryUpdate] = []
-        for confirm in plan.confirm:
-            entry = confirm.entry
-            updates.append(
-                self._dispatcher.settle(confirm.msg_id, confirm.recipient, confirm.event, now)
-            )
+        for move in moves:
+            entry = move.entry
+            updates.append(self._dispatcher.settle(move.msg_id, move.recipient, move.event, now))
             rows.append(
                 {
-                    "msg_id": confirm.msg_id,
-                    "recipient": confirm.recipient,
+                    "msg_id": move.msg_id,
+                    "recipient": move.recipient,
                     "status": entry.status.value,
                     "issuer": batch.issuer,
                     "at": entry.at,
@@ -178,8 +190,8 @@ class ReceiptIntake:
                 AuditEvent(
                     f"receipt.{entry.status.value.lower()}",
                     now,
-                    confirm.msg_id,
-                    confirm.recipient,
+                    move.msg_id,
+                    move.recipient,
                     {"issuer": batch.issuer, "batch_sha256": batch_sha256.hex()},
                 )
             )
@@ -187,8 +199,63 @@ class ReceiptIntake:
         # a crash cannot keep one without the others, so a sender's hello can always have it
         # sent again.
         return RecordReceipts(
-            batch_sha256, batch.issuer, message.frame, now, rows, audit, plan.forward, updates
+            batch_sha256, batch.issuer, message.frame, now, rows, audit, forward, updates
         )
+
+    # ------------------------------------------------------------ another hub's answers
+
+    def _from_hub(
+        self, arrival: Arrival, message: transport.ReceiptsMsg, verified: VerifiedReceipts
+    ) -> Step:
+        """A batch another hub signed, relayed by a neighbour (docs/architecture.md, "Hubs
+        under hubs"): its ACCEPTED hands this hub's deliveries behind it over (RELAYED), its
+        REJECTED refuses them; a far hub's EXPIRED or DEAD closes one handed over long ago.
+        A refusal or an outcome goes on, unchanged, to the document's sender."""
+        dispatcher, peer = self._dispatcher, arrival.org
+        moves = plan_hop_answers(verified.batch.entries, lambda m: dispatcher.behind(m, peer))
+        if not moves:
+            return None  # nothing of it is awaited here any more (a repeated answer)
+        if any(m.entry.status in FORWARDED for m in moves):
+            return Slow(functools.partial(self._hop_forwarded, message, verified, moves))
+        op = self._op(message, verified, moves, None)
+        return op, functools.partial(self._hop_recorded, moves, op)
+
+    async def _hop_forwarded(
+        self, message: transport.ReceiptsMsg, verified: VerifiedReceipts, moves: tuple[HopMove, ...]
+    ) -> None:
+        origins = await self._origins(sorted({m.msg_id for m in moves}))
+        kept = []
+        for move in moves:
+            origin = origins.get(move.msg_id)
+            if origin is None or move.entry.classification < origin.classification:
+                security.error(  # a hub may not speak of a document below its label
+                    "receipt.downgraded",
+                    org=verified.batch.issuer,
+                    msg_id=msg_id_text(move.msg_id),
+                    label=None if origin is None else origin.classification.name,
+                    claimed=move.entry.classification.name,
+                )
+                continue
+            kept.append(move)
+        senders = {(o.sender, o.channel) for m in kept if (o := origins.get(m.msg_id))}
+        if not kept:
+            return
+        forward = next(iter(senders)) if len(senders) == 1 else None
+        op = self._op(message, verified, kept, forward)
+        try:
+            seq = await self._store.submit(op)
+        except XchgError:
+            self.unsettle(op)
+            raise
+        self._hop_recorded(kept, op, seq)
+
+    def _hop_recorded(
+        self, moves: Sequence[HopMove], op: RecordReceipts, seq: object = None
+    ) -> None:
+        for move in moves:
+            self._dispatcher.confirmed(move.msg_id, move.recipient, move.event, op.received_at)
+        if op.forward is not None and isinstance(seq, int):
+            self._issuer.send_numbered(op.forward[0], op.forward[1], op.frame, seq)
 
     def _recorded(
         self,

@@ -54,6 +54,8 @@ DONE = (
     DeliveryState.SIGNED_FOR.value,
     DeliveryState.EXPIRED.value,
     DeliveryState.RECALLED.value,
+    DeliveryState.RELAYED.value,  # the next hub holds it: its content is that hub's to keep
+    DeliveryState.REFUSED.value,
 )
 DEAD = DeliveryState.DEAD.value
 KEEPS_FRAME = DocType.REQUEST.name  # a 批复 is checked against its 请示's header

@@ -47,6 +47,7 @@ P, S, D, F = (
     DeliveryState.SIGNED_FOR,
 )
 X, Z, R = DeliveryState.EXPIRED, DeliveryState.DEAD, DeliveryState.RECALLED
+H, N = DeliveryState.RELAYED, DeliveryState.REFUSED
 IDLE, QUEUED, SETTLING, BOTH = Phase.IDLE, Phase.QUEUED, Phase.SETTLING, Phase.QUEUED_SETTLING
 RETRY, EXPIRE, WAKE = TimerKind.RETRY, TimerKind.EXPIRE, TimerKind.WAKE
 
@@ -114,6 +115,9 @@ ROWS = [
     Row("dead: no wake-up", Z, QUEUED, 3, WAKE, Stale()),
     Row("recalled: no retry", R, IDLE, 1, RETRY, Stale()),
     Row("recalled: no expiry", R, IDLE, 1, EXPIRE, Stale()),
+    Row("handed to the next hub: no retry (it carries it on)", H, IDLE, 2, RETRY, Stale()),
+    Row("handed to the next hub: it expires it, not this hub", H, IDLE, 2, EXPIRE, Stale()),
+    Row("refused by the next hub: no retry", N, IDLE, 1, RETRY, Stale()),
 ]
 
 

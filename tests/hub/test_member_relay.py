@@ -9,16 +9,21 @@ uplink connects): it publishes envelopes its organisations sealed, unchanged."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
+from runtime.clock import now_ms
+from schemas import transport
 from schemas.directory import Directory
 from schemas.errors import Reason
-from schemas.keys import EncryptionKey
-from schemas.receipts import ReceiptStatus
+from schemas.keys import EncryptionKey, SigningKey
+from schemas.labels import Classification
+from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts, subject_of
 from tests.federation import MEMBER, federated, make_hub_keys
-from tests.hub.conftest import SpokeFactory
+from tests.hub.conftest import SpokeFactory, wait_for_log
 from tests.hubproc import HubProcess, live_directory
 from tests.spokesim import SimSpoke
 from tests.world import World
@@ -111,3 +116,84 @@ async def test_a_member_whose_membership_key_is_revoked_relays_nothing(
     (rejected,) = member.receipts[msg_id]
     assert rejected.reason == Reason.FED_MEMBERSHIP.value
     assert msg_id not in jl_cc.received
+
+
+def signed(issuer: str, key: SigningKey, msg_id: bytes, status: ReceiptStatus, **kw: Any) -> bytes:
+    entry = ReceiptEntry(
+        msg_id=msg_id,
+        recipient=kw.pop("recipient", None),
+        status=status,
+        at=now_ms(),
+        subject=kw.pop("subject"),
+        classification=Classification.INTERNAL,
+        reason=kw.pop("reason", None),
+        detail=kw.pop("detail", None),
+        retriable=False,
+    )
+    frame = sign_receipts(issuer, key, [entry], at=now_ms())
+    return transport.encode(transport.ReceiptsMsg(frame, 0))
+
+
+async def test_a_document_behind_a_member_is_handed_over_on_its_accepted_then_delivered_back(
+    world: World, live_dir: Directory, member: SimSpoke, spokes: SpokeFactory, hub: HubProcess
+) -> None:
+    jl_cc = spokes("jl.cc")
+    await jl_cc.connect()
+    sealed, body = jl_cc.seal(("jl.yb",))
+    msg_id, subject = sealed.header.msg_id, subject_of(sealed.frame)
+
+    await jl_cc.publish_envelope(sealed, body)
+
+    # the copy for jl.yb goes to the member hub's topic, unchanged, and again until it answers
+    await member.wait_for(lambda: sum(a.msg_id == msg_id for a in member.arrivals) >= 2, 20)
+    await member.publish_raw(
+        signed(MEMBER, HUB_KEYS[MEMBER], msg_id, ReceiptStatus.ACCEPTED, subject=subject)
+    )
+    relayed = await wait_for_log(hub, lambda e: e.get("event") == "delivery.relayed")
+    assert relayed["recipient"] == "jl.yb"
+    assert relayed["hub"] == MEMBER
+    copies = sum(a.msg_id == msg_id for a in member.arrivals)
+    await asyncio.sleep(3.5)  # beyond two retry intervals (1 s, then 2 s): nothing is resent
+    assert sum(a.msg_id == msg_id for a in member.arrivals) == copies
+
+    # the recipient's DELIVERED, relayed by its hub, reaches the sender through this hub
+    await member.publish_raw(
+        signed(
+            "jl.yb",
+            world.keys["jl.yb"].signing,
+            msg_id,
+            ReceiptStatus.DELIVERED,
+            recipient="jl.yb",
+            subject=subject,
+        )
+    )
+    await jl_cc.wait_for(lambda: jl_cc.has(msg_id, ReceiptStatus.DELIVERED, "jl.yb"), 20)
+    assert not jl_cc.has(msg_id, ReceiptStatus.REJECTED)
+
+
+async def test_a_member_may_not_relay_the_receipts_of_an_organisation_it_does_not_serve(
+    world: World, live_dir: Directory, member: SimSpoke, spokes: SpokeFactory, hub: HubProcess
+) -> None:
+    jl_cc, jl_gov = spokes("jl.cc"), spokes("jl.gov")
+    await jl_cc.connect()
+    await jl_gov.connect()
+    sealed, body = jl_cc.seal(("jl.gov",))
+    msg_id, subject = sealed.header.msg_id, subject_of(sealed.frame)
+    jl_gov.auto_deliver = False  # it never confirms: only a forged DELIVERED could
+    await jl_cc.publish_envelope(sealed, body)
+    await jl_gov.wait_for(lambda: any(a.msg_id == msg_id for a in jl_gov.arrivals), 20)
+
+    await member.publish_raw(
+        signed(
+            "jl.gov",
+            world.keys["jl.gov"].signing,
+            msg_id,
+            ReceiptStatus.DELIVERED,
+            recipient="jl.gov",
+            subject=subject,
+        )
+    )
+
+    refused = await wait_for_log(hub, lambda e: e.get("event") == "receipt.refused")
+    assert refused["reason"] == Reason.FED_OUTSIDE_PREFIX.value
+    assert not jl_cc.has(msg_id, ReceiptStatus.DELIVERED)

@@ -28,6 +28,7 @@ P, S, D, F = (
     DeliveryState.SIGNED_FOR,
 )
 X, Z, R = DeliveryState.EXPIRED, DeliveryState.DEAD, DeliveryState.RECALLED
+H, N = DeliveryState.RELAYED, DeliveryState.REFUSED
 
 # (state, event) -> next state; every pair not listed is illegal.
 EXPECTED: dict[tuple[DeliveryState, Event], DeliveryState] = {
@@ -51,6 +52,17 @@ EXPECTED: dict[tuple[DeliveryState, Event], DeliveryState] = {
     (S, Event.RECALL): R,
     (Z, Event.RECALL): R,
     (R, Event.RECALL): R,
+    # a recipient reached through another hub: handed over, then what comes back
+    (P, Event.RELAY): H,
+    (S, Event.RELAY): H,
+    (H, Event.RELAY): H,
+    (P, Event.REFUSE): N,
+    (S, Event.REFUSE): N,
+    (H, Event.DELIVERED): D,
+    (H, Event.SIGNED_FOR): F,
+    (H, Event.EXPIRE): X,
+    (H, Event.GIVE_UP): Z,
+    (H, Event.RECALL): R,
 }
 RECEIPTS = {Event.DELIVERED, Event.SIGNED_FOR}
 PAIRS = list(itertools.product(DeliveryState, Event))
@@ -77,16 +89,30 @@ def test_the_table_holds_exactly_the_documented_transitions() -> None:
     assert TRANSITIONS == EXPECTED
 
 
-def test_final_states_are_signed_for_expired_dead_and_recalled() -> None:
-    assert {s for s in DeliveryState if s.final} == {F, X, Z, R}
+def test_final_states_are_signed_for_expired_dead_recalled_and_refused() -> None:
+    assert {s for s in DeliveryState if s.final} == {F, X, Z, R, N}
+
+
+def test_a_delivery_handed_to_the_next_hub_is_neither_awaited_nor_final() -> None:
+    """RELAYED: this hub no longer publishes it, and what comes back still moves it on."""
+    assert not H.awaiting
+    assert not H.final
+    assert {e for e in Event if can(H, e)} == {
+        Event.RELAY,
+        Event.DELIVERED,
+        Event.SIGNED_FOR,
+        Event.EXPIRE,
+        Event.GIVE_UP,
+        Event.RECALL,
+    }
 
 
 def test_a_recall_stops_only_what_the_recipient_has_not_confirmed_and_nothing_restarts_it() -> None:
-    assert {s for s in DeliveryState if can(s, Event.RECALL)} == {P, S, Z, R}
+    assert {s for s in DeliveryState if can(s, Event.RECALL)} == {P, S, Z, R, H}
     assert {e for e in Event if can(R, e)} == {Event.RECALL}, "no receipt, no redeliver"
 
 
-@pytest.mark.parametrize("state", [F, X, Z, R], ids=str)
+@pytest.mark.parametrize("state", [F, X, Z, R, N], ids=str)
 def test_final_states_take_only_idempotent_receipts_redeliver_and_recall(
     state: DeliveryState,
 ) -> None:
