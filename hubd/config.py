@@ -291,6 +291,18 @@ class Replicas(_Section):
         return self
 
 
+class Upstream(_Section):
+    """This hub as a member of a higher hub (docs/operations.md, "Joining a province to the
+    national exchange"): the upstream's broker for each channel of the link. The upstream's
+    id and the link's channels are the directory's (the topology's ``[[hubs]]`` entry of
+    role ``upstream``); a channel the link has and this section lacks is not connected."""
+
+    channels: dict[ChannelId, BrokerURL] = {}
+    # How often the uplink says hello while connected: the upstream sends again what this
+    # hub lacks of its numbered receipts, and says what it lacks of this hub's.
+    hello_every: Seconds = 30.0
+
+
 class Logging(_Section):
     format: Literal["auto", "json", "console"] = "auto"  # auto: console on a terminal
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -311,6 +323,7 @@ class HubConfig(_Section):
     expiry: Expiry = Expiry()
     ledger: Ledger = Ledger()
     replicas: Replicas = Replicas()
+    upstream: Upstream = Upstream()
 
     @field_validator("channels")
     @classmethod
@@ -401,10 +414,24 @@ def resolve(config: HubConfig, base: Path) -> HubConfig:
         name: b.model_copy(update={"ca": at(b.ca), "cert": at(b.cert), "key": at(b.key)})
         for name, b in config.channels.items()
     }
+    upstream = config.upstream.model_copy(
+        update={
+            "channels": {
+                name: b.model_copy(update={"ca": at(b.ca), "cert": at(b.cert), "key": at(b.key)})
+                for name, b in config.upstream.channels.items()
+            }
+        }
+    )
     admin = config.admin.model_copy(update={"socket": at(config.admin.socket)})
     expiry = config.expiry.model_copy(
         update={"certificates": tuple(at(p) for p in config.expiry.certificates)}
     )
     return config.model_copy(
-        update={"hub": hub, "channels": channels, "admin": admin, "expiry": expiry}
+        update={
+            "hub": hub,
+            "channels": channels,
+            "admin": admin,
+            "expiry": expiry,
+            "upstream": upstream,
+        }
     )

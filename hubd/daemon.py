@@ -34,6 +34,7 @@ from hubd.engine.deadlines import DeadlineDesk
 from hubd.engine.dirdesk import DirectoryDesk
 from hubd.engine.diskwatch import DiskWatch
 from hubd.engine.dispatch import Dispatcher
+from hubd.engine.hopstream import HopStreams
 from hubd.engine.intake import Ingest
 from hubd.engine.issuer import ReceiptIssuer
 from hubd.engine.jobrows import job_query, jobs_from_rows
@@ -42,6 +43,8 @@ from hubd.engine.ledgerdesk import LedgerDesk
 from hubd.engine.retention import Retention
 from hubd.engine.sdnotify import Notifier
 from hubd.engine.trustwatch import TrustWatch, horizons_of
+from hubd.engine.uplink import Uplink, uplink_for
+from hubd.provision.sources import load_hub_key, load_served_directory
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
 from hubd.store.db import Store
@@ -54,14 +57,12 @@ from hubd.web.metrics import HubMetrics, readiness
 from hubd.web.server import MetricsServer
 from hubd.web.statuspage import PageOff, StatusPage
 from runtime.clock import now_ms
-from runtime.files import load_signing_key
 from runtime.link import Link, LinkMaker
 from runtime.mqtt import BrokerLink, mqtt_client_id, tls_context
 from runtime.startup import one_line
 from runtime.tasks import cancel_and_wait
 from schemas import topics
-from schemas.directory import Directory, VerifiedDirectory, verify_directory
-from schemas.dirtree import check_servable
+from schemas.directory import Directory, VerifiedDirectory
 from schemas.envelope import VerifiedEnvelope, verify_envelope
 from schemas.errors import ConfigError, PeerError, XchgError
 from schemas.keys import SigningKey
@@ -104,6 +105,7 @@ class Hub:
         self.disk: DiskWatch | None = None
         self.watch: BrokerWatch | None = None
         self.replicas: replicas.Replicas | None = None  # [replicas] enabled: this one's part
+        self.uplink: Uplink | None = None  # a member of a higher hub: the link to it
 
     # ---------------------------------------------------------------- what /metrics reads
 
@@ -123,44 +125,13 @@ class Hub:
 
     def _load_directory(self) -> VerifiedDirectory:
         assert self._key is not None  # noqa: S101 - loaded first
-        path = self.config.hub.directory
         last = None if self._verified is None else (self._verified.version, self._verified.digest)
-        try:
-            frame = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(
-                str(path),
-                [("", f"cannot read the directory: {exc.strerror}; run 'hubctl directory build'")],
-            ) from exc
-        try:
-            verified = verify_directory(
-                frame, self._key.public, now=self.clock(), last_seen=last, whole_file=True
-            )
-            check_servable(verified.directory)  # what spokes take of it fits their limits
-        except (PeerError, ValueError) as exc:
-            raise ConfigError(
-                str(path), [("", f"{exc}; run 'hubctl directory build' to sign a fresh one")]
-            ) from exc
-        return verified
+        return load_served_directory(
+            self.config.hub.directory, self._key.public, self.clock(), last
+        )
 
     def _load_key(self) -> SigningKey:
-        """The hub's signing key; a ConfigError naming ``hub.key`` and what to do otherwise."""
-        path = self.config.hub.key
-        try:
-            return load_signing_key(path)[1]
-        except FileNotFoundError as exc:
-            why = f"{path} does not exist; create it with 'hubctl keys init' (docs/operations.md)"
-            raise ConfigError("hub configuration", [("hub.key", why)]) from exc
-        except PermissionError as exc:  # loose mode (read_private's sentence) or not ours
-            why = (
-                str(exc)
-                if exc.filename is None
-                else f"{path}: {exc.strerror}; the hub's user must own it (mode 0600)"
-            )
-            raise ConfigError("hub configuration", [("hub.key", why)]) from exc
-        except (OSError, ValueError) as exc:
-            why = str(exc) if isinstance(exc, ValueError) else f"{path}: {exc.strerror or exc}"
-            raise ConfigError("hub configuration", [("hub.key", why)]) from exc
+        return load_hub_key(self.config.hub.key)
 
     def _served(self) -> VerifiedDirectory:
         assert self._verified is not None  # noqa: S101 - loaded before serving
@@ -279,6 +250,8 @@ class Hub:
 
     def send_in_order(self, channel: str, org: str, payload: bytes) -> asyncio.Future[bool]:
         """Hand ``payload`` to the connection now (in call order); the future is the ack."""
+        if self.uplink is not None and org == self.uplink.upstream:
+            return self.uplink.send(channel, payload)  # to the hub above, on its broker
         link = self._links.get(channel)
         if link is None:
             unsent: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -394,6 +367,18 @@ class Hub:
                 max_skew_ms=int(config.delivery.max_skew * 1000),
             )
             dispatcher.hop = issuer.hop = lambda org: self.directory().next_hop(org)
+            streams = HopStreams(store, self.send_in_order, self.clock)
+            await streams.load()  # where this hub stands in its neighbour hubs' receipts
+            ingest.use_streams(streams)
+            self.uplink = uplink_for(
+                self.directory(),
+                config.upstream,
+                link_maker=self._link_maker,
+                deliver=ingest.on_relayed,
+                dispatcher=dispatcher,
+                streams=streams,
+                window=config.delivery.publish_window,
+            )
             self.dispatcher, self.ingest, self.issuer = dispatcher, ingest, issuer
             self._wire_replicas()
             desk = LedgerDesk(store, checkpoints, self.directory, self.send_in_order, self.clock)
@@ -507,7 +492,8 @@ class Hub:
         links_stop, work_stop = asyncio.Event(), asyncio.Event()
         links = self.broker_links()
         async with asyncio.TaskGroup() as tasks:
-            for link in links:
+            uplinks = [] if self.uplink is None else list(self.uplink.links.values())
+            for link in (*links, *uplinks):
                 tasks.create_task(link.run(links_stop), name=f"hubd.link.{link.name}")
             issuer_task = tasks.create_task(issuer.run(work_stop), name="hubd.receipts")
             core = tasks.create_task(self._core(ingest, dispatcher), name="hubd.core")

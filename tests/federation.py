@@ -87,3 +87,66 @@ def federated(
     fields.update(orgs=tuple(orgs), hubs=hubs, version=base.version + 1)
     fields.update(update)
     return Directory.model_construct(**fields)
+
+
+NATIONAL = "cn.hub"  # the national hub's id in a two-level federation of real hubs
+LINK = ("govnet", "classified")  # the channels of Jilin's link to the national hub
+
+
+def national_view(world: World, base: Directory, national_key: SigningKey) -> Directory:
+    """The national hub's directory over ``base`` (Jilin's, as tests.hubproc makes it):
+    cn.gov its own, Jilin's organisations through the member hub jl.hub (prefix ``jl``),
+    on the link's channels."""
+    jilin_key = world.hub_key
+    orgs = tuple(
+        o if o.id == "cn.gov" else o.model_copy(update={"via": base.hub_id, "channels": LINK})
+        for o in base.orgs
+    )
+    fields = {name: getattr(base, name) for name in Directory.model_fields}
+    window = base.hub_keys[0]
+    fields.update(
+        hub_id=NATIONAL,
+        hub_keys=(
+            window.model_copy(update={"kid": national_key.kid, "public": national_key.public}),
+        ),
+        orgs=orgs,
+        groups=(),
+        hubs=(
+            HubEntry(
+                id=base.hub_id,
+                name_zh="吉林省电子公文交换中心",
+                name_en="Jilin hub",
+                role=HubRole.MEMBER,
+                prefixes=("jl",),
+                channels=LINK,
+                keys=(
+                    window.model_copy(update={"kid": jilin_key.kid, "public": jilin_key.public}),
+                ),
+                via=None,
+            ),
+        ),
+    )
+    return Directory.model_construct(**fields)
+
+
+def provincial_view(base: Directory, national_key: SigningKey) -> Directory:
+    """Jilin's directory over ``base`` as a member of the national hub: cn.gov reached
+    through it, on the link's channels."""
+    orgs = tuple(
+        o.model_copy(update={"via": NATIONAL, "channels": LINK}) if o.id == "cn.gov" else o
+        for o in base.orgs
+    )
+    window = base.hub_keys[0]
+    upstream = HubEntry(
+        id=NATIONAL,
+        name_zh="国家政务公文交换中心",
+        name_en="National hub",
+        role=HubRole.UPSTREAM,
+        prefixes=(),
+        channels=LINK,
+        keys=(window.model_copy(update={"kid": national_key.kid, "public": national_key.public}),),
+        via=None,
+    )
+    fields = {name: getattr(base, name) for name in Directory.model_fields}
+    fields.update(orgs=orgs, hubs=(upstream,))
+    return Directory.model_construct(**fields)

@@ -41,6 +41,7 @@ from hubd.engine.dirdesk import DirectoryDesk
 from hubd.engine.dispatch import Dispatcher, Publish
 from hubd.engine.envelopes import Envelopes
 from hubd.engine.handover import HandOver
+from hubd.engine.hopstream import HopStreams
 from hubd.engine.issuer import ReceiptIssuer
 from hubd.engine.ledgerdesk import LedgerDesk
 from hubd.engine.presence import Presence
@@ -157,6 +158,10 @@ class Ingest:
         )
         self._clock = clock
 
+    def use_streams(self, streams: HopStreams) -> None:
+        """Neighbour hubs' numbered receipts (hubd.engine.hopstream): counted, and asked for."""
+        self._presence.streams = self._receipts.streams = streams
+
     def _disk_refuses(self, need: int) -> str | None:
         return self.disk_low(need)  # looked up each time: the hub sets disk_low after start
 
@@ -183,21 +188,28 @@ class Ingest:
                         Arrival(where.channel, where.org, payload, self._clock(), self._read)
                     )
                 return
-            if not self.intake_open:
-                # Draining: the sender holds no ACCEPTED for it and will send it again.
-                self.turned_away += 1
-                return
-            self._queue.append(
-                Arrival(where.channel, where.org, payload, self._clock(), self._read)
-            )
-            self._backlog_bytes += len(payload)
-            if self.reading and (
-                self._backlog_bytes > BACKLOG_BYTES or len(self._queue) > BACKLOG_MESSAGES
-            ):
-                self.reading = False
-                log.info("ingest.backlog", messages=len(self._queue), bytes=self._backlog_bytes)
-                self.on_backlog(False)
-            self._wake()
+            self._take(Arrival(where.channel, where.org, payload, self._clock(), self._read))
+
+    def on_relayed(self, channel: str, peer: str, payload: bytes) -> None:
+        """What the upstream hub sends this one on its uplink (hubd.engine.uplink): taken in
+        like a spoke's message, from ``peer``, the upstream."""
+        self._read += 1
+        self._take(Arrival(channel, peer, payload, self._clock(), self._read))
+
+    def _take(self, arrival: Arrival) -> None:
+        if not self.intake_open:
+            # Draining: the sender holds no ACCEPTED for it and will send it again.
+            self.turned_away += 1
+            return
+        self._queue.append(arrival)
+        self._backlog_bytes += len(arrival.payload)
+        if self.reading and (
+            self._backlog_bytes > BACKLOG_BYTES or len(self._queue) > BACKLOG_MESSAGES
+        ):
+            self.reading = False
+            log.info("ingest.backlog", messages=len(self._queue), bytes=self._backlog_bytes)
+            self.on_backlog(False)
+        self._wake()
 
     def gained(self) -> None:
         """This replica's buckets grew: take in what it held of their senders."""

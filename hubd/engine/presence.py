@@ -18,10 +18,11 @@ import structlog
 
 from hubd.engine.arrival import Arrival, Slow, Step
 from hubd.engine.dispatch import Dispatcher, Publish
+from hubd.engine.hopstream import HopStreams
 from hubd.engine.issuer import ReceiptIssuer
 from hubd.engine.stormlog import StormLog
 from schemas import topics, transport
-from schemas.directory import Directory
+from schemas.directory import Directory, HubRole
 
 log = structlog.get_logger("hubd.ingest")
 
@@ -45,6 +46,7 @@ class Presence:
         # arrival) must not revive the spoke.
         self._offline_at: dict[tuple[str, str], int] = {}
         self._hello_at: dict[tuple[str, str], int] = {}  # when (place in the read order)
+        self.streams: HopStreams | None = None  # neighbour hubs' numbered batches (set by the hub)
         self.hellos = StormLog(log, clock=clock)  # counted, not one line each, in a reconnect storm
 
     def on_presence(self, channel: str, org: str, payload: bytes, n: int) -> None:
@@ -79,7 +81,16 @@ class Presence:
         self._send(channel, org, transport.encode(transport.AskHelloMsg()))
 
     def hello_now(self, arrival: Arrival, message: transport.HelloMsg) -> Step:
-        if not self._directory().has_topic(arrival.org):
+        directory = self._directory()
+        if directory.relaying(arrival.org) and self.streams is not None:
+            # A neighbour hub: a member's hello is answered with this hub's own (where it
+            # stands in the member's numbered batches, so the member sends what follows);
+            # the upstream's hello only asks (answering it would echo for ever).
+            hub = directory.hub(arrival.org)
+            if hub is not None and hub.role is HubRole.MEMBER:
+                held = self.streams.held(arrival.org, arrival.channel)
+                self._send(arrival.channel, arrival.org, transport.encode(transport.HelloMsg(held)))
+        elif not directory.has_topic(arrival.org):
             log.warning("presence.refused", org=arrival.org, channel=arrival.channel)
             return None  # nothing is kept for an organisation outside the directory
         if arrival.n < self._offline_at.get((arrival.channel, arrival.org), 0):

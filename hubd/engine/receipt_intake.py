@@ -23,6 +23,7 @@ from hubd.engine.answers import flag_revoked
 from hubd.engine.arrival import Arrival, Slow, Step
 from hubd.engine.dispatch import Dispatcher
 from hubd.engine.flows import FlowDesk
+from hubd.engine.hopstream import HopStreams
 from hubd.engine.issuer import ReceiptIssuer
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
@@ -51,6 +52,7 @@ class ReceiptIntake:
     ) -> None:
         self._directory, self._store, self._dispatcher = directory, store, dispatcher
         self._issuer, self._clock = issuer, clock
+        self.streams: HopStreams | None = None  # neighbour hubs' numbered batches (the hub sets it)
         self._flows = FlowDesk(
             directory=directory, store=store, dispatcher=dispatcher, issuer=issuer, clock=clock
         )
@@ -84,6 +86,44 @@ class ReceiptIntake:
         verified = self._verified(arrival, message)
         if verified is None:
             return None
+        streams = self.streams
+        if message.seq and streams is not None and self._directory().relaying(arrival.org):
+            if streams.known(arrival.org, arrival.channel, message.seq):
+                return None  # sent again: recorded already
+            return Slow(functools.partial(self._numbered, arrival, message, verified))
+        return self._step(arrival, message, verified)
+
+    async def _numbered(
+        self, arrival: Arrival, message: transport.ReceiptsMsg, verified: VerifiedReceipts
+    ) -> None:
+        """A batch a neighbour hub numbered for this one: recorded once (by its number, or
+        by its bytes when sent again before the cursor was written), then counted."""
+        streams = self.streams
+        assert streams is not None  # noqa: S101 - only called with one
+        sha = hashlib.sha256(message.frame).digest()
+        if not streams.begin(sha):
+            return  # the same batch is being recorded now
+        try:
+            if not await streams.recorded_before(sha):
+                step = self._step(arrival, message, verified)
+                if isinstance(step, Slow):
+                    await step.work()
+                elif step is not None:
+                    op, then = step
+                    try:
+                        result = await self._store.submit(op)
+                    except XchgError:
+                        if isinstance(op, RecordReceipts):
+                            self.unsettle(op)
+                        raise
+                    then(result)
+        finally:
+            streams.end(sha)
+        streams.done(arrival.org, arrival.channel, message.seq)
+
+    def _step(
+        self, arrival: Arrival, message: transport.ReceiptsMsg, verified: VerifiedReceipts
+    ) -> Step:
         if self._directory().is_hub(verified.batch.issuer):
             return self._from_hub(arrival, message, verified)
         entries = verified.batch.entries

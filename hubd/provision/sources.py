@@ -13,9 +13,10 @@ from hubd.config import find_config, load_config
 from hubd.provision.directory import hub_key_paths, read_directory
 from runtime.configpath import HUB
 from runtime.files import load_signing_key
-from schemas.directory import Directory
-from schemas.errors import ConfigError, XchgError
-from schemas.keys import HubPublicKey
+from schemas.directory import Directory, VerifiedDirectory, verify_directory
+from schemas.dirtree import check_servable
+from schemas.errors import ConfigError, PeerError, XchgError
+from schemas.keys import HubPublicKey, SigningKey
 
 
 class RouteError(XchgError, ValueError):
@@ -78,3 +79,45 @@ def load_directory(where: Sources, *, now: int) -> Directory:
         ) from exc
     except (ValueError, XchgError) as exc:  # forged, expired, not a directory
         raise RouteError(f"the directory {where.directory} cannot be used: {exc}") from exc
+
+
+def load_served_directory(
+    path: Path, hub_public: bytes, now: int, last: tuple[int, bytes] | None
+) -> VerifiedDirectory:
+    """The hub's signed directory as the running hub serves it (at start and at every
+    reload): verified against its key, after ``last`` (version, digest) when it had one,
+    and small enough for every spoke; a ConfigError saying what to do otherwise."""
+    try:
+        frame = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            str(path),
+            [("", f"cannot read the directory: {exc.strerror}; run 'hubctl directory build'")],
+        ) from exc
+    try:
+        verified = verify_directory(frame, hub_public, now=now, last_seen=last, whole_file=True)
+        check_servable(verified.directory)  # what spokes take of it fits their limits
+    except (PeerError, ValueError) as exc:
+        raise ConfigError(
+            str(path), [("", f"{exc}; run 'hubctl directory build' to sign a fresh one")]
+        ) from exc
+    return verified
+
+
+def load_hub_key(path: Path) -> SigningKey:
+    """The hub's signing key; a ConfigError naming ``hub.key`` and what to do otherwise."""
+    try:
+        return load_signing_key(path)[1]
+    except FileNotFoundError as exc:
+        why = f"{path} does not exist; create it with 'hubctl keys init' (docs/operations.md)"
+        raise ConfigError("hub configuration", [("hub.key", why)]) from exc
+    except PermissionError as exc:  # loose mode (read_private's sentence) or not ours
+        why = (
+            str(exc)
+            if exc.filename is None
+            else f"{path}: {exc.strerror}; the hub's user must own it (mode 0600)"
+        )
+        raise ConfigError("hub configuration", [("hub.key", why)]) from exc
+    except (OSError, ValueError) as exc:
+        why = str(exc) if isinstance(exc, ValueError) else f"{path}: {exc.strerror or exc}"
+        raise ConfigError("hub configuration", [("hub.key", why)]) from exc

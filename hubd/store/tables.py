@@ -181,6 +181,17 @@ receipt_numbering = Table(
     Column("set_at", BigInteger, nullable=False),
 )
 
+# Hubs under hubs: per neighbour hub and channel, the number up to which every receipt
+# batch it numbered for this hub is recorded (hubd.store.hopcursors; migration 0011).
+hop_cursors = Table(
+    "hop_cursors",
+    metadata,
+    Column("peer", ID, primary_key=True),
+    Column("channel", ID, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("set_at", BigInteger, nullable=False),
+)
+
 # Append-only; each row carries the hash of the one before (hubd/store/audit.py).
 audit = Table(
     "audit",

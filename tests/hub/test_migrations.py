@@ -117,7 +117,7 @@ async def test_upgrading_a_store_with_data_keeps_every_row_and_lets_frames_be_pu
                     insert(t.deliveries).values({**ops[0].deliveries[0], "msg_id": msg_id(99)})
                 )
 
-    assert [tuple(r) for r in version] == [("0010",)]  # the head: 0002 to 0010 in turn
+    assert [tuple(r) for r in version] == [("0011",)]  # the head: 0002 to 0011 in turn
     assert [bytes(r.msg_id) for r in messages] == [msg_id(n) for n in (1, 2, 3)]
     for row, op in zip(messages, ops, strict=True):
         assert bytes(row.frame) == op.row["frame"]
@@ -366,3 +366,23 @@ async def test_0010_adds_the_terms_handling_and_reminders_and_goes_back(db_url: 
     assert names - before[2] == {"reminders"}
     assert rows, "the stored messages are kept"
     assert all(not drill and not open_ for drill, open_ in rows), "no terms before 0010"
+
+
+async def test_0011_adds_the_hop_cursors_and_goes_back(db_url: str) -> None:
+    await store_at_0001_with_data(db_url)
+    await migrate(db_url, "0011")
+    engine = engine_for(db_url)
+    try:
+        async with engine.connect() as conn:
+            after = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+            columns = await conn.run_sync(
+                lambda c: {x["name"] for x in inspect(c).get_columns("hop_cursors")}
+            )
+        await migrate(db_url, "0010", down=True)
+        async with engine.connect() as conn:
+            before = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+
+    assert after - before == {"hop_cursors"}
+    assert columns == {"peer", "channel", "seq", "set_at"}

@@ -1,0 +1,108 @@
+"""Two real hubds, one a member of the other (docs/architecture.md, "Hubs under hubs"): the
+national hub with the State Council's General Office as its spoke, Jilin's hub with its
+own, connected by Jilin's uplink to the national hub's broker. A document crosses both
+hubs unchanged each way, every hop answers the one before with its own signed ACCEPTED,
+and the recipient's DELIVERED comes back to the sender through the same hubs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from schemas.directory import Directory
+from schemas.keys import SigningKey
+from schemas.labels import DocType
+from schemas.receipts import ReceiptStatus
+from tests.federation import NATIONAL, national_view, provincial_view
+from tests.hub.conftest import wait_for_log
+from tests.hubproc import HubProcess, live_directory
+from tests.spokesim import SimSpoke
+from tests.world import World
+
+NATIONAL_KEY = SigningKey.generate()
+
+
+@dataclass
+class Federation:
+    national: HubProcess
+    jilin: HubProcess
+    national_dir: Directory
+    jilin_dir: Directory
+
+
+@pytest.fixture
+def federation(world: World, tmp_path: Path) -> Iterator[Federation]:
+    base = live_directory(world)
+    national_dir = national_view(world, base, NATIONAL_KEY)
+    jilin_dir = provincial_view(base, NATIONAL_KEY)
+    fast = "[delivery]\nretry_initial = 1.0\nretry_max = 4.0\n"
+    national = HubProcess(tmp_path / "national", NATIONAL_KEY, national_dir, extra_toml=fast)
+    national.start()
+    uplink = "".join(
+        f'[upstream.channels.{ch}]\nurl = "mqtt://127.0.0.1:{national.port}"\n'
+        for ch in ("govnet", "classified")
+    )
+    jilin = HubProcess(
+        tmp_path / "jilin", world.hub_key, jilin_dir, extra_toml=fast + "\n" + uplink
+    )
+    try:
+        jilin.start()
+        yield Federation(national, jilin, national_dir, jilin_dir)
+    finally:
+        jilin.stop()
+        national.stop()
+
+
+@pytest.fixture
+async def spoke_of(world: World, federation: Federation) -> AsyncIterator[object]:
+    made: list[SimSpoke] = []
+
+    async def make(org: str, hub: HubProcess, directory: Directory) -> SimSpoke:
+        keys = world.keys[org]
+        spoke = SimSpoke(org, keys.signing, keys.encryption, directory, "127.0.0.1", hub.port)
+        await spoke.connect()
+        made.append(spoke)
+        return spoke
+
+    yield make
+    for spoke in made:
+        await spoke.disconnect()
+
+
+async def test_a_document_from_the_state_council_reaches_jilin_through_both_hubs(
+    federation: Federation, spoke_of: object
+) -> None:
+    cn_gov = await spoke_of("cn.gov", federation.national, federation.national_dir)  # type: ignore[operator]
+    jl_gov = await spoke_of("jl.gov", federation.jilin, federation.jilin_dir)  # type: ignore[operator]
+    sealed, body = cn_gov.seal(("jl.gov",))
+    msg_id = sealed.header.msg_id
+
+    await cn_gov.publish_envelope(sealed, body)
+
+    await cn_gov.wait_for(lambda: cn_gov.has(msg_id, ReceiptStatus.DELIVERED, "jl.gov"), 30)
+    assert jl_gov.received[msg_id].envelope.frame == sealed.frame  # end to end, unchanged
+    accepted = [e for e in cn_gov.receipts[msg_id] if e.status is ReceiptStatus.ACCEPTED]
+    assert len(accepted) == 1  # its own hub's: the hop beyond stays between the hubs
+    relayed = await wait_for_log(
+        federation.national, lambda e: e.get("event") == "delivery.relayed"
+    )
+    assert relayed["hub"] == "jl.hub"
+
+
+async def test_a_report_from_jilin_reaches_the_state_council_and_its_delivered_comes_back(
+    federation: Federation, spoke_of: object
+) -> None:
+    jl_gov = await spoke_of("jl.gov", federation.jilin, federation.jilin_dir)  # type: ignore[operator]
+    cn_gov = await spoke_of("cn.gov", federation.national, federation.national_dir)  # type: ignore[operator]
+    sealed, body = jl_gov.seal(("cn.gov",), doc_type=DocType.REPORT, signatory="王五")
+    msg_id = sealed.header.msg_id
+
+    await jl_gov.publish_envelope(sealed, body)
+
+    await jl_gov.wait_for(lambda: jl_gov.has(msg_id, ReceiptStatus.DELIVERED, "cn.gov"), 30)
+    assert msg_id in cn_gov.received
+    relayed = await wait_for_log(federation.jilin, lambda e: e.get("event") == "delivery.relayed")
+    assert relayed["hub"] == NATIONAL
