@@ -24,7 +24,7 @@ from hubd.ops import find as opsfind
 from hubd.ops import overdue as opsoverdue
 from hubd.ops import query as opsquery
 from hubd.ops import replicas as opsreplicas
-from hubd.ops import route, trace
+from hubd.ops import route, trace, traceview
 from hubd.ops import view as opsview
 from hubd.ops import waiting as opswaiting
 from hubd.ops.auditcmd import audit_app
@@ -361,7 +361,7 @@ def trace_command(
             err=True,
         )
         raise typer.Exit(1)
-    _answer(as_json, answer.as_json(), opsview.render_trace(answer))
+    _answer(as_json, answer.as_json(), traceview.render_trace(answer))
 
 
 @hubctl_app.command("find")

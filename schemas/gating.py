@@ -30,6 +30,7 @@ from schemas.labels import Classification
 class Route:
     recipient: str
     channel: str
+    via: str | None = None  # the neighbour hub it is handed to (None: its own spoke)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,5 +146,5 @@ def gate(
                 f"{label.name} or above; ask the hub operator to provision one",
                 recipient=name,
             )
-        routes.append(Route(name, route.id))
+        routes.append(Route(name, route.id, recipient.via))
     return Accept(tuple(routes))

@@ -121,6 +121,13 @@ def new_message(storing: Storing) -> NewMessage:
         "body_size": payload.body_size,
         "frame_sha256": envelope.digest.hex(),
     }
+    if arrival.org != header.sender:  # relayed by a neighbour hub (hubd.core.hops)
+        detail["from_hub"] = arrival.org
+    handed = {r.recipient: r.via for r in routes if r.via is not None}
+    if handed and header.slots is None:  # the hop: who carries these recipients' copies on
+        detail["via"] = handed
+    elif handed:  # a large group's entry stays small: the hubs only
+        detail["via_hubs"] = sorted(set(handed.values()))
     if header.slots is None:
         detail["recipients"] = list(header.recipients)
         detail["routes"] = {r.recipient: r.channel for r in routes}

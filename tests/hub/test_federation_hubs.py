@@ -6,13 +6,18 @@ and the recipient's DELIVERED comes back to the sender through the same hubs."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from hubd.cli import hubctl_app
 from schemas.directory import Directory
+from schemas.ids import msg_id_text
 from schemas.keys import SigningKey
 from schemas.labels import DocType
 from schemas.receipts import ReceiptStatus
@@ -106,3 +111,22 @@ async def test_a_report_from_jilin_reaches_the_state_council_and_its_delivered_c
     assert msg_id in cn_gov.received
     relayed = await wait_for_log(federation.jilin, lambda e: e.get("event") == "delivery.relayed")
     assert relayed["hub"] == NATIONAL
+
+    # each hub's trace shows its own hop and names the next hub (or the one it came from)
+    here = await trace(federation.jilin, msg_id)
+    assert "handed on to hub cn.hub" in here
+    assert re.search(r"cn\.gov .* DELIVERED .* cn\.hub", here), here
+    assert "went on through cn.hub" in here
+    there = await trace(federation.national, msg_id)
+    assert "relayed by hub jl.hub" in there
+    assert re.search(r"cn\.gov .* DELIVERED .* -", there), there
+
+
+async def trace(hub: HubProcess, msg_id: bytes) -> str:
+    traced = await asyncio.to_thread(
+        CliRunner().invoke,
+        hubctl_app,
+        ["trace", msg_id_text(msg_id), "--config", str(hub.folder / "hub.toml")],
+    )
+    assert traced.exit_code == 0, traced.output
+    return traced.stdout

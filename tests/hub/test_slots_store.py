@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from hubd.engine.jobrows import job_query, jobs_from_rows
 from hubd.ops.trace import Step
-from hubd.ops.view import describe
+from hubd.ops.traceview import describe
 from hubd.store import rulefacts
 from hubd.store import tables as t
 from schemas import transport
