@@ -23,7 +23,7 @@ from schemas.labels import DocType
 from schemas.receipts import ReceiptStatus
 from tests.federation import NATIONAL, national_view, provincial_view
 from tests.hub.conftest import wait_for_log
-from tests.hubproc import HubProcess, live_directory
+from tests.hubproc import HubProcess, Mosquitto, live_directory
 from tests.spokesim import SimSpoke
 from tests.world import World
 
@@ -39,35 +39,58 @@ class Federation:
 
 
 @pytest.fixture
-def federation(world: World, tmp_path: Path) -> Iterator[Federation]:
+def brokers() -> str:
+    return "embedded"  # each hub's own; "mosquitto": a Mosquitto each, which outlives its hub
+
+
+@pytest.fixture
+def federation(world: World, tmp_path: Path, brokers: str) -> Iterator[Federation]:
     base = live_directory(world)
     national_dir = national_view(world, base, NATIONAL_KEY)
     jilin_dir = provincial_view(base, NATIONAL_KEY)
     fast = "[delivery]\nretry_initial = 1.0\nretry_max = 4.0\n"
-    national = HubProcess(tmp_path / "national", NATIONAL_KEY, national_dir, extra_toml=fast)
-    national.start()
-    uplink = "".join(
+    mosquittos = (
+        [Mosquitto(tmp_path / "m-national").start(), Mosquitto(tmp_path / "m-jilin").start()]
+        if brokers == "mosquitto"
+        else []
+    )
+    ports = [m.port for m in mosquittos] or [None, None]
+    national = HubProcess(
+        tmp_path / "national", NATIONAL_KEY, national_dir, broker_port=ports[0], extra_toml=fast
+    )
+    uplink = "[upstream]\nhello_every = 2.0\n" + "".join(
         f'[upstream.channels.{ch}]\nurl = "mqtt://127.0.0.1:{national.port}"\n'
         for ch in ("govnet", "classified")
     )
     jilin = HubProcess(
-        tmp_path / "jilin", world.hub_key, jilin_dir, extra_toml=fast + "\n" + uplink
+        tmp_path / "jilin",
+        world.hub_key,
+        jilin_dir,
+        broker_port=ports[1],
+        extra_toml=fast + "\n" + uplink,
     )
     try:
+        national.start()
         jilin.start()
         yield Federation(national, jilin, national_dir, jilin_dir)
     finally:
         jilin.stop()
         national.stop()
+        for m in mosquittos:
+            m.stop()
 
 
 @pytest.fixture
 async def spoke_of(world: World, federation: Federation) -> AsyncIterator[object]:
     made: list[SimSpoke] = []
 
-    async def make(org: str, hub: HubProcess, directory: Directory) -> SimSpoke:
+    async def make(
+        org: str, hub: HubProcess, directory: Directory, *, reliable: bool = False
+    ) -> SimSpoke:
         keys = world.keys[org]
         spoke = SimSpoke(org, keys.signing, keys.encryption, directory, "127.0.0.1", hub.port)
+        if reliable:
+            spoke.start_reliable(resend_every=1.0)
         await spoke.connect()
         made.append(spoke)
         return spoke
@@ -130,3 +153,52 @@ async def trace(hub: HubProcess, msg_id: bytes) -> str:
     )
     assert traced.exit_code == 0, traced.output
     return traced.stdout
+
+
+@pytest.mark.parametrize("brokers", ["mosquitto"])
+async def test_documents_both_ways_survive_kill9_of_each_hub_in_turn_once_each(
+    federation: Federation, spoke_of: object
+) -> None:
+    """Under load both ways, each hubd is killed -9 in turn and started again: every
+    document reaches its recipient once, and every sender holds its recipient's DELIVERED."""
+    jl_gov = await spoke_of("jl.gov", federation.jilin, federation.jilin_dir, reliable=True)  # type: ignore[operator]
+    cn_gov = await spoke_of("cn.gov", federation.national, federation.national_dir, reliable=True)  # type: ignore[operator]
+    up: list[bytes] = []
+    down: list[bytes] = []
+
+    async def load(rounds: int) -> None:
+        for _ in range(rounds):
+            up.append(
+                (
+                    await jl_gov.send_reliably(
+                        ("cn.gov",), doc_type=DocType.REPORT, signatory="王五"
+                    )
+                ).header.msg_id
+            )
+            down.append((await cn_gov.send_reliably(("jl.gov",))).header.msg_id)
+            await asyncio.sleep(0.05)
+
+    await load(5)
+    federation.jilin.kill9()  # the member, with documents on their way both ways
+    await load(5)
+    federation.jilin.start()
+    await load(5)
+    federation.national.kill9()  # the hub above
+    await load(5)
+    federation.national.start()
+    await load(5)
+
+    def complete() -> bool:
+        return all(jl_gov.has(m, ReceiptStatus.DELIVERED, "cn.gov") for m in up) and all(
+            cn_gov.has(m, ReceiptStatus.DELIVERED, "jl.gov") for m in down
+        )
+
+    await jl_gov.wait_for(
+        lambda: all(jl_gov.has(m, ReceiptStatus.DELIVERED, "cn.gov") for m in up), 90
+    )
+    await cn_gov.wait_for(complete, 90)  # jl_gov's part holds already
+    assert set(cn_gov.received) == set(up)  # nothing lost, nothing that was not sent
+    assert set(jl_gov.received) == set(down)
+    assert not jl_gov.outstanding()
+    assert not cn_gov.outstanding()
+    assert not [e for m in up for e in jl_gov.receipts[m] if e.status is ReceiptStatus.REJECTED]
