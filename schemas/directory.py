@@ -273,6 +273,14 @@ class Directory(WireModel):
         hub = self._hubs.get(name)
         return hub is not None and hub.role is not HubRole.REMOTE
 
+    def behind(self, hub_id: str, org_id: str) -> bool:
+        """Whether ``org_id`` is reached through hub ``hub_id``: the neighbour it is listed
+        ``via``, or a remote hub whose prefixes cover it (what a hub's refusal speaks for)."""
+        org, hub = self._orgs.get(org_id), self._hubs.get(hub_id)
+        if org is None or hub is None:
+            return False
+        return org.via == hub_id or (hub.role is HubRole.REMOTE and hub.serves(org_id))
+
     def next_hop(self, org_id: str) -> str:
         """Where a document to ``org_id`` goes from this hub: the organisation's own spoke,
         or the neighbour hub it is reached through."""

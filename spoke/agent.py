@@ -509,7 +509,9 @@ class SpokeAgent:
         book, issuer = self.ctx.book, peek_sender(frame, codec.RECEIPT_FRAME_LIMITS)
         if book is None or issuer is None or book.root is None:
             return
-        wanted = [self.org] if issuer == book.root.root.hub_id else [issuer, self.org]
+        root = book.root.root
+        hub = issuer == root.hub_id or any(h.id == issuer for h in root.hubs)
+        wanted = [self.org] if hub else [issuer, self.org]
         with contextlib.suppress(DirectoryUnavailableError):
             await book.ensure(wanted)
 
@@ -549,7 +551,9 @@ class SpokeAgent:
             if entry.status.flow:
                 continue
             msg_id = await asyncio.to_thread(
-                functools.partial(self.sender.receipt, entry, write=False)
+                functools.partial(
+                    self.sender.receipt, entry, write=False, issuer=verified.batch.issuer
+                )
             )
             if msg_id is not None:
                 changed.add(msg_id)

@@ -402,11 +402,13 @@ class Sender:
 
     # ------------------------------------------------------------------ answers
 
-    def receipt(self, entry: ReceiptEntry, *, write: bool = True) -> bytes | None:
+    def receipt(
+        self, entry: ReceiptEntry, *, write: bool = True, issuer: str | None = None
+    ) -> bytes | None:
         """A receipt about something we sent (blocking: call it in a worker thread): see
         :meth:`SendStatus.receipt`; refused before :meth:`recover` has run."""
         self._check_recovered()
-        return self.status.receipt(entry, write=write)
+        return self.status.receipt(entry, write=write, issuer=issuer)
 
     def status_later(self, msg_ids: set[bytes]) -> None:
         """Rewrite these sends' status.json soon, each once (:meth:`SendStatus.later`)."""

@@ -53,12 +53,24 @@ class SendStatus:
 
     # ------------------------------------------------------------------ answers
 
-    def receipt(self, entry: ReceiptEntry, *, write: bool = True) -> bytes | None:
-        """A receipt about something we sent (blocking: call it in a worker thread).
+    def receipt(
+        self, entry: ReceiptEntry, *, write: bool = True, issuer: str | None = None
+    ) -> bytes | None:
+        """A receipt about something we sent (blocking: call it in a worker thread), signed
+        by ``issuer`` (None: this spoke's hub, or a recipient).
 
         Returns the msg_id of a send a recipient's receipt changed: its status.json is
         rewritten now, or with ``write=False`` by the caller (:meth:`later`)."""
         state = self.ctx.state
+        directory = self.ctx.directory()
+        beyond = (
+            issuer is not None
+            and directory is not None
+            and issuer != directory.hub_id
+            and directory.hub(issuer) is not None
+        )
+        if beyond and entry.status is ReceiptStatus.REJECTED:
+            return self._refused_beyond(entry, str(issuer), write=write)
         if entry.msg_id is not None:
             rows = state.outbound("WHERE msg_id = ?", [entry.msg_id])
         elif entry.status is ReceiptStatus.REJECTED:  # refused bytes: match them by their hash
@@ -93,6 +105,40 @@ class SendStatus:
                 self.write(out.msg_id)
             return out.msg_id
         return None
+
+    def _refused_beyond(self, entry: ReceiptEntry, hub: str, *, write: bool) -> bytes | None:
+        """Another hub refused what this spoke's hub accepted and handed on (hubs under
+        hubs): the recipients behind that hub are REFUSED, with its reason; the others go
+        on as they were."""
+        state, directory = self.ctx.state, self.ctx.directory()
+        msg_id = entry.msg_id
+        if msg_id is None:  # bytes that hub could not read: named by their hash
+            accepted = state.outbound("WHERE state = 'ACCEPTED'")
+            found = [o for o in accepted if hashlib.sha256(o.frame).digest() == entry.subject]
+            msg_id = found[0].msg_id if found else None
+        summary = None if msg_id is None else state.summary(msg_id)
+        if msg_id is None or summary is None or directory is None:
+            return None
+        refused = [r for r in json.loads(summary[2]) if directory.behind(hub, r)]
+        for recipient in refused:
+            state.add_receipt(
+                msg_id=msg_id,
+                recipient=recipient,
+                status="REFUSED",
+                at=entry.at,
+                reason=entry.reason,
+                detail=f"hub {hub} refused it: {entry.detail}",
+            )
+        log.warning(
+            "drop.refused_beyond",
+            msg_id=msg_id_text(msg_id),
+            hub=hub,
+            reason=entry.reason,
+            recipients=refused,
+        )
+        if write and refused:
+            self.write(msg_id)
+        return msg_id if refused else None
 
     def _accepted(self, out: Outbound, at: int) -> None:
         self._move_to_sent(out)

@@ -7,8 +7,9 @@ wins, because it is the recipient's own signed word that its inbox holds the doc
 failure that arrives after it (a hub's late DEAD) changes nothing. SIGNED_FOR implies
 DELIVERED, so a late DELIVERED leaves SIGNED_FOR alone.
 
-The document's overall status is the one that needs someone most: DEAD, then EXPIRED,
-then PENDING, then DELIVERED, then SIGNED_FOR (every recipient signed for it).
+The document's overall status is the one that needs someone most: REFUSED (a hub beyond
+this spoke's own refused it for the recipients behind it: hubs under hubs), then DEAD, then
+EXPIRED, then PENDING, then DELIVERED, then SIGNED_FOR (every recipient signed for it).
 
 A recall (撤回) and a return (退文) are not delivery statuses and leave the above alone.
 Beside it each recipient has a recall state (:data:`RECALL_TRANSITIONS`): ``pending`` once
@@ -36,16 +37,17 @@ from dataclasses import dataclass, field
 from schemas.clock import ms_to_text
 from schemas.receipts import REPORTS, ReceiptStatus
 
-PENDING, DELIVERED, SIGNED_FOR, EXPIRED, DEAD = (
+PENDING, DELIVERED, SIGNED_FOR, EXPIRED, DEAD, REFUSED = (
     "PENDING",
     "DELIVERED",
     "SIGNED_FOR",
     "EXPIRED",
     "DEAD",
+    "REFUSED",  # a hub beyond this spoke's own refused it (hubs under hubs): final
 )
-STATUSES = (PENDING, DELIVERED, SIGNED_FOR, EXPIRED, DEAD)
+STATUSES = (PENDING, DELIVERED, SIGNED_FOR, EXPIRED, DEAD, REFUSED)
 CONFIRMED = frozenset({DELIVERED, SIGNED_FOR})
-FAILED = frozenset({EXPIRED, DEAD})
+FAILED = frozenset({EXPIRED, DEAD, REFUSED})
 
 # (status now, receipt) -> status after it; a pair not listed leaves the status as it is
 TRANSITIONS: dict[tuple[str, str], str] = {
@@ -60,9 +62,10 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     (EXPIRED, SIGNED_FOR): SIGNED_FOR,
     (DEAD, EXPIRED): EXPIRED,  # redelivered, then its expiry passed
     (EXPIRED, DEAD): DEAD,
+    (PENDING, REFUSED): REFUSED,  # another hub's signed REJECTED: nothing follows it
 }
 # how much each overall status needs someone: the most needy recipient names the document's
-_NEED = {DEAD: 0, EXPIRED: 1, PENDING: 2, DELIVERED: 3, SIGNED_FOR: 4}
+_NEED = {REFUSED: 0, DEAD: 1, EXPIRED: 2, PENDING: 3, DELIVERED: 4, SIGNED_FOR: 5}
 
 
 def next_status(status: str, receipt: str) -> str:

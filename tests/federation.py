@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.directory import Directory, HubEntry, HubRole, KeyEntry, OrgEntry, within
-from schemas.keys import SigningKey
+from schemas.keys import EncryptionKey, SigningKey
 from schemas.labels import Classification
-from tests.world import NOW, World
+from tests.world import NOW, OrgKeys, World
 
 UPSTREAM = "cn.hub"
 REMOTE = "ln.hub"
@@ -91,6 +91,32 @@ def federated(
 
 NATIONAL = "cn.hub"  # the national hub's id in a two-level federation of real hubs
 LINK = ("govnet", "classified")  # the channels of Jilin's link to the national hub
+LIAONING = "ln.hub"  # a second member, on the government network only (no process runs it)
+LIAONING_KEY = SigningKey.generate()
+LN_GOV = OrgKeys(SigningKey.generate(), EncryptionKey.generate())  # Liaoning's general office
+# Shenyang, in Jilin's directory only: Jilin imported it from a national directory that no
+# longer lists it (the directories of two levels out of step)
+LN_SY = OrgKeys(SigningKey.generate(), EncryptionKey.generate())
+
+
+def _ln_gov(
+    window: KeyEntry,
+    via: str,
+    channels: tuple[str, ...],
+    org: str = "ln.gov",
+    keys: OrgKeys = LN_GOV,
+) -> OrgEntry:
+    def entry(key: SigningKey | EncryptionKey) -> KeyEntry:
+        return window.model_copy(update={"kid": key.kid, "public": key.public})
+
+    return outside(
+        org,
+        "cn.gov" if org == "ln.gov" else "ln.gov",
+        via,
+        channels=channels,
+        sign_keys=(entry(keys.signing),),
+        enc_keys=(entry(keys.encryption),),
+    )
 
 
 def national_view(world: World, base: Directory, national_key: SigningKey) -> Directory:
@@ -109,9 +135,23 @@ def national_view(world: World, base: Directory, national_key: SigningKey) -> Di
         hub_keys=(
             window.model_copy(update={"kid": national_key.kid, "public": national_key.public}),
         ),
-        orgs=orgs,
+        orgs=(*orgs, _ln_gov(window, LIAONING, ("govnet",))),
         groups=(),
         hubs=(
+            HubEntry(
+                id=LIAONING,
+                name_zh="辽宁省电子公文交换中心",
+                name_en="Liaoning hub",
+                role=HubRole.MEMBER,
+                prefixes=("ln",),
+                channels=("govnet",),
+                keys=(
+                    window.model_copy(
+                        update={"kid": LIAONING_KEY.kid, "public": LIAONING_KEY.public}
+                    ),
+                ),
+                via=None,
+            ),
             HubEntry(
                 id=base.hub_id,
                 name_zh="吉林省电子公文交换中心",
@@ -147,6 +187,17 @@ def provincial_view(base: Directory, national_key: SigningKey) -> Directory:
         keys=(window.model_copy(update={"kid": national_key.kid, "public": national_key.public}),),
         via=None,
     )
+    remote = HubEntry(
+        id=LIAONING,
+        name_zh="辽宁省电子公文交换中心",
+        name_en="Liaoning hub",
+        role=HubRole.REMOTE,
+        prefixes=("ln",),
+        channels=(),
+        keys=(window.model_copy(update={"kid": LIAONING_KEY.kid, "public": LIAONING_KEY.public}),),
+        via=NATIONAL,
+    )
     fields = {name: getattr(base, name) for name in Directory.model_fields}
-    fields.update(orgs=orgs, hubs=(upstream,))
+    stale = _ln_gov(window, NATIONAL, LINK, "ln.sy", LN_SY)
+    fields.update(orgs=(*orgs, _ln_gov(window, NATIONAL, LINK), stale), hubs=(upstream, remote))
     return Directory.model_construct(**fields)

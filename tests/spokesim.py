@@ -640,6 +640,13 @@ class SimSpoke:
             case transport.ResumeMsg(msg_id, offset):
                 self.resumes.append((msg_id, offset))
                 self._on_resume(msg_id, offset)
+            case transport.AskHelloMsg() if self._reliable and self._client is not None:
+                # the hub restarted under a broker that stayed up: say where we stand, as a
+                # real spoke does, or a batch lost in its crash is never sent again
+                hello = transport.HelloMsg(self._hello_seq(channel))
+                await self._client.publish(
+                    topics.up(channel, self.org), transport.encode(hello), qos=1
+                )
             case _:
                 pass
 

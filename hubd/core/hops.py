@@ -124,20 +124,28 @@ class HopMove:
 
 
 def plan_hop_answers(
-    entries: Sequence[ReceiptEntry], behind: Callable[[bytes], Sequence[str]]
+    entries: Sequence[ReceiptEntry],
+    behind: Callable[[bytes], Sequence[str]],
+    framed: Callable[[bytes], bytes | None] = lambda _subject: None,
 ) -> tuple[HopMove, ...]:
     """The deliveries a hub's batch moves: an ACCEPTED or REJECTED of a document (no
     recipient: it answers for the whole hop) moves every delivery of it still awaited here
     whose next hop is that hub (``behind``); an EXPIRED or DEAD names its recipient, whose
-    delivery was handed over long ago. Nothing else a hub signs moves a delivery here."""
+    delivery was handed over long ago. A REJECTED of bytes the other hub could not
+    authenticate (a recipient it does not know, say) names no msg_id, only the frame's
+    hash: ``framed`` finds the document sent there with that frame. Nothing else a hub
+    signs moves a delivery here."""
     moves: list[HopMove] = []
     for entry in entries:
         event = hop_event(entry.status)
-        if event is None or entry.msg_id is None:
+        msg_id = entry.msg_id
+        if msg_id is None and event is Event.REFUSE:
+            msg_id = framed(entry.subject)
+        if event is None or msg_id is None:
             continue
         if entry.recipient is None:
-            recipients: Sequence[str] = behind(entry.msg_id)
+            recipients: Sequence[str] = behind(msg_id)
         else:
             recipients = (entry.recipient,)
-        moves.extend(HopMove(entry, entry.msg_id, r, event) for r in recipients)
+        moves.extend(HopMove(entry, msg_id, r, event) for r in recipients)
     return tuple(moves)

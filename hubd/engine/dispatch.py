@@ -9,9 +9,8 @@ overtakes a backlog of thousands of routine documents at the next free slot. Lar
 go out chunk by chunk, each chunk a new ready item, so chunks of different messages
 interleave and precedence still holds.
 
-The pump is a plain function run by the event loop (``call_soon``) when work arrives or a
-PUBACK frees a slot, not a task per slot: handing a message to the connection does not
-block, and a few hundred tasks waking for every message cost more than the messages.
+The pump is a plain function the loop runs when work arrives or a PUBACK frees a slot, not
+a task per slot (docs/architecture.md, "How the hot path is built").
 
 What a due timer does (retry, give up, expire, wait for a receipt being stored) is decided
 by :mod:`hubd.core.timers`, on the clock the dispatcher is given; this module keeps the
@@ -52,7 +51,7 @@ from hubd.core.timers import (
     on_timer,
     retry_delay_ms,
 )
-from hubd.engine.jobs import ACKED, DispatchSettings, Job, Key, OutcomeBatch, log_confirmed
+from hubd.engine.jobs import DispatchSettings, Job, JobTable, Key, OutcomeBatch, log_confirmed
 from hubd.engine.presencebook import PresenceBook
 from hubd.engine.storedchunks import StoredChunks
 from hubd.store.audit import AuditEvent
@@ -122,7 +121,7 @@ class Dispatcher:
         self._outcomes = outcomes
         self.timer_settings = settings.timers()  # what the policy reads, built once
         self._outcome, self._latency, self._clock = outcome, latency, clock
-        self._jobs: dict[Key, Job] = {}
+        self._jobs = JobTable()
         self._ready: list[tuple[int, int, Key, Job]] = []  # the job itself: a key may be reused
         self._in_flight = 0  # publishes handed to the connection and not yet acknowledged
         self._pump_scheduled = False
@@ -241,18 +240,16 @@ class Dispatcher:
         self._updates.pop(job.key, None)  # a SENT not yet written: the receipt's commit wins
         if not job.state.awaiting:  # delivered, signed for, or handed to the next hub
             del self._jobs[job.key]
-            if job.accepted_at and self._latency is not None and job.state in ACKED:
+            acked = log_confirmed(job, at, self.hop(job.recipient))
+            if acked and job.accepted_at and self._latency is not None:
                 self._latency(at - job.accepted_at)
-            log_confirmed(job, at, self.hop(job.recipient))
         return job
 
+    def framed(self, subject: bytes, hub: str) -> bytes | None:
+        return self._jobs.framed(subject, hub, self.hop)  # a refusal naming a frame's hash
+
     def behind(self, msg_id: bytes, hub: str) -> list[str]:
-        """The recipients of ``msg_id`` still awaited here whose next hop is ``hub``."""
-        return [
-            job.recipient
-            for (m, _), job in self._jobs.items()
-            if m == msg_id and job.state.awaiting and self.hop(job.recipient) == hub
-        ]
+        return self._jobs.behind(msg_id, hub, self.hop)  # what that hub's answer moves
 
     def _settled(self, job: Job, *, all_of_them: bool = False) -> None:
         """One receipt batch closing ``job`` was answered (or every one, given up on)."""

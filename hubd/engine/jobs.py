@@ -3,7 +3,9 @@ recipient, and the :class:`DispatchSettings` (:mod:`hubd.engine.dispatch` runs t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from hashlib import sha256
 from pathlib import Path
 
 import structlog
@@ -106,9 +108,9 @@ class OutcomeBatch:
     entries: list[tuple[str, ReceiptEntry]]
 
 
-def log_confirmed(job: Job, at: int, hop: str) -> None:
-    """One line for a delivery the recipient confirmed (``delivery.acked``), or that the
-    next hub took over with its signed ACCEPTED (``delivery.relayed``, naming it) or
+def log_confirmed(job: Job, at: int, hop: str) -> bool:
+    """One line for a delivery the recipient confirmed (``delivery.acked``: True), or that
+    the next hub took over with its signed ACCEPTED (``delivery.relayed``, naming it) or
     refused (``delivery.refused``)."""
     fields = {
         "msg_id": msg_id_text(job.msg_id),
@@ -121,7 +123,55 @@ def log_confirmed(job: Job, at: int, hop: str) -> None:
     }
     if job.state in ACKED:
         log.info("delivery.acked", **fields)
-    elif job.state is DeliveryState.RELAYED:
+        return True
+    if job.state is DeliveryState.RELAYED:
         log.info("delivery.relayed", hub=hop, **fields)
     else:
         log.warning("delivery.refused", hub=hop, **fields)
+    return False
+
+
+class JobTable(dict[Key, "Job"]):
+    """The dispatcher's jobs by (msg_id, recipient), and the recipients of each message
+    among them: what another hub's answer about a whole document moves (hubs under hubs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_msg: dict[bytes, set[str]] = {}
+
+    def __setitem__(self, key: Key, job: Job) -> None:
+        super().__setitem__(key, job)
+        self.by_msg.setdefault(key[0], set()).add(key[1])
+
+    def __delitem__(self, key: Key) -> None:
+        super().__delitem__(key)
+        self._forget(key)
+
+    def pop(self, key: Key, default: Job | None = None) -> Job | None:  # type: ignore[override]
+        job = super().pop(key, default)
+        if job is not None:
+            self._forget(key)
+        return job
+
+    def _forget(self, key: Key) -> None:
+        held = self.by_msg.get(key[0])
+        if held is not None:
+            held.discard(key[1])
+            if not held:
+                del self.by_msg[key[0]]
+
+    def behind(self, msg_id: bytes, hub: str, hop: Callable[[str], str]) -> list[str]:
+        """The recipients of ``msg_id`` still awaited whose next hop is ``hub``."""
+        return [
+            r
+            for r in sorted(self.by_msg.get(msg_id, ()))
+            if hop(r) == hub and self[(msg_id, r)].state.awaiting
+        ]
+
+    def framed(self, subject: bytes, hub: str, hop: Callable[[str], str]) -> bytes | None:
+        """The msg_id of a delivery handed to ``hub`` whose frame hashes to ``subject``
+        (rare: a refusal of bytes that hub could not read names only their hash)."""
+        for (msg_id, recipient), job in self.items():
+            if hop(recipient) == hub and sha256(job.payload.frame).digest() == subject:
+                return msg_id
+        return None

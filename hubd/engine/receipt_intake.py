@@ -252,7 +252,11 @@ class ReceiptIntake:
         REJECTED refuses them; a far hub's EXPIRED or DEAD closes one handed over long ago.
         A refusal or an outcome goes on, unchanged, to the document's sender."""
         dispatcher, peer = self._dispatcher, arrival.org
-        moves = plan_hop_answers(verified.batch.entries, lambda m: dispatcher.behind(m, peer))
+        moves = plan_hop_answers(
+            verified.batch.entries,
+            lambda m: dispatcher.behind(m, peer),
+            lambda subject: dispatcher.framed(subject, peer),
+        )
         if not moves:
             return None  # nothing of it is awaited here any more (a repeated answer)
         if any(m.entry.status in FORWARDED for m in moves):

@@ -19,8 +19,8 @@ from hubd.cli import hubctl_app
 from schemas.directory import Directory
 from schemas.ids import msg_id_text
 from schemas.keys import SigningKey
-from schemas.labels import DocType
-from schemas.receipts import ReceiptStatus
+from schemas.labels import Classification, DocType
+from schemas.receipts import ReceiptStatus, subject_of
 from tests.federation import NATIONAL, national_view, provincial_view
 from tests.hub.conftest import wait_for_log
 from tests.hubproc import HubProcess, Mosquitto, live_directory
@@ -54,7 +54,7 @@ def federation(world: World, tmp_path: Path, brokers: str) -> Iterator[Federatio
         if brokers == "mosquitto"
         else []
     )
-    ports = [m.port for m in mosquittos] or [None, None]
+    ports: list[int | None] = [m.port for m in mosquittos] or [None, None]
     national = HubProcess(
         tmp_path / "national", NATIONAL_KEY, national_dir, broker_port=ports[0], extra_toml=fast
     )
@@ -153,6 +153,60 @@ async def trace(hub: HubProcess, msg_id: bytes) -> str:
     )
     assert traced.exit_code == 0, traced.output
     return traced.stdout
+
+
+async def test_a_label_the_link_beyond_cannot_carry_is_refused_at_the_national_hub(
+    federation: Federation, spoke_of: object
+) -> None:
+    """秘密 from Jilin's general office to Liaoning's: Jilin's link to the national hub is
+    classified, Liaoning's only the government network. Jilin accepts and hands it on; the
+    national hub refuses it (no channel carries 秘密 to Liaoning) with its own signed
+    REJECTED, which reaches the sender through Jilin's hub: the recipient is REFUSED."""
+    jl_gov = await spoke_of("jl.gov", federation.jilin, federation.jilin_dir)  # type: ignore[operator]
+    jl_gov.channels = ("classified",)
+    await jl_gov.disconnect()
+    await jl_gov.connect()
+    sealed, body = jl_gov.seal(
+        ("ln.gov",), classification=Classification.CONFIDENTIAL, doc_type=DocType.LETTER
+    )
+    msg_id = sealed.header.msg_id
+
+    await jl_gov.publish_envelope(sealed, body)
+
+    await jl_gov.wait_for(lambda: len(jl_gov.receipts[msg_id]) >= 2, 30)
+    accepted, refused = jl_gov.receipts[msg_id][:2]
+    assert accepted.status is ReceiptStatus.ACCEPTED  # its own hub's hop
+    assert refused.status is ReceiptStatus.REJECTED
+    assert refused.reason == "policy.no_channel"
+    assert "ln.gov" in (refused.detail or "")
+    event = await wait_for_log(federation.jilin, lambda e: e.get("event") == "delivery.refused")
+    assert (event["recipient"], event["hub"]) == ("ln.gov", NATIONAL)
+
+
+async def test_a_recipient_the_national_hub_does_not_know_is_refused_there_and_told_back(
+    federation: Federation, spoke_of: object
+) -> None:
+    """Jilin's directory still lists Shenyang, the national one no longer does: the national
+    hub cannot authenticate the envelope's recipients and refuses the bytes (its REJECTED
+    names only their hash); Jilin's hub finds the document by it, and the sender hears."""
+    jl_gov = await spoke_of("jl.gov", federation.jilin, federation.jilin_dir)  # type: ignore[operator]
+    sealed, body = jl_gov.seal(("ln.sy",), doc_type=DocType.LETTER)
+    msg_id = sealed.header.msg_id
+
+    await jl_gov.publish_envelope(sealed, body)
+
+    subject = subject_of(sealed.frame)  # unread, the bytes are named by their hash
+
+    def refused() -> bool:
+        return any(
+            e.status is ReceiptStatus.REJECTED and e.subject == subject
+            for e in jl_gov.receipts[None]
+        )
+
+    await jl_gov.wait_for(refused, 30)
+    assert jl_gov.has(msg_id, ReceiptStatus.ACCEPTED)
+    event = await wait_for_log(federation.jilin, lambda e: e.get("event") == "delivery.refused")
+    assert (event["recipient"], event["hub"]) == ("ln.sy", NATIONAL)
 
 
 @pytest.mark.parametrize("brokers", ["mosquitto"])
