@@ -603,7 +603,7 @@ def federation_problems(directory: Directory) -> list[str]:
         problems.extend(
             f"hub {owner}'s prefix {prefix} overlaps hub {other}'s {theirs}"
             for theirs, other in claimed
-            if other != owner and within(prefix, theirs)
+            if other != owner and within(prefix, theirs) and not _nested(owner, other, hubs)
         )
     for org in directory.orgs:
         claimer = next((h for p, h in claimed if within(org.id, p)), None)
@@ -629,6 +629,15 @@ def federation_problems(directory: Directory) -> list[str]:
             if ch not in through.channels
         )
     return problems
+
+
+def _nested(inner: str, outer: str, hubs: Mapping[str, HubEntry]) -> bool:
+    """A remote hub's prefix may lie within the prefix of a hub reached through the same
+    neighbour: a province's own member (``yb.hub``, ``jl.yb``) within the province
+    (``jl.hub``, ``jl``), as the national hub lists both, or as another province lists
+    them through the national hub. Either way every id under them goes the same way."""
+    hub, other = hubs[inner], hubs[outer]
+    return hub.role is HubRole.REMOTE and hub.via == (other.via or other.id)
 
 
 def _congress_problems(org: OrgEntry, orgs: Mapping[str, OrgEntry]) -> list[str]:

@@ -197,6 +197,41 @@ def test_overlapping_prefixes_of_two_hubs_are_refused(
     )
 
 
+def test_a_remote_hub_may_lie_within_the_prefix_of_the_hub_it_is_reached_through(
+    world: World, hub_keys: dict[str, SigningKey]
+) -> None:
+    # Yanbian's hub under Jilin's member hub yb.hub, as the national hub would list Jilin's
+    directory = federated(world, hub_keys)
+    below = hub(
+        "yj.hub",
+        HubRole.REMOTE,
+        SigningKey.generate(),
+        prefixes=("jl.yb.yj",),
+        channels=(),
+        via=MEMBER,
+    )
+
+    federated(world, hub_keys, hubs=(*directory.hubs, below)).check_consistent()
+
+
+def test_a_remote_hub_within_a_prefix_reached_another_way_is_refused(
+    world: World, hub_keys: dict[str, SigningKey]
+) -> None:
+    directory = federated(world, hub_keys)
+    astray = hub(
+        "yj.hub",
+        HubRole.REMOTE,
+        SigningKey.generate(),
+        prefixes=("jl.yb.yj",),
+        channels=(),
+        via=UPSTREAM,
+    )
+
+    assert "prefix jl.yb.yj overlaps hub yb.hub's jl.yb" in problems_of(
+        federated(world, hub_keys, hubs=(*directory.hubs, astray))
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
