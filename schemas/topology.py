@@ -5,14 +5,19 @@ every problem becomes a :class:`ConfigError` line naming the file, the key path 
 problem (unknown parent, cycle, duplicate id, undefined channel, clearance above every
 provisioned channel's ceiling, bad id, ...). :func:`build_directory` turns a topology and
 the organisations' public keys into a :class:`Directory` for the hub to sign.
+
+A hub of a federation also lists its neighbour hubs (``[[hubs]]``: its members and its
+upstream, docs/operations.md "Joining a province to the national exchange"); what their
+signed directories bring is imported by ``hubctl directory build``
+(hubd/provision/federation.py) and handed to :func:`build_directory` in the plan.
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
@@ -21,9 +26,11 @@ from schemas.directory import (
     ChannelEntry,
     Directory,
     GroupEntry,
+    HubEntry,
     KeyEntry,
     OrgEntry,
     OrgLevel,
+    within,
 )
 from schemas.errors import ConfigError
 from schemas.ids import ChannelId, GroupId, HubId, OrgId
@@ -74,12 +81,39 @@ class GroupConfig(_ConfigModel):
     members: tuple[OrgId, ...]
 
 
+class HubLinkConfig(_ConfigModel):
+    """A neighbour hub of the federation: a member of this hub, or its upstream."""
+
+    id: HubId  # the other hub's id: its topology's [hub] id
+    name_zh: Text
+    name_en: Text
+    role: Literal["member", "upstream"]  # a remote hub is learnt from a directory, not written
+    # member: the ids it serves (each and every id below it); upstream: none (it serves
+    # everyone this hub and its members do not)
+    prefixes: tuple[OrgId, ...] = ()
+    channels: tuple[ChannelId, ...]  # the link's channels, channels of this topology
+    key: Text  # its hub.pub.json as 'hubctl keys init' wrote it, relative to the topology file
+    # its signed directory, which the build imports (relative to the topology file); a
+    # member's may be left out until it has one (the bootstrap: its organisations are not
+    # listed yet), an upstream's never (this hub's own organisations name parents in it)
+    directory: Text | None = None
+
+
 class Topology(_ConfigModel):
     hub: HubSection
     channels: tuple[ChannelConfig, ...]
     orgs: tuple[OrgConfig, ...]
     groups: tuple[GroupConfig, ...] = ()
     rules: Mapping[str, Mode] = {}  # the document rules' settings (schemas.rules)
+    hubs: tuple[HubLinkConfig, ...] = ()  # the neighbour hubs of a federation
+
+    @property
+    def upstream(self) -> HubLinkConfig | None:
+        """The hub this hub is a member of, if it is one."""
+        return next((h for h in self.hubs if h.role == "upstream"), None)
+
+    def members(self) -> tuple[HubLinkConfig, ...]:
+        return tuple(h for h in self.hubs if h.role == "member")
 
     def org(self, org_id: str) -> OrgConfig | None:
         return next((o for o in self.orgs if o.id == org_id), None)
@@ -123,7 +157,13 @@ def parse_topology(text: str, *, source: str) -> Topology:
     sections: dict[str, Any] = {}
     positions: dict[str, list[int]] = {}
     invalid_ids: set[str] = set()
-    for key, model in (("channels", ChannelConfig), ("orgs", OrgConfig), ("groups", GroupConfig)):
+    sections_of: tuple[tuple[str, type[BaseModel]], ...] = (
+        ("channels", ChannelConfig),
+        ("orgs", OrgConfig),
+        ("groups", GroupConfig),
+        ("hubs", HubLinkConfig),
+    )
+    for key, model in sections_of:
         raw = doc.get(key, [])
         if not isinstance(raw, list):
             problems.append((key, f"must be an array of tables ([[{key}]])"))
@@ -225,9 +265,12 @@ def check_topology(
                 (f"orgs[{at('orgs', i)}] ({org.id}).id", "the hub's id cannot name an organisation")
             )
         orgs[org.id] = org
+    upstream = topology.upstream
     for i, org in enumerate(topology.orgs):
         where = f"orgs[{at('orgs', i)}] ({org.id})"
-        if org.parent is not None and org.parent not in orgs:
+        # with an upstream, a parent may come from its directory (jl.gov's cn.gov): the
+        # build checks that it does (hubd/provision/federation.py)
+        if org.parent is not None and org.parent not in orgs and upstream is None:
             problems.append((f"{where}.parent", f"unknown parent {org.parent!r}"))
         for ch in org.channels:
             if ch not in channels:
@@ -267,6 +310,109 @@ def check_topology(
             for member in group.members
             if member not in orgs
         )
+    problems.extend(_hub_problems(topology, channels, orgs, at))
+    return problems
+
+
+def _hub_problems(
+    topology: Topology,
+    channels: Mapping[str, ChannelConfig],
+    orgs: Mapping[str, OrgConfig],
+    at: Callable[[str, int], int],
+) -> list[tuple[str, str]]:
+    """The neighbour hubs (``[[hubs]]``): what every directory reader would refuse of the
+    claims (docs/wire-format.md section 7b), said at the topology's key."""
+    problems: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    upstreams = 0
+    for i, link in enumerate(topology.hubs):
+        where = f"hubs[{at('hubs', i)}] ({link.id})"
+        if link.id in seen:
+            problems.append((f"{where}.id", f"duplicate hub id {link.id!r}"))
+        seen.add(link.id)
+        if link.id == topology.hub.id:
+            problems.append((f"{where}.id", "this hub's own id ([hub] id); give the other hub's"))
+        elif link.id in orgs:
+            problems.append(
+                (f"{where}.id", f"{link.id!r} is also an organisation id; a hub's id is its own")
+            )
+        if link.role == "upstream":
+            upstreams += 1
+            if upstreams == 2:
+                problems.append(
+                    (f"{where}.role", "a second upstream; a hub is a member of one hub at most")
+                )
+        problems.extend(_link_problems(link, where, channels))
+        problems.extend(
+            (
+                f"{where}.prefixes",
+                (
+                    f"organisation {org!r} of [[orgs]] lies within prefix {prefix!r}: a member "
+                    "hub's organisations are its own (in its topology), not this hub's"
+                ),
+            )
+            for prefix in link.prefixes
+            for org in orgs
+            if within(org, prefix)
+        )
+    members = [(i, h) for i, h in enumerate(topology.hubs) if h.role == "member"]
+    for i, link in members:
+        problems.extend(
+            (
+                f"hubs[{at('hubs', i)}] ({link.id}).prefixes",
+                (
+                    f"prefix {prefix!r} overlaps {other.id}'s prefix {theirs!r}: each id is "
+                    "served by one hub"
+                ),
+            )
+            for prefix in link.prefixes
+            for j, other in members
+            if j < i
+            for theirs in other.prefixes
+            if within(prefix, theirs) or within(theirs, prefix)
+        )
+    return problems
+
+
+def _link_problems(
+    link: HubLinkConfig, where: str, channels: Mapping[str, ChannelConfig]
+) -> list[tuple[str, str]]:
+    """One neighbour's own keys: its prefixes by its role, its channels, its directory."""
+    problems: list[tuple[str, str]] = []
+    if link.role == "upstream" and link.prefixes:
+        problems.append(
+            (
+                f"{where}.prefixes",
+                (
+                    "an upstream serves everyone this hub and its members do not: it claims no "
+                    "prefix; leave prefixes out"
+                ),
+            )
+        )
+    if link.role == "upstream" and link.directory is None:
+        problems.append(
+            (
+                f"{where}.directory",
+                (
+                    "required for an upstream: its signed directory lists everyone outside this "
+                    "hub (and the parents of its own organisations); ask its operator for it"
+                ),
+            )
+        )
+    if link.role == "member" and not link.prefixes:
+        problems.append(
+            (
+                f"{where}.prefixes",
+                'a member serves the ids under its prefixes: give at least one, e.g. ["jl"]',
+            )
+        )
+    if not link.channels:
+        problems.append((f"{where}.channels", "the link is on no channel; it could carry nothing"))
+    problems.extend(
+        (f"{where}.channels", f"undefined channel {ch!r} (defined: {', '.join(channels)})")
+        for ch in link.channels
+        if ch not in channels
+    )
     return problems
 
 
@@ -389,6 +535,10 @@ class DirectoryPlan:
     # kid -> (not_before, not_after) where the window is not the key file's own: the
     # windows carried over and rotated by schemas.rotation.plan_key_windows
     windows: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    # Federation (hubd/provision/federation.py): the organisations reached through a
+    # neighbour hub, listed after the topology's own, and the other hubs.
+    outside: Sequence[OrgEntry] = ()
+    hubs: Sequence[HubEntry] = ()
 
 
 def _key_entry(kid: str, public: bytes, keys: PublicKeys, plan: DirectoryPlan) -> KeyEntry:
@@ -408,6 +558,9 @@ def build_directory(
     the topology), documents to it are refused with a sentence saying so, and a group send
     goes to the members with keys and tells the sender who was left out, until a later
     directory has them.
+
+    The organisations and hubs a federation brings (``plan.outside``, ``plan.hubs``) are
+    listed as they come; the address groups stay those of the topology's own organisations.
     """
     orgs = []
     for org in topology.orgs:
@@ -439,7 +592,7 @@ def build_directory(
         channels=tuple(
             ChannelEntry(id=c.id, name=c.name, ceiling=c.ceiling) for c in topology.channels
         ),
-        orgs=tuple(orgs),
+        orgs=(*orgs, *plan.outside),
         revoked=tuple(plan.revoked),
         groups=tuple(
             GroupEntry(
@@ -451,6 +604,7 @@ def build_directory(
             for g in standard_groups(topology)
         ),
         rules={rule: mode.value for rule, mode in topology.rules.items()},
+        hubs=tuple(plan.hubs),
     )
     directory.check_consistent()
     return directory
