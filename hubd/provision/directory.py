@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from hubd.provision.federation import federate
 from hubd.provision.revocations import (
     Revocation,
     add_revocations,
@@ -129,6 +130,8 @@ class Built:
     changes: tuple[KeyChange, ...]  # every key's change but the unchanged ones
     newly_revoked: tuple[str, ...]  # key ids the previous directory did not revoke
     previous_version: int
+    # what the neighbour hubs brought (hubd.provision.federation), one line each
+    imports: tuple[str, ...] = ()
 
 
 def build_and_sign(
@@ -152,6 +155,11 @@ def build_and_sign(
     ``out`` that does not verify (its revocations would be lost), a version that is not
     above the previous one (spokes would refuse it as a rollback), and a revoked key id
     that names no key.
+
+    A topology with neighbour hubs (``[[hubs]]``) imports from their signed directories
+    what :mod:`hubd.provision.federation` says, refusing the build when one does not
+    verify or its claims do not hold; their register (``imports.json`` beside ``out``) is
+    written only once the directory is.
     """
     if valid_days < 1:
         raise ValueError(f"--valid-days must be at least 1, not {valid_days}")
@@ -181,20 +189,24 @@ def build_and_sign(
                 f"--revoke {kid}: no organisation key has this id (in {keys_dir} or {out}); "
                 "check the kid with 'hubctl keys list'"
             )
+    federation = federate(topology, topology_path, hub_kid=hub_key.kid, out=out, now=now)
     register = register_path(out)
     _record(register, revoke, public_keys, previous, now=now, reason=None)
     before = set(previous.directory.revoked) if previous else set()
-    revoked = sorted({*before, *revoke, *(r.kid for r in load_register(register))})
+    revoked = sorted(
+        {*before, *revoke, *(r.kid for r in load_register(register)), *federation.revoked}
+    )
     windows = plan_key_windows(
         public_keys,
         None if previous is None else previous.directory,
         now=now,
         overlap_ms=overlap_ms,
     )
+    expires_at, capped = federation.cap(now + valid_days * DAY_MS)
     plan = DirectoryPlan(
         version=version if version is not None else previous_version + 1,
         issued_at=now,
-        expires_at=now + valid_days * DAY_MS,
+        expires_at=expires_at,
         hub_keys=(
             KeyEntry(
                 kid=hub_key.kid,
@@ -205,6 +217,8 @@ def build_and_sign(
         ),
         revoked=revoked,
         windows=windows.windows,
+        outside=federation.outside,
+        hubs=federation.hubs,
     )
     directory = build_directory(topology, public_keys, plan)
     try:
@@ -213,11 +227,13 @@ def build_and_sign(
         raise ConfigError(str(out), [("", f"{exc}; the directory was not written")]) from exc
     frame = sign_directory(directory, hub_key)
     atomic_write(out, frame, mode=PUBLIC_MODE)
+    federation.save(out)
     return Built(
         verify_directory(frame, hub_key.public, now=now, whole_file=True),
         windows.notable,
         tuple(k for k in revoked if k not in before),
         previous_version,
+        (*federation.lines, *([capped] if capped else [])),
     )
 
 

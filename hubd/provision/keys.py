@@ -112,6 +112,8 @@ def report_build(built: Built, out: Path) -> None:
         f"directory v{d.version}: {len(d.orgs)} organisations, {len(d.channels)} channels, "
         f"{len(d.groups)} groups, {len(d.revoked)} revoked keys; expires {ms_to_text(d.expires_at)}"
     )
+    for line in built.imports:
+        typer.echo(f"  {line}")
     for change in built.changes:
         if built.previous_version:  # the first directory adds everything: say nothing
             typer.echo(f"  {change.sentence()}")
@@ -122,7 +124,7 @@ def report_build(built: Built, out: Path) -> None:
     typer.echo(f"written to {out} ({len(built.verified.frame)} bytes)")
     for line in awaiting_lines(d.awaiting_keys()):
         typer.echo(line)
-    if built.changes or built.newly_revoked:
+    if built.changes or built.newly_revoked or built.imports:
         typer.echo(
             "Publish it: systemctl reload hubd (SIGHUP). Running spokes take it at once; "
             "check with 'hubctl keys list' and the hub's directory.reloaded log line."
