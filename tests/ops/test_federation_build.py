@@ -242,6 +242,35 @@ def test_a_member_claiming_an_organisation_outside_its_prefix_refuses_the_build(
     assert stderr.startswith("hubctl directory build: 未能导入 jl.hub 的目录：")
 
 
+def test_a_members_own_member_outside_its_prefixes_refuses_the_build(fed: Federation) -> None:
+    # Jilin takes a member hub for ids the national hub never gave it
+    ok(hubctl("keys", "init", "--out", str(fed.jl.root / "xx")))
+    shutil.copyfile(fed.jl.root / "xx" / "hub.pub.json", fed.jl.received_key("xx.hub"))
+    stray = link("xx.hub", "member", prefixes=("xx",), directory=False)
+    fed.jl.write(province("jl", "吉林省", extra=stray))
+    fed.jl.build()
+    fed.jl.send_directory_to(fed.cn)
+
+    stderr = refused(fed.cn)
+
+    assert "其下级枢纽 xx.hub 的前缀超出其前缀（jl）" in stderr
+    assert "lists hub xx.hub under it with prefixes xx, outside its own (jl)" in stderr
+
+
+def test_a_directory_of_another_hub_signed_with_the_members_key_refuses_the_build(
+    fed: Federation,
+) -> None:
+    alone = province("jl", "吉林省").replace('id = "jl.hub"', 'id = "jlx.hub"', 1)
+    fed.jl.write(alone.split("\n[[hubs]]")[0].replace('parent = "cn.gov"\n', ""))
+    fed.jl.build()
+    fed.jl.send_directory_to(fed.cn)
+
+    stderr = refused(fed.cn)
+
+    assert "未能导入 jl.hub 的目录：该目录属于 jlx.hub" in stderr
+    assert "is the directory of jlx.hub, not of jl.hub" in stderr
+
+
 def test_a_members_directory_with_a_bad_signature_refuses_the_build(fed: Federation) -> None:
     path = fed.cn.received_directory("jl.hub")
     outer = codec.decode_map(path.read_bytes(), codec.DIRECTORY_FRAME_LIMITS)
