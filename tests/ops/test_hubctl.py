@@ -220,7 +220,8 @@ async def test_trace_shows_accepted_then_sent_then_delivered_then_signed_for_in_
     assert steps == sorted(steps)
     assert len(set(steps)) == 4
     delivery_row = out.splitlines()[line_with(out, "deliveries now:") + 2].split()
-    assert (delivery_row[0], delivery_row[-1]) == ("jl.cc", "SIGNED_FOR")  # last receipt
+    # last receipt, and no next hub: delivered by this hub to its own spoke
+    assert (delivery_row[0], delivery_row[-2], delivery_row[-1]) == ("jl.cc", "SIGNED_FOR", "-")
     for secret in (TITLE, SIGNATORY, "吉政函〔2026〕12号"):
         assert secret not in out
         assert secret not in json.dumps(report, ensure_ascii=False)
