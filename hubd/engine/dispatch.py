@@ -33,7 +33,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, assert_never
+from typing import assert_never
 
 import structlog
 
@@ -51,7 +51,16 @@ from hubd.core.timers import (
     on_timer,
     retry_delay_ms,
 )
-from hubd.engine.jobs import DispatchSettings, Job, JobTable, Key, OutcomeBatch, log_confirmed
+from hubd.engine.jobs import (
+    DispatchSettings,
+    Job,
+    JobTable,
+    Key,
+    Latency,
+    Outcome,
+    OutcomeWrites,
+    log_confirmed,
+)
 from hubd.engine.presencebook import PresenceBook
 from hubd.engine.storedchunks import StoredChunks
 from hubd.store.audit import AuditEvent
@@ -81,26 +90,6 @@ class _Timer:
     seq: int
     key: Key = field(compare=False)
     kind: TimerKind = field(compare=False)
-
-
-Outcome = Callable[[Job, DeliveryState, int], None]  # (job, final state, now) -> receipts
-
-
-class OutcomeWrites(Protocol):
-    """The outcome receipts :data:`Outcome` gathered (hubd.engine.issuer), written by the
-    dispatcher's flush in the same commit as the EXPIRED/DEAD states they report: neither
-    without the other, across a crash or a lease lost to another replica."""
-
-    def take_outcomes(self) -> Sequence[OutcomeBatch]: ...
-
-    def give_back(self, batches: Sequence[OutcomeBatch], keep: Callable[[str], bool]) -> None: ...
-
-    def drop_outcomes(self, gone: Callable[[str], bool]) -> None: ...
-
-    def outcome_stored(self, batch: OutcomeBatch, seq: int) -> None: ...
-
-
-Latency = Callable[[int], None]  # milliseconds from acceptance to the recipient's DELIVERED
 
 
 class Dispatcher:
@@ -261,8 +250,9 @@ class Dispatcher:
         return self._jobs.get((msg_id, recipient))
 
     def resume(self, msg_id: bytes, recipient: str, offset: int) -> None:
-        """The recipient holds ``offset`` bytes of a chunked body: continue from there."""
-        job = self._jobs.get((msg_id, recipient))
+        """The recipient (or the hub its copy went to) holds ``offset`` bytes of a chunked
+        body: continue from there."""
+        job = self._jobs.get((msg_id, recipient)) or self._jobs.carrier(msg_id, recipient)
         if job is None or not job.state.awaiting or job.payload.body_path is None:
             return
         job.offset = min(max(offset, 0), job.payload.body_size)
@@ -358,19 +348,24 @@ class Dispatcher:
                 # gone, or closed while queued and redelivered since under the same key: the
                 # new job has an entry of its own (acting on it here would publish it twice)
                 continue
-            if not self.is_online(job.channel, self.hop(job.recipient)):
+            hop = self.hop(job.recipient)
+            if self._jobs.rides(job, hop):  # one copy to a hub for all the recipients behind it
                 job.move(PhaseEvent.RELEASE)
-                self._parked[(job.channel, self.hop(job.recipient))].add(job.key)
+                self._timer(self._clock() + self._backoff_ms(1), key, TimerKind.WAKE)
+                continue
+            if not self.is_online(job.channel, hop):
+                job.move(PhaseEvent.RELEASE)
+                self._parked[(job.channel, hop)].add(job.key)
                 continue
             start = job.offset  # where this piece begins: sent again from here if it fails
             if isinstance(job.payload.body_path, StoredBody) and start >= 0:
-                acked, last = self._stored.publish(job, self.hop(job.recipient))  # read, then sent
+                acked, last = self._stored.publish(job, hop)  # read from the store, then sent
             else:
                 payload, last = self._piece(job)
                 if payload is None:
                     job.move(PhaseEvent.RELEASE)
                     continue
-                acked = self._publish(job.channel, self.hop(job.recipient), payload)
+                acked = self._publish(job.channel, hop, payload)
             self._in_flight += 1
             self._drained.clear()
             acked.add_done_callback(functools.partial(self._published, job, last, start))
@@ -522,7 +517,7 @@ class Dispatcher:
         )
         self._settled(job, all_of_them=True)
 
-    def _finish(self, job: Job, event: Event, now: int) -> None:
+    def _finish(self, job: Job, event: Event, now: int, *, alone: bool = False) -> None:
         job.state = next_state(job.state, event)
         name = "delivery.expired" if event is Event.EXPIRE else "delivery.dead"
         if event is Event.EXPIRE:
@@ -542,6 +537,10 @@ class Dispatcher:
         )
         del self._jobs[job.key]
         self._outcome(job, job.state, now)
+        hop = self.hop(job.recipient)
+        if event is Event.GIVE_UP and hop != job.recipient and not alone:  # those it carried
+            for sibling in self._jobs.behind(job.msg_id, hop, self.hop):
+                self._finish(self._jobs[(job.msg_id, sibling)], event, now, alone=True)
 
     async def _flusher(self, stop: asyncio.Event) -> None:
         """Write state changes in batches; never one commit per publish."""

@@ -3,10 +3,11 @@ recipient, and the :class:`DispatchSettings` (:mod:`hubd.engine.dispatch` runs t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -131,6 +132,26 @@ def log_confirmed(job: Job, at: int, hop: str) -> bool:
     return False
 
 
+Outcome = Callable[[Job, DeliveryState, int], None]  # (job, final state, now) -> receipts
+
+
+class OutcomeWrites(Protocol):
+    """The outcome receipts :data:`Outcome` gathered (hubd.engine.issuer), written by the
+    dispatcher's flush in the same commit as the EXPIRED/DEAD states they report: neither
+    without the other, across a crash or a lease lost to another replica."""
+
+    def take_outcomes(self) -> Sequence[OutcomeBatch]: ...
+
+    def give_back(self, batches: Sequence[OutcomeBatch], keep: Callable[[str], bool]) -> None: ...
+
+    def drop_outcomes(self, gone: Callable[[str], bool]) -> None: ...
+
+    def outcome_stored(self, batch: OutcomeBatch, seq: int) -> None: ...
+
+
+Latency = Callable[[int], None]  # milliseconds from acceptance to the recipient's DELIVERED
+
+
 class JobTable(dict[Key, "Job"]):
     """The dispatcher's jobs by (msg_id, recipient), and the recipients of each message
     among them: what another hub's answer about a whole document moves (hubs under hubs)."""
@@ -138,6 +159,9 @@ class JobTable(dict[Key, "Job"]):
     def __init__(self) -> None:
         super().__init__()
         self.by_msg: dict[bytes, set[str]] = {}
+        # (msg_id, hub) -> the job whose copy goes to that hub for every recipient behind it
+        self.carriers: dict[tuple[bytes, str], Key] = {}
+        self._carrying: dict[Key, tuple[bytes, str]] = {}  # the other way round
 
     def __setitem__(self, key: Key, job: Job) -> None:
         super().__setitem__(key, job)
@@ -153,7 +177,31 @@ class JobTable(dict[Key, "Job"]):
             self._forget(key)
         return job
 
+    def rides(self, job: Job, hub: str) -> bool:
+        """Whether ``job``'s copy goes with another job's: a document goes to a hub once for
+        all its recipients behind that hub (the hub delivers each), by the first of them
+        to be published; the others wait for the hub's answer, which moves them all."""
+        if hub == job.recipient:
+            return False
+        key = (job.msg_id, hub)
+        held = self.carriers.get(key)
+        if held is not None and held != job.key:
+            carrier = self.get(held)
+            if carrier is not None and carrier.state.awaiting:
+                return True
+        self.carriers[key] = job.key
+        self._carrying[job.key] = key
+        return False
+
+    def carrier(self, msg_id: bytes, hub: str) -> Job | None:
+        """The job whose copy of ``msg_id`` goes to ``hub`` (a resume from that hub is its)."""
+        held = self.carriers.get((msg_id, hub))
+        return None if held is None else self.get(held)
+
     def _forget(self, key: Key) -> None:
+        pair = self._carrying.pop(key, None)
+        if pair is not None and self.carriers.get(pair) == key:
+            del self.carriers[pair]
         held = self.by_msg.get(key[0])
         if held is not None:
             held.discard(key[1])

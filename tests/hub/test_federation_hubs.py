@@ -7,6 +7,8 @@ and the recipient's DELIVERED comes back to the sender through the same hubs."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -120,6 +122,40 @@ async def test_a_document_from_the_state_council_reaches_jilin_through_both_hubs
     assert relayed["hub"] == "jl.hub"
 
 
+async def test_a_large_notice_to_three_organisations_of_jilin_crosses_once_in_chunks(
+    federation: Federation, spoke_of: object
+) -> None:
+    """A body of several chunks for three recipients behind Jilin's hub: the national hub
+    hands Jilin's hub one copy (the chunks once, resumed where Jilin's spool stands), and
+    Jilin delivers each; all three DELIVERED reach the sender."""
+    cn_gov = await spoke_of("cn.gov", federation.national, federation.national_dir, reliable=True)  # type: ignore[operator]
+    recipients = ("jl.gov", "jl.cc", "jl.jl")
+    spokes = [
+        await spoke_of(org, federation.jilin, federation.jilin_dir, reliable=True)  # type: ignore[operator]
+        for org in recipients
+    ]
+
+    sealed = await cn_gov.send_reliably(recipients, contents=(os.urandom(700_000),))
+    msg_id = sealed.header.msg_id
+
+    await cn_gov.wait_for(
+        lambda: all(cn_gov.has(msg_id, ReceiptStatus.DELIVERED, r) for r in recipients), 40
+    )
+    shown = json.loads(await trace(federation.national, msg_id, "--json"))
+    sent = [s for s in shown["timeline"] if s["event"] == "delivery.sent"]
+    assert len(sent) == 1, sent  # one copy for the three, in one attempt
+    assert {d["state"] for d in shown["deliveries"]} == {"DELIVERED"}
+
+    # and the other way: a large report up, its chunks asked for by the national hub
+    jl_gov = spokes[0]
+    report = await jl_gov.send_reliably(
+        ("cn.gov",), doc_type=DocType.REPORT, signatory="王五", contents=(os.urandom(600_000),)
+    )
+    await jl_gov.wait_for(
+        lambda: jl_gov.has(report.header.msg_id, ReceiptStatus.DELIVERED, "cn.gov"), 40
+    )
+
+
 async def test_a_report_from_jilin_reaches_the_state_council_and_its_delivered_comes_back(
     federation: Federation, spoke_of: object
 ) -> None:
@@ -145,11 +181,11 @@ async def test_a_report_from_jilin_reaches_the_state_council_and_its_delivered_c
     assert re.search(r"cn\.gov .* DELIVERED .* -", there), there
 
 
-async def trace(hub: HubProcess, msg_id: bytes) -> str:
+async def trace(hub: HubProcess, msg_id: bytes, *more: str) -> str:
     traced = await asyncio.to_thread(
         CliRunner().invoke,
         hubctl_app,
-        ["trace", msg_id_text(msg_id), "--config", str(hub.folder / "hub.toml")],
+        ["trace", msg_id_text(msg_id), "--config", str(hub.folder / "hub.toml"), *more],
     )
     assert traced.exit_code == 0, traced.output
     return traced.stdout
