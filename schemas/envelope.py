@@ -165,6 +165,17 @@ class VerifiedEnvelope:
             part = self.parts[org] = self.slots.part(org)
         return part
 
+    def part_on_way(self, org: str, via: str | None) -> bytes | None:
+        """What goes beside the frame towards ``org``: its own part, or, when it goes on
+        through another hub (``via``), every slot (that hub checks them all against the
+        signed root, as this one did, and delivers the parts of its own recipients)."""
+        if via is None or self.slots is None:
+            return self.part_for(org)
+        blob = self.parts.get("")  # no organisation has an empty id
+        if blob is None:
+            blob = self.parts[""] = self.slots.blob()
+        return blob
+
     @property
     def aad(self) -> bytes:
         return body_aad(self.core)

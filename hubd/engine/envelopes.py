@@ -223,7 +223,7 @@ class Envelopes:
                     expires_at=header.expires_at,
                     payload=storing.payload,
                     accepted_at=arrival.at,
-                    part=envelope.part_for(route.recipient),
+                    part=envelope.part_on_way(route.recipient, route.via),
                 )
             )
 

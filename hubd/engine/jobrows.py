@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, select
+from sqlalchemy import ColumnElement, Select, case, select
 
 from hubd.core.states import DeliveryState
 from hubd.engine.jobs import Job, Payload
@@ -33,6 +33,8 @@ def job_query(*where: ColumnElement[bool]) -> Select[Any]:
             d.c.state,
             d.c.attempts,
             d.c.slot,
+            # every slot, only for a copy that goes on through another hub (no slot of its own)
+            case((d.c.slot.is_(None), m.c.slots), else_=None).label("slots"),
             m.c.precedence,
             m.c.classification,
             m.c.sender,
@@ -77,7 +79,14 @@ def jobs_from_rows(rows: Sequence[Any]) -> list[Job]:
                 state=DeliveryState(r.state),
                 attempts=int(r.attempts),
                 accepted_at=int(r.received_at),
-                part=None if r.slot is None else bytes(r.slot),
+                part=_part(r),
             )
         )
     return jobs
+
+
+def _part(row: Any) -> bytes | None:
+    """The recipient's own slot, or every slot for a copy handed to another hub."""
+    if row.slot is not None:
+        return bytes(row.slot)
+    return None if row.slots is None else bytes(row.slots)

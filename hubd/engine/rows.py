@@ -95,7 +95,13 @@ def new_message(storing: Storing) -> NewMessage:
         "body": payload.body,
         "body_path": None if payload.body_path is None else str(payload.body_path),
         "doc_number": findable_doc_number(header.doc_number, header.classification),
-        "slots": (envelope.slots.blob() if quarantined and envelope.slots is not None else None),
+        # every slot: kept for a quarantined message, and for one that goes on through
+        # another hub (its copy carries them all, read back from here after a restart)
+        "slots": (
+            envelope.part_on_way("", "*")
+            if envelope.slots is not None and (quarantined or any(r.via for r in routes))
+            else None
+        ),
         **terms_columns(header.terms, open_=not quarantined),
     }
     deliveries = [
@@ -109,7 +115,7 @@ def new_message(storing: Storing) -> NewMessage:
             "expires_at": header.expires_at,
             "created_at": arrival.at,
             "updated_at": arrival.at,
-            "slot": envelope.part_for(r.recipient),
+            "slot": None if r.via else envelope.part_for(r.recipient),  # else the message's
         }
         for r in routes
     ]

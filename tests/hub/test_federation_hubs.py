@@ -156,6 +156,56 @@ async def test_a_large_notice_to_three_organisations_of_jilin_crosses_once_in_ch
     )
 
 
+async def test_a_large_group_crosses_with_every_slot_and_each_recipient_gets_its_own(
+    federation: Federation, spoke_of: object
+) -> None:
+    """A notice to twenty of Jilin's organisations (more than a header names: their sealed
+    keys travel as slots): the national hub hands Jilin's hub one copy with every slot,
+    which checks them against the signed root and delivers each recipient its own part."""
+    cn_gov = await spoke_of("cn.gov", federation.national, federation.national_dir)  # type: ignore[operator]
+    jilin = [o.id for o in federation.jilin_dir.orgs if o.id.startswith("jl.") and o.via is None]
+    recipients = tuple(r for r in jilin if r != "jl.gov")[:20]
+    listening = recipients[:3]
+    for org in listening:
+        await spoke_of(org, federation.jilin, federation.jilin_dir)  # type: ignore[operator]
+    sealed, body = cn_gov.seal(recipients)
+    assert sealed.header.slots is not None
+    msg_id = sealed.header.msg_id
+
+    await cn_gov.publish_envelope(sealed, body)
+
+    await cn_gov.wait_for(
+        lambda: all(cn_gov.has(msg_id, ReceiptStatus.DELIVERED, r) for r in listening), 30
+    )
+    shown = json.loads(await trace(federation.national, msg_id, "--json"))
+    assert len([s for s in shown["timeline"] if s["event"] == "delivery.sent"]) == 1
+    states = {d["recipient"]: d["state"] for d in shown["deliveries"]}
+    assert {states[r] for r in recipients if r not in listening} == {"RELAYED"}
+
+
+async def test_a_large_group_for_a_member_that_is_down_goes_after_the_hub_above_restarts(
+    federation: Federation, spoke_of: object
+) -> None:
+    """The same notice while Jilin's hub is stopped: the national hub keeps it, is killed
+    and started again (the copy's slots come back from its store), and hands it over once
+    Jilin's hub is back."""
+    cn_gov = await spoke_of("cn.gov", federation.national, federation.national_dir, reliable=True)  # type: ignore[operator]
+    jilin = [o.id for o in federation.jilin_dir.orgs if o.id.startswith("jl.") and o.via is None]
+    recipients = tuple(r for r in jilin if r != "jl.gov")[:20]
+    federation.jilin.stop()
+    sealed = await cn_gov.send_reliably(recipients)
+    msg_id = sealed.header.msg_id
+    await cn_gov.wait_for(lambda: cn_gov.has(msg_id, ReceiptStatus.ACCEPTED), 20)
+
+    federation.national.kill9()
+    federation.national.start()
+    federation.jilin.start()
+    listening = await spoke_of(recipients[0], federation.jilin, federation.jilin_dir)  # type: ignore[operator]
+
+    await listening.wait_for(lambda: msg_id in listening.received, 40)
+    await cn_gov.wait_for(lambda: cn_gov.has(msg_id, ReceiptStatus.DELIVERED, recipients[0]), 40)
+
+
 async def test_a_report_from_jilin_reaches_the_state_council_and_its_delivered_comes_back(
     federation: Federation, spoke_of: object
 ) -> None:
