@@ -160,7 +160,10 @@ class DeadlineDesk:
         overdue: dict[Kind, int] = dict.fromkeys(Kind, 0)
         for item in late:
             overdue[item.open.kind] += 1
+        hop = self._issuer.hop
         for item in items:
+            if hop(item.recipient) != item.recipient:
+                continue  # behind another hub: reminded by the hub that delivers to it
             decision = decide(item.open, now, self._settings)
             if not isinstance(decision, Quiet):
                 reminding.add(item.msg_id)
@@ -191,7 +194,7 @@ class DeadlineDesk:
         for item, stage in due:
             entry = _reminder(item, stage, now)
             to[(item.recipient, item.channel)].append(entry)
-            to[(item.sender, item.origin)].append(entry)
+            to[(self._issuer.hop(item.sender), item.origin)].append(entry)  # or its hub
             counted.append((item.msg_id, item.recipient, item.open.kind.value))
             audit.append(
                 AuditEvent(

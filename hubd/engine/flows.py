@@ -297,7 +297,8 @@ class FlowDesk:
         return RecordReceipts(sha, batch.issuer, frame, now, [row], [audit], forward)
 
     async def _forward(self, frame: bytes, verified: VerifiedReceipts, to: Forward) -> None:
-        op = self._record(frame, verified, (to.sender, to.channel))
+        dest = self._directory().next_hop(to.sender)  # the sender, or the hub it is behind
+        op = self._record(frame, verified, (dest, to.channel))
         ops: list[Any] = [op]
         (entry,) = verified.batch.entries
         if to.handling is not None and entry.msg_id is not None:
@@ -305,7 +306,7 @@ class FlowDesk:
                 SetHandling(entry.msg_id, verified.batch.issuer, to.handling, op.received_at)
             )
         seq = (await self._store.submit_many(ops))[0]
-        self._issuer.send_numbered(to.sender, to.channel, frame, seq)
+        self._issuer.send_numbered(dest, to.channel, frame, seq)
 
     async def _recall(
         self,
@@ -321,17 +322,20 @@ class FlowDesk:
         msg_id = entry.msg_id
         recipients = await self._recipients(msg_id)
         if first:
+            # each recipient is told, through the hub it is behind (once per hub and channel)
+            hop = self._directory().next_hop
+            told = list(dict.fromkeys((hop(r.org), r.channel) for r in recipients))
             ops: list[Any] = [
                 self._record(frame, verified, None),
                 StopDeliveries(msg_id, self._clock()),
-                *(QueueReceipts(r.org, r.channel, frame, self._clock()) for r in recipients),
+                *(QueueReceipts(dest, channel, frame, self._clock()) for dest, channel in told),
                 Announce([msg_id], recalled=True),  # replicas: drop what they deliver of it
             ]
             results = await self._store.submit_many(ops)
             stopped: list[str] = results[1]
             self._dispatcher.forget(msg_id, stopped)
-            for r, seq in zip(recipients, results[2 : 2 + len(recipients)], strict=True):
-                self._issuer.send_numbered(r.org, r.channel, frame, seq)
+            for (dest, channel), seq in zip(told, results[2 : 2 + len(told)], strict=True):
+                self._issuer.send_numbered(dest, channel, frame, seq)
             log.info(
                 "flow.recalled",
                 msg_id=msg_id_text(msg_id),

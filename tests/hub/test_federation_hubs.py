@@ -18,11 +18,15 @@ import pytest
 from typer.testing import CliRunner
 
 from hubd.cli import hubctl_app
+from runtime.clock import now_ms
+from schemas import transport
 from schemas.directory import Directory
 from schemas.ids import msg_id_text
 from schemas.keys import SigningKey
 from schemas.labels import Classification, DocType
-from schemas.receipts import ReceiptStatus, subject_of
+from schemas.notes import open_note, seal_note
+from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts, subject_of
+from schemas.seal import Sealed
 from tests.federation import NATIONAL, national_view, provincial_view
 from tests.hub.conftest import wait_for_log
 from tests.hubproc import HubProcess, Mosquitto, live_directory
@@ -293,6 +297,64 @@ async def test_a_recipient_the_national_hub_does_not_know_is_refused_there_and_t
     assert jl_gov.has(msg_id, ReceiptStatus.ACCEPTED)
     event = await wait_for_log(federation.jilin, lambda e: e.get("event") == "delivery.refused")
     assert (event["recipient"], event["hub"]) == ("ln.sy", NATIONAL)
+
+
+def statement(spoke: SimSpoke, status: ReceiptStatus, sealed: Sealed, note: str) -> bytes:
+    """``spoke``'s signed flow statement about ``sealed``, its words sealed for the parties."""
+    msg_id = sealed.header.msg_id
+    entry = ReceiptEntry(
+        msg_id=msg_id,
+        recipient=spoke.org if status is not ReceiptStatus.RECALL else None,
+        status=status,
+        at=now_ms(),
+        subject=subject_of(sealed.frame),
+        classification=sealed.header.classification,
+        reason=None,
+        detail=None,
+        retriable=False,
+        note=seal_note(sealed.note_key, note, msg_id=msg_id, status=status.value, issuer=spoke.org),
+    )
+    frame = sign_receipts(spoke.org, spoke.signing, [entry], at=now_ms())
+    return transport.encode(transport.ReceiptsMsg(frame, 0))
+
+
+async def test_a_report_and_a_recall_cross_the_hubs_to_whom_they_concern(
+    federation: Federation, spoke_of: object
+) -> None:
+    """Jilin's general office reports 已阅 on the State Council's notice: the report reaches
+    the sender through both hubs, its words still sealed. Then the State Council recalls a
+    second notice that 吉林市 (offline) never received: Jilin's hub stops it and tells 吉林市
+    when it comes back; the sender hears RECALLED."""
+    cn_gov = await spoke_of("cn.gov", federation.national, federation.national_dir)  # type: ignore[operator]
+    jl_gov = await spoke_of("jl.gov", federation.jilin, federation.jilin_dir)  # type: ignore[operator]
+    sealed, body = cn_gov.seal(("jl.gov",))
+    msg_id = sealed.header.msg_id
+    await cn_gov.publish_envelope(sealed, body)
+    await cn_gov.wait_for(lambda: cn_gov.has(msg_id, ReceiptStatus.DELIVERED, "jl.gov"), 30)
+
+    await jl_gov.publish_raw(statement(jl_gov, ReceiptStatus.READ, sealed, "已阅，照办"))
+
+    await cn_gov.wait_for(lambda: cn_gov.has(msg_id, ReceiptStatus.READ, "jl.gov"), 30)
+    (read,) = [e for e in cn_gov.receipts[msg_id] if e.status is ReceiptStatus.READ]
+    words = open_note(
+        sealed.note_key, read.note or b"", msg_id=msg_id, status="READ", issuer="jl.gov"
+    )
+    assert words == "已阅，照办"
+
+    second, body = cn_gov.seal(("jl.jl",))
+    recalled = second.header.msg_id
+    await cn_gov.publish_envelope(second, body)
+    await cn_gov.wait_for(lambda: cn_gov.has(recalled, ReceiptStatus.ACCEPTED), 30)
+    await wait_for_log(
+        federation.national,
+        lambda e: e.get("event") == "delivery.relayed" and e.get("msg_id") == msg_id_text(recalled),
+    )
+    await cn_gov.publish_raw(statement(cn_gov, ReceiptStatus.RECALL, second, "发错了"))
+
+    await cn_gov.wait_for(lambda: cn_gov.has(recalled, ReceiptStatus.RECALLED), 30)
+    jl_jl = await spoke_of("jl.jl", federation.jilin, federation.jilin_dir)  # type: ignore[operator]
+    await jl_jl.wait_for(lambda: jl_jl.has(recalled, ReceiptStatus.RECALL), 30)
+    assert recalled not in jl_jl.received
 
 
 @pytest.mark.parametrize("brokers", ["mosquitto"])
