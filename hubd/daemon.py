@@ -121,6 +121,10 @@ class Hub:
         """Each broker connection once (channels on one broker share it)."""
         return list(dict.fromkeys(self._links.values()))
 
+    def uplink_links(self) -> list[Link]:
+        """A member hub's connections to the hub above it, one per channel."""
+        return [] if self.uplink is None else list(self.uplink.links.values())
+
     # ---------------------------------------------------------------- directory
 
     def _load_directory(self) -> VerifiedDirectory:
@@ -492,8 +496,7 @@ class Hub:
         links_stop, work_stop = asyncio.Event(), asyncio.Event()
         links = self.broker_links()
         async with asyncio.TaskGroup() as tasks:
-            uplinks = [] if self.uplink is None else list(self.uplink.links.values())
-            for link in (*links, *uplinks):
+            for link in (*links, *self.uplink_links()):
                 tasks.create_task(link.run(links_stop), name=f"hubd.link.{link.name}")
             issuer_task = tasks.create_task(issuer.run(work_stop), name="hubd.receipts")
             core = tasks.create_task(self._core(ingest, dispatcher), name="hubd.core")

@@ -267,6 +267,12 @@ class Directory(WireModel):
         hub = self._hubs.get(name)
         return hub is not None and hub.role is HubRole.MEMBER
 
+    def endpoints(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """(id, channels) of everyone that connects to this hub's brokers: its own
+        organisations, then its member hubs (each the spoke of the organisations behind it)."""
+        ours = tuple((o.id, o.channels) for o in self.orgs if o.via is None)
+        return ours + tuple((h.id, h.channels) for h in self.hubs if h.role is HubRole.MEMBER)
+
     def relaying(self, name: str) -> bool:
         """Whether ``name`` is a neighbour hub (an upstream or a member): what comes from it
         is relayed, signed by others."""

@@ -83,6 +83,9 @@ class PageHub:
     def broker_links(self) -> list[Any]:
         return []
 
+    def uplink_links(self) -> list[Any]:
+        return []
+
 
 @dataclass(frozen=True)
 class Waiting:

@@ -51,6 +51,8 @@ class RunningHub(Protocol):
 
     def broker_links(self) -> list[Link]: ...
 
+    def uplink_links(self) -> list[Link]: ...
+
 
 class HubAdmin:
     """``HubAdmin(hub).answer`` is the admin server's handler."""
@@ -81,12 +83,12 @@ class HubAdmin:
         if dispatcher is None or directory is None:
             raise HubRefusedError("hub.starting", "the hub is starting; ask again in a moment")
         spokes = []
-        for org in directory.orgs:
-            for channel in org.channels:
-                state, since = dispatcher.spokes.state(channel, org.id)
+        for org, channels in directory.endpoints():  # a member hub's link is a spoke here
+            for channel in channels:
+                state, since = dispatcher.spokes.state(channel, org)
                 spokes.append(
                     {
-                        "org": org.id,
+                        "org": org,
                         "channel": channel,
                         "online": None if state == "unknown" else state == "online",
                         "state": state,
@@ -107,6 +109,16 @@ class HubAdmin:
                     "node": link.node if link.connected.is_set() else None,
                 }
                 for link in hub.broker_links()
+            ]
+            + [  # a member hub's connections to the hub above it (hubd.engine.uplink)
+                {
+                    "broker": link.name,
+                    "channels": list(link.channels),
+                    "connected": link.connected.is_set(),
+                    "node": link.node if link.connected.is_set() else None,
+                    "upstream": directory.upstream.id if directory.upstream else None,
+                }
+                for link in hub.uplink_links()
             ],
         }
 

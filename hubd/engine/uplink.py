@@ -59,7 +59,7 @@ class Uplink:
                 topics.presence(channel, hub_id), topics.OFFLINE, qos=1, retain=True
             )
             self.links[channel] = link_maker(
-                f"upstream/{channel}",
+                broker.identity,  # its node(s), as 'hubctl status' shows a broker
                 broker.host,
                 broker.port,
                 [channel],

@@ -46,6 +46,7 @@ class BrokerState:
     broker: str
     channels: tuple[str, ...]
     node: str | None
+    upstream: str | None = None  # the hub above, for a member hub's uplink to it
 
 
 def brokers_answered(answer: dict[str, Any]) -> tuple[BrokerState, ...]:
@@ -56,6 +57,7 @@ def brokers_answered(answer: dict[str, Any]) -> tuple[BrokerState, ...]:
             str(b["broker"]),
             tuple(str(c) for c in b["channels"]),
             None if b["node"] is None or not b["connected"] else str(b["node"]),
+            None if b.get("upstream") is None else str(b["upstream"]),
         )
         for b in answer.get("brokers", [])
     )
@@ -76,7 +78,12 @@ class HubContact:
             "answered": self.answered,
             "problem": self.problem,
             "brokers": [
-                {"broker": b.broker, "channels": list(b.channels), "node": b.node}
+                {
+                    "broker": b.broker,
+                    "channels": list(b.channels),
+                    "node": b.node,
+                    "upstream": b.upstream,
+                }
                 for b in self.brokers
             ],
         }

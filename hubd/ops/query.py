@@ -35,7 +35,7 @@ from hubd.ops.redeliver import Candidate, Refusal, refusal
 from hubd.ops.replicas import ReplicaStatus
 from hubd.store import tables as t
 from hubd.store.connections import engine_for, read_only_url
-from schemas.directory import Directory
+from schemas.directory import Directory, HubRole
 from schemas.errors import StoreError
 from schemas.expiry import ExpiryWarning
 from schemas.ids import msg_id_text
@@ -544,17 +544,28 @@ def _spokes(
     for g in pending:
         waiting[g.recipient] += g.count
         oldest[g.recipient] = min(oldest.get(g.recipient, g.oldest_at), g.oldest_at)
+    for org in directory.orgs:  # an outside organisation's deliveries wait for its hub
+        if org.via is not None and org.id in waiting:
+            waiting[org.via] += waiting.pop(org.id)
+            at = oldest.pop(org.id)
+            oldest[org.via] = min(oldest.get(org.via, at), at)
+    ours = [(o.id, o.name_zh, o.level.value, o.channels) for o in directory.orgs if o.via is None]
+    members = [  # a member hub is its organisations' spoke here (hubs under hubs)
+        (h.id, h.name_zh, "member hub", h.channels)
+        for h in directory.hubs
+        if h.role is HubRole.MEMBER
+    ]
     return tuple(
         Spoke(
-            org=org.id,
-            name_zh=org.name_zh,
-            level=org.level.value,
+            org=org,
+            name_zh=name,
+            level=level,
             presence=tuple(
-                (ch, None if presence is None else presence(ch, org.id)) for ch in org.channels
+                (ch, None if presence is None else presence(ch, org)) for ch in channels
             ),
-            last_heard_at=heard.get(org.id),
-            pending=waiting.get(org.id, 0),
-            oldest_pending_at=oldest.get(org.id),
+            last_heard_at=heard.get(org),
+            pending=waiting.get(org, 0),
+            oldest_pending_at=oldest.get(org),
         )
-        for org in directory.orgs
+        for org, name, level, channels in (*ours, *members)
     )

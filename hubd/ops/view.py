@@ -59,7 +59,12 @@ def render_status(s: Status) -> str:
         ]
     if s.hub is not None:
         lines.append(f"hub        {_hub_line(s)}")
-        lines += [f"broker     {_broker_line(b)}" for b in s.hub.brokers]
+        lines += [
+            f"upstream   {b.upstream}, {_broker_line(b)}"
+            if b.upstream is not None
+            else f"broker     {_broker_line(b)}"
+            for b in s.hub.brokers
+        ]
     lines.append("")
     lines += _delivery_lines(s)
     if s.pending:
@@ -90,6 +95,11 @@ def _broker_line(b: BrokerState) -> str:
     """One broker connection of the running hub: the node it is on, of how many."""
     nodes = b.broker.split(",")
     channels = f"channels {', '.join(b.channels)}"
+    if b.node is None and b.upstream is not None:
+        return (
+            f"{channels}: not connected to {' or '.join(nodes)}; documents to and from the "
+            "hub above wait here until it is back (uplink.lost in the log)"
+        )
     if b.node is None:
         return (
             f"{channels}: not connected to {' or '.join(nodes)}; the hub keeps trying "

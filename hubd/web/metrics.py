@@ -107,6 +107,8 @@ class HubView(Protocol):
 
     def broker_links(self) -> list[Link]: ...
 
+    def uplink_links(self) -> list[Link]: ...
+
 
 class HubCollector(Collector):
     """Builds every metric but the latency histogram from the hub's state, per scrape."""
@@ -318,22 +320,22 @@ class HubCollector(Collector):
             jobs = [] if dispatcher is None else dispatcher.pending()
             waiting = {(job.recipient, job.channel) for job in jobs}
             counts: dict[str, Counter[str]] = {c.id: Counter() for c in directory.channels}
-            for org in directory.orgs:
-                for channel in org.channels:
+            for org_id, channels in directory.endpoints():  # own orgs, member hubs
+                for channel in channels:
                     state = (
                         "unknown"
                         if dispatcher is None
-                        else dispatcher.spokes.state(channel, org.id)[0]
+                        else dispatcher.spokes.state(channel, org_id)[0]
                     )
                     tally = counts.get(channel)
                     if tally is None:  # a channel the directory does not describe
                         tally = counts[channel] = Counter()
                     tally[state] += 1
-                    tally["stranded"] += state == "offline" and (org.id, channel) in waiting
+                    tally["stranded"] += state == "offline" and (org_id, channel) in waiting
                     if each:
-                        known.add_metric([org.id, channel], 0 if state == "unknown" else 1)
+                        known.add_metric([org_id, channel], 0 if state == "unknown" else 1)
                         if state != "unknown":
-                            up.add_metric([org.id, channel], 1 if state == "online" else 0)
+                            up.add_metric([org_id, channel], 1 if state == "online" else 0)
             for channel_id, tally in counts.items():
                 online.add_metric([channel_id], tally["online"])
                 stranded.add_metric([channel_id], tally["stranded"])
@@ -364,6 +366,16 @@ class HubCollector(Collector):
                     node.add_metric([channel, on], 1)
         yield broker
         yield node
+        uplink = GaugeMetricFamily(
+            "govxchg_uplink_up",
+            "A member hub: 1 while its connection to the hub above it (upstream) on the "
+            "channel is up and subscribed, else 0; no series for a hub that is no member.",
+            labels=["channel"],
+        )
+        for link in self._view.uplink_links():
+            for channel in link.channels:
+                uplink.add_metric([channel], 1 if link.connected.is_set() else 0)
+        yield uplink
 
     def _directory(self) -> Iterator[Metric]:
         directory = self._view.current_directory

@@ -370,6 +370,8 @@ def build_snapshot(
     needy: list[tuple[tuple[int, int, int, str], OrgEntry]] = []
     by_reason: Counter[str] = Counter()
     for org in directory.orgs:  # one pass; a healthy organisation adds only to counts
+        if org.via is not None:
+            continue  # reached through another hub, whose link is its presence here
         states = channel_states(facts, org)
         words[org_state(states)] += 1
         awaiting = org.id in facts.awaiting

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import re
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,6 +298,41 @@ async def test_a_recipient_the_national_hub_does_not_know_is_refused_there_and_t
     assert jl_gov.has(msg_id, ReceiptStatus.ACCEPTED)
     event = await wait_for_log(federation.jilin, lambda e: e.get("event") == "delivery.refused")
     assert (event["recipient"], event["hub"]) == ("ln.sy", NATIONAL)
+
+
+async def test_the_operator_sees_the_uplink_in_status_metrics_and_log_and_its_loss(
+    federation: Federation,
+) -> None:
+    jilin = federation.jilin
+    shown = await hubctl(jilin, "status")
+    assert re.search(r"upstream   cn\.hub, channels govnet: on mqtt://127\.0\.0\.1:\d+", shown), (
+        shown
+    )
+    metrics = await asyncio.to_thread(urlopen_text, f"{jilin.metrics_url}/metrics")
+    assert 'govxchg_uplink_up{channel="classified"} 1.0' in metrics
+    national = await hubctl(federation.national, "status")
+    assert re.search(r"jl\.hub\s.*online", national), national  # the member, as its spoke
+
+    federation.national.stop()  # its embedded broker goes with it
+
+    await wait_for_log(jilin, lambda e: e.get("event") == "uplink.lost")
+    shown = await hubctl(jilin, "status")
+    assert "documents to and from the hub above wait here" in shown, shown
+    metrics = await asyncio.to_thread(urlopen_text, f"{jilin.metrics_url}/metrics")
+    assert 'govxchg_uplink_up{channel="govnet"} 0.0' in metrics
+
+
+def urlopen_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - our own loopback
+        return str(answer.read().decode())
+
+
+async def hubctl(hub: HubProcess, *args: str) -> str:
+    ran = await asyncio.to_thread(
+        CliRunner().invoke, hubctl_app, [*args, "--config", str(hub.folder / "hub.toml")]
+    )
+    assert ran.exit_code == 0, ran.output
+    return ran.stdout
 
 
 def statement(spoke: SimSpoke, status: ReceiptStatus, sealed: Sealed, note: str) -> bytes:
