@@ -43,7 +43,7 @@ from hubd.engine.ledgerdesk import LedgerDesk
 from hubd.engine.retention import Retention
 from hubd.engine.sdnotify import Notifier
 from hubd.engine.trustwatch import TrustWatch, horizons_of
-from hubd.engine.uplink import Uplink, uplink_for
+from hubd.engine.uplink import Uplink, uplink_changed, uplink_for
 from hubd.provision.sources import load_hub_key, load_served_directory
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
@@ -181,6 +181,8 @@ class Hub:
         asyncio.get_running_loop().create_task(self._serve_directory(verified))
         if previous is not None:
             self._audit(self.trust.reloaded(previous, verified))
+            if (why := uplink_changed(previous.directory, verified.directory)) is not None:
+                log.warning("uplink.restart_needed", error=why)  # the uplink is made at start
         self.trust.warn(verified.directory, when="reload")
         return None
 

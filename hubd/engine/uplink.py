@@ -149,3 +149,20 @@ def uplink_for(
         hello_every=config.hello_every,
         window=window,
     )
+
+
+def uplink_changed(before: Directory, after: Directory) -> str | None:
+    """Why a reloaded directory needs a restart for its uplink (made at start): the hub
+    above, or its link's channels, changed; None when they did not."""
+
+    def link(directory: Directory) -> tuple[str, tuple[str, ...]] | None:
+        up = directory.upstream
+        return None if up is None else (up.id, up.channels)
+
+    if link(before) == link(after):
+        return None
+    return (
+        "新目录中的上级枢纽或其连接通道有变化，须重启 hubd 方能生效 / the hub above or its "
+        "link's channels changed in the new directory: restart hubd to connect (or "
+        "disconnect) the uplink"
+    )
