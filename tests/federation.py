@@ -94,29 +94,31 @@ LINK = ("govnet", "classified")  # the channels of Jilin's link to the national 
 LIAONING = "ln.hub"  # a second member, on the government network only (no process runs it)
 LIAONING_KEY = SigningKey.generate()
 LN_GOV = OrgKeys(SigningKey.generate(), EncryptionKey.generate())  # Liaoning's general office
-# Shenyang, in Jilin's directory only: Jilin imported it from a national directory that no
+LN_SY = OrgKeys(SigningKey.generate(), EncryptionKey.generate())  # 沈阳市, a prefecture of it
+# 大连市, in Jilin's directory only: Jilin imported it from a national directory that no
 # longer lists it (the directories of two levels out of step)
-LN_SY = OrgKeys(SigningKey.generate(), EncryptionKey.generate())
+LN_DL = OrgKeys(SigningKey.generate(), EncryptionKey.generate())
+LIAONING_KEYS = {"ln.gov": LN_GOV, "ln.sy": LN_SY, "ln.dl": LN_DL}
 
 
 def _ln_gov(
-    window: KeyEntry,
-    via: str,
-    channels: tuple[str, ...],
-    org: str = "ln.gov",
-    keys: OrgKeys = LN_GOV,
+    window: KeyEntry, via: str | None, channels: tuple[str, ...], org: str = "ln.gov"
 ) -> OrgEntry:
+    """A Liaoning organisation's entry (via None: at Liaoning's own hub)."""
+    keys = LIAONING_KEYS[org]
+
     def entry(key: SigningKey | EncryptionKey) -> KeyEntry:
         return window.model_copy(update={"kid": key.kid, "public": key.public})
 
-    return outside(
-        org,
-        "cn.gov" if org == "ln.gov" else "ln.gov",
-        via,
-        channels=channels,
-        sign_keys=(entry(keys.signing),),
-        enc_keys=(entry(keys.encryption),),
-    )
+    fields: dict[str, Any] = {
+        "channels": channels,
+        "sign_keys": (entry(keys.signing),),
+        "enc_keys": (entry(keys.encryption),),
+    }
+    if org != "ln.gov":
+        fields["level"] = "prefecture"
+    entry_of = outside(org, "cn.gov" if org == "ln.gov" else "ln.gov", via or NATIONAL, **fields)
+    return entry_of if via is not None else entry_of.model_copy(update={"via": None})
 
 
 def national_view(world: World, base: Directory, national_key: SigningKey) -> Directory:
@@ -135,7 +137,11 @@ def national_view(world: World, base: Directory, national_key: SigningKey) -> Di
         hub_keys=(
             window.model_copy(update={"kid": national_key.kid, "public": national_key.public}),
         ),
-        orgs=(*orgs, _ln_gov(window, LIAONING, ("govnet",))),
+        orgs=(
+            *orgs,
+            _ln_gov(window, LIAONING, ("govnet",)),
+            _ln_gov(window, LIAONING, ("govnet",), "ln.sy"),
+        ),
         groups=(),
         hubs=(
             HubEntry(
@@ -198,6 +204,51 @@ def provincial_view(base: Directory, national_key: SigningKey) -> Directory:
         via=NATIONAL,
     )
     fields = {name: getattr(base, name) for name in Directory.model_fields}
-    stale = _ln_gov(window, NATIONAL, LINK, "ln.sy", LN_SY)
-    fields.update(orgs=(*orgs, _ln_gov(window, NATIONAL, LINK), stale), hubs=(upstream, remote))
+    liaoning = [_ln_gov(window, NATIONAL, LINK, org) for org in ("ln.gov", "ln.sy", "ln.dl")]
+    fields.update(orgs=(*orgs, *liaoning), hubs=(upstream, remote))
+    return Directory.model_construct(**fields)
+
+
+def liaoning_view(world: World, base: Directory, national_key: SigningKey) -> Directory:
+    """Liaoning's hub (``ln.hub``): its general office and 沈阳市 on the government network,
+    a member of the national hub on that network only; cn.gov and Jilin's organisations
+    reached through the national hub, Jilin's hub listed for its keys."""
+    window = base.hub_keys[0]
+
+    def key(k: SigningKey) -> KeyEntry:
+        return window.model_copy(update={"kid": k.kid, "public": k.public})
+
+    link = ("govnet",)
+    outside_orgs = tuple(
+        o.model_copy(update={"via": NATIONAL, "channels": link}) for o in base.orgs
+    )
+    fields = {name: getattr(base, name) for name in Directory.model_fields}
+    fields.update(
+        hub_id=LIAONING,
+        hub_keys=(key(LIAONING_KEY),),
+        orgs=(*outside_orgs, _ln_gov(window, None, link), _ln_gov(window, None, link, "ln.sy")),
+        groups=(),
+        hubs=(
+            HubEntry(
+                id=NATIONAL,
+                name_zh="国家政务公文交换中心",
+                name_en="National hub",
+                role=HubRole.UPSTREAM,
+                prefixes=(),
+                channels=link,
+                keys=(key(national_key),),
+                via=None,
+            ),
+            HubEntry(
+                id=base.hub_id,
+                name_zh="吉林省电子公文交换中心",
+                name_en="Jilin hub",
+                role=HubRole.REMOTE,
+                prefixes=("jl",),
+                channels=(),
+                keys=(key(world.hub_key),),
+                via=NATIONAL,
+            ),
+        ),
+    )
     return Directory.model_construct(**fields)

@@ -98,7 +98,7 @@ def loop_refusal(peer: str, count: int) -> Wrong:
 
 
 FORWARDED: Final = frozenset(
-    {ReceiptStatus.REJECTED, ReceiptStatus.EXPIRED, ReceiptStatus.DEAD}
+    {ReceiptStatus.REJECTED, ReceiptStatus.EXPIRED, ReceiptStatus.DEAD, ReceiptStatus.RECALLED}
 )  # what a hub's answer tells the document's sender too; an ACCEPTED stays between the hubs
 
 
@@ -109,6 +109,7 @@ def hop_event(status: ReceiptStatus) -> Event | None:
         ReceiptStatus.REJECTED: Event.REFUSE,
         ReceiptStatus.EXPIRED: Event.EXPIRE,  # a far hub's outcome for one recipient
         ReceiptStatus.DEAD: Event.GIVE_UP,
+        ReceiptStatus.RECALLED: Event.RECALL,  # a far hub stopped it before its recipient had it
     }.get(status)
 
 
@@ -143,9 +144,11 @@ def plan_hop_answers(
             msg_id = framed(entry.subject)
         if event is None or msg_id is None:
             continue
-        if entry.recipient is None:
-            recipients: Sequence[str] = behind(msg_id)
+        if entry.recipient is not None:
+            recipients: Sequence[str] = (entry.recipient,)
+        elif event is Event.RECALL:
+            continue  # the recall as that hub answered it: its recipients' entries say more
         else:
-            recipients = (entry.recipient,)
+            recipients = behind(msg_id)
         moves.extend(HopMove(entry, msg_id, r, event) for r in recipients)
     return tuple(moves)

@@ -56,8 +56,15 @@ from schemas.receipts import ReceiptEntry, ReceiptStatus, VerifiedReceipts
 
 log = structlog.get_logger("hubd.flows")
 
-# the states a recall stops: those the state table lets RECALL move
-STOPPABLE = tuple(sorted(s.value for (s, e) in TRANSITIONS if e is Event.RECALL))
+# the states a recall stops: those the state table lets RECALL move, but a copy handed to
+# another hub (RELAYED): that hub stops it or not, and its RECALLED comes back
+STOPPABLE = tuple(
+    sorted(
+        s.value
+        for (s, e) in TRANSITIONS
+        if e is Event.RECALL and s is not DeliveryState.RELAYED
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
