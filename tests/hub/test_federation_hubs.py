@@ -51,9 +51,19 @@ def brokers() -> str:
 
 
 @pytest.fixture
-def federation(world: World, tmp_path: Path, brokers: str) -> Iterator[Federation]:
+def revoked() -> tuple[str, ...]:
+    return ()  # key ids the national directory revokes
+
+
+@pytest.fixture
+def federation(
+    world: World, tmp_path: Path, brokers: str, revoked: tuple[str, ...]
+) -> Iterator[Federation]:
     base = live_directory(world)
     national_dir = national_view(world, base, NATIONAL_KEY)
+    if revoked:  # "jilin-hub-key": the kid of Jilin's hub key, known only here
+        kids = tuple(world.hub_key.kid if k == "jilin-hub-key" else k for k in revoked)
+        national_dir = national_dir.model_copy(update={"revoked": (*national_dir.revoked, *kids)})
     jilin_dir = provincial_view(base, NATIONAL_KEY)
     fast = "[delivery]\nretry_initial = 1.0\nretry_max = 4.0\n"
     mosquittos = (
@@ -298,6 +308,26 @@ async def test_a_recipient_the_national_hub_does_not_know_is_refused_there_and_t
     assert jl_gov.has(msg_id, ReceiptStatus.ACCEPTED)
     event = await wait_for_log(federation.jilin, lambda e: e.get("event") == "delivery.refused")
     assert (event["recipient"], event["hub"]) == ("ln.dl", NATIONAL)
+
+
+@pytest.mark.parametrize("revoked", [("jilin-hub-key",)])
+async def test_a_member_whose_key_the_national_directory_revokes_relays_nothing(
+    federation: Federation, spoke_of: object
+) -> None:
+    """The national operator revoked Jilin's membership key: Jilin's hub still takes its
+    spokes' documents, the national hub refuses every one it relays, and the sender hears
+    that refusal with its reason; nothing reaches the State Council."""
+    jl_gov = await spoke_of("jl.gov", federation.jilin, federation.jilin_dir)  # type: ignore[operator]
+    cn_gov = await spoke_of("cn.gov", federation.national, federation.national_dir)  # type: ignore[operator]
+    sealed, body = jl_gov.seal(("cn.gov",), doc_type=DocType.REPORT, signatory="王五")
+    msg_id = sealed.header.msg_id
+
+    await jl_gov.publish_envelope(sealed, body)
+
+    await jl_gov.wait_for(lambda: jl_gov.has(msg_id, ReceiptStatus.REJECTED), 30)
+    (refused,) = [e for e in jl_gov.receipts[msg_id] if e.status is ReceiptStatus.REJECTED]
+    assert refused.reason == "federation.membership_invalid"
+    assert msg_id not in cn_gov.received
 
 
 async def test_the_operator_sees_the_uplink_in_status_metrics_and_log_and_its_loss(
