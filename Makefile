@@ -1,11 +1,11 @@
-# A newcomer's targets: setup, demo, test, lint, typecheck, check (= lint + typecheck + a short
-# fuzz run + test).
+# A newcomer's targets: setup, demo, demo-federation, test, lint, typecheck, check (= lint +
+# typecheck + a short fuzz run + test).
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint format typecheck check bench clean fuzz fuzz-short fuzz-corpus
+.PHONY: setup demo demo-federation test lint format typecheck check bench clean fuzz fuzz-short fuzz-corpus
 
 setup: $(STAMP)
 
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(PY) -m spoke.demo $(DEMO_ARGS)
+
+# The national hub and two provinces' hubs, each a member of it (hubs under hubs).
+demo-federation: setup
+	$(PY) -m spoke.fedemo $(DEMO_ARGS)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
