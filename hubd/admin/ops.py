@@ -76,30 +76,43 @@ class HubAdmin:
         return await self.publish_directory(peer)
 
     def presence(self) -> dict[str, Any]:
-        """Every organisation of the directory on each of its channels: online or not, since;
+        """Every organisation of this hub's own on each of its channels: online or not, since;
         ``online`` is null (``state`` "unknown") while the hub's link to its broker is down.
-        And each broker connection: up or not, and the node it is on."""
+        The neighbour hubs (hubs under hubs: the upstream, the members) the same way on each
+        channel of their link; an outside organisation has no presence here (its spoke is
+        its own hub's). And each broker connection: up or not, and the node it is on."""
         hub, dispatcher, directory = self._hub, self._hub.dispatcher, self._hub.current_directory
         if dispatcher is None or directory is None:
             raise HubRefusedError("hub.starting", "the hub is starting; ask again in a moment")
-        spokes = []
-        for org, channels in directory.endpoints():  # a member hub's link is a spoke here
-            for channel in channels:
-                state, since = dispatcher.spokes.state(channel, org)
-                spokes.append(
-                    {
-                        "org": org,
-                        "channel": channel,
-                        "online": None if state == "unknown" else state == "online",
-                        "state": state,
-                        "since": since,
-                    }
-                )
+
+        def seen(key: str, who: str, channel: str) -> dict[str, Any]:
+            state, since = dispatcher.spokes.state(channel, who)
+            return {
+                key: who,
+                "channel": channel,
+                "online": None if state == "unknown" else state == "online",
+                "state": state,
+                "since": since,
+            }
+
+        spokes = [
+            seen("org", org.id, channel)
+            for org in directory.orgs
+            if org.via is None
+            for channel in org.channels
+        ]
+        hubs = [
+            seen("hub", other.id, channel)
+            for other in directory.hubs
+            if directory.relaying(other.id)
+            for channel in other.channels
+        ]
         return {
             "hub": directory.hub_id,
             "directory_version": directory.version,
             "at": hub.clock(),
             "spokes": spokes,
+            "hubs": hubs,
             # each broker connection and the node it is on (one of its [channels.X] urls)
             "brokers": [
                 {

@@ -60,9 +60,7 @@ log = structlog.get_logger("hubd.flows")
 # another hub (RELAYED): that hub stops it or not, and its RECALLED comes back
 STOPPABLE = tuple(
     sorted(
-        s.value
-        for (s, e) in TRANSITIONS
-        if e is Event.RECALL and s is not DeliveryState.RELAYED
+        s.value for (s, e) in TRANSITIONS if e is Event.RECALL and s is not DeliveryState.RELAYED
     )
 )
 

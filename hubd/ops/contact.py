@@ -20,20 +20,21 @@ class SpokePresence:
     since: int | None
 
 
-Presence = Callable[[str, str], SpokePresence | None]  # (channel, org) -> what is known
+Presence = Callable[[str, str], SpokePresence | None]  # (channel, org or hub) -> what is known
 
 
 def presence_answered(answer: dict[str, Any]) -> Presence:
     """The running hub's answer to the admin socket's ``presence`` as a :data:`Presence`:
     each spoke online, offline (``since`` None: not seen since the hub started) or unknown
-    (``online`` null: the hub's link to that broker is down). Raises KeyError, TypeError or
-    ValueError for a malformed answer."""
+    (``online`` null: the hub's link to that broker is down); each neighbour hub on its
+    link's channels the same way, by its hub id (none from a hub too old to give them).
+    Raises KeyError, TypeError or ValueError for a malformed answer."""
     known = {
-        (str(s["channel"]), str(s["org"])): SpokePresence(
+        (str(s["channel"]), str(s["org"] if "org" in s else s["hub"])): SpokePresence(
             None if s["online"] is None else bool(s["online"]),
             None if s["since"] is None else int(s["since"]),
         )
-        for s in answer["spokes"]
+        for s in [*answer["spokes"], *answer.get("hubs", [])]
     }
     return lambda channel, org: known.get((channel, org))
 

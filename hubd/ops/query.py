@@ -35,7 +35,7 @@ from hubd.ops.redeliver import Candidate, Refusal, refusal
 from hubd.ops.replicas import ReplicaStatus
 from hubd.store import tables as t
 from hubd.store.connections import engine_for, read_only_url
-from schemas.directory import Directory, HubRole
+from schemas.directory import Directory
 from schemas.errors import StoreError
 from schemas.expiry import ExpiryWarning
 from schemas.ids import msg_id_text
@@ -366,6 +366,35 @@ class Spoke:
 
 
 @dataclass(frozen=True, slots=True)
+class NeighbourHub:
+    """A hub this one is linked to (hubs under hubs: its upstream, or a member of its own),
+    its presence on each channel of the link, and the deliveries waiting to be handed to it
+    (those to the organisations reached through it)."""
+
+    hub: str
+    name_zh: str
+    role: str  # upstream or member
+    prefixes: tuple[str, ...]  # what a member serves; an upstream: none, it serves the rest
+    presence: tuple[tuple[str, SpokePresence | None], ...]  # per link channel; None: unknown
+    pending: int
+    oldest_pending_at: int | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "hub": self.hub,
+            "name_zh": self.name_zh,
+            "role": self.role,
+            "prefixes": list(self.prefixes),
+            "channels": {
+                channel: None if p is None else {"online": p.online, "since": p.since}
+                for channel, p in self.presence
+            },
+            "pending": self.pending,
+            "oldest_pending_at": self.oldest_pending_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class PendingGroup:
     """Deliveries awaited for one recipient on one channel at one precedence."""
 
@@ -401,11 +430,12 @@ class Status:
     states: dict[str, int]  # deliveries per state, every state listed
     pending: tuple[PendingGroup, ...]  # most urgent first, then by recipient
     oldest: Delivery | None  # the delivery awaited longest
-    spokes: tuple[Spoke, ...]  # in directory order
+    spokes: tuple[Spoke, ...]  # in directory order: this hub's own organisations
     presence_note: str | None  # why presence is unknown; None when it is known
     hub: HubContact | None = None  # None: the hub was not asked
     warnings: Warnings = field(default_factory=lambda: Warnings((), ()))
     replicas: ReplicaStatus | None = None  # None: a lone hub (hubd.ops.replicas)
+    hubs: tuple[NeighbourHub, ...] = ()  # the upstream and the members, in directory order
 
     @property
     def pending_total(self) -> int:
@@ -429,6 +459,7 @@ class Status:
             "source": "hub and store" if self.presence_note is None else "store",
             "hub": None if self.hub is None else self.hub.as_json(),
             "spokes": [s.as_json() for s in self.spokes],
+            "hubs": [h.as_json() for h in self.hubs],
             "warnings": self.warnings.as_json(),
             "replicas": None if self.replicas is None else self.replicas.as_json(),
         }
@@ -474,9 +505,11 @@ async def status(
     )
     oldest = delivery_of(oldest_rows[0]) if oldest_rows else None
     spokes: tuple[Spoke, ...] = ()
+    hubs: tuple[NeighbourHub, ...] = ()
     if directory.directory is not None:
         heard = await _last_heard(read)
         spokes = _spokes(directory.directory, pending, heard, presence)
+        hubs = _neighbours(directory.directory, pending, presence)
     return Status(
         at=now,
         store=store,
@@ -489,6 +522,7 @@ async def status(
         hub=hub,
         warnings=warnings or Warnings((), ()),
         replicas=replicas,
+        hubs=hubs,
     )
 
 
@@ -533,39 +567,64 @@ async def _last_heard(read: Read) -> dict[str, int]:
     return heard
 
 
+def _waiting(pending: Sequence[PendingGroup]) -> tuple[dict[str, int], dict[str, int]]:
+    """Per recipient: deliveries awaited, and the oldest one's creation."""
+    waiting: dict[str, int] = defaultdict(int)
+    oldest: dict[str, int] = {}
+    for g in pending:
+        waiting[g.recipient] += g.count
+        oldest[g.recipient] = min(oldest.get(g.recipient, g.oldest_at), g.oldest_at)
+    return waiting, oldest
+
+
+def _neighbours(
+    directory: Directory, pending: Sequence[PendingGroup], presence: Presence | None
+) -> tuple[NeighbourHub, ...]:
+    waiting, oldest = _waiting(pending)
+    rows = []
+    for other in directory.hubs:
+        if not directory.relaying(other.id):
+            continue  # a remote hub: listed for its keys, linked to another
+        behind = [o.id for o in directory.orgs if o.via == other.id]
+        firsts = [oldest[o] for o in behind if o in oldest]
+        rows.append(
+            NeighbourHub(
+                hub=other.id,
+                name_zh=other.name_zh,
+                role=other.role.value,
+                prefixes=other.prefixes,
+                presence=tuple(
+                    (ch, None if presence is None else presence(ch, other.id))
+                    for ch in other.channels
+                ),
+                pending=sum(waiting.get(o, 0) for o in behind),
+                oldest_pending_at=min(firsts) if firsts else None,
+            )
+        )
+    return tuple(rows)
+
+
 def _spokes(
     directory: Directory,
     pending: Sequence[PendingGroup],
     heard: dict[str, int],
     presence: Presence | None,
 ) -> tuple[Spoke, ...]:
-    waiting: dict[str, int] = defaultdict(int)
-    oldest: dict[str, int] = {}
-    for g in pending:
-        waiting[g.recipient] += g.count
-        oldest[g.recipient] = min(oldest.get(g.recipient, g.oldest_at), g.oldest_at)
-    for org in directory.orgs:  # an outside organisation's deliveries wait for its hub
-        if org.via is not None and org.id in waiting:
-            waiting[org.via] += waiting.pop(org.id)
-            at = oldest.pop(org.id)
-            oldest[org.via] = min(oldest.get(org.via, at), at)
-    ours = [(o.id, o.name_zh, o.level.value, o.channels) for o in directory.orgs if o.via is None]
-    members = [  # a member hub is its organisations' spoke here (hubs under hubs)
-        (h.id, h.name_zh, "member hub", h.channels)
-        for h in directory.hubs
-        if h.role is HubRole.MEMBER
-    ]
+    """This hub's own organisations: one reached through another hub is that hub's spoke
+    (its deliveries here wait for the hub it is reached through: :func:`_neighbours`)."""
+    waiting, oldest = _waiting(pending)
     return tuple(
         Spoke(
-            org=org,
-            name_zh=name,
-            level=level,
+            org=org.id,
+            name_zh=org.name_zh,
+            level=org.level.value,
             presence=tuple(
-                (ch, None if presence is None else presence(ch, org)) for ch in channels
+                (ch, None if presence is None else presence(ch, org.id)) for ch in org.channels
             ),
-            last_heard_at=heard.get(org),
-            pending=waiting.get(org, 0),
-            oldest_pending_at=oldest.get(org),
+            last_heard_at=heard.get(org.id),
+            pending=waiting.get(org.id, 0),
+            oldest_pending_at=oldest.get(org.id),
         )
-        for org, name, level, channels in (*ours, *members)
+        for org in directory.orgs
+        if org.via is None
     )

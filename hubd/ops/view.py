@@ -12,7 +12,7 @@ from typing import Any
 from hubd.core.states import MessageState
 from hubd.ops.contact import BrokerState, SpokePresence
 from hubd.ops.find import Findings, Found, Search
-from hubd.ops.query import Delivery, Listing, Spoke, Status
+from hubd.ops.query import Delivery, Listing, NeighbourHub, Spoke, Status
 from hubd.ops.replicas import render_replicas
 from hubd.ops.waiting import Queue
 from hubd.provision.directory import awaiting_lines
@@ -71,6 +71,9 @@ def render_status(s: Status) -> str:
         lines += ["", "pending by recipient and precedence (sent: published, not yet confirmed):"]
         lines.append(_pending_table(s))
     lines += render_replicas(s.replicas)  # nothing for a lone hub
+    if s.hubs:
+        lines += ["", "hubs (hubs under hubs: the links to the other level):"]
+        lines.append(_hubs_table(s.hubs, s.at))
     if s.spokes:
         lines += ["", "spokes:", _spokes_table(s.spokes, s.at)]
     elif s.directory.directory is None:
@@ -211,6 +214,23 @@ def _spokes_table(spokes: Sequence[Spoke], now: int) -> str:
         for s in spokes
     ]
     header = ("organisation", "level", "channels", "presence", "last heard", "pending", "oldest")
+    return table(header, rows)
+
+
+def _hubs_table(hubs: Sequence[NeighbourHub], now: int) -> str:
+    rows = [
+        (
+            f"{h.hub} {h.name_zh}",
+            h.role,
+            ", ".join(h.prefixes) if h.prefixes else "everyone else",
+            ",".join(channel for channel, _ in h.presence),
+            _presence(h.presence, now),
+            str(h.pending),
+            "-" if h.oldest_pending_at is None else duration(now - h.oldest_pending_at),
+        )
+        for h in hubs
+    ]
+    header = ("hub", "role", "serves", "link", "presence", "pending", "oldest")
     return table(header, rows)
 
 

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -28,7 +29,7 @@ from schemas.labels import Classification, DocType
 from schemas.notes import open_note, seal_note
 from schemas.receipts import ReceiptEntry, ReceiptStatus, sign_receipts, subject_of
 from schemas.seal import Sealed
-from tests.federation import NATIONAL, national_view, provincial_view
+from tests.federation import LIAONING, NATIONAL, national_view, provincial_view
 from tests.hub.conftest import wait_for_log
 from tests.hubproc import HubProcess, Mosquitto, live_directory
 from tests.spokesim import SimSpoke
@@ -244,6 +245,66 @@ async def test_a_report_from_jilin_reaches_the_state_council_and_its_delivered_c
     there = await trace(federation.national, msg_id)
     assert "relayed by hub jl.hub" in there
     assert re.search(r"cn\.gov .* DELIVERED .* -", there), there
+
+
+async def status(hub: HubProcess) -> dict[str, Any]:
+    """``hubctl status --json`` of a running hub."""
+    asked = await asyncio.to_thread(
+        CliRunner().invoke,
+        hubctl_app,
+        ["status", "--json", "--config", str(hub.folder / "hub.toml")],
+    )
+    assert asked.exit_code == 0, asked.output
+    answer: dict[str, Any] = json.loads(asked.stdout)
+    return answer
+
+
+def online(entry: dict[str, Any]) -> dict[str, bool | None]:
+    return {ch: None if p is None else p["online"] for ch, p in entry["channels"].items()}
+
+
+async def test_hubctl_status_shows_the_other_level_as_hubs_and_only_its_own_spokes(
+    federation: Federation,
+) -> None:
+    """At the national hub its members, Jilin online on both channels of its link and
+    Liaoning (no process runs it) not; at Jilin's hub its upstream online. The organisations
+    reached through another hub are that hub's spokes, not offline ones of this hub."""
+    for _ in range(2):  # one connection per channel of the link
+        await wait_for_log(federation.jilin, lambda e: e.get("event") == "uplink.connected")
+
+    async def linked() -> dict[str, Any]:
+        while True:  # the national hub hears the member's presence a moment later
+            here = await status(federation.national)
+            hubs = {h["hub"]: h for h in here["hubs"]}
+            if all(online(hubs["jl.hub"]).values()):
+                return here
+            await asyncio.sleep(0.1)
+
+    async with asyncio.timeout(20):
+        national = await linked()
+    hubs = {h["hub"]: h for h in national["hubs"]}
+    assert set(hubs) == {"jl.hub", LIAONING}
+    assert (hubs["jl.hub"]["role"], hubs["jl.hub"]["prefixes"]) == ("member", ["jl"])
+    assert online(hubs["jl.hub"]) == {"govnet": True, "classified": True}
+    assert online(hubs[LIAONING]) == {"govnet": False}  # never seen: its hub is not running
+    assert [s["org"] for s in national["spokes"]] == ["cn.gov"]
+    jilin = await status(federation.jilin)
+    assert [(h["hub"], h["role"], online(h)) for h in jilin["hubs"]] == [
+        (NATIONAL, "upstream", {"govnet": True, "classified": True})
+    ]  # Liaoning's hub is remote: listed for its keys, not linked to Jilin's
+    spokes = {s["org"] for s in jilin["spokes"]}
+    assert "jl.gov" in spokes
+    assert not spokes & {"cn.gov", "ln.gov", "ln.sy"}
+    shown = await asyncio.to_thread(
+        CliRunner().invoke,
+        hubctl_app,
+        ["status", "--config", str(federation.national.folder / "hub.toml")],
+    )
+    assert re.search(
+        r"(?m)^jl\.hub \S+ +member +jl +govnet,classified +govnet online for \S+, "
+        r"classified online for",
+        shown.stdout,
+    ), shown.stdout
 
 
 async def trace(hub: HubProcess, msg_id: bytes, *more: str) -> str:
