@@ -546,6 +546,8 @@ class Hub:
                 await cancel_and_wait((core, issuer_task))
             work_stop.set()
             await cancel_and_wait(t for t in (watchdog, expiry, flow) if t is not None)
+            if self.uplink is not None:  # the hub above parks what is for this one
+                await self.uplink.goodbye()
             links_stop.set()
 
     async def _core(self, ingest: Ingest, dispatcher: Dispatcher) -> None:

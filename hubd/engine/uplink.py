@@ -10,12 +10,16 @@ else. Its hello names where this hub stands in the upstream's numbered batches, 
 connection and every ``hello_every`` after: the upstream sends what follows, and answers
 with where it stands in this hub's, which this hub then sends again (hubd.engine.hopstream).
 While a channel's connection is down the upstream is offline there: deliveries to it wait
-(parked, like a spoke's) and go when it is back; nothing is lost.
+(parked, like a spoke's) and go when it is back; nothing is lost. When this hub stops it
+says goodbye (:meth:`Uplink.goodbye`, its presence offline, as a spoke's agent does): a
+clean disconnection leaves no will, and the upstream would otherwise go on publishing to a
+member that is gone, spending its retries instead of parking.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ssl
 from collections.abc import Callable, Mapping
@@ -34,6 +38,7 @@ from schemas.directory import Directory
 
 log = structlog.get_logger("hubd.uplink")
 ASK_HELLO = transport.encode(transport.AskHelloMsg())
+GOODBYE_TIMEOUT = 2.0  # seconds for the broker to take this hub's offline, on each channel
 
 
 class Uplink:
@@ -53,6 +58,7 @@ class Uplink:
         self.hub_id, self.upstream = hub_id, upstream
         self._deliver, self._dispatcher, self._streams = deliver, dispatcher, streams
         self._hello_every = hello_every
+        self._leaving = False  # this hub is stopping: a connection that ends is not lost
         self.links: dict[str, Link] = {}
         for channel, broker in brokers.items():
             will = aiomqtt.Will(
@@ -94,7 +100,22 @@ class Uplink:
                 await asyncio.sleep(self._hello_every)
         finally:
             self._dispatcher.set_online(channel, self.upstream, online=False)
-            log.warning("uplink.lost", upstream=self.upstream, channel=channel)
+            if not self._leaving:
+                log.warning("uplink.lost", upstream=self.upstream, channel=channel)
+
+    async def goodbye(self) -> None:
+        """This hub is stopping: offline on each channel of the link (retained), so that the
+        upstream parks what is for it at once, as for a spoke that stopped; a channel whose
+        connection is down already said so with its will."""
+        self._leaving = True
+        for channel, link in self.links.items():
+            if not link.connected.is_set():
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(GOODBYE_TIMEOUT):
+                    presence = topics.presence(channel, self.hub_id)
+                    await link.publish(presence, topics.OFFLINE, retain=True)
+            log.info("uplink.closed", upstream=self.upstream, channel=channel)
 
     def _hello(self, channel: str) -> None:
         held = self._streams.held(self.upstream, channel)

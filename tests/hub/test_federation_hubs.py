@@ -307,6 +307,41 @@ async def test_hubctl_status_shows_the_other_level_as_hubs_and_only_its_own_spok
     ), shown.stdout
 
 
+async def test_a_member_hub_that_stops_says_so_and_the_national_hub_parks_what_is_for_it(
+    federation: Federation, spoke_of: object
+) -> None:
+    """A clean stop leaves no will at the broker: without the member's own offline the
+    national hub went on publishing to it as if it were online, spending the delivery's
+    retries (DEAD after max_attempts) on a hub that was down for maintenance."""
+    cn_gov = await spoke_of("cn.gov", federation.national, federation.national_dir)  # type: ignore[operator]
+    for _ in range(2):
+        await wait_for_log(federation.jilin, lambda e: e.get("event") == "uplink.connected")
+    await wait_for_log(
+        federation.national, lambda e: e.get("event") == "spoke.online" and e["org"] == "jl.hub"
+    )
+
+    assert federation.jilin.terminate() == 0  # SIGTERM: the operator stops it
+
+    closed = [e for e in federation.jilin.log_events() if e.get("event") == "uplink.closed"]
+    assert sorted(str(e["channel"]) for e in closed) == ["classified", "govnet"]
+    assert not [e for e in federation.jilin.log_events() if e.get("event") == "uplink.lost"]
+    async with asyncio.timeout(10):
+        while True:
+            hubs = {h["hub"]: h for h in (await status(federation.national))["hubs"]}
+            if online(hubs["jl.hub"]) == {"govnet": False, "classified": False}:
+                break
+            await asyncio.sleep(0.1)
+    sealed, body = cn_gov.seal(("jl.gov",))
+    await cn_gov.publish_envelope(sealed, body)
+    await cn_gov.wait_for(lambda: cn_gov.has(sealed.header.msg_id, ReceiptStatus.ACCEPTED), 10)
+    await asyncio.sleep(1.5)  # a publish would have come by now ([delivery] of the fixture)
+    assert not [
+        e
+        for e in federation.national.log_events()
+        if e.get("event") in {"delivery.relayed", "delivery.retry"}
+    ]  # parked: nothing published to the hub that is gone
+
+
 async def trace(hub: HubProcess, msg_id: bytes, *more: str) -> str:
     traced = await asyncio.to_thread(
         CliRunner().invoke,
