@@ -1,16 +1,26 @@
 """docs/operations.md, "Joining a province to the national exchange", run as written: its
 ``[[hubs]]`` entries on both sides, its build command on each hub's folder (the documented
 ``/etc/govxchg`` layout under tmp_path), in its bootstrap order, with the lines it shows;
-and its table of refusals names what the build says."""
+its uplink (step 4) connecting the two hubs as real processes, with what ``hubctl status``
+shows; and its table of refusals names what the build says."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from runtime.clock import now_ms
+from runtime.ports import free_port
+from schemas import topics
 from schemas.directory import verify_directory
 from schemas.keys import HubPublicKey
 from tests.ops.fedsite import BOTH, CHANNELS, GOVNET, org
@@ -28,9 +38,16 @@ def section() -> str:
     return text[begin : text.index("\n## ", begin + 1)]
 
 
+def step(title: str) -> str:
+    """The subsection of the section that starts with ``### title``."""
+    text = section()
+    begin = text.index(f"### {title}")
+    return text[begin : text.index("\n### ", begin + 1)]
+
+
 def toml_blocks() -> tuple[str, str]:
     """The national hub's entry for Jilin, and Jilin's for the national hub."""
-    national, provincial = re.findall(r"```toml\n(.*?)```", section(), re.DOTALL)
+    national, provincial = re.findall(r"```toml\n(.*?)```", step("2. "), re.DOTALL)
     return national, provincial
 
 
@@ -67,7 +84,9 @@ def hand_over(source: Path, target: Path) -> None:
     shutil.copyfile(source, target)
 
 
-def test_the_section_joins_jilin_to_the_national_exchange_as_written(tmp_path: Path) -> None:
+def joined(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """The national hub's and Jilin's /etc/govxchg after steps 1 to 3 as written, and what
+    each build said."""
     national_entry, provincial_entry = toml_blocks()
     head = '[hub]\nid = "{}"\nname_zh = "{}"\nname_en = "{}"\n'
     cn = machine(
@@ -104,6 +123,11 @@ def test_the_section_joins_jilin_to_the_national_exchange_as_written(tmp_path: P
     said.append(build(cn))  # 3.3 the national hub again
     hand_over(cn / "hub" / "directory.bin", jl / "federation" / "cn.hub.directory.bin")
     said.append(build(jl))  # 3.4 the province again
+    return cn, jl, said
+
+
+def test_the_section_joins_jilin_to_the_national_exchange_as_written(tmp_path: Path) -> None:
+    cn, jl, said = joined(tmp_path)
 
     shown = re.findall(r"`((?:imported \d+ organisations|no directory from) [^`]*)`", section())
     assert len(shown) == 3
@@ -125,6 +149,118 @@ def test_the_section_joins_jilin_to_the_national_exchange_as_written(tmp_path: P
     ).directory
     assert provincial.ancestors("jl.cc") == ("jl.gov", "cn.gov")
     assert provincial.version == 2
+
+
+@dataclass
+class Hubd:
+    """``hubd run`` on one of the machines above, its broker embedded on a free port."""
+
+    etc: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.etc / "hubd.log"
+
+    def configure(self, extra: str = "") -> None:
+        (self.etc / "hub.toml").write_text(
+            "[hub]\n"
+            'directory = "hub/directory.bin"\nkey = "hub/hub.sign.key"\nstate_dir = "state"\n'
+            f'[broker]\nenabled = true\nlisten = "127.0.0.1:{self.port}"\n'
+            '[metrics]\nlisten = ""\n[logging]\nformat = "json"\n' + extra,
+            encoding="utf-8",
+        )
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - our own daemon
+                [sys.executable, "-m", "hubd", "run", "--config", str(self.etc / "hub.toml")],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.wait_for("hub.ready")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(20)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        found = [json.loads(x) for x in lines if x.startswith("{")]
+        return [e for e in found if e.get("event") == name]
+
+    def wait_for(self, name: str, count: int = 1) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            assert self.process.poll() is None or name == "hub.stopped", self.log.read_text()
+            if len(found := self.events(name)) >= count:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"no {count} {name} in {self.log}:\n{self.log.read_text()}")
+
+    def status(self) -> str:
+        """The section's ``hubctl status`` command, run on this machine."""
+        (line,) = set(re.findall(r"`(hubctl status --config [^`]+)`", step("4. ")))
+        argv = shlex.split(line.replace(ETC, str(self.etc)))
+        return str(ok(hubctl(*argv[1:])).stdout)
+
+
+def shape(line: str) -> list[str]:
+    """A table line's cells as words, with the durations left out (``12s``, ``2m10s``)."""
+    return [w for w in line.split() if not re.fullmatch(r"(\d+[dhms])+,?", w)]
+
+
+def test_the_uplink_connects_jilin_to_the_national_hub_and_status_shows_it(
+    tmp_path: Path,
+) -> None:
+    cn, jl, _ = joined(tmp_path)
+    national, jilin = Hubd(cn), Hubd(jl)
+    (upstream,) = re.findall(r"```toml\n(.*?)```", step("4. "), re.DOTALL)
+    channels = re.findall(r"(?m)^\[upstream\.channels\.(\w+)\]$", upstream)
+    assert channels == ["govnet", "classified"]  # those of the [[hubs]] entry of step 2
+    for made, kind in ((topics.up, "up"), (topics.down, "down"), (topics.presence, "presence")):
+        shown = f"`{made('govnet', 'jl.hub')}`".replace("govnet", "CHANNEL")  # its ACL lines
+        assert shown in step("4. "), kind
+    national.configure()  # nothing of the uplink at the national hub
+    jilin.configure(re.sub(r"mqtt://[^\"]+", f"mqtt://127.0.0.1:{national.port}", upstream))
+    try:
+        national.start()
+        jilin.start()
+        connected = jilin.wait_for("uplink.connected", 2)
+        assert sorted(e["channel"] for e in connected) == sorted(channels)
+        assert {e["upstream"] for e in connected} == {"cn.hub"}
+
+        console = step("4. ").split("```console\n", 1)[1].split("```", 1)[0]
+        title, head, row = [x.strip() for x in console.splitlines() if x.strip()]
+        deadline = time.monotonic() + 20
+        while "classified online" not in (said := national.status()):
+            assert time.monotonic() < deadline, said  # the member's presence, a moment later
+            time.sleep(0.2)
+        lines = said.splitlines()
+        assert title in lines
+        assert shape(head) in [shape(x) for x in lines]
+        assert shape(row) in [shape(x) for x in lines], said
+        spokes = said[said.index("\nspokes:") :]
+        assert "cn.gov" in spokes
+        assert "jl.gov" not in spokes  # Jilin's spoke, counted on jl.hub's row
+        here = jilin.status()
+        assert re.search(
+            r"(?m)^cn\.hub \S+ +upstream +everyone else +govnet,classified +govnet online", here
+        ), here
+
+        jilin.stop()  # the member stops: it says so, and the national hub sees it go
+        assert sorted(e["channel"] for e in jilin.events("uplink.closed")) == sorted(channels)
+        assert jilin.events("uplink.lost") == []
+        deadline = time.monotonic() + 20
+        while "classified offline for" not in (said := national.status()):
+            assert time.monotonic() < deadline, said
+            time.sleep(0.2)
+    finally:
+        jilin.stop()
+        national.stop()
 
 
 def test_the_refusals_table_quotes_what_the_build_says() -> None:
