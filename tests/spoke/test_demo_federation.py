@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from tests.world import REPO
+
 pytestmark = pytest.mark.slow
 
 
@@ -115,6 +117,12 @@ def test_the_three_documents_end_as_the_issue_asks(demo: tuple[Path, str]) -> No
         assert errors == [], log.name
 
 
+def test_make_demo_federation_runs_this_module_with_the_demo_args() -> None:
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile.split("\ndemo-federation: setup\n", 1)[1].split("\n", 1)[0]
+    assert recipe.split() == ["$(PY)", "-m", "spoke.fedemo", "$(DEMO_ARGS)"]
+
+
 def test_everything_it_prints_works_and_the_kill_ends_it(demo: tuple[Path, str]) -> None:
     cwd, output = demo
     assert "$ hubctl trace" in output  # the 函 at two hubs, each naming the next
@@ -131,6 +139,10 @@ def test_everything_it_prints_works_and_the_kill_ends_it(demo: tuple[Path, str])
             assert re.search(r"ln\.sy\.kangping .* SIGNED_FOR", done.stdout), done.stdout
         if "jl.gov.toml" in command:
             assert "REFUSED" in done.stdout, done.stdout
+        if " status --config demo-federation-run/cn.hub/hub.toml" in command:  # both members
+            for member, link in (("jl.hub", "govnet,classified"), ("ln.hub", "govnet")):
+                row = rf"(?m)^{re.escape(member)} \S+ +member +\S+ +{link} +govnet online"
+                assert re.search(row, done.stdout), done.stdout
     url = next(line.strip() for line in tail if line.strip().startswith("http://"))
     with urllib.request.urlopen(url, timeout=10) as page:  # noqa: S310 - the demo's loopback
         assert page.status == 200
