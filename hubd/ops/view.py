@@ -12,8 +12,9 @@ from typing import Any
 from hubd.core.states import MessageState
 from hubd.ops.contact import BrokerState, SpokePresence
 from hubd.ops.find import Findings, Found, Search
-from hubd.ops.query import Delivery, Listing, NeighbourHub, Spoke, Status
+from hubd.ops.query import Delivery, Listing, Status
 from hubd.ops.replicas import render_replicas
+from hubd.ops.spokes import NeighbourHub, Spoke
 from hubd.ops.waiting import Queue
 from hubd.provision.directory import awaiting_lines
 from schemas.clock import duration_text, ms_to_text
