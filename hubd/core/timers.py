@@ -105,6 +105,9 @@ class TimerJob:
     phase: Phase
     attempts: int  # publishes the broker acknowledged so far
     settling_since: int = 0  # when the first receipt being stored was handed over (ms)
+    # handed to another hub (hubs under hubs): never given up on for want of an answer,
+    # like a spoke's own sends (a hub above that is down behind a live broker, for one)
+    to_hub: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +173,7 @@ def on_timer(job: TimerJob, kind: TimerKind, now_ms: int, settings: TimerSetting
         case TimerKind.WAKE:
             return Wake()
         case TimerKind.RETRY:
-            if job.attempts >= settings.max_attempts:
+            if job.attempts >= settings.max_attempts and not job.to_hub:
                 return GiveUp(job.attempts, overdue)
             return Retry(job.attempts + 1, overdue)
         case _:

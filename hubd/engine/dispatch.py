@@ -142,6 +142,7 @@ class Dispatcher:
         if self.owns is not None and not self.owns(job.recipient):
             return
         self._jobs[job.key] = job
+        job.to_hub = self.hop(job.recipient) != job.recipient
         if job.expires_at is not None:
             self._timer(job.expires_at, job.key, TimerKind.EXPIRE)
         self._route(job)

@@ -67,6 +67,7 @@ class Job:
     # so the sender never hears EXPIRED and DELIVERED): hubd.core.timers.Phase.
     phase: Phase = Phase.IDLE
     receipts_storing: int = 0  # receipt batches closing it that the store has not answered
+    to_hub: bool = False  # its next hop is another hub (set by the dispatcher)
     settling_since: int = 0  # when the first of them was handed over
 
     @property
@@ -75,7 +76,7 @@ class Job:
 
     def timing(self) -> TimerJob:
         """What the timer policy reads of this job."""
-        return TimerJob(self.state, self.phase, self.attempts, self.settling_since)
+        return TimerJob(self.state, self.phase, self.attempts, self.settling_since, self.to_hub)
 
     def move(self, event: PhaseEvent) -> None:
         self.phase = next_phase(self.phase, event)

@@ -71,10 +71,11 @@ class Row:
     kind: TimerKind
     expected: TimerDecision
     settling_for: int = 0  # how long a receipt has been in the store's hands at NOW
+    to_hub: bool = False  # handed to another hub
 
     def job(self) -> TimerJob:
         since = NOW - self.settling_for if self.phase.settling else 0
-        return TimerJob(self.state, self.phase, self.attempts, since)
+        return TimerJob(self.state, self.phase, self.attempts, since, self.to_hub)
 
 
 ROWS = [
@@ -83,6 +84,7 @@ ROWS = [
     Row("a retry while a publish is under way is still a retry", S, QUEUED, 2, RETRY, Retry(3)),
     Row("the attempts limit reached: give up", S, IDLE, 3, RETRY, GiveUp(3)),
     Row("past the limit (lowered since): give up", S, QUEUED, 7, RETRY, GiveUp(7)),
+    Row("to another hub at the limit: publish again", S, IDLE, 3, RETRY, Retry(4), to_hub=True),
     Row("a retry set for an earlier life (redelivered)", P, IDLE, 0, RETRY, Stale()),
     Row("a stale retry is stale while settling too", P, SETTLING, 0, RETRY, Stale(), 100),
     # --- the sender's expires_at passed
