@@ -299,6 +299,11 @@ class Directory(WireModel):
         them yet (a group send leaves them out and says so: :meth:`not_addressed`)."""
         return tuple(o.id for o in self.orgs if not o.sign_keys and not o.enc_keys)
 
+    def awaiting_own_keys(self) -> tuple[str, ...]:
+        """Those of :meth:`awaiting_keys` that are this hub's own (an organisation reached
+        through another hub awaits keys from that hub's operator, not this one's)."""
+        return tuple(o for o in self.awaiting_keys() if self._orgs[o].via is None)
+
     @cached_property
     def _awaiting(self) -> frozenset[str]:
         return frozenset(self.awaiting_keys())

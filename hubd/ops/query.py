@@ -333,7 +333,7 @@ class DirectoryInfo:
             "issued_at": d.issued_at,
             "expires_at": d.expires_at,
             "expired": now >= d.expires_at,
-            "awaiting_keys": list(d.awaiting_keys()),
+            "awaiting_keys": list(d.awaiting_own_keys()),
             "problem": self.problem,
         }
 

@@ -55,9 +55,8 @@ def render_status(s: Status) -> str:
     lines.append(f"store      {where}")
     lines.append(f"directory  {_directory_line(s)}")
     if s.directory.directory is not None:
-        lines += [
-            f"           {line}" for line in awaiting_lines(s.directory.directory.awaiting_keys())
-        ]
+        awaiting = s.directory.directory.awaiting_own_keys()
+        lines += [f"           {line}" for line in awaiting_lines(awaiting)]
     if s.hub is not None:
         lines.append(f"hub        {_hub_line(s)}")
         lines += [

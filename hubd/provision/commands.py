@@ -120,7 +120,7 @@ def directory_show(
     ]
     typer.echo(table(("id", "level", "clearance", "channels", "name"), rows))
     typer.echo("groups: " + ", ".join(f"@{g.id} ({len(g.members)})" for g in d.groups))
-    for line in awaiting_lines(d.awaiting_keys()):
+    for line in awaiting_lines(d.awaiting_own_keys()):
         typer.echo(line)
 
 

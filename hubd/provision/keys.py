@@ -122,7 +122,7 @@ def report_build(built: Built, out: Path) -> None:
         whose = f" ({owner[0]})" if owner is not None else ""
         typer.echo(f"  key {kid}{whose}: revoked")
     typer.echo(f"written to {out} ({len(built.verified.frame)} bytes)")
-    for line in awaiting_lines(d.awaiting_keys()):
+    for line in awaiting_lines(d.awaiting_own_keys()):
         typer.echo(line)
     if built.changes or built.newly_revoked or built.imports:
         typer.echo(

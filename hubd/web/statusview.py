@@ -213,7 +213,7 @@ class Facts:
             queues,
             dead,
             expiring or {},
-            frozenset(() if directory is None else directory.awaiting_keys()),
+            frozenset(() if directory is None else directory.awaiting_own_keys()),
             {recipient: merge(found) for recipient, found in per.items()},
         )
 
