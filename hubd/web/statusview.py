@@ -391,7 +391,7 @@ def build_snapshot(
     needy.sort(key=lambda pair: pair[0])
     shown = [org_row(facts, org) for _, org in needy[:ATTENTION_SHOWN]]
     snapshot["spokes"] = {
-        "orgs": len(directory.orgs),
+        "orgs": sum(1 for o in directory.orgs if o.via is None),  # its own: its spokes
         **{s: words[s] for s in ORG_STATES},
         "awaiting_keys": len(facts.awaiting),
     }
