@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from runtime.clock import now_ms
 from runtime.ports import free_port
@@ -31,6 +29,7 @@ from schemas.directory import verify_directory
 from schemas.display import table
 from schemas.keys import HubPublicKey
 from schemas.topology import parse_topology
+from spoke.demokit import Folders, Row, Status, T, meta, shown, wait
 from spoke.keygen import generate_org_keys
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,16 +42,6 @@ SPOKES = {
     "jl.dept.health": "卫生厅",
 }
 BACKLOG = 200  # routine documents queued for 卫生厅 while it is offline
-Status = dict[str, Any]  # a sent/<msg_id>/status.json
-T = TypeVar("T")
-
-
-def meta(**fields: str) -> str:
-    """A NAME.meta.toml: keys quoted, so Chinese field names (主送, 密级...) work too."""
-    return "".join(
-        f"{json.dumps(k, ensure_ascii=False)} = {json.dumps(v, ensure_ascii=False)}\n"
-        for k, v in fields.items()
-    )
 
 
 NOTICE = meta(
@@ -117,32 +106,10 @@ EMERGENCY = meta(
 
 
 def _wait(what: str, check: Callable[[], T | bool | None], timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result  # type: ignore[return-value]
-        time.sleep(0.05)
-    raise SystemExit(f"demo: gave up waiting for {what} after {timeout:.0f} s; see demo-run/*.log")
+    return wait(what, check, timeout, "demo-run/*.log")
 
 
-def _shown(path: Path) -> str:
-    """``path`` as typed from the current folder: relative below it, absolute elsewhere."""
-    return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
-
-
-@dataclass
-class Row:
-    document: str
-    route: str
-    labels: str
-    channel: str
-    outcome: str
-    receipts: str
-    time: str
-
-
-class Demo:
+class Demo(Folders):
     def __init__(self, scratch: Path, backlog: int = BACKLOG) -> None:
         self.scratch = scratch
         self.backlog = backlog
@@ -275,29 +242,6 @@ class Demo:
         return path.exists() and f'"event": "{event}"' in path.read_text(errors="replace")
 
     # ------------------------------------------------------------------ helpers
-
-    def folder(self, org: str, name: str) -> Path:
-        return self.scratch / org / name
-
-    def drop(self, org: str, name: str, content: str, meta: str) -> float:
-        outbox = self.folder(org, "outbox")
-        (outbox / name).write_text(content, encoding="utf-8")
-        (outbox / f"{name}.meta.toml").write_text(meta, encoding="utf-8")  # the commit marker, last
-        return time.monotonic()
-
-    def sent(self, org: str, name: str) -> Status | None:
-        for status in self.folder(org, "sent").glob("*/status.json"):
-            data: Status = json.loads(status.read_text(encoding="utf-8"))
-            if data["name"] == name:
-                return data
-        return None
-
-    def failed(self, org: str, name: str) -> Status | None:
-        path = self.folder(org, "failed") / f"{name}.error.json"
-        if not path.exists():
-            return None
-        data: Status = json.loads(path.read_text(encoding="utf-8"))
-        return data
 
     def delivered(self, org: str, name: str, recipient: str, *, status: str = "") -> Status | None:
         """The sender's status.json once ``recipient`` has confirmed (or says ``status``)."""
@@ -601,15 +545,15 @@ class Demo:
 
     def next_steps(self, *, running: bool) -> list[str]:
         """Where to look next: commands that work as printed, from the current folder."""
-        config = _shown(self.scratch / "hub.toml")
-        hubctl, spoke = _shown(BIN / "hubctl"), _shown(BIN / "spoke")
+        config = shown(self.scratch / "hub.toml")
+        hubctl, spoke = shown(BIN / "hubctl"), shown(BIN / "spoke")
         lines = [
             f"{hubctl} status --config {config}",
             f"{hubctl} trace {self.secret_msg_id} --config {config}",
             f"{hubctl} dead --config {config}",
             f"{hubctl} overdue --config {config}",
-            f"{spoke} status --config {_shown(self.scratch / 'jl.gov.toml')}",
-            f"{spoke} status {self.recalled.name} --config {_shown(self.scratch / 'jl.gov.toml')}",
+            f"{spoke} status --config {shown(self.scratch / 'jl.gov.toml')}",
+            f"{spoke} status {self.recalled.name} --config {shown(self.scratch / 'jl.gov.toml')}",
         ]
         if running:
             lines.append(f"http://127.0.0.1:{self.metrics_port}/")
@@ -622,7 +566,7 @@ class Demo:
             "the dead letters: deliveries the hub gave up",
             "who is past a deadline (签收时限) and the reminders (催办) sent",
             "what 吉林省政府办公厅 sent and the receipts it holds",
-            f"the recalled notice (撤回): who withdrew it ({_shown(self.recalled)}/ at 长春市)",
+            f"the recalled notice (撤回): who withdrew it ({shown(self.recalled)}/ at 长春市)",
             "the status page (open it in a browser while the hub runs)",
         ]
         state = "" if running else " (the hub has stopped: they read its store)"

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import re
 import shutil
 import signal
@@ -36,13 +35,12 @@ import sys
 import time
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from runtime.ports import free_port
 from schemas.display import table
-from spoke.demo import meta
+from spoke.demokit import Folders, Row, Status, T, meta, shown, wait
 from spoke.refusals import hub_reason_zh
 
 REPO = Path(__file__).resolve().parent.parent
@@ -64,8 +62,6 @@ SPOKES = {
 }
 # the channels of each province's link to the national hub: Liaoning's carries no 秘密
 LINKS = {JILIN: ("govnet", "classified"), LIAONING: ("govnet",)}
-Status = dict[str, Any]  # a sent/<msg_id>/status.json
-T = TypeVar("T")
 
 CHANNELS = """
 [[channels]]
@@ -215,34 +211,10 @@ def jilin_topology() -> str:
 
 
 def _wait(what: str, check: Callable[[], T | bool | None], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result  # type: ignore[return-value]
-        time.sleep(0.05)
-    raise SystemExit(
-        f"demo-federation: gave up waiting for {what} after {timeout:.0f} s; see {FOLDER}/*.log"
-    )
+    return wait(what, check, timeout, f"{FOLDER}/*.log")
 
 
-def _shown(path: Path) -> str:
-    """``path`` as typed from the current folder: relative below it, absolute elsewhere."""
-    return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
-
-
-@dataclass
-class Row:
-    document: str
-    route: str
-    labels: str
-    channel: str
-    outcome: str
-    receipts: str
-    time: str
-
-
-class FederationDemo:
+class FederationDemo(Folders):
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch
         self.ports = {hub: free_port() for hub in HUBS}
@@ -446,29 +418,6 @@ class FederationDemo:
 
     # ------------------------------------------------------------------ folders
 
-    def folder(self, org: str, name: str) -> Path:
-        return self.scratch / org / name
-
-    def drop(self, org: str, name: str, content: str, meta: str) -> float:
-        outbox = self.folder(org, "outbox")
-        (outbox / name).write_text(content, encoding="utf-8")
-        (outbox / f"{name}.meta.toml").write_text(meta, encoding="utf-8")  # the commit marker, last
-        return time.monotonic()
-
-    def sent(self, org: str, name: str) -> Status | None:
-        for status in self.folder(org, "sent").glob("*/status.json"):
-            data: Status = json.loads(status.read_text(encoding="utf-8"))
-            if data["name"] == name:
-                return data
-        return None
-
-    def failed(self, org: str, name: str) -> Status | None:
-        path = self.folder(org, "failed") / f"{name}.error.json"
-        if not path.exists():
-            return None
-        data: Status = json.loads(path.read_text(encoding="utf-8"))
-        return data
-
     def answered(self, org: str, name: str, recipient: str, *statuses: str) -> Status | None:
         """The sender's status.json once ``recipient`` is in one of ``statuses``; a drop
         the sender's spoke or hub refused ends the demo with its reason."""
@@ -520,7 +469,7 @@ class FederationDemo:
         )
         self._print_refusal()
         for hub in (JILIN, NATIONAL):
-            config = _shown(self.hub(hub) / "hub.toml")
+            config = shown(self.hub(hub) / "hub.toml")
             print(f"\n$ hubctl trace {self.letter_id} --config {config}   (the 函 at {hub})")
             print("  " + self.traces[hub].rstrip("\n").replace("\n", "\n  "))
         print(
@@ -644,13 +593,13 @@ class FederationDemo:
 
     def next_steps(self, *, running: bool) -> list[str]:
         """Where to look next: commands that work as printed, from the current folder."""
-        hubctl, spoke = _shown(BIN / "hubctl"), _shown(BIN / "spoke")
+        hubctl, spoke = shown(BIN / "hubctl"), shown(BIN / "spoke")
 
         def hub_config(hub: str) -> str:
-            return _shown(self.hub(hub) / "hub.toml")
+            return shown(self.hub(hub) / "hub.toml")
 
         def spoke_config(org: str) -> str:
-            return _shown(self.scratch / f"{org}.toml")
+            return shown(self.scratch / f"{org}.toml")
 
         lines = [
             f"{hubctl} status --config {hub_config(NATIONAL)}",
