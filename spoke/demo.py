@@ -29,7 +29,7 @@ from schemas.directory import verify_directory
 from schemas.display import table
 from schemas.keys import HubPublicKey
 from schemas.topology import parse_topology
-from spoke.demokit import Folders, Row, Status, T, meta, shown, wait
+from spoke.demokit import Folders, Row, Status, T, meta, shown, spoke_toml, wait
 from spoke.keygen import generate_org_keys
 
 REPO = Path(__file__).resolve().parent.parent
@@ -187,26 +187,14 @@ class Demo(Folders):
         directory = self._directory()
         for org in SPOKES:
             channels = directory["channels"][org]
-            lines = [
-                "[spoke]",
-                f'org = "{org}"',
-                f'root = "{org}"',
-                f'sign_key = "keys/orgs/{org}/{org}.sign.key"',
-                f'enc_key = "keys/orgs/{org}/{org}.enc.key"',
-                'hub_key = "keys/hub/hub.pub.json"',
-                "",
-                "[limits]",
-                "stable_for = 0.3",
-                "rescan_every = 1.0",
-                "resend_every = 10.0",
-                "receipt_flush = 0.02",
-                "",
-                "[logging]",
-                'format = "json"',
-            ]
-            for channel in channels:
-                lines += ["", f"[channels.{channel}]", f'url = "mqtt://127.0.0.1:{self.port}"']
-            (self.scratch / f"{org}.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            text = spoke_toml(
+                org,
+                keys="keys/orgs",
+                hub_key="keys/hub/hub.pub.json",
+                port=self.port,
+                channels=channels,
+            )
+            (self.scratch / f"{org}.toml").write_text(text, encoding="utf-8")
 
     def _directory(self) -> dict[str, dict[str, list[str]]]:
         hub = self.scratch / "keys" / "hub"

@@ -79,3 +79,29 @@ class Folders:
             return None
         data: Status = json.loads(path.read_text(encoding="utf-8"))
         return data
+
+
+def spoke_toml(org: str, *, keys: str, hub_key: str, port: int, channels: list[str]) -> str:
+    """A demo spoke's configuration: its folders under the scratch folder, its keys in
+    ``keys``/<org>/, its hub's pinned key, its channels on the broker at ``port``, and the
+    short waits that keep a demo quick."""
+    lines = [
+        "[spoke]",
+        f'org = "{org}"',
+        f'root = "{org}"',
+        f'sign_key = "{keys}/{org}/{org}.sign.key"',
+        f'enc_key = "{keys}/{org}/{org}.enc.key"',
+        f'hub_key = "{hub_key}"',  # its own hub's, pinned at install
+        "",
+        "[limits]",
+        "stable_for = 0.3",
+        "rescan_every = 1.0",
+        "resend_every = 10.0",
+        "receipt_flush = 0.02",
+        "",
+        "[logging]",
+        'format = "json"',
+    ]
+    for channel in channels:
+        lines += ["", f"[channels.{channel}]", f'url = "mqtt://127.0.0.1:{port}"']
+    return "\n".join(lines) + "\n"

@@ -40,7 +40,7 @@ from typing import Any
 
 from runtime.ports import free_port
 from schemas.display import table
-from spoke.demokit import Folders, Row, Status, T, meta, shown, wait
+from spoke.demokit import Folders, Row, Status, T, meta, shown, spoke_toml, wait
 from spoke.refusals import hub_reason_zh
 
 REPO = Path(__file__).resolve().parent.parent
@@ -321,26 +321,14 @@ class FederationDemo(Folders):
 
     def _spoke_toml(self, org: str, hub: str) -> None:
         channels = self._channels(hub, org)
-        lines = [
-            "[spoke]",
-            f'org = "{org}"',
-            f'root = "{org}"',
-            f'sign_key = "keys/{org}/{org}.sign.key"',
-            f'enc_key = "keys/{org}/{org}.enc.key"',
-            f'hub_key = "{hub}/hub/hub.pub.json"',  # its own hub's, pinned at install
-            "",
-            "[limits]",
-            "stable_for = 0.3",
-            "rescan_every = 1.0",
-            "resend_every = 10.0",
-            "receipt_flush = 0.02",
-            "",
-            "[logging]",
-            'format = "json"',
-        ]
-        for channel in channels:
-            lines += ["", f"[channels.{channel}]", f'url = "mqtt://127.0.0.1:{self.ports[hub]}"']
-        (self.scratch / f"{org}.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        text = spoke_toml(
+            org,
+            keys="keys",
+            hub_key=f"{hub}/hub/hub.pub.json",
+            port=self.ports[hub],
+            channels=channels,
+        )
+        (self.scratch / f"{org}.toml").write_text(text, encoding="utf-8")
 
     def _channels(self, hub: str, org: str) -> list[str]:
         """The organisation's channels, as its hub's topology lists them."""
