@@ -138,8 +138,21 @@ def listener_for(
 
 
 def members(topology: Topology, channels: Sequence[str]) -> tuple[str, ...]:
-    """The organisations on any of ``channels``, in topology order."""
-    return tuple(o.id for o in topology.orgs if any(c in o.channels for c in channels))
+    """The broker's clients besides the hub: the organisations on any of ``channels``, in
+    topology order, then the member hubs whose link has one of them (a member hub's uplink
+    connects under its hub id, with a spoke's topics: hubd.engine.uplink)."""
+    return tuple(c for c, _name, _channels in clients(topology, channels))
+
+
+def clients(
+    topology: Topology, channels: Sequence[str]
+) -> tuple[tuple[str, str, tuple[str, ...]], ...]:
+    """(id, Chinese name, channels) of each of :func:`members`."""
+    orgs = [(o.id, o.name_zh, o.channels) for o in topology.orgs]
+    hubs = [(h.id, h.name_zh, h.channels) for h in topology.hubs if h.role == "member"]
+    return tuple(
+        (client, name, on) for client, name, on in (*orgs, *hubs) if any(c in on for c in channels)
+    )
 
 
 def acl_text(topology: Topology, channels: Sequence[str], replicas: Sequence[str] = ()) -> str:
@@ -161,12 +174,10 @@ def acl_text(topology: Topology, channels: Sequence[str], replicas: Sequence[str
         if replica_identity(hub, name) != identity:
             raise ValueError(f"{identity!r} is not a replica identity of the hub {hub}")
         lines += ["", f"# hub replica {name}: the hub's topics", f"user {identity}", *hub_topics]
-    for org_id in members(topology, channels):
-        org = topology.org(org_id)
-        assert org is not None  # noqa: S101 - members() lists topology organisations
-        lines += ["", f"# {org_id} ({org.name_zh})", f"user {check_org_id(org_id)}"]
+    for org_id, name_zh, on in clients(topology, channels):
+        lines += ["", f"# {org_id} ({name_zh})", f"user {check_org_id(org_id)}"]
         for channel in channels:
-            if channel in org.channels:
+            if channel in on:
                 lines += [
                     f"topic write {topics.up(channel, org_id)}",
                     f"topic write {topics.presence(channel, org_id)}",

@@ -40,6 +40,7 @@ from tests.hubproc import (
     stop_process,
     wait_for_port,
 )
+from tests.ops import fedsite
 from tests.spoke.procs import FAST_HUB, SpokeProcess, eventually
 from tests.world import REPO, World
 
@@ -533,3 +534,19 @@ def test_a_listen_that_is_not_an_ip_address_is_refused_before_anything_is_writte
     assert result.exit_code == 2
     assert "give the IP address the broker listens on" in result.stderr
     assert not list(tmp_path.rglob("mosquitto.conf"))
+
+
+def test_a_member_hubs_uplink_gets_a_spokes_topics_on_the_channels_of_its_link() -> None:
+    """At the national hub's brokers a member hub connects under its hub id, as a spoke:
+    its own up, down and presence topics on its link's channels, nothing else."""
+    national = parse_topology(fedsite.national(), source="national")
+
+    acl = acl_text(national, ("classified",))
+
+    assert "jl.hub" in members(national, ("classified",))
+    assert f"user jl.hub\ntopic write {topics.up('classified', 'jl.hub')}" in acl
+    assert f"topic read {topics.down('classified', 'jl.hub')}" in acl
+    assert f"topic write {topics.presence('classified', 'jl.hub')}" in acl
+    assert f"topic read {topics.down('classified', 'ln.hub')}" in acl  # both members' links
+    assert "topic write xchg/v1/classified/up/cn.gov" in acl
+    assert "user jl.gov" not in acl  # a province's organisations connect to their own hub
