@@ -107,7 +107,10 @@ class HubAdmin:
             if directory.relaying(other.id)
             for channel in other.channels
         ]
+        hop = directory.next_hop
+        via = {j.recipient: hop(j.recipient) for j in dispatcher.pending()}  # awaited here
         return {
+            "via": {org: hub for org, hub in via.items() if hub != org},
             "hub": directory.hub_id,
             "directory_version": directory.version,
             "at": hub.clock(),

@@ -18,6 +18,7 @@ class SpokePresence:
 
     online: bool | None
     since: int | None
+    via: str | None = None  # the hub it is reached through, whose presence this is
 
 
 Presence = Callable[[str, str], SpokePresence | None]  # (channel, org or hub) -> what is known
@@ -36,7 +37,17 @@ def presence_answered(answer: dict[str, Any]) -> Presence:
         )
         for s in [*answer["spokes"], *answer.get("hubs", [])]
     }
-    return lambda channel, org: known.get((channel, org))
+    # a recipient awaited here that is reached through another hub: that hub's presence
+    via = {str(org): str(hub) for org, hub in answer.get("via", {}).items()}
+
+    def presence(channel: str, org: str) -> SpokePresence | None:
+        hub = via.get(org)
+        if hub is None:
+            return known.get((channel, org))
+        seen = known.get((channel, hub))
+        return None if seen is None else SpokePresence(seen.online, seen.since, hub)
+
+    return presence
 
 
 @dataclass(frozen=True, slots=True)

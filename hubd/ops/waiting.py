@@ -98,6 +98,8 @@ def why_waiting(
 ) -> Waiting:
     """The reason an awaited (PENDING or SENT) delivery has not reached its recipient."""
     r = d.recipient
+    if presence is not None and presence.via is not None:  # handed on through another hub
+        r = f"{r} (reached through hub {presence.via})"
     if d.expires_at is not None and d.expires_at <= now:
         return Waiting(
             EXPIRING,

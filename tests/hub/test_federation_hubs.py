@@ -340,6 +340,8 @@ async def test_a_member_hub_that_stops_says_so_and_the_national_hub_parks_what_i
         for e in federation.national.log_events()
         if e.get("event") in {"delivery.relayed", "delivery.retry"}
     ]  # parked: nothing published to the hub that is gone
+    queued = await hubctl(federation.national, "queue")
+    assert "jl.gov (reached through hub jl.hub) offline on govnet since" in queued, queued
 
 
 async def trace(hub: HubProcess, msg_id: bytes, *more: str) -> str:
