@@ -24,11 +24,12 @@ from hubd.ops import find as opsfind
 from hubd.ops import overdue as opsoverdue
 from hubd.ops import query as opsquery
 from hubd.ops import replicas as opsreplicas
-from hubd.ops import route, trace, traceview
+from hubd.ops import route
 from hubd.ops import view as opsview
 from hubd.ops import waiting as opswaiting
 from hubd.ops.auditcmd import audit_app
 from hubd.ops.redeliver import Target, redeliver_offline
+from hubd.ops.tracecmd import trace_command
 from hubd.ops.waiting import timers as waiting_timers
 from hubd.provision import sources
 from hubd.provision.commands import broker_config, directory_app
@@ -62,6 +63,7 @@ hubctl_app.add_typer(keys_app, name="keys")
 hubctl_app.add_typer(directory_app, name="directory")
 hubctl_app.add_typer(audit_app, name="audit")
 hubctl_app.command("broker-config")(broker_config)
+hubctl_app.command("trace")(trace_command)
 
 T = TypeVar("T")
 ConfigOption = Annotated[Path | None, typer.Option(help=CONFIG_HELP)]
@@ -332,36 +334,6 @@ def status_command(
     except XchgError as exc:
         raise _fail("hubctl status", exc) from exc
     _answer(as_json, answer.as_json(), opsview.render_status(answer))
-
-
-@hubctl_app.command("trace")
-def trace_command(
-    msg_id: Annotated[str, typer.Argument(help="The message's msg_id: 32 lowercase hex digits")],
-    config: ConfigOption = None,
-    store: StoreOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """The life of one message from the audit ledger: accepted (or quarantined), routed,
-    each delivery attempt, each receipt, expiry or death. Exit 1: the store does not know it."""
-    try:
-        wanted = parse_msg_id(msg_id)
-    except ValueError as exc:
-        hint = ValueError(f"{exc}; copy it from a receipt, a log line or 'hubctl queue'")
-        raise _fail("hubctl trace", hint) from exc
-    try:
-        url = store or load_config(find_config(config)).store_url()
-        answer = _ask(url, lambda read: trace.trace(read, wanted, now=now_ms()))
-    except (ConfigError, XchgError) as exc:
-        raise _fail("hubctl trace", exc) from exc
-    if answer is None:
-        typer.echo(
-            f"hubctl trace: the hub's store holds no message {msg_id}: it never reached this "
-            "hub, or the hub refused it (refusals are not stored; look for message.rejected "
-            "with this msg_id in the hub's log)",
-            err=True,
-        )
-        raise typer.Exit(1)
-    _answer(as_json, answer.as_json(), traceview.render_trace(answer))
 
 
 @hubctl_app.command("find")

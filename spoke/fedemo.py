@@ -591,7 +591,8 @@ class FederationDemo(Folders):
 
         lines = [
             f"{hubctl} status --config {hub_config(NATIONAL)}",
-            f"{hubctl} trace {self.letter_id} --config {hub_config(LIAONING)}",
+            f"{hubctl} trace {self.letter_id} --config {hub_config(JILIN)} "
+            f"--follow {hub_config(NATIONAL)} --follow {hub_config(LIAONING)}",
             f"{spoke} status {self.letter_id} --config {spoke_config('jl.cc.nongan')}",
             f"{spoke} status --config {spoke_config('jl.gov')}",
         ]
@@ -602,7 +603,7 @@ class FederationDemo(Folders):
     def print_next_steps(self, *, running: bool) -> None:
         what = [
             "the national hub at a glance: its spoke, its member hubs, queues, the directory",
-            "the 函's last hop, at Liaoning's hub",
+            "the 函's whole way: at Jilin's hub, then the national hub's and Liaoning's",
             "the 函 as 农安县 sees it: delivered and signed for at 康平县",
             "what 吉林省政府办公厅 sent: the 秘密 letter refused beyond its hub",
             "the national hub's status page (open it in a browser while the hub runs)",

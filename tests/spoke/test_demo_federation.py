@@ -135,7 +135,14 @@ def test_everything_it_prints_works_and_the_kill_ends_it(demo: tuple[Path, str])
             shlex.split(command), cwd=cwd, capture_output=True, text=True, check=False
         )
         assert done.returncode == 0, f"{command}\n{done.stdout}{done.stderr}"
-        if " trace " in command:  # the 函's last hop: delivered and signed for at 康平县
+        if " trace " in command:  # the 函's whole way, hub by hub, each naming the next
+            assert done.stdout.count("--- at the hub of") == 2, done.stdout
+            assert "handed on to hub cn.hub" in done.stdout
+            assert (
+                "relayed by hub jl.hub; routed on govnet to ln.sy.kangping; handed on to hub ln.hub"
+                in done.stdout
+            )
+            assert "relayed by hub cn.hub" in done.stdout  # at Liaoning's hub, the last hop
             assert re.search(r"ln\.sy\.kangping .* SIGNED_FOR", done.stdout), done.stdout
         if "jl.gov.toml" in command:
             assert "REFUSED" in done.stdout, done.stdout
