@@ -351,6 +351,13 @@ class HubConfig(_Section):
                 "broker (each replica would run its own embedded broker): list them under "
                 "[channels]"
             )
+        if self.upstream.channels:
+            raise ValueError(
+                "作为上级枢纽成员的枢纽暂不支持多副本运行 / [replicas] enabled with [upstream]: "
+                "a member hub runs as one process for now (each replica would open its own "
+                "uplink under the hub's id, and the hub above would hear two): run the member "
+                "hub without [replicas]"
+            )
         return self
 
     def store_url(self) -> str:

@@ -544,6 +544,12 @@ def test_replicas_are_off_unless_enabled_and_their_lease_settings_load(tmp_path:
         ),
         # a name that could not go into a client id or a replica id
         (f'[hub]\n{PG}\n{ON_A_BROKER}\n[replicas]\nenabled = true\nname = "a b"\n', ("name",)),
+        # each replica would open the member hub's uplink under its id (hubs under hubs)
+        (
+            f"[hub]\n{PG}\n{ON_A_BROKER}\n[replicas]\nenabled = true\n"
+            + '[upstream.channels.govnet]\nurl = "mqtt://10.0.0.9:1883"\n',
+            ("[upstream]", "without [replicas]"),
+        ),
     ],
 )
 def test_a_replica_setting_that_cannot_work_is_refused_with_what_to_change(
@@ -553,3 +559,19 @@ def test_a_replica_setting_that_cannot_work_is_refused_with_what_to_change(
         load_config(write(tmp_path, body))
     text = str(caught.value)
     assert all(name in text for name in names), text
+
+
+def test_a_member_hubs_upstream_brokers_load_with_their_tls_files_made_absolute(
+    tmp_path: Path,
+) -> None:
+    body = (
+        "[upstream]\nhello_every = 5\n[upstream.channels.classified]\n"
+        'url = "mqtts://classified.cn-hub.example:8883"\nca = "national-ca.pem"\n'
+        'cert = "jl.hub.pem"\nkey = "jl.hub.key"\n'
+    )
+    upstream = load_config(write(tmp_path, body)).upstream
+    broker = upstream.channels["classified"]
+    assert upstream.hello_every == 5.0
+    assert (broker.host, broker.port, broker.tls) == ("classified.cn-hub.example", 8883, True)
+    assert broker.ca is not None
+    assert broker.ca.is_absolute()
