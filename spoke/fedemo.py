@@ -591,8 +591,10 @@ class FederationDemo(Folders):
 
         lines = [
             f"{hubctl} status --config {hub_config(NATIONAL)}",
-            f"{hubctl} trace {self.letter_id} --config {hub_config(JILIN)} "
-            f"--follow {hub_config(NATIONAL)} --follow {hub_config(LIAONING)}",
+            (
+                f"{hubctl} trace {self.letter_id} --config {hub_config(JILIN)} "
+                f"--follow {hub_config(NATIONAL)} --follow {hub_config(LIAONING)}"
+            ),
             f"{spoke} status {self.letter_id} --config {spoke_config('jl.cc.nongan')}",
             f"{spoke} status --config {spoke_config('jl.gov')}",
         ]

@@ -546,8 +546,10 @@ def test_replicas_are_off_unless_enabled_and_their_lease_settings_load(tmp_path:
         (f'[hub]\n{PG}\n{ON_A_BROKER}\n[replicas]\nenabled = true\nname = "a b"\n', ("name",)),
         # each replica would open the member hub's uplink under its id (hubs under hubs)
         (
-            f"[hub]\n{PG}\n{ON_A_BROKER}\n[replicas]\nenabled = true\n"
-            + '[upstream.channels.govnet]\nurl = "mqtt://10.0.0.9:1883"\n',
+            (
+                f"[hub]\n{PG}\n{ON_A_BROKER}\n[replicas]\nenabled = true\n"
+                '[upstream.channels.govnet]\nurl = "mqtt://10.0.0.9:1883"\n'
+            ),
             ("[upstream]", "without [replicas]"),
         ),
     ],
