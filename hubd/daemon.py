@@ -35,9 +35,9 @@ from hubd.engine.dirdesk import DirectoryDesk
 from hubd.engine.diskwatch import DiskWatch
 from hubd.engine.dispatch import Dispatcher
 from hubd.engine.hopstream import HopStreams
-from hubd.engine.intake import Ingest
+from hubd.engine.intake import Ingest, with_parts
 from hubd.engine.issuer import ReceiptIssuer
-from hubd.engine.jobrows import job_query, jobs_from_rows
+from hubd.engine.jobrows import load_jobs
 from hubd.engine.jobs import DispatchSettings
 from hubd.engine.ledgerdesk import LedgerDesk
 from hubd.engine.retention import Retention
@@ -63,11 +63,16 @@ from runtime.startup import one_line
 from runtime.tasks import cancel_and_wait
 from schemas import topics
 from schemas.directory import Directory, VerifiedDirectory
-from schemas.envelope import VerifiedEnvelope, verify_envelope
+from schemas.envelope import VerifiedEnvelope
 from schemas.errors import ConfigError, PeerError, XchgError
 from schemas.keys import SigningKey
 
 log = structlog.get_logger("hubd")
+REPLICAS_WITH_HUBS = (
+    "联邦枢纽暂不支持多副本 / a hub of a federation (its directory lists other hubs) runs as "
+    "one process for now: each replica would keep its own numbering with the other hubs; "
+    "run it without [replicas]"
+)
 
 
 class Hub:
@@ -281,6 +286,8 @@ class Hub:
         self._verified = self._load_directory()
         await self.dirdesk.serve(self._verified)  # its root, before any link connects
         directory = self.directory()
+        if config.replicas.enabled and directory.hubs:
+            raise ConfigError("hub configuration", [("replicas", REPLICAS_WITH_HUBS)])
         channels = [c.id for c in directory.channels]
         plans = plan_brokers(config, channels)
         loop = asyncio.get_running_loop()
@@ -567,13 +574,13 @@ class Hub:
 
     async def _reload_jobs(self, store: Store, dispatcher: Dispatcher) -> int:
         awaited = [DeliveryState.PENDING.value, DeliveryState.SENT.value]
-        rows = await store.read(job_query(t.deliveries.c.state.in_(awaited)))
-        for job in jobs_from_rows(rows):
+        jobs = await load_jobs(store.read, t.deliveries.c.state.in_(awaited))
+        for job in jobs:
             dispatcher.add(job)
-        return len(rows)
+        return len(jobs)
 
     def _spooled_envelope(self, frame: bytes, org: str, slots: bytes | None) -> VerifiedEnvelope:
-        return verify_envelope(frame, self.directory(), expected_sender=org, slots=slots)
+        return with_parts(frame, self.directory(), org, slots)  # org: a neighbour hub, too
 
     async def _recover_spool(self, spool: BodySpool) -> None:
         """Adopt the transfers the last run left in the spool folder. The store's spool

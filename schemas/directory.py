@@ -287,6 +287,20 @@ class Directory(WireModel):
             return False
         return org.via == hub_id or (hub.role is HubRole.REMOTE and hub.serves(org_id))
 
+    def carries(self, org_id: str, relayed_by: str | None) -> bool:
+        """Whether this hub carries a document on to ``org_id`` when ``relayed_by`` (a
+        neighbour hub; None: a spoke of its own) brought it: not to an organisation behind
+        that hub, and not to one it does not know when the hub above brought it (that one
+        is another province's, newer than this directory; refusing would refuse the whole
+        document). One it does not know from a member or a spoke is refused as unknown."""
+        if relayed_by is None:
+            return True
+        org = self._orgs.get(org_id)
+        if org is None:
+            hub = self._hubs.get(relayed_by)
+            return hub is None or hub.role is not HubRole.UPSTREAM
+        return (org.via or org_id) != relayed_by
+
     def next_hop(self, org_id: str) -> str:
         """Where a document to ``org_id`` goes from this hub: the organisation's own spoke,
         or the neighbour hub it is reached through."""

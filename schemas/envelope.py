@@ -211,6 +211,7 @@ def verify_envelope(
     expected_sender: str | None = None,
     recipient: str | None = None,
     slots: bytes | None = None,
+    relayed_by: str | None = None,
 ) -> VerifiedEnvelope:
     """Authenticate an envelope with no decryption key (the hub's view; with
     ``recipient``, that recipient's: the sealed keys of the others are the hub's to check,
@@ -268,7 +269,7 @@ def verify_envelope(
             part = slots
             header = with_slots(header, (read_part(part, ref, recipient),))
     check_header(header, body, whole=part is None)
-    check_recipient_keys(header, directory, only=recipient)
+    check_recipient_keys(header, directory, only=recipient, relayed_by=relayed_by)
     return VerifiedEnvelope(
         frame=frame,
         hdr=hdr,
@@ -393,13 +394,22 @@ def check_header(header: Header, body: BodyDescriptor, *, whole: bool = True) ->
         )
 
 
-def check_recipient_keys(header: Header, directory: Directory, *, only: str | None = None) -> None:
+def check_recipient_keys(
+    header: Header,
+    directory: Directory,
+    *,
+    only: str | None = None,
+    relayed_by: str | None = None,
+) -> None:
     """Every recipient (or ``only`` that one, if it is one) is in the directory and its
     file key is sealed to one of its own encryption keys, unrevoked and valid at
     created_at (the hub cannot open the box, but it can refuse to carry one no recipient
-    could open)."""
+    could open). An envelope another hub relays (``relayed_by``): only the recipients this
+    hop carries, those not behind that hub (its directory, not this one's, knows them)."""
     for org, sealed in header.keys.items():
         if only is not None and org != only:
+            continue
+        if not directory.carries(org, relayed_by):
             continue
         entry = directory.org(org)
         if entry is None:
@@ -427,9 +437,19 @@ def check_recipient_keys(header: Header, directory: Directory, *, only: str | No
             )
 
 
-def check_freshness(header: Header, *, now: int, max_skew_ms: int) -> None:
+def check_freshness(header: Header, *, now: int, max_skew_ms: int, relayed: bool = False) -> None:
     """Replay window: created_at within ``max_skew_ms`` of now, not yet expired, and no
-    deadline of its terms already past."""
+    deadline of its terms already past. An envelope another hub relays (``relayed``) was
+    judged so by the first hub, when its sender sent it: here only its expiry counts (it
+    may have waited at that hub for a link that was down)."""
+    if relayed:
+        if header.expires_at is not None and now >= header.expires_at:
+            raise ReplayError(
+                Reason.REPLAY_EXPIRED,
+                f"the message expired at {ms_to_text(header.expires_at)}, before it was "
+                f"relayed here ({ms_to_text(now)})",
+            )
+        return
     if abs(now - header.created_at) > max_skew_ms:
         raise ReplayError(
             Reason.REPLAY_CLOCK_SKEW,

@@ -71,6 +71,14 @@ class SendStatus:
         )
         if beyond and entry.status is ReceiptStatus.REJECTED:
             return self._refused_beyond(entry, str(issuer), write=write)
+        behind = (
+            directory is None
+            or entry.recipient is None
+            or directory.behind(str(issuer), entry.recipient)
+        )
+        if beyond and not behind:  # a hub speaks only of the recipients behind it
+            log.warning("receipt.not_behind", issuer=issuer, recipient=entry.recipient)
+            return None
         if entry.msg_id is not None:
             rows = state.outbound("WHERE msg_id = ?", [entry.msg_id])
         elif entry.status is ReceiptStatus.REJECTED:  # refused bytes: match them by their hash

@@ -19,7 +19,7 @@ from hubd.admin.protocol import HubRefusedError, Op, RedeliverArgs, Request
 from hubd.admin.server import Peer
 from hubd.core.states import DeliveryState
 from hubd.engine.dispatch import Dispatcher
-from hubd.engine.jobrows import job_query, jobs_from_rows
+from hubd.engine.jobrows import load_jobs
 from hubd.ops.redeliver import Target, redeliver
 from hubd.store import tables as t
 from hubd.store.audit import AuditEvent
@@ -153,13 +153,12 @@ class HubAdmin:
         )
         if outcome.redelivered:  # durable now: hand the dispatcher what came back
             moved = set(outcome.redelivered)
-            rows = await store.read(
-                job_query(
-                    t.deliveries.c.msg_id.in_(sorted({m for m, _ in moved})),
-                    t.deliveries.c.state == DeliveryState.PENDING.value,
-                )
+            jobs = await load_jobs(
+                store.read,
+                t.deliveries.c.msg_id.in_(sorted({m for m, _ in moved})),
+                t.deliveries.c.state == DeliveryState.PENDING.value,
             )
-            for job in jobs_from_rows(rows):
+            for job in jobs:
                 if job.key in moved and dispatcher.job(job.msg_id, job.recipient) is None:
                     dispatcher.add(job)  # a replica keeps those it owns
             if store.shared:  # the replicas that own the other recipients load theirs

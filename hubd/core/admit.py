@@ -254,7 +254,12 @@ def _circumstances(facts: Facts, *, deliver: bool) -> tuple[Finding, ...] | Refu
     header = facts.envelope.header
     if facts.path is not Path.END:
         try:
-            check_freshness(header, now=facts.now_ms, max_skew_ms=facts.max_skew_ms)
+            check_freshness(
+                header,
+                now=facts.now_ms,
+                max_skew_ms=facts.max_skew_ms,
+                relayed=facts.peer is not None,
+            )
         except PeerError as exc:
             return Refuse(exc.reason, exc.message)
     if not deliver:

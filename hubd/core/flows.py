@@ -21,8 +21,16 @@ from schemas.ids import msg_id_text
 from schemas.labels import Classification, DocType
 from schemas.receipts import REPORTS, ReceiptEntry, ReceiptStatus
 
-# a return speaks of a document its recipient holds: published (perhaps confirmed later)
-RETURNABLE = frozenset({DeliveryState.SENT, DeliveryState.DELIVERED, DeliveryState.SIGNED_FOR})
+# a return speaks of a document its recipient holds: published (perhaps confirmed later),
+# or handed to the hub it is behind (its DELIVERED may still be on its way through the hubs)
+RETURNABLE = frozenset(
+    {
+        DeliveryState.SENT,
+        DeliveryState.DELIVERED,
+        DeliveryState.SIGNED_FOR,
+        DeliveryState.RELAYED,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

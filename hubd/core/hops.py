@@ -80,9 +80,7 @@ def judge_arrival(sender: str, peer: str | None, directory: Directory, now: int)
 def onward(recipients: Sequence[str], peer: str | None, directory: Directory) -> tuple[str, ...]:
     """The recipients this hop carries: all of them, but those behind the neighbour the
     envelope came from."""
-    if peer is None:
-        return tuple(recipients)
-    return tuple(r for r in recipients if directory.next_hop(r) != peer)
+    return tuple(r for r in recipients if directory.carries(r, peer))
 
 
 def loop_refusal(peer: str, count: int) -> Wrong:
@@ -124,31 +122,62 @@ class HopMove:
     event: Event
 
 
+@dataclass(frozen=True, slots=True)
+class HopPlan:
+    """What another hub's batch does here: the moves, and the refusals of a far hub (not
+    this hop's neighbour) whose deliveries were handed over long ago, which the shell finds
+    in the store."""
+
+    moves: tuple[HopMove, ...]
+    far: tuple[tuple[ReceiptEntry, bytes], ...]  # (REJECTED entry, msg_id)
+
+
 def plan_hop_answers(
     entries: Sequence[ReceiptEntry],
+    *,
+    issuer: str,
+    peer: str,
+    mine: Callable[[str], bool],
     behind: Callable[[bytes], Sequence[str]],
     framed: Callable[[bytes], bytes | None] = lambda _subject: None,
-) -> tuple[HopMove, ...]:
-    """The deliveries a hub's batch moves: an ACCEPTED or REJECTED of a document (no
-    recipient: it answers for the whole hop) moves every delivery of it still awaited here
-    whose next hop is that hub (``behind``); an EXPIRED or DEAD names its recipient, whose
-    delivery was handed over long ago. A REJECTED of bytes the other hub could not
-    authenticate (a recipient it does not know, say) names no msg_id, only the frame's
-    hash: ``framed`` finds the document sent there with that frame. Nothing else a hub
-    signs moves a delivery here."""
+) -> HopPlan:
+    """The deliveries a hub's batch (signed by ``issuer``, relayed by the neighbour
+    ``peer``) moves. Only what lies behind that hub: ``mine(recipient)`` says whether a
+    recipient is reached through ``peer`` and, for a far issuer, behind the issuer too;
+    anything else a hub signs about anyone else's deliveries is ignored (a member hub may
+    not expire or hand over another province's, or this hub's own).
+
+    - the neighbour's ACCEPTED of a document (no recipient: it answers for its whole hop)
+      hands over every delivery of it still awaited here whose next hop is that hub
+      (``behind``); its REJECTED refuses them, unless it says to try again later
+      (retriable: the delivery waits and is published again at its next retry). A REJECTED
+      of bytes it could not authenticate names no msg_id, only the frame's hash
+      (``framed`` finds the document);
+    - a far hub's REJECTED refuses the deliveries handed over long ago behind it (``far``);
+    - an EXPIRED, DEAD or RECALLED names its recipient, whose delivery was handed over.
+    """
     moves: list[HopMove] = []
+    far: list[tuple[ReceiptEntry, bytes]] = []
     for entry in entries:
         event = hop_event(entry.status)
         msg_id = entry.msg_id
-        if msg_id is None and event is Event.REFUSE:
+        whole = event in (Event.RELAY, Event.REFUSE)
+        if event is None or (whole and (entry.recipient is not None or entry.retriable)):
+            continue  # a hop's answer is about the whole document; a retriable one waits
+        if event is Event.RELAY and issuer != peer:
+            continue  # only the neighbour hands over what it received
+        if msg_id is None and event is Event.REFUSE and issuer == peer:
             msg_id = framed(entry.subject)
-        if event is None or msg_id is None:
+        if msg_id is None:
             continue
-        if entry.recipient is not None:
-            recipients: Sequence[str] = (entry.recipient,)
-        elif event is Event.RECALL:
-            continue  # the recall as that hub answered it: its recipients' entries say more
+        if event is Event.REFUSE and issuer != peer:
+            far.append((entry, msg_id))
+            continue
+        if whole:
+            recipients: Sequence[str] = behind(msg_id)
+        elif entry.recipient is None:
+            continue  # a recall as that hub answered it: its recipients' entries say more
         else:
-            recipients = behind(msg_id)
+            recipients = (entry.recipient,) if mine(entry.recipient) else ()
         moves.extend(HopMove(entry, msg_id, r, event) for r in recipients)
-    return tuple(moves)
+    return HopPlan(tuple(moves), tuple(far))

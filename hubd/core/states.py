@@ -13,7 +13,8 @@ A delivery is one message on its way to one recipient.
 A recipient reached through another hub (hubs under hubs) is handed over, not delivered:
 
     PENDING, SENT --relay--> RELAYED     (the next hub's signed ACCEPTED: it carries it on)
-    PENDING, SENT --refuse--> REFUSED    (the next hub's signed REJECTED, forwarded)
+    PENDING, SENT, RELAYED --refuse--> REFUSED  (the next hub's, or a hub further on's,
+                                         signed REJECTED, forwarded)
     RELAYED --delivered / signed_for / expire / give_up / recall--> as above
                                          (the recipient's receipts, or the far hub's
                                           outcome, coming back through the hubs)
@@ -117,6 +118,7 @@ TRANSITIONS: dict[tuple[DeliveryState, Event], DeliveryState] = {
     (H, Event.EXPIRE): X,  # the far hub gave up in time; it signs the EXPIRED
     (H, Event.GIVE_UP): Z,
     (H, Event.RECALL): R,
+    (H, Event.REFUSE): N,  # a hub further on refused it (its REJECTED, forwarded)
 }
 
 

@@ -236,7 +236,7 @@ class Dispatcher:
         return job
 
     def framed(self, subject: bytes, hub: str) -> bytes | None:
-        return self._jobs.framed(subject, hub, self.hop)  # a refusal naming a frame's hash
+        return self._jobs.framed(subject, hub)  # a refusal naming a frame's hash
 
     def behind(self, msg_id: bytes, hub: str) -> list[str]:
         return self._jobs.behind(msg_id, hub, self.hop)  # what that hub's answer moves

@@ -67,10 +67,18 @@ def topic_owner(org: str, directory: Directory) -> str | None:
 
 
 def with_parts(
-    frame: bytes, directory: Directory, sender: str | None, slots: bytes | None
+    frame: bytes, directory: Directory, owner: str, slots: bytes | None
 ) -> VerifiedEnvelope:
-    """The envelope verified with its slots, every recipient's part made (blocking)."""
-    envelope = verify_envelope(frame, directory, expected_sender=sender, slots=slots)
+    """The envelope that came on ``owner``'s up topic, verified with its slots, every
+    recipient's part made (blocking)."""
+    relaying = directory.relaying(owner)
+    envelope = verify_envelope(
+        frame,
+        directory,
+        expected_sender=None if relaying else owner,
+        slots=slots,
+        relayed_by=owner if relaying else None,
+    )
     if envelope.slots is not None:
         for slot in envelope.slots.slots:
             envelope.part_for(slot.org)
@@ -178,6 +186,11 @@ class Ingest:
             self._presence.on_presence(where.channel, where.org, payload, self._read)
             return
         if where.kind is topics.Kind.UP:
+            upstream = self._directory().upstream
+            if upstream is not None and where.org == upstream.id:
+                # the hub above speaks only on the uplink, never on this hub's brokers
+                log.warning("message.refused", org=where.org, reason="federation.wrong_hop")
+                return
             if self.owns is not None and not self.owns(where.org):
                 # A replica that does not own the sender leaves it to the one that does
                 # (every replica reads every up topic; docs/architecture.md, "Replicas"),
@@ -450,7 +463,10 @@ class Ingest:
         directory = self._directory()
         try:
             envelope = verify_envelope(
-                message.frame, directory, expected_sender=topic_owner(arrival.org, directory)
+                message.frame,
+                directory,
+                expected_sender=topic_owner(arrival.org, directory),
+                relayed_by=arrival.org if directory.relaying(arrival.org) else None,
             )
         except PeerError as exc:
             self._answers.reject_unreadable(arrival, exc, frame=message.frame)
@@ -477,7 +493,7 @@ class Ingest:
                     with_parts,
                     message.frame,
                     directory,
-                    topic_owner(arrival.org, directory),
+                    arrival.org,
                     message.slots,
                 )
         except PeerError as exc:

@@ -7,10 +7,10 @@ back to PENDING; both read the same columns and build the same :class:`~hubd.eng
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, select
+from sqlalchemy import ColumnElement, Select, select
 
 from hubd.core.states import DeliveryState
 from hubd.engine.jobs import Job, Payload
@@ -33,8 +33,6 @@ def job_query(*where: ColumnElement[bool]) -> Select[Any]:
             d.c.state,
             d.c.attempts,
             d.c.slot,
-            # every slot, only for a copy that goes on through another hub (no slot of its own)
-            case((d.c.slot.is_(None), m.c.slots), else_=None).label("slots"),
             m.c.precedence,
             m.c.classification,
             m.c.sender,
@@ -79,14 +77,27 @@ def jobs_from_rows(rows: Sequence[Any]) -> list[Job]:
                 state=DeliveryState(r.state),
                 attempts=int(r.attempts),
                 accepted_at=int(r.received_at),
-                part=_part(r),
+                part=None if r.slot is None else bytes(r.slot),
             )
         )
     return jobs
 
 
-def _part(row: Any) -> bytes | None:
-    """The recipient's own slot, or every slot for a copy handed to another hub."""
-    if row.slot is not None:
-        return bytes(row.slot)
-    return None if row.slots is None else bytes(row.slots)
+Read = Callable[[Any], Awaitable[Sequence[Any]]]
+
+
+async def load_jobs(read: Read, *where: ColumnElement[bool]) -> list[Job]:
+    """The Jobs of the deliveries ``where`` says. A large group's copy that goes on through
+    another hub carries every slot (its row has no slot of its own): read once per message
+    from the message and shared by its jobs, not once per row (a notice to thousands of
+    counties behind other hubs would read its megabytes thousands of times)."""
+    jobs = jobs_from_rows(await read(job_query(*where)))
+    bare = sorted({j.msg_id for j in jobs if j.part is None})
+    if bare:
+        m = t.messages.c
+        rows = await read(select(m.msg_id, m.slots).where(m.msg_id.in_(bare), m.slots.is_not(None)))
+        slots = {bytes(r[0]): bytes(r[1]) for r in rows}
+        for job in jobs:
+            if job.part is None:
+                job.part = slots.get(job.msg_id)
+    return jobs

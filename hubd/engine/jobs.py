@@ -162,7 +162,11 @@ class JobTable(dict[Key, "Job"]):
         self.by_msg: dict[bytes, set[str]] = {}
         # (msg_id, hub) -> the job whose copy goes to that hub for every recipient behind it
         self.carriers: dict[tuple[bytes, str], Key] = {}
-        self._carrying: dict[Key, tuple[bytes, str]] = {}  # the other way round
+        # the other way round, with the SHA-256 of its frame
+        self._carrying: dict[Key, tuple[tuple[bytes, str], bytes]] = {}
+        # (SHA-256 of the frame, hub) -> msg_id of a copy handed to it: a refusal of bytes
+        # that hub could not read names only their hash
+        self._framed: dict[tuple[bytes, str], bytes] = {}
 
     def __setitem__(self, key: Key, job: Job) -> None:
         super().__setitem__(key, job)
@@ -190,8 +194,11 @@ class JobTable(dict[Key, "Job"]):
             carrier = self.get(held)
             if carrier is not None and carrier.state.awaiting:
                 return True
-        self.carriers[key] = job.key
-        self._carrying[job.key] = key
+        if self.carriers.get(key) != job.key:
+            self.carriers[key] = job.key
+            digest = sha256(job.payload.frame).digest()
+            self._carrying[job.key] = (key, digest)
+            self._framed[(digest, hub)] = job.msg_id
         return False
 
     def carrier(self, msg_id: bytes, hub: str) -> Job | None:
@@ -200,9 +207,10 @@ class JobTable(dict[Key, "Job"]):
         return None if held is None else self.get(held)
 
     def _forget(self, key: Key) -> None:
-        pair = self._carrying.pop(key, None)
-        if pair is not None and self.carriers.get(pair) == key:
-            del self.carriers[pair]
+        carried = self._carrying.pop(key, None)
+        if carried is not None and self.carriers.get(carried[0]) == key:
+            del self.carriers[carried[0]]
+            self._framed.pop((carried[1], carried[0][1]), None)
         held = self.by_msg.get(key[0])
         if held is not None:
             held.discard(key[1])
@@ -217,10 +225,6 @@ class JobTable(dict[Key, "Job"]):
             if hop(r) == hub and self[(msg_id, r)].state.awaiting
         ]
 
-    def framed(self, subject: bytes, hub: str, hop: Callable[[str], str]) -> bytes | None:
-        """The msg_id of a delivery handed to ``hub`` whose frame hashes to ``subject``
-        (rare: a refusal of bytes that hub could not read names only their hash)."""
-        for (msg_id, recipient), job in self.items():
-            if hop(recipient) == hub and sha256(job.payload.frame).digest() == subject:
-                return msg_id
-        return None
+    def framed(self, subject: bytes, hub: str) -> bytes | None:
+        """The msg_id of the copy handed to ``hub`` whose frame hashes to ``subject``."""
+        return self._framed.get((subject, hub))

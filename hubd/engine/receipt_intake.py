@@ -17,8 +17,9 @@ from collections.abc import Callable, Sequence
 import structlog
 from sqlalchemy import select
 
-from hubd.core.hops import FORWARDED, HopMove, plan_hop_answers
+from hubd.core.hops import FORWARDED, HopMove, HopPlan, plan_hop_answers
 from hubd.core.receipts import Confirm, NeedOrigins, Origin, ReceiptPlan, plan_receipts
+from hubd.core.states import DeliveryState, Event
 from hubd.engine.answers import flag_revoked
 from hubd.engine.arrival import Arrival, Slow, Step
 from hubd.engine.dispatch import Dispatcher
@@ -62,6 +63,11 @@ class ReceiptIntake:
     ) -> VerifiedReceipts | None:
         directory = self._directory()
         relayed = directory.relaying(arrival.org)
+        if not relayed and not directory.has_topic(arrival.org):
+            # an organisation reached through another hub has no topic here (the ACL
+            # should have stopped it): its receipts come through that hub
+            log.warning("receipt.refused", org=arrival.org, reason=Reason.FED_WRONG_HOP.value)
+            return None
         try:
             verified = verify_receipts(
                 message.frame, directory, expected_issuer=None if relayed else arrival.org
@@ -83,13 +89,20 @@ class ReceiptIntake:
     def now(self, arrival: Arrival, message: transport.ReceiptsMsg) -> Step:
         """A receipt batch about deliveries the dispatcher holds; slow work if it speaks of
         messages only the store knows."""
+        streams = self.streams
+        numbered = (
+            streams is not None and message.seq > 0 and self._directory().relaying(arrival.org)
+        )
+        if numbered and streams and streams.known(arrival.org, arrival.channel, message.seq):
+            return None  # sent again: recorded already (nothing verified twice)
         verified = self._verified(arrival, message)
         if verified is None:
+            if numbered and streams is not None:
+                # never readable here (a key this hub revoked, say): counted, not asked for
+                # again and again; the refusal is in the log
+                streams.done(arrival.org, arrival.channel, message.seq)
             return None
-        streams = self.streams
-        if message.seq and streams is not None and self._directory().relaying(arrival.org):
-            if streams.known(arrival.org, arrival.channel, message.seq):
-                return None  # sent again: recorded already
+        if numbered:
             return Slow(functools.partial(self._numbered, arrival, message, verified))
         return self._step(arrival, message, verified)
 
@@ -251,18 +264,53 @@ class ReceiptIntake:
         under hubs"): its ACCEPTED hands this hub's deliveries behind it over (RELAYED), its
         REJECTED refuses them; a far hub's EXPIRED or DEAD closes one handed over long ago.
         A refusal or an outcome goes on, unchanged, to the document's sender."""
-        dispatcher, peer = self._dispatcher, arrival.org
-        moves = plan_hop_answers(
+        dispatcher, peer, directory = self._dispatcher, arrival.org, self._directory()
+        issuer = verified.batch.issuer
+
+        def mine(recipient: str) -> bool:  # behind the neighbour, and the far signer
+            if directory.next_hop(recipient) != peer:
+                return False
+            return issuer == peer or directory.behind(issuer, recipient)
+
+        plan = plan_hop_answers(
             verified.batch.entries,
-            lambda m: dispatcher.behind(m, peer),
-            lambda subject: dispatcher.framed(subject, peer),
+            issuer=issuer,
+            peer=peer,
+            mine=mine,
+            behind=lambda m: dispatcher.behind(m, peer),
+            framed=lambda subject: dispatcher.framed(subject, peer),
         )
+        moves = plan.moves
+        if plan.far:  # handed over long ago: the store knows whom
+            return Slow(functools.partial(self._far_refused, message, verified, plan, mine))
         if not moves:
             return None  # nothing of it is awaited here any more (a repeated answer)
         if any(m.entry.status in FORWARDED for m in moves):
             return Slow(functools.partial(self._hop_forwarded, message, verified, moves))
         op = self._op(message, verified, moves, None)
         return op, functools.partial(self._hop_recorded, moves, op)
+
+    async def _far_refused(
+        self,
+        message: transport.ReceiptsMsg,
+        verified: VerifiedReceipts,
+        plan: HopPlan,
+        mine: Callable[[str], bool],
+    ) -> None:
+        """A hub further on refused what this hub handed over: its deliveries behind that
+        hub (RELAYED, or still awaited) are REFUSED, and the sender hears."""
+        d = t.deliveries.c
+        open_states = [
+            s.value for s in (DeliveryState.PENDING, DeliveryState.SENT, DeliveryState.RELAYED)
+        ]
+        moves = list(plan.moves)
+        for entry, msg_id in plan.far:
+            rows = await self._store.read(
+                select(d.recipient).where(d.msg_id == msg_id, d.state.in_(open_states))
+            )
+            moves += [HopMove(entry, msg_id, r, Event.REFUSE) for (r,) in rows if mine(r)]
+        if moves:
+            await self._hop_forwarded(message, verified, tuple(moves))
 
     async def _hop_forwarded(
         self, message: transport.ReceiptsMsg, verified: VerifiedReceipts, moves: tuple[HopMove, ...]

@@ -33,7 +33,8 @@ from hubd.core.leases import ChannelReach, LeaseSettings, bucket_of
 from hubd.core.states import DeliveryState
 from hubd.engine.dispatch import Dispatcher
 from hubd.engine.handover import HandOver
-from hubd.engine.jobrows import job_query, jobs_from_rows
+from hubd.engine.jobrows import load_jobs
+from hubd.engine.jobs import Job
 from hubd.store import tables as t
 from hubd.store.connections import store_error_text
 from hubd.store.db import Store
@@ -306,8 +307,7 @@ class Replicas:
         for start in range(0, len(ids), LOAD_MAX):
             chunk = ids[start : start + LOAD_MAX]
             d = t.deliveries.c
-            rows = await self.store.read(job_query(d.msg_id.in_(chunk), d.state.in_(AWAITED)))
-            self._add(rows)
+            self._add(await load_jobs(self.store.read, d.msg_id.in_(chunk), d.state.in_(AWAITED)))
 
     async def _forget_recalled(self, msg_ids: Iterable[bytes]) -> None:
         """Messages another replica recalled: drop what this one still delivers of them."""
@@ -344,13 +344,13 @@ class Replicas:
         for start in range(0, len(missing), LOAD_MAX):
             chunk = missing[start : start + LOAD_MAX]
             where = tuple_(d.msg_id, d.recipient).in_(chunk)
-            self._add(await self.store.read(job_query(where, d.state.in_(AWAITED))))
+            self._add(await load_jobs(self.store.read, where, d.state.in_(AWAITED)))
 
-    def _add(self, rows: Sequence[Any]) -> None:
+    def _add(self, jobs: Sequence[Job]) -> None:
         dispatcher = self.dispatcher
         if dispatcher is None:
             return
-        for job in jobs_from_rows(rows):
+        for job in jobs:
             if self.owns(job.recipient) and dispatcher.job(job.msg_id, job.recipient) is None:
                 dispatcher.add(job)
                 self.handed_over += 1

@@ -197,3 +197,50 @@ async def test_a_member_may_not_relay_the_receipts_of_an_organisation_it_does_no
     refused = await wait_for_log(hub, lambda e: e.get("event") == "receipt.refused")
     assert refused["reason"] == Reason.FED_OUTSIDE_PREFIX.value
     assert not jl_cc.has(msg_id, ReceiptStatus.DELIVERED)
+
+
+async def test_a_member_cannot_expire_or_hand_over_a_delivery_not_behind_it(
+    world: World, live_dir: Directory, member: SimSpoke, spokes: SpokeFactory, hub: HubProcess
+) -> None:
+    """A member hub signs statements only about what lies behind it: its EXPIRED of this
+    hub's own offline recipient, or an ACCEPTED naming one, moves nothing; the copy for the
+    recipient behind it is handed over by its whole-document ACCEPTED as usual."""
+    jl_cc = spokes("jl.cc")
+    await jl_cc.connect()
+    sealed, body = jl_cc.seal(("jl.gov", "jl.yb"))  # jl.gov (this hub's, offline), jl.yb
+    msg_id, subject = sealed.header.msg_id, subject_of(sealed.frame)
+    await jl_cc.publish_envelope(sealed, body)
+    await member.wait_for(lambda: any(a.msg_id == msg_id for a in member.arrivals), 20)
+
+    for forged in (
+        signed(
+            MEMBER,
+            HUB_KEYS[MEMBER],
+            msg_id,
+            ReceiptStatus.EXPIRED,
+            recipient="jl.gov",
+            subject=subject,
+            reason="delivery.expired",
+            detail="forged",
+        ),
+        signed(
+            MEMBER,
+            HUB_KEYS[MEMBER],
+            msg_id,
+            ReceiptStatus.ACCEPTED,
+            recipient="jl.gov",
+            subject=subject,
+        ),
+    ):
+        await member.publish_raw(forged)
+    await member.publish_raw(
+        signed(MEMBER, HUB_KEYS[MEMBER], msg_id, ReceiptStatus.ACCEPTED, subject=subject)
+    )
+
+    relayed = await wait_for_log(hub, lambda e: e.get("event") == "delivery.relayed")
+    assert relayed["recipient"] == "jl.yb"
+    await asyncio.sleep(1.0)  # the forged statements were read before the true ACCEPTED
+    jl_gov = spokes("jl.gov")
+    await jl_gov.connect()  # still awaited: delivered now
+    await jl_gov.wait_for(lambda: msg_id in jl_gov.received, 20)
+    assert not jl_cc.has(msg_id, ReceiptStatus.EXPIRED)

@@ -63,6 +63,7 @@ EXPECTED: dict[tuple[DeliveryState, Event], DeliveryState] = {
     (H, Event.EXPIRE): X,
     (H, Event.GIVE_UP): Z,
     (H, Event.RECALL): R,
+    (H, Event.REFUSE): N,
 }
 RECEIPTS = {Event.DELIVERED, Event.SIGNED_FOR}
 PAIRS = list(itertools.product(DeliveryState, Event))
@@ -104,6 +105,7 @@ def test_a_delivery_handed_to_the_next_hub_is_neither_awaited_nor_final() -> Non
         Event.EXPIRE,
         Event.GIVE_UP,
         Event.RECALL,
+        Event.REFUSE,
     }
 
 
