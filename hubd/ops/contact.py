@@ -90,12 +90,8 @@ class HubContact:
             "answered": self.answered,
             "problem": self.problem,
             "brokers": [
-                {
-                    "broker": b.broker,
-                    "channels": list(b.channels),
-                    "node": b.node,
-                    "upstream": b.upstream,
-                }
+                {"broker": b.broker, "channels": list(b.channels), "node": b.node}
+                | ({} if b.upstream is None else {"upstream": b.upstream})  # a member's uplink
                 for b in self.brokers
             ],
         }
