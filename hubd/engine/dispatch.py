@@ -352,7 +352,7 @@ class Dispatcher:
             hop = self.hop(job.recipient)
             if self._jobs.rides(job, hop):  # one copy to a hub for all the recipients behind it
                 job.move(PhaseEvent.RELEASE)
-                self._timer(self._clock() + self._backoff_ms(1), key, TimerKind.WAKE)
+                self._timer(self._clock() + self.timer_settings.retry_max_ms, key, TimerKind.WAKE)
                 continue
             if not self.is_online(job.channel, hop):
                 job.move(PhaseEvent.RELEASE)
