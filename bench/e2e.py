@@ -148,10 +148,16 @@ class Plan:
     rate: float  # documents/s per sender; 0 = closed loop
     window: int  # closed loop: documents in flight per sender
     prepared: Path | None = None  # --load precomputed: this run's pickled envelopes
+    signatory: str | None = None  # upward documents name one (bench/federated.py's reports)
 
 
 def seal_envelope(
-    org: str, target: str, keys: Keys, directory: Directory, content: bytes
+    org: str,
+    target: str,
+    keys: Keys,
+    directory: Directory,
+    content: bytes,
+    signatory: str | None = None,
 ) -> tuple[bytes, bytes, bytes]:
     """One 1 KiB document from ``org`` to ``target``: (msg_id, transport payload, frame)."""
     draft = Draft(
@@ -161,6 +167,7 @@ def seal_envelope(
         precedence=Precedence.ROUTINE,
         doc_type=DocType.NOTICE,  # jl.gov's 函 down to a prefecture is refused
         title="bench",
+        signatory=signatory,
         created_at=time.time_ns() // 1_000_000 + 5_000,
         files=[file_entry("doc.bin", "application/octet-stream", content)],
     )
@@ -180,7 +187,12 @@ class Answers:
 
 
 def prepare(
-    world_blob: bytes, senders: Sequence[str], recipients: Sequence[str], count: int, batch: int
+    world_blob: bytes,
+    senders: Sequence[str],
+    recipients: Sequence[str],
+    count: int,
+    batch: int,
+    signatory: str | None = None,
 ) -> tuple[dict[str, list[tuple[bytes, bytes]]], dict[str, Answers]]:
     """Every sender's envelopes and every recipient's signed answers, before the clock."""
     all_keys, directory = _unblob(world_blob)
@@ -191,7 +203,9 @@ def prepare(
         sent[org] = []
         for i in range(count):
             target = recipients[i % len(recipients)]
-            msg_id, payload, frame = seal_envelope(org, target, all_keys[org], directory, content)
+            msg_id, payload, frame = seal_envelope(
+                org, target, all_keys[org], directory, content, signatory
+            )
             sent[org].append((msg_id, payload))
             pairs.setdefault((org, target), []).append((msg_id, hashlib.sha256(frame).digest()))
     answers = {org: Answers({}, [], []) for org in recipients}
@@ -235,7 +249,9 @@ def sender_main(
     for i in range(plan.count if plan.prepared is None else 0):
         target = targets[i % len(targets)]
         if plan.mode == "hub":
-            msg_id, payload, _frame = seal_envelope(org, target, keys, directory, content)
+            msg_id, payload, _frame = seal_envelope(
+                org, target, keys, directory, content, plan.signatory
+            )
             payloads.append((msg_id, payload))
         else:
             msg_id = os.urandom(16)
