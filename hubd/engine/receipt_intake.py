@@ -38,6 +38,7 @@ from schemas.labels import Classification
 from schemas.receipts import VerifiedReceipts, verify_receipts
 
 log = structlog.get_logger("hubd.ingest")
+NEVER_READABLE = ("schema.", "decode.")  # a neighbour's numbered batch no directory can read
 security = structlog.get_logger("hubd.security")
 
 
@@ -60,7 +61,8 @@ class ReceiptIntake:
 
     def _verified(
         self, arrival: Arrival, message: transport.ReceiptsMsg
-    ) -> VerifiedReceipts | None:
+    ) -> VerifiedReceipts | PeerError | None:
+        """The batch verified; or why not (None: it came where it may not)."""
         directory = self._directory()
         relayed = directory.relaying(arrival.org)
         if not relayed and not directory.has_topic(arrival.org):
@@ -83,7 +85,7 @@ class ReceiptIntake:
                 detail=exc.message,
             )
             flag_revoked(arrival, exc, "receipt batch")
-            return None
+            return exc
         return verified
 
     def now(self, arrival: Arrival, message: transport.ReceiptsMsg) -> Step:
@@ -96,10 +98,13 @@ class ReceiptIntake:
         if numbered and streams and streams.known(arrival.org, arrival.channel, message.seq):
             return None  # sent again: recorded already (nothing verified twice)
         verified = self._verified(arrival, message)
-        if verified is None:
-            if numbered and streams is not None:
-                # never readable here (a key this hub revoked, say): counted, not asked for
-                # again and again; the refusal is in the log
+        if not isinstance(verified, VerifiedReceipts):
+            unreadable = isinstance(verified, PeerError) and verified.reason.value.startswith(
+                NEVER_READABLE
+            )
+            if numbered and streams and unreadable:
+                # no directory makes it readable: counted, or it would be asked for again
+                # and again (one a newer directory may verify waits, as at a spoke)
                 streams.done(arrival.org, arrival.channel, message.seq)
             return None
         if numbered:
